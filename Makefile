@@ -1,0 +1,36 @@
+# Tessel: every target installs what it needs first (a .venv from pyproject.toml).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+MODEL  ?= gpt2
+
+.PHONY: setup test sim compile bench sweep clean
+
+setup: $(STAMP)
+
+# Re-installs only when pyproject.toml changes; a no-op otherwise.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+sim: setup
+	$(BIN)/tessel graph --model $(MODEL) --phase prefill --seq 128
+	$(BIN)/tessel graph --model $(MODEL) --phase decode --kv 128
+
+compile: setup
+	$(BIN)/tessel graph --model $(MODEL) --emit $(or $(OUT),$(MODEL).graph)
+
+bench: setup
+	@echo "make bench: no simulator yet (arrives with the systolic target)"
+
+sweep: setup
+	@echo "make sweep: no sweep runner yet (arrives with the sweeps issue)"
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,66 @@
+"""Run GPT-2-architecture models on token sequences with the reference executor.
+
+Prefill computes logits for every position; decode computes the last token's logits
+against a KV cache filled by a prefill of the earlier tokens. Token ids and lengths are
+checked here, at the boundary, with messages that name the offending token.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from compiler.frontend import Model
+from compiler.ir import Graph, GraphError
+from compiler.phase import decode, prefill
+from compiler.reference import execute
+
+__all__ = ["check_tokens", "token_feeds", "kv_feeds", "prefill_logits", "decode_logits"]
+
+
+def check_tokens(model: Model, tokens: Sequence[int]) -> np.ndarray:
+    if model.config is None:
+        raise GraphError(f"model '{model.name}' is a .graph file: token runs need a GPT-2 model")
+    if not tokens:
+        raise GraphError("no tokens given")
+    ids = np.asarray(tokens, dtype=np.int64)
+    vocab = model.config.vocab_size
+    for pos, t in enumerate(tokens):
+        if not 0 <= t < vocab:
+            raise GraphError(f"token id {t} at position {pos} is out of range for vocab size {vocab}")
+    if len(tokens) > model.config.n_positions:
+        raise GraphError(f"{len(tokens)} tokens exceed the context of {model.config.n_positions}")
+    return ids
+
+
+def token_feeds(ids: np.ndarray) -> dict[str, np.ndarray]:
+    return {"tokens": np.asarray(ids, dtype=np.int32).reshape(1, -1)}
+
+
+def kv_feeds(graph: Graph, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Map a pass's K/V outputs (logits first, then K, V per layer) to the next pass's caches."""
+    kv = graph.outputs[1:]
+    feeds = {}
+    for i in range(len(kv) // 2):
+        feeds[f"h.{i}.k_cache"] = outputs[kv[2 * i]]
+        feeds[f"h.{i}.v_cache"] = outputs[kv[2 * i + 1]]
+    return feeds
+
+
+def prefill_logits(model: Model, tokens: Sequence[int], dtype: type = np.float64) -> np.ndarray:
+    """Logits [len(tokens), vocab] of one prefill pass."""
+    ids = check_tokens(model, tokens)
+    graph = model.graph(prefill(len(ids)))
+    return execute(graph, model.weights, token_feeds(ids), dtype)[graph.outputs[0]][0]
+
+
+def decode_logits(model: Model, tokens: Sequence[int], dtype: type = np.float64) -> np.ndarray:
+    """Logits [1, vocab] of the decode step of tokens[-1] against the cache of tokens[:-1]."""
+    ids = check_tokens(model, tokens)
+    if len(ids) < 2:
+        raise GraphError("decode needs at least 2 tokens: a cache and the new token")
+    first = model.graph(prefill(len(ids) - 1))
+    cache = kv_feeds(first, execute(first, model.weights, token_feeds(ids[:-1]), dtype))
+    step = model.graph(decode(len(ids) - 1))
+    feeds = {**cache, **token_feeds(ids[-1:])}
+    return execute(step, model.weights, feeds, dtype)[step.outputs[0]][0]

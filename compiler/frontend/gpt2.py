@@ -1,0 +1,120 @@
+"""GPT-2-architecture models: presets and the graph of one prefill or decode pass.
+
+The graph follows Hugging Face's GPT2LMHeadModel op for op: token + position embeddings,
+pre-LN decoder blocks (fused qkv projection, scaled causal attention, gelu_new MLP), final
+layer norm and an LM head tied to the token embedding. Parameter names are Hugging Face's
+keys without the `transformer.` prefix, so checkpoints load by name.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from compiler.builder import GraphBuilder
+from compiler.ir import DType, Graph, GraphError, OpKind
+from compiler.phase import Phase
+
+__all__ = ["GPT2Config", "PRESETS", "build_graph"]
+
+
+@dataclass(frozen=True, slots=True)
+class GPT2Config:
+    name: str
+    n_layer: int
+    n_head: int
+    n_embd: int
+    vocab_size: int = 50257
+    n_positions: int = 1024
+    layer_norm_epsilon: float = 1e-5
+
+    def __post_init__(self) -> None:
+        for f in ("n_layer", "n_head", "n_embd", "vocab_size", "n_positions"):
+            if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
+                raise GraphError(f"{self.name}: {f} must be a positive integer, got {getattr(self, f)!r}")
+        if self.n_embd % self.n_head:
+            raise GraphError(f"{self.name}: n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
+        if not self.layer_norm_epsilon > 0:
+            raise GraphError(f"{self.name}: layer_norm_epsilon must be positive")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def n_params(self) -> int:
+        """Parameter count with the LM head tied (the published model sizes)."""
+        d = self.n_embd
+        per_layer = 12 * d * d + 13 * d      # qkv, proj, fc, fc-proj weights and biases, 2 LNs
+        return (self.vocab_size + self.n_positions) * d + self.n_layer * per_layer + 2 * d
+
+
+PRESETS: dict[str, GPT2Config] = {c.name: c for c in (
+    # GPT-2 (Radford et al. 2019, Table 2; Hugging Face configs): context 1024, vocab 50257
+    GPT2Config("gpt2", n_layer=12, n_head=12, n_embd=768),
+    GPT2Config("gpt2-medium", n_layer=24, n_head=16, n_embd=1024),
+    GPT2Config("gpt2-large", n_layer=36, n_head=20, n_embd=1280),
+    GPT2Config("gpt2-xl", n_layer=48, n_head=25, n_embd=1600),
+    # GPT-3 shapes (Brown et al. 2020, Table 2.1) as evaluated by PIM-GPT: context 2048,
+    # dense attention in the GPT-2 architecture
+    GPT2Config("gpt3-small", n_layer=12, n_head=12, n_embd=768, n_positions=2048),
+    GPT2Config("gpt3-medium", n_layer=24, n_head=16, n_embd=1024, n_positions=2048),
+    GPT2Config("gpt3-large", n_layer=24, n_head=16, n_embd=1536, n_positions=2048),
+    # Table 2.1 lists GPT-3 XL with 24 heads of 128, which cannot tile d_model = 2048; we keep
+    # d_model and d_head (16 heads), which gives the published 1.3 B parameters.
+    GPT2Config("gpt3-xl", n_layer=24, n_head=16, n_embd=2048, n_positions=2048),
+)}
+
+
+def build_graph(config: GPT2Config, phase: Phase) -> Graph:
+    """The graph of one pass; inputs `tokens` [B,S] and, for decode, the KV caches."""
+    if phase.total_len > config.n_positions:
+        raise GraphError(f"{config.name}: {phase.total_len} positions exceed the context "
+                         f"of {config.n_positions}")
+    B, S, L, D = phase.batch, phase.seq, phase.kv, config.n_embd
+    H, Dh = config.n_head, config.head_dim
+    g = GraphBuilder(f"{config.name}-{phase.kind}")
+    tokens = g.input("tokens", (B, S), DType.int32)
+    wte = g.param("wte.weight", (config.vocab_size, D))
+    wpe = g.param("wpe.weight", (config.n_positions, D))
+    tok = g.op(OpKind.EMBEDDING, "embed.tokens", [wte, tokens])
+    pos = g.op(OpKind.SLICE, "embed.positions", [wpe], axis=0, start=L, stop=L + S)
+    x = g.op(OpKind.ADD, "embed", [tok, pos])
+    outputs = []
+
+    def layernorm(name: str, src: str) -> str:
+        gain, bias = g.param(f"{name}.weight", (D,)), g.param(f"{name}.bias", (D,))
+        return g.op(OpKind.LAYERNORM, name, [src, gain, bias], eps=config.layer_norm_epsilon)
+
+    def linear(name: str, src: str, n_in: int, n_out: int) -> str:
+        w, b = g.param(f"{name}.weight", (n_in, n_out)), g.param(f"{name}.bias", (n_out,))
+        return g.op(OpKind.LINEAR, name, [src, w, b])
+
+    def heads(name: str, src: str, part: int) -> str:
+        piece = g.op(OpKind.SLICE, f"{name}", [src], axis=2, start=part * D, stop=(part + 1) * D)
+        split = g.op(OpKind.RESHAPE, f"{name}.split", [piece], shape=(B, S, H, Dh))
+        return g.op(OpKind.TRANSPOSE, f"{name}.heads", [split], perm=(0, 2, 1, 3))
+
+    for i in range(config.n_layer):
+        p = f"h.{i}"
+        ln1 = layernorm(f"{p}.ln_1", x)
+        qkv = linear(f"{p}.attn.c_attn", ln1, D, 3 * D)
+        q, k, v = (heads(f"{p}.attn.{n}", qkv, j) for j, n in enumerate("qkv"))
+        if phase.kind == "decode":
+            k_cache = g.input(f"{p}.k_cache", (B, H, L, Dh))
+            v_cache = g.input(f"{p}.v_cache", (B, H, L, Dh))
+            k = g.op(OpKind.KV_APPEND, f"{p}.attn.k_all", [k_cache, k])
+            v = g.op(OpKind.KV_APPEND, f"{p}.attn.v_all", [v_cache, v])
+        outputs += [k, v]
+        scores = g.op(OpKind.MATMUL, f"{p}.attn.scores", [q, k], transpose_b=True)
+        probs = g.op(OpKind.SOFTMAX, f"{p}.attn.probs", [scores],
+                     scale=1.0 / math.sqrt(Dh), causal=True)
+        ctx = g.op(OpKind.MATMUL, f"{p}.attn.context", [probs, v])
+        merged = g.op(OpKind.TRANSPOSE, f"{p}.attn.merge", [ctx], perm=(0, 2, 1, 3))
+        flat = g.op(OpKind.RESHAPE, f"{p}.attn.flat", [merged], shape=(B, S, D))
+        x = g.op(OpKind.ADD, f"{p}.attn.residual", [x, linear(f"{p}.attn.c_proj", flat, D, D)])
+        ln2 = layernorm(f"{p}.ln_2", x)
+        act = g.op(OpKind.GELU, f"{p}.mlp.act", [linear(f"{p}.mlp.c_fc", ln2, D, 4 * D)])
+        x = g.op(OpKind.ADD, f"{p}.mlp.residual", [x, linear(f"{p}.mlp.c_proj", act, 4 * D, D)])
+    final = layernorm("ln_f", x)
+    logits = g.op(OpKind.MATMUL, "lm_head", [final, wte], transpose_b=True)
+    return g.build([logits, *outputs])

@@ -1,0 +1,225 @@
+"""What each op kind means for shapes and costs: shape inference, FLOPs and bytes moved.
+
+One `OpRule` per `OpKind`, checked complete at import so a new kind cannot be silently
+ignored. Cost conventions (documented in docs/graph-format.md, used by the FLOP tests):
+- matmul 2*M*N*K per batch; linear adds one FLOP per output for the bias;
+- add, mul: 1 per output element; layernorm 7 per element (mean, subtract, square, variance
+  sum, scale by 1/std, gain, bias); gelu 8 per element (tanh form); softmax 5 per element
+  (scale, subtract max, exp, sum, divide);
+- embedding, kv_append and layout ops: 0 FLOPs.
+Bytes moved assume an unfused execution: each compute op reads its inputs and writes its
+result; an embedding reads only the rows it gathers; a KV append writes the new entries in
+place (the cache is not copied); layout ops are views and move nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from compiler.ir import DType, GraphError, Op, OpKind, TensorType
+
+__all__ = ["OpRule", "RULES", "infer_type", "op_flops", "op_bytes", "ARITY"]
+
+Types = tuple[TensorType, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OpRule:
+    """Shape inference and cost model of one op kind."""
+
+    arity: tuple[int, int]                          # (min, max) number of inputs
+    infer: Callable[[Op, Types], TensorType]        # op.type is ignored by infer
+    flops: Callable[[Op, Types], int]
+    bytes_moved: Callable[[Op, Types], int]
+
+
+def _fail(op: Op, message: str) -> GraphError:
+    return GraphError(f"op '{op.name}' ({op.kind.value}): {message}")
+
+
+def _shape(t: TensorType) -> list[int]:
+    return list(t.shape)
+
+
+def _float(op: Op, *types: TensorType) -> None:
+    for t in types:
+        if t.dtype in (DType.int8, DType.int32):
+            raise _fail(op, f"expects floating-point operands, got {t}")
+
+
+def _broadcast(op: Op, a: TensorType, b: TensorType) -> tuple[int, ...]:
+    try:
+        return tuple(np.broadcast_shapes(a.shape, b.shape))
+    except ValueError:
+        raise _fail(op, f"shapes {_shape(a)} and {_shape(b)} do not broadcast") from None
+
+
+def _source(op: Op, types: Types) -> TensorType:
+    return op.type
+
+
+def _embedding(op: Op, types: Types) -> TensorType:
+    table, ids = types
+    if len(table.shape) != 2:
+        raise _fail(op, f"table must be 2-D, got {_shape(table)}")
+    if ids.dtype is not DType.int32:
+        raise _fail(op, f"ids must be int32, got {ids}")
+    return TensorType(ids.shape + (table.shape[1],), table.dtype)
+
+
+def _matmul(op: Op, types: Types) -> TensorType:
+    a, b = types
+    _float(op, a, b)
+    if len(a.shape) < 2 or len(b.shape) < 2:
+        raise _fail(op, f"operands must be at least 2-D, got {_shape(a)} and {_shape(b)}")
+    k_b, n = (b.shape[-1], b.shape[-2]) if op.attr("transpose_b", False) else b.shape[-2:]
+    if a.shape[-1] != k_b:
+        raise _fail(op, f"inner dimensions differ: {_shape(a)} x {_shape(b)}"
+                        f"{' (b transposed)' if op.attr('transpose_b', False) else ''}")
+    if len(b.shape) > 2 and b.shape[:-2] != a.shape[:-2]:
+        raise _fail(op, f"batch dimensions differ: {_shape(a)} x {_shape(b)}")
+    return TensorType(a.shape[:-1] + (n,), a.dtype)
+
+
+def _linear(op: Op, types: Types) -> TensorType:
+    x, w = types[0], types[1]
+    _float(op, *types)
+    if len(w.shape) != 2 or x.shape[-1:] != w.shape[:1]:
+        raise _fail(op, f"weight {_shape(w)} does not match input {_shape(x)}")
+    if len(types) == 3 and types[2].shape != w.shape[1:]:
+        raise _fail(op, f"bias {_shape(types[2])} must be [{w.shape[1]}]")
+    return TensorType(x.shape[:-1] + (w.shape[1],), x.dtype)
+
+
+def _elementwise(op: Op, types: Types) -> TensorType:
+    a, b = types
+    _float(op, a, b)
+    return TensorType(_broadcast(op, a, b), a.dtype)
+
+
+def _layernorm(op: Op, types: Types) -> TensorType:
+    x, gain, bias = types
+    _float(op, *types)
+    if gain.shape != x.shape[-1:] or bias.shape != x.shape[-1:]:
+        raise _fail(op, f"gain {_shape(gain)} and bias {_shape(bias)} must be [{x.shape[-1]}]")
+    if not op.attr("eps", 1e-5) > 0:
+        raise _fail(op, f"eps must be positive, got {op.attr('eps')}")
+    return x
+
+
+def _unary(op: Op, types: Types) -> TensorType:
+    _float(op, types[0])
+    return types[0]
+
+
+def _softmax(op: Op, types: Types) -> TensorType:
+    (x,) = types
+    _float(op, x)
+    if op.attr("causal", False) and (len(x.shape) < 2 or x.shape[-1] < x.shape[-2]):
+        raise _fail(op, f"causal softmax needs [..., S, T] with T >= S, got {_shape(x)}")
+    return x
+
+
+def _kv_append(op: Op, types: Types) -> TensorType:
+    cache, new = types
+    if len(cache.shape) < 2 or cache.shape[:-2] != new.shape[:-2] \
+            or cache.shape[-1] != new.shape[-1] or cache.dtype != new.dtype:
+        raise _fail(op, f"cannot append {new} to cache {cache}")
+    return TensorType(cache.shape[:-2] + (cache.shape[-2] + new.shape[-2], cache.shape[-1]),
+                      cache.dtype)
+
+
+def _reshape(op: Op, types: Types) -> TensorType:
+    (x,) = types
+    shape = tuple(op.attr("shape", ()))
+    if int(np.prod(shape)) != x.numel or any(d < 0 for d in shape):
+        raise _fail(op, f"cannot reshape {_shape(x)} to {list(shape)}")
+    return TensorType(shape, x.dtype)
+
+
+def _transpose(op: Op, types: Types) -> TensorType:
+    (x,) = types
+    perm = tuple(op.attr("perm", ()))
+    if sorted(perm) != list(range(len(x.shape))):
+        raise _fail(op, f"perm {list(perm)} is not a permutation of {len(x.shape)} axes")
+    return TensorType(tuple(x.shape[p] for p in perm), x.dtype)
+
+
+def _slice(op: Op, types: Types) -> TensorType:
+    (x,) = types
+    axis, start, stop = op.attr("axis"), op.attr("start"), op.attr("stop")
+    if not isinstance(axis, int) or not -len(x.shape) <= axis < len(x.shape):
+        raise _fail(op, f"axis {axis} out of range for {_shape(x)}")
+    axis %= len(x.shape)
+    if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop <= x.shape[axis]):
+        raise _fail(op, f"slice [{start}:{stop}] out of range for axis {axis} of {_shape(x)}")
+    return TensorType(x.shape[:axis] + (stop - start,) + x.shape[axis + 1:], x.dtype)
+
+
+def _zero(op: Op, types: Types) -> int:
+    return 0
+
+
+def _per_element(n: int) -> Callable[[Op, Types], int]:
+    return lambda op, types: n * op.type.numel
+
+
+def _matmul_flops(op: Op, types: Types) -> int:
+    return 2 * op.type.numel * types[0].shape[-1]
+
+
+def _linear_flops(op: Op, types: Types) -> int:
+    return 2 * op.type.numel * types[0].shape[-1] + (op.type.numel if len(types) == 3 else 0)
+
+
+def _rw_bytes(op: Op, types: Types) -> int:
+    return sum(t.size_bytes for t in types) + op.type.size_bytes
+
+
+def _embedding_bytes(op: Op, types: Types) -> int:
+    return types[1].size_bytes + 2 * op.type.size_bytes
+
+
+def _kv_append_bytes(op: Op, types: Types) -> int:
+    return 2 * types[1].size_bytes
+
+
+_COMPUTE = dict(bytes_moved=_rw_bytes)
+RULES: dict[OpKind, OpRule] = {
+    OpKind.INPUT: OpRule((0, 0), _source, _zero, _zero),
+    OpKind.PARAM: OpRule((0, 0), _source, _zero, _zero),
+    OpKind.EMBEDDING: OpRule((2, 2), _embedding, _zero, _embedding_bytes),
+    OpKind.MATMUL: OpRule((2, 2), _matmul, _matmul_flops, **_COMPUTE),
+    OpKind.LINEAR: OpRule((2, 3), _linear, _linear_flops, **_COMPUTE),
+    OpKind.ADD: OpRule((2, 2), _elementwise, _per_element(1), **_COMPUTE),
+    OpKind.MUL: OpRule((2, 2), _elementwise, _per_element(1), **_COMPUTE),
+    OpKind.LAYERNORM: OpRule((3, 3), _layernorm, _per_element(7), **_COMPUTE),
+    OpKind.GELU: OpRule((1, 1), _unary, _per_element(8), **_COMPUTE),
+    OpKind.SOFTMAX: OpRule((1, 1), _softmax, _per_element(5), **_COMPUTE),
+    OpKind.KV_APPEND: OpRule((2, 2), _kv_append, _zero, _kv_append_bytes),
+    OpKind.RESHAPE: OpRule((1, 1), _reshape, _zero, _zero),
+    OpKind.TRANSPOSE: OpRule((1, 1), _transpose, _zero, _zero),
+    OpKind.SLICE: OpRule((1, 1), _slice, _zero, _zero),
+}
+assert set(RULES) == set(OpKind), f"ops without a rule: {set(OpKind) - set(RULES)}"
+ARITY = {kind: rule.arity for kind, rule in RULES.items()}
+
+
+def infer_type(op: Op, input_types: Types) -> TensorType:
+    """The result type `op` must have given its inputs; raises GraphError naming the op."""
+    lo, hi = RULES[op.kind].arity
+    if not lo <= len(input_types) <= hi:
+        expected = str(lo) if lo == hi else f"{lo} to {hi}"
+        raise _fail(op, f"takes {expected} inputs, got {len(input_types)}")
+    return RULES[op.kind].infer(op, input_types)
+
+
+def op_flops(op: Op, input_types: Types) -> int:
+    return RULES[op.kind].flops(op, input_types)
+
+
+def op_bytes(op: Op, input_types: Types) -> int:
+    return RULES[op.kind].bytes_moved(op, input_types)
+

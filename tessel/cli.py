@@ -1,0 +1,186 @@
+"""The `tessel` command line: graph, run, asm, disasm.
+
+Exit 0 on success. Bad input exits 2 with one line `error: ...` on stderr naming the
+file, field, line:column or argument — never a traceback, never a half-written file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+import isa
+from compiler.cost import graph_cost
+from compiler.driver import decode_logits, prefill_logits
+from compiler.frontend import Model, load_model, to_text
+from compiler.ir import GraphError
+from compiler.phase import Phase
+from tessel.files import atomic_write
+from tessel.table import render_table
+
+USER_ERRORS = (GraphError, isa.IsaError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line error format."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise SystemExit(_fail(f"{self.prog}: {message}"))
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _token_list(text: str) -> list[int]:
+    try:
+        tokens = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
+    return tokens
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _add_phase_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--phase", choices=("prefill", "decode"), help="default prefill")
+    p.add_argument("--seq", type=_positive, help="prompt tokens for prefill (default 128)")
+    p.add_argument("--kv", type=_positive, help="KV-cache length for decode (default 128)")
+    p.add_argument("--batch", type=_positive, help="sequences per batch (default 1)")
+
+
+def _phase(args: argparse.Namespace, model: Model) -> Phase | None:
+    given = [f"--{n}" for n in ("phase", "seq", "kv", "batch") if getattr(args, n) is not None]
+    if model.config is None:
+        if given:
+            raise GraphError(f"{given[0]} does not apply to a .graph file (its shapes are fixed)")
+        return None
+    kind = args.phase or "prefill"
+    if kind == "prefill" and args.kv is not None:
+        raise GraphError("--kv applies to --phase decode only")
+    if kind == "decode" and args.seq is not None:
+        raise GraphError("--seq applies to --phase prefill only (decode takes one token)")
+    batch = args.batch or 1
+    if kind == "prefill":
+        return Phase("prefill", args.seq or 128, 0, batch)
+    return Phase("decode", 1, args.kv or 128, batch)
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    model = load_model(args.model)
+    phase = _phase(args, model)
+    graph = model.graph(phase)
+    cost = graph_cost(graph)
+    if args.emit:
+        atomic_write(Path(args.emit), to_text(graph).encode())
+    if args.json:
+        print(json.dumps(cost.to_json()))
+        return 0
+    print(f"model {model.name}" + (f", {phase}" if phase else "") + f": {len(cost.ops)} ops")
+    rows = [(op.name, op.kind, "x".join(map(str, op.output)), f"{op.flops:,}", f"{op.bytes:,}")
+            for op in cost.ops]
+    rows.append(("total", "", "", f"{cost.total_flops:,}", f"{cost.total_bytes:,}"))
+    print(render_table(("op", "kind", "output", "FLOPs", "bytes"), rows))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    model = load_model(args.model)
+    run = decode_logits if args.phase == "decode" else prefill_logits
+    logits = run(model, args.tokens).astype(np.float32)
+    atomic_write(Path(args.logits), _npy_bytes(logits))
+    print(f"wrote {args.logits}: float32 {list(logits.shape)} logits of {model.name} "
+          f"({args.phase or 'prefill'}, reference executor)")
+    return 0
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def cmd_asm(args: argparse.Namespace) -> int:
+    program = isa.load(Path(args.input))
+    out = Path(args.output)
+    if out.suffix != ".tbin":
+        raise isa.IsaError(f"{out}: output of asm must be a .tbin file")
+    isa.save(program, out)
+    print(f"wrote {out}: {len(program.instructions)} instructions")
+    return 0
+
+
+def cmd_disasm(args: argparse.Namespace) -> int:
+    program = isa.load(Path(args.input))
+    if args.output is None:
+        sys.stdout.write(isa.to_text(program))
+        return 0
+    out = Path(args.output)
+    if out.suffix != ".tasm":
+        raise isa.IsaError(f"{out}: output of disasm must be a .tasm file")
+    isa.save(program, out)
+    print(f"wrote {out}: {len(program.instructions)} instructions")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tessel", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    model_help = "preset (gpt2 ... gpt3-xl), Hugging Face GPT-2 directory, or .graph file"
+
+    p = sub.add_parser("graph", help="print a model's graph: ops, shapes, FLOPs, bytes")
+    p.add_argument("--model", required=True, help=model_help)
+    _add_phase_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--emit", metavar="OUT.graph", help="also write the graph in .graph text form")
+    p.set_defaults(handler=cmd_graph)
+
+    p = sub.add_parser("run", help="run the numpy reference executor and save logits")
+    p.add_argument("--model", required=True, help=model_help)
+    p.add_argument("--tokens", required=True, type=_token_list, help="comma-separated token ids")
+    p.add_argument("--phase", choices=("prefill", "decode"),
+                   help="prefill: logits of every token; decode: last token against the cache "
+                        "of the others")
+    p.add_argument("--logits", required=True, metavar="OUT.npy", help="where to write the logits")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("asm", help="assemble .tasm text into a .tbin binary")
+    p.add_argument("input", metavar="IN.tasm")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.tbin")
+    p.set_defaults(handler=cmd_asm)
+
+    p = sub.add_parser("disasm", help="disassemble a .tbin binary into .tasm text")
+    p.add_argument("input", metavar="IN.tbin")
+    p.add_argument("-o", "--output", metavar="OUT.tasm", help="default: standard output")
+    p.set_defaults(handler=cmd_disasm)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.handler(args)
+    except USER_ERRORS as e:
+        return _fail(str(e))
+    except OSError as e:
+        return _fail(f"{e.filename or ''}: {e.strerror}".lstrip(": "))
+    except KeyboardInterrupt:
+        return _fail("interrupted")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
