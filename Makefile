@@ -24,7 +24,9 @@ sim: setup
 	$(BIN)/tessel graph --model $(MODEL) --phase decode --kv 128
 
 compile: setup
-	$(BIN)/tessel graph --model $(MODEL) --emit $(or $(OUT),$(MODEL).graph)
+	@mkdir -p out
+	$(BIN)/tessel graph --model $(MODEL) --json --emit $(or $(OUT),out/$(MODEL).graph) > /dev/null
+	@echo "wrote $(or $(OUT),out/$(MODEL).graph)"
 
 bench: setup
 	@echo "make bench: no simulator yet (arrives with the systolic target)"

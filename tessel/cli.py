@@ -22,14 +22,18 @@ from compiler.phase import Phase
 from tessel.files import atomic_write
 from tessel.table import render_table
 
-USER_ERRORS = (GraphError, isa.IsaError)
+USER_ERRORS: tuple[type[Exception], ...] = (GraphError, isa.IsaError)
+
+
+class UsageError(ValueError):
+    """A bad command-line argument (reported like every other user error)."""
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse with the project's one-line error format."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise SystemExit(_fail(f"{self.prog}: {message}"))
+        raise UsageError(f"{self.prog}: {message}")
 
 
 def _fail(message: str) -> int:
@@ -127,7 +131,7 @@ def cmd_asm(args: argparse.Namespace) -> int:
 def cmd_disasm(args: argparse.Namespace) -> int:
     program = isa.load(Path(args.input))
     if args.output is None:
-        sys.stdout.write(isa.to_text(program))
+        sys.stdout.write(isa.disassemble(program))
         return 0
     out = Path(args.output)
     if out.suffix != ".tasm":
@@ -174,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.handler(args)
-    except USER_ERRORS as e:
+    except (UsageError, *USER_ERRORS) as e:
         return _fail(str(e))
     except OSError as e:
         return _fail(f"{e.filename or ''}: {e.strerror}".lstrip(": "))

@@ -1,0 +1,37 @@
+"""Tessel tile ISA, version 1: opcodes, 128-bit encoding, text assembly, program files, verifier.
+
+    program = isa.load("prog.tasm")          # or isa.assemble(text)
+    isa.verify(program, machine_view)        # VerifyError names the instruction and reason
+    isa.save(program, "prog.tbin")           # atomic; .tbin or .tasm by suffix
+
+Everything raises subclasses of `IsaError` (a ValueError) with one-line messages.
+"""
+
+from isa.asm import assemble, disassemble
+from isa.encoding import decode, decode_word, encode, encode_word
+from isa.errors import AsmError, DecodeError, FieldError, IsaError, ProgramFileError, VerifyError
+from isa.fields import A32, A40, E, F32, Field, FieldKind, Flag, U
+from isa.files import load, save
+from isa.footprint import ConfigError, Footprint, QueueConfig, footprints
+from isa.instr import Instr
+from isa.machine import MachineView, MemorySpace
+from isa.opcodes import ISA_VERSION, OPCODES, OPCODES_BY_CODE, OpSpec
+from isa.program import Program, Symbol
+from isa.values import Addr, DType, Queue, Unit
+from isa.verify import verify
+
+__all__ = [
+    # values and instructions
+    "Unit", "Queue", "DType", "Addr", "Instr",
+    # opcode table and field kinds
+    "ISA_VERSION", "OpSpec", "OPCODES", "OPCODES_BY_CODE",
+    "FieldKind", "Field", "U", "E", "Flag", "A32", "A40", "F32",
+    # programs, encoding, text, files
+    "Program", "Symbol", "encode", "decode", "encode_word", "decode_word",
+    "assemble", "disassemble", "save", "load",
+    # verification
+    "MemorySpace", "MachineView", "verify", "Footprint", "QueueConfig", "footprints",
+    # errors
+    "IsaError", "FieldError", "DecodeError", "AsmError", "ProgramFileError", "VerifyError",
+    "ConfigError",
+]

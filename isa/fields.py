@@ -1,0 +1,362 @@
+"""Operand field kinds: how one named operand is checked, printed, parsed and packed into bits.
+
+The opcode table lists each instruction's fields as (name, kind); the encoder, decoder,
+printer and parser all call the kind, so a value round-trips through text and binary by
+construction. Column methods (`to_raw`/`from_raw`) work on whole numpy columns so that
+programs of a million instructions encode and decode in seconds.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import math
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from isa.errors import FieldError
+from isa.values import Addr, DType, parse_int
+
+__all__ = ["FieldKind", "Field", "U", "E", "Flag", "A32", "A40", "F32", "DTYPE", "SPACE_BITS",
+           "ColumnError"]
+
+SPACE_BITS = 4  # address operands name their space by index into Program.spaces (<= 16)
+
+
+class ColumnError(Exception):
+    """Internal: the value at `position` of a column is bad; callers add the instruction."""
+
+    def __init__(self, position: int, message: str) -> None:
+        super().__init__(message)
+        self.position = position
+        self.message = message
+
+
+class FieldKind(abc.ABC):
+    """One kind of operand field; every kind implements all six methods."""
+
+    bits: int
+
+    @property
+    @abc.abstractmethod
+    def label(self) -> str:
+        """Short name used in docs and range messages (`U16`, `A40`)."""
+
+    @abc.abstractmethod
+    def coerce(self, name: str, value: object) -> object:
+        """Return the canonical value for `value` or raise FieldError naming the field."""
+
+    @abc.abstractmethod
+    def format(self, value: object) -> str:
+        """Canonical assembly text of a (coerced) value."""
+
+    @abc.abstractmethod
+    def from_text(self, name: str, text: str) -> object:
+        """Parse assembly text into a canonical value; FieldError when it does not fit."""
+
+    @abc.abstractmethod
+    def to_raw(self, name: str, values: Sequence, space_index: Mapping[str, int]) -> np.ndarray:
+        """Pack a column of values into uint64 bit patterns; ColumnError on a bad value."""
+
+    @abc.abstractmethod
+    def from_raw(self, name: str, raw: np.ndarray, spaces: Sequence[str]) -> list:
+        """Unpack a uint64 column into values; ColumnError on an undecodable pattern.
+
+        The decoder passes each distinct bit pattern once, so this may be slowish.
+        """
+
+    def _first_bad(self, name: str, values: Sequence) -> ColumnError:
+        """Slow path: find the first value that is not canonical, for the error message."""
+        for position, value in enumerate(values):
+            try:
+                canonical = self.coerce(name, value)
+            except FieldError as error:
+                return ColumnError(position, str(error))
+            if type(canonical) is not type(value) or canonical != value:
+                return ColumnError(position, f"{name}={value!r} is not a canonical {self.label} "
+                                   "value (build instructions with Instr.make)")
+        return ColumnError(0, f"{name}: column does not encode")
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """A named operand slot of an opcode."""
+
+    name: str
+    kind: FieldKind
+
+
+def _int_text(name: str, text: str) -> int:
+    try:
+        return parse_int(text)
+    except ValueError:
+        raise FieldError(f"{name}={text} is not an integer") from None
+
+
+@dataclass(frozen=True, slots=True)
+class U(FieldKind):
+    """Unsigned integer of `bits` bits, printed in decimal."""
+
+    bits: int
+
+    @property
+    def label(self) -> str:
+        return f"U{self.bits}"
+
+    def coerce(self, name: str, value: object) -> int:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise FieldError(f"{name}={value!r} is not an integer ({self.label})")
+        value = int(value)
+        if not 0 <= value < 1 << self.bits:
+            top = (1 << self.bits) - 1
+            raise FieldError(f"{name}={value} does not fit {self.label} (0..{top})")
+        return value
+
+    def format(self, value: object) -> str:
+        return str(value)
+
+    def from_text(self, name: str, text: str) -> int:
+        return self.coerce(name, _int_text(name, text))
+
+    def to_raw(self, name: str, values: Sequence, space_index: Mapping[str, int]) -> np.ndarray:
+        if not set(map(type, values)) <= {int}:
+            raise self._first_bad(name, values)
+        try:
+            column = np.array(values, dtype=np.int64)
+        except OverflowError:
+            raise self._first_bad(name, values) from None
+        if len(column) and (column.min() < 0 or column.max() >= 1 << self.bits):
+            raise self._first_bad(name, values)
+        return column.astype(np.uint64)
+
+    def from_raw(self, name: str, raw: np.ndarray, spaces: Sequence[str]) -> list:
+        return raw.tolist()
+
+
+@dataclass(frozen=True, slots=True)
+class Flag(FieldKind):
+    """One bit, printed 0/1; booleans are accepted and stored as ints."""
+
+    bits = 1  # a constant, not a dataclass field
+
+    @property
+    def label(self) -> str:
+        return "Flag"
+
+    def coerce(self, name: str, value: object) -> int:
+        if isinstance(value, (bool, np.bool_)):
+            return int(value)
+        if isinstance(value, (int, np.integer)) and value in (0, 1):
+            return int(value)
+        raise FieldError(f"{name}={value!r} does not fit Flag (0 or 1)")
+
+    def format(self, value: object) -> str:
+        return str(value)
+
+    def from_text(self, name: str, text: str) -> int:
+        return self.coerce(name, _int_text(name, text))
+
+    def to_raw(self, name: str, values: Sequence, space_index: Mapping[str, int]) -> np.ndarray:
+        return U(1).to_raw(name, values, space_index)
+
+    def from_raw(self, name: str, raw: np.ndarray, spaces: Sequence[str]) -> list:
+        return raw.tolist()
+
+
+@dataclass(frozen=True, slots=True)
+class E(FieldKind):
+    """Enumeration of `bits` bits printed by name; code = position in `names`.
+
+    With `enum` set (DType), values are that enum's members, else plain strings.
+    """
+
+    bits: int
+    names: tuple[str, ...]
+    enum: type[enum.Enum] | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.names) > 1 << self.bits:
+            raise ValueError(f"{len(self.names)} names do not fit E{self.bits}")
+
+    @property
+    def label(self) -> str:
+        return f"E{self.bits}"
+
+    def coerce(self, name: str, value: object) -> object:
+        if isinstance(value, str) and value in self.names:
+            return self.enum(value) if self.enum is not None else str(value)
+        raise FieldError(f"{name}={value!r} is not one of {', '.join(self.names)}")
+
+    def format(self, value: object) -> str:
+        return str(value)
+
+    def from_text(self, name: str, text: str) -> object:
+        return self.coerce(name, text)
+
+    def to_raw(self, name: str, values: Sequence, space_index: Mapping[str, int]) -> np.ndarray:
+        codes = {n: i for i, n in enumerate(self.names)}
+        want = str if self.enum is None else self.enum
+        if not set(map(type, values)) <= {want}:
+            raise self._first_bad(name, values)
+        try:
+            return np.array([codes[v] for v in values], dtype=np.uint64)
+        except KeyError:
+            raise self._first_bad(name, values) from None
+
+    def from_raw(self, name: str, raw: np.ndarray, spaces: Sequence[str]) -> list:
+        if len(raw) and raw.max() >= len(self.names):
+            position = int(np.argmax(raw >= len(self.names)))
+            raise ColumnError(
+                position,
+                f"{name} has no value {int(raw[position])} (0..{len(self.names) - 1})",
+            )
+        members = [self.coerce(name, n) for n in self.names]
+        return [members[i] for i in raw.tolist()]
+
+
+@dataclass(frozen=True, slots=True)
+class _Address(FieldKind):
+    """Address operand: 4-bit index into the program's space table, then `addr_bits` bits."""
+
+    addr_bits: int
+
+    @property
+    def bits(self) -> int:
+        return SPACE_BITS + self.addr_bits
+
+    @property
+    def label(self) -> str:
+        return f"A{self.bits}"
+
+    def coerce(self, name: str, value: object) -> Addr:
+        if isinstance(value, str):
+            try:
+                value = Addr.parse(value)
+            except FieldError as error:
+                raise FieldError(f"{name}: {error}") from None
+        if not isinstance(value, Addr):
+            raise FieldError(f"{name}={value!r} is not an address (space[0x...])")
+        if value.addr >= 1 << self.addr_bits:
+            limit = (1 << self.addr_bits) - 1
+            raise FieldError(f"{name}={value} does not fit {self.label} (address 0x0..{limit:#x})")
+        return value
+
+    def format(self, value: object) -> str:
+        return str(value)
+
+    def from_text(self, name: str, text: str) -> Addr:
+        return self.coerce(name, text)
+
+    def to_raw(self, name: str, values: Sequence, space_index: Mapping[str, int]) -> np.ndarray:
+        if not set(map(type, values)) <= {Addr}:
+            raise self._first_bad(name, values)
+        space = np.array([space_index.get(v.space, -1) for v in values], dtype=np.int64)
+        if len(space) and space.min() < 0:
+            position = int(np.argmin(space))
+            known = " ".join(space_index)
+            raise ColumnError(position, f"{name}={values[position]}: unknown space "
+                              f"{values[position].space!r} (program spaces: {known})")
+        try:
+            addr = np.array([v.addr for v in values], dtype=np.int64)
+        except OverflowError:
+            raise self._first_bad(name, values) from None
+        if len(addr) and addr.max() >= 1 << self.addr_bits:
+            raise self._first_bad(name, values)
+        return space.astype(np.uint64) << np.uint64(self.addr_bits) | addr.astype(np.uint64)
+
+    def from_raw(self, name: str, raw: np.ndarray, spaces: Sequence[str]) -> list:
+        space = raw >> np.uint64(self.addr_bits)
+        if len(space) and space.max() >= len(spaces):
+            position = int(np.argmax(space >= len(spaces)))
+            raise ColumnError(position, f"{name} uses space index {int(space[position])} but "
+                              f"the program declares {len(spaces)} spaces")
+        return [_trusted_addr(spaces[s], a) for s, a in zip(
+            space.tolist(), (raw & np.uint64((1 << self.addr_bits) - 1)).tolist())]
+
+
+_SET_SPACE = Addr.__dict__["space"].__set__  # slot setters: bypass the frozen __setattr__
+_SET_ADDR = Addr.__dict__["addr"].__set__
+
+
+def _trusted_addr(space: str, addr: int) -> Addr:
+    """Build an Addr from decoded bits, skipping the checks they cannot fail."""
+    value = object.__new__(Addr)
+    _SET_SPACE(value, space)
+    _SET_ADDR(value, addr)
+    return value
+
+
+A32 = _Address(addr_bits=28)
+A40 = _Address(addr_bits=36)
+
+_F32_MAX = float(np.finfo(np.float32).max)
+_F32_MAX_TEXT = str(np.finfo(np.float32).max)
+
+
+@dataclass(frozen=True, slots=True)
+class _Float32(FieldKind):
+    """IEEE float32 immediate; text is the shortest decimal that reads back the same float32."""
+
+    bits = 32  # a constant, not a dataclass field
+
+    @property
+    def label(self) -> str:
+        return "F32"
+
+    def coerce(self, name: str, value: object) -> float:
+        numbers = (int, float, np.integer, np.floating)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers):
+            raise FieldError(f"{name}={value!r} is not a number (F32)")
+        value = float(value)
+        if math.isnan(value):
+            raise FieldError(f"{name}=nan: NaN is not allowed in F32 fields")
+        try:
+            return struct.unpack("<f", struct.pack("<f", value))[0]
+        except OverflowError:
+            raise FieldError(
+                f"{name}={value!r} does not fit F32 (|x| <= {_F32_MAX_TEXT})") from None
+
+    def format(self, value: object) -> str:
+        return str(np.float32(value))
+
+    def from_text(self, name: str, text: str) -> float:
+        magnitude = text.lower().lstrip("+-")
+        if magnitude == "nan":
+            raise FieldError(f"{name}={text}: NaN is not allowed in F32 fields")
+        if magnitude == "inf":
+            return float(text.lower())
+        try:
+            value = float(text)
+        except ValueError:
+            raise FieldError(f"{name}={text} is not a number") from None
+        try:
+            if math.isinf(value):
+                raise FieldError(text)
+            return self.coerce(name, value)  # just above the largest float32 still rounds down
+        except FieldError:
+            raise FieldError(f"{name}={text} does not fit F32 (|x| <= {_F32_MAX_TEXT})") from None
+
+    def to_raw(self, name: str, values: Sequence, space_index: Mapping[str, int]) -> np.ndarray:
+        if not set(map(type, values)) <= {float}:
+            raise self._first_bad(name, values)
+        wide = np.array(values, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            narrow = wide.astype(np.float32)
+        if len(wide) and not np.array_equal(narrow.astype(np.float64), wide):
+            raise self._first_bad(name, values)
+        return narrow.view(np.uint32).astype(np.uint64)
+
+    def from_raw(self, name: str, raw: np.ndarray, spaces: Sequence[str]) -> list:
+        narrow = raw.astype(np.uint32).view(np.float32)
+        if np.isnan(narrow).any():
+            position = int(np.argmax(np.isnan(narrow)))
+            raise ColumnError(position,
+                              f"{name} holds a NaN bit pattern {int(raw[position]):#010x}")
+        return narrow.astype(np.float64).tolist()
+
+
+F32 = _Float32()
+DTYPE = E(4, tuple(d.value for d in DType), DType)

@@ -1,0 +1,193 @@
+"""Memory footprints of instructions: which bytes of which space each operand touches.
+
+A footprint depends on the operands and on the queue's configuration registers (strides from
+`dmacfg`, shapes from `mcfg`/`vcfg`), tracked by `QueueConfig`. `verify` uses footprints for
+bounds and direction checks; a simulator can use them to size transfers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+from isa.errors import IsaError
+from isa.instr import Instr
+from isa.opcodes import OPCODES, VEC_BINARY
+from isa.values import Addr, DType
+
+__all__ = ["Footprint", "QueueConfig", "footprints", "ConfigError"]
+
+INDEX_BYTES = 4  # gather indices are int32
+PIM_ACC_BYTES = 4  # one fp32 MAC accumulator per bank
+
+
+class ConfigError(IsaError):
+    """An instruction that needs configuration its queue does not have (gemm before mcfg)."""
+
+
+class Footprint(NamedTuple):
+    """Operand `role` touches [addr, addr + size_bytes); on_chip says where it must live
+    (True: on-chip, False: off-chip, None: either)."""
+
+    role: str
+    addr: Addr
+    size_bytes: int
+    on_chip: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """Configuration registers of one queue; reset state: dense strides, no mcfg, no vcfg."""
+
+    src_stride: int = 0
+    dst_stride: int = 0
+    mcfg: Instr | None = None
+    vcfg: Instr | None = None
+
+    def after(self, instr: Instr) -> QueueConfig:
+        """The configuration once `instr` has issued (unchanged unless it is a *cfg)."""
+        if instr.opcode == "dmacfg":
+            return replace(self, src_stride=instr["src_stride"], dst_stride=instr["dst_stride"])
+        if instr.opcode == "mcfg":
+            return replace(self, mcfg=instr)
+        if instr.opcode == "vcfg":
+            return replace(self, vcfg=instr)
+        return self
+
+
+Limits = Mapping[str, int]
+
+
+def footprints(instr: Instr, config: QueueConfig, limits: Limits | None = None) -> list[Footprint]:
+    """Footprints of `instr` issued on a queue configured as `config`; empty ones omitted.
+
+    limits supplies `pim_burst_bytes` and `bank` (PIM footprints that need them are omitted
+    when absent). ConfigError when a needed mcfg/vcfg/dmacfg is missing.
+    """
+    found = _RULES[instr.opcode](instr, config, limits or {})
+    return [f for f in found if f.size_bytes > 0]
+
+
+def _extent_bytes(rows: int, row_bytes: int, pitch: int) -> int:
+    """Bytes from the first to the last byte of `rows` rows at `pitch` (0 = dense)."""
+    if rows == 0 or row_bytes == 0:
+        return 0
+    return (rows - 1) * (pitch or row_bytes) + row_bytes
+
+
+def _none(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
+    return []
+
+
+def _load(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
+    rows, row_bytes = instr["rows"], instr["row_bytes"]
+    dst_bytes = _extent_bytes(rows, row_bytes, config.dst_stride)
+    src_bytes = _extent_bytes(rows, row_bytes, config.src_stride)
+    return [Footprint("dst", instr["dst"], dst_bytes, True),
+            Footprint("src", instr["src"], src_bytes, False)]
+
+
+def _store(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
+    rows, row_bytes = instr["rows"], instr["row_bytes"]
+    dst_bytes = _extent_bytes(rows, row_bytes, config.dst_stride)
+    src_bytes = _extent_bytes(rows, row_bytes, config.src_stride)
+    return [Footprint("dst", instr["dst"], dst_bytes, False),
+            Footprint("src", instr["src"], src_bytes, True)]
+
+
+def _gather(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
+    row_bytes, n = config.src_stride, instr["n"]
+    if row_bytes == 0:
+        raise ConfigError("gather needs the row size in bytes: dmacfg src_stride > 0 first")
+    # Which table rows are read depends on the indices; statically, at least one row.
+    return [Footprint("dst", instr["dst"], n * row_bytes, True),
+            Footprint("table", instr["table"], row_bytes if n else 0, False),
+            Footprint("idx", instr["idx"], n * INDEX_BYTES, True)]
+
+
+def _need(config: QueueConfig, register: str, instr: Instr) -> Instr:
+    value = getattr(config, register)
+    if value is None:
+        raise ConfigError(f"{instr.opcode} before any {register} on this queue")
+    return value
+
+
+def _gemm(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
+    cfg = _need(config, "mcfg", instr)
+    m, n, k = cfg["m"], cfg["n"], cfg["k"]
+    item, acc = DType(cfg["dtype"]).itemsize, DType(cfg["acc"]).itemsize
+    return [Footprint("c", instr["c"], m * n * acc, True),
+            Footprint("a", instr["a"], m * k * item, True),
+            Footprint("b", instr["b"], k * n * item, True)]
+
+
+_BCAST_ELEMENTS: dict[str, Callable[[int, int], int]] = {
+    "none": lambda rows, cols: rows * cols,
+    "row": lambda rows, cols: rows,
+    "col": lambda rows, cols: cols,
+    "scalar": lambda rows, cols: 1,
+}
+
+
+def _vec(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
+    cfg = _need(config, "vcfg", instr)
+    rows, cols = cfg["rows"], cfg["cols"]
+    item, out = DType(cfg["dtype"]).itemsize, DType(cfg["out"]).itemsize
+    found = [Footprint("dst", instr["dst"], rows * cols * out, True),
+             Footprint("a", instr["a"], rows * cols * item, True)]
+    if instr["func"] in VEC_BINARY:
+        b_elements = _BCAST_ELEMENTS[instr["bcast"]](rows, cols)
+        found.append(Footprint("b", instr["b"], b_elements * item, True))
+    return found
+
+
+def _red(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
+    cfg = _need(config, "vcfg", instr)
+    rows, cols = cfg["rows"], cfg["cols"]
+    return [Footprint("dst", instr["dst"], rows * DType(cfg["out"]).itemsize, True),
+            Footprint("src", instr["src"], rows * cols * DType(cfg["dtype"]).itemsize, True)]
+
+
+def _pim_wrgb(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
+    return [Footprint("src", instr["src"], instr["bytes"], None)]
+
+
+def _pim_rdmac(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
+    return [Footprint("dst", instr["dst"], PIM_ACC_BYTES, None)]
+
+
+def _pim_rdmac_all(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
+    banks = limits.get("bank", 1)  # the bank limit is the bank count; 1 if unknown
+    return [Footprint("dst", instr["dst"], PIM_ACC_BYTES * banks, None)]
+
+
+def _pim_burst(role: str) -> Callable[[Instr, QueueConfig, Limits], list[Footprint]]:
+    def rule(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
+        burst = limits.get("pim_burst_bytes")
+        return [] if burst is None else [Footprint(role, instr[role], instr["ncols"] * burst, None)]
+    return rule
+
+
+def _df_stream(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
+    size = instr["tiles"] * instr["tile_bytes"]
+    return [Footprint("dst", instr["dst"], size, True), Footprint("src", instr["src"], size, True)]
+
+
+def _df_xfer(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
+    size = instr["kib"] * 1024
+    return [Footprint("dst", instr["dst"], size, False),
+            Footprint("src", instr["src"], size, False)]
+
+
+_RULES: dict[str, Callable[[Instr, QueueConfig, Limits], list[Footprint]]] = {
+    "halt": _none, "signal": _none, "wait": _none, "dmacfg": _none, "mcfg": _none,
+    "vcfg": _none, "load": _load, "store": _store, "gather": _gather, "gemm": _gemm,
+    "vec": _vec, "red": _red,
+    "pim.act": _none, "pim.act_all": _none, "pim.pre": _none, "pim.pre_all": _none,
+    "pim.wrgb": _pim_wrgb, "pim.mac": _none, "pim.mac_all": _none,
+    "pim.rdmac": _pim_rdmac, "pim.rdmac_all": _pim_rdmac_all,
+    "pim.wr": _pim_burst("src"), "pim.rd": _pim_burst("dst"),
+    "df.section": _none, "df.run": _none, "df.stream": _df_stream, "df.xfer": _df_xfer,
+}
+assert set(_RULES) == set(OPCODES), "every opcode needs a footprint rule"

@@ -1,0 +1,224 @@
+"""The opcode table: the one source the encoder, decoder, printer, parser and docs derive from.
+
+Each `OpSpec` gives mnemonic, 8-bit code, family, the units whose queues may issue it, its
+ordered operand fields and its semantics as pseudo-code. Cycle counts are not part of the ISA:
+each target's machine model in `sim/` times every instruction.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from isa.fields import A32, A40, DTYPE, E, F32, Field, FieldKind, Flag, U
+from isa.values import QUEUE_INDEX_BITS, Unit
+
+__all__ = [
+    "OpSpec", "OPCODES", "OPCODES_BY_CODE", "ISA_VERSION", "WORD_BITS", "PAYLOAD_BITS",
+    "VEC_FUNCS", "VEC_BINARY", "VEC_IMMEDIATE", "VEC_UNARY", "BCASTS", "RED_FUNCS",
+]
+
+ISA_VERSION = 1
+WORD_BITS = 128
+OPCODE_BITS = 8
+QUEUE_BITS = 4 + QUEUE_INDEX_BITS
+PAYLOAD_BITS = WORD_BITS - OPCODE_BITS - QUEUE_BITS  # 104, fields packed MSB first
+
+VEC_BINARY = ("add", "sub", "mul", "div", "max")
+VEC_IMMEDIATE = ("addi", "muli")
+VEC_UNARY = ("exp", "rsqrt", "recip", "gelu", "tanh", "copy")
+VEC_FUNCS = VEC_BINARY + VEC_IMMEDIATE + VEC_UNARY
+BCASTS = ("none", "row", "col", "scalar")
+RED_FUNCS = ("sum", "max")
+
+ANY_UNIT = frozenset(Unit)
+
+
+@dataclass(frozen=True, slots=True)
+class OpSpec:
+    """One instruction: identity, where it may run, operand layout and meaning."""
+
+    mnemonic: str
+    code: int
+    family: str
+    units: frozenset[Unit]
+    fields: tuple[Field, ...]
+    doc: str
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.code < 1 << OPCODE_BITS:
+            raise ValueError(f"{self.mnemonic}: code {self.code:#x} does not fit 8 bits")
+        if self.payload_bits > PAYLOAD_BITS:
+            raise ValueError(f"{self.mnemonic}: fields need {self.payload_bits} bits, "
+                             f"a word has {PAYLOAD_BITS}")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    @property
+    def payload_bits(self) -> int:
+        return sum(f.kind.bits for f in self.fields)
+
+    @property
+    def layout(self) -> tuple[tuple[Field, int], ...]:
+        """Each field with the bit position of its least significant bit in the word."""
+        out, top = [], PAYLOAD_BITS
+        for f in self.fields:
+            top -= f.kind.bits
+            out.append((f, top))
+        return tuple(out)
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+
+def _op(mnemonic: str, code: int, family: str, units, fields, doc: str) -> OpSpec:
+    kinds: tuple[tuple[str, FieldKind], ...] = fields
+    return OpSpec(mnemonic, code, family, frozenset(units),
+                  tuple(Field(n, k) for n, k in kinds), textwrap.dedent(doc).strip())
+
+
+_DMA = (Unit.dma, Unit.agcu)
+_MXU = (Unit.mxu, Unit.pcu)
+_VEC = (Unit.vpu, Unit.asic, Unit.pcu)
+_PIM = (Unit.pim,)
+U8, U16, U24, U32 = U(8), U(16), U(24), U(32)
+
+_TABLE = (
+    # ---- core -------------------------------------------------------------------------
+    _op("halt", 0x00, "core", ANY_UNIT, (), """
+        stop this queue: later instructions on it never issue
+        """),
+    _op("signal", 0x01, "core", ANY_UNIT, (("sem", U16),), """
+        sem[sem] += 1
+        """),
+    _op("wait", 0x02, "core", ANY_UNIT, (("sem", U16),), """
+        block this queue until sem[sem] > 0
+        sem[sem] -= 1
+        """),
+    _op("dmacfg", 0x03, "core", _DMA, (("src_stride", U32), ("dst_stride", U32)), """
+        cfg.src_pitch = src_stride     # row pitch in bytes for later load/store/gather
+        cfg.dst_pitch = dst_stride     # on this queue; 0 = dense (pitch = row_bytes)
+        """),
+    _op("load", 0x04, "core", _DMA,
+        (("dst", A32), ("src", A40), ("rows", U16), ("row_bytes", U16)), """
+        # dst on-chip, src off-chip
+        for r in range(rows):
+            dst[r*dst_pitch : r*dst_pitch + row_bytes] = src[r*src_pitch : r*src_pitch + row_bytes]
+        """),
+    _op("store", 0x05, "core", _DMA,
+        (("dst", A40), ("src", A32), ("rows", U16), ("row_bytes", U16)), """
+        # dst off-chip, src on-chip
+        for r in range(rows):
+            dst[r*dst_pitch : r*dst_pitch + row_bytes] = src[r*src_pitch : r*src_pitch + row_bytes]
+        """),
+    # Spec draft asked table=A40 n=U16 (120 bits); a word has 104, so table is A32 (first
+    # 256 MiB of its space) and n is U8 (at most 255 rows per gather).
+    _op("gather", 0x06, "core", (Unit.dma,),
+        (("dst", A32), ("table", A32), ("idx", A32), ("n", U8)), """
+        # embedding lookup; dst and idx on-chip, table off-chip; idx holds int32
+        row_bytes = cfg.src_pitch      # must be > 0
+        for i in range(n):
+            dst[i*row_bytes : (i+1)*row_bytes] = table[idx[i]*row_bytes : (idx[i]+1)*row_bytes]
+        """),
+    _op("mcfg", 0x07, "core", _MXU,
+        (("m", U16), ("n", U16), ("k", U16), ("dtype", DTYPE), ("acc", DTYPE)), """
+        cfg.gemm = (m, n, k, dtype, acc)   # shape and types of later gemm on this queue
+        """),
+    _op("gemm", 0x08, "core", _MXU,
+        (("c", A32), ("a", A32), ("b", A32), ("accumulate", Flag()), ("transpose_b", Flag())),
+        """
+        # (m, n, k, dtype, acc) = cfg.gemm; tiles dense row-major, on-chip
+        A = a as [m, k] of dtype
+        B = b as [n, k] of dtype if transpose_b else b as [k, n] of dtype
+        C = c as [m, n] of acc
+        C = (C if accumulate else 0) + A @ (B.T if transpose_b else B)
+        """),
+    _op("vcfg", 0x09, "core", _VEC,
+        (("rows", U16), ("cols", U16), ("dtype", DTYPE), ("out", DTYPE), ("imm", F32)), """
+        cfg.vec = (rows, cols, dtype, out, imm)   # tile of later vec/red on this queue
+        """),
+    _op("vec", 0x0A, "core", _VEC,
+        (("func", E(6, VEC_FUNCS)), ("bcast", E(2, BCASTS)),
+         ("dst", A32), ("a", A32), ("b", A32)), """
+        # (rows, cols, dtype, out, imm) = cfg.vec; tiles on-chip
+        A = a as [rows, cols] of dtype
+        B = b as {none: [rows, cols], row: [rows, 1], col: [1, cols], scalar: [1, 1]}[bcast]
+        dst as [rows, cols] of out = cast(f(A, B))
+        # add sub mul div max: elementwise f(A, B) with B broadcast
+        # addi muli: A + imm, A * imm;  exp rsqrt recip gelu(tanh form) tanh copy: f(A)
+        # (immediate and unary funcs do not read b)
+        """),
+    _op("red", 0x0B, "core", _VEC,
+        (("func", E(8, RED_FUNCS)), ("dst", A32), ("src", A32)), """
+        # (rows, cols, dtype, out, imm) = cfg.vec; func is sum or max
+        for r in range(rows):
+            dst[r] (of out) = cast(func(src[r, 0:cols] (of dtype)))
+        """),
+    # ---- PIM extension: one pim queue per DRAM channel ------------------------------------
+    _op("pim.act", 0x20, "pim", _PIM, (("bank", U8), ("row", U24)), """
+        open_row[bank] = row
+        """),
+    _op("pim.act_all", 0x21, "pim", _PIM, (("row", U24),), """
+        for b in banks: open_row[b] = row      # ACT16
+        """),
+    _op("pim.pre", 0x22, "pim", _PIM, (("bank", U8),), """
+        open_row[bank] = None
+        """),
+    _op("pim.pre_all", 0x23, "pim", _PIM, (), """
+        for b in banks: open_row[b] = None
+        """),
+    _op("pim.wrgb", 0x24, "pim", _PIM, (("gb", U16), ("src", A40), ("bytes", U16)), """
+        gbuf[gb : gb + bytes] = src[0 : bytes]
+        """),
+    _op("pim.mac", 0x25, "pim", _PIM,
+        (("bank", U8), ("col", U16), ("ncols", U16), ("gb", U16)), """
+        for j in range(ncols):     # one column burst of burst_bytes per step
+            acc[bank] += dot(lanes(bank, open_row[bank], col + j), lanes(gbuf, gb + j*burst_bytes))
+        """),
+    _op("pim.mac_all", 0x26, "pim", _PIM, (("col", U16), ("ncols", U16), ("gb", U16)), """
+        for b in banks: pim.mac(b, col, ncols, gb)     # all banks at once
+        """),
+    _op("pim.rdmac", 0x27, "pim", _PIM, (("bank", U8), ("dst", A40)), """
+        dst[0:4] = fp32(acc[bank]); acc[bank] = 0
+        """),
+    _op("pim.rdmac_all", 0x28, "pim", _PIM, (("dst", A40),), """
+        for b in banks: dst[4*b : 4*b + 4] = fp32(acc[b]); acc[b] = 0
+        """),
+    _op("pim.wr", 0x29, "pim", _PIM,
+        (("bank", U8), ("row", U24), ("col", U16), ("ncols", U16), ("src", A40)), """
+        dram[bank][row][col*burst_bytes : (col + ncols)*burst_bytes] = src[0 : ncols*burst_bytes]
+        """),
+    _op("pim.rd", 0x2A, "pim", _PIM,
+        (("bank", U8), ("row", U24), ("col", U16), ("ncols", U16), ("dst", A40)), """
+        dst[0 : ncols*burst_bytes] = dram[bank][row][col*burst_bytes : (col + ncols)*burst_bytes]
+        """),
+    # ---- dataflow extension (SN40L-style) ----------------------------------------------
+    _op("df.section", 0x40, "dataflow", (Unit.ctl,),
+        (("id", U16), ("stages", U8), ("pcus", U16), ("pmus", U16)), """
+        section[id] = configure(stages, pcus, pmus)    # replaces any earlier configuration
+        """),
+    _op("df.run", 0x41, "dataflow", (Unit.ctl,), (("id", U16), ("tiles", U32), ("loops", U16)),
+        """
+        for _ in range(loops):     # kernel looping: one launch
+            stream tiles tiles through section[id]
+        """),
+    _op("df.stream", 0x42, "dataflow", (Unit.pmu,),
+        (("dst", A32), ("src", A32), ("tiles", U16), ("tile_bytes", U24)), """
+        for t in range(tiles):
+            dst[t*tile_bytes : (t+1)*tile_bytes] = src[t*tile_bytes : (t+1)*tile_bytes]
+        """),
+    _op("df.xfer", 0x43, "dataflow", (Unit.agcu,), (("dst", A40), ("src", A40), ("kib", U24)),
+        """
+        dst[0 : kib*1024] = src[0 : kib*1024]     # tier to tier, e.g. DDR -> HBM
+        """),
+)
+
+OPCODES: MappingProxyType[str, OpSpec] = MappingProxyType({op.mnemonic: op for op in _TABLE})
+OPCODES_BY_CODE: MappingProxyType[int, OpSpec] = MappingProxyType({op.code: op for op in _TABLE})
+assert len(OPCODES) == len(OPCODES_BY_CODE) == len(_TABLE), "duplicate mnemonic or code"

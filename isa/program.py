@@ -1,0 +1,133 @@
+"""The Program container: target, ISA version, memory-space table, symbols, instructions, data."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import numpy as np
+
+from isa.errors import IsaError
+from isa.fields import SPACE_BITS
+from isa.instr import Instr
+from isa.values import NAME_RE, DType
+
+__all__ = ["Symbol", "Program", "SYMBOL_NAME_RE", "TARGET_RE"]
+
+SYMBOL_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")  # dots for `h.0.attn.weight`
+TARGET_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+
+
+@dataclass(frozen=True, slots=True)
+class Symbol:
+    """A named tensor placed in memory: `space[addr]`, dense row-major `shape` of `dtype`."""
+
+    name: str
+    space: str
+    addr: int
+    shape: tuple[int, ...]
+    dtype: DType
+
+    def __post_init__(self) -> None:
+        if type(self.name) is not str or SYMBOL_NAME_RE.fullmatch(self.name) is None:
+            raise IsaError(f"symbol name {self.name!r} must match {SYMBOL_NAME_RE.pattern}")
+        if type(self.space) is not str or NAME_RE.fullmatch(self.space) is None:
+            raise IsaError(f"symbol {self.name}: space {self.space!r} is not an identifier")
+        if type(self.addr) is not int or self.addr < 0:
+            raise IsaError(f"symbol {self.name}: addr={self.addr!r} must be a non-negative int")
+        shape = tuple(self.shape)
+        if not shape or any(type(d) is not int or d <= 0 for d in shape):
+            raise IsaError(f"symbol {self.name}: shape {shape!r} must be one or more positive ints")
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "dtype", DType.of(self.dtype))
+
+    @property
+    def size_bytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Program:
+    """A whole program for one target.
+
+    data: initial contents of symbols (name -> array of the symbol's shape, stored in
+    `DType.storage`: bf16 as uint16 bits), or None. Construction checks only what is cheap
+    (names, the space table, symbol spaces); `isa.verify` checks the rest against a machine.
+    Programs compare equal by value (arrays by content) and are not hashable.
+    """
+
+    target: str
+    isa_version: int
+    spaces: tuple[str, ...]
+    symbols: tuple[Symbol, ...] = ()
+    instructions: tuple[Instr, ...] = ()
+    data: Mapping[str, np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        if type(self.target) is not str or TARGET_RE.fullmatch(self.target) is None:
+            raise IsaError(f"target {self.target!r} must match {TARGET_RE.pattern}")
+        if type(self.isa_version) is not int or self.isa_version < 1:
+            raise IsaError(f"isa_version={self.isa_version!r} must be a positive int")
+        spaces = tuple(self.spaces)
+        if not 1 <= len(spaces) <= 1 << SPACE_BITS:
+            raise IsaError(f"a program names 1..{1 << SPACE_BITS} memory spaces, got {len(spaces)}")
+        for name in spaces:
+            if type(name) is not str or NAME_RE.fullmatch(name) is None:
+                raise IsaError(f"memory space name {name!r} is not an identifier")
+        if len(set(spaces)) != len(spaces):
+            raise IsaError(f"memory space listed twice in {' '.join(spaces)}")
+        symbols = tuple(self.symbols)
+        seen: set[str] = set()
+        for symbol in symbols:
+            if not isinstance(symbol, Symbol):
+                raise IsaError(f"symbols must be Symbol objects, got {symbol!r}")
+            if symbol.name in seen:
+                raise IsaError(f"symbol {symbol.name} defined twice")
+            if symbol.space not in spaces:
+                raise IsaError(f"symbol {symbol.name}: space {symbol.space} is not in the "
+                               f"program's spaces ({' '.join(spaces)})")
+            seen.add(symbol.name)
+        object.__setattr__(self, "spaces", spaces)
+        object.__setattr__(self, "symbols", symbols)
+        object.__setattr__(self, "instructions", tuple(self.instructions))
+        if self.data is not None:
+            data = dict(self.data)
+            for name, array in data.items():
+                if type(name) is not str or not isinstance(array, np.ndarray):
+                    raise IsaError(f"data must map symbol names to numpy arrays, got {name!r}")
+            object.__setattr__(self, "data", MappingProxyType(data))
+
+    def symbol(self, name: str) -> Symbol:
+        for symbol in self.symbols:
+            if symbol.name == name:
+                return symbol
+        raise KeyError(f"no symbol {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Program):
+            return NotImplemented
+        head = (self.target, self.isa_version, self.spaces, self.symbols)
+        if head != (other.target, other.isa_version, other.spaces, other.symbols):
+            return False
+        return _same_data(self.data, other.data) and self.instructions == other.instructions
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        """A summary: programs hold up to millions of instructions."""
+        data = "None" if self.data is None else f"<{len(self.data)} arrays>"
+        return (f"Program(target={self.target!r}, isa_version={self.isa_version}, "
+                f"spaces={self.spaces!r}, symbols=<{len(self.symbols)}>, "
+                f"instructions=<{len(self.instructions)}>, data={data})")
+
+
+def _same_data(a: Mapping[str, np.ndarray] | None, b: Mapping[str, np.ndarray] | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    if a.keys() != b.keys():
+        return False
+    return all(a[k].dtype == b[k].dtype and a[k].shape == b[k].shape
+               and a[k].tobytes() == b[k].tobytes() for k in a)

@@ -1,0 +1,152 @@
+"""`verify(program, machine)`: reject a bad program with its instruction index and the reason.
+
+Checks, in order: ISA version and target; spaces, symbols and data against the machine;
+every field value (by encoding the program); per instruction: queue exists, unit allowed,
+configuration present, field limits, every operand footprint inside its space and on the
+right side of the chip; finally that all queues run to completion through their semaphores.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from isa.encoding import encode
+from isa.errors import FieldError, IsaError, VerifyError
+from isa.footprint import Footprint, QueueConfig, footprints
+from isa.instr import Instr
+from isa.machine import MachineView
+from isa.opcodes import ISA_VERSION, OPCODES
+from isa.program import Program
+from isa.sync import find_blocked_wait
+
+__all__ = ["verify"]
+
+
+def verify(program: Program, machine: MachineView) -> None:
+    """Raise VerifyError on the first problem; return None when the program is valid."""
+    _check_program(program, machine)
+    try:
+        encode(program.instructions, program.spaces)
+    except FieldError as error:
+        raise VerifyError(str(error), error.index) from None
+    _check_instructions(program, machine)
+    blocked = find_blocked_wait(program.instructions)
+    if blocked is not None:
+        raise _at(blocked.index, program.instructions[blocked.index], blocked.message)
+
+
+def _at(index: int, instr: Instr, reason: str) -> VerifyError:
+    return VerifyError(f"instruction {index} ({instr.queue} {instr.opcode}): {reason}", index)
+
+
+def _check_program(program: Program, machine: MachineView) -> None:
+    if program.isa_version != ISA_VERSION:
+        raise VerifyError(f"program: ISA version {program.isa_version} is not supported "
+                          f"(supported: {ISA_VERSION})")
+    if machine.target is not None and program.target != machine.target:
+        raise VerifyError(f"program: compiled for target {program.target!r}, "
+                          f"the machine is {machine.target!r}")
+    for name in program.spaces:
+        if name not in machine.spaces:
+            raise VerifyError(f"program: space {name} does not exist on this machine "
+                              f"(spaces: {' '.join(machine.spaces)})")
+    by_space = defaultdict(list)
+    for symbol in program.symbols:
+        size = machine.spaces[symbol.space].size_bytes
+        end = symbol.addr + symbol.size_bytes
+        if end > size:
+            raise VerifyError(f"symbol {symbol.name}: address range {symbol.space}"
+                              f"[{symbol.addr:#x}, {end:#x}) exceeds space {symbol.space} "
+                              f"of {size} bytes")
+        by_space[symbol.space].append(symbol)
+    for symbols in by_space.values():
+        symbols.sort(key=lambda s: s.addr)
+        for before, after in zip(symbols, symbols[1:]):
+            if after.addr < before.addr + before.size_bytes:
+                raise VerifyError(f"symbol {after.name}: overlaps symbol {before.name} in "
+                                  f"{after.space} at {after.addr:#x} (it ends at "
+                                  f"{before.addr + before.size_bytes:#x})")
+    for name, array in (program.data or {}).items():
+        try:
+            symbol = program.symbol(name)
+        except KeyError:
+            raise VerifyError(f"data {name}: no symbol of that name") from None
+        if array.shape != symbol.shape:
+            raise VerifyError(f"data {name}: shape {array.shape} but the symbol is {symbol.shape}")
+        if array.dtype != symbol.dtype.storage:
+            raise VerifyError(f"data {name}: dtype {array.dtype} but a {symbol.dtype} symbol "
+                              f"is stored as {symbol.dtype.storage}")
+
+
+def _check_instructions(program: Program, machine: MachineView) -> None:
+    limits = machine.limits
+    spaces = machine.spaces
+    limited = {op: [(position, f.name, limits[f.name]) for position, f in enumerate(spec.fields)
+                    if f.name in limits] for op, spec in OPCODES.items()}
+    queue_ok: dict[object, bool] = {}
+    configs: dict[object, QueueConfig] = defaultdict(QueueConfig)
+    for index, instr in enumerate(program.instructions):
+        queue = instr.queue
+        if queue not in queue_ok:
+            if str(queue) not in machine.queues:
+                raise _at(index, instr, f"queue {queue} does not exist on this machine")
+            queue_ok[queue] = True
+        spec = OPCODES[instr.opcode]
+        if queue.unit not in spec.units:
+            units = " ".join(sorted(u.name for u in spec.units))
+            raise _at(index, instr, f"{instr.opcode} is not allowed on unit {queue.unit.name} "
+                      f"(units: {units})")
+        for position, name, bound in limited[instr.opcode]:
+            value = instr.fields[position][1]
+            if value >= bound:
+                raise _at(index, instr, f"{name}={value} exceeds the machine limit (< {bound})")
+        if instr.opcode.startswith("pim."):
+            _check_pim(index, instr, limits)
+        config = configs[queue]
+        try:
+            found = footprints(instr, config, limits)
+        except IsaError as error:
+            raise _at(index, instr, str(error)) from None
+        for footprint in found:
+            _check_footprint(index, instr, footprint, spaces)
+        if instr.opcode in ("dmacfg", "mcfg", "vcfg"):
+            configs[queue] = config.after(instr)
+
+
+def _check_footprint(index: int, instr: Instr, footprint: Footprint, spaces) -> None:
+    role, addr, size, on_chip = footprint
+    space = spaces.get(addr.space)
+    if space is None:
+        raise _at(index, instr, f"{role}: space {addr.space} does not exist on this machine")
+    if on_chip is not None and space.on_chip != on_chip:
+        want, have = ("on-chip", "off-chip") if on_chip else ("off-chip", "on-chip")
+        raise _at(index, instr, f"{role}={addr} must be {want} but {space.name} is {have}")
+    if size > space.size_bytes:
+        raise _at(index, instr, f"{role}: tile of {size} bytes does not fit space "
+                  f"{space.name} ({space.size_bytes} bytes)")
+    if addr.addr + size > space.size_bytes:
+        raise _at(index, instr, f"{role}: address range {space.name}[{addr.addr:#x}, "
+                  f"{addr.addr + size:#x}) exceeds space {space.name} of {space.size_bytes} bytes")
+
+
+def _check_pim(index: int, instr: Instr, limits) -> None:
+    """Column and global-buffer ranges, when the machine gives their sizes."""
+    columns = limits.get("col")
+    if columns is not None and instr.get("ncols") is not None:
+        start, stop = instr["col"], instr["col"] + instr["ncols"]
+        if stop > columns:
+            raise _at(index, instr,
+                      f"columns [{start}, {stop}) exceed the {columns} columns of a row")
+    gbuf, burst = limits.get("gbuf_bytes"), limits.get("pim_burst_bytes")
+    if gbuf is None or instr.get("gb") is None:
+        return
+    if instr.opcode == "pim.wrgb":
+        length = instr["bytes"]
+    elif burst is not None:
+        length = instr["ncols"] * burst
+    else:
+        return
+    stop = instr["gb"] + length
+    if stop > gbuf:
+        raise _at(index, instr, f"global buffer range [{instr['gb']}, {stop}) exceeds "
+                  f"gbuf_bytes {gbuf}")

@@ -1,0 +1,134 @@
+"""The tessel command line: outputs, and one-line errors with exit status 2."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tessel.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_graph_prints_one_line_per_op_and_totals(capsys):
+    code, out, _ = run(capsys, "graph", "--model", "gpt2", "--phase", "decode", "--kv", "16")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "model gpt2, decode kv=16 batch=1: 305 ops"
+    assert any(line.startswith("h.11.mlp.c_fc") and "linear" in line and "1x1x3072" in line for line in lines)
+    assert lines[-1].startswith("total")
+
+
+def test_graph_json_totals_are_the_sum_of_the_ops(capsys):
+    code, out, _ = run(capsys, "graph", "--model", "gpt2", "--seq", "8", "--json")
+    data = json.loads(out)
+    assert code == 0 and set(data) >= {"ops", "total_flops", "total_bytes"}
+    assert data["total_flops"] == sum(op["flops"] for op in data["ops"])
+    assert data["total_bytes"] == sum(op["bytes"] for op in data["ops"])
+
+
+def test_graph_emit_writes_a_parseable_graph(capsys, tmp_path):
+    out = tmp_path / "g.graph"
+    assert run(capsys, "graph", "--model", "gpt2", "--seq", "4", "--emit", str(out))[0] == 0
+    code, text, _ = run(capsys, "graph", "--model", str(out), "--json")
+    assert code == 0 and json.loads(text)["graph"] == "gpt2-prefill"
+
+
+def test_run_writes_float32_logits_for_every_position(capsys, tmp_path, tiny_hf):
+    out = tmp_path / "logits.npy"
+    tokens = json.loads((tiny_hf / "tokens.json").read_text())["tokens"]
+    code, _, _ = run(capsys, "run", "--model", str(tiny_hf), "--tokens", ",".join(map(str, tokens)),
+                     "--logits", str(out))
+    logits = np.load(out)
+    expected = np.load(tiny_hf / "expected_logits.npy")
+    assert code == 0 and logits.dtype == np.float32 and logits.shape == (24, 512)
+    assert np.abs(logits - expected).max() / np.abs(expected).max() < 1e-4
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["graph", "--model", "gpt5"], "error: unknown model 'gpt5': not a preset (gpt2, gpt2-medium"),
+    (["graph", "--model", "no/such/dir"], "error: model directory 'no/such/dir' does not exist"),
+    (["graph", "--model", "missing.graph"], "error: graph file 'missing.graph' does not exist"),
+    (["graph", "--model", "gpt2", "--seq", "0"], "error: tessel graph: argument --seq: expected a positive integer, got 0"),
+    (["graph", "--model", "gpt2", "--kv", "4"], "error: --kv applies to --phase decode only"),
+    (["graph", "--model", "gpt2", "--phase", "decode", "--kv", "1024"], "error: gpt2: 1025 positions exceed the context of 1024"),
+    (["graph", "--model", "examples/gemm.graph", "--seq", "4"], "error: --seq does not apply to a .graph file"),
+    (["run", "--model", "gpt2", "--tokens", "1,x", "--logits", "o.npy"], "error: tessel run: argument --tokens: expected comma-separated integers, got '1,x'"),
+    (["run", "--model", "gpt2", "--tokens", "5,99999", "--logits", "o.npy"], "error: token id 99999 at position 1 is out of range for vocab size 50257"),
+    (["frobnicate"], "error: tessel: argument COMMAND: invalid choice: 'frobnicate'"),
+])
+def test_bad_input_exits_2_with_one_line(capsys, argv, message, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(__import__("pathlib").Path(__file__).parents[1] / "examples", tmp_path / "examples")
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert err.startswith(message), err
+    assert err.count("\n") == 1
+    assert not (tmp_path / "o.npy").exists()
+
+
+def _hf_copy(src, tmp_path, edit):
+    dst = tmp_path / "ckpt"
+    shutil.copytree(src, dst)
+    edit(dst)
+    return dst
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: (d / "config.json").write_text(json.dumps({"n_layer": 2, "n_head": 4, "vocab_size": 512, "n_positions": 128})),
+     "config.json: missing field 'n_embd'"),
+    (lambda d: (d / "config.json").write_text('{"n_layer": 2,\n "n_head": }'),
+     "config.json:2:12: invalid JSON"),
+    (lambda d: (d / "config.json").unlink(), "ckpt: no config.json"),
+    (lambda d: (d / "model.safetensors").unlink(), "ckpt: no model.safetensors"),
+    (lambda d: (d / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}"),
+     "model.safetensors: not a readable safetensors file"),
+    (lambda d: (d / "config.json").write_text(json.dumps({"n_layer": 2, "n_head": 4, "n_embd": 64, "vocab_size": 500, "n_positions": 128})),
+     "model.safetensors: tensor 'transformer.wte.weight' has shape [512, 64], config.json implies [500, 64]"),
+])
+def test_bad_checkpoints_exit_2_naming_file_and_field(capsys, tmp_path, tiny_hf, edit, message):
+    ckpt = _hf_copy(tiny_hf, tmp_path, edit)
+    code, _, err = run(capsys, "graph", "--model", str(ckpt))
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_console_script_reports_errors_without_traceback(tmp_path):
+    tessel = shutil.which("tessel") or str(__import__("pathlib").Path(sys.executable).parent / "tessel")
+    proc = subprocess.run([tessel, "graph", "--model", "nope"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: unknown model 'nope'") and "Traceback" not in proc.stderr
+
+
+EXAMPLE_TASM = __import__("pathlib").Path(__file__).parents[1] / "examples" / "gemm_tile.tasm"
+
+
+def test_asm_then_disasm_gives_back_the_canonical_text(capsys, tmp_path):
+    tbin, tasm = tmp_path / "p.tbin", tmp_path / "p.tasm"
+    assert run(capsys, "asm", str(EXAMPLE_TASM), "-o", str(tbin))[0] == 0
+    assert run(capsys, "disasm", str(tbin), "-o", str(tasm))[0] == 0
+    body = [l for l in EXAMPLE_TASM.read_text().splitlines() if l and not l.startswith("#")]
+    assert tasm.read_text().splitlines() == body
+    code, out, _ = run(capsys, "disasm", str(tbin))
+    assert code == 0 and out.splitlines() == body
+
+
+def test_truncated_tbin_exits_2(capsys, tmp_path):
+    tbin = tmp_path / "p.tbin"
+    run(capsys, "asm", str(EXAMPLE_TASM), "-o", str(tbin))
+    tbin.write_bytes(tbin.read_bytes()[:-40])
+    code, _, err = run(capsys, "disasm", str(tbin))
+    assert code == 2 and err.startswith(f"error: {tbin}: truncated") and err.count("\n") == 1
+
+
+def test_malformed_tasm_names_line_and_column(capsys, tmp_path):
+    bad = tmp_path / "bad.tasm"
+    bad.write_text(".target systolic\n.isa 1\n.spaces dram sram\ndma0 load dst=sram[0x0] src=dram[0x0] rows=64 rowbytes=128\n")
+    code, _, err = run(capsys, "asm", str(bad), "-o", str(tmp_path / "o.tbin"))
+    assert code == 2 and err.startswith(f"error: {bad}:4:") and "has no field 'rowbytes'" in err
+    assert not (tmp_path / "o.tbin").exists()
