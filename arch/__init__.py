@@ -1,6 +1,9 @@
 """Hardware descriptions: frozen dataclasses loaded from TOML presets in arch/configs/.
 
-Each target's architecture (systolic array, PIM DRAM, three-tier dataflow) is described
-here and turned into an `isa.MachineView` for the program verifier. The presets arrive
-with their targets (see the open issues); nothing in this package is a placeholder.
+`load_arch("systolic-128", ["rows=64"])` returns the validated dataclass of the file's
+target; each one turns itself into an `isa.MachineView` for the program verifier.
 """
+from arch.config import ARCH_CLASSES, ArchError, load_arch, preset_names
+from arch.systolic import SystolicArch, SystolicEnergy
+
+__all__ = ["ArchError", "load_arch", "preset_names", "ARCH_CLASSES", "SystolicArch", "SystolicEnergy"]

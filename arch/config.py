@@ -112,7 +112,10 @@ def build(cls: type[T], table: Mapping[str, Any], source: str, prefix: str = "")
                 continue
             raise ArchError(f"{source}: missing field '{where}'")
         values[name] = _check(hints[name], f, table[name], source, where)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ArchError as e:                      # cross-field checks in __post_init__
+        raise ArchError(f"{source}: {e}") from None
 
 
 def _check(hint: Any, f: dataclasses.Field, value: Any, source: str, where: str) -> Any:

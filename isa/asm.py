@@ -61,10 +61,16 @@ class _Assembler:
     def run(self, statements: list[Statement]) -> Program:
         header: dict[str, Statement] = {}
         symbol_lines = []
+        ops: list[tuple[int, str]] = []
+        count = 0
         for statement in statements:
             if statement.kind == "symbol":
                 symbol_lines.append(statement)
-            elif statement.kind != "instr":
+            elif statement.kind == "instr":
+                count += 1
+            elif statement.kind == "op":
+                ops.append((count, str(statement.parts[0])))
+            else:
                 if statement.kind in header:
                     raise self.fail(statement, None, f"second .{statement.kind} directive")
                 header[statement.kind] = statement
@@ -87,7 +93,7 @@ class _Assembler:
         data = self.data(header["data"]) if "data" in header else None
         try:
             return Program(str(header["target"].parts[0]), ISA_VERSION, spaces, tuple(symbols),
-                           instructions, data)
+                           instructions, data, tuple(ops))
         except IsaError as error:
             raise self.fail(header["target"], 0, str(error)) from None
 
@@ -212,7 +218,15 @@ def disassemble(program: Program, *, data_path: str | None = None) -> str:
         out.write(f".symbol {s.name} {s.space} {s.addr:#x} {shape} {s.dtype}\n")
     if data_path is not None:
         out.write(format_data_line(data_path) + "\n")
-    for instr in program.instructions:
+    marks = iter(program.ops)
+    mark = next(marks, None)
+    for index, instr in enumerate(program.instructions):
+        while mark is not None and mark[0] == index:
+            out.write(f".op {mark[1]}\n")
+            mark = next(marks, None)
         out.write(str(instr))
         out.write("\n")
+    while mark is not None:
+        out.write(f".op {mark[1]}\n")
+        mark = next(marks, None)
     return out.getvalue()

@@ -29,7 +29,7 @@ _WORDS = {
 
 
 class Statement(NamedTuple):
-    """One directive or instruction: `kind` is target/isa/spaces/symbol/data/instr.
+    """One directive or instruction: `kind` is target/isa/spaces/symbol/data/op/instr.
 
     parts: the line's tokens after the directive keyword (for instr: queue, mnemonic,
     then one `name=value` per field).
@@ -61,6 +61,9 @@ class _Callbacks(lark.Transformer):
 
     def data(self, tokens):
         return ("data", tokens)
+
+    def op(self, tokens):
+        return ("op", tokens)
 
     def instr(self, tokens):
         return ("instr", tokens)

@@ -86,6 +86,7 @@ def _tbin_parts(program: Program) -> list[bytes | memoryview]:
         "spaces": list(program.spaces),
         "symbols": [{"name": s.name, "space": s.space, "addr": s.addr,
                      "shape": list(s.shape), "dtype": str(s.dtype)} for s in program.symbols],
+        "ops": [[index, name] for index, name in program.ops],
     }, separators=(",", ":")).encode("utf-8")
     blob = _npz_bytes(program.data) if program.data is not None else b""
     return [MAGIC, struct.pack("<I", len(header)), header,
@@ -162,7 +163,8 @@ class _TbinReader:
         data = self.data(blob) if blob_bytes else None
         try:
             return Program(header["target"], header["isa"], tuple(spaces),
-                           header["symbols"], instructions, data)
+                           header["symbols"], instructions, data,
+                           tuple(tuple(mark) for mark in header.get("ops", ())))
         except IsaError as error:
             raise self.fail(f"corrupt header: {error}") from None
 

@@ -57,6 +57,8 @@ class Program:
     `DType.storage`: bf16 as uint16 bits), or None. Construction checks only what is cheap
     (names, the space table, symbol spaces); `isa.verify` checks the rest against a machine.
     Programs compare equal by value (arrays by content) and are not hashable.
+    ops: where each source-graph op's instructions begin, as (first instruction index, op
+    name) in program order; reports attribute cycles and energy to ops with it.
     """
 
     target: str
@@ -65,6 +67,7 @@ class Program:
     symbols: tuple[Symbol, ...] = ()
     instructions: tuple[Instr, ...] = ()
     data: Mapping[str, np.ndarray] | None = None
+    ops: tuple[tuple[int, str], ...] = ()
 
     def __post_init__(self) -> None:
         if type(self.target) is not str or TARGET_RE.fullmatch(self.target) is None:
@@ -93,6 +96,13 @@ class Program:
         object.__setattr__(self, "spaces", spaces)
         object.__setattr__(self, "symbols", symbols)
         object.__setattr__(self, "instructions", tuple(self.instructions))
+        ops = tuple((int(i), str(n)) for i, n in self.ops)
+        previous = 0
+        for index, name in ops:
+            if not previous <= index <= len(self.instructions) or SYMBOL_NAME_RE.fullmatch(name) is None:
+                raise IsaError(f"op mark ({index}, {name!r}) out of order or not a name")
+            previous = index
+        object.__setattr__(self, "ops", ops)
         if self.data is not None:
             data = dict(self.data)
             for name, array in data.items():
@@ -109,8 +119,8 @@ class Program:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Program):
             return NotImplemented
-        head = (self.target, self.isa_version, self.spaces, self.symbols)
-        if head != (other.target, other.isa_version, other.spaces, other.symbols):
+        head = (self.target, self.isa_version, self.spaces, self.symbols, self.ops)
+        if head != (other.target, other.isa_version, other.spaces, other.symbols, other.ops):
             return False
         return _same_data(self.data, other.data) and self.instructions == other.instructions
 

@@ -1,0 +1,85 @@
+"""Systolic-array accelerators (TPU / Gemmini / DRACO style): the architecture dataclass.
+
+A rows x cols array of MAC PEs with a dataflow (ws, os, is), a unified on-chip SRAM for
+operand and result tiles, an accumulator for partial sums, a vector unit for everything
+that is not a GEMM, and DRAM behind a DMA engine. Memory spaces seen by programs: `dram`
+(off-chip), `sram` and `acc` (on-chip). Queues: dma0 (loads), dma1 (stores), mxu0, vpu0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import isa
+from arch.config import ArchError, choice, non_negative, positive, register
+
+__all__ = ["SystolicArch", "SystolicEnergy", "VECTOR_FUNCS"]
+
+# Every vector/reduction function the vector unit needs a pipeline depth for.
+VECTOR_FUNCS = ("add", "sub", "mul", "div", "max", "addi", "muli", "exp", "rsqrt", "recip",
+                "gelu", "tanh", "copy", "sum")
+
+
+@dataclass(frozen=True, slots=True)
+class SystolicEnergy:
+    """Energy per action; every preset names the source of each value beside it."""
+
+    mac_pj: float = positive()                  # one multiply-accumulate at the array's dtype
+    sram_read_pj_per_byte: float = positive()
+    sram_write_pj_per_byte: float = positive()
+    acc_pj_per_byte: float = positive()         # accumulator read-modify-write, per byte
+    dram_pj_per_byte: float = positive()
+    vector_op_pj: float = positive()            # one element operation in the vector unit
+    static_w: float = non_negative()            # leakage and clock tree, whole chip
+
+
+@register("systolic")
+@dataclass(frozen=True, slots=True)
+class SystolicArch:
+    name: str
+    target: str = choice("systolic")
+    rows: int = positive()
+    cols: int = positive()
+    dataflow: str = choice("ws", "os", "is")
+    clock_mhz: float = positive()
+    dtype: str = choice("bf16", "fp32", "int8")     # matrix-unit operand type
+    sram_bytes: int = positive()                     # unified on-chip buffer
+    acc_bytes: int = positive()                      # accumulator (fp32 / int32 entries)
+    dram_bytes: int = positive()
+    dram_bw_gbps: float = positive()                 # GB/s = 1e9 bytes/s
+    dram_latency_ns: float = non_negative()
+    vector_lanes: int = positive()
+    vector_latency_cycles: dict[str, int]            # pipeline depth per function
+    weight_preload_overlap: bool                     # False: SCALE-Sim's fold arithmetic
+    energy: SystolicEnergy
+
+    def __post_init__(self) -> None:
+        missing = [f for f in VECTOR_FUNCS if f not in self.vector_latency_cycles]
+        if missing:
+            raise ArchError(f"missing field 'vector_latency_cycles.{missing[0]}'")
+        unknown = sorted(set(self.vector_latency_cycles) - set(VECTOR_FUNCS))
+        if unknown:
+            raise ArchError(f"unknown field 'vector_latency_cycles.{unknown[0]}'")
+
+    @property
+    def clock_hz(self) -> float:
+        return self.clock_mhz * 1e6
+
+    @property
+    def dram_bytes_per_cycle(self) -> float:
+        return self.dram_bw_gbps * 1e9 / self.clock_hz
+
+    @property
+    def dram_latency_cycles(self) -> int:
+        return round(self.dram_latency_ns * 1e-9 * self.clock_hz)
+
+    @property
+    def pes(self) -> int:
+        return self.rows * self.cols
+
+    def machine_view(self) -> isa.MachineView:
+        """What the program verifier needs to know of this machine."""
+        spaces = (isa.MemorySpace("dram", self.dram_bytes, on_chip=False),
+                  isa.MemorySpace("sram", self.sram_bytes, on_chip=True),
+                  isa.MemorySpace("acc", self.acc_bytes, on_chip=True))
+        return isa.MachineView({s.name: s for s in spaces},
+                               frozenset({"dma0", "dma1", "mxu0", "vpu0"}), target="systolic")

@@ -1,0 +1,8 @@
+"""Per-target lowering behind one registry: TARGETS[name](graph, arch, dtype) -> Lowered."""
+from compiler.targets.emit import CompileError
+from compiler.targets.systolic import Lowered, lower as lower_systolic
+
+TARGETS = {"systolic": lower_systolic}
+DEFAULT_ARCH = {"systolic": "systolic-128"}
+
+__all__ = ["TARGETS", "DEFAULT_ARCH", "CompileError", "Lowered"]

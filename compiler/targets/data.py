@@ -1,0 +1,55 @@
+"""A compiled program's data: initial DRAM contents from weights and inputs, and reading
+graph values back out of a simulated memory through their storage views."""
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import numpy as np
+
+from isa import DType
+from isa.numerics import to_storage
+
+from compiler.ir import Graph, OpKind
+from compiler.passes.storage import StoragePlan, View
+from compiler.targets.emit import symbol_name
+
+__all__ = ["program_data", "read_value"]
+
+
+def _place(buffer_shape: tuple[int, ...], view: View, values: np.ndarray, into: np.ndarray) -> None:
+    flat = into.reshape(-1)
+    index = view.offset + sum(np.indices(view.shape)[k] * s for k, s in enumerate(view.strides))
+    flat[index] = values
+
+
+def program_data(graph: Graph, plan: StoragePlan, constants: Mapping[str, np.ndarray],
+                 weights: Mapping[str, np.ndarray], feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Symbol -> initial contents (in storage form) for parameters, inputs and constants.
+
+    A KV-cache input lives inside its append's buffer, so that buffer starts out holding the
+    cache; every other computed buffer starts as zeros (not stored)."""
+    data: dict[str, np.ndarray] = {}
+    for buf in plan.buffers.values():
+        op = graph[buf.name] if buf.name in graph else None
+        if op is not None and op.kind is OpKind.PARAM:
+            values = np.asarray(weights[buf.name])
+        elif op is not None and op.kind is OpKind.INPUT:
+            values = np.asarray(feeds[buf.name])
+        elif op is not None and op.kind is OpKind.KV_APPEND:
+            values = np.zeros(buf.shape)
+            cache = op.inputs[0]
+            _place(buf.shape, plan.views[cache], np.asarray(feeds[cache]), values)
+        else:
+            continue
+        data[symbol_name(buf.name)] = to_storage(values.reshape(buf.shape), buf.dtype)
+    for name, values in constants.items():
+        data[name] = to_storage(values, DType.fp32)
+    return data
+
+
+def read_value(read_symbol: Callable[[str], np.ndarray], plan: StoragePlan, value: str) -> np.ndarray:
+    """A graph value from simulated memory: its buffer's contents seen through its view."""
+    view = plan.views[value]
+    flat = np.asarray(read_symbol(symbol_name(view.buffer))).reshape(-1)
+    index = view.offset + sum(np.indices(view.shape)[k] * s for k, s in enumerate(view.strides))
+    return flat[index]

@@ -1,0 +1,141 @@
+"""Building programs: an instruction list with op marks, semaphores, slot rings, DMA helpers.
+
+Targets emit instructions in one valid sequential order (every wait after its matching
+signal), so the program cannot deadlock; at run time each queue runs ahead as far as its
+tokens allow, which is what overlaps loads, compute and stores.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import isa
+from isa import Addr, Instr
+
+__all__ = ["Emitter", "Ring", "Matrix", "CompileError", "symbol_name"]
+
+
+def symbol_name(value: str) -> str:
+    """The program symbol of a graph value's buffer (symbols cannot contain '-')."""
+    return value.replace("-", "_")
+
+
+class CompileError(ValueError):
+    """The graph cannot be compiled for this architecture; names the op and the sizes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Matrix:
+    """A 2-D window of a DRAM buffer: rows of `cols` contiguous elements, `stride` apart."""
+
+    symbol: str
+    offset: int          # elements from the buffer start
+    rows: int
+    cols: int
+    stride: int          # elements between row starts
+
+    def block(self, r0: int, rows: int, c0: int, cols: int) -> "Matrix":
+        return Matrix(self.symbol, self.offset + r0 * self.stride + c0, rows, cols, self.stride)
+
+
+class Emitter:
+    """Accumulates instructions, op boundaries and semaphore ids for one program."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.instructions: list[Instr] = []
+        self.op_starts: list[tuple[int, str]] = []
+        self._sems = 0
+        self._strides: dict[str, tuple[int, int]] = {}
+        self._store_sem = self.semaphore()
+        self._stores_signalled = 0
+        self._stores_waited: dict[str, int] = {}
+        self._ready_token: dict[str, int] = {}     # buffer -> token number of its last store
+        self.addresses: dict[str, int] = {}        # DRAM symbol -> byte address
+        self.itemsize: dict[str, int] = {}
+
+    def semaphore(self) -> int:
+        self._sems += 1
+        if self._sems > 0xFFFF:
+            raise CompileError("program needs more than 65536 semaphores")
+        return self._sems - 1
+
+    def emit(self, queue: str, opcode: str, **fields) -> None:
+        self.instructions.append(Instr.make(opcode, queue, **fields))
+
+    def begin_op(self, name: str) -> None:
+        self.op_starts.append((len(self.instructions), name))
+
+    # -- DMA between DRAM buffers and on-chip tiles --------------------------------------
+    def _pitch(self, queue: str, src: int, dst: int) -> None:
+        if self._strides.get(queue, (0, 0)) != (src, dst):
+            self._strides[queue] = (src, dst)
+            self.emit(queue, "dmacfg", src_stride=src, dst_stride=dst)
+
+    def dram(self, m: Matrix) -> Addr:
+        return Addr("dram", self.addresses[m.symbol] + m.offset * self.itemsize[m.symbol])
+
+    def load(self, queue: str, dst: Addr, m: Matrix) -> None:
+        """DMA a DRAM window into a dense on-chip tile."""
+        size = self.itemsize[m.symbol]
+        self._pitch(queue, m.stride * size if m.rows > 1 else 0, 0)
+        self.emit(queue, "load", dst=dst, src=self.dram(m), rows=m.rows, row_bytes=m.cols * size)
+
+    def store(self, queue: str, m: Matrix, src: Addr) -> None:
+        """DMA a dense on-chip tile into a DRAM window."""
+        size = self.itemsize[m.symbol]
+        self._pitch(queue, 0, m.stride * size if m.rows > 1 else 0)
+        self.emit(queue, "store", dst=self.dram(m), src=src, rows=m.rows, row_bytes=m.cols * size)
+
+    # -- ordering DRAM reads after the stores that produce them --------------------------
+    def stored(self, queue: str, symbol: str) -> None:
+        """After the last store of `symbol`: one token on the store semaphore."""
+        self.emit(queue, "signal", sem=self._store_sem)
+        self._stores_signalled += 1
+        self._ready_token[symbol] = self._stores_signalled
+
+    def before_read(self, queue: str, symbol: str) -> None:
+        """Before `queue` first loads `symbol`: wait until its producer's store has finished."""
+        token = self._ready_token.get(symbol)
+        done = self._stores_waited.get(queue, 0)
+        while token is not None and done < token:
+            self.emit(queue, "wait", sem=self._store_sem)
+            done += 1
+        self._stores_waited[queue] = done
+
+    def program(self, spaces: tuple[str, ...], symbols: tuple[isa.Symbol, ...],
+                queues: tuple[str, ...], data=None) -> isa.Program:
+        for q in queues:
+            self.emit(q, "halt")
+        return isa.Program(self.target, isa.ISA_VERSION, spaces, symbols, tuple(self.instructions),
+                           data, ops=tuple(self.op_starts))
+
+
+class Ring:
+    """`slots` equal on-chip slots passed from one producer queue to one consumer queue.
+
+    acquire() gives the next slot (waiting for its free token once every slot has been
+    used), filled() hands it over, take() waits for it on the consumer, release() frees it.
+    """
+
+    def __init__(self, em: Emitter, space: str, base: int, slot_bytes: int, slots: int,
+                 producer: str, consumer: str) -> None:
+        self.em, self.space, self.base, self.slot_bytes, self.slots = em, space, base, slot_bytes, slots
+        self.producer, self.consumer = producer, consumer
+        self.full, self.free = em.semaphore(), em.semaphore()
+        self.uses = 0
+
+    def acquire(self) -> Addr:
+        if self.uses >= self.slots:
+            self.em.emit(self.producer, "wait", sem=self.free)
+        slot = self.uses % self.slots
+        self.uses += 1
+        return Addr(self.space, self.base + slot * self.slot_bytes)
+
+    def filled(self) -> None:
+        self.em.emit(self.producer, "signal", sem=self.full)
+
+    def take(self) -> None:
+        self.em.emit(self.consumer, "wait", sem=self.full)
+
+    def release(self) -> None:
+        self.em.emit(self.consumer, "signal", sem=self.free)

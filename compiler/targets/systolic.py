@@ -1,0 +1,241 @@
+"""Lowering to a systolic-array accelerator: GEMMs on the matrix unit, the rest on the vector unit.
+
+Every tensor lives in DRAM (one buffer per value, layout ops as strided views). Each op
+streams tiles DRAM -> SRAM (dma0), computes (mxu0 into the accumulator, vpu0 for epilogues
+and non-GEMM ops), and streams results back (dma1). On-chip slots come in double-buffered
+rings with one producer and one consumer queue, so loads, compute and stores overlap;
+a store token orders every DRAM read after the store that produced it.
+
+SRAM layout (shares of sram_bytes, two slots per ring): mx_a 8 % (GEMM A tiles), mx_b 16 %
+(GEMM B tiles), vp_in 7 % (vector inputs, biases), vp_out 7 % (results to store), copy 2 %
+(KV appends, embedding gathers); the last 20 % is fp32 scratch for the vector unit.
+The accumulator holds two output tiles.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import isa
+from isa import Addr, DType
+
+from arch.systolic import SystolicArch
+from compiler.frontend.weights import param_roles
+from compiler.ir import Graph, Op, OpKind
+from compiler.passes.storage import StoragePlan, View, plan_storage
+from compiler.targets.emit import CompileError, Emitter, Matrix, Ring, symbol_name
+from compiler.targets.tiling import MAX_TILE, GemmTile, gemm_tile, row_block
+from compiler.targets.vector import VectorLowering
+
+__all__ = ["lower", "Lowered", "QUEUES"]
+
+QUEUES = ("dma0", "dma1", "mxu0", "vpu0")
+_SHARES = {"mx_a": 0.08, "mx_b": 0.16, "vp_in": 0.07, "vp_out": 0.07, "copy": 0.02}
+_ALIGN = 64
+
+
+@dataclass(frozen=True)
+class Lowered:
+    """A compiled program and how the graph's values map onto its DRAM symbols."""
+
+    program: isa.Program
+    plan: StoragePlan
+    dtype: DType
+    constants: dict          # constant symbol -> fp32 array (causal masks)
+
+
+class _Lowering:
+    def __init__(self, graph: Graph, arch: SystolicArch, dtype: DType) -> None:
+        self.graph, self.arch, self.dtype = graph, arch, dtype
+        roles = param_roles(graph)
+        precise = frozenset(n for n, r in roles.items() if r in ("gain", "bias"))
+        self.plan = plan_storage(graph, dtype, precise)
+        self.em = Emitter("systolic")
+        self._place_buffers()
+        sram, base = arch.sram_bytes, 0
+        rings = {}
+        for ring, (producer, consumer) in {"mx_a": ("dma0", "mxu0"), "mx_b": ("dma0", "mxu0"),
+                                           "vp_in": ("dma0", "vpu0"), "vp_out": ("vpu0", "dma1"),
+                                           "copy": ("dma0", "dma1")}.items():
+            slot = int(sram * _SHARES[ring]) // _ALIGN * _ALIGN
+            rings[ring] = Ring(self.em, "sram", base, slot, 2, producer, consumer)
+            base += 2 * slot
+        self.rings = rings
+        self.scratch = (base, sram - base)
+        acc_slot = arch.acc_bytes // 2 // _ALIGN * _ALIGN
+        self.acc = Ring(self.em, "acc", 0, acc_slot, 2, "mxu0", "vpu0")
+        self.vector = VectorLowering(self.em, rings["vp_in"], rings["vp_out"], self.scratch, dtype)
+        self._mcfg: tuple | None = None
+
+    # -- memory ------------------------------------------------------------------------
+    def _place_buffers(self) -> None:
+        buffers = sorted(self.plan.buffers.values(), key=lambda b: b.name != "wte.weight")
+        self.symbols: list[isa.Symbol] = []
+        self._dram_end = 0
+        for b in buffers:
+            self._allocate(symbol_name(b.name), b.shape, b.dtype)
+
+    def _allocate(self, name: str, shape: tuple[int, ...], dtype: DType) -> None:
+        addr = self._dram_end
+        self.em.addresses[name] = addr
+        self.em.itemsize[name] = dtype.itemsize
+        self._dram_end += -(-math.prod(shape) * dtype.itemsize // _ALIGN) * _ALIGN
+        if self._dram_end > self.arch.dram_bytes:
+            raise CompileError(f"the model needs more than {self._dram_end:,} bytes of DRAM; "
+                               f"{self.arch.name} has {self.arch.dram_bytes:,}")
+        self.symbols.append(isa.Symbol(name, "dram", addr, shape, dtype))
+
+    def add_constant(self, name: str, shape: tuple[int, ...]) -> None:
+        """A read-only fp32 tensor the program needs (its values travel in the data blob)."""
+        self._allocate(name, shape, DType.fp32)
+
+    def matrix(self, view: View) -> Matrix:
+        """A value's view as rows of contiguous elements (leading axes merged)."""
+        shape = view.rows()
+        if shape is None:
+            raise CompileError(f"value in '{view.buffer}' has no row-major 2-D layout "
+                               f"(shape {list(view.shape)}, strides {list(view.strides)})")
+        rows, cols, stride = shape
+        return Matrix(symbol_name(view.buffer), view.offset, rows, cols, stride)
+
+    def batches(self, view: View, keep: int) -> list[View]:
+        """Sub-views indexed over all but the last `keep` axes."""
+        lead = view.shape[:-keep] if keep else view.shape
+        out = []
+        for index in (range(0) if 0 in lead else __import__("itertools").product(*map(range, lead))):
+            offset = view.offset + sum(i * s for i, s in zip(index, view.strides))
+            out.append(View(view.buffer, view.shape[-keep:], view.strides[-keep:], offset))
+        return out
+
+    def reads(self, op: Op) -> None:
+        for name in op.inputs:
+            if not self.graph[name].kind.is_source or self.graph[name].kind is OpKind.INPUT:
+                self.em.before_read("dma0", symbol_name(self.plan.views[name].buffer))
+
+    # -- ops ---------------------------------------------------------------------------
+    def lower(self) -> Lowered:
+        for op in self.graph.ops:
+            if op.kind.is_source or op.kind.is_layout:
+                continue
+            self.em.begin_op(op.name)
+            self.reads(op)
+            own = {OpKind.LINEAR: self.op_linear, OpKind.MATMUL: self.op_matmul,
+                   OpKind.EMBEDDING: self.op_embedding, OpKind.KV_APPEND: self.op_kv_append}
+            if op.kind in own:
+                own[op.kind](op)
+            else:
+                self.vector.handler(op.kind)(op, self)
+            self.em.stored("dma1", symbol_name(self.plan.views[op.name].buffer))
+        program = self.em.program(("dram", "sram", "acc"), tuple(self.symbols), QUEUES)
+        return Lowered(program, self.plan, self.dtype, dict(self.vector.constants))
+
+    def op_linear(self, op: Op) -> None:
+        a = self.matrix(self.plan.views[op.inputs[0]])
+        b = self.matrix(self.plan.views[op.inputs[1]])
+        bias = self.matrix(self.plan.views[op.inputs[2]]) if len(op.inputs) == 3 else None
+        self.gemm(op, a, b, self.matrix(self.plan.views[op.name]), False, bias)
+
+    def op_matmul(self, op: Op) -> None:
+        av, bv, ov = (self.plan.views[n] for n in (*op.inputs, op.name))
+        tb = bool(op.attr("transpose_b", False))
+        if len(bv.shape) == 2:
+            self.gemm(op, self.matrix(av), self.matrix(bv), self.matrix(ov), tb, None)
+            return
+        for a, b, o in zip(self.batches(av, 2), self.batches(bv, 2), self.batches(ov, 2)):
+            self.gemm(op, self.matrix(a), self.matrix(b), self.matrix(o), tb, None)
+
+    def gemm(self, op: Op, a: Matrix, b: Matrix, out: Matrix, transpose_b: bool,
+             bias: Matrix | None) -> None:
+        """C = A @ B (+ bias) tile by tile: A, B on dma0 -> mxu0 -> vpu0 epilogue -> dma1."""
+        m, k = a.rows, a.cols
+        n = b.rows if transpose_b else b.cols
+        isz, arch = self.dtype.itemsize, self.arch
+        ra, rb, rin, rout = (self.rings[r] for r in ("mx_a", "mx_b", "vp_in", "vp_out"))
+
+        def fits(t: GemmTile) -> bool:
+            b_row = (t.k if transpose_b else t.n) * isz
+            return (t.m * t.k * isz <= ra.slot_bytes and t.k * t.n * isz <= rb.slot_bytes
+                    and t.m * t.n * 4 <= self.acc.slot_bytes and t.m * t.n * isz <= rout.slot_bytes
+                    and t.n * 4 <= rin.slot_bytes and max(t.k * isz, b_row, t.n * 4) <= MAX_TILE)
+
+        t = gemm_tile(op.name, m, n, k, arch.rows, arch.cols, arch.dataflow, fits)
+        acc_type = DType.int32 if self.dtype is DType.int8 else DType.fp32
+        k_steps = range(0, k, t.k)
+        for m0 in range(0, m, t.m):
+            tm = min(t.m, m - m0)
+            a_slot = None
+            for n0 in range(0, n, t.n):
+                tn = min(t.n, n - n0)
+                c_slot = None
+                for k0 in k_steps:
+                    tk = min(t.k, k - k0)
+                    if a_slot is None or len(k_steps) > 1:
+                        a_slot = ra.acquire()
+                        self.em.load("dma0", a_slot, a.block(m0, tm, k0, tk))
+                        ra.filled()
+                        ra.take()
+                    b_slot = rb.acquire()
+                    tile = b.block(n0, tn, k0, tk) if transpose_b else b.block(k0, tk, n0, tn)
+                    self.em.load("dma0", b_slot, tile)
+                    rb.filled()
+                    rb.take()
+                    if c_slot is None:
+                        c_slot = self.acc.acquire()
+                    if self._mcfg != (tm, tn, tk):
+                        self._mcfg = (tm, tn, tk)
+                        self.em.emit("mxu0", "mcfg", m=tm, n=tn, k=tk, dtype=self.dtype, acc=acc_type)
+                    self.em.emit("mxu0", "gemm", c=c_slot, a=a_slot, b=b_slot,
+                                 accumulate=int(k0 > 0), transpose_b=int(transpose_b))
+                    rb.release()
+                    if len(k_steps) > 1 or n0 + t.n >= n:
+                        ra.release()
+                self.acc.filled()
+                self.vector.epilogue(c_slot, acc_type, tm, tn,
+                                     bias.block(0, 1, n0, tn) if bias else None, out.block(m0, tm, n0, tn),
+                                     self.acc)
+
+    def op_embedding(self, op: Op) -> None:
+        table = self.matrix(self.plan.views[op.inputs[0]])
+        ids = self.matrix(self.plan.views[op.inputs[1]])
+        flat_ids = Matrix(ids.symbol, ids.offset, 1, ids.rows * ids.cols, ids.rows * ids.cols)
+        out = self.matrix(self.plan.views[op.name])
+        row_bytes = table.cols * self.dtype.itemsize
+        copy = self.rings["copy"]
+        per = row_block(op.name, "embedding", flat_ids.cols, row_bytes + 4, copy.slot_bytes, "copy slot")
+        per = min(per, 255)                              # gather moves at most 255 rows
+        for r0 in range(0, flat_ids.cols, per):
+            n = min(per, flat_ids.cols - r0)
+            slot = copy.acquire()
+            self.em.load("dma0", slot, flat_ids.block(0, 1, r0, n))
+            rows_at = slot + (-(-n * 4 // _ALIGN) * _ALIGN)
+            self.em._pitch("dma0", row_bytes, 0)
+            self.em.emit("dma0", "gather", dst=rows_at, table=self.em.dram(table), idx=slot, n=n)
+            copy.filled()
+            copy.take()
+            self.em.store("dma1", out.block(r0, n, 0, out.cols), rows_at)
+            copy.release()
+
+    def op_kv_append(self, op: Op) -> None:
+        new = self.plan.views[op.inputs[1]]
+        whole = self.plan.views[op.name]
+        axis = len(whole.shape) - 2
+        start = whole.shape[axis] - new.shape[axis]
+        target = whole.slice(axis, start, whole.shape[axis])
+        copy = self.rings["copy"]
+        for src, dst in zip(self.batches(new, 2), self.batches(target, 2)):
+            sm, dm = self.matrix(src), self.matrix(dst)
+            per = row_block(op.name, "kv_append", sm.rows, sm.cols * self.dtype.itemsize,
+                            copy.slot_bytes, "copy slot")
+            for r0 in range(0, sm.rows, per):
+                rows = min(per, sm.rows - r0)
+                slot = copy.acquire()
+                self.em.load("dma0", slot, sm.block(r0, rows, 0, sm.cols))
+                copy.filled()
+                copy.take()
+                self.em.store("dma1", dm.block(r0, rows, 0, dm.cols), slot)
+                copy.release()
+
+
+def lower(graph: Graph, arch: SystolicArch, dtype: DType | None = None) -> Lowered:
+    """Compile `graph` for `arch`; dtype overrides the array's operand type (e.g. fp32)."""
+    return _Lowering(graph, arch, dtype or DType(arch.dtype)).lower()

@@ -1,0 +1,191 @@
+"""Discrete-event engine: when every instruction of a program starts, given its cycle count.
+
+Target-agnostic: a machine model computes `durations` (and which shared `resources` each
+instruction holds) beforehand; the engine only orders. Each queue issues in program order;
+instruction i starts at the earliest cycle t >= the end of its queue's previous instruction at
+which
+
+- its resource (if any, and if it lasts at least one cycle) is free over [t, t + duration):
+  resources are granted first-come by start time, never back-filled;
+- for `wait sem=s`, a token of s is available: `signal sem=s` adds one at its start, `wait`
+  takes one.
+
+Contention at equal times is decided by the rule that makes the schedule unique: at each
+cycle, the engine repeatedly starts, among the queue heads that can start then, the one with
+the lowest instruction index (so a zero-duration `signal` lets a `wait` start in the same
+cycle). `halt` starts like any instruction and ends its queue; later instructions on that queue
+never issue (start = end = -1).
+
+Cost: O(n log q) for n instructions on q queues. A heap holds the queue heads keyed by a lower
+bound of their start (`time << shift | index`: one int compare per step); a head whose resource
+was taken meanwhile is re-keyed when it surfaces (lazy re-evaluation); a `wait` without a token
+sleeps off the heap until a `signal` on its semaphore wakes it (with the other, at most q,
+sleepers there); and the next instruction of a queue that is due before every other head starts
+without touching the heap. Idle cycles cost nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from heapq import heappop, heappush, heappushpop
+
+import numpy as np
+
+import isa
+
+__all__ = ["EngineError", "Timeline", "simulate_events"]
+
+_PLAIN, _SIGNAL, _WAIT, _HALT = 0, 1, 2, 3
+_KIND_OF_OPCODE = {"signal": _SIGNAL, "wait": _WAIT, "halt": _HALT}
+_SEMAPHORES = 1 << 16  # `sem` is a U16 field (docs/isa.md, signal/wait)
+
+
+class EngineError(ValueError):
+    """Bad input to the engine or a program that cannot finish; one line. `index` is the
+    offending instruction's position when there is one."""
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(" ".join(message.split()))
+        self.index = index
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Timeline:
+    """Start and end cycle of every instruction (-1 for those after a `halt` on their queue).
+
+    queues: the queue texts in order of first appearance; queue_of[i] indexes it.
+    """
+
+    start: np.ndarray
+    end: np.ndarray
+    total_cycles: int
+    queues: tuple[str, ...]
+    queue_of: np.ndarray
+
+    def queue_busy_cycles(self) -> dict[str, int]:
+        """Per queue text ("dma0"): the sum of its issued instructions' durations."""
+        busy = np.zeros(len(self.queues), np.int64)
+        issued = self.start >= 0
+        np.add.at(busy, self.queue_of[issued], (self.end - self.start)[issued])
+        return dict(zip(self.queues, busy.tolist()))
+
+
+def simulate_events(program: isa.Program, durations: np.ndarray,
+                    resources: np.ndarray | None = None,
+                    on_start: Callable[[int], None] | None = None) -> Timeline:
+    """Schedule `program`: durations[i] >= 0 cycles for instruction i, resources[i] the id of
+    the shared resource it holds for its duration (-1: none).
+
+    on_start(i) is called for every issued instruction in the order the engine starts them
+    (non-decreasing start; a `wait` after the `signal` whose token it takes), so a functional
+    executor called from it sees every write of the instructions that started earlier.
+    Raises EngineError for malformed arrays and for a `wait` that can never be satisfied.
+    """
+    instrs = program.instructions
+    n = len(instrs)
+    dur = _check_array("durations", durations, n, lowest=0)
+    res = (np.full(n, -1, np.int64) if resources is None
+           else _check_array("resources", resources, n, lowest=-1))
+    queues, queue_of, kind, sem, nxt, heads = _decode(instrs)
+    start, blocked = _schedule(kind, sem, nxt, dur.tolist(), res.tolist(), heads, on_start)
+    if blocked is not None:
+        raise EngineError(f"deadlock: wait at instruction {blocked} "
+                          f"({queues[queue_of[blocked]]}) on semaphore {sem[blocked]} "
+                          f"never satisfied", blocked)
+    start_arr = np.array(start, np.int64)
+    end = np.where(start_arr >= 0, start_arr + dur, -1)
+    for array in (start_arr, end, queue_of):
+        array.setflags(write=False)
+    return Timeline(start_arr, end, int(end.max(initial=0)), queues, queue_of)
+
+
+def _check_array(name: str, values: object, n: int, lowest: int) -> np.ndarray:
+    """A 1-D int64 copy of `values`, of length n, every element >= lowest."""
+    array = np.asarray(values)
+    if array.shape != (n,):
+        raise EngineError(f"{name} has shape {array.shape}, expected ({n},): "
+                          f"one value per instruction")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise EngineError(f"{name} has dtype {array.dtype}, expected integers")
+    array = array.astype(np.int64)
+    bad = np.flatnonzero(array < lowest)
+    if bad.size:
+        i = int(bad[0])
+        raise EngineError(f"{name}[{i}] = {array[i]} must be >= {lowest}", i)
+    return array
+
+
+def _decode(instrs: Sequence[isa.Instr]) -> tuple[tuple[str, ...], np.ndarray, list[int],
+                                                  list[int], list[int], list[int]]:
+    """Per instruction: queue id, kind, semaphore (0 if none), next instruction on the same
+    queue (-1 at the end); the queue texts and the first instruction of each queue."""
+    n = len(instrs)
+    objects = [ins.queue for ins in instrs]
+    object_ids = list(map(id, objects))  # queues are few and mostly shared objects
+    ids: dict[isa.Queue, int] = {}  # equal queues share an id, numbered by first appearance
+    id_of_object = {key: ids.setdefault(queue, len(ids))
+                    for key, queue in dict(zip(object_ids, objects)).items()}
+    queue_ids = list(map(id_of_object.__getitem__, object_ids))
+    kind = list(map(_KIND_OF_OPCODE.get, [ins.opcode for ins in instrs], [_PLAIN] * n))
+    sem = [fields[0][1] if k == _SIGNAL or k == _WAIT else 0
+           for k, fields in zip(kind, [ins.fields for ins in instrs])]
+    queue_of = np.array(queue_ids, np.int32)
+    order = np.argsort(queue_of, kind="stable")
+    same = queue_of[order[:-1]] == queue_of[order[1:]]
+    nxt = np.full(n, -1, np.int64)
+    nxt[order[:-1][same]] = order[1:][same]
+    heads = sorted(order[np.flatnonzero(np.diff(queue_of[order], prepend=-1))].tolist())
+    return tuple(str(q) for q in ids), queue_of, kind, sem, nxt.tolist(), heads
+
+
+def _schedule(kind: list[int], sem: list[int], nxt: list[int], dur: list[int],
+              res: list[int], heads: list[int],
+              on_start: Callable[[int], None] | None) -> tuple[list[int], int | None]:
+    """Start cycle of every instruction (-1: never issued) and the index of the lowest
+    wait left blocked (None when every queue finished). Heap keys are `time << shift | i`."""
+    n = len(kind)
+    shift = max(n, 1).bit_length()
+    mask = (1 << shift) - 1
+    start = [-1] * n
+    free = [0] * (max(res, default=-1) + 1)  # cycle at which each resource frees up
+    tokens = [0] * _SEMAPHORES
+    asleep: dict[int, list[int]] = {}  # semaphore -> waits without a token
+    heap = list(heads)  # time 0: keys equal indices; sorted, so already a heap
+    key = heappop(heap) if heap else -1
+    while key >= 0:
+        t = key >> shift
+        i = key & mask
+        while True:  # start i at t, then its queue's next while it is due before any other
+            d = dur[i]
+            r = res[i]
+            if r >= 0 and d and free[r] > t:  # the resource moved on: re-key
+                key = heappushpop(heap, free[r] << shift | i)
+                break
+            k = kind[i]
+            if k == _WAIT:
+                s = sem[i]
+                if not tokens[s]:
+                    asleep.setdefault(s, []).append(i)
+                    key = heappop(heap) if heap else -1
+                    break
+                tokens[s] -= 1
+            elif k == _SIGNAL:
+                s = sem[i]
+                tokens[s] += 1
+                for w in asleep.pop(s, ()):  # every sleeper races; the lowest index wins
+                    heappush(heap, t << shift | w)
+            start[i] = t
+            if on_start is not None:
+                on_start(i)
+            t += d
+            if r >= 0 and d:
+                free[r] = t
+            i = nxt[i]
+            if i < 0 or k == _HALT:
+                key = heappop(heap) if heap else -1
+                break
+            if heap and heap[0] < (t << shift | i):
+                key = heappushpop(heap, t << shift | i)
+                break
+    return start, min((min(waits) for waits in asleep.values()), default=None)

@@ -1,0 +1,55 @@
+"""What a machine model gives the simulator: exact per-instruction cycles and event counts.
+
+A machine model is one class per target. `costs(program)` returns, for every instruction,
+its duration in the machine's clock, the shared resource it holds (-1 for none), and the
+counts of energy-relevant events; `energy_pj` turns event totals into energy per category.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+import isa
+
+__all__ = ["Machine", "Costs", "MACHINES", "register_machine"]
+
+MACHINES: dict[str, type["Machine"]] = {}
+
+
+def register_machine(target: str):
+    def wrap(cls):
+        MACHINES[target] = cls
+        return cls
+    return wrap
+
+
+@dataclass(frozen=True)
+class Costs:
+    durations: np.ndarray                  # int64 cycles per instruction
+    resources: np.ndarray                  # int64 shared-resource id per instruction, -1 none
+    events: Mapping[str, np.ndarray]       # event name -> per-instruction count (float64)
+
+
+class Machine(abc.ABC):
+    """A target's timing and energy model."""
+
+    arch: Any
+    clock_hz: float
+    units: tuple[str, ...]                 # unit kinds reported (dma, mxu, vpu, ...)
+
+    @abc.abstractmethod
+    def costs(self, program: isa.Program) -> Costs: ...
+
+    @abc.abstractmethod
+    def energy_pj(self, totals: Mapping[str, float]) -> dict[str, float]:
+        """Dynamic energy per category (compute, sram, dram, vector...) from event totals."""
+
+    @abc.abstractmethod
+    def static_w(self) -> float: ...
+
+    @abc.abstractmethod
+    def mac_units(self) -> int:
+        """Multiply-accumulate units that `macs` events are measured against."""

@@ -1,0 +1,93 @@
+"""simulate(program, arch): timing from the machine model and the event engine, energy from
+event counts, and (optionally) numpy execution of every instruction in start order."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+import isa
+from sim.engine import simulate_events
+from sim.functional import FunctionalExecutor, Memory
+from sim.machines import MACHINES
+from sim.result import OpStats, SimResult
+
+__all__ = ["simulate", "Simulation"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Simulation:
+    """A simulation's measurements and, for numeric runs, the final memory."""
+
+    result: SimResult
+    memory: Memory | None
+
+
+def _units(timeline, program: isa.Program) -> tuple[dict[str, int], dict[str, int]]:
+    busy: dict[str, int] = {}
+    queues: dict[str, int] = {}
+    for queue, cycles in timeline.queue_busy_cycles().items():
+        unit = isa.Queue.parse(queue).unit.name
+        busy[unit] = busy.get(unit, 0) + int(cycles)
+        queues[unit] = queues.get(unit, 0) + 1
+    return busy, queues
+
+
+def _op_stats(program, timeline, costs, machine) -> tuple[OpStats, ...]:
+    marks = list(program.ops)
+    if not marks:
+        return ()
+    n = len(program.instructions)
+    starts = [i for i, _ in marks]
+    bounds = list(zip(starts, starts[1:] + [n]))
+    units = np.array([q.unit.name for q in (ins.queue for ins in program.instructions)])
+    stats = []
+    for (lo, hi), (_, name) in zip(bounds, marks):
+        if hi <= lo:
+            continue
+        dur = costs.durations[lo:hi]
+        active = (dur > 0) & (timeline.start[lo:hi] >= 0)
+        span = int(timeline.end[lo:hi][active].max() - timeline.start[lo:hi][active].min()) if active.any() else 0
+        busy = {u: int(dur[units[lo:hi] == u].sum()) for u in machine.units}
+        totals = {k: float(v[lo:hi].sum()) for k, v in costs.events.items()}
+        energy = sum(machine.energy_pj(totals).values()) * 1e-12
+        stats.append(OpStats(name, span, busy, energy, int(totals.get("macs", 0))))
+    return tuple(sorted(stats, key=lambda s: -s.cycles))
+
+
+def simulate(program: isa.Program, arch: Any, *, functional: bool = True,
+             assumptions: tuple[str, ...] = ()) -> Simulation:
+    """Verify, then run `program` on `arch`'s machine model."""
+    isa.verify(program, arch.machine_view())
+    machine = MACHINES[program.target](arch)
+    costs = machine.costs(program)
+    memory = None
+    on_start = None
+    if functional:
+        if program.data is None:
+            raise isa.IsaError("numeric simulation needs the program's data (weights and inputs); "
+                               "compile with data or simulate with --no-functional")
+        memory = Memory({s.name: s.size_bytes for s in arch.machine_view().spaces.values()})
+        memory.load_program_data(program)
+        on_start = FunctionalExecutor(program, memory).execute
+    timeline = simulate_events(program, costs.durations, costs.resources, on_start)
+    totals = {k: float(v.sum()) for k, v in costs.events.items()}
+    cycles = timeline.total_cycles
+    energy = {k: v * 1e-12 for k, v in machine.energy_pj(totals).items()}
+    energy["static"] = machine.static_w() * cycles / machine.clock_hz
+    busy, queues = _units(timeline, program)
+    busy = {u: busy.get(u, 0) for u in machine.units}
+    share = {"dma": 1}   # the DMA queues share one DRAM port: their busy cycles never overlap
+    utilization = {u: busy[u] / (cycles * share.get(u, queues.get(u, 1))) if cycles else 0.0
+                   for u in machine.units}
+    macs = int(totals.get("macs", 0))
+    result = SimResult(
+        target=program.target, arch_name=arch.name, cycles=cycles, clock_hz=machine.clock_hz,
+        instructions=len(program.instructions), energy_breakdown_j=energy,
+        unit_busy_cycles=busy, utilization=utilization,
+        mac_utilization=macs / (machine.mac_units() * cycles) if cycles else 0.0, macs=macs,
+        bytes={k.removesuffix("_bytes"): int(v) for k, v in totals.items() if k.endswith("_bytes")},
+        ops=_op_stats(program, timeline, costs, machine),
+        arch=dataclasses.asdict(arch), assumptions=assumptions)
+    return Simulation(result, memory)

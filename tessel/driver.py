@@ -1,0 +1,102 @@
+"""End to end: model -> graph -> program for a target -> simulation -> measured result.
+
+Numeric runs feed the same tokens to the compiled program and to the reference executor
+(decode: a KV cache from a reference prefill of the earlier tokens) and report how far the
+simulated logits are from the reference.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+
+import isa
+from arch import load_arch
+from compiler.driver import check_tokens, kv_feeds, token_feeds
+from compiler.frontend import Model
+from compiler.ir import Graph, GraphError
+from compiler.phase import Phase, prefill
+from compiler.reference import execute
+from compiler.targets import DEFAULT_ARCH, TARGETS, CompileError, Lowered
+from compiler.targets.data import program_data, read_value
+from sim.simulate import simulate
+from sim.result import SimResult
+
+__all__ = ["compile_model", "run", "Run", "load_target_arch", "default_tokens"]
+
+
+def load_target_arch(target: str, spec: str | None, overrides: Sequence[str]):
+    if target not in TARGETS:
+        raise CompileError(f"unknown target '{target}' (one of {', '.join(TARGETS)})")
+    arch = load_arch(spec or DEFAULT_ARCH[target], overrides)
+    if arch.target != target:
+        raise CompileError(f"architecture '{arch.name}' is for target '{arch.target}', not '{target}'")
+    return arch
+
+
+def default_tokens(model: Model, phase: Phase) -> list[int]:
+    """Seeded tokens when none are given: the prompt (prefill) or the cache plus one (decode)."""
+    n = phase.seq if phase.kind == "prefill" else phase.kv + 1
+    return np.random.default_rng(0).integers(0, model.config.vocab_size, n).tolist()
+
+
+def _feeds(model: Model, graph: Graph, phase: Phase, tokens: Sequence[int]) -> dict[str, np.ndarray]:
+    ids = check_tokens(model, tokens)
+    if phase.kind == "prefill":
+        return token_feeds(ids)
+    first = model.graph(prefill(len(ids) - 1))
+    cache = kv_feeds(first, execute(first, model.weights, token_feeds(ids[:-1])))
+    return {**cache, **token_feeds(ids[-1:])}
+
+
+def compile_model(model: Model, phase: Phase | None, target: str, arch, dtype: isa.DType | None = None,
+                  feeds: dict | None = None) -> tuple[Graph, Lowered]:
+    """Lower the model's graph; with feeds, the program carries weights and inputs."""
+    graph = model.graph(phase)
+    lowered = TARGETS[target](graph, arch, dtype)
+    if feeds is not None:
+        data = program_data(graph, lowered.plan, lowered.constants, model.weights, feeds)
+        lowered = replace(lowered, program=replace_data(lowered.program, data))
+    return graph, lowered
+
+
+def replace_data(program: isa.Program, data) -> isa.Program:
+    return isa.Program(program.target, program.isa_version, program.spaces, program.symbols,
+                       program.instructions, data, program.ops)
+
+
+@dataclass(frozen=True)
+class Run:
+    result: SimResult
+    logits: np.ndarray | None          # simulated logits [positions, vocab] (numeric runs)
+    reference: np.ndarray | None       # reference executor's logits for the same inputs
+
+
+def run(model: Model, phase: Phase | None, target: str, arch, *, functional: bool,
+        dtype: isa.DType | None = None, tokens: Sequence[int] | None = None) -> Run:
+    if phase is not None and model.config is None:
+        raise GraphError("phases apply to GPT-2 models only")
+    if functional and model.config is None:
+        raise GraphError(f"numeric simulation of '{model.name}' needs input values; .graph "
+                         "files run timing only (--no-functional)")
+    feeds = None
+    if functional:
+        tokens = list(tokens) if tokens else default_tokens(model, phase)
+        expected = len(tokens) if phase.kind == "prefill" else len(tokens) - 1
+        phase = replace(phase, seq=len(tokens)) if phase.kind == "prefill" else replace(phase, kv=expected)
+        graph = model.graph(phase)
+        feeds = _feeds(model, graph, phase, tokens)
+    graph, lowered = compile_model(model, phase, target, arch, dtype, feeds)
+    assumptions = (f"operand type {lowered.dtype.value}, fp32 accumulation",
+                   "every tensor round-trips DRAM between ops (no cross-op fusion)",
+                   f"phase: {phase}" if phase else f"graph: {graph.name}")
+    sim = simulate(lowered.program, arch, functional=functional, assumptions=assumptions)
+    if not functional:
+        return Run(sim.result, None, None)
+    program = lowered.program
+    logits = read_value(lambda s: sim.memory.read_symbol(program, s), lowered.plan, graph.outputs[0])[0]
+    reference = execute(graph, model.weights, feeds)[graph.outputs[0]][0]
+    error = float(np.abs(logits - reference).max() / np.abs(reference).max())
+    extra = {"logits_rel_error": error, "tokens": len(tokens)}
+    return Run(replace(sim.result, extra={**sim.result.extra, **extra}), logits.astype(np.float32), reference)
