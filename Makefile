@@ -19,17 +19,20 @@ $(STAMP): pyproject.toml
 test: setup
 	$(BIN)/python -m pytest -q
 
+ARCH   ?= systolic-128
+TARGET ?= systolic
+
 sim: setup
-	$(BIN)/tessel graph --model $(MODEL) --phase prefill --seq 128
-	$(BIN)/tessel graph --model $(MODEL) --phase decode --kv 128
+	$(BIN)/tessel sim --model $(MODEL) --target $(TARGET) --arch $(ARCH) --phase prefill --seq 128
+	@echo
+	$(BIN)/tessel sim --model $(MODEL) --target $(TARGET) --arch $(ARCH) --phase decode --kv 128
 
 compile: setup
 	@mkdir -p out
-	$(BIN)/tessel graph --model $(MODEL) --json --emit $(or $(OUT),out/$(MODEL).graph) > /dev/null
-	@echo "wrote $(or $(OUT),out/$(MODEL).graph)"
+	$(BIN)/tessel compile --model $(MODEL) --target $(TARGET) --arch $(ARCH) -o $(or $(OUT),out/$(MODEL).tbin)
 
 bench: setup
-	@echo "make bench: no simulator yet (arrives with the systolic target)"
+	$(BIN)/python -m tessel.bench
 
 sweep: setup
 	@echo "make sweep: no sweep runner yet (arrives with the sweeps issue)"

@@ -1,4 +1,4 @@
-"""The `tessel` command line: graph, run, asm, disasm.
+"""The `tessel` command line: graph, run, compile, sim, asm, disasm.
 
 Exit 0 on success. Bad input exits 2 with one line `error: ...` on stderr naming the
 file, field, line:column or argument — never a traceback, never a half-written file.
@@ -19,10 +19,17 @@ from compiler.driver import decode_logits, prefill_logits
 from compiler.frontend import Model, load_model, to_text
 from compiler.ir import GraphError
 from compiler.phase import Phase
+from arch import ArchError
+from compiler.targets import TARGETS, CompileError
+from sim.engine import EngineError
+from sim.functional import FunctionalError
 from tessel.files import atomic_write
 from tessel.table import render_table
 
-USER_ERRORS: tuple[type[Exception], ...] = (GraphError, isa.IsaError)
+USER_ERRORS: tuple[type[Exception], ...] = (GraphError, isa.IsaError, ArchError, CompileError,
+                                            EngineError, FunctionalError)
+# Numeric simulation is on by default up to this many parameters (gpt2-medium and below).
+FUNCTIONAL_DEFAULT_MAX_PARAMS = 400_000_000
 
 
 class UsageError(ValueError):
@@ -66,7 +73,7 @@ def _add_phase_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=_positive, help="sequences per batch (default 1)")
 
 
-def _phase(args: argparse.Namespace, model: Model) -> Phase | None:
+def _phase(args: argparse.Namespace, model: Model, tokens: list[int] | None = None) -> Phase | None:
     given = [f"--{n}" for n in ("phase", "seq", "kv", "batch") if getattr(args, n) is not None]
     if model.config is None:
         if given:
@@ -78,6 +85,17 @@ def _phase(args: argparse.Namespace, model: Model) -> Phase | None:
     if kind == "decode" and args.seq is not None:
         raise GraphError("--seq applies to --phase prefill only (decode takes one token)")
     batch = args.batch or 1
+    if tokens is not None:
+        if batch != 1:
+            raise GraphError("--tokens runs one sequence: --batch must be 1")
+        n = len(tokens) if kind == "prefill" else len(tokens) - 1
+        given = args.seq if kind == "prefill" else args.kv
+        if given is not None and given != n:
+            raise GraphError(f"--tokens gives {len(tokens)} tokens, which does not match "
+                             f"--{'seq' if kind == 'prefill' else 'kv'} {given}")
+        if n < 1:
+            raise GraphError("decode needs at least 2 tokens: a cache and the new token")
+        return Phase(kind, n if kind == "prefill" else 1, 0 if kind == "prefill" else n, 1)
     if kind == "prefill":
         return Phase("prefill", args.seq or 128, 0, batch)
     return Phase("decode", 1, args.kv or 128, batch)
@@ -116,6 +134,70 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array)
     return buffer.getvalue()
+
+
+def _target_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default="systolic", choices=sorted(TARGETS))
+    p.add_argument("--arch", help="preset name or .toml file (default: the target's preset)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one architecture field (repeatable; dotted keys for tables)")
+    p.add_argument("--dtype", choices=("bf16", "fp32"),
+                   help="operand and storage type (default: the architecture's)")
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from tessel.driver import compile_model, load_target_arch, model_feeds
+    out = Path(args.output)
+    if out.suffix not in (".tbin", ".tasm"):
+        raise isa.IsaError(f"{out}: output must be a .tbin or .tasm file")
+    model = load_model(args.model)
+    phase = _phase(args, model, args.tokens)
+    arch = load_target_arch(args.target, args.arch, args.set)
+    feeds = model_feeds(model, phase, args.tokens) if args.with_data else None
+    _, lowered = compile_model(model, phase, args.target, arch, _dtype(args), feeds)
+    isa.verify(lowered.program, arch.machine_view())
+    isa.save(lowered.program, out)
+    print(f"wrote {out}: {len(lowered.program.instructions):,} instructions for {arch.name}"
+          + (" with weights and inputs" if feeds else ""))
+    return 0
+
+
+def _dtype(args: argparse.Namespace) -> isa.DType | None:
+    return isa.DType(args.dtype) if args.dtype else None
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from tessel.driver import load_target_arch, run, simulate_file
+    from tessel.report import render_result
+    if (args.program is None) == (args.model is None):
+        raise GraphError("give either --model M or a PROGRAM.tbin file")
+    if args.program is not None:
+        if args.logits or args.tokens:
+            raise GraphError("--logits and --tokens need --model (a program file has no graph)")
+        result = simulate_file(Path(args.program), args.arch, args.set, not args.no_functional)
+        title = f"tessel sim: {args.program}"
+    else:
+        model = load_model(args.model)
+        phase = _phase(args, model, args.tokens)
+        arch = load_target_arch(args.target, args.arch, args.set)
+        functional = not args.no_functional
+        if model.config is None or (not args.functional and not args.tokens and not args.logits
+                                    and model.config.n_params > FUNCTIONAL_DEFAULT_MAX_PARAMS):
+            functional = args.functional
+        if args.logits and not functional:
+            raise GraphError("--logits needs a numeric simulation (drop --no-functional)")
+        outcome = run(model, phase, args.target, arch, functional=functional, dtype=_dtype(args),
+                      tokens=args.tokens)
+        result = outcome.result
+        if args.logits:
+            logits = outcome.logits if phase.kind == "prefill" else outcome.logits[-1:]
+            atomic_write(Path(args.logits), _npy_bytes(logits))
+        title = (f"tessel sim: {model.name}, {phase or 'fixed graph'}, on {arch.name}"
+                 + ("" if functional else " (timing only)"))
+    if args.json:
+        atomic_write(Path(args.json), json.dumps(result.to_json(), indent=1).encode())
+    print(render_result(result, title))
+    return 0
 
 
 def cmd_asm(args: argparse.Namespace) -> int:
@@ -161,6 +243,30 @@ def build_parser() -> argparse.ArgumentParser:
                         "of the others")
     p.add_argument("--logits", required=True, metavar="OUT.npy", help="where to write the logits")
     p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("compile", help="compile a model to a tile-ISA program")
+    p.add_argument("--model", required=True, help=model_help)
+    _add_phase_args(p)
+    _target_args(p)
+    p.add_argument("--tokens", type=_token_list, help="token ids for the data (with --with-data)")
+    p.add_argument("--with-data", action="store_true",
+                   help="include weights and inputs so the program can be simulated numerically")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.tbin|OUT.tasm")
+    p.set_defaults(handler=cmd_compile)
+
+    p = sub.add_parser("sim", help="compile and simulate a model, or simulate a program file")
+    p.add_argument("program", nargs="?", metavar="PROGRAM.tbin")
+    p.add_argument("--model", help=model_help)
+    _add_phase_args(p)
+    _target_args(p)
+    p.add_argument("--tokens", type=_token_list, help="token ids (default: seeded random)")
+    p.add_argument("--logits", metavar="OUT.npy", help="write the simulated logits")
+    p.add_argument("--json", metavar="OUT.json", help="write the full result as JSON")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--no-functional", action="store_true", help="timing only, no numerics")
+    mode.add_argument("--functional", action="store_true",
+                      help="numerics even for models over 400 M parameters")
+    p.set_defaults(handler=cmd_sim)
 
     p = sub.add_parser("asm", help="assemble .tasm text into a .tbin binary")
     p.add_argument("input", metavar="IN.tasm")

@@ -23,7 +23,8 @@ from compiler.targets.data import program_data, read_value
 from sim.simulate import simulate
 from sim.result import SimResult
 
-__all__ = ["compile_model", "run", "Run", "load_target_arch", "default_tokens"]
+__all__ = ["compile_model", "run", "Run", "load_target_arch", "default_tokens", "model_feeds",
+           "simulate_file"]
 
 
 def load_target_arch(target: str, spec: str | None, overrides: Sequence[str]):
@@ -48,6 +49,25 @@ def _feeds(model: Model, graph: Graph, phase: Phase, tokens: Sequence[int]) -> d
     first = model.graph(prefill(len(ids) - 1))
     cache = kv_feeds(first, execute(first, model.weights, token_feeds(ids[:-1])))
     return {**cache, **token_feeds(ids[-1:])}
+
+
+def model_feeds(model: Model, phase: Phase, tokens: Sequence[int] | None) -> dict[str, np.ndarray]:
+    """Inputs of one pass: the given tokens or seeded ones, with a reference-filled KV cache."""
+    if model.config is None:
+        raise GraphError(f"'{model.name}' is a .graph file: it has no token inputs")
+    if phase.batch != 1:
+        raise GraphError("numeric runs take one sequence (--batch 1)")
+    tokens = list(tokens) if tokens else default_tokens(model, phase)
+    return _feeds(model, model.graph(phase), phase, tokens)
+
+
+def simulate_file(path, arch_spec: str | None, overrides: Sequence[str], functional: bool) -> SimResult:
+    """Simulate a program file on its target's (or the given) architecture."""
+    program = isa.load(path)
+    arch = load_target_arch(program.target, arch_spec, overrides)
+    functional = functional and program.data is not None
+    return simulate(program, arch, functional=functional,
+                    assumptions=(f"program file {path}",)).result
 
 
 def compile_model(model: Model, phase: Phase | None, target: str, arch, dtype: isa.DType | None = None,
@@ -88,7 +108,8 @@ def run(model: Model, phase: Phase | None, target: str, arch, *, functional: boo
         graph = model.graph(phase)
         feeds = _feeds(model, graph, phase, tokens)
     graph, lowered = compile_model(model, phase, target, arch, dtype, feeds)
-    assumptions = (f"operand type {lowered.dtype.value}, fp32 accumulation",
+    assumptions = (f"operand type {lowered.dtype.value}, fp32 accumulation"
+                   + (f" (energy per MAC as the preset's {arch.dtype})" if lowered.dtype.value != arch.dtype else ""),
                    "every tensor round-trips DRAM between ops (no cross-op fusion)",
                    f"phase: {phase}" if phase else f"graph: {graph.name}")
     sim = simulate(lowered.program, arch, functional=functional, assumptions=assumptions)

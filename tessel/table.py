@@ -7,11 +7,13 @@ __all__ = ["render_table", "si"]
 
 
 def si(value: float, unit: str = "") -> str:
-    """1234567 -> '1.23 M' (engineering prefixes, three significant digits)."""
-    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+    """1234567 -> '1.23 M', 0.000194 -> '194 u' (SI prefixes, three significant digits)."""
+    scales = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"), (1e-6, "u"),
+              (1e-9, "n"), (1e-12, "p"))
+    for factor, prefix in scales:
         if abs(value) >= factor:
-            return f"{value / factor:.3g} {prefix}{unit}"
-    return f"{value:.3g} {unit}".rstrip() if isinstance(value, float) else f"{value} {unit}".rstrip()
+            return f"{value / factor:.3g} {prefix}{unit}".rstrip()
+    return f"{value:.3g} {unit}".rstrip()
 
 
 def render_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -1,0 +1,43 @@
+"""`make bench`: simulator wall time and instructions per second on fixed workloads.
+
+Speed targets live here, never in unit tests: gpt2 prefill-128 under 5 s timing-only and
+under 30 s with numerics, gpt2-xl decode under 20 s timing-only (2 cores).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from arch import load_arch
+from compiler.frontend import load_model
+from compiler.phase import decode, prefill
+from tessel.driver import run
+from tessel.table import render_table
+
+WORKLOADS = (
+    ("gpt2 prefill-128, timing only", "gpt2", prefill(128), False, 5.0),
+    ("gpt2 prefill-128, with numerics", "gpt2", prefill(128), True, 30.0),
+    ("gpt2-xl decode kv-128, timing only", "gpt2-xl", decode(128), False, 20.0),
+)
+
+
+def main() -> int:
+    arch = load_arch("systolic-128")
+    rows, records = [], []
+    for label, name, phase, functional, budget_s in WORKLOADS:
+        model = load_model(name)
+        start = time.perf_counter()
+        result = run(model, phase, "systolic", arch, functional=functional).result
+        wall = time.perf_counter() - start
+        rows.append((label, f"{wall:.2f}", f"{result.instructions:,}",
+                     f"{result.instructions / wall:,.0f}", f"{budget_s:g}", "ok" if wall <= budget_s else "OVER"))
+        records.append({"workload": label, "wall_s": wall, "instructions": result.instructions,
+                        "instructions_per_s": result.instructions / wall, "budget_s": budget_s})
+    print(render_table(("workload (systolic-128)", "wall s", "instructions", "instr/s", "budget s", ""), rows))
+    print(json.dumps(records))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Human-readable reports of simulation results (the JSON form is SimResult.to_json)."""
+from __future__ import annotations
+
+from sim.result import SimResult
+from tessel.table import render_table, si
+
+__all__ = ["render_result"]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def render_result(r: SimResult, title: str, top_ops: int = 10) -> str:
+    arch = r.arch
+    lines = [title,
+             f"architecture: {r.arch_name} ({r.target}"
+             + (f", {arch['rows']}x{arch['cols']} {arch['dataflow']}, "
+                f"preload {'overlapped' if arch['weight_preload_overlap'] else 'not overlapped'}"
+                if r.target == "systolic" else "") + f", clock {r.clock_hz / 1e6:g} MHz)", ""]
+    energy = ", ".join(f"{k} {si(v, 'J')}" for k, v in r.energy_breakdown_j.items())
+    summary = [
+        ("time", f"{r.time_s * 1e3:.4g} ms", f"{r.cycles:,} cycles at {r.clock_hz / 1e6:g} MHz"),
+        ("instructions", f"{r.instructions:,}", ""),
+        ("energy", si(r.energy_j, "J"), energy),
+        ("MAC utilization", _pct(r.mac_utilization), f"{r.macs:,} useful MACs"),
+    ]
+    if "logits_rel_error" in r.extra:
+        summary.append(("logits vs reference", f"{r.extra['logits_rel_error']:.2e}",
+                        "max |sim - ref| / max |ref|"))
+    lines.append(render_table(("metric", "value", "detail"), summary))
+    lines.append("")
+    units = [(u, f"{r.unit_busy_cycles[u]:,}", _pct(r.utilization[u])) for u in r.unit_busy_cycles]
+    lines.append(render_table(("unit", "busy cycles", "utilization"), units))
+    lines.append("")
+    lines.append(render_table(("traffic", "bytes"), [(k, f"{v:,}") for k, v in r.bytes.items()]))
+    if r.ops:
+        lines.append("")
+        rows = [(o.name, f"{o.cycles:,}", *(f"{o.busy_cycles.get(u, 0):,}" for u in r.unit_busy_cycles),
+                 si(o.energy_j, "J")) for o in r.ops[:top_ops]]
+        lines.append(f"top {min(top_ops, len(r.ops))} of {len(r.ops)} ops by cycles (span; busy per unit)")
+        lines.append(render_table(("op", "cycles", *r.unit_busy_cycles, "energy"), rows))
+    if r.assumptions:
+        lines.append("")
+        lines.append("assumptions: " + "; ".join(r.assumptions))
+    return "\n".join(lines)
