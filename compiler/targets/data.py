@@ -16,10 +16,9 @@ from compiler.targets.emit import symbol_name
 __all__ = ["program_data", "read_value"]
 
 
-def _place(buffer_shape: tuple[int, ...], view: View, values: np.ndarray, into: np.ndarray) -> None:
-    flat = into.reshape(-1)
-    index = view.offset + sum(np.indices(view.shape)[k] * s for k, s in enumerate(view.strides))
-    flat[index] = values
+def _flat_index(view: View) -> np.ndarray:
+    """Buffer element index of every element of `view`, in the view's shape."""
+    return view.offset + sum(np.indices(view.shape)[k] * s for k, s in enumerate(view.strides))
 
 
 def program_data(graph: Graph, plan: StoragePlan, constants: Mapping[str, np.ndarray],
@@ -38,7 +37,7 @@ def program_data(graph: Graph, plan: StoragePlan, constants: Mapping[str, np.nda
         elif op is not None and op.kind is OpKind.KV_APPEND:
             values = np.zeros(buf.shape)
             cache = op.inputs[0]
-            _place(buf.shape, plan.views[cache], np.asarray(feeds[cache]), values)
+            values.reshape(-1)[_flat_index(plan.views[cache])] = np.asarray(feeds[cache])
         else:
             continue
         data[symbol_name(buf.name)] = to_storage(values.reshape(buf.shape), buf.dtype)
@@ -50,6 +49,4 @@ def program_data(graph: Graph, plan: StoragePlan, constants: Mapping[str, np.nda
 def read_value(read_symbol: Callable[[str], np.ndarray], plan: StoragePlan, value: str) -> np.ndarray:
     """A graph value from simulated memory: its buffer's contents seen through its view."""
     view = plan.views[value]
-    flat = np.asarray(read_symbol(symbol_name(view.buffer))).reshape(-1)
-    index = view.offset + sum(np.indices(view.shape)[k] * s for k, s in enumerate(view.strides))
-    return flat[index]
+    return np.asarray(read_symbol(symbol_name(view.buffer))).reshape(-1)[_flat_index(view)]

@@ -13,6 +13,7 @@ The accumulator holds two output tiles.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -102,7 +103,7 @@ class _Lowering:
         """Sub-views indexed over all but the last `keep` axes."""
         lead = view.shape[:-keep] if keep else view.shape
         out = []
-        for index in (range(0) if 0 in lead else __import__("itertools").product(*map(range, lead))):
+        for index in itertools.product(*map(range, lead)):
             offset = view.offset + sum(i * s for i, s in zip(index, view.strides))
             out.append(View(view.buffer, view.shape[-keep:], view.strides[-keep:], offset))
         return out
