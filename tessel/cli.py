@@ -181,9 +181,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
         phase = _phase(args, model, args.tokens)
         arch = load_target_arch(args.target, args.arch, args.set)
         functional = not args.no_functional
-        if model.config is None or (not args.functional and not args.tokens and not args.logits
-                                    and model.config.n_params > FUNCTIONAL_DEFAULT_MAX_PARAMS):
-            functional = args.functional
+        big = model.config is None or model.config.n_params > FUNCTIONAL_DEFAULT_MAX_PARAMS
+        if not (args.functional or args.tokens or args.logits) and (big or (phase and phase.batch > 1)):
+            functional = False                 # timing only unless numerics are asked for
         if args.logits and not functional:
             raise GraphError("--logits needs a numeric simulation (drop --no-functional)")
         outcome = run(model, phase, args.target, arch, functional=functional, dtype=_dtype(args),

@@ -101,6 +101,8 @@ def run(model: Model, phase: Phase | None, target: str, arch, *, functional: boo
         raise GraphError(f"numeric simulation of '{model.name}' needs input values; .graph "
                          "files run timing only (--no-functional)")
     feeds = None
+    if functional and phase.batch != 1:
+        raise GraphError("numeric simulation runs one sequence: use --batch 1 or --no-functional")
     if functional:
         tokens = list(tokens) if tokens else default_tokens(model, phase)
         expected = len(tokens) if phase.kind == "prefill" else len(tokens) - 1
