@@ -182,7 +182,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
         arch = load_target_arch(args.target, args.arch, args.set)
         functional = not args.no_functional
         big = model.config is None or model.config.n_params > FUNCTIONAL_DEFAULT_MAX_PARAMS
-        if not (args.functional or args.tokens or args.logits) and (big or (phase and phase.batch > 1)):
+        int8 = getattr(arch, "dtype", None) == "int8" and not args.dtype
+        if not (args.functional or args.tokens or args.logits) and (big or int8 or (phase and phase.batch > 1)):
             functional = False                 # timing only unless numerics are asked for
         if args.logits and not functional:
             raise GraphError("--logits needs a numeric simulation (drop --no-functional)")

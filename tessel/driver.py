@@ -101,7 +101,10 @@ def run(model: Model, phase: Phase | None, target: str, arch, *, functional: boo
         raise GraphError(f"numeric simulation of '{model.name}' needs input values; .graph "
                          "files run timing only (--no-functional)")
     feeds = None
-    if functional and phase.batch != 1:
+    if functional and (dtype or isa.DType(arch.dtype)) is isa.DType.int8:
+        raise GraphError("numeric simulation of int8 needs a quantization pass, which Tessel does "
+                         "not have yet: use --dtype bf16|fp32 or --no-functional")
+    if functional and phase is not None and phase.batch != 1:
         raise GraphError("numeric simulation runs one sequence: use --batch 1 or --no-functional")
     if functional:
         tokens = list(tokens) if tokens else default_tokens(model, phase)

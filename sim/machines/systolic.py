@@ -80,17 +80,19 @@ class SystolicMachine(Machine):
                 durations[i] = gemm_cycles(m, nn, k, arch.rows, arch.cols, arch.dataflow,
                                            arch.weight_preload_overlap)
                 events["macs"][i] = m * nn * k
-                col_folds = -(-nn // arch.cols)
-                row_folds = -(-k // arch.rows)
-                events["sram_read_bytes"][i] = m * k * isz * col_folds + k * nn * isz
-                events["acc_bytes"][i] = m * nn * asz * row_folds
+                a_reads, b_reads, c_writes = _operand_passes(m, nn, k, arch.rows, arch.cols, arch.dataflow)
+                events["sram_read_bytes"][i] = (m * k * a_reads + k * nn * b_reads) * isz
+                events["acc_bytes"][i] = m * nn * asz * c_writes
             elif op == "vec":
                 rows, cols, isz, osz = vcfg[ins.queue]
                 durations[i] = vector_cycles(rows * cols, arch.vector_lanes, lat[ins["func"]])
-                operands = 1 if ins["func"] in _UNARY else 2
                 b_elems = {"none": rows * cols, "row": rows, "col": cols, "scalar": 1}[ins["bcast"]]
                 events["vector_ops"][i] = rows * cols
-                events["sram_read_bytes"][i] = (rows * cols + (b_elems if operands == 2 else 0)) * isz
+                reads = [(ins["a"].space, rows * cols * isz)]
+                if ins["func"] not in _UNARY:
+                    reads.append((ins["b"].space, b_elems * isz))
+                for space, nbytes in reads:    # the epilogue reads the accumulator, not SRAM
+                    events["acc_bytes" if space == "acc" else "sram_read_bytes"][i] += nbytes
                 events["sram_write_bytes"][i] = rows * cols * osz
             elif op == "red":
                 rows, cols, isz, osz = vcfg[ins.queue]
@@ -116,4 +118,19 @@ class SystolicMachine(Machine):
 
 
 _UNARY = frozenset({"addi", "muli", "exp", "rsqrt", "recip", "gelu", "tanh", "copy"})
+
+
+def _operand_passes(m: int, n: int, k: int, rows: int, cols: int, dataflow: str) -> tuple[int, int, int]:
+    """How often a GEMM reads A and B from SRAM and writes C to the accumulator.
+
+    The pinned operand is read once; the streamed one once per fold of the other pinned
+    dimension; partial outputs go to the accumulator once per fold of the reduction (ws, is)
+    or once in all (os keeps them in the PEs).
+    """
+    row_folds_k, col_folds_n = -(-k // rows), -(-n // cols)
+    if dataflow == "ws":                          # B pinned; A streamed per column fold
+        return col_folds_n, 1, row_folds_k
+    if dataflow == "os":                          # C pinned; A per column fold, B per row fold
+        return col_folds_n, -(-m // rows), 1
+    return 1, -(-m // cols), row_folds_k          # is: A pinned; B streamed per column fold
 

@@ -6,9 +6,11 @@ compiled from a .graph file and simulated timing-only, exactly as a user would r
 
 SCALE-Sim reports folds * (P + R + C + T - 2) - 1 for a whole GEMM: one cycle less than the
 array is busy, once per GEMM it simulates (docs/systolic.md, "SCALE-Sim"). Tessel counts the
-full folds * (P + R + C + T - 2). Splitting the pinned dimensions into tiles in array
-multiples leaves the fold count and the per-fold cost unchanged, so the busy cycles of all of
-the GEMM's tile instructions together are SCALE-Sim's figure plus one, however many there are.
+full folds * (P + R + C + T - 2). With systolic-128's buffers every reference case compiles to
+one gemm instruction, so the busy cycles are SCALE-Sim's plus one per gemm instruction. When a
+GEMM is tiled the -1 stays once per GEMM, not once per tile: splitting the pinned dimensions
+in array multiples leaves the fold count and the per-fold cost unchanged, so all the tiles
+together are busy SCALE-Sim's figure plus one (test_tiling_the_pinned_dims_keeps_...).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import pytest
 
 from arch import load_arch
 from compiler.frontend import load_model
+from compiler.phase import prefill
 from compiler.targets import TARGETS
 from sim.simulate import simulate
 from sim.timing import gemm_cycles
@@ -73,8 +76,9 @@ def test_closed_form_is_scalesim_plus_one(case):
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_simulated_matrix_unit_matches_scalesim(tmp_path, case):
     # systolic-128's 32 MiB SRAM and 4 MiB accumulator hold every case in one tile
-    busy, _ = mxu_run(tmp_path, case["M"], case["N"], case["K"], array(case))
-    assert busy == case["scalesim_cycles"] + 1
+    busy, gemms = mxu_run(tmp_path, case["M"], case["N"], case["K"], array(case))
+    assert gemms == 1
+    assert busy == case["scalesim_cycles"] + gemms
 
 
 def test_tiling_the_pinned_dims_keeps_scalesim_cycles(tmp_path):
@@ -106,3 +110,20 @@ def test_overlapped_weight_preload(tmp_path, shape, array_side, overlapped):
         assert hidden < plain
     else:
         assert hidden == plain
+
+
+# GPT-2 small prefill of 128 tokens: SCALE-Sim's fold arithmetic summed over the whole model
+# (shared/reference/systolic.md, whole-model table), one figure per GEMM it runs.
+GPT2_GEMMS = 12 * (4 + 2 * 12) + 1      # per layer qkv, proj, fc, fc2 and 2 per head; LM head
+GPT2_PREFILL_128 = {(128, "ws"): 3_992_963, (32, "os"): 16_984_215}
+
+
+@pytest.mark.parametrize("side, dataflow", sorted(GPT2_PREFILL_128), ids=lambda v: str(v))
+def test_gpt2_prefill_matrix_cycles_match_scalesim_arithmetic(side, dataflow):
+    # ws and os keep M (the streamed dim for ws) and K (for os) whole in every GEMM, so the
+    # LM head's split into column tiles adds nothing: one cycle per GEMM above SCALE-Sim
+    arch = load_arch("systolic-128", [f"rows={side}", f"cols={side}", f"dataflow={dataflow}"])
+    graph = load_model("gpt2").graph(prefill(128))
+    program = TARGETS["systolic"](graph, arch).program
+    result = simulate(program, arch, functional=False).result
+    assert result.unit_busy_cycles["mxu"] == GPT2_PREFILL_128[side, dataflow] + GPT2_GEMMS

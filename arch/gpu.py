@@ -1,0 +1,84 @@
+"""GPUs as baselines (not an ISA target): datasheet rates plus the calibrated efficiencies
+of the per-kernel roofline in `sim.gpu`.
+
+The datasheet half (peak rates, bandwidth, power, L2, SMs, clock) comes from
+reference/gpu.md; the model half (GEMM and memory efficiency curves, launch and eager
+overheads) is fitted to the measurements cited there, and each preset says which.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from arch.config import ArchError, choice, non_negative, positive, register
+
+__all__ = ["GpuArch", "GemmEfficiency", "MemoryEfficiency", "KERNEL_KINDS", "MATRIX_KINDS"]
+
+# The kernel kinds the baseline model distinguishes; every preset prices each one in eager mode.
+KERNEL_KINDS = ("gemm", "gemv", "attention-matmul", "elementwise", "layernorm", "softmax",
+                "embedding", "copy")
+MATRIX_KINDS = ("gemm", "gemv", "attention-matmul")      # run on tensor cores
+
+
+@dataclass(frozen=True, slots=True)
+class GemmEfficiency:
+    """Fraction of the dense tensor peak a matrix kernel of shape (m, n, k) reaches:
+    max_frac * m/(m + m_half) * n/(n + nk_half) * k/(k + nk_half)."""
+
+    max_frac: float = positive()     # asymptote for very large GEMMs
+    m_half: float = positive()       # rows at which tile fill reaches half (GEMV-like below)
+    nk_half: float = positive()      # columns / depth at which tiles and the K pipeline reach half
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryEfficiency:
+    """Achieved DRAM bandwidth: time = bytes / (max_frac x BW) + ramp, so a kernel that
+    moves B bytes reaches max_frac * B / (B + ramp x max_frac x BW) of the datasheet figure."""
+
+    max_frac: float = positive()     # streaming efficiency of a large transfer
+    ramp_us: float = non_negative()  # device-side fixed time of one kernel (fill, drain, tail)
+
+
+@register("gpu")
+@dataclass(frozen=True, slots=True)
+class GpuArch:
+    name: str
+    target: str = choice("gpu")
+    peak_tflops_fp16: float = positive()      # dense tensor-core FP16/BF16 rate
+    peak_tflops_fp32: float = positive()      # non-tensor FP32 rate (vector kernels)
+    mem_bw_gbps: float = positive()           # GB/s = 1e9 bytes/s
+    mem_gb: float = positive()
+    tdp_w: float = positive()
+    idle_w: float = non_negative()            # clocks up, no work
+    l2_mb: float = positive()
+    sms: int = positive()
+    boost_mhz: float = positive()
+    launch_us: float = non_negative()         # graph mode: fixed cost per kernel launch
+    eager_overhead_us: dict[str, float]       # eager mode: fixed cost per operator, by kind
+    gemm: GemmEfficiency
+    memory: MemoryEfficiency
+
+    def __post_init__(self) -> None:
+        if self.idle_w >= self.tdp_w:
+            raise ArchError(f"field 'idle_w' must be below tdp_w ({self.tdp_w}), got {self.idle_w}")
+        for table, frac in (("gemm", self.gemm.max_frac), ("memory", self.memory.max_frac)):
+            if frac > 1:
+                raise ArchError(f"field '{table}.max_frac' must be at most 1, got {frac}")
+        missing = [k for k in KERNEL_KINDS if k not in self.eager_overhead_us]
+        if missing:
+            raise ArchError(f"missing field 'eager_overhead_us.{missing[0]}'")
+        unknown = sorted(set(self.eager_overhead_us) - set(KERNEL_KINDS))
+        if unknown:
+            raise ArchError(f"unknown field 'eager_overhead_us.{unknown[0]}'")
+        cheap = [k for k in KERNEL_KINDS if self.eager_overhead_us[k] < self.launch_us]
+        if cheap:                          # an eager operator launches its kernel too
+            raise ArchError(f"field 'eager_overhead_us.{cheap[0]}' must be at least launch_us "
+                            f"({self.launch_us}), got {self.eager_overhead_us[cheap[0]]}")
+
+    @property
+    def mem_bw_bytes_per_s(self) -> float:
+        return self.mem_bw_gbps * 1e9
+
+    def peak_flops_per_s(self, kind: str) -> float:
+        """Tensor-core rate for matrix kernels, the FP32 vector rate for the rest."""
+        tflops = self.peak_tflops_fp16 if kind in MATRIX_KINDS else self.peak_tflops_fp32
+        return tflops * 1e12

@@ -1,0 +1,239 @@
+"""GPU baseline: a per-kernel roofline with calibrated efficiencies and fixed overheads.
+
+    time = max(flops / (eff_compute(m, n, k) x peak), bytes / (eff_bw(bytes) x BW))
+           + overhead(mode, kind)
+
+eager: a PyTorch-style framework pays a per-operator fixed cost (LLMCompass's A100 constants);
+graph: a compiled runtime or CUDA graph pays one launch per kernel. Energy: each kernel
+draws idle + (TDP - idle) x utilization, utilization being the fraction of its binding
+roofline it achieves. The model reads plain `Kernel` descriptors, never a compiler graph
+(tessel.gpu_kernels builds them); constants live in the presets, arch/configs/gpu-*.toml.
+Cited measurements it is held to: `CALIBRATION` (tests/sim/test_gpu.py, docs/validation.md).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Iterable, Literal
+
+from arch.gpu import KERNEL_KINDS, MATRIX_KINDS, GpuArch
+
+__all__ = ["Kernel", "KernelTime", "GpuResult", "gpu_baseline", "kernel_time", "floor_s",
+           "compute_efficiency", "memory_time_s", "MODES", "CALIBRATION",
+           "CalibrationPoint"]
+
+Mode = Literal["eager", "graph"]
+MODES = ("eager", "graph")
+
+
+@dataclass(frozen=True, slots=True)
+class Kernel:
+    """One GPU kernel: its work, and for matrix kinds the per-batch GEMM shape m x k . k x n."""
+
+    name: str
+    kind: str
+    flops: int
+    bytes: int
+    m: int = 1
+    n: int = 1
+    k: int = 1
+    batch: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in KERNEL_KINDS:
+            raise ValueError(f"kernel '{self.name}': kind must be one of "
+                             f"{', '.join(KERNEL_KINDS)}, got {self.kind!r}")
+        for field in ("flops", "bytes"):
+            if getattr(self, field) < 0:
+                raise ValueError(f"kernel '{self.name}': {field} must be non-negative, "
+                                 f"got {getattr(self, field)}")
+        for field in ("m", "n", "k", "batch"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"kernel '{self.name}': {field} must be positive, "
+                                 f"got {getattr(self, field)}")
+
+
+@dataclass(frozen=True, slots=True)
+class KernelTime:
+    name: str
+    kind: str
+    time_s: float
+    compute_s: float          # flops at the shape's achievable rate
+    memory_s: float           # bytes at the achievable bandwidth, plus the ramp
+    overhead_s: float
+    bound: str                # "compute" or "memory": the larger of the two terms
+    utilization: float        # datasheet floor / time
+    energy_j: float
+
+
+@dataclass(frozen=True)
+class GpuResult:
+    gpu: str
+    mode: str
+    time_s: float
+    energy_j: float
+    kernels: tuple[KernelTime, ...]
+    assumptions: tuple[str, ...]
+
+    @property
+    def avg_power_w(self) -> float:
+        return self.energy_j / self.time_s if self.time_s else 0.0
+
+    @property
+    def compute_bound(self) -> int:
+        return sum(k.bound == "compute" for k in self.kernels)
+
+    @property
+    def memory_bound(self) -> int:
+        return sum(k.bound == "memory" for k in self.kernels)
+
+    def to_json(self) -> dict:
+        return {"gpu": self.gpu, "mode": self.mode, "time_s": self.time_s,
+                "energy_j": self.energy_j, "avg_power_w": self.avg_power_w,
+                "compute_bound": self.compute_bound, "memory_bound": self.memory_bound,
+                "kernels": [asdict(k) for k in self.kernels],
+                "assumptions": list(self.assumptions)}
+
+
+def compute_efficiency(kernel: Kernel, gpu: GpuArch) -> float:
+    """Fraction of peak FLOP/s: saturating in each GEMM dimension; vector kernels get the
+    asymptote (they are bandwidth-bound long before it matters)."""
+    g = gpu.gemm
+    if kernel.kind not in MATRIX_KINDS:
+        return g.max_frac
+    return (g.max_frac * kernel.m / (kernel.m + g.m_half) * kernel.n / (kernel.n + g.nk_half)
+            * kernel.k / (kernel.k + g.nk_half))
+
+
+def memory_time_s(n_bytes: int, gpu: GpuArch) -> float:
+    """Bytes at the streaming efficiency plus the fixed ramp of a kernel (eff_bw(bytes))."""
+    return n_bytes / (gpu.memory.max_frac * gpu.mem_bw_bytes_per_s) + gpu.memory.ramp_us * 1e-6
+
+
+def floor_s(kernel: Kernel, gpu: GpuArch) -> float:
+    """The datasheet floor: no kernel beats max(flops / peak, bytes / BW)."""
+    return max(kernel.flops / gpu.peak_flops_per_s(kernel.kind),
+               kernel.bytes / gpu.mem_bw_bytes_per_s)
+
+
+def overhead_s(kind: str, mode: Mode, gpu: GpuArch) -> float:
+    if mode == "eager":
+        return gpu.eager_overhead_us[kind] * 1e-6
+    return gpu.launch_us * 1e-6
+
+
+def kernel_time(kernel: Kernel, gpu: GpuArch, mode: Mode) -> KernelTime:
+    compute = kernel.flops / (compute_efficiency(kernel, gpu) * gpu.peak_flops_per_s(kernel.kind))
+    memory = memory_time_s(kernel.bytes, gpu)
+    overhead = overhead_s(kernel.kind, mode, gpu)
+    time = max(compute, memory) + overhead
+    utilization = floor_s(kernel, gpu) / time
+    power_w = min(gpu.tdp_w, gpu.idle_w + (gpu.tdp_w - gpu.idle_w) * utilization)
+    return KernelTime(kernel.name, kernel.kind, time, compute, memory, overhead,
+                      "compute" if compute >= memory else "memory", utilization, power_w * time)
+
+
+def gpu_baseline(kernels: Iterable[Kernel], gpu: GpuArch, mode: Mode = "graph") -> GpuResult:
+    """Time and energy of running `kernels` one after another on `gpu`."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be eager or graph, got {mode!r}")
+    times = tuple(kernel_time(k, gpu, mode) for k in kernels)
+    return GpuResult(gpu.name, mode, sum(t.time_s for t in times),
+                     sum(t.energy_j for t in times), times, assumptions(gpu, mode))
+
+
+def assumptions(gpu: GpuArch, mode: Mode) -> tuple[str, ...]:
+    fixed = (f"eager per-operator costs {gpu.eager_overhead_us} us" if mode == "eager"
+             else f"{gpu.launch_us} us launch per kernel")
+    return (f"{gpu.name}: {gpu.peak_tflops_fp16} TFLOP/s fp16 dense, {gpu.mem_bw_gbps} GB/s",
+            "kernels run one at a time, unfused, in fp16/bf16",
+            f"GEMM efficiency {gpu.gemm.max_frac} x m/(m+{gpu.gemm.m_half}) x "
+            f"n/(n+{gpu.gemm.nk_half}) x k/(k+{gpu.gemm.nk_half})",
+            f"bandwidth efficiency {gpu.memory.max_frac}, {gpu.memory.ramp_us} us ramp per kernel",
+            fixed,
+            f"power idle {gpu.idle_w} W + (TDP {gpu.tdp_w} W - idle) x utilization")
+
+
+# --- cited measurements the model is held to (reference/gpu.md) ------------------------------
+
+@dataclass(frozen=True, slots=True)
+class CalibrationPoint:
+    """One cited measurement: a workload on a preset, timed as `mode` ("eager", "graph", or
+    "device" = kernel time without host overhead), measured as a time or a [lo, hi] range.
+    Workloads: ("gemm", m, n, k), ("copy", bytes), ("decode", model, kv),
+    ("generation", model, prompt, new_tokens); () when the source names no workload."""
+
+    key: str
+    what: str
+    gpu: str
+    mode: str
+    workload: tuple
+    measured_s: tuple[float, float]
+    source: str
+    known_miss: str = ""
+
+    def error(self, predicted_s: float) -> float:
+        """Relative error against the measurement (0 inside a measured range)."""
+        lo, hi = self.measured_s
+        return min(0.0, predicted_s / lo - 1) if predicted_s < lo else max(0.0, predicted_s / hi - 1)
+
+
+def _gemm_s(m: int, n: int, k: int, tflops: float) -> float:
+    return 2 * m * n * k / (tflops * 1e12)
+
+
+def _at(seconds: float) -> tuple[float, float]:
+    return (seconds, seconds)
+
+
+_LLMC = "LLMCompass artifact, real-hardware CSVs (reference/gpu.md)"
+_FT = "FasterTransformer, A100-80GB, FP16, batch 1 (reference/gpu.md)"
+_A100, _H100, _H200 = "gpu-a100-80gb", "gpu-h100-sxm", "gpu-h200"
+_GEMV_BYTES = 2 * (12288 + 12288 * 12288 + 12288)            # fp16 x, W, y of 1x12288x12288
+_GPT2_FLOOR_S = {"gpu-a100-80gb": 0.12e-3, "gpu-t4": 0.78e-3}  # 248 MB of fp16 weights / BW
+CALIBRATION: tuple[CalibrationPoint, ...] = (
+    CalibrationPoint("a100-gemm-m64", "A100 FP16 GEMM 64x12288x12288", _A100, "eager",
+                     ("gemm", 64, 12288, 12288), _at(0.190e-3), _LLMC),
+    *(CalibrationPoint(f"a100-gemm-m{m}", f"A100 FP16 GEMM {m}x12288x12288 ({t} TFLOP/s)", _A100,
+                       "eager", ("gemm", m, 12288, 12288), _at(_gemm_s(m, 12288, 12288, t)), _LLMC)
+      for m, t in ((128, 193), (512, 253), (8192, 287))),
+    *(CalibrationPoint(f"a100-gemm-{m}x{n}x{k}", f"A100 FP16 GEMM {m}x{n}x{k} ({t} TFLOP/s)", _A100,
+                       "eager", ("gemm", m, n, k), _at(_gemm_s(m, n, k, t)), _LLMC)
+      for m, n, k, t in ((8192, 8192, 8192, 277.6), (16384, 16384, 16384, 293),
+                         (8192, 128, 128, 8.7))),
+    CalibrationPoint("h200-gemm-8192", "H200 BF16 GEMM 8192^3 (770-800 TFLOP/s)", _H200, "device",
+                     ("gemm", 8192, 8192, 8192),
+                     (_gemm_s(8192, 8192, 8192, 800), _gemm_s(8192, 8192, 8192, 770)),
+                     "PyTorch on an H200 (reference/gpu.md)"),
+    CalibrationPoint("h200-copy", "H200 device copy of 1 GiB (4.3 TB/s read + write)", _H200,
+                     "device", ("copy", 2 * 2**30), _at(2 * 2**30 / 4.3e12),
+                     "PyTorch on an H200 (reference/gpu.md); 1 GiB is our assumption"),
+    CalibrationPoint("h100-gemv-stream", "H100 weight streaming, GEMV 1x12288x12288 (78-84 % BW)",
+                     _H100, "device", ("gemm", 1, 12288, 12288),
+                     (_GEMV_BYTES / 3.35e12 / 0.84, _GEMV_BYTES / 3.35e12 / 0.78),
+                     "per-kernel weight streaming on H100 (reference/gpu.md); shape assumed"),
+    *(CalibrationPoint(f"ft-{model}-{p}-{n}", f"FT {model.upper()} in {p} / out {n}", _A100,
+                       "graph", ("generation", model, p, n), _at(ms * 1e-3), _FT)
+      for model, p, n, ms in (("gpt-1.3b", 128, 8, 36.76), ("gpt-1.3b", 512, 32, 135.85),
+                              ("gpt-6.7b", 128, 8, 98.29), ("gpt-6.7b", 512, 32, 384.70),
+                              ("gpt-20b", 80, 200, 5609))),
+    CalibrationPoint("ft-gpt-1.3b-token", "FT GPT-1.3B decode per token (~30 % of BW)", _A100,
+                     "graph", ("decode", "gpt-1.3b", 128), _at(2 * 1.3e9 / (0.30 * 2039e9)), _FT),
+    CalibrationPoint("ft-gpt-20b-token", "FT GPT-20B decode per token (~28 ms)", _A100, "graph",
+                     ("decode", "gpt-20b", 180), _at(28e-3), _FT),
+    CalibrationPoint("hf-gpt2-v100", "HF GPT-2 124M greedy decode per token, V100", "gpu-v100",
+                     "eager", ("decode", "gpt2", 128), _at(78.04 / 6400),
+                     "Hugging Face transformers, batch 1 (reference/gpu.md)",
+                     known_miss="HF eager runs ~27 kernels per block (gelu_new as 8 elementwise "
+                                "ops, scale, mask, cat, contiguous) plus the generate loop; "
+                                "the graph has 14 kernels per block"),
+    *(CalibrationPoint(f"gpt2-floor-{gpu[4:]}", f"GPT-2 124M eager decode, 10-100x the "
+                       f"{floor * 1e3:.2f} ms floor, {gpu[4:].upper()}", gpu, "eager",
+                       ("decode", "gpt2", 128), (10 * floor, 100 * floor), "reference/gpu.md",
+                       known_miss="" if gpu != "gpu-t4" else
+                       "per-operator costs are carried unchanged from A100 hosts; a T4's floor "
+                       "is 6.5x higher, so the same framework cost is a smaller multiple")
+      for gpu, floor in _GPT2_FLOOR_S.items()),
+    CalibrationPoint("kernel-looping-21pct", "decode uses ~21 % of peak BW end to end", _H100,
+                     "graph", (), (0.0, 0.0), "kernel looping paper (reference/gpu.md)",
+                     known_miss="the reference names no model, GPU or batch to evaluate"),
+)

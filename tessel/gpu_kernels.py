@@ -1,0 +1,140 @@
+"""Compiler graphs as GPU kernel lists for the baseline model (sim.gpu reads no graphs).
+
+One kernel per compute op of `compiler.cost.graph_cost`, unfused, in the order the graph
+runs them. The GPU runs the model in half precision: every float tensor is 2 bytes, so the
+compiler's fp32 byte counts are scaled by 2/4 (the int32 token ids of an embedding are
+halved too, a few bytes per token). Layout ops, inputs and params launch nothing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from arch import load_arch
+from arch.gpu import GpuArch
+from compiler.cost import OpCost, graph_cost
+from compiler.frontend.gpt2 import PRESETS, GPT2Config, build_graph
+from compiler.ir import DType, Graph
+from compiler.phase import Phase, decode, prefill
+from sim.gpu import CalibrationPoint, Kernel, gpu_baseline, kernel_time
+
+__all__ = ["graph_kernels", "model_kernels", "pass_cost", "generation", "Generation",
+           "predict", "MODELS", "GEMV_MAX_M", "HALF_BYTES"]
+
+HALF_BYTES = 2          # fp16 / bf16 element
+# mma.sync m16n8k16 (Ampere/Hopper tensor cores) covers 16 rows: up to 16 rows a matmul
+# fills one row tile and streams its weights like a matrix-vector product.
+GEMV_MAX_M = 16
+_VECTOR = {"add": "elementwise", "mul": "elementwise", "gelu": "elementwise",
+           "layernorm": "layernorm", "softmax": "softmax", "embedding": "embedding",
+           "kv_append": "copy"}
+
+# The FasterTransformer GPTs as GPT-2-architecture graphs (context 2048, vocab 50257).
+# 1.3B and 6.7B: the published GPT-3 widths and depths (Brown et al. 2020, Table 2.1; 1.3B
+# with 16 heads of 128 as the gpt3-xl preset). 20B: GPT-NeoX-20B's 44 layers of d 6144 with
+# 64 heads, without its rotary embeddings and parallel residual (same weights to stream).
+MODELS: dict[str, GPT2Config] = {
+    **PRESETS,
+    "gpt-1.3b": dataclasses.replace(PRESETS["gpt3-xl"], name="gpt-1.3b"),
+    "gpt-6.7b": GPT2Config("gpt-6.7b", n_layer=32, n_head=32, n_embd=4096, n_positions=2048),
+    "gpt-20b": GPT2Config("gpt-20b", n_layer=44, n_head=64, n_embd=6144, n_positions=2048),
+}
+
+
+def _half_bytes(op: OpCost) -> int:
+    return round(op.bytes * HALF_BYTES / DType(op.dtype).itemsize)
+
+
+def _kernel(op: OpCost) -> Kernel | None:
+    n_bytes = _half_bytes(op)
+    if op.kind in ("matmul", "linear"):
+        a, b = op.inputs[0], op.inputs[1]
+        k, n = a[-1], op.output[-1]
+        if op.kind == "matmul" and len(b) > 2:          # batched: attention scores / context
+            return Kernel(op.name, "attention-matmul", op.flops, n_bytes, m=a[-2], n=n, k=k,
+                          batch=math.prod(a[:-2]))
+        m = math.prod(a[:-1])
+        return Kernel(op.name, "gemv" if m <= GEMV_MAX_M else "gemm", op.flops, n_bytes,
+                      m=m, n=n, k=k)
+    if op.kind in _VECTOR:
+        return Kernel(op.name, _VECTOR[op.kind], op.flops, n_bytes)
+    return None                                          # reshape / transpose / slice: views
+
+
+def graph_kernels(graph: Graph) -> list[Kernel]:
+    """The kernels a GPU launches for one pass of `graph`, in execution order."""
+    return [k for k in map(_kernel, graph_cost(graph).ops) if k is not None]
+
+
+def _split(config: GPT2Config, phase: Phase) -> tuple[list[Kernel], list[Kernel], int]:
+    """Kernels of a one-layer graph: (outside the blocks, block 0, where the blocks go)."""
+    one = graph_kernels(build_graph(dataclasses.replace(config, n_layer=1), phase))
+    first = next(i for i, k in enumerate(one) if k.name.startswith("h.0."))
+    block = [k for k in one if k.name.startswith("h.0.")]
+    return [k for k in one if not k.name.startswith("h.")], block, first
+
+
+def model_kernels(config: GPT2Config, phase: Phase) -> list[Kernel]:
+    """`graph_kernels(build_graph(config, phase))` without building the whole graph: every
+    decoder block has the same kernels, so block 0's repeat n_layer times."""
+    rest, block, first = _split(config, phase)
+    layers = [Kernel(f"h.{i}.{k.name[4:]}", k.kind, k.flops, k.bytes, k.m, k.n, k.k, k.batch)
+              for i in range(config.n_layer) for k in block]
+    return rest[:first] + layers + rest[first:]
+
+
+def pass_cost(config: GPT2Config, phase: Phase, gpu: GpuArch, mode: str) -> tuple[float, float]:
+    """(time_s, energy_j) of one pass: equal to gpu_baseline(model_kernels(...)), but each
+    block kernel is evaluated once and counted n_layer times."""
+    rest, block, _ = _split(config, phase)
+    rest_r, block_r = gpu_baseline(rest, gpu, mode), gpu_baseline(block, gpu, mode)
+    return (rest_r.time_s + config.n_layer * block_r.time_s,
+            rest_r.energy_j + config.n_layer * block_r.energy_j)
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """A prefill of `prompt` tokens then `new_tokens` decode steps at a growing KV cache."""
+
+    prompt: int
+    new_tokens: int
+    prefill_s: float
+    decode_s: tuple[float, ...]
+    energy_j: float
+
+    @property
+    def time_s(self) -> float:
+        return self.prefill_s + sum(self.decode_s)
+
+
+def generation(config: GPT2Config, prompt: int, new_tokens: int, gpu: GpuArch,
+               mode: str = "graph", batch: int = 1) -> Generation:
+    """One prefill of `prompt`, then decode steps at KV prompt .. prompt + new_tokens - 1."""
+    first = pass_cost(config, prefill(prompt, batch), gpu, mode)
+    steps = [pass_cost(config, decode(kv, batch), gpu, mode)
+             for kv in range(prompt, prompt + new_tokens)]
+    return Generation(prompt, new_tokens, first[0], tuple(t for t, _ in steps),
+                      first[1] + sum(e for _, e in steps))
+
+
+def predict(point: CalibrationPoint, gpu: GpuArch | None = None) -> float | None:
+    """The model's time for a cited measurement (None when it names no workload)."""
+    if not point.workload:
+        return None
+    gpu = gpu or load_arch(point.gpu)
+    what, *args = point.workload
+    mode = "graph" if point.mode == "device" else point.mode
+    if what in ("gemm", "copy"):
+        if what == "gemm":
+            m, n, k = args
+            kernel = Kernel(point.key, "gemv" if m <= GEMV_MAX_M else "gemm", 2 * m * n * k,
+                            HALF_BYTES * (m * k + k * n + m * n), m, n, k)
+        else:
+            kernel = Kernel(point.key, "copy", 0, args[0])
+        timed = kernel_time(kernel, gpu, mode)
+        return timed.time_s - (timed.overhead_s if point.mode == "device" else 0.0)
+    config = MODELS[args[0]]
+    if what == "decode":
+        return pass_cost(config, decode(args[1]), gpu, mode)[0]
+    return generation(config, args[1], args[2], gpu, mode).time_s
