@@ -8,6 +8,7 @@ halved too, a few bytes per token). Layout ops, inputs and params launch nothing
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -67,12 +68,13 @@ def graph_kernels(graph: Graph) -> list[Kernel]:
     return [k for k in map(_kernel, graph_cost(graph).ops) if k is not None]
 
 
-def _split(config: GPT2Config, phase: Phase) -> tuple[list[Kernel], list[Kernel], int]:
+@functools.lru_cache(maxsize=1024)
+def _split(config: GPT2Config, phase: Phase) -> tuple[tuple[Kernel, ...], tuple[Kernel, ...], int]:
     """Kernels of a one-layer graph: (outside the blocks, block 0, where the blocks go)."""
     one = graph_kernels(build_graph(dataclasses.replace(config, n_layer=1), phase))
     first = next(i for i, k in enumerate(one) if k.name.startswith("h.0."))
-    block = [k for k in one if k.name.startswith("h.0.")]
-    return [k for k in one if not k.name.startswith("h.")], block, first
+    return (tuple(k for k in one if not k.name.startswith("h.")),
+            tuple(k for k in one if k.name.startswith("h.0.")), first)
 
 
 def model_kernels(config: GPT2Config, phase: Phase) -> list[Kernel]:
@@ -81,7 +83,7 @@ def model_kernels(config: GPT2Config, phase: Phase) -> list[Kernel]:
     rest, block, first = _split(config, phase)
     layers = [Kernel(f"h.{i}.{k.name[4:]}", k.kind, k.flops, k.bytes, k.m, k.n, k.k, k.batch)
               for i in range(config.n_layer) for k in block]
-    return rest[:first] + layers + rest[first:]
+    return [*rest[:first], *layers, *rest[first:]]
 
 
 def pass_cost(config: GPT2Config, phase: Phase, gpu: GpuArch, mode: str) -> tuple[float, float]:

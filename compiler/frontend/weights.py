@@ -1,8 +1,8 @@
 """Weights as lazy mappings from parameter name to numpy array.
 
-Random weights are generated per parameter from (seed, name) on each access, so a
-gpt2-xl graph costs nothing until a numeric run touches a tensor, and any one tensor is
-reproducible without generating the others. Initialisation follows each parameter's role:
+Random weights are generated per parameter from (seed, name) when first read (and kept up
+to 1 GiB), so a gpt2-xl graph costs nothing until a numeric run touches a tensor, and any
+one tensor is reproducible without generating the others. Initialisation follows each parameter's role:
 GPT-2's N(0, 0.02) for matrices and embeddings (initializer_range), 1 + N(0, 0.02) for
 layer-norm gains and N(0, 0.02) for biases — non-trivial gains and biases so numeric
 checks exercise them.
@@ -19,6 +19,7 @@ from compiler.ir import Graph, OpKind, TensorType
 __all__ = ["RandomWeights", "param_roles", "INIT_STD"]
 
 INIT_STD = 0.02  # GPT-2 initializer_range (Hugging Face GPT2Config default)
+CACHE_LIMIT_BYTES = 1 << 30  # keep generated tensors up to this much (gpt2-medium fits in fp32)
 
 
 def param_roles(graph: Graph) -> dict[str, str]:
@@ -39,8 +40,20 @@ class RandomWeights(Mapping[str, np.ndarray]):
         self._types: dict[str, TensorType] = {p.name: p.type for p in graph.params}
         self._roles = param_roles(graph)
         self.seed = seed
+        self._cache: dict[str, np.ndarray] = {}
+        self._cached_bytes = 0
 
     def __getitem__(self, name: str) -> np.ndarray:
+        if name in self._cache:
+            return self._cache[name]
+        values = self._generate(name)
+        if self._cached_bytes + values.nbytes <= CACHE_LIMIT_BYTES:
+            values.setflags(write=False)
+            self._cache[name] = values
+            self._cached_bytes += values.nbytes
+        return values
+
+    def _generate(self, name: str) -> np.ndarray:
         t = self._types[name]
         rng = np.random.default_rng([self.seed, zlib.crc32(name.encode())])
         values = rng.standard_normal(t.shape, dtype=np.float32) * np.float32(INIT_STD)
