@@ -6,6 +6,7 @@ target; each one turns itself into an `isa.MachineView` for the program verifier
 from arch.config import ARCH_CLASSES, ArchError, load_arch, preset_names
 from arch.systolic import SystolicArch, SystolicEnergy
 from arch.gpu import GemmEfficiency, GpuArch, MemoryEfficiency
+from arch.pim import PimArch
 
 __all__ = ["ArchError", "load_arch", "preset_names", "ARCH_CLASSES", "SystolicArch", "SystolicEnergy",
-           "GpuArch", "GemmEfficiency", "MemoryEfficiency"]
+           "GpuArch", "GemmEfficiency", "MemoryEfficiency", "PimArch"]

@@ -1,0 +1,193 @@
+"""PIM DRAM (PIM-GPT / GDDR6-AiM style): the architecture dataclass.
+
+`channels` GDDR6 channels of `banks` banks (in `bank_groups` groups) with a MAC unit per
+bank that multiplies one column burst (`burst_bytes`, 16 BF16 lanes) with the channel's
+global buffer per column command; a small host ASIC does softmax, layer norm, GELU and the
+rest. DRAM timing is in DRAM clock cycles (`tck_ns`); sources: reference/pim.md.
+
+Memory spaces seen by programs:
+- `dram`  channels*banks*rows*row_bytes bytes, off-chip. Byte address
+  ((channel*banks + bank)*rows + row)*row_bytes + byte_in_row.
+- `gbuf`  the per-channel global buffers, channels*gbuf_bytes bytes, off-chip (they sit on
+  the DRAM die, behind the channel). Channel c's buffer is gbuf[c*gbuf_bytes, (c+1)*gbuf_bytes);
+  the `gb` field of pim.wrgb / pim.mac / pim.mac_all on queue pimC is an offset inside it.
+- `abuf`  the host ASIC's buffer, on-chip.
+Queues: pim0..pim{channels-1} (one per channel), asic0, dma0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import isa
+from arch.config import ArchError, choice, non_negative, positive, register
+from isa.opcodes import RED_FUNCS, VEC_FUNCS
+
+__all__ = ["PimArch", "PimTiming", "PimAsic", "PimEnergy", "ASIC_FUNCS", "DTYPE_BYTES"]
+
+# Every vec/red function the host ASIC needs a latency for (the ISA's function names).
+ASIC_FUNCS = tuple(dict.fromkeys(VEC_FUNCS + RED_FUNCS))
+DTYPE_BYTES = {"bf16": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class PimTiming:
+    """DRAM command timing, every value in DRAM clock cycles (tCK)."""
+
+    tRCD_RD: int = positive()    # ACT -> RD / WR, same bank
+    tRCD_MAC: int = positive()   # ACT -> MAC, same bank
+    tRP: int = positive()        # PRE -> ACT, same bank
+    tRAS: int = positive()       # ACT -> PRE, same bank
+    tRC: int = positive()        # ACT -> ACT, same bank; ACT_ALL waits tRC after any ACT
+    tCCD_S: int = positive()     # column -> column, different bank groups
+    tCCD_L: int = positive()     # column -> column, same bank group (all-bank commands: all groups)
+    tRRD: int = positive()       # ACT -> ACT, different banks
+    tFAW: int = positive()       # at most four ACTs in any tFAW window
+    tRTP: int = positive()       # RD / MAC -> PRE, same bank
+    tWR: int = positive()        # WR -> PRE, same bank (from the WR command)
+    tCL: int = positive()        # RD -> data
+    tRFC: int = positive()       # REF -> any command
+    tREFI: int = positive()      # one all-bank REF due every tREFI
+    WR_GB: int = positive()      # WRGB -> its data usable by MAC
+    RD_MAC: int = positive()     # RDMAC -> its data back at the host
+
+
+@dataclass(frozen=True, slots=True)
+class PimAsic:
+    """The host ASIC beside the PIM DRAM: vector unit and buffer."""
+
+    clock_mhz: float = positive()
+    vector_lanes: int = positive()
+    buffer_bytes: int = positive()
+    latency_cycles: dict[str, int]          # pipeline depth per vec/red function
+
+
+@dataclass(frozen=True, slots=True)
+class PimEnergy:
+    """Powers of the GDDR6-PIM device (CENT power calculator) and per-action energies."""
+
+    p_act_mw: float = positive()            # E per bank activated = P_ACT * tRC
+    p_rd_mw: float = positive()             # E per MAC_ALL = 3 * P_RD * tCCD_L
+    p_wr_mw: float = positive()
+    p_act_standby_mw: float = non_negative()
+    p_pre_standby_mw: float = non_negative()
+    io_pj_per_bit: float = positive()       # host <-> PIM over the GDDR6 DQ pins
+    asic_op_pj: float = positive()          # one element operation on the ASIC
+    asic_static_w: float = non_negative()
+
+
+@register("pim")
+@dataclass(frozen=True, slots=True)
+class PimArch:
+    name: str
+    target: str = choice("pim")
+    dtype: str = choice("bf16")             # MAC operand type
+    channels: int = positive()
+    banks: int = positive()                 # per channel
+    bank_groups: int = positive()           # per channel; bank b in group b // (banks/bank_groups)
+    rows: int = positive()                  # per bank
+    row_bytes: int = positive()
+    burst_bytes: int = positive()           # one column access (a MAC command's operand)
+    macs_per_bank_per_access: int = positive()
+    tck_ns: float = positive()              # DRAM clock period
+    gbuf_bytes: int = positive()            # global buffer, per channel
+    io_bw_gbps: float = positive()          # host <-> PIM, per channel (GB/s = 1e9 bytes/s)
+    timing: PimTiming
+    asic: PimAsic
+    energy: PimEnergy
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, field: str, value: object, expected: str) -> None:
+            if not ok:
+                raise ArchError(f"field '{field}' must be {expected}, got {value!r}")
+
+        t = self.timing
+        need(self.row_bytes % self.burst_bytes == 0, "row_bytes", self.row_bytes,
+             f"a multiple of burst_bytes ({self.burst_bytes})")
+        lanes_bytes = self.macs_per_bank_per_access * DTYPE_BYTES[self.dtype]
+        need(self.burst_bytes == lanes_bytes, "burst_bytes", self.burst_bytes,
+             f"macs_per_bank_per_access x {self.dtype} bytes ({lanes_bytes})")
+        need(self.banks % self.bank_groups == 0, "bank_groups", self.bank_groups,
+             f"a divisor of banks ({self.banks})")
+        need(self.gbuf_bytes % self.burst_bytes == 0, "gbuf_bytes", self.gbuf_bytes,
+             f"a multiple of burst_bytes ({self.burst_bytes})")
+        need(t.tRAS <= t.tRC, "timing.tRAS", t.tRAS, f"at most timing.tRC ({t.tRC})")
+        # Longest refresh-and-reopen sequence: commands must fit between refreshes.
+        busy = (max(t.tRAS, t.tRTP, t.tWR) + max(t.tRP, t.tRC) + t.tRFC
+                + self.banks * max(t.tRRD, t.tFAW) + max(t.tRCD_RD, t.tRCD_MAC))
+        need(t.tREFI > busy, "timing.tREFI", t.tREFI,
+             f"more than the longest refresh-and-reopen sequence ({busy} cycles)")
+        missing = [f for f in ASIC_FUNCS if f not in self.asic.latency_cycles]
+        if missing:
+            raise ArchError(f"missing field 'asic.latency_cycles.{missing[0]}'")
+        unknown = sorted(set(self.asic.latency_cycles) - set(ASIC_FUNCS))
+        if unknown:
+            raise ArchError(f"unknown field 'asic.latency_cycles.{unknown[0]}'")
+
+    # ---- geometry ------------------------------------------------------------------------
+    @property
+    def columns(self) -> int:
+        """Column bursts per row."""
+        return self.row_bytes // self.burst_bytes
+
+    @property
+    def banks_per_group(self) -> int:
+        return self.banks // self.bank_groups
+
+    def bank_group(self, bank: int) -> int:
+        return bank // self.banks_per_group
+
+    @property
+    def dram_bytes(self) -> int:
+        return self.channels * self.banks * self.rows * self.row_bytes
+
+    # ---- rates ---------------------------------------------------------------------------
+    @property
+    def dram_clock_hz(self) -> float:
+        return 1e9 / self.tck_ns
+
+    @property
+    def peak_macs_per_ns(self) -> float:
+        """Every bank of every channel does one column of MACs per tCCD_L."""
+        per_cycle = self.channels * self.banks * self.macs_per_bank_per_access
+        return per_cycle / (self.timing.tCCD_L * self.tck_ns)
+
+    @property
+    def peak_internal_bw_gbps(self) -> float:
+        """Bytes read by the bank MAC units per ns (= GB/s): one burst per bank per tCCD_L."""
+        return self.channels * self.banks * self.burst_bytes / (self.timing.tCCD_L * self.tck_ns)
+
+    @property
+    def io_bw_total_gbps(self) -> float:
+        return self.channels * self.io_bw_gbps
+
+    # ---- energy (reference/pim.md: CENT power calculator) ---------------------------------
+    @property
+    def e_act_pj(self) -> float:
+        """One bank activated: P_ACT x tRC (mW x ns = pJ)."""
+        return self.energy.p_act_mw * self.timing.tRC * self.tck_ns
+
+    @property
+    def e_mac_all_pj(self) -> float:
+        """One all-bank MAC column command (MAC16): 3 x P_RD x tCCD_L."""
+        return 3 * self.energy.p_rd_mw * self.timing.tCCD_L * self.tck_ns
+
+    @property
+    def e_rd_pj(self) -> float:
+        """One column burst read: P_RD x tCCD_L."""
+        return self.energy.p_rd_mw * self.timing.tCCD_L * self.tck_ns
+
+    @property
+    def e_wr_pj(self) -> float:
+        """One column burst written: P_WR x tCCD_L."""
+        return self.energy.p_wr_mw * self.timing.tCCD_L * self.tck_ns
+
+    def machine_view(self) -> isa.MachineView:
+        """What the program verifier needs to know of this machine (layout: module docstring)."""
+        spaces = (isa.MemorySpace("dram", self.dram_bytes, on_chip=False),
+                  isa.MemorySpace("gbuf", self.channels * self.gbuf_bytes, on_chip=False),
+                  isa.MemorySpace("abuf", self.asic.buffer_bytes, on_chip=True))
+        queues = {f"pim{c}" for c in range(self.channels)} | {"asic0", "dma0"}
+        limits = {"bank": self.banks, "row": self.rows, "col": self.columns,
+                  "gbuf_bytes": self.gbuf_bytes, "pim_burst_bytes": self.burst_bytes}
+        return isa.MachineView({s.name: s for s in spaces}, frozenset(queues), limits,
+                               target="pim")
