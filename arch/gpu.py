@@ -52,7 +52,7 @@ class GpuArch:
     l2_mb: float = positive()
     sms: int = positive()
     boost_mhz: float = positive()
-    launch_us: float = non_negative()         # graph mode: fixed cost per kernel launch
+    graph_overhead_us: dict[str, float]       # graph mode: fixed cost per kernel launch, by kind
     eager_overhead_us: dict[str, float]       # eager mode: fixed cost per operator, by kind
     gemm: GemmEfficiency
     memory: MemoryEfficiency
@@ -63,16 +63,19 @@ class GpuArch:
         for table, frac in (("gemm", self.gemm.max_frac), ("memory", self.memory.max_frac)):
             if frac > 1:
                 raise ArchError(f"field '{table}.max_frac' must be at most 1, got {frac}")
-        missing = [k for k in KERNEL_KINDS if k not in self.eager_overhead_us]
-        if missing:
-            raise ArchError(f"missing field 'eager_overhead_us.{missing[0]}'")
-        unknown = sorted(set(self.eager_overhead_us) - set(KERNEL_KINDS))
-        if unknown:
-            raise ArchError(f"unknown field 'eager_overhead_us.{unknown[0]}'")
-        cheap = [k for k in KERNEL_KINDS if self.eager_overhead_us[k] < self.launch_us]
+        for table in ("graph_overhead_us", "eager_overhead_us"):
+            kinds = getattr(self, table)
+            missing = [k for k in KERNEL_KINDS if k not in kinds]
+            if missing:
+                raise ArchError(f"missing field '{table}.{missing[0]}'")
+            unknown = sorted(set(kinds) - set(KERNEL_KINDS))
+            if unknown:
+                raise ArchError(f"unknown field '{table}.{unknown[0]}'")
+        cheap = [k for k in KERNEL_KINDS if self.eager_overhead_us[k] < self.graph_overhead_us[k]]
         if cheap:                          # an eager operator launches its kernel too
-            raise ArchError(f"field 'eager_overhead_us.{cheap[0]}' must be at least launch_us "
-                            f"({self.launch_us}), got {self.eager_overhead_us[cheap[0]]}")
+            k = cheap[0]
+            raise ArchError(f"field 'eager_overhead_us.{k}' must be at least graph_overhead_us.{k} "
+                            f"({self.graph_overhead_us[k]}), got {self.eager_overhead_us[k]}")
 
     @property
     def mem_bw_bytes_per_s(self) -> float:

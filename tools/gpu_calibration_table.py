@@ -20,18 +20,17 @@ from typing import Callable, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))     # run from a checkout
 
-from arch import GemmEfficiency, MemoryEfficiency, load_arch  # noqa: E402
+from arch import ArchError, GemmEfficiency, MemoryEfficiency, load_arch  # noqa: E402
 from compiler.phase import decode, prefill  # noqa: E402
-from sim.gpu import (CALIBRATION, CALIBRATION_TOLERANCE, CalibrationPoint,  # noqa: E402
-                     calibrate, load_calibration)
+from sim.gpu import (CALIBRATION, CALIBRATION_TOLERANCE, CalibrationError,  # noqa: E402
+                     CalibrationPoint, calibrate, load_calibration)
 from tessel.gpu_kernels import MODELS, pass_cost, predict  # noqa: E402
 
 
 def seconds(t: float) -> str:
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if t >= scale or unit == "us":
-            return f"{t / scale:.3g} {unit}"
-    raise AssertionError
+    unit, scale = next((u, s) for u, s in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6))
+                       if t >= s or u == "us")
+    return f"{t / scale:.3g} {unit}"
 
 
 def measured(p: CalibrationPoint) -> str:
@@ -153,8 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--measured", type=Path, help="a baselines/measure_gpu.py JSON")
     parser.add_argument("--gpu", default="gpu-a100-80gb", help="preset for --measured")
     args = parser.parse_args(argv)
-    print(fit() if args.fit else measured_table(args.measured, args.gpu) if args.measured
-          else table())
+    try:
+        print(fit() if args.fit else measured_table(args.measured, args.gpu) if args.measured
+              else table())
+    except (ArchError, CalibrationError) as e:
+        sys.exit(f"gpu_calibration_table.py: {e}")
     return 0
 
 
