@@ -23,11 +23,12 @@ from arch import ArchError
 from compiler.targets import TARGETS, CompileError
 from sim.engine import EngineError
 from sim.functional import FunctionalError
+from sim.gpu import CalibrationError
 from tessel.files import atomic_write
 from tessel.table import render_table
 
 USER_ERRORS: tuple[type[Exception], ...] = (GraphError, isa.IsaError, ArchError, CompileError,
-                                            EngineError, FunctionalError)
+                                            EngineError, FunctionalError, CalibrationError)
 # Numeric simulation is on by default up to this many parameters (gpt2-medium and below).
 FUNCTIONAL_DEFAULT_MAX_PARAMS = 400_000_000
 
@@ -167,6 +168,7 @@ def _dtype(args: argparse.Namespace) -> isa.DType | None:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
+    from tessel.baselines import parse_gpus
     from tessel.driver import load_target_arch, run, simulate_file
     from tessel.report import render_result
     if (args.program is None) == (args.model is None):
@@ -188,7 +190,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
         if args.logits and not functional:
             raise GraphError("--logits needs a numeric simulation (drop --no-functional)")
         outcome = run(model, phase, args.target, arch, functional=functional, dtype=_dtype(args),
-                      tokens=args.tokens)
+                      tokens=args.tokens, gpus=parse_gpus(args.gpu), gpu_mode=args.gpu_mode,
+                      gpu_calibration=Path(args.gpu_calibration) if args.gpu_calibration else None)
         result = outcome.result
         if args.logits:
             logits = outcome.logits if phase.kind == "prefill" else outcome.logits[-1:]
@@ -263,6 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=_token_list, help="token ids (default: seeded random)")
     p.add_argument("--logits", metavar="OUT.npy", help="write the simulated logits")
     p.add_argument("--json", metavar="OUT.json", help="write the full result as JSON")
+    p.add_argument("--gpu", metavar="NAMES",
+                   help="GPUs to compare with, comma-separated (t4, v100, a100-40gb, a100-80gb, "
+                        "rtx-a6000, h100-sxm, h200; default all; 'none' for no comparison)")
+    p.add_argument("--gpu-mode", choices=("graph", "eager"), default="graph",
+                   help="GPU execution: graph (launch cost per kernel) or eager (framework "
+                        "overhead per operator); default graph")
+    p.add_argument("--gpu-calibration", metavar="FILE.json",
+                   help="a measurement from baselines/measure_gpu.py: adds a calibrated row")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--no-functional", action="store_true", help="timing only, no numerics")
     mode.add_argument("--functional", action="store_true",

@@ -22,6 +22,7 @@ from compiler.targets import DEFAULT_ARCH, TARGETS, CompileError, Lowered
 from compiler.targets.data import program_data, read_value
 from sim.simulate import simulate
 from sim.result import SimResult
+from tessel.baselines import compare_gpus
 
 __all__ = ["compile_model", "run", "Run", "load_target_arch", "default_tokens", "model_feeds",
            "simulate_file"]
@@ -94,7 +95,8 @@ class Run:
 
 
 def run(model: Model, phase: Phase | None, target: str, arch, *, functional: bool,
-        dtype: isa.DType | None = None, tokens: Sequence[int] | None = None) -> Run:
+        dtype: isa.DType | None = None, tokens: Sequence[int] | None = None,
+        gpus: Sequence[str] = (), gpu_mode: str = "graph", gpu_calibration=None) -> Run:
     if phase is not None and model.config is None:
         raise GraphError("phases apply to GPT-2 models only")
     if functional and model.config is None:
@@ -118,6 +120,9 @@ def run(model: Model, phase: Phase | None, target: str, arch, *, functional: boo
                    "every tensor round-trips DRAM between ops (no cross-op fusion)",
                    f"phase: {phase}" if phase else f"graph: {graph.name}")
     sim = simulate(lowered.program, arch, functional=functional, assumptions=assumptions)
+    comparison = compare_gpus(graph, sim.result, gpus, gpu_mode, gpu_calibration)
+    if comparison:
+        sim = replace(sim, result=replace(sim.result, extra={**sim.result.extra, "gpu": comparison}))
     if not functional:
         return Run(sim.result, None, None)
     program = lowered.program

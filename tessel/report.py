@@ -34,6 +34,14 @@ def render_result(r: SimResult, title: str, top_ops: int = 10) -> str:
     lines.append(render_table(("unit", "busy cycles", "utilization"), units))
     lines.append("")
     lines.append(render_table(("traffic", "bytes"), [(k, f"{v:,}") for k, v in r.bytes.items()]))
+    if r.extra.get("gpu"):
+        lines.append("")
+        mode = next(iter(r.extra["gpu"].values()))["mode"]
+        lines.append(f"GPU baselines (same graph in fp16, {mode} mode; ratios are GPU / {r.arch_name})")
+        rows = [(name, f"{g['time_s'] * 1e3:.4g} ms", si(g["energy_j"], "J"), f"{g['avg_power_w']:.0f} W",
+                 f"{g['speedup']:.3g}x", f"{g['energy_efficiency']:.3g}x")
+                for name, g in r.extra["gpu"].items()]
+        lines.append(render_table(("gpu", "time", "energy", "power", "speedup", "energy eff."), rows))
     if r.ops:
         lines.append("")
         rows = [(o.name, f"{o.cycles:,}", *(f"{o.busy_cycles.get(u, 0):,}" for u in r.unit_busy_cycles),

@@ -1,0 +1,71 @@
+"""GPU comparison columns for every simulation report.
+
+The same graph the accelerator ran goes through the GPU baseline model (sim/gpu.py) for
+each chosen GPU preset; the report shows the GPU's time and energy and the accelerator's
+speedup (GPU time / accelerator time) and energy-efficiency ratio (GPU energy /
+accelerator energy). A calibration JSON measured on a real GPU (baselines/measure_gpu.py)
+adds a calibrated row for the preset it was measured on.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from arch import ArchError, load_arch
+from compiler.ir import Graph
+from sim.gpu import calibrate, gpu_baseline, load_calibration
+from sim.result import SimResult
+from tessel.gpu_kernels import graph_kernels
+
+__all__ = ["GPU_PRESETS", "compare_gpus", "parse_gpus"]
+
+GPU_PRESETS = ("gpu-t4", "gpu-v100", "gpu-a100-40gb", "gpu-a100-80gb", "gpu-rtx-a6000",
+               "gpu-h100-sxm", "gpu-h200")
+# Words of a measured device name -> the preset it was measured on.
+_DEVICE_WORDS = (("H200", "gpu-h200"), ("H100", "gpu-h100-sxm"), ("A6000", "gpu-rtx-a6000"),
+                 ("A100", "gpu-a100-80gb"), ("V100", "gpu-v100"), ("T4", "gpu-t4"))
+
+
+def parse_gpus(text: str | None) -> tuple[str, ...]:
+    """'t4,h200' or 'gpu-t4' -> presets; 'none' -> no comparison; None -> all presets."""
+    if text is None:
+        return GPU_PRESETS
+    if text == "none":
+        return ()
+    names = []
+    for word in text.split(","):
+        name = word.strip() if word.strip().startswith("gpu-") else f"gpu-{word.strip()}"
+        if name not in GPU_PRESETS:
+            raise ArchError(f"--gpu: unknown GPU '{word.strip()}' (one of "
+                            f"{', '.join(p.removeprefix('gpu-') for p in GPU_PRESETS)}, or none)")
+        names.append(name)
+    return tuple(names)
+
+
+def _calibrated(path: Path):
+    measured = load_calibration(path)
+    for word, preset in _DEVICE_WORDS:
+        if word in measured.gpu_name:
+            return calibrate(load_arch(preset), measured)
+    raise ArchError(f"{path}: no GPU preset matches the measured device '{measured.gpu_name}'")
+
+
+def compare_gpus(graph: Graph, result: SimResult, gpus: Sequence[str], mode: str = "graph",
+                 calibration: Path | None = None) -> dict[str, dict]:
+    """Per GPU: time, energy, and the accelerator's speedup and energy efficiency against it."""
+    archs = [load_arch(name) for name in gpus]
+    if calibration is not None:
+        archs.append(_calibrated(calibration))
+    if not archs:
+        return {}
+    kernels = graph_kernels(graph)
+    table = {}
+    for gpu in archs:
+        base = gpu_baseline(kernels, gpu, mode)
+        table[gpu.name] = {
+            "mode": mode, "time_s": base.time_s, "energy_j": base.energy_j,
+            "avg_power_w": base.avg_power_w,
+            "speedup": base.time_s / result.time_s if result.time_s else None,
+            "energy_efficiency": base.energy_j / result.energy_j if result.energy_j else None,
+        }
+    return table
