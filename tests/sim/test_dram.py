@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 import arch.pim  # noqa: F401  (registers the "pim" target)
 from arch import load_arch
 from compiler.frontend.gpt2 import PRESETS
-from sim.dram import (Command, CommandChannel, DramError, GemvTile, gemv_row_timing,
-                      gemv_stream, gemv_stream_cycles)
+from sim.dram import Command, CommandChannel, DramError
+from sim.dram_gemv import GemvTile, gemv_row_timing, gemv_stream, gemv_stream_cycles
 
 ARCH = load_arch("pim-gpt")
 T = ARCH.timing
