@@ -5,9 +5,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 MODEL  ?= gpt2
 
-.PHONY: setup test sim compile bench sweep clean
+.PHONY: setup rtl-tools test rtl-test sim compile bench sweep clean
 
 setup: $(STAMP)
+
+# The RTL testbenches need Icarus Verilog; install it with apt-get when it is missing.
+rtl-tools:
+	@command -v iverilog >/dev/null 2>&1 || { echo "installing Icarus Verilog (apt-get)"; \
+	  (apt-get update -qq && apt-get install -y -qq iverilog) >/dev/null || \
+	  { echo "error: Icarus Verilog is missing and apt-get could not install it (run as root)"; exit 1; }; }
 
 # Re-installs only when pyproject.toml changes; a no-op otherwise.
 $(STAMP): pyproject.toml
@@ -16,8 +22,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
-test: setup
+test: setup rtl-tools
 	$(BIN)/python -m pytest -q
+
+# The RTL cross-checks alone; WAVES=1 also writes waveforms.
+rtl-test: setup rtl-tools
+	$(BIN)/python -m pytest -q -m rtl
 
 ARCH   ?= systolic-128
 TARGET ?= systolic
