@@ -6,6 +6,7 @@ file, field, line:column or argument — never a traceback, never a half-written
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from pathlib import Path
@@ -131,7 +132,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
-    import io
     buffer = io.BytesIO()
     np.save(buffer, array)
     return buffer.getvalue()

@@ -78,13 +78,8 @@ def compile_model(model: Model, phase: Phase | None, target: str, arch, dtype: i
     lowered = TARGETS[target](graph, arch, dtype)
     if feeds is not None:
         data = program_data(graph, lowered.plan, lowered.constants, model.weights, feeds)
-        lowered = replace(lowered, program=replace_data(lowered.program, data))
+        lowered = replace(lowered, program=replace(lowered.program, data=data))
     return graph, lowered
-
-
-def replace_data(program: isa.Program, data) -> isa.Program:
-    return isa.Program(program.target, program.isa_version, program.spaces, program.symbols,
-                       program.instructions, data, program.ops)
 
 
 @dataclass(frozen=True)

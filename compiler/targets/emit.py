@@ -66,7 +66,8 @@ class Emitter:
         self.op_starts.append((len(self.instructions), name))
 
     # -- DMA between DRAM buffers and on-chip tiles --------------------------------------
-    def _pitch(self, queue: str, src: int, dst: int) -> None:
+    def pitch(self, queue: str, src: int, dst: int) -> None:
+        """Set the queue's DMA row pitches (bytes), emitting dmacfg only when they change."""
         if self._strides.get(queue, (0, 0)) != (src, dst):
             self._strides[queue] = (src, dst)
             self.emit(queue, "dmacfg", src_stride=src, dst_stride=dst)
@@ -77,13 +78,13 @@ class Emitter:
     def load(self, queue: str, dst: Addr, m: Matrix) -> None:
         """DMA a DRAM window into a dense on-chip tile."""
         size = self.itemsize[m.symbol]
-        self._pitch(queue, m.stride * size if m.rows > 1 else 0, 0)
+        self.pitch(queue, m.stride * size if m.rows > 1 else 0, 0)
         self.emit(queue, "load", dst=dst, src=self.dram(m), rows=m.rows, row_bytes=m.cols * size)
 
     def store(self, queue: str, m: Matrix, src: Addr) -> None:
         """DMA a dense on-chip tile into a DRAM window."""
         size = self.itemsize[m.symbol]
-        self._pitch(queue, 0, m.stride * size if m.rows > 1 else 0)
+        self.pitch(queue, 0, m.stride * size if m.rows > 1 else 0)
         self.emit(queue, "store", dst=self.dram(m), src=src, rows=m.rows, row_bytes=m.cols * size)
 
     # -- ordering DRAM reads after the stores that produce them --------------------------

@@ -209,7 +209,7 @@ class _Lowering:
             slot = copy.acquire()
             self.em.load("dma0", slot, flat_ids.block(0, 1, r0, n))
             rows_at = slot + (-(-n * 4 // _ALIGN) * _ALIGN)
-            self.em._pitch("dma0", row_bytes, 0)
+            self.em.pitch("dma0", row_bytes, 0)
             self.em.emit("dma0", "gather", dst=rows_at, table=self.em.dram(table), idx=slot, n=n)
             copy.filled()
             copy.take()
