@@ -53,10 +53,15 @@ def dma_cycles(nbytes: int, latency_cycles: int, clock_hz: int, bw_bytes_per_s: 
 
 
 def vector_cycles(elements: int, lanes: int, latency_cycles: int) -> int:
-    """Element-wise op: one lane-wide group per cycle through a pipeline of fixed depth."""
+    """Element-wise op: one lane-wide group per cycle through a pipeline of fixed depth
+    (nothing to do, no cycles: the same convention as an empty DMA)."""
+    if elements == 0:
+        return 0
     return _ceil(elements, lanes) + latency_cycles
 
 
 def reduce_cycles(rows: int, cols: int, lanes: int, latency_cycles: int) -> int:
     """Row reduction: each row takes ceil(cols / lanes) cycles into the adder tree."""
+    if rows * cols == 0:
+        return 0
     return rows * _ceil(cols, lanes) + latency_cycles
