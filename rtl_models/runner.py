@@ -17,12 +17,15 @@ import json
 import os
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BUILD_ROOT", "run_cocotb", "load_inputs", "write_results", "missing_tools"]
+__all__ = ["BUILD_ROOT", "run_cocotb", "load_inputs", "write_results", "missing_tools",
+           "Bench", "BenchRun", "run_bench"]
 
-BUILD_ROOT = Path(__file__).resolve().parent / "build"
+RTL_DIR = Path(__file__).resolve().parent
+BUILD_ROOT = RTL_DIR / "build"
 _INPUTS_ENV = "RTL_INPUTS_JSON"
 _RESULTS_ENV = "RTL_RESULTS_JSON"
 
@@ -95,3 +98,23 @@ def load_inputs() -> Any:
 def write_results(results: Any) -> None:
     """Cocotb side: hand `results` (JSON-serialisable) back to `run_cocotb`."""
     Path(os.environ[_RESULTS_ENV]).write_text(json.dumps(results))
+
+
+@dataclass(frozen=True, slots=True)
+class Bench:
+    """A block: rtl_models/<toplevel>.v with `parameters`, driven by rtl_models/tb_<toplevel>.py."""
+
+    toplevel: str
+    parameters: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BenchRun:
+    results: dict
+
+
+def run_bench(bench: Bench, stimulus: Any) -> BenchRun:
+    """Build the block if needed and run every case of `stimulus` in one simulation."""
+    return BenchRun(run_cocotb(toplevel=bench.toplevel, sources=[RTL_DIR / f"{bench.toplevel}.v"],
+                               test_module=f"rtl_models.tb_{bench.toplevel}", inputs=stimulus,
+                               parameters=bench.parameters))

@@ -11,7 +11,7 @@ from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import FallingEdge, First, RisingEdge, Timer
 
-from rtl_models.runner_blocks import read_stimulus, write_results
+from rtl_models.runner import load_inputs, write_results
 
 CLOCK_NS = 2
 WORD_BYTES = 8                      # the host port's width
@@ -61,7 +61,7 @@ async def _run_case(dut, case: dict, limit_cycles: int) -> dict:
 @cocotb.test()
 async def dma_engine_cases(dut):
     """Drive every case of the stimulus file; the checks are on the pytest side."""
-    stimulus = read_stimulus()
+    stimulus = load_inputs()
     dut.start.value = dut.src_we.value = dut.dst_we.value = 0
     dut.rst.value = 1
     Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi").start()

@@ -13,7 +13,7 @@ from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import FallingEdge, First, Timer
 
-from rtl_models.runner_blocks import read_stimulus, write_results
+from rtl_models.runner import load_inputs, write_results
 
 KIND_CODES = {"ACT": 0, "PRE": 1, "RD": 2, "WR": 3, "MAC": 4, "RDMAC": 5, "WRGB": 6}
 TIMING_PORTS = {"tRCD_RD": "t_rcd_rd", "tRCD_MAC": "t_rcd_mac", "tRP": "t_rp", "tRAS": "t_ras",
@@ -84,7 +84,7 @@ async def _run_case(dut, case: dict) -> dict:
 @cocotb.test()
 async def pim_bank_cases(dut):
     """Drive every case of the stimulus file; the checks are on the pytest side."""
-    stimulus = read_stimulus()
+    stimulus = load_inputs()
     dut.ld_valid.value = 0
     Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi").start()
     write_results({"cases": [await _run_case(dut, case) for case in stimulus["cases"]]})

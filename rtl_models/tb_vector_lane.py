@@ -11,7 +11,7 @@ from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import FallingEdge, First, RisingEdge, Timer
 
-from rtl_models.runner_blocks import read_stimulus, write_results
+from rtl_models.runner import load_inputs, write_results
 
 CLOCK_NS = 2
 MASK32 = (1 << 32) - 1
@@ -55,7 +55,7 @@ async def _run_case(dut, case: dict, limit_cycles: int) -> dict:
 @cocotb.test()
 async def vector_lane_cases(dut):
     """Drive every case of the stimulus file; the checks are on the pytest side."""
-    stimulus = read_stimulus()
+    stimulus = load_inputs()
     dut.start.value = dut.ld_we.value = 0
     dut.rst.value = 1
     Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi").start()

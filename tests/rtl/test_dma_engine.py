@@ -17,15 +17,14 @@ import sim.timing as timing
 pytestmark = [pytest.mark.rtl,
               pytest.mark.skipif(shutil.which("iverilog") is None,
                                  reason="Icarus Verilog is not installed (make rtl-tools)")]
-runner_blocks = pytest.importorskip("rtl_models.runner_blocks")
+runner = pytest.importorskip("rtl_models.runner")
 pytest.importorskip("cocotb_tools.runner")
 
 SEED = 20240602
 CASES = 60
 MEM_BYTES = 1024
 MAX_BPC = 64
-BENCH = runner_blocks.Bench("dma_engine", "dma_engine",
-                            {"MEM_BYTES": MEM_BYTES, "MAX_BPC": MAX_BPC})
+BENCH = runner.Bench("dma_engine", {"MEM_BYTES": MEM_BYTES, "MAX_BPC": MAX_BPC})
 
 
 def _size(rng: np.random.Generator, bpc: int) -> int:
@@ -84,7 +83,7 @@ def mismatches(stimulus: dict, results: dict) -> list[str]:
 @pytest.fixture(scope="module")
 def dma_run():
     stimulus = make_stimulus(SEED, CASES)
-    return stimulus, runner_blocks.run_bench(BENCH, stimulus).results
+    return stimulus, runner.run_bench(BENCH, stimulus).results
 
 
 def test_stimulus_covers_the_corners(dma_run):

@@ -21,7 +21,7 @@ from arch import load_arch
 pytestmark = [pytest.mark.rtl,
               pytest.mark.skipif(shutil.which("iverilog") is None,
                                  reason="Icarus Verilog is not installed (make rtl-tools)")]
-runner_blocks = pytest.importorskip("rtl_models.runner_blocks")
+runner = pytest.importorskip("rtl_models.runner")
 pytest.importorskip("cocotb_tools.runner")
 
 SEED = 20240601
@@ -194,8 +194,8 @@ def bank_run(request):
     """One build and one simulation per geometry: (geometry, stimulus, results)."""
     geometry = GEOMETRIES[request.param]
     stimulus = make_stimulus(geometry, SEED + list(GEOMETRIES).index(geometry.name), CASES)
-    bench = runner_blocks.Bench("pim_bank", f"pim_bank_{geometry.name}", geometry.parameters())
-    return geometry, stimulus, runner_blocks.run_bench(bench, stimulus).results
+    bench = runner.Bench("pim_bank", geometry.parameters())
+    return geometry, stimulus, runner.run_bench(bench, stimulus).results
 
 
 def test_stimulus_covers_every_command_and_timing_fits_the_rtl(bank_run):

@@ -18,7 +18,7 @@ import sim.timing as timing
 pytestmark = [pytest.mark.rtl,
               pytest.mark.skipif(shutil.which("iverilog") is None,
                                  reason="Icarus Verilog is not installed (make rtl-tools)")]
-runner_blocks = pytest.importorskip("rtl_models.runner_blocks")
+runner = pytest.importorskip("rtl_models.runner")
 pytest.importorskip("cocotb_tools.runner")
 
 SEED = 20240603
@@ -75,9 +75,8 @@ def mismatches(depth: int, stimulus: dict, results: dict) -> list[str]:
 def lane_run(request):
     depth = request.param
     stimulus = make_stimulus(depth, SEED + depth, CASES)
-    bench = runner_blocks.Bench("vector_lane", f"vector_lane_d{depth}",
-                                {"DEPTH": depth, "MAXN": MAXN})
-    return depth, stimulus, runner_blocks.run_bench(bench, stimulus).results
+    bench = runner.Bench("vector_lane", {"DEPTH": depth, "MAXN": MAXN})
+    return depth, stimulus, runner.run_bench(bench, stimulus).results
 
 
 def test_stimulus_covers_every_op_and_the_lengths_around_the_depth(lane_run):
