@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 
 import isa
-from isa import Addr, DType
+from isa import DType
 
 from arch.systolic import SystolicArch
 from compiler.frontend.weights import param_roles

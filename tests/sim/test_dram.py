@@ -7,7 +7,6 @@ GDDR6-AiM), never read back from the code under test.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import pytest
 from hypothesis import given, settings

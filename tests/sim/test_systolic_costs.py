@@ -20,7 +20,6 @@ from arch.config import CONFIG_DIR
 from compiler.frontend import load_model
 from compiler.ir import Graph, OpKind
 from compiler.phase import prefill
-from compiler.targets import TARGETS
 from sim.result import SimResult
 from sim.simulate import simulate
 from tessel.driver import run
