@@ -7,13 +7,12 @@ whole destination memory; the pytest side (tests/rtl/test_dma_engine.py) checks 
 from __future__ import annotations
 
 import cocotb
-from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import FallingEdge, First, RisingEdge, Timer
 
 from rtl_models.runner import load_inputs, write_results
+from rtl_models.tb_common import CLOCK_NS, start_out_of_reset
 
-CLOCK_NS = 2
 WORD_BYTES = 8                      # the host port's width
 
 
@@ -63,10 +62,6 @@ async def dma_engine_cases(dut):
     """Drive every case of the stimulus file; the checks are on the pytest side."""
     stimulus = load_inputs()
     dut.start.value = dut.src_we.value = dut.dst_we.value = 0
-    dut.rst.value = 1
-    Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi").start()
-    await FallingEdge(dut.clk)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
+    await start_out_of_reset(dut)
     limit = stimulus["limit_cycles"]
     write_results({"cases": [await _run_case(dut, case, limit) for case in stimulus["cases"]]})

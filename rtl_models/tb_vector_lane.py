@@ -7,13 +7,12 @@ y[0:n]; the pytest side (tests/rtl/test_vector_lane.py) checks them.
 from __future__ import annotations
 
 import cocotb
-from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import FallingEdge, First, RisingEdge, Timer
 
 from rtl_models.runner import load_inputs, write_results
+from rtl_models.tb_common import CLOCK_NS, start_out_of_reset
 
-CLOCK_NS = 2
 MASK32 = (1 << 32) - 1
 
 
@@ -57,10 +56,6 @@ async def vector_lane_cases(dut):
     """Drive every case of the stimulus file; the checks are on the pytest side."""
     stimulus = load_inputs()
     dut.start.value = dut.ld_we.value = 0
-    dut.rst.value = 1
-    Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi").start()
-    await FallingEdge(dut.clk)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
+    await start_out_of_reset(dut)
     limit = stimulus["limit_cycles"]
     write_results({"cases": [await _run_case(dut, case, limit) for case in stimulus["cases"]]})

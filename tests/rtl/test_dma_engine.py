@@ -7,18 +7,16 @@ dma_cycles(nbytes, latency, clock_hz=1, bw_bytes_per_s=bytes_per_cycle).
 """
 from __future__ import annotations
 
-import shutil
 
 import numpy as np
 import pytest
 
 import sim.timing as timing
 
+import rtl_models.runner as runner
+
 pytestmark = [pytest.mark.rtl,
-              pytest.mark.skipif(shutil.which("iverilog") is None,
-                                 reason="Icarus Verilog is not installed (make rtl-tools)")]
-runner = pytest.importorskip("rtl_models.runner")
-pytest.importorskip("cocotb_tools.runner")
+              pytest.mark.skipif(runner.missing_tools() is not None, reason=str(runner.missing_tools()))]
 
 SEED = 20240602
 CASES = 60

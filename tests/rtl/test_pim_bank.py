@@ -8,7 +8,6 @@ out of reach, where the channel rules reduce to the bank's.
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,11 +17,10 @@ import arch.pim  # noqa: F401  (registers the "pim" target)
 import sim.dram as dram
 from arch import load_arch
 
+import rtl_models.runner as runner
+
 pytestmark = [pytest.mark.rtl,
-              pytest.mark.skipif(shutil.which("iverilog") is None,
-                                 reason="Icarus Verilog is not installed (make rtl-tools)")]
-runner = pytest.importorskip("rtl_models.runner")
-pytest.importorskip("cocotb_tools.runner")
+              pytest.mark.skipif(runner.missing_tools() is not None, reason=str(runner.missing_tools()))]
 
 SEED = 20240601
 CASES = 60                          # per geometry

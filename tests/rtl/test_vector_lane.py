@@ -8,18 +8,16 @@ to carry the latency of an empty run).
 """
 from __future__ import annotations
 
-import shutil
 
 import numpy as np
 import pytest
 
 import sim.timing as timing
 
+import rtl_models.runner as runner
+
 pytestmark = [pytest.mark.rtl,
-              pytest.mark.skipif(shutil.which("iverilog") is None,
-                                 reason="Icarus Verilog is not installed (make rtl-tools)")]
-runner = pytest.importorskip("rtl_models.runner")
-pytest.importorskip("cocotb_tools.runner")
+              pytest.mark.skipif(runner.missing_tools() is not None, reason=str(runner.missing_tools()))]
 
 SEED = 20240603
 CASES = 50                          # per depth
