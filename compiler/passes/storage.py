@@ -147,7 +147,7 @@ def plan_storage(graph: Graph, dtype: DType, precise: frozenset[str] = frozenset
     views: dict[str, View] = {}
     outputs = set(graph.outputs)
     rerooted = _reroots(graph)
-    cache_of = {op.inputs[0]: op for op in graph.of_kind(OpKind.KV_APPEND)}
+    caches = {op.inputs[0] for op in graph.of_kind(OpKind.KV_APPEND)}
 
     def allocate(name: str, shape: tuple[int, ...], role: str, kind_dtype: DType) -> View:
         store = kind_dtype if kind_dtype is DType.int32 else DType.fp32 if name in precise else dtype
@@ -155,7 +155,7 @@ def plan_storage(graph: Graph, dtype: DType, precise: frozenset[str] = frozenset
         return View.contiguous(name, shape)
 
     for op in graph.ops:
-        if op.name in views:
+        if op.name in views or op.name in caches:     # a cache gets its view at its append
             continue
         role = "output" if op.name in outputs else {OpKind.PARAM: "param", OpKind.INPUT: "input"}.get(op.kind, "temp")
         if op.kind.is_layout:
@@ -173,16 +173,11 @@ def plan_storage(graph: Graph, dtype: DType, precise: frozenset[str] = frozenset
                 views[layout_op.name] = view
                 view = _invert(layout_op, view, graph[layout_op.inputs[0]].type.shape)
             views[op.name] = view
-        elif op.kind is OpKind.KV_APPEND:
-            views[op.name] = allocate(op.name, op.type.shape, role, op.type.dtype)
         else:
             views[op.name] = allocate(op.name, op.type.shape, role, op.type.dtype)
         if op.kind is OpKind.KV_APPEND:
             cache = graph[op.inputs[0]]
             views[cache.name] = views[op.name].slice(len(op.type.shape) - 2, 0, cache.type.shape[-2])
-    for name in cache_of:
-        if name not in views:
-            raise GraphError(f"KV cache '{name}' has no storage")
     return StoragePlan(buffers, views)
 
 
