@@ -1,8 +1,9 @@
 """Vector-unit lowering: GEMM epilogues, element-wise ops, layer norm and softmax.
 
-Each op runs over blocks of rows: dma0 loads the block into a vp_in slot, vpu0 computes
-(fp32 temporaries in the scratch area, one rounding to the storage type at the end) into
-a vp_out slot, dma1 stores it. Layer norm and softmax use only the ISA's vec and red
+Each op runs over blocks of rows: the vp_in ring's producer queue (dma0 on the systolic
+target) loads the block into a vp_in slot, its consumer (vpu0; asic0 on PIM) computes (fp32
+temporaries in the scratch area, one rounding to the storage type at the end) into a vp_out
+slot, and the vp_out ring's consumer (dma1) stores it. Layer norm and softmax use only the ISA's vec and red
 instructions (see docs/isa.md); a causal mask is a constant -inf/0 tensor added to the
 scaled scores.
 """
@@ -36,6 +37,7 @@ class VectorLowering:
                  dtype: DType) -> None:
         self.em, self.vp_in, self.vp_out, self.dtype = em, vp_in, vp_out, dtype
         self.scratch_base, self.scratch_bytes = scratch
+        self.loader, self.unit, self.storer = vp_in.producer, vp_in.consumer, vp_out.consumer
         self._vcfg: tuple | None = None
         self.constants: dict[str, np.ndarray] = {}
 
@@ -52,18 +54,18 @@ class VectorLowering:
         key = (rows, cols, dtype, out, float(np.float32(imm)))
         if key != self._vcfg:
             self._vcfg = key
-            self.em.emit("vpu0", "vcfg", rows=rows, cols=cols, dtype=dtype, out=out, imm=key[4])
+            self.em.emit(self.unit, "vcfg", rows=rows, cols=cols, dtype=dtype, out=out, imm=key[4])
 
     def vec(self, func: str, dst: Addr, a: Addr, b: Addr | None = None, bcast: str = "none") -> None:
-        self.em.emit("vpu0", "vec", func=func, bcast=bcast, dst=dst, a=a, b=b or a)
+        self.em.emit(self.unit, "vec", func=func, bcast=bcast, dst=dst, a=a, b=b or a)
 
     def red(self, func: str, dst: Addr, src: Addr) -> None:
-        self.em.emit("vpu0", "red", func=func, dst=dst, src=src)
+        self.em.emit(self.unit, "red", func=func, dst=dst, src=src)
 
     def scratch(self, *sizes: int) -> list[Addr]:
         out, at = [], self.scratch_base
         for size in sizes:
-            out.append(Addr("sram", at))
+            out.append(Addr(self.vp_in.space, at))
             at += _up(size)
         return out
 
@@ -77,7 +79,7 @@ class VectorLowering:
     def _store(self, out: Matrix, slot: Addr) -> None:
         self.vp_out.filled()
         self.vp_out.take()
-        self.em.store("dma1", out, slot)
+        self.em.store(self.storer, out, slot)
         self.vp_out.release()
 
     # -- GEMM epilogue -----------------------------------------------------------------
@@ -87,7 +89,7 @@ class VectorLowering:
         acc.take()
         if bias is not None:
             b = self.vp_in.acquire()
-            self.em.load("dma0", b, bias)
+            self.em.load(self.loader, b, bias)
             self.vp_in.filled()
             self.vp_in.take()
         o = self.vp_out.acquire()
@@ -135,11 +137,11 @@ class VectorLowering:
         for r0 in range(0, a.rows, tr):
             rows = min(tr, a.rows - r0)
             slot = self.vp_in.acquire()
-            self.em.load("dma0", slot, a.block(r0, rows, 0, cols))
+            self.em.load(self.loader, slot, a.block(r0, rows, 0, cols))
             b_at = None
             if b is not None:
                 b_at = slot + _up(rows * cols * isz)
-                self.em.load("dma0", b_at, b.block(r0, rows, 0, cols) if bcast == "none" else b)
+                self.em.load(self.loader, b_at, b.block(r0, rows, 0, cols) if bcast == "none" else b)
             self.vp_in.filled()
             self.vp_in.take()
             o = self.vp_out.acquire()
@@ -163,9 +165,9 @@ class VectorLowering:
             slot = self.vp_in.acquire()
             g_at = slot + _up(rows * d * isz)
             b_at = g_at + _up(d * 4)
-            self.em.load("dma0", slot, x.block(r0, rows, 0, d))
-            self.em.load("dma0", g_at, gain)
-            self.em.load("dma0", b_at, bias)
+            self.em.load(self.loader, slot, x.block(r0, rows, 0, d))
+            self.em.load(self.loader, g_at, gain)
+            self.em.load(self.loader, b_at, bias)
             self.vp_in.filled()
             self.vp_in.take()
             xf, t, mean, var = self.scratch(rows * d * 4, rows * d * 4, rows * 4, rows * 4)
@@ -222,10 +224,10 @@ class VectorLowering:
         for r0 in range(0, x.rows, tr):
             rows = min(tr, x.rows - r0)
             slot = self.vp_in.acquire()
-            self.em.load("dma0", slot, x.block(r0, rows, 0, t))
+            self.em.load(self.loader, slot, x.block(r0, rows, 0, t))
             m_at = slot + _up(rows * t * isz)
             if mask is not None:
-                self.em.load("dma0", m_at, mask.block(r0, rows, 0, t))
+                self.em.load(self.loader, m_at, mask.block(r0, rows, 0, t))
             self.vp_in.filled()
             self.vp_in.take()
             z, peak, total = self.scratch(rows * t * 4, rows * 4, rows * 4)
