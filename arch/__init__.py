@@ -7,6 +7,7 @@ from arch.config import ARCH_CLASSES, ArchError, load_arch, preset_names
 from arch.systolic import SystolicArch, SystolicEnergy
 from arch.gpu import GemmEfficiency, GpuArch, MemoryEfficiency
 from arch.pim import PimArch
+from arch.dataflow import DataflowArch
 
 __all__ = ["ArchError", "load_arch", "preset_names", "ARCH_CLASSES", "SystolicArch", "SystolicEnergy",
            "GpuArch", "GemmEfficiency", "MemoryEfficiency", "PimArch"]

@@ -1,0 +1,92 @@
+"""Three-tier dataflow accelerators (SambaNova SN40L style): the architecture dataclass.
+
+A mesh of `pcus` compute units (PCU: a `pcu_rows` x `pcu_cols` systolic array for GEMMs, or
+`pcu_cols` SIMD lanes for element-wise ops and reductions) and `pmus` memory units (PMU:
+`pmu_bytes` of scratchpad each), with HBM and DDR behind the AGCUs. Facts and figures:
+reference/dataflow.md; the target is described in docs/dataflow.md.
+
+Memory spaces seen by programs: `sram` (all PMUs, on-chip), `hbm` and `ddr` (off-chip).
+Queues: ctl0 (section configuration and launch), agcu0 (loads, on-chip streams and tier
+transfers), agcu1 (stores), pcu0 (GEMM stages), pcu1 (SIMD stages), pmu0 (PMU streams).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import isa
+from arch.config import ArchError, choice, non_negative, positive, register
+
+__all__ = ["DataflowArch", "DataflowEnergy", "GRANULARITIES", "QUEUES"]
+
+GRANULARITIES = ("operator", "layer", "model")
+QUEUES = ("ctl0", "agcu0", "agcu1", "pcu0", "pcu1", "pmu0")
+
+
+@dataclass(frozen=True, slots=True)
+class DataflowEnergy:
+    """Energy per action; every preset names the source of each value beside it."""
+
+    mac_pj: float = positive()                  # one multiply-accumulate at the PCU's dtype
+    vector_op_pj: float = positive()            # one element operation in SIMD mode
+    sram_pj_per_byte: float = positive()        # PMU read or write
+    hbm_pj_per_byte: float = positive()
+    ddr_pj_per_byte: float = positive()
+    static_w: float = non_negative()            # leakage and clock tree, whole socket
+
+
+@register("dataflow")
+@dataclass(frozen=True, slots=True)
+class DataflowArch:
+    name: str
+    target: str = choice("dataflow")
+    clock_mhz: float = positive()
+    dtype: str = choice("bf16", "fp32")          # PCU operand and storage type
+    pcus: int = positive()
+    pmus: int = positive()
+    pmu_bytes: int = positive()                  # scratchpad per PMU
+    pcu_rows: int = positive()                   # systolic mode: rows x cols MACs per cycle
+    pcu_cols: int = positive()                   # also the SIMD lanes in vector mode
+    stage_latency_cycles: int = non_negative()   # pipeline depth of one PCU stage plus its hop
+    hbm_bytes: int = positive()
+    hbm_bw_gbps: float = positive()              # GB/s = 1e9 bytes/s
+    hbm_latency_ns: float = non_negative()
+    ddr_bytes: int = positive()
+    ddr_bw_gbps: float = positive()
+    ddr_latency_ns: float = non_negative()
+    launch_us: float = non_negative()            # one section call (df.run) from the host runtime
+    reconfig_us: float = non_negative()          # loading a different section configuration
+    kernel_granularity: str = choice(*GRANULARITIES)
+    energy: DataflowEnergy
+
+    def __post_init__(self) -> None:
+        if self.pmu_bytes % 64:
+            raise ArchError(f"field 'pmu_bytes' must be a multiple of 64, got {self.pmu_bytes}")
+
+    @property
+    def clock_hz(self) -> float:
+        return self.clock_mhz * 1e6
+
+    @property
+    def macs_per_pcu(self) -> int:
+        return self.pcu_rows * self.pcu_cols
+
+    @property
+    def peak_tflops(self) -> float:
+        """2 FLOPs per MAC, every PCU in systolic mode."""
+        return 2 * self.pcus * self.macs_per_pcu * self.clock_hz / 1e12
+
+    @property
+    def sram_bytes(self) -> int:
+        return self.pmus * self.pmu_bytes
+
+    def cycles(self, seconds: float) -> int:
+        return round(seconds * self.clock_hz)
+
+    def machine_view(self) -> isa.MachineView:
+        """What the program verifier needs to know of this machine (layout: module docstring)."""
+        spaces = (isa.MemorySpace("sram", self.sram_bytes, on_chip=True),
+                  isa.MemorySpace("hbm", self.hbm_bytes, on_chip=False),
+                  isa.MemorySpace("ddr", self.ddr_bytes, on_chip=False))
+        limits = {"pcus": self.pcus + 1, "pmus": self.pmus + 1}
+        return isa.MachineView({s.name: s for s in spaces}, frozenset(QUEUES), limits,
+                               target="dataflow")
