@@ -1,4 +1,4 @@
-"""The `tessel` command line: graph, run, compile, sim, asm, disasm.
+"""The `tessel` command line: graph, run, compile, sim, asm, disasm, sweep.
 
 Exit 0 on success. Bad input exits 2 with one line `error: ...` on stderr naming the
 file, field, line:column or argument — never a traceback, never a half-written file.
@@ -26,10 +26,11 @@ from sim.engine import EngineError
 from sim.functional import FunctionalError
 from sim.gpu import CalibrationError
 from tessel.files import atomic_write
+from tessel.sweep import SweepError
 from tessel.table import render_table
 
 USER_ERRORS: tuple[type[Exception], ...] = (GraphError, isa.IsaError, ArchError, CompileError,
-                                            EngineError, FunctionalError, CalibrationError)
+                                            EngineError, FunctionalError, CalibrationError, SweepError)
 # Numeric simulation is on by default up to this many parameters (gpt2-medium and below).
 FUNCTIONAL_DEFAULT_MAX_PARAMS = 400_000_000
 
@@ -227,6 +228,15 @@ def cmd_disasm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from tessel.sweep import default_out_dir, load_spec, run_sweep
+    spec = load_spec(args.spec)
+    summary = run_sweep(spec, Path(args.out) if args.out else default_out_dir(spec),
+                        workers=args.workers, dask=args.dask)
+    print("\n".join(summary.lines()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tessel", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -289,6 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="IN.tbin")
     p.add_argument("-o", "--output", metavar="OUT.tasm", help="default: standard output")
     p.set_defaults(handler=cmd_disasm)
+
+    p = sub.add_parser("sweep", help="evaluate a design-space sweep spec (docs/sweeps.md)")
+    p.add_argument("spec", metavar="SPEC.toml")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_positive, help="local worker processes (default: the CPU cores)")
+    where.add_argument("--dask", metavar="ADDRESS|local:N",
+                       help="run the points on a dask.distributed scheduler, or on N local Dask workers")
+    p.add_argument("--out", metavar="DIR", help="results directory (default out/sweeps/<spec name>/)")
+    p.set_defaults(handler=cmd_sweep)
     return parser
 
 

@@ -1,0 +1,49 @@
+"""One point, timing only: the pure function that every executor (process pool, Dask) runs.
+
+A point that cannot be built or run (an arch that fails a cross-field check, a model whose
+tiles do not fit) is an outcome too: `failed` with the one-line reason, never retried.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+from compiler.frontend import Model, load_model
+from tessel.driver import load_target_arch, run
+from tessel.sweep.metrics import flatten
+from tessel.sweep.points import Task
+
+__all__ = ["Outcome", "evaluate_point"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    key: str
+    ok: bool
+    metrics: dict[str, float | int]     # every figure of tessel.sweep.metrics.flatten (empty if failed)
+    error: str | None                   # one line, when failed
+    wall_s: float
+
+
+@lru_cache(maxsize=8)
+def _model(spec: str) -> Model:
+    return load_model(spec)
+
+
+def evaluate_point(task: Task) -> Outcome:
+    from tessel.cli import USER_ERRORS      # the errors a user's input can cause, as the CLI maps them
+    start = time.perf_counter()
+    try:
+        arch = load_target_arch(task.target, task.base, task.overrides)
+        result = run(_model(task.model), task.phase, task.target, arch, functional=False).result
+    except USER_ERRORS as e:
+        return Outcome(task.key, False, {}, _one_line(str(e)), time.perf_counter() - start)
+    except Exception as e:              # a bug in one point must not stop the sweep: record it
+        reason = f"internal error: {type(e).__name__}: {e}"
+        return Outcome(task.key, False, {}, _one_line(reason), time.perf_counter() - start)
+    return Outcome(task.key, True, flatten(result, task.phase), None, time.perf_counter() - start)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

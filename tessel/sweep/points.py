@@ -1,0 +1,95 @@
+"""A spec's points (grid or seeded random sample) and its tasks: point x model x phase.
+
+Each task carries its store key: sha256 of the canonical JSON of the point (target, base
+file digest, field values), the model (preset name or file digest), the phase and the
+tool version, so results are reused exactly when all of these are the same.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import random
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import tessel
+from compiler.phase import Phase
+from tessel.sweep.spec import SweepSpec
+
+__all__ = ["Task", "points", "tasks", "tool_version"]
+
+# The code a result depends on: a change to any of these files is a new tool version.
+_SOURCE_PACKAGES = ("arch", "compiler", "isa", "sim", "tessel")
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    key: str
+    target: str
+    base: str
+    point: tuple[tuple[str, Any], ...]      # (dotted field, value) in parameter order
+    model: str                              # for load_model
+    model_label: str
+    phase: Phase | None
+
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        """The point as the arch loader's `key=value` overrides (values as TOML literals)."""
+        return tuple(f"{field}={json.dumps(value)}" for field, value in self.point)
+
+    @property
+    def phase_label(self) -> str:
+        return str(self.phase) if self.phase else "fixed graph"
+
+
+def points(spec: SweepSpec) -> list[tuple[tuple[str, Any], ...]]:
+    """The grid in parameter order, or `samples` distinct grid points drawn with the seed."""
+    sizes = [len(p.values) for p in spec.parameters]
+    if spec.sampling.method == "grid":
+        indices = list(itertools.product(*(range(n) for n in sizes)))
+    else:
+        total = 1
+        for n in sizes:
+            total *= n
+        drawn = sorted(random.Random(spec.sampling.seed).sample(range(total), spec.sampling.samples))
+        indices = [_digits(i, sizes) for i in drawn]
+    return [tuple((field, value) for p, i in zip(spec.parameters, index)
+                  for field, value in zip(p.fields, p.values[i])) for index in indices]
+
+
+def _digits(number: int, sizes: list[int]) -> tuple[int, ...]:
+    """Grid index `number` (row-major, last parameter fastest) as one index per parameter."""
+    digits = []
+    for n in reversed(sizes):
+        number, digit = divmod(number, n)
+        digits.append(digit)
+    return tuple(reversed(digits))
+
+
+def tasks(spec: SweepSpec, version: str | None = None) -> list[Task]:
+    version = version or tool_version()
+    out = []
+    for point in points(spec):
+        for model in spec.models:
+            for phase in (spec.phases if model.gpt2 else (None,)):
+                identity = {"target": spec.target, "base": spec.base_sha256, "point": dict(point),
+                            "model": model.digest, "phase": asdict(phase) if phase else None,
+                            "tool": version}
+                key = hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode())
+                out.append(Task(key.hexdigest(), spec.target, spec.base, point, model.spec, model.label, phase))
+    return out
+
+
+@lru_cache(maxsize=1)
+def tool_version() -> str:
+    """Package version + a digest of the compiler, simulator and architecture sources."""
+    root = Path(tessel.__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for package in _SOURCE_PACKAGES:
+        for source in sorted((root / package).rglob("*")):
+            if source.suffix in (".py", ".lark") and source.is_file():
+                digest.update(str(source.relative_to(root)).encode() + b"\0" + source.read_bytes())
+    return f"{tessel.__version__}+{digest.hexdigest()[:12]}"
