@@ -6,8 +6,9 @@ A mesh of `pcus` compute units (PCU: a `pcu_rows` x `pcu_cols` systolic array fo
 reference/dataflow.md; the target is described in docs/dataflow.md.
 
 Memory spaces seen by programs: `sram` (all PMUs, on-chip), `hbm` and `ddr` (off-chip).
-Queues: ctl0 (section configuration and launch), agcu0 (loads, on-chip streams and tier
-transfers), agcu1 (stores), pcu0 (GEMM stages), pcu1 (SIMD stages), pmu0 (PMU streams).
+Queues: ctl0 (section configuration and launch), agcu0 (loads, PMU-to-PMU streams, tier
+transfers), agcu1 (stores), dma0 (the AGCU's gather engine: the core `gather` runs on dma
+queues), pcu0 (stages in systolic mode), pcu1 (stages in SIMD mode).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from arch.config import ArchError, choice, non_negative, positive, register
 __all__ = ["DataflowArch", "DataflowEnergy", "GRANULARITIES", "QUEUES"]
 
 GRANULARITIES = ("operator", "layer", "model")
-QUEUES = ("ctl0", "agcu0", "agcu1", "pcu0", "pcu1", "pmu0")
+QUEUES = ("ctl0", "dma0", "agcu0", "agcu1", "pcu0", "pcu1")
 
 
 @dataclass(frozen=True, slots=True)

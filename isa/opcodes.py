@@ -208,8 +208,9 @@ _TABLE = (
         for _ in range(loops):     # kernel looping: one launch
             stream tiles tiles through section[id]
         """),
-    _op("df.stream", 0x42, "dataflow", (Unit.pmu,),
+    _op("df.stream", 0x42, "dataflow", (Unit.pmu, Unit.agcu),
         (("dst", A32), ("src", A32), ("tiles", U16), ("tile_bytes", U24)), """
+        # PMU to PMU (both sides on-chip); an AGCU queue may issue it to feed its own rings
         for t in range(tiles):
             dst[t*tile_bytes : (t+1)*tile_bytes] = src[t*tile_bytes : (t+1)*tile_bytes]
         """),

@@ -68,7 +68,9 @@ def simulate(program: isa.Program, arch: Any, *, functional: bool = True,
         if program.data is None:
             raise isa.IsaError("numeric simulation needs the program's data (weights and inputs); "
                                "compile with data or simulate with --no-functional")
-        memory = Memory({s.name: s.size_bytes for s in arch.machine_view().spaces.values()})
+        sizes = {s.name: s.size_bytes for s in arch.machine_view().spaces.values()}
+        # a machine may hold a huge off-chip tier only up to what the program uses
+        memory = Memory(getattr(machine, "memory_bytes", lambda _, sizes: sizes)(program, sizes))
         memory.load_program_data(program)
         on_start = FunctionalExecutor(program, memory).execute
     timeline = simulate_events(program, costs.durations, costs.resources, on_start)

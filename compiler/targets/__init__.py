@@ -6,3 +6,5 @@ TARGETS = {"systolic": lower_systolic}
 DEFAULT_ARCH = {"systolic": "systolic-128"}
 
 __all__ = ["TARGETS", "DEFAULT_ARCH", "CompileError", "Lowered"]
+from compiler.targets.dataflow import lower as lower_dataflow  # noqa: E402
+TARGETS["dataflow"], DEFAULT_ARCH["dataflow"] = lower_dataflow, "sn40l"

@@ -1,0 +1,123 @@
+"""Sectioning for dataflow targets: which ops run together as one fused, pipelined section.
+
+A section is a run of consecutive compute ops configured onto the chip at once: each op is a
+stage on its own PCUs, the values it produces for later stages of the same section stay in
+PMUs, and only the section's inputs and outputs cross HBM. Three kernel granularities:
+
+- operator: one section per op (GPU-like: every intermediate round-trips HBM);
+- layer:    one section per decoder layer, plus the prologue (embeddings) and epilogue
+            (final norm, LM head); a group that does not fit the PMUs splits greedily;
+- model:    as layer, and the decoder layers' sections become one looped call (kernel
+            looping) when every layer is one section of the same configuration.
+
+Capacity: a section holds at most `pcus` stages, and the values written inside it (an upper
+bound on what stays in PMUs) fit the SRAM left after the staging rings.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from compiler.ir import Graph, Op, OpKind
+from compiler.passes.storage import StoragePlan
+from compiler.targets.emit import CompileError
+
+__all__ = ["Section", "Call", "partition", "layer_of", "template_of"]
+
+_LAYER = re.compile(r"h\.(\d+)\.")
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """Ops (names, program order) configured together; `config` names the configuration
+    (equal for the same ops of different layers, so a repeated layer needs no reconfiguring)."""
+
+    ops: tuple[str, ...]
+    config: str
+    group: str            # "prologue", "layer 3", "epilogue"
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One launch (df.run): `sections` run back to back as one looped pipeline of `loops`
+    iterations (loops > 1 only for kernel looping; every section then has the same config)."""
+
+    sections: tuple[Section, ...]
+    loops: int
+
+
+def layer_of(name: str) -> int | None:
+    found = _LAYER.match(name)
+    return int(found.group(1)) if found else None
+
+
+def template_of(name: str) -> str:
+    """The op's name with its layer index removed: the same op in every layer."""
+    return _LAYER.sub("h.*.", name, count=1)
+
+
+def _group(graph: Graph, op: Op) -> str:
+    layer = layer_of(op.name)
+    if layer is not None:
+        return f"layer {layer}"
+    return "prologue" if op.name.startswith("embed") else "epilogue"
+
+
+def partition(graph: Graph, plan: StoragePlan, granularity: str, pcus: int,
+              pmu_budget_bytes: int) -> tuple[Call, ...]:
+    """The calls (and their sections) that run `graph`, in program order."""
+    ops = [op for op in graph.ops if not (op.kind.is_source or op.kind.is_layout)]
+    if granularity == "operator":
+        sections = [Section((op.name,), template_of(op.name), _group(graph, op)) for op in ops]
+        return tuple(Call((s,), 1) for s in sections)
+    groups: dict[str, list[Op]] = {}
+    for op in ops:
+        groups.setdefault(_group(graph, op), []).append(op)
+    sections = []
+    for name, members in groups.items():
+        sections += _split(plan, name, members, pcus, pmu_budget_bytes)
+    calls = tuple(Call((s,), 1) for s in sections)
+    return _loop(calls) if granularity == "model" else calls
+
+
+def _written_bytes(plan: StoragePlan, op: Op) -> int:
+    if op.kind is OpKind.KV_APPEND:
+        return 0                  # writes into the cache, which lives in HBM
+    buf = plan.buffers.get(plan.views[op.name].buffer)
+    return buf.numel * buf.dtype.itemsize if buf is not None else 0
+
+
+def _split(plan: StoragePlan, group: str, members: list[Op], pcus: int, budget: int) -> list[Section]:
+    """Greedy: add ops to the current section until stages or PMU bytes would overflow."""
+    out, current, used = [], [], 0
+    for op in members:
+        need = _written_bytes(plan, op)
+        if need > budget:
+            raise CompileError(f"op '{op.name}' ({op.kind.value}): its result of {need:,} bytes "
+                               f"does not fit the {budget:,} bytes of PMU space for section values")
+        if current and (len(current) == pcus or used + need > budget):
+            out.append(current)
+            current, used = [], 0
+        current.append(op)
+        used += need
+    out.append(current)
+    parts = len(out)
+    return [Section(tuple(o.name for o in part),
+                    template_of(part[0].name) + (f" ({i + 1}/{parts})" if parts > 1 else ""),
+                    group) for i, part in enumerate(out)]
+
+
+def _loop(calls: tuple[Call, ...]) -> tuple[Call, ...]:
+    """Kernel looping: the decoder layers' calls become one call when each is one section of
+    the same configuration; otherwise (a layer split over sections) they stay per layer."""
+    layers = [c for c in calls if c.sections[0].group.startswith("layer ")]
+    if not layers:
+        return calls
+    per_layer: dict[str, int] = {}
+    for c in layers:
+        per_layer[c.sections[0].group] = per_layer.get(c.sections[0].group, 0) + 1
+    if max(per_layer.values()) > 1 or len({c.sections[0].config for c in layers}) != 1:
+        return calls
+    first = calls.index(layers[0])
+    looped = Call(tuple(c.sections[0] for c in layers), len(layers))
+    return calls[:first] + (looped,) + calls[first + len(layers):]

@@ -1,0 +1,103 @@
+"""Where each buffer of a dataflow program lives: PMUs (sram), HBM or DDR.
+
+- A value written and read only inside one section stays in PMUs (its section's share of the
+  SRAM after the staging rings; sections run one at a time, so they reuse that space).
+- Every other activation (section inputs and outputs, graph outputs, KV caches, token ids)
+  lives in HBM.
+- Weights go to HBM by reuse (reads per pass, most first), then first use, while HBM has room
+  after the activations; the rest to DDR, which the sections then stream at DDR bandwidth.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compiler.ir import Graph, OpKind
+from compiler.passes.sections import Call
+from compiler.passes.storage import StoragePlan
+from compiler.targets.emit import CompileError
+
+__all__ = ["Placement", "place"]
+
+ALIGN = 64
+
+
+def _up(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+@dataclass(frozen=True)
+class Placement:
+    """buffer -> (space, byte address); `section_of` op -> index of its section."""
+
+    where: dict[str, tuple[str, int]]
+    section_of: dict[str, int]
+    hbm_end: int                       # first free HBM byte (constants go after it)
+    internal_peak_bytes: dict[int, int]  # section index -> PMU bytes of its resident values
+
+
+def _readers_writers(graph: Graph, plan: StoragePlan) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    readers: dict[str, set[str]] = {}
+    writers: dict[str, set[str]] = {}
+    for op in graph.ops:
+        if op.kind.is_source or op.kind.is_layout:
+            continue
+        writers.setdefault(plan.views[op.name].buffer, set()).add(op.name)
+        for name in op.inputs:
+            readers.setdefault(plan.views[name].buffer, set()).add(op.name)
+    return readers, writers
+
+
+def place(graph: Graph, plan: StoragePlan, calls: tuple[Call, ...], arch, ring_bytes: int,
+          constant_bytes: int) -> Placement:
+    """Tiers and addresses; `constant_bytes` of HBM stay free for the program's constants."""
+    sections = [s for call in calls for s in call.sections]
+    section_of = {name: i for i, s in enumerate(sections) for name in s.ops}
+    readers, writers = _readers_writers(graph, plan)
+    pinned = {plan.views[o].buffer for o in graph.outputs}
+    pinned |= {plan.views[op.name].buffer for op in graph.of_kind(OpKind.KV_APPEND, OpKind.INPUT)}
+    where: dict[str, tuple[str, int]] = {}
+    internal_at: dict[int, int] = {}
+    activations, weights = [], []
+    for name, buf in plan.buffers.items():
+        size = _up(buf.numel * buf.dtype.itemsize)
+        if buf.role == "param":
+            weights.append((name, size))
+            continue
+        users = {section_of[o] for o in readers.get(name, set()) | writers.get(name, set())}
+        if name not in pinned and len(users) == 1 and readers.get(name):
+            s = users.pop()
+            at = internal_at.get(s, ring_bytes)
+            where[name] = ("sram", at)
+            internal_at[s] = at + size
+        else:
+            activations.append((name, size))
+    for s, end in internal_at.items():
+        if end > arch.sram_bytes:
+            raise CompileError(f"section {s} ({sections[s].group}): its values need {end - ring_bytes:,} "
+                               f"bytes of PMU space; {arch.name} has {arch.sram_bytes - ring_bytes:,} "
+                               "after the staging rings")
+    act_bytes = sum(size for _, size in activations) + constant_bytes
+    weight_bytes = sum(size for _, size in weights)
+    if act_bytes + weight_bytes > arch.hbm_bytes + arch.ddr_bytes:
+        raise CompileError(f"{graph.name}: weights ({weight_bytes:,} bytes) and activations "
+                           f"({act_bytes:,} bytes) exceed {arch.name}'s HBM ({arch.hbm_bytes:,} bytes) "
+                           f"+ DDR ({arch.ddr_bytes:,} bytes) = {arch.hbm_bytes + arch.ddr_bytes:,} bytes")
+    if act_bytes > arch.hbm_bytes:
+        raise CompileError(f"{graph.name}: activations and KV caches ({act_bytes:,} bytes) exceed "
+                           f"{arch.name}'s HBM ({arch.hbm_bytes:,} bytes)")
+    hbm = 0
+    for name, size in activations:
+        where[name] = ("hbm", hbm)
+        hbm += size
+    first_use = {name: min((section_of[o] for o in readers.get(name, ())), default=len(sections))
+                 for name, _ in weights}
+    ddr = 0
+    for name, size in sorted(weights, key=lambda w: (-len(readers.get(w[0], ())), first_use[w[0]])):
+        if hbm + size + constant_bytes <= arch.hbm_bytes:
+            where[name] = ("hbm", hbm)
+            hbm += size
+        else:
+            where[name] = ("ddr", ddr)
+            ddr += size
+    peaks = {s: end - ring_bytes for s, end in internal_at.items()}
+    return Placement(where, section_of, hbm, peaks)
