@@ -205,6 +205,50 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+# A GPU switching models reloads weights from host memory over PCIe, per direction
+# (reference/dataflow.md: Gen4 x16 about 32 GB/s, Gen5 x16 about 64 GB/s).
+PCIE_GBPS = {"gen4": 32.0, "gen5": 64.0}
+# Llama-3.1-8B in BF16: 14.9 GB of weights (reference/dataflow.md, [kl] worked example; GiB).
+SIZE_ONLY_EXPERTS = {"llama-3.1-8b": int(14.9 * 2**30)}
+
+
+def _expert(name: str) -> tuple[str, int]:
+    """(name, BF16 weight bytes) of a GPT-2-family preset or a size-only expert."""
+    if name in SIZE_ONLY_EXPERTS:
+        return name, SIZE_ONLY_EXPERTS[name]
+    model = load_model(name)
+    if model.config is None:
+        raise GraphError(f"expert '{name}' is a .graph file: experts are GPT-2 models or "
+                         f"{', '.join(SIZE_ONLY_EXPERTS)}")
+    return name, model.config.n_params * 2
+
+
+def cmd_coe(args: argparse.Namespace) -> int:
+    from compiler.targets.dataflow_coe import switch_program
+    from sim.simulate import simulate
+    from tessel.driver import load_target_arch
+    arch = load_target_arch("dataflow", args.arch, args.set)
+    experts = [_expert(n.strip()) for n in args.models.split(",") if n.strip()]
+    if not experts:
+        raise GraphError("--models: give at least one expert")
+    result = simulate(switch_program(experts, arch), arch, functional=False).result
+    span = {o.name: o.cycles / result.clock_hz for o in result.ops}   # op "switch.i": the i-th switch
+    pcie = PCIE_GBPS[args.pcie] * 1e9
+    rows, records = [], []
+    for i, (name, size) in enumerate(experts):
+        df_s, gpu_s = span[f"switch.{i}"], size / pcie
+        rows.append((name, f"{size:,}", f"{df_s * 1e3:.4g} ms", f"{gpu_s * 1e3:.4g} ms", f"{gpu_s / df_s:.3g}x"))
+        records.append({"expert": name, "weight_bytes": size, "switch_s": df_s, "gpu_pcie_s": gpu_s})
+    if args.json:
+        atomic_write(Path(args.json), json.dumps({"arch": arch.name, "pcie": args.pcie,
+                                                  "switches": records}, indent=1).encode())
+    print(f"tessel coe: experts in DDR, switched into HBM on {arch.name} "
+          f"(DDR {arch.ddr_bw_gbps:g} GB/s -> HBM) vs a GPU reloading over PCIe {args.pcie} "
+          f"({PCIE_GBPS[args.pcie]:g} GB/s)")
+    print(render_table(("expert", "weight bytes", "switch (dataflow)", f"GPU PCIe {args.pcie}", "speedup"), rows))
+    return 0
+
+
 def cmd_asm(args: argparse.Namespace) -> int:
     program = isa.load(Path(args.input))
     out = Path(args.output)
@@ -289,6 +333,17 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--functional", action="store_true",
                       help="numerics even for models over 400 M parameters")
     p.set_defaults(handler=cmd_sim)
+
+    p = sub.add_parser("coe", help="composition of experts: model switch times, DDR -> HBM vs GPU PCIe")
+    p.add_argument("--models", required=True,
+                   help="experts in switch order, comma-separated (GPT-2 presets, llama-3.1-8b)")
+    p.add_argument("--arch", help="dataflow preset or .toml file (default sn40l)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one architecture field (repeatable)")
+    p.add_argument("--pcie", choices=sorted(PCIE_GBPS), default="gen5",
+                   help="the GPU's host link (default gen5)")
+    p.add_argument("--json", metavar="OUT.json", help="write the switch times as JSON")
+    p.set_defaults(handler=cmd_coe)
 
     p = sub.add_parser("asm", help="assemble .tasm text into a .tbin binary")
     p.add_argument("input", metavar="IN.tasm")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from sim.result import SimResult
+from tessel.report_extra import extra_table
 from tessel.table import render_table, si
 
 __all__ = ["render_result"]
@@ -29,6 +30,7 @@ def render_result(r: SimResult, title: str, top_ops: int = 10) -> str:
         summary.append(("logits vs reference", f"{r.extra['logits_rel_error']:.2e}",
                         "max |sim - ref| / max |ref|"))
     lines.append(render_table(("metric", "value", "detail"), summary))
+    lines.extend(extra_table(r.target, r.extra))
     lines.append("")
     units = [(u, f"{r.unit_busy_cycles[u]:,}", _pct(r.utilization[u])) for u in r.unit_busy_cycles]
     lines.append(render_table(("unit", "busy cycles", "utilization"), units))
