@@ -7,12 +7,15 @@ rest. DRAM timing is in DRAM clock cycles (`tck_ns`); sources: reference/pim.md.
 
 Memory spaces seen by programs:
 - `dram`  channels*banks*rows*row_bytes bytes, off-chip. Byte address
-  ((channel*banks + bank)*rows + row)*row_bytes + byte_in_row.
+  ((row*channels + channel)*banks + bank)*row_bytes + byte_in_row: row-interleaved, so
+  DRAM row r of every bank of every channel is one contiguous block (a matrix spread over
+  all banks is one dense symbol) and a linear buffer spreads over every channel.
 - `gbuf`  the per-channel global buffers, channels*gbuf_bytes bytes, off-chip (they sit on
   the DRAM die, behind the channel). Channel c's buffer is gbuf[c*gbuf_bytes, (c+1)*gbuf_bytes);
   the `gb` field of pim.wrgb / pim.mac / pim.mac_all on queue pimC is an offset inside it.
 - `abuf`  the host ASIC's buffer, on-chip.
-Queues: pim0..pim{channels-1} (one per channel), asic0, dma0.
+Queues: pim0..pim{channels-1} (one per channel), asic0 (the ASIC's vector unit), dma0 and
+dma1 (the ASIC's loads and stores over the channels' I/O, sharing its bandwidth).
 """
 from __future__ import annotations
 
@@ -140,6 +143,14 @@ class PimArch:
     def dram_bytes(self) -> int:
         return self.channels * self.banks * self.rows * self.row_bytes
 
+    @property
+    def row_block_bytes(self) -> int:
+        """Bytes of one DRAM row across every bank of every channel (one address block)."""
+        return self.channels * self.banks * self.row_bytes
+
+    def dram_address(self, channel: int, bank: int, row: int, byte: int = 0) -> int:
+        return ((row * self.channels + channel) * self.banks + bank) * self.row_bytes + byte
+
     # ---- rates ---------------------------------------------------------------------------
     @property
     def dram_clock_hz(self) -> float:
@@ -186,7 +197,7 @@ class PimArch:
         spaces = (isa.MemorySpace("dram", self.dram_bytes, on_chip=False),
                   isa.MemorySpace("gbuf", self.channels * self.gbuf_bytes, on_chip=False),
                   isa.MemorySpace("abuf", self.asic.buffer_bytes, on_chip=True))
-        queues = {f"pim{c}" for c in range(self.channels)} | {"asic0", "dma0"}
+        queues = {f"pim{c}" for c in range(self.channels)} | {"asic0", "dma0", "dma1"}
         limits = {"bank": self.banks, "row": self.rows, "col": self.columns,
                   "gbuf_bytes": self.gbuf_bytes, "pim_burst_bytes": self.burst_bytes}
         return isa.MachineView({s.name: s for s in spaces}, frozenset(queues), limits,

@@ -38,7 +38,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple, Sequence
 
-__all__ = ["Command", "DramError", "DramStats", "CommandResult", "CommandChannel", "KINDS", "NEVER"]
+__all__ = ["Command", "DramError", "DramStats", "CommandResult", "CommandChannel", "ChannelState",
+           "KINDS", "NEVER"]
 
 KINDS = ("ACT", "ACT_ALL", "PRE", "PRE_ALL", "MAC", "MAC_ALL", "RD", "WR", "WRGB", "RDMAC",
          "RDMAC_ALL", "REF")
@@ -116,11 +117,15 @@ class CommandChannel:
         self.arch = arch
 
     def run(self, commands: Iterable[Sequence], start_cycle: int = 0) -> CommandResult:
-        return _Run(self.arch, start_cycle).execute(commands)
+        return ChannelState(self.arch, start_cycle).execute(commands)
 
 
-class _Run:
-    """State of one `CommandChannel.run`: per-bank last-command cycles, open rows, refresh."""
+class ChannelState:
+    """State of one channel: per-bank last-command cycles, open rows, refresh schedule.
+
+    `CommandChannel.run` feeds it a whole stream; the PIM machine keeps one per channel for
+    a whole program and feeds it instruction by instruction (`idle_until`, `issue`,
+    `issue_run`)."""
 
     def __init__(self, arch, start: int) -> None:
         self.arch, self.t, n = arch, arch.timing, arch.banks
@@ -139,24 +144,53 @@ class _Run:
         self.tally = _Tally(start, start)
 
     def execute(self, commands: Iterable[Sequence]) -> CommandResult:
-        issued = []
-        for i, raw in enumerate(commands):
-            cmd = self._validate(i, Command(*raw))
-            while True:
-                head = self._reopen(i, cmd) or cmd
-                e = self._earliest(head)
-                if e >= self.due:
-                    self._refresh(self.due)
-                    self.due += self.t.tREFI
-                    continue
-                if head.kind == "REF":
-                    e = self._refresh(e)
-                else:
-                    self._apply(i, head, e)
-                if head is cmd:
-                    issued.append(e)
-                    break
+        issued = [self.issue(i, self._validate(i, Command(*raw))) for i, raw in enumerate(commands)]
         return CommandResult(tuple(issued), self.tally.stats())
+
+    def idle_until(self, cycle: int) -> None:
+        """Nothing arrives before `cycle`: refreshes due earlier happen on time meanwhile."""
+        while self.due < cycle:
+            self._refresh(self.due)
+            self.due += self.t.tREFI
+        self.bus = max(self.bus, cycle - 1)
+
+    def issue(self, i: int, cmd: Command) -> int:
+        """Issue one validated command (after any refresh it meets); returns its cycle."""
+        while True:
+            head = self._reopen(i, cmd) or cmd
+            e = self._earliest(head)
+            if e >= self.due:
+                self._refresh(self.due)
+                self.due += self.t.tREFI
+                continue
+            if head.kind == "REF":
+                e = self._refresh(e)
+            else:
+                self._apply(i, head, e)
+            if head is cmd:
+                return e
+
+    def issue_run(self, i: int, cmd: Command, n: int, step: int) -> int:
+        """n column commands like `cmd` back to back, in closed form; returns the last cycle.
+
+        After the first, every rule binding a column command of the run is relative to its
+        predecessor (bus, tCCD_S, tCCD_L) or already met (tRCD, WR_GB), so the others issue
+        one per `step` until a refresh falls due; the refresh is then taken command by command."""
+        e = self.issue(i, cmd)
+        left = n - 1
+        while left:
+            k = min(left, (self.due - 1 - e) // step)
+            if k > 0:
+                e += k * step
+                self._apply(i, cmd, e)
+                self.tally.counts[cmd.kind] += k - 1
+                if cmd.kind in _ROW_ACCESS:
+                    self.tally.hits += k - 1
+                left -= k
+            if left:
+                e = self.issue(i, cmd)
+                left -= 1
+        return e
 
     def _validate(self, i: int, c: Command) -> Command:
         a = self.arch
@@ -284,3 +318,5 @@ class _Run:
         tally.refs.append(r)
         tally.end = max(tally.end, r + 1)
         return r
+
+

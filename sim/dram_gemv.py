@@ -98,7 +98,7 @@ _SHIFTING = ("bus", "act", "pre", "mac", "col_any", "col_grp")
 
 
 class _AllBank:
-    """Issues all-bank commands on a `_Clock` by the same rules as `_Run`, in closed form."""
+    """Issues all-bank commands on a `_Clock` by the same rules as `ChannelState`, in closed form."""
 
     def __init__(self, t, clock: _Clock, tally: _Tally) -> None:
         self.t, self.c, self.tally, self.tail = t, clock, tally, _tails(t)

@@ -73,9 +73,15 @@ class Timeline:
 
 def simulate_events(program: isa.Program, durations: np.ndarray,
                     resources: np.ndarray | None = None,
-                    on_start: Callable[[int], None] | None = None) -> Timeline:
+                    on_start: Callable[[int], None] | None = None,
+                    timed: Callable[[int, int], int] | None = None) -> Timeline:
     """Schedule `program`: durations[i] >= 0 cycles for instruction i, resources[i] the id of
     the shared resource it holds for its duration (-1: none).
+
+    durations[i] = -1 marks a state-dependent instruction (a DRAM command sequence whose
+    cycles depend on when it starts): timed(i, t) returns its duration when it starts at
+    cycle t. It is called once per such instruction, in start order, so the model behind it
+    can keep state (open rows, refresh schedule); such instructions hold no resource.
 
     on_start(i) is called for every issued instruction in the order the engine starts them
     (non-decreasing start; a `wait` after the `signal` whose token it takes), so a functional
@@ -84,17 +90,22 @@ def simulate_events(program: isa.Program, durations: np.ndarray,
     """
     instrs = program.instructions
     n = len(instrs)
-    dur = _check_array("durations", durations, n, lowest=0)
+    dur = _check_array("durations", durations, n, lowest=-1 if timed else 0)
     res = (np.full(n, -1, np.int64) if resources is None
            else _check_array("resources", resources, n, lowest=-1))
+    bad = np.flatnonzero((dur < 0) & (res >= 0))
+    if bad.size:
+        raise EngineError(f"instruction {int(bad[0])}: a state-dependent duration cannot hold "
+                          "a resource", int(bad[0]))
     queues, queue_of, kind, sem, nxt, heads = _decode(instrs)
-    start, blocked = _schedule(kind, sem, nxt, dur.tolist(), res.tolist(), heads, on_start)
+    dur_list = dur.tolist()
+    start, blocked = _schedule(kind, sem, nxt, dur_list, res.tolist(), heads, on_start, timed)
     if blocked is not None:
         raise EngineError(f"deadlock: wait at instruction {blocked} "
                           f"({queues[queue_of[blocked]]}) on semaphore {sem[blocked]} "
                           f"never satisfied", blocked)
     start_arr = np.array(start, np.int64)
-    end = np.where(start_arr >= 0, start_arr + dur, -1)
+    end = np.where(start_arr >= 0, start_arr + np.array(dur_list, np.int64), -1)
     for array in (start_arr, end, queue_of):
         array.setflags(write=False)
     return Timeline(start_arr, end, int(end.max(initial=0)), queues, queue_of)
@@ -140,10 +151,11 @@ def _decode(instrs: Sequence[isa.Instr]) -> tuple[tuple[str, ...], np.ndarray, l
 
 
 def _schedule(kind: list[int], sem: list[int], nxt: list[int], dur: list[int],
-              res: list[int], heads: list[int],
-              on_start: Callable[[int], None] | None) -> tuple[list[int], int | None]:
+              res: list[int], heads: list[int], on_start: Callable[[int], None] | None,
+              timed: Callable[[int, int], int] | None) -> tuple[list[int], int | None]:
     """Start cycle of every instruction (-1: never issued) and the index of the lowest
-    wait left blocked (None when every queue finished). Heap keys are `time << shift | i`."""
+    wait left blocked (None when every queue finished); state-dependent entries of `dur`
+    are replaced by timed(i, start). Heap keys are `time << shift | i`."""
     n = len(kind)
     shift = max(n, 1).bit_length()
     mask = (1 << shift) - 1
@@ -178,6 +190,8 @@ def _schedule(kind: list[int], sem: list[int], nxt: list[int], dur: list[int],
             start[i] = t
             if on_start is not None:
                 on_start(i)
+            if d < 0:
+                d = dur[i] = timed(i, t)
             t += d
             if r >= 0 and d:
                 free[r] = t

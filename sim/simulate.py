@@ -46,8 +46,9 @@ def _op_stats(program, timeline, costs, machine) -> tuple[OpStats, ...]:
     for (lo, hi), (_, name) in zip(bounds, marks):
         if hi <= lo:
             continue
-        dur = costs.durations[lo:hi]
-        active = (dur > 0) & (timeline.start[lo:hi] >= 0)
+        issued = timeline.start[lo:hi] >= 0
+        dur = np.where(issued, timeline.end[lo:hi] - timeline.start[lo:hi], 0)
+        active = (dur > 0) & issued
         span = int(timeline.end[lo:hi][active].max() - timeline.start[lo:hi][active].min()) if active.any() else 0
         busy = {u: int(dur[units[lo:hi] == u].sum()) for u in machine.units}
         totals = {k: float(v[lo:hi].sum()) for k, v in costs.events.items()}
@@ -57,10 +58,10 @@ def _op_stats(program, timeline, costs, machine) -> tuple[OpStats, ...]:
 
 
 def simulate(program: isa.Program, arch: Any, *, functional: bool = True,
-             assumptions: tuple[str, ...] = ()) -> Simulation:
-    """Verify, then run `program` on `arch`'s machine model."""
+             assumptions: tuple[str, ...] = (), machine_options: dict | None = None) -> Simulation:
+    """Verify, then run `program` on `arch`'s machine model (built with machine_options)."""
     isa.verify(program, arch.machine_view())
-    machine = MACHINES[program.target](arch)
+    machine = MACHINES[program.target](arch, **(machine_options or {}))
     costs = machine.costs(program)
     memory = None
     on_start = None
@@ -72,9 +73,12 @@ def simulate(program: isa.Program, arch: Any, *, functional: bool = True,
         # a machine may hold a huge off-chip tier only up to what the program uses
         memory = Memory(getattr(machine, "memory_bytes", lambda _, sizes: sizes)(program, sizes))
         memory.load_program_data(program)
-        on_start = FunctionalExecutor(program, memory).execute
-    timeline = simulate_events(program, costs.durations, costs.resources, on_start)
+        models = machine.functional_models(memory)
+        on_start = FunctionalExecutor(program, memory, models=models).execute
+    timeline = simulate_events(program, costs.durations, costs.resources, on_start, costs.timed)
     totals = {k: float(v.sum()) for k, v in costs.events.items()}
+    for k, v in machine.run_totals().items():
+        totals[k] = totals.get(k, 0.0) + v
     cycles = timeline.total_cycles
     energy = {k: v * 1e-12 for k, v in machine.energy_pj(totals).items()}
     energy["static"] = machine.static_w() * cycles / machine.clock_hz
@@ -91,5 +95,6 @@ def simulate(program: isa.Program, arch: Any, *, functional: bool = True,
         mac_utilization=macs / (machine.mac_units() * cycles) if cycles else 0.0, macs=macs,
         bytes={k.removesuffix("_bytes"): int(v) for k, v in totals.items() if k.endswith("_bytes")},
         ops=_op_stats(program, timeline, costs, machine),
-        arch=dataclasses.asdict(arch), assumptions=assumptions)
+        arch=dataclasses.asdict(arch), assumptions=assumptions,
+        extra=machine.report(timeline, cycles))
     return Simulation(result, memory)

@@ -19,7 +19,7 @@ from compiler.ir import Graph, GraphError
 from compiler.phase import Phase, prefill
 from compiler.reference import execute
 from compiler.targets import DEFAULT_ARCH, TARGETS, CompileError, Lowered
-from compiler.targets.data import program_data, read_value
+from compiler.targets.data import read_value
 from sim.simulate import simulate
 from sim.result import SimResult
 from tessel.baselines import compare_gpus
@@ -77,7 +77,7 @@ def compile_model(model: Model, phase: Phase | None, target: str, arch, dtype: i
     graph = model.graph(phase)
     lowered = TARGETS[target](graph, arch, dtype)
     if feeds is not None:
-        data = program_data(graph, lowered.plan, lowered.constants, model.weights, feeds)
+        data = lowered.initial_data(graph, model.weights, feeds)
         lowered = replace(lowered, program=replace(lowered.program, data=data))
     return graph, lowered
 

@@ -24,6 +24,7 @@ from arch.systolic import SystolicArch
 from compiler.frontend.weights import param_roles
 from compiler.ir import Graph, Op, OpKind
 from compiler.passes.storage import StoragePlan, View, plan_storage
+from compiler.targets.data import program_data
 from compiler.targets.emit import CompileError, Emitter, Matrix, Ring, symbol_name
 from compiler.targets.tiling import MAX_TILE, GemmTile, gemm_tile, row_block
 from compiler.targets.vector import VectorLowering
@@ -43,6 +44,10 @@ class Lowered:
     plan: StoragePlan
     dtype: DType
     constants: dict          # constant symbol -> fp32 array (causal masks)
+
+    def initial_data(self, graph: Graph, weights, feeds) -> dict:
+        """Symbol -> initial contents (parameters, inputs, constants, the KV cache so far)."""
+        return program_data(graph, self.plan, self.constants, weights, feeds)
 
 
 class _Lowering:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -31,6 +31,8 @@ class Costs:
     durations: np.ndarray                  # int64 cycles per instruction
     resources: np.ndarray                  # int64 shared-resource id per instruction, -1 none
     events: Mapping[str, np.ndarray]       # event name -> per-instruction count (float64)
+    # durations[i] == -1: timed(i, start_cycle) gives it at issue (state-dependent timing)
+    timed: Callable[[int, int], int] | None = None
 
 
 class Machine(abc.ABC):
@@ -53,3 +55,15 @@ class Machine(abc.ABC):
     @abc.abstractmethod
     def mac_units(self) -> int:
         """Multiply-accumulate units that `macs` events are measured against."""
+
+    def functional_models(self, memory) -> dict:
+        """Numeric handlers for this target's ISA extension (FunctionalExecutor models=)."""
+        return {}
+
+    def run_totals(self) -> dict[str, float]:
+        """Event totals known only after the run (e.g. DRAM refreshes), added to the rest."""
+        return {}
+
+    def report(self, timeline, cycles: int) -> dict[str, Any]:
+        """Target-specific figures for SimResult.extra, after the run."""
+        return {}

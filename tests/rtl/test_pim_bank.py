@@ -212,8 +212,8 @@ def test_issue_cycles_and_values_match_the_simulator(bank_run):
 
 def test_a_one_cycle_change_to_the_channel_model_is_reported(bank_run, monkeypatch):
     geometry, stimulus, results = bank_run
-    earliest = dram._Run._earliest
-    monkeypatch.setattr(dram._Run, "_earliest",
+    earliest = dram.ChannelState._earliest
+    monkeypatch.setattr(dram.ChannelState, "_earliest",
                         lambda self, c: earliest(self, c) + (c.kind == "MAC"))
     problems = mismatches(geometry, stimulus, results)
     assert problems and all("CommandChannel says" in p for p in problems)

@@ -1,0 +1,232 @@
+"""PIM mapping: where each GEMV matrix sits in the DRAM banks and how its MACs are grouped.
+
+Every bank of every channel holds a *stream* of BF16 elements over consecutive DRAM rows;
+all banks run the same MAC schedule at once (pim.mac_all), each on its own data, against
+its channel's global buffer (gbuf, one row's worth of inputs). A matrix is cut into:
+
+- passes: one gbuf fill per channel (a slice of the input vector; channels may take
+  different slices, e.g. different attention heads) followed by
+- segments: runs of the stream, each one output's share of the dot product, packed back to
+  back so open rows are used whole (a segment may straddle a row boundary: the bank's
+  accumulator carries over). After a segment, pim.rdmac_all returns one fp32 partial sum
+  per bank; the ASIC adds the partials of an output's segments (one per pass of its
+  chunk) and finishes the op.
+
+Three layouts (PIM-GPT's mapping, reference/pim.md):
+- linear W[K, N]: output n -> bank lane n mod (channels x banks); K is cut into chunks of
+  one gbuf (1024 BF16 on pim-gpt), one pass per chunk.
+- K cache [H, P, hd], row-major with heads concatenated: position p -> lane p mod lanes;
+  each position holds every head of its head group, so one q fill serves all heads and a
+  row holds 16 positions' worth (no row wasted on a 64-wide head).
+- V cache, column-major: head h -> channel h mod C, its hd dimensions spread over the
+  channel's banks; each (h, d) is a segment over positions with the head's softmax row as
+  input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Segment", "Pass", "GemvLayout", "linear_layout", "kcache_layout", "vcache_layout",
+           "scatter_linear", "scatter_kcache", "scatter_vcache", "kcache_cells", "vcache_cells"]
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    start: int          # element offset in every bank's stream (from the layout's first row)
+    length: int         # elements, a multiple of the MAC lanes
+    gb_bytes: int       # gbuf byte offset of its first input
+    out: int            # partial-sum element written by channel 0, bank 0 (bank b: + b)
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    fills: tuple[tuple[int, int] | None, ...]   # per channel: (input element, elements) or idle
+    segments: tuple[Segment, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GemvLayout:
+    name: str
+    first_row: int
+    rows: int
+    passes: tuple[Pass, ...]
+    channel_stride: int     # partial-sum elements between channel c and c + 1
+    psum_elems: int         # fp32 partial sums the passes write
+
+    def cell(self, arch, stream_elem: int) -> tuple[int, int]:
+        """(DRAM row, column burst) of a stream element."""
+        per_row = arch.row_bytes // 2
+        return self.first_row + stream_elem // per_row, (stream_elem % per_row) // _lanes(arch)
+
+
+def _lanes(arch) -> int:
+    return arch.macs_per_bank_per_access
+
+
+def _rows_for(arch, elems: int) -> int:
+    return -(-elems // (arch.row_bytes // 2))
+
+
+def _row_start(arch, elems: int) -> int:
+    """First element of the row after `elems` (regions start on a fresh row)."""
+    return _rows_for(arch, elems) * (arch.row_bytes // 2)
+
+
+def gbuf_elems(arch) -> int:
+    return arch.gbuf_bytes // 2
+
+
+def linear_layout(name: str, arch, first_row: int, k: int, n: int) -> GemvLayout:
+    """W[k, n] of y = x @ W: outputs over all bank lanes, k in gbuf-sized chunks."""
+    lanes_total, g = arch.channels * arch.banks, gbuf_elems(arch)
+    per = -(-n // lanes_total)
+    n_pad = per * lanes_total
+    passes, at = [], 0
+    for k0 in range(0, k, g):
+        length = min(g, k - k0)
+        segs = tuple(Segment(at + i * length, length, 0, (k0 // g) * n_pad + i * lanes_total)
+                     for i in range(per))
+        passes.append(Pass(((k0, length),) * arch.channels, segs))
+        at = _row_start(arch, at + per * length)
+    return GemvLayout(name, first_row, _rows_for(arch, at), tuple(passes), arch.banks,
+                      len(passes) * n_pad)
+
+
+def _head_groups(arch, heads: int, hd: int) -> list[range]:
+    per = max(1, gbuf_elems(arch) // hd)
+    return [range(h, min(heads, h + per)) for h in range(0, heads, per)]
+
+
+def kcache_layout(name: str, arch, first_row: int, heads: int, positions: int, hd: int) -> GemvLayout:
+    """scores[h, p] = q[h] . K[h, p]: positions over bank lanes, heads of a group in a row."""
+    lanes_total = arch.channels * arch.banks
+    per = -(-positions // lanes_total)
+    p_pad = per * lanes_total
+    passes, at = [], 0
+    for group in _head_groups(arch, heads, hd):
+        width = len(group) * hd
+        segs = tuple(Segment(at + i * width + j * hd, hd, j * hd * 2, h * p_pad + i * lanes_total)
+                     for i in range(per) for j, h in enumerate(group))
+        passes.append(Pass(((group[0] * hd, width),) * arch.channels, segs))
+        at = _row_start(arch, at + per * width)
+    return GemvLayout(name, first_row, _rows_for(arch, at), tuple(passes), arch.banks,
+                      heads * p_pad)
+
+
+def _vcache_shape(arch, positions: int, hd: int) -> tuple[int, int, int]:
+    lanes = _lanes(arch)
+    padded = -(-positions // lanes) * lanes
+    return padded, -(-hd // arch.banks), min(gbuf_elems(arch), padded)
+
+
+def vcache_layout(name: str, arch, first_row: int, heads: int, positions: int, hd: int) -> GemvLayout:
+    """context[h, d] = probs[h] . V[h, :, d]: head h on channel h mod C, d on bank d mod B."""
+    c_n, b_n = arch.channels, arch.banks
+    padded, dims_per_bank, g = _vcache_shape(arch, positions, hd)
+    passes, at = [], 0
+    for pp in range(-(-heads // c_n)):
+        for q0 in range(0, padded, g):
+            length = min(g, padded - q0)
+            chunk = q0 // g
+            fills = tuple((h * positions + q0, min(length, positions - q0)) if h < heads else None
+                          for h in (pp * c_n + c for c in range(c_n)))
+            segs = tuple(Segment(at + i * length, length, 0,
+                                 chunk * heads * hd + pp * c_n * hd + i * b_n)
+                         for i in range(dims_per_bank))
+            passes.append(Pass(fills, segs))
+            at = _row_start(arch, at + dims_per_bank * length)
+    chunks = -(-padded // g)
+    return GemvLayout(name, first_row, _rows_for(arch, at), tuple(passes), hd, chunks * heads * hd)
+
+
+# ---- initial DRAM contents of a layout: array [rows, channels, banks, row elements] ---------
+
+def _stream(arch, layout: GemvLayout) -> np.ndarray:
+    return np.zeros((arch.channels, arch.banks, layout.rows * (arch.row_bytes // 2)), np.float64)
+
+
+def _as_rows(arch, layout: GemvLayout, stream: np.ndarray) -> np.ndarray:
+    per_row = arch.row_bytes // 2
+    return stream.reshape(arch.channels, arch.banks, layout.rows, per_row).transpose(2, 0, 1, 3)
+
+
+def scatter_linear(arch, layout: GemvLayout, w: np.ndarray) -> np.ndarray:
+    k, n = w.shape
+    lanes_total = arch.channels * arch.banks
+    per = -(-n // lanes_total)
+    wt = np.zeros((per * lanes_total, k))
+    wt[:n] = np.asarray(w, np.float64).T
+    stream = _stream(arch, layout)
+    for p in layout.passes:
+        k0, length = p.fills[0]
+        for i, seg in enumerate(p.segments):
+            block = wt[i * lanes_total:(i + 1) * lanes_total, k0:k0 + length]
+            stream[:, :, seg.start:seg.start + length] = block.reshape(arch.channels, arch.banks, length)
+    return _as_rows(arch, layout, stream)
+
+
+def kcache_cells(arch, layout: GemvLayout, hd: int, position: int):
+    """(channel, bank, stream element, elements, first head) runs holding K[:, position]."""
+    lanes_total = arch.channels * arch.banks
+    i, lane = divmod(position, lanes_total)
+    c, b = divmod(lane, arch.banks)
+    out = []
+    for p in layout.passes:
+        h0, width = p.fills[0]
+        out.append((c, b, p.segments[i * (width // hd)].start, width, h0 // hd))
+    return out
+
+
+def scatter_kcache(arch, layout: GemvLayout, k: np.ndarray) -> np.ndarray:
+    """k: [heads, positions given, hd] (the cache so far; later positions stay zero)."""
+    heads, given, hd = k.shape
+    stream = _stream(arch, layout)
+    for p in range(given):
+        for c, b, start, width, h0 in kcache_cells(arch, layout, hd, p):
+            stream[c, b, start:start + width] = k[h0:h0 + width // hd, p, :].reshape(-1)
+    return _as_rows(arch, layout, stream)
+
+
+def vcache_cells(arch, layout: GemvLayout, heads: int, positions: int, hd: int, position: int):
+    """(channel, first stream element of the 16-lane burst, lane, head, first dimension) of
+    every burst holding V[h, position, d] (bank b of the channel holds dimension d0 + b)."""
+    c_n, b_n, lanes = arch.channels, arch.banks, _lanes(arch)
+    padded, dims_per_bank, g = _vcache_shape(arch, positions, hd)
+    chunks = -(-padded // g)
+    q, offset = divmod(position, g)
+    out = []
+    for pp in range(-(-heads // c_n)):
+        p = layout.passes[pp * chunks + q]
+        for c in range(c_n):
+            h = pp * c_n + c
+            if h >= heads:
+                continue
+            for i, seg in enumerate(p.segments):
+                burst = seg.start + offset // lanes * lanes
+                out.append((c, burst, offset % lanes, h, i * b_n))
+    return out
+
+
+def scatter_vcache(arch, layout: GemvLayout, v: np.ndarray, positions: int) -> np.ndarray:
+    """v: [heads, positions given, hd]; stored transposed (column-major) per the layout."""
+    heads, given, hd = v.shape
+    c_n, b_n = arch.channels, arch.banks
+    padded, dims_per_bank, g = _vcache_shape(arch, positions, hd)
+    vt = np.zeros((heads, dims_per_bank * b_n, padded))
+    vt[:, :hd, :given] = np.transpose(v, (0, 2, 1))
+    stream = _stream(arch, layout)
+    chunks = -(-padded // g)
+    for pp in range(-(-heads // c_n)):
+        for q in range(chunks):
+            p = layout.passes[pp * chunks + q]
+            q0 = q * g
+            for c in range(c_n):
+                h = pp * c_n + c
+                if h >= heads:
+                    continue
+                for i, seg in enumerate(p.segments):
+                    rows = vt[h, i * b_n:(i + 1) * b_n, q0:q0 + seg.length]
+                    stream[c, :, seg.start:seg.start + seg.length] = rows
+    return _as_rows(arch, layout, stream)

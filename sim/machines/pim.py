@@ -1,0 +1,210 @@
+"""The PIM-DRAM machine (PIM-GPT style): DRAM channels with MAC units, a host ASIC, its DMA.
+
+Time base: DRAM clock cycles (tCK). pim queues are timed command by command by their
+channel's DRAM state (sim/pim_channel.py; durations depend on start time, so the engine
+asks at issue). ASIC vec/red take `vector_cycles` / `reduce_cycles` ASIC cycles, converted
+to DRAM cycles (rounded up). dma0/dma1 move activations between the DRAM and the ASIC
+buffer over the channels' I/O (shared: one resource): tRCD_RD + tCL, then bytes at
+channels x io_bw_gbps.
+
+Energy (pJ, sources in the preset): ACT/PRE = banks activated x P_ACT x tRC (a refresh
+counts as every bank activated: substitute, CENT gives no REF figure); MAC = MAC_ALL x 3 x
+P_RD x tCCD_L (a single-bank MAC: that / banks); reads = RD and accumulator reads x P_RD x
+tCCD_L, WR x P_WR x tCCD_L; I/O = bits over the DQ pins x io_pj_per_bit; ASIC = element
+operations x asic_op_pj; background = PRE standby power per GDDR6 device (2 channels, as
+GDDR6-AiM) + the ASIC's static power.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import numpy as np
+
+import isa
+from arch.pim import PimArch
+from sim.machines.base import Costs, Machine, register_machine
+from sim.pim_channel import PimChannel
+from sim.pim_functional import PimNumerics
+from sim.timing import dma_cycles, reduce_cycles, vector_cycles
+
+__all__ = ["PimMachine", "EVENTS"]
+
+EVENTS = ("macs", "act_banks", "mac_all_cmds", "mac_cmds", "rd_bursts", "wr_bursts",
+          "acc_reads", "io_bytes", "asic_ops", "dma_bytes")
+IO_PORT = 0
+CHANNELS_PER_DEVICE = 2          # GDDR6-AiM: 2 channels per chip (reference/pim.md)
+_CONTROL = frozenset({"halt", "wait", "dmacfg", "vcfg"})
+_UNARY = frozenset({"addi", "muli", "exp", "rsqrt", "recip", "gelu", "tanh", "copy"})
+
+
+@register_machine("pim")
+class PimMachine(Machine):
+    units = ("pim", "asic", "dma")
+
+    def __init__(self, arch: PimArch, *, exact_dram: bool = False) -> None:
+        self.arch = arch
+        self.clock_hz = arch.dram_clock_hz
+        self.channels = [PimChannel(arch, exact=exact_dram) for _ in range(arch.channels)]
+        self._asic_ratio = self.clock_hz / (arch.asic.clock_mhz * 1e6)
+        t = arch.timing
+        self._dma_latency = t.tRCD_RD + t.tCL
+        self._io_bytes_per_s = int(round(arch.io_bw_total_gbps * 1e9))
+        self._pim_acts = 0.0       # banks the program's own pim.act* open (the rest: refresh)
+
+    def mac_units(self) -> int:
+        a = self.arch
+        return a.channels * a.banks * a.macs_per_bank_per_access // a.timing.tCCD_L
+
+    def static_w(self) -> float:
+        e = self.arch.energy
+        return (e.asic_static_w
+                + self.arch.channels / CHANNELS_PER_DEVICE * e.p_pre_standby_mw * 1e-3)
+
+    def dma(self, nbytes: int) -> int:
+        return dma_cycles(nbytes, self._dma_latency, round(self.clock_hz), self._io_bytes_per_s)
+
+    def asic(self, cycles: int) -> int:
+        return math.ceil(cycles * self._asic_ratio - 1e-9)
+
+    def costs(self, program: isa.Program) -> Costs:
+        n = len(program.instructions)
+        a = self.arch
+        durations = np.zeros(n, dtype=np.int64)
+        resources = np.full(n, -1, dtype=np.int64)
+        events = {name: np.zeros(n) for name in EVENTS}
+        lat, lanes = a.asic.latency_cycles, a.asic.vector_lanes
+        vcfg: dict = {}
+        src_pitch: dict = {}
+        for i, ins in enumerate(program.instructions):
+            op, unit = ins.opcode, ins.queue.unit.name
+            if unit == "pim" and op not in ("halt", "wait"):
+                durations[i] = -1
+                self._pim_events(ins, i, events)
+            elif op in _CONTROL or op == "signal":
+                if op == "vcfg":
+                    vcfg[ins.queue] = (ins["rows"], ins["cols"])
+                elif op == "dmacfg":
+                    src_pitch[ins.queue] = ins["src_stride"]
+            elif op in ("load", "store"):
+                nbytes = ins["rows"] * ins["row_bytes"]
+                durations[i] = self.dma(nbytes)
+                resources[i] = IO_PORT
+                events["dma_bytes"][i] = events["io_bytes"][i] = nbytes
+                events["rd_bursts" if op == "load" else "wr_bursts"][i] = -(-nbytes // a.burst_bytes)
+                events["act_banks"][i] = -(-nbytes // a.row_bytes)
+            elif op == "gather":              # one table row per index, each a DRAM access
+                row = src_pitch[ins.queue]
+                per_row = self.dma(row) - self._dma_latency
+                durations[i] = self._dma_latency + ins["n"] * per_row
+                resources[i] = IO_PORT
+                nbytes = ins["n"] * row
+                events["dma_bytes"][i] = events["io_bytes"][i] = nbytes
+                events["rd_bursts"][i] = ins["n"] * -(-row // a.burst_bytes)
+                events["act_banks"][i] = ins["n"] * -(-row // a.row_bytes)
+            elif op == "vec":
+                rows, cols = vcfg[ins.queue]
+                durations[i] = self.asic(vector_cycles(rows * cols, lanes, lat[ins["func"]]))
+                events["asic_ops"][i] = rows * cols
+            elif op == "red":
+                rows, cols = vcfg[ins.queue]
+                durations[i] = self.asic(reduce_cycles(rows, cols, lanes, lat[ins["func"]]))
+                events["asic_ops"][i] = rows * cols
+            else:
+                raise isa.IsaError(f"instruction {i} ({ins.queue} {op}): not executable on a "
+                                   "PIM machine")
+        pim = np.array([ins.queue.unit.name == "pim" for ins in program.instructions], bool)
+        self._pim_acts = float(events["act_banks"][pim].sum())
+        instrs = program.instructions
+        channels = self.channels
+        return Costs(durations, resources, events,
+                     timed=lambda i, t: channels[instrs[i].queue.index].duration(i, instrs[i], t))
+
+    def _pim_events(self, ins: isa.Instr, i: int, events: dict) -> None:
+        a, op = self.arch, ins.opcode
+        if op == "pim.act":
+            events["act_banks"][i] = 1
+        elif op == "pim.act_all":
+            events["act_banks"][i] = a.banks
+        elif op in ("pim.mac", "pim.mac_all"):
+            banks = a.banks if op == "pim.mac_all" else 1
+            events["mac_all_cmds" if op == "pim.mac_all" else "mac_cmds"][i] = ins["ncols"]
+            events["macs"][i] = ins["ncols"] * a.macs_per_bank_per_access * banks
+        elif op == "pim.wrgb":
+            events["io_bytes"][i] = ins["bytes"]
+        elif op in ("pim.rdmac", "pim.rdmac_all"):
+            banks = a.banks if op == "pim.rdmac_all" else 1
+            events["acc_reads"][i] = banks
+            events["io_bytes"][i] = 4 * banks
+        elif op in ("pim.rd", "pim.wr"):
+            events["rd_bursts" if op == "pim.rd" else "wr_bursts"][i] = ins["ncols"]
+            events["io_bytes"][i] = ins["ncols"] * a.burst_bytes
+
+    def functional_models(self, memory) -> dict:
+        return PimNumerics(self.arch, memory).models()
+
+    def dram_stats(self):
+        return [c.stats for c in self.channels]
+
+    def run_totals(self) -> dict[str, float]:
+        """Commands only the controller issued: refreshes and the row reopens after them."""
+        stats = self.dram_stats()
+        acts = sum(s.counts.get("ACT", 0) + self.arch.banks * s.counts.get("ACT_ALL", 0)
+                   for s in stats)
+        return {"act_banks": acts - self._pim_acts,
+                "refreshes": float(sum(s.counts.get("REF", 0) for s in stats))}
+
+    def energy_pj(self, totals: Mapping[str, float]) -> dict[str, float]:
+        a, e = self.arch, self.arch.energy
+        return {
+            "act_pre": (totals["act_banks"] + totals.get("refreshes", 0) * a.banks) * a.e_act_pj,
+            "mac": (totals["mac_all_cmds"] + totals["mac_cmds"] / a.banks) * a.e_mac_all_pj,
+            "reads": (totals["rd_bursts"] + totals["acc_reads"] / a.banks) * a.e_rd_pj
+                     + totals["wr_bursts"] * a.e_wr_pj,
+            "io": totals["io_bytes"] * 8 * e.io_pj_per_bit,
+            "asic": totals["asic_ops"] * e.asic_op_pj,
+        }
+
+    def report(self, timeline, cycles: int) -> dict:
+        """Row-buffer hits, MAC utilisation per channel and bank, commands by kind, the
+        non-VMM share of the time and the time in each clock domain."""
+        a, stats = self.arch, self.dram_stats()
+        hits = sum(s.row_hits for s in stats)
+        accesses = hits + sum(s.row_misses for s in stats)
+        commands: dict[str, int] = {}
+        for s in stats:
+            for kind, count in s.counts.items():
+                commands[kind] = commands.get(kind, 0) + count
+        per_channel = [c.mac_cycles / cycles if cycles else 0.0 for c in self.channels]
+        per_bank = [[c.bank_mac_cycles[b] / cycles if cycles else 0.0 for b in range(a.banks)]
+                    for c in self.channels]
+        time_ns = cycles * a.tck_ns
+        return {
+            "row_hit_rate": hits / accesses if accesses else 0.0,
+            "dram_commands": commands,
+            "mac_utilization_per_channel": per_channel,
+            "mac_utilization_per_bank": per_bank,
+            "non_vmm_share": _idle_share(timeline, "pim", cycles),
+            "time_ns": time_ns,
+            "clock_domains": {
+                "dram": {"clock_mhz": self.clock_hz / 1e6, "cycles": cycles},
+                "asic": {"clock_mhz": a.asic.clock_mhz,
+                         "cycles": math.ceil(time_ns * a.asic.clock_mhz * 1e-3 - 1e-9)}},
+        }
+
+
+def _idle_share(timeline, unit: str, cycles: int) -> float:
+    """Share of the run during which no queue of `unit` is busy (union of busy intervals)."""
+    if not cycles:
+        return 0.0
+    names = [q for q in timeline.queues if isa.Queue.parse(q).unit.name == unit]
+    ids = [timeline.queues.index(q) for q in names]
+    mine = np.isin(timeline.queue_of, ids) & (timeline.start >= 0) & (timeline.end > timeline.start)
+    starts, ends = timeline.start[mine], timeline.end[mine]
+    if not starts.size:
+        return 1.0
+    order = np.argsort(starts, kind="stable")
+    starts, ends = starts[order], np.maximum.accumulate(ends[order])
+    gaps = np.maximum(starts[1:] - ends[:-1], 0).sum()
+    busy = ends[-1] - starts[0] - gaps
+    return 1.0 - busy / cycles
