@@ -1,5 +1,5 @@
-"""Target-specific report rows from SimResult.extra, behind a registry (no `if target` in
-report.py): EXTRA_ROWS[target](extra) -> rows of (metric, value, detail)."""
+"""Target-specific report lines from SimResult.extra, behind a registry (no `if target` in
+report.py): EXTRA_ROWS[target](extra) -> lines to insert after the summary table."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -9,11 +9,14 @@ from tessel.table import render_table
 __all__ = ["EXTRA_ROWS", "extra_table"]
 
 
+_TOP_CALLS = 5      # the longest section calls shown (all are in the JSON)
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f} %"
 
 
-def _dataflow(extra: dict[str, Any]) -> list[tuple[str, str, str]]:
+def _dataflow(extra: dict[str, Any]) -> list[str]:
     d = extra.get("dataflow")
     if not d:
         return []
@@ -26,13 +29,18 @@ def _dataflow(extra: dict[str, Any]) -> list[tuple[str, str, str]]:
                      f"{_pct(d['tier_occupancy'][tier])} occupied ({d['tier_held_bytes'][tier]:,} B)"))
     if d["switch_s"]:
         rows.append(("model switch time", f"{d['switch_s'] * 1e3:.4g} ms", "DDR -> HBM (df.xfer)"))
-    return rows
+    for c in d["calls_timing"][:_TOP_CALLS]:
+        rows.append((f"call at {c['first_op']}", f"{c['cycles']:,} cycles",
+                     f"{c['stages']} stages x {c['loops']} loops, {c['tiles']} tiles/iteration, "
+                     f"launch {c['launch']:,} + fill {c['fill']:,} + {c['steady']:,} x tiles "
+                     f"+ drain {c['drain']:,} ({c['bound']}-bound)"))
+    return ["", render_table(("dataflow metric", "value", "detail"), rows),
+            "dataflow assumptions: " + "; ".join(d["assumptions"])]
 
 
-EXTRA_ROWS: dict[str, Callable[[dict[str, Any]], list[tuple[str, str, str]]]] = {"dataflow": _dataflow}
+EXTRA_ROWS: dict[str, Callable[[dict[str, Any]], list[str]]] = {"dataflow": _dataflow}
 
 
 def extra_table(target: str, extra: dict[str, Any]) -> list[str]:
-    """The target's extra rows as a rendered table (preceded by a blank line), or nothing."""
-    rows = EXTRA_ROWS.get(target, lambda _: [])(extra)
-    return ["", render_table(("dataflow metric", "value", "detail"), rows)] if rows else []
+    """The target's extra report lines (starting with a blank line), or none."""
+    return EXTRA_ROWS.get(target, lambda _: [])(extra)

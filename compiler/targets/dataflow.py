@@ -165,7 +165,7 @@ class _Lowering:
 
     def _tiles(self, section) -> int:
         """Pipeline steps of one iteration: the largest operand streamed, in PMU-sized tiles."""
-        largest = max(self.graph[i].type.size_bytes for name in section.ops for i in self.graph[name].inputs)
+        largest = max(_streamed_bytes(self.graph, self.graph[name]) for name in section.ops)
         return max(1, min(-(-largest // self.arch.pmu_bytes), (1 << 32) - 1))
 
     def op(self, op: Op) -> None:
@@ -273,6 +273,13 @@ class _Lowering:
                 ring.take()
                 self.em.store("agcu1", dm.block(r0, rows, 0, dm.cols), slot)
                 ring.release()
+
+
+def _streamed_bytes(graph: Graph, op: Op) -> int:
+    """The largest operand an op streams; a gather reads only the rows it picks."""
+    if op.kind is OpKind.EMBEDDING:
+        return op.type.size_bytes
+    return max(graph[name].type.size_bytes for name in op.inputs)
 
 
 def _mask_bytes(graph: Graph) -> int:

@@ -6,6 +6,7 @@
   lives in HBM.
 - Weights go to HBM by reuse (reads per pass, most first), then first use, while HBM has room
   after the activations; the rest to DDR, which the sections then stream at DDR bandwidth.
+  Embedding tables come first in HBM, where a gather's 32-bit table address reaches them.
 """
 from __future__ import annotations
 
@@ -86,6 +87,12 @@ def place(graph: Graph, plan: StoragePlan, calls: tuple[Call, ...], arch, ring_b
         raise CompileError(f"{graph.name}: activations and KV caches ({act_bytes:,} bytes) exceed "
                            f"{arch.name}'s HBM ({arch.hbm_bytes:,} bytes)")
     hbm = 0
+    # Embedding tables first: a gather addresses its table with 32 bits (docs/isa.md, gather).
+    tables = {plan.views[op.inputs[0]].buffer for op in graph.of_kind(OpKind.EMBEDDING)}
+    for name, size in [w for w in weights if w[0] in tables]:
+        where[name] = ("hbm", hbm)
+        hbm += size
+    weights = [w for w in weights if w[0] not in tables]
     for name, size in activations:
         where[name] = ("hbm", hbm)
         hbm += size

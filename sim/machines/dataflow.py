@@ -27,6 +27,10 @@ __all__ = ["DataflowMachine", "EVENTS"]
 EVENTS = ("macs", "vector_ops", "sram_bytes", "hbm_read_bytes", "hbm_write_bytes", "ddr_read_bytes",
           "ddr_write_bytes", "pcu_work_cycles", "pmu_cycles", "sections", "switch_cycles")
 _OFF_CHIP = ("hbm", "ddr")
+ASSUMPTIONS = ("section values stay in PMUs; only section inputs, outputs and weights cross HBM/DDR",
+               "a section's time is its df.run pipeline (launch + fill + tiles x steady + drain); "
+               "body instructions take none of their own",
+               "PCUs are shared among a section's stages in proportion to their work")
 
 
 @register_machine("dataflow")
@@ -39,6 +43,7 @@ class DataflowMachine(Machine):
         self._bpc = {"hbm": arch.hbm_bw_gbps * 1e9 / arch.clock_hz, "ddr": arch.ddr_bw_gbps * 1e9 / arch.clock_hz}
         self._latency = {"hbm": arch.cycles(arch.hbm_latency_ns * 1e-9), "ddr": arch.cycles(arch.ddr_latency_ns * 1e-9)}
         self._last: tuple = (None, {})
+        self._calls: list[dict] = []
 
     def mac_units(self) -> int:
         return self.arch.pcus * self.arch.macs_per_pcu
@@ -56,6 +61,7 @@ class DataflowMachine(Machine):
         vcfg: dict = {}
         pitch: dict = {}
         loaded, stages, pmus = None, 1, 0
+        self._calls: list[dict] = []
         run: dict | None = None
         for i, ins in enumerate(program.instructions):
             op = ins.opcode
@@ -114,6 +120,11 @@ class DataflowMachine(Machine):
                 raise isa.IsaError(f"instruction {i} ({ins.queue} {op}): not executable on a dataflow machine")
         self._finish(run, durations, events)
         self._last = (program, events)       # for report(), which sim.simulate calls after the run
+        first_op = [name for _, name in program.ops]
+        for call in self._calls:
+            mark = int(np.searchsorted(marks, call["at"], side="right"))
+            call["first_op"] = first_op[mark] if mark < len(first_op) else ""
+            del call["at"]
         return Costs(durations, np.full(n, -1, dtype=np.int64), events)
 
     def _finish(self, run: dict | None, durations: np.ndarray, events: dict) -> None:
@@ -129,6 +140,10 @@ class DataflowMachine(Machine):
                                 self._bpc["hbm"], self._bpc["ddr"], latency, arch.cycles(arch.launch_us * 1e-6))
         at = run["at"]
         durations[at] = timing.cycles
+        self._calls.append({"at": at, "loops": run["loops"], "tiles": run["tiles"], "stages": s,
+                            "cycles": timing.cycles, "launch": timing.launch_cycles,
+                            "fill": timing.fill_cycles, "steady": timing.steady_cycles,
+                            "drain": timing.drain_cycles, "bound": timing.bound})
         events["pmu_cycles"][at] = run["pmus"] * timing.cycles
         events["sections"][at] = run["loops"]
 
@@ -183,4 +198,6 @@ class DataflowMachine(Machine):
             "pcu_utilization": totals["pcu_work_cycles"] / (arch.pcus * cycles) if cycles else 0.0,
             "pmu_utilization": totals["pmu_cycles"] / (arch.pmus * cycles) if cycles else 0.0,
             "switch_s": totals["switch_cycles"] / arch.clock_hz,
+            "calls_timing": sorted(self._calls, key=lambda c: -c["cycles"]),
+            "assumptions": ASSUMPTIONS,
         }}
