@@ -47,7 +47,7 @@ _ALIGN = 64
 F32 = DType.fp32
 # abuf regions in KiB (the preset's buffer must hold them; arch/configs/pim-gpt.toml)
 _ABUF_KIB = {"vp_in": 48, "vp_out": 48, "copy": 16, "scratch": 48, "xin": 16, "psum": 64,
-             "kstage": 4, "vstage": 32, "vtile": 1}
+             "kstage": 4, "vstage": 32, "vtile": 8}
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,7 @@ class _PimLowering:
         # or its read data in). Per-channel `go` so no queue takes another's token.
         self.go = [self.em.semaphore() for _ in self.pim_queues]
         self.done, self.free, self.staged = (self.em.semaphore() for _ in range(3))
+        self.read_back = [self.em.semaphore() for _ in self.pim_queues]   # pim c -> dma0
         self._gemv_pending = self._stage_pending = False
         self._written: set[str] = set()
 
@@ -483,29 +484,38 @@ class _PimLowering:
 
     def _patch_v(self, lay: pl.GemvLayout, src: View, position: int, heads: int,
                  positions: int, hd: int) -> None:
-        """One new position: read-modify-write of one burst per bank and dimension group."""
+        """One new position: read-modify-write of one burst per bank and dimension group.
+        Channels work in parallel, each on its own tile (pim.rd, dma0 patches the lanes,
+        pim.wr); rounds of one group per channel keep dma0's order matched to theirs."""
         em, a = self.em, self.arch
-        burst = a.burst_bytes
+        burst, tile = a.burst_bytes, a.banks * a.burst_bytes
         index = position - (positions - src.shape[2])
-        for c, start, lane, h, d0 in pl.vcache_cells(a, lay, heads, positions, hd, position):
-            row, col = lay.cell(a, start)
-            banks = min(a.banks, hd - d0)
-            self._stage()
-            q = self._hand(c)
-            em.emit(q, "pim.act_all", row=row)
-            for b in range(banks):
-                em.emit(q, "pim.rd", bank=b, row=row, col=col, ncols=1, dst=self.addr("vtile", b * burst))
-            em.emit(q, "signal", sem=self.staged)
-            em.emit("dma0", "wait", sem=self.staged)
-            first = src.offset + h * src.strides[1] + index * src.strides[2] + d0
-            em.pitch("dma0", 2, burst)
-            em.emit("dma0", "load", dst=self.addr("vtile", lane * 2),
-                    src=em.dram(Matrix(symbol_name(src.buffer), first, 1, 1, 1)), rows=banks, row_bytes=2)
-            self._hand(c)
-            for b in range(banks):
-                em.emit(q, "pim.wr", bank=b, row=row, col=col, ncols=1, src=self.addr("vtile", b * burst))
-            em.emit(q, "pim.pre_all")
-            em.emit(q, "signal", sem=self.staged)
+        per_channel: dict[int, list] = {}
+        for cell in pl.vcache_cells(a, lay, heads, positions, hd, position):
+            per_channel.setdefault(cell[0], []).append(cell)
+        rounds = max(map(len, per_channel.values()), default=0)
+        for r in range(rounds):
+            batch = [cells[r] for cells in per_channel.values() if r < len(cells)]
+            for c, start, lane, h, d0 in batch:
+                q, (row, col) = self.pim_queues[c], lay.cell(a, start)
+                em.emit(q, "pim.act_all", row=row)
+                for b in range(min(a.banks, hd - d0)):
+                    em.emit(q, "pim.rd", bank=b, row=row, col=col, ncols=1,
+                            dst=self.addr("vtile", c * tile + b * burst))
+                em.emit(q, "signal", sem=self.read_back[c])
+            for c, start, lane, h, d0 in batch:
+                (row, col), banks = lay.cell(a, start), min(a.banks, hd - d0)
+                first = src.offset + h * src.strides[1] + index * src.strides[2] + d0
+                em.emit("dma0", "wait", sem=self.read_back[c])
+                em.pitch("dma0", 2, burst)
+                em.emit("dma0", "load", dst=self.addr("vtile", c * tile + lane * 2),
+                        src=em.dram(Matrix(symbol_name(src.buffer), first, 1, 1, 1)),
+                        rows=banks, row_bytes=2)
+                q = self._hand(c)
+                for b in range(banks):
+                    em.emit(q, "pim.wr", bank=b, row=row, col=col, ncols=1,
+                            src=self.addr("vtile", c * tile + b * burst))
+                em.emit(q, "pim.pre_all")
 
     # -- embedding ---------------------------------------------------------------------
     def op_embedding(self, op: Op) -> None:
