@@ -16,6 +16,7 @@ import math
 
 import isa
 from isa import Addr, DType
+from isa.fields import A32
 
 from arch.dataflow import DataflowArch
 from compiler.frontend.weights import param_roles
@@ -32,6 +33,10 @@ __all__ = ["lower", "BODY_QUEUES", "RING_SHARE"]
 
 BODY_QUEUES = ("dma0", "agcu0", "agcu1", "pcu0", "pcu1")
 RING_SHARE = 0.25        # of the SRAM for staging rings; the rest holds section-resident values
+RING_MAX_BYTES = 64 << 20  # staging rings beyond this gain nothing (tiles are whole matrices by then)
+# On-chip operands are A32: 28-bit byte addresses (docs/isa.md), so a program reaches the
+# first 256 MiB of the PMUs; a larger SRAM is used only up to there.
+SRAM_REACH_BYTES = 1 << A32.addr_bits
 # Shares of the ring area, two slots per ring (B tiles twice A's, as the systolic target; the
 # GEMM accumulator is a PMU buffer here); the last 20 % is fp32 scratch for the SIMD stages.
 _SHARES = {"mx_a": 0.06, "mx_b": 0.12, "acc": 0.06, "vp_in": 0.06, "vp_out": 0.06,
@@ -83,10 +88,11 @@ class _Lowering:
         roles = param_roles(graph)
         precise = frozenset(n for n, r in roles.items() if r in ("gain", "bias"))
         self.plan = plan_storage(graph, dtype, precise)
-        ring_bytes = int(arch.sram_bytes * RING_SHARE) // ALIGN * ALIGN
-        self.calls = partition(graph, self.plan, arch.kernel_granularity, arch.pcus,
-                               arch.sram_bytes - ring_bytes)
-        self.placement = place(graph, self.plan, self.calls, arch, ring_bytes, _mask_bytes(graph))
+        sram = min(arch.sram_bytes, SRAM_REACH_BYTES)
+        ring_bytes = min(int(sram * RING_SHARE), RING_MAX_BYTES) // ALIGN * ALIGN
+        self.ring_bytes = ring_bytes
+        self.calls = partition(graph, self.plan, arch.kernel_granularity, arch.pcus, sram - ring_bytes)
+        self.placement = place(graph, self.plan, self.calls, arch, ring_bytes, sram, _mask_bytes(graph))
         self.em = _TierEmitter()
         self.symbols: list[isa.Symbol] = []
         for name, (space, addr) in self.placement.where.items():
@@ -148,7 +154,7 @@ class _Lowering:
         stages = len(first.ops)
         resident = max(self.placement.internal_peak_bytes.get(self.placement.section_of[s.ops[0]], 0)
                        for s in call.sections)
-        pmus = min(self.arch.pmus, -(-(int(self.arch.sram_bytes * RING_SHARE) + resident) // self.arch.pmu_bytes))
+        pmus = min(self.arch.pmus, -(-(self.ring_bytes + resident) // self.arch.pmu_bytes))
         em.emit("ctl0", "df.section", id=config, stages=stages, pcus=self.arch.pcus, pmus=pmus)
         for q in BODY_QUEUES:
             em.emit("ctl0", "signal", sem=self._go[q])

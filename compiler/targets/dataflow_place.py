@@ -49,8 +49,9 @@ def _readers_writers(graph: Graph, plan: StoragePlan) -> tuple[dict[str, set[str
 
 
 def place(graph: Graph, plan: StoragePlan, calls: tuple[Call, ...], arch, ring_bytes: int,
-          constant_bytes: int) -> Placement:
-    """Tiers and addresses; `constant_bytes` of HBM stay free for the program's constants."""
+          sram_bytes: int, constant_bytes: int) -> Placement:
+    """Tiers and addresses: PMU values in [ring_bytes, sram_bytes); `constant_bytes` of HBM
+    stay free for the program's constants."""
     sections = [s for call in calls for s in call.sections]
     section_of = {name: i for i, s in enumerate(sections) for name in s.ops}
     readers, writers = _readers_writers(graph, plan)
@@ -73,9 +74,9 @@ def place(graph: Graph, plan: StoragePlan, calls: tuple[Call, ...], arch, ring_b
         else:
             activations.append((name, size))
     for s, end in internal_at.items():
-        if end > arch.sram_bytes:
+        if end > sram_bytes:
             raise CompileError(f"section {s} ({sections[s].group}): its values need {end - ring_bytes:,} "
-                               f"bytes of PMU space; {arch.name} has {arch.sram_bytes - ring_bytes:,} "
+                               f"bytes of PMU space; {arch.name} offers {sram_bytes - ring_bytes:,} "
                                "after the staging rings")
     act_bytes = sum(size for _, size in activations) + constant_bytes
     weight_bytes = sum(size for _, size in weights)
