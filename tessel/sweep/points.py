@@ -22,7 +22,7 @@ from tessel.sweep.spec import SweepSpec
 __all__ = ["Task", "points", "tasks", "tool_version"]
 
 # The code a result depends on: a change to any of these files is a new tool version.
-_SOURCE_PACKAGES = ("arch", "compiler", "isa", "sim", "tessel")
+_SOURCES = ("arch", "compiler", "isa", "sim", "tessel/driver.py", "tessel/sweep/metrics.py")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +85,11 @@ def tasks(spec: SweepSpec, version: str | None = None) -> list[Task]:
 
 @lru_cache(maxsize=1)
 def tool_version() -> str:
-    """Package version + a digest of the compiler, simulator and architecture sources."""
+    """Package version + a digest of the sources that compute a result (compiler, simulator,
+    architectures, ISA, driver, metric names): results of other code are never reused."""
     root = Path(tessel.__file__).resolve().parents[1]
     digest = hashlib.sha256()
-    for package in _SOURCE_PACKAGES:
-        for source in sorted((root / package).rglob("*")):
-            if source.suffix in (".py", ".lark") and source.is_file():
-                digest.update(str(source.relative_to(root)).encode() + b"\0" + source.read_bytes())
+    for source in sorted(f for name in _SOURCES for f in (root / name, *(root / name).rglob("*"))):
+        if source.suffix in (".py", ".lark") and source.is_file():
+            digest.update(str(source.relative_to(root)).encode() + b"\0" + source.read_bytes())
     return f"{tessel.__version__}+{digest.hexdigest()[:12]}"
