@@ -44,8 +44,10 @@ compile: setup
 bench: setup
 	$(BIN)/python -m tessel.bench
 
+# make sweep SPEC=sweeps/<file>.toml [WORKERS=N | DASK=tcp://host:port | DASK=local:N] [OUT=DIR]
 sweep: setup
-	@echo "make sweep: no sweep runner yet (arrives with the sweeps issue)"
+	@test -n "$(SPEC)" || { echo "usage: make sweep SPEC=sweeps/<file>.toml [WORKERS=N] [DASK=ADDRESS|local:N] [OUT=DIR]"; exit 2; }
+	$(BIN)/tessel sweep $(SPEC) $(if $(WORKERS),--workers $(WORKERS)) $(if $(DASK),--dask $(DASK)) $(if $(OUT),--out $(OUT))
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
