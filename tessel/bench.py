@@ -2,7 +2,8 @@
 
 Speed targets live here, never in unit tests: gpt2 prefill-128 under 5 s timing-only and
 under 30 s with numerics, gpt2-xl decode under 20 s timing-only; gpt2 prefill-128 on the
-sn40l dataflow preset under 10 s timing-only (2 cores).
+sn40l dataflow preset under 10 s timing-only (2 cores). Also the points per second of a
+16-point gpt2 decode sweep on 2 worker processes (tessel.sweep.bench; reported, no budget).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from arch import load_arch
 from compiler.frontend import load_model
 from compiler.phase import decode, prefill
 from tessel.driver import run
+from tessel.sweep.bench import bench_sweep
 from tessel.table import render_table
 
 WORKLOADS = (
@@ -51,6 +53,10 @@ def main() -> int:
         records.append({"workload": label, "wall_s": wall, "instructions": result.instructions,
                         "instructions_per_s": result.instructions / wall, "budget_s": budget_s})
     print(render_table(("workload (systolic-128 unless named)", "wall s", "instructions", "instr/s", "budget s", ""), rows))
+    sweep = bench_sweep(workers=2)
+    print(f"{sweep['workload']}: {sweep['points']} points in {sweep['wall_s']:.1f} s, "
+          f"{sweep['points_per_s']:.2f} points/s")
+    records.append(sweep)
     print(json.dumps(records))
     return 0
 
