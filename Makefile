@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 MODEL  ?= gpt2
 
-.PHONY: setup rtl-tools test rtl-test sim compile bench sweep clean
+.PHONY: setup rtl-tools test rtl-test sim sim-target compile bench sweep clean
 
 setup: $(STAMP)
 
@@ -29,12 +29,18 @@ test: setup rtl-tools
 rtl-test: setup rtl-tools
 	$(BIN)/python -m pytest -q -m rtl
 
-ARCH   ?= systolic-128
 TARGET ?= systolic
+ARCH   ?= $(if $(filter pim,$(TARGET)),pim-gpt,$(if $(filter dataflow,$(TARGET)),sn40l,systolic-128))
 
+# Every target side by side (a column each, default presets, GPU ratios against a T4).
+# PIM runs one GEMV per prompt token, so its column is in the decode table only.
 sim: setup
-	$(BIN)/tessel sim --model $(MODEL) --target $(TARGET) --arch $(ARCH) --phase prefill --seq 128
+	$(BIN)/tessel compare --model $(MODEL) --targets systolic,dataflow --phase prefill --seq 128
 	@echo
+	$(BIN)/tessel compare --model $(MODEL) --targets systolic,pim,dataflow --phase decode --kv 128
+
+# One target's full report: make sim-target TARGET=pim ARCH=aim-32ch
+sim-target: setup
 	$(BIN)/tessel sim --model $(MODEL) --target $(TARGET) --arch $(ARCH) --phase decode --kv 128
 
 compile: setup

@@ -205,6 +205,30 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from tessel.baselines import parse_gpus
+    from tessel.compare import render_comparison
+    from tessel.driver import load_target_arch, run
+    model = load_model(args.model)
+    phase = _phase(args, model)
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown or not targets:
+        raise UsageError(f"--targets: unknown target '{unknown[0] if unknown else ''}' "
+                         f"(targets: {', '.join(TARGETS)})")
+    functional = not args.no_functional and model.config is not None \
+        and model.config.n_params <= FUNCTIONAL_DEFAULT_MAX_PARAMS and (phase is None or phase.batch == 1)
+    results = [run(model, phase, t, load_target_arch(t, None, []), functional=functional,
+                   gpus=parse_gpus(args.gpu)).result for t in targets]
+    if args.json:
+        atomic_write(Path(args.json), json.dumps({t: r.to_json() for t, r in zip(targets, results)},
+                                                 indent=1).encode())
+    tokens = (phase.seq if phase.kind == "prefill" else 1) * phase.batch if phase else 1
+    print(render_comparison(f"tessel compare: {model.name}, {phase or 'fixed graph'}"
+                            + ("" if functional else " (timing only)"), targets, results, tokens))
+    return 0
+
+
 # A GPU switching models reloads weights from host memory over PCIe, per direction
 # (reference/dataflow.md: Gen4 x16 about 32 GB/s, Gen5 x16 about 64 GB/s).
 PCIE_GBPS = {"gen4": 32.0, "gen5": 64.0}
@@ -333,6 +357,16 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--functional", action="store_true",
                       help="numerics even for models over 400 M parameters")
     p.set_defaults(handler=cmd_sim)
+
+    p = sub.add_parser("compare", help="one model and phase on several targets, a column each")
+    p.add_argument("--model", required=True, help=model_help)
+    p.add_argument("--targets", default=",".join(TARGETS),
+                   help=f"comma-separated targets, each on its default preset (default {','.join(TARGETS)})")
+    _add_phase_args(p)
+    p.add_argument("--gpu", metavar="NAMES", default="t4", help="GPUs for the ratio rows (default t4)")
+    p.add_argument("--json", metavar="OUT.json", help="write every target's result as JSON")
+    p.add_argument("--no-functional", action="store_true", help="timing only, no numerics")
+    p.set_defaults(handler=cmd_compare)
 
     p = sub.add_parser("coe", help="composition of experts: model switch times, DDR -> HBM vs GPU PCIe")
     p.add_argument("--models", required=True,

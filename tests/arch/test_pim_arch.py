@@ -47,7 +47,7 @@ def test_machine_view_spaces_queues_and_limits():
     assert view.target == "pim"
     assert {n: (s.size_bytes, s.on_chip) for n, s in view.spaces.items()} == {
         "dram": (4 * 2**30, False), "gbuf": (8 * 2048, False), "abuf": (a.asic.buffer_bytes, True)}
-    assert view.queues == {f"pim{c}" for c in range(8)} | {"asic0", "dma0"}
+    assert view.queues == {f"pim{c}" for c in range(8)} | {"asic0", "dma0", "dma1"}
     assert dict(view.limits) == {"bank": 16, "row": 16384, "col": 64, "gbuf_bytes": 2048,
                                  "pim_burst_bytes": 32}
 

@@ -1,0 +1,49 @@
+"""One model and phase on several targets, side by side: a column per target (`make sim`)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from sim.result import SimResult
+from tessel.table import render_table, si
+
+__all__ = ["compare_rows", "render_comparison"]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def compare_rows(results: Sequence[SimResult], tokens: int) -> list[tuple[str, ...]]:
+    """Metric rows; a target without a figure shows '-'."""
+    def row(name, cell):
+        return (name, *(cell(r) for r in results))
+
+    def extra(key, fmt):
+        return lambda r: fmt(r.extra[key]) if key in r.extra else "-"
+
+    rows = [
+        row("architecture", lambda r: r.arch_name),
+        row("time", lambda r: f"{r.time_s * 1e3:.4g} ms"),
+        row("tokens/s", lambda r: f"{tokens / r.time_s:,.0f}" if r.time_s else "-"),
+        row("cycles", lambda r: f"{r.cycles:,} @ {r.clock_hz / 1e6:g} MHz"),
+        row("energy", lambda r: si(r.energy_j, "J")),
+        row("MAC utilization", lambda r: _pct(r.mac_utilization)),
+        row("instructions", lambda r: f"{r.instructions:,}"),
+        row("logits vs reference", extra("logits_rel_error", lambda v: f"{v:.2e}")),
+        row("row-buffer hit rate", extra("row_hit_rate", _pct)),
+    ]
+    gpus = sorted({g for r in results for g in r.extra.get("gpu", {})})
+    for g in gpus:
+        rows.append(row(f"speedup vs {g}",
+                        lambda r, g=g: f"{r.extra['gpu'][g]['speedup']:.3g}x" if g in r.extra.get("gpu", {}) else "-"))
+        rows.append(row(f"energy eff. vs {g}",
+                        lambda r, g=g: f"{r.extra['gpu'][g]['energy_efficiency']:.3g}x"
+                        if g in r.extra.get("gpu", {}) else "-"))
+    return rows
+
+
+def render_comparison(title: str, targets: Sequence[str], results: Sequence[SimResult],
+                      tokens: int, notes: Sequence[str] = ()) -> str:
+    lines = [title, render_table(("metric", *targets), compare_rows(results, tokens))]
+    lines += [f"note: {n}" for n in notes]
+    return "\n".join(lines)

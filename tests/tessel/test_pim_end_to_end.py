@@ -1,0 +1,48 @@
+"""The PIM target end to end: logits from the simulated program, report fields, errors."""
+import subprocess
+import sys
+
+import pytest
+
+from arch import load_arch
+from compiler.frontend import load_model
+from compiler.phase import decode, prefill
+from compiler.targets import TARGETS, CompileError
+from tessel.driver import run
+
+TINY = "tests/fixtures/tiny-gpt2"
+BF16_TOLERANCE = 3e-2          # docs/validation.md: bf16 storage, fp32 accumulation
+
+
+@pytest.mark.parametrize("phase", [decode(7), prefill(6)])
+def test_logits_match_reference(phase):
+    model = load_model(TINY)
+    outcome = run(model, phase, "pim", load_arch("pim-gpt"), functional=True)
+    assert outcome.result.extra["logits_rel_error"] < BF16_TOLERANCE
+    assert outcome.result.macs > 0
+
+
+def test_gpt2_decode_logits_and_report():
+    outcome = run(load_model("gpt2"), decode(16), "pim", load_arch("pim-gpt"), functional=True)
+    r = outcome.result
+    assert r.extra["logits_rel_error"] < BF16_TOLERANCE
+    assert 0.9 < r.extra["row_hit_rate"] < 1.0
+    assert set(r.energy_breakdown_j) == {"act_pre", "mac", "reads", "io", "asic", "static"}
+    assert r.extra["dram_commands"]["MAC_ALL"] * 16 * 16 == r.macs
+    assert len(r.extra["mac_utilization_per_channel"]) == 8
+    assert r.extra["clock_domains"]["asic"]["clock_mhz"] == 1000
+    assert 0 < r.extra["non_vmm_share"] < 1
+
+
+def test_model_too_large_names_the_sizes():
+    arch = load_arch("pim-gpt", ["rows=2048"])
+    with pytest.raises(CompileError, match=r"needs [\d,]+ bytes of PIM DRAM .* has [\d,]+"):
+        TARGETS["pim"](load_model("gpt2-xl").graph(decode(8)), arch)
+
+
+def test_cli_error_is_one_line():
+    proc = subprocess.run([sys.executable, "-m", "tessel.cli", "sim", "--model", "gpt2-medium",
+                           "--target", "pim", "--set", "rows=1024", "--phase", "decode",
+                           "--no-functional"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
