@@ -38,7 +38,25 @@ def _dataflow(extra: dict[str, Any]) -> list[str]:
             "dataflow assumptions: " + "; ".join(d["assumptions"])]
 
 
-EXTRA_ROWS: dict[str, Callable[[dict[str, Any]], list[str]]] = {"dataflow": _dataflow}
+def _pim(extra: dict[str, Any]) -> list[str]:
+    if "row_hit_rate" not in extra:
+        return []
+    per_ch = extra["mac_utilization_per_channel"]
+    banks = [u for ch in extra["mac_utilization_per_bank"] for u in ch]
+    clocks = extra["clock_domains"]
+    rows = [("time", f"{extra['time_ns']:,.1f} ns",
+             ", ".join(f"{name} {c['cycles']:,} cycles at {c['clock_mhz']:g} MHz" for name, c in clocks.items())),
+            ("row-buffer hit rate", _pct(extra["row_hit_rate"]), "column accesses to an already open row"),
+            ("MAC utilization per channel", f"{_pct(min(per_ch))} .. {_pct(max(per_ch))}",
+             "MAC column slots / cycles, per channel (JSON: every channel and bank)"),
+            ("MAC utilization per bank", f"{_pct(min(banks))} .. {_pct(max(banks))}", ""),
+            ("non-VMM share", _pct(extra["non_vmm_share"]), "time with no pim queue busy"),
+            ("DRAM commands", f"{sum(extra['dram_commands'].values()):,}",
+             " ".join(f"{k} {v:,}" for k, v in extra["dram_commands"].items()))]
+    return ["", render_table(("PIM metric", "value", "detail"), rows)]
+
+
+EXTRA_ROWS: dict[str, Callable[[dict[str, Any]], list[str]]] = {"dataflow": _dataflow, "pim": _pim}
 
 
 def extra_table(target: str, extra: dict[str, Any]) -> list[str]:
