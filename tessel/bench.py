@@ -28,6 +28,7 @@ WORKLOADS = (
 # (label, model, phase, target, preset, budget_s): other targets, timing only
 TARGET_WORKLOADS = (
     ("gpt2 prefill-128 on sn40l, timing only", "gpt2", prefill(128), "dataflow", "sn40l", 10.0),
+    ("gpt2-xl decode kv-128 on pim-gpt, timing only", "gpt2-xl", decode(128), "pim", "pim-gpt", 10.0),
 )
 
 
