@@ -1,1 +1,1 @@
-"""Design-space sweeps: spec files and the runner (local process pool or Dask)."""
+"""Design-space sweep specs (TOML), run by `tessel sweep` (tessel/sweep/, docs/sweeps.md)."""
