@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -28,7 +29,10 @@ def local_pool(workers: int) -> Iterator[Evaluate]:
     """`workers` processes forked from a server that has Tessel imported once."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["tessel.sweep.evaluate"])
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    # Ctrl-C reaches the whole process group: the workers ignore it and the sweep's process
+    # stops submitting, lets the points in flight finish and keeps what it has.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=signal.signal,
+                             initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
         def evaluate(tasks: Sequence[Task]) -> Iterator[tuple[Task, Outcome]]:
             futures = {pool.submit(evaluate_point, task): task for task in tasks}
             try:

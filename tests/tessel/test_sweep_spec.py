@@ -129,13 +129,18 @@ def test_bad_specs_are_rejected_naming_file_and_key(tmp_path, body, message):
 
 
 def test_pim_mac_lanes_swept_alone_fails_per_point_not_per_value(tmp_path):
-    """A lane count is a valid field value on its own; only the point (lanes != burst/2) fails,
-    and it fails when it is evaluated (a failed point), not as a spec error."""
-    if "pim" not in ARCH_CLASSES:
-        pytest.skip("the pim architecture is not registered")
+    """A lane count is a valid value of its field; only the point (lanes != burst_bytes / 2)
+    is invalid, so it is a failed point with the architecture's reason, not a spec error."""
+    from compiler.targets import TARGETS
+    from tessel.sweep.evaluate import evaluate_point
+    if "pim" not in ARCH_CLASSES or "pim" not in TARGETS:
+        pytest.skip("the pim target is missing (architecture or compiler not registered)")
     spec = load_spec(write(tmp_path, 'base = "pim-gpt"\nmodels = ["gpt2"]\n[[phases]]\nkind = "decode"\n'
                                      "kv = 16\n[parameters]\nmacs_per_bank_per_access = [8, 16]\n"))
-    assert [p for (_, p), in points(spec)] == [8, 16]
+    lonely = tasks(spec)[0]
+    assert lonely.point == (("macs_per_bank_per_access", 8),)
+    outcome = evaluate_point(lonely)
+    assert not outcome.ok and "field 'burst_bytes' must be macs_per_bank_per_access x bf16 bytes (16)" in outcome.error
 
 
 def target_of(example: Path) -> str | None:
