@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from isa.errors import FieldError
 from isa.opcodes import OPCODES, OpSpec
-from isa.values import Queue
+from isa.fields import U, _Address
+from isa.values import Addr, Queue
 
 __all__ = ["Instr"]
 
 _MISSING = object()
+_FIELD_NAMES = {op: frozenset(spec.names) for op, spec in OPCODES.items()}
+
+
+def _checks(spec: OpSpec) -> tuple:
+    """Per field: (name, kind, bound of a plain int, bound of an Addr's offset) — the common
+    values (canonical ints and addresses) are checked inline, the rest by kind.coerce."""
+    out = []
+    for f in spec.fields:
+        int_limit = 1 << f.kind.bits if type(f.kind) is U else 0
+        addr_limit = 1 << f.kind.addr_bits if type(f.kind) is _Address else 0
+        out.append((f.name, f.kind, int_limit, addr_limit))
+    return tuple(out)
+
+
+_CHECKS = {op: _checks(spec) for op, spec in OPCODES.items()}
+
+
+@functools.lru_cache(maxsize=4096)
+def _queue(text: str) -> Queue:
+    """Queues are few: parse each text once."""
+    return Queue.parse(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,17 +59,24 @@ class Instr:
         spec = OPCODES.get(opcode)
         if spec is None:
             raise FieldError(f"unknown opcode {opcode!r}")
-        queue = Queue.of(queue)
+        queue = queue if type(queue) is Queue else _queue(str(queue))
         if queue.unit not in spec.units:
             raise FieldError(f"{opcode} is not allowed on {queue} (units: {_units(spec)})")
-        missing = [f.name for f in spec.fields if f.name not in fields]
-        unknown = [name for name in fields if name not in spec.names]
-        if unknown:
-            raise FieldError(f"{opcode} has no field {unknown[0]!r} (fields: {_names(spec)})")
-        if missing:
+        names = _FIELD_NAMES[opcode]
+        if fields.keys() != names:
+            unknown = [name for name in fields if name not in names]
+            if unknown:
+                raise FieldError(f"{opcode} has no field {unknown[0]!r} (fields: {_names(spec)})")
+            missing = [f.name for f in spec.fields if f.name not in fields]
             raise FieldError(f"{opcode} is missing field {missing[0]!r} (fields: {_names(spec)})")
-        values = tuple((f.name, f.kind.coerce(f.name, fields[f.name])) for f in spec.fields)
-        return Instr(opcode, queue, values)
+        values = []
+        for name, kind, int_limit, addr_limit in _CHECKS[opcode]:
+            value = fields[name]
+            if not (int_limit and type(value) is int and 0 <= value < int_limit
+                    or addr_limit and type(value) is Addr and value.addr < addr_limit):
+                value = kind.coerce(name, value)      # the general (and error-reporting) path
+            values.append((name, value))
+        return Instr(opcode, queue, tuple(values))
 
     @property
     def spec(self) -> OpSpec:
