@@ -1,7 +1,9 @@
 """Where each buffer of a dataflow program lives: PMUs (sram), HBM or DDR.
 
 - A value written and read only inside one section stays in PMUs (its section's share of the
-  SRAM after the staging rings; sections run one at a time, so they reuse that space).
+  SRAM after the staging rings; sections run one at a time, so they reuse that space), unless
+  it no longer fits there, or some op reaches it through a strided view (attention heads of a
+  prefill): a PMU stream moves contiguous rows, so such values go through HBM like the rest.
 - Every other activation (section inputs and outputs, graph outputs, KV caches, token ids)
   lives in HBM.
 - Weights go to HBM by reuse (reads per pass, most first), then first use, while HBM has room
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 from compiler.ir import Graph, OpKind
 from compiler.passes.sections import Call
-from compiler.passes.storage import StoragePlan
+from compiler.passes.storage import StoragePlan, View
 from compiler.targets.emit import CompileError
 
 __all__ = ["Placement", "place"]
@@ -36,16 +38,27 @@ class Placement:
     internal_peak_bytes: dict[int, int]  # section index -> PMU bytes of its resident values
 
 
-def _readers_writers(graph: Graph, plan: StoragePlan) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+def _dense(view: View) -> bool:
+    """Whether the view's rows are contiguous in its buffer (one stream per tile, not per row)."""
+    shape = view.rows()
+    return shape is not None and (shape[0] == 1 or shape[2] == shape[1])
+
+
+def _readers_writers(graph: Graph, plan: StoragePlan) -> tuple[dict[str, set[str]], dict[str, set[str]], set[str]]:
+    """Per buffer: the compute ops reading it and writing it; and the buffers some op reads or
+    writes through a strided view."""
     readers: dict[str, set[str]] = {}
     writers: dict[str, set[str]] = {}
+    strided: set[str] = set()
     for op in graph.ops:
         if op.kind.is_source or op.kind.is_layout:
             continue
-        writers.setdefault(plan.views[op.name].buffer, set()).add(op.name)
-        for name in op.inputs:
-            readers.setdefault(plan.views[name].buffer, set()).add(op.name)
-    return readers, writers
+        for name in (op.name, *op.inputs):
+            view = plan.views[name]
+            (writers if name == op.name else readers).setdefault(view.buffer, set()).add(op.name)
+            if not _dense(view):
+                strided.add(view.buffer)
+    return readers, writers, strided
 
 
 def place(graph: Graph, plan: StoragePlan, calls: tuple[Call, ...], arch, ring_bytes: int,
@@ -54,7 +67,7 @@ def place(graph: Graph, plan: StoragePlan, calls: tuple[Call, ...], arch, ring_b
     stay free for the program's constants."""
     sections = [s for call in calls for s in call.sections]
     section_of = {name: i for i, s in enumerate(sections) for name in s.ops}
-    readers, writers = _readers_writers(graph, plan)
+    readers, writers, strided = _readers_writers(graph, plan)
     pinned = {plan.views[o].buffer for o in graph.outputs}
     pinned |= {plan.views[op.name].buffer for op in graph.of_kind(OpKind.KV_APPEND, OpKind.INPUT)}
     where: dict[str, tuple[str, int]] = {}
@@ -66,18 +79,13 @@ def place(graph: Graph, plan: StoragePlan, calls: tuple[Call, ...], arch, ring_b
             weights.append((name, size))
             continue
         users = {section_of[o] for o in readers.get(name, set()) | writers.get(name, set())}
-        if name not in pinned and len(users) == 1 and readers.get(name):
-            s = users.pop()
-            at = internal_at.get(s, ring_bytes)
+        at = internal_at.get(next(iter(users)), ring_bytes) if len(users) == 1 else 0
+        resident = name not in pinned and name not in strided and len(users) == 1 and readers.get(name)
+        if resident and at + size <= sram_bytes:
             where[name] = ("sram", at)
-            internal_at[s] = at + size
-        else:
+            internal_at[users.pop()] = at + size
+        else:           # crosses sections, leaves the chip, is strided, or overflows the PMUs
             activations.append((name, size))
-    for s, end in internal_at.items():
-        if end > sram_bytes:
-            raise CompileError(f"section {s} ({sections[s].group}): its values need {end - ring_bytes:,} "
-                               f"bytes of PMU space; {arch.name} offers {sram_bytes - ring_bytes:,} "
-                               "after the staging rings")
     act_bytes = sum(size for _, size in activations) + constant_bytes
     weight_bytes = sum(size for _, size in weights)
     if act_bytes + weight_bytes > arch.hbm_bytes + arch.ddr_bytes:
