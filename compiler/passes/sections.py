@@ -56,7 +56,7 @@ def template_of(name: str) -> str:
     return _LAYER.sub("h.*.", name, count=1)
 
 
-def _group(graph: Graph, op: Op) -> str:
+def _group(op: Op) -> str:
     layer = layer_of(op.name)
     if layer is not None:
         return f"layer {layer}"
@@ -68,11 +68,11 @@ def partition(graph: Graph, plan: StoragePlan, granularity: str, pcus: int,
     """The calls (and their sections) that run `graph`, in program order."""
     ops = [op for op in graph.ops if not (op.kind.is_source or op.kind.is_layout)]
     if granularity == "operator":
-        sections = [Section((op.name,), template_of(op.name), _group(graph, op)) for op in ops]
+        sections = [Section((op.name,), template_of(op.name), _group(op)) for op in ops]
         return tuple(Call((s,), 1) for s in sections)
     groups: dict[str, list[Op]] = {}
     for op in ops:
-        groups.setdefault(_group(graph, op), []).append(op)
+        groups.setdefault(_group(op), []).append(op)
     sections = []
     for name, members in groups.items():
         sections += _split(plan, name, members, pcus, pmu_budget_bytes)
