@@ -65,10 +65,6 @@ class SweepSpec:
     sampling: Sampling
     plot_axes: tuple[tuple[str, str], ...]
 
-    @property
-    def fields(self) -> tuple[str, ...]:
-        return tuple(f for p in self.parameters for f in p.fields)
-
 
 def load_spec(path: str | Path) -> SweepSpec:
     path = Path(path)
