@@ -216,7 +216,7 @@ class _Lowering:
                     and t.m * t.n * 4 <= acc.slot_bytes and t.m * t.n * isz <= rout.slot_bytes
                     and t.n * 4 <= rin.slot_bytes and max(t.k * isz, b_row, t.n * 4) <= MAX_TILE)
 
-        t = gemm_tile(op.name, m, n, k, self.arch.pcu_rows, self.arch.pcu_cols, "ws", fits)
+        t = self._tile(op.name, m, n, k, fits, "sram" in (self.em.space[a.symbol], self.em.space[out.symbol]))
         for m0 in range(0, m, t.m):
             tm = min(t.m, m - m0)
             for n0 in range(0, n, t.n):
@@ -241,6 +241,17 @@ class _Lowering:
                 acc.filled()
                 self.vector.epilogue(c, DType.fp32, tm, tn, bias.block(0, 1, n0, tn) if bias else None,
                                      out.block(m0, tm, n0, tn), acc)
+
+    def _tile(self, name: str, m: int, n: int, k: int, fits, resident: bool) -> GemmTile:
+        """A GEMM tile; with a PMU-resident A or C, whole rows first (halving m), so their
+        windows stay contiguous and move as one stream each."""
+        if resident:
+            t = GemmTile(min(m, MAX_TILE), min(n, MAX_TILE), min(k, MAX_TILE))
+            while not fits(t) and t.m > 1:
+                t = GemmTile(-(-t.m // 2), t.n, t.k)
+            if fits(t):
+                return t
+        return gemm_tile(name, m, n, k, self.arch.pcu_rows, self.arch.pcu_cols, "ws", fits)
 
     def op_embedding(self, op: Op) -> None:
         table = self.matrix(self.plan.views[op.inputs[0]])
