@@ -12,8 +12,8 @@ from isa.values import Addr, Queue
 
 __all__ = ["Instr"]
 
-_MISSING = object()
 _FIELD_NAMES = {op: frozenset(spec.names) for op, spec in OPCODES.items()}
+_POSITION = {op: {name: k for k, name in enumerate(spec.names)} for op, spec in OPCODES.items()}
 
 
 def _checks(spec: OpSpec) -> tuple:
@@ -83,16 +83,14 @@ class Instr:
         return OPCODES[self.opcode]
 
     def get(self, name: str, default: object = None) -> object:
-        for key, value in self.fields:
-            if key == name:
-                return value
-        return default
+        position = _POSITION[self.opcode].get(name)
+        return default if position is None else self.fields[position][1]
 
     def __getitem__(self, name: str) -> object:
-        value = self.get(name, _MISSING)
-        if value is _MISSING:
+        position = _POSITION[self.opcode].get(name)
+        if position is None:
             raise KeyError(f"{self.opcode} has no field {name!r}")
-        return value
+        return self.fields[position][1]
 
     def replace(self, **fields: object) -> Instr:
         """A checked copy with some operands changed."""

@@ -237,6 +237,8 @@ class ChannelState:
                        self.faw[0] + t.tFAW)
         if k == "ACT_ALL":
             return max(e, max(self.pre) + t.tRP, self.act_any + max(t.tRC, t.tRRD, t.tFAW))
+        if k == "PRE_ALL" and self.n_open == self.arch.banks:       # every bank: the maxima
+            return max(e, max(self.act) + t.tRAS, max(self.rd) + t.tRTP, max(self.wr) + t.tWR)
         if k in ("PRE", "PRE_ALL"):
             return max([e] + [self._pre_ready(b) for b in self._banks(c)
                               if self.open[b] is not None])
@@ -251,13 +253,35 @@ class ChannelState:
             e = max(e, self.col_any + t.tCCD_S)
         if k in ("RD", "WR"):
             e = max(e, self.act[c.bank] + t.tRCD_RD)
-        elif k in ("MAC", "MAC_ALL"):
-            e = max(e, self.wg, max(self.act[b] for b in banks) + t.tRCD_MAC)
+        elif k == "MAC_ALL":
+            e = max(e, self.wg, max(self.act) + t.tRCD_MAC)
+        elif k == "MAC":
+            e = max(e, self.wg, self.act[c.bank] + t.tRCD_MAC)
         return e
 
     def _apply(self, i: int, c: Command, e: int) -> None:
         k, banks = c.kind, self._banks(c)
-        if k in ("ACT", "ACT_ALL"):
+        n = self.arch.banks
+        if k == "ACT_ALL" and not self.n_open:                     # every bank at once
+            self.open, self.memo = [c.row] * n, [None] * n
+            self.act, self.fresh = [e] * n, [True] * n
+            self.n_open = n
+            self.act_any = e
+            self.faw.extend((e, e, e, e))
+        elif k == "PRE_ALL" and self.n_open == n:
+            self.pre, self.open, self.memo = [e] * n, [None] * n, [None] * n
+            self.n_open = 0
+        elif k in ("MAC_ALL", "RDMAC_ALL"):
+            if k == "MAC_ALL":
+                if any(self.fresh):
+                    self.tally.misses += 1
+                    self.fresh = [False] * n
+                else:
+                    self.tally.hits += 1
+                self.rd = [e] * n
+            self.col_any = e
+            self.col_grp = [e] * self.arch.bank_groups
+        elif k in ("ACT", "ACT_ALL"):
             busy = [b for b in banks if self.open[b] is not None]
             if busy:
                 raise DramError(f"command {i} ({k}): bank {busy[0]} is open; precharge it first")

@@ -19,33 +19,45 @@ from __future__ import annotations
 
 from sim.dram import ChannelState, Command, DramError
 
-__all__ = ["PimChannel", "commands_of"]
+__all__ = ["PimChannel", "commands_of", "timing_key"]
 
 
-def commands_of(arch, instr) -> list[tuple[Command, int]]:
-    """(command, repeat) pairs an instruction issues, in order."""
-    op, f = instr.opcode, instr
-    burst = arch.burst_bytes
+# Timing-relevant operands by position in each pim opcode's fields (docs/isa.md).
+_TIMING_FIELDS = {"pim.act": (0, 1), "pim.act_all": (0,), "pim.pre": (0,), "pim.pre_all": (),
+                  "pim.wrgb": (2,), "pim.mac": (0, 1, 2), "pim.mac_all": (0, 1),
+                  "pim.rdmac": (0,), "pim.rdmac_all": (), "pim.wr": (0, 1, 2, 3),
+                  "pim.rd": (0, 1, 2, 3)}
+
+
+def timing_key(instr) -> tuple:
+    """The opcode and the operands its DRAM commands depend on (not its data addresses)."""
+    fields = instr.fields
+    return (instr.opcode, *(fields[k][1] for k in _TIMING_FIELDS[instr.opcode]))
+
+
+def commands_of(arch, key: tuple) -> list[tuple[Command, int]]:
+    """(command, repeat) pairs of an instruction given by its `timing_key`, in order."""
+    op, *v = key
     if op == "pim.act":
-        return [(Command("ACT", f["bank"], f["row"]), 1)]
+        return [(Command("ACT", v[0], v[1]), 1)]
     if op == "pim.act_all":
-        return [(Command("ACT_ALL", row=f["row"]), 1)]
+        return [(Command("ACT_ALL", row=v[0]), 1)]
     if op == "pim.pre":
-        return [(Command("PRE", f["bank"]), 1)]
+        return [(Command("PRE", v[0]), 1)]
     if op == "pim.pre_all":
         return [(Command("PRE_ALL"), 1)]
     if op == "pim.wrgb":
-        return [(Command("WRGB"), -(-f["bytes"] // burst))]
+        return [(Command("WRGB"), -(-v[0] // arch.burst_bytes))]
     if op == "pim.mac":
-        return [(Command("MAC", f["bank"], col=f["col"]), f["ncols"])]
+        return [(Command("MAC", v[0], col=v[1]), v[2])]
     if op == "pim.mac_all":
-        return [(Command("MAC_ALL", col=f["col"]), f["ncols"])]
+        return [(Command("MAC_ALL", col=v[0]), v[1])]
     if op == "pim.rdmac":
-        return [(Command("RDMAC", f["bank"]), 1)]
+        return [(Command("RDMAC", v[0]), 1)]
     if op == "pim.rdmac_all":
         return [(Command("RDMAC_ALL"), 1)]
     if op in ("pim.wr", "pim.rd"):
-        return [(Command(op[4:].upper(), f["bank"], f["row"], f["col"]), f["ncols"])]
+        return [(Command(op[4:].upper(), v[0], v[1], v[2]), v[3])]
     raise DramError(f"{op} is not a PIM DRAM instruction")
 
 
@@ -60,36 +72,66 @@ class PimChannel:
         self.wrgb_step = max(1, t.tCCD_S)
         self.data_ready = 0
         self.mac_cycles = 0          # cycles of MAC column slots (s per MAC command)
-        self.bank_mac_cycles = [0] * arch.banks
+        self.bank_mac_cycles = [0] * arch.banks      # single-bank MACs, per bank
+        self.all_bank_mac_cycles = 0
+        self._plans: dict[tuple, tuple] = {}
 
     @property
     def stats(self):
         return self.state.tally.stats()
 
-    def duration(self, index: int, instr, t: int) -> int:
-        """Cycles `instr` (program index `index`) holds the queue when it starts at cycle t."""
+    def plan(self, index: int, instr) -> tuple | None:
+        """An instruction decoded once: (validated command, repeat, step) triples, or None
+        for a `signal` (which waits for read data). Equal timing keys share one plan."""
         if instr.opcode == "signal":
-            return max(0, self.data_ready - t)
-        state, a = self.state, self.arch
-        state.idle_until(t)
-        last = t - 1
-        for cmd, n in commands_of(a, instr):
+            return None
+        key = timing_key(instr)
+        found = self._plans.get(key)
+        if found is None:
+            found = self._plans[key] = self._decode(index, instr.opcode, key)
+        return found
+
+    def _decode(self, index: int, opcode: str, key: tuple) -> tuple:
+        a, out = self.arch, []
+        for cmd, n in commands_of(a, key):
             if n == 0:
                 continue
-            cmd = state._validate(index, cmd)
+            cmd = self.state._validate(index, cmd)
             if cmd.kind in ("MAC", "MAC_ALL", "RD", "WR") and cmd.col + n > a.columns:
-                raise DramError(f"instruction {index} ({instr.opcode}): columns {cmd.col}..."
+                raise DramError(f"instruction {index} ({opcode}): columns {cmd.col}..."
                                 f"{cmd.col + n - 1} run past the row ({a.columns} columns)")
-            step = self.wrgb_step if cmd.kind == "WRGB" else self.step
-            for j in range(n if self.exact else 1):
-                c = cmd._replace(col=cmd.col + j) if cmd.kind != "WRGB" else cmd
-                last = state.issue(index, c) if self.exact else state.issue_run(index, c, n, step)
-            if cmd.kind in ("MAC", "MAC_ALL"):
+            out.append((cmd, n, self.wrgb_step if cmd.kind == "WRGB" else self.step))
+        return tuple(out)
+
+    def duration(self, index: int, instr, t: int) -> int:
+        """Cycles `instr` (program index `index`) holds the queue when it starts at cycle t."""
+        return self.run_plan(index, self.plan(index, instr), t)
+
+    def run_plan(self, index: int, plan: tuple | None, t: int) -> int:
+        if plan is None:
+            return max(0, self.data_ready - t)
+        state, timing = self.state, self.arch.timing
+        state.idle_until(t)
+        last = t - 1
+        for cmd, n, step in plan:
+            kind = cmd.kind
+            if self.exact:
+                for j in range(n):
+                    last = state.issue(index, cmd if kind == "WRGB" else cmd._replace(col=cmd.col + j))
+            else:
+                last = state.issue_run(index, cmd, n, step) if n > 1 else state.issue(index, cmd)
+            if kind == "MAC_ALL" or kind == "MAC":
                 self.mac_cycles += n * self.step
-                for b in (range(a.banks) if cmd.kind == "MAC_ALL" else (cmd.bank,)):
-                    self.bank_mac_cycles[b] += n * self.step
-            if cmd.kind in ("RDMAC", "RDMAC_ALL"):
-                self.data_ready = max(self.data_ready, last + a.timing.RD_MAC)
-            elif cmd.kind == "RD":
-                self.data_ready = max(self.data_ready, last + a.timing.tCL + a.timing.tCCD_S)
+                if kind == "MAC_ALL":
+                    self.all_bank_mac_cycles += n * self.step
+                else:
+                    self.bank_mac_cycles[cmd.bank] += n * self.step
+            elif kind == "RDMAC" or kind == "RDMAC_ALL":
+                self.data_ready = max(self.data_ready, last + timing.RD_MAC)
+            elif kind == "RD":
+                self.data_ready = max(self.data_ready, last + timing.tCL + timing.tCCD_S)
         return last + 1 - t
+
+    def bank_mac_utilization(self, cycles: int) -> list[float]:
+        return [(self.all_bank_mac_cycles + own) / cycles if cycles else 0.0
+                for own in self.bank_mac_cycles]

@@ -51,6 +51,7 @@ class PimMachine(Machine):
         self._dma_latency = t.tRCD_RD + t.tCL
         self._io_bytes_per_s = int(round(arch.io_bw_total_gbps * 1e9))
         self._pim_acts = 0.0       # banks the program's own pim.act* open (the rest: refresh)
+        self._events_of: dict[int, tuple] = {}
 
     def mac_units(self) -> int:
         a = self.arch
@@ -76,11 +77,18 @@ class PimMachine(Machine):
         lat, lanes = a.asic.latency_cycles, a.asic.vector_lanes
         vcfg: dict = {}
         src_pitch: dict = {}
+        timed: dict = {}                       # pim instruction -> (its channel's runner, plan)
+        by_plan: dict = {}                     # id(plan) -> (plan, instructions using it)
+        channel_of = {q: (self.channels[q.index] if q.unit.name == "pim" else None)
+                      for q in {ins.queue for ins in program.instructions}}
         for i, ins in enumerate(program.instructions):
-            op, unit = ins.opcode, ins.queue.unit.name
-            if unit == "pim" and op not in ("halt", "wait"):
-                durations[i] = -1
-                self._pim_events(ins, i, events)
+            op, channel = ins.opcode, channel_of[ins.queue]
+            if channel is not None:
+                if op == "halt" or op == "wait":
+                    continue
+                plan = channel.plan(i, ins)
+                timed[i] = (channel.run_plan, plan)
+                by_plan.setdefault(id(plan), (plan, []))[1].append(i)
             elif op in _CONTROL or op == "signal":
                 if op == "vcfg":
                     vcfg[ins.queue] = (ins["rows"], ins["cols"])
@@ -113,32 +121,45 @@ class PimMachine(Machine):
             else:
                 raise isa.IsaError(f"instruction {i} ({ins.queue} {op}): not executable on a "
                                    "PIM machine")
-        pim = np.array([ins.queue.unit.name == "pim" for ins in program.instructions], bool)
-        self._pim_acts = float(events["act_banks"][pim].sum())
-        instrs = program.instructions
-        channels = self.channels
-        return Costs(durations, resources, events,
-                     timed=lambda i, t: channels[instrs[i].queue.index].duration(i, instrs[i], t))
+        durations[list(timed)] = -1
+        self._pim_acts = 0.0
+        for plan, users in by_plan.values():
+            for name, value in self._plan_events(plan):
+                events[name][users] = value
+                if name == "act_banks":
+                    self._pim_acts += value * len(users)
 
-    def _pim_events(self, ins: isa.Instr, i: int, events: dict) -> None:
-        a, op = self.arch, ins.opcode
-        if op == "pim.act":
-            events["act_banks"][i] = 1
-        elif op == "pim.act_all":
-            events["act_banks"][i] = a.banks
-        elif op in ("pim.mac", "pim.mac_all"):
-            banks = a.banks if op == "pim.mac_all" else 1
-            events["mac_all_cmds" if op == "pim.mac_all" else "mac_cmds"][i] = ins["ncols"]
-            events["macs"][i] = ins["ncols"] * a.macs_per_bank_per_access * banks
-        elif op == "pim.wrgb":
-            events["io_bytes"][i] = ins["bytes"]
-        elif op in ("pim.rdmac", "pim.rdmac_all"):
-            banks = a.banks if op == "pim.rdmac_all" else 1
-            events["acc_reads"][i] = banks
-            events["io_bytes"][i] = 4 * banks
-        elif op in ("pim.rd", "pim.wr"):
-            events["rd_bursts" if op == "pim.rd" else "wr_bursts"][i] = ins["ncols"]
-            events["io_bytes"][i] = ins["ncols"] * a.burst_bytes
+        def run(i: int, t: int) -> int:
+            runner, plan = timed[i]
+            return runner(i, plan, t)
+        return Costs(durations, resources, events, timed=run)
+
+    def _plan_events(self, plan: tuple | None) -> tuple[tuple[str, float], ...]:
+        """Energy events of one decoded pim instruction (cached per plan)."""
+        found = self._events_of.get(id(plan))
+        if found is not None:
+            return found
+        a, out = self.arch, {}
+        def add(name, value):
+            out[name] = out.get(name, 0) + value
+        for cmd, n, _ in plan or ():
+            k = cmd.kind
+            if k in ("ACT", "ACT_ALL"):
+                add("act_banks", a.banks if k == "ACT_ALL" else 1)
+            elif k in ("MAC", "MAC_ALL"):
+                add("mac_all_cmds" if k == "MAC_ALL" else "mac_cmds", n)
+                add("macs", n * a.macs_per_bank_per_access * (a.banks if k == "MAC_ALL" else 1))
+            elif k == "WRGB":
+                add("io_bytes", n * a.burst_bytes)
+            elif k in ("RDMAC", "RDMAC_ALL"):
+                banks = a.banks if k == "RDMAC_ALL" else 1
+                add("acc_reads", banks)
+                add("io_bytes", 4 * banks)
+            elif k in ("RD", "WR"):
+                add("rd_bursts" if k == "RD" else "wr_bursts", n)
+                add("io_bytes", n * a.burst_bytes)
+        found = self._events_of[id(plan)] = tuple(out.items())
+        return found
 
     def functional_models(self, memory) -> dict:
         return PimNumerics(self.arch, memory).models()
@@ -176,8 +197,7 @@ class PimMachine(Machine):
             for kind, count in s.counts.items():
                 commands[kind] = commands.get(kind, 0) + count
         per_channel = [c.mac_cycles / cycles if cycles else 0.0 for c in self.channels]
-        per_bank = [[c.bank_mac_cycles[b] / cycles if cycles else 0.0 for b in range(a.banks)]
-                    for c in self.channels]
+        per_bank = [c.bank_mac_utilization(cycles) for c in self.channels]
         time_ns = cycles * a.tck_ns
         return {
             "row_hit_rate": hits / accesses if accesses else 0.0,
