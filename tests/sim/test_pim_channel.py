@@ -1,6 +1,5 @@
 """The PIM channel's fast path (closed-form column runs) against the command-by-command
 ground truth: random instruction streams and whole compiled programs, to the cycle."""
-import dataclasses
 
 import numpy as np
 import pytest
@@ -78,28 +77,10 @@ def test_fast_path_equals_command_level_on_compiled_programs(phase):
     assert fast == exact
 
 
-def test_fast_path_equals_command_level_on_a_gpt2_layer():
-    """Every GEMV, KV write and V read-modify-write of GPT-2's first decoder layer."""
+def test_fast_path_equals_command_level_on_gpt2_decode():
+    """Every layer of GPT-2 decode: each GEMV, KV write and V read-modify-write."""
     program = TARGETS["pim"](load_model("gpt2").graph(decode(128)), ARCH).program
-    cut = next(i for i, name in program.ops if name.startswith("h.1."))
-    layer = _with_halts(dataclasses.replace(program, instructions=program.instructions[:cut], ops=()))
-    fast, exact = _cycles(layer, False), _cycles(layer, True)
+    fast, exact = _cycles(program, False), _cycles(program, True)
     assert fast == exact
-    assert fast[1][0].counts["MAC_ALL"] > 1000
-
-
-def _with_halts(program):
-    """Drop waits left without their signals by the cut; keep queue order."""
-    instrs = list(program.instructions)
-    signals = {}
-    for ins in instrs:
-        if ins.opcode == "signal":
-            signals[ins["sem"]] = signals.get(ins["sem"], 0) + 1
-    kept = []
-    for ins in instrs:
-        if ins.opcode == "wait":
-            if not signals.get(ins["sem"]):
-                continue
-            signals[ins["sem"]] -= 1
-        kept.append(ins)
-    return dataclasses.replace(program, instructions=tuple(kept))
+    assert sum(s.counts["MAC_ALL"] for s in fast[1]) > 50_000
+    assert sum(s.counts["REF"] for s in fast[1]) > 100
