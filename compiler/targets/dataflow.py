@@ -216,7 +216,10 @@ class _Lowering:
                     and t.m * t.n * 4 <= acc.slot_bytes and t.m * t.n * isz <= rout.slot_bytes
                     and t.n * 4 <= rin.slot_bytes and max(t.k * isz, b_row, t.n * 4) <= MAX_TILE)
 
-        t = self._tile(op.name, m, n, k, fits, "sram" in (self.em.space[a.symbol], self.em.space[out.symbol]))
+        t = self._resident_tile(m, n, k, transpose_b, self.em.space[a.symbol] == "sram",
+                                self.em.space[out.symbol] == "sram")
+        if t is None or not fits(t):
+            t = gemm_tile(op.name, m, n, k, self.arch.pcu_rows, self.arch.pcu_cols, "ws", fits)
         for m0 in range(0, m, t.m):
             tm = min(t.m, m - m0)
             for n0 in range(0, n, t.n):
@@ -242,16 +245,31 @@ class _Lowering:
                 self.vector.epilogue(c, DType.fp32, tm, tn, bias.block(0, 1, n0, tn) if bias else None,
                                      out.block(m0, tm, n0, tn), acc)
 
-    def _tile(self, name: str, m: int, n: int, k: int, fits, resident: bool) -> GemmTile:
-        """A GEMM tile; with a PMU-resident A or C, whole rows first (halving m), so their
-        windows stay contiguous and move as one stream each."""
-        if resident:
-            t = GemmTile(min(m, MAX_TILE), min(n, MAX_TILE), min(k, MAX_TILE))
-            while not fits(t) and t.m > 1:
-                t = GemmTile(-(-t.m // 2), t.n, t.k)
-            if fits(t):
-                return t
-        return gemm_tile(name, m, n, k, self.arch.pcu_rows, self.arch.pcu_cols, "ws", fits)
+    def _resident_tile(self, m: int, n: int, k: int, transpose_b: bool, a_resident: bool,
+                       c_resident: bool) -> GemmTile | None:
+        """A tile that keeps PMU-resident windows contiguous where it can: whole K for a
+        resident A, whole N for a resident C (these split last), then as many rows as the A,
+        accumulator and output slots take. None when nothing is resident or nothing fits."""
+        if not (a_resident or c_resident):
+            return None
+        isz, r = self.dtype.itemsize, self.rings
+        unit = {"n": self.arch.pcu_cols, "k": self.arch.pcu_rows}
+        dims = {"n": min(n, MAX_TILE), "k": min(k, MAX_TILE)}
+        kept = {"n": c_resident, "k": a_resident}
+
+        def b_fits() -> bool:
+            tn, tk = dims["n"], dims["k"]
+            b_row = (tk if transpose_b else tn) * isz
+            return (tk * tn * isz <= r["mx_b"].slot_bytes and tn * 4 <= r["vp_in"].slot_bytes
+                    and max(tk * isz, b_row, tn * 4) <= MAX_TILE)
+
+        for d in sorted(("n", "k"), key=kept.get):
+            while not b_fits() and dims[d] > unit[d]:
+                dims[d] = max(unit[d], -(-(-(-dims[d] // 2)) // unit[d]) * unit[d])
+        tn, tk = dims["n"], dims["k"]
+        tm = min(m, MAX_TILE, r["mx_a"].slot_bytes // (tk * isz), r["acc"].slot_bytes // (tn * 4),
+                 r["vp_out"].slot_bytes // (tn * isz))
+        return GemmTile(tm, tn, tk) if b_fits() and tm >= 1 else None
 
     def op_embedding(self, op: Op) -> None:
         table = self.matrix(self.plan.views[op.inputs[0]])
