@@ -74,7 +74,8 @@ class Timeline:
 def simulate_events(program: isa.Program, durations: np.ndarray,
                     resources: np.ndarray | None = None,
                     on_start: Callable[[int], None] | None = None,
-                    timed: Callable[[int, int], int] | None = None) -> Timeline:
+                    timed: Callable[[int, int], int] | None = None,
+                    delays: np.ndarray | None = None) -> Timeline:
     """Schedule `program`: durations[i] >= 0 cycles for instruction i, resources[i] the id of
     the shared resource it holds for its duration (-1: none).
 
@@ -82,6 +83,10 @@ def simulate_events(program: isa.Program, durations: np.ndarray,
     cycles depend on when it starts): timed(i, t) returns its duration when it starts at
     cycle t. It is called once per such instruction, in start order, so the model behind it
     can keep state (open rows, refresh schedule); such instructions hold no resource.
+
+    delays[i] >= 0 for a `signal`: its token appears delays[i] cycles after it starts (data
+    still in flight when the signal issues, e.g. a DMA's latency) while its queue goes on at
+    once. A `signal` with durations[i] = -1 gets its delay from timed(i, t) (and lasts 0).
 
     on_start(i) is called for every issued instruction in the order the engine starts them
     (non-decreasing start; a `wait` after the `signal` whose token it takes), so a functional
@@ -99,7 +104,9 @@ def simulate_events(program: isa.Program, durations: np.ndarray,
                           "a resource", int(bad[0]))
     queues, queue_of, kind, sem, nxt, heads = _decode(instrs)
     dur_list = dur.tolist()
-    start, blocked = _schedule(kind, sem, nxt, dur_list, res.tolist(), heads, on_start, timed)
+    delay = [0] * n if delays is None else _check_array("delays", delays, n, lowest=0).tolist()
+    start, blocked = _schedule(kind, sem, nxt, dur_list, res.tolist(), heads, on_start, timed,
+                               delay)
     if blocked is not None:
         raise EngineError(f"deadlock: wait at instruction {blocked} "
                           f"({queues[queue_of[blocked]]}) on semaphore {sem[blocked]} "
@@ -152,7 +159,8 @@ def _decode(instrs: Sequence[isa.Instr]) -> tuple[tuple[str, ...], np.ndarray, l
 
 def _schedule(kind: list[int], sem: list[int], nxt: list[int], dur: list[int],
               res: list[int], heads: list[int], on_start: Callable[[int], None] | None,
-              timed: Callable[[int, int], int] | None) -> tuple[list[int], int | None]:
+              timed: Callable[[int, int], int] | None,
+              delay: list[int]) -> tuple[list[int], int | None]:
     """Start cycle of every instruction (-1: never issued) and the index of the lowest
     wait left blocked (None when every queue finished); state-dependent entries of `dur`
     are replaced by timed(i, start). Heap keys are `time << shift | i`."""
@@ -164,10 +172,19 @@ def _schedule(kind: list[int], sem: list[int], nxt: list[int], dur: list[int],
     tokens = [0] * _SEMAPHORES
     asleep: dict[int, list[int]] = {}  # semaphore -> waits without a token
     heap = list(heads)  # time 0: keys equal indices; sorted, so already a heap
+    in_flight: set[int] = set()  # delayed signals whose token is still on its way
     key = heappop(heap) if heap else -1
     while key >= 0:
         t = key >> shift
         i = key & mask
+        if i in in_flight:  # a delayed token lands: as a signal at this cycle
+            in_flight.discard(i)
+            s = sem[i]
+            tokens[s] += 1
+            for w in asleep.pop(s, ()):
+                heappush(heap, t << shift | w)
+            key = heappop(heap) if heap else -1
+            continue
         while True:  # start i at t, then its queue's next while it is due before any other
             d = dur[i]
             r = res[i]
@@ -183,10 +200,18 @@ def _schedule(kind: list[int], sem: list[int], nxt: list[int], dur: list[int],
                     break
                 tokens[s] -= 1
             elif k == _SIGNAL:
-                s = sem[i]
-                tokens[s] += 1
-                for w in asleep.pop(s, ()):  # every sleeper races; the lowest index wins
-                    heappush(heap, t << shift | w)
+                late = delay[i]
+                if d < 0:
+                    late, d = timed(i, t), 0
+                    dur[i] = 0
+                if late:
+                    in_flight.add(i)
+                    heappush(heap, (t + late) << shift | i)
+                else:
+                    s = sem[i]
+                    tokens[s] += 1
+                    for w in asleep.pop(s, ()):  # every sleeper races; the lowest index wins
+                        heappush(heap, t << shift | w)
             start[i] = t
             if on_start is not None:
                 on_start(i)

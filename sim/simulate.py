@@ -75,7 +75,8 @@ def simulate(program: isa.Program, arch: Any, *, functional: bool = True,
         memory.load_program_data(program)
         models = machine.functional_models(memory)
         on_start = FunctionalExecutor(program, memory, models=models).execute
-    timeline = simulate_events(program, costs.durations, costs.resources, on_start, costs.timed)
+    timeline = simulate_events(program, costs.durations, costs.resources, on_start, costs.timed,
+                               costs.delays)
     totals = {k: float(v.sum()) for k, v in costs.events.items()}
     for k, v in machine.run_totals().items():
         totals[k] = totals.get(k, 0.0) + v

@@ -33,6 +33,8 @@ class Costs:
     events: Mapping[str, np.ndarray]       # event name -> per-instruction count (float64)
     # durations[i] == -1: timed(i, start_cycle) gives it at issue (state-dependent timing)
     timed: Callable[[int, int], int] | None = None
+    # delays[i]: a `signal`'s token lands this many cycles after it issues (data in flight)
+    delays: np.ndarray | None = None
 
 
 class Machine(abc.ABC):

@@ -4,8 +4,10 @@ Time base: DRAM clock cycles (tCK). pim queues are timed command by command by t
 channel's DRAM state (sim/pim_channel.py; durations depend on start time, so the engine
 asks at issue). ASIC vec/red take `vector_cycles` / `reduce_cycles` ASIC cycles, converted
 to DRAM cycles (rounded up). dma0/dma1 move activations between the DRAM and the ASIC
-buffer over the channels' I/O (shared: one resource): tRCD_RD + tCL, then bytes at
-channels x io_bw_gbps.
+buffer over the channels' I/O (shared: one resource, held for bytes at channels x
+io_bw_gbps); the engine is pipelined, so the access latency tRCD_RD + tCL is paid by the
+data, not the port: a `signal` on a DMA queue delivers its token that much later. Likewise a
+`signal` on a pim queue delivers once the channel's reads (RDMAC, RD) have returned.
 
 Energy (pJ, sources in the preset): ACT/PRE = banks activated x P_ACT x tRC (a refresh
 counts as every bank activated: substitute, CENT gives no REF figure); MAC = MAC_ALL x 3 x
@@ -73,6 +75,7 @@ class PimMachine(Machine):
         a = self.arch
         durations = np.zeros(n, dtype=np.int64)
         resources = np.full(n, -1, dtype=np.int64)
+        delays = np.zeros(n, dtype=np.int64)
         events = {name: np.zeros(n) for name in EVENTS}
         lat, lanes = a.asic.latency_cycles, a.asic.vector_lanes
         vcfg: dict = {}
@@ -90,13 +93,15 @@ class PimMachine(Machine):
                 timed[i] = (channel.run_plan, plan)
                 by_plan.setdefault(id(plan), (plan, []))[1].append(i)
             elif op in _CONTROL or op == "signal":
-                if op == "vcfg":
+                if op == "signal" and ins.queue.unit.name == "dma":
+                    delays[i] = self._dma_latency
+                elif op == "vcfg":
                     vcfg[ins.queue] = (ins["rows"], ins["cols"])
                 elif op == "dmacfg":
                     src_pitch[ins.queue] = ins["src_stride"]
             elif op in ("load", "store"):
                 nbytes = ins["rows"] * ins["row_bytes"]
-                durations[i] = self.dma(nbytes)
+                durations[i] = max(0, self.dma(nbytes) - self._dma_latency)
                 resources[i] = IO_PORT
                 events["dma_bytes"][i] = events["io_bytes"][i] = nbytes
                 events["rd_bursts" if op == "load" else "wr_bursts"][i] = -(-nbytes // a.burst_bytes)
@@ -132,7 +137,7 @@ class PimMachine(Machine):
         def run(i: int, t: int) -> int:
             runner, plan = timed[i]
             return runner(i, plan, t)
-        return Costs(durations, resources, events, timed=run)
+        return Costs(durations, resources, events, timed=run, delays=delays)
 
     def _plan_events(self, plan: tuple | None) -> tuple[tuple[str, float], ...]:
         """Energy events of one decoded pim instruction (cached per plan)."""

@@ -367,3 +367,31 @@ def test_engine_equals_reference_on_programs_that_finish(case):
 @given(programs(safe=False))
 def test_engine_equals_reference_with_shared_semaphores_and_deadlocks(case):
     check_against_reference(*case)
+
+
+def test_delayed_signal_lands_later_and_frees_its_queue_at_once():
+    program, durations, resources = build("""
+        vpu0 wait sem=1
+        vpu0 vec 3
+        dma0 load 5
+        dma0 signal sem=1
+        dma0 load 4
+    """)
+    delays = np.array([0, 0, 0, 20, 0])
+    timeline = simulate_events(program, durations, resources, delays=delays)
+    assert timeline.start.tolist() == [25, 25, 0, 5, 5]    # the token lands at 5 + 20
+    assert timeline.total_cycles == 28
+
+
+def test_state_dependent_signal_delay_comes_from_timed():
+    program, durations, resources = build("""
+        vpu0 wait sem=1
+        dma0 load 5
+        dma0 signal sem=1
+    """)
+    asked = []
+    timeline = simulate_events(program, np.array([0, 5, -1]), resources,
+                               timed=lambda i, t: asked.append((i, t)) or 7)
+    assert asked == [(2, 5)]
+    assert timeline.start.tolist() == [12, 0, 5]
+    assert timeline.end.tolist()[2] == 5                   # the signal itself takes no cycles
