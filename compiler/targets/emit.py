@@ -6,12 +6,15 @@ tokens allow, which is what overlaps loads, compute and stores.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import isa
 from isa import Addr, Instr
 
-__all__ = ["Emitter", "Ring", "Matrix", "CompileError", "symbol_name"]
+from compiler.passes.storage import View
+
+__all__ = ["Emitter", "Ring", "Matrix", "CompileError", "symbol_name", "view_matrix", "view_batches"]
 
 
 def symbol_name(value: str) -> str:
@@ -35,6 +38,26 @@ class Matrix:
 
     def block(self, r0: int, rows: int, c0: int, cols: int) -> "Matrix":
         return Matrix(self.symbol, self.offset + r0 * self.stride + c0, rows, cols, self.stride)
+
+
+def view_matrix(view: View) -> Matrix:
+    """A value's view as rows of contiguous elements (leading axes merged)."""
+    shape = view.rows()
+    if shape is None:
+        raise CompileError(f"value in '{view.buffer}' has no row-major 2-D layout "
+                           f"(shape {list(view.shape)}, strides {list(view.strides)})")
+    rows, cols, stride = shape
+    return Matrix(symbol_name(view.buffer), view.offset, rows, cols, stride)
+
+
+def view_batches(view: View, keep: int) -> list[View]:
+    """Sub-views indexed over all but the last `keep` axes."""
+    lead = view.shape[:-keep] if keep else view.shape
+    out = []
+    for index in itertools.product(*map(range, lead)):
+        offset = view.offset + sum(i * s for i, s in zip(index, view.strides))
+        out.append(View(view.buffer, view.shape[-keep:], view.strides[-keep:], offset))
+    return out
 
 
 class Emitter:

@@ -37,7 +37,8 @@ from compiler.ir import Graph, Op, OpKind
 from compiler.passes import pim_layout as pl
 from compiler.passes.storage import StoragePlan, View, plan_storage
 from compiler.targets.data import program_data
-from compiler.targets.emit import CompileError, Emitter, Matrix, Ring, symbol_name
+from compiler.targets.emit import (CompileError, Emitter, Matrix, Ring, symbol_name,
+                                   view_batches, view_matrix)
 from compiler.targets.tiling import row_block
 from compiler.targets.vector import VectorLowering
 
@@ -221,21 +222,8 @@ class _PimLowering:
                                f"({self._act_limit:,})")
 
     # -- shared with the vector lowering (the systolic _Lowering's interface) -----------
-    def matrix(self, view: View) -> Matrix:
-        shape = view.rows()
-        if shape is None:
-            raise CompileError(f"value in '{view.buffer}' has no row-major 2-D layout")
-        rows, cols, stride = shape
-        return Matrix(symbol_name(view.buffer), view.offset, rows, cols, stride)
-
-    def batches(self, view: View, keep: int) -> list[View]:
-        import itertools
-        lead = view.shape[:-keep] if keep else view.shape
-        out = []
-        for index in itertools.product(*map(range, lead)):
-            offset = view.offset + sum(i * s for i, s in zip(index, view.strides))
-            out.append(View(view.buffer, view.shape[-keep:], view.strides[-keep:], offset))
-        return out
+    matrix = staticmethod(view_matrix)
+    batches = staticmethod(view_batches)
 
     # -- program -----------------------------------------------------------------------
     def lower(self) -> PimLowered:

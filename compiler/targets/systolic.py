@@ -13,7 +13,6 @@ The accumulator holds two output tiles.
 """
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -23,9 +22,10 @@ from isa import DType
 from arch.systolic import SystolicArch
 from compiler.frontend.weights import param_roles
 from compiler.ir import Graph, Op, OpKind
-from compiler.passes.storage import StoragePlan, View, plan_storage
+from compiler.passes.storage import StoragePlan, plan_storage
 from compiler.targets.data import program_data
-from compiler.targets.emit import CompileError, Emitter, Matrix, Ring, symbol_name
+from compiler.targets.emit import (CompileError, Emitter, Matrix, Ring, symbol_name,
+                                   view_batches, view_matrix)
 from compiler.targets.tiling import MAX_TILE, GemmTile, gemm_tile, row_block
 from compiler.targets.vector import VectorLowering
 
@@ -95,23 +95,8 @@ class _Lowering:
         """A read-only fp32 tensor the program needs (its values travel in the data blob)."""
         self._allocate(name, shape, DType.fp32)
 
-    def matrix(self, view: View) -> Matrix:
-        """A value's view as rows of contiguous elements (leading axes merged)."""
-        shape = view.rows()
-        if shape is None:
-            raise CompileError(f"value in '{view.buffer}' has no row-major 2-D layout "
-                               f"(shape {list(view.shape)}, strides {list(view.strides)})")
-        rows, cols, stride = shape
-        return Matrix(symbol_name(view.buffer), view.offset, rows, cols, stride)
-
-    def batches(self, view: View, keep: int) -> list[View]:
-        """Sub-views indexed over all but the last `keep` axes."""
-        lead = view.shape[:-keep] if keep else view.shape
-        out = []
-        for index in itertools.product(*map(range, lead)):
-            offset = view.offset + sum(i * s for i, s in zip(index, view.strides))
-            out.append(View(view.buffer, view.shape[-keep:], view.strides[-keep:], offset))
-        return out
+    matrix = staticmethod(view_matrix)
+    batches = staticmethod(view_batches)
 
     def reads(self, op: Op) -> None:
         for name in op.inputs:
