@@ -11,7 +11,6 @@ or df.stream into a PMU-resident value), dma0 gathers embedding rows. docs/dataf
 """
 from __future__ import annotations
 
-import itertools
 import math
 
 import isa
@@ -24,7 +23,8 @@ from compiler.ir import Graph, Op, OpKind
 from compiler.passes.sections import Call, partition
 from compiler.passes.storage import View, plan_storage
 from compiler.targets.dataflow_place import ALIGN, place
-from compiler.targets.emit import CompileError, Emitter, Matrix, Ring, symbol_name
+from compiler.targets.emit import (CompileError, Emitter, Matrix, Ring, symbol_name, view_batches,
+                                   view_matrix)
 from compiler.targets.systolic import Lowered
 from compiler.targets.tiling import MAX_TILE, GemmTile, gemm_tile, row_block
 from compiler.targets.vector import VectorLowering
@@ -125,20 +125,10 @@ class _Lowering:
         self._hbm_end += -(-math.prod(shape) * 4 // ALIGN) * ALIGN
 
     def matrix(self, view: View) -> Matrix:
-        shape = view.rows()
-        if shape is None:
-            raise CompileError(f"value in '{view.buffer}' has no row-major 2-D layout "
-                               f"(shape {list(view.shape)}, strides {list(view.strides)})")
-        rows, cols, stride = shape
-        return Matrix(symbol_name(view.buffer), view.offset, rows, cols, stride)
+        return view_matrix(view)
 
     def batches(self, view: View, keep: int) -> list[View]:
-        lead = view.shape[:-keep] if keep else view.shape
-        out = []
-        for index in itertools.product(*map(range, lead)):
-            offset = view.offset + sum(i * s for i, s in zip(index, view.strides))
-            out.append(View(view.buffer, view.shape[-keep:], view.strides[-keep:], offset))
-        return out
+        return view_batches(view, keep)
 
     # -- calls -------------------------------------------------------------------------
     def lower(self) -> Lowered:
