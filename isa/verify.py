@@ -83,14 +83,17 @@ def _check_instructions(program: Program, machine: MachineView) -> None:
     spaces = machine.spaces
     limited = {op: [(position, f.name, limits[f.name]) for position, f in enumerate(spec.fields)
                     if f.name in limits] for op, spec in OPCODES.items()}
-    queue_ok: dict[object, bool] = {}
-    configs: dict[object, QueueConfig] = defaultdict(QueueConfig)
+    pim_fields = {op: {name: spec.names.index(name) for name in ("col", "ncols", "gb", "bytes")
+                       if name in spec.names}
+                  for op, spec in OPCODES.items() if op.startswith("pim.")}
+    config_of: dict[int, list] = {}     # id(queue) -> [QueueConfig]; queues are shared objects
     for index, instr in enumerate(program.instructions):
         queue = instr.queue
-        if queue not in queue_ok:
+        slot = config_of.get(id(queue))
+        if slot is None:
             if str(queue) not in machine.queues:
                 raise _at(index, instr, f"queue {queue} does not exist on this machine")
-            queue_ok[queue] = True
+            slot = config_of[id(queue)] = [QueueConfig()]
         spec = OPCODES[instr.opcode]
         if queue.unit not in spec.units:
             units = " ".join(sorted(u.name for u in spec.units))
@@ -100,9 +103,9 @@ def _check_instructions(program: Program, machine: MachineView) -> None:
             value = instr.fields[position][1]
             if value >= bound:
                 raise _at(index, instr, f"{name}={value} exceeds the machine limit (< {bound})")
-        if instr.opcode.startswith("pim."):
-            _check_pim(index, instr, limits)
-        config = configs[queue]
+        if instr.opcode in pim_fields:
+            _check_pim(index, instr, pim_fields[instr.opcode], limits)
+        config = slot[0]
         try:
             found = footprints(instr, config, limits)
         except IsaError as error:
@@ -110,7 +113,7 @@ def _check_instructions(program: Program, machine: MachineView) -> None:
         for footprint in found:
             _check_footprint(index, instr, footprint, spaces)
         if instr.opcode in ("dmacfg", "mcfg", "vcfg"):
-            configs[queue] = config.after(instr)
+            slot[0] = config.after(instr)
 
 
 def _check_footprint(index: int, instr: Instr, footprint: Footprint, spaces) -> None:
@@ -129,24 +132,27 @@ def _check_footprint(index: int, instr: Instr, footprint: Footprint, spaces) -> 
                   f"{addr.addr + size:#x}) exceeds space {space.name} of {space.size_bytes} bytes")
 
 
-def _check_pim(index: int, instr: Instr, limits) -> None:
-    """Column and global-buffer ranges, when the machine gives their sizes."""
+def _check_pim(index: int, instr: Instr, at: dict[str, int], limits) -> None:
+    """Column and global-buffer ranges, when the machine gives their sizes (`at`: the
+    positions of the col, ncols, gb and bytes fields the opcode has)."""
+    fields = instr.fields
     columns = limits.get("col")
-    if columns is not None and instr.get("ncols") is not None:
-        start, stop = instr["col"], instr["col"] + instr["ncols"]
+    if columns is not None and "ncols" in at:
+        start = fields[at["col"]][1]
+        stop = start + fields[at["ncols"]][1]
         if stop > columns:
             raise _at(index, instr,
                       f"columns [{start}, {stop}) exceed the {columns} columns of a row")
     gbuf, burst = limits.get("gbuf_bytes"), limits.get("pim_burst_bytes")
-    if gbuf is None or instr.get("gb") is None:
+    if gbuf is None or "gb" not in at:
         return
-    if instr.opcode == "pim.wrgb":
-        length = instr["bytes"]
+    if "bytes" in at:
+        length = fields[at["bytes"]][1]
     elif burst is not None:
-        length = instr["ncols"] * burst
+        length = fields[at["ncols"]][1] * burst
     else:
         return
-    stop = instr["gb"] + length
-    if stop > gbuf:
-        raise _at(index, instr, f"global buffer range [{instr['gb']}, {stop}) exceeds "
+    gb = fields[at["gb"]][1]
+    if gb + length > gbuf:
+        raise _at(index, instr, f"global buffer range [{gb}, {gb + length}) exceeds "
                   f"gbuf_bytes {gbuf}")
