@@ -86,14 +86,15 @@ def _check_instructions(program: Program, machine: MachineView) -> None:
     pim_fields = {op: {name: spec.names.index(name) for name in ("col", "ncols", "gb", "bytes")
                        if name in spec.names}
                   for op, spec in OPCODES.items() if op.startswith("pim.")}
-    config_of: dict[int, list] = {}     # id(queue) -> [QueueConfig]; queues are shared objects
+    slots: dict[object, list] = {}      # queue -> [its QueueConfig so far]
+    slot_of: dict[int, list] = {}       # id(queue object) -> its slot (equal queues share one)
     for index, instr in enumerate(program.instructions):
         queue = instr.queue
-        slot = config_of.get(id(queue))
+        slot = slot_of.get(id(queue))
         if slot is None:
             if str(queue) not in machine.queues:
                 raise _at(index, instr, f"queue {queue} does not exist on this machine")
-            slot = config_of[id(queue)] = [QueueConfig()]
+            slot = slot_of[id(queue)] = slots.setdefault(queue, [QueueConfig()])
         spec = OPCODES[instr.opcode]
         if queue.unit not in spec.units:
             units = " ".join(sorted(u.name for u in spec.units))

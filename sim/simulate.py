@@ -70,8 +70,7 @@ def simulate(program: isa.Program, arch: Any, *, functional: bool = True,
             raise isa.IsaError("numeric simulation needs the program's data (weights and inputs); "
                                "compile with data or simulate with --no-functional")
         sizes = {s.name: s.size_bytes for s in arch.machine_view().spaces.values()}
-        # a machine may hold a huge off-chip tier only up to what the program uses
-        memory = Memory(getattr(machine, "memory_bytes", lambda _, sizes: sizes)(program, sizes))
+        memory = Memory(machine.memory_bytes(program, sizes))
         memory.load_program_data(program)
         models = machine.functional_models(memory)
         on_start = FunctionalExecutor(program, memory, models=models).execute

@@ -134,7 +134,7 @@ def _run(model: Model, phase: Phase | None, target: str, arch, *, functional: bo
     graph, lowered = compile_model(model, phase, target, arch, dtype, feeds)
     assumptions = (f"operand type {lowered.dtype.value}, fp32 accumulation"
                    + (f" (energy per MAC as the preset's {arch.dtype})" if lowered.dtype.value != arch.dtype else ""),
-                   "every tensor round-trips DRAM between ops (no cross-op fusion)",
+                   *lowered.assumptions,
                    f"phase: {phase}" if phase else f"graph: {graph.name}")
     sim = simulate(lowered.program, arch, functional=functional, assumptions=assumptions)
     comparison = compare_gpus(graph, sim.result, gpus, gpu_mode, gpu_calibration)

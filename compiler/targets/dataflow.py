@@ -136,7 +136,10 @@ class _Lowering:
             self.call(call)
         spaces = ("sram", "hbm", "ddr")
         program = self.em.program(spaces, tuple(self.symbols), ("ctl0",) + BODY_QUEUES)
-        return Lowered(program, self.plan, self.dtype, dict(self.vector.constants))
+        granularity = self.arch.kernel_granularity
+        return Lowered(program, self.plan, self.dtype, dict(self.vector.constants),
+                       (f"kernel granularity '{granularity}': a value used only inside one section "
+                        "stays in the PMUs, the rest goes through HBM; weights in HBM, then DDR",))
 
     def call(self, call: Call) -> None:
         em, first = self.em, call.sections[0]

@@ -61,6 +61,9 @@ class PimLowered:
     constants: dict
     arch: PimArch
     matrices: dict            # symbol -> (layout kind, GemvLayout, graph value, first output, transposed)
+    assumptions: tuple[str, ...] = (
+        "GEMVs in the DRAM banks (one per token in prefill), everything else on the host ASIC",
+        "activations round-trip the DRAM's activation region between ops (ASIC DMA)")
 
     def initial_data(self, graph: Graph, weights, feeds) -> dict[str, np.ndarray]:
         """Symbol -> initial contents: dense values as targets.data does, PIM matrices

@@ -44,6 +44,7 @@ class Lowered:
     plan: StoragePlan
     dtype: DType
     constants: dict          # constant symbol -> fp32 array (causal masks)
+    assumptions: tuple[str, ...] = ("every tensor round-trips DRAM between ops (no cross-op fusion)",)
 
     def initial_data(self, graph: Graph, weights, feeds) -> dict:
         """Symbol -> initial contents (parameters, inputs, constants, the KV cache so far)."""

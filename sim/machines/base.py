@@ -62,6 +62,10 @@ class Machine(abc.ABC):
         """Numeric handlers for this target's ISA extension (FunctionalExecutor models=)."""
         return {}
 
+    def memory_bytes(self, program: isa.Program, sizes: Mapping[str, int]) -> dict[str, int]:
+        """Bytes a numeric run allocates per memory space (default: every space whole)."""
+        return dict(sizes)
+
     def run_totals(self) -> dict[str, float]:
         """Event totals known only after the run (e.g. DRAM refreshes), added to the rest."""
         return {}

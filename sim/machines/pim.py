@@ -166,6 +166,12 @@ class PimMachine(Machine):
         found = self._events_of[id(plan)] = tuple(out.items())
         return found
 
+    def memory_bytes(self, program: isa.Program, sizes: Mapping[str, int]) -> dict[str, int]:
+        """The DRAM only up to the program's last symbol (nothing is addressed beyond it);
+        the global buffers and the ASIC buffer whole (they hold no symbols)."""
+        end = max((s.addr + s.size_bytes for s in program.symbols if s.space == "dram"), default=0)
+        return {**sizes, "dram": min(sizes["dram"], max(end, 64))}
+
     def functional_models(self, memory) -> dict:
         return PimNumerics(self.arch, memory).models()
 
