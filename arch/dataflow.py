@@ -83,6 +83,11 @@ class DataflowArch:
     def cycles(self, seconds: float) -> int:
         return round(seconds * self.clock_hz)
 
+    def summary(self) -> str:
+        """One line for reports."""
+        return (f"{self.pcus} PCUs, {self.pmus} PMUs, kernel granularity "
+                f"{self.kernel_granularity}")
+
     def machine_view(self) -> isa.MachineView:
         """What the program verifier needs to know of this machine (layout: module docstring)."""
         spaces = (isa.MemorySpace("sram", self.sram_bytes, on_chip=True),

@@ -192,6 +192,12 @@ class PimArch:
         """One column burst written: P_WR x tCCD_L."""
         return self.energy.p_wr_mw * self.timing.tCCD_L * self.tck_ns
 
+    def summary(self) -> str:
+        """One line for reports."""
+        return (f"{self.channels} channels x {self.banks} banks, {self.row_bytes} B rows, "
+                f"{self.macs_per_bank_per_access} MACs/bank/column, ASIC {self.asic.vector_lanes} "
+                f"lanes at {self.asic.clock_mhz:g} MHz")
+
     def machine_view(self) -> isa.MachineView:
         """What the program verifier needs to know of this machine (layout: module docstring)."""
         spaces = (isa.MemorySpace("dram", self.dram_bytes, on_chip=False),

@@ -76,6 +76,11 @@ class SystolicArch:
     def pes(self) -> int:
         return self.rows * self.cols
 
+    def summary(self) -> str:
+        """One line for reports."""
+        preload = "overlapped" if self.weight_preload_overlap else "not overlapped"
+        return f"{self.rows}x{self.cols} {self.dataflow}, preload {preload}"
+
     def machine_view(self) -> isa.MachineView:
         """What the program verifier needs to know of this machine."""
         spaces = (isa.MemorySpace("dram", self.dram_bytes, on_chip=False),

@@ -96,5 +96,5 @@ def simulate(program: isa.Program, arch: Any, *, functional: bool = True,
         bytes={k.removesuffix("_bytes"): int(v) for k, v in totals.items() if k.endswith("_bytes")},
         ops=_op_stats(program, timeline, costs, machine),
         arch=dataclasses.asdict(arch), assumptions=assumptions,
-        extra=machine.report(timeline, cycles))
+        extra={"arch_summary": arch.summary(), **machine.report(timeline, cycles)})
     return Simulation(result, memory)

@@ -13,12 +13,10 @@ def _pct(x: float) -> str:
 
 
 def render_result(r: SimResult, title: str, top_ops: int = 10) -> str:
-    arch = r.arch
     lines = [title,
              f"architecture: {r.arch_name} ({r.target}"
-             + (f", {arch['rows']}x{arch['cols']} {arch['dataflow']}, "
-                f"preload {'overlapped' if arch['weight_preload_overlap'] else 'not overlapped'}"
-                if r.target == "systolic" else "") + f", clock {r.clock_hz / 1e6:g} MHz)", ""]
+             + (f", {r.extra['arch_summary']}" if "arch_summary" in r.extra else "")
+             + f", clock {r.clock_hz / 1e6:g} MHz)", ""]
     energy = ", ".join(f"{k} {si(v, 'J')}" for k, v in r.energy_breakdown_j.items())
     summary = [
         ("time", f"{r.time_s * 1e3:.4g} ms", f"{r.cycles:,} cycles at {r.clock_hz / 1e6:g} MHz"),

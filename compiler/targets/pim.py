@@ -39,6 +39,7 @@ from compiler.passes.storage import StoragePlan, View, plan_storage
 from compiler.targets.data import program_data
 from compiler.targets.emit import (CompileError, Emitter, Matrix, Ring, symbol_name,
                                    view_batches, view_matrix)
+from compiler.targets.pim_kv import KvCacheWrites
 from compiler.targets.tiling import row_block
 from compiler.targets.vector import VectorLowering
 
@@ -89,7 +90,7 @@ class PimLowered:
         return data
 
 
-class _PimLowering:
+class _PimLowering(KvCacheWrites):
     def __init__(self, graph: Graph, arch: PimArch, dtype: DType) -> None:
         if dtype is not DType.bf16:
             raise CompileError(f"the PIM target computes in bf16 (the MAC units' type), not {dtype.value}")
@@ -397,116 +398,6 @@ class _PimLowering:
         new = self.plan.views[op.inputs[1]]
         total = self.graph[op.name].type.shape[-2]
         self._write_positions(op.name, new, total - new.shape[-2], total, total)
-
-    def _write_positions(self, value: str, src: View, p0: int, p1: int, positions: int) -> None:
-        kind = self.pim_values[value][0]
-        lay = self.layouts[value][0][2]
-        heads, hd = src.shape[1], src.shape[3]
-        if kind == "kcache":
-            for p in range(p0, p1):
-                self._write_k(lay, src, p - p0, p, hd)
-        elif p1 - p0 == 1:
-            self._patch_v(lay, src, p0, heads, positions, hd)
-        else:
-            self._write_v(lay, src, heads, positions, hd)
-
-    def _wr(self, q: str, bank: int, lay: pl.GemvLayout, at: int, elems: int, src: Addr) -> None:
-        """pim.wr of stream elements [at, at + elems) of one bank, row by row."""
-        per_row, lanes = self.arch.row_bytes // 2, self.arch.macs_per_bank_per_access
-        while elems:
-            row, col = lay.cell(self.arch, at)
-            n = min(elems, per_row - at % per_row)
-            self.em.emit(q, "pim.act", bank=bank, row=row)
-            self.em.emit(q, "pim.wr", bank=bank, row=row, col=col, ncols=-(-n // lanes), src=src)
-            self.em.emit(q, "pim.pre", bank=bank)
-            at, elems, src = at + n, elems - n, src + n * 2
-
-    def _stage(self) -> None:
-        """dma0 may reuse the KV staging buffers once the last KV write is done with them."""
-        if self._stage_pending:
-            self.em.emit("dma0", "wait", sem=self.staged)
-        self._stage_pending = True
-
-    def _hand(self, c: int) -> str:
-        """dma0 -> pim queue c: its staged data is ready; returns the queue."""
-        q = self.pim_queues[c]
-        self.em.emit("dma0", "signal", sem=self.go[c])
-        self.em.emit(q, "wait", sem=self.go[c])
-        return q
-
-    def _write_k(self, lay: pl.GemvLayout, src: View, index: int, position: int, hd: int) -> None:
-        em = self.em
-        for c, b, start, width, h0 in pl.kcache_cells(self.arch, lay, hd, position):
-            if width > hd and src.strides[1] != hd:
-                raise CompileError(f"K heads in '{src.buffer}' are not contiguous")
-            head = src.offset + h0 * src.strides[1] + index * src.strides[2]
-            self._stage()
-            em.load("dma0", self.addr("kstage"), Matrix(symbol_name(src.buffer), head, 1, width, width))
-            q = self._hand(c)
-            self._wr(q, b, lay, start, width, self.addr("kstage"))
-            em.emit(q, "signal", sem=self.staged)
-
-    def _write_v(self, lay: pl.GemvLayout, src: View, heads: int, positions: int, hd: int) -> None:
-        """All positions: per (head, dimension group, chunk), every bank's column by strided DMA."""
-        em, a = self.em, self.arch
-        c_n, b_n = a.channels, a.banks
-        chunks = len(lay.passes) // -(-heads // c_n)
-        for pi, p in enumerate(lay.passes):
-            pp, q = divmod(pi, chunks)
-            q0 = q * pl.gbuf_elems(a)
-            count = min(p.segments[0].length, positions - q0)
-            for c in range(c_n):
-                h = pp * c_n + c
-                if h >= heads:
-                    continue
-                for i, seg in enumerate(p.segments):
-                    banks = min(b_n, hd - i * b_n)
-                    self._stage()
-                    em.pitch("dma0", src.strides[2] * 2, 0)
-                    for b in range(banks):
-                        first = src.offset + h * src.strides[1] + q0 * src.strides[2] + i * b_n + b
-                        em.emit("dma0", "load", dst=self.addr("vstage", b * seg.length * 2),
-                                src=em.dram(Matrix(symbol_name(src.buffer), first, 1, 1, 1)),
-                                rows=count, row_bytes=2)
-                    qn = self._hand(c)
-                    for b in range(banks):
-                        self._wr(qn, b, lay, seg.start, seg.length, self.addr("vstage", b * seg.length * 2))
-                    em.emit(qn, "signal", sem=self.staged)
-
-    def _patch_v(self, lay: pl.GemvLayout, src: View, position: int, heads: int,
-                 positions: int, hd: int) -> None:
-        """One new position: read-modify-write of one burst per bank and dimension group.
-        Channels work in parallel, each on its own tile (pim.rd, dma0 patches the lanes,
-        pim.wr); rounds of one group per channel keep dma0's order matched to theirs."""
-        em, a = self.em, self.arch
-        burst, tile = a.burst_bytes, a.banks * a.burst_bytes
-        index = position - (positions - src.shape[2])
-        per_channel: dict[int, list] = {}
-        for cell in pl.vcache_cells(a, lay, heads, positions, hd, position):
-            per_channel.setdefault(cell[0], []).append(cell)
-        rounds = max(map(len, per_channel.values()), default=0)
-        for r in range(rounds):
-            batch = [cells[r] for cells in per_channel.values() if r < len(cells)]
-            for c, start, lane, h, d0 in batch:
-                q, (row, col) = self.pim_queues[c], lay.cell(a, start)
-                em.emit(q, "pim.act_all", row=row)
-                for b in range(min(a.banks, hd - d0)):
-                    em.emit(q, "pim.rd", bank=b, row=row, col=col, ncols=1,
-                            dst=self.addr("vtile", c * tile + b * burst))
-                em.emit(q, "signal", sem=self.read_back[c])
-            for c, start, lane, h, d0 in batch:
-                (row, col), banks = lay.cell(a, start), min(a.banks, hd - d0)
-                first = src.offset + h * src.strides[1] + index * src.strides[2] + d0
-                em.emit("dma0", "wait", sem=self.read_back[c])
-                em.pitch("dma0", 2, burst)
-                em.emit("dma0", "load", dst=self.addr("vtile", c * tile + lane * 2),
-                        src=em.dram(Matrix(symbol_name(src.buffer), first, 1, 1, 1)),
-                        rows=banks, row_bytes=2)
-                q = self._hand(c)
-                for b in range(banks):
-                    em.emit(q, "pim.wr", bank=b, row=row, col=col, ncols=1,
-                            src=self.addr("vtile", c * tile + b * burst))
-                em.emit(q, "pim.pre_all")
 
     # -- embedding ---------------------------------------------------------------------
     def op_embedding(self, op: Op) -> None:
