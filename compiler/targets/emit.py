@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import isa
 from isa import Addr, Instr
+from isa.instr import _queue
+from isa.opcodes import OPCODES
 
 from compiler.passes.storage import View
 
@@ -20,6 +22,9 @@ __all__ = ["Emitter", "Ring", "Matrix", "CompileError", "symbol_name", "view_mat
 def symbol_name(value: str) -> str:
     """The program symbol of a graph value's buffer (symbols cannot contain '-')."""
     return value.replace("-", "_")
+
+
+_FIELD_ORDER = {op: spec.names for op, spec in OPCODES.items()}
 
 
 class CompileError(ValueError):
@@ -84,6 +89,13 @@ class Emitter:
 
     def emit(self, queue: str, opcode: str, **fields) -> None:
         self.instructions.append(Instr.make(opcode, queue, **fields))
+
+    def emit_fast(self, queue: str, opcode: str, *values) -> None:
+        """Hot loops: operands already canonical (ints, Addr) in the opcode's field order.
+        They are not range-checked here: `isa.verify` (run by every simulation and every
+        `tessel compile`) checks each field against its width and the machine's limits."""
+        fields = tuple(zip(_FIELD_ORDER[opcode], values))
+        self.instructions.append(Instr(opcode, _queue(queue), fields))
 
     def begin_op(self, name: str) -> None:
         self.op_starts.append((len(self.instructions), name))

@@ -276,7 +276,7 @@ class _PimLowering(KvCacheWrites):
                     continue
                 first, count = fill
                 nbytes = -(-count * 2 // self.arch.burst_bytes) * self.arch.burst_bytes
-                em.emit(q, "pim.wrgb", gb=0, src=self.addr("xin", first * 2), bytes=nbytes)
+                em.emit_fast(q, "pim.wrgb", 0, self.addr("xin", first * 2), nbytes)
                 self._segments(q, layout, p, c, psum)
             em.emit(q, "signal", sem=self.done)
         for _ in active:
@@ -292,14 +292,14 @@ class _PimLowering(KvCacheWrites):
                 n = min(left, per_row - at % per_row)
                 if row != open_row:
                     if open_row is not None:
-                        em.emit(q, "pim.pre_all")
-                    em.emit(q, "pim.act_all", row=row)
+                        em.emit_fast(q, "pim.pre_all")
+                    em.emit_fast(q, "pim.act_all", row)
                     open_row = row
-                em.emit(q, "pim.mac_all", col=col, ncols=n // lanes, gb=gb)
+                em.emit_fast(q, "pim.mac_all", col, n // lanes, gb)
                 at, left, gb = at + n, left - n, gb + n * 2
-            em.emit(q, "pim.rdmac_all", dst=Addr("abuf", psum + (seg.out + c * layout.channel_stride) * 4))
+            em.emit_fast(q, "pim.rdmac_all", Addr("abuf", psum + (seg.out + c * layout.channel_stride) * 4))
         if open_row is not None:
-            em.emit(q, "pim.pre_all")
+            em.emit_fast(q, "pim.pre_all")
 
     def _release(self) -> None:
         self.em.emit("asic0", "signal", sem=self.free)

@@ -39,9 +39,9 @@ class KvCacheWrites:
         while elems:
             row, col = lay.cell(self.arch, at)
             n = min(elems, per_row - at % per_row)
-            self.em.emit(q, "pim.act", bank=bank, row=row)
-            self.em.emit(q, "pim.wr", bank=bank, row=row, col=col, ncols=-(-n // lanes), src=src)
-            self.em.emit(q, "pim.pre", bank=bank)
+            self.em.emit_fast(q, "pim.act", bank, row)
+            self.em.emit_fast(q, "pim.wr", bank, row, col, -(-n // lanes), src)
+            self.em.emit_fast(q, "pim.pre", bank)
             at, elems, src = at + n, elems - n, src + n * 2
 
     def _stage(self) -> None:
@@ -112,10 +112,9 @@ class KvCacheWrites:
             batch = [cells[r] for cells in per_channel.values() if r < len(cells)]
             for c, start, lane, h, d0 in batch:
                 q, (row, col) = self.pim_queues[c], lay.cell(a, start)
-                em.emit(q, "pim.act_all", row=row)
+                em.emit_fast(q, "pim.act_all", row)
                 for b in range(min(a.banks, hd - d0)):
-                    em.emit(q, "pim.rd", bank=b, row=row, col=col, ncols=1,
-                            dst=self.addr("vtile", c * tile + b * burst))
+                    em.emit_fast(q, "pim.rd", b, row, col, 1, self.addr("vtile", c * tile + b * burst))
                 em.emit(q, "signal", sem=self.read_back[c])
             for c, start, lane, h, d0 in batch:
                 (row, col), banks = lay.cell(a, start), min(a.banks, hd - d0)
@@ -127,6 +126,5 @@ class KvCacheWrites:
                         rows=banks, row_bytes=2)
                 q = self._hand(c)
                 for b in range(banks):
-                    em.emit(q, "pim.wr", bank=b, row=row, col=col, ncols=1,
-                            src=self.addr("vtile", c * tile + b * burst))
-                em.emit(q, "pim.pre_all")
+                    em.emit_fast(q, "pim.wr", b, row, col, 1, self.addr("vtile", c * tile + b * burst))
+                em.emit_fast(q, "pim.pre_all")
