@@ -12,7 +12,7 @@ from collections import defaultdict
 
 from isa.encoding import encode
 from isa.errors import FieldError, IsaError, VerifyError
-from isa.footprint import Footprint, QueueConfig, footprints
+from isa.footprint import NO_FOOTPRINT, Footprint, QueueConfig, footprints
 from isa.instr import Instr
 from isa.machine import MachineView
 from isa.opcodes import ISA_VERSION, OPCODES
@@ -106,6 +106,8 @@ def _check_instructions(program: Program, machine: MachineView) -> None:
                 raise _at(index, instr, f"{name}={value} exceeds the machine limit (< {bound})")
         if instr.opcode in pim_fields:
             _check_pim(index, instr, pim_fields[instr.opcode], limits)
+        if instr.opcode in NO_FOOTPRINT:
+            continue                        # touches no memory and configures nothing
         config = slot[0]
         try:
             found = footprints(instr, config, limits)

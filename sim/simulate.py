@@ -41,7 +41,8 @@ def _op_stats(program, timeline, costs, machine) -> tuple[OpStats, ...]:
     n = len(program.instructions)
     starts = [i for i, _ in marks]
     bounds = list(zip(starts, starts[1:] + [n]))
-    units = np.array([q.unit.name for q in (ins.queue for ins in program.instructions)])
+    unit_names = np.array([isa.Queue.parse(q).unit.name for q in timeline.queues])
+    units = unit_names[timeline.queue_of]
     stats = []
     for (lo, hi), (_, name) in zip(bounds, marks):
         if hi <= lo:

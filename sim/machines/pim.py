@@ -53,7 +53,7 @@ class PimMachine(Machine):
         self._dma_latency = t.tRCD_RD + t.tCL
         self._io_bytes_per_s = int(round(arch.io_bw_total_gbps * 1e9))
         self._pim_acts = 0.0       # banks the program's own pim.act* open (the rest: refresh)
-        self._events_of: dict[int, tuple] = {}
+        self._events_of: dict = {}        # id(plan) or command shape -> events
 
     def mac_units(self) -> int:
         a = self.arch
@@ -81,17 +81,20 @@ class PimMachine(Machine):
         vcfg: dict = {}
         src_pitch: dict = {}
         timed: dict = {}                       # pim instruction -> (its channel's runner, plan)
-        by_plan: dict = {}                     # id(plan) -> (plan, instructions using it)
-        channel_of = {q: (self.channels[q.index] if q.unit.name == "pim" else None)
-                      for q in {ins.queue for ins in program.instructions}}
+        users_of: dict = {}                    # events of a plan -> instructions with them
+        channel_of: dict[int, PimChannel | None] = {}        # id(queue object) -> channel
         for i, ins in enumerate(program.instructions):
-            op, channel = ins.opcode, channel_of[ins.queue]
+            op, queue = ins.opcode, ins.queue
+            channel = channel_of.get(id(queue), False)
+            if channel is False:
+                channel = channel_of[id(queue)] = (self.channels[queue.index]
+                                                   if queue.unit.name == "pim" else None)
             if channel is not None:
                 if op == "halt" or op == "wait":
                     continue
                 plan = channel.plan(i, ins)
                 timed[i] = (channel.run_plan, plan)
-                by_plan.setdefault(id(plan), (plan, []))[1].append(i)
+                users_of.setdefault(self._plan_events(plan), []).append(i)
             elif op in _CONTROL or op == "signal":
                 if op == "signal" and ins.queue.unit.name == "dma":
                     delays[i] = self._dma_latency
@@ -128,8 +131,8 @@ class PimMachine(Machine):
                                    "PIM machine")
         durations[list(timed)] = -1
         self._pim_acts = 0.0
-        for plan, users in by_plan.values():
-            for name, value in self._plan_events(plan):
+        for plan_events, users in users_of.items():
+            for name, value in plan_events:
                 events[name][users] = value
                 if name == "act_banks":
                     self._pim_acts += value * len(users)
@@ -140,9 +143,15 @@ class PimMachine(Machine):
         return Costs(durations, resources, events, timed=run, delays=delays)
 
     def _plan_events(self, plan: tuple | None) -> tuple[tuple[str, float], ...]:
-        """Energy events of one decoded pim instruction (cached per plan)."""
+        """Energy events of one decoded pim instruction (cached per plan, and per command
+        kinds and counts, so equal events are one shared tuple)."""
         found = self._events_of.get(id(plan))
         if found is not None:
+            return found
+        shape = tuple((cmd.kind, n) for cmd, n, _ in plan or ())
+        found = self._events_of.get(shape)
+        if found is not None:
+            self._events_of[id(plan)] = found
             return found
         a, out = self.arch, {}
         def add(name, value):
@@ -163,7 +172,7 @@ class PimMachine(Machine):
             elif k in ("RD", "WR"):
                 add("rd_bursts" if k == "RD" else "wr_bursts", n)
                 add("io_bytes", n * a.burst_bytes)
-        found = self._events_of[id(plan)] = tuple(out.items())
+        found = self._events_of[shape] = self._events_of[id(plan)] = tuple(out.items())
         return found
 
     def memory_bytes(self, program: isa.Program, sizes: Mapping[str, int]) -> dict[str, int]:
