@@ -23,6 +23,7 @@ from compiler.ir import Graph, Op, OpKind
 from compiler.passes.sections import Call, partition
 from compiler.passes.storage import View, plan_storage
 from compiler.targets.dataflow_place import ALIGN, place
+from compiler.targets.embedding import lower_embedding
 from compiler.targets.emit import (CompileError, Emitter, Matrix, Ring, symbol_name, view_batches,
                                    view_matrix)
 from compiler.targets.systolic import Lowered
@@ -265,24 +266,7 @@ class _Lowering:
         return GemmTile(tm, tn, tk) if b_fits() and tm >= 1 else None
 
     def op_embedding(self, op: Op) -> None:
-        table = self.matrix(self.plan.views[op.inputs[0]])
-        ids = self.matrix(self.plan.views[op.inputs[1]])
-        flat = Matrix(ids.symbol, ids.offset, 1, ids.rows * ids.cols, ids.rows * ids.cols)
-        out = self.matrix(self.plan.views[op.name])
-        row_bytes = table.cols * self.dtype.itemsize
-        ring = self.rings["gather"]
-        per = min(row_block(op.name, "embedding", flat.cols, row_bytes + 4, ring.slot_bytes, "gather slot"), 255)
-        for r0 in range(0, flat.cols, per):
-            n = min(per, flat.cols - r0)
-            slot = ring.acquire()
-            self.em.load("dma0", slot, flat.block(0, 1, r0, n))
-            rows_at = slot + (-(-n * 4 // ALIGN) * ALIGN)
-            self.em.pitch("dma0", row_bytes, 0)
-            self.em.emit("dma0", "gather", dst=rows_at, table=self.em.dram(table), idx=slot, n=n)
-            ring.filled()
-            ring.take()
-            self.em.store("agcu1", out.block(r0, n, 0, out.cols), rows_at)
-            ring.release()
+        lower_embedding(self.em, op, self.plan.views, self.rings["gather"], self.dtype.itemsize, ALIGN)
 
     def op_kv_append(self, op: Op) -> None:
         new, whole = self.plan.views[op.inputs[1]], self.plan.views[op.name]

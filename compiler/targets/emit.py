@@ -175,3 +175,4 @@ class Ring:
 
     def release(self) -> None:
         self.em.emit(self.consumer, "signal", sem=self.free)
+

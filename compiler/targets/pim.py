@@ -37,10 +37,10 @@ from compiler.ir import Graph, Op, OpKind
 from compiler.passes import pim_layout as pl
 from compiler.passes.storage import StoragePlan, View, plan_storage
 from compiler.targets.data import program_data
+from compiler.targets.embedding import lower_embedding
 from compiler.targets.emit import (CompileError, Emitter, Matrix, Ring, symbol_name,
                                    view_batches, view_matrix)
 from compiler.targets.pim_kv import KvCacheWrites
-from compiler.targets.tiling import row_block
 from compiler.targets.vector import VectorLowering
 
 __all__ = ["lower", "PimLowered"]
@@ -401,23 +401,7 @@ class _PimLowering(KvCacheWrites):
 
     # -- embedding ---------------------------------------------------------------------
     def op_embedding(self, op: Op) -> None:
-        table = self.matrix(self.plan.views[op.inputs[0]])
-        ids = self.matrix(self.plan.views[op.inputs[1]])
-        flat = Matrix(ids.symbol, ids.offset, 1, ids.rows * ids.cols, ids.rows * ids.cols)
-        out = self.matrix(self.plan.views[op.name])
-        row_bytes = table.cols * 2
-        per = min(255, row_block(op.name, "embedding", flat.cols, row_bytes + 4, self.copy.slot_bytes, "copy slot"))
-        for r0 in range(0, flat.cols, per):
-            n = min(per, flat.cols - r0)
-            slot = self.copy.acquire()
-            self.em.load("dma0", slot, flat.block(0, 1, r0, n))
-            rows_at = slot + (-(-n * 4 // _ALIGN) * _ALIGN)
-            self.em.pitch("dma0", row_bytes, 0)
-            self.em.emit("dma0", "gather", dst=rows_at, table=self.em.dram(table), idx=slot, n=n)
-            self.copy.filled()
-            self.copy.take()
-            self.em.store("dma1", out.block(r0, n, 0, out.cols), rows_at)
-            self.copy.release()
+        lower_embedding(self.em, op, self.plan.views, self.copy, 2, _ALIGN)
 
 
 def lower(graph: Graph, arch: PimArch, dtype: DType | None = None) -> PimLowered:

@@ -24,6 +24,7 @@ from compiler.frontend.weights import param_roles
 from compiler.ir import Graph, Op, OpKind
 from compiler.passes.storage import StoragePlan, plan_storage
 from compiler.targets.data import program_data
+from compiler.targets.embedding import lower_embedding
 from compiler.targets.emit import (CompileError, Emitter, Matrix, Ring, symbol_name,
                                    view_batches, view_matrix)
 from compiler.targets.tiling import MAX_TILE, GemmTile, gemm_tile, row_block
@@ -187,25 +188,7 @@ class _Lowering:
                                      self.acc)
 
     def op_embedding(self, op: Op) -> None:
-        table = self.matrix(self.plan.views[op.inputs[0]])
-        ids = self.matrix(self.plan.views[op.inputs[1]])
-        flat_ids = Matrix(ids.symbol, ids.offset, 1, ids.rows * ids.cols, ids.rows * ids.cols)
-        out = self.matrix(self.plan.views[op.name])
-        row_bytes = table.cols * self.dtype.itemsize
-        copy = self.rings["copy"]
-        per = row_block(op.name, "embedding", flat_ids.cols, row_bytes + 4, copy.slot_bytes, "copy slot")
-        per = min(per, 255)                              # gather moves at most 255 rows
-        for r0 in range(0, flat_ids.cols, per):
-            n = min(per, flat_ids.cols - r0)
-            slot = copy.acquire()
-            self.em.load("dma0", slot, flat_ids.block(0, 1, r0, n))
-            rows_at = slot + (-(-n * 4 // _ALIGN) * _ALIGN)
-            self.em.pitch("dma0", row_bytes, 0)
-            self.em.emit("dma0", "gather", dst=rows_at, table=self.em.dram(table), idx=slot, n=n)
-            copy.filled()
-            copy.take()
-            self.em.store("dma1", out.block(r0, n, 0, out.cols), rows_at)
-            copy.release()
+        lower_embedding(self.em, op, self.plan.views, self.rings["copy"], self.dtype.itemsize, _ALIGN)
 
     def op_kv_append(self, op: Op) -> None:
         new = self.plan.views[op.inputs[1]]
