@@ -23,11 +23,11 @@ from compiler.ir import Graph, Op, OpKind
 from compiler.passes.sections import Call, partition
 from compiler.passes.storage import View, plan_storage
 from compiler.targets.dataflow_place import ALIGN, place
-from compiler.targets.embedding import lower_embedding
+from compiler.targets.movement import lower_embedding, lower_kv_append
 from compiler.targets.emit import (CompileError, Emitter, Matrix, Ring, symbol_name, view_batches,
                                    view_matrix)
 from compiler.targets.systolic import Lowered
-from compiler.targets.tiling import MAX_TILE, GemmTile, gemm_tile, row_block
+from compiler.targets.tiling import MAX_TILE, GemmTile, gemm_tile
 from compiler.targets.vector import VectorLowering
 
 __all__ = ["lower", "BODY_QUEUES", "RING_SHARE"]
@@ -269,23 +269,7 @@ class _Lowering:
         lower_embedding(self.em, op, self.plan.views, self.rings["gather"], self.dtype.itemsize, ALIGN)
 
     def op_kv_append(self, op: Op) -> None:
-        new, whole = self.plan.views[op.inputs[1]], self.plan.views[op.name]
-        axis = len(whole.shape) - 2
-        target = whole.slice(axis, whole.shape[axis] - new.shape[axis], whole.shape[axis])
-        ring = self.rings["copy"]
-        for src, dst in zip(self.batches(new, 2), self.batches(target, 2)):
-            sm, dm = self.matrix(src), self.matrix(dst)
-            per = row_block(op.name, "kv_append", sm.rows, sm.cols * self.dtype.itemsize,
-                            ring.slot_bytes, "copy slot")
-            for r0 in range(0, sm.rows, per):
-                rows = min(per, sm.rows - r0)
-                slot = ring.acquire()
-                self.em.load("agcu0", slot, sm.block(r0, rows, 0, sm.cols))
-                ring.filled()
-                ring.take()
-                self.em.store("agcu1", dm.block(r0, rows, 0, dm.cols), slot)
-                ring.release()
-
+        lower_kv_append(self.em, op, self.plan.views, self.rings["copy"], self.dtype.itemsize)
 
 def _streamed_bytes(graph: Graph, op: Op) -> int:
     """The largest operand an op streams; a gather reads only the rows it picks."""

@@ -37,7 +37,7 @@ from compiler.ir import Graph, Op, OpKind
 from compiler.passes import pim_layout as pl
 from compiler.passes.storage import StoragePlan, View, plan_storage
 from compiler.targets.data import program_data
-from compiler.targets.embedding import lower_embedding
+from compiler.targets.movement import lower_embedding
 from compiler.targets.emit import (CompileError, Emitter, Matrix, Ring, symbol_name,
                                    view_batches, view_matrix)
 from compiler.targets.pim_kv import KvCacheWrites

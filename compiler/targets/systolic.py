@@ -24,10 +24,10 @@ from compiler.frontend.weights import param_roles
 from compiler.ir import Graph, Op, OpKind
 from compiler.passes.storage import StoragePlan, plan_storage
 from compiler.targets.data import program_data
-from compiler.targets.embedding import lower_embedding
+from compiler.targets.movement import lower_embedding, lower_kv_append
 from compiler.targets.emit import (CompileError, Emitter, Matrix, Ring, symbol_name,
                                    view_batches, view_matrix)
-from compiler.targets.tiling import MAX_TILE, GemmTile, gemm_tile, row_block
+from compiler.targets.tiling import MAX_TILE, GemmTile, gemm_tile
 from compiler.targets.vector import VectorLowering
 
 __all__ = ["lower", "Lowered", "QUEUES"]
@@ -191,25 +191,7 @@ class _Lowering:
         lower_embedding(self.em, op, self.plan.views, self.rings["copy"], self.dtype.itemsize, _ALIGN)
 
     def op_kv_append(self, op: Op) -> None:
-        new = self.plan.views[op.inputs[1]]
-        whole = self.plan.views[op.name]
-        axis = len(whole.shape) - 2
-        start = whole.shape[axis] - new.shape[axis]
-        target = whole.slice(axis, start, whole.shape[axis])
-        copy = self.rings["copy"]
-        for src, dst in zip(self.batches(new, 2), self.batches(target, 2)):
-            sm, dm = self.matrix(src), self.matrix(dst)
-            per = row_block(op.name, "kv_append", sm.rows, sm.cols * self.dtype.itemsize,
-                            copy.slot_bytes, "copy slot")
-            for r0 in range(0, sm.rows, per):
-                rows = min(per, sm.rows - r0)
-                slot = copy.acquire()
-                self.em.load("dma0", slot, sm.block(r0, rows, 0, sm.cols))
-                copy.filled()
-                copy.take()
-                self.em.store("dma1", dm.block(r0, rows, 0, dm.cols), slot)
-                copy.release()
-
+        lower_kv_append(self.em, op, self.plan.views, self.rings["copy"], self.dtype.itemsize)
 
 def lower(graph: Graph, arch: SystolicArch, dtype: DType | None = None) -> Lowered:
     """Compile `graph` for `arch`; dtype overrides the array's operand type (e.g. fp32)."""

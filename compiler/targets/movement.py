@@ -1,0 +1,49 @@
+"""Data movement lowered the same way on every target with dense tensors: embedding lookups
+(gather table rows) and KV-cache appends (copy the new rows into place), each through one
+ring's slots from its producer queue to its consumer queue."""
+from __future__ import annotations
+
+from compiler.targets.emit import Emitter, Matrix, Ring, view_batches, view_matrix
+from compiler.targets.tiling import row_block
+
+__all__ = ["lower_embedding", "lower_kv_append"]
+
+
+def lower_embedding(em: Emitter, op, views, ring: Ring, itemsize: int, align: int = 64) -> None:
+    """An embedding lookup: the ring's producer loads blocks of token ids and gathers their
+    table rows into a slot (`gather` moves at most 255 rows), its consumer stores them."""
+    table, ids, out = (view_matrix(views[name]) for name in (*op.inputs[:2], op.name))
+    flat = Matrix(ids.symbol, ids.offset, 1, ids.rows * ids.cols, ids.rows * ids.cols)
+    row_bytes = table.cols * itemsize
+    per = min(255, row_block(op.name, "embedding", flat.cols, row_bytes + 4, ring.slot_bytes,
+                             "gather slot"))
+    for r0 in range(0, flat.cols, per):
+        n = min(per, flat.cols - r0)
+        slot = ring.acquire()
+        em.load(ring.producer, slot, flat.block(0, 1, r0, n))
+        rows_at = slot + (-(-n * 4 // align) * align)
+        em.pitch(ring.producer, row_bytes, 0)
+        em.emit(ring.producer, "gather", dst=rows_at, table=em.dram(table), idx=slot, n=n)
+        ring.filled()
+        ring.take()
+        em.store(ring.consumer, out.block(r0, n, 0, out.cols), rows_at)
+        ring.release()
+
+
+def lower_kv_append(em: Emitter, op, views, ring: Ring, itemsize: int) -> None:
+    """Copy the new K or V rows into the tail of the cache buffer (the cache is in place)."""
+    new, whole = views[op.inputs[1]], views[op.name]
+    axis = len(whole.shape) - 2
+    target = whole.slice(axis, whole.shape[axis] - new.shape[axis], whole.shape[axis])
+    for src, dst in zip(view_batches(new, 2), view_batches(target, 2)):
+        sm, dm = view_matrix(src), view_matrix(dst)
+        per = row_block(op.name, "kv_append", sm.rows, sm.cols * itemsize, ring.slot_bytes,
+                        "copy slot")
+        for r0 in range(0, sm.rows, per):
+            rows = min(per, sm.rows - r0)
+            slot = ring.acquire()
+            em.load(ring.producer, slot, sm.block(r0, rows, 0, sm.cols))
+            ring.filled()
+            ring.take()
+            em.store(ring.consumer, dm.block(r0, rows, 0, dm.cols), slot)
+            ring.release()
