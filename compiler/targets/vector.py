@@ -73,6 +73,10 @@ class VectorLowering:
         """Rows per block: for each buffer (bytes per row, fixed bytes, capacity)."""
         best = min(rows, MAX_TILE)
         for what, (per_row, fixed, capacity) in needs.items():
+            if fixed + per_row > capacity:
+                raise CompileError(f"op '{op.name}' ({op.kind.value}): one row needs "
+                                   f"{fixed + per_row} bytes of {what} ({fixed} of them fixed), "
+                                   f"which holds {capacity} bytes")
             best = min(best, row_block(op.name, op.kind.value, rows, per_row, capacity - fixed, what))
         return best
 

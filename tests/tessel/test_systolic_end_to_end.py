@@ -104,3 +104,14 @@ def test_layernorm_row_too_wide_for_the_vector_scratch(capsys, tmp_path):
     code = main(["sim", "--model", str(graph), "--arch", "systolic-32", "--set", "sram_bytes=262144"])
     err = capsys.readouterr().err
     assert code == 2 and "op 'y' (layernorm): one row needs" in err and "bytes of" in err, err
+
+
+def test_too_small_sram_names_the_op_and_the_sizes():
+    from arch import load_arch
+    from compiler.frontend import load_model
+    from compiler.phase import decode
+    from compiler.targets import TARGETS, CompileError
+    arch = load_arch("systolic-128", ["sram_bytes=100000"])
+    with pytest.raises(CompileError, match=r"op 'h.0.ln_1' \(layernorm\): one row needs 7744 bytes "
+                                           r"of the vp_in slot \(6208 of them fixed\), which holds 6976"):
+        TARGETS["systolic"](load_model("gpt2").graph(decode(8)), arch)
