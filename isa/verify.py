@@ -78,6 +78,10 @@ def _check_program(program: Program, machine: MachineView) -> None:
                               f"is stored as {symbol.dtype.storage}")
 
 
+# Opcodes whose checks do not depend on their queue's configuration registers.
+STATELESS = frozenset(op for op in OPCODES if op.startswith("pim.")) | {"halt", "signal", "wait"}
+
+
 def _check_instructions(program: Program, machine: MachineView) -> None:
     limits = machine.limits
     spaces = machine.spaces
@@ -88,7 +92,10 @@ def _check_instructions(program: Program, machine: MachineView) -> None:
                   for op, spec in OPCODES.items() if op.startswith("pim.")}
     slots: dict[object, list] = {}      # queue -> [its QueueConfig so far]
     slot_of: dict[int, list] = {}       # id(queue object) -> its slot (equal queues share one)
+    checked: set[int] = set()          # ids of instructions whose checks need no queue state
     for index, instr in enumerate(program.instructions):
+        if id(instr) in checked:
+            continue
         queue = instr.queue
         slot = slot_of.get(id(queue))
         if slot is None:
@@ -106,6 +113,8 @@ def _check_instructions(program: Program, machine: MachineView) -> None:
                 raise _at(index, instr, f"{name}={value} exceeds the machine limit (< {bound})")
         if instr.opcode in pim_fields:
             _check_pim(index, instr, pim_fields[instr.opcode], limits)
+        if instr.opcode in STATELESS:       # the same object passes the same checks again
+            checked.add(id(instr))
         if instr.opcode in NO_FOOTPRINT:
             continue                        # touches no memory and configures nothing
         config = slot[0]

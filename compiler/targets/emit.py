@@ -80,6 +80,7 @@ class Emitter:
         self._ready_token: dict[str, int] = {}     # buffer -> token number of its last store
         self.addresses: dict[str, int] = {}        # DRAM symbol -> byte address
         self.itemsize: dict[str, int] = {}
+        self._interned: dict[tuple, Instr] = {}
 
     def semaphore(self) -> int:
         self._sems += 1
@@ -94,8 +95,12 @@ class Emitter:
         """Hot loops: operands already canonical (ints, Addr) in the opcode's field order.
         They are not range-checked here: `isa.verify` (run by every simulation and every
         `tessel compile`) checks each field against its width and the machine's limits."""
-        fields = tuple(zip(_FIELD_ORDER[opcode], values))
-        self.instructions.append(Instr(opcode, _queue(queue), fields))
+        key = (queue, opcode, values)
+        instr = self._interned.get(key)
+        if instr is None:           # equal instructions share one object (fewer objects to
+            instr = self._interned[key] = Instr(opcode, _queue(queue),   # check and time)
+                                                tuple(zip(_FIELD_ORDER[opcode], values)))
+        self.instructions.append(instr)
 
     def begin_op(self, name: str) -> None:
         self.op_starts.append((len(self.instructions), name))

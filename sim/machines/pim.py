@@ -82,6 +82,7 @@ class PimMachine(Machine):
         src_pitch: dict = {}
         timed: dict = {}                       # pim instruction -> (its channel's runner, plan)
         users_of: dict = {}                    # events of a plan -> instructions with them
+        seen: dict = {}                        # id(instruction) -> (its runner and plan, events)
         channel_of: dict[int, PimChannel | None] = {}        # id(queue object) -> channel
         for i, ins in enumerate(program.instructions):
             op, queue = ins.opcode, ins.queue
@@ -92,9 +93,12 @@ class PimMachine(Machine):
             if channel is not None:
                 if op == "halt" or op == "wait":
                     continue
-                plan = channel.plan(i, ins)
-                timed[i] = (channel.run_plan, plan)
-                users_of.setdefault(self._plan_events(plan), []).append(i)
+                known = seen.get(id(ins))                  # shared (interned) instructions
+                if known is None:
+                    plan = channel.plan(i, ins)
+                    known = seen[id(ins)] = ((channel.run_plan, plan), self._plan_events(plan))
+                timed[i] = known[0]
+                users_of.setdefault(known[1], []).append(i)
             elif op in _CONTROL or op == "signal":
                 if op == "signal" and ins.queue.unit.name == "dma":
                     delays[i] = self._dma_latency
