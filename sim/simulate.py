@@ -77,8 +77,9 @@ def simulate(program: isa.Program, arch: Any, *, functional: bool = True,
         on_start = FunctionalExecutor(program, memory, models=models).execute
     timeline = simulate_events(program, costs.durations, costs.resources, on_start, costs.timed,
                                costs.delays)
+    after_run = machine.run_totals()        # may complete costs.events (state-dependent runs)
     totals = {k: float(v.sum()) for k, v in costs.events.items()}
-    for k, v in machine.run_totals().items():
+    for k, v in after_run.items():
         totals[k] = totals.get(k, 0.0) + v
     cycles = timeline.total_cycles
     energy = {k: v * 1e-12 for k, v in machine.energy_pj(totals).items()}

@@ -67,7 +67,9 @@ class Machine(abc.ABC):
         return dict(sizes)
 
     def run_totals(self) -> dict[str, float]:
-        """Event totals known only after the run (e.g. DRAM refreshes), added to the rest."""
+        """Called once after the run, before `Costs.events` is summed (a machine that records
+        events at issue completes them here): event totals known only after the run (e.g.
+        DRAM refreshes), added to the rest."""
         return {}
 
     def report(self, timeline, cycles: int) -> dict[str, Any]:

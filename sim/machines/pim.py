@@ -19,6 +19,7 @@ GDDR6-AiM) + the ASIC's static power.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from typing import Mapping
 
 import numpy as np
@@ -52,7 +53,9 @@ class PimMachine(Machine):
         t = arch.timing
         self._dma_latency = t.tRCD_RD + t.tCL
         self._io_bytes_per_s = int(round(arch.io_bw_total_gbps * 1e9))
-        self._pim_acts = 0.0       # banks the program's own pim.act* open (the rest: refresh)
+        self._pim_index = np.zeros(0, np.int64)     # the program's pim queue instructions
+        self._issued: defaultdict = defaultdict(list)
+        self._events: dict = {}
         self._events_of: dict = {}        # id(plan) or command shape -> events
 
     def mac_units(self) -> int:
@@ -80,9 +83,7 @@ class PimMachine(Machine):
         lat, lanes = a.asic.latency_cycles, a.asic.vector_lanes
         vcfg: dict = {}
         src_pitch: dict = {}
-        timed: dict = {}                       # pim instruction -> (its channel's runner, plan)
-        users_of: dict = {}                    # events of a plan -> instructions with them
-        seen: dict = {}                        # id(instruction) -> (its runner and plan, events)
+        pim_index: list[int] = []              # pim queue instructions: timed at issue
         channel_of: dict[int, PimChannel | None] = {}        # id(queue object) -> channel
         for i, ins in enumerate(program.instructions):
             op, queue = ins.opcode, ins.queue
@@ -91,14 +92,8 @@ class PimMachine(Machine):
                 channel = channel_of[id(queue)] = (self.channels[queue.index]
                                                    if queue.unit.name == "pim" else None)
             if channel is not None:
-                if op == "halt" or op == "wait":
-                    continue
-                known = seen.get(id(ins))                  # shared (interned) instructions
-                if known is None:
-                    plan = channel.plan(i, ins)
-                    known = seen[id(ins)] = ((channel.run_plan, plan), self._plan_events(plan))
-                timed[i] = known[0]
-                users_of.setdefault(known[1], []).append(i)
+                if op != "halt" and op != "wait":
+                    pim_index.append(i)
             elif op in _CONTROL or op == "signal":
                 if op == "signal" and ins.queue.unit.name == "dma":
                     delays[i] = self._dma_latency
@@ -133,17 +128,24 @@ class PimMachine(Machine):
             else:
                 raise isa.IsaError(f"instruction {i} ({ins.queue} {op}): not executable on a "
                                    "PIM machine")
-        durations[list(timed)] = -1
-        self._pim_acts = 0.0
-        for plan_events, users in users_of.items():
-            for name, value in plan_events:
-                events[name][users] = value
-                if name == "act_banks":
-                    self._pim_acts += value * len(users)
+        durations[pim_index] = -1
+        self._events = events
+        self._pim_index = np.array(pim_index, np.int64)
+        instrs, channels, plan_events = program.instructions, self.channels, self._plan_events
+        seen: dict = {}                        # id(instruction) -> (runner, plan, events)
+        issued = self._issued = defaultdict(list)   # events -> pim instructions issued with them
 
         def run(i: int, t: int) -> int:
-            runner, plan = timed[i]
-            return runner(i, plan, t)
+            """Decode a pim instruction at its first issue (equal ones share the work), record
+            its energy events, and time it on its channel."""
+            ins = instrs[i]
+            known = seen.get(id(ins))
+            if known is None:
+                channel = channels[ins.queue.index]
+                plan = channel.plan(i, ins)
+                known = seen[id(ins)] = (channel.run_plan, plan, plan_events(plan))
+            issued[known[2]].append(i)
+            return known[0](i, known[1], t)
         return Costs(durations, resources, events, timed=run, delays=delays)
 
     def _plan_events(self, plan: tuple | None) -> tuple[tuple[str, float], ...]:
@@ -192,11 +194,17 @@ class PimMachine(Machine):
         return [c.stats for c in self.channels]
 
     def run_totals(self) -> dict[str, float]:
-        """Commands only the controller issued: refreshes and the row reopens after them."""
+        """Fills in the pim instructions' events (recorded at issue), then returns what only
+        the controller issued: refreshes and the row reopens after them."""
         stats = self.dram_stats()
         acts = sum(s.counts.get("ACT", 0) + self.arch.banks * s.counts.get("ACT_ALL", 0)
                    for s in stats)
-        return {"act_banks": acts - self._pim_acts,
+        for plan_events, users in self._issued.items():     # the pim instructions' events
+            for name, value in plan_events:
+                self._events[name][users] = value
+        self._issued.clear()
+        own = float(self._events["act_banks"][self._pim_index].sum())   # pim.act* opened
+        return {"act_banks": acts - own,
                 "refreshes": float(sum(s.counts.get("REF", 0) for s in stats))}
 
     def energy_pj(self, totals: Mapping[str, float]) -> dict[str, float]:
