@@ -18,13 +18,13 @@ from isa import Addr, DType
 from isa.fields import A32
 
 from arch.dataflow import DataflowArch
-from compiler.frontend.weights import param_roles
 from compiler.ir import Graph, Op, OpKind
 from compiler.passes.sections import Call, partition
-from compiler.passes.storage import View, plan_storage
+from compiler.passes.storage import View
 from compiler.targets.dataflow_place import ALIGN, place
 from compiler.targets.movement import lower_embedding, lower_kv_append
-from compiler.targets.emit import (CompileError, Emitter, Matrix, Ring, symbol_name, view_batches,
+from compiler.targets.data import target_storage
+from compiler.targets.emit import (lower_op, CompileError, Emitter, Matrix, Ring, symbol_name, view_batches,
                                    view_matrix)
 from compiler.targets.systolic import Lowered
 from compiler.targets.tiling import MAX_TILE, GemmTile, gemm_tile
@@ -86,9 +86,7 @@ class _TierEmitter(Emitter):
 class _Lowering:
     def __init__(self, graph: Graph, arch: DataflowArch, dtype: DType) -> None:
         self.graph, self.arch, self.dtype = graph, arch, dtype
-        roles = param_roles(graph)
-        precise = frozenset(n for n, r in roles.items() if r in ("gain", "bias"))
-        self.plan = plan_storage(graph, dtype, precise)
+        self.plan = target_storage(graph, dtype)
         sram = min(arch.sram_bytes, SRAM_REACH_BYTES)
         ring_bytes = min(int(sram * RING_SHARE), RING_MAX_BYTES) // ALIGN * ALIGN
         self.ring_bytes = ring_bytes
@@ -169,18 +167,7 @@ class _Lowering:
         return max(1, min(-(-largest // self.arch.pmu_bytes), (1 << 32) - 1))
 
     def op(self, op: Op) -> None:
-        em = self.em
-        em.begin_op(op.name)
-        for name in op.inputs:
-            if not self.graph[name].kind.is_source or self.graph[name].kind is OpKind.INPUT:
-                em.before_read("agcu0", symbol_name(self.plan.views[name].buffer))
-        own = {OpKind.LINEAR: self.op_linear, OpKind.MATMUL: self.op_matmul,
-               OpKind.EMBEDDING: self.op_embedding, OpKind.KV_APPEND: self.op_kv_append}
-        if op.kind in own:
-            own[op.kind](op)
-        else:
-            self.vector.handler(op.kind)(op, self)
-        em.stored("agcu1", symbol_name(self.plan.views[op.name].buffer))
+        lower_op(self, op, "agcu0", "agcu1")
 
     # -- ops ---------------------------------------------------------------------------
     def op_linear(self, op: Op) -> None:

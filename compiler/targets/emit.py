@@ -14,9 +14,11 @@ from isa import Addr, Instr
 from isa.instr import _queue
 from isa.opcodes import OPCODES
 
+from compiler.ir import OpKind
 from compiler.passes.storage import View
 
-__all__ = ["Emitter", "Ring", "Matrix", "CompileError", "symbol_name", "view_matrix", "view_batches"]
+__all__ = ["Emitter", "Ring", "Matrix", "CompileError", "symbol_name", "view_matrix", "view_batches",
+           "lower_op"]
 
 
 def symbol_name(value: str) -> str:
@@ -63,6 +65,27 @@ def view_batches(view: View, keep: int) -> list[View]:
         offset = view.offset + sum(i * s for i, s in zip(index, view.strides))
         out.append(View(view.buffer, view.shape[-keep:], view.strides[-keep:], offset))
     return out
+
+
+def lower_op(low, op, reader: str, writer: str) -> None:
+    """One graph op on any target: mark it, make `reader` wait for the stores of its computed
+    inputs, lower it (the target's op_linear, op_matmul, op_embedding and op_kv_append, the
+    vector lowering for the rest), and count its result's store on `writer` when the result
+    is a dense buffer (a target may hold some values elsewhere, e.g. PIM matrices)."""
+    em, plan = low.em, low.plan
+    em.begin_op(op.name)
+    for name in op.inputs:
+        if low.graph[name].kind is OpKind.INPUT or not low.graph[name].kind.is_source:
+            em.before_read(reader, symbol_name(plan.views[name].buffer))
+    own = {OpKind.LINEAR: low.op_linear, OpKind.MATMUL: low.op_matmul,
+           OpKind.EMBEDDING: low.op_embedding, OpKind.KV_APPEND: low.op_kv_append}
+    if op.kind in own:
+        own[op.kind](op)
+    else:
+        low.vector.handler(op.kind)(op, low)
+    produced = symbol_name(plan.views[op.name].buffer)
+    if produced in em.addresses:
+        em.stored(writer, produced)
 
 
 class Emitter:

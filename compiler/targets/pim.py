@@ -32,13 +32,12 @@ from isa import Addr, DType
 from isa.numerics import to_storage
 
 from arch.pim import PimArch
-from compiler.frontend.weights import param_roles
 from compiler.ir import Graph, Op, OpKind
 from compiler.passes import pim_layout as pl
-from compiler.passes.storage import StoragePlan, View, plan_storage
-from compiler.targets.data import program_data
+from compiler.passes.storage import StoragePlan, View
+from compiler.targets.data import program_data, target_storage
 from compiler.targets.movement import lower_embedding
-from compiler.targets.emit import (CompileError, Emitter, Matrix, Ring, symbol_name,
+from compiler.targets.emit import (lower_op, CompileError, Emitter, Matrix, Ring, symbol_name,
                                    view_batches, view_matrix)
 from compiler.targets.pim_kv import KvCacheWrites
 from compiler.targets.vector import VectorLowering
@@ -95,8 +94,7 @@ class _PimLowering(KvCacheWrites):
         if dtype is not DType.bf16:
             raise CompileError(f"the PIM target computes in bf16 (the MAC units' type), not {dtype.value}")
         self.graph, self.arch, self.dtype = graph, arch, dtype
-        roles = param_roles(graph)
-        self.plan = plan_storage(graph, dtype, frozenset(n for n, r in roles.items() if r in ("gain", "bias")))
+        self.plan = target_storage(graph, dtype)
         self.em = Emitter("pim")
         self.pim_queues = tuple(f"pim{c}" for c in range(arch.channels))
         self._abuf()
@@ -234,19 +232,7 @@ class _PimLowering(KvCacheWrites):
         for op in self.graph.ops:
             if op.kind.is_source or op.kind.is_layout:
                 continue
-            self.em.begin_op(op.name)
-            for name in op.inputs:
-                if self.graph[name].kind is OpKind.INPUT or not self.graph[name].kind.is_source:
-                    self.em.before_read("dma0", symbol_name(self.plan.views[name].buffer))
-            handler = {OpKind.LINEAR: self.op_linear, OpKind.MATMUL: self.op_matmul,
-                       OpKind.KV_APPEND: self.op_kv_append, OpKind.EMBEDDING: self.op_embedding}
-            if op.kind in handler:
-                handler[op.kind](op)
-            else:
-                self.vector.handler(op.kind)(op, self)
-            produced = symbol_name(self.plan.views[op.name].buffer)
-            if produced in self.em.addresses:          # a dense value (not a PIM matrix)
-                self.em.stored("dma1", produced)
+            lower_op(self, op, "dma0", "dma1")
         queues = ("dma0", "dma1", "asic0") + self.pim_queues
         program = self.em.program(("dram", "gbuf", "abuf"), tuple(self.symbols), queues)
         matrices = {symbol_name(f"pim.{lay.name}"): (self.pim_values[v][0], lay, v, n0, transpose)

@@ -20,12 +20,11 @@ import isa
 from isa import DType
 
 from arch.systolic import SystolicArch
-from compiler.frontend.weights import param_roles
-from compiler.ir import Graph, Op, OpKind
-from compiler.passes.storage import StoragePlan, plan_storage
-from compiler.targets.data import program_data
+from compiler.ir import Graph, Op
+from compiler.passes.storage import StoragePlan
+from compiler.targets.data import program_data, target_storage
 from compiler.targets.movement import lower_embedding, lower_kv_append
-from compiler.targets.emit import (CompileError, Emitter, Matrix, Ring, symbol_name,
+from compiler.targets.emit import (lower_op, CompileError, Emitter, Matrix, Ring, symbol_name,
                                    view_batches, view_matrix)
 from compiler.targets.tiling import MAX_TILE, GemmTile, gemm_tile
 from compiler.targets.vector import VectorLowering
@@ -55,9 +54,7 @@ class Lowered:
 class _Lowering:
     def __init__(self, graph: Graph, arch: SystolicArch, dtype: DType) -> None:
         self.graph, self.arch, self.dtype = graph, arch, dtype
-        roles = param_roles(graph)
-        precise = frozenset(n for n, r in roles.items() if r in ("gain", "bias"))
-        self.plan = plan_storage(graph, dtype, precise)
+        self.plan = target_storage(graph, dtype)
         self.em = Emitter("systolic")
         self._place_buffers()
         sram, base = arch.sram_bytes, 0
@@ -100,25 +97,12 @@ class _Lowering:
     matrix = staticmethod(view_matrix)
     batches = staticmethod(view_batches)
 
-    def reads(self, op: Op) -> None:
-        for name in op.inputs:
-            if not self.graph[name].kind.is_source or self.graph[name].kind is OpKind.INPUT:
-                self.em.before_read("dma0", symbol_name(self.plan.views[name].buffer))
-
     # -- ops ---------------------------------------------------------------------------
     def lower(self) -> Lowered:
         for op in self.graph.ops:
             if op.kind.is_source or op.kind.is_layout:
                 continue
-            self.em.begin_op(op.name)
-            self.reads(op)
-            own = {OpKind.LINEAR: self.op_linear, OpKind.MATMUL: self.op_matmul,
-                   OpKind.EMBEDDING: self.op_embedding, OpKind.KV_APPEND: self.op_kv_append}
-            if op.kind in own:
-                own[op.kind](op)
-            else:
-                self.vector.handler(op.kind)(op, self)
-            self.em.stored("dma1", symbol_name(self.plan.views[op.name].buffer))
+            lower_op(self, op, "dma0", "dma1")
         program = self.em.program(("dram", "sram", "acc"), tuple(self.symbols), QUEUES)
         return Lowered(program, self.plan, self.dtype, dict(self.vector.constants))
 
