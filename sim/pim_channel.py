@@ -17,16 +17,18 @@ another queue never sees data early.
 """
 from __future__ import annotations
 
+from isa.opcodes import OPCODES
 from sim.dram import ChannelState, Command, DramError
 
 __all__ = ["PimChannel", "commands_of", "timing_key"]
 
 
-# Timing-relevant operands by position in each pim opcode's fields (docs/isa.md).
-_TIMING_FIELDS = {"pim.act": (0, 1), "pim.act_all": (0,), "pim.pre": (0,), "pim.pre_all": (),
-                  "pim.wrgb": (2,), "pim.mac": (0, 1, 2), "pim.mac_all": (0, 1),
-                  "pim.rdmac": (0,), "pim.rdmac_all": (), "pim.wr": (0, 1, 2, 3),
-                  "pim.rd": (0, 1, 2, 3)}
+# The operands each pim opcode's DRAM commands depend on (not its data addresses).
+_TIMING_FIELDS = {op: tuple(OPCODES[op].names.index(name) for name in names) for op, names in {
+    "pim.act": ("bank", "row"), "pim.act_all": ("row",), "pim.pre": ("bank",), "pim.pre_all": (),
+    "pim.wrgb": ("bytes",), "pim.mac": ("bank", "col", "ncols"), "pim.mac_all": ("col", "ncols"),
+    "pim.rdmac": ("bank",), "pim.rdmac_all": (), "pim.wr": ("bank", "row", "col", "ncols"),
+    "pim.rd": ("bank", "row", "col", "ncols")}.items()}
 
 
 def timing_key(instr) -> tuple:
