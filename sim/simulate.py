@@ -59,10 +59,10 @@ def _op_stats(program, timeline, costs, machine) -> tuple[OpStats, ...]:
 
 
 def simulate(program: isa.Program, arch: Any, *, functional: bool = True,
-             assumptions: tuple[str, ...] = (), machine_options: dict | None = None) -> Simulation:
-    """Verify, then run `program` on `arch`'s machine model (built with machine_options)."""
+             assumptions: tuple[str, ...] = ()) -> Simulation:
+    """Verify, then run `program` on `arch`'s machine model."""
     isa.verify(program, arch.machine_view())
-    machine = MACHINES[program.target](arch, **(machine_options or {}))
+    machine = MACHINES[program.target](arch)
     costs = machine.costs(program)
     memory = None
     on_start = None
