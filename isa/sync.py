@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from isa.instr import Instr
 
 __all__ = ["Blocked", "find_blocked_wait"]
 
 _LISTED_QUEUES = 4
+_SYNC = frozenset({"signal", "wait", "halt"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +34,13 @@ def find_blocked_wait(instructions: Sequence[Instr]) -> Blocked | None:
     steps: dict[object, list[tuple[int, bool, int]]] = defaultdict(list)
     halted: set[object] = set()
     signalled: set[int] = set()
-    for index, instr in enumerate(instructions):
-        opcode = instr.opcode
+    opcodes = list(map(attrgetter("opcode"), instructions))
+    for index in [i for i, op in enumerate(opcodes) if op in _SYNC]:   # few of the many
+        instr = instructions[index]
+        opcode = opcodes[index]
         if opcode == "signal":
             signalled.add(instr["sem"])
-        if instr.queue in halted or opcode not in ("signal", "wait", "halt"):
+        if instr.queue in halted:
             continue
         if opcode == "halt":
             halted.add(instr.queue)

@@ -8,6 +8,7 @@ right side of the chip; finally that all queues run to completion through their 
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 
 from isa.encoding import encode
@@ -25,14 +26,28 @@ __all__ = ["verify"]
 def verify(program: Program, machine: MachineView) -> None:
     """Raise VerifyError on the first problem; return None when the program is valid."""
     _check_program(program, machine)
-    try:
-        encode(program.instructions, program.spaces)
-    except FieldError as error:
-        raise VerifyError(str(error), error.index) from None
+    _check_fields(program)
     _check_instructions(program, machine)
     blocked = find_blocked_wait(program.instructions)
     if blocked is not None:
         raise _at(blocked.index, program.instructions[blocked.index], blocked.message)
+
+
+def _check_fields(program: Program) -> None:
+    """Every field value fits its encoding: each distinct instruction object is encoded once
+    (compilers share equal instructions; an error names the object's first index)."""
+    instrs = program.instructions
+    ids = list(map(id, instrs))
+    first = sorted(dict(zip(reversed(ids), range(len(ids) - 1, -1, -1))).values())
+    try:
+        encode([instrs[i] for i in first], program.spaces)
+    except FieldError as error:
+        index = first[error.index] if error.index is not None else None
+        message = str(error)
+        if index is not None:
+            message = re.sub(rf"\binstruction {error.index}\b", f"instruction {index}", message,
+                             count=1)
+        raise VerifyError(message, index) from None
 
 
 def _at(index: int, instr: Instr, reason: str) -> VerifyError:

@@ -46,6 +46,8 @@ KINDS = ("ACT", "ACT_ALL", "PRE", "PRE_ALL", "MAC", "MAC_ALL", "RD", "WR", "WRGB
 _ALL_BANK = frozenset({"ACT_ALL", "PRE_ALL", "MAC_ALL", "RDMAC_ALL"})
 _ROW_ACCESS = frozenset({"RD", "WR", "MAC", "MAC_ALL"})        # need an open row
 _COLUMN = _ROW_ACCESS | {"RDMAC", "RDMAC_ALL", "WRGB"}
+_READS = frozenset({"RD", "RDMAC", "RDMAC_ALL"})                 # data returns to the host
+_LOCKSTEP = frozenset({"ACT_ALL", "PRE_ALL", "MAC_ALL", "RDMAC_ALL", "WRGB", "REF"})
 NEVER = -(1 << 60)                                              # "long ago": no constraint
 _FOREVER = 1 << 62
 
@@ -125,9 +127,20 @@ class ChannelState:
 
     `CommandChannel.run` feeds it a whole stream; the PIM machine keeps one per channel for
     a whole program and feeds it instruction by instruction (`idle_until`, `issue`,
-    `issue_run`)."""
+    `issue_run`).
 
-    def __init__(self, arch, start: int) -> None:
+    Lockstep (`lockstep=True`, the fast path): from an ACT_ALL of a closed channel until the
+    next single-bank command, every bank holds the same row and the same last ACT, PRE,
+    column and write cycles, so the state is kept as one scalar per array (`_lock_*`) and
+    the all-bank commands (ACT_ALL, PRE_ALL, MAC_ALL, RDMAC_ALL, WRGB, REF) are timed from
+    those. The all-bank rules read only maxima over the banks, which the scalars are. At
+    entry the PRE, column and write cycles become their maxima: a bank's old values can
+    no longer bind (its close waited tRTP / tWR after them and the ACT_ALL tRP after that,
+    so they fall before ACT + tRAS; a PRE only counts once it closes a bank again). The
+    first single-bank command writes the scalars back to the arrays and goes on by the
+    general rules, so lockstep yields the same cycles (tests/sim/test_pim_channel.py)."""
+
+    def __init__(self, arch, start: int, *, lockstep: bool = False) -> None:
         self.arch, self.t, n = arch, arch.timing, arch.banks
         self.tail = _tails(self.t)
         self.group = [arch.bank_group(b) for b in range(n)]
@@ -142,6 +155,13 @@ class ChannelState:
         self.bus = start - 1
         self.ref, self.due = _schedule(self.t, start)
         self.tally = _Tally(start, start)
+        self.data_ready = 0                             # when every read so far has returned
+        self.lockstep, self.lock = lockstep, False
+        self._lock_row = self._lock_memo = None
+        self._lock_act = self._lock_pre = self._lock_rd = self._lock_wr = NEVER
+        self._lock_fresh = False
+        t = self.t
+        self._act_all_gap = max(t.tRC, t.tRRD, t.tFAW)
 
     def execute(self, commands: Iterable[Sequence]) -> CommandResult:
         issued = [self.issue(i, self._validate(i, Command(*raw))) for i, raw in enumerate(commands)]
@@ -150,13 +170,21 @@ class ChannelState:
     def idle_until(self, cycle: int) -> None:
         """Nothing arrives before `cycle`: refreshes due earlier happen on time meanwhile."""
         while self.due < cycle:
-            self._refresh(self.due)
+            if self.lock:
+                self._refresh_lock(self.due)
+            else:
+                self._refresh(self.due)
             self.due += self.t.tREFI
-        self.bus = max(self.bus, cycle - 1)
+        if self.bus < cycle - 1:
+            self.bus = cycle - 1
 
     def issue(self, i: int, cmd: Command) -> int:
         """Issue one validated command (after any refresh it meets); returns its cycle."""
         while True:
+            if self.lock:                               # (a reopening ACT_ALL may enter it)
+                if cmd.kind in _LOCKSTEP:
+                    return self._issue_lock(i, cmd)
+                self._unlock()
             head = self._reopen(i, cmd) or cmd
             e = self._earliest(head)
             if e >= self.due:
@@ -177,12 +205,13 @@ class ChannelState:
         predecessor (bus, tCCD_S, tCCD_L) or already met (tRCD, WR_GB), so the others issue
         one per `step` until a refresh falls due; the refresh is then taken command by command."""
         e = self.issue(i, cmd)
+        apply = self._apply_lock if self.lock else self._apply     # a run keeps the mode
         left = n - 1
         while left:
             k = min(left, (self.due - 1 - e) // step)
             if k > 0:
                 e += k * step
-                self._apply(i, cmd, e)
+                apply(i, cmd, e)
                 self.tally.counts[cmd.kind] += k - 1
                 if cmd.kind in _ROW_ACCESS:
                     self.tally.hits += k - 1
@@ -262,6 +291,11 @@ class ChannelState:
     def _apply(self, i: int, c: Command, e: int) -> None:
         k, banks = c.kind, self._banks(c)
         n = self.arch.banks
+        if k == "ACT_ALL" and not self.n_open and self.lockstep:   # every bank: lockstep
+            self._lock_pre, self._lock_rd, self._lock_wr = max(self.pre), max(self.rd), max(self.wr)
+            self.lock = True
+            self._apply_lock(i, c, e)
+            return
         if k == "ACT_ALL" and not self.n_open:                     # every bank at once
             self.open, self.memo = [c.row] * n, [None] * n
             self.act, self.fresh = [e] * n, [True] * n
@@ -308,6 +342,8 @@ class ChannelState:
         self.bus = e
         self.tally.counts[k] += 1
         self.tally.end = max(self.tally.end, e + self.tail[k])
+        if k in _READS:
+            self.data_ready = max(self.data_ready, e + self.tail[k])
 
     def _access(self, i: int, c: Command, banks, e: int) -> None:
         for b in banks:
@@ -321,6 +357,178 @@ class ChannelState:
         last = self.wr if c.kind == "WR" else self.rd
         for b in banks:
             self.fresh[b], last[b] = False, e
+
+    def issue_n(self, i: int, cmd: Command, n: int, step: int) -> int:
+        """n commands like `cmd` (n > 1: a column run, `issue_run`); returns the last cycle.
+        In lockstep a run that ends before the next refresh is due takes one closed form."""
+        if not self.lock or cmd.kind not in _LOCKSTEP:
+            return self.issue(i, cmd) if n == 1 else self.issue_run(i, cmd, n, step)
+        t, kind = self.t, cmd.kind
+        e = self.bus + 1
+        if self.ref + t.tRFC > e:
+            e = self.ref + t.tRFC
+        row = self._lock_row
+        if kind == "MAC_ALL":
+            if row is None:                                 # a refresh closed it: reopen
+                return self.issue(i, cmd) if n == 1 else self.issue_run(i, cmd, n, step)
+            e = max(e, self.col_any + t.tCCD_S, max(self.col_grp) + t.tCCD_L, self.wg,
+                    self._lock_act + t.tRCD_MAC)
+        elif kind == "RDMAC_ALL":
+            e = max(e, self.col_any + t.tCCD_S, max(self.col_grp) + t.tCCD_L)
+        elif kind == "PRE_ALL":
+            if row is not None:
+                e = max(e, self._lock_act + t.tRAS, self._lock_rd + t.tRTP, self._lock_wr + t.tWR)
+        elif kind == "ACT_ALL":
+            if row is not None:
+                return self.issue(i, cmd)                   # the general rules name the error
+            e = max(e, self._lock_pre + t.tRP, self.act_any + self._act_all_gap)
+        elif kind == "WRGB":
+            e = max(e, self.col_any + t.tCCD_S)
+        else:                                               # REF
+            return self.issue(i, cmd) if n == 1 else self.issue_run(i, cmd, n, step)
+        last = e + (n - 1) * step
+        if last >= self.due:                                # a refresh falls in the run
+            return self.issue(i, cmd) if n == 1 else self.issue_run(i, cmd, n, step)
+        tally = self.tally
+        tail = 1
+        if kind == "MAC_ALL":
+            if self._lock_fresh:
+                tally.misses += 1
+                tally.hits += n - 1
+                self._lock_fresh = False
+            else:
+                tally.hits += n
+            self._lock_rd = self.col_any = last
+            self.col_grp = [last] * self.arch.bank_groups
+        elif kind == "RDMAC_ALL":
+            self.col_any = last
+            self.col_grp = [last] * self.arch.bank_groups
+            tail = t.RD_MAC
+            if last + tail > self.data_ready:
+                self.data_ready = last + tail
+        elif kind == "ACT_ALL":
+            self._lock_row, self._lock_memo, self._lock_act, self._lock_fresh = cmd.row, None, e, True
+            self.n_open = self.arch.banks
+            self.act_any = e
+            self.faw.extend((e, e, e, e))
+        elif kind == "PRE_ALL":
+            if row is not None:
+                self._lock_pre, self._lock_row = e, None
+                self.n_open = 0
+            self._lock_memo = None
+        else:                                               # WRGB
+            self.wg = last + t.WR_GB
+            self.col_any = last
+            tail = t.WR_GB
+        self.bus = last
+        tally.counts[kind] += n
+        if last + tail > tally.end:
+            tally.end = last + tail
+        return last
+
+    # -- lockstep: the all-bank rules on one scalar per per-bank array --------------------
+
+    def _unlock(self) -> None:
+        """Back to per-bank arrays (every bank gets the scalars) before a single-bank command."""
+        n = self.arch.banks
+        self.open, self.memo = [self._lock_row] * n, [self._lock_memo] * n
+        self.act, self.pre = [self._lock_act] * n, [self._lock_pre] * n
+        self.rd, self.wr = [self._lock_rd] * n, [self._lock_wr] * n
+        self.fresh = [self._lock_fresh] * n
+        self.lock = False
+
+    def _issue_lock(self, i: int, cmd: Command) -> int:
+        """`issue` in lockstep: the same loop with the scalar rules."""
+        t = self.t
+        while True:
+            head = cmd
+            if cmd.kind == "MAC_ALL" and self._lock_row is None:      # a refresh closed it
+                if self._lock_memo is None:
+                    self._unlock()
+                    return self.issue(i, cmd)       # the general rules name the error
+                head = Command("ACT_ALL", row=self._lock_memo)
+            kind = head.kind
+            e = self.bus + 1
+            if self.ref + t.tRFC > e:
+                e = self.ref + t.tRFC
+            if kind == "MAC_ALL":
+                e = max(e, self.col_any + t.tCCD_S, max(self.col_grp) + t.tCCD_L, self.wg,
+                        self._lock_act + t.tRCD_MAC)
+            elif kind == "RDMAC_ALL":
+                e = max(e, self.col_any + t.tCCD_S, max(self.col_grp) + t.tCCD_L)
+            elif kind == "PRE_ALL":
+                if self._lock_row is not None:
+                    e = max(e, self._lock_act + t.tRAS, self._lock_rd + t.tRTP,
+                            self._lock_wr + t.tWR)
+            elif kind == "ACT_ALL":
+                if self._lock_row is not None:
+                    self._unlock()
+                    return self.issue(i, cmd)       # the general rules name the error
+                e = max(e, self._lock_pre + t.tRP, self.act_any + self._act_all_gap)
+            elif kind == "WRGB":
+                e = max(e, self.col_any + t.tCCD_S)
+            if e >= self.due:
+                self._refresh_lock(self.due)
+                self.due += t.tREFI
+                continue
+            if kind == "REF":
+                e = self._refresh_lock(e)
+            else:
+                self._apply_lock(i, head, e)
+            if head is cmd:
+                return e
+
+    def _apply_lock(self, i: int, c: Command, e: int) -> None:
+        k, tally = c.kind, self.tally
+        if k == "MAC_ALL":
+            if self._lock_fresh:
+                tally.misses += 1
+                self._lock_fresh = False
+            else:
+                tally.hits += 1
+            self._lock_rd = self.col_any = e
+            self.col_grp = [e] * self.arch.bank_groups
+        elif k == "RDMAC_ALL":
+            self.col_any = e
+            self.col_grp = [e] * self.arch.bank_groups
+            self.data_ready = max(self.data_ready, e + self.t.RD_MAC)
+        elif k == "PRE_ALL":
+            if self._lock_row is not None:
+                self._lock_pre, self._lock_row = e, None
+                self.n_open = 0
+            self._lock_memo = None
+        elif k == "ACT_ALL":
+            self._lock_row, self._lock_memo, self._lock_act, self._lock_fresh = c.row, None, e, True
+            self.n_open = self.arch.banks
+            self.act_any = e
+            self.faw.extend((e, e, e, e))
+        else:                                                       # WRGB
+            self.wg = e + self.t.WR_GB
+            self.col_any = e
+        self.bus = e
+        tally.counts[k] += 1
+        end = e + self.tail[k]
+        if end > tally.end:
+            tally.end = end
+
+    def _refresh_lock(self, not_before: int) -> int:
+        """`_refresh` in lockstep."""
+        t, tally = self.t, self.tally
+        if self._lock_row is not None:
+            p = max(not_before, self.bus + 1, self.ref + t.tRFC, self._lock_act + t.tRAS,
+                    self._lock_rd + t.tRTP, self._lock_wr + t.tWR)
+            self._lock_memo, self._lock_row, self._lock_pre = self._lock_row, None, p
+            self.n_open = 0
+            self.bus = p
+            tally.counts["PRE_ALL"] += 1
+            tally.end = max(tally.end, p + 1)
+        r = max(not_before, self.bus + 1, self.ref + t.tRFC, self._lock_pre + t.tRP,
+                self.act_any + t.tRC)
+        self.ref = self.bus = r
+        tally.counts["REF"] += 1
+        tally.refs.append(r)
+        tally.end = max(tally.end, r + 1)
+        return r
 
     def _refresh(self, not_before: int) -> int:
         """Close open rows, then REF; returns the REF cycle."""

@@ -75,7 +75,8 @@ def simulate_events(program: isa.Program, durations: np.ndarray,
                     resources: np.ndarray | None = None,
                     on_start: Callable[[int], None] | None = None,
                     timed: Callable[[int, int], int] | None = None,
-                    delays: np.ndarray | None = None) -> Timeline:
+                    delays: np.ndarray | None = None,
+                    timed_run: Callable[[list[int], int], list[int]] | None = None) -> Timeline:
     """Schedule `program`: durations[i] >= 0 cycles for instruction i, resources[i] the id of
     the shared resource it holds for its duration (-1: none).
 
@@ -91,6 +92,13 @@ def simulate_events(program: isa.Program, durations: np.ndarray,
     on_start(i) is called for every issued instruction in the order the engine starts them
     (non-decreasing start; a `wait` after the `signal` whose token it takes), so a functional
     executor called from it sees every write of the instructions that started earlier.
+
+    timed_run(indices, t), when given and there is no on_start, times a whole run at once:
+    `indices` are consecutive instructions of one queue, each state-dependent, holding no
+    resource and neither `signal`, `wait` nor `halt`, the first starting at cycle t; it
+    returns their durations (each starts when the one before ends). Nothing on another queue
+    can affect such a run, so this equals calling timed(i, t) for each in turn (per queue the
+    order is the same; a machine keeps its state per queue) at a fraction of the engine's work.
     Raises EngineError for malformed arrays and for a `wait` that can never be satisfied.
     """
     instrs = program.instructions
@@ -105,8 +113,10 @@ def simulate_events(program: isa.Program, durations: np.ndarray,
     queues, queue_of, kind, sem, nxt, heads = _decode(instrs)
     dur_list = dur.tolist()
     delay = [0] * n if delays is None else _check_array("delays", delays, n, lowest=0).tolist()
+    runs = (_timed_runs(queue_of, kind, dur) if timed_run is not None and on_start is None
+            else {})
     start, blocked = _schedule(kind, sem, nxt, dur_list, res.tolist(), heads, on_start, timed,
-                               delay)
+                               delay, runs, timed_run)
     if blocked is not None:
         raise EngineError(f"deadlock: wait at instruction {blocked} "
                           f"({queues[queue_of[blocked]]}) on semaphore {sem[blocked]} "
@@ -157,10 +167,29 @@ def _decode(instrs: Sequence[isa.Instr]) -> tuple[tuple[str, ...], np.ndarray, l
     return tuple(str(q) for q in ids), queue_of, kind, sem, nxt.tolist(), heads
 
 
+def _timed_runs(queue_of: np.ndarray, kind: list[int], dur: np.ndarray) -> dict[int, list[int]]:
+    """First index -> indices of every maximal run of at least two consecutive instructions of
+    one queue that are state-dependent and plain (not signal, wait or halt)."""
+    order = np.argsort(queue_of, kind="stable")
+    eligible = ((dur == -1) & (np.array(kind, np.int8) == _PLAIN))[order]
+    queue = queue_of[order]
+    # a run breaks where eligibility or the queue changes
+    edge = np.flatnonzero(np.diff(eligible.astype(np.int8), prepend=0, append=0)
+                          | np.r_[1, queue[1:] != queue[:-1], 1])
+    runs: dict[int, list[int]] = {}
+    for lo, hi in zip(edge[:-1].tolist(), edge[1:].tolist()):
+        if hi - lo >= 2 and eligible[lo]:
+            members = order[lo:hi].tolist()
+            runs[members[0]] = members
+    return runs
+
+
 def _schedule(kind: list[int], sem: list[int], nxt: list[int], dur: list[int],
               res: list[int], heads: list[int], on_start: Callable[[int], None] | None,
               timed: Callable[[int, int], int] | None,
-              delay: list[int]) -> tuple[list[int], int | None]:
+              delay: list[int], runs: dict[int, list[int]],
+              timed_run: Callable[[list[int], int], list[int]] | None,
+              ) -> tuple[list[int], int | None]:
     """Start cycle of every instruction (-1: never issued) and the index of the lowest
     wait left blocked (None when every queue finished); state-dependent entries of `dur`
     are replaced by timed(i, start). Heap keys are `time << shift | i`."""
@@ -187,6 +216,20 @@ def _schedule(kind: list[int], sem: list[int], nxt: list[int], dur: list[int],
             continue
         while True:  # start i at t, then its queue's next while it is due before any other
             d = dur[i]
+            if d < 0 and i in runs:  # a run of state-dependent instructions: timed at once
+                members = runs[i]
+                for j, d in zip(members, timed_run(members, t)):
+                    start[j] = t
+                    dur[j] = d
+                    t += d
+                i = nxt[members[-1]]
+                if i < 0:
+                    key = heappop(heap) if heap else -1
+                    break
+                if heap and heap[0] < (t << shift | i):
+                    key = heappushpop(heap, t << shift | i)
+                    break
+                continue
             r = res[i]
             if r >= 0 and d and free[r] > t:  # the resource moved on: re-key
                 key = heappushpop(heap, free[r] << shift | i)

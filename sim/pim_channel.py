@@ -31,10 +31,23 @@ _TIMING_FIELDS = {op: tuple(OPCODES[op].names.index(name) for name in names) for
     "pim.rd": ("bank", "row", "col", "ncols")}.items()}
 
 
+def _keyer(op: str, at: tuple[int, ...]):
+    """fields -> (op, the values at positions `at`), without a generator per call."""
+    if not at:
+        key = (op,)
+        return lambda fields: key
+    if len(at) == 1:
+        (a,) = at
+        return lambda fields: (op, fields[a][1])
+    return lambda fields: (op, *[fields[k][1] for k in at])
+
+
+_KEYERS = {op: _keyer(op, at) for op, at in _TIMING_FIELDS.items()}
+
+
 def timing_key(instr) -> tuple:
     """The opcode and the operands its DRAM commands depend on (not its data addresses)."""
-    fields = instr.fields
-    return (instr.opcode, *(fields[k][1] for k in _TIMING_FIELDS[instr.opcode]))
+    return _KEYERS[instr.opcode](instr.fields)
 
 
 def commands_of(arch, key: tuple) -> list[tuple[Command, int]]:
@@ -64,18 +77,14 @@ def commands_of(arch, key: tuple) -> list[tuple[Command, int]]:
 
 
 class PimChannel:
-    """The DRAM state of one channel and the data-return time of its reads."""
+    """The DRAM state of one channel; times its pim queue's instructions from their plans."""
 
     def __init__(self, arch, *, exact: bool = False) -> None:
         self.arch, self.exact = arch, exact
-        self.state = ChannelState(arch, 0)
+        self.state = ChannelState(arch, 0, lockstep=not exact)
         t = arch.timing
         self.step = max(1, t.tCCD_S, t.tCCD_L)
         self.wrgb_step = max(1, t.tCCD_S)
-        self.data_ready = 0
-        self.mac_cycles = 0          # cycles of MAC column slots (s per MAC command)
-        self.bank_mac_cycles = [0] * arch.banks      # single-bank MACs, per bank
-        self.all_bank_mac_cycles = 0
         self._plans: dict[tuple, tuple] = {}
 
     @property
@@ -85,9 +94,10 @@ class PimChannel:
     def plan(self, index: int, instr) -> tuple | None:
         """An instruction decoded once: (validated command, repeat, step) triples, or None
         for a `signal` (which waits for read data). Equal timing keys share one plan."""
-        if instr.opcode == "signal":
+        op = instr.opcode
+        if op == "signal":
             return None
-        key = timing_key(instr)
+        key = _KEYERS[op](instr.fields)
         found = self._plans.get(key)
         if found is None:
             found = self._plans[key] = self._decode(index, instr.opcode, key)
@@ -105,35 +115,45 @@ class PimChannel:
             out.append((cmd, n, self.wrgb_step if cmd.kind == "WRGB" else self.step))
         return tuple(out)
 
+    def mac_cycles(self, plan: tuple | None) -> tuple[int, int, int]:
+        """(all-bank MAC cycles, bank of its single-bank MACs or -1, their cycles): the MAC
+        column slots of a plan, s cycles per MAC command."""
+        every, bank, own = 0, -1, 0
+        for cmd, n, _ in plan or ():
+            if cmd.kind == "MAC_ALL":
+                every += n * self.step
+            elif cmd.kind == "MAC":
+                bank, own = cmd.bank, own + n * self.step
+        return every, bank, own
+
     def duration(self, index: int, instr, t: int) -> int:
         """Cycles `instr` (program index `index`) holds the queue when it starts at cycle t."""
-        return self.run_plan(index, self.plan(index, instr), t)
+        plan = self.plan(index, instr)
+        return self.wait_reads(t) if plan is None else self.run((index,), (plan,), t)[0]
 
-    def run_plan(self, index: int, plan: tuple | None, t: int) -> int:
-        if plan is None:
-            return max(0, self.data_ready - t)
-        state, timing = self.state, self.arch.timing
+    def wait_reads(self, t: int) -> int:
+        """A `signal` at cycle t: cycles until every read issued so far has returned."""
+        return max(0, self.state.data_ready - t)
+
+    def run(self, indices, plans, t: int) -> list[int]:
+        """Durations of instructions (program indices, plans) issued back to back from t."""
+        state = self.state
         state.idle_until(t)
-        last = t - 1
-        for cmd, n, step in plan:
-            kind = cmd.kind
-            if self.exact:
-                for j in range(n):
-                    last = state.issue(index, cmd if kind == "WRGB" else cmd._replace(col=cmd.col + j))
-            else:
-                last = state.issue_run(index, cmd, n, step) if n > 1 else state.issue(index, cmd)
-            if kind == "MAC_ALL" or kind == "MAC":
-                self.mac_cycles += n * self.step
-                if kind == "MAC_ALL":
-                    self.all_bank_mac_cycles += n * self.step
+        issue, issue_n, exact = state.issue, state.issue_n, self.exact
+        out = []
+        for i, plan in zip(indices, plans):
+            last = t - 1
+            for cmd, n, step in plan:
+                if not exact:
+                    last = issue_n(i, cmd, n, step)
+                elif n == 1:
+                    last = issue(i, cmd)
+                elif cmd.kind == "WRGB":
+                    for _ in range(n):
+                        last = issue(i, cmd)
                 else:
-                    self.bank_mac_cycles[cmd.bank] += n * self.step
-            elif kind == "RDMAC" or kind == "RDMAC_ALL":
-                self.data_ready = max(self.data_ready, last + timing.RD_MAC)
-            elif kind == "RD":
-                self.data_ready = max(self.data_ready, last + timing.tCL + timing.tCCD_S)
-        return last + 1 - t
-
-    def bank_mac_utilization(self, cycles: int) -> list[float]:
-        return [(self.all_bank_mac_cycles + own) / cycles if cycles else 0.0
-                for own in self.bank_mac_cycles]
+                    for j in range(n):
+                        last = issue(i, cmd._replace(col=cmd.col + j))
+            out.append(last + 1 - t)
+            t = last + 1
+        return out

@@ -76,7 +76,7 @@ def simulate(program: isa.Program, arch: Any, *, functional: bool = True,
         models = machine.functional_models(memory)
         on_start = FunctionalExecutor(program, memory, models=models).execute
     timeline = simulate_events(program, costs.durations, costs.resources, on_start, costs.timed,
-                               costs.delays)
+                               costs.delays, costs.timed_run)
     after_run = machine.run_totals()        # may complete costs.events (state-dependent runs)
     totals = {k: float(v.sum()) for k, v in costs.events.items()}
     for k, v in after_run.items():

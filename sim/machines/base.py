@@ -35,6 +35,8 @@ class Costs:
     timed: Callable[[int, int], int] | None = None
     # delays[i]: a `signal`'s token lands this many cycles after it issues (data in flight)
     delays: np.ndarray | None = None
+    # timed_run(indices, t): `timed` for a run of one queue's consecutive instructions at once
+    timed_run: Callable[[list[int], int], list[int]] | None = None
 
 
 class Machine(abc.ABC):

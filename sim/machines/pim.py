@@ -19,7 +19,7 @@ GDDR6-AiM) + the ASIC's static power.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from operator import attrgetter
 from typing import Mapping
 
 import numpy as np
@@ -54,9 +54,11 @@ class PimMachine(Machine):
         self._dma_latency = t.tRCD_RD + t.tCL
         self._io_bytes_per_s = int(round(arch.io_bw_total_gbps * 1e9))
         self._pim_index = np.zeros(0, np.int64)     # the program's pim queue instructions
-        self._issued: defaultdict = defaultdict(list)
+        self._plan_of: list[int] = []      # costs(): per pim instruction, its plan
+        self._plans: list = []
+        self._queue_of: list[int] = []     # per pim instruction, its channel
         self._events: dict = {}
-        self._events_of: dict = {}        # id(plan) or command shape -> events
+        self._events_of: dict = {}        # command kinds and counts -> events
 
     def mac_units(self) -> int:
         a = self.arch
@@ -83,18 +85,19 @@ class PimMachine(Machine):
         lat, lanes = a.asic.latency_cycles, a.asic.vector_lanes
         vcfg: dict = {}
         src_pitch: dict = {}
-        pim_index: list[int] = []              # pim queue instructions: timed at issue
-        channel_of: dict[int, PimChannel | None] = {}        # id(queue object) -> channel
-        for i, ins in enumerate(program.instructions):
-            op, queue = ins.opcode, ins.queue
-            channel = channel_of.get(id(queue), False)
-            if channel is False:
-                channel = channel_of[id(queue)] = (self.channels[queue.index]
-                                                   if queue.unit.name == "pim" else None)
-            if channel is not None:
-                if op != "halt" and op != "wait":
-                    pim_index.append(i)
-            elif op in _CONTROL or op == "signal":
+        instrs = program.instructions
+        pim_index, plan_of, plans = self._plan_pim(instrs)
+        on_pim = np.zeros(n, bool)
+        on_pim[pim_index] = True
+        plan_at = np.empty(n, object)                      # per instruction, its plan
+        plan_at[pim_index] = np.fromiter(map(plans.__getitem__, plan_of), object, len(plan_of))
+        plan_at = plan_at.tolist()
+        for i in np.flatnonzero(~on_pim).tolist():          # the ASIC's and the DMA's
+            ins = instrs[i]
+            op = ins.opcode
+            if ins.queue.unit.name == "pim":
+                continue                                    # its wait and halt
+            if op in _CONTROL or op == "signal":
                 if op == "signal" and ins.queue.unit.name == "dma":
                     delays[i] = self._dma_latency
                 elif op == "vcfg":
@@ -129,35 +132,61 @@ class PimMachine(Machine):
                 raise isa.IsaError(f"instruction {i} ({ins.queue} {op}): not executable on a "
                                    "PIM machine")
         durations[pim_index] = -1
+        self._fill_plan_events(events, pim_index, plan_of, plans)
         self._events = events
         self._pim_index = np.array(pim_index, np.int64)
-        instrs, channels, plan_events = program.instructions, self.channels, self._plan_events
-        seen: dict = {}                        # id(instruction) -> (runner, plan, events)
-        issued = self._issued = defaultdict(list)   # events -> pim instructions issued with them
+        self._plan_of, self._plans = plan_of, plans
+        self._queue_of = [ins.queue.index for ins in map(instrs.__getitem__, pim_index)]
+        channels = self.channels
 
         def run(i: int, t: int) -> int:
-            """Decode a pim instruction at its first issue (equal ones share the work), record
-            its energy events, and time it on its channel."""
-            ins = instrs[i]
-            known = seen.get(id(ins))
-            if known is None:
-                channel = channels[ins.queue.index]
-                plan = channel.plan(i, ins)
-                known = seen[id(ins)] = (channel.run_plan, plan, plan_events(plan))
-            issued[known[2]].append(i)
-            return known[0](i, known[1], t)
-        return Costs(durations, resources, events, timed=run, delays=delays)
+            """One pim instruction (a `signal` waits for its channel's reads) at cycle t."""
+            channel, plan = channels[instrs[i].queue.index], plan_at[i]
+            return channel.wait_reads(t) if plan is None else channel.run((i,), (plan,), t)[0]
+
+        def run_many(indices: list[int], t: int) -> list[int]:
+            """Consecutive instructions of one pim queue, back to back from cycle t."""
+            return channels[instrs[indices[0]].queue.index].run(
+                indices, list(map(plan_at.__getitem__, indices)), t)
+        return Costs(durations, resources, events, timed=run, delays=delays, timed_run=run_many)
+
+    def _plan_pim(self, instrs) -> tuple[list[int], list[int], list]:
+        """The pim queues' instructions but wait and halt (timed at issue), each one's plan
+        (an index into the plans, in the same order) and the plans, decoded once per
+        instruction object in program order (a bad one is named by its first index).
+        Whole-list passes in C where they can be: this runs over ~10^6 instructions."""
+        queues = list(map(attrgetter("queue"), instrs))
+        queue_ids = list(map(id, queues))
+        on_pim = {key for key, q in dict(zip(queue_ids, queues)).items() if q.unit.name == "pim"}
+        pim_index = [i for i, (key, op) in enumerate(zip(queue_ids, map(attrgetter("opcode"), instrs)))
+                     if key in on_pim and op != "wait" and op != "halt"]
+        ids = list(map(id, map(instrs.__getitem__, pim_index)))
+        first = sorted(dict(zip(reversed(ids), range(len(ids) - 1, -1, -1))).values())
+        decode = self.channels[0].plan             # plans depend on the arch, not the channel
+        plans = [decode(i, instrs[i]) for i in map(pim_index.__getitem__, first)]
+        number = dict(zip(map(ids.__getitem__, first), range(len(first))))
+        return pim_index, list(map(number.__getitem__, ids)), plans
+
+    def _fill_plan_events(self, events: dict, pim_index: list[int], plan_of: list[int],
+                          plans: list) -> None:
+        """Each pim instruction's energy events, from its plan's (computed once per plan)."""
+        distinct = {id(plan): plan for plan in plans}        # equal keys share a plan object
+        number = dict(zip(distinct, range(len(distinct))))
+        per_plan = {name: np.zeros(len(distinct)) for name in EVENTS}
+        for p, plan in enumerate(distinct.values()):
+            for name, value in self._plan_events(plan):
+                per_plan[name][p] = value
+        which = np.array(list(map(number.__getitem__, map(id, plans))), np.int64)[plan_of]
+        for name, values in per_plan.items():
+            if values.any():
+                events[name][pim_index] = values[which]
 
     def _plan_events(self, plan: tuple | None) -> tuple[tuple[str, float], ...]:
-        """Energy events of one decoded pim instruction (cached per plan, and per command
-        kinds and counts, so equal events are one shared tuple)."""
-        found = self._events_of.get(id(plan))
-        if found is not None:
-            return found
-        shape = tuple((cmd.kind, n) for cmd, n, _ in plan or ())
+        """Energy events of one decoded pim instruction (cached per command kinds and counts)."""
+        shape = (((plan[0][0].kind, plan[0][1]),) if plan and len(plan) == 1
+                 else tuple((cmd.kind, n) for cmd, n, _ in plan or ()))
         found = self._events_of.get(shape)
         if found is not None:
-            self._events_of[id(plan)] = found
             return found
         a, out = self.arch, {}
         def add(name, value):
@@ -178,7 +207,7 @@ class PimMachine(Machine):
             elif k in ("RD", "WR"):
                 add("rd_bursts" if k == "RD" else "wr_bursts", n)
                 add("io_bytes", n * a.burst_bytes)
-        found = self._events_of[shape] = self._events_of[id(plan)] = tuple(out.items())
+        found = self._events_of[shape] = tuple(out.items())
         return found
 
     def memory_bytes(self, program: isa.Program, sizes: Mapping[str, int]) -> dict[str, int]:
@@ -194,18 +223,29 @@ class PimMachine(Machine):
         return [c.stats for c in self.channels]
 
     def run_totals(self) -> dict[str, float]:
-        """Fills in the pim instructions' events (recorded at issue), then returns what only
-        the controller issued: refreshes and the row reopens after them."""
+        """What only the controller issued: refreshes and the row reopens after them."""
         stats = self.dram_stats()
         acts = sum(s.counts.get("ACT", 0) + self.arch.banks * s.counts.get("ACT_ALL", 0)
                    for s in stats)
-        for plan_events, users in self._issued.items():     # the pim instructions' events
-            for name, value in plan_events:
-                self._events[name][users] = value
-        self._issued.clear()
         own = float(self._events["act_banks"][self._pim_index].sum())   # pim.act* opened
         return {"act_banks": acts - own,
                 "refreshes": float(sum(s.counts.get("REF", 0) for s in stats))}
+
+    def _mac_cycles(self, timeline) -> tuple[np.ndarray, np.ndarray]:
+        """MAC column-slot cycles of each channel's issued pim instructions, and per bank
+        (the all-bank ones plus the bank's own single-bank ones)."""
+        a = self.arch
+        issued = timeline.start[self._pim_index] >= 0
+        every, bank, own = (np.array(v, np.int64) for v in zip(
+            *(self.channels[0].mac_cycles(p) for p in self._plans))) if self._plans else \
+            (np.zeros(0, np.int64),) * 3
+        which = np.array(self._plan_of, np.int64)[issued]
+        channel = np.array(self._queue_of, np.int64)[issued]
+        all_bank = np.bincount(channel, every[which], minlength=a.channels)
+        single = np.zeros((a.channels, a.banks))
+        mine = bank[which] >= 0
+        np.add.at(single, (channel[mine], bank[which][mine]), own[which][mine])
+        return all_bank + single.sum(axis=1), all_bank[:, None] + single
 
     def energy_pj(self, totals: Mapping[str, float]) -> dict[str, float]:
         a, e = self.arch, self.arch.energy
@@ -228,8 +268,9 @@ class PimMachine(Machine):
         for s in stats:
             for kind, count in s.counts.items():
                 commands[kind] = commands.get(kind, 0) + count
-        per_channel = [c.mac_cycles / cycles if cycles else 0.0 for c in self.channels]
-        per_bank = [c.bank_mac_utilization(cycles) for c in self.channels]
+        channel_mac, bank_mac = self._mac_cycles(timeline)
+        per_channel = (channel_mac / cycles if cycles else 0 * channel_mac).tolist()
+        per_bank = (bank_mac / cycles if cycles else 0 * bank_mac).tolist()
         time_ns = cycles * a.tck_ns
         return {
             "row_hit_rate": hits / accesses if accesses else 0.0,

@@ -395,3 +395,34 @@ def test_state_dependent_signal_delay_comes_from_timed():
     assert asked == [(2, 5)]
     assert timeline.start.tolist() == [12, 0, 5]
     assert timeline.end.tolist()[2] == 5                   # the signal itself takes no cycles
+
+
+def test_timed_run_equals_timed_one_by_one():
+    """A queue's run of state-dependent instructions timed at once starts each where timing
+    them one by one does; the signal ending the run and the other queue are unaffected."""
+    program, durations, resources = build("""
+        dma0 load 5
+        vpu0 vec
+        vpu0 vec
+        dma0 signal sem=1
+        vpu0 vec
+        vpu0 wait sem=1
+        vpu0 vec
+        vpu0 vec
+    """)
+    durations = np.array([5, -1, -1, 0, -1, 0, -1, -1])
+    grow = lambda i, t: 3 + t % 4                           # noqa: E731 (depends on the start)
+    runs = []
+
+    def timed_run(indices, t):
+        runs.append(list(indices))
+        out = []
+        for i in indices:
+            out.append(grow(i, t))
+            t += out[-1]
+        return out
+    one = simulate_events(program, durations, resources, timed=grow)
+    many = simulate_events(program, durations, resources, timed=grow, timed_run=timed_run)
+    assert many.start.tolist() == one.start.tolist()
+    assert many.end.tolist() == one.end.tolist()
+    assert runs == [[1, 2, 4], [6, 7]]
