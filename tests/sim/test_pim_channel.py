@@ -17,12 +17,30 @@ ARCH = load_arch("pim-gpt")
 
 
 def _random_stream(rng, arch, n):
-    """A legal random pim queue stream: all-bank GEMV rows, per-bank writes and reads."""
+    """A legal random pim queue stream: all-bank GEMV rows, per-bank writes and reads, and
+    per-bank reads and writes in a row every bank opened (closed all at once or bank by bank:
+    each bank's own last read and write then bind)."""
     out = []
     for _ in range(n):
-        kind = rng.integers(3)
+        kind = rng.integers(4)
         row = int(rng.integers(arch.rows))
-        if kind == 0:
+        if kind == 3:
+            out.append(isa.Instr.make("pim.act_all", "pim0", row=row))
+            for _ in range(int(rng.integers(1, 2 * arch.banks))):
+                bank, col = int(rng.integers(arch.banks)), int(rng.integers(arch.columns))
+                op = "pim.wr" if rng.random() < 0.5 else "pim.rd"
+                addr = {"src" if op == "pim.wr" else "dst": isa.Addr("abuf", 0)}
+                out.append(isa.Instr.make(op, "pim0", bank=bank, row=row, col=col,
+                                          ncols=int(rng.integers(1, arch.columns - col + 1)), **addr))
+            if rng.random() < 0.5:
+                out.append(isa.Instr.make("pim.pre_all", "pim0"))
+            else:                   # bank by bank, some read once more first (hit or miss)
+                for b in rng.permutation(arch.banks).tolist():
+                    if rng.random() < 0.4:
+                        out.append(isa.Instr.make("pim.rd", "pim0", bank=b, row=row, col=0,
+                                                  ncols=1, dst=isa.Addr("abuf", 0)))
+                    out.append(isa.Instr.make("pim.pre", "pim0", bank=b))
+        elif kind == 0:
             out.append(isa.Instr.make("pim.wrgb", "pim0", gb=0, src=isa.Addr("abuf", 0),
                                       bytes=int(rng.integers(1, 64)) * 32))
             out.append(isa.Instr.make("pim.act_all", "pim0", row=row))
@@ -47,7 +65,7 @@ def _random_stream(rng, arch, n):
     return out
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(8))
 def test_fast_path_equals_command_level_on_random_streams(seed):
     rng = np.random.default_rng(seed)
     stream = _random_stream(rng, ARCH, 60)
