@@ -47,7 +47,7 @@ _ALL_BANK = frozenset({"ACT_ALL", "PRE_ALL", "MAC_ALL", "RDMAC_ALL"})
 _ROW_ACCESS = frozenset({"RD", "WR", "MAC", "MAC_ALL"})        # need an open row
 _COLUMN = _ROW_ACCESS | {"RDMAC", "RDMAC_ALL", "WRGB"}
 _READS = frozenset({"RD", "RDMAC", "RDMAC_ALL"})                 # data returns to the host
-_LOCKSTEP = frozenset({"ACT_ALL", "PRE_ALL", "MAC_ALL", "RDMAC_ALL", "WRGB", "REF", "RD", "WR"})
+_LOCKSTEP = frozenset({"ACT_ALL", "PRE_ALL", "MAC_ALL", "RDMAC_ALL", "WRGB", "REF"})
 NEVER = -(1 << 60)                                              # "long ago": no constraint
 _FOREVER = 1 << 62
 
@@ -160,11 +160,6 @@ class ChannelState:
         self._lock_row = self._lock_memo = None
         self._lock_act = self._lock_pre = self._lock_rd = self._lock_wr = NEVER
         self._lock_fresh = False
-        # single-bank RD/WR in lockstep: their banks' own cycles over a base for the others
-        self._lock_rd_base = self._lock_wr_base = NEVER
-        self._lock_rd_bank: dict[int, int] = {}
-        self._lock_wr_bank: dict[int, int] = {}
-        self._lock_touched: set[int] = set()       # banks column-accessed since the ACT_ALL
         t = self.t
         self._act_all_gap = max(t.tRC, t.tRRD, t.tFAW)
 
@@ -215,7 +210,6 @@ class ChannelState:
             k = min(left, (self.due - 1 - e) // step)
             if k > 0:
                 e += k * step
-                # (a refresh in the run may have ended lockstep: a RD/WR reopens one bank)
                 (self._apply_lock if self.lock else self._apply)(i, cmd, e)
                 self.tally.counts[cmd.kind] += k - 1
                 if cmd.kind in _ROW_ACCESS:
@@ -298,9 +292,6 @@ class ChannelState:
         n = self.arch.banks
         if k == "ACT_ALL" and not self.n_open and self.lockstep:   # every bank: lockstep
             self._lock_pre, self._lock_rd, self._lock_wr = max(self.pre), max(self.rd), max(self.wr)
-            self._lock_rd_base, self._lock_wr_base = self._lock_rd, self._lock_wr
-            self._lock_rd_bank, self._lock_wr_bank = {}, {}
-            self._lock_touched = set()
             self.lock = True
             self._apply_lock(i, c, e)
             return
@@ -381,11 +372,6 @@ class ChannelState:
                 return self.issue(i, cmd) if n == 1 else self.issue_run(i, cmd, n, step)
             e = max(e, self.col_any + t.tCCD_S, max(self.col_grp) + t.tCCD_L, self.wg,
                     self._lock_act + t.tRCD_MAC)
-        elif kind == "RD" or kind == "WR":
-            if row is None or (cmd.row is not None and cmd.row != row):
-                return self.issue(i, cmd) if n == 1 else self.issue_run(i, cmd, n, step)
-            e = max(e, self.col_any + t.tCCD_S, self.col_grp[self.group[cmd.bank]] + t.tCCD_L,
-                    self._lock_act + t.tRCD_RD)
         elif kind == "RDMAC_ALL":
             e = max(e, self.col_any + t.tCCD_S, max(self.col_grp) + t.tCCD_L)
         elif kind == "PRE_ALL":
@@ -405,18 +391,14 @@ class ChannelState:
         tally = self.tally
         tail = 1
         if kind == "MAC_ALL":
-            if self._lock_fresh and len(self._lock_touched) < self.arch.banks:
+            if self._lock_fresh:
                 tally.misses += 1
                 tally.hits += n - 1
+                self._lock_fresh = False
             else:
                 tally.hits += n
-            self._lock_fresh = False
-            self._lock_touched.clear()
-            self._lock_rd = self._lock_rd_base = self.col_any = last
-            self._lock_rd_bank.clear()
+            self._lock_rd = self.col_any = last
             self.col_grp = [last] * self.arch.bank_groups
-        elif kind == "RD" or kind == "WR":
-            tail = self._lock_access(cmd.bank, kind, last, n)
         elif kind == "RDMAC_ALL":
             self.col_any = last
             self.col_grp = [last] * self.arch.bank_groups
@@ -425,7 +407,6 @@ class ChannelState:
                 self.data_ready = last + tail
         elif kind == "ACT_ALL":
             self._lock_row, self._lock_memo, self._lock_act, self._lock_fresh = cmd.row, None, e, True
-            self._lock_touched.clear()
             self.n_open = self.arch.banks
             self.act_any = e
             self.faw.extend((e, e, e, e))
@@ -451,13 +432,8 @@ class ChannelState:
         n = self.arch.banks
         self.open, self.memo = [self._lock_row] * n, [self._lock_memo] * n
         self.act, self.pre = [self._lock_act] * n, [self._lock_pre] * n
-        self.rd, self.wr = [self._lock_rd_base] * n, [self._lock_wr_base] * n
-        for b, e in self._lock_rd_bank.items():
-            self.rd[b] = e
-        for b, e in self._lock_wr_bank.items():
-            self.wr[b] = e
-        touched = self._lock_touched
-        self.fresh = [self._lock_fresh and b not in touched for b in range(n)]
+        self.rd, self.wr = [self._lock_rd] * n, [self._lock_wr] * n
+        self.fresh = [self._lock_fresh] * n
         self.lock = False
 
     def _issue_lock(self, i: int, cmd: Command) -> int:
@@ -477,12 +453,6 @@ class ChannelState:
             if kind == "MAC_ALL":
                 e = max(e, self.col_any + t.tCCD_S, max(self.col_grp) + t.tCCD_L, self.wg,
                         self._lock_act + t.tRCD_MAC)
-            elif kind == "RD" or kind == "WR":
-                if self._lock_row is None or (cmd.row is not None and cmd.row != self._lock_row):
-                    self._unlock()
-                    return self.issue(i, cmd)       # reopen by one bank, or name the error
-                e = max(e, self.col_any + t.tCCD_S,
-                        self.col_grp[self.group[cmd.bank]] + t.tCCD_L, self._lock_act + t.tRCD_RD)
             elif kind == "RDMAC_ALL":
                 e = max(e, self.col_any + t.tCCD_S, max(self.col_grp) + t.tCCD_L)
             elif kind == "PRE_ALL":
@@ -510,22 +480,13 @@ class ChannelState:
     def _apply_lock(self, i: int, c: Command, e: int) -> None:
         k, tally = c.kind, self.tally
         if k == "MAC_ALL":
-            if self._lock_fresh and len(self._lock_touched) < self.arch.banks:
+            if self._lock_fresh:
                 tally.misses += 1
+                self._lock_fresh = False
             else:
                 tally.hits += 1
-            self._lock_fresh = False
-            self._lock_touched.clear()
-            self._lock_rd = self._lock_rd_base = self.col_any = e
-            self._lock_rd_bank.clear()
+            self._lock_rd = self.col_any = e
             self.col_grp = [e] * self.arch.bank_groups
-        elif k == "RD" or k == "WR":
-            tail = self._lock_access(c.bank, k, e, 1)
-            self.bus = e
-            tally.counts[k] += 1
-            if e + tail > tally.end:
-                tally.end = e + tail
-            return
         elif k == "RDMAC_ALL":
             self.col_any = e
             self.col_grp = [e] * self.arch.bank_groups
@@ -537,7 +498,6 @@ class ChannelState:
             self._lock_memo = None
         elif k == "ACT_ALL":
             self._lock_row, self._lock_memo, self._lock_act, self._lock_fresh = c.row, None, e, True
-            self._lock_touched.clear()
             self.n_open = self.arch.banks
             self.act_any = e
             self.faw.extend((e, e, e, e))
@@ -549,31 +509,6 @@ class ChannelState:
         end = e + self.tail[k]
         if end > tally.end:
             tally.end = end
-
-    def _lock_access(self, bank: int, kind: str, last: int, n: int) -> int:
-        """The state after n RD or WR of one bank in lockstep, the last at `last`; returns
-        the tail (cycles until its data is back, RD; 1, WR)."""
-        tally = self.tally
-        if self._lock_fresh and bank not in self._lock_touched:
-            tally.misses += 1
-            tally.hits += n - 1
-            self._lock_touched.add(bank)
-        else:
-            tally.hits += n
-        self.col_any = last
-        self.col_grp[self.group[bank]] = last
-        if kind == "WR":
-            self._lock_wr_bank[bank] = last
-            if last > self._lock_wr:
-                self._lock_wr = last
-            return 1
-        self._lock_rd_bank[bank] = last
-        if last > self._lock_rd:
-            self._lock_rd = last
-        tail = self.tail["RD"]
-        if last + tail > self.data_ready:
-            self.data_ready = last + tail
-        return tail
 
     def _refresh_lock(self, not_before: int) -> int:
         """`_refresh` in lockstep."""

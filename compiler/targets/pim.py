@@ -48,7 +48,7 @@ _ALIGN = 64
 F32 = DType.fp32
 # abuf regions in KiB (the preset's buffer must hold them; arch/configs/pim-gpt.toml)
 _ABUF_KIB = {"vp_in": 48, "vp_out": 48, "copy": 16, "scratch": 48, "xin": 16, "psum": 64,
-             "kstage": 4, "vstage": 32, "vtile": 8}
+             "kstage": 4, "vstage": 32}
 
 
 @dataclass(frozen=True)
@@ -102,10 +102,10 @@ class _PimLowering(KvCacheWrites):
         self._place()
         # go[c]: dma0 -> pim queue c (its input is staged); done: pim -> ASIC (partial sums
         # in); free: ASIC -> dma0 (GEMV buffers free); staged: pim -> dma0 (KV staging free
-        # or its read data in). Per-channel `go` so no queue takes another's token.
+        # again). Per-channel `go` so no queue takes another's token.
         self.go = [self.em.semaphore() for _ in self.pim_queues]
         self.done, self.free, self.staged = (self.em.semaphore() for _ in range(3))
-        self.read_back = [self.em.semaphore() for _ in self.pim_queues]   # pim c -> dma0
+        self.fence = self.em.semaphore()          # dma0 -> dma0: its loaded data has landed
         self._gemv_pending = self._stage_pending = False
         self._written: set[str] = set()
 

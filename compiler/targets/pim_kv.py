@@ -2,9 +2,9 @@
 
 A K position is written whole (pim.act, pim.wr, pim.pre per bank row piece) from a staging
 buffer dma0 fills. Prefill's V is written column by column (strided DMA gathers of each
-dimension, then pim.wr per bank). A decode step's V position touches one 16-lane burst per
-(head, bank dimension group) of the column-major layout: pim.rd into a per-channel tile,
-dma0 patches the lanes, pim.wr writes it back; channels work in parallel.
+dimension, then pim.wr per bank). A decode step's V position is one lane of one burst per
+(head, bank dimension group) of the column-major layout: dma0 writes it with masked writes,
+one strided store per group.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ __all__ = ["KvCacheWrites"]
 
 class KvCacheWrites:
     """Mixed into the PIM lowering, whose em, arch, layouts, pim_values, pim_queues,
-    semaphores (go, staged, read_back) and abuf regions (kstage, vstage, vtile) it uses."""
+    semaphores (go, staged, fence) and abuf regions (kstage, vstage) it uses."""
 
     def _write_positions(self, value: str, src: View, p0: int, p1: int, positions: int) -> None:
         kind = self.pim_values[value][0]
@@ -98,33 +98,28 @@ class KvCacheWrites:
 
     def _patch_v(self, lay: pl.GemvLayout, src: View, position: int, heads: int,
                  positions: int, hd: int) -> None:
-        """One new position: read-modify-write of one burst per bank and dimension group.
-        Channels work in parallel, each on its own tile (pim.rd, dma0 patches the lanes,
-        pim.wr); rounds of one group per channel keep dma0's order matched to theirs."""
+        """One new position: V[h, position, d] is lane `lane` of one burst per (head, bank
+        dimension group) in each of the group's banks. dma0 stages the position's V (one load,
+        then a fence until it lands) and writes each group with one strided store of a 2-byte
+        row per bank, one bank apart: GDDR6 masked writes (WDM), so nothing is read first."""
         em, a = self.em, self.arch
-        burst, tile = a.burst_bytes, a.banks * a.burst_bytes
+        if src.strides[3] != 1:
+            raise CompileError(f"V rows in '{src.buffer}' are not contiguous")
+        if heads * hd * 2 > self.abuf["vstage"][1]:
+            raise CompileError(f"a position's V ({heads} x {hd} bf16) exceeds the ASIC's V "
+                               f"staging buffer ({self.abuf['vstage'][1]} bytes)")
         index = position - (positions - src.shape[2])
-        per_channel: dict[int, list] = {}
-        for cell in pl.vcache_cells(a, lay, heads, positions, hd, position):
-            per_channel.setdefault(cell[0], []).append(cell)
-        rounds = max(map(len, per_channel.values()), default=0)
-        for r in range(rounds):
-            batch = [cells[r] for cells in per_channel.values() if r < len(cells)]
-            for c, start, lane, h, d0 in batch:
-                q, (row, col) = self.pim_queues[c], lay.cell(a, start)
-                em.emit_fast(q, "pim.act_all", row)
-                for b in range(min(a.banks, hd - d0)):
-                    em.emit_fast(q, "pim.rd", b, row, col, 1, self.addr("vtile", c * tile + b * burst))
-                em.emit(q, "signal", sem=self.read_back[c])
-            for c, start, lane, h, d0 in batch:
-                (row, col), banks = lay.cell(a, start), min(a.banks, hd - d0)
-                first = src.offset + h * src.strides[1] + index * src.strides[2] + d0
-                em.emit("dma0", "wait", sem=self.read_back[c])
-                em.pitch("dma0", 2, burst)
-                em.emit("dma0", "load", dst=self.addr("vtile", c * tile + lane * 2),
-                        src=em.dram(Matrix(symbol_name(src.buffer), first, 1, 1, 1)),
-                        rows=banks, row_bytes=2)
-                q = self._hand(c)
-                for b in range(banks):
-                    em.emit_fast(q, "pim.wr", b, row, col, 1, self.addr("vtile", c * tile + b * burst))
-                em.emit_fast(q, "pim.pre_all")
+        self._stage()
+        first = src.offset + index * src.strides[2]
+        em.load("dma0", self.addr("vstage"), Matrix(symbol_name(src.buffer), first, heads, hd,
+                                                    src.strides[1]))
+        em.emit("dma0", "signal", sem=self.fence)
+        em.emit("dma0", "wait", sem=self.fence)
+        em.pitch("dma0", 2, a.row_bytes)          # one lane per bank: banks are a row apart
+        for c, start, lane, h, d0 in pl.vcache_cells(a, lay, heads, positions, hd, position):
+            row, col = lay.cell(a, start)
+            em.emit("dma0", "store",
+                    dst=Addr("dram", a.dram_address(c, 0, row, col * a.burst_bytes + lane * 2)),
+                    src=self.addr("vstage", (h * hd + d0) * 2), rows=min(a.banks, hd - d0),
+                    row_bytes=2)
+        self._stage_pending = False               # dma0 itself was the last to use vstage

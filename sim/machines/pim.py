@@ -84,7 +84,7 @@ class PimMachine(Machine):
         events = {name: np.zeros(n) for name in EVENTS}
         lat, lanes = a.asic.latency_cycles, a.asic.vector_lanes
         vcfg: dict = {}
-        src_pitch: dict = {}
+        pitch: dict = {}                       # queue -> its DMA (src, dst) row pitches
         instrs = program.instructions
         pim_index, plan_of, plans = self._plan_pim(instrs)
         on_pim = np.zeros(n, bool)
@@ -103,16 +103,26 @@ class PimMachine(Machine):
                 elif op == "vcfg":
                     vcfg[ins.queue] = (ins["rows"], ins["cols"])
                 elif op == "dmacfg":
-                    src_pitch[ins.queue] = ins["src_stride"]
+                    pitch[ins.queue] = (ins["src_stride"], ins["dst_stride"])
             elif op in ("load", "store"):
-                nbytes = ins["rows"] * ins["row_bytes"]
-                durations[i] = max(0, self.dma(nbytes) - self._dma_latency)
+                rows, width = ins["rows"], ins["row_bytes"]
+                nbytes = rows * width
+                step = pitch.get(ins.queue, (0, 0))[0 if op == "load" else 1]   # DRAM side
+                if rows > 1 and step not in (0, width):   # rows apart: whole bursts each, a
+                    bursts = rows * -(-width // a.burst_bytes)    # narrow one masked (GDDR6 WDM)
+                    acts = rows if step >= a.row_bytes else -(-rows * step // a.row_bytes)
+                    moved = bursts * a.burst_bytes
+                else:
+                    bursts, acts = -(-nbytes // a.burst_bytes), -(-nbytes // a.row_bytes)
+                    moved = nbytes
+                durations[i] = max(0, self.dma(moved) - self._dma_latency)
                 resources[i] = IO_PORT
-                events["dma_bytes"][i] = events["io_bytes"][i] = nbytes
-                events["rd_bursts" if op == "load" else "wr_bursts"][i] = -(-nbytes // a.burst_bytes)
-                events["act_banks"][i] = -(-nbytes // a.row_bytes)
+                events["dma_bytes"][i] = nbytes
+                events["io_bytes"][i] = moved
+                events["rd_bursts" if op == "load" else "wr_bursts"][i] = bursts
+                events["act_banks"][i] = acts
             elif op == "gather":              # one table row per index, each a DRAM access
-                row = src_pitch[ins.queue]
+                row = pitch[ins.queue][0]
                 per_row = self.dma(row) - self._dma_latency
                 durations[i] = self._dma_latency + ins["n"] * per_row
                 resources[i] = IO_PORT
