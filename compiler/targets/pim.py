@@ -144,8 +144,9 @@ class _PimLowering(KvCacheWrites):
     def _place(self) -> None:
         a, plan = self.arch, self.plan
         self.pim_values = self._pim_operands()
+        tables = self._also_dense()
         skip = {plan.views[v].buffer for v, (kind, _) in self.pim_values.items()
-                if self.graph[v].kind is OpKind.PARAM and not self._also_dense(v)}
+                if self.graph[v].kind is OpKind.PARAM and v not in tables}
         skip |= {plan.views[v].buffer for v, (kind, _) in self.pim_values.items()
                  if self.graph[v].kind is OpKind.KV_APPEND}
         self.symbols: list[isa.Symbol] = []
@@ -170,9 +171,9 @@ class _PimLowering(KvCacheWrites):
                                f"per bank: weights, KV cache, activations); {a.name} has "
                                f"{a.dram_bytes:,} ({a.rows:,} rows)")
 
-    def _also_dense(self, value: str) -> bool:
-        """A parameter also read densely (the tied embedding table)."""
-        return any(op.kind is OpKind.EMBEDDING and op.inputs[0] == value for op in self.graph.ops)
+    def _also_dense(self) -> set[str]:
+        """Parameters also read densely (the tied embedding table)."""
+        return {op.inputs[0] for op in self.graph.ops if op.kind is OpKind.EMBEDDING}
 
     def _region(self, layout: pl.GemvLayout, tag: str) -> None:
         a = self.arch
@@ -269,23 +270,28 @@ class _PimLowering(KvCacheWrites):
             em.emit("asic0", "wait", sem=self.done)
 
     def _segments(self, q: str, layout: pl.GemvLayout, p: pl.Pass, c: int, psum: int) -> None:
-        em, per_row, lanes = self.em, self.arch.row_bytes // 2, self.arch.macs_per_bank_per_access
+        """One channel's rows of a pass: ACT_ALL, MAC_ALL runs, RDMAC_ALL as each output
+        completes, PRE_ALL. (The hot loop of the lowering: `layout.cell` inlined.)"""
+        em = self.em
+        emit, per_row = em.emit_fast, self.arch.row_bytes // 2
+        lanes, first_row = self.arch.macs_per_bank_per_access, layout.first_row
+        base = psum + c * layout.channel_stride * 4
         open_row = None
         for seg in p.segments:
             at, left, gb = seg.start, seg.length, seg.gb_bytes
             while left:
-                row, col = layout.cell(self.arch, at)
-                n = min(left, per_row - at % per_row)
+                row, within = divmod(at, per_row)
+                n = min(left, per_row - within)
                 if row != open_row:
                     if open_row is not None:
-                        em.emit_fast(q, "pim.pre_all")
-                    em.emit_fast(q, "pim.act_all", row)
+                        emit(q, "pim.pre_all")
+                    emit(q, "pim.act_all", first_row + row)
                     open_row = row
-                em.emit_fast(q, "pim.mac_all", col, n // lanes, gb)
+                emit(q, "pim.mac_all", within // lanes, n // lanes, gb)
                 at, left, gb = at + n, left - n, gb + n * 2
-            em.emit_fast(q, "pim.rdmac_all", Addr("abuf", psum + (seg.out + c * layout.channel_stride) * 4))
+            emit(q, "pim.rdmac_all", Addr("abuf", base + seg.out * 4))
         if open_row is not None:
-            em.emit_fast(q, "pim.pre_all")
+            emit(q, "pim.pre_all")
 
     def _release(self) -> None:
         self.em.emit("asic0", "signal", sem=self.free)
