@@ -48,6 +48,8 @@ _ROW_ACCESS = frozenset({"RD", "WR", "MAC", "MAC_ALL"})        # need an open ro
 _COLUMN = _ROW_ACCESS | {"RDMAC", "RDMAC_ALL", "WRGB"}
 _READS = frozenset({"RD", "RDMAC", "RDMAC_ALL"})                 # data returns to the host
 _LOCKSTEP = frozenset({"ACT_ALL", "PRE_ALL", "MAC_ALL", "RDMAC_ALL", "WRGB", "REF"})
+_INLINE = _LOCKSTEP - {"REF"}                 # run_plans' closed forms
+_ANY_ROW = frozenset({"PRE_ALL", "RDMAC_ALL", "WRGB"})   # need no row open nor closed
 NEVER = -(1 << 60)                                              # "long ago": no constraint
 _FOREVER = 1 << 62
 
@@ -357,73 +359,84 @@ class ChannelState:
         for b in banks:
             self.fresh[b], last[b] = False, e
 
-    def issue_n(self, i: int, cmd: Command, n: int, step: int) -> int:
-        """n commands like `cmd` (n > 1: a column run, `issue_run`); returns the last cycle.
-        In lockstep a run that ends before the next refresh is due takes one closed form."""
-        if not self.lock or cmd.kind not in _LOCKSTEP:
-            return self.issue(i, cmd) if n == 1 else self.issue_run(i, cmd, n, step)
-        t, kind = self.t, cmd.kind
-        e = self.bus + 1
-        if self.ref + t.tRFC > e:
-            e = self.ref + t.tRFC
-        row = self._lock_row
-        if kind == "MAC_ALL":
-            if row is None:                                 # a refresh closed it: reopen
-                return self.issue(i, cmd) if n == 1 else self.issue_run(i, cmd, n, step)
-            e = max(e, self.col_any + t.tCCD_S, max(self.col_grp) + t.tCCD_L, self.wg,
-                    self._lock_act + t.tRCD_MAC)
-        elif kind == "RDMAC_ALL":
-            e = max(e, self.col_any + t.tCCD_S, max(self.col_grp) + t.tCCD_L)
-        elif kind == "PRE_ALL":
-            if row is not None:
-                e = max(e, self._lock_act + t.tRAS, self._lock_rd + t.tRTP, self._lock_wr + t.tWR)
-        elif kind == "ACT_ALL":
-            if row is not None:
-                return self.issue(i, cmd)                   # the general rules name the error
-            e = max(e, self._lock_pre + t.tRP, self.act_any + self._act_all_gap)
-        elif kind == "WRGB":
-            e = max(e, self.col_any + t.tCCD_S)
-        else:                                               # REF
-            return self.issue(i, cmd) if n == 1 else self.issue_run(i, cmd, n, step)
-        last = e + (n - 1) * step
-        if last >= self.due:                                # a refresh falls in the run
-            return self.issue(i, cmd) if n == 1 else self.issue_run(i, cmd, n, step)
-        tally = self.tally
-        tail = 1
-        if kind == "MAC_ALL":
-            if self._lock_fresh:
-                tally.misses += 1
-                tally.hits += n - 1
-                self._lock_fresh = False
-            else:
-                tally.hits += n
-            self._lock_rd = self.col_any = last
-            self.col_grp = [last] * self.arch.bank_groups
-        elif kind == "RDMAC_ALL":
-            self.col_any = last
-            self.col_grp = [last] * self.arch.bank_groups
-            tail = t.RD_MAC
-            if last + tail > self.data_ready:
-                self.data_ready = last + tail
-        elif kind == "ACT_ALL":
-            self._lock_row, self._lock_memo, self._lock_act, self._lock_fresh = cmd.row, None, e, True
-            self.n_open = self.arch.banks
-            self.act_any = e
-            self.faw.extend((e, e, e, e))
-        elif kind == "PRE_ALL":
-            if row is not None:
-                self._lock_pre, self._lock_row = e, None
-                self.n_open = 0
-            self._lock_memo = None
-        else:                                               # WRGB
-            self.wg = last + t.WR_GB
-            self.col_any = last
-            tail = t.WR_GB
-        self.bus = last
-        tally.counts[kind] += n
-        if last + tail > tally.end:
-            tally.end = last + tail
-        return last
+    def run_plans(self, indices: Sequence[int], plans: Sequence[tuple], t: int) -> list[int]:
+        """The fast path for a run of instructions issued back to back from cycle t: each
+        plan's (command, repeat, step) triples as runs (`issue_run`); returns each
+        instruction's cycles. In lockstep, a command or column run of the all-bank kinds that
+        ends before the next refresh falls due takes the closed form inline (this loop is the
+        simulator's hottest); anything else goes through `issue` / `issue_run`."""
+        self.idle_until(t)
+        tm, banks, groups = self.t, self.arch.banks, self.arch.bank_groups
+        rfc, ccd_s, ccd_l, rcd_mac = tm.tRFC, tm.tCCD_S, tm.tCCD_L, tm.tRCD_MAC
+        ras, rtp, twr, rp, rd_mac, wr_gb = tm.tRAS, tm.tRTP, tm.tWR, tm.tRP, tm.RD_MAC, tm.WR_GB
+        act_gap, tally, counts = self._act_all_gap, self.tally, self.tally.counts
+        out = []
+        for i, plan in zip(indices, plans):
+            last = t - 1
+            for cmd, n, step in plan:
+                kind = cmd[0]
+                if self.lock and kind in _INLINE:
+                    e = self.bus + 1
+                    if self.ref + rfc > e:
+                        e = self.ref + rfc
+                    row = self._lock_row
+                    if kind == "MAC_ALL":
+                        e = max(e, self.col_any + ccd_s, max(self.col_grp) + ccd_l, self.wg,
+                                self._lock_act + rcd_mac)
+                    elif kind == "RDMAC_ALL":
+                        e = max(e, self.col_any + ccd_s, max(self.col_grp) + ccd_l)
+                    elif kind == "PRE_ALL":
+                        if row is not None:
+                            e = max(e, self._lock_act + ras, self._lock_rd + rtp,
+                                    self._lock_wr + twr)
+                    elif kind == "ACT_ALL":
+                        e = max(e, self._lock_pre + rp, self.act_any + act_gap)
+                    else:                                                   # WRGB
+                        e = max(e, self.col_any + ccd_s)
+                    end = e + (n - 1) * step
+                    # a refresh due, a row a refresh closed, or an ACT_ALL of an open row
+                    # (the general rules name the error): not inline
+                    if end < self.due and (kind in _ANY_ROW or (row is None) == (kind == "ACT_ALL")):
+                        tail = 1
+                        if kind == "MAC_ALL":
+                            if self._lock_fresh:
+                                tally.misses += 1
+                                tally.hits += n - 1
+                                self._lock_fresh = False
+                            else:
+                                tally.hits += n
+                            self._lock_rd = self.col_any = end
+                            self.col_grp = [end] * groups
+                        elif kind == "RDMAC_ALL":
+                            self.col_any = end
+                            self.col_grp = [end] * groups
+                            tail = rd_mac
+                            if end + tail > self.data_ready:
+                                self.data_ready = end + tail
+                        elif kind == "ACT_ALL":
+                            self._lock_row, self._lock_memo = cmd.row, None
+                            self._lock_act, self._lock_fresh = e, True
+                            self.n_open = banks
+                            self.act_any = e
+                            self.faw.extend((e, e, e, e))
+                        elif kind == "PRE_ALL":
+                            if row is not None:
+                                self._lock_pre, self._lock_row = e, None
+                                self.n_open = 0
+                            self._lock_memo = None
+                        else:                                               # WRGB
+                            self.wg = end + wr_gb
+                            self.col_any = end
+                            tail = wr_gb
+                        self.bus = last = end
+                        counts[kind] += n
+                        if end + tail > tally.end:
+                            tally.end = end + tail
+                        continue
+                last = self.issue(i, cmd) if n == 1 else self.issue_run(i, cmd, n, step)
+            out.append(last + 1 - t)
+            t = last + 1
+        return out
 
     # -- lockstep: the all-bank rules on one scalar per per-bank array --------------------
 

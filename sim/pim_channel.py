@@ -138,22 +138,15 @@ class PimChannel:
     def run(self, indices, plans, t: int) -> list[int]:
         """Durations of instructions (program indices, plans) issued back to back from t."""
         state = self.state
+        if not self.exact:
+            return state.run_plans(indices, plans, t)
         state.idle_until(t)
-        issue, issue_n, exact = state.issue, state.issue_n, self.exact
         out = []
         for i, plan in zip(indices, plans):
             last = t - 1
-            for cmd, n, step in plan:
-                if not exact:
-                    last = issue_n(i, cmd, n, step)
-                elif n == 1:
-                    last = issue(i, cmd)
-                elif cmd.kind == "WRGB":
-                    for _ in range(n):
-                        last = issue(i, cmd)
-                else:
-                    for j in range(n):
-                        last = issue(i, cmd._replace(col=cmd.col + j))
+            for cmd, n, _ in plan:
+                for j in range(n):
+                    last = state.issue(i, cmd if cmd.kind == "WRGB" else cmd._replace(col=cmd.col + j))
             out.append(last + 1 - t)
             t = last + 1
         return out
