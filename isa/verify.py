@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from operator import attrgetter
 
 from isa.encoding import encode
 from isa.errors import FieldError, IsaError, VerifyError
@@ -107,10 +108,8 @@ def _check_instructions(program: Program, machine: MachineView) -> None:
                   for op, spec in OPCODES.items() if op.startswith("pim.")}
     slots: dict[object, list] = {}      # queue -> [its QueueConfig so far]
     slot_of: dict[int, list] = {}       # id(queue object) -> its slot (equal queues share one)
-    checked: set[int] = set()          # ids of instructions whose checks need no queue state
-    for index, instr in enumerate(program.instructions):
-        if id(instr) in checked:
-            continue
+    for index in _to_check(program.instructions):
+        instr = program.instructions[index]
         queue = instr.queue
         slot = slot_of.get(id(queue))
         if slot is None:
@@ -128,8 +127,6 @@ def _check_instructions(program: Program, machine: MachineView) -> None:
                 raise _at(index, instr, f"{name}={value} exceeds the machine limit (< {bound})")
         if instr.opcode in pim_fields:
             _check_pim(index, instr, pim_fields[instr.opcode], limits)
-        if instr.opcode in STATELESS:       # the same object passes the same checks again
-            checked.add(id(instr))
         if instr.opcode in NO_FOOTPRINT:
             continue                        # touches no memory and configures nothing
         config = slot[0]
@@ -141,6 +138,16 @@ def _check_instructions(program: Program, machine: MachineView) -> None:
             _check_footprint(index, instr, footprint, spaces)
         if instr.opcode in ("dmacfg", "mcfg", "vcfg"):
             slot[0] = config.after(instr)
+
+
+def _to_check(instrs) -> list[int]:
+    """Indices to check, in order: every instruction whose checks read its queue's
+    configuration, and the first use of each other instruction object (compilers share equal
+    instructions; the same object passes the same stateless checks again)."""
+    ids = list(map(id, instrs))
+    first = dict(zip(reversed(ids), range(len(ids) - 1, -1, -1))).values()
+    stateful = [i for i, op in enumerate(map(attrgetter("opcode"), instrs)) if op not in STATELESS]
+    return sorted({*first, *stateful})
 
 
 def _check_footprint(index: int, instr: Instr, footprint: Footprint, spaces) -> None:
