@@ -525,37 +525,37 @@ class ChannelState:
 
     def _refresh_lock(self, not_before: int) -> int:
         """`_refresh` in lockstep."""
-        t, tally = self.t, self.tally
+        t = self.t
         if self._lock_row is not None:
             p = max(not_before, self.bus + 1, self.ref + t.tRFC, self._lock_act + t.tRAS,
                     self._lock_rd + t.tRTP, self._lock_wr + t.tWR)
             self._lock_memo, self._lock_row, self._lock_pre = self._lock_row, None, p
-            self.n_open = 0
-            self.bus = p
-            tally.counts["PRE_ALL"] += 1
-            tally.end = max(tally.end, p + 1)
-        r = max(not_before, self.bus + 1, self.ref + t.tRFC, self._lock_pre + t.tRP,
-                self.act_any + t.tRC)
-        self.ref = self.bus = r
-        tally.counts["REF"] += 1
-        tally.refs.append(r)
-        tally.end = max(tally.end, r + 1)
-        return r
+            self._closed_all(p)
+        return self._ref(not_before, self._lock_pre)
 
     def _refresh(self, not_before: int) -> int:
         """Close open rows, then REF; returns the REF cycle."""
-        t, tally = self.t, self.tally
+        t = self.t
         opened = [b for b in range(self.arch.banks) if self.open[b] is not None]
         if opened:
             p = max(not_before, self.bus + 1, self.ref + t.tRFC,
                     *(self._pre_ready(b) for b in opened))
             for b in opened:
                 self.memo[b], self.open[b], self.pre[b] = self.open[b], None, p
-            self.n_open = 0
-            self.bus = p
-            tally.counts["PRE_ALL"] += 1
-            tally.end = max(tally.end, p + 1)
-        r = max(not_before, self.bus + 1, self.ref + t.tRFC, max(self.pre) + t.tRP,
+            self._closed_all(p)
+        return self._ref(not_before, max(self.pre))
+
+    def _closed_all(self, p: int) -> None:
+        """The controller's PRE_ALL before a REF issued at p."""
+        self.n_open = 0
+        self.bus = p
+        self.tally.counts["PRE_ALL"] += 1
+        self.tally.end = max(self.tally.end, p + 1)
+
+    def _ref(self, not_before: int, last_pre: int) -> int:
+        """REF once every bank is closed (the last PRE at `last_pre`); returns its cycle."""
+        t, tally = self.t, self.tally
+        r = max(not_before, self.bus + 1, self.ref + t.tRFC, last_pre + t.tRP,
                 self.act_any + t.tRC)
         self.ref = self.bus = r
         tally.counts["REF"] += 1
