@@ -2,7 +2,8 @@
 
 Speed targets live here, never in unit tests: gpt2 prefill-128 under 5 s timing-only and
 under 30 s with numerics, gpt2-xl decode under 20 s timing-only; gpt2 prefill-128 on the
-sn40l dataflow preset under 10 s timing-only (2 cores). Also the points per second of a
+sn40l dataflow preset and gpt2-xl decode on the pim-gpt preset under 10 s timing-only
+(2 cores). Also the points per second of a
 16-point gpt2 decode sweep on 2 worker processes (tessel.sweep.bench; reported, no budget).
 """
 from __future__ import annotations
