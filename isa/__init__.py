@@ -13,7 +13,7 @@ from isa.errors import AsmError, DecodeError, FieldError, IsaError, ProgramFileE
 from isa.fields import A32, A40, E, F32, Field, FieldKind, Flag, U
 from isa.files import load, save
 from isa.footprint import ConfigError, Footprint, QueueConfig, footprints
-from isa.instr import Instr
+from isa.instr import Instr, first_uses
 from isa.machine import MachineView, MemorySpace
 from isa.opcodes import ISA_VERSION, OPCODES, OPCODES_BY_CODE, OpSpec
 from isa.program import Program, Symbol
@@ -22,7 +22,7 @@ from isa.verify import verify
 
 __all__ = [
     # values and instructions
-    "Unit", "Queue", "DType", "Addr", "Instr",
+    "Unit", "Queue", "DType", "Addr", "Instr", "first_uses",
     # opcode table and field kinds
     "ISA_VERSION", "OpSpec", "OPCODES", "OPCODES_BY_CODE",
     "FieldKind", "Field", "U", "E", "Flag", "A32", "A40", "F32",

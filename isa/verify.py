@@ -15,7 +15,7 @@ from operator import attrgetter
 from isa.encoding import encode
 from isa.errors import FieldError, IsaError, VerifyError
 from isa.footprint import NO_FOOTPRINT, Footprint, QueueConfig, footprints
-from isa.instr import Instr
+from isa.instr import Instr, first_uses
 from isa.machine import MachineView
 from isa.opcodes import ISA_VERSION, OPCODES
 from isa.program import Program
@@ -38,8 +38,7 @@ def _check_fields(program: Program) -> None:
     """Every field value fits its encoding: each distinct instruction object is encoded once
     (compilers share equal instructions; an error names the object's first index)."""
     instrs = program.instructions
-    ids = list(map(id, instrs))
-    first = sorted(dict(zip(reversed(ids), range(len(ids) - 1, -1, -1))).values())
+    first = first_uses(instrs)
     try:
         encode([instrs[i] for i in first], program.spaces)
     except FieldError as error:
@@ -144,10 +143,8 @@ def _to_check(instrs) -> list[int]:
     """Indices to check, in order: every instruction whose checks read its queue's
     configuration, and the first use of each other instruction object (compilers share equal
     instructions; the same object passes the same stateless checks again)."""
-    ids = list(map(id, instrs))
-    first = dict(zip(reversed(ids), range(len(ids) - 1, -1, -1))).values()
     stateful = [i for i, op in enumerate(map(attrgetter("opcode"), instrs)) if op not in STATELESS]
-    return sorted({*first, *stateful})
+    return sorted({*first_uses(instrs), *stateful})
 
 
 def _check_footprint(index: int, instr: Instr, footprint: Footprint, spaces) -> None:

@@ -164,18 +164,18 @@ class PimMachine(Machine):
         """The pim queues' instructions but wait and halt (timed at issue), each one's plan
         (an index into the plans, in the same order) and the plans, decoded once per
         instruction object in program order (a bad one is named by its first index).
-        Whole-list passes in C where they can be: this runs over ~10^6 instructions."""
+        Whole-list passes where they can be: this runs over ~10^6 instructions."""
         queues = list(map(attrgetter("queue"), instrs))
         queue_ids = list(map(id, queues))
         on_pim = {key for key, q in dict(zip(queue_ids, queues)).items() if q.unit.name == "pim"}
         pim_index = [i for i, (key, op) in enumerate(zip(queue_ids, map(attrgetter("opcode"), instrs)))
                      if key in on_pim and op != "wait" and op != "halt"]
-        ids = list(map(id, map(instrs.__getitem__, pim_index)))
-        first = sorted(dict(zip(reversed(ids), range(len(ids) - 1, -1, -1))).values())
+        pim_instrs = list(map(instrs.__getitem__, pim_index))
+        first = isa.first_uses(pim_instrs)
         decode = self.channels[0].plan             # plans depend on the arch, not the channel
         plans = [decode(i, instrs[i]) for i in map(pim_index.__getitem__, first)]
-        number = dict(zip(map(ids.__getitem__, first), range(len(first))))
-        return pim_index, list(map(number.__getitem__, ids)), plans
+        number = {id(pim_instrs[k]): p for p, k in enumerate(first)}
+        return pim_index, [number[id(x)] for x in pim_instrs], plans
 
     def _fill_plan_events(self, events: dict, pim_index: list[int], plan_of: list[int],
                           plans: list) -> None:
