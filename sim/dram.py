@@ -26,7 +26,9 @@ REF; the schedule stays). The end cycle is max(issue + tail): tail tCL + tCCD_S 
 for RDMAC/RDMAC_ALL, WR_GB for WRGB, 1 otherwise. A RD/WR/MAC/MAC_ALL is a row miss when it
 is the first column command since its row opened (the one that paid for the ACT), else a hit.
 
-The GEMV fast path, exact against this model, is in sim/dram_gemv.py.
+Fast paths, exact against this model: `ChannelState.run_plans` (column runs in closed form,
+lockstep for all-bank commands; what the simulator uses) and sim/dram_gemv.py (whole GEMV
+tile streams in closed form, for the bandwidth self-test).
 
 ISA -> commands (one pim queue = one channel): pim.act/act_all/pre/pre_all -> ACT, ACT_ALL,
 PRE, PRE_ALL; pim.mac/mac_all -> ncols x MAC/MAC_ALL; pim.wrgb -> ceil(bytes/burst_bytes) x

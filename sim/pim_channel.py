@@ -4,16 +4,18 @@ Each `pim.*` instruction becomes the commands of sim/dram.py's module docstring 
 ACT, pim.mac_all ncols -> ncols x MAC_ALL, pim.wrgb bytes -> ceil(bytes / burst) x WRGB,
 ...). The channel keeps its DRAM state (open rows, last command per bank, refresh
 schedule) for the whole program, so an instruction's cycles depend on when it starts:
-the engine asks `duration(instr, t)` at its start.
+the engine asks at its start (`run`, for a queue's whole run of instructions at once).
+Instructions are decoded once into plans of (command, repeat, step) (`plan`).
 
 An instruction occupies the queue until its last command has issued (the next one may
 issue a cycle later). Read data (RDMAC, RD) reaches the host tCL / RD_MAC after its
 command; a `signal` on the queue waits for every read so far to land, so a consumer on
 another queue never sees data early.
 
-`exact=True` issues every command through the rules one by one (the ground truth);
-`exact=False` issues each instruction's column commands as one closed-form run
-(`ChannelState.issue_run`), which yields the same cycles (tests/sim/test_pim_channel.py).
+`exact=True` issues every command through the per-bank rules one by one (the ground
+truth); `exact=False` (`ChannelState.run_plans`) issues each instruction's column commands
+as one closed-form run and keeps the channel in lockstep while only all-bank commands come
+(see ChannelState), which yields the same cycles (tests/sim/test_pim_channel.py).
 """
 from __future__ import annotations
 
