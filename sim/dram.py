@@ -130,8 +130,8 @@ class ChannelState:
     """State of one channel: per-bank last-command cycles, open rows, refresh schedule.
 
     `CommandChannel.run` feeds it a whole stream; the PIM machine keeps one per channel for
-    a whole program and feeds it instruction by instruction (`idle_until`, `issue`,
-    `issue_run`).
+    a whole program and feeds it run by run (`run_plans`; the ground truth: `idle_until`
+    and `issue` per command).
 
     Lockstep (`lockstep=True`, the fast path): from an ACT_ALL of a closed channel until the
     next single-bank command, every bank holds the same row and the same last ACT, PRE,
