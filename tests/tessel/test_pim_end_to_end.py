@@ -4,10 +4,12 @@ import sys
 
 import pytest
 
+import isa
 from arch import load_arch
 from compiler.frontend import load_model
 from compiler.phase import decode, prefill
 from compiler.targets import TARGETS, CompileError
+from sim.machines.pim import PimMachine
 from tessel.driver import run
 
 TINY = "tests/fixtures/tiny-gpt2"
@@ -46,3 +48,22 @@ def test_cli_error_is_one_line():
                            "--no-functional"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
+
+
+def test_strided_narrow_dma_rows_cost_a_burst_and_a_row_each():
+    """The decode V append's store (a 2-byte lane per bank, banks a DRAM row apart) costs a
+    masked burst and a row activation per bank; the same bytes contiguous cost one of each."""
+    arch = load_arch("pim-gpt")
+    program = isa.assemble(".target pim\n.isa 1\n.spaces dram abuf\n"
+                           f"dma0 dmacfg src_stride=2 dst_stride={arch.row_bytes}\n"
+                           "dma0 store dst=dram[0x0] src=abuf[0x0] rows=16 row_bytes=2\n"
+                           "dma0 dmacfg src_stride=0 dst_stride=0\n"
+                           "dma0 store dst=dram[0x0] src=abuf[0x0] rows=16 row_bytes=2\n")
+    machine = PimMachine(arch)
+    costs = machine.costs(program)
+    strided, dense = 1, 3
+    assert costs.events["wr_bursts"][strided] == 16 and costs.events["wr_bursts"][dense] == 1
+    assert costs.events["act_banks"][strided] == 16 and costs.events["act_banks"][dense] == 1
+    assert costs.events["io_bytes"][strided] == 16 * arch.burst_bytes
+    assert costs.events["dma_bytes"][strided] == costs.events["dma_bytes"][dense] == 32
+    assert costs.durations[strided] > costs.durations[dense]
