@@ -27,18 +27,18 @@ __all__ = ["verify"]
 def verify(program: Program, machine: MachineView) -> None:
     """Raise VerifyError on the first problem; return None when the program is valid."""
     _check_program(program, machine)
-    _check_fields(program)
-    _check_instructions(program, machine)
+    first = first_uses(program.instructions)
+    _check_fields(program, first)
+    _check_instructions(program, machine, first)
     blocked = find_blocked_wait(program.instructions)
     if blocked is not None:
         raise _at(blocked.index, program.instructions[blocked.index], blocked.message)
 
 
-def _check_fields(program: Program) -> None:
+def _check_fields(program: Program, first: list[int]) -> None:
     """Every field value fits its encoding: each distinct instruction object is encoded once
     (compilers share equal instructions; an error names the object's first index)."""
     instrs = program.instructions
-    first = first_uses(instrs)
     try:
         encode([instrs[i] for i in first], program.spaces)
     except FieldError as error:
@@ -97,7 +97,7 @@ def _check_program(program: Program, machine: MachineView) -> None:
 STATELESS = frozenset(op for op in OPCODES if op.startswith("pim.")) | {"halt", "signal", "wait"}
 
 
-def _check_instructions(program: Program, machine: MachineView) -> None:
+def _check_instructions(program: Program, machine: MachineView, first: list[int]) -> None:
     limits = machine.limits
     spaces = machine.spaces
     limited = {op: [(position, f.name, limits[f.name]) for position, f in enumerate(spec.fields)
@@ -107,7 +107,7 @@ def _check_instructions(program: Program, machine: MachineView) -> None:
                   for op, spec in OPCODES.items() if op.startswith("pim.")}
     slots: dict[object, list] = {}      # queue -> [its QueueConfig so far]
     slot_of: dict[int, list] = {}       # id(queue object) -> its slot (equal queues share one)
-    for index in _to_check(program.instructions):
+    for index in _to_check(program.instructions, first):
         instr = program.instructions[index]
         queue = instr.queue
         slot = slot_of.get(id(queue))
@@ -139,12 +139,12 @@ def _check_instructions(program: Program, machine: MachineView) -> None:
             slot[0] = config.after(instr)
 
 
-def _to_check(instrs) -> list[int]:
+def _to_check(instrs, first: list[int]) -> list[int]:
     """Indices to check, in order: every instruction whose checks read its queue's
     configuration, and the first use of each other instruction object (compilers share equal
     instructions; the same object passes the same stateless checks again)."""
     stateful = [i for i, op in enumerate(map(attrgetter("opcode"), instrs)) if op not in STATELESS]
-    return sorted({*first_uses(instrs), *stateful})
+    return sorted({*first, *stateful})
 
 
 def _check_footprint(index: int, instr: Instr, footprint: Footprint, spaces) -> None:
