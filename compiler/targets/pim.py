@@ -47,8 +47,10 @@ __all__ = ["lower", "PimLowered"]
 _ALIGN = 64
 F32 = DType.fp32
 # abuf regions in KiB (the preset's buffer must hold them; arch/configs/pim-gpt.toml)
-_ABUF_KIB = {"vp_in": 48, "vp_out": 48, "copy": 16, "scratch": 48, "xin": 16, "psum": 64,
-             "kstage": 4, "vstage": 32}
+# The GEMV input (xin) and partial sums (psum) are double-buffered: a GEMV's MACs may run
+# while the ASIC still reduces the one before (when it does not depend on it).
+_ABUF_KIB = {"vp_in": 48, "vp_out": 48, "copy": 16, "scratch": 48, "xin0": 16, "xin1": 16,
+             "psum0": 64, "psum1": 64, "kstage": 4, "vstage": 32}
 
 
 @dataclass(frozen=True)
@@ -100,13 +102,16 @@ class _PimLowering(KvCacheWrites):
         self._abuf()
         self.matrices: dict[str, tuple] = {}
         self._place()
-        # go[c]: dma0 -> pim queue c (its input is staged); done: pim -> ASIC (partial sums
-        # in); free: ASIC -> dma0 (GEMV buffers free); staged: pim -> dma0 (KV staging free
-        # again). Per-channel `go` so no queue takes another's token.
+        # go[c]: dma0 -> pim queue c (its input is staged); done[j]: pim -> ASIC (partial
+        # sums in buffer j; one per buffer, so a channel already on the next GEMV cannot stand
+        # in for a slower one); free: ASIC -> dma0 (a GEMV's buffers free, in order); staged:
+        # pim -> dma0 (KV staging free again). Per-channel `go` so no queue takes another's.
         self.go = [self.em.semaphore() for _ in self.pim_queues]
-        self.done, self.free, self.staged = (self.em.semaphore() for _ in range(3))
+        self.done = [self.em.semaphore() for _ in range(2)]
+        self.free, self.staged = (self.em.semaphore() for _ in range(2))
         self.fence = self.em.semaphore()          # dma0 -> dma0: its loaded data has landed
-        self._gemv_pending = self._stage_pending = False
+        self._gemvs = 0                            # GEMVs so far (buffer = count mod 2)
+        self._stage_pending = False
         self._written: set[str] = set()
 
     # -- memory ------------------------------------------------------------------------
@@ -194,7 +199,7 @@ class _PimLowering(KvCacheWrites):
                                    f"the {a.macs_per_bank_per_access} MAC lanes")
             lanes = a.channels * a.banks
             chunks = -(-k // pl.gbuf_elems(a))
-            block = min(self.abuf["psum"][1] // (4 * chunks), self.vp_out.slot_bytes // 2,
+            block = min(self.abuf["psum0"][1] // (4 * chunks), self.vp_out.slot_bytes // 2,
                         self.vp_in.slot_bytes // 4) // lanes * lanes
             if block < lanes:
                 raise CompileError(f"op '{op.name}': {chunks} chunks of partial sums do not fit "
@@ -209,9 +214,9 @@ class _PimLowering(KvCacheWrites):
         heads, positions, hd = shape[-3], shape[-2], shape[-1]
         build = pl.kcache_layout if kind == "kcache" else pl.vcache_layout
         lay = build(value, a, self.next_row, heads, positions, hd)
-        if lay.psum_elems * 4 > self.abuf["psum"][1]:
+        if lay.psum_elems * 4 > self.abuf["psum0"][1]:
             raise CompileError(f"op '{op.name}': {lay.psum_elems:,} partial sums exceed the ASIC "
-                               f"buffer's {self.abuf['psum'][1]:,}-byte partial-sum area")
+                               f"buffer's {self.abuf['psum0'][1]:,}-byte partial-sum area")
         self._region(lay, value)
         return [(0, 0, lay, False)]
 
@@ -242,18 +247,22 @@ class _PimLowering(KvCacheWrites):
                           matrices)
 
     # -- GEMV --------------------------------------------------------------------------
-    def _gemv(self, layout: pl.GemvLayout, load_input) -> None:
-        """One GEMV over `layout`: input into xin (load_input emits dma0 loads), all pim
-        queues run their passes, the ASIC then owns the partial sums."""
-        em = self.em
-        if self._gemv_pending:
+    def _gemv(self, layout: pl.GemvLayout, load_input) -> int:
+        """One GEMV over `layout`: input into this GEMV's xin buffer (load_input(address)
+        emits dma0 loads), all pim queues run their passes, the ASIC then owns the partial
+        sums; returns their address. Buffers alternate: dma0 waits for the ASIC to release
+        the GEMV two back (releases come in order), so a GEMV that does not need the one
+        before overlaps its reduction."""
+        em, j = self.em, self._gemvs % 2
+        if self._gemvs >= 2:
             em.emit("dma0", "wait", sem=self.free)
-        load_input()
+        self._gemvs += 1
+        load_input(self.addr(f"xin{j}"))
         active = [c for c in range(self.arch.channels)
                   if any(p.fills[c] is not None for p in layout.passes)]
         for c in active:
             em.emit("dma0", "signal", sem=self.go[c])
-        psum = self.abuf["psum"][0]
+        psum = self.abuf[f"psum{j}"][0]
         for c in active:
             q = self.pim_queues[c]
             em.emit(q, "wait", sem=self.go[c])
@@ -263,11 +272,12 @@ class _PimLowering(KvCacheWrites):
                     continue
                 first, count = fill
                 nbytes = -(-count * 2 // self.arch.burst_bytes) * self.arch.burst_bytes
-                em.emit_fast(q, "pim.wrgb", 0, self.addr("xin", first * 2), nbytes)
+                em.emit_fast(q, "pim.wrgb", 0, self.addr(f"xin{j}", first * 2), nbytes)
                 self._segments(q, layout, p, c, psum)
-            em.emit(q, "signal", sem=self.done)
+            em.emit(q, "signal", sem=self.done[j])
         for _ in active:
-            em.emit("asic0", "wait", sem=self.done)
+            em.emit("asic0", "wait", sem=self.done[j])
+        return psum
 
     def _segments(self, q: str, layout: pl.GemvLayout, p: pl.Pass, c: int, psum: int) -> None:
         """One channel's rows of a pass: ACT_ALL, MAC_ALL runs, RDMAC_ALL as each output
@@ -293,15 +303,11 @@ class _PimLowering(KvCacheWrites):
         if open_row is not None:
             emit(q, "pim.pre_all")
 
-    def _release(self) -> None:
-        self.em.emit("asic0", "signal", sem=self.free)
-        self._gemv_pending = True
-
-    def _finish(self, rows: int, cols: int, stride_elems: int, chunk_elems: int, chunks: int,
-                bias: Matrix | None, out: Matrix) -> None:
-        """psum [chunks x rows x stride] -> sum chunks (+ bias) -> bf16 -> out (rows x cols)."""
+    def _finish(self, psum: int, rows: int, cols: int, stride_elems: int, chunk_elems: int,
+                chunks: int, bias: Matrix | None, out: Matrix) -> None:
+        """psum [chunks x rows x stride] -> sum chunks (+ bias) -> bf16 -> out (rows x cols);
+        the GEMV's buffers are released once the sums are read."""
         v, em = self.vector, self.em
-        psum = self.abuf["psum"][0]
         v.cfg(rows, stride_elems, F32, F32)
         for k in range(1, chunks):
             v.vec("add", Addr("abuf", psum), Addr("abuf", psum), Addr("abuf", psum + k * chunk_elems * 4))
@@ -317,7 +323,7 @@ class _PimLowering(KvCacheWrites):
             self.vp_in.release()
         else:
             v.vec("copy", o, Addr("abuf", psum))
-        self._release()
+        em.emit("asic0", "signal", sem=self.free)
         self.vp_out.filled()
         self.vp_out.take()
         em.pitch("dma1", stride_elems * 2, out.stride * 2 if out.rows > 1 else 0)
@@ -335,9 +341,9 @@ class _PimLowering(KvCacheWrites):
             chunks = len(lay.passes)
             n_pad = lay.psum_elems // chunks
             for t in range(x.rows):
-                self._gemv(lay, lambda: self.em.load("dma0", self.addr("xin"), x.block(t, 1, 0, x.cols)))
-                self._finish(1, nb, n_pad, n_pad, chunks, bias.block(0, 1, n0, nb) if bias else None,
-                             out.block(t, 1, n0, nb))
+                psum = self._gemv(lay, lambda xin: self.em.load("dma0", xin, x.block(t, 1, 0, x.cols)))
+                self._finish(psum, 1, nb, n_pad, n_pad, chunks,
+                             bias.block(0, 1, n0, nb) if bias else None, out.block(t, 1, n0, nb))
 
     def op_matmul(self, op: Op) -> None:
         a_view, b_name = self.plan.views[op.inputs[0]], op.inputs[1]
@@ -351,16 +357,16 @@ class _PimLowering(KvCacheWrites):
         heads, rows = a_view.shape[-3], a_view.shape[-2]
         for t in range(rows):
             x_rows = self._head_rows(a_view, t, flat=True)
-            self._gemv(lay, lambda: self.em.load("dma0", self.addr("xin"), x_rows))
+            psum = self._gemv(lay, lambda xin: self.em.load("dma0", xin, x_rows))
             if kind == "kcache":
                 scores = self._head_rows(out_view, t, flat=False)
-                self._finish(heads, scores.cols, lay.psum_elems // heads, 0, 1, None, scores)
+                self._finish(psum, heads, scores.cols, lay.psum_elems // heads, 0, 1, None, scores)
             else:
                 context = self._head_rows(out_view, t, flat=True)
                 if context.rows != 1:
                     raise CompileError(f"op '{op.name}': the heads of a context row are not contiguous")
                 width = context.cols
-                self._finish(1, width, width, width, lay.psum_elems // width, None, context)
+                self._finish(psum, 1, width, width, width, lay.psum_elems // width, None, context)
 
     def _head_rows(self, view: View, t: int, flat: bool) -> Matrix:
         """Row t of every head of a [1, H, S, X] view: H rows, or one row when `flat` and the
