@@ -214,7 +214,10 @@ class ChannelState:
             k = min(left, (self.due - 1 - e) // step)
             if k > 0:
                 e += k * step
-                (self._apply_lock if self.lock else self._apply)(i, cmd, e)
+                if self.lock:
+                    self._apply_lock(cmd, e)
+                else:
+                    self._apply(i, cmd, e)
                 self.tally.counts[cmd.kind] += k - 1
                 if cmd.kind in _ROW_ACCESS:
                     self.tally.hits += k - 1
@@ -297,7 +300,7 @@ class ChannelState:
         if k == "ACT_ALL" and not self.n_open and self.lockstep:   # every bank: lockstep
             self._lock_pre, self._lock_rd, self._lock_wr = max(self.pre), max(self.rd), max(self.wr)
             self.lock = True
-            self._apply_lock(i, c, e)
+            self._apply_lock(c, e)
             return
         if k == "ACT_ALL" and not self.n_open:                     # every bank at once
             self.open, self.memo = [c.row] * n, [None] * n
@@ -365,75 +368,21 @@ class ChannelState:
         """The fast path for a run of instructions issued back to back from cycle t: each
         plan's (command, repeat, step) triples as runs (`issue_run`); returns each
         instruction's cycles. In lockstep, a command or column run of the all-bank kinds that
-        ends before the next refresh falls due takes the closed form inline (this loop is the
-        simulator's hottest); anything else goes through `issue` / `issue_run`."""
+        ends before the next refresh falls due is timed in closed form; anything else (a
+        refresh due, a row a refresh closed, an ACT_ALL of an open row, which the general rules
+        name as an error) goes through `issue` / `issue_run`."""
         self.idle_until(t)
-        tm, banks, groups = self.t, self.arch.banks, self.arch.bank_groups
-        rfc, ccd_s, ccd_l, rcd_mac = tm.tRFC, tm.tCCD_S, tm.tCCD_L, tm.tRCD_MAC
-        ras, rtp, twr, rp, rd_mac, wr_gb = tm.tRAS, tm.tRTP, tm.tWR, tm.tRP, tm.RD_MAC, tm.WR_GB
-        act_gap, tally, counts = self._act_all_gap, self.tally, self.tally.counts
         out = []
         for i, plan in zip(indices, plans):
             last = t - 1
             for cmd, n, step in plan:
                 kind = cmd[0]
-                if self.lock and kind in _INLINE:
-                    e = self.bus + 1
-                    if self.ref + rfc > e:
-                        e = self.ref + rfc
-                    row = self._lock_row
-                    if kind == "MAC_ALL":
-                        e = max(e, self.col_any + ccd_s, max(self.col_grp) + ccd_l, self.wg,
-                                self._lock_act + rcd_mac)
-                    elif kind == "RDMAC_ALL":
-                        e = max(e, self.col_any + ccd_s, max(self.col_grp) + ccd_l)
-                    elif kind == "PRE_ALL":
-                        if row is not None:
-                            e = max(e, self._lock_act + ras, self._lock_rd + rtp,
-                                    self._lock_wr + twr)
-                    elif kind == "ACT_ALL":
-                        e = max(e, self._lock_pre + rp, self.act_any + act_gap)
-                    else:                                                   # WRGB
-                        e = max(e, self.col_any + ccd_s)
-                    end = e + (n - 1) * step
-                    # a refresh due, a row a refresh closed, or an ACT_ALL of an open row
-                    # (the general rules name the error): not inline
-                    if end < self.due and (kind in _ANY_ROW or (row is None) == (kind == "ACT_ALL")):
-                        tail = 1
-                        if kind == "MAC_ALL":
-                            if self._lock_fresh:
-                                tally.misses += 1
-                                tally.hits += n - 1
-                                self._lock_fresh = False
-                            else:
-                                tally.hits += n
-                            self._lock_rd = self.col_any = end
-                            self.col_grp = [end] * groups
-                        elif kind == "RDMAC_ALL":
-                            self.col_any = end
-                            self.col_grp = [end] * groups
-                            tail = rd_mac
-                            if end + tail > self.data_ready:
-                                self.data_ready = end + tail
-                        elif kind == "ACT_ALL":
-                            self._lock_row, self._lock_memo = cmd.row, None
-                            self._lock_act, self._lock_fresh = e, True
-                            self.n_open = banks
-                            self.act_any = e
-                            self.faw.extend((e, e, e, e))
-                        elif kind == "PRE_ALL":
-                            if row is not None:
-                                self._lock_pre, self._lock_row = e, None
-                                self.n_open = 0
-                            self._lock_memo = None
-                        else:                                               # WRGB
-                            self.wg = end + wr_gb
-                            self.col_any = end
-                            tail = wr_gb
-                        self.bus = last = end
-                        counts[kind] += n
-                        if end + tail > tally.end:
-                            tally.end = end + tail
+                if self.lock and kind in _INLINE and (
+                        kind in _ANY_ROW or (self._lock_row is None) == (kind == "ACT_ALL")):
+                    end = self._lock_earliest(kind) + (n - 1) * step
+                    if end < self.due:
+                        self._apply_lock(cmd, end, n)
+                        last = end
                         continue
                 last = self.issue(i, cmd) if n == 1 else self.issue_run(i, cmd, n, step)
             out.append(last + 1 - t)
@@ -453,7 +402,6 @@ class ChannelState:
 
     def _issue_lock(self, i: int, cmd: Command) -> int:
         """`issue` in lockstep: the same loop with the scalar rules."""
-        t = self.t
         while True:
             head = cmd
             if cmd.kind == "MAC_ALL" and self._lock_row is None:      # a refresh closed it
@@ -461,45 +409,51 @@ class ChannelState:
                     self._unlock()
                     return self.issue(i, cmd)       # the general rules name the error
                 head = Command("ACT_ALL", row=self._lock_memo)
-            kind = head.kind
-            e = self.bus + 1
-            if self.ref + t.tRFC > e:
-                e = self.ref + t.tRFC
-            if kind == "MAC_ALL":
-                e = max(e, self.col_any + t.tCCD_S, max(self.col_grp) + t.tCCD_L, self.wg,
-                        self._lock_act + t.tRCD_MAC)
-            elif kind == "RDMAC_ALL":
-                e = max(e, self.col_any + t.tCCD_S, max(self.col_grp) + t.tCCD_L)
-            elif kind == "PRE_ALL":
-                if self._lock_row is not None:
-                    e = max(e, self._lock_act + t.tRAS, self._lock_rd + t.tRTP,
-                            self._lock_wr + t.tWR)
-            elif kind == "ACT_ALL":
-                if self._lock_row is not None:
-                    self._unlock()
-                    return self.issue(i, cmd)       # the general rules name the error
-                e = max(e, self._lock_pre + t.tRP, self.act_any + self._act_all_gap)
-            elif kind == "WRGB":
-                e = max(e, self.col_any + t.tCCD_S)
+            if head.kind == "ACT_ALL" and self._lock_row is not None:
+                self._unlock()
+                return self.issue(i, cmd)           # the general rules name the error
+            e = self._lock_earliest(head.kind)
             if e >= self.due:
                 self._refresh_lock(self.due)
-                self.due += t.tREFI
+                self.due += self.t.tREFI
                 continue
-            if kind == "REF":
+            if head.kind == "REF":
                 e = self._refresh_lock(e)
             else:
-                self._apply_lock(i, head, e)
+                self._apply_lock(head, e)
             if head is cmd:
                 return e
 
-    def _apply_lock(self, i: int, c: Command, e: int) -> None:
+    def _lock_earliest(self, kind: str) -> int:
+        """The earliest cycle of an all-bank command (or REF) by the lockstep rules (the row
+        checks are the caller's)."""
+        t = self.t
+        e = max(self.bus + 1, self.ref + t.tRFC)
+        if kind == "MAC_ALL":
+            return max(e, self.col_any + t.tCCD_S, max(self.col_grp) + t.tCCD_L, self.wg,
+                       self._lock_act + t.tRCD_MAC)
+        if kind == "RDMAC_ALL":
+            return max(e, self.col_any + t.tCCD_S, max(self.col_grp) + t.tCCD_L)
+        if kind == "PRE_ALL":
+            if self._lock_row is None:
+                return e
+            return max(e, self._lock_act + t.tRAS, self._lock_rd + t.tRTP, self._lock_wr + t.tWR)
+        if kind == "ACT_ALL":
+            return max(e, self._lock_pre + t.tRP, self.act_any + self._act_all_gap)
+        if kind == "WRGB":
+            return max(e, self.col_any + t.tCCD_S)
+        return e                                                    # REF
+
+    def _apply_lock(self, c: Command, e: int, n: int = 1) -> None:
+        """The state after n commands like `c` (a column run when n > 1), the last at e."""
         k, tally = c.kind, self.tally
         if k == "MAC_ALL":
             if self._lock_fresh:
                 tally.misses += 1
+                tally.hits += n - 1
                 self._lock_fresh = False
             else:
-                tally.hits += 1
+                tally.hits += n
             self._lock_rd = self.col_any = e
             self.col_grp = [e] * self.arch.bank_groups
         elif k == "RDMAC_ALL":
@@ -520,7 +474,7 @@ class ChannelState:
             self.wg = e + self.t.WR_GB
             self.col_any = e
         self.bus = e
-        tally.counts[k] += 1
+        tally.counts[k] += n
         end = e + self.tail[k]
         if end > tally.end:
             tally.end = end
