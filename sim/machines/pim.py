@@ -162,8 +162,9 @@ class PimMachine(Machine):
 
     def _plan_pim(self, instrs) -> tuple[list[int], list[int], list]:
         """The pim queues' instructions but wait and halt (timed at issue), each one's plan
-        (an index into the plans, in the same order) and the plans, decoded once per
-        instruction object in program order (a bad one is named by its first index).
+        (an index into the plans, in the same order) and the distinct plans. Each instruction
+        object is decoded once, in program order (a bad one is named by its first index);
+        instructions with equal timing operands share a plan object, numbered once.
         Whole-list passes where they can be: this runs over ~10^6 instructions."""
         queues = list(map(attrgetter("queue"), instrs))
         queue_ids = list(map(id, queues))
@@ -173,20 +174,26 @@ class PimMachine(Machine):
         pim_instrs = list(map(instrs.__getitem__, pim_index))
         first = isa.first_uses(pim_instrs)
         decode = self.channels[0].plan             # plans depend on the arch, not the channel
-        plans = [decode(i, instrs[i]) for i in map(pim_index.__getitem__, first)]
-        number = {id(pim_instrs[k]): p for p, k in enumerate(first)}
-        return pim_index, [number[id(x)] for x in pim_instrs], plans
+        plans: list = []
+        number: dict[int, int] = {}                # id(plan) -> its index in plans
+        plan_of_object: dict[int, int] = {}        # id(instruction) -> its plan's index
+        for k in first:
+            plan = decode(pim_index[k], pim_instrs[k])
+            p = number.get(id(plan))
+            if p is None:
+                p = number[id(plan)] = len(plans)
+                plans.append(plan)
+            plan_of_object[id(pim_instrs[k])] = p
+        return pim_index, [plan_of_object[id(x)] for x in pim_instrs], plans
 
     def _fill_plan_events(self, events: dict, pim_index: list[int], plan_of: list[int],
                           plans: list) -> None:
         """Each pim instruction's energy events, from its plan's (computed once per plan)."""
-        distinct = {id(plan): plan for plan in plans}        # equal keys share a plan object
-        number = dict(zip(distinct, range(len(distinct))))
-        per_plan = {name: np.zeros(len(distinct)) for name in EVENTS}
-        for p, plan in enumerate(distinct.values()):
+        per_plan = {name: np.zeros(len(plans)) for name in EVENTS}
+        for p, plan in enumerate(plans):
             for name, value in self._plan_events(plan):
                 per_plan[name][p] = value
-        which = np.array(list(map(number.__getitem__, map(id, plans))), np.int64)[plan_of]
+        which = np.array(plan_of, np.int64)
         for name, values in per_plan.items():
             if values.any():
                 events[name][pim_index] = values[which]
