@@ -96,10 +96,9 @@ class PimChannel:
     def plan(self, index: int, instr) -> tuple | None:
         """An instruction decoded once: (validated command, repeat, step) triples, or None
         for a `signal` (which waits for read data). Equal timing keys share one plan."""
-        op = instr.opcode
-        if op == "signal":
+        if instr.opcode == "signal":
             return None
-        key = _KEYERS[op](instr.fields)
+        key = timing_key(instr)
         found = self._plans.get(key)
         if found is None:
             found = self._plans[key] = self._decode(index, instr.opcode, key)
