@@ -44,11 +44,13 @@ class KvCacheWrites:
             self.em.emit_fast(q, "pim.pre", bank)
             at, elems, src = at + n, elems - n, src + n * 2
 
-    def _stage(self) -> None:
-        """dma0 may reuse the KV staging buffers once the last KV write is done with them."""
+    def _stage(self, pim_releases: bool = True) -> None:
+        """dma0 may reuse the KV staging buffers once the last KV write is done with them;
+        `pim_releases`: this write's pim queue signals `staged` when it is (else dma0 itself
+        is the last user, done in order)."""
         if self._stage_pending:
             self.em.emit("dma0", "wait", sem=self.staged)
-        self._stage_pending = True
+        self._stage_pending = pim_releases
 
     def _hand(self, c: int) -> str:
         """dma0 -> pim queue c: its staged data is ready; returns the queue."""
@@ -109,7 +111,7 @@ class KvCacheWrites:
             raise CompileError(f"a position's V ({heads} x {hd} bf16) exceeds the ASIC's V "
                                f"staging buffer ({self.abuf['vstage'][1]} bytes)")
         index = position - (positions - src.shape[2])
-        self._stage()
+        self._stage(pim_releases=False)
         first = src.offset + index * src.strides[2]
         em.load("dma0", self.addr("vstage"), Matrix(symbol_name(src.buffer), first, heads, hd,
                                                     src.strides[1]))
@@ -122,4 +124,3 @@ class KvCacheWrites:
                     dst=Addr("dram", a.dram_address(c, 0, row, col * a.burst_bytes + lane * 2)),
                     src=self.addr("vstage", (h * hd + d0) * 2), rows=min(a.banks, hd - d0),
                     row_bytes=2)
-        self._stage_pending = False               # dma0 itself was the last to use vstage
