@@ -77,7 +77,7 @@ def simulate(program: isa.Program, arch: Any, *, functional: bool = True,
         on_start = FunctionalExecutor(program, memory, models=models).execute
     timeline = simulate_events(program, costs.durations, costs.resources, on_start, costs.timed,
                                costs.delays, costs.timed_run)
-    after_run = machine.run_totals()        # may complete costs.events (state-dependent runs)
+    after_run = machine.run_totals()        # totals known only after the run (e.g. refreshes)
     totals = {k: float(v.sum()) for k, v in costs.events.items()}
     for k, v in after_run.items():
         totals[k] = totals.get(k, 0.0) + v

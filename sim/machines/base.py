@@ -69,9 +69,8 @@ class Machine(abc.ABC):
         return dict(sizes)
 
     def run_totals(self) -> dict[str, float]:
-        """Called once after the run, before `Costs.events` is summed (a machine that records
-        events at issue completes them here): event totals known only after the run (e.g.
-        DRAM refreshes), added to the rest."""
+        """Called once after the run: event totals known only after it (e.g. the DRAM
+        refreshes a controller issued), added to the sums of `Costs.events`."""
         return {}
 
     def report(self, timeline, cycles: int) -> dict[str, Any]:
