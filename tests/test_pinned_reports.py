@@ -1,0 +1,52 @@
+"""Pinned outputs: gpt2 prefill-128 and decode-kv-128 on every target, byte for byte.
+
+Restructuring must leave programs, cycles, energy, logits and reports exactly as they are.
+For each (target, phase) this stores the `tessel sim --json` report, the printed report and
+the SHA-256 of the compiled `.tbin` (no data), and compares them on every run. PIM prefill
+runs timing only (6 M instructions; numerics there take minutes): its logits are held by the
+PIM end-to-end tests on shorter prompts. Regenerate on purpose only, when a change is meant
+to alter figures: `TESSEL_REPIN=1 pytest tests/test_pinned_reports.py`.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from tessel.cli import main
+
+PINNED = Path(__file__).parent / "pinned"
+CASES = [(target, phase) for target in ("systolic", "pim", "dataflow") for phase in ("prefill", "decode")]
+_PHASE_ARGS = {"prefill": ["--phase", "prefill", "--seq", "128"], "decode": ["--phase", "decode", "--kv", "128"]}
+
+
+def _cli(argv: list[str]) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(argv) == 0, argv
+    return out.getvalue()
+
+
+def _outputs(target: str, phase: str, tmp: Path) -> dict[str, bytes]:
+    args = ["--model", "gpt2", "--target", target, *_PHASE_ARGS[phase]]
+    numerics = ["--no-functional"] if (target, phase) == ("pim", "prefill") else []
+    report = _cli(["sim", *args, *numerics, "--json", str(tmp / "r.json")])
+    _cli(["compile", *args, "-o", str(tmp / "p.tbin")])
+    digest = hashlib.sha256((tmp / "p.tbin").read_bytes()).hexdigest()
+    return {"json": (tmp / "r.json").read_bytes(), "txt": report.encode(), "tbin.sha256": digest.encode()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target,phase", CASES, ids=[f"{t}-{p}" for t, p in CASES])
+def test_reports_and_programs_are_unchanged(target: str, phase: str, tmp_path: Path) -> None:
+    got = _outputs(target, phase, tmp_path)
+    for suffix, data in got.items():
+        pinned = PINNED / f"gpt2-{target}-{phase}.{suffix}"
+        if os.environ.get("TESSEL_REPIN"):
+            PINNED.mkdir(exist_ok=True)
+            pinned.write_bytes(data)
+        assert data == pinned.read_bytes(), f"{pinned.name} changed"
