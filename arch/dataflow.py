@@ -88,11 +88,16 @@ class DataflowArch:
         return (f"{self.pcus} PCUs, {self.pmus} PMUs, kernel granularity "
                 f"{self.kernel_granularity}")
 
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """The machine's unit queues, in the order programs end them (one halt each)."""
+        return QUEUES
+
     def machine_view(self) -> isa.MachineView:
         """What the program verifier needs to know of this machine (layout: module docstring)."""
         spaces = (isa.MemorySpace("sram", self.sram_bytes, on_chip=True),
                   isa.MemorySpace("hbm", self.hbm_bytes, on_chip=False),
                   isa.MemorySpace("ddr", self.ddr_bytes, on_chip=False))
         limits = {"pcus": self.pcus + 1, "pmus": self.pmus + 1}
-        return isa.MachineView({s.name: s for s in spaces}, frozenset(QUEUES), limits,
+        return isa.MachineView({s.name: s for s in spaces}, frozenset(self.queues), limits,
                                target="dataflow")

@@ -198,13 +198,22 @@ class PimArch:
                 f"{self.macs_per_bank_per_access} MACs/bank/column, ASIC {self.asic.vector_lanes} "
                 f"lanes at {self.asic.clock_mhz:g} MHz")
 
+    @property
+    def pim_queues(self) -> tuple[str, ...]:
+        """One queue per channel, its DRAM commands in order."""
+        return tuple(f"pim{c}" for c in range(self.channels))
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """The machine's unit queues, in the order programs end them (one halt each)."""
+        return ("dma0", "dma1", "asic0") + self.pim_queues
+
     def machine_view(self) -> isa.MachineView:
         """What the program verifier needs to know of this machine (layout: module docstring)."""
         spaces = (isa.MemorySpace("dram", self.dram_bytes, on_chip=False),
                   isa.MemorySpace("gbuf", self.channels * self.gbuf_bytes, on_chip=False),
                   isa.MemorySpace("abuf", self.asic.buffer_bytes, on_chip=True))
-        queues = {f"pim{c}" for c in range(self.channels)} | {"asic0", "dma0", "dma1"}
         limits = {"bank": self.banks, "row": self.rows, "col": self.columns,
                   "gbuf_bytes": self.gbuf_bytes, "pim_burst_bytes": self.burst_bytes}
-        return isa.MachineView({s.name: s for s in spaces}, frozenset(queues), limits,
+        return isa.MachineView({s.name: s for s in spaces}, frozenset(self.queues), limits,
                                target="pim")

@@ -81,10 +81,15 @@ class SystolicArch:
         preload = "overlapped" if self.weight_preload_overlap else "not overlapped"
         return f"{self.rows}x{self.cols} {self.dataflow}, preload {preload}"
 
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """The machine's unit queues, in the order programs end them (one halt each)."""
+        return ("dma0", "dma1", "mxu0", "vpu0")
+
     def machine_view(self) -> isa.MachineView:
         """What the program verifier needs to know of this machine."""
         spaces = (isa.MemorySpace("dram", self.dram_bytes, on_chip=False),
                   isa.MemorySpace("sram", self.sram_bytes, on_chip=True),
                   isa.MemorySpace("acc", self.acc_bytes, on_chip=True))
         return isa.MachineView({s.name: s for s in spaces},
-                               frozenset({"dma0", "dma1", "mxu0", "vpu0"}), target="systolic")
+                               frozenset(self.queues), target="systolic")
