@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 MODEL  ?= gpt2
 
-.PHONY: setup rtl-tools test rtl-test sim sim-target compile bench sweep clean
+.PHONY: setup rtl-tools test test-fast rtl-test sim sim-target compile bench sweep clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,11 @@ $(STAMP): pyproject.toml
 
 test: setup rtl-tools
 	$(BIN)/python -m pytest -q
+
+# The fast tier for the edit loop (under 30 s on 2 cores): everything but the end-to-end
+# (`slow`) and RTL (`rtl`) tests, which `make test` runs too.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow and not rtl"
 
 # The RTL cross-checks alone; WAVES=1 also writes waveforms.
 rtl-test: setup rtl-tools

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from isa._bulk import no_gc
+from isa.bulk import no_gc
 from isa.asm_lines import Statement, column_of, read_statements
 from isa.errors import AsmError, FieldError, IsaError
 from isa.fields import Field

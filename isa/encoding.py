@@ -13,7 +13,7 @@ from itertools import repeat
 
 import numpy as np
 
-from isa._bulk import no_gc
+from isa.bulk import no_gc
 from isa.errors import DecodeError, FieldError
 from isa.fields import SPACE_BITS, ColumnError
 from isa.instr import Instr

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from isa._bulk import no_gc
+from isa.bulk import no_gc
 from isa.asm import assemble, disassemble, read_npz
 from isa.encoding import WORD_BYTES, decode, encode
 from isa.errors import DecodeError, FieldError, IsaError, ProgramFileError

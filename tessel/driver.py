@@ -6,14 +6,13 @@ simulated logits are from the reference.
 """
 from __future__ import annotations
 
-import contextlib
-import gc
 from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
 
 import isa
+from isa.bulk import no_gc
 from arch import load_arch
 from compiler.driver import check_tokens, kv_feeds, token_feeds
 from compiler.frontend import Model
@@ -91,23 +90,11 @@ class Run:
     reference: np.ndarray | None       # reference executor's logits for the same inputs
 
 
-@contextlib.contextmanager
-def _gc_paused():
-    """Pause Python's cyclic garbage collector while a program is built and simulated: the
-    program's ~10^5-10^6 live instruction objects make every full collection rescan them all
-    (3x slower end to end on gpt2-xl), and this code creates no reference cycles to reclaim."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def run(model: Model, phase: Phase | None, target: str, arch, **options) -> "Run":
-    """Compile and simulate (see `_run` for the options), with the garbage collector paused."""
-    with _gc_paused():
+    """Compile and simulate (see `_run` for the options), with the cyclic garbage collector
+    paused: the program's ~10^5-10^6 live instruction objects would make every full
+    collection rescan them all (3x slower end to end on gpt2-xl)."""
+    with no_gc():
         return _run(model, phase, target, arch, **options)
 
 

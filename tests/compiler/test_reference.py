@@ -33,7 +33,7 @@ def test_decode_reproduces_hugging_face_cached_logits(tiny_hf):
 
 @pytest.mark.parametrize("model", [
     Model("small", GPT2Config("small", n_layer=3, n_head=4, n_embd=32, vocab_size=97, n_positions=40), seed=3),
-    load_model("gpt2"),
+    pytest.param(load_model("gpt2"), marks=pytest.mark.slow),
 ], ids=lambda m: m.name)
 def test_decode_with_kv_cache_equals_full_recompute(model):
     tokens = list(np.random.default_rng(5).integers(0, model.config.vocab_size, size=9))

@@ -186,9 +186,3 @@ def test_footprints_are_public_for_the_simulator():
     found = footprints(instr, QueueConfig(src_stride=100))
     assert [(f.role, f.addr, f.size_bytes, f.on_chip) for f in found] == [
         ("dst", Addr("sram", 0), 32, True), ("src", Addr("dram", 0x10), 308, False)]
-
-
-def test_verify_scales_linearly():
-    body = "".join(f"dma0 load dst=sram[{i % 64 * 64:#x}] src=dram[{i * 64:#x}] rows=1 row_bytes=64\n"
-                   f"dma0 signal sem={i % 8}\nmxu0 wait sem={i % 8}\n" for i in range(3000))
-    verify(assemble(HEADER + body), MACHINE)

@@ -10,6 +10,8 @@ from compiler.targets import CompileError
 from tessel.cli import main
 from tessel.driver import run
 
+pytestmark = pytest.mark.slow   # end-to-end: compiles and simulates whole models (make test, not make test-fast)
+
 BF16_TOLERANCE = 3e-2          # as the systolic target: BF16 storage, fp32 accumulation
 GRANULARITIES = ("operator", "layer", "model")
 

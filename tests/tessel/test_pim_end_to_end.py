@@ -12,6 +12,8 @@ from compiler.targets import TARGETS, CompileError
 from sim.machines.pim import PimMachine
 from tessel.driver import run
 
+pytestmark = pytest.mark.slow   # end-to-end: compiles and simulates whole models (make test, not make test-fast)
+
 TINY = "tests/fixtures/tiny-gpt2"
 BF16_TOLERANCE = 3e-2          # docs/validation.md: bf16 storage, fp32 accumulation
 

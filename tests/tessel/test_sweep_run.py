@@ -20,6 +20,8 @@ from tessel.sweep.points import tasks
 from tessel.sweep.store import Store
 from tests.tessel.test_sweep_spec import target_of
 
+pytestmark = pytest.mark.slow   # end-to-end: sweeps in worker processes (make test, not make test-fast)
+
 ROOT = Path(__file__).parents[2]
 EXAMPLES = sorted((ROOT / "sweeps").glob("*.toml"))
 # The command line in a process of its own, with the tool version pinned: the store keys then

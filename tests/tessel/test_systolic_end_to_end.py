@@ -10,6 +10,8 @@ from compiler.phase import decode, prefill
 from tessel.cli import main
 from tessel.driver import run
 
+pytestmark = pytest.mark.slow   # end-to-end: compiles and simulates whole models (make test, not make test-fast)
+
 # BF16 storage (8-bit mantissa) with fp32 accumulation; measured 5.8e-3 on the tiny
 # checkpoint and 1.4e-2 on gpt2 prefill-128 (docs/systolic.md).
 BF16_TOLERANCE = 3e-2
