@@ -20,7 +20,7 @@ import numpy as np
 from isa.errors import FieldError
 from isa.values import Addr, DType, parse_int
 
-__all__ = ["FieldKind", "Field", "U", "E", "Flag", "A32", "A40", "F32", "DTYPE", "SPACE_BITS",
+__all__ = ["FieldKind", "AddressKind", "Field", "U", "E", "Flag", "A32", "A40", "F32", "DTYPE", "SPACE_BITS",
            "ColumnError"]
 
 SPACE_BITS = 4  # address operands name their space by index into Program.spaces (<= 16)
@@ -218,7 +218,7 @@ class E(FieldKind):
 
 
 @dataclass(frozen=True, slots=True)
-class _Address(FieldKind):
+class AddressKind(FieldKind):
     """Address operand: 4-bit index into the program's space table, then `addr_bits` bits."""
 
     addr_bits: int
@@ -289,8 +289,8 @@ def _trusted_addr(space: str, addr: int) -> Addr:
     return value
 
 
-A32 = _Address(addr_bits=28)
-A40 = _Address(addr_bits=36)
+A32 = AddressKind(addr_bits=28)
+A40 = AddressKind(addr_bits=36)
 
 _F32_MAX = float(np.finfo(np.float32).max)
 _F32_MAX_TEXT = str(np.finfo(np.float32).max)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from isa.errors import FieldError
 from isa.opcodes import OPCODES, OpSpec
-from isa.fields import U, _Address
+from isa.fields import U, AddressKind
 from isa.values import Addr, Queue
 
 __all__ = ["Instr", "first_uses"]
@@ -24,7 +24,7 @@ def _checks(spec: OpSpec) -> tuple:
     out = []
     for f in spec.fields:
         int_limit = 1 << f.kind.bits if type(f.kind) is U else 0
-        addr_limit = 1 << f.kind.addr_bits if type(f.kind) is _Address else 0
+        addr_limit = 1 << f.kind.addr_bits if type(f.kind) is AddressKind else 0
         out.append((f.name, f.kind, int_limit, addr_limit))
     return tuple(out)
 
