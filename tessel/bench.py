@@ -16,6 +16,7 @@ from arch import load_arch
 from compiler.frontend import load_model
 from compiler.phase import decode, prefill
 from tessel.driver import run
+from tessel.request import make_request
 from tessel.sweep.bench import bench_sweep
 from tessel.table import render_table
 
@@ -39,7 +40,7 @@ def main() -> int:
     for label, name, phase, functional, budget_s in WORKLOADS:
         model = load_model(name)
         start = time.perf_counter()
-        result = run(model, phase, "systolic", arch, functional=functional).result
+        result = run(make_request(model, "systolic", arch, phase, numerics=functional)).result
         wall = time.perf_counter() - start
         rows.append((label, f"{wall:.2f}", f"{result.instructions:,}",
                      f"{result.instructions / wall:,.0f}", f"{budget_s:g}", "ok" if wall <= budget_s else "OVER"))
@@ -48,7 +49,7 @@ def main() -> int:
     for label, name, phase, target, preset, budget_s in TARGET_WORKLOADS:
         model = load_model(name)
         start = time.perf_counter()
-        result = run(model, phase, target, load_arch(preset), functional=False).result
+        result = run(make_request(model, target, load_arch(preset), phase, numerics=False)).result
         wall = time.perf_counter() - start
         rows.append((label, f"{wall:.2f}", f"{result.instructions:,}",
                      f"{result.instructions / wall:,.0f}", f"{budget_s:g}", "ok" if wall <= budget_s else "OVER"))

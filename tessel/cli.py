@@ -20,23 +20,12 @@ from compiler.driver import decode_logits, prefill_logits
 from compiler.frontend import Model, load_model, to_text
 from compiler.ir import GraphError
 from compiler.phase import Phase
-from arch import ArchError
-from compiler.targets import TARGETS, CompileError
-from sim.engine import EngineError
-from sim.functional import FunctionalError
-from sim.gpu import CalibrationError
+from compiler.targets import TARGETS
+from tessel.coe import PCIE_GBPS
+from tessel.errors import USER_ERRORS, UsageError
 from tessel.files import atomic_write
-from tessel.sweep import SweepError
+from tessel.request import make_request, resolve_phase
 from tessel.table import render_table
-
-USER_ERRORS: tuple[type[Exception], ...] = (GraphError, isa.IsaError, ArchError, CompileError,
-                                            EngineError, FunctionalError, CalibrationError, SweepError)
-# Numeric simulation is on by default up to this many parameters (gpt2-medium and below).
-FUNCTIONAL_DEFAULT_MAX_PARAMS = 400_000_000
-
-
-class UsageError(ValueError):
-    """A bad command-line argument (reported like every other user error)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,31 +66,7 @@ def _add_phase_args(p: argparse.ArgumentParser) -> None:
 
 
 def _phase(args: argparse.Namespace, model: Model, tokens: list[int] | None = None) -> Phase | None:
-    given = [f"--{n}" for n in ("phase", "seq", "kv", "batch") if getattr(args, n) is not None]
-    if model.config is None:
-        if given:
-            raise GraphError(f"{given[0]} does not apply to a .graph file (its shapes are fixed)")
-        return None
-    kind = args.phase or "prefill"
-    if kind == "prefill" and args.kv is not None:
-        raise GraphError("--kv applies to --phase decode only")
-    if kind == "decode" and args.seq is not None:
-        raise GraphError("--seq applies to --phase prefill only (decode takes one token)")
-    batch = args.batch or 1
-    if tokens is not None:
-        if batch != 1:
-            raise GraphError("--tokens runs one sequence: --batch must be 1")
-        n = len(tokens) if kind == "prefill" else len(tokens) - 1
-        given = args.seq if kind == "prefill" else args.kv
-        if given is not None and given != n:
-            raise GraphError(f"--tokens gives {len(tokens)} tokens, which does not match "
-                             f"--{'seq' if kind == 'prefill' else 'kv'} {given}")
-        if n < 1:
-            raise GraphError("decode needs at least 2 tokens: a cache and the new token")
-        return Phase(kind, n if kind == "prefill" else 1, 0 if kind == "prefill" else n, 1)
-    if kind == "prefill":
-        return Phase("prefill", args.seq or 128, 0, batch)
-    return Phase("decode", 1, args.kv or 128, batch)
+    return resolve_phase(model, args.phase, args.seq, args.kv, args.batch, tokens)
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
@@ -148,7 +113,7 @@ def _target_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from tessel.driver import compile_model, load_target_arch, model_feeds
+    from tessel.driver import compile_graph, load_target_arch, model_feeds
     out = Path(args.output)
     if out.suffix not in (".tbin", ".tasm"):
         raise isa.IsaError(f"{out}: output must be a .tbin or .tasm file")
@@ -156,7 +121,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     phase = _phase(args, model, args.tokens)
     arch = load_target_arch(args.target, args.arch, args.set)
     feeds = model_feeds(model, phase, args.tokens) if args.with_data else None
-    _, lowered = compile_model(model, phase, args.target, arch, _dtype(args), feeds)
+    lowered = compile_graph(model, model.graph(phase), args.target, arch, _dtype(args), feeds)
     isa.verify(lowered.program, arch.machine_view())
     isa.save(lowered.program, out)
     print(f"wrote {out}: {len(lowered.program.instructions):,} instructions for {arch.name}"
@@ -183,16 +148,16 @@ def cmd_sim(args: argparse.Namespace) -> int:
         model = load_model(args.model)
         phase = _phase(args, model, args.tokens)
         arch = load_target_arch(args.target, args.arch, args.set)
-        functional = not args.no_functional
-        big = model.config is None or model.config.n_params > FUNCTIONAL_DEFAULT_MAX_PARAMS
-        int8 = getattr(arch, "dtype", None) == "int8" and not args.dtype
-        if not (args.functional or args.tokens or args.logits) and (big or int8 or (phase and phase.batch > 1)):
-            functional = False                 # timing only unless numerics are asked for
-        if args.logits and not functional:
+        numerics = (False if args.no_functional
+                    else True if args.functional or args.tokens or args.logits else None)
+        if args.logits and not numerics:
             raise GraphError("--logits needs a numeric simulation (drop --no-functional)")
-        outcome = run(model, phase, args.target, arch, functional=functional, dtype=_dtype(args),
-                      tokens=args.tokens, gpus=parse_gpus(args.gpu), gpu_mode=args.gpu_mode,
-                      gpu_calibration=Path(args.gpu_calibration) if args.gpu_calibration else None)
+        request = make_request(model, args.target, arch, phase, numerics=numerics,
+                               tokens=args.tokens, dtype=_dtype(args), gpus=parse_gpus(args.gpu),
+                               gpu_mode=args.gpu_mode,
+                               gpu_calibration=Path(args.gpu_calibration) if args.gpu_calibration else None)
+        functional = request.numerics
+        outcome = run(request)
         result = outcome.result
         if args.logits:
             logits = outcome.logits if phase.kind == "prefill" else outcome.logits[-1:]
@@ -216,10 +181,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if unknown or not targets:
         raise UsageError(f"--targets: unknown target '{unknown[0] if unknown else ''}' "
                          f"(targets: {', '.join(TARGETS)})")
-    functional = not args.no_functional and model.config is not None \
-        and model.config.n_params <= FUNCTIONAL_DEFAULT_MAX_PARAMS and (phase is None or phase.batch == 1)
-    results = [run(model, phase, t, load_target_arch(t, None, []), functional=functional,
-                   gpus=parse_gpus(args.gpu)).result for t in targets]
+    requests = [make_request(model, t, load_target_arch(t, None, []), phase,
+                             numerics=False if args.no_functional else None, gpus=parse_gpus(args.gpu))
+                for t in targets]
+    functional = all(r.numerics for r in requests)
+    results = [run(r).result for r in requests]
     if args.json:
         atomic_write(Path(args.json), json.dumps({t: r.to_json() for t, r in zip(targets, results)},
                                                  indent=1).encode())
@@ -229,43 +195,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-# A GPU switching models reloads weights from host memory over PCIe, per direction
-# (reference/dataflow.md: Gen4 x16 about 32 GB/s, Gen5 x16 about 64 GB/s).
-PCIE_GBPS = {"gen4": 32.0, "gen5": 64.0}
-# Llama-3.1-8B in BF16: 14.9 GB of weights (reference/dataflow.md, [kl] worked example; GiB).
-SIZE_ONLY_EXPERTS = {"llama-3.1-8b": int(14.9 * 2**30)}
-
-
-def _expert(name: str) -> tuple[str, int]:
-    """(name, BF16 weight bytes) of a GPT-2-family preset or a size-only expert."""
-    if name in SIZE_ONLY_EXPERTS:
-        return name, SIZE_ONLY_EXPERTS[name]
-    model = load_model(name)
-    if model.config is None:
-        raise GraphError(f"expert '{name}' is a .graph file: experts are GPT-2 models or "
-                         f"{', '.join(SIZE_ONLY_EXPERTS)}")
-    return name, model.config.n_params * 2
-
-
 def cmd_coe(args: argparse.Namespace) -> int:
-    from compiler.targets.dataflow_coe import switch_program
-    from sim.simulate import simulate
+    from tessel.coe import expert, switch_times
     from tessel.driver import load_target_arch
     arch = load_target_arch("dataflow", args.arch, args.set)
-    experts = [_expert(n.strip()) for n in args.models.split(",") if n.strip()]
-    if not experts:
-        raise GraphError("--models: give at least one expert")
-    result = simulate(switch_program(experts, arch), arch, functional=False).result
-    span = {o.name: o.cycles / result.clock_hz for o in result.ops}   # op "switch.i": the i-th switch
-    pcie = PCIE_GBPS[args.pcie] * 1e9
-    rows, records = [], []
-    for i, (name, size) in enumerate(experts):
-        df_s, gpu_s = span[f"switch.{i}"], size / pcie
-        rows.append((name, f"{size:,}", f"{df_s * 1e3:.4g} ms", f"{gpu_s * 1e3:.4g} ms", f"{gpu_s / df_s:.3g}x"))
-        records.append({"expert": name, "weight_bytes": size, "switch_s": df_s, "gpu_pcie_s": gpu_s})
+    switches = switch_times([expert(n.strip()) for n in args.models.split(",") if n.strip()],
+                            arch, args.pcie)
+    rows = [(s.expert.name, f"{s.expert.weight_bytes:,}", f"{s.switch_s * 1e3:.4g} ms",
+             f"{s.gpu_pcie_s * 1e3:.4g} ms", f"{s.gpu_pcie_s / s.switch_s:.3g}x") for s in switches]
     if args.json:
         atomic_write(Path(args.json), json.dumps({"arch": arch.name, "pcie": args.pcie,
-                                                  "switches": records}, indent=1).encode())
+                                                  "switches": [s.to_json() for s in switches]},
+                                                 indent=1).encode())
     print(f"tessel coe: experts in DDR, switched into HBM on {arch.name} "
           f"(DDR {arch.ddr_bw_gbps:g} GB/s -> HBM) vs a GPU reloading over PCIe {args.pcie} "
           f"({PCIE_GBPS[args.pcie]:g} GB/s)")
@@ -404,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.handler(args)
-    except (UsageError, *USER_ERRORS) as e:
+    except USER_ERRORS as e:
         return _fail(str(e))
     except OSError as e:
         return _fail(f"{e.filename or ''}: {e.strerror}".lstrip(": "))

@@ -1,8 +1,8 @@
-"""End to end: model -> graph -> program for a target -> simulation -> measured result.
+"""End to end: a run request -> graph -> program for a target -> simulation -> result.
 
 Numeric runs feed the same tokens to the compiled program and to the reference executor
 (decode: a KV cache from a reference prefill of the earlier tokens) and report how far the
-simulated logits are from the reference.
+simulated logits are from the reference. What to run is settled by `tessel.request` first.
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from compiler.targets.data import read_value
 from sim.simulate import simulate
 from sim.result import SimResult
 from tessel.baselines import compare_gpus
+from tessel.request import RunRequest, default_tokens
 
-__all__ = ["compile_model", "run", "Run", "load_target_arch", "default_tokens", "model_feeds",
-           "simulate_file"]
+__all__ = ["compile_graph", "run", "Run", "load_target_arch", "model_feeds", "simulate_file"]
 
 
 def load_target_arch(target: str, spec: str | None, overrides: Sequence[str]):
@@ -38,13 +38,8 @@ def load_target_arch(target: str, spec: str | None, overrides: Sequence[str]):
     return arch
 
 
-def default_tokens(model: Model, phase: Phase) -> list[int]:
-    """Seeded tokens when none are given: the prompt (prefill) or the cache plus one (decode)."""
-    n = phase.seq if phase.kind == "prefill" else phase.kv + 1
-    return np.random.default_rng(0).integers(0, model.config.vocab_size, n).tolist()
-
-
-def _feeds(model: Model, graph: Graph, phase: Phase, tokens: Sequence[int]) -> dict[str, np.ndarray]:
+def _feeds(model: Model, phase: Phase, tokens: Sequence[int]) -> dict[str, np.ndarray]:
+    """The graph inputs of one pass over `tokens` (decode: a reference-filled KV cache)."""
     ids = check_tokens(model, tokens)
     if phase.kind == "prefill":
         return token_feeds(ids)
@@ -59,8 +54,7 @@ def model_feeds(model: Model, phase: Phase, tokens: Sequence[int] | None) -> dic
         raise GraphError(f"'{model.name}' is a .graph file: it has no token inputs")
     if phase.batch != 1:
         raise GraphError("numeric runs take one sequence (--batch 1)")
-    tokens = list(tokens) if tokens else default_tokens(model, phase)
-    return _feeds(model, model.graph(phase), phase, tokens)
+    return _feeds(model, phase, tokens or default_tokens(model, phase))
 
 
 def simulate_file(path, arch_spec: str | None, overrides: Sequence[str], functional: bool) -> SimResult:
@@ -72,15 +66,14 @@ def simulate_file(path, arch_spec: str | None, overrides: Sequence[str], functio
                     assumptions=(f"program file {path}",)).result
 
 
-def compile_model(model: Model, phase: Phase | None, target: str, arch, dtype: isa.DType | None = None,
-                  feeds: dict | None = None) -> tuple[Graph, Lowered]:
-    """Lower the model's graph; with feeds, the program carries weights and inputs."""
-    graph = model.graph(phase)
+def compile_graph(model: Model, graph: Graph, target: str, arch, dtype: isa.DType | None = None,
+                  feeds: dict | None = None) -> Lowered:
+    """Lower one of the model's graphs; with feeds, the program carries weights and inputs."""
     lowered = TARGETS[target](graph, arch, dtype)
     if feeds is not None:
         data = lowered.initial_data(graph, model.weights, feeds)
         lowered = replace(lowered, program=replace(lowered.program, data=data))
-    return graph, lowered
+    return lowered
 
 
 @dataclass(frozen=True)
@@ -90,48 +83,32 @@ class Run:
     reference: np.ndarray | None       # reference executor's logits for the same inputs
 
 
-def run(model: Model, phase: Phase | None, target: str, arch, **options) -> "Run":
-    """Compile and simulate (see `_run` for the options), with the cyclic garbage collector
-    paused: the program's ~10^5-10^6 live instruction objects would make every full
-    collection rescan them all (3x slower end to end on gpt2-xl)."""
+def run(request: RunRequest) -> Run:
+    """Compile and simulate the request, with the cyclic garbage collector paused: the
+    program's ~10^5-10^6 live instruction objects would make every full collection rescan
+    them all (3x slower end to end on gpt2-xl)."""
     with no_gc():
-        return _run(model, phase, target, arch, **options)
+        return _run(request)
 
 
-def _run(model: Model, phase: Phase | None, target: str, arch, *, functional: bool,
-        dtype: isa.DType | None = None, tokens: Sequence[int] | None = None,
-        gpus: Sequence[str] = (), gpu_mode: str = "graph", gpu_calibration=None) -> Run:
-    if phase is not None and model.config is None:
-        raise GraphError("phases apply to GPT-2 models only")
-    if functional and model.config is None:
-        raise GraphError(f"numeric simulation of '{model.name}' needs input values; .graph "
-                         "files run timing only (--no-functional)")
-    feeds = None
-    if functional and (dtype or isa.DType(arch.dtype)) is isa.DType.int8:
-        raise GraphError("numeric simulation of int8 needs a quantization pass, which Tessel does "
-                         "not have yet: use --dtype bf16|fp32 or --no-functional")
-    if functional and phase is not None and phase.batch != 1:
-        raise GraphError("numeric simulation runs one sequence: use --batch 1 or --no-functional")
-    if functional:
-        tokens = list(tokens) if tokens else default_tokens(model, phase)
-        expected = len(tokens) if phase.kind == "prefill" else len(tokens) - 1
-        phase = replace(phase, seq=len(tokens)) if phase.kind == "prefill" else replace(phase, kv=expected)
-        graph = model.graph(phase)
-        feeds = _feeds(model, graph, phase, tokens)
-    graph, lowered = compile_model(model, phase, target, arch, dtype, feeds)
+def _run(req: RunRequest) -> Run:
+    model, phase, arch = req.model, req.phase, req.arch
+    graph = model.graph(phase)
+    feeds = _feeds(model, phase, req.tokens) if req.numerics else None
+    lowered = compile_graph(model, graph, req.target, arch, req.dtype, feeds)
     assumptions = (f"operand type {lowered.dtype.value}, fp32 accumulation"
                    + (f" (energy per MAC as the preset's {arch.dtype})" if lowered.dtype.value != arch.dtype else ""),
                    *lowered.assumptions,
                    f"phase: {phase}" if phase else f"graph: {graph.name}")
-    sim = simulate(lowered.program, arch, functional=functional, assumptions=assumptions)
-    comparison = compare_gpus(graph, sim.result, gpus, gpu_mode, gpu_calibration)
+    sim = simulate(lowered.program, arch, functional=req.numerics, assumptions=assumptions)
+    comparison = compare_gpus(graph, sim.result, req.gpus, req.gpu_mode, req.gpu_calibration)
     if comparison:
         sim = replace(sim, result=replace(sim.result, extra={**sim.result.extra, "gpu": comparison}))
-    if not functional:
+    if not req.numerics:
         return Run(sim.result, None, None)
     program = lowered.program
     logits = read_value(lambda s: sim.memory.read_symbol(program, s), lowered.plan, graph.outputs[0])[0]
     reference = execute(graph, model.weights, feeds)[graph.outputs[0]][0]
     error = float(np.abs(logits - reference).max() / np.abs(reference).max())
-    extra = {"logits_rel_error": error, "tokens": len(tokens)}
+    extra = {"logits_rel_error": error, "tokens": len(req.tokens)}
     return Run(replace(sim.result, extra={**sim.result.extra, **extra}), logits.astype(np.float32), reference)

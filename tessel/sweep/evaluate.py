@@ -11,6 +11,8 @@ from functools import lru_cache
 
 from compiler.frontend import Model, load_model
 from tessel.driver import load_target_arch, run
+from tessel.errors import USER_ERRORS
+from tessel.request import make_request
 from tessel.sweep.metrics import flatten
 from tessel.sweep.points import Task
 
@@ -32,11 +34,11 @@ def _model(spec: str) -> Model:
 
 
 def evaluate_point(task: Task) -> Outcome:
-    from tessel.cli import USER_ERRORS      # the errors a user's input can cause, as the CLI maps them
     start = time.perf_counter()
     try:
         arch = load_target_arch(task.target, task.base, task.overrides)
-        result = run(_model(task.model), task.phase, task.target, arch, functional=False).result
+        result = run(make_request(_model(task.model), task.target, arch, task.phase,
+                                  numerics=False)).result
     except USER_ERRORS as e:
         return Outcome(task.key, False, {}, _one_line(str(e)), time.perf_counter() - start)
     except Exception as e:              # a bug in one point must not stop the sweep: record it

@@ -23,6 +23,7 @@ from compiler.phase import prefill
 from sim.result import SimResult
 from sim.simulate import simulate
 from tessel.driver import run
+from tessel.request import make_request
 
 BF16_BYTES = 2
 
@@ -77,7 +78,7 @@ GEMMS = [
 def test_single_gemm_costs(tmp_path, m, k, n, overrides, a_reads):
     arch = load_arch("systolic-128", overrides)
     model = load_model(str(gemm_graph(tmp_path, m, n, k)))
-    result = run(model, None, "systolic", arch, functional=False).result
+    result = run(make_request(model, "systolic", arch, None, numerics=False)).result
     energy = preset("systolic-128")["energy"]
     macs = m * n * k
     assert graph_macs(model.fixed_graph) == macs
@@ -95,7 +96,7 @@ def test_tiny_gpt2_prefill_costs(tiny_hf):
     arch = load_arch("systolic-32")
     model = load_model(str(tiny_hf))
     phase = prefill(8)
-    result = run(model, phase, "systolic", arch, functional=False).result
+    result = run(make_request(model, "systolic", arch, phase, numerics=False)).result
     macs = graph_macs(model.graph(phase))
     # per layer: qkv 8*64*192, scores and context 2 * 4 heads * 8*8*16, c_proj 8*64*64,
     # fc 8*64*256, proj 8*256*64; then the LM head 8*64*512

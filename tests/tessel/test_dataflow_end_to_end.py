@@ -9,6 +9,7 @@ from compiler.phase import decode, prefill
 from compiler.targets import CompileError
 from tessel.cli import main
 from tessel.driver import run
+from tessel.request import make_request
 
 pytestmark = pytest.mark.slow   # end-to-end: compiles and simulates whole models (make test, not make test-fast)
 
@@ -20,7 +21,7 @@ GRANULARITIES = ("operator", "layer", "model")
 @pytest.mark.parametrize("phase", [prefill(12), decode(11)], ids=str)
 def test_logits_match_reference_at_every_granularity(tiny_hf, phase, granularity):
     arch = load_arch("dataflow-small", [f"kernel_granularity={granularity}"])
-    outcome = run(load_model(str(tiny_hf)), phase, "dataflow", arch, functional=True)
+    outcome = run(make_request(load_model(str(tiny_hf)), "dataflow", arch, phase, numerics=True))
     assert outcome.result.extra["logits_rel_error"] < BF16_TOLERANCE
     d = outcome.result.extra["dataflow"]
     assert d["granularity"] == granularity and d["calls"] >= 1
@@ -31,7 +32,7 @@ def test_gpt2_decode_on_sn40l_matches_reference_and_fusion_beats_per_operator():
     times = {}
     for granularity in GRANULARITIES:
         arch = load_arch("sn40l", [f"kernel_granularity={granularity}"])
-        outcome = run(model, decode(8), "dataflow", arch, functional=granularity == "model")
+        outcome = run(make_request(model, "dataflow", arch, decode(8), numerics=granularity == "model"))
         times[granularity] = outcome.result.time_s
         if granularity == "model":
             assert outcome.result.extra["logits_rel_error"] < BF16_TOLERANCE
@@ -42,8 +43,7 @@ def test_gpt2_xl_decode_granularities_rank_as_the_paper():
     model = load_model("gpt2-xl")
     calls, times = {}, {}
     for granularity in GRANULARITIES:
-        result = run(model, decode(32), "dataflow", load_arch("sn40l", [f"kernel_granularity={granularity}"]),
-                     functional=False).result
+        result = run(make_request(model, "dataflow", load_arch("sn40l", [f"kernel_granularity={granularity}"]), decode(32), numerics=False)).result
         times[granularity], calls[granularity] = result.time_s, result.extra["dataflow"]["calls"]
     assert times["operator"] > 2 * times["layer"] > 2 * times["model"]     # fusion: paper 2-13x
     assert times["layer"] > times["model"]                                # kernel looping
@@ -52,7 +52,7 @@ def test_gpt2_xl_decode_granularities_rank_as_the_paper():
 
 def test_weights_spill_to_ddr_when_hbm_is_full():
     arch = load_arch("dataflow-small", ["hbm_bytes=134217728"])         # 128 MiB < gpt2's 250 MB
-    result = run(load_model("gpt2"), decode(4), "dataflow", arch, functional=False).result
+    result = run(make_request(load_model("gpt2"), "dataflow", arch, decode(4), numerics=False)).result
     d = result.extra["dataflow"]
     assert d["tier_held_bytes"]["ddr"] > 0 and result.bytes["ddr_read"] > 0
 
@@ -62,7 +62,7 @@ def test_model_larger_than_hbm_plus_ddr_is_refused_with_sizes():
     with pytest.raises(CompileError, match=r"gpt2-decode: weights \(.* bytes\) and activations \(.* bytes\) "
                                            r"exceed dataflow-small's HBM \(67,108,864 bytes\) \+ DDR "
                                            r"\(134,217,728 bytes\) = 201,326,592 bytes"):
-        run(load_model("gpt2"), decode(4), "dataflow", arch, functional=False)
+        run(make_request(load_model("gpt2"), "dataflow", arch, decode(4), numerics=False))
 
 
 def test_cli_sim_reports_dataflow_rows_and_coe_switches(capsys, tmp_path):

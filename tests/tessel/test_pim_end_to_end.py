@@ -11,6 +11,7 @@ from compiler.phase import decode, prefill
 from compiler.targets import TARGETS, CompileError
 from sim.machines.pim import PimMachine
 from tessel.driver import run
+from tessel.request import make_request
 
 pytestmark = pytest.mark.slow   # end-to-end: compiles and simulates whole models (make test, not make test-fast)
 
@@ -21,13 +22,13 @@ BF16_TOLERANCE = 3e-2          # docs/validation.md: bf16 storage, fp32 accumula
 @pytest.mark.parametrize("phase", [decode(7), prefill(6)])
 def test_logits_match_reference(phase):
     model = load_model(TINY)
-    outcome = run(model, phase, "pim", load_arch("pim-gpt"), functional=True)
+    outcome = run(make_request(model, "pim", load_arch("pim-gpt"), phase, numerics=True))
     assert outcome.result.extra["logits_rel_error"] < BF16_TOLERANCE
     assert outcome.result.macs > 0
 
 
 def test_gpt2_decode_logits_and_report():
-    outcome = run(load_model("gpt2"), decode(16), "pim", load_arch("pim-gpt"), functional=True)
+    outcome = run(make_request(load_model("gpt2"), "pim", load_arch("pim-gpt"), decode(16), numerics=True))
     r = outcome.result
     assert r.extra["logits_rel_error"] < BF16_TOLERANCE
     assert 0.9 < r.extra["row_hit_rate"] < 1.0

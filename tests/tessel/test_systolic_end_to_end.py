@@ -9,6 +9,7 @@ from compiler.frontend import load_model
 from compiler.phase import decode, prefill
 from tessel.cli import main
 from tessel.driver import run
+from tessel.request import make_request
 
 pytestmark = pytest.mark.slow   # end-to-end: compiles and simulates whole models (make test, not make test-fast)
 
@@ -28,7 +29,7 @@ def arch():
 def test_hf_checkpoint_logits_match_reference(tiny_hf, arch, phase, dtype, tolerance):
     tokens = json.loads((tiny_hf / "tokens.json").read_text())["tokens"]
     a = load_arch("systolic-128", [f"dtype={dtype}"])
-    outcome = run(load_model(str(tiny_hf)), phase, "systolic", a, functional=True, tokens=tokens)
+    outcome = run(make_request(load_model(str(tiny_hf)), "systolic", a, phase, numerics=True, tokens=tokens))
     assert outcome.result.extra["logits_rel_error"] < tolerance
     expected = np.load(tiny_hf / ("expected_logits.npy" if phase.kind == "prefill" else "expected_decode_logits.npy"))
     got = outcome.logits if phase.kind == "prefill" else outcome.logits[-1:]
@@ -38,14 +39,14 @@ def test_hf_checkpoint_logits_match_reference(tiny_hf, arch, phase, dtype, toler
 @pytest.mark.parametrize("phase", [prefill(6), decode(5)], ids=str)
 def test_gpt2_fp32_logits_match_reference(phase):
     a = load_arch("systolic-32", ["dtype=fp32"])        # small buffers: many tiles per GEMM
-    outcome = run(load_model("gpt2"), phase, "systolic", a, functional=True)
+    outcome = run(make_request(load_model("gpt2"), "systolic", a, phase, numerics=True))
     assert outcome.result.extra["logits_rel_error"] < FP32_TOLERANCE
 
 
 def test_other_dataflows_compute_the_same_logits(tiny_hf):
     for dataflow in ("os", "is"):
         a = load_arch("systolic-32", ["dtype=fp32", f"dataflow={dataflow}"])
-        outcome = run(load_model(str(tiny_hf)), prefill(12), "systolic", a, functional=True)
+        outcome = run(make_request(load_model(str(tiny_hf)), "systolic", a, prefill(12), numerics=True))
         assert outcome.result.extra["logits_rel_error"] < FP32_TOLERANCE
 
 

@@ -1,0 +1,131 @@
+"""One simulation run, decided once: a frozen, validated request.
+
+Everything a run depends on is settled here, before anything is compiled: the phase (from
+--phase/--seq/--kv/--batch, or from the tokens given), whether the program runs numerically,
+and the tokens it runs on. The command line, `tessel compare`, sweeps and the benchmarks all
+build the same request, so the numerics policy and the phase rules live in this one place.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from isa import DType
+from compiler.frontend import Model
+from compiler.ir import GraphError
+from compiler.phase import Phase
+from compiler.targets import CompileError
+
+__all__ = ["RunRequest", "make_request", "resolve_phase", "numerics_by_default", "default_tokens",
+           "NUMERICS_DEFAULT_MAX_PARAMS", "DEFAULT_SEQ", "DEFAULT_KV"]
+
+# Numeric simulation is on by default up to this many parameters (gpt2-medium and below):
+# larger models take minutes per numeric run and gigabytes of simulated memory.
+NUMERICS_DEFAULT_MAX_PARAMS = 400_000_000
+DEFAULT_SEQ = 128          # prompt tokens of a prefill when none are given
+DEFAULT_KV = 128           # KV-cache length of a decode step when none is given
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What to compile and simulate, and how; built only by `make_request`."""
+
+    model: Model
+    phase: Phase | None                 # None for a .graph file (its shapes are fixed)
+    target: str
+    arch: object                        # the target's architecture dataclass
+    dtype: DType | None                 # operand and storage type; None: the architecture's
+    numerics: bool                      # run every instruction numerically, compare logits
+    tokens: tuple[int, ...] | None      # numeric runs: prompt (prefill), cache + new (decode)
+    gpus: tuple[str, ...] = ()
+    gpu_mode: str = "graph"
+    gpu_calibration: Path | None = None
+
+    @property
+    def operand_dtype(self) -> DType:
+        return self.dtype or DType(self.arch.dtype)
+
+
+def resolve_phase(model: Model, kind: str | None = None, seq: int | None = None,
+                  kv: int | None = None, batch: int | None = None,
+                  tokens: Sequence[int] | None = None) -> Phase | None:
+    """The phase from command-line style settings (None where not given); with tokens, the
+    phase they imply (and a given --seq/--kv must agree with them)."""
+    given = [f"--{n}" for n, v in (("phase", kind), ("seq", seq), ("kv", kv), ("batch", batch))
+             if v is not None]
+    if model.config is None:
+        if given:
+            raise GraphError(f"{given[0]} does not apply to a .graph file (its shapes are fixed)")
+        return None
+    kind = kind or "prefill"
+    if kind == "prefill" and kv is not None:
+        raise GraphError("--kv applies to --phase decode only")
+    if kind == "decode" and seq is not None:
+        raise GraphError("--seq applies to --phase prefill only (decode takes one token)")
+    batch = batch or 1
+    if tokens is not None:
+        if batch != 1:
+            raise GraphError("--tokens runs one sequence: --batch must be 1")
+        n = len(tokens) if kind == "prefill" else len(tokens) - 1
+        stated = seq if kind == "prefill" else kv
+        if stated is not None and stated != n:
+            raise GraphError(f"--tokens gives {len(tokens)} tokens, which does not match "
+                             f"--{'seq' if kind == 'prefill' else 'kv'} {stated}")
+        if n < 1:
+            raise GraphError("decode needs at least 2 tokens: a cache and the new token")
+        return Phase(kind, n if kind == "prefill" else 1, 0 if kind == "prefill" else n, 1)
+    if kind == "prefill":
+        return Phase("prefill", seq or DEFAULT_SEQ, 0, batch)
+    return Phase("decode", 1, kv or DEFAULT_KV, batch)
+
+
+def numerics_by_default(model: Model, phase: Phase | None, arch, dtype: DType | None) -> bool:
+    """The default: numerics for GPT-2 models of at most 400 M parameters, one sequence, and
+    an operand type other than int8 (which needs a quantisation pass Tessel does not have);
+    timing only otherwise, and always for .graph files (they carry no input values)."""
+    return (model.config is not None and model.config.n_params <= NUMERICS_DEFAULT_MAX_PARAMS
+            and (phase is None or phase.batch == 1)
+            and (dtype or DType(arch.dtype)) is not DType.int8)
+
+
+def default_tokens(model: Model, phase: Phase) -> tuple[int, ...]:
+    """Seeded tokens when none are given: the prompt (prefill) or the cache plus one (decode)."""
+    n = phase.seq if phase.kind == "prefill" else phase.kv + 1
+    return tuple(np.random.default_rng(0).integers(0, model.config.vocab_size, n).tolist())
+
+
+def make_request(model: Model, target: str, arch, phase: Phase | None = None, *,
+                 numerics: bool | None = None, tokens: Sequence[int] | None = None,
+                 dtype: DType | None = None, gpus: Sequence[str] = (), gpu_mode: str = "graph",
+                 gpu_calibration: Path | None = None) -> RunRequest:
+    """A validated request. numerics: True asks for it (an error where it cannot run), False
+    turns it off, None applies `numerics_by_default`. tokens must match the phase."""
+    if arch.target != target:
+        raise CompileError(f"architecture '{arch.name}' is for target '{arch.target}', not '{target}'")
+    if phase is not None and model.config is None:
+        raise GraphError("phases apply to GPT-2 models only")
+    if model.config is not None and phase is None:
+        phase = resolve_phase(model)
+    if tokens is not None and model.config is not None:
+        implied = resolve_phase(model, phase.kind, tokens=tokens)
+        if implied != phase:
+            raise GraphError(f"{len(tokens)} tokens do not make a {phase}")
+    if numerics is None:
+        numerics = numerics_by_default(model, phase, arch, dtype)
+    if numerics:
+        if model.config is None:
+            raise GraphError(f"numeric simulation of '{model.name}' needs input values; .graph "
+                             "files run timing only (--no-functional)")
+        if (dtype or DType(arch.dtype)) is DType.int8:
+            raise GraphError("numeric simulation of int8 needs a quantization pass, which Tessel "
+                             "does not have yet: use --dtype bf16|fp32 or --no-functional")
+        if phase.batch != 1:
+            raise GraphError("numeric simulation runs one sequence: use --batch 1 or --no-functional")
+        tokens = tuple(tokens) if tokens is not None else default_tokens(model, phase)
+    else:
+        tokens = None
+    return RunRequest(model, phase, target, arch, dtype, numerics, tokens, tuple(gpus), gpu_mode,
+                      gpu_calibration)
