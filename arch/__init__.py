@@ -8,6 +8,8 @@ from arch.systolic import SystolicArch, SystolicEnergy
 from arch.gpu import GemmEfficiency, GpuArch, MemoryEfficiency
 from arch.pim import PimArch
 from arch.dataflow import DataflowArch
+from arch.protocol import TargetArch
 
 __all__ = ["ArchError", "load_arch", "preset_names", "ARCH_CLASSES", "SystolicArch", "SystolicEnergy",
-           "GpuArch", "GemmEfficiency", "MemoryEfficiency", "PimArch"]
+           "GpuArch", "GemmEfficiency", "MemoryEfficiency", "PimArch", "DataflowArch",
+           "TargetArch"]

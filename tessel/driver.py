@@ -13,7 +13,7 @@ import numpy as np
 
 import isa
 from isa.bulk import no_gc
-from arch import load_arch
+from arch import TargetArch, load_arch
 from compiler.driver import check_tokens, kv_feeds, token_feeds
 from compiler.frontend import Model
 from compiler.ir import Graph, GraphError
@@ -29,7 +29,7 @@ from tessel.request import RunRequest, default_tokens
 __all__ = ["compile_graph", "run", "Run", "load_target_arch", "model_feeds", "simulate_file"]
 
 
-def load_target_arch(target: str, spec: str | None, overrides: Sequence[str]):
+def load_target_arch(target: str, spec: str | None, overrides: Sequence[str]) -> TargetArch:
     if target not in TARGETS:
         raise CompileError(f"unknown target '{target}' (one of {', '.join(TARGETS)})")
     arch = load_arch(spec or DEFAULT_ARCH[target], overrides)

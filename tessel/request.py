@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from isa import DType
+from arch import TargetArch
 from compiler.frontend import Model
 from compiler.ir import GraphError
 from compiler.phase import Phase
@@ -36,7 +37,7 @@ class RunRequest:
     model: Model
     phase: Phase | None                 # None for a .graph file (its shapes are fixed)
     target: str
-    arch: object                        # the target's architecture dataclass
+    arch: TargetArch
     dtype: DType | None                 # operand and storage type; None: the architecture's
     numerics: bool                      # run every instruction numerically, compare logits
     tokens: tuple[int, ...] | None      # numeric runs: prompt (prefill), cache + new (decode)
@@ -82,7 +83,7 @@ def resolve_phase(model: Model, kind: str | None = None, seq: int | None = None,
     return Phase("decode", 1, kv or DEFAULT_KV, batch)
 
 
-def numerics_by_default(model: Model, phase: Phase | None, arch, dtype: DType | None) -> bool:
+def numerics_by_default(model: Model, phase: Phase | None, arch: TargetArch, dtype: DType | None) -> bool:
     """The default: numerics for GPT-2 models of at most 400 M parameters, one sequence, and
     an operand type other than int8 (which needs a quantisation pass Tessel does not have);
     timing only otherwise, and always for .graph files (they carry no input values)."""
@@ -97,7 +98,7 @@ def default_tokens(model: Model, phase: Phase) -> tuple[int, ...]:
     return tuple(np.random.default_rng(0).integers(0, model.config.vocab_size, n).tolist())
 
 
-def make_request(model: Model, target: str, arch, phase: Phase | None = None, *,
+def make_request(model: Model, target: str, arch: TargetArch, phase: Phase | None = None, *,
                  numerics: bool | None = None, tokens: Sequence[int] | None = None,
                  dtype: DType | None = None, gpus: Sequence[str] = (), gpu_mode: str = "graph",
                  gpu_calibration: Path | None = None) -> RunRequest:
