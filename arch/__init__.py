@@ -3,12 +3,13 @@
 `load_arch("systolic-128", ["rows=64"])` returns the validated dataclass of the file's
 target; each one turns itself into an `isa.MachineView` for the program verifier.
 """
-from arch.config import ARCH_CLASSES, ArchError, load_arch, preset_names
+from arch.config import ArchError
 from arch.systolic import SystolicArch, SystolicEnergy
 from arch.gpu import GemmEfficiency, GpuArch, MemoryEfficiency
 from arch.pim import PimArch
 from arch.dataflow import DataflowArch
 from arch.protocol import TargetArch
+from arch.presets import ARCH_CLASSES, load_arch, preset_names
 
 __all__ = ["ArchError", "load_arch", "preset_names", "ARCH_CLASSES", "SystolicArch", "SystolicEnergy",
            "GpuArch", "GemmEfficiency", "MemoryEfficiency", "PimArch", "DataflowArch",

@@ -1,23 +1,18 @@
-"""Load architecture configs: TOML files into frozen dataclasses, validated at the boundary.
-
-A config file names its `target`; the target's dataclass (registered with `register`)
-declares every field with a type and, in its metadata, the allowed range or choices.
-Errors name the file, the field, the value and what was expected. `--set key=value`
-overrides go through the same validation (dotted keys reach nested tables).
+"""Architecture configs as frozen dataclasses, validated at the boundary: `build` checks a TOML
+table against a dataclass whose fields declare a type and, in their metadata, the allowed
+range or choices. Errors name the file, the field, the value and what was expected.
+(Finding a config's dataclass by its `target`, presets and `--set`: arch/presets.py.)
 """
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import typing
 from pathlib import Path
-from typing import Any, Mapping, Sequence, TypeVar
+from typing import Any, Mapping, TypeVar
 
-__all__ = ["ArchError", "register", "ARCH_CLASSES", "load_arch", "preset_names", "positive",
-           "non_negative", "choice", "CONFIG_DIR"]
+__all__ = ["ArchError", "build", "positive", "non_negative", "choice", "CONFIG_DIR", "target_of"]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-ARCH_CLASSES: dict[str, type] = {}
 T = TypeVar("T")
 
 
@@ -25,12 +20,10 @@ class ArchError(ValueError):
     """A bad architecture file or override; the message names the file and the field."""
 
 
-def register(target: str):
-    """Class decorator: the dataclass that describes architectures of `target`."""
-    def wrap(cls: type[T]) -> type[T]:
-        ARCH_CLASSES[target] = cls
-        return cls
-    return wrap
+def target_of(cls: type) -> str:
+    """The target a description class is for: the one choice of its `target` field."""
+    (target,) = next(f for f in dataclasses.fields(cls) if f.name == "target").metadata["choices"]
+    return target
 
 
 def positive(**kw: Any) -> Any:
@@ -43,56 +36,6 @@ def non_negative(**kw: Any) -> Any:
 
 def choice(*options: str, **kw: Any) -> Any:
     return dataclasses.field(metadata={"choices": options}, **kw)
-
-
-def preset_names() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
-
-
-def _read(spec: str | Path) -> tuple[str, dict]:
-    path = Path(spec)
-    if path.suffix != ".toml":
-        if str(spec) not in preset_names():
-            raise ArchError(f"unknown architecture '{spec}': not a preset "
-                            f"({', '.join(preset_names())}) or a .toml file")
-        path = CONFIG_DIR / f"{spec}.toml"
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ArchError(f"{spec}: cannot read ({e.strerror})") from None
-    try:
-        return str(path), tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ArchError(f"{path}: invalid TOML: {e}") from None
-
-
-def _override(source: str, table: dict, assignment: str) -> None:
-    key, sep, text = assignment.partition("=")
-    if not sep or not key.strip():
-        raise ArchError(f"--set {assignment}: expected key=value")
-    try:
-        value = tomllib.loads(f"v = {text.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = text.strip()                       # a bare word such as os or bf16
-    *parents, leaf = key.strip().split(".")
-    node = table
-    for p in parents:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ArchError(f"--set {assignment}: '{p}' is not a table in {source}")
-    node[leaf] = value
-
-
-def load_arch(spec: str | Path, overrides: Sequence[str] = ()) -> Any:
-    """A preset name or a .toml path, with `key=value` overrides, as a validated dataclass."""
-    source, table = _read(spec)
-    for assignment in overrides:
-        _override(source, table, assignment)
-    target = table.get("target")
-    if target not in ARCH_CLASSES:
-        known = ", ".join(sorted(ARCH_CLASSES)) or "none registered"
-        raise ArchError(f"{source}: field 'target' must be one of {known}, got {target!r}")
-    return build(ARCH_CLASSES[target], table, source)
 
 
 def build(cls: type[T], table: Mapping[str, Any], source: str, prefix: str = "") -> T:

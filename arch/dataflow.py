@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import isa
-from arch.config import ArchError, choice, non_negative, positive, register
+from arch.config import ArchError, choice, non_negative, positive
 
 __all__ = ["DataflowArch", "DataflowEnergy", "GRANULARITIES", "QUEUES"]
 
@@ -35,7 +35,6 @@ class DataflowEnergy:
     static_w: float = non_negative()            # leakage and clock tree, whole socket
 
 
-@register("dataflow")
 @dataclass(frozen=True, slots=True)
 class DataflowArch:
     name: str

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from arch.config import ArchError, choice, non_negative, positive, register
+from arch.config import ArchError, choice, non_negative, positive
 
 __all__ = ["GpuArch", "GemmEfficiency", "MemoryEfficiency", "KERNEL_KINDS", "MATRIX_KINDS"]
 
@@ -38,7 +38,6 @@ class MemoryEfficiency:
     ramp_us: float = non_negative()  # device-side fixed time of one kernel (fill, drain, tail)
 
 
-@register("gpu")
 @dataclass(frozen=True, slots=True)
 class GpuArch:
     name: str

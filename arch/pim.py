@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import isa
-from arch.config import ArchError, choice, non_negative, positive, register
+from arch.config import ArchError, choice, non_negative, positive
 from isa.opcodes import RED_FUNCS, VEC_FUNCS
 
 __all__ = ["PimArch", "PimTiming", "PimAsic", "PimEnergy", "ASIC_FUNCS", "DTYPE_BYTES"]
@@ -78,7 +78,6 @@ class PimEnergy:
     asic_static_w: float = non_negative()
 
 
-@register("pim")
 @dataclass(frozen=True, slots=True)
 class PimArch:
     name: str

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import isa
-from arch.config import ArchError, choice, non_negative, positive, register
+from arch.config import ArchError, choice, non_negative, positive
 
 __all__ = ["SystolicArch", "SystolicEnergy", "VECTOR_FUNCS"]
 
@@ -32,7 +32,6 @@ class SystolicEnergy:
     static_w: float = non_negative()            # leakage and clock tree, whole chip
 
 
-@register("systolic")
 @dataclass(frozen=True, slots=True)
 class SystolicArch:
     name: str
