@@ -18,10 +18,10 @@ from compiler.errors import CompileError
 from compiler.ir import Graph, Op, OpKind
 from compiler.passes.storage import StoragePlan
 from compiler.targets.data import program_data
-from compiler.targets.emit import Emitter, symbol_name, view_batches, view_matrix
+from compiler.targets.emit import Emitter, Matrix, symbol_name, view_batches, view_matrix
 from compiler.targets.vector import VectorLowering
 
-__all__ = ["Lowered", "TargetLowering", "lower_op", "HANDLERS"]
+__all__ = ["Lowered", "TargetLowering", "GemmLowering", "lower_op", "HANDLERS"]
 
 # compute op kind -> the TargetLowering method that lowers it (one per kind, none forgotten)
 HANDLERS = {kind: f"op_{kind.value}" for kind in OpKind if not (kind.is_source or kind.is_layout)}
@@ -105,6 +105,29 @@ class TargetLowering(abc.ABC):
 
     def op_softmax(self, op: Op) -> None:
         self.vector.softmax(op)
+
+
+class GemmLowering(TargetLowering):
+    """A target whose linears and matmuls are all tiled GEMMs on dense matrices in memory:
+    it implements `gemm`, this class splits batched matmuls into one GEMM per matrix."""
+
+    @abc.abstractmethod
+    def gemm(self, op: Op, a: Matrix, b: Matrix, out: Matrix, transpose_b: bool,
+             bias: Matrix | None) -> None:
+        """out = a @ b (b transposed when `transpose_b`) + bias (one row, broadcast)."""
+
+    def op_linear(self, op: Op) -> None:
+        a, b = (self.matrix(self.plan.views[n]) for n in op.inputs[:2])
+        bias = self.matrix(self.plan.views[op.inputs[2]]) if len(op.inputs) == 3 else None
+        self.gemm(op, a, b, self.matrix(self.plan.views[op.name]), False, bias)
+
+    def op_matmul(self, op: Op) -> None:
+        av, bv, ov = (self.plan.views[n] for n in (*op.inputs, op.name))
+        tb = bool(op.attr("transpose_b", False))
+        pairs = ([(av, bv, ov)] if len(bv.shape) == 2
+                 else zip(self.batches(av, 2), self.batches(bv, 2), self.batches(ov, 2)))
+        for a, b, o in pairs:
+            self.gemm(op, self.matrix(a), self.matrix(b), self.matrix(o), tb, None)
 
 
 def lower_op(low: TargetLowering, op: Op, reader: str, writer: str) -> None:

@@ -19,7 +19,7 @@ from isa import DType
 from arch.dataflow import DataflowArch
 from compiler.ir import Graph, Op, OpKind
 from compiler.passes.storage import StoragePlan
-from compiler.targets.base import Lowered, TargetLowering, lower_op
+from compiler.targets.base import GemmLowering, Lowered, lower_op
 from compiler.targets.dataflow.emitter import TierEmitter
 from compiler.targets.dataflow.place import ALIGN, Placement
 from compiler.targets.dataflow.sections import Call, Sections
@@ -31,7 +31,7 @@ from compiler.targets.vector import VectorLowering
 __all__ = ["DataflowLowering"]
 
 
-class DataflowLowering(TargetLowering):
+class DataflowLowering(GemmLowering):
     """Emits the program for planned sections and placement."""
 
     def __init__(self, graph: Graph, arch: DataflowArch, dtype: DType, plan: StoragePlan,
@@ -109,19 +109,6 @@ class DataflowLowering(TargetLowering):
         lower_op(self, op, "agcu0", "agcu1")
 
     # -- ops ---------------------------------------------------------------------------
-    def op_linear(self, op: Op) -> None:
-        a, b = (self.matrix(self.plan.views[n]) for n in op.inputs[:2])
-        bias = self.matrix(self.plan.views[op.inputs[2]]) if len(op.inputs) == 3 else None
-        self.gemm(op, a, b, self.matrix(self.plan.views[op.name]), False, bias)
-
-    def op_matmul(self, op: Op) -> None:
-        av, bv, ov = (self.plan.views[n] for n in (*op.inputs, op.name))
-        tb = bool(op.attr("transpose_b", False))
-        pairs = ([(av, bv, ov)] if len(bv.shape) == 2
-                 else zip(self.batches(av, 2), self.batches(bv, 2), self.batches(ov, 2)))
-        for a, b, o in pairs:
-            self.gemm(op, self.matrix(a), self.matrix(b), self.matrix(o), tb, None)
-
     def gemm(self, op: Op, a: Matrix, b: Matrix, out: Matrix, transpose_b: bool,
              bias: Matrix | None) -> None:
         """C = A @ B (+ bias): A, B tiles agcu0 -> pcu0 (into a PMU accumulator) -> pcu1 -> agcu1."""

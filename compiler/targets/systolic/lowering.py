@@ -14,7 +14,7 @@ from isa import DType
 from arch.systolic import SystolicArch
 from compiler.ir import Graph, Op
 from compiler.passes.storage import StoragePlan
-from compiler.targets.base import Lowered, TargetLowering
+from compiler.targets.base import GemmLowering, Lowered
 from compiler.targets.emit import Emitter, Matrix, Ring
 from compiler.targets.movement import lower_embedding, lower_kv_append
 from compiler.targets.systolic.memory import ALIGN, DramLayout, SramLayout, dram_symbol
@@ -26,7 +26,7 @@ __all__ = ["SystolicLowering", "ASSUMPTIONS"]
 ASSUMPTIONS = ("every tensor round-trips DRAM between ops (no cross-op fusion)",)
 
 
-class SystolicLowering(TargetLowering):
+class SystolicLowering(GemmLowering):
     """Emits the program for planned DRAM and SRAM layouts."""
 
     def __init__(self, graph: Graph, arch: SystolicArch, dtype: DType, plan: StoragePlan,
@@ -52,21 +52,6 @@ class SystolicLowering(TargetLowering):
         self.lower_ops("dma0", "dma1")
         program = self.em.program(("dram", "sram", "acc"), tuple(self.symbols), self.arch.queues)
         return Lowered(program, self.plan, self.dtype, dict(self.vector.constants), ASSUMPTIONS)
-
-    def op_linear(self, op: Op) -> None:
-        a = self.matrix(self.plan.views[op.inputs[0]])
-        b = self.matrix(self.plan.views[op.inputs[1]])
-        bias = self.matrix(self.plan.views[op.inputs[2]]) if len(op.inputs) == 3 else None
-        self.gemm(op, a, b, self.matrix(self.plan.views[op.name]), False, bias)
-
-    def op_matmul(self, op: Op) -> None:
-        av, bv, ov = (self.plan.views[n] for n in (*op.inputs, op.name))
-        tb = bool(op.attr("transpose_b", False))
-        if len(bv.shape) == 2:
-            self.gemm(op, self.matrix(av), self.matrix(bv), self.matrix(ov), tb, None)
-            return
-        for a, b, o in zip(self.batches(av, 2), self.batches(bv, 2), self.batches(ov, 2)):
-            self.gemm(op, self.matrix(a), self.matrix(b), self.matrix(o), tb, None)
 
     def gemm(self, op: Op, a: Matrix, b: Matrix, out: Matrix, transpose_b: bool,
              bias: Matrix | None) -> None:

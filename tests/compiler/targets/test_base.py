@@ -2,7 +2,7 @@
 import pytest
 
 from compiler.ir import OpKind
-from compiler.targets.base import HANDLERS, TargetLowering
+from compiler.targets.base import HANDLERS, GemmLowering, TargetLowering
 
 
 def test_every_compute_op_kind_has_a_handler_on_the_contract():
@@ -25,3 +25,7 @@ def test_a_lowering_missing_a_handler_cannot_be_built():
 
     with pytest.raises(TypeError, match="abstract method.*op_kv_append"):
         NoKvAppend(graph=None, plan=None, em=None, vector=None)
+
+
+def test_a_gemm_target_implements_gemm_instead_of_linear_and_matmul():
+    assert GemmLowering.__abstractmethods__ == {"add_constant", "gemm", "op_embedding", "op_kv_append"}
