@@ -114,6 +114,11 @@ def _target_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from tessel.driver import compile_graph, load_target_arch, model_feeds
+    if args.dump_after:
+        return _dump_after(args)
+    if args.output is None:
+        raise UsageError("tessel compile: the following arguments are required: -o/--output "
+                         "(unless --dump-after)")
     out = Path(args.output)
     if out.suffix not in (".tbin", ".tasm"):
         raise isa.IsaError(f"{out}: output must be a .tbin or .tasm file")
@@ -126,6 +131,18 @@ def cmd_compile(args: argparse.Namespace) -> int:
     isa.save(lowered.program, out)
     print(f"wrote {out}: {len(lowered.program.instructions):,} instructions for {arch.name}"
           + (" with weights and inputs" if feeds else ""))
+    return 0
+
+
+def _dump_after(args: argparse.Namespace) -> int:
+    """Print what one compilation step decided (compiler/pipeline.py); nothing is written."""
+    from compiler.pipeline import dump_after
+    from compiler.targets import PIPELINES
+    from tessel.driver import load_target_arch
+    model = load_model(args.model)
+    arch = load_target_arch(args.target, args.arch, args.set)
+    graph = model.graph(_phase(args, model, args.tokens))
+    print(dump_after(PIPELINES[args.target], graph, arch, _dtype(args), args.dump_after))
     return 0
 
 
@@ -274,7 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=_token_list, help="token ids for the data (with --with-data)")
     p.add_argument("--with-data", action="store_true",
                    help="include weights and inputs so the program can be simulated numerically")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.tbin|OUT.tasm")
+    p.add_argument("-o", "--output", metavar="OUT.tbin|OUT.tasm",
+                   help="where to write the program (required unless --dump-after)")
+    p.add_argument("--dump-after", metavar="STEP",
+                   help="print what compilation step STEP decided (e.g. storage, emit) and stop; "
+                        "writes nothing")
     p.set_defaults(handler=cmd_compile)
 
     p = sub.add_parser("sim", help="compile and simulate a model, or simulate a program file")

@@ -12,7 +12,7 @@ from typing import Sequence
 from arch.dataflow import DataflowArch
 from compiler.frontend import load_model
 from compiler.ir import GraphError
-from compiler.targets.dataflow_coe import switch_program
+from compiler.targets.dataflow.coe import switch_program
 from sim.simulate import simulate
 
 __all__ = ["PCIE_GBPS", "SIZE_ONLY_EXPERTS", "Expert", "Switch", "expert", "switch_times"]

@@ -132,3 +132,21 @@ def test_malformed_tasm_names_line_and_column(capsys, tmp_path):
     code, _, err = run(capsys, "asm", str(bad), "-o", str(tmp_path / "o.tbin"))
     assert code == 2 and err.startswith(f"error: {bad}:4:") and "has no field 'rowbytes'" in err
     assert not (tmp_path / "o.tbin").exists()
+
+
+def test_compile_dump_after_prints_the_step_and_writes_nothing(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "compile", "--model", "gpt2", "--phase", "decode", "--kv", "4",
+                       "--target", "systolic", "--dump-after", "sram")
+    assert code == 0 and out.startswith("mx_a: sram[0x0] 2 x ") and "dma0 -> mxu0" in out
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dump-after", "lower"], "error: unknown step 'lower' for target 'dataflow' "
+                                "(steps: precision, storage, sections, placement, emit)\n"),
+    ([], "error: tessel compile: the following arguments are required: -o/--output (unless --dump-after)\n"),
+])
+def test_compile_without_output_or_with_an_unknown_step_exits_2(capsys, argv, message):
+    code, _, err = run(capsys, "compile", "--model", "gpt2", "--seq", "4", "--target", "dataflow", *argv)
+    assert code == 2 and err == message

@@ -118,8 +118,21 @@ class Buffer:
 
 @dataclass(frozen=True)
 class StoragePlan:
+    """Every buffer, and the view of its buffer each graph value is read through."""
+
     buffers: dict[str, Buffer]
     views: dict[str, View]
+
+    def dump(self) -> str:
+        """One line per buffer (shape, type, role), then each value held as a view of another."""
+        lines = [f"buffers ({len(self.buffers)}):"]
+        lines += [f"  {b.name}: {'x'.join(map(str, b.shape))} {b.dtype.value} {b.role}"
+                  for b in self.buffers.values()]
+        shared = [(v, view) for v, view in self.views.items() if view.buffer != v]
+        lines.append(f"views of other buffers ({len(shared)}):")
+        lines += [f"  {v} -> {view.buffer} shape {list(view.shape)} strides {list(view.strides)} "
+                  f"offset {view.offset}" for v, view in shared]
+        return "\n".join(lines)
 
 
 def _apply(op: Op, view: View) -> View | None:

@@ -10,23 +10,15 @@ from isa import DType
 from isa.numerics import to_storage
 
 from compiler.ir import Graph, OpKind
-from compiler.frontend.weights import param_roles
-from compiler.passes.storage import StoragePlan, View, plan_storage
+from compiler.passes.storage import StoragePlan, View
 from compiler.targets.emit import symbol_name
 
-__all__ = ["program_data", "read_value", "target_storage"]
+__all__ = ["program_data", "read_value"]
 
 
 def _flat_index(view: View) -> np.ndarray:
     """Buffer element index of every element of `view`, in the view's shape."""
     return view.offset + sum(np.indices(view.shape)[k] * s for k, s in enumerate(view.strides))
-
-
-def target_storage(graph: Graph, dtype: DType) -> StoragePlan:
-    """The storage plan every target uses: values in `dtype`, layer-norm gains and biases and
-    linear biases kept in fp32 (they are few, and their rounding would show in the logits)."""
-    roles = param_roles(graph)
-    return plan_storage(graph, dtype, frozenset(n for n, r in roles.items() if r in ("gain", "bias")))
 
 
 def program_data(graph: Graph, plan: StoragePlan, constants: Mapping[str, np.ndarray],

@@ -10,15 +10,14 @@ import itertools
 from dataclasses import dataclass
 
 import isa
-from isa import Addr, Instr
-from isa.instr import _queue
+from isa import Addr, Instr, Queue
 from isa.opcodes import OPCODES
 
-from compiler.ir import OpKind
+from compiler.errors import CompileError
 from compiler.passes.storage import View
 
-__all__ = ["Emitter", "Ring", "Matrix", "CompileError", "symbol_name", "view_matrix", "view_batches",
-           "lower_op"]
+__all__ = ["Emitter", "Ring", "RingSpec", "ring_specs", "Matrix", "symbol_name", "view_matrix",
+           "view_batches"]
 
 
 def symbol_name(value: str) -> str:
@@ -27,10 +26,6 @@ def symbol_name(value: str) -> str:
 
 
 _FIELD_ORDER = {op: spec.names for op, spec in OPCODES.items()}
-
-
-class CompileError(ValueError):
-    """The graph cannot be compiled for this architecture; names the op and the sizes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,27 +62,6 @@ def view_batches(view: View, keep: int) -> list[View]:
     return out
 
 
-def lower_op(low, op, reader: str, writer: str) -> None:
-    """One graph op on any target: mark it, make `reader` wait for the stores of its computed
-    inputs, lower it (the target's op_linear, op_matmul, op_embedding and op_kv_append, the
-    vector lowering for the rest), and count its result's store on `writer` when the result
-    is a dense buffer (a target may hold some values elsewhere, e.g. PIM matrices)."""
-    em, plan = low.em, low.plan
-    em.begin_op(op.name)
-    for name in op.inputs:
-        if low.graph[name].kind is OpKind.INPUT or not low.graph[name].kind.is_source:
-            em.before_read(reader, symbol_name(plan.views[name].buffer))
-    own = {OpKind.LINEAR: low.op_linear, OpKind.MATMUL: low.op_matmul,
-           OpKind.EMBEDDING: low.op_embedding, OpKind.KV_APPEND: low.op_kv_append}
-    if op.kind in own:
-        own[op.kind](op)
-    else:
-        low.vector.handler(op.kind)(op, low)
-    produced = symbol_name(plan.views[op.name].buffer)
-    if produced in em.addresses:
-        em.stored(writer, produced)
-
-
 class Emitter:
     """Accumulates instructions, op boundaries and semaphore ids for one program."""
 
@@ -121,9 +95,14 @@ class Emitter:
         key = (queue, opcode, values)
         instr = self._interned.get(key)
         if instr is None:           # equal instructions share one object (fewer objects to
-            instr = self._interned[key] = Instr(opcode, _queue(queue),   # check and time)
+            instr = self._interned[key] = Instr(opcode, Queue.parse(queue),   # check and time)
                                                 tuple(zip(_FIELD_ORDER[opcode], values)))
         self.instructions.append(instr)
+
+    def place(self, symbol: isa.Symbol) -> None:
+        """Make a placed buffer addressable by DMA (its byte address and element size)."""
+        self.addresses[symbol.name] = symbol.addr
+        self.itemsize[symbol.name] = symbol.dtype.itemsize
 
     def begin_op(self, name: str) -> None:
         self.op_starts.append((len(self.instructions), name))
@@ -174,17 +153,48 @@ class Emitter:
                            data, ops=tuple(self.op_starts))
 
 
+@dataclass(frozen=True, slots=True)
+class RingSpec:
+    """Where a ring's slots sit and which queues pass them: a planning result, no semaphores."""
+
+    name: str
+    space: str
+    base: int            # byte address of slot 0
+    slot_bytes: int
+    slots: int
+    producer: str
+    consumer: str
+
+    def dump(self) -> str:
+        return (f"{self.name}: {self.space}[{self.base:#x}] {self.slots} x {self.slot_bytes:,} bytes, "
+                f"{self.producer} -> {self.consumer}")
+
+
+def ring_specs(space: str, area_bytes: int, shares: dict[str, float],
+               queues: dict[str, tuple[str, str]], align: int) -> tuple[tuple[RingSpec, ...], int]:
+    """Double-buffered rings packed from address 0 of `space`, ring r taking `shares[r]` of
+    `area_bytes` per slot (aligned down); returns the rings (in `queues` order) and the first
+    byte after them."""
+    out, base = [], 0
+    for name, (producer, consumer) in queues.items():
+        slot = int(area_bytes * shares[name]) // align * align
+        out.append(RingSpec(name, space, base, slot, 2, producer, consumer))
+        base += 2 * slot
+    return tuple(out), base
+
+
 class Ring:
     """`slots` equal on-chip slots passed from one producer queue to one consumer queue.
 
     acquire() gives the next slot (waiting for its free token once every slot has been
     used), filled() hands it over, take() waits for it on the consumer, release() frees it.
+    Building a ring takes its two semaphores from the emitter (so build order numbers them).
     """
 
-    def __init__(self, em: Emitter, space: str, base: int, slot_bytes: int, slots: int,
-                 producer: str, consumer: str) -> None:
-        self.em, self.space, self.base, self.slot_bytes, self.slots = em, space, base, slot_bytes, slots
-        self.producer, self.consumer = producer, consumer
+    def __init__(self, em: Emitter, spec: RingSpec) -> None:
+        self.em, self.spec = em, spec
+        self.space, self.base, self.slot_bytes, self.slots = spec.space, spec.base, spec.slot_bytes, spec.slots
+        self.producer, self.consumer = spec.producer, spec.consumer
         self.full, self.free = em.semaphore(), em.semaphore()
         self.uses = 0
 

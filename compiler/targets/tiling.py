@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from compiler.targets.emit import CompileError
+from compiler.errors import CompileError
 
-__all__ = ["GemmTile", "gemm_tile", "PINNED", "MAX_TILE", "row_block"]
+__all__ = ["GemmTile", "GemmSlots", "gemm_tile", "PINNED", "MAX_TILE", "row_block"]
 
 # Field limits of the ISA (16-bit counts) with headroom: rows, columns, bytes per row.
 MAX_TILE = 32768
@@ -26,6 +26,32 @@ class GemmTile:
     m: int
     n: int
     k: int
+
+
+@dataclass(frozen=True, slots=True)
+class GemmSlots:
+    """Bytes per slot of the buffers a GEMM tile passes through: A and B operand tiles, the
+    fp32 accumulator, the fp32 bias row and the output tile; operands of `itemsize` bytes."""
+
+    a: int
+    b: int
+    acc: int
+    bias: int
+    out: int
+    itemsize: int
+    transpose_b: bool
+
+    def b_fits(self, n: int, k: int) -> bool:
+        """Whether a k x n B tile (and its bias row) fits, every row within the ISA's limits."""
+        isz = self.itemsize
+        b_row = (k if self.transpose_b else n) * isz
+        return k * n * isz <= self.b and n * 4 <= self.bias and max(k * isz, b_row, n * 4) <= MAX_TILE
+
+    def fits(self, t: GemmTile) -> bool:
+        """Whether the whole tile fits: A, B, accumulator, bias and output slots."""
+        isz = self.itemsize
+        return (t.m * t.k * isz <= self.a and self.b_fits(t.n, t.k) and t.m * t.n * 4 <= self.acc
+                and t.m * t.n * isz <= self.out)
 
 
 def _round_up(value: int, unit: int) -> int:

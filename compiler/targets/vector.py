@@ -9,18 +9,17 @@ scaled scores.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
 from isa import Addr, DType
 
+from compiler.errors import CompileError
 from compiler.ir import GraphError, Op, OpKind
-from compiler.targets.emit import CompileError, Emitter, Matrix, Ring
+from compiler.passes.storage import View
+from compiler.targets.emit import Emitter, Matrix, Ring, view_batches, view_matrix
 from compiler.targets.tiling import MAX_TILE, row_block
-
-if TYPE_CHECKING:
-    from compiler.targets.systolic import _Lowering
 
 __all__ = ["VectorLowering"]
 
@@ -33,21 +32,18 @@ def _up(n: int) -> int:
 
 
 class VectorLowering:
+    """The vector unit's ops over the graph's storage views; `add_constant(name, shape)` asks
+    the target to place a constant tensor (a causal mask) the first time one is needed."""
+
     def __init__(self, em: Emitter, vp_in: Ring, vp_out: Ring, scratch: tuple[int, int],
-                 dtype: DType) -> None:
+                 dtype: DType, views: Mapping[str, View],
+                 add_constant: Callable[[str, tuple[int, ...]], None]) -> None:
         self.em, self.vp_in, self.vp_out, self.dtype = em, vp_in, vp_out, dtype
+        self.views, self.add_constant = views, add_constant
         self.scratch_base, self.scratch_bytes = scratch
         self.loader, self.unit, self.storer = vp_in.producer, vp_in.consumer, vp_out.consumer
         self._vcfg: tuple | None = None
         self.constants: dict[str, np.ndarray] = {}
-
-    def handler(self, kind: OpKind) -> Callable[[Op, "_Lowering"], None]:
-        table = {OpKind.GELU: self.elementwise, OpKind.ADD: self.elementwise,
-                 OpKind.MUL: self.elementwise, OpKind.LAYERNORM: self.layernorm,
-                 OpKind.SOFTMAX: self.softmax}
-        if kind not in table:
-            raise CompileError(f"op kind '{kind.value}' is not supported on this target")
-        return table[kind]
 
     # -- emission helpers --------------------------------------------------------------
     def cfg(self, rows: int, cols: int, dtype: DType, out: DType, imm: float = 0.0) -> None:
@@ -107,9 +103,9 @@ class VectorLowering:
         self._store(out, o)
 
     # -- element-wise ------------------------------------------------------------------
-    def elementwise(self, op: Op, low: "_Lowering") -> None:
-        views = [low.plan.views[n] for n in op.inputs]
-        out = low.plan.views[op.name]
+    def elementwise(self, op: Op) -> None:
+        views = [self.views[n] for n in op.inputs]
+        out = self.views[op.name]
         if len(views) == 2 and views[0].shape != out.shape and op.kind in (OpKind.ADD, OpKind.MUL):
             views.reverse()                           # only b may broadcast
         a_view = views[0]
@@ -122,9 +118,9 @@ class VectorLowering:
         if b_view is not None and b_view.shape != out.shape[len(out.shape) - len(b_view.shape):]:
             raise CompileError(f"op '{op.name}' ({op.kind.value}): operand shape "
                                f"{list(b_view.shape)} broadcasts in a way this target does not support")
-        for a_part, o_part in zip(low.batches(a_view, keep), low.batches(out, keep)):
-            a_m, o_m = low.matrix(a_part), low.matrix(o_part)
-            b_m = low.matrix(b_view) if b_view is not None else None
+        for a_part, o_part in zip(view_batches(a_view, keep), view_batches(out, keep)):
+            a_m, o_m = view_matrix(a_part), view_matrix(o_part)
+            b_m = view_matrix(b_view) if b_view is not None else None
             bcast = "none" if b_m is None or b_m.rows == a_m.rows else "col"
             if b_m is not None and bcast == "col" and b_m.rows != 1:
                 raise CompileError(f"op '{op.name}': cannot broadcast {b_m.rows} rows over {a_m.rows}")
@@ -155,9 +151,9 @@ class VectorLowering:
             self._store(out.block(r0, rows, 0, cols), o)
 
     # -- layer norm --------------------------------------------------------------------
-    def layernorm(self, op: Op, low: "_Lowering") -> None:
-        x, gain, bias = (low.matrix(low.plan.views[n]) for n in op.inputs)
-        out = low.matrix(low.plan.views[op.name])
+    def layernorm(self, op: Op) -> None:
+        x, gain, bias = (view_matrix(self.views[n]) for n in op.inputs)
+        out = view_matrix(self.views[op.name])
         isz, d = self.dtype.itemsize, x.cols
         eps = float(op.attr("eps", 1e-5))
         tr = self.block_rows(op, x.rows, {
@@ -200,22 +196,22 @@ class VectorLowering:
             self._store(out.block(r0, rows, 0, d), o)
 
     # -- softmax -----------------------------------------------------------------------
-    def softmax(self, op: Op, low: "_Lowering") -> None:
-        view, out = low.plan.views[op.inputs[0]], low.plan.views[op.name]
+    def softmax(self, op: Op) -> None:
+        view, out = self.views[op.inputs[0]], self.views[op.name]
         if len(view.shape) < 2:
             raise GraphError(f"op '{op.name}' (softmax): needs at least 2-D input on this target")
         s, t = view.shape[-2:]
         causal = bool(op.attr("causal", False)) and s > 1
-        mask = self._mask(s, t, low) if causal else None
-        for part, o_part in zip(low.batches(view, 2), low.batches(out, 2)):
-            self._softmax_rows(op, low.matrix(part), low.matrix(o_part), mask)
+        mask = self._mask(s, t) if causal else None
+        for part, o_part in zip(view_batches(view, 2), view_batches(out, 2)):
+            self._softmax_rows(op, view_matrix(part), view_matrix(o_part), mask)
 
-    def _mask(self, s: int, t: int, low: "_Lowering") -> Matrix:
+    def _mask(self, s: int, t: int) -> Matrix:
         name = f"const.causal_mask.{s}x{t}"
         if name not in self.constants:
             visible = np.arange(t)[None, :] <= np.arange(s)[:, None] + (t - s)
             self.constants[name] = np.where(visible, 0.0, -np.inf).astype(np.float32)
-            low.add_constant(name, (s, t))
+            self.add_constant(name, (s, t))
         return Matrix(name, 0, s, t, t)
 
     def _softmax_rows(self, op: Op, x: Matrix, out: Matrix, mask: Matrix | None) -> None:

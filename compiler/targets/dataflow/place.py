@@ -9,19 +9,37 @@
 - Weights go to HBM by reuse (reads per pass, most first), then first use, while HBM has room
   after the activations; the rest to DDR, which the sections then stream at DDR bandwidth.
   Embedding tables come first in HBM, where a gather's 32-bit table address reaches them.
+- The first `ring_bytes` of the PMUs hold the staging rings (two slots each, by share: B
+  tiles twice A's, as the systolic target; the GEMM accumulator is a PMU buffer here) and,
+  in the ring area's last 20 %, fp32 scratch for the SIMD stages.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compiler.ir import Graph, OpKind
-from compiler.passes.sections import Call
-from compiler.passes.storage import StoragePlan, View
-from compiler.targets.emit import CompileError
+from isa.fields import A32
 
-__all__ = ["Placement", "place"]
+from arch.dataflow import DataflowArch
+from compiler.errors import CompileError
+from compiler.ir import Graph, OpKind
+from compiler.passes.storage import StoragePlan, View
+from compiler.targets.dataflow.sections import Call
+from compiler.targets.emit import RingSpec, ring_specs
+
+__all__ = ["Placement", "place", "pmu_area", "mask_bytes", "ALIGN"]
 
 ALIGN = 64
+RING_SHARE = 0.25        # of the SRAM for staging rings; the rest holds section-resident values
+RING_MAX_BYTES = 64 << 20  # staging rings beyond this gain nothing (tiles are whole matrices by then)
+# On-chip operands are A32: 28-bit byte addresses (docs/isa.md), so a program reaches the
+# first 256 MiB of the PMUs; a larger SRAM is used only up to there.
+SRAM_REACH_BYTES = 1 << A32.addr_bits
+# Shares of the ring area, two slots per ring; the rest of it is the SIMD stages' scratch.
+_SHARES = {"mx_a": 0.06, "mx_b": 0.12, "acc": 0.06, "vp_in": 0.06, "vp_out": 0.06,
+           "copy": 0.02, "gather": 0.02}
+_RINGS = {"mx_a": ("agcu0", "pcu0"), "mx_b": ("agcu0", "pcu0"), "acc": ("pcu0", "pcu1"),
+          "vp_in": ("agcu0", "pcu1"), "vp_out": ("pcu1", "agcu1"), "copy": ("agcu0", "agcu1"),
+          "gather": ("dma0", "agcu1")}
 
 
 def _up(n: int) -> int:
@@ -30,12 +48,38 @@ def _up(n: int) -> int:
 
 @dataclass(frozen=True)
 class Placement:
-    """buffer -> (space, byte address); `section_of` op -> index of its section."""
+    """buffer -> (space, byte address); `section_of` op -> index of its section; the rings."""
 
     where: dict[str, tuple[str, int]]
     section_of: dict[str, int]
     hbm_end: int                       # first free HBM byte (constants go after it)
     internal_peak_bytes: dict[int, int]  # section index -> PMU bytes of its resident values
+    ring_bytes: int                    # PMU bytes of the staging rings and scratch
+    rings: tuple[RingSpec, ...]
+    scratch: tuple[int, int]           # (byte address, bytes) of the SIMD stages' scratch
+
+    def dump(self) -> str:
+        lines = [f"staging rings ({self.ring_bytes:,} PMU bytes):", *(f"  {r.dump()}" for r in self.rings),
+                 f"  scratch: sram[{self.scratch[0]:#x}] {self.scratch[1]:,} bytes",
+                 f"buffers ({len(self.where)}):"]
+        lines += [f"  {name}: {space}[{addr:#x}]" for name, (space, addr) in self.where.items()]
+        lines.append(f"hbm: {self.hbm_end:,} bytes before constants")
+        lines += [f"section {s}: {peak:,} PMU bytes of resident values"
+                  for s, peak in sorted(self.internal_peak_bytes.items())]
+        return "\n".join(lines)
+
+
+def pmu_area(arch: DataflowArch) -> tuple[int, int]:
+    """(ring bytes, usable SRAM bytes): the staging rings' share of what a program can address."""
+    sram = min(arch.sram_bytes, SRAM_REACH_BYTES)
+    return min(int(sram * RING_SHARE), RING_MAX_BYTES) // ALIGN * ALIGN, sram
+
+
+def mask_bytes(graph: Graph) -> int:
+    """HBM bytes of the causal-mask constants the vector lowering will add (fp32, one per shape)."""
+    shapes = {op.type.shape[-2:] for op in graph.of_kind(OpKind.SOFTMAX)
+              if op.attr("causal", False) and op.type.shape[-2] > 1}
+    return sum(-(-s * t * 4 // ALIGN) * ALIGN for s, t in shapes)
 
 
 def _dense(view: View) -> bool:
@@ -116,4 +160,5 @@ def place(graph: Graph, plan: StoragePlan, calls: tuple[Call, ...], arch, ring_b
             where[name] = ("ddr", ddr)
             ddr += size
     peaks = {s: end - ring_bytes for s, end in internal_at.items()}
-    return Placement(where, section_of, hbm, peaks)
+    rings, end = ring_specs("sram", ring_bytes, _SHARES, _RINGS, ALIGN)
+    return Placement(where, section_of, hbm, peaks, ring_bytes, rings, (end, ring_bytes - end))

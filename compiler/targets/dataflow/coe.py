@@ -10,7 +10,8 @@ from __future__ import annotations
 import isa
 
 from arch.dataflow import DataflowArch
-from compiler.targets.emit import CompileError, Emitter
+from compiler.errors import CompileError
+from compiler.targets.emit import Emitter
 
 __all__ = ["switch_program", "XFER_MAX_BYTES"]
 

@@ -1,13 +1,14 @@
-"""Sectioning and tier placement for the dataflow target."""
+"""The dataflow target: sectioning, tier placement, and one section and run per call."""
 import pytest
 
 from arch import ArchError, load_arch
 from compiler.frontend import load_model
-from compiler.passes.sections import partition, template_of
 from compiler.passes.storage import plan_storage
 from compiler.phase import decode, prefill
-from compiler.targets.dataflow import lower
-from compiler.targets.dataflow_place import place
+from compiler.pipeline import compile_graph, dump_after
+from compiler.targets.dataflow import PIPELINE
+from compiler.targets.dataflow.place import place
+from compiler.targets.dataflow.sections import partition, template_of
 from isa import DType
 
 
@@ -52,7 +53,7 @@ def test_values_inside_a_fused_layer_stay_in_pmus_and_outputs_in_hbm(graph):
 
 def test_program_has_one_section_and_run_per_call():
     arch = load_arch("dataflow-small", ["kernel_granularity=model"])
-    program = lower(load_model("gpt2").graph(prefill(4)), arch).program
+    program = compile_graph(PIPELINE, load_model("gpt2").graph(prefill(4)), arch).program
     opcodes = [i.opcode for i in program.instructions]
     assert opcodes.count("df.section") == opcodes.count("df.run") == 3
     runs = [i for i in program.instructions if i.opcode == "df.run"]
@@ -62,3 +63,13 @@ def test_program_has_one_section_and_run_per_call():
 def test_granularity_is_validated():
     with pytest.raises(ArchError, match="field 'kernel_granularity' must be one of operator, layer, model, got 'op'"):
         load_arch("sn40l", ["kernel_granularity=op"])
+
+
+def test_dumps_name_the_sections_and_where_each_buffer_lives(graph):
+    arch = load_arch("sn40l")
+    sections = dump_after(PIPELINE, graph, arch, None, "sections")
+    assert sections.startswith("kernel granularity ") and "call 1: 12 loops" in sections
+    assert "section 'h.*.ln_1' (layer 0): h.0.ln_1," in sections
+    placement = dump_after(PIPELINE, graph, arch, None, "placement")
+    assert "  mx_a: sram[0x0] 2 x " in placement and "agcu0 -> pcu0" in placement
+    assert "  wte.weight: hbm[0x0]" in placement

@@ -10,20 +10,20 @@ from __future__ import annotations
 
 from isa import Addr
 
-from compiler.passes import pim_layout as pl
+from compiler.errors import CompileError
 from compiler.passes.storage import View
-from compiler.targets.emit import CompileError, Matrix, symbol_name
+from compiler.targets.emit import Matrix, symbol_name
+from compiler.targets.pim import layout as pl
 
 __all__ = ["KvCacheWrites"]
 
 
 class KvCacheWrites:
-    """Mixed into the PIM lowering, whose em, arch, layouts, pim_values, pim_queues,
+    """Mixed into the PIM lowering, whose em, arch, matrices, pim_queues,
     semaphores (go, staged, fence) and abuf regions (kstage, vstage) it uses."""
 
     def _write_positions(self, value: str, src: View, p0: int, p1: int, positions: int) -> None:
-        kind = self.pim_values[value][0]
-        lay = self.layouts[value][0][2]
+        kind, lay = self.matrices[value][0].kind, self.matrices[value][0].layout
         heads, hd = src.shape[1], src.shape[3]
         if kind == "kcache":
             for p in range(p0, p1):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from compiler.ir import Graph, Op, OpKind
 from compiler.passes.storage import StoragePlan
 
-__all__ = ["Section", "Call", "partition", "layer_of", "template_of"]
+__all__ = ["Section", "Call", "Sections", "partition", "layer_of", "template_of"]
 
 _LAYER = re.compile(r"h\.(\d+)\.")
 
@@ -44,6 +44,24 @@ class Call:
 
     sections: tuple[Section, ...]
     loops: int
+
+
+@dataclass(frozen=True)
+class Sections:
+    """The sectioning step's result: the calls in program order, and how they were cut."""
+
+    calls: tuple[Call, ...]
+    granularity: str
+    pmu_budget_bytes: int
+
+    def dump(self) -> str:
+        sections = sum(len(c.sections) for c in self.calls)
+        lines = [f"kernel granularity {self.granularity}: {len(self.calls)} calls, {sections} sections, "
+                 f"{self.pmu_budget_bytes:,} PMU bytes for resident values"]
+        for i, call in enumerate(self.calls):
+            lines.append(f"call {i}: {call.loops} loop{'s' if call.loops > 1 else ''}")
+            lines += [f"  section '{s.config}' ({s.group}): {', '.join(s.ops)}" for s in call.sections]
+        return "\n".join(lines)
 
 
 def layer_of(name: str) -> int | None:

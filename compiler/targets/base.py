@@ -1,0 +1,149 @@
+"""The lowering contract every target implements, and what a target's compilation returns.
+
+A target's lowering is a `TargetLowering`: one handler per compute op kind (`op_<kind>`).
+Data movement and GEMMs differ per target, so those handlers are abstract and a target that
+lacks one cannot be instantiated; element-wise ops, layer norm and softmax run on the shared
+vector lowering unless a target overrides them. `lower_op` brackets each op with the
+store/read ordering every target needs.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import isa
+from isa import DType
+
+from compiler.errors import CompileError
+from compiler.ir import Graph, Op, OpKind
+from compiler.passes.storage import StoragePlan
+from compiler.targets.data import program_data
+from compiler.targets.emit import Emitter, Matrix, symbol_name, view_batches, view_matrix
+from compiler.targets.vector import VectorLowering
+
+__all__ = ["Lowered", "TargetLowering", "GemmLowering", "lower_op", "HANDLERS"]
+
+# compute op kind -> the TargetLowering method that lowers it (one per kind, none forgotten)
+HANDLERS = {kind: f"op_{kind.value}" for kind in OpKind if not (kind.is_source or kind.is_layout)}
+
+
+@dataclass(frozen=True)
+class Lowered:
+    """A compiled program and how the graph's values map onto its DRAM symbols."""
+
+    program: isa.Program
+    plan: StoragePlan
+    dtype: DType
+    constants: dict          # constant symbol -> fp32 array (causal masks)
+    assumptions: tuple[str, ...]
+
+    def initial_data(self, graph: Graph, weights, feeds) -> dict:
+        """Symbol -> initial contents (parameters, inputs, constants, the KV cache so far)."""
+        return program_data(graph, self.plan, self.constants, weights, feeds)
+
+    def dump(self) -> str:
+        """The program's shape: instructions per queue, its symbols and its assumptions."""
+        p = self.program
+        per_queue: dict[str, int] = {}
+        for instr in p.instructions:
+            per_queue[str(instr.queue)] = per_queue.get(str(instr.queue), 0) + 1
+        lines = [f"program for {p.target}: {len(p.instructions):,} instructions, {len(p.ops)} ops, "
+                 f"operand type {self.dtype.value}",
+                 "instructions per queue: " + ", ".join(f"{q} {n:,}" for q, n in per_queue.items()),
+                 f"symbols ({len(p.symbols)}):"]
+        lines += [f"  {s.name}: {s.space}[{s.addr:#x}] {'x'.join(map(str, s.shape))} {s.dtype.value}"
+                  for s in p.symbols]
+        lines += [f"assumption: {a}" for a in self.assumptions]
+        return "\n".join(lines)
+
+
+class TargetLowering(abc.ABC):
+    """Emits one target's program op by op; subclasses implement the abstract handlers.
+
+    Built complete in one constructor: the graph, its storage plan, the emitter the program
+    accumulates in and the vector lowering the shared handlers use."""
+
+    def __init__(self, *, graph: Graph, plan: StoragePlan, em: Emitter, vector: VectorLowering) -> None:
+        self.graph, self.plan, self.em, self.vector = graph, plan, em, vector
+
+    matrix = staticmethod(view_matrix)
+    batches = staticmethod(view_batches)
+
+    def lower_ops(self, reader: str, writer: str) -> None:
+        """Every compute op of the graph in program order, each through `lower_op`."""
+        for op in self.graph.ops:
+            if not (op.kind.is_source or op.kind.is_layout):
+                lower_op(self, op, reader, writer)
+
+    @abc.abstractmethod
+    def add_constant(self, name: str, shape: tuple[int, ...]) -> None:
+        """Place a read-only fp32 tensor the program needs (its values travel in the data blob)."""
+
+    @abc.abstractmethod
+    def op_linear(self, op: Op) -> None: ...
+
+    @abc.abstractmethod
+    def op_matmul(self, op: Op) -> None: ...
+
+    @abc.abstractmethod
+    def op_embedding(self, op: Op) -> None: ...
+
+    @abc.abstractmethod
+    def op_kv_append(self, op: Op) -> None: ...
+
+    def op_add(self, op: Op) -> None:
+        self.vector.elementwise(op)
+
+    def op_mul(self, op: Op) -> None:
+        self.vector.elementwise(op)
+
+    def op_gelu(self, op: Op) -> None:
+        self.vector.elementwise(op)
+
+    def op_layernorm(self, op: Op) -> None:
+        self.vector.layernorm(op)
+
+    def op_softmax(self, op: Op) -> None:
+        self.vector.softmax(op)
+
+
+class GemmLowering(TargetLowering):
+    """A target whose linears and matmuls are all tiled GEMMs on dense matrices in memory:
+    it implements `gemm`, this class splits batched matmuls into one GEMM per matrix."""
+
+    @abc.abstractmethod
+    def gemm(self, op: Op, a: Matrix, b: Matrix, out: Matrix, transpose_b: bool,
+             bias: Matrix | None) -> None:
+        """out = a @ b (b transposed when `transpose_b`) + bias (one row, broadcast)."""
+
+    def op_linear(self, op: Op) -> None:
+        a, b = (self.matrix(self.plan.views[n]) for n in op.inputs[:2])
+        bias = self.matrix(self.plan.views[op.inputs[2]]) if len(op.inputs) == 3 else None
+        self.gemm(op, a, b, self.matrix(self.plan.views[op.name]), False, bias)
+
+    def op_matmul(self, op: Op) -> None:
+        av, bv, ov = (self.plan.views[n] for n in (*op.inputs, op.name))
+        tb = bool(op.attr("transpose_b", False))
+        pairs = ([(av, bv, ov)] if len(bv.shape) == 2
+                 else zip(self.batches(av, 2), self.batches(bv, 2), self.batches(ov, 2)))
+        for a, b, o in pairs:
+            self.gemm(op, self.matrix(a), self.matrix(b), self.matrix(o), tb, None)
+
+
+def lower_op(low: TargetLowering, op: Op, reader: str, writer: str) -> None:
+    """One graph op on any target: mark it, make `reader` wait for the stores of its computed
+    inputs, lower it with the target's handler, and count its result's store on `writer` when
+    the result is a dense buffer (a target may hold some values elsewhere, e.g. PIM matrices)."""
+    em, plan = low.em, low.plan
+    em.begin_op(op.name)
+    for name in op.inputs:
+        if low.graph[name].kind is OpKind.INPUT or not low.graph[name].kind.is_source:
+            em.before_read(reader, symbol_name(plan.views[name].buffer))
+    handler = HANDLERS.get(op.kind)
+    if handler is None:
+        raise CompileError(f"op '{op.name}': op kind '{op.kind.value}' has no lowering (not a compute op)")
+    getattr(low, handler)(op)
+    produced = symbol_name(plan.views[op.name].buffer)
+    if produced in em.addresses:
+        em.stored(writer, produced)
+

@@ -1,0 +1,182 @@
+"""Emission for a three-tier dataflow accelerator (SN40L style): sections of fused ops.
+
+Sections (sections.py) and the buffers' tiers and the staging rings (place.py) are decided
+before. Each call is, on ctl0: `df.section` (configure), a go token per body queue, `df.run`
+(stream the tiles; its duration is the section's pipeline, sim/pipeline.py), then one done
+token per body queue. The body holds what every stage computes on its tiles, with the core
+ISA: agcu0 loads off-chip tiles and streams PMU-resident values (df.stream) into staging
+rings, pcu0 runs GEMMs (systolic mode), pcu1 the epilogues and vector ops (SIMD mode, the
+shared VectorLowering), agcu1 stores (to HBM, or df.stream into a PMU-resident value), dma0
+gathers embedding rows. docs/dataflow.md.
+"""
+from __future__ import annotations
+
+import math
+
+import isa
+from isa import DType
+
+from arch.dataflow import DataflowArch
+from compiler.ir import Graph, Op, OpKind
+from compiler.passes.storage import StoragePlan
+from compiler.targets.base import GemmLowering, Lowered, lower_op
+from compiler.targets.dataflow.emitter import TierEmitter
+from compiler.targets.dataflow.place import ALIGN, Placement
+from compiler.targets.dataflow.sections import Call, Sections
+from compiler.targets.emit import Matrix, Ring, symbol_name
+from compiler.targets.movement import lower_embedding, lower_kv_append
+from compiler.targets.tiling import MAX_TILE, GemmSlots, GemmTile, gemm_tile
+from compiler.targets.vector import VectorLowering
+
+__all__ = ["DataflowLowering"]
+
+
+class DataflowLowering(GemmLowering):
+    """Emits the program for planned sections and placement."""
+
+    def __init__(self, graph: Graph, arch: DataflowArch, dtype: DType, plan: StoragePlan,
+                 sections: Sections, placement: Placement) -> None:
+        self.arch, self.dtype = arch, dtype
+        self.calls, self.placement = sections.calls, placement
+        # the body queues: every queue but the controller's, in the machine's order
+        self.body_queues = tuple(q for q in arch.queues if q != "ctl0")
+        em = TierEmitter()
+        self.symbols: list[isa.Symbol] = []
+        for name, (space, addr) in placement.where.items():
+            buf = plan.buffers[name]
+            self._symbol(em, isa.Symbol(symbol_name(name), space, addr, buf.shape, buf.dtype))
+        self._hbm_end = placement.hbm_end
+        self.rings = {spec.name: Ring(em, spec) for spec in placement.rings}
+        vector = VectorLowering(em, self.rings["vp_in"], self.rings["vp_out"], placement.scratch, dtype,
+                                plan.views, self.add_constant)
+        super().__init__(graph=graph, plan=plan, em=em, vector=vector)
+        self._mcfg: tuple | None = None
+        self._go = {q: em.semaphore() for q in self.body_queues}
+        self._done = em.semaphore()
+        self._configs: dict[str, int] = {}
+
+    # -- memory ------------------------------------------------------------------------
+    def _symbol(self, em: TierEmitter, symbol: isa.Symbol) -> None:
+        """Off-chip buffers become program symbols; a PMU-resident value is only an address
+        (sections run one at a time and reuse the same PMU space, so such values overlap)."""
+        em.place(symbol)
+        if symbol.space != "sram":
+            self.symbols.append(symbol)
+
+    def add_constant(self, name: str, shape: tuple[int, ...]) -> None:
+        """A read-only fp32 tensor in HBM (its values travel in the data blob)."""
+        self._symbol(self.em, isa.Symbol(name, "hbm", self._hbm_end, shape, DType.fp32))
+        self._hbm_end += -(-math.prod(shape) * 4 // ALIGN) * ALIGN
+
+    # -- calls -------------------------------------------------------------------------
+    def lower(self) -> Lowered:
+        for call in self.calls:
+            self.call(call)
+        spaces = ("sram", "hbm", "ddr")
+        program = self.em.program(spaces, tuple(self.symbols), self.arch.queues)
+        granularity = self.arch.kernel_granularity
+        return Lowered(program, self.plan, self.dtype, dict(self.vector.constants),
+                       (f"kernel granularity '{granularity}': a value used only inside one section "
+                        "stays in the PMUs, the rest goes through HBM; weights in HBM, then DDR",))
+
+    def call(self, call: Call) -> None:
+        em, first = self.em, call.sections[0]
+        config = self._configs.setdefault(first.config, len(self._configs))
+        stages = len(first.ops)
+        resident = max(self.placement.internal_peak_bytes.get(self.placement.section_of[s.ops[0]], 0)
+                       for s in call.sections)
+        pmus = min(self.arch.pmus, -(-(self.placement.ring_bytes + resident) // self.arch.pmu_bytes))
+        em.emit("ctl0", "df.section", id=config, stages=stages, pcus=self.arch.pcus, pmus=pmus)
+        for q in self.body_queues:
+            em.emit("ctl0", "signal", sem=self._go[q])
+        em.emit("ctl0", "df.run", id=config, tiles=self._tiles(first), loops=call.loops)
+        for q in self.body_queues:
+            em.emit(q, "wait", sem=self._go[q])
+        for section in call.sections:
+            for name in section.ops:
+                self.op(self.graph[name])
+        for q in self.body_queues:
+            em.emit(q, "signal", sem=self._done)
+        for _ in self.body_queues:
+            em.emit("ctl0", "wait", sem=self._done)
+
+    def _tiles(self, section) -> int:
+        """Pipeline steps of one iteration: the largest operand streamed, in PMU-sized tiles."""
+        largest = max(_streamed_bytes(self.graph, self.graph[name]) for name in section.ops)
+        return max(1, min(-(-largest // self.arch.pmu_bytes), (1 << 32) - 1))
+
+    def op(self, op: Op) -> None:
+        lower_op(self, op, "agcu0", "agcu1")
+
+    # -- ops ---------------------------------------------------------------------------
+    def gemm(self, op: Op, a: Matrix, b: Matrix, out: Matrix, transpose_b: bool,
+             bias: Matrix | None) -> None:
+        """C = A @ B (+ bias): A, B tiles agcu0 -> pcu0 (into a PMU accumulator) -> pcu1 -> agcu1."""
+        m, k = a.rows, a.cols
+        n = b.rows if transpose_b else b.cols
+        ra, rb, acc = (self.rings[r] for r in ("mx_a", "mx_b", "acc"))
+        slots = self._slots(transpose_b)
+        t = self._resident_tile(m, n, k, slots, self.em.space[a.symbol] == "sram",
+                                self.em.space[out.symbol] == "sram")
+        if t is None or not slots.fits(t):
+            t = gemm_tile(op.name, m, n, k, self.arch.pcu_rows, self.arch.pcu_cols, "ws", slots.fits)
+        for m0 in range(0, m, t.m):
+            tm = min(t.m, m - m0)
+            for n0 in range(0, n, t.n):
+                tn = min(t.n, n - n0)
+                c = acc.acquire()
+                for k0 in range(0, k, t.k):
+                    tk = min(t.k, k - k0)
+                    a_slot, b_slot = ra.acquire(), rb.acquire()
+                    self.em.load("agcu0", a_slot, a.block(m0, tm, k0, tk))
+                    ra.filled()
+                    self.em.load("agcu0", b_slot, b.block(n0, tn, k0, tk) if transpose_b else b.block(k0, tk, n0, tn))
+                    rb.filled()
+                    ra.take()
+                    rb.take()
+                    if self._mcfg != (tm, tn, tk):
+                        self._mcfg = (tm, tn, tk)
+                        self.em.emit("pcu0", "mcfg", m=tm, n=tn, k=tk, dtype=self.dtype, acc=DType.fp32)
+                    self.em.emit("pcu0", "gemm", c=c, a=a_slot, b=b_slot, accumulate=int(k0 > 0),
+                                 transpose_b=int(transpose_b))
+                    ra.release()
+                    rb.release()
+                acc.filled()
+                self.vector.epilogue(c, DType.fp32, tm, tn, bias.block(0, 1, n0, tn) if bias else None,
+                                     out.block(m0, tm, n0, tn), acc)
+
+    def _slots(self, transpose_b: bool) -> GemmSlots:
+        r = self.rings
+        return GemmSlots(r["mx_a"].slot_bytes, r["mx_b"].slot_bytes, r["acc"].slot_bytes,
+                         r["vp_in"].slot_bytes, r["vp_out"].slot_bytes, self.dtype.itemsize, transpose_b)
+
+    def _resident_tile(self, m: int, n: int, k: int, slots: GemmSlots, a_resident: bool,
+                       c_resident: bool) -> GemmTile | None:
+        """A tile that keeps PMU-resident windows contiguous where it can: whole K for a
+        resident A, whole N for a resident C (these split last), then as many rows as the A,
+        accumulator and output slots take. None when nothing is resident or nothing fits."""
+        if not (a_resident or c_resident):
+            return None
+        isz = slots.itemsize
+        unit = {"n": self.arch.pcu_cols, "k": self.arch.pcu_rows}
+        dims = {"n": min(n, MAX_TILE), "k": min(k, MAX_TILE)}
+        kept = {"n": c_resident, "k": a_resident}
+        for d in sorted(("n", "k"), key=kept.get):
+            while not slots.b_fits(dims["n"], dims["k"]) and dims[d] > unit[d]:
+                dims[d] = max(unit[d], -(-(-(-dims[d] // 2)) // unit[d]) * unit[d])
+        tn, tk = dims["n"], dims["k"]
+        tm = min(m, MAX_TILE, slots.a // (tk * isz), slots.acc // (tn * 4), slots.out // (tn * isz))
+        return GemmTile(tm, tn, tk) if slots.b_fits(tn, tk) and tm >= 1 else None
+
+    def op_embedding(self, op: Op) -> None:
+        lower_embedding(self.em, op, self.plan.views, self.rings["gather"], self.dtype.itemsize, ALIGN)
+
+    def op_kv_append(self, op: Op) -> None:
+        lower_kv_append(self.em, op, self.plan.views, self.rings["copy"], self.dtype.itemsize)
+
+
+def _streamed_bytes(graph: Graph, op: Op) -> int:
+    """The largest operand an op streams; a gather reads only the rows it picks."""
+    if op.kind is OpKind.EMBEDDING:
+        return op.type.size_bytes
+    return max(graph[name].type.size_bytes for name in op.inputs)

@@ -1,0 +1,35 @@
+"""The PIM-DRAM target (PIM-GPT style): precision -> storage -> placement -> emit (docs/pim.md)."""
+from __future__ import annotations
+
+from isa import DType
+
+from compiler.errors import CompileError
+from compiler.passes.precision import Precision
+from compiler.pipeline import Compilation, Pipeline, Step
+from compiler.targets.pim.lowered import PimLowered
+from compiler.targets.pim.lowering import PimLowering
+from compiler.targets.pim.placement import PimPlacement, place
+from compiler.targets.steps import PRECISION, STORAGE
+
+__all__ = ["PIPELINE", "DEFAULT_ARCH", "PimLowered"]
+
+DEFAULT_ARCH = "pim-gpt"
+
+
+def _precision(c: Compilation) -> Precision:
+    """The shared decision, for bf16 only: the banks' MAC units compute in bf16."""
+    if c.dtype is not DType.bf16:
+        raise CompileError(f"the PIM target computes in bf16 (the MAC units' type), not {c.dtype.value}")
+    return PRECISION.run(c)
+
+
+def _placement(c: Compilation) -> PimPlacement:
+    return place(c.graph, c["storage"], c.arch)
+
+
+def _emit(c: Compilation) -> PimLowered:
+    return PimLowering(c.graph, c.arch, c.dtype, c["storage"], c["placement"]).lower()
+
+
+PIPELINE = Pipeline("pim", (Step("precision", _precision), STORAGE, Step("placement", _placement),
+                            Step("emit", _emit)))

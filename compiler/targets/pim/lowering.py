@@ -1,0 +1,249 @@
+"""Emission for a PIM-DRAM system (PIM-GPT style): GEMVs in the DRAM banks, the rest on the ASIC.
+
+Where things live is decided before (placement.py, layout.py). A GEMV (one input row): dma0
+loads the row into abuf and signals every channel; each pim queue fills its global buffer
+(pim.wrgb), runs its segments (pim.act_all, pim.mac_all, pim.rdmac_all into abuf,
+pim.pre_all) and signals; the ASIC adds the partial sums of the chunks, adds the bias, rounds
+to BF16, and dma1 stores the result; the next GEMV's load waits until the ASIC is done with
+the buffers. Prefill runs one GEMV per token.
+
+KV cache (kv.py): a new K position is written whole (pim.act, pim.wr, pim.pre); a new V
+position touches one 16-lane burst per (head, bank dimension group) of the column-major
+layout, written with masked DMA stores.
+"""
+from __future__ import annotations
+
+import math
+
+import isa
+from isa import Addr, DType
+
+from arch.pim import PimArch
+from compiler.errors import CompileError
+from compiler.ir import Graph, Op, OpKind
+from compiler.passes.storage import StoragePlan, View
+from compiler.targets.base import TargetLowering
+from compiler.targets.emit import Emitter, Matrix, Ring, RingSpec, symbol_name
+from compiler.targets.movement import lower_embedding
+from compiler.targets.pim import layout as pl
+from compiler.targets.pim.kv import KvCacheWrites
+from compiler.targets.pim.lowered import ASSUMPTIONS, PimLowered
+from compiler.targets.pim.placement import ALIGN, PimPlacement
+from compiler.targets.vector import VectorLowering
+
+__all__ = ["PimLowering"]
+
+F32 = DType.fp32
+
+
+class PimLowering(KvCacheWrites, TargetLowering):
+    """Emits the program for a planned `PimPlacement`."""
+
+    def __init__(self, graph: Graph, arch: PimArch, dtype: DType, plan: StoragePlan,
+                 placement: PimPlacement) -> None:
+        self.arch, self.dtype, self.placement = arch, dtype, placement
+        self.abuf, self.matrices = placement.abuf, placement.matrices
+        self.pim_queues = arch.pim_queues
+        em = Emitter("pim")
+        for symbol in placement.dense:
+            em.place(symbol)
+        self.symbols = [*placement.dense, *placement.regions]
+        self._act_end = placement.act_end
+
+        def ring(name: str, producer: str, consumer: str) -> Ring:
+            at, size = self.abuf[name]
+            return Ring(em, RingSpec(name, "abuf", at, size // 2, 2, producer, consumer))
+
+        self.vp_in, self.vp_out = ring("vp_in", "dma0", "asic0"), ring("vp_out", "asic0", "dma1")
+        self.copy = ring("copy", "dma0", "dma1")
+        vector = VectorLowering(em, self.vp_in, self.vp_out, self.abuf["scratch"], dtype, plan.views,
+                                self.add_constant)
+        super().__init__(graph=graph, plan=plan, em=em, vector=vector)
+        # go[c]: dma0 -> pim queue c (its input is staged); done[j]: pim -> ASIC (partial
+        # sums in buffer j; one per buffer, so a channel already on the next GEMV cannot stand
+        # in for a slower one); free: ASIC -> dma0 (a GEMV's buffers free, in order); staged:
+        # pim -> dma0 (KV staging free again). Per-channel `go` so no queue takes another's.
+        self.go = [em.semaphore() for _ in self.pim_queues]
+        self.done = [em.semaphore() for _ in range(2)]
+        self.free, self.staged = (em.semaphore() for _ in range(2))
+        self.fence = em.semaphore()               # dma0 -> dma0: its loaded data has landed
+        self._gemvs = 0                            # GEMVs so far (buffer = count mod 2)
+        self._stage_pending = False
+        self._written: set[str] = set()
+
+    def addr(self, region: str, offset: int = 0) -> Addr:
+        return Addr("abuf", self.abuf[region][0] + offset)
+
+    def add_constant(self, name: str, shape: tuple[int, ...]) -> None:
+        at = self._act_end
+        self.em.addresses[name], self.em.itemsize[name] = at, 4
+        self.symbols.append(isa.Symbol(name, "dram", at, shape, F32))
+        self._act_end += -(-math.prod(shape) * 4 // ALIGN) * ALIGN
+        if self._act_end > self.placement.act_limit:
+            raise CompileError(f"constants need {self._act_end:,} bytes of the activation region "
+                               f"({self.placement.act_limit:,})")
+
+    # -- program -----------------------------------------------------------------------
+    def lower(self) -> PimLowered:
+        self.lower_ops("dma0", "dma1")
+        program = self.em.program(("dram", "gbuf", "abuf"), tuple(self.symbols), self.arch.queues)
+        matrices = {m.symbol: m for blocks in self.matrices.values() for m in blocks}
+        return PimLowered(program, self.plan, self.dtype, dict(self.vector.constants), ASSUMPTIONS,
+                          self.arch, matrices)
+
+    # -- GEMV --------------------------------------------------------------------------
+    def _gemv(self, layout: pl.GemvLayout, load_input) -> int:
+        """One GEMV over `layout`: input into this GEMV's xin buffer (load_input(address)
+        emits dma0 loads), all pim queues run their passes, the ASIC then owns the partial
+        sums; returns their address. Buffers alternate: dma0 waits for the ASIC to release
+        the GEMV two back (releases come in order), so a GEMV that does not need the one
+        before overlaps its reduction."""
+        em, j = self.em, self._gemvs % 2
+        if self._gemvs >= 2:
+            em.emit("dma0", "wait", sem=self.free)
+        self._gemvs += 1
+        load_input(self.addr(f"xin{j}"))
+        active = [c for c in range(self.arch.channels)
+                  if any(p.fills[c] is not None for p in layout.passes)]
+        for c in active:
+            em.emit("dma0", "signal", sem=self.go[c])
+        psum = self.abuf[f"psum{j}"][0]
+        for c in active:
+            q = self.pim_queues[c]
+            em.emit(q, "wait", sem=self.go[c])
+            for p in layout.passes:
+                fill = p.fills[c]
+                if fill is None:
+                    continue
+                first, count = fill
+                nbytes = -(-count * 2 // self.arch.burst_bytes) * self.arch.burst_bytes
+                em.emit_fast(q, "pim.wrgb", 0, self.addr(f"xin{j}", first * 2), nbytes)
+                self._segments(q, layout, p, c, psum)
+            em.emit(q, "signal", sem=self.done[j])
+        for _ in active:
+            em.emit("asic0", "wait", sem=self.done[j])
+        return psum
+
+    def _segments(self, q: str, layout: pl.GemvLayout, p: pl.Pass, c: int, psum: int) -> None:
+        """One channel's rows of a pass: ACT_ALL, MAC_ALL runs, RDMAC_ALL as each output
+        completes, PRE_ALL. (The hot loop of the lowering: `layout.cell` inlined.)"""
+        em = self.em
+        emit, per_row = em.emit_fast, self.arch.row_bytes // 2
+        lanes, first_row = self.arch.macs_per_bank_per_access, layout.first_row
+        base = psum + c * layout.channel_stride * 4
+        open_row = None
+        for seg in p.segments:
+            at, left, gb = seg.start, seg.length, seg.gb_bytes
+            while left:
+                row, within = divmod(at, per_row)
+                n = min(left, per_row - within)
+                if row != open_row:
+                    if open_row is not None:
+                        emit(q, "pim.pre_all")
+                    emit(q, "pim.act_all", first_row + row)
+                    open_row = row
+                emit(q, "pim.mac_all", within // lanes, n // lanes, gb)
+                at, left, gb = at + n, left - n, gb + n * 2
+            emit(q, "pim.rdmac_all", Addr("abuf", base + seg.out * 4))
+        if open_row is not None:
+            emit(q, "pim.pre_all")
+
+    def _finish(self, psum: int, rows: int, cols: int, stride_elems: int, chunk_elems: int,
+                chunks: int, bias: Matrix | None, out: Matrix) -> None:
+        """psum [chunks x rows x stride] -> sum chunks (+ bias) -> bf16 -> out (rows x cols);
+        the GEMV's buffers are released once the sums are read."""
+        v, em = self.vector, self.em
+        v.cfg(rows, stride_elems, F32, F32)
+        for k in range(1, chunks):
+            v.vec("add", Addr("abuf", psum), Addr("abuf", psum), Addr("abuf", psum + k * chunk_elems * 4))
+        if bias is not None:
+            b = self.vp_in.acquire()
+            em.load("dma0", b, bias)
+            self.vp_in.filled()
+            self.vp_in.take()
+        o = self.vp_out.acquire()
+        v.cfg(rows, stride_elems, F32, self.dtype)
+        if bias is not None:
+            v.vec("add", o, Addr("abuf", psum), b, "col")
+            self.vp_in.release()
+        else:
+            v.vec("copy", o, Addr("abuf", psum))
+        em.emit("asic0", "signal", sem=self.free)
+        self.vp_out.filled()
+        self.vp_out.take()
+        em.pitch("dma1", stride_elems * 2, out.stride * 2 if out.rows > 1 else 0)
+        em.emit("dma1", "store", dst=em.dram(out), src=o, rows=out.rows, row_bytes=cols * 2)
+        self.vp_out.release()
+
+    def op_linear(self, op: Op) -> None:
+        x = self.matrix(self.plan.views[op.inputs[0]])
+        out = self.matrix(self.plan.views[op.name])
+        bias = self.matrix(self.plan.views[op.inputs[2]]) if len(op.inputs) == 3 else None
+        self._linear(op.inputs[1], x, out, bias)
+
+    def _linear(self, weight: str, x: Matrix, out: Matrix, bias: Matrix | None) -> None:
+        for block in self.matrices[weight]:
+            n0, nb, lay = block.n0, block.outputs, block.layout
+            chunks = len(lay.passes)
+            n_pad = lay.psum_elems // chunks
+            for t in range(x.rows):
+                psum = self._gemv(lay, lambda xin: self.em.load("dma0", xin, x.block(t, 1, 0, x.cols)))
+                self._finish(psum, 1, nb, n_pad, n_pad, chunks,
+                             bias.block(0, 1, n0, nb) if bias else None, out.block(t, 1, n0, nb))
+
+    def op_matmul(self, op: Op) -> None:
+        a_view, b_name = self.plan.views[op.inputs[0]], op.inputs[1]
+        out_view = self.plan.views[op.name]
+        kind = self.matrices[b_name][0].kind
+        if kind == "linear":
+            self._linear(b_name, self.matrix(a_view), self.matrix(out_view), None)
+            return
+        self._ensure_written(b_name)
+        lay = self.matrices[b_name][0].layout
+        heads, rows = a_view.shape[-3], a_view.shape[-2]
+        for t in range(rows):
+            x_rows = self._head_rows(a_view, t, flat=True)
+            psum = self._gemv(lay, lambda xin: self.em.load("dma0", xin, x_rows))
+            if kind == "kcache":
+                scores = self._head_rows(out_view, t, flat=False)
+                self._finish(psum, heads, scores.cols, lay.psum_elems // heads, 0, 1, None, scores)
+            else:
+                context = self._head_rows(out_view, t, flat=True)
+                if context.rows != 1:
+                    raise CompileError(f"op '{op.name}': the heads of a context row are not contiguous")
+                width = context.cols
+                self._finish(psum, 1, width, width, width, lay.psum_elems // width, None, context)
+
+    def _head_rows(self, view: View, t: int, flat: bool) -> Matrix:
+        """Row t of every head of a [1, H, S, X] view: H rows, or one row when `flat` and the
+        heads are contiguous."""
+        if len(view.shape) != 4 or view.shape[0] != 1:
+            raise CompileError(f"attention value in '{view.buffer}' is not [1, heads, seq, x]")
+        heads, _, cols = view.shape[1:]
+        if view.strides[3] != 1:
+            raise CompileError(f"attention value in '{view.buffer}' has strided rows")
+        offset = view.offset + t * view.strides[2]
+        if flat and (heads == 1 or view.strides[1] == cols):
+            return Matrix(symbol_name(view.buffer), offset, 1, heads * cols, heads * cols)
+        return Matrix(symbol_name(view.buffer), offset, heads, cols, view.strides[1])
+
+    # -- KV cache ------------------------------------------------------------------------
+    def _ensure_written(self, value: str) -> None:
+        """Prefill: K or V computed in this pass goes into its PIM layout before use."""
+        if self.graph[value].kind is OpKind.KV_APPEND or value in self._written:
+            return
+        self._written.add(value)
+        view = self.plan.views[value]
+        self._write_positions(value, view, 0, view.shape[-2], view.shape[-2])
+
+    def op_kv_append(self, op: Op) -> None:
+        if op.name not in self.matrices:
+            raise CompileError(f"op '{op.name}': the KV cache is not read by an attention matmul")
+        new = self.plan.views[op.inputs[1]]
+        total = self.graph[op.name].type.shape[-2]
+        self._write_positions(op.name, new, total - new.shape[-2], total, total)
+
+    # -- embedding ---------------------------------------------------------------------
+    def op_embedding(self, op: Op) -> None:
+        lower_embedding(self.em, op, self.plan.views, self.copy, 2, ALIGN)
+

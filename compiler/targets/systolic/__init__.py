@@ -1,0 +1,28 @@
+"""The systolic-array target: precision -> storage -> dram -> sram -> emit (docs/systolic.md)."""
+from __future__ import annotations
+
+from compiler.pipeline import Compilation, Pipeline, Step
+from compiler.targets.base import Lowered
+from compiler.targets.steps import PRECISION, STORAGE
+from compiler.targets.systolic.lowering import SystolicLowering
+from compiler.targets.systolic.memory import DramLayout, SramLayout, plan_dram, plan_sram
+
+__all__ = ["PIPELINE", "DEFAULT_ARCH"]
+
+DEFAULT_ARCH = "systolic-128"
+
+
+def _dram(c: Compilation) -> DramLayout:
+    return plan_dram(c["storage"], c.arch)
+
+
+def _sram(c: Compilation) -> SramLayout:
+    return plan_sram(c.arch)
+
+
+def _emit(c: Compilation) -> Lowered:
+    return SystolicLowering(c.graph, c.arch, c.dtype, c["storage"], c["dram"], c["sram"]).lower()
+
+
+PIPELINE = Pipeline("systolic", (PRECISION, STORAGE, Step("dram", _dram), Step("sram", _sram),
+                                 Step("emit", _emit)))
