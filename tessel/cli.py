@@ -249,13 +249,14 @@ def _expert(name: str) -> tuple[str, int]:
 
 def cmd_coe(args: argparse.Namespace) -> int:
     from compiler.targets.dataflow_coe import switch_program
+    from sim.machines import MACHINES
     from sim.simulate import simulate
     from tessel.driver import load_target_arch
     arch = load_target_arch("dataflow", args.arch, args.set)
     experts = [_expert(n.strip()) for n in args.models.split(",") if n.strip()]
     if not experts:
         raise GraphError("--models: give at least one expert")
-    result = simulate(switch_program(experts, arch), arch, functional=False).result
+    result = simulate(switch_program(experts, arch), MACHINES["dataflow"](arch), functional=False).result
     span = {o.name: o.cycles / result.clock_hz for o in result.ops}   # op "switch.i": the i-th switch
     pcie = PCIE_GBPS[args.pcie] * 1e9
     rows, records = [], []

@@ -22,6 +22,7 @@ from compiler.phase import Phase, prefill
 from compiler.reference import execute
 from compiler.targets import DEFAULT_ARCH, TARGETS, CompileError, Lowered
 from compiler.targets.data import read_value
+from sim.machines import MACHINES
 from sim.simulate import simulate
 from sim.result import SimResult
 from tessel.baselines import compare_gpus
@@ -69,7 +70,7 @@ def simulate_file(path, arch_spec: str | None, overrides: Sequence[str], functio
     program = isa.load(path)
     arch = load_target_arch(program.target, arch_spec, overrides)
     functional = functional and program.data is not None
-    return simulate(program, arch, functional=functional,
+    return simulate(program, MACHINES[program.target](arch), functional=functional,
                     assumptions=(f"program file {path}",)).result
 
 
@@ -136,7 +137,7 @@ def _run(model: Model, phase: Phase | None, target: str, arch, *, functional: bo
                    + (f" (energy per MAC as the preset's {arch.dtype})" if lowered.dtype.value != arch.dtype else ""),
                    *lowered.assumptions,
                    f"phase: {phase}" if phase else f"graph: {graph.name}")
-    sim = simulate(lowered.program, arch, functional=functional, assumptions=assumptions)
+    sim = simulate(lowered.program, MACHINES[target](arch), functional=functional, assumptions=assumptions)
     comparison = compare_gpus(graph, sim.result, gpus, gpu_mode, gpu_calibration)
     if comparison:
         sim = replace(sim, result=replace(sim.result, extra={**sim.result.extra, "gpu": comparison}))

@@ -22,7 +22,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
-from sim.dram import NEVER, Command, DramError, DramStats, _FOREVER, _schedule, _Tally, _tails
+from sim.machines.pim.commands import (
+    FOREVER, NEVER, Command, DramError, DramStats, Tally, command_tails, refresh_schedule)
 
 __all__ = ["GemvTile", "RowTiming", "gemv_stream", "gemv_row_timing", "gemv_stream_cycles"]
 
@@ -88,7 +89,7 @@ class _Clock:
     col_grp: int = NEVER
     wg: int = NEVER
     ref: int = NEVER
-    due: int = _FOREVER
+    due: int = FOREVER
     open: bool = False
     memo: bool = False                  # rows closed by a refresh, to reopen
     fresh: bool = False
@@ -100,8 +101,8 @@ _SHIFTING = ("bus", "act", "pre", "mac", "col_any", "col_grp")
 class _AllBank:
     """Issues all-bank commands on a `_Clock` by the same rules as `ChannelState`, in closed form."""
 
-    def __init__(self, t, clock: _Clock, tally: _Tally) -> None:
-        self.t, self.c, self.tally, self.tail = t, clock, tally, _tails(t)
+    def __init__(self, t, clock: _Clock, tally: Tally) -> None:
+        self.t, self.c, self.tally, self.tail = t, clock, tally, command_tails(t)
 
     def _earliest(self, k: str) -> int:
         t, c = self.t, self.c
@@ -195,8 +196,8 @@ def _jump(stream: _AllBank, before: _Clock, own_end: int, rows_left: int, tile: 
     k = min(rows_left, (after.due - 1 - after.bus) // shift) if shift > 0 else 0
     if k <= 0:
         return 0
-    probe = _AllBank(stream.t, dataclasses.replace(before, wg=NEVER, ref=NEVER, due=_FOREVER),
-                     _Tally(0, 0))
+    probe = _AllBank(stream.t, dataclasses.replace(before, wg=NEVER, ref=NEVER, due=FOREVER),
+                     Tally(0, 0))
     probe.row(tile.cols, tile.read_each_row)            # the row without its fixed floors
     if any(getattr(probe.c, f) != getattr(after, f) for f in _SHIFTING):
         return 0
@@ -215,9 +216,9 @@ def gemv_stream_cycles(arch, tiles: Sequence[GemvTile], start_cycle: int = 0) ->
     """What `CommandChannel(arch).run(gemv_stream(arch, tiles), start_cycle).stats` returns,
     in O(tiles + refreshes) (module docstring)."""
     t = arch.timing
-    ref, due = _schedule(t, start_cycle)
+    ref, due = refresh_schedule(t, start_cycle)
     stream = _AllBank(t, _Clock(bus=start_cycle - 1, ref=ref, due=due),
-                      _Tally(start_cycle, start_cycle))
+                      Tally(start_cycle, start_cycle))
     for tile in tiles:
         tile.check(arch)
         stream.run("WRGB", tile.gbuf_bursts, max(1, t.tCCD_S))
