@@ -7,7 +7,7 @@ executes; any other is rejected with the instruction's index, queue and opcode.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -53,12 +53,13 @@ class CostTable(Generic[SheetT]):
 
 
 def decode(table: CostTable[SheetT], sheet: SheetT, instructions: Sequence[isa.Instr],
-           indices: Iterable[int] | None = None) -> SheetT:
+           indices: Sequence[int] | None = None) -> SheetT:
     """Fill `sheet` from `instructions` (those at `indices`, in order; default all)."""
     configs: dict[isa.Queue, isa.QueueConfig] = {}
     lookup = table.costs.get
-    for i in range(len(instructions)) if indices is None else indices:
-        ins = instructions[i]
+    pairs = (enumerate(instructions) if indices is None
+             else zip(indices, map(instructions.__getitem__, indices)))
+    for i, ins in pairs:
         op = ins.opcode
         fn = lookup(op, _MISSING)
         if op in _CONFIG:

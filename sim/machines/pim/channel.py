@@ -19,6 +19,7 @@ as one closed-form run and keeps the channel in lockstep while only all-bank com
 """
 from __future__ import annotations
 
+from arch.pim import PimArch
 from isa.opcodes import OPCODES
 from sim.machines.pim.commands import Command, DramError, validate_command
 from sim.machines.pim.dram import ChannelState
@@ -57,7 +58,7 @@ def timing_key(instr) -> tuple:
     return _KEYERS[instr.opcode](instr.fields)
 
 
-def commands_of(arch, key: tuple) -> list[tuple[Command, int]]:
+def commands_of(arch: PimArch, key: tuple) -> list[tuple[Command, int]]:
     """(command, repeat) pairs of an instruction given by its `timing_key`, in order."""
     op, *v = key
     if op == "pim.act":
@@ -86,7 +87,7 @@ def commands_of(arch, key: tuple) -> list[tuple[Command, int]]:
 class PimChannel:
     """The DRAM state of one channel; times its pim queue's instructions from their plans."""
 
-    def __init__(self, arch, *, exact: bool = False) -> None:
+    def __init__(self, arch: PimArch, *, exact: bool = False) -> None:
         self.arch, self.exact = arch, exact
         self.state = ChannelState(arch, 0, lockstep=not exact)
         t = arch.timing

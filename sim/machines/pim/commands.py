@@ -41,6 +41,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from arch.pim import PimArch
+
 __all__ = ["Command", "DramError", "DramStats", "CommandResult", "Tally", "KINDS", "ALL_BANK",
            "ROW_ACCESS", "NEVER", "FOREVER", "command_tails", "refresh_schedule", "validate_command"]
 
@@ -115,7 +117,7 @@ def refresh_schedule(t, start: int) -> tuple[int, int]:
     return ((k - 1) * t.tREFI if k >= 2 else NEVER), k * t.tREFI
 
 
-def validate_command(arch, i: int, c: Command) -> Command:
+def validate_command(arch: PimArch, i: int, c: Command) -> Command:
     """`c` (command `i` of a stream) if its kind, bank, row and column exist in `arch`."""
     a = arch
     if c.kind not in KINDS:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Iterable, Sequence
 
+from arch.pim import PimArch
 from sim.machines.pim.commands import (
     ALL_BANK, NEVER, ROW_ACCESS, Command, CommandResult, DramError, Tally, command_tails,
     refresh_schedule, validate_command)
@@ -24,7 +25,7 @@ _ANY_ROW = frozenset({"PRE_ALL", "RDMAC_ALL", "WRGB"})   # need no row open nor 
 class CommandChannel:
     """The command-level model of one channel (sim/machines/pim/commands.py gives every rule)."""
 
-    def __init__(self, arch) -> None:
+    def __init__(self, arch: PimArch) -> None:
         self.arch = arch
 
     def run(self, commands: Iterable[Sequence], start_cycle: int = 0) -> CommandResult:
@@ -49,7 +50,7 @@ class ChannelState:
     first single-bank command writes the scalars back to the arrays and goes on by the
     general rules, so lockstep yields the same cycles (tests/sim/machines/pim/test_channel.py)."""
 
-    def __init__(self, arch, start: int, *, lockstep: bool = False) -> None:
+    def __init__(self, arch: PimArch, start: int, *, lockstep: bool = False) -> None:
         self.arch, self.t, n = arch, arch.timing, arch.banks
         self.tail = command_tails(self.t)
         self.group = [arch.bank_group(b) for b in range(n)]

@@ -22,6 +22,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
+from arch.pim import PimArch
 from sim.machines.pim.commands import (
     FOREVER, NEVER, Command, DramError, DramStats, Tally, command_tails, refresh_schedule)
 
@@ -38,7 +39,7 @@ class GemvTile:
     read_each_row: bool = True      # RDMAC_ALL after each row's MACs (partial sums out)
     first_row: int = 0              # DRAM row of the tile's first row
 
-    def check(self, arch) -> None:
+    def check(self, arch: PimArch) -> None:
         limit = arch.gbuf_bytes // arch.burst_bytes
         if not (self.rows >= 1 and 0 <= self.first_row and self.first_row + self.rows <= arch.rows):
             raise DramError(f"GemvTile rows {self.first_row}+{self.rows} outside 1..{arch.rows}")
@@ -54,7 +55,7 @@ class RowTiming:
     period: int                     # T: ACT_ALL -> next ACT_ALL
 
 
-def gemv_stream(arch, tiles: Sequence[GemvTile]) -> list[Command]:
+def gemv_stream(arch: PimArch, tiles: Sequence[GemvTile]) -> list[Command]:
     """The command stream of `tiles`, as the fast path assumes it."""
     out: list[Command] = []
     for tile in tiles:
@@ -68,7 +69,7 @@ def gemv_stream(arch, tiles: Sequence[GemvTile]) -> list[Command]:
     return out
 
 
-def gemv_row_timing(arch, cols: int, read_each_row: bool) -> RowTiming:
+def gemv_row_timing(arch: PimArch, cols: int, read_each_row: bool) -> RowTiming:
     """P and T of the module docstring for rows of `cols` MAC_ALL columns."""
     t = arch.timing
     s = max(1, t.tCCD_S, t.tCCD_L)
@@ -212,7 +213,7 @@ def _jump(stream: _AllBank, before: _Clock, own_end: int, rows_left: int, tile: 
     return k
 
 
-def gemv_stream_cycles(arch, tiles: Sequence[GemvTile], start_cycle: int = 0) -> DramStats:
+def gemv_stream_cycles(arch: PimArch, tiles: Sequence[GemvTile], start_cycle: int = 0) -> DramStats:
     """What `CommandChannel(arch).run(gemv_stream(arch, tiles), start_cycle).stats` returns,
     in O(tiles + refreshes) (module docstring)."""
     t = arch.timing
