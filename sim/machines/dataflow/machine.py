@@ -48,7 +48,7 @@ class _Call:
 class _SectionSheet(CostSheet):
     """Costs plus the walk's position: the loaded section and the call being walked."""
 
-    marks: np.ndarray = None                 # first instruction of every op mark
+    marks: np.ndarray | None = None          # first instruction of every op mark (start sets it)
     loaded: int | None = None                # id of the configuration in place
     stages: int = 1
     pmus: int = 0
