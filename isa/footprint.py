@@ -8,7 +8,7 @@ bounds and direction checks; a simulator can use them to size transfers.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from isa.errors import IsaError
@@ -47,12 +47,13 @@ class QueueConfig:
 
     def after(self, instr: Instr) -> QueueConfig:
         """The configuration once `instr` has issued (unchanged unless it is a *cfg)."""
-        if instr.opcode == "dmacfg":
-            return replace(self, src_stride=instr["src_stride"], dst_stride=instr["dst_stride"])
-        if instr.opcode == "mcfg":
-            return replace(self, mcfg=instr)
-        if instr.opcode == "vcfg":
-            return replace(self, vcfg=instr)
+        op = instr.opcode          # the constructor, not dataclasses.replace: simulators call
+        if op == "dmacfg":         # this for every *cfg of a program
+            return QueueConfig(instr["src_stride"], instr["dst_stride"], self.mcfg, self.vcfg)
+        if op == "mcfg":
+            return QueueConfig(self.src_stride, self.dst_stride, instr, self.vcfg)
+        if op == "vcfg":
+            return QueueConfig(self.src_stride, self.dst_stride, self.mcfg, instr)
         return self
 
 

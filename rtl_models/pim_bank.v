@@ -1,5 +1,5 @@
 // One PIM DRAM bank (GDDR6-AiM style) with its MAC unit: the single-bank reduction of
-// sim/dram.py's CommandChannel (bank 0 of a one-bank-group channel).
+// sim/machines/pim/dram.py's CommandChannel (bank 0 of a one-bank-group channel).
 //
 // Storage: ROWS x COLS column bursts of LANES int16 lanes (the array), a row buffer that
 // ACT fills from the array and PRE writes back, and a global buffer of GB_COLS bursts.

@@ -1,16 +1,14 @@
-"""simulate(program, arch): timing from the machine model and the event engine, energy from
+"""simulate(program, machine): timing from the machine model and the event engine, energy from
 event counts, and (optionally) numpy execution of every instruction in start order."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
-
 import numpy as np
 
 import isa
 from sim.engine import simulate_events
 from sim.functional import FunctionalExecutor, Memory
-from sim.machines import MACHINES
+from sim.machines.base import Costs, Machine
 from sim.result import OpStats, SimResult
 
 __all__ = ["simulate", "Simulation"]
@@ -34,7 +32,7 @@ def _units(timeline, program: isa.Program) -> tuple[dict[str, int], dict[str, in
     return busy, queues
 
 
-def _op_stats(program, timeline, costs, machine) -> tuple[OpStats, ...]:
+def _op_stats(program: isa.Program, timeline, costs: Costs, machine: Machine) -> tuple[OpStats, ...]:
     marks = list(program.ops)
     if not marks:
         return ()
@@ -58,12 +56,13 @@ def _op_stats(program, timeline, costs, machine) -> tuple[OpStats, ...]:
     return tuple(sorted(stats, key=lambda s: -s.cycles))
 
 
-def simulate(program: isa.Program, arch: Any, *, functional: bool = True,
+def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
              assumptions: tuple[str, ...] = ()) -> Simulation:
-    """Verify, then run `program` on `arch`'s machine model."""
+    """Verify `program` against the machine's arch, then run it on a fresh `machine.start`."""
+    arch = machine.arch
     isa.verify(program, arch.machine_view())
-    machine = MACHINES[program.target](arch)
-    costs = machine.costs(program)
+    run = machine.start(program)
+    costs = run.costs
     memory = None
     on_start = None
     if functional:
@@ -71,13 +70,13 @@ def simulate(program: isa.Program, arch: Any, *, functional: bool = True,
             raise isa.IsaError("numeric simulation needs the program's data (weights and inputs); "
                                "compile with data or simulate with --no-functional")
         sizes = {s.name: s.size_bytes for s in arch.machine_view().spaces.values()}
-        memory = Memory(machine.memory_bytes(program, sizes))
+        memory = Memory(run.memory_bytes(sizes))
         memory.load_program_data(program)
-        models = machine.functional_models(memory)
+        models = run.functional_models(memory)
         on_start = FunctionalExecutor(program, memory, models=models).execute
     timeline = simulate_events(program, costs.durations, costs.resources, on_start, costs.timed,
                                costs.delays, costs.timed_run)
-    after_run = machine.run_totals()        # totals known only after the run (e.g. refreshes)
+    after_run = run.run_totals()            # totals known only after the run (e.g. refreshes)
     totals = {k: float(v.sum()) for k, v in costs.events.items()}
     for k, v in after_run.items():
         totals[k] = totals.get(k, 0.0) + v
@@ -98,5 +97,5 @@ def simulate(program: isa.Program, arch: Any, *, functional: bool = True,
         bytes={k.removesuffix("_bytes"): int(v) for k, v in totals.items() if k.endswith("_bytes")},
         ops=_op_stats(program, timeline, costs, machine),
         arch=dataclasses.asdict(arch), assumptions=assumptions,
-        extra={"arch_summary": arch.summary(), **machine.report(timeline, cycles)})
+        extra={"arch_summary": arch.summary(), **run.report(timeline, cycles)})
     return Simulation(result, memory)

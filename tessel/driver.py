@@ -21,6 +21,7 @@ from compiler.phase import Phase, prefill
 from compiler.reference import execute
 from compiler.targets import DEFAULT_ARCH, TARGETS, CompileError, Lowered
 from compiler.targets.data import read_value
+from sim.machines import MACHINES
 from sim.simulate import simulate
 from sim.result import SimResult
 from tessel.baselines import compare_gpus
@@ -62,7 +63,7 @@ def simulate_file(path, arch_spec: str | None, overrides: Sequence[str], functio
     program = isa.load(path)
     arch = load_target_arch(program.target, arch_spec, overrides)
     functional = functional and program.data is not None
-    return simulate(program, arch, functional=functional,
+    return simulate(program, MACHINES[program.target](arch), functional=functional,
                     assumptions=(f"program file {path}",)).result
 
 
@@ -100,7 +101,7 @@ def _run(req: RunRequest) -> Run:
                    + (f" (energy per MAC as the preset's {arch.dtype})" if lowered.dtype.value != arch.dtype else ""),
                    *lowered.assumptions,
                    f"phase: {phase}" if phase else f"graph: {graph.name}")
-    sim = simulate(lowered.program, arch, functional=req.numerics, assumptions=assumptions)
+    sim = simulate(lowered.program, MACHINES[req.target](arch), functional=req.numerics, assumptions=assumptions)
     comparison = compare_gpus(graph, sim.result, req.gpus, req.gpu_mode, req.gpu_calibration)
     if comparison:
         sim = replace(sim, result=replace(sim.result, extra={**sim.result.extra, "gpu": comparison}))

@@ -1,6 +1,10 @@
-"""Machine models, one per target, behind a registry: MACHINES["systolic"](arch)."""
-from sim.machines.base import MACHINES, Costs, Machine
-from sim.machines import pim as _pim, systolic as _systolic  # noqa: F401  (register themselves)
-from sim.machines import dataflow as _dataflow  # noqa: F401  (registers itself)
+"""Machine models, one per target, in an explicit registry: MACHINES["systolic"](arch)."""
+from sim.machines.base import Costs, Machine
+from sim.machines.dataflow import DataflowMachine
+from sim.machines.pim import PimMachine
+from sim.machines.systolic import SystolicMachine
 
 __all__ = ["MACHINES", "Machine", "Costs"]
+
+MACHINES: dict[str, type[Machine]] = {"systolic": SystolicMachine, "pim": PimMachine,
+                                      "dataflow": DataflowMachine}

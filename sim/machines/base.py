@@ -1,29 +1,27 @@
 """What a machine model gives the simulator: exact per-instruction cycles and event counts.
 
-A machine model is one class per target. `costs(program)` returns, for every instruction,
-its duration in the machine's clock, the shared resource it holds (-1 for none), and the
-counts of energy-relevant events; `energy_pj` turns event totals into energy per category.
+A machine model is one class per target, built complete from its arch and never changed
+afterwards. `start(program)` returns a `MachineRun`: everything about that one program (its
+`Costs`: per instruction its duration in the machine's clock, the shared resource it holds
+(-1 for none) and its energy-relevant event counts; the state its timing hooks advance; the
+totals and figures known only after the run). One machine can therefore run any number of
+programs, in any order, each as if on a fresh machine. `energy_pj` turns event totals into
+energy per category.
 """
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Generic, Mapping, TypeVar
 
 import numpy as np
 
 import isa
+from sim.engine import Timeline
 
-__all__ = ["Machine", "Costs", "MACHINES", "register_machine"]
+__all__ = ["Machine", "MachineRun", "Costs"]
 
-MACHINES: dict[str, type["Machine"]] = {}
-
-
-def register_machine(target: str):
-    def wrap(cls):
-        MACHINES[target] = cls
-        return cls
-    return wrap
+ArchT = TypeVar("ArchT")
 
 
 @dataclass(frozen=True)
@@ -39,15 +37,16 @@ class Costs:
     timed_run: Callable[[list[int], int], list[int]] | None = None
 
 
-class Machine(abc.ABC):
-    """A target's timing and energy model."""
+class Machine(abc.ABC, Generic[ArchT]):
+    """A target's timing and energy model for one architecture (immutable once built)."""
 
-    arch: Any
+    arch: ArchT
     clock_hz: float
-    units: tuple[str, ...]                 # unit kinds reported (dma, mxu, vpu, ...)
+    units: ClassVar[tuple[str, ...]]       # unit kinds reported (dma, mxu, vpu, ...)
 
     @abc.abstractmethod
-    def costs(self, program: isa.Program) -> Costs: ...
+    def start(self, program: isa.Program) -> MachineRun:
+        """A fresh run of `program`: its costs and the state its timing hooks advance."""
 
     @abc.abstractmethod
     def energy_pj(self, totals: Mapping[str, float]) -> dict[str, float]:
@@ -60,11 +59,21 @@ class Machine(abc.ABC):
     def mac_units(self) -> int:
         """Multiply-accumulate units that `macs` events are measured against."""
 
-    def functional_models(self, memory) -> dict:
+
+@dataclass(eq=False)
+class MachineRun:
+    """One program on one machine: its costs, then the hooks `sim.simulate` calls around the
+    event engine. Subclasses add what their target knows only after the run."""
+
+    machine: Machine
+    program: isa.Program
+    costs: Costs
+
+    def functional_models(self, memory) -> dict[str, Callable[[isa.Instr], None]]:
         """Numeric handlers for this target's ISA extension (FunctionalExecutor models=)."""
         return {}
 
-    def memory_bytes(self, program: isa.Program, sizes: Mapping[str, int]) -> dict[str, int]:
+    def memory_bytes(self, sizes: Mapping[str, int]) -> dict[str, int]:
         """Bytes a numeric run allocates per memory space (default: every space whole)."""
         return dict(sizes)
 
@@ -73,6 +82,6 @@ class Machine(abc.ABC):
         refreshes a controller issued), added to the sums of `Costs.events`."""
         return {}
 
-    def report(self, timeline, cycles: int) -> dict[str, Any]:
+    def report(self, timeline: Timeline, cycles: int) -> dict[str, Any]:
         """Target-specific figures for SimResult.extra, after the run."""
         return {}

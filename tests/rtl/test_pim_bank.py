@@ -1,4 +1,4 @@
-"""rtl_models/pim_bank.v against sim/dram.py's CommandChannel (issue cycles) and numpy (values).
+"""rtl_models/pim_bank.v against sim/machines/pim/dram.py's CommandChannel (issue cycles) and numpy (values).
 
 Each geometry is one build and one simulation of seeded random single-bank command streams
 (ACT, MAC bursts, RD, WR, WRGB, RDMAC, PRE, ...). Every case has its own timing: a quarter the
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import arch.pim  # noqa: F401  (registers the "pim" target)
-import sim.dram as dram
+import sim.machines.pim.commands as commands
+import sim.machines.pim.dram as dram
 from arch import load_arch
 
 import rtl_models.runner as runner
@@ -155,7 +156,7 @@ def expected_issue_cycles(geometry: Geometry, case: dict) -> list[int]:
     a = geometry.arch(case["timing"])
     assert a.timing.tRRD <= a.timing.tRC and a.timing.tFAW <= 4 * a.timing.tRC, \
         "tRRD/tFAW would constrain one bank beyond tRC; the bank does not model them"
-    stream = [dram.Command(c["kind"], 0, c.get("row"), c.get("col", 0))
+    stream = [commands.Command(c["kind"], 0, c.get("row"), c.get("col", 0))
               for c in case["commands"]]
     return list(dram.CommandChannel(a).run(stream).issue_cycles)
 

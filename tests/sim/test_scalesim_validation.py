@@ -24,6 +24,7 @@ from arch import load_arch
 from compiler.frontend import load_model
 from compiler.phase import prefill
 from compiler.targets import TARGETS
+from sim.machines import MACHINES
 from sim.simulate import simulate
 from sim.timing import gemm_cycles
 
@@ -52,7 +53,7 @@ def mxu_run(tmp_path: Path, m: int, n: int, k: int, overrides: list[str]) -> tup
     arch = load_arch("systolic-128", overrides)
     graph = load_model(str(gemm_graph(tmp_path, m, n, k))).fixed_graph
     program = TARGETS["systolic"](graph, arch).program
-    result = simulate(program, arch, functional=False).result
+    result = simulate(program, MACHINES["systolic"](arch), functional=False).result
     opcodes = Counter(ins.opcode for ins in program.instructions)
     return result.unit_busy_cycles["mxu"], opcodes["gemm"]
 
@@ -125,5 +126,5 @@ def test_gpt2_prefill_matrix_cycles_match_scalesim_arithmetic(side, dataflow):
     arch = load_arch("systolic-128", [f"rows={side}", f"cols={side}", f"dataflow={dataflow}"])
     graph = load_model("gpt2").graph(prefill(128))
     program = TARGETS["systolic"](graph, arch).program
-    result = simulate(program, arch, functional=False).result
+    result = simulate(program, MACHINES["systolic"](arch), functional=False).result
     assert result.unit_busy_cycles["mxu"] == GPT2_PREFILL_128[side, dataflow] + GPT2_GEMMS

@@ -62,8 +62,7 @@ def test_strided_narrow_dma_rows_cost_a_burst_and_a_row_each():
                            "dma0 store dst=dram[0x0] src=abuf[0x0] rows=16 row_bytes=2\n"
                            "dma0 dmacfg src_stride=0 dst_stride=0\n"
                            "dma0 store dst=dram[0x0] src=abuf[0x0] rows=16 row_bytes=2\n")
-    machine = PimMachine(arch)
-    costs = machine.costs(program)
+    costs = PimMachine(arch).start(program).costs
     strided, dense = 1, 3
     assert costs.events["wr_bursts"][strided] == 16 and costs.events["wr_bursts"][dense] == 1
     assert costs.events["act_banks"][strided] == 16 and costs.events["act_banks"][dense] == 1

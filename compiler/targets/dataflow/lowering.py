@@ -2,7 +2,7 @@
 
 Sections (sections.py) and the buffers' tiers and the staging rings (place.py) are decided
 before. Each call is, on ctl0: `df.section` (configure), a go token per body queue, `df.run`
-(stream the tiles; its duration is the section's pipeline, sim/pipeline.py), then one done
+(stream the tiles; its duration is the section's pipeline, sim/machines/dataflow/pipeline.py), then one done
 token per body queue. The body holds what every stage computes on its tiles, with the core
 ISA: agcu0 loads off-chip tiles and streams PMU-resident values (df.stream) into staging
 rings, pcu0 runs GEMMs (systolic mode), pcu1 the epilogues and vector ops (SIMD mode, the

@@ -22,7 +22,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
-from sim.dram import NEVER, Command, DramError, DramStats, _FOREVER, _schedule, _Tally, _tails
+from arch.pim import PimArch
+from sim.machines.pim.commands import (
+    FOREVER, NEVER, Command, DramError, DramStats, Tally, command_tails, refresh_schedule)
 
 __all__ = ["GemvTile", "RowTiming", "gemv_stream", "gemv_row_timing", "gemv_stream_cycles"]
 
@@ -37,7 +39,7 @@ class GemvTile:
     read_each_row: bool = True      # RDMAC_ALL after each row's MACs (partial sums out)
     first_row: int = 0              # DRAM row of the tile's first row
 
-    def check(self, arch) -> None:
+    def check(self, arch: PimArch) -> None:
         limit = arch.gbuf_bytes // arch.burst_bytes
         if not (self.rows >= 1 and 0 <= self.first_row and self.first_row + self.rows <= arch.rows):
             raise DramError(f"GemvTile rows {self.first_row}+{self.rows} outside 1..{arch.rows}")
@@ -53,7 +55,7 @@ class RowTiming:
     period: int                     # T: ACT_ALL -> next ACT_ALL
 
 
-def gemv_stream(arch, tiles: Sequence[GemvTile]) -> list[Command]:
+def gemv_stream(arch: PimArch, tiles: Sequence[GemvTile]) -> list[Command]:
     """The command stream of `tiles`, as the fast path assumes it."""
     out: list[Command] = []
     for tile in tiles:
@@ -67,7 +69,7 @@ def gemv_stream(arch, tiles: Sequence[GemvTile]) -> list[Command]:
     return out
 
 
-def gemv_row_timing(arch, cols: int, read_each_row: bool) -> RowTiming:
+def gemv_row_timing(arch: PimArch, cols: int, read_each_row: bool) -> RowTiming:
     """P and T of the module docstring for rows of `cols` MAC_ALL columns."""
     t = arch.timing
     s = max(1, t.tCCD_S, t.tCCD_L)
@@ -88,7 +90,7 @@ class _Clock:
     col_grp: int = NEVER
     wg: int = NEVER
     ref: int = NEVER
-    due: int = _FOREVER
+    due: int = FOREVER
     open: bool = False
     memo: bool = False                  # rows closed by a refresh, to reopen
     fresh: bool = False
@@ -100,8 +102,8 @@ _SHIFTING = ("bus", "act", "pre", "mac", "col_any", "col_grp")
 class _AllBank:
     """Issues all-bank commands on a `_Clock` by the same rules as `ChannelState`, in closed form."""
 
-    def __init__(self, t, clock: _Clock, tally: _Tally) -> None:
-        self.t, self.c, self.tally, self.tail = t, clock, tally, _tails(t)
+    def __init__(self, t, clock: _Clock, tally: Tally) -> None:
+        self.t, self.c, self.tally, self.tail = t, clock, tally, command_tails(t)
 
     def _earliest(self, k: str) -> int:
         t, c = self.t, self.c
@@ -195,8 +197,8 @@ def _jump(stream: _AllBank, before: _Clock, own_end: int, rows_left: int, tile: 
     k = min(rows_left, (after.due - 1 - after.bus) // shift) if shift > 0 else 0
     if k <= 0:
         return 0
-    probe = _AllBank(stream.t, dataclasses.replace(before, wg=NEVER, ref=NEVER, due=_FOREVER),
-                     _Tally(0, 0))
+    probe = _AllBank(stream.t, dataclasses.replace(before, wg=NEVER, ref=NEVER, due=FOREVER),
+                     Tally(0, 0))
     probe.row(tile.cols, tile.read_each_row)            # the row without its fixed floors
     if any(getattr(probe.c, f) != getattr(after, f) for f in _SHIFTING):
         return 0
@@ -211,13 +213,13 @@ def _jump(stream: _AllBank, before: _Clock, own_end: int, rows_left: int, tile: 
     return k
 
 
-def gemv_stream_cycles(arch, tiles: Sequence[GemvTile], start_cycle: int = 0) -> DramStats:
+def gemv_stream_cycles(arch: PimArch, tiles: Sequence[GemvTile], start_cycle: int = 0) -> DramStats:
     """What `CommandChannel(arch).run(gemv_stream(arch, tiles), start_cycle).stats` returns,
     in O(tiles + refreshes) (module docstring)."""
     t = arch.timing
-    ref, due = _schedule(t, start_cycle)
+    ref, due = refresh_schedule(t, start_cycle)
     stream = _AllBank(t, _Clock(bus=start_cycle - 1, ref=ref, due=due),
-                      _Tally(start_cycle, start_cycle))
+                      Tally(start_cycle, start_cycle))
     for tile in tiles:
         tile.check(arch)
         stream.run("WRGB", tile.gbuf_bursts, max(1, t.tCCD_S))

@@ -1,125 +1,31 @@
-"""DRAM-command timing of one PIM channel: the command-level reference and the GEMV fast path.
+"""The command-level DRAM model of one PIM channel: `CommandChannel` (a whole stream) and
+`ChannelState` (the per-bank state it keeps, fed command by command or run by run).
 
-Ground truth. `CommandChannel(arch).run(commands, start_cycle)` issues one channel's commands
-in order (an in-order queue, no reordering), each at the earliest cycle every rule allows
-(all times in DRAM cycles; `arch.timing`):
-
-    every command  >= previous issue + 1 (one command per cycle), >= last REF + tRFC
-    ACT b          bank idle; >= PRE b + tRP, ACT b + tRC, any ACT + tRRD, 4th-last ACT + tFAW
-    ACT_ALL        all banks idle; >= every PRE + tRP, last ACT + max(tRC, tRRD, tFAW)
-                   (AiM's ACT16 waits tRC after any ACT; it counts as four ACTs for tFAW)
-    PRE b          open: >= ACT b + tRAS, RD/MAC b + tRTP, WR b + tWR; idle: a no-op slot
-    PRE_ALL        the PRE rule over every open bank
-    RD/WR/MAC b    bank open; >= ACT b + tRCD (RD, WR: tRCD_RD; MAC: tRCD_MAC)
-    MAC_ALL        every bank open; >= every ACT + tRCD_MAC
-    column kinds   RD WR MAC MAC_ALL RDMAC RDMAC_ALL WRGB: >= last column + tCCD_S and >= last
-                   column of a shared bank group + tCCD_L (all-bank kinds hold every group, WRGB
-                   none); MAC and MAC_ALL also >= last WRGB + WR_GB (its data in the buffer)
-    REF            PRE_ALL of open rows first; >= every PRE + tRP, last ACT + tRC
-
-Refresh: REF k is due at cycle k*tREFI (k >= 1). Those due before `start_cycle` were done on
-time while the channel idled. Before each command, if its earliest cycle is >= the due cycle,
-the controller refreshes first (PRE_ALL of open rows at >= due, REF), then resumes; a RD, WR,
-MAC or MAC_ALL whose row the refresh closed first gets it reopened (ACT_ALL when every bank
-was open to one row, else ACT per bank). A 'REF' in the stream refreshes at once (an extra
-REF; the schedule stays). The end cycle is max(issue + tail): tail tCL + tCCD_S for RD, RD_MAC
-for RDMAC/RDMAC_ALL, WR_GB for WRGB, 1 otherwise. A RD/WR/MAC/MAC_ALL is a row miss when it
-is the first column command since its row opened (the one that paid for the ACT), else a hit.
-
-Fast paths, exact against this model: `ChannelState.run_plans` (column runs in closed form,
-lockstep for all-bank commands; what the simulator uses) and sim/dram_gemv.py (whole GEMV
-tile streams in closed form, for the bandwidth self-test).
-
-ISA -> commands (one pim queue = one channel): pim.act/act_all/pre/pre_all -> ACT, ACT_ALL,
-PRE, PRE_ALL; pim.mac/mac_all -> ncols x MAC/MAC_ALL; pim.wrgb -> ceil(bytes/burst_bytes) x
-WRGB; pim.rdmac/rdmac_all -> RDMAC/RDMAC_ALL; pim.wr/rd -> ncols x WR/RD.
+The rules, refresh and the ISA -> command mapping are in sim/machines/pim/commands.py.
 """
 from __future__ import annotations
 
-from collections import Counter, deque
-from dataclasses import dataclass, field
-from typing import Iterable, NamedTuple, Sequence
+from collections import deque
+from typing import Iterable, Sequence
 
-__all__ = ["Command", "DramError", "DramStats", "CommandResult", "CommandChannel", "ChannelState",
-           "KINDS", "NEVER"]
+from arch.pim import PimArch
+from sim.machines.pim.commands import (
+    ALL_BANK, NEVER, ROW_ACCESS, Command, CommandResult, DramError, Tally, command_tails,
+    refresh_schedule, validate_command)
 
-KINDS = ("ACT", "ACT_ALL", "PRE", "PRE_ALL", "MAC", "MAC_ALL", "RD", "WR", "WRGB", "RDMAC",
-         "RDMAC_ALL", "REF")
-_ALL_BANK = frozenset({"ACT_ALL", "PRE_ALL", "MAC_ALL", "RDMAC_ALL"})
-_ROW_ACCESS = frozenset({"RD", "WR", "MAC", "MAC_ALL"})        # need an open row
-_COLUMN = _ROW_ACCESS | {"RDMAC", "RDMAC_ALL", "WRGB"}
+__all__ = ["CommandChannel", "ChannelState"]
+
+_COLUMN = ROW_ACCESS | {"RDMAC", "RDMAC_ALL", "WRGB"}
 _READS = frozenset({"RD", "RDMAC", "RDMAC_ALL"})                 # data returns to the host
 _LOCKSTEP = frozenset({"ACT_ALL", "PRE_ALL", "MAC_ALL", "RDMAC_ALL", "WRGB", "REF"})
 _INLINE = _LOCKSTEP - {"REF"}                 # run_plans' closed forms
 _ANY_ROW = frozenset({"PRE_ALL", "RDMAC_ALL", "WRGB"})   # need no row open nor closed
-NEVER = -(1 << 60)                                              # "long ago": no constraint
-_FOREVER = 1 << 62
-
-
-class DramError(ValueError):
-    """A command stream that breaks the DRAM protocol; names the command index."""
-
-
-class Command(NamedTuple):
-    """One DRAM command; `row` of a column command, when given, must be the open row."""
-
-    kind: str
-    bank: int = 0
-    row: int | None = None
-    col: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class DramStats:
-    start_cycle: int
-    end_cycle: int
-    row_hits: int
-    row_misses: int
-    counts: dict[str, int]                  # issued commands by kind, the controller's included
-    refresh_cycles: tuple[int, ...]         # issue cycle of every REF
-
-    @property
-    def cycles(self) -> int:
-        return self.end_cycle - self.start_cycle
-
-
-@dataclass(frozen=True, slots=True)
-class CommandResult:
-    issue_cycles: tuple[int, ...]           # one per stream command
-    stats: DramStats
-
-
-@dataclass(slots=True)
-class _Tally:
-    start: int
-    end: int
-    hits: int = 0
-    misses: int = 0
-    counts: Counter = field(default_factory=Counter)
-    refs: list[int] = field(default_factory=list)
-
-    def stats(self) -> DramStats:
-        counts = {k: self.counts[k] for k in KINDS if self.counts[k]}
-        return DramStats(self.start, self.end, self.hits, self.misses, counts, tuple(self.refs))
-
-
-def _tails(t) -> dict[str, int]:
-    return {**dict.fromkeys(KINDS, 1), "RD": t.tCL + t.tCCD_S, "RDMAC": t.RD_MAC,
-            "RDMAC_ALL": t.RD_MAC, "WRGB": t.WR_GB}
-
-
-def _schedule(t, start: int) -> tuple[int, int]:
-    """(last REF before start or NEVER, next due cycle) for a channel idle until `start`."""
-    if start < 0:
-        raise DramError(f"start_cycle={start} must be >= 0")
-    k = max(1, -(-start // t.tREFI))
-    return ((k - 1) * t.tREFI if k >= 2 else NEVER), k * t.tREFI
 
 
 class CommandChannel:
-    """The command-level model of one channel (see the module docstring for every rule)."""
+    """The command-level model of one channel (sim/machines/pim/commands.py gives every rule)."""
 
-    def __init__(self, arch) -> None:
+    def __init__(self, arch: PimArch) -> None:
         self.arch = arch
 
     def run(self, commands: Iterable[Sequence], start_cycle: int = 0) -> CommandResult:
@@ -142,11 +48,11 @@ class ChannelState:
     no longer bind (its close waited tRTP / tWR after them and the ACT_ALL tRP after that,
     so they fall before ACT + tRAS; a PRE only counts once it closes a bank again). The
     first single-bank command writes the scalars back to the arrays and goes on by the
-    general rules, so lockstep yields the same cycles (tests/sim/test_pim_channel.py)."""
+    general rules, so lockstep yields the same cycles (tests/sim/machines/pim/test_channel.py)."""
 
-    def __init__(self, arch, start: int, *, lockstep: bool = False) -> None:
+    def __init__(self, arch: PimArch, start: int, *, lockstep: bool = False) -> None:
         self.arch, self.t, n = arch, arch.timing, arch.banks
-        self.tail = _tails(self.t)
+        self.tail = command_tails(self.t)
         self.group = [arch.bank_group(b) for b in range(n)]
         self.open: list[int | None] = [None] * n
         self.memo: list[int | None] = [None] * n       # row a refresh closed, to reopen
@@ -157,8 +63,8 @@ class ChannelState:
         self.act_any = self.col_any = self.wg = NEVER
         self.col_grp = [NEVER] * arch.bank_groups
         self.bus = start - 1
-        self.ref, self.due = _schedule(self.t, start)
-        self.tally = _Tally(start, start)
+        self.ref, self.due = refresh_schedule(self.t, start)
+        self.tally = Tally(start, start)
         self.data_ready = 0                             # when every read so far has returned
         self.lockstep, self.lock = lockstep, False
         self._lock_row = self._lock_memo = None
@@ -168,7 +74,7 @@ class ChannelState:
         self._act_all_gap = max(t.tRC, t.tRRD, t.tFAW)
 
     def execute(self, commands: Iterable[Sequence]) -> CommandResult:
-        issued = [self.issue(i, self._validate(i, Command(*raw))) for i, raw in enumerate(commands)]
+        issued = [self.issue(i, validate_command(self.arch, i, Command(*raw))) for i, raw in enumerate(commands)]
         return CommandResult(tuple(issued), self.tally.stats())
 
     def idle_until(self, cycle: int) -> None:
@@ -219,7 +125,7 @@ class ChannelState:
                 else:
                     self._apply(i, cmd, e)
                 self.tally.counts[cmd.kind] += k - 1
-                if cmd.kind in _ROW_ACCESS:
+                if cmd.kind in ROW_ACCESS:
                     self.tally.hits += k - 1
                 left -= k
             if left:
@@ -227,26 +133,14 @@ class ChannelState:
                 left -= 1
         return e
 
-    def _validate(self, i: int, c: Command) -> Command:
-        a = self.arch
-        if c.kind not in KINDS:
-            raise DramError(f"command {i}: unknown kind {c.kind!r} (kinds: {' '.join(KINDS)})")
-        if c.kind not in _ALL_BANK and not 0 <= c.bank < a.banks:
-            raise DramError(f"command {i} ({c.kind}): bank {c.bank} outside 0..{a.banks - 1}")
-        if c.kind in ("ACT", "ACT_ALL") and (c.row is None or not 0 <= c.row < a.rows):
-            raise DramError(f"command {i} ({c.kind}): row {c.row!r} outside 0..{a.rows - 1}")
-        if c.kind in _ROW_ACCESS and not 0 <= c.col < a.columns:
-            raise DramError(f"command {i} ({c.kind}): col {c.col} outside 0..{a.columns - 1}")
-        return c
-
     def _banks(self, c: Command) -> range | tuple[int, ...]:
-        if c.kind in _ALL_BANK:
+        if c.kind in ALL_BANK:
             return range(self.arch.banks)
         return () if c.kind == "WRGB" else (c.bank,)
 
     def _reopen(self, i: int, c: Command) -> Command | None:
         """The ACT the controller inserts for a row that a refresh closed, if any."""
-        if c.kind not in _ROW_ACCESS or (c.kind == "MAC_ALL" and self.n_open == self.arch.banks):
+        if c.kind not in ROW_ACCESS or (c.kind == "MAC_ALL" and self.n_open == self.arch.banks):
             return None
         closed = [b for b in self._banks(c) if self.open[b] is None]
         if not closed:
@@ -280,7 +174,7 @@ class ChannelState:
         if k == "REF":
             return e                                    # _refresh adds its own waits
         banks = self._banks(c)
-        if k in _ALL_BANK:
+        if k in ALL_BANK:
             e = max(e, self.col_any + t.tCCD_S, max(self.col_grp) + t.tCCD_L)
         elif banks:
             e = max(e, self.col_any + t.tCCD_S, self.col_grp[self.group[c.bank]] + t.tCCD_L)
@@ -337,7 +231,7 @@ class ChannelState:
                     self.n_open -= 1
                 self.memo[b] = None
         elif k in _COLUMN:
-            if k in _ROW_ACCESS:
+            if k in ROW_ACCESS:
                 self._access(i, c, banks, e)
             if k == "WRGB":
                 self.wg = e + self.t.WR_GB
@@ -518,5 +412,3 @@ class ChannelState:
         tally.refs.append(r)
         tally.end = max(tally.end, r + 1)
         return r
-
-

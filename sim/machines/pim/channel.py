@@ -1,6 +1,6 @@
 """One PIM channel driven by its pim queue: ISA instructions -> DRAM commands -> cycles.
 
-Each `pim.*` instruction becomes the commands of sim/dram.py's module docstring (pim.act ->
+Each `pim.*` instruction becomes the commands of sim/machines/pim/commands.py's docstring (pim.act ->
 ACT, pim.mac_all ncols -> ncols x MAC_ALL, pim.wrgb bytes -> ceil(bytes / burst) x WRGB,
 ...). The channel keeps its DRAM state (open rows, last command per bank, refresh
 schedule) for the whole program, so an instruction's cycles depend on when it starts:
@@ -15,14 +15,20 @@ another queue never sees data early.
 `exact=True` issues every command through the per-bank rules one by one (the ground
 truth); `exact=False` (`ChannelState.run_plans`) issues each instruction's column commands
 as one closed-form run and keeps the channel in lockstep while only all-bank commands come
-(see ChannelState), which yields the same cycles (tests/sim/test_pim_channel.py).
+(see ChannelState), which yields the same cycles (tests/sim/machines/pim/test_channel.py).
 """
 from __future__ import annotations
 
+from arch.pim import PimArch
 from isa.opcodes import OPCODES
-from sim.dram import ChannelState, Command, DramError
+from sim.machines.pim.commands import Command, DramError, validate_command
+from sim.machines.pim.dram import ChannelState
 
-__all__ = ["PimChannel", "commands_of", "timing_key"]
+__all__ = ["PimChannel", "Plan", "commands_of", "timing_key"]
+
+# A decoded instruction: (validated command, repeat, step between repeats) triples; tuples
+# because the channel walks millions of them.
+Plan = tuple[tuple[Command, int, int], ...]
 
 
 # The operands each pim opcode's DRAM commands depend on (not its data addresses).
@@ -52,7 +58,7 @@ def timing_key(instr) -> tuple:
     return _KEYERS[instr.opcode](instr.fields)
 
 
-def commands_of(arch, key: tuple) -> list[tuple[Command, int]]:
+def commands_of(arch: PimArch, key: tuple) -> list[tuple[Command, int]]:
     """(command, repeat) pairs of an instruction given by its `timing_key`, in order."""
     op, *v = key
     if op == "pim.act":
@@ -81,19 +87,19 @@ def commands_of(arch, key: tuple) -> list[tuple[Command, int]]:
 class PimChannel:
     """The DRAM state of one channel; times its pim queue's instructions from their plans."""
 
-    def __init__(self, arch, *, exact: bool = False) -> None:
+    def __init__(self, arch: PimArch, *, exact: bool = False) -> None:
         self.arch, self.exact = arch, exact
         self.state = ChannelState(arch, 0, lockstep=not exact)
         t = arch.timing
         self.step = max(1, t.tCCD_S, t.tCCD_L)
         self.wrgb_step = max(1, t.tCCD_S)
-        self._plans: dict[tuple, tuple] = {}
+        self._plans: dict[tuple, Plan] = {}
 
     @property
     def stats(self):
         return self.state.tally.stats()
 
-    def plan(self, index: int, instr) -> tuple | None:
+    def plan(self, index: int, instr) -> Plan | None:
         """An instruction decoded once: (validated command, repeat, step) triples, or None
         for a `signal` (which waits for read data). Equal timing keys share one plan."""
         if instr.opcode == "signal":
@@ -104,19 +110,19 @@ class PimChannel:
             found = self._plans[key] = self._decode(index, instr.opcode, key)
         return found
 
-    def _decode(self, index: int, opcode: str, key: tuple) -> tuple:
+    def _decode(self, index: int, opcode: str, key: tuple) -> Plan:
         a, out = self.arch, []
         for cmd, n in commands_of(a, key):
             if n == 0:
                 continue
-            cmd = self.state._validate(index, cmd)
+            cmd = validate_command(a, index, cmd)
             if cmd.kind in ("MAC", "MAC_ALL", "RD", "WR") and cmd.col + n > a.columns:
                 raise DramError(f"instruction {index} ({opcode}): columns {cmd.col}..."
                                 f"{cmd.col + n - 1} run past the row ({a.columns} columns)")
             out.append((cmd, n, self.wrgb_step if cmd.kind == "WRGB" else self.step))
         return tuple(out)
 
-    def mac_cycles(self, plan: tuple | None) -> tuple[int, int, int]:
+    def mac_cycles(self, plan: Plan | None) -> tuple[int, int, int]:
         """(all-bank MAC cycles, bank of its single-bank MACs or -1, their cycles): the MAC
         column slots of a plan, s cycles per MAC command."""
         every, bank, own = 0, -1, 0

@@ -1,7 +1,7 @@
 """Closed-form section pipeline: fill + tiles x steady + drain, bounded by stage or tier."""
 import pytest
 
-from sim.pipeline import allocate_pcus, section_timing
+from sim.machines.dataflow.pipeline import allocate_pcus, section_timing
 
 
 def test_compute_bound_pipeline_is_sum_of_stages_plus_bottleneck_repeats():

@@ -1,4 +1,4 @@
-"""sim.dram: one test per timing rule, refresh, the fast path against the command-level model,
+"""sim.machines.pim (commands, dram, gemv): one test per timing rule, refresh, the fast path against the command-level model,
 and the bandwidth self-test of the PIM presets.
 
 Expected cycles are derived here from the preset's timing parameters (reference/pim.md,
@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 import arch.pim  # noqa: F401  (registers the "pim" target)
 from arch import load_arch
 from compiler.frontend.gpt2 import PRESETS
-from sim.dram import Command, CommandChannel, DramError
-from sim.dram_gemv import GemvTile, gemv_row_timing, gemv_stream, gemv_stream_cycles
+from sim.machines.pim.commands import Command, DramError
+from sim.machines.pim.dram import CommandChannel
+from sim.machines.pim.gemv import GemvTile, gemv_row_timing, gemv_stream, gemv_stream_cycles
 
 ARCH = load_arch("pim-gpt")
 T = ARCH.timing

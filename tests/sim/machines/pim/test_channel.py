@@ -11,7 +11,7 @@ from compiler.phase import decode, prefill
 from compiler.targets import TARGETS
 from sim.engine import simulate_events
 from sim.machines.pim import PimMachine
-from sim.pim_channel import PimChannel
+from sim.machines.pim.channel import PimChannel
 
 ARCH = load_arch("pim-gpt")
 
@@ -83,11 +83,11 @@ def test_fast_path_equals_command_level_on_random_streams(seed):
 def _cycles(program, exact):
     """Fast: lockstep, closed-form runs and whole runs of a queue timed at once (timed_run);
     exact: every command by the rules, each instruction asked for on its own."""
-    machine = PimMachine(ARCH, exact_dram=exact)
-    costs = machine.costs(program)
+    run = PimMachine(ARCH, exact_dram=exact).start(program)
+    costs = run.costs
     timeline = simulate_events(program, costs.durations, costs.resources, None, costs.timed,
                                costs.delays, None if exact else costs.timed_run)
-    return timeline.total_cycles, machine.dram_stats(), timeline.start.tolist()
+    return timeline.total_cycles, run.dram_stats(), timeline.start.tolist()
 
 
 @pytest.mark.parametrize("phase", [decode(16), prefill(3)])

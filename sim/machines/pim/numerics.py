@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from arch.pim import PimArch
 from isa import Addr, Instr
 from sim.functional import FunctionalError, Memory
 
@@ -31,7 +32,7 @@ def _tree_sum(products: np.ndarray) -> np.ndarray:
 class PimNumerics:
     """Handlers for FunctionalExecutor(models=...): `PimNumerics(arch, memory).models()`."""
 
-    def __init__(self, arch, memory: Memory) -> None:
+    def __init__(self, arch: PimArch, memory: Memory) -> None:
         self.arch, self.memory = arch, memory
         self.open = np.full((arch.channels, arch.banks), -1, np.int64)
         self.acc = np.zeros((arch.channels, arch.banks), np.float32)

@@ -1,0 +1,180 @@
+"""The dataflow machine (SN40L style): sections timed as pipelines, tier-to-tier transfers.
+
+Durations: `df.section` costs the reconfiguration time when it loads a configuration other
+than the one in place; `df.run` costs the closed-form pipeline of its section call
+(sim/machines/dataflow/pipeline.py) from the work of the body that follows it (every
+instruction up to the next `df.section`): GEMM tiles in PCU systolic mode, vec/red in SIMD
+mode, one stage per source op (op marks, taken modulo the section's stage count under kernel
+looping), and the body's HBM and DDR bytes. Body instructions carry the numerics and take no
+time of their own: their time is the section's. `df.xfer` moves bytes between tiers at the
+slower tier's bandwidth plus its latency. docs/dataflow.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+import isa
+from arch.dataflow import DataflowArch
+from sim.machines.base import Costs, Machine
+from sim.machines.dataflow.pipeline import PipelineTiming, section_timing
+from sim.machines.dataflow.run import OFF_CHIP, CallTiming, DataflowRun
+from sim.machines.decode import CostSheet, CostTable, decode
+from sim.timing import gemm_cycles, reduce_cycles, vector_cycles
+
+__all__ = ["DataflowMachine", "EVENTS"]
+
+EVENTS = ("macs", "vector_ops", "sram_bytes", "hbm_read_bytes", "hbm_write_bytes", "ddr_read_bytes",
+          "ddr_write_bytes", "pcu_work_cycles", "pmu_cycles", "sections", "switch_cycles")
+
+
+@dataclass(eq=False, slots=True)
+class _Call:
+    """A `df.run` whose body is being walked: what its pipeline is timed from."""
+
+    at: int                                  # the df.run's index
+    tiles: int
+    loops: int
+    stages: int                              # the section's, at least 1
+    pmus: int
+    work: dict[int, float] = field(default_factory=dict)    # op mark -> PCU work cycles
+    tier_bytes: dict[str, float] = field(default_factory=lambda: dict.fromkeys(OFF_CHIP, 0.0))
+    timing: PipelineTiming | None = None     # once the body is walked
+
+
+@dataclass(eq=False, slots=True)
+class _SectionSheet(CostSheet):
+    """Costs plus the walk's position: the loaded section and the call being walked."""
+
+    marks: np.ndarray | None = None          # first instruction of every op mark (start sets it)
+    loaded: int | None = None                # id of the configuration in place
+    stages: int = 1
+    pmus: int = 0
+    call: _Call | None = None
+    calls: list[_Call] = field(default_factory=list)       # the timed ones
+
+
+class DataflowMachine(Machine[DataflowArch]):
+    units = ("ctl", "agcu")
+
+    def __init__(self, arch: DataflowArch) -> None:
+        self.arch = arch
+        self.clock_hz = arch.clock_hz
+        self._bpc = {"hbm": arch.hbm_bw_gbps * 1e9 / arch.clock_hz, "ddr": arch.ddr_bw_gbps * 1e9 / arch.clock_hz}
+        self._latency = {"hbm": arch.cycles(arch.hbm_latency_ns * 1e-9), "ddr": arch.cycles(arch.ddr_latency_ns * 1e-9)}
+        transfer = self._transfer
+        self._table = CostTable("a dataflow machine", {
+            "halt": None, "signal": None, "wait": None, "mcfg": None, "vcfg": None, "dmacfg": None,
+            "df.section": self._section, "df.run": self._run, "df.stream": self._stream,
+            "df.xfer": self._xfer, "load": transfer, "store": transfer, "gather": transfer,
+            "gemm": self._gemm, "vec": self._vector, "red": self._vector})
+
+    def mac_units(self) -> int:
+        return self.arch.pcus * self.arch.macs_per_pcu
+
+    def static_w(self) -> float:
+        return self.arch.energy.static_w
+
+    def start(self, program: isa.Program) -> DataflowRun:
+        n = len(program.instructions)
+        sheet = CostSheet.empty(n, EVENTS)
+        sheet = _SectionSheet(sheet.durations, sheet.resources, sheet.delays, sheet.events,
+                              marks=np.array([i for i, _ in program.ops] or [0], dtype=np.int64))
+        decode(self._table, sheet, program.instructions)
+        self._finish(sheet)
+        first_op = [name for _, name in program.ops]
+        calls = []
+        for call in sheet.calls:
+            mark = int(np.searchsorted(sheet.marks, call.at, side="right"))
+            calls.append(CallTiming(first_op[mark] if mark < len(first_op) else "", call.loops,
+                                    call.tiles, call.stages, call.timing))
+        costs = Costs(sheet.durations, np.full(n, -1, dtype=np.int64), sheet.events)
+        return DataflowRun(self, program, costs, tuple(calls))
+
+    # -- cost functions: fn(sheet, index, instruction, its queue's configuration) ----------
+    def _section(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        self._finish(s)
+        if ins["id"] != s.loaded:
+            s.durations[i] = self.arch.cycles(self.arch.reconfig_us * 1e-6)
+            s.loaded = ins["id"]
+        s.stages, s.pmus = ins["stages"], ins["pmus"]
+
+    def _run(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        self._finish(s)
+        s.call = _Call(i, ins["tiles"], ins["loops"], max(1, s.stages), s.pmus)
+
+    def _transfer(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        op = ins.opcode
+        far = ins["src"] if op == "load" else ins["table"] if op == "gather" else ins["dst"]
+        nbytes = ins["n"] * cfg.src_stride if op == "gather" else ins["rows"] * ins["row_bytes"]
+        s.events[f"{far.space}_{'write' if op == 'store' else 'read'}_bytes"][i] = nbytes
+        s.events["sram_bytes"][i] = nbytes
+        if s.call is not None:
+            s.call.tier_bytes[far.space] += nbytes
+
+    def _stream(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        s.events["sram_bytes"][i] = 2 * ins["tiles"] * ins["tile_bytes"]
+
+    def _xfer(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        nbytes = ins["kib"] * 1024
+        src, dst = ins["src"].space, ins["dst"].space
+        slow = min((t for t in (src, dst) if t in self._bpc), key=self._bpc.get)
+        s.durations[i] = self._latency[slow] + int(np.ceil(nbytes / self._bpc[slow]))
+        s.events[f"{src}_read_bytes"][i] = nbytes
+        s.events[f"{dst}_write_bytes"][i] = nbytes
+        s.events["switch_cycles"][i] = s.durations[i]
+
+    def _gemm(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        arch, mcfg = self.arch, cfg.mcfg
+        m, n, k = mcfg["m"], mcfg["n"], mcfg["k"]
+        s.events["macs"][i] = m * n * k
+        s.events["sram_bytes"][i] = (m * k + k * n) * mcfg["dtype"].itemsize + m * n * mcfg["acc"].itemsize
+        self._work(s, i, gemm_cycles(m, n, k, arch.pcu_rows, arch.pcu_cols, "ws", True))
+
+    def _vector(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        vcfg, lanes = cfg.vcfg, self.arch.pcu_cols
+        rows, cols = vcfg["rows"], vcfg["cols"]
+        s.events["vector_ops"][i] = rows * cols
+        s.events["sram_bytes"][i] = rows * cols * (vcfg["dtype"].itemsize + vcfg["out"].itemsize)
+        self._work(s, i, vector_cycles(rows * cols, lanes, 0) if ins.opcode == "vec"
+                   else reduce_cycles(rows, cols, lanes, 0))
+
+    @staticmethod
+    def _work(s: _SectionSheet, i: int, work: int) -> None:
+        """PCU work of a body instruction, charged to its op mark's stage of the call."""
+        s.events["pcu_work_cycles"][i] = work
+        if s.call is not None:
+            mark = int(np.searchsorted(s.marks, i, side="right")) - 1
+            s.call.work[mark] = s.call.work.get(mark, 0) + work
+
+    def _finish(self, s: _SectionSheet) -> None:
+        """Time the call being walked: stage work by op mark, folded onto the section's stages."""
+        call = s.call
+        if call is None:
+            return
+        s.call = None
+        arch, stages = self.arch, call.stages
+        stage_work = [0.0] * min(stages, max(1, len(call.work)))
+        for k, (_, work) in enumerate(sorted(call.work.items())):
+            stage_work[k % len(stage_work)] += work
+        hbm, ddr = call.tier_bytes["hbm"], call.tier_bytes["ddr"]
+        latency = (self._latency["ddr"] if ddr else self._latency["hbm"]) + stages * arch.stage_latency_cycles
+        timing = section_timing(stage_work, arch.pcus, call.tiles, call.loops, hbm, ddr,
+                                self._bpc["hbm"], self._bpc["ddr"], latency, arch.cycles(arch.launch_us * 1e-6))
+        s.durations[call.at] = timing.cycles
+        call.timing = timing
+        s.calls.append(call)
+        s.events["pmu_cycles"][call.at] = call.pmus * timing.cycles
+        s.events["sections"][call.at] = call.loops
+
+    def energy_pj(self, totals: Mapping[str, float]) -> dict[str, float]:
+        e = self.arch.energy
+        return {
+            "compute": totals["macs"] * e.mac_pj,
+            "sram": totals["sram_bytes"] * e.sram_pj_per_byte,
+            "hbm": (totals["hbm_read_bytes"] + totals["hbm_write_bytes"]) * e.hbm_pj_per_byte,
+            "ddr": (totals["ddr_read_bytes"] + totals["ddr_write_bytes"]) * e.ddr_pj_per_byte,
+            "vector": totals["vector_ops"] * e.vector_op_pj,
+        }

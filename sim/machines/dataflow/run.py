@@ -1,0 +1,84 @@
+"""One program on the dataflow machine: its section calls' timing and the report figures."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import isa
+from sim.engine import Timeline
+from sim.machines.base import MachineRun
+from sim.machines.dataflow.pipeline import PipelineTiming
+
+__all__ = ["DataflowRun", "CallTiming", "OFF_CHIP", "ASSUMPTIONS"]
+
+OFF_CHIP = ("hbm", "ddr")
+ASSUMPTIONS = ("section values stay in PMUs; only section inputs, outputs and weights cross HBM/DDR",
+               "a section's time is its df.run pipeline (launch + fill + tiles x steady + drain); "
+               "body instructions take none of their own",
+               "PCUs are shared among a section's stages in proportion to their work")
+
+
+@dataclass(frozen=True, slots=True)
+class CallTiming:
+    """One `df.run` call's pipeline, as the report lists it."""
+
+    first_op: str                # the op its body starts with
+    loops: int
+    tiles: int
+    stages: int
+    timing: PipelineTiming
+
+    def as_report(self) -> dict:
+        t = self.timing
+        return {"loops": self.loops, "tiles": self.tiles, "stages": self.stages, "cycles": t.cycles,
+                "launch": t.launch_cycles, "fill": t.fill_cycles, "steady": t.steady_cycles,
+                "drain": t.drain_cycles, "bound": t.bound, "first_op": self.first_op}
+
+
+@dataclass(eq=False)
+class DataflowRun(MachineRun):
+    calls: tuple[CallTiming, ...] = ()
+
+    def memory_bytes(self, sizes: Mapping[str, int]) -> dict[str, int]:
+        """Numeric runs hold the off-chip tiers only up to the program's last symbol (a
+        1.5 TB DDR is not allocated); the program touches nothing beyond its symbols there."""
+        ends = {name: 0 for name in sizes}
+        for s in self.program.symbols:
+            ends[s.space] = max(ends[s.space], s.addr + s.size_bytes)
+        return {name: size if name not in OFF_CHIP else min(size, max(ends[name], 64))
+                for name, size in sizes.items()}
+
+    def functional_models(self, memory) -> dict[str, Callable[[isa.Instr], None]]:
+        """Numerics of the dataflow opcodes: configuration and launch move no data; a stream
+        or a tier transfer copies bytes."""
+        def copy(dst: isa.Addr, src: isa.Addr, nbytes: int) -> None:
+            memory.write_bytes(dst, memory.read_bytes(src, nbytes))
+
+        return {"df.section": lambda ins: None, "df.run": lambda ins: None,
+                "df.stream": lambda ins: copy(ins["dst"], ins["src"], ins["tiles"] * ins["tile_bytes"]),
+                "df.xfer": lambda ins: copy(ins["dst"], ins["src"], ins["kib"] * 1024)}
+
+    def report(self, timeline: Timeline, cycles: int) -> dict:
+        """Figures beyond the common ones: tiers, PCU/PMU utilisation, sections, switch time."""
+        program, arch = self.program, self.machine.arch
+        totals = {k: float(v.sum()) for k, v in self.costs.events.items()}
+        held = {space: sum(s.size_bytes for s in program.symbols if s.space == space) for space in OFF_CHIP}
+        runs = [i for i, ins in enumerate(program.instructions) if ins.opcode == "df.run"]
+        configs = {program.instructions[i]["id"] for i in runs}
+        pmus_peak = max((program.instructions[i]["pmus"] for i, ins in enumerate(program.instructions)
+                         if ins.opcode == "df.section"), default=0)
+        return {"dataflow": {
+            "granularity": arch.kernel_granularity,
+            "calls": len(runs), "sections": int(totals["sections"]), "configurations": len(configs),
+            "tier_bytes": {"sram": int(totals["sram_bytes"]),
+                           "hbm": int(totals["hbm_read_bytes"] + totals["hbm_write_bytes"]),
+                           "ddr": int(totals["ddr_read_bytes"] + totals["ddr_write_bytes"])},
+            "tier_occupancy": {"sram": pmus_peak / arch.pmus, "hbm": held["hbm"] / arch.hbm_bytes,
+                               "ddr": held["ddr"] / arch.ddr_bytes},
+            "tier_held_bytes": {"sram": pmus_peak * arch.pmu_bytes, **held},
+            "pcu_utilization": totals["pcu_work_cycles"] / (arch.pcus * cycles) if cycles else 0.0,
+            "pmu_utilization": totals["pmu_cycles"] / (arch.pmus * cycles) if cycles else 0.0,
+            "switch_s": totals["switch_cycles"] / arch.clock_hz,
+            "calls_timing": [c.as_report() for c in sorted(self.calls, key=lambda c: -c.timing.cycles)],
+            "assumptions": ASSUMPTIONS,
+        }}

@@ -1,0 +1,73 @@
+"""The one walk over a program that every machine's costs share.
+
+It keeps each queue's configuration registers (`isa.QueueConfig`: dmacfg strides, the last
+mcfg and vcfg) and hands every instruction, with its queue's configuration at that point, to
+the machine's cost function for its opcode (a `CostTable`). A machine lists every opcode it
+executes; any other is rejected with the instruction's index, queue and opcode.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import numpy as np
+
+import isa
+from isa.opcodes import VEC_IMMEDIATE, VEC_UNARY
+
+__all__ = ["CostSheet", "CostFn", "CostTable", "ONE_OPERAND_FUNCS", "decode"]
+
+ONE_OPERAND_FUNCS = frozenset(VEC_IMMEDIATE + VEC_UNARY)   # vec functions that read only `a`
+_CONFIG = frozenset({"dmacfg", "mcfg", "vcfg"})
+_RESET = isa.QueueConfig()
+_MISSING = object()
+
+
+@dataclass(eq=False, slots=True)
+class CostSheet:
+    """Per-instruction costs as the cost functions fill them (one entry per instruction)."""
+
+    durations: np.ndarray                  # int64 cycles
+    resources: np.ndarray                  # int64 shared resource, -1 none
+    delays: np.ndarray                     # int64 cycles a `signal`'s token is in flight
+    events: dict[str, np.ndarray]          # event name -> float64 counts
+
+    @classmethod
+    def empty(cls, n: int, events: Sequence[str]) -> CostSheet:
+        return cls(np.zeros(n, dtype=np.int64), np.full(n, -1, dtype=np.int64),
+                   np.zeros(n, dtype=np.int64), {name: np.zeros(n) for name in events})
+
+
+SheetT = TypeVar("SheetT", bound=CostSheet)
+# fn(sheet, index, instruction, its queue's configuration): writes the instruction's costs
+CostFn = Callable[[SheetT, int, isa.Instr, isa.QueueConfig], None]
+
+
+@dataclass(frozen=True)
+class CostTable(Generic[SheetT]):
+    """A machine's opcodes: each one's cost function, or None for one that costs nothing."""
+
+    machine: str                                   # "a PIM machine": named in the error
+    costs: Mapping[str, CostFn | None]
+
+
+def decode(table: CostTable[SheetT], sheet: SheetT, instructions: Sequence[isa.Instr],
+           indices: Sequence[int] | None = None) -> SheetT:
+    """Fill `sheet` from `instructions` (those at `indices`, in order; default all)."""
+    configs: dict[isa.Queue, isa.QueueConfig] = {}
+    lookup = table.costs.get
+    pairs = (enumerate(instructions) if indices is None
+             else zip(indices, map(instructions.__getitem__, indices)))
+    for i, ins in pairs:
+        op = ins.opcode
+        fn = lookup(op, _MISSING)
+        if op in _CONFIG:
+            configs[ins.queue] = configs.get(ins.queue, _RESET).after(ins)
+        if fn is None:
+            continue
+        if fn is _MISSING:
+            raise isa.IsaError(f"instruction {i} ({ins.queue} {op}): not executable on "
+                               f"{table.machine}")
+        fn(sheet, i, ins, configs.get(ins.queue, _RESET))
+    return sheet

@@ -1,0 +1,229 @@
+"""The PIM-DRAM machine (PIM-GPT style): DRAM channels with MAC units, a host ASIC, its DMA.
+
+Time base: DRAM clock cycles (tCK). pim queues are timed command by command by their
+channel's DRAM state (sim/machines/pim/channel.py; durations depend on start time, so the engine
+asks at issue). ASIC vec/red take `vector_cycles` / `reduce_cycles` ASIC cycles, converted
+to DRAM cycles (rounded up). dma0/dma1 move activations between the DRAM and the ASIC
+buffer over the channels' I/O (shared: one resource, held for bytes at channels x
+io_bw_gbps); the engine is pipelined, so the access latency tRCD_RD + tCL is paid by the
+data, not the port: a `signal` on a DMA queue delivers its token that much later. Likewise a
+`signal` on a pim queue delivers once the channel's reads (RDMAC, RD) have returned.
+
+Energy (pJ, sources in the preset): ACT/PRE = banks activated x P_ACT x tRC (a refresh
+counts as every bank activated: substitute, CENT gives no REF figure); MAC = MAC_ALL x 3 x
+P_RD x tCCD_L (a single-bank MAC: that / banks); reads = RD and accumulator reads x P_RD x
+tCCD_L, WR x P_WR x tCCD_L; I/O = bits over the DQ pins x io_pj_per_bit; ASIC = element
+operations x asic_op_pj; background = PRE standby power per GDDR6 device (2 channels, as
+GDDR6-AiM) + the ASIC's static power.
+"""
+from __future__ import annotations
+
+import math
+from operator import attrgetter
+from typing import Mapping, Sequence
+
+import numpy as np
+
+import isa
+from arch.pim import PimArch
+from sim.machines.base import Costs, Machine
+from sim.machines.decode import CostSheet, CostTable, decode
+from sim.machines.pim.channel import PimChannel, Plan
+from sim.machines.pim.run import PimPlans, PimRun
+from sim.timing import dma_cycles, reduce_cycles, vector_cycles
+
+__all__ = ["PimMachine", "EVENTS"]
+
+EVENTS = ("macs", "act_banks", "mac_all_cmds", "mac_cmds", "rd_bursts", "wr_bursts",
+          "acc_reads", "io_bytes", "asic_ops", "dma_bytes")
+IO_PORT = 0
+CHANNELS_PER_DEVICE = 2          # GDDR6-AiM: 2 channels per chip (reference/pim.md)
+
+
+class PimMachine(Machine[PimArch]):
+    units = ("pim", "asic", "dma")
+
+    def __init__(self, arch: PimArch, *, exact_dram: bool = False) -> None:
+        self.arch = arch
+        self.exact_dram = exact_dram       # issue every DRAM command by the rules (ground truth)
+        self.clock_hz = arch.dram_clock_hz
+        self._asic_ratio = self.clock_hz / (arch.asic.clock_mhz * 1e6)
+        t = arch.timing
+        self._dma_latency = t.tRCD_RD + t.tCL
+        self._io_bytes_per_s = int(round(arch.io_bw_total_gbps * 1e9))
+        # the DMA's and the ASIC's opcodes; pim queues' instructions are planned per object
+        self._table = CostTable("a PIM machine", {
+            "halt": None, "wait": None, "dmacfg": None, "vcfg": None, "signal": self._signal,
+            "load": self._transfer, "store": self._transfer, "gather": self._gather,
+            "vec": self._vec, "red": self._red})
+
+    def mac_units(self) -> int:
+        a = self.arch
+        return a.channels * a.banks * a.macs_per_bank_per_access // a.timing.tCCD_L
+
+    def static_w(self) -> float:
+        e = self.arch.energy
+        return (e.asic_static_w
+                + self.arch.channels / CHANNELS_PER_DEVICE * e.p_pre_standby_mw * 1e-3)
+
+    def dma(self, nbytes: int) -> int:
+        return dma_cycles(nbytes, self._dma_latency, round(self.clock_hz), self._io_bytes_per_s)
+
+    def asic(self, cycles: int) -> int:
+        return math.ceil(cycles * self._asic_ratio - 1e-9)
+
+    def start(self, program: isa.Program) -> PimRun:
+        """Fresh channels for the program; the ASIC's and DMA's costs by the cost table, the
+        pim queues' from their plans, timed by the channels at issue."""
+        n = len(program.instructions)
+        instrs = program.instructions
+        channels = tuple(PimChannel(self.arch, exact=self.exact_dram) for _ in range(self.arch.channels))
+        pim_index, plan_of, plans = _plan_pim(channels[0], instrs)
+        on_pim = np.zeros(n, bool)
+        on_pim[pim_index] = True
+        plan_at = np.empty(n, object)                      # per instruction, its plan
+        plan_at[pim_index] = np.fromiter(map(plans.__getitem__, plan_of), object, len(plan_of))
+        plan_at = plan_at.tolist()
+        sheet = decode(self._table, CostSheet.empty(n, EVENTS), instrs,
+                       np.flatnonzero(~on_pim).tolist())
+        sheet.durations[pim_index] = -1
+        self._fill_plan_events(sheet.events, pim_index, plan_of, plans)
+
+        def run(i: int, t: int) -> int:
+            """One pim instruction (a `signal` waits for its channel's reads) at cycle t."""
+            channel, plan = channels[instrs[i].queue.index], plan_at[i]
+            return channel.wait_reads(t) if plan is None else channel.run((i,), (plan,), t)[0]
+
+        def run_many(indices: list[int], t: int) -> list[int]:
+            """Consecutive instructions of one pim queue, back to back from cycle t."""
+            return channels[instrs[indices[0]].queue.index].run(
+                indices, list(map(plan_at.__getitem__, indices)), t)
+        costs = Costs(sheet.durations, sheet.resources, sheet.events, timed=run,
+                      delays=sheet.delays, timed_run=run_many)
+        pim = PimPlans(np.array(pim_index, np.int64), plan_of, plans,
+                       [ins.queue.index for ins in map(instrs.__getitem__, pim_index)])
+        return PimRun(self, program, costs, channels, pim)
+
+    # -- cost functions of the DMA and ASIC opcodes: fn(sheet, index, instruction, config) --
+    def _signal(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        if ins.queue.unit.name == "dma":        # its data lands after the access latency
+            s.delays[i] = self._dma_latency
+
+    def _transfer(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        a, load = self.arch, ins.opcode == "load"
+        rows, width = ins["rows"], ins["row_bytes"]
+        nbytes = rows * width
+        step = cfg.src_stride if load else cfg.dst_stride       # the DRAM side's pitch
+        if rows > 1 and step not in (0, width):   # rows apart: whole bursts each, a
+            bursts = rows * -(-width // a.burst_bytes)    # narrow one masked (GDDR6 WDM)
+            acts = rows if step >= a.row_bytes else -(-rows * step // a.row_bytes)
+            moved = bursts * a.burst_bytes
+        else:
+            bursts, acts = -(-nbytes // a.burst_bytes), -(-nbytes // a.row_bytes)
+            moved = nbytes
+        s.durations[i] = max(0, self.dma(moved) - self._dma_latency)
+        s.resources[i] = IO_PORT
+        s.events["dma_bytes"][i] = nbytes
+        s.events["io_bytes"][i] = moved
+        s.events["rd_bursts" if load else "wr_bursts"][i] = bursts
+        s.events["act_banks"][i] = acts
+
+    def _gather(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        """One table row per index, each a DRAM access."""
+        a, row, n = self.arch, cfg.src_stride, ins["n"]
+        per_row = self.dma(row) - self._dma_latency
+        s.durations[i] = self._dma_latency + n * per_row
+        s.resources[i] = IO_PORT
+        s.events["dma_bytes"][i] = s.events["io_bytes"][i] = n * row
+        s.events["rd_bursts"][i] = n * -(-row // a.burst_bytes)
+        s.events["act_banks"][i] = n * -(-row // a.row_bytes)
+
+    def _vec(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        asic, elems = self.arch.asic, cfg.vcfg["rows"] * cfg.vcfg["cols"]
+        s.durations[i] = self.asic(vector_cycles(elems, asic.vector_lanes, asic.latency_cycles[ins["func"]]))
+        s.events["asic_ops"][i] = elems
+
+    def _red(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        asic, rows, cols = self.arch.asic, cfg.vcfg["rows"], cfg.vcfg["cols"]
+        s.durations[i] = self.asic(reduce_cycles(rows, cols, asic.vector_lanes, asic.latency_cycles[ins["func"]]))
+        s.events["asic_ops"][i] = rows * cols
+
+    def _fill_plan_events(self, events: dict, pim_index: list[int], plan_of: list[int],
+                          plans: Sequence[Plan | None]) -> None:
+        """Each pim instruction's energy events, from its plan's (computed once per plan, and
+        once per command kinds and counts)."""
+        per_plan = {name: np.zeros(len(plans)) for name in EVENTS}
+        of_shape: dict[tuple, tuple[tuple[str, float], ...]] = {}
+        for p, plan in enumerate(plans):
+            shape = (((plan[0][0].kind, plan[0][1]),) if plan and len(plan) == 1
+                     else tuple((cmd.kind, n) for cmd, n, _ in plan or ()))
+            found = of_shape.get(shape)
+            if found is None:
+                found = of_shape[shape] = self._plan_events(plan)
+            for name, value in found:
+                per_plan[name][p] = value
+        which = np.array(plan_of, np.int64)
+        for name, values in per_plan.items():
+            if values.any():
+                events[name][pim_index] = values[which]
+
+    def _plan_events(self, plan: Plan | None) -> tuple[tuple[str, float], ...]:
+        """Energy events of one decoded pim instruction."""
+        a, out = self.arch, {}
+        def add(name, value):
+            out[name] = out.get(name, 0) + value
+        for cmd, n, _ in plan or ():
+            k = cmd.kind
+            if k in ("ACT", "ACT_ALL"):
+                add("act_banks", a.banks if k == "ACT_ALL" else 1)
+            elif k in ("MAC", "MAC_ALL"):
+                add("mac_all_cmds" if k == "MAC_ALL" else "mac_cmds", n)
+                add("macs", n * a.macs_per_bank_per_access * (a.banks if k == "MAC_ALL" else 1))
+            elif k == "WRGB":
+                add("io_bytes", n * a.burst_bytes)
+            elif k in ("RDMAC", "RDMAC_ALL"):
+                banks = a.banks if k == "RDMAC_ALL" else 1
+                add("acc_reads", banks)
+                add("io_bytes", 4 * banks)
+            elif k in ("RD", "WR"):
+                add("rd_bursts" if k == "RD" else "wr_bursts", n)
+                add("io_bytes", n * a.burst_bytes)
+        return tuple(out.items())
+
+    def energy_pj(self, totals: Mapping[str, float]) -> dict[str, float]:
+        a, e = self.arch, self.arch.energy
+        return {
+            "act_pre": (totals["act_banks"] + totals.get("refreshes", 0) * a.banks) * a.e_act_pj,
+            "mac": (totals["mac_all_cmds"] + totals["mac_cmds"] / a.banks) * a.e_mac_all_pj,
+            "reads": (totals["rd_bursts"] + totals["acc_reads"] / a.banks) * a.e_rd_pj
+                     + totals["wr_bursts"] * a.e_wr_pj,
+            "io": totals["io_bytes"] * 8 * e.io_pj_per_bit,
+            "asic": totals["asic_ops"] * e.asic_op_pj,
+        }
+
+
+def _plan_pim(channel: PimChannel, instrs: Sequence[isa.Instr]) -> tuple[list[int], list[int], list[Plan | None]]:
+    """The pim queues' instructions but wait and halt (timed at issue), each one's plan
+    (an index into the plans, in the same order) and the distinct plans. Each instruction
+    object is decoded once, in program order (a bad one is named by its first index);
+    instructions with equal timing operands share a plan object, numbered once.
+    Whole-list passes where they can be: this runs over ~10^6 instructions."""
+    queues = list(map(attrgetter("queue"), instrs))
+    queue_ids = list(map(id, queues))
+    on_pim = {key for key, q in dict(zip(queue_ids, queues)).items() if q.unit.name == "pim"}
+    pim_index = [i for i, (key, op) in enumerate(zip(queue_ids, map(attrgetter("opcode"), instrs)))
+                 if key in on_pim and op != "wait" and op != "halt"]
+    pim_instrs = list(map(instrs.__getitem__, pim_index))
+    first = isa.first_uses(pim_instrs)
+    decode_plan = channel.plan                 # plans depend on the arch, not the channel
+    plans: list[Plan | None] = []
+    number: dict[int, int] = {}                # id(plan) -> its index in plans
+    plan_of_object: dict[int, int] = {}        # id(instruction) -> its plan's index
+    for k in first:
+        plan = decode_plan(pim_index[k], pim_instrs[k])
+        p = number.get(id(plan))
+        if p is None:
+            p = number[id(plan)] = len(plans)
+            plans.append(plan)
+        plan_of_object[id(pim_instrs[k])] = p
+    return pim_index, [plan_of_object[id(x)] for x in pim_instrs], plans

@@ -1,0 +1,127 @@
+"""The systolic-array machine: exact cycles per instruction and energy events.
+
+dma0 and dma1 share the DRAM port (resource 0). Cycle formulas are in sim/timing.py;
+energy events follow docs/systolic.md: a GEMM reads its A tile from SRAM once per column
+fold and its B tile once, and read-modify-writes its fp32/int32 output once per row fold.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import isa
+from arch.systolic import SystolicArch
+from sim.machines.base import Costs, Machine, MachineRun
+from sim.machines.decode import ONE_OPERAND_FUNCS, CostSheet, CostTable, decode
+from sim.timing import dma_cycles, gemm_cycles, reduce_cycles, vector_cycles
+
+__all__ = ["SystolicMachine", "EVENTS"]
+
+EVENTS = ("macs", "dram_read_bytes", "dram_write_bytes", "sram_read_bytes", "sram_write_bytes",
+          "acc_bytes", "vector_ops")
+DRAM_PORT = 0
+_BCAST_ELEMS = {"none": lambda rows, cols: rows * cols, "row": lambda rows, cols: rows,
+                "col": lambda rows, cols: cols, "scalar": lambda rows, cols: 1}
+
+
+class SystolicMachine(Machine[SystolicArch]):
+    units = ("dma", "mxu", "vpu")
+
+    def __init__(self, arch: SystolicArch) -> None:
+        self.arch = arch
+        self.clock_hz = arch.clock_hz
+        self._clock = int(round(arch.clock_hz))
+        self._bw = int(round(arch.dram_bw_gbps * 1e9))
+        self._latency = arch.dram_latency_cycles
+        self._table = CostTable("a systolic-array machine", {
+            "halt": None, "signal": None, "wait": None, "dmacfg": None, "mcfg": None, "vcfg": None,
+            "load": self._transfer, "store": self._transfer, "gather": self._gather,
+            "gemm": self._gemm, "vec": self._vec, "red": self._red})
+
+    def mac_units(self) -> int:
+        return self.arch.pes
+
+    def static_w(self) -> float:
+        return self.arch.energy.static_w
+
+    def dma(self, nbytes: int) -> int:
+        return dma_cycles(nbytes, self._latency, self._clock, self._bw)
+
+    def start(self, program: isa.Program) -> MachineRun:
+        sheet = decode(self._table, CostSheet.empty(len(program.instructions), EVENTS),
+                       program.instructions)
+        return MachineRun(self, program, Costs(sheet.durations, sheet.resources, sheet.events))
+
+    # -- cost functions: fn(sheet, index, instruction, its queue's configuration) ----------
+    def _transfer(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        nbytes = ins["rows"] * ins["row_bytes"]
+        load = ins.opcode == "load"
+        s.durations[i] = self.dma(nbytes)
+        s.resources[i] = DRAM_PORT
+        s.events["dram_read_bytes" if load else "dram_write_bytes"][i] = nbytes
+        s.events["sram_write_bytes" if load else "sram_read_bytes"][i] = nbytes
+
+    def _gather(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        row, n = cfg.src_stride, ins["n"]
+        s.durations[i] = self._latency + n * (self.dma(row) - self._latency)
+        s.resources[i] = DRAM_PORT
+        s.events["dram_read_bytes"][i] = n * row
+        s.events["sram_write_bytes"][i] = n * row
+        s.events["sram_read_bytes"][i] = n * 4
+
+    def _gemm(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        arch, mcfg = self.arch, cfg.mcfg
+        m, n, k = mcfg["m"], mcfg["n"], mcfg["k"]
+        s.durations[i] = gemm_cycles(m, n, k, arch.rows, arch.cols, arch.dataflow,
+                                     arch.weight_preload_overlap)
+        s.events["macs"][i] = m * n * k
+        a_reads, b_reads, c_writes = _operand_passes(m, n, k, arch.rows, arch.cols, arch.dataflow)
+        s.events["sram_read_bytes"][i] = (m * k * a_reads + k * n * b_reads) * mcfg["dtype"].itemsize
+        s.events["acc_bytes"][i] = m * n * mcfg["acc"].itemsize * c_writes
+
+    def _vec(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        vcfg, func = cfg.vcfg, ins["func"]
+        rows, cols, isz = vcfg["rows"], vcfg["cols"], vcfg["dtype"].itemsize
+        s.durations[i] = vector_cycles(rows * cols, self.arch.vector_lanes,
+                                       self.arch.vector_latency_cycles[func])
+        s.events["vector_ops"][i] = rows * cols
+        reads = [(ins["a"].space, rows * cols * isz)]
+        if func not in ONE_OPERAND_FUNCS:
+            reads.append((ins["b"].space, _BCAST_ELEMS[ins["bcast"]](rows, cols) * isz))
+        for space, nbytes in reads:    # the epilogue reads the accumulator, not SRAM
+            s.events["acc_bytes" if space == "acc" else "sram_read_bytes"][i] += nbytes
+        s.events["sram_write_bytes"][i] = rows * cols * vcfg["out"].itemsize
+
+    def _red(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        vcfg = cfg.vcfg
+        rows, cols = vcfg["rows"], vcfg["cols"]
+        s.durations[i] = reduce_cycles(rows, cols, self.arch.vector_lanes,
+                                       self.arch.vector_latency_cycles[ins["func"]])
+        s.events["vector_ops"][i] = rows * cols
+        s.events["sram_read_bytes"][i] = rows * cols * vcfg["dtype"].itemsize
+        s.events["sram_write_bytes"][i] = rows * vcfg["out"].itemsize
+
+    def energy_pj(self, totals: Mapping[str, float]) -> dict[str, float]:
+        e = self.arch.energy
+        return {
+            "compute": totals["macs"] * e.mac_pj,
+            "sram": totals["sram_read_bytes"] * e.sram_read_pj_per_byte
+                    + totals["sram_write_bytes"] * e.sram_write_pj_per_byte
+                    + totals["acc_bytes"] * e.acc_pj_per_byte,
+            "dram": (totals["dram_read_bytes"] + totals["dram_write_bytes"]) * e.dram_pj_per_byte,
+            "vector": totals["vector_ops"] * e.vector_op_pj,
+        }
+
+
+def _operand_passes(m: int, n: int, k: int, rows: int, cols: int, dataflow: str) -> tuple[int, int, int]:
+    """How often a GEMM reads A and B from SRAM and writes C to the accumulator.
+
+    The pinned operand is read once; the streamed one once per fold of the other pinned
+    dimension; partial outputs go to the accumulator once per fold of the reduction (ws, is)
+    or once in all (os keeps them in the PEs).
+    """
+    row_folds_k, col_folds_n = -(-k // rows), -(-n // cols)
+    if dataflow == "ws":                          # B pinned; A streamed per column fold
+        return col_folds_n, 1, row_folds_k
+    if dataflow == "os":                          # C pinned; A per column fold, B per row fold
+        return col_folds_n, -(-m // rows), 1
+    return 1, -(-m // cols), row_folds_k          # is: A pinned; B streamed per column fold
