@@ -35,7 +35,8 @@ rtl-test: setup rtl-tools
 	$(BIN)/python -m pytest -q -m rtl
 
 TARGET ?= systolic
-ARCH   ?= $(if $(filter pim,$(TARGET)),pim-gpt,$(if $(filter dataflow,$(TARGET)),sn40l,systolic-128))
+# ARCH: a preset or .toml file; left empty, tessel uses the target's default preset.
+ARCH_ARG = $(if $(ARCH),--arch $(ARCH))
 
 # Every target side by side (a column each, default presets, GPU ratios against a T4).
 # PIM runs one GEMV per prompt token, so its column is in the decode table only.
@@ -46,11 +47,11 @@ sim: setup
 
 # One target's full report: make sim-target TARGET=pim ARCH=aim-32ch
 sim-target: setup
-	$(BIN)/tessel sim --model $(MODEL) --target $(TARGET) --arch $(ARCH) --phase decode --kv 128
+	$(BIN)/tessel sim --model $(MODEL) --target $(TARGET) $(ARCH_ARG) --phase decode --kv 128
 
 compile: setup
 	@mkdir -p out
-	$(BIN)/tessel compile --model $(MODEL) --target $(TARGET) --arch $(ARCH) -o $(or $(OUT),out/$(MODEL).tbin)
+	$(BIN)/tessel compile --model $(MODEL) --target $(TARGET) $(ARCH_ARG) -o $(or $(OUT),out/$(MODEL).tbin)
 
 bench: setup
 	$(BIN)/python -m tessel.bench

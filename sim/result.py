@@ -4,9 +4,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["SimResult", "OpStats"]
+__all__ = ["SimResult", "OpStats", "GpuComparison", "TargetReport"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +19,25 @@ class OpStats:
     busy_cycles: dict[str, int]
     energy_j: float
     macs: int
+
+
+class TargetReport(Protocol):
+    """A machine's own figures after a run (PimReport, DataflowReport): typed fields for the
+    reports, and the form they take in the result's JSON."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GpuComparison:
+    """The same graph on one GPU (sim/gpu.py's model) against the simulated accelerator."""
+
+    mode: str                          # graph (launch cost per kernel) or eager
+    time_s: float
+    energy_j: float
+    avg_power_w: float
+    speedup: float | None              # GPU time / accelerator time
+    energy_efficiency: float | None    # GPU energy / accelerator energy
 
 
 @dataclass(frozen=True)
@@ -37,7 +56,11 @@ class SimResult:
     ops: tuple[OpStats, ...]                 # sorted by cycles, largest first
     arch: dict[str, Any]                     # the architecture, as simulated
     assumptions: tuple[str, ...]
-    extra: dict[str, Any] = field(default_factory=dict)   # target-specific figures
+    arch_summary: str = ""                   # the architecture in one line
+    target_report: TargetReport | None = None            # what only this target measures
+    gpu: dict[str, GpuComparison] = field(default_factory=dict)   # by GPU preset name
+    logits_rel_error: float | None = None    # numeric runs: max |sim - ref| / max |ref|
+    tokens: int | None = None                # numeric runs: tokens fed
 
     @property
     def time_s(self) -> float:
@@ -47,9 +70,24 @@ class SimResult:
     def energy_j(self) -> float:
         return sum(self.energy_breakdown_j.values())
 
+    def extra_json(self) -> dict[str, Any]:
+        """The figures beyond the common ones, as the JSON shows them after those: the
+        architecture line, the target's report, GPU comparisons and the numeric check."""
+        d: dict[str, Any] = {"arch_summary": self.arch_summary}
+        if self.target_report is not None:
+            d.update(self.target_report.to_json())
+        if self.gpu:
+            d["gpu"] = {name: dataclasses.asdict(g) for name, g in self.gpu.items()}
+        if self.logits_rel_error is not None:
+            d.update(logits_rel_error=self.logits_rel_error, tokens=self.tokens)
+        return d
+
     def to_json(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _EXTRA}
         d["ops"] = [dataclasses.asdict(op) for op in self.ops]
         d["assumptions"] = list(self.assumptions)
-        d.update(time_s=self.time_s, energy_j=self.energy_j, **self.extra)
+        d.update(time_s=self.time_s, energy_j=self.energy_j, **self.extra_json())
         return json.loads(json.dumps(d, default=str))
+
+
+_EXTRA = frozenset({"arch_summary", "target_report", "gpu", "logits_rel_error", "tokens"})

@@ -97,5 +97,5 @@ def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
         bytes={k.removesuffix("_bytes"): int(v) for k, v in totals.items() if k.endswith("_bytes")},
         ops=_op_stats(program, timeline, costs, machine),
         arch=dataclasses.asdict(arch), assumptions=assumptions,
-        extra={"arch_summary": arch.summary(), **run.report(timeline, cycles)})
+        arch_summary=arch.summary(), target_report=run.report(timeline, cycles))
     return Simulation(result, memory)

@@ -14,7 +14,7 @@ from typing import Sequence
 from arch import ArchError, load_arch
 from compiler.ir import Graph
 from sim.gpu import calibrate, gpu_baseline, load_calibration
-from sim.result import SimResult
+from sim.result import GpuComparison, SimResult
 from tessel.gpu_kernels import graph_kernels
 
 __all__ = ["GPU_PRESETS", "compare_gpus", "parse_gpus"]
@@ -51,7 +51,7 @@ def _calibrated(path: Path):
 
 
 def compare_gpus(graph: Graph, result: SimResult, gpus: Sequence[str], mode: str = "graph",
-                 calibration: Path | None = None) -> dict[str, dict]:
+                 calibration: Path | None = None) -> dict[str, GpuComparison]:
     """Per GPU: time, energy, and the accelerator's speedup and energy efficiency against it."""
     archs = [load_arch(name) for name in gpus]
     if calibration is not None:
@@ -62,10 +62,8 @@ def compare_gpus(graph: Graph, result: SimResult, gpus: Sequence[str], mode: str
     table = {}
     for gpu in archs:
         base = gpu_baseline(kernels, gpu, mode)
-        table[gpu.name] = {
-            "mode": mode, "time_s": base.time_s, "energy_j": base.energy_j,
-            "avg_power_w": base.avg_power_w,
-            "speedup": base.time_s / result.time_s if result.time_s else None,
-            "energy_efficiency": base.energy_j / result.energy_j if result.energy_j else None,
-        }
+        table[gpu.name] = GpuComparison(
+            mode=mode, time_s=base.time_s, energy_j=base.energy_j, avg_power_w=base.avg_power_w,
+            speedup=base.time_s / result.time_s if result.time_s else None,
+            energy_efficiency=base.energy_j / result.energy_j if result.energy_j else None)
     return table

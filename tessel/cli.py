@@ -20,12 +20,12 @@ from compiler.driver import decode_logits, prefill_logits
 from compiler.frontend import Model, load_model, to_text
 from compiler.ir import GraphError
 from compiler.phase import Phase
-from compiler.targets import TARGETS
 from tessel.coe import PCIE_GBPS
 from tessel.errors import USER_ERRORS, UsageError
 from tessel.files import atomic_write
 from tessel.request import make_request, resolve_phase
 from tessel.table import render_table
+from tessel.targets import TARGETS, target
 
 
 class _Parser(argparse.ArgumentParser):
@@ -113,7 +113,7 @@ def _target_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from tessel.driver import compile_graph, load_target_arch, model_feeds
+    from tessel.driver import compile_model_graph, model_feeds
     if args.dump_after:
         return _dump_after(args)
     if args.output is None:
@@ -124,9 +124,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         raise isa.IsaError(f"{out}: output must be a .tbin or .tasm file")
     model = load_model(args.model)
     phase = _phase(args, model, args.tokens)
-    arch = load_target_arch(args.target, args.arch, args.set)
+    arch = target(args.target).load_arch(args.arch, args.set)
     feeds = model_feeds(model, phase, args.tokens) if args.with_data else None
-    lowered = compile_graph(model, model.graph(phase), args.target, arch, _dtype(args), feeds)
+    lowered = compile_model_graph(model, model.graph(phase), args.target, arch, _dtype(args), feeds)
     isa.verify(lowered.program, arch.machine_view())
     isa.save(lowered.program, out)
     print(f"wrote {out}: {len(lowered.program.instructions):,} instructions for {arch.name}"
@@ -137,12 +137,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def _dump_after(args: argparse.Namespace) -> int:
     """Print what one compilation step decided (compiler/pipeline.py); nothing is written."""
     from compiler.pipeline import dump_after
-    from compiler.targets import PIPELINES
-    from tessel.driver import load_target_arch
     model = load_model(args.model)
-    arch = load_target_arch(args.target, args.arch, args.set)
+    chosen = target(args.target)
+    arch = chosen.load_arch(args.arch, args.set)
     graph = model.graph(_phase(args, model, args.tokens))
-    print(dump_after(PIPELINES[args.target], graph, arch, _dtype(args), args.dump_after))
+    print(dump_after(chosen.pipeline, graph, arch, _dtype(args), args.dump_after))
     return 0
 
 
@@ -152,7 +151,7 @@ def _dtype(args: argparse.Namespace) -> isa.DType | None:
 
 def cmd_sim(args: argparse.Namespace) -> int:
     from tessel.baselines import parse_gpus
-    from tessel.driver import load_target_arch, run, simulate_file
+    from tessel.driver import run, simulate_file
     from tessel.report import render_result
     if (args.program is None) == (args.model is None):
         raise GraphError("give either --model M or a PROGRAM.tbin file")
@@ -164,7 +163,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     else:
         model = load_model(args.model)
         phase = _phase(args, model, args.tokens)
-        arch = load_target_arch(args.target, args.arch, args.set)
+        arch = target(args.target).load_arch(args.arch, args.set)
         numerics = (False if args.no_functional
                     else True if args.functional or args.tokens or args.logits else None)
         if args.logits and not numerics:
@@ -190,7 +189,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from tessel.baselines import parse_gpus
     from tessel.compare import render_comparison
-    from tessel.driver import load_target_arch, run
+    from tessel.driver import run
     model = load_model(args.model)
     phase = _phase(args, model)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -198,7 +197,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if unknown or not targets:
         raise UsageError(f"--targets: unknown target '{unknown[0] if unknown else ''}' "
                          f"(targets: {', '.join(TARGETS)})")
-    requests = [make_request(model, t, load_target_arch(t, None, []), phase,
+    requests = [make_request(model, t, TARGETS[t].load_arch(), phase,
                              numerics=False if args.no_functional else None, gpus=parse_gpus(args.gpu))
                 for t in targets]
     functional = all(r.numerics for r in requests)
@@ -214,8 +213,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_coe(args: argparse.Namespace) -> int:
     from tessel.coe import expert, switch_times
-    from tessel.driver import load_target_arch
-    arch = load_target_arch("dataflow", args.arch, args.set)
+    arch = TARGETS["dataflow"].load_arch(args.arch, args.set)
     switches = switch_times([expert(n.strip()) for n in args.models.split(",") if n.strip()],
                             arch, args.pcie)
     rows = [(s.expert.name, f"{s.expert.weight_bytes:,}", f"{s.switch_s * 1e3:.4g} ms",

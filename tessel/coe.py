@@ -13,7 +13,7 @@ from arch.dataflow import DataflowArch
 from compiler.frontend import load_model
 from compiler.ir import GraphError
 from compiler.targets.dataflow.coe import switch_program
-from sim.machines import MACHINES
+from sim.machines import DataflowMachine
 from sim.simulate import simulate
 
 __all__ = ["PCIE_GBPS", "SIZE_ONLY_EXPERTS", "Expert", "Switch", "expert", "switch_times"]
@@ -60,7 +60,7 @@ def switch_times(experts: Sequence[Expert], arch: DataflowArch, pcie: str) -> li
     if not experts:
         raise GraphError("--models: give at least one expert")
     program = switch_program([(e.name, e.weight_bytes) for e in experts], arch)
-    result = simulate(program, MACHINES["dataflow"](arch), functional=False).result
+    result = simulate(program, DataflowMachine(arch), functional=False).result
     span = {o.name: o.cycles / result.clock_hz for o in result.ops}   # op "switch.i": the i-th switch
     return [Switch(e, span[f"switch.{i}"], e.weight_bytes / (PCIE_GBPS[pcie] * 1e9))
             for i, e in enumerate(experts)]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from sim.machines.pim.report import PimReport
 from sim.result import SimResult
 from tessel.table import render_table, si
 
@@ -18,8 +19,6 @@ def compare_rows(results: Sequence[SimResult], tokens: int) -> list[tuple[str, .
     def row(name, cell):
         return (name, *(cell(r) for r in results))
 
-    def extra(key, fmt):
-        return lambda r: fmt(r.extra[key]) if key in r.extra else "-"
 
     rows = [
         row("architecture", lambda r: r.arch_name),
@@ -29,16 +28,17 @@ def compare_rows(results: Sequence[SimResult], tokens: int) -> list[tuple[str, .
         row("energy", lambda r: si(r.energy_j, "J")),
         row("MAC utilization", lambda r: _pct(r.mac_utilization)),
         row("instructions", lambda r: f"{r.instructions:,}"),
-        row("logits vs reference", extra("logits_rel_error", lambda v: f"{v:.2e}")),
-        row("row-buffer hit rate", extra("row_hit_rate", _pct)),
+        row("logits vs reference",
+            lambda r: f"{r.logits_rel_error:.2e}" if r.logits_rel_error is not None else "-"),
+        row("row-buffer hit rate",
+            lambda r: _pct(r.target_report.row_hit_rate) if isinstance(r.target_report, PimReport) else "-"),
     ]
-    gpus = sorted({g for r in results for g in r.extra.get("gpu", {})})
+    gpus = sorted({g for r in results for g in r.gpu})
     for g in gpus:
         rows.append(row(f"speedup vs {g}",
-                        lambda r, g=g: f"{r.extra['gpu'][g]['speedup']:.3g}x" if g in r.extra.get("gpu", {}) else "-"))
+                        lambda r, g=g: f"{r.gpu[g].speedup:.3g}x" if g in r.gpu else "-"))
         rows.append(row(f"energy eff. vs {g}",
-                        lambda r, g=g: f"{r.extra['gpu'][g]['energy_efficiency']:.3g}x"
-                        if g in r.extra.get("gpu", {}) else "-"))
+                        lambda r, g=g: f"{r.gpu[g].energy_efficiency:.3g}x" if g in r.gpu else "-"))
     return rows
 
 

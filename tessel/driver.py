@@ -13,30 +13,20 @@ import numpy as np
 
 import isa
 from isa.bulk import no_gc
-from arch import TargetArch, load_arch
+from arch import TargetArch
 from compiler.driver import check_tokens, kv_feeds, token_feeds
 from compiler.frontend import Model
 from compiler.ir import Graph, GraphError
 from compiler.phase import Phase, prefill
 from compiler.reference import execute
-from compiler.targets import DEFAULT_ARCH, TARGETS, CompileError, Lowered
+from compiler.targets import Lowered
 from compiler.targets.data import read_value
-from sim.machines import MACHINES
-from sim.simulate import simulate
 from sim.result import SimResult
 from tessel.baselines import compare_gpus
 from tessel.request import RunRequest, default_tokens
+from tessel.targets import target
 
-__all__ = ["compile_graph", "run", "Run", "load_target_arch", "model_feeds", "simulate_file"]
-
-
-def load_target_arch(target: str, spec: str | None, overrides: Sequence[str]) -> TargetArch:
-    if target not in TARGETS:
-        raise CompileError(f"unknown target '{target}' (one of {', '.join(TARGETS)})")
-    arch = load_arch(spec or DEFAULT_ARCH[target], overrides)
-    if arch.target != target:
-        raise CompileError(f"architecture '{arch.name}' is for target '{arch.target}', not '{target}'")
-    return arch
+__all__ = ["compile_model_graph", "run", "Run", "model_feeds", "simulate_file"]
 
 
 def _feeds(model: Model, phase: Phase, tokens: Sequence[int]) -> dict[str, np.ndarray]:
@@ -61,16 +51,18 @@ def model_feeds(model: Model, phase: Phase, tokens: Sequence[int] | None) -> dic
 def simulate_file(path, arch_spec: str | None, overrides: Sequence[str], functional: bool) -> SimResult:
     """Simulate a program file on its target's (or the given) architecture."""
     program = isa.load(path)
-    arch = load_target_arch(program.target, arch_spec, overrides)
+    where = target(program.target)
+    arch = where.load_arch(arch_spec, overrides)
     functional = functional and program.data is not None
-    return simulate(program, MACHINES[program.target](arch), functional=functional,
-                    assumptions=(f"program file {path}",)).result
+    return where.simulate(program, arch, functional=functional,
+                          assumptions=(f"program file {path}",)).result
 
 
-def compile_graph(model: Model, graph: Graph, target: str, arch, dtype: isa.DType | None = None,
-                  feeds: dict | None = None) -> Lowered:
-    """Lower one of the model's graphs; with feeds, the program carries weights and inputs."""
-    lowered = TARGETS[target](graph, arch, dtype)
+def compile_model_graph(model: Model, graph: Graph, name: str, arch: TargetArch,
+                        dtype: isa.DType | None = None, feeds: dict | None = None) -> Lowered:
+    """Lower one of the model's graphs for target `name`; with feeds, the program carries
+    weights and inputs."""
+    lowered = target(name).compile(graph, arch, dtype)
     if feeds is not None:
         data = lowered.initial_data(graph, model.weights, feeds)
         lowered = replace(lowered, program=replace(lowered.program, data=data))
@@ -96,20 +88,21 @@ def _run(req: RunRequest) -> Run:
     model, phase, arch = req.model, req.phase, req.arch
     graph = model.graph(phase)
     feeds = _feeds(model, phase, req.tokens) if req.numerics else None
-    lowered = compile_graph(model, graph, req.target, arch, req.dtype, feeds)
+    lowered = compile_model_graph(model, graph, req.target, arch, req.dtype, feeds)
     assumptions = (f"operand type {lowered.dtype.value}, fp32 accumulation"
                    + (f" (energy per MAC as the preset's {arch.dtype})" if lowered.dtype.value != arch.dtype else ""),
                    *lowered.assumptions,
                    f"phase: {phase}" if phase else f"graph: {graph.name}")
-    sim = simulate(lowered.program, MACHINES[req.target](arch), functional=req.numerics, assumptions=assumptions)
+    sim = target(req.target).simulate(lowered.program, arch, functional=req.numerics,
+                                      assumptions=assumptions)
     comparison = compare_gpus(graph, sim.result, req.gpus, req.gpu_mode, req.gpu_calibration)
     if comparison:
-        sim = replace(sim, result=replace(sim.result, extra={**sim.result.extra, "gpu": comparison}))
+        sim = replace(sim, result=replace(sim.result, gpu=comparison))
     if not req.numerics:
         return Run(sim.result, None, None)
     program = lowered.program
     logits = read_value(lambda s: sim.memory.read_symbol(program, s), lowered.plan, graph.outputs[0])[0]
     reference = execute(graph, model.weights, feeds)[graph.outputs[0]][0]
     error = float(np.abs(logits - reference).max() / np.abs(reference).max())
-    extra = {"logits_rel_error": error, "tokens": len(req.tokens)}
-    return Run(replace(sim.result, extra={**sim.result.extra, **extra}), logits.astype(np.float32), reference)
+    result = replace(sim.result, logits_rel_error=error, tokens=len(req.tokens))
+    return Run(result, logits.astype(np.float32), reference)

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from sim.result import SimResult
-from tessel.report_extra import extra_table
 from tessel.table import render_table, si
+from tessel.targets import TARGETS
 
 __all__ = ["render_result"]
 
@@ -15,7 +15,7 @@ def _pct(x: float) -> str:
 def render_result(r: SimResult, title: str, top_ops: int = 10) -> str:
     lines = [title,
              f"architecture: {r.arch_name} ({r.target}"
-             + (f", {r.extra['arch_summary']}" if "arch_summary" in r.extra else "")
+             + (f", {r.arch_summary}" if r.arch_summary else "")
              + f", clock {r.clock_hz / 1e6:g} MHz)", ""]
     energy = ", ".join(f"{k} {si(v, 'J')}" for k, v in r.energy_breakdown_j.items())
     summary = [
@@ -24,23 +24,23 @@ def render_result(r: SimResult, title: str, top_ops: int = 10) -> str:
         ("energy", si(r.energy_j, "J"), energy),
         ("MAC utilization", _pct(r.mac_utilization), f"{r.macs:,} useful MACs"),
     ]
-    if "logits_rel_error" in r.extra:
-        summary.append(("logits vs reference", f"{r.extra['logits_rel_error']:.2e}",
+    if r.logits_rel_error is not None:
+        summary.append(("logits vs reference", f"{r.logits_rel_error:.2e}",
                         "max |sim - ref| / max |ref|"))
     lines.append(render_table(("metric", "value", "detail"), summary))
-    lines.extend(extra_table(r.target, r.extra))
+    lines.extend(TARGETS[r.target].report_rows(r))
     lines.append("")
     units = [(u, f"{r.unit_busy_cycles[u]:,}", _pct(r.utilization[u])) for u in r.unit_busy_cycles]
     lines.append(render_table(("unit", "busy cycles", "utilization"), units))
     lines.append("")
     lines.append(render_table(("traffic", "bytes"), [(k, f"{v:,}") for k, v in r.bytes.items()]))
-    if r.extra.get("gpu"):
+    if r.gpu:
         lines.append("")
-        mode = next(iter(r.extra["gpu"].values()))["mode"]
+        mode = next(iter(r.gpu.values())).mode
         lines.append(f"GPU baselines (same graph in fp16, {mode} mode; ratios are GPU / {r.arch_name})")
-        rows = [(name, f"{g['time_s'] * 1e3:.4g} ms", si(g["energy_j"], "J"), f"{g['avg_power_w']:.0f} W",
-                 f"{g['speedup']:.3g}x", f"{g['energy_efficiency']:.3g}x")
-                for name, g in r.extra["gpu"].items()]
+        rows = [(name, f"{g.time_s * 1e3:.4g} ms", si(g.energy_j, "J"), f"{g.avg_power_w:.0f} W",
+                 f"{g.speedup:.3g}x", f"{g.energy_efficiency:.3g}x")
+                for name, g in r.gpu.items()]
         lines.append(render_table(("gpu", "time", "energy", "power", "speedup", "energy eff."), rows))
     if r.ops:
         lines.append("")

@@ -1,10 +1,8 @@
-"""Machine models, one per target, in an explicit registry: MACHINES["systolic"](arch)."""
-from sim.machines.base import Costs, Machine
+"""Machine models, one folder per target (systolic/, pim/, dataflow/); base.py is what every
+machine gives the simulator. Which machine times which target: tessel/targets.py."""
+from sim.machines.base import Costs, Machine, MachineRun
 from sim.machines.dataflow import DataflowMachine
 from sim.machines.pim import PimMachine
 from sim.machines.systolic import SystolicMachine
 
-__all__ = ["MACHINES", "Machine", "Costs"]
-
-MACHINES: dict[str, type[Machine]] = {"systolic": SystolicMachine, "pim": PimMachine,
-                                      "dataflow": DataflowMachine}
+__all__ = ["Machine", "MachineRun", "Costs", "SystolicMachine", "PimMachine", "DataflowMachine"]

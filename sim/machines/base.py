@@ -17,6 +17,7 @@ from typing import Any, Callable, ClassVar, Generic, Mapping, TypeVar
 import numpy as np
 
 import isa
+from sim.result import TargetReport
 from sim.engine import Timeline
 
 __all__ = ["Machine", "MachineRun", "Costs"]
@@ -82,6 +83,6 @@ class MachineRun:
         refreshes a controller issued), added to the sums of `Costs.events`."""
         return {}
 
-    def report(self, timeline: Timeline, cycles: int) -> dict[str, Any]:
-        """Target-specific figures for SimResult.extra, after the run."""
-        return {}
+    def report(self, timeline: Timeline, cycles: int) -> TargetReport | None:
+        """What only this target measures (SimResult.target_report), after the run."""
+        return None

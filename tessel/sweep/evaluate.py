@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from compiler.frontend import Model, load_model
-from tessel.driver import load_target_arch, run
+from tessel.driver import run
 from tessel.errors import USER_ERRORS
 from tessel.request import make_request
+from tessel.targets import target
 from tessel.sweep.metrics import flatten
 from tessel.sweep.points import Task
 
@@ -36,7 +37,7 @@ def _model(spec: str) -> Model:
 def evaluate_point(task: Task) -> Outcome:
     start = time.perf_counter()
     try:
-        arch = load_target_arch(task.target, task.base, task.overrides)
+        arch = target(task.target).load_arch(task.base, task.overrides)
         result = run(make_request(_model(task.model), task.target, arch, task.phase,
                                   numerics=False)).result
     except USER_ERRORS as e:

@@ -45,7 +45,7 @@ def flatten(result: SimResult, phase: Phase | None) -> dict[str, float | int]:
     figures: dict[str, float | int] = {name: getattr(result, name) for name in SCALAR_METRICS}
     for table in DICT_METRICS:
         figures.update({f"{table}.{k}": v for k, v in getattr(result, table).items()})
-    figures.update({f"extra.{k}": v for k, v in result.extra.items() if _number(v)})
+    figures.update({f"extra.{k}": v for k, v in result.extra_json().items() if _number(v)})
     if phase is not None and result.time_s > 0:
         figures["tokens_per_s"] = phase.seq * phase.batch / result.time_s
     return figures

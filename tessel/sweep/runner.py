@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from compiler.targets import TARGETS
+from tessel.targets import TARGETS
 from tessel.sweep.executors import dask_cluster, local_pool, parse_dask_address
 from tessel.sweep.params import SweepError
 from tessel.sweep.pareto import plot_fronts

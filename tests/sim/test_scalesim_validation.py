@@ -23,8 +23,7 @@ import pytest
 from arch import load_arch
 from compiler.frontend import load_model
 from compiler.phase import prefill
-from compiler.targets import TARGETS
-from sim.machines import MACHINES
+from tessel.targets import TARGETS
 from sim.simulate import simulate
 from sim.timing import gemm_cycles
 
@@ -52,8 +51,8 @@ def mxu_run(tmp_path: Path, m: int, n: int, k: int, overrides: list[str]) -> tup
     """(matrix-unit busy cycles, gemm instructions) of the GEMM on systolic-128 + overrides."""
     arch = load_arch("systolic-128", overrides)
     graph = load_model(str(gemm_graph(tmp_path, m, n, k))).fixed_graph
-    program = TARGETS["systolic"](graph, arch).program
-    result = simulate(program, MACHINES["systolic"](arch), functional=False).result
+    program = TARGETS["systolic"].compile(graph, arch).program
+    result = simulate(program, TARGETS["systolic"].machine(arch), functional=False).result
     opcodes = Counter(ins.opcode for ins in program.instructions)
     return result.unit_busy_cycles["mxu"], opcodes["gemm"]
 
@@ -125,6 +124,6 @@ def test_gpt2_prefill_matrix_cycles_match_scalesim_arithmetic(side, dataflow):
     # LM head's split into column tiles adds nothing: one cycle per GEMM above SCALE-Sim
     arch = load_arch("systolic-128", [f"rows={side}", f"cols={side}", f"dataflow={dataflow}"])
     graph = load_model("gpt2").graph(prefill(128))
-    program = TARGETS["systolic"](graph, arch).program
-    result = simulate(program, MACHINES["systolic"](arch), functional=False).result
+    program = TARGETS["systolic"].compile(graph, arch).program
+    result = simulate(program, TARGETS["systolic"].machine(arch), functional=False).result
     assert result.unit_busy_cycles["mxu"] == GPT2_PREFILL_128[side, dataflow] + GPT2_GEMMS

@@ -22,9 +22,9 @@ GRANULARITIES = ("operator", "layer", "model")
 def test_logits_match_reference_at_every_granularity(tiny_hf, phase, granularity):
     arch = load_arch("dataflow-small", [f"kernel_granularity={granularity}"])
     outcome = run(make_request(load_model(str(tiny_hf)), "dataflow", arch, phase, numerics=True))
-    assert outcome.result.extra["logits_rel_error"] < BF16_TOLERANCE
-    d = outcome.result.extra["dataflow"]
-    assert d["granularity"] == granularity and d["calls"] >= 1
+    assert outcome.result.logits_rel_error < BF16_TOLERANCE
+    d = outcome.result.target_report
+    assert d.granularity == granularity and d.calls >= 1
 
 
 def test_gpt2_decode_on_sn40l_matches_reference_and_fusion_beats_per_operator():
@@ -35,7 +35,7 @@ def test_gpt2_decode_on_sn40l_matches_reference_and_fusion_beats_per_operator():
         outcome = run(make_request(model, "dataflow", arch, decode(8), numerics=granularity == "model"))
         times[granularity] = outcome.result.time_s
         if granularity == "model":
-            assert outcome.result.extra["logits_rel_error"] < BF16_TOLERANCE
+            assert outcome.result.logits_rel_error < BF16_TOLERANCE
     assert times["operator"] > times["layer"] > times["model"]
 
 
@@ -44,7 +44,7 @@ def test_gpt2_xl_decode_granularities_rank_as_the_paper():
     calls, times = {}, {}
     for granularity in GRANULARITIES:
         result = run(make_request(model, "dataflow", load_arch("sn40l", [f"kernel_granularity={granularity}"]), decode(32), numerics=False)).result
-        times[granularity], calls[granularity] = result.time_s, result.extra["dataflow"]["calls"]
+        times[granularity], calls[granularity] = result.time_s, result.target_report.calls
     assert times["operator"] > 2 * times["layer"] > 2 * times["model"]     # fusion: paper 2-13x
     assert times["layer"] > times["model"]                                # kernel looping
     assert calls["model"] < calls["layer"] < calls["operator"]
@@ -53,8 +53,8 @@ def test_gpt2_xl_decode_granularities_rank_as_the_paper():
 def test_weights_spill_to_ddr_when_hbm_is_full():
     arch = load_arch("dataflow-small", ["hbm_bytes=134217728"])         # 128 MiB < gpt2's 250 MB
     result = run(make_request(load_model("gpt2"), "dataflow", arch, decode(4), numerics=False)).result
-    d = result.extra["dataflow"]
-    assert d["tier_held_bytes"]["ddr"] > 0 and result.bytes["ddr_read"] > 0
+    d = result.target_report
+    assert d.tier_held_bytes["ddr"] > 0 and result.bytes["ddr_read"] > 0
 
 
 def test_model_larger_than_hbm_plus_ddr_is_refused_with_sizes():

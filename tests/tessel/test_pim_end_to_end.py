@@ -8,7 +8,8 @@ import isa
 from arch import load_arch
 from compiler.frontend import load_model
 from compiler.phase import decode, prefill
-from compiler.targets import TARGETS, CompileError
+from compiler.targets import CompileError
+from tessel.targets import TARGETS
 from sim.machines.pim import PimMachine
 from tessel.driver import run
 from tessel.request import make_request
@@ -23,26 +24,26 @@ BF16_TOLERANCE = 3e-2          # docs/validation.md: bf16 storage, fp32 accumula
 def test_logits_match_reference(phase):
     model = load_model(TINY)
     outcome = run(make_request(model, "pim", load_arch("pim-gpt"), phase, numerics=True))
-    assert outcome.result.extra["logits_rel_error"] < BF16_TOLERANCE
+    assert outcome.result.logits_rel_error < BF16_TOLERANCE
     assert outcome.result.macs > 0
 
 
 def test_gpt2_decode_logits_and_report():
     outcome = run(make_request(load_model("gpt2"), "pim", load_arch("pim-gpt"), decode(16), numerics=True))
     r = outcome.result
-    assert r.extra["logits_rel_error"] < BF16_TOLERANCE
-    assert 0.9 < r.extra["row_hit_rate"] < 1.0
+    assert r.logits_rel_error < BF16_TOLERANCE
+    assert 0.9 < r.target_report.row_hit_rate < 1.0
     assert set(r.energy_breakdown_j) == {"act_pre", "mac", "reads", "io", "asic", "static"}
-    assert r.extra["dram_commands"]["MAC_ALL"] * 16 * 16 == r.macs
-    assert len(r.extra["mac_utilization_per_channel"]) == 8
-    assert r.extra["clock_domains"]["asic"]["clock_mhz"] == 1000
-    assert 0 < r.extra["non_vmm_share"] < 1
+    assert r.target_report.dram_commands["MAC_ALL"] * 16 * 16 == r.macs
+    assert len(r.target_report.mac_utilization_per_channel) == 8
+    assert r.target_report.clock_domains["asic"].clock_mhz == 1000
+    assert 0 < r.target_report.non_vmm_share < 1
 
 
 def test_model_too_large_names_the_sizes():
     arch = load_arch("pim-gpt", ["rows=2048"])
     with pytest.raises(CompileError, match=r"needs [\d,]+ bytes of PIM DRAM .* has [\d,]+"):
-        TARGETS["pim"](load_model("gpt2-xl").graph(decode(8)), arch)
+        TARGETS["pim"].compile(load_model("gpt2-xl").graph(decode(8)), arch)
 
 
 def test_cli_error_is_one_line():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler.targets import TARGETS
+from tessel.targets import TARGETS
 from tessel.cli import main
 from tessel.sweep import load_spec, run_sweep
 from tessel.sweep.evaluate import evaluate_point

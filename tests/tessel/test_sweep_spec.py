@@ -131,7 +131,7 @@ def test_bad_specs_are_rejected_naming_file_and_key(tmp_path, body, message):
 def test_pim_mac_lanes_swept_alone_fails_per_point_not_per_value(tmp_path):
     """A lane count is a valid value of its field; only the point (lanes != burst_bytes / 2)
     is invalid, so it is a failed point with the architecture's reason, not a spec error."""
-    from compiler.targets import TARGETS
+    from tessel.targets import TARGETS
     from tessel.sweep.evaluate import evaluate_point
     if "pim" not in ARCH_CLASSES or "pim" not in TARGETS:
         pytest.skip("the pim target is missing (architecture or compiler not registered)")

@@ -30,7 +30,7 @@ def test_hf_checkpoint_logits_match_reference(tiny_hf, arch, phase, dtype, toler
     tokens = json.loads((tiny_hf / "tokens.json").read_text())["tokens"]
     a = load_arch("systolic-128", [f"dtype={dtype}"])
     outcome = run(make_request(load_model(str(tiny_hf)), "systolic", a, phase, numerics=True, tokens=tokens))
-    assert outcome.result.extra["logits_rel_error"] < tolerance
+    assert outcome.result.logits_rel_error < tolerance
     expected = np.load(tiny_hf / ("expected_logits.npy" if phase.kind == "prefill" else "expected_decode_logits.npy"))
     got = outcome.logits if phase.kind == "prefill" else outcome.logits[-1:]
     assert np.abs(got - expected).max() / np.abs(expected).max() < max(tolerance, 1e-4)
@@ -40,14 +40,14 @@ def test_hf_checkpoint_logits_match_reference(tiny_hf, arch, phase, dtype, toler
 def test_gpt2_fp32_logits_match_reference(phase):
     a = load_arch("systolic-32", ["dtype=fp32"])        # small buffers: many tiles per GEMM
     outcome = run(make_request(load_model("gpt2"), "systolic", a, phase, numerics=True))
-    assert outcome.result.extra["logits_rel_error"] < FP32_TOLERANCE
+    assert outcome.result.logits_rel_error < FP32_TOLERANCE
 
 
 def test_other_dataflows_compute_the_same_logits(tiny_hf):
     for dataflow in ("os", "is"):
         a = load_arch("systolic-32", ["dtype=fp32", f"dataflow={dataflow}"])
         outcome = run(make_request(load_model(str(tiny_hf)), "systolic", a, prefill(12), numerics=True))
-        assert outcome.result.extra["logits_rel_error"] < FP32_TOLERANCE
+        assert outcome.result.logits_rel_error < FP32_TOLERANCE
 
 
 def test_cli_decode_writes_one_row_of_logits(capsys, tmp_path, tiny_hf):
@@ -113,8 +113,9 @@ def test_too_small_sram_names_the_op_and_the_sizes():
     from arch import load_arch
     from compiler.frontend import load_model
     from compiler.phase import decode
-    from compiler.targets import TARGETS, CompileError
+    from compiler.targets import CompileError
+    from tessel.targets import TARGETS
     arch = load_arch("systolic-128", ["sram_bytes=100000"])
     with pytest.raises(CompileError, match=r"op 'h.0.ln_1' \(layernorm\): one row needs 7744 bytes "
                                            r"of the vp_in slot \(6208 of them fixed\), which holds 6976"):
-        TARGETS["systolic"](load_model("gpt2").graph(decode(8)), arch)
+        TARGETS["systolic"].compile(load_model("gpt2").graph(decode(8)), arch)

@@ -9,9 +9,8 @@ from compiler.targets.dataflow.place import Placement, mask_bytes, place, pmu_ar
 from compiler.targets.dataflow.sections import Sections, partition
 from compiler.targets.steps import PRECISION, STORAGE
 
-__all__ = ["PIPELINE", "DEFAULT_ARCH"]
+__all__ = ["PIPELINE"]
 
-DEFAULT_ARCH = "sn40l"
 
 
 def _sections(c: Compilation) -> Sections:

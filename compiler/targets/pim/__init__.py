@@ -11,9 +11,8 @@ from compiler.targets.pim.lowering import PimLowering
 from compiler.targets.pim.placement import PimPlacement, place
 from compiler.targets.steps import PRECISION, STORAGE
 
-__all__ = ["PIPELINE", "DEFAULT_ARCH", "PimLowered"]
+__all__ = ["PIPELINE", "PimLowered"]
 
-DEFAULT_ARCH = "pim-gpt"
 
 
 def _precision(c: Compilation) -> Precision:

@@ -7,9 +7,8 @@ from compiler.targets.steps import PRECISION, STORAGE
 from compiler.targets.systolic.lowering import SystolicLowering
 from compiler.targets.systolic.memory import DramLayout, SramLayout, plan_dram, plan_sram
 
-__all__ = ["PIPELINE", "DEFAULT_ARCH"]
+__all__ = ["PIPELINE"]
 
-DEFAULT_ARCH = "systolic-128"
 
 
 def _dram(c: Compilation) -> DramLayout:

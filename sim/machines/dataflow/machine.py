@@ -20,7 +20,8 @@ import isa
 from arch.dataflow import DataflowArch
 from sim.machines.base import Costs, Machine
 from sim.machines.dataflow.pipeline import PipelineTiming, section_timing
-from sim.machines.dataflow.run import OFF_CHIP, CallTiming, DataflowRun
+from sim.machines.dataflow.report import CallTiming
+from sim.machines.dataflow.run import OFF_CHIP, DataflowRun
 from sim.machines.decode import CostSheet, CostTable, decode
 from sim.timing import gemm_cycles, reduce_cycles, vector_cycles
 

@@ -7,32 +7,15 @@ from typing import Callable, Mapping
 import isa
 from sim.engine import Timeline
 from sim.machines.base import MachineRun
-from sim.machines.dataflow.pipeline import PipelineTiming
+from sim.machines.dataflow.report import CallTiming, DataflowReport
 
-__all__ = ["DataflowRun", "CallTiming", "OFF_CHIP", "ASSUMPTIONS"]
+__all__ = ["DataflowRun", "OFF_CHIP", "ASSUMPTIONS"]
 
 OFF_CHIP = ("hbm", "ddr")
 ASSUMPTIONS = ("section values stay in PMUs; only section inputs, outputs and weights cross HBM/DDR",
                "a section's time is its df.run pipeline (launch + fill + tiles x steady + drain); "
                "body instructions take none of their own",
                "PCUs are shared among a section's stages in proportion to their work")
-
-
-@dataclass(frozen=True, slots=True)
-class CallTiming:
-    """One `df.run` call's pipeline, as the report lists it."""
-
-    first_op: str                # the op its body starts with
-    loops: int
-    tiles: int
-    stages: int
-    timing: PipelineTiming
-
-    def as_report(self) -> dict:
-        t = self.timing
-        return {"loops": self.loops, "tiles": self.tiles, "stages": self.stages, "cycles": t.cycles,
-                "launch": t.launch_cycles, "fill": t.fill_cycles, "steady": t.steady_cycles,
-                "drain": t.drain_cycles, "bound": t.bound, "first_op": self.first_op}
 
 
 @dataclass(eq=False)
@@ -58,7 +41,7 @@ class DataflowRun(MachineRun):
                 "df.stream": lambda ins: copy(ins["dst"], ins["src"], ins["tiles"] * ins["tile_bytes"]),
                 "df.xfer": lambda ins: copy(ins["dst"], ins["src"], ins["kib"] * 1024)}
 
-    def report(self, timeline: Timeline, cycles: int) -> dict:
+    def report(self, timeline: Timeline, cycles: int) -> DataflowReport:
         """Figures beyond the common ones: tiers, PCU/PMU utilisation, sections, switch time."""
         program, arch = self.program, self.machine.arch
         totals = {k: float(v.sum()) for k, v in self.costs.events.items()}
@@ -67,18 +50,17 @@ class DataflowRun(MachineRun):
         configs = {program.instructions[i]["id"] for i in runs}
         pmus_peak = max((program.instructions[i]["pmus"] for i, ins in enumerate(program.instructions)
                          if ins.opcode == "df.section"), default=0)
-        return {"dataflow": {
-            "granularity": arch.kernel_granularity,
-            "calls": len(runs), "sections": int(totals["sections"]), "configurations": len(configs),
-            "tier_bytes": {"sram": int(totals["sram_bytes"]),
-                           "hbm": int(totals["hbm_read_bytes"] + totals["hbm_write_bytes"]),
-                           "ddr": int(totals["ddr_read_bytes"] + totals["ddr_write_bytes"])},
-            "tier_occupancy": {"sram": pmus_peak / arch.pmus, "hbm": held["hbm"] / arch.hbm_bytes,
-                               "ddr": held["ddr"] / arch.ddr_bytes},
-            "tier_held_bytes": {"sram": pmus_peak * arch.pmu_bytes, **held},
-            "pcu_utilization": totals["pcu_work_cycles"] / (arch.pcus * cycles) if cycles else 0.0,
-            "pmu_utilization": totals["pmu_cycles"] / (arch.pmus * cycles) if cycles else 0.0,
-            "switch_s": totals["switch_cycles"] / arch.clock_hz,
-            "calls_timing": [c.as_report() for c in sorted(self.calls, key=lambda c: -c.timing.cycles)],
-            "assumptions": ASSUMPTIONS,
-        }}
+        return DataflowReport(
+            granularity=arch.kernel_granularity,
+            calls=len(runs), sections=int(totals["sections"]), configurations=len(configs),
+            tier_bytes={"sram": int(totals["sram_bytes"]),
+                        "hbm": int(totals["hbm_read_bytes"] + totals["hbm_write_bytes"]),
+                        "ddr": int(totals["ddr_read_bytes"] + totals["ddr_write_bytes"])},
+            tier_occupancy={"sram": pmus_peak / arch.pmus, "hbm": held["hbm"] / arch.hbm_bytes,
+                            "ddr": held["ddr"] / arch.ddr_bytes},
+            tier_held_bytes={"sram": pmus_peak * arch.pmu_bytes, **held},
+            pcu_utilization=totals["pcu_work_cycles"] / (arch.pcus * cycles) if cycles else 0.0,
+            pmu_utilization=totals["pmu_cycles"] / (arch.pmus * cycles) if cycles else 0.0,
+            switch_s=totals["switch_cycles"] / arch.clock_hz,
+            calls_timing=tuple(sorted(self.calls, key=lambda c: -c.timing.cycles)),
+            assumptions=ASSUMPTIONS)

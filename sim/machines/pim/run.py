@@ -15,6 +15,7 @@ from sim.machines.base import MachineRun
 from sim.machines.pim.channel import PimChannel, Plan
 from sim.machines.pim.commands import DramStats
 from sim.machines.pim.numerics import PimNumerics
+from sim.machines.pim.report import ClockDomain, PimReport
 
 __all__ = ["PimRun", "PimPlans"]
 
@@ -71,7 +72,7 @@ class PimRun(MachineRun):
         np.add.at(single, (channel[mine], bank[which][mine]), own[which][mine])
         return all_bank + single.sum(axis=1), all_bank[:, None] + single
 
-    def report(self, timeline: Timeline, cycles: int) -> dict:
+    def report(self, timeline: Timeline, cycles: int) -> PimReport:
         """Row-buffer hits, MAC utilisation per channel and bank, commands by kind, the
         non-VMM share of the time and the time in each clock domain."""
         a, stats = self.machine.arch, self.dram_stats()
@@ -85,18 +86,17 @@ class PimRun(MachineRun):
         per_channel = (channel_mac / cycles if cycles else 0 * channel_mac).tolist()
         per_bank = (bank_mac / cycles if cycles else 0 * bank_mac).tolist()
         time_ns = cycles * a.tck_ns
-        return {
-            "row_hit_rate": hits / accesses if accesses else 0.0,
-            "dram_commands": commands,
-            "mac_utilization_per_channel": per_channel,
-            "mac_utilization_per_bank": per_bank,
-            "non_vmm_share": _idle_share(timeline, "pim", cycles),
-            "time_ns": time_ns,
-            "clock_domains": {
-                "dram": {"clock_mhz": self.machine.clock_hz / 1e6, "cycles": cycles},
-                "asic": {"clock_mhz": a.asic.clock_mhz,
-                         "cycles": math.ceil(time_ns * a.asic.clock_mhz * 1e-3 - 1e-9)}},
-        }
+        return PimReport(
+            row_hit_rate=hits / accesses if accesses else 0.0,
+            dram_commands=commands,
+            mac_utilization_per_channel=per_channel,
+            mac_utilization_per_bank=per_bank,
+            non_vmm_share=_idle_share(timeline, "pim", cycles),
+            time_ns=time_ns,
+            clock_domains={
+                "dram": ClockDomain(self.machine.clock_hz / 1e6, cycles),
+                "asic": ClockDomain(a.asic.clock_mhz,
+                                    math.ceil(time_ns * a.asic.clock_mhz * 1e-3 - 1e-9))})
 
 
 def _idle_share(timeline: Timeline, unit: str, cycles: int) -> float:

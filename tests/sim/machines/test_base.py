@@ -5,8 +5,7 @@ import pytest
 from arch import load_arch
 from compiler.frontend import load_model
 from compiler.phase import decode, prefill
-from compiler.targets import TARGETS
-from sim.machines import MACHINES
+from tessel.targets import TARGETS
 from sim.simulate import simulate
 
 PRESETS = {"systolic": "systolic-128", "pim": "pim-gpt", "dataflow": "sn40l"}
@@ -14,24 +13,19 @@ PRESETS = {"systolic": "systolic-128", "pim": "pim-gpt", "dataflow": "sn40l"}
 
 def _programs(target, arch):
     model = load_model("tests/fixtures/tiny-gpt2")
-    return [TARGETS[target](model.graph(phase), arch).program for phase in (decode(16), prefill(8))]
+    return [TARGETS[target].compile(model.graph(phase), arch).program for phase in (decode(16), prefill(8))]
 
 
-@pytest.mark.parametrize("target", sorted(MACHINES))
+@pytest.mark.parametrize("target", sorted(TARGETS))
 def test_one_machine_runs_programs_back_to_back_as_fresh_machines_do(target):
     arch = load_arch(PRESETS[target])
     first, second = _programs(target, arch)
-    fresh = [simulate(p, MACHINES[target](arch), functional=False).result.to_json()
+    fresh = [simulate(p, TARGETS[target].machine(arch), functional=False).result.to_json()
              for p in (first, second)]
-    machine = MACHINES[target](arch)
+    machine = TARGETS[target].machine(arch)
     state = dict(vars(machine))
     reused = [simulate(p, machine, functional=False).result.to_json()
               for p in (first, second, first, second)]
     assert reused == fresh + fresh
     assert vars(machine) == state                   # nothing was stored on the machine
     assert fresh[0] != fresh[1]                     # the two programs really differ
-
-
-def test_the_registry_is_an_explicit_dict_of_the_three_targets():
-    assert sorted(MACHINES) == ["dataflow", "pim", "systolic"]
-    assert all(cls.__name__.lower().startswith(name) for name, cls in MACHINES.items())

@@ -4,7 +4,7 @@ import pytest
 
 import isa
 from arch import load_arch
-from sim.machines import MACHINES
+from tessel.targets import TARGETS
 from sim.machines.decode import ONE_OPERAND_FUNCS, CostSheet, CostTable, decode
 
 PRESETS = {"systolic": "systolic-128", "pim": "pim-gpt", "dataflow": "sn40l"}
@@ -20,7 +20,7 @@ def test_an_opcode_the_machine_lacks_is_named(target, line, machine):
     ins = program.instructions[1]
     with pytest.raises(isa.IsaError, match=rf"^instruction 1 \({ins.queue} {ins.opcode}\): "
                                             rf"not executable on {machine}$"):
-        MACHINES[target](load_arch(PRESETS[target])).start(program)
+        TARGETS[target].machine(load_arch(PRESETS[target])).start(program)
 
 
 def test_each_queue_keeps_its_own_configuration():

@@ -8,7 +8,7 @@ import isa
 from arch import load_arch
 from compiler.frontend import load_model
 from compiler.phase import decode, prefill
-from compiler.targets import TARGETS
+from tessel.targets import TARGETS
 from sim.engine import simulate_events
 from sim.machines.pim import PimMachine
 from sim.machines.pim.channel import PimChannel
@@ -93,14 +93,14 @@ def _cycles(program, exact):
 @pytest.mark.parametrize("phase", [decode(16), prefill(3)])
 def test_fast_path_equals_command_level_on_compiled_programs(phase):
     model = load_model("tests/fixtures/tiny-gpt2")
-    lowered = TARGETS["pim"](model.graph(phase), ARCH)
+    lowered = TARGETS["pim"].compile(model.graph(phase), ARCH)
     fast, exact = _cycles(lowered.program, False), _cycles(lowered.program, True)
     assert fast == exact
 
 
 def test_fast_path_equals_command_level_on_gpt2_decode():
     """Every layer of GPT-2 decode: each GEMV and K write (V is written by the DMA)."""
-    program = TARGETS["pim"](load_model("gpt2").graph(decode(128)), ARCH).program
+    program = TARGETS["pim"].compile(load_model("gpt2").graph(decode(128)), ARCH).program
     fast, exact = _cycles(program, False), _cycles(program, True)
     assert fast == exact
     assert sum(s.counts["MAC_ALL"] for s in fast[1]) > 50_000

@@ -21,7 +21,7 @@ from compiler.frontend import load_model
 from compiler.ir import Graph, OpKind
 from compiler.phase import prefill
 from sim.result import SimResult
-from sim.machines import MACHINES
+from tessel.targets import TARGETS
 from sim.simulate import simulate
 from tessel.driver import run
 from tessel.request import make_request
@@ -116,7 +116,7 @@ def test_lone_load_takes_latency_plus_transfer(name):
                            ".symbol x dram 0x0 3x500 bf16\n"
                            "dma0 load dst=sram[0x0] src=dram[0x0] rows=3 row_bytes=1000\n"
                            "dma0 halt\n")
-    result = simulate(program, MACHINES["systolic"](load_arch(name)), functional=False).result
+    result = simulate(program, TARGETS["systolic"].machine(load_arch(name)), functional=False).result
     clock_hz = Fraction(str(toml["clock_mhz"])) * 10**6
     latency = Fraction(str(toml["dram_latency_ns"])) * clock_hz / 10**9
     assert latency.denominator == 1                  # every preset's latency is whole cycles

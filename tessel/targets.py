@@ -1,0 +1,63 @@
+"""Every target in one record: its architecture class and default preset, its compiler
+pipeline, its machine model and its lines in the text report.
+
+A target is declared here and nowhere else: the command line's choices, the default preset,
+compilation, simulation and the report all read `TARGETS`. Its queue names come from its
+architecture (`arch.queues`), which the compiler and the verifier both read.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import isa
+from arch import DataflowArch, PimArch, SystolicArch, TargetArch, load_arch
+from compiler.errors import CompileError
+from compiler.ir import Graph
+from compiler.pipeline import Pipeline, compile_graph
+from compiler.targets import Lowered, dataflow, pim, systolic
+from sim.machines import DataflowMachine, Machine, PimMachine, SystolicMachine
+from sim.result import SimResult
+from sim.simulate import Simulation, simulate
+from tessel.report_rows import dataflow_rows, no_rows, pim_rows
+
+__all__ = ["Target", "TARGETS", "target"]
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    arch_class: type                              # what its TOML files describe (arch/)
+    default_preset: str                           # arch/configs/<preset>.toml
+    pipeline: Pipeline                            # its compiler steps (compiler/targets/<name>/)
+    machine: type[Machine]                        # timing, energy, numerics (sim/machines/<name>/)
+    report_rows: Callable[[SimResult], list[str]]  # its own lines in the text report
+
+    def load_arch(self, spec: str | None = None, overrides: Sequence[str] = ()) -> TargetArch:
+        """The given preset or .toml file (default: the target's preset), with overrides."""
+        arch = load_arch(spec or self.default_preset, overrides)
+        if arch.target != self.name:
+            raise CompileError(f"architecture '{arch.name}' is for target '{arch.target}', "
+                               f"not '{self.name}'")
+        return arch
+
+    def compile(self, graph: Graph, arch: TargetArch, dtype: isa.DType | None = None) -> Lowered:
+        return compile_graph(self.pipeline, graph, arch, dtype)
+
+    def simulate(self, program: isa.Program, arch: TargetArch, *, functional: bool,
+                 assumptions: tuple[str, ...] = ()) -> Simulation:
+        return simulate(program, self.machine(arch), functional=functional, assumptions=assumptions)
+
+
+TARGETS: dict[str, Target] = {t.name: t for t in (
+    Target("systolic", SystolicArch, "systolic-128", systolic.PIPELINE, SystolicMachine, no_rows),
+    Target("pim", PimArch, "pim-gpt", pim.PIPELINE, PimMachine, pim_rows),
+    Target("dataflow", DataflowArch, "sn40l", dataflow.PIPELINE, DataflowMachine, dataflow_rows),
+)}
+
+
+def target(name: str) -> Target:
+    """The target called `name`; an unknown one is an error listing the targets."""
+    if name not in TARGETS:
+        raise CompileError(f"unknown target '{name}' (one of {', '.join(TARGETS)})")
+    return TARGETS[name]
