@@ -16,6 +16,8 @@ from typing import Any, Callable, Mapping, Protocol
 
 from isa import DType
 
+from arch import TargetArch
+
 from compiler.errors import CompileError
 from compiler.ir import Graph
 
@@ -33,7 +35,7 @@ class Compilation:
     """What a step sees: the graph, the architecture, the operand type and earlier results."""
 
     graph: Graph
-    arch: Any
+    arch: TargetArch
     dtype: DType
     results: Mapping[str, Dumpable]
 
