@@ -1,19 +1,25 @@
 """Architecture configs as frozen dataclasses, validated at the boundary: `build` checks a TOML
 table against a dataclass whose fields declare a type and, in their metadata, the allowed
-range or choices. Errors name the file, the field, the value and what was expected.
+range (`within(limit)`, arch/limits.py) or choices. Every numeric field is finite and inside
+its limit; an integer field takes integers only. Errors name the file (or the `--set`
+argument that wrote the field), the field, the value and what was expected.
 (Finding a config's dataclass by its `target`, presets and `--set`: arch/presets.py.)
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
-__all__ = ["ArchError", "build", "positive", "non_negative", "choice", "CONFIG_DIR", "target_of"]
+from arch.limits import Limit
+
+__all__ = ["ArchError", "build", "within", "choice", "CONFIG_DIR", "target_of"]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 T = TypeVar("T")
+Blame = Callable[[str], str]          # dotted field -> who wrote it (file or --set argument)
 
 
 class ArchError(ValueError):
@@ -26,67 +32,94 @@ def target_of(cls: type) -> str:
     return target
 
 
-def positive(**kw: Any) -> Any:
-    return dataclasses.field(metadata={"min": 0, "strict": True}, **kw)
-
-
-def non_negative(**kw: Any) -> Any:
-    return dataclasses.field(metadata={"min": 0, "strict": False}, **kw)
+def within(limit: Limit, **kw: Any) -> Any:
+    """A numeric field (or table of numbers) whose values must be finite and inside `limit`."""
+    return dataclasses.field(metadata={"limit": limit}, **kw)
 
 
 def choice(*options: str, **kw: Any) -> Any:
     return dataclasses.field(metadata={"choices": options}, **kw)
 
 
-def build(cls: type[T], table: Mapping[str, Any], source: str, prefix: str = "") -> T:
-    """Construct dataclass `cls` from a TOML table, checking every field."""
+def build(cls: type[T], table: Mapping[str, Any], source: str, prefix: str = "",
+          origins: Mapping[str, str] | None = None) -> T:
+    """Construct dataclass `cls` from a TOML table, checking every field.
+
+    `origins` maps a dotted key to the `--set KEY=VALUE` argument that wrote it: an error in
+    that field (or below it) names the argument instead of `source`.
+    """
+    origins = dict(origins or {})
+
+    def blame(where: str) -> str:
+        parts = where.split(".")
+        for end in range(len(parts), 0, -1):
+            if ".".join(parts[:end]) in origins:
+                return origins[".".join(parts[:end])]
+        return source
+
+    settings = f" with {', '.join(origins.values())}" if origins else ""
+    return _build(cls, table, blame, prefix, f"{source}{settings}")
+
+
+def _build(cls: type[T], table: Any, blame: Blame, prefix: str, context: str) -> T:
     if not isinstance(table, Mapping):
-        raise ArchError(f"{source}: field '{prefix.rstrip('.')}' must be a table")
+        where = prefix.rstrip(".")
+        raise ArchError(f"{blame(where)}: field '{where}' must be a table, got {table!r}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(table) - set(fields))
     if unknown:
-        raise ArchError(f"{source}: unknown field '{prefix}{unknown[0]}'")
+        where = f"{prefix}{unknown[0]}"
+        raise ArchError(f"{blame(where)}: unknown field '{where}' ({_known(unknown[0], fields, prefix)})")
     values = {}
     for name, f in fields.items():
         where = f"{prefix}{name}"
         if name not in table:
             if f.default is not dataclasses.MISSING:
                 continue
-            raise ArchError(f"{source}: missing field '{where}'")
-        values[name] = _check(hints[name], f, table[name], source, where)
+            raise ArchError(f"{blame(where)}: missing field '{where}'")
+        values[name] = _check(hints[name], f, table[name], blame, where, context)
     try:
         return cls(**values)
     except ArchError as e:                      # cross-field checks in __post_init__
-        raise ArchError(f"{source}: {e}") from None
+        raise ArchError(f"{context}: {e}") from None
 
 
-def _check(hint: Any, f: dataclasses.Field, value: Any, source: str, where: str) -> Any:
+def _known(name: str, fields: Mapping[str, Any], prefix: str) -> str:
+    """'did you mean X?' for a near miss, else the list of fields."""
+    close = difflib.get_close_matches(name, list(fields), n=1)
+    if close:
+        return f"did you mean '{prefix}{close[0]}'?"
+    return "fields: " + ", ".join(f"{prefix}{f}" for f in fields)
+
+
+def _check(hint: Any, f: dataclasses.Field, value: Any, blame: Blame, where: str,
+           context: str) -> Any:
     if dataclasses.is_dataclass(hint):
-        return build(hint, value, source, where + ".")
-    origin = typing.get_origin(hint)
-    if origin is dict:
-        if not isinstance(value, Mapping) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value.values()):
-            raise ArchError(f"{source}: field '{where}' must be a table of non-negative numbers")
-        return dict(value)
+        return _build(hint, value, blame, where + ".", context)
+    if typing.get_origin(hint) is dict:
+        if not isinstance(value, Mapping):
+            raise ArchError(f"{blame(where)}: field '{where}' must be a table, got {value!r}")
+        _, item = typing.get_args(hint)
+        return {k: _number(item, f, v, blame(f"{where}.{k}"), f"{where}.{k}") for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
-            raise ArchError(f"{source}: field '{where}' must be true or false, got {value!r}")
+            raise ArchError(f"{blame(where)}: field '{where}' must be true or false, got {value!r}")
         return value
     if hint is str:
         options = f.metadata.get("choices")
         if not isinstance(value, str) or (options and value not in options):
             expected = f"one of {', '.join(options)}" if options else "a string"
-            raise ArchError(f"{source}: field '{where}' must be {expected}, got {value!r}")
+            raise ArchError(f"{blame(where)}: field '{where}' must be {expected}, got {value!r}")
         return value
-    numeric = (int,) if hint is int else (int, float)
+    return _number(hint, f, value, blame(where), where)
+
+
+def _number(hint: Any, f: dataclasses.Field, value: Any, origin: str, where: str) -> Any:
+    """An int (int fields take no floats) or a float, finite and inside the field's limit."""
+    limit: Limit = f.metadata["limit"]
     kind = "an integer" if hint is int else "a number"
-    if "min" in f.metadata:
-        kind = ("a positive " if f.metadata["strict"] else "a non-negative ") + kind.split()[-1]
-    if not isinstance(value, numeric) or isinstance(value, bool):
-        raise ArchError(f"{source}: field '{where}' must be {kind}, got {value!r}")
-    low, strict = f.metadata.get("min"), f.metadata.get("strict")
-    if low is not None and (value <= low if strict else value < low):
-        raise ArchError(f"{source}: field '{where}' must be {kind}, got {value!r}")
+    numeric = (int,) if hint is int else (int, float)
+    if not isinstance(value, numeric) or isinstance(value, bool) or not limit.holds(value):
+        raise ArchError(f"{origin}: field '{where}' must be {limit.describe(kind)}, got {value!r}")
     return float(value) if hint is float else value

@@ -15,7 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import isa
-from arch.config import ArchError, choice, non_negative, positive
+from arch.config import ArchError, choice, within
+from arch.limits import (ARRAY_SIDE, BANDWIDTH_GBPS, CLOCK_MHZ, ENERGY_PJ, HOST_TIME_US, LATENCY_NS,
+                         OFF_CHIP_BYTES, ON_CHIP_BYTES, PIPELINE_CYCLES, POWER_W, UNITS)
 
 __all__ = ["DataflowArch", "DataflowEnergy", "GRANULARITIES", "QUEUES"]
 
@@ -27,34 +29,34 @@ QUEUES = ("ctl0", "dma0", "agcu0", "agcu1", "pcu0", "pcu1")
 class DataflowEnergy:
     """Energy per action; every preset names the source of each value beside it."""
 
-    mac_pj: float = positive()                  # one multiply-accumulate at the PCU's dtype
-    vector_op_pj: float = positive()            # one element operation in SIMD mode
-    sram_pj_per_byte: float = positive()        # PMU read or write
-    hbm_pj_per_byte: float = positive()
-    ddr_pj_per_byte: float = positive()
-    static_w: float = non_negative()            # leakage and clock tree, whole socket
+    mac_pj: float = within(ENERGY_PJ)           # one multiply-accumulate at the PCU's dtype
+    vector_op_pj: float = within(ENERGY_PJ)     # one element operation in SIMD mode
+    sram_pj_per_byte: float = within(ENERGY_PJ)  # PMU read or write
+    hbm_pj_per_byte: float = within(ENERGY_PJ)
+    ddr_pj_per_byte: float = within(ENERGY_PJ)
+    static_w: float = within(POWER_W)           # leakage and clock tree, whole socket
 
 
 @dataclass(frozen=True, slots=True)
 class DataflowArch:
     name: str
     target: str = choice("dataflow")
-    clock_mhz: float = positive()
+    clock_mhz: float = within(CLOCK_MHZ)
     dtype: str = choice("bf16", "fp32")          # PCU operand and storage type
-    pcus: int = positive()
-    pmus: int = positive()
-    pmu_bytes: int = positive()                  # scratchpad per PMU
-    pcu_rows: int = positive()                   # systolic mode: rows x cols MACs per cycle
-    pcu_cols: int = positive()                   # also the SIMD lanes in vector mode
-    stage_latency_cycles: int = non_negative()   # pipeline depth of one PCU stage plus its hop
-    hbm_bytes: int = positive()
-    hbm_bw_gbps: float = positive()              # GB/s = 1e9 bytes/s
-    hbm_latency_ns: float = non_negative()
-    ddr_bytes: int = positive()
-    ddr_bw_gbps: float = positive()
-    ddr_latency_ns: float = non_negative()
-    launch_us: float = non_negative()            # one section call (df.run) from the host runtime
-    reconfig_us: float = non_negative()          # loading a different section configuration
+    pcus: int = within(UNITS)
+    pmus: int = within(UNITS)
+    pmu_bytes: int = within(ON_CHIP_BYTES)       # scratchpad per PMU
+    pcu_rows: int = within(ARRAY_SIDE)           # systolic mode: rows x cols MACs per cycle
+    pcu_cols: int = within(ARRAY_SIDE)           # also the SIMD lanes in vector mode
+    stage_latency_cycles: int = within(PIPELINE_CYCLES)  # pipeline depth of one PCU stage plus its hop
+    hbm_bytes: int = within(OFF_CHIP_BYTES)
+    hbm_bw_gbps: float = within(BANDWIDTH_GBPS)  # GB/s = 1e9 bytes/s
+    hbm_latency_ns: float = within(LATENCY_NS)
+    ddr_bytes: int = within(OFF_CHIP_BYTES)
+    ddr_bw_gbps: float = within(BANDWIDTH_GBPS)
+    ddr_latency_ns: float = within(LATENCY_NS)
+    launch_us: float = within(HOST_TIME_US)      # one section call (df.run) from the host runtime
+    reconfig_us: float = within(HOST_TIME_US)    # loading a different section configuration
     kernel_granularity: str = choice(*GRANULARITIES)
     energy: DataflowEnergy
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from arch.config import ArchError, choice, non_negative, positive
+from arch.config import ArchError, choice, within
+from arch.limits import (BANDWIDTH_GBPS, CLOCK_MHZ, FRACTION, GPU_MEMORY_GB, HALF_POINT, HOST_TIME_US,
+                         L2_MB, POWER_W, TFLOPS, UNITS)
 
 __all__ = ["GpuArch", "GemmEfficiency", "MemoryEfficiency", "KERNEL_KINDS", "MATRIX_KINDS"]
 
@@ -24,9 +26,9 @@ class GemmEfficiency:
     """Fraction of the dense tensor peak a matrix kernel of shape (m, n, k) reaches:
     max_frac * m/(m + m_half) * n/(n + nk_half) * k/(k + nk_half)."""
 
-    max_frac: float = positive()     # asymptote for very large GEMMs
-    m_half: float = positive()       # rows at which tile fill reaches half (GEMV-like below)
-    nk_half: float = positive()      # columns / depth at which tiles and the K pipeline reach half
+    max_frac: float = within(FRACTION)  # asymptote for very large GEMMs
+    m_half: float = within(HALF_POINT)  # rows at which tile fill reaches half (GEMV-like below)
+    nk_half: float = within(HALF_POINT)  # columns / depth at which tiles and the K pipeline reach half
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,34 +36,31 @@ class MemoryEfficiency:
     """Achieved DRAM bandwidth: time = bytes / (max_frac x BW) + ramp, so a kernel that
     moves B bytes reaches max_frac * B / (B + ramp x max_frac x BW) of the datasheet figure."""
 
-    max_frac: float = positive()     # streaming efficiency of a large transfer
-    ramp_us: float = non_negative()  # device-side fixed time of one kernel (fill, drain, tail)
+    max_frac: float = within(FRACTION)  # streaming efficiency of a large transfer
+    ramp_us: float = within(HOST_TIME_US)  # device-side fixed time of one kernel (fill, drain, tail)
 
 
 @dataclass(frozen=True, slots=True)
 class GpuArch:
     name: str
     target: str = choice("gpu")
-    peak_tflops_fp16: float = positive()      # dense tensor-core FP16/BF16 rate
-    peak_tflops_fp32: float = positive()      # non-tensor FP32 rate (vector kernels)
-    mem_bw_gbps: float = positive()           # GB/s = 1e9 bytes/s
-    mem_gb: float = positive()
-    tdp_w: float = positive()
-    idle_w: float = non_negative()            # clocks up, no work
-    l2_mb: float = positive()
-    sms: int = positive()
-    boost_mhz: float = positive()
-    graph_overhead_us: dict[str, float]       # graph mode: fixed cost per kernel launch, by kind
-    eager_overhead_us: dict[str, float]       # eager mode: fixed cost per operator, by kind
+    peak_tflops_fp16: float = within(TFLOPS)  # dense tensor-core FP16/BF16 rate
+    peak_tflops_fp32: float = within(TFLOPS)  # non-tensor FP32 rate (vector kernels)
+    mem_bw_gbps: float = within(BANDWIDTH_GBPS)  # GB/s = 1e9 bytes/s
+    mem_gb: float = within(GPU_MEMORY_GB)
+    tdp_w: float = within(POWER_W)
+    idle_w: float = within(POWER_W)           # clocks up, no work
+    l2_mb: float = within(L2_MB)
+    sms: int = within(UNITS)
+    boost_mhz: float = within(CLOCK_MHZ)
+    graph_overhead_us: dict[str, float] = within(HOST_TIME_US)  # graph mode: fixed cost per kernel launch, by kind
+    eager_overhead_us: dict[str, float] = within(HOST_TIME_US)  # eager mode: fixed cost per operator, by kind
     gemm: GemmEfficiency
     memory: MemoryEfficiency
 
     def __post_init__(self) -> None:
         if self.idle_w >= self.tdp_w:
             raise ArchError(f"field 'idle_w' must be below tdp_w ({self.tdp_w}), got {self.idle_w}")
-        for table, frac in (("gemm", self.gemm.max_frac), ("memory", self.memory.max_frac)):
-            if frac > 1:
-                raise ArchError(f"field '{table}.max_frac' must be at most 1, got {frac}")
         for table in ("graph_overhead_us", "eager_overhead_us"):
             kinds = getattr(self, table)
             missing = [k for k in KERNEL_KINDS if k not in kinds]

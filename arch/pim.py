@@ -22,7 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import isa
-from arch.config import ArchError, choice, non_negative, positive
+from arch.config import ArchError, choice, within
+from arch.limits import (BANDWIDTH_GBPS, BURST_BYTES, CLOCK_MHZ, DEVICE_POWER_MW, DRAM_CYCLES, ENERGY_PJ,
+                         LANES, ON_CHIP_BYTES, PIM_BANKS, PIM_CHANNELS, PIM_ROWS, PIPELINE_CYCLES,
+                         POWER_W, REFRESH_CYCLES, ROW_BYTES, STANDBY_POWER_MW, TCK_NS)
 from isa.opcodes import RED_FUNCS, VEC_FUNCS
 
 __all__ = ["PimArch", "PimTiming", "PimAsic", "PimEnergy", "ASIC_FUNCS", "DTYPE_BYTES"]
@@ -36,63 +39,61 @@ DTYPE_BYTES = {"bf16": 2}
 class PimTiming:
     """DRAM command timing, every value in DRAM clock cycles (tCK)."""
 
-    tRCD_RD: int = positive()    # ACT -> RD / WR, same bank
-    tRCD_MAC: int = positive()   # ACT -> MAC, same bank
-    tRP: int = positive()        # PRE -> ACT, same bank
-    tRAS: int = positive()       # ACT -> PRE, same bank
-    tRC: int = positive()        # ACT -> ACT, same bank; ACT_ALL waits tRC after any ACT
-    tCCD_S: int = positive()     # column -> column, different bank groups
-    tCCD_L: int = positive()     # column -> column, same bank group (all-bank commands: all groups)
-    tRRD: int = positive()       # ACT -> ACT, different banks
-    tFAW: int = positive()       # at most four ACTs in any tFAW window
-    tRTP: int = positive()       # RD / MAC -> PRE, same bank
-    tWR: int = positive()        # WR -> PRE, same bank (from the WR command)
-    tCL: int = positive()        # RD -> data
-    tRFC: int = positive()       # REF -> any command
-    tREFI: int = positive()      # one all-bank REF due every tREFI
-    WR_GB: int = positive()      # WRGB -> its data usable by MAC
-    RD_MAC: int = positive()     # RDMAC -> its data back at the host
+    tRCD_RD: int = within(DRAM_CYCLES)  # ACT -> RD / WR, same bank
+    tRCD_MAC: int = within(DRAM_CYCLES)  # ACT -> MAC, same bank
+    tRP: int = within(DRAM_CYCLES)  # PRE -> ACT, same bank
+    tRAS: int = within(DRAM_CYCLES)  # ACT -> PRE, same bank
+    tRC: int = within(DRAM_CYCLES)  # ACT -> ACT, same bank; ACT_ALL waits tRC after any ACT
+    tCCD_S: int = within(DRAM_CYCLES)  # column -> column, different bank groups
+    tCCD_L: int = within(DRAM_CYCLES)  # column -> column, same bank group (all-bank commands: all groups)
+    tRRD: int = within(DRAM_CYCLES)  # ACT -> ACT, different banks
+    tFAW: int = within(DRAM_CYCLES)  # at most four ACTs in any tFAW window
+    tRTP: int = within(DRAM_CYCLES)  # RD / MAC -> PRE, same bank
+    tWR: int = within(DRAM_CYCLES)  # WR -> PRE, same bank (from the WR command)
+    tCL: int = within(DRAM_CYCLES)  # RD -> data
+    tRFC: int = within(DRAM_CYCLES)  # REF -> any command
+    tREFI: int = within(REFRESH_CYCLES)  # one all-bank REF due every tREFI
+    WR_GB: int = within(DRAM_CYCLES)  # WRGB -> its data usable by MAC
+    RD_MAC: int = within(DRAM_CYCLES)  # RDMAC -> its data back at the host
 
 
 @dataclass(frozen=True, slots=True)
 class PimAsic:
     """The host ASIC beside the PIM DRAM: vector unit and buffer."""
 
-    clock_mhz: float = positive()
-    vector_lanes: int = positive()
-    buffer_bytes: int = positive()
-    latency_cycles: dict[str, int]          # pipeline depth per vec/red function
+    clock_mhz: float = within(CLOCK_MHZ)
+    vector_lanes: int = within(LANES)
+    buffer_bytes: int = within(ON_CHIP_BYTES)
+    latency_cycles: dict[str, int] = within(PIPELINE_CYCLES)  # pipeline depth per vec/red function
 
 
 @dataclass(frozen=True, slots=True)
 class PimEnergy:
     """Powers of the GDDR6-PIM device (CENT power calculator) and per-action energies."""
 
-    p_act_mw: float = positive()            # E per bank activated = P_ACT * tRC
-    p_rd_mw: float = positive()             # E per MAC_ALL = 3 * P_RD * tCCD_L
-    p_wr_mw: float = positive()
-    p_act_standby_mw: float = non_negative()
-    p_pre_standby_mw: float = non_negative()
-    io_pj_per_bit: float = positive()       # host <-> PIM over the GDDR6 DQ pins
-    asic_op_pj: float = positive()          # one element operation on the ASIC
-    asic_static_w: float = non_negative()
-
-
+    p_act_mw: float = within(DEVICE_POWER_MW)  # E per bank activated = P_ACT * tRC
+    p_rd_mw: float = within(DEVICE_POWER_MW)  # E per MAC_ALL = 3 * P_RD * tCCD_L
+    p_wr_mw: float = within(DEVICE_POWER_MW)
+    p_act_standby_mw: float = within(STANDBY_POWER_MW)
+    p_pre_standby_mw: float = within(STANDBY_POWER_MW)
+    io_pj_per_bit: float = within(ENERGY_PJ)  # host <-> PIM over the GDDR6 DQ pins
+    asic_op_pj: float = within(ENERGY_PJ)   # one element operation on the ASIC
+    asic_static_w: float = within(POWER_W)
 @dataclass(frozen=True, slots=True)
 class PimArch:
     name: str
     target: str = choice("pim")
     dtype: str = choice("bf16")             # MAC operand type
-    channels: int = positive()
-    banks: int = positive()                 # per channel
-    bank_groups: int = positive()           # per channel; bank b in group b // (banks/bank_groups)
-    rows: int = positive()                  # per bank
-    row_bytes: int = positive()
-    burst_bytes: int = positive()           # one column access (a MAC command's operand)
-    macs_per_bank_per_access: int = positive()
-    tck_ns: float = positive()              # DRAM clock period
-    gbuf_bytes: int = positive()            # global buffer, per channel
-    io_bw_gbps: float = positive()          # host <-> PIM, per channel (GB/s = 1e9 bytes/s)
+    channels: int = within(PIM_CHANNELS)
+    banks: int = within(PIM_BANKS)          # per channel
+    bank_groups: int = within(PIM_BANKS)    # per channel; bank b in group b // (banks/bank_groups)
+    rows: int = within(PIM_ROWS)            # per bank
+    row_bytes: int = within(ROW_BYTES)
+    burst_bytes: int = within(BURST_BYTES)  # one column access (a MAC command's operand)
+    macs_per_bank_per_access: int = within(LANES)
+    tck_ns: float = within(TCK_NS)          # DRAM clock period
+    gbuf_bytes: int = within(ROW_BYTES)     # global buffer, per channel
+    io_bw_gbps: float = within(BANDWIDTH_GBPS)  # host <-> PIM, per channel (GB/s = 1e9 bytes/s)
     timing: PimTiming
     asic: PimAsic
     energy: PimEnergy

@@ -33,39 +33,50 @@ def _read(spec: str | Path) -> tuple[str, dict]:
                             f"({', '.join(preset_names())}) or a .toml file")
         path = CONFIG_DIR / f"{spec}.toml"
     try:
-        text = path.read_text()
+        content = path.read_bytes()
     except OSError as e:
         raise ArchError(f"{spec}: cannot read ({e.strerror})") from None
     try:
-        return str(path), tomllib.loads(text)
+        return str(path), tomllib.loads(content.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ArchError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise ArchError(f"{path}: invalid TOML: {e}") from None
 
 
-def _override(source: str, table: dict, assignment: str) -> None:
+def _override(source: str, table: dict, assignment: str) -> str:
+    """Apply one `key=value` to the file's table; returns the dotted key it wrote."""
     key, sep, text = assignment.partition("=")
-    if not sep or not key.strip():
-        raise ArchError(f"--set {assignment}: expected key=value")
+    key = key.strip()
+    if not sep or not key or "" in key.split("."):
+        raise ArchError(f"--set {assignment}: expected KEY=VALUE (dotted keys for tables)")
     try:
         value = tomllib.loads(f"v = {text.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = text.strip()                       # a bare word such as os or bf16
-    *parents, leaf = key.strip().split(".")
+    *parents, leaf = key.split(".")
     node = table
-    for p in parents:
+    for depth, p in enumerate(parents):
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
-            raise ArchError(f"--set {assignment}: '{p}' is not a table in {source}")
+            where = ".".join(parents[:depth + 1])
+            raise ArchError(f"--set {assignment}: '{where}' is not a table in {source}")
+    if leaf == "target" and not parents and value != table.get("target"):
+        raise ArchError(f"--set {assignment}: the target is fixed by {source} "
+                        f"({table.get('target')!r}); choose another --arch instead")
     node[leaf] = value
+    return key
 
 
 def load_arch(spec: str | Path, overrides: Sequence[str] = ()) -> Any:
-    """A preset name or a .toml path, with `key=value` overrides, as a validated dataclass."""
+    """A preset name or a .toml path, with `key=value` overrides, as a validated dataclass.
+
+    An error in a field an override wrote names the `--set KEY=VALUE` argument; a cross-field
+    error names the file and every override."""
     source, table = _read(spec)
-    for assignment in overrides:
-        _override(source, table, assignment)
+    origins = {_override(source, table, a): f"--set {a}" for a in overrides}
     target = table.get("target")
     if target not in ARCH_CLASSES:
         known = ", ".join(sorted(ARCH_CLASSES)) or "none registered"
         raise ArchError(f"{source}: field 'target' must be one of {known}, got {target!r}")
-    return build(ARCH_CLASSES[target], table, source)
+    return build(ARCH_CLASSES[target], table, source, origins=origins)

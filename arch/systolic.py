@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import isa
-from arch.config import ArchError, choice, non_negative, positive
+from arch.config import ArchError, choice, within
+from arch.limits import (ARRAY_SIDE, BANDWIDTH_GBPS, CLOCK_MHZ, ENERGY_PJ, LANES, LATENCY_NS,
+                         OFF_CHIP_BYTES, ON_CHIP_BYTES, PIPELINE_CYCLES, POWER_W)
 
 __all__ = ["SystolicArch", "SystolicEnergy", "VECTOR_FUNCS"]
 
@@ -23,31 +25,31 @@ VECTOR_FUNCS = ("add", "sub", "mul", "div", "max", "addi", "muli", "exp", "rsqrt
 class SystolicEnergy:
     """Energy per action; every preset names the source of each value beside it."""
 
-    mac_pj: float = positive()                  # one multiply-accumulate at the array's dtype
-    sram_read_pj_per_byte: float = positive()
-    sram_write_pj_per_byte: float = positive()
-    acc_pj_per_byte: float = positive()         # accumulator read-modify-write, per byte
-    dram_pj_per_byte: float = positive()
-    vector_op_pj: float = positive()            # one element operation in the vector unit
-    static_w: float = non_negative()            # leakage and clock tree, whole chip
+    mac_pj: float = within(ENERGY_PJ)           # one multiply-accumulate at the array's dtype
+    sram_read_pj_per_byte: float = within(ENERGY_PJ)
+    sram_write_pj_per_byte: float = within(ENERGY_PJ)
+    acc_pj_per_byte: float = within(ENERGY_PJ)  # accumulator read-modify-write, per byte
+    dram_pj_per_byte: float = within(ENERGY_PJ)
+    vector_op_pj: float = within(ENERGY_PJ)     # one element operation in the vector unit
+    static_w: float = within(POWER_W)           # leakage and clock tree, whole chip
 
 
 @dataclass(frozen=True, slots=True)
 class SystolicArch:
     name: str
     target: str = choice("systolic")
-    rows: int = positive()
-    cols: int = positive()
+    rows: int = within(ARRAY_SIDE)
+    cols: int = within(ARRAY_SIDE)
     dataflow: str = choice("ws", "os", "is")
-    clock_mhz: float = positive()
+    clock_mhz: float = within(CLOCK_MHZ)
     dtype: str = choice("bf16", "fp32", "int8")     # matrix-unit operand type
-    sram_bytes: int = positive()                     # unified on-chip buffer
-    acc_bytes: int = positive()                      # accumulator (fp32 / int32 entries)
-    dram_bytes: int = positive()
-    dram_bw_gbps: float = positive()                 # GB/s = 1e9 bytes/s
-    dram_latency_ns: float = non_negative()
-    vector_lanes: int = positive()
-    vector_latency_cycles: dict[str, int]            # pipeline depth per function
+    sram_bytes: int = within(ON_CHIP_BYTES)          # unified on-chip buffer
+    acc_bytes: int = within(ON_CHIP_BYTES)           # accumulator (fp32 / int32 entries)
+    dram_bytes: int = within(OFF_CHIP_BYTES)
+    dram_bw_gbps: float = within(BANDWIDTH_GBPS)     # GB/s = 1e9 bytes/s
+    dram_latency_ns: float = within(LATENCY_NS)
+    vector_lanes: int = within(LANES)
+    vector_latency_cycles: dict[str, int] = within(PIPELINE_CYCLES)  # pipeline depth per function
     weight_preload_overlap: bool                     # False: SCALE-Sim's fold arithmetic
     energy: SystolicEnergy
 

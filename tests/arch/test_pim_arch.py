@@ -100,11 +100,18 @@ def test_missing_field_names_file_and_field(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("channels=0", "field 'channels' must be a positive integer, got 0"),
-    ("timing.tRC=-1", "field 'timing.tRC' must be a positive integer, got -1"),
-    ("tck_ns=0", "field 'tck_ns' must be a positive number, got 0"),
+    ("channels=0", "field 'channels' must be an integer from 1 to 1024 channels, got 0"),
+    ("timing.tRC=-1", "field 'timing.tRC' must be an integer from 1 to 8192 tCK, got -1"),
+    ("tck_ns=0", "field 'tck_ns' must be a number from 0.1 to 10 ns, got 0"),
     ("dtype=fp8", "field 'dtype' must be one of bf16, got 'fp8'"),
     ("timing.tXYZ=3", "unknown field 'timing.tXYZ'"),
+])
+def test_a_bad_override_is_named_with_its_field(override, message):
+    with pytest.raises(ArchError, match=rf"^--set {re.escape(override)}: {message}"):
+        load_arch("pim-gpt", [override])
+
+
+@pytest.mark.parametrize("override, message", [
     ("row_bytes=2000", r"field 'row_bytes' must be a multiple of burst_bytes \(32\), got 2000"),
     ("macs_per_bank_per_access=8",
      r"field 'burst_bytes' must be macs_per_bank_per_access x bf16 bytes \(16\), got 32"),
@@ -115,8 +122,9 @@ def test_missing_field_names_file_and_field(tmp_path):
      r"\(937 cycles\), got 900"),
     ("asic.latency_cycles.sqrt=3", "unknown field 'asic.latency_cycles.sqrt'"),
 ])
-def test_bad_values_are_rejected_with_the_field(override, message):
-    with pytest.raises(ArchError, match=r"arch/configs/pim-gpt.toml: " + message):
+def test_cross_field_errors_name_the_file_and_the_override(override, message):
+    with pytest.raises(ArchError, match=rf"arch/configs/pim-gpt.toml with --set {re.escape(override)}: "
+                                        + message):
         load_arch("pim-gpt", [override])
 
 

@@ -27,7 +27,7 @@ SEED = 20240601
 CASES = 60                          # per geometry
 TIMING = ("tRCD_RD", "tRCD_MAC", "tRP", "tRAS", "tRC", "tCCD_S", "tCCD_L", "tRTP", "tWR", "WR_GB")
 TIMING_MAX = 255                    # pim_bank.v's TW = 8-bit timing registers
-REFRESH_OUT_OF_REACH = 1 << 30      # tREFI: no refresh falls inside a case
+REFRESH_OUT_OF_REACH = 1 << 17      # tREFI (its largest allowed value): no refresh falls inside a case
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,11 +36,11 @@ def test_grid_is_the_product_in_parameter_order(tmp_path):
 def test_ranges_linear_geometric_and_float(tmp_path):
     spec = spec_of(tmp_path, "rows = { start = 8, stop = 32, step = 8 }\n"
                              "sram_bytes = { start = 65536, stop = 1048576, factor = 4 }\n"
-                             "clock_mhz = { start = 0.5, stop = 1.0, step = 0.1 }\n")
+                             "clock_mhz = { start = 1.5, stop = 2.0, step = 0.1 }\n")
     rows, sram, clock = (p.values for p in spec.parameters)
     assert rows == ((8,), (16,), (24,), (32,))
     assert sram == ((65536,), (262144,), (1048576,))
-    assert clock == ((0.5,), (0.6,), (0.7,), (0.8,), (0.9,), (1.0,))
+    assert clock == ((1.5,), (1.6,), (1.7,), (1.8,), (1.9,), (2.0,))
 
 
 def test_int_values_of_a_float_field_become_floats_and_dotted_fields_reach_tables(tmp_path):
@@ -90,11 +90,11 @@ GOOD = 'base = "systolic-32"\nmodels = ["gpt2"]\n[[phases]]\nkind = "decode"\nkv
      r"s\.toml: parameters\.rows: empty range \(start 64 > stop 16\)"),
     (GOOD + "[parameters]\nrows = []\n", r"s\.toml: parameters\.rows: empty list of values"),
     (GOOD + "[parameters]\nrows = [8, \"big\"]\n",
-     r"s\.toml: parameters\.rows\[1\]: field 'rows' must be a positive integer, got 'big'"),
-    (GOOD + "[parameters]\nrows = [8, 0]\n", r"parameters\.rows\[1\]: field 'rows' must be a positive integer, got 0"),
+     r"s\.toml: parameters\.rows\[1\]: field 'rows' must be an integer from 1 to 65536 PEs, got 'big'"),
+    (GOOD + "[parameters]\nrows = [8, 0]\n", r"parameters\.rows\[1\]: field 'rows' must be an integer from 1 to 65536 PEs, got 0"),
     (GOOD + "[parameters]\nrows = 8\n", r"parameters\.rows: expected a list of values or a range table"),
     (GOOD + "[parameters]\ndataflow = [\"ws\", \"xs\"]\n", r"parameters\.dataflow\[1\]: field 'dataflow' must be one of ws, os, is"),
-    (GOOD + "[parameters]\n\"energy.mac_pj\" = [-1.0]\n", r"parameters\.energy\.mac_pj\[0\]: field 'energy\.mac_pj' must be a positive number"),
+    (GOOD + "[parameters]\n\"energy.mac_pj\" = [-1.0]\n", r"parameters\.energy\.mac_pj\[0\]: field 'energy\.mac_pj' must be a number above 0 and at most 100000 pJ, got -1\.0"),
     (GOOD + "[parameters]\nenergy = [1]\n", r"parameters\.energy: 'energy' is a table: sweep one of its fields"),
     (GOOD + "[parameters]\n\"vector_latency_cycles.cos\" = [1]\n", r"must name one entry of the table 'vector_latency_cycles'"),
     (GOOD + "[parameters]\nname = [\"x\"]\n", r"parameters\.name: unknown parameter"),
