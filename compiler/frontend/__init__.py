@@ -17,7 +17,8 @@ from compiler.ir import Graph, GraphError
 from compiler.phase import Phase, prefill
 from compiler.frontend.gpt2 import PRESETS, GPT2Config, build_graph
 from compiler.frontend.graph_text import from_text, load_graph_file, to_text
-from compiler.frontend.hf import SafetensorsWeights, load_config
+from compiler.frontend.hf import SafetensorsWeights
+from compiler.frontend.hf_config import load_config
 from compiler.frontend.weights import RandomWeights
 
 __all__ = ["Model", "load_model", "PRESETS", "GPT2Config", "build_graph", "from_text", "to_text"]

@@ -2,8 +2,12 @@
 
 The graph follows Hugging Face's GPT2LMHeadModel op for op: token + position embeddings,
 pre-LN decoder blocks (fused qkv projection, scaled causal attention, gelu_new MLP), final
-layer norm and an LM head tied to the token embedding. Parameter names are Hugging Face's
-keys without the `transformer.` prefix, so checkpoints load by name.
+layer norm and an LM head tied to the token embedding (or its own `lm_head.weight` when
+`tie_word_embeddings` is false). Attention scores are scaled by 1/sqrt(head_dim) unless
+`scale_attn_weights` is false, and further by 1/(layer index + 1) with
+`scale_attn_by_inverse_layer_idx`; the MLP is `n_inner` wide (4 x n_embd when None), as in
+Hugging Face's GPT2Attention and GPT2Block. Parameter names are Hugging Face's keys without
+the `transformer.` prefix, so checkpoints load by name.
 """
 from __future__ import annotations
 
@@ -26,26 +30,43 @@ class GPT2Config:
     vocab_size: int = 50257
     n_positions: int = 1024
     layer_norm_epsilon: float = 1e-5
+    n_inner: int | None = None                     # MLP width; None: 4 x n_embd
+    scale_attn_weights: bool = True                # scores / sqrt(head_dim)
+    scale_attn_by_inverse_layer_idx: bool = False  # scores also / (layer index + 1)
+    tie_word_embeddings: bool = True               # LM head = wte.weight
 
     def __post_init__(self) -> None:
         for f in ("n_layer", "n_head", "n_embd", "vocab_size", "n_positions"):
             if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
                 raise GraphError(f"{self.name}: {f} must be a positive integer, got {getattr(self, f)!r}")
+        if self.n_inner is not None and (not isinstance(self.n_inner, int) or self.n_inner < 1):
+            raise GraphError(f"{self.name}: n_inner must be a positive integer or None, got {self.n_inner!r}")
         if self.n_embd % self.n_head:
             raise GraphError(f"{self.name}: n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
-        if not self.layer_norm_epsilon > 0:
-            raise GraphError(f"{self.name}: layer_norm_epsilon must be positive")
+        if not 0 < self.layer_norm_epsilon < math.inf:
+            raise GraphError(f"{self.name}: layer_norm_epsilon must be positive and finite, "
+                             f"got {self.layer_norm_epsilon!r}")
 
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
 
     @property
+    def mlp_dim(self) -> int:
+        return 4 * self.n_embd if self.n_inner is None else self.n_inner
+
+    def attention_scale(self, layer: int) -> float:
+        """The factor of layer `layer`'s attention scores before the softmax (HF's _attn)."""
+        scale = 1.0 / math.sqrt(self.head_dim) if self.scale_attn_weights else 1.0
+        return scale / (layer + 1) if self.scale_attn_by_inverse_layer_idx else scale
+
+    @property
     def n_params(self) -> int:
-        """Parameter count with the LM head tied (the published model sizes)."""
-        d = self.n_embd
-        per_layer = 12 * d * d + 13 * d      # qkv, proj, fc, fc-proj weights and biases, 2 LNs
-        return (self.vocab_size + self.n_positions) * d + self.n_layer * per_layer + 2 * d
+        """Parameter count (the published model sizes count the tied LM head once)."""
+        d, m = self.n_embd, self.mlp_dim
+        per_layer = 4 * d * d + 2 * d * m + 9 * d + m   # qkv, proj, fc, fc-proj weights and biases, 2 LNs
+        head = 0 if self.tie_word_embeddings else self.vocab_size * d
+        return (self.vocab_size + self.n_positions) * d + self.n_layer * per_layer + 2 * d + head
 
 
 PRESETS: dict[str, GPT2Config] = {c.name: c for c in (
@@ -71,7 +92,7 @@ def build_graph(config: GPT2Config, phase: Phase) -> Graph:
         raise GraphError(f"{config.name}: {phase.total_len} positions exceed the context "
                          f"of {config.n_positions}")
     B, S, L, D = phase.batch, phase.seq, phase.kv, config.n_embd
-    H, Dh = config.n_head, config.head_dim
+    H, Dh, M = config.n_head, config.head_dim, config.mlp_dim
     g = GraphBuilder(f"{config.name}-{phase.kind}")
     tokens = g.input("tokens", (B, S), DType.int32)
     wte = g.param("wte.weight", (config.vocab_size, D))
@@ -107,14 +128,15 @@ def build_graph(config: GPT2Config, phase: Phase) -> Graph:
         outputs += [k, v]
         scores = g.op(OpKind.MATMUL, f"{p}.attn.scores", [q, k], transpose_b=True)
         probs = g.op(OpKind.SOFTMAX, f"{p}.attn.probs", [scores],
-                     scale=1.0 / math.sqrt(Dh), causal=True)
+                     scale=config.attention_scale(i), causal=True)
         ctx = g.op(OpKind.MATMUL, f"{p}.attn.context", [probs, v])
         merged = g.op(OpKind.TRANSPOSE, f"{p}.attn.merge", [ctx], perm=(0, 2, 1, 3))
         flat = g.op(OpKind.RESHAPE, f"{p}.attn.flat", [merged], shape=(B, S, D))
         x = g.op(OpKind.ADD, f"{p}.attn.residual", [x, linear(f"{p}.attn.c_proj", flat, D, D)])
         ln2 = layernorm(f"{p}.ln_2", x)
-        act = g.op(OpKind.GELU, f"{p}.mlp.act", [linear(f"{p}.mlp.c_fc", ln2, D, 4 * D)])
-        x = g.op(OpKind.ADD, f"{p}.mlp.residual", [x, linear(f"{p}.mlp.c_proj", act, 4 * D, D)])
+        act = g.op(OpKind.GELU, f"{p}.mlp.act", [linear(f"{p}.mlp.c_fc", ln2, D, M)])
+        x = g.op(OpKind.ADD, f"{p}.mlp.residual", [x, linear(f"{p}.mlp.c_proj", act, M, D)])
     final = layernorm("ln_f", x)
-    logits = g.op(OpKind.MATMUL, "lm_head", [final, wte], transpose_b=True)
+    head = wte if config.tie_word_embeddings else g.param("lm_head.weight", (config.vocab_size, D))
+    logits = g.op(OpKind.MATMUL, "lm_head", [final, head], transpose_b=True)
     return g.build([logits, *outputs])
