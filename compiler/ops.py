@@ -13,14 +13,17 @@ place (the cache is not copied); layout ops are views and move nothing.
 """
 from __future__ import annotations
 
+import difflib
+import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from compiler.ir import DType, GraphError, Op, OpKind, TensorType
 
-__all__ = ["OpRule", "RULES", "infer_type", "op_flops", "op_bytes", "ARITY"]
+__all__ = ["OpRule", "RULES", "infer_type", "op_flops", "op_bytes", "ARITY", "ATTRIBUTES",
+           "attribute_error"]
 
 Types = tuple[TensorType, ...]
 
@@ -134,7 +137,7 @@ def _kv_append(op: Op, types: Types) -> TensorType:
 def _reshape(op: Op, types: Types) -> TensorType:
     (x,) = types
     shape = tuple(op.attr("shape", ()))
-    if int(np.prod(shape)) != x.numel or any(d < 0 for d in shape):
+    if math.prod(shape) != x.numel or any(d < 0 for d in shape):
         raise _fail(op, f"cannot reshape {_shape(x)} to {list(shape)}")
     return TensorType(shape, x.dtype)
 
@@ -207,8 +210,84 @@ assert set(RULES) == set(OpKind), f"ops without a rule: {set(OpKind) - set(RULES
 ARITY = {kind: rule.arity for kind, rule in RULES.items()}
 
 
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    """One attribute an op kind takes: which values it accepts, and whether it must be given."""
+
+    accepts: Callable[[Any], bool]
+    expected: str                      # for errors: "true or false", "a list of integers", ...
+    required: bool = False
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_BOOL = Attribute(lambda v: isinstance(v, bool), "true or false")
+_INT = Attribute(_is_int, "an integer", required=True)
+_INTS = Attribute(lambda v: isinstance(v, tuple) and all(map(_is_int, v)), "a list of integers",
+                  required=True)
+def _is_finite(v: Any) -> bool:
+    """An int or float that a float64 holds finitely (10**400 does not)."""
+    if not (_is_int(v) or isinstance(v, float)):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
+
+
+_FINITE = Attribute(_is_finite, "a finite number")
+_POSITIVE = Attribute(lambda v: _is_finite(v) and v > 0, "a positive finite number")
+
+# Every attribute each op kind reads (docs/graph-format.md lists them); any other is refused,
+# so a misspelt `casual=true` cannot silently mean a non-causal softmax.
+ATTRIBUTES: dict[OpKind, dict[str, Attribute]] = {
+    **{kind: {} for kind in OpKind},
+    OpKind.MATMUL: {"transpose_b": _BOOL},
+    OpKind.LAYERNORM: {"eps": _POSITIVE},
+    OpKind.SOFTMAX: {"scale": _FINITE, "causal": _BOOL},
+    OpKind.RESHAPE: {"shape": _INTS},
+    OpKind.TRANSPOSE: {"perm": _INTS},
+    OpKind.SLICE: {"axis": _INT, "start": _INT, "stop": _INT},
+}
+
+
+def attribute_error(kind: OpKind, name: str, value: Any) -> str | None:
+    """Why `name=value` is not an attribute of `kind`, or None when it is fine."""
+    known = ATTRIBUTES[kind]
+    if name not in known:
+        close = difflib.get_close_matches(name, list(known), n=1)
+        takes = f"{kind.value} takes {', '.join(known)}" if known else f"{kind.value} takes none"
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"unknown attribute '{name}' = {_show(value)} ({takes}{hint})"
+    if not known[name].accepts(value):
+        return f"attribute '{name}' must be {known[name].expected}, got {_show(value)}"
+    return None
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return repr(value)
+
+
+def _check_attributes(op: Op) -> None:
+    for name, value in op.attrs:
+        problem = attribute_error(op.kind, name, value)
+        if problem:
+            raise _fail(op, problem)
+    given = {name for name, _ in op.attrs}
+    missing = [n for n, a in ATTRIBUTES[op.kind].items() if a.required and n not in given]
+    if missing:
+        raise _fail(op, f"missing attribute '{missing[0]}'")
+
+
 def infer_type(op: Op, input_types: Types) -> TensorType:
     """The result type `op` must have given its inputs; raises GraphError naming the op."""
+    _check_attributes(op)
     lo, hi = RULES[op.kind].arity
     if not lo <= len(input_types) <= hi:
         expected = str(lo) if lo == hi else f"{lo} to {hi}"

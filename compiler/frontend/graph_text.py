@@ -2,7 +2,8 @@
 
 Users describe their own graphs of the supported ops; `to_text(from_text(t))` is stable,
 and `tessel graph --emit` writes any model (GPT-2 presets included) in this format.
-Every error carries file:line:col.
+Every error carries file:line:col; an attribute its op does not take, a duplicate one or a
+value of the wrong type is refused at the attribute (the table: compiler.ops.ATTRIBUTES).
 """
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
 
 from compiler.builder import GraphBuilder
 from compiler.ir import DType, Graph, GraphError, OpKind
+from compiler.ops import attribute_error
 
 __all__ = ["from_text", "to_text", "load_graph_file"]
 
 _COMPUTE_KINDS = {k.value: k for k in OpKind if not k.is_source}
+_MAX_DIM = (1 << 31) - 1     # element counts of a few such dimensions still fit an int64
 
 
 @lru_cache(maxsize=1)
@@ -62,6 +65,10 @@ def _dtype(source: str, node: Tree) -> tuple[DType, tuple[int, ...]]:
     except KeyError:
         names = ", ".join(d.name for d in DType)
         raise GraphError(f"{_where(source, name)}: unknown dtype '{name}' (one of {names})") from None
+    too_big = [d for d in dims if int(d) > _MAX_DIM]
+    if too_big:
+        raise GraphError(f"{_where(source, too_big[0])}: dimension {too_big[0]} is larger than "
+                         f"{_MAX_DIM} (2^31 - 1)")
     return dtype, tuple(int(d) for d in dims)
 
 
@@ -98,9 +105,7 @@ def _statement(builder: GraphBuilder, outputs: list[str], source: str, stmt: Tre
             raise GraphError(f"{_where(source, kind_token)}: unknown op '{kind_token}' "
                              f"(one of {', '.join(sorted(_COMPUTE_KINDS))})")
         operands = [str(a.children[0]) for a in args if a.data == "operand"]
-        attrs = {str(a.children[0]): _value(source, a.children[1])
-                 for a in args if a.data == "attribute"}
-        builder.op(kind, str(name), operands, **attrs)
+        builder.op(kind, str(name), operands, **_attributes(source, str(name), kind, args))
     else:
         for token in stmt.children:
             try:
@@ -110,11 +115,30 @@ def _statement(builder: GraphBuilder, outputs: list[str], source: str, stmt: Tre
             outputs.append(str(token))
 
 
+def _attributes(source: str, name: str, kind: OpKind, args: list[Tree]) -> dict[str, Any]:
+    """The op's attributes, each known to its kind and of the right type (compiler.ops)."""
+    attrs: dict[str, Any] = {}
+    for arg in args:
+        if arg.data != "attribute":
+            continue
+        key, value = str(arg.children[0]), _value(source, arg.children[1])
+        problem = (f"duplicate attribute '{key}'" if key in attrs
+                   else attribute_error(kind, key, value))
+        if problem:
+            raise GraphError(f"{_where(source, arg)}: op '{name}' ({kind.value}): {problem}")
+        attrs[key] = value
+    return attrs
+
+
 def load_graph_file(path: Path) -> Graph:
     try:
-        text = path.read_text()
+        content = path.read_bytes()
     except OSError as e:
         raise GraphError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise GraphError(f"{path}: not UTF-8 text (byte {e.start})") from None
     return from_text(text, str(path))
 
 
