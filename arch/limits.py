@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 __all__ = ["Limit", "LIMITS", "markdown_rows"]
 
@@ -47,8 +48,8 @@ def _number(x: float) -> str:
 
 # ---- clocks and time ---------------------------------------------------------------------
 CLOCK_MHZ = Limit("clock", 1, 10_000, "MHz",
-                  "1 MHz to 10 GHz; every clock in reference/ lies between HBM-PIM's 300 MHz "
-                  "(pim.md) and the H100's 1.98 GHz (gpu.md)")
+                  "1 MHz to 10 GHz; every compute clock in reference/ lies between HBM-PIM's "
+                  "300 MHz (pim.md) and the H100's 1.98 GHz (gpu.md)")
 TCK_NS = Limit("DRAM clock period", 0.1, 10, "ns",
                "0.1 ns (10 GHz) to 10 ns (100 MHz): GDDR6 runs at 0.5-0.57 ns, HBM2 at 1 ns, "
                "HBM3 at 0.625 ns (reference/pim.md)")
@@ -62,8 +63,8 @@ PIPELINE_CYCLES = Limit("pipeline depth", 0, 4096, "cycles",
                         "4096 cycles, 40x the deepest unit in the presets (the PIM ASIC's "
                         "96-cycle GELU)")
 DRAM_CYCLES = Limit("DRAM timing", 1, 8192, "tCK",
-                    "8192 tCK is 800 ns even at tCK 0.1 ns, above every JEDEC command timing; "
-                    "the longest in reference/pim.md is tRFC, 260 tCK (HBM2)")
+                    "8192 tCK is 819 ns even at tCK 0.1 ns, longer than a JEDEC refresh cycle "
+                    "tRFC (hundreds of ns); the longest in reference/pim.md is 260 tCK (HBM2 tRFC)")
 REFRESH_CYCLES = Limit("refresh interval", 1, 1 << 17, "tCK",
                        "2^17 tCK holds JEDEC's 7.8 us tREFI at tCK 0.1 ns (78,000 tCK); "
                        "reference/pim.md's are 3333-6240 tCK")
@@ -81,8 +82,8 @@ OFF_CHIP_BYTES = Limit("off-chip memory", 1, 1 << 44, "bytes",
 PIM_CHANNELS = Limit("PIM channels", 1, 1024, "channels",
                      "32x aim-32ch's 32; each channel is one queue of the program")
 PIM_BANKS = Limit("banks per channel", 1, 256, "banks",
-                  "GDDR6 has 16 banks per channel (reference/pim.md); the ISA's bank field "
-                  "is 8 bits")
+                  "GDDR6-AiM has 16 banks per channel (reference/pim.md); the ISA's bank "
+                  "field is 8 bits")
 PIM_ROWS = Limit("rows per bank", 1, 1 << 20, "rows",
                  "2^20, 64x GDDR6-AiM's 16 K rows (reference/pim.md); the ISA's row field is "
                  "24 bits")
@@ -120,10 +121,12 @@ STANDBY_POWER_MW = Limit("DRAM standby power", 0, 1_000_000, "mW",
 LIMITS: tuple[Limit, ...] = tuple(v for v in dict(globals()).values() if isinstance(v, Limit))
 
 
-def markdown_rows() -> list[str]:
-    """One docs table row per limit: name, range, unit, reason."""
+def markdown_rows(fields: Mapping[Limit, Sequence[str]]) -> list[str]:
+    """One docs table row per limit: name, range, unit, the fields that use it, reason."""
     rows = []
     for limit in LIMITS:
         low = f"> {_number(limit.low)}" if limit.low_open else _number(limit.low)
-        rows.append(f"| {limit.name} | {low} .. {_number(limit.high)} | {limit.unit} | {limit.reason} |")
+        names = ", ".join(f"`{f}`" for f in fields.get(limit, ()))
+        rows.append(f"| {limit.name} | {low} .. {_number(limit.high)} | {limit.unit} | {names} | "
+                    f"{limit.reason} |")
     return rows

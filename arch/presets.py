@@ -4,17 +4,20 @@ and builds the dataclass of the file's `target`, validated (arch/config.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any, Sequence
 
 from arch.config import CONFIG_DIR, ArchError, build, target_of
 from arch.dataflow import DataflowArch
 from arch.gpu import GpuArch
+from arch.limits import Limit
 from arch.pim import PimArch
 from arch.systolic import SystolicArch
 
-__all__ = ["ARCH_CLASSES", "load_arch", "preset_names"]
+__all__ = ["ARCH_CLASSES", "load_arch", "preset_names", "limit_fields"]
 
 # The description class of each `target` a config file may name (each class's own `target`
 # field says which it is).
@@ -80,3 +83,20 @@ def load_arch(spec: str | Path, overrides: Sequence[str] = ()) -> Any:
         known = ", ".join(sorted(ARCH_CLASSES)) or "none registered"
         raise ArchError(f"{source}: field 'target' must be one of {known}, got {target!r}")
     return build(ARCH_CLASSES[target], table, source, origins=origins)
+
+
+def limit_fields() -> dict[Limit, list[str]]:
+    """Each limit with the fields that declare it, as `target.dotted.field` (for the docs)."""
+    out: dict[Limit, list[str]] = {}
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], f"{prefix}{f.name}.")
+            elif "limit" in f.metadata:
+                out.setdefault(f.metadata["limit"], []).append(prefix + f.name)
+
+    for target, cls in ARCH_CLASSES.items():
+        walk(cls, f"{target}:")
+    return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -268,17 +269,30 @@ class Measured:
     tokens_ms: dict[str, float]       # per-token latencies, e.g. "gpt2-decode-kv128-graph"
 
 
+def _finite(value: int | float) -> bool:
+    """A number a float64 holds finitely (not NaN, not an infinity, not a 400-digit int)."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 def load_calibration(path: str | Path) -> Measured:
     """Read and validate a calibration JSON; errors name the file and the field."""
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CalibrationError(f"{path}: cannot read calibration JSON ({e})") from None
+        data = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise CalibrationError(f"{path}: cannot read calibration JSON ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise CalibrationError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise CalibrationError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
 
     def get(table: Any, key: str, where: str, kind: type | tuple) -> Any:
         value = table.get(key) if isinstance(table, dict) else None
         numeric = kind in (float, int)
-        ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and _finite(value) and value >= 0      # JSON's Infinity and NaN parse
               and (value > 0 or key in ("flops", "bytes"))) if numeric else isinstance(value, kind)
         if not ok:
             expected = {str: "a string", dict: "a table", list: "a list"}.get(kind, "a positive number")
@@ -291,7 +305,9 @@ def load_calibration(path: str | Path) -> Measured:
         try:
             kernel = Kernel(get(row, "name", where, str), get(row, "kind", where, str),
                             *(int(get(row, f, where, int)) for f in ("flops", "bytes", "m", "n", "k", "batch")))
-        except ValueError as e:
+        except CalibrationError:
+            raise
+        except ValueError as e:                  # Kernel's own checks
             raise CalibrationError(f"{path}: {where.rstrip('.')}: {e}") from None
         kernels.append(MeasuredKernel(kernel, get(row, "eager_us", where, float),
                                       get(row, "graph_us", where, float)))
