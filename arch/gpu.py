@@ -53,8 +53,9 @@ class GpuArch:
     l2_mb: float = within(L2_MB)
     sms: int = within(UNITS)
     boost_mhz: float = within(CLOCK_MHZ)
-    graph_overhead_us: dict[str, float] = within(HOST_TIME_US)  # graph mode: fixed cost per kernel launch, by kind
-    eager_overhead_us: dict[str, float] = within(HOST_TIME_US)  # eager mode: fixed cost per operator, by kind
+    # graph mode: fixed cost per kernel launch, by kind; eager mode: per operator, by kind
+    graph_overhead_us: dict[str, float] = within(HOST_TIME_US)
+    eager_overhead_us: dict[str, float] = within(HOST_TIME_US)
     gemm: GemmEfficiency
     memory: MemoryEfficiency
 

@@ -1,10 +1,10 @@
 """config.json of a Hugging Face GPT-2 directory -> GPT2Config, every field honoured or refused.
 
 Each field of the file is in exactly one of three places here:
-- `_SIZES` and `_HONOURED`: read into the GPT2Config the graph is built from (semantics of
+- `_SIZES` and `HONOURED`: read into the GPT2Config the graph is built from (semantics of
   Hugging Face's GPT2Config and modeling_gpt2.py);
-- `_WITHOUT_EFFECT`: accepted and ignored, each with the reason it cannot change the logits;
-- `_NEUTRAL`: accepted only at the value that leaves the model alone (a cross-attention
+- `WITHOUT_EFFECT`: accepted and ignored, each with the reason it cannot change the logits;
+- `NEUTRAL`: accepted only at the value that leaves the model alone (a cross-attention
   layer, pruned heads or a quantised checkpoint would change the numbers: refused).
 Anything else is refused, so a field Tessel does not know can never be silently dropped.
 Every error is one line naming the file, the field and the value.
@@ -20,7 +20,7 @@ from compiler.ir import GraphError
 
 from compiler.frontend.gpt2 import GPT2Config
 
-__all__ = ["load_config", "ACTIVATIONS"]
+__all__ = ["load_config", "ACTIVATIONS", "HONOURED", "WITHOUT_EFFECT", "NEUTRAL", "KNOWN_FIELDS"]
 
 # Positive integers, each with an upper bound a GPT-2-shaped model could have (the graph is
 # built before the checkpoint is read, so an absurd size must not get that far).
@@ -37,7 +37,7 @@ _ALIASES = {"hidden_size": "n_embd", "max_position_embeddings": "n_positions",
 # Activations the graph's gelu computes: the tanh form 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
 # gelu_fast writes sqrt(2/pi) as 0.7978845608 (a relative difference of 4e-12).
 ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
-_HONOURED = ("activation_function", "layer_norm_epsilon", "n_inner", "scale_attn_weights",
+HONOURED = ("activation_function", "layer_norm_epsilon", "n_inner", "scale_attn_weights",
              "scale_attn_by_inverse_layer_idx", "tie_word_embeddings", "reorder_and_upcast_attn",
              "model_type", "architectures", "n_ctx")
 
@@ -47,7 +47,7 @@ _OTHER_HEADS = "used only by other heads (GPT2DoubleHeadsModel, classification),
 _TOKENS = "tokenizer or generation setting: logits do not depend on it"
 _OUTPUTS = "what Hugging Face returns or how it schedules the same computation"
 _STORAGE = "storage type of the weights: Tessel reads them as stored and computes in float32/float64"
-_WITHOUT_EFFECT: dict[str, str] = {
+WITHOUT_EFFECT: dict[str, str] = {
     **dict.fromkeys(("_name_or_path", "_commit_hash", "transformers_version"), _BOOKKEEPING),
     **dict.fromkeys(("attn_pdrop", "embd_pdrop", "resid_pdrop", "summary_first_dropout"), _DROPOUT),
     "initializer_range": "initialisation only: the checkpoint's weights are used",
@@ -71,7 +71,7 @@ _WITHOUT_EFFECT: dict[str, str] = {
     **dict.fromkeys(("torch_dtype", "dtype", "use_bfloat16"), _STORAGE),
 }
 # Accepted at these values only; anything else changes the model.
-_NEUTRAL: dict[str, tuple[Any, str]] = {
+NEUTRAL: dict[str, tuple[Any, str]] = {
     "add_cross_attention": (False, "cross-attention layers are not supported"),
     "cross_attention_hidden_size": (None, "cross-attention layers are not supported"),
     "is_encoder_decoder": (False, "encoder-decoder models are not supported"),
@@ -80,7 +80,7 @@ _NEUTRAL: dict[str, tuple[Any, str]] = {
     "quantization_config": (None, "quantised checkpoints are not supported"),
     "auto_map": (None, "custom modelling code is not supported"),
 }
-_KNOWN = set(_SIZES) | set(_ALIASES) | set(_HONOURED) | set(_WITHOUT_EFFECT) | set(_NEUTRAL)
+KNOWN_FIELDS = set(_SIZES) | set(_ALIASES) | set(HONOURED) | set(WITHOUT_EFFECT) | set(NEUTRAL)
 
 
 def load_config(directory: Path) -> GPT2Config:
@@ -89,11 +89,11 @@ def load_config(directory: Path) -> GPT2Config:
     if not path.is_file():
         raise GraphError(f"{directory}: no config.json (expected a Hugging Face GPT-2 directory)")
     raw = _read_json(path)
-    unknown = sorted(set(raw) - _KNOWN)
+    unknown = sorted(set(raw) - KNOWN_FIELDS)
     if unknown:
         raise GraphError(f"{path}: field '{unknown[0]}' is not a GPT-2 config field Tessel knows "
                          f"(it might change the model), got {raw[unknown[0]]!r}")
-    for field, (neutral, why) in _NEUTRAL.items():
+    for field, (neutral, why) in NEUTRAL.items():
         if field in raw and raw[field] != neutral:
             raise GraphError(f"{path}: field '{field}' = {raw[field]!r}: {why}")
     _check_kind(path, raw)

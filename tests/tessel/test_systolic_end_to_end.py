@@ -76,8 +76,8 @@ def test_compiled_program_file_simulates_like_the_model(capsys, tmp_path, tiny_h
 
 @pytest.mark.parametrize("argv, message", [
     (["--set", "sram_bytes=8192"], "op 'embed.tokens' (embedding): one row needs"),
-    (["--set", "rows=0"], "arch/configs/systolic-128.toml: field 'rows' must be a positive integer, got 0"),
-    (["--set", "clock_mhz=fast"], "field 'clock_mhz' must be a positive number, got 'fast'"),
+    (["--set", "rows=0"], "--set rows=0: field 'rows' must be an integer from 1 to 65536 PEs, got 0"),
+    (["--set", "clock_mhz=fast"], "--set clock_mhz=fast: field 'clock_mhz' must be a number from 1 to 10000 MHz, got 'fast'"),
     (["--set", "dataflow=rs"], "field 'dataflow' must be one of ws, os, is, got 'rs'"),
     (["--set", "rowz=4"], "unknown field 'rowz'"),
     (["--set", "dram_bytes=100000"], "the model needs more than"),
@@ -94,7 +94,7 @@ def test_bad_arch_file_names_file_and_field(capsys, tmp_path, tiny_hf):
     bad = tmp_path / "mine.toml"
     bad.write_text(text.replace("rows = 32", 'rows = "many"'))
     code = main(["sim", "--model", str(tiny_hf), "--seq", "4", "--no-functional", "--arch", str(bad)])
-    assert code == 2 and f"{bad}: field 'rows' must be a positive integer, got 'many'" in capsys.readouterr().err
+    assert code == 2 and f"{bad}: field 'rows' must be an integer from 1 to 65536 PEs, got 'many'" in capsys.readouterr().err
     bad.write_text("rows = [")
     code = main(["sim", "--model", str(tiny_hf), "--seq", "4", "--arch", str(bad)])
     assert code == 2 and f"{bad}: invalid TOML" in capsys.readouterr().err

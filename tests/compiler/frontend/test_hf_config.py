@@ -9,7 +9,7 @@ from safetensors.numpy import save_file
 
 from compiler.driver import prefill_logits
 from compiler.frontend import PRESETS, build_graph, load_model
-from compiler.frontend.hf_config import _HONOURED, _KNOWN, _NEUTRAL, _WITHOUT_EFFECT
+from compiler.frontend.hf_config import HONOURED, KNOWN_FIELDS, NEUTRAL, WITHOUT_EFFECT
 from compiler.phase import prefill
 from tests.bad_input import refuses
 
@@ -135,8 +135,8 @@ def test_every_field_of_transformers_gpt2_config_has_a_place():
         "summary_first_dropout", "scale_attn_weights", "use_cache", "bos_token_id", "eos_token_id",
         "scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "tie_word_embeddings",
         "add_cross_attention"}
-    assert gpt2_config_fields <= _KNOWN
-    assert not set(_HONOURED) & set(_WITHOUT_EFFECT) and not set(_NEUTRAL) & set(_WITHOUT_EFFECT)
+    assert gpt2_config_fields <= KNOWN_FIELDS
+    assert not set(HONOURED) & set(WITHOUT_EFFECT) and not set(NEUTRAL) & set(WITHOUT_EFFECT)
 
 
 def nan_at(weights_of: str, value: float):
