@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from arch.config import CONFIG_DIR, ArchError, build, target_of
 from arch.dataflow import DataflowArch
@@ -14,7 +14,7 @@ from arch.gpu import GpuArch
 from arch.pim import PimArch
 from arch.systolic import SystolicArch
 
-__all__ = ["ARCH_CLASSES", "load_arch", "preset_names"]
+__all__ = ["ARCH_CLASSES", "load_arch", "preset_names", "with_overrides"]
 
 # The description class of each `target` a config file may name (each class's own `target`
 # field says which it is).
@@ -69,3 +69,16 @@ def load_arch(spec: str | Path, overrides: Sequence[str] = ()) -> Any:
         known = ", ".join(sorted(ARCH_CLASSES)) or "none registered"
         raise ArchError(f"{source}: field 'target' must be one of {known}, got {target!r}")
     return build(ARCH_CLASSES[target], table, source)
+
+
+def with_overrides(table: Mapping[str, Any], source: str, overrides: Sequence[str]) -> dict:
+    """A copy of an architecture table (e.g. the one a program file records) as plain nested
+    dicts, with `key=value` overrides applied as `load_arch` applies them; `source` names the
+    table in errors."""
+    def plain(node: Mapping[str, Any]) -> dict:
+        return {k: plain(v) if isinstance(v, Mapping) else v for k, v in node.items()}
+
+    copy = plain(table)
+    for assignment in overrides:
+        _override(source, copy, assignment)
+    return copy

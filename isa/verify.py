@@ -3,7 +3,9 @@
 Checks, in order: ISA version and target; spaces, symbols and data against the machine;
 every field value (by encoding the program); per instruction: queue exists, unit allowed,
 configuration present, field limits, every operand footprint inside its space and on the
-right side of the chip; finally that all queues run to completion through their semaphores.
+right side of the chip; the DRAM row protocol of the pim queues when the machine gives its
+banks (`isa/rows.py`: no MAC or read without an open row, no activate of an open bank);
+finally that all queues run to completion through their semaphores.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from isa.instr import Instr, first_uses
 from isa.machine import MachineView
 from isa.opcodes import ISA_VERSION, OPCODES
 from isa.program import Program
+from isa.rows import find_row_violation
 from isa.sync import find_blocked_wait
 
 __all__ = ["verify"]
@@ -30,6 +33,7 @@ def verify(program: Program, machine: MachineView) -> None:
     first = first_uses(program.instructions)
     _check_fields(program, first)
     _check_instructions(program, machine, first)
+    _check_rows(program, machine)
     blocked = find_blocked_wait(program.instructions)
     if blocked is not None:
         raise _at(blocked.index, program.instructions[blocked.index], blocked.message)
@@ -48,6 +52,18 @@ def _check_fields(program: Program, first: list[int]) -> None:
             message = re.sub(rf"\binstruction {error.index}\b", f"instruction {index}", message,
                              count=1)
         raise VerifyError(message, index) from None
+
+
+def _check_rows(program: Program, machine: MachineView) -> None:
+    """The pim queues' row protocol, on a machine whose `bank` limit gives its banks."""
+    banks = machine.limits.get("bank")
+    if banks is None:
+        return
+    instrs = program.instructions
+    found = find_row_violation(instrs, list(map(attrgetter("opcode"), instrs)), banks)
+    if found is not None:
+        index, reason = found
+        raise _at(index, instrs[index], reason)
 
 
 def _at(index: int, instr: Instr, reason: str) -> VerifyError:
