@@ -11,6 +11,7 @@ can be printed and bisected on its own.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from importlib import metadata
 from types import MappingProxyType
@@ -96,6 +97,7 @@ def compile_graph(pipeline: Pipeline, graph: Graph, arch, dtype: DType | None = 
     return dataclasses.replace(lowered, program=program)
 
 
+@functools.cache
 def tool_version() -> str | None:
     """The installed tessel's version (pyproject.toml, through the package metadata); None
     when it runs from a source tree that was never installed."""

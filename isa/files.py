@@ -31,7 +31,7 @@ from isa.opcodes import ISA_VERSION
 from isa.program import Program
 from isa.tbin_header import header_json, read_header
 
-__all__ = ["save", "load", "MAGIC", "FORMAT_VERSION"]
+__all__ = ["save", "load", "read_tbin", "MAGIC", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 2
 MAGIC = b"TESSELB" + bytes([FORMAT_VERSION])
@@ -74,7 +74,12 @@ def load(path: str | os.PathLike) -> Program:
         except UnicodeDecodeError as error:
             raise ProgramFileError(f"{path}: not UTF-8 text (byte {error.start})") from None
         return assemble(text, filename=str(path))
-    return _TbinReader(str(path), content).program()
+    return read_tbin(content, str(path))
+
+
+def read_tbin(content: bytes, name: str = "<tbin>") -> Program:
+    """A program from the bytes of a .tbin; errors name it `name` (load's path)."""
+    return _TbinReader(name, content).program()
 
 
 def _suffix(path: Path) -> str:
@@ -174,6 +179,8 @@ class _TbinReader:
         except DecodeError as error:
             raise ProgramFileError(f"{self.name}: {error} (words start at offset {words_at})",
                                    error.index) from None
+        except IsaError as error:                   # the header's space table
+            raise self.fail(f"corrupt header: {error}") from None
         data = self.data(blob) if blob_bytes else None
         try:
             return header.program(instructions, data)
