@@ -103,8 +103,11 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+DEFAULT_TARGET = "systolic"
+
+
 def _target_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", default="systolic", choices=sorted(TARGETS))
+    p.add_argument("--target", default=DEFAULT_TARGET, choices=sorted(TARGETS))
     p.add_argument("--arch", help="preset name or .toml file (default: the target's preset)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one architecture field (repeatable; dotted keys for tables)")
@@ -149,7 +152,6 @@ def _dtype(args: argparse.Namespace) -> isa.DType | None:
     return isa.DType(args.dtype) if args.dtype else None
 
 
-DEFAULT_TARGET = "systolic"
 # `tessel sim` options that only a model run reads (their defaults are None to tell).
 _MODEL_ONLY = ("target", "phase", "seq", "kv", "batch", "dtype", "tokens", "logits", "gpu",
                "gpu_mode", "gpu_calibration")
