@@ -9,8 +9,8 @@ from arch.gpu import GemmEfficiency, GpuArch, MemoryEfficiency
 from arch.pim import PimArch
 from arch.dataflow import DataflowArch
 from arch.protocol import TargetArch
-from arch.presets import ARCH_CLASSES, load_arch, preset_names
+from arch.presets import ARCH_CLASSES, build_with_overrides, load_arch, preset_names
 
 __all__ = ["ArchError", "load_arch", "preset_names", "ARCH_CLASSES", "SystolicArch", "SystolicEnergy",
            "GpuArch", "GemmEfficiency", "MemoryEfficiency", "PimArch", "DataflowArch",
-           "TargetArch"]
+           "TargetArch", "build_with_overrides"]

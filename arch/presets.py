@@ -8,7 +8,7 @@ import dataclasses
 import tomllib
 import typing
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from arch.config import CONFIG_DIR, ArchError, build, target_of
 from arch.dataflow import DataflowArch
@@ -17,7 +17,7 @@ from arch.limits import Limit
 from arch.pim import PimArch
 from arch.systolic import SystolicArch
 
-__all__ = ["ARCH_CLASSES", "load_arch", "preset_names", "limit_fields"]
+__all__ = ["ARCH_CLASSES", "load_arch", "preset_names", "limit_fields", "build_with_overrides"]
 
 # The description class of each `target` a config file may name (each class's own `target`
 # field says which it is).
@@ -100,3 +100,16 @@ def limit_fields() -> dict[Limit, list[str]]:
     for target, cls in ARCH_CLASSES.items():
         walk(cls, f"{target}:")
     return out
+
+
+def build_with_overrides(cls: type, table: Mapping[str, Any], source: str,
+                         overrides: Sequence[str]) -> Any:
+    """`cls` built from a copy of an architecture table (e.g. the one a program file records)
+    with `key=value` overrides applied as `load_arch` applies them; `source` names the table
+    in errors, and an error in an overridden field names its `--set` argument."""
+    def plain(node: Mapping[str, Any]) -> dict:
+        return {k: plain(v) if isinstance(v, Mapping) else v for k, v in node.items()}
+
+    copy = plain(table)
+    origins = {_override(source, copy, a): f"--set {a}" for a in overrides}
+    return build(cls, copy, source, origins=origins)

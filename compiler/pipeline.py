@@ -10,7 +10,10 @@ can be printed and bisected on its own.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
+from importlib import metadata
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Protocol
 
@@ -21,7 +24,8 @@ from arch import TargetArch
 from compiler.errors import CompileError
 from compiler.ir import Graph
 
-__all__ = ["Step", "Pipeline", "Compilation", "Dumpable", "compile_graph", "dump_after"]
+__all__ = ["Step", "Pipeline", "Compilation", "Dumpable", "compile_graph", "dump_after",
+           "tool_version"]
 
 
 class Dumpable(Protocol):
@@ -84,8 +88,23 @@ class Pipeline:
 
 
 def compile_graph(pipeline: Pipeline, graph: Graph, arch, dtype: DType | None = None) -> Any:
-    """Every step of `pipeline`: the compiled program (a `compiler.targets.Lowered`)."""
-    return pipeline.run(graph, arch, dtype)[pipeline.names[-1]]
+    """Every step of `pipeline`: the compiled program (a `compiler.targets.Lowered`), which
+    records the architecture it was compiled for (its whole field table) and the tool version,
+    so that a program file is simulated on the machine it was made for."""
+    lowered = pipeline.run(graph, arch, dtype)[pipeline.names[-1]]
+    program = dataclasses.replace(lowered.program, arch=dataclasses.asdict(arch),
+                                  tool_version=tool_version())
+    return dataclasses.replace(lowered, program=program)
+
+
+@functools.cache
+def tool_version() -> str | None:
+    """The installed tessel's version (pyproject.toml, through the package metadata); None
+    when it runs from a source tree that was never installed."""
+    try:
+        return metadata.version("tessel")
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def dump_after(pipeline: Pipeline, graph: Graph, arch, dtype: DType | None, step: str) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +21,9 @@ from isa.asm_lines import Statement, column_of, read_statements
 from isa.errors import AsmError, FieldError, IsaError
 from isa.fields import Field
 from isa.instr import Instr
+from isa.jsontext import dump_object, load_object
 from isa.opcodes import ISA_VERSION, OPCODES
-from isa.program import Program, Symbol
+from isa.program import Program, Symbol, arch_table
 from isa.values import Addr, DType, Queue, parse_int
 
 __all__ = ["assemble", "disassemble", "format_data_line"]
@@ -91,11 +94,25 @@ class _Assembler:
         instructions = tuple(self.instr(statement, spaces) for statement in statements
                              if statement.kind == "instr")
         data = self.data(header["data"]) if "data" in header else None
+        target = str(header["target"].parts[0])
+        arch = self.arch(header["arch"], target) if "arch" in header else None
+        version = str(header["tool_version"].parts[0]) if "tool_version" in header else None
         try:
-            return Program(str(header["target"].parts[0]), ISA_VERSION, spaces, tuple(symbols),
-                           instructions, data, tuple(ops))
+            return Program(target, ISA_VERSION, spaces, tuple(symbols), instructions, data,
+                           tuple(ops), arch, version)
         except IsaError as error:
             raise self.fail(header["target"], 0, str(error)) from None
+
+    def arch(self, statement: Statement, target: str):
+        """The `.arch` line's JSON object, checked as an architecture record."""
+        try:
+            table = load_object(str(statement.parts[0]))
+        except ValueError as error:
+            raise self.fail(statement, 0, f".arch: {error}") from None
+        try:
+            return arch_table(table, target)
+        except IsaError as error:
+            raise self.fail(statement, 0, str(error)) from None
 
     def spaces(self, statement: Statement) -> tuple[str, ...]:
         names = statement.parts
@@ -194,12 +211,16 @@ class _Assembler:
 
 
 def read_npz(source: Path | io.BytesIO) -> dict[str, np.ndarray]:
-    """All arrays of an .npz (no pickles); ValueError if it is not an .npz archive."""
-    loaded = np.load(source, allow_pickle=False)
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise ValueError("not an .npz archive")
-    with loaded as archive:
-        return {name: archive[name] for name in archive.files}
+    """All arrays of an .npz (no pickles); OSError if it cannot be read, ValueError if it is
+    not a sound .npz archive (a damaged zip or member included)."""
+    try:
+        loaded = np.load(source, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("not an .npz archive")
+        with loaded as archive:
+            return {name: archive[name] for name in archive.files}
+    except (zipfile.BadZipFile, zlib.error, EOFError, KeyError, NotImplementedError) as error:
+        raise ValueError(f"not a sound .npz archive ({type(error).__name__}: {error})") from None
 
 
 def format_data_line(relative_path: str) -> str:
@@ -212,6 +233,10 @@ def disassemble(program: Program, *, data_path: str | None = None) -> str:
     """Canonical `.tasm` text; a `.data` line only when `data_path` (the sidecar) is given."""
     out = io.StringIO()
     out.write(f".target {program.target}\n.isa {program.isa_version}\n")
+    if program.tool_version is not None:
+        out.write(f".tool_version {program.tool_version}\n")
+    if program.arch is not None:
+        out.write(f".arch {dump_object(program.arch)}\n")
     out.write(f".spaces {' '.join(program.spaces)}\n")
     for s in program.symbols:
         shape = "x".join(map(str, s.shape))

@@ -24,12 +24,14 @@ _WORDS = {
     "QUEUE": "a queue (e.g. dma0)", "MNEMONIC": "a mnemonic", "NAME": "a name",
     "NUMBER": "a number", "SHAPE": "a shape (e.g. 64x128)", "TARGET": "a target name",
     "SYMBOL": "a symbol name", "PATH": "a path", "STRING": "a quoted path",
-    "FIELD": "a field (name=value, no blanks)", "_NL": "end of line", "$END": "end of line",
+    "FIELD": "a field (name=value, no blanks)", "ARCH": "a JSON object",
+    "VERSION": "a version (e.g. 0.1.0)", "_NL": "end of line", "$END": "end of line",
 }
 
 
 class Statement(NamedTuple):
-    """One directive or instruction: `kind` is target/isa/spaces/symbol/data/op/instr.
+    """One directive or instruction: `kind` is target/isa/spaces/symbol/data/op/arch/
+    tool_version/instr.
 
     parts: the line's tokens after the directive keyword (for instr: queue, mnemonic,
     then one `name=value` per field).
@@ -64,6 +66,12 @@ class _Callbacks(lark.Transformer):
 
     def op(self, tokens):
         return ("op", tokens)
+
+    def arch(self, tokens):
+        return ("arch", tokens)
+
+    def tool_version(self, tokens):
+        return ("tool_version", tokens)
 
     def instr(self, tokens):
         return ("instr", tokens)

@@ -1,8 +1,11 @@
 """Program files: `save(program, path)` and `load(path)` for `.tbin` (binary) and `.tasm` (text).
 
-.tbin, all integers little-endian:
-    magic b"TESSELB\\x01" | u32 header length | header JSON (target, isa, spaces, symbols)
+.tbin, all integers little-endian (format version 2, the magic's last byte):
+    magic b"TESSELB\\x02" | u32 header length | header JSON (isa/tbin_header.py)
     | u64 instruction count | 16-byte words | u64 blob length | blob (.npz bytes, empty = no data)
+    | SHA-256 of every byte before it
+Reading checks the framing (lengths), then the checksum, and only then reads the header,
+words and blob, so any damage is one error naming the file.
 .tasm data goes to a sidecar `<stem>.npz` named by a `.data` line. Writes go to a temporary
 file in the same folder that is then renamed over the target, so an interrupted save leaves
 nothing half-written.
@@ -10,8 +13,8 @@ nothing half-written.
 
 from __future__ import annotations
 
+import hashlib
 import io
-import json
 import os
 import secrets
 import struct
@@ -25,11 +28,14 @@ from isa.asm import assemble, disassemble, read_npz
 from isa.encoding import WORD_BYTES, decode, encode
 from isa.errors import DecodeError, FieldError, IsaError, ProgramFileError
 from isa.opcodes import ISA_VERSION
-from isa.program import Program, Symbol
+from isa.program import Program
+from isa.tbin_header import header_json, read_header
 
-__all__ = ["save", "load", "MAGIC"]
+__all__ = ["save", "load", "read_tbin", "MAGIC", "FORMAT_VERSION"]
 
-MAGIC = b"TESSELB\x01"
+FORMAT_VERSION = 2
+MAGIC = b"TESSELB" + bytes([FORMAT_VERSION])
+_DIGEST_BYTES = 32                      # SHA-256
 _SUFFIXES = (".tbin", ".tasm")
 
 
@@ -68,7 +74,12 @@ def load(path: str | os.PathLike) -> Program:
         except UnicodeDecodeError as error:
             raise ProgramFileError(f"{path}: not UTF-8 text (byte {error.start})") from None
         return assemble(text, filename=str(path))
-    return _TbinReader(str(path), content).program()
+    return read_tbin(content, str(path))
+
+
+def read_tbin(content: bytes, name: str = "<tbin>") -> Program:
+    """A program from the bytes of a .tbin; errors name it `name` (load's path)."""
+    return _TbinReader(name, content).program()
 
 
 def _suffix(path: Path) -> str:
@@ -80,18 +91,15 @@ def _suffix(path: Path) -> str:
 
 def _tbin_parts(program: Program) -> list[bytes | memoryview]:
     words = encode(program.instructions, program.spaces)
-    header = json.dumps({
-        "target": program.target,
-        "isa": program.isa_version,
-        "spaces": list(program.spaces),
-        "symbols": [{"name": s.name, "space": s.space, "addr": s.addr,
-                     "shape": list(s.shape), "dtype": str(s.dtype)} for s in program.symbols],
-        "ops": [[index, name] for index, name in program.ops],
-    }, separators=(",", ":")).encode("utf-8")
+    header = header_json(program).encode("utf-8")
     blob = _npz_bytes(program.data) if program.data is not None else b""
-    return [MAGIC, struct.pack("<I", len(header)), header,
-            struct.pack("<Q", len(words)), memoryview(words).cast("B"),
-            struct.pack("<Q", len(blob)), blob]
+    parts = [MAGIC, struct.pack("<I", len(header)), header,
+             struct.pack("<Q", len(words)), memoryview(words).cast("B"),
+             struct.pack("<Q", len(blob)), blob]
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return parts + [digest.digest()]
 
 
 def _npz_bytes(data) -> bytes:
@@ -141,53 +149,43 @@ class _TbinReader:
 
     def program(self) -> Program:
         magic = bytes(self.take(len(MAGIC), "magic"))
-        if magic != MAGIC:
+        if magic[:-1] != MAGIC[:-1]:
             raise self.fail(f"not a Tessel binary (starts {magic!r}, expected {MAGIC!r})")
+        if magic != MAGIC:
+            raise self.fail(f"format version {magic[-1]} is not supported (this build reads "
+                            f"version {FORMAT_VERSION}): recompile or reassemble the program")
         (header_bytes,) = struct.unpack("<I", self.take(4, "header length"))
-        header = self.header(self.take(header_bytes, "header"))
+        raw_header = self.take(header_bytes, "header")
         (count,) = struct.unpack("<Q", self.take(8, "instruction count"))
         words_at = self.offset
         words = np.frombuffer(self.take(count * WORD_BYTES, "instructions"), dtype="<u8")
         (blob_bytes,) = struct.unpack("<Q", self.take(8, "data blob length"))
         blob = self.take(blob_bytes, "data blob")
+        checked = self.offset
+        stored = bytes(self.take(_DIGEST_BYTES, "SHA-256 checksum"))
         if self.offset != len(self.content):
             raise self.fail(f"corrupt: {len(self.content) - self.offset} unexpected bytes "
-                            f"after the data blob at offset {self.offset}")
-        spaces = header["spaces"]
+                            f"after the checksum at offset {self.offset}")
+        if hashlib.sha256(self.content[:checked]).digest() != stored:
+            raise self.fail(f"corrupt: the SHA-256 checksum of its first {checked} bytes does "
+                            f"not match the one stored at offset {checked}")
+        try:
+            header = read_header(bytes(raw_header))
+        except IsaError as error:
+            raise self.fail(f"corrupt header: {error}") from None
         try:
             with no_gc():
-                instructions = decode(words.reshape(-1, 2), spaces)
+                instructions = decode(words.reshape(-1, 2), header.spaces)
         except DecodeError as error:
             raise ProgramFileError(f"{self.name}: {error} (words start at offset {words_at})",
                                    error.index) from None
+        except IsaError as error:                   # the header's space table
+            raise self.fail(f"corrupt header: {error}") from None
         data = self.data(blob) if blob_bytes else None
         try:
-            return Program(header["target"], header["isa"], tuple(spaces),
-                           header["symbols"], instructions, data,
-                           tuple(tuple(mark) for mark in header.get("ops", ())))
+            return header.program(instructions, data)
         except IsaError as error:
             raise self.fail(f"corrupt header: {error}") from None
-
-    def header(self, raw: memoryview) -> dict:
-        try:
-            header = json.loads(bytes(raw).decode("utf-8"))
-            if not isinstance(header, dict):
-                raise ValueError("not a JSON object")
-            missing = [k for k in ("target", "isa", "spaces", "symbols") if k not in header]
-            if missing:
-                raise ValueError(f"missing {missing[0]!r}")
-            if header["isa"] != ISA_VERSION:
-                raise self.fail(f"unsupported ISA version {header['isa']!r} "
-                                f"(this build reads {ISA_VERSION})")
-            if not isinstance(header["spaces"], list) or not isinstance(header["symbols"], list):
-                raise ValueError("spaces and symbols must be lists")
-            header["symbols"] = tuple(Symbol(s["name"], s["space"], s["addr"], tuple(s["shape"]),
-                                             s["dtype"]) for s in header["symbols"])
-        except ProgramFileError:
-            raise
-        except (ValueError, TypeError, KeyError) as error:
-            raise self.fail(f"corrupt header: {error}") from None
-        return header
 
     def data(self, blob: memoryview) -> dict[str, np.ndarray]:
         try:

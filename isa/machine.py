@@ -36,7 +36,9 @@ class MachineView:
     limits: optional bounds; a key that names a field (`bank`, `row`, `col`, `stages`...)
     requires every value of that field to be < the limit (so pass count+1 to bound a count);
     `gbuf_bytes` (PIM global buffer size) and `pim_burst_bytes` (bytes per column burst)
-    size the PIM footprints. target: when set, the program's target must equal it.
+    size the PIM footprints; `bank`, the banks of a channel, also turns on the check of the
+    pim queues' DRAM row protocol (isa/rows.py). target: when set, the program's target must
+    equal it.
     """
 
     spaces: Mapping[str, MemorySpace]

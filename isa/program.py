@@ -1,4 +1,5 @@
-"""The Program container: target, ISA version, memory-space table, symbols, instructions, data."""
+"""The Program container: target, ISA version, memory-space table, symbols, instructions, data,
+and the architecture it was compiled for (as data: isa does not know the architecture classes)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from isa.fields import SPACE_BITS
 from isa.instr import Instr
 from isa.values import NAME_RE, DType
 
-__all__ = ["Symbol", "Program", "SYMBOL_NAME_RE", "TARGET_RE"]
+__all__ = ["Symbol", "Program", "SYMBOL_NAME_RE", "TARGET_RE", "VERSION_RE", "arch_table"]
 
 SYMBOL_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")  # dots for `h.0.attn.weight`
 TARGET_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+VERSION_RE = re.compile(r"[A-Za-z0-9_.+!\-]+")          # a PEP 440 version's characters
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,9 @@ class Program:
     Programs compare equal by value (arrays by content) and are not hashable.
     ops: where each source-graph op's instructions begin, as (first instruction index, op
     name) in program order; reports attribute cycles and energy to ops with it.
+    arch: the architecture the program was compiled for, as its field table (what
+    `dataclasses.asdict` gives of an arch/ description, with its `name` and `target`), read-only;
+    None when unknown (hand-written programs). tool_version: the tessel that compiled it.
     """
 
     target: str
@@ -68,6 +73,8 @@ class Program:
     instructions: tuple[Instr, ...] = ()
     data: Mapping[str, np.ndarray] | None = None
     ops: tuple[tuple[int, str], ...] = ()
+    arch: Mapping[str, object] | None = None
+    tool_version: str | None = None
 
     def __post_init__(self) -> None:
         if type(self.target) is not str or TARGET_RE.fullmatch(self.target) is None:
@@ -109,6 +116,11 @@ class Program:
                 if type(name) is not str or not isinstance(array, np.ndarray):
                     raise IsaError(f"data must map symbol names to numpy arrays, got {name!r}")
             object.__setattr__(self, "data", MappingProxyType(data))
+        if self.arch is not None:
+            object.__setattr__(self, "arch", arch_table(self.arch, self.target))
+        if self.tool_version is not None and (type(self.tool_version) is not str or
+                                              VERSION_RE.fullmatch(self.tool_version) is None):
+            raise IsaError(f"tool_version {self.tool_version!r} must match {VERSION_RE.pattern}")
 
     def symbol(self, name: str) -> Symbol:
         for symbol in self.symbols:
@@ -119,8 +131,10 @@ class Program:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Program):
             return NotImplemented
-        head = (self.target, self.isa_version, self.spaces, self.symbols, self.ops)
-        if head != (other.target, other.isa_version, other.spaces, other.symbols, other.ops):
+        head = (self.target, self.isa_version, self.spaces, self.symbols, self.ops, self.arch,
+                self.tool_version)
+        if head != (other.target, other.isa_version, other.spaces, other.symbols, other.ops,
+                    other.arch, other.tool_version):
             return False
         return _same_data(self.data, other.data) and self.instructions == other.instructions
 
@@ -129,9 +143,44 @@ class Program:
     def __repr__(self) -> str:
         """A summary: programs hold up to millions of instructions."""
         data = "None" if self.data is None else f"<{len(self.data)} arrays>"
+        arch = "None" if self.arch is None else f"<{self.arch['name']}>"
         return (f"Program(target={self.target!r}, isa_version={self.isa_version}, "
                 f"spaces={self.spaces!r}, symbols=<{len(self.symbols)}>, "
-                f"instructions=<{len(self.instructions)}>, data={data})")
+                f"instructions=<{len(self.instructions)}>, data={data}, arch={arch}, "
+                f"tool_version={self.tool_version!r})")
+
+
+def arch_table(table: object, target: str) -> Mapping[str, object]:
+    """`table` checked and frozen as an architecture record: a mapping of field names to
+    strings, booleans, finite numbers or tables of the same, with a string `name` and the
+    program's `target`. IsaError names the field at fault."""
+    frozen = _frozen(table, "")
+    if type(frozen.get("name")) is not str:
+        raise IsaError(f"arch field 'name' must be a string, got {frozen.get('name')!r}")
+    if frozen.get("target") != target:
+        raise IsaError(f"arch field 'target' is {frozen.get('target')!r} but the program is "
+                       f"for {target!r}")
+    return frozen
+
+
+def _frozen(table: object, prefix: str) -> Mapping[str, object]:
+    if not isinstance(table, Mapping):
+        what = f"arch field {prefix[:-1]!r}" if prefix else "the arch record"
+        raise IsaError(f"{what} must be a table, got {type(table).__name__}")
+    out: dict[str, object] = {}
+    for key, value in table.items():
+        where = f"{prefix}{key}"
+        if type(key) is not str:
+            raise IsaError(f"arch field name {key!r} is not a string")
+        if isinstance(value, Mapping):
+            value = _frozen(value, where + ".")
+        elif type(value) is float and not math.isfinite(value):
+            raise IsaError(f"arch field {where!r} = {value!r} is not finite")
+        elif type(value) not in (str, bool, int, float):
+            raise IsaError(f"arch field {where!r} must be a string, boolean, number or table, "
+                           f"got {type(value).__name__}")
+        out[key] = value
+    return MappingProxyType(out)
 
 
 def _same_data(a: Mapping[str, np.ndarray] | None, b: Mapping[str, np.ndarray] | None) -> bool:

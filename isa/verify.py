@@ -3,7 +3,9 @@
 Checks, in order: ISA version and target; spaces, symbols and data against the machine;
 every field value (by encoding the program); per instruction: queue exists, unit allowed,
 configuration present, field limits, every operand footprint inside its space and on the
-right side of the chip; finally that all queues run to completion through their semaphores.
+right side of the chip; the DRAM row protocol of the pim queues when the machine gives its
+banks (`isa/rows.py`: no MAC or read without an open row, no activate of an open bank);
+finally that all queues run to completion through their semaphores.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from isa.instr import Instr, first_uses
 from isa.machine import MachineView
 from isa.opcodes import ISA_VERSION, OPCODES
 from isa.program import Program
+from isa.rows import find_row_violation
 from isa.sync import find_blocked_wait
 
 __all__ = ["verify"]
@@ -28,8 +31,10 @@ def verify(program: Program, machine: MachineView) -> None:
     """Raise VerifyError on the first problem; return None when the program is valid."""
     _check_program(program, machine)
     first = first_uses(program.instructions)
+    opcodes = list(map(attrgetter("opcode"), program.instructions))
     _check_fields(program, first)
-    _check_instructions(program, machine, first)
+    _check_instructions(program, machine, first, opcodes)
+    _check_rows(program, machine, opcodes)
     blocked = find_blocked_wait(program.instructions)
     if blocked is not None:
         raise _at(blocked.index, program.instructions[blocked.index], blocked.message)
@@ -48,6 +53,17 @@ def _check_fields(program: Program, first: list[int]) -> None:
             message = re.sub(rf"\binstruction {error.index}\b", f"instruction {index}", message,
                              count=1)
         raise VerifyError(message, index) from None
+
+
+def _check_rows(program: Program, machine: MachineView, opcodes: list[str]) -> None:
+    """The pim queues' row protocol, on a machine whose `bank` limit gives its banks."""
+    banks = machine.limits.get("bank")
+    if banks is None:
+        return
+    found = find_row_violation(program.instructions, opcodes, banks)
+    if found is not None:
+        index, reason = found
+        raise _at(index, program.instructions[index], reason)
 
 
 def _at(index: int, instr: Instr, reason: str) -> VerifyError:
@@ -97,7 +113,8 @@ def _check_program(program: Program, machine: MachineView) -> None:
 STATELESS = frozenset(op for op in OPCODES if op.startswith("pim.")) | {"halt", "signal", "wait"}
 
 
-def _check_instructions(program: Program, machine: MachineView, first: list[int]) -> None:
+def _check_instructions(program: Program, machine: MachineView, first: list[int],
+                        opcodes: list[str]) -> None:
     limits = machine.limits
     spaces = machine.spaces
     limited = {op: [(position, f.name, limits[f.name]) for position, f in enumerate(spec.fields)
@@ -107,7 +124,7 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
                   for op, spec in OPCODES.items() if op.startswith("pim.")}
     slots: dict[object, list] = {}      # queue -> [its QueueConfig so far]
     slot_of: dict[int, list] = {}       # id(queue object) -> its slot (equal queues share one)
-    for index in _to_check(program.instructions, first):
+    for index in _to_check(opcodes, first):
         instr = program.instructions[index]
         queue = instr.queue
         slot = slot_of.get(id(queue))
@@ -139,11 +156,11 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
             slot[0] = config.after(instr)
 
 
-def _to_check(instrs, first: list[int]) -> list[int]:
+def _to_check(opcodes: list[str], first: list[int]) -> list[int]:
     """Indices to check, in order: every instruction whose checks read its queue's
     configuration, and the first use of each other instruction object (compilers share equal
     instructions; the same object passes the same stateless checks again)."""
-    stateful = [i for i, op in enumerate(map(attrgetter("opcode"), instrs)) if op not in STATELESS]
+    stateful = [i for i, op in enumerate(opcodes) if op not in STATELESS]
     return sorted({*first, *stateful})
 
 

@@ -103,8 +103,11 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+DEFAULT_TARGET = "systolic"
+
+
 def _target_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", default="systolic", choices=sorted(TARGETS))
+    p.add_argument("--target", default=DEFAULT_TARGET, choices=sorted(TARGETS))
     p.add_argument("--arch", help="preset name or .toml file (default: the target's preset)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one architecture field (repeatable; dotted keys for tables)")
@@ -149,6 +152,11 @@ def _dtype(args: argparse.Namespace) -> isa.DType | None:
     return isa.DType(args.dtype) if args.dtype else None
 
 
+# `tessel sim` options that only a model run reads (their defaults are None to tell).
+_MODEL_ONLY = ("target", "phase", "seq", "kv", "batch", "dtype", "tokens", "logits", "gpu",
+               "gpu_mode", "gpu_calibration")
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     from tessel.baselines import parse_gpus
     from tessel.driver import run, simulate_file
@@ -156,21 +164,29 @@ def cmd_sim(args: argparse.Namespace) -> int:
     if (args.program is None) == (args.model is None):
         raise GraphError("give either --model M or a PROGRAM.tbin file")
     if args.program is not None:
-        if args.logits or args.tokens:
-            raise GraphError("--logits and --tokens need --model (a program file has no graph)")
-        result = simulate_file(Path(args.program), args.arch, args.set, not args.no_functional)
-        title = f"tessel sim: {args.program}"
+        ignored = [f"--{name.replace('_', '-')}" for name in _MODEL_ONLY
+                   if getattr(args, name) is not None]
+        if ignored:
+            raise UsageError(f"{' '.join(ignored)}: only with --model (a program file has no "
+                             f"graph and names its target)")
+        numerics = False if args.no_functional else True if args.functional else None
+        result = simulate_file(Path(args.program), args.arch, args.set, numerics,
+                               override_arch=args.override_arch)
+        title = f"tessel sim: {args.program} on {result.arch_name}"
     else:
+        if args.override_arch:
+            raise UsageError("--override-arch: only with a program file (a model is compiled "
+                             "for the architecture given)")
         model = load_model(args.model)
         phase = _phase(args, model, args.tokens)
-        arch = target(args.target).load_arch(args.arch, args.set)
+        arch = target(args.target or DEFAULT_TARGET).load_arch(args.arch, args.set)
         numerics = (False if args.no_functional
                     else True if args.functional or args.tokens or args.logits else None)
         if args.logits and not numerics:
             raise GraphError("--logits needs a numeric simulation (drop --no-functional)")
-        request = make_request(model, args.target, arch, phase, numerics=numerics,
-                               tokens=args.tokens, dtype=_dtype(args), gpus=parse_gpus(args.gpu),
-                               gpu_mode=args.gpu_mode,
+        request = make_request(model, args.target or DEFAULT_TARGET, arch, phase,
+                               numerics=numerics, tokens=args.tokens, dtype=_dtype(args),
+                               gpus=parse_gpus(args.gpu), gpu_mode=args.gpu_mode or "graph",
                                gpu_calibration=Path(args.gpu_calibration) if args.gpu_calibration else None)
         functional = request.numerics
         outcome = run(request)
@@ -307,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", metavar="NAMES",
                    help="GPUs to compare with, comma-separated (t4, v100, a100-40gb, a100-80gb, "
                         "rtx-a6000, h100-sxm, h200; default all; 'none' for no comparison)")
-    p.add_argument("--gpu-mode", choices=("graph", "eager"), default="graph",
+    p.add_argument("--gpu-mode", choices=("graph", "eager"),
                    help="GPU execution: graph (launch cost per kernel) or eager (framework "
                         "overhead per operator); default graph")
     p.add_argument("--gpu-calibration", metavar="FILE.json",
@@ -316,7 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--no-functional", action="store_true", help="timing only, no numerics")
     mode.add_argument("--functional", action="store_true",
                       help="numerics even for models over 400 M parameters")
-    p.set_defaults(handler=cmd_sim)
+    p.add_argument("--override-arch", action="store_true",
+                   help="simulate a program file on the --arch/--set architecture even though it "
+                        "was compiled for another (the report names both)")
+    p.set_defaults(handler=cmd_sim, target=None, gpu_mode=None)
 
     p = sub.add_parser("compare", help="one model and phase on several targets, a column each")
     p.add_argument("--model", required=True, help=model_help)

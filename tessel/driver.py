@@ -23,6 +23,7 @@ from compiler.targets import Lowered
 from compiler.targets.data import read_value
 from sim.result import SimResult
 from tessel.baselines import compare_gpus
+from tessel.program_arch import program_arch
 from tessel.request import RunRequest, default_tokens
 from tessel.targets import target
 
@@ -48,14 +49,17 @@ def model_feeds(model: Model, phase: Phase, tokens: Sequence[int] | None) -> dic
     return _feeds(model, phase, tokens or default_tokens(model, phase))
 
 
-def simulate_file(path, arch_spec: str | None, overrides: Sequence[str], functional: bool) -> SimResult:
-    """Simulate a program file on its target's (or the given) architecture."""
+def simulate_file(path, arch_spec: str | None, overrides: Sequence[str],
+                  numerics: bool | None = None, *, override_arch: bool = False) -> SimResult:
+    """Simulate a program file on the architecture it records (tessel/program_arch.py: the
+    given one must be the same unless `override_arch`); numerics when asked, or by default
+    when the program carries its data."""
     program = isa.load(path)
     where = target(program.target)
-    arch = where.load_arch(arch_spec, overrides)
-    functional = functional and program.data is not None
+    arch, provenance = program_arch(program, path, where, arch_spec, overrides, override_arch)
+    functional = program.data is not None if numerics is None else numerics
     return where.simulate(program, arch, functional=functional,
-                          assumptions=(f"program file {path}",)).result
+                          assumptions=(f"program file {path}", provenance)).result
 
 
 def compile_model_graph(model: Model, graph: Graph, name: str, arch: TargetArch,

@@ -8,10 +8,10 @@ architecture (`arch.queues`), which the compiler and the verifier both read.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import isa
-from arch import DataflowArch, PimArch, SystolicArch, TargetArch, load_arch
+from arch import DataflowArch, PimArch, SystolicArch, TargetArch, build_with_overrides, load_arch
 from compiler.errors import CompileError
 from compiler.ir import Graph
 from compiler.pipeline import Pipeline, compile_graph
@@ -40,6 +40,12 @@ class Target:
             raise CompileError(f"architecture '{arch.name}' is for target '{arch.target}', "
                                f"not '{self.name}'")
         return arch
+
+    def recorded_arch(self, table: Mapping[str, object], source: str,
+                      overrides: Sequence[str] = ()) -> TargetArch:
+        """The architecture a program file records (its field table), with overrides,
+        validated like a preset; `source` names it in errors."""
+        return build_with_overrides(self.arch_class, table, source, overrides)
 
     def compile(self, graph: Graph, arch: TargetArch, dtype: isa.DType | None = None) -> Lowered:
         return compile_graph(self.pipeline, graph, arch, dtype)

@@ -5,7 +5,9 @@ For each (target, phase) this stores the `tessel sim --json` report, the printed
 the SHA-256 of the compiled `.tbin` (no data), and compares them on every run. PIM prefill
 runs timing only (6 M instructions; numerics there take minutes): its logits are held by the
 PIM end-to-end tests on shorter prompts. Regenerate on purpose only, when a change is meant
-to alter figures: `TESSEL_REPIN=1 pytest tests/test_pinned_reports.py`.
+to alter figures: `TESSEL_REPIN=1 pytest tests/test_pinned_reports.py`. A `.tbin` records the
+architecture and the tessel version (docs/isa.md), so a version bump changes the `.tbin.sha256`
+pins and nothing else.
 """
 from __future__ import annotations
 

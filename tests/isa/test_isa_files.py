@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 import struct
@@ -69,6 +70,11 @@ def _tbin(program, tmp_path) -> bytes:
     return (tmp_path / "prog.tbin").read_bytes()
 
 
+def _sealed(body: bytes) -> bytes:
+    """A .tbin from everything before its checksum: the checksum appended (as a writer would)."""
+    return body + hashlib.sha256(body).digest()
+
+
 def test_truncated_instructions_name_file_offset_and_sizes(program, tmp_path):
     raw = _tbin(program, tmp_path)
     header_bytes = struct.unpack_from("<I", raw, 8)[0]
@@ -84,7 +90,8 @@ def test_truncated_instructions_name_file_offset_and_sizes(program, tmp_path):
     (0, "expected 8 bytes of magic at offset 0, found 0"),
     (10, "expected 4 bytes of header length at offset 8, found 2"),
     (20, "bytes of header at offset 12, found 8"),
-    (-3, "expected 8 bytes of data blob length at offset"),
+    (-35, "expected 8 bytes of data blob length at offset"),
+    (-3, "expected 32 bytes of SHA-256 checksum at offset"),
 ])
 def test_every_truncation_is_named(program, tmp_path, keep, what):
     raw = _tbin(program, tmp_path)
@@ -100,11 +107,12 @@ def test_corrupt_files(program, tmp_path):
     with pytest.raises(ProgramFileError, match=r"bad\.tbin: not a Tessel binary"):
         load(bad)
     bad.write_bytes(raw + b"xx")
-    with pytest.raises(ProgramFileError, match=r"bad\.tbin: corrupt: 2 unexpected bytes after"):
+    with pytest.raises(ProgramFileError, match=r"bad\.tbin: corrupt: 2 unexpected bytes after "
+                                               r"the checksum at offset \d+$"):
         load(bad)
     header_bytes = struct.unpack_from("<I", raw, 8)[0]
-    bad.write_bytes(raw[:12] + b"{" * header_bytes + raw[12 + header_bytes:])
-    with pytest.raises(ProgramFileError, match=r"bad\.tbin: corrupt header: "):
+    bad.write_bytes(_sealed(raw[:12] + b"{" * header_bytes + raw[12 + header_bytes:-32]))
+    with pytest.raises(ProgramFileError, match=r"bad\.tbin: corrupt header: invalid JSON: "):
         load(bad)
 
 
@@ -113,7 +121,7 @@ def test_unknown_opcode_names_the_instruction(program, tmp_path):
     header_bytes = struct.unpack_from("<I", raw, 8)[0]
     word_7 = 12 + header_bytes + 8 + 7 * 16
     raw[word_7 + 15] = 0x3F  # the opcode is the top byte of the little-endian word
-    (tmp_path / "bad.tbin").write_bytes(bytes(raw))
+    (tmp_path / "bad.tbin").write_bytes(_sealed(bytes(raw[:-32])))
     with pytest.raises(ProgramFileError, match=r"bad\.tbin: instruction 7: unknown opcode 0x3f "
                                                r"\(words start at offset \d+\)$") as caught:
         load(tmp_path / "bad.tbin")
