@@ -1,0 +1,346 @@
+"""The bad-input corpus: every kind of input a user gives Tessel (command-line arguments, model
+names and Hugging Face directories, architecture files and --set, .graph files, .tasm and .tbin
+programs, GPU calibration files, sweep specs, output paths), wrong in one way each. Every case
+must exit with status 2 and print exactly one line `error: ...` that says what is wrong (the
+expected fragment, pinned below), with no traceback and no output file left behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tessel.cli import main
+
+ROOT = Path(__file__).parents[1]
+SYS = (ROOT / "arch/configs/systolic-128.toml").read_text()
+GOOD_GRAPH = (ROOT / str(ROOT / "examples/mlp.graph")).read_text()
+TASM = (ROOT / str(ROOT / "examples/gemm_tile.tasm")).read_text()
+SWEEP = (ROOT / "sweeps/bench-gpt2-decode.toml").read_text()
+CFG = json.loads((ROOT / "tests/fixtures/tiny-gpt2/config.json").read_text())
+def cfg(**kw):
+    c = dict(CFG); c.update(kw); return json.dumps(c)
+def cfg_without(k):
+    c = dict(CFG); c.pop(k); return json.dumps(c)
+CASES = []
+def case(id, argv, files=None):
+    CASES.append((id, files or {}, argv))
+# command line
+case("cli-no-command", [])
+case("cli-unknown-command", ["frobnicate"])
+case("cli-graph-no-model", ["graph"])
+case("cli-seq-zero", ["graph", "--model", "gpt2", "--seq", "0"])
+case("cli-seq-negative", ["graph", "--model", "gpt2", "--seq", "-3"])
+case("cli-seq-text", ["graph", "--model", "gpt2", "--seq", "many"])
+case("cli-kv-float", ["graph", "--model", "gpt2", "--phase", "decode", "--kv", "1.5"])
+case("cli-batch-zero", ["graph", "--model", "gpt2", "--batch", "0"])
+case("cli-phase-bad", ["graph", "--model", "gpt2", "--phase", "train"])
+case("cli-kv-with-prefill", ["graph", "--model", "gpt2", "--kv", "8"])
+case("cli-seq-with-decode", ["graph", "--model", "gpt2", "--phase", "decode", "--seq", "8"])
+case("cli-seq-too-long", ["sim", "--model", "gpt2", "--seq", "2048", "--no-functional"])
+case("cli-tokens-not-ints", ["run", "--model", "gpt2", "--tokens", "1,a,3", "--logits", "{d}/l.npy"])
+case("cli-tokens-out-of-vocab", ["run", "--model", "gpt2", "--tokens", "1,99999", "--logits", "{d}/l.npy"])
+case("cli-tokens-negative", ["run", "--model", "gpt2", "--tokens", "1,-2", "--logits", "{d}/l.npy"])
+case("cli-decode-one-token", ["run", "--model", "gpt2", "--tokens", "5", "--phase", "decode", "--logits", "{d}/l.npy"])
+case("cli-tokens-vs-seq", ["sim", "--model", "gpt2", "--tokens", "1,2,3", "--seq", "4"])
+case("cli-tokens-batch", ["sim", "--model", "gpt2", "--tokens", "1,2,3", "--batch", "2"])
+case("cli-target-unknown", ["sim", "--model", "gpt2", "--target", "tpu"])
+case("cli-targets-unknown", ["compare", "--model", "gpt2", "--targets", "systolic,tpu"])
+case("cli-targets-empty", ["compare", "--model", "gpt2", "--targets", ","])
+case("cli-dtype-bad", ["sim", "--model", "gpt2", "--dtype", "fp8"])
+case("cli-gpu-unknown", ["sim", "--model", "gpt2", "--gpu", "rtx5090"])
+case("cli-gpu-mode-bad", ["sim", "--model", "gpt2", "--gpu-mode", "fast"])
+case("cli-sim-both", ["sim", "{d}/p.tbin", "--model", "gpt2"])
+case("cli-sim-neither", ["sim"])
+case("cli-logits-timing-only", ["sim", "--model", "gpt2", "--logits", "{d}/l.npy", "--no-functional"])
+case("cli-functional-and-not", ["sim", "--model", "gpt2", "--functional", "--no-functional"])
+case("cli-logits-with-program", ["sim", "{d}/p.tbin", "--logits", "{d}/l.npy"])
+case("cli-numerics-batch", ["sim", "--model", "gpt2", "--batch", "2", "--functional"])
+case("cli-numerics-int8", ["sim", "--model", "gpt2", "--arch", "tpu-v1", "--functional", "--seq", "4"])
+case("cli-numerics-graph", ["sim", "--model", str(ROOT / "examples/mlp.graph"), "--functional"])
+case("cli-phase-graph", ["sim", "--model", str(ROOT / "examples/mlp.graph"), "--seq", "4"])
+case("cli-compile-bad-suffix", ["compile", "--model", "gpt2", "-o", "{d}/p.bin"])
+case("cli-asm-bad-suffix", ["asm", str(ROOT / "examples/gemm_tile.tasm"), "-o", "{d}/p.tasm"])
+case("cli-disasm-bad-suffix", ["disasm", "{d}/p.tbin", "-o", "{d}/p.txt"], {"p.tbin": b"x"})
+case("cli-pcie-bad", ["coe", "--models", "gpt2", "--pcie", "gen3"])
+case("cli-coe-no-models", ["coe", "--models", ","])
+case("cli-coe-graph-expert", ["coe", "--models", str(ROOT / "examples/mlp.graph")])
+case("cli-coe-unknown-expert", ["coe", "--models", "llama-9000"])
+case("cli-workers-zero", ["sweep", "{d}/s.toml", "--workers", "0"], {"s.toml": SWEEP})
+case("cli-dask-bad", ["sweep", "{d}/s.toml", "--dask", "local:x"], {"s.toml": SWEEP})
+case("cli-dask-empty", ["sweep", "{d}/s.toml", "--dask", "local"], {"s.toml": SWEEP})
+# models
+case("model-unknown", ["graph", "--model", "gpt5"])
+case("model-missing-dir", ["graph", "--model", "{d}/nothere/"])
+case("model-missing-graph", ["graph", "--model", "{d}/nothere.graph"])
+case("hf-no-config", ["graph", "--model", "{d}/hf"], {"hf/x.txt": "x"})
+case("hf-bad-json", ["graph", "--model", "{d}/hf"], {"hf/config.json": "{"})
+case("hf-not-object", ["graph", "--model", "{d}/hf"], {"hf/config.json": "[1]"})
+case("hf-model-type", ["graph", "--model", "{d}/hf"], {"hf/config.json": cfg(model_type="llama")})
+case("hf-missing-n-layer", ["graph", "--model", "{d}/hf"], {"hf/config.json": cfg_without("n_layer")})
+case("hf-n-head-zero", ["graph", "--model", "{d}/hf"], {"hf/config.json": cfg(n_head=0)})
+case("hf-n-embd-indivisible", ["graph", "--model", "{d}/hf"], {"hf/config.json": cfg(n_embd=66)})
+case("hf-n-layer-text", ["graph", "--model", "{d}/hf"], {"hf/config.json": cfg(n_layer="two")})
+case("hf-eps-negative", ["graph", "--model", "{d}/hf"], {"hf/config.json": cfg(layer_norm_epsilon=-1)})
+case("hf-no-weights", ["graph", "--model", "{d}/hf"], {"hf/config.json": cfg()})
+case("hf-bad-weights", ["graph", "--model", "{d}/hf"], {"hf/config.json": cfg(), "hf/model.safetensors": b"garbage"})
+# arch
+case("arch-unknown-preset", ["sim", "--model", "gpt2", "--arch", "tpu-v9"])
+case("arch-missing-file", ["sim", "--model", "gpt2", "--arch", "{d}/none.toml"])
+case("arch-bad-toml", ["sim", "--model", "gpt2", "--arch", "{d}/a.toml"], {"a.toml": "rows = ["})
+case("arch-target-missing", ["sim", "--model", "gpt2", "--arch", "{d}/a.toml"], {"a.toml": 'name = "x"\n'})
+case("arch-target-unknown", ["sim", "--model", "gpt2", "--arch", "{d}/a.toml"], {"a.toml": 'target = "tpu"\n'})
+case("arch-foreign-target", ["sim", "--model", "gpt2", "--target", "pim", "--arch", "sn40l"])
+case("arch-missing-field", ["sim", "--model", "gpt2", "--arch", "{d}/a.toml"], {"a.toml": SYS.replace("rows = 128", "")})
+case("arch-unknown-field", ["sim", "--model", "gpt2", "--arch", "{d}/a.toml"], {"a.toml": SYS + "\nrowz = 4\n"})
+case("arch-rows-text", ["sim", "--model", "gpt2", "--arch", "{d}/a.toml"], {"a.toml": SYS.replace("rows = 128", 'rows = "many"')})
+case("arch-rows-zero", ["sim", "--model", "gpt2", "--arch", "{d}/a.toml"], {"a.toml": SYS.replace("rows = 128", "rows = 0")})
+case("arch-dataflow-choice", ["sim", "--model", "gpt2", "--arch", "{d}/a.toml"], {"a.toml": SYS.replace('dataflow = "ws"', 'dataflow = "xs"')})
+case("arch-bool-field", ["sim", "--model", "gpt2", "--arch", "{d}/a.toml"], {"a.toml": SYS.replace("weight_preload_overlap = false", "weight_preload_overlap = 0")})
+case("set-no-equals", ["sim", "--model", "gpt2", "--set", "rows"])
+case("set-empty-key", ["sim", "--model", "gpt2", "--set", "=4"])
+case("set-unknown", ["sim", "--model", "gpt2", "--set", "rowz=4"])
+case("set-negative", ["sim", "--model", "gpt2", "--set", "rows=-4"])
+case("set-zero-bw", ["sim", "--model", "gpt2", "--set", "dram_bw_gbps=0"])
+case("set-text-int", ["sim", "--model", "gpt2", "--set", "rows=big"])
+case("set-bad-choice", ["sim", "--model", "gpt2", "--set", "dataflow=xs"])
+case("set-bad-dtype", ["sim", "--model", "gpt2", "--set", "dtype=fp8"])
+case("set-not-table", ["sim", "--model", "gpt2", "--set", "rows.x=4"])
+case("set-energy-negative", ["sim", "--model", "gpt2", "--set", "energy.mac_pj=-1"])
+case("set-latency-missing-func", ["sim", "--model", "gpt2", "--set", "vector_latency_cycles={add=1}"])
+case("set-pim-granularity", ["sim", "--model", "gpt2", "--target", "dataflow", "--set", "kernel_granularity=tile"])
+case("set-pim-channels-zero", ["sim", "--model", "gpt2", "--target", "pim", "--set", "channels=0"])
+case("fit-tiny-sram", ["sim", "--model", "gpt2", "--set", "sram_bytes=100000", "--no-functional", "--phase", "decode", "--kv", "4"])
+case("fit-tiny-dram", ["sim", "--model", "gpt2", "--set", "dram_bytes=1000000", "--no-functional", "--phase", "decode", "--kv", "4"])
+case("fit-pim-xl", ["sim", "--model", "gpt2-xl", "--target", "pim", "--set", "rows=1024", "--no-functional", "--phase", "decode", "--kv", "4"])
+case("fit-dataflow-small", ["sim", "--model", "gpt2", "--target", "dataflow", "--arch", "dataflow-small", "--set", "hbm_bytes=67108864", "--set", "ddr_bytes=134217728", "--no-functional", "--phase", "decode", "--kv", "4"])
+# graph files
+def g(id, text): case("graph-" + id, ["graph", "--model", "{d}/m.graph"], {"m.graph": text})
+g("empty", "")
+g("syntax", "graph g {\n  input x: fp32[4]\n  y = \n}\n")
+g("unknown-op", "graph g {\n  input x: fp32[4]\n  y = frob(x)\n  output y\n}\n")
+g("undefined-value", "graph g {\n  input x: fp32[4]\n  y = gelu(z)\n  output y\n}\n")
+g("redefined", "graph g {\n  input x: fp32[4]\n  x = gelu(x)\n  output x\n}\n")
+g("no-output", "graph g {\n  input x: fp32[4]\n  y = gelu(x)\n}\n")
+g("bad-dtype", "graph g {\n  input x: fp7[4]\n  y = gelu(x)\n  output y\n}\n")
+g("shape-mismatch", "graph g {\n  input x: fp32[4, 8]\n  param w: fp32[4, 8]\n  y = linear(x, w)\n  output y\n}\n")
+g("add-mismatch", "graph g {\n  input x: fp32[4]\n  input z: fp32[5]\n  y = add(x, z)\n  output y\n}\n")
+g("reshape-size", "graph g {\n  input x: fp32[4, 8]\n  y = reshape(x, shape=[3, 8])\n  output y\n}\n")
+g("transpose-perm", "graph g {\n  input x: fp32[4, 8]\n  y = transpose(x, perm=[0, 0])\n  output y\n}\n")
+g("slice-range", "graph g {\n  input x: fp32[4, 8]\n  y = slice(x, axis=1, start=4, stop=20)\n  output y\n}\n")
+g("layernorm-eps", "graph g {\n  input x: fp32[4, 8]\n  param gw: fp32[8]\n  param gb: fp32[8]\n  y = layernorm(x, gw, gb, eps=-1)\n  output y\n}\n")
+g("arity", "graph g {\n  input x: fp32[4]\n  y = gelu(x, x)\n  output y\n}\n")
+g("unterminated", "graph g {\n  input x: fp32[4]\n")
+g("output-undefined", "graph g {\n  input x: fp32[4]\n  output q\n}\n")
+# tasm
+def t(id, text): case("tasm-" + id, ["asm", "{d}/p.tasm", "-o", "{d}/p.tbin"], {"p.tasm": text})
+HEAD = ".target systolic\n.isa 1\n.spaces dram sram acc\n"
+t("empty", "")
+t("no-target", ".isa 1\n.spaces dram sram acc\ndma0 halt\n")
+t("bad-isa", ".target systolic\n.isa 99\n.spaces dram sram acc\ndma0 halt\n")
+t("unknown-opcode", HEAD + "dma0 frob\n")
+t("unknown-field", HEAD + "dma0 wait sem=1 extra=2\n")
+t("missing-field", HEAD + "dma0 load dst=sram[0x0] src=dram[0x0] rows=1\n")
+t("bad-queue", HEAD + "xyz0 halt\n")
+t("field-range", HEAD + "dma0 wait sem=70000\n")
+t("bad-space", HEAD + "dma0 load dst=hbm[0x0] src=dram[0x0] rows=1 row_bytes=4\n")
+t("bad-number", HEAD + "dma0 wait sem=abc\n")
+t("negative", HEAD + "dma0 wait sem=-1\n")
+t("bad-symbol", HEAD + ".symbol a dram 0x0 64x64 fp9\n")
+t("bad-data", HEAD + ".data missing.npz\n")
+t("wrong-queue-opcode", HEAD + "mxu0 load dst=sram[0x0] src=dram[0x0] rows=1 row_bytes=4\n")
+t("dup-field", HEAD + "dma0 wait sem=1 sem=2\n")
+t("bad-dtype-field", HEAD + "mxu0 mcfg m=1 n=1 k=1 dtype=fp9 acc=fp32\n")
+t("garbage-line", HEAD + "@@@\n")
+# tbin
+case("tbin-empty", ["disasm", "{d}/p.tbin"], {"p.tbin": b""})
+case("tbin-bad-magic", ["disasm", "{d}/p.tbin"], {"p.tbin": b"NOTTESSEL" + bytes(40)})
+case("tbin-truncated-header", ["disasm", "{d}/p.tbin"], {"p.tbin": b"TESSELB\x01\xff\x00\x00\x00{"})
+case("tbin-missing", ["disasm", "{d}/none.tbin"])
+case("sim-missing-program", ["sim", "{d}/none.tbin"])
+# gpu calibration
+case("calib-missing", ["sim", "--model", "gpt2", "--no-functional", "--phase", "decode", "--kv", "4", "--gpu-calibration", "{d}/none.json"])
+case("calib-bad-json", ["sim", "--model", "gpt2", "--no-functional", "--phase", "decode", "--kv", "4", "--gpu-calibration", "{d}/c.json"], {"c.json": "{"})
+case("calib-no-kernels", ["sim", "--model", "gpt2", "--no-functional", "--phase", "decode", "--kv", "4", "--gpu-calibration", "{d}/c.json"], {"c.json": '{"schema": 1}'})
+# sweep specs
+def s(id, text): case("sweep-" + id, ["sweep", "{d}/s.toml", "--out", "{d}/out"], {"s.toml": text})
+case("sweep-missing-file", ["sweep", "{d}/none.toml"])
+s("bad-toml", "base = [")
+s("no-base", SWEEP.replace('base = "systolic-128"', ""))
+s("unknown-base", SWEEP.replace('"systolic-128"', '"tpu-v9"'))
+s("unknown-model", SWEEP.replace('["gpt2"]', '["gpt5"]'))
+s("unknown-metric", SWEEP.replace('"tokens_per_s"', '"speed"'))
+s("unknown-param", SWEEP.replace("rows =", "rowz ="))
+s("bad-range", SWEEP.replace("start = 32, stop = 256", "start = 256, stop = 32"))
+s("nan-range", SWEEP.replace("start = 32, stop = 256", "start = nan, stop = 256"))
+s("bad-phase", SWEEP.replace('kind = "decode"', 'kind = "train"'))
+s("unknown-key", SWEEP + "\ncolour = 3\n")
+s("no-params", SWEEP.split("[parameters]")[0])
+
+
+EXPECT = {
+    'cli-no-command': 'tessel: the following arguments are required: COMMAND',
+    'cli-unknown-command': "tessel: argument COMMAND: invalid choice: 'frobnicate' (choose from 'graph', 'run', 'compi",
+    'cli-graph-no-model': 'tessel graph: the following arguments are required: --model',
+    'cli-seq-zero': 'tessel graph: argument --seq: expected a positive integer, got 0',
+    'cli-seq-negative': 'tessel graph: argument --seq: expected a positive integer, got -3',
+    'cli-seq-text': "tessel graph: argument --seq: expected a positive integer, got 'many'",
+    'cli-kv-float': "tessel graph: argument --kv: expected a positive integer, got '1.5'",
+    'cli-batch-zero': 'tessel graph: argument --batch: expected a positive integer, got 0',
+    'cli-phase-bad': "tessel graph: argument --phase: invalid choice: 'train' (choose from 'prefill', 'decode')",
+    'cli-kv-with-prefill': '--kv applies to --phase decode only',
+    'cli-seq-with-decode': '--seq applies to --phase prefill only (decode takes one token)',
+    'cli-seq-too-long': 'gpt2: 2048 positions exceed the context of 1024',
+    'cli-tokens-not-ints': "tessel run: argument --tokens: expected comma-separated integers, got '1,a,3'",
+    'cli-tokens-out-of-vocab': 'token id 99999 at position 1 is out of range for vocab size 50257',
+    'cli-tokens-negative': 'token id -2 at position 1 is out of range for vocab size 50257',
+    'cli-decode-one-token': 'decode needs at least 2 tokens: a cache and the new token',
+    'cli-tokens-vs-seq': '--tokens gives 3 tokens, which does not match --seq 4',
+    'cli-tokens-batch': '--tokens runs one sequence: --batch must be 1',
+    'cli-target-unknown': "tessel sim: argument --target: invalid choice: 'tpu' (choose from 'dataflow', 'pim', 'syst",
+    'cli-targets-unknown': "--targets: unknown target 'tpu' (targets: systolic, pim, dataflow)",
+    'cli-targets-empty': "--targets: unknown target '' (targets: systolic, pim, dataflow)",
+    'cli-dtype-bad': "tessel sim: argument --dtype: invalid choice: 'fp8' (choose from 'bf16', 'fp32')",
+    'cli-gpu-unknown': "--gpu: unknown GPU 'rtx5090' (one of t4, v100, a100-40gb, a100-80gb, rtx-a6000, h100-sxm,",
+    'cli-gpu-mode-bad': "tessel sim: argument --gpu-mode: invalid choice: 'fast' (choose from 'graph', 'eager')",
+    'cli-sim-both': 'give either --model M or a PROGRAM.tbin file',
+    'cli-sim-neither': 'give either --model M or a PROGRAM.tbin file',
+    'cli-logits-timing-only': '--logits needs a numeric simulation (drop --no-functional)',
+    'cli-functional-and-not': 'tessel sim: argument --no-functional: not allowed with argument --functional',
+    'cli-logits-with-program': '--logits and --tokens need --model (a program file has no graph)',
+    'cli-numerics-batch': 'numeric simulation runs one sequence: use --batch 1 or --no-functional',
+    'cli-numerics-int8': 'numeric simulation of int8 needs a quantization pass, which Tessel does not have yet: use',
+    'cli-numerics-graph': "numeric simulation of 'mlp-block' needs input values; .graph files run timing only (--no-f",
+    'cli-phase-graph': '--seq does not apply to a .graph file (its shapes are fixed)',
+    'cli-compile-bad-suffix': 'output must be a .tbin or .tasm file',
+    'cli-asm-bad-suffix': 'output of asm must be a .tbin file',
+    'cli-disasm-bad-suffix': 'truncated: expected 8 bytes of magic at offset 0, found 1',
+    'cli-pcie-bad': "tessel coe: argument --pcie: invalid choice: 'gen3' (choose from 'gen4', 'gen5')",
+    'cli-coe-no-models': '--models: give at least one expert',
+    'cli-coe-graph-expert': 'is a .graph file: experts are GPT-2 models or llama-3.1-8b',
+    'cli-coe-unknown-expert': "unknown model 'llama-9000': not a preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl, gpt3-sma",
+    'cli-workers-zero': 'tessel sweep: argument --workers: expected a positive integer, got 0',
+    'cli-dask-bad': '--dask local:x: expected local:N with N a positive number of workers',
+    'cli-dask-empty': "--dask 'local': expected a scheduler address (tcp://host:port) or local:N",
+    'model-unknown': "unknown model 'gpt5': not a preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl, gpt3-small, gp",
+    'model-missing-dir': "model directory '/nothere/' does not exist",
+    'model-missing-graph': "graph file '/nothere.graph' does not exist",
+    'hf-no-config': 'no config.json (expected a Hugging Face GPT-2 directory)',
+    'hf-bad-json': 'invalid JSON: Expecting property name enclosed in double quotes',
+    'hf-not-object': 'expected a JSON object',
+    'hf-model-type': "model_type 'llama' is not gpt2",
+    'hf-missing-n-layer': "missing field 'n_layer'",
+    'hf-n-head-zero': "field 'n_head' must be a positive integer, got 0",
+    'hf-n-embd-indivisible': 'n_embd 66 is not divisible by n_head 4',
+    'hf-n-layer-text': "field 'n_layer' must be a positive integer, got 'two'",
+    'hf-eps-negative': "field 'layer_norm_epsilon' must be a positive number, got -1",
+    'hf-no-weights': 'no model.safetensors',
+    'hf-bad-weights': 'not a readable safetensors file (Error while deserializing header: header too small)',
+    'arch-unknown-preset': "unknown architecture 'tpu-v9': not a preset (aim-32ch, dataflow-small, draco-64, gpu-a100-",
+    'arch-missing-file': 'cannot read (No such file or directory)',
+    'arch-bad-toml': 'invalid TOML: Invalid value (at end of document)',
+    'arch-target-missing': "field 'target' must be one of dataflow, gpu, pim, systolic, got None",
+    'arch-target-unknown': "field 'target' must be one of dataflow, gpu, pim, systolic, got 'tpu'",
+    'arch-foreign-target': "architecture 'sn40l' is for target 'dataflow', not 'pim'",
+    'arch-missing-field': "missing field 'rows'",
+    'arch-unknown-field': "unknown field 'energy.rowz'",
+    'arch-rows-text': "field 'rows' must be a positive integer, got 'many'",
+    'arch-rows-zero': "field 'rows' must be a positive integer, got 0",
+    'arch-dataflow-choice': "field 'dataflow' must be one of ws, os, is, got 'xs'",
+    'arch-bool-field': "field 'weight_preload_overlap' must be true or false, got 0",
+    'set-no-equals': '--set rows: expected key=value',
+    'set-empty-key': '--set =4: expected key=value',
+    'set-unknown': "unknown field 'rowz'",
+    'set-negative': "field 'rows' must be a positive integer, got -4",
+    'set-zero-bw': "field 'dram_bw_gbps' must be a positive number, got 0",
+    'set-text-int': "field 'rows' must be a positive integer, got 'big'",
+    'set-bad-choice': "field 'dataflow' must be one of ws, os, is, got 'xs'",
+    'set-bad-dtype': "field 'dtype' must be one of bf16, fp32, int8, got 'fp8'",
+    'set-not-table': "--set rows.x=4: 'rows' is not a table in /work/main/arch/configs/systolic-128.toml",
+    'set-energy-negative': "field 'energy.mac_pj' must be a positive number, got -1",
+    'set-latency-missing-func': "missing field 'vector_latency_cycles.sub'",
+    'set-pim-granularity': "field 'kernel_granularity' must be one of operator, layer, model, got 'tile'",
+    'set-pim-channels-zero': "field 'channels' must be a positive integer, got 0",
+    'fit-tiny-sram': "op 'h.0.ln_1' (layernorm): one row needs 7744 bytes of the vp_in slot (6208 of them fixed)",
+    'fit-tiny-dram': 'the model needs more than 77,194,752 bytes of DRAM; systolic-128 has 1,000,000',
+    'fit-pim-xl': 'the model needs 3,469,737,984 bytes of PIM DRAM (13,236 rows per bank: weights, KV cache,',
+    'fit-dataflow-small': 'gpt2-decode: weights (249,122,304 bytes) and activations (304,896 bytes) exceed dataflow-s',
+    'graph-empty': 'unexpected end of file',
+    'graph-syntax': "unexpected '}'",
+    'graph-unknown-op': "unknown op 'frob' (one of add, embedding, gelu, kv_append, layernorm, linear, matmul, mul,",
+    'graph-undefined-value': "op 'y' (gelu): unknown input 'z'",
+    'graph-redefined': "duplicate op name 'x'",
+    'graph-no-output': "graph 'g' declares no output",
+    'graph-bad-dtype': "unknown dtype 'fp7' (one of fp32, bf16, fp16, int8, int32)",
+    'graph-shape-mismatch': "op 'y' (linear): weight [4, 8] does not match input [4, 8]",
+    'graph-add-mismatch': "op 'y' (add): shapes [4] and [5] do not broadcast",
+    'graph-reshape-size': "op 'y' (reshape): cannot reshape [4, 8] to [3, 8]",
+    'graph-transpose-perm': "op 'y' (transpose): perm [0, 0] is not a permutation of 2 axes",
+    'graph-slice-range': "op 'y' (slice): slice [4:20] out of range for axis 1 of [4, 8]",
+    'graph-layernorm-eps': "op 'y' (layernorm): eps must be positive, got -1",
+    'graph-arity': "op 'y' (gelu): takes 1 inputs, got 2",
+    'graph-unterminated': 'unexpected end of file',
+    'graph-output-undefined': "output 'q' is not defined",
+    'tasm-empty': 'missing .target directive',
+    'tasm-no-target': 'missing .target directive',
+    'tasm-bad-isa': 'unsupported ISA version 99 (this assembler reads 1)',
+    'tasm-unknown-opcode': "unknown mnemonic 'frob'",
+    'tasm-unknown-field': "wait has no field 'extra' (fields: sem)",
+    'tasm-missing-field': "load is missing field 'row_bytes'",
+    'tasm-bad-queue': "unknown queue 'xyz0' (expected <unit><index>, unit one of ctl, dma, mxu, vpu, pim, asic, p",
+    'tasm-field-range': 'sem=70000 does not fit U16 (0..65535)',
+    'tasm-bad-space': "unknown space 'hbm' in dst=hbm[0x0] (spaces: dram sram acc)",
+    'tasm-bad-number': 'sem=abc is not an integer',
+    'tasm-negative': 'sem=-1 does not fit U16 (0..65535)',
+    'tasm-bad-symbol': "unknown dtype 'fp9' (expected one of fp32, bf16, fp16, int8, int32)",
+    'tasm-bad-data': 'cannot read data file missing.npz: No such file or directory',
+    'tasm-wrong-queue-opcode': 'load is not allowed on mxu0 (units: agcu dma)',
+    'tasm-dup-field': "duplicate field 'sem'",
+    'tasm-bad-dtype-field': "dtype='fp9' is not one of fp32, bf16, fp16, int8, int32",
+    'tasm-garbage-line': "unexpected '@@@', expected '.data' or '.isa' or '.op' or '.spaces' or '.symbol' or '.targe",
+    'tbin-empty': 'truncated: expected 8 bytes of magic at offset 0, found 0',
+    'tbin-bad-magic': "not a Tessel binary (starts b'NOTTESSE', expected b'TESSELB\\x01')",
+    'tbin-truncated-header': 'truncated: expected 255 bytes of header at offset 12, found 1',
+    'tbin-missing': 'cannot read: No such file or directory',
+    'sim-missing-program': 'cannot read: No such file or directory',
+    'calib-missing': "cannot read calibration JSON ([Errno 2] No such file or directory: '/none.json')",
+    'calib-bad-json': 'cannot read calibration JSON (Expecting property name enclosed in double quotes: line 1 co',
+    'calib-no-kernels': "field 'kernels' must be a list, got None",
+    'sweep-missing-file': 'cannot read (No such file or directory)',
+    'sweep-bad-toml': 'invalid TOML: Invalid value (at end of document)',
+    'sweep-no-base': 'base: expected a preset name or a .toml file, got None',
+    'sweep-unknown-base': "base: unknown architecture 'tpu-v9': not a preset (aim-32ch, dataflow-small, draco-64, gpu",
+    'sweep-unknown-model': "models[0]: unknown model 'gpt5': not a preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl, gpt",
+    'sweep-unknown-metric': "metrics[3]: unknown metric 'speed' (metrics: cycles, clock_hz, time_s, energy_j, mac_utili",
+    'sweep-unknown-param': 'parameters.rowz: unknown parameter of systolic arch (fields: rows, cols, dataflow, clock_m',
+    'sweep-bad-range': 'parameters.rows: empty range (start 256 > stop 32)',
+    'sweep-nan-range': 'parameters.rows.start: expected a number, got nan',
+    'sweep-bad-phase': 'phases[0].kind: expected "prefill" or "decode", got \'train\'',
+    'sweep-unknown-key': 'parameters.colour: unknown parameter of systolic arch (fields: rows, cols, dataflow, clock',
+    'sweep-no-params': 'parameters: expected a table of one or more parameters',
+}
+
+
+@pytest.mark.parametrize("case_id,files,argv", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_status_2(case_id, files, argv, tmp_path):
+    for name, content in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    before = {p for p in tmp_path.rglob("*")}
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main([a.replace("{d}", str(tmp_path)) for a in argv])
+    lines = err.getvalue().splitlines()
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("error: "), err.getvalue()
+    assert EXPECT[case_id] in lines[0].replace(str(tmp_path), ""), lines[0]
+    assert "Traceback" not in err.getvalue() + out.getvalue()
+    assert {p for p in tmp_path.rglob("*")} == before          # nothing written, not even a temp
+
+
+def test_the_corpus_is_large_and_every_case_pins_its_message():
+    assert len(CASES) >= 150 and {c[0] for c in CASES} == set(EXPECT)
