@@ -94,7 +94,7 @@ def _tbin_parts(program: Program) -> list[bytes | memoryview]:
     header = header_json(program).encode("utf-8")
     blob = _npz_bytes(program.data) if program.data is not None else b""
     parts = [MAGIC, struct.pack("<I", len(header)), header,
-             struct.pack("<Q", len(words)), memoryview(words).cast("B"),
+             struct.pack("<Q", len(words)), memoryview(words).cast("B") if len(words) else b"",
              struct.pack("<Q", len(blob)), blob]
     digest = hashlib.sha256()
     for part in parts:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -385,6 +386,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except USER_ERRORS as e:
         return _fail(str(e))
+    except BrokenPipeError:          # the reader closed our output (`tessel ... | head`): done
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:
         return _fail(f"{e.filename or ''}: {e.strerror}".lstrip(": "))
     except KeyboardInterrupt:

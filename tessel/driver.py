@@ -58,8 +58,11 @@ def simulate_file(path, arch_spec: str | None, overrides: Sequence[str],
     where = target(program.target)
     arch, provenance = program_arch(program, path, where, arch_spec, overrides, override_arch)
     functional = program.data is not None if numerics is None else numerics
-    return where.simulate(program, arch, functional=functional,
-                          assumptions=(f"program file {path}", provenance)).result
+    try:
+        return where.simulate(program, arch, functional=functional,
+                              assumptions=(f"program file {path}", provenance)).result
+    except isa.VerifyError as e:                   # name the file the bad program came from
+        raise isa.VerifyError(f"{path}: {e}", e.index) from None
 
 
 def compile_model_graph(model: Model, graph: Graph, name: str, arch: TargetArch,

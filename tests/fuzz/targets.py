@@ -10,6 +10,7 @@ a few hundred inputs per parser in the suite; `tools/fuzz_parsers.py N` runs N o
 from __future__ import annotations
 
 import functools
+import hashlib
 from pathlib import Path
 
 from hypothesis import strategies as st
@@ -104,7 +105,13 @@ def tasm_inputs(draw) -> bytes:
 
 @st.composite
 def tbin_inputs(draw) -> bytes:
-    return _bytes_noise(draw, draw(st.sampled_from(tbin_seeds())))
+    """Damaged files (the checksum must catch them), and files damaged and then re-sealed
+    with a valid checksum, so that the header and word checks behind it are reached too."""
+    raw = _bytes_noise(draw, draw(st.sampled_from(tbin_seeds())))
+    if draw(st.booleans()) and len(raw) > 32:
+        body = raw[:-32]
+        raw = body + hashlib.sha256(body).digest()
+    return raw
 
 
 def _bytes_noise(draw, raw: bytes) -> bytes:

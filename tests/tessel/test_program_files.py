@@ -137,5 +137,5 @@ def test_a_pim_program_that_breaks_the_row_protocol_is_refused_before_it_runs(ca
                     "pim3 pim.rdmac_all dst=abuf[0x100]\n"
                     "pim3 pim.pre_all\n")
     code, _, err = _cli(capsys, "sim", tasm, "--no-functional")
-    assert (code, err) == (2, "error: instruction 1 (pim3 pim.mac_all): bank 0 has no open row "
-                              "(no row was ever activated)\n")
+    assert (code, err) == (2, f"error: {tasm}: instruction 1 (pim3 pim.mac_all): bank 0 has no "
+                              "open row (no row was ever activated)\n")
