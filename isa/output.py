@@ -1,0 +1,91 @@
+"""Output files that appear whole or not at all: `atomic_write(path, *parts)`.
+
+The one writer of every file Tessel produces (programs, reports, logits, sweep tables and
+plots). What it guarantees:
+
+- the file under `path` is the old one or the complete new one, never a mix: the bytes go to
+  a temporary file beside `path`, which is flushed to disk (fsync) and renamed over `path`;
+  the folder is fsynced after the rename where the file system allows it;
+- the new file has the mode `open(path, "w")` would give it: 0666 less the umask;
+- the temporary file is removed on every exit Python runs: an error while writing,
+  KeyboardInterrupt, and SIGTERM where the program turns it into an exception (the `tessel`
+  command line does);
+- after SIGKILL (or a power cut) nothing can run, so a temporary file may stay. Its name,
+  `.NAME.HOST.PID.RANDOM.tmp`, says which process wrote it: the next write of the same
+  `path` removes those of this host whose process has ended.
+
+A failure raises OSError whose `filename` is `path` as given, never the temporary file.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from pathlib import Path
+
+__all__ = ["atomic_write"]
+
+_SUFFIX = ".tmp"
+
+
+def atomic_write(path: str | os.PathLike, *parts: bytes | memoryview) -> None:
+    """Write the concatenation of `parts` to `path`, atomically (see the module docstring)."""
+    path = Path(path)
+    _remove_stale_temporaries(path)
+    host = socket.gethostname().replace(".", "-")
+    temporary = path.with_name(f".{path.name}.{host}.{os.getpid()}.{secrets.token_hex(4)}{_SUFFIX}")
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(descriptor, "wb") as out:
+            for part in parts:
+                out.write(part)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from None
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable; some file systems cannot open or fsync a folder."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporaries of `path` left by ended processes of this host (SIGKILL)."""
+    prefix = f".{path.name}."
+    host = socket.gethostname().replace(".", "-")
+    try:
+        candidates = [p for p in path.parent.iterdir()
+                      if p.name.startswith(prefix) and p.name.endswith(_SUFFIX)]
+    except OSError:
+        return                      # the write itself reports an unreadable folder
+    for candidate in candidates:
+        fields = candidate.name[len(prefix):-len(_SUFFIX)].rsplit(".", 2)
+        if len(fields) == 3 and fields[0] == host and fields[1].isdigit() and not _alive(int(fields[1])):
+            candidate.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True                 # another user's process
+    return True
