@@ -42,38 +42,43 @@ def local_pool(workers: int) -> Iterator[Evaluate]:
     other end only the sweep's process holds, so the kernel closes it when that process
     dies, and the thread then exits the worker. Once no worker is left the forkserver exits
     too (it stays only while a process holds its "alive" pipe, which the workers inherit).
-    Not PR_SET_PDEATHSIG: a worker's parent is the forkserver, not the sweep, and the
-    forkserver waits for the workers, so a death signal from it would never come. Not a
-    process group: after SIGKILL no process is left to signal the group.
+    Not PR_SET_PDEATHSIG: it fires when the worker's parent dies, and that parent is the
+    forkserver, which outlives the sweep as long as a worker holds its "alive" pipe — the
+    signal would never come. Not a process group: after SIGKILL no process is left to
+    signal the group. Not polling os.getppid(): the parent is the forkserver again.
     """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["tessel.sweep.executors"])
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_setup) as pool:
-        def evaluate(tasks: Sequence[Task], record: Record) -> None:
-            before = set(multiprocessing.active_children())
-            futures: dict[Future, Task] = {}
-            recorded: set[Future] = set()
-            try:
-                for task in tasks:
-                    futures[pool.submit(evaluate_point, task)] = task
-                for future in as_completed(futures):
-                    record(futures[future], future.result())
-                    recorded.add(future)
-            except BaseException as error:
-                try:
-                    for future in futures:
-                        future.cancel()
-                    for future, task in futures.items():
-                        if future not in recorded and _has_result(future):
-                            record(task, future.result())
-                finally:
-                    for process in set(multiprocessing.active_children()) - before:
-                        process.kill()
-                if isinstance(error, BrokenProcessPool):
-                    raise SweepError("a worker process died (out of memory?); finished points are "
-                                     "saved: run the sweep again to resume") from None
-                raise
-        yield evaluate
+        yield lambda tasks, record: _pool_map(pool, tasks, record)
+
+
+def _pool_map(pool: ProcessPoolExecutor, tasks: Sequence[Task], record: Record) -> None:
+    """Record each outcome as it arrives; on any exception, record those that have arrived,
+    then kill the workers this call started (the pool would wait for their points)."""
+    before = set(multiprocessing.active_children())
+    futures: dict[Future, Task] = {}
+    recorded: set[Future] = set()
+    try:
+        for task in tasks:
+            futures[pool.submit(evaluate_point, task)] = task
+        for future in as_completed(futures):
+            record(futures[future], future.result())
+            recorded.add(future)
+    except BaseException as error:
+        try:
+            for future in futures:
+                future.cancel()
+            for future, task in futures.items():
+                if future not in recorded and _has_result(future):
+                    record(task, future.result())
+        finally:
+            for process in set(multiprocessing.active_children()) - before:
+                process.kill()
+        if isinstance(error, BrokenProcessPool):
+            raise SweepError("a worker process died (out of memory?); finished points are "
+                             "saved: run the sweep again to resume") from None
+        raise
 
 
 def _has_result(future: Future) -> bool:
