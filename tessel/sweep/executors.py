@@ -5,9 +5,9 @@ reached fails before any progress is shown) and gives a function that runs the s
 `evaluate_point` over tasks and hands each (task, outcome) to `record` as it arrives.
 
 Interrupted (Ctrl-C, SIGTERM as tessel/interrupt.py raises it, or any error), an executor
-records every point whose result has arrived, cancels the rest and stops the points in
-flight (the local pool kills its workers; Dask cancels their futures) instead of waiting
-for them, then lets the exception go on.
+records every point whose result has arrived and stops the rest without waiting for the
+points in flight (the local pool kills its workers; Dask cancels the futures), then lets
+the exception go on.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from tessel.sweep.evaluate import Outcome, evaluate_point
 from tessel.sweep.params import SweepError
 from tessel.sweep.points import Task
 
-__all__ = ["Evaluate", "Record", "local_pool", "dask_cluster", "parse_dask_address"]
+__all__ = ["Evaluate", "Record", "local_pool", "dask_cluster", "dask_setup", "parse_dask_address"]
 
 Record = Callable[[Task, Outcome], None]
 Evaluate = Callable[[Sequence[Task], Record], None]
@@ -55,7 +55,9 @@ def local_pool(workers: int) -> Iterator[Evaluate]:
 
 def _pool_map(pool: ProcessPoolExecutor, tasks: Sequence[Task], record: Record) -> None:
     """Record each outcome as it arrives; on any exception, record those that have arrived,
-    then kill the workers this call started (the pool would wait for their points)."""
+    then kill the workers this call started (the pool would wait for their points) and let
+    the pool fail the rest. No future is cancelled here: Python 3.11's pool, finding its
+    workers dead, sets an exception on every unfinished future and fails on a cancelled one."""
     before = set(multiprocessing.active_children())
     futures: dict[Future, Task] = {}
     recorded: set[Future] = set()
@@ -67,8 +69,6 @@ def _pool_map(pool: ProcessPoolExecutor, tasks: Sequence[Task], record: Record) 
             recorded.add(future)
     except BaseException as error:
         try:
-            for future in futures:
-                future.cancel()
             for future, task in futures.items():
                 if future not in recorded and _has_result(future):
                     record(task, future.result())
@@ -124,7 +124,8 @@ def dask_cluster(address: str) -> Iterator[Evaluate]:
     try:
         if count is not None:
             cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True,
-                                   host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
+                                   host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
+                                   preload=[__name__])      # runs dask_setup in each worker
         client = Client(cluster or where, timeout=_CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError) as e:
         if cluster is not None:
@@ -136,6 +137,12 @@ def dask_cluster(address: str) -> Iterator[Evaluate]:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def dask_setup(worker) -> None:
+    """Dask's preload hook, run in each worker process of a `local:N` cluster: Ctrl-C reaches
+    the whole process group, and the sweep's process decides (as in the local pool)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _dask_map(client, tasks: Sequence[Task], record: Record) -> None:
