@@ -14,6 +14,9 @@ plots). What it guarantees:
   `.NAME.HOST.PID.RANDOM.tmp`, says which process wrote it: the next write of the same
   `path` removes those of this host whose process has ended.
 
+A `path` that exists and is neither a file nor a folder (`/dev/stdout`, `/dev/null`, a named
+pipe) is written in place: a rename would replace the device with a file.
+
 A failure raises OSError whose `filename` is `path` as given, never the temporary file.
 """
 
@@ -23,6 +26,7 @@ import os
 import secrets
 import socket
 from pathlib import Path
+from typing import BinaryIO, Iterable
 
 __all__ = ["atomic_write"]
 
@@ -32,20 +36,34 @@ _SUFFIX = ".tmp"
 def atomic_write(path: str | os.PathLike, *parts: bytes | memoryview) -> None:
     """Write the concatenation of `parts` to `path`, atomically (see the module docstring)."""
     path = Path(path)
+    try:
+        if path.exists() and not path.is_file() and not path.is_dir():
+            with open(path, "wb") as out:           # a device or a pipe: written in place
+                _write(out, parts)
+        else:
+            _replace(path, parts)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from None
+
+
+def _write(out: BinaryIO, parts: Iterable[bytes | memoryview]) -> None:
+    for part in parts:
+        out.write(part)
+    out.flush()
+
+
+def _replace(path: Path, parts: Iterable[bytes | memoryview]) -> None:
+    """Write a temporary file beside `path`, fsync it, rename it over `path`; on any
+    exception remove it."""
     _remove_stale_temporaries(path)
     host = socket.gethostname().replace(".", "-")
     temporary = path.with_name(f".{path.name}.{host}.{os.getpid()}.{secrets.token_hex(4)}{_SUFFIX}")
     try:
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(descriptor, "wb") as out:
-            for part in parts:
-                out.write(part)
-            out.flush()
+            _write(out, parts)
             os.fsync(out.fileno())
         os.replace(temporary, path)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise OSError(error.errno, error.strerror or str(error), str(path)) from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

@@ -7,6 +7,7 @@ a whole simulation, and never naming a temporary file.
 """
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -24,6 +25,10 @@ def check_output(path: str | Path, flag: str) -> None:
     given = Path(path)
     if given.is_dir():
         raise OutputError(f"{flag} {path}: is a directory, expected a file")
+    if given.exists() and not given.is_file():       # /dev/stdout, a pipe: written in place
+        if not os.access(given, os.W_OK):
+            raise OutputError(f"{flag} {path}: not writable")
+        return
     _check_folder(given.parent, path, flag)
 
 

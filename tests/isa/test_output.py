@@ -3,8 +3,10 @@ temporary file left by a failure or an interrupt, errors naming the path as give
 temporaries of killed processes removed by the next write."""
 import os
 import socket
+import stat
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -73,3 +75,16 @@ def test_the_next_write_removes_temporaries_of_ended_processes_only(tmp_path):
     atomic_write(tmp_path / "x.json", b"{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["x.json", running.name, elsewhere.name, other_file.name])
+
+
+def test_a_device_or_pipe_is_written_in_place_not_replaced(tmp_path):
+    """`--json /dev/stdout` must not rename a file over the device (root may write /dev)."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    atomic_write(fifo, b"{", b"}")
+    reader.join(timeout=10)
+    assert received == [b"{}"] and stat.S_ISFIFO(fifo.stat().st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]

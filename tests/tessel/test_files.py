@@ -75,11 +75,12 @@ def test_a_bad_json_path_fails_before_simulating(capsys, monkeypatch, tmp_path):
     assert code == 2 and err == "error: --json missing/r.json: directory missing does not exist\n"
 
 
-def test_check_output_accepts_new_and_existing_files(tmp_path):
+def test_check_output_accepts_new_and_existing_files_and_pipes(tmp_path):
     (tmp_path / "old.json").write_text("{}")
-    check_output(tmp_path / "old.json", "--json")
-    check_output(tmp_path / "new.json", "--json")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.json"]   # the probe leaves nothing
+    os.mkfifo(tmp_path / "pipe")
+    for name in ("old.json", "new.json", "pipe"):
+        check_output(tmp_path / name, "--json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.json", "pipe"]   # the probe leaves nothing
 
 
 def test_an_output_folder_may_be_missing_but_not_blocked_or_read_only(tmp_path, monkeypatch, unwritable_dir):
