@@ -14,8 +14,9 @@ plots). What it guarantees:
   `.NAME.HOST.PID.RANDOM.tmp`, says which process wrote it: the next write of the same
   `path` removes those of this host whose process has ended.
 
-A `path` that exists and is neither a file nor a folder (`/dev/stdout`, `/dev/null`, a named
-pipe) is written in place: a rename would replace the device with a file.
+A `path` that is a symbolic link (`/dev/stdout`, a link to a file elsewhere) or exists and is
+not a regular file (`/dev/null`, a named pipe) is written in place, without these guarantees:
+a rename would replace the link or the device itself with a file.
 
 A failure raises OSError whose `filename` is `path` as given, never the temporary file.
 """
@@ -28,7 +29,7 @@ import socket
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "written_in_place"]
 
 _SUFFIX = ".tmp"
 
@@ -37,13 +38,18 @@ def atomic_write(path: str | os.PathLike, *parts: bytes | memoryview) -> None:
     """Write the concatenation of `parts` to `path`, atomically (see the module docstring)."""
     path = Path(path)
     try:
-        if path.exists() and not path.is_file() and not path.is_dir():
-            with open(path, "wb") as out:           # a device or a pipe: written in place
+        if written_in_place(path):
+            with open(path, "wb") as out:
                 _write(out, parts)
         else:
             _replace(path, parts)
     except OSError as error:
         raise OSError(error.errno, error.strerror or str(error), str(path)) from None
+
+
+def written_in_place(path: Path) -> bool:
+    """A link, a device or a pipe: never renamed over (see the module docstring)."""
+    return path.is_symlink() or (path.exists() and not path.is_file() and not path.is_dir())
 
 
 def _write(out: BinaryIO, parts: Iterable[bytes | memoryview]) -> None:

@@ -11,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from isa.output import atomic_write
+from isa.output import atomic_write, written_in_place
 
 __all__ = ["atomic_write", "check_output", "check_output_dir", "OutputError"]
 
@@ -25,9 +25,9 @@ def check_output(path: str | Path, flag: str) -> None:
     given = Path(path)
     if given.is_dir():
         raise OutputError(f"{flag} {path}: is a directory, expected a file")
-    if given.exists() and not given.is_file():       # /dev/stdout, a pipe: written in place
+    if written_in_place(given):                       # /dev/stdout, a pipe: opened as it is
         if not os.access(given, os.W_OK):
-            raise OutputError(f"{flag} {path}: not writable")
+            raise OutputError(f"{flag} {path}: cannot write to it")
         return
     _check_folder(given.parent, path, flag)
 

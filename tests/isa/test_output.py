@@ -88,3 +88,11 @@ def test_a_device_or_pipe_is_written_in_place_not_replaced(tmp_path):
     reader.join(timeout=10)
     assert received == [b"{}"] and stat.S_ISFIFO(fifo.stat().st_mode)
     assert [p.name for p in tmp_path.iterdir()] == ["pipe"]
+
+
+def test_a_link_is_written_through_and_kept(tmp_path):
+    """`/dev/stdout` is a link: renaming over it would replace the link with a file."""
+    (tmp_path / "target.json").write_bytes(b"old")
+    (tmp_path / "link.json").symlink_to(tmp_path / "target.json")
+    atomic_write(tmp_path / "link.json", b"new")
+    assert (tmp_path / "link.json").is_symlink() and (tmp_path / "target.json").read_bytes() == b"new"
