@@ -6,9 +6,8 @@
     | SHA-256 of every byte before it
 Reading checks the framing (lengths), then the checksum, and only then reads the header,
 words and blob, so any damage is one error naming the file.
-.tasm data goes to a sidecar `<stem>.npz` named by a `.data` line. Writes go to a temporary
-file in the same folder that is then renamed over the target, so an interrupted save leaves
-nothing half-written.
+.tasm data goes to a sidecar `<stem>.npz` named by a `.data` line. Writes are atomic
+(isa/output.py): an interrupted save leaves nothing half-written.
 """
 
 from __future__ import annotations
@@ -16,9 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import secrets
 import struct
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +25,7 @@ from isa.asm import assemble, disassemble, read_npz
 from isa.encoding import WORD_BYTES, decode, encode
 from isa.errors import DecodeError, FieldError, IsaError, ProgramFileError
 from isa.opcodes import ISA_VERSION
+from isa.output import atomic_write
 from isa.program import Program
 from isa.tbin_header import header_json, read_header
 
@@ -48,16 +46,18 @@ def save(program: Program, path: str | os.PathLike) -> None:
                                f"(this build writes {ISA_VERSION})")
     try:
         if suffix == ".tbin":
-            _atomic_write(path, _tbin_parts(program))
+            atomic_write(path, *_tbin_parts(program))
             return
         encode(program.instructions, program.spaces)  # never write text that will not load
         sidecar = path.with_suffix(".npz") if program.data is not None else None
         text = disassemble(program, data_path=sidecar.name if sidecar else None)
         if sidecar is not None:
-            _atomic_write(sidecar, [_npz_bytes(program.data)])
-        _atomic_write(path, [text.encode("utf-8")])
+            atomic_write(sidecar, _npz_bytes(program.data))
+        atomic_write(path, text.encode("utf-8"))
     except FieldError as error:
         raise ProgramFileError(f"{path}: {error}", error.index) from None
+    except OSError as error:
+        raise ProgramFileError(f"{error.filename}: cannot write: {error.strerror}") from None
 
 
 def load(path: str | os.PathLike) -> Program:
@@ -106,25 +106,6 @@ def _npz_bytes(data) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, **dict(data))
     return buffer.getvalue()
-
-
-def _atomic_write(path: Path, parts: Iterable[bytes | memoryview]) -> None:
-    """Write to a fresh temporary file beside `path`, then rename it over `path`."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(descriptor, "wb") as out:
-            for part in parts:
-                out.write(part)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise ProgramFileError(f"{path}: cannot write: {error.strerror or error}") from None
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 class _TbinReader:

@@ -2,6 +2,9 @@
 
 Exit 0 on success. Bad input exits 2 with one line `error: ...` on stderr naming the
 file, field, line:column or argument — never a traceback, never a half-written file.
+Every output path is checked before any work starts (tessel/files.py). SIGINT and SIGTERM
+end a command with one line `error: interrupted (SIGTERM)` and exit status 128 + the
+signal (130, 143), after the clean-up (tessel/interrupt.py).
 """
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import argparse
 import io
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -23,7 +27,8 @@ from compiler.ir import GraphError
 from compiler.phase import Phase
 from tessel.coe import PCIE_GBPS
 from tessel.errors import USER_ERRORS, UsageError
-from tessel.files import atomic_write
+from tessel.files import atomic_write, check_output
+from tessel.interrupt import Interrupted, signals_raise
 from tessel.request import make_request, resolve_phase
 from tessel.table import render_table
 from tessel.targets import TARGETS, target
@@ -57,6 +62,12 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def _output_arg(p: argparse.ArgumentParser, *flags: str, **kwargs) -> None:
+    """An argument naming a file to write: main checks it right after parsing (check_output)."""
+    action = p.add_argument(*flags, **kwargs)
+    p.set_defaults(outputs=(*(p.get_default("outputs") or ()), (action.dest, "/".join(flags))))
 
 
 def _add_phase_args(p: argparse.ArgumentParser) -> None:
@@ -280,6 +291,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tessel", description=__doc__.splitlines()[0])
+    parser.set_defaults(outputs=())           # (dest, flag) of each output argument: _output_arg
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     model_help = "preset (gpt2 ... gpt3-xl), Hugging Face GPT-2 directory, or .graph file"
 
@@ -287,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help=model_help)
     _add_phase_args(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--emit", metavar="OUT.graph", help="also write the graph in .graph text form")
+    _output_arg(p, "--emit", metavar="OUT.graph", help="also write the graph in .graph text form")
     p.set_defaults(handler=cmd_graph)
 
     p = sub.add_parser("run", help="run the numpy reference executor and save logits")
@@ -296,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phase", choices=("prefill", "decode"),
                    help="prefill: logits of every token; decode: last token against the cache "
                         "of the others")
-    p.add_argument("--logits", required=True, metavar="OUT.npy", help="where to write the logits")
+    _output_arg(p, "--logits", required=True, metavar="OUT.npy", help="where to write the logits")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("compile", help="compile a model to a tile-ISA program")
@@ -306,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=_token_list, help="token ids for the data (with --with-data)")
     p.add_argument("--with-data", action="store_true",
                    help="include weights and inputs so the program can be simulated numerically")
-    p.add_argument("-o", "--output", metavar="OUT.tbin|OUT.tasm",
+    _output_arg(p, "-o", "--output", metavar="OUT.tbin|OUT.tasm",
                    help="where to write the program (required unless --dump-after)")
     p.add_argument("--dump-after", metavar="STEP",
                    help="print what compilation step STEP decided (e.g. storage, emit) and stop; "
@@ -319,8 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_phase_args(p)
     _target_args(p)
     p.add_argument("--tokens", type=_token_list, help="token ids (default: seeded random)")
-    p.add_argument("--logits", metavar="OUT.npy", help="write the simulated logits")
-    p.add_argument("--json", metavar="OUT.json", help="write the full result as JSON")
+    _output_arg(p, "--logits", metavar="OUT.npy", help="write the simulated logits")
+    _output_arg(p, "--json", metavar="OUT.json", help="write the full result as JSON")
     p.add_argument("--gpu", metavar="NAMES",
                    help="GPUs to compare with, comma-separated (t4, v100, a100-40gb, a100-80gb, "
                         "rtx-a6000, h100-sxm, h200; default all; 'none' for no comparison)")
@@ -344,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated targets, each on its default preset (default {','.join(TARGETS)})")
     _add_phase_args(p)
     p.add_argument("--gpu", metavar="NAMES", default="t4", help="GPUs for the ratio rows (default t4)")
-    p.add_argument("--json", metavar="OUT.json", help="write every target's result as JSON")
+    _output_arg(p, "--json", metavar="OUT.json", help="write every target's result as JSON")
     p.add_argument("--no-functional", action="store_true", help="timing only, no numerics")
     p.set_defaults(handler=cmd_compare)
 
@@ -356,17 +368,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one architecture field (repeatable)")
     p.add_argument("--pcie", choices=sorted(PCIE_GBPS), default="gen5",
                    help="the GPU's host link (default gen5)")
-    p.add_argument("--json", metavar="OUT.json", help="write the switch times as JSON")
+    _output_arg(p, "--json", metavar="OUT.json", help="write the switch times as JSON")
     p.set_defaults(handler=cmd_coe)
 
     p = sub.add_parser("asm", help="assemble .tasm text into a .tbin binary")
     p.add_argument("input", metavar="IN.tasm")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.tbin")
+    _output_arg(p, "-o", "--output", required=True, metavar="OUT.tbin")
     p.set_defaults(handler=cmd_asm)
 
     p = sub.add_parser("disasm", help="disassemble a .tbin binary into .tasm text")
     p.add_argument("input", metavar="IN.tbin")
-    p.add_argument("-o", "--output", metavar="OUT.tasm", help="default: standard output")
+    _output_arg(p, "-o", "--output", metavar="OUT.tasm", help="default: standard output")
     p.set_defaults(handler=cmd_disasm)
 
     p = sub.add_parser("sweep", help="evaluate a design-space sweep spec (docs/sweeps.md)")
@@ -375,24 +387,31 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--workers", type=_positive, help="local worker processes (default: the CPU cores)")
     where.add_argument("--dask", metavar="ADDRESS|local:N",
                        help="run the points on a dask.distributed scheduler, or on N local Dask workers")
-    p.add_argument("--out", metavar="DIR", help="results directory (default out/sweeps/<spec name>/)")
+    p.add_argument("--out", metavar="DIR", help="results directory (default out/sweeps/<spec name>/; "
+                   "checked by the sweep before any point runs)")
     p.set_defaults(handler=cmd_sweep)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        return args.handler(args)
-    except USER_ERRORS as e:
-        return _fail(str(e))
-    except BrokenPipeError:          # the reader closed our output (`tessel ... | head`): done
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except OSError as e:
-        return _fail(f"{e.filename or ''}: {e.strerror}".lstrip(": "))
-    except KeyboardInterrupt:
-        return _fail("interrupted")
+    with signals_raise():
+        try:
+            args = build_parser().parse_args(argv)
+            for dest, flag in args.outputs:
+                if getattr(args, dest) is not None:
+                    check_output(getattr(args, dest), flag)
+            return args.handler(args)
+        except USER_ERRORS as e:
+            return _fail(str(e))
+        except BrokenPipeError:      # the reader closed our output (`tessel ... | head`): done
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        except OSError as e:
+            return _fail(f"{e.filename or ''}: {e.strerror}".lstrip(": "))
+        except KeyboardInterrupt as e:
+            interrupt = e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT)
+            print(f"error: {interrupt}", file=sys.stderr)
+            return interrupt.exit_status
 
 
 if __name__ == "__main__":

@@ -1,50 +1,106 @@
 """Where points run: a local process pool (default) or a dask.distributed cluster.
 
 Each executor is a context manager that sets its workers up (so a scheduler that cannot be
-reached fails before any progress is shown) and gives a function mapping the same pure
-`evaluate_point` over tasks, yielding (task, outcome) pairs in completion order.
+reached fails before any progress is shown) and gives a function that runs the same pure
+`evaluate_point` over tasks and hands each (task, outcome) to `record` as it arrives.
+
+Interrupted (Ctrl-C, SIGTERM as tessel/interrupt.py raises it, or any error), an executor
+records every point whose result has arrived and stops the rest without waiting for the
+points in flight (the local pool kills its workers; Dask cancels the futures), then lets
+the exception go on.
 """
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from multiprocessing.connection import wait
 from typing import Callable, Iterator, Sequence
 
 from tessel.sweep.evaluate import Outcome, evaluate_point
 from tessel.sweep.params import SweepError
 from tessel.sweep.points import Task
 
-__all__ = ["Evaluate", "local_pool", "dask_cluster", "parse_dask_address"]
+__all__ = ["Evaluate", "Record", "local_pool", "dask_cluster", "dask_setup", "parse_dask_address"]
 
-Evaluate = Callable[[Sequence[Task]], Iterator[tuple[Task, Outcome]]]
+Record = Callable[[Task, Outcome], None]
+Evaluate = Callable[[Sequence[Task], Record], None]
 _CONNECT_TIMEOUT_S = 30
 
 
 @contextmanager
 def local_pool(workers: int) -> Iterator[Evaluate]:
-    """`workers` processes forked from a server that has Tessel imported once."""
+    """`workers` processes forked from a server that has Tessel imported once.
+
+    Every worker ends when the sweep's process ends, however it ends (SIGKILL included): a
+    thread in the worker waits on `multiprocessing.parent_process().sentinel`, a pipe whose
+    other end only the sweep's process holds, so the kernel closes it when that process
+    dies, and the thread then exits the worker. Once no worker is left the forkserver exits
+    too (it stays only while a process holds its "alive" pipe, which the workers inherit).
+    Not PR_SET_PDEATHSIG: it fires when the worker's parent dies, and that parent is the
+    forkserver, which outlives the sweep as long as a worker holds its "alive" pipe — the
+    signal would never come. Not a process group: after SIGKILL no process is left to
+    signal the group. Not polling os.getppid(): the parent is the forkserver again.
+    """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["tessel.sweep.evaluate"])
-    # Ctrl-C reaches the whole process group: the workers ignore it and the sweep's process
-    # stops submitting, lets the points in flight finish and keeps what it has.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=signal.signal,
-                             initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
-        def evaluate(tasks: Sequence[Task]) -> Iterator[tuple[Task, Outcome]]:
-            futures = {pool.submit(evaluate_point, task): task for task in tasks}
-            try:
-                for future in as_completed(futures):
-                    yield futures[future], future.result()
-            except BrokenProcessPool:
-                raise SweepError("a worker process died (out of memory?); finished points are "
-                                 "saved: run the sweep again to resume") from None
-            finally:
-                for future in futures:
-                    future.cancel()
-        yield evaluate
+    context.set_forkserver_preload(["tessel.sweep.executors"])
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_setup) as pool:
+        yield lambda tasks, record: _pool_map(pool, tasks, record)
+
+
+def _pool_map(pool: ProcessPoolExecutor, tasks: Sequence[Task], record: Record) -> None:
+    """Record each outcome as it arrives; on any exception, record those that have arrived,
+    then kill the workers this call started (the pool would wait for their points) and let
+    the pool fail the rest. No future is cancelled here: Python 3.11's pool, finding its
+    workers dead, sets an exception on every unfinished future and fails on a cancelled one."""
+    before = set(multiprocessing.active_children())
+    futures: dict[Future, Task] = {}
+    recorded: set[Future] = set()
+    try:
+        for task in tasks:
+            futures[pool.submit(evaluate_point, task)] = task
+        for future in as_completed(futures):
+            record(futures[future], future.result())
+            recorded.add(future)
+    except BaseException as error:
+        try:
+            for future, task in futures.items():
+                if future not in recorded and _has_result(future):
+                    record(task, future.result())
+        finally:
+            for process in set(multiprocessing.active_children()) - before:
+                process.kill()
+        if isinstance(error, BrokenProcessPool):
+            raise SweepError("a worker process died (out of memory?); finished points are "
+                             "saved: run the sweep again to resume") from None
+        raise
+
+
+def _has_result(future: Future) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
+def _worker_setup() -> None:
+    """In each worker: leave SIGINT and SIGTERM to the sweep's process, and end with it.
+
+    A Ctrl-C reaches the whole process group; the sweep's process decides (it stores what
+    finished and kills the workers), so the workers ignore both signals.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sentinel = multiprocessing.parent_process().sentinel
+    threading.Thread(target=_exit_when_closed, args=(sentinel,), name="tessel-parent-watch",
+                     daemon=True).start()
+
+
+def _exit_when_closed(sentinel: int) -> None:
+    wait([sentinel])                    # readable (EOF) once the sweep's process has ended
+    os._exit(1)
 
 
 def parse_dask_address(text: str) -> tuple[str, int | None]:
@@ -68,31 +124,49 @@ def dask_cluster(address: str) -> Iterator[Evaluate]:
     try:
         if count is not None:
             cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True,
-                                   host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
+                                   host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
+                                   preload=[__name__])      # runs dask_setup in each worker
         client = Client(cluster or where, timeout=_CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError) as e:
         if cluster is not None:
             cluster.close()
         raise SweepError(f"--dask {address}: cannot reach the scheduler ({e})") from None
     try:
-        yield lambda tasks: _dask_map(client, tasks)
+        yield lambda tasks, record: _dask_map(client, tasks, record)
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
 
 
-def _dask_map(client, tasks: Sequence[Task]) -> Iterator[tuple[Task, Outcome]]:
+def dask_setup(worker) -> None:
+    """Dask's preload hook, run in each worker process of a `local:N` cluster: Ctrl-C reaches
+    the whole process group, and the sweep's process decides (as in the local pool)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _dask_map(client, tasks: Sequence[Task], record: Record) -> None:
     from distributed import as_completed as dask_completed
     from distributed.client import FutureCancelledError
     from distributed.scheduler import KilledWorker
     futures = client.map(evaluate_point, tasks, key=[f"tessel-sweep-{t.key}" for t in tasks])
     by_key = {f.key: t for f, t in zip(futures, tasks)}
-    for future in dask_completed(futures):
-        task = by_key[future.key]
+    recorded: set[str] = set()
+    try:
+        for future in dask_completed(futures):
+            task = by_key[future.key]
+            try:
+                outcome = future.result()
+            except (KilledWorker, FutureCancelledError) as e:
+                outcome = Outcome(task.key, False, {}, f"dask: {type(e).__name__}: the workers that "
+                                  "ran this point died", 0.0)
+            record(task, outcome)
+            recorded.add(future.key)
+    except BaseException:
         try:
-            outcome = future.result()
-        except (KilledWorker, FutureCancelledError) as e:
-            outcome = Outcome(task.key, False, {}, f"dask: {type(e).__name__}: the workers that "
-                              "ran this point died", 0.0)
-        yield task, outcome
+            for future in futures:
+                if future.key not in recorded and future.status == "finished":
+                    record(by_key[future.key], future.result())
+        finally:
+            client.cancel([f for f in futures if not f.done()])
+        raise

@@ -13,14 +13,18 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ContextManager
 
 from tqdm import tqdm
 
+from tessel.files import check_output, check_output_dir
+from tessel.interrupt import interrupted_by
 from tessel.targets import TARGETS
-from tessel.sweep.executors import dask_cluster, local_pool, parse_dask_address
+from tessel.sweep.evaluate import Outcome
+from tessel.sweep.executors import Evaluate, dask_cluster, local_pool, parse_dask_address
 from tessel.sweep.params import SweepError
 from tessel.sweep.pareto import plot_fronts
-from tessel.sweep.points import tasks as expand_tasks
+from tessel.sweep.points import Task, tasks as expand_tasks
 from tessel.sweep.spec import SweepSpec
 from tessel.sweep.store import Store
 from tessel.sweep.table import PARETO_AXES, records, write_csv
@@ -69,8 +73,11 @@ def run_sweep(spec: SweepSpec, out_dir: Path, *, workers: int | None = None, das
                          f"(targets: {', '.join(TARGETS)})")
     if dask is not None:
         parse_dask_address(dask)                 # a malformed address fails before anything runs
+    check_output_dir(out_dir, "--out")
     everything = expand_tasks(spec)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("results.csv", "pareto.png"):   # found before the points run, not after
+        check_output(out_dir / name, "--out")
     with Store(out_dir / "results.sqlite") as store:
         done = store.done(t.key for t in everything)
         pending = [t for t in everything if t.key not in done]
@@ -78,12 +85,9 @@ def run_sweep(spec: SweepSpec, out_dir: Path, *, workers: int | None = None, das
         if pending:
             executor = (dask_cluster(dask) if dask is not None
                         else local_pool(min(workers or default_workers(), len(pending))))
-            with executor as evaluate, tqdm(total=len(everything), initial=len(done), unit="pt",
-                                            desc=spec.path.stem, disable=not progress,
-                                            file=sys.stderr, smoothing=0.1) as bar:
-                for task, outcome in evaluate(pending):
-                    store.put(task, outcome)
-                    bar.update()
+            with tqdm(total=len(everything), initial=len(done), unit="pt", desc=spec.path.stem,
+                      disable=not progress, file=sys.stderr, smoothing=0.1) as bar:
+                _evaluate(executor, pending, store, everything, bar)
         wall_s = time.perf_counter() - start
         rows = store.rows(t.key for t in everything)
     table = records(everything, rows, spec.metrics)
@@ -92,3 +96,19 @@ def run_sweep(spec: SweepSpec, out_dir: Path, *, workers: int | None = None, das
                 f"{spec.path.name}: {spec.target} from {Path(spec.base).stem}")
     failures = Counter(r.error for r in rows.values() if not r.ok)
     return Summary(len(everything), len(done), len(pending), tuple(failures.most_common()), wall_s, out_dir)
+
+
+def _evaluate(executor: ContextManager[Evaluate], pending: list[Task], store: Store,
+              everything: list[Task], bar: tqdm) -> None:
+    """Store each outcome as it arrives. Interrupted, the executor has stored every point that
+    finished and stopped the rest: say how many points of the spec the store now holds."""
+    def record(task: Task, outcome: Outcome) -> None:
+        store.put(task, outcome)
+        bar.update()
+    try:
+        with executor as evaluate:
+            evaluate(pending, record)
+    except KeyboardInterrupt as interrupt:
+        kept = len(store.done(t.key for t in everything))
+        raise interrupted_by(interrupt, f"{kept} of {len(everything)} points stored in {store.path}; "
+                                        "run again to resume") from None
