@@ -50,7 +50,7 @@ def _op_stats(program: isa.Program, timeline, costs: Costs, machine: Machine) ->
         active = (dur > 0) & issued
         span = int(timeline.end[lo:hi][active].max() - timeline.start[lo:hi][active].min()) if active.any() else 0
         busy = {u: int(dur[units[lo:hi] == u].sum()) for u in machine.units}
-        totals = {k: float(v[lo:hi].sum()) for k, v in costs.events.items()}
+        totals = costs.events.totals(slice(lo, hi))
         energy = sum(machine.energy_pj(totals).values()) * 1e-12
         stats.append(OpStats(name, span, busy, energy, int(totals.get("macs", 0))))
     return tuple(sorted(stats, key=lambda s: -s.cycles))
@@ -77,7 +77,7 @@ def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
     timeline = simulate_events(program, costs.durations, costs.resources, on_start, costs.timed,
                                costs.delays, costs.timed_run)
     after_run = run.run_totals()            # totals known only after the run (e.g. refreshes)
-    totals = {k: float(v.sum()) for k, v in costs.events.items()}
+    totals = costs.events.totals()
     for k, v in after_run.items():
         totals[k] = totals.get(k, 0.0) + v
     cycles = timeline.total_cycles

@@ -19,6 +19,7 @@ import numpy as np
 import isa
 from sim.result import TargetReport
 from sim.engine import Timeline
+from sim.machines.events import Events
 
 __all__ = ["Machine", "MachineRun", "Costs"]
 
@@ -29,7 +30,7 @@ ArchT = TypeVar("ArchT")
 class Costs:
     durations: np.ndarray                  # int64 cycles per instruction
     resources: np.ndarray                  # int64 shared-resource id per instruction, -1 none
-    events: Mapping[str, np.ndarray]       # event name -> per-instruction count (float64)
+    events: Events                         # event name -> per-instruction count (float64)
     # durations[i] == -1: timed(i, start_cycle) gives it at issue (state-dependent timing)
     timed: Callable[[int, int], int] | None = None
     # delays[i]: a `signal`'s token lands this many cycles after it issues (data in flight)

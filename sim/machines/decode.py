@@ -15,6 +15,7 @@ import numpy as np
 
 import isa
 from isa.opcodes import VEC_IMMEDIATE, VEC_UNARY
+from sim.machines.events import EventRows
 
 __all__ = ["CostSheet", "CostFn", "CostTable", "ONE_OPERAND_FUNCS", "decode"]
 
@@ -31,12 +32,12 @@ class CostSheet:
     durations: np.ndarray                  # int64 cycles
     resources: np.ndarray                  # int64 shared resource, -1 none
     delays: np.ndarray                     # int64 cycles a `signal`'s token is in flight
-    events: dict[str, np.ndarray]          # event name -> float64 counts
+    events: EventRows                      # event counts: events.set(i, macs=..., ...)
 
     @classmethod
     def empty(cls, n: int, events: Sequence[str]) -> CostSheet:
         return cls(np.zeros(n, dtype=np.int64), np.full(n, -1, dtype=np.int64),
-                   np.zeros(n, dtype=np.int64), {name: np.zeros(n) for name in events})
+                   np.zeros(n, dtype=np.int64), EventRows(n, events))
 
 
 SheetT = TypeVar("SheetT", bound=CostSheet)

@@ -44,7 +44,7 @@ class DataflowRun(MachineRun):
     def report(self, timeline: Timeline, cycles: int) -> DataflowReport:
         """Figures beyond the common ones: tiers, PCU/PMU utilisation, sections, switch time."""
         program, arch = self.program, self.machine.arch
-        totals = {k: float(v.sum()) for k, v in self.costs.events.items()}
+        totals = self.costs.events.totals()
         held = {space: sum(s.size_bytes for s in program.symbols if s.space == space) for space in OFF_CHIP}
         runs = [i for i, ins in enumerate(program.instructions) if ins.opcode == "df.run"]
         configs = {program.instructions[i]["id"] for i in runs}

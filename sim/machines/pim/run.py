@@ -22,12 +22,15 @@ __all__ = ["PimRun", "PimPlans"]
 
 @dataclass(frozen=True, eq=False)
 class PimPlans:
-    """The program's pim instructions (but wait and halt) and their decoded plans."""
+    """Which decoded plan times each instruction of the pim queues (but wait and halt)."""
 
-    index: np.ndarray                    # int64 program index of each
-    plan_of: list[int]                   # per instruction, its plan's index in `plans`
+    plan_at: np.ndarray                  # int32 per instruction: index in `plans`; -1: none
     plans: list[Plan | None]             # the distinct plans (None: a `signal`)
-    channel_of: list[int]                # per instruction, its channel (pim queue index)
+
+    @property
+    def index(self) -> np.ndarray:
+        """Program indices of the planned instructions, ascending."""
+        return np.flatnonzero(self.plan_at >= 0)
 
 
 @dataclass(eq=False)
@@ -52,7 +55,7 @@ class PimRun(MachineRun):
         stats = self.dram_stats()
         acts = sum(s.counts.get("ACT", 0) + self.machine.arch.banks * s.counts.get("ACT_ALL", 0)
                    for s in stats)
-        own = float(self.costs.events["act_banks"][self.pim.index].sum())   # pim.act* opened
+        own = self.costs.events.total("act_banks", self.pim.index)   # pim.act* opened
         return {"act_banks": acts - own,
                 "refreshes": float(sum(s.counts.get("REF", 0) for s in stats))}
 
@@ -60,12 +63,14 @@ class PimRun(MachineRun):
         """MAC column-slot cycles of each channel's issued pim instructions, and per bank
         (the all-bank ones plus the bank's own single-bank ones)."""
         a, pim = self.machine.arch, self.pim
-        issued = timeline.start[pim.index] >= 0
+        index = pim.index
+        issued = timeline.start[index] >= 0
         every, bank, own = (np.array(v, np.int64) for v in zip(
             *(self.channels[0].mac_cycles(p) for p in pim.plans))) if pim.plans else \
             (np.zeros(0, np.int64),) * 3
-        which = np.array(pim.plan_of, np.int64)[issued]
-        channel = np.array(pim.channel_of, np.int64)[issued]
+        which = pim.plan_at[index][issued].astype(np.int64)
+        channel_of_queue = np.array([isa.Queue.parse(q).index for q in timeline.queues], np.int64)
+        channel = channel_of_queue[timeline.queue_of[index][issued]]
         all_bank = np.bincount(channel, every[which], minlength=a.channels)
         single = np.zeros((a.channels, a.banks))
         mine = bank[which] >= 0
