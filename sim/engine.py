@@ -69,10 +69,11 @@ class Timeline:
 
     def queue_busy_cycles(self) -> dict[str, int]:
         """Per queue text ("dma0"): the sum of its issued instructions' durations."""
-        busy = np.zeros(len(self.queues), np.int64)
-        issued = self.start >= 0
-        np.add.at(busy, self.queue_of[issued], (self.end - self.start)[issued])
-        return dict(zip(self.queues, busy.tolist()))
+        busy = {}
+        for q, name in enumerate(self.queues):   # an instruction never issued has end = start
+            mine = self.queue_of == q
+            busy[name] = int((self.end[mine] - self.start[mine]).sum())
+        return busy
 
 
 def simulate_events(program: isa.Program, durations: np.ndarray,
@@ -108,34 +109,40 @@ def simulate_events(program: isa.Program, durations: np.ndarray,
     instrs = program.instructions
     n = len(instrs)
     dur = _check_array("durations", durations, n, lowest=-1 if timed else 0)
-    res = (np.full(n, -1, np.int64) if resources is None
+    res = (np.full(n, -1, np.int8) if resources is None
            else _check_array("resources", resources, n, lowest=-1))
     bad = np.flatnonzero((dur < 0) & (res >= 0))
     if bad.size:
         raise EngineError(f"instruction {int(bad[0])}: a state-dependent duration cannot hold "
                           "a resource", int(bad[0]))
-    queues, queue_of, kind, sem, nxt, heads = _decode(instrs)
-    delay = (np.zeros(n, np.int64) if delays is None
-             else _check_array("delays", delays, n, lowest=0))
-    runs = (_timed_runs(queue_of, kind, dur) if timed_run is not None and on_start is None
-            else _Runs(np.zeros(0, np.int64), {}))
+    queues, queue_of, order, kind, sem, nxt, heads = _decode(instrs)
+    delay: dict[int, int] = {}            # the signals with a delay (few): index -> cycles
+    if delays is not None:
+        delays = _check_array("delays", delays, n, lowest=0)
+        late = np.flatnonzero(delays)
+        delay = dict(zip(late.tolist(), delays[late].tolist()))
+    runs = (_timed_runs(order, queue_of, kind, dur) if timed_run is not None and on_start is None
+            else _Runs(order[:0], {}))
     dur_work = _compact("q", dur)         # the loop replaces state-dependent entries
     held = int(res.max(initial=-1)) + 1   # resources 0..held-1
     start, blocked = _schedule(kind, sem, nxt, dur_work, _compact("b" if held <= 127 else "q", res),
-                               held, heads, on_start, timed, _compact("q", delay), runs, timed_run)
+                               held, heads, on_start, timed, delay, runs, timed_run)
     if blocked is not None:
         raise EngineError(f"deadlock: wait at instruction {blocked} "
                           f"({queues[queue_of[blocked]]}) on semaphore {sem[blocked]} "
                           f"never satisfied", blocked)
+    del kind, sem, nxt, order, runs         # ~10^7 instructions: free before the end times
     start_arr = np.frombuffer(start, np.int64)
-    end = np.where(start_arr >= 0, start_arr + np.frombuffer(dur_work, np.int64), -1)
+    end = start_arr + np.frombuffer(dur_work, np.int64)
+    del dur_work
+    end[start_arr < 0] = -1
     for values in (start_arr, end, queue_of):
         values.setflags(write=False)
     return Timeline(start_arr, end, int(end.max(initial=0)), queues, queue_of)
 
 
 def _check_array(name: str, values: object, n: int, lowest: int) -> np.ndarray:
-    """`values` as a 1-D int64 array (not copied when it is one) of length n, every element
+    """`values` as a 1-D integer array (not copied when it is one) of length n, every element
     >= lowest. The engine never writes to it."""
     array = np.asarray(values)
     if array.shape != (n,):
@@ -143,7 +150,6 @@ def _check_array(name: str, values: object, n: int, lowest: int) -> np.ndarray:
                           f"one value per instruction")
     if not np.issubdtype(array.dtype, np.integer):
         raise EngineError(f"{name} has dtype {array.dtype}, expected integers")
-    array = array.astype(np.int64, copy=False)
     bad = np.flatnonzero(array < lowest)
     if bad.size:
         i = int(bad[0])
@@ -152,17 +158,18 @@ def _check_array(name: str, values: object, n: int, lowest: int) -> np.ndarray:
 
 
 def _compact(code: str, values: np.ndarray) -> array:
-    """A copy of `values` as a C array (array.array): 1-8 bytes an element where a list
-    takes 8 plus 32 per int above 256, and indexed about as fast as a list in the loop."""
-    out = array(code)
-    out.frombytes(np.ascontiguousarray(values, np.dtype(code)).tobytes())
+    """A copy of `values` (which fit) as a C array (array.array): 1-8 bytes an element where
+    a list takes 8 plus 32 per int above 256, and indexed about as fast as a list."""
+    out = array(code, [0]) * len(values)
+    np.frombuffer(out, np.dtype(code))[:] = values
     return out
 
 
-def _decode(instrs: Sequence[isa.Instr]) -> tuple[tuple[str, ...], np.ndarray, bytes,
-                                                  array, array, list[int]]:
+def _decode(instrs: Sequence[isa.Instr]) -> tuple[tuple[str, ...], np.ndarray, np.ndarray,
+                                                  bytes, array, array, list[int]]:
     """Per instruction: queue id, kind, semaphore (0 if none), next instruction on the same
-    queue (-1 at the end); the queue texts and the first instruction of each queue.
+    queue (-1 at the end); the queue texts, the instructions in queue order (stable) and the
+    first instruction of each queue.
     Whole-list passes in C (map, fromiter): programs have up to ~10^7 instructions."""
     n = len(instrs)
     by_id = dict(zip(map(id, map(_QUEUE, instrs)), map(_QUEUE, instrs)))  # queues are few
@@ -170,16 +177,19 @@ def _decode(instrs: Sequence[isa.Instr]) -> tuple[tuple[str, ...], np.ndarray, b
     id_of_object = {key: ids.setdefault(queue, len(ids)) for key, queue in by_id.items()}
     queue_of = np.fromiter(map(id_of_object.__getitem__, map(id, map(_QUEUE, instrs))), np.int32, n)
     kind = bytes(map(_KIND_OF_OPCODE.get, map(_OPCODE, instrs), repeat(_PLAIN, n)))
-    sem = array("H", bytes(2 * n))
+    sem = array("H", [0]) * n
     kinds = np.frombuffer(kind, np.uint8)
     for i in np.flatnonzero((kinds == _SIGNAL) | (kinds == _WAIT)).tolist():
         sem[i] = instrs[i].fields[0][1]
-    order = np.argsort(queue_of, kind="stable")
-    same = queue_of[order[:-1]] == queue_of[order[1:]]
-    nxt = np.full(n, -1, np.int64)
-    nxt[order[:-1][same]] = order[1:][same]
-    heads = sorted(order[np.flatnonzero(np.diff(queue_of[order], prepend=-1))].tolist())
-    return tuple(str(q) for q in ids), queue_of, kind, sem, _compact("q", nxt), heads
+    index = "i" if n < 1 << 31 else "q"
+    order = np.argsort(queue_of, kind="stable").astype(np.dtype(index))
+    in_order = queue_of[order]
+    same = in_order[:-1] == in_order[1:]
+    heads = sorted(order[np.flatnonzero(np.r_[True, ~same])].tolist()) if n else []
+    del in_order
+    nxt = array(index, [-1]) * n
+    np.frombuffer(nxt, np.dtype(index))[order[:-1]] = np.where(same, order[1:], -1)
+    return tuple(str(q) for q in ids), queue_of, order, kind, sem, nxt, heads
 
 
 @dataclass(frozen=True)
@@ -195,18 +205,20 @@ class _Runs:
         return self.order[lo:hi].tolist()
 
 
-def _timed_runs(queue_of: np.ndarray, kind: bytes, dur: np.ndarray) -> _Runs:
-    """Every maximal run of at least two consecutive instructions of one queue that are
-    state-dependent and plain (not signal, wait or halt)."""
-    order = np.argsort(queue_of, kind="stable")
+def _timed_runs(order: np.ndarray, queue_of: np.ndarray, kind: bytes, dur: np.ndarray) -> _Runs:
+    """Every maximal run of at least two consecutive instructions of one queue (`order`: the
+    instructions in queue order) that are state-dependent and plain (not signal, wait or
+    halt)."""
+    if not len(order):
+        return _Runs(order, {})
     eligible = ((dur == -1) & (np.frombuffer(kind, np.uint8) == _PLAIN))[order]
     queue = queue_of[order]
-    # a run breaks where eligibility or the queue changes
-    edge = np.flatnonzero(np.diff(eligible.astype(np.int8), prepend=0, append=0)
-                          | np.r_[1, queue[1:] != queue[:-1], 1])
+    edges = np.ones(len(order) + 1, bool)     # a run breaks where eligibility or the queue changes
+    np.not_equal(eligible[1:], eligible[:-1], out=edges[1:-1])
+    edges[1:-1] |= queue[1:] != queue[:-1]
+    del queue
+    edge = np.flatnonzero(edges)
     lo, hi = edge[:-1], edge[1:]
-    if not len(eligible):
-        return _Runs(order, {})
     keep = (hi - lo >= 2) & eligible[lo]
     lo, hi = lo[keep], hi[keep]
     return _Runs(order, dict(zip(order[lo].tolist(), zip(lo.tolist(), hi.tolist()))))
@@ -216,7 +228,7 @@ def _schedule(kind: bytes, sem: array, nxt: array, dur: array, res: array, held:
               heads: list[int],
               on_start: Callable[[int], None] | None,
               timed: Callable[[int, int], int] | None,
-              delay: array, runs: _Runs,
+              delay: dict[int, int], runs: _Runs,
               timed_run: Callable[[list[int], int], list[int]] | None,
               ) -> tuple[array, int | None]:
     """Start cycle of every instruction (-1: never issued) and the index of the lowest
@@ -273,7 +285,7 @@ def _schedule(kind: bytes, sem: array, nxt: array, dur: array, res: array, held:
                     break
                 tokens[s] -= 1
             elif k == _SIGNAL:
-                late = delay[i]
+                late = delay.get(i, 0)
                 if d < 0:
                     late, d = timed(i, t), 0
                     dur[i] = 0

@@ -39,8 +39,9 @@ def _op_stats(program: isa.Program, timeline, costs: Costs, machine: Machine) ->
     n = len(program.instructions)
     starts = [i for i, _ in marks]
     bounds = list(zip(starts, starts[1:] + [n]))
-    unit_names = np.array([isa.Queue.parse(q).unit.name for q in timeline.queues])
-    units = unit_names[timeline.queue_of]
+    unit_names = [isa.Queue.parse(q).unit.name for q in timeline.queues]
+    unit_of_queue = np.array([machine.units.index(u) if u in machine.units else -1
+                              for u in unit_names], np.int8)
     stats = []
     for (lo, hi), (_, name) in zip(bounds, marks):
         if hi <= lo:
@@ -49,7 +50,8 @@ def _op_stats(program: isa.Program, timeline, costs: Costs, machine: Machine) ->
         dur = np.where(issued, timeline.end[lo:hi] - timeline.start[lo:hi], 0)
         active = (dur > 0) & issued
         span = int(timeline.end[lo:hi][active].max() - timeline.start[lo:hi][active].min()) if active.any() else 0
-        busy = {u: int(dur[units[lo:hi] == u].sum()) for u in machine.units}
+        units = unit_of_queue[timeline.queue_of[lo:hi]]
+        busy = {u: int(dur[units == k].sum()) for k, u in enumerate(machine.units)}
         totals = costs.events.totals(slice(lo, hi))
         energy = sum(machine.energy_pj(totals).values()) * 1e-12
         stats.append(OpStats(name, span, busy, energy, int(totals.get("macs", 0))))

@@ -147,9 +147,15 @@ class Emitter:
 
     def program(self, spaces: tuple[str, ...], symbols: tuple[isa.Symbol, ...],
                 queues: tuple[str, ...], data=None) -> isa.Program:
+        """The program, once every op is emitted (each queue halts). The emitter hands its
+        instruction list over: a target's lowering objects refer to each other, so without
+        the cyclic collector (paused while compiling) they, and the list, outlive the call."""
         for q in queues:
             self.emit(q, "halt")
-        return isa.Program(self.target, isa.ISA_VERSION, spaces, symbols, tuple(self.instructions),
+        instructions = tuple(self.instructions)
+        self.instructions = []
+        self._interned.clear()
+        return isa.Program(self.target, isa.ISA_VERSION, spaces, symbols, instructions,
                            data, ops=tuple(self.op_starts))
 
 

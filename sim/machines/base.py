@@ -29,7 +29,7 @@ ArchT = TypeVar("ArchT")
 @dataclass(frozen=True)
 class Costs:
     durations: np.ndarray                  # int64 cycles per instruction
-    resources: np.ndarray                  # int64 shared-resource id per instruction, -1 none
+    resources: np.ndarray                  # shared-resource id per instruction (ints), -1 none
     events: Events                         # event name -> per-instruction count (float64)
     # durations[i] == -1: timed(i, start_cycle) gives it at issue (state-dependent timing)
     timed: Callable[[int, int], int] | None = None

@@ -80,8 +80,8 @@ class Events(Mapping[str, np.ndarray]):
         return len(self.names)
 
     def total(self, name: str, at: slice | np.ndarray = slice(None)) -> float:
-        """The sum of `name` over the instructions `at` (a slice or an index array), in program
-        order, exactly as the dense column's `sum` is."""
+        """The sum of `name` over the instructions `at` (a slice, a boolean mask or ascending
+        indices), in program order, exactly as the dense column's `sum` is."""
         column = self._columns[name]
         if not column.any():
             return 0.0

@@ -91,7 +91,7 @@ class DataflowMachine(Machine[DataflowArch]):
             mark = int(np.searchsorted(sheet.marks, call.at, side="right"))
             calls.append(CallTiming(first_op[mark] if mark < len(first_op) else "", call.loops,
                                     call.tiles, call.stages, call.timing))
-        costs = Costs(sheet.durations, np.full(n, -1, dtype=np.int64), sheet.events.freeze())
+        costs = Costs(sheet.durations, sheet.resources, sheet.events.freeze())
         return DataflowRun(self, program, costs, tuple(calls))
 
     # -- cost functions: fn(sheet, index, instruction, its queue's configuration) ----------

@@ -206,22 +206,23 @@ def _plan_pim(channel: PimChannel, instrs: Sequence[isa.Instr]) -> PimPlans:
     on_pim = np.isin(np.fromiter(map(id, map(_QUEUE, instrs)), np.int64, n), pim_queues)
     untimed = np.fromiter(map(_UNTIMED.__contains__, map(_OPCODE, instrs)), bool, n)
     index = np.flatnonzero(on_pim & ~untimed)
+    del on_pim, untimed
     objects = np.fromiter(instrs, object, n)[index]
-    _, first, which = np.unique(np.fromiter(map(id, objects), np.int64, len(objects)),
-                                return_index=True, return_inverse=True)
+    # id -> first position: filled from the end, so the last write (the lowest) stays
+    first = dict(zip(map(id, objects[::-1]), range(len(objects) - 1, -1, -1)))
     decode_plan = channel.plan                 # plans depend on the arch, not the channel
     plans: list[Plan | None] = []
     number: dict[int, int] = {}                # id(plan) -> its index in plans
-    plan_of_object = np.empty(len(first), np.int32)
-    for d in np.argsort(first).tolist():
-        k = int(first[d])
+    plan_of_object: dict[int, int] = {}        # id(instruction) -> its plan's index
+    for k in sorted(first.values()):
         plan = decode_plan(int(index[k]), objects[k])
         p = number.get(id(plan))
         if p is None:
             p = number[id(plan)] = len(plans)
             plans.append(plan)
-        plan_of_object[d] = p
+        plan_of_object[id(objects[k])] = p
     plan_at = np.full(n, -1, np.int32)
-    plan_at[index] = plan_of_object[which]
+    plan_at[index] = np.fromiter(map(plan_of_object.__getitem__, map(id, objects)), np.int32,
+                                 len(objects))
     plan_at.setflags(write=False)
     return PimPlans(plan_at, plans)

@@ -55,26 +55,30 @@ class PimRun(MachineRun):
         stats = self.dram_stats()
         acts = sum(s.counts.get("ACT", 0) + self.machine.arch.banks * s.counts.get("ACT_ALL", 0)
                    for s in stats)
-        own = self.costs.events.total("act_banks", self.pim.index)   # pim.act* opened
+        own = self.costs.events.total("act_banks", self.pim.plan_at >= 0)   # pim.act* opened
         return {"act_banks": acts - own,
                 "refreshes": float(sum(s.counts.get("REF", 0) for s in stats))}
 
     def _mac_cycles(self, timeline: Timeline) -> tuple[np.ndarray, np.ndarray]:
         """MAC column-slot cycles of each channel's issued pim instructions, and per bank
-        (the all-bank ones plus the bank's own single-bank ones)."""
+        (the all-bank ones plus the bank's own single-bank ones): per channel, how often
+        each plan issued, times the plan's cycles (integers, so the sums are exact)."""
         a, pim = self.machine.arch, self.pim
-        index = pim.index
-        issued = timeline.start[index] >= 0
         every, bank, own = (np.array(v, np.int64) for v in zip(
             *(self.channels[0].mac_cycles(p) for p in pim.plans))) if pim.plans else \
             (np.zeros(0, np.int64),) * 3
-        which = pim.plan_at[index][issued].astype(np.int64)
-        channel_of_queue = np.array([isa.Queue.parse(q).index for q in timeline.queues], np.int64)
-        channel = channel_of_queue[timeline.queue_of[index][issued]]
-        all_bank = np.bincount(channel, every[which], minlength=a.channels)
+        issued = (pim.plan_at >= 0) & (timeline.start >= 0)
+        counts = np.zeros((a.channels, len(pim.plans)), np.int64)   # channel, plan -> issues
+        for q, name in enumerate(timeline.queues):
+            queue = isa.Queue.parse(name)
+            if queue.unit.name == "pim":
+                counts[queue.index] += np.bincount(pim.plan_at[issued & (timeline.queue_of == q)],
+                                                   minlength=len(pim.plans))
+        all_bank = (counts @ every).astype(np.float64)
         single = np.zeros((a.channels, a.banks))
-        mine = bank[which] >= 0
-        np.add.at(single, (channel[mine], bank[which][mine]), own[which][mine])
+        mine = bank >= 0
+        for c in range(a.channels):
+            np.add.at(single[c], bank[mine], counts[c, mine] * own[mine])
         return all_bank + single.sum(axis=1), all_bank[:, None] + single
 
     def report(self, timeline: Timeline, cycles: int) -> PimReport:
@@ -108,14 +112,18 @@ def _idle_share(timeline: Timeline, unit: str, cycles: int) -> float:
     """Share of the run during which no queue of `unit` is busy (union of busy intervals)."""
     if not cycles:
         return 0.0
-    names = [q for q in timeline.queues if isa.Queue.parse(q).unit.name == unit]
-    ids = [timeline.queues.index(q) for q in names]
-    mine = np.isin(timeline.queue_of, ids) & (timeline.start >= 0) & (timeline.end > timeline.start)
-    starts, ends = timeline.start[mine], timeline.end[mine]
+    of_unit = np.array([isa.Queue.parse(q).unit.name == unit for q in timeline.queues])
+    mine = of_unit[timeline.queue_of] & (timeline.start >= 0) & (timeline.end > timeline.start)
+    starts = timeline.start[mine]
     if not starts.size:
         return 1.0
-    order = np.argsort(starts, kind="stable")
-    starts, ends = starts[order], np.maximum.accumulate(ends[order])
-    gaps = np.maximum(starts[1:] - ends[:-1], 0).sum()
-    busy = ends[-1] - starts[0] - gaps
+    ends = timeline.end[mine]
+    del mine
+    starts.sort()
+    ends.sort()
+    # The k-th start never follows the k-th end, so no interval is open from the k-th end to
+    # the (k+1)-th start: those are the gaps of the union.
+    first, last = starts[0], ends[-1]
+    gaps = np.subtract(starts[1:], ends[:-1], out=starts[1:])
+    busy = last - first - np.maximum(gaps, 0, out=gaps).sum()
     return 1.0 - busy / cycles
