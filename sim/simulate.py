@@ -71,8 +71,9 @@ def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
         if program.data is None:
             raise isa.IsaError("numeric simulation needs the program's data (weights and inputs); "
                                "compile with data or simulate with --no-functional")
-        sizes = {s.name: s.size_bytes for s in arch.machine_view().spaces.values()}
-        memory = Memory(run.memory_bytes(sizes))
+        view = arch.machine_view()
+        sizes = {s.name: s.size_bytes for s in view.spaces.values()}
+        memory = Memory(sizes, run.held_bytes(view))
         memory.load_program_data(program)
         models = run.functional_models(memory)
         on_start = FunctionalExecutor(program, memory, models=models).execute

@@ -20,6 +20,7 @@ import isa
 from sim.result import TargetReport
 from sim.engine import Timeline
 from sim.machines.events import Events
+from sim.reach import reached_bytes
 
 __all__ = ["Machine", "MachineRun", "Costs"]
 
@@ -75,9 +76,11 @@ class MachineRun:
         """Numeric handlers for this target's ISA extension (FunctionalExecutor models=)."""
         return {}
 
-    def memory_bytes(self, sizes: Mapping[str, int]) -> dict[str, int]:
-        """Bytes a numeric run allocates per memory space (default: every space whole)."""
-        return dict(sizes)
+    def held_bytes(self, view: isa.MachineView) -> dict[str, int]:
+        """Bytes a numeric run allocates per memory space, from address 0: what the program's
+        symbols and instruction footprints reach (`sim.reach`); a machine whose own opcodes
+        reach further adds that."""
+        return reached_bytes(self.program, view)
 
     def run_totals(self) -> dict[str, float]:
         """Called once after the run: event totals known only after it (e.g. the DRAM

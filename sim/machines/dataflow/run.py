@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable
 
 import isa
 from sim.engine import Timeline
@@ -21,15 +21,6 @@ ASSUMPTIONS = ("section values stay in PMUs; only section inputs, outputs and we
 @dataclass(eq=False)
 class DataflowRun(MachineRun):
     calls: tuple[CallTiming, ...] = ()
-
-    def memory_bytes(self, sizes: Mapping[str, int]) -> dict[str, int]:
-        """Numeric runs hold the off-chip tiers only up to the program's last symbol (a
-        1.5 TB DDR is not allocated); the program touches nothing beyond its symbols there."""
-        ends = {name: 0 for name in sizes}
-        for s in self.program.symbols:
-            ends[s.space] = max(ends[s.space], s.addr + s.size_bytes)
-        return {name: size if name not in OFF_CHIP else min(size, max(ends[name], 64))
-                for name, size in sizes.items()}
 
     def functional_models(self, memory) -> dict[str, Callable[[isa.Instr], None]]:
         """Numerics of the dataflow opcodes: configuration and launch move no data; a stream

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -18,6 +17,8 @@ from sim.machines.pim.numerics import PimNumerics
 from sim.machines.pim.report import ClockDomain, PimReport
 
 __all__ = ["PimRun", "PimPlans"]
+
+_ROW_OPCODES = frozenset({"pim.act", "pim.act_all", "pim.wr", "pim.rd"})   # they name a row
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,11 +39,18 @@ class PimRun(MachineRun):
     channels: tuple[PimChannel, ...] = ()
     pim: PimPlans | None = None
 
-    def memory_bytes(self, sizes: Mapping[str, int]) -> dict[str, int]:
-        """The DRAM only up to the program's last symbol (nothing is addressed beyond it);
-        the global buffers and the ASIC buffer whole (they hold no symbols)."""
-        end = max((s.addr + s.size_bytes for s in self.program.symbols if s.space == "dram"), default=0)
-        return {**sizes, "dram": min(sizes["dram"], max(end, 64))}
+    def held_bytes(self, view: isa.MachineView) -> dict[str, int]:
+        """What the symbols and footprints reach, and in the DRAM every row block a pim
+        instruction opens or accesses (the MACs read the open rows of all banks)."""
+        held = super().held_bytes(view)
+        a, end = self.machine.arch, 0
+        instrs = self.program.instructions
+        for instr in dict(zip(map(id, instrs), instrs)).values():
+            if instr.opcode in _ROW_OPCODES:
+                channel = instr.queue.index         # rows of all banks sit together (arch.pim)
+                end = max(end, a.dram_address(channel, a.banks - 1, instr["row"]) + a.row_bytes)
+        held["dram"] = min(view.spaces["dram"].size_bytes, max(held["dram"], end))
+        return held
 
     def functional_models(self, memory) -> dict:
         return PimNumerics(self.machine.arch, memory).models()
