@@ -24,6 +24,7 @@ from compiler.targets import Lowered
 from compiler.targets.data import read_value
 from sim.result import SimResult
 from tessel.baselines import compare_gpus
+from tessel.budget import compile_guard
 from tessel.request import RunRequest, default_tokens
 from tessel.targets import target
 
@@ -108,10 +109,13 @@ def _with_data(req: RunRequest, graph: Graph) -> tuple[Lowered, np.ndarray]:
 def _run(req: RunRequest) -> Run:
     model, phase, arch = req.model, req.phase, req.arch
     graph = model.graph(phase)
-    if req.numerics:
-        lowered, reference = _with_data(req, graph)
-    else:
-        lowered = compile_model_graph(model, graph, req.target, arch, req.dtype)
+    # numerics hold the weights (fp32) and their copy as program data while compiling
+    weights = model.config.n_params * (4 + req.operand_dtype.itemsize) if req.numerics else 0
+    with compile_guard(simulate=True, reserve_bytes=weights, reserved_for="weights and data"):
+        if req.numerics:
+            lowered, reference = _with_data(req, graph)
+        else:
+            lowered = compile_model_graph(model, graph, req.target, arch, req.dtype)
     assumptions = (f"operand type {lowered.dtype.value}, fp32 accumulation"
                    + (f" (energy per MAC as the preset's {arch.dtype})" if lowered.dtype.value != arch.dtype else ""),
                    *lowered.assumptions,

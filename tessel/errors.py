@@ -9,6 +9,7 @@ from compiler.targets import CompileError
 from sim.engine import EngineError
 from sim.functional import FunctionalError
 from sim.gpu import CalibrationError
+from tessel.budget import MemoryBudgetError
 from tessel.sweep.params import SweepError
 
 __all__ = ["UsageError", "USER_ERRORS"]
@@ -20,4 +21,4 @@ class UsageError(ValueError):
 
 USER_ERRORS: tuple[type[Exception], ...] = (UsageError, GraphError, isa.IsaError, ArchError,
                                             CompileError, EngineError, FunctionalError,
-                                            CalibrationError, SweepError)
+                                            CalibrationError, SweepError, MemoryBudgetError)

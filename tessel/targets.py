@@ -19,6 +19,7 @@ from compiler.targets import Lowered, dataflow, pim, systolic
 from sim.machines import DataflowMachine, Machine, PimMachine, SystolicMachine
 from sim.result import SimResult
 from sim.simulate import Simulation, simulate
+from tessel.budget import check_simulation
 from tessel.report_rows import dataflow_rows, no_rows, pim_rows
 
 __all__ = ["Target", "TARGETS", "target"]
@@ -46,6 +47,8 @@ class Target:
 
     def simulate(self, program: isa.Program, arch: TargetArch, *, functional: bool,
                  assumptions: tuple[str, ...] = ()) -> Simulation:
+        """Simulate `program`, unless it would not fit in memory (tessel/budget.py)."""
+        check_simulation(program, functional)
         return simulate(program, self.machine(arch), functional=functional, assumptions=assumptions)
 
 
