@@ -40,8 +40,9 @@ class PimRun(MachineRun):
     pim: PimPlans | None = None
 
     def held_bytes(self, view: isa.MachineView) -> dict[str, int]:
-        """What the symbols and footprints reach, and in the DRAM every row block a pim
-        instruction opens or accesses (the MACs read the open rows of all banks)."""
+        """What the symbols and footprints reach, in the DRAM every row block a pim
+        instruction opens or accesses (the MACs read the open rows of all banks), and the
+        global buffers whole (pim instructions address them by channel; they are small)."""
         held = super().held_bytes(view)
         a, end = self.machine.arch, 0
         instrs = self.program.instructions
@@ -50,6 +51,7 @@ class PimRun(MachineRun):
                 channel = instr.queue.index         # rows of all banks sit together (arch.pim)
                 end = max(end, a.dram_address(channel, a.banks - 1, instr["row"]) + a.row_bytes)
         held["dram"] = min(view.spaces["dram"].size_bytes, max(held["dram"], end))
+        held["gbuf"] = view.spaces["gbuf"].size_bytes
         return held
 
     def functional_models(self, memory) -> dict:
