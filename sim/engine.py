@@ -21,7 +21,9 @@ bound of their start (`time << shift | index`: one int compare per step); a head
 was taken meanwhile is re-keyed when it surfaces (lazy re-evaluation); a `wait` without a token
 sleeps off the heap until a `signal` on its semaphore wakes it (with the other, at most q,
 sleepers there); and the next instruction of a queue that is due before every other head starts
-without touching the heap. Idle cycles cost nothing.
+without touching the heap. Idle cycles cost nothing. Memory: about 40 bytes an instruction
+while it runs, in C arrays (`array.array`, `bytes`) rather than lists of ints
+(docs/performance.md).
 """
 
 from __future__ import annotations
@@ -118,9 +120,9 @@ def simulate_events(program: isa.Program, durations: np.ndarray,
     queues, queue_of, order, kind, sem, nxt, heads = _decode(instrs)
     delay: dict[int, int] = {}            # the signals with a delay (few): index -> cycles
     if delays is not None:
-        delays = _check_array("delays", delays, n, lowest=0)
-        late = np.flatnonzero(delays)
-        delay = dict(zip(late.tolist(), delays[late].tolist()))
+        given = _check_array("delays", delays, n, lowest=0)
+        late = np.flatnonzero(given)
+        delay = dict(zip(late.tolist(), given[late].tolist()))
     runs = (_timed_runs(order, queue_of, kind, dur) if timed_run is not None and on_start is None
             else _Runs(order[:0], {}))
     dur_work = _compact("q", dur)         # the loop replaces state-dependent entries
@@ -144,17 +146,17 @@ def simulate_events(program: isa.Program, durations: np.ndarray,
 def _check_array(name: str, values: object, n: int, lowest: int) -> np.ndarray:
     """`values` as a 1-D integer array (not copied when it is one) of length n, every element
     >= lowest. The engine never writes to it."""
-    array = np.asarray(values)
-    if array.shape != (n,):
-        raise EngineError(f"{name} has shape {array.shape}, expected ({n},): "
+    checked = np.asarray(values)
+    if checked.shape != (n,):
+        raise EngineError(f"{name} has shape {checked.shape}, expected ({n},): "
                           f"one value per instruction")
-    if not np.issubdtype(array.dtype, np.integer):
-        raise EngineError(f"{name} has dtype {array.dtype}, expected integers")
-    bad = np.flatnonzero(array < lowest)
+    if not np.issubdtype(checked.dtype, np.integer):
+        raise EngineError(f"{name} has dtype {checked.dtype}, expected integers")
+    bad = np.flatnonzero(checked < lowest)
     if bad.size:
         i = int(bad[0])
-        raise EngineError(f"{name}[{i}] = {array[i]} must be >= {lowest}", i)
-    return array
+        raise EngineError(f"{name}[{i}] = {checked[i]} must be >= {lowest}", i)
+    return checked
 
 
 def _compact(code: str, values: np.ndarray) -> array:
