@@ -26,7 +26,8 @@ from compiler.errors import InstructionLimitError
 from compiler.targets.emit import instruction_limit
 
 __all__ = ["MemoryBudgetError", "available_bytes", "check_simulation", "compile_guard",
-           "SIM_BYTES_PER_INSTRUCTION", "COMPILE_BYTES_PER_INSTRUCTION", "BASE_BYTES"]
+           "numeric_reserve_bytes", "out_of_memory_is_an_error", "SIM_BYTES_PER_INSTRUCTION", "COMPILE_BYTES_PER_INSTRUCTION",
+           "BASE_BYTES"]
 
 # Measured with tracemalloc and peak RSS on gpt2 prefill-32/128 (PIM, 1.5 M / 6.1 M
 # instructions): simulate() peaks at ~100 bytes an instruction, RSS at ~104; 128 leaves room
@@ -97,6 +98,25 @@ def compile_guard(*, simulate: bool, reserve_bytes: int = 0, reserved_for: str =
             f"this run needs more than {_size(need)}: compilation stopped after "
             f"{stopped.count:,} instructions (x {per} bytes each {what}{beside}), more than "
             f"the {_size(have)} available to it: {_FIX}") from None
+
+
+@contextlib.contextmanager
+def out_of_memory_is_an_error() -> Iterator[None]:
+    """Inside the block, running out of memory anyway (the estimates are close, not exact) is
+    a MemoryBudgetError, one line, instead of a traceback."""
+    try:
+        yield
+    except MemoryError:
+        raise MemoryBudgetError(f"this run ran out of memory ({_size(available_bytes())} "
+                                f"available to it now): {_FIX}") from None
+
+
+def numeric_reserve_bytes(n_params: int, embedding_elements: int, itemsize: int) -> int:
+    """What a numeric run holds before its program exists: the weights (float32, cached),
+    then the larger of the reference's float64 copy of the embedding (its first and its last
+    op use it, so it lives through the whole pass) and the program's data (the weights in the
+    operand type)."""
+    return 4 * n_params + max(8 * embedding_elements, itemsize * n_params)
 
 
 def _numeric_bytes(program: isa.Program) -> int:

@@ -24,7 +24,7 @@ from compiler.targets import Lowered
 from compiler.targets.data import read_value
 from sim.result import SimResult
 from tessel.baselines import compare_gpus
-from tessel.budget import compile_guard
+from tessel.budget import compile_guard, numeric_reserve_bytes, out_of_memory_is_an_error
 from tessel.request import RunRequest, default_tokens
 from tessel.targets import target
 
@@ -92,7 +92,7 @@ def run(request: RunRequest) -> Run:
     """Compile and simulate the request, with the cyclic garbage collector paused: the
     program's ~10^5-10^6 live instruction objects would make every full collection rescan
     them all (3x slower end to end on gpt2-xl)."""
-    with no_gc():
+    with no_gc(), out_of_memory_is_an_error():
         return _run(request)
 
 
@@ -109,9 +109,11 @@ def _with_data(req: RunRequest, graph: Graph) -> tuple[Lowered, np.ndarray]:
 def _run(req: RunRequest) -> Run:
     model, phase, arch = req.model, req.phase, req.arch
     graph = model.graph(phase)
-    # numerics hold the weights (fp32) and their copy as program data while compiling
-    weights = model.config.n_params * (4 + req.operand_dtype.itemsize) if req.numerics else 0
-    with compile_guard(simulate=True, reserve_bytes=weights, reserved_for="weights and data"):
+    c = model.config
+    reserve = (numeric_reserve_bytes(c.n_params, c.vocab_size * c.n_embd, req.operand_dtype.itemsize)
+               if req.numerics else 0)
+    with compile_guard(simulate=True, reserve_bytes=reserve,
+                       reserved_for="weights, reference and data"):
         if req.numerics:
             lowered, reference = _with_data(req, graph)
         else:

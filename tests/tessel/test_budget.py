@@ -54,11 +54,12 @@ def test_a_compiled_program_is_refused_before_it_is_simulated(monkeypatch, capsy
 
 
 def test_a_numeric_run_reserves_its_weights_before_making_them(monkeypatch, capsys):
-    _fake_memory(monkeypatch, 600 << 20)     # gpt2's weights (fp32) and their bf16 copy: 712 MiB
+    _fake_memory(monkeypatch, 600 << 20)     # gpt2's weights (fp32) and the f64 embedding: 769 MiB
     monkeypatch.setattr(Model, "load_weights", _never)
     monkeypatch.setattr(SystolicMachine, "start", _never)
     assert main(["sim", "--model", "gpt2", "--phase", "decode", "--kv", "4", "--gpu", "none"]) == 2
-    assert re.search(r"error: this run needs more than [\d.]+ MiB \(weights and data 712\.\d MiB\), "
+    assert re.search(r"error: this run needs more than [\d.]+ MiB \(weights, reference and data "
+                     r"769\.\d MiB\), "
                      r"more than the 600\.0 MiB available to it: simulate timing only "
                      r"\(--no-functional\)", _one_error_line(capsys))
 
@@ -79,3 +80,12 @@ def test_available_memory_honours_an_address_space_limit(monkeypatch):
     assert budget.available_bytes() == pytest.approx(unlimited, rel=0.05)
     monkeypatch.setattr(budget.resource, "getrlimit", lambda which: (0, budget.resource.RLIM_INFINITY))
     assert budget.available_bytes() < unlimited / 2        # only what the process holds
+
+
+def test_running_out_of_memory_anyway_is_one_line(monkeypatch, capsys):
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+    monkeypatch.setattr(PimMachine, "start", exhausted)
+    assert main(GPT2_PIM_DECODE) == 2
+    assert re.search(r"error: this run ran out of memory \([\d.]+ [GM]iB available to it now\): "
+                     r"simulate timing only", _one_error_line(capsys))
