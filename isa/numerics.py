@@ -151,10 +151,21 @@ def codec(dtype: DType | str) -> Codec:
     return _CODECS[DType.of(dtype)]
 
 
+_CHUNK = 1 << 20  # elements encoded at once: a 10^8-element tensor needs no 10^8-element temporaries
+
+
 def to_storage(values: np.ndarray, dtype: DType | str) -> np.ndarray:
-    """Round `values` to `dtype` once (see the module docstring); an array of `dtype.storage`."""
+    """Round `values` to `dtype` once (see the module docstring); an array of `dtype.storage`.
+    Every conversion is elementwise, so large arrays are encoded a chunk at a time."""
+    found, values = codec(dtype), np.asarray(values)
     with np.errstate(all="ignore"):
-        return codec(dtype).encode(np.asarray(values))
+        if values.size <= _CHUNK:
+            return found.encode(values)
+        out = np.empty(values.shape, found.storage)
+        flat, into = values.reshape(-1), out.reshape(-1)
+        for lo in range(0, values.size, _CHUNK):
+            into[lo:lo + _CHUNK] = found.encode(flat[lo:lo + _CHUNK])
+        return out
 
 
 def from_storage(raw: np.ndarray, dtype: DType | str) -> np.ndarray:

@@ -21,14 +21,19 @@ bound of their start (`time << shift | index`: one int compare per step); a head
 was taken meanwhile is re-keyed when it surfaces (lazy re-evaluation); a `wait` without a token
 sleeps off the heap until a `signal` on its semaphore wakes it (with the other, at most q,
 sleepers there); and the next instruction of a queue that is due before every other head starts
-without touching the heap. Idle cycles cost nothing.
+without touching the heap. Idle cycles cost nothing. Memory: about 40 bytes an instruction
+while it runs, in C arrays (`array.array`, `bytes`) rather than lists of ints
+(docs/performance.md).
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from heapq import heappop, heappush, heappushpop
+from itertools import repeat
+from operator import attrgetter
 
 import numpy as np
 
@@ -39,6 +44,7 @@ __all__ = ["EngineError", "Timeline", "simulate_events"]
 _PLAIN, _SIGNAL, _WAIT, _HALT = 0, 1, 2, 3
 _KIND_OF_OPCODE = {"signal": _SIGNAL, "wait": _WAIT, "halt": _HALT}
 _SEMAPHORES = 1 << 16  # `sem` is a U16 field (docs/isa.md, signal/wait)
+_QUEUE, _OPCODE = attrgetter("queue"), attrgetter("opcode")
 
 
 class EngineError(ValueError):
@@ -65,10 +71,11 @@ class Timeline:
 
     def queue_busy_cycles(self) -> dict[str, int]:
         """Per queue text ("dma0"): the sum of its issued instructions' durations."""
-        busy = np.zeros(len(self.queues), np.int64)
-        issued = self.start >= 0
-        np.add.at(busy, self.queue_of[issued], (self.end - self.start)[issued])
-        return dict(zip(self.queues, busy.tolist()))
+        busy = {}
+        for q, name in enumerate(self.queues):   # an instruction never issued has end = start
+            mine = self.queue_of == q
+            busy[name] = int((self.end[mine] - self.start[mine]).sum())
+        return busy
 
 
 def simulate_events(program: isa.Program, durations: np.ndarray,
@@ -104,100 +111,137 @@ def simulate_events(program: isa.Program, durations: np.ndarray,
     instrs = program.instructions
     n = len(instrs)
     dur = _check_array("durations", durations, n, lowest=-1 if timed else 0)
-    res = (np.full(n, -1, np.int64) if resources is None
+    res = (np.full(n, -1, np.int8) if resources is None
            else _check_array("resources", resources, n, lowest=-1))
     bad = np.flatnonzero((dur < 0) & (res >= 0))
     if bad.size:
         raise EngineError(f"instruction {int(bad[0])}: a state-dependent duration cannot hold "
                           "a resource", int(bad[0]))
-    queues, queue_of, kind, sem, nxt, heads = _decode(instrs)
-    dur_list = dur.tolist()
-    delay = [0] * n if delays is None else _check_array("delays", delays, n, lowest=0).tolist()
-    runs = (_timed_runs(queue_of, kind, dur) if timed_run is not None and on_start is None
-            else {})
-    start, blocked = _schedule(kind, sem, nxt, dur_list, res.tolist(), heads, on_start, timed,
-                               delay, runs, timed_run)
+    queues, queue_of, order, kind, sem, nxt, heads = _decode(instrs)
+    delay: dict[int, int] = {}            # the signals with a delay (few): index -> cycles
+    if delays is not None:
+        given = _check_array("delays", delays, n, lowest=0)
+        late = np.flatnonzero(given)
+        delay = dict(zip(late.tolist(), given[late].tolist()))
+    runs = (_timed_runs(order, queue_of, kind, dur) if timed_run is not None and on_start is None
+            else _Runs(order[:0], {}))
+    dur_work = _compact("q", dur)         # the loop replaces state-dependent entries
+    held = int(res.max(initial=-1)) + 1   # resources 0..held-1
+    start, blocked = _schedule(kind, sem, nxt, dur_work, _compact("b" if held <= 127 else "q", res),
+                               held, heads, on_start, timed, delay, runs, timed_run)
     if blocked is not None:
         raise EngineError(f"deadlock: wait at instruction {blocked} "
                           f"({queues[queue_of[blocked]]}) on semaphore {sem[blocked]} "
                           f"never satisfied", blocked)
-    start_arr = np.array(start, np.int64)
-    end = np.where(start_arr >= 0, start_arr + np.array(dur_list, np.int64), -1)
-    for array in (start_arr, end, queue_of):
-        array.setflags(write=False)
+    del kind, sem, nxt, order, runs         # ~10^7 instructions: free before the end times
+    start_arr = np.frombuffer(start, np.int64)
+    end = start_arr + np.frombuffer(dur_work, np.int64)
+    del dur_work
+    end[start_arr < 0] = -1
+    for values in (start_arr, end, queue_of):
+        values.setflags(write=False)
     return Timeline(start_arr, end, int(end.max(initial=0)), queues, queue_of)
 
 
 def _check_array(name: str, values: object, n: int, lowest: int) -> np.ndarray:
-    """A 1-D int64 copy of `values`, of length n, every element >= lowest."""
-    array = np.asarray(values)
-    if array.shape != (n,):
-        raise EngineError(f"{name} has shape {array.shape}, expected ({n},): "
+    """`values` as a 1-D integer array (not copied when it is one) of length n, every element
+    >= lowest. The engine never writes to it."""
+    checked = np.asarray(values)
+    if checked.shape != (n,):
+        raise EngineError(f"{name} has shape {checked.shape}, expected ({n},): "
                           f"one value per instruction")
-    if not np.issubdtype(array.dtype, np.integer):
-        raise EngineError(f"{name} has dtype {array.dtype}, expected integers")
-    array = array.astype(np.int64)
-    bad = np.flatnonzero(array < lowest)
+    if not np.issubdtype(checked.dtype, np.integer):
+        raise EngineError(f"{name} has dtype {checked.dtype}, expected integers")
+    bad = np.flatnonzero(checked < lowest)
     if bad.size:
         i = int(bad[0])
-        raise EngineError(f"{name}[{i}] = {array[i]} must be >= {lowest}", i)
-    return array
+        raise EngineError(f"{name}[{i}] = {checked[i]} must be >= {lowest}", i)
+    return checked
 
 
-def _decode(instrs: Sequence[isa.Instr]) -> tuple[tuple[str, ...], np.ndarray, list[int],
-                                                  list[int], list[int], list[int]]:
+def _compact(code: str, values: np.ndarray) -> array:
+    """A copy of `values` (which fit) as a C array (array.array): 1-8 bytes an element where
+    a list takes 8 plus 32 per int above 256, and indexed about as fast as a list."""
+    out = array(code, [0]) * len(values)
+    np.frombuffer(out, np.dtype(code))[:] = values
+    return out
+
+
+def _decode(instrs: Sequence[isa.Instr]) -> tuple[tuple[str, ...], np.ndarray, np.ndarray,
+                                                  bytes, array, array, list[int]]:
     """Per instruction: queue id, kind, semaphore (0 if none), next instruction on the same
-    queue (-1 at the end); the queue texts and the first instruction of each queue."""
+    queue (-1 at the end); the queue texts, the instructions in queue order (stable) and the
+    first instruction of each queue.
+    Whole-list passes in C (map, fromiter): programs have up to ~10^7 instructions."""
     n = len(instrs)
-    objects = [ins.queue for ins in instrs]
-    object_ids = list(map(id, objects))  # queues are few and mostly shared objects
-    ids: dict[isa.Queue, int] = {}  # equal queues share an id, numbered by first appearance
-    id_of_object = {key: ids.setdefault(queue, len(ids))
-                    for key, queue in dict(zip(object_ids, objects)).items()}
-    queue_ids = list(map(id_of_object.__getitem__, object_ids))
-    kind = list(map(_KIND_OF_OPCODE.get, [ins.opcode for ins in instrs], [_PLAIN] * n))
-    sem = [fields[0][1] if k == _SIGNAL or k == _WAIT else 0
-           for k, fields in zip(kind, [ins.fields for ins in instrs])]
-    queue_of = np.array(queue_ids, np.int32)
-    order = np.argsort(queue_of, kind="stable")
-    same = queue_of[order[:-1]] == queue_of[order[1:]]
-    nxt = np.full(n, -1, np.int64)
-    nxt[order[:-1][same]] = order[1:][same]
-    heads = sorted(order[np.flatnonzero(np.diff(queue_of[order], prepend=-1))].tolist())
-    return tuple(str(q) for q in ids), queue_of, kind, sem, nxt.tolist(), heads
+    by_id = dict(zip(map(id, map(_QUEUE, instrs)), map(_QUEUE, instrs)))  # queues are few
+    ids: dict[isa.Queue, int] = {}      # equal queues share an id, numbered by first appearance
+    id_of_object = {key: ids.setdefault(queue, len(ids)) for key, queue in by_id.items()}
+    queue_of = np.fromiter(map(id_of_object.__getitem__, map(id, map(_QUEUE, instrs))), np.int32, n)
+    kind = bytes(map(_KIND_OF_OPCODE.get, map(_OPCODE, instrs), repeat(_PLAIN, n)))
+    sem = array("H", [0]) * n
+    kinds = np.frombuffer(kind, np.uint8)
+    for i in np.flatnonzero((kinds == _SIGNAL) | (kinds == _WAIT)).tolist():
+        sem[i] = instrs[i].fields[0][1]
+    index = "i" if n < 1 << 31 else "q"
+    order = np.argsort(queue_of, kind="stable").astype(np.dtype(index))
+    in_order = queue_of[order]
+    same = in_order[:-1] == in_order[1:]
+    heads = sorted(order[np.flatnonzero(np.r_[True, ~same])].tolist()) if n else []
+    del in_order
+    nxt = array(index, [-1]) * n
+    np.frombuffer(nxt, np.dtype(index))[order[:-1]] = np.where(same, order[1:], -1)
+    return tuple(str(q) for q in ids), queue_of, order, kind, sem, nxt, heads
 
 
-def _timed_runs(queue_of: np.ndarray, kind: list[int], dur: np.ndarray) -> dict[int, list[int]]:
-    """First index -> indices of every maximal run of at least two consecutive instructions of
-    one queue that are state-dependent and plain (not signal, wait or halt)."""
-    order = np.argsort(queue_of, kind="stable")
-    eligible = ((dur == -1) & (np.array(kind, np.int8) == _PLAIN))[order]
+@dataclass(frozen=True)
+class _Runs:
+    """Runs of state-dependent instructions: `first[i]` = (lo, hi) for the run whose first
+    instruction is i, its members being order[lo:hi] (kept as one array, not a list each)."""
+
+    order: np.ndarray
+    first: dict[int, tuple[int, int]]
+
+    def members(self, i: int) -> list[int]:
+        lo, hi = self.first[i]
+        return self.order[lo:hi].tolist()
+
+
+def _timed_runs(order: np.ndarray, queue_of: np.ndarray, kind: bytes, dur: np.ndarray) -> _Runs:
+    """Every maximal run of at least two consecutive instructions of one queue (`order`: the
+    instructions in queue order) that are state-dependent and plain (not signal, wait or
+    halt)."""
+    if not len(order):
+        return _Runs(order, {})
+    eligible = ((dur == -1) & (np.frombuffer(kind, np.uint8) == _PLAIN))[order]
     queue = queue_of[order]
-    # a run breaks where eligibility or the queue changes
-    edge = np.flatnonzero(np.diff(eligible.astype(np.int8), prepend=0, append=0)
-                          | np.r_[1, queue[1:] != queue[:-1], 1])
-    runs: dict[int, list[int]] = {}
-    for lo, hi in zip(edge[:-1].tolist(), edge[1:].tolist()):
-        if hi - lo >= 2 and eligible[lo]:
-            members = order[lo:hi].tolist()
-            runs[members[0]] = members
-    return runs
+    edges = np.ones(len(order) + 1, bool)     # a run breaks where eligibility or the queue changes
+    np.not_equal(eligible[1:], eligible[:-1], out=edges[1:-1])
+    edges[1:-1] |= queue[1:] != queue[:-1]
+    del queue
+    edge = np.flatnonzero(edges)
+    lo, hi = edge[:-1], edge[1:]
+    keep = (hi - lo >= 2) & eligible[lo]
+    lo, hi = lo[keep], hi[keep]
+    return _Runs(order, dict(zip(order[lo].tolist(), zip(lo.tolist(), hi.tolist()))))
 
 
-def _schedule(kind: list[int], sem: list[int], nxt: list[int], dur: list[int],
-              res: list[int], heads: list[int], on_start: Callable[[int], None] | None,
+def _schedule(kind: bytes, sem: array, nxt: array, dur: array, res: array, held: int,
+              heads: list[int],
+              on_start: Callable[[int], None] | None,
               timed: Callable[[int, int], int] | None,
-              delay: list[int], runs: dict[int, list[int]],
+              delay: dict[int, int], runs: _Runs,
               timed_run: Callable[[list[int], int], list[int]] | None,
-              ) -> tuple[list[int], int | None]:
+              ) -> tuple[array, int | None]:
     """Start cycle of every instruction (-1: never issued) and the index of the lowest
     wait left blocked (None when every queue finished); state-dependent entries of `dur`
     are replaced by timed(i, start). Heap keys are `time << shift | i`."""
     n = len(kind)
     shift = max(n, 1).bit_length()
     mask = (1 << shift) - 1
-    start = [-1] * n
-    free = [0] * (max(res, default=-1) + 1)  # cycle at which each resource frees up
+    start = array("q", [-1]) * n
+    free = [0] * held  # cycle at which each resource frees up
+    first_of_run = runs.first
     tokens = [0] * _SEMAPHORES
     asleep: dict[int, list[int]] = {}  # semaphore -> waits without a token
     heap = list(heads)  # time 0: keys equal indices; sorted, so already a heap
@@ -216,8 +260,8 @@ def _schedule(kind: list[int], sem: list[int], nxt: list[int], dur: list[int],
             continue
         while True:  # start i at t, then its queue's next while it is due before any other
             d = dur[i]
-            if d < 0 and i in runs:  # a run of state-dependent instructions: timed at once
-                members = runs[i]
+            if d < 0 and i in first_of_run:  # a run of state-dependent instructions: timed at once
+                members = runs.members(i)
                 for j, d in zip(members, timed_run(members, t)):
                     start[j] = t
                     dur[j] = d
@@ -243,7 +287,7 @@ def _schedule(kind: list[int], sem: list[int], nxt: list[int], dur: list[int],
                     break
                 tokens[s] -= 1
             elif k == _SIGNAL:
-                late = delay[i]
+                late = delay.get(i, 0)
                 if d < 0:
                     late, d = timed(i, t), 0
                     dur[i] = 0

@@ -40,35 +40,57 @@ class FunctionalError(ValueError):
 
 
 class Memory:
-    """One zeroed byte buffer per named memory space; reads and writes dense typed tiles."""
+    """One zeroed byte buffer per named memory space; reads and writes dense typed tiles.
 
-    __slots__ = ("_buffers",)
+    spaces: name -> the space's size in bytes. held: name -> how many of its first bytes are
+    allocated (default: all). A simulator allocates only what a program can reach (its
+    symbols and instruction footprints), not a 16 GiB DRAM; an access beyond the space is an
+    error naming the space's size, one inside the space but beyond `held` an error naming
+    both. Nothing wraps or grows.
+    """
 
-    def __init__(self, spaces: Mapping[str, int]) -> None:
-        buffers = {}
+    __slots__ = ("_buffers", "_sizes")
+
+    def __init__(self, spaces: Mapping[str, int], held: Mapping[str, int] | None = None) -> None:
+        buffers, sizes = {}, {}
         for name, size_bytes in spaces.items():
             if type(name) is not str or not name:
                 raise FunctionalError(f"memory space name {name!r} must be a non-empty str")
             if type(size_bytes) is not int or size_bytes < 0:
                 raise FunctionalError(f"memory space {name}: size {size_bytes!r} must be a "
                                       f"non-negative int (bytes)")
-            buffers[name] = np.zeros(size_bytes, dtype=np.uint8)
+            allocated = size_bytes if held is None else held.get(name, 0)
+            if type(allocated) is not int or not 0 <= allocated <= size_bytes:
+                raise FunctionalError(f"memory space {name}: held {allocated!r} must be an int "
+                                      f"in [0, {size_bytes}] (bytes)")
+            buffers[name] = np.zeros(allocated, dtype=np.uint8)
+            sizes[name] = size_bytes
+        unknown = [name for name in held or () if name not in sizes]
+        if unknown:
+            raise FunctionalError(f"held: no memory space {unknown[0]} "
+                                  f"(spaces: {' '.join(sizes)})")
         self._buffers: dict[str, np.ndarray] = buffers
+        self._sizes: dict[str, int] = sizes
 
     @property
     def spaces(self) -> dict[str, int]:
         """Space name -> size in bytes."""
+        return dict(self._sizes)
+
+    @property
+    def held(self) -> dict[str, int]:
+        """Space name -> bytes allocated (from address 0)."""
         return {name: buffer.size for name, buffer in self._buffers.items()}
 
     def read_bytes(self, addr: Addr | str, size_bytes: int) -> np.ndarray:
         """A copy of `size_bytes` bytes at `addr` (uint8)."""
-        return _span(self._buffers, Addr.of(addr), size_bytes, "read").copy()
+        return _span(self._buffers, self._sizes, Addr.of(addr), size_bytes, "read").copy()
 
     def write_bytes(self, addr: Addr | str, data: np.ndarray | bytes) -> None:
         """Store raw bytes at `addr`."""
         raw = np.frombuffer(bytes(data), np.uint8) if isinstance(data, bytes) else \
             np.ascontiguousarray(data).reshape(-1).view(np.uint8)
-        _span(self._buffers, Addr.of(addr), raw.size, "write")[:] = raw
+        _span(self._buffers, self._sizes, Addr.of(addr), raw.size, "write")[:] = raw
 
     def read(self, addr: Addr | str, shape: int | tuple[int, ...],
              dtype: DType | str) -> np.ndarray:
@@ -76,14 +98,14 @@ class Memory:
         found = codec(dtype)
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
         count = math.prod(shape)
-        raw = _span(self._buffers, Addr.of(addr), count * found.itemsize, "read")
+        raw = _span(self._buffers, self._sizes, Addr.of(addr), count * found.itemsize, "read")
         return found.decode(raw.view(found.storage)).reshape(shape)
 
     def write(self, addr: Addr | str, values: np.ndarray, dtype: DType | str) -> None:
         """Round `values` to `dtype` (isa.numerics rules) and store them densely at `addr`."""
         found = codec(dtype)
         values = np.asarray(values).reshape(-1)
-        raw = _span(self._buffers, Addr.of(addr), values.size * found.itemsize, "write")
+        raw = _span(self._buffers, self._sizes, Addr.of(addr), values.size * found.itemsize, "write")
         with np.errstate(all="ignore"):
             raw.view(found.storage)[:] = found.encode(values)
 
@@ -102,7 +124,7 @@ class Memory:
                                       f"symbol is stored as {symbol.dtype.storage}")
             where = Addr(symbol.space, symbol.addr)
             raw = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-            _span(self._buffers, where, raw.size, f"data {name}")[:] = raw
+            _span(self._buffers, self._sizes, where, raw.size, f"data {name}")[:] = raw
 
     def read_symbol(self, program: Program, name: str) -> np.ndarray:
         """The current value of symbol `name` (float64, or int64 for integer types)."""
@@ -110,8 +132,10 @@ class Memory:
         return self.read(Addr(symbol.space, symbol.addr), symbol.shape, symbol.dtype)
 
 
-def _span(buffers: Mapping[str, np.ndarray], addr: Addr, size_bytes: int, role: str) -> np.ndarray:
-    """The bytes [addr, addr + size_bytes) of addr's space, as a writable view."""
+def _span(buffers: Mapping[str, np.ndarray], sizes: Mapping[str, int], addr: Addr,
+          size_bytes: int, role: str) -> np.ndarray:
+    """The bytes [addr, addr + size_bytes) of addr's space, as a writable view (`sizes`: the
+    spaces' full sizes; the buffers may hold less)."""
     buffer = buffers.get(addr.space)
     if buffer is None:
         raise FunctionalError(f"{role}: no memory space {addr.space} "
@@ -119,8 +143,13 @@ def _span(buffers: Mapping[str, np.ndarray], addr: Addr, size_bytes: int, role: 
     start = addr.addr
     end = start + size_bytes
     if end > buffer.size:
-        raise FunctionalError(f"{role}: address range {addr.space}[{start:#x}, {end:#x}) "
-                              f"exceeds space {addr.space} of {buffer.size} bytes")
+        size = sizes[addr.space]
+        if end > size:
+            raise FunctionalError(f"{role}: address range {addr.space}[{start:#x}, {end:#x}) "
+                                  f"exceeds space {addr.space} of {size} bytes")
+        raise FunctionalError(f"{role}: address range {addr.space}[{start:#x}, {end:#x}) is "
+                              f"beyond the {buffer.size} bytes held for space {addr.space} (what "
+                              f"the program's symbols and instructions reach)")
     return buffer[start:end]
 
 
@@ -148,7 +177,7 @@ class FunctionalExecutor:
     order (their data dependencies go through semaphores, which only the timing model sees).
     """
 
-    __slots__ = ("_instructions", "_buffers", "_queues", "_dispatch")
+    __slots__ = ("_instructions", "_buffers", "_sizes", "_queues", "_dispatch")
 
     def __init__(self, program: Program, memory: Memory, *,
                  models: Mapping[str, Callable[[Instr], None]] | None = None) -> None:
@@ -160,6 +189,7 @@ class FunctionalExecutor:
                                   f"(spaces: {' '.join(memory._buffers)})")
         self._instructions = program.instructions
         self._buffers = memory._buffers
+        self._sizes = memory._sizes
         self._queues: dict[Queue, _QueueState] = {}
         handlers: dict[str, _Handler] = {
             "halt": _nothing, "signal": _nothing, "wait": _nothing,
@@ -199,16 +229,16 @@ class FunctionalExecutor:
     # ---- memory access ---------------------------------------------------------------------
 
     def _tile(self, addr: Addr, count: int, found: Codec, role: str) -> np.ndarray:
-        raw = _span(self._buffers, addr, count * found.itemsize, role)
+        raw = _span(self._buffers, self._sizes, addr, count * found.itemsize, role)
         return found.decode(raw.view(found.storage))
 
     def _put(self, addr: Addr, values: np.ndarray, found: Codec, role: str) -> None:
-        raw = _span(self._buffers, addr, values.size * found.itemsize, role)
+        raw = _span(self._buffers, self._sizes, addr, values.size * found.itemsize, role)
         raw.view(found.storage)[:] = found.encode(values).reshape(-1)
 
     def _rows(self, addr: Addr, rows: int, row_bytes: int, pitch: int, role: str) -> np.ndarray:
         """A (rows, row_bytes) uint8 view of rows `pitch` bytes apart starting at `addr`."""
-        span = _span(self._buffers, addr, (rows - 1) * pitch + row_bytes, role)
+        span = _span(self._buffers, self._sizes, addr, (rows - 1) * pitch + row_bytes, role)
         if pitch == row_bytes:
             return span.reshape(rows, row_bytes)
         buffer = self._buffers[addr.space]
@@ -227,8 +257,8 @@ class FunctionalExecutor:
         dst_pitch = state.dst_pitch or row_bytes
         if src_pitch == dst_pitch == row_bytes:
             size_bytes = rows * row_bytes
-            _span(self._buffers, dst, size_bytes, "dst")[:] = \
-                _span(self._buffers, src, size_bytes, "src")
+            _span(self._buffers, self._sizes, dst, size_bytes, "dst")[:] = \
+                _span(self._buffers, self._sizes, src, size_bytes, "src")
             return
         source = self._rows(src, rows, row_bytes, src_pitch, "src")
         target = self._rows(dst, rows, row_bytes, dst_pitch, "dst")
@@ -249,22 +279,20 @@ class FunctionalExecutor:
         if n == 0:
             return
         index_bytes = n * _INDEX_STORAGE.itemsize
-        indices = _span(self._buffers, idx, index_bytes, "idx").view(_INDEX_STORAGE)
-        _span(self._buffers, table, 0, "table")  # the space exists
-        buffer = self._buffers[table.space]
-        table_rows = max(0, (buffer.size - table.addr) // row_bytes)
+        indices = _span(self._buffers, self._sizes, idx, index_bytes, "idx").view(_INDEX_STORAGE)
+        _span(self._buffers, self._sizes, table, 0, "table")  # the space exists
+        size = self._sizes[table.space]
         low, high = int(indices.min()), int(indices.max())
         if low < 0:
             raise FunctionalError(f"idx: index {low} is negative")
-        if high >= table_rows:
+        if table.addr + (high + 1) * row_bytes > size:
             start = table.addr + high * row_bytes
             raise FunctionalError(f"table: row {high} at {table.space}[{start:#x}, "
                                   f"{start + row_bytes:#x}) exceeds space {table.space} of "
-                                  f"{buffer.size} bytes")
-        start = table.addr
-        rows = buffer[start:start + table_rows * row_bytes].reshape(table_rows, row_bytes)
-        picked = rows[indices]
-        _span(self._buffers, dst, n * row_bytes, "dst").reshape(n, row_bytes)[...] = picked
+                                  f"{size} bytes")
+        rows = _span(self._buffers, self._sizes, table, (high + 1) * row_bytes, "table")
+        picked = rows.reshape(high + 1, row_bytes)[indices]
+        _span(self._buffers, self._sizes, dst, n * row_bytes, "dst").reshape(n, row_bytes)[...] = picked
 
     # ---- arithmetic ------------------------------------------------------------------------
 

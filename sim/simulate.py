@@ -39,8 +39,9 @@ def _op_stats(program: isa.Program, timeline, costs: Costs, machine: Machine) ->
     n = len(program.instructions)
     starts = [i for i, _ in marks]
     bounds = list(zip(starts, starts[1:] + [n]))
-    unit_names = np.array([isa.Queue.parse(q).unit.name for q in timeline.queues])
-    units = unit_names[timeline.queue_of]
+    unit_names = [isa.Queue.parse(q).unit.name for q in timeline.queues]
+    unit_of_queue = np.array([machine.units.index(u) if u in machine.units else -1
+                              for u in unit_names], np.int8)
     stats = []
     for (lo, hi), (_, name) in zip(bounds, marks):
         if hi <= lo:
@@ -49,8 +50,9 @@ def _op_stats(program: isa.Program, timeline, costs: Costs, machine: Machine) ->
         dur = np.where(issued, timeline.end[lo:hi] - timeline.start[lo:hi], 0)
         active = (dur > 0) & issued
         span = int(timeline.end[lo:hi][active].max() - timeline.start[lo:hi][active].min()) if active.any() else 0
-        busy = {u: int(dur[units[lo:hi] == u].sum()) for u in machine.units}
-        totals = {k: float(v[lo:hi].sum()) for k, v in costs.events.items()}
+        units = unit_of_queue[timeline.queue_of[lo:hi]]
+        busy = {u: int(dur[units == k].sum()) for k, u in enumerate(machine.units)}
+        totals = costs.events.totals(slice(lo, hi))
         energy = sum(machine.energy_pj(totals).values()) * 1e-12
         stats.append(OpStats(name, span, busy, energy, int(totals.get("macs", 0))))
     return tuple(sorted(stats, key=lambda s: -s.cycles))
@@ -69,15 +71,16 @@ def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
         if program.data is None:
             raise isa.IsaError("numeric simulation needs the program's data (weights and inputs); "
                                "compile with data or simulate with --no-functional")
-        sizes = {s.name: s.size_bytes for s in arch.machine_view().spaces.values()}
-        memory = Memory(run.memory_bytes(sizes))
+        view = arch.machine_view()
+        sizes = {s.name: s.size_bytes for s in view.spaces.values()}
+        memory = Memory(sizes, run.held_bytes(view))
         memory.load_program_data(program)
         models = run.functional_models(memory)
         on_start = FunctionalExecutor(program, memory, models=models).execute
     timeline = simulate_events(program, costs.durations, costs.resources, on_start, costs.timed,
                                costs.delays, costs.timed_run)
     after_run = run.run_totals()            # totals known only after the run (e.g. refreshes)
-    totals = {k: float(v.sum()) for k, v in costs.events.items()}
+    totals = costs.events.totals()
     for k, v in after_run.items():
         totals[k] = totals.get(k, 0.0) + v
     cycles = timeline.total_cycles

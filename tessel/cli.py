@@ -26,6 +26,7 @@ from compiler.frontend import Model, load_model, to_text
 from compiler.ir import GraphError
 from compiler.phase import Phase
 from tessel.coe import PCIE_GBPS
+from tessel.budget import compile_guard
 from tessel.errors import USER_ERRORS, UsageError
 from tessel.files import atomic_write, check_output
 from tessel.interrupt import Interrupted, signals_raise
@@ -141,7 +142,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     phase = _phase(args, model, args.tokens)
     arch = target(args.target).load_arch(args.arch, args.set)
     feeds = model_feeds(model, phase, args.tokens) if args.with_data else None
-    lowered = compile_model_graph(model, model.graph(phase), args.target, arch, _dtype(args), feeds)
+    with compile_guard(simulate=False):
+        lowered = compile_model_graph(model, model.graph(phase), args.target, arch, _dtype(args), feeds)
     isa.verify(lowered.program, arch.machine_view())
     isa.save(lowered.program, out)
     print(f"wrote {out}: {len(lowered.program.instructions):,} instructions for {arch.name}"

@@ -7,8 +7,9 @@ simulated logits are from the reference. What to run is settled by `tessel.reque
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Mapping, Sequence
 
+import networkx as nx
 import numpy as np
 
 import isa
@@ -23,6 +24,7 @@ from compiler.targets import Lowered
 from compiler.targets.data import read_value
 from sim.result import SimResult
 from tessel.baselines import compare_gpus
+from tessel.budget import compile_guard, numeric_reserve_bytes, out_of_memory_is_an_error
 from tessel.program_arch import program_arch
 from tessel.request import RunRequest, default_tokens
 from tessel.targets import target
@@ -30,14 +32,23 @@ from tessel.targets import target
 __all__ = ["compile_model_graph", "run", "Run", "model_feeds", "simulate_file"]
 
 
-def _feeds(model: Model, phase: Phase, tokens: Sequence[int]) -> dict[str, np.ndarray]:
+def _feeds(model: Model, weights: Mapping[str, np.ndarray], phase: Phase,
+           tokens: Sequence[int]) -> dict[str, np.ndarray]:
     """The graph inputs of one pass over `tokens` (decode: a reference-filled KV cache)."""
     ids = check_tokens(model, tokens)
     if phase.kind == "prefill":
         return token_feeds(ids)
     first = model.graph(prefill(len(ids) - 1))
-    cache = kv_feeds(first, execute(first, model.weights, token_feeds(ids[:-1])))
+    cache = kv_feeds(first, execute(_caches_only(first), weights, token_feeds(ids[:-1])))
     return {**cache, **token_feeds(ids[-1:])}
+
+
+def _caches_only(first: Graph) -> Graph:
+    """The prefill graph cut down to what its K/V outputs need (no final layer norm and no
+    LM head: a vocab x width float64 copy of the embedding the decode inputs do not use)."""
+    caches = first.outputs[1:]
+    needed = set(caches).union(*(nx.ancestors(first.nx, name) for name in caches))
+    return Graph(first.name, [op for op in first.ops if op.name in needed], caches)
 
 
 def model_feeds(model: Model, phase: Phase, tokens: Sequence[int] | None) -> dict[str, np.ndarray]:
@@ -46,7 +57,7 @@ def model_feeds(model: Model, phase: Phase, tokens: Sequence[int] | None) -> dic
         raise GraphError(f"'{model.name}' is a .graph file: it has no token inputs")
     if phase.batch != 1:
         raise GraphError("numeric runs take one sequence (--batch 1)")
-    return _feeds(model, phase, tokens or default_tokens(model, phase))
+    return _feeds(model, model.weights, phase, tokens or default_tokens(model, phase))
 
 
 def simulate_file(path, arch_spec: str | None, overrides: Sequence[str],
@@ -66,12 +77,13 @@ def simulate_file(path, arch_spec: str | None, overrides: Sequence[str],
 
 
 def compile_model_graph(model: Model, graph: Graph, name: str, arch: TargetArch,
-                        dtype: isa.DType | None = None, feeds: dict | None = None) -> Lowered:
+                        dtype: isa.DType | None = None, feeds: dict | None = None,
+                        weights: Mapping[str, np.ndarray] | None = None) -> Lowered:
     """Lower one of the model's graphs for target `name`; with feeds, the program carries
-    weights and inputs."""
+    weights (default: the model's) and inputs."""
     lowered = target(name).compile(graph, arch, dtype)
     if feeds is not None:
-        data = lowered.initial_data(graph, model.weights, feeds)
+        data = lowered.initial_data(graph, model.weights if weights is None else weights, feeds)
         lowered = replace(lowered, program=replace(lowered.program, data=data))
     return lowered
 
@@ -87,15 +99,32 @@ def run(request: RunRequest) -> Run:
     """Compile and simulate the request, with the cyclic garbage collector paused: the
     program's ~10^5-10^6 live instruction objects would make every full collection rescan
     them all (3x slower end to end on gpt2-xl)."""
-    with no_gc():
+    with no_gc(), out_of_memory_is_an_error():
         return _run(request)
+
+
+def _with_data(req: RunRequest, graph: Graph) -> tuple[Lowered, np.ndarray]:
+    """A numeric run's program (with its data) and the reference logits, made from a copy of
+    the weights that is dropped on return: the simulated memory never sits beside it."""
+    weights = req.model.load_weights()
+    feeds = _feeds(req.model, weights, req.phase, req.tokens)
+    reference = execute(graph, weights, feeds)[graph.outputs[0]][0]
+    return (compile_model_graph(req.model, graph, req.target, req.arch, req.dtype, feeds, weights),
+            reference)
 
 
 def _run(req: RunRequest) -> Run:
     model, phase, arch = req.model, req.phase, req.arch
     graph = model.graph(phase)
-    feeds = _feeds(model, phase, req.tokens) if req.numerics else None
-    lowered = compile_model_graph(model, graph, req.target, arch, req.dtype, feeds)
+    c = model.config
+    reserve = (numeric_reserve_bytes(c.n_params, c.vocab_size * c.n_embd, req.operand_dtype.itemsize)
+               if req.numerics else 0)
+    with compile_guard(simulate=True, reserve_bytes=reserve,
+                       reserved_for="weights, reference and data"):
+        if req.numerics:
+            lowered, reference = _with_data(req, graph)
+        else:
+            lowered = compile_model_graph(model, graph, req.target, arch, req.dtype)
     assumptions = (f"operand type {lowered.dtype.value}, fp32 accumulation"
                    + (f" (energy per MAC as the preset's {arch.dtype})" if lowered.dtype.value != arch.dtype else ""),
                    *lowered.assumptions,
@@ -109,7 +138,6 @@ def _run(req: RunRequest) -> Run:
         return Run(sim.result, None, None)
     program = lowered.program
     logits = read_value(lambda s: sim.memory.read_symbol(program, s), lowered.plan, graph.outputs[0])[0]
-    reference = execute(graph, model.weights, feeds)[graph.outputs[0]][0]
     error = float(np.abs(logits - reference).max() / np.abs(reference).max())
     result = replace(sim.result, logits_rel_error=error, tokens=len(req.tokens))
     return Run(result, logits.astype(np.float32), reference)

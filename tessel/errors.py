@@ -9,6 +9,7 @@ from compiler.targets import CompileError
 from sim.engine import EngineError
 from sim.functional import FunctionalError
 from sim.gpu import CalibrationError
+from tessel.budget import MemoryBudgetError
 from tessel.files import OutputError
 from tessel.sweep.params import SweepError
 
@@ -21,4 +22,5 @@ class UsageError(ValueError):
 
 USER_ERRORS: tuple[type[Exception], ...] = (UsageError, GraphError, isa.IsaError, ArchError,
                                             CompileError, EngineError, FunctionalError,
-                                            CalibrationError, SweepError, OutputError)
+                                            CalibrationError, SweepError, OutputError,
+                                            MemoryBudgetError)

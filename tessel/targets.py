@@ -19,6 +19,7 @@ from compiler.targets import Lowered, dataflow, pim, systolic
 from sim.machines import DataflowMachine, Machine, PimMachine, SystolicMachine
 from sim.result import SimResult
 from sim.simulate import Simulation, simulate
+from tessel.budget import check_simulation, out_of_memory_is_an_error
 from tessel.report_rows import dataflow_rows, no_rows, pim_rows
 
 __all__ = ["Target", "TARGETS", "target"]
@@ -52,7 +53,11 @@ class Target:
 
     def simulate(self, program: isa.Program, arch: TargetArch, *, functional: bool,
                  assumptions: tuple[str, ...] = ()) -> Simulation:
-        return simulate(program, self.machine(arch), functional=functional, assumptions=assumptions)
+        """Simulate `program`, unless it would not fit in memory (tessel/budget.py)."""
+        check_simulation(program, functional)
+        with out_of_memory_is_an_error():
+            return simulate(program, self.machine(arch), functional=functional,
+                            assumptions=assumptions)
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in (

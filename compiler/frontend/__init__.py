@@ -41,6 +41,12 @@ class Model:
 
     @cached_property
     def weights(self) -> Mapping[str, np.ndarray]:
+        """The weights, kept as long as the model (random tensors are cached once made)."""
+        return self.load_weights()
+
+    def load_weights(self) -> Mapping[str, np.ndarray]:
+        """A fresh weights mapping with its own cache: a run that drops it once it has built
+        what it needs frees the tensors, which `weights` keeps as long as the model."""
         graph = self.graph(prefill(1)) if self.config else self.fixed_graph
         if self.checkpoint is not None:
             return SafetensorsWeights(self.checkpoint, graph)

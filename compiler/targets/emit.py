@@ -6,18 +6,36 @@ tokens allow, which is what overlaps loads, compute and stores.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import isa
 from isa import Addr, Instr, Queue
 from isa.opcodes import OPCODES
 
-from compiler.errors import CompileError
+from compiler.errors import CompileError, InstructionLimitError
 from compiler.passes.storage import View
 
 __all__ = ["Emitter", "Ring", "RingSpec", "ring_specs", "Matrix", "symbol_name", "view_matrix",
-           "view_batches"]
+           "view_batches", "instruction_limit"]
+
+_LIMIT: ContextVar[int | None] = ContextVar("instruction_limit", default=None)
+
+
+@contextlib.contextmanager
+def instruction_limit(count: int | None) -> Iterator[None]:
+    """Inside the block, an emitter that has more than `count` instructions at an op boundary
+    raises InstructionLimitError: a caller that knows how many instructions it can afford
+    stops a compilation that would exceed them before it exhausts the machine (the check is
+    per op, so a program may overshoot by at most one op's instructions)."""
+    token = _LIMIT.set(count)
+    try:
+        yield
+    finally:
+        _LIMIT.reset(token)
 
 
 def symbol_name(value: str) -> str:
@@ -78,6 +96,7 @@ class Emitter:
         self.addresses: dict[str, int] = {}        # DRAM symbol -> byte address
         self.itemsize: dict[str, int] = {}
         self._interned: dict[tuple, Instr] = {}
+        self._limit = _LIMIT.get()
 
     def semaphore(self) -> int:
         self._sems += 1
@@ -105,7 +124,10 @@ class Emitter:
         self.itemsize[symbol.name] = symbol.dtype.itemsize
 
     def begin_op(self, name: str) -> None:
-        self.op_starts.append((len(self.instructions), name))
+        count = len(self.instructions)
+        if self._limit is not None and count > self._limit:
+            raise InstructionLimitError(count, self._limit)
+        self.op_starts.append((count, name))
 
     # -- DMA between DRAM buffers and on-chip tiles --------------------------------------
     def pitch(self, queue: str, src: int, dst: int) -> None:
@@ -147,9 +169,17 @@ class Emitter:
 
     def program(self, spaces: tuple[str, ...], symbols: tuple[isa.Symbol, ...],
                 queues: tuple[str, ...], data=None) -> isa.Program:
+        """The program, once every op is emitted (each queue halts). The emitter hands its
+        instruction list over: a target's lowering objects refer to each other, so without
+        the cyclic collector (paused while compiling) they, and the list, outlive the call."""
         for q in queues:
             self.emit(q, "halt")
-        return isa.Program(self.target, isa.ISA_VERSION, spaces, symbols, tuple(self.instructions),
+        if self._limit is not None and len(self.instructions) > self._limit:
+            raise InstructionLimitError(len(self.instructions), self._limit)
+        instructions = tuple(self.instructions)
+        self.instructions = []
+        self._interned.clear()
+        return isa.Program(self.target, isa.ISA_VERSION, spaces, symbols, instructions,
                            data, ops=tuple(self.op_starts))
 
 

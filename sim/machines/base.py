@@ -19,6 +19,8 @@ import numpy as np
 import isa
 from sim.result import TargetReport
 from sim.engine import Timeline
+from sim.machines.events import Events
+from sim.reach import reached_bytes
 
 __all__ = ["Machine", "MachineRun", "Costs"]
 
@@ -28,8 +30,8 @@ ArchT = TypeVar("ArchT")
 @dataclass(frozen=True)
 class Costs:
     durations: np.ndarray                  # int64 cycles per instruction
-    resources: np.ndarray                  # int64 shared-resource id per instruction, -1 none
-    events: Mapping[str, np.ndarray]       # event name -> per-instruction count (float64)
+    resources: np.ndarray                  # shared-resource id per instruction (ints), -1 none
+    events: Events                         # event name -> per-instruction count (float64)
     # durations[i] == -1: timed(i, start_cycle) gives it at issue (state-dependent timing)
     timed: Callable[[int, int], int] | None = None
     # delays[i]: a `signal`'s token lands this many cycles after it issues (data in flight)
@@ -74,9 +76,11 @@ class MachineRun:
         """Numeric handlers for this target's ISA extension (FunctionalExecutor models=)."""
         return {}
 
-    def memory_bytes(self, sizes: Mapping[str, int]) -> dict[str, int]:
-        """Bytes a numeric run allocates per memory space (default: every space whole)."""
-        return dict(sizes)
+    def held_bytes(self, view: isa.MachineView) -> dict[str, int]:
+        """Bytes a numeric run allocates per memory space, from address 0: what the program's
+        symbols and instruction footprints reach (`sim.reach`); a machine whose own opcodes
+        reach further adds that."""
+        return reached_bytes(self.program, view)
 
     def run_totals(self) -> dict[str, float]:
         """Called once after the run: event totals known only after it (e.g. the DRAM

@@ -15,6 +15,7 @@ import numpy as np
 
 import isa
 from isa.opcodes import VEC_IMMEDIATE, VEC_UNARY
+from sim.machines.events import EventRows
 
 __all__ = ["CostSheet", "CostFn", "CostTable", "ONE_OPERAND_FUNCS", "decode"]
 
@@ -29,14 +30,16 @@ class CostSheet:
     """Per-instruction costs as the cost functions fill them (one entry per instruction)."""
 
     durations: np.ndarray                  # int64 cycles
-    resources: np.ndarray                  # int64 shared resource, -1 none
-    delays: np.ndarray                     # int64 cycles a `signal`'s token is in flight
-    events: dict[str, np.ndarray]          # event name -> float64 counts
+    resources: np.ndarray                  # int8 shared resource, -1 none (machines have few)
+    delays: np.ndarray                     # int32 cycles a `signal`'s token is in flight
+    events: EventRows                      # event counts: events.set(i, macs=..., ...)
 
     @classmethod
     def empty(cls, n: int, events: Sequence[str]) -> CostSheet:
-        return cls(np.zeros(n, dtype=np.int64), np.full(n, -1, dtype=np.int64),
-                   np.zeros(n, dtype=np.int64), {name: np.zeros(n) for name in events})
+        """Zero costs, no resource held. The narrow integer types keep a 10^7-instruction
+        sheet small; a value that does not fit raises (numpy refuses out-of-range ints)."""
+        return cls(np.zeros(n, dtype=np.int64), np.full(n, -1, dtype=np.int8),
+                   np.zeros(n, dtype=np.int32), EventRows(n, events))
 
 
 SheetT = TypeVar("SheetT", bound=CostSheet)

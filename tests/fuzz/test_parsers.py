@@ -12,6 +12,7 @@ SETTINGS = settings(max_examples=300, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
+@pytest.mark.slow      # hundreds of files per parser
 @pytest.mark.parametrize("suffix", sorted(TARGETS_BY_SUFFIX))
 def test_mutated_files_give_a_result_or_a_user_error(suffix, tmp_path):
     inputs, run = TARGETS_BY_SUFFIX[suffix]

@@ -92,6 +92,35 @@ def test_memory_validates_spaces_and_ranges() -> None:
         memory.write("dram[0x0]", np.zeros(1), "fp32")
 
 
+def test_memory_holds_only_the_bytes_asked_and_refuses_beyond_them() -> None:
+    memory = Memory({"dram": 1 << 40, "sram": 64}, held={"dram": 256})   # a 1 TiB space
+    assert memory.spaces == {"dram": 1 << 40, "sram": 64}
+    assert memory.held == {"dram": 256, "sram": 0}
+    memory.write("dram[0xfc]", np.ones(1), "fp32")
+    assert memory.read("dram[0xfc]", 1, "fp32").tolist() == [1.0]
+    with pytest.raises(FunctionalError, match=r"read: address range dram\[0xfe, 0x102\) is "
+                                              r"beyond the 256 bytes held for space dram"):
+        memory.read("dram[0xfe]", 1, "fp32")
+    with pytest.raises(FunctionalError, match=r"write: address range dram\[0x[0-9a-f]+, "
+                                              r"0x[0-9a-f]+\) exceeds space dram of 1099511627776"):
+        memory.write(f"dram[{(1 << 40) - 2:#x}]", np.ones(1), "fp32")
+    with pytest.raises(FunctionalError, match=r"memory space sram: held 65 must be an int in \[0, 64\]"):
+        Memory({"sram": 64}, held={"sram": 65})
+    with pytest.raises(FunctionalError, match=r"held: no memory space hbm \(spaces: sram\)"):
+        Memory({"sram": 64}, held={"hbm": 1})
+
+
+def test_gather_past_the_held_table_is_an_error_not_zeros() -> None:
+    memory = Memory(SPACES, held={"dram": 0x200, "sram": SPACES["sram"], "acc": 0})
+    memory.write("sram[0x0]", np.array([1, 8]), "int32")        # row 8 ends past dram's 0x200
+    program = [Instr.make("dmacfg", "dma0", src_stride=64, dst_stride=0),
+               Instr.make("gather", "dma0", dst=Addr("sram", 0x100), table=Addr("dram", 0),
+                          idx=Addr("sram", 0), n=2)]
+    with pytest.raises(FunctionalError, match=r"table: address range dram\[0x0, 0x240\) is "
+                                              r"beyond the 512 bytes held"):
+        run(program, memory)
+
+
 def test_executor_needs_every_program_space() -> None:
     program = Program("test", 1, ("dram", "hbm"))
     with pytest.raises(FunctionalError, match=r"program: space hbm is not in memory"):

@@ -106,6 +106,7 @@ def test_a_program_without_a_record_runs_on_the_default_preset_and_says_so(capsy
     assert _report(capsys, tmp_path, "hand32", tasm, "--arch", "systolic-32")["arch_name"] == "systolic-32"
 
 
+@pytest.mark.slow      # one CLI run per byte of the file
 def test_every_damaged_byte_is_one_line_exit_2(capsys, tmp_path):
     """A bit (seeded choice) of every byte of a small .tbin with data, through sim and disasm;
     tests/isa/test_isa_tbin_format.py flips every bit through isa.load."""

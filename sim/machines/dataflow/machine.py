@@ -91,7 +91,7 @@ class DataflowMachine(Machine[DataflowArch]):
             mark = int(np.searchsorted(sheet.marks, call.at, side="right"))
             calls.append(CallTiming(first_op[mark] if mark < len(first_op) else "", call.loops,
                                     call.tiles, call.stages, call.timing))
-        costs = Costs(sheet.durations, np.full(n, -1, dtype=np.int64), sheet.events)
+        costs = Costs(sheet.durations, sheet.resources, sheet.events.freeze())
         return DataflowRun(self, program, costs, tuple(calls))
 
     # -- cost functions: fn(sheet, index, instruction, its queue's configuration) ----------
@@ -110,42 +110,41 @@ class DataflowMachine(Machine[DataflowArch]):
         op = ins.opcode
         far = ins["src"] if op == "load" else ins["table"] if op == "gather" else ins["dst"]
         nbytes = ins["n"] * cfg.src_stride if op == "gather" else ins["rows"] * ins["row_bytes"]
-        s.events[f"{far.space}_{'write' if op == 'store' else 'read'}_bytes"][i] = nbytes
-        s.events["sram_bytes"][i] = nbytes
+        s.events.set(i, **{f"{far.space}_{'write' if op == 'store' else 'read'}_bytes": nbytes},
+                     sram_bytes=nbytes)
         if s.call is not None:
             s.call.tier_bytes[far.space] += nbytes
 
     def _stream(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
-        s.events["sram_bytes"][i] = 2 * ins["tiles"] * ins["tile_bytes"]
+        s.events.set(i, sram_bytes=2 * ins["tiles"] * ins["tile_bytes"])
 
     def _xfer(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
         nbytes = ins["kib"] * 1024
         src, dst = ins["src"].space, ins["dst"].space
         slow = min((t for t in (src, dst) if t in self._bpc), key=self._bpc.get)
         s.durations[i] = self._latency[slow] + int(np.ceil(nbytes / self._bpc[slow]))
-        s.events[f"{src}_read_bytes"][i] = nbytes
-        s.events[f"{dst}_write_bytes"][i] = nbytes
-        s.events["switch_cycles"][i] = s.durations[i]
+        s.events.set(i, **{f"{src}_read_bytes": nbytes}, **{f"{dst}_write_bytes": nbytes},
+                     switch_cycles=int(s.durations[i]))
 
     def _gemm(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
         arch, mcfg = self.arch, cfg.mcfg
         m, n, k = mcfg["m"], mcfg["n"], mcfg["k"]
-        s.events["macs"][i] = m * n * k
-        s.events["sram_bytes"][i] = (m * k + k * n) * mcfg["dtype"].itemsize + m * n * mcfg["acc"].itemsize
+        s.events.set(i, macs=m * n * k,
+                     sram_bytes=(m * k + k * n) * mcfg["dtype"].itemsize + m * n * mcfg["acc"].itemsize)
         self._work(s, i, gemm_cycles(m, n, k, arch.pcu_rows, arch.pcu_cols, "ws", True))
 
     def _vector(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
         vcfg, lanes = cfg.vcfg, self.arch.pcu_cols
         rows, cols = vcfg["rows"], vcfg["cols"]
-        s.events["vector_ops"][i] = rows * cols
-        s.events["sram_bytes"][i] = rows * cols * (vcfg["dtype"].itemsize + vcfg["out"].itemsize)
+        s.events.set(i, vector_ops=rows * cols,
+                     sram_bytes=rows * cols * (vcfg["dtype"].itemsize + vcfg["out"].itemsize))
         self._work(s, i, vector_cycles(rows * cols, lanes, 0) if ins.opcode == "vec"
                    else reduce_cycles(rows, cols, lanes, 0))
 
     @staticmethod
     def _work(s: _SectionSheet, i: int, work: int) -> None:
         """PCU work of a body instruction, charged to its op mark's stage of the call."""
-        s.events["pcu_work_cycles"][i] = work
+        s.events.set(i, pcu_work_cycles=work)
         if s.call is not None:
             mark = int(np.searchsorted(s.marks, i, side="right")) - 1
             s.call.work[mark] = s.call.work.get(mark, 0) + work
@@ -167,8 +166,7 @@ class DataflowMachine(Machine[DataflowArch]):
         s.durations[call.at] = timing.cycles
         call.timing = timing
         s.calls.append(call)
-        s.events["pmu_cycles"][call.at] = call.pmus * timing.cycles
-        s.events["sections"][call.at] = call.loops
+        s.events.set(call.at, pmu_cycles=call.pmus * timing.cycles, sections=call.loops)
 
     def energy_pj(self, totals: Mapping[str, float]) -> dict[str, float]:
         e = self.arch.energy

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable
 
 import isa
 from sim.engine import Timeline
@@ -22,15 +22,6 @@ ASSUMPTIONS = ("section values stay in PMUs; only section inputs, outputs and we
 class DataflowRun(MachineRun):
     calls: tuple[CallTiming, ...] = ()
 
-    def memory_bytes(self, sizes: Mapping[str, int]) -> dict[str, int]:
-        """Numeric runs hold the off-chip tiers only up to the program's last symbol (a
-        1.5 TB DDR is not allocated); the program touches nothing beyond its symbols there."""
-        ends = {name: 0 for name in sizes}
-        for s in self.program.symbols:
-            ends[s.space] = max(ends[s.space], s.addr + s.size_bytes)
-        return {name: size if name not in OFF_CHIP else min(size, max(ends[name], 64))
-                for name, size in sizes.items()}
-
     def functional_models(self, memory) -> dict[str, Callable[[isa.Instr], None]]:
         """Numerics of the dataflow opcodes: configuration and launch move no data; a stream
         or a tier transfer copies bytes."""
@@ -44,7 +35,7 @@ class DataflowRun(MachineRun):
     def report(self, timeline: Timeline, cycles: int) -> DataflowReport:
         """Figures beyond the common ones: tiers, PCU/PMU utilisation, sections, switch time."""
         program, arch = self.program, self.machine.arch
-        totals = {k: float(v.sum()) for k, v in self.costs.events.items()}
+        totals = self.costs.events.totals()
         held = {space: sum(s.size_bytes for s in program.symbols if s.space == space) for space in OFF_CHIP}
         runs = [i for i, ins in enumerate(program.instructions) if ins.opcode == "df.run"]
         configs = {program.instructions[i]["id"] for i in runs}

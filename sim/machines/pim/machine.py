@@ -19,6 +19,7 @@ GDDR6-AiM) + the ASIC's static power.
 from __future__ import annotations
 
 import math
+from array import array
 from operator import attrgetter
 from typing import Mapping, Sequence
 
@@ -28,6 +29,7 @@ import isa
 from arch.pim import PimArch
 from sim.machines.base import Costs, Machine
 from sim.machines.decode import CostSheet, CostTable, decode
+from sim.machines.events import EventRows
 from sim.machines.pim.channel import PimChannel, Plan
 from sim.machines.pim.run import PimPlans, PimRun
 from sim.timing import dma_cycles, reduce_cycles, vector_cycles
@@ -37,6 +39,8 @@ __all__ = ["PimMachine", "EVENTS"]
 EVENTS = ("macs", "act_banks", "mac_all_cmds", "mac_cmds", "rd_bursts", "wr_bursts",
           "acc_reads", "io_bytes", "asic_ops", "dma_bytes")
 IO_PORT = 0
+_QUEUE, _OPCODE = attrgetter("queue"), attrgetter("opcode")
+_UNTIMED = frozenset({"wait", "halt"})    # pim-queue opcodes the channel does not time
 CHANNELS_PER_DEVICE = 2          # GDDR6-AiM: 2 channels per chip (reference/pim.md)
 
 
@@ -78,30 +82,26 @@ class PimMachine(Machine[PimArch]):
         n = len(program.instructions)
         instrs = program.instructions
         channels = tuple(PimChannel(self.arch, exact=self.exact_dram) for _ in range(self.arch.channels))
-        pim_index, plan_of, plans = _plan_pim(channels[0], instrs)
-        on_pim = np.zeros(n, bool)
-        on_pim[pim_index] = True
-        plan_at = np.empty(n, object)                      # per instruction, its plan
-        plan_at[pim_index] = np.fromiter(map(plans.__getitem__, plan_of), object, len(plan_of))
-        plan_at = plan_at.tolist()
+        pim = _plan_pim(channels[0], instrs)
+        on_pim = pim.plan_at >= 0
         sheet = decode(self._table, CostSheet.empty(n, EVENTS), instrs,
                        np.flatnonzero(~on_pim).tolist())
-        sheet.durations[pim_index] = -1
-        self._fill_plan_events(sheet.events, pim_index, plan_of, plans)
+        sheet.durations[on_pim] = -1
+        self._fill_plan_events(sheet.events, pim)
+        plans = pim.plans
+        plan_at = array("i", pim.plan_at.tobytes())     # indexed per call: a C array, not numpy
 
         def run(i: int, t: int) -> int:
             """One pim instruction (a `signal` waits for its channel's reads) at cycle t."""
-            channel, plan = channels[instrs[i].queue.index], plan_at[i]
+            channel, plan = channels[instrs[i].queue.index], plans[plan_at[i]]
             return channel.wait_reads(t) if plan is None else channel.run((i,), (plan,), t)[0]
 
         def run_many(indices: list[int], t: int) -> list[int]:
             """Consecutive instructions of one pim queue, back to back from cycle t."""
             return channels[instrs[indices[0]].queue.index].run(
-                indices, list(map(plan_at.__getitem__, indices)), t)
-        costs = Costs(sheet.durations, sheet.resources, sheet.events, timed=run,
+                indices, list(map(plans.__getitem__, map(plan_at.__getitem__, indices))), t)
+        costs = Costs(sheet.durations, sheet.resources, sheet.events.freeze(), timed=run,
                       delays=sheet.delays, timed_run=run_many)
-        pim = PimPlans(np.array(pim_index, np.int64), plan_of, plans,
-                       [ins.queue.index for ins in map(instrs.__getitem__, pim_index)])
         return PimRun(self, program, costs, channels, pim)
 
     # -- cost functions of the DMA and ASIC opcodes: fn(sheet, index, instruction, config) --
@@ -123,10 +123,8 @@ class PimMachine(Machine[PimArch]):
             moved = nbytes
         s.durations[i] = max(0, self.dma(moved) - self._dma_latency)
         s.resources[i] = IO_PORT
-        s.events["dma_bytes"][i] = nbytes
-        s.events["io_bytes"][i] = moved
-        s.events["rd_bursts" if load else "wr_bursts"][i] = bursts
-        s.events["act_banks"][i] = acts
+        s.events.set(i, dma_bytes=nbytes, io_bytes=moved, act_banks=acts,
+                     **{"rd_bursts" if load else "wr_bursts": bursts})
 
     def _gather(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
         """One table row per index, each a DRAM access."""
@@ -134,38 +132,33 @@ class PimMachine(Machine[PimArch]):
         per_row = self.dma(row) - self._dma_latency
         s.durations[i] = self._dma_latency + n * per_row
         s.resources[i] = IO_PORT
-        s.events["dma_bytes"][i] = s.events["io_bytes"][i] = n * row
-        s.events["rd_bursts"][i] = n * -(-row // a.burst_bytes)
-        s.events["act_banks"][i] = n * -(-row // a.row_bytes)
+        s.events.set(i, dma_bytes=n * row, io_bytes=n * row, rd_bursts=n * -(-row // a.burst_bytes),
+                     act_banks=n * -(-row // a.row_bytes))
 
     def _vec(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
         asic, elems = self.arch.asic, cfg.vcfg["rows"] * cfg.vcfg["cols"]
         s.durations[i] = self.asic(vector_cycles(elems, asic.vector_lanes, asic.latency_cycles[ins["func"]]))
-        s.events["asic_ops"][i] = elems
+        s.events.set(i, asic_ops=elems)
 
     def _red(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
         asic, rows, cols = self.arch.asic, cfg.vcfg["rows"], cfg.vcfg["cols"]
         s.durations[i] = self.asic(reduce_cycles(rows, cols, asic.vector_lanes, asic.latency_cycles[ins["func"]]))
-        s.events["asic_ops"][i] = rows * cols
+        s.events.set(i, asic_ops=rows * cols)
 
-    def _fill_plan_events(self, events: dict, pim_index: list[int], plan_of: list[int],
-                          plans: Sequence[Plan | None]) -> None:
-        """Each pim instruction's energy events, from its plan's (computed once per plan, and
-        once per command kinds and counts)."""
-        per_plan = {name: np.zeros(len(plans)) for name in EVENTS}
+    def _fill_plan_events(self, events: EventRows, pim: PimPlans) -> None:
+        """Each pim instruction's energy events: its plan's (computed once per plan, and once
+        per command kinds and counts)."""
         of_shape: dict[tuple, tuple[tuple[str, float], ...]] = {}
-        for p, plan in enumerate(plans):
+        rows = np.zeros(len(pim.plans), np.int32)
+        for p, plan in enumerate(pim.plans):
             shape = (((plan[0][0].kind, plan[0][1]),) if plan and len(plan) == 1
                      else tuple((cmd.kind, n) for cmd, n, _ in plan or ()))
             found = of_shape.get(shape)
             if found is None:
                 found = of_shape[shape] = self._plan_events(plan)
-            for name, value in found:
-                per_plan[name][p] = value
-        which = np.array(plan_of, np.int64)
-        for name, values in per_plan.items():
-            if values.any():
-                events[name][pim_index] = values[which]
+            rows[p] = events.row(found)
+        index = pim.index
+        events.rows[index] = rows[pim.plan_at[index]]
 
     def _plan_events(self, plan: Plan | None) -> tuple[tuple[str, float], ...]:
         """Energy events of one decoded pim instruction."""
@@ -202,28 +195,34 @@ class PimMachine(Machine[PimArch]):
         }
 
 
-def _plan_pim(channel: PimChannel, instrs: Sequence[isa.Instr]) -> tuple[list[int], list[int], list[Plan | None]]:
-    """The pim queues' instructions but wait and halt (timed at issue), each one's plan
-    (an index into the plans, in the same order) and the distinct plans. Each instruction
-    object is decoded once, in program order (a bad one is named by its first index);
-    instructions with equal timing operands share a plan object, numbered once.
-    Whole-list passes where they can be: this runs over ~10^6 instructions."""
-    queues = list(map(attrgetter("queue"), instrs))
-    queue_ids = list(map(id, queues))
-    on_pim = {key for key, q in dict(zip(queue_ids, queues)).items() if q.unit.name == "pim"}
-    pim_index = [i for i, (key, op) in enumerate(zip(queue_ids, map(attrgetter("opcode"), instrs)))
-                 if key in on_pim and op != "wait" and op != "halt"]
-    pim_instrs = list(map(instrs.__getitem__, pim_index))
-    first = isa.first_uses(pim_instrs)
+def _plan_pim(channel: PimChannel, instrs: Sequence[isa.Instr]) -> PimPlans:
+    """The plan of every pim-queue instruction but wait and halt (timed at issue). Each
+    instruction object is decoded once, in order of first use (a bad one is named by its
+    first index); instructions with equal timing operands share a plan object, numbered once.
+    Whole-array passes: this runs over ~10^7 instructions."""
+    n = len(instrs)
+    queues = dict(zip(map(id, map(_QUEUE, instrs)), map(_QUEUE, instrs)))   # queues are few
+    pim_queues = np.array([key for key, q in queues.items() if q.unit.name == "pim"], np.int64)
+    on_pim = np.isin(np.fromiter(map(id, map(_QUEUE, instrs)), np.int64, n), pim_queues)
+    untimed = np.fromiter(map(_UNTIMED.__contains__, map(_OPCODE, instrs)), bool, n)
+    index = np.flatnonzero(on_pim & ~untimed)
+    del on_pim, untimed
+    objects = np.fromiter(instrs, object, n)[index]
+    # id -> first position: filled from the end, so the last write (the lowest) stays
+    first = dict(zip(map(id, objects[::-1]), range(len(objects) - 1, -1, -1)))
     decode_plan = channel.plan                 # plans depend on the arch, not the channel
     plans: list[Plan | None] = []
     number: dict[int, int] = {}                # id(plan) -> its index in plans
     plan_of_object: dict[int, int] = {}        # id(instruction) -> its plan's index
-    for k in first:
-        plan = decode_plan(pim_index[k], pim_instrs[k])
+    for k in sorted(first.values()):
+        plan = decode_plan(int(index[k]), objects[k])
         p = number.get(id(plan))
         if p is None:
             p = number[id(plan)] = len(plans)
             plans.append(plan)
-        plan_of_object[id(pim_instrs[k])] = p
-    return pim_index, [plan_of_object[id(x)] for x in pim_instrs], plans
+        plan_of_object[id(objects[k])] = p
+    plan_at = np.full(n, -1, np.int32)
+    plan_at[index] = np.fromiter(map(plan_of_object.__getitem__, map(id, objects)), np.int32,
+                                 len(objects))
+    plan_at.setflags(write=False)
+    return PimPlans(plan_at, plans)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -19,15 +18,20 @@ from sim.machines.pim.report import ClockDomain, PimReport
 
 __all__ = ["PimRun", "PimPlans"]
 
+_ROW_OPCODES = frozenset({"pim.act", "pim.act_all", "pim.wr", "pim.rd"})   # they name a row
+
 
 @dataclass(frozen=True, eq=False)
 class PimPlans:
-    """The program's pim instructions (but wait and halt) and their decoded plans."""
+    """Which decoded plan times each instruction of the pim queues (but wait and halt)."""
 
-    index: np.ndarray                    # int64 program index of each
-    plan_of: list[int]                   # per instruction, its plan's index in `plans`
+    plan_at: np.ndarray                  # int32 per instruction: index in `plans`; -1: none
     plans: list[Plan | None]             # the distinct plans (None: a `signal`)
-    channel_of: list[int]                # per instruction, its channel (pim queue index)
+
+    @property
+    def index(self) -> np.ndarray:
+        """Program indices of the planned instructions, ascending."""
+        return np.flatnonzero(self.plan_at >= 0)
 
 
 @dataclass(eq=False)
@@ -35,11 +39,20 @@ class PimRun(MachineRun):
     channels: tuple[PimChannel, ...] = ()
     pim: PimPlans | None = None
 
-    def memory_bytes(self, sizes: Mapping[str, int]) -> dict[str, int]:
-        """The DRAM only up to the program's last symbol (nothing is addressed beyond it);
-        the global buffers and the ASIC buffer whole (they hold no symbols)."""
-        end = max((s.addr + s.size_bytes for s in self.program.symbols if s.space == "dram"), default=0)
-        return {**sizes, "dram": min(sizes["dram"], max(end, 64))}
+    def held_bytes(self, view: isa.MachineView) -> dict[str, int]:
+        """What the symbols and footprints reach, in the DRAM every row block a pim
+        instruction opens or accesses (the MACs read the open rows of all banks), and the
+        global buffers whole (pim instructions address them by channel; they are small)."""
+        held = super().held_bytes(view)
+        a, end = self.machine.arch, 0
+        instrs = self.program.instructions
+        for instr in dict(zip(map(id, instrs), instrs)).values():
+            if instr.opcode in _ROW_OPCODES:
+                channel = instr.queue.index         # rows of all banks sit together (arch.pim)
+                end = max(end, a.dram_address(channel, a.banks - 1, instr["row"]) + a.row_bytes)
+        held["dram"] = min(view.spaces["dram"].size_bytes, max(held["dram"], end))
+        held["gbuf"] = view.spaces["gbuf"].size_bytes
+        return held
 
     def functional_models(self, memory) -> dict:
         return PimNumerics(self.machine.arch, memory).models()
@@ -52,24 +65,30 @@ class PimRun(MachineRun):
         stats = self.dram_stats()
         acts = sum(s.counts.get("ACT", 0) + self.machine.arch.banks * s.counts.get("ACT_ALL", 0)
                    for s in stats)
-        own = float(self.costs.events["act_banks"][self.pim.index].sum())   # pim.act* opened
+        own = self.costs.events.total("act_banks", self.pim.plan_at >= 0)   # pim.act* opened
         return {"act_banks": acts - own,
                 "refreshes": float(sum(s.counts.get("REF", 0) for s in stats))}
 
     def _mac_cycles(self, timeline: Timeline) -> tuple[np.ndarray, np.ndarray]:
         """MAC column-slot cycles of each channel's issued pim instructions, and per bank
-        (the all-bank ones plus the bank's own single-bank ones)."""
+        (the all-bank ones plus the bank's own single-bank ones): per channel, how often
+        each plan issued, times the plan's cycles (integers, so the sums are exact)."""
         a, pim = self.machine.arch, self.pim
-        issued = timeline.start[pim.index] >= 0
         every, bank, own = (np.array(v, np.int64) for v in zip(
             *(self.channels[0].mac_cycles(p) for p in pim.plans))) if pim.plans else \
             (np.zeros(0, np.int64),) * 3
-        which = np.array(pim.plan_of, np.int64)[issued]
-        channel = np.array(pim.channel_of, np.int64)[issued]
-        all_bank = np.bincount(channel, every[which], minlength=a.channels)
+        issued = (pim.plan_at >= 0) & (timeline.start >= 0)
+        counts = np.zeros((a.channels, len(pim.plans)), np.int64)   # channel, plan -> issues
+        for q, name in enumerate(timeline.queues):
+            queue = isa.Queue.parse(name)
+            if queue.unit.name == "pim":
+                counts[queue.index] += np.bincount(pim.plan_at[issued & (timeline.queue_of == q)],
+                                                   minlength=len(pim.plans))
+        all_bank = (counts @ every).astype(np.float64)
         single = np.zeros((a.channels, a.banks))
-        mine = bank[which] >= 0
-        np.add.at(single, (channel[mine], bank[which][mine]), own[which][mine])
+        mine = bank >= 0
+        for c in range(a.channels):
+            np.add.at(single[c], bank[mine], counts[c, mine] * own[mine])
         return all_bank + single.sum(axis=1), all_bank[:, None] + single
 
     def report(self, timeline: Timeline, cycles: int) -> PimReport:
@@ -103,14 +122,18 @@ def _idle_share(timeline: Timeline, unit: str, cycles: int) -> float:
     """Share of the run during which no queue of `unit` is busy (union of busy intervals)."""
     if not cycles:
         return 0.0
-    names = [q for q in timeline.queues if isa.Queue.parse(q).unit.name == unit]
-    ids = [timeline.queues.index(q) for q in names]
-    mine = np.isin(timeline.queue_of, ids) & (timeline.start >= 0) & (timeline.end > timeline.start)
-    starts, ends = timeline.start[mine], timeline.end[mine]
+    of_unit = np.array([isa.Queue.parse(q).unit.name == unit for q in timeline.queues])
+    mine = of_unit[timeline.queue_of] & (timeline.start >= 0) & (timeline.end > timeline.start)
+    starts = timeline.start[mine]
     if not starts.size:
         return 1.0
-    order = np.argsort(starts, kind="stable")
-    starts, ends = starts[order], np.maximum.accumulate(ends[order])
-    gaps = np.maximum(starts[1:] - ends[:-1], 0).sum()
-    busy = ends[-1] - starts[0] - gaps
+    ends = timeline.end[mine]
+    del mine
+    starts.sort()
+    ends.sort()
+    # The k-th start never follows the k-th end, so no interval is open from the k-th end to
+    # the (k+1)-th start: those are the gaps of the union.
+    first, last = starts[0], ends[-1]
+    gaps = np.subtract(starts[1:], ends[:-1], out=starts[1:])
+    busy = last - first - np.maximum(gaps, 0, out=gaps).sum()
     return 1.0 - busy / cycles

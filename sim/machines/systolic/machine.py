@@ -49,7 +49,8 @@ class SystolicMachine(Machine[SystolicArch]):
     def start(self, program: isa.Program) -> MachineRun:
         sheet = decode(self._table, CostSheet.empty(len(program.instructions), EVENTS),
                        program.instructions)
-        return MachineRun(self, program, Costs(sheet.durations, sheet.resources, sheet.events))
+        return MachineRun(self, program, Costs(sheet.durations, sheet.resources,
+                                               sheet.events.freeze()))
 
     # -- cost functions: fn(sheet, index, instruction, its queue's configuration) ----------
     def _transfer(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
@@ -57,48 +58,48 @@ class SystolicMachine(Machine[SystolicArch]):
         load = ins.opcode == "load"
         s.durations[i] = self.dma(nbytes)
         s.resources[i] = DRAM_PORT
-        s.events["dram_read_bytes" if load else "dram_write_bytes"][i] = nbytes
-        s.events["sram_write_bytes" if load else "sram_read_bytes"][i] = nbytes
+        if load:
+            s.events.set(i, dram_read_bytes=nbytes, sram_write_bytes=nbytes)
+        else:
+            s.events.set(i, dram_write_bytes=nbytes, sram_read_bytes=nbytes)
 
     def _gather(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
         row, n = cfg.src_stride, ins["n"]
         s.durations[i] = self._latency + n * (self.dma(row) - self._latency)
         s.resources[i] = DRAM_PORT
-        s.events["dram_read_bytes"][i] = n * row
-        s.events["sram_write_bytes"][i] = n * row
-        s.events["sram_read_bytes"][i] = n * 4
+        s.events.set(i, dram_read_bytes=n * row, sram_write_bytes=n * row, sram_read_bytes=n * 4)
 
     def _gemm(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
         arch, mcfg = self.arch, cfg.mcfg
         m, n, k = mcfg["m"], mcfg["n"], mcfg["k"]
         s.durations[i] = gemm_cycles(m, n, k, arch.rows, arch.cols, arch.dataflow,
                                      arch.weight_preload_overlap)
-        s.events["macs"][i] = m * n * k
         a_reads, b_reads, c_writes = _operand_passes(m, n, k, arch.rows, arch.cols, arch.dataflow)
-        s.events["sram_read_bytes"][i] = (m * k * a_reads + k * n * b_reads) * mcfg["dtype"].itemsize
-        s.events["acc_bytes"][i] = m * n * mcfg["acc"].itemsize * c_writes
+        s.events.set(i, macs=m * n * k,
+                     sram_read_bytes=(m * k * a_reads + k * n * b_reads) * mcfg["dtype"].itemsize,
+                     acc_bytes=m * n * mcfg["acc"].itemsize * c_writes)
 
     def _vec(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
         vcfg, func = cfg.vcfg, ins["func"]
         rows, cols, isz = vcfg["rows"], vcfg["cols"], vcfg["dtype"].itemsize
         s.durations[i] = vector_cycles(rows * cols, self.arch.vector_lanes,
                                        self.arch.vector_latency_cycles[func])
-        s.events["vector_ops"][i] = rows * cols
         reads = [(ins["a"].space, rows * cols * isz)]
         if func not in ONE_OPERAND_FUNCS:
             reads.append((ins["b"].space, _BCAST_ELEMS[ins["bcast"]](rows, cols) * isz))
+        read = {"acc_bytes": 0, "sram_read_bytes": 0}
         for space, nbytes in reads:    # the epilogue reads the accumulator, not SRAM
-            s.events["acc_bytes" if space == "acc" else "sram_read_bytes"][i] += nbytes
-        s.events["sram_write_bytes"][i] = rows * cols * vcfg["out"].itemsize
+            read["acc_bytes" if space == "acc" else "sram_read_bytes"] += nbytes
+        s.events.set(i, vector_ops=rows * cols, **read,
+                     sram_write_bytes=rows * cols * vcfg["out"].itemsize)
 
     def _red(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
         vcfg = cfg.vcfg
         rows, cols = vcfg["rows"], vcfg["cols"]
         s.durations[i] = reduce_cycles(rows, cols, self.arch.vector_lanes,
                                        self.arch.vector_latency_cycles[ins["func"]])
-        s.events["vector_ops"][i] = rows * cols
-        s.events["sram_read_bytes"][i] = rows * cols * vcfg["dtype"].itemsize
-        s.events["sram_write_bytes"][i] = rows * vcfg["out"].itemsize
+        s.events.set(i, vector_ops=rows * cols, sram_read_bytes=rows * cols * vcfg["dtype"].itemsize,
+                     sram_write_bytes=rows * vcfg["out"].itemsize)
 
     def energy_pj(self, totals: Mapping[str, float]) -> dict[str, float]:
         e = self.arch.energy

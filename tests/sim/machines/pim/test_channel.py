@@ -98,6 +98,7 @@ def test_fast_path_equals_command_level_on_compiled_programs(phase):
     assert fast == exact
 
 
+@pytest.mark.slow      # a whole gpt2 decode program
 def test_fast_path_equals_command_level_on_gpt2_decode():
     """Every layer of GPT-2 decode: each GEMV and K write (V is written by the DMA)."""
     program = TARGETS["pim"].compile(load_model("gpt2").graph(decode(128)), ARCH).program
