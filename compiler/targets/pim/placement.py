@@ -169,6 +169,9 @@ def _blocks(graph: Graph, arch: PimArch, abuf: dict[str, tuple[int, int]], value
             row += lay.rows
         return tuple(out)
     heads, positions, hd = shape[-3], shape[-2], shape[-1]
+    if kind == "kcache" and hd % arch.macs_per_bank_per_access:
+        raise CompileError(f"op '{op.name}': head dimension {hd} (the reduction of q . K) is not "
+                           f"a multiple of the {arch.macs_per_bank_per_access} MAC lanes")
     build = pl.kcache_layout if kind == "kcache" else pl.vcache_layout
     lay = build(value, arch, first_row, heads, positions, hd)
     if lay.psum_elems * 4 > psum_bytes:

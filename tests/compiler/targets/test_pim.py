@@ -37,3 +37,17 @@ def test_pim_compiles_bf16_only():
     graph = load_model("gpt2").graph(decode(2))
     with pytest.raises(CompileError, match="the PIM target computes in bf16"):
         dump_after(PIPELINE, graph, load_arch("pim-gpt"), DType.fp32, "precision")
+
+
+@pytest.mark.parametrize("heads", [4, 2])
+def test_a_head_dimension_off_the_mac_lanes_is_refused(heads):
+    """q . K reduces over the head dimension in whole 16-lane MAC columns: a head of 8 (or 24)
+    elements would leave lanes out of every score (silently wrong numbers and timing)."""
+    from compiler.frontend import GPT2Config
+    from compiler.frontend.gpt2 import build_graph
+    n_embd = 32 if heads == 4 else 48
+    graph = build_graph(GPT2Config("odd-heads", n_layer=1, n_head=heads, n_embd=n_embd, vocab_size=64,
+                                   n_positions=16), decode(4))
+    with pytest.raises(CompileError, match=rf"op 'h.0.attn.scores': head dimension {n_embd // heads} "
+                                           r"\(the reduction of q . K\) is not a multiple of the 16 MAC lanes"):
+        PIPELINE.run(graph, load_arch("pim-gpt"), until="placement")
