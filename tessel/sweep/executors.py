@@ -131,12 +131,20 @@ def dask_cluster(address: str) -> Iterator[Evaluate]:
         if cluster is not None:
             cluster.close()
         raise SweepError(f"--dask {address}: cannot reach the scheduler ({e})") from None
+    # An interrupt that lands while the client waits makes distributed's `sync` cancel its
+    # wait on the event-loop thread, where some releases fail on a free variable they never
+    # bound and tornado logs the traceback (distributed/utils.py `cancel`). Results come from
+    # the futures, never from that log, so the client's event-loop errors are not shown.
+    loop_log = logging.getLogger("tornado.application")
+    level = loop_log.level
+    loop_log.setLevel(logging.CRITICAL)
     try:
         yield lambda tasks, record: _dask_map(client, tasks, record)
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+        loop_log.setLevel(level)
 
 
 def dask_setup(worker) -> None:
