@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import json
 
-__all__ = ["load_object", "dump_object"]
+__all__ = ["load_object", "dump_object", "RepeatedKey", "no_repeats"]
 
 
-def _no_repeats(pairs: list[tuple[str, object]]) -> dict[str, object]:
+class RepeatedKey(ValueError):
+    """A JSON object names `key` twice."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"key {key!r} appears twice")
+        self.key = key
+
+
+def no_repeats(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """`json.loads` object_pairs_hook that refuses a repeated key (RepeatedKey)."""
     out: dict[str, object] = {}
     for key, value in pairs:
         if key in out:
-            raise ValueError(f"key {key!r} appears twice")
+            raise RepeatedKey(key)
         out[key] = value
     return out
 
@@ -24,7 +33,7 @@ def _no_repeats(pairs: list[tuple[str, object]]) -> dict[str, object]:
 def load_object(text: str) -> dict[str, object]:
     """The JSON object in `text`; ValueError when it is not one, or repeats a key."""
     try:
-        value = json.loads(text, object_pairs_hook=_no_repeats)
+        value = json.loads(text, object_pairs_hook=no_repeats)
     except RecursionError:
         raise ValueError("nested too deeply") from None
     except json.JSONDecodeError as error:

@@ -16,6 +16,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from isa.jsontext import RepeatedKey, no_repeats
+
 from compiler.ir import GraphError
 
 from compiler.frontend.gpt2 import GPT2Config
@@ -127,21 +129,14 @@ def _read_json(path: Path) -> dict:
     except UnicodeDecodeError as e:
         raise GraphError(f"{path}: not UTF-8 text (byte {e.start})") from None
     try:
-        raw = json.loads(text, object_pairs_hook=lambda pairs: _no_duplicates(path, pairs))
+        raw = json.loads(text, object_pairs_hook=no_repeats)
+    except RepeatedKey as e:
+        raise GraphError(f"{path}: field '{e.key}' appears twice") from None
     except json.JSONDecodeError as e:
         raise GraphError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
     if not isinstance(raw, dict):
         raise GraphError(f"{path}: expected a JSON object")
     return raw
-
-
-def _no_duplicates(path: Path, pairs: list[tuple[str, Any]]) -> dict:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise GraphError(f"{path}: field '{key}' appears twice")
-        seen[key] = value
-    return seen
 
 
 def _check_kind(path: Path, raw: dict) -> None:
