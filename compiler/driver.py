@@ -40,10 +40,11 @@ def token_feeds(ids: np.ndarray) -> dict[str, np.ndarray]:
 def kv_feeds(graph: Graph, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Map a pass's K/V outputs (logits first, then K, V per layer) to the next pass's caches."""
     kv = graph.outputs[1:]
+    prefix = "layers" if kv and kv[0].startswith("layers.") else "h"   # Llama-style or GPT-2
     feeds = {}
     for i in range(len(kv) // 2):
-        feeds[f"h.{i}.k_cache"] = outputs[kv[2 * i]]
-        feeds[f"h.{i}.v_cache"] = outputs[kv[2 * i + 1]]
+        feeds[f"{prefix}.{i}.k_cache"] = outputs[kv[2 * i]]
+        feeds[f"{prefix}.{i}.v_cache"] = outputs[kv[2 * i + 1]]
     return feeds
 
 

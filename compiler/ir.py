@@ -62,6 +62,13 @@ class OpKind(enum.Enum):
     GELU = "gelu"            # tanh approximation (GPT-2's gelu_new)
     SOFTMAX = "softmax"      # softmax(scale * x) over the last axis, optionally causal
     KV_APPEND = "kv_append"  # cache ++ new along the sequence axis (-2)
+    RMSNORM = "rmsnorm"      # x / sqrt(mean(x^2) + eps) * gain over the last axis
+    ROPE = "rope"            # rotary position embedding of [..., S, head_dim] (rotate_half pairs)
+    SILU = "silu"            # x * sigmoid(x)
+    DIV = "div"              # broadcasting element-wise a / b
+    GATHER = "gather"        # table[ids]: rows of a computed 2-D value (MoE permute/unpermute)
+    CONCAT = "concat"        # inputs joined along one axis
+    MOE = "moe"              # routed experts (top-k of softmax(router logits)); expanded before lowering
     # layout: metadata only, no data moved
     RESHAPE = "reshape"
     TRANSPOSE = "transpose"
@@ -70,6 +77,11 @@ class OpKind(enum.Enum):
     @property
     def is_source(self) -> bool:
         return self in (OpKind.INPUT, OpKind.PARAM)
+
+    @property
+    def is_routed(self) -> bool:
+        """Resolved into ordinary ops by compiler.passes.routing before any lowering."""
+        return self is OpKind.MOE
 
     @property
     def is_layout(self) -> bool:

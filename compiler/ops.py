@@ -6,9 +6,17 @@ ignored. Cost conventions (documented in docs/graph-format.md, used by the FLOP 
 - add, mul: 1 per output element; layernorm 7 per element (mean, subtract, square, variance
   sum, scale by 1/std, gain, bias); gelu 8 per element (tanh form); softmax 5 per element
   (scale, subtract max, exp, sum, divide);
-- embedding, kv_append and layout ops: 0 FLOPs.
+- rmsnorm 4 per element (square, sum, scale by 1/rms, gain); rope 3 per element (two products
+  and a sum against the cos/sin tables); silu 4 per element (negate, exp, add one, divide);
+  div 1 per output element;
+- moe: per routed (token, expert) pair the gated MLP's three GEMMs (6*D*F), SiLU (4*F) and the
+  gate product (F), plus the router softmax (5 per logit) and the weighted combine (2*D per
+  pair) -- exact whatever the routing, since every token uses top_k experts;
+- embedding, gather, concat, kv_append and layout ops: 0 FLOPs.
 Bytes moved assume an unfused execution: each compute op reads its inputs and writes its
-result; an embedding reads only the rows it gathers; a KV append writes the new entries in
+result; an embedding or gather reads only the rows it gathers; a moe reads the weights of at
+most min(E, T * top_k) experts (which ones is decided by routing; the routed graph's costs
+are exact); a KV append writes the new entries in
 place (the cache is not copied); layout ops are views and move nothing.
 """
 from __future__ import annotations
@@ -81,7 +89,10 @@ def _matmul(op: Op, types: Types) -> TensorType:
     if a.shape[-1] != k_b:
         raise _fail(op, f"inner dimensions differ: {_shape(a)} x {_shape(b)}"
                         f"{' (b transposed)' if op.attr('transpose_b', False) else ''}")
-    if len(b.shape) > 2 and b.shape[:-2] != a.shape[:-2]:
+    # b's batch dimensions equal a's or are 1 (broadcast): grouped-query attention multiplies
+    # every query head of a group by its one KV head, which is stored once
+    if len(b.shape) > 2 and (len(b.shape) != len(a.shape) or any(
+            db not in (1, da) for da, db in zip(a.shape[:-2], b.shape[:-2]))):
         raise _fail(op, f"batch dimensions differ: {_shape(a)} x {_shape(b)}")
     return TensorType(a.shape[:-1] + (n,), a.dtype)
 
@@ -120,8 +131,71 @@ def _unary(op: Op, types: Types) -> TensorType:
 def _softmax(op: Op, types: Types) -> TensorType:
     (x,) = types
     _float(op, x)
+    if op.attr("window") is not None and not op.attr("causal", False):
+        raise _fail(op, "a sliding window needs causal=true")
     if op.attr("causal", False) and (len(x.shape) < 2 or x.shape[-1] < x.shape[-2]):
         raise _fail(op, f"causal softmax needs [..., S, T] with T >= S, got {_shape(x)}")
+    return x
+
+
+def _rmsnorm(op: Op, types: Types) -> TensorType:
+    x, gain = types
+    _float(op, *types)
+    if gain.shape != x.shape[-1:]:
+        raise _fail(op, f"gain {_shape(gain)} must be [{x.shape[-1]}]")
+    return x
+
+
+def _rope(op: Op, types: Types) -> TensorType:
+    (x,) = types
+    _float(op, x)
+    if len(x.shape) < 2 or x.shape[-1] % 2:
+        raise _fail(op, f"needs [..., seq, head_dim] with an even head_dim, got {_shape(x)}")
+    scaling = [n for n in _ROPE_SCALING if op.attr(n) is not None]
+    if scaling and len(scaling) != len(_ROPE_SCALING):
+        missing = next(n for n in _ROPE_SCALING if op.attr(n) is None)
+        raise _fail(op, f"llama3 frequency scaling needs '{missing}' too")
+    if scaling and not op.attr("high_freq_factor") > op.attr("low_freq_factor"):
+        raise _fail(op, "high_freq_factor must exceed low_freq_factor")
+    return x
+
+
+def _div(op: Op, types: Types) -> TensorType:
+    return _elementwise(op, types)
+
+
+def _concat(op: Op, types: Types) -> TensorType:
+    first = types[0]
+    axis = op.attr("axis")
+    if not -len(first.shape) <= axis < len(first.shape):
+        raise _fail(op, f"axis {axis} out of range for {_shape(first)}")
+    axis %= len(first.shape)
+    for t in types[1:]:
+        if t.dtype != first.dtype or len(t.shape) != len(first.shape) or any(
+                a != b for i, (a, b) in enumerate(zip(t.shape, first.shape)) if i != axis):
+            raise _fail(op, f"cannot concatenate {t} with {first} along axis {axis}")
+    total = sum(t.shape[axis] for t in types)
+    return TensorType(first.shape[:axis] + (total,) + first.shape[axis + 1:], first.dtype)
+
+
+def _moe(op: Op, types: Types) -> TensorType:
+    x, logits, *experts = types
+    _float(op, *types)
+    if len(experts) % 3:
+        raise _fail(op, f"takes x, router logits and (gate, up, down) per expert, got "
+                        f"{len(types)} inputs")
+    n_experts = len(experts) // 3
+    if len(x.shape) != 2 or logits.shape != (x.shape[0], n_experts):
+        raise _fail(op, f"x {_shape(x)} must be [tokens, hidden] and router logits "
+                        f"{_shape(logits)} [tokens, {n_experts}]")
+    d, f = x.shape[1], experts[0].shape[-1]
+    for e in range(n_experts):
+        gate, up, down = experts[3 * e: 3 * e + 3]
+        if gate.shape != (d, f) or up.shape != (d, f) or down.shape != (f, d):
+            raise _fail(op, f"expert {e}: gate {_shape(gate)}, up {_shape(up)}, down "
+                            f"{_shape(down)} must be [{d}, {f}], [{d}, {f}], [{f}, {d}]")
+    if not 1 <= op.attr("top_k") <= n_experts:
+        raise _fail(op, f"top_k {op.attr('top_k')} must be from 1 to the {n_experts} experts")
     return x
 
 
@@ -177,6 +251,20 @@ def _linear_flops(op: Op, types: Types) -> int:
     return 2 * op.type.numel * types[0].shape[-1] + (op.type.numel if len(types) == 3 else 0)
 
 
+def _moe_flops(op: Op, types: Types) -> int:
+    x, logits, gate = types[0], types[1], types[2]
+    (t, d), (e, f), k = x.shape, (logits.shape[1], gate.shape[1]), op.attr("top_k")
+    return t * k * (6 * d * f + 5 * f + 2 * d) + 5 * t * e
+
+
+def _moe_bytes(op: Op, types: Types) -> int:
+    x, logits, *experts = types
+    n_experts = len(experts) // 3
+    touched = min(n_experts, x.shape[0] * op.attr("top_k"))
+    per_expert = sum(t.size_bytes for t in experts[:3])
+    return x.size_bytes + logits.size_bytes + op.type.size_bytes + touched * per_expert
+
+
 def _rw_bytes(op: Op, types: Types) -> int:
     return sum(t.size_bytes for t in types) + op.type.size_bytes
 
@@ -190,6 +278,8 @@ def _kv_append_bytes(op: Op, types: Types) -> int:
 
 
 _COMPUTE = dict(bytes_moved=_rw_bytes)
+MAX_EXPERTS = 1024
+_ROPE_SCALING = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position")
 RULES: dict[OpKind, OpRule] = {
     OpKind.INPUT: OpRule((0, 0), _source, _zero, _zero),
     OpKind.PARAM: OpRule((0, 0), _source, _zero, _zero),
@@ -202,6 +292,13 @@ RULES: dict[OpKind, OpRule] = {
     OpKind.GELU: OpRule((1, 1), _unary, _per_element(8), **_COMPUTE),
     OpKind.SOFTMAX: OpRule((1, 1), _softmax, _per_element(5), **_COMPUTE),
     OpKind.KV_APPEND: OpRule((2, 2), _kv_append, _zero, _kv_append_bytes),
+    OpKind.RMSNORM: OpRule((2, 2), _rmsnorm, _per_element(4), **_COMPUTE),
+    OpKind.ROPE: OpRule((1, 1), _rope, _per_element(3), **_COMPUTE),
+    OpKind.SILU: OpRule((1, 1), _unary, _per_element(4), **_COMPUTE),
+    OpKind.DIV: OpRule((2, 2), _div, _per_element(1), **_COMPUTE),
+    OpKind.GATHER: OpRule((2, 2), _embedding, _zero, _embedding_bytes),
+    OpKind.CONCAT: OpRule((1, 1 << 16), _concat, _zero, **_COMPUTE),
+    OpKind.MOE: OpRule((5, 2 + 3 * MAX_EXPERTS), _moe, _moe_flops, _moe_bytes),
     OpKind.RESHAPE: OpRule((1, 1), _reshape, _zero, _zero),
     OpKind.TRANSPOSE: OpRule((1, 1), _transpose, _zero, _zero),
     OpKind.SLICE: OpRule((1, 1), _slice, _zero, _zero),
@@ -238,7 +335,14 @@ def _is_finite(v: Any) -> bool:
 
 
 _FINITE = Attribute(_is_finite, "a finite number")
+_WINDOW = Attribute(lambda v: _is_int(v) and v >= 1, "a positive integer (keys visible to a query)")
+_START = Attribute(lambda v: _is_int(v) and v >= 0, "a non-negative integer (the first row's position)",
+                   required=True)
+_POSITIVE_INT = Attribute(lambda v: _is_int(v) and v >= 1, "a positive integer")
+_TOP_K = Attribute(lambda v: _is_int(v) and v >= 1, "a positive integer", required=True)
 _POSITIVE = Attribute(lambda v: _is_finite(v) and v > 0, "a positive finite number")
+_THETA = Attribute(lambda v: _is_finite(v) and v > 1, "a finite number above 1 (the RoPE base)",
+                   required=True)
 
 # Every attribute each op kind reads (docs/graph-format.md lists them); any other is refused,
 # so a misspelt `casual=true` cannot silently mean a non-causal softmax.
@@ -246,7 +350,12 @@ ATTRIBUTES: dict[OpKind, dict[str, Attribute]] = {
     **{kind: {} for kind in OpKind},
     OpKind.MATMUL: {"transpose_b": _BOOL},
     OpKind.LAYERNORM: {"eps": _POSITIVE},
-    OpKind.SOFTMAX: {"scale": _FINITE, "causal": _BOOL},
+    OpKind.SOFTMAX: {"scale": _FINITE, "causal": _BOOL, "window": _WINDOW},
+    OpKind.RMSNORM: {"eps": _POSITIVE},
+    OpKind.ROPE: {"theta": _THETA, "start": _START, "factor": _POSITIVE, "low_freq_factor": _POSITIVE,
+                  "high_freq_factor": _POSITIVE, "original_max_position": _POSITIVE_INT},
+    OpKind.CONCAT: {"axis": _INT},
+    OpKind.MOE: {"top_k": _TOP_K, "norm_topk_prob": _BOOL},
     OpKind.RESHAPE: {"shape": _INTS},
     OpKind.TRANSPOSE: {"perm": _INTS},
     OpKind.SLICE: {"axis": _INT, "start": _INT, "stop": _INT},

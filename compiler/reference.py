@@ -2,6 +2,10 @@
 
 Same math as Hugging Face's GPT-2: gelu_new (tanh form), biased-variance layer norm with
 the configured epsilon, softmax of scaled scores with a causal mask, views for layout ops.
+Llama-family ops follow Hugging Face's modeling_llama / modeling_mixtral / modeling_qwen3:
+RMSNorm, rotary embedding with rotate_half pairs (dim i with i + d/2) and the `llama3`
+frequency scaling, SiLU, and routed experts (softmax over all experts, top-k, optional
+renormalisation, weighted sum of the chosen experts' gated MLPs).
 Computes in float64 by default so its own rounding is far below any tolerance we test.
 """
 from __future__ import annotations
@@ -14,7 +18,8 @@ import numpy as np
 
 from compiler.ir import Graph, GraphError, Op, OpKind
 
-__all__ = ["execute", "EVALUATORS", "gelu_tanh", "layernorm", "softmax"]
+__all__ = ["execute", "EVALUATORS", "gelu_tanh", "layernorm", "softmax", "rmsnorm", "silu",
+           "rope_tables", "rope", "top_k_experts", "moe"]
 
 Arrays = Sequence[np.ndarray]
 
@@ -30,15 +35,92 @@ def layernorm(x: np.ndarray, gain: np.ndarray, bias: np.ndarray, eps: float) -> 
     return (x - mean) / np.sqrt(var + eps) * gain + bias
 
 
-def softmax(x: np.ndarray, scale: float = 1.0, causal: bool = False) -> np.ndarray:
+def attention_mask(s: int, t: int, window: int | None = None) -> np.ndarray:
+    """True where query i (of the last s of t positions) may not see key j: j after it, or,
+    with a sliding window, j at or before its position - window (Mistral's)."""
+    query = np.arange(s)[:, None] + (t - s)
+    key = np.arange(t)[None, :]
+    hidden = key > query
+    if window is not None:
+        hidden |= key <= query - window
+    return hidden
+
+
+def softmax(x: np.ndarray, scale: float = 1.0, causal: bool = False,
+            window: int | None = None) -> np.ndarray:
     """softmax(scale * x) over the last axis; causal masks key j > query i + (T - S)."""
     z = x * scale
     if causal:
-        s, t = z.shape[-2:]
-        mask = np.arange(t)[None, :] > np.arange(s)[:, None] + (t - s)
-        z = np.where(mask, -np.inf, z)
+        z = np.where(attention_mask(*z.shape[-2:], window), -np.inf, z)
     z = np.exp(z - z.max(axis=-1, keepdims=True))
     return z / z.sum(axis=-1, keepdims=True)
+
+
+def rmsnorm(x: np.ndarray, gain: np.ndarray, eps: float) -> np.ndarray:
+    return x / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps) * gain
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    """x * sigmoid(x), written so exp never overflows (silu(-inf) = -0, the limit)."""
+    with np.errstate(over="ignore"):
+        return x / (1.0 + np.exp(-x))
+
+
+def rope_frequencies(head_dim: int, theta: float, factor: float | None = None,
+                     low_freq_factor: float | None = None, high_freq_factor: float | None = None,
+                     original_max_position: int | None = None) -> np.ndarray:
+    """inv_freq [head_dim/2]: 1/theta^(2i/d), with Llama 3's scaling when `factor` is given
+    (HF _compute_llama3_parameters): long wavelengths divided by factor, short ones kept,
+    those between interpolated."""
+    inv = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    if factor is None:
+        return inv
+    wavelen = 2 * math.pi / inv
+    low, high = original_max_position / low_freq_factor, original_max_position / high_freq_factor
+    scaled = np.where(wavelen > low, inv / factor, inv)
+    smooth = (original_max_position / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    medium = (wavelen >= high) & (wavelen <= low)
+    return np.where(medium, (1 - smooth) * scaled / factor + smooth * scaled, scaled)
+
+
+def rope_tables(op: Op, seq: int, head_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin [seq, head_dim/2] of positions start .. start+seq-1 for a rope op."""
+    inv = rope_frequencies(head_dim, op.attr("theta"), op.attr("factor"), op.attr("low_freq_factor"),
+                           op.attr("high_freq_factor"), op.attr("original_max_position"))
+    angles = (op.attr("start") + np.arange(seq, dtype=np.float64))[:, None] * inv[None, :]
+    return np.cos(angles), np.sin(angles)
+
+
+def rope(op: Op, x: np.ndarray) -> np.ndarray:
+    """x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1] (halves of head_dim)."""
+    half = x.shape[-1] // 2
+    cos, sin = (t.astype(x.dtype) for t in rope_tables(op, x.shape[-2], x.shape[-1]))
+    x1, x2 = x[..., :half], x[..., half:]
+    return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+def top_k_experts(logits: np.ndarray, k: int) -> np.ndarray:
+    """Expert ids [tokens, k] of the k largest router logits per token, largest first (ties:
+    the lower id, as a stable sort gives); the softmax is monotonic, so its top-k is this."""
+    return np.argsort(-logits, axis=-1, kind="stable")[:, :k]
+
+
+def moe(op: Op, args: Arrays, choice: np.ndarray) -> np.ndarray:
+    """Sum over each token's chosen experts of weight * down(silu(x gate) * (x up)); weights
+    are the softmax probabilities of the chosen experts, renormalised to 1 with norm_topk_prob."""
+    x, logits, *experts = args
+    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probs = z / z.sum(axis=-1, keepdims=True)
+    weights = np.take_along_axis(probs, choice, axis=-1)
+    if op.attr("norm_topk_prob", False):
+        weights = weights / weights.sum(axis=-1, keepdims=True)
+    out = np.zeros_like(x)
+    for e in np.unique(choice):
+        tokens, slot = np.nonzero(choice == e)
+        gate, up, down = experts[3 * e: 3 * e + 3]
+        xe = x[tokens]
+        out[tokens] += weights[tokens, slot][:, None] * ((silu(xe @ gate) * (xe @ up)) @ down)
+    return out
 
 
 def _embedding(op: Op, args: Arrays) -> np.ndarray:
@@ -75,13 +157,20 @@ EVALUATORS: dict[OpKind, Callable[[Op, Arrays], np.ndarray]] = {
     OpKind.MUL: lambda op, a: a[0] * a[1],
     OpKind.LAYERNORM: lambda op, a: layernorm(*a, eps=op.attr("eps", 1e-5)),
     OpKind.GELU: lambda op, a: gelu_tanh(a[0]),
-    OpKind.SOFTMAX: lambda op, a: softmax(a[0], op.attr("scale", 1.0), op.attr("causal", False)),
+    OpKind.SOFTMAX: lambda op, a: softmax(a[0], op.attr("scale", 1.0), op.attr("causal", False),
+                                          op.attr("window")),
+    OpKind.RMSNORM: lambda op, a: rmsnorm(*a, eps=op.attr("eps", 1e-6)),
+    OpKind.ROPE: lambda op, a: rope(op, a[0]),
+    OpKind.SILU: lambda op, a: silu(a[0]),
+    OpKind.DIV: lambda op, a: a[0] / a[1],
+    OpKind.GATHER: _embedding,
+    OpKind.CONCAT: lambda op, a: np.concatenate(a, axis=op.attr("axis")),
     OpKind.KV_APPEND: lambda op, a: np.concatenate(a, axis=-2),
     OpKind.RESHAPE: lambda op, a: a[0].reshape(op.attr("shape")),
     OpKind.TRANSPOSE: lambda op, a: a[0].transpose(op.attr("perm")),
     OpKind.SLICE: _slice,
 }
-assert set(EVALUATORS) | {OpKind.INPUT, OpKind.PARAM} == set(OpKind)
+assert set(EVALUATORS) | {OpKind.INPUT, OpKind.PARAM, OpKind.MOE} == set(OpKind)
 
 
 def _feed(op: Op, feeds: Mapping[str, np.ndarray], dtype: type) -> np.ndarray:
@@ -96,9 +185,13 @@ def _feed(op: Op, feeds: Mapping[str, np.ndarray], dtype: type) -> np.ndarray:
 
 
 def execute(graph: Graph, weights: Mapping[str, np.ndarray], feeds: Mapping[str, np.ndarray],
-            dtype: type = np.float64) -> dict[str, np.ndarray]:
+            dtype: type = np.float64, routing: dict[str, np.ndarray] | None = None
+            ) -> dict[str, np.ndarray]:
     """Evaluate every op in topological order; return the graph's outputs by name.
 
+    A moe op routes each token to the top_k experts of its router logits; when `routing` is
+    given, each moe op's choice [tokens, top_k] is recorded in it under the op's name (the
+    router's real choice, which compiled programs are then routed by).
     Intermediate values are dropped as soon as their last consumer has run, so large
     models fit in memory.
     """
@@ -110,8 +203,15 @@ def execute(graph: Graph, weights: Mapping[str, np.ndarray], feeds: Mapping[str,
             values[op.name] = _feed(op, feeds, dtype)
         elif op.kind is OpKind.PARAM:
             values[op.name] = np.asarray(weights[op.name]).astype(dtype, copy=False)
+        elif op.kind is OpKind.MOE:
+            args = [values[s] for s in op.inputs]
+            choice = top_k_experts(args[1], op.attr("top_k"))
+            if routing is not None:
+                routing[op.name] = choice
+            values[op.name] = moe(op, args, choice)
         else:
             values[op.name] = EVALUATORS[op.kind](op, [values[s] for s in op.inputs])
+        if not op.kind.is_source:
             for src in op.inputs:
                 remaining[src] -= 1
                 if remaining[src] == 0 and src not in keep:

@@ -1,8 +1,8 @@
 """Model frontends: resolve a model spec to graphs and weights.
 
-A spec is a preset name (gpt2 ... gpt3-xl), a local Hugging Face GPT-2 directory or a
-`.graph` file. GPT-2-architecture models build one graph per phase; a .graph file is one
-fixed graph whose shapes it declares itself.
+A spec is a preset name (gpt2 ... gpt3-xl, llama-3.2-1b ... qwen3-30b-a3b), a local Hugging
+Face directory or a `.graph` file. Preset and checkpoint models build one graph per phase; a
+.graph file is one fixed graph whose shapes it declares itself.
 """
 from __future__ import annotations
 
@@ -15,21 +15,34 @@ import numpy as np
 
 from compiler.ir import Graph, GraphError
 from compiler.phase import Phase, prefill
-from compiler.frontend.gpt2 import PRESETS, GPT2Config, build_graph
+from compiler.frontend import decoder, gpt2
+from compiler.frontend.decoder import DecoderConfig
+from compiler.frontend.gpt2 import GPT2Config
 from compiler.frontend.graph_text import from_text, load_graph_file, to_text
 from compiler.frontend.hf import SafetensorsWeights
 from compiler.frontend.hf_config import load_config
 from compiler.frontend.weights import RandomWeights
 
-__all__ = ["Model", "load_model", "PRESETS", "GPT2Config", "build_graph", "from_text", "to_text"]
+__all__ = ["Model", "load_model", "PRESETS", "GPT2Config", "DecoderConfig", "ModelConfig",
+           "build_graph", "from_text", "to_text"]
+
+ModelConfig = GPT2Config | DecoderConfig
+# every preset, by family: GPT-2/GPT-3 shapes, then the Llama-style decoders
+PRESETS: dict[str, ModelConfig] = {**gpt2.PRESETS, **decoder.PRESETS}
+
+
+def build_graph(config: ModelConfig, phase: Phase) -> Graph:
+    """The graph of one pass of a model of any family (each family has one builder)."""
+    builder = decoder.build_graph if isinstance(config, DecoderConfig) else gpt2.build_graph
+    return builder(config, phase)
 
 
 @dataclass(frozen=True)
 class Model:
-    """A resolved model: its GPT-2 config (None for .graph files) and where weights come from."""
+    """A resolved model: its config (None for .graph files) and where weights come from."""
 
     name: str
-    config: GPT2Config | None
+    config: ModelConfig | None
     checkpoint: Path | None = None      # Hugging Face directory, else seeded random weights
     fixed_graph: Graph | None = None    # the graph of a .graph file
     seed: int = 0

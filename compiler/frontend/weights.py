@@ -28,6 +28,8 @@ def param_roles(graph: Graph) -> dict[str, str]:
     for op in graph.ops:
         if op.kind is OpKind.LAYERNORM:
             roles[op.inputs[1]], roles[op.inputs[2]] = "gain", "bias"
+        elif op.kind is OpKind.RMSNORM:
+            roles[op.inputs[1]] = "gain"
         elif op.kind is OpKind.LINEAR and len(op.inputs) == 3:
             roles[op.inputs[2]] = "bias"
     return roles

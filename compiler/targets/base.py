@@ -24,7 +24,8 @@ from compiler.targets.vector import VectorLowering
 __all__ = ["Lowered", "TargetLowering", "GemmLowering", "lower_op", "HANDLERS"]
 
 # compute op kind -> the TargetLowering method that lowers it (one per kind, none forgotten)
-HANDLERS = {kind: f"op_{kind.value}" for kind in OpKind if not (kind.is_source or kind.is_layout)}
+HANDLERS = {kind: f"op_{kind.value}" for kind in OpKind
+            if not (kind.is_source or kind.is_layout or kind.is_routed)}
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,25 @@ class TargetLowering(abc.ABC):
     def op_softmax(self, op: Op) -> None:
         self.vector.softmax(op)
 
+    def op_rmsnorm(self, op: Op) -> None:
+        self.vector.rmsnorm(op)
+
+    def op_rope(self, op: Op) -> None:
+        self.vector.rope(op)
+
+    def op_silu(self, op: Op) -> None:
+        self.vector.elementwise(op)
+
+    def op_div(self, op: Op) -> None:
+        self.vector.elementwise(op)
+
+    def op_gather(self, op: Op) -> None:
+        """Rows of a computed value by index: the same movement as an embedding lookup."""
+        self.op_embedding(op)
+
+    def op_concat(self, op: Op) -> None:
+        self.vector.concat(op)
+
 
 class GemmLowering(TargetLowering):
     """A target whose linears and matmuls are all tiled GEMMs on dense matrices in memory:
@@ -140,6 +160,9 @@ def lower_op(low: TargetLowering, op: Op, reader: str, writer: str) -> None:
         if low.graph[name].kind is OpKind.INPUT or not low.graph[name].kind.is_source:
             em.before_read(reader, symbol_name(plan.views[name].buffer))
     handler = HANDLERS.get(op.kind)
+    if op.kind.is_routed:
+        raise CompileError(f"op '{op.name}': a {op.kind.value} op must be routed before lowering "
+                           "(compiler.passes.routing.route_graph)")
     if handler is None:
         raise CompileError(f"op '{op.name}': op kind '{op.kind.value}' has no lowering (not a compute op)")
     getattr(low, handler)(op)

@@ -2,7 +2,8 @@
 import pytest
 
 from compiler.cost import graph_cost
-from compiler.frontend import PRESETS, build_graph
+from compiler.frontend import build_graph
+from compiler.frontend.gpt2 import PRESETS
 from compiler.frontend.gpt2 import GPT2Config
 from compiler.ir import GraphError, OpKind
 from compiler.phase import Phase, decode, prefill

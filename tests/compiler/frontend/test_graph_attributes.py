@@ -17,7 +17,7 @@ def graph_with(line: str) -> str:
 
 BAD = [
     ("y = softmax(x, casual=true)",
-     r"g.graph:4:18: op 'y' \(softmax\): unknown attribute 'casual' = true \(softmax takes scale, causal; did you mean 'causal'\?\)"),
+     r"g.graph:4:18: op 'y' \(softmax\): unknown attribute 'casual' = true \(softmax takes scale, causal, window; did you mean 'causal'\?\)"),
     ("y = gelu(x, fast=true)", r"g.graph:4:15: op 'y' \(gelu\): unknown attribute 'fast' = true \(gelu takes none\)"),
     ("y = add(x, x, alpha=2)", r"op 'y' \(add\): unknown attribute 'alpha' = 2 \(add takes none\)"),
     ("y = matmul(x, x, transpose=true)", r"unknown attribute 'transpose' = true .*did you mean 'transpose_b'"),

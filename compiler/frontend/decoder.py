@@ -1,0 +1,291 @@
+"""Llama-style decoders (Llama 3, Mistral, Qwen2/2.5, Qwen3) and their mixture-of-experts
+variants (Mixtral, Qwen3-MoE): one config, one graph builder, the presets as data.
+
+The graph follows Hugging Face's LlamaForCausalLM op for op: token embedding, pre-norm blocks
+(RMSNorm; separate q/k/v projections, optional q/k/v biases (Qwen2) and per-head q/k RMSNorm
+(Qwen3); rotary embedding with Llama 3 frequency scaling; grouped-query attention; o_proj),
+a SwiGLU MLP down(silu(gate(x)) * up(x)) or routed experts, final RMSNorm and an LM head that
+is its own `lm_head.weight` or tied to the embedding.
+
+Grouped-query attention keeps each KV head once: the query heads of a group are one batch
+entry [B, Hkv, G, S, Dh] and multiply their KV head [B, Hkv, 1, T, Dh] by broadcasting, so the
+cache is [B, Hkv, L, Dh] and is never repeated per query head (HF's repeat_kv is a copy we do
+not make). Parameter names are Hugging Face's keys without the `model.` prefix; nn.Linear
+stores [out, in], our linears take [in, out], so the weight loader transposes them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from compiler.builder import GraphBuilder
+from compiler.ir import DType, Graph, GraphError, OpKind
+from compiler.phase import Phase
+
+__all__ = ["RopeScaling", "DecoderConfig", "PRESETS", "build_graph", "LINEAR_WEIGHT_SUFFIXES"]
+
+# parameters stored [out, in] by nn.Linear (transposed on load); embeddings and the LM head
+# are [vocab, hidden] in both
+LINEAR_WEIGHT_SUFFIXES = ("_proj.weight", ".w1.weight", ".w2.weight", ".w3.weight", "gate.weight")
+
+
+@dataclass(frozen=True, slots=True)
+class RopeScaling:
+    """Llama 3's rope frequency scaling (rope_type 'llama3')."""
+
+    factor: float
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position_embeddings: int = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class DecoderConfig:
+    """The fields of a Llama-family config.json that change the computation."""
+
+    name: str
+    family: str                   # llama, mistral, qwen2, qwen3, mixtral, qwen3_moe
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int        # dense MLP width (unused by MoE layers)
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int = 0             # 0: hidden_size / num_attention_heads
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling: RopeScaling | None = None
+    max_position_embeddings: int = 4096
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False  # q, k, v biases (Qwen2); o_proj too when o_proj_bias
+    o_proj_bias: bool = False
+    mlp_bias: bool = False
+    qk_norm: bool = False         # Qwen3: per-head RMSNorm of q and k before RoPE
+    sliding_window: int | None = None   # Mistral: keys visible to a query
+    num_experts: int = 0          # 0: dense MLPs
+    num_experts_per_tok: int = 0
+    moe_intermediate_size: int = 0
+    norm_topk_prob: bool = True   # renormalise the top-k weights (Mixtral always does)
+    dense_layers: tuple[int, ...] = field(default=())   # MoE models: layers with a dense MLP
+    dtype: str = "bfloat16"       # the checkpoint's (torch_dtype / dtype); informational
+
+    def __post_init__(self) -> None:
+        for f in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                  "num_key_value_heads", "max_position_embeddings"):
+            v = getattr(self, f)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise GraphError(f"{self.name}: {f} must be a positive integer, got {v!r}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise GraphError(f"{self.name}: num_attention_heads {self.num_attention_heads} is not a "
+                             f"multiple of num_key_value_heads {self.num_key_value_heads}")
+        if not self.head_dim and self.hidden_size % self.num_attention_heads:
+            raise GraphError(f"{self.name}: hidden_size {self.hidden_size} is not divisible by "
+                             f"num_attention_heads {self.num_attention_heads} (and no head_dim)")
+        if self.head_dim_ % 2:
+            raise GraphError(f"{self.name}: head_dim {self.head_dim_} must be even for rotary embedding")
+        if self.num_experts and not 1 <= self.num_experts_per_tok <= self.num_experts:
+            raise GraphError(f"{self.name}: num_experts_per_tok {self.num_experts_per_tok} must be "
+                             f"from 1 to num_experts {self.num_experts}")
+
+    # -- derived sizes -----------------------------------------------------------------
+    @property
+    def head_dim_(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_attention_heads
+
+    @property
+    def group(self) -> int:
+        """Query heads per KV head."""
+        return self.num_attention_heads // self.num_key_value_heads
+
+    def is_moe_layer(self, layer: int) -> bool:
+        return self.num_experts > 0 and layer not in self.dense_layers
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """K and V of one token over all layers, in BF16 (2 bytes)."""
+        return 2 * self.num_hidden_layers * self.num_key_value_heads * self.head_dim_ * 2
+
+    # the names the rest of the tool reads from any model config
+    @property
+    def n_layer(self) -> int:
+        return self.num_hidden_layers
+
+    @property
+    def n_embd(self) -> int:
+        return self.hidden_size
+
+    @property
+    def n_positions(self) -> int:
+        return self.max_position_embeddings
+
+    def _attention_params(self) -> int:
+        d, h, kv, dh = self.hidden_size, self.num_attention_heads, self.num_key_value_heads, self.head_dim_
+        n = d * h * dh + 2 * d * kv * dh + h * dh * d
+        if self.attention_bias:
+            n += h * dh + 2 * kv * dh
+        if self.o_proj_bias:
+            n += d
+        return n + (2 * dh if self.qk_norm else 0)
+
+    def _mlp_params(self, width: int) -> int:
+        return 3 * self.hidden_size * width + (2 * width + self.hidden_size if self.mlp_bias else 0)
+
+    def _layer_params(self, layer: int, experts: int) -> int:
+        d = self.hidden_size
+        if self.is_moe_layer(layer):
+            mlp = d * self.num_experts + experts * self._mlp_params(self.moe_intermediate_size)
+        else:
+            mlp = self._mlp_params(self.intermediate_size)
+        return self._attention_params() + mlp + 2 * d
+
+    def _params(self, experts: int) -> int:
+        d = self.hidden_size
+        head = 0 if self.tie_word_embeddings else self.vocab_size * d
+        return (self.vocab_size * d + d + head
+                + sum(self._layer_params(i, experts) for i in range(self.num_hidden_layers)))
+
+    @property
+    def n_params(self) -> int:
+        """Every parameter (a tied LM head counted once), as Hugging Face's num_parameters()."""
+        return self._params(self.num_experts)
+
+    @property
+    def active_params(self) -> int:
+        """Parameters one token uses: the router's chosen experts only (= n_params when dense)."""
+        return self._params(self.num_experts_per_tok) if self.num_experts else self.n_params
+
+
+_LLAMA3_8 = RopeScaling(8.0)
+_LLAMA3_32 = RopeScaling(32.0)
+PRESETS: dict[str, DecoderConfig] = {c.name: c for c in (
+    # ../shared/reference/models.md (Hugging Face config.json of each model)
+    DecoderConfig("llama-3.2-1b", "llama", 128256, 2048, 8192, 16, 32, 8, head_dim=64,
+                  rope_theta=5e5, rope_scaling=_LLAMA3_32, max_position_embeddings=131072,
+                  tie_word_embeddings=True),
+    DecoderConfig("llama-3.2-3b", "llama", 128256, 3072, 8192, 28, 24, 8, head_dim=128,
+                  rope_theta=5e5, rope_scaling=_LLAMA3_32, max_position_embeddings=131072,
+                  tie_word_embeddings=True),
+    DecoderConfig("llama-3.1-8b", "llama", 128256, 4096, 14336, 32, 32, 8, rope_theta=5e5,
+                  rope_scaling=_LLAMA3_8, max_position_embeddings=131072),
+    DecoderConfig("llama-3.1-70b", "llama", 128256, 8192, 28672, 80, 64, 8, rope_theta=5e5,
+                  rope_scaling=_LLAMA3_8, max_position_embeddings=131072),
+    DecoderConfig("mistral-7b", "mistral", 32000, 4096, 14336, 32, 32, 8,
+                  max_position_embeddings=32768, sliding_window=4096),
+    DecoderConfig("qwen2.5-0.5b", "qwen2", 151936, 896, 4864, 24, 14, 2, rms_norm_eps=1e-6,
+                  rope_theta=1e6, max_position_embeddings=32768, tie_word_embeddings=True,
+                  attention_bias=True),
+    DecoderConfig("qwen2.5-7b", "qwen2", 152064, 3584, 18944, 28, 28, 4, rms_norm_eps=1e-6,
+                  rope_theta=1e6, max_position_embeddings=131072, attention_bias=True),
+    DecoderConfig("qwen3-8b", "qwen3", 151936, 4096, 12288, 36, 32, 8, head_dim=128,
+                  rms_norm_eps=1e-6, rope_theta=1e6, max_position_embeddings=40960, qk_norm=True),
+    DecoderConfig("mixtral-8x7b", "mixtral", 32000, 4096, 14336, 32, 32, 8, rope_theta=1e6,
+                  max_position_embeddings=32768, num_experts=8, num_experts_per_tok=2,
+                  moe_intermediate_size=14336),
+    DecoderConfig("qwen3-30b-a3b", "qwen3_moe", 151936, 2048, 6144, 48, 32, 4, head_dim=128,
+                  rms_norm_eps=1e-6, rope_theta=1e6, max_position_embeddings=40960, qk_norm=True,
+                  num_experts=128, num_experts_per_tok=8, moe_intermediate_size=768,
+                  norm_topk_prob=True),
+)}
+
+# Hugging Face's module names per family: (attention norm, MLP norm) are shared; the MLP
+# and expert names differ
+_MOE_NAMES = {"mixtral": ("block_sparse_moe", "w1", "w3", "w2"),
+              "qwen3_moe": ("mlp", "gate_proj", "up_proj", "down_proj")}
+
+
+def build_graph(config: DecoderConfig, phase: Phase) -> Graph:
+    """The graph of one pass; inputs `tokens` [B,S] and, for decode, each layer's KV caches
+    `layers.{i}.k_cache` / `v_cache` [B, Hkv, L, Dh]. MoE layers are one `moe` op each,
+    routed (compiler.passes.routing) before lowering."""
+    if phase.total_len > config.max_position_embeddings:
+        raise GraphError(f"{config.name}: {phase.total_len} positions exceed the context "
+                         f"of {config.max_position_embeddings}")
+    B, S, L, D = phase.batch, phase.seq, phase.kv, config.hidden_size
+    H, Hkv, Dh, G = config.num_attention_heads, config.num_key_value_heads, config.head_dim_, config.group
+    T = L + S
+    g = GraphBuilder(f"{config.name}-{phase.kind}")
+    tokens = g.input("tokens", (B, S), DType.int32)
+    embed = g.param("embed_tokens.weight", (config.vocab_size, D))
+    x = g.op(OpKind.EMBEDDING, "embed", [embed, tokens])
+    rope_attrs = dict(theta=float(config.rope_theta), start=L)
+    if config.rope_scaling is not None:
+        r = config.rope_scaling
+        rope_attrs.update(factor=float(r.factor), low_freq_factor=float(r.low_freq_factor),
+                          high_freq_factor=float(r.high_freq_factor),
+                          original_max_position=r.original_max_position_embeddings)
+    softmax_attrs = dict(scale=1.0 / math.sqrt(Dh), causal=True)
+    if config.sliding_window is not None and config.sliding_window < T:
+        softmax_attrs["window"] = config.sliding_window
+    outputs = []
+
+    def rmsnorm(name: str, src: str, width: int) -> str:
+        return g.op(OpKind.RMSNORM, name, [src, g.param(f"{name}.weight", (width,))],
+                    eps=float(config.rms_norm_eps))
+
+    def linear(name: str, src: str, n_in: int, n_out: int, bias: bool) -> str:
+        w = g.param(f"{name}.weight", (n_in, n_out))
+        return g.op(OpKind.LINEAR, name, [src, w, *([g.param(f"{name}.bias", (n_out,))] if bias else [])])
+
+    def heads(p: str, which: str, src: str, n: int) -> str:
+        """[B, S, n*Dh] -> [B, n, S, Dh], with Qwen3's per-head norm and the rotary embedding
+        (for q and k)."""
+        split = g.op(OpKind.RESHAPE, f"{p}.{which}.split", [src], shape=(B, S, n, Dh))
+        if config.qk_norm and which in ("q", "k"):
+            split = rmsnorm(f"{p}.{which}_norm", split, Dh)
+        t = g.op(OpKind.TRANSPOSE, f"{p}.{which}.heads", [split], perm=(0, 2, 1, 3))
+        if which in ("q", "k"):
+            t = g.op(OpKind.ROPE, f"{p}.{which}.rope", [t], **rope_attrs)
+        return t
+
+    def mlp(p: str, src: str) -> str:
+        F, bias = config.intermediate_size, config.mlp_bias
+        act = g.op(OpKind.SILU, f"{p}.mlp.act", [linear(f"{p}.mlp.gate_proj", src, D, F, bias)])
+        up = linear(f"{p}.mlp.up_proj", src, D, F, bias)
+        gated = g.op(OpKind.MUL, f"{p}.mlp.gated", [act, up])
+        return linear(f"{p}.mlp.down_proj", gated, F, D, bias)
+
+    def experts(p: str, src: str) -> str:
+        block, w_gate, w_up, w_down = _MOE_NAMES[config.family]
+        E, F = config.num_experts, config.moe_intermediate_size
+        flat = g.op(OpKind.RESHAPE, f"{p}.{block}.tokens", [src], shape=(B * S, D))
+        logits = linear(f"{p}.{block}.gate", flat, D, E, False)
+        weights = []
+        for e in range(E):
+            q = f"{p}.{block}.experts.{e}"
+            weights += [g.param(f"{q}.{w_gate}.weight", (D, F)), g.param(f"{q}.{w_up}.weight", (D, F)),
+                        g.param(f"{q}.{w_down}.weight", (F, D))]
+        out = g.op(OpKind.MOE, f"{p}.{block}", [flat, logits, *weights],
+                   top_k=config.num_experts_per_tok, norm_topk_prob=config.norm_topk_prob)
+        return g.op(OpKind.RESHAPE, f"{p}.{block}.out", [out], shape=(B, S, D))
+
+    for i in range(config.num_hidden_layers):
+        p = f"layers.{i}"
+        a = f"{p}.self_attn"
+        h = rmsnorm(f"{p}.input_layernorm", x, D)
+        q = heads(a, "q", linear(f"{a}.q_proj", h, D, H * Dh, config.attention_bias), H)
+        k = heads(a, "k", linear(f"{a}.k_proj", h, D, Hkv * Dh, config.attention_bias), Hkv)
+        v = heads(a, "v", linear(f"{a}.v_proj", h, D, Hkv * Dh, config.attention_bias), Hkv)
+        if phase.kind == "decode":
+            k = g.op(OpKind.KV_APPEND, f"{a}.k_all", [g.input(f"{p}.k_cache", (B, Hkv, L, Dh)), k])
+            v = g.op(OpKind.KV_APPEND, f"{a}.v_all", [g.input(f"{p}.v_cache", (B, Hkv, L, Dh)), v])
+        outputs += [k, v]
+        if G > 1:   # the query heads of a group share their KV head: one batch entry each
+            q = g.op(OpKind.RESHAPE, f"{a}.q.groups", [q], shape=(B, Hkv, G, S, Dh))
+            k = g.op(OpKind.RESHAPE, f"{a}.k.groups", [k], shape=(B, Hkv, 1, T, Dh))
+            v = g.op(OpKind.RESHAPE, f"{a}.v.groups", [v], shape=(B, Hkv, 1, T, Dh))
+        scores = g.op(OpKind.MATMUL, f"{a}.scores", [q, k], transpose_b=True)
+        probs = g.op(OpKind.SOFTMAX, f"{a}.probs", [scores], **softmax_attrs)
+        ctx = g.op(OpKind.MATMUL, f"{a}.context", [probs, v])
+        if G > 1:
+            ctx = g.op(OpKind.RESHAPE, f"{a}.context.heads", [ctx], shape=(B, H, S, Dh))
+        merged = g.op(OpKind.TRANSPOSE, f"{a}.merge", [ctx], perm=(0, 2, 1, 3))
+        flat = g.op(OpKind.RESHAPE, f"{a}.flat", [merged], shape=(B, S, H * Dh))
+        attn = linear(f"{a}.o_proj", flat, H * Dh, D, config.o_proj_bias)
+        x = g.op(OpKind.ADD, f"{p}.attn.residual", [x, attn])
+        h = rmsnorm(f"{p}.post_attention_layernorm", x, D)
+        y = experts(p, h) if config.is_moe_layer(i) else mlp(p, h)
+        x = g.op(OpKind.ADD, f"{p}.mlp.residual", [x, y])
+    final = rmsnorm("norm", x, D)
+    head = embed if config.tie_word_embeddings else g.param("lm_head.weight", (config.vocab_size, D))
+    logits = g.op(OpKind.MATMUL, "lm_head", [final, head], transpose_b=True)
+    return g.build([logits, *outputs])
