@@ -61,6 +61,8 @@ class SimResult:
     gpu: dict[str, GpuComparison] = field(default_factory=dict)   # by GPU preset name
     logits_rel_error: float | None = None    # numeric runs: max |sim - ref| / max |ref|
     tokens: int | None = None                # numeric runs: tokens fed
+    workload: dict[str, Any] = field(default_factory=dict)   # the model's own figures: KV bytes
+                                             # per token, routing decision and expert traffic
 
     @property
     def time_s(self) -> float:
@@ -80,6 +82,8 @@ class SimResult:
             d["gpu"] = {name: dataclasses.asdict(g) for name, g in self.gpu.items()}
         if self.logits_rel_error is not None:
             d.update(logits_rel_error=self.logits_rel_error, tokens=self.tokens)
+        if self.workload:
+            d["workload"] = dict(self.workload)
         return d
 
     def to_json(self) -> dict[str, Any]:
@@ -90,4 +94,4 @@ class SimResult:
         return json.loads(json.dumps(d, default=str))
 
 
-_EXTRA = frozenset({"arch_summary", "target_report", "gpu", "logits_rel_error", "tokens"})
+_EXTRA = frozenset({"arch_summary", "target_report", "gpu", "logits_rel_error", "tokens", "workload"})

@@ -19,6 +19,7 @@ from compiler.driver import check_tokens, kv_feeds, token_feeds
 from compiler.frontend import Model
 from compiler.ir import Graph, GraphError
 from compiler.phase import Phase, prefill
+from compiler.passes.routing import Routing, policy_routing, route_graph, routing_feeds, routing_summary
 from compiler.reference import execute
 from compiler.targets import Lowered
 from compiler.targets.data import read_value
@@ -103,14 +104,32 @@ def run(request: RunRequest) -> Run:
         return _run(request)
 
 
-def _with_data(req: RunRequest, graph: Graph) -> tuple[Lowered, np.ndarray]:
+def _with_data(req: RunRequest, graph: Graph) -> tuple[Lowered, np.ndarray, Graph, Routing | None]:
     """A numeric run's program (with its data) and the reference logits, made from a copy of
-    the weights that is dropped on return: the simulated memory never sits beside it."""
+    the weights that is dropped on return: the simulated memory never sits beside it. A
+    mixture-of-experts graph is routed by the router's choice in the reference run."""
     weights = req.model.load_weights()
     feeds = _feeds(req.model, weights, req.phase, req.tokens)
-    reference = execute(graph, weights, feeds)[graph.outputs[0]][0]
+    choices: dict[str, np.ndarray] = {}
+    reference = execute(graph, weights, feeds, routing=choices)[graph.outputs[0]][0]
+    routing = Routing(choices, "router (its top-k in the float64 reference run)") if choices else None
+    if routing is not None:
+        feeds = {**feeds, **routing_feeds(graph, routing)}
+        graph = route_graph(graph, routing)
     return (compile_model_graph(req.model, graph, req.target, req.arch, req.dtype, feeds, weights),
-            reference)
+            reference, graph, routing)
+
+
+def workload_facts(model: Model, graph: Graph, routing: Routing | None, itemsize: int) -> dict:
+    """The model's own figures a report shows: KV-cache bytes per token (at the operand type)
+    and, for mixture-of-experts models, the routing decision and the expert weights it reads."""
+    c = model.config
+    facts = {}
+    if hasattr(c, "num_key_value_heads"):
+        facts["kv_bytes_per_token"] = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim_ * itemsize
+    if routing is not None:
+        facts.update(routing_summary(graph, routing, itemsize))
+    return facts
 
 
 def _run(req: RunRequest) -> Run:
@@ -119,11 +138,15 @@ def _run(req: RunRequest) -> Run:
     c = model.config
     reserve = (numeric_reserve_bytes(c.n_params, c.vocab_size * c.n_embd, req.operand_dtype.itemsize)
                if req.numerics else 0)
+    unrouted, routing = graph, None
     with compile_guard(simulate=True, reserve_bytes=reserve,
                        reserved_for="weights, reference and data"):
         if req.numerics:
-            lowered, reference = _with_data(req, graph)
+            lowered, reference, graph, routing = _with_data(req, graph)
         else:
+            if req.routing is not None:
+                routing = policy_routing(graph, req.routing)
+                graph = route_graph(graph, routing)
             lowered = compile_model_graph(model, graph, req.target, arch, req.dtype)
     assumptions = (f"operand type {lowered.dtype.value}, fp32 accumulation"
                    + (f" (energy per MAC as the preset's {arch.dtype})" if lowered.dtype.value != arch.dtype else ""),
@@ -134,6 +157,9 @@ def _run(req: RunRequest) -> Run:
     comparison = compare_gpus(graph, sim.result, req.gpus, req.gpu_mode, req.gpu_calibration)
     if comparison:
         sim = replace(sim, result=replace(sim.result, gpu=comparison))
+    facts = workload_facts(model, unrouted, routing, req.operand_dtype.itemsize)
+    if facts:
+        sim = replace(sim, result=replace(sim.result, workload=facts))
     if not req.numerics:
         return Run(sim.result, None, None)
     program = lowered.program

@@ -15,6 +15,7 @@ import numpy as np
 
 from isa import DType
 from arch import TargetArch
+from compiler.passes.routing import check_policy
 from compiler.frontend import Model
 from compiler.ir import GraphError
 from compiler.phase import Phase
@@ -44,6 +45,7 @@ class RunRequest:
     gpus: tuple[str, ...] = ()
     gpu_mode: str = "graph"
     gpu_calibration: Path | None = None
+    routing: str | None = None          # MoE timing-only runs: uniform, zipf:S, file:PATH
 
     @property
     def operand_dtype(self) -> DType:
@@ -101,7 +103,7 @@ def default_tokens(model: Model, phase: Phase) -> tuple[int, ...]:
 def make_request(model: Model, target: str, arch: TargetArch, phase: Phase | None = None, *,
                  numerics: bool | None = None, tokens: Sequence[int] | None = None,
                  dtype: DType | None = None, gpus: Sequence[str] = (), gpu_mode: str = "graph",
-                 gpu_calibration: Path | None = None) -> RunRequest:
+                 gpu_calibration: Path | None = None, routing: str | None = None) -> RunRequest:
     """A validated request. numerics: True asks for it (an error where it cannot run), False
     turns it off, None applies `numerics_by_default`. tokens must match the phase."""
     if arch.target != target:
@@ -128,5 +130,22 @@ def make_request(model: Model, target: str, arch: TargetArch, phase: Phase | Non
         tokens = tuple(tokens) if tokens is not None else default_tokens(model, phase)
     else:
         tokens = None
+    routing = _routing_policy(model, numerics, routing)
     return RunRequest(model, phase, target, arch, dtype, numerics, tokens, tuple(gpus), gpu_mode,
-                      gpu_calibration)
+                      gpu_calibration, routing)
+
+
+def _routing_policy(model: Model, numerics: bool, routing: str | None) -> str | None:
+    """Which experts tokens use: the router's own choice in numeric runs, a policy (default
+    uniform) in timing-only runs of a mixture-of-experts model; None for dense models."""
+    moe = getattr(model.config, "num_experts", 0) > 0
+    if routing is not None:
+        check_policy(routing)
+        if not moe:
+            raise GraphError(f"--routing {routing}: model '{model.name}' has no experts to route")
+        if numerics and routing != "router":
+            raise GraphError(f"--routing {routing} applies to timing-only runs (--no-functional); "
+                             "numeric runs route by the router's own choice")
+    if not moe:
+        return None
+    return "router" if numerics else (routing or "uniform")
