@@ -63,10 +63,11 @@ def _check_choice(graph: Graph, op: Op, choice: np.ndarray, where: str) -> np.nd
                          f"{list(choice.shape)}")
     if not np.issubdtype(choice.dtype, np.integer) or choice.min() < 0 or choice.max() >= n_experts:
         raise GraphError(f"{where}: '{op.name}' names an expert outside 0..{n_experts - 1}")
-    if k > 1 and (np.diff(np.sort(choice, axis=1), axis=1) == 0).any():
-        t = int(np.nonzero((np.diff(np.sort(choice, axis=1), axis=1) == 0).any(axis=1))[0][0])
-        raise GraphError(f"{where}: '{op.name}' token {t} chooses expert "
-                         f"{int(np.sort(choice[t])[np.diff(np.sort(choice[t])) == 0][0])} twice")
+    ordered = np.sort(choice, axis=1)
+    repeats = np.nonzero(ordered[:, 1:] == ordered[:, :-1])
+    if repeats[0].size:
+        t, j = int(repeats[0][0]), int(repeats[1][0])
+        raise GraphError(f"{where}: '{op.name}' token {t} chooses expert {int(ordered[t, j])} twice")
     return choice.astype(np.int64)
 
 
