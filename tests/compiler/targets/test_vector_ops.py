@@ -110,14 +110,30 @@ def test_dividing_by_a_broadcast_first_operand_is_refused():
         target("systolic").compile(_graph("bad", build), load_arch("systolic-32"))
 
 
-@pytest.mark.parametrize("axis", [0, 1])
-def test_concat_copies_each_input_into_its_slice(axis):
+def _concat_graph(axis: int, also_output: bool) -> Graph:
     def build(g):
         shapes = [(3 + i, 8) if axis == 0 else (4, 3 + i) for i in range(3)]
         parts = [g.op(OpKind.MUL, f"p{i}", [g.input(f"x{i}", shape), g.param(f"s{i}", shape[1:])])
                  for i, shape in enumerate(shapes)]
-        return [g.op(OpKind.CONCAT, "c", parts, axis=axis)]
-    _check(_graph("cat", build))
+        return [g.op(OpKind.CONCAT, "c", parts, axis=axis), *(["p1"] if also_output else [])]
+    return _graph("cat", build)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_concat_inputs_write_into_their_slices_or_are_copied_there(axis):
+    """p0 and p2 are used only by the concat (written in place); p1 is also an output (copied)."""
+    _check(_concat_graph(axis, also_output=True))
+    _check(_concat_graph(axis, also_output=False))
+
+
+def _vector_copies(graph: Graph) -> int:
+    program = target("systolic").compile(graph, load_arch("systolic-32")).program
+    return sum(i.opcode == "vec" and i["func"] == "copy" for i in program.instructions)
+
+
+def test_a_concat_of_values_used_nowhere_else_moves_nothing():
+    assert _vector_copies(_concat_graph(0, also_output=False)) == 0
+    assert _vector_copies(_concat_graph(0, also_output=True)) == 1
 
 
 @pytest.mark.parametrize("s, t, window", [(7, 7, 3), (1, 9, 4), (1, 3, 4)],
