@@ -75,9 +75,11 @@ class DataflowLowering(GemmLowering):
         spaces = ("sram", "hbm", "ddr")
         program = self.em.program(spaces, tuple(self.symbols), self.arch.queues)
         granularity = self.arch.kernel_granularity
+        tiers = self.placement.tier_note()
         return Lowered(program, self.plan, self.dtype, dict(self.vector.constants),
                        (f"kernel granularity '{granularity}': a value used only inside one section "
-                        "stays in the PMUs, the rest goes through HBM; weights in HBM, then DDR",))
+                        "stays in the PMUs, the rest goes through HBM; weights in HBM, then DDR",
+                        *([tiers] if tiers else [])))
 
     def call(self, call: Call) -> None:
         em, first = self.em, call.sections[0]

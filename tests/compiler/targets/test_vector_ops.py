@@ -9,16 +9,21 @@ import pytest
 from arch import load_arch
 from compiler.builder import GraphBuilder
 from compiler.errors import CompileError
+from compiler.frontend.decoder import build_graph
 from compiler.ir import DType, Graph, OpKind
+from compiler.passes.routing import policy_routing, route_graph
+from compiler.phase import prefill
 from compiler.pipeline import dump_after
 from compiler.reference import execute
 from compiler.targets.constants import constant_shapes
 from compiler.targets.data import read_value
+from compiler.targets.dataflow import PIPELINE as DATAFLOW
 from compiler.targets.dataflow.sections import layer_of, partition, template_of
 from compiler.targets.movement import GATHER_REACH_BYTES
 from compiler.targets.systolic import PIPELINE as SYSTOLIC
 from compiler.passes.storage import plan_storage
 from tessel.targets import target
+from tests.families.tiny import TINY
 
 # fp32 storage: the lowering's arithmetic is fp32 against the float64 reference
 FP32_TOLERANCE = 2e-5
@@ -202,3 +207,26 @@ def test_gather_tables_go_first_in_dram_smallest_first_within_reach():
     with pytest.raises(CompileError, match=r"gather table 'big.weight' would start at dram byte "
                                            r"268,443,648; a gather reaches the first 268,435,456 bytes"):
         dump_after(SYSTOLIC, _graph("reach", build), load_arch("systolic-128"), None, "dram")
+
+
+def test_dataflow_keeps_the_experts_with_most_tokens_in_hbm_when_it_is_short():
+    """Skewed routing, HBM for about half the expert weights: every expert in DDR got no more
+    tokens than any expert in HBM, and experts no token chose go to DDR first."""
+    config = TINY["tiny-qwen3-moe"]
+    unrouted = build_graph(config, prefill(3))
+    routing = policy_routing(unrouted, "zipf:1.5")
+    graph = route_graph(unrouted, routing)
+    experts = {}            # weight -> tokens routed to its expert
+    for op in unrouted.of_kind(OpKind.MOE):
+        counts = np.bincount(routing.choices[op.name].reshape(-1), minlength=config.num_experts)
+        for e in range(config.num_experts):
+            for w in op.inputs[2 + 3 * e: 5 + 3 * e]:
+                experts[w] = int(counts[e])
+    roomy = DATAFLOW.run(graph, load_arch("sn40l"), until="placement")["placement"]
+    expert_bytes = sum(graph[w].type.numel * 2 for w in experts)
+    short = load_arch("sn40l", [f"hbm_bytes={roomy.hbm_end - expert_bytes // 2}"])
+    placement = DATAFLOW.run(graph, short, until="placement")["placement"]
+    tier = {w: placement.where[w][0] for w in experts}
+    assert set(tier.values()) == {"hbm", "ddr"} and 0 in experts.values()
+    assert max(experts[w] for w in experts if tier[w] == "ddr") <= min(experts[w] for w in experts if tier[w] == "hbm")
+    assert "DDR" in placement.tier_note() and roomy.tier_note() is None
