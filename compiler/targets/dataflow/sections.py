@@ -10,20 +10,26 @@ PMUs, and only the section's inputs and outputs cross HBM. Three kernel granular
 - model:    as layer, and the decoder layers' sections become one looped call (kernel
             looping) when every layer is one section of the same configuration.
 
-Capacity: a section holds at most `pcus` stages, and the values written inside it (an upper
-bound on what stays in PMUs) fit the SRAM left after the staging rings; a single value larger
-than that space is not counted, as placement puts it in HBM.
+Capacity: a section holds at most `pcus` stages (and at most the 255 df.section encodes), and
+the values written inside it (an upper bound on what stays in PMUs) fit the SRAM left after the
+staging rings; a single value larger than that space is not counted, as placement puts it in
+HBM. A gather of a value the section computes starts a new one (`_gathers_written`).
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
+from isa.opcodes import OPCODES
+
 from compiler.ir import Graph, Op, OpKind
 from compiler.passes.storage import StoragePlan
 
 __all__ = ["Section", "Call", "Sections", "partition", "layer_of", "template_of"]
 
+# df.section's `stages` field (docs/isa.md): a section has at most this many stages, however
+# many PCUs the chip has (a Qwen3-MoE prefill layer routes to 128 experts, 640 ops)
+STAGES_MAX = (1 << OPCODES["df.section"].field("stages").kind.bits) - 1
 _LAYER = re.compile(r"(h|layers)\.(\d+)\.")      # GPT-2's h.3.attn, Llama's layers.3.mlp
 
 
@@ -117,10 +123,11 @@ def _split(plan: StoragePlan, group: str, members: list[Op], pcus: int, budget: 
     """Greedy: add ops to the current section until stages or PMU bytes would overflow, or
     a gather reads what the section computes."""
     out, current, used, written = [], [], 0, set()
+    stages = min(pcus, STAGES_MAX)
     for op in members:
         need = _written_bytes(plan, op)
         need = need if need <= budget else 0       # larger than the PMUs: it will live in HBM
-        if current and (len(current) == pcus or used + need > budget
+        if current and (len(current) == stages or used + need > budget
                         or _gathers_written(plan, op, written)):
             out.append(current)
             current, used, written = [], 0, set()

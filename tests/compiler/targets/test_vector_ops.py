@@ -18,7 +18,7 @@ from compiler.reference import execute
 from compiler.targets.constants import constant_shapes
 from compiler.targets.data import read_value
 from compiler.targets.dataflow import PIPELINE as DATAFLOW
-from compiler.targets.dataflow.sections import layer_of, partition, template_of
+from compiler.targets.dataflow.sections import STAGES_MAX, layer_of, partition, template_of
 from compiler.targets.movement import GATHER_REACH_BYTES
 from compiler.targets.systolic import PIPELINE as SYSTOLIC
 from compiler.passes.storage import plan_storage
@@ -230,3 +230,15 @@ def test_dataflow_keeps_the_experts_with_most_tokens_in_hbm_when_it_is_short():
     assert set(tier.values()) == {"hbm", "ddr"} and 0 in experts.values()
     assert max(experts[w] for w in experts if tier[w] == "ddr") <= min(experts[w] for w in experts if tier[w] == "hbm")
     assert "DDR" in placement.tier_note() and roomy.tier_note() is None
+
+
+def test_a_section_has_at_most_the_stages_df_section_encodes():
+    """A Qwen3-MoE prefill layer has 640 expert ops; df.section's stages field is 8 bits."""
+    def build(g):
+        x = g.input("x", (2, 8))
+        for i in range(300):
+            x = g.op(OpKind.SILU, f"layers.0.act{i}", [x])
+        return [x]
+    graph = _graph("deep", build)
+    calls = partition(graph, plan_storage(graph, DType.bf16), "layer", 1040, 1 << 28)
+    assert [len(c.sections[0].ops) for c in calls] == [STAGES_MAX, 300 - STAGES_MAX] and STAGES_MAX == 255
