@@ -16,6 +16,7 @@ from compiler.frontend.decoder import LINEAR_WEIGHT_SUFFIXES, DecoderConfig
 from compiler.frontend.hf import load_config
 from compiler.ir import OpKind
 from compiler.phase import prefill
+from tests.families.published import PUBLISHED
 from tests.families.tiny import TINY
 
 FIXTURES = Path(__file__).parents[2] / "fixtures"
@@ -136,75 +137,6 @@ def test_linear_weight_suffixes_name_exactly_the_linear_weights():
         linear |= {w for op in graph.ops if op.kind is OpKind.MOE for w in op.inputs[2:]}
         named = {p.name for p in graph.params if p.name.endswith(LINEAR_WEIGHT_SUFFIXES)}
         assert named == linear, config.name
-
-
-# The published config.json of each preset's model (../shared/reference/models.md), as
-# Hugging Face serves it (transformers 4.x style): parsing it must give the preset.
-PUBLISHED = {
-    "llama-3.2-1b": {"architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
-                     "bos_token_id": 128000, "eos_token_id": 128001, "head_dim": 64, "hidden_act": "silu",
-                     "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 8192,
-                     "max_position_embeddings": 131072, "mlp_bias": False, "model_type": "llama",
-                     "num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8,
-                     "pretraining_tp": 1, "rms_norm_eps": 1e-05,
-                     "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
-                                      "original_max_position_embeddings": 8192, "rope_type": "llama3"},
-                     "rope_theta": 500000.0, "tie_word_embeddings": True, "torch_dtype": "bfloat16",
-                     "transformers_version": "4.45.0.dev0", "use_cache": True, "vocab_size": 128256},
-    "llama-3.1-8b": {"architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
-                     "bos_token_id": 128000, "eos_token_id": 128001, "hidden_act": "silu", "hidden_size": 4096,
-                     "initializer_range": 0.02, "intermediate_size": 14336, "max_position_embeddings": 131072,
-                     "mlp_bias": False, "model_type": "llama", "num_attention_heads": 32,
-                     "num_hidden_layers": 32, "num_key_value_heads": 8, "pretraining_tp": 1,
-                     "rms_norm_eps": 1e-05,
-                     "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                      "original_max_position_embeddings": 8192, "rope_type": "llama3"},
-                     "rope_theta": 500000.0, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
-                     "transformers_version": "4.43.0.dev0", "use_cache": True, "vocab_size": 128256},
-    "mistral-7b": {"architectures": ["MistralForCausalLM"], "bos_token_id": 1, "eos_token_id": 2,
-                   "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02,
-                   "intermediate_size": 14336, "max_position_embeddings": 32768, "model_type": "mistral",
-                   "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
-                   "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "sliding_window": 4096,
-                   "tie_word_embeddings": False, "torch_dtype": "bfloat16",
-                   "transformers_version": "4.34.0.dev0", "use_cache": True, "vocab_size": 32000},
-    "qwen2.5-7b": {"architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643,
-                   "eos_token_id": 151643, "hidden_act": "silu", "hidden_size": 3584, "initializer_range": 0.02,
-                   "intermediate_size": 18944, "max_position_embeddings": 131072, "max_window_layers": 28,
-                   "model_type": "qwen2", "num_attention_heads": 28, "num_hidden_layers": 28,
-                   "num_key_value_heads": 4, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
-                   "sliding_window": 131072, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
-                   "transformers_version": "4.43.1", "use_cache": True, "use_mrope": False,
-                   "use_sliding_window": False, "vocab_size": 152064},
-    "qwen3-8b": {"architectures": ["Qwen3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
-                 "bos_token_id": 151643, "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu",
-                 "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 12288,
-                 "max_position_embeddings": 40960, "max_window_layers": 36, "model_type": "qwen3",
-                 "num_attention_heads": 32, "num_hidden_layers": 36, "num_key_value_heads": 8,
-                 "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 1000000, "sliding_window": None,
-                 "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.51.0",
-                 "use_cache": True, "use_sliding_window": False, "vocab_size": 151936},
-    "mixtral-8x7b": {"architectures": ["MixtralForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 1,
-                     "eos_token_id": 2, "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02,
-                     "intermediate_size": 14336, "max_position_embeddings": 32768, "model_type": "mixtral",
-                     "num_attention_heads": 32, "num_experts_per_tok": 2, "num_hidden_layers": 32,
-                     "num_key_value_heads": 8, "num_local_experts": 8, "output_router_logits": False,
-                     "rms_norm_eps": 1e-05, "rope_theta": 1000000.0, "router_aux_loss_coef": 0.02,
-                     "sliding_window": None, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
-                     "transformers_version": "4.36.0.dev0", "use_cache": True, "vocab_size": 32000},
-    "qwen3-30b-a3b": {"architectures": ["Qwen3MoeForCausalLM"], "attention_bias": False,
-                      "attention_dropout": 0.0, "bos_token_id": 151643, "decoder_sparse_step": 1,
-                      "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu", "hidden_size": 2048,
-                      "initializer_range": 0.02, "intermediate_size": 6144, "max_position_embeddings": 40960,
-                      "max_window_layers": 48, "mlp_only_layers": [], "model_type": "qwen3_moe",
-                      "moe_intermediate_size": 768, "norm_topk_prob": True, "num_attention_heads": 32,
-                      "num_experts": 128, "num_experts_per_tok": 8, "num_hidden_layers": 48,
-                      "num_key_value_heads": 4, "output_router_logits": False, "rms_norm_eps": 1e-06,
-                      "rope_scaling": None, "rope_theta": 1000000.0, "router_aux_loss_coef": 0.001,
-                      "sliding_window": None, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
-                      "transformers_version": "4.51.0", "use_cache": True, "use_sliding_window": False,
-                      "vocab_size": 151936},
-}
 
 
 def _to_5x(raw: dict) -> dict:
