@@ -130,8 +130,9 @@ def test_each_honoured_field_changes_the_logits(tmp_path, name, edit):
 def test_linear_weight_suffixes_name_exactly_the_linear_weights():
     """The loader transposes parameters named by decoder.LINEAR_WEIGHT_SUFFIXES from nn.Linear's
     [out, in]: they must be exactly the weights the graph multiplies as [in, out] (linear
-    weights and expert matrices), in every family's graph."""
-    for config in (*TINY.values(), *(c for c in PRESETS.values() if isinstance(c, DecoderConfig))):
+    weights and expert matrices), in every family's graph (the presets' names are these)."""
+    fixtures = (load_config(FIXTURES / name) for name in FIXTURES_EXPECT)    # biases, fused experts
+    for config in (*TINY.values(), *fixtures):
         graph = build_graph(config, prefill(1))
         linear = {op.inputs[1] for op in graph.ops if op.kind is OpKind.LINEAR}
         linear |= {w for op in graph.ops if op.kind is OpKind.MOE for w in op.inputs[2:]}
