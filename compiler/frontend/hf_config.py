@@ -1,4 +1,6 @@
 """config.json of a Hugging Face GPT-2 directory -> GPT2Config, every field honoured or refused.
+(hf.load_config sends a directory here when its `architectures` are GPT2* classes, or when it
+names no class and its model_type is not one of the Llama-style families'.)
 
 Each field of the file is in exactly one of three places here:
 - `_SIZES` and `HONOURED`: read into the GPT2Config the graph is built from (semantics of

@@ -228,7 +228,7 @@ def _window(path: Path, raw: dict, family: str, layers: int) -> int | None:
     """Keys a query sees (None: all). Mistral and Mixtral slide every layer by sliding_window;
     Qwen only with use_sliding_window, and Qwen2/Qwen3 only the layers layer_types (or
     max_window_layers: layers from it on) marks. A window on some layers only is refused."""
-    if family in ("llama",):
+    if family == "llama":
         return None
     default = _SLIDING_WINDOW.get(family, 4096)
     window = raw.get("sliding_window", default)
