@@ -250,6 +250,60 @@ case("program-gpu-flag", ["sim", "{d}/p.tbin", "--gpu", "t4"], {"p.tbin": _tbin_
 case("override-without-arch", ["sim", "{d}/p.tasm", "--override-arch"], {"p.tasm": TASM})
 
 
+# Llama-family checkpoints (issue 15): config.json by family, sharded weights
+FIXTURES = ROOT / "tests/fixtures"
+
+
+def family_cfg(fixture: str, **kw) -> str:
+    c = json.loads((FIXTURES / fixture / "config.json").read_text())
+    c.update(kw)
+    return json.dumps({k: v for k, v in c.items() if v is not None})
+
+
+def checkpoint(fixture: str, config: str | None = None, drop: str = "", **replace: bytes) -> dict:
+    """The fixture's files under hf/, with config.json replaced, one file dropped or replaced."""
+    files = {f"hf/{p.name}": p.read_bytes() for p in (FIXTURES / fixture).iterdir()
+             if p.name != drop and (p.name == "config.json" or ".safetensors" in p.name)}
+    files.update({f"hf/{name.replace('_', '.')}": data for name, data in replace.items()})
+    if config is not None:
+        files["hf/config.json"] = config
+    return files
+
+
+def _without_tensor(fixture: str, key: str) -> bytes:
+    from compiler.frontend.safetensors_file import read_header, read_tensor
+    from safetensors.numpy import save
+    stored = read_header(FIXTURES / fixture / "model.safetensors")
+    return save({k: np.array(read_tensor(t)) for k, t in stored.items() if k != key})
+
+
+LLAMA, SHARDED = "tiny-llama3-tied", "tiny-llama-sharded"
+ROPE = json.loads((FIXTURES / LLAMA / "config.json").read_text())["rope_scaling"]
+GRAPH_HF = ["graph", "--model", "{d}/hf"]
+case("llama-unsupported-architecture", GRAPH_HF, checkpoint(LLAMA, family_cfg(LLAMA, architectures=["PhiForCausalLM"])))
+case("llama-model-type-mismatch", GRAPH_HF, checkpoint(LLAMA, family_cfg(LLAMA, model_type="qwen2")))
+case("llama-heads-inconsistent", GRAPH_HF, checkpoint(LLAMA, family_cfg(LLAMA, num_key_value_heads=3)))
+case("llama-hidden-indivisible", GRAPH_HF, checkpoint(LLAMA, family_cfg(LLAMA, hidden_size=66, head_dim=None)))
+case("llama-unknown-field", GRAPH_HF, checkpoint(LLAMA, family_cfg(LLAMA, rotary_dim=8)))
+case("llama-ill-typed-field", GRAPH_HF, checkpoint(LLAMA, family_cfg(LLAMA, rms_norm_eps="1e-5")))
+case("llama-bool-as-int", GRAPH_HF, checkpoint(LLAMA, family_cfg(LLAMA, tie_word_embeddings=1)))
+case("llama-hidden-act", GRAPH_HF, checkpoint(LLAMA, family_cfg(LLAMA, hidden_act="gelu")))
+case("llama-rope-yarn", GRAPH_HF, checkpoint(LLAMA, family_cfg(LLAMA, rope_scaling={**ROPE, "rope_type": "yarn"})))
+case("llama-rope-both-styles", GRAPH_HF, checkpoint(LLAMA, family_cfg(LLAMA, rope_parameters={"rope_type": "default"})))
+case("llama-missing-tensor", GRAPH_HF,
+     checkpoint(LLAMA, model_safetensors=_without_tensor(LLAMA, "model.layers.1.mlp.up_proj.weight")))
+case("llama-missing-shard", GRAPH_HF, checkpoint(SHARDED, drop="model-00002-of-00003.safetensors"))
+case("llama-index-not-json", GRAPH_HF, checkpoint(SHARDED, model_safetensors_index_json=b"{\"weight_map\": "))
+case("llama-truncated-shard", GRAPH_HF, checkpoint(
+    SHARDED, **{"model-00003-of-00003_safetensors":
+                (FIXTURES / SHARDED / "model-00003-of-00003.safetensors").read_bytes()[:-10]}))
+case("mistral-window-zero", GRAPH_HF, checkpoint("tiny-mistral-swa", family_cfg("tiny-mistral-swa", sliding_window=0)))
+case("qwen2-some-layers-slide", GRAPH_HF, checkpoint("tiny-qwen2-bias", family_cfg(
+    "tiny-qwen2-bias", use_sliding_window=True, sliding_window=4, layer_types=None, max_window_layers=1)))
+case("mixtral-experts-disagree", GRAPH_HF, checkpoint("tiny-mixtral", family_cfg("tiny-mixtral", num_experts=8)))
+case("qwen3-moe-dense-layer-range", GRAPH_HF, checkpoint("tiny-qwen3-moe", family_cfg("tiny-qwen3-moe", mlp_only_layers=[5])))
+
+
 EXPECT = {
     'cli-no-command': 'tessel: the following arguments are required: COMMAND',
     'cli-unknown-command': "tessel: argument COMMAND: invalid choice: 'frobnicate' (choose from 'graph', 'run', 'compi",
@@ -297,7 +351,7 @@ EXPECT = {
     'model-unknown': "unknown model 'gpt5': not a preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl, gpt3-small, gp",
     'model-missing-dir': "model directory '/nothere/' does not exist",
     'model-missing-graph': "graph file '/nothere.graph' does not exist",
-    'hf-no-config': 'no config.json (expected a Hugging Face GPT-2 directory)',
+    'hf-no-config': 'no config.json (expected a Hugging Face checkpoint directory)',
     'hf-bad-json': 'invalid JSON: Expecting property name enclosed in double quotes',
     'hf-not-object': 'expected a JSON object',
     'hf-model-type': "model_type 'llama' is not gpt2",
@@ -307,7 +361,7 @@ EXPECT = {
     'hf-n-layer-text': "field 'n_layer' must be an integer from 1 to 1024, got 'two'",
     'hf-eps-negative': "field 'layer_norm_epsilon' must be a positive finite number, got -1",
     'hf-no-weights': 'no model.safetensors',
-    'hf-bad-weights': 'not a readable safetensors file (Error while deserializing header: header too small)',
+    'hf-bad-weights': 'not a readable safetensors file (7 bytes, shorter than the 8-byte header length)',
     'arch-unknown-preset': "unknown architecture 'tpu-v9': not a preset (aim-32ch, dataflow-small, draco-64, gpu-a100-",
     'arch-missing-file': 'cannot read (No such file or directory)',
     'arch-bad-toml': 'invalid TOML: Invalid value (at end of document)',
@@ -416,6 +470,24 @@ EXPECT = {
     'pim-mac-before-act': 'instruction 0 (pim0 pim.mac_all): bank 0 has no open row (no row was ever activated)',
     'program-gpu-flag': '--gpu: only with --model (a program file has no graph and names its target)',
     'override-without-arch': '--override-arch needs --arch or --set (the architecture to simulate on)',
+    'llama-unsupported-architecture': "field 'architectures' = ['PhiForCausalLM'] is not supported (supported: GPT2LMHeadModel (or another GPT2* class), LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MixtralForCausalLM, Qwen3MoeForCausalLM)",
+    'llama-model-type-mismatch': "config.json: model_type 'qwen2' does not match architectures LlamaForCausalLM (expected 'llama')",
+    'llama-heads-inconsistent': 'config.json: num_attention_heads 4 is not a multiple of num_key_value_heads 3',
+    'llama-hidden-indivisible': 'config.json: hidden_size 66 is not divisible by num_attention_heads 4 (and head_dim is not given)',
+    'llama-unknown-field': "config.json: field 'rotary_dim' is not a LlamaForCausalLM config field Tessel knows (it might change the model), got 8",
+    'llama-ill-typed-field': "config.json: field 'rms_norm_eps' must be a positive finite number, got '1e-5'",
+    'llama-bool-as-int': "config.json: field 'tie_word_embeddings' must be true or false, got 1",
+    'llama-hidden-act': "config.json: field 'hidden_act' = 'gelu' is not supported (the MLP's activation is silu)",
+    'llama-rope-yarn': "config.json: field 'rope_scaling.rope_type' = 'yarn' is not supported (default, llama3)",
+    'llama-rope-both-styles': 'config.json: fields rope_parameters and rope_scaling are both given',
+    'llama-missing-tensor': "model.safetensors: missing tensor 'model.layers.1.mlp.up_proj.weight'",
+    'llama-missing-shard': "model.safetensors.index.json: shard 'model-00002-of-00003.safetensors' (holding 'model.layers.0.input_layernorm.weight') does not exist",
+    'llama-index-not-json': 'model.safetensors.index.json:1:16: invalid JSON: Expecting value',
+    'llama-truncated-shard': 'model-00003-of-00003.safetensors: not a readable safetensors file (tensor ',
+    'mistral-window-zero': "config.json: field 'sliding_window' must be an integer from 1 to 16777216, got 0",
+    'qwen2-some-layers-slide': 'config.json: use_sliding_window with max_window_layers 1 slides layers [1] of 2 only: a window on some layers is not supported',
+    'mixtral-experts-disagree': 'config.json: fields num_local_experts and num_experts disagree: num_local_experts = 4, num_experts = 8',
+    'qwen3-moe-dense-layer-range': "config.json: field 'mlp_only_layers' must be a list of layer numbers from 0 to 1, got [5]",
 }
 
 

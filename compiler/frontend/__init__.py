@@ -1,8 +1,9 @@
 """Model frontends: resolve a model spec to graphs and weights.
 
 A spec is a preset name (gpt2 ... gpt3-xl, llama-3.2-1b ... qwen3-30b-a3b), a local Hugging
-Face directory or a `.graph` file. Preset and checkpoint models build one graph per phase; a
-.graph file is one fixed graph whose shapes it declares itself.
+Face directory (GPT-2 or a Llama-style family, by its config.json: hf.py) or a `.graph` file.
+Preset and checkpoint models build one graph per phase; a .graph file is one fixed graph
+whose shapes it declares itself.
 """
 from __future__ import annotations
 
@@ -19,8 +20,7 @@ from compiler.frontend import decoder, gpt2
 from compiler.frontend.decoder import DecoderConfig
 from compiler.frontend.gpt2 import GPT2Config
 from compiler.frontend.graph_text import from_text, load_graph_file, to_text
-from compiler.frontend.hf import SafetensorsWeights
-from compiler.frontend.hf_config import load_config
+from compiler.frontend.hf import SafetensorsWeights, load_config
 from compiler.frontend.weights import RandomWeights
 
 __all__ = ["Model", "load_model", "PRESETS", "GPT2Config", "DecoderConfig", "ModelConfig",
@@ -43,7 +43,7 @@ class Model:
 
     name: str
     config: ModelConfig | None
-    checkpoint: Path | None = None      # Hugging Face directory, else seeded random weights
+    checkpoint: Path | None = None      # Hugging Face directory (any family), else random weights
     fixed_graph: Graph | None = None    # the graph of a .graph file
     seed: int = 0
 
@@ -62,7 +62,7 @@ class Model:
         what it needs frees the tensors, which `weights` keeps as long as the model."""
         graph = self.graph(prefill(1)) if self.config else self.fixed_graph
         if self.checkpoint is not None:
-            return SafetensorsWeights(self.checkpoint, graph)
+            return SafetensorsWeights(self.checkpoint, graph, self.config)
         return RandomWeights(graph, self.seed)
 
 

@@ -1,5 +1,5 @@
-"""Fuzz targets for the parsers a user's files reach: `.graph` models, `.tasm` assembly and
-`.tbin` binaries. Each target writes one mutated input to a file and runs it the way the
+"""Fuzz targets for the parsers a user's files reach: `.graph` models, `.tasm` assembly,
+`.tbin` binaries, Hugging Face `config.json` (every family) and `.safetensors` headers. Each target writes one mutated input to a file and runs it the way the
 command line does; the only exceptions allowed out are the project's own user errors
 (tessel.errors.USER_ERRORS), which the command line turns into one line and exit status 2.
 
@@ -17,8 +17,10 @@ from hypothesis import strategies as st
 
 import isa
 from compiler.cost import graph_cost
-from compiler.frontend import load_model, to_text
-from compiler.phase import decode
+from compiler.frontend import build_graph, load_model, to_text
+from compiler.frontend.hf import load_config
+from compiler.frontend.safetensors_file import FLOAT_DTYPES, read_header, read_tensor
+from compiler.phase import decode, prefill
 from tessel.errors import USER_ERRORS
 from tessel.targets import TARGETS
 
@@ -33,6 +35,30 @@ TASM_VOCAB = (".target", ".isa", ".spaces", ".symbol", ".data", "dma0", "dma1", 
               "mcfg", "vcfg", "dmacfg", "pim.act_all", "pim.mac_all", "sem=", "rows=", "dst=",
               "src=", "dram[", "sram[", "acc[", "]", "0x", "-1", "65536", "1e40", "nan", "bf16",
               "fp32", "int8", "\n", " ", "=", "x", "#")
+
+
+CONFIG_VOCAB = ("\"architectures\"", "\"LlamaForCausalLM\"", "\"MixtralForCausalLM\"", "\"model_type\"",
+                "\"rope_scaling\"", "\"rope_parameters\"", "\"rope_type\"", "\"llama3\"", "\"yarn\"",
+                "\"factor\"", "\"head_dim\"", "\"num_key_value_heads\"", "\"sliding_window\"",
+                "\"use_sliding_window\"", "\"layer_types\"", "\"mlp_only_layers\"",
+                "\"decoder_sparse_step\"", "\"num_experts\"", "null", "true", "false", "0", "-1",
+                "1e309", "NaN", "Infinity", "[]", "{}", "65537", ":", ",", "\"", "[", "]", "{", "}")
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+@functools.cache
+def config_seeds() -> tuple[str, ...]:
+    return tuple(p.read_text() for p in sorted(FIXTURES.glob("tiny-*/config.json")))
+
+
+@functools.cache
+def safetensors_seeds() -> tuple[bytes, ...]:
+    """Each fixture file's header and the first bytes of its data (the parser's domain)."""
+    out = []
+    for path in sorted(FIXTURES.glob("tiny-*/*.safetensors"))[:6]:
+        data = path.read_bytes()
+        out.append(data[:8 + int.from_bytes(data[:8], "little") + 256])
+    return tuple(out)
 
 
 @functools.cache
@@ -114,6 +140,18 @@ def tbin_inputs(draw) -> bytes:
     return raw
 
 
+@st.composite
+def config_inputs(draw) -> bytes:
+    text = _mutated_text(draw, config_seeds(), CONFIG_VOCAB)
+    raw = text.encode("utf-8", "surrogatepass")
+    return raw if draw(st.booleans()) else _bytes_noise(draw, raw)
+
+
+@st.composite
+def safetensors_inputs(draw) -> bytes:
+    return _bytes_noise(draw, draw(st.sampled_from(safetensors_seeds())))
+
+
 def _bytes_noise(draw, raw: bytes) -> bytes:
     """Bit flips, byte overwrites, truncation or splices of random bytes."""
     data = bytearray(raw)
@@ -165,5 +203,30 @@ def run_tbin(path: Path, data: bytes) -> None:
         pass
 
 
+def run_config(path: Path, data: bytes) -> None:
+    """`tessel graph --model DIR` up to the weights: config.json of DIR, then the graph."""
+    directory = path.with_suffix("")
+    directory.mkdir(exist_ok=True)
+    (directory / "config.json").write_bytes(data)
+    try:
+        config = load_config(directory)
+        if config.n_layer * config.n_embd <= 1 << 16:     # build small graphs only
+            build_graph(config, prefill(2))
+    except USER_ERRORS:
+        pass
+
+
+def run_safetensors(path: Path, data: bytes) -> None:
+    """Read a weights file's header, then every floating-point tensor it describes."""
+    path.write_bytes(data)
+    try:
+        for tensor in read_header(path).values():
+            if tensor.dtype in FLOAT_DTYPES:
+                read_tensor(tensor)
+    except USER_ERRORS:
+        pass
+
+
 TARGETS_BY_SUFFIX = {".graph": (graph_inputs, run_graph), ".tasm": (tasm_inputs, run_tasm),
-                     ".tbin": (tbin_inputs, run_tbin)}
+                     ".tbin": (tbin_inputs, run_tbin), ".json": (config_inputs, run_config),
+                     ".safetensors": (safetensors_inputs, run_safetensors)}

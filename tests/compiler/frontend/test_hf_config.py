@@ -170,8 +170,14 @@ BAD_CONFIGS = [
     ({"quantization_config": {"bits": 4}}, r"field 'quantization_config' = .*quantised checkpoints"),
     ({"is_encoder_decoder": True}, r"field 'is_encoder_decoder' = True: encoder-decoder"),
     ({"auto_map": {"AutoModel": "x.Y"}}, r"field 'auto_map' = .*custom modelling code"),
-    ({"model_type": "llama"}, r"model_type 'llama' is not gpt2"),
-    ({"architectures": ["LlamaForCausalLM"]}, r"field 'architectures' must list GPT-2 classes"),
+    ({"model_type": "llama", "architectures": ["GPT2LMHeadModel"]}, r"model_type 'llama' is not gpt2"),
+    ({"model_type": "llama"}, r"field 'n_embd' is not a LlamaForCausalLM config field Tessel knows"),
+    ({"architectures": ["LlamaForCausalLM"]},
+     r"model_type 'gpt2' does not match architectures LlamaForCausalLM \(expected 'llama'\)"),
+    ({"architectures": ["PhiForCausalLM"]}, r"field 'architectures' = \['PhiForCausalLM'\] is not "
+     r"supported \(supported: GPT2LMHeadModel \(or another GPT2\* class\), LlamaForCausalLM, "
+     r"MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MixtralForCausalLM, Qwen3MoeForCausalLM\)"),
+    ({"architectures": "GPT2LMHeadModel"}, r"field 'architectures' must be a list of class names"),
     ({"n_layer": 2.0}, r"field 'n_layer' must be an integer from 1 to 1024, got 2.0"),
     ({"n_layer": 10 ** 9}, r"field 'n_layer' must be an integer from 1 to 1024, got 1000000000"),
     ({"vocab_size": True}, r"field 'vocab_size' must be an integer .*, got True"),
