@@ -238,3 +238,16 @@ def test_routed_graphs_keep_every_expert_weight_as_a_source():
     graph = build_graph(TINY["tiny-mixtral"], prefill(1))
     routed = route_graph(graph, Routing({op.name: [[0, 1]] for op in moe_ops(graph)}, "test"))
     assert {op.name for op in routed.params} == {op.name for op in graph.params}
+
+
+def test_the_bench_command_lines_are_valid_tessel_sim_invocations(tmp_path):
+    from tessel.bench import WORKLOADS
+    from tessel.cli import build_parser
+    whole = [w for w in WORKLOADS if w.whole_process]
+    assert {(w.model, w.target) for w in whole} >= {
+        ("llama-3.2-1b", "systolic"), ("llama-3.2-1b", "pim"), ("llama-3.2-1b", "dataflow"),
+        ("mixtral-8x7b", "dataflow"), ("llama-3.1-8b", "systolic")}
+    for w in whole:
+        args = build_parser().parse_args(w.argv(tmp_path / "r.json")[3:])
+        assert (args.model, args.target, args.no_functional) == (w.model, w.target, True)
+        assert list(args.set) == list(w.overrides)
