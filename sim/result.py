@@ -38,6 +38,14 @@ class GpuComparison:
     avg_power_w: float
     speedup: float | None              # GPU time / accelerator time
     energy_efficiency: float | None    # GPU energy / accelerator energy
+    memory_note: str = ""              # set when the model does not fit the GPU's memory
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields, without an empty memory note (the JSON of a model that fits is as before)."""
+        d = dataclasses.asdict(self)
+        if not self.memory_note:
+            del d["memory_note"]
+        return d
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,7 @@ class SimResult:
         if self.target_report is not None:
             d.update(self.target_report.to_json())
         if self.gpu:
-            d["gpu"] = {name: dataclasses.asdict(g) for name, g in self.gpu.items()}
+            d["gpu"] = {name: g.to_json() for name, g in self.gpu.items()}
         if self.logits_rel_error is not None:
             d.update(logits_rel_error=self.logits_rel_error, tokens=self.tokens)
         if self.workload:

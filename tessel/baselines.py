@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Sequence
 
 from arch import ArchError, load_arch
+from arch.gpu import GpuArch
 from compiler.ir import Graph
 from sim.gpu import calibrate, gpu_baseline, load_calibration
 from sim.result import GpuComparison, SimResult
-from tessel.gpu_kernels import graph_kernels
+from tessel.gpu_kernels import HALF_BYTES, graph_kernels
 
-__all__ = ["GPU_PRESETS", "compare_gpus", "parse_gpus"]
+__all__ = ["GPU_PRESETS", "compare_gpus", "parse_gpus", "resident_bytes"]
 
 GPU_PRESETS = ("gpu-t4", "gpu-v100", "gpu-a100-40gb", "gpu-a100-80gb", "gpu-rtx-a6000",
                "gpu-h100-sxm", "gpu-h200")
@@ -59,11 +60,30 @@ def compare_gpus(graph: Graph, result: SimResult, gpus: Sequence[str], mode: str
     if not archs:
         return {}
     kernels = graph_kernels(graph)
+    resident = resident_bytes(graph)
     table = {}
     for gpu in archs:
         base = gpu_baseline(kernels, gpu, mode)
         table[gpu.name] = GpuComparison(
             mode=mode, time_s=base.time_s, energy_j=base.energy_j, avg_power_w=base.avg_power_w,
             speedup=base.time_s / result.time_s if result.time_s else None,
-            energy_efficiency=base.energy_j / result.energy_j if result.energy_j else None)
+            energy_efficiency=base.energy_j / result.energy_j if result.energy_j else None,
+            memory_note=_memory_note(gpu, resident))
     return table
+
+
+def resident_bytes(graph: Graph) -> int:
+    """What must sit in GPU memory for one pass, in fp16: every parameter (all experts of a
+    mixture-of-experts model, routed to or not) and every input (tokens, KV caches)."""
+    return sum(op.type.numel * min(op.type.dtype.itemsize, HALF_BYTES)
+               for op in graph.ops if op.kind.is_source)
+
+
+def _memory_note(gpu: GpuArch, resident: int) -> str:
+    """One line when the model does not fit: the time shown is the roofline's, on a GPU that
+    would have to hold it (a real one would need several, or offloading, which we do not model)."""
+    if resident <= gpu.mem_gb * 2**30:          # a datasheet's "80 GB" of HBM is 80 GiB
+        return ""
+    return (f"{gpu.name} holds {gpu.mem_gb:g} GiB; the weights and inputs need "
+            f"{resident / 2**30:.3g} GiB in fp16: its figures assume they fit "
+            "(no offloading or multi-GPU model)")

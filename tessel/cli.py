@@ -30,7 +30,7 @@ from tessel.budget import compile_guard
 from tessel.errors import USER_ERRORS, UsageError
 from tessel.files import atomic_write, check_output
 from tessel.interrupt import Interrupted, signals_raise
-from tessel.request import make_request, resolve_phase
+from tessel.request import make_request, resolve_phase, routing_policy
 from tessel.table import render_table
 from tessel.targets import TARGETS, target
 
@@ -89,15 +89,27 @@ def cmd_graph(args: argparse.Namespace) -> int:
     cost = graph_cost(graph)
     if args.emit:
         atomic_write(Path(args.emit), to_text(graph).encode())
+    params = model_params(model, graph)
     if args.json:
-        print(json.dumps(cost.to_json()))
+        print(json.dumps({**cost.to_json(), **params}))
         return 0
-    print(f"model {model.name}" + (f", {phase}" if phase else "") + f": {len(cost.ops)} ops")
+    print(f"model {model.name}" + (f", {phase}" if phase else "") + f": {len(cost.ops)} ops, "
+          + f"{params['params']:,} parameters"
+          + (f" ({params['active_params']:,} active per token)" if "active_params" in params else ""))
     rows = [(op.name, op.kind, "x".join(map(str, op.output)), f"{op.flops:,}", f"{op.bytes:,}")
             for op in cost.ops]
     rows.append(("total", "", "", f"{cost.total_flops:,}", f"{cost.total_bytes:,}"))
     print(render_table(("op", "kind", "output", "FLOPs", "bytes"), rows))
     return 0
+
+
+def model_params(model: Model, graph) -> dict[str, int]:
+    """`params`: every parameter of the graph (a tied LM head is one param op, counted once);
+    for mixture-of-experts models also `active_params`, those one token uses (the config's)."""
+    counts = {"params": sum(op.type.numel for op in graph.params)}
+    if getattr(model.config, "num_experts", 0):
+        counts["active_params"] = model.config.active_params
+    return counts
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -128,8 +140,17 @@ def _target_args(p: argparse.ArgumentParser) -> None:
                    help="operand and storage type (default: the architecture's)")
 
 
+def _routing_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--routing", metavar="POLICY",
+                   help="mixture-of-experts models, timing only: which experts each token uses. "
+                        "uniform (default): top-k distinct experts drawn uniformly; zipf:S: expert "
+                        "popularity 1/rank^S, a seeded rank order per layer; file:PATH: JSON "
+                        "{\"experts\": [per MoE layer: [per token: [top-k ids]]]}. Seeded, so runs "
+                        "repeat; numeric runs use the router's own choice (docs/models.md)")
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
-    from tessel.driver import compile_model_graph, model_feeds
+    from tessel.driver import compile_model_graph
     if args.dump_after:
         return _dump_after(args)
     if args.output is None:
@@ -141,9 +162,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     phase = _phase(args, model, args.tokens)
     arch = target(args.target).load_arch(args.arch, args.set)
-    feeds = model_feeds(model, phase, args.tokens) if args.with_data else None
+    graph, feeds = _compiled_graph(args, model, phase)
     with compile_guard(simulate=False):
-        lowered = compile_model_graph(model, model.graph(phase), args.target, arch, _dtype(args), feeds)
+        lowered = compile_model_graph(model, graph, args.target, arch, _dtype(args), feeds)
     isa.verify(lowered.program, arch.machine_view())
     isa.save(lowered.program, out)
     print(f"wrote {out}: {len(lowered.program.instructions):,} instructions for {arch.name}"
@@ -151,13 +172,29 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compiled_graph(args: argparse.Namespace, model: Model, phase: Phase | None):
+    """The graph a target lowers and its inputs (--with-data): a mixture-of-experts graph is
+    routed by the router's own choice when the program carries data, else by --routing."""
+    from tessel.driver import model_feeds, policy_routed, router_routed
+    graph = model.graph(phase)
+    policy = routing_policy(model, numerics=args.with_data, routing=args.routing)
+    if not args.with_data:
+        return policy_routed(graph, policy)[0], None
+    feeds = model_feeds(model, phase, args.tokens)
+    if policy == "router":
+        _, graph, feeds, _ = router_routed(graph, model.weights, feeds)
+    return graph, feeds
+
+
 def _dump_after(args: argparse.Namespace) -> int:
     """Print what one compilation step decided (compiler/pipeline.py); nothing is written."""
     from compiler.pipeline import dump_after
+    from tessel.driver import policy_routed
     model = load_model(args.model)
     chosen = target(args.target)
     arch = chosen.load_arch(args.arch, args.set)
     graph = model.graph(_phase(args, model, args.tokens))
+    graph = policy_routed(graph, routing_policy(model, numerics=False, routing=args.routing))[0]
     print(dump_after(chosen.pipeline, graph, arch, _dtype(args), args.dump_after))
     return 0
 
@@ -168,7 +205,7 @@ def _dtype(args: argparse.Namespace) -> isa.DType | None:
 
 # `tessel sim` options that only a model run reads (their defaults are None to tell).
 _MODEL_ONLY = ("target", "phase", "seq", "kv", "batch", "dtype", "tokens", "logits", "gpu",
-               "gpu_mode", "gpu_calibration")
+               "gpu_mode", "gpu_calibration", "routing")
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -201,7 +238,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
         request = make_request(model, args.target or DEFAULT_TARGET, arch, phase,
                                numerics=numerics, tokens=args.tokens, dtype=_dtype(args),
                                gpus=parse_gpus(args.gpu), gpu_mode=args.gpu_mode or "graph",
-                               gpu_calibration=Path(args.gpu_calibration) if args.gpu_calibration else None)
+                               gpu_calibration=Path(args.gpu_calibration) if args.gpu_calibration else None,
+                               routing=args.routing)
         functional = request.numerics
         outcome = run(request)
         result = outcome.result
@@ -228,7 +266,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError(f"--targets: unknown target '{unknown[0] if unknown else ''}' "
                          f"(targets: {', '.join(TARGETS)})")
     requests = [make_request(model, t, TARGETS[t].load_arch(), phase,
-                             numerics=False if args.no_functional else None, gpus=parse_gpus(args.gpu))
+                             numerics=False if args.no_functional else None, gpus=parse_gpus(args.gpu),
+                             routing=args.routing)
                 for t in targets]
     functional = all(r.numerics for r in requests)
     results = [run(r).result for r in requests]
@@ -236,8 +275,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         atomic_write(Path(args.json), json.dumps({t: r.to_json() for t, r in zip(targets, results)},
                                                  indent=1).encode())
     tokens = (phase.seq if phase.kind == "prefill" else 1) * phase.batch if phase else 1
+    notes = dict.fromkeys(g.memory_note for r in results for g in r.gpu.values() if g.memory_note)
     print(render_comparison(f"tessel compare: {model.name}, {phase or 'fixed graph'}"
-                            + ("" if functional else " (timing only)"), targets, results, tokens))
+                            + ("" if functional else " (timing only)"), targets, results, tokens,
+                            notes))
     return 0
 
 
@@ -295,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tessel", description=__doc__.splitlines()[0])
     parser.set_defaults(outputs=())           # (dest, flag) of each output argument: _output_arg
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    model_help = "preset (gpt2 ... gpt3-xl), Hugging Face GPT-2 directory, or .graph file"
+    model_help = ("preset (gpt2 ... gpt3-xl, llama-3.2-1b ... qwen3-30b-a3b: docs/models.md), "
+                  "Hugging Face directory, or .graph file")
 
     p = sub.add_parser("graph", help="print a model's graph: ops, shapes, FLOPs, bytes")
     p.add_argument("--model", required=True, help=model_help)
@@ -322,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="include weights and inputs so the program can be simulated numerically")
     _output_arg(p, "-o", "--output", metavar="OUT.tbin|OUT.tasm",
                    help="where to write the program (required unless --dump-after)")
+    _routing_arg(p)
     p.add_argument("--dump-after", metavar="STEP",
                    help="print what compilation step STEP decided (e.g. storage, emit) and stop; "
                         "writes nothing")
@@ -343,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "overhead per operator); default graph")
     p.add_argument("--gpu-calibration", metavar="FILE.json",
                    help="a measurement from baselines/measure_gpu.py: adds a calibrated row")
+    _routing_arg(p)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--no-functional", action="store_true", help="timing only, no numerics")
     mode.add_argument("--functional", action="store_true",
@@ -360,11 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", metavar="NAMES", default="t4", help="GPUs for the ratio rows (default t4)")
     _output_arg(p, "--json", metavar="OUT.json", help="write every target's result as JSON")
     p.add_argument("--no-functional", action="store_true", help="timing only, no numerics")
+    _routing_arg(p)
     p.set_defaults(handler=cmd_compare)
 
     p = sub.add_parser("coe", help="composition of experts: model switch times, DDR -> HBM vs GPU PCIe")
     p.add_argument("--models", required=True,
-                   help="experts in switch order, comma-separated (GPT-2 presets, llama-3.1-8b)")
+                   help="experts in switch order, comma-separated (model presets or Hugging Face directories)")
     p.add_argument("--arch", help="dataflow preset or .toml file (default sn40l)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one architecture field (repeatable)")

@@ -16,13 +16,11 @@ from compiler.targets.dataflow.coe import switch_program
 from sim.machines import DataflowMachine
 from sim.simulate import simulate
 
-__all__ = ["PCIE_GBPS", "SIZE_ONLY_EXPERTS", "Expert", "Switch", "expert", "switch_times"]
+__all__ = ["PCIE_GBPS", "Expert", "Switch", "expert", "switch_times"]
 
 # A GPU switching models reloads weights from host memory over PCIe, per direction
 # (reference/dataflow.md: Gen4 x16 about 32 GB/s, Gen5 x16 about 64 GB/s).
 PCIE_GBPS = {"gen4": 32.0, "gen5": 64.0}
-# Llama-3.1-8B in BF16: 14.9 GB of weights (reference/dataflow.md, [kl] worked example; GiB).
-SIZE_ONLY_EXPERTS = {"llama-3.1-8b": int(14.9 * 2**30)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +43,12 @@ class Switch:
 
 
 def expert(name: str) -> Expert:
-    """A GPT-2-family preset (or HF directory) or a size-only expert, with its BF16 bytes."""
-    if name in SIZE_ONLY_EXPERTS:
-        return Expert(name, SIZE_ONLY_EXPERTS[name])
+    """A model preset of any family (or HF directory), with its BF16 bytes: every parameter,
+    all experts of a mixture-of-experts model (a switch loads the whole model)."""
     model = load_model(name)
     if model.config is None:
-        raise GraphError(f"expert '{name}' is a .graph file: experts are GPT-2 models or "
-                         f"{', '.join(SIZE_ONLY_EXPERTS)}")
+        raise GraphError(f"expert '{name}' is a .graph file: experts are model presets or "
+                         "Hugging Face directories")
     return Expert(name, model.config.n_params * 2)
 
 

@@ -10,6 +10,17 @@ from tessel.table import render_table, si
 __all__ = ["compare_rows", "render_comparison"]
 
 
+# SimResult.workload figures shown as rows: (key, label, unit)
+_WORKLOAD = (("kv_bytes_per_token", "KV cache per token", " B"), ("routing", "routing", ""),
+             ("expert_weight_bytes", "expert weights read", " B"))
+
+
+def _figure(value: object, unit: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,}{unit}" if isinstance(value, int) else f"{value}{unit}"
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f} %"
 
@@ -33,6 +44,9 @@ def compare_rows(results: Sequence[SimResult], tokens: int) -> list[tuple[str, .
         row("row-buffer hit rate",
             lambda r: _pct(r.target_report.row_hit_rate) if isinstance(r.target_report, PimReport) else "-"),
     ]
+    for key, label, unit in _WORKLOAD:      # Llama-family and MoE runs only (tessel.driver)
+        if any(key in r.workload for r in results):
+            rows.append(row(label, lambda r, key=key, unit=unit: _figure(r.workload.get(key), unit)))
     gpus = sorted({g for r in results for g in r.gpu})
     for g in gpus:
         rows.append(row(f"speedup vs {g}",

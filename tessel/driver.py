@@ -30,7 +30,8 @@ from tessel.program_arch import program_arch
 from tessel.request import RunRequest, default_tokens
 from tessel.targets import target
 
-__all__ = ["compile_model_graph", "run", "Run", "model_feeds", "simulate_file"]
+__all__ = ["compile_model_graph", "run", "Run", "model_feeds", "simulate_file", "router_routed",
+           "policy_routed", "workload_facts"]
 
 
 def _feeds(model: Model, weights: Mapping[str, np.ndarray], phase: Phase,
@@ -104,18 +105,34 @@ def run(request: RunRequest) -> Run:
         return _run(request)
 
 
-def _with_data(req: RunRequest, graph: Graph) -> tuple[Lowered, np.ndarray, Graph, Routing | None]:
-    """A numeric run's program (with its data) and the reference logits, made from a copy of
-    the weights that is dropped on return: the simulated memory never sits beside it. A
-    mixture-of-experts graph is routed by the router's choice in the reference run."""
-    weights = req.model.load_weights()
-    feeds = _feeds(req.model, weights, req.phase, req.tokens)
+def router_routed(graph: Graph, weights: Mapping[str, np.ndarray], feeds: dict[str, np.ndarray]
+                  ) -> tuple[np.ndarray, Graph, dict[str, np.ndarray], Routing | None]:
+    """A numeric pass's reference logits, and the graph and feeds a target runs: a
+    mixture-of-experts graph routed by the router's own top-k in the float64 reference run
+    (its index inputs added to the feeds); a dense graph as it is."""
     choices: dict[str, np.ndarray] = {}
     reference = execute(graph, weights, feeds, routing=choices)[graph.outputs[0]][0]
-    routing = Routing(choices, "router (its top-k in the float64 reference run)") if choices else None
-    if routing is not None:
-        feeds = {**feeds, **routing_feeds(graph, routing)}
-        graph = route_graph(graph, routing)
+    if not choices:
+        return reference, graph, feeds, None
+    routing = Routing(choices, "router (its top-k in the float64 reference run)")
+    return reference, route_graph(graph, routing), {**feeds, **routing_feeds(graph, routing)}, routing
+
+
+def policy_routed(graph: Graph, policy: str | None) -> tuple[Graph, Routing | None]:
+    """A timing-only graph with its moe ops expanded by `policy` (tessel.request settles it:
+    None for dense models)."""
+    if policy is None:
+        return graph, None
+    routing = policy_routing(graph, policy)
+    return route_graph(graph, routing), routing
+
+
+def _with_data(req: RunRequest, graph: Graph) -> tuple[Lowered, np.ndarray, Graph, Routing | None]:
+    """A numeric run's program (with its data) and the reference logits, made from a copy of
+    the weights that is dropped on return: the simulated memory never sits beside it."""
+    weights = req.model.load_weights()
+    feeds = _feeds(req.model, weights, req.phase, req.tokens)
+    reference, graph, feeds, routing = router_routed(graph, weights, feeds)
     return (compile_model_graph(req.model, graph, req.target, req.arch, req.dtype, feeds, weights),
             reference, graph, routing)
 
@@ -144,9 +161,7 @@ def _run(req: RunRequest) -> Run:
         if req.numerics:
             lowered, reference, graph, routing = _with_data(req, graph)
         else:
-            if req.routing is not None:
-                routing = policy_routing(graph, req.routing)
-                graph = route_graph(graph, routing)
+            graph, routing = policy_routed(graph, req.routing)
             lowered = compile_model_graph(model, graph, req.target, arch, req.dtype)
     assumptions = (f"operand type {lowered.dtype.value}, fp32 accumulation"
                    + (f" (energy per MAC as the preset's {arch.dtype})" if lowered.dtype.value != arch.dtype else ""),

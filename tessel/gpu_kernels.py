@@ -4,6 +4,12 @@ One kernel per compute op of `compiler.cost.graph_cost`, unfused, in the order t
 runs them. The GPU runs the model in half precision: every float tensor is 2 bytes, so the
 compiler's fp32 byte counts are scaled by 2/4 (the int32 token ids of an embedding are
 halved too, a few bytes per token). Layout ops, inputs and params launch nothing.
+
+Each op kind maps to the kernel kind priced like it (`_KERNEL_KINDS`): RMSNorm is a row
+reduction as layernorm is; rope, SiLU and div are elementwise; a gather (the MoE permute and
+unpermute) is an embedding-style row gather; concat is a copy. A mixture-of-experts graph
+must be routed first (compiler.passes.routing): its experts run as the ordinary GEMMs of the
+routed graph, so only experts that received tokens cost time, as on the accelerators.
 """
 from __future__ import annotations
 
@@ -15,8 +21,9 @@ from dataclasses import dataclass
 from arch import load_arch
 from arch.gpu import GpuArch
 from compiler.cost import OpCost, graph_cost
-from compiler.frontend.gpt2 import PRESETS, GPT2Config, build_graph
-from compiler.ir import DType, Graph
+from compiler.frontend import DecoderConfig, ModelConfig, build_graph
+from compiler.frontend.gpt2 import PRESETS, GPT2Config
+from compiler.ir import DType, Graph, GraphError, OpKind
 from compiler.phase import Phase, decode, prefill
 from sim.gpu import CalibrationPoint, Kernel, gpu_baseline, kernel_time
 
@@ -27,9 +34,13 @@ HALF_BYTES = 2          # fp16 / bf16 element
 # mma.sync m16n8k16 (Ampere/Hopper tensor cores) covers 16 rows: up to 16 rows a matmul
 # fills one row tile and streams its weights like a matrix-vector product.
 GEMV_MAX_M = 16
-_VECTOR = {"add": "elementwise", "mul": "elementwise", "gelu": "elementwise",
-           "layernorm": "layernorm", "softmax": "softmax", "embedding": "embedding",
-           "kv_append": "copy"}
+# op kind -> kernel kind (arch.gpu.KERNEL_KINDS) for every op that is not a GEMM or a view
+_KERNEL_KINDS = {"add": "elementwise", "mul": "elementwise", "gelu": "elementwise",
+                 "silu": "elementwise", "div": "elementwise", "rope": "elementwise",
+                 "layernorm": "layernorm", "rmsnorm": "layernorm", "softmax": "softmax",
+                 "embedding": "embedding", "gather": "embedding", "kv_append": "copy",
+                 "concat": "copy"}
+_VIEWS = {k.value for k in OpKind if k.is_layout}     # reshape / transpose / slice: no kernel
 
 # The FasterTransformer GPTs as GPT-2-architecture graphs (context 2048, vocab 50257).
 # 1.3B and 6.7B: the published GPT-3 widths and depths (Brown et al. 2020, Table 2.1; 1.3B
@@ -53,14 +64,20 @@ def _kernel(op: OpCost) -> Kernel | None:
         a, b = op.inputs[0], op.inputs[1]
         k, n = a[-1], op.output[-1]
         if op.kind == "matmul" and len(b) > 2:          # batched: attention scores / context
-            return Kernel(op.name, "attention-matmul", op.flops, n_bytes, m=a[-2], n=n, k=k,
-                          batch=math.prod(a[:-2]))
+            # grouped-query attention: the query heads sharing a KV head (b's batch dim 1
+            # where a's is larger) are rows of one GEMM against it, as GQA kernels run them
+            shared = math.prod(x for x, y in zip(a[:-2], b[:-2]) if y == 1)
+            return Kernel(op.name, "attention-matmul", op.flops, n_bytes, m=a[-2] * shared, n=n,
+                          k=k, batch=math.prod(a[:-2]) // shared)
         m = math.prod(a[:-1])
         return Kernel(op.name, "gemv" if m <= GEMV_MAX_M else "gemm", op.flops, n_bytes,
                       m=m, n=n, k=k)
-    if op.kind in _VECTOR:
-        return Kernel(op.name, _VECTOR[op.kind], op.flops, n_bytes)
-    return None                                          # reshape / transpose / slice: views
+    if op.kind in _KERNEL_KINDS:
+        return Kernel(op.name, _KERNEL_KINDS[op.kind], op.flops, n_bytes)
+    if op.kind in _VIEWS:
+        return None
+    raise GraphError(f"op '{op.name}' ({op.kind}): the GPU baseline has no kernel for it"
+                     + (" (route the graph first: compiler.passes.routing)" if op.kind == "moe" else ""))
 
 
 def graph_kernels(graph: Graph) -> list[Kernel]:
@@ -68,28 +85,43 @@ def graph_kernels(graph: Graph) -> list[Kernel]:
     return [k for k in map(_kernel, graph_cost(graph).ops) if k is not None]
 
 
+def _one_block(config: ModelConfig) -> tuple[ModelConfig, str]:
+    """The config cut to one decoder block, and the name prefix of its blocks' ops (the one
+    place that knows each family's field and names). A mixture-of-experts model has no fixed
+    kernel list (it depends on the routing): model_kernels refuses it."""
+    if isinstance(config, DecoderConfig):
+        if config.num_experts:
+            raise GraphError(f"{config.name}: a mixture-of-experts model's kernels depend on its "
+                             "routing: route its graph (compiler.passes.routing) and use graph_kernels")
+        return dataclasses.replace(config, num_hidden_layers=1), "layers."
+    return dataclasses.replace(config, n_layer=1), "h."
+
+
 @functools.lru_cache(maxsize=1024)
-def _split(config: GPT2Config, phase: Phase) -> tuple[tuple[Kernel, ...], tuple[Kernel, ...], int]:
-    """Kernels of a one-layer graph: (outside the blocks, block 0, where the blocks go)."""
-    one = graph_kernels(build_graph(dataclasses.replace(config, n_layer=1), phase))
-    first = next(i for i, k in enumerate(one) if k.name.startswith("h.0."))
-    return (tuple(k for k in one if not k.name.startswith("h.")),
-            tuple(k for k in one if k.name.startswith("h.0.")), first)
+def _split(config: ModelConfig, phase: Phase) -> tuple[tuple[Kernel, ...], tuple[Kernel, ...], int, str]:
+    """Kernels of a one-layer graph: (outside the blocks, block 0, where the blocks go, the
+    blocks' name prefix)."""
+    one_layer, prefix = _one_block(config)
+    one = graph_kernels(build_graph(one_layer, phase))
+    first = next(i for i, k in enumerate(one) if k.name.startswith(f"{prefix}0."))
+    return (tuple(k for k in one if not k.name.startswith(prefix)),
+            tuple(k for k in one if k.name.startswith(f"{prefix}0.")), first, prefix)
 
 
-def model_kernels(config: GPT2Config, phase: Phase) -> list[Kernel]:
+def model_kernels(config: ModelConfig, phase: Phase) -> list[Kernel]:
     """`graph_kernels(build_graph(config, phase))` without building the whole graph: every
     decoder block has the same kernels, so block 0's repeat n_layer times."""
-    rest, block, first = _split(config, phase)
-    layers = [Kernel(f"h.{i}.{k.name[4:]}", k.kind, k.flops, k.bytes, k.m, k.n, k.k, k.batch)
+    rest, block, first, prefix = _split(config, phase)
+    cut = len(prefix) + 2                                  # "<prefix>0."
+    layers = [Kernel(f"{prefix}{i}.{k.name[cut:]}", k.kind, k.flops, k.bytes, k.m, k.n, k.k, k.batch)
               for i in range(config.n_layer) for k in block]
     return [*rest[:first], *layers, *rest[first:]]
 
 
-def pass_cost(config: GPT2Config, phase: Phase, gpu: GpuArch, mode: str) -> tuple[float, float]:
+def pass_cost(config: ModelConfig, phase: Phase, gpu: GpuArch, mode: str) -> tuple[float, float]:
     """(time_s, energy_j) of one pass: equal to gpu_baseline(model_kernels(...)), but each
     block kernel is evaluated once and counted n_layer times."""
-    rest, block, _ = _split(config, phase)
+    rest, block, _, _ = _split(config, phase)
     rest_r, block_r = gpu_baseline(rest, gpu, mode), gpu_baseline(block, gpu, mode)
     return (rest_r.time_s + config.n_layer * block_r.time_s,
             rest_r.energy_j + config.n_layer * block_r.energy_j)
@@ -110,7 +142,7 @@ class Generation:
         return self.prefill_s + sum(self.decode_s)
 
 
-def generation(config: GPT2Config, prompt: int, new_tokens: int, gpu: GpuArch,
+def generation(config: ModelConfig, prompt: int, new_tokens: int, gpu: GpuArch,
                mode: str = "graph", batch: int = 1) -> Generation:
     """One prefill of `prompt`, then decode steps at KV prompt .. prompt + new_tokens - 1."""
     first = pass_cost(config, prefill(prompt, batch), gpu, mode)

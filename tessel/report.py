@@ -1,11 +1,15 @@
 """Human-readable reports of simulation results (the JSON form is SimResult.to_json)."""
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 from sim.result import SimResult
 from tessel.table import render_table, si
 from tessel.targets import TARGETS
 
-__all__ = ["render_result"]
+__all__ = ["render_result", "workload_rows"]
+
+_LISTED_EXPERTS = 16      # tokens per expert listed one by one up to this many experts
 
 
 def _pct(x: float) -> str:
@@ -29,6 +33,7 @@ def render_result(r: SimResult, title: str, top_ops: int = 10) -> str:
                         "max |sim - ref| / max |ref|"))
     lines.append(render_table(("metric", "value", "detail"), summary))
     lines.extend(TARGETS[r.target].report_rows(r))
+    lines.extend(workload_rows(r.workload))
     lines.append("")
     units = [(u, f"{r.unit_busy_cycles[u]:,}", _pct(r.utilization[u])) for u in r.unit_busy_cycles]
     lines.append(render_table(("unit", "busy cycles", "utilization"), units))
@@ -42,6 +47,7 @@ def render_result(r: SimResult, title: str, top_ops: int = 10) -> str:
                  f"{g.speedup:.3g}x", f"{g.energy_efficiency:.3g}x")
                 for name, g in r.gpu.items()]
         lines.append(render_table(("gpu", "time", "energy", "power", "speedup", "energy eff."), rows))
+        lines.extend(f"note: {g.memory_note}" for g in r.gpu.values() if g.memory_note)
     if r.ops:
         lines.append("")
         rows = [(o.name, f"{o.cycles:,}", *(f"{o.busy_cycles.get(u, 0):,}" for u in r.unit_busy_cycles),
@@ -52,3 +58,28 @@ def render_result(r: SimResult, title: str, top_ops: int = 10) -> str:
         lines.append("")
         lines.append("assumptions: " + "; ".join(r.assumptions))
     return "\n".join(lines)
+
+
+def workload_rows(w: Mapping[str, Any]) -> list[str]:
+    """The model's own figures (SimResult.workload, filled by tessel.driver for Llama-family
+    and mixture-of-experts models): none for GPT-2, whose reports stay as they were."""
+    if not w:
+        return []
+    rows = []
+    if "kv_bytes_per_token" in w:
+        rows.append(("KV cache per token", f"{w['kv_bytes_per_token']:,} B",
+                     "K and V of every layer at the operand type"))
+    if "routing" in w:
+        per_expert, touched = w["tokens_per_expert"], w["experts_touched"]
+        layers, experts = len(touched), len(per_expert)
+        rows.append(("routing", w["routing"], "which experts each token uses (docs/models.md)"))
+        rows.append(("experts touched", f"{min(touched)} .. {max(touched)} of {experts}",
+                     f"per MoE layer, {layers} layers; only these cost time and traffic"))
+        listed = (" ".join(map(str, per_expert)) if experts <= _LISTED_EXPERTS
+                  else f"min {min(per_expert):,}, max {max(per_expert):,} (JSON: every expert)")
+        rows.append(("tokens per expert", listed,
+                     f"summed over the layers: {sum(per_expert):,} (token, expert) pairs"))
+        rows.append(("expert weights read", f"{w['expert_weight_bytes']:,} B",
+                     f"{si(w['expert_weight_bytes'], 'B')}: gate, up and down of each touched "
+                     f"expert, once per layer"))
+    return ["", render_table(("workload", "value", "detail"), rows)]

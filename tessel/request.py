@@ -15,13 +15,14 @@ import numpy as np
 
 from isa import DType
 from arch import TargetArch
-from compiler.passes.routing import check_policy
+from compiler.passes.routing import check_policy, moe_ops
 from compiler.frontend import Model
 from compiler.ir import GraphError
 from compiler.phase import Phase
 from compiler.targets import CompileError
 
 __all__ = ["RunRequest", "make_request", "resolve_phase", "numerics_by_default", "default_tokens",
+           "routing_policy",
            "NUMERICS_DEFAULT_MAX_PARAMS", "DEFAULT_SEQ", "DEFAULT_KV"]
 
 # Numeric simulation is on by default up to this many parameters (gpt2-medium and below):
@@ -86,7 +87,7 @@ def resolve_phase(model: Model, kind: str | None = None, seq: int | None = None,
 
 
 def numerics_by_default(model: Model, phase: Phase | None, arch: TargetArch, dtype: DType | None) -> bool:
-    """The default: numerics for GPT-2 models of at most 400 M parameters, one sequence, and
+    """The default: numerics for models of at most 400 M parameters (every family), one sequence, and
     an operand type other than int8 (which needs a quantisation pass Tessel does not have);
     timing only otherwise, and always for .graph files (they carry no input values)."""
     return (model.config is not None and model.config.n_params <= NUMERICS_DEFAULT_MAX_PARAMS
@@ -109,7 +110,7 @@ def make_request(model: Model, target: str, arch: TargetArch, phase: Phase | Non
     if arch.target != target:
         raise CompileError(f"architecture '{arch.name}' is for target '{arch.target}', not '{target}'")
     if phase is not None and model.config is None:
-        raise GraphError("phases apply to GPT-2 models only")
+        raise GraphError("phases apply to preset and checkpoint models only (a .graph file has fixed shapes)")
     if model.config is not None and phase is None:
         phase = resolve_phase(model)
     if tokens is not None and model.config is not None:
@@ -130,15 +131,16 @@ def make_request(model: Model, target: str, arch: TargetArch, phase: Phase | Non
         tokens = tuple(tokens) if tokens is not None else default_tokens(model, phase)
     else:
         tokens = None
-    routing = _routing_policy(model, numerics, routing)
+    routing = routing_policy(model, numerics, routing)
     return RunRequest(model, phase, target, arch, dtype, numerics, tokens, tuple(gpus), gpu_mode,
                       gpu_calibration, routing)
 
 
-def _routing_policy(model: Model, numerics: bool, routing: str | None) -> str | None:
+def routing_policy(model: Model, numerics: bool, routing: str | None) -> str | None:
     """Which experts tokens use: the router's own choice in numeric runs, a policy (default
     uniform) in timing-only runs of a mixture-of-experts model; None for dense models."""
-    moe = getattr(model.config, "num_experts", 0) > 0
+    moe = (bool(moe_ops(model.fixed_graph)) if model.fixed_graph is not None
+           else getattr(model.config, "num_experts", 0) > 0)
     if routing is not None:
         check_policy(routing)
         if not moe:
@@ -146,6 +148,9 @@ def _routing_policy(model: Model, numerics: bool, routing: str | None) -> str | 
         if numerics and routing != "router":
             raise GraphError(f"--routing {routing} applies to timing-only runs (--no-functional); "
                              "numeric runs route by the router's own choice")
+        if not numerics and routing == "router":
+            raise GraphError("--routing router needs numerics (the router's choice is computed): "
+                             "use --functional, or a policy (uniform, zipf:S, file:PATH)")
     if not moe:
         return None
     return "router" if numerics else (routing or "uniform")

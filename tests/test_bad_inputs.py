@@ -70,6 +70,16 @@ case("cli-pcie-bad", ["coe", "--models", "gpt2", "--pcie", "gen3"])
 case("cli-coe-no-models", ["coe", "--models", ","])
 case("cli-coe-graph-expert", ["coe", "--models", str(ROOT / "examples/mlp.graph")])
 case("cli-coe-unknown-expert", ["coe", "--models", "llama-9000"])
+case("cli-routing-bad", ["sim", "--model", "mixtral-8x7b", "--routing", "bogus"])
+case("cli-routing-zipf-zero", ["sim", "--model", "mixtral-8x7b", "--routing", "zipf:0"])
+case("cli-routing-zipf-text", ["compare", "--model", "mixtral-8x7b", "--routing", "zipf:steep"])
+case("cli-routing-dense", ["sim", "--model", "llama-3.2-1b", "--routing", "uniform"])
+case("cli-routing-numerics", ["sim", "--model", "mixtral-8x7b", "--functional", "--routing", "uniform"])
+case("cli-routing-router-timing", ["sim", "--model", "mixtral-8x7b", "--routing", "router"])
+case("cli-routing-file-missing", ["sim", "--model", "mixtral-8x7b", "--routing", "file:{d}/none.json"])
+case("cli-routing-file-layers", ["sim", "--model", "mixtral-8x7b", "--routing", "file:{d}/r.json"],
+     {"r.json": '{"experts": [[[0, 1]]]}'})
+case("cli-routing-with-program", ["sim", "{d}/p.tbin", "--routing", "uniform"], {"p.tbin": b"x"})
 case("cli-workers-zero", ["sweep", "{d}/s.toml", "--workers", "0"], {"s.toml": SWEEP})
 case("cli-dask-bad", ["sweep", "{d}/s.toml", "--dask", "local:x"], {"s.toml": SWEEP})
 case("cli-dask-empty", ["sweep", "{d}/s.toml", "--dask", "local"], {"s.toml": SWEEP})
@@ -180,6 +190,10 @@ s("nan-range", SWEEP.replace("start = 32, stop = 256", "start = nan, stop = 256"
 s("bad-phase", SWEEP.replace('kind = "decode"', 'kind = "train"'))
 s("unknown-key", SWEEP + "\ncolour = 3\n")
 s("no-params", SWEEP.split("[parameters]")[0])
+s("routing-dense", SWEEP.replace('models = ["gpt2"]', 'models = ["gpt2"]\nrouting = "zipf:1.2"'))
+s("routing-bad", SWEEP.replace('models = ["gpt2"]', 'models = ["mixtral-8x7b"]\nrouting = "zipf:-1"'))
+s("routing-router", SWEEP.replace('models = ["gpt2"]', 'models = ["mixtral-8x7b"]\nrouting = "router"'))
+s("routing-file-missing", SWEEP.replace('models = ["gpt2"]', 'models = ["mixtral-8x7b"]\nrouting = "file:none.json"'))
 
 
 # The cases issue 14 found answered wrongly (wrong numbers with exit status 0, tracebacks, a hang)
@@ -343,8 +357,17 @@ EXPECT = {
     'cli-disasm-bad-suffix': 'truncated: expected 8 bytes of magic at offset 0, found 1',
     'cli-pcie-bad': "tessel coe: argument --pcie: invalid choice: 'gen3' (choose from 'gen4', 'gen5')",
     'cli-coe-no-models': '--models: give at least one expert',
-    'cli-coe-graph-expert': 'is a .graph file: experts are GPT-2 models or llama-3.1-8b',
+    'cli-coe-graph-expert': 'is a .graph file: experts are model presets or Hugging Face directories',
     'cli-coe-unknown-expert': "unknown model 'llama-9000': not a preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl, gpt3-sma",
+    'cli-routing-bad': "--routing 'bogus': expected one of router, uniform, zipf:S, file:PATH",
+    'cli-routing-zipf-zero': '--routing zipf:0: zipf needs a positive finite exponent, e.g. zipf:1.2',
+    'cli-routing-zipf-text': '--routing zipf:steep: zipf needs a positive finite exponent, e.g. zipf:1.2',
+    'cli-routing-dense': "--routing uniform: model 'llama-3.2-1b' has no experts to route",
+    'cli-routing-numerics': '--routing uniform applies to timing-only runs (--no-functional); numeric runs route',
+    'cli-routing-router-timing': "--routing router needs numerics (the router's choice is computed): use --functional",
+    'cli-routing-file-missing': '/none.json: cannot read routing file (No such file or directory)',
+    'cli-routing-file-layers': "/r.json: field 'experts' must list 32 moe layers, got 1",
+    'cli-routing-with-program': '--routing: only with --model (a program file has no graph and names its target)',
     'cli-workers-zero': 'tessel sweep: argument --workers: expected a positive integer, got 0',
     'cli-dask-bad': '--dask local:x: expected local:N with N a positive number of workers',
     'cli-dask-empty': "--dask 'local': expected a scheduler address (tcp://host:port) or local:N",
@@ -443,6 +466,10 @@ EXPECT = {
     'sweep-nan-range': 'parameters.rows.start: expected a number, got nan',
     'sweep-bad-phase': 'phases[0].kind: expected "prefill" or "decode", got \'train\'',
     'sweep-unknown-key': 'parameters.colour: unknown parameter of systolic arch (fields: rows, cols, dataflow, clock',
+    'sweep-routing-dense': 'routing: applies to mixture-of-experts models only; no model here has experts',
+    'sweep-routing-bad': 'routing: --routing zipf:-1: zipf needs a positive finite exponent, e.g. zipf:1.2',
+    'sweep-routing-router': "routing: sweeps run timing only; 'router' needs numerics (uniform, zipf:S or file:PATH)",
+    'sweep-routing-file-missing': 'routing: /none.json: cannot read (No such file or directory)',
     'sweep-no-params': 'parameters: expected a table of one or more parameters',
     'set-clock-nan': "--set clock_mhz=nan: field 'clock_mhz' must be a number from 1 to 10000 MHz, got nan",
     'set-bw-inf': "--set dram_bw_gbps=inf: field 'dram_bw_gbps' must be a number from 0.1 to 1000000 GB/s, go",

@@ -20,7 +20,7 @@ def test_graph_prints_one_line_per_op_and_totals(capsys):
     code, out, _ = run(capsys, "graph", "--model", "gpt2", "--phase", "decode", "--kv", "16")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == "model gpt2, decode kv=16 batch=1: 305 ops"
+    assert lines[0] == "model gpt2, decode kv=16 batch=1: 305 ops, 124,439,808 parameters"
     assert any(line.startswith("h.11.mlp.c_fc") and "linear" in line and "1x1x3072" in line for line in lines)
     assert lines[-1].startswith("total")
 

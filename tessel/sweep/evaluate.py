@@ -39,7 +39,7 @@ def evaluate_point(task: Task) -> Outcome:
     try:
         arch = target(task.target).load_arch(task.base, task.overrides)
         result = run(make_request(_model(task.model), task.target, arch, task.phase,
-                                  numerics=False)).result
+                                  numerics=False, routing=task.routing)).result
     except USER_ERRORS as e:
         return Outcome(task.key, False, {}, _one_line(str(e)), time.perf_counter() - start)
     except Exception as e:              # a bug in one point must not stop the sweep: record it

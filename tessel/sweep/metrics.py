@@ -2,7 +2,8 @@
 
 Scalars by name (`time_s`, `energy_j`, ...), per-key figures of the dict fields as
 `bytes.dram` or `utilization.mxu`, target-specific figures as `extra.<key>`, and
-`tokens_per_s`, derived from the phase (tokens of one pass / time).
+`tokens_per_s`, derived from the phase (tokens of one pass / time). The model's own numbers
+(SimResult.workload: KV bytes per token, expert weight bytes) are `extra.workload.<key>`.
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ def flatten(result: SimResult, phase: Phase | None) -> dict[str, float | int]:
     for table in DICT_METRICS:
         figures.update({f"{table}.{k}": v for k, v in getattr(result, table).items()})
     figures.update({f"extra.{k}": v for k, v in result.extra_json().items() if _number(v)})
+    figures.update({f"extra.workload.{k}": v for k, v in result.workload.items() if _number(v)})
     if phase is not None and result.time_s > 0:
         figures["tokens_per_s"] = phase.seq * phase.batch / result.time_s
     return figures

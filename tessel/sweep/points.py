@@ -34,6 +34,7 @@ class Task:
     model: str                              # for load_model
     model_label: str
     phase: Phase | None
+    routing: str | None = None              # mixture-of-experts models: the routing policy
 
     @property
     def overrides(self) -> tuple[str, ...]:
@@ -74,12 +75,15 @@ def tasks(spec: SweepSpec, version: str | None = None) -> list[Task]:
     out = []
     for point in points(spec):
         for model in spec.models:
-            for phase in (spec.phases if model.gpt2 else (None,)):
+            for phase in (spec.phases if model.phased else (None,)):
                 identity = {"target": spec.target, "base": spec.base_sha256, "point": dict(point),
                             "model": model.digest, "phase": asdict(phase) if phase else None,
                             "tool": version}
+                if model.routing is not None:    # dense models' keys stay as they were
+                    identity["routing"] = [model.routing, spec.routing_digest]
                 key = hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode())
-                out.append(Task(key.hexdigest(), spec.target, spec.base, point, model.spec, model.label, phase))
+                out.append(Task(key.hexdigest(), spec.target, spec.base, point, model.spec, model.label,
+                                phase, model.routing))
     return out
 
 

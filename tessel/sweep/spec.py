@@ -1,9 +1,10 @@
 """Sweep specs: one TOML file, parsed and checked completely before any point runs.
 
     base = "systolic-32"                 # preset name or .toml (relative to the spec)
-    models = ["gpt2"]                    # presets, .graph files (relative to the spec)
+    models = ["gpt2", "llama-3.2-1b"]    # presets, HF directories, .graph files (relative to the spec)
+    routing = "zipf:1.2"                 # mixture-of-experts models: uniform (default), zipf:S, file:PATH
     metrics = ["time_s", "energy_j"]     # recorded in the CSV (tessel.sweep.metrics)
-    [[phases]]                           # GPT-2 models: kind, seq | kv, batch
+    [[phases]]                           # preset and checkpoint models: kind, seq | kv, batch
     kind = "decode"
     kv = 128
     [parameters]                         # arch fields: value lists, ranges, linked fields
@@ -27,12 +28,14 @@ from arch.config import CONFIG_DIR
 from compiler.frontend import load_model
 from compiler.ir import GraphError
 from compiler.phase import Phase
+from compiler.passes.routing import check_policy
+from tessel.request import routing_policy
 from tessel.sweep.metrics import DICT_METRICS, metric_error
 from tessel.sweep.params import Parameter, SweepError, parse_parameter
 
 __all__ = ["SweepSpec", "ModelRef", "Sampling", "load_spec", "SweepError"]
 
-_KEYS = ("base", "models", "phases", "parameters", "metrics", "sampling", "plot")
+_KEYS = ("base", "models", "phases", "routing", "parameters", "metrics", "sampling", "plot")
 _PHASE_DEFAULTS = {"seq": 128, "kv": 128, "batch": 1}     # as the command line's defaults
 DEFAULT_METRICS = ("cycles", "time_s", "energy_j")
 
@@ -42,7 +45,8 @@ class ModelRef:
     label: str               # as the spec writes it
     spec: str                # what load_model takes (a path resolved against the spec)
     digest: str              # preset name, or sha256 of the file's contents
-    gpt2: bool               # phases apply (a .graph file has fixed shapes)
+    phased: bool             # phases apply (a .graph file has fixed shapes)
+    routing: str | None      # mixture-of-experts models: the timing-only routing policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,7 @@ class SweepSpec:
     metrics: tuple[str, ...]
     sampling: Sampling
     plot_axes: tuple[tuple[str, str], ...]
+    routing_digest: str = ""  # of a file:PATH routing policy: a changed file is a new point
 
 
 def load_spec(path: str | Path) -> SweepSpec:
@@ -79,12 +84,14 @@ def load_spec(path: str | Path) -> SweepSpec:
         raise SweepError(f"{path}: {unknown[0]}: unknown key (keys: {', '.join(_KEYS)})")
     base, base_file, arch = _base(path, table)
     parameters = _parameters(path, table, arch)
-    models = _models(path, table)
+    routing, routing_digest = _routing(path, table)
+    models = _models(path, table, routing)
     phases = _phases(path, table, models)
     metrics = tuple(_names(path, table, "metrics", DEFAULT_METRICS))
     axes = _plot(path, table, parameters)
     return SweepSpec(path, arch.target, base, hashlib.sha256(base_file.read_bytes()).hexdigest(),
-                     parameters, models, phases, metrics, _sampling(path, table, parameters), axes)
+                     parameters, models, phases, metrics, _sampling(path, table, parameters), axes,
+                     routing_digest)
 
 
 def _base(path: Path, table: Mapping[str, Any]) -> tuple[str, Path, Any]:
@@ -116,7 +123,32 @@ def _parameters(path: Path, table: Mapping[str, Any], arch: Any) -> tuple[Parame
     return tuple(parameters)
 
 
-def _models(path: Path, table: Mapping[str, Any]) -> tuple[ModelRef, ...]:
+def _routing(path: Path, table: Mapping[str, Any]) -> tuple[str | None, str]:
+    """The spec's routing policy (a file: path resolved against the spec) and the digest of
+    its file; (None, "") when the spec names none."""
+    raw = table.get("routing")
+    if raw is None:
+        return None, ""
+    if not isinstance(raw, str):
+        raise SweepError(f"{path}: routing: expected a policy (uniform, zipf:S, file:PATH), got {raw!r}")
+    kind, _, arg = raw.partition(":")
+    policy = f"file:{path.parent / arg}" if kind == "file" and arg else raw
+    try:
+        check_policy(policy)
+    except GraphError as e:
+        raise SweepError(f"{path}: routing: {e}") from None
+    if kind == "router":
+        raise SweepError(f"{path}: routing: sweeps run timing only; 'router' needs numerics "
+                         "(uniform, zipf:S or file:PATH)")
+    if kind != "file":
+        return policy, ""
+    try:
+        return policy, hashlib.sha256(Path(policy[5:]).read_bytes()).hexdigest()
+    except OSError as e:
+        raise SweepError(f"{path}: routing: {policy[5:]}: cannot read ({e.strerror})") from None
+
+
+def _models(path: Path, table: Mapping[str, Any], routing: str | None) -> tuple[ModelRef, ...]:
     names = _names(path, table, "models", None)
     models = []
     for i, label in enumerate(names):
@@ -124,6 +156,7 @@ def _models(path: Path, table: Mapping[str, Any]) -> tuple[ModelRef, ...]:
         spec = str(path.parent / label) if local else label
         try:
             model = load_model(spec)
+            policy = routing_policy(model, numerics=False, routing=None)
         except GraphError as e:
             raise SweepError(f"{path}: models[{i}]: {e}") from None
         if local:
@@ -131,9 +164,13 @@ def _models(path: Path, table: Mapping[str, Any]) -> tuple[ModelRef, ...]:
             digest = hashlib.sha256(source.read_bytes()).hexdigest()
         else:
             digest = label
-        models.append(ModelRef(label, spec, digest, model.config is not None))
+        models.append(ModelRef(label, spec, digest, model.config is not None,
+                               (routing or policy) if policy else None))
     if len({m.label for m in models}) != len(models):
         raise SweepError(f"{path}: models: a model is listed twice")
+    if routing is not None and not any(m.routing for m in models):
+        raise SweepError(f"{path}: routing: applies to mixture-of-experts models only; "
+                         "no model here has experts")
     return tuple(models)
 
 
@@ -153,19 +190,20 @@ def _names(path: Path, table: Mapping[str, Any], key: str, default: tuple[str, .
 
 def _phases(path: Path, table: Mapping[str, Any], models: tuple[ModelRef, ...]) -> tuple[Phase, ...]:
     raw = table.get("phases")
-    gpt2 = [m for m in models if m.gpt2]
+    phased = [m for m in models if m.phased]
     if raw is None:
-        if gpt2:
-            raise SweepError(f"{path}: phases: missing, and GPT-2 models need one or more "
-                             f"([[phases]] kind = \"decode\", kv = 128)")
+        if phased:
+            raise SweepError(f"{path}: phases: missing, and preset and checkpoint models need one "
+                             f"or more ([[phases]] kind = \"decode\", kv = 128)")
         return ()
-    if not gpt2:
-        raise SweepError(f"{path}: phases: apply to GPT-2 models only; every model here is a .graph file")
+    if not phased:
+        raise SweepError(f"{path}: phases: apply to preset and checkpoint models only; every "
+                         "model here is a .graph file")
     if not isinstance(raw, list) or not raw:
         raise SweepError(f"{path}: phases: expected a list of tables ([[phases]]), got {raw!r}")
     phases = [_phase(path, i, entry) for i, entry in enumerate(raw)]
     for i, phase in enumerate(phases):
-        for model in gpt2:
+        for model in phased:
             try:
                 load_model(model.spec).graph(phase)
             except GraphError as e:
