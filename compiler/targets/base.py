@@ -16,7 +16,7 @@ from isa import DType
 
 from compiler.errors import CompileError
 from compiler.ir import Graph, Op, OpKind
-from compiler.passes.storage import StoragePlan
+from compiler.passes.storage import StoragePlan, View
 from compiler.targets.data import program_data
 from compiler.targets.emit import Emitter, Matrix, symbol_name, view_batches, view_matrix
 from compiler.targets.vector import VectorLowering
@@ -142,12 +142,31 @@ class GemmLowering(TargetLowering):
         self.gemm(op, a, b, self.matrix(self.plan.views[op.name]), False, bias)
 
     def op_matmul(self, op: Op) -> None:
+        """One GEMM per matrix of a batched matmul. Where b's batch axes are 1 (grouped-query
+        attention: one KV head for a group of query heads), every a batch pairs with the one
+        b matrix in place, and the broadcast axes nearest the matrix join a's rows when a and
+        the output both merge them (decode: a group's queries are one GEMM, K read once)."""
         av, bv, ov = (self.plan.views[n] for n in (*op.inputs, op.name))
         tb = bool(op.attr("transpose_b", False))
-        pairs = ([(av, bv, ov)] if len(bv.shape) == 2
-                 else zip(self.batches(av, 2), self.batches(bv, 2), self.batches(ov, 2)))
-        for a, b, o in pairs:
-            self.gemm(op, self.matrix(a), self.matrix(b), self.matrix(o), tb, None)
+        if len(bv.shape) == 2:
+            self.gemm(op, self.matrix(av), self.matrix(bv), self.matrix(ov), tb, None)
+            return
+        batch = av.shape[:-2]
+        inner = 0          # trailing batch axes where b broadcasts
+        while inner < len(batch) and bv.shape[-3 - inner] == 1 < batch[-1 - inner]:
+            inner += 1
+        keep, outer = 2 + inner, len(batch) - inner
+        # b with its outer broadcast axes repeated by stride 0: one b batch per a batch
+        bv = View(bv.buffer, batch[:outer] + bv.shape[outer:],
+                  tuple(0 if d == 1 else s for d, s in zip(bv.shape[:outer], bv.strides)) + bv.strides[outer:],
+                  bv.offset)
+        for a, b, o in zip(self.batches(av, keep), self.batches(bv, keep), self.batches(ov, keep)):
+            b_m = self.matrix(b)
+            if inner and (a.rows() is None or o.rows() is None):
+                for a_part, o_part in zip(self.batches(a, 2), self.batches(o, 2)):
+                    self.gemm(op, self.matrix(a_part), b_m, self.matrix(o_part), tb, None)
+            else:
+                self.gemm(op, self.matrix(a), b_m, self.matrix(o), tb, None)
 
 
 def lower_op(low: TargetLowering, op: Op, reader: str, writer: str) -> None:

@@ -3,15 +3,41 @@
 ring's slots from its producer queue to its consumer queue."""
 from __future__ import annotations
 
+from isa.fields import A32
+
+from compiler.errors import CompileError
+from compiler.ir import Graph, OpKind
+from compiler.passes.storage import StoragePlan
 from compiler.targets.emit import Emitter, Matrix, Ring, view_batches, view_matrix
 from compiler.targets.tiling import row_block
 
-__all__ = ["lower_embedding", "lower_kv_append"]
+__all__ = ["lower_embedding", "lower_kv_append", "gather_tables", "check_gather_reach",
+           "GATHER_REACH_BYTES"]
+
+# A gather's table operand is A32 (docs/isa.md): it reaches the first 256 MiB of its space.
+GATHER_REACH_BYTES = 1 << A32.addr_bits
+
+
+def gather_tables(graph: Graph, plan: StoragePlan) -> list[str]:
+    """The buffers some embedding or gather reads rows of, smallest first: targets place them
+    at the start of their memory, where a gather's table address reaches (a model's embedding
+    table is usually the largest, so the computed tables of MoE permutes go before it)."""
+    names = {plan.views[op.inputs[0]].buffer for op in graph.of_kind(OpKind.EMBEDDING, OpKind.GATHER)}
+    return sorted(names, key=lambda n: (plan.buffers[n].numel * plan.buffers[n].dtype.itemsize, n))
+
+
+def check_gather_reach(table: str, space: str, addr: int) -> None:
+    """CompileError when a gather table would start beyond a gather's reach."""
+    if addr >= GATHER_REACH_BYTES:
+        raise CompileError(f"gather table '{table}' would start at {space} byte {addr:,}; a gather "
+                           f"reaches the first {GATHER_REACH_BYTES:,} bytes (its table operand is A32), "
+                           "and the smaller tables placed before it fill that")
 
 
 def lower_embedding(em: Emitter, op, views, ring: Ring, itemsize: int, align: int = 64) -> None:
-    """An embedding lookup: the ring's producer loads blocks of token ids and gathers their
-    table rows into a slot (`gather` moves at most 255 rows), its consumer stores them."""
+    """An embedding lookup, or a gather of a computed value's rows: the ring's producer loads
+    blocks of ids and gathers their table rows into a slot (`gather` moves at most 255 rows),
+    its consumer stores them."""
     table, ids, out = (view_matrix(views[name]) for name in (*op.inputs[:2], op.name))
     flat = Matrix(ids.symbol, ids.offset, 1, ids.rows * ids.cols, ids.rows * ids.cols)
     row_bytes = table.cols * itemsize

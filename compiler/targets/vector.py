@@ -18,6 +18,7 @@ from isa import Addr, DType
 from compiler.errors import CompileError
 from compiler.ir import GraphError, Op, OpKind
 from compiler.passes.storage import View
+from compiler.targets.constants import mask_name, mask_values, rope_name, rope_values
 from compiler.targets.emit import Emitter, Matrix, Ring, view_batches, view_matrix
 from compiler.targets.tiling import MAX_TILE, row_block
 
@@ -29,6 +30,29 @@ F32 = DType.fp32
 
 def _up(n: int) -> int:
     return -(-n // _ALIGN) * _ALIGN
+
+
+_BINARY_FUNCS = {OpKind.ADD: "add", OpKind.MUL: "mul", OpKind.DIV: "div", OpKind.GELU: "gelu"}
+
+
+def _row_broadcast(b: tuple[int, ...], out: tuple[int, ...]) -> bool:
+    """Whether b is out with its last axis 1 (left-padded with 1s): one value per row."""
+    padded = (1,) * (len(out) - len(b)) + tuple(b)
+    return len(out) >= 2 and padded[-1] == 1 < out[-1] and padded[:-1] == tuple(out[:-1])
+
+
+def _padded(view: View, rank: int) -> View:
+    """`view` with leading axes of size 1 added up to `rank`."""
+    pad = rank - len(view.shape)
+    return View(view.buffer, (1,) * pad + view.shape, (0,) * pad + view.strides, view.offset)
+
+
+def _matrix_pairs(a: View, b: View) -> list[tuple[Matrix, Matrix]]:
+    """Two views of one shape as row-major matrix pairs: whole when both merge their leading
+    axes into rows, else one pair per 2-D batch."""
+    if a.rows() is not None and b.rows() is not None:
+        return [(view_matrix(a), view_matrix(b))]
+    return [(view_matrix(x), view_matrix(y)) for x, y in zip(view_batches(a, 2), view_batches(b, 2))]
 
 
 class VectorLowering:
@@ -104,15 +128,25 @@ class VectorLowering:
 
     # -- element-wise ------------------------------------------------------------------
     def elementwise(self, op: Op) -> None:
+        """add, mul, div, gelu, silu: b broadcasts along rows (b [..., 1, D] or a suffix of
+        a's shape: "col"), along columns (b [..., T, 1] against [..., T, D]: "row"), or not at
+        all; add and mul swap their operands so that b is the one that broadcasts."""
         views = [self.views[n] for n in op.inputs]
         out = self.views[op.name]
         if len(views) == 2 and views[0].shape != out.shape and op.kind in (OpKind.ADD, OpKind.MUL):
             views.reverse()                           # only b may broadcast
         a_view = views[0]
         if a_view.shape != out.shape:
-            raise CompileError(f"op '{op.name}' ({op.kind.value}): broadcasting of both operands "
-                               "is not supported on this target")
+            raise CompileError(f"op '{op.name}' ({op.kind.value}): broadcasting its first operand "
+                               f"{list(a_view.shape)} to {list(out.shape)} is not supported on this target")
         b_view = views[1] if len(views) == 2 else None
+        if b_view is not None and _row_broadcast(b_view.shape, out.shape):
+            b_full = _padded(b_view, len(out.shape))
+            for a_part, b_part, o_part in zip(view_batches(a_view, 2), view_batches(b_full, 2),
+                                              view_batches(out, 2)):
+                self._elementwise_rows(op, view_matrix(a_part), view_matrix(b_part),
+                                       view_matrix(o_part), "row")
+            return
         keep = len(b_view.shape) if b_view is not None and b_view.shape != out.shape else len(out.shape)
         keep = max(keep, 1)
         if b_view is not None and b_view.shape != out.shape[len(out.shape) - len(b_view.shape):]:
@@ -128,12 +162,13 @@ class VectorLowering:
 
     def _elementwise_rows(self, op: Op, a: Matrix, b: Matrix | None, out: Matrix, bcast: str) -> None:
         isz, cols = self.dtype.itemsize, a.cols
-        b_per_row = cols * isz if b is not None and bcast == "none" else 0
+        b_per_row = {"none": cols * isz, "row": isz}.get(bcast, 0) if b is not None else 0
         b_fixed = _up(cols * isz) if b is not None and bcast == "col" else 0
-        tr = self.block_rows(op, a.rows, {"the vp_in slot": (cols * isz + b_per_row, b_fixed + 2 * _ALIGN,
-                                                             self.vp_in.slot_bytes),
-                                          "the vp_out slot": (cols * isz, 0, self.vp_out.slot_bytes)})
-        func = {OpKind.ADD: "add", OpKind.MUL: "mul", OpKind.GELU: "gelu"}[op.kind]
+        needs = {"the vp_in slot": (cols * isz + b_per_row, b_fixed + 2 * _ALIGN, self.vp_in.slot_bytes),
+                 "the vp_out slot": (cols * isz, 0, self.vp_out.slot_bytes)}
+        if op.kind is OpKind.SILU:
+            needs["vector scratch"] = (2 * cols * 4, 2 * _ALIGN, self.scratch_bytes)
+        tr = self.block_rows(op, a.rows, needs)
         for r0 in range(0, a.rows, tr):
             rows = min(tr, a.rows - r0)
             slot = self.vp_in.acquire()
@@ -141,14 +176,65 @@ class VectorLowering:
             b_at = None
             if b is not None:
                 b_at = slot + _up(rows * cols * isz)
-                self.em.load(self.loader, b_at, b.block(r0, rows, 0, cols) if bcast == "none" else b)
+                self.em.load(self.loader, b_at, b if bcast == "col" else b.block(r0, rows, 0, b.cols))
             self.vp_in.filled()
             self.vp_in.take()
             o = self.vp_out.acquire()
-            self.cfg(rows, cols, self.dtype, self.dtype)
-            self.vec(func, o, slot, b_at, bcast)
+            if op.kind is OpKind.SILU:
+                self._silu(o, slot, rows, cols)
+            else:
+                self.cfg(rows, cols, self.dtype, self.dtype)
+                self.vec(_BINARY_FUNCS[op.kind], o, slot, b_at, bcast)
             self.vp_in.release()
             self._store(out.block(r0, rows, 0, cols), o)
+
+    def _silu(self, o: Addr, x: Addr, rows: int, cols: int) -> None:
+        """silu(x) = x / (1 + exp(-x)) in fp32, from the ISA's exp and div (no silu function:
+        one would need a pipeline depth in every architecture file, and GPT-2's pinned
+        reports echo those); five vector passes, each timed as the machine times it."""
+        xf, t = self.scratch(rows * cols * 4, rows * cols * 4)
+        self.cfg(rows, cols, self.dtype, F32)
+        self.vec("copy", xf, x)
+        self.cfg(rows, cols, F32, F32, -1.0)
+        self.vec("muli", t, xf)
+        self.cfg(rows, cols, F32, F32)
+        self.vec("exp", t, t)
+        self.cfg(rows, cols, F32, F32, 1.0)
+        self.vec("addi", t, t)
+        self.cfg(rows, cols, F32, self.dtype)
+        self.vec("div", o, xf, t)
+
+    # -- concatenation -----------------------------------------------------------------
+    def concat(self, op: Op) -> None:
+        """Each input copied into its slice of the output along `axis`; an input the storage
+        plan already placed in that slice (a producer that wrote it there) costs nothing."""
+        out = self.views[op.name]
+        axis = op.attr("axis") % len(out.shape)
+        dtype = DType.int32 if op.type.dtype is DType.int32 else self.dtype
+        at = 0
+        for name in op.inputs:
+            src = self.views[name]
+            dst = out.slice(axis, at, at + src.shape[axis])
+            at += src.shape[axis]
+            if src != dst:
+                for s_m, d_m in _matrix_pairs(src, dst):
+                    self._copy_rows(op, s_m, d_m, dtype)
+
+    def _copy_rows(self, op: Op, src: Matrix, dst: Matrix, dtype: DType) -> None:
+        row_bytes = src.cols * dtype.itemsize
+        tr = self.block_rows(op, src.rows, {"the vp_in slot": (row_bytes, 0, self.vp_in.slot_bytes),
+                                            "the vp_out slot": (row_bytes, 0, self.vp_out.slot_bytes)})
+        for r0 in range(0, src.rows, tr):
+            rows = min(tr, src.rows - r0)
+            slot = self.vp_in.acquire()
+            self.em.load(self.loader, slot, src.block(r0, rows, 0, src.cols))
+            self.vp_in.filled()
+            self.vp_in.take()
+            o = self.vp_out.acquire()
+            self.cfg(rows, src.cols, dtype, dtype)
+            self.vec("copy", o, slot)
+            self.vp_in.release()
+            self._store(dst.block(r0, rows, 0, dst.cols), o)
 
     # -- layer norm --------------------------------------------------------------------
     def layernorm(self, op: Op) -> None:
@@ -195,22 +281,134 @@ class VectorLowering:
             self.vp_in.release()
             self._store(out.block(r0, rows, 0, d), o)
 
+    # -- RMS norm ----------------------------------------------------------------------
+    def rmsnorm(self, op: Op) -> None:
+        """x / sqrt(mean(x^2) + eps) * gain over the last axis, in fp32 (Hugging Face's order:
+        normalise, then scale by the gain)."""
+        x, out = (view_matrix(self.views[n]) for n in (op.inputs[0], op.name))
+        gain = view_matrix(self.views[op.inputs[1]])
+        g_isz = self.em.itemsize[gain.symbol]
+        isz, d = self.dtype.itemsize, x.cols
+        eps = float(op.attr("eps", 1e-6))
+        tr = self.block_rows(op, x.rows, {
+            "the vp_in slot": (d * isz, _up(d * g_isz) + _ALIGN, self.vp_in.slot_bytes),
+            "the vp_out slot": (d * isz, 0, self.vp_out.slot_bytes),
+            "vector scratch": (2 * d * 4 + 4, _up(d * 4) + 3 * _ALIGN, self.scratch_bytes)})
+        for r0 in range(0, x.rows, tr):
+            rows = min(tr, x.rows - r0)
+            slot = self.vp_in.acquire()
+            g_at = slot + _up(rows * d * isz)
+            self.em.load(self.loader, slot, x.block(r0, rows, 0, d))
+            self.em.load(self.loader, g_at, gain)
+            self.vp_in.filled()
+            self.vp_in.take()
+            xf, t, ms, g32 = self.scratch(rows * d * 4, rows * d * 4, rows * 4, d * 4)
+            if g_isz != 4:                      # a computed gain, stored at the operand type
+                self.cfg(1, d, self.dtype, F32)
+                self.vec("copy", g32, g_at)
+                g_at = g32
+            o = self.vp_out.acquire()
+            self.cfg(rows, d, self.dtype, F32)
+            self.vec("copy", xf, slot)
+            self.cfg(rows, d, F32, F32)
+            self.vec("mul", t, xf, xf)
+            self.red("sum", ms, t)
+            self.cfg(rows, 1, F32, F32, 1.0 / d)
+            self.vec("muli", ms, ms)
+            self.cfg(rows, 1, F32, F32, eps)
+            self.vec("addi", ms, ms)
+            self.vec("rsqrt", ms, ms)
+            self.cfg(rows, d, F32, F32)
+            self.vec("mul", xf, xf, ms, "row")
+            self.cfg(rows, d, F32, self.dtype)
+            self.vec("mul", o, xf, g_at, "col")
+            self.vp_in.release()
+            self._store(out.block(r0, rows, 0, d), o)
+
+    # -- rotary position embedding -----------------------------------------------------
+    def rope(self, op: Op) -> None:
+        """out1 = x1 cos - x2 sin, out2 = x2 cos + x1 sin on the halves of the last axis, with
+        cos and sin from an fp32 [positions, head_dim] constant ([cos | sin] per row). The
+        input is usually the heads view [B, H, S, Dh] of a projection: each head's [S, Dh] is
+        one matrix whose rows are positions; a single position (decode) takes every head's
+        row at once against one table row."""
+        view, out = self.views[op.inputs[0]], self.views[op.name]
+        s, d = view.shape[-2:]
+        name = rope_name(op, s, d)
+        if name not in self.constants:
+            self.constants[name] = rope_values(op, s, d)
+            self.add_constant(name, (s, d))
+        table = Matrix(name, 0, s, d, d)
+        if s == 1:
+            for x, o in _matrix_pairs(view, out):
+                self._rope_rows(op, x, o, table, "col")
+            return
+        for part, o_part in zip(view_batches(view, 2), view_batches(out, 2)):
+            self._rope_rows(op, view_matrix(part), view_matrix(o_part), table, "none")
+
+    def _rope_rows(self, op: Op, x: Matrix, out: Matrix, table: Matrix, bcast: str) -> None:
+        isz, h = self.dtype.itemsize, x.cols // 2
+        per_table_row = 2 * h * 4 if bcast == "none" else 0
+        tr = self.block_rows(op, x.rows, {
+            "the vp_in slot": (2 * h * isz + per_table_row, 4 * _ALIGN + (0 if per_table_row else 2 * _up(h * 4)),
+                               self.vp_in.slot_bytes),
+            "the vp_out slot": (2 * h * isz, _ALIGN, self.vp_out.slot_bytes),
+            "vector scratch": (4 * h * 4, 4 * _ALIGN, self.scratch_bytes)})
+        for r0 in range(0, x.rows, tr):
+            rows = min(tr, x.rows - r0)
+            t_rows = rows if bcast == "none" else 1
+            half = _up(rows * h * isz)
+            slot = self.vp_in.acquire()
+            x2_at = slot + half
+            cos_at = x2_at + half
+            sin_at = cos_at + _up(t_rows * h * 4)
+            self.em.load(self.loader, slot, x.block(r0, rows, 0, h))
+            self.em.load(self.loader, x2_at, x.block(r0, rows, h, h))
+            t0 = r0 if bcast == "none" else 0
+            self.em.load(self.loader, cos_at, table.block(t0, t_rows, 0, h))
+            self.em.load(self.loader, sin_at, table.block(t0, t_rows, h, h))
+            self.vp_in.filled()
+            self.vp_in.take()
+            x1f, x2f, p, q = self.scratch(*(rows * h * 4,) * 4)
+            o = self.vp_out.acquire()
+            o2 = o + half
+            self.cfg(rows, h, self.dtype, F32)
+            self.vec("copy", x1f, slot)
+            self.vec("copy", x2f, x2_at)
+            self.cfg(rows, h, F32, F32)
+            self.vec("mul", p, x1f, cos_at, bcast)
+            self.vec("mul", q, x2f, sin_at, bcast)
+            self.cfg(rows, h, F32, self.dtype)
+            self.vec("sub", o, p, q)
+            self.cfg(rows, h, F32, F32)
+            self.vec("mul", p, x2f, cos_at, bcast)
+            self.vec("mul", q, x1f, sin_at, bcast)
+            self.cfg(rows, h, F32, self.dtype)
+            self.vec("add", o2, p, q)
+            self.vp_in.release()
+            self.vp_out.filled()
+            self.vp_out.take()
+            self.em.store(self.storer, out.block(r0, rows, 0, h), o)
+            self.em.store(self.storer, out.block(r0, rows, h, h), o2)
+            self.vp_out.release()
+
     # -- softmax -----------------------------------------------------------------------
     def softmax(self, op: Op) -> None:
         view, out = self.views[op.inputs[0]], self.views[op.name]
         if len(view.shape) < 2:
             raise GraphError(f"op '{op.name}' (softmax): needs at least 2-D input on this target")
         s, t = view.shape[-2:]
-        causal = bool(op.attr("causal", False)) and s > 1
-        mask = self._mask(s, t) if causal else None
+        mask = self._mask(op, s, t)
         for part, o_part in zip(view_batches(view, 2), view_batches(out, 2)):
             self._softmax_rows(op, view_matrix(part), view_matrix(o_part), mask)
 
-    def _mask(self, s: int, t: int) -> Matrix:
-        name = f"const.causal_mask.{s}x{t}"
+    def _mask(self, op: Op, s: int, t: int) -> Matrix | None:
+        """The op's -inf/0 mask constant (causal, sliding window), placed on first use."""
+        name = mask_name(op, s, t)
+        if name is None:
+            return None
         if name not in self.constants:
-            visible = np.arange(t)[None, :] <= np.arange(s)[:, None] + (t - s)
-            self.constants[name] = np.where(visible, 0.0, -np.inf).astype(np.float32)
+            self.constants[name] = mask_values(op, s, t)
             self.add_constant(name, (s, t))
         return Matrix(name, 0, s, t, t)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from compiler.pipeline import Compilation, Pipeline, Step
 from compiler.targets.base import Lowered
 from compiler.targets.dataflow.lowering import DataflowLowering
-from compiler.targets.dataflow.place import Placement, mask_bytes, place, pmu_area
+from compiler.targets.dataflow.place import Placement, constant_bytes, place, pmu_area
 from compiler.targets.dataflow.sections import Sections, partition
 from compiler.targets.steps import PRECISION, STORAGE
 
@@ -23,7 +23,7 @@ def _sections(c: Compilation) -> Sections:
 
 def _placement(c: Compilation) -> Placement:
     ring_bytes, sram = pmu_area(c.arch)
-    return place(c.graph, c["storage"], c["sections"].calls, c.arch, ring_bytes, sram, mask_bytes(c.graph))
+    return place(c.graph, c["storage"], c["sections"].calls, c.arch, ring_bytes, sram, constant_bytes(c.graph))
 
 
 def _emit(c: Compilation) -> Lowered:

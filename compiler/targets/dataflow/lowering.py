@@ -177,6 +177,6 @@ class DataflowLowering(GemmLowering):
 
 def _streamed_bytes(graph: Graph, op: Op) -> int:
     """The largest operand an op streams; a gather reads only the rows it picks."""
-    if op.kind is OpKind.EMBEDDING:
+    if op.kind in (OpKind.EMBEDDING, OpKind.GATHER):
         return op.type.size_bytes
     return max(graph[name].type.size_bytes for name in op.inputs)

@@ -24,9 +24,11 @@ from compiler.errors import CompileError
 from compiler.ir import Graph, OpKind
 from compiler.passes.storage import StoragePlan, View
 from compiler.targets.dataflow.sections import Call
+from compiler.targets.constants import constant_shapes
 from compiler.targets.emit import RingSpec, ring_specs
+from compiler.targets.movement import check_gather_reach, gather_tables
 
-__all__ = ["Placement", "place", "pmu_area", "mask_bytes", "ALIGN"]
+__all__ = ["Placement", "place", "pmu_area", "constant_bytes", "ALIGN"]
 
 ALIGN = 64
 RING_SHARE = 0.25        # of the SRAM for staging rings; the rest holds section-resident values
@@ -75,11 +77,9 @@ def pmu_area(arch: DataflowArch) -> tuple[int, int]:
     return min(int(sram * RING_SHARE), RING_MAX_BYTES) // ALIGN * ALIGN, sram
 
 
-def mask_bytes(graph: Graph) -> int:
-    """HBM bytes of the causal-mask constants the vector lowering will add (fp32, one per shape)."""
-    shapes = {op.type.shape[-2:] for op in graph.of_kind(OpKind.SOFTMAX)
-              if op.attr("causal", False) and op.type.shape[-2] > 1}
-    return sum(-(-s * t * 4 // ALIGN) * ALIGN for s, t in shapes)
+def constant_bytes(graph: Graph) -> int:
+    """HBM bytes of the fp32 constants the vector lowering will add (masks, rope tables)."""
+    return sum(-(-s * t * 4 // ALIGN) * ALIGN for s, t in constant_shapes(graph).values())
 
 
 def _dense(view: View) -> bool:
@@ -114,6 +114,8 @@ def place(graph: Graph, plan: StoragePlan, calls: tuple[Call, ...], arch, ring_b
     readers, writers, strided = _readers_writers(graph, plan)
     pinned = {plan.views[o].buffer for o in graph.outputs}
     pinned |= {plan.views[op.name].buffer for op in graph.of_kind(OpKind.KV_APPEND, OpKind.INPUT)}
+    tables = gather_tables(graph, plan)       # a gather reads its table off-chip
+    pinned |= set(tables)
     where: dict[str, tuple[str, int]] = {}
     internal_at: dict[int, int] = {}
     activations, weights = [], []
@@ -140,15 +142,17 @@ def place(graph: Graph, plan: StoragePlan, calls: tuple[Call, ...], arch, ring_b
         raise CompileError(f"{graph.name}: activations and KV caches ({act_bytes:,} bytes) exceed "
                            f"{arch.name}'s HBM ({arch.hbm_bytes:,} bytes)")
     hbm = 0
-    # Embedding tables first: a gather addresses its table with 32 bits (docs/isa.md, gather).
-    tables = {plan.views[op.inputs[0]].buffer for op in graph.of_kind(OpKind.EMBEDDING)}
-    for name, size in [w for w in weights if w[0] in tables]:
+    # Gather tables first, smallest first (computed MoE tables, then the embedding): a gather
+    # addresses its table with 32 bits (docs/isa.md, gather).
+    for name in tables:
+        check_gather_reach(name, "hbm", hbm)
         where[name] = ("hbm", hbm)
-        hbm += size
+        hbm += _up(plan.buffers[name].numel * plan.buffers[name].dtype.itemsize)
     weights = [w for w in weights if w[0] not in tables]
     for name, size in activations:
-        where[name] = ("hbm", hbm)
-        hbm += size
+        if name not in where:
+            where[name] = ("hbm", hbm)
+            hbm += size
     first_use = {name: min((section_of[o] for o in readers.get(name, ())), default=len(sections))
                  for name, _ in weights}
     ddr = 0

@@ -24,7 +24,7 @@ from compiler.passes.storage import StoragePlan
 
 __all__ = ["Section", "Call", "Sections", "partition", "layer_of", "template_of"]
 
-_LAYER = re.compile(r"h\.(\d+)\.")
+_LAYER = re.compile(r"(h|layers)\.(\d+)\.")      # GPT-2's h.3.attn, Llama's layers.3.mlp
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +66,12 @@ class Sections:
 
 def layer_of(name: str) -> int | None:
     found = _LAYER.match(name)
-    return int(found.group(1)) if found else None
+    return int(found.group(2)) if found else None
 
 
 def template_of(name: str) -> str:
     """The op's name with its layer index removed: the same op in every layer."""
-    return _LAYER.sub("h.*.", name, count=1)
+    return _LAYER.sub(lambda m: f"{m.group(1)}.*.", name, count=1)
 
 
 def _group(op: Op) -> str:
@@ -105,17 +105,28 @@ def _written_bytes(plan: StoragePlan, op: Op) -> int:
     return buf.numel * buf.dtype.itemsize if buf is not None else 0
 
 
+def _gathers_written(plan: StoragePlan, op: Op, written: set[str]) -> bool:
+    """Whether `op` gathers rows of a buffer an earlier op of the section writes. A gather
+    runs on dma0, which the section's store tokens do not order (they order agcu0's reads),
+    so it waits for the section barrier instead: it starts a new section."""
+    return (op.kind in (OpKind.EMBEDDING, OpKind.GATHER)
+            and any(plan.views[name].buffer in written for name in op.inputs))
+
+
 def _split(plan: StoragePlan, group: str, members: list[Op], pcus: int, budget: int) -> list[Section]:
-    """Greedy: add ops to the current section until stages or PMU bytes would overflow."""
-    out, current, used = [], [], 0
+    """Greedy: add ops to the current section until stages or PMU bytes would overflow, or
+    a gather reads what the section computes."""
+    out, current, used, written = [], [], 0, set()
     for op in members:
         need = _written_bytes(plan, op)
         need = need if need <= budget else 0       # larger than the PMUs: it will live in HBM
-        if current and (len(current) == pcus or used + need > budget):
+        if current and (len(current) == pcus or used + need > budget
+                        or _gathers_written(plan, op, written)):
             out.append(current)
-            current, used = [], 0
+            current, used, written = [], 0, set()
         current.append(op)
         used += need
+        written.add(plan.views[op.name].buffer)
     out.append(current)
     parts = len(out)
     return [Section(tuple(o.name for o in part),

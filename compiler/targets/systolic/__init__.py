@@ -12,7 +12,7 @@ __all__ = ["PIPELINE"]
 
 
 def _dram(c: Compilation) -> DramLayout:
-    return plan_dram(c["storage"], c.arch)
+    return plan_dram(c.graph, c["storage"], c.arch)
 
 
 def _sram(c: Compilation) -> SramLayout:

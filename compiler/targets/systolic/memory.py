@@ -1,6 +1,6 @@
 """Systolic memory planning: DRAM addresses of every buffer, and the on-chip ring layout.
 
-DRAM: one buffer per value (the embedding table first), 64-byte aligned, in the storage
+DRAM: one buffer per value (the tables gathers read first), 64-byte aligned, in the storage
 plan's order; constants the lowering adds later go after them.
 
 SRAM (shares of sram_bytes, two slots per ring): mx_a 8 % (GEMM A tiles), mx_b 16 % (GEMM B
@@ -18,8 +18,10 @@ from isa import DType
 
 from arch.systolic import SystolicArch
 from compiler.errors import CompileError
+from compiler.ir import Graph
 from compiler.passes.storage import StoragePlan
 from compiler.targets.emit import RingSpec, ring_specs, symbol_name
+from compiler.targets.movement import check_gather_reach, gather_tables
 
 __all__ = ["DramLayout", "SramLayout", "plan_dram", "plan_sram", "dram_symbol", "ALIGN"]
 
@@ -67,10 +69,16 @@ def dram_symbol(name: str, addr: int, shape: tuple[int, ...], dtype: DType, arch
     return isa.Symbol(name, "dram", addr, shape, dtype), end
 
 
-def plan_dram(plan: StoragePlan, arch: SystolicArch) -> DramLayout:
-    """Every buffer of the storage plan at its DRAM address (the embedding table first)."""
+def plan_dram(graph: Graph, plan: StoragePlan, arch: SystolicArch) -> DramLayout:
+    """Every buffer of the storage plan at its DRAM address: the tables gathers read first
+    (smallest first, within a gather's reach), then the rest in plan order."""
     symbols, end = [], 0
-    for b in sorted(plan.buffers.values(), key=lambda b: b.name != "wte.weight"):
+    tables = gather_tables(graph, plan)
+    rest = [b for b in plan.buffers if b not in set(tables)]
+    for name in [*tables, *rest]:
+        b = plan.buffers[name]
+        if name in tables:
+            check_gather_reach(name, "dram", end)
         symbol, end = dram_symbol(symbol_name(b.name), end, b.shape, b.dtype, arch)
         symbols.append(symbol)
     return DramLayout(tuple(symbols), end)
