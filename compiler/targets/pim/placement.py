@@ -26,7 +26,9 @@ from arch.pim import PimArch
 from compiler.errors import CompileError
 from compiler.ir import Graph, Op, OpKind
 from compiler.passes.storage import StoragePlan
+from compiler.targets.constants import constant_shapes
 from compiler.targets.emit import symbol_name
+from compiler.targets.movement import check_gather_reach, gather_tables
 from compiler.targets.pim import layout as pl
 
 __all__ = ["PimMatrix", "PimPlacement", "place", "matrix_value", "ALIGN", "ABUF_KIB"]
@@ -38,7 +40,8 @@ ALIGN = 64
 # xin0: an attention row longer than one (heads x a long context) takes both (lowering.py).
 ABUF_KIB = {"vp_in": 48, "vp_out": 48, "copy": 16, "scratch": 48, "xin0": 16, "xin1": 16,
             "psum0": 64, "psum1": 64, "kstage": 4, "vstage": 32}
-# DRAM rows left after the activation region for the constants the lowering adds
+# DRAM rows left after the activation region for the constants the lowering adds (at least;
+# more when the graph's masks and rope tables need them)
 _CONSTANT_ROWS = 64
 
 
@@ -87,16 +90,26 @@ class PimPlacement:
         return "\n".join(lines)
 
 
-def abuf_regions(arch: PimArch) -> dict[str, tuple[int, int]]:
-    """The ASIC buffer's regions packed from address 0; CompileError when the buffer is smaller."""
+# Ops whose vector lowering keeps whole rows of fp32 temporaries in the scratch (SiLU: two
+# rows of the MLP width; RMSNorm: two of the hidden width): the Llama families' MLP rows
+# (8,192 wide in llama-3.2-1b) outgrow GPT-2's 48 KiB.
+_WIDE_SCRATCH_OPS = frozenset({OpKind.SILU, OpKind.RMSNORM})
+
+
+def abuf_regions(arch: PimArch, wide_scratch: bool = False) -> dict[str, tuple[int, int]]:
+    """The ASIC buffer's regions packed from address 0; CompileError when the buffer is smaller.
+    `wide_scratch`: the vector scratch also takes every byte the regions leave (GPT-2's graphs
+    keep the fixed layout their pinned programs were made with)."""
     need = sum(ABUF_KIB.values()) * 1024
     if arch.asic.buffer_bytes < need:
         raise CompileError(f"the PIM lowering needs {need:,} bytes of ASIC buffer "
                            f"(asic.buffer_bytes is {arch.asic.buffer_bytes:,})")
+    half = (arch.asic.buffer_bytes - need) // 2 // (2 * ALIGN) * (2 * ALIGN) if wide_scratch else 0
     at, out = 0, {}
     for name, kib in ABUF_KIB.items():
-        out[name] = (at, kib * 1024)
-        at += kib * 1024
+        size = kib * 1024 + (half if name in ("vp_in", "scratch") else 0)
+        out[name] = (at, size)
+        at += size
     return out
 
 
@@ -135,22 +148,27 @@ def pim_operands(graph: Graph) -> dict[str, tuple[str, Op | None]]:
 
 
 def place(graph: Graph, plan: StoragePlan, arch: PimArch) -> PimPlacement:
-    """Dense buffers first (the embedding tables first), then each PIM matrix on fresh rows."""
-    abuf = abuf_regions(arch)
+    """Dense buffers first (the tables gathers read first, smallest first, within a gather's
+    reach), then each PIM matrix on fresh rows."""
+    abuf = abuf_regions(arch, any(op.kind in _WIDE_SCRATCH_OPS for op in graph.ops))
     operands = pim_operands(graph)
-    tables = {op.inputs[0] for op in graph.ops if op.kind is OpKind.EMBEDDING}   # also read densely
+    tables = gather_tables(graph, plan)          # also read densely, by gathers
     skip = {plan.views[v].buffer for v in operands
-            if graph[v].kind is OpKind.PARAM and v not in tables}
+            if graph[v].kind is OpKind.PARAM and plan.views[v].buffer not in tables}
     skip |= {plan.views[v].buffer for v in operands if graph[v].kind is OpKind.KV_APPEND}
     dense, at, param_bytes = [], 0, 0
-    for b in sorted(plan.buffers.values(), key=lambda b: b.name not in tables):
-        if b.name in skip:
+    for name in [*tables, *(n for n in plan.buffers if n not in set(tables))]:
+        b = plan.buffers[name]
+        if name in skip:
             continue
+        if name in tables:
+            check_gather_reach(name, "dram", at)
         dense.append(isa.Symbol(symbol_name(b.name), "dram", at, b.shape, b.dtype))
         size = -(-math.prod(b.shape) * b.dtype.itemsize // ALIGN) * ALIGN
         at += size
         param_bytes += size if b.role == "param" else 0
-    next_row = -(-at // arch.row_block_bytes) + _CONSTANT_ROWS
+    constants = sum(-(-math.prod(shape) * 4 // ALIGN) * ALIGN for shape in constant_shapes(graph).values())
+    next_row = -(-at // arch.row_block_bytes) + max(_CONSTANT_ROWS, -(-constants // arch.row_block_bytes) + 1)
     act_limit = next_row * arch.row_block_bytes
     matrices, regions, rows = {}, [], {"linear": 0, "kcache": 0, "vcache": 0}
     for value, (kind, op) in operands.items():
@@ -166,7 +184,7 @@ def place(graph: Graph, plan: StoragePlan, arch: PimArch) -> PimPlacement:
         block = arch.row_block_bytes
         weights = rows["linear"] * block + param_bytes
         kv = (rows["kcache"] + rows["vcache"]) * block
-        raise CompileError(f"the model needs {next_row * block:,} bytes of PIM DRAM ({next_row:,} rows "
+        raise CompileError(f"{graph.name} needs {next_row * block:,} bytes of PIM DRAM ({next_row:,} rows "
                            f"per bank): weights {weights:,} (bf16 as placed), KV cache {kv:,}, "
                            f"activations and constants {act_limit - param_bytes:,}; {arch.name} has "
                            f"{arch.dram_bytes:,} ({arch.rows:,} rows per bank)")
