@@ -9,6 +9,7 @@ import pytest
 
 from arch import load_arch
 from compiler.frontend import Model
+from compiler.frontend.decoder import DecoderConfig, RopeScaling
 from compiler.ir import Graph
 from compiler.passes.routing import Routing, route_graph, routing_feeds
 from compiler.phase import decode, prefill
@@ -93,3 +94,15 @@ def test_cli_model_too_large_is_one_line_with_sizes():
     assert proc.stderr.startswith("error: llama-3.1-8b-decode needs ")
     assert "weights 16,06" in proc.stderr and "KV cache " in proc.stderr
     assert "pim-gpt has 4,294,967,296" in proc.stderr
+
+
+def test_one_layer_at_llama_3_2_1b_widths_on_the_default_preset():
+    """32 query heads / 8 KV heads of 64, an 8,192-wide MLP (the wide-row ASIC buffer layout:
+    a gated row is 32 KiB per vp_in slot and 64 KiB of scratch), decode at kv 128."""
+    config = DecoderConfig("llama-1b-one-layer", "llama", vocab_size=512, hidden_size=2048,
+                           intermediate_size=8192, num_hidden_layers=1, num_attention_heads=32,
+                           num_key_value_heads=8, max_position_embeddings=4096, rope_theta=5e5,
+                           tie_word_embeddings=True, rope_scaling=RopeScaling(32.0, 1.0, 4.0, 8192))
+    outcome = run(make_request(Model(config.name, config), "pim", load_arch("pim-gpt"), decode(128),
+                               numerics=True))
+    assert outcome.result.logits_rel_error < BF16_TOLERANCE

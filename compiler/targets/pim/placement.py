@@ -91,23 +91,30 @@ class PimPlacement:
 
 
 # Ops whose vector lowering keeps whole rows of fp32 temporaries in the scratch (SiLU: two
-# rows of the MLP width; RMSNorm: two of the hidden width): the Llama families' MLP rows
-# (8,192 wide in llama-3.2-1b) outgrow GPT-2's 48 KiB.
-_WIDE_SCRATCH_OPS = frozenset({OpKind.SILU, OpKind.RMSNORM})
+# rows of the MLP width; RMSNorm: two of the hidden width) and whose element-wise rows carry
+# two operands per vp_in slot (the gated MLP's mul): the Llama families' MLP rows (8,192 wide
+# in llama-3.2-1b: 32 KiB per vp_in slot, 64 KiB of scratch) outgrow GPT-2's layout.
+_WIDE_ROW_OPS = frozenset({OpKind.SILU, OpKind.RMSNORM})
+_WIDE_VP_OUT = 32      # KiB: the vp_out ring of a wide layout (a slot holds a 8,192-wide bf16 row)
 
 
-def abuf_regions(arch: PimArch, wide_scratch: bool = False) -> dict[str, tuple[int, int]]:
+def abuf_regions(arch: PimArch, wide_rows: bool = False) -> dict[str, tuple[int, int]]:
     """The ASIC buffer's regions packed from address 0; CompileError when the buffer is smaller.
-    `wide_scratch`: the vector scratch also takes every byte the regions leave (GPT-2's graphs
-    keep the fixed layout their pinned programs were made with)."""
-    need = sum(ABUF_KIB.values()) * 1024
+    `wide_rows` (a Llama graph): vp_out is 32 KiB, and the vp_in ring and the scratch share
+    every byte the regions leave (GPT-2's graphs keep the fixed layout their pinned programs
+    were made with)."""
+    sizes = {name: kib * 1024 for name, kib in ABUF_KIB.items()}
+    need = sum(sizes.values())
     if arch.asic.buffer_bytes < need:
         raise CompileError(f"the PIM lowering needs {need:,} bytes of ASIC buffer "
                            f"(asic.buffer_bytes is {arch.asic.buffer_bytes:,})")
-    half = (arch.asic.buffer_bytes - need) // 2 // (2 * ALIGN) * (2 * ALIGN) if wide_scratch else 0
+    if wide_rows:
+        sizes["vp_out"] = _WIDE_VP_OUT * 1024
+        half = (arch.asic.buffer_bytes - sum(sizes.values())) // 2 // (2 * ALIGN) * (2 * ALIGN)
+        sizes["vp_in"] += half
+        sizes["scratch"] += half
     at, out = 0, {}
-    for name, kib in ABUF_KIB.items():
-        size = kib * 1024 + (half if name in ("vp_in", "scratch") else 0)
+    for name, size in sizes.items():
         out[name] = (at, size)
         at += size
     return out
@@ -150,7 +157,7 @@ def pim_operands(graph: Graph) -> dict[str, tuple[str, Op | None]]:
 def place(graph: Graph, plan: StoragePlan, arch: PimArch) -> PimPlacement:
     """Dense buffers first (the tables gathers read first, smallest first, within a gather's
     reach), then each PIM matrix on fresh rows."""
-    abuf = abuf_regions(arch, any(op.kind in _WIDE_SCRATCH_OPS for op in graph.ops))
+    abuf = abuf_regions(arch, any(op.kind in _WIDE_ROW_OPS for op in graph.ops))
     operands = pim_operands(graph)
     tables = gather_tables(graph, plan)          # also read densely, by gathers
     skip = {plan.views[v].buffer for v in operands
