@@ -32,4 +32,5 @@ class Precision:
 def precision(graph: Graph, dtype: DType) -> Precision:
     """Which parameters keep fp32 (gains and biases, by how the graph uses them)."""
     roles = param_roles(graph)
-    return Precision(dtype, frozenset(n for n, r in roles.items() if r in ("gain", "bias")))
+    params = {p.name for p in graph.params}    # a computed gain is stored like any value
+    return Precision(dtype, frozenset(n for n, r in roles.items() if r in ("gain", "bias") and n in params))

@@ -5,7 +5,8 @@ their input's buffer, as in numpy. A KV-cache input lives in place at the front 
 append's result buffer, so an append writes only the new rows. When a reshape cannot view
 its input (merging axes a transpose made non-adjacent, as GPT-2's head merge does), the
 chain is re-rooted: the reshape's result gets the contiguous buffer and the producing op
-writes straight into the matching strided view of it — no copy.
+writes straight into the matching strided view of it — no copy. Likewise an op whose only use
+is a concat writes straight into its slice of the concat's buffer.
 """
 from __future__ import annotations
 
@@ -160,6 +161,7 @@ def plan_storage(graph: Graph, dtype: DType, precise: frozenset[str] = frozenset
     views: dict[str, View] = {}
     outputs = set(graph.outputs)
     rerooted = _reroots(graph)
+    joined = _joined(graph, rerooted)
     caches = {op.inputs[0] for op in graph.of_kind(OpKind.KV_APPEND)}
 
     def allocate(name: str, shape: tuple[int, ...], role: str, kind_dtype: DType) -> View:
@@ -177,6 +179,12 @@ def plan_storage(graph: Graph, dtype: DType, precise: frozenset[str] = frozenset
                 raise GraphError(f"op '{op.name}' ({op.kind.value}): its layout is not a view of "
                                  f"'{op.inputs[0]}' and cannot be re-rooted on this target")
             views[op.name] = view
+        elif op.name in joined:                       # writes straight into its concat's slice
+            cat, axis, start = joined[op.name]
+            if cat.name not in views:
+                views[cat.name] = allocate(cat.name, cat.type.shape,
+                                           "output" if cat.name in outputs else "temp", cat.type.dtype)
+            views[op.name] = views[cat.name].slice(axis, start, start + op.type.shape[axis])
         elif op.name in rerooted:
             chain = rerooted[op.name]
             root = chain[-1]
@@ -192,6 +200,25 @@ def plan_storage(graph: Graph, dtype: DType, precise: frozenset[str] = frozenset
             cache = graph[op.inputs[0]]
             views[cache.name] = views[op.name].slice(len(op.type.shape) - 2, 0, cache.type.shape[-2])
     return StoragePlan(buffers, views)
+
+
+def _joined(graph: Graph, rerooted: dict[str, list[Op]]) -> dict[str, tuple[Op, int, int]]:
+    """Compute ops whose only use is a concat (MoE expert outputs): each maps to (the concat,
+    its axis, where its slice starts), so it writes its part in place and the concat moves
+    nothing. A concat that is itself re-rooted keeps its inputs separate."""
+    out: dict[str, tuple[Op, int, int]] = {}
+    for cat in graph.of_kind(OpKind.CONCAT):
+        if cat.name in rerooted:
+            continue
+        axis, start = cat.attr("axis") % len(cat.type.shape), 0
+        for name in cat.inputs:
+            op = graph[name]
+            if (not (op.kind.is_source or op.kind.is_layout) and name not in graph.outputs
+                    and name not in rerooted and name not in out
+                    and [c.name for c in graph.consumers(name)] == [cat.name]):
+                out[name] = (cat, axis, start)
+            start += op.type.shape[axis]
+    return out
 
 
 def _reroots(graph: Graph) -> dict[str, list[Op]]:

@@ -20,7 +20,7 @@ from compiler.errors import CompileError, InstructionLimitError
 from compiler.passes.storage import View
 
 __all__ = ["Emitter", "Ring", "RingSpec", "ring_specs", "Matrix", "symbol_name", "view_matrix",
-           "view_batches", "instruction_limit"]
+           "view_batches", "padded_view", "matrix_pairs", "instruction_limit"]
 
 _LIMIT: ContextVar[int | None] = ContextVar("instruction_limit", default=None)
 
@@ -78,6 +78,20 @@ def view_batches(view: View, keep: int) -> list[View]:
         offset = view.offset + sum(i * s for i, s in zip(index, view.strides))
         out.append(View(view.buffer, view.shape[-keep:], view.strides[-keep:], offset))
     return out
+
+
+def padded_view(view: View, rank: int) -> View:
+    """`view` with leading axes of size 1 added up to `rank` (numpy's broadcasting)."""
+    pad = rank - len(view.shape)
+    return View(view.buffer, (1,) * pad + view.shape, (0,) * pad + view.strides, view.offset)
+
+
+def matrix_pairs(a: View, b: View) -> list[tuple[Matrix, Matrix]]:
+    """Two views of one shape as row-major matrix pairs: whole when both merge their leading
+    axes into rows, else one pair per 2-D batch."""
+    if a.rows() is not None and b.rows() is not None:
+        return [(view_matrix(a), view_matrix(b))]
+    return [(view_matrix(x), view_matrix(y)) for x, y in zip(view_batches(a, 2), view_batches(b, 2))]
 
 
 class Emitter:

@@ -1,11 +1,12 @@
-"""Vector-unit lowering: GEMM epilogues, element-wise ops, layer norm and softmax.
+"""Vector-unit lowering: GEMM epilogues, element-wise ops (add, mul, div, gelu, silu),
+concat, layer and RMS norm, rotary embedding and softmax.
 
 Each op runs over blocks of rows: the vp_in ring's producer queue (dma0 on the systolic
 target) loads the block into a vp_in slot, its consumer (vpu0; asic0 on PIM) computes (fp32
 temporaries in the scratch area, one rounding to the storage type at the end) into a vp_out
-slot, and the vp_out ring's consumer (dma1) stores it. Layer norm and softmax use only the ISA's vec and red
-instructions (see docs/isa.md); a causal mask is a constant -inf/0 tensor added to the
-scaled scores.
+slot, and the vp_out ring's consumer (dma1) stores it. Every op uses only the ISA's vec and
+red instructions (see docs/isa.md); attention masks (causal, sliding window) and rotary
+[cos | sin] tables are fp32 constants (compiler/targets/constants.py).
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from compiler.errors import CompileError
 from compiler.ir import GraphError, Op, OpKind
 from compiler.passes.storage import View
 from compiler.targets.constants import mask_name, mask_values, rope_name, rope_values
-from compiler.targets.emit import Emitter, Matrix, Ring, view_batches, view_matrix
+from compiler.targets.emit import (Emitter, Matrix, Ring, matrix_pairs, padded_view, view_batches,
+                                  view_matrix)
 from compiler.targets.tiling import MAX_TILE, row_block
 
 __all__ = ["VectorLowering"]
@@ -41,18 +43,6 @@ def _row_broadcast(b: tuple[int, ...], out: tuple[int, ...]) -> bool:
     return len(out) >= 2 and padded[-1] == 1 < out[-1] and padded[:-1] == tuple(out[:-1])
 
 
-def _padded(view: View, rank: int) -> View:
-    """`view` with leading axes of size 1 added up to `rank`."""
-    pad = rank - len(view.shape)
-    return View(view.buffer, (1,) * pad + view.shape, (0,) * pad + view.strides, view.offset)
-
-
-def _matrix_pairs(a: View, b: View) -> list[tuple[Matrix, Matrix]]:
-    """Two views of one shape as row-major matrix pairs: whole when both merge their leading
-    axes into rows, else one pair per 2-D batch."""
-    if a.rows() is not None and b.rows() is not None:
-        return [(view_matrix(a), view_matrix(b))]
-    return [(view_matrix(x), view_matrix(y)) for x, y in zip(view_batches(a, 2), view_batches(b, 2))]
 
 
 class VectorLowering:
@@ -141,7 +131,7 @@ class VectorLowering:
                                f"{list(a_view.shape)} to {list(out.shape)} is not supported on this target")
         b_view = views[1] if len(views) == 2 else None
         if b_view is not None and _row_broadcast(b_view.shape, out.shape):
-            b_full = _padded(b_view, len(out.shape))
+            b_full = padded_view(b_view, len(out.shape))
             for a_part, b_part, o_part in zip(view_batches(a_view, 2), view_batches(b_full, 2),
                                               view_batches(out, 2)):
                 self._elementwise_rows(op, view_matrix(a_part), view_matrix(b_part),
@@ -217,7 +207,7 @@ class VectorLowering:
             dst = out.slice(axis, at, at + src.shape[axis])
             at += src.shape[axis]
             if src != dst:
-                for s_m, d_m in _matrix_pairs(src, dst):
+                for s_m, d_m in matrix_pairs(src, dst):
                     self._copy_rows(op, s_m, d_m, dtype)
 
     def _copy_rows(self, op: Op, src: Matrix, dst: Matrix, dtype: DType) -> None:
@@ -340,7 +330,7 @@ class VectorLowering:
             self.add_constant(name, (s, d))
         table = Matrix(name, 0, s, d, d)
         if s == 1:
-            for x, o in _matrix_pairs(view, out):
+            for x, o in matrix_pairs(view, out):
                 self._rope_rows(op, x, o, table, "col")
             return
         for part, o_part in zip(view_batches(view, 2), view_batches(out, 2)):

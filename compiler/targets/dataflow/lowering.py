@@ -75,9 +75,11 @@ class DataflowLowering(GemmLowering):
         spaces = ("sram", "hbm", "ddr")
         program = self.em.program(spaces, tuple(self.symbols), self.arch.queues)
         granularity = self.arch.kernel_granularity
+        tiers = self.placement.tier_note()
         return Lowered(program, self.plan, self.dtype, dict(self.vector.constants),
                        (f"kernel granularity '{granularity}': a value used only inside one section "
-                        "stays in the PMUs, the rest goes through HBM; weights in HBM, then DDR",))
+                        "stays in the PMUs, the rest goes through HBM; weights in HBM, then DDR",
+                        *([tiers] if tiers else [])))
 
     def call(self, call: Call) -> None:
         em, first = self.em, call.sections[0]
@@ -161,9 +163,17 @@ class DataflowLowering(GemmLowering):
         unit = {"n": self.arch.pcu_cols, "k": self.arch.pcu_rows}
         dims = {"n": min(n, MAX_TILE), "k": min(k, MAX_TILE)}
         kept = {"n": c_resident, "k": a_resident}
+
+        def halve(d: str) -> None:
+            dims[d] = max(unit[d], -(-(-(-dims[d] // 2)) // unit[d]) * unit[d])
+
+        # a row of K over the ISA's count limit splits K whatever N is (Qwen2.5-7B's 18,944
+        # intermediate): halving N for it first would shrink N to one PCU width for nothing
+        while dims["k"] * isz > MAX_TILE and dims["k"] > unit["k"]:
+            halve("k")
         for d in sorted(("n", "k"), key=kept.get):
             while not slots.b_fits(dims["n"], dims["k"]) and dims[d] > unit[d]:
-                dims[d] = max(unit[d], -(-(-(-dims[d] // 2)) // unit[d]) * unit[d])
+                halve(d)
         tn, tk = dims["n"], dims["k"]
         tm = min(m, MAX_TILE, slots.a // (tk * isz), slots.acc // (tn * 4), slots.out // (tn * isz))
         return GemmTile(tm, tn, tk) if slots.b_fits(tn, tk) and tm >= 1 else None

@@ -6,8 +6,10 @@
   prefill): a PMU stream moves contiguous rows, so such values go through HBM like the rest.
 - Every other activation (section inputs and outputs, graph outputs, KV caches, token ids)
   lives in HBM.
-- Weights go to HBM by reuse (reads per pass, most first), then first use, while HBM has room
-  after the activations; the rest to DDR, which the sections then stream at DDR bandwidth.
+- Weights go to HBM by reuse (reads per pass, most first), then heat (rows through them per
+  pass: the experts that got most tokens first), then first use, while HBM has room after the
+  activations; the rest to DDR (cold experts, ones no token chose first), which the sections
+  then stream at DDR bandwidth.
   Embedding tables come first in HBM, where a gather's 32-bit table address reaches them.
 - The first `ring_bytes` of the PMUs hold the staging rings (two slots each, by share: B
   tiles twice A's, as the systolic target; the GEMM accumulator is a PMU buffer here) and,
@@ -59,6 +61,16 @@ class Placement:
     ring_bytes: int                    # PMU bytes of the staging rings and scratch
     rings: tuple[RingSpec, ...]
     scratch: tuple[int, int]           # (byte address, bytes) of the SIMD stages' scratch
+    weight_tiers: dict[str, tuple[int, int]]  # hbm/ddr -> (weight bytes held, of them read this pass)
+
+    def tier_note(self) -> str | None:
+        """One line on the weights DDR holds (None when every weight is in HBM)."""
+        (hbm, hbm_read), (ddr, ddr_read) = self.weight_tiers["hbm"], self.weight_tiers["ddr"]
+        if not ddr:
+            return None
+        return (f"weights by tier, hottest in HBM (most reads, then most rows through them, e.g. "
+                f"the experts with most tokens): HBM {hbm:,} bytes ({hbm_read:,} read this pass), "
+                f"DDR {ddr:,} bytes ({ddr_read:,} read this pass, streamed at DDR bandwidth)")
 
     def dump(self) -> str:
         lines = [f"staging rings ({self.ring_bytes:,} PMU bytes):", *(f"  {r.dump()}" for r in self.rings),
@@ -155,14 +167,25 @@ def place(graph: Graph, plan: StoragePlan, calls: tuple[Call, ...], arch, ring_b
             hbm += size
     first_use = {name: min((section_of[o] for o in readers.get(name, ())), default=len(sections))
                  for name, _ in weights}
+    heat = {name: sum(_rows(graph[o]) for o in readers.get(name, ())) for name, _ in weights}
     ddr = 0
-    for name, size in sorted(weights, key=lambda w: (-len(readers.get(w[0], ())), first_use[w[0]])):
+    tiers = {"hbm": [0, 0], "ddr": [0, 0]}
+    for name, size in sorted(weights, key=lambda w: (-len(readers.get(w[0], ())), -heat[w[0]],
+                                                     first_use[w[0]])):
         if hbm + size + constant_bytes <= arch.hbm_bytes:
             where[name] = ("hbm", hbm)
             hbm += size
         else:
             where[name] = ("ddr", ddr)
             ddr += size
+        tiers[where[name][0]][0] += size
+        tiers[where[name][0]][1] += size if readers.get(name) else 0
     peaks = {s: end - ring_bytes for s, end in internal_at.items()}
     rings, end = ring_specs("sram", ring_bytes, _SHARES, _RINGS, ALIGN)
-    return Placement(where, section_of, hbm, peaks, ring_bytes, rings, (end, ring_bytes - end))
+    return Placement(where, section_of, hbm, peaks, ring_bytes, rings, (end, ring_bytes - end),
+                     {t: (held, read) for t, (held, read) in tiers.items()})
+
+
+def _rows(op) -> int:
+    """Rows an op produces (tokens, for a linear): how many rows pass through its weight."""
+    return op.type.numel // op.type.shape[-1] if op.type.shape and op.type.shape[-1] else 1
