@@ -412,7 +412,7 @@ EXPECT = {
     'set-pim-channels-zero': "--set channels=0: field 'channels' must be an integer from 1 to 1024 channels, got 0",
     'fit-tiny-sram': "op 'h.0.ln_1' (layernorm): one row needs 7744 bytes of the vp_in slot (6208 of them fixed)",
     'fit-tiny-dram': 'the model needs more than 77,194,752 bytes of DRAM; systolic-128 has 1,000,000',
-    'fit-pim-xl': 'the model needs 3,469,737,984 bytes of PIM DRAM (13,236 rows per bank: weights, KV cache,',
+    'fit-pim-xl': 'gpt2-xl-decode needs 3,469,737,984 bytes of PIM DRAM (13,236 rows per bank): weights 3,374,388,864',
     'fit-dataflow-small': 'gpt2-decode: weights (249,122,304 bytes) and activations (304,896 bytes) exceed dataflow-s',
     'graph-empty': 'unexpected end of file',
     'graph-syntax': "unexpected '}'",

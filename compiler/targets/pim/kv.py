@@ -5,6 +5,9 @@ buffer dma0 fills. Prefill's V is written column by column (strided DMA gathers 
 dimension, then pim.wr per bank). A decode step's V position is one lane of one burst per
 (head, bank dimension group) of the column-major layout: dma0 writes it with masked writes,
 one strided store per group.
+
+The caches hold the KV heads only (grouped-query attention stores each KV head once): the
+writes of a position are those of its Hkv heads, whatever the number of query heads.
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ __all__ = ["KvCacheWrites"]
 
 class KvCacheWrites:
     """Mixed into the PIM lowering, whose em, arch, matrices, pim_queues,
-    semaphores (go, staged, fence) and abuf regions (kstage, vstage) it uses."""
+    semaphores (go, staged, fence), abuf regions (kstage, vstage) and zeros() (a DRAM
+    constant of zeros, one burst per bank) it uses."""
 
     def _write_positions(self, value: str, src: View, p0: int, p1: int, positions: int) -> None:
         kind, lay = self.matrices[value][0].kind, self.matrices[value][0].layout
@@ -60,13 +64,18 @@ class KvCacheWrites:
         return q
 
     def _write_k(self, lay: pl.GemvLayout, src: View, index: int, position: int, hd: int) -> None:
+        """The position's K of each head group, staged whole (one DMA row when the heads are
+        contiguous, else one row per head), then written into its bank's rows."""
         em = self.em
+        if src.strides[3] != 1:
+            raise CompileError(f"K rows in '{src.buffer}' are not contiguous")
         for c, b, start, width, h0 in pl.kcache_cells(self.arch, lay, hd, position):
-            if width > hd and src.strides[1] != hd:
-                raise CompileError(f"K heads in '{src.buffer}' are not contiguous")
             head = src.offset + h0 * src.strides[1] + index * src.strides[2]
+            rows = Matrix(symbol_name(src.buffer), head, 1, width, width)
+            if width > hd and src.strides[1] != hd:
+                rows = Matrix(symbol_name(src.buffer), head, width // hd, hd, src.strides[1])
             self._stage()
-            em.load("dma0", self.addr("kstage"), Matrix(symbol_name(src.buffer), head, 1, width, width))
+            em.load("dma0", self.addr("kstage"), rows)
             q = self._hand(c)
             self._wr(q, b, lay, start, width, self.addr("kstage"))
             em.emit(q, "signal", sem=self.staged)
@@ -78,13 +87,13 @@ class KvCacheWrites:
         chunks = len(lay.passes) // -(-heads // c_n)
         for pi, p in enumerate(lay.passes):
             pp, q = divmod(pi, chunks)
-            q0 = q * pl.gbuf_elems(a)
+            q0 = q * pl.vcache_chunk(a, lay, positions, hd)
             count = min(p.segments[0].length, positions - q0)
             for c in range(c_n):
                 h = pp * c_n + c
                 if h >= heads:
                     continue
-                for i, seg in enumerate(p.segments):
+                for i, seg in enumerate(p.segments[::lay.queries]):
                     banks = min(b_n, hd - i * b_n)
                     self._stage()
                     em.pitch("dma0", src.strides[2] * 2, 0)
@@ -93,10 +102,22 @@ class KvCacheWrites:
                         em.emit("dma0", "load", dst=self.addr("vstage", b * seg.length * 2),
                                 src=em.dram(Matrix(symbol_name(src.buffer), first, 1, 1, 1)),
                                 rows=count, row_bytes=2)
+                    if count < seg.length:
+                        self._zero_tail(banks, count, seg.length)
                     qn = self._hand(c)
                     for b in range(banks):
                         self._wr(qn, b, lay, seg.start, seg.length, self.addr("vstage", b * seg.length * 2))
                     em.emit(qn, "signal", sem=self.staged)
+
+    def _zero_tail(self, banks: int, count: int, length: int) -> None:
+        """Zeros into the staged columns' last burst past the context (positions count ..
+        length - 1 of each bank's column): the GEMV's gbuf holds whatever follows the softmax
+        row there, so the V cache's padding must be zero, not what the staging held before."""
+        em, zeros = self.em, self.zeros()
+        assert 0 < length - count < self.arch.macs_per_bank_per_access, "a V chunk ends in its last burst"
+        em.pitch("dma0", 0, length * 2)
+        em.emit("dma0", "load", dst=self.addr("vstage", count * 2), src=em.dram(zeros),
+                rows=banks, row_bytes=(length - count) * 2)
 
     def _patch_v(self, lay: pl.GemvLayout, src: View, position: int, heads: int,
                  positions: int, hd: int) -> None:

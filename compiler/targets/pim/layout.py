@@ -17,10 +17,21 @@ Three layouts (PIM-GPT's mapping, reference/pim.md):
   one gbuf (1024 BF16 on pim-gpt), one pass per chunk.
 - K cache [H, P, hd], row-major with heads concatenated: position p -> lane p mod lanes;
   each position holds every head of its head group, so one q fill serves all heads and a
-  row holds 16 positions' worth (no row wasted on a 64-wide head).
+  row holds 16 positions' worth (no row wasted on a 64-wide head). Head groups (passes)
+  follow each other without starting a fresh row.
 - V cache, column-major: head h -> channel h mod C, its hd dimensions spread over the
   channel's banks; each (h, d) is a segment over positions with the head's softmax row as
   input.
+
+Grouped-query attention (`queries` G > 1 query rows per KV head): each KV head is stored
+ONCE (the cache layouts above over the KV heads), and one GEMV serves all G query rows of a
+token. The gbuf holds the G query rows of each KV head in the pass (K: [heads of the pass,
+G, hd], one contiguous fill; V: G runs of a softmax chunk, each `gbuf / G` positions long),
+and each stored segment is MACed G times back to back, once per query row at its gbuf
+offset, while its row is open. A bank's MAC unit has one accumulator and reads one column
+per MAC, so the MAC column reads stay one per query row (as for G separate heads), but the
+rows activated, the region and the KV-append writes are those of the KV heads only.
+Partial sums come out as for H = Hkv x G heads (query head h * G + g).
 """
 from __future__ import annotations
 
@@ -28,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Segment", "Pass", "GemvLayout", "linear_layout", "kcache_layout", "vcache_layout",
+__all__ = ["Segment", "Pass", "GemvLayout", "linear_layout", "kcache_layout", "vcache_layout", "vcache_chunk",
            "scatter_linear", "scatter_kcache", "scatter_vcache", "kcache_cells", "vcache_cells"]
 
 
@@ -42,8 +53,14 @@ class Segment:
 
 @dataclass(frozen=True, slots=True)
 class Pass:
-    fills: tuple[tuple[int, int] | None, ...]   # per channel: (input element, elements) or idle
+    """A gbuf fill per channel, then the segments. A fill is `runs` pieces of `elements`:
+    piece r from input element `first + r * run_stride` to gbuf element `r * gbuf_stride`."""
+
+    fills: tuple[tuple[int, int] | None, ...]   # per channel: (first input element, elements) or idle
     segments: tuple[Segment, ...]
+    runs: int = 1
+    run_stride: int = 0
+    gbuf_stride: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +71,7 @@ class GemvLayout:
     passes: tuple[Pass, ...]
     channel_stride: int     # partial-sum elements between channel c and c + 1
     psum_elems: int         # fp32 partial sums the passes write
+    queries: int = 1        # query rows per stored head (grouped-query attention's G)
 
     def cell(self, arch, stream_elem: int) -> tuple[int, int]:
         """(DRAM row, column burst) of a stream element."""
@@ -94,51 +112,65 @@ def linear_layout(name: str, arch, first_row: int, k: int, n: int) -> GemvLayout
                       len(passes) * n_pad)
 
 
-def _head_groups(arch, heads: int, hd: int) -> list[range]:
-    per = max(1, gbuf_elems(arch) // hd)
+def _head_groups(arch, heads: int, hd: int, queries: int) -> list[range]:
+    per = max(1, gbuf_elems(arch) // (hd * queries))
     return [range(h, min(heads, h + per)) for h in range(0, heads, per)]
 
 
-def kcache_layout(name: str, arch, first_row: int, heads: int, positions: int, hd: int) -> GemvLayout:
-    """scores[h, p] = q[h] . K[h, p]: positions over bank lanes, heads of a group in a row."""
+def kcache_layout(name: str, arch, first_row: int, heads: int, positions: int, hd: int,
+                  queries: int = 1) -> GemvLayout:
+    """scores[h*G + g, p] = q[h, g] . K[h, p]: positions over bank lanes, the KV heads of a
+    group in a row; the gbuf holds the group's G query rows per KV head."""
     lanes_total = arch.channels * arch.banks
     per = -(-positions // lanes_total)
     p_pad = per * lanes_total
     passes, at = [], 0
-    for group in _head_groups(arch, heads, hd):
+    for group in _head_groups(arch, heads, hd, queries):
         width = len(group) * hd
-        segs = tuple(Segment(at + i * width + j * hd, hd, j * hd * 2, h * p_pad + i * lanes_total)
-                     for i in range(per) for j, h in enumerate(group))
-        passes.append(Pass(((group[0] * hd, width),) * arch.channels, segs))
-        at = _row_start(arch, at + per * width)
+        segs = tuple(Segment(at + i * width + j * hd, hd, (j * queries + g) * hd * 2,
+                             (h * queries + g) * p_pad + i * lanes_total)
+                     for i in range(per) for j, h in enumerate(group) for g in range(queries))
+        passes.append(Pass(((group[0] * queries * hd, width * queries),) * arch.channels, segs))
+        at += per * width             # passes back to back: a G > 1 pass fills 1/G of a row
     return GemvLayout(name, first_row, _rows_for(arch, at), tuple(passes), arch.banks,
-                      heads * p_pad)
+                      heads * queries * p_pad, queries)
 
 
-def _vcache_shape(arch, positions: int, hd: int) -> tuple[int, int, int]:
+def _vcache_shape(arch, positions: int, hd: int, queries: int = 1) -> tuple[int, int, int]:
+    """(positions padded to the lanes, dimensions per bank, positions per chunk: one gbuf,
+    shared by the G query rows' softmax chunks)."""
     lanes = _lanes(arch)
     padded = -(-positions // lanes) * lanes
-    return padded, -(-hd // arch.banks), min(gbuf_elems(arch), padded)
+    return padded, -(-hd // arch.banks), min(gbuf_elems(arch) // queries // lanes * lanes, padded)
 
 
-def vcache_layout(name: str, arch, first_row: int, heads: int, positions: int, hd: int) -> GemvLayout:
-    """context[h, d] = probs[h] . V[h, :, d]: head h on channel h mod C, d on bank d mod B."""
+def vcache_chunk(arch, layout: GemvLayout, positions: int, hd: int) -> int:
+    """Positions per pass of a V cache layout."""
+    return _vcache_shape(arch, positions, hd, layout.queries)[2]
+
+
+def vcache_layout(name: str, arch, first_row: int, heads: int, positions: int, hd: int,
+                  queries: int = 1) -> GemvLayout:
+    """context[h*G + g, d] = probs[h, g] . V[h, :, d]: KV head h on channel h mod C, d on bank
+    d mod B; a pass's gbuf holds the G query rows' softmax chunks of the channel's head (the
+    input row is [heads, G, positions])."""
     c_n, b_n = arch.channels, arch.banks
-    padded, dims_per_bank, g = _vcache_shape(arch, positions, hd)
+    padded, dims_per_bank, g = _vcache_shape(arch, positions, hd, queries)
     passes, at = [], 0
     for pp in range(-(-heads // c_n)):
         for q0 in range(0, padded, g):
             length = min(g, padded - q0)
             chunk = q0 // g
-            fills = tuple((h * positions + q0, min(length, positions - q0)) if h < heads else None
+            fills = tuple((h * queries * positions + q0, min(length, positions - q0)) if h < heads else None
                           for h in (pp * c_n + c for c in range(c_n)))
-            segs = tuple(Segment(at + i * length, length, 0,
-                                 chunk * heads * hd + pp * c_n * hd + i * b_n)
-                         for i in range(dims_per_bank))
-            passes.append(Pass(fills, segs))
+            segs = tuple(Segment(at + i * length, length, r * length * 2,
+                                 (chunk * heads + pp * c_n) * queries * hd + r * hd + i * b_n)
+                         for i in range(dims_per_bank) for r in range(queries))
+            passes.append(Pass(fills, segs, queries, positions, length))
             at = _row_start(arch, at + dims_per_bank * length)
     chunks = -(-padded // g)
-    return GemvLayout(name, first_row, _rows_for(arch, at), tuple(passes), hd, chunks * heads * hd)
+    return GemvLayout(name, first_row, _rows_for(arch, at), tuple(passes), queries * hd,
+                      chunks * heads * queries * hd, queries)
 
 
 # ---- initial DRAM contents of a layout: array [rows, channels, banks, row elements] ---------
@@ -174,8 +206,9 @@ def kcache_cells(arch, layout: GemvLayout, hd: int, position: int):
     c, b = divmod(lane, arch.banks)
     out = []
     for p in layout.passes:
-        h0, width = p.fills[0]
-        out.append((c, b, p.segments[i * (width // hd)].start, width, h0 // hd))
+        first, fill = p.fills[0]
+        out.append((c, b, p.segments[i * (fill // hd)].start, fill // layout.queries,
+                    first // (hd * layout.queries)))
     return out
 
 
@@ -193,7 +226,7 @@ def vcache_cells(arch, layout: GemvLayout, heads: int, positions: int, hd: int, 
     """(channel, first stream element of the 16-lane burst, lane, head, first dimension) of
     every burst holding V[h, position, d] (bank b of the channel holds dimension d0 + b)."""
     c_n, b_n, lanes = arch.channels, arch.banks, _lanes(arch)
-    padded, dims_per_bank, g = _vcache_shape(arch, positions, hd)
+    padded, dims_per_bank, g = _vcache_shape(arch, positions, hd, layout.queries)
     chunks = -(-padded // g)
     q, offset = divmod(position, g)
     out = []
@@ -203,7 +236,7 @@ def vcache_cells(arch, layout: GemvLayout, heads: int, positions: int, hd: int, 
             h = pp * c_n + c
             if h >= heads:
                 continue
-            for i, seg in enumerate(p.segments):
+            for i, seg in enumerate(p.segments[::layout.queries]):
                 burst = seg.start + offset // lanes * lanes
                 out.append((c, burst, offset % lanes, h, i * b_n))
     return out
@@ -213,7 +246,7 @@ def scatter_vcache(arch, layout: GemvLayout, v: np.ndarray, positions: int) -> n
     """v: [heads, positions given, hd]; stored transposed (column-major) per the layout."""
     heads, given, hd = v.shape
     c_n, b_n = arch.channels, arch.banks
-    padded, dims_per_bank, g = _vcache_shape(arch, positions, hd)
+    padded, dims_per_bank, g = _vcache_shape(arch, positions, hd, layout.queries)
     vt = np.zeros((heads, dims_per_bank * b_n, padded))
     vt[:, :hd, :given] = np.transpose(v, (0, 2, 1))
     stream = _stream(arch, layout)
@@ -226,7 +259,7 @@ def scatter_vcache(arch, layout: GemvLayout, v: np.ndarray, positions: int) -> n
                 h = pp * c_n + c
                 if h >= heads:
                     continue
-                for i, seg in enumerate(p.segments):
+                for i, seg in enumerate(p.segments[::layout.queries]):
                     rows = vt[h, i * b_n:(i + 1) * b_n, q0:q0 + seg.length]
                     stream[c, :, seg.start:seg.start + seg.length] = rows
     return _as_rows(arch, layout, stream)

@@ -7,6 +7,11 @@ pim.pre_all) and signals; the ASIC adds the partial sums of the chunks, adds the
 to BF16, and dma1 stores the result; the next GEMV's load waits until the ASIC is done with
 the buffers. Prefill runs one GEMV per token.
 
+Attention: one GEMV per token row against the K (or V) cache, its input the row of every
+query head ([H, Dh] of q, [H, T] of the softmax). Grouped-query attention (q [1, Hkv, G, S,
+Dh] against a cache of Hkv heads) is the same GEMV with H = Hkv x G query rows: each KV head
+is stored once, and the G query rows of a group share its rows (layout.py).
+
 KV cache (kv.py): a new K position is written whole (pim.act, pim.wr, pim.pre); a new V
 position touches one 16-lane burst per (head, bank dimension group) of the column-major
 layout, written with masked DMA stores.
@@ -14,6 +19,8 @@ layout, written with masked DMA stores.
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 import isa
 from isa import Addr, DType
@@ -28,7 +35,7 @@ from compiler.targets.movement import lower_embedding
 from compiler.targets.pim import layout as pl
 from compiler.targets.pim.kv import KvCacheWrites
 from compiler.targets.pim.lowered import ASSUMPTIONS, PimLowered
-from compiler.targets.pim.placement import ALIGN, PimPlacement
+from compiler.targets.pim.placement import ALIGN, PimPlacement, matrix_value
 from compiler.targets.vector import VectorLowering
 
 __all__ = ["PimLowering"]
@@ -68,11 +75,21 @@ class PimLowering(KvCacheWrites, TargetLowering):
         self.free, self.staged = (em.semaphore() for _ in range(2))
         self.fence = em.semaphore()               # dma0 -> dma0: its loaded data has landed
         self._gemvs = 0                            # GEMVs so far (buffer = count mod 2)
+        self._released = 0                         # GEMV releases dma0 has waited for
         self._stage_pending = False
         self._written: set[str] = set()
+        self._constants: dict[str, np.ndarray] = {}    # the lowering's own (vector's beside)
 
     def addr(self, region: str, offset: int = 0) -> Addr:
         return Addr("abuf", self.abuf[region][0] + offset)
+
+    def zeros(self) -> Matrix:
+        """A DRAM constant of zeros, a burst per bank (fp32 zeros are bf16 zeros twice)."""
+        name, n = "pim.zeros", self.arch.banks * self.arch.burst_bytes // 4
+        if name not in self._constants:
+            self._constants[name] = np.zeros(n, np.float32)
+            self.add_constant(name, (n,))
+        return Matrix(name, 0, 1, n, n)
 
     def add_constant(self, name: str, shape: tuple[int, ...]) -> None:
         at = self._act_end
@@ -88,21 +105,29 @@ class PimLowering(KvCacheWrites, TargetLowering):
         self.lower_ops("dma0", "dma1")
         program = self.em.program(("dram", "gbuf", "abuf"), tuple(self.symbols), self.arch.queues)
         matrices = {m.symbol: m for blocks in self.matrices.values() for m in blocks}
-        return PimLowered(program, self.plan, self.dtype, dict(self.vector.constants), ASSUMPTIONS,
-                          self.arch, matrices)
+        return PimLowered(program, self.plan, self.dtype, {**self.vector.constants, **self._constants},
+                          ASSUMPTIONS, self.arch, matrices)
 
     # -- GEMV --------------------------------------------------------------------------
-    def _gemv(self, layout: pl.GemvLayout, load_input) -> int:
+    def _gemv(self, layout: pl.GemvLayout, load_input, wide: bool = False) -> int:
         """One GEMV over `layout`: input into this GEMV's xin buffer (load_input(address)
         emits dma0 loads), all pim queues run their passes, the ASIC then owns the partial
         sums; returns their address. Buffers alternate: dma0 waits for the ASIC to release
         the GEMV two back (releases come in order), so a GEMV that does not need the one
-        before overlaps its reduction."""
+        before overlaps its reduction. A `wide` input (an attention row longer than one xin
+        buffer: many heads x a long context) takes both xin buffers, after every GEMV before
+        it is released."""
         em, j = self.em, self._gemvs % 2
-        if self._gemvs >= 2:
+        while self._released < (self._gemvs if wide else self._gemvs - 1):
             em.emit("dma0", "wait", sem=self.free)
+            self._released += 1
         self._gemvs += 1
-        load_input(self.addr(f"xin{j}"))
+        if wide:
+            load_input(self.addr("xin0"))
+            xin = "xin0"
+        else:
+            load_input(self.addr(f"xin{j}"))
+            xin = f"xin{j}"
         active = [c for c in range(self.arch.channels)
                   if any(p.fills[c] is not None for p in layout.passes)]
         for c in active:
@@ -117,7 +142,9 @@ class PimLowering(KvCacheWrites, TargetLowering):
                     continue
                 first, count = fill
                 nbytes = -(-count * 2 // self.arch.burst_bytes) * self.arch.burst_bytes
-                em.emit_fast(q, "pim.wrgb", 0, self.addr(f"xin{j}", first * 2), nbytes)
+                for r in range(p.runs):
+                    em.emit_fast(q, "pim.wrgb", r * p.gbuf_stride * 2,
+                                 self.addr(xin, (first + r * p.run_stride) * 2), nbytes)
                 self._segments(q, layout, p, c, psum)
             em.emit(q, "signal", sem=self.done[j])
         for _ in active:
@@ -192,7 +219,7 @@ class PimLowering(KvCacheWrites, TargetLowering):
                              bias.block(0, 1, n0, nb) if bias else None, out.block(t, 1, n0, nb))
 
     def op_matmul(self, op: Op) -> None:
-        a_view, b_name = self.plan.views[op.inputs[0]], op.inputs[1]
+        a_view, b_name = self.plan.views[op.inputs[0]], matrix_value(self.graph, op.inputs[1])
         out_view = self.plan.views[op.name]
         kind = self.matrices[b_name][0].kind
         if kind == "linear":
@@ -200,23 +227,34 @@ class PimLowering(KvCacheWrites, TargetLowering):
             return
         self._ensure_written(b_name)
         lay = self.matrices[b_name][0].layout
-        heads, rows = a_view.shape[-3], a_view.shape[-2]
+        rows = a_view.shape[-2]
         for t in range(rows):
             x_rows = self._head_rows(a_view, t, flat=True)
-            psum = self._gemv(lay, lambda xin: self.em.load("dma0", xin, x_rows))
+            nbytes, xin_bytes = x_rows.rows * x_rows.cols * 2, self.abuf["xin0"][1]
+            if nbytes > 2 * xin_bytes:
+                raise CompileError(f"op '{op.name}': a row of every head ({nbytes:,} bytes of bf16) "
+                                   f"exceeds the ASIC's two {xin_bytes:,}-byte GEMV input buffers")
+            psum = self._gemv(lay, lambda xin: self.em.load("dma0", xin, x_rows), nbytes > xin_bytes)
             if kind == "kcache":
                 scores = self._head_rows(out_view, t, flat=False)
-                self._finish(psum, heads, scores.cols, lay.psum_elems // heads, 0, 1, None, scores)
+                self._finish(psum, scores.rows, scores.cols, lay.psum_elems // scores.rows, 0, 1,
+                             None, scores)
             else:
-                context = self._head_rows(out_view, t, flat=True)
-                if context.rows != 1:
-                    raise CompileError(f"op '{op.name}': the heads of a context row are not contiguous")
-                width = context.cols
-                self._finish(psum, 1, width, width, width, lay.psum_elems // width, None, context)
+                context = self._head_rows(out_view, t, flat=True)      # [H x Dh] partial sums per chunk
+                heads, width = context.rows, context.rows * context.cols
+                self._finish(psum, heads, context.cols, context.cols, width, lay.psum_elems // width,
+                             None, context)
 
     def _head_rows(self, view: View, t: int, flat: bool) -> Matrix:
-        """Row t of every head of a [1, H, S, X] view: H rows, or one row when `flat` and the
-        heads are contiguous."""
+        """Row t of every head of a [1, H, S, X] view (or [1, Hkv, G, S, X]: H = Hkv x G query
+        heads, query head h * G + g): H rows, or one row when `flat` and the heads are
+        contiguous."""
+        if len(view.shape) > 4 and view.shape[0] == 1:
+            merged = view.reshape((1, math.prod(view.shape[1:-2]), *view.shape[-2:]))
+            if merged is None:
+                raise CompileError(f"attention value in '{view.buffer}': its query heads are not "
+                                   "one strided axis")
+            view = merged
         if len(view.shape) != 4 or view.shape[0] != 1:
             raise CompileError(f"attention value in '{view.buffer}' is not [1, heads, seq, x]")
         heads, _, cols = view.shape[1:]

@@ -5,7 +5,12 @@
   masks), moved to and from the ASIC buffer by dma0 (loads) and dma1 (stores).
 - DRAM rows [A, ...): PIM matrices, one region each (layout.py): linear weights (and the tied
   LM head), split into output blocks whose partial sums fit the ASIC's buffer, and per layer
-  the K cache (row-major) and V cache (column-major).
+  the K cache (row-major) and V cache (column-major), one per KV head: a grouped-query
+  matmul's b ([B, Hkv, 1, T, Dh], a unit-axis reshape of the cache) places the cache it
+  views, and its G query rows per KV head run against it (layout.py).
+- Weights no op reads in this pass (the experts of a routed MoE layer that no token chose)
+  are still resident: placed like any linear weight, but no GEMV reads them.
+- A model that does not fit is refused with its bytes: weights, KV cache, activations.
 - ASIC buffer (abuf): vector rings and scratch (compiler/targets/vector.py), the GEMV input
   vector, the partial sums, staging for KV-cache writes.
 """
@@ -21,18 +26,22 @@ from arch.pim import PimArch
 from compiler.errors import CompileError
 from compiler.ir import Graph, Op, OpKind
 from compiler.passes.storage import StoragePlan
+from compiler.targets.constants import constant_shapes
 from compiler.targets.emit import symbol_name
+from compiler.targets.movement import check_gather_reach, gather_tables
 from compiler.targets.pim import layout as pl
 
-__all__ = ["PimMatrix", "PimPlacement", "place", "ALIGN", "ABUF_KIB"]
+__all__ = ["PimMatrix", "PimPlacement", "place", "matrix_value", "ALIGN", "ABUF_KIB"]
 
 ALIGN = 64
 # abuf regions in KiB (the preset's buffer must hold them; arch/configs/pim-gpt.toml)
 # The GEMV input (xin) and partial sums (psum) are double-buffered: a GEMV's MACs may run
-# while the ASIC still reduces the one before (when it does not depend on it).
+# while the ASIC still reduces the one before (when it does not depend on it). xin1 follows
+# xin0: an attention row longer than one (heads x a long context) takes both (lowering.py).
 ABUF_KIB = {"vp_in": 48, "vp_out": 48, "copy": 16, "scratch": 48, "xin0": 16, "xin1": 16,
             "psum0": 64, "psum1": 64, "kstage": 4, "vstage": 32}
-# DRAM rows left after the activation region for the constants the lowering adds
+# DRAM rows left after the activation region for the constants the lowering adds (at least;
+# more when the graph's masks and rope tables need them)
 _CONSTANT_ROWS = 64
 
 
@@ -81,51 +90,94 @@ class PimPlacement:
         return "\n".join(lines)
 
 
-def abuf_regions(arch: PimArch) -> dict[str, tuple[int, int]]:
-    """The ASIC buffer's regions packed from address 0; CompileError when the buffer is smaller."""
-    need = sum(ABUF_KIB.values()) * 1024
+# Ops whose vector lowering keeps whole rows of fp32 temporaries in the scratch (SiLU: two
+# rows of the MLP width; RMSNorm: two of the hidden width) and whose element-wise rows carry
+# two operands per vp_in slot (the gated MLP's mul): the Llama families' MLP rows (8,192 wide
+# in llama-3.2-1b: 32 KiB per vp_in slot, 64 KiB of scratch) outgrow GPT-2's layout.
+_WIDE_ROW_OPS = frozenset({OpKind.SILU, OpKind.RMSNORM})
+_WIDE_VP_OUT = 32      # KiB: the vp_out ring of a wide layout (a slot holds a 8,192-wide bf16 row)
+
+
+def abuf_regions(arch: PimArch, wide_rows: bool = False) -> dict[str, tuple[int, int]]:
+    """The ASIC buffer's regions packed from address 0; CompileError when the buffer is smaller.
+    `wide_rows` (a Llama graph): vp_out is 32 KiB, and the vp_in ring and the scratch share
+    every byte the regions leave (GPT-2's graphs keep the fixed layout their pinned programs
+    were made with)."""
+    sizes = {name: kib * 1024 for name, kib in ABUF_KIB.items()}
+    need = sum(sizes.values())
     if arch.asic.buffer_bytes < need:
         raise CompileError(f"the PIM lowering needs {need:,} bytes of ASIC buffer "
                            f"(asic.buffer_bytes is {arch.asic.buffer_bytes:,})")
+    if wide_rows:
+        sizes["vp_out"] = _WIDE_VP_OUT * 1024
+        half = (arch.asic.buffer_bytes - sum(sizes.values())) // 2 // (2 * ALIGN) * (2 * ALIGN)
+        sizes["vp_in"] += half
+        sizes["scratch"] += half
     at, out = 0, {}
-    for name, kib in ABUF_KIB.items():
-        out[name] = (at, kib * 1024)
-        at += kib * 1024
+    for name, size in sizes.items():
+        out[name] = (at, size)
+        at += size
     return out
 
 
-def pim_operands(graph: Graph) -> dict[str, tuple[str, Op]]:
-    """Values stored as PIM matrices: name -> (kind, consuming or producing op)."""
-    out = {}
+def matrix_value(graph: Graph, name: str) -> str:
+    """The value whose PIM matrix a GEMV operand reads: `name`, or for a reshape that only
+    adds or drops unit axes (grouped-query attention's [B, Hkv, 1, T, Dh] view of a cache),
+    the value it views."""
+    op = graph[name]
+    while op.kind is OpKind.RESHAPE and _squeezed(op.type.shape) == _squeezed(graph[op.inputs[0]].type.shape):
+        op = graph[op.inputs[0]]
+    return op.name
+
+
+def _squeezed(shape: tuple[int, ...]) -> list[int]:
+    return [d for d in shape if d != 1]
+
+
+def pim_operands(graph: Graph) -> dict[str, tuple[str, Op | None]]:
+    """Values stored as PIM matrices: name -> (kind, consuming or producing op); resident
+    weights no op reads (2-D params without consumers) have no op."""
+    out: dict[str, tuple[str, Op | None]] = {}
     for op in graph.ops:
         if op.kind is OpKind.LINEAR:
             out[op.inputs[1]] = ("linear", op)
         elif op.kind is OpKind.MATMUL:
-            b = op.inputs[1]
+            b = matrix_value(graph, op.inputs[1])
             if graph[b].kind is OpKind.PARAM:
                 out[b] = ("linear", op)
             else:
                 out[b] = ("kcache" if op.attr("transpose_b", False) else "vcache", op)
+    read = {name for op in graph.ops for name in op.inputs}
+    for op in graph.ops:
+        if op.kind is OpKind.PARAM and op.name not in read and len(op.type.shape) == 2:
+            out[op.name] = ("linear", None)
     return out
 
 
 def place(graph: Graph, plan: StoragePlan, arch: PimArch) -> PimPlacement:
-    """Dense buffers first (the embedding table first), then each PIM matrix on fresh rows."""
-    abuf = abuf_regions(arch)
+    """Dense buffers first (the tables gathers read first, smallest first, within a gather's
+    reach), then each PIM matrix on fresh rows."""
+    abuf = abuf_regions(arch, any(op.kind in _WIDE_ROW_OPS for op in graph.ops))
     operands = pim_operands(graph)
-    tables = {op.inputs[0] for op in graph.ops if op.kind is OpKind.EMBEDDING}   # also read densely
+    tables = gather_tables(graph, plan)          # also read densely, by gathers
     skip = {plan.views[v].buffer for v in operands
-            if graph[v].kind is OpKind.PARAM and v not in tables}
+            if graph[v].kind is OpKind.PARAM and plan.views[v].buffer not in tables}
     skip |= {plan.views[v].buffer for v in operands if graph[v].kind is OpKind.KV_APPEND}
-    dense, at = [], 0
-    for b in sorted(plan.buffers.values(), key=lambda b: b.name != "wte.weight"):
-        if b.name in skip:
+    dense, at, param_bytes = [], 0, 0
+    for name in [*tables, *(n for n in plan.buffers if n not in set(tables))]:
+        b = plan.buffers[name]
+        if name in skip:
             continue
+        if name in tables:
+            check_gather_reach(name, "dram", at)
         dense.append(isa.Symbol(symbol_name(b.name), "dram", at, b.shape, b.dtype))
-        at += -(-math.prod(b.shape) * b.dtype.itemsize // ALIGN) * ALIGN
-    next_row = -(-at // arch.row_block_bytes) + _CONSTANT_ROWS
+        size = -(-math.prod(b.shape) * b.dtype.itemsize // ALIGN) * ALIGN
+        at += size
+        param_bytes += size if b.role == "param" else 0
+    constants = sum(-(-math.prod(shape) * 4 // ALIGN) * ALIGN for shape in constant_shapes(graph).values())
+    next_row = -(-at // arch.row_block_bytes) + max(_CONSTANT_ROWS, -(-constants // arch.row_block_bytes) + 1)
     act_limit = next_row * arch.row_block_bytes
-    matrices, regions = {}, []
+    matrices, regions, rows = {}, [], {"linear": 0, "kcache": 0, "vcache": 0}
     for value, (kind, op) in operands.items():
         blocks = _blocks(graph, arch, abuf, value, kind, op, next_row)
         for m in blocks:
@@ -133,33 +185,49 @@ def place(graph: Graph, plan: StoragePlan, arch: PimArch) -> PimPlacement:
             regions.append(isa.Symbol(m.symbol, "dram", arch.dram_address(0, 0, m.layout.first_row),
                                       shape, DType.bf16))
             next_row += m.layout.rows
+            rows[kind] += m.layout.rows
         matrices[value] = blocks
     if next_row > arch.rows:
-        need = next_row * arch.row_block_bytes
-        raise CompileError(f"the model needs {need:,} bytes of PIM DRAM ({next_row:,} rows "
-                           f"per bank: weights, KV cache, activations); {arch.name} has "
-                           f"{arch.dram_bytes:,} ({arch.rows:,} rows)")
+        block = arch.row_block_bytes
+        weights = rows["linear"] * block + param_bytes
+        kv = (rows["kcache"] + rows["vcache"]) * block
+        raise CompileError(f"{graph.name} needs {next_row * block:,} bytes of PIM DRAM ({next_row:,} rows "
+                           f"per bank): weights {weights:,} (bf16 as placed), KV cache {kv:,}, "
+                           f"activations and constants {act_limit - param_bytes:,}; {arch.name} has "
+                           f"{arch.dram_bytes:,} ({arch.rows:,} rows per bank)")
     return PimPlacement(abuf, tuple(dense), tuple(regions), at, act_limit, matrices)
 
 
+def _queries(graph: Graph, op: Op, heads: int) -> int:
+    """Query rows per stored KV head of an attention matmul: G for grouped-query attention
+    (a [B, Hkv, G, S, Dh] against a cache of Hkv heads), 1 otherwise."""
+    a = graph[op.inputs[0]].type.shape
+    rows = math.prod(a[1:-2])
+    if len(a) < 4 or a[0] != 1 or rows % heads:
+        raise CompileError(f"op '{op.name}': attention input {list(a)} is not [1, heads, seq, x] "
+                           f"or [1, {heads}, group, seq, x]")
+    return rows // heads
+
+
 def _blocks(graph: Graph, arch: PimArch, abuf: dict[str, tuple[int, int]], value: str, kind: str,
-            op: Op, first_row: int) -> tuple[PimMatrix, ...]:
+            op: Op | None, first_row: int) -> tuple[PimMatrix, ...]:
     """A value's PIM matrices from `first_row` on: a linear weight in blocks of output columns
     whose partial sums fit the ASIC buffer, a K or V cache whole."""
     shape = graph[value].type.shape
     psum_bytes = abuf["psum0"][1]
+    who = f"op '{op.name}'" if op is not None else f"weight '{value}'"
     if kind == "linear":
-        transpose = op.kind is OpKind.MATMUL and op.attr("transpose_b", False)
+        transpose = op is not None and op.kind is OpKind.MATMUL and op.attr("transpose_b", False)
         k, n = (shape[1], shape[0]) if transpose else shape
         if k % arch.macs_per_bank_per_access:
-            raise CompileError(f"op '{op.name}': reduction length {k} is not a multiple of "
+            raise CompileError(f"{who}: reduction length {k} is not a multiple of "
                                f"the {arch.macs_per_bank_per_access} MAC lanes")
         lanes = arch.channels * arch.banks
         chunks = -(-k // pl.gbuf_elems(arch))
         block = min(psum_bytes // (4 * chunks), abuf["vp_out"][1] // 2 // 2,
                     abuf["vp_in"][1] // 2 // 4) // lanes * lanes
         if block < lanes:
-            raise CompileError(f"op '{op.name}': {chunks} chunks of partial sums do not fit "
+            raise CompileError(f"{who}: {chunks} chunks of partial sums do not fit "
                                "the ASIC buffer")
         out, row = [], first_row
         for n0 in range(0, n, block):
@@ -169,12 +237,16 @@ def _blocks(graph: Graph, arch: PimArch, abuf: dict[str, tuple[int, int]], value
             row += lay.rows
         return tuple(out)
     heads, positions, hd = shape[-3], shape[-2], shape[-1]
+    queries = _queries(graph, op, heads)
     if kind == "kcache" and hd % arch.macs_per_bank_per_access:
-        raise CompileError(f"op '{op.name}': head dimension {hd} (the reduction of q . K) is not "
+        raise CompileError(f"{who}: head dimension {hd} (the reduction of q . K) is not "
                            f"a multiple of the {arch.macs_per_bank_per_access} MAC lanes")
+    if kind == "kcache" and queries * hd > pl.gbuf_elems(arch):
+        raise CompileError(f"{who}: the {queries} query rows of a KV head ({queries} x {hd} "
+                           f"bf16) exceed the {arch.gbuf_bytes}-byte global buffer")
     build = pl.kcache_layout if kind == "kcache" else pl.vcache_layout
-    lay = build(value, arch, first_row, heads, positions, hd)
+    lay = build(value, arch, first_row, heads, positions, hd, queries)
     if lay.psum_elems * 4 > psum_bytes:
-        raise CompileError(f"op '{op.name}': {lay.psum_elems:,} partial sums exceed the ASIC "
+        raise CompileError(f"{who}: {lay.psum_elems:,} partial sums exceed the ASIC "
                            f"buffer's {psum_bytes:,}-byte partial-sum area")
     return (PimMatrix(kind, value, 0, 0, lay, False),)
