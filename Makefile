@@ -25,10 +25,10 @@ $(STAMP): pyproject.toml
 test: setup rtl-tools
 	$(BIN)/python -m pytest -q
 
-# The fast tier for the edit loop (under 30 s on 2 cores): everything but the end-to-end
-# (`slow`) and RTL (`rtl`) tests, which `make test` runs too.
+# The fast tier for the edit loop (under 30 s on 2 cores, two pytest workers): everything but
+# the end-to-end (`slow`) and RTL (`rtl`) tests, which `make test` runs too.
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow and not rtl"
+	$(BIN)/python -m pytest -q -n 2 -m "not slow and not rtl"
 
 # The RTL cross-checks alone; WAVES=1 also writes waveforms.
 rtl-test: setup rtl-tools

@@ -46,7 +46,13 @@ def _graph_json(capsys, *argv: str) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-@pytest.mark.parametrize("name", PUBLISHED)
+# two presets in the fast tier (a dense and a MoE one); the rest build whole graphs, so slow
+# (tests/compiler/test_decoder.py checks every preset's count on a one-layer graph quickly)
+FAST = ("llama-3.2-1b", "mixtral-8x7b")
+
+
+@pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in PUBLISHED])
 def test_graph_json_reports_the_published_parameter_counts(capsys, name):
     total, active = PUBLISHED[name]
     report = _graph_json(capsys, "--model", name, "--seq", "1")
