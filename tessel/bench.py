@@ -63,10 +63,10 @@ WORKLOADS = (
     Workload("gpt2 prefill-128 on sn40l, timing only", "gpt2", prefill(128), "dataflow", "sn40l", 10.0),
     Workload("gpt2-xl decode kv-128 on pim-gpt, timing only", "gpt2-xl", decode(128), "pim", "pim-gpt", 10.0),
     # issue 15, whole process, timing only (MoE: uniform routing, the timing-only default).
-    # Budgets: several times the 2-core figures of docs/models.md; PIM's is not measured yet.
+    # Budgets: several times the 2-core figures of docs/models.md.
     *(Workload(f"llama-3.2-1b decode kv-128 on {preset}, process", "llama-3.2-1b", decode(128),
                target, preset, budget, whole_process=True)
-      for target, preset, budget in (("systolic", "systolic-128", 6.0), ("pim", "pim-gpt", None),
+      for target, preset, budget in (("systolic", "systolic-128", 6.0), ("pim", "pim-gpt", 10.0),
                                      ("dataflow", "sn40l", 6.0))),
     Workload("mixtral-8x7b decode kv-128 on sn40l, process", "mixtral-8x7b", decode(128), "dataflow",
              "sn40l", 10.0, whole_process=True),
