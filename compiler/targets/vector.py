@@ -150,15 +150,35 @@ class VectorLowering:
                 raise CompileError(f"op '{op.name}': cannot broadcast {b_m.rows} rows over {a_m.rows}")
             self._elementwise_rows(op, a_m, b_m, o_m, bcast)
 
-    def _elementwise_rows(self, op: Op, a: Matrix, b: Matrix | None, out: Matrix, bcast: str) -> None:
-        isz, cols = self.dtype.itemsize, a.cols
+    def _elementwise_needs(self, op: Op, cols: int, b: Matrix | None, bcast: str) -> dict:
+        """Per buffer: (bytes per row, fixed bytes, capacity) for rows `cols` wide."""
+        isz = self.dtype.itemsize
         b_per_row = {"none": cols * isz, "row": isz}.get(bcast, 0) if b is not None else 0
         b_fixed = _up(cols * isz) if b is not None and bcast == "col" else 0
         needs = {"the vp_in slot": (cols * isz + b_per_row, b_fixed + 2 * _ALIGN, self.vp_in.slot_bytes),
                  "the vp_out slot": (cols * isz, 0, self.vp_out.slot_bytes)}
         if op.kind is OpKind.SILU:
             needs["vector scratch"] = (2 * cols * 4, 2 * _ALIGN, self.scratch_bytes)
-        tr = self.block_rows(op, a.rows, needs)
+        return needs
+
+    def _elementwise_rows(self, op: Op, a: Matrix, b: Matrix | None, out: Matrix, bcast: str) -> None:
+        """Blocks of whole rows; a row too wide for the buffers (an MLP's 14,336 columns on a
+        small ASIC buffer) is cut into column blocks first, each element-wise on its own."""
+        cols = a.cols
+        width = cols
+        while width > 1 and not all(fixed + per_row <= capacity for per_row, fixed, capacity
+                                    in self._elementwise_needs(op, width, b, bcast).values()):
+            width = max(1, width // 2)
+        if width < cols:
+            for c0 in range(0, cols, width):
+                w = min(width, cols - c0)
+                b_part = None if b is None else (b if bcast == "row" else
+                                                 b.block(0, b.rows, c0, w))
+                self._elementwise_rows(op, a.block(0, a.rows, c0, w), b_part,
+                                       out.block(0, out.rows, c0, w), bcast)
+            return
+        isz = self.dtype.itemsize
+        tr = self.block_rows(op, a.rows, self._elementwise_needs(op, cols, b, bcast))
         for r0 in range(0, a.rows, tr):
             rows = min(tr, a.rows - r0)
             slot = self.vp_in.acquire()

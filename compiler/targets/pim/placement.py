@@ -96,11 +96,13 @@ class PimPlacement:
 # in llama-3.2-1b: 32 KiB per vp_in slot, 64 KiB of scratch) outgrow GPT-2's layout.
 _WIDE_ROW_OPS = frozenset({OpKind.SILU, OpKind.RMSNORM})
 _WIDE_VP_OUT = 32      # KiB: the vp_out ring of a wide layout (a slot holds a 8,192-wide bf16 row)
+_WIDE_COPY = 48       # KiB: the copy ring of a wide layout (gathers of rows up to 8,192 BF16 values)
 
 
 def abuf_regions(arch: PimArch, wide_rows: bool = False) -> dict[str, tuple[int, int]]:
     """The ASIC buffer's regions packed from address 0; CompileError when the buffer is smaller.
-    `wide_rows` (a Llama graph): vp_out is 32 KiB, and the vp_in ring and the scratch share
+    `wide_rows` (a Llama graph): vp_out is 32 KiB, the copy ring 48 KiB (an embedding row of
+    up to 8,192 BF16 values and its id per slot: Llama 3.1 70B), and the vp_in ring and the scratch share
     every byte the regions leave (GPT-2's graphs keep the fixed layout their pinned programs
     were made with)."""
     sizes = {name: kib * 1024 for name, kib in ABUF_KIB.items()}
@@ -110,6 +112,7 @@ def abuf_regions(arch: PimArch, wide_rows: bool = False) -> dict[str, tuple[int,
                            f"(asic.buffer_bytes is {arch.asic.buffer_bytes:,})")
     if wide_rows:
         sizes["vp_out"] = _WIDE_VP_OUT * 1024
+        sizes["copy"] = _WIDE_COPY * 1024
         half = (arch.asic.buffer_bytes - sum(sizes.values())) // 2 // (2 * ALIGN) * (2 * ALIGN)
         sizes["vp_in"] += half
         sizes["scratch"] += half

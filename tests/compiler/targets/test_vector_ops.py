@@ -242,3 +242,21 @@ def test_a_section_has_at_most_the_stages_df_section_encodes():
     graph = _graph("deep", build)
     calls = partition(graph, plan_storage(graph, DType.bf16), "layer", 1040, 1 << 28)
     assert [len(c.sections[0].ops) for c in calls] == [STAGES_MAX, 300 - STAGES_MAX] and STAGES_MAX == 255
+
+
+def test_rows_wider_than_the_vector_buffers_are_cut_into_column_blocks():
+    """A 3,000-wide fp32 row (12 KB) on a 64 KiB scratchpad (vp_in slots of about 2 KB):
+    silu, a product, a row broadcast and a column broadcast, computed per column block."""
+    g = GraphBuilder("wide")
+    x, y = g.input("x", (5, 3000)), g.input("y", (5, 3000))
+    z, w = g.input("z", (5, 1)), g.input("w", (3000,))
+    act = g.op(OpKind.SILU, "act", [x])
+    prod = g.op(OpKind.MUL, "prod", [act, y])
+    scaled = g.op(OpKind.DIV, "scaled", [prod, z])
+    g.op(OpKind.ADD, "out", [scaled, w])
+    graph = g.build(["out"])
+    got, want, count = _simulate(graph, "systolic", "systolic-32", ("sram_bytes=65536",),
+                                 given={"z": np.full((5, 1), 1.5) + np.arange(5)[:, None]})
+    assert np.abs(got["out"] - want["out"]).max() / np.abs(want["out"]).max() < FP32_TOLERANCE
+    _, _, whole_rows = _simulate(graph, "systolic", "systolic-32", ())
+    assert count > whole_rows          # the narrow buffers took more, smaller blocks
