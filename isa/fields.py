@@ -20,7 +20,7 @@ import numpy as np
 from isa.errors import FieldError
 from isa.values import Addr, DType, parse_int
 
-__all__ = ["FieldKind", "AddressKind", "Field", "U", "E", "Flag", "A32", "A40", "F32", "DTYPE", "SPACE_BITS",
+__all__ = ["FieldKind", "AddressKind", "Field", "U", "E", "Flag", "A32", "A40", "A32_64B", "F32", "DTYPE", "SPACE_BITS",
            "ColumnError"]
 
 SPACE_BITS = 4  # address operands name their space by index into Program.spaces (<= 16)
@@ -219,17 +219,25 @@ class E(FieldKind):
 
 @dataclass(frozen=True, slots=True)
 class AddressKind(FieldKind):
-    """Address operand: 4-bit index into the program's space table, then `addr_bits` bits."""
+    """Address operand: 4-bit index into the program's space table, then `addr_bits` bits that
+    count `granule`-byte units (1: bytes; a coarser granule trades alignment for reach). Text
+    and decoded values are byte addresses either way."""
 
     addr_bits: int
+    granule: int = 1
 
     @property
     def bits(self) -> int:
         return SPACE_BITS + self.addr_bits
 
     @property
+    def reach(self) -> int:
+        """Bytes of a space this operand can address."""
+        return self.granule << self.addr_bits
+
+    @property
     def label(self) -> str:
-        return f"A{self.bits}"
+        return f"A{self.bits}" if self.granule == 1 else f"A{self.bits}/{self.granule}B"
 
     def coerce(self, name: str, value: object) -> Addr:
         if isinstance(value, str):
@@ -239,9 +247,11 @@ class AddressKind(FieldKind):
                 raise FieldError(f"{name}: {error}") from None
         if not isinstance(value, Addr):
             raise FieldError(f"{name}={value!r} is not an address (space[0x...])")
-        if value.addr >= 1 << self.addr_bits:
-            limit = (1 << self.addr_bits) - 1
+        if value.addr >= self.reach:
+            limit = self.reach - self.granule
             raise FieldError(f"{name}={value} does not fit {self.label} (address 0x0..{limit:#x})")
+        if value.addr % self.granule:
+            raise FieldError(f"{name}={value} is not a multiple of {self.granule} bytes ({self.label})")
         return value
 
     def format(self, value: object) -> str:
@@ -263,9 +273,10 @@ class AddressKind(FieldKind):
             addr = np.array([v.addr for v in values], dtype=np.int64)
         except OverflowError:
             raise self._first_bad(name, values) from None
-        if len(addr) and addr.max() >= 1 << self.addr_bits:
+        if len(addr) and (addr.max() >= self.reach or (addr % self.granule).any()):
             raise self._first_bad(name, values)
-        return space.astype(np.uint64) << np.uint64(self.addr_bits) | addr.astype(np.uint64)
+        units = addr // self.granule
+        return space.astype(np.uint64) << np.uint64(self.addr_bits) | units.astype(np.uint64)
 
     def from_raw(self, name: str, raw: np.ndarray, spaces: Sequence[str]) -> list:
         space = raw >> np.uint64(self.addr_bits)
@@ -273,8 +284,8 @@ class AddressKind(FieldKind):
             position = int(np.argmax(space >= len(spaces)))
             raise ColumnError(position, f"{name} uses space index {int(space[position])} but "
                               f"the program declares {len(spaces)} spaces")
-        return [_trusted_addr(spaces[s], a) for s, a in zip(
-            space.tolist(), (raw & np.uint64((1 << self.addr_bits) - 1)).tolist())]
+        units = raw & np.uint64((1 << self.addr_bits) - 1)
+        return [_trusted_addr(spaces[s], a * self.granule) for s, a in zip(space.tolist(), units.tolist())]
 
 
 _SET_SPACE = Addr.__dict__["space"].__set__  # slot setters: bypass the frozen __setattr__
@@ -291,6 +302,7 @@ def _trusted_addr(space: str, addr: int) -> Addr:
 
 A32 = AddressKind(addr_bits=28)
 A40 = AddressKind(addr_bits=36)
+A32_64B = AddressKind(addr_bits=28, granule=64)   # 64-byte aligned, 16 GiB of reach
 
 _F32_MAX = float(np.finfo(np.float32).max)
 _F32_MAX_TEXT = str(np.finfo(np.float32).max)

@@ -183,7 +183,7 @@ def _df_xfer(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprin
 
 _RULES: dict[str, Callable[[Instr, QueueConfig, Limits], list[Footprint]]] = {
     "halt": _none, "signal": _none, "wait": _none, "dmacfg": _none, "mcfg": _none,
-    "vcfg": _none, "load": _load, "store": _store, "gather": _gather, "gemm": _gemm,
+    "vcfg": _none, "load": _load, "store": _store, "gather": _gather, "gatherw": _gather, "gemm": _gemm,
     "vec": _vec, "red": _red,
     "pim.act": _none, "pim.act_all": _none, "pim.pre": _none, "pim.pre_all": _none,
     "pim.wrgb": _pim_wrgb, "pim.mac": _none, "pim.mac_all": _none,

@@ -11,7 +11,7 @@ import textwrap
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from isa.fields import A32, A40, DTYPE, E, F32, Field, FieldKind, Flag, U
+from isa.fields import A32, A32_64B, A40, DTYPE, E, F32, Field, FieldKind, Flag, U
 from isa.values import QUEUE_INDEX_BITS, Unit
 
 __all__ = [
@@ -122,6 +122,16 @@ _TABLE = (
     _op("gather", 0x06, "core", (Unit.dma,),
         (("dst", A32), ("table", A32), ("idx", A32), ("n", U8)), """
         # embedding lookup; dst and idx on-chip, table off-chip; idx holds int32
+        row_bytes = cfg.src_pitch      # must be > 0
+        for i in range(n):
+            dst[i*row_bytes : (i+1)*row_bytes] = table[idx[i]*row_bytes : (idx[i]+1)*row_bytes]
+        """),
+    # gather's table reaches 256 MiB; a model whose gathered tables do not all start there
+    # (MoE permutes of long prompts, layer after layer) uses gatherw: the same operation with
+    # the table address in 64-byte units (tables are 64-byte aligned), 16 GiB of reach.
+    _op("gatherw", 0x0C, "core", (Unit.dma,),
+        (("dst", A32), ("table", A32_64B), ("idx", A32), ("n", U8)), """
+        # gather with a far table: table is a multiple of 64 bytes, below 16 GiB
         row_bytes = cfg.src_pitch      # must be > 0
         for i in range(n):
             dst[i*row_bytes : (i+1)*row_bytes] = table[idx[i]*row_bytes : (idx[i]+1)*row_bytes]

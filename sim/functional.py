@@ -194,7 +194,7 @@ class FunctionalExecutor:
         handlers: dict[str, _Handler] = {
             "halt": _nothing, "signal": _nothing, "wait": _nothing,
             "dmacfg": _dmacfg, "mcfg": _mcfg, "vcfg": _vcfg,
-            "load": self._copy_rows, "store": self._copy_rows, "gather": self._gather,
+            "load": self._copy_rows, "store": self._copy_rows, "gather": self._gather, "gatherw": self._gather,
             "gemm": self._gemm, "vec": self._vec, "red": self._red,
         }
         for opcode, model in (models or {}).items():

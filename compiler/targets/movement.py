@@ -3,7 +3,7 @@
 ring's slots from its producer queue to its consumer queue."""
 from __future__ import annotations
 
-from isa.fields import A32
+from isa.fields import A32, A32_64B
 
 from compiler.errors import CompileError
 from compiler.ir import Graph, OpKind
@@ -12,10 +12,12 @@ from compiler.targets.emit import Emitter, Matrix, Ring, view_batches, view_matr
 from compiler.targets.tiling import row_block
 
 __all__ = ["lower_embedding", "lower_kv_append", "gather_tables", "check_gather_reach",
-           "GATHER_REACH_BYTES"]
+           "GATHER_REACH_BYTES", "FAR_GATHER_REACH_BYTES", "gather_opcode"]
 
-# A gather's table operand is A32 (docs/isa.md): it reaches the first 256 MiB of its space.
-GATHER_REACH_BYTES = 1 << A32.addr_bits
+# A gather's table operand is A32 (docs/isa.md): it reaches the first 256 MiB of its space;
+# gatherw's counts 64-byte units and reaches 16 GiB (a table must then be 64-byte aligned).
+GATHER_REACH_BYTES = A32.reach
+FAR_GATHER_REACH_BYTES = A32_64B.reach
 
 
 def gather_tables(graph: Graph, plan: StoragePlan) -> list[str]:
@@ -27,11 +29,22 @@ def gather_tables(graph: Graph, plan: StoragePlan) -> list[str]:
 
 
 def check_gather_reach(table: str, space: str, addr: int) -> None:
-    """CompileError when a gather table would start beyond a gather's reach."""
-    if addr >= GATHER_REACH_BYTES:
-        raise CompileError(f"gather table '{table}' would start at {space} byte {addr:,}; a gather "
-                           f"reaches the first {GATHER_REACH_BYTES:,} bytes (its table operand is A32), "
-                           "and the smaller tables placed before it fill that")
+    """CompileError when a gather table would start beyond every gather's reach."""
+    if addr >= FAR_GATHER_REACH_BYTES:
+        raise CompileError(f"gather table '{table}' would start at {space} byte {addr:,}; gatherw "
+                           f"reaches the first {FAR_GATHER_REACH_BYTES:,} bytes (its table operand "
+                           f"is {A32_64B.label}), and the smaller tables placed before it fill that")
+
+
+def gather_opcode(table: str, addr: int) -> str:
+    """gather for a table in its first 256 MiB, gatherw (64-byte units) for one beyond."""
+    if addr < GATHER_REACH_BYTES:
+        return "gather"
+    if addr % A32_64B.granule or addr >= FAR_GATHER_REACH_BYTES:
+        raise CompileError(f"gather table '{table}' at byte {addr:,} is beyond a gather's 256 MiB "
+                           f"and not a 64-byte aligned address below {FAR_GATHER_REACH_BYTES:,} "
+                           "for gatherw")
+    return "gatherw"
 
 
 def lower_embedding(em: Emitter, op, views, ring: Ring, itemsize: int, align: int = 64) -> None:
@@ -49,7 +62,8 @@ def lower_embedding(em: Emitter, op, views, ring: Ring, itemsize: int, align: in
         em.load(ring.producer, slot, flat.block(0, 1, r0, n))
         rows_at = slot + (-(-n * 4 // align) * align)
         em.pitch(ring.producer, row_bytes, 0)
-        em.emit(ring.producer, "gather", dst=rows_at, table=em.dram(table), idx=slot, n=n)
+        at = em.dram(table)
+        em.emit(ring.producer, gather_opcode(table.symbol, at.addr), dst=rows_at, table=at, idx=slot, n=n)
         ring.filled()
         ring.take()
         em.store(ring.consumer, out.block(r0, n, 0, out.cols), rows_at)

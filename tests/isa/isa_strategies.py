@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from isa import A32, A40, Addr, E, F32, Flag, Instr, OpSpec, Queue, U
-from isa.fields import FieldKind
+from isa.fields import AddressKind, FieldKind
 
 SPACES = ("dram", "sram", "acc", "hbm")
 
@@ -17,8 +17,9 @@ def operand(kind: FieldKind, spaces: tuple[str, ...] = SPACES) -> st.SearchStrat
         return st.integers(0, (1 << kind.bits) - 1)
     if isinstance(kind, E):
         return st.sampled_from(kind.names).map(lambda name: kind.coerce("e", name))
-    if kind is A32 or kind is A40:
-        return st.builds(Addr, st.sampled_from(spaces), st.integers(0, (1 << kind.addr_bits) - 1))
+    if isinstance(kind, AddressKind):
+        units = st.integers(0, (1 << kind.addr_bits) - 1)
+        return st.builds(Addr, st.sampled_from(spaces), units.map(lambda u: u * kind.granule))
     if kind is F32:
         return st.floats(width=32, allow_nan=False)
     raise AssertionError(f"no strategy for {kind!r}")

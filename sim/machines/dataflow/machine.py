@@ -69,7 +69,7 @@ class DataflowMachine(Machine[DataflowArch]):
         self._table = CostTable("a dataflow machine", {
             "halt": None, "signal": None, "wait": None, "mcfg": None, "vcfg": None, "dmacfg": None,
             "df.section": self._section, "df.run": self._run, "df.stream": self._stream,
-            "df.xfer": self._xfer, "load": transfer, "store": transfer, "gather": transfer,
+            "df.xfer": self._xfer, "load": transfer, "store": transfer, "gather": transfer, "gatherw": transfer,
             "gemm": self._gemm, "vec": self._vector, "red": self._vector})
 
     def mac_units(self) -> int:
@@ -108,8 +108,8 @@ class DataflowMachine(Machine[DataflowArch]):
 
     def _transfer(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
         op = ins.opcode
-        far = ins["src"] if op == "load" else ins["table"] if op == "gather" else ins["dst"]
-        nbytes = ins["n"] * cfg.src_stride if op == "gather" else ins["rows"] * ins["row_bytes"]
+        far = ins["src"] if op == "load" else ins["table"] if op.startswith("gather") else ins["dst"]
+        nbytes = ins["n"] * cfg.src_stride if op.startswith("gather") else ins["rows"] * ins["row_bytes"]
         s.events.set(i, **{f"{far.space}_{'write' if op == 'store' else 'read'}_bytes": nbytes},
                      sram_bytes=nbytes)
         if s.call is not None:

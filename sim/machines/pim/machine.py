@@ -58,7 +58,7 @@ class PimMachine(Machine[PimArch]):
         # the DMA's and the ASIC's opcodes; pim queues' instructions are planned per object
         self._table = CostTable("a PIM machine", {
             "halt": None, "wait": None, "dmacfg": None, "vcfg": None, "signal": self._signal,
-            "load": self._transfer, "store": self._transfer, "gather": self._gather,
+            "load": self._transfer, "store": self._transfer, "gather": self._gather, "gatherw": self._gather,
             "vec": self._vec, "red": self._red})
 
     def mac_units(self) -> int:

@@ -34,7 +34,7 @@ class SystolicMachine(Machine[SystolicArch]):
         self._latency = arch.dram_latency_cycles
         self._table = CostTable("a systolic-array machine", {
             "halt": None, "signal": None, "wait": None, "dmacfg": None, "mcfg": None, "vcfg": None,
-            "load": self._transfer, "store": self._transfer, "gather": self._gather,
+            "load": self._transfer, "store": self._transfer, "gather": self._gather, "gatherw": self._gather,
             "gemm": self._gemm, "vec": self._vec, "red": self._red})
 
     def mac_units(self) -> int:

@@ -195,7 +195,9 @@ def test_llama_layer_names_group_and_template_like_gpt2():
     assert template_of("h.3.attn.qkv") == "h.*.attn.qkv" and layer_of("lm_head") is None
 
 
-def test_gather_tables_go_first_in_dram_smallest_first_within_reach():
+def test_gather_tables_go_first_smallest_first_and_far_ones_use_gatherw():
+    """Three embedding tables, smallest first in DRAM: the two that start in the first 256 MiB
+    are read with gather, the one after them with gatherw (64-byte units, 16 GiB reach)."""
     rows = GATHER_REACH_BYTES // (1024 * 2)            # bf16 rows of 1024: exactly the reach
 
     def build(g):
@@ -204,9 +206,21 @@ def test_gather_tables_go_first_in_dram_smallest_first_within_reach():
             outs.append(g.op(OpKind.EMBEDDING, f"{name}.rows",
                              [g.param(f"{name}.weight", (n, 1024)), g.input(f"{name}.ids", (2,), DType.int32)]))
         return outs
-    with pytest.raises(CompileError, match=r"gather table 'big.weight' would start at dram byte "
-                                           r"268,443,648; a gather reaches the first 268,435,456 bytes"):
-        dump_after(SYSTOLIC, _graph("reach", build), load_arch("systolic-128"), None, "dram")
+    program = target("systolic").compile(_graph("reach", build), load_arch("systolic-128")).program
+    at = {s.name: s.addr for s in program.symbols}
+    assert at["small.weight"] < at["edge.weight"] < GATHER_REACH_BYTES <= at["big.weight"]
+    gathers = {i["table"].addr: i.opcode for i in program.instructions if i.opcode.startswith("gather")}
+    assert gathers == {at["small.weight"]: "gather", at["edge.weight"]: "gather",
+                       at["big.weight"]: "gatherw"}
+
+
+def test_gather_beyond_every_reach_is_refused():
+    from compiler.targets.movement import FAR_GATHER_REACH_BYTES, check_gather_reach, gather_opcode
+    assert FAR_GATHER_REACH_BYTES == 64 * GATHER_REACH_BYTES
+    with pytest.raises(CompileError, match=r"would start at hbm byte 17,179,869,184; gatherw reaches"):
+        check_gather_reach("t", "hbm", FAR_GATHER_REACH_BYTES)
+    with pytest.raises(CompileError, match="not a 64-byte aligned address"):
+        gather_opcode("t", GATHER_REACH_BYTES + 32)
 
 
 def test_dataflow_keeps_the_experts_with_most_tokens_in_hbm_when_it_is_short():
