@@ -87,3 +87,14 @@ def test_llama_8b_does_not_fit_pim_gpt_and_says_so(capsys):
                  "--kv", "4"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "bytes" in err and err.count("\n") == 1
+
+
+def test_llama_70b_on_sn40l_is_refused_by_the_off_chip_address_reach(capsys):
+    """141 GB of weights: 64 GiB in HBM and the rest in DDR, beyond what an A40 operand
+    addresses; one line with the sizes, exit 2 (not a bare field error from the encoder)."""
+    assert main(["sim", "--model", "llama-3.1-70b", "--target", "dataflow", "--phase", "decode",
+                 "--kv", "16", "--no-functional", "--gpu", "none"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(
+        r"error: llama-3.1-70b-decode: [\d,]+ bytes of DDR would be addressed, but off-chip operands "
+        r"are A40 and reach 68,719,476,736 bytes of a tier \(weights 141,110,050,816 bytes", err), err

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from isa.fields import A32
+from isa.fields import A32, A40
 
 from arch.dataflow import DataflowArch
 from compiler.errors import CompileError
@@ -180,6 +180,11 @@ def place(graph: Graph, plan: StoragePlan, calls: tuple[Call, ...], arch, ring_b
             ddr += size
         tiers[where[name][0]][0] += size
         tiers[where[name][0]][1] += size if readers.get(name) else 0
+    if max(hbm, ddr) > A40.reach:
+        tier, used = ("DDR", ddr) if ddr > hbm else ("HBM", hbm)
+        raise CompileError(f"{graph.name}: {used:,} bytes of {tier} would be addressed, but off-chip "
+                           f"operands are A40 and reach {A40.reach:,} bytes of a tier "
+                           f"(weights {weight_bytes:,} bytes; {arch.name}'s HBM holds {arch.hbm_bytes:,})")
     peaks = {s: end - ring_bytes for s, end in internal_at.items()}
     rings, end = ring_specs("sram", ring_bytes, _SHARES, _RINGS, ALIGN)
     return Placement(where, section_of, hbm, peaks, ring_bytes, rings, (end, ring_bytes - end),
