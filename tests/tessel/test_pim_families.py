@@ -77,13 +77,15 @@ def test_routed_experts_inside_the_program(name, phase):
     assert max(_inside(name, phase, values).values()) < BF16_TOLERANCE
 
 
-@pytest.mark.parametrize("kv_heads, group, seq, cached", [
-    (2, 4, 257, 0),      # prefill: the V cache in two chunks of 256 positions (gbuf / G)
-    (2, 7, 1, 300),      # decode: G = 7, chunks of 144 positions
-    (2, 8, 1, 1000),     # decode: a softmax row of 16 x 1001 bf16 takes both GEMV inputs
+@pytest.mark.parametrize("kv_heads, group, seq, cached, head_dim", [
+    (2, 4, 257, 0, 64),      # prefill: the V cache in two chunks of 256 positions (gbuf / G)
+    (2, 7, 1, 300, 64),      # decode: G = 7, chunks of 144 positions
+    (2, 8, 1, 1000, 64),     # decode: a softmax row of 16 x 1001 bf16 takes both GEMV inputs
+    (16, 8, 130, 0, 16),     # prefill, 128 query rows x 130 positions: attention in pieces (K: one
+                             # lane group each; V: 64-position ranges in 128-position chunks)
 ])
-def test_long_grouped_query_attention(kv_heads, group, seq, cached):
-    assert attention_error(attention_graph(kv_heads, group, seq, cached, 64)) < 2e-2
+def test_long_grouped_query_attention(kv_heads, group, seq, cached, head_dim):
+    assert attention_error(attention_graph(kv_heads, group, seq, cached, head_dim)) < 2e-2
 
 
 # 32 query heads over 8 KV heads of 16 (llama-3.2-1b's grouping at a small width): at kv 600
