@@ -12,6 +12,16 @@ query head ([H, Dh] of q, [H, T] of the softmax). Grouped-query attention (q [1,
 Dh] against a cache of Hkv heads) is the same GEMV with H = Hkv x G query rows: each KV head
 is stored once, and the G query rows of a group share its rows (layout.py).
 
+Long contexts (H x T past what one GEMV's buffers hold: 16,384 fp32 partial sums, a softmax
+row of 2 x 16 KiB bf16 input) run each token row's attention GEMV in pieces over positions
+(placement decides, layout.py builds them; the split never applies where one GEMV fits). K:
+each piece reloads q, refills the gbufs and MACs a block of positions, the ASIC rounds its
+[H, block] scores into their columns. V: each piece loads its range of the softmax row; the
+ASIC adds each piece's partial sums, in order, into one fp32 accumulator (vector scratch),
+rounded once after the last. Pieces alternate the double buffers like any GEMVs, so a
+piece's MACs overlap the previous piece's reduction. Cost per extra piece: one input load,
+a gbuf fill per pass and channel, one reduction and the rows at its edges opened again.
+
 KV cache (kv.py): a new K position is written whole (pim.act, pim.wr, pim.pre); a new V
 position touches one 16-lane burst per (head, bank dimension group) of the column-major
 layout, written with masked DMA stores.
