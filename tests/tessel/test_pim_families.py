@@ -35,10 +35,10 @@ def test_tiny_family_logits_match_reference(name, phase):
     assert outcome.result.macs > 0
 
 
-def _inside(name: str, phase, values: list[str]) -> dict[str, float]:
+def _inside(name: str, phase, values: list[str], config: DecoderConfig | None = None) -> dict[str, float]:
     """Relative error of values inside the compiled program (read from simulated memory after
     the run) against the reference executor on the same routed graph and inputs."""
-    model = Model(name, TINY[name])
+    model = Model(name, config or TINY[name])
     graph = model.graph(phase)
     feeds = model_feeds(model, phase, default_tokens(model, phase))
     choices: dict[str, np.ndarray] = {}
@@ -77,13 +77,37 @@ def test_routed_experts_inside_the_program(name, phase):
     assert max(_inside(name, phase, values).values()) < BF16_TOLERANCE
 
 
-@pytest.mark.parametrize("kv_heads, group, seq, cached", [
-    (2, 4, 257, 0),      # prefill: the V cache in two chunks of 256 positions (gbuf / G)
-    (2, 7, 1, 300),      # decode: G = 7, chunks of 144 positions
-    (2, 8, 1, 1000),     # decode: a softmax row of 16 x 1001 bf16 takes both GEMV inputs
+@pytest.mark.parametrize("kv_heads, group, seq, cached, head_dim", [
+    (2, 4, 257, 0, 64),      # prefill: the V cache in two chunks of 256 positions (gbuf / G)
+    (2, 7, 1, 300, 64),      # decode: G = 7, chunks of 144 positions
+    (2, 8, 1, 1000, 64),     # decode: a softmax row of 16 x 1001 bf16 takes both GEMV inputs
+    (16, 8, 130, 0, 16),     # prefill, 128 query rows x 130 positions: attention in pieces (K: one
+                             # lane group each; V: 64-position ranges in 128-position chunks)
 ])
-def test_long_grouped_query_attention(kv_heads, group, seq, cached):
-    assert attention_error(attention_graph(kv_heads, group, seq, cached, 64)) < 2e-2
+def test_long_grouped_query_attention(kv_heads, group, seq, cached, head_dim):
+    assert attention_error(attention_graph(kv_heads, group, seq, cached, head_dim)) < 2e-2
+
+
+# 32 query heads over 8 KV heads of 16 (llama-3.2-1b's grouping at a small width): at kv 600
+# the scores of every query head (32 x 601 fp32) outgrow the 64 KiB partial-sum buffer and
+# the softmax row (32 x 601 bf16) the GEMV input buffers, so attention runs in pieces.
+LONG_GQA = DecoderConfig("tiny-gqa-32x8", "llama", vocab_size=96, hidden_size=64, intermediate_size=96,
+                         num_hidden_layers=2, num_attention_heads=32, num_key_value_heads=8,
+                         head_dim=16, max_position_embeddings=1024, rope_theta=5e5)
+
+
+def test_long_context_attention_in_pieces_matches_reference():
+    """Decode at kv 600 (H x T = 19,232 > 16,384: the old limit refused it): the K and V GEMVs
+    run in pieces, the logits and each layer's attention context within BF16 tolerance."""
+    phase = decode(600)
+    model = Model(LONG_GQA.name, LONG_GQA)
+    lowered = compile_model_graph(model, model.graph(phase), "pim", load_arch("pim-gpt"))
+    pieces = {m.kind: len(m.pieces) for m in lowered.matrices.values() if m.kind != "linear"}
+    assert pieces == {"kcache": 2, "vcache": 3}        # K: 512 + 89 positions; V: 3 x 256
+    outcome = run(make_request(model, "pim", load_arch("pim-gpt"), phase, numerics=True))
+    assert outcome.result.logits_rel_error < BF16_TOLERANCE
+    values = [f"layers.{i}.self_attn.context" for i in range(LONG_GQA.num_hidden_layers)]
+    assert max(_inside(LONG_GQA.name, phase, values, LONG_GQA).values()) < BF16_TOLERANCE
 
 
 def test_cli_model_too_large_is_one_line_with_sizes():

@@ -32,14 +32,25 @@ offset, while its row is open. A bank's MAC unit has one accumulator and reads o
 per MAC, so the MAC column reads stay one per query row (as for G separate heads), but the
 rows activated, the region and the KV-append writes are those of the KV heads only.
 Partial sums come out as for H = Hkv x G heads (query head h * G + g).
+
+Long contexts: pieces. A whole attention GEMV keeps one fp32 partial sum per (query row,
+position) for K ([H, T]) and takes the whole softmax row ([H, T] bf16) as input for V; both
+outgrow the ASIC's buffers (64 KiB of partial sums: H x T <= 16,384). Such a GEMV is run as
+*pieces* over position ranges, the stored layout unchanged (the KV writes and scatters do
+not see them): a K piece is the segments of a block of position lane groups (the same q fill,
+its own partial sums [H, block]); a V piece is the chunks' position sub-ranges inside a
+range of the softmax row (its input [H, range], its own partial sums, added by the ASIC into
+one fp32 accumulator across pieces). Each piece is a GEMV of its own: the input is loaded
+and the gbufs filled again per piece, and rows a piece shares with the next (a boundary row)
+are opened again.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-__all__ = ["Segment", "Pass", "GemvLayout", "linear_layout", "kcache_layout", "vcache_layout", "vcache_chunk",
+__all__ = ["Segment", "Pass", "GemvLayout", "Piece", "kcache_pieces", "vcache_pieces", "linear_layout", "kcache_layout", "vcache_layout", "vcache_chunk",
            "scatter_linear", "scatter_kcache", "scatter_vcache", "kcache_cells", "vcache_cells"]
 
 
@@ -77,6 +88,73 @@ class GemvLayout:
         """(DRAM row, column burst) of a stream element."""
         per_row = arch.row_bytes // 2
         return self.first_row + stream_elem // per_row, (stream_elem % per_row) // _lanes(arch)
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One GEMV of a split attention matrix: its passes (partial sums numbered from 0 within
+    the piece), the partial sums they write (`blocks` blocks of [query rows x ...] that the
+    ASIC adds: V's position sub-ranges), and the positions [first, first + count) it covers
+    (K: output columns, stride `stride`; V: input columns)."""
+
+    passes: tuple[Pass, ...]
+    psum_elems: int
+    first: int
+    count: int
+    stride: int = 0
+    blocks: int = 1
+
+
+def kcache_pieces(arch, layout: GemvLayout, positions: int, groups: int) -> tuple[Piece, ...]:
+    """K pieces of `groups` lane groups (groups x channels x banks positions) each: the
+    segments of those positions, partial sums [query rows, block] (row-major)."""
+    lanes_total = arch.channels * arch.banks
+    n = -(-positions // lanes_total)
+    p_pad = n * lanes_total
+    rows = layout.psum_elems // p_pad
+    out = []
+    for i0 in range(0, n, groups):
+        i1 = min(n, i0 + groups)
+        lo, hi, blk = i0 * lanes_total, i1 * lanes_total, (i1 - i0) * lanes_total
+        passes = []
+        for p in layout.passes:
+            segs = []
+            for s in p.segments:
+                row, col = divmod(s.out, p_pad)
+                if lo <= col < hi:
+                    segs.append(Segment(s.start, s.length, s.gb_bytes, row * blk + col - lo))
+            passes.append(replace(p, segments=tuple(segs)))
+        out.append(Piece(tuple(passes), rows * blk, lo, min(positions, hi) - lo, blk))
+    return tuple(out)
+
+
+def vcache_pieces(arch, layout: GemvLayout, heads: int, positions: int, hd: int,
+                  width: int) -> tuple[Piece, ...]:
+    """V pieces over ranges of `width` softmax positions (a multiple of the MAC lanes): per
+    range, each chunk's sub-range inside it is a pass (fills of the [query rows, range] input
+    the piece loads), its partial sums a block [query rows x hd] of its own."""
+    c_n, lanes, g_n = arch.channels, _lanes(arch), layout.queries
+    assert width % lanes == 0
+    padded, _, g = _vcache_shape(arch, positions, hd, g_n)
+    chunks = -(-padded // g)
+    block = heads * g_n * hd
+    out = []
+    for qs in range(0, padded, width):
+        qe, cols = min(qs + width, padded), min(qs + width, positions) - qs
+        subs = [(max(qs, q * g), min(qe, q * g + g), q) for q in range(chunks)
+                if q * g < qe and q * g + g > qs]
+        passes = []
+        for pp in range(-(-heads // c_n)):
+            for k, (a, b, q) in enumerate(subs):
+                p, n = layout.passes[pp * chunks + q], b - a
+                fills = tuple(None if f is None else
+                              ((pp * c_n + c) * g_n * cols + a - qs, min(n, positions - a))
+                              for c, f in enumerate(p.fills))
+                segs = tuple(Segment(s.start + a - q * g, n, (j % g_n) * n * 2, s.out + (k - q) * block)
+                             for j, s in enumerate(p.segments))
+                passes.append(Pass(fills, segs, g_n, cols, n))
+        out.append(Piece(tuple(passes), len(subs) * block, qs, cols, 0, len(subs)))
+    return tuple(out)
 
 
 def _lanes(arch) -> int:

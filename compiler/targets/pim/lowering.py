@@ -12,6 +12,16 @@ query head ([H, Dh] of q, [H, T] of the softmax). Grouped-query attention (q [1,
 Dh] against a cache of Hkv heads) is the same GEMV with H = Hkv x G query rows: each KV head
 is stored once, and the G query rows of a group share its rows (layout.py).
 
+Long contexts (H x T past what one GEMV's buffers hold: 16,384 fp32 partial sums, a softmax
+row of 2 x 16 KiB bf16 input) run each token row's attention GEMV in pieces over positions
+(placement decides, layout.py builds them; the split never applies where one GEMV fits). K:
+each piece reloads q, refills the gbufs and MACs a block of positions, the ASIC rounds its
+[H, block] scores into their columns. V: each piece loads its range of the softmax row; the
+ASIC adds each piece's partial sums, in order, into one fp32 accumulator (vector scratch),
+rounded once after the last. Pieces alternate the double buffers like any GEMVs, so a
+piece's MACs overlap the previous piece's reduction. Cost per extra piece: one input load,
+a gbuf fill per pass and channel, one reduction and the rows at its edges opened again.
+
 KV cache (kv.py): a new K position is written whole (pim.act, pim.wr, pim.pre); a new V
 position touches one 16-lane burst per (head, bank dimension group) of the column-major
 layout, written with masked DMA stores.
@@ -109,8 +119,9 @@ class PimLowering(KvCacheWrites, TargetLowering):
                           ASSUMPTIONS, self.arch, matrices)
 
     # -- GEMV --------------------------------------------------------------------------
-    def _gemv(self, layout: pl.GemvLayout, load_input, wide: bool = False) -> int:
-        """One GEMV over `layout`: input into this GEMV's xin buffer (load_input(address)
+    def _gemv(self, layout: pl.GemvLayout, load_input, wide: bool = False,
+              piece: pl.Piece | None = None) -> int:
+        """One GEMV over `layout` (or over one `piece` of it: the piece's passes): input into this GEMV's xin buffer (load_input(address)
         emits dma0 loads), all pim queues run their passes, the ASIC then owns the partial
         sums; returns their address. Buffers alternate: dma0 waits for the ASIC to release
         the GEMV two back (releases come in order), so a GEMV that does not need the one
@@ -128,15 +139,16 @@ class PimLowering(KvCacheWrites, TargetLowering):
         else:
             load_input(self.addr(f"xin{j}"))
             xin = f"xin{j}"
+        passes = layout.passes if piece is None else piece.passes
         active = [c for c in range(self.arch.channels)
-                  if any(p.fills[c] is not None for p in layout.passes)]
+                  if any(p.fills[c] is not None for p in passes)]
         for c in active:
             em.emit("dma0", "signal", sem=self.go[c])
         psum = self.abuf[f"psum{j}"][0]
         for c in active:
             q = self.pim_queues[c]
             em.emit(q, "wait", sem=self.go[c])
-            for p in layout.passes:
+            for p in passes:
                 fill = p.fills[c]
                 if fill is None:
                     continue
@@ -179,28 +191,44 @@ class PimLowering(KvCacheWrites, TargetLowering):
                 chunks: int, bias: Matrix | None, out: Matrix) -> None:
         """psum [chunks x rows x stride] -> sum chunks (+ bias) -> bf16 -> out (rows x cols);
         the GEMV's buffers are released once the sums are read."""
-        v, em = self.vector, self.em
+        v = self.vector
         v.cfg(rows, stride_elems, F32, F32)
         for k in range(1, chunks):
             v.vec("add", Addr("abuf", psum), Addr("abuf", psum), Addr("abuf", psum + k * chunk_elems * 4))
+        self._round_store(psum, rows, cols, stride_elems, bias, out, release=True)
+
+    def _round_store(self, src: int, rows: int, cols: int, stride_elems: int, bias: Matrix | None,
+                     out: Matrix, release: bool) -> None:
+        """fp32 rows at abuf[src] (+ bias) -> bf16 -> out (rows x cols), through vp_out slots:
+        rows a slot holds at a time (a long context's scores [H, 512] are two slots on a
+        Llama graph's 16 KiB slots). `release`: signal the GEMV's buffers free after the
+        last read of `src`."""
+        v, em = self.vector, self.em
         if bias is not None:
             b = self.vp_in.acquire()
             em.load("dma0", b, bias)
             self.vp_in.filled()
             self.vp_in.take()
-        o = self.vp_out.acquire()
-        v.cfg(rows, stride_elems, F32, self.dtype)
-        if bias is not None:
-            v.vec("add", o, Addr("abuf", psum), b, "col")
-            self.vp_in.release()
-        else:
-            v.vec("copy", o, Addr("abuf", psum))
-        em.emit("asic0", "signal", sem=self.free)
-        self.vp_out.filled()
-        self.vp_out.take()
-        em.pitch("dma1", stride_elems * 2, out.stride * 2 if out.rows > 1 else 0)
-        em.emit("dma1", "store", dst=em.dram(out), src=o, rows=out.rows, row_bytes=cols * 2)
-        self.vp_out.release()
+        per = max(1, self.vp_out.spec.slot_bytes // (stride_elems * 2))
+        if bias is not None and per < rows:
+            raise CompileError("a biased GEMV output wider than a vp_out slot")
+        for r0 in range(0, rows, per):
+            n = min(per, rows - r0)
+            o = self.vp_out.acquire()
+            v.cfg(n, stride_elems, F32, self.dtype)
+            if bias is not None:
+                v.vec("add", o, Addr("abuf", src), b, "col")
+                self.vp_in.release()
+            else:
+                v.vec("copy", o, Addr("abuf", src + r0 * stride_elems * 4))
+            if release and r0 + n == rows:
+                em.emit("asic0", "signal", sem=self.free)
+            self.vp_out.filled()
+            self.vp_out.take()
+            part = out if n == rows else out.block(r0, n, 0, cols)
+            em.pitch("dma1", stride_elems * 2, part.stride * 2 if part.rows > 1 else 0)
+            em.emit("dma1", "store", dst=em.dram(part), src=o, rows=part.rows, row_bytes=cols * 2)
+            self.vp_out.release()
 
     def op_linear(self, op: Op) -> None:
         x = self.matrix(self.plan.views[op.inputs[0]])
@@ -226,9 +254,13 @@ class PimLowering(KvCacheWrites, TargetLowering):
             self._linear(b_name, self.matrix(a_view), self.matrix(out_view), None)
             return
         self._ensure_written(b_name)
-        lay = self.matrices[b_name][0].layout
+        m = self.matrices[b_name][0]
+        lay = m.layout
         rows = a_view.shape[-2]
         for t in range(rows):
+            if m.pieces:
+                self._attention_pieces(m, a_view, out_view, t)
+                continue
             x_rows = self._head_rows(a_view, t, flat=True)
             nbytes, xin_bytes = x_rows.rows * x_rows.cols * 2, self.abuf["xin0"][1]
             if nbytes > 2 * xin_bytes:
@@ -244,6 +276,43 @@ class PimLowering(KvCacheWrites, TargetLowering):
                 heads, width = context.rows, context.rows * context.cols
                 self._finish(psum, heads, context.cols, context.cols, width, lay.psum_elems // width,
                              None, context)
+
+    def _attention_pieces(self, m, a_view: View, out_view: View, t: int) -> None:
+        """Token row t of a long-context attention GEMV, piece by piece (layout.py). K: the
+        q row is loaded for each piece, each piece's scores [H, block] rounded and stored
+        into their columns. V: each piece loads its range of the softmax row [H, range]; the
+        ASIC adds each piece's blocks, in order, into an fp32 accumulator in its vector
+        scratch (first block copied), rounded and stored after the last piece."""
+        lay, v = m.layout, self.vector
+        if m.kind == "kcache":
+            x_rows = self._head_rows(a_view, t, flat=True)
+            nbytes = x_rows.rows * x_rows.cols * 2
+            scores = self._head_rows(out_view, t, flat=False)
+            for piece in m.pieces:
+                psum = self._gemv(lay, lambda xin: self.em.load("dma0", xin, x_rows),
+                                  nbytes > self.abuf["xin0"][1], piece)
+                self._finish(psum, scores.rows, piece.count, piece.stride, 0, 1, None,
+                             scores.block(0, scores.rows, piece.first, piece.count))
+            return
+        probs = self._head_rows(a_view, t, flat=False)
+        context = self._head_rows(out_view, t, flat=True)
+        width = context.rows * context.cols
+        acc = Addr("abuf", self.abuf["scratch"][0])
+        if width * 4 > self.abuf["scratch"][1]:
+            raise CompileError(f"attention context of {width:,} fp32 values exceeds the ASIC's "
+                               f"{self.abuf['scratch'][1]:,}-byte vector scratch (its accumulator)")
+        for k, piece in enumerate(m.pieces):
+            x = probs.block(0, probs.rows, piece.first, piece.count)
+            psum = self._gemv(lay, lambda xin: self.em.load("dma0", xin, x), False, piece)
+            v.cfg(context.rows, context.cols, F32, F32)
+            for b in range(piece.blocks):
+                at = Addr("abuf", psum + b * width * 4)
+                if k == b == 0:
+                    v.vec("copy", acc, at)
+                else:
+                    v.vec("add", acc, acc, at)
+            self.em.emit("asic0", "signal", sem=self.free)
+        self._round_store(acc.addr, context.rows, context.cols, context.cols, None, context, release=False)
 
     def _head_rows(self, view: View, t: int, flat: bool) -> Matrix:
         """Row t of every head of a [1, H, S, X] view (or [1, Hkv, G, S, X]: H = Hkv x G query

@@ -55,6 +55,7 @@ class PimMatrix:
     outputs: int             # output columns of the block (0 for caches)
     layout: pl.GemvLayout
     transposed: bool         # a linear weight read as W^T (the tied LM head)
+    pieces: tuple[pl.Piece, ...] = ()   # a long-context K or V cache: its GEMV in pieces (layout.py)
 
     @property
     def symbol(self) -> str:
@@ -86,7 +87,9 @@ class PimPlacement:
                 cols = f" columns {m.n0}..{m.n0 + m.outputs - 1}" if m.kind == "linear" else ""
                 lines.append(f"  {m.symbol}: {m.kind} of {m.value}{cols}{' (transposed)' if m.transposed else ''}, "
                              f"rows {lay.first_row}..{lay.first_row + lay.rows - 1}, {len(lay.passes)} passes, "
-                             f"{lay.psum_elems:,} partial sums")
+                             f"{lay.psum_elems:,} partial sums"
+                             + (f" in {len(m.pieces)} pieces of at most {max(p.psum_elems for p in m.pieces):,}"
+                                if m.pieces else ""))
         return "\n".join(lines)
 
 
@@ -249,7 +252,40 @@ def _blocks(graph: Graph, arch: PimArch, abuf: dict[str, tuple[int, int]], value
                            f"bf16) exceed the {arch.gbuf_bytes}-byte global buffer")
     build = pl.kcache_layout if kind == "kcache" else pl.vcache_layout
     lay = build(value, arch, first_row, heads, positions, hd, queries)
-    if lay.psum_elems * 4 > psum_bytes:
-        raise CompileError(f"{who}: {lay.psum_elems:,} partial sums exceed the ASIC "
-                           f"buffer's {psum_bytes:,}-byte partial-sum area")
-    return (PimMatrix(kind, value, 0, 0, lay, False),)
+    rows = heads * queries
+    xin_bytes = abuf["xin0"][1]
+    x_bytes = rows * (hd if kind == "kcache" else positions) * 2
+    if lay.psum_elems * 4 <= psum_bytes and x_bytes <= 2 * xin_bytes:
+        return (PimMatrix(kind, value, 0, 0, lay, False),)
+    return (PimMatrix(kind, value, 0, 0, lay, False,
+                      _pieces(arch, who, kind, lay, heads, positions, hd, psum_bytes, xin_bytes)),)
+
+
+def _pieces(arch: PimArch, who: str, kind: str, lay: pl.GemvLayout, heads: int, positions: int,
+            hd: int, psum_bytes: int, xin_bytes: int) -> tuple[pl.Piece, ...]:
+    """A long context's attention GEMV in pieces over positions (layout.py): K in blocks of
+    lane groups whose partial sums fill at most one partial-sum buffer, V in ranges of the
+    softmax row that fit one GEMV input buffer; refused when one lane group (K) or a 16-wide
+    range (V) is already too much."""
+    rows = heads * lay.queries
+    lanes = arch.macs_per_bank_per_access
+    if kind == "kcache":
+        groups = psum_bytes // (4 * rows * arch.channels * arch.banks)
+        if groups < 1:
+            raise CompileError(f"{who}: {rows} query rows x {arch.channels * arch.banks} positions "
+                               f"of partial sums exceed the ASIC buffer's {psum_bytes:,}-byte "
+                               "partial-sum area")
+        return pl.kcache_pieces(arch, lay, positions, groups)
+    width = xin_bytes // (2 * rows) // lanes * lanes
+    chunk = pl.vcache_chunk(arch, lay, positions, hd)
+    if width >= chunk:
+        width = max(1, min(width // chunk, psum_bytes // (4 * rows * hd))) * chunk
+    if width < lanes:
+        raise CompileError(f"{who}: {rows} query rows x {lanes} positions of softmax input exceed "
+                           f"the ASIC's {xin_bytes:,}-byte GEMV input buffer")
+    pieces = pl.vcache_pieces(arch, lay, heads, positions, hd, width)
+    worst = max(p.psum_elems for p in pieces)
+    if worst * 4 > psum_bytes:
+        raise CompileError(f"{who}: {worst:,} partial sums of a {width}-position piece exceed the "
+                           f"ASIC buffer's {psum_bytes:,}-byte partial-sum area")
+    return pieces

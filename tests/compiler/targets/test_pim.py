@@ -188,3 +188,58 @@ def test_experts_spread_over_all_banks_and_unchosen_ones_stay_resident_but_idle(
             assert (per_bank == k * n // lanes).all()
             rows = set(range(m.layout.first_row, m.layout.first_row + m.layout.rows))
             assert bool(rows & rows_read) == (e != 3)
+
+
+# ---- long contexts: attention GEMVs in pieces --------------------------------------------
+def _caches(placement):
+    return {m.kind: m for blocks in placement.matrices.values() for m in blocks if m.kind != "linear"}
+
+
+def test_attention_stays_whole_up_to_the_old_limit():
+    """H x T <= 16,384 (llama-3.2-1b's shape at T = 512): one GEMV per token row, as before."""
+    assert all(not m.pieces for m in _caches(_place(attention_graph(8, 4, 1, 511, 64))).values())
+
+
+def _k_cells(passes):
+    return sorted((s.start, s.length, s.gb_bytes) for p in passes for s in p.segments)
+
+
+def _v_columns(passes, lanes):
+    """The stream element of every 16-lane column the passes MAC."""
+    return sorted(s.start + e for p in passes for s in p.segments for e in range(0, s.length, lanes))
+
+
+@pytest.mark.parametrize("kv_heads, group, cached", [(8, 4, 600), (8, 4, 4095), (25, 1, 1100), (16, 8, 200)])
+def test_pieces_do_the_whole_gemvs_mac_work_once_within_the_buffers(kv_heads, group, cached):
+    """Past the limit the K and V GEMVs run in pieces: together their MAC columns are the
+    whole layout's, each exactly once (the same stream columns against the same inputs; V's
+    within a chunk's sub-range), and each piece's partial sums fit a 64 KiB buffer and its
+    input one 16 KiB GEMV input buffer."""
+    arch = load_arch("pim-gpt")
+    caches = _caches(_place(attention_graph(kv_heads, group, 1, cached, 64)))
+    heads, total = kv_heads * group, cached + 1
+    k, v = caches["kcache"], caches["vcache"]
+    assert k.pieces and v.pieces
+    assert _k_cells(q for piece in k.pieces for q in piece.passes) == _k_cells(k.layout.passes)
+    assert sum(p.count for p in k.pieces) == sum(p.count for p in v.pieces) == total
+    assert all(p.psum_elems * 4 <= 65536 for p in (*k.pieces, *v.pieces))
+    assert all(heads * p.count * 2 <= 16384 for p in v.pieces)
+    lanes = arch.macs_per_bank_per_access
+    assert _v_columns([q for piece in v.pieces for q in piece.passes], lanes) == _v_columns(v.layout.passes, lanes)
+
+
+@pytest.mark.parametrize("kv_heads, group, seq, cached", [
+    (8, 4, 1, 600),       # llama-3.2-1b's grouping: K in 512 + 89 positions, V in 256-position ranges
+    (25, 1, 1, 1100),     # gpt2-xl's heads: V ranges of 320 positions cross the 1,024-position chunks
+])
+def test_attention_in_pieces_numerics(kv_heads, group, seq, cached):
+    assert attention_error(attention_graph(kv_heads, group, seq, cached, 16)) < 2e-2
+
+
+def test_a_softmax_row_past_the_asic_buffers_is_refused_with_its_size():
+    """llama-3.2-1b decode at kv 8,192: a softmax row of 8,193 bf16 scores outgrows a 16 KiB
+    vp_out slot (pim-gpt's wide-row layout): T <= 8,192 on this preset."""
+    graph = load_model("llama-3.2-1b").graph(decode(8192))
+    with pytest.raises(CompileError, match=r"op 'layers.0.self_attn.probs' \(softmax\): one row needs "
+                                           r"16386 bytes of the vp_out slot .* which holds 16384 bytes"):
+        PIPELINE.run(graph, load_arch("pim-gpt"))
