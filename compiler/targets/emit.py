@@ -111,6 +111,7 @@ class Emitter:
         self.itemsize: dict[str, int] = {}
         self._interned: dict[tuple, Instr] = {}
         self._limit = _LIMIT.get()
+        self._barrier: tuple[int, dict[str, int]] | None = None
 
     def semaphore(self) -> int:
         self._sems += 1
@@ -142,6 +143,21 @@ class Emitter:
         if self._limit is not None and count > self._limit:
             raise InstructionLimitError(count, self._limit)
         self.op_starts.append((count, name))
+
+    def barrier(self, queues: tuple[str, ...]) -> None:
+        """Every queue of `queues` waits until all of them have reached this point: the rest
+        signal the first, which then releases each (semaphores made on first use)."""
+        first, rest = queues[0], queues[1:]
+        if self._barrier is None:
+            self._barrier = (self.semaphore(), {q: self.semaphore() for q in rest})
+        arrive, go = self._barrier
+        for q in rest:
+            self.emit(q, "signal", sem=arrive)
+        for q in rest:
+            self.emit(first, "wait", sem=arrive)
+        for q in rest:
+            self.emit(first, "signal", sem=go[q])
+            self.emit(q, "wait", sem=go[q])
 
     # -- DMA between DRAM buffers and on-chip tiles --------------------------------------
     def pitch(self, queue: str, src: int, dst: int) -> None:

@@ -1,0 +1,418 @@
+"""Fused attention (FlashAttention-style) on any target with a matrix unit, a vector unit and
+DMA: scores -> softmax -> context of one chain (compiler/passes/attention.py) as one kernel.
+
+A block of `br` query rows stays on chip; key/value blocks of `bc` rows stream through once
+per query block. For each (key block, chunk of `brc` query rows) the matrix unit computes
+S = Q K^T into an accumulator slot, the vector unit scales and masks it in place, keeps the
+running row max m and row sum l (online softmax: alpha = exp(m_old - m_new) rescales l and the
+fp32 context O), writes P = exp(S - m) at the operand type, and the matrix unit computes P V
+into the accumulator, which the vector unit adds into O. At the end of a query block
+O / l is stored. Neither scores nor probabilities ever go off chip: off-chip traffic is Q and
+O once, K and V once per query block (causal and window blocks that hide every key are
+skipped), and a few key positions per masked block.
+
+Masks are made on chip: t = key - query from position vectors (an fp32 `const.iota` row in
+DRAM), then S += -BIG * max(t, 0) (causal) and S += -BIG * max(-t - window + 1, 0): hidden
+scores become finite and very negative, so a row that sees nothing in its first block never
+makes exp(-inf + inf); its m is replaced when a visible key arrives (alpha = 0).
+
+The kernel owns the whole SRAM and accumulator while it runs: every queue meets at a
+barrier before and after it (docs/systolic.md: layout and closed forms).
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import numpy as np
+
+from isa import Addr, DType
+
+from compiler.passes.attention import AttentionChain
+from compiler.passes.storage import View
+from compiler.targets.emit import Emitter, Matrix, Ring, RingSpec, view_matrix
+from compiler.targets.tiling import MAX_TILE
+from compiler.targets.vector import VectorLowering
+
+__all__ = ["AttentionBlocks", "FusedAttention", "KernelQueues", "plan_blocks", "instances",
+           "iota_name", "hides", "sees", "needs_mask", "BIG"]
+
+_ALIGN = 64
+F32 = DType.fp32
+BIG = 1e30                  # a hidden score becomes s - BIG * distance: finite, exp() = 0
+_BC_MAX = 512               # key rows per block at most (fewer steps; the array is <= 256 wide)
+_FIXED_SHARE = 8            # streamed K/V slots take at most 1/8 of the SRAM (then bc halves)
+_ROW_BYTES_MAX = 65535      # a load's row_bytes is U16: position rows of at most 16383 fp32
+
+
+def _up(n: int) -> int:
+    return -(-n // _ALIGN) * _ALIGN
+
+
+def iota_name(n: int) -> str:
+    """The fp32 [1, n] row 0, 1, ..., n - 1 the masks take positions from."""
+    return f"const.iota.{n}"
+
+
+@dataclass(frozen=True, slots=True)
+class AttentionBlocks:
+    """Query rows per block (br), key rows per block (bc), query rows per accumulator chunk
+    (brc), and whether any block needs a mask (position vectors and mask temporaries)."""
+
+    br: int
+    bc: int
+    brc: int
+    masked: bool
+
+    def describe(self) -> str:
+        return f"query block {self.br}, key block {self.bc}, chunk {self.brc}"
+
+
+def hides(chain: AttentionChain, p0: int, p1: int, k0: int, k1: int, window: bool) -> bool:
+    """Whether queries at positions p0..p1 hide any key of k0..k1-1 (causally, or by the window)."""
+    if not chain.causal:
+        return False
+    if window:
+        return chain.window is not None and p1 - k0 >= chain.window
+    return k1 - 1 > p0
+
+
+def sees(chain: AttentionChain, p0: int, p1: int, k0: int, k1: int) -> bool:
+    """Whether some query of p0..p1 sees some key of k0..k1-1."""
+    if not chain.causal:
+        return True
+    return k0 <= p1 and (chain.window is None or p0 - (k1 - 1) < chain.window)
+
+
+def needs_mask(chain: AttentionChain) -> bool:
+    """Whether any query hides any key."""
+    off = chain.t - chain.s
+    return any(hides(chain, off, chain.t - 1, 0, chain.t, w) for w in (False, True))
+
+
+def plan_blocks(rows: int, t: int, d: int, itemsize: int, sram_bytes: int, acc_bytes: int,
+                masked: bool, window: bool) -> AttentionBlocks | None:
+    """The largest query block for the on-chip memory, or None when not even one row fits.
+
+    SRAM: Q (br x d), fp32 O (br x d), m and l (br); K and V slots (2 x 2 x bc x d); P slots
+    (2 x brc x bc); per-chunk vectors; masks: query positions (br), key positions (2 x bc),
+    one or two fp32 brc x bc temporaries. Accumulator: 2 slots of brc x max(bc, d) fp32.
+    bc starts at min(T, 512) and halves until the K/V slots take at most 1/8 of the SRAM;
+    chunks take at most 1/8; the query block gets the rest (docs/systolic.md)."""
+    isz = itemsize
+    acc_slot = acc_bytes // 2 // _ALIGN * _ALIGN
+    per_row = d * isz + d * 4 + 8 + (4 if masked else 0)
+    row_cap = min(rows, MAX_TILE, _ROW_BYTES_MAX // 4)
+    bc = min(t, _BC_MAX)
+    while bc >= 1:
+        fixed = 4 * _up(bc * d * isz) + (2 * _up(bc * 4) + 2 * _ALIGN if masked else 0) + 16 * _ALIGN
+        chunk_row = 2 * bc * isz + 16 + (bc * 4 * (2 if window else 1) if masked else 0)
+        smallest = bc == 1 or bc <= min(t, 8)
+        if fixed * _FIXED_SHARE <= sram_bytes or smallest:
+            brc = min(row_cap, acc_slot // (max(bc, d) * 4), max(1, sram_bytes // _FIXED_SHARE // chunk_row))
+            br = min(row_cap, (sram_bytes - fixed - brc * chunk_row) // per_row) if brc >= 1 else 0
+            if br >= 1 and brc >= 1:
+                return AttentionBlocks(br, bc, min(brc, br), masked)
+        if smallest:
+            return None
+        bc = max(1, bc // 2)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Instance:
+    """One attention matrix: Q (rows x d), K and V (T x d), the output; `one_position`: every
+    query row sits at the last position (decode with a group of heads merged into rows)."""
+
+    q: Matrix
+    k: Matrix
+    v: Matrix
+    out: Matrix
+    one_position: bool
+
+
+def _at(view: View, index: tuple[int, ...]) -> View:
+    """The sub-view at leading `index` (an axis of size 1 broadcasts: index 0)."""
+    offset = view.offset + sum((i if d > 1 else 0) * s for i, d, s in zip(index, view.shape, view.strides))
+    n = len(index)
+    return View(view.buffer, view.shape[n:], view.strides[n:], offset)
+
+
+def instances(chain: AttentionChain, views: Mapping[str, View]) -> list[_Instance]:
+    """The chain's attention matrices; a decode's query heads that share one K/V head are one
+    instance of G rows (K and V read once for the group)."""
+    qv, kv, vv, ov = (views[n] for n in (chain.q, chain.k, chain.v, chain.context))
+    batch = chain.batch
+    inner = 0
+    while inner < len(batch) and kv.shape[-3 - inner] == 1 < batch[-1 - inner]:
+        inner += 1
+    outer = len(batch) - inner
+    out = []
+    if chain.s == 1 and inner:
+        for idx in itertools.product(*map(range, batch[:outer])):
+            q, o = _at(qv, idx), _at(ov, idx)
+            if q.rows() is None or o.rows() is None:
+                break
+            k, v = _at(kv, idx + (0,) * inner), _at(vv, idx + (0,) * inner)
+            out.append(_Instance(view_matrix(q), view_matrix(k), view_matrix(v), view_matrix(o), True))
+        else:
+            return out
+        out = []
+    for idx in itertools.product(*map(range, batch)):
+        out.append(_Instance(*(view_matrix(_at(x, idx)) for x in (qv, kv, vv, ov)), chain.s == 1))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class KernelQueues:
+    """The queues the kernel uses: loads, the matrix unit, the vector unit, stores."""
+
+    loader: str
+    mxu: str
+    vpu: str
+    storer: str
+
+
+class FusedAttention:
+    """Emits fused attention kernels into `em` over a whole on-chip SRAM and accumulator."""
+
+    def __init__(self, em: Emitter, vector: VectorLowering, queues: KernelQueues, dtype: DType,
+                 sram: tuple[str, int], acc: tuple[str, int],
+                 add_constant: Callable[[str, tuple[int, ...]], None]) -> None:
+        self.em, self.vector, self.qs, self.dtype = em, vector, queues, dtype
+        self.sram_space, self.sram_bytes = sram
+        self.acc_space, self.acc_bytes = acc
+        self.add_constant = add_constant
+        self._mcfg: tuple | None = None
+
+    # -- emission ------------------------------------------------------------------------
+    def lower(self, chain: AttentionChain, views: Mapping[str, View], blocks: AttentionBlocks) -> None:
+        """Every instance of the chain, query block by query block."""
+        self._layout(chain, blocks)
+        for inst in instances(chain, views):
+            for q0 in range(0, inst.q.rows, blocks.br):
+                self._query_block(chain, inst, q0, min(blocks.br, inst.q.rows - q0), blocks)
+        self._mcfg = None
+
+    def _layout(self, chain: AttentionChain, b: AttentionBlocks) -> None:
+        d, isz, em, qs = chain.d, self.dtype.itemsize, self.em, self.qs
+        at = [0]
+
+        def take(nbytes: int) -> int:
+            start = at[0]
+            at[0] += _up(nbytes)
+            return start
+
+        def ring(name: str, slot: int, slots: int, producer: str, consumer: str) -> Ring:
+            base = take(slot * slots)
+            return Ring(em, RingSpec(name, self.sram_space, base, _up(slot), slots, producer, consumer))
+
+        self.q_ring = ring("att_q", _up(b.br * d * isz), 1, qs.loader, qs.mxu)
+        self.kv_ring = ring("att_kv", 2 * _up(b.bc * d * isz), 2, qs.loader, qs.mxu)
+        self.p_ring = ring("att_p", _up(b.brc * b.bc * isz), 2, qs.vpu, qs.mxu)
+        self.out_ring = ring("att_o", _up(b.br * d * 4), 1, qs.vpu, qs.storer)
+        self.m, self.l = take(b.br * 4), take(b.br * 4)
+        self.alpha = (take(b.brc * 4), take(b.brc * 4))
+        self.mb, self.rs = take(b.brc * 4), take(b.brc * 4)
+        if b.masked:
+            self.qi_ring = ring("att_qi", _up(b.br * 4), 1, qs.loader, qs.vpu)
+            self.kj_ring = ring("att_kj", _up(b.bc * 4), 2, qs.loader, qs.vpu)
+            self.zero = take(4)
+            self.t = take(b.brc * b.bc * 4)
+            self.u = take(b.brc * b.bc * 4) if chain.window is not None else None
+            name = iota_name(chain.t)
+            if name not in self.vector.constants:
+                self.vector.constants[name] = np.arange(chain.t, dtype=np.float32)[None, :]
+                self.add_constant(name, (1, chain.t))
+            self.iota = Matrix(name, 0, 1, chain.t, chain.t)
+        assert at[0] <= self.sram_bytes, (at[0], self.sram_bytes)
+        slot = _up(b.brc * max(b.bc, d) * 4)
+        self.acc = Ring(em, RingSpec("att_acc", self.acc_space, 0, slot, 2, qs.mxu, qs.vpu))
+
+    def _sram(self, offset: int) -> Addr:
+        return Addr(self.sram_space, offset)
+
+    def _gemm(self, c: Addr, a: Addr, b: Addr, m: int, n: int, k: int, transpose_b: bool) -> None:
+        if self._mcfg != (m, n, k):
+            self._mcfg = (m, n, k)
+            self.em.emit(self.qs.mxu, "mcfg", m=m, n=n, k=k, dtype=self.dtype, acc=F32)
+        self.em.emit(self.qs.mxu, "gemm", c=c, a=a, b=b, accumulate=0, transpose_b=int(transpose_b))
+
+    def _query_block(self, chain: AttentionChain, inst: _Instance, q0: int, nb: int,
+                     b: AttentionBlocks) -> None:
+        em, qs, d, isz = self.em, self.qs, chain.d, self.dtype.itemsize
+        off = chain.t - chain.s
+        p0, p1 = (off, off) if inst.one_position else (off + q0, off + q0 + nb - 1)
+        keys = [(k0, min(b.bc, chain.t - k0)) for k0 in range(0, chain.t, b.bc)
+                if sees(chain, p0, p1, k0, min(k0 + b.bc, chain.t))]
+        q_slot = self.q_ring.acquire()
+        em.load(qs.loader, q_slot, inst.q.block(q0, nb, 0, d))
+        self.q_ring.filled()
+        self.q_ring.take()
+        masked = b.masked and any(hides(chain, p0, p1, k0, k0 + n, w)
+                                  for k0, n in keys for w in (False, True))
+        if masked:
+            self.qi = self.qi_ring.acquire()
+            em.load(qs.loader, self.qi, self.iota.block(0, 1, p0, 1 if inst.one_position else nb))
+            self.qi_ring.filled()
+            self.qi_ring.take()
+            self.vector.cfg(1, 1, F32, F32, 0.0)
+            self.vector.vec("muli", self._sram(self.zero), self.qi)
+        steps = [(j, r0) for j in range(len(keys)) for r0 in range(0, nb, b.brc)]
+        kv: dict[int, Addr] = {}
+        kj: dict[int, Addr | None] = {}
+        pending = None
+        for s, (j, r0) in enumerate(steps):
+            if r0 == 0:
+                kv[j], kj[j] = self._load_keys(chain, inst, keys[j], p0, p1, masked)
+            last = s == len(steps) - 1
+            rows = min(b.brc, nb - r0)
+            c = self._scores(q_slot, kv[j], r0, rows, keys[j][1], d, isz, last)
+            p = self._softmax(chain, c, s, j, r0, rows, keys[j], kj[j], inst, q0, off, b)
+            if pending is not None:
+                self._context(*pending)
+            pending = (p, kv[j], s, j, r0, rows, keys[j][1], d, isz, r0 + b.brc >= nb, q0)
+        self._context(*pending)
+        self._finish(inst, q0, nb, d, masked)
+
+    def _load_keys(self, chain: AttentionChain, inst: _Instance, key: tuple[int, int], p0: int,
+                   p1: int, masked: bool) -> tuple[Addr, Addr | None]:
+        """K and V of one key block into a K/V slot (and its key positions when it needs a mask)."""
+        em, qs, d, isz = self.em, self.qs, chain.d, self.dtype.itemsize
+        k0, n = key
+        slot = self.kv_ring.acquire()
+        em.load(qs.loader, slot, inst.k.block(k0, n, 0, d))
+        em.load(qs.loader, slot + self.kv_ring.slot_bytes // 2, inst.v.block(k0, n, 0, d))
+        self.kv_ring.filled()
+        self.kv_ring.take()
+        positions = None
+        if masked and any(hides(chain, p0, p1, k0, k0 + n, w) for w in (False, True)):
+            positions = self.kj_ring.acquire()
+            em.load(qs.loader, positions, self.iota.block(0, 1, k0, n))
+            self.kj_ring.filled()
+        return slot, positions
+
+    def _scores(self, q_slot: Addr, kv: Addr, r0: int, rows: int, n: int, d: int, isz: int,
+                last: bool) -> Addr:
+        c = self.acc.acquire()
+        self._gemm(c, q_slot + r0 * d * isz, kv, rows, n, d, True)
+        self.acc.filled()
+        if last:
+            self.q_ring.release()
+        return c
+
+    def _softmax(self, chain: AttentionChain, c: Addr, s: int, j: int, r0: int, rows: int,
+                 key: tuple[int, int], kj: Addr | None, inst: _Instance, q0: int, off: int,
+                 b: AttentionBlocks) -> Addr:
+        """Scale and mask S in place, update m and l, write P; returns P's slot."""
+        vec, red, cfg = self.vector.vec, self.vector.red, self.vector.cfg
+        k0, n = key
+        m, l = self._sram(self.m + r0 * 4), self._sram(self.l + r0 * 4)
+        alpha = self._sram(self.alpha[s % 2])
+        self.acc.take()
+        cfg(rows, n, F32, F32, chain.scale)
+        vec("muli", c, c)
+        if kj is not None:
+            if r0 == 0:
+                self.kj_ring.take()
+            p0 = off if inst.one_position else off + q0 + r0
+            p1 = off if inst.one_position else p0 + rows - 1
+            causal, window = (hides(chain, p0, p1, k0, k0 + n, w) for w in (False, True))
+            if causal or window:
+                self._mask(chain, c, kj, rows, n, r0, inst.one_position, causal, window)
+            if r0 + b.brc >= self._rows(inst, q0, b):
+                self.kj_ring.release()
+        if j == 0:
+            red("max", m, c)
+            vec("sub", c, c, m, "row")
+            vec("exp", c, c)
+            red("sum", l, c)
+        else:
+            mb, rs = self._sram(self.mb), self._sram(self.rs)
+            red("max", mb, c)
+            cfg(rows, 1, F32, F32)
+            vec("max", mb, mb, m)
+            vec("sub", alpha, m, mb)
+            vec("exp", alpha, alpha)
+            vec("copy", m, mb)
+            cfg(rows, n, F32, F32)
+            vec("sub", c, c, m, "row")
+            vec("exp", c, c)
+            red("sum", rs, c)
+            cfg(rows, 1, F32, F32)
+            vec("mul", l, l, alpha)
+            vec("add", l, l, rs)
+        p = self.p_ring.acquire()
+        cfg(rows, n, F32, self.dtype)
+        vec("copy", p, c)
+        self.acc.release()
+        self.p_ring.filled()
+        return p
+
+    def _rows(self, inst: _Instance, q0: int, b: AttentionBlocks) -> int:
+        return min(b.br, inst.q.rows - q0)
+
+    def _mask(self, chain: AttentionChain, c: Addr, kj: Addr, rows: int, n: int, r0: int,
+              one_position: bool, causal: bool, window: bool) -> None:
+        """S += -BIG * max(key - query, 0) and/or -BIG * max(query - key - window + 1, 0)."""
+        vec, cfg = self.vector.vec, self.vector.cfg
+        t, zero = self._sram(self.t), self._sram(self.zero)
+        qi = self.qi if one_position else self.qi + r0 * 4
+        cfg(rows, n, F32, F32, 0.0)
+        vec("muli", t, c)
+        cfg(rows, n, F32, F32)
+        vec("add", t, t, kj, "col")
+        vec("sub", t, t, qi, "scalar" if one_position else "row")       # t = key - query
+        # the window term reads t into u first; the causal term then clips t in place
+        for hide, sign, shift in ((window, -1.0, 1.0 - (chain.window or 0)), (causal, 1.0, 0.0)):
+            if not hide:
+                continue
+            u = t if sign > 0 else self._sram(self.u)
+            if sign < 0:
+                cfg(rows, n, F32, F32, -1.0)
+                vec("muli", u, t)
+                cfg(rows, n, F32, F32, shift)
+                vec("addi", u, u)
+                cfg(rows, n, F32, F32)
+            vec("max", u, u, zero, "scalar")
+            cfg(rows, n, F32, F32, -BIG)
+            vec("muli", u, u)
+            cfg(rows, n, F32, F32)
+            vec("add", c, c, u)
+
+    def _context(self, p: Addr, kv: Addr, s: int, j: int, r0: int, rows: int, n: int, d: int,
+                 isz: int, last_chunk: bool, q0: int) -> None:
+        """PV into the accumulator, then O = O * alpha + PV (O = PV on the first key block)."""
+        self.p_ring.take()
+        c = self.acc.acquire()
+        self._gemm(c, p, kv + self.kv_ring.slot_bytes // 2, rows, d, n, False)
+        self.p_ring.release()
+        self.acc.filled()
+        if last_chunk:
+            self.kv_ring.release()
+        if s == 0:
+            self.o = self.out_ring.acquire()
+        o = self.o + r0 * d * 4
+        self.acc.take()
+        self.vector.cfg(rows, d, F32, F32)
+        if j == 0:
+            self.vector.vec("copy", o, c)
+        else:
+            self.vector.vec("mul", o, o, self._sram(self.alpha[s % 2]), "row")
+            self.vector.vec("add", o, o, c)
+        self.acc.release()
+
+    def _finish(self, inst: _Instance, q0: int, nb: int, d: int, masked: bool) -> None:
+        """out = O / l at the operand type (in place over O), stored."""
+        l = self._sram(self.l)
+        self.vector.cfg(nb, 1, F32, F32)
+        self.vector.vec("recip", l, l)
+        self.vector.cfg(nb, d, F32, self.dtype)
+        self.vector.vec("mul", self.o, self.o, l, "row")
+        if masked:
+            self.qi_ring.release()
+        self.out_ring.filled()
+        self.out_ring.take()
+        self.em.store(self.qs.storer, inst.out.block(q0, nb, 0, d), self.o)
+        self.out_ring.release()
