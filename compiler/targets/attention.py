@@ -43,6 +43,7 @@ F32 = DType.fp32
 BIG = 1e30                  # a hidden score becomes s - BIG * distance: finite, exp() = 0
 _BC_MAX = 512               # key rows per block at most (fewer steps; the array is <= 256 wide)
 _FIXED_SHARE = 8            # streamed K/V slots take at most 1/8 of the SRAM (then bc halves)
+_CHUNK_MIN = 64             # query rows per chunk at least (chunks are bc rows: causal skips)
 _ROW_BYTES_MAX = 65535      # a load's row_bytes is U16: position rows of at most 16383 fp32
 
 
@@ -99,7 +100,9 @@ def plan_blocks(rows: int, t: int, d: int, itemsize: int, sram_bytes: int, acc_b
     (2 x brc x bc); per-chunk vectors; masks: query positions (br), key positions (2 x bc),
     one or two fp32 brc x bc temporaries. Accumulator: 2 slots of brc x max(bc, d) fp32.
     bc starts at min(T, 512) and halves until the K/V slots take at most 1/8 of the SRAM;
-    chunks take at most 1/8; the query block gets the rest (docs/systolic.md)."""
+    chunks are square (brc = bc, at least 64 rows) as far as the accumulator and 1/8 of the
+    SRAM allow, so a causal chunk skips the key blocks after it and masks one; the query
+    block gets the rest, in whole chunks (docs/systolic.md)."""
     isz = itemsize
     acc_slot = acc_bytes // 2 // _ALIGN * _ALIGN
     per_row = d * isz + d * 4 + 8 + (4 if masked else 0)
@@ -110,10 +113,12 @@ def plan_blocks(rows: int, t: int, d: int, itemsize: int, sram_bytes: int, acc_b
         chunk_row = 2 * bc * isz + 16 + (bc * 4 * (2 if window else 1) if masked else 0)
         smallest = bc == 1 or bc <= min(t, 8)
         if fixed * _FIXED_SHARE <= sram_bytes or smallest:
-            brc = min(row_cap, acc_slot // (max(bc, d) * 4), max(1, sram_bytes // _FIXED_SHARE // chunk_row))
+            brc = min(row_cap, max(bc, _CHUNK_MIN), acc_slot // (max(bc, d) * 4),
+                      max(1, sram_bytes // _FIXED_SHARE // chunk_row))
             br = min(row_cap, (sram_bytes - fixed - brc * chunk_row) // per_row) if brc >= 1 else 0
             if br >= 1 and brc >= 1:
-                return AttentionBlocks(br, bc, min(brc, br), masked)
+                brc = min(brc, br)
+                return AttentionBlocks(br if br == rows else br // brc * brc, bc, brc, masked)
         if smallest:
             return None
         bc = max(1, bc // 2)
@@ -165,6 +170,21 @@ def instances(chain: AttentionChain, views: Mapping[str, View]) -> list[_Instanc
 
 
 @dataclass(frozen=True, slots=True)
+class _Step:
+    """One (key block, query chunk) pair: keys k0..k0+n, chunk rows r0..r0+rows; `first`: the
+    chunk's first key block; `mask`: what its additive mask depends on (None: no key hidden);
+    `compute`: the mask must be made (the cached one is for another key)."""
+
+    k0: int
+    n: int
+    r0: int
+    rows: int
+    first: bool
+    mask: tuple | None
+    compute: bool
+
+
+@dataclass(frozen=True, slots=True)
 class KernelQueues:
     """The queues the kernel uses: loads, the matrix unit, the vector unit, stores."""
 
@@ -190,6 +210,7 @@ class FusedAttention:
     def lower(self, chain: AttentionChain, views: Mapping[str, View], blocks: AttentionBlocks) -> None:
         """Every instance of the chain, query block by query block."""
         self._layout(chain, blocks)
+        self._mask_key: tuple | None = None
         for inst in instances(chain, views):
             for q0 in range(0, inst.q.rows, blocks.br):
                 self._query_block(chain, inst, q0, min(blocks.br, inst.q.rows - q0), blocks)
@@ -239,91 +260,107 @@ class FusedAttention:
             self.em.emit(self.qs.mxu, "mcfg", m=m, n=n, k=k, dtype=self.dtype, acc=F32)
         self.em.emit(self.qs.mxu, "gemm", c=c, a=a, b=b, accumulate=0, transpose_b=int(transpose_b))
 
+    def _plan(self, chain: AttentionChain, inst: _Instance, q0: int, nb: int,
+              b: AttentionBlocks) -> list[_Step]:
+        """The (key block, chunk) pairs of a query block in order, skipping pairs whose
+        queries see none of the keys, with their mask keys and which need key positions."""
+        off = chain.t - chain.s
+        steps: list[_Step] = []
+        seen: set[int] = set()
+        for k0 in range(0, chain.t, b.bc):
+            n = min(b.bc, chain.t - k0)
+            for r0 in range(0, nb, b.brc):
+                rows = min(b.brc, nb - r0)
+                p0 = off if inst.one_position else off + q0 + r0
+                p1 = p0 if inst.one_position else p0 + rows - 1
+                if not sees(chain, p0, p1, k0, k0 + n):
+                    continue
+                causal, window = (hides(chain, p0, p1, k0, k0 + n, w) for w in (False, True))
+                mask = (p0 - k0, rows, n, inst.one_position, causal, window) if causal or window else None
+                compute = mask is not None and mask != self._mask_key
+                if mask is not None:
+                    self._mask_key = mask
+                steps.append(_Step(k0, n, r0, rows, r0 not in seen, mask, compute))
+                seen.add(r0)
+        return steps
+
     def _query_block(self, chain: AttentionChain, inst: _Instance, q0: int, nb: int,
                      b: AttentionBlocks) -> None:
-        em, qs, d, isz = self.em, self.qs, chain.d, self.dtype.itemsize
-        off = chain.t - chain.s
-        p0, p1 = (off, off) if inst.one_position else (off + q0, off + q0 + nb - 1)
-        keys = [(k0, min(b.bc, chain.t - k0)) for k0 in range(0, chain.t, b.bc)
-                if sees(chain, p0, p1, k0, min(k0 + b.bc, chain.t))]
+        em, qs, d = self.em, self.qs, chain.d
+        steps = self._plan(chain, inst, q0, nb, b)
         q_slot = self.q_ring.acquire()
         em.load(qs.loader, q_slot, inst.q.block(q0, nb, 0, d))
         self.q_ring.filled()
         self.q_ring.take()
-        masked = b.masked and any(hides(chain, p0, p1, k0, k0 + n, w)
-                                  for k0, n in keys for w in (False, True))
-        if masked:
+        positions = any(st.compute for st in steps)
+        if positions:
+            p0 = chain.t - chain.s + (0 if inst.one_position else q0)
             self.qi = self.qi_ring.acquire()
             em.load(qs.loader, self.qi, self.iota.block(0, 1, p0, 1 if inst.one_position else nb))
             self.qi_ring.filled()
             self.qi_ring.take()
             self.vector.cfg(1, 1, F32, F32, 0.0)
             self.vector.vec("muli", self._sram(self.zero), self.qi)
-        steps = [(j, r0) for j in range(len(keys)) for r0 in range(0, nb, b.brc)]
-        kv: dict[int, Addr] = {}
-        kj: dict[int, Addr | None] = {}
+        kv = kj = None
         pending = None
-        for s, (j, r0) in enumerate(steps):
-            if r0 == 0:
-                kv[j], kj[j] = self._load_keys(chain, inst, keys[j], p0, p1, masked)
-            last = s == len(steps) - 1
-            rows = min(b.brc, nb - r0)
-            c = self._scores(q_slot, kv[j], r0, rows, keys[j][1], d, isz, last)
-            p = self._softmax(chain, c, s, j, r0, rows, keys[j], kj[j], inst, q0, off, b)
+        for i, st in enumerate(steps):
+            block_first = i == 0 or steps[i - 1].k0 != st.k0
+            block_last = i == len(steps) - 1 or steps[i + 1].k0 != st.k0
+            if block_first:
+                kv, kj = self._load_keys(chain, inst, st.k0, st.n,
+                                         any(x.compute for x in steps[i:] if x.k0 == st.k0))
+            c = self._scores(q_slot, kv, st, d, i == len(steps) - 1)
+            p = self._softmax(chain, c, i, st, kj, block_last)
             if pending is not None:
                 self._context(*pending)
-            pending = (p, kv[j], s, j, r0, rows, keys[j][1], d, isz, r0 + b.brc >= nb, q0)
+            pending = (p, kv, i, st, d, block_last)
         self._context(*pending)
-        self._finish(inst, q0, nb, d, masked)
+        self._finish(inst, q0, nb, d, positions)
 
-    def _load_keys(self, chain: AttentionChain, inst: _Instance, key: tuple[int, int], p0: int,
-                   p1: int, masked: bool) -> tuple[Addr, Addr | None]:
-        """K and V of one key block into a K/V slot (and its key positions when it needs a mask)."""
-        em, qs, d, isz = self.em, self.qs, chain.d, self.dtype.itemsize
-        k0, n = key
+    def _load_keys(self, chain: AttentionChain, inst: _Instance, k0: int, n: int,
+                   positions: bool) -> tuple[Addr, Addr | None]:
+        """K and V of one key block into a K/V slot (and its key positions when a mask is made)."""
+        em, qs, d = self.em, self.qs, chain.d
         slot = self.kv_ring.acquire()
         em.load(qs.loader, slot, inst.k.block(k0, n, 0, d))
         em.load(qs.loader, slot + self.kv_ring.slot_bytes // 2, inst.v.block(k0, n, 0, d))
         self.kv_ring.filled()
         self.kv_ring.take()
-        positions = None
-        if masked and any(hides(chain, p0, p1, k0, k0 + n, w) for w in (False, True)):
-            positions = self.kj_ring.acquire()
-            em.load(qs.loader, positions, self.iota.block(0, 1, k0, n))
+        kj = None
+        if positions:
+            kj = self.kj_ring.acquire()
+            em.load(qs.loader, kj, self.iota.block(0, 1, k0, n))
             self.kj_ring.filled()
-        return slot, positions
+            self.kj_ring.take()
+        return slot, kj
 
-    def _scores(self, q_slot: Addr, kv: Addr, r0: int, rows: int, n: int, d: int, isz: int,
-                last: bool) -> Addr:
+    def _scores(self, q_slot: Addr, kv: Addr, st: _Step, d: int, last: bool) -> Addr:
         c = self.acc.acquire()
-        self._gemm(c, q_slot + r0 * d * isz, kv, rows, n, d, True)
+        self._gemm(c, q_slot + st.r0 * d * self.dtype.itemsize, kv, st.rows, st.n, d, True)
         self.acc.filled()
         if last:
             self.q_ring.release()
         return c
 
-    def _softmax(self, chain: AttentionChain, c: Addr, s: int, j: int, r0: int, rows: int,
-                 key: tuple[int, int], kj: Addr | None, inst: _Instance, q0: int, off: int,
-                 b: AttentionBlocks) -> Addr:
+    def _softmax(self, chain: AttentionChain, c: Addr, i: int, st: _Step, kj: Addr | None,
+                 block_last: bool) -> Addr:
         """Scale and mask S in place, update m and l, write P; returns P's slot."""
         vec, red, cfg = self.vector.vec, self.vector.red, self.vector.cfg
-        k0, n = key
-        m, l = self._sram(self.m + r0 * 4), self._sram(self.l + r0 * 4)
-        alpha = self._sram(self.alpha[s % 2])
+        rows, n = st.rows, st.n
+        m, l = self._sram(self.m + st.r0 * 4), self._sram(self.l + st.r0 * 4)
+        alpha = self._sram(self.alpha[i % 2])
         self.acc.take()
         cfg(rows, n, F32, F32, chain.scale)
         vec("muli", c, c)
-        if kj is not None:
-            if r0 == 0:
-                self.kj_ring.take()
-            p0 = off if inst.one_position else off + q0 + r0
-            p1 = off if inst.one_position else p0 + rows - 1
-            causal, window = (hides(chain, p0, p1, k0, k0 + n, w) for w in (False, True))
-            if causal or window:
-                self._mask(chain, c, kj, rows, n, r0, inst.one_position, causal, window)
-            if r0 + b.brc >= self._rows(inst, q0, b):
-                self.kj_ring.release()
-        if j == 0:
+        if st.mask is not None:
+            t = self._sram(self.t)
+            if st.compute:
+                self._make_mask(chain, c, kj, st)
+            cfg(rows, n, F32, F32)
+            vec("add", c, c, t)
+        if kj is not None and block_last:
+            self.kj_ring.release()
+        if st.first:
             red("max", m, c)
             vec("sub", c, c, m, "row")
             vec("exp", c, c)
@@ -350,67 +387,66 @@ class FusedAttention:
         self.p_ring.filled()
         return p
 
-    def _rows(self, inst: _Instance, q0: int, b: AttentionBlocks) -> int:
-        return min(b.br, inst.q.rows - q0)
-
-    def _mask(self, chain: AttentionChain, c: Addr, kj: Addr, rows: int, n: int, r0: int,
-              one_position: bool, causal: bool, window: bool) -> None:
-        """S += -BIG * max(key - query, 0) and/or -BIG * max(query - key - window + 1, 0)."""
+    def _make_mask(self, chain: AttentionChain, c: Addr, kj: Addr, st: _Step) -> None:
+        """t = -BIG * max(key - query, 0) (causal) - BIG * max(query - key - window + 1, 0),
+        for the step's rows and keys (kept while the next masked steps share its key)."""
         vec, cfg = self.vector.vec, self.vector.cfg
+        rows, n = st.rows, st.n
+        _, _, _, one_position, causal, window = st.mask
         t, zero = self._sram(self.t), self._sram(self.zero)
-        qi = self.qi if one_position else self.qi + r0 * 4
+        qi = self.qi if one_position else self.qi + st.r0 * 4
         cfg(rows, n, F32, F32, 0.0)
         vec("muli", t, c)
         cfg(rows, n, F32, F32)
         vec("add", t, t, kj, "col")
         vec("sub", t, t, qi, "scalar" if one_position else "row")       # t = key - query
-        # the window term reads t into u first; the causal term then clips t in place
-        for hide, sign, shift in ((window, -1.0, 1.0 - (chain.window or 0)), (causal, 1.0, 0.0)):
-            if not hide:
-                continue
-            u = t if sign > 0 else self._sram(self.u)
-            if sign < 0:
-                cfg(rows, n, F32, F32, -1.0)
-                vec("muli", u, t)
-                cfg(rows, n, F32, F32, shift)
-                vec("addi", u, u)
-                cfg(rows, n, F32, F32)
-            vec("max", u, u, zero, "scalar")
-            cfg(rows, n, F32, F32, -BIG)
-            vec("muli", u, u)
+        if window:
+            u = self._sram(self.u)
+            cfg(rows, n, F32, F32, -1.0)
+            vec("muli", u, t)
+            cfg(rows, n, F32, F32, 1.0 - chain.window)
+            vec("addi", u, u)
             cfg(rows, n, F32, F32)
-            vec("add", c, c, u)
+            vec("max", u, u, zero, "scalar")
+        cfg(rows, n, F32, F32)
+        if causal:
+            vec("max", t, t, zero, "scalar")
+        if causal and window:
+            vec("add", t, t, u)
+        elif window:
+            vec("copy", t, u)
+        cfg(rows, n, F32, F32, -BIG)
+        vec("muli", t, t)
 
-    def _context(self, p: Addr, kv: Addr, s: int, j: int, r0: int, rows: int, n: int, d: int,
-                 isz: int, last_chunk: bool, q0: int) -> None:
-        """PV into the accumulator, then O = O * alpha + PV (O = PV on the first key block)."""
+    def _context(self, p: Addr, kv: Addr, i: int, st: _Step, d: int, block_last: bool) -> None:
+        """PV into the accumulator, then O = O * alpha + PV (O = PV on a chunk's first block)."""
         self.p_ring.take()
         c = self.acc.acquire()
-        self._gemm(c, p, kv + self.kv_ring.slot_bytes // 2, rows, d, n, False)
+        self._gemm(c, p, kv + self.kv_ring.slot_bytes // 2, st.rows, d, st.n, False)
         self.p_ring.release()
         self.acc.filled()
-        if last_chunk:
+        if block_last:
             self.kv_ring.release()
-        if s == 0:
+        if i == 0:
             self.o = self.out_ring.acquire()
-        o = self.o + r0 * d * 4
+        o = self.o + st.r0 * d * 4
         self.acc.take()
-        self.vector.cfg(rows, d, F32, F32)
-        if j == 0:
+        self.vector.cfg(st.rows, d, F32, F32)
+        if st.first:
             self.vector.vec("copy", o, c)
         else:
-            self.vector.vec("mul", o, o, self._sram(self.alpha[s % 2]), "row")
+            self.vector.vec("mul", o, o, self._sram(self.alpha[i % 2]), "row")
             self.vector.vec("add", o, o, c)
         self.acc.release()
 
-    def _finish(self, inst: _Instance, q0: int, nb: int, d: int, masked: bool) -> None:
+    def _finish(self, inst: _Instance, q0: int, nb: int, d: int, positions: bool) -> None:
         """out = O / l at the operand type (in place over O), stored."""
         l = self._sram(self.l)
         self.vector.cfg(nb, 1, F32, F32)
         self.vector.vec("recip", l, l)
         self.vector.cfg(nb, d, F32, self.dtype)
         self.vector.vec("mul", self.o, self.o, l, "row")
-        if masked:
+        if positions:
             self.qi_ring.release()
         self.out_ring.filled()
         self.out_ring.take()

@@ -1,4 +1,4 @@
-"""The systolic-array target: precision -> storage -> dram -> sram -> emit (docs/systolic.md)."""
+"""The systolic-array target: precision -> storage -> attention -> dram -> sram -> emit (docs/systolic.md)."""
 from __future__ import annotations
 
 from compiler.pipeline import Compilation, Pipeline, Step
