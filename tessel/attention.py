@@ -69,3 +69,37 @@ def attention_rows(a: dict[str, Any]) -> list[tuple[str, str, str]]:
             ("attention I/O bound", f"{a['bound_bytes']:,} B",
              f"max(S T d^2 / M, Q+K+V+O) per head, M = {a['onchip_elements']:,} elements on chip"),
             ("attention traffic / bound", f"{a['ratio']:.2f}", "docs/systolic.md, fused attention")]
+
+
+def attention_graph(n: int, d: int = 64, heads: int = 1):
+    """One causal self-attention over n positions: q, k, v [1, heads, n, d] -> context (the
+    sweep of docs/systolic.md's bound table)."""
+    from compiler.builder import GraphBuilder
+    from compiler.ir import OpKind
+    g = GraphBuilder(f"attention-{n}")
+    q, k, v = (g.input(x, (1, heads, n, d)) for x in "qkv")
+    scores = g.op(OpKind.MATMUL, "attn.scores", [q, k], transpose_b=True)
+    probs = g.op(OpKind.SOFTMAX, "attn.probs", [scores], scale=d ** -0.5, causal=True)
+    return g.build([g.op(OpKind.MATMUL, "attn.context", [probs, v])])
+
+
+def onchip_overrides(target: str, onchip_bytes: int) -> list[str]:
+    """--set arguments giving `target` `onchip_bytes` of on-chip memory: the systolic SRAM and
+    accumulator at systolic-128's 8 : 1, or that many bytes of dataflow PMUs (PMUs of at most
+    512 KiB)."""
+    if target == "systolic":
+        acc = onchip_bytes // 9 // 64 * 64
+        return [f"sram_bytes={onchip_bytes - acc}", f"acc_bytes={acc}"]
+    pmu = min(onchip_bytes, 1 << 19)
+    return [f"pmu_bytes={pmu}", f"pmus={onchip_bytes // pmu}"]
+
+
+def attention_point(target: str, n: int, onchip_bytes: int, mode: str, d: int = 64,
+                    heads: int = 1) -> dict[str, Any]:
+    """Compile one attention (no simulation: traffic is static) and return its report entry."""
+    from tessel.targets import target as get_target
+    t = get_target(target)
+    arch = t.load_arch(None, [*onchip_overrides(target, onchip_bytes), f"attention={mode}"])
+    lowered = t.compile(attention_graph(n, d, heads), arch)
+    return attention_report(lowered.program, lowered.attention) | {
+        "instructions": len(lowered.program.instructions)}

@@ -29,6 +29,7 @@ import numpy as np
 
 from isa import Addr, DType
 
+from compiler.errors import CompileError
 from compiler.passes.attention import AttentionChain
 from compiler.passes.storage import View
 from compiler.targets.emit import Emitter, Matrix, Ring, RingSpec, view_matrix
@@ -169,6 +170,9 @@ def instances(chain: AttentionChain, views: Mapping[str, View]) -> list[_Instanc
     return out
 
 
+Region = tuple[str, int, int]      # (space, byte address, bytes)
+
+
 @dataclass(frozen=True, slots=True)
 class _Step:
     """One (key block, query chunk) pair: keys k0..k0+n, chunk rows r0..r0+rows; `first`: the
@@ -198,27 +202,27 @@ class FusedAttention:
     """Emits fused attention kernels into `em` over a whole on-chip SRAM and accumulator."""
 
     def __init__(self, em: Emitter, vector: VectorLowering, queues: KernelQueues, dtype: DType,
-                 sram: tuple[str, int], acc: tuple[str, int],
                  add_constant: Callable[[str, tuple[int, ...]], None]) -> None:
         self.em, self.vector, self.qs, self.dtype = em, vector, queues, dtype
-        self.sram_space, self.sram_bytes = sram
-        self.acc_space, self.acc_bytes = acc
         self.add_constant = add_constant
         self._mcfg: tuple | None = None
 
     # -- emission ------------------------------------------------------------------------
-    def lower(self, chain: AttentionChain, views: Mapping[str, View], blocks: AttentionBlocks) -> None:
-        """Every instance of the chain, query block by query block."""
-        self._layout(chain, blocks)
+    def lower(self, chain: AttentionChain, views: Mapping[str, View], blocks: AttentionBlocks,
+              sram: Region, acc: Region) -> None:
+        """Every instance of the chain, query block by query block, in the on-chip regions
+        `sram` (operand tiles, O, vectors) and `acc` (the S and PV tiles), which it owns."""
+        self.sram_space, self.sram_base, self.sram_bytes = sram
+        self._layout(chain, blocks, acc)
         self._mask_key: tuple | None = None
         for inst in instances(chain, views):
             for q0 in range(0, inst.q.rows, blocks.br):
                 self._query_block(chain, inst, q0, min(blocks.br, inst.q.rows - q0), blocks)
         self._mcfg = None
 
-    def _layout(self, chain: AttentionChain, b: AttentionBlocks) -> None:
+    def _layout(self, chain: AttentionChain, b: AttentionBlocks, acc: Region) -> None:
         d, isz, em, qs = chain.d, self.dtype.itemsize, self.em, self.qs
-        at = [0]
+        at = [self.sram_base]
 
         def take(nbytes: int) -> int:
             start = at[0]
@@ -247,9 +251,11 @@ class FusedAttention:
                 self.vector.constants[name] = np.arange(chain.t, dtype=np.float32)[None, :]
                 self.add_constant(name, (1, chain.t))
             self.iota = Matrix(name, 0, 1, chain.t, chain.t)
-        assert at[0] <= self.sram_bytes, (at[0], self.sram_bytes)
+        if at[0] > self.sram_base + self.sram_bytes:
+            raise CompileError(f"attention '{chain.name}': {b.describe()} needs {at[0] - self.sram_base:,} "
+                               f"on-chip bytes, {self.sram_bytes:,} are free")
         slot = _up(b.brc * max(b.bc, d) * 4)
-        self.acc = Ring(em, RingSpec("att_acc", self.acc_space, 0, slot, 2, qs.mxu, qs.vpu))
+        self.acc = Ring(em, RingSpec("att_acc", acc[0], acc[1], slot, 2, qs.mxu, qs.vpu))
 
     def _sram(self, offset: int) -> Addr:
         return Addr(self.sram_space, offset)

@@ -46,7 +46,7 @@ class SystolicLowering(GemmLowering):
         self._mcfg: tuple | None = None
         self.attention = attention
         self.kernel = FusedAttention(em, vector, KernelQueues("dma0", "mxu0", "vpu0", "dma1"), dtype,
-                                     ("sram", arch.sram_bytes), ("acc", arch.acc_bytes), self.add_constant)
+                                     self.add_constant)
 
     def add_constant(self, name: str, shape: tuple[int, ...]) -> None:
         symbol, self._dram_end = dram_symbol(name, self._dram_end, shape, DType.fp32, self.arch)
@@ -68,7 +68,8 @@ class SystolicLowering(GemmLowering):
         for name in (chain.q, chain.k, chain.v):
             em.before_read(reader, symbol_name(self.plan.views[name].buffer))
         em.barrier(self.arch.queues)
-        self.kernel.lower(chain, self.plan.views, blocks)
+        self.kernel.lower(chain, self.plan.views, blocks, ("sram", 0, self.arch.sram_bytes),
+                          ("acc", 0, self.arch.acc_bytes))
         em.barrier(self.arch.queues)
         self._mcfg = None
         em.stored(writer, symbol_name(self.plan.views[chain.context].buffer))
