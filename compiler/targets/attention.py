@@ -118,7 +118,7 @@ def plan_blocks(rows: int, t: int, d: int, itemsize: int, sram_bytes: int, acc_b
                       max(1, sram_bytes // _FIXED_SHARE // chunk_row))
             br = min(row_cap, (sram_bytes - fixed - brc * chunk_row) // per_row) if brc >= 1 else 0
             if br >= 1 and brc >= 1:
-                brc = min(brc, br)
+                brc = 1 << (min(brc, br).bit_length() - 1)     # chunks at power-of-two rows
                 return AttentionBlocks(br if br == rows else br // brc * brc, bc, brc, masked)
         if smallest:
             return None

@@ -110,6 +110,7 @@ class Emitter:
         self.addresses: dict[str, int] = {}        # DRAM symbol -> byte address
         self.itemsize: dict[str, int] = {}
         self._interned: dict[tuple, Instr] = {}
+        self._made: dict[tuple, Instr] = {}
         self._limit = _LIMIT.get()
         self._barrier: tuple[int, dict[str, int]] | None = None
 
@@ -120,7 +121,13 @@ class Emitter:
         return self._sems - 1
 
     def emit(self, queue: str, opcode: str, **fields) -> None:
-        self.instructions.append(Instr.make(opcode, queue, **fields))
+        """Append one instruction; equal ones (same queue, opcode and operands, compared with
+        their types) share one checked object, as in `emit_fast`."""
+        key = (queue, opcode, *((k, type(v), v) for k, v in fields.items()))
+        instr = self._made.get(key)
+        if instr is None:
+            instr = self._made[key] = Instr.make(opcode, queue, **fields)
+        self.instructions.append(instr)
 
     def emit_fast(self, queue: str, opcode: str, *values) -> None:
         """Hot loops: operands already canonical (ints, Addr) in the opcode's field order.
@@ -209,6 +216,7 @@ class Emitter:
         instructions = tuple(self.instructions)
         self.instructions = []
         self._interned.clear()
+        self._made.clear()
         return isa.Program(self.target, isa.ISA_VERSION, spaces, symbols, instructions,
                            data, ops=tuple(self.op_starts))
 

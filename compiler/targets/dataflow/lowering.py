@@ -233,11 +233,11 @@ def _streamed_bytes(graph: Graph, op: Op) -> int:
 
 
 def attention_regions(ring_bytes: int, free_base: int, free_bytes: int) -> tuple[Region, Region]:
-    """A fused attention's (tile region, accumulator region): the accumulator is the staging
-    rings' first quarter; the tiles take the rest of the ring area or the PMUs free after the
-    section's resident values (`free_base`, `free_bytes`), whichever is larger."""
+    """A fused attention's (tile region, accumulator region): the PMUs free after the
+    section's resident values (`free_base`, `free_bytes`) with the whole staging-ring area as
+    accumulator when they are larger than 3/4 of that area; else the ring area alone, its
+    first quarter the accumulator."""
     acc = ring_bytes // 4 // ALIGN * ALIGN
-    tiles = ("sram", acc, ring_bytes - acc)
-    if free_bytes > tiles[2]:
-        tiles = ("sram", free_base, free_bytes)
-    return tiles, ("sram", 0, acc)
+    if free_bytes > ring_bytes - acc:
+        return ("sram", free_base, free_bytes), ("sram", 0, ring_bytes)
+    return ("sram", acc, ring_bytes - acc), ("sram", 0, acc)
