@@ -12,7 +12,7 @@ from compiler.targets import dataflow, pim, systolic
 
 STEPS = {"systolic": ("precision", "storage", "attention", "dram", "sram", "emit"),
          "pim": ("precision", "storage", "placement", "emit"),
-         "dataflow": ("precision", "storage", "sections", "placement", "emit")}
+         "dataflow": ("precision", "storage", "attention", "sections", "placement", "emit")}
 
 
 @pytest.fixture(scope="module")

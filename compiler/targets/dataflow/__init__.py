@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from compiler.pipeline import Compilation, Pipeline, Step
+from compiler.targets.attention import needs_mask
 from compiler.targets.attention_plan import AttentionPlan, plan_attention
 from compiler.targets.base import Lowered
 from compiler.targets.dataflow.lowering import DataflowLowering, attention_regions
@@ -41,7 +42,7 @@ def _placement(c: Compilation) -> Placement:
     views = c["storage"].views
     fused = c["attention"].fused.values()
     elided = frozenset(views[n].buffer for ch, _ in fused for n in (ch.scores, ch.probs))
-    positions = sum(-(-ch.t * 4 // ALIGN) * ALIGN for ch in {ch.t: ch for ch, _ in fused}.values())
+    positions = sum(-(-t * 4 // ALIGN) * ALIGN for t in {ch.t for ch, _ in fused if needs_mask(ch)})
     return place(c.graph, c["storage"], c["sections"].calls, c.arch, ring_bytes, sram,
                  constant_bytes(c.graph) + positions, elided)
 
