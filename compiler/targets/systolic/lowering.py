@@ -25,7 +25,7 @@ from compiler.targets.vector import VectorLowering
 
 __all__ = ["SystolicLowering", "ASSUMPTIONS"]
 
-ASSUMPTIONS = ("every tensor round-trips DRAM between ops (no cross-op fusion)",)
+ASSUMPTIONS = ("every tensor round-trips DRAM between ops (no cross-op fusion but attention's)",)
 
 
 class SystolicLowering(GemmLowering):
