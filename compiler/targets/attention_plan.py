@@ -17,7 +17,7 @@ from isa import DType
 from compiler.ir import Graph
 from compiler.passes.attention import AttentionChain, find_attention
 from compiler.passes.storage import View
-from compiler.targets.attention import AttentionBlocks, instances, needs_mask, plan_blocks
+from compiler.targets.attention_blocks import AttentionBlocks, instances, needs_mask, plan_blocks
 
 __all__ = ["AttentionSite", "AttentionPlan", "plan_attention"]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from compiler.pipeline import Compilation, Pipeline, Step
-from compiler.targets.attention import needs_mask
+from compiler.targets.attention_blocks import needs_mask
 from compiler.targets.attention_plan import AttentionPlan, plan_attention
 from compiler.targets.base import Lowered
 from compiler.targets.dataflow.lowering import DataflowLowering, attention_regions

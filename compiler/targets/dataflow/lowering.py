@@ -20,7 +20,8 @@ from isa import DType
 from arch.dataflow import DataflowArch
 from compiler.ir import Graph, Op, OpKind
 from compiler.passes.storage import StoragePlan
-from compiler.targets.attention import FusedAttention, KernelQueues, Region, instances, needs_mask, plan_blocks
+from compiler.targets.attention import FusedAttention, KernelQueues, Region
+from compiler.targets.attention_blocks import instances, needs_mask, plan_blocks
 from compiler.targets.attention_plan import AttentionPlan
 from compiler.targets.base import GemmLowering, Lowered, lower_op
 from compiler.targets.dataflow.emitter import TierEmitter

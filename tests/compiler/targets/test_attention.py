@@ -16,7 +16,7 @@ import compiler.targets.dataflow.lowering as dataflow_lowering
 from compiler.frontend import Model
 from compiler.frontend.gpt2 import GPT2Config
 from compiler.phase import decode, prefill
-from compiler.targets.attention import AttentionBlocks, plan_blocks
+from compiler.targets.attention_blocks import AttentionBlocks, plan_blocks
 from tessel.cli import main
 from tessel.driver import run
 from tessel.request import make_request
