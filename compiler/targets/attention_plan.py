@@ -71,6 +71,11 @@ class AttentionPlan:
         """scores op name -> (chain, blocks) for the chains lowered as one kernel."""
         return {c.scores: (c, b) for c, b in self.chains if b is not None}
 
+    def elided(self, views: Mapping[str, View]) -> frozenset[str]:
+        """The buffers of the fused chains' scores and probabilities: never written, no place."""
+        return frozenset(views[n].buffer for c, b in self.chains if b is not None
+                         for n in (c.scores, c.probs))
+
     def assumption(self) -> str | None:
         """The line the report's assumptions show, or None for a graph without attention."""
         if not self.chains:

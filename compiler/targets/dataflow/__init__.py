@@ -41,7 +41,7 @@ def _placement(c: Compilation) -> Placement:
     ring_bytes, sram = pmu_area(c.arch)
     views = c["storage"].views
     fused = c["attention"].fused.values()
-    elided = frozenset(views[n].buffer for ch, _ in fused for n in (ch.scores, ch.probs))
+    elided = c["attention"].elided(views)
     positions = sum(-(-t * 4 // ALIGN) * ALIGN for t in {ch.t for ch, _ in fused if needs_mask(ch)})
     return place(c.graph, c["storage"], c["sections"].calls, c.arch, ring_bytes, sram,
                  constant_bytes(c.graph) + positions, elided)

@@ -13,7 +13,7 @@ __all__ = ["PIPELINE"]
 
 
 def _dram(c: Compilation) -> DramLayout:
-    return plan_dram(c.graph, c["storage"], c.arch)
+    return plan_dram(c.graph, c["storage"], c.arch, c["attention"].elided(c["storage"].views))
 
 
 def _sram(c: Compilation) -> SramLayout:
