@@ -101,3 +101,17 @@ def test_pim_reports_no_attention_figures(tmp_path):
     assert main(["sim", "--model", "gpt2", "--target", "pim", "--phase", "decode", "--kv", "4",
                  "--no-functional", "--gpu", "none", "--json", str(out)]) == 0
     assert "attention" not in json.loads(out.read_text())
+
+
+def test_dataflow_operator_sections_keep_a_chain_whole():
+    model = Model("tiny-llama3", TINY["tiny-llama3"])
+    r = _run(model, "dataflow", prefill(24), DType.fp32, "kernel_granularity=operator")
+    assert r.attention["mode"] == "fused" and r.logits_rel_error < 1e-6
+
+
+def test_decode_reads_a_grouped_kv_head_once():
+    """tiny-mistral: 4 query heads share one KV head; decode merges them into one block."""
+    r = _run(Model("tiny-mistral", TINY["tiny-mistral"]), "systolic", decode(17))
+    c = r.attention["chains"][0]
+    assert c["blocks"].startswith("query block 4,") and r.logits_rel_error < 3e-2
+    assert c["offchip_bytes"] <= c["compulsory_bytes"] + 4 * 18 + 4     # + key/query positions
