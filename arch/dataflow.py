@@ -59,6 +59,7 @@ class DataflowArch:
     reconfig_us: float = within(HOST_TIME_US)    # loading a different section configuration
     kernel_granularity: str = choice(*GRANULARITIES)
     energy: DataflowEnergy
+    attention: str = choice("fused", "unfused", default="fused")  # fused: where it fits on chip
 
     def __post_init__(self) -> None:
         if self.pmu_bytes % 64:

@@ -52,6 +52,7 @@ class SystolicArch:
     vector_latency_cycles: dict[str, int] = within(PIPELINE_CYCLES)  # pipeline depth per function
     weight_preload_overlap: bool                     # False: SCALE-Sim's fold arithmetic
     energy: SystolicEnergy
+    attention: str = choice("fused", "unfused", default="fused")  # fused: where it fits on chip
 
     def __post_init__(self) -> None:
         missing = [f for f in VECTOR_FUNCS if f not in self.vector_latency_cycles]

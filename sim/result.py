@@ -71,6 +71,8 @@ class SimResult:
     tokens: int | None = None                # numeric runs: tokens fed
     workload: dict[str, Any] = field(default_factory=dict)   # the model's own figures: KV bytes
                                              # per token, routing decision and expert traffic
+    attention: dict[str, Any] = field(default_factory=dict)  # attention's off-chip traffic and
+                                             # its I/O lower bound (tessel/attention.py)
 
     @property
     def time_s(self) -> float:
@@ -92,6 +94,8 @@ class SimResult:
             d.update(logits_rel_error=self.logits_rel_error, tokens=self.tokens)
         if self.workload:
             d["workload"] = dict(self.workload)
+        if self.attention:
+            d["attention"] = dict(self.attention)
         return d
 
     def to_json(self) -> dict[str, Any]:
@@ -102,4 +106,5 @@ class SimResult:
         return json.loads(json.dumps(d, default=str))
 
 
-_EXTRA = frozenset({"arch_summary", "target_report", "gpu", "logits_rel_error", "tokens", "workload"})
+_EXTRA = frozenset({"arch_summary", "target_report", "gpu", "logits_rel_error", "tokens", "workload",
+                    "attention"})

@@ -44,6 +44,10 @@ def compare_rows(results: Sequence[SimResult], tokens: int) -> list[tuple[str, .
         row("row-buffer hit rate",
             lambda r: _pct(r.target_report.row_hit_rate) if isinstance(r.target_report, PimReport) else "-"),
     ]
+    if any(r.attention for r in results):       # systolic and dataflow (tessel/attention.py)
+        rows.append(row("attention traffic / bound", lambda r: (
+            f"{r.attention['offchip_bytes']:,} B / {r.attention['bound_bytes']:,} B = "
+            f"{r.attention['ratio']:.2f}" if r.attention else "-")))
     for key, label, unit in _WORKLOAD:      # Llama-family and MoE runs only (tessel.driver)
         if any(key in r.workload for r in results):
             rows.append(row(label, lambda r, key=key, unit=unit: _figure(r.workload.get(key), unit)))

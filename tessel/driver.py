@@ -24,6 +24,7 @@ from compiler.reference import execute
 from compiler.targets import Lowered
 from compiler.targets.data import read_value
 from sim.result import SimResult
+from tessel.attention import attention_report
 from tessel.baselines import compare_gpus
 from tessel.budget import compile_guard, numeric_reserve_bytes, out_of_memory_is_an_error
 from tessel.program_arch import program_arch
@@ -172,6 +173,9 @@ def _run(req: RunRequest) -> Run:
     comparison = compare_gpus(graph, sim.result, req.gpus, req.gpu_mode, req.gpu_calibration)
     if comparison:
         sim = replace(sim, result=replace(sim.result, gpu=comparison))
+    traffic = attention_report(lowered.program, lowered.attention)
+    if traffic:
+        sim = replace(sim, result=replace(sim.result, attention=traffic))
     facts = workload_facts(model, unrouted, routing, req.operand_dtype.itemsize)
     if facts:
         sim = replace(sim, result=replace(sim.result, workload=facts))

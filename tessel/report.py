@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from sim.result import SimResult
+from tessel.attention import attention_rows
 from tessel.table import render_table, si
 from tessel.targets import TARGETS
 
@@ -31,6 +32,7 @@ def render_result(r: SimResult, title: str, top_ops: int = 10) -> str:
     if r.logits_rel_error is not None:
         summary.append(("logits vs reference", f"{r.logits_rel_error:.2e}",
                         "max |sim - ref| / max |ref|"))
+    summary.extend(attention_rows(r.attention))
     lines.append(render_table(("metric", "value", "detail"), summary))
     lines.extend(TARGETS[r.target].report_rows(r))
     lines.extend(workload_rows(r.workload))

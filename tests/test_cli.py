@@ -144,7 +144,7 @@ def test_compile_dump_after_prints_the_step_and_writes_nothing(capsys, tmp_path,
 
 @pytest.mark.parametrize("argv, message", [
     (["--dump-after", "lower"], "error: unknown step 'lower' for target 'dataflow' "
-                                "(steps: precision, storage, sections, placement, emit)\n"),
+                                "(steps: precision, storage, attention, sections, placement, emit)\n"),
     ([], "error: tessel compile: the following arguments are required: -o/--output (unless --dump-after)\n"),
 ])
 def test_compile_without_output_or_with_an_unknown_step_exits_2(capsys, argv, message):

@@ -9,7 +9,9 @@ store/read ordering every target needs.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
 
 import isa
 from isa import DType
@@ -37,6 +39,7 @@ class Lowered:
     dtype: DType
     constants: dict          # constant symbol -> fp32 array (causal masks)
     assumptions: tuple[str, ...]
+    attention: tuple = field(default=(), kw_only=True)  # AttentionSite per attention chain (compiler/targets/attention_plan.py)
 
     def initial_data(self, graph: Graph, weights, feeds) -> dict:
         """Symbol -> initial contents (parameters, inputs, constants, the KV cache so far)."""
@@ -70,11 +73,24 @@ class TargetLowering(abc.ABC):
     matrix = staticmethod(view_matrix)
     batches = staticmethod(view_batches)
 
-    def lower_ops(self, reader: str, writer: str) -> None:
-        """Every compute op of the graph in program order, each through `lower_op`."""
+    def lower_ops(self, reader: str, writer: str, fused: Mapping[str, tuple] = MappingProxyType({})) -> None:
+        """Every compute op of the graph in program order, each through `lower_op`; a chain in
+        `fused` (scores op name -> (chain, blocks)) through `lower_attention` at its scores op."""
+        skip: set[str] = set()
         for op in self.graph.ops:
-            if not (op.kind.is_source or op.kind.is_layout):
+            if op.name in skip or op.kind.is_source or op.kind.is_layout:
+                continue
+            if op.name in fused:
+                chain, blocks = fused[op.name]
+                self.lower_attention(chain, blocks, reader, writer)
+                skip |= {chain.probs, chain.context}
+            else:
                 lower_op(self, op, reader, writer)
+
+    def lower_attention(self, chain, blocks, reader: str, writer: str) -> None:
+        """A scores -> softmax -> context chain as one kernel (compiler/targets/attention.py);
+        only targets that plan fused chains implement it."""
+        raise CompileError(f"attention '{chain.name}': this target has no fused attention kernel")
 
     @abc.abstractmethod
     def add_constant(self, name: str, shape: tuple[int, ...]) -> None:

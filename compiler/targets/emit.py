@@ -110,7 +110,9 @@ class Emitter:
         self.addresses: dict[str, int] = {}        # DRAM symbol -> byte address
         self.itemsize: dict[str, int] = {}
         self._interned: dict[tuple, Instr] = {}
+        self._made: dict[tuple, Instr] = {}
         self._limit = _LIMIT.get()
+        self._barrier: tuple[int, dict[str, int]] | None = None
 
     def semaphore(self) -> int:
         self._sems += 1
@@ -119,7 +121,13 @@ class Emitter:
         return self._sems - 1
 
     def emit(self, queue: str, opcode: str, **fields) -> None:
-        self.instructions.append(Instr.make(opcode, queue, **fields))
+        """Append one instruction; equal ones (same queue, opcode and operands, compared with
+        their types) share one checked object, as in `emit_fast`."""
+        key = (queue, opcode, *((k, type(v), v) for k, v in fields.items()))
+        instr = self._made.get(key)
+        if instr is None:
+            instr = self._made[key] = Instr.make(opcode, queue, **fields)
+        self.instructions.append(instr)
 
     def emit_fast(self, queue: str, opcode: str, *values) -> None:
         """Hot loops: operands already canonical (ints, Addr) in the opcode's field order.
@@ -142,6 +150,21 @@ class Emitter:
         if self._limit is not None and count > self._limit:
             raise InstructionLimitError(count, self._limit)
         self.op_starts.append((count, name))
+
+    def barrier(self, queues: tuple[str, ...]) -> None:
+        """Every queue of `queues` waits until all of them have reached this point: the rest
+        signal the first, which then releases each (semaphores made on first use)."""
+        first, rest = queues[0], queues[1:]
+        if self._barrier is None:
+            self._barrier = (self.semaphore(), {q: self.semaphore() for q in rest})
+        arrive, go = self._barrier
+        for q in rest:
+            self.emit(q, "signal", sem=arrive)
+        for q in rest:
+            self.emit(first, "wait", sem=arrive)
+        for q in rest:
+            self.emit(first, "signal", sem=go[q])
+            self.emit(q, "wait", sem=go[q])
 
     # -- DMA between DRAM buffers and on-chip tiles --------------------------------------
     def pitch(self, queue: str, src: int, dst: int) -> None:
@@ -193,6 +216,7 @@ class Emitter:
         instructions = tuple(self.instructions)
         self.instructions = []
         self._interned.clear()
+        self._made.clear()
         return isa.Program(self.target, isa.ISA_VERSION, spaces, symbols, instructions,
                            data, ops=tuple(self.op_starts))
 

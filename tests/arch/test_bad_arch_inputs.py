@@ -61,6 +61,8 @@ BAD_SETS = [
     ("dataflow", "hbm_bytes=1.5", r"field 'hbm_bytes' must be an integer .*, got 1.5"),
     ("dataflow", "kernel_granularity=op", r"field 'kernel_granularity' must be one of operator, layer, model, got 'op'"),
     ("dataflow", "stage_latency_cycles=-3", r"field 'stage_latency_cycles' must be .*, got -3"),
+    ("dataflow", "attention=flash", r"field 'attention' must be one of fused, unfused, got 'flash'"),
+    ("systolic", "attention=true", r"field 'attention' must be one of fused, unfused, got True"),
 ]
 
 

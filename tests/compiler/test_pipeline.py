@@ -10,9 +10,9 @@ from compiler.phase import decode
 from compiler.pipeline import Pipeline, Step, compile_graph, dump_after
 from compiler.targets import dataflow, pim, systolic
 
-STEPS = {"systolic": ("precision", "storage", "dram", "sram", "emit"),
+STEPS = {"systolic": ("precision", "storage", "attention", "dram", "sram", "emit"),
          "pim": ("precision", "storage", "placement", "emit"),
-         "dataflow": ("precision", "storage", "sections", "placement", "emit")}
+         "dataflow": ("precision", "storage", "attention", "sections", "placement", "emit")}
 
 
 @pytest.fixture(scope="module")

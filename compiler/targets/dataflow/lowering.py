@@ -11,6 +11,7 @@ gathers embedding rows. docs/dataflow.md.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import isa
@@ -19,23 +20,26 @@ from isa import DType
 from arch.dataflow import DataflowArch
 from compiler.ir import Graph, Op, OpKind
 from compiler.passes.storage import StoragePlan
+from compiler.targets.attention import FusedAttention, KernelQueues, Region
+from compiler.targets.attention_blocks import instances, needs_mask, plan_blocks
+from compiler.targets.attention_plan import AttentionPlan
 from compiler.targets.base import GemmLowering, Lowered, lower_op
 from compiler.targets.dataflow.emitter import TierEmitter
-from compiler.targets.dataflow.place import ALIGN, Placement
+from compiler.targets.dataflow.place import ALIGN, Placement, pmu_area
 from compiler.targets.dataflow.sections import Call, Sections
 from compiler.targets.emit import Matrix, Ring, symbol_name
 from compiler.targets.movement import lower_embedding, lower_kv_append
 from compiler.targets.tiling import MAX_TILE, GemmSlots, GemmTile, gemm_tile
 from compiler.targets.vector import VectorLowering
 
-__all__ = ["DataflowLowering"]
+__all__ = ["DataflowLowering", "attention_regions"]
 
 
 class DataflowLowering(GemmLowering):
     """Emits the program for planned sections and placement."""
 
     def __init__(self, graph: Graph, arch: DataflowArch, dtype: DType, plan: StoragePlan,
-                 sections: Sections, placement: Placement) -> None:
+                 sections: Sections, placement: Placement, attention: AttentionPlan) -> None:
         self.arch, self.dtype = arch, dtype
         self.calls, self.placement = sections.calls, placement
         # the body queues: every queue but the controller's, in the machine's order
@@ -54,6 +58,10 @@ class DataflowLowering(GemmLowering):
         self._go = {q: em.semaphore() for q in self.body_queues}
         self._done = em.semaphore()
         self._configs: dict[str, int] = {}
+        self.attention, self.fused = attention, attention.fused
+        self.kernel = FusedAttention(em, vector, KernelQueues("agcu0", "pcu0", "pcu1", "agcu1"), dtype,
+                                     self.add_constant)
+        self._blocks: dict[str, object] = {}
 
     # -- memory ------------------------------------------------------------------------
     def _symbol(self, em: TierEmitter, symbol: isa.Symbol) -> None:
@@ -76,10 +84,14 @@ class DataflowLowering(GemmLowering):
         program = self.em.program(spaces, tuple(self.symbols), self.arch.queues)
         granularity = self.arch.kernel_granularity
         tiers = self.placement.tier_note()
+        chains = tuple((c, self._blocks.get(c.scores)) for c, _ in self.attention.chains)
+        sites = tuple(dataclasses.replace(site, blocks=b.describe()) if b else site
+                      for site, (_, b) in zip(self.attention.sites, chains))
+        note = AttentionPlan(self.attention.mode, chains, sites).assumption()
         return Lowered(program, self.plan, self.dtype, dict(self.vector.constants),
                        (f"kernel granularity '{granularity}': a value used only inside one section "
                         "stays in the PMUs, the rest goes through HBM; weights in HBM, then DDR",
-                        *([tiers] if tiers else [])))
+                        *([tiers] if tiers else []), *([note] if note else [])), attention=sites)
 
     def call(self, call: Call) -> None:
         em, first = self.em, call.sections[0]
@@ -95,8 +107,13 @@ class DataflowLowering(GemmLowering):
         for q in self.body_queues:
             em.emit(q, "wait", sem=self._go[q])
         for section in call.sections:
+            skip: set[str] = set()
             for name in section.ops:
-                self.op(self.graph[name])
+                if name in self.fused:
+                    self.lower_attention(*self.fused[name], "agcu0", "agcu1")
+                    skip |= {self.fused[name][0].probs, self.fused[name][0].context}
+                elif name not in skip:
+                    self.op(self.graph[name])
         for q in self.body_queues:
             em.emit(q, "signal", sem=self._done)
         for _ in self.body_queues:
@@ -178,6 +195,30 @@ class DataflowLowering(GemmLowering):
         tm = min(m, MAX_TILE, slots.a // (tk * isz), slots.acc // (tn * 4), slots.out // (tn * isz))
         return GemmTile(tm, tn, tk) if slots.b_fits(tn, tk) and tm >= 1 else None
 
+    def lower_attention(self, chain, blocks, reader: str, writer: str) -> None:
+        """The fused kernel (compiler/targets/attention.py), fenced by barriers of the body
+        queues, in the PMUs its section leaves free (or the staging-ring area, if larger) with
+        its S and PV tiles in the ring area's first quarter."""
+        em, placement = self.em, self.placement
+        peak = placement.internal_peak_bytes.get(placement.section_of[chain.scores], 0)
+        ring = placement.ring_bytes
+        _, sram_end = pmu_area(self.arch)
+        sram, acc = attention_regions(ring, ring + peak, max(0, sram_end - ring - peak))
+        rows = max(i.q.rows for i in instances(chain, self.plan.views))
+        blocks = plan_blocks(rows, chain.t, chain.d, self.dtype.itemsize, sram[2], acc[2],
+                             needs_mask(chain), chain.window is not None) or blocks
+        self._blocks[chain.scores] = blocks
+        em.begin_op(chain.name)
+        for name in (chain.q, chain.k, chain.v):
+            em.before_read(reader, symbol_name(self.plan.views[name].buffer))
+        em.barrier(self.body_queues)
+        self.kernel.lower(chain, self.plan.views, blocks, sram, acc)
+        em.barrier(self.body_queues)
+        self._mcfg = None
+        produced = symbol_name(self.plan.views[chain.context].buffer)
+        if produced in em.addresses:
+            em.stored(writer, produced)
+
     def op_embedding(self, op: Op) -> None:
         lower_embedding(self.em, op, self.plan.views, self.rings["gather"], self.dtype.itemsize, ALIGN)
 
@@ -190,3 +231,14 @@ def _streamed_bytes(graph: Graph, op: Op) -> int:
     if op.kind in (OpKind.EMBEDDING, OpKind.GATHER):
         return op.type.size_bytes
     return max(graph[name].type.size_bytes for name in op.inputs)
+
+
+def attention_regions(ring_bytes: int, free_base: int, free_bytes: int) -> tuple[Region, Region]:
+    """A fused attention's (tile region, accumulator region): the PMUs free after the
+    section's resident values (`free_base`, `free_bytes`) with the whole staging-ring area as
+    accumulator when they are larger than 3/4 of that area; else the ring area alone, its
+    first quarter the accumulator."""
+    acc = ring_bytes // 4 // ALIGN * ALIGN
+    if free_bytes > ring_bytes - acc:
+        return ("sram", free_base, free_bytes), ("sram", 0, ring_bytes)
+    return ("sram", acc, ring_bytes - acc), ("sram", 0, acc)

@@ -118,9 +118,10 @@ def _readers_writers(graph: Graph, plan: StoragePlan) -> tuple[dict[str, set[str
 
 
 def place(graph: Graph, plan: StoragePlan, calls: tuple[Call, ...], arch, ring_bytes: int,
-          sram_bytes: int, constant_bytes: int) -> Placement:
+          sram_bytes: int, constant_bytes: int, elided: frozenset[str] = frozenset()) -> Placement:
     """Tiers and addresses: PMU values in [ring_bytes, sram_bytes); `constant_bytes` of HBM
-    stay free for the program's constants."""
+    stay free for the program's constants; the buffers in `elided` (a fused attention's
+    scores and probabilities, never written) get no place."""
     sections = [s for call in calls for s in call.sections]
     section_of = {name: i for i, s in enumerate(sections) for name in s.ops}
     readers, writers, strided = _readers_writers(graph, plan)
@@ -132,6 +133,8 @@ def place(graph: Graph, plan: StoragePlan, calls: tuple[Call, ...], arch, ring_b
     internal_at: dict[int, int] = {}
     activations, weights = [], []
     for name, buf in plan.buffers.items():
+        if name in elided:
+            continue
         size = _up(buf.numel * buf.dtype.itemsize)
         if buf.role == "param":
             weights.append((name, size))

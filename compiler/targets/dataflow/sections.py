@@ -88,18 +88,29 @@ def _group(op: Op) -> str:
 
 
 def partition(graph: Graph, plan: StoragePlan, granularity: str, pcus: int,
-              pmu_budget_bytes: int) -> tuple[Call, ...]:
-    """The calls (and their sections) that run `graph`, in program order."""
+              pmu_budget_bytes: int, fused: tuple[tuple[str, ...], ...] = ()) -> tuple[Call, ...]:
+    """The calls (and their sections) that run `graph`, in program order. Each op tuple of
+    `fused` (a fused attention's scores, softmax and context) shares one section, and only
+    its last op's result is written."""
     ops = [op for op in graph.ops if not (op.kind.is_source or op.kind.is_layout)]
+    inner = {name for chain in fused for name in chain[1:]}
+    unwritten = {name for chain in fused for name in chain[:-1]}
     if granularity == "operator":
-        sections = [Section((op.name,), template_of(op.name), _group(op)) for op in ops]
+        parts: list[list[Op]] = []
+        for op in ops:
+            if op.name in inner:
+                parts[-1].append(op)
+            else:
+                parts.append([op])
+        sections = [Section(tuple(o.name for o in part), template_of(part[0].name), _group(part[0]))
+                    for part in parts]
         return tuple(Call((s,), 1) for s in sections)
     groups: dict[str, list[Op]] = {}
     for op in ops:
         groups.setdefault(_group(op), []).append(op)
     sections = []
     for name, members in groups.items():
-        sections += _split(plan, name, members, pcus, pmu_budget_bytes)
+        sections += _split(plan, name, members, pcus, pmu_budget_bytes, inner, unwritten)
     calls = tuple(Call((s,), 1) for s in sections)
     return _loop(calls) if granularity == "model" else calls
 
@@ -119,16 +130,18 @@ def _gathers_written(plan: StoragePlan, op: Op, written: set[str]) -> bool:
             and any(plan.views[name].buffer in written for name in op.inputs))
 
 
-def _split(plan: StoragePlan, group: str, members: list[Op], pcus: int, budget: int) -> list[Section]:
+def _split(plan: StoragePlan, group: str, members: list[Op], pcus: int, budget: int,
+           inner: set[str] = frozenset(), unwritten: set[str] = frozenset()) -> list[Section]:
     """Greedy: add ops to the current section until stages or PMU bytes would overflow, or
-    a gather reads what the section computes."""
+    a gather reads what the section computes; never before an `inner` op (a fused chain
+    stays whole), and the ops in `unwritten` need no PMU bytes."""
     out, current, used, written = [], [], 0, set()
     stages = min(pcus, STAGES_MAX)
     for op in members:
-        need = _written_bytes(plan, op)
+        need = 0 if op.name in unwritten else _written_bytes(plan, op)
         need = need if need <= budget else 0       # larger than the PMUs: it will live in HBM
-        if current and (len(current) == stages or used + need > budget
-                        or _gathers_written(plan, op, written)):
+        if current and op.name not in inner and (len(current) >= stages or used + need > budget
+                                                 or _gathers_written(plan, op, written)):
             out.append(current)
             current, used, written = [], 0, set()
         current.append(op)

@@ -1,7 +1,8 @@
-"""The systolic-array target: precision -> storage -> dram -> sram -> emit (docs/systolic.md)."""
+"""The systolic-array target: precision -> storage -> attention -> dram -> sram -> emit (docs/systolic.md)."""
 from __future__ import annotations
 
 from compiler.pipeline import Compilation, Pipeline, Step
+from compiler.targets.attention_plan import AttentionPlan, plan_attention
 from compiler.targets.base import Lowered
 from compiler.targets.steps import PRECISION, STORAGE
 from compiler.targets.systolic.lowering import SystolicLowering
@@ -12,16 +13,25 @@ __all__ = ["PIPELINE"]
 
 
 def _dram(c: Compilation) -> DramLayout:
-    return plan_dram(c.graph, c["storage"], c.arch)
+    return plan_dram(c.graph, c["storage"], c.arch, c["attention"].elided(c["storage"].views))
 
 
 def _sram(c: Compilation) -> SramLayout:
     return plan_sram(c.arch)
 
 
+def _attention(c: Compilation) -> AttentionPlan:
+    """Fused attention owns the whole SRAM and accumulator while it runs; the I/O bound's M is
+    both, in operand elements."""
+    a = c.arch
+    return plan_attention(c.graph, c["storage"].views, a.attention, c["precision"].dtype,
+                          a.sram_bytes, a.acc_bytes, a.sram_bytes + a.acc_bytes)
+
+
 def _emit(c: Compilation) -> Lowered:
-    return SystolicLowering(c.graph, c.arch, c.dtype, c["storage"], c["dram"], c["sram"]).lower()
+    return SystolicLowering(c.graph, c.arch, c.dtype, c["storage"], c["dram"], c["sram"],
+                            c["attention"]).lower()
 
 
-PIPELINE = Pipeline("systolic", (PRECISION, STORAGE, Step("dram", _dram), Step("sram", _sram),
-                                 Step("emit", _emit)))
+PIPELINE = Pipeline("systolic", (PRECISION, STORAGE, Step("attention", _attention),
+                                 Step("dram", _dram), Step("sram", _sram), Step("emit", _emit)))

@@ -14,8 +14,10 @@ from isa import DType
 from arch.systolic import SystolicArch
 from compiler.ir import Graph, Op
 from compiler.passes.storage import StoragePlan
+from compiler.targets.attention import FusedAttention, KernelQueues
+from compiler.targets.attention_plan import AttentionPlan
 from compiler.targets.base import GemmLowering, Lowered
-from compiler.targets.emit import Emitter, Matrix, Ring
+from compiler.targets.emit import Emitter, Matrix, Ring, symbol_name
 from compiler.targets.movement import lower_embedding, lower_kv_append
 from compiler.targets.systolic.memory import ALIGN, DramLayout, SramLayout, dram_symbol
 from compiler.targets.tiling import GemmSlots, gemm_tile
@@ -23,14 +25,14 @@ from compiler.targets.vector import VectorLowering
 
 __all__ = ["SystolicLowering", "ASSUMPTIONS"]
 
-ASSUMPTIONS = ("every tensor round-trips DRAM between ops (no cross-op fusion)",)
+ASSUMPTIONS = ("every tensor round-trips DRAM between ops (no cross-op fusion but attention's)",)
 
 
 class SystolicLowering(GemmLowering):
     """Emits the program for planned DRAM and SRAM layouts."""
 
     def __init__(self, graph: Graph, arch: SystolicArch, dtype: DType, plan: StoragePlan,
-                 dram: DramLayout, sram: SramLayout) -> None:
+                 dram: DramLayout, sram: SramLayout, attention: AttentionPlan) -> None:
         self.arch, self.dtype = arch, dtype
         em = Emitter("systolic")
         for symbol in dram.symbols:
@@ -42,6 +44,9 @@ class SystolicLowering(GemmLowering):
                                 plan.views, self.add_constant)
         super().__init__(graph=graph, plan=plan, em=em, vector=vector)
         self._mcfg: tuple | None = None
+        self.attention = attention
+        self.kernel = FusedAttention(em, vector, KernelQueues("dma0", "mxu0", "vpu0", "dma1"), dtype,
+                                     self.add_constant)
 
     def add_constant(self, name: str, shape: tuple[int, ...]) -> None:
         symbol, self._dram_end = dram_symbol(name, self._dram_end, shape, DType.fp32, self.arch)
@@ -49,9 +54,25 @@ class SystolicLowering(GemmLowering):
         self.symbols.append(symbol)
 
     def lower(self) -> Lowered:
-        self.lower_ops("dma0", "dma1")
+        self.lower_ops("dma0", "dma1", self.attention.fused)
         program = self.em.program(("dram", "sram", "acc"), tuple(self.symbols), self.arch.queues)
-        return Lowered(program, self.plan, self.dtype, dict(self.vector.constants), ASSUMPTIONS)
+        note = self.attention.assumption()
+        return Lowered(program, self.plan, self.dtype, dict(self.vector.constants),
+                       ASSUMPTIONS + ((note,) if note else ()), attention=self.attention.sites)
+
+    def lower_attention(self, chain, blocks, reader: str, writer: str) -> None:
+        """The fused kernel, fenced: every queue meets before and after it, since it lays out
+        the whole SRAM and accumulator its own way."""
+        em = self.em
+        em.begin_op(chain.name)
+        for name in (chain.q, chain.k, chain.v):
+            em.before_read(reader, symbol_name(self.plan.views[name].buffer))
+        em.barrier(self.arch.queues)
+        self.kernel.lower(chain, self.plan.views, blocks, ("sram", 0, self.arch.sram_bytes),
+                          ("acc", 0, self.arch.acc_bytes))
+        em.barrier(self.arch.queues)
+        self._mcfg = None
+        em.stored(writer, symbol_name(self.plan.views[chain.context].buffer))
 
     def gemm(self, op: Op, a: Matrix, b: Matrix, out: Matrix, transpose_b: bool,
              bias: Matrix | None) -> None:

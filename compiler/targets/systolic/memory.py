@@ -69,12 +69,14 @@ def dram_symbol(name: str, addr: int, shape: tuple[int, ...], dtype: DType, arch
     return isa.Symbol(name, "dram", addr, shape, dtype), end
 
 
-def plan_dram(graph: Graph, plan: StoragePlan, arch: SystolicArch) -> DramLayout:
+def plan_dram(graph: Graph, plan: StoragePlan, arch: SystolicArch,
+              elided: frozenset[str] = frozenset()) -> DramLayout:
     """Every buffer of the storage plan at its DRAM address: the tables gathers read first
-    (smallest first, within a gather's reach), then the rest in plan order."""
+    (smallest first, within a gather's reach), then the rest in plan order; none for the
+    buffers in `elided` (a fused attention's scores and probabilities, never written)."""
     symbols, end = [], 0
     tables = gather_tables(graph, plan)
-    rest = [b for b in plan.buffers if b not in set(tables)]
+    rest = [b for b in plan.buffers if b not in set(tables) and b not in elided]
     for name in [*tables, *rest]:
         b = plan.buffers[name]
         if name in tables:
