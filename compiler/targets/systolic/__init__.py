@@ -16,7 +16,7 @@ def _dram(c: Compilation) -> DramLayout:
 
 
 def _sram(c: Compilation) -> SramLayout:
-    return plan_sram(c.arch)
+    return plan_sram(c.arch, c.dtype)
 
 
 def _emit(c: Compilation) -> Lowered:

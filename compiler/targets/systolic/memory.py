@@ -22,11 +22,13 @@ from compiler.ir import Graph
 from compiler.passes.storage import StoragePlan
 from compiler.targets.emit import RingSpec, ring_specs, symbol_name
 from compiler.targets.movement import check_gather_reach, gather_tables
+from compiler.targets.systolic.folds import min_slots
 
-__all__ = ["DramLayout", "SramLayout", "plan_dram", "plan_sram", "dram_symbol", "ALIGN"]
+__all__ = ["DramLayout", "SramLayout", "plan_dram", "plan_sram", "min_sram_bytes", "dram_symbol", "ALIGN"]
 
 ALIGN = 64
 _SHARES = {"mx_a": 0.08, "mx_b": 0.16, "vp_in": 0.07, "vp_out": 0.07, "copy": 0.02}
+_SCRATCH = 0.20
 _RINGS = {"mx_a": ("dma0", "mxu0"), "mx_b": ("dma0", "mxu0"), "vp_in": ("dma0", "vpu0"),
           "vp_out": ("vpu0", "dma1"), "copy": ("dma0", "dma1")}
 
@@ -84,9 +86,45 @@ def plan_dram(graph: Graph, plan: StoragePlan, arch: SystolicArch) -> DramLayout
     return DramLayout(tuple(symbols), end)
 
 
-def plan_sram(arch: SystolicArch) -> SramLayout:
-    """The rings by their shares of the SRAM, the scratch after them, two accumulator tiles."""
-    rings, end = ring_specs("sram", arch.sram_bytes, _SHARES, _RINGS, ALIGN)
+def _slot_floors(arch: SystolicArch, dtype: DType) -> dict[str, int]:
+    """Each ring's smallest slot: what one fold of the array needs (folds.min_slots)."""
+    need = min_slots(arch.rows, arch.cols, arch.dataflow, dtype.itemsize)
+    return {"mx_a": need.a, "mx_b": need.b, "vp_in": need.bias, "vp_out": need.out, "copy": 0}
+
+
+def _ring_bytes(sram_bytes: int, floors: dict[str, int]) -> int:
+    """Bytes the rings take (two slots each) at `sram_bytes`, plus the scratch share."""
+    slots = sum(max(int(sram_bytes * _SHARES[r]) // ALIGN * ALIGN, -(-floors[r] // ALIGN) * ALIGN)
+                for r in _SHARES)
+    return 2 * slots + int(sram_bytes * _SCRATCH)
+
+
+def min_sram_bytes(arch: SystolicArch, dtype: DType) -> int:
+    """The smallest sram_bytes whose rings hold one fold (found by bisection: the rings'
+    bytes grow more slowly than the SRAM once every ring is above its floor)."""
+    floors = _slot_floors(arch, dtype)
+    lo, hi = 1, 1 << 40
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if _ring_bytes(mid, floors) <= mid else (mid + 1, hi)
+    return lo
+
+
+def plan_sram(arch: SystolicArch, dtype: DType) -> SramLayout:
+    """The rings by their shares of the SRAM, each at least one fold's worth (folds.min_slots),
+    the scratch after them, two accumulator tiles. Too small a buffer is a CompileError that
+    states the minimum."""
+    floors = _slot_floors(arch, dtype)
+    if _ring_bytes(arch.sram_bytes, floors) > arch.sram_bytes:
+        raise CompileError(f"{arch.name}: sram_bytes = {arch.sram_bytes:,} cannot hold one fold of the "
+                           f"{arch.rows}x{arch.cols} {arch.dataflow} array in {dtype.value} "
+                           f"(double-buffered); the minimum is {min_sram_bytes(arch, dtype):,} bytes")
+    acc_floor = min_slots(arch.rows, arch.cols, arch.dataflow, dtype.itemsize).acc
     acc_slot = arch.acc_bytes // 2 // ALIGN * ALIGN
+    if acc_slot < acc_floor:
+        raise CompileError(f"{arch.name}: acc_bytes = {arch.acc_bytes:,} cannot hold one fold's partial "
+                           f"sums (double-buffered); the minimum is {2 * -(-acc_floor // ALIGN) * ALIGN:,} bytes")
+    shares = {r: max(_SHARES[r], (-(-floors[r] // ALIGN) * ALIGN + 0.5) / arch.sram_bytes) for r in _SHARES}
+    rings, end = ring_specs("sram", arch.sram_bytes, shares, _RINGS, ALIGN)
     return SramLayout(rings, (end, arch.sram_bytes - end),
                       RingSpec("acc", "acc", 0, acc_slot, 2, "mxu0", "vpu0"))
