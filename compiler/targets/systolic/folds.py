@@ -24,6 +24,7 @@ from compiler.targets.emit import Emitter, Matrix, Ring
 __all__ = ["FoldGemm", "Packer", "min_slots", "PIECE_MAX"]
 
 ALIGN = 64
+GROUP_MAX = 8          # folds per gemm at most: fixed, so a larger SRAM never means larger first waits
 PIECE_MAX = 8192       # stream rows per piece: keeps every DMA row and ISA count in its field
 
 
@@ -182,14 +183,14 @@ class FoldGemm:
         # stream in one piece, one gemm also takes several reduction folds (fewer, larger
         # transfers). Group sizes ramp up 1, 2, 4, ...: the array starts after one fold's load.
         n_pieces = -(-chunk // piece)
-        hcap = max(1, min(lim.acc // (n_pieces * _aligned(piece * c_unit * 4)),
+        hcap = max(1, min(GROUP_MAX, lim.acc // (n_pieces * _aligned(piece * c_unit * 4)),
                           lim.out // (piece * c_unit * isz), lim.b // _aligned(r_unit * c_unit * isz),
                           lim.bias // (c_unit * 4) if ws else PIECE_MAX))
         col_groups = _ramp(across, c_unit, hcap)
         width = max(q for _, q in col_groups)
         cap = 1
         if piece >= total_t:
-            cap = max(1, min(lim.b // _aligned(r_unit * width * isz), lim.a // _aligned(piece * r_unit * isz)))
+            cap = max(1, min(GROUP_MAX, lim.b // _aligned(r_unit * width * isz), lim.a // _aligned(piece * r_unit * isz)))
         groups = _ramp(k, r_unit, cap)
         for c0, clen in _blocks(total_t, chunk):
             pieces = _blocks(clen, piece)
