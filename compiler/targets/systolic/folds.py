@@ -24,7 +24,6 @@ from compiler.targets.emit import Emitter, Matrix, Ring
 __all__ = ["FoldGemm", "Packer", "min_slots", "PIECE_MAX"]
 
 ALIGN = 64
-GROUP_MAX = 8          # folds per gemm at most: fixed, so a larger SRAM never means larger first waits
 PIECE_MAX = 8192       # stream rows per piece: keeps every DMA row and ISA count in its field
 
 
@@ -118,14 +117,11 @@ def _blocks(total: int, unit: int) -> list[tuple[int, int]]:
     return [(s, min(unit, total - s)) for s in range(0, total, unit)]
 
 
-def _ramp(total: int, unit: int, cap: int) -> list[tuple[int, int]]:
-    """(start, length) groups of `unit`-sized blocks: 1, 2, 4, ... blocks, at most `cap`."""
-    out, start, size = [], 0, 1
-    while start < total:
-        length = min(size * unit, total - start)
-        out.append((start, length))
-        start, size = start + length, min(cap, size * 2)
-    return out
+def _even(total: int, most: int) -> int:
+    """The piece length that cuts `total` into as few pieces of at most `most` as possible,
+    all of (nearly) one length: a larger buffer then never leaves a longer first piece
+    beside a short last one."""
+    return -(-total // -(-total // most))
 
 
 class FoldGemm:
@@ -177,21 +173,12 @@ class FoldGemm:
         x_row = _aligned(r_unit * isz) if ws else r_unit * isz
         piece = max(1, min(total_t, PIECE_MAX, lim.a // x_row, lim.out // (c_unit * isz),
                            lim.acc // (c_unit * 4), PIECE_MAX if ws else lim.bias // 4))
+        piece = _even(total_t, piece)
         chunk = min(total_t, max(1, lim.acc // _aligned(piece * c_unit * 4)) * piece)
-        # several column folds per gemm (up to what the accumulator, output and stationary
-        # slots hold) cut the reloads of a streamed operand that is not resident; with a whole
-        # stream in one piece, one gemm also takes several reduction folds (fewer, larger
-        # transfers). Group sizes ramp up 1, 2, 4, ...: the array starts after one fold's load.
-        n_pieces = -(-chunk // piece)
-        hcap = max(1, min(GROUP_MAX, lim.acc // (n_pieces * _aligned(piece * c_unit * 4)),
-                          lim.out // (piece * c_unit * isz), lim.b // _aligned(r_unit * c_unit * isz),
-                          lim.bias // (c_unit * 4) if ws else PIECE_MAX))
-        col_groups = _ramp(across, c_unit, hcap)
-        width = max(q for _, q in col_groups)
-        cap = 1
-        if piece >= total_t:
-            cap = max(1, min(GROUP_MAX, lim.b // _aligned(r_unit * width * isz), lim.a // _aligned(piece * r_unit * isz)))
-        groups = _ramp(k, r_unit, cap)
+        # one fold per gemm: grouping folds into larger transfers lengthens every pipeline's
+        # fill by more than it saves in DMA latencies, and would tie the grouping to the buffers
+        col_groups = _blocks(across, c_unit)
+        groups = _blocks(k, r_unit)
         for c0, clen in _blocks(total_t, chunk):
             pieces = _blocks(clen, piece)
             self.x.scope(sum(_aligned(r * tl * isz) for _, r in groups for _, tl in pieces))
@@ -239,6 +226,7 @@ class FoldGemm:
         n = b.rows if tb else b.cols
         r_unit, c_unit = self.rows, self.cols
         piece = max(1, min(k, PIECE_MAX, lim.a // (r_unit * isz), lim.b // (c_unit * isz)))
+        piece = _even(k, piece)
         pieces = _blocks(k, piece)
         self.w.scope(sum(_aligned(ql * tl * isz) for _, ql in _blocks(n, c_unit) for _, tl in pieces))
         for p0, plen in _blocks(m, r_unit):

@@ -68,9 +68,8 @@ GEMMS = [
     (24, 40, 72, ["rows=8", "cols=8"], 1),
     # 32 KiB SRAM: A (1,920 bytes) still fits its 2,560-byte slot
     (24, 40, 72, ["rows=8", "cols=8", "sram_bytes=32768"], 1),
-    # 32 KiB SRAM, K = 72: A (3,456 bytes) does not fit, so it is read once per column group:
-    # 9 column folds in groups of 1, 2, 4, 2
-    (24, 72, 72, ["rows=8", "cols=8", "sram_bytes=32768"], 4),
+    # 32 KiB SRAM, K = 72: A (3,456 bytes) does not fit, so it is read once per column fold (9)
+    (24, 72, 72, ["rows=8", "cols=8", "sram_bytes=32768"], 9),
 ]
 
 
