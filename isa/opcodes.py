@@ -141,9 +141,12 @@ _TABLE = (
         cfg.gemm = (m, n, k, dtype, acc)   # shape and types of later gemm on this queue
         """),
     _op("gemm", 0x08, "core", _MXU,
-        (("c", A32), ("a", A32), ("b", A32), ("accumulate", Flag()), ("transpose_b", Flag())),
+        (("c", A32), ("a", A32), ("b", A32), ("accumulate", Flag()), ("transpose_b", Flag()),
+         ("stream", Flag())),
         """
         # (m, n, k, dtype, acc) = cfg.gemm; tiles dense row-major, on-chip
+        # stream=1: timing only -- the array keeps the previous gemm's stationary operand
+        # and its pipeline full (no preload, no fill); values are computed as for stream=0
         A = a as [m, k] of dtype
         B = b as [n, k] of dtype if transpose_b else b as [k, n] of dtype
         C = c as [m, n] of acc

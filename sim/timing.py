@@ -25,7 +25,7 @@ def gemm_folds(m: int, n: int, k: int, rows: int, cols: int, dataflow: str) -> i
 
 
 def gemm_cycles(m: int, n: int, k: int, rows: int, cols: int, dataflow: str,
-                overlap_preload: bool = False) -> int:
+                overlap_preload: bool = False, stream: bool = False) -> int:
     """Matrix-unit cycles of one GEMM tile C[m,n] (+)= A[m,k] B[k,n].
 
     Each fold: preload P (rows for ws and is, whose pinned operand must be shifted in; 0 for
@@ -33,7 +33,10 @@ def gemm_cycles(m: int, n: int, k: int, rows: int, cols: int, dataflow: str,
     Without overlap folds run back to back (SCALE-Sim's arithmetic, which reports this total
     minus one). With overlapped preload (double-buffered weights, as in TPUs) the next
     fold's preload hides behind the current stream: the first fold costs the full amount and
-    every later fold max(T, rows).
+    every later fold max(T, rows). `stream`: the tile continues the previous tile's stream
+    (same stationary operand, pipeline still full), so its first fold pays only T (or, with
+    overlapped preload, max(T, rows) like every later fold); a stream cut into pieces thus
+    costs what it would cost whole.
     """
     dims = {"m": m, "n": n, "k": k}
     t = dims[STREAMED[dataflow]]
@@ -41,8 +44,8 @@ def gemm_cycles(m: int, n: int, k: int, rows: int, cols: int, dataflow: str,
     preload = 0 if dataflow == "os" else rows
     per_fold = preload + rows + cols + t - 2
     if not overlap_preload:
-        return folds * per_fold
-    return per_fold + (folds - 1) * max(t, rows)
+        return folds * per_fold - (per_fold - t if stream else 0)
+    return (max(t, rows) if stream else per_fold) + (folds - 1) * max(t, rows)
 
 
 def dma_cycles(nbytes: int, latency_cycles: int, clock_hz: int, bw_bytes_per_s: int) -> int:

@@ -142,7 +142,8 @@ class FusedAttention:
         if self._mcfg != (m, n, k):
             self._mcfg = (m, n, k)
             self.em.emit(self.qs.mxu, "mcfg", m=m, n=n, k=k, dtype=self.dtype, acc=F32)
-        self.em.emit(self.qs.mxu, "gemm", c=c, a=a, b=b, accumulate=0, transpose_b=int(transpose_b))
+        self.em.emit(self.qs.mxu, "gemm", c=c, a=a, b=b, accumulate=0, transpose_b=int(transpose_b),
+                     stream=0)
 
     def _plan(self, chain: AttentionChain, inst: Instance, q0: int, nb: int,
               b: AttentionBlocks) -> list[_Step]:

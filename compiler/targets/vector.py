@@ -51,8 +51,10 @@ class VectorLowering:
 
     def __init__(self, em: Emitter, vp_in: Ring, vp_out: Ring, scratch: tuple[int, int],
                  dtype: DType, views: Mapping[str, View],
-                 add_constant: Callable[[str, tuple[int, ...]], None]) -> None:
+                 add_constant: Callable[[str, tuple[int, ...]], None], *,
+                 block_bytes: int | None = None) -> None:
         self.em, self.vp_in, self.vp_out, self.dtype = em, vp_in, vp_out, dtype
+        self.block_bytes = block_bytes
         self.views, self.add_constant = views, add_constant
         self.scratch_base, self.scratch_bytes = scratch
         self.loader, self.unit, self.storer = vp_in.producer, vp_in.consumer, vp_out.consumer
@@ -79,16 +81,27 @@ class VectorLowering:
             at += _up(size)
         return out
 
-    def block_rows(self, op: Op, rows: int, needs: dict[str, tuple[int, int, int]]) -> int:
-        """Rows per block: for each buffer (bytes per row, fixed bytes, capacity)."""
-        best = min(rows, MAX_TILE)
+    def row_blocks(self, op: Op, rows: int, needs: dict[str, tuple[int, int, int]]
+                   ) -> list[tuple[int, int]]:
+        """(first row, rows) blocks: for each buffer (bytes per row, fixed bytes, capacity).
+        Without `block_bytes` every block is as large as the buffers allow. With it (the
+        systolic target) no block holds more than `block_bytes` of any buffer, and the rows
+        are split evenly among as few blocks as that allows: above the size where the cap
+        binds, a larger buffer leaves the blocks unchanged, below it the blocks only grow
+        with the buffer."""
+        most = min(rows, MAX_TILE)
         for what, (per_row, fixed, capacity) in needs.items():
             if fixed + per_row > capacity:
                 raise CompileError(f"op '{op.name}' ({op.kind.value}): one row needs "
                                    f"{fixed + per_row} bytes of {what} ({fixed} of them fixed), "
                                    f"which holds {capacity} bytes")
-            best = min(best, row_block(op.name, op.kind.value, rows, per_row, capacity - fixed, what))
-        return best
+            room = capacity - fixed if self.block_bytes is None else min(capacity - fixed, self.block_bytes)
+            most = min(most, row_block(op.name, op.kind.value, rows, per_row, max(room, per_row), what))
+        if self.block_bytes is None:
+            return [(r0, min(most, rows - r0)) for r0 in range(0, rows, most)]
+        count = -(-rows // most)
+        bounds = [rows * i // count for i in range(count + 1)]
+        return [(lo, hi - lo) for lo, hi in zip(bounds, bounds[1:])]
 
     def _store(self, out: Matrix, slot: Addr) -> None:
         self.vp_out.filled()
@@ -178,9 +191,7 @@ class VectorLowering:
                                        out.block(0, out.rows, c0, w), bcast)
             return
         isz = self.dtype.itemsize
-        tr = self.block_rows(op, a.rows, self._elementwise_needs(op, cols, b, bcast))
-        for r0 in range(0, a.rows, tr):
-            rows = min(tr, a.rows - r0)
+        for r0, rows in self.row_blocks(op, a.rows, self._elementwise_needs(op, cols, b, bcast)):
             slot = self.vp_in.acquire()
             self.em.load(self.loader, slot, a.block(r0, rows, 0, cols))
             b_at = None
@@ -232,10 +243,9 @@ class VectorLowering:
 
     def _copy_rows(self, op: Op, src: Matrix, dst: Matrix, dtype: DType) -> None:
         row_bytes = src.cols * dtype.itemsize
-        tr = self.block_rows(op, src.rows, {"the vp_in slot": (row_bytes, 0, self.vp_in.slot_bytes),
+        blocks = self.row_blocks(op, src.rows, {"the vp_in slot": (row_bytes, 0, self.vp_in.slot_bytes),
                                             "the vp_out slot": (row_bytes, 0, self.vp_out.slot_bytes)})
-        for r0 in range(0, src.rows, tr):
-            rows = min(tr, src.rows - r0)
+        for r0, rows in blocks:
             slot = self.vp_in.acquire()
             self.em.load(self.loader, slot, src.block(r0, rows, 0, src.cols))
             self.vp_in.filled()
@@ -252,12 +262,11 @@ class VectorLowering:
         out = view_matrix(self.views[op.name])
         isz, d = self.dtype.itemsize, x.cols
         eps = float(op.attr("eps", 1e-5))
-        tr = self.block_rows(op, x.rows, {
+        blocks = self.row_blocks(op, x.rows, {
             "the vp_in slot": (d * isz, 2 * _up(d * 4) + _ALIGN, self.vp_in.slot_bytes),
             "the vp_out slot": (d * isz, 0, self.vp_out.slot_bytes),
             "vector scratch": (2 * d * 4 + 8, 4 * _ALIGN, self.scratch_bytes)})
-        for r0 in range(0, x.rows, tr):
-            rows = min(tr, x.rows - r0)
+        for r0, rows in blocks:
             slot = self.vp_in.acquire()
             g_at = slot + _up(rows * d * isz)
             b_at = g_at + _up(d * 4)
@@ -305,12 +314,11 @@ class VectorLowering:
         g_isz = self.em.itemsize[gain.symbol]
         isz, d = self.dtype.itemsize, x.cols
         eps = float(op.attr("eps", 1e-6))
-        tr = self.block_rows(op, x.rows, {
+        blocks = self.row_blocks(op, x.rows, {
             "the vp_in slot": (d * isz, _up(d * g_isz) + _ALIGN, self.vp_in.slot_bytes),
             "the vp_out slot": (d * isz, 0, self.vp_out.slot_bytes),
             "vector scratch": (2 * d * 4 + 4, _up(d * 4) + 3 * _ALIGN, self.scratch_bytes)})
-        for r0 in range(0, x.rows, tr):
-            rows = min(tr, x.rows - r0)
+        for r0, rows in blocks:
             slot = self.vp_in.acquire()
             g_at = slot + _up(rows * d * isz)
             self.em.load(self.loader, slot, x.block(r0, rows, 0, d))
@@ -357,13 +365,12 @@ class VectorLowering:
     def _rope_rows(self, op: Op, x: Matrix, out: Matrix, table: Matrix, bcast: str) -> None:
         isz, h = self.dtype.itemsize, x.cols // 2
         per_table_row = 2 * h * 4 if bcast == "none" else 0
-        tr = self.block_rows(op, x.rows, {
+        blocks = self.row_blocks(op, x.rows, {
             "the vp_in slot": (2 * h * isz + per_table_row, 4 * _ALIGN + (0 if per_table_row else 2 * _up(h * 4)),
                                self.vp_in.slot_bytes),
             "the vp_out slot": (2 * h * isz, _ALIGN, self.vp_out.slot_bytes),
             "vector scratch": (4 * h * 4, 4 * _ALIGN, self.scratch_bytes)})
-        for r0 in range(0, x.rows, tr):
-            rows = min(tr, x.rows - r0)
+        for r0, rows in blocks:
             t_rows = rows if bcast == "none" else 1
             half = _up(rows * h * isz)
             slot = self.vp_in.acquire()
@@ -423,12 +430,11 @@ class VectorLowering:
     def _softmax_rows(self, op: Op, x: Matrix, out: Matrix, mask: Matrix | None) -> None:
         isz, t = self.dtype.itemsize, x.cols
         scale = float(op.attr("scale", 1.0))
-        tr = self.block_rows(op, x.rows, {
+        blocks = self.row_blocks(op, x.rows, {
             "the vp_in slot": (t * isz + (t * 4 if mask else 0), 2 * _ALIGN, self.vp_in.slot_bytes),
             "the vp_out slot": (t * isz, 0, self.vp_out.slot_bytes),
             "vector scratch": (t * 4 + 8, 3 * _ALIGN, self.scratch_bytes)})
-        for r0 in range(0, x.rows, tr):
-            rows = min(tr, x.rows - r0)
+        for r0, rows in blocks:
             slot = self.vp_in.acquire()
             self.em.load(self.loader, slot, x.block(r0, rows, 0, t))
             m_at = slot + _up(rows * t * isz)

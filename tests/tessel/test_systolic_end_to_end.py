@@ -75,7 +75,7 @@ def test_compiled_program_file_simulates_like_the_model(capsys, tmp_path, tiny_h
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--set", "sram_bytes=8192"], "op 'embed.tokens' (embedding): one row needs"),
+    (["--set", "sram_bytes=8192"], "sram_bytes = 8,192 cannot hold one fold of the 128x128 ws array"),
     (["--set", "rows=0"], "--set rows=0: field 'rows' must be an integer from 1 to 65536 PEs, got 0"),
     (["--set", "clock_mhz=fast"], "--set clock_mhz=fast: field 'clock_mhz' must be a number from 1 to 10000 MHz, got 'fast'"),
     (["--set", "dataflow=rs"], "field 'dataflow' must be one of ws, os, is, got 'rs'"),
@@ -115,7 +115,7 @@ def test_too_small_sram_names_the_op_and_the_sizes():
     from compiler.phase import decode
     from compiler.targets import CompileError
     from tessel.targets import TARGETS
-    arch = load_arch("systolic-128", ["sram_bytes=100000"])
+    arch = load_arch("systolic-32", ["sram_bytes=65536"])     # holds one fold, not one row
     with pytest.raises(CompileError, match=r"op 'h.0.ln_1' \(layernorm\): one row needs 7744 bytes "
-                                           r"of the vp_in slot \(6208 of them fixed\), which holds 6976"):
+                                           r"of the vp_in slot \(6208 of them fixed\), which holds 4544"):
         TARGETS["systolic"].compile(load_model("gpt2").graph(decode(8)), arch)

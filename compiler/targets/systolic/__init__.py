@@ -6,7 +6,7 @@ from compiler.targets.attention_plan import AttentionPlan, plan_attention
 from compiler.targets.base import Lowered
 from compiler.targets.steps import PRECISION, STORAGE
 from compiler.targets.systolic.lowering import SystolicLowering
-from compiler.targets.systolic.memory import DramLayout, SramLayout, plan_dram, plan_sram
+from compiler.targets.systolic.memory import DramLayout, SramLayout, copy_row_bytes, plan_dram, plan_sram
 
 __all__ = ["PIPELINE"]
 
@@ -17,7 +17,7 @@ def _dram(c: Compilation) -> DramLayout:
 
 
 def _sram(c: Compilation) -> SramLayout:
-    return plan_sram(c.arch)
+    return plan_sram(c.arch, c.dtype, copy_row_bytes(c.graph, c.dtype))
 
 
 def _attention(c: Compilation) -> AttentionPlan:

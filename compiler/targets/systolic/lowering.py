@@ -20,10 +20,15 @@ from compiler.targets.base import GemmLowering, Lowered
 from compiler.targets.emit import Emitter, Matrix, Ring, symbol_name
 from compiler.targets.movement import lower_embedding, lower_kv_append
 from compiler.targets.systolic.memory import ALIGN, DramLayout, SramLayout, dram_symbol
-from compiler.targets.tiling import GemmSlots, gemm_tile
+from compiler.targets.systolic.folds import FoldGemm, Limits, Packer
 from compiler.targets.vector import VectorLowering
 
 __all__ = ["SystolicLowering", "ASSUMPTIONS"]
+
+# At most this many bytes of each buffer per vector block: fixed, so that a larger SRAM never
+# makes a vector op load more before it starts. 64 KiB: the fastest of 32, 64 and 128 KiB among
+# the caps under which gpt2 prefill-128 on systolic-128 never slows with more SRAM (measured).
+VECTOR_BLOCK_BYTES = 65536
 
 ASSUMPTIONS = ("every tensor round-trips DRAM between ops (no cross-op fusion but attention's)",)
 
@@ -41,12 +46,17 @@ class SystolicLowering(GemmLowering):
         self.rings = {spec.name: Ring(em, spec) for spec in sram.rings}
         self.acc = Ring(em, sram.acc)
         vector = VectorLowering(em, self.rings["vp_in"], self.rings["vp_out"], sram.scratch, dtype,
-                                plan.views, self.add_constant)
+                                plan.views, self.add_constant, block_bytes=VECTOR_BLOCK_BYTES)
         super().__init__(graph=graph, plan=plan, em=em, vector=vector)
-        self._mcfg: tuple | None = None
         self.attention = attention
         self.kernel = FusedAttention(em, vector, KernelQueues("dma0", "mxu0", "vpu0", "dma1"), dtype,
                                      self.add_constant)
+        ra, rb, rin, rout = (self.rings[r] for r in ("mx_a", "mx_b", "vp_in", "vp_out"))
+        limits = Limits(ra.slot_bytes, rb.slot_bytes, self.acc.slot_bytes, rin.slot_bytes,
+                        rout.slot_bytes)
+        self._folds = FoldGemm(em, arch.rows, arch.cols, arch.dataflow, arch.weight_preload_overlap,
+                               dtype, Packer(em, ra, "dma0"), Packer(em, rb, "dma0"), self.acc,
+                               vector.epilogue, limits)
 
     def add_constant(self, name: str, shape: tuple[int, ...]) -> None:
         symbol, self._dram_end = dram_symbol(name, self._dram_end, shape, DType.fp32, self.arch)
@@ -71,53 +81,13 @@ class SystolicLowering(GemmLowering):
         self.kernel.lower(chain, self.plan.views, blocks, ("sram", 0, self.arch.sram_bytes),
                           ("acc", 0, self.arch.acc_bytes))
         em.barrier(self.arch.queues)
-        self._mcfg = None
+        self._folds.forget_config()
         em.stored(writer, symbol_name(self.plan.views[chain.context].buffer))
 
     def gemm(self, op: Op, a: Matrix, b: Matrix, out: Matrix, transpose_b: bool,
              bias: Matrix | None) -> None:
-        """C = A @ B (+ bias) tile by tile: A, B on dma0 -> mxu0 -> vpu0 epilogue -> dma1."""
-        m, k = a.rows, a.cols
-        n = b.rows if transpose_b else b.cols
-        arch = self.arch
-        ra, rb, rin, rout = (self.rings[r] for r in ("mx_a", "mx_b", "vp_in", "vp_out"))
-        slots = GemmSlots(ra.slot_bytes, rb.slot_bytes, self.acc.slot_bytes, rin.slot_bytes,
-                          rout.slot_bytes, self.dtype.itemsize, transpose_b)
-        t = gemm_tile(op.name, m, n, k, arch.rows, arch.cols, arch.dataflow, slots.fits)
-        acc_type = DType.int32 if self.dtype is DType.int8 else DType.fp32
-        k_steps = range(0, k, t.k)
-        for m0 in range(0, m, t.m):
-            tm = min(t.m, m - m0)
-            a_slot = None
-            for n0 in range(0, n, t.n):
-                tn = min(t.n, n - n0)
-                c_slot = None
-                for k0 in k_steps:
-                    tk = min(t.k, k - k0)
-                    if a_slot is None or len(k_steps) > 1:
-                        a_slot = ra.acquire()
-                        self.em.load("dma0", a_slot, a.block(m0, tm, k0, tk))
-                        ra.filled()
-                        ra.take()
-                    b_slot = rb.acquire()
-                    tile = b.block(n0, tn, k0, tk) if transpose_b else b.block(k0, tk, n0, tn)
-                    self.em.load("dma0", b_slot, tile)
-                    rb.filled()
-                    rb.take()
-                    if c_slot is None:
-                        c_slot = self.acc.acquire()
-                    if self._mcfg != (tm, tn, tk):
-                        self._mcfg = (tm, tn, tk)
-                        self.em.emit("mxu0", "mcfg", m=tm, n=tn, k=tk, dtype=self.dtype, acc=acc_type)
-                    self.em.emit("mxu0", "gemm", c=c_slot, a=a_slot, b=b_slot,
-                                 accumulate=int(k0 > 0), transpose_b=int(transpose_b))
-                    rb.release()
-                    if len(k_steps) > 1 or n0 + t.n >= n:
-                        ra.release()
-                self.acc.filled()
-                self.vector.epilogue(c_slot, acc_type, tm, tn,
-                                     bias.block(0, 1, n0, tn) if bias else None, out.block(m0, tm, n0, tn),
-                                     self.acc)
+        """C = A @ B (+ bias) fold by fold (folds.py): dma0 -> mxu0 -> vpu0 epilogue -> dma1."""
+        self._folds.lower(op.name, a, b, out, transpose_b, bias)
 
     def op_embedding(self, op: Op) -> None:
         lower_embedding(self.em, op, self.plan.views, self.rings["copy"], self.dtype.itemsize, ALIGN)

@@ -73,7 +73,7 @@ class SystolicMachine(Machine[SystolicArch]):
         arch, mcfg = self.arch, cfg.mcfg
         m, n, k = mcfg["m"], mcfg["n"], mcfg["k"]
         s.durations[i] = gemm_cycles(m, n, k, arch.rows, arch.cols, arch.dataflow,
-                                     arch.weight_preload_overlap)
+                                     arch.weight_preload_overlap, bool(ins["stream"]))
         a_reads, b_reads, c_writes = _operand_passes(m, n, k, arch.rows, arch.cols, arch.dataflow)
         s.events.set(i, macs=m * n * k,
                      sram_read_bytes=(m * k * a_reads + k * n * b_reads) * mcfg["dtype"].itemsize,

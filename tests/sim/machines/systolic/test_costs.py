@@ -60,18 +60,16 @@ def gemm_graph(tmp_path: Path, m: int, n: int, k: int) -> Path:
     return path
 
 
-# (M, K, N, overrides, times A is read): with K whole (one k step) the lowering loads an A
-# row block once and reuses it for every column tile; with K split it reloads A for every
-# (column tile, k step), i.e. A is read once per column tile. B blocks are loaded once each,
-# C is written once (the k steps accumulate in the accumulator).
+# (M, K, N, overrides, times A is read): a GEMM runs fold by fold (folds.py); A stays on chip
+# for every column group when it fits its slot, else it is reloaded once per column group
+# (groups ramp 1, 2, 4, ... column folds). B is loaded once, C written once.
 GEMMS = [
-    # everything fits: one 24x72x40 tile
+    # everything fits
     (24, 40, 72, ["rows=8", "cols=8"], 1),
-    # 32 KiB SRAM: the B slot (5,184 bytes) takes 40 of B's 72 columns -> N tiles 40 + 32
+    # 32 KiB SRAM: A (1,920 bytes) still fits its 2,560-byte slot
     (24, 40, 72, ["rows=8", "cols=8", "sram_bytes=32768"], 1),
-    # 32 KiB SRAM, K = 72: the A slot (2,560 bytes) forces K tiles 40 + 32, then B forces
-    # N tiles 40 + 32: A is read twice, once per column tile
-    (24, 72, 72, ["rows=8", "cols=8", "sram_bytes=32768"], 2),
+    # 32 KiB SRAM, K = 72: A (3,456 bytes) does not fit, so it is read once per column fold (9)
+    (24, 72, 72, ["rows=8", "cols=8", "sram_bytes=32768"], 9),
 ]
 
 

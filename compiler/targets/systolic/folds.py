@@ -1,0 +1,250 @@
+"""A GEMM on a systolic array, fold by fold: each `gemm` instruction is one fold of the array
+(one rows x cols block of the pinned dimensions) over one piece of the streamed dimension.
+
+Loads, compute and stores therefore pipeline at fold granularity: the array starts as soon as
+its first fold's operands have arrived. Pieces of one fold's stream follow each other with
+`stream=1` (the stationary operand stays, the pipeline stays full), so the matrix unit's
+cycles are SCALE-Sim's fold arithmetic whatever the buffer sizes, as long as the accumulator
+holds one column of folds' partial sums over the whole stream (docs/systolic.md).
+
+Roles, by dataflow (p: fold along the array rows, q: along its columns, t: stream piece):
+    ws, is: stationary W(p, q), streamed X(p, t), output Y(q, t); reduction over p
+    os:     output Y(p, q) stays in the PEs; streamed X(p, t) = A rows, Z(q, t) = B columns
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from isa import Addr, DType
+
+from compiler.errors import CompileError
+from compiler.targets.emit import Emitter, Matrix, Ring
+
+__all__ = ["FoldGemm", "Packer", "min_slots", "PIECE_MAX"]
+
+ALIGN = 64
+PIECE_MAX = 8192       # stream rows per piece: keeps every DMA row and ISA count in its field
+
+
+def _aligned(nbytes: int) -> int:
+    return -(-nbytes // ALIGN) * ALIGN
+
+
+class Packer:
+    """Operand blocks through one ring, packed into its slots in order of use.
+
+    `scope(total)`: blocks used from here on share one slot when they all fit it (each is
+    loaded at its first use and kept until `end`); otherwise every use loads its block into
+    the current slot, moving to the next slot (after releasing the last) when it is full.
+    """
+
+    def __init__(self, em: Emitter, ring: Ring, loader: str) -> None:
+        self.em, self.ring, self.loader = em, ring, loader
+        self.resident = False
+        self.slot: Addr | None = None
+        self.used = 0
+        self.held: dict[object, Addr] = {}
+
+    def scope(self, total_bytes: int) -> None:
+        self.end()
+        self.resident = total_bytes <= self.ring.slot_bytes
+
+    def use(self, key: object, nbytes: int, block: Matrix) -> Addr:
+        """The on-chip address of `block` (DMA'd in first when it is not held)."""
+        if key in self.held:
+            return self.held[key]
+        size = _aligned(nbytes)
+        if self.slot is None or self.used + size > self.ring.slot_bytes:
+            self.end_slot()
+            self.slot = self.ring.acquire()
+        addr = Addr(self.slot.space, self.slot.addr + self.used)
+        self.used += size
+        self.em.load(self.loader, addr, block)
+        self.ring.filled()
+        self.ring.take()
+        if self.resident:
+            self.held[key] = addr
+        return addr
+
+    def end_slot(self) -> None:
+        if self.slot is not None:
+            self.ring.release()
+        self.slot, self.used, self.held = None, 0, {}
+
+    def end(self) -> None:
+        self.end_slot()
+
+
+class _AccPiece:
+    """One piece of an accumulator slot, as the vector epilogue sees a ring: it waits for
+    the piece and frees the slot only after the last piece."""
+
+    def __init__(self, ring: Ring, last: bool) -> None:
+        self.ring, self.last = ring, last
+
+    def take(self) -> None:
+        self.ring.take()
+
+    def release(self) -> None:
+        if self.last:
+            self.ring.release()
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Slot bytes a GEMM's blocks must fit: streamed (a), stationary (b), accumulator, the
+    epilogue's bias row and output tile."""
+
+    a: int
+    b: int
+    acc: int
+    bias: int
+    out: int
+
+
+def min_slots(rows: int, cols: int, dataflow: str, isz: int) -> Limits:
+    """The smallest slots that hold one fold: its stationary operand, one streamed row and
+    that row's partial sums (and, for os, the whole output fold held in the PEs)."""
+    if dataflow == "os":
+        return Limits(a=_aligned(rows * isz), b=_aligned(cols * isz), acc=rows * cols * 4,
+                      bias=cols * 4, out=rows * cols * isz)
+    return Limits(a=_aligned(rows * isz), b=_aligned(rows * cols * isz), acc=cols * 4,
+                  bias=cols * 4, out=cols * isz)
+
+
+def _blocks(total: int, unit: int) -> list[tuple[int, int]]:
+    return [(s, min(unit, total - s)) for s in range(0, total, unit)]
+
+
+def _even(total: int, most: int) -> int:
+    """The piece length that cuts `total` into as few pieces of at most `most` as possible,
+    all of (nearly) one length: a larger buffer then never leaves a longer first piece
+    beside a short last one."""
+    return -(-total // -(-total // most))
+
+
+class FoldGemm:
+    """Emits C = A @ B (+ bias) fold by fold (module docstring)."""
+
+    def __init__(self, em: Emitter, rows: int, cols: int, dataflow: str, overlap: bool,
+                 dtype: DType, streamed: Packer, stationary: Packer, acc: Ring,
+                 epilogue: Callable[..., None], limits: Limits) -> None:
+        self.em, self.rows, self.cols, self.dataflow = em, rows, cols, dataflow
+        self.overlap, self.dtype = overlap, dtype
+        self.x, self.w, self.acc, self.epilogue, self.limits = streamed, stationary, acc, epilogue, limits
+        self.acc_type = DType.int32 if dtype is DType.int8 else DType.fp32
+        self._mcfg: tuple | None = None
+
+    def forget_config(self) -> None:
+        """Another emitter (the fused attention kernel) configured the matrix unit since."""
+        self._mcfg = None
+
+    def _gemm(self, m: int, n: int, k: int, c: Addr, a: Addr, b: Addr, accumulate: bool,
+              transpose_b: bool, stream: bool) -> None:
+        if self._mcfg != (m, n, k):
+            self._mcfg = (m, n, k)
+            self.em.emit("mxu0", "mcfg", m=m, n=n, k=k, dtype=self.dtype, acc=self.acc_type)
+        self.em.emit_fast("mxu0", "gemm", c, a, b, int(accumulate), int(transpose_b), int(stream))
+
+    def _check(self, name: str) -> None:
+        need = min_slots(self.rows, self.cols, self.dataflow, self.dtype.itemsize)
+        have = self.limits
+        for field in ("a", "b", "acc", "bias", "out"):
+            if getattr(have, field) < getattr(need, field):
+                raise CompileError(f"op '{name}' (matmul): one fold of the {self.rows}x{self.cols} "
+                                   f"{self.dataflow} array needs a {field} slot of "
+                                   f"{getattr(need, field):,} bytes; this buffer plan gives "
+                                   f"{getattr(have, field):,}")
+
+    def lower(self, name: str, a: Matrix, b: Matrix, out: Matrix, transpose_b: bool,
+              bias: Matrix | None) -> None:
+        self._check(name)
+        if self.dataflow == "os":
+            self._output_stationary(a, b, out, transpose_b, bias)
+        else:
+            self._reduce_on_rows(a, b, out, transpose_b, bias)
+
+    # -- ws and is: stationary W(p, q), streamed X(p, t), output Y(q, t) -------------------
+    def _reduce_on_rows(self, a: Matrix, b: Matrix, out: Matrix, tb: bool, bias: Matrix | None) -> None:
+        ws, isz, lim = self.dataflow == "ws", self.dtype.itemsize, self.limits
+        m, k = a.rows, a.cols
+        n = b.rows if tb else b.cols
+        total_t, across = (m, n) if ws else (n, m)
+        r_unit, c_unit = self.rows, min(self.cols, across)
+        # pieces: what one streamed block, output tile and bias row may hold; a chunk: the
+        # pieces whose partial sums (one column of folds) fit one accumulator slot together
+        x_row = _aligned(r_unit * isz) if ws else r_unit * isz
+        piece = max(1, min(total_t, PIECE_MAX, lim.a // x_row, lim.out // (c_unit * isz),
+                           lim.acc // (c_unit * 4), PIECE_MAX if ws else lim.bias // 4))
+        piece = _even(total_t, piece)
+        chunk = min(total_t, max(1, lim.acc // _aligned(piece * c_unit * 4)) * piece)
+        # one fold per gemm: grouping folds into larger transfers lengthens every pipeline's
+        # fill by more than it saves in DMA latencies, and would tie the grouping to the buffers
+        col_groups = _blocks(across, c_unit)
+        groups = _blocks(k, r_unit)
+        for c0, clen in _blocks(total_t, chunk):
+            pieces = _blocks(clen, piece)
+            self.x.scope(sum(_aligned(r * tl * isz) for _, r in groups for _, tl in pieces))
+            for q0, qlen in col_groups:
+                slot = self.acc.acquire()
+                offsets = [i * _aligned(piece * qlen * 4) for i in range(len(pieces))]
+                for p0, plen in groups:
+                    if ws:
+                        wblk = b.block(q0, qlen, p0, plen) if tb else b.block(p0, plen, q0, qlen)
+                    else:
+                        wblk = a.block(q0, qlen, p0, plen)
+                    w = self.w.use(("w", p0, q0), plen * qlen * isz, wblk)
+                    for i, (t0, tl) in enumerate(pieces):
+                        t0 += c0
+                        if ws:
+                            xblk = a.block(t0, tl, p0, plen)
+                        else:
+                            xblk = b.block(t0, tl, p0, plen) if tb else b.block(p0, plen, t0, tl)
+                        x = self.x.use(("x", p0, t0), plen * tl * isz, xblk)
+                        c = Addr(slot.space, slot.addr + offsets[i])
+                        stream = i > 0 or (self.overlap and (p0 > 0 or q0 > 0 or c0 > 0))
+                        if ws:
+                            self._gemm(tl, qlen, plen, c, x, w, p0 > 0, tb, stream)
+                        else:
+                            self._gemm(qlen, tl, plen, c, w, x, p0 > 0, tb, stream)
+                for _ in pieces:
+                    self.acc.filled()
+                for i, (t0, tl) in enumerate(pieces):
+                    t0 += c0
+                    last = i == len(pieces) - 1
+                    c = Addr(slot.space, slot.addr + offsets[i])
+                    if ws:
+                        self.epilogue(c, self.acc_type, tl, qlen, bias.block(0, 1, q0, qlen) if bias else None,
+                                      out.block(t0, tl, q0, qlen), _AccPiece(self.acc, last))
+                    else:
+                        self.epilogue(c, self.acc_type, qlen, tl, bias.block(0, 1, t0, tl) if bias else None,
+                                      out.block(q0, qlen, t0, tl), _AccPiece(self.acc, last))
+        self.x.end()
+        self.w.end()
+
+    # -- os: output Y(p, q) in the PEs, streamed X(p, t) (A rows) and Z(q, t) (B columns) ----
+    def _output_stationary(self, a: Matrix, b: Matrix, out: Matrix, tb: bool, bias: Matrix | None) -> None:
+        isz, lim = self.dtype.itemsize, self.limits
+        m, k = a.rows, a.cols
+        n = b.rows if tb else b.cols
+        r_unit, c_unit = self.rows, self.cols
+        piece = max(1, min(k, PIECE_MAX, lim.a // (r_unit * isz), lim.b // (c_unit * isz)))
+        piece = _even(k, piece)
+        pieces = _blocks(k, piece)
+        self.w.scope(sum(_aligned(ql * tl * isz) for _, ql in _blocks(n, c_unit) for _, tl in pieces))
+        for p0, plen in _blocks(m, r_unit):
+            self.x.scope(sum(_aligned(plen * tl * isz) for _, tl in pieces))
+            for q0, qlen in _blocks(n, c_unit):
+                slot = self.acc.acquire()
+                for i, (t0, tl) in enumerate(pieces):
+                    x = self.x.use(("x", p0, t0), plen * tl * isz, a.block(p0, plen, t0, tl))
+                    zblk = b.block(q0, qlen, t0, tl) if tb else b.block(t0, tl, q0, qlen)
+                    z = self.w.use(("z", q0, t0), qlen * tl * isz, zblk)
+                    stream = i > 0 or (self.overlap and (p0 > 0 or q0 > 0))
+                    self._gemm(plen, qlen, tl, slot, x, z, i > 0, tb, stream)
+                self.acc.filled()
+                self.epilogue(slot, self.acc_type, plen, qlen, bias.block(0, 1, q0, qlen) if bias else None,
+                              out.block(p0, plen, q0, qlen), _AccPiece(self.acc, True))
+        self.x.end()
+        self.w.end()
