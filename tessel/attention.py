@@ -83,6 +83,9 @@ def attention_graph(n: int, d: int = 64, heads: int = 1):
     return g.build([g.op(OpKind.MATMUL, "attn.context", [probs, v])])
 
 
+SMALL_ARRAY_BELOW = 256 << 10     # on-chip bytes below which the systolic sweep uses 32x32
+
+
 def onchip_overrides(target: str, onchip_bytes: int) -> list[str]:
     """--set arguments giving `target` `onchip_bytes` of on-chip memory: the systolic SRAM and
     accumulator at systolic-128's 8 : 1, or that many bytes of dataflow PMUs (PMUs of at most
@@ -99,7 +102,10 @@ def attention_point(target: str, n: int, onchip_bytes: int, mode: str, d: int = 
     """Compile one attention (no simulation: traffic is static) and return its report entry."""
     from tessel.targets import target as get_target
     t = get_target(target)
-    arch = t.load_arch(None, [*onchip_overrides(target, onchip_bytes), f"attention={mode}"])
+    # one fold of a 128x128 array needs about 152 KiB of SRAM (docs/systolic.md), so smaller
+    # memories are the 32x32 array of systolic-32's (a Gemmini-class chip)
+    preset = "systolic-32" if target == "systolic" and onchip_bytes < SMALL_ARRAY_BELOW else None
+    arch = t.load_arch(preset, [*onchip_overrides(target, onchip_bytes), f"attention={mode}"])
     lowered = t.compile(attention_graph(n, d, heads), arch)
     return attention_report(lowered.program, lowered.attention) | {
         "instructions": len(lowered.program.instructions)}

@@ -92,7 +92,10 @@ def plan_blocks(rows: int, t: int, d: int, itemsize: int, sram_bytes: int, acc_b
             br = min(row_cap, (sram_bytes - fixed - brc * chunk_row) // per_row) if brc >= 1 else 0
             if br >= 1 and brc >= 1:
                 brc = 1 << (min(brc, br).bit_length() - 1)     # chunks at power-of-two rows
-                return AttentionBlocks(br if br == rows else br // brc * brc, bc, brc, masked)
+                # a chunk narrower than the key block cannot skip what it does not see: take
+                # the square pair a size down instead (so more memory never gives a worse one)
+                if brc >= bc or br < bc or smallest:
+                    return AttentionBlocks(br if br == rows else br // brc * brc, bc, brc, masked)
         if smallest:
             return None
         bc = max(1, bc // 2)

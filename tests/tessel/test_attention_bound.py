@@ -22,7 +22,9 @@ def test_fused_traffic_within_a_constant_of_the_bound(tgt):
     for n in (1024, 4096):
         ratios = [attention_point(tgt, n, m, "fused")["ratio"] for m in MEMORIES]
         assert max(ratios) <= min(8, CONSTANT[tgt]), (n, ratios)
-        assert ratios == sorted(ratios, reverse=True), (n, ratios)     # never grows with M
+        # never grows with M, but for the kernel's small position tables, which grow with the
+        # key block (at most 0.4 % of the bound at N = 1024 once the ratio is near 1)
+        assert all(b <= a * 1.01 for a, b in zip(ratios, ratios[1:])), (n, ratios)
         assert ratios[-1] < 1.02
 
 
