@@ -67,7 +67,7 @@ def needs_mask(chain: AttentionChain) -> bool:
 
 
 def plan_blocks(rows: int, t: int, d: int, itemsize: int, sram_bytes: int, acc_bytes: int,
-                masked: bool, window: bool) -> AttentionBlocks | None:
+                masked: bool, window: bool, key_block_max: int = _BC_MAX) -> AttentionBlocks | None:
     """The largest query block for the on-chip memory, or None when not even one row fits.
 
     SRAM: Q (br x d), fp32 O (br x d), m and l (br); K and V slots (2 x 2 x bc x d); P slots
@@ -76,12 +76,16 @@ def plan_blocks(rows: int, t: int, d: int, itemsize: int, sram_bytes: int, acc_b
     bc starts at min(T, 512) and halves until the K/V slots take at most 1/8 of the SRAM;
     chunks are square (brc = bc, at least 64 rows) as far as the accumulator and 1/8 of the
     SRAM allow, so a causal chunk skips the key blocks after it and masks one; the query
-    block gets the rest, in whole chunks (docs/systolic.md)."""
+    block gets the rest, in whole chunks (docs/systolic.md). `key_block_max` caps bc when
+    there are several query rows."""
     isz = itemsize
     acc_slot = acc_bytes // 2 // _ALIGN * _ALIGN
     per_row = d * isz + d * 4 + 8 + (4 if masked else 0)
     row_cap = min(rows, MAX_TILE, _ROW_BYTES_MAX // 4)
-    bc = min(t, _BC_MAX)
+    # With several query rows, causal chunks skip the key blocks they do not see, and a key
+    # block wider than the matrix unit buys no speed for the hidden scores it computes: a
+    # target caps it at its array (so a larger memory never picks a slower, wider block)
+    bc = min(t, key_block_max if rows > 1 else _BC_MAX)
     while bc >= 1:
         fixed = 4 * _up(bc * d * isz) + (2 * _up(bc * 4) + 2 * _ALIGN if masked else 0) + 16 * _ALIGN
         chunk_row = 2 * bc * isz + 16 + (bc * 4 * (2 if window else 1) if masked else 0)

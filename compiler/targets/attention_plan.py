@@ -96,7 +96,8 @@ class AttentionPlan:
 
 
 def plan_attention(graph: Graph, views: Mapping[str, View], mode: str, dtype: DType,
-                   sram_bytes: int, acc_bytes: int, onchip_bytes: int) -> AttentionPlan:
+                   sram_bytes: int, acc_bytes: int, onchip_bytes: int,
+                   key_block_max: int | None = None) -> AttentionPlan:
     """Blocks for every chain (fused mode, float operands) and the sites the report reads."""
     chains, sites = [], []
     for chain in find_attention(graph):
@@ -104,8 +105,9 @@ def plan_attention(graph: Graph, views: Mapping[str, View], mode: str, dtype: DT
         rows = max(i.q.rows for i in insts)
         blocks = None
         if mode == "fused" and dtype is not DType.int8 and chain.d <= 65535 // 4:
+            cap = {} if key_block_max is None else {"key_block_max": key_block_max}
             blocks = plan_blocks(rows, chain.t, chain.d, dtype.itemsize, sram_bytes, acc_bytes,
-                                 needs_mask(chain), chain.window is not None)
+                                 needs_mask(chain), chain.window is not None, **cap)
         chains.append((chain, blocks))
         kv = len({(i.k.symbol, i.k.offset) for i in insts})
         sites.append(AttentionSite(

@@ -1,5 +1,6 @@
 """More SRAM, more DRAM bandwidth or lower DRAM latency never makes an op slower: every op of
-gpt2 prefill-128 and decode (KV 128) on systolic-128, over a grid of each (issue 16)."""
+gpt2 prefill-128 and decode (KV 128) on systolic-128, over a grid of each (issue 16); and
+more SRAM on systolic-32's 32x32 array (128 KiB .. 32 MiB), whole prefill."""
 from __future__ import annotations
 
 from functools import lru_cache
@@ -22,8 +23,8 @@ GRIDS = {
 
 
 @lru_cache(maxsize=None)
-def op_cycles(phase: str, field: str, value: float) -> dict[str, int]:
-    arch = load_arch("systolic-128", [f"{field}={value}"])
+def op_cycles(phase: str, field: str, value: float, preset: str = "systolic-128") -> dict[str, int]:
+    arch = load_arch(preset, [f"{field}={value}"])
     graph = load_model("gpt2").graph(PHASES[phase])
     program = TARGETS["systolic"].compile(graph, arch).program
     result = simulate(program, TARGETS["systolic"].machine(arch), functional=False).result
@@ -39,3 +40,12 @@ def test_better_memory_never_slows_an_op(phase, field):
         before, after = op_cycles(phase, field, worse), op_cycles(phase, field, better)
         slower = {n: (before[n], after[n]) for n in before if after[n] > before[n]}
         assert not slower, f"{field} {worse} -> {better}: {slower}"
+
+
+@pytest.mark.slow
+def test_more_sram_never_slows_a_32x32_array():
+    values = [128 << 10, 256 << 10, 512 << 10, 1 << 20, 2 << 20, 4 << 20, 16 << 20, 32 << 20]
+    for worse, better in zip(values, values[1:]):
+        before, after = (op_cycles("prefill-128", "sram_bytes", v, "systolic-32") for v in (worse, better))
+        slower = {n: (before[n], after[n]) for n in before if after[n] > before[n]}
+        assert not slower, f"sram_bytes {worse} -> {better}: {slower}"

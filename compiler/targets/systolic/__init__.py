@@ -22,10 +22,12 @@ def _sram(c: Compilation) -> SramLayout:
 
 def _attention(c: Compilation) -> AttentionPlan:
     """Fused attention owns the whole SRAM and accumulator while it runs; the I/O bound's M is
-    both, in operand elements."""
+    both, in operand elements. Key blocks of a prefill are at most the array's width (at least
+    64 rows, the chunk minimum)."""
     a = c.arch
     return plan_attention(c.graph, c["storage"].views, a.attention, c["precision"].dtype,
-                          a.sram_bytes, a.acc_bytes, a.sram_bytes + a.acc_bytes)
+                          a.sram_bytes, a.acc_bytes, a.sram_bytes + a.acc_bytes,
+                          key_block_max=max(64, a.cols))
 
 
 def _emit(c: Compilation) -> Lowered:

@@ -34,7 +34,7 @@ def _run(model: Model, tgt: str, phase, dtype: DType = DType.bf16, *sets: str):
 
 def _tiny_blocks(monkeypatch) -> None:
     """16 query rows per block, 8 keys per block, chunks of 4 rows."""
-    def tiny(rows, t, d, isz, sram, acc, masked, window):
+    def tiny(rows, t, d, isz, sram, acc, masked, window, key_block_max=None):
         return AttentionBlocks(min(rows, 16), 8, 4, masked)
     monkeypatch.setattr(attention_plan, "plan_blocks", tiny)
     monkeypatch.setattr(dataflow_lowering, "plan_blocks", tiny)
