@@ -37,15 +37,14 @@ def token_feeds(ids: np.ndarray) -> dict[str, np.ndarray]:
     return {"tokens": np.asarray(ids, dtype=np.int32).reshape(1, -1)}
 
 
-def kv_feeds(graph: Graph, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Map a pass's K/V outputs (logits first, then K, V per layer) to the next pass's caches."""
+def kv_feeds(graph: Graph, outputs: dict[str, np.ndarray], step: Graph) -> dict[str, np.ndarray]:
+    """Map a pass's K/V outputs (logits first, then K, V per layer) to the cache inputs of the
+    decode graph `step`, which lists them in the same order (each family names its own)."""
+    caches = [op.name for op in step.inputs if op.name.endswith(("k_cache", "v_cache"))]
     kv = graph.outputs[1:]
-    prefix = "layers" if kv and kv[0].startswith("layers.") else "h"   # Llama-style or GPT-2
-    feeds = {}
-    for i in range(len(kv) // 2):
-        feeds[f"{prefix}.{i}.k_cache"] = outputs[kv[2 * i]]
-        feeds[f"{prefix}.{i}.v_cache"] = outputs[kv[2 * i + 1]]
-    return feeds
+    if len(caches) != len(kv):
+        raise GraphError(f"{step.name} reads {len(caches)} caches, {graph.name} makes {len(kv)}")
+    return {cache: outputs[value] for cache, value in zip(caches, kv)}
 
 
 def prefill_logits(model: Model, tokens: Sequence[int], dtype: type = np.float64) -> np.ndarray:
@@ -61,7 +60,7 @@ def decode_logits(model: Model, tokens: Sequence[int], dtype: type = np.float64)
     if len(ids) < 2:
         raise GraphError("decode needs at least 2 tokens: a cache and the new token")
     first = model.graph(prefill(len(ids) - 1))
-    cache = kv_feeds(first, execute(first, model.weights, token_feeds(ids[:-1]), dtype))
     step = model.graph(decode(len(ids) - 1))
+    cache = kv_feeds(first, execute(first, model.weights, token_feeds(ids[:-1]), dtype), step)
     feeds = {**cache, **token_feeds(ids[-1:])}
     return execute(step, model.weights, feeds, dtype)[step.outputs[0]][0]

@@ -16,7 +16,7 @@ import isa
 from isa.bulk import no_gc
 from arch import TargetArch
 from compiler.driver import check_tokens, kv_feeds, token_feeds
-from compiler.frontend import Model
+from compiler.frontend import DecoderConfig, Model
 from compiler.ir import Graph, GraphError
 from compiler.phase import Phase, prefill
 from compiler.passes.routing import Routing, policy_routing, route_graph, routing_feeds, routing_summary
@@ -42,7 +42,8 @@ def _feeds(model: Model, weights: Mapping[str, np.ndarray], phase: Phase,
     if phase.kind == "prefill":
         return token_feeds(ids)
     first = model.graph(prefill(len(ids) - 1))
-    cache = kv_feeds(first, execute(_caches_only(first), weights, token_feeds(ids[:-1])))
+    cache = kv_feeds(first, execute(_caches_only(first), weights, token_feeds(ids[:-1])),
+                     model.graph(phase))
     return {**cache, **token_feeds(ids[-1:])}
 
 
@@ -143,8 +144,8 @@ def workload_facts(model: Model, graph: Graph, routing: Routing | None, itemsize
     and, for mixture-of-experts models, the routing decision and the expert weights it reads."""
     c = model.config
     facts = {}
-    if hasattr(c, "num_key_value_heads"):
-        facts["kv_bytes_per_token"] = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim_ * itemsize
+    if isinstance(c, DecoderConfig):
+        facts["kv_bytes_per_token"] = c.kv_bytes(itemsize)
     if routing is not None:
         facts.update(routing_summary(graph, routing, itemsize))
     return facts

@@ -100,10 +100,14 @@ class DecoderConfig:
     def is_moe_layer(self, layer: int) -> bool:
         return self.num_experts > 0 and layer not in self.dense_layers
 
+    def kv_bytes(self, itemsize: int = 2) -> int:
+        """K and V of one token over all layers, at `itemsize` bytes per value (BF16: 2)."""
+        return 2 * self.num_hidden_layers * self.num_key_value_heads * self.head_dim_ * itemsize
+
     @property
     def kv_bytes_per_token(self) -> int:
-        """K and V of one token over all layers, in BF16 (2 bytes)."""
-        return 2 * self.num_hidden_layers * self.num_key_value_heads * self.head_dim_ * 2
+        """In BF16, as the presets' tables quote it."""
+        return self.kv_bytes()
 
     # the names the rest of the tool reads from any model config
     @property

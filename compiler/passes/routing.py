@@ -117,9 +117,10 @@ def _expand(g: GraphBuilder, graph: Graph, op: Op, choice: np.ndarray) -> None:
     _, _, counts = _layout(choice, n_experts)
     probs = g.op(OpKind.SOFTMAX, f"{m}.probs", [logits])
     flat = g.op(OpKind.RESHAPE, f"{m}.probs.flat", [probs], shape=(tokens * n_experts, 1))
-    picked = [g.op(OpKind.GATHER, f"{m}.weight{j}" if not op.attr("norm_topk_prob", False) else f"{m}.prob{j}",
+    renormalise = op.attr("norm_topk_prob", False)
+    picked = [g.op(OpKind.GATHER, f"{m}.{'prob' if renormalise else 'weight'}{j}",
                    [flat, g.input(f"{m}.pick{j}", (tokens,), DType.int32)]) for j in range(k)]
-    if op.attr("norm_topk_prob", False):
+    if renormalise:
         total = picked[0]
         for j in range(1, k):
             total = g.op(OpKind.ADD, f"{m}.prob_sum{j}", [total, picked[j]])

@@ -137,3 +137,26 @@ def test_inconsistent_head_counts_name_the_fields():
 def test_context_limit_is_enforced():
     with pytest.raises(GraphError, match="exceed the context of 256"):
         build_graph(TINY["tiny-llama3"], prefill(257))
+
+
+@pytest.mark.parametrize("kind, attrs, message", [
+    (OpKind.ROPE, dict(theta=1e4, start=0, factor=8.0), "llama3 frequency scaling needs 'low_freq_factor' too"),
+    (OpKind.ROPE, dict(theta=1e4, start=0, factor=8.0, low_freq_factor=4.0, high_freq_factor=1.0,
+                       original_max_position=64), "high_freq_factor must exceed low_freq_factor"),
+    (OpKind.ROPE, dict(theta=1.0, start=0), "attribute 'theta' must be a finite number above 1"),
+    (OpKind.ROPE, dict(theta=1e4), "missing attribute 'start'"),
+    (OpKind.SOFTMAX, dict(window=4), "a sliding window needs causal=true"),
+    (OpKind.SOFTMAX, dict(causal=True, window=0), "attribute 'window' must be a positive integer"),
+])
+def test_new_op_attributes_are_honoured_or_refused(kind, attrs, message):
+    g = GraphBuilder("a")
+    x = g.input("x", (2, 6, 8))
+    with pytest.raises(GraphError, match=message):
+        g.op(kind, "y", [x], **attrs)
+
+
+def test_concat_refuses_mismatched_inputs():
+    g = GraphBuilder("c")
+    a, b = g.input("a", (2, 8)), g.input("b", (3, 4))
+    with pytest.raises(GraphError, match="cannot concatenate"):
+        g.op(OpKind.CONCAT, "y", [a, b], axis=0)

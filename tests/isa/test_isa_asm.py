@@ -119,3 +119,11 @@ def test_errors_are_one_line_value_errors():
     with pytest.raises(ValueError) as caught:
         assemble(HEADER + "dma0 frob\n", filename="p.tasm")
     assert "\n" not in str(caught.value)
+
+
+def test_gatherw_table_must_be_64_byte_aligned():
+    text = (".target systolic\n.isa 1\n.spaces dram sram\n"
+            "dma0 gatherw dst=sram[0x0] table=dram[0x10000020] idx=sram[0x100] n=2\n")
+    with pytest.raises(AsmError, match=r"<input>:4:34: table=dram\[0x10000020\] is not a multiple of 64 bytes"):
+        assemble(text)
+    assert assemble(text.replace("0x10000020", "0x10000040")).instructions[0]["table"].addr == 0x10000040
