@@ -124,13 +124,17 @@ def dask_cluster(address: str) -> Iterator[Evaluate]:
     try:
         if count is not None:
             cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True,
-                                   host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
+                                   host="127.0.0.1", dashboard_address=None, silence_logs=logging.CRITICAL,
                                    preload=[__name__])      # runs dask_setup in each worker
         client = Client(cluster or where, timeout=_CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError) as e:
         if cluster is not None:
             cluster.close()
         raise SweepError(f"--dask {address}: cannot reach the scheduler ({e})") from None
+    # The local cluster's own processes log at CRITICAL only: a task's failure reaches the
+    # sweep through its future, and a worker that loses the scheduler while an interrupt
+    # shuts both down logs a heartbeat traceback (distributed/worker.py `heartbeat`) that
+    # would break the one-line interrupt message.
     # An interrupt that lands while the client waits makes distributed's `sync` cancel its
     # wait on the event-loop thread, where some releases fail on a free variable they never
     # bound and tornado logs the traceback (distributed/utils.py `cancel`). Results come from
