@@ -111,18 +111,24 @@ class VectorLowering:
 
     # -- GEMM epilogue -----------------------------------------------------------------
     def epilogue(self, c: Addr, acc_type: DType, rows: int, cols: int, bias: Matrix | None,
-                 out: Matrix, acc: Ring) -> None:
-        """Accumulator tile (+ bias) -> storage type -> DRAM."""
+                 out: Matrix, acc: Ring, prior: Matrix | None = None,
+                 out_type: DType | None = None) -> None:
+        """Accumulator tile + bias row, or + `prior` (earlier folds' fp32 partial sums, a tile
+        from DRAM; the bias then went in with the first fold) -> `out_type` (the storage type
+        unless given) -> DRAM."""
         acc.take()
-        if bias is not None:
+        addend, bcast = (prior, "none") if prior is not None else (bias, "col")
+        if prior is not None and bias is not None:
+            raise ValueError("epilogue: the bias goes in with the first fold's partial sums")
+        if addend is not None:
             b = self.vp_in.acquire()
-            self.em.load(self.loader, b, bias)
+            self.em.load(self.loader, b, addend)
             self.vp_in.filled()
             self.vp_in.take()
         o = self.vp_out.acquire()
-        self.cfg(rows, cols, acc_type, self.dtype)
-        if bias is not None:
-            self.vec("add", o, c, b, "col")
+        self.cfg(rows, cols, acc_type, out_type or self.dtype)
+        if addend is not None:
+            self.vec("add", o, c, b, bcast)
             self.vp_in.release()
         else:
             self.vec("copy", o, c)

@@ -4,8 +4,11 @@
 Loads, compute and stores therefore pipeline at fold granularity: the array starts as soon as
 its first fold's operands have arrived. Pieces of one fold's stream follow each other with
 `stream=1` (the stationary operand stays, the pipeline stays full), so the matrix unit's
-cycles are SCALE-Sim's fold arithmetic whatever the buffer sizes, as long as the accumulator
-holds one column of folds' partial sums over the whole stream (docs/systolic.md).
+cycles are SCALE-Sim's fold arithmetic whatever the buffer sizes. When one column of folds'
+partial sums over the whole stream does not fit an accumulator slot (input-stationary GEMMs
+stream N, the LM head's 50,257 columns), each fold streams on through the accumulator chunk
+by chunk and the vector unit adds each chunk to the partial sums of the earlier folds, kept
+in fp32 in DRAM (`PartialSums`): traffic instead of refilling the array (docs/systolic.md).
 
 Roles, by dataflow (p: fold along the array rows, q: along its columns, t: stream piece):
     ws, is: stationary W(p, q), streamed X(p, t), output Y(q, t); reduction over p
@@ -21,7 +24,7 @@ from isa import Addr, DType
 from compiler.errors import CompileError
 from compiler.targets.emit import Emitter, Matrix, Ring
 
-__all__ = ["FoldGemm", "Packer", "min_slots", "PIECE_MAX"]
+__all__ = ["FoldGemm", "Packer", "PartialSums", "min_slots", "PIECE_MAX"]
 
 ALIGN = 64
 PIECE_MAX = 8192       # stream rows per piece: keeps every DMA row and ISA count in its field
@@ -91,6 +94,37 @@ class _AccPiece:
             self.ring.release()
 
 
+class PartialSums:
+    """fp32 partial sums in DRAM, for GEMMs whose stream outgrows the accumulator: one buffer,
+    grown when a GEMM needs more, reused GEMM after GEMM. A counting semaphore orders each
+    chunk's reload (on the loader queue) after the store of the fold before (on the storer);
+    both run in the same chunk order, so the i-th reload waits for the i-th store."""
+
+    def __init__(self, em: Emitter, place: Callable[[str, tuple[int, ...]], None],
+                 loader: str, storer: str) -> None:
+        self.em, self.place, self.loader, self.storer = em, place, loader, storer
+        self._symbol: tuple[str, int] | None = None
+        self._sem: int | None = None
+
+    def matrix(self, rows: int, cols: int) -> Matrix:
+        """A dense fp32 rows x cols window of the buffer."""
+        if self._symbol is None or self._symbol[1] < rows * cols:
+            name = f"psum_{0 if self._symbol is None else int(self._symbol[0][5:]) + 1}"
+            self.place(name, (rows, cols))
+            self._symbol = (name, rows * cols)
+        return Matrix(self._symbol[0], 0, rows, cols, cols)
+
+    def before_reload(self) -> None:
+        if self._sem is None:
+            self._sem = self.em.semaphore()
+        self.em.emit(self.loader, "wait", sem=self._sem)
+
+    def after_store(self) -> None:
+        if self._sem is None:
+            self._sem = self.em.semaphore()
+        self.em.emit(self.storer, "signal", sem=self._sem)
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Slot bytes a GEMM's blocks must fit: streamed (a), stationary (b), accumulator, the
@@ -105,12 +139,13 @@ class Limits:
 
 def min_slots(rows: int, cols: int, dataflow: str, isz: int) -> Limits:
     """The smallest slots that hold one fold: its stationary operand, one streamed row and
-    that row's partial sums (and, for os, the whole output fold held in the PEs)."""
+    that row's partial sums, in fp32 also in the vector slots when they spill to DRAM (and,
+    for os, the whole output fold held in the PEs)."""
     if dataflow == "os":
         return Limits(a=_aligned(rows * isz), b=_aligned(cols * isz), acc=rows * cols * 4,
                       bias=cols * 4, out=rows * cols * isz)
     return Limits(a=_aligned(rows * isz), b=_aligned(rows * cols * isz), acc=cols * 4,
-                  bias=cols * 4, out=cols * isz)
+                  bias=cols * 4, out=cols * 4)
 
 
 def _blocks(total: int, unit: int) -> list[tuple[int, int]]:
@@ -129,10 +164,11 @@ class FoldGemm:
 
     def __init__(self, em: Emitter, rows: int, cols: int, dataflow: str, overlap: bool,
                  dtype: DType, streamed: Packer, stationary: Packer, acc: Ring,
-                 epilogue: Callable[..., None], limits: Limits) -> None:
+                 epilogue: Callable[..., None], limits: Limits, partials: PartialSums) -> None:
         self.em, self.rows, self.cols, self.dataflow = em, rows, cols, dataflow
         self.overlap, self.dtype = overlap, dtype
         self.x, self.w, self.acc, self.epilogue, self.limits = streamed, stationary, acc, epilogue, limits
+        self.partials = partials
         self.acc_type = DType.int32 if dtype is DType.int8 else DType.fp32
         self._mcfg: tuple | None = None
 
@@ -179,6 +215,9 @@ class FoldGemm:
                            lim.acc // (c_unit * 4), PIECE_MAX if ws else lim.bias // 4))
         piece = _even(total_t, piece)
         chunk = min(total_t, max(1, lim.acc // _aligned(piece * c_unit * 4)) * piece)
+        if chunk < total_t:
+            self._reduce_spilled(a, b, out, tb, bias, total_t, across)
+            return
         # one fold per gemm: grouping folds into larger transfers lengthens every pipeline's
         # fill by more than it saves in DMA latencies, and would tie the grouping to the buffers
         col_groups = _blocks(across, c_unit)
@@ -222,6 +261,71 @@ class FoldGemm:
                                       out.block(q0, qlen, t0, tl), _AccPiece(self.acc, last))
         self.x.end()
         self.w.end()
+
+    def _reduce_spilled(self, a: Matrix, b: Matrix, out: Matrix, tb: bool, bias: Matrix | None,
+                        total_t: int, across: int) -> None:
+        """ws and is when one column of folds' partial sums over the whole stream outgrows an
+        accumulator slot: each fold streams all of T, chunk by chunk through the accumulator;
+        the vector unit adds each chunk to the earlier folds' fp32 partial sums in DRAM (the
+        bias goes in with the first fold) and the last fold's sum becomes the output."""
+        ws, isz, lim = self.dataflow == "ws", self.dtype.itemsize, self.limits
+        k = a.cols
+        r_unit, c_unit = self.rows, min(self.cols, across)
+        x_row = _aligned(r_unit * isz) if ws else r_unit * isz
+        tile_row = c_unit * 4                  # one stream position's fp32 partial sums
+        piece = max(1, min(total_t, PIECE_MAX, lim.a // x_row, lim.out // tile_row,
+                           lim.acc // tile_row, lim.bias // tile_row))
+        piece = _even(total_t, piece)
+        chunk = max(1, lim.acc // _aligned(piece * c_unit * 4)) * piece
+        groups, chunks = _blocks(k, r_unit), _blocks(total_t, chunk)
+        self.x.scope(sum(_aligned(r * tl * isz) for _, r in groups
+                         for c0, cl in chunks for _, tl in _blocks(cl, piece)))
+        for q0, qlen in _blocks(across, c_unit):
+            sums = self.partials.matrix(total_t, qlen) if ws else self.partials.matrix(qlen, total_t)
+            for g, (p0, plen) in enumerate(groups):
+                wblk = (b.block(q0, qlen, p0, plen) if tb else b.block(p0, plen, q0, qlen)) if ws \
+                    else a.block(q0, qlen, p0, plen)
+                w = self.w.use(("w", p0, q0), plen * qlen * isz, wblk)
+                for c0, clen in chunks:
+                    pieces = [(c0 + t0, tl) for t0, tl in _blocks(clen, piece)]
+                    slot = self.acc.acquire()
+                    offsets = [i * _aligned(piece * qlen * 4) for i in range(len(pieces))]
+                    for i, (t0, tl) in enumerate(pieces):
+                        xblk = a.block(t0, tl, p0, plen) if ws else \
+                            (b.block(t0, tl, p0, plen) if tb else b.block(p0, plen, t0, tl))
+                        x = self.x.use(("x", p0, t0), plen * tl * isz, xblk)
+                        c = Addr(slot.space, slot.addr + offsets[i])
+                        stream = i > 0 or c0 > 0 or (self.overlap and (p0 > 0 or q0 > 0))
+                        if ws:
+                            self._gemm(tl, qlen, plen, c, x, w, False, tb, stream)
+                        else:
+                            self._gemm(qlen, tl, plen, c, w, x, False, tb, stream)
+                    for _ in pieces:
+                        self.acc.filled()
+                    for i, (t0, tl) in enumerate(pieces):
+                        self._partial_epilogue(Addr(slot.space, slot.addr + offsets[i]), ws, g == 0,
+                                               g == len(groups) - 1, t0, tl, q0, qlen, sums, bias,
+                                               out, _AccPiece(self.acc, i == len(pieces) - 1))
+        self.x.end()
+        self.w.end()
+
+    def _partial_epilogue(self, c: Addr, ws: bool, first: bool, last: bool, t0: int, tl: int,
+                          q0: int, qlen: int, sums: Matrix, bias: Matrix | None, out: Matrix,
+                          acc: _AccPiece) -> None:
+        """One chunk piece of one fold: (+ bias on the first fold, + the earlier folds' sums
+        otherwise) -> the output on the last fold, the partial sums in DRAM before it."""
+        rows, cols = (tl, qlen) if ws else (qlen, tl)
+        tile = sums.block(t0, tl, 0, qlen) if ws else sums.block(0, qlen, t0, tl)
+        dest = (out.block(t0, tl, q0, qlen) if ws else out.block(q0, qlen, t0, tl)) if last else tile
+        bias_row = None
+        if first and bias is not None:
+            bias_row = bias.block(0, 1, q0, qlen) if ws else bias.block(0, 1, t0, tl)
+        if not first:
+            self.partials.before_reload()
+        self.epilogue(c, self.acc_type, rows, cols, bias_row, dest, acc,
+                      prior=None if first else tile, out_type=None if last else DType.fp32)
+        if not last:
+            self.partials.after_store()
 
     # -- os: output Y(p, q) in the PEs, streamed X(p, t) (A rows) and Z(q, t) (B columns) ----
     def _output_stationary(self, a: Matrix, b: Matrix, out: Matrix, tb: bool, bias: Matrix | None) -> None:

@@ -20,7 +20,7 @@ from compiler.targets.base import GemmLowering, Lowered
 from compiler.targets.emit import Emitter, Matrix, Ring, symbol_name
 from compiler.targets.movement import lower_embedding, lower_kv_append
 from compiler.targets.systolic.memory import ALIGN, DramLayout, SramLayout, dram_symbol
-from compiler.targets.systolic.folds import FoldGemm, Limits, Packer
+from compiler.targets.systolic.folds import FoldGemm, Limits, Packer, PartialSums
 from compiler.targets.vector import VectorLowering
 
 __all__ = ["SystolicLowering", "ASSUMPTIONS"]
@@ -56,7 +56,8 @@ class SystolicLowering(GemmLowering):
                         rout.slot_bytes)
         self._folds = FoldGemm(em, arch.rows, arch.cols, arch.dataflow, arch.weight_preload_overlap,
                                dtype, Packer(em, ra, "dma0"), Packer(em, rb, "dma0"), self.acc,
-                               vector.epilogue, limits)
+                               vector.epilogue, limits,
+                               PartialSums(em, self.add_constant, "dma0", "dma1"))
 
     def add_constant(self, name: str, shape: tuple[int, ...]) -> None:
         symbol, self._dram_end = dram_symbol(name, self._dram_end, shape, DType.fp32, self.arch)
