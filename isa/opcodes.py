@@ -142,11 +142,14 @@ _TABLE = (
         """),
     _op("gemm", 0x08, "core", _MXU,
         (("c", A32), ("a", A32), ("b", A32), ("accumulate", Flag()), ("transpose_b", Flag()),
-         ("stream", Flag())),
+         ("stream", Flag()), ("preloaded", Flag())),
         """
         # (m, n, k, dtype, acc) = cfg.gemm; tiles dense row-major, on-chip
         # stream=1: timing only -- the array keeps the previous gemm's stationary operand
         # and its pipeline full (no preload, no fill); values are computed as for stream=0
+        # preloaded=1: timing only -- the first fold's stationary operand was shifted in
+        # behind the previous gemm's stream (double-buffered weights; needs an array with
+        # weight_preload_overlap); cycles: sim/timing.gemm_cycles
         A = a as [m, k] of dtype
         B = b as [n, k] of dtype if transpose_b else b as [k, n] of dtype
         C = c as [m, n] of acc

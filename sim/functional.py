@@ -301,7 +301,7 @@ class FunctionalExecutor:
         if state.gemm is None:
             raise FunctionalError("gemm before any mcfg on this queue")
         m, n, k, item, acc = state.gemm
-        (_, c), (_, a), (_, b), (_, accumulate), (_, transpose_b), _ = instr.fields
+        (_, c), (_, a), (_, b), (_, accumulate), (_, transpose_b) = instr.fields[:5]
         left = self._tile(a, m * k, item, "a").reshape(m, k)
         right = self._tile(b, k * n, item, "b")
         right = right.reshape(n, k).T if transpose_b else right.reshape(k, n)

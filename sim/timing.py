@@ -25,7 +25,7 @@ def gemm_folds(m: int, n: int, k: int, rows: int, cols: int, dataflow: str) -> i
 
 
 def gemm_cycles(m: int, n: int, k: int, rows: int, cols: int, dataflow: str,
-                overlap_preload: bool = False, stream: bool = False) -> int:
+                overlap_preload: bool = False, stream: bool = False, preloaded: bool = False) -> int:
     """Matrix-unit cycles of one GEMM tile C[m,n] (+)= A[m,k] B[k,n].
 
     Each fold: preload P (rows for ws and is, whose pinned operand must be shifted in; 0 for
@@ -33,19 +33,20 @@ def gemm_cycles(m: int, n: int, k: int, rows: int, cols: int, dataflow: str,
     Without overlap folds run back to back (SCALE-Sim's arithmetic, which reports this total
     minus one). With overlapped preload (double-buffered weights, as in TPUs) the next
     fold's preload hides behind the current stream: the first fold costs the full amount and
-    every later fold max(T, rows). `stream`: the tile continues the previous tile's stream
-    (same stationary operand, pipeline still full), so its first fold pays only T (or, with
-    overlapped preload, max(T, rows) like every later fold); a stream cut into pieces thus
-    costs what it would cost whole.
+    every later fold max(T, rows).
+
+    The first fold of a tile may continue earlier work: `stream`, it continues the previous
+    tile's fold (same stationary operand, pipeline still full), so it costs T and a stream
+    cut into pieces costs what it would cost whole; `preloaded` (overlapped preload only), it
+    is the next fold, its operand shifted in behind the previous tile's stream: max(T, rows).
     """
     dims = {"m": m, "n": n, "k": k}
     t = dims[STREAMED[dataflow]]
     folds = gemm_folds(m, n, k, rows, cols, dataflow)
-    preload = 0 if dataflow == "os" else rows
-    per_fold = preload + rows + cols + t - 2
-    if not overlap_preload:
-        return folds * per_fold - (per_fold - t if stream else 0)
-    return (max(t, rows) if stream else per_fold) + (folds - 1) * max(t, rows)
+    per_fold = (0 if dataflow == "os" else rows) + rows + cols + t - 2
+    later = max(t, rows) if overlap_preload else per_fold
+    first = t if stream else later if preloaded else per_fold
+    return first + (folds - 1) * later
 
 
 def dma_cycles(nbytes: int, latency_cycles: int, clock_hz: int, bw_bytes_per_s: int) -> int:

@@ -143,7 +143,7 @@ class FusedAttention:
             self._mcfg = (m, n, k)
             self.em.emit(self.qs.mxu, "mcfg", m=m, n=n, k=k, dtype=self.dtype, acc=F32)
         self.em.emit(self.qs.mxu, "gemm", c=c, a=a, b=b, accumulate=0, transpose_b=int(transpose_b),
-                     stream=0)
+                     stream=0, preloaded=0)
 
     def _plan(self, chain: AttentionChain, inst: Instance, q0: int, nb: int,
               b: AttentionBlocks) -> list[_Step]:

@@ -18,7 +18,7 @@ dma0 load dst=sram[0x0] src=dram[0x1000] rows=64 row_bytes=128
 dma0 signal sem=1
 mxu0 wait sem=1
 mxu0 mcfg m=16 n=16 k=64 dtype=bf16 acc=fp32
-mxu0 gemm c=acc[0x0] a=sram[0x0] b=sram[0x4000] accumulate=0 transpose_b=1 stream=0
+mxu0 gemm c=acc[0x0] a=sram[0x0] b=sram[0x4000] accumulate=0 transpose_b=1 stream=0 preloaded=0
 vpu0 vcfg rows=16 cols=16 dtype=fp32 out=bf16 imm=0.125
 vpu0 vec func=muli bcast=none dst=sram[0x8000] a=acc[0x0] b=acc[0x0]
 vpu0 vcfg rows=1 cols=2 dtype=fp32 out=fp32 imm=-inf
@@ -80,7 +80,7 @@ MALFORMED = [
      "p.tasm:4:49: imm=1e39 does not fit F32"),
     ("vpu0 vcfg rows=1 cols=1 dtype=bf17 out=fp32 imm=0\n",
      "p.tasm:4:31: dtype='bf17' is not one of fp32, bf16, fp16, int8, int32"),
-    ("mxu0 gemm c=acc[0x0] a=sram[0x0] b=sram[0x0] accumulate=2 transpose_b=0 stream=0\n",
+    ("mxu0 gemm c=acc[0x0] a=sram[0x0] b=sram[0x0] accumulate=2 transpose_b=0 stream=0 preloaded=0\n",
      "p.tasm:4:57: accumulate=2 does not fit Flag (0 or 1)"),
     ("dma0 halt x\n",
      "p.tasm:4:11: unexpected 'x', expected a field (name=value, no blanks) or end of line"),

@@ -67,7 +67,7 @@ def test_many_mixed_instructions_round_trip():
     text = [".target t", ".isa 1", ".spaces dram sram acc"]
     for i in range(2000):
         text += [f"dma{i % 3} load dst=sram[{i:#x}] src=dram[{i * 64:#x}] rows={i % 7} row_bytes=64",
-                 f"mxu0 gemm c=acc[{i:#x}] a=sram[0x0] b=sram[{i:#x}] accumulate={i % 2} transpose_b=0 stream=0",
+                 f"mxu0 gemm c=acc[{i:#x}] a=sram[0x0] b=sram[{i:#x}] accumulate={i % 2} transpose_b=0 stream=0 preloaded=0",
                  f"vpu1 vcfg rows=4 cols={i} dtype=bf16 out=fp32 imm={float(i) / 8}",
                  f"dma0 signal sem={i % 5}"]
     source = "\n".join(text) + "\n"

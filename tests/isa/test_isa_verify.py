@@ -30,7 +30,7 @@ dma0 load dst=sram[0x1000] src=dram[0x1000] rows=32 row_bytes=64
 dma0 signal sem=1
 mxu0 wait sem=1
 mxu0 mcfg m=64 n=32 k=32 dtype=bf16 acc=fp32
-mxu0 gemm c=acc[0x0] a=sram[0x0] b=sram[0x1000] accumulate=0 transpose_b=1 stream=0
+mxu0 gemm c=acc[0x0] a=sram[0x0] b=sram[0x1000] accumulate=0 transpose_b=1 stream=0 preloaded=0
 mxu0 signal sem=2
 vpu0 wait sem=2
 vpu0 vcfg rows=64 cols=32 dtype=fp32 out=bf16 imm=0.5
@@ -77,7 +77,7 @@ def test_strides_widen_the_footprint_of_their_own_queue():
 
 def test_gemm_operands_follow_mcfg():
     check("mxu0 mcfg m=64 n=64 k=64 dtype=fp32 acc=fp32\n"
-          "mxu0 gemm c=acc[0x0] a=sram[0x0] b=sram[0x0] accumulate=1 transpose_b=0 stream=0\n",
+          "mxu0 gemm c=acc[0x0] a=sram[0x0] b=sram[0x0] accumulate=1 transpose_b=0 stream=0 preloaded=0\n",
           "instruction 1 (mxu0 gemm): a: tile of 16384 bytes does not fit space sram (8192 bytes)")
 
 
@@ -113,7 +113,7 @@ def test_semaphores_count_and_halt_stops_a_queue():
 
 def test_wrong_unit():
     fields = (("c", Addr("acc", 0)), ("a", Addr("sram", 0)), ("b", Addr("sram", 0)),
-              ("accumulate", 0), ("transpose_b", 0), ("stream", 0))
+              ("accumulate", 0), ("transpose_b", 0), ("stream", 0), ("preloaded", 0))
     program = Program("systolic", 1, ("dram", "sram", "acc"), (),
                       (Instr("gemm", Queue.parse("dma0"), fields),))
     with pytest.raises(VerifyError, match=re.escape(
@@ -122,7 +122,7 @@ def test_wrong_unit():
 
 
 def test_gemm_without_mcfg():
-    check("mxu0 gemm c=acc[0x0] a=sram[0x0] b=sram[0x0] accumulate=0 transpose_b=0 stream=0\n",
+    check("mxu0 gemm c=acc[0x0] a=sram[0x0] b=sram[0x0] accumulate=0 transpose_b=0 stream=0 preloaded=0\n",
           "instruction 0 (mxu0 gemm): gemm before any mcfg on this queue")
     check("vpu0 red func=max dst=sram[0x0] src=sram[0x0]\n",
           "instruction 0 (vpu0 red): red before any vcfg on this queue")

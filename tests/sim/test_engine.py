@@ -16,7 +16,7 @@ HEADER = ".target test\n.isa 1\n.spaces dram sram acc\n"
 TEMPLATES = {  # any valid operands: the engine reads only the opcode, queue and `sem`
     "load": "load dst=sram[0x0] src=dram[0x0] rows=1 row_bytes=64",
     "store": "store dst=dram[0x0] src=sram[0x0] rows=1 row_bytes=64",
-    "gemm": "gemm c=acc[0x0] a=sram[0x0] b=sram[0x0] accumulate=0 transpose_b=0 stream=0",
+    "gemm": "gemm c=acc[0x0] a=sram[0x0] b=sram[0x0] accumulate=0 transpose_b=0 stream=0 preloaded=0",
     "vec": "vec func=add bcast=none dst=sram[0x0] a=sram[0x0] b=sram[0x0]",
     "dmacfg": "dmacfg src_stride=0 dst_stride=0",
 }

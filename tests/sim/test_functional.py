@@ -218,7 +218,7 @@ def test_gemm_matches_numpy(dtype: DType, acc: DType, transpose_b: int, accumula
     memory.write("acc[0x40]", c, acc)
     run([Instr.make("mcfg", "mxu0", m=m, n=n, k=k, dtype=dtype, acc=acc),
          Instr.make("gemm", "mxu0", c="acc[0x40]", a="sram[0x0]", b="sram[0x1000]",
-                    accumulate=accumulate, transpose_b=transpose_b, stream=0)], memory)
+                    accumulate=accumulate, transpose_b=transpose_b, stream=0, preloaded=0)], memory)
     product = a.astype(np.float64) @ (b.T if transpose_b else b).astype(np.float64)
     if acc is DType.int32:
         product = product.astype(np.int64)  # exact: |sum| < 2**53
@@ -236,7 +236,7 @@ def test_int32_gemm_is_exact_modulo_2_32() -> None:
     memory.write("sram[0x100]", b, "int32")
     run([Instr.make("mcfg", "mxu0", m=1, n=1, k=2, dtype="int32", acc="int32"),
          Instr.make("gemm", "mxu0", c="acc[0x0]", a="sram[0x0]", b="sram[0x100]", accumulate=0,
-                    transpose_b=0, stream=0)], memory)
+                    transpose_b=0, stream=0, preloaded=0)], memory)
     assert memory.read("acc[0x0]", 1, "int32").tolist() == [15]  # 2**60 + 15 wraps to 15
 
 
@@ -406,7 +406,7 @@ def test_models_run_extension_opcodes_and_get_named_errors() -> None:
      r"instruction 0 \(dma0 load\): dst: address range sram\[0x3ff0, 0x4010\) exceeds "
      r"space sram of 16384 bytes"),
     (Instr.make("gemm", "mxu0", c="acc[0x0]", a="sram[0x0]", b="sram[0x0]", accumulate=0,
-                transpose_b=0, stream=0), r"instruction 0 \(mxu0 gemm\): gemm before any mcfg"),
+                transpose_b=0, stream=0, preloaded=0), r"instruction 0 \(mxu0 gemm\): gemm before any mcfg"),
     (Instr.make("red", "vpu0", func="sum", dst="sram[0x0]", src="sram[0x0]"),
      r"instruction 0 \(vpu0 red\): red before any vcfg on this queue"),
     (Instr.make("gather", "dma0", dst="sram[0x0]", table="dram[0x0]", idx="sram[0x0]", n=1),
@@ -446,7 +446,7 @@ def test_tiny_program_load_multiply_cast_store() -> None:
         Instr.make("wait", "mxu0", sem=1),
         Instr.make("mcfg", "mxu0", m=m, n=n, k=k, dtype="bf16", acc="fp32"),
         Instr.make("gemm", "mxu0", c="acc[0x0]", a="sram[0x0]", b="sram[0x1000]", accumulate=0,
-                   transpose_b=1, stream=0),
+                   transpose_b=1, stream=0, preloaded=0),
         Instr.make("signal", "mxu0", sem=2),
         Instr.make("wait", "vpu0", sem=2),
         Instr.make("vcfg", "vpu0", rows=m, cols=n, dtype="fp32", out="bf16", imm=0.0),

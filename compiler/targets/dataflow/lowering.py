@@ -157,7 +157,7 @@ class DataflowLowering(GemmLowering):
                         self._mcfg = (tm, tn, tk)
                         self.em.emit("pcu0", "mcfg", m=tm, n=tn, k=tk, dtype=self.dtype, acc=DType.fp32)
                     self.em.emit("pcu0", "gemm", c=c, a=a_slot, b=b_slot, accumulate=int(k0 > 0),
-                                 transpose_b=int(transpose_b), stream=0)
+                                 transpose_b=int(transpose_b), stream=0, preloaded=0)
                     ra.release()
                     rb.release()
                 acc.filled()

@@ -177,11 +177,19 @@ class FoldGemm:
         self._mcfg = None
 
     def _gemm(self, m: int, n: int, k: int, c: Addr, a: Addr, b: Addr, accumulate: bool,
-              transpose_b: bool, stream: bool) -> None:
+              transpose_b: bool, continues: bool, first_fold: bool, t_total: int) -> None:
+        """One fold's piece: it `continues` its fold's stream (stream=1), or starts a fold.
+        With double-buffered weights a fold after the GEMM's first had its operand shifted in
+        behind the previous fold's stream of t_total: fully hidden when t_total >= rows (the
+        array streams on: stream=1), else it waits for the rest (preloaded=1, max(T, rows))."""
         if self._mcfg != (m, n, k):
             self._mcfg = (m, n, k)
             self.em.emit("mxu0", "mcfg", m=m, n=n, k=k, dtype=self.dtype, acc=self.acc_type)
-        self.em.emit_fast("mxu0", "gemm", c, a, b, int(accumulate), int(transpose_b), int(stream))
+        hidden = not continues and self.overlap and not first_fold
+        stream = continues or (hidden and t_total >= self.rows)
+        preloaded = hidden and t_total < self.rows
+        self.em.emit_fast("mxu0", "gemm", c, a, b, int(accumulate), int(transpose_b), int(stream),
+                          int(preloaded))
 
     def _check(self, name: str) -> None:
         need = min_slots(self.rows, self.cols, self.dataflow, self.dtype.itemsize)
@@ -242,11 +250,11 @@ class FoldGemm:
                             xblk = b.block(t0, tl, p0, plen) if tb else b.block(p0, plen, t0, tl)
                         x = self.x.use(("x", p0, t0), plen * tl * isz, xblk)
                         c = Addr(slot.space, slot.addr + offsets[i])
-                        stream = i > 0 or (self.overlap and (p0 > 0 or q0 > 0 or c0 > 0))
+                        first = p0 == 0 and q0 == 0
                         if ws:
-                            self._gemm(tl, qlen, plen, c, x, w, p0 > 0, tb, stream)
+                            self._gemm(tl, qlen, plen, c, x, w, p0 > 0, tb, i > 0, first, total_t)
                         else:
-                            self._gemm(qlen, tl, plen, c, w, x, p0 > 0, tb, stream)
+                            self._gemm(qlen, tl, plen, c, w, x, p0 > 0, tb, i > 0, first, total_t)
                 for _ in pieces:
                     self.acc.filled()
                 for i, (t0, tl) in enumerate(pieces):
@@ -295,11 +303,11 @@ class FoldGemm:
                             (b.block(t0, tl, p0, plen) if tb else b.block(p0, plen, t0, tl))
                         x = self.x.use(("x", p0, t0), plen * tl * isz, xblk)
                         c = Addr(slot.space, slot.addr + offsets[i])
-                        stream = i > 0 or c0 > 0 or (self.overlap and (p0 > 0 or q0 > 0))
+                        on, first = i > 0 or c0 > 0, p0 == 0 and q0 == 0
                         if ws:
-                            self._gemm(tl, qlen, plen, c, x, w, False, tb, stream)
+                            self._gemm(tl, qlen, plen, c, x, w, False, tb, on, first, total_t)
                         else:
-                            self._gemm(qlen, tl, plen, c, w, x, False, tb, stream)
+                            self._gemm(qlen, tl, plen, c, w, x, False, tb, on, first, total_t)
                     for _ in pieces:
                         self.acc.filled()
                     for i, (t0, tl) in enumerate(pieces):
@@ -345,8 +353,7 @@ class FoldGemm:
                     x = self.x.use(("x", p0, t0), plen * tl * isz, a.block(p0, plen, t0, tl))
                     zblk = b.block(q0, qlen, t0, tl) if tb else b.block(t0, tl, q0, qlen)
                     z = self.w.use(("z", q0, t0), qlen * tl * isz, zblk)
-                    stream = i > 0 or (self.overlap and (p0 > 0 or q0 > 0))
-                    self._gemm(plen, qlen, tl, slot, x, z, i > 0, tb, stream)
+                    self._gemm(plen, qlen, tl, slot, x, z, i > 0, tb, i > 0, p0 == 0 and q0 == 0, k)
                 self.acc.filled()
                 self.epilogue(slot, self.acc_type, plen, qlen, bias.block(0, 1, q0, qlen) if bias else None,
                               out.block(p0, plen, q0, qlen), _AccPiece(self.acc, True))

@@ -131,7 +131,8 @@ class DataflowMachine(Machine[DataflowArch]):
         m, n, k = mcfg["m"], mcfg["n"], mcfg["k"]
         s.events.set(i, macs=m * n * k,
                      sram_bytes=(m * k + k * n) * mcfg["dtype"].itemsize + m * n * mcfg["acc"].itemsize)
-        self._work(s, i, gemm_cycles(m, n, k, arch.pcu_rows, arch.pcu_cols, "ws", True))
+        self._work(s, i, gemm_cycles(m, n, k, arch.pcu_rows, arch.pcu_cols, "ws", True,
+                                         bool(ins["stream"]), bool(ins["preloaded"])))
 
     def _vector(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
         vcfg, lanes = cfg.vcfg, self.arch.pcu_cols

@@ -72,8 +72,12 @@ class SystolicMachine(Machine[SystolicArch]):
     def _gemm(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
         arch, mcfg = self.arch, cfg.mcfg
         m, n, k = mcfg["m"], mcfg["n"], mcfg["k"]
+        if ins["preloaded"] and not arch.weight_preload_overlap:
+            raise isa.IsaError(f"instruction {i} ({ins.queue} gemm): preloaded=1 needs double-buffered "
+                               f"weights, and {arch.name} has weight_preload_overlap = false")
         s.durations[i] = gemm_cycles(m, n, k, arch.rows, arch.cols, arch.dataflow,
-                                     arch.weight_preload_overlap, bool(ins["stream"]))
+                                     arch.weight_preload_overlap, bool(ins["stream"]),
+                                     bool(ins["preloaded"]))
         a_reads, b_reads, c_writes = _operand_passes(m, n, k, arch.rows, arch.cols, arch.dataflow)
         s.events.set(i, macs=m * n * k,
                      sram_read_bytes=(m * k * a_reads + k * n * b_reads) * mcfg["dtype"].itemsize,

@@ -122,3 +122,34 @@ def test_lone_load_takes_latency_plus_transfer(name):
     expected = int(latency) + math.ceil(3000 * clock_hz / bw_bytes_per_s)
     assert result.cycles == result.unit_busy_cycles["dma"] == expected
     assert result.bytes["dram_read"] == 3000
+
+
+# -- the gemm's stream and preloaded flags (sim/timing.gemm_cycles) ---------------------------
+TIMED = (".target systolic\n.isa 1\n.spaces dram sram acc\n"
+         "mxu0 mcfg m={m} n=32 k=32 dtype=bf16 acc=fp32\n"
+         "mxu0 gemm c=acc[0x0] a=sram[0x0] b=sram[0x4000] accumulate=0 transpose_b=0 "
+         "stream={stream} preloaded={preloaded}\n")
+
+
+def _gemm_busy(text: str, overlap: bool) -> int:
+    arch = load_arch("systolic-32", [f"weight_preload_overlap={'true' if overlap else 'false'}"])
+    program = isa.assemble(text + "mxu0 halt\n")
+    return simulate(program, TARGETS["systolic"].machine(arch), functional=False).result.unit_busy_cycles["mxu"]
+
+
+@pytest.mark.parametrize("m, stream, preloaded, overlap, cycles", [
+    (100, 0, 0, False, 32 + 32 + 32 + 100 - 2),   # a cold fold: preload, fill, stream, drain
+    (100, 1, 0, False, 100),                      # continues the fold: only its stream
+    (100, 1, 0, True, 100),
+    (100, 0, 1, True, 100),                       # operand shifted in behind a stream: max(T, rows)
+    (8, 0, 1, True, 32),                          # ... the array waits for the rest of the preload
+    (8, 1, 0, True, 8),
+])
+def test_gemm_flags_time_the_first_fold(m, stream, preloaded, overlap, cycles):
+    assert _gemm_busy(TIMED.format(m=m, stream=stream, preloaded=preloaded), overlap) == cycles
+
+
+def test_preloaded_needs_double_buffered_weights():
+    with pytest.raises(isa.IsaError, match=r"preloaded=1 needs double-buffered weights, and systolic-32 "
+                                           r"has weight_preload_overlap = false"):
+        _gemm_busy(TIMED.format(m=8, stream=0, preloaded=1), False)
