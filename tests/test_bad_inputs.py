@@ -110,7 +110,7 @@ case("arch-unknown-field", ["sim", "--model", "gpt2", "--arch", "{d}/a.toml"], {
 case("arch-rows-text", ["sim", "--model", "gpt2", "--arch", "{d}/a.toml"], {"a.toml": SYS.replace("rows = 128", 'rows = "many"')})
 case("arch-rows-zero", ["sim", "--model", "gpt2", "--arch", "{d}/a.toml"], {"a.toml": SYS.replace("rows = 128", "rows = 0")})
 case("arch-dataflow-choice", ["sim", "--model", "gpt2", "--arch", "{d}/a.toml"], {"a.toml": SYS.replace('dataflow = "ws"', 'dataflow = "xs"')})
-case("arch-bool-field", ["sim", "--model", "gpt2", "--arch", "{d}/a.toml"], {"a.toml": SYS.replace("weight_preload_overlap = false", "weight_preload_overlap = 0")})
+case("arch-bool-field", ["sim", "--model", "gpt2", "--arch", "{d}/a.toml"], {"a.toml": SYS.replace("weight_preload_overlap = true", "weight_preload_overlap = 0")})
 case("set-no-equals", ["sim", "--model", "gpt2", "--set", "rows"])
 case("set-empty-key", ["sim", "--model", "gpt2", "--set", "=4"])
 case("set-unknown", ["sim", "--model", "gpt2", "--set", "rowz=4"])

@@ -106,7 +106,7 @@ def preset_copy(tmp_path, preset: str, old: str, new: str) -> str:
 @pytest.mark.parametrize("preset, target, old, new, message", [
     ("systolic-128", "systolic", "clock_mhz = 940.0", "clock_mhz = nan", r"field 'clock_mhz' must be .*, got nan"),
     ("systolic-128", "systolic", "rows = 128", "rowz = 128", r"unknown field 'rowz' \(did you mean 'rows'\?\)"),
-    ("systolic-128", "systolic", "weight_preload_overlap = false", 'weight_preload_overlap = "no"',
+    ("systolic-128", "systolic", "weight_preload_overlap = true", 'weight_preload_overlap = "no"',
      r"field 'weight_preload_overlap' must be true or false, got 'no'"),
     ("pim-gpt", "pim", "tck_ns = 0.5", "tck_ns = 1e-9", r"field 'tck_ns' must be .*, got 1e-09"),
     ("pim-gpt", "pim", "tREFI = 3333", "tREFI = 3333.5", r"field 'timing.tREFI' must be an integer .*, got 3333.5"),

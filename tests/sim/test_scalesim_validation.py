@@ -6,11 +6,10 @@ compiled from a .graph file and simulated timing-only, exactly as a user would r
 
 SCALE-Sim reports folds * (P + R + C + T - 2) - 1 for a whole GEMM: one cycle less than the
 array is busy, once per GEMM it simulates (docs/systolic.md, "SCALE-Sim"). Tessel counts the
-full folds * (P + R + C + T - 2). With systolic-128's buffers every reference case compiles to
-one gemm instruction, so the busy cycles are SCALE-Sim's plus one per gemm instruction. When a
-GEMM is tiled the -1 stays once per GEMM, not once per tile: splitting the pinned dimensions
-in array multiples leaves the fold count and the per-fold cost unchanged, so all the tiles
-together are busy SCALE-Sim's figure plus one (test_tiling_the_pinned_dims_keeps_...).
+full folds * (P + R + C + T - 2): one gemm instruction per fold (or per piece of a fold's
+stream, the later pieces continuing it), so a whole GEMM is busy SCALE-Sim's figure plus one
+whatever the buffers. SCALE-Sim has no double-buffered weights, so the runs here use
+weight_preload_overlap = false (systolic-128's own setting is true).
 """
 from __future__ import annotations
 
@@ -48,8 +47,9 @@ def gemm_graph(tmp_path: Path, m: int, n: int, k: int) -> Path:
 
 
 def mxu_run(tmp_path: Path, m: int, n: int, k: int, overrides: list[str]) -> tuple[int, int]:
-    """(matrix-unit busy cycles, gemm instructions) of the GEMM on systolic-128 + overrides."""
-    arch = load_arch("systolic-128", overrides)
+    """(matrix-unit busy cycles, gemm instructions) of the GEMM on systolic-128 without
+    overlapped preload (SCALE-Sim's arithmetic) + overrides."""
+    arch = load_arch("systolic-128", ["weight_preload_overlap=false", *overrides])
     graph = load_model(str(gemm_graph(tmp_path, m, n, k))).fixed_graph
     program = TARGETS["systolic"].compile(graph, arch).program
     result = simulate(program, TARGETS["systolic"].machine(arch), functional=False).result
@@ -123,8 +123,44 @@ def test_gpt2_prefill_matrix_cycles_match_scalesim_arithmetic(side, dataflow):
     # LM head's split into column tiles adds nothing: one cycle per GEMM above SCALE-Sim.
     # Attention unfused: SCALE-Sim's GEMMs are the per-head scores and context products
     arch = load_arch("systolic-128", [f"rows={side}", f"cols={side}", f"dataflow={dataflow}",
-                                      "attention=unfused"])
+                                      "attention=unfused", "weight_preload_overlap=false"])
     graph = load_model("gpt2").graph(prefill(128))
     program = TARGETS["systolic"].compile(graph, arch).program
     result = simulate(program, TARGETS["systolic"].machine(arch), functional=False).result
     assert result.unit_busy_cycles["mxu"] == GPT2_PREFILL_128[side, dataflow] + GPT2_GEMMS
+
+
+# Every distinct GEMM of GPT-2 small (M, N, K): prefill of 128 tokens and decode at KV 128
+# (the new token attends to 129 keys); attention per head (scores K = 64, context N = 64)
+GPT2_SHAPES = {
+    "prefill": [(128, 2304, 768), (128, 768, 768), (128, 3072, 768), (128, 768, 3072),
+                (128, 128, 64), (128, 64, 128), (128, 50257, 768)],
+    "decode": [(1, 2304, 768), (1, 768, 768), (1, 3072, 768), (1, 768, 3072),
+               (1, 129, 64), (1, 64, 129), (1, 50257, 768)],
+}
+GPT2_CASES = [(preset, buffers, dataflow, shape)
+              for preset in ("scalesim-32", "scalesim-128")
+              for buffers in ("default", "32MiB")
+              for dataflow in ("ws", "os", "is")
+              for shape in GPT2_SHAPES["prefill"] + GPT2_SHAPES["decode"]]
+
+
+def preset_run(tmp_path: Path, preset: str, m: int, n: int, k: int, overrides: list[str]) -> int:
+    """Matrix-unit busy cycles of the GEMM compiled for `preset` + overrides."""
+    arch = load_arch(preset, overrides)
+    graph = load_model(str(gemm_graph(tmp_path, m, n, k))).fixed_graph
+    program = TARGETS["systolic"].compile(graph, arch).program
+    return simulate(program, TARGETS["systolic"].machine(arch), functional=False).result.unit_busy_cycles["mxu"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset, buffers, dataflow, shape", GPT2_CASES,
+                         ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v))
+def test_every_gpt2_gemm_is_scalesim_fold_arithmetic_at_any_buffer_size(tmp_path, preset, buffers,
+                                                                      dataflow, shape):
+    # the matrix unit is busy SCALE-Sim's fold arithmetic + 1 whatever the buffers: streams cut
+    # into pieces continue (stream=1), partial sums that outgrow the accumulator spill to DRAM
+    m, n, k = shape
+    side = load_arch(preset).rows
+    overrides = [f"dataflow={dataflow}"] + (["sram_bytes=33554432"] if buffers == "32MiB" else [])
+    assert preset_run(tmp_path, preset, m, n, k, overrides) == gemm_cycles(m, n, k, side, side, dataflow)
