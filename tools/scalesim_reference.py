@@ -41,6 +41,14 @@ out); ``--deadline-s`` stops starting new cases after that many seconds.
 Per-case wall time and peak resident memory are kept under "case_stats"
 for the gpt2 set.
 
+Measured on a shared 2-core machine (nice 10, --jobs 1): the 72 layer GEMMs
+took 17 minutes in all (at most 78 s and 1.7 GB each); an LM head takes
+4.5-8 minutes and 3.7-7.5 GB.  SCALE-Sim's memory grows with the simulated
+cycles, about 3.5 KB per cycle at 32x32 and 8-13 KB per cycle at 128x128,
+so the LM heads above about a million cycles (ws prefill at 128x128, ws
+decode at 32x32 and all three prefill dataflows at 32x32) need more than
+8 GB and are not in the file.
+
 What it does, for every case (one GEMM out[M,N] = A[M,K] . B[K,N] on an
 array of ``rows`` x ``cols`` PEs with dataflow ws / os / is):
 
