@@ -121,7 +121,8 @@ def test_presets_keep_the_nominal_shares(preset):
     assert layout.effective_bytes == arch.sram_bytes
     base = 0
     for ring in layout.rings:
-        assert (ring.base, ring.slot_bytes, ring.slots) == (base, int(arch.sram_bytes * SHARES[ring.name]) // 64 * 64, 2)
+        share = int(arch.sram_bytes * SHARES[ring.name]) // 64 * 64
+        assert (ring.base, ring.slot_bytes, ring.slots) == (base, share, 2)
         base += 2 * ring.slot_bytes
     assert layout.scratch == (base, arch.sram_bytes - base)
 

@@ -95,8 +95,8 @@ WIDE = {
                                                           g.param("b", (1000,))])], "layernorm 'y'"),
     "rmsnorm": (lambda g: [g.op(OpKind.RMSNORM, "y", [g.input("x", (3, 1000)), g.param("g", (1000,))])],
                 "rmsnorm 'y'"),
-    "rmsnorm-computed-gain": (lambda g: [g.op(OpKind.RMSNORM, "y", [g.input("x", (3, 1000)), _gain_product(g)])],
-                              "rmsnorm 'y'"),
+    "rmsnorm-computed-gain": (lambda g: [g.op(OpKind.RMSNORM, "y", [g.input("x", (3, 1000)),
+                                                                     _gain_product(g)])], "rmsnorm 'y'"),
     "rope-prefill": (lambda g: [g.op(OpKind.ROPE, "y", [_heads(g, 6, 256)], theta=1e4, start=0)], "rope 'y'"),
     "rope-decode": (lambda g: [g.op(OpKind.ROPE, "y", [_heads(g, 1, 256)], theta=1e4, start=7)], "rope 'y'"),
     "softmax-causal": (lambda g: [g.op(OpKind.SOFTMAX, "y", [g.input("x", (2, 5, 700))], scale=0.5,
@@ -121,5 +121,6 @@ def test_each_op_kind_runs_at_its_minimum_with_its_floor_stated(case):
     got, want, _ = _simulate(graph, "systolic", "systolic-32", (f"sram_bytes={minimum}",))
     for name in graph.outputs:
         assert np.abs(got[name] - want[name]).max() <= 2e-5 * np.abs(want[name]).max(), name
+    below = load_arch("systolic-32", ["dtype=fp32", f"sram_bytes={minimum - 64}"])
     with pytest.raises(CompileError, match=rf"the minimum is {minimum:,} bytes, set by .*{re.escape(setter)}"):
-        TARGETS["systolic"].compile(graph, load_arch("systolic-32", ["dtype=fp32", f"sram_bytes={minimum - 64}"]))
+        TARGETS["systolic"].compile(graph, below)
