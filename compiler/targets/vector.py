@@ -6,7 +6,8 @@ target) loads the block into a vp_in slot, its consumer (vpu0; asic0 on PIM) com
 temporaries in the scratch area, one rounding to the storage type at the end) into a vp_out
 slot, and the vp_out ring's consumer (dma1) stores it. Every op uses only the ISA's vec and
 red instructions (see docs/isa.md); attention masks (causal, sliding window) and rotary
-[cos | sin] tables are fp32 constants (compiler/targets/constants.py).
+[cos | sin] tables are fp32 constants (compiler/targets/constants.py). What a block of rows
+needs of each buffer comes from vector_needs.py, which the systolic SRAM planner reads too.
 """
 from __future__ import annotations
 
