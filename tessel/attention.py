@@ -102,8 +102,8 @@ def attention_point(target: str, n: int, onchip_bytes: int, mode: str, d: int = 
     """Compile one attention (no simulation: traffic is static) and return its report entry."""
     from tessel.targets import target as get_target
     t = get_target(target)
-    # one fold of a 128x128 array needs about 152 KiB of SRAM (docs/systolic.md), so smaller
-    # memories are the 32x32 array of systolic-32's (a Gemmini-class chip)
+    # the rings of a 128x128 array need 67,584 bytes of SRAM for one fold alone (docs/systolic.md,
+    # on-chip rings), so smaller memories are the 32x32 array of systolic-32's (a Gemmini-class chip)
     preset = "systolic-32" if target == "systolic" and onchip_bytes < SMALL_ARRAY_BELOW else None
     arch = t.load_arch(preset, [*onchip_overrides(target, onchip_bytes), f"attention={mode}"])
     lowered = t.compile(attention_graph(n, d, heads), arch)

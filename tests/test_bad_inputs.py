@@ -124,7 +124,7 @@ case("set-energy-negative", ["sim", "--model", "gpt2", "--set", "energy.mac_pj=-
 case("set-latency-missing-func", ["sim", "--model", "gpt2", "--set", "vector_latency_cycles={add=1}"])
 case("set-pim-granularity", ["sim", "--model", "gpt2", "--target", "dataflow", "--set", "kernel_granularity=tile"])
 case("set-pim-channels-zero", ["sim", "--model", "gpt2", "--target", "pim", "--set", "channels=0"])
-case("fit-tiny-sram", ["sim", "--model", "gpt2", "--set", "sram_bytes=100000", "--no-functional", "--phase", "decode", "--kv", "4"])
+case("fit-tiny-sram", ["sim", "--model", "gpt2", "--set", "sram_bytes=65536", "--no-functional", "--phase", "decode", "--kv", "4"])
 case("fit-tiny-dram", ["sim", "--model", "gpt2", "--set", "dram_bytes=1000000", "--no-functional", "--phase", "decode", "--kv", "4"])
 case("fit-pim-xl", ["sim", "--model", "gpt2-xl", "--target", "pim", "--set", "rows=1024", "--no-functional", "--phase", "decode", "--kv", "4"])
 case("fit-dataflow-small", ["sim", "--model", "gpt2", "--target", "dataflow", "--arch", "dataflow-small", "--set", "hbm_bytes=67108864", "--set", "ddr_bytes=134217728", "--no-functional", "--phase", "decode", "--kv", "4"])
@@ -410,7 +410,7 @@ EXPECT = {
     'set-latency-missing-func': "missing field 'vector_latency_cycles.sub'",
     'set-pim-granularity': "field 'kernel_granularity' must be one of operator, layer, model, got 'tile'",
     'set-pim-channels-zero': "--set channels=0: field 'channels' must be an integer from 1 to 1024 channels, got 0",
-    'fit-tiny-sram': "systolic-128: sram_bytes = 100,000 cannot hold one fold of the 128x128 ws array in bf16 (dou",
+    'fit-tiny-sram': "systolic-128: sram_bytes = 65,536 cannot hold one fold of the 128x128 ws array in bf16 (double-buffered) beside one row of every op; the minimum is 94,272 bytes",
     'fit-tiny-dram': 'the model needs more than 77,194,752 bytes of DRAM; systolic-128 has 1,000,000',
     'fit-pim-xl': 'gpt2-xl-decode needs 3,469,737,984 bytes of PIM DRAM (13,236 rows per bank): weights 3,374,388,864',
     'fit-dataflow-small': 'gpt2-decode: weights (249,122,304 bytes) and activations (304,896 bytes) exceed dataflow-s',

@@ -6,7 +6,8 @@ target) loads the block into a vp_in slot, its consumer (vpu0; asic0 on PIM) com
 temporaries in the scratch area, one rounding to the storage type at the end) into a vp_out
 slot, and the vp_out ring's consumer (dma1) stores it. Every op uses only the ISA's vec and
 red instructions (see docs/isa.md); attention masks (causal, sliding window) and rotary
-[cos | sin] tables are fp32 constants (compiler/targets/constants.py).
+[cos | sin] tables are fp32 constants (compiler/targets/constants.py). What a block of rows
+needs of each buffer comes from vector_needs.py, which the systolic SRAM planner reads too.
 """
 from __future__ import annotations
 
@@ -20,29 +21,17 @@ from compiler.errors import CompileError
 from compiler.ir import GraphError, Op, OpKind
 from compiler.passes.storage import View
 from compiler.targets.constants import mask_name, mask_values, rope_name, rope_values
-from compiler.targets.emit import (Emitter, Matrix, Ring, matrix_pairs, padded_view, view_batches,
-                                  view_matrix)
+from compiler.targets.emit import Emitter, Matrix, Ring, matrix_pairs, view_batches, view_matrix
 from compiler.targets.tiling import MAX_TILE, row_block
+from compiler.targets.vector_needs import (LABELS, SCRATCH, VP_IN, VP_OUT, Needs, concat_copies,
+                                           concat_dtype, copy_needs, elementwise_jobs,
+                                           elementwise_needs, layernorm_needs, rmsnorm_needs,
+                                           rope_needs, softmax_needs, up)
 
 __all__ = ["VectorLowering"]
 
-_ALIGN = 64
 F32 = DType.fp32
-
-
-def _up(n: int) -> int:
-    return -(-n // _ALIGN) * _ALIGN
-
-
 _BINARY_FUNCS = {OpKind.ADD: "add", OpKind.MUL: "mul", OpKind.DIV: "div", OpKind.GELU: "gelu"}
-
-
-def _row_broadcast(b: tuple[int, ...], out: tuple[int, ...]) -> bool:
-    """Whether b is out with its last axis 1 (left-padded with 1s): one value per row."""
-    padded = (1,) * (len(out) - len(b)) + tuple(b)
-    return len(out) >= 2 and padded[-1] == 1 < out[-1] and padded[:-1] == tuple(out[:-1])
-
-
 
 
 class VectorLowering:
@@ -78,22 +67,31 @@ class VectorLowering:
         out, at = [], self.scratch_base
         for size in sizes:
             out.append(Addr(self.vp_in.space, at))
-            at += _up(size)
+            at += up(size)
         return out
 
-    def row_blocks(self, op: Op, rows: int, needs: dict[str, tuple[int, int, int]]
-                   ) -> list[tuple[int, int]]:
-        """(first row, rows) blocks: for each buffer (bytes per row, fixed bytes, capacity).
+    def capacity(self, buffer: str) -> int:
+        """Bytes of one vp_in slot, one vp_out slot or the scratch area."""
+        return {VP_IN: self.vp_in.slot_bytes, VP_OUT: self.vp_out.slot_bytes,
+                SCRATCH: self.scratch_bytes}[buffer]
+
+    def fits(self, needs: Needs) -> bool:
+        """Whether one row of `needs` fits every buffer."""
+        return all(need.one_row <= self.capacity(buf) for buf, need in needs.items())
+
+    def row_blocks(self, op: Op, rows: int, needs: Needs) -> list[tuple[int, int]]:
+        """(first row, rows) blocks of an op with these needs (vector_needs.py).
         Without `block_bytes` every block is as large as the buffers allow. With it (the
         systolic target) no block holds more than `block_bytes` of any buffer, and the rows
         are split evenly among as few blocks as that allows: above the size where the cap
         binds, a larger buffer leaves the blocks unchanged, below it the blocks only grow
         with the buffer."""
         most = min(rows, MAX_TILE)
-        for what, (per_row, fixed, capacity) in needs.items():
-            if fixed + per_row > capacity:
+        for buf, need in needs.items():
+            per_row, fixed, capacity, what = need.per_row, need.fixed, self.capacity(buf), LABELS[buf]
+            if need.one_row > capacity:
                 raise CompileError(f"op '{op.name}' ({op.kind.value}): one row needs "
-                                   f"{fixed + per_row} bytes of {what} ({fixed} of them fixed), "
+                                   f"{need.one_row} bytes of {what} ({fixed} of them fixed), "
                                    f"which holds {capacity} bytes")
             room = capacity - fixed if self.block_bytes is None else min(capacity - fixed, self.block_bytes)
             most = min(most, row_block(op.name, op.kind.value, rows, per_row, max(room, per_row), what))
@@ -137,56 +135,17 @@ class VectorLowering:
 
     # -- element-wise ------------------------------------------------------------------
     def elementwise(self, op: Op) -> None:
-        """add, mul, div, gelu, silu: b broadcasts along rows (b [..., 1, D] or a suffix of
-        a's shape: "col"), along columns (b [..., T, 1] against [..., T, D]: "row"), or not at
-        all; add and mul swap their operands so that b is the one that broadcasts."""
-        views = [self.views[n] for n in op.inputs]
-        out = self.views[op.name]
-        if len(views) == 2 and views[0].shape != out.shape and op.kind in (OpKind.ADD, OpKind.MUL):
-            views.reverse()                           # only b may broadcast
-        a_view = views[0]
-        if a_view.shape != out.shape:
-            raise CompileError(f"op '{op.name}' ({op.kind.value}): broadcasting its first operand "
-                               f"{list(a_view.shape)} to {list(out.shape)} is not supported on this target")
-        b_view = views[1] if len(views) == 2 else None
-        if b_view is not None and _row_broadcast(b_view.shape, out.shape):
-            b_full = padded_view(b_view, len(out.shape))
-            for a_part, b_part, o_part in zip(view_batches(a_view, 2), view_batches(b_full, 2),
-                                              view_batches(out, 2)):
-                self._elementwise_rows(op, view_matrix(a_part), view_matrix(b_part),
-                                       view_matrix(o_part), "row")
-            return
-        keep = len(b_view.shape) if b_view is not None and b_view.shape != out.shape else len(out.shape)
-        keep = max(keep, 1)
-        if b_view is not None and b_view.shape != out.shape[len(out.shape) - len(b_view.shape):]:
-            raise CompileError(f"op '{op.name}' ({op.kind.value}): operand shape "
-                               f"{list(b_view.shape)} broadcasts in a way this target does not support")
-        for a_part, o_part in zip(view_batches(a_view, keep), view_batches(out, keep)):
-            a_m, o_m = view_matrix(a_part), view_matrix(o_part)
-            b_m = view_matrix(b_view) if b_view is not None else None
-            bcast = "none" if b_m is None or b_m.rows == a_m.rows else "col"
-            if b_m is not None and bcast == "col" and b_m.rows != 1:
-                raise CompileError(f"op '{op.name}': cannot broadcast {b_m.rows} rows over {a_m.rows}")
-            self._elementwise_rows(op, a_m, b_m, o_m, bcast)
-
-    def _elementwise_needs(self, op: Op, cols: int, b: Matrix | None, bcast: str) -> dict:
-        """Per buffer: (bytes per row, fixed bytes, capacity) for rows `cols` wide."""
-        isz = self.dtype.itemsize
-        b_per_row = {"none": cols * isz, "row": isz}.get(bcast, 0) if b is not None else 0
-        b_fixed = _up(cols * isz) if b is not None and bcast == "col" else 0
-        needs = {"the vp_in slot": (cols * isz + b_per_row, b_fixed + 2 * _ALIGN, self.vp_in.slot_bytes),
-                 "the vp_out slot": (cols * isz, 0, self.vp_out.slot_bytes)}
-        if op.kind is OpKind.SILU:
-            needs["vector scratch"] = (2 * cols * 4, 2 * _ALIGN, self.scratch_bytes)
-        return needs
+        """add, mul, div, gelu, silu over the jobs of vector_needs.elementwise_jobs."""
+        for a, b, out, bcast in elementwise_jobs(op, self.views):
+            self._elementwise_rows(op, a, b, out, bcast)
 
     def _elementwise_rows(self, op: Op, a: Matrix, b: Matrix | None, out: Matrix, bcast: str) -> None:
         """Blocks of whole rows; a row too wide for the buffers (an MLP's 14,336 columns on a
         small ASIC buffer) is cut into column blocks first, each element-wise on its own."""
-        cols = a.cols
+        cols, isz = a.cols, self.dtype.itemsize
+        mode = None if b is None else bcast
         width = cols
-        while width > 1 and not all(fixed + per_row <= capacity for per_row, fixed, capacity
-                                    in self._elementwise_needs(op, width, b, bcast).values()):
+        while width > 1 and not self.fits(elementwise_needs(op.kind, width, isz, mode)):
             width = max(1, width // 2)
         if width < cols:
             for c0 in range(0, cols, width):
@@ -196,13 +155,12 @@ class VectorLowering:
                 self._elementwise_rows(op, a.block(0, a.rows, c0, w), b_part,
                                        out.block(0, out.rows, c0, w), bcast)
             return
-        isz = self.dtype.itemsize
-        for r0, rows in self.row_blocks(op, a.rows, self._elementwise_needs(op, cols, b, bcast)):
+        for r0, rows in self.row_blocks(op, a.rows, elementwise_needs(op.kind, cols, isz, mode)):
             slot = self.vp_in.acquire()
             self.em.load(self.loader, slot, a.block(r0, rows, 0, cols))
             b_at = None
             if b is not None:
-                b_at = slot + _up(rows * cols * isz)
+                b_at = slot + up(rows * cols * isz)
                 self.em.load(self.loader, b_at, b if bcast == "col" else b.block(r0, rows, 0, b.cols))
             self.vp_in.filled()
             self.vp_in.take()
@@ -235,23 +193,12 @@ class VectorLowering:
     def concat(self, op: Op) -> None:
         """Each input copied into its slice of the output along `axis`; an input the storage
         plan already placed in that slice (a producer that wrote it there) costs nothing."""
-        out = self.views[op.name]
-        axis = op.attr("axis") % len(out.shape)
-        dtype = DType.int32 if op.type.dtype is DType.int32 else self.dtype
-        at = 0
-        for name in op.inputs:
-            src = self.views[name]
-            dst = out.slice(axis, at, at + src.shape[axis])
-            at += src.shape[axis]
-            if src != dst:
-                for s_m, d_m in matrix_pairs(src, dst):
-                    self._copy_rows(op, s_m, d_m, dtype)
+        dtype = concat_dtype(op, self.dtype)
+        for s_m, d_m in concat_copies(op, self.views):
+            self._copy_rows(op, s_m, d_m, dtype)
 
     def _copy_rows(self, op: Op, src: Matrix, dst: Matrix, dtype: DType) -> None:
-        row_bytes = src.cols * dtype.itemsize
-        blocks = self.row_blocks(op, src.rows, {"the vp_in slot": (row_bytes, 0, self.vp_in.slot_bytes),
-                                            "the vp_out slot": (row_bytes, 0, self.vp_out.slot_bytes)})
-        for r0, rows in blocks:
+        for r0, rows in self.row_blocks(op, src.rows, copy_needs(src.cols * dtype.itemsize)):
             slot = self.vp_in.acquire()
             self.em.load(self.loader, slot, src.block(r0, rows, 0, src.cols))
             self.vp_in.filled()
@@ -268,14 +215,10 @@ class VectorLowering:
         out = view_matrix(self.views[op.name])
         isz, d = self.dtype.itemsize, x.cols
         eps = float(op.attr("eps", 1e-5))
-        blocks = self.row_blocks(op, x.rows, {
-            "the vp_in slot": (d * isz, 2 * _up(d * 4) + _ALIGN, self.vp_in.slot_bytes),
-            "the vp_out slot": (d * isz, 0, self.vp_out.slot_bytes),
-            "vector scratch": (2 * d * 4 + 8, 4 * _ALIGN, self.scratch_bytes)})
-        for r0, rows in blocks:
+        for r0, rows in self.row_blocks(op, x.rows, layernorm_needs(d, isz)):
             slot = self.vp_in.acquire()
-            g_at = slot + _up(rows * d * isz)
-            b_at = g_at + _up(d * 4)
+            g_at = slot + up(rows * d * isz)
+            b_at = g_at + up(d * 4)
             self.em.load(self.loader, slot, x.block(r0, rows, 0, d))
             self.em.load(self.loader, g_at, gain)
             self.em.load(self.loader, b_at, bias)
@@ -320,13 +263,9 @@ class VectorLowering:
         g_isz = self.em.itemsize[gain.symbol]
         isz, d = self.dtype.itemsize, x.cols
         eps = float(op.attr("eps", 1e-6))
-        blocks = self.row_blocks(op, x.rows, {
-            "the vp_in slot": (d * isz, _up(d * g_isz) + _ALIGN, self.vp_in.slot_bytes),
-            "the vp_out slot": (d * isz, 0, self.vp_out.slot_bytes),
-            "vector scratch": (2 * d * 4 + 4, _up(d * 4) + 3 * _ALIGN, self.scratch_bytes)})
-        for r0, rows in blocks:
+        for r0, rows in self.row_blocks(op, x.rows, rmsnorm_needs(d, isz, g_isz)):
             slot = self.vp_in.acquire()
-            g_at = slot + _up(rows * d * isz)
+            g_at = slot + up(rows * d * isz)
             self.em.load(self.loader, slot, x.block(r0, rows, 0, d))
             self.em.load(self.loader, g_at, gain)
             self.vp_in.filled()
@@ -370,19 +309,13 @@ class VectorLowering:
 
     def _rope_rows(self, op: Op, x: Matrix, out: Matrix, table: Matrix, bcast: str) -> None:
         isz, h = self.dtype.itemsize, x.cols // 2
-        per_table_row = 2 * h * 4 if bcast == "none" else 0
-        blocks = self.row_blocks(op, x.rows, {
-            "the vp_in slot": (2 * h * isz + per_table_row, 4 * _ALIGN + (0 if per_table_row else 2 * _up(h * 4)),
-                               self.vp_in.slot_bytes),
-            "the vp_out slot": (2 * h * isz, _ALIGN, self.vp_out.slot_bytes),
-            "vector scratch": (4 * h * 4, 4 * _ALIGN, self.scratch_bytes)})
-        for r0, rows in blocks:
+        for r0, rows in self.row_blocks(op, x.rows, rope_needs(h, isz, bcast == "none")):
             t_rows = rows if bcast == "none" else 1
-            half = _up(rows * h * isz)
+            half = up(rows * h * isz)
             slot = self.vp_in.acquire()
             x2_at = slot + half
             cos_at = x2_at + half
-            sin_at = cos_at + _up(t_rows * h * 4)
+            sin_at = cos_at + up(t_rows * h * 4)
             self.em.load(self.loader, slot, x.block(r0, rows, 0, h))
             self.em.load(self.loader, x2_at, x.block(r0, rows, h, h))
             t0 = r0 if bcast == "none" else 0
@@ -436,14 +369,10 @@ class VectorLowering:
     def _softmax_rows(self, op: Op, x: Matrix, out: Matrix, mask: Matrix | None) -> None:
         isz, t = self.dtype.itemsize, x.cols
         scale = float(op.attr("scale", 1.0))
-        blocks = self.row_blocks(op, x.rows, {
-            "the vp_in slot": (t * isz + (t * 4 if mask else 0), 2 * _ALIGN, self.vp_in.slot_bytes),
-            "the vp_out slot": (t * isz, 0, self.vp_out.slot_bytes),
-            "vector scratch": (t * 4 + 8, 3 * _ALIGN, self.scratch_bytes)})
-        for r0, rows in blocks:
+        for r0, rows in self.row_blocks(op, x.rows, softmax_needs(t, isz, mask is not None)):
             slot = self.vp_in.acquire()
             self.em.load(self.loader, slot, x.block(r0, rows, 0, t))
-            m_at = slot + _up(rows * t * isz)
+            m_at = slot + up(rows * t * isz)
             if mask is not None:
                 self.em.load(self.loader, m_at, mask.block(r0, rows, 0, t))
             self.vp_in.filled()

@@ -10,7 +10,7 @@ from compiler.phase import decode
 from compiler.pipeline import Pipeline, Step, compile_graph, dump_after
 from compiler.targets import dataflow, pim, systolic
 
-STEPS = {"systolic": ("precision", "storage", "attention", "dram", "sram", "emit"),
+STEPS = {"systolic": ("precision", "storage", "attention", "dram", "floors", "sram", "emit"),
          "pim": ("precision", "storage", "placement", "emit"),
          "dataflow": ("precision", "storage", "attention", "sections", "placement", "emit")}
 

@@ -100,22 +100,34 @@ def test_bad_arch_file_names_file_and_field(capsys, tmp_path, tiny_hf):
     assert code == 2 and f"{bad}: invalid TOML" in capsys.readouterr().err
 
 
-def test_layernorm_row_too_wide_for_the_vector_scratch(capsys, tmp_path):
+def test_layernorm_row_too_wide_for_the_sram_states_the_minimum(capsys, tmp_path):
+    """An 8192-wide layer norm row needs 81,984 bytes of a vp_in slot (x, then gain and bias in
+    fp32) and 65,856 of scratch: the plan states the minimum, and runs at it."""
     graph = tmp_path / "ln.graph"
     graph.write_text("graph ln {\n input x: fp32[4, 8192]\n param g: fp32[8192]\n param b: fp32[8192]\n"
                      " y = layernorm(x, g, b)\n output y\n}\n")
-    code = main(["sim", "--model", str(graph), "--arch", "systolic-32", "--set", "sram_bytes=262144"])
+    argv = ["sim", "--model", str(graph), "--arch", "systolic-32", "--set"]
+    code = main([*argv, "sram_bytes=262144"])
     err = capsys.readouterr().err
-    assert code == 2 and "op 'y' (layernorm): one row needs" in err and "bytes of" in err, err
+    assert code == 2 and ("sram_bytes = 262,144 cannot hold one fold of the 32x32 ws array in bf16 "
+                          "(double-buffered) beside one row of every op; the minimum is 266,816 bytes, "
+                          "set by layernorm 'y' (8192-wide rows) and one fold of the 32x32 ws array "
+                          "(2,048-byte stationary block)") in err, err
+    assert main([*argv, "sram_bytes=266816"]) == 0
 
 
-def test_too_small_sram_names_the_op_and_the_sizes():
+def test_64_kib_holds_gpt2_on_a_32x32_array():
+    """The issue's case: 64 KiB held one fold but not one layer norm row; the planner now
+    raises the vector rings to their floors, and refuses only below the minimum."""
     from arch import load_arch
     from compiler.frontend import load_model
     from compiler.phase import decode
     from compiler.targets import CompileError
     from tessel.targets import TARGETS
-    arch = load_arch("systolic-32", ["sram_bytes=65536"])     # holds one fold, not one row
-    with pytest.raises(CompileError, match=r"op 'h.0.ln_1' \(layernorm\): one row needs 7744 bytes "
-                                           r"of the vp_in slot \(6208 of them fixed\), which holds 4544"):
-        TARGETS["systolic"].compile(load_model("gpt2").graph(decode(8)), arch)
+    graph = load_model("gpt2").graph(decode(8))
+    TARGETS["systolic"].compile(graph, load_arch("systolic-32", ["sram_bytes=65536"]))
+    with pytest.raises(CompileError, match=r"sram_bytes = 32,384 cannot hold .* the minimum is 32,448 "
+                                           r"bytes, set by layernorm 'h.0.ln_1' \(768-wide rows\), one fold "
+                                           r"of the 32x32 ws array \(2,048-byte stationary block\) and "
+                                           r"embedding 'embed.tokens' \(768-wide rows\)"):
+        TARGETS["systolic"].compile(graph, load_arch("systolic-32", ["sram_bytes=32384"]))

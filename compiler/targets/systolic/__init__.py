@@ -1,4 +1,5 @@
-"""The systolic-array target: precision -> storage -> attention -> dram -> sram -> emit (docs/systolic.md)."""
+"""The systolic-array target: precision -> storage -> attention -> dram -> floors -> sram -> emit
+(docs/systolic.md)."""
 from __future__ import annotations
 
 from compiler.pipeline import Compilation, Pipeline, Step
@@ -6,18 +7,25 @@ from compiler.targets.attention_plan import AttentionPlan, plan_attention
 from compiler.targets.base import Lowered
 from compiler.targets.steps import PRECISION, STORAGE
 from compiler.targets.systolic.lowering import SystolicLowering
-from compiler.targets.systolic.memory import DramLayout, SramLayout, copy_row_bytes, plan_dram, plan_sram
+from compiler.targets.systolic.memory import (DramLayout, SramFloors, SramLayout, plan_dram, plan_sram,
+                                              sram_floors)
 
 __all__ = ["PIPELINE"]
-
 
 
 def _dram(c: Compilation) -> DramLayout:
     return plan_dram(c.graph, c["storage"], c.arch, c["attention"].elided(c["storage"].views))
 
 
+def _floors(c: Compilation) -> SramFloors:
+    """A fused attention chain's ops run in its kernel, not on the rings: they set no floor."""
+    fused = frozenset(n for chain, _ in c["attention"].fused.values()
+                      for n in (chain.scores, chain.probs, chain.context))
+    return sram_floors(c.graph, c["storage"], c.arch, c.dtype, fused)
+
+
 def _sram(c: Compilation) -> SramLayout:
-    return plan_sram(c.arch, c.dtype, copy_row_bytes(c.graph, c.dtype))
+    return plan_sram(c.arch, c.dtype, c["floors"])
 
 
 def _attention(c: Compilation) -> AttentionPlan:
@@ -36,4 +44,5 @@ def _emit(c: Compilation) -> Lowered:
 
 
 PIPELINE = Pipeline("systolic", (PRECISION, STORAGE, Step("attention", _attention),
-                                 Step("dram", _dram), Step("sram", _sram), Step("emit", _emit)))
+                                 Step("dram", _dram), Step("floors", _floors), Step("sram", _sram),
+                                 Step("emit", _emit)))

@@ -3,11 +3,14 @@
 DRAM: one buffer per value (the tables gathers read first), 64-byte aligned, in the storage
 plan's order; constants the lowering adds later go after them.
 
-SRAM (shares of sram_bytes, two slots per ring): mx_a 8 % (GEMM A tiles), mx_b 16 % (GEMM B
-tiles), vp_in 7 % (vector inputs, biases), vp_out 7 % (results to store), copy 2 % (KV
-appends, embedding gathers); the rest (20 %, at least 10 % where a ring's one-fold floor
-exceeds its share) is fp32 scratch for the vector unit. The
-accumulator holds two output tiles.
+SRAM (two slots per ring, each a share of an effective size x <= sram_bytes): mx_a 8 % (GEMM
+A tiles), mx_b 16 % (GEMM B tiles), vp_in 7 % (vector inputs, biases), vp_out 7 % (results to
+store), copy 2 % (KV appends, embedding gathers), each slot at least its floor (`SramFloors`:
+one fold of the array, one row of the graph's most demanding vector op, one gathered or
+appended row); the rest, at least max(its floor, 10 % of x), is fp32 scratch for the vector
+unit. x = sram_bytes wherever that fits (the nominal shares, scratch 20 %); below, x is the
+largest size that fits, so every slot is non-decreasing in sram_bytes. The accumulator
+holds two output tiles.
 """
 from __future__ import annotations
 
@@ -21,16 +24,17 @@ from arch.systolic import SystolicArch
 from compiler.errors import CompileError
 from compiler.ir import Graph, OpKind
 from compiler.passes.storage import StoragePlan
-from compiler.targets.emit import RingSpec, ring_specs, symbol_name
+from compiler.targets.emit import RingSpec, symbol_name
 from compiler.targets.movement import check_gather_reach, gather_tables
 from compiler.targets.systolic.folds import min_slots
+from compiler.targets.vector_needs import SCRATCH, VP_IN, VP_OUT, Floor, up, vector_floors
 
-__all__ = ["DramLayout", "SramLayout", "plan_dram", "plan_sram", "min_sram_bytes", "dram_symbol",
-           "copy_row_bytes", "ALIGN"]
+__all__ = ["DramLayout", "SramLayout", "SramFloors", "plan_dram", "plan_sram", "sram_floors",
+           "min_sram_bytes", "effective_bytes", "dram_symbol", "ALIGN"]
 
 ALIGN = 64
 _SHARES = {"mx_a": 0.08, "mx_b": 0.16, "vp_in": 0.07, "vp_out": 0.07, "copy": 0.02}
-_SCRATCH_MIN = 0.10     # what the rings' floors may leave of the nominal 20 % scratch
+_SCRATCH_MIN = 0.10     # the least scratch, as a share of the effective size (nominal: 20 %)
 _RINGS = {"mx_a": ("dma0", "mxu0"), "mx_b": ("dma0", "mxu0"), "vp_in": ("dma0", "vpu0"),
           "vp_out": ("vpu0", "dma1"), "copy": ("dma0", "dma1")}
 
@@ -56,11 +60,12 @@ class SramLayout:
     rings: tuple[RingSpec, ...]
     scratch: tuple[int, int]            # (byte address, bytes)
     acc: RingSpec
+    effective_bytes: int                # the size the shares are taken of (module docstring)
 
     def dump(self) -> str:
         base, size = self.scratch
-        return "\n".join([*(r.dump() for r in self.rings),
-                          f"scratch: sram[{base:#x}] {size:,} bytes", self.acc.dump()])
+        return "\n".join([*(r.dump() for r in self.rings), f"scratch: sram[{base:#x}] {size:,} bytes",
+                          self.acc.dump(), f"ring shares of {self.effective_bytes:,} bytes"])
 
 
 def dram_symbol(name: str, addr: int, shape: tuple[int, ...], dtype: DType, arch: SystolicArch
@@ -90,52 +95,125 @@ def plan_dram(graph: Graph, plan: StoragePlan, arch: SystolicArch,
     return DramLayout(tuple(symbols), end)
 
 
-def copy_row_bytes(graph: Graph, dtype: DType) -> int:
-    """The copy ring's smallest slot: one gathered row and its id, or one appended K/V row."""
-    return max([op.type.shape[-1] * dtype.itemsize + 4
-                for op in graph.of_kind(OpKind.EMBEDDING, OpKind.KV_APPEND)], default=0)
+@dataclass(frozen=True)
+class SramFloors:
+    """Each ring's smallest slot and the scratch area's smallest size, with what sets each:
+    the most of one fold of the array (folds.min_slots), one row of the graph's most
+    demanding vector op (vector_needs.py) and one gathered or appended row."""
+
+    rings: tuple[tuple[str, Floor], ...]        # in _RINGS order
+    scratch: Floor
+
+    def slot(self, ring: str) -> int:
+        """The ring's floor, aligned."""
+        return up(dict(self.rings)[ring].bytes)
+
+    def minimum_bytes(self) -> int:
+        """The smallest sram_bytes: every ring at its floor (two slots), the scratch at its own."""
+        return 2 * sum(self.slot(r) for r, _ in self.rings) + up(self.scratch.bytes)
+
+    def causes(self) -> str:
+        """What sets the minimum, the largest share first ("a, b and c")."""
+        share: dict[str, int] = {}
+        for floor, times in [*((f, 2) for _, f in self.rings), (self.scratch, 1)]:
+            if floor.bytes:
+                share[floor.cause] = share.get(floor.cause, 0) + times * up(floor.bytes)
+        names = sorted(share, key=lambda c: -share[c])
+        return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+    def dump(self) -> str:
+        lines = [f"sram floors: {self.minimum_bytes():,} bytes at least"]
+        lines += [f"  {name}: {f.bytes:,} bytes a slot, set by {f.cause}" for name, f in self.rings]
+        return "\n".join(lines + [f"  scratch: {self.scratch.bytes:,} bytes, set by {self.scratch.cause}"])
 
 
-def _slot_floors(arch: SystolicArch, dtype: DType, copy_bytes: int) -> dict[str, int]:
-    """Each ring's smallest slot: what one fold of the array needs (folds.min_slots), and
-    one row of the graph's largest gather or KV append."""
+_FOLD_PARTS = {"a": "streamed row", "b": "stationary block", "bias": "bias row", "out": "output row"}
+_OS_PARTS = {"a": "streamed row", "b": "streamed column", "bias": "bias row", "out": "output fold"}
+
+
+def _fold_floors(arch: SystolicArch, dtype: DType) -> dict[str, Floor]:
+    """The SRAM slots one fold of the array needs, named by its largest part."""
     need = min_slots(arch.rows, arch.cols, arch.dataflow, dtype.itemsize)
-    return {"mx_a": need.a, "mx_b": need.b, "vp_in": need.bias, "vp_out": need.out, "copy": copy_bytes}
+    sizes = {"a": need.a, "b": need.b, "bias": need.bias, "out": need.out}
+    part = max(sizes, key=sizes.__getitem__)
+    label = (_OS_PARTS if arch.dataflow == "os" else _FOLD_PARTS)[part]
+    cause = f"one fold of the {arch.rows}x{arch.cols} {arch.dataflow} array ({sizes[part]:,}-byte {label})"
+    return {"mx_a": Floor(need.a, cause), "mx_b": Floor(need.b, cause),
+            VP_IN: Floor(need.bias, cause), VP_OUT: Floor(need.out, cause)}
 
 
-def _ring_bytes(sram_bytes: int, floors: dict[str, int]) -> int:
-    """Bytes the rings take (two slots each) at `sram_bytes`, plus the least scratch."""
-    slots = sum(max(int(sram_bytes * _SHARES[r]) // ALIGN * ALIGN, -(-floors[r] // ALIGN) * ALIGN)
-                for r in _SHARES)
-    return 2 * slots + int(sram_bytes * _SCRATCH_MIN)
+def copy_floor(graph: Graph, dtype: DType) -> Floor:
+    """The copy ring's smallest slot (movement.py): one gathered row beside its id (padded to
+    the alignment), or one appended K/V row."""
+    floor = Floor(0)
+    for op in graph.of_kind(OpKind.EMBEDDING, OpKind.GATHER, OpKind.KV_APPEND):
+        width = op.type.shape[-1]
+        row = width * dtype.itemsize + (0 if op.kind is OpKind.KV_APPEND else ALIGN)
+        if row > floor.bytes:
+            floor = Floor(row, f"{op.kind.value} '{op.name}' ({width}-wide rows)")
+    return floor
 
 
-def min_sram_bytes(arch: SystolicArch, dtype: DType, copy_bytes: int = 0) -> int:
-    """The smallest sram_bytes whose rings hold one fold (found by bisection: the rings'
-    bytes grow more slowly than the SRAM once every ring is above its floor)."""
-    floors = _slot_floors(arch, dtype, copy_bytes)
-    lo, hi = 1, 1 << 40
+def sram_floors(graph: Graph, plan: StoragePlan, arch: SystolicArch, dtype: DType,
+                skip: frozenset[str] = frozenset()) -> SramFloors:
+    """The floors of `graph` on `arch`; the ops in `skip` (a fused attention chain's, which
+    lays out the SRAM its own way) set none."""
+    fold = _fold_floors(arch, dtype)
+    vector = vector_floors(graph, plan.views, dtype, lambda v: plan.buffers[v.buffer].dtype.itemsize, skip)
+    widest = {r: max(fold[r], vector[r], key=lambda f: f.bytes) for r in (VP_IN, VP_OUT)}
+    floors = {**fold, **widest, "copy": copy_floor(graph, dtype)}
+    return SramFloors(tuple((r, floors[r]) for r in _RINGS), vector[SCRATCH])
+
+
+def min_sram_bytes(floors: SramFloors) -> int:
+    """The smallest sram_bytes that holds `floors` (the layout at effective size 0)."""
+    return floors.minimum_bytes()
+
+
+def _slots(x: int, floors: SramFloors) -> dict[str, int]:
+    return {r: max(floors.slot(r), int(x * _SHARES[r]) // ALIGN * ALIGN) for r in _RINGS}
+
+
+def _layout_bytes(x: int, floors: SramFloors) -> int:
+    """The rings' bytes at effective size x (two slots each), plus the least scratch."""
+    return 2 * sum(_slots(x, floors).values()) + max(up(floors.scratch.bytes), int(x * _SCRATCH_MIN))
+
+
+def effective_bytes(sram_bytes: int, floors: SramFloors) -> int:
+    """The largest x <= sram_bytes whose layout fits sram_bytes: sram_bytes itself wherever
+    the shares leave room for the floors. `_layout_bytes` grows with x, so bisection finds
+    it, and x (hence every slot) is non-decreasing in sram_bytes."""
+    lo, hi = 0, sram_bytes
     while lo < hi:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if _ring_bytes(mid, floors) <= mid else (mid + 1, hi)
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if _layout_bytes(mid, floors) <= sram_bytes else (lo, mid - 1)
     return lo
 
 
-def plan_sram(arch: SystolicArch, dtype: DType, copy_bytes: int = 0) -> SramLayout:
-    """The rings by their shares of the SRAM, each at least one fold's worth (folds.min_slots),
-    the scratch after them, two accumulator tiles. Too small a buffer is a CompileError that
-    states the minimum."""
-    floors = _slot_floors(arch, dtype, copy_bytes)
-    if _ring_bytes(arch.sram_bytes, floors) > arch.sram_bytes:
-        raise CompileError(f"{arch.name}: sram_bytes = {arch.sram_bytes:,} cannot hold one fold of the "
-                           f"{arch.rows}x{arch.cols} {arch.dataflow} array in {dtype.value} "
-                           f"(double-buffered); the minimum is {min_sram_bytes(arch, dtype, copy_bytes):,} bytes")
+def _acc_ring(arch: SystolicArch, dtype: DType) -> RingSpec:
+    """Two accumulator slots, each at least one fold's partial sums."""
     acc_floor = min_slots(arch.rows, arch.cols, arch.dataflow, dtype.itemsize).acc
     acc_slot = arch.acc_bytes // 2 // ALIGN * ALIGN
     if acc_slot < acc_floor:
         raise CompileError(f"{arch.name}: acc_bytes = {arch.acc_bytes:,} cannot hold one fold's partial "
-                           f"sums (double-buffered); the minimum is {2 * -(-acc_floor // ALIGN) * ALIGN:,} bytes")
-    shares = {r: max(_SHARES[r], (-(-floors[r] // ALIGN) * ALIGN + 0.5) / arch.sram_bytes) for r in _SHARES}
-    rings, end = ring_specs("sram", arch.sram_bytes, shares, _RINGS, ALIGN)
-    return SramLayout(rings, (end, arch.sram_bytes - end),
-                      RingSpec("acc", "acc", 0, acc_slot, 2, "mxu0", "vpu0"))
+                           f"sums (double-buffered); the minimum is {2 * up(acc_floor):,} bytes")
+    return RingSpec("acc", "acc", 0, acc_slot, 2, "mxu0", "vpu0")
+
+
+def plan_sram(arch: SystolicArch, dtype: DType, floors: SramFloors) -> SramLayout:
+    """The rings by their shares of the effective size, each at least its floor, the scratch
+    after them, two accumulator tiles. Too small a buffer is a CompileError that states the
+    minimum and what sets it."""
+    minimum = floors.minimum_bytes()
+    if arch.sram_bytes < minimum:
+        raise CompileError(f"{arch.name}: sram_bytes = {arch.sram_bytes:,} cannot hold one fold of the "
+                           f"{arch.rows}x{arch.cols} {arch.dataflow} array in {dtype.value} "
+                           f"(double-buffered) beside one row of every op; the minimum is "
+                           f"{minimum:,} bytes, set by {floors.causes()}")
+    acc = _acc_ring(arch, dtype)
+    x = effective_bytes(arch.sram_bytes, floors)
+    rings, base = [], 0
+    for name, slot in _slots(x, floors).items():
+        rings.append(RingSpec(name, "sram", base, slot, 2, *_RINGS[name]))
+        base += 2 * slot
+    return SramLayout(tuple(rings), (base, arch.sram_bytes - base), acc, x)

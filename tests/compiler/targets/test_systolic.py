@@ -1,16 +1,14 @@
 """The systolic target's planning steps: DRAM buffers, then the SRAM rings by their shares."""
-from isa import DType
 from arch import load_arch
 from compiler.frontend import load_model
 from compiler.phase import decode
 from compiler.pipeline import dump_after
 from compiler.targets.systolic import PIPELINE
-from compiler.targets.systolic.memory import plan_sram
 
 
 def test_sram_rings_take_their_shares_two_slots_each():
     arch = load_arch("systolic-128")
-    layout = plan_sram(arch, DType.bf16)
+    layout = PIPELINE.run(load_model("gpt2").graph(decode(4)), arch, until="sram")["sram"]
     names = [r.name for r in layout.rings]
     assert names == ["mx_a", "mx_b", "vp_in", "vp_out", "copy"]
     mx_b = layout.rings[1]

@@ -1,0 +1,126 @@
+"""Vector ops' buffer needs (compiler/targets/vector_needs.py): the floors the systolic planner
+takes from a graph, and that they are enough for the lowering, which cuts rows by the same
+needs, on every op kind the model families use."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from isa import DType
+
+from arch import load_arch
+from compiler.builder import GraphBuilder
+from compiler.errors import CompileError
+from compiler.frontend import load_model
+from compiler.ir import OpKind
+from compiler.passes.routing import Routing, moe_ops, route_graph
+from compiler.phase import decode, prefill
+from compiler.targets.systolic import PIPELINE
+from compiler.targets.systolic.memory import min_sram_bytes
+from compiler.targets.vector_needs import (SCRATCH, VP_IN, VP_OUT, Floor, elementwise_needs,
+                                           layernorm_needs, vector_floors)
+from tessel.targets import TARGETS
+from tests.compiler.targets.test_vector_ops import _simulate
+
+FIXTURES = Path(__file__).parents[2] / "fixtures"
+
+
+def _floors(graph, dtype=DType.bf16):
+    storage = PIPELINE.run(graph, load_arch("systolic-32"), dtype, until="storage")["storage"]
+    return vector_floors(graph, storage.views, dtype, lambda v: storage.buffers[v.buffer].dtype.itemsize)
+
+
+def test_gpt2_floors_are_one_layer_norm_row():
+    floors = _floors(load_model("gpt2").graph(decode(16)))
+    ln = "layernorm 'h.0.ln_1' (768-wide rows)"
+    assert floors == {VP_IN: Floor(768 * 2 + 2 * 768 * 4 + 64, ln), VP_OUT: Floor(768 * 2, ln),
+                      SCRATCH: Floor(2 * 768 * 4 + 8 + 4 * 64, ln)}
+    assert floors[VP_IN].bytes == layernorm_needs(768, 2)[VP_IN].one_row
+
+
+def test_element_wise_ops_need_one_column():
+    """A 3,000-wide silu and add: one column each (the lowering cuts wide rows into column
+    blocks), so they raise no floor a fold does not; they compile at the minimum."""
+    g = GraphBuilder("wide")
+    x, y = g.input("x", (5, 3000)), g.input("y", (5, 3000))
+    act = g.op(OpKind.SILU, "act", [x])
+    g.op(OpKind.ADD, "out", [act, y])
+    graph = g.build(["out"])
+    floors = _floors(graph)
+    assert floors[VP_IN] == Floor(elementwise_needs(OpKind.ADD, 1, 2, "none")[VP_IN].one_row,
+                                  "add 'out' (one column)")
+    assert floors[SCRATCH] == Floor(2 * 4 + 2 * 64, "silu 'act' (one column)")
+    arch = load_arch("systolic-32")
+    minimum = min_sram_bytes(PIPELINE.run(graph, arch, until="floors")["floors"])
+    TARGETS["systolic"].compile(graph, load_arch("systolic-32", [f"sram_bytes={minimum}"]))
+
+
+@pytest.mark.parametrize("phase", [prefill(8), decode(8)], ids=["prefill-8", "decode-8"])
+@pytest.mark.parametrize("fixture", ["tiny-llama3-tied", "tiny-qwen3", "tiny-mistral-swa",
+                                     "tiny-mixtral", "tiny-qwen2-bias"])
+def test_every_family_compiles_at_its_minimum_and_not_below(fixture, phase):
+    """rmsnorm (gains stored or computed), rope (a table row per position, or one for every
+    head in decode), silu, sliding-window softmax, MoE gathers and concats: the floors hold."""
+    graph = load_model(str(FIXTURES / fixture)).graph(phase)
+    graph = route_graph(graph, Routing({op.name: [[t % 2, 1 - t % 2] for t in range(op.type.shape[0])]
+                                        for op in moe_ops(graph)}, "test"))
+    arch = load_arch("systolic-32")
+    minimum = min_sram_bytes(PIPELINE.run(graph, arch, until="floors")["floors"])
+    TARGETS["systolic"].compile(graph, load_arch("systolic-32", [f"sram_bytes={minimum}"]))
+    with pytest.raises(CompileError, match=f"the minimum is {minimum:,} bytes, set by "):
+        TARGETS["systolic"].compile(graph, load_arch("systolic-32", [f"sram_bytes={minimum - 64}"]))
+
+
+def _heads(g, seq: int, half: int) -> str:
+    x = g.input("x", (1, seq, 2 * 2 * half))
+    return g.op(OpKind.TRANSPOSE, "t", [g.op(OpKind.RESHAPE, "r", [x], shape=(1, seq, 2, 2 * half))],
+                perm=(0, 2, 1, 3))
+
+
+def _gain_product(g) -> str:
+    return g.op(OpKind.MUL, "gain", [g.param("g1", (1000,)), g.param("g2", (1000,))])
+
+
+def _concat(g) -> list[str]:
+    p0 = g.op(OpKind.MUL, "p0", [g.input("x0", (4, 300)), g.param("s0", (300,))])
+    p1 = g.op(OpKind.MUL, "p1", [g.input("x1", (4, 500)), g.param("s1", (500,))])
+    return [g.op(OpKind.CONCAT, "c", [p0, p1], axis=1), p1]           # p1 is copied into c
+
+
+# one wide op each (fp32), so that its rows, not the fold, set the vector floors: (build, setter)
+WIDE = {
+    "layernorm": (lambda g: [g.op(OpKind.LAYERNORM, "y", [g.input("x", (3, 1000)), g.param("g", (1000,)),
+                                                          g.param("b", (1000,))])], "layernorm 'y'"),
+    "rmsnorm": (lambda g: [g.op(OpKind.RMSNORM, "y", [g.input("x", (3, 1000)), g.param("g", (1000,))])],
+                "rmsnorm 'y'"),
+    "rmsnorm-computed-gain": (lambda g: [g.op(OpKind.RMSNORM, "y", [g.input("x", (3, 1000)),
+                                                                     _gain_product(g)])], "rmsnorm 'y'"),
+    "rope-prefill": (lambda g: [g.op(OpKind.ROPE, "y", [_heads(g, 6, 256)], theta=1e4, start=0)], "rope 'y'"),
+    "rope-decode": (lambda g: [g.op(OpKind.ROPE, "y", [_heads(g, 1, 256)], theta=1e4, start=7)], "rope 'y'"),
+    "softmax-causal": (lambda g: [g.op(OpKind.SOFTMAX, "y", [g.input("x", (2, 5, 700))], scale=0.5,
+                                      causal=True)], "softmax 'y'"),
+    "softmax-window": (lambda g: [g.op(OpKind.SOFTMAX, "y", [g.input("x", (2, 5, 700))], scale=0.5,
+                                      causal=True, window=300)], "softmax 'y'"),
+    "concat": (_concat, "concat 'c'"),
+    "div-by-row": (lambda g: [g.op(OpKind.DIV, "y", [g.input("a", (6, 4000)), g.input("w", (6, 1))])],
+                   "one fold of the 32x32 ws array"),
+}
+
+
+@pytest.mark.parametrize("case", WIDE)
+def test_each_op_kind_runs_at_its_minimum_with_its_floor_stated(case):
+    """The planner's floors and the lowering's row blocks come from the same needs: at the
+    minimum every op runs (numerics against the reference), 64 bytes below the op is named."""
+    build, setter = WIDE[case]
+    g = GraphBuilder(case)
+    graph = g.build(build(g))
+    arch = load_arch("systolic-32", ["dtype=fp32"])
+    minimum = min_sram_bytes(PIPELINE.run(graph, arch, until="floors")["floors"])
+    got, want, _ = _simulate(graph, "systolic", "systolic-32", (f"sram_bytes={minimum}",))
+    for name in graph.outputs:
+        assert np.abs(got[name] - want[name]).max() <= 2e-5 * np.abs(want[name]).max(), name
+    below = load_arch("systolic-32", ["dtype=fp32", f"sram_bytes={minimum - 64}"])
+    with pytest.raises(CompileError, match=rf"the minimum is {minimum:,} bytes, set by .*{re.escape(setter)}"):
+        TARGETS["systolic"].compile(graph, below)
