@@ -11,7 +11,7 @@ from compiler.passes.storage import StoragePlan
 from compiler.targets.emit import Emitter, Matrix, Ring, view_batches, view_matrix
 from compiler.targets.tiling import row_block
 
-__all__ = ["lower_embedding", "lower_kv_append", "gather_tables", "check_gather_reach",
+__all__ = ["lower_embedding", "lower_kv_append", "gather_block_rows", "gather_tables", "check_gather_reach",
            "GATHER_REACH_BYTES", "FAR_GATHER_REACH_BYTES", "gather_opcode"]
 
 # A gather's table operand is A32 (docs/isa.md): it reaches the first 256 MiB of its space;
@@ -47,6 +47,18 @@ def gather_opcode(table: str, addr: int) -> str:
     return "gatherw"
 
 
+def gather_block_rows(name: str, rows: int, row_bytes: int, slot_bytes: int, align: int) -> int:
+    """How many rows one gather block moves: its int32 ids (padded to `align`) and its rows must
+    fit one slot together, and `gather` moves at most 255 rows; CompileError when not one."""
+    per = min(255, rows, slot_bytes // (row_bytes + 4))
+    while per > 0 and -(-per * 4 // align) * align + per * row_bytes > slot_bytes:
+        per -= 1
+    if per == 0:
+        raise CompileError(f"op '{name}' (embedding): one row needs {align + row_bytes} bytes of "
+                           f"the gather slot (its id padded to {align}), which holds {slot_bytes} bytes")
+    return per
+
+
 def lower_embedding(em: Emitter, op, views, ring: Ring, itemsize: int, align: int = 64) -> None:
     """An embedding lookup, or a gather of a computed value's rows: the ring's producer loads
     blocks of ids and gathers their table rows into a slot (`gather` moves at most 255 rows),
@@ -54,8 +66,7 @@ def lower_embedding(em: Emitter, op, views, ring: Ring, itemsize: int, align: in
     table, ids, out = (view_matrix(views[name]) for name in (*op.inputs[:2], op.name))
     flat = Matrix(ids.symbol, ids.offset, 1, ids.rows * ids.cols, ids.rows * ids.cols)
     row_bytes = table.cols * itemsize
-    per = min(255, row_block(op.name, "embedding", flat.cols, row_bytes + 4, ring.slot_bytes,
-                             "gather slot"))
+    per = gather_block_rows(op.name, flat.cols, row_bytes, ring.slot_bytes, align)
     for r0 in range(0, flat.cols, per):
         n = min(per, flat.cols - r0)
         slot = ring.acquire()

@@ -3,6 +3,8 @@ import pytest
 
 from compiler.ir import OpKind
 from compiler.targets.base import HANDLERS, GemmLowering, TargetLowering
+from compiler.errors import CompileError
+from compiler.targets.movement import gather_block_rows
 
 
 def test_every_compute_op_kind_has_a_handler_on_the_contract():
@@ -29,3 +31,19 @@ def test_a_lowering_missing_a_handler_cannot_be_built():
 
 def test_a_gemm_target_implements_gemm_instead_of_linear_and_matmul():
     assert GemmLowering.__abstractmethods__ == {"add_constant", "gemm", "op_embedding", "op_kv_append"}
+
+
+@pytest.mark.parametrize("row_bytes, slot_bytes, rows", [
+    (1536, 1600, 1),        # one row and its id padded to 64 bytes
+    (1000, 2064, 2),        # 2 x 1000 + 64: the padded ids leave no room for a third row
+    (1000, 3012, 2),        # 3 x (1000 + 4) fits unpadded, not with the 64-byte id block
+    (100, 1 << 20, 255),    # gather moves at most 255 rows
+])
+def test_gather_blocks_fit_their_padded_ids(row_bytes, slot_bytes, rows):
+    assert gather_block_rows("e", 1000, row_bytes, slot_bytes, 64) == rows
+
+
+def test_gather_block_too_small_for_one_row():
+    with pytest.raises(CompileError, match=r"op 'e' \(embedding\): one row needs 1600 bytes of the "
+                                           r"gather slot \(its id padded to 64\), which holds 1599 bytes"):
+        gather_block_rows("e", 10, 1536, 1599, 64)
