@@ -14,7 +14,6 @@ from arch import load_arch  # noqa: E402
 from compiler.frontend import load_model  # noqa: E402
 from compiler.phase import prefill  # noqa: E402
 from compiler.targets.systolic import PIPELINE  # noqa: E402
-from compiler.targets.systolic.memory import min_sram_bytes  # noqa: E402
 from sim.simulate import simulate  # noqa: E402
 from tessel.targets import TARGETS  # noqa: E402
 
@@ -27,7 +26,7 @@ GRAPH = load_model("gpt2").graph(prefill(128))
 def start_kib(preset: str) -> int:
     """The preset's minimum sram_bytes for the graph, in KiB rounded up to STEP_KIB, at least 64."""
     floors = PIPELINE.run(GRAPH, load_arch(preset), until="floors")["floors"]
-    return max(64, -(-min_sram_bytes(floors) // (STEP_KIB << 10)) * STEP_KIB)
+    return max(64, -(-floors.minimum_bytes() // (STEP_KIB << 10)) * STEP_KIB)
 
 
 def cycles(preset: str, sram_bytes: int) -> int:

@@ -103,26 +103,27 @@ class PartialSums:
     def __init__(self, em: Emitter, place: Callable[[str, tuple[int, ...]], None],
                  loader: str, storer: str) -> None:
         self.em, self.place, self.loader, self.storer = em, place, loader, storer
-        self._symbol: tuple[str, int] | None = None
+        self._buffers = 0                  # psum_0, psum_1, ...: each larger than the last
+        self._elements = 0
         self._sem: int | None = None
 
     def matrix(self, rows: int, cols: int) -> Matrix:
         """A dense fp32 rows x cols window of the buffer."""
-        if self._symbol is None or self._symbol[1] < rows * cols:
-            name = f"psum_{0 if self._symbol is None else int(self._symbol[0][5:]) + 1}"
-            self.place(name, (rows, cols))
-            self._symbol = (name, rows * cols)
-        return Matrix(self._symbol[0], 0, rows, cols, cols)
+        if self._elements < rows * cols:
+            self.place(f"psum_{self._buffers}", (rows, cols))
+            self._buffers, self._elements = self._buffers + 1, rows * cols
+        return Matrix(f"psum_{self._buffers - 1}", 0, rows, cols, cols)
+
+    def _semaphore(self) -> int:
+        if self._sem is None:
+            self._sem = self.em.semaphore()
+        return self._sem
 
     def before_reload(self) -> None:
-        if self._sem is None:
-            self._sem = self.em.semaphore()
-        self.em.emit(self.loader, "wait", sem=self._sem)
+        self.em.emit(self.loader, "wait", sem=self._semaphore())
 
     def after_store(self) -> None:
-        if self._sem is None:
-            self._sem = self.em.semaphore()
-        self.em.emit(self.storer, "signal", sem=self._sem)
+        self.em.emit(self.storer, "signal", sem=self._semaphore())
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,63 +211,67 @@ class FoldGemm:
             self._reduce_on_rows(a, b, out, transpose_b, bias)
 
     # -- ws and is: stationary W(p, q), streamed X(p, t), output Y(q, t) -------------------
+    def _stationary(self, a: Matrix, b: Matrix, tb: bool, p0: int, plen: int, q0: int, qlen: int) -> Matrix:
+        if self.dataflow == "ws":
+            return b.block(q0, qlen, p0, plen) if tb else b.block(p0, plen, q0, qlen)
+        return a.block(q0, qlen, p0, plen)
+
+    def _streamed(self, a: Matrix, b: Matrix, tb: bool, p0: int, plen: int, t0: int, tl: int) -> Matrix:
+        if self.dataflow == "ws":
+            return a.block(t0, tl, p0, plen)
+        return b.block(t0, tl, p0, plen) if tb else b.block(p0, plen, t0, tl)
+
+    def _tile(self, m: Matrix, q0: int, qlen: int, t0: int, tl: int) -> Matrix:
+        """The (q, t) output tile of `m` (C itself, or its fp32 partial sums): rows t for ws."""
+        return m.block(t0, tl, q0, qlen) if self.dataflow == "ws" else m.block(q0, qlen, t0, tl)
+
+    def _bias_row(self, bias: Matrix | None, q0: int, qlen: int, t0: int, tl: int) -> Matrix | None:
+        if bias is None:
+            return None
+        return bias.block(0, 1, q0, qlen) if self.dataflow == "ws" else bias.block(0, 1, t0, tl)
+
+    def _fold_piece(self, tl: int, qlen: int, plen: int, c: Addr, x: Addr, w: Addr, accumulate: bool,
+                    tb: bool, continues: bool, first_fold: bool, t_total: int) -> None:
+        """`_gemm` for one (p, q) fold over stream piece t, in the dataflow's orientation."""
+        if self.dataflow == "ws":
+            self._gemm(tl, qlen, plen, c, x, w, accumulate, tb, continues, first_fold, t_total)
+        else:
+            self._gemm(qlen, tl, plen, c, w, x, accumulate, tb, continues, first_fold, t_total)
+
     def _reduce_on_rows(self, a: Matrix, b: Matrix, out: Matrix, tb: bool, bias: Matrix | None) -> None:
         ws, isz, lim = self.dataflow == "ws", self.dtype.itemsize, self.limits
         m, k = a.rows, a.cols
         n = b.rows if tb else b.cols
         total_t, across = (m, n) if ws else (n, m)
         r_unit, c_unit = self.rows, min(self.cols, across)
-        # pieces: what one streamed block, output tile and bias row may hold; a chunk: the
-        # pieces whose partial sums (one column of folds) fit one accumulator slot together
+        # pieces: what one streamed block, output tile and bias row may hold; all of them
+        # together must hold one column of folds' partial sums in one accumulator slot
         x_row = _aligned(r_unit * isz) if ws else r_unit * isz
         piece = max(1, min(total_t, PIECE_MAX, lim.a // x_row, lim.out // (c_unit * isz),
                            lim.acc // (c_unit * 4), PIECE_MAX if ws else lim.bias // 4))
         piece = _even(total_t, piece)
-        chunk = min(total_t, max(1, lim.acc // _aligned(piece * c_unit * 4)) * piece)
-        if chunk < total_t:
+        if max(1, lim.acc // _aligned(piece * c_unit * 4)) * piece < total_t:
             self._reduce_spilled(a, b, out, tb, bias, total_t, across)
             return
         # one fold per gemm: grouping folds into larger transfers lengthens every pipeline's
         # fill by more than it saves in DMA latencies, and would tie the grouping to the buffers
-        col_groups = _blocks(across, c_unit)
-        groups = _blocks(k, r_unit)
-        for c0, clen in _blocks(total_t, chunk):
-            pieces = _blocks(clen, piece)
-            self.x.scope(sum(_aligned(r * tl * isz) for _, r in groups for _, tl in pieces))
-            for q0, qlen in col_groups:
-                slot = self.acc.acquire()
-                offsets = [i * _aligned(piece * qlen * 4) for i in range(len(pieces))]
-                for p0, plen in groups:
-                    if ws:
-                        wblk = b.block(q0, qlen, p0, plen) if tb else b.block(p0, plen, q0, qlen)
-                    else:
-                        wblk = a.block(q0, qlen, p0, plen)
-                    w = self.w.use(("w", p0, q0), plen * qlen * isz, wblk)
-                    for i, (t0, tl) in enumerate(pieces):
-                        t0 += c0
-                        if ws:
-                            xblk = a.block(t0, tl, p0, plen)
-                        else:
-                            xblk = b.block(t0, tl, p0, plen) if tb else b.block(p0, plen, t0, tl)
-                        x = self.x.use(("x", p0, t0), plen * tl * isz, xblk)
-                        c = Addr(slot.space, slot.addr + offsets[i])
-                        first = p0 == 0 and q0 == 0
-                        if ws:
-                            self._gemm(tl, qlen, plen, c, x, w, p0 > 0, tb, i > 0, first, total_t)
-                        else:
-                            self._gemm(qlen, tl, plen, c, w, x, p0 > 0, tb, i > 0, first, total_t)
-                for _ in pieces:
-                    self.acc.filled()
+        groups, pieces = _blocks(k, r_unit), _blocks(total_t, piece)
+        self.x.scope(sum(_aligned(r * tl * isz) for _, r in groups for _, tl in pieces))
+        for q0, qlen in _blocks(across, c_unit):
+            slot = self.acc.acquire()
+            offsets = [i * _aligned(piece * qlen * 4) for i in range(len(pieces))]
+            for p0, plen in groups:
+                w = self.w.use(("w", p0, q0), plen * qlen * isz, self._stationary(a, b, tb, p0, plen, q0, qlen))
                 for i, (t0, tl) in enumerate(pieces):
-                    t0 += c0
-                    last = i == len(pieces) - 1
-                    c = Addr(slot.space, slot.addr + offsets[i])
-                    if ws:
-                        self.epilogue(c, self.acc_type, tl, qlen, bias.block(0, 1, q0, qlen) if bias else None,
-                                      out.block(t0, tl, q0, qlen), _AccPiece(self.acc, last))
-                    else:
-                        self.epilogue(c, self.acc_type, qlen, tl, bias.block(0, 1, t0, tl) if bias else None,
-                                      out.block(q0, qlen, t0, tl), _AccPiece(self.acc, last))
+                    x = self.x.use(("x", p0, t0), plen * tl * isz, self._streamed(a, b, tb, p0, plen, t0, tl))
+                    self._fold_piece(tl, qlen, plen, slot + offsets[i], x, w, p0 > 0, tb, i > 0,
+                                     p0 == 0 and q0 == 0, total_t)
+            for _ in pieces:
+                self.acc.filled()
+            for i, (t0, tl) in enumerate(pieces):
+                rows, cols = (tl, qlen) if ws else (qlen, tl)
+                self.epilogue(slot + offsets[i], self.acc_type, rows, cols, self._bias_row(bias, q0, qlen, t0, tl),
+                              self._tile(out, q0, qlen, t0, tl), _AccPiece(self.acc, i == len(pieces) - 1))
         self.x.end()
         self.w.end()
 
@@ -291,49 +296,32 @@ class FoldGemm:
         for q0, qlen in _blocks(across, c_unit):
             sums = self.partials.matrix(total_t, qlen) if ws else self.partials.matrix(qlen, total_t)
             for g, (p0, plen) in enumerate(groups):
-                wblk = (b.block(q0, qlen, p0, plen) if tb else b.block(p0, plen, q0, qlen)) if ws \
-                    else a.block(q0, qlen, p0, plen)
-                w = self.w.use(("w", p0, q0), plen * qlen * isz, wblk)
+                w = self.w.use(("w", p0, q0), plen * qlen * isz, self._stationary(a, b, tb, p0, plen, q0, qlen))
+                first, last = g == 0, g == len(groups) - 1
                 for c0, clen in chunks:
                     pieces = [(c0 + t0, tl) for t0, tl in _blocks(clen, piece)]
                     slot = self.acc.acquire()
                     offsets = [i * _aligned(piece * qlen * 4) for i in range(len(pieces))]
                     for i, (t0, tl) in enumerate(pieces):
-                        xblk = a.block(t0, tl, p0, plen) if ws else \
-                            (b.block(t0, tl, p0, plen) if tb else b.block(p0, plen, t0, tl))
-                        x = self.x.use(("x", p0, t0), plen * tl * isz, xblk)
-                        c = Addr(slot.space, slot.addr + offsets[i])
-                        on, first = i > 0 or c0 > 0, p0 == 0 and q0 == 0
-                        if ws:
-                            self._gemm(tl, qlen, plen, c, x, w, False, tb, on, first, total_t)
-                        else:
-                            self._gemm(qlen, tl, plen, c, w, x, False, tb, on, first, total_t)
+                        x = self.x.use(("x", p0, t0), plen * tl * isz, self._streamed(a, b, tb, p0, plen, t0, tl))
+                        self._fold_piece(tl, qlen, plen, slot + offsets[i], x, w, False, tb, t0 > 0,
+                                         p0 == 0 and q0 == 0, total_t)
                     for _ in pieces:
                         self.acc.filled()
                     for i, (t0, tl) in enumerate(pieces):
-                        self._partial_epilogue(Addr(slot.space, slot.addr + offsets[i]), ws, g == 0,
-                                               g == len(groups) - 1, t0, tl, q0, qlen, sums, bias,
-                                               out, _AccPiece(self.acc, i == len(pieces) - 1))
+                        rows, cols = (tl, qlen) if ws else (qlen, tl)
+                        partial = self._tile(sums, 0, qlen, t0, tl)
+                        if not first:
+                            self.partials.before_reload()
+                        self.epilogue(slot + offsets[i], self.acc_type, rows, cols,
+                                      self._bias_row(bias, q0, qlen, t0, tl) if first else None,
+                                      self._tile(out, q0, qlen, t0, tl) if last else partial,
+                                      _AccPiece(self.acc, i == len(pieces) - 1),
+                                      prior=None if first else partial, out_type=None if last else DType.fp32)
+                        if not last:
+                            self.partials.after_store()
         self.x.end()
         self.w.end()
-
-    def _partial_epilogue(self, c: Addr, ws: bool, first: bool, last: bool, t0: int, tl: int,
-                          q0: int, qlen: int, sums: Matrix, bias: Matrix | None, out: Matrix,
-                          acc: _AccPiece) -> None:
-        """One chunk piece of one fold: (+ bias on the first fold, + the earlier folds' sums
-        otherwise) -> the output on the last fold, the partial sums in DRAM before it."""
-        rows, cols = (tl, qlen) if ws else (qlen, tl)
-        tile = sums.block(t0, tl, 0, qlen) if ws else sums.block(0, qlen, t0, tl)
-        dest = (out.block(t0, tl, q0, qlen) if ws else out.block(q0, qlen, t0, tl)) if last else tile
-        bias_row = None
-        if first and bias is not None:
-            bias_row = bias.block(0, 1, q0, qlen) if ws else bias.block(0, 1, t0, tl)
-        if not first:
-            self.partials.before_reload()
-        self.epilogue(c, self.acc_type, rows, cols, bias_row, dest, acc,
-                      prior=None if first else tile, out_type=None if last else DType.fp32)
-        if not last:
-            self.partials.after_store()
 
     # -- os: output Y(p, q) in the PEs, streamed X(p, t) (A rows) and Z(q, t) (B columns) ----
     def _output_stationary(self, a: Matrix, b: Matrix, out: Matrix, tb: bool, bias: Matrix | None) -> None:

@@ -57,9 +57,13 @@ class SystolicLowering(GemmLowering):
         self._folds = FoldGemm(em, arch.rows, arch.cols, arch.dataflow, arch.weight_preload_overlap,
                                dtype, Packer(em, ra, "dma0"), Packer(em, rb, "dma0"), self.acc,
                                vector.epilogue, limits,
-                               PartialSums(em, self.add_constant, "dma0", "dma1"))
+                               PartialSums(em, self.place_fp32, "dma0", "dma1"))
 
     def add_constant(self, name: str, shape: tuple[int, ...]) -> None:
+        self.place_fp32(name, shape)
+
+    def place_fp32(self, name: str, shape: tuple[int, ...]) -> None:
+        """An fp32 DRAM buffer after the planned ones: a constant, or scratch (partial sums)."""
         symbol, self._dram_end = dram_symbol(name, self._dram_end, shape, DType.fp32, self.arch)
         self.em.place(symbol)
         self.symbols.append(symbol)

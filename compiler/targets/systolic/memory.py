@@ -30,7 +30,7 @@ from compiler.targets.systolic.folds import min_slots
 from compiler.targets.vector_needs import SCRATCH, VP_IN, VP_OUT, Floor, up, vector_floors
 
 __all__ = ["DramLayout", "SramLayout", "SramFloors", "plan_dram", "plan_sram", "sram_floors",
-           "min_sram_bytes", "effective_bytes", "dram_symbol", "ALIGN"]
+           "effective_bytes", "dram_symbol", "ALIGN"]
 
 ALIGN = 64
 _SHARES = {"mx_a": 0.08, "mx_b": 0.16, "vp_in": 0.07, "vp_out": 0.07, "copy": 0.02}
@@ -163,11 +163,6 @@ def sram_floors(graph: Graph, plan: StoragePlan, arch: SystolicArch, dtype: DTyp
     widest = {r: max(fold[r], vector[r], key=lambda f: f.bytes) for r in (VP_IN, VP_OUT)}
     floors = {**fold, **widest, "copy": copy_floor(graph, dtype)}
     return SramFloors(tuple((r, floors[r]) for r in _RINGS), vector[SCRATCH])
-
-
-def min_sram_bytes(floors: SramFloors) -> int:
-    """The smallest sram_bytes that holds `floors` (the layout at effective size 0)."""
-    return floors.minimum_bytes()
 
 
 def _slots(x: int, floors: SramFloors) -> dict[str, int]:

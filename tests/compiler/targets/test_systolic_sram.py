@@ -15,7 +15,7 @@ from compiler.frontend import build_graph, load_model
 from compiler.frontend.gpt2 import PRESETS as GPT2_PRESETS
 from compiler.phase import decode, prefill
 from compiler.targets.systolic import PIPELINE
-from compiler.targets.systolic.memory import effective_bytes, min_sram_bytes, plan_sram
+from compiler.targets.systolic.memory import effective_bytes, plan_sram
 from tessel.targets import TARGETS
 
 PHASES = {"prefill-128": prefill(128), "decode-128": decode(128)}
@@ -60,7 +60,7 @@ def gpt2_minimum(rows: int, cols: int, dataflow: str, isz: int, d: int = 768) ->
 @pytest.mark.parametrize("name", ARCHS)
 def test_the_minimum_plans_and_64_bytes_less_is_refused_with_it(name, phase):
     graph, arch = _graph(phase), _arch(name)
-    minimum = min_sram_bytes(_floors(graph, arch))
+    minimum = _floors(graph, arch).minimum_bytes()
     assert minimum == gpt2_minimum(arch.rows, arch.cols, arch.dataflow, 1 if arch.dtype == "int8" else 2)
     floors = _floors(graph, arch)
     layout = PIPELINE.run(graph, _arch(name, f"sram_bytes={minimum}"), until="sram")["sram"]
@@ -100,8 +100,8 @@ def test_every_op_compiles_at_the_minimum(name, phase):
     """The floors are enough: the whole lowering (every GEMM fold, vector row and copy row)
     compiles at the minimum, on gpt2's one-layer twin (equal floors, asserted)."""
     graph, arch = _small_gpt2(phase), _arch(name)
-    minimum = min_sram_bytes(_floors(graph, arch))
-    assert minimum == min_sram_bytes(_floors(_graph(phase), arch))
+    minimum = _floors(graph, arch).minimum_bytes()
+    assert minimum == _floors(_graph(phase), arch).minimum_bytes()
     TARGETS["systolic"].compile(graph, _arch(name, f"sram_bytes={minimum}"))
 
 
@@ -143,7 +143,7 @@ def test_slots_never_shrink_as_the_sram_grows(name):
     x = sram_bytes once every share exceeds its floor, below sram_bytes somewhere before."""
     arch = _arch(name)
     floors = _floors(_graph("prefill-128"), arch)
-    minimum = min_sram_bytes(floors)
+    minimum = floors.minimum_bytes()
     shares_win = max(max(floors.slot(r) / SHARES[r] for r in SHARES), _up(floors.scratch.bytes) / 0.1) + 64
     before, degraded = None, 0
     for size in range(minimum, int(2 * shares_win), 4 * 64 + 3):

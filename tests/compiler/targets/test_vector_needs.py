@@ -18,7 +18,6 @@ from compiler.ir import OpKind
 from compiler.passes.routing import Routing, moe_ops, route_graph
 from compiler.phase import decode, prefill
 from compiler.targets.systolic import PIPELINE
-from compiler.targets.systolic.memory import min_sram_bytes
 from compiler.targets.vector_needs import (SCRATCH, VP_IN, VP_OUT, Floor, elementwise_needs,
                                            layernorm_needs, vector_floors)
 from tessel.targets import TARGETS
@@ -53,7 +52,7 @@ def test_element_wise_ops_need_one_column():
                                   "add 'out' (one column)")
     assert floors[SCRATCH] == Floor(2 * 4 + 2 * 64, "silu 'act' (one column)")
     arch = load_arch("systolic-32")
-    minimum = min_sram_bytes(PIPELINE.run(graph, arch, until="floors")["floors"])
+    minimum = PIPELINE.run(graph, arch, until="floors")["floors"].minimum_bytes()
     TARGETS["systolic"].compile(graph, load_arch("systolic-32", [f"sram_bytes={minimum}"]))
 
 
@@ -67,7 +66,7 @@ def test_every_family_compiles_at_its_minimum_and_not_below(fixture, phase):
     graph = route_graph(graph, Routing({op.name: [[t % 2, 1 - t % 2] for t in range(op.type.shape[0])]
                                         for op in moe_ops(graph)}, "test"))
     arch = load_arch("systolic-32")
-    minimum = min_sram_bytes(PIPELINE.run(graph, arch, until="floors")["floors"])
+    minimum = PIPELINE.run(graph, arch, until="floors")["floors"].minimum_bytes()
     TARGETS["systolic"].compile(graph, load_arch("systolic-32", [f"sram_bytes={minimum}"]))
     with pytest.raises(CompileError, match=f"the minimum is {minimum:,} bytes, set by "):
         TARGETS["systolic"].compile(graph, load_arch("systolic-32", [f"sram_bytes={minimum - 64}"]))
@@ -117,7 +116,7 @@ def test_each_op_kind_runs_at_its_minimum_with_its_floor_stated(case):
     g = GraphBuilder(case)
     graph = g.build(build(g))
     arch = load_arch("systolic-32", ["dtype=fp32"])
-    minimum = min_sram_bytes(PIPELINE.run(graph, arch, until="floors")["floors"])
+    minimum = PIPELINE.run(graph, arch, until="floors")["floors"].minimum_bytes()
     got, want, _ = _simulate(graph, "systolic", "systolic-32", (f"sram_bytes={minimum}",))
     for name in graph.outputs:
         assert np.abs(got[name] - want[name]).max() <= 2e-5 * np.abs(want[name]).max(), name
