@@ -12,7 +12,7 @@ from isa.encoding import decode, decode_word, encode, encode_word
 from isa.errors import AsmError, DecodeError, FieldError, IsaError, ProgramFileError, VerifyError
 from isa.fields import A32, A40, E, F32, Field, FieldKind, Flag, U
 from isa.files import load, save
-from isa.footprint import ConfigError, Footprint, QueueConfig, footprints
+from isa.footprint import ConfigError, Footprint, QueueConfig, footprints, gather_row_bytes
 from isa.instr import Instr, first_uses
 from isa.machine import MachineView, MemorySpace
 from isa.opcodes import ISA_VERSION, OPCODES, OPCODES_BY_CODE, OpSpec
@@ -30,7 +30,7 @@ __all__ = [
     "Program", "Symbol", "encode", "decode", "encode_word", "decode_word",
     "assemble", "disassemble", "save", "load",
     # verification
-    "MemorySpace", "MachineView", "verify", "Footprint", "QueueConfig", "footprints",
+    "MemorySpace", "MachineView", "verify", "Footprint", "QueueConfig", "footprints", "gather_row_bytes",
     # errors
     "IsaError", "FieldError", "DecodeError", "AsmError", "ProgramFileError", "VerifyError",
     "ConfigError",

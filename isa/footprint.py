@@ -16,7 +16,7 @@ from isa.instr import Instr
 from isa.opcodes import OPCODES, VEC_BINARY
 from isa.values import Addr, DType
 
-__all__ = ["Footprint", "QueueConfig", "footprints", "ConfigError"]
+__all__ = ["Footprint", "QueueConfig", "footprints", "gather_row_bytes", "ConfigError"]
 
 INDEX_BYTES = 4  # gather indices are int32
 PIM_ACC_BYTES = 4  # one fp32 MAC accumulator per bank
@@ -97,10 +97,21 @@ def _store(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]
             Footprint("src", instr["src"], src_bytes, True)]
 
 
-def _gather(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
-    row_bytes, n = config.src_stride, instr["n"]
-    if row_bytes == 0:
+def gather_row_bytes(config: QueueConfig) -> int:
+    """The bytes a gather takes of each table row: dst_stride (a column slice), or the whole
+    src_stride-byte row when it is 0. ConfigError without a row pitch, or for a slice wider
+    than the row."""
+    pitch, width = config.src_stride, config.dst_stride
+    if pitch == 0:
         raise ConfigError("gather needs the row size in bytes: dmacfg src_stride > 0 first")
+    if width > pitch:
+        raise ConfigError(f"gather takes dst_stride = {width} bytes of each table row, more than "
+                          f"the row pitch src_stride = {pitch}")
+    return width or pitch
+
+
+def _gather(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
+    row_bytes, n = gather_row_bytes(config), instr["n"]
     # Which table rows are read depends on the indices; statically, at least one row.
     return [Footprint("dst", instr["dst"], n * row_bytes, True),
             Footprint("table", instr["table"], row_bytes if n else 0, False),

@@ -122,9 +122,10 @@ _TABLE = (
     _op("gather", 0x06, "core", (Unit.dma,),
         (("dst", A32), ("table", A32), ("idx", A32), ("n", U8)), """
         # embedding lookup; dst and idx on-chip, table off-chip; idx holds int32
-        row_bytes = cfg.src_pitch      # must be > 0
+        pitch = cfg.src_pitch          # the table's row pitch; must be > 0
+        w = cfg.dst_pitch or pitch     # bytes taken of each row (a column slice)
         for i in range(n):
-            dst[i*row_bytes : (i+1)*row_bytes] = table[idx[i]*row_bytes : (idx[i]+1)*row_bytes]
+            dst[i*w : (i+1)*w] = table[idx[i]*pitch : idx[i]*pitch + w]
         """),
     # gather's table reaches 256 MiB; a model whose gathered tables do not all start there
     # (MoE permutes of long prompts, layer after layer) uses gatherw: the same operation with
@@ -132,9 +133,10 @@ _TABLE = (
     _op("gatherw", 0x0C, "core", (Unit.dma,),
         (("dst", A32), ("table", A32_64B), ("idx", A32), ("n", U8)), """
         # gather with a far table: table is a multiple of 64 bytes, below 16 GiB
-        row_bytes = cfg.src_pitch      # must be > 0
+        pitch = cfg.src_pitch          # the table's row pitch; must be > 0
+        w = cfg.dst_pitch or pitch     # bytes taken of each row (a column slice)
         for i in range(n):
-            dst[i*row_bytes : (i+1)*row_bytes] = table[idx[i]*row_bytes : (idx[i]+1)*row_bytes]
+            dst[i*w : (i+1)*w] = table[idx[i]*pitch : idx[i]*pitch + w]
         """),
     _op("mcfg", 0x07, "core", _MXU,
         (("m", U16), ("n", U16), ("k", U16), ("dtype", DTYPE), ("acc", DTYPE)), """

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from isa import Addr, DType, Instr, Program, Queue, QueueConfig
+from isa import Addr, ConfigError, DType, Instr, Program, Queue, QueueConfig, gather_row_bytes
 from isa.opcodes import OPCODES, VEC_BINARY, VEC_IMMEDIATE, VEC_UNARY
 from isa.numerics import Codec, codec
 
@@ -270,12 +270,14 @@ class FunctionalExecutor:
                 target[r] = source[r]
 
     def _gather(self, instr: Instr, state: _QueueState) -> None:
-        """dst[i*rb : (i+1)*rb] = table[idx[i]*rb : (idx[i]+1)*rb], rb = dmacfg src_stride."""
+        """dst[i*w : (i+1)*w] = table[idx[i]*pitch : idx[i]*pitch + w]: pitch = dmacfg
+        src_stride, w = dst_stride (a column slice of each row) or the whole row."""
         (_, dst), (_, table), (_, idx), (_, n) = instr.fields
-        row_bytes = state.src_pitch
-        if row_bytes == 0:
-            raise FunctionalError("gather needs the row size in bytes: "
-                                  "dmacfg src_stride > 0 first")
+        try:
+            row_bytes = gather_row_bytes(QueueConfig(state.src_pitch, state.dst_pitch))
+        except ConfigError as e:
+            raise FunctionalError(str(e)) from None
+        pitch = state.src_pitch
         if n == 0:
             return
         index_bytes = n * _INDEX_STORAGE.itemsize
@@ -285,13 +287,17 @@ class FunctionalExecutor:
         low, high = int(indices.min()), int(indices.max())
         if low < 0:
             raise FunctionalError(f"idx: index {low} is negative")
-        if table.addr + (high + 1) * row_bytes > size:
-            start = table.addr + high * row_bytes
+        end = high * pitch + row_bytes
+        if table.addr + end > size:
+            start = table.addr + high * pitch
             raise FunctionalError(f"table: row {high} at {table.space}[{start:#x}, "
                                   f"{start + row_bytes:#x}) exceeds space {table.space} of "
                                   f"{size} bytes")
-        rows = _span(self._buffers, self._sizes, table, (high + 1) * row_bytes, "table")
-        picked = rows.reshape(high + 1, row_bytes)[indices]
+        rows = _span(self._buffers, self._sizes, table, end, "table")
+        if row_bytes == pitch:
+            picked = rows.reshape(high + 1, row_bytes)[indices]
+        else:
+            picked = rows[(indices.astype(np.int64) * pitch)[:, None] + np.arange(row_bytes)]
         _span(self._buffers, self._sizes, dst, n * row_bytes, "dst").reshape(n, row_bytes)[...] = picked
 
     # ---- arithmetic ------------------------------------------------------------------------

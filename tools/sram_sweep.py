@@ -1,7 +1,7 @@
 """Cycles of gpt2 prefill-128 over sram_bytes = 64 KiB .. 32 MiB on systolic-32 and
 systolic-128: writes docs/figures/sram_sweep.png and prints the Markdown table in
 docs/systolic.md. Each array's curve starts at its minimum rounded up to a 32 KiB step (the
-planner's minimum: one fold beside one row of every op); sizes below it are marked."""
+planner's minimum: one fold beside one column of every other op); sizes below it are marked."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -25,13 +25,20 @@ from compiler.targets.emit import Emitter, Matrix, Ring, matrix_pairs, view_batc
 from compiler.targets.tiling import MAX_TILE, row_block
 from compiler.targets.vector_needs import (LABELS, SCRATCH, VP_IN, VP_OUT, Needs, concat_copies,
                                            concat_dtype, copy_needs, elementwise_jobs,
-                                           elementwise_needs, layernorm_needs, rmsnorm_needs,
-                                           rope_needs, softmax_needs, up)
+                                           elementwise_needs, layernorm_column_needs,
+                                           layernorm_needs, rmsnorm_column_needs, rmsnorm_needs,
+                                           rope_needs, softmax_column_needs, softmax_needs, up)
 
 __all__ = ["VectorLowering"]
 
 F32 = DType.fp32
 _BINARY_FUNCS = {OpKind.ADD: "add", OpKind.MUL: "mul", OpKind.DIV: "div", OpKind.GELU: "gelu"}
+LOWEST = float(np.finfo(np.float32).min)    # online softmax's starting running maximum
+
+
+def _spans(cols: int, width: int) -> list[tuple[int, int]]:
+    """(first column, columns) of the w-wide blocks of a row of `cols`."""
+    return [(c0, min(width, cols - c0)) for c0 in range(0, cols, width)]
 
 
 class VectorLowering:
@@ -78,6 +85,15 @@ class VectorLowering:
     def fits(self, needs: Needs) -> bool:
         """Whether one row of `needs` fits every buffer."""
         return all(need.one_row <= self.capacity(buf) for buf, need in needs.items())
+
+    def column_width(self, cols: int, needs_of: Callable[[int], Needs]) -> int:
+        """The width of the column blocks a row of `cols` is cut into: `cols` when one row
+        fits every buffer, else halved until it does (one column always does: the SRAM
+        planner's floors are one column of each op)."""
+        width = cols
+        while width > 1 and not self.fits(needs_of(width)):
+            width = max(1, width // 2)
+        return width
 
     def row_blocks(self, op: Op, rows: int, needs: Needs) -> list[tuple[int, int]]:
         """(first row, rows) blocks of an op with these needs (vector_needs.py).
@@ -144,9 +160,7 @@ class VectorLowering:
         small ASIC buffer) is cut into column blocks first, each element-wise on its own."""
         cols, isz = a.cols, self.dtype.itemsize
         mode = None if b is None else bcast
-        width = cols
-        while width > 1 and not self.fits(elementwise_needs(op.kind, width, isz, mode)):
-            width = max(1, width // 2)
+        width = self.column_width(cols, lambda w: elementwise_needs(op.kind, w, isz, mode))
         if width < cols:
             for c0 in range(0, cols, width):
                 w = min(width, cols - c0)
@@ -198,6 +212,13 @@ class VectorLowering:
             self._copy_rows(op, s_m, d_m, dtype)
 
     def _copy_rows(self, op: Op, src: Matrix, dst: Matrix, dtype: DType) -> None:
+        """Blocks of whole rows, or of column blocks when a row is too wide for the slots."""
+        width = self.column_width(src.cols, lambda w: copy_needs(w * dtype.itemsize))
+        if width < src.cols:
+            for c0 in range(0, src.cols, width):
+                w = min(width, src.cols - c0)
+                self._copy_rows(op, src.block(0, src.rows, c0, w), dst.block(0, dst.rows, c0, w), dtype)
+            return
         for r0, rows in self.row_blocks(op, src.rows, copy_needs(src.cols * dtype.itemsize)):
             slot = self.vp_in.acquire()
             self.em.load(self.loader, slot, src.block(r0, rows, 0, src.cols))
@@ -211,10 +232,16 @@ class VectorLowering:
 
     # -- layer norm --------------------------------------------------------------------
     def layernorm(self, op: Op) -> None:
+        """(x - mean) / sqrt(var + eps) * gain + bias over the last axis, in fp32; rows too wide
+        for the buffers go by column blocks (`_layernorm_columns`)."""
         x, gain, bias = (view_matrix(self.views[n]) for n in op.inputs)
         out = view_matrix(self.views[op.name])
         isz, d = self.dtype.itemsize, x.cols
         eps = float(op.attr("eps", 1e-5))
+        if not self.fits(layernorm_needs(d, isz)):
+            width = self.column_width(d, lambda w: layernorm_column_needs(w, isz))
+            self._layernorm_columns(op, x, gain, bias, out, eps, width)
+            return
         for r0, rows in self.row_blocks(op, x.rows, layernorm_needs(d, isz)):
             slot = self.vp_in.acquire()
             g_at = slot + up(rows * d * isz)
@@ -234,7 +261,10 @@ class VectorLowering:
             self.vec("muli", mean, mean)
             self.cfg(rows, d, F32, F32)
             self.vec("sub", xf, xf, mean, "row")
-            self._inverse_rms(var, t, xf, rows, d, eps)
+            self.vec("mul", t, xf, xf)
+            self.red("sum", var, t)
+            self._inverse_rms(var, rows, d, eps)
+            self.cfg(rows, d, F32, F32)
             self.vec("mul", xf, xf, var, "row")
             self.vec("mul", xf, xf, g_at, "col")
             self.cfg(rows, d, F32, self.dtype)
@@ -242,49 +272,128 @@ class VectorLowering:
             self.vp_in.release()
             self._store(out.block(r0, rows, 0, d), o)
 
-    def _inverse_rms(self, out: Addr, t: Addr, xf: Addr, rows: int, d: int, eps: float) -> None:
-        """out[r] = 1 / sqrt(mean(xf[r]^2) + eps), with t as the squares' scratch; layer norm
-        (on centred rows) and RMS norm share it. Leaves the unit configured for [rows, d]."""
-        self.vec("mul", t, xf, xf)
-        self.red("sum", out, t)
+    def _layernorm_columns(self, op: Op, x: Matrix, gain: Matrix, bias: Matrix, out: Matrix,
+                           eps: float, width: int) -> None:
+        """Layer norm of rows wider than the buffers, three passes over w-wide column blocks:
+        the row sums (-> mean), the sums of centred squares (-> 1/sqrt(var + eps)), then
+        normalise, scale, shift and store. The statistics stay in scratch; x is read three
+        times (the price of a buffer narrower than a row)."""
+        isz, d = self.dtype.itemsize, x.cols
+        spans = _spans(d, width)
+        for r0, rows in self.row_blocks(op, x.rows, layernorm_column_needs(width, isz)):
+            xf, t, mean, var, part = self.scratch(*(rows * width * 4,) * 2, *(rows * 4,) * 3)
+            block = x.block(r0, rows, 0, d)
+            for k, (c0, w) in enumerate(spans):                 # pass 1: the mean
+                self._to_fp32(xf, block.block(0, rows, c0, w))
+                self._sum_into(mean, part, k, xf, rows, w)
+            self.cfg(rows, 1, F32, F32, 1.0 / d)
+            self.vec("muli", mean, mean)
+            for k, (c0, w) in enumerate(spans):                 # pass 2: the variance
+                self._to_fp32(xf, block.block(0, rows, c0, w))
+                self.cfg(rows, w, F32, F32)
+                self.vec("sub", xf, xf, mean, "row")
+                self.vec("mul", t, xf, xf)
+                self._sum_into(var, part, k, t, rows, w)
+            self._inverse_rms(var, rows, d, eps)
+            for c0, w in spans:                                 # pass 3: normalise
+                slot = self.vp_in.acquire()
+                g_at = slot + up(rows * w * isz)
+                b_at = g_at + up(w * 4)
+                self.em.load(self.loader, slot, block.block(0, rows, c0, w))
+                self.em.load(self.loader, g_at, gain.block(0, 1, c0, w))
+                self.em.load(self.loader, b_at, bias.block(0, 1, c0, w))
+                self.vp_in.filled()
+                self.vp_in.take()
+                o = self.vp_out.acquire()
+                self.cfg(rows, w, self.dtype, F32)
+                self.vec("copy", xf, slot)
+                self.cfg(rows, w, F32, F32)
+                self.vec("sub", xf, xf, mean, "row")
+                self.vec("mul", xf, xf, var, "row")
+                self.vec("mul", xf, xf, g_at, "col")
+                self.cfg(rows, w, F32, self.dtype)
+                self.vec("add", o, xf, b_at, "col")
+                self.vp_in.release()
+                self._store(out.block(r0, rows, c0, w), o)
+
+    def _to_fp32(self, dst: Addr, m: Matrix) -> None:
+        """Load a tile of the storage type through a vp_in slot into fp32 scratch, freeing the
+        slot at once (so the next block's load overlaps this block's arithmetic)."""
+        slot = self.vp_in.acquire()
+        self.em.load(self.loader, slot, m)
+        self.vp_in.filled()
+        self.vp_in.take()
+        self.cfg(m.rows, m.cols, self.dtype, F32)
+        self.vec("copy", dst, slot)
+        self.vp_in.release()
+
+    def _sum_into(self, total: Addr, part: Addr, k: int, src: Addr, rows: int, w: int) -> None:
+        """total[r] (+)= sum of src's row r: the first column block writes, later ones add."""
+        self.cfg(rows, w, F32, F32)
+        self.red("sum", total if k == 0 else part, src)
+        if k:
+            self.cfg(rows, 1, F32, F32)
+            self.vec("add", total, total, part)
+
+    def _inverse_rms(self, out: Addr, rows: int, d: int, eps: float) -> None:
+        """out[r] = 1 / sqrt(out[r] / d + eps), out holding row sums of squares; layer norm (of
+        centred rows) and RMS norm share it, whole rows or column blocks. Leaves the unit
+        configured for [rows, 1]."""
         self.cfg(rows, 1, F32, F32, 1.0 / d)
         self.vec("muli", out, out)
         self.cfg(rows, 1, F32, F32, eps)
         self.vec("addi", out, out)
         self.vec("rsqrt", out, out)
-        self.cfg(rows, d, F32, F32)
 
     # -- RMS norm ----------------------------------------------------------------------
     def rmsnorm(self, op: Op) -> None:
         """x / sqrt(mean(x^2) + eps) * gain over the last axis, in fp32 (Hugging Face's order:
-        normalise, then scale by the gain)."""
+        normalise, then scale by the gain); rows too wide for the buffers go by column blocks,
+        two passes (the mean square, then normalise and scale)."""
         x, out = (view_matrix(self.views[n]) for n in (op.inputs[0], op.name))
         gain = view_matrix(self.views[op.inputs[1]])
         g_isz = self.em.itemsize[gain.symbol]
         isz, d = self.dtype.itemsize, x.cols
         eps = float(op.attr("eps", 1e-6))
-        for r0, rows in self.row_blocks(op, x.rows, rmsnorm_needs(d, isz, g_isz)):
-            slot = self.vp_in.acquire()
-            g_at = slot + up(rows * d * isz)
-            self.em.load(self.loader, slot, x.block(r0, rows, 0, d))
-            self.em.load(self.loader, g_at, gain)
-            self.vp_in.filled()
-            self.vp_in.take()
-            xf, t, ms, g32 = self.scratch(rows * d * 4, rows * d * 4, rows * 4, d * 4)
-            if g_isz != 4:                      # a computed gain, stored at the operand type
-                self.cfg(1, d, self.dtype, F32)
-                self.vec("copy", g32, g_at)
-                g_at = g32
-            o = self.vp_out.acquire()
-            self.cfg(rows, d, self.dtype, F32)
-            self.vec("copy", xf, slot)
-            self.cfg(rows, d, F32, F32)
-            self._inverse_rms(ms, t, xf, rows, d, eps)
-            self.vec("mul", xf, xf, ms, "row")
-            self.cfg(rows, d, F32, self.dtype)
-            self.vec("mul", o, xf, g_at, "col")
-            self.vp_in.release()
-            self._store(out.block(r0, rows, 0, d), o)
+        whole = self.fits(rmsnorm_needs(d, isz, g_isz))
+        width = d if whole else self.column_width(d, lambda w: rmsnorm_column_needs(w, isz, g_isz))
+        needs = rmsnorm_needs(d, isz, g_isz) if whole else rmsnorm_column_needs(width, isz, g_isz)
+        spans = _spans(d, width)
+        for r0, rows in self.row_blocks(op, x.rows, needs):
+            xf, t, ms, g32, part = self.scratch(*(rows * width * 4,) * 2, rows * 4, width * 4, rows * 4)
+            block = x.block(r0, rows, 0, d)
+            if not whole:                                       # pass 1: the mean square
+                for k, (c0, w) in enumerate(spans):
+                    self._to_fp32(xf, block.block(0, rows, c0, w))
+                    self.cfg(rows, w, F32, F32)
+                    self.vec("mul", t, xf, xf)
+                    self._sum_into(ms, part, k, t, rows, w)
+                self._inverse_rms(ms, rows, d, eps)
+            for c0, w in spans:                                 # normalise and scale
+                slot = self.vp_in.acquire()
+                g_at = slot + up(rows * w * isz)
+                self.em.load(self.loader, slot, block.block(0, rows, c0, w))
+                self.em.load(self.loader, g_at, gain.block(0, 1, c0, w))
+                self.vp_in.filled()
+                self.vp_in.take()
+                if g_isz != 4:                  # a computed gain, stored at the operand type
+                    self.cfg(1, w, self.dtype, F32)
+                    self.vec("copy", g32, g_at)
+                    g_at = g32
+                o = self.vp_out.acquire()
+                self.cfg(rows, w, self.dtype, F32)
+                self.vec("copy", xf, slot)
+                if whole:
+                    self.cfg(rows, d, F32, F32)
+                    self.vec("mul", t, xf, xf)
+                    self.red("sum", ms, t)
+                    self._inverse_rms(ms, rows, d, eps)
+                self.cfg(rows, w, F32, F32)
+                self.vec("mul", xf, xf, ms, "row")
+                self.cfg(rows, w, F32, self.dtype)
+                self.vec("mul", o, xf, g_at, "col")
+                self.vp_in.release()
+                self._store(out.block(r0, rows, c0, w), o)
 
     # -- rotary position embedding -----------------------------------------------------
     def rope(self, op: Op) -> None:
@@ -308,43 +417,53 @@ class VectorLowering:
             self._rope_rows(op, view_matrix(part), view_matrix(o_part), table, "none")
 
     def _rope_rows(self, op: Op, x: Matrix, out: Matrix, table: Matrix, bcast: str) -> None:
+        """Blocks of rows; halves too wide for the buffers go by column blocks, each block
+        of the first half with the same columns of the second (rotation pairs column c with
+        column h + c)."""
         isz, h = self.dtype.itemsize, x.cols // 2
-        for r0, rows in self.row_blocks(op, x.rows, rope_needs(h, isz, bcast == "none")):
-            t_rows = rows if bcast == "none" else 1
-            half = up(rows * h * isz)
-            slot = self.vp_in.acquire()
-            x2_at = slot + half
-            cos_at = x2_at + half
-            sin_at = cos_at + up(t_rows * h * 4)
-            self.em.load(self.loader, slot, x.block(r0, rows, 0, h))
-            self.em.load(self.loader, x2_at, x.block(r0, rows, h, h))
-            t0 = r0 if bcast == "none" else 0
-            self.em.load(self.loader, cos_at, table.block(t0, t_rows, 0, h))
-            self.em.load(self.loader, sin_at, table.block(t0, t_rows, h, h))
-            self.vp_in.filled()
-            self.vp_in.take()
-            x1f, x2f, p, q = self.scratch(*(rows * h * 4,) * 4)
-            o = self.vp_out.acquire()
-            o2 = o + half
-            self.cfg(rows, h, self.dtype, F32)
-            self.vec("copy", x1f, slot)
-            self.vec("copy", x2f, x2_at)
-            self.cfg(rows, h, F32, F32)
-            self.vec("mul", p, x1f, cos_at, bcast)
-            self.vec("mul", q, x2f, sin_at, bcast)
-            self.cfg(rows, h, F32, self.dtype)
-            self.vec("sub", o, p, q)
-            self.cfg(rows, h, F32, F32)
-            self.vec("mul", p, x2f, cos_at, bcast)
-            self.vec("mul", q, x1f, sin_at, bcast)
-            self.cfg(rows, h, F32, self.dtype)
-            self.vec("add", o2, p, q)
-            self.vp_in.release()
-            self.vp_out.filled()
-            self.vp_out.take()
-            self.em.store(self.storer, out.block(r0, rows, 0, h), o)
-            self.em.store(self.storer, out.block(r0, rows, h, h), o2)
-            self.vp_out.release()
+        width = self.column_width(h, lambda w: rope_needs(w, isz, bcast == "none"))
+        for c0, w in _spans(h, width):
+            for r0, rows in self.row_blocks(op, x.rows, rope_needs(w, isz, bcast == "none")):
+                self._rope_block(x, out, table, bcast, r0, rows, c0, w)
+
+    def _rope_block(self, x: Matrix, out: Matrix, table: Matrix, bcast: str,
+                    r0: int, rows: int, c0: int, w: int) -> None:
+        isz, h = self.dtype.itemsize, x.cols // 2
+        t_rows = rows if bcast == "none" else 1
+        half = up(rows * w * isz)
+        slot = self.vp_in.acquire()
+        x2_at = slot + half
+        cos_at = x2_at + half
+        sin_at = cos_at + up(t_rows * w * 4)
+        self.em.load(self.loader, slot, x.block(r0, rows, c0, w))
+        self.em.load(self.loader, x2_at, x.block(r0, rows, h + c0, w))
+        t0 = r0 if bcast == "none" else 0
+        self.em.load(self.loader, cos_at, table.block(t0, t_rows, c0, w))
+        self.em.load(self.loader, sin_at, table.block(t0, t_rows, h + c0, w))
+        self.vp_in.filled()
+        self.vp_in.take()
+        x1f, x2f, p, q = self.scratch(*(rows * w * 4,) * 4)
+        o = self.vp_out.acquire()
+        o2 = o + half
+        self.cfg(rows, w, self.dtype, F32)
+        self.vec("copy", x1f, slot)
+        self.vec("copy", x2f, x2_at)
+        self.cfg(rows, w, F32, F32)
+        self.vec("mul", p, x1f, cos_at, bcast)
+        self.vec("mul", q, x2f, sin_at, bcast)
+        self.cfg(rows, w, F32, self.dtype)
+        self.vec("sub", o, p, q)
+        self.cfg(rows, w, F32, F32)
+        self.vec("mul", p, x2f, cos_at, bcast)
+        self.vec("mul", q, x1f, sin_at, bcast)
+        self.cfg(rows, w, F32, self.dtype)
+        self.vec("add", o2, p, q)
+        self.vp_in.release()
+        self.vp_out.filled()
+        self.vp_out.take()
+        self.em.store(self.storer, out.block(r0, rows, c0, w), o)
+        self.em.store(self.storer, out.block(r0, rows, h + c0, w), o2)
+        self.vp_out.release()
 
     # -- softmax -----------------------------------------------------------------------
     def softmax(self, op: Op) -> None:
@@ -369,6 +488,10 @@ class VectorLowering:
     def _softmax_rows(self, op: Op, x: Matrix, out: Matrix, mask: Matrix | None) -> None:
         isz, t = self.dtype.itemsize, x.cols
         scale = float(op.attr("scale", 1.0))
+        if not self.fits(softmax_needs(t, isz, mask is not None)):
+            width = self.column_width(t, lambda w: softmax_column_needs(w, isz, mask is not None))
+            self._softmax_columns(op, x, out, mask, scale, width)
+            return
         for r0, rows in self.row_blocks(op, x.rows, softmax_needs(t, isz, mask is not None)):
             slot = self.vp_in.acquire()
             self.em.load(self.loader, slot, x.block(r0, rows, 0, t))
@@ -394,3 +517,68 @@ class VectorLowering:
             self.vec("mul", o, z, total, "row")
             self.vp_in.release()
             self._store(out.block(r0, rows, 0, t), o)
+
+    def _softmax_columns(self, op: Op, x: Matrix, out: Matrix, mask: Matrix | None, scale: float,
+                         width: int) -> None:
+        """Softmax of rows wider than the buffers: online softmax over w-wide column blocks
+        (Milakov and Gimelshein 2018). Pass 1 keeps each row's running maximum m and running
+        sum l of exp(z - m), rescaling l by exp(m_old - m_new) when a block raises m; pass 2
+        reads the scores again and writes exp(z - m) / l. m starts at fp32's lowest finite
+        value, not -inf, so a row whose first blocks are all masked (a sliding window) adds
+        exp(-inf) = 0 instead of exp(-inf - -inf) = NaN; every row sees at least one key, so
+        its final m is a real score."""
+        isz, t = self.dtype.itemsize, x.cols
+        spans = _spans(t, width)
+        for r0, rows in self.row_blocks(op, x.rows, softmax_column_needs(width, isz, mask is not None)):
+            z, m, total, peak, factor = self.scratch(rows * width * 4, *(rows * 4,) * 4)
+            for k, (c0, w) in enumerate(spans):                 # pass 1: running max and sum
+                self._scores(z, x, mask, r0, rows, c0, w, scale, start=m if k == 0 else None)
+                self.red("max", peak, z)
+                self.cfg(rows, 1, F32, F32)
+                self.vec("max", peak, peak, m)
+                if k:
+                    self.vec("sub", factor, m, peak)
+                    self.vec("exp", factor, factor)
+                    self.vec("mul", total, total, factor)
+                self.cfg(rows, w, F32, F32)
+                self.vec("sub", z, z, peak, "row")
+                self.vec("exp", z, z)
+                self._sum_into(total, factor, k, z, rows, w)
+                m, peak = peak, m
+            self.cfg(rows, 1, F32, F32)
+            self.vec("recip", total, total)
+            for c0, w in spans:                                 # pass 2: normalise
+                self._scores(z, x, mask, r0, rows, c0, w, scale)
+                self.vec("sub", z, z, m, "row")
+                self.vec("exp", z, z)
+                o = self.vp_out.acquire()
+                self.cfg(rows, w, F32, self.dtype)
+                self.vec("mul", o, z, total, "row")
+                self._store(out.block(r0, rows, c0, w), o)
+
+    def _scores(self, z: Addr, x: Matrix, mask: Matrix | None, r0: int, rows: int, c0: int, w: int,
+                scale: float, start: Addr | None = None) -> None:
+        """z = scale * x (+ mask) for one block, in fp32, the vp_in slot freed after; with
+        `start`, also start[r] = fp32's lowest finite value (made from the unmasked scores'
+        row maximum, finite, times zero: the unit has no move-immediate). Leaves the unit
+        configured for [rows, w] in fp32."""
+        slot = self.vp_in.acquire()
+        self.em.load(self.loader, slot, x.block(r0, rows, c0, w))
+        m_at = slot + up(rows * w * self.dtype.itemsize)
+        if mask is not None:
+            self.em.load(self.loader, m_at, mask.block(r0, rows, c0, w))
+        self.vp_in.filled()
+        self.vp_in.take()
+        self.cfg(rows, w, self.dtype, F32, scale)
+        self.vec("muli", z, slot)
+        self.cfg(rows, w, F32, F32)
+        if start is not None:
+            self.red("max", start, z)
+            self.cfg(rows, 1, F32, F32, 0.0)
+            self.vec("muli", start, start)
+            self.cfg(rows, 1, F32, F32, LOWEST)
+            self.vec("addi", start, start)
+            self.cfg(rows, w, F32, F32)
+        if mask is not None:
+            self.vec("add", z, z, m_at)
+        self.vp_in.release()

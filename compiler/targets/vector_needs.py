@@ -5,8 +5,11 @@ the vp_in slot (inputs, gains, masks, [cos | sin] rows), the vp_out slot (result
 fp32 scratch area (temporaries). The vector lowering (vector.py, `row_blocks`) cuts an op's
 rows by these needs; the systolic SRAM planner (`vector_floors`) takes one row of the
 widest op in the graph as each buffer's floor, so a plan that holds its floors lowers every
-vector op. Element-wise ops cut a row too wide for the buffers into column blocks, so one
-column is all they need.
+vector op. A row too wide for the buffers is cut into column blocks: element-wise ops and
+copies compute each block on its own; layer norm, RMS norm and softmax keep per-row
+statistics in the scratch area across the blocks (`*_column_needs`) and read the row again
+for each pass; rotary embedding takes the same column block of both halves. So one column is
+all any of them needs, and the floors stop growing with the model's width.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from compiler.targets.emit import Matrix, matrix_pairs, padded_view, view_batche
 
 __all__ = ["Need", "Needs", "Floor", "VP_IN", "VP_OUT", "SCRATCH", "LABELS", "elementwise_needs",
            "copy_needs", "layernorm_needs", "rmsnorm_needs", "rope_needs", "softmax_needs",
+           "layernorm_column_needs", "rmsnorm_column_needs", "softmax_column_needs",
            "elementwise_jobs", "concat_copies", "concat_dtype", "vector_floors"]
 
 ALIGN = 64
@@ -89,6 +93,22 @@ def rmsnorm_needs(d: int, isz: int, gain_isz: int) -> Needs:
             SCRATCH: Need(2 * d * 4 + 4, up(d * 4) + 3 * ALIGN)}
 
 
+def layernorm_column_needs(w: int, isz: int) -> Needs:
+    """A w-wide column block of layer norm rows: x, with that block of gain and bias in fp32;
+    scratch holds the block and its squares in fp32 and three row statistics (mean, variance,
+    the block's partial sum) that live across the blocks."""
+    return {VP_IN: Need(w * isz, 2 * up(w * 4) + ALIGN), VP_OUT: Need(w * isz),
+            SCRATCH: Need(2 * w * 4 + 12, 4 * ALIGN)}
+
+
+def rmsnorm_column_needs(w: int, isz: int, gain_isz: int) -> Needs:
+    """A w-wide column block of RMS norm rows: x and its block of the gain; scratch holds the
+    block and its squares in fp32, two row statistics (mean square, partial sum) and the
+    gain block in fp32."""
+    return {VP_IN: Need(w * isz, up(w * gain_isz) + ALIGN), VP_OUT: Need(w * isz),
+            SCRATCH: Need(2 * w * 4 + 8, up(w * 4) + 4 * ALIGN)}
+
+
 def rope_needs(half: int, isz: int, table_rows: bool) -> Needs:
     """Both halves of each row; [cos | sin] fp32 rows beside them (`table_rows`, one a row)
     or one table row for the whole block (decode)."""
@@ -102,6 +122,14 @@ def softmax_needs(t: int, isz: int, masked: bool) -> Needs:
     """Rows of scores, with their fp32 mask rows beside them when `masked`."""
     return {VP_IN: Need(t * isz + (t * 4 if masked else 0), 2 * ALIGN), VP_OUT: Need(t * isz),
             SCRATCH: Need(t * 4 + 8, 3 * ALIGN)}
+
+
+def softmax_column_needs(w: int, isz: int, masked: bool) -> Needs:
+    """A w-wide column block of softmax rows (online softmax): scores and their mask block;
+    scratch holds the block in fp32 and four row statistics (running max, running sum, the
+    block's max and the rescaling factor) that live across the blocks."""
+    return {VP_IN: Need(w * isz + (w * 4 if masked else 0), 2 * ALIGN), VP_OUT: Need(w * isz),
+            SCRATCH: Need(w * 4 + 16, 4 * ALIGN)}
 
 
 # -- how an op's views become row jobs (shared by the lowering and the floors) --------------
@@ -182,28 +210,25 @@ def _elementwise_rows(op: Op, views: Mapping[str, View], dtype: DType, _: Itemsi
 
 
 def _concat_rows(op: Op, views: Mapping[str, View], dtype: DType, _: ItemsizeOf) -> _Rows:
-    isz = concat_dtype(op, dtype).itemsize
-    return [(copy_needs(c * isz), f"{c}-wide rows") for c in {s.cols for s, _ in concat_copies(op, views)}]
+    return [(copy_needs(concat_dtype(op, dtype).itemsize), "one column")] if concat_copies(op, views) else []
 
 
 def _layernorm_rows(op: Op, views: Mapping[str, View], dtype: DType, _: ItemsizeOf) -> _Rows:
-    d = views[op.inputs[0]].shape[-1]
-    return [(layernorm_needs(d, dtype.itemsize), f"{d}-wide rows")]
+    return [(layernorm_column_needs(1, dtype.itemsize), "one column")]
 
 
 def _rmsnorm_rows(op: Op, views: Mapping[str, View], dtype: DType, itemsize_of: ItemsizeOf) -> _Rows:
-    d = views[op.inputs[0]].shape[-1]
-    return [(rmsnorm_needs(d, dtype.itemsize, itemsize_of(views[op.inputs[1]])), f"{d}-wide rows")]
+    return [(rmsnorm_column_needs(1, dtype.itemsize, itemsize_of(views[op.inputs[1]])), "one column")]
 
 
 def _rope_rows(op: Op, views: Mapping[str, View], dtype: DType, _: ItemsizeOf) -> _Rows:
-    s, d = views[op.inputs[0]].shape[-2:]
-    return [(rope_needs(d // 2, dtype.itemsize, s != 1), f"{d}-wide rows")]
+    s = views[op.inputs[0]].shape[-2]
+    return [(rope_needs(1, dtype.itemsize, s != 1), "one column of each half")]
 
 
 def _softmax_rows(op: Op, views: Mapping[str, View], dtype: DType, _: ItemsizeOf) -> _Rows:
     s, t = views[op.inputs[0]].shape[-2:]
-    return [(softmax_needs(t, dtype.itemsize, mask_name(op, s, t) is not None), f"{t}-wide rows")]
+    return [(softmax_column_needs(1, dtype.itemsize, mask_name(op, s, t) is not None), "one column")]
 
 
 _ROWS: dict[OpKind, Callable[..., _Rows]] = {

@@ -129,6 +129,10 @@ def test_gemm_without_mcfg():
     check("dma0 gather dst=sram[0x0] table=dram[0x0] idx=sram[0x100] n=4\n",
           "instruction 0 (dma0 gather): gather needs the row size in bytes: "
           "dmacfg src_stride > 0 first")
+    check("dma0 dmacfg src_stride=128 dst_stride=256\n"
+          "dma0 gather dst=sram[0x0] table=dram[0x0] idx=sram[0x100] n=4\n",
+          "instruction 1 (dma0 gather): gather takes dst_stride = 256 bytes of each table row, "
+          "more than the row pitch src_stride = 128")
 
 
 def test_load_direction():

@@ -182,6 +182,20 @@ def test_gather_picks_rows_by_int32_index() -> None:
                                   expected.reshape(-1))
 
 
+def test_gather_takes_a_column_slice_of_each_row_with_dst_stride() -> None:
+    """dst_stride = 16 of 48-byte rows, from byte 8 of each: the slices land dense."""
+    memory = Memory(SPACES)
+    table = random_bytes(memory, "dram")
+    pitch, width, base = 48, 16, 0x200 + 8
+    indices = np.array([5, 0, 5, 17, 3], dtype=np.int32)
+    memory.write("sram[0x1000]", indices, "int32")
+    run([Instr.make("dmacfg", "dma0", src_stride=pitch, dst_stride=width),
+         Instr.make("gather", "dma0", dst="sram[0x10]", table=Addr("dram", base),
+                    idx="sram[0x1000]", n=len(indices))], memory)
+    expected = np.stack([table[base + i * pitch:base + i * pitch + width] for i in indices])
+    np.testing.assert_array_equal(memory.read_bytes("sram[0x10]", expected.size), expected.reshape(-1))
+
+
 @pytest.mark.parametrize(("index", "message"), [
     (-1, r"instruction 1 \(dma0 gather\): idx: index -1 is negative"),
     (4096, r"instruction 1 \(dma0 gather\): table: row 4096 at dram\[0x10000, 0x10010\) "

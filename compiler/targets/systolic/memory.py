@@ -25,7 +25,7 @@ from compiler.errors import CompileError
 from compiler.ir import Graph, OpKind
 from compiler.passes.storage import StoragePlan
 from compiler.targets.emit import RingSpec, symbol_name
-from compiler.targets.movement import check_gather_reach, gather_tables
+from compiler.targets.movement import GATHER_SLICE_BYTES, check_gather_reach, gather_tables
 from compiler.targets.systolic.folds import min_slots
 from compiler.targets.vector_needs import SCRATCH, VP_IN, VP_OUT, Floor, up, vector_floors
 
@@ -143,14 +143,16 @@ def _fold_floors(arch: SystolicArch, dtype: DType) -> dict[str, Floor]:
 
 
 def copy_floor(graph: Graph, dtype: DType) -> Floor:
-    """The copy ring's smallest slot (movement.py): one gathered row beside its id (padded to
-    the alignment), or one appended K/V row."""
+    """The copy ring's smallest slot (movement.py): one 64-byte column slice of a gathered row
+    (or the row, when narrower) beside its id padded to the alignment, or one column of an
+    appended K/V row; wider rows go by column slices."""
     floor = Floor(0)
     for op in graph.of_kind(OpKind.EMBEDDING, OpKind.GATHER, OpKind.KV_APPEND):
-        width = op.type.shape[-1]
-        row = width * dtype.itemsize + (0 if op.kind is OpKind.KV_APPEND else ALIGN)
-        if row > floor.bytes:
-            floor = Floor(row, f"{op.kind.value} '{op.name}' ({width}-wide rows)")
+        row = op.type.shape[-1] * dtype.itemsize
+        need = (dtype.itemsize if op.kind is OpKind.KV_APPEND else
+                ALIGN + min(row, max(GATHER_SLICE_BYTES, dtype.itemsize)))
+        if need > floor.bytes:
+            floor = Floor(need, f"{op.kind.value} '{op.name}' (one {'column' if need < row else 'row'})")
     return floor
 
 
@@ -203,7 +205,7 @@ def plan_sram(arch: SystolicArch, dtype: DType, floors: SramFloors) -> SramLayou
     if arch.sram_bytes < minimum:
         raise CompileError(f"{arch.name}: sram_bytes = {arch.sram_bytes:,} cannot hold one fold of the "
                            f"{arch.rows}x{arch.cols} {arch.dataflow} array in {dtype.value} "
-                           f"(double-buffered) beside one row of every op; the minimum is "
+                           f"(double-buffered) beside one column of every other op; the minimum is "
                            f"{minimum:,} bytes, set by {floors.causes()}")
     acc = _acc_ring(arch, dtype)
     x = effective_bytes(arch.sram_bytes, floors)

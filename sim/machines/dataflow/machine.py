@@ -109,7 +109,7 @@ class DataflowMachine(Machine[DataflowArch]):
     def _transfer(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
         op = ins.opcode
         far = ins["src"] if op == "load" else ins["table"] if op.startswith("gather") else ins["dst"]
-        nbytes = ins["n"] * cfg.src_stride if op.startswith("gather") else ins["rows"] * ins["row_bytes"]
+        nbytes = ins["n"] * isa.gather_row_bytes(cfg) if op.startswith("gather") else ins["rows"] * ins["row_bytes"]
         s.events.set(i, **{f"{far.space}_{'write' if op == 'store' else 'read'}_bytes": nbytes},
                      sram_bytes=nbytes)
         if s.call is not None:

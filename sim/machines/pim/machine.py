@@ -128,7 +128,7 @@ class PimMachine(Machine[PimArch]):
 
     def _gather(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
         """One table row per index, each a DRAM access."""
-        a, row, n = self.arch, cfg.src_stride, ins["n"]
+        a, row, n = self.arch, isa.gather_row_bytes(cfg), ins["n"]
         per_row = self.dma(row) - self._dma_latency
         s.durations[i] = self._dma_latency + n * per_row
         s.resources[i] = IO_PORT

@@ -64,7 +64,7 @@ class SystolicMachine(Machine[SystolicArch]):
             s.events.set(i, dram_write_bytes=nbytes, sram_read_bytes=nbytes)
 
     def _gather(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
-        row, n = cfg.src_stride, ins["n"]
+        row, n = isa.gather_row_bytes(cfg), ins["n"]
         s.durations[i] = self._latency + n * (self.dma(row) - self._latency)
         s.resources[i] = DRAM_PORT
         s.events.set(i, dram_read_bytes=n * row, sram_write_bytes=n * row, sram_read_bytes=n * 4)

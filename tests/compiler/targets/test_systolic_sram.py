@@ -45,15 +45,17 @@ def _floors(graph, arch):
     return PIPELINE.run(graph, arch, until="floors")["floors"]
 
 
-def gpt2_minimum(rows: int, cols: int, dataflow: str, isz: int, d: int = 768) -> int:
+def gpt2_minimum(rows: int, cols: int, dataflow: str, isz: int) -> int:
     """gpt2's minimum by hand: each ring's floor is the most of one fold (stationary block,
-    one streamed row and its output; os: the output fold), layer norm's row (x, then gain and
-    bias in fp32) and the embedding row beside its 64-byte-aligned id; scratch holds a layer
-    norm row and its squares in fp32 (+ 8 bytes of row statistics, 256 of alignment)."""
+    one streamed row and its output, in fp32 when partial sums spill; os: the output fold),
+    one column of layer norm (x, then
+    gain and bias in fp32, each 64-byte aligned) and a 64-byte slice of an embedding row
+    beside its 64-byte-aligned id; scratch holds a layer norm column and its square in fp32
+    (+ 12 bytes of row statistics, 256 of alignment). Nothing depends on the model's width."""
     a, b, bias, out = ((rows * isz, cols * isz, cols * 4, rows * cols * isz) if dataflow == "os" else
-                       (rows * isz, rows * cols * isz, cols * 4, cols * isz))
-    rings = (a, b, max(bias, d * isz + 2 * 4 * d + 64), max(out, d * isz), d * isz + 64)
-    return 2 * sum(map(_up, rings)) + _up(2 * d * 4 + 8 + 4 * 64)
+                       (rows * isz, rows * cols * isz, cols * 4, cols * 4))
+    rings = (a, b, max(bias, isz + 2 * 64 + 64), max(out, isz), 64 + 64)
+    return 2 * sum(map(_up, rings)) + _up(2 * 4 + 12 + 4 * 64)
 
 
 @pytest.mark.parametrize("phase", PHASES)
@@ -70,16 +72,16 @@ def test_the_minimum_plans_and_64_bytes_less_is_refused_with_it(name, phase):
     with pytest.raises(CompileError, match=(
             rf"^{arch.name}: sram_bytes = {minimum - 64:,} cannot hold one fold of the "
             rf"{arch.rows}x{arch.cols} {arch.dataflow} array in {arch.dtype} \(double-buffered\) "
-            rf"beside one row of every op; the minimum is {minimum:,} bytes, set by .*"
+            rf"beside one column of every other op; the minimum is {minimum:,} bytes, set by .*"
             rf"one fold of the {arch.rows}x{arch.cols} {arch.dataflow} array \([\d,]+-byte {fold}\)")):
         PIPELINE.run(graph, _arch(name, f"sram_bytes={minimum - 64}"), until="sram")
 
 
 def test_the_stated_causes_name_the_fold_layer_norm_and_embedding():
     with pytest.raises(CompileError, match=re.escape(
-            "the minimum is 94,272 bytes, set by one fold of the 128x128 ws array (32,768-byte "
-            "stationary block), layernorm 'h.0.ln_1' (768-wide rows) and embedding "
-            "'embed.tokens' (768-wide rows)")):
+            "the minimum is 68,672 bytes, set by one fold of the 128x128 ws array (32,768-byte "
+            "stationary block), layernorm 'h.0.ln_1' (one column) and embedding "
+            "'embed.tokens' (one column)")):
         TARGETS["systolic"].compile(_graph("decode-128"), _arch("systolic-128", "sram_bytes=65536"))
 
 

@@ -19,7 +19,7 @@ from compiler.passes.routing import Routing, moe_ops, route_graph
 from compiler.phase import decode, prefill
 from compiler.targets.systolic import PIPELINE
 from compiler.targets.vector_needs import (SCRATCH, VP_IN, VP_OUT, Floor, elementwise_needs,
-                                           layernorm_needs, vector_floors)
+                                           layernorm_column_needs, vector_floors)
 from tessel.targets import TARGETS
 from tests.compiler.targets.test_vector_ops import _simulate
 
@@ -31,12 +31,26 @@ def _floors(graph, dtype=DType.bf16):
     return vector_floors(graph, storage.views, dtype, lambda v: storage.buffers[v.buffer].dtype.itemsize)
 
 
-def test_gpt2_floors_are_one_layer_norm_row():
+def test_gpt2_floors_are_one_layer_norm_column():
+    """Layer norm goes by column blocks when a row does not fit: one column of x beside its
+    gain and bias (64-byte aligned) and, in scratch, the column and its square in fp32 with
+    three row statistics (+ 256 bytes of alignment)."""
     floors = _floors(load_model("gpt2").graph(decode(16)))
-    ln = "layernorm 'h.0.ln_1' (768-wide rows)"
-    assert floors == {VP_IN: Floor(768 * 2 + 2 * 768 * 4 + 64, ln), VP_OUT: Floor(768 * 2, ln),
-                      SCRATCH: Floor(2 * 768 * 4 + 8 + 4 * 64, ln)}
-    assert floors[VP_IN].bytes == layernorm_needs(768, 2)[VP_IN].one_row
+    ln = "layernorm 'h.0.ln_1' (one column)"
+    assert floors == {VP_IN: Floor(2 + 2 * 64 + 64, ln), VP_OUT: Floor(2, "add 'embed' (one column)"),
+                      SCRATCH: Floor(2 * 4 + 12 + 4 * 64, ln)}
+    assert floors[VP_IN].bytes == layernorm_column_needs(1, 2)[VP_IN].one_row
+
+
+@pytest.mark.parametrize("narrow, wide", [("gpt2", "gpt2-xl"), ("llama-3.2-1b", "llama-3.1-8b")])
+@pytest.mark.parametrize("preset", ["systolic-32", "systolic-128", "gemmini"])
+def test_the_minimum_does_not_grow_with_the_model_width(narrow, wide, preset):
+    """768 or 1,600 wide, 2,048 or 4,096: the same minimum, one fold and a column of each op
+    (16 GiB of DRAM: llama-3.1-8b does not fit systolic-32's 8)."""
+    arch = load_arch(preset, [f"dram_bytes={16 << 30}"])
+    minimum = {name: PIPELINE.run(load_model(name).graph(decode(16)), arch, until="floors")["floors"]
+               .minimum_bytes() for name in (narrow, wide)}
+    assert minimum[narrow] == minimum[wide]
 
 
 def test_element_wise_ops_need_one_column():
@@ -88,7 +102,8 @@ def _concat(g) -> list[str]:
     return [g.op(OpKind.CONCAT, "c", [p0, p1], axis=1), p1]           # p1 is copied into c
 
 
-# one wide op each (fp32), so that its rows, not the fold, set the vector floors: (build, setter)
+# one wide op each (fp32), rows far wider than the minimum's buffers, so at the minimum they go
+# by column blocks: (build, what the minimum's stated cause names besides the fold)
 WIDE = {
     "layernorm": (lambda g: [g.op(OpKind.LAYERNORM, "y", [g.input("x", (3, 1000)), g.param("g", (1000,)),
                                                           g.param("b", (1000,))])], "layernorm 'y'"),
@@ -102,7 +117,10 @@ WIDE = {
                                       causal=True)], "softmax 'y'"),
     "softmax-window": (lambda g: [g.op(OpKind.SOFTMAX, "y", [g.input("x", (2, 5, 700))], scale=0.5,
                                       causal=True, window=300)], "softmax 'y'"),
-    "concat": (_concat, "concat 'c'"),
+    "concat": (_concat, "mul 'p0'"),             # a copied column needs less than a product's
+    "embedding": (lambda g: [g.op(OpKind.EMBEDDING, "y", [g.param("table", (40, 1000)),
+                                                          g.input("ids", (9,), DType.int32)])],
+                  "embedding 'y'"),
     "div-by-row": (lambda g: [g.op(OpKind.DIV, "y", [g.input("a", (6, 4000)), g.input("w", (6, 1))])],
                    "one fold of the 32x32 ws array"),
 }
@@ -110,16 +128,19 @@ WIDE = {
 
 @pytest.mark.parametrize("case", WIDE)
 def test_each_op_kind_runs_at_its_minimum_with_its_floor_stated(case):
-    """The planner's floors and the lowering's row blocks come from the same needs: at the
-    minimum every op runs (numerics against the reference), 64 bytes below the op is named."""
+    """The planner's floors and the lowering's blocks come from the same needs: at the minimum
+    every op runs by column blocks (more instructions than with whole rows; numerics against
+    the reference), 64 bytes below the op that sets a floor is named."""
     build, setter = WIDE[case]
     g = GraphBuilder(case)
     graph = g.build(build(g))
     arch = load_arch("systolic-32", ["dtype=fp32"])
     minimum = PIPELINE.run(graph, arch, until="floors")["floors"].minimum_bytes()
-    got, want, _ = _simulate(graph, "systolic", "systolic-32", (f"sram_bytes={minimum}",))
+    ids = {"ids": np.array([39, 0, 7, 7, 12, 1, 38, 20, 3], dtype=np.int32)} if case == "embedding" else None
+    got, want, count = _simulate(graph, "systolic", "systolic-32", (f"sram_bytes={minimum}",), given=ids)
     for name in graph.outputs:
         assert np.abs(got[name] - want[name]).max() <= 2e-5 * np.abs(want[name]).max(), name
+    assert count > _simulate(graph, "systolic", "systolic-32", given=ids)[2]
     below = load_arch("systolic-32", ["dtype=fp32", f"sram_bytes={minimum - 64}"])
     with pytest.raises(CompileError, match=rf"the minimum is {minimum:,} bytes, set by .*{re.escape(setter)}"):
         TARGETS["systolic"].compile(graph, below)
