@@ -8,6 +8,9 @@ slot, and the vp_out ring's consumer (dma1) stores it. Every op uses only the IS
 red instructions (see docs/isa.md); attention masks (causal, sliding window) and rotary
 [cos | sin] tables are fp32 constants (compiler/targets/constants.py). What a block of rows
 needs of each buffer comes from vector_needs.py, which the systolic SRAM planner reads too.
+A row too wide for the buffers goes by column blocks: element-wise ops, copies and rotary
+embedding block by block, layer norm, RMS norm and softmax in passes over the blocks with
+per-row statistics in scratch (layer norm three, RMS norm two, softmax two: online softmax).
 """
 from __future__ import annotations
 

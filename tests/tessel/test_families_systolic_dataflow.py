@@ -36,3 +36,20 @@ def test_small_buffers_and_layer_sections_compute_the_same_logits(where):
     for name in ("tiny-mistral", "tiny-qwen3-moe"):
         outcome = run(make_request(Model(name, TINY[name]), where, arch, decode(9), numerics=True))
         assert outcome.result.logits_rel_error < 1e-4
+
+
+@pytest.mark.parametrize("name, attention", [("tiny-llama3", "fused"), ("tiny-mistral", "unfused"),
+                                             ("tiny-qwen3-moe", "fused")])
+def test_logits_at_the_minimum_sram(name, attention):
+    """At its minimum SRAM (one fold of the 32x32 array and one column of every other op) a
+    whole model still computes its logits: RMS norm, rotary embedding and (unfused) the
+    sliding-window softmax by column blocks, embeddings by column slices. 40 positions make
+    the softmax rows wider than its slots: blocks of 20 columns, the first hidden entirely
+    from the rows past 26 by the 6-wide window."""
+    from compiler.targets.systolic import PIPELINE
+    model, phase = Model(name, TINY[name]), prefill(40)
+    arch = load_arch("systolic-32", ["dtype=bf16", f"attention={attention}"])
+    minimum = PIPELINE.run(model.graph(phase), arch, until="floors")["floors"].minimum_bytes()
+    small = load_arch("systolic-32", ["dtype=bf16", f"attention={attention}", f"sram_bytes={minimum}"])
+    outcome = run(make_request(model, "systolic", small, phase, numerics=True))
+    assert outcome.result.logits_rel_error < BF16_TOLERANCE

@@ -133,3 +133,18 @@ def test_64_kib_holds_gpt2_on_a_32x32_array():
                                            r"stationary block\), layernorm 'h.0.ln_1' \(one column\) "
                                            r"and embedding 'embed.tokens' \(one column\)"):
         TARGETS["systolic"].compile(graph, load_arch("systolic-32", ["sram_bytes=5504"]))
+
+
+def test_hf_checkpoint_logits_at_the_minimum_sram(tiny_hf):
+    """gpt2-style checkpoint at its minimum SRAM on the 32x32 array: layer norm in three passes
+    over column blocks, the unfused softmax online, embeddings by column slices; logits still
+    match Hugging Face's."""
+    from compiler.targets.systolic import PIPELINE
+    tokens = json.loads((tiny_hf / "tokens.json").read_text())["tokens"]
+    model, phase = load_model(str(tiny_hf)), prefill(24)
+    arch = load_arch("systolic-32", ["dtype=bf16", "attention=unfused"])
+    minimum = PIPELINE.run(model.graph(phase), arch, until="floors")["floors"].minimum_bytes()
+    small = load_arch("systolic-32", ["dtype=bf16", "attention=unfused", f"sram_bytes={minimum}"])
+    outcome = run(make_request(model, "systolic", small, phase, numerics=True, tokens=tokens))
+    expected = np.load(tiny_hf / "expected_logits.npy")
+    assert np.abs(outcome.logits - expected).max() / np.abs(expected).max() < BF16_TOLERANCE
