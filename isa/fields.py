@@ -20,7 +20,7 @@ import numpy as np
 from isa.errors import FieldError
 from isa.values import Addr, DType, parse_int
 
-__all__ = ["FieldKind", "AddressKind", "Field", "U", "E", "Flag", "A32", "A40", "A32_64B", "F32", "DTYPE", "SPACE_BITS",
+__all__ = ["FieldKind", "AddressKind", "Field", "U", "S", "E", "Flag", "A32", "A40", "A32_64B", "F32", "DTYPE", "SPACE_BITS",
            "ColumnError"]
 
 SPACE_BITS = 4  # address operands name their space by index into Program.spaces (<= 16)
@@ -134,6 +134,47 @@ class U(FieldKind):
 
     def from_raw(self, name: str, raw: np.ndarray, spaces: Sequence[str]) -> list:
         return raw.tolist()
+
+
+@dataclass(frozen=True, slots=True)
+class S(FieldKind):
+    """Signed (two's complement) integer of `bits` bits, printed in decimal: a loop stride,
+    which may move an address down as well as up."""
+
+    bits: int
+
+    @property
+    def label(self) -> str:
+        return f"S{self.bits}"
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        return -(1 << (self.bits - 1)), (1 << (self.bits - 1)) - 1
+
+    def coerce(self, name: str, value: object) -> int:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise FieldError(f"{name}={value!r} is not an integer ({self.label})")
+        value = int(value)
+        low, high = self.bounds
+        if not low <= value <= high:
+            raise FieldError(f"{name}={value} does not fit {self.label} ({low}..{high})")
+        return value
+
+    def format(self, value: object) -> str:
+        return str(value)
+
+    def from_text(self, name: str, text: str) -> int:
+        return self.coerce(name, _int_text(name, text))
+
+    def to_raw(self, name: str, values: Sequence, space_index: Mapping[str, int]) -> np.ndarray:
+        low, high = self.bounds
+        if not set(map(type, values)) <= {int} or any(not low <= v <= high for v in values):
+            raise self._first_bad(name, values)
+        return np.array([v & ((1 << self.bits) - 1) for v in values], dtype=np.uint64)
+
+    def from_raw(self, name: str, raw: np.ndarray, spaces: Sequence[str]) -> list:
+        sign = 1 << (self.bits - 1)
+        return [v - (sign << 1) if v & sign else v for v in raw.tolist()]
 
 
 @dataclass(frozen=True, slots=True)
