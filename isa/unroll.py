@@ -14,7 +14,7 @@ from operator import attrgetter
 
 import numpy as np
 
-from isa.errors import FieldError, LoopError
+from isa.errors import LoopError
 from isa.fields import _trusted_addr
 from isa.instr import Instr
 from isa.loops import Loop, Structure, loop_structure, where
@@ -123,14 +123,16 @@ def _moved(index: int, instr: Instr, fields: dict[int, tuple[tuple[Loop, int], .
         name, base = instr.fields[position]
         offsets = sum(digits[loop.header] * delta for loop, delta in pairs)
         kind = spec.fields[position].kind
-        for extreme in (int(offsets.min()), int(offsets.max())):
-            try:
-                kind.coerce(name, replace(base, addr=base.addr + extreme))
-            except FieldError as error:
-                raise LoopError(f"{where(index, instr, ())} in loop at {pairs[0][0].header}: "
-                                f"{error}", pairs[0][0].header) from None
-        addresses = (base.addr + offsets).tolist()
-        columns.append((position, name, [_trusted_addr(base.space, a) for a in addresses]))
+        addresses = base.addr + offsets
+        outside = (addresses < 0) | (addresses > kind.reach - kind.granule)
+        if outside.any():
+            j = int(np.argmax(outside))
+            iterations = [(loop, int(digits[loop.header][j])) for loop in chain]
+            raise LoopError(f"{where(index, instr, iterations)}: {name}={base.space}"
+                            f"[{int(addresses[j]):#x}] is outside {kind.label} (address "
+                            f"0x0..{kind.reach - kind.granule:#x})", chain[0].header)
+        columns.append((position, name,
+                        [_trusted_addr(base.space, a) for a in addresses.tolist()]))
     moved = []
     fields_list = list(instr.fields)
     for j in range(len(occurrences)):

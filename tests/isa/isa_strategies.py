@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from isa import A32, A40, Addr, E, F32, Flag, Instr, OpSpec, Queue, U
+from isa.fields import S
 from isa.fields import AddressKind, FieldKind
 
 SPACES = ("dram", "sram", "acc", "hbm")
@@ -15,6 +16,8 @@ def operand(kind: FieldKind, spaces: tuple[str, ...] = SPACES) -> st.SearchStrat
         return st.integers(0, 1)
     if isinstance(kind, U):
         return st.integers(0, (1 << kind.bits) - 1)
+    if isinstance(kind, S):
+        return st.integers(*kind.bounds)
     if isinstance(kind, E):
         return st.sampled_from(kind.names).map(lambda name: kind.coerce("e", name))
     if isinstance(kind, AddressKind):
