@@ -192,7 +192,7 @@ class _Assembler:
             text, part = entry
             if "=" in text:
                 text, moves = split_strides(text)
-                strides += self.strides(statement, part, field, position, len(text), moves, depth)
+                strides += self.strides(statement, part, field, position, moves, depth)
             pair = cache.get(text)
             if pair is None:
                 pair = (field.name, self.value(statement, part, field, text, spaces))
@@ -202,12 +202,12 @@ class _Assembler:
         return Instr(spec.mnemonic, queue, tuple(values)), strides
 
     def strides(self, statement: Statement, part: int, field: Field, position: int,
-                value_chars: int, moves: list[tuple[int, str]], depth: int) -> list[Stride]:
+                moves: list[tuple[int, str]], depth: int) -> list[Stride]:
         """The strides `+=N`/`-=N` after an operand's value: (loop level, innermost 0, field
         position, delta); zero strides are placeholders for the loops they skip."""
         out = []
         for level, (offset, text) in enumerate(moves):
-            column = len(field.name) + 1 + value_chars + offset
+            column = len(field.name) + 1 + offset
             if level >= depth:
                 raise self.fail(statement, part, f"{field.name} has {len(moves)} strides but the "
                                 f"instruction is inside {depth} loops", column)

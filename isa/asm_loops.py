@@ -42,8 +42,8 @@ Fail = Callable[..., AsmError]
 
 
 def split_strides(text: str) -> tuple[str, list[tuple[int, str]]]:
-    """`dram[0x0]+=0x40-=8` -> ("dram[0x0]", [(0, "+=0x40"), (6, "-=8")]) (offsets after the
-    value)."""
+    """`dram[0x0]+=0x40-=8` -> ("dram[0x0]", [(9, "+=0x40"), (15, "-=8")]) (offsets in
+    `text`)."""
     start = min(i for i in (text.find("+="), text.find("-=")) if i >= 0)
     return text[:start], [(m.start(), m.group()) for m in _MOVE.finditer(text, start)]
 
