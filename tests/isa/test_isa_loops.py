@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.isa.isa_strategies import ROW_BYTES, loop_body
 from isa import (AsmError, Instr, LoopError, MachineView, MemorySpace, Program, VerifyError,
                  assemble, decode, disassemble, encode, load, save, unroll, verify)
 
@@ -280,43 +281,9 @@ def test_bad_loop_text_is_one_line_at_its_column(body, message):
 
 # ---- random loop programs ----------------------------------------------------------------------
 
-ROW_BYTES = 64
-
-
-@st.composite
-def _block(draw, depth: int, sems: list[int]) -> list[str]:
-    """Body lines of random loops: strided loads and stores, balanced signal/wait pairs."""
-    lines = []
-    for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from(["load", "store", "sync", "loop"] if depth < 3
-                                    else ["load", "store", "sync"]))
-        strides = lambda: "".join(
-            f"+={draw(st.sampled_from([0, 64, 128, 256, 1024]))}" for _ in range(depth))
-        moves = lambda: "".join(
-            f"{draw(st.sampled_from(['+', '-']))}={draw(st.sampled_from([0, 64, 320]))}"
-            for _ in range(depth))
-        rows = draw(st.integers(1, 2))
-        if kind == "load":
-            lines.append(f"dma0 load dst=sram[{draw(st.sampled_from([0, 0x200, 0x800, 0xe00])):#x}]"
-                         f"{strides()} src=dram[{draw(st.integers(0, 64)) * 64:#x}]{moves()} "
-                         f"rows={rows} row_bytes={ROW_BYTES}")
-        elif kind == "store":
-            lines.append(f"dma1 store dst=dram[{draw(st.integers(0, 1000)) * 64:#x}]{strides()} "
-                         f"src=sram[{draw(st.integers(0, 63)) * 64:#x}]{moves()} rows={rows} "
-                         f"row_bytes={ROW_BYTES}")
-        elif kind == "sync":
-            sem = draw(st.integers(0, 3))
-            lines += [f"dma1 signal sem={sem}", f"dma0 wait sem={sem}"]
-            sems.append(sem)
-        else:
-            count = draw(st.integers(1, 4))
-            lines += [f".loop count={count}", *draw(_block(depth + 1, sems)), ".endloop"]
-    return lines
-
-
 @st.composite
 def loop_programs(draw) -> str:
-    lines = draw(_block(0, []))
+    lines = draw(loop_body())
     return HEADER + "dma0 dmacfg src_stride=0 dst_stride=0\n" + "\n".join(lines) + "\n"
 
 
