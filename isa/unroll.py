@@ -15,7 +15,7 @@ from operator import attrgetter
 import numpy as np
 
 from isa.errors import LoopError
-from isa.fields import _trusted_addr
+from isa.fields import trusted_addr
 from isa.instr import Instr
 from isa.loops import Loop, Structure, loop_structure, where
 from isa.opcodes import OPCODES
@@ -132,7 +132,7 @@ def _moved(index: int, instr: Instr, fields: dict[int, tuple[tuple[Loop, int], .
                             f"[{int(addresses[j]):#x}] is outside {kind.label} (address "
                             f"0x0..{kind.reach - kind.granule:#x})", chain[0].header)
         columns.append((position, name,
-                        [_trusted_addr(base.space, a) for a in addresses.tolist()]))
+                        [trusted_addr(base.space, a) for a in addresses.tolist()]))
     moved = []
     fields_list = list(instr.fields)
     for j in range(len(occurrences)):

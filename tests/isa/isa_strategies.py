@@ -15,9 +15,7 @@ SPACES = ("dram", "sram", "acc", "hbm")
 def operand(kind: FieldKind, spaces: tuple[str, ...] = SPACES) -> st.SearchStrategy:
     if isinstance(kind, Flag):
         return st.integers(0, 1)
-    if isinstance(kind, U):
-        return st.integers(0, (1 << kind.bits) - 1)
-    if isinstance(kind, S):
+    if isinstance(kind, (U, S)):                 # S is a U with signed bounds
         return st.integers(*kind.bounds)
     if isinstance(kind, E):
         return st.sampled_from(kind.names).map(lambda name: kind.coerce("e", name))
