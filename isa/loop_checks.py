@@ -11,7 +11,7 @@
 - Moving writes: a write whose stride is smaller than what it writes overlaps itself in the
   next iteration.
 The synchronisation run and the PIM row protocol run on the executed order of the sync and
-row instructions (`executed`), which `isa.unroll` also uses.
+row instructions (`Executed`), from the order `isa.unroll` builds.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from isa.instr import Instr
 from isa.loops import Loop, Structure, where
 from isa.unroll import unrolled_order
 
-__all__ = ["Context", "visits", "first_beyond", "check_token_balance", "overlaps", "executed",
+__all__ = ["Context", "visits", "first_beyond", "check_token_balance", "overlaps", "Executed",
            "CONFIG_OPCODES"]
 
 Context = tuple[tuple[Loop, int, int], ...]     # enclosing loops, outermost first: (loop, k_lo, k_hi)
@@ -128,8 +128,9 @@ def overlaps(rows: int, row_bytes: int, pitch: int, shift: int) -> bool:
 
 
 class Executed:
-    """Some instructions of a compact program in executed order (`instructions[k]` is the
-    compact instruction run at executed position `positions[k]`), named by loop iteration."""
+    """The instructions of a compact program whose opcodes are in `keep`, in executed order
+    (`instructions[k]` is the compact instruction run at executed position `positions[k]`),
+    named by loop iteration in messages."""
 
     def __init__(self, program_instructions: Sequence[Instr], structure: Structure,
                  keep: frozenset[str], opcodes: Sequence[str]) -> None:
@@ -148,15 +149,9 @@ class Executed:
     def name(self, k: int) -> str:
         """`instruction 41 in loop at 12, iteration 3` (for the middle of a message)."""
         index, iterations = self.locate(k)
-        text = where(index, self._compact[index], iterations)
-        return text.replace(f" ({self._compact[index].queue} {self._compact[index].opcode})", "", 1)
+        return where(index, None, iterations)
 
     def error(self, k: int, reason: str) -> VerifyError:
         index, iterations = self.locate(k)
         return VerifyError(f"{where(index, self._compact[index], iterations)}: {reason}", index)
 
-
-def executed(instructions: Sequence[Instr], structure: Structure, keep: frozenset[str],
-             opcodes: Sequence[str]) -> Executed:
-    """The instructions with opcodes in `keep`, in executed order."""
-    return Executed(instructions, structure, keep, opcodes)

@@ -78,10 +78,13 @@ class Structure:
         return {i: {p: tuple(pairs) for p, pairs in fields.items()} for i, fields in out.items()}
 
 
-def where(index: int, instr: Instr, iterations: Sequence[tuple[Loop, int]]) -> str:
+def where(index: int, instr: Instr | None, iterations: Sequence[tuple[Loop, int]]) -> str:
     """`instruction 41 (dma0 load) in loop at 12, iteration 11`: an instruction in its
-    loops (outermost first), at the iteration of each that an error is about."""
-    text = f"instruction {index} ({instr.queue} {instr.opcode})"
+    loops (outermost first), at the iteration of each that an error is about (without the
+    queue and opcode when `instr` is None: for the middle of a message)."""
+    text = f"instruction {index}"
+    if instr is not None:
+        text += f" ({instr.queue} {instr.opcode})"
     if iterations:
         text += " in " + ", ".join(f"loop at {loop.header}, iteration {k}"
                                    for loop, k in iterations)

@@ -10,10 +10,12 @@ repeat with it; symbols, data and the rest of the program are unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from itertools import islice, repeat
 from operator import attrgetter
 
 import numpy as np
 
+from isa.bulk import no_gc
 from isa.errors import LoopError
 from isa.fields import trusted_addr
 from isa.instr import Instr
@@ -82,6 +84,11 @@ def unrolled_order(structure: Structure, ops: tuple[tuple[int, str], ...] = ()) 
 def unroll(program: Program) -> Program:
     """The fully unrolled equivalent of `program` (the same object when it has no loops).
     LoopError when its loop words do not form loops or a strided address leaves its field."""
+    with no_gc():
+        return _unroll(program)
+
+
+def _unroll(program: Program) -> Program:
     instructions = program.instructions
     opcodes = list(map(attrgetter("opcode"), instructions))
     structure = loop_structure(instructions, opcodes, program.ops)
@@ -118,7 +125,7 @@ def _moved(index: int, instr: Instr, fields: dict[int, tuple[tuple[Loop, int], .
         digits[loop.header] = occurrences // step % loop.count
         step *= loop.count
     spec = OPCODES[instr.opcode]
-    columns = []
+    columns: list = [repeat(pair) for pair in instr.fields]    # (name, value) per field
     for position, pairs in sorted(fields.items()):
         name, base = instr.fields[position]
         offsets = sum(digits[loop.header] * delta for loop, delta in pairs)
@@ -131,12 +138,8 @@ def _moved(index: int, instr: Instr, fields: dict[int, tuple[tuple[Loop, int], .
             raise LoopError(f"{where(index, instr, iterations)}: {name}={base.space}"
                             f"[{int(addresses[j]):#x}] is outside {kind.label} (address "
                             f"0x0..{kind.reach - kind.granule:#x})", chain[0].header)
-        columns.append((position, name,
-                        [trusted_addr(base.space, a) for a in addresses.tolist()]))
-    moved = []
-    fields_list = list(instr.fields)
-    for j in range(len(occurrences)):
-        for position, name, addresses in columns:
-            fields_list[position] = (name, addresses[j])
-        moved.append(Instr(instr.opcode, instr.queue, tuple(fields_list)))
-    return moved
+        moved = map(trusted_addr, repeat(base.space), addresses.tolist())
+        columns[position] = zip(repeat(name), moved)
+    rows = zip(*columns) if columns else repeat((), len(occurrences))
+    return list(islice(map(Instr, repeat(instr.opcode), repeat(instr.queue), rows),
+                       len(occurrences)))

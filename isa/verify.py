@@ -22,7 +22,7 @@ from isa.encoding import encode
 from isa.errors import FieldError, IsaError, LoopError, VerifyError
 from isa.footprint import NO_FOOTPRINT, WRITTEN_ROLES, Footprint, QueueConfig, footprints, stripes
 from isa.instr import Instr, first_uses
-from isa.loop_checks import (CONFIG_OPCODES, Context, check_token_balance, executed, first_beyond,
+from isa.loop_checks import (CONFIG_OPCODES, Context, Executed, check_token_balance, first_beyond,
                              overlaps, visits)
 from isa.loops import Structure, loop_structure, where
 from isa.machine import MachineView
@@ -53,7 +53,7 @@ def verify(program: Program, machine: MachineView) -> None:
         if blocked is not None:
             raise _at(blocked.index, program.instructions[blocked.index], blocked.message)
         return
-    run = executed(program.instructions, structure, SYNC_OPCODES, opcodes)
+    run = Executed(program.instructions, structure, SYNC_OPCODES, opcodes)
     blocked = find_blocked_wait(run.instructions, run.name)
     if blocked is not None:
         raise run.error(blocked.index, blocked.message)
@@ -81,7 +81,7 @@ def _check_rows(program: Program, machine: MachineView, opcodes: list[str],
     if banks is None:
         return
     if structure.loops:
-        run = executed(program.instructions, structure, ROW_OPCODES, opcodes)
+        run = Executed(program.instructions, structure, ROW_OPCODES, opcodes)
         found = find_row_violation(run.instructions, run.opcodes, banks, run.name)
         if found is not None:
             raise run.error(*found)

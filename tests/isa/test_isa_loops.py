@@ -3,7 +3,6 @@ and the compact verifier against the unrolled one on random loop programs."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
