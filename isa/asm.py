@@ -18,8 +18,9 @@ import numpy as np
 
 from isa.bulk import no_gc
 from isa.asm_lines import Statement, column_of, read_statements
+from isa.asm_loops import STRIDE_KIND, Stride, assemble_body, split_strides, write_body
 from isa.errors import AsmError, FieldError, IsaError
-from isa.fields import Field
+from isa.fields import AddressKind, Field
 from isa.instr import Instr
 from isa.jsontext import dump_object, load_object
 from isa.opcodes import ISA_VERSION, OPCODES
@@ -31,6 +32,7 @@ __all__ = ["assemble", "disassemble", "format_data_line"]
 _BARE_PATH = re.compile(r'[^\s"#;]+')
 _MAX_SPACES = 16
 _CACHED_VALUES = 1 << 16  # per opcode field
+_BODY = frozenset({"instr", "op", "loop", "endloop"})
 
 
 def assemble(text: str, *, filename: str = "<input>") -> Program:
@@ -64,15 +66,12 @@ class _Assembler:
     def run(self, statements: list[Statement]) -> Program:
         header: dict[str, Statement] = {}
         symbol_lines = []
-        ops: list[tuple[int, str]] = []
-        count = 0
+        body: list[Statement] = []
         for statement in statements:
             if statement.kind == "symbol":
                 symbol_lines.append(statement)
-            elif statement.kind == "instr":
-                count += 1
-            elif statement.kind == "op":
-                ops.append((count, str(statement.parts[0])))
+            elif statement.kind in _BODY:
+                body.append(statement)
             else:
                 if statement.kind in header:
                     raise self.fail(statement, None, f"second .{statement.kind} directive")
@@ -91,15 +90,15 @@ class _Assembler:
             if symbol.name in seen:
                 raise self.fail(statement, 0, f"symbol {symbol.name} defined twice")
             seen.add(symbol.name)
-        instructions = tuple(self.instr(statement, spaces) for statement in statements
-                             if statement.kind == "instr")
+        instructions, ops = assemble_body(body, lambda statement, depth: self.instr(
+            statement, spaces, depth), self.fail)
         data = self.data(header["data"]) if "data" in header else None
         target = str(header["target"].parts[0])
         arch = self.arch(header["arch"], target) if "arch" in header else None
         version = str(header["tool_version"].parts[0]) if "tool_version" in header else None
         try:
             return Program(target, ISA_VERSION, spaces, tuple(symbols), instructions, data,
-                           tuple(ops), arch, version)
+                           ops, arch, version)
         except IsaError as error:
             raise self.fail(header["target"], 0, str(error)) from None
 
@@ -155,7 +154,9 @@ class _Assembler:
         except ValueError as error:
             raise self.fail(statement, 0, f"cannot read data file {relative}: {error}") from None
 
-    def instr(self, statement: Statement, spaces: tuple[str, ...]) -> Instr:
+    def instr(self, statement: Statement, spaces: tuple[str, ...],
+              depth: int) -> tuple[Instr, list[Stride]]:
+        """The instruction of `statement`, inside `depth` loops, and its operands' strides."""
         queue_text, mnemonic, *fields = statement.parts
         queue = self.queues.get(queue_text)
         if queue is None:
@@ -183,18 +184,49 @@ class _Assembler:
         if caches is None:
             caches = self.pairs[spec.mnemonic] = [{} for _ in spec.fields]
         values = []
-        for field, cache in zip(spec.fields, caches):
+        strides: list[Stride] = []
+        for position, (field, cache) in enumerate(zip(spec.fields, caches)):
             entry = given.pop(field.name, None)
             if entry is None:
                 raise self.fail(statement, 1, f"{mnemonic} is missing field {field.name!r}")
             text, part = entry
+            if "=" in text:
+                text, moves = split_strides(text)
+                strides += self.strides(statement, part, field, position, moves, depth)
             pair = cache.get(text)
             if pair is None:
                 pair = (field.name, self.value(statement, part, field, text, spaces))
                 if len(cache) < _CACHED_VALUES:
                     cache[text] = pair
             values.append(pair)
-        return Instr(spec.mnemonic, queue, tuple(values))
+        return Instr(spec.mnemonic, queue, tuple(values)), strides
+
+    def strides(self, statement: Statement, part: int, field: Field, position: int,
+                moves: list[tuple[int, str]], depth: int) -> list[Stride]:
+        """The strides `+=N`/`-=N` after an operand's value: (loop level, innermost 0, field
+        position, delta); zero strides are placeholders for the loops they skip."""
+        out = []
+        for level, (offset, text) in enumerate(moves):
+            column = len(field.name) + 1 + offset
+            if level >= depth:
+                raise self.fail(statement, part, f"{field.name} has {len(moves)} strides but the "
+                                f"instruction is inside {depth} loops", column)
+            if not isinstance(field.kind, AddressKind):
+                raise self.fail(statement, part, f"stride on {field.name}: {field.kind.label} is "
+                                "not an address field (only A32/A40 operands move)", column)
+            try:
+                delta = parse_int(text[2:]) * (-1 if text[0] == "-" else 1)
+                delta = STRIDE_KIND.coerce("stride", delta)
+            except ValueError as error:
+                message = (str(error) if isinstance(error, FieldError)
+                           else f"stride {text} is not an integer")
+                raise self.fail(statement, part, message, column) from None
+            if delta % field.kind.granule:
+                raise self.fail(statement, part, f"stride {text} on {field.name} is not a multiple "
+                                f"of {field.kind.granule} bytes ({field.kind.label})", column)
+            if delta:
+                out.append((level, position, delta))
+        return out
 
     def value(self, statement: Statement, part: int, field: Field, text: str,
               spaces: tuple[str, ...]) -> object:
@@ -243,15 +275,5 @@ def disassemble(program: Program, *, data_path: str | None = None) -> str:
         out.write(f".symbol {s.name} {s.space} {s.addr:#x} {shape} {s.dtype}\n")
     if data_path is not None:
         out.write(format_data_line(data_path) + "\n")
-    marks = iter(program.ops)
-    mark = next(marks, None)
-    for index, instr in enumerate(program.instructions):
-        while mark is not None and mark[0] == index:
-            out.write(f".op {mark[1]}\n")
-            mark = next(marks, None)
-        out.write(str(instr))
-        out.write("\n")
-    while mark is not None:
-        out.write(f".op {mark[1]}\n")
-        mark = next(marks, None)
+    write_body(program, out)
     return out.getvalue()

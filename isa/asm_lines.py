@@ -31,7 +31,7 @@ _WORDS = {
 
 class Statement(NamedTuple):
     """One directive or instruction: `kind` is target/isa/spaces/symbol/data/op/arch/
-    tool_version/instr.
+    tool_version/loop/endloop/instr.
 
     parts: the line's tokens after the directive keyword (for instr: queue, mnemonic,
     then one `name=value` per field).
@@ -72,6 +72,12 @@ class _Callbacks(lark.Transformer):
 
     def tool_version(self, tokens):
         return ("tool_version", tokens)
+
+    def loop(self, tokens):
+        return ("loop", tokens)
+
+    def endloop(self, tokens):
+        return ("endloop", tokens)
 
     def instr(self, tokens):
         return ("instr", tokens)

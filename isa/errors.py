@@ -13,6 +13,7 @@ __all__ = [
     "AsmError",
     "ProgramFileError",
     "VerifyError",
+    "LoopError",
 ]
 
 
@@ -51,3 +52,8 @@ class ProgramFileError(IsaError):
 class VerifyError(IsaError):
     """A program that is not valid for a machine (`index` is None for program-level problems
     such as spaces, symbols and data)."""
+
+
+class LoopError(IsaError):
+    """Loop words that do not form loops (a stride past its body, on a non-address field, a
+    body past its enclosing one); `index` is the loop's header."""

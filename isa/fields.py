@@ -20,8 +20,8 @@ import numpy as np
 from isa.errors import FieldError
 from isa.values import Addr, DType, parse_int
 
-__all__ = ["FieldKind", "AddressKind", "Field", "U", "E", "Flag", "A32", "A40", "A32_64B", "F32", "DTYPE", "SPACE_BITS",
-           "ColumnError"]
+__all__ = ["FieldKind", "AddressKind", "Field", "U", "S", "E", "Flag", "A32", "A40", "A32_64B", "F32", "DTYPE", "SPACE_BITS",
+           "ColumnError", "trusted_addr"]
 
 SPACE_BITS = 4  # address operands name their space by index into Program.spaces (<= 16)
 
@@ -106,13 +106,18 @@ class U(FieldKind):
     def label(self) -> str:
         return f"U{self.bits}"
 
+    @property
+    def bounds(self) -> tuple[int, int]:
+        """The smallest and the largest value."""
+        return 0, (1 << self.bits) - 1
+
     def coerce(self, name: str, value: object) -> int:
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
             raise FieldError(f"{name}={value!r} is not an integer ({self.label})")
         value = int(value)
-        if not 0 <= value < 1 << self.bits:
-            top = (1 << self.bits) - 1
-            raise FieldError(f"{name}={value} does not fit {self.label} (0..{top})")
+        low, high = self.bounds
+        if not low <= value <= high:
+            raise FieldError(f"{name}={value} does not fit {self.label} ({low}..{high})")
         return value
 
     def format(self, value: object) -> str:
@@ -134,6 +139,30 @@ class U(FieldKind):
 
     def from_raw(self, name: str, raw: np.ndarray, spaces: Sequence[str]) -> list:
         return raw.tolist()
+
+
+@dataclass(frozen=True, slots=True)
+class S(U):
+    """Signed (two's complement) integer of `bits` bits, printed in decimal: a loop stride,
+    which may move an address down as well as up."""
+
+    @property
+    def label(self) -> str:
+        return f"S{self.bits}"
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        return -(1 << (self.bits - 1)), (1 << (self.bits - 1)) - 1
+
+    def to_raw(self, name: str, values: Sequence, space_index: Mapping[str, int]) -> np.ndarray:
+        low, high = self.bounds
+        if not set(map(type, values)) <= {int} or any(not low <= v <= high for v in values):
+            raise self._first_bad(name, values)
+        return np.array([v & ((1 << self.bits) - 1) for v in values], dtype=np.uint64)
+
+    def from_raw(self, name: str, raw: np.ndarray, spaces: Sequence[str]) -> list:
+        sign = 1 << (self.bits - 1)
+        return [v - (sign << 1) if v & sign else v for v in raw.tolist()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,14 +314,14 @@ class AddressKind(FieldKind):
             raise ColumnError(position, f"{name} uses space index {int(space[position])} but "
                               f"the program declares {len(spaces)} spaces")
         units = raw & np.uint64((1 << self.addr_bits) - 1)
-        return [_trusted_addr(spaces[s], a * self.granule) for s, a in zip(space.tolist(), units.tolist())]
+        return [trusted_addr(spaces[s], a * self.granule) for s, a in zip(space.tolist(), units.tolist())]
 
 
 _SET_SPACE = Addr.__dict__["space"].__set__  # slot setters: bypass the frozen __setattr__
 _SET_ADDR = Addr.__dict__["addr"].__set__
 
 
-def _trusted_addr(space: str, addr: int) -> Addr:
+def trusted_addr(space: str, addr: int) -> Addr:
     """Build an Addr from decoded bits, skipping the checks they cannot fail."""
     value = object.__new__(Addr)
     _SET_SPACE(value, space)

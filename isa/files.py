@@ -23,7 +23,7 @@ import numpy as np
 from isa.bulk import no_gc
 from isa.asm import assemble, disassemble, read_npz
 from isa.encoding import WORD_BYTES, decode, encode
-from isa.errors import DecodeError, FieldError, IsaError, ProgramFileError
+from isa.errors import DecodeError, FieldError, IsaError, LoopError, ProgramFileError
 from isa.opcodes import ISA_VERSION
 from isa.output import atomic_write
 from isa.program import Program
@@ -54,7 +54,7 @@ def save(program: Program, path: str | os.PathLike) -> None:
         if sidecar is not None:
             atomic_write(sidecar, _npz_bytes(program.data))
         atomic_write(path, text.encode("utf-8"))
-    except FieldError as error:
+    except (FieldError, LoopError) as error:
         raise ProgramFileError(f"{path}: {error}", error.index) from None
     except OSError as error:
         raise ProgramFileError(f"{error.filename}: cannot write: {error.strerror}") from None

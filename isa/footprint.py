@@ -16,7 +16,8 @@ from isa.instr import Instr
 from isa.opcodes import OPCODES, VEC_BINARY
 from isa.values import Addr, DType
 
-__all__ = ["Footprint", "QueueConfig", "footprints", "gather_row_bytes", "ConfigError"]
+__all__ = ["Footprint", "QueueConfig", "footprints", "gather_row_bytes", "ConfigError", "WRITTEN_ROLES",
+           "stripes"]
 
 INDEX_BYTES = 4  # gather indices are int32
 PIM_ACC_BYTES = 4  # one fp32 MAC accumulator per bank
@@ -58,6 +59,9 @@ class QueueConfig:
 
 
 Limits = Mapping[str, int]
+# The roles an instruction writes (every other footprint is read): load/store/gather/vec/red/
+# pim.rd/pim.rdmac/df.* destinations and gemm's c.
+WRITTEN_ROLES = frozenset({"dst", "c"})
 
 
 def footprints(instr: Instr, config: QueueConfig, limits: Limits | None = None) -> list[Footprint]:
@@ -75,6 +79,16 @@ def _extent_bytes(rows: int, row_bytes: int, pitch: int) -> int:
     if rows == 0 or row_bytes == 0:
         return 0
     return (rows - 1) * (pitch or row_bytes) + row_bytes
+
+
+def stripes(instr: Instr, config: QueueConfig, footprint: Footprint) -> tuple[int, int, int]:
+    """`footprint` of `instr` as (rows, row_bytes, pitch): the bytes it really touches, which
+    a pitched load/store side leaves gaps between (a loop may interleave its iterations'
+    rows there); every other footprint is one dense row."""
+    if instr.opcode in ("load", "store") and footprint.role in ("dst", "src"):
+        pitch = config.dst_stride if footprint.role == "dst" else config.src_stride
+        return instr["rows"], instr["row_bytes"], pitch or instr["row_bytes"]
+    return 1, footprint.size_bytes, footprint.size_bytes
 
 
 def _none(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
@@ -201,6 +215,7 @@ _RULES: dict[str, Callable[[Instr, QueueConfig, Limits], list[Footprint]]] = {
     "pim.rdmac": _pim_rdmac, "pim.rdmac_all": _pim_rdmac_all,
     "pim.wr": _pim_burst("src"), "pim.rd": _pim_burst("dst"),
     "df.section": _none, "df.run": _none, "df.stream": _df_stream, "df.xfer": _df_xfer,
+    "loop": _none, "stride": _none,
 }
 assert set(_RULES) == set(OPCODES), "every opcode needs a footprint rule"
 # Opcodes that touch no memory and configure nothing: verify skips their footprints.

@@ -11,12 +11,13 @@ import textwrap
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from isa.fields import A32, A32_64B, A40, DTYPE, E, F32, Field, FieldKind, Flag, U
+from isa.fields import A32, A32_64B, A40, DTYPE, E, F32, Field, FieldKind, Flag, S, U
 from isa.values import QUEUE_INDEX_BITS, Unit
 
 __all__ = [
     "OpSpec", "OPCODES", "OPCODES_BY_CODE", "ISA_VERSION", "WORD_BITS", "PAYLOAD_BITS",
     "VEC_FUNCS", "VEC_BINARY", "VEC_IMMEDIATE", "VEC_UNARY", "BCASTS", "RED_FUNCS",
+    "STRUCTURE", "STRUCTURE_QUEUE",
 ]
 
 ISA_VERSION = 1
@@ -32,7 +33,9 @@ VEC_FUNCS = VEC_BINARY + VEC_IMMEDIATE + VEC_UNARY
 BCASTS = ("none", "row", "col", "scalar")
 RED_FUNCS = ("sum", "max")
 
-ANY_UNIT = frozenset(Unit)
+ANY_UNIT = frozenset(Unit) - {Unit.seq}   # seq words are program structure, not work
+STRUCTURE = frozenset({"loop", "stride"})  # the words of Unit.seq: no queue executes them
+STRUCTURE_QUEUE = "seq0"                   # the one queue text they carry
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,7 @@ _MXU = (Unit.mxu, Unit.pcu)
 _VEC = (Unit.vpu, Unit.asic, Unit.pcu)
 _PIM = (Unit.pim,)
 U8, U16, U24, U32 = U(8), U(16), U(24), U(32)
+S64 = S(64)
 
 _TABLE = (
     # ---- core -------------------------------------------------------------------------
@@ -235,6 +239,19 @@ _TABLE = (
     _op("df.xfer", 0x43, "dataflow", (Unit.agcu,), (("dst", A40), ("src", A40), ("kib", U24)),
         """
         dst[0 : kib*1024] = src[0 : kib*1024]     # tier to tier, e.g. DDR -> HBM
+        """),
+    # ---- program structure (docs/isa.md, "Loops"): words of no hardware queue ---------------
+    _op("loop", 0x60, "structure", (Unit.seq,), (("count", U32), ("body", U32)), """
+        # the `body` words after this header's stride words, run `count` times (count >= 1);
+        # the program means its unrolled equivalent (isa.unroll)
+        for k in range(count):
+            run body, each strided operand's address + k*delta
+        """),
+    _op("stride", 0x61, "structure", (Unit.seq,), (("at", U32), ("field", U8), ("delta", S64)),
+        """
+        # follows its loop's header (or another stride); at: the word's offset in the body,
+        # field: the operand's position in that instruction (an A32/A40 address), delta: bytes
+        body[at].fields[field] += k*delta        # in iteration k of the loop
         """),
 )
 

@@ -19,7 +19,7 @@ here never meets a DramError.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from isa.instr import Instr
 from isa.opcodes import OPCODES
@@ -44,13 +44,15 @@ class _Channel:
         self.open = 0
 
 
-def find_row_violation(instructions: Sequence[Instr], opcodes: Sequence[str],
-                       banks: int) -> tuple[int, str] | None:
+def find_row_violation(instructions: Sequence[Instr], opcodes: Sequence[str], banks: int,
+                       name: Callable[[int], str] = "instruction {}".format
+                       ) -> tuple[int, str] | None:
     """(index, reason) of the first instruction that breaks the row protocol, else None.
 
     `opcodes[i]` is `instructions[i].opcode` (the caller's whole-list pass); `banks` the
-    banks of a channel. One pass over the row instructions only (most pim programs are
-    ~10^5 all-bank commands), each all-bank command O(banks)."""
+    banks of a channel; `name(i)` names instruction i in a reason. One pass over the row
+    instructions only (most pim programs are ~10^5 all-bank commands), each all-bank command
+    O(banks)."""
     mac_all_cols = _AT["pim.mac_all"]["ncols"]
     channels: dict[object, _Channel] = {}
     channel_of: dict[int, _Channel] = {}            # id(queue) -> its channel (equal queues share)
@@ -62,11 +64,12 @@ def find_row_violation(instructions: Sequence[Instr], opcodes: Sequence[str],
             channel = channel_of[id(ins.queue)] = channels.setdefault(ins.queue, _Channel(banks))
         if op == "pim.mac_all":
             if channel.open != banks and ins.fields[mac_all_cols][1]:
-                return i, _closed_bank(channel, channel.rows.index(None))
+                return i, _closed_bank(channel, channel.rows.index(None), name)
         elif op == "pim.act_all":
             if channel.open:
                 return i, _open_bank(channel, next(b for b, r in enumerate(channel.rows)
-                                                   if r is not None), "every bank (pim.pre_all)")
+                                                   if r is not None), "every bank (pim.pre_all)",
+                                 name)
             channel.rows = [ins.fields[0][1]] * banks
             channel.since = [i] * banks
             channel.open = banks
@@ -75,20 +78,21 @@ def find_row_violation(instructions: Sequence[Instr], opcodes: Sequence[str],
             channel.since = [i] * banks
             channel.open = 0
         else:
-            reason = _single_bank(channel, i, op, ins.fields)
+            reason = _single_bank(channel, i, op, ins.fields, name)
             if reason is not None:
                 return i, reason
     return None
 
 
-def _single_bank(channel: _Channel, i: int, op: str, fields) -> str | None:
+def _single_bank(channel: _Channel, i: int, op: str, fields,
+                 name: Callable[[int], str]) -> str | None:
     """Check and apply one single-bank row instruction; the reason it is refused, or None."""
     at = _AT[op]
     bank = fields[at["bank"]][1]
     row = channel.rows[bank]
     if op == "pim.act":
         if row is not None:
-            return _open_bank(channel, bank, "it")
+            return _open_bank(channel, bank, "it", name)
         channel.rows[bank], channel.since[bank] = fields[at["row"]][1], i
         channel.open += 1
     elif op == "pim.pre":
@@ -97,20 +101,20 @@ def _single_bank(channel: _Channel, i: int, op: str, fields) -> str | None:
             channel.open -= 1
     elif fields[at["ncols"]][1]:                           # pim.mac, pim.rd, pim.wr
         if row is None:
-            return _closed_bank(channel, bank)
+            return _closed_bank(channel, bank, name)
         if op != "pim.mac" and fields[at["row"]][1] != row:
             return (f"row {fields[at['row']][1]} is not open in bank {bank} (row {row} is, "
-                    f"since instruction {channel.since[bank]})")
+                    f"since {name(channel.since[bank])})")
     return None
 
 
-def _closed_bank(channel: _Channel, bank: int) -> str:
+def _closed_bank(channel: _Channel, bank: int, name: Callable[[int], str]) -> str:
     since = channel.since[bank]
     how = ("no row was ever activated" if since == _NEVER
-           else f"precharged at instruction {since}, not activated since")
+           else f"precharged at {name(since)}, not activated since")
     return f"bank {bank} has no open row ({how})"
 
 
-def _open_bank(channel: _Channel, bank: int, what: str) -> str:
-    return (f"bank {bank} is open (row {channel.rows[bank]}, activated at instruction "
-            f"{channel.since[bank]}); precharge {what} first")
+def _open_bank(channel: _Channel, bank: int, what: str, name: Callable[[int], str]) -> str:
+    return (f"bank {bank} is open (row {channel.rows[bank]}, activated at "
+            f"{name(channel.since[bank])}); precharge {what} first")

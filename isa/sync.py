@@ -9,16 +9,16 @@ does not depend on the interleaving; with shared semaphores this checks one fair
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 
 from isa.instr import Instr
 
-__all__ = ["Blocked", "find_blocked_wait"]
+__all__ = ["Blocked", "find_blocked_wait", "SYNC_OPCODES"]
 
 _LISTED_QUEUES = 4
-_SYNC = frozenset({"signal", "wait", "halt"})
+SYNC_OPCODES = frozenset({"signal", "wait", "halt"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,13 +29,16 @@ class Blocked:
     message: str
 
 
-def find_blocked_wait(instructions: Sequence[Instr]) -> Blocked | None:
-    """None if every queue runs to its end (or halt); else the first wait that never passes."""
+def find_blocked_wait(instructions: Sequence[Instr],
+                      name: Callable[[int], str] = "instruction {}".format) -> Blocked | None:
+    """None if every queue runs to its end (or halt); else the first wait that never passes.
+    `name(i)` names instruction i in the message (a loop program's verifier passes the
+    executed sync instructions and names each by its loop iteration)."""
     steps: dict[object, list[tuple[int, bool, int]]] = defaultdict(list)
     halted: set[object] = set()
     signalled: set[int] = set()
     opcodes = list(map(attrgetter("opcode"), instructions))
-    for index in [i for i, op in enumerate(opcodes) if op in _SYNC]:   # few of the many
+    for index in [i for i, op in enumerate(opcodes) if op in SYNC_OPCODES]:   # few of the many
         instr = instructions[index]
         opcode = opcodes[index]
         if opcode == "signal":
@@ -73,7 +76,7 @@ def find_blocked_wait(instructions: Sequence[Instr]) -> Blocked | None:
     index, _, sem = stuck[0]
     if sem not in signalled:
         return Blocked(index, f"wait on semaphore {sem} has no matching signal")
-    listed = ", ".join(f"{q} at instruction {i} (semaphore {s})"
+    listed = ", ".join(f"{q} at {name(i)} (semaphore {s})"
                        for i, q, s in stuck[:_LISTED_QUEUES])
     more = f" and {len(stuck) - _LISTED_QUEUES} more" if len(stuck) > _LISTED_QUEUES else ""
     return Blocked(index, f"deadlock: wait on semaphore {sem} is never satisfied; "

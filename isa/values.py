@@ -44,6 +44,7 @@ class Unit(enum.IntEnum):
     pcu = 6  # dataflow pattern compute unit
     pmu = 7  # dataflow pattern memory unit
     agcu = 8  # dataflow address generator / off-chip port
+    seq = 9  # program structure (loop headers and strides): words of no hardware queue
 
 
 _UNITS_BY_NAME = {u.name: u for u in Unit}

@@ -5,24 +5,31 @@ every field value (by encoding the program); per instruction: queue exists, unit
 configuration present, field limits, every operand footprint inside its space and on the
 right side of the chip; the DRAM row protocol of the pim queues when the machine gives its
 banks (`isa/rows.py`: no MAC or read without an open row, no activate of an open bank);
-finally that all queues run to completion through their semaphores.
+finally that all queues run to completion through their semaphores. A program with loops is
+checked compact where a check is per footprint (isa/loop_checks.py: every iteration's bounds in
+closed form, token balance per iteration, moving writes that overlap the next iteration); the
+row protocol and the synchronisation run follow its executed order.
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
+from itertools import repeat
 from operator import attrgetter
 
 from isa.encoding import encode
-from isa.errors import FieldError, IsaError, VerifyError
-from isa.footprint import NO_FOOTPRINT, Footprint, QueueConfig, footprints
+from isa.errors import FieldError, IsaError, LoopError, VerifyError
+from isa.footprint import NO_FOOTPRINT, WRITTEN_ROLES, Footprint, QueueConfig, footprints, stripes
 from isa.instr import Instr, first_uses
+from isa.loop_checks import (CONFIG_OPCODES, Context, Executed, check_token_balance, first_beyond,
+                             overlaps, visits)
+from isa.loops import Structure, loop_structure, where
 from isa.machine import MachineView
-from isa.opcodes import ISA_VERSION, OPCODES
+from isa.opcodes import ISA_VERSION, OPCODES, STRUCTURE
 from isa.program import Program
-from isa.rows import find_row_violation
-from isa.sync import find_blocked_wait
+from isa.rows import ROW_OPCODES, find_row_violation
+from isa.sync import SYNC_OPCODES, find_blocked_wait
 
 __all__ = ["verify"]
 
@@ -33,11 +40,23 @@ def verify(program: Program, machine: MachineView) -> None:
     first = first_uses(program.instructions)
     opcodes = list(map(attrgetter("opcode"), program.instructions))
     _check_fields(program, first)
-    _check_instructions(program, machine, first, opcodes)
-    _check_rows(program, machine, opcodes)
-    blocked = find_blocked_wait(program.instructions)
+    try:
+        structure = loop_structure(program.instructions, opcodes, program.ops)
+    except LoopError as error:
+        raise VerifyError(str(error), error.index) from None
+    if structure.loops:
+        check_token_balance(program.instructions, opcodes, structure)
+    _check_instructions(program, machine, first, opcodes, structure)
+    _check_rows(program, machine, opcodes, structure)
+    if not structure.loops:
+        blocked = find_blocked_wait(program.instructions)
+        if blocked is not None:
+            raise _at(blocked.index, program.instructions[blocked.index], blocked.message)
+        return
+    run = Executed(program.instructions, structure, SYNC_OPCODES, opcodes)
+    blocked = find_blocked_wait(run.instructions, run.name)
     if blocked is not None:
-        raise _at(blocked.index, program.instructions[blocked.index], blocked.message)
+        raise run.error(blocked.index, blocked.message)
 
 
 def _check_fields(program: Program, first: list[int]) -> None:
@@ -55,10 +74,17 @@ def _check_fields(program: Program, first: list[int]) -> None:
         raise VerifyError(message, index) from None
 
 
-def _check_rows(program: Program, machine: MachineView, opcodes: list[str]) -> None:
+def _check_rows(program: Program, machine: MachineView, opcodes: list[str],
+                structure: Structure) -> None:
     """The pim queues' row protocol, on a machine whose `bank` limit gives its banks."""
     banks = machine.limits.get("bank")
     if banks is None:
+        return
+    if structure.loops:
+        run = Executed(program.instructions, structure, ROW_OPCODES, opcodes)
+        found = find_row_violation(run.instructions, run.opcodes, banks, run.name)
+        if found is not None:
+            raise run.error(*found)
         return
     found = find_row_violation(program.instructions, opcodes, banks)
     if found is not None:
@@ -66,8 +92,10 @@ def _check_rows(program: Program, machine: MachineView, opcodes: list[str]) -> N
         raise _at(index, program.instructions[index], reason)
 
 
-def _at(index: int, instr: Instr, reason: str) -> VerifyError:
-    return VerifyError(f"instruction {index} ({instr.queue} {instr.opcode}): {reason}", index)
+def _at(index: int, instr: Instr, reason: str, context: Context = ()) -> VerifyError:
+    """The error about instruction `index`, in the first iteration `context` stands for."""
+    return VerifyError(f"{where(index, instr, [(loop, lo) for loop, lo, _ in context])}: "
+                       f"{reason}", index)
 
 
 def _check_program(program: Program, machine: MachineView) -> None:
@@ -114,7 +142,7 @@ STATELESS = frozenset(op for op in OPCODES if op.startswith("pim.")) | {"halt", 
 
 
 def _check_instructions(program: Program, machine: MachineView, first: list[int],
-                        opcodes: list[str]) -> None:
+                        opcodes: list[str], structure: Structure) -> None:
     limits = machine.limits
     spaces = machine.spaces
     limited = {op: [(position, f.name, limits[f.name]) for position, f in enumerate(spec.fields)
@@ -124,63 +152,136 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
                   for op, spec in OPCODES.items() if op.startswith("pim.")}
     slots: dict[object, list] = {}      # queue -> [its QueueConfig so far]
     slot_of: dict[int, list] = {}       # id(queue object) -> its slot (equal queues share one)
-    for index in _to_check(opcodes, first):
+    wanted = _to_check(opcodes, first, structure)
+    strided = structure.strided()
+    checks = (visits(structure, wanted, opcodes) if structure.loops else zip(wanted, repeat(())))
+    for index, context in checks:
         instr = program.instructions[index]
         queue = instr.queue
         slot = slot_of.get(id(queue))
         if slot is None:
             if str(queue) not in machine.queues:
-                raise _at(index, instr, f"queue {queue} does not exist on this machine")
+                raise _at(index, instr, f"queue {queue} does not exist on this machine", context)
             slot = slot_of[id(queue)] = slots.setdefault(queue, [QueueConfig()])
         spec = OPCODES[instr.opcode]
         if queue.unit not in spec.units:
             units = " ".join(sorted(u.name for u in spec.units))
             raise _at(index, instr, f"{instr.opcode} is not allowed on unit {queue.unit.name} "
-                      f"(units: {units})")
+                      f"(units: {units})", context)
         for position, name, bound in limited[instr.opcode]:
             value = instr.fields[position][1]
             if value >= bound:
-                raise _at(index, instr, f"{name}={value} exceeds the machine limit (< {bound})")
+                raise _at(index, instr, f"{name}={value} exceeds the machine limit (< {bound})",
+                          context)
         if instr.opcode in pim_fields:
-            _check_pim(index, instr, pim_fields[instr.opcode], limits)
+            _check_pim(index, instr, pim_fields[instr.opcode], limits, context)
         if instr.opcode in NO_FOOTPRINT:
             continue                        # touches no memory and configures nothing
         config = slot[0]
         try:
             found = footprints(instr, config, limits)
         except IsaError as error:
-            raise _at(index, instr, str(error)) from None
+            raise _at(index, instr, str(error), context) from None
+        moving = index in strided
         for footprint in found:
-            _check_footprint(index, instr, footprint, spaces)
-        if instr.opcode in ("dmacfg", "mcfg", "vcfg"):
+            moves = _moves(index, instr, footprint, context) if moving else []
+            _check_footprint(index, instr, footprint, spaces, context, moves)
+            if moves and footprint.role in WRITTEN_ROLES:
+                _check_moving_write(index, instr, footprint, config, context, moves)
+        if instr.opcode in CONFIG_OPCODES:
             slot[0] = config.after(instr)
 
 
-def _to_check(opcodes: list[str], first: list[int]) -> list[int]:
+_POSITION = {op: {name: k for k, name in enumerate(spec.names)} for op, spec in OPCODES.items()}
+
+
+def _moves(index: int, instr: Instr, footprint: Footprint, context: Context) -> list:
+    """(loop, k_lo, k_hi, delta) of the loops in `context` that move `footprint`'s operand."""
+    position = _POSITION[instr.opcode][footprint.role]
+    return [(loop, lo, hi, loop.delta(index, position)) for loop, lo, hi in context
+            if loop.delta(index, position)]
+
+
+def _to_check(opcodes: list[str], first: list[int], structure: Structure) -> list[int]:
     """Indices to check, in order: every instruction whose checks read its queue's
-    configuration, and the first use of each other instruction object (compilers share equal
-    instructions; the same object passes the same stateless checks again)."""
+    configuration, every instruction a loop moves, and the first use of each other instruction
+    object (compilers share equal instructions; the same object passes the same stateless
+    checks again). Loop words are checked as loops (isa/loops.py)."""
     stateful = [i for i, op in enumerate(opcodes) if op not in STATELESS]
-    return sorted({*first, *stateful})
+    wanted = {*first, *stateful, *structure.strided()}
+    if structure.loops:
+        wanted = {i for i in wanted if opcodes[i] not in STRUCTURE}
+    return sorted(wanted)
 
 
-def _check_footprint(index: int, instr: Instr, footprint: Footprint, spaces) -> None:
+def _check_footprint(index: int, instr: Instr, footprint: Footprint, spaces, context: Context,
+                     moves: list) -> None:
+    """Direction and bounds of one footprint, in every iteration of `context` (its address is
+    affine in the iterations of the loops that move it, `moves`: checked at the extremes)."""
     role, addr, size, on_chip = footprint
     space = spaces.get(addr.space)
     if space is None:
-        raise _at(index, instr, f"{role}: space {addr.space} does not exist on this machine")
+        raise _at(index, instr, f"{role}: space {addr.space} does not exist on this machine",
+                  context)
     if on_chip is not None and space.on_chip != on_chip:
         want, have = ("on-chip", "off-chip") if on_chip else ("off-chip", "on-chip")
-        raise _at(index, instr, f"{role}={addr} must be {want} but {space.name} is {have}")
+        raise _at(index, instr, f"{role}={addr} must be {want} but {space.name} is {have}",
+                  context)
     if size > space.size_bytes:
         raise _at(index, instr, f"{role}: tile of {size} bytes does not fit space "
-                  f"{space.name} ({space.size_bytes} bytes)")
-    if addr.addr + size > space.size_bytes:
-        raise _at(index, instr, f"{role}: address range {space.name}[{addr.addr:#x}, "
-                  f"{addr.addr + size:#x}) exceeds space {space.name} of {space.size_bytes} bytes")
+                  f"{space.name} ({space.size_bytes} bytes)", context)
+    if not moves:
+        if addr.addr + size > space.size_bytes:
+            raise _at(index, instr, f"{role}: address range {space.name}[{addr.addr:#x}, "
+                      f"{addr.addr + size:#x}) exceeds space {space.name} of "
+                      f"{space.size_bytes} bytes", context)
+        return
+    kind = OPCODES[instr.opcode].field(role).kind
+    below = first_beyond([(loop, lo, hi, -d) for loop, lo, hi, d in moves], -addr.addr, 0)
+    if below is not None:
+        start = _moved(addr.addr, moves, below)
+        raise _at(index, instr, f"{role}: address range {space.name}[{start:#x}, "
+                  f"{start + size:#x}) starts below address 0", _pinned(context, below))
+    reach = first_beyond(moves, addr.addr, kind.reach - kind.granule)
+    if reach is not None:
+        start = _moved(addr.addr, moves, reach)
+        raise _at(index, instr, f"{role}={space.name}[{start:#x}] does not fit {kind.label} "
+                  f"(address 0x0..{kind.reach - kind.granule:#x})", _pinned(context, reach))
+    beyond = first_beyond(moves, addr.addr + size, space.size_bytes)
+    if beyond is not None:
+        start = _moved(addr.addr, moves, beyond)
+        raise _at(index, instr, f"{role}: address range {space.name}[{start:#x}, "
+                  f"{start + size:#x}) exceeds space {space.name} of {space.size_bytes} bytes",
+                  _pinned(context, beyond))
 
 
-def _check_pim(index: int, instr: Instr, at: dict[str, int], limits) -> None:
+def _check_moving_write(index: int, instr: Instr, footprint: Footprint, config: QueueConfig,
+                        context: Context, moves: list) -> None:
+    """A write that a loop moves by less than it spans overlaps itself in the next iteration
+    (checked with the footprint of the iterations `context` stands for)."""
+    rows, row_bytes, pitch = stripes(instr, config, footprint)
+    for loop, lo, hi, delta in moves:
+        if lo + 1 < loop.count and overlaps(rows, row_bytes, pitch, abs(delta)):
+            pinned = _pinned(context, {loop.header: lo + 1})
+            start = _moved(footprint.addr.addr, moves, {h: k for h, k in
+                                                         ((c[0].header, c[1]) for c in pinned)})
+            raise _at(index, instr, f"{footprint.role} writes {footprint.addr.space}"
+                      f"[{start:#x}, {start + footprint.size_bytes:#x}), overlapping its write "
+                      f"of iteration {lo} (it moves {delta} bytes per iteration)", pinned)
+
+
+def _moved(addr: int, moves: list, iterations: dict[int, int]) -> int:
+    """The address `addr` at the iterations {loop header: k} (the first of a loop not given)."""
+    return addr + sum(iterations.get(loop.header, lo) * delta for loop, lo, _, delta in moves)
+
+
+def _pinned(context: Context, iterations: dict[int, int]) -> Context:
+    """`context` with the loops in `iterations` pinned to the iteration given."""
+    return tuple((loop, iterations.get(loop.header, lo), hi) for loop, lo, hi in context)
+
+
+def _check_pim(index: int, instr: Instr, at: dict[str, int], limits,
+               context: Context = ()) -> None:
     """Column and global-buffer ranges, when the machine gives their sizes (`at`: the
     positions of the col, ncols, gb and bytes fields the opcode has)."""
     fields = instr.fields
@@ -190,7 +291,7 @@ def _check_pim(index: int, instr: Instr, at: dict[str, int], limits) -> None:
         stop = start + fields[at["ncols"]][1]
         if stop > columns:
             raise _at(index, instr,
-                      f"columns [{start}, {stop}) exceed the {columns} columns of a row")
+                      f"columns [{start}, {stop}) exceed the {columns} columns of a row", context)
     gbuf, burst = limits.get("gbuf_bytes"), limits.get("pim_burst_bytes")
     if gbuf is None or "gb" not in at:
         return
@@ -203,4 +304,4 @@ def _check_pim(index: int, instr: Instr, at: dict[str, int], limits) -> None:
     gb = fields[at["gb"]][1]
     if gb + length > gbuf:
         raise _at(index, instr, f"global buffer range [{gb}, {gb + length}) exceeds "
-                  f"gbuf_bytes {gbuf}")
+                  f"gbuf_bytes {gbuf}", context)

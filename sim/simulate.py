@@ -60,9 +60,14 @@ def _op_stats(program: isa.Program, timeline, costs: Costs, machine: Machine) ->
 
 def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
              assumptions: tuple[str, ...] = ()) -> Simulation:
-    """Verify `program` against the machine's arch, then run it on a fresh `machine.start`."""
+    """Verify `program` against the machine's arch, then run it on a fresh `machine.start`.
+
+    A program with loops is verified compact and then run as its unrolled equivalent: this is
+    the one place the simulator unrolls, so every model below (cost sheets, engine, functional
+    executor, op stats) sees only executed instructions."""
     arch = machine.arch
     isa.verify(program, arch.machine_view())
+    program = isa.unroll(program)
     run = machine.start(program)
     costs = run.costs
     memory = None

@@ -446,7 +446,7 @@ EXPECT = {
     'tasm-wrong-queue-opcode': 'load is not allowed on mxu0 (units: agcu dma)',
     'tasm-dup-field': "duplicate field 'sem'",
     'tasm-bad-dtype-field': "dtype='fp9' is not one of fp32, bf16, fp16, int8, int32",
-    'tasm-garbage-line': "unexpected '@@@', expected '.arch' or '.data' or '.isa' or '.op' or '.spaces' or '.symbol'",
+    'tasm-garbage-line': "unexpected '@@@', expected '.arch' or '.data' or '.endloop' or '.isa' or '.loop' or '.op' or '.spaces' or '.symbol'",
     'tbin-empty': 'truncated: expected 8 bytes of magic at offset 0, found 0',
     'tbin-bad-magic': "not a Tessel binary (starts b'NOTTESSE', expected b'TESSELB\\x02')",
     'tbin-truncated-header': 'format version 1 is not supported (this build reads version 2): recompile or reassemble th',

@@ -10,7 +10,7 @@ from tests.bad_input import refuses
 EXAMPLE = (Path(__file__).parents[2] / "examples" / "gemm_tile.tasm").read_text()
 
 BAD = [
-    (".isa 1", ".isa 1\n.foo bar", r"p.tasm:5:1: unexpected '.foo', expected '.arch' or '.data' or '.isa'"),
+    (".isa 1", ".isa 1\n.foo bar", r"p.tasm:5:1: unexpected '.foo', expected '.arch' or '.data' or '.endloop' or '.isa'"),
     (".isa 1", ".isa 1\n.target systolic", r"p.tasm:5:1: second .target directive"),
     (".isa 1", ".isa 2", r"p.tasm:4:6: unsupported ISA version 2 \(this assembler reads 1\)"),
     (".isa 1", ".isa 1.0", r"p.tasm:4:6: unsupported ISA version 1.0"),

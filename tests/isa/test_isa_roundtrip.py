@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.isa.isa_strategies import SPACES, instruction
 
+from isa.opcodes import STRUCTURE
 from isa import (OPCODES, DecodeError, Program, assemble, decode, decode_word, disassemble,
                  encode, encode_word)
 
@@ -18,7 +19,7 @@ def _program(instructions) -> Program:
     return Program("systolic", 1, SPACES, (), tuple(instructions))
 
 
-@pytest.mark.parametrize("mnemonic", sorted(OPCODES))
+@pytest.mark.parametrize("mnemonic", sorted(set(OPCODES) - STRUCTURE))   # loops: test_isa_loops
 @FAST
 @given(data=st.data())
 def test_round_trips(mnemonic, data):
@@ -37,7 +38,7 @@ def test_round_trips(mnemonic, data):
 
 @settings(max_examples=200, deadline=None, database=None)
 @given(code=st.sampled_from(sorted(op.code for op in OPCODES.values())),
-       unit=st.integers(0, 8), index=st.integers(0, 4095), payload=st.integers(0, (1 << 104) - 1))
+       unit=st.integers(0, 9), index=st.integers(0, 4095), payload=st.integers(0, (1 << 104) - 1))
 def test_any_word_decodes_exactly_or_is_rejected(code, unit, index, payload):
     word = code << 120 | unit << 116 | index << 104 | payload
     try:

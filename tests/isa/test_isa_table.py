@@ -9,18 +9,21 @@ import pytest
 
 from isa import (OPCODES, OPCODES_BY_CODE, Addr, DType, FieldError, Instr, IsaError, MachineView,
                  MemorySpace, Program, Queue, Symbol, Unit)
-from isa.opcodes import PAYLOAD_BITS
+from isa.opcodes import PAYLOAD_BITS, STRUCTURE
 
 
 def test_table_is_consistent():
-    assert len(OPCODES) == len(OPCODES_BY_CODE) == 28
+    assert len(OPCODES) == len(OPCODES_BY_CODE) == 30
     for spec in OPCODES.values():
         assert spec.payload_bits <= PAYLOAD_BITS
         assert len(set(spec.names)) == len(spec.names)
         assert spec.doc and spec.units
-        assert spec.family == {"pim": "pim", "df": "dataflow"}.get(spec.mnemonic.split(".")[0], "core")
+        family = "structure" if spec.mnemonic in STRUCTURE else "core"
+        assert spec.family == {"pim": "pim", "df": "dataflow"}.get(spec.mnemonic.split(".")[0], family)
+        assert (spec.units == {Unit.seq}) == (spec.mnemonic in STRUCTURE)
         bits = [lsb for _, lsb in spec.layout]
         assert bits == sorted(bits, reverse=True) and all(b >= 0 for b in bits)
+    assert OPCODES["stride"].payload_bits == PAYLOAD_BITS     # at U32, field U8, delta S64
 
 
 def test_queue_text():

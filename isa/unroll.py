@@ -1,0 +1,145 @@
+"""`unroll(program)`: the loop-free program a compact one means (docs/isa.md, "Loops").
+
+The order in which the compact instructions run is built with numpy (each loop's body order
+tiled `count` times), so it costs a few bytes per executed instruction; only strided
+instructions get new `Instr` objects (one per iteration, their addresses in closed form), every
+other executed instruction is the compact program's own object, shared. Op marks inside a body
+repeat with it; symbols, data and the rest of the program are unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from itertools import islice, repeat
+from operator import attrgetter
+
+import numpy as np
+
+from isa.bulk import no_gc
+from isa.errors import LoopError
+from isa.fields import trusted_addr
+from isa.instr import Instr
+from isa.loops import Loop, Structure, loop_structure, where
+from isa.opcodes import OPCODES
+from isa.program import Program
+
+__all__ = ["unroll", "Unrolled", "unrolled_order"]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Unrolled:
+    """The executed order of a compact program: `order[u]` is the compact index of the u-th
+    executed instruction; `marks` the op marks of the unrolled program."""
+
+    structure: Structure
+    order: np.ndarray
+    marks: tuple[tuple[int, str], ...]
+
+    def locate(self, u: int) -> tuple[int, tuple[tuple[Loop, int], ...]]:
+        """Executed instruction `u` as (compact index, ((loop, iteration), ...) outermost
+        first): what an error about it names. O(u), for error paths."""
+        index = int(self.order[u])
+        occurrence = int(np.count_nonzero(self.order[:u] == index))
+        iterations = []
+        for loop in reversed(self.structure.chain(index)):
+            occurrence, k = divmod(occurrence, loop.count)
+            iterations.append((loop, k))
+        return index, tuple(reversed(iterations))
+
+
+def unrolled_order(structure: Structure, ops: tuple[tuple[int, str], ...] = ()) -> Unrolled:
+    """The executed order of a program with loops `structure` and op marks `ops`."""
+    children: dict[int | None, list[Loop]] = {}
+    for loop in structure.loops:
+        children.setdefault(loop.parent, []).append(loop)
+    dtype = np.int32 if structure.size < 1 << 31 else np.int64
+
+    def block(lo: int, hi: int, parent: int | None, marks: list[tuple[int, str]]):
+        pieces, placed, length, cursor, m = [], [], 0, lo, 0
+        for kid in children.get(parent, []) + [None]:
+            stop = hi if kid is None else kid.header
+            while m < len(marks) and marks[m][0] <= stop:
+                placed.append((length + marks[m][0] - cursor, marks[m][1]))
+                m += 1
+            pieces.append(np.arange(cursor, stop, dtype=dtype))
+            length += stop - cursor
+            if kid is None:
+                break
+            inside = []
+            while m < len(marks) and marks[m][0] < kid.body_end:
+                inside.append(marks[m])
+                m += 1
+            body, body_marks = block(kid.body_start, kid.body_end, kid.header, inside)
+            pieces.append(np.tile(body, kid.count))
+            placed += [(length + k * len(body) + p, name)
+                       for k in range(kid.count) for p, name in body_marks]
+            length += len(body) * kid.count
+            cursor = kid.body_end
+        return np.concatenate(pieces), placed
+
+    order, marks = block(0, structure.size, None, list(ops))
+    return Unrolled(structure, order, tuple(marks))
+
+
+def unroll(program: Program) -> Program:
+    """The fully unrolled equivalent of `program` (the same object when it has no loops).
+    LoopError when its loop words do not form loops or a strided address leaves its field."""
+    with no_gc():
+        return _unroll(program)
+
+
+def _unroll(program: Program) -> Program:
+    instructions = program.instructions
+    opcodes = list(map(attrgetter("opcode"), instructions))
+    structure = loop_structure(instructions, opcodes, program.ops)
+    if not structure.loops:
+        return program
+    unrolled = unrolled_order(structure, program.ops)
+    order = unrolled.order
+    compact = np.empty(len(instructions), dtype=object)
+    compact[:] = instructions
+    out = compact[order].tolist()
+    del compact
+    strided = structure.strided()
+    targets = np.array(sorted(strided), dtype=order.dtype)
+    at = np.flatnonzero(np.isin(order, targets))
+    by_target = at[np.argsort(order[at], kind="stable")]
+    bounds = np.searchsorted(order[by_target], targets, side="right").tolist()
+    first = 0
+    for index, last in zip(targets.tolist(), bounds):
+        moved = _moved(index, instructions[index], strided[index], structure)
+        for u, instr in zip(by_target[first:last].tolist(), moved):
+            out[u] = instr
+        first = last
+    return replace(program, instructions=tuple(out), ops=unrolled.marks)
+
+
+def _moved(index: int, instr: Instr, fields: dict[int, tuple[tuple[Loop, int], ...]],
+           structure: Structure) -> list[Instr]:
+    """Instruction `index` in every iteration of its loops, in executed order."""
+    chain = structure.chain(index)
+    counts = [loop.count for loop in chain]
+    occurrences = np.arange(int(np.prod(counts, dtype=np.int64)), dtype=np.int64)
+    digits, step = {}, 1
+    for loop in reversed(chain):
+        digits[loop.header] = occurrences // step % loop.count
+        step *= loop.count
+    spec = OPCODES[instr.opcode]
+    columns: list = [repeat(pair) for pair in instr.fields]    # (name, value) per field
+    for position, pairs in sorted(fields.items()):
+        name, base = instr.fields[position]
+        offsets = sum(digits[loop.header] * delta for loop, delta in pairs)
+        kind = spec.fields[position].kind
+        addresses = base.addr + offsets
+        outside = (addresses < 0) | (addresses > kind.reach - kind.granule)
+        if outside.any():
+            j = int(np.argmax(outside))
+            iterations = [(loop, int(digits[loop.header][j])) for loop in chain]
+            raise LoopError(f"{where(index, instr, iterations)}: {name}={base.space}"
+                            f"[{int(addresses[j]):#x}] is outside {kind.label} (address "
+                            f"0x0..{kind.reach - kind.granule:#x})", chain[0].header)
+        moved = map(trusted_addr, repeat(base.space), addresses.tolist())
+        columns[position] = zip(repeat(name), moved)
+    rows = zip(*columns) if columns else repeat((), len(occurrences))
+    return list(islice(map(Instr, repeat(instr.opcode), repeat(instr.queue), rows),
+                       len(occurrences)))

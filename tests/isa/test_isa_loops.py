@@ -1,0 +1,319 @@
+"""Loops (docs/isa.md, "Loops"): text and binary round trips, unrolling, every new error pinned,
+and the compact verifier against the unrolled one on random loop programs."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.isa.isa_strategies import ROW_BYTES, loop_body
+from isa import (AsmError, Instr, LoopError, MachineView, MemorySpace, Program, VerifyError,
+                 assemble, decode, disassemble, encode, load, save, unroll, verify)
+
+HEADER = ".target systolic\n.isa 1\n.spaces dram sram acc\n"
+MACHINE = MachineView(
+    spaces={"dram": MemorySpace("dram", 1 << 16, on_chip=False),
+            "sram": MemorySpace("sram", 4096, on_chip=True),
+            "acc": MemorySpace("acc", 4096, on_chip=True)},
+    queues=frozenset({"dma0", "dma1", "mxu0", "vpu0", "pim0"}),
+    limits={"bank": 16, "row": 16384, "col": 64, "gbuf_bytes": 2048, "pim_burst_bytes": 32},
+)
+
+NESTED = HEADER + """\
+.op first
+dma0 dmacfg src_stride=0 dst_stride=0
+.loop count=3
+  .op body
+  dma0 load dst=sram[0x0]+=0x40 src=dram[0x100]+=0x40 rows=1 row_bytes=64
+  .loop count=2
+    .op inner
+    dma0 load dst=sram[0x400] src=dram[0x1000]+=0x80-=0x200 rows=1 row_bytes=64
+    dma0 signal sem=1
+    .loop count=2
+      dma1 store dst=dram[0x8000]+=0+=0+=0x1000 src=sram[0x0] rows=1 row_bytes=64
+    .endloop
+    dma1 wait sem=1
+  .endloop
+.endloop
+.op last
+dma0 signal sem=2
+dma1 wait sem=2
+"""
+
+
+def test_nested_loops_round_trip_text_binary_text(tmp_path):
+    program = assemble(NESTED)
+    assert disassemble(program) == NESTED
+    words = encode(program.instructions, program.spaces)
+    assert decode(words, program.spaces) == program.instructions
+    assert [str(i) for i in program.instructions[1:7]] == [
+        "seq0 loop count=3 body=8", "seq0 stride at=0 field=0 delta=64",
+        "seq0 stride at=0 field=1 delta=64", "seq0 stride at=3 field=1 delta=-512",
+        "seq0 stride at=6 field=0 delta=4096", "dma0 load dst=sram[0x0] src=dram[0x100] rows=1 row_bytes=64"]
+    assert program.ops == ((0, "first"), (6, "body"), (9, "inner"), (14, "last"))
+    for name in ("p.tbin", "p.tasm"):
+        save(program, tmp_path / name)
+        assert load(tmp_path / name) == program
+    assert (tmp_path / "p.tasm").read_text() == NESTED
+
+
+def test_unroll_is_the_unrolled_program():
+    program = assemble(NESTED)
+    flat = unroll(program)
+    assert unroll(flat) is flat and verify(program, MACHINE) is None
+    lines = [str(i) for i in flat.instructions]
+    assert len(lines) == 1 + 3 * (1 + 2 * (3 + 2)) + 2
+    loads = [line for line in lines if "load" in line]
+    assert [line.split()[3] for line in loads] == [
+        "src=dram[0x100]", "src=dram[0x1000]", "src=dram[0x1080]",
+        "src=dram[0x140]", "src=dram[0xe00]", "src=dram[0xe80]",
+        "src=dram[0x180]", "src=dram[0xc00]", "src=dram[0xc80]"]
+    stores = [line.split()[2] for line in lines if "store" in line]
+    assert stores == ["dst=dram[0x8000]"] * 4 + ["dst=dram[0x9000]"] * 4 + ["dst=dram[0xa000]"] * 4
+    assert flat.ops == ((0, "first"), (1, "body"), (2, "inner"), (7, "inner"), (12, "body"),
+                        (13, "inner"), (18, "inner"), (23, "body"), (24, "inner"), (29, "inner"),
+                        (34, "last"))
+    unstrided = [i for i in flat.instructions if i.opcode == "signal"]
+    assert all(i is unstrided[0] for i in unstrided[:-1])      # shared, not copied
+    verify(flat, MACHINE)
+
+
+def _words(*words: Instr) -> Program:
+    return Program("systolic", 1, ("dram", "sram", "acc"), (), words)
+
+
+LOAD = Instr.make("load", "dma0", dst="sram[0x0]", src="dram[0x0]", rows=1, row_bytes=64)
+SIGNAL = Instr.make("signal", "dma0", sem=1)
+
+
+def _loop(count: int, body: int) -> Instr:
+    return Instr.make("loop", "seq0", count=count, body=body)
+
+
+def _stride(at: int, field: int, delta: int) -> Instr:
+    return Instr.make("stride", "seq0", at=at, field=field, delta=delta)
+
+
+BAD_STRUCTURE = [
+    ((SIGNAL, _loop(2, 1), _stride(1, 0, 64), LOAD),
+     "loop at 1: stride at=1 is past its body of 1 words"),
+    ((_loop(2, 1), _stride(0, 2, 64), LOAD),
+     r"loop at 0: stride on rows of instruction 2 \(dma0 load\): U16 is not an address field "
+     r"\(only A32/A40 operands move\)"),
+    ((_loop(2, 1), _stride(0, 7, 64), LOAD),
+     r"loop at 0: stride on field 7 of instruction 2 \(dma0 load\), which has 4 fields"),
+    ((_loop(2, 2), _stride(0, 0, 64), _loop(2, 1), LOAD),
+     r"loop at 0: stride at=0 points at instruction 2, a loop word of a nested loop "
+     r"\(only instructions move\)"),
+    ((_loop(2, 3), _loop(2, 2), _stride(1, 0, 64), LOAD, LOAD),
+     r"loop at 1: its body of 2 words ends at word 5, past the end of the body of loop at 0 "
+     r"\(word 4\)"),
+    ((_loop(2, 2), LOAD), r"loop at 0: its body of 2 words ends at word 3, past the end of the "
+     r"program \(2 words\)"),
+    ((_loop(0, 1), LOAD), r"loop at 0: count 0 \(a loop runs its body at least once\)"),
+    ((_loop(2, 0), LOAD), r"loop at 0: empty body"),
+    ((LOAD, _stride(0, 0, 64)), r"instruction 1 \(seq0 stride\): a stride word must follow its "
+     "loop's header or another stride word"),
+    ((Instr.make("loop", "seq3", count=2, body=1), LOAD),
+     r"instruction 0 \(seq3 loop\): loop words belong to queue seq0"),
+    ((_loop(2, 1), _stride(0, 1, 64), _stride(0, 0, 64), LOAD),
+     r"loop at 0: stride words must be in increasing \(at, field\) order, each once "
+     r"\(instruction 2\)"),
+    ((_loop(2, 1), _stride(0, 0, 0), LOAD),
+     r"loop at 0: stride of 0 bytes on dst of instruction 2 \(dma0 load\) \(leave it out\)"),
+]
+
+
+@pytest.mark.parametrize("words, message", BAD_STRUCTURE, ids=[m[:40] for _, m in BAD_STRUCTURE])
+def test_loop_words_that_are_no_loops_are_refused(words, message):
+    program = _words(*words)
+    with pytest.raises(VerifyError, match=f"^{message}$"):
+        verify(program, MACHINE)
+    with pytest.raises(LoopError, match=f"^{message}$"):
+        unroll(program)
+    with pytest.raises(LoopError, match=f"^{message}$"):
+        disassemble(program)
+
+
+def test_gatherw_strides_are_multiples_of_its_granule():
+    gather = Instr.make("gatherw", "dma0", dst="sram[0x0]", table="dram[0x0]", idx="sram[0x100]", n=1)
+    with pytest.raises(VerifyError, match=r"^loop at 0: stride 32 on table of instruction 2 "
+                       r"\(dma0 gatherw\) is not a multiple of 64 bytes \(A32/64B\)$"):
+        verify(_words(_loop(2, 1), _stride(0, 1, 32), gather), MACHINE)
+
+
+def test_op_mark_on_a_stride_word_is_refused():
+    program = Program("systolic", 1, ("dram", "sram", "acc"), (),
+                      (_loop(2, 1), _stride(0, 0, 64), LOAD), ops=((1, "x"),))
+    with pytest.raises(VerifyError, match=r"^op mark \(1, 'x'\) points at a stride word of loop at 0$"):
+        verify(program, MACHINE)
+
+
+BAD_PROGRAMS = [
+    ("""dma0 dmacfg src_stride=0 dst_stride=0
+.loop count=17
+  dma0 load dst=sram[0x0]+=0x100 src=dram[0x0]+=0x100 rows=1 row_bytes=256
+.endloop
+""", r"instruction 4 \(dma0 load\) in loop at 1, iteration 16: dst: address range "
+     r"sram\[0x1000, 0x1100\) exceeds space sram of 4096 bytes"),
+    (""".loop count=20
+  dma0 load dst=sram[0x800]-=0x100 src=dram[0x0]+=0x100 rows=1 row_bytes=256
+.endloop
+""", r"instruction 3 \(dma0 load\) in loop at 0, iteration 9: dst: address range "
+     r"sram\[-0x100, 0x0\) starts below address 0"),
+    (""".loop count=4
+  .loop count=5
+    dma0 load dst=sram[0x0]+=0x100+=0x400 src=dram[0x0] rows=1 row_bytes=256
+  .endloop
+.endloop
+""", r"instruction 4 \(dma0 load\) in loop at 0, iteration 3, loop at 2, iteration 4: dst: "
+     r"address range sram\[0x1000, 0x1100\) exceeds space sram of 4096 bytes"),
+    (""".loop count=3
+  dma0 load dst=sram[0x0]+=0x80 src=dram[0x0]+=0x100 rows=1 row_bytes=256
+.endloop
+""", r"instruction 3 \(dma0 load\) in loop at 0, iteration 1: dst writes sram\[0x80, 0x180\), "
+     r"overlapping its write of iteration 0 \(it moves 128 bytes per iteration\)"),
+    (""".loop count=3
+  dma0 signal sem=3
+  dma0 signal sem=3
+  mxu0 wait sem=3
+.endloop
+""", r"loop at 0: semaphore 3 is signalled 2 and waited 1 times per iteration"),
+    (""".loop count=3
+  .loop count=2
+    dma0 signal sem=3
+  .endloop
+  mxu0 wait sem=3
+.endloop
+""", r"loop at 0: semaphore 3 is signalled 2 and waited 1 times per iteration"),
+    (""".loop count=2
+  mxu0 wait sem=1
+  mxu0 signal sem=2
+  dma0 wait sem=2
+  dma0 signal sem=1
+.endloop
+""", r"instruction 1 \(mxu0 wait\) in loop at 0, iteration 0: deadlock: wait on semaphore 1 is "
+     r"never satisfied; blocked: mxu0 at instruction 1 in loop at 0, iteration 0 \(semaphore 1\), "
+     r"dma0 at instruction 3 in loop at 0, iteration 0 \(semaphore 2\)"),
+    ("""pim0 pim.act bank=0 row=1
+.loop count=3
+  pim0 pim.mac bank=0 col=0 ncols=1 gb=0
+  pim0 pim.pre bank=0
+.endloop
+""", r"instruction 2 \(pim0 pim.mac\) in loop at 1, iteration 1: bank 0 has no open row "
+     r"\(precharged at instruction 3 in loop at 1, iteration 0, not activated since\)"),
+    (""".loop count=2
+  vpu0 vec func=exp bcast=none dst=sram[0x0] a=sram[0x0]+=0x40 b=sram[0x0]
+  vpu0 vcfg rows=1 cols=1 dtype=fp32 out=fp32 imm=0.0
+.endloop
+""", r"instruction 2 \(vpu0 vec\) in loop at 0, iteration 0: vec before any vcfg on this queue"),
+]
+
+
+@pytest.mark.parametrize("body, message", BAD_PROGRAMS, ids=[m[:40] for _, m in BAD_PROGRAMS])
+def test_loop_programs_are_refused_naming_loop_and_iteration(body, message):
+    with pytest.raises(VerifyError, match=f"^{message}$"):
+        verify(assemble(HEADER + body), MACHINE)
+
+
+def test_pitched_writes_that_interleave_do_not_overlap():
+    sweep = """\
+dma0 dmacfg src_stride=0 dst_stride={pitch}
+.loop count=4
+  dma0 load dst=sram[0x0]+=0x40 src=dram[0x0]+=0x100 rows=4 row_bytes={row}
+.endloop
+"""
+    verify(assemble(HEADER + sweep.format(pitch=0x400, row=64)), MACHINE)   # columns of rows
+    with pytest.raises(VerifyError, match=r"^instruction 4 \(dma0 load\) in loop at 1, iteration 1: "
+                       r"dst writes sram\[0x40, 0x210\), overlapping its write of iteration 0 "
+                       r"\(it moves 64 bytes per iteration\)$"):
+        verify(assemble(HEADER + sweep.format(pitch=0x80, row=80)), MACHINE)
+
+
+def test_a_strided_address_beyond_its_field_is_refused_by_verify_and_unroll():
+    program = assemble(HEADER + """\
+.loop count=3
+  mxu0 mcfg m=1 n=1 k=1 dtype=fp32 acc=fp32
+  mxu0 gemm c=acc[0x0] a=sram[0xfffffc0]+=0x40 b=sram[0x0] accumulate=0 transpose_b=0 stream=0 preloaded=0
+.endloop
+""")
+    big = MachineView({**MACHINE.spaces, "sram": MemorySpace("sram", 1 << 30, on_chip=True)},
+                      MACHINE.queues)
+    with pytest.raises(VerifyError, match=r"^instruction 3 \(mxu0 gemm\) in loop at 0, iteration 1: "
+                       r"a=sram\[0x10000000\] does not fit A32 \(address 0x0..0xfffffff\)$"):
+        verify(program, big)
+    with pytest.raises(LoopError, match=r"^instruction 3 \(mxu0 gemm\) in loop at 0, iteration 1: "
+                       r"a=sram\[0x10000000\] is outside A32 \(address 0x0..0xfffffff\)$"):
+        unroll(program)
+
+
+BAD_TEXT = [
+    (".loop count=2\ndma0 signal sem=1\n", "p.tasm:4:1: .loop without .endloop"),
+    ("dma0 signal sem=1\n  .endloop\n", "p.tasm:5:3: .endloop without .loop"),
+    (".loop count=2\n.op x\n.endloop\n", "p.tasm:4:1: .loop with an empty body"),
+    (".loop times=2\n", "p.tasm:4:7: .loop takes count=N, got times=2"),
+    (".loop count=-1\n", "p.tasm:4:13: count=-1 does not fit U32 (0..4294967295)"),
+    (".loop count=2\ndma0 load dst=sram[0x0] src=dram[0x0] rows=1+=4 row_bytes=64\n.endloop\n",
+     "p.tasm:5:45: stride on rows: U16 is not an address field (only A32/A40 operands move)"),
+    (".loop count=2\ndma0 load dst=sram[0x0]+=0x40+=0x40 src=dram[0x0] rows=1 row_bytes=64\n"
+     ".endloop\n", "p.tasm:5:30: dst has 2 strides but the instruction is inside 1 loops"),
+    ("dma0 load dst=sram[0x0]-=0x40 src=dram[0x0] rows=1 row_bytes=64\n",
+     "p.tasm:4:24: dst has 1 strides but the instruction is inside 0 loops"),
+    (".loop count=2\ndma0 gatherw dst=sram[0x0] table=dram[0x0]+=0x20 idx=sram[0x40] n=1\n"
+     ".endloop\n", "p.tasm:5:43: stride +=0x20 on table is not a multiple of 64 bytes (A32/64B)"),
+    (".loop count=2\ndma0 load dst=sram[0x0]+=0xfffffffffffffffff src=dram[0x0] rows=1 "
+     "row_bytes=64\n.endloop\n",
+     "p.tasm:5:24: stride=295147905179352825855 does not fit S64 "
+     "(-9223372036854775808..9223372036854775807)"),
+    (".loop count=2\ndma0 load dst=sram[0x0]+=0xg src=dram[0x0] rows=1 row_bytes=64\n.endloop\n",
+     "p.tasm:5:24: stride +=0xg is not an integer"),
+]
+
+
+@pytest.mark.parametrize("body, message", BAD_TEXT, ids=[m for _, m in BAD_TEXT])
+def test_bad_loop_text_is_one_line_at_its_column(body, message):
+    with pytest.raises(AsmError) as error:
+        assemble(HEADER + body, filename="p.tasm")
+    assert str(error.value) == message
+
+
+# ---- random loop programs ----------------------------------------------------------------------
+
+@st.composite
+def loop_programs(draw) -> str:
+    lines = draw(loop_body())
+    return HEADER + "dma0 dmacfg src_stride=0 dst_stride=0\n" + "\n".join(lines) + "\n"
+
+
+def _writes_overlap(program: Program) -> bool:
+    """Whether a moving write overlaps itself from one iteration to the next: dense rows,
+    the stride below the bytes written (the verifier's own rule)."""
+    from isa.loops import loop_structure
+    structure = loop_structure(program.instructions)
+    for loop in structure.loops:
+        for (index, position), delta in loop.strides.items():
+            instr = program.instructions[index]
+            if position == 0 and loop.count > 1 and abs(delta) < instr["rows"] * ROW_BYTES:
+                return True
+    return False
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(text=loop_programs())
+def test_compact_verify_accepts_exactly_what_the_unrolled_program_passes(text):
+    program = assemble(text)
+    assert disassemble(assemble(disassemble(program))) == disassemble(program)
+    assert decode(encode(program.instructions, program.spaces), program.spaces) == program.instructions
+    try:
+        flat = unroll(program)
+        verify(flat, MACHINE)
+        unrolled_ok = True
+    except (LoopError, VerifyError):
+        unrolled_ok = False
+    try:
+        verify(program, MACHINE)
+        compact_ok = True
+    except VerifyError:
+        compact_ok = False
+    assert compact_ok == (unrolled_ok and not _writes_overlap(program))
