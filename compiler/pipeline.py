@@ -17,6 +17,8 @@ from importlib import metadata
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Protocol
 
+Progress = Callable[[str, int], None]   # progress(step about to run, steps done)
+
 from isa import DType
 
 from arch import TargetArch
@@ -73,25 +75,30 @@ class Pipeline:
     def names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.steps)
 
-    def run(self, graph: Graph, arch, dtype: DType | None = None, until: str | None = None) -> Compilation:
-        """Run the steps in order (up to and including `until`); dtype defaults to the arch's."""
+    def run(self, graph: Graph, arch, dtype: DType | None = None, until: str | None = None,
+            progress: Progress | None = None) -> Compilation:
+        """Run the steps in order (up to and including `until`); dtype defaults to the arch's.
+        progress(name, k) is told before step k (0-based) runs."""
         if until is not None and until not in self.names:
             raise CompileError(f"unknown step '{until}' for target '{self.target}' "
                                f"(steps: {', '.join(self.names)})")
         results: dict[str, Dumpable] = {}
         state = Compilation(graph, arch, dtype or DType(arch.dtype), MappingProxyType(results))
-        for step in self.steps:
+        for k, step in enumerate(self.steps):
+            if progress is not None:
+                progress(step.name, k)
             results[step.name] = step.run(state)
             if step.name == until:
                 break
         return state
 
 
-def compile_graph(pipeline: Pipeline, graph: Graph, arch, dtype: DType | None = None) -> Any:
+def compile_graph(pipeline: Pipeline, graph: Graph, arch, dtype: DType | None = None, *,
+                  progress: Progress | None = None) -> Any:
     """Every step of `pipeline`: the compiled program (a `compiler.targets.Lowered`), which
     records the architecture it was compiled for (its whole field table) and the tool version,
     so that a program file is simulated on the machine it was made for."""
-    lowered = pipeline.run(graph, arch, dtype)[pipeline.names[-1]]
+    lowered = pipeline.run(graph, arch, dtype, progress=progress)[pipeline.names[-1]]
     program = dataclasses.replace(lowered.program, arch=dataclasses.asdict(arch),
                                   tool_version=tool_version())
     return dataclasses.replace(lowered, program=program)

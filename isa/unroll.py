@@ -23,7 +23,7 @@ from isa.loops import Loop, Structure, loop_structure, where
 from isa.opcodes import OPCODES
 from isa.program import Program
 
-__all__ = ["unroll", "Unrolled", "unrolled_order"]
+__all__ = ["unroll", "Unrolled", "unrolled_order", "executed_count"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -79,6 +79,24 @@ def unrolled_order(structure: Structure, ops: tuple[tuple[int, str], ...] = ()) 
 
     order, marks = block(0, structure.size, None, list(ops))
     return Unrolled(structure, order, tuple(marks))
+
+
+def executed_count(program: Program) -> int:
+    """How many instructions `program` executes (its unrolled length), without unrolling: a
+    progress bar's total, a report's instruction count."""
+    structure = loop_structure(program.instructions, ops=program.ops)
+    children: dict[int | None, list[Loop]] = {}
+    for loop in structure.loops:
+        children.setdefault(loop.parent, []).append(loop)
+
+    def executed(lo: int, hi: int, parent: int | None) -> int:
+        total, cursor = 0, lo
+        for kid in children.get(parent, []):
+            total += kid.header - cursor + kid.count * executed(kid.body_start, kid.body_end, kid.header)
+            cursor = kid.body_end
+        return total + hi - cursor
+
+    return executed(0, structure.size, None)
 
 
 def unroll(program: Program) -> Program:

@@ -45,6 +45,7 @@ _PLAIN, _SIGNAL, _WAIT, _HALT = 0, 1, 2, 3
 _KIND_OF_OPCODE = {"signal": _SIGNAL, "wait": _WAIT, "halt": _HALT}
 _SEMAPHORES = 1 << 16  # `sem` is a U16 field (docs/isa.md, signal/wait)
 _QUEUE, _OPCODE = attrgetter("queue"), attrgetter("opcode")
+PROGRESS_CHUNKS = 200  # progress(started) calls in a run, at most: a bar moves in 0.5 % steps
 
 
 class EngineError(ValueError):
@@ -83,7 +84,8 @@ def simulate_events(program: isa.Program, durations: np.ndarray,
                     on_start: Callable[[int], None] | None = None,
                     timed: Callable[[int, int], int] | None = None,
                     delays: np.ndarray | None = None,
-                    timed_run: Callable[[list[int], int], list[int]] | None = None) -> Timeline:
+                    timed_run: Callable[[list[int], int], list[int]] | None = None,
+                    progress: Callable[[int], None] | None = None) -> Timeline:
     """Schedule `program`: durations[i] >= 0 cycles for instruction i, resources[i] the id of
     the shared resource it holds for its duration (-1: none).
 
@@ -106,6 +108,10 @@ def simulate_events(program: isa.Program, durations: np.ndarray,
     returns their durations (each starts when the one before ends). Nothing on another queue
     can affect such a run, so this equals calling timed(i, t) for each in turn (per queue the
     order is the same; a machine keeps its state per queue) at a fraction of the engine's work.
+
+    progress(started), when given, is told how many instructions have started, at most
+    PROGRESS_CHUNKS times a run (a counter in the loop and a call per chunk: a progress bar
+    costs the engine well under 1 %, docs/performance.md).
     Raises EngineError for malformed arrays and for a `wait` that can never be satisfied.
     """
     instrs = program.instructions
@@ -128,7 +134,7 @@ def simulate_events(program: isa.Program, durations: np.ndarray,
     dur_work = _compact("q", dur)         # the loop replaces state-dependent entries
     held = int(res.max(initial=-1)) + 1   # resources 0..held-1
     start, blocked = _schedule(kind, sem, nxt, dur_work, _compact("b" if held <= 127 else "q", res),
-                               held, heads, on_start, timed, delay, runs, timed_run)
+                               held, heads, on_start, timed, delay, runs, timed_run, progress)
     if blocked is not None:
         raise EngineError(f"deadlock: wait at instruction {blocked} "
                           f"({queues[queue_of[blocked]]}) on semaphore {sem[blocked]} "
@@ -232,6 +238,7 @@ def _schedule(kind: bytes, sem: array, nxt: array, dur: array, res: array, held:
               timed: Callable[[int, int], int] | None,
               delay: dict[int, int], runs: _Runs,
               timed_run: Callable[[list[int], int], list[int]] | None,
+              progress: Callable[[int], None] | None,
               ) -> tuple[array, int | None]:
     """Start cycle of every instruction (-1: never issued) and the index of the lowest
     wait left blocked (None when every queue finished); state-dependent entries of `dur`
@@ -247,7 +254,13 @@ def _schedule(kind: bytes, sem: array, nxt: array, dur: array, res: array, held:
     heap = list(heads)  # time 0: keys equal indices; sorted, so already a heap
     in_flight: set[int] = set()  # delayed signals whose token is still on its way
     key = heappop(heap) if heap else -1
+    started = 0
+    chunk = max(n // PROGRESS_CHUNKS, 1)
+    report_at = chunk if progress is not None else n + 1  # never reached without a progress
     while key >= 0:
+        if started >= report_at:
+            progress(started)
+            report_at = started + chunk
         t = key >> shift
         i = key & mask
         if i in in_flight:  # a delayed token lands: as a signal at this cycle
@@ -266,6 +279,7 @@ def _schedule(kind: bytes, sem: array, nxt: array, dur: array, res: array, held:
                     start[j] = t
                     dur[j] = d
                     t += d
+                started += len(members)
                 i = nxt[members[-1]]
                 if i < 0:
                     key = heappop(heap) if heap else -1
@@ -300,6 +314,7 @@ def _schedule(kind: bytes, sem: array, nxt: array, dur: array, res: array, held:
                     for w in asleep.pop(s, ()):  # every sleeper races; the lowest index wins
                         heappush(heap, t << shift | w)
             start[i] = t
+            started += 1
             if on_start is not None:
                 on_start(i)
             if d < 0:

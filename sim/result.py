@@ -73,6 +73,8 @@ class SimResult:
                                              # per token, routing decision and expert traffic
     attention: dict[str, Any] = field(default_factory=dict)  # attention's off-chip traffic and
                                              # its I/O lower bound (tessel/attention.py)
+    sim_peak_rss_bytes: int | None = None    # `tessel sim`: the process's peak resident memory
+                                             # at the end of the run (tessel/budget.py)
 
     @property
     def time_s(self) -> float:
@@ -84,7 +86,8 @@ class SimResult:
 
     def extra_json(self) -> dict[str, Any]:
         """The figures beyond the common ones, as the JSON shows them after those: the
-        architecture line, the target's report, GPU comparisons and the numeric check."""
+        architecture line, the target's report, GPU comparisons, the numeric check and the
+        process's peak memory (`tessel sim` only)."""
         d: dict[str, Any] = {"arch_summary": self.arch_summary}
         if self.target_report is not None:
             d.update(self.target_report.to_json())
@@ -96,6 +99,8 @@ class SimResult:
             d["workload"] = dict(self.workload)
         if self.attention:
             d["attention"] = dict(self.attention)
+        if self.sim_peak_rss_bytes is not None:    # last: varies run to run (pinned tests drop it)
+            d["sim_peak_rss_bytes"] = self.sim_peak_rss_bytes
         return d
 
     def to_json(self) -> dict[str, Any]:
@@ -107,4 +112,4 @@ class SimResult:
 
 
 _EXTRA = frozenset({"arch_summary", "target_report", "gpu", "logits_rel_error", "tokens", "workload",
-                    "attention"})
+                    "attention", "sim_peak_rss_bytes"})

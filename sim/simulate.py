@@ -3,6 +3,9 @@ event counts, and (optionally) numpy execution of every instruction in start ord
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
+from typing import Callable
+
 import numpy as np
 
 import isa
@@ -20,6 +23,10 @@ class Simulation:
 
     result: SimResult
     memory: Memory | None
+
+
+def _quiet(stage: str, done: int) -> None:
+    """No progress shown."""
 
 
 def _units(timeline, program: isa.Program) -> tuple[dict[str, int], dict[str, int]]:
@@ -59,15 +66,21 @@ def _op_stats(program: isa.Program, timeline, costs: Costs, machine: Machine) ->
 
 
 def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
-             assumptions: tuple[str, ...] = ()) -> Simulation:
+             assumptions: tuple[str, ...] = (),
+             progress: Callable[[str, int], None] | None = None) -> Simulation:
     """Verify `program` against the machine's arch, then run it on a fresh `machine.start`.
+    progress(stage, instructions started), when given, follows the stages (verify, costs,
+    data, events, report) and the engine's count in chunks (sim/engine.py).
 
     A program with loops is verified compact and then run as its unrolled equivalent: this is
     the one place the simulator unrolls, so every model below (cost sheets, engine, functional
     executor, op stats) sees only executed instructions."""
+    tell = progress or _quiet
     arch = machine.arch
+    tell("verify", 0)
     isa.verify(program, arch.machine_view())
     program = isa.unroll(program)
+    tell("costs", 0)
     run = machine.start(program)
     costs = run.costs
     memory = None
@@ -76,14 +89,18 @@ def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
         if program.data is None:
             raise isa.IsaError("numeric simulation needs the program's data (weights and inputs); "
                                "compile with data or simulate with --no-functional")
+        tell("data", 0)
         view = arch.machine_view()
         sizes = {s.name: s.size_bytes for s in view.spaces.values()}
         memory = Memory(sizes, run.held_bytes(view))
         memory.load_program_data(program)
         models = run.functional_models(memory)
         on_start = FunctionalExecutor(program, memory, models=models).execute
+    tell("events", 0)
     timeline = simulate_events(program, costs.durations, costs.resources, on_start, costs.timed,
-                               costs.delays, costs.timed_run)
+                               costs.delays, costs.timed_run,
+                               progress=None if progress is None else partial(progress, "events"))
+    tell("report", len(program.instructions))
     after_run = run.run_totals()            # totals known only after the run (e.g. refreshes)
     totals = costs.events.totals()
     for k, v in after_run.items():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from compiler.errors import InstructionLimitError
 from compiler.targets.emit import instruction_limit
 
 __all__ = ["MemoryBudgetError", "available_bytes", "check_simulation", "compile_guard",
-           "numeric_reserve_bytes", "out_of_memory_is_an_error", "SIM_BYTES_PER_INSTRUCTION", "COMPILE_BYTES_PER_INSTRUCTION",
+           "numeric_reserve_bytes", "out_of_memory_is_an_error", "peak_rss_bytes", "SIM_BYTES_PER_INSTRUCTION", "COMPILE_BYTES_PER_INSTRUCTION",
            "BASE_BYTES"]
 
 # Measured with tracemalloc and peak RSS on gpt2 prefill-32/128 (PIM, 1.5 M / 6.1 M
@@ -127,6 +128,13 @@ def _numeric_bytes(program: isa.Program) -> int:
     for s in program.symbols:
         ends[s.space] = max(ends.get(s.space, 0), s.addr + s.size_bytes)
     return data + sum(ends.values())
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far, in bytes (getrusage's ru_maxrss: KiB on
+    Linux, so x 1024; bytes on macOS). The whole process: interpreter, compilation and all."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def _meminfo_available() -> int:

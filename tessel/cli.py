@@ -4,7 +4,8 @@ Exit 0 on success. Bad input exits 2 with one line `error: ...` on stderr naming
 file, field, line:column or argument — never a traceback, never a half-written file.
 Every output path is checked before any work starts (tessel/files.py). SIGINT and SIGTERM
 end a command with one line `error: interrupted (SIGTERM)` and exit status 128 + the
-signal (130, 143), after the clean-up (tessel/interrupt.py).
+signal (130, 143), after the clean-up (tessel/interrupt.py). Runs longer than 2 s show a
+progress bar per phase on stderr when it is a terminal (tessel/progress.py).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import json
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -26,10 +28,11 @@ from compiler.frontend import Model, load_model, to_text
 from compiler.ir import GraphError
 from compiler.phase import Phase
 from tessel.coe import PCIE_GBPS
-from tessel.budget import compile_guard
+from tessel.budget import compile_guard, peak_rss_bytes
 from tessel.errors import USER_ERRORS, UsageError
 from tessel.files import atomic_write, check_output
 from tessel.interrupt import Interrupted, signals_raise
+from tessel.progress import Progress
 from tessel.request import make_request, resolve_phase, routing_policy
 from tessel.table import render_table
 from tessel.targets import TARGETS, target
@@ -153,6 +156,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from tessel.driver import compile_model_graph
     if args.dump_after:
         return _dump_after(args)
+    progress = Progress()
     if args.output is None:
         raise UsageError("tessel compile: the following arguments are required: -o/--output "
                          "(unless --dump-after)")
@@ -163,10 +167,17 @@ def cmd_compile(args: argparse.Namespace) -> int:
     phase = _phase(args, model, args.tokens)
     arch = target(args.target).load_arch(args.arch, args.set)
     graph, feeds = _compiled_graph(args, model, phase)
-    with compile_guard(simulate=False):
-        lowered = compile_model_graph(model, graph, args.target, arch, _dtype(args), feeds)
-    isa.verify(lowered.program, arch.machine_view())
-    isa.save(lowered.program, out)
+    steps = len(target(args.target).pipeline.steps)
+    with progress.phase(f"{args.target}: compile", steps + 2, "step") as bar:
+        with compile_guard(simulate=False):
+            lowered = compile_model_graph(model, graph, args.target, arch, _dtype(args), feeds,
+                                          progress=bar)
+        if bar is not None:
+            bar("verify", steps)
+        isa.verify(lowered.program, arch.machine_view())
+        if bar is not None:
+            bar("write", steps + 1)
+        isa.save(lowered.program, out)
     print(f"wrote {out}: {len(lowered.program.instructions):,} instructions for {arch.name}"
           + (" with weights and inputs" if feeds else ""))
     return 0
@@ -212,6 +223,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     from tessel.baselines import parse_gpus
     from tessel.driver import run, simulate_file
     from tessel.report import render_result
+    progress = Progress()
     if (args.program is None) == (args.model is None):
         raise GraphError("give either --model M or a PROGRAM.tbin file")
     if args.program is not None:
@@ -222,7 +234,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
                              f"graph and names its target)")
         numerics = False if args.no_functional else True if args.functional else None
         result = simulate_file(Path(args.program), args.arch, args.set, numerics,
-                               override_arch=args.override_arch)
+                               override_arch=args.override_arch, progress=progress)
         title = f"tessel sim: {args.program} on {result.arch_name}"
     else:
         if args.override_arch:
@@ -241,7 +253,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
                                gpu_calibration=Path(args.gpu_calibration) if args.gpu_calibration else None,
                                routing=args.routing)
         functional = request.numerics
-        outcome = run(request)
+        outcome = run(request, progress=progress)
         result = outcome.result
         if args.logits:
             logits = outcome.logits if phase.kind == "prefill" else outcome.logits[-1:]
@@ -249,6 +261,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
         title = (f"tessel sim: {model.name}, {phase or 'fixed graph'}, on {arch.name}"
                  + ("" if functional else " (timing only)"))
     if args.json:
+        result = replace(result, sim_peak_rss_bytes=peak_rss_bytes())
         atomic_write(Path(args.json), json.dumps(result.to_json(), indent=1).encode())
     print(render_result(result, title))
     return 0
@@ -270,7 +283,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                              routing=args.routing)
                 for t in targets]
     functional = all(r.numerics for r in requests)
-    results = [run(r).result for r in requests]
+    progress = Progress()
+    results = [run(r, progress=progress).result for r in requests]
     if args.json:
         atomic_write(Path(args.json), json.dumps({t: r.to_json() for t, r in zip(targets, results)},
                                                  indent=1).encode())

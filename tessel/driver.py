@@ -7,7 +7,7 @@ simulated logits are from the reference. What to run is settled by `tessel.reque
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import networkx as nx
 import numpy as np
@@ -28,6 +28,7 @@ from tessel.attention import attention_report
 from tessel.baselines import compare_gpus
 from tessel.budget import compile_guard, numeric_reserve_bytes, out_of_memory_is_an_error
 from tessel.program_arch import program_arch
+from tessel.progress import QUIET, Progress
 from tessel.request import RunRequest, default_tokens
 from tessel.targets import target
 
@@ -65,27 +66,30 @@ def model_feeds(model: Model, phase: Phase, tokens: Sequence[int] | None) -> dic
 
 
 def simulate_file(path, arch_spec: str | None, overrides: Sequence[str],
-                  numerics: bool | None = None, *, override_arch: bool = False) -> SimResult:
+                  numerics: bool | None = None, *, override_arch: bool = False,
+                  progress: Progress = QUIET) -> SimResult:
     """Simulate a program file on the architecture it records (tessel/program_arch.py: the
     given one must be the same unless `override_arch`); numerics when asked, or by default
-    when the program carries its data."""
+    when the program carries its data. A bar for the simulation when `progress` shows one."""
     program = isa.load(path)
     where = target(program.target)
     arch, provenance = program_arch(program, path, where, arch_spec, overrides, override_arch)
     functional = program.data is not None if numerics is None else numerics
     try:
-        return where.simulate(program, arch, functional=functional,
-                              assumptions=(f"program file {path}", provenance)).result
+        with progress.phase(f"{where.name}: simulate", isa.executed_count(program), "instr") as bar:
+            return where.simulate(program, arch, functional=functional,
+                                  assumptions=(f"program file {path}", provenance), progress=bar).result
     except isa.VerifyError as e:                   # name the file the bad program came from
         raise isa.VerifyError(f"{path}: {e}", e.index) from None
 
 
 def compile_model_graph(model: Model, graph: Graph, name: str, arch: TargetArch,
                         dtype: isa.DType | None = None, feeds: dict | None = None,
-                        weights: Mapping[str, np.ndarray] | None = None) -> Lowered:
+                        weights: Mapping[str, np.ndarray] | None = None, *,
+                        progress: Callable[[str, int], None] | None = None) -> Lowered:
     """Lower one of the model's graphs for target `name`; with feeds, the program carries
-    weights (default: the model's) and inputs."""
-    lowered = target(name).compile(graph, arch, dtype)
+    weights (default: the model's) and inputs. progress(step, steps done) before each step."""
+    lowered = target(name).compile(graph, arch, dtype, progress=progress)
     if feeds is not None:
         data = lowered.initial_data(graph, model.weights if weights is None else weights, feeds)
         lowered = replace(lowered, program=replace(lowered.program, data=data))
@@ -99,12 +103,13 @@ class Run:
     reference: np.ndarray | None       # reference executor's logits for the same inputs
 
 
-def run(request: RunRequest) -> Run:
+def run(request: RunRequest, *, progress: Progress = QUIET) -> Run:
     """Compile and simulate the request, with the cyclic garbage collector paused: the
     program's ~10^5-10^6 live instruction objects would make every full collection rescan
-    them all (3x slower end to end on gpt2-xl)."""
+    them all (3x slower end to end on gpt2-xl). A bar per phase (compile steps, simulated
+    instructions) when `progress` shows them (tessel/progress.py)."""
     with no_gc(), out_of_memory_is_an_error():
-        return _run(request)
+        return _run(request, progress)
 
 
 def router_routed(graph: Graph, weights: Mapping[str, np.ndarray], feeds: dict[str, np.ndarray]
@@ -129,14 +134,17 @@ def policy_routed(graph: Graph, policy: str | None) -> tuple[Graph, Routing | No
     return route_graph(graph, routing), routing
 
 
-def _with_data(req: RunRequest, graph: Graph) -> tuple[Lowered, np.ndarray, Graph, Routing | None]:
+def _with_data(req: RunRequest, graph: Graph, bar: Callable[[str, int], None] | None
+               ) -> tuple[Lowered, np.ndarray, Graph, Routing | None]:
     """A numeric run's program (with its data) and the reference logits, made from a copy of
     the weights that is dropped on return: the simulated memory never sits beside it."""
+    if bar is not None:
+        bar("reference", 0)
     weights = req.model.load_weights()
     feeds = _feeds(req.model, weights, req.phase, req.tokens)
     reference, graph, feeds, routing = router_routed(graph, weights, feeds)
-    return (compile_model_graph(req.model, graph, req.target, req.arch, req.dtype, feeds, weights),
-            reference, graph, routing)
+    return (compile_model_graph(req.model, graph, req.target, req.arch, req.dtype, feeds, weights,
+                                progress=bar), reference, graph, routing)
 
 
 def workload_facts(model: Model, graph: Graph, routing: Routing | None, itemsize: int) -> dict:
@@ -151,26 +159,28 @@ def workload_facts(model: Model, graph: Graph, routing: Routing | None, itemsize
     return facts
 
 
-def _run(req: RunRequest) -> Run:
+def _run(req: RunRequest, progress: Progress) -> Run:
     model, phase, arch = req.model, req.phase, req.arch
     graph = model.graph(phase)
     c = model.config
     reserve = (numeric_reserve_bytes(c.n_params, c.vocab_size * c.n_embd, req.operand_dtype.itemsize)
                if req.numerics else 0)
     unrouted, routing = graph, None
-    with compile_guard(simulate=True, reserve_bytes=reserve,
-                       reserved_for="weights, reference and data"):
+    where = target(req.target)
+    with (compile_guard(simulate=True, reserve_bytes=reserve, reserved_for="weights, reference and data"),
+          progress.phase(f"{req.target}: compile", len(where.pipeline.steps), "step") as bar):
         if req.numerics:
-            lowered, reference, graph, routing = _with_data(req, graph)
+            lowered, reference, graph, routing = _with_data(req, graph, bar)
         else:
             graph, routing = policy_routed(graph, req.routing)
-            lowered = compile_model_graph(model, graph, req.target, arch, req.dtype)
+            lowered = compile_model_graph(model, graph, req.target, arch, req.dtype, progress=bar)
     assumptions = (f"operand type {lowered.dtype.value}, fp32 accumulation"
                    + (f" (energy per MAC as the preset's {arch.dtype})" if lowered.dtype.value != arch.dtype else ""),
                    *lowered.assumptions,
                    f"phase: {phase}" if phase else f"graph: {graph.name}")
-    sim = target(req.target).simulate(lowered.program, arch, functional=req.numerics,
-                                      assumptions=assumptions)
+    with progress.phase(f"{req.target}: simulate", isa.executed_count(lowered.program), "instr") as bar:
+        sim = where.simulate(lowered.program, arch, functional=req.numerics,
+                             assumptions=assumptions, progress=bar)
     comparison = compare_gpus(graph, sim.result, req.gpus, req.gpu_mode, req.gpu_calibration)
     if comparison:
         sim = replace(sim, result=replace(sim.result, gpu=comparison))

@@ -48,16 +48,20 @@ class Target:
         validated like a preset; `source` names it in errors."""
         return build_with_overrides(self.arch_class, table, source, overrides)
 
-    def compile(self, graph: Graph, arch: TargetArch, dtype: isa.DType | None = None) -> Lowered:
-        return compile_graph(self.pipeline, graph, arch, dtype)
+    def compile(self, graph: Graph, arch: TargetArch, dtype: isa.DType | None = None, *,
+                progress: Callable[[str, int], None] | None = None) -> Lowered:
+        """Every step of the pipeline; progress(step, steps done) before each."""
+        return compile_graph(self.pipeline, graph, arch, dtype, progress=progress)
 
     def simulate(self, program: isa.Program, arch: TargetArch, *, functional: bool,
-                 assumptions: tuple[str, ...] = ()) -> Simulation:
-        """Simulate `program`, unless it would not fit in memory (tessel/budget.py)."""
+                 assumptions: tuple[str, ...] = (),
+                 progress: Callable[[str, int], None] | None = None) -> Simulation:
+        """Simulate `program`, unless it would not fit in memory (tessel/budget.py);
+        progress(stage, instructions started) as sim/simulate.py tells it."""
         check_simulation(program, functional)
         with out_of_memory_is_an_error():
             return simulate(program, self.machine(arch), functional=functional,
-                            assumptions=assumptions)
+                            assumptions=assumptions, progress=progress)
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in (

@@ -55,3 +55,11 @@ def test_steps_stop_after_the_one_asked_for(graph):
 def test_step_names_are_unique():
     with pytest.raises(ValueError, match="repeats a step name: a, a"):
         Pipeline("t", (Step("a", print), Step("a", print)))
+
+
+def test_progress_is_told_each_step_before_it_runs(graph):
+    told = []
+    pipeline = Pipeline("t", (Step("a", lambda c: told.append("ran a")),
+                              Step("b", lambda c: told.append("ran b"))))
+    pipeline.run(graph, load_arch("systolic-128"), progress=lambda step, done: told.append((step, done)))
+    assert told == [("a", 0), "ran a", ("b", 1), "ran b"]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from tests.isa.isa_strategies import ROW_BYTES, loop_body
 from isa import (AsmError, Instr, LoopError, MachineView, MemorySpace, Program, VerifyError,
-                 assemble, decode, disassemble, encode, load, save, unroll, verify)
+                 assemble, decode, disassemble, encode, executed_count, load, save, unroll, verify)
 
 HEADER = ".target systolic\n.isa 1\n.spaces dram sram acc\n"
 MACHINE = MachineView(
@@ -63,7 +63,7 @@ def test_unroll_is_the_unrolled_program():
     flat = unroll(program)
     assert unroll(flat) is flat and verify(program, MACHINE) is None
     lines = [str(i) for i in flat.instructions]
-    assert len(lines) == 1 + 3 * (1 + 2 * (3 + 2)) + 2
+    assert len(lines) == 1 + 3 * (1 + 2 * (3 + 2)) + 2 == executed_count(program) == executed_count(flat)
     loads = [line for line in lines if "load" in line]
     assert [line.split()[3] for line in loads] == [
         "src=dram[0x100]", "src=dram[0x1000]", "src=dram[0x1080]",
@@ -307,6 +307,7 @@ def test_compact_verify_accepts_exactly_what_the_unrolled_program_passes(text):
     assert decode(encode(program.instructions, program.spaces), program.spaces) == program.instructions
     try:
         flat = unroll(program)
+        assert executed_count(program) == len(flat.instructions)
         verify(flat, MACHINE)
         unrolled_ok = True
     except (LoopError, VerifyError):

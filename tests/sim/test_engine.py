@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import isa
-from sim.engine import EngineError, Timeline, simulate_events
+from sim.engine import PROGRESS_CHUNKS, EngineError, Timeline, simulate_events
 
 HEADER = ".target test\n.isa 1\n.spaces dram sram acc\n"
 TEMPLATES = {  # any valid operands: the engine reads only the opcode, queue and `sem`
@@ -426,3 +426,17 @@ def test_timed_run_equals_timed_one_by_one():
     assert many.start.tolist() == one.start.tolist()
     assert many.end.tolist() == one.end.tolist()
     assert runs == [[1, 2, 4], [6, 7]]
+
+
+def test_progress_counts_started_instructions_in_chunks():
+    """progress(started) about every 1/PROGRESS_CHUNKS of the program, never more often, and
+    the schedule is the one without it."""
+    program, durations, resources = pipeline(400)        # 3,598 instructions
+    counts: list[int] = []
+    with_progress = simulate_events(program, durations, resources, progress=counts.append)
+    plain = simulate_events(program, durations, resources)
+    assert with_progress.start.tolist() == plain.start.tolist()
+    n, chunk = len(program.instructions), len(program.instructions) // PROGRESS_CHUNKS
+    assert len(counts) <= PROGRESS_CHUNKS and counts == sorted(counts) and counts[-1] <= n
+    assert all(b - a >= chunk for a, b in zip(counts, counts[1:]))
+    assert n - counts[-1] <= 2 * chunk                      # the last chunk is reported
