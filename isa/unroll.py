@@ -23,7 +23,7 @@ from isa.loops import Loop, Structure, loop_structure, where
 from isa.opcodes import OPCODES
 from isa.program import Program
 
-__all__ = ["unroll", "Unrolled", "unrolled_order"]
+__all__ = ["unroll", "Unrolled", "unrolled_order", "executed_count"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -79,6 +79,25 @@ def unrolled_order(structure: Structure, ops: tuple[tuple[int, str], ...] = ()) 
 
     order, marks = block(0, structure.size, None, list(ops))
     return Unrolled(structure, order, tuple(marks))
+
+
+def executed_count(program: Program) -> int:
+    """How many instructions `program` executes: the length of its unrolled equivalent,
+    without building it."""
+    instructions = program.instructions
+    structure = loop_structure(instructions, ops=program.ops)
+    children: dict[int | None, list[Loop]] = {}
+    for loop in structure.loops:
+        children.setdefault(loop.parent, []).append(loop)
+
+    def block(lo: int, hi: int, parent: int | None) -> int:
+        total = hi - lo
+        for kid in children.get(parent, []):
+            total -= kid.body_end - kid.header
+            total += kid.count * block(kid.body_start, kid.body_end, kid.header)
+        return total
+
+    return block(0, structure.size, None)
 
 
 def unroll(program: Program) -> Program:
