@@ -131,7 +131,7 @@ class _Flat:
             nodes.extend(range(s, t))
             p = int(period[t])
             c = int(cover[t]) // p
-            body = self.body(lo + t, p)
+            body = self.body(lo + t, p, shape[t:t + p])
             if c * p - p - 1 - self.strides(lo + t, p, body) > 0:
                 nodes.append(_Run(t, p, c, body))
                 s = t + c * p
@@ -139,15 +139,15 @@ class _Flat:
                 nodes.append(t)
                 s = t + 1
 
-    def body(self, start: int, p: int) -> tuple:
-        """The first repetition [start, start + p) rolled, its instructions told apart also
-        by the delta of each address to the next repetition (memoised by content)."""
+    def body(self, start: int, p: int, shape: np.ndarray) -> tuple:
+        """The first repetition [start, start + p) (shape ids `shape`) rolled, its instructions
+        told apart also by the delta of each address to the next repetition, so that an inner
+        loop's instructions move alike in every enclosing loop (memoised by content)."""
         if p < 4:
             return tuple(range(p))
         deltas = self.addr[start + p:start + 2 * p] - self.addr[start:start + p]
         rel = self.addr[start:start + p] - self.addr[start]
         column, rows, row_bytes, pitch = (w[start:start + p] for w in self.write)
-        shape = self.shape[start:start + p]
         key = b"".join(a.tobytes() for a in (shape, deltas, rel, column, rows, row_bytes, pitch,
                                                 self.balance[start:start + p + 1]
                                                 - self.balance[start]))

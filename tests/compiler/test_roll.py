@@ -17,6 +17,7 @@ from sim.simulate import simulate
 from tessel.targets import TARGETS
 from tests.families.tiny import TINY
 from tests.isa.isa_strategies import loop_body
+from tests.sim.test_scalesim_validation import gemm_graph
 
 PREAMBLE = """.target systolic
 .isa 1
@@ -137,3 +138,14 @@ def test_compact_and_unrolled_programs_report_the_same(target):
     reports = [simulate(p, machine(arch), functional=False).result.to_json()
                for p in (compact, isa.unroll(compact))]
     assert reports[0] == reports[1]
+
+
+def test_three_deep_loops_move_alike_in_every_enclosing_loop(tmp_path):
+    # a 100x200x30 GEMM on a 32x32 output-stationary array rolls three loops deep; an inner
+    # body's instructions must agree on the deltas of every enclosing loop, not only the next
+    arch = load_arch("systolic-128", ["rows=32", "cols=32", "dataflow=os"])
+    graph = load_model(str(gemm_graph(tmp_path, 100, 200, 30))).fixed_graph
+    compact = TARGETS["systolic"].compile(graph, arch).program
+    flat = isa.unroll(compact)
+    assert roll(flat, arch.machine_view().limits) == compact
+    isa.verify(compact, arch.machine_view())
