@@ -4,6 +4,9 @@ when the flat one does, and simulates to the same report."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -14,6 +17,7 @@ from compiler.frontend import Model, load_model
 from compiler.phase import decode, prefill
 from compiler.roll import roll
 from sim.simulate import simulate
+from tessel.cli import main
 from tessel.targets import TARGETS
 from tests.families.tiny import TINY
 from tests.isa.isa_strategies import loop_body
@@ -149,3 +153,15 @@ def test_three_deep_loops_move_alike_in_every_enclosing_loop(tmp_path):
     flat = isa.unroll(compact)
     assert roll(flat, arch.machine_view().limits) == compact
     isa.verify(compact, arch.machine_view())
+
+
+def test_compile_writes_loops_unless_told_to_unroll(tmp_path):
+    args = ["compile", "--model", "tests/fixtures/tiny-gpt2", "--phase", "decode", "--kv", "4",
+            "--target", "systolic"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main([*args, "-o", str(tmp_path / "c.tasm")]) == 0
+        assert main([*args, "--unroll", "-o", str(tmp_path / "f.tasm")]) == 0
+    compact, flat = (isa.load(tmp_path / name) for name in ("c.tasm", "f.tasm"))
+    assert ".loop" in (tmp_path / "c.tasm").read_text()
+    assert ".loop" not in (tmp_path / "f.tasm").read_text()
+    assert isa.unroll(compact) == flat
