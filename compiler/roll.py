@@ -84,6 +84,9 @@ class _Flat:
         self.positions = positions          # opcode -> field positions of its address columns
         self.balance = balance              # (n + 1,) uint64 prefix of signal/wait weights
         self.write = write                  # (column, rows, row_bytes, pitch) arrays
+        weights = np.random.default_rng(17).integers(1, 2**63, size=_COLUMNS, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            self.key = (addr.astype(np.uint64) * (weights | _U64(1))).sum(axis=1, dtype=np.uint64)
         self.memo: dict[bytes, tuple] = {}
 
     @staticmethod
@@ -131,13 +134,22 @@ class _Flat:
             nodes.extend(range(s, t))
             p = int(period[t])
             c = int(cover[t]) // p
-            body = self.body(lo + t, p, shape[t:t + p])
-            if c * p - p - 1 - self.strides(lo + t, p, body) > 0:
+            c = self.steady(lo + t, p, c)
+            body = self.body(lo + t, p, shape[t:t + p]) if c > 1 else ()
+            if c > 1 and c * p - p - 1 - self.strides(lo + t, p, body) > 0:
                 nodes.append(_Run(t, p, c, body))
                 s = t + c * p
             else:
                 nodes.append(t)
                 s = t + 1
+
+    def steady(self, start: int, p: int, count: int) -> int:
+        """How many of `count` repetitions from `start` really move by constant deltas (the
+        address hash can collide; the exact rows decide)."""
+        block = self.addr[start:start + count * p].reshape(count, p, _COLUMNS)
+        delta = np.diff(block, axis=0)
+        same = (delta == delta[:1]).all(axis=(1, 2))
+        return count if same.all() else int(np.argmin(same)) + 1
 
     def body(self, start: int, p: int, shape: np.ndarray) -> tuple:
         """The first repetition [start, start + p) (shape ids `shape`) rolled, its instructions
@@ -170,18 +182,20 @@ class _Flat:
         cover = np.zeros(m, dtype=np.int64)
         period = np.zeros(m, dtype=np.int64)
         addr = self.addr[lo:hi]
+        key = self.key[lo:hi]                   # a hash of the address row, linear in it
         balance = self.balance[lo:hi + 1]
         column, rows, row_bytes, pitch = (w[lo:hi] for w in self.write)
         written = column >= 0
-        wcol = np.where(written, column, 0)
+        waddr = addr[np.arange(m), np.where(written, column, 0)]
         for p in range(1, min(max_period, m // 2) + 1):
-            delta = addr[p:] - addr[:-p]
             same = shape[p:] == shape[:-p]
-            shift = np.abs(delta[np.arange(m - p), wcol[:-p]])
+            shift = np.abs(waddr[p:] - waddr[:-p])
             moving = written[:-p] & (shift > 0)
             if moving.any():
                 same &= ~(moving & _overlaps(rows[:-p], row_bytes[:-p], pitch[:-p], shift))
-            steady = np.append((delta[p:] == delta[:-p]).all(axis=1), False)
+            with np.errstate(over="ignore"):
+                delta = key[p:] - key[:-p]
+            steady = np.append(delta[p:] == delta[:-p], False)   # confirmed exactly in `steady`
             starts = m - 2 * p + 1
             runs = _run_lengths(same)[:starts]
             c = np.minimum(runs // p + 1, _run_lengths(steady)[:starts] // p + 2)
