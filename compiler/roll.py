@@ -13,27 +13,33 @@ loop only where the verifier accepts it: every iteration's signals balance its w
 moving write overlaps its next iteration (isa/loop_checks.py's rule, with the flat program's
 queue configuration). Greedy left to right: at each start the run covering most instructions
 (ties: the smaller period), kept when it saves words.
+
+Cost: no Python loop per instruction (compiler/roll_columns.py builds the columns; footprints
+are worked out once per shape and queue configuration); a period is looked at further only
+where its shapes repeat for a whole period; bodies are memoised by what their rolling reads, so
+equal bodies in every layer roll once. A large program is first rolled on a sample of windows
+and left flat when that saves under MIN_SAVING (PIM: a 6 M-instruction program would save 1 %).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from operator import attrgetter
 
 import numpy as np
 
 import isa
-from isa.fields import AddressKind
-from isa.footprint import WRITTEN_ROLES, QueueConfig, footprints, stripes
+from compiler.roll_columns import COLUMNS, Columns, dense_ids
 from isa.instr import Instr
-from isa.opcodes import OPCODES, STRUCTURE, STRUCTURE_QUEUE
+from isa.opcodes import STRUCTURE_QUEUE
 from isa.values import Queue
 
-__all__ = ["roll", "MAX_PERIOD"]
+__all__ = ["roll", "MAX_PERIOD", "MIN_SAVING"]
 
 MAX_PERIOD = 96          # the longest body found at the top level (instructions)
-_COLUMNS = 3             # the most address operands of an opcode (gather, gemm, vec)
+SAMPLE = (16, 2048)      # programs over twice this many instructions are first rolled on a
+                         # sample: this many windows of this many instructions, evenly spread;
+MIN_SAVING = 0.1         # they stay flat when the sample saves less than this part of its words
 _SEQ = Queue.parse(STRUCTURE_QUEUE)
 _U64 = np.uint64
 
@@ -41,81 +47,84 @@ _U64 = np.uint64
 @dataclass(frozen=True, slots=True)
 class _Run:
     """A loop: `count` repetitions of the `period` instructions from offset `start` of its
-    range; `body` the rolled first repetition (offsets from `start`)."""
+    range; `body` the rolled first repetition (offsets from `start`); `strides` its stride
+    words."""
 
     start: int
     period: int
     count: int
     body: tuple
+    strides: int
 
 
 def roll(program: isa.Program, limits: Mapping[str, int] | None = None, *,
          max_period: int = MAX_PERIOD) -> isa.Program:
-    """The compact equivalent of a flat `program` (returned unchanged when it already has
-    loops or nothing repeats). `limits`: the machine's (MachineView.limits), for footprints."""
+    """The compact equivalent of a flat `program`; `program` itself when it already has loops,
+    nothing repeats, or it is large and a sample of it rolls to less than MIN_SAVING (PIM
+    programs: their row and column numbers are not addresses, so they barely repeat, and
+    rolling all of them would cost far more than it saves). `limits`: the machine's
+    (MachineView.limits), for footprints."""
     instructions = program.instructions
-    opcodes = list(map(attrgetter("opcode"), instructions))
-    if len(instructions) < 4 or STRUCTURE & set(opcodes):
-        return program
-    flat = _Flat.of(program, opcodes, limits or {})
-    marks = np.zeros(len(instructions) + 1, dtype=np.int64)
-    np.add.at(marks, [index for index, _ in program.ops], 1)
-    segment = np.cumsum(marks)[:-1]             # op ranges: no loop crosses an op mark
-    shape = flat.shape + segment * (int(flat.shape.max()) + 1)
-    tree = flat.roll_range(0, len(instructions), shape, max_period)
-    if not any(isinstance(node, _Run) for node in tree):
+    n = len(instructions)
+    marks = [index for index, _ in program.ops]
+    windows, width = SAMPLE
+    if n > 2 * windows * width:                 # a cheap look before the whole program
+        starts = np.linspace(0, n - width, windows).astype(np.int64).tolist()
+        sample = [x for s in starts for x in instructions[s:s + width]]
+        cuts = sorted({k * width for k in range(windows)}
+                      | {k * width + m - s for k, s in enumerate(starts) for m in marks
+                         if s <= m < s + width})
+        tried = _Flat.rolled(sample, program.spaces, cuts, limits or {}, max_period)
+        if tried is None or _words(tried.tree) > (1 - MIN_SAVING) * len(sample):
+            return program
+    flat = _Flat.rolled(instructions, program.spaces, marks, limits or {}, max_period)
+    if flat is None or not any(isinstance(node, _Run) for node in flat.tree):
         return program
     out: list[Instr] = []
-    starts: dict[int, int] = {}
-    flat.emit(tree, 0, out, [], starts)
-    starts[len(instructions)] = len(out)
-    ops = tuple((starts[index], name) for index, name in program.ops)
+    starts_at: dict[int, int] = {}
+    flat.emit(flat.tree, 0, out, [], starts_at)
+    starts_at[n] = len(out)
+    ops = tuple((starts_at[index], name) for index, name in program.ops)
     return replace(program, instructions=tuple(out), ops=ops)
 
 
 class _Flat:
-    """The flat program as columns: shape ids, byte addresses per address operand, a hash of
-    the semaphore balance so far, and which deltas would make a write overlap itself."""
+    """The flat program as columns (compiler/roll_columns.py), the tree of runs found in it,
+    and a memo of rolled bodies."""
 
-    def __init__(self, instructions, shape, addr, positions, balance, write) -> None:
+    def __init__(self, instructions, columns: Columns) -> None:
         self.instructions = instructions
-        self.shape = shape                  # (n,) int64
-        self.addr = addr                    # (n, _COLUMNS) int64 byte addresses (0: none)
-        self.positions = positions          # opcode -> field positions of its address columns
-        self.balance = balance              # (n + 1,) uint64 prefix of signal/wait weights
-        self.write = write                  # (column, rows, row_bytes, pitch) arrays
-        weights = np.random.default_rng(17).integers(1, 2**63, size=_COLUMNS, dtype=np.uint64)
+        self.shape = columns.shape
+        self.addr = columns.addr
+        self.positions = columns.positions
+        self.balance = columns.balance
+        self.write = columns.write
+        weights = np.random.default_rng(17).integers(1, 2**63, size=COLUMNS, dtype=np.uint64)
         with np.errstate(over="ignore"):
-            self.key = (addr.astype(np.uint64) * (weights | _U64(1))).sum(axis=1, dtype=np.uint64)
+            self.key = (self.addr.astype(np.uint64) * (weights | _U64(1))).sum(
+                axis=1, dtype=np.uint64)
+        column, rows, row_bytes, pitch = self.write
+        self.extent = (rows - 1) * np.maximum(pitch, 1) + row_bytes   # a shift this far is safe
         self.memo: dict[bytes, tuple] = {}
+        self.tree: tuple = ()
 
     @staticmethod
-    def of(program: isa.Program, opcodes: list[str], limits: Mapping[str, int]) -> _Flat:
-        instructions = program.instructions
+    def rolled(instructions, spaces, marks, limits, max_period: int) -> _Flat | None:
+        """The flat program with its tree of runs (op marks `marks`: no loop crosses one), or
+        None when it has loops already."""
         n = len(instructions)
-        words = isa.encode(instructions, program.spaces)
-        lo, hi = words[:, 0].copy(), words[:, 1].copy()
-        codes = (hi >> _U64(56)).astype(np.int64)
-        addr = np.zeros((n, _COLUMNS), dtype=np.int64)
-        positions: dict[str, tuple[int, ...]] = {}
-        for code in np.unique(codes).tolist():
-            spec = isa.opcodes.OPCODES_BY_CODE[code]
-            rows = np.flatnonzero(codes == code)
-            columns = []
-            for position, (field, lsb) in enumerate(spec.layout):
-                if not isinstance(field.kind, AddressKind):
-                    continue
-                bits = field.kind.addr_bits
-                units, glo, ghi = _take(lo[rows], hi[rows], lsb, bits)
-                lo[rows], hi[rows] = glo, ghi
-                addr[rows, len(columns)] = units.astype(np.int64) * field.kind.granule
-                columns.append(position)
-            positions[spec.mnemonic] = tuple(columns)
-        keys = np.stack([hi, lo], axis=1)
-        _, shape = np.unique(keys, axis=0, return_inverse=True)
-        shape = shape.reshape(-1).astype(np.int64)
-        return _Flat(instructions, shape, addr, positions, _balance(instructions, opcodes),
-                     _writes(instructions, opcodes, positions, limits))
+        if n < 4:
+            return None
+        columns = Columns.of(instructions, spaces, limits)
+        if columns.looped:
+            return None
+        flat = _Flat(instructions, columns)
+        step = np.zeros(n + 1, dtype=np.int64)
+        np.add.at(step, marks, 1)
+        segment = np.cumsum(step)[:-1]          # op ranges
+        shape = flat.shape + segment * (int(flat.shape.max()) + 1)
+        flat.tree = flat.roll_range(0, n, shape, max_period)
+        return flat
 
     def roll_range(self, lo: int, hi: int, shape: np.ndarray, max_period: int) -> tuple:
         """Instructions [lo, hi) (shape ids `shape`, one per instruction) as a tree of offsets
@@ -136,8 +145,9 @@ class _Flat:
             c = int(cover[t]) // p
             c = self.steady(lo + t, p, c)
             body = self.body(lo + t, p, shape[t:t + p]) if c > 1 else ()
-            if c > 1 and c * p - p - 1 - self.strides(lo + t, p, body) > 0:
-                nodes.append(_Run(t, p, c, body))
+            strides = self.strides(lo + t, p, body) if c > 1 else 0
+            if c > 1 and c * p - p - 1 - strides > 0:
+                nodes.append(_Run(t, p, c, body, strides))
                 s = t + c * p
             else:
                 nodes.append(t)
@@ -146,7 +156,7 @@ class _Flat:
     def steady(self, start: int, p: int, count: int) -> int:
         """How many of `count` repetitions from `start` really move by constant deltas (the
         address hash can collide; the exact rows decide)."""
-        block = self.addr[start:start + count * p].reshape(count, p, _COLUMNS)
+        block = self.addr[start:start + count * p].reshape(count, p, COLUMNS)
         delta = np.diff(block, axis=0)
         same = (delta == delta[:1]).all(axis=(1, 2))
         return count if same.all() else int(np.argmin(same)) + 1
@@ -154,20 +164,23 @@ class _Flat:
     def body(self, start: int, p: int, shape: np.ndarray) -> tuple:
         """The first repetition [start, start + p) (shape ids `shape`) rolled, its instructions
         told apart also by the delta of each address to the next repetition, so that an inner
-        loop's instructions move alike in every enclosing loop (memoised by content)."""
+        loop's instructions move alike in every enclosing loop. Memoised by what the rolling
+        reads: which instructions are alike (each named by the first of its kind), addresses
+        relative to that first one, written stripes and the semaphore balance."""
         if p < 4:
             return tuple(range(p))
-        deltas = self.addr[start + p:start + 2 * p] - self.addr[start:start + p]
-        rel = self.addr[start:start + p] - self.addr[start]
-        column, rows, row_bytes, pitch = (w[start:start + p] for w in self.write)
-        key = b"".join(a.tobytes() for a in (shape, deltas, rel, column, rows, row_bytes, pitch,
+        rows = slice(start, start + p)
+        deltas = self.addr[start + p:start + 2 * p] - self.addr[rows]
+        inner = dense_ids(shape, *deltas.T)
+        _, first, which = np.unique(inner, return_index=True, return_inverse=True)
+        kind = first[which.reshape(-1)].astype(np.int64)
+        rel = self.addr[rows] - self.addr[start + kind]
+        key = b"".join(a.tobytes() for a in (kind, rel, *(w[rows] for w in self.write),
                                                 self.balance[start:start + p + 1]
                                                 - self.balance[start]))
         tree = self.memo.get(key)
         if tree is None:
-            inner = np.unique(np.column_stack([shape, deltas]), axis=0, return_inverse=True)[1]
-            tree = self.roll_range(start, start + p, inner.reshape(-1).astype(np.int64), p // 2)
-            self.memo[key] = tree
+            tree = self.memo[key] = self.roll_range(start, start + p, kind, p // 2)
         return tree
 
     def strides(self, start: int, p: int, body: tuple) -> int:
@@ -177,7 +190,8 @@ class _Flat:
         return int(sum(moving[x] for x in _leaves(body, 0)))
 
     def best(self, lo: int, hi: int, shape: np.ndarray, max_period: int):
-        """Per start in [lo, hi): the most instructions a run covers and its period."""
+        """Per start in [lo, hi): the most instructions a run covers and its period. A period
+        is looked at further only where its shapes repeat for a whole period somewhere."""
         m = hi - lo
         cover = np.zeros(m, dtype=np.int64)
         period = np.zeros(m, dtype=np.int64)
@@ -185,24 +199,30 @@ class _Flat:
         key = self.key[lo:hi]                   # a hash of the address row, linear in it
         balance = self.balance[lo:hi + 1]
         column, rows, row_bytes, pitch = (w[lo:hi] for w in self.write)
+        extent = self.extent[lo:hi]
         written = column >= 0
         waddr = addr[np.arange(m), np.where(written, column, 0)]
         for p in range(1, min(max_period, m // 2) + 1):
-            same = shape[p:] == shape[:-p]
-            shift = np.abs(waddr[p:] - waddr[:-p])
-            moving = written[:-p] & (shift > 0)
-            if moving.any():
-                same &= ~(moving & _overlaps(rows[:-p], row_bytes[:-p], pitch[:-p], shift))
-            with np.errstate(over="ignore"):
-                delta = key[p:] - key[:-p]
-            steady = np.append(delta[p:] == delta[:-p], False)   # confirmed exactly in `steady`
             starts = m - 2 * p + 1
-            runs = _run_lengths(same)[:starts]
-            c = np.minimum(runs // p + 1, _run_lengths(steady)[:starts] // p + 2)
-            c = np.where(balance[p:p + starts] == balance[:starts], c, 1)
-            better = (c >= 2) & (c * p > cover[:len(c)])
-            cover[:len(c)] = np.where(better, c * p, cover[:len(c)])
-            period[:len(c)] = np.where(better, p, period[:len(c)])
+            same = shape[p:] == shape[:-p]
+            runs = _run_lengths(same)
+            if not (runs[:starts] >= p).any():
+                continue
+            shift = np.abs(waddr[p:] - waddr[:-p])
+            risky = np.flatnonzero(same & written[:-p] & (shift > 0) & (shift < extent[:-p]))
+            hit = risky[_overlaps(rows[risky], row_bytes[risky], pitch[risky], shift[risky])]
+            if len(hit):
+                same[hit] = False
+                runs = _run_lengths(same)
+            a = int(np.argmax(runs[:starts] >= p))   # the first start that can repeat
+            with np.errstate(over="ignore"):
+                delta = key[a + p:] - key[a:-p]
+            steady = np.append(delta[p:] == delta[:-p], False)   # confirmed exactly in `steady`
+            c = np.minimum(runs[a:starts] // p + 1, _run_lengths(steady) // p + 2)
+            c[balance[a + p:p + starts] != balance[a:starts]] = 1
+            better = np.flatnonzero((c >= 2) & (c * p > cover[a:starts])) + a
+            cover[better] = c[better - a] * p
+            period[better] = p
         return cover, period
 
     def emit(self, tree: tuple, base: int, out: list, where: list, starts: dict | None) -> None:
@@ -244,6 +264,12 @@ class _Flat:
         return words
 
 
+def _words(tree: tuple) -> int:
+    """Words of a rolled tree: instructions stored once, loop headers and stride words."""
+    return sum(1 + node.strides + _words(node.body) if isinstance(node, _Run) else 1
+               for node in tree)
+
+
 def _leaves(tree: tuple, base: int):
     """Offsets (from the range start) of the instructions a tree stores once."""
     for node in tree:
@@ -251,75 +277,6 @@ def _leaves(tree: tuple, base: int):
             yield from _leaves(node.body, base + node.start)
         else:
             yield base + node
-
-
-def _take(lo: np.ndarray, hi: np.ndarray, lsb: int, bits: int):
-    """The `bits` bits at `lsb` of (lo, hi) as uint64, and the words with them cleared."""
-    mask = (1 << bits) - 1
-    if lsb >= 64:
-        shift = _U64(lsb - 64)
-        return (hi >> shift) & _U64(mask), lo, hi & ~(_U64(mask) << shift)
-    low_mask = _U64(mask & ((1 << (64 - lsb)) - 1))
-    value = (lo >> _U64(lsb)) & low_mask
-    lo = lo & ~(low_mask << _U64(lsb))
-    if lsb + bits > 64:
-        high_bits = lsb + bits - 64
-        value |= (hi & _U64((1 << high_bits) - 1)) << _U64(64 - lsb)
-        hi = hi & ~_U64((1 << high_bits) - 1)
-    return value, lo, hi
-
-
-def _balance(instructions, opcodes: list[str]) -> np.ndarray:
-    """Prefix sums (mod 2**64) of a random weight per semaphore, + for signal, - for wait: a
-    block signals each semaphore as often as it waits on it when its two ends are equal."""
-    weights = np.random.default_rng(17).integers(1, 2**63, size=1 << 16, dtype=np.uint64)
-    sync = [i for i, op in enumerate(opcodes) if op in ("signal", "wait")]
-    step = np.zeros(len(instructions) + 1, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for i in sync:
-            weight = weights[instructions[i]["sem"] % (1 << 16)]
-            step[i + 1] = weight if opcodes[i] == "signal" else _U64(0) - weight
-        return np.cumsum(step, dtype=np.uint64)
-
-
-def _writes(instructions, opcodes: list[str], positions, limits):
-    """Per instruction: the address column it writes (-1: none) and that write's stripes
-    (rows, row_bytes, pitch) under the flat program's queue configuration."""
-    n = len(instructions)
-    column = np.full(n, -1, dtype=np.int64)
-    rows = np.ones(n, dtype=np.int64)
-    row_bytes = np.ones(n, dtype=np.int64)
-    pitch = np.ones(n, dtype=np.int64)
-    configs: dict[Queue, QueueConfig] = {}
-    seen: dict[tuple[int, int], tuple] = {}
-    for i, instr in enumerate(instructions):
-        op = opcodes[i]
-        if op in ("dmacfg", "mcfg", "vcfg"):
-            configs[instr.queue] = configs.get(instr.queue, QueueConfig()).after(instr)
-            continue
-        if not positions.get(op):
-            continue
-        config = configs.get(instr.queue, QueueConfig())
-        key = (id(instr), id(config))
-        found = seen.get(key)
-        if found is None:
-            found = seen[key] = _write_stripes(instr, config, positions[op], limits)
-        if found[0] >= 0:
-            column[i], rows[i], row_bytes[i], pitch[i] = found
-    return column, rows, row_bytes, pitch
-
-
-def _write_stripes(instr: Instr, config: QueueConfig, columns, limits) -> tuple:
-    try:
-        found = footprints(instr, config, limits)
-    except isa.IsaError:
-        return (-1, 1, 1, 1)
-    names = [OPCODES[instr.opcode].fields[p].name for p in columns]
-    for footprint in found:
-        if footprint.role in WRITTEN_ROLES:
-            r, b, pitch = stripes(instr, config, footprint)
-            return (names.index(footprint.role), r, b, pitch)
-    return (-1, 1, 1, 1)
 
 
 def _overlaps(rows, row_bytes, pitch, shift):
