@@ -1,5 +1,5 @@
-"""`roll(program)`: the compact program that unrolls to `program` exactly (docs/isa.md, "Loops";
-docs/compiler.md, "Rolling").
+"""`roll(program)`: the compact program that unrolls to `program` exactly (docs/isa.md, "Loops"
+and "Compiled programs are compact").
 
 One target-independent pass after lowering. Inside each op's instruction range it finds runs of
 a repeated block — same opcodes, queues and non-address fields, address fields in the same space
@@ -40,6 +40,7 @@ MAX_PERIOD = 96          # the longest body found at the top level (instructions
 SAMPLE = (16, 2048)      # programs over twice this many instructions are first rolled on a
                          # sample: this many windows of this many instructions, evenly spread;
 MIN_SAVING = 0.1         # they stay flat when the sample saves less than this part of its words
+PIECE = 1 << 15          # instructions matched at once (whole op ranges; see _pieces)
 _SEQ = Queue.parse(STRUCTURE_QUEUE)
 _U64 = np.uint64
 
@@ -75,22 +76,24 @@ def roll(program: isa.Program, limits: Mapping[str, int] | None = None, *,
                       | {k * width + m - s for k, s in enumerate(starts) for m in marks
                          if s <= m < s + width})
         tried = _Flat.rolled(sample, program.spaces, cuts, limits or {}, max_period)
-        if tried is None or _words(tried.tree) > (1 - MIN_SAVING) * len(sample):
+        if tried is None or tried.words() > (1 - MIN_SAVING) * len(sample):
             return program
     flat = _Flat.rolled(instructions, program.spaces, marks, limits or {}, max_period)
-    if flat is None or not any(isinstance(node, _Run) for node in flat.tree):
+    if flat is None or flat.words() == n:
         return program
     out: list[Instr] = []
     starts_at: dict[int, int] = {}
-    flat.emit(flat.tree, 0, out, [], starts_at)
+    for base, tree in flat.pieces:
+        flat.emit(tree, base, out, [], starts_at)
     starts_at[n] = len(out)
     ops = tuple((starts_at[index], name) for index, name in program.ops)
     return replace(program, instructions=tuple(out), ops=ops)
 
 
 class _Flat:
-    """The flat program as columns (compiler/roll_columns.py), the tree of runs found in it,
-    and a memo of rolled bodies."""
+    """The flat program as columns (compiler/roll_columns.py), the trees of runs found in it
+    (one per piece of whole op ranges: (first instruction, tree)), and a memo of rolled
+    bodies."""
 
     def __init__(self, instructions, columns: Columns) -> None:
         self.instructions = instructions
@@ -106,7 +109,7 @@ class _Flat:
         column, rows, row_bytes, pitch = self.write
         self.extent = (rows - 1) * np.maximum(pitch, 1) + row_bytes   # a shift this far is safe
         self.memo: dict[bytes, tuple] = {}
-        self.tree: tuple = ()
+        self.pieces: tuple = ()
 
     @staticmethod
     def rolled(instructions, spaces, marks, limits, max_period: int) -> _Flat | None:
@@ -123,8 +126,14 @@ class _Flat:
         np.add.at(step, marks, 1)
         segment = np.cumsum(step)[:-1]          # op ranges
         shape = flat.shape + segment * (int(flat.shape.max()) + 1)
-        flat.tree = flat.roll_range(0, n, shape, max_period)
+        cuts = np.flatnonzero(np.diff(segment)) + 1
+        flat.pieces = tuple((lo, flat.roll_range(lo, hi, shape[lo:hi], max_period))
+                            for lo, hi in _pieces(cuts, n))
         return flat
+
+    def words(self) -> int:
+        """Words of the rolled program."""
+        return sum(_words(tree) for _, tree in self.pieces)
 
     def roll_range(self, lo: int, hi: int, shape: np.ndarray, max_period: int) -> tuple:
         """Instructions [lo, hi) (shape ids `shape`, one per instruction) as a tree of offsets
@@ -262,6 +271,24 @@ class _Flat:
                     words.append(Instr("stride", _SEQ, (("at", at), ("field", position),
                                                         ("delta", delta))))
         return words
+
+
+def _pieces(cuts: np.ndarray, n: int) -> list[tuple[int, int]]:
+    """[0, n) cut at some of `cuts` (op marks) into pieces of about PIECE instructions (one op
+    range may be longer): rolling each apart is exact, since no loop crosses an op mark, and
+    keeps the arrays of a pass small (cache-sized, and little memory beside the program's)."""
+    pieces, lo = [], 0
+    while lo < n:
+        k = int(np.searchsorted(cuts, lo + PIECE, side="right"))
+        if lo + PIECE >= n:
+            hi = n
+        elif k and cuts[k - 1] > lo:
+            hi = int(cuts[k - 1])
+        else:
+            hi = int(cuts[k]) if k < len(cuts) else n
+        pieces.append((lo, hi))
+        lo = hi
+    return pieces
 
 
 def _words(tree: tuple) -> int:

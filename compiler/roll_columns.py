@@ -44,18 +44,19 @@ class Columns:
         n = len(instructions)
         words = isa.encode(instructions, spaces)
         lo, hi = words[:, 0].copy(), words[:, 1].copy()
-        codes = (hi >> _U64(56)).astype(np.int64)
-        queues = ((hi >> _U64(PAYLOAD_BITS - 64)) & _U64(0xFFFF)).astype(np.int64)
+        del words
+        codes = (hi >> _U64(56)).astype(np.int16)
+        queues = ((hi >> _U64(PAYLOAD_BITS - 64)) & _U64(0xFFFF)).astype(np.int32)
         addr = np.zeros((n, COLUMNS), dtype=np.int64)
         positions: dict[str, tuple[int, ...]] = {}
-        sem = np.zeros(n, dtype=np.int64)
+        sem = np.zeros(n, dtype=np.int32)
         for code in np.unique(codes).tolist():
             spec = OPCODES_BY_CODE[code]
             rows = np.flatnonzero(codes == code)
             columns = []
             for position, (field, lsb) in enumerate(spec.layout):
                 if field.name == "sem" and code in _SYNC:
-                    sem[rows] = _take(lo[rows], hi[rows], lsb, field.kind.bits)[0].astype(np.int64)
+                    sem[rows] = _take(lo[rows], hi[rows], lsb, field.kind.bits)[0]
                 if not isinstance(field.kind, AddressKind):
                     continue
                 units, glo, ghi = _take(lo[rows], hi[rows], lsb, field.kind.addr_bits)
@@ -64,6 +65,7 @@ class Columns:
                 columns.append(position)
             positions[spec.mnemonic] = tuple(columns)
         shape = dense_ids(hi, lo)
+        del lo, hi
         write = _writes(instructions, codes, queues, shape, positions, limits)
         return Columns(shape, addr, positions, _balance(codes, sem), write,
                        bool(np.isin(codes, _STRUCTURE).any()))
