@@ -76,14 +76,15 @@ def roll(program: isa.Program, limits: Mapping[str, int] | None = None, *,
                       | {k * width + m - s for k, s in enumerate(starts) for m in marks
                          if s <= m < s + width})
         tried = _Flat.rolled(sample, program.spaces, cuts, limits or {}, max_period)
-        if tried is None or tried.words() > (1 - MIN_SAVING) * len(sample):
+        if tried is None or _size(tried[1]) > (1 - MIN_SAVING) * len(sample):
             return program
-    flat = _Flat.rolled(instructions, program.spaces, marks, limits or {}, max_period)
-    if flat is None or flat.words() == n:
+    found = _Flat.rolled(instructions, program.spaces, marks, limits or {}, max_period)
+    if found is None or _size(found[1]) == n:
         return program
+    flat, pieces = found
     out: list[Instr] = []
     starts_at: dict[int, int] = {}
-    for base, tree in flat.pieces:
+    for base, tree in pieces:
         flat.emit(tree, base, out, [], starts_at)
     starts_at[n] = len(out)
     ops = tuple((starts_at[index], name) for index, name in program.ops)
@@ -91,9 +92,7 @@ def roll(program: isa.Program, limits: Mapping[str, int] | None = None, *,
 
 
 class _Flat:
-    """The flat program as columns (compiler/roll_columns.py), the trees of runs found in it
-    (one per piece of whole op ranges: (first instruction, tree)), and a memo of rolled
-    bodies."""
+    """The flat program as columns (compiler/roll_columns.py) and a memo of rolled bodies."""
 
     def __init__(self, instructions, columns: Columns) -> None:
         self.instructions = instructions
@@ -109,12 +108,12 @@ class _Flat:
         column, rows, row_bytes, pitch = self.write
         self.extent = (rows - 1) * np.maximum(pitch, 1) + row_bytes   # a shift this far is safe
         self.memo: dict[bytes, tuple] = {}
-        self.pieces: tuple = ()
 
     @staticmethod
-    def rolled(instructions, spaces, marks, limits, max_period: int) -> _Flat | None:
-        """The flat program with its tree of runs (op marks `marks`: no loop crosses one), or
-        None when it has loops already."""
+    def rolled(instructions, spaces, marks, limits, max_period: int):
+        """The flat program and its trees of runs, one per piece of whole op ranges (op marks
+        `marks`: no loop crosses one) as (first instruction, tree); None when it has loops
+        already."""
         n = len(instructions)
         if n < 4:
             return None
@@ -127,13 +126,9 @@ class _Flat:
         segment = np.cumsum(step)[:-1]          # op ranges
         shape = flat.shape + segment * (int(flat.shape.max()) + 1)
         cuts = np.flatnonzero(np.diff(segment)) + 1
-        flat.pieces = tuple((lo, flat.roll_range(lo, hi, shape[lo:hi], max_period))
-                            for lo, hi in _pieces(cuts, n))
-        return flat
-
-    def words(self) -> int:
-        """Words of the rolled program."""
-        return sum(_words(tree) for _, tree in self.pieces)
+        pieces = tuple((lo, flat.roll_range(lo, hi, shape[lo:hi], max_period))
+                       for lo, hi in _pieces(cuts, n))
+        return flat, pieces
 
     def roll_range(self, lo: int, hi: int, shape: np.ndarray, max_period: int) -> tuple:
         """Instructions [lo, hi) (shape ids `shape`, one per instruction) as a tree of offsets
@@ -289,6 +284,11 @@ def _pieces(cuts: np.ndarray, n: int) -> list[tuple[int, int]]:
         pieces.append((lo, hi))
         lo = hi
     return pieces
+
+
+def _size(pieces: tuple) -> int:
+    """Words of a rolled program given as pieces (first instruction, tree)."""
+    return sum(_words(tree) for _, tree in pieces)
 
 
 def _words(tree: tuple) -> int:
