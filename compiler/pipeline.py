@@ -25,6 +25,7 @@ from arch import TargetArch
 
 from compiler.errors import CompileError
 from compiler.ir import Graph
+from compiler.roll import roll
 
 __all__ = ["Step", "Pipeline", "Compilation", "Dumpable", "compile_graph", "dump_after",
            "tool_version"]
@@ -97,10 +98,12 @@ def compile_graph(pipeline: Pipeline, graph: Graph, arch, dtype: DType | None = 
                   progress: Progress | None = None) -> Any:
     """Every step of `pipeline`: the compiled program (a `compiler.targets.Lowered`), which
     records the architecture it was compiled for (its whole field table) and the tool version,
-    so that a program file is simulated on the machine it was made for."""
+    so that a program file is simulated on the machine it was made for. The program is
+    compact: repeated blocks inside each op's range are loops (compiler/roll.py;
+    `isa.unroll` gives the flat program the target lowered)."""
     lowered = pipeline.run(graph, arch, dtype, progress=progress)[pipeline.names[-1]]
-    program = dataclasses.replace(lowered.program, arch=dataclasses.asdict(arch),
-                                  tool_version=tool_version())
+    program = dataclasses.replace(roll(lowered.program, arch.machine_view().limits),
+                                  arch=dataclasses.asdict(arch), tool_version=tool_version())
     return dataclasses.replace(lowered, program=program)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import isa
+from isa.unroll import executed_count
 
 __all__ = ["attention_report", "attention_rows"]
 
@@ -20,6 +21,7 @@ _DMA = frozenset({"load", "store"})
 
 def _op_bytes(program: isa.Program) -> dict[str, int]:
     """Off-chip bytes moved by load and store instructions within each op mark."""
+    program = isa.unroll(program)          # every executed load and store
     marks = list(program.ops)
     n = len(program.instructions)
     out: dict[str, int] = {}
@@ -108,4 +110,4 @@ def attention_point(target: str, n: int, onchip_bytes: int, mode: str, d: int = 
     arch = t.load_arch(preset, [*onchip_overrides(target, onchip_bytes), f"attention={mode}"])
     lowered = t.compile(attention_graph(n, d, heads), arch)
     return attention_report(lowered.program, lowered.attention) | {
-        "instructions": len(lowered.program.instructions)}
+        "instructions": executed_count(lowered.program)}

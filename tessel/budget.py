@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import isa
+from isa.unroll import executed_count
 from compiler.errors import InstructionLimitError
 from compiler.targets.emit import instruction_limit
 
@@ -63,7 +64,7 @@ def available_bytes() -> int:
 def check_simulation(program: isa.Program, numerics: bool) -> None:
     """Refuse to simulate `program` when its estimated peak exceeds what this process can
     have (what it holds now plus what is available)."""
-    n = len(program.instructions)
+    n = executed_count(program)         # the simulator runs the unrolled program
     numeric = _numeric_bytes(program) if numerics else 0
     need = BASE_BYTES + n * SIM_BYTES_PER_INSTRUCTION + numeric
     have = available_bytes()

@@ -174,11 +174,16 @@ def cmd_compile(args: argparse.Namespace) -> int:
                                           progress=bar)
         if bar is not None:
             bar("verify", steps)
-        isa.verify(lowered.program, arch.machine_view())
+        program = lowered.program
+        isa.verify(program, arch.machine_view())
         if bar is not None:
             bar("write", steps + 1)
-        isa.save(lowered.program, out)
-    print(f"wrote {out}: {len(lowered.program.instructions):,} instructions for {arch.name}"
+        flat = isa.unroll(program)
+        if args.unroll:
+            program = flat
+        isa.save(program, out)
+    words = "" if program is flat else f" in {len(program.instructions):,} words (loops)"
+    print(f"wrote {out}: {len(flat.instructions):,} instructions{words} for {arch.name}"
           + (" with weights and inputs" if feeds else ""))
     return 0
 
@@ -378,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="include weights and inputs so the program can be simulated numerically")
     _output_arg(p, "-o", "--output", metavar="OUT.tbin|OUT.tasm",
                    help="where to write the program (required unless --dump-after)")
+    p.add_argument("--unroll", action="store_true",
+                   help="write the fully unrolled program (no loop words; the same instructions "
+                        "executed), for comparison and for the RTL cross-check")
     _routing_arg(p)
     p.add_argument("--dump-after", metavar="STEP",
                    help="print what compilation step STEP decided (e.g. storage, emit) and stop; "

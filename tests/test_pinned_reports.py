@@ -2,8 +2,9 @@
 
 Restructuring must leave programs, cycles, energy, logits and reports exactly as they are.
 For each (target, phase) this stores the `tessel sim --json` report, the printed report and
-the SHA-256 of the compiled `.tbin` (no data), and compares them on every run (the JSON
-without `sim_peak_rss_bytes`, the one figure that varies run to run). PIM prefill
+the SHA-256 of the compiled `.tbin` (no data; written `--unroll`: the flat program the compact
+one means, so rolling — compiler/roll.py — leaves the pin as it was), and compares them on every
+run (the JSON without `sim_peak_rss_bytes`, the one figure that varies run to run). PIM prefill
 runs timing only (6 M instructions; numerics there take minutes): its logits are held by the
 PIM end-to-end tests on shorter prompts. Regenerate on purpose only, when a change is meant
 to alter figures: `TESSEL_REPIN=1 pytest tests/test_pinned_reports.py`. A `.tbin` records the
@@ -39,7 +40,7 @@ def _outputs(target: str, phase: str, tmp: Path) -> dict[str, bytes]:
     args = ["--model", "gpt2", "--target", target, *_PHASE_ARGS[phase]]
     numerics = ["--no-functional"] if (target, phase) == ("pim", "prefill") else []
     report = _cli(["sim", *args, *numerics, "--json", str(tmp / "r.json")])
-    _cli(["compile", *args, "-o", str(tmp / "p.tbin")])
+    _cli(["compile", *args, "--unroll", "-o", str(tmp / "p.tbin")])
     digest = hashlib.sha256((tmp / "p.tbin").read_bytes()).hexdigest()
     return {"json": _without_peak_memory((tmp / "r.json").read_bytes()), "txt": report.encode(),
             "tbin.sha256": digest.encode()}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+import isa
 from arch import load_arch
 from compiler.frontend import load_model
 from compiler.phase import prefill
@@ -53,7 +54,7 @@ def mxu_run(tmp_path: Path, m: int, n: int, k: int, overrides: list[str]) -> tup
     graph = load_model(str(gemm_graph(tmp_path, m, n, k))).fixed_graph
     program = TARGETS["systolic"].compile(graph, arch).program
     result = simulate(program, TARGETS["systolic"].machine(arch), functional=False).result
-    opcodes = Counter(ins.opcode for ins in program.instructions)
+    opcodes = Counter(ins.opcode for ins in isa.unroll(program).instructions)
     return result.unit_busy_cycles["mxu"], opcodes["gemm"]
 
 

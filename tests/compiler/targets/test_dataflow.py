@@ -9,7 +9,7 @@ from compiler.pipeline import compile_graph, dump_after
 from compiler.targets.dataflow import PIPELINE
 from compiler.targets.dataflow.place import place
 from compiler.targets.dataflow.sections import partition, template_of
-from isa import DType
+from isa import DType, unroll
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_values_inside_a_fused_layer_stay_in_pmus_and_outputs_in_hbm(graph):
 
 def test_program_has_one_section_and_run_per_call():
     arch = load_arch("dataflow-small", ["kernel_granularity=model"])
-    program = compile_graph(PIPELINE, load_model("gpt2").graph(prefill(4)), arch).program
+    program = unroll(compile_graph(PIPELINE, load_model("gpt2").graph(prefill(4)), arch).program)
     opcodes = [i.opcode for i in program.instructions]
     assert opcodes.count("df.section") == opcodes.count("df.run") == 3
     runs = [i for i in program.instructions if i.opcode == "df.run"]

@@ -9,6 +9,7 @@ import pytest
 from dataclasses import replace
 
 from arch import load_arch
+from isa import unroll
 from compiler.builder import GraphBuilder
 from compiler.ir import OpKind
 from sim.timing import gemm_cycles
@@ -39,7 +40,7 @@ def _mxu(dataflow: str, acc_bytes: int):
     lowered = t.compile(_linear(), arch)
     sim = t.simulate(replace(lowered.program, data=None), arch, functional=False)
     symbols = {s.name for s in lowered.program.symbols}
-    return sim.result.unit_busy_cycles["mxu"], symbols, Counter(i.opcode for i in lowered.program.instructions)
+    return sim.result.unit_busy_cycles["mxu"], symbols, Counter(i.opcode for i in unroll(lowered.program).instructions)
 
 
 @pytest.mark.parametrize("dataflow", ["ws", "is"])

@@ -6,7 +6,7 @@ import pytest
 
 from arch import load_arch
 from compiler.frontend import load_model
-from isa import Instr
+from isa import Instr, unroll
 from sim.timing import gemm_cycles
 from tessel.targets import target
 
@@ -20,7 +20,7 @@ def _work(machine, program) -> float:
 @pytest.mark.parametrize("flag", ["stream", "preloaded"])
 def test_one_flag_changes_pcu_work_by_the_closed_form(flag):
     dataflow = target("dataflow")
-    program = dataflow.compile(load_model("examples/gemm.graph").fixed_graph, ARCH).program
+    program = unroll(dataflow.compile(load_model("examples/gemm.graph").fixed_graph, ARCH).program)
     machine = dataflow.machine(ARCH)
     i = next(i for i, ins in enumerate(program.instructions) if ins.opcode == "gemm")
     mcfg = next(ins for ins in reversed(program.instructions[:i]) if ins.opcode == "mcfg")
