@@ -25,7 +25,6 @@ from arch import TargetArch
 
 from compiler.errors import CompileError
 from compiler.ir import Graph
-from compiler.roll import roll
 
 __all__ = ["Step", "Pipeline", "Compilation", "Dumpable", "compile_graph", "dump_after",
            "tool_version"]
@@ -98,12 +97,14 @@ def compile_graph(pipeline: Pipeline, graph: Graph, arch, dtype: DType | None = 
                   progress: Progress | None = None) -> Any:
     """Every step of `pipeline`: the compiled program (a `compiler.targets.Lowered`), which
     records the architecture it was compiled for (its whole field table) and the tool version,
-    so that a program file is simulated on the machine it was made for. The program is
-    compact: repeated blocks inside each op's range are loops (compiler/roll.py;
-    `isa.unroll` gives the flat program the target lowered)."""
+    so that a program file is simulated on the machine it was made for. The program is the
+    flat one the target lowered: `tessel compile` rolls it into loops before writing it
+    (compiler/roll.py), while an in-process simulation takes it as it is, since the simulator
+    runs the unrolled program anyway (until it times loops itself, issue 17) and rolling a
+    multi-million-instruction program only to unroll it again costs seconds."""
     lowered = pipeline.run(graph, arch, dtype, progress=progress)[pipeline.names[-1]]
-    program = dataclasses.replace(roll(lowered.program, arch.machine_view().limits),
-                                  arch=dataclasses.asdict(arch), tool_version=tool_version())
+    program = dataclasses.replace(lowered.program, arch=dataclasses.asdict(arch),
+                                  tool_version=tool_version())
     return dataclasses.replace(lowered, program=program)
 
 

@@ -27,6 +27,7 @@ from compiler.driver import decode_logits, prefill_logits
 from compiler.frontend import Model, load_model, to_text
 from compiler.ir import GraphError
 from compiler.phase import Phase
+from compiler.roll import roll
 from tessel.coe import PCIE_GBPS
 from tessel.budget import compile_guard, peak_rss_bytes
 from tessel.errors import USER_ERRORS, UsageError
@@ -174,13 +175,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
                                           progress=bar)
         if bar is not None:
             bar("verify", steps)
-        program = lowered.program
+        flat = lowered.program
+        program = flat if args.unroll else roll(flat, arch.machine_view().limits)
         isa.verify(program, arch.machine_view())
         if bar is not None:
             bar("write", steps + 1)
-        flat = isa.unroll(program)
-        if args.unroll:
-            program = flat
         isa.save(program, out)
     words = "" if program is flat else f" in {len(program.instructions):,} words (loops)"
     print(f"wrote {out}: {len(flat.instructions):,} instructions{words} for {arch.name}"
