@@ -117,6 +117,7 @@ def _large(count: int, load) -> isa.Program:
     return replace(head, instructions=head.instructions + tuple(loads), ops=((1, "a"),))
 
 
+@pytest.mark.slow      # a 70k-instruction program (about 1.5 s)
 def test_a_large_program_whose_sample_barely_rolls_stays_flat():
     count = 2 * SAMPLE[0] * SAMPLE[1] + 1000
     flat = _large(count, lambda k: dict(dst="sram[0x0]", src="dram[0x0]", rows=1 + k % 250,
@@ -124,6 +125,7 @@ def test_a_large_program_whose_sample_barely_rolls_stays_flat():
     assert roll(flat, VIEW.limits) is flat
 
 
+@pytest.mark.slow      # a 70k-instruction program (about 1.5 s)
 def test_a_large_program_that_repeats_is_rolled_whole():
     count = 2 * SAMPLE[0] * SAMPLE[1] + 1000
     flat = _large(count, lambda k: dict(dst=f"sram[{0x40 * (k % 2):#x}]",

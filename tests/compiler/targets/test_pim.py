@@ -236,6 +236,7 @@ def test_attention_in_pieces_numerics(kv_heads, group, seq, cached):
     assert attention_error(attention_graph(kv_heads, group, seq, cached, 16)) < 2e-2
 
 
+@pytest.mark.slow      # compiles llama-3.2-1b decode at KV 8,192 (about 2 s)
 def test_a_softmax_row_past_the_asic_buffers_goes_by_column_blocks():
     """llama-3.2-1b decode at kv 8,192: a softmax row of 8,193 bf16 scores outgrows a 16 KiB
     vp_out slot (pim-gpt's wide-row layout), so the ASIC runs online softmax over column

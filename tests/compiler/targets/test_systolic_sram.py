@@ -92,7 +92,7 @@ def _small_gpt2(phase):
     return build_graph(config, {"prefill-128": prefill(16), "decode-128": decode(16)}[phase])
 
 
-FAST = {("systolic-128", "decode-128"), ("scalesim-128-ws", "prefill-128"), ("systolic-32", "decode-128")}
+FAST = {("systolic-32", "decode-128")}
 
 
 @pytest.mark.parametrize("name, phase", [
@@ -107,6 +107,7 @@ def test_every_op_compiles_at_the_minimum(name, phase):
     TARGETS["systolic"].compile(graph, _arch(name, f"sram_bytes={minimum}"))
 
 
+@pytest.mark.slow      # about 3 s: 1.5 M instructions at the 68,672-byte minimum
 def test_whole_gpt2_decode_compiles_and_runs_at_the_minimum():
     arch = _arch("systolic-128", f"sram_bytes={gpt2_minimum(128, 128, 'ws', 2)}")
     lowered = TARGETS["systolic"].compile(_graph("decode-128"), arch)
