@@ -235,70 +235,36 @@ class VectorLowering:
 
     # -- layer norm --------------------------------------------------------------------
     def layernorm(self, op: Op) -> None:
-        """(x - mean) / sqrt(var + eps) * gain + bias over the last axis, in fp32; rows too wide
-        for the buffers go by column blocks (`_layernorm_columns`)."""
+        """(x - mean) / sqrt(var + eps) * gain + bias over the last axis, in fp32. Whole rows
+        take one pass; rows too wide for the buffers go by w-wide column blocks in three: the
+        row sums (-> mean), the sums of centred squares (-> 1/sqrt(var + eps)), then
+        normalise, scale, shift and store. The statistics stay in scratch; x is read three
+        times (the price of a buffer narrower than a row)."""
         x, gain, bias = (view_matrix(self.views[n]) for n in op.inputs)
         out = view_matrix(self.views[op.name])
         isz, d = self.dtype.itemsize, x.cols
         eps = float(op.attr("eps", 1e-5))
-        if not self.fits(layernorm_needs(d, isz)):
-            width = self.column_width(d, lambda w: layernorm_column_needs(w, isz))
-            self._layernorm_columns(op, x, gain, bias, out, eps, width)
-            return
-        for r0, rows in self.row_blocks(op, x.rows, layernorm_needs(d, isz)):
-            slot = self.vp_in.acquire()
-            g_at = slot + up(rows * d * isz)
-            b_at = g_at + up(d * 4)
-            self.em.load(self.loader, slot, x.block(r0, rows, 0, d))
-            self.em.load(self.loader, g_at, gain)
-            self.em.load(self.loader, b_at, bias)
-            self.vp_in.filled()
-            self.vp_in.take()
-            xf, t, mean, var = self.scratch(rows * d * 4, rows * d * 4, rows * 4, rows * 4)
-            o = self.vp_out.acquire()
-            self.cfg(rows, d, self.dtype, F32)
-            self.vec("copy", xf, slot)
-            self.cfg(rows, d, F32, F32)
-            self.red("sum", mean, xf)
-            self.cfg(rows, 1, F32, F32, 1.0 / d)
-            self.vec("muli", mean, mean)
-            self.cfg(rows, d, F32, F32)
-            self.vec("sub", xf, xf, mean, "row")
-            self.vec("mul", t, xf, xf)
-            self.red("sum", var, t)
-            self._inverse_rms(var, rows, d, eps)
-            self.cfg(rows, d, F32, F32)
-            self.vec("mul", xf, xf, var, "row")
-            self.vec("mul", xf, xf, g_at, "col")
-            self.cfg(rows, d, F32, self.dtype)
-            self.vec("add", o, xf, b_at, "col")
-            self.vp_in.release()
-            self._store(out.block(r0, rows, 0, d), o)
-
-    def _layernorm_columns(self, op: Op, x: Matrix, gain: Matrix, bias: Matrix, out: Matrix,
-                           eps: float, width: int) -> None:
-        """Layer norm of rows wider than the buffers, three passes over w-wide column blocks:
-        the row sums (-> mean), the sums of centred squares (-> 1/sqrt(var + eps)), then
-        normalise, scale, shift and store. The statistics stay in scratch; x is read three
-        times (the price of a buffer narrower than a row)."""
-        isz, d = self.dtype.itemsize, x.cols
+        whole = self.fits(layernorm_needs(d, isz))
+        width = d if whole else self.column_width(d, lambda w: layernorm_column_needs(w, isz))
+        needs = layernorm_needs(d, isz) if whole else layernorm_column_needs(width, isz)
         spans = _spans(d, width)
-        for r0, rows in self.row_blocks(op, x.rows, layernorm_column_needs(width, isz)):
+        for r0, rows in self.row_blocks(op, x.rows, needs):
             xf, t, mean, var, part = self.scratch(*(rows * width * 4,) * 2, *(rows * 4,) * 3)
             block = x.block(r0, rows, 0, d)
-            for k, (c0, w) in enumerate(spans):                 # pass 1: the mean
-                self._to_fp32(xf, block.block(0, rows, c0, w))
-                self._sum_into(mean, part, k, xf, rows, w)
-            self.cfg(rows, 1, F32, F32, 1.0 / d)
-            self.vec("muli", mean, mean)
-            for k, (c0, w) in enumerate(spans):                 # pass 2: the variance
-                self._to_fp32(xf, block.block(0, rows, c0, w))
-                self.cfg(rows, w, F32, F32)
-                self.vec("sub", xf, xf, mean, "row")
-                self.vec("mul", t, xf, xf)
-                self._sum_into(var, part, k, t, rows, w)
-            self._inverse_rms(var, rows, d, eps)
-            for c0, w in spans:                                 # pass 3: normalise
+            if not whole:
+                for k, (c0, w) in enumerate(spans):             # pass 1: the mean
+                    self._to_fp32(xf, block.block(0, rows, c0, w))
+                    self._sum_into(mean, part, k, xf, rows, w)
+                self.cfg(rows, 1, F32, F32, 1.0 / d)
+                self.vec("muli", mean, mean)
+                for k, (c0, w) in enumerate(spans):             # pass 2: the variance
+                    self._to_fp32(xf, block.block(0, rows, c0, w))
+                    self.cfg(rows, w, F32, F32)
+                    self.vec("sub", xf, xf, mean, "row")
+                    self.vec("mul", t, xf, xf)
+                    self._sum_into(var, part, k, t, rows, w)
+                self._inverse_rms(var, rows, d, eps)
+            for c0, w in spans:                                 # normalise (whole: all of it)
                 slot = self.vp_in.acquire()
                 g_at = slot + up(rows * w * isz)
                 b_at = g_at + up(w * 4)
@@ -311,7 +277,17 @@ class VectorLowering:
                 self.cfg(rows, w, self.dtype, F32)
                 self.vec("copy", xf, slot)
                 self.cfg(rows, w, F32, F32)
+                if whole:
+                    self.red("sum", mean, xf)
+                    self.cfg(rows, 1, F32, F32, 1.0 / d)
+                    self.vec("muli", mean, mean)
+                    self.cfg(rows, d, F32, F32)
                 self.vec("sub", xf, xf, mean, "row")
+                if whole:
+                    self.vec("mul", t, xf, xf)
+                    self.red("sum", var, t)
+                    self._inverse_rms(var, rows, d, eps)
+                    self.cfg(rows, d, F32, F32)
                 self.vec("mul", xf, xf, var, "row")
                 self.vec("mul", xf, xf, g_at, "col")
                 self.cfg(rows, w, F32, self.dtype)
