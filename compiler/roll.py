@@ -31,6 +31,7 @@ import numpy as np
 import isa
 from compiler.roll_columns import COLUMNS, Columns, dense_ids
 from isa.instr import Instr
+from isa.loop_checks import overlaps
 from isa.opcodes import STRUCTURE_QUEUE
 from isa.values import Queue
 
@@ -214,7 +215,7 @@ class _Flat:
                 continue
             shift = np.abs(waddr[p:] - waddr[:-p])
             risky = np.flatnonzero(same & written[:-p] & (shift > 0) & (shift < extent[:-p]))
-            hit = risky[_overlaps(rows[risky], row_bytes[risky], pitch[risky], shift[risky])]
+            hit = risky[overlaps(rows[risky], row_bytes[risky], pitch[risky], shift[risky])]
             if len(hit):
                 same[hit] = False
                 runs = _run_lengths(same)
@@ -304,17 +305,6 @@ def _leaves(tree: tuple, base: int):
             yield from _leaves(node.body, base + node.start)
         else:
             yield base + node
-
-
-def _overlaps(rows, row_bytes, pitch, shift):
-    """isa.loop_checks.overlaps, elementwise."""
-    pitch = np.maximum(pitch, 1)
-    nearest = shift // pitch
-    hit = np.zeros(len(shift), dtype=bool)
-    for j in (nearest, nearest + 1):
-        j = np.clip(j, 1 - rows, rows - 1)
-        hit |= np.abs(shift - j * pitch) < row_bytes
-    return hit
 
 
 def _run_lengths(flags: np.ndarray) -> np.ndarray:

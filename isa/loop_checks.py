@@ -116,15 +116,18 @@ def check_token_balance(instructions: Sequence[Instr], opcodes: Sequence[str],
                                   f"and waited {waits} times per iteration", loop.header)
 
 
-def overlaps(rows: int, row_bytes: int, pitch: int, shift: int) -> bool:
+def overlaps(rows, row_bytes, pitch, shift):
     """Whether `rows` rows of `row_bytes` at `pitch` meet themselves moved by `shift` > 0 bytes:
-    some row difference j in [-(rows-1), rows-1] has |shift - j*pitch| < row_bytes."""
+    some row difference j in [-(rows-1), rows-1] has |shift - j*pitch| < row_bytes. Integers
+    or numpy arrays alike (elementwise: the compiler's roll pass asks it of many writes at
+    once, the verifier of one)."""
+    pitch = np.maximum(pitch, 1)
     nearest = shift // pitch
+    hit = False
     for j in (nearest, nearest + 1):
-        j = min(max(j, 1 - rows), rows - 1)
-        if abs(shift - j * pitch) < row_bytes:
-            return True
-    return False
+        j = np.clip(j, 1 - rows, rows - 1)
+        hit = hit | (np.abs(shift - j * pitch) < row_bytes)
+    return hit
 
 
 class Executed:
