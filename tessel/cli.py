@@ -156,6 +156,9 @@ def _routing_arg(p: argparse.ArgumentParser) -> None:
 def cmd_compile(args: argparse.Namespace) -> int:
     from tessel.driver import compile_model_graph
     if args.dump_after:
+        if args.unroll:
+            raise UsageError("tessel compile: --unroll chooses how a program is written (-o); "
+                             "--dump-after writes none")
         return _dump_after(args)
     progress = Progress()
     if args.output is None:

@@ -146,6 +146,8 @@ def test_compile_dump_after_prints_the_step_and_writes_nothing(capsys, tmp_path,
     (["--dump-after", "lower"], "error: unknown step 'lower' for target 'dataflow' "
                                 "(steps: precision, storage, attention, sections, placement, emit)\n"),
     ([], "error: tessel compile: the following arguments are required: -o/--output (unless --dump-after)\n"),
+    (["--dump-after", "emit", "--unroll"], "error: tessel compile: --unroll chooses how a program is "
+                                           "written (-o); --dump-after writes none\n"),
 ])
 def test_compile_without_output_or_with_an_unknown_step_exits_2(capsys, argv, message):
     code, _, err = run(capsys, "compile", "--model", "gpt2", "--seq", "4", "--target", "dataflow", *argv)

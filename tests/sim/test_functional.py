@@ -434,6 +434,17 @@ def test_bad_instructions_are_named(instr: Instr, message: str) -> None:
     assert caught.value.index == 0
 
 
+def test_a_gather_slice_wider_than_the_row_is_refused() -> None:
+    memory = Memory(SPACES)
+    memory.write("sram[0x0]", np.array([0]), "int32")
+    with pytest.raises(FunctionalError, match=r"instruction 1 \(dma0 gather\): gather takes dst_stride = "
+                                              r"32 bytes of each table row, more than the row pitch "
+                                              r"src_stride = 16"):
+        run([Instr.make("dmacfg", "dma0", src_stride=16, dst_stride=32),
+             Instr.make("gather", "dma0", dst="sram[0x100]", table="dram[0x0]", idx="sram[0x0]", n=1)],
+            memory)
+
+
 def test_out_of_range_index_is_an_error() -> None:
     executor = FunctionalExecutor(Program("test", 1, tuple(SPACES)), Memory(SPACES))
     with pytest.raises(FunctionalError, match=r"instruction 3: out of range \(the program has 0"):
