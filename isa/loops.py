@@ -13,6 +13,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from operator import attrgetter
 from types import MappingProxyType
 
@@ -44,18 +45,25 @@ class Loop:
         return self.strides.get((index, position), 0)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Structure:
     """The loops of a program of `size` words, outer before inner (header order)."""
 
     loops: tuple[Loop, ...]
     size: int
 
+    @cached_property
+    def _headers(self) -> list[int]:
+        return [loop.header for loop in self.loops]
+
+    @cached_property
+    def _by_header(self) -> dict[int, Loop]:
+        return {loop.header: loop for loop in self.loops}
+
     def chain(self, index: int) -> tuple[Loop, ...]:
-        """The loops whose body holds word `index`, outermost first."""
-        headers = [loop.header for loop in self.loops]
-        k = bisect_left(headers, index) - 1
-        by_header = {loop.header: loop for loop in self.loops}
+        """The loops whose body holds word `index`, outermost first (O(depth + log loops))."""
+        k = bisect_left(self._headers, index) - 1
+        by_header = self._by_header
         loop = self.loops[k] if k >= 0 else None
         while loop is not None and not loop.contains(index):
             loop = by_header.get(loop.parent) if loop.parent is not None else None

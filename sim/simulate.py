@@ -9,9 +9,13 @@ from typing import Callable
 import numpy as np
 
 import isa
+from isa.loops import loop_structure
+from isa.opcodes import STRUCTURE
+from sim.compact_costs import PatternCosts, pattern_costs
 from sim.engine import simulate_events
 from sim.functional import FunctionalExecutor, Memory
 from sim.machines.base import Costs, Machine
+from sim.periodic import schedule_periodic
 from sim.result import OpStats, SimResult
 
 __all__ = ["simulate", "Simulation"]
@@ -29,10 +33,11 @@ def _quiet(stage: str, done: int) -> None:
     """No progress shown."""
 
 
-def _units(timeline, program: isa.Program) -> tuple[dict[str, int], dict[str, int]]:
+def _units(queue_busy: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
+    """Busy cycles and queue count per unit kind, from busy cycles per queue text."""
     busy: dict[str, int] = {}
     queues: dict[str, int] = {}
-    for queue, cycles in timeline.queue_busy_cycles().items():
+    for queue, cycles in queue_busy.items():
         unit = isa.Queue.parse(queue).unit.name
         busy[unit] = busy.get(unit, 0) + int(cycles)
         queues[unit] = queues.get(unit, 0) + 1
@@ -65,6 +70,69 @@ def _op_stats(program: isa.Program, timeline, costs: Costs, machine: Machine) ->
     return tuple(sorted(stats, key=lambda s: -s.cycles))
 
 
+def _pattern_op_stats(program: isa.Program, plan: PatternCosts, first_start: np.ndarray,
+                      last_end: np.ndarray, machine: Machine) -> tuple[OpStats, ...]:
+    """`_op_stats` of the unrolled program from the compact one: every op mark lies outside
+    loop bodies, so an op's instances are its compact instructions' instances; busy cycles and
+    events are per pattern times count, the span from the periodic engine."""
+    marks = list(program.ops)
+    if not marks:
+        return ()
+    n = len(program.instructions)
+    starts = [i for i, _ in marks]
+    count = plan.layout.count
+    busy_of = plan.durations * count
+    unit_of_queue = np.array([machine.units.index(u) if u in machine.units else -1
+                              for u in (isa.Queue.parse(q).unit.name for q in plan.queue_names)]
+                             + [-1], np.int8)
+    units = unit_of_queue[plan.queue_of]          # structure words (queue -1) count nowhere
+    stats = []
+    for o, ((lo, hi), (_, name)) in enumerate(zip(zip(starts, starts[1:] + [n]), marks)):
+        if hi <= lo:
+            continue
+        span = int(last_end[o] - first_start[o]) if first_start[o] >= 0 else 0
+        busy = {u: int(busy_of[lo:hi][units[lo:hi] == k].sum()) for k, u in enumerate(machine.units)}
+        totals = plan.events.weighted_totals(count, slice(lo, hi))
+        energy = sum(machine.energy_pj(totals).values()) * 1e-12
+        stats.append(OpStats(name, span, busy, energy, int(totals.get("macs", 0))))
+    return tuple(sorted(stats, key=lambda s: -s.cycles))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Timed:
+    """What a timing path measured, for the result: cycles, busy cycles per queue text,
+    executed instructions, op stats, event totals, the machine's own report."""
+
+    cycles: int
+    queue_busy: dict[str, int]
+    instructions: int
+    ops: tuple[OpStats, ...]
+    totals: dict[str, float]
+    target_report: object
+
+
+def _periodic(program: isa.Program, plan: PatternCosts, machine: Machine,
+              progress: Callable[[str, int], None] | None) -> _Timed:
+    """Time a compact program per pattern (sim/periodic.py): nothing is unrolled."""
+    marks = [i for i, _ in program.ops]
+    n_ops = len(marks)
+    op_of = np.searchsorted(np.array(marks, np.int64), np.arange(len(program.instructions)),
+                            side="right") - 1
+    op_of[op_of < 0] = n_ops                       # before the first mark: no op (slot n_ops)
+    timing = schedule_periodic(plan.layout, plan.queue_names, plan.kind, plan.sem,
+                               plan.durations.tolist(), plan.resources.tolist(),
+                               plan.delays.tolist(), op_of.tolist(), n_ops + 1,
+                               progress=None if progress is None else partial(progress, "events"))
+    count = plan.layout.count
+    busy_of = plan.durations * count
+    queue_busy = {name: int(busy_of[plan.queue_of == q].sum())
+                  for q, name in enumerate(plan.queue_names)}
+    totals = plan.events.weighted_totals(count)
+    return _Timed(timing.total_cycles, queue_busy, plan.layout.executed,
+                  _pattern_op_stats(program, plan, timing.op_first_start, timing.op_last_end, machine),
+                  totals, plan.target_report(program, totals, timing.total_cycles))
+
+
 def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
              assumptions: tuple[str, ...] = (),
              progress: Callable[[str, int], None] | None = None) -> Simulation:
@@ -72,13 +140,25 @@ def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
     progress(stage, instructions started), when given, follows the stages (verify, costs,
     data, events, report) and the engine's count in chunks (sim/engine.py).
 
-    A program with loops is verified compact and then run as its unrolled equivalent: this is
-    the one place the simulator unrolls, so every model below (cost sheets, engine, functional
-    executor, op stats) sees only executed instructions."""
+    A program with loops is verified compact. Timing only, when its costs are the same in
+    every iteration (sim/compact_costs.py), it is timed compact, per pattern, by the periodic
+    engine (sim/periodic.py); otherwise (numerics, or a machine whose timing depends on the
+    state it keeps) it runs as its unrolled equivalent, the one place the simulator unrolls,
+    so every model below sees only executed instructions. Both give the same figures."""
     tell = progress or _quiet
     arch = machine.arch
     tell("verify", 0)
     isa.verify(program, arch.machine_view())
+    structure = loop_structure(program.instructions, ops=program.ops) \
+        if any(ins.opcode in STRUCTURE for ins in program.instructions) else None
+    if structure is not None and structure.loops and not functional:
+        tell("costs", 0)
+        plan = pattern_costs(machine, program, structure)
+        if isinstance(plan, PatternCosts):
+            tell("events", 0)
+            timed = _periodic(program, plan, machine, progress)
+            tell("report", timed.instructions)
+            return Simulation(_result(program, machine, timed, assumptions), None)
     program = isa.unroll(program)
     tell("costs", 0)
     run = machine.start(program)
@@ -106,21 +186,29 @@ def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
     for k, v in after_run.items():
         totals[k] = totals.get(k, 0.0) + v
     cycles = timeline.total_cycles
+    timed = _Timed(cycles, timeline.queue_busy_cycles(), len(program.instructions),
+                   _op_stats(program, timeline, costs, machine), totals,
+                   run.report(timeline, cycles))
+    return Simulation(_result(program, machine, timed, assumptions), memory)
+
+
+def _result(program: isa.Program, machine: Machine, timed: _Timed,
+            assumptions: tuple[str, ...]) -> SimResult:
+    """The result's figures from what either timing path measured."""
+    arch, cycles, totals = machine.arch, timed.cycles, timed.totals
     energy = {k: v * 1e-12 for k, v in machine.energy_pj(totals).items()}
     energy["static"] = machine.static_w() * cycles / machine.clock_hz
-    busy, queues = _units(timeline, program)
+    busy, queues = _units(timed.queue_busy)
     busy = {u: busy.get(u, 0) for u in machine.units}
     share = {"dma": 1}   # the DMA queues share one DRAM port: their busy cycles never overlap
     utilization = {u: busy[u] / (cycles * share.get(u, queues.get(u, 1))) if cycles else 0.0
                    for u in machine.units}
     macs = int(totals.get("macs", 0))
-    result = SimResult(
+    return SimResult(
         target=program.target, arch_name=arch.name, cycles=cycles, clock_hz=machine.clock_hz,
-        instructions=len(program.instructions), energy_breakdown_j=energy,
+        instructions=timed.instructions, energy_breakdown_j=energy,
         unit_busy_cycles=busy, utilization=utilization,
         mac_utilization=macs / (machine.mac_units() * cycles) if cycles else 0.0, macs=macs,
         bytes={k.removesuffix("_bytes"): int(v) for k, v in totals.items() if k.endswith("_bytes")},
-        ops=_op_stats(program, timeline, costs, machine),
-        arch=dataclasses.asdict(arch), assumptions=assumptions,
-        arch_summary=arch.summary(), target_report=run.report(timeline, cycles))
-    return Simulation(result, memory)
+        ops=timed.ops, arch=dataclasses.asdict(arch), assumptions=assumptions,
+        arch_summary=arch.summary(), target_report=timed.target_report)

@@ -48,8 +48,13 @@ class Machine(abc.ABC, Generic[ArchT]):
     units: ClassVar[tuple[str, ...]]       # unit kinds reported (dma, mxu, vpu, ...)
 
     @abc.abstractmethod
-    def start(self, program: isa.Program) -> MachineRun:
-        """A fresh run of `program`: its costs and the state its timing hooks advance."""
+    def start(self, program: isa.Program, repeats: np.ndarray | None = None) -> MachineRun:
+        """A fresh run of `program`: its costs and the state its timing hooks advance.
+
+        repeats[i], when given, is how many instances of a longer program instruction i stands
+        for (a compact program's loops cut to two iterations, sim/compact_costs.py): a machine
+        whose cost for one instruction sums the work of others (a dataflow section call) weighs
+        each by it; one whose costs are per instruction ignores it."""
 
     @abc.abstractmethod
     def energy_pj(self, totals: Mapping[str, float]) -> dict[str, float]:

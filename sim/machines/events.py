@@ -90,3 +90,22 @@ class Events(Mapping[str, np.ndarray]):
     def totals(self, at: slice | np.ndarray = slice(None)) -> dict[str, float]:
         """Every event's `total` over `at`."""
         return {name: self.total(name, at) for name in self.names}
+
+    @property
+    def rows(self) -> np.ndarray:
+        """Per instruction, its row of distinct counts (read-only)."""
+        return self._rows
+
+    def regrouped(self, rows: np.ndarray) -> Events:
+        """The same table of distinct counts for other instructions: instruction i has row
+        rows[i] (a compact program's instructions, each standing for all its instances)."""
+        table = np.column_stack([self._columns[name] for name in self.names]) if self.names \
+            else np.zeros((1, 0))
+        return Events(self.names, table, np.array(rows, np.int32))
+
+    def weighted_totals(self, weights: np.ndarray, at: slice = slice(None)) -> dict[str, float]:
+        """Every event's sum over instructions `at` of weights[i] times instruction i's count:
+        the totals of a compact program whose instruction i runs weights[i] times. Counts are
+        whole numbers, so the sum is exact (below 2**53) and equals the unrolled `totals`."""
+        rows, w = self._rows[at], np.asarray(weights)[at]
+        return {name: float((self._columns[name][rows] * w).sum()) for name in self.names}

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from arch import load_arch
 from isa import DType, Program, Symbol, assemble, unroll, verify
 from isa.numerics import to_storage
+from sim.compact_costs import PatternCosts, pattern_costs
 from sim.simulate import simulate
 from tessel.targets import TARGETS
 from tests.isa.isa_strategies import LOOP_ITEMS, loop_body
@@ -60,3 +61,19 @@ def test_a_loop_program_simulates_as_its_unrolled_equivalent(program):
     assert compact.result.to_json() == flat.result.to_json()
     assert compact.result.instructions == len(unroll(program).instructions)
     assert _memory(compact.memory) == _memory(flat.memory)
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(lines=loop_body(items={**LOOP_ITEMS, "vec": _vec}))
+def test_timing_only_a_loop_program_is_timed_per_pattern_as_its_unrolled_equivalent(lines):
+    """Timing only, a compact program is timed by the periodic engine, never unrolled, and
+    every report field equals the unrolled program's."""
+    program = assemble(PREAMBLE + ".op start\n" + "\n".join(lines) + "\n")
+    try:
+        verify(program, ARCH.machine_view())
+    except ValueError:
+        return
+    assert isinstance(pattern_costs(MACHINE, program), PatternCosts)
+    compact = simulate(program, MACHINE, functional=False)
+    flat = simulate(unroll(program), MACHINE, functional=False)
+    assert compact.result.to_json() == flat.result.to_json()

@@ -55,6 +55,13 @@ class _SectionSheet(CostSheet):
     pmus: int = 0
     call: _Call | None = None
     calls: list[_Call] = field(default_factory=list)       # the timed ones
+    repeats: np.ndarray | None = None        # Machine.start's: instances each instruction stands for
+
+    def weight(self, i: int) -> float:
+        """How many of instruction i's instances one execution of the current call holds."""
+        if self.repeats is None:
+            return 1
+        return float(self.repeats[i]) / float(self.repeats[self.call.at])
 
 
 class DataflowMachine(Machine[DataflowArch]):
@@ -78,11 +85,14 @@ class DataflowMachine(Machine[DataflowArch]):
     def static_w(self) -> float:
         return self.arch.energy.static_w
 
-    def start(self, program: isa.Program) -> DataflowRun:
+    def start(self, program: isa.Program, repeats: np.ndarray | None = None) -> DataflowRun:
+        """Costs of every instruction; a call's from the work of its body, each body
+        instruction weighed by repeats[i] / repeats[the call's df.run] (Machine.start)."""
         n = len(program.instructions)
         sheet = CostSheet.empty(n, EVENTS)
         sheet = _SectionSheet(sheet.durations, sheet.resources, sheet.delays, sheet.events,
-                              marks=np.array([i for i, _ in program.ops] or [0], dtype=np.int64))
+                              marks=np.array([i for i, _ in program.ops] or [0], dtype=np.int64),
+                              repeats=repeats)
         decode(self._table, sheet, program.instructions)
         self._finish(sheet)
         first_op = [name for _, name in program.ops]
@@ -92,7 +102,7 @@ class DataflowMachine(Machine[DataflowArch]):
             calls.append(CallTiming(first_op[mark] if mark < len(first_op) else "", call.loops,
                                     call.tiles, call.stages, call.timing))
         costs = Costs(sheet.durations, sheet.resources, sheet.events.freeze())
-        return DataflowRun(self, program, costs, tuple(calls))
+        return DataflowRun(self, program, costs, tuple(calls), tuple(c.at for c in sheet.calls))
 
     # -- cost functions: fn(sheet, index, instruction, its queue's configuration) ----------
     def _section(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
@@ -113,7 +123,7 @@ class DataflowMachine(Machine[DataflowArch]):
         s.events.set(i, **{f"{far.space}_{'write' if op == 'store' else 'read'}_bytes": nbytes},
                      sram_bytes=nbytes)
         if s.call is not None:
-            s.call.tier_bytes[far.space] += nbytes
+            s.call.tier_bytes[far.space] += nbytes * s.weight(i)
 
     def _stream(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
         s.events.set(i, sram_bytes=2 * ins["tiles"] * ins["tile_bytes"])
@@ -148,7 +158,7 @@ class DataflowMachine(Machine[DataflowArch]):
         s.events.set(i, pcu_work_cycles=work)
         if s.call is not None:
             mark = int(np.searchsorted(s.marks, i, side="right")) - 1
-            s.call.work[mark] = s.call.work.get(mark, 0) + work
+            s.call.work[mark] = s.call.work.get(mark, 0) + work * s.weight(i)
 
     def _finish(self, s: _SectionSheet) -> None:
         """Time the call being walked: stage work by op mark, folded onto the section's stages."""

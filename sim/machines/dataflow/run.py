@@ -4,8 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+
 import isa
+from isa.loops import Structure
 from sim.engine import Timeline
+from sim.loop_layout import executed_instances
 from sim.machines.base import MachineRun
 from sim.machines.dataflow.report import CallTiming, DataflowReport
 
@@ -21,6 +25,7 @@ ASSUMPTIONS = ("section values stay in PMUs; only section inputs, outputs and we
 @dataclass(eq=False)
 class DataflowRun(MachineRun):
     calls: tuple[CallTiming, ...] = ()
+    call_at: tuple[int, ...] = ()        # each call's df.run: its index in `program`
 
     def functional_models(self, memory) -> dict[str, Callable[[isa.Instr], None]]:
         """Numerics of the dataflow opcodes: configuration and launch move no data; a stream
@@ -34,16 +39,32 @@ class DataflowRun(MachineRun):
 
     def report(self, timeline: Timeline, cycles: int) -> DataflowReport:
         """Figures beyond the common ones: tiers, PCU/PMU utilisation, sections, switch time."""
-        program, arch = self.program, self.machine.arch
-        totals = self.costs.events.totals()
+        runs = sum(ins.opcode == "df.run" for ins in self.program.instructions)
+        return self._report(self.program, runs, self.costs.events.totals(), self.calls, cycles)
+
+    def pattern_report(self, compact: isa.Program, structure: Structure, count: np.ndarray,
+                       cut_order: np.ndarray, totals: dict[str, float],
+                       cycles: int) -> DataflowReport:
+        """`report` of the unrolled equivalent of `compact`, this run being of its cut program
+        (cut_order[i]: the compact instruction of instruction i): every iteration's call is
+        the cut program's first call of the same df.run, in executed order."""
+        timing_of: dict[int, CallTiming] = {}
+        for at, call in zip(self.call_at, self.calls):
+            timing_of.setdefault(int(cut_order[at]), call)
+        executed = executed_instances(structure, np.array(sorted(timing_of), np.int64))
+        runs = int(sum(count[c] for c, ins in enumerate(compact.instructions) if ins.opcode == "df.run"))
+        return self._report(compact, runs, totals, [timing_of[c] for c in executed], cycles)
+
+    def _report(self, program: isa.Program, runs: int, totals: dict[str, float],
+                calls, cycles: int) -> DataflowReport:
+        arch = self.machine.arch
         held = {space: sum(s.size_bytes for s in program.symbols if s.space == space) for space in OFF_CHIP}
-        runs = [i for i, ins in enumerate(program.instructions) if ins.opcode == "df.run"]
-        configs = {program.instructions[i]["id"] for i in runs}
-        pmus_peak = max((program.instructions[i]["pmus"] for i, ins in enumerate(program.instructions)
-                         if ins.opcode == "df.section"), default=0)
+        configs = {ins["id"] for ins in program.instructions if ins.opcode == "df.run"}
+        pmus_peak = max((ins["pmus"] for ins in program.instructions if ins.opcode == "df.section"),
+                        default=0)
         return DataflowReport(
             granularity=arch.kernel_granularity,
-            calls=len(runs), sections=int(totals["sections"]), configurations=len(configs),
+            calls=runs, sections=int(totals["sections"]), configurations=len(configs),
             tier_bytes={"sram": int(totals["sram_bytes"]),
                         "hbm": int(totals["hbm_read_bytes"] + totals["hbm_write_bytes"]),
                         "ddr": int(totals["ddr_read_bytes"] + totals["ddr_write_bytes"])},
@@ -53,5 +74,5 @@ class DataflowRun(MachineRun):
             pcu_utilization=totals["pcu_work_cycles"] / (arch.pcus * cycles) if cycles else 0.0,
             pmu_utilization=totals["pmu_cycles"] / (arch.pmus * cycles) if cycles else 0.0,
             switch_s=totals["switch_cycles"] / arch.clock_hz,
-            calls_timing=tuple(sorted(self.calls, key=lambda c: -c.timing.cycles)),
+            calls_timing=tuple(sorted(calls, key=lambda c: -c.timing.cycles)),
             assumptions=ASSUMPTIONS)

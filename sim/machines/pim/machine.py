@@ -76,7 +76,7 @@ class PimMachine(Machine[PimArch]):
     def asic(self, cycles: int) -> int:
         return math.ceil(cycles * self._asic_ratio - 1e-9)
 
-    def start(self, program: isa.Program) -> PimRun:
+    def start(self, program: isa.Program, repeats=None) -> PimRun:
         """Fresh channels for the program; the ASIC's and DMA's costs by the cost table, the
         pim queues' from their plans, timed by the channels at issue."""
         n = len(program.instructions)

@@ -46,7 +46,7 @@ class SystolicMachine(Machine[SystolicArch]):
     def dma(self, nbytes: int) -> int:
         return dma_cycles(nbytes, self._latency, self._clock, self._bw)
 
-    def start(self, program: isa.Program) -> MachineRun:
+    def start(self, program: isa.Program, repeats=None) -> MachineRun:
         sheet = decode(self._table, CostSheet.empty(len(program.instructions), EVENTS),
                        program.instructions)
         return MachineRun(self, program, Costs(sheet.durations, sheet.resources,

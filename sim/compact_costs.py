@@ -1,0 +1,131 @@
+"""A compact program's costs per pattern: one set of costs per compact instruction, standing
+for every iteration, when the machine's costs are the same in every iteration.
+
+The machine prices a small unrolled program: each loop cut to at most two iterations. An
+instruction's cost may depend on state its queue carries (the `mcfg`, `vcfg` and `dmacfg`
+registers set before it), and iteration 0 sees the state from before the loop while later
+iterations see the state the body leaves; state repeats from iteration 1 on (each register
+holds its last write). So when every instance of each instruction in the cut program has the
+same duration, resource, signal delay and event counts, every iteration of the full program
+has them too, and the engine may treat iterations as one pattern (sim/periodic.py). A cost that
+sums the work of other instructions (a dataflow call's pipeline over its body) weighs each cut
+instance by how many full instances it stands for (`Machine.start`'s repeats). Otherwise,
+or when the machine times instructions by state it keeps (PIM's DRAM rows and refresh), the
+caller unrolls the program and simulates every instance (`why_not` says which).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+import isa
+from isa.loops import Structure, loop_structure
+from isa.opcodes import STRUCTURE
+from isa.unroll import unrolled_order
+from sim.machines.base import Machine, MachineRun
+from sim.machines.events import Events
+from sim.loop_layout import LoopLayout, loop_layout
+from sim.periodic import HALT, PLAIN, SIGNAL, WAIT
+
+__all__ = ["PatternCosts", "pattern_costs"]
+
+_KIND = {"signal": SIGNAL, "wait": WAIT, "halt": HALT}
+
+
+@dataclass(frozen=True, eq=False)
+class PatternCosts:
+    """Per compact instruction c: queue id, kind, semaphore, duration, resource, signal delay,
+    event counts (`events`, one row each) and how many times it executes (`layout.count`).
+    `run` is the machine's run of the cut program (its report hooks); a machine with a report
+    of its own gives it per pattern with `pattern_report`."""
+
+    layout: LoopLayout
+    queue_names: tuple[str, ...]
+    queue_of: np.ndarray
+    kind: bytes
+    sem: list[int]
+    durations: np.ndarray
+    resources: np.ndarray
+    delays: np.ndarray
+    events: Events
+    run: MachineRun
+    structure: Structure
+    cut_order: np.ndarray            # the cut program's instruction i is compact cut_order[i]
+
+    def target_report(self, program: isa.Program, totals: dict[str, float], cycles: int):
+        """The machine's own report of the unrolled program (None when it has none)."""
+        if not hasattr(self.run, "pattern_report"):
+            return None
+        return self.run.pattern_report(program, self.structure, self.layout.count,
+                                       self.cut_order, totals, cycles)
+
+
+def pattern_costs(machine: Machine, program: isa.Program,
+                  structure: Structure | None = None) -> PatternCosts | str:
+    """The costs of `program` (which has loops) per pattern, or why they are not (a phrase)."""
+    instructions = program.instructions
+    structure = structure or loop_structure(instructions, ops=program.ops)
+    why = _outside_patterns(program, structure)
+    if why:
+        return why
+    names: dict[str, int] = {}
+    n = len(instructions)
+    queue_of = np.full(n, -1, np.int32)
+    kind = bytearray(n)
+    sem = [0] * n
+    for c, ins in enumerate(instructions):
+        if ins.opcode in STRUCTURE:
+            continue
+        queue_of[c] = names.setdefault(str(ins.queue), len(names))
+        kind[c] = _KIND.get(ins.opcode, PLAIN)
+        if kind[c] in (SIGNAL, WAIT):
+            sem[c] = ins["sem"]
+    layout = loop_layout(structure, queue_of)
+    cut = [ins.replace(count=min(ins["count"], 2)) if ins.opcode == "loop" else ins
+           for ins in instructions]
+    cut_structure = loop_structure(cut, ops=program.ops)
+    order = unrolled_order(cut_structure, program.ops).order
+    cut_count = loop_layout(cut_structure, queue_of).count
+    repeats = (layout.count / np.maximum(cut_count, 1))[order]   # exact: counts / 1 or 2 each
+    run = machine.start(isa.unroll(replace(program, instructions=tuple(cut))), repeats)
+    costs = run.costs
+    if costs.timed is not None or costs.timed_run is not None:
+        return "the machine times instructions by the state it keeps (DRAM rows, refresh)"
+    if type(run).report is not MachineRun.report and not hasattr(run, "pattern_report"):
+        return "the machine's own report is per executed instruction"
+    delays = costs.delays if costs.delays is not None else np.zeros(len(order), np.int32)
+    per_pattern = []
+    for values in (costs.durations, costs.resources, delays, costs.events.rows):
+        first = np.zeros(n, values.dtype)
+        first[order[::-1]] = values[::-1]          # each instruction's first instance
+        if (values != first[order]).any():
+            c = int(order[np.argmax(values != first[order])])
+            return f"instruction {c} ({instructions[c].queue} {instructions[c].opcode}) costs " \
+                   "differ between iterations"
+        per_pattern.append(first)
+    durations, resources, delays, rows = per_pattern
+    events = costs.events.regrouped(rows)
+    used = np.unique(rows)
+    for name in events.names:
+        column = costs.events.regrouped(used)[name]
+        if (column != np.round(column)).any():
+            return f"event {name} has fractional counts (their sums would depend on order)"
+    return PatternCosts(layout, tuple(names), queue_of, bytes(kind), sem, durations,
+                        resources, delays, events, run, structure, order)
+
+
+def _outside_patterns(program: isa.Program, structure: Structure) -> str:
+    """Why the program's report could not be kept per pattern ('' when it can)."""
+    for index, name in program.ops:
+        for loop in structure.loops:
+            if loop.body_start <= index < loop.body_end:
+                return f"op mark {name!r} lies inside the body of loop at {loop.header}"
+    last_on_queue: dict[str, int] = {}
+    for c, ins in enumerate(program.instructions):
+        last_on_queue[str(ins.queue)] = c
+    for c, ins in enumerate(program.instructions):
+        if ins.opcode == "halt" and (last_on_queue[str(ins.queue)] != c
+                                     or any(loop.contains(c) for loop in structure.loops)):
+            return f"halt at instruction {c} is not its queue's last, outside loops"
+    return ""

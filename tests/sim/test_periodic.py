@@ -1,0 +1,170 @@
+"""The periodic engine (sim/periodic.py) schedules a compact program exactly as the event
+engine schedules its unrolled equivalent: total cycles, every op's first start and last end,
+and the same deadlock, on random nested loops with several queues, a shared resource, token
+delays and counts long enough for periods to be found and jumped over."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from isa.loops import Loop, Structure
+from isa.unroll import unrolled_order
+from sim.engine import EngineError, simulate_events
+from sim.loop_layout import loop_layout
+from sim.periodic import HALT, PLAIN, SIGNAL, WAIT, schedule_periodic
+
+QUEUES = ("dma0", "dma1", "mxu0", "vpu0")
+_OPCODE = {PLAIN: "op", SIGNAL: "signal", WAIT: "wait", HALT: "halt"}
+
+
+@dataclass(frozen=True)
+class _Instr:                       # what sim/engine.py reads of an instruction
+    queue: str
+    opcode: str
+    fields: tuple
+
+
+@dataclass(frozen=True)
+class _Program:
+    instructions: tuple
+
+
+@dataclass
+class _Compact:
+    """Words of a compact program: per word its queue (-1 for a loop header), kind,
+    semaphore, duration, resource, delay and op; and its loops."""
+
+    queue: list
+    kind: list
+    sem: list
+    dur: list
+    res: list
+    delay: list
+    op: list
+    loops: list
+
+
+@st.composite
+def _work(draw, words: _Compact, op: int) -> None:
+    """One piece of work at the end of `words`: a plain instruction, or a signal on one
+    queue and its wait on another (balanced inside whatever loop holds them)."""
+    if draw(st.booleans()):
+        words.queue.append(draw(st.integers(0, len(QUEUES) - 1)))
+        words.kind.append(PLAIN)
+        words.sem.append(0)
+        words.dur.append(draw(st.sampled_from([0, 1, 3, 7, 20, 64])))
+        words.res.append(draw(st.sampled_from([-1, -1, 0, 1])))
+        words.delay.append(0)
+        words.op.append(op)
+        return
+    src, dst = draw(st.lists(st.integers(0, len(QUEUES) - 1), min_size=2, max_size=2, unique=True))
+    s = draw(st.integers(0, 3))
+    for q, kind, late in ((src, SIGNAL, draw(st.sampled_from([0, 0, 5, 40]))), (dst, WAIT, 0)):
+        words.queue.append(q)
+        words.kind.append(kind)
+        words.sem.append(s)
+        words.dur.append(0)
+        words.res.append(-1)
+        words.delay.append(late)
+        words.op.append(op)
+
+
+@st.composite
+def _body(draw, words: _Compact, depth: int, parent: int | None, op: int) -> None:
+    for _ in range(draw(st.integers(1, 4))):
+        if depth < 3 and draw(st.integers(0, 2)) == 0:
+            header = len(words.queue)
+            for column in (words.queue, words.kind, words.sem, words.dur, words.res,
+                           words.delay, words.op):
+                column.append(-1 if column is words.queue else 0)
+            words.op[-1] = op
+            slot = len(words.loops)
+            words.loops.append(None)
+            draw(_body(words, depth + 1, header, op))
+            count = draw(st.sampled_from([1, 2, 3, 5, 9, 17, 40]))
+            words.loops[slot] = Loop(header, count, header + 1, len(words.queue), {}, parent)
+        else:
+            draw(_work(words, op))
+
+
+@st.composite
+def _programs(draw) -> _Compact:
+    words = _Compact([], [], [], [], [], [], [], [])
+    for op in range(draw(st.integers(1, 3))):
+        draw(_body(words, 0, None, op))
+    if draw(st.booleans()):                       # a halt as some queue's last instruction
+        q = draw(st.integers(0, len(QUEUES) - 1))
+        for column, value in ((words.queue, q), (words.kind, HALT), (words.sem, 0), (words.dur, 0),
+                              (words.res, -1), (words.delay, 0), (words.op, words.op[-1])):
+            column.append(value)
+    return words
+
+
+def _unrolled(words: _Compact, structure: Structure):
+    order = unrolled_order(structure).order
+    instrs = tuple(_Instr(QUEUES[words.queue[c]], _OPCODE[words.kind[c]], (("sem", words.sem[c]),))
+                   for c in order.tolist())
+    pick = lambda column: np.array(column, np.int64)[order]
+    timeline = simulate_events(_Program(instrs), pick(words.dur), pick(words.res),
+                               delays=pick(words.delay))
+    ops = pick(words.op)
+    n_ops = max(words.op) + 1
+    first, last = np.full(n_ops, -1), np.full(n_ops, -1)
+    active = (timeline.end > timeline.start) & (timeline.start >= 0)
+    for o in range(n_ops):
+        mine = active & (ops == o)
+        if mine.any():
+            first[o], last[o] = timeline.start[mine].min(), timeline.end[mine].max()
+    return timeline.total_cycles, first, last
+
+
+def _periodic(words: _Compact, structure: Structure):
+    layout = loop_layout(structure, np.array(words.queue))
+    kind = bytes(words.kind)
+    timing = schedule_periodic(layout, QUEUES, kind, words.sem, words.dur, words.res,
+                               words.delay, words.op, max(words.op) + 1)
+    return timing
+
+
+@pytest.mark.slow
+@settings(max_examples=120, deadline=None, database=None)
+@given(words=_programs())
+def test_periodic_schedule_equals_the_unrolled_schedule(words):
+    structure = Structure(tuple(sorted(words.loops, key=lambda loop: loop.header)), len(words.queue))
+    try:
+        expected = _unrolled(words, structure)
+    except EngineError as e:
+        with pytest.raises(EngineError) as caught:
+            _periodic(words, structure)
+        assert (caught.value.index, str(caught.value)) == (e.index, str(e))
+        return
+    timing = _periodic(words, structure)
+    assert timing.total_cycles == expected[0]
+    assert timing.op_first_start.tolist() == expected[1].tolist()
+    assert timing.op_last_end.tolist() == expected[2].tolist()
+    assert timing.simulated + timing.skipped == len(unrolled_order(structure).order)
+
+
+def test_a_long_loop_is_timed_by_its_period_not_instance_by_instance():
+    """Double-buffered load -> compute -> store with back-pressure (two credits), 10,000
+    iterations: a few iterations are simulated, the rest jumped over in one go, and the
+    cycles are the unrolled schedule's."""
+    words = _Compact([], [], [], [], [], [], [], [])
+    credits = [(0, SIGNAL, 3, 0, -1, 0)] * 2
+    body = [(0, WAIT, 3, 0, -1, 0), (0, PLAIN, 0, 30, 0, 0), (0, SIGNAL, 1, 0, -1, 12),
+            (2, WAIT, 1, 0, -1, 0), (2, PLAIN, 0, 41, -1, 0), (2, SIGNAL, 3, 0, -1, 0),
+            (2, SIGNAL, 2, 0, -1, 0), (3, WAIT, 2, 0, -1, 0), (3, PLAIN, 0, 9, 0, 0)]
+    for q, kind, sem, dur, res, late in credits + [(-1, 0, 0, 0, 0, 0)] + body:
+        for column, value in zip((words.queue, words.kind, words.sem, words.dur, words.res,
+                                  words.delay, words.op), (q, kind, sem, dur, res, late, 0)):
+            column.append(value)
+    words.loops.append(Loop(2, 10_000, 3, len(words.queue), {}, None))
+    structure = Structure(tuple(words.loops), len(words.queue))
+    timing = _periodic(words, structure)
+    assert timing.total_cycles == _unrolled(words, structure)[0]
+    assert timing.simulated < 100 and timing.jumps == 1
