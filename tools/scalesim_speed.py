@@ -9,6 +9,9 @@ one case per process.  On a shared machine give both sides the same low priority
     nice -n 15 .venv/bin/python tools/scalesim_speed.py --out /tmp/speed.json
     .venv/bin/python tools/scalesim_speed.py --tessel-only     # no SCALE-Sim (about a minute)
 
+The whole run took 10.5 minutes on the 2-core development machine, 8.3 of them SCALE-Sim's LM
+head (10.4 GB resident); docs/validation.md, "Speed against SCALE-Sim 3.0.0", has its figures.
+
 SCALE-Sim side: every distinct GEMM of one GPT-2 layer (qkv, attention projection, fc1, fc2,
 one head's scores and context) and the LM head, each in a fresh process running
 `scalesim_reference.run_case` (the reference set's config: 8 MiB SRAMs, CALC bandwidth).  Its
@@ -102,10 +105,6 @@ def column_pieces(n: int, cols: int, pieces: int) -> list[int]:
     widths = [(folds // pieces + (i < folds % pieces)) * cols for i in range(pieces)]
     widths[-1] -= folds * cols - n
     return widths
-
-
-def ratio(slow_s: float, fast_s: float) -> float:
-    return slow_s / fast_s
 
 
 STAGE_GROUPS = {"events": "engine"}   # simulate()'s stage names -> the table's
@@ -228,14 +227,14 @@ def scalesim_run(python: str, m: int, n: int, k: int, cap_gb: float, env: Mappin
 
 def scalesim_gemm(g: Gemm, args: argparse.Namespace, env: Mapping[str, str], log) -> dict:
     """A distinct GEMM's figures: the median of --small-repeats runs where one takes under a
-    second; the LM head whole under --lm-head-mem-gb, else in column pieces, summed."""
+    second; the LM head whole under --lm-head-max-mem-gb, else in column pieces, summed."""
     base = {"name": g.name, "m": g.m, "n": g.n, "k": g.k, "per_model": g.per_model,
             "cycles": g.cycles()}
     if g.name == "LM head":
         return {**base, **scalesim_lm_head(g, args, env, log)}
-    runs = [scalesim_run(args.scalesim_python, g.m, g.n, g.k, args.mem_gb, env, args.case_timeout_s)]
+    runs = [scalesim_run(args.scalesim_python, g.m, g.n, g.k, args.max_mem_gb, env, args.case_timeout_s)]
     while runs[0]["process_s"] < 1.0 and len(runs) < args.small_repeats:
-        runs.append(scalesim_run(args.scalesim_python, g.m, g.n, g.k, args.mem_gb, env,
+        runs.append(scalesim_run(args.scalesim_python, g.m, g.n, g.k, args.max_mem_gb, env,
                                  args.case_timeout_s))
     fig = {key: statistics.median(r[key] for r in runs)
            for key in ("sim_s", "sim_cpu_s", "process_s", "process_cpu_s", "peak_rss_mb")}
@@ -249,7 +248,7 @@ def scalesim_lm_head(g: Gemm, args: argparse.Namespace, env: Mapping[str, str], 
     failures = []
     for pieces in ([1] if not args.lm_head_pieces else []) + [args.lm_head_pieces or 2, 4, 8]:
         widths = column_pieces(g.n, ARRAY, pieces)
-        cap = args.lm_head_mem_gb
+        cap = args.lm_head_max_mem_gb
         try:
             parts = []
             for w in widths:
@@ -415,8 +414,8 @@ def ratios(scalesim: dict, tessel: dict) -> dict:
         "whole_process_cpu": (scalesim["model_process_cpu_s"], cached["cpu_median_s"],
                               TARGETS_X["whole_process"]),
     }
-    return {k: {"scalesim_s": s, "tessel_s": t, "ratio": ratio(s, t), "target": target,
-                "met": ratio(s, t) >= target} for k, (s, t, target) in figures.items()}
+    return {k: {"scalesim_s": s, "tessel_s": t, "ratio": s / t, "target": target,
+                "met": s / t >= target} for k, (s, t, target) in figures.items()}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -428,8 +427,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--process-repeats", type=int, default=5, help="Tessel processes (median)")
     ap.add_argument("--small-repeats", type=int, default=3,
                     help="runs of a SCALE-Sim GEMM whose process takes under a second (median)")
-    ap.add_argument("--mem-gb", type=float, default=8.0, help="address-space cap per SCALE-Sim GEMM")
-    ap.add_argument("--lm-head-mem-gb", type=float, default=16.0, help="the LM head's cap")
+    ap.add_argument("--max-mem-gb", type=float, default=8.0,
+                    help="address-space cap per SCALE-Sim GEMM (GB)")
+    ap.add_argument("--lm-head-max-mem-gb", type=float, default=16.0, help="the LM head's cap (GB)")
     ap.add_argument("--lm-head-pieces", type=int,
                     help="time the LM head in this many column pieces (default: whole, then 2, 4, 8)")
     ap.add_argument("--case-timeout-s", type=float, default=2400.0)
