@@ -4,7 +4,8 @@ Statements carry their line and source text so that later checks can point at a 
 Plain instruction lines (`queue mnemonic name=value ...`, no comment) are read by a regular
 expression built from the grammar's own QUEUE/MNEMONIC/FIELD terminals, so they are exactly
 the lines the grammar reads that way; every other line goes through lark. A million-line
-file is thus read in seconds instead of minutes.
+file is thus read in seconds instead of minutes. lark itself is imported when the first
+statement is parsed: commands that read no `.tasm` text (simulating a model) never load it.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
-from typing import NamedTuple
-
-import lark
+from typing import TYPE_CHECKING, NamedTuple
 
 from isa.errors import AsmError
+
+if TYPE_CHECKING:
+    import lark
 
 __all__ = ["Statement", "read_statements", "column_of"]
 
@@ -43,8 +45,9 @@ class Statement(NamedTuple):
     text: str
 
 
-class _Callbacks(lark.Transformer):
-    """Lark callbacks: each rule returns (kind, tokens) instead of a tree node."""
+class _Callbacks:
+    """Lark callbacks (mixed into lark.Transformer by `_parser`): each rule returns
+    (kind, tokens) instead of a tree node."""
 
     def start(self, statements):
         return statements
@@ -85,8 +88,11 @@ class _Callbacks(lark.Transformer):
 
 @functools.cache
 def _parser() -> lark.Lark:
+    import lark
+
     grammar = (Path(__file__).parent / "asm.lark").read_text(encoding="utf-8")
-    return lark.Lark(grammar, parser="lalr", lexer="contextual", transformer=_Callbacks())
+    transformer = type("Callbacks", (_Callbacks, lark.Transformer), {})()
+    return lark.Lark(grammar, parser="lalr", lexer="contextual", transformer=transformer)
 
 
 @functools.cache
@@ -116,6 +122,8 @@ def read_statements(text: str, filename: str) -> list[Statement]:
 
 
 def _parse_line(line: str, number: int, filename: str) -> list:
+    import lark
+
     try:
         return _parser().parse(line)
     except lark.exceptions.UnexpectedInput as error:
@@ -136,6 +144,8 @@ def column_of(statement: Statement, part: int) -> int:
 
 
 def _describe(error: lark.exceptions.UnexpectedInput) -> str:
+    import lark
+
     names = getattr(error, "expected", None) or getattr(error, "allowed", None) or set()
     expected = sorted({_WORDS.get(n) or _literal(n) for n in names if n != "COMMENT"})
     wanted = f", expected {' or '.join(expected)}" if expected else ""
@@ -148,6 +158,8 @@ def _describe(error: lark.exceptions.UnexpectedInput) -> str:
 
 
 def _literal(terminal: str) -> str:
+    import lark
+
     try:
         pattern = _parser().get_terminal(terminal).pattern
     except KeyError:

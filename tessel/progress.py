@@ -20,8 +20,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 __all__ = ["Bar", "Progress", "QUIET", "DELAY_S"]
 
@@ -65,6 +67,8 @@ class Progress:
         if not self.enabled or not stream.isatty():
             yield None
             return
+        from tqdm import tqdm          # only where a bar can show: piped runs never load it
+
         delay_s = max(DELAY_S - (time.monotonic() - self.started_s), 0.0)
         with tqdm(total=total, desc=desc, unit=unit, unit_scale=total >= 10_000, file=stream,
                   delay=delay_s, leave=False, dynamic_ncols=True) as bar:

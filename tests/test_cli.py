@@ -105,6 +105,21 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     assert proc.stderr.startswith("error: unknown model 'nope'") and "Traceback" not in proc.stderr
 
 
+# Start-up is part of every command's time: a model's simulation reads no .graph or .tasm
+# text (lark), draws no bar when piped (tqdm), plots nothing, runs no sweep (dask) and loads no
+# checkpoint (safetensors). docs/validation.md, "Speed against SCALE-Sim".
+UNUSED_BY_SIM = ("lark", "tqdm", "matplotlib", "dask", "distributed", "hypothesis", "safetensors")
+
+
+def test_sim_of_a_model_imports_only_what_it_uses():
+    code = ("import sys; from tessel.cli import main; "
+            "status = main(['sim', '--model', 'gpt2', '--phase', 'prefill', '--seq', '4', "
+            "'--no-functional', '--gpu', 'none', '--json', '/dev/null']); "
+            f"print(status, sorted(m for m in {UNUSED_BY_SIM!r} if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.splitlines()[-1] == "0 []", proc.stderr[-2000:]
+
+
 EXAMPLE_TASM = __import__("pathlib").Path(__file__).parents[1] / "examples" / "gemm_tile.tasm"
 
 

@@ -4,19 +4,21 @@ Users describe their own graphs of the supported ops; `to_text(from_text(t))` is
 and `tessel graph --emit` writes any model (GPT-2 presets included) in this format.
 Every error carries file:line:col; an attribute its op does not take, a duplicate one or a
 value of the wrong type is refused at the attribute (the table: compiler.ops.ATTRIBUTES).
+lark is imported by the parsing functions, on first use: printing a graph, or simulating a
+preset model, never loads it.
 """
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
-
-from lark import Lark, Token, Tree, UnexpectedInput
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
+from typing import TYPE_CHECKING, Any
 
 from compiler.builder import GraphBuilder
 from compiler.ir import DType, Graph, GraphError, OpKind
 from compiler.ops import attribute_error
+
+if TYPE_CHECKING:
+    from lark import Lark, Token, Tree, UnexpectedInput
 
 __all__ = ["from_text", "to_text", "load_graph_file"]
 
@@ -26,16 +28,22 @@ _MAX_DIM = (1 << 31) - 1     # element counts of a few such dimensions still fit
 
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
+    from lark import Lark
+
     grammar = (Path(__file__).parent / "graph.lark").read_text()
     return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False)
 
 
 def _where(source: str, node: Token | Tree) -> str:
+    from lark import Token
+
     meta = node if isinstance(node, Token) else node.meta
     return f"{source}:{meta.line}:{meta.column}"
 
 
 def _syntax_error(source: str, e: UnexpectedInput) -> GraphError:
+    from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
+
     if isinstance(e, UnexpectedEOF):
         return GraphError(f"{source}: unexpected end of file (missing '}}'?)")
     if isinstance(e, UnexpectedToken):
@@ -74,6 +82,8 @@ def _dtype(source: str, node: Tree) -> tuple[DType, tuple[int, ...]]:
 
 def from_text(text: str, source: str = "<graph>") -> Graph:
     """Parse .graph text; `source` (usually the file name) prefixes every error."""
+    from lark import UnexpectedInput
+
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as e:
