@@ -131,6 +131,7 @@ case("fit-dataflow-small", ["sim", "--model", "gpt2", "--target", "dataflow", "-
 # a 512 GiB weight: beyond the 256 GiB an off-chip (A40) operand reaches, whatever the memory
 HUGE = {"huge.graph": "graph huge {\n  input x: bf16[1, 524288]\n  param w: bf16[524288, 524288]\n"
                       "  y = linear(x, w)\n  output y\n}\n"}
+case("fit-systolic-a40-reach", ["sim", "--model", "{d}/huge.graph", "--set", "dram_bytes=1099511627776", "--no-functional"], HUGE)
 case("fit-dataflow-a40-reach", ["sim", "--model", "{d}/huge.graph", "--target", "dataflow", "--no-functional"], HUGE)
 # graph files
 def g(id, text): case("graph-" + id, ["graph", "--model", "{d}/m.graph"], {"m.graph": text})
@@ -417,6 +418,7 @@ EXPECT = {
     'fit-tiny-sram': "systolic-128: sram_bytes = 65,536 cannot hold one fold of the 128x128 ws array in bf16 (double-buffered) beside one column of every other op; the minimum is 68,672 bytes",
     'fit-tiny-dram': 'the model needs more than 77,194,752 bytes of DRAM; systolic-128 has 1,000,000',
     'fit-pim-xl': 'gpt2-xl-decode needs 3,469,737,984 bytes of PIM DRAM (13,236 rows per bank): weights 3,374,388,864',
+    'fit-systolic-a40-reach': 'the model needs more than 549,756,862,464 bytes of DRAM, but off-chip operands are A40 and reach 274,877,906,944 bytes',
     'fit-dataflow-a40-reach': 'huge: 549,755,813,888 bytes of DDR would be addressed, but off-chip operands are A40 and reach 274,877,906,944 bytes of a tier',
     'fit-dataflow-small': 'gpt2-decode: weights (249,122,304 bytes) and activations (304,896 bytes) exceed dataflow-s',
     'graph-empty': 'unexpected end of file',
