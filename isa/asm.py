@@ -239,6 +239,9 @@ class _Assembler:
             raise self.fail(statement, part, f"unknown space {value.space!r} in "
                             f"{field.name}={text} (spaces: {' '.join(spaces)})",
                             len(field.name) + 1)
+        if isinstance(value, Addr) and (index := spaces.index(value.space)) >= field.kind.spaces:
+            message = field.kind.space_error(field.name, value, index)
+            raise self.fail(statement, part, f"{statement.parts[1]} {message}", len(field.name) + 1)
         return value
 
 

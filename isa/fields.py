@@ -23,7 +23,8 @@ from isa.values import Addr, DType, parse_int
 __all__ = ["FieldKind", "AddressKind", "Field", "U", "S", "E", "Flag", "A32", "A40", "A32_64B", "F32", "DTYPE", "SPACE_BITS",
            "ColumnError", "trusted_addr"]
 
-SPACE_BITS = 4  # address operands name their space by index into Program.spaces (<= 16)
+SPACE_BITS = 4  # a program names at most 2**4 spaces; an address operand indexes the first
+                # 2**space_bits of them (AddressKind.space_bits <= SPACE_BITS)
 
 
 class ColumnError(Exception):
@@ -248,16 +249,34 @@ class E(FieldKind):
 
 @dataclass(frozen=True, slots=True)
 class AddressKind(FieldKind):
-    """Address operand: 4-bit index into the program's space table, then `addr_bits` bits that
-    count `granule`-byte units (1: bytes; a coarser granule trades alignment for reach). Text
-    and decoded values are byte addresses either way."""
+    """Address operand: `space_bits` of index into the program's space table, then `addr_bits`
+    bits that count `granule`-byte units (1: bytes; a coarser granule trades alignment for
+    reach). A narrower space index buys reach: a program may name 16 spaces, but an operand
+    reaches only the first 2**space_bits of them. Text and decoded values are byte addresses
+    either way."""
 
+    space_bits: int
     addr_bits: int
     granule: int = 1
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.space_bits <= SPACE_BITS:
+            raise ValueError(f"space_bits={self.space_bits} must be 1..{SPACE_BITS}")
+
     @property
     def bits(self) -> int:
-        return SPACE_BITS + self.addr_bits
+        return self.space_bits + self.addr_bits
+
+    @property
+    def spaces(self) -> int:
+        """How many of the program's spaces (the first ones) this operand can name."""
+        return 1 << self.space_bits
+
+    def space_error(self, name: str, value: Addr, index: int) -> str:
+        """The refusal of an operand whose space sits beyond the index this kind holds."""
+        return (f"{name}={value}: space {value.space} is index {index} of the program's "
+                f"spaces, beyond the {self.space_bits}-bit space index of {self.label} "
+                f"(0..{self.spaces - 1})")
 
     @property
     def reach(self) -> int:
@@ -298,6 +317,9 @@ class AddressKind(FieldKind):
             known = " ".join(space_index)
             raise ColumnError(position, f"{name}={values[position]}: unknown space "
                               f"{values[position].space!r} (program spaces: {known})")
+        if len(space) and space.max() >= self.spaces:
+            position = int(np.argmax(space >= self.spaces))
+            raise ColumnError(position, self.space_error(name, values[position], int(space[position])))
         try:
             addr = np.array([v.addr for v in values], dtype=np.int64)
         except OverflowError:
@@ -329,9 +351,12 @@ def trusted_addr(space: str, addr: int) -> Addr:
     return value
 
 
-A32 = AddressKind(addr_bits=28)
-A40 = AddressKind(addr_bits=36)
-A32_64B = AddressKind(addr_bits=28, granule=64)   # 64-byte aligned, 16 GiB of reach
+A32 = AddressKind(space_bits=4, addr_bits=28)   # on-chip: 256 MiB of any of 16 spaces
+# Off-chip: 256 GiB (Llama-3.1-70B's 141 GB of bf16 weights in one DRAM). Every target names
+# at most 3 spaces (systolic dram sram acc, dataflow sram hbm ddr, pim dram gbuf abuf), so 2 bits
+# of space index suffice.
+A40 = AddressKind(space_bits=2, addr_bits=38)
+A32_64B = AddressKind(space_bits=4, addr_bits=28, granule=64)   # 64-byte aligned, 16 GiB of reach
 
 _F32_MAX = float(np.finfo(np.float32).max)
 _F32_MAX_TEXT = str(np.finfo(np.float32).max)

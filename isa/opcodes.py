@@ -20,7 +20,7 @@ __all__ = [
     "STRUCTURE", "STRUCTURE_QUEUE",
 ]
 
-ISA_VERSION = 1
+ISA_VERSION = 2  # 2: A40 is 2 + 38 bits (was 4 + 36); a version-1 .tbin would decode wrongly
 WORD_BITS = 128
 OPCODE_BITS = 8
 QUEUE_BITS = 4 + QUEUE_INDEX_BITS

@@ -128,6 +128,11 @@ case("fit-tiny-sram", ["sim", "--model", "gpt2", "--set", "sram_bytes=65536", "-
 case("fit-tiny-dram", ["sim", "--model", "gpt2", "--set", "dram_bytes=1000000", "--no-functional", "--phase", "decode", "--kv", "4"])
 case("fit-pim-xl", ["sim", "--model", "gpt2-xl", "--target", "pim", "--set", "rows=1024", "--no-functional", "--phase", "decode", "--kv", "4"])
 case("fit-dataflow-small", ["sim", "--model", "gpt2", "--target", "dataflow", "--arch", "dataflow-small", "--set", "hbm_bytes=67108864", "--set", "ddr_bytes=134217728", "--no-functional", "--phase", "decode", "--kv", "4"])
+# a 512 GiB weight: beyond the 256 GiB an off-chip (A40) operand reaches, whatever the memory
+HUGE = {"huge.graph": "graph huge {\n  input x: bf16[1, 524288]\n  param w: bf16[524288, 524288]\n"
+                      "  y = linear(x, w)\n  output y\n}\n"}
+case("fit-systolic-a40-reach", ["sim", "--model", "{d}/huge.graph", "--set", "dram_bytes=1099511627776", "--no-functional"], HUGE)
+case("fit-dataflow-a40-reach", ["sim", "--model", "{d}/huge.graph", "--target", "dataflow", "--no-functional"], HUGE)
 # graph files
 def g(id, text): case("graph-" + id, ["graph", "--model", "{d}/m.graph"], {"m.graph": text})
 g("empty", "")
@@ -148,9 +153,9 @@ g("unterminated", "graph g {\n  input x: fp32[4]\n")
 g("output-undefined", "graph g {\n  input x: fp32[4]\n  output q\n}\n")
 # tasm
 def t(id, text): case("tasm-" + id, ["asm", "{d}/p.tasm", "-o", "{d}/p.tbin"], {"p.tasm": text})
-HEAD = ".target systolic\n.isa 1\n.spaces dram sram acc\n"
+HEAD = ".target systolic\n.isa 2\n.spaces dram sram acc\n"
 t("empty", "")
-t("no-target", ".isa 1\n.spaces dram sram acc\ndma0 halt\n")
+t("no-target", ".isa 2\n.spaces dram sram acc\ndma0 halt\n")
 t("bad-isa", ".target systolic\n.isa 99\n.spaces dram sram acc\ndma0 halt\n")
 t("unknown-opcode", HEAD + "dma0 frob\n")
 t("unknown-field", HEAD + "dma0 wait sem=1 extra=2\n")
@@ -225,7 +230,7 @@ def _tbin_flipped(where: str) -> bytes:
     return bytes(data)
 
 
-PIM_HEAD = ".target pim\n.isa 1\n.spaces dram gbuf abuf\n"
+PIM_HEAD = ".target pim\n.isa 2\n.spaces dram gbuf abuf\n"
 case("set-clock-nan", ["sim", "--model", "gpt2", "--set", "clock_mhz=nan"])
 case("set-bw-inf", ["sim", "--model", "gpt2", "--set", "dram_bw_gbps=inf"])
 case("set-clock-1e300", ["sim", "--model", "gpt2", "--set", "clock_mhz=1e300"])
@@ -413,6 +418,8 @@ EXPECT = {
     'fit-tiny-sram': "systolic-128: sram_bytes = 65,536 cannot hold one fold of the 128x128 ws array in bf16 (double-buffered) beside one column of every other op; the minimum is 68,672 bytes",
     'fit-tiny-dram': 'the model needs more than 77,194,752 bytes of DRAM; systolic-128 has 1,000,000',
     'fit-pim-xl': 'gpt2-xl-decode needs 3,469,737,984 bytes of PIM DRAM (13,236 rows per bank): weights 3,374,388,864',
+    'fit-systolic-a40-reach': 'the model needs more than 549,756,862,464 bytes of DRAM, but off-chip operands are A40 and reach 274,877,906,944 bytes',
+    'fit-dataflow-a40-reach': 'huge: 549,755,813,888 bytes of DDR would be addressed, but off-chip operands are A40 and reach 274,877,906,944 bytes of a tier',
     'fit-dataflow-small': 'gpt2-decode: weights (249,122,304 bytes) and activations (304,896 bytes) exceed dataflow-s',
     'graph-empty': 'unexpected end of file',
     'graph-syntax': "unexpected '}'",
@@ -432,7 +439,7 @@ EXPECT = {
     'graph-output-undefined': "output 'q' is not defined",
     'tasm-empty': 'missing .target directive',
     'tasm-no-target': 'missing .target directive',
-    'tasm-bad-isa': 'unsupported ISA version 99 (this assembler reads 1)',
+    'tasm-bad-isa': 'unsupported ISA version 99 (this assembler reads 2)',
     'tasm-unknown-opcode': "unknown mnemonic 'frob'",
     'tasm-unknown-field': "wait has no field 'extra' (fields: sem)",
     'tasm-missing-field': "load is missing field 'row_bytes'",

@@ -27,7 +27,7 @@ from tests.isa.isa_strategies import loop_body
 from tests.sim.test_scalesim_validation import gemm_graph
 
 PREAMBLE = """.target systolic
-.isa 1
+.isa 2
 .spaces dram sram acc
 dma0 dmacfg src_stride=0 dst_stride=0
 """

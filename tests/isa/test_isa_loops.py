@@ -8,10 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.isa.isa_strategies import ROW_BYTES, loop_body
-from isa import (AsmError, Instr, LoopError, MachineView, MemorySpace, Program, VerifyError,
-                 assemble, decode, disassemble, encode, executed_count, load, save, unroll, verify)
+from isa import (ISA_VERSION, AsmError, Instr, LoopError, MachineView, MemorySpace, Program,
+                 VerifyError, assemble, decode, disassemble, encode, executed_count, load, save,
+                 unroll, verify)
 
-HEADER = ".target systolic\n.isa 1\n.spaces dram sram acc\n"
+HEADER = ".target systolic\n.isa 2\n.spaces dram sram acc\n"
 MACHINE = MachineView(
     spaces={"dram": MemorySpace("dram", 1 << 16, on_chip=False),
             "sram": MemorySpace("sram", 4096, on_chip=True),
@@ -80,7 +81,7 @@ def test_unroll_is_the_unrolled_program():
 
 
 def _words(*words: Instr) -> Program:
-    return Program("systolic", 1, ("dram", "sram", "acc"), (), words)
+    return Program("systolic", ISA_VERSION, ("dram", "sram", "acc"), (), words)
 
 
 LOAD = Instr.make("load", "dma0", dst="sram[0x0]", src="dram[0x0]", rows=1, row_bytes=64)
@@ -144,7 +145,7 @@ def test_gatherw_strides_are_multiples_of_its_granule():
 
 
 def test_op_mark_on_a_stride_word_is_refused():
-    program = Program("systolic", 1, ("dram", "sram", "acc"), (),
+    program = Program("systolic", ISA_VERSION, ("dram", "sram", "acc"), (),
                       (_loop(2, 1), _stride(0, 0, 64), LOAD), ops=((1, "x"),))
     with pytest.raises(VerifyError, match=r"^op mark \(1, 'x'\) points at a stride word of loop at 0$"):
         verify(program, MACHINE)

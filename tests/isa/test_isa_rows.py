@@ -9,7 +9,7 @@ import pytest
 
 from isa import MachineView, MemorySpace, VerifyError, assemble, verify
 
-HEADER = ".target pim\n.isa 1\n.spaces dram gbuf abuf\n"
+HEADER = ".target pim\n.isa 2\n.spaces dram gbuf abuf\n"
 SPACES = {"dram": MemorySpace("dram", 1 << 20, on_chip=False),
           "gbuf": MemorySpace("gbuf", 2 * 2048, on_chip=False),
           "abuf": MemorySpace("abuf", 4096, on_chip=True)}

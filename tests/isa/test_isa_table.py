@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from isa import (OPCODES, OPCODES_BY_CODE, Addr, DType, FieldError, Instr, IsaError, MachineView,
-                 MemorySpace, Program, Queue, Symbol, Unit)
+from isa import (ISA_VERSION, OPCODES, OPCODES_BY_CODE, Addr, DType, FieldError, Instr, IsaError,
+                 MachineView, MemorySpace, Program, Queue, Symbol, Unit)
 from isa.opcodes import PAYLOAD_BITS, STRUCTURE
 
 
@@ -82,18 +82,18 @@ def test_imm_rounds_to_float32():
 
 def test_program_and_symbol_validation():
     with pytest.raises(IsaError, match=r"^a program names 1\.\.16 memory spaces, got 17$"):
-        Program("t", 1, tuple(f"s{i}" for i in range(17)))
+        Program("t", ISA_VERSION, tuple(f"s{i}" for i in range(17)))
     with pytest.raises(IsaError, match=r"^memory space listed twice in a a$"):
-        Program("t", 1, ("a", "a"))
+        Program("t", ISA_VERSION, ("a", "a"))
     symbol = Symbol("w", "dram", 0, (2, 3), "fp16")
     assert symbol.dtype is DType.fp16 and symbol.size_bytes == 12
     with pytest.raises(IsaError, match=r"^symbol w defined twice$"):
-        Program("t", 1, ("dram",), (symbol, symbol))
+        Program("t", ISA_VERSION, ("dram",), (symbol, symbol))
     with pytest.raises(IsaError, match=r"^symbol w: space sram is not in the program's spaces"):
-        Program("t", 1, ("dram",), (Symbol("w", "sram", 0, (1,), "fp32"),))
+        Program("t", ISA_VERSION, ("dram",), (Symbol("w", "sram", 0, (1,), "fp32"),))
     with pytest.raises(IsaError, match=r"^symbol w: shape \(\) must be one or more positive ints$"):
         Symbol("w", "dram", 0, (), "fp32")
-    assert Program("t", 1, ("dram",), data={}) != Program("t", 1, ("dram",))
+    assert Program("t", ISA_VERSION, ("dram",), data={}) != Program("t", ISA_VERSION, ("dram",))
 
 
 def test_machine_view_validation():

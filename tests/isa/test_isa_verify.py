@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from isa import (Addr, Instr, MachineView, MemorySpace, Program, Queue, VerifyError, assemble,
-                 footprints, verify)
+from isa import (ISA_VERSION, Addr, Instr, MachineView, MemorySpace, Program, Queue, VerifyError,
+                 assemble, footprints, verify)
 from isa.footprint import QueueConfig
 
 MACHINE = MachineView(
@@ -20,7 +20,7 @@ MACHINE = MachineView(
     limits={"bank": 16, "row": 16384, "col": 64, "gbuf_bytes": 2048, "pim_burst_bytes": 32},
     target="systolic",
 )
-HEADER = ".target systolic\n.isa 1\n.spaces dram sram acc\n"
+HEADER = ".target systolic\n.isa 2\n.spaces dram sram acc\n"
 
 GOOD = HEADER + """\
 .symbol x dram 0x0 64x32 bf16
@@ -114,7 +114,7 @@ def test_semaphores_count_and_halt_stops_a_queue():
 def test_wrong_unit():
     fields = (("c", Addr("acc", 0)), ("a", Addr("sram", 0)), ("b", Addr("sram", 0)),
               ("accumulate", 0), ("transpose_b", 0), ("stream", 0), ("preloaded", 0))
-    program = Program("systolic", 1, ("dram", "sram", "acc"), (),
+    program = Program("systolic", ISA_VERSION, ("dram", "sram", "acc"), (),
                       (Instr("gemm", Queue.parse("dma0"), fields),))
     with pytest.raises(VerifyError, match=re.escape(
             "instruction 0 (dma0 gemm): gemm is not allowed on unit dma (units: mxu pcu)") + "$"):
@@ -153,7 +153,7 @@ def test_queue_must_exist_and_limits_hold():
 
 
 def test_field_values_are_checked_however_built():
-    program = Program("systolic", 1, ("dram",), (),
+    program = Program("systolic", ISA_VERSION, ("dram",), (),
                       (Instr("wait", Queue.parse("dma0"), (("sem", 1 << 16),)),))
     with pytest.raises(VerifyError, match=r"^instruction 0 \(dma0 wait\): sem=65536 does not fit U16") \
             as caught:
@@ -164,7 +164,7 @@ def test_field_values_are_checked_however_built():
 def test_program_level_problems():
     base = assemble(GOOD)
     cases = [
-        (dataclasses.replace(base, isa_version=2), "program: ISA version 2 is not supported (supported: 1)"),
+        (dataclasses.replace(base, isa_version=3), "program: ISA version 3 is not supported (supported: 2)"),
         (dataclasses.replace(base, target="pim"),
          "program: compiled for target 'pim', the machine is 'systolic'"),
         (dataclasses.replace(base, spaces=("dram", "sram", "acc", "hbm")),

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import isa
 from sim.engine import PROGRESS_CHUNKS, EngineError, Timeline, simulate_events
 
-HEADER = ".target test\n.isa 1\n.spaces dram sram acc\n"
+HEADER = ".target test\n.isa 2\n.spaces dram sram acc\n"
 TEMPLATES = {  # any valid operands: the engine reads only the opcode, queue and `sem`
     "load": "load dst=sram[0x0] src=dram[0x0] rows=1 row_bytes=64",
     "store": "store dst=dram[0x0] src=sram[0x0] rows=1 row_bytes=64",
@@ -225,7 +225,7 @@ def pipeline(tiles: int, load: int = 40, gemm: int = 64, store: int = 20):
              (plain["store"], store, 0)]
     rows = block[1:] * 2 + block * (tiles - 2)
     instructions, durations, resources = zip(*rows)
-    program = isa.Program("test", 1, ("dram", "sram", "acc"), instructions=instructions)
+    program = isa.Program("test", isa.ISA_VERSION, ("dram", "sram", "acc"), instructions=instructions)
     return program, np.array(durations), np.array(resources)
 
 
@@ -332,7 +332,7 @@ def programs(draw, safe: bool = True):
     n = len(instructions)
     durations = draw(st.lists(st.integers(0, 5), min_size=n, max_size=n))
     resources = draw(st.lists(st.sampled_from([-1, -1, 0, 1]), min_size=n, max_size=n))
-    program = isa.Program("test", 1, ("dram", "sram", "acc"), instructions=instructions)
+    program = isa.Program("test", isa.ISA_VERSION, ("dram", "sram", "acc"), instructions=instructions)
     return program, durations, resources
 
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from isa import (Addr, DType, Instr, MachineView, MemorySpace, Program, QueueConfig, Symbol,
-                 verify)
+from isa import (ISA_VERSION, Addr, DType, Instr, MachineView, MemorySpace, Program, QueueConfig,
+                 Symbol, verify)
 from isa.opcodes import VEC_BINARY, VEC_FUNCS
 from sim.functional import FunctionalError, FunctionalExecutor, Memory
 from isa.numerics import from_storage, to_storage
@@ -21,7 +21,7 @@ rng = np.random.default_rng(2024)
 
 def run(instrs: list[Instr], memory: Memory) -> FunctionalExecutor:
     """Execute `instrs` in program order (each test keeps queues consistent with that)."""
-    program = Program("test", 1, tuple(SPACES), (), tuple(instrs))
+    program = Program("test", ISA_VERSION, tuple(SPACES), (), tuple(instrs))
     executor = FunctionalExecutor(program, memory)
     for index in range(len(instrs)):
         executor.execute(index)
@@ -61,7 +61,7 @@ def test_memory_loads_program_data_into_symbols() -> None:
     table = rng.integers(-5, 5, size=(16,)).astype(np.int32)
     symbols = (Symbol("w", "dram", 0x100, (4, 8), DType.bf16),
                Symbol("t", "sram", 0x40, (16,), DType.int32))
-    program = Program("test", 1, tuple(SPACES), symbols, data={"w": weights, "t": table})
+    program = Program("test", ISA_VERSION, tuple(SPACES), symbols, data={"w": weights, "t": table})
     memory = Memory(SPACES)
     memory.load_program_data(program)
     np.testing.assert_array_equal(memory.read_symbol(program, "w"), from_storage(weights, "bf16"))
@@ -75,7 +75,7 @@ def test_memory_loads_program_data_into_symbols() -> None:
     ({"v": np.zeros((4, 8), np.uint16)}, r"data v: no symbol of that name"),
 ])
 def test_memory_rejects_bad_program_data(data: dict, message: str) -> None:
-    program = Program("test", 1, tuple(SPACES), (Symbol("w", "dram", 0, (4, 8), DType.bf16),),
+    program = Program("test", ISA_VERSION, tuple(SPACES), (Symbol("w", "dram", 0, (4, 8), DType.bf16),),
                       data=data)
     with pytest.raises(FunctionalError, match=message):
         Memory(SPACES).load_program_data(program)
@@ -122,7 +122,7 @@ def test_gather_past_the_held_table_is_an_error_not_zeros() -> None:
 
 
 def test_executor_needs_every_program_space() -> None:
-    program = Program("test", 1, ("dram", "hbm"))
+    program = Program("test", ISA_VERSION, ("dram", "hbm"))
     with pytest.raises(FunctionalError, match=r"program: space hbm is not in memory"):
         FunctionalExecutor(program, Memory({"dram": 16}))
 
@@ -404,7 +404,7 @@ def test_models_run_extension_opcodes_and_get_named_errors() -> None:
             raise FunctionalError("row 9 is broken")
 
     instrs = [Instr.make("pim.act_all", "pim0", row=3), Instr.make("pim.act_all", "pim0", row=9)]
-    program = Program("test", 1, tuple(SPACES), (), tuple(instrs))
+    program = Program("test", ISA_VERSION, tuple(SPACES), (), tuple(instrs))
     executor = FunctionalExecutor(program, Memory(SPACES), models={"pim.act_all": act_all})
     executor.execute(0)
     assert seen == instrs[:1]
@@ -446,7 +446,7 @@ def test_a_gather_slice_wider_than_the_row_is_refused() -> None:
 
 
 def test_out_of_range_index_is_an_error() -> None:
-    executor = FunctionalExecutor(Program("test", 1, tuple(SPACES)), Memory(SPACES))
+    executor = FunctionalExecutor(Program("test", ISA_VERSION, tuple(SPACES)), Memory(SPACES))
     with pytest.raises(FunctionalError, match=r"instruction 3: out of range \(the program has 0"):
         executor.execute(3)
 
@@ -483,7 +483,7 @@ def test_tiny_program_load_multiply_cast_store() -> None:
                    row_bytes=n * 2),
         Instr.make("halt", "dma0"),
     ]
-    program = Program("test", 1, tuple(SPACES), symbols, tuple(instrs), data={"x": x, "w": w})
+    program = Program("test", ISA_VERSION, tuple(SPACES), symbols, tuple(instrs), data={"x": x, "w": w})
     verify(program, MachineView(
         spaces={name: MemorySpace(name, size, on_chip=name != "dram")
                 for name, size in SPACES.items()},

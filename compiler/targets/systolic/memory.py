@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 
 import isa
-from isa import DType
+from isa import A40, DType
 
 from arch.systolic import SystolicArch
 from compiler.errors import CompileError
@@ -70,11 +70,15 @@ class SramLayout:
 
 def dram_symbol(name: str, addr: int, shape: tuple[int, ...], dtype: DType, arch: SystolicArch
                 ) -> tuple[isa.Symbol, int]:
-    """A DRAM buffer at `addr` and the aligned address after it; CompileError when DRAM is full."""
+    """A DRAM buffer at `addr` and the aligned address after it; CompileError when DRAM is full
+    or the buffer ends beyond what an off-chip (A40) operand addresses."""
     end = addr + -(-math.prod(shape) * dtype.itemsize // ALIGN) * ALIGN
     if end > arch.dram_bytes:
         raise CompileError(f"the model needs more than {end:,} bytes of DRAM; "
                            f"{arch.name} has {arch.dram_bytes:,}")
+    if end > A40.reach:
+        raise CompileError(f"the model needs more than {end:,} bytes of DRAM, but off-chip "
+                           f"operands are A40 and reach {A40.reach:,} bytes (docs/isa.md)")
     return isa.Symbol(name, "dram", addr, shape, dtype), end
 
 

@@ -110,7 +110,7 @@ def test_tiny_gpt2_prefill_costs(tiny_hf):
 @pytest.mark.parametrize("name", ["systolic-128", "systolic-32", "tpu-v1"])
 def test_lone_load_takes_latency_plus_transfer(name):
     toml = preset(name)
-    program = isa.assemble(".target systolic\n.isa 1\n.spaces dram sram acc\n"
+    program = isa.assemble(".target systolic\n.isa 2\n.spaces dram sram acc\n"
                            ".symbol x dram 0x0 3x500 bf16\n"
                            "dma0 load dst=sram[0x0] src=dram[0x0] rows=3 row_bytes=1000\n"
                            "dma0 halt\n")
@@ -125,7 +125,7 @@ def test_lone_load_takes_latency_plus_transfer(name):
 
 
 # -- the gemm's stream and preloaded flags (sim/timing.gemm_cycles) ---------------------------
-TIMED = (".target systolic\n.isa 1\n.spaces dram sram acc\n"
+TIMED = (".target systolic\n.isa 2\n.spaces dram sram acc\n"
          "mxu0 mcfg m={m} n=32 k=32 dtype=bf16 acc=fp32\n"
          "mxu0 gemm c=acc[0x0] a=sram[0x0] b=sram[0x4000] accumulate=0 transpose_b=0 "
          "stream={stream} preloaded={preloaded}\n")
