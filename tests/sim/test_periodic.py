@@ -170,6 +170,7 @@ def test_a_long_loop_is_timed_by_its_period_not_instance_by_instance():
     assert timing.simulated < 100 and timing.jumps == 1
 
 
+@pytest.mark.slow
 def test_the_double_buffered_example_is_timed_from_its_first_iterations():
     """examples/double_buffered_loop.tasm, 1.2 M executed instructions: its cycles are the
     pipeline's closed form (a tile's load is shorter than its gemm: the matrix unit bounds
