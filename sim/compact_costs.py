@@ -16,6 +16,7 @@ caller unrolls the program and simulates every instance (`why_not` says which).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from operator import attrgetter
 
 import numpy as np
 
@@ -28,9 +29,11 @@ from sim.machines.events import Events
 from sim.loop_layout import LoopLayout, loop_layout
 from sim.periodic import HALT, PLAIN, SIGNAL, WAIT
 
-__all__ = ["PatternCosts", "pattern_costs"]
+__all__ = ["PatternCosts", "pattern_costs", "timed_per_pattern"]
 
 _KIND = {"signal": SIGNAL, "wait": WAIT, "halt": HALT}
+_OPCODE = attrgetter("opcode")
+_STATE_TIMED = "the machine times instructions by the state it keeps (DRAM rows, refresh)"
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,6 +69,8 @@ def pattern_costs(machine: Machine, program: isa.Program,
     """The costs of `program` (which has loops) per pattern, or why they are not (a phrase)."""
     instructions = program.instructions
     structure = structure or loop_structure(instructions, ops=program.ops)
+    if machine.state_timed:
+        return _STATE_TIMED
     why = _outside_patterns(program, structure)
     if why:
         return why
@@ -91,7 +96,7 @@ def pattern_costs(machine: Machine, program: isa.Program,
     run = machine.start(isa.unroll(replace(program, instructions=tuple(cut))), repeats)
     costs = run.costs
     if costs.timed is not None or costs.timed_run is not None:
-        return "the machine times instructions by the state it keeps (DRAM rows, refresh)"
+        return _STATE_TIMED
     if type(run).report is not MachineRun.report and not hasattr(run, "pattern_report"):
         return "the machine's own report is per executed instruction"
     delays = costs.delays if costs.delays is not None else np.zeros(len(order), np.int32)
@@ -113,6 +118,14 @@ def pattern_costs(machine: Machine, program: isa.Program,
             return f"event {name} has fractional counts (their sums would depend on order)"
     return PatternCosts(layout, tuple(names), queue_of, bytes(kind), sem, durations,
                         resources, delays, events, run, structure, order)
+
+
+def timed_per_pattern(machine: Machine, program: isa.Program) -> bool:
+    """Whether a timing-only simulation of `program` is timed per pattern (it has loops and
+    `pattern_costs` gives its costs), not unrolled."""
+    if machine.state_timed or "loop" not in map(_OPCODE, program.instructions):
+        return False                    # (a C-level scan: flat programs are long)
+    return isinstance(pattern_costs(machine, program), PatternCosts)
 
 
 def _outside_patterns(program: isa.Program, structure: Structure) -> str:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from functools import partial
+from operator import attrgetter
 from typing import Callable
 
 import numpy as np
 
 import isa
 from isa.loops import loop_structure
-from isa.opcodes import STRUCTURE
 from sim.compact_costs import PatternCosts, pattern_costs
 from sim.engine import simulate_events
 from sim.functional import FunctionalExecutor, Memory
@@ -19,6 +19,8 @@ from sim.periodic import schedule_periodic
 from sim.result import OpStats, SimResult
 
 __all__ = ["simulate", "Simulation"]
+
+_OPCODE = attrgetter("opcode")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +152,7 @@ def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
     tell("verify", 0)
     isa.verify(program, arch.machine_view())
     structure = loop_structure(program.instructions, ops=program.ops) \
-        if any(ins.opcode in STRUCTURE for ins in program.instructions) else None
+        if "loop" in map(_OPCODE, program.instructions) else None
     if structure is not None and structure.loops and not functional:
         tell("costs", 0)
         plan = pattern_costs(machine, program, structure)

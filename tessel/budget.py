@@ -28,7 +28,8 @@ from compiler.errors import InstructionLimitError
 from compiler.targets.emit import instruction_limit
 
 __all__ = ["MemoryBudgetError", "available_bytes", "check_simulation", "compile_guard",
-           "numeric_reserve_bytes", "out_of_memory_is_an_error", "peak_rss_bytes", "SIM_BYTES_PER_INSTRUCTION", "COMPILE_BYTES_PER_INSTRUCTION",
+           "numeric_reserve_bytes", "out_of_memory_is_an_error", "peak_rss_bytes", "SIM_BYTES_PER_INSTRUCTION",
+           "PERIODIC_BYTES_PER_INSTANCE", "COMPILE_BYTES_PER_INSTRUCTION",
            "BASE_BYTES"]
 
 # Measured with tracemalloc and peak RSS on gpt2 prefill-32/128 (PIM, 1.5 M / 6.1 M
@@ -37,6 +38,9 @@ __all__ = ["MemoryBudgetError", "available_bytes", "check_simulation", "compile_
 SIM_BYTES_PER_INSTRUCTION = 128
 # Compilation alone peaks at ~46 bytes an instruction (the program and the emitter's list).
 COMPILE_BYTES_PER_INSTRUCTION = 64
+# The periodic engine logs the op and end cycle of each instance it starts one by one (12 bytes
+# in C arrays); at worst, no period found, that is every executed instance.
+PERIODIC_BYTES_PER_INSTANCE = 16
 # Interpreter, numpy, BLAS, the model's graph: ~60 MiB measured, with headroom.
 BASE_BYTES = 128 << 20
 
@@ -61,19 +65,27 @@ def available_bytes() -> int:
     return _status_bytes("VmRSS") + min(room)
 
 
-def check_simulation(program: isa.Program, numerics: bool) -> None:
+def check_simulation(program: isa.Program, numerics: bool, per_pattern: bool = False) -> None:
     """Refuse to simulate `program` when its estimated peak exceeds what this process can
-    have (what it holds now plus what is available)."""
-    n = executed_count(program)         # the simulator runs the unrolled program
+    have (what it holds now plus what is available). `per_pattern`: it is timed compact
+    (sim/periodic.py): its words are priced as instructions, and each executed instance at
+    most a log entry of the periodic engine (PERIODIC_BYTES_PER_INSTANCE), not unrolled."""
+    n = executed_count(program)
     numeric = _numeric_bytes(program) if numerics else 0
-    need = BASE_BYTES + n * SIM_BYTES_PER_INSTRUCTION + numeric
+    if per_pattern:
+        words = len(program.instructions)
+        need = BASE_BYTES + words * SIM_BYTES_PER_INSTRUCTION + n * PERIODIC_BYTES_PER_INSTANCE
+        counted = f"{words:,} words x {SIM_BYTES_PER_INSTRUCTION} bytes + {n:,} instances x " \
+                  f"{PERIODIC_BYTES_PER_INSTANCE}"
+    else:                               # the simulator runs the unrolled program
+        need = BASE_BYTES + n * SIM_BYTES_PER_INSTRUCTION + numeric
+        counted = f"{n:,} instructions x {SIM_BYTES_PER_INSTRUCTION} bytes"
     have = available_bytes()
     if need > have:
         extra = f" + {_size(numeric)} of data and simulated memory" if numeric else ""
         raise MemoryBudgetError(
-            f"this run needs about {_size(need)} ({n:,} instructions x "
-            f"{SIM_BYTES_PER_INSTRUCTION} bytes{extra}), more than the {_size(have)} available "
-            f"to it: {_FIX}")
+            f"this run needs about {_size(need)} ({counted}{extra}), more than the "
+            f"{_size(have)} available to it: {_FIX}")
 
 
 @contextlib.contextmanager

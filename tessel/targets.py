@@ -16,6 +16,7 @@ from compiler.errors import CompileError
 from compiler.ir import Graph
 from compiler.pipeline import Pipeline, compile_graph
 from compiler.targets import Lowered, dataflow, pim, systolic
+from sim.compact_costs import timed_per_pattern
 from sim.machines import DataflowMachine, Machine, PimMachine, SystolicMachine
 from sim.result import SimResult
 from sim.simulate import Simulation, simulate
@@ -58,9 +59,11 @@ class Target:
                  progress: Callable[[str, int], None] | None = None) -> Simulation:
         """Simulate `program`, unless it would not fit in memory (tessel/budget.py);
         progress(stage, instructions started) as sim/simulate.py tells it."""
-        check_simulation(program, functional)
+        machine = self.machine(arch)
+        check_simulation(program, functional,
+                         per_pattern=not functional and timed_per_pattern(machine, program))
         with out_of_memory_is_an_error():
-            return simulate(program, self.machine(arch), functional=functional,
+            return simulate(program, machine, functional=functional,
                             assumptions=assumptions, progress=progress)
 
 

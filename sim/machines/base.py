@@ -46,6 +46,9 @@ class Machine(abc.ABC, Generic[ArchT]):
     arch: ArchT
     clock_hz: float
     units: ClassVar[tuple[str, ...]]       # unit kinds reported (dma, mxu, vpu, ...)
+    # cycles that depend on state the machine keeps (open DRAM rows, the refresh schedule):
+    # its programs are timed unrolled, never per pattern (sim/compact_costs.py)
+    state_timed: ClassVar[bool] = False
 
     @abc.abstractmethod
     def start(self, program: isa.Program, repeats: np.ndarray | None = None) -> MachineRun:

@@ -1,14 +1,19 @@
 """tessel.budget: a run that would not fit in memory is refused before it starts, in one line
 that gives the estimate and the memory available (the machine's memory is faked small)."""
 import re
+from pathlib import Path
 
 import pytest
 
+import isa
 import tessel.budget as budget
+from arch import load_arch
 from compiler.frontend import Model
+from sim.compact_costs import timed_per_pattern
 from sim.machines.pim import PimMachine
 from sim.machines.systolic import SystolicMachine
 from tessel.cli import main
+from tessel.targets import TARGETS
 
 GPT2_PIM_DECODE = ["sim", "--model", "gpt2", "--target", "pim", "--phase", "decode", "--kv", "16",
                    "--gpu", "none", "--no-functional"]      # 52,138 instructions
@@ -89,3 +94,18 @@ def test_running_out_of_memory_anyway_is_one_line(monkeypatch, capsys):
     assert main(GPT2_PIM_DECODE) == 2
     assert re.search(r"error: this run ran out of memory \([\d.]+ [GM]iB available to it now\): "
                      r"simulate timing only", _one_error_line(capsys))
+
+
+def test_a_compact_program_timed_per_pattern_is_priced_by_its_words(monkeypatch):
+    """The 1.2 M-instruction example in 18 words: unrolled it would need 1.2 M x 128 bytes;
+    timed per pattern, 18 words and a 16-byte log entry an instance at most."""
+    text = (Path(__file__).parents[2] / "examples/double_buffered_loop.tasm").read_text()
+    program = isa.assemble(text, filename="double_buffered_loop.tasm")
+    executed = isa.executed_count(program)
+    _fake_memory(monkeypatch, budget.BASE_BYTES + executed * 32)
+    budget.check_simulation(program, numerics=False, per_pattern=True)
+    with pytest.raises(budget.MemoryBudgetError, match="1,200,006 instructions x 128 bytes"):
+        budget.check_simulation(program, numerics=False)
+    machine = TARGETS["systolic"].machine(load_arch("systolic-128"))
+    assert timed_per_pattern(machine, program)
+    assert not timed_per_pattern(machine, isa.unroll(program))

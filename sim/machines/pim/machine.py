@@ -46,6 +46,7 @@ CHANNELS_PER_DEVICE = 2          # GDDR6-AiM: 2 channels per chip (reference/pim
 
 class PimMachine(Machine[PimArch]):
     units = ("pim", "asic", "dma")
+    state_timed = True                     # the channels' rows and refresh time each command
 
     def __init__(self, arch: PimArch, *, exact_dram: bool = False) -> None:
         self.arch = arch
