@@ -46,7 +46,8 @@ def test_better_memory_never_slows_an_op(phase, field):
 
 @pytest.mark.slow
 def test_more_sram_never_slows_a_32x32_array():
-    values = [128 << 10, 256 << 10, 512 << 10, 1 << 20, 2 << 20, 4 << 20, 16 << 20, 32 << 20]
+    # five points, each a whole prefill of about 1.1 M instructions: the suite's budget
+    values = [128 << 10, 256 << 10, 1 << 20, 4 << 20, 32 << 20]
     for worse, better in zip(values, values[1:]):
         before, after = (op_cycles("prefill-128", "sram_bytes", v, "systolic-32") for v in (worse, better))
         slower = {n: (before[n], after[n]) for n in before if after[n] > before[n]}
