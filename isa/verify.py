@@ -29,7 +29,7 @@ from isa.machine import MachineView
 from isa.opcodes import ISA_VERSION, OPCODES, STRUCTURE
 from isa.program import Program
 from isa.rows import ROW_OPCODES, find_row_violation
-from isa.sync import SYNC_OPCODES, find_blocked_wait
+from isa.sync import SYNC_OPCODES, completes_by_iterations, find_blocked_wait
 
 __all__ = ["verify"]
 
@@ -52,6 +52,8 @@ def verify(program: Program, machine: MachineView) -> None:
         blocked = find_blocked_wait(program.instructions)
         if blocked is not None:
             raise _at(blocked.index, program.instructions[blocked.index], blocked.message)
+        return
+    if completes_by_iterations(program.instructions, structure, opcodes):
         return
     run = Executed(program.instructions, structure, SYNC_OPCODES, opcodes)
     blocked = find_blocked_wait(run.instructions, run.name)
