@@ -144,8 +144,14 @@ def _numeric_bytes(program: isa.Program) -> int:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident memory so far, in bytes (getrusage's ru_maxrss: KiB on
-    Linux, so x 1024; bytes on macOS). The whole process: interpreter, compilation and all."""
+    """This process's peak resident memory so far, in bytes: the interpreter, compilation and
+    all. On Linux /proc/self/status's VmHWM, the high-water mark of this program's own memory:
+    getrusage's ru_maxrss keeps the mark of the process image before exec, so a run started
+    by a large parent (a benchmark that grew to 1.3 GB) would report the parent's peak.
+    Elsewhere ru_maxrss (bytes on macOS)."""
+    hwm = _status_bytes("VmHWM")
+    if hwm:
+        return hwm
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 
@@ -161,7 +167,7 @@ def _meminfo_available() -> int:
 
 
 def _status_bytes(field: str) -> int:
-    """A `VmSize`/`VmRSS` line of /proc/self/status in bytes (0 where there is none)."""
+    """A `VmSize`/`VmRSS`/`VmHWM` line of /proc/self/status in bytes (0 where there is none)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(field + ":"):

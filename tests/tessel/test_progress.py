@@ -92,3 +92,19 @@ def test_only_tessel_sim_reports_it(capsys, tiny_hf, tmp_path, argv):
     assert main([argv[0], "--model", str(tiny_hf), *argv[1:], *TINY, "--json", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert ("sim_peak_rss_bytes" in report) == (argv[0] == "sim")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is Linux's")
+def test_a_run_started_by_a_large_parent_reports_its_own_peak(tiny_hf, tmp_path):
+    """getrusage's ru_maxrss keeps the parent's mark across fork and exec (make bench, 1.3 GB,
+    reported that figure for every process it started); the peak is the run's own."""
+    import subprocess
+
+    import numpy as np
+
+    held = np.ones(500_000_000 // 8)                     # this process: 500 MB resident
+    out = tmp_path / "r.json"
+    subprocess.run([sys.executable, "-m", "tessel.cli", "sim", "--model", str(tiny_hf), *TINY,
+                    "--json", str(out)], check=True, capture_output=True)
+    assert held.sum() and json.loads(out.read_text())["sim_peak_rss_bytes"] < 300_000_000
