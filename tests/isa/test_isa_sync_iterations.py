@@ -41,7 +41,7 @@ def _verdicts(text: str) -> tuple[bool, bool]:
             find_blocked_wait(run.instructions) is None)
 
 
-@settings(max_examples=400, deadline=None, database=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(lines=_lines())
 def test_what_iterations_prove_the_executed_walk_confirms(lines):
     proven, completes = _verdicts(HEADER + "\n".join(lines) + "\n")

@@ -46,8 +46,8 @@ def test_better_memory_never_slows_an_op(phase, field):
 
 @pytest.mark.slow
 def test_more_sram_never_slows_a_32x32_array():
-    # five points, each a whole prefill of about 1.1 M instructions: the suite's budget
-    values = [128 << 10, 256 << 10, 1 << 20, 4 << 20, 32 << 20]
+    # four points, each a whole prefill of about 1.1 M instructions: the suite's budget
+    values = [128 << 10, 512 << 10, 4 << 20, 32 << 20]
     for worse, better in zip(values, values[1:]):
         before, after = (op_cycles("prefill-128", "sram_bytes", v, "systolic-32") for v in (worse, better))
         slower = {n: (before[n], after[n]) for n in before if after[n] > before[n]}
@@ -57,7 +57,7 @@ def test_more_sram_never_slows_a_32x32_array():
 # near the minimum (5,568 bytes on systolic-32, 68,672 on systolic-128): the floors hold the
 # plan, the effective size is below sram_bytes, layer norm and softmax rows go by column
 # blocks; decode, the cheaper phase (about 10 s a point)
-SMALL = {"systolic-32": [16 << 10, 32 << 10, 64 << 10, 96 << 10],
+SMALL = {"systolic-32": [16 << 10, 32 << 10, 96 << 10],
          "systolic-128": [72 << 10, 96 << 10, 128 << 10, 192 << 10]}
 
 

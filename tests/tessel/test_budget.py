@@ -108,4 +108,5 @@ def test_a_compact_program_timed_per_pattern_is_priced_by_its_words(monkeypatch)
         budget.check_simulation(program, numerics=False)
     machine = TARGETS["systolic"].machine(load_arch("systolic-128"))
     assert timed_per_pattern(machine, program)
-    assert not timed_per_pattern(machine, isa.unroll(program))
+    small = isa.assemble(text.replace("count=100000", "count=10"), filename="small.tasm")
+    assert not timed_per_pattern(machine, isa.unroll(small))          # flat: nothing to time
