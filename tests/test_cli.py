@@ -111,6 +111,7 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
 UNUSED_BY_SIM = ("lark", "tqdm", "matplotlib", "dask", "distributed", "hypothesis", "safetensors")
 
 
+@pytest.mark.slow      # a process of its own: start-up is the slow tier's concern
 def test_sim_of_a_model_imports_only_what_it_uses():
     code = ("import sys; from tessel.cli import main; "
             "status = main(['sim', '--model', 'gpt2', '--phase', 'prefill', '--seq', '4', "
