@@ -29,7 +29,7 @@ from sim.machines.events import Events
 from sim.loop_layout import LoopLayout, loop_layout
 from sim.periodic import HALT, PLAIN, SIGNAL, WAIT
 
-__all__ = ["PatternCosts", "pattern_costs", "timed_per_pattern"]
+__all__ = ["PatternCosts", "pattern_costs", "timing_plan", "timed_per_pattern"]
 
 _KIND = {"signal": SIGNAL, "wait": WAIT, "halt": HALT}
 _OPCODE = attrgetter("opcode")
@@ -111,21 +111,27 @@ def pattern_costs(machine: Machine, program: isa.Program,
         per_pattern.append(first)
     durations, resources, delays, rows = per_pattern
     events = costs.events.regrouped(rows)
-    used = np.unique(rows)
     for name in events.names:
-        column = costs.events.regrouped(used)[name]
+        column = events[name]
         if (column != np.round(column)).any():
             return f"event {name} has fractional counts (their sums would depend on order)"
     return PatternCosts(layout, tuple(names), queue_of, bytes(kind), sem, durations,
                         resources, delays, events, run, structure, order)
 
 
+def timing_plan(machine: Machine, program: isa.Program) -> PatternCosts | str:
+    """How a timing-only simulation of `program` is timed: its PatternCosts when per pattern,
+    else why it runs unrolled (a phrase)."""
+    if machine.state_timed:
+        return _STATE_TIMED
+    if "loop" not in map(_OPCODE, program.instructions):      # a C-level scan: flat programs are long
+        return "no loops"
+    return pattern_costs(machine, program)
+
+
 def timed_per_pattern(machine: Machine, program: isa.Program) -> bool:
-    """Whether a timing-only simulation of `program` is timed per pattern (it has loops and
-    `pattern_costs` gives its costs), not unrolled."""
-    if machine.state_timed or "loop" not in map(_OPCODE, program.instructions):
-        return False                    # (a C-level scan: flat programs are long)
-    return isinstance(pattern_costs(machine, program), PatternCosts)
+    """Whether a timing-only simulation of `program` is timed per pattern, not unrolled."""
+    return isinstance(timing_plan(machine, program), PatternCosts)
 
 
 def _outside_patterns(program: isa.Program, structure: Structure) -> str:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from functools import partial
-from operator import attrgetter
 from typing import Callable
 
 import numpy as np
 
 import isa
-from isa.loops import loop_structure
-from sim.compact_costs import PatternCosts, pattern_costs
+from sim.compact_costs import PatternCosts, timing_plan
 from sim.engine import simulate_events
 from sim.functional import FunctionalExecutor, Memory
 from sim.machines.base import Costs, Machine
@@ -19,8 +17,6 @@ from sim.periodic import schedule_periodic
 from sim.result import OpStats, SimResult
 
 __all__ = ["simulate", "Simulation"]
-
-_OPCODE = attrgetter("opcode")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,20 +42,23 @@ def _units(queue_busy: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
     return busy, queues
 
 
-def _op_stats(program: isa.Program, timeline, costs: Costs, machine: Machine) -> tuple[OpStats, ...]:
+def _op_ranges(program: isa.Program) -> list[tuple[int, int, str]]:
+    """Each op mark's instructions [lo, hi) and name, in mark order, empty ranges left out."""
     marks = list(program.ops)
-    if not marks:
-        return ()
-    n = len(program.instructions)
-    starts = [i for i, _ in marks]
-    bounds = list(zip(starts, starts[1:] + [n]))
-    unit_names = [isa.Queue.parse(q).unit.name for q in timeline.queues]
-    unit_of_queue = np.array([machine.units.index(u) if u in machine.units else -1
-                              for u in unit_names], np.int8)
+    ends = [i for i, _ in marks[1:]] + [len(program.instructions)]
+    return [(lo, hi, name) for (lo, name), hi in zip(marks, ends) if hi > lo]
+
+
+def _unit_of_queue(machine: Machine, queues) -> np.ndarray:
+    """Per queue text, the index of its unit in machine.units (-1: a unit it does not report)."""
+    names = [isa.Queue.parse(q).unit.name for q in queues]
+    return np.array([machine.units.index(u) if u in machine.units else -1 for u in names], np.int8)
+
+
+def _op_stats(program: isa.Program, timeline, costs: Costs, machine: Machine) -> tuple[OpStats, ...]:
+    unit_of_queue = _unit_of_queue(machine, timeline.queues)
     stats = []
-    for (lo, hi), (_, name) in zip(bounds, marks):
-        if hi <= lo:
-            continue
+    for lo, hi, name in _op_ranges(program):
         issued = timeline.start[lo:hi] >= 0
         dur = np.where(issued, timeline.end[lo:hi] - timeline.start[lo:hi], 0)
         active = (dur > 0) & issued
@@ -77,21 +76,13 @@ def _pattern_op_stats(program: isa.Program, plan: PatternCosts, first_start: np.
     """`_op_stats` of the unrolled program from the compact one: every op mark lies outside
     loop bodies, so an op's instances are its compact instructions' instances; busy cycles and
     events are per pattern times count, the span from the periodic engine."""
-    marks = list(program.ops)
-    if not marks:
-        return ()
-    n = len(program.instructions)
-    starts = [i for i, _ in marks]
     count = plan.layout.count
     busy_of = plan.durations * count
-    unit_of_queue = np.array([machine.units.index(u) if u in machine.units else -1
-                              for u in (isa.Queue.parse(q).unit.name for q in plan.queue_names)]
-                             + [-1], np.int8)
-    units = unit_of_queue[plan.queue_of]          # structure words (queue -1) count nowhere
+    units = np.append(_unit_of_queue(machine, plan.queue_names), -1)[plan.queue_of]  # loop words: -1
+    op_index = {lo: o for o, (lo, _) in enumerate(program.ops)}      # the engine's op numbers
     stats = []
-    for o, ((lo, hi), (_, name)) in enumerate(zip(zip(starts, starts[1:] + [n]), marks)):
-        if hi <= lo:
-            continue
+    for lo, hi, name in _op_ranges(program):
+        o = op_index[lo]
         span = int(last_end[o] - first_start[o]) if first_start[o] >= 0 else 0
         busy = {u: int(busy_of[lo:hi][units[lo:hi] == k].sum()) for k, u in enumerate(machine.units)}
         totals = plan.events.weighted_totals(count, slice(lo, hi))
@@ -137,7 +128,8 @@ def _periodic(program: isa.Program, plan: PatternCosts, machine: Machine,
 
 def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
              assumptions: tuple[str, ...] = (),
-             progress: Callable[[str, int], None] | None = None) -> Simulation:
+             progress: Callable[[str, int], None] | None = None,
+             patterns: PatternCosts | str | None = None) -> Simulation:
     """Verify `program` against the machine's arch, then run it on a fresh `machine.start`.
     progress(stage, instructions started), when given, follows the stages (verify, costs,
     data, events, report) and the engine's count in chunks (sim/engine.py).
@@ -146,16 +138,16 @@ def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
     every iteration (sim/compact_costs.py), it is timed compact, per pattern, by the periodic
     engine (sim/periodic.py); otherwise (numerics, or a machine whose timing depends on the
     state it keeps) it runs as its unrolled equivalent, the one place the simulator unrolls,
-    so every model below sees only executed instructions. Both give the same figures."""
+    so every model below sees only executed instructions. Both give the same figures.
+    `patterns`: what `timing_plan` found for this program and machine, when the caller
+    has already worked it out (its memory check), so it is not worked out twice."""
     tell = progress or _quiet
     arch = machine.arch
     tell("verify", 0)
     isa.verify(program, arch.machine_view())
-    structure = loop_structure(program.instructions, ops=program.ops) \
-        if "loop" in map(_OPCODE, program.instructions) else None
-    if structure is not None and structure.loops and not functional:
+    if not functional:
         tell("costs", 0)
-        plan = pattern_costs(machine, program, structure)
+        plan = patterns if patterns is not None else timing_plan(machine, program)
         if isinstance(plan, PatternCosts):
             tell("events", 0)
             timed = _periodic(program, plan, machine, progress)

@@ -16,7 +16,7 @@ from compiler.errors import CompileError
 from compiler.ir import Graph
 from compiler.pipeline import Pipeline, compile_graph
 from compiler.targets import Lowered, dataflow, pim, systolic
-from sim.compact_costs import timed_per_pattern
+from sim.compact_costs import PatternCosts, timing_plan
 from sim.machines import DataflowMachine, Machine, PimMachine, SystolicMachine
 from sim.result import SimResult
 from sim.simulate import Simulation, simulate
@@ -60,11 +60,11 @@ class Target:
         """Simulate `program`, unless it would not fit in memory (tessel/budget.py);
         progress(stage, instructions started) as sim/simulate.py tells it."""
         machine = self.machine(arch)
-        check_simulation(program, functional,
-                         per_pattern=not functional and timed_per_pattern(machine, program))
+        patterns = None if functional else timing_plan(machine, program)
+        check_simulation(program, functional, per_pattern=isinstance(patterns, PatternCosts))
         with out_of_memory_is_an_error():
-            return simulate(program, machine, functional=functional,
-                            assumptions=assumptions, progress=progress)
+            return simulate(program, machine, functional=functional, assumptions=assumptions,
+                            progress=progress, patterns=patterns)
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in (

@@ -19,7 +19,7 @@ import isa
 from compiler.frontend import load_model
 from compiler.phase import decode, prefill
 from compiler.roll import roll
-from sim.compact_costs import PatternCosts, pattern_costs
+from sim.compact_costs import PatternCosts, timing_plan
 from sim.simulate import simulate
 from tessel.table import render_table
 from tessel.targets import TARGETS
@@ -31,7 +31,7 @@ def check(model: str, phase, target: str) -> tuple:
     flat = spec.compile(load_model(model).graph(phase), arch).program
     compact = roll(flat, arch.machine_view().limits)
     machine = spec.machine(arch)
-    plan = pattern_costs(machine, compact) if compact is not flat else "no loops"
+    plan = timing_plan(machine, compact)
     how = "per pattern" if isinstance(plan, PatternCosts) else f"unrolled ({plan})"
     start = time.perf_counter()
     a = simulate(compact, machine, functional=False).result.to_json()
