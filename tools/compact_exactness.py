@@ -45,18 +45,29 @@ def check(model: str, phase, target: str) -> tuple:
             "DIFFER: " + " ".join(differ))
 
 
-def main() -> int:
+def _phase(parser: argparse.ArgumentParser, text: str):
+    """`prefill-N` or `decode-N` (N > 0), else a one-line usage error."""
+    kind, _, size = text.partition("-")
+    if kind not in ("prefill", "decode") or not size.isdigit() or int(size) < 1:
+        parser.error(f"--phases: {text!r} is not prefill-N or decode-N with N >= 1")
+    return prefill(int(size)) if kind == "prefill" else decode(int(size))
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="gpt2,gpt2-xl")
     parser.add_argument("--targets", default="systolic,dataflow,pim")
     parser.add_argument("--phases", default="prefill-128,decode-128")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    targets = args.targets.split(",")
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        parser.error(f"--targets: unknown target {unknown[0]!r} (targets: {', '.join(TARGETS)})")
+    phases = [_phase(parser, text) for text in args.phases.split(",")]
     rows = []
     for model in args.models.split(","):
-        for text in args.phases.split(","):
-            kind, size = text.split("-")
-            phase = prefill(int(size)) if kind == "prefill" else decode(int(size))
-            for target in args.targets.split(","):
+        for phase in phases:
+            for target in targets:
                 rows.append(check(model, phase, target))
                 print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
     print(render_table(("workload", "target", "words", "executed", "compact timed",

@@ -49,7 +49,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
@@ -418,22 +418,39 @@ def ratios(scalesim: dict, tessel: dict) -> dict:
                 "met": s / t >= target} for k, (s, t, target) in figures.items()}
 
 
+def _positive(kind: type) -> Callable[[str], int | float]:
+    """An argparse type: a number of `kind` above 0, else a one-line usage error."""
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text} is not above 0")
+        return value
+    return parse
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, help="write the figures as JSON here")
     ap.add_argument("--scalesim-python", default="/tmp/ssvenv/bin/python")
     ap.add_argument("--tessel-only", action="store_true", help="skip SCALE-Sim")
-    ap.add_argument("--repeats", type=int, default=7, help="Tessel in-process runs (median)")
-    ap.add_argument("--process-repeats", type=int, default=5, help="Tessel processes (median)")
-    ap.add_argument("--small-repeats", type=int, default=3,
+    ap.add_argument("--repeats", type=_positive(int), default=7, help="Tessel in-process runs (median)")
+    ap.add_argument("--process-repeats", type=_positive(int), default=5, help="Tessel processes (median)")
+    ap.add_argument("--small-repeats", type=_positive(int), default=3,
                     help="runs of a SCALE-Sim GEMM whose process takes under a second (median)")
-    ap.add_argument("--max-mem-gb", type=float, default=8.0,
+    ap.add_argument("--max-mem-gb", type=_positive(float), default=8.0,
                     help="address-space cap per SCALE-Sim GEMM (GB)")
-    ap.add_argument("--lm-head-max-mem-gb", type=float, default=16.0, help="the LM head's cap (GB)")
-    ap.add_argument("--lm-head-pieces", type=int,
+    ap.add_argument("--lm-head-max-mem-gb", type=_positive(float), default=16.0, help="the LM head's cap (GB)")
+    ap.add_argument("--lm-head-pieces", type=_positive(int),
                     help="time the LM head in this many column pieces (default: whole, then 2, 4, 8)")
-    ap.add_argument("--case-timeout-s", type=float, default=2400.0)
-    return ap.parse_args(argv)
+    ap.add_argument("--case-timeout-s", type=_positive(float), default=2400.0)
+    args = ap.parse_args(argv)
+    if not args.tessel_only and not Path(args.scalesim_python).is_file():
+        ap.error(f"--scalesim-python {args.scalesim_python}: no such file (set up SCALE-Sim's "
+                 "venv as tools/scalesim_reference.py says, or pass --tessel-only)")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

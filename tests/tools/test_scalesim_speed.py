@@ -95,3 +95,12 @@ def test_table_has_a_row_per_gemm_the_totals_and_the_ratios():
     assert "SCALE-Sim LM head 128x50257x768" in text and "x144" in text
     assert lines[-1].split()[:5] == ["SCALE-Sim", "/", "Tessel", "1,348x", "674x"]
     assert "in_process 20,000x not met; whole_process 2,000x not met" in lines[-1]
+
+
+@pytest.mark.parametrize("argv", [["--repeats", "0"], ["--max-mem-gb", "-1"], ["--lm-head-pieces", "x"],
+                                  ["--scalesim-python", "/nonexistent/python"]])
+def test_bad_arguments_are_one_line_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        speed.parse_args(argv)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_.value.code == 2 and "error: " in last and argv[0] in last
