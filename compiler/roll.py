@@ -32,8 +32,7 @@ import isa
 from compiler.roll_columns import COLUMNS, Columns, dense_ids
 from isa.instr import Instr
 from isa.loop_checks import overlaps
-from isa.opcodes import STRUCTURE_QUEUE
-from isa.values import Queue
+from isa.loops import loop_words
 
 __all__ = ["roll", "MAX_PERIOD", "MIN_SAVING"]
 
@@ -42,7 +41,6 @@ SAMPLE = (16, 2048)      # programs over twice this many instructions are first 
                          # sample: this many windows of this many instructions, evenly spread;
 MIN_SAVING = 0.1         # they stay flat when the sample saves less than this part of its words
 PIECE = 1 << 15          # instructions matched at once (whole op ranges; see _pieces)
-_SEQ = Queue.parse(STRUCTURE_QUEUE)
 _U64 = np.uint64
 
 
@@ -246,27 +244,25 @@ class _Flat:
             body: list[Instr] = []
             flat: list[int | None] = []
             self.emit(node.body, start, body, flat, None)
-            strides = self.stride_words(start, node.period, body, flat)
-            out.append(Instr("loop", _SEQ, (("count", node.count), ("body", len(body)))))
-            out.extend(strides)
+            header = loop_words(node.count, len(body), self.strides_of(start, node.period, body, flat))
+            out.extend(header)
             out.extend(body)
-            where.extend([None] * (1 + len(strides)) + flat)
+            where.extend([None] * len(header) + flat)
 
-    def stride_words(self, start: int, p: int, body: list[Instr],
-                     flat: list[int | None]) -> list[Instr]:
-        """The stride words of the loop of period p from flat `start` (body words `body`, their
-        flat indices `flat`)."""
+    def strides_of(self, start: int, p: int, body: list[Instr],
+                   flat: list[int | None]) -> list[tuple[int, int, int]]:
+        """(body word, field position, delta) of the loop of period p from flat `start` (body
+        words `body`, their flat indices `flat`)."""
         deltas = self.addr[start + p:start + 2 * p] - self.addr[start:start + p]
-        words = []
+        found = []
         for at, x in enumerate(flat):
             if x is None:
                 continue
             for column, position in enumerate(self.positions[body[at].opcode]):
                 delta = int(deltas[x - start, column])
                 if delta:
-                    words.append(Instr("stride", _SEQ, (("at", at), ("field", position),
-                                                        ("delta", delta))))
-        return words
+                    found.append((at, position, delta))
+        return found
 
 
 def _pieces(cuts: np.ndarray, n: int) -> list[tuple[int, int]]:

@@ -22,10 +22,9 @@ from typing import TextIO
 from isa.asm_lines import Statement
 from isa.errors import AsmError, FieldError
 from isa.instr import Instr
-from isa.loops import Loop, loop_structure
-from isa.opcodes import OPCODES, STRUCTURE_QUEUE
+from isa.loops import Loop, loop_structure, loop_words
+from isa.opcodes import OPCODES
 from isa.program import Program
-from isa.values import Queue
 
 __all__ = ["Stride", "STRIDE_KIND", "assemble_body", "split_strides", "write_body"]
 
@@ -33,7 +32,6 @@ Stride = tuple[int, int, int]     # (loop level, innermost 0; field position; de
 STRIDE_KIND = OPCODES["stride"].field("delta").kind
 _COUNT_KIND = OPCODES["loop"].field("count").kind
 _BODY_KIND = OPCODES["loop"].field("body").kind
-_SEQ = Queue.parse(STRUCTURE_QUEUE)
 _MOVE = re.compile(r"[+-]=[0-9A-Za-z]+")
 _INDENT = "  "
 
@@ -132,9 +130,7 @@ def _emit(block: _Block, loops: list[_Block], words: list, marks: list, fail: Fa
                 body = _BODY_KIND.coerce("body", len(words) - child.body_start)
             except FieldError as error:
                 raise fail(child.statement, None, f".loop: {error}") from None
-            words[header] = Instr("loop", _SEQ, (("count", child.count), ("body", body)))
-            for k, (at, position, delta) in enumerate(sorted(child.strides), header + 1):
-                words[k] = Instr("stride", _SEQ, (("at", at), ("field", position), ("delta", delta)))
+            words[header:header + 1 + child.stride_words] = loop_words(child.count, body, child.strides)
 
 
 def write_body(program: Program, out: TextIO) -> None:

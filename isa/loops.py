@@ -21,8 +21,20 @@ from isa.errors import LoopError
 from isa.fields import AddressKind
 from isa.instr import Instr
 from isa.opcodes import OPCODES, STRUCTURE, STRUCTURE_QUEUE
+from isa.values import Queue
 
-__all__ = ["Loop", "Structure", "loop_structure", "where"]
+__all__ = ["Loop", "Structure", "loop_structure", "where", "loop_words"]
+
+_SEQ_QUEUE = Queue.parse(STRUCTURE_QUEUE)
+
+
+def loop_words(count: int, body: int, strides) -> list[Instr]:
+    """A loop's header and stride words: `count` runs of the `body` words that follow, with
+    `strides` (body word offset, field position, delta bytes) in any order (written sorted, as
+    the encoding requires). The one place loop words are made (assembler, roll pass, emitter)."""
+    return [Instr("loop", _SEQ_QUEUE, (("count", count), ("body", body))),
+            *(Instr("stride", _SEQ_QUEUE, (("at", at), ("field", position), ("delta", delta)))
+              for at, position, delta in sorted(strides))]
 
 
 @dataclass(frozen=True, slots=True)

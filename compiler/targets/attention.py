@@ -34,7 +34,7 @@ from compiler.passes.attention import AttentionChain
 from compiler.passes.storage import View
 from compiler.targets.attention_blocks import (AttentionBlocks, Instance, hides, instances, iota_name,
                                                sees)
-from compiler.targets.emit import Emitter, Matrix, Ring, RingSpec
+from compiler.targets.emit import Emitter, Matrix, Ring, RingSpec, Tracked
 from compiler.targets.vector import VectorLowering
 
 __all__ = ["FusedAttention", "KernelQueues", "Region", "BIG"]
@@ -76,7 +76,20 @@ class KernelQueues:
     storer: str
 
 
-class FusedAttention:
+def _kv_groups(found: list[Instance]) -> list[tuple[Instance, ...]]:
+    """The instances in runs that share one K and V (grouped-query attention's query heads of
+    one KV head), so that a sweep over the runs and one over the heads of a run each move
+    their addresses by one constant."""
+    groups: list[list[Instance]] = []
+    for inst in found:
+        if groups and (groups[-1][0].k, groups[-1][0].v) == (inst.k, inst.v):
+            groups[-1].append(inst)
+        else:
+            groups.append([inst])
+    return [tuple(g) for g in groups]
+
+
+class FusedAttention(Tracked):
     """Emits fused attention kernels into `em` over a whole on-chip SRAM and accumulator."""
 
     def __init__(self, em: Emitter, vector: VectorLowering, queues: KernelQueues, dtype: DType,
@@ -91,12 +104,20 @@ class FusedAttention:
         """Every instance of the chain, query block by query block, in the on-chip regions
         `sram` (operand tiles, O, vectors) and `acc` (the S and PV tiles), which it owns."""
         self.sram_space, self.sram_base, self.sram_bytes = sram
+        em = self.em
         self._layout(chain, blocks, acc)
         self._mask_key: tuple | None = None
-        for inst in instances(chain, views):
-            for q0 in range(0, inst.q.rows, blocks.br):
-                self._query_block(chain, inst, q0, min(blocks.br, inst.q.rows - q0), blocks)
+        self.qi = self.o = None
+        em.track(self)
+        for group in em.sweep(_kv_groups(instances(chain, views))):
+            for inst in em.sweep(group):
+                for q0 in em.sweep(range(0, inst.q.rows, blocks.br)):
+                    self._query_block(chain, inst, q0, min(blocks.br, inst.q.rows - q0), blocks)
         self._mcfg = None
+        em.untrack(self, *self._rings)
+
+    def sweep_key(self) -> object:
+        return self._mcfg, self._mask_key, self.qi, self.o
 
     def _layout(self, chain: AttentionChain, b: AttentionBlocks, acc: Region) -> None:
         d, isz, em, qs = chain.d, self.dtype.itemsize, self.em, self.qs
@@ -107,9 +128,13 @@ class FusedAttention:
             at[0] += _up(nbytes)
             return start
 
+        self._rings: list[Ring] = []
+
         def ring(name: str, slot: int, slots: int, producer: str, consumer: str) -> Ring:
             base = take(slot * slots)
-            return Ring(em, RingSpec(name, self.sram_space, base, _up(slot), slots, producer, consumer))
+            made = Ring(em, RingSpec(name, self.sram_space, base, _up(slot), slots, producer, consumer))
+            self._rings.append(made)
+            return made
 
         self.q_ring = ring("att_q", _up(b.br * d * isz), 1, qs.loader, qs.mxu)
         self.kv_ring = ring("att_kv", 2 * _up(b.bc * d * isz), 2, qs.loader, qs.mxu)
@@ -134,6 +159,7 @@ class FusedAttention:
                                f"on-chip bytes, {self.sram_bytes:,} are free")
         slot = _up(b.brc * max(b.bc, d) * 4)
         self.acc = Ring(em, RingSpec("att_acc", acc[0], acc[1], slot, 2, qs.mxu, qs.vpu))
+        self._rings.append(self.acc)
 
     def _sram(self, offset: int) -> Addr:
         return Addr(self.sram_space, offset)

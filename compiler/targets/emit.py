@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TypeVar
 
 import isa
 from isa import Addr, Instr, Queue
+from isa.footprint import QueueConfig
+from isa.loop_checks import CONFIG_OPCODES
+from isa.loops import loop_words
 from isa.opcodes import OPCODES
 
 from compiler.errors import CompileError, InstructionLimitError
 from compiler.passes.storage import View
+from compiler.targets import sweep as _sweep
 
 __all__ = ["Emitter", "Ring", "RingSpec", "ring_specs", "Matrix", "symbol_name", "view_matrix",
            "view_batches", "padded_view", "matrix_pairs", "instruction_limit"]
@@ -44,6 +49,29 @@ def symbol_name(value: str) -> str:
 
 
 _FIELD_ORDER = {op: spec.names for op, spec in OPCODES.items()}
+T = TypeVar("T")
+
+
+class Tracked:
+    """An object whose state shapes what the emitter emits next (a ring's turn, a unit's last
+    configuration, a packer's slot), tracked by the emitter (`Emitter.track`) so that a sweep
+    sees when it is back where it was (compiler/targets/sweep.py). `sweep_key()`: the state
+    that must be equal; `sweep_counts()`: counters that move by a constant per period and
+    enter what is emitted only affinely (a slot's fill level), moved on by `sweep_set`;
+    `sweep_room(per_period)`: how many more periods they may move before a threshold changes
+    what is emitted (None: no limit)."""
+
+    def sweep_key(self) -> object:
+        raise NotImplementedError
+
+    def sweep_counts(self) -> tuple[int, ...]:
+        return ()
+
+    def sweep_set(self, counts: Sequence[int]) -> None:
+        pass
+
+    def sweep_room(self, per_period: Sequence[int]) -> int | None:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +141,51 @@ class Emitter:
         self._made: dict[tuple, Instr] = {}
         self._limit = _LIMIT.get()
         self._barrier: tuple[int, dict[str, int]] | None = None
+        self._sync_version = 0                      # bumped whenever the store ordering moves
+        self._config: dict[str, QueueConfig] = {}   # queue -> its configuration registers now
+        self._tracked: list[Tracked] = []
+
+    # -- sweeps (compiler/targets/sweep.py) ----------------------------------------------
+    def track(self, obj: Tracked) -> None:
+        """Count `obj`'s state in `sweep_key`: every object whose state changes what is emitted
+        must be tracked, or a sweep could take two different states for one."""
+        self._tracked.append(obj)
+
+    def untrack(self, *objs: Tracked) -> None:
+        """Stop counting objects that will emit nothing more (a finished kernel's rings)."""
+        gone = {id(obj) for obj in objs}
+        self._tracked = [obj for obj in self._tracked if id(obj) not in gone]
+
+    def sweep(self, items: Sequence[T]) -> Iterator[T]:
+        """`for item in em.sweep(items)`: the items as a plain loop would see them, except that
+        a stretch seen to repeat becomes one loop and is not run again."""
+        return _sweep.sweep(self, items)
+
+    def sweep_key(self) -> tuple:
+        """Everything that decides what is emitted next, but the tracked objects' counters and
+        the instructions so far."""
+        return (self._sems, len(self.addresses), frozenset(self._strides.items()), self._sync_version,
+                self._barrier is None, len(self.op_starts), frozenset(self._config.items()),
+                tuple(obj.sweep_key() for obj in self._tracked))
+
+    def sweep_counts(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(obj.sweep_counts() for obj in self._tracked)
+
+    def sweep_room(self, now: tuple, before: tuple) -> int | None:
+        """Periods the counters may still move on from `now`, each by `now - before`."""
+        rooms = [obj.sweep_room([a - b for a, b in zip(x, y)])
+                 for obj, x, y in zip(self._tracked, now, before) if x]
+        rooms = [r for r in rooms if r is not None]
+        return min(rooms) if rooms else None
+
+    def advance_counts(self, now: tuple, before: tuple, periods: int) -> None:
+        """Move the counters on by `periods` more steps of `now - before`."""
+        for obj, x, y in zip(self._tracked, now, before):
+            if x:
+                obj.sweep_set([a + periods * (a - b) for a, b in zip(x, y)])
+
+    def queue_configs(self) -> dict[str, QueueConfig]:
+        return dict(self._config)
 
     def semaphore(self) -> int:
         self._sems += 1
@@ -128,6 +201,23 @@ class Emitter:
         if instr is None:
             instr = self._made[key] = Instr.make(opcode, queue, **fields)
         self.instructions.append(instr)
+        if opcode in CONFIG_OPCODES:
+            self._config[queue] = self._config.get(queue, QueueConfig()).after(instr)
+
+    def emit_repeated(self, count: int, moves: dict[str, int], queue: str, opcode: str,
+                      **fields) -> None:
+        """One instruction `count` times, the address fields named in `moves` moving by that
+        many bytes each time: one loop of one word (every instance, under `flat_emission`)."""
+        moving = {name: delta for name, delta in moves.items() if delta}
+        if count > 1 and moving and not _sweep.flat():
+            names = _FIELD_ORDER[opcode]
+            self.instructions.extend(loop_words(count, 1, [(0, names.index(name), delta)
+                                                               for name, delta in moving.items()]))
+            self.emit(queue, opcode, **fields)
+            return
+        for k in range(count):
+            self.emit(queue, opcode, **{**fields, **{name: fields[name] + k * delta
+                                                      for name, delta in moving.items()}})
 
     def emit_fast(self, queue: str, opcode: str, *values) -> None:
         """Hot loops: operands already canonical (ints, Addr) in the opcode's field order.
@@ -194,6 +284,7 @@ class Emitter:
         self.emit(queue, "signal", sem=self._store_sem)
         self._stores_signalled += 1
         self._ready_token[symbol] = self._stores_signalled
+        self._sync_version += 1
 
     def before_read(self, queue: str, symbol: str) -> None:
         """Before `queue` first loads `symbol`: wait until its producer's store has finished."""
@@ -202,7 +293,9 @@ class Emitter:
         while token is not None and done < token:
             self.emit(queue, "wait", sem=self._store_sem)
             done += 1
-        self._stores_waited[queue] = done
+        if done != self._stores_waited.get(queue, 0):
+            self._stores_waited[queue] = done
+            self._sync_version += 1
 
     def program(self, spaces: tuple[str, ...], symbols: tuple[isa.Symbol, ...],
                 queues: tuple[str, ...], data=None) -> isa.Program:
@@ -251,7 +344,7 @@ def ring_specs(space: str, area_bytes: int, shares: dict[str, float],
     return tuple(out), base
 
 
-class Ring:
+class Ring(Tracked):
     """`slots` equal on-chip slots passed from one producer queue to one consumer queue.
 
     acquire() gives the next slot (waiting for its free token once every slot has been
@@ -265,6 +358,17 @@ class Ring:
         self.producer, self.consumer = spec.producer, spec.consumer
         self.full, self.free = em.semaphore(), em.semaphore()
         self.uses = 0
+        em.track(self)
+
+    def sweep_key(self) -> tuple[bool, int]:
+        """The slot in turn and whether the first round is over (acquire waits from then on)."""
+        return self.uses >= self.slots, self.uses % self.slots
+
+    def sweep_counts(self) -> tuple[int]:
+        return (self.uses,)
+
+    def sweep_set(self, counts: Sequence[int]) -> None:
+        (self.uses,) = counts
 
     def acquire(self) -> Addr:
         if self.uses >= self.slots:

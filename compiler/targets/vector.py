@@ -24,7 +24,7 @@ from compiler.errors import CompileError
 from compiler.ir import GraphError, Op, OpKind
 from compiler.passes.storage import View
 from compiler.targets.constants import mask_name, mask_values, rope_name, rope_values
-from compiler.targets.emit import Emitter, Matrix, Ring, matrix_pairs, view_batches, view_matrix
+from compiler.targets.emit import Emitter, Matrix, Ring, Tracked, matrix_pairs, view_batches, view_matrix
 from compiler.targets.tiling import MAX_TILE, row_block
 from compiler.targets.vector_needs import (LABELS, SCRATCH, VP_IN, VP_OUT, Needs, concat_copies,
                                            concat_dtype, copy_needs, elementwise_jobs,
@@ -44,7 +44,7 @@ def _spans(cols: int, width: int) -> list[tuple[int, int]]:
     return [(c0, min(width, cols - c0)) for c0 in range(0, cols, width)]
 
 
-class VectorLowering:
+class VectorLowering(Tracked):
     """The vector unit's ops over the graph's storage views; `add_constant(name, shape)` asks
     the target to place a constant tensor (a causal mask) the first time one is needed."""
 
@@ -59,6 +59,10 @@ class VectorLowering:
         self.loader, self.unit, self.storer = vp_in.producer, vp_in.consumer, vp_out.consumer
         self._vcfg: tuple | None = None
         self.constants: dict[str, np.ndarray] = {}
+        em.track(self)
+
+    def sweep_key(self) -> object:
+        return self._vcfg, len(self.constants)
 
     # -- emission helpers --------------------------------------------------------------
     def cfg(self, rows: int, cols: int, dtype: DType, out: DType, imm: float = 0.0) -> None:

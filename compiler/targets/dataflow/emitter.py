@@ -35,9 +35,8 @@ class TierEmitter(Emitter):
         if rows == 1 or (dst_pitch == row_bytes and src_pitch == row_bytes):
             self.emit(queue, "df.stream", dst=dst, src=src, tiles=rows, tile_bytes=row_bytes)
             return
-        for r in range(rows):
-            self.emit(queue, "df.stream", dst=dst + r * dst_pitch, src=src + r * src_pitch,
-                      tiles=1, tile_bytes=row_bytes)
+        self.emit_repeated(rows, {"dst": dst_pitch, "src": src_pitch}, queue, "df.stream",
+                           dst=dst, src=src, tiles=1, tile_bytes=row_bytes)
 
     def load(self, queue: str, dst: Addr, m: Matrix) -> None:
         if self.space[m.symbol] != "sram":

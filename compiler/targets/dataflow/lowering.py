@@ -27,7 +27,7 @@ from compiler.targets.base import GemmLowering, Lowered, lower_op
 from compiler.targets.dataflow.emitter import TierEmitter
 from compiler.targets.dataflow.place import ALIGN, Placement, pmu_area
 from compiler.targets.dataflow.sections import Call, Sections
-from compiler.targets.emit import Matrix, Ring, symbol_name
+from compiler.targets.emit import Matrix, Ring, Tracked, symbol_name
 from compiler.targets.movement import lower_embedding, lower_kv_append
 from compiler.targets.tiling import MAX_TILE, GemmSlots, GemmTile, gemm_tile
 from compiler.targets.vector import VectorLowering
@@ -35,7 +35,7 @@ from compiler.targets.vector import VectorLowering
 __all__ = ["DataflowLowering", "attention_regions"]
 
 
-class DataflowLowering(GemmLowering):
+class DataflowLowering(GemmLowering, Tracked):
     """Emits the program for planned sections and placement."""
 
     def __init__(self, graph: Graph, arch: DataflowArch, dtype: DType, plan: StoragePlan,
@@ -62,6 +62,10 @@ class DataflowLowering(GemmLowering):
         self.kernel = FusedAttention(em, vector, KernelQueues("agcu0", "pcu0", "pcu1", "agcu1"), dtype,
                                      self.add_constant)
         self._blocks: dict[str, object] = {}
+        em.track(self)
+
+    def sweep_key(self) -> object:
+        return self._mcfg
 
     # -- memory ------------------------------------------------------------------------
     def _symbol(self, em: TierEmitter, symbol: isa.Symbol) -> None:
@@ -139,12 +143,13 @@ class DataflowLowering(GemmLowering):
                                 self.em.space[out.symbol] == "sram")
         if t is None or not slots.fits(t):
             t = gemm_tile(op.name, m, n, k, self.arch.pcu_rows, self.arch.pcu_cols, "ws", slots.fits)
-        for m0 in range(0, m, t.m):
+        em = self.em
+        for m0 in em.sweep(range(0, m, t.m)):
             tm = min(t.m, m - m0)
-            for n0 in range(0, n, t.n):
+            for n0 in em.sweep(range(0, n, t.n)):
                 tn = min(t.n, n - n0)
                 c = acc.acquire()
-                for k0 in range(0, k, t.k):
+                for k0 in em.sweep(range(0, k, t.k)):
                     tk = min(t.k, k - k0)
                     a_slot, b_slot = ra.acquire(), rb.acquire()
                     self.em.load("agcu0", a_slot, a.block(m0, tm, k0, tk))

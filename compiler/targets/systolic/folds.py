@@ -22,7 +22,7 @@ from typing import Callable
 from isa import Addr, DType
 
 from compiler.errors import CompileError
-from compiler.targets.emit import Emitter, Matrix, Ring
+from compiler.targets.emit import Emitter, Matrix, Ring, Tracked
 
 __all__ = ["FoldGemm", "Packer", "PartialSums", "min_slots", "PIECE_MAX"]
 
@@ -34,7 +34,7 @@ def _aligned(nbytes: int) -> int:
     return -(-nbytes // ALIGN) * ALIGN
 
 
-class Packer:
+class Packer(Tracked):
     """Operand blocks through one ring, packed into its slots in order of use.
 
     `scope(total)`: blocks used from here on share one slot when they all fit it (each is
@@ -48,6 +48,24 @@ class Packer:
         self.slot: Addr | None = None
         self.used = 0
         self.held: dict[object, Addr] = {}
+        em.track(self)
+
+    def sweep_key(self) -> object:
+        """Blocks are only ever added to `held` until `end_slot` empties it, so its size tells
+        its contents apart within a sweep. The fill level is a counter: blocks land at
+        slot + used, until one does not fit."""
+        return self.resident, self.slot, len(self.held)
+
+    def sweep_counts(self) -> tuple[int]:
+        return (self.used,)
+
+    def sweep_set(self, counts) -> None:
+        (self.used,) = counts
+
+    def sweep_room(self, per_period) -> int | None:
+        """Periods whose blocks all still fit the slot (each period's last ends at used + d)."""
+        (d,) = per_period
+        return (self.ring.slot_bytes - self.used) // d if d > 0 else None
 
     def scope(self, total_bytes: int) -> None:
         self.end()
@@ -94,7 +112,7 @@ class _AccPiece:
             self.ring.release()
 
 
-class PartialSums:
+class PartialSums(Tracked):
     """fp32 partial sums in DRAM, for GEMMs whose stream outgrows the accumulator: one buffer,
     grown when a GEMM needs more, reused GEMM after GEMM. A counting semaphore orders each
     chunk's reload (on the loader queue) after the store of the fold before (on the storer);
@@ -106,6 +124,10 @@ class PartialSums:
         self._buffers = 0                  # psum_0, psum_1, ...: each larger than the last
         self._elements = 0
         self._sem: int | None = None
+        em.track(self)
+
+    def sweep_key(self) -> object:
+        return self._buffers, self._elements, self._sem
 
     def matrix(self, rows: int, cols: int) -> Matrix:
         """A dense fp32 rows x cols window of the buffer."""
@@ -160,7 +182,7 @@ def _even(total: int, most: int) -> int:
     return -(-total // -(-total // most))
 
 
-class FoldGemm:
+class FoldGemm(Tracked):
     """Emits C = A @ B (+ bias) fold by fold (module docstring)."""
 
     def __init__(self, em: Emitter, rows: int, cols: int, dataflow: str, overlap: bool,
@@ -172,6 +194,10 @@ class FoldGemm:
         self.partials = partials
         self.acc_type = DType.int32 if dtype is DType.int8 else DType.fp32
         self._mcfg: tuple | None = None
+        em.track(self)
+
+    def sweep_key(self) -> object:
+        return self._mcfg
 
     def forget_config(self) -> None:
         """Another emitter (the fused attention kernel) configured the matrix unit since."""
@@ -257,10 +283,11 @@ class FoldGemm:
         # fill by more than it saves in DMA latencies, and would tie the grouping to the buffers
         groups, pieces = _blocks(k, r_unit), _blocks(total_t, piece)
         self.x.scope(sum(_aligned(r * tl * isz) for _, r in groups for _, tl in pieces))
-        for q0, qlen in _blocks(across, c_unit):
+        sweep = self.em.sweep
+        for q0, qlen in sweep(_blocks(across, c_unit)):
             slot = self.acc.acquire()
             offsets = [i * _aligned(piece * qlen * 4) for i in range(len(pieces))]
-            for p0, plen in groups:
+            for p0, plen in sweep(groups):
                 w = self.w.use(("w", p0, q0), plen * qlen * isz, self._stationary(a, b, tb, p0, plen, q0, qlen))
                 for i, (t0, tl) in enumerate(pieces):
                     x = self.x.use(("x", p0, t0), plen * tl * isz, self._streamed(a, b, tb, p0, plen, t0, tl))
@@ -293,9 +320,10 @@ class FoldGemm:
         groups, chunks = _blocks(k, r_unit), _blocks(total_t, chunk)
         self.x.scope(sum(_aligned(r * tl * isz) for _, r in groups
                          for c0, cl in chunks for _, tl in _blocks(cl, piece)))
-        for q0, qlen in _blocks(across, c_unit):
+        sweep = self.em.sweep
+        for q0, qlen in sweep(_blocks(across, c_unit)):
             sums = self.partials.matrix(total_t, qlen) if ws else self.partials.matrix(qlen, total_t)
-            for g, (p0, plen) in enumerate(groups):
+            for g, (p0, plen) in sweep(tuple(enumerate(groups))):
                 w = self.w.use(("w", p0, q0), plen * qlen * isz, self._stationary(a, b, tb, p0, plen, q0, qlen))
                 first, last = g == 0, g == len(groups) - 1
                 for c0, clen in chunks:
@@ -333,9 +361,10 @@ class FoldGemm:
         piece = _even(k, piece)
         pieces = _blocks(k, piece)
         self.w.scope(sum(_aligned(ql * tl * isz) for _, ql in _blocks(n, c_unit) for _, tl in pieces))
-        for p0, plen in _blocks(m, r_unit):
+        sweep = self.em.sweep
+        for p0, plen in sweep(_blocks(m, r_unit)):
             self.x.scope(sum(_aligned(plen * tl * isz) for _, tl in pieces))
-            for q0, qlen in _blocks(n, c_unit):
+            for q0, qlen in sweep(_blocks(n, c_unit)):
                 slot = self.acc.acquire()
                 for i, (t0, tl) in enumerate(pieces):
                     x = self.x.use(("x", p0, t0), plen * tl * isz, a.block(p0, plen, t0, tl))

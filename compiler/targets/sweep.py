@@ -1,0 +1,232 @@
+"""A tile sweep emitted as a loop once it is seen to repeat (docs/isa.md, "Compiled programs
+are compact").
+
+A target's lowering sweeps tiles with Python loops that emit, per iteration, the same
+instructions with addresses moved by a constant: once the rings, configuration registers and
+every other piece of emission state are back where they were, nothing but the tile's position
+changes. `Emitter.sweep(items)` yields the items as a plain loop would and, after each
+iteration, looks back over the last three periods of p iterations (p <= MAX_PERIOD): when they
+are word for word alike, every address moving by the same delta from each period to the next,
+the emission state (`Emitter.sweep_key`) is the same at all four period boundaries, and the
+items themselves move by a constant per iteration, the three periods become one `loop` over the
+stretch of items that keeps moving so, and the iterations in between are never emitted: the
+lowering's code for them is not run at all, which is what makes a 70 B model's program cost
+its distinct patterns rather than its tiles.
+
+Why this is exact: an iteration's words are a function of the emission state at its start and
+of its item, addresses affine in the item's numbers (tile origins times strides). With the same
+state at the start of every period and items moving by a constant, period k + 1 is period k
+moved by the same deltas, and the state after it is the same again; so the loop unrolls to what
+the plain loop would have emitted. Rings count their slots (`Ring.uses`): their state is the
+slot in turn and whether the first round is over, and the counts are moved on by the skipped
+periods. The last item is always emitted on its own (a lowering may treat it apart, e.g. the
+last piece frees an accumulator slot). Tests compile every target's models both ways and
+compare the unrolled program with the flat one (`flat_emission`). A loop is made only where
+the verifier takes it: each iteration balances its semaphores (equal state ensures it) and no
+moving write overlaps its own previous iteration (checked here with the verifier's rule).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, TypeVar
+
+from isa import Addr, Instr, IsaError
+from isa.footprint import WRITTEN_ROLES, QueueConfig, footprints, stripes
+from isa.loop_checks import CONFIG_OPCODES, overlaps
+from isa.loops import loop_words
+from isa.opcodes import OPCODES, STRUCTURE
+
+if TYPE_CHECKING:
+    from compiler.targets.emit import Emitter
+
+__all__ = ["sweep", "flat_emission", "flat", "MAX_PERIOD", "LOOK"]
+
+MAX_PERIOD = 4       # iterations per period looked for (rings of 2 slots alternate: 2)
+LOOK = 24            # iterations a sweep looks back at before it stops looking
+T = TypeVar("T")
+
+_FLAT: ContextVar[bool] = ContextVar("flat_emission", default=False)
+
+
+def flat() -> bool:
+    """Whether emission is flat here (`flat_emission`)."""
+    return _FLAT.get()
+
+
+@contextlib.contextmanager
+def flat_emission() -> Iterator[None]:
+    """Inside the block every sweep emits all its iterations (the reference the compact
+    programs are tested against, and what `tessel compile --unroll` means)."""
+    token = _FLAT.set(True)
+    try:
+        yield
+    finally:
+        _FLAT.reset(token)
+
+
+def sweep(em: "Emitter", items: Sequence[T]) -> Iterator[T]:
+    """`items` one by one, as `for item in items` would, except that a stretch proven to repeat
+    is emitted as one loop and its items are skipped (module docstring)."""
+    n = len(items)
+    if n < 5 or _FLAT.get():           # three periods of one and the last item, at least
+        yield from items
+        return
+    numbers = [_numbers(item) for item in items]
+    i = 0
+    while i < n:
+        starts: list[int] = []          # per iteration since the last loop: first word
+        keys: list[tuple] = []          # ... the emission state at its start
+        counts: list[tuple] = []        # ... the rings' slot counts
+        configs: list[dict] = []        # ... the queues' configuration registers
+        first = i
+        while i < n:
+            starts.append(len(em.instructions))
+            keys.append(em.sweep_key())
+            counts.append(em.sweep_counts())
+            configs.append(em.queue_configs())
+            yield items[i]
+            i += 1
+            if i - first > LOOK:
+                continue
+            found = _period(em, items, numbers, first, i, starts, keys, counts, configs)
+            if found is not None:
+                i = _commit(em, numbers, first, i, starts, counts, *found)
+                break
+        else:
+            return
+
+
+def _period(em: "Emitter", items, numbers, first: int, i: int, starts: list[int],
+            keys: list[tuple], counts: list[tuple], configs: list[dict]):
+    """(period, strides, loop count) for the last three periods before iteration i, or None."""
+    now = None
+    for p in range(1, MAX_PERIOD + 1):
+        s = i - 3 * p
+        if s < first:
+            return None
+        if now is None:
+            now, counts_now = em.sweep_key(), em.sweep_counts()
+        k = s - first
+        if not (keys[k] == keys[k + p] == keys[k + 2 * p] == now):
+            continue
+        if numbers[s] is None or numbers[s + 1] is None or numbers[s + 1][1] != numbers[s][1] \
+                or len(numbers[s + 1][0]) != len(numbers[s][0]):
+            continue
+        count = _moving(numbers, s, p, len(items) - 1)
+        room = em.sweep_room(counts_now, counts[k + 2 * p])
+        if room is not None:
+            count = min(count, 3 + room)
+        if count < 3:
+            continue
+        words = em.instructions
+        ends = starts[k + p], starts[k + 2 * p], len(words)
+        b0, b1, b2 = (words[a:b] for a, b in zip((starts[k], *ends[:2]), ends))
+        strides = _strides(b0, b1, b2)
+        if strides is None or _overlapping(b0, strides, configs[k]):
+            continue
+        return p, strides, count
+    return None
+
+
+def _numbers(item) -> tuple[tuple[int, ...], tuple] | None:
+    """An item as (its integers in order, everything else): tuples and dataclasses (a tile's
+    Matrix, say) are read field by field; ints must move by a constant per iteration, the rest
+    (names, flags, None) must stay equal. None for what cannot be read so (emitted flat)."""
+    ints: list[int] = []
+    rest: list = []
+
+    def read(part) -> bool:
+        if isinstance(part, bool) or part is None or isinstance(part, (str, enum.Enum)):
+            rest.append(part)
+        elif isinstance(part, int):
+            ints.append(part)
+        elif isinstance(part, tuple):
+            return all(read(x) for x in part)
+        elif dataclasses.is_dataclass(part) and not isinstance(part, type):
+            return all(read(getattr(part, f.name)) for f in dataclasses.fields(part))
+        else:
+            return False
+        return True
+
+    return (tuple(ints), tuple(rest)) if read(item) else None
+
+
+def _moving(numbers, s: int, p: int, last: int) -> int:
+    """Periods of p from item s whose items keep moving by the constant of the first step
+    (their other parts equal), never reaching item `last` (emitted on its own)."""
+    ints, rest = numbers[s]
+    step = [b - a for a, b in zip(ints, numbers[s + 1][0])]
+    j = s + 1
+    while j + 1 < last and numbers[j + 1] is not None and numbers[j + 1][1] == rest \
+            and len(numbers[j + 1][0]) == len(step) \
+            and all(b - a == d for a, b, d in zip(numbers[j][0], numbers[j + 1][0], step)):
+        j += 1
+    return (j + 1 - s) // p           # items s..j move alike
+
+
+def _strides(b0: list[Instr], b1: list[Instr], b2: list[Instr]) -> list[tuple[int, int, int]] | None:
+    """(word, field position, delta) of every address that moves from b0 to b1 to b2 by one
+    delta, when the three are otherwise equal word for word; None when they are not."""
+    if not len(b0) == len(b1) == len(b2):
+        return None
+    out = []
+    for at, (x0, x1, x2) in enumerate(zip(b0, b1, b2)):
+        if x0 is x1 and x1 is x2:
+            continue
+        if not (x0.opcode == x1.opcode == x2.opcode and x0.queue == x1.queue == x2.queue):
+            return None
+        for position, ((_, v0), (_, v1), (_, v2)) in enumerate(zip(x0.fields, x1.fields, x2.fields)):
+            if v0 == v1 == v2:
+                continue
+            if not (type(v0) is Addr and type(v1) is Addr and type(v2) is Addr) \
+                    or not v0.space == v1.space == v2.space or x0.opcode in STRUCTURE:
+                return None
+            delta = v1.addr - v0.addr
+            if v2.addr - v1.addr != delta:
+                return None
+            out.append((at, position, delta))
+    return out
+
+
+def _overlapping(body: list[Instr], strides, config: dict) -> bool:
+    """Whether a moving write of `body` would overlap its previous iteration (the verifier's
+    rule, isa/loop_checks.py): each instruction under its queue's configuration at that point."""
+    moving = {}
+    for at, position, delta in strides:
+        moving.setdefault(at, {})[OPCODES[body[at].opcode].fields[position].name] = abs(delta)
+    config = dict(config)               # queue text -> its registers, as the emitter keeps them
+    for at, instr in enumerate(body):
+        queue = str(instr.queue)
+        registers = config.get(queue, QueueConfig())
+        if at in moving:
+            try:
+                found = footprints(instr, registers)
+            except IsaError:            # a register it needs is unset: the verifier's to say
+                return True
+            for footprint in found:
+                shift = moving[at].get(footprint.role)
+                if footprint.role in WRITTEN_ROLES and shift \
+                        and overlaps(*stripes(instr, registers, footprint), shift):
+                    return True
+        if instr.opcode in CONFIG_OPCODES:
+            config[queue] = registers.after(instr)
+    return False
+
+
+def _commit(em: "Emitter", numbers, first: int, i: int, starts: list[int], counts: list[tuple],
+            p: int, strides, count: int) -> int:
+    """Replace the three emitted periods before iteration i by a loop of `count` periods,
+    move the rings' counts on by the periods not emitted, and return the next item's index."""
+    s = i - 3 * p
+    k = s - first
+    body = em.instructions[starts[k]:starts[k + p]]
+    del em.instructions[starts[k]:]
+    em.instructions.extend(loop_words(count, len(body), strides))
+    em.instructions.extend(body)
+    now = em.sweep_counts()
+    em.advance_counts(now, counts[k + 2 * p], count - 3)
+    return s + count * p
