@@ -23,7 +23,7 @@ from isa.loops import Loop, Structure, loop_structure, where
 from isa.opcodes import OPCODES
 from isa.program import Program
 
-__all__ = ["unroll", "Unrolled", "unrolled_order", "executed_count"]
+__all__ = ["unroll", "Unrolled", "unrolled_order", "executed_count", "multiplicities"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -97,6 +97,16 @@ def executed_count(program: Program) -> int:
         return total + hi - cursor
 
     return executed(0, structure.size, None)
+
+
+def multiplicities(structure: Structure) -> np.ndarray:
+    """How many times each word of a compact program executes (int64 per word; loop and
+    stride words 0): the product of its enclosing loops' counts, without unrolling."""
+    times = np.ones(structure.size, dtype=np.int64)
+    for loop in structure.loops:              # outer loops first: nested bodies multiply on
+        times[loop.header:loop.body_start] = 0
+        times[loop.body_start:loop.body_end] *= loop.count
+    return times
 
 
 def unroll(program: Program) -> Program:

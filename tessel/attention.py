@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
+
 import isa
-from isa.unroll import executed_count
+from isa.loops import loop_structure
+from isa.unroll import executed_count, multiplicities
 
 __all__ = ["attention_report", "attention_rows"]
 
@@ -20,16 +23,27 @@ _DMA = frozenset({"load", "store"})
 
 
 def _op_bytes(program: isa.Program) -> dict[str, int]:
-    """Off-chip bytes moved by load and store instructions within each op mark."""
-    program = isa.unroll(program)          # every executed load and store
+    """Off-chip bytes moved by load and store instructions within each op mark. A load's
+    bytes (rows x row_bytes) are the same in every iteration of its loops (only addresses
+    move), so each compact instruction counts times its executions; a program whose op marks
+    lie inside loop bodies (each iteration its own op) is unrolled first."""
+    structure = loop_structure(program.instructions, ops=program.ops)
+    inside = np.zeros(structure.size + 1, dtype=np.int64)
+    for loop in structure.loops:
+        inside[loop.body_start] += 1
+        inside[loop.body_end] -= 1
+    if any(np.cumsum(inside)[index] for index, _ in program.ops):
+        program = isa.unroll(program)
+        structure = loop_structure(program.instructions, ops=program.ops)
+    times = multiplicities(structure)
     marks = list(program.ops)
     n = len(program.instructions)
     out: dict[str, int] = {}
     for (lo, name), (hi, _) in zip(marks, marks[1:] + [(n, "")]):
         total = 0
-        for ins in program.instructions[lo:hi]:
+        for k, ins in enumerate(program.instructions[lo:hi], lo):
             if ins.opcode in _DMA:
-                total += ins["rows"] * ins["row_bytes"]
+                total += ins["rows"] * ins["row_bytes"] * int(times[k])
         out[name] = out.get(name, 0) + total
     return out
 

@@ -32,7 +32,7 @@ import dataclasses
 import enum
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, TypeVar
+from typing import Any, TypeVar
 
 from isa import Addr, Instr, IsaError
 from isa.footprint import WRITTEN_ROLES, QueueConfig, footprints, stripes
@@ -40,8 +40,7 @@ from isa.loop_checks import CONFIG_OPCODES, overlaps
 from isa.loops import loop_words
 from isa.opcodes import OPCODES, STRUCTURE
 
-if TYPE_CHECKING:
-    from compiler.targets.emit import Emitter
+Emitter = Any       # compiler.targets.emit.Emitter, which imports this module
 
 __all__ = ["sweep", "flat_emission", "flat", "MAX_PERIOD", "LOOK"]
 
@@ -68,7 +67,7 @@ def flat_emission() -> Iterator[None]:
         _FLAT.reset(token)
 
 
-def sweep(em: "Emitter", items: Sequence[T]) -> Iterator[T]:
+def sweep(em: Emitter, items: Sequence[T]) -> Iterator[T]:
     """`items` one by one, as `for item in items` would, except that a stretch proven to repeat
     is emitted as one loop and its items are skipped (module docstring)."""
     n = len(items)
@@ -100,7 +99,7 @@ def sweep(em: "Emitter", items: Sequence[T]) -> Iterator[T]:
             return
 
 
-def _period(em: "Emitter", items, numbers, first: int, i: int, starts: list[int],
+def _period(em: Emitter, items, numbers, first: int, i: int, starts: list[int],
             keys: list[tuple], counts: list[tuple], configs: list[dict]):
     """(period, strides, loop count) for the last three periods before iteration i, or None."""
     now = None
@@ -217,7 +216,7 @@ def _overlapping(body: list[Instr], strides, config: dict) -> bool:
     return False
 
 
-def _commit(em: "Emitter", numbers, first: int, i: int, starts: list[int], counts: list[tuple],
+def _commit(em: Emitter, numbers, first: int, i: int, starts: list[int], counts: list[tuple],
             p: int, strides, count: int) -> int:
     """Replace the three emitted periods before iteration i by a loop of `count` periods,
     move the rings' counts on by the periods not emitted, and return the next item's index."""
