@@ -98,10 +98,9 @@ def compile_graph(pipeline: Pipeline, graph: Graph, arch, dtype: DType | None = 
     """Every step of `pipeline`: the compiled program (a `compiler.targets.Lowered`), which
     records the architecture it was compiled for (its whole field table) and the tool version,
     so that a program file is simulated on the machine it was made for. The program is the
-    flat one the target lowered: `tessel compile` rolls it into loops before writing it
-    (compiler/roll.py), while an in-process simulation takes it as it is, since the simulator
-    runs the unrolled program anyway (until it times loops itself, issue 17) and rolling a
-    multi-million-instruction program only to unroll it again costs seconds."""
+    one the target lowered, its tile sweeps already loops wherever they repeat
+    (compiler/targets/sweep.py; flat under `flat_emission`); `tessel compile` passes it through
+    the roll pass (compiler/roll.py), which rolls a program that has no loops yet."""
     lowered = pipeline.run(graph, arch, dtype, progress=progress)[pipeline.names[-1]]
     program = dataclasses.replace(lowered.program, arch=dataclasses.asdict(arch),
                                   tool_version=tool_version())

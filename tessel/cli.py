@@ -178,14 +178,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
                                           progress=bar)
         if bar is not None:
             bar("verify", steps)
-        flat = lowered.program
-        program = flat if args.unroll else roll(flat, arch.machine_view().limits)
+        emitted = lowered.program          # its tile sweeps already loops (compiler/targets/sweep.py)
+        program = isa.unroll(emitted) if args.unroll else roll(emitted, arch.machine_view().limits)
         isa.verify(program, arch.machine_view())
         if bar is not None:
             bar("write", steps + 1)
         isa.save(program, out)
-    words = "" if program is flat else f" in {len(program.instructions):,} words (loops)"
-    print(f"wrote {out}: {len(flat.instructions):,} instructions{words} for {arch.name}"
+    executed = isa.executed_count(program)
+    words = "" if executed == len(program.instructions) else f" in {len(program.instructions):,} words (loops)"
+    print(f"wrote {out}: {executed:,} instructions{words} for {arch.name}"
           + (" with weights and inputs" if feeds else ""))
     return 0
 

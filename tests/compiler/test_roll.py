@@ -18,6 +18,7 @@ from arch import load_arch
 from compiler.frontend import Model, load_model
 from compiler.phase import decode, prefill
 from compiler.roll import SAMPLE, roll
+from compiler.targets.sweep import flat_emission
 from isa.loops import loop_structure
 from sim.simulate import simulate
 from tessel.cli import main
@@ -137,7 +138,8 @@ def test_a_large_program_that_repeats_is_rolled_whole():
 
 def _check(target: str, model: Model, phase, *, rolled: bool = True) -> isa.Program:
     arch = TARGETS[target].load_arch()
-    flat = TARGETS[target].compile(model.graph(phase), arch).program
+    with flat_emission():           # the roll pass takes flat programs
+        flat = TARGETS[target].compile(model.graph(phase), arch).program
     compact = roll(flat, arch.machine_view().limits)
     if rolled:
         assert _loops(compact) and len(compact.instructions) < len(flat.instructions)
@@ -170,7 +172,8 @@ def test_tiny_families_roll_exactly(target, family):
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_compact_and_unrolled_programs_report_the_same(target):
     arch = TARGETS[target].load_arch()
-    flat = TARGETS[target].compile(load_model("gpt2").graph(decode(8)), arch).program
+    with flat_emission():
+        flat = TARGETS[target].compile(load_model("gpt2").graph(decode(8)), arch).program
     compact = roll(flat, arch.machine_view().limits)
     assert _loops(compact)
     machine = TARGETS[target].machine
@@ -183,7 +186,8 @@ def test_three_deep_loops_move_alike_in_every_enclosing_loop(tmp_path):
     # body's instructions must agree on the deltas of every enclosing loop, not only the next
     arch = load_arch("systolic-128", ["rows=32", "cols=32", "dataflow=os"])
     graph = load_model(str(gemm_graph(tmp_path, 100, 200, 30))).fixed_graph
-    flat = TARGETS["systolic"].compile(graph, arch).program
+    with flat_emission():
+        flat = TARGETS["systolic"].compile(graph, arch).program
     compact = roll(flat, arch.machine_view().limits)
     structure = loop_structure(compact.instructions)
     assert max(len(structure.chain(loop.body_start)) for loop in structure.loops) >= 2   # nested
