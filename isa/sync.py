@@ -105,11 +105,17 @@ def completes_by_iterations(instructions: Sequence[Instr], structure: Structure,
     so a schedule that completes with barriers is a schedule of the program that completes;
     and when each semaphore is waited on by one queue, whether a schedule completes does not
     depend on the interleaving (a Kahn network), so the program completes whatever the order.
-    False (not proven) when a semaphore has several waiting queues, a queue halts, or some
-    stretch needs a later one's signals: the caller then walks the executed instructions."""
+    A halt that is its queue's last sync word, outside loops, ends the queue as running out of
+    words would. False (not proven) when a semaphore has several waiting queues, a queue halts
+    anywhere else, or some stretch needs a later one's signals: the caller then walks the
+    executed instructions."""
     sync = [i for i, op in enumerate(opcodes) if op in SYNC_OPCODES]
-    if any(opcodes[i] == "halt" for i in sync):
-        return False
+    halts = [i for i in sync if opcodes[i] == "halt"]
+    if halts:             # a queue's closing halt, outside loops, ends it as running out would
+        last = {instructions[i].queue: i for i in sync}
+        if any(last[instructions[i].queue] != i or structure.chain(i) for i in halts):
+            return False
+        sync = [i for i in sync if opcodes[i] != "halt"]
     waiters: dict[int, object] = {}
     for i in sync:
         if opcodes[i] == "wait" and waiters.setdefault(instructions[i]["sem"],

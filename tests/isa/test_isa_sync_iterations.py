@@ -42,10 +42,29 @@ def _verdicts(text: str) -> tuple[bool, bool]:
 
 
 @settings(max_examples=200, deadline=None, database=None)
-@given(lines=_lines())
-def test_what_iterations_prove_the_executed_walk_confirms(lines):
+@given(lines=_lines(), halts=st.lists(st.tuples(st.integers(0, 40), st.sampled_from(QUEUES)),
+                                      max_size=2),
+       closing=st.booleans())
+def test_what_iterations_prove_the_executed_walk_confirms(lines, halts, closing):
+    # halts anywhere at the top level, and every queue's closing halt (as compiled programs end)
+    depth, top = 0, []
+    for k, line in enumerate(lines):
+        depth += line.startswith(".loop") - (line == ".endloop")
+        top.append(k + 1 if depth == 0 else None)
+    for at, queue in sorted(halts, reverse=True):
+        spots = [k for k in top if k is not None and k <= at] or [0]
+        lines = lines[:spots[-1]] + [f"{queue} halt"] + lines[spots[-1]:]
+    lines = lines + ([f"{q} halt" for q in QUEUES] if closing else [])
     proven, completes = _verdicts(HEADER + "\n".join(lines) + "\n")
     assert completes or not proven
+
+
+def test_closing_halts_leave_a_program_provable():
+    body = "dma0 signal sem=1\n.loop count=3\nmxu0 wait sem=1\nmxu0 signal sem=1\n.endloop\n"
+    closing = "".join(f"{q} halt\n" for q in QUEUES)
+    assert _verdicts(HEADER + body + closing) == (True, True)
+    # a halt before its queue's last sync word is not a closing one: not proven, still walked
+    assert _verdicts(HEADER + "mxu0 halt\n" + body + closing)[0] is False
 
 
 PIPELINE = HEADER + """mxu0 signal sem=1
