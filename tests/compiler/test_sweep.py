@@ -117,6 +117,7 @@ def test_the_last_item_is_always_emitted_apart():
     assert isa.unroll(compact) == flat
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["systolic", "dataflow"])
 @pytest.mark.parametrize("phase", [prefill(8), decode(8)], ids=["prefill-8", "decode-8"])
 def test_gpt2_compiles_to_loops_that_unroll_to_the_flat_emission(target, phase):
