@@ -1,8 +1,10 @@
 """Compact programs report exactly what their unrolled equivalents report, on real models.
 
-For each model, phase and target: compile the flat program, roll it as `tessel compile` does,
-simulate the compact program (timed per pattern when the machine allows, sim/periodic.py) and
-its unrolled equivalent, timing only, and compare every field of the two results' JSON.
+For each model, phase and target: compile the program as `tessel compile` does (tile sweeps
+emitted as loops, compiler/targets/sweep.py, then the roll pass) and the flat program
+(`flat_emission`), check that the compact one unrolls to the flat one, simulate both, timing
+only (the compact one per pattern when the machine allows, sim/periodic.py), and compare every
+field of the two results' JSON.
 Prints a table (words, executed instructions, how the compact one was timed, seconds each) and
 exits 1 on any difference.
 
@@ -19,6 +21,7 @@ import isa
 from compiler.frontend import load_model
 from compiler.phase import decode, prefill
 from compiler.roll import roll
+from compiler.targets.sweep import flat_emission
 from sim.compact_costs import PatternCosts, timing_plan
 from sim.simulate import simulate
 from tessel.table import render_table
@@ -28,15 +31,19 @@ from tessel.targets import TARGETS
 def check(model: str, phase, target: str) -> tuple:
     spec = TARGETS[target]
     arch = spec.load_arch()
-    flat = spec.compile(load_model(model).graph(phase), arch).program
-    compact = roll(flat, arch.machine_view().limits)
+    graph = load_model(model).graph(phase)
+    compact = roll(spec.compile(graph, arch).program, arch.machine_view().limits)
+    with flat_emission():
+        flat = spec.compile(graph, arch).program
+    if isa.unroll(compact) != flat:
+        return (model, target, "", "", "", "", "", "DIFFER: unrolled program")
     machine = spec.machine(arch)
     plan = timing_plan(machine, compact)
     how = "per pattern" if isinstance(plan, PatternCosts) else f"unrolled ({plan})"
     start = time.perf_counter()
     a = simulate(compact, machine, functional=False).result.to_json()
     middle = time.perf_counter()
-    b = simulate(isa.unroll(compact), machine, functional=False).result.to_json()
+    b = simulate(flat, machine, functional=False).result.to_json()
     end = time.perf_counter()
     differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     return (f"{model} {phase.kind}-{phase.seq if phase.kind == 'prefill' else phase.kv}", target,

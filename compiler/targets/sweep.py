@@ -34,6 +34,8 @@ from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
+import numpy as np
+
 from isa import Addr, Instr, IsaError
 from isa.footprint import WRITTEN_ROLES, QueueConfig, footprints, stripes
 from isa.loop_checks import CONFIG_OPCODES, overlaps
@@ -74,7 +76,7 @@ def sweep(em: Emitter, items: Sequence[T]) -> Iterator[T]:
     if n < 5 or _FLAT.get():           # three periods of one and the last item, at least
         yield from items
         return
-    numbers = [_numbers(item) for item in items]
+    numbers = _Numbers(items)
     i = 0
     while i < n:
         starts: list[int] = []          # per iteration since the last loop: first word
@@ -115,26 +117,86 @@ def _period(em: Emitter, items, numbers, first: int, i: int, starts: list[int],
         if numbers[s] is None or numbers[s + 1] is None or numbers[s + 1][1] != numbers[s][1] \
                 or len(numbers[s + 1][0]) != len(numbers[s][0]):
             continue
-        count = _moving(numbers, s, p, len(items) - 1)
-        room = em.sweep_room(counts_now, counts[k + 2 * p])
-        if room is not None:
-            count = min(count, 3 + room)
-        if count < 3:
-            continue
         words = em.instructions
         ends = starts[k + p], starts[k + 2 * p], len(words)
         b0, b1, b2 = (words[a:b] for a, b in zip((starts[k], *ends[:2]), ends))
         strides = _strides(b0, b1, b2)
-        if strides is None or _overlapping(b0, strides, configs[k]):
+        if strides is None:
+            continue
+        count = _moving(numbers, s, p, len(items) - 1)
+        room = em.sweep_room(counts_now, counts[k + 2 * p])
+        if room is not None:
+            count = min(count, 3 + room)
+        if count < 3 or _overlapping(b0, strides, configs[k]):
             continue
         return p, strides, count
     return None
+
+
+class _Numbers:
+    """`_numbers` of each item, worked out when first asked for, and how far the items from
+    a start keep moving by one step (asked again and again while a sweep looks for periods)."""
+
+    def __init__(self, items: Sequence) -> None:
+        self.items = items
+        self.found: dict[int, tuple | None] = {}
+        self.runs: dict[int, int] = {}
+        self.steady = _steady(items)
+
+    def __getitem__(self, k: int):
+        if k not in self.found:
+            self.found[k] = _numbers(self.items[k])
+        return self.found[k]
+
+    def run_end(self, s: int, last: int) -> int:
+        """The last item j < last such that items s..j move by the step from s to s + 1."""
+        if self.steady is not None:
+            return min(s + 1 + int(self.steady[s]), last - 1)
+        if s not in self.runs:
+            ints, rest = self[s]
+            step = [b - a for a, b in zip(ints, self[s + 1][0])]
+            j = s + 1
+            while j + 1 < last:
+                nxt = self[j + 1]
+                if nxt is None or nxt[1] != rest or len(nxt[0]) != len(step) or any(
+                        b - a != d for a, b, d in zip(self[j][0], nxt[0], step)):
+                    break
+                j += 1
+            self.runs[s] = j
+        return self.runs[s]
+
+
+def _steady(items: Sequence) -> np.ndarray | None:
+    """For a sweep over ints or equal-length tuples of ints (tile origins and sizes): per
+    start s, how many steps after s -> s + 1 repeat it exactly (numpy, once per sweep);
+    None for other items (read one by one)."""
+    if isinstance(items, range):
+        return np.arange(len(items) - 2, -1, -1, dtype=np.int64)[:max(len(items) - 1, 0)]
+    try:
+        table = np.array(items, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if table.dtype != np.int64 or table.ndim not in (1, 2) or len(items) < 2 \
+            or any(type(x) is bool or (type(x) is tuple and any(type(y) is not int for y in x))
+                   or type(x) not in (int, tuple) for x in items):
+        return None
+    table = table.reshape(len(items), -1)
+    step = np.diff(table, axis=0)
+    same = np.all(step[1:] == step[:-1], axis=1)          # step s + 1 equals step s
+    runs = np.zeros(len(same) + 1, dtype=np.int64)        # steps after s equal to step s
+    for k in range(len(same) - 1, -1, -1):
+        runs[k] = runs[k + 1] + 1 if same[k] else 0
+    return runs
 
 
 def _numbers(item) -> tuple[tuple[int, ...], tuple] | None:
     """An item as (its integers in order, everything else): tuples and dataclasses (a tile's
     Matrix, say) are read field by field; ints must move by a constant per iteration, the rest
     (names, flags, None) must stay equal. None for what cannot be read so (emitted flat)."""
+    if type(item) is int:
+        return (item,), ()
+    if type(item) is tuple and all(type(x) is int for x in item):
+        return item, ()
     ints: list[int] = []
     rest: list = []
 
@@ -154,17 +216,10 @@ def _numbers(item) -> tuple[tuple[int, ...], tuple] | None:
     return (tuple(ints), tuple(rest)) if read(item) else None
 
 
-def _moving(numbers, s: int, p: int, last: int) -> int:
+def _moving(numbers: _Numbers, s: int, p: int, last: int) -> int:
     """Periods of p from item s whose items keep moving by the constant of the first step
     (their other parts equal), never reaching item `last` (emitted on its own)."""
-    ints, rest = numbers[s]
-    step = [b - a for a, b in zip(ints, numbers[s + 1][0])]
-    j = s + 1
-    while j + 1 < last and numbers[j + 1] is not None and numbers[j + 1][1] == rest \
-            and len(numbers[j + 1][0]) == len(step) \
-            and all(b - a == d for a, b, d in zip(numbers[j][0], numbers[j + 1][0], step)):
-        j += 1
-    return (j + 1 - s) // p           # items s..j move alike
+    return (numbers.run_end(s, last) + 1 - s) // p
 
 
 def _strides(b0: list[Instr], b1: list[Instr], b2: list[Instr]) -> list[tuple[int, int, int]] | None:
