@@ -15,7 +15,9 @@ from compiler.targets.emit import Emitter, Ring, RingSpec
 from compiler.targets.sweep import flat_emission
 from isa import Addr
 from isa.loops import loop_structure
+from isa.unroll import multiplicities
 from sim.simulate import simulate
+from tessel.attention import _op_bytes
 from tessel.driver import policy_routed
 from tessel.targets import TARGETS
 from tests.families.tiny import TINY
@@ -161,3 +163,13 @@ def test_one_layer_of_llama_70b_prefill_2048_on_sn40l_is_exact_and_compact():
     assert len(flat.instructions) == 643_342
     assert len(compiled.instructions) < 12_000
     assert isa.unroll(compiled) == flat
+
+
+def test_attention_traffic_of_a_compact_program_counts_every_execution():
+    # the report's per-op load/store bytes: each compact word times its executions
+    arch = TARGETS["systolic"].load_arch()
+    compiled = TARGETS["systolic"].compile(load_model("gpt2").graph(decode(8)), arch).program
+    assert _loops(compiled)
+    assert _op_bytes(compiled) == _op_bytes(isa.unroll(compiled))
+    times = multiplicities(loop_structure(compiled.instructions))
+    assert int(times.sum()) == isa.executed_count(compiled)
