@@ -154,6 +154,8 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
                   for op, spec in OPCODES.items() if op.startswith("pim.")}
     slots: dict[object, list] = {}      # queue -> [its QueueConfig so far]
     slot_of: dict[int, list] = {}       # id(queue object) -> its slot (equal queues share one)
+    configs: dict[QueueConfig, QueueConfig] = {}   # one object per distinct configuration
+    passed: set[tuple[int, int]] = set()           # (instruction object, configuration) checked
     wanted = _to_check(opcodes, first, structure)
     strided = structure.strided()
     checks = (visits(structure, wanted, opcodes) if structure.loops else zip(wanted, repeat(())))
@@ -180,18 +182,26 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
         if instr.opcode in NO_FOOTPRINT:
             continue                        # touches no memory and configures nothing
         config = slot[0]
+        moving = index in strided
+        if not moving:                      # the same object under the same registers passes
+            key = (id(instr), id(config))   # the same footprint checks again
+            if key in passed:
+                if instr.opcode in CONFIG_OPCODES:
+                    slot[0] = configs.setdefault(config.after(instr), config.after(instr))
+                continue
+            passed.add(key)
         try:
             found = footprints(instr, config, limits)
         except IsaError as error:
             raise _at(index, instr, str(error), context) from None
-        moving = index in strided
         for footprint in found:
             moves = _moves(index, instr, footprint, context) if moving else []
             _check_footprint(index, instr, footprint, spaces, context, moves)
             if moves and footprint.role in WRITTEN_ROLES:
                 _check_moving_write(index, instr, footprint, config, context, moves)
         if instr.opcode in CONFIG_OPCODES:
-            slot[0] = config.after(instr)
+            after = config.after(instr)
+            slot[0] = configs.setdefault(after, after)
 
 
 _POSITION = {op: {name: k for k, name in enumerate(spec.names)} for op, spec in OPCODES.items()}
