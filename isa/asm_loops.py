@@ -60,6 +60,16 @@ class _Block:
         self.body_start = 0
 
 
+def _op_name(statement: Statement, depth: int, fail: Fail) -> str:
+    """An `.op` line's name; a template {+N} (filled in by its loop's iteration) only inside
+    a loop."""
+    name = str(statement.parts[0])
+    if "{" in name and depth == 0:
+        raise fail(statement, None, f".op {name}: a name template {{+N}} needs a loop around it "
+                                    "(its iteration fills it in)")
+    return name
+
+
 def assemble_body(body: Sequence[Statement], read: InstrReader,
                   fail: Fail) -> tuple[tuple[Instr, ...], tuple[tuple[int, str], ...]]:
     """Instructions and op marks of the body statements (instr, op, loop, endloop)."""
@@ -69,7 +79,7 @@ def assemble_body(body: Sequence[Statement], read: InstrReader,
             if statement.kind == "instr":
                 instructions.append(read(statement, 0)[0])
             else:
-                ops.append((len(instructions), str(statement.parts[0])))
+                ops.append((len(instructions), _op_name(statement, 0, fail)))
         return tuple(instructions), tuple(ops)
     stack = [_Block(None, 1)]
     for statement in body:
@@ -80,7 +90,7 @@ def assemble_body(body: Sequence[Statement], read: InstrReader,
                 stack[-1 - level].stride_words += 1
             stack[-1].items.append(("instr", instr, strides))
         elif kind == "op":
-            stack[-1].items.append(("op", str(statement.parts[0])))
+            stack[-1].items.append(("op", _op_name(statement, len(stack) - 1, fail)))
         elif kind == "loop":
             block = _Block(statement, _count(statement, fail))
             stack[-1].items.append(("loop", block))

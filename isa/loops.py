@@ -10,6 +10,7 @@ loops and raises LoopError naming the loop (its header's index) and the field at
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from isa.instr import Instr
 from isa.opcodes import OPCODES, STRUCTURE, STRUCTURE_QUEUE
 from isa.values import Queue
 
-__all__ = ["Loop", "Structure", "loop_structure", "where", "loop_words"]
+__all__ = ["Loop", "Structure", "loop_structure", "where", "loop_words", "mark_name"]
 
 _SEQ_QUEUE = Queue.parse(STRUCTURE_QUEUE)
 
@@ -145,7 +146,22 @@ def loop_structure(instructions: Sequence[Instr], opcodes: Sequence[str] | None 
         if index in stride_of:
             raise LoopError(f"op mark ({index}, {name!r}) points at a stride word of loop at "
                             f"{stride_of[index]}", stride_of[index])
+        if "{" in name and not any(loop.body_start <= index < loop.body_end for loop in loops):
+            raise LoopError(f"op mark ({index}, {name!r}): a name template {{+N}} needs a loop "
+                            "around it (its iteration fills it in)", index)
     return Structure(tuple(loops), size)
+
+
+_TEMPLATE = re.compile(r"\{\+(\d+)\}")
+
+
+def mark_name(name: str, iteration: int) -> str:
+    """An op mark's name in iteration `iteration` of its innermost enclosing loop: a template
+    `{+N}` in it reads N + iteration (`layers.{+3}.mlp` in iteration 2 is `layers.5.mlp`), so
+    the ops of a model's layers can be one loop body and keep their own names."""
+    if "{" not in name:
+        return name
+    return _TEMPLATE.sub(lambda m: str(int(m.group(1)) + iteration), name)
 
 
 def _loop(instructions: Sequence[Instr], opcodes: Sequence[str], header: int, body_start: int,

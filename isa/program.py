@@ -16,9 +16,11 @@ from isa.fields import SPACE_BITS
 from isa.instr import Instr
 from isa.values import NAME_RE, DType
 
-__all__ = ["Symbol", "Program", "SYMBOL_NAME_RE", "TARGET_RE", "VERSION_RE", "arch_table"]
+__all__ = ["Symbol", "Program", "SYMBOL_NAME_RE", "OP_NAME_RE", "TARGET_RE", "VERSION_RE", "arch_table"]
 
 SYMBOL_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")  # dots for `h.0.attn.weight`
+# an op mark's name: a symbol name, or one holding a template {+N} that its loop fills in
+OP_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*(\{\+[0-9]+\}[A-Za-z0-9_.]*)?")
 TARGET_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 VERSION_RE = re.compile(r"[A-Za-z0-9_.+!\-]+")          # a PEP 440 version's characters
 
@@ -106,7 +108,7 @@ class Program:
         ops = tuple((int(i), str(n)) for i, n in self.ops)
         previous = 0
         for index, name in ops:
-            if not previous <= index <= len(self.instructions) or SYMBOL_NAME_RE.fullmatch(name) is None:
+            if not previous <= index <= len(self.instructions) or OP_NAME_RE.fullmatch(name) is None:
                 raise IsaError(f"op mark ({index}, {name!r}) out of order or not a name")
             previous = index
         object.__setattr__(self, "ops", ops)

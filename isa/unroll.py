@@ -19,11 +19,11 @@ from isa.bulk import no_gc
 from isa.errors import LoopError
 from isa.fields import trusted_addr
 from isa.instr import Instr
-from isa.loops import Loop, Structure, loop_structure, where
+from isa.loops import Loop, Structure, loop_structure, mark_name, where
 from isa.opcodes import OPCODES
 from isa.program import Program
 
-__all__ = ["unroll", "Unrolled", "unrolled_order", "executed_count", "multiplicities"]
+__all__ = ["unroll", "Unrolled", "unrolled_order", "unrolled_marks", "executed_count", "multiplicities"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -49,19 +49,36 @@ class Unrolled:
 
 def unrolled_order(structure: Structure, ops: tuple[tuple[int, str], ...] = ()) -> Unrolled:
     """The executed order of a program with loops `structure` and op marks `ops`."""
-    children: dict[int | None, list[Loop]] = {}
-    for loop in structure.loops:
-        children.setdefault(loop.parent, []).append(loop)
+    children = _children(structure)
     dtype = np.int32 if structure.size < 1 << 31 else np.int64
 
+    def block(lo: int, hi: int, parent: int | None) -> np.ndarray:
+        pieces, cursor = [], lo
+        for kid in children.get(parent, []) + [None]:
+            stop = hi if kid is None else kid.header
+            pieces.append(np.arange(cursor, stop, dtype=dtype))
+            if kid is None:
+                break
+            pieces.append(np.tile(block(kid.body_start, kid.body_end, kid.header), kid.count))
+            cursor = kid.body_end
+        return np.concatenate(pieces)
+
+    return Unrolled(structure, block(0, structure.size, None), unrolled_marks(structure, ops))
+
+
+def unrolled_marks(structure: Structure, ops: tuple[tuple[int, str], ...]) -> tuple[tuple[int, str], ...]:
+    """The op marks of the unrolled program, as (executed index, name): a mark inside a loop
+    body is repeated each iteration, its name template filled in (`mark_name`). Without
+    unrolling: O(loops + the marks it returns)."""
+    children = _children(structure)
+
     def block(lo: int, hi: int, parent: int | None, marks: list[tuple[int, str]]):
-        pieces, placed, length, cursor, m = [], [], 0, lo, 0
+        placed, length, cursor, m = [], 0, lo, 0
         for kid in children.get(parent, []) + [None]:
             stop = hi if kid is None else kid.header
             while m < len(marks) and marks[m][0] <= stop:
                 placed.append((length + marks[m][0] - cursor, marks[m][1]))
                 m += 1
-            pieces.append(np.arange(cursor, stop, dtype=dtype))
             length += stop - cursor
             if kid is None:
                 break
@@ -70,15 +87,20 @@ def unrolled_order(structure: Structure, ops: tuple[tuple[int, str], ...] = ()) 
                 inside.append(marks[m])
                 m += 1
             body, body_marks = block(kid.body_start, kid.body_end, kid.header, inside)
-            pieces.append(np.tile(body, kid.count))
-            placed += [(length + k * len(body) + p, name)
+            placed += [(length + k * body + p, mark_name(name, k))
                        for k in range(kid.count) for p, name in body_marks]
-            length += len(body) * kid.count
+            length += body * kid.count
             cursor = kid.body_end
-        return np.concatenate(pieces), placed
+        return length, placed
 
-    order, marks = block(0, structure.size, None, list(ops))
-    return Unrolled(structure, order, tuple(marks))
+    return tuple(block(0, structure.size, None, list(ops))[1])
+
+
+def _children(structure: Structure) -> dict[int | None, list[Loop]]:
+    children: dict[int | None, list[Loop]] = {}
+    for loop in structure.loops:
+        children.setdefault(loop.parent, []).append(loop)
+    return children
 
 
 def executed_count(program: Program) -> int:

@@ -21,7 +21,7 @@ from operator import attrgetter
 import numpy as np
 
 import isa
-from isa.loops import Structure, loop_structure
+from isa.loops import Loop, Structure, loop_structure
 from isa.opcodes import STRUCTURE
 from isa.unroll import unrolled_order
 from sim.machines.base import Machine, MachineRun
@@ -29,7 +29,7 @@ from sim.machines.events import Events
 from sim.loop_layout import LoopLayout, loop_layout
 from sim.periodic import HALT, PLAIN, SIGNAL, WAIT
 
-__all__ = ["PatternCosts", "pattern_costs", "timing_plan", "timed_per_pattern"]
+__all__ = ["PatternCosts", "pattern_costs", "timing_plan", "timed_per_pattern", "marked_loops"]
 
 _KIND = {"signal": SIGNAL, "wait": WAIT, "halt": HALT}
 _OPCODE = attrgetter("opcode")
@@ -144,12 +144,42 @@ def timed_per_pattern(machine: Machine, program: isa.Program) -> bool:
     return isinstance(timing_plan(machine, program), PatternCosts)
 
 
+def marked_loops(program: isa.Program, structure: Structure) -> dict[int, Loop]:
+    """The loops whose bodies hold op marks (each iteration its own ops), by header."""
+    found: dict[int, Loop] = {}
+    for index, _ in program.ops:
+        for loop in structure.chain(index):
+            found.setdefault(loop.header, loop)
+    return found
+
+
+def _marks_outside_patterns(program: isa.Program, structure: Structure) -> str:
+    """Op marks inside loops are timed per pattern when each iteration's ops are a whole
+    body: the loop is not inside another, its body starts with a mark and what follows it
+    does too (or nothing does), and no mark lies in a loop nested in it. Else why not."""
+    marked = {index for index, _ in program.ops}
+    headers = {loop.header for loop in marked_loops(program, structure).values()}
+    for index, name in program.ops:
+        chain = structure.chain(index)
+        if index in headers:
+            return f"op mark {name!r} marks loop at {index}, whose iterations have ops of their own"
+        if not chain:
+            continue
+        loop = chain[0]
+        if len(chain) > 1:
+            return f"op mark {name!r} lies inside loop at {chain[-1].header}, nested in another"
+        if loop.body_start not in marked:
+            return f"loop at {loop.header} holds op marks but its body does not start with one"
+        if loop.body_end != structure.size and loop.body_end not in marked:
+            return f"loop at {loop.header} holds op marks but what follows it is not marked"
+    return ""
+
+
 def _outside_patterns(program: isa.Program, structure: Structure) -> str:
     """Why the program's report could not be kept per pattern ('' when it can)."""
-    for index, name in program.ops:
-        for loop in structure.loops:
-            if loop.body_start <= index < loop.body_end:
-                return f"op mark {name!r} lies inside the body of loop at {loop.header}"
+    why = _marks_outside_patterns(program, structure)
+    if why:
+        return why
     last_on_queue: dict[str, int] = {}
     for c, ins in enumerate(program.instructions):
         last_on_queue[str(ins.queue)] = c

@@ -32,6 +32,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from bisect import bisect_right
 from heapq import heapify, heappop, heappush, heappushpop
 
 import numpy as np
@@ -62,18 +63,26 @@ class PeriodicTiming:
 def schedule_periodic(layout: LoopLayout, queue_names: Sequence[str], kind: bytes,
                       sem: Sequence[int], dur: Sequence[int], res: Sequence[int],
                       delay: Sequence[int], op_of: Sequence[int], n_ops: int,
-                      progress: Callable[[int], None] | None = None) -> PeriodicTiming:
+                      progress: Callable[[int], None] | None = None,
+                      marks: Sequence[int] | None = None,
+                      marked: frozenset[int] = frozenset()) -> PeriodicTiming:
     """Schedule the compact program laid out by `layout` (its items name queues by index
     into `queue_names`); per compact instruction c its kind (PLAIN/SIGNAL/WAIT/HALT),
     semaphore, duration, resource (-1 none), signal delay and op index (< n_ops). Raises
-    EngineError for a wait that can never be satisfied."""
+    EngineError for a wait that can never be satisfied.
+
+    `marks`: when op marks lie inside loops (each iteration its own ops), the executed index
+    of each op's first instruction (ascending; op o's instances are those from marks[o] to
+    marks[o + 1]); op_of is then -1 and an instance's op is looked up by its executed index,
+    op n_ops - 1 before the first mark. `marked`: the headers of the loops holding marks; a
+    jump over their iterations gives each skipped iteration's ops their own spans."""
     return _Engine(layout, queue_names, kind, sem, dur, res, delay, op_of, n_ops,
-                   progress).run()
+                   progress, marks, marked).run()
 
 
 class _Engine:
     def __init__(self, layout, queue_names, kind, sem, dur, res, delay, op_of, n_ops,
-                 progress):
+                 progress, marks=None, marked=frozenset()):
         self.layout = layout
         self.queue_names = queue_names
         self.kind, self.sem, self.dur, self.res, self.delay = kind, sem, dur, res, delay
@@ -100,6 +109,10 @@ class _Engine:
         self.first_start = [-1] * n_ops
         self.log_op = array("i")                     # ops and ends of instances with cycles,
         self.log_end = array("q")                    # in start order (and of jumped periods)
+        self.marks = None if marks is None else np.asarray(marks, np.int64)
+        self.marked = marked
+        self.log_u = array("q")                      # with marks in loops: each logged
+        self.log_start = array("q")                  # instance's executed index and start
         self.detect: dict[int, list] = {}            # loop -> [run start, snapshots, last k]
         self.started = self.skipped = self.jumps = 0
 
@@ -139,6 +152,8 @@ class _Engine:
         free, tokens, asleep, in_flight = self.free, self.tokens, self.asleep, self.in_flight
         head, first_start, first_of = self.head, self.first_start, self.first_of
         log_op, log_end = self.log_op, self.log_end
+        log_u, log_start, n_last = self.log_u, self.log_start, self.n_ops - 1
+        marks = [] if self.marks is None else self.marks.tolist()
         offset = self.layout.offset.tolist()
         stacks = self.stacks
         heap = []
@@ -200,6 +215,12 @@ class _Engine:
                 last_start = t
                 if d:
                     o = op_of[c]
+                    if o < 0:                    # marks inside loops: the op by executed index
+                        o = bisect_right(marks, u) - 1
+                        if o < 0:
+                            o = n_last
+                        log_u.append(u)
+                        log_start.append(t)
                     if first_start[o] < 0:
                         first_start[o] = t
                     t += d
@@ -264,7 +285,7 @@ class _Engine:
                 continue
             t, u, heap = self._jump(t, u, q, heap, lo, hi, h, m * period, m * period * length,
                                     m * lam)
-            self._repeat_log(pos0, m * lam)
+            self._repeat_log(pos0, m, lam, period * length, lo, hi, loop.header in self.marked)
             self.skipped += m * (self.started - started0)
             self.started += m * (self.started - started0)
             self.jumps += 1
@@ -341,15 +362,45 @@ class _Engine:
                 f[3] += du
         return t + dt, u + du, new_heap
 
-    def _repeat_log(self, pos0: int, dt: int) -> None:
-        """The last end, per op, of the instances a jump moved over: those of the period's
-        log, dt cycles later."""
-        ops = np.frombuffer(self.log_op[pos0:], np.int32)     # copies: the logs grow below
-        ends = np.frombuffer(self.log_end[pos0:], np.int64)
+    def _repeat_log(self, pos0: int, m: int, lam: int, du: int, lo: int, hi: int,
+                    per_iteration_ops: bool) -> None:
+        """The spans of the instances a jump of m periods (lam cycles and du instances each)
+        moved over: those logged since the period began (pos0), repeated. Each instance of the
+        jumped run of the loop [lo, hi) moves du instances a period; its op is the same in
+        every period unless the loop's iterations have ops of their own (marks inside it),
+        which then get first starts and last ends of their own."""
+        ops = np.frombuffer(self.log_op[pos0:], np.int32).copy()     # the logs grow below
+        ends = np.frombuffer(self.log_end[pos0:], np.int64).copy()
         if not len(ops):
+            return
+        dynamic = self.marks is not None
+        if dynamic:
+            us = np.frombuffer(self.log_u[pos0:], np.int64).copy()
+            starts = np.frombuffer(self.log_start[pos0:], np.int64).copy()
+            moves = ((us >= lo) & (us < hi)).astype(np.int64) * du
+        if per_iteration_ops:
+            first = np.full(self.n_ops, np.iinfo(np.int64).max, np.int64)
+            for j in range(1, m + 1):
+                u_j, start_j, end_j = us + j * moves, starts + j * lam, ends + j * lam
+                op_j = np.searchsorted(self.marks, u_j, side="right") - 1
+                op_j[op_j < 0] = self.n_ops - 1
+                np.minimum.at(first, op_j, start_j)
+                self.log_op.extend(op_j.astype(np.int32).tolist())
+                self.log_end.extend(end_j.tolist())
+                self.log_u.extend(u_j.tolist())
+                self.log_start.extend(start_j.tolist())
+            for o in np.flatnonzero(first < np.iinfo(np.int64).max).tolist():
+                if self.first_start[o] < 0 or first[o] < self.first_start[o]:
+                    self.first_start[o] = int(first[o])
             return
         last = np.full(self.n_ops, -1, np.int64)
         np.maximum.at(last, ops, ends)
         touched = np.flatnonzero(last >= 0)
         self.log_op.extend(touched.astype(np.int32).tolist())
-        self.log_end.extend((last[touched] + dt).tolist())
+        self.log_end.extend((last[touched] + m * lam).tolist())
+        if dynamic:                     # where each op's latest instance went, for an enclosing
+            latest = np.full(self.n_ops, -1, np.int64)        # loop's jump to move on
+            np.maximum.at(latest, ops, np.arange(len(ops)))
+            pick = latest[touched]
+            self.log_u.extend((us[pick] + m * moves[pick]).tolist())
+            self.log_start.extend((starts[pick] + m * lam).tolist())

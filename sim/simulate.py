@@ -9,7 +9,9 @@ from typing import Callable
 import numpy as np
 
 import isa
-from sim.compact_costs import PatternCosts, timing_plan
+from isa.loops import mark_name
+from isa.unroll import unrolled_marks
+from sim.compact_costs import PatternCosts, marked_loops, timing_plan
 from sim.engine import simulate_events
 from sim.functional import FunctionalExecutor, Memory
 from sim.machines.base import Costs, Machine
@@ -72,20 +74,42 @@ def _op_stats(program: isa.Program, timeline, costs: Costs, machine: Machine) ->
 
 
 def _pattern_op_stats(program: isa.Program, plan: PatternCosts, first_start: np.ndarray,
-                      last_end: np.ndarray, machine: Machine) -> tuple[OpStats, ...]:
-    """`_op_stats` of the unrolled program from the compact one: every op mark lies outside
-    loop bodies, so an op's instances are its compact instructions' instances; busy cycles and
-    events are per pattern times count, the span from the periodic engine."""
-    count = plan.layout.count
-    busy_of = plan.durations * count
+                      last_end: np.ndarray, machine: Machine,
+                      marked: dict | None = None) -> tuple[OpStats, ...]:
+    """`_op_stats` of the unrolled program from the compact one, in the unrolled program's op
+    order (the engine's op numbers): busy cycles and events are per pattern times count, the
+    span from the periodic engine. An op mark outside loops is one op, its instances its
+    compact instructions' instances; the marks of a loop's body (`marked`, sim/compact_costs.py
+    says which bodies qualify) are one op per iteration, each with its instructions' count in
+    one iteration and its own name and span."""
     units = np.append(_unit_of_queue(machine, plan.queue_names), -1)[plan.queue_of]  # loop words: -1
-    op_index = {lo: o for o, (lo, _) in enumerate(program.ops)}      # the engine's op numbers
+    rows = []                                     # (name, lo, hi, count array), unrolled order
+    count = plan.layout.count
+    ranges = [(lo, hi, name) for (lo, name), hi in
+              zip(program.ops, [i for i, _ in program.ops[1:]] + [len(program.instructions)])]
+    k = 0
+    while k < len(ranges):
+        chain = plan.structure.chain(ranges[k][0]) if marked else ()
+        if not chain:
+            rows.append((ranges[k][2], ranges[k][0], ranges[k][1], count))
+            k += 1
+            continue
+        loop = chain[0]
+        body = [r for r in ranges[k:] if loop.contains(r[0])]
+        per_iteration = count.copy()
+        per_iteration[loop.body_start:loop.body_end] //= loop.count
+        for iteration in range(loop.count):
+            rows += [(mark_name(name, iteration), lo, min(hi, loop.body_end), per_iteration)
+                     for lo, hi, name in body]
+        k += len(body)
     stats = []
-    for lo, hi, name in _op_ranges(program):
-        o = op_index[lo]
+    for o, (name, lo, hi, counts) in enumerate(rows):
+        if hi <= lo:
+            continue
         span = int(last_end[o] - first_start[o]) if first_start[o] >= 0 else 0
-        busy = {u: int(busy_of[lo:hi][units[lo:hi] == k].sum()) for k, u in enumerate(machine.units)}
-        totals = plan.events.weighted_totals(count, slice(lo, hi))
+        busy_of = plan.durations[lo:hi] * counts[lo:hi]
+        busy = {u: int(busy_of[units[lo:hi] == j].sum()) for j, u in enumerate(machine.units)}
+        totals = plan.events.weighted_totals(counts, slice(lo, hi))
         energy = sum(machine.energy_pj(totals).values()) * 1e-12
         stats.append(OpStats(name, span, busy, energy, int(totals.get("macs", 0))))
     return tuple(sorted(stats, key=lambda s: -s.cycles))
@@ -107,23 +131,33 @@ class _Timed:
 def _periodic(program: isa.Program, plan: PatternCosts, machine: Machine,
               progress: Callable[[str, int], None] | None) -> _Timed:
     """Time a compact program per pattern (sim/periodic.py): nothing is unrolled."""
-    marks = [i for i, _ in program.ops]
-    n_ops = len(marks)
-    op_of = np.searchsorted(np.array(marks, np.int64), np.arange(len(program.instructions)),
-                            side="right") - 1
-    op_of[op_of < 0] = n_ops                       # before the first mark: no op (slot n_ops)
+    marked = marked_loops(program, plan.structure)
+    if marked:                    # each iteration its own ops: looked up by executed index
+        unrolled = unrolled_marks(plan.structure, program.ops)
+        n_ops = len(unrolled)
+        op_of = np.full(len(program.instructions), -1, np.int64)
+        marks = [u for u, _ in unrolled]
+    else:
+        marks = [i for i, _ in program.ops]
+        n_ops = len(marks)
+        op_of = np.searchsorted(np.array(marks, np.int64), np.arange(len(program.instructions)),
+                                side="right") - 1
+        op_of[op_of < 0] = n_ops                   # before the first mark: no op (slot n_ops)
+        marks = None
     timing = schedule_periodic(plan.layout, plan.queue_names, plan.kind, plan.sem,
                                plan.durations.tolist(), plan.resources.tolist(),
                                plan.delays.tolist(), op_of.tolist(), n_ops + 1,
-                               progress=None if progress is None else partial(progress, "events"))
+                               progress=None if progress is None else partial(progress, "events"),
+                               marks=marks, marked=frozenset(marked))
     count = plan.layout.count
     busy_of = plan.durations * count
     queue_busy = {name: int(busy_of[plan.queue_of == q].sum())
                   for q, name in enumerate(plan.queue_names)}
     totals = plan.events.weighted_totals(count)
-    return _Timed(timing.total_cycles, queue_busy, plan.layout.executed,
-                  _pattern_op_stats(program, plan, timing.op_first_start, timing.op_last_end, machine),
-                  totals, plan.target_report(program, totals, timing.total_cycles))
+    ops = _pattern_op_stats(program, plan, timing.op_first_start, timing.op_last_end, machine,
+                            marked)
+    return _Timed(timing.total_cycles, queue_busy, plan.layout.executed, ops, totals,
+                  plan.target_report(program, totals, timing.total_cycles))
 
 
 def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,

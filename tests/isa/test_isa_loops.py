@@ -319,3 +319,20 @@ def test_compact_verify_accepts_exactly_what_the_unrolled_program_passes(text):
     except VerifyError:
         compact_ok = False
     assert compact_ok == (unrolled_ok and not _writes_overlap(program))
+
+
+def test_op_names_per_iteration_fill_in_their_template():
+    import dataclasses
+    from isa import assemble, unroll
+    from isa.errors import AsmError, IsaError, LoopError
+    head = ".target systolic\n.isa 2\n.spaces dram sram acc\n"
+    body = "dma0 load dst=sram[0x0] src=dram[0x0]+=0x40 rows=1 row_bytes=64\n"
+    program = assemble(head + ".loop count=3\n.op layers.{+2}.mlp\n" + body + ".endloop\n")
+    assert unroll(program).ops == ((0, "layers.2.mlp"), (1, "layers.3.mlp"), (2, "layers.4.mlp"))
+    with pytest.raises(AsmError, match=r"p.tasm:4:1: .op x.\{\+1\}: a name template"):
+        assemble(head + ".op x.{+1}\n" + body.replace("+=0x40", ""), filename="p.tasm")
+    with pytest.raises(LoopError, match="needs a loop around it"):
+        unroll(dataclasses.replace(program, ops=((0, "x.{+1}"),)))
+    for bad in ("a.{+1}.{+2}", "a{+x}", "a}"):
+        with pytest.raises(IsaError, match="not a name"):
+            dataclasses.replace(program, ops=((2, bad),))

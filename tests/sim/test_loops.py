@@ -77,3 +77,31 @@ def test_timing_only_a_loop_program_is_timed_per_pattern_as_its_unrolled_equival
     compact = simulate(program, MACHINE, functional=False)
     flat = simulate(unroll(program), MACHINE, functional=False)
     assert compact.result.to_json() == flat.result.to_json()
+
+
+@st.composite
+def _layer_programs(draw) -> str:
+    """A top-level loop whose iterations have ops of their own (templated names, as a model's
+    layers), random nested loops inside, and marked work after it."""
+    items = {**LOOP_ITEMS, "vec": _vec}
+    body = [".op layers.{+%d}.a" % draw(st.integers(0, 3)), *draw(loop_body(1, items))]
+    if draw(st.booleans()):
+        body += [".op layers.{+0}.b", *draw(loop_body(1, items))]
+    tail = [".op tail", *draw(loop_body(0, items))] if draw(st.booleans()) else []
+    return "\n".join([f".loop count={draw(st.integers(1, 12))}", *body, ".endloop", *tail])
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(text=_layer_programs())
+def test_ops_of_their_own_per_iteration_are_timed_per_pattern_exactly(text):
+    """Per-iteration ops (marks inside a loop body): the periodic engine gives each skipped
+    iteration's ops their own spans, and every report field equals the unrolled program's."""
+    program = assemble(PREAMBLE + ".op start\ndma0 dmacfg src_stride=0 dst_stride=0\n" + text + "\n")
+    try:
+        verify(program, ARCH.machine_view())
+    except ValueError:
+        return
+    assert isinstance(pattern_costs(MACHINE, program), PatternCosts)
+    compact = simulate(program, MACHINE, functional=False)
+    flat = simulate(unroll(program), MACHINE, functional=False)
+    assert compact.result.to_json() == flat.result.to_json()
