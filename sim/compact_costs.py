@@ -29,7 +29,8 @@ from sim.machines.events import Events
 from sim.loop_layout import LoopLayout, loop_layout
 from sim.periodic import HALT, PLAIN, SIGNAL, WAIT
 
-__all__ = ["PatternCosts", "pattern_costs", "timing_plan", "timed_per_pattern", "marked_loops"]
+__all__ = ["PatternCosts", "pattern_costs", "timing_plan", "timed_per_pattern", "marked_loops",
+           "marks_outside_patterns"]
 
 _KIND = {"signal": SIGNAL, "wait": WAIT, "halt": HALT}
 _OPCODE = attrgetter("opcode")
@@ -153,7 +154,7 @@ def marked_loops(program: isa.Program, structure: Structure) -> dict[int, Loop]:
     return found
 
 
-def _marks_outside_patterns(program: isa.Program, structure: Structure) -> str:
+def marks_outside_patterns(program: isa.Program, structure: Structure) -> str:
     """Op marks inside loops are timed per pattern when each iteration's ops are a whole
     body: the loop is not inside another, its body starts with a mark and what follows it
     does too (or nothing does), and no mark lies in a loop nested in it. Else why not."""
@@ -177,7 +178,7 @@ def _marks_outside_patterns(program: isa.Program, structure: Structure) -> str:
 
 def _outside_patterns(program: isa.Program, structure: Structure) -> str:
     """Why the program's report could not be kept per pattern ('' when it can)."""
-    why = _marks_outside_patterns(program, structure)
+    why = marks_outside_patterns(program, structure)
     if why:
         return why
     last_on_queue: dict[str, int] = {}

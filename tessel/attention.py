@@ -14,8 +14,9 @@ from typing import Any, Sequence
 import numpy as np
 
 import isa
-from isa.loops import loop_structure
+from isa.loops import loop_structure, mark_name
 from isa.unroll import executed_count, multiplicities
+from sim.compact_costs import marks_outside_patterns as _marks_outside_patterns
 
 __all__ = ["attention_report", "attention_rows"]
 
@@ -25,14 +26,13 @@ _DMA = frozenset({"load", "store"})
 def _op_bytes(program: isa.Program) -> dict[str, int]:
     """Off-chip bytes moved by load and store instructions within each op mark. A load's
     bytes (rows x row_bytes) are the same in every iteration of its loops (only addresses
-    move), so each compact instruction counts times its executions; a program whose op marks
-    lie inside loop bodies (each iteration its own op) is unrolled first."""
+    move), so each compact instruction counts times its executions. The marks of a loop whose
+    iterations have ops of their own (docs/isa.md, "Op names per iteration") count one
+    iteration's executions under each iteration's name; other marks inside loops are read
+    from the unrolled program."""
     structure = loop_structure(program.instructions, ops=program.ops)
-    inside = np.zeros(structure.size + 1, dtype=np.int64)
-    for loop in structure.loops:
-        inside[loop.body_start] += 1
-        inside[loop.body_end] -= 1
-    if any(np.cumsum(inside)[index] for index, _ in program.ops):
+    inside = {index for index, _ in program.ops if structure.chain(index)}
+    if inside and _marks_outside_patterns(program, structure):
         program = isa.unroll(program)
         structure = loop_structure(program.instructions, ops=program.ops)
     times = multiplicities(structure)
@@ -40,11 +40,17 @@ def _op_bytes(program: isa.Program) -> dict[str, int]:
     n = len(program.instructions)
     out: dict[str, int] = {}
     for (lo, name), (hi, _) in zip(marks, marks[1:] + [(n, "")]):
+        chain = structure.chain(lo)
         total = 0
         for k, ins in enumerate(program.instructions[lo:hi], lo):
             if ins.opcode in _DMA:
                 total += ins["rows"] * ins["row_bytes"] * int(times[k])
-        out[name] = out.get(name, 0) + total
+        if not chain:
+            out[name] = out.get(name, 0) + total
+            continue
+        for iteration in range(chain[0].count):
+            named = mark_name(name, iteration)
+            out[named] = out.get(named, 0) + total // chain[0].count
     return out
 
 

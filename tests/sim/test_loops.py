@@ -13,6 +13,7 @@ from isa import DType, Program, Symbol, assemble, unroll, verify
 from isa.numerics import to_storage
 from sim.compact_costs import PatternCosts, pattern_costs
 from sim.simulate import simulate
+from tessel.attention import _op_bytes
 from tessel.targets import TARGETS
 from tests.isa.isa_strategies import LOOP_ITEMS, loop_body
 
@@ -105,3 +106,4 @@ def test_ops_of_their_own_per_iteration_are_timed_per_pattern_exactly(text):
     compact = simulate(program, MACHINE, functional=False)
     flat = simulate(unroll(program), MACHINE, functional=False)
     assert compact.result.to_json() == flat.result.to_json()
+    assert _op_bytes(program) == _op_bytes(unroll(program))       # the attention report's
