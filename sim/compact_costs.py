@@ -21,7 +21,7 @@ from operator import attrgetter
 import numpy as np
 
 import isa
-from isa.loops import Loop, Structure, loop_structure
+from isa.loops import Loop, Structure, loop_structure, mark_name
 from isa.opcodes import STRUCTURE
 from isa.unroll import unrolled_order
 from sim.machines.base import Machine, MachineRun
@@ -30,7 +30,7 @@ from sim.loop_layout import LoopLayout, loop_layout
 from sim.periodic import HALT, PLAIN, SIGNAL, WAIT
 
 __all__ = ["PatternCosts", "pattern_costs", "timing_plan", "timed_per_pattern", "marked_loops",
-           "marks_outside_patterns"]
+           "marks_outside_patterns", "op_segments"]
 
 _KIND = {"signal": SIGNAL, "wait": WAIT, "halt": HALT}
 _OPCODE = attrgetter("opcode")
@@ -155,25 +155,62 @@ def marked_loops(program: isa.Program, structure: Structure) -> dict[int, Loop]:
 
 
 def marks_outside_patterns(program: isa.Program, structure: Structure) -> str:
-    """Op marks inside loops are timed per pattern when each iteration's ops are a whole
-    body: the loop is not inside another, its body starts with a mark and what follows it
-    does too (or nothing does), and no mark lies in a loop nested in it. Else why not."""
-    marked = {index for index, _ in program.ops}
+    """Op marks inside loops are kept per pattern when the loop that holds them is not nested
+    in another, no mark lies in a loop nested in it and none marks its header: each iteration
+    then has its ops (`op_segments`). Else why not (a phrase; '' when they are)."""
     headers = {loop.header for loop in marked_loops(program, structure).values()}
     for index, name in program.ops:
         chain = structure.chain(index)
         if index in headers:
             return f"op mark {name!r} marks loop at {index}, whose iterations have ops of their own"
-        if not chain:
-            continue
-        loop = chain[0]
         if len(chain) > 1:
             return f"op mark {name!r} lies inside loop at {chain[-1].header}, nested in another"
-        if loop.body_start not in marked:
-            return f"loop at {loop.header} holds op marks but its body does not start with one"
-        if loop.body_end != structure.size and loop.body_end not in marked:
-            return f"loop at {loop.header} holds op marks but what follows it is not marked"
     return ""
+
+
+def op_segments(program: isa.Program, structure: Structure) -> list[tuple[str, list]]:
+    """The unrolled program's ops in order, each as (name, [(lo, hi, loop or None), ...]):
+    compact ranges whose executions it holds, all of them (loop None) or one iteration's
+    (loop: their count over that loop's count). An op mark outside loops is one op; a loop
+    holding marks (`marks_outside_patterns` says '') gives one op per mark and iteration,
+    named by `mark_name`. Words of its body before its first mark run in the op before: the
+    op before the loop in iteration 0, the last op of the iteration before in the others;
+    the words after the loop up to the next mark belong to the last iteration's last op."""
+    n = len(program.instructions)
+    marks = list(program.ops)
+    ends = [i for i, _ in marks[1:]] + [n]
+    loops = marked_loops(program, structure)
+    out: list[tuple[str, list]] = []
+    k = 0
+    while k < len(marks):
+        lo, name = marks[k]
+        chain = structure.chain(lo) if loops else ()
+        ahead = chain[0] if chain else next(
+            (loop for loop in loops.values() if lo < loop.header < ends[k]), None)
+        if ahead is None:
+            out.append((name, [(lo, ends[k], None)]))
+            k += 1
+            continue
+        body = [j for j in range(k, len(marks)) if ahead.contains(marks[j][0])]
+        first = marks[body[0]][0]
+        prefix = (ahead.body_start, first, ahead)
+        if not chain:                 # the mark before the loop: up to it, and iteration 0's
+            out.append((name, [(lo, ahead.header, None)]        # words before its first mark
+                        + ([prefix] if first > ahead.body_start else [])))
+        after = ends[body[-1]]        # the next mark after the loop (or the end)
+        for iteration in range(ahead.count):
+            last = iteration == ahead.count - 1
+            for j in body:
+                start, label = marks[j]
+                segments = [(start, ends[j] if j != body[-1] else ahead.body_end, ahead)]
+                if j == body[-1]:
+                    if not last and first > ahead.body_start:
+                        segments.append(prefix)
+                    if last and after > ahead.body_end:
+                        segments.append((ahead.body_end, after, None))
+                out.append((mark_name(label, iteration), segments))
+        k = body[-1] + 1
+    return out
 
 
 def _outside_patterns(program: isa.Program, structure: Structure) -> str:

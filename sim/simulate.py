@@ -9,9 +9,8 @@ from typing import Callable
 import numpy as np
 
 import isa
-from isa.loops import mark_name
 from isa.unroll import unrolled_marks
-from sim.compact_costs import PatternCosts, marked_loops, timing_plan
+from sim.compact_costs import PatternCosts, marked_loops, op_segments, timing_plan
 from sim.engine import simulate_events
 from sim.functional import FunctionalExecutor, Memory
 from sim.machines.base import Costs, Machine
@@ -83,33 +82,21 @@ def _pattern_op_stats(program: isa.Program, plan: PatternCosts, first_start: np.
     says which bodies qualify) are one op per iteration, each with its instructions' count in
     one iteration and its own name and span."""
     units = np.append(_unit_of_queue(machine, plan.queue_names), -1)[plan.queue_of]  # loop words: -1
-    rows = []                                     # (name, lo, hi, count array), unrolled order
     count = plan.layout.count
-    ranges = [(lo, hi, name) for (lo, name), hi in
-              zip(program.ops, [i for i, _ in program.ops[1:]] + [len(program.instructions)])]
-    k = 0
-    while k < len(ranges):
-        chain = plan.structure.chain(ranges[k][0]) if marked else ()
-        if not chain:
-            rows.append((ranges[k][2], ranges[k][0], ranges[k][1], count))
-            k += 1
-            continue
-        loop = chain[0]
-        body = [r for r in ranges[k:] if loop.contains(r[0])]
-        per_iteration = count.copy()
-        per_iteration[loop.body_start:loop.body_end] //= loop.count
-        for iteration in range(loop.count):
-            rows += [(mark_name(name, iteration), lo, min(hi, loop.body_end), per_iteration)
-                     for lo, hi, name in body]
-        k += len(body)
     stats = []
-    for o, (name, lo, hi, counts) in enumerate(rows):
-        if hi <= lo:
+    for o, (name, segments) in enumerate(op_segments(program, plan.structure)):
+        if all(hi <= lo for lo, hi, _ in segments):
             continue
         span = int(last_end[o] - first_start[o]) if first_start[o] >= 0 else 0
-        busy_of = plan.durations[lo:hi] * counts[lo:hi]
-        busy = {u: int(busy_of[units[lo:hi] == j].sum()) for j, u in enumerate(machine.units)}
-        totals = plan.events.weighted_totals(counts, slice(lo, hi))
+        busy = dict.fromkeys(machine.units, 0)
+        totals: dict[str, float] = {}
+        for lo, hi, loop in segments:
+            counts = count if loop is None else count // loop.count
+            busy_of = plan.durations[lo:hi] * counts[lo:hi]
+            for j, u in enumerate(machine.units):
+                busy[u] += int(busy_of[units[lo:hi] == j].sum())
+            for key, value in plan.events.weighted_totals(counts, slice(lo, hi)).items():
+                totals[key] = totals.get(key, 0) + value
         energy = sum(machine.energy_pj(totals).values()) * 1e-12
         stats.append(OpStats(name, span, busy, energy, int(totals.get("macs", 0))))
     return tuple(sorted(stats, key=lambda s: -s.cycles))

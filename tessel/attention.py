@@ -14,9 +14,9 @@ from typing import Any, Sequence
 import numpy as np
 
 import isa
-from isa.loops import loop_structure, mark_name
+from isa.loops import loop_structure
 from isa.unroll import executed_count, multiplicities
-from sim.compact_costs import marks_outside_patterns as _marks_outside_patterns
+from sim.compact_costs import marks_outside_patterns, op_segments
 
 __all__ = ["attention_report", "attention_rows"]
 
@@ -26,31 +26,24 @@ _DMA = frozenset({"load", "store"})
 def _op_bytes(program: isa.Program) -> dict[str, int]:
     """Off-chip bytes moved by load and store instructions within each op mark. A load's
     bytes (rows x row_bytes) are the same in every iteration of its loops (only addresses
-    move), so each compact instruction counts times its executions. The marks of a loop whose
-    iterations have ops of their own (docs/isa.md, "Op names per iteration") count one
-    iteration's executions under each iteration's name; other marks inside loops are read
-    from the unrolled program."""
+    move), so each compact instruction counts times its executions, per op as the unrolled
+    program's ops hold them (`op_segments`: a loop whose iterations have ops of their own
+    counts one iteration's executions per op); marks inside loops that are not laid out so
+    are read from the unrolled program."""
     structure = loop_structure(program.instructions, ops=program.ops)
-    inside = {index for index, _ in program.ops if structure.chain(index)}
-    if inside and _marks_outside_patterns(program, structure):
+    if marks_outside_patterns(program, structure):
         program = isa.unroll(program)
         structure = loop_structure(program.instructions, ops=program.ops)
     times = multiplicities(structure)
-    marks = list(program.ops)
-    n = len(program.instructions)
+    moved = np.zeros(len(program.instructions), dtype=np.int64)
+    for k, ins in enumerate(program.instructions):
+        if ins.opcode in _DMA:
+            moved[k] = ins["rows"] * ins["row_bytes"]
     out: dict[str, int] = {}
-    for (lo, name), (hi, _) in zip(marks, marks[1:] + [(n, "")]):
-        chain = structure.chain(lo)
-        total = 0
-        for k, ins in enumerate(program.instructions[lo:hi], lo):
-            if ins.opcode in _DMA:
-                total += ins["rows"] * ins["row_bytes"] * int(times[k])
-        if not chain:
-            out[name] = out.get(name, 0) + total
-            continue
-        for iteration in range(chain[0].count):
-            named = mark_name(name, iteration)
-            out[named] = out.get(named, 0) + total // chain[0].count
+    for name, segments in op_segments(program, structure):
+        total = sum(int((moved[lo:hi] * (times[lo:hi] if loop is None else times[lo:hi] // loop.count)).sum())
+                    for lo, hi, loop in segments)
+        out[name] = out.get(name, 0) + total
     return out
 
 

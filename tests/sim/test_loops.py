@@ -85,10 +85,12 @@ def _layer_programs(draw) -> str:
     """A top-level loop whose iterations have ops of their own (templated names, as a model's
     layers), random nested loops inside, and marked work after it."""
     items = {**LOOP_ITEMS, "vec": _vec}
-    body = [".op layers.{+%d}.a" % draw(st.integers(0, 3)), *draw(loop_body(1, items))]
+    body = draw(loop_body(1, items)) if draw(st.booleans()) else []     # the op before's words
+    body += [".op layers.{+%d}.a" % draw(st.integers(0, 3)), *draw(loop_body(1, items))]
     if draw(st.booleans()):
         body += [".op layers.{+0}.b", *draw(loop_body(1, items))]
-    tail = [".op tail", *draw(loop_body(0, items))] if draw(st.booleans()) else []
+    tail = draw(loop_body(0, items)) if draw(st.booleans()) else []     # the last op's words
+    tail += [".op tail", *draw(loop_body(0, items))] if draw(st.booleans()) else []
     return "\n".join([f".loop count={draw(st.integers(1, 12))}", *body, ".endloop", *tail])
 
 
