@@ -152,16 +152,18 @@ def loop_structure(instructions: Sequence[Instr], opcodes: Sequence[str] | None 
     return Structure(tuple(loops), size)
 
 
-_TEMPLATE = re.compile(r"\{\+(\d+)\}")
+_TEMPLATE = re.compile(r"\{\+(\d+)(?:\*(\d+))?\}")
 
 
 def mark_name(name: str, iteration: int) -> str:
     """An op mark's name in iteration `iteration` of its innermost enclosing loop: a template
-    `{+N}` in it reads N + iteration (`layers.{+3}.mlp` in iteration 2 is `layers.5.mlp`), so
-    the ops of a model's layers can be one loop body and keep their own names."""
+    `{+N}` in it reads N + iteration and `{+N*S}` reads N + S * iteration (`layers.{+3}.mlp`
+    in iteration 2 is `layers.5.mlp`; a body of two layers names them `layers.{+3*2}` and
+    `layers.{+4*2}`), so the ops of a model's layers can be one loop body and keep their own
+    names."""
     if "{" not in name:
         return name
-    return _TEMPLATE.sub(lambda m: str(int(m.group(1)) + iteration), name)
+    return _TEMPLATE.sub(lambda m: str(int(m.group(1)) + int(m.group(2) or 1) * iteration), name)
 
 
 def _loop(instructions: Sequence[Instr], opcodes: Sequence[str], header: int, body_start: int,

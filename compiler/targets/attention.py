@@ -97,6 +97,7 @@ class FusedAttention(Tracked):
         self.em, self.vector, self.qs, self.dtype = em, vector, queues, dtype
         self.add_constant = add_constant
         self._mcfg: tuple | None = None
+        self._made_rings: dict[RingSpec, Ring] = {}
 
     # -- emission ------------------------------------------------------------------------
     def lower(self, chain: AttentionChain, views: Mapping[str, View], blocks: AttentionBlocks,
@@ -132,9 +133,7 @@ class FusedAttention(Tracked):
 
         def ring(name: str, slot: int, slots: int, producer: str, consumer: str) -> Ring:
             base = take(slot * slots)
-            made = Ring(em, RingSpec(name, self.sram_space, base, _up(slot), slots, producer, consumer))
-            self._rings.append(made)
-            return made
+            return self._ring(RingSpec(name, self.sram_space, base, _up(slot), slots, producer, consumer))
 
         self.q_ring = ring("att_q", _up(b.br * d * isz), 1, qs.loader, qs.mxu)
         self.kv_ring = ring("att_kv", 2 * _up(b.bc * d * isz), 2, qs.loader, qs.mxu)
@@ -158,8 +157,19 @@ class FusedAttention(Tracked):
             raise CompileError(f"attention '{chain.name}': {b.describe()} needs {at[0] - self.sram_base:,} "
                                f"on-chip bytes, {self.sram_bytes:,} are free")
         slot = _up(b.brc * max(b.bc, d) * 4)
-        self.acc = Ring(em, RingSpec("att_acc", acc[0], acc[1], slot, 2, qs.mxu, qs.vpu))
-        self._rings.append(self.acc)
+        self.acc = self._ring(RingSpec("att_acc", acc[0], acc[1], slot, 2, qs.mxu, qs.vpu))
+
+    def _ring(self, spec: RingSpec) -> Ring:
+        """The kernel's ring laid out as `spec`: the one an earlier kernel laid out so (every
+        layer's attention of a model), its slots and semaphores going on where that kernel
+        left them, as one ring through both, so that layer after layer emits alike."""
+        made = self._made_rings.get(spec)
+        if made is None:
+            made = self._made_rings[spec] = Ring(self.em, spec)
+        else:
+            self.em.track(made)
+        self._rings.append(made)
+        return made
 
     def _sram(self, offset: int) -> Addr:
         return Addr(self.sram_space, offset)

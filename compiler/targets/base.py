@@ -21,6 +21,7 @@ from compiler.ir import Graph, Op, OpKind
 from compiler.passes.storage import StoragePlan, View
 from compiler.targets.data import program_data
 from compiler.targets.emit import Emitter, Matrix, symbol_name, view_batches, view_matrix
+from compiler.targets.layers import layer_key, layer_runs
 from compiler.targets.vector import VectorLowering
 
 __all__ = ["Lowered", "TargetLowering", "GemmLowering", "lower_op", "HANDLERS"]
@@ -77,15 +78,29 @@ class TargetLowering(abc.ABC):
         """Every compute op of the graph in program order, each through `lower_op`; a chain in
         `fused` (scores op name -> (chain, blocks)) through `lower_attention` at its scores op."""
         skip: set[str] = set()
-        for op in self.graph.ops:
-            if op.name in skip or op.kind.is_source or op.kind.is_layout:
-                continue
+
+        def lower(op: Op) -> None:
+            nonlocal skip
+            if op.name in skip:
+                return
             if op.name in fused:
                 chain, blocks = fused[op.name]
                 self.lower_attention(chain, blocks, reader, writer)
                 skip |= {chain.probs, chain.context}
             else:
                 lower_op(self, op, reader, writer)
+
+        ops = [op for op in self.graph.ops if not (op.kind.is_source or op.kind.is_layout)]
+        for run in layer_runs(ops, lambda op: (op.name,)):
+            if not isinstance(run, list):
+                lower(run)
+                continue
+            keys = [layer_key(self.graph, self.plan, self.em, layer,
+                              lambda op: fused[op.name][1] if op.name in fused else None)
+                    for layer in run]
+            for layer in self.em.sweep(run, keys):          # layers alike: one loop body
+                for op in layer:
+                    lower(op)
 
     def lower_attention(self, chain, blocks, reader: str, writer: str) -> None:
         """A scores -> softmax -> context chain as one kernel (compiler/targets/attention.py);

@@ -141,7 +141,8 @@ class Emitter:
         self._made: dict[tuple, Instr] = {}
         self._limit = _LIMIT.get()
         self._barrier: tuple[int, dict[str, int]] | None = None
-        self._sync_version = 0                      # bumped whenever the store ordering moves
+        self._store_log: list[str] = []             # the symbol of every store token, in order
+        self._pending: dict[str, int] = {}          # symbol -> token some waiting queue lacks
         self._config: dict[str, QueueConfig] = {}   # queue -> its configuration registers now
         self._tracked: list[Tracked] = []
 
@@ -156,33 +157,63 @@ class Emitter:
         gone = {id(obj) for obj in objs}
         self._tracked = [obj for obj in self._tracked if id(obj) not in gone]
 
-    def sweep(self, items: Sequence[T]) -> Iterator[T]:
+    def sweep(self, items: Sequence[T], key: Sequence | None = None) -> Iterator[T]:
         """`for item in em.sweep(items)`: the items as a plain loop would see them, except that
-        a stretch seen to repeat becomes one loop and is not run again."""
-        return _sweep.sweep(self, items)
+        a stretch seen to repeat becomes one loop and is not run again (`key`: what each
+        item's emission reads, when not the item itself)."""
+        return _sweep.sweep(self, items, key)
 
     def sweep_key(self) -> tuple:
-        """Everything that decides what is emitted next, but the tracked objects' counters and
-        the instructions so far."""
-        return (self._sems, len(self.addresses), frozenset(self._strides.items()), self._sync_version,
-                self._barrier is None, len(self.op_starts), frozenset(self._config.items()),
+        """Everything that decides what is emitted next, but counters (the tracked objects',
+        the store tokens') and the instructions and op marks so far. The store ordering
+        enters relative to the tokens signalled: how far each waiting queue is behind, and
+        how far behind each pending store is (which symbol it is, the sweep checks by name)."""
+        top = self._stores_signalled
+        return (self._sems, len(self.addresses), frozenset(self._strides.items()),
+                tuple(sorted((q, top - n) for q, n in self._stores_waited.items())),
+                tuple(sorted(top - t for t in self._pending.values())),
+                self._barrier is None, frozenset(self._config.items()),
                 tuple(obj.sweep_key() for obj in self._tracked))
 
     def sweep_counts(self) -> tuple[tuple[int, ...], ...]:
-        return tuple(obj.sweep_counts() for obj in self._tracked)
+        return (self._stores_signalled, *(n for _, n in sorted(self._stores_waited.items()))), \
+            *(obj.sweep_counts() for obj in self._tracked)
 
     def sweep_room(self, now: tuple, before: tuple) -> int | None:
         """Periods the counters may still move on from `now`, each by `now - before`."""
         rooms = [obj.sweep_room([a - b for a, b in zip(x, y)])
-                 for obj, x, y in zip(self._tracked, now, before) if x]
+                 for obj, x, y in zip(self._tracked, now[1:], before[1:]) if x]
         rooms = [r for r in rooms if r is not None]
         return min(rooms) if rooms else None
 
     def advance_counts(self, now: tuple, before: tuple, periods: int) -> None:
         """Move the counters on by `periods` more steps of `now - before`."""
-        for obj, x, y in zip(self._tracked, now, before):
+        moved = [a + periods * (a - b) for a, b in zip(now[0], before[0])]
+        self._stores_signalled = moved[0]
+        for q, n in zip(sorted(self._stores_waited), moved[1:]):
+            self._stores_waited[q] = n
+        for obj, x, y in zip(self._tracked, now[1:], before[1:]):
             if x:
                 obj.sweep_set([a + periods * (a - b) for a, b in zip(x, y)])
+
+    def stores_since(self, token: int) -> list[str]:
+        """The symbols of the store tokens after `token`, in order."""
+        return self._store_log[token:]
+
+    def replay_stores(self, names: list[str]) -> None:
+        """Record the next store tokens as stores of `names` (those of loop iterations a sweep
+        did not emit, as their lowering would have recorded them; the signalled count has
+        been moved on past them already), and which of them a waiting queue still lacks."""
+        low = min(self._stores_waited.values(), default=0)
+        self._pending = {s: t for s, t in self._pending.items() if t > low}
+        for name in names:
+            self._store_log.append(name)
+            token = len(self._store_log)
+            self._ready_token[name] = token
+            if token > low:
+                self._pending[name] = token
+            else:
+                self._pending.pop(name, None)
 
     def queue_configs(self) -> dict[str, QueueConfig]:
         return dict(self._config)
@@ -284,7 +315,8 @@ class Emitter:
         self.emit(queue, "signal", sem=self._store_sem)
         self._stores_signalled += 1
         self._ready_token[symbol] = self._stores_signalled
-        self._sync_version += 1
+        self._store_log.append(symbol)
+        self._pending[symbol] = self._stores_signalled
 
     def before_read(self, queue: str, symbol: str) -> None:
         """Before `queue` first loads `symbol`: wait until its producer's store has finished."""
@@ -293,9 +325,10 @@ class Emitter:
         while token is not None and done < token:
             self.emit(queue, "wait", sem=self._store_sem)
             done += 1
-        if done != self._stores_waited.get(queue, 0):
+        if done != self._stores_waited.get(queue, 0) or queue not in self._stores_waited:
             self._stores_waited[queue] = done
-            self._sync_version += 1
+            low = min(self._stores_waited.values())
+            self._pending = {s: t for s, t in self._pending.items() if t > low}
 
     def program(self, spaces: tuple[str, ...], symbols: tuple[isa.Symbol, ...],
                 queues: tuple[str, ...], data=None) -> isa.Program:

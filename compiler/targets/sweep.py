@@ -28,6 +28,7 @@ moving write overlaps its own previous iteration (checked here with the verifier
 from __future__ import annotations
 
 import contextlib
+import re
 import dataclasses
 import enum
 from collections.abc import Iterator, Sequence
@@ -39,7 +40,7 @@ import numpy as np
 from isa import Addr, Instr, IsaError
 from isa.footprint import WRITTEN_ROLES, QueueConfig, footprints, stripes
 from isa.loop_checks import CONFIG_OPCODES, overlaps
-from isa.loops import loop_words
+from isa.loops import loop_words, mark_name
 from isa.opcodes import OPCODES, STRUCTURE
 
 Emitter = Any       # compiler.targets.emit.Emitter, which imports this module
@@ -69,34 +70,42 @@ def flat_emission() -> Iterator[None]:
         _FLAT.reset(token)
 
 
-def sweep(em: Emitter, items: Sequence[T]) -> Iterator[T]:
+def sweep(em: Emitter, items: Sequence[T], key: Sequence | None = None) -> Iterator[T]:
     """`items` one by one, as `for item in items` would, except that a stretch proven to repeat
-    is emitted as one loop and its items are skipped (module docstring)."""
+    is emitted as one loop and its items are skipped (module docstring). `key[j]`, when
+    given, is what item j's emission reads, in place of the item itself (a layer's ops carry
+    names that differ; what they read are addresses and shapes)."""
     n = len(items)
     if n < 5 or _FLAT.get():           # three periods of one and the last item, at least
         yield from items
         return
-    numbers = _Numbers(items)
+    numbers = _Numbers(items if key is None else key)
     i = 0
     while i < n:
         starts: list[int] = []          # per iteration since the last loop: first word
         keys: list[tuple] = []          # ... the emission state at its start
         counts: list[tuple] = []        # ... the rings' slot counts
         configs: list[dict] = []        # ... the queues' configuration registers
+        marks: list[int] = []           # ... its first op mark, its first store token
+        stores: list[int] = []
         first = i
         while i < n:
             starts.append(len(em.instructions))
             keys.append(em.sweep_key())
             counts.append(em.sweep_counts())
             configs.append(em.queue_configs())
+            marks.append(len(em.op_starts))
+            stores.append(len(em.stores_since(0)))
             yield items[i]
             i += 1
             if i - first > LOOK:
                 continue
             found = _period(em, items, numbers, first, i, starts, keys, counts, configs)
             if found is not None:
-                i = _commit(em, numbers, first, i, starts, counts, *found)
-                break
+                named = _names(em, found[0], i - first - 3 * found[0], starts, marks, stores)
+                if named is not None:
+                    i = _commit(em, first, i, starts, counts, marks, stores, *found, *named)
+                    break
         else:
             return
 
@@ -271,16 +280,77 @@ def _overlapping(body: list[Instr], strides, config: dict) -> bool:
     return False
 
 
-def _commit(em: Emitter, numbers, first: int, i: int, starts: list[int], counts: list[tuple],
-            p: int, strides, count: int) -> int:
-    """Replace the three emitted periods before iteration i by a loop of `count` periods,
-    move the rings' counts on by the periods not emitted, and return the next item's index."""
+def _names(em: Emitter, p: int, k: int, starts: list[int], marks: list[int],
+           stores: list[int]):
+    """(op marks of the first period as (offset, name), names of its stores) with a name
+    template `{+N}` where a name moves on by one per iteration (a model's layer number), when
+    the three periods from iteration k mark their ops at the same offsets and store the same
+    buffers but for such a number; None otherwise (no loop)."""
+    ops = em.op_starts
+    bounds = [(marks[k + j * p], marks[k + (j + 1) * p] if j < 2 else len(ops)) for j in range(3)]
+    periods = [[(index - starts[k + j * p], name) for index, name in ops[a:b]]
+               for j, (a, b) in enumerate(bounds)]
+    if not len(periods[0]) == len(periods[1]) == len(periods[2]):
+        return None
+    marked = []
+    for (a, x), (b, y), (c, z) in zip(*periods):
+        name = _template((x, y, z), p)
+        if not a == b == c or name is None:
+            return None
+        marked.append((a, name))
+    log = em.stores_since(0)
+    spans = [(stores[k + j * p], stores[k + (j + 1) * p] if j < 2 else len(log)) for j in range(3)]
+    names = [log[a:b] for a, b in spans]
+    if not len(names[0]) == len(names[1]) == len(names[2]):
+        return None
+    stored = [_template(three, p) for three in zip(*names)]
+    return (None if None in stored else (marked, stored))
+
+
+_NUMBER = re.compile(r"(\d+)")
+
+
+def _template(names: tuple[str, str, str], p: int) -> str | None:
+    """The name of three consecutive periods as one: itself when they are equal; with one
+    decimal number that grows by S > 0 a period written `{+N}` (S = 1) or `{+N*S}` (N its
+    first value); None otherwise."""
+    if names[0] == names[1] == names[2]:
+        return names[0]
+    if any("{" in name or "}" in name for name in names):
+        return None
+    parts = [_NUMBER.split(name) for name in names]
+    if not len(parts[0]) == len(parts[1]) == len(parts[2]):
+        return None
+    moving = None
+    for j, (a, b, c) in enumerate(zip(*parts)):
+        if a == b == c:
+            continue
+        if j % 2 == 0 or moving is not None or str(int(a)) != a \
+                or not 0 < int(b) - int(a) == int(c) - int(b):
+            return None
+        moving = j
+    step = int(parts[1][moving]) - int(parts[0][moving])
+    template = list(parts[0])
+    template[moving] = "{+" + parts[0][moving] + ("" if step == 1 else f"*{step}") + "}"
+    return "".join(template)
+
+
+def _commit(em: Emitter, first: int, i: int, starts: list[int], counts: list[tuple],
+            marks: list[int], stores: list[int], p: int, strides, count: int,
+            marked: list[tuple[int, str]], stored: list[str]) -> int:
+    """Replace the three emitted periods before iteration i by a loop of `count` periods (its
+    op marks templated), move the counters on by the periods not emitted, record the stores
+    they would have made, and return the next item's index."""
     s = i - 3 * p
     k = s - first
     body = em.instructions[starts[k]:starts[k + p]]
+    header = loop_words(count, len(body), strides)
     del em.instructions[starts[k]:]
-    em.instructions.extend(loop_words(count, len(body), strides))
+    em.instructions.extend(header)
     em.instructions.extend(body)
+    del em.op_starts[marks[k]:]
+    em.op_starts.extend((starts[k] + len(header) + offset, name) for offset, name in marked)
     now = em.sweep_counts()
     em.advance_counts(now, counts[k + 2 * p], count - 3)
+    em.replay_stores([mark_name(name, j) for j in range(3, count) for name in stored])
     return s + count * p

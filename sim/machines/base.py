@@ -49,6 +49,9 @@ class Machine(abc.ABC, Generic[ArchT]):
     # cycles that depend on state the machine keeps (open DRAM rows, the refresh schedule):
     # its programs are timed unrolled, never per pattern (sim/compact_costs.py)
     state_timed: ClassVar[bool] = False
+    # True where an instruction's cost depends on which op mark, in executed order, it falls
+    # under (a dataflow call folds its op marks onto pipeline stages in turn)
+    costs_follow_marks: ClassVar[bool] = False
 
     @abc.abstractmethod
     def start(self, program: isa.Program, repeats: np.ndarray | None = None) -> MachineRun:

@@ -28,6 +28,7 @@ from compiler.targets.dataflow.emitter import TierEmitter
 from compiler.targets.dataflow.place import ALIGN, Placement, pmu_area
 from compiler.targets.dataflow.sections import Call, Sections
 from compiler.targets.emit import Matrix, Ring, Tracked, symbol_name
+from compiler.targets.layers import layer_key, layer_runs
 from compiler.targets.movement import lower_embedding, lower_kv_append
 from compiler.targets.tiling import MAX_TILE, GemmSlots, GemmTile, gemm_tile
 from compiler.targets.vector import VectorLowering
@@ -65,7 +66,19 @@ class DataflowLowering(GemmLowering, Tracked):
         em.track(self)
 
     def sweep_key(self) -> object:
-        return self._mcfg
+        return self._mcfg, len(self._configs)
+
+    def _layer_key(self, calls) -> tuple:
+        """What a layer's calls read (compiler/targets/layers.py), with their sections'
+        configurations and resident bytes."""
+        return tuple((call.loops, tuple(self._section_key(s) for s in call.sections))
+                     for call in calls)
+
+    def _section_key(self, section) -> tuple:
+        placement = self.placement
+        return (section.config, placement.internal_peak_bytes.get(placement.section_of[section.ops[0]], 0),
+                layer_key(self.graph, self.plan, self.em, [self.graph[n] for n in section.ops],
+                          lambda op: self.fused[op.name][1] if op.name in self.fused else None))
 
     # -- memory ------------------------------------------------------------------------
     def _symbol(self, em: TierEmitter, symbol: isa.Symbol) -> None:
@@ -82,8 +95,16 @@ class DataflowLowering(GemmLowering, Tracked):
 
     # -- calls -------------------------------------------------------------------------
     def lower(self) -> Lowered:
-        for call in self.calls:
-            self.call(call)
+        for run in layer_runs(self.calls, _call_ops):
+            if not isinstance(run, list):
+                self.call(run)
+                continue
+            for layer in self.em.sweep(run, [self._layer_key(layer) for layer in run]):
+                for call in layer:                   # layers alike: one loop body
+                    self.call(call)
+        for chain, blocks in self.fused.values():    # the chains of layers a loop stands for
+            if chain.scores not in self._blocks:
+                self._blocks[chain.scores] = self._kernel_plan(chain, blocks)[0]
         spaces = ("sram", "hbm", "ddr")
         program = self.em.program(spaces, tuple(self.symbols), self.arch.queues)
         granularity = self.arch.kernel_granularity
@@ -110,18 +131,28 @@ class DataflowLowering(GemmLowering, Tracked):
         em.emit("ctl0", "df.run", id=config, tiles=self._tiles(first), loops=call.loops)
         for q in self.body_queues:
             em.emit(q, "wait", sem=self._go[q])
-        for section in call.sections:
-            skip: set[str] = set()
-            for name in section.ops:
-                if name in self.fused:
-                    self.lower_attention(*self.fused[name], "agcu0", "agcu1")
-                    skip |= {self.fused[name][0].probs, self.fused[name][0].context}
-                elif name not in skip:
-                    self.op(self.graph[name])
+        for run in layer_runs(call.sections, lambda section: section.ops):
+            if not isinstance(run, list):
+                self.section(run)
+                continue
+            keys = [tuple(self._section_key(section) for section in layer) for layer in run]
+            for layer in em.sweep(run, keys):        # a looped kernel's layers: one loop body
+                for section in layer:
+                    self.section(section)
         for q in self.body_queues:
             em.emit(q, "signal", sem=self._done)
         for _ in self.body_queues:
             em.emit("ctl0", "wait", sem=self._done)
+
+    def section(self, section) -> None:
+        """A section's ops, a fused attention chain as one kernel."""
+        skip: set[str] = set()
+        for name in section.ops:
+            if name in self.fused:
+                self.lower_attention(*self.fused[name], "agcu0", "agcu1")
+                skip |= {self.fused[name][0].probs, self.fused[name][0].context}
+            elif name not in skip:
+                self.op(self.graph[name])
 
     def _tiles(self, section) -> int:
         """Pipeline steps of one iteration: the largest operand streamed, in PMU-sized tiles."""
@@ -204,14 +235,8 @@ class DataflowLowering(GemmLowering, Tracked):
         """The fused kernel (compiler/targets/attention.py), fenced by barriers of the body
         queues, in the PMUs its section leaves free (or the staging-ring area, if larger) with
         its S and PV tiles in the ring area's first quarter."""
-        em, placement = self.em, self.placement
-        peak = placement.internal_peak_bytes.get(placement.section_of[chain.scores], 0)
-        ring = placement.ring_bytes
-        _, sram_end = pmu_area(self.arch)
-        sram, acc = attention_regions(ring, ring + peak, max(0, sram_end - ring - peak))
-        rows = max(i.q.rows for i in instances(chain, self.plan.views))
-        blocks = plan_blocks(rows, chain.t, chain.d, self.dtype.itemsize, sram[2], acc[2],
-                             needs_mask(chain), chain.window is not None) or blocks
+        em = self.em
+        blocks, sram, acc = self._kernel_plan(chain, blocks)
         self._blocks[chain.scores] = blocks
         em.begin_op(chain.name)
         for name in (chain.q, chain.k, chain.v):
@@ -224,11 +249,29 @@ class DataflowLowering(GemmLowering, Tracked):
         if produced in em.addresses:
             em.stored(writer, produced)
 
+    def _kernel_plan(self, chain, blocks):
+        """(blocks, tile region, accumulator region) of a fused chain in its section's free
+        PMUs (`attention_regions`); a pure function of the chain, so a chain in a layer that a
+        loop stands for gets the plan its lowering would have made."""
+        placement = self.placement
+        peak = placement.internal_peak_bytes.get(placement.section_of[chain.scores], 0)
+        ring = placement.ring_bytes
+        _, sram_end = pmu_area(self.arch)
+        sram, acc = attention_regions(ring, ring + peak, max(0, sram_end - ring - peak))
+        rows = max(i.q.rows for i in instances(chain, self.plan.views))
+        blocks = plan_blocks(rows, chain.t, chain.d, self.dtype.itemsize, sram[2], acc[2],
+                             needs_mask(chain), chain.window is not None) or blocks
+        return blocks, sram, acc
+
     def op_embedding(self, op: Op) -> None:
         lower_embedding(self.em, op, self.plan.views, self.rings["gather"], self.dtype.itemsize, ALIGN)
 
     def op_kv_append(self, op: Op) -> None:
         lower_kv_append(self.em, op, self.plan.views, self.rings["copy"], self.dtype.itemsize)
+
+
+def _call_ops(call: Call) -> tuple[str, ...]:
+    return tuple(name for section in call.sections for name in section.ops)
 
 
 def _streamed_bytes(graph: Graph, op: Op) -> int:
