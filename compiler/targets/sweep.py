@@ -24,6 +24,13 @@ last piece frees an accumulator slot). Tests compile every target's models both 
 compare the unrolled program with the flat one (`flat_emission`). A loop is made only where
 the verifier takes it: each iteration balances its semaphores (equal state ensures it) and no
 moving write overlaps its own previous iteration (checked here with the verifier's rule).
+
+Op marks and stores in a period (a sweep over a model's layers, compiler/targets/layers.py)
+must sit at the same offsets in the three periods with the same names, or names whose one
+decimal number grows by a constant a period (a layer number): the loop's marks then carry it
+as a template (`layers.{+3}.mlp`, docs/isa.md), and the stores of the periods not emitted are
+recorded under their names (`Emitter.replay_stores`), so that whatever reads them after the
+loop waits as it would after flat emission.
 """
 from __future__ import annotations
 
