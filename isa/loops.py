@@ -152,7 +152,7 @@ def loop_structure(instructions: Sequence[Instr], opcodes: Sequence[str] | None 
     return Structure(tuple(loops), size)
 
 
-_TEMPLATE = re.compile(r"\{\+(\d+)(?:\*(\d+))?\}")
+_TEMPLATE = re.compile(r"\{\+(\d+)(?:\*([1-9]\d*))?\}")
 
 
 def mark_name(name: str, iteration: int) -> str:

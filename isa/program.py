@@ -20,7 +20,7 @@ __all__ = ["Symbol", "Program", "SYMBOL_NAME_RE", "OP_NAME_RE", "TARGET_RE", "VE
 
 SYMBOL_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")  # dots for `h.0.attn.weight`
 # an op mark's name: a symbol name, or one holding a template {+N} that its loop fills in
-OP_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*(\{\+[0-9]+(\*[0-9]+)?\}[A-Za-z0-9_.]*)?")
+OP_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*(\{\+[0-9]+(\*[1-9][0-9]*)?\}[A-Za-z0-9_.]*)?")
 TARGET_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 VERSION_RE = re.compile(r"[A-Za-z0-9_.+!\-]+")          # a PEP 440 version's characters
 

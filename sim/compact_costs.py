@@ -75,9 +75,10 @@ def pattern_costs(machine: Machine, program: isa.Program,
     why = _outside_patterns(program, structure)
     if why:
         return why
-    if machine.costs_follow_marks:
+    if machine.mark_fold_boundaries:
         for loop in marked_loops(program, structure).values():
-            if "df.run" not in {ins.opcode for ins in instructions[loop.body_start:loop.body_end]}:
+            body = {ins.opcode for ins in instructions[loop.body_start:loop.body_end]}
+            if not body & machine.mark_fold_boundaries:
                 return (f"loop at {loop.header} repeats op marks inside one call, whose stages "
                         "take its op marks in executed order")
     names: dict[str, int] = {}

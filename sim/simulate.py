@@ -73,14 +73,12 @@ def _op_stats(program: isa.Program, timeline, costs: Costs, machine: Machine) ->
 
 
 def _pattern_op_stats(program: isa.Program, plan: PatternCosts, first_start: np.ndarray,
-                      last_end: np.ndarray, machine: Machine,
-                      marked: dict | None = None) -> tuple[OpStats, ...]:
+                      last_end: np.ndarray, machine: Machine) -> tuple[OpStats, ...]:
     """`_op_stats` of the unrolled program from the compact one, in the unrolled program's op
     order (the engine's op numbers): busy cycles and events are per pattern times count, the
     span from the periodic engine. An op mark outside loops is one op, its instances its
-    compact instructions' instances; the marks of a loop's body (`marked`, sim/compact_costs.py
-    says which bodies qualify) are one op per iteration, each with its instructions' count in
-    one iteration and its own name and span."""
+    compact instructions' instances; the marks of a loop's body are one op per iteration
+    (`op_segments`), each with its instructions' count in one iteration and its own span."""
     units = np.append(_unit_of_queue(machine, plan.queue_names), -1)[plan.queue_of]  # loop words: -1
     count = plan.layout.count
     stats = []
@@ -141,8 +139,7 @@ def _periodic(program: isa.Program, plan: PatternCosts, machine: Machine,
     queue_busy = {name: int(busy_of[plan.queue_of == q].sum())
                   for q, name in enumerate(plan.queue_names)}
     totals = plan.events.weighted_totals(count)
-    ops = _pattern_op_stats(program, plan, timing.op_first_start, timing.op_last_end, machine,
-                            marked)
+    ops = _pattern_op_stats(program, plan, timing.op_first_start, timing.op_last_end, machine)
     return _Timed(timing.total_cycles, queue_busy, plan.layout.executed, ops, totals,
                   plan.target_report(program, totals, timing.total_cycles))
 

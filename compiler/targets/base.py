@@ -80,13 +80,12 @@ class TargetLowering(abc.ABC):
         skip: set[str] = set()
 
         def lower(op: Op) -> None:
-            nonlocal skip
             if op.name in skip:
                 return
             if op.name in fused:
                 chain, blocks = fused[op.name]
                 self.lower_attention(chain, blocks, reader, writer)
-                skip |= {chain.probs, chain.context}
+                skip.update((chain.probs, chain.context))
             else:
                 lower_op(self, op, reader, writer)
 

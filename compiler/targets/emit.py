@@ -196,6 +196,11 @@ class Emitter:
             if x:
                 obj.sweep_set([a + periods * (a - b) for a, b in zip(x, y)])
 
+    @property
+    def store_tokens(self) -> int:
+        """Store tokens signalled so far (each store's symbol is in `stores_since`)."""
+        return len(self._store_log)
+
     def stores_since(self, token: int) -> list[str]:
         """The symbols of the store tokens after `token`, in order."""
         return self._store_log[token:]

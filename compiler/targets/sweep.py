@@ -102,7 +102,7 @@ def sweep(em: Emitter, items: Sequence[T], key: Sequence | None = None) -> Itera
             counts.append(em.sweep_counts())
             configs.append(em.queue_configs())
             marks.append(len(em.op_starts))
-            stores.append(len(em.stores_since(0)))
+            stores.append(em.store_tokens)
             yield items[i]
             i += 1
             if i - first > LOOK:
@@ -301,23 +301,25 @@ def _names(em: Emitter, p: int, k: int, starts: list[int], marks: list[int],
         return None
     marked = []
     for (a, x), (b, y), (c, z) in zip(*periods):
-        name = _template((x, y, z), p)
+        name = _template((x, y, z))
         if not a == b == c or name is None:
             return None
         marked.append((a, name))
-    log = em.stores_since(0)
-    spans = [(stores[k + j * p], stores[k + (j + 1) * p] if j < 2 else len(log)) for j in range(3)]
+    base = stores[k]
+    log = em.stores_since(base)
+    spans = [(stores[k + j * p] - base, (stores[k + (j + 1) * p] if j < 2 else em.store_tokens) - base)
+             for j in range(3)]
     names = [log[a:b] for a, b in spans]
     if not len(names[0]) == len(names[1]) == len(names[2]):
         return None
-    stored = [_template(three, p) for three in zip(*names)]
+    stored = [_template(three) for three in zip(*names)]
     return (None if None in stored else (marked, stored))
 
 
 _NUMBER = re.compile(r"(\d+)")
 
 
-def _template(names: tuple[str, str, str], p: int) -> str | None:
+def _template(names: tuple[str, str, str]) -> str | None:
     """The name of three consecutive periods as one: itself when they are equal; with one
     decimal number that grows by S > 0 a period written `{+N}` (S = 1) or `{+N*S}` (N its
     first value); None otherwise."""

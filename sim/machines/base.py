@@ -49,9 +49,11 @@ class Machine(abc.ABC, Generic[ArchT]):
     # cycles that depend on state the machine keeps (open DRAM rows, the refresh schedule):
     # its programs are timed unrolled, never per pattern (sim/compact_costs.py)
     state_timed: ClassVar[bool] = False
-    # True where an instruction's cost depends on which op mark, in executed order, it falls
-    # under (a dataflow call folds its op marks onto pipeline stages in turn)
-    costs_follow_marks: ClassVar[bool] = False
+    # opcodes that close a group whose cost folds the op marks it holds in executed order (a
+    # dataflow call's op marks onto its pipeline stages, each call ended by the next df.section
+    # or df.run): a loop repeating op marks is priced per pattern only when each iteration
+    # holds such a boundary, so that cutting it leaves every group's marks as they are
+    mark_fold_boundaries: ClassVar[frozenset[str]] = frozenset()
 
     @abc.abstractmethod
     def start(self, program: isa.Program, repeats: np.ndarray | None = None) -> MachineRun:

@@ -333,6 +333,6 @@ def test_op_names_per_iteration_fill_in_their_template():
         assemble(head + ".op x.{+1}\n" + body.replace("+=0x40", ""), filename="p.tasm")
     with pytest.raises(LoopError, match="needs a loop around it"):
         unroll(dataclasses.replace(program, ops=((0, "x.{+1}"),)))
-    for bad in ("a.{+1}.{+2}", "a{+x}", "a}"):
+    for bad in ("a.{+1}.{+2}", "a{+x}", "a}", "a.{+1*0}"):
         with pytest.raises(IsaError, match="not a name"):
             dataclasses.replace(program, ops=((2, bad),))

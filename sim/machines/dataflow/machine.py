@@ -66,7 +66,7 @@ class _SectionSheet(CostSheet):
 
 class DataflowMachine(Machine[DataflowArch]):
     units = ("ctl", "agcu")
-    costs_follow_marks = True           # `_finish` folds a call's op marks onto its stages
+    mark_fold_boundaries = frozenset({"df.section", "df.run"})   # `_finish` folds a call's marks
 
     def __init__(self, arch: DataflowArch) -> None:
         self.arch = arch
