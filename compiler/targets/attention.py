@@ -23,7 +23,7 @@ layout and closed forms; block sizes and visibility: attention_blocks.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -64,6 +64,30 @@ class _Step:
     first: bool
     mask: tuple | None
     compute: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _StepItem:
+    """What step i of a query block emits besides the kernel's state: the step, where it
+    stands among the query block's steps and its key block's, and the step before (whose
+    context it emits)."""
+
+    step: _Step
+    first: bool                 # the query block's first step
+    last: bool                  # ... its last
+    block_first: bool           # the first step of its key block: K and V are loaded
+    block_last: bool            # ... the last: their slot is freed
+    block_positions: bool       # its key block makes a mask: key positions are loaded
+    before: tuple | None        # (step, first, block_last) of step i - 1
+
+    @staticmethod
+    def of(steps: Sequence[_Step], i: int) -> _StepItem:
+        def edge(j: int, towards: int) -> bool:
+            return not 0 <= j + towards < len(steps) or steps[j + towards].k0 != steps[j].k0
+        st, block_first = steps[i], edge(i, -1)
+        return _StepItem(st, i == 0, i == len(steps) - 1, block_first, edge(i, 1),
+                         block_first and any(x.compute for x in steps[i:] if x.k0 == st.k0),
+                         None if i == 0 else (steps[i - 1], i == 1, edge(i - 1, 1)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,17 +132,20 @@ class FusedAttention(Tracked):
         em = self.em
         self._layout(chain, blocks, acc)
         self._mask_key: tuple | None = None
-        self.qi = self.o = None
+        self.qi = self.o = self._q_slot = self._kv = self._kj = self._pending = None
+        self._alpha_turn = 0
         em.track(self)
         for group in em.sweep(_kv_groups(instances(chain, views))):
             for inst in em.sweep(group):
                 for q0 in em.sweep(range(0, inst.q.rows, blocks.br)):
                     self._query_block(chain, inst, q0, min(blocks.br, inst.q.rows - q0), blocks)
         self._mcfg = None
-        em.untrack(self, *self._rings)
+        em.untrack(self)
 
     def sweep_key(self) -> object:
-        return self._mcfg, self._mask_key, self.qi, self.o
+        pending = None if self._pending is None else (*self._pending[:2], self._pending[3])
+        return (self._mcfg, self._mask_key, self.qi, self.o, self._q_slot, self._kv, self._kj,
+                self._alpha_turn, pending)
 
     def _layout(self, chain: AttentionChain, b: AttentionBlocks, acc: Region) -> None:
         d, isz, em, qs = chain.d, self.dtype.itemsize, self.em, self.qs
@@ -164,10 +191,8 @@ class FusedAttention(Tracked):
         layer's attention of a model), its slots and semaphores going on where that kernel
         left them, as one ring through both, so that layer after layer emits alike."""
         made = self._made_rings.get(spec)
-        if made is None:
+        if made is None:            # tracked from here on: its turn shapes the next kernel
             made = self._made_rings[spec] = Ring(self.em, spec)
-        else:
-            self.em.track(made)
         self._rings.append(made)
         return made
 
@@ -209,7 +234,8 @@ class FusedAttention(Tracked):
                      b: AttentionBlocks) -> None:
         em, qs, d = self.em, self.qs, chain.d
         steps = self._plan(chain, inst, q0, nb, b)
-        q_slot = self.q_ring.acquire()
+        q_slot = self._q_slot = self.q_ring.acquire()
+        self._alpha_turn = 0
         em.load(qs.loader, q_slot, inst.q.block(q0, nb, 0, d))
         self.q_ring.filled()
         self.q_ring.take()
@@ -222,21 +248,28 @@ class FusedAttention(Tracked):
             self.qi_ring.take()
             self.vector.cfg(1, 1, F32, F32, 0.0)
             self.vector.vec("muli", self._sram(self.zero), self.qi)
-        kv = kj = None
-        pending = None
-        for i, st in enumerate(steps):
-            block_first = i == 0 or steps[i - 1].k0 != st.k0
-            block_last = i == len(steps) - 1 or steps[i + 1].k0 != st.k0
-            if block_first:
-                kv, kj = self._load_keys(chain, inst, st.k0, st.n,
-                                         any(x.compute for x in steps[i:] if x.k0 == st.k0))
-            c = self._scores(q_slot, kv, st, d, i == len(steps) - 1)
-            p = self._softmax(chain, c, i, st, kj, block_last)
-            if pending is not None:
-                self._context(*pending)
-            pending = (p, kv, i, st, d, block_last)
-        self._context(*pending)
+        self._kv = self._kj = self._pending = None
+        items = [_StepItem.of(steps, i) for i in range(len(steps))]
+        for i in em.sweep(range(len(steps)), items):
+            self._step(chain, inst, items[i], d)
+        self._context(*self._pending)
         self._finish(inst, q0, nb, d, positions)
+
+    def _step(self, chain: AttentionChain, inst: Instance, it: _StepItem, d: int) -> None:
+        """Step i's scores and softmax, then step i - 1's context (so that the matrix unit
+        computes the next scores while the vector unit still works on the last softmax).
+        What a step emits is a function of its item and of the kernel's state (`sweep_key`:
+        the slots its operands sit in, the parity of the step's alpha), so that a query block's
+        steps over one key block repeat and are swept as a loop."""
+        st = it.step
+        if it.block_first:
+            self._kv, self._kj = self._load_keys(chain, inst, st.k0, st.n, it.block_positions)
+        c = self._scores(self._q_slot, self._kv, st, d, it.last)
+        p = self._softmax(chain, c, it.first, st, self._kj, it.block_last)
+        if self._pending is not None:
+            self._context(*self._pending)
+        self._pending = (p, self._kv, it.first, self._alpha_turn, st, d, it.block_last)
+        self._alpha_turn ^= 1
 
     def _load_keys(self, chain: AttentionChain, inst: Instance, k0: int, n: int,
                    positions: bool) -> tuple[Addr, Addr | None]:
@@ -263,13 +296,13 @@ class FusedAttention(Tracked):
             self.q_ring.release()
         return c
 
-    def _softmax(self, chain: AttentionChain, c: Addr, i: int, st: _Step, kj: Addr | None,
+    def _softmax(self, chain: AttentionChain, c: Addr, first: bool, st: _Step, kj: Addr | None,
                  block_last: bool) -> Addr:
         """Scale and mask S in place, update m and l, write P; returns P's slot."""
         vec, red, cfg = self.vector.vec, self.vector.red, self.vector.cfg
         rows, n = st.rows, st.n
         m, l = self._sram(self.m + st.r0 * 4), self._sram(self.l + st.r0 * 4)
-        alpha = self._sram(self.alpha[i % 2])
+        alpha = self._sram(self.alpha[self._alpha_turn])
         self.acc.take()
         cfg(rows, n, F32, F32, chain.scale)
         vec("muli", c, c)
@@ -339,7 +372,8 @@ class FusedAttention(Tracked):
         cfg(rows, n, F32, F32, -BIG)
         vec("muli", t, t)
 
-    def _context(self, p: Addr, kv: Addr, i: int, st: _Step, d: int, block_last: bool) -> None:
+    def _context(self, p: Addr, kv: Addr, first: bool, turn: int, st: _Step, d: int,
+                 block_last: bool) -> None:
         """PV into the accumulator, then O = O * alpha + PV (O = PV on a chunk's first block)."""
         self.p_ring.take()
         c = self.acc.acquire()
@@ -348,7 +382,7 @@ class FusedAttention(Tracked):
         self.acc.filled()
         if block_last:
             self.kv_ring.release()
-        if i == 0:
+        if first:
             self.o = self.out_ring.acquire()
         o = self.o + st.r0 * d * 4
         self.acc.take()
@@ -356,7 +390,7 @@ class FusedAttention(Tracked):
         if st.first:
             self.vector.vec("copy", o, c)
         else:
-            self.vector.vec("mul", o, o, self._sram(self.alpha[i % 2]), "row")
+            self.vector.vec("mul", o, o, self._sram(self.alpha[turn]), "row")
             self.vector.vec("add", o, o, c)
         self.acc.release()
 

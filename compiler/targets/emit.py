@@ -157,6 +157,11 @@ class Emitter:
         gone = {id(obj) for obj in objs}
         self._tracked = [obj for obj in self._tracked if id(obj) not in gone]
 
+    def align_rings(self) -> None:
+        for obj in self._tracked:
+            if isinstance(obj, Ring):
+                obj.align()
+
     def sweep(self, items: Sequence[T], key: Sequence | None = None) -> Iterator[T]:
         """`for item in em.sweep(items)`: the items as a plain loop would see them, except that
         a stretch seen to repeat becomes one loop and is not run again (`key`: what each
@@ -414,6 +419,17 @@ class Ring(Tracked):
         slot = self.uses % self.slots
         self.uses += 1
         return Addr(self.space, self.base + slot * self.slot_bytes)
+
+    def align(self) -> None:
+        """Pass over the slots left in this round (acquired and at once freed, nothing in
+        them), so that the next acquire gets slot 0: a layer that starts every ring at slot 0
+        emits what the layer before emitted, whatever its count of uses (compiler/targets/
+        layers.py)."""
+        while self.uses % self.slots:
+            if self.uses >= self.slots:
+                self.em.emit(self.producer, "wait", sem=self.free)
+            self.uses += 1
+            self.em.emit(self.consumer, "signal", sem=self.free)
 
     def filled(self) -> None:
         self.em.emit(self.producer, "signal", sem=self.full)

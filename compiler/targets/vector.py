@@ -14,6 +14,7 @@ per-row statistics in scratch (layer norm three, RMS norm two, softmax two: onli
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Callable, Mapping
 
 import numpy as np
@@ -102,7 +103,12 @@ class VectorLowering(Tracked):
             width = max(1, width // 2)
         return width
 
-    def row_blocks(self, op: Op, rows: int, needs: Needs) -> list[tuple[int, int]]:
+    def row_blocks(self, op: Op, rows: int, needs: Needs) -> Iterator[tuple[int, int]]:
+        """(first row, rows) blocks of an op with these needs (vector_needs.py), swept: blocks
+        that repeat become a loop (compiler/targets/sweep.py)."""
+        return self.em.sweep(self._row_blocks(op, rows, needs))
+
+    def _row_blocks(self, op: Op, rows: int, needs: Needs) -> list[tuple[int, int]]:
         """(first row, rows) blocks of an op with these needs (vector_needs.py).
         Without `block_bytes` every block is as large as the buffers allow. With it (the
         systolic target) no block holds more than `block_bytes` of any buffer, and the rows

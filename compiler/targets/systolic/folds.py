@@ -88,6 +88,14 @@ class Packer(Tracked):
             self.held[key] = addr
         return addr
 
+    def new_column(self) -> None:
+        """A streamed (not resident) operand's blocks for the next column of folds start in a
+        fresh slot: every column then fills its slots alike, so a sweep over columns repeats
+        with a period of one or two columns (the ring's slots alternate) instead of the least
+        common multiple of a slot's and a column's blocks."""
+        if not self.resident:
+            self.end_slot()
+
     def end_slot(self) -> None:
         if self.slot is not None:
             self.ring.release()
@@ -285,6 +293,8 @@ class FoldGemm(Tracked):
         self.x.scope(sum(_aligned(r * tl * isz) for _, r in groups for _, tl in pieces))
         sweep = self.em.sweep
         for q0, qlen in sweep(_blocks(across, c_unit)):
+            self.x.new_column()
+            self.w.new_column()
             slot = self.acc.acquire()
             offsets = [i * _aligned(piece * qlen * 4) for i in range(len(pieces))]
             for p0, plen in sweep(groups):
@@ -322,6 +332,8 @@ class FoldGemm(Tracked):
                          for c0, cl in chunks for _, tl in _blocks(cl, piece)))
         sweep = self.em.sweep
         for q0, qlen in sweep(_blocks(across, c_unit)):
+            self.x.new_column()
+            self.w.new_column()
             sums = self.partials.matrix(total_t, qlen) if ws else self.partials.matrix(qlen, total_t)
             for g, (p0, plen) in sweep(tuple(enumerate(groups))):
                 w = self.w.use(("w", p0, q0), plen * qlen * isz, self._stationary(a, b, tb, p0, plen, q0, qlen))
@@ -365,6 +377,7 @@ class FoldGemm(Tracked):
         for p0, plen in sweep(_blocks(m, r_unit)):
             self.x.scope(sum(_aligned(plen * tl * isz) for _, tl in pieces))
             for q0, qlen in sweep(_blocks(n, c_unit)):
+                self.w.new_column()
                 slot = self.acc.acquire()
                 for i, (t0, tl) in enumerate(pieces):
                     x = self.x.use(("x", p0, t0), plen * tl * isz, a.block(p0, plen, t0, tl))
