@@ -135,9 +135,9 @@ class FusedAttention(Tracked):
         self.qi = self.o = self._q_slot = self._kv = self._kj = self._pending = None
         self._alpha_turn = 0
         em.track(self)
-        for group in em.sweep(_kv_groups(instances(chain, views))):
-            for inst in em.sweep(group):
-                for q0 in em.sweep(range(0, inst.q.rows, blocks.br)):
+        for group in em.sweep(_kv_groups(instances(chain, views)), uniform=True):
+            for inst in em.sweep(group, uniform=True):
+                for q0 in em.sweep(range(0, inst.q.rows, blocks.br), uniform=True):
                     self._query_block(chain, inst, q0, min(blocks.br, inst.q.rows - q0), blocks)
         self._mcfg = None
         em.untrack(self)

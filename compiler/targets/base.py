@@ -97,7 +97,7 @@ class TargetLowering(abc.ABC):
             keys = [layer_key(self.graph, self.plan, self.em, layer,
                               lambda op: fused[op.name][1] if op.name in fused else None)
                     for layer in run]
-            for layer in self.em.sweep(run, keys):          # layers alike: one loop body
+            for layer in self.em.sweep(run, keys, uniform=True):    # layers alike: one loop body
                 self.em.align_rings()
                 for op in layer:
                     lower(op)

@@ -162,11 +162,13 @@ class Emitter:
             if isinstance(obj, Ring):
                 obj.align()
 
-    def sweep(self, items: Sequence[T], key: Sequence | None = None) -> Iterator[T]:
+    def sweep(self, items: Sequence[T], key: Sequence | None = None,
+              uniform: bool = False) -> Iterator[T]:
         """`for item in em.sweep(items)`: the items as a plain loop would see them, except that
         a stretch seen to repeat becomes one loop and is not run again (`key`: what each
-        item's emission reads, when not the item itself)."""
-        return _sweep.sweep(self, items, key)
+        item's emission reads, when not the item itself; `uniform`: no item's emission
+        depends on its place among them, so the last may be in a loop too)."""
+        return _sweep.sweep(self, items, key, uniform)
 
     def sweep_key(self) -> tuple:
         """Everything that decides what is emitted next, but counters (the tracked objects',

@@ -19,8 +19,10 @@ state at the start of every period and items moving by a constant, period k + 1 
 moved by the same deltas, and the state after it is the same again; so the loop unrolls to what
 the plain loop would have emitted. Rings count their slots (`Ring.uses`): their state is the
 slot in turn and whether the first round is over, and the counts are moved on by the skipped
-periods. The last item is always emitted on its own (a lowering may treat it apart, e.g. the
-last piece frees an accumulator slot). Tests compile every target's models both ways and
+periods. The last item is emitted on its own (a lowering may treat it apart, e.g. the last
+piece frees an accumulator slot) unless the caller declares the items `uniform`: what an
+item emits depends on the state and the item alone, never on where it stands among the
+items (a model's layers, whose items hold all their emission reads; attention heads). Tests compile every target's models both ways and
 compare the unrolled program with the flat one (`flat_emission`). A loop is made only where
 the verifier takes it: each iteration balances its semaphores (equal state ensures it) and no
 moving write overlaps its own previous iteration (checked here with the verifier's rule).
@@ -77,13 +79,15 @@ def flat_emission() -> Iterator[None]:
         _FLAT.reset(token)
 
 
-def sweep(em: Emitter, items: Sequence[T], key: Sequence | None = None) -> Iterator[T]:
+def sweep(em: Emitter, items: Sequence[T], key: Sequence | None = None,
+          uniform: bool = False) -> Iterator[T]:
     """`items` one by one, as `for item in items` would, except that a stretch proven to repeat
     is emitted as one loop and its items are skipped (module docstring). `key[j]`, when
     given, is what item j's emission reads, in place of the item itself (a layer's ops carry
-    names that differ; what they read are addresses and shapes)."""
+    names that differ; what they read are addresses and shapes). `uniform`: the last item
+    may be in a loop too (module docstring)."""
     n = len(items)
-    if n < 5 or _FLAT.get():           # three periods of one and the last item, at least
+    if n < 4 + (not uniform) or _FLAT.get():   # three periods of one (and the last item)
         yield from items
         return
     numbers = _Numbers(items if key is None else key)
@@ -107,7 +111,8 @@ def sweep(em: Emitter, items: Sequence[T], key: Sequence | None = None) -> Itera
             i += 1
             if i - first > LOOK:
                 continue
-            found = _period(em, items, numbers, first, i, starts, keys, counts, configs)
+            found = _period(em, n if uniform else n - 1, numbers, first, i, starts, keys, counts,
+                            configs)
             if found is not None:
                 named = _names(em, found[0], i - first - 3 * found[0], starts, marks, stores)
                 if named is not None:
@@ -117,9 +122,10 @@ def sweep(em: Emitter, items: Sequence[T], key: Sequence | None = None) -> Itera
             return
 
 
-def _period(em: Emitter, items, numbers, first: int, i: int, starts: list[int],
+def _period(em: Emitter, last: int, numbers, first: int, i: int, starts: list[int],
             keys: list[tuple], counts: list[tuple], configs: list[dict]):
-    """(period, strides, loop count) for the last three periods before iteration i, or None."""
+    """(period, strides, loop count) for the last three periods before iteration i, the loop
+    ending before item `last`, or None."""
     now = None
     for p in range(1, MAX_PERIOD + 1):
         s = i - 3 * p
@@ -139,7 +145,7 @@ def _period(em: Emitter, items, numbers, first: int, i: int, starts: list[int],
         strides = _strides(b0, b1, b2)
         if strides is None:
             continue
-        count = _moving(numbers, s, p, len(items) - 1)
+        count = _moving(numbers, s, p, last)
         room = em.sweep_room(counts_now, counts[k + 2 * p])
         if room is not None:
             count = min(count, 3 + room)
@@ -234,7 +240,7 @@ def _numbers(item) -> tuple[tuple[int, ...], tuple] | None:
 
 def _moving(numbers: _Numbers, s: int, p: int, last: int) -> int:
     """Periods of p from item s whose items keep moving by the constant of the first step
-    (their other parts equal), never reaching item `last` (emitted on its own)."""
+    (their other parts equal), ending before item `last`."""
     return (numbers.run_end(s, last) + 1 - s) // p
 
 

@@ -17,7 +17,7 @@ Roles, by dataflow (p: fold along the array rows, q: along its columns, t: strea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, TypeVar
 
 from isa import Addr, DType
 
@@ -27,6 +27,7 @@ from compiler.targets.emit import Emitter, Matrix, Ring, Tracked
 __all__ = ["FoldGemm", "Packer", "PartialSums", "min_slots", "PIECE_MAX"]
 
 ALIGN = 64
+T = TypeVar("T")
 PIECE_MAX = 8192       # stream rows per piece: keeps every DMA row and ISA count in its field
 
 
@@ -87,6 +88,14 @@ class Packer(Tracked):
         if self.resident:
             self.held[key] = addr
         return addr
+
+    def slot_fills(self, groups: list[T], group_bytes: int) -> list[tuple[T, ...]]:
+        """`groups` cut where a streamed (not resident) operand moves to its next slot, each
+        group loading `group_bytes` (`groups` whole when resident, or when a slot holds them
+        all): a sweep over these chunks repeats with the ring's slots, where one over the
+        groups would find a period of a slot's groups times the ring's slots."""
+        per_slot = len(groups) if self.resident else max(1, self.ring.slot_bytes // group_bytes)
+        return [tuple(groups[i:i + per_slot]) for i in range(0, len(groups), per_slot)]
 
     def new_column(self) -> None:
         """A streamed (not resident) operand's blocks for the next column of folds start in a
@@ -291,18 +300,20 @@ class FoldGemm(Tracked):
         # fill by more than it saves in DMA latencies, and would tie the grouping to the buffers
         groups, pieces = _blocks(k, r_unit), _blocks(total_t, piece)
         self.x.scope(sum(_aligned(r * tl * isz) for _, r in groups for _, tl in pieces))
+        chunks = self.x.slot_fills(groups, sum(_aligned(r_unit * tl * isz) for _, tl in pieces))
         sweep = self.em.sweep
-        for q0, qlen in sweep(_blocks(across, c_unit)):
+        for q0, qlen in sweep(_blocks(across, c_unit), uniform=True):
             self.x.new_column()
             self.w.new_column()
             slot = self.acc.acquire()
             offsets = [i * _aligned(piece * qlen * 4) for i in range(len(pieces))]
-            for p0, plen in sweep(groups):
-                w = self.w.use(("w", p0, q0), plen * qlen * isz, self._stationary(a, b, tb, p0, plen, q0, qlen))
-                for i, (t0, tl) in enumerate(pieces):
-                    x = self.x.use(("x", p0, t0), plen * tl * isz, self._streamed(a, b, tb, p0, plen, t0, tl))
-                    self._fold_piece(tl, qlen, plen, slot + offsets[i], x, w, p0 > 0, tb, i > 0,
-                                     p0 == 0 and q0 == 0, total_t)
+            for chunk in sweep(chunks, uniform=True):
+                for p0, plen in sweep(chunk, uniform=True):
+                    w = self.w.use(("w", p0, q0), plen * qlen * isz, self._stationary(a, b, tb, p0, plen, q0, qlen))
+                    for i, (t0, tl) in enumerate(pieces):
+                        x = self.x.use(("x", p0, t0), plen * tl * isz, self._streamed(a, b, tb, p0, plen, t0, tl))
+                        self._fold_piece(tl, qlen, plen, slot + offsets[i], x, w, p0 > 0, tb, i > 0,
+                                         p0 == 0 and q0 == 0, total_t)
             for _ in pieces:
                 self.acc.filled()
             for i, (t0, tl) in enumerate(pieces):
@@ -331,7 +342,7 @@ class FoldGemm(Tracked):
         self.x.scope(sum(_aligned(r * tl * isz) for _, r in groups
                          for c0, cl in chunks for _, tl in _blocks(cl, piece)))
         sweep = self.em.sweep
-        for q0, qlen in sweep(_blocks(across, c_unit)):
+        for q0, qlen in sweep(_blocks(across, c_unit), uniform=True):
             self.x.new_column()
             self.w.new_column()
             sums = self.partials.matrix(total_t, qlen) if ws else self.partials.matrix(qlen, total_t)
@@ -374,9 +385,9 @@ class FoldGemm(Tracked):
         pieces = _blocks(k, piece)
         self.w.scope(sum(_aligned(ql * tl * isz) for _, ql in _blocks(n, c_unit) for _, tl in pieces))
         sweep = self.em.sweep
-        for p0, plen in sweep(_blocks(m, r_unit)):
+        for p0, plen in sweep(_blocks(m, r_unit), uniform=True):
             self.x.scope(sum(_aligned(plen * tl * isz) for _, tl in pieces))
-            for q0, qlen in sweep(_blocks(n, c_unit)):
+            for q0, qlen in sweep(_blocks(n, c_unit), uniform=True):
                 self.w.new_column()
                 slot = self.acc.acquire()
                 for i, (t0, tl) in enumerate(pieces):
