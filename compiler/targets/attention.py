@@ -143,9 +143,8 @@ class FusedAttention(Tracked):
         em.untrack(self)
 
     def sweep_key(self) -> object:
-        pending = None if self._pending is None else (*self._pending[:2], self._pending[3])
         return (self._mcfg, self._mask_key, self.qi, self.o, self._q_slot, self._kv, self._kj,
-                self._alpha_turn, pending)
+                self._alpha_turn, self._pending)
 
     def _layout(self, chain: AttentionChain, b: AttentionBlocks, acc: Region) -> None:
         d, isz, em, qs = chain.d, self.dtype.itemsize, self.em, self.qs
@@ -252,7 +251,8 @@ class FusedAttention(Tracked):
         items = [_StepItem.of(steps, i) for i in range(len(steps))]
         for i in em.sweep(range(len(steps)), items):
             self._step(chain, inst, items[i], d)
-        self._context(*self._pending)
+        last = items[-1]
+        self._context(*self._pending, last.first, last.step, d, last.block_last)
         self._finish(inst, q0, nb, d, positions)
 
     def _step(self, chain: AttentionChain, inst: Instance, it: _StepItem, d: int) -> None:
@@ -266,9 +266,10 @@ class FusedAttention(Tracked):
             self._kv, self._kj = self._load_keys(chain, inst, st.k0, st.n, it.block_positions)
         c = self._scores(self._q_slot, self._kv, st, d, it.last)
         p = self._softmax(chain, c, it.first, st, self._kj, it.block_last)
-        if self._pending is not None:
-            self._context(*self._pending)
-        self._pending = (p, self._kv, it.first, self._alpha_turn, st, d, it.block_last)
+        if it.before is not None:           # the step before: its step from the item, the
+            before, first, block_last = it.before       # slots it used from the state
+            self._context(*self._pending, first, before, d, block_last)
+        self._pending = (p, self._kv, self._alpha_turn)
         self._alpha_turn ^= 1
 
     def _load_keys(self, chain: AttentionChain, inst: Instance, k0: int, n: int,
@@ -372,7 +373,7 @@ class FusedAttention(Tracked):
         cfg(rows, n, F32, F32, -BIG)
         vec("muli", t, t)
 
-    def _context(self, p: Addr, kv: Addr, first: bool, turn: int, st: _Step, d: int,
+    def _context(self, p: Addr, kv: Addr, turn: int, first: bool, st: _Step, d: int,
                  block_last: bool) -> None:
         """PV into the accumulator, then O = O * alpha + PV (O = PV on a chunk's first block)."""
         self.p_ring.take()

@@ -4,6 +4,7 @@ target and family, with the same simulated report."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import pytest
@@ -173,3 +174,38 @@ def test_attention_traffic_of_a_compact_program_counts_every_execution():
     assert _op_bytes(compiled) == _op_bytes(isa.unroll(compiled))
     times = multiplicities(loop_structure(compiled.instructions))
     assert int(times.sum()) == isa.executed_count(compiled)
+
+
+def test_a_uniform_sweep_may_end_in_its_loop():
+    def run(flat: bool = False) -> isa.Program:
+        em = Emitter("systolic")
+        ring = Ring(em, RingSpec("r", "sram", 0, 256, 2, "dma0", "mxu0"))
+        em.emit("dma0", "dmacfg", src_stride=0, dst_stride=0)
+        with flat_emission() if flat else contextlib.nullcontext():
+            for item in em.sweep(range(50), uniform=True):
+                _load(em, ring, item)
+        return em.program(("dram", "sram", "acc"), (), ("dma0", "mxu0"))
+
+    compact = run()
+    assert isa.unroll(compact) == run(flat=True)
+    # items 2..49 are one loop of 24 two-item periods (the ring's slots alternate); only the
+    # queues' closing halts follow it
+    words = compact.instructions
+    header = next(i for i, ins in enumerate(words) if ins.opcode == "loop")
+    assert words[header]["count"] == 24
+    end = header + 1 + sum(1 for ins in words if ins.opcode == "stride") + words[header]["body"]
+    assert [ins.opcode for ins in words[end:]] == ["halt", "halt"]
+
+
+@pytest.mark.slow
+def test_causal_attention_steps_loop_and_unroll_to_the_flat_emission():
+    # a 2,048-token query block on systolic-128: 16 key blocks of 128, each with up to 16
+    # query chunks; the chunks of one key block are a sweep whose items carry the step before
+    # (its context is emitted with them), so a loop must not leave it behind
+    config = dataclasses.replace(TINY["tiny-llama3"], num_hidden_layers=1,
+                                 max_position_embeddings=2048)
+    arch = TARGETS["systolic"].load_arch()
+    compiled, flat = _both("systolic", build_graph(config, prefill(2048)), arch)
+    attention = [a for a, name in compiled.ops if name.endswith("attention")]
+    assert attention and _loops(compiled)
+    assert isa.unroll(compiled) == flat
