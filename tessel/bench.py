@@ -18,10 +18,8 @@ llama-3.1-70b prefill-2048 and decode at KV 2048 on sn40l and on systolic-128 wi
 DRAM, each under 10 s and 2 GiB (rows below; the 70B model's 141 GB of weights are
 addressable since ISA version 2). The compiler emits tile sweeps and whole layers as loops
 (compiler/targets/sweep.py, layers.py) and the periodic engine (sim/periodic.py) times them per
-pattern. Not a row, measured 2026-12-06: llama-3.1-70b prefill-2048 on systolic-128 takes
-171 s and 3.7 GB (83.6 M instructions: a layer's folds loop poorly, about 630 k words a
-layer); gpt2-xl prefill-128 on pim-gpt is about 66 M instructions (PIM lowering emits no
-loops).
+pattern. Not a row: gpt2-xl prefill-128 on pim-gpt is about 66 M instructions (PIM's GEMV
+lowering emits no loops).
 """
 from __future__ import annotations
 
@@ -90,6 +88,9 @@ WORKLOADS = (
              "dataflow", "sn40l", 10.0, whole_process=True),
     Workload("llama-3.1-70b decode kv-2048 on systolic-128 with 256 GiB DRAM, process",
              "llama-3.1-70b", decode(2048), "systolic", "systolic-128", 10.0, whole_process=True,
+             overrides=("dram_bytes=274877906944",)),
+    Workload("llama-3.1-70b prefill-2048 on systolic-128 with 256 GiB DRAM, process",
+             "llama-3.1-70b", prefill(2048), "systolic", "systolic-128", 10.0, whole_process=True,
              overrides=("dram_bytes=274877906944",)),
     # 16.1 GB of BF16 weights and the prompt's activations exceed the preset's 16 GiB of DRAM
     Workload("llama-3.1-8b prefill-512 on systolic-128 with 32 GiB DRAM, process", "llama-3.1-8b",

@@ -158,6 +158,9 @@ class Emitter:
         self._tracked = [obj for obj in self._tracked if id(obj) not in gone]
 
     def align_rings(self) -> None:
+        """Every ring on to its slot 0 (`Ring.align`): a model's layers each start so, so that
+        a layer whose rings take an odd number of slots still emits what the one before did
+        (one layer a loop period, not two)."""
         for obj in self._tracked:
             if isinstance(obj, Ring):
                 obj.align()
