@@ -42,7 +42,7 @@ def test_a_program_too_large_to_simulate_is_stopped_while_compiling(monkeypatch,
                      r"simulate\), more than the [\d.]+ MiB available to it: simulate timing only "
                      r"\(--no-functional\), a shorter --seq or --kv, or a smaller model", err), err
     stopped = int(re.search(r"after ([\d,]+)", err).group(1).replace(",", ""))
-    assert 10_000 < stopped < 52_138        # early: at the first op boundary past the limit
+    assert 10_000 < stopped < 52_187        # early: at the first op boundary past the limit
 
 
 def test_a_compiled_program_is_refused_before_it_is_simulated(monkeypatch, capsys, tmp_path):
@@ -53,7 +53,7 @@ def test_a_compiled_program_is_refused_before_it_is_simulated(monkeypatch, capsy
     _fake_memory(monkeypatch, budget.BASE_BYTES + 50_000 * budget.SIM_BYTES_PER_INSTRUCTION)
     monkeypatch.setattr(PimMachine, "start", _never)
     assert main(["sim", str(program)]) == 2
-    assert re.search(r"error: this run needs about [\d.]+ MiB \(52,138 instructions x 128 bytes\), "
+    assert re.search(r"error: this run needs about [\d.]+ MiB \(52,187 instructions x 128 bytes\), "
                      r"more than the [\d.]+ MiB available to it: simulate timing only",
                      _one_error_line(capsys))
 
