@@ -20,9 +20,10 @@ from isa.bulk import no_gc
 from isa.asm_lines import Statement, column_of, read_statements
 from isa.asm_loops import STRIDE_KIND, Stride, assemble_body, split_strides, write_body
 from isa.errors import AsmError, FieldError, IsaError
-from isa.fields import AddressKind, Field
+from isa.fields import Field
 from isa.instr import Instr
 from isa.jsontext import dump_object, load_object
+from isa.loops import NOT_MOVABLE, movable, stride_granule
 from isa.opcodes import ISA_VERSION, OPCODES
 from isa.program import Program, Symbol, arch_table
 from isa.values import Addr, DType, Queue, parse_int
@@ -192,7 +193,8 @@ class _Assembler:
             text, part = entry
             if "=" in text:
                 text, moves = split_strides(text)
-                strides += self.strides(statement, part, field, position, moves, depth)
+                strides += self.strides(statement, part, spec.mnemonic, field, position, moves,
+                                        depth)
             pair = cache.get(text)
             if pair is None:
                 pair = (field.name, self.value(statement, part, field, text, spaces))
@@ -201,8 +203,8 @@ class _Assembler:
             values.append(pair)
         return Instr(spec.mnemonic, queue, tuple(values)), strides
 
-    def strides(self, statement: Statement, part: int, field: Field, position: int,
-                moves: list[tuple[int, str]], depth: int) -> list[Stride]:
+    def strides(self, statement: Statement, part: int, mnemonic: str, field: Field,
+                position: int, moves: list[tuple[int, str]], depth: int) -> list[Stride]:
         """The strides `+=N`/`-=N` after an operand's value: (loop level, innermost 0, field
         position, delta); zero strides are placeholders for the loops they skip."""
         out = []
@@ -211,9 +213,9 @@ class _Assembler:
             if level >= depth:
                 raise self.fail(statement, part, f"{field.name} has {len(moves)} strides but the "
                                 f"instruction is inside {depth} loops", column)
-            if not isinstance(field.kind, AddressKind):
-                raise self.fail(statement, part, f"stride on {field.name}: {field.kind.label} is "
-                                "not an address field (only A32/A40 operands move)", column)
+            if not movable(mnemonic, field):
+                raise self.fail(statement, part, f"stride on {field.name}: {field.kind.label} "
+                                f"{NOT_MOVABLE}", column)
             try:
                 delta = parse_int(text[2:]) * (-1 if text[0] == "-" else 1)
                 delta = STRIDE_KIND.coerce("stride", delta)
@@ -221,9 +223,9 @@ class _Assembler:
                 message = (str(error) if isinstance(error, FieldError)
                            else f"stride {text} is not an integer")
                 raise self.fail(statement, part, message, column) from None
-            if delta % field.kind.granule:
+            if delta % stride_granule(field):
                 raise self.fail(statement, part, f"stride {text} on {field.name} is not a multiple "
-                                f"of {field.kind.granule} bytes ({field.kind.label})", column)
+                                f"of {stride_granule(field)} bytes ({field.kind.label})", column)
             if delta:
                 out.append((level, position, delta))
         return out

@@ -187,6 +187,8 @@ def _moving(index: int, instr: Instr, open_loops: list[Loop]) -> str:
         deltas = [loop.delta(index, position) for loop in reversed(open_loops)]
         while deltas and not deltas[-1]:
             deltas.pop()
-        suffix = "".join(f"-={-d:#x}" if d < 0 else f"+={d:#x}" if d else "+=0" for d in deltas)
+        style = "#x" if type(value) is not int else "d"      # bytes in hex, a row or column not
+        suffix = "".join(f"-={-d:{style}}" if d < 0 else f"+={d:{style}}" if d else "+=0"
+                         for d in deltas)
         parts.append(f"{field.name}={field.kind.format(value)}{suffix}")
     return " ".join(parts)

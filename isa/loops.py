@@ -19,9 +19,9 @@ from operator import attrgetter
 from types import MappingProxyType
 
 from isa.errors import LoopError
-from isa.fields import AddressKind
+from isa.fields import AddressKind, Field
 from isa.instr import Instr
-from isa.opcodes import OPCODES, STRUCTURE, STRUCTURE_QUEUE
+from isa.opcodes import MOVING_INTS, OPCODES, STRUCTURE, STRUCTURE_QUEUE
 from isa.values import Queue
 
 __all__ = ["Loop", "Structure", "loop_structure", "where", "loop_words", "mark_name"]
@@ -217,14 +217,30 @@ def _delta(instructions: Sequence[Instr], opcodes: Sequence[str], header: int, b
         raise LoopError(f"loop at {header}: stride on field {position} of {name}, which has "
                         f"{len(spec.fields)} fields", header)
     field = spec.fields[position]
-    if not isinstance(field.kind, AddressKind):
+    if not movable(target.opcode, field):
         raise LoopError(f"loop at {header}: stride on {field.name} of {name}: "
-                        f"{field.kind.label} is not an address field (only A32/A40 operands "
-                        "move)", header)
+                        f"{field.kind.label} {NOT_MOVABLE}", header)
     if delta == 0:
-        raise LoopError(f"loop at {header}: stride of 0 bytes on {field.name} of {name} "
+        raise LoopError(f"loop at {header}: stride of 0 on {field.name} of {name} "
                         "(leave it out)", header)
-    if delta % field.kind.granule:
+    granule = stride_granule(field)
+    if delta % granule:
         raise LoopError(f"loop at {header}: stride {delta} on {field.name} of {name} is not a "
-                        f"multiple of {field.kind.granule} bytes ({field.kind.label})", header)
+                        f"multiple of {granule} bytes ({field.kind.label})", header)
     return delta
+
+
+NOT_MOVABLE = ("is not an address field (only A32/A40 operands and the DRAM rows, columns and "
+               "global-buffer offsets of pim instructions move)")
+
+
+def movable(opcode: str, field: Field) -> bool:
+    """Whether a loop may move operand `field` of `opcode`: an address, or one of the integer
+    operands in MOVING_INTS."""
+    return isinstance(field.kind, AddressKind) or (opcode, field.name) in MOVING_INTS
+
+
+def stride_granule(field: Field) -> int:
+    """What a stride on a movable field must be a multiple of: the address kind's granule, or
+    1 for an integer."""
+    return field.kind.granule if isinstance(field.kind, AddressKind) else 1

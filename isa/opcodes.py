@@ -17,7 +17,7 @@ from isa.values import QUEUE_INDEX_BITS, Unit
 __all__ = [
     "OpSpec", "OPCODES", "OPCODES_BY_CODE", "ISA_VERSION", "WORD_BITS", "PAYLOAD_BITS",
     "VEC_FUNCS", "VEC_BINARY", "VEC_IMMEDIATE", "VEC_UNARY", "BCASTS", "RED_FUNCS",
-    "STRUCTURE", "STRUCTURE_QUEUE",
+    "STRUCTURE", "STRUCTURE_QUEUE", "MOVING_INTS",
 ]
 
 ISA_VERSION = 2  # 2: A40 is 2 + 38 bits (was 4 + 36); a version-1 .tbin would decode wrongly
@@ -32,6 +32,14 @@ VEC_UNARY = ("exp", "rsqrt", "recip", "gelu", "tanh", "copy")
 VEC_FUNCS = VEC_BINARY + VEC_IMMEDIATE + VEC_UNARY
 BCASTS = ("none", "row", "col", "scalar")
 RED_FUNCS = ("sum", "max")
+
+# The integer operands a loop may move besides addresses (docs/isa.md, "Loops"): a GEMV's next
+# DRAM row, the next columns of an open row, the next bytes of the global buffer. A bank, a
+# count or a size never moves: what a loop repeats is one shape of DRAM commands.
+MOVING_INTS = frozenset({("pim.act", "row"), ("pim.act_all", "row"), ("pim.wrgb", "gb"),
+                         ("pim.mac", "col"), ("pim.mac", "gb"), ("pim.mac_all", "col"),
+                         ("pim.mac_all", "gb"), ("pim.wr", "row"), ("pim.wr", "col"),
+                         ("pim.rd", "row"), ("pim.rd", "col")})
 
 ANY_UNIT = frozenset(Unit) - {Unit.seq}   # seq words are program structure, not work
 STRUCTURE = frozenset({"loop", "stride"})  # the words of Unit.seq: no queue executes them

@@ -180,6 +180,17 @@ def _moved(index: int, instr: Instr, fields: dict[int, tuple[tuple[Loop, int], .
         name, base = instr.fields[position]
         offsets = sum(digits[loop.header] * delta for loop, delta in pairs)
         kind = spec.fields[position].kind
+        if type(base) is int:              # a moving integer (isa.opcodes.MOVING_INTS)
+            values = base + offsets
+            low, high = kind.bounds
+            outside = (values < low) | (values > high)
+            if outside.any():
+                j = int(np.argmax(outside))
+                iterations = [(loop, int(digits[loop.header][j])) for loop in chain]
+                raise LoopError(f"{where(index, instr, iterations)}: {name}={int(values[j])} is "
+                                f"outside {kind.label} ({low}..{high})", chain[0].header)
+            columns[position] = zip(repeat(name), values.tolist())
+            continue
         addresses = base.addr + offsets
         outside = (addresses < 0) | (addresses > kind.reach - kind.granule)
         if outside.any():

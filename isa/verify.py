@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Mapping
 from itertools import repeat
 from operator import attrgetter
+from types import MappingProxyType
 
 from isa.encoding import encode
 from isa.errors import FieldError, IsaError, LoopError, VerifyError
@@ -29,6 +31,7 @@ from isa.machine import MachineView
 from isa.opcodes import ISA_VERSION, OPCODES, STRUCTURE
 from isa.program import Program
 from isa.rows import ROW_OPCODES, find_row_violation
+from isa.unroll import unroll
 from isa.sync import SYNC_OPCODES, completes_by_iterations, find_blocked_wait
 
 __all__ = ["verify"]
@@ -84,6 +87,11 @@ def _check_rows(program: Program, machine: MachineView, opcodes: list[str],
         return
     if structure.loops:
         run = Executed(program.instructions, structure, ROW_OPCODES, opcodes)
+        if any(type(program.instructions[index].fields[position][1]) is int
+               for index, moved in structure.strided().items() if opcodes[index] in ROW_OPCODES
+               for position in moved):             # rows that move: each iteration's own
+            executed = unroll(program).instructions
+            run.instructions = [executed[k] for k in run.positions.tolist()]
         found = find_row_violation(run.instructions, run.opcodes, banks, run.name)
         if found is not None:
             raise run.error(*found)
@@ -172,17 +180,21 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
             units = " ".join(sorted(u.name for u in spec.units))
             raise _at(index, instr, f"{instr.opcode} is not allowed on unit {queue.unit.name} "
                       f"(units: {units})", context)
+        moving = index in strided
+        ints = _int_moves(index, instr, context) if moving else {}
         for position, name, bound in limited[instr.opcode]:
             value = instr.fields[position][1]
-            if value >= bound:
+            if value >= bound and position not in ints:
                 raise _at(index, instr, f"{name}={value} exceeds the machine limit (< {bound})",
                           context)
         if instr.opcode in pim_fields:
-            _check_pim(index, instr, pim_fields[instr.opcode], limits, context)
+            _check_pim(index, instr, pim_fields[instr.opcode], limits, context, ints)
+        if ints:
+            _check_moving_ints(index, instr, ints, pim_fields.get(instr.opcode, {}), limits,
+                               context)
         if instr.opcode in NO_FOOTPRINT:
             continue                        # touches no memory and configures nothing
         config = slot[0]
-        moving = index in strided
         if not moving:                      # the same object under the same registers passes
             key = (id(instr), id(config))   # the same footprint checks again
             if key in passed:
@@ -293,27 +305,82 @@ def _pinned(context: Context, iterations: dict[int, int]) -> Context:
 
 
 def _check_pim(index: int, instr: Instr, at: dict[str, int], limits,
-               context: Context = ()) -> None:
+               context: Context = (), moving: Mapping[int, list] = MappingProxyType({})) -> None:
     """Column and global-buffer ranges, when the machine gives their sizes (`at`: the
-    positions of the col, ncols, gb and bytes fields the opcode has)."""
+    positions of the col, ncols, gb and bytes fields the opcode has); an operand a loop moves
+    (`moving`) is `_check_moving_ints`'s."""
     fields = instr.fields
     columns = limits.get("col")
-    if columns is not None and "ncols" in at:
+    if columns is not None and "ncols" in at and at["col"] not in moving:
         start = fields[at["col"]][1]
         stop = start + fields[at["ncols"]][1]
         if stop > columns:
             raise _at(index, instr,
                       f"columns [{start}, {stop}) exceed the {columns} columns of a row", context)
-    gbuf, burst = limits.get("gbuf_bytes"), limits.get("pim_burst_bytes")
-    if gbuf is None or "gb" not in at:
+    length = _gbuf_length(fields, at, limits)
+    if length is None or at["gb"] in moving:
         return
-    if "bytes" in at:
-        length = fields[at["bytes"]][1]
-    elif burst is not None:
-        length = fields[at["ncols"]][1] * burst
-    else:
-        return
+    gbuf = limits["gbuf_bytes"]
     gb = fields[at["gb"]][1]
     if gb + length > gbuf:
         raise _at(index, instr, f"global buffer range [{gb}, {gb + length}) exceeds "
                   f"gbuf_bytes {gbuf}", context)
+
+def _gbuf_length(fields, at: dict[str, int], limits) -> int | None:
+    """Bytes of the global buffer a pim instruction reads or writes from its `gb` operand,
+    when the machine gives the buffer's size (None: nothing to check)."""
+    if limits.get("gbuf_bytes") is None or "gb" not in at:
+        return None
+    if "bytes" in at:
+        return fields[at["bytes"]][1]
+    burst = limits.get("pim_burst_bytes")
+    return None if burst is None else fields[at["ncols"]][1] * burst
+
+
+def _int_moves(index: int, instr: Instr, context: Context) -> dict[int, list]:
+    """position -> moves (loop, k_lo, k_hi, delta) of each integer operand the loops in
+    `context` move (isa.opcodes.MOVING_INTS)."""
+    out = {}
+    for position, (_, value) in enumerate(instr.fields):
+        if type(value) is int:
+            moves = [(loop, lo, hi, loop.delta(index, position)) for loop, lo, hi in context
+                     if loop.delta(index, position)]
+            if moves:
+                out[position] = moves
+    return out
+
+
+def _check_moving_ints(index: int, instr: Instr, moving: Mapping[int, list], at: dict[str, int],
+                       limits, context: Context) -> None:
+    """The bounds of each integer operand a loop moves, in every iteration of `context`: its
+    field's range, the machine's limit on it (banks, rows), and for a column or global-buffer
+    offset the range it starts (`_check_pim`'s rules). It is affine in the iterations, so each
+    bound is checked at its extreme (`first_beyond`), and an error names the first iteration
+    past it."""
+    spec, fields = OPCODES[instr.opcode], instr.fields
+    for position, moves in moving.items():
+        name, base = fields[position]
+        kind = spec.fields[position].kind
+        low, high = kind.bounds
+        below = first_beyond([(loop, lo, hi, -d) for loop, lo, hi, d in moves], -base, -low)
+        if below is not None:
+            raise _at(index, instr, f"{name}={_moved(base, moves, below)} does not fit "
+                      f"{kind.label} ({low}..{high})", _pinned(context, below))
+        bounds = [(high, lambda v: f"{name}={v} does not fit {kind.label} ({low}..{high})")]
+        if name == "col" and "ncols" in at and limits.get("col") is not None:
+            ncols, columns = fields[at["ncols"]][1], limits["col"]
+            bounds.append((columns - ncols, lambda v: f"columns [{v}, {v + ncols}) exceed the "
+                                                      f"{columns} columns of a row"))
+        length = _gbuf_length(fields, at, limits) if name == "gb" else None
+        if length is not None:
+            gbuf = limits["gbuf_bytes"]
+            bounds.append((gbuf - length, lambda v: f"global buffer range [{v}, {v + length}) "
+                                                    f"exceeds gbuf_bytes {gbuf}"))
+        if name in limits:
+            bound = limits[name]
+            bounds.append((bound - 1, lambda v: f"{name}={v} exceeds the machine limit (< {bound})"))
+        for limit, message in bounds:
+            found = first_beyond(moves, base, limit)
+            if found is not None:
+                raise _at(index, instr, message(_moved(base, moves, found)),
+                          _pinned(context, found))

@@ -101,7 +101,8 @@ BAD_STRUCTURE = [
      "loop at 1: stride at=1 is past its body of 1 words"),
     ((_loop(2, 1), _stride(0, 2, 64), LOAD),
      r"loop at 0: stride on rows of instruction 2 \(dma0 load\): U16 is not an address field "
-     r"\(only A32/A40 operands move\)"),
+     r"\(only A32/A40 operands and the DRAM rows, columns and global-buffer offsets of pim "
+     r"instructions move\)"),
     ((_loop(2, 1), _stride(0, 7, 64), LOAD),
      r"loop at 0: stride on field 7 of instruction 2 \(dma0 load\), which has 4 fields"),
     ((_loop(2, 2), _stride(0, 0, 64), _loop(2, 1), LOAD),
@@ -122,7 +123,7 @@ BAD_STRUCTURE = [
      r"loop at 0: stride words must be in increasing \(at, field\) order, each once "
      r"\(instruction 2\)"),
     ((_loop(2, 1), _stride(0, 0, 0), LOAD),
-     r"loop at 0: stride of 0 bytes on dst of instruction 2 \(dma0 load\) \(leave it out\)"),
+     r"loop at 0: stride of 0 on dst of instruction 2 \(dma0 load\) \(leave it out\)"),
 ]
 
 
@@ -256,7 +257,11 @@ BAD_TEXT = [
     (".loop times=2\n", "p.tasm:4:7: .loop takes count=N, got times=2"),
     (".loop count=-1\n", "p.tasm:4:13: count=-1 does not fit U32 (0..4294967295)"),
     (".loop count=2\ndma0 load dst=sram[0x0] src=dram[0x0] rows=1+=4 row_bytes=64\n.endloop\n",
-     "p.tasm:5:45: stride on rows: U16 is not an address field (only A32/A40 operands move)"),
+     "p.tasm:5:45: stride on rows: U16 is not an address field (only A32/A40 operands and the "
+     "DRAM rows, columns and global-buffer offsets of pim instructions move)"),
+    (".loop count=2\npim0 pim.mac_all col=0 ncols=4+=1 gb=0\n.endloop\n",
+     "p.tasm:5:31: stride on ncols: U16 is not an address field (only A32/A40 operands and the "
+     "DRAM rows, columns and global-buffer offsets of pim instructions move)"),
     (".loop count=2\ndma0 load dst=sram[0x0]+=0x40+=0x40 src=dram[0x0] rows=1 row_bytes=64\n"
      ".endloop\n", "p.tasm:5:30: dst has 2 strides but the instruction is inside 1 loops"),
     ("dma0 load dst=sram[0x0]-=0x40 src=dram[0x0] rows=1 row_bytes=64\n",
@@ -336,3 +341,56 @@ def test_op_names_per_iteration_fill_in_their_template():
     for bad in ("a.{+1}.{+2}", "a{+x}", "a}", "a.{+1*0}"):
         with pytest.raises(IsaError, match="not a name"):
             dataclasses.replace(program, ops=((2, bad),))
+
+
+PIM_ROWS = """\
+.target pim
+.isa 2
+.spaces dram gbuf abuf
+.loop count=3
+  pim0 pim.wrgb gb=0+=64 src=abuf[0x0]+=0x40 bytes=64
+.endloop
+.loop count=4
+  pim0 pim.act_all row=7+=1
+  pim0 pim.mac_all col=0 ncols=2 gb=0+=64
+  pim0 pim.rdmac_all dst=abuf[0x100]+=0x40
+  pim0 pim.pre_all
+.endloop
+"""
+PIM_MACHINE = MachineView(
+    spaces={"dram": MemorySpace("dram", 1 << 20, on_chip=False),
+            "gbuf": MemorySpace("gbuf", 2048, on_chip=True),
+            "abuf": MemorySpace("abuf", 4096, on_chip=True)},
+    queues=frozenset({"pim0"}),
+    limits={"bank": 16, "row": 16, "col": 64, "gbuf_bytes": 256, "pim_burst_bytes": 32},
+)
+
+
+def test_pim_rows_columns_and_gbuf_offsets_move_in_loops(tmp_path):
+    # a GEMV's rows: the next DRAM row, the next 64 bytes of the global buffer each iteration
+    program = assemble(PIM_ROWS)
+    assert disassemble(program) == PIM_ROWS
+    assert decode(encode(program.instructions, program.spaces), program.spaces) == program.instructions
+    for name in ("p.tbin", "p.tasm"):
+        save(program, tmp_path / name)
+        assert load(tmp_path / name) == program
+    flat = unroll(program).instructions
+    assert [i["row"] for i in flat if i.opcode == "pim.act_all"] == [7, 8, 9, 10]
+    assert [i["gb"] for i in flat if i.opcode == "pim.mac_all"] == [0, 64, 128, 192]
+    assert [i["gb"] for i in flat if i.opcode == "pim.wrgb"] == [0, 64, 128]
+    verify(program, PIM_MACHINE)
+    verify(unroll(program), PIM_MACHINE)
+
+
+@pytest.mark.parametrize("old, new, iteration, message", [
+    ("row=7+=1", "row=13+=1", 3, r"row=16 exceeds the machine limit \(< 16\)$"),
+    ("gb=0+=64", "gb=64+=64", 3, r"global buffer range \[256, 320\) exceeds gbuf_bytes 256$"),
+    ("col=0 ncols=2 gb=0+=64", "col=0+=32 ncols=2 gb=0", 2,
+     r"columns \[64, 66\) exceed the 64 columns of a row$"),
+    ("row=7+=1", "row=2-=1", 3, r"row=-1 does not fit U24 \(0..16777215\)$"),
+], ids=["row", "gbuf", "col", "below-zero"])
+def test_a_moving_pim_operand_past_its_bound_names_loop_and_iteration(old, new, iteration, message):
+    program = assemble(PIM_ROWS.replace(old, new))
+    with pytest.raises(VerifyError, match=r"^instruction \d+ \(pim0 pim\.\w+\) in loop at 4, "
+                       rf"iteration {iteration}: " + message):
+        verify(program, PIM_MACHINE)
