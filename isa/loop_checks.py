@@ -140,9 +140,9 @@ class Executed:
         unrolled = unrolled_order(structure)
         mask = np.array([op in keep for op in opcodes], dtype=bool)
         self.positions = np.flatnonzero(mask[unrolled.order])
-        compact = unrolled.order[self.positions].tolist()
-        self.instructions = [program_instructions[c] for c in compact]
-        self.opcodes = [opcodes[c] for c in compact]
+        self.compact = unrolled.order[self.positions].tolist()     # per executed position
+        self.instructions = [program_instructions[c] for c in self.compact]
+        self.opcodes = [opcodes[c] for c in self.compact]
         self._unrolled = unrolled
         self._compact = program_instructions
 

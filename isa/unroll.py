@@ -9,6 +9,7 @@ repeat with it; symbols, data and the rest of the program are unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from itertools import islice, repeat
 from operator import attrgetter
@@ -23,7 +24,7 @@ from isa.loops import Loop, Structure, loop_structure, mark_name, where
 from isa.opcodes import OPCODES
 from isa.program import Program
 
-__all__ = ["unroll", "Unrolled", "unrolled_order", "unrolled_marks", "executed_count", "multiplicities"]
+__all__ = ["unroll", "instances", "Unrolled", "unrolled_order", "unrolled_marks", "executed_count", "multiplicities"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -164,6 +165,15 @@ def _unroll(program: Program) -> Program:
     return replace(program, instructions=tuple(out), ops=unrolled.marks)
 
 
+def instances(instructions: Sequence[Instr], structure: Structure,
+              indices: Sequence[int]) -> dict[int, list[Instr]]:
+    """Each instruction of `indices` (which its loops move) in every iteration, in executed
+    order."""
+    strided = structure.strided()
+    return {index: _moved(index, instructions[index], strided[index], structure)
+            for index in indices}
+
+
 def _moved(index: int, instr: Instr, fields: dict[int, tuple[tuple[Loop, int], ...]],
            structure: Structure) -> list[Instr]:
     """Instruction `index` in every iteration of its loops, in executed order."""
@@ -202,5 +212,11 @@ def _moved(index: int, instr: Instr, fields: dict[int, tuple[tuple[Loop, int], .
         moved = map(trusted_addr, repeat(base.space), addresses.tolist())
         columns[position] = zip(repeat(name), moved)
     rows = zip(*columns) if columns else repeat((), len(occurrences))
-    return list(islice(map(Instr, repeat(instr.opcode), repeat(instr.queue), rows),
-                       len(occurrences)))
+    made: dict[tuple, Instr] = {}      # equal instances share one object, as a compiler's do
+    out = []
+    for row in islice(rows, len(occurrences)):
+        found = made.get(row)
+        if found is None:
+            found = made[row] = Instr(instr.opcode, instr.queue, row)
+        out.append(found)
+    return out

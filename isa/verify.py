@@ -31,7 +31,7 @@ from isa.machine import MachineView
 from isa.opcodes import ISA_VERSION, OPCODES, STRUCTURE
 from isa.program import Program
 from isa.rows import ROW_OPCODES, find_row_violation
-from isa.unroll import unroll
+from isa.unroll import instances
 from isa.sync import SYNC_OPCODES, completes_by_iterations, find_blocked_wait
 
 __all__ = ["verify"]
@@ -87,11 +87,15 @@ def _check_rows(program: Program, machine: MachineView, opcodes: list[str],
         return
     if structure.loops:
         run = Executed(program.instructions, structure, ROW_OPCODES, opcodes)
-        if any(type(program.instructions[index].fields[position][1]) is int
-               for index, moved in structure.strided().items() if opcodes[index] in ROW_OPCODES
-               for position in moved):             # rows that move: each iteration's own
-            executed = unroll(program).instructions
-            run.instructions = [executed[k] for k in run.positions.tolist()]
+        moving = [index for index, moved in structure.strided().items()
+                  if opcodes[index] in ROW_OPCODES and any(
+                      type(program.instructions[index].fields[position][1]) is int
+                      for position in moved)]
+        if moving:                          # rows that move: each iteration's own values
+            each = {index: iter(found) for index, found
+                    in instances(program.instructions, structure, moving).items()}
+            run.instructions = [next(each[c]) if c in each else instr
+                                for c, instr in zip(run.compact, run.instructions)]
         found = find_row_violation(run.instructions, run.opcodes, banks, run.name)
         if found is not None:
             raise run.error(*found)

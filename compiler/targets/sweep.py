@@ -50,7 +50,7 @@ from isa import Addr, Instr, IsaError
 from isa.footprint import WRITTEN_ROLES, QueueConfig, footprints, stripes
 from isa.loop_checks import CONFIG_OPCODES, overlaps
 from isa.loops import loop_words, mark_name
-from isa.opcodes import OPCODES, STRUCTURE
+from isa.opcodes import MOVING_INTS, OPCODES, STRUCTURE
 
 Emitter = Any       # compiler.targets.emit.Emitter, which imports this module
 
@@ -245,8 +245,9 @@ def _moving(numbers: _Numbers, s: int, p: int, last: int) -> int:
 
 
 def _strides(b0: list[Instr], b1: list[Instr], b2: list[Instr]) -> list[tuple[int, int, int]] | None:
-    """(word, field position, delta) of every address that moves from b0 to b1 to b2 by one
-    delta, when the three are otherwise equal word for word; None when they are not."""
+    """(word, field position, delta) of every address (or integer a loop may move: a pim
+    instruction's DRAM row, column or global-buffer offset) that moves from b0 to b1 to b2 by
+    one delta, when the three are otherwise equal word for word; None when they are not."""
     if not len(b0) == len(b1) == len(b2):
         return None
     out = []
@@ -255,8 +256,15 @@ def _strides(b0: list[Instr], b1: list[Instr], b2: list[Instr]) -> list[tuple[in
             continue
         if not (x0.opcode == x1.opcode == x2.opcode and x0.queue == x1.queue == x2.queue):
             return None
-        for position, ((_, v0), (_, v1), (_, v2)) in enumerate(zip(x0.fields, x1.fields, x2.fields)):
+        for position, ((name, v0), (_, v1), (_, v2)) in enumerate(zip(x0.fields, x1.fields, x2.fields)):
             if v0 == v1 == v2:
+                continue
+            if type(v0) is int and type(v1) is int and type(v2) is int \
+                    and (x0.opcode, name) in MOVING_INTS:
+                delta = v1 - v0
+                if v2 - v1 != delta:
+                    return None
+                out.append((at, position, delta))
                 continue
             if not (type(v0) is Addr and type(v1) is Addr and type(v2) is Addr) \
                     or not v0.space == v1.space == v2.space or x0.opcode in STRUCTURE:

@@ -121,7 +121,7 @@ def test_the_last_item_is_always_emitted_apart():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", ["systolic", "dataflow"])
+@pytest.mark.parametrize("target", ["systolic", "dataflow", "pim"])
 @pytest.mark.parametrize("phase", [prefill(8), decode(8)], ids=["prefill-8", "decode-8"])
 def test_gpt2_compiles_to_loops_that_unroll_to_the_flat_emission(target, phase):
     arch = TARGETS[target].load_arch()
@@ -132,7 +132,7 @@ def test_gpt2_compiles_to_loops_that_unroll_to_the_flat_emission(target, phase):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", ["systolic", "dataflow"])
+@pytest.mark.parametrize("target", ["systolic", "dataflow", "pim"])
 @pytest.mark.parametrize("family", sorted(TINY))
 def test_every_family_unrolls_to_the_flat_emission(target, family):
     arch = TARGETS[target].load_arch()

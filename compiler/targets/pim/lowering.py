@@ -40,7 +40,7 @@ from compiler.errors import CompileError
 from compiler.ir import Graph, Op, OpKind
 from compiler.passes.storage import StoragePlan, View
 from compiler.targets.base import TargetLowering
-from compiler.targets.emit import Emitter, Matrix, Ring, RingSpec, symbol_name
+from compiler.targets.emit import Emitter, Matrix, Ring, RingSpec, Tracked, symbol_name
 from compiler.targets.movement import lower_embedding
 from compiler.targets.pim import layout as pl
 from compiler.targets.pim.kv import KvCacheWrites
@@ -53,8 +53,9 @@ __all__ = ["PimLowering"]
 F32 = DType.fp32
 
 
-class PimLowering(KvCacheWrites, TargetLowering):
-    """Emits the program for a planned `PimPlacement`."""
+class PimLowering(KvCacheWrites, TargetLowering, Tracked):
+    """Emits the program for a planned `PimPlacement`. Tracked (compiler/targets/sweep.py):
+    the GEMV double buffers' turn and the releases dma0 still owes shape what comes next."""
 
     def __init__(self, graph: Graph, arch: PimArch, dtype: DType, plan: StoragePlan,
                  placement: PimPlacement) -> None:
@@ -88,7 +89,22 @@ class PimLowering(KvCacheWrites, TargetLowering):
         self._released = 0                         # GEMV releases dma0 has waited for
         self._stage_pending = False
         self._written: set[str] = set()
+        self._pieces: dict[int, tuple[pl.Pass, list]] = {}    # id(pass) -> (it, _row_pieces)
         self._constants: dict[str, np.ndarray] = {}    # the lowering's own (vector's beside)
+        em.track(self)
+
+    def sweep_key(self) -> object:
+        """(`_written` names the KV values already in their PIM layout: a layer's own are
+        never among them before it starts, and no other layer reads them, so it is not
+        state a sweep over layers or tokens compares.)"""
+        return (self._gemvs % 2, self._gemvs - self._released, self._stage_pending,
+                len(self._constants))
+
+    def sweep_counts(self) -> tuple[int, int]:
+        return self._gemvs, self._released
+
+    def sweep_set(self, counts) -> None:
+        self._gemvs, self._released = counts
 
     def addr(self, region: str, offset: int = 0) -> Addr:
         return Addr("abuf", self.abuf[region][0] + offset)
@@ -154,7 +170,7 @@ class PimLowering(KvCacheWrites, TargetLowering):
                     continue
                 first, count = fill
                 nbytes = -(-count * 2 // self.arch.burst_bytes) * self.arch.burst_bytes
-                for r in range(p.runs):
+                for r in em.sweep(range(p.runs), uniform=True):
                     em.emit_fast(q, "pim.wrgb", r * p.gbuf_stride * 2,
                                  self.addr(xin, (first + r * p.run_stride) * 2), nbytes)
                 self._segments(q, layout, p, c, psum)
@@ -165,27 +181,47 @@ class PimLowering(KvCacheWrites, TargetLowering):
 
     def _segments(self, q: str, layout: pl.GemvLayout, p: pl.Pass, c: int, psum: int) -> None:
         """One channel's rows of a pass: ACT_ALL, MAC_ALL runs, RDMAC_ALL as each output
-        completes, PRE_ALL. (The hot loop of the lowering: `layout.cell` inlined.)"""
-        em = self.em
-        emit, per_row = em.emit_fast, self.arch.row_bytes // 2
-        lanes, first_row = self.arch.macs_per_bank_per_access, layout.first_row
+        completes, PRE_ALL; swept segment by segment, each item the DRAM rows, columns and
+        global-buffer offsets it emits (`_row_pieces`), so a loop moves them (isa.opcodes.
+        MOVING_INTS) exactly as the flat program has them."""
+        emit = self.em.emit_fast
         base = psum + c * layout.channel_stride * 4
-        open_row = None
+        items = self._row_pieces(layout, p)
+        for pieces, out, opens, closes in self.em.sweep(items, uniform=True):
+            for k, (row, col, ncols, gb) in enumerate(pieces):
+                if k or opens:                  # a row not open yet: close the last, open it
+                    if k or closes:
+                        emit(q, "pim.pre_all")
+                    emit(q, "pim.act_all", row)
+                emit(q, "pim.mac_all", col, ncols, gb)
+            emit(q, "pim.rdmac_all", Addr("abuf", base + out * 4))
+        if items:
+            emit(q, "pim.pre_all")
+
+    def _row_pieces(self, layout: pl.GemvLayout, p: pl.Pass) -> list[tuple]:
+        """Per segment of a pass: its pieces (DRAM row, first column, columns, gbuf offset),
+        one per row it reads; its output element; whether its first row must be opened, and
+        whether a row is open before it that must be closed first. The same for every
+        channel of the pass (worked out once per pass)."""
+        found = self._pieces.get(id(p))
+        if found is not None and found[0] is p:
+            return found[1]
+        per_row, lanes = self.arch.row_bytes // 2, self.arch.macs_per_bank_per_access
+        items, open_row = [], None
         for seg in p.segments:
             at, left, gb = seg.start, seg.length, seg.gb_bytes
+            pieces, opens, closes = [], False, False
             while left:
                 row, within = divmod(at, per_row)
                 n = min(left, per_row - within)
-                if row != open_row:
-                    if open_row is not None:
-                        emit(q, "pim.pre_all")
-                    emit(q, "pim.act_all", first_row + row)
-                    open_row = row
-                emit(q, "pim.mac_all", within // lanes, n // lanes, gb)
+                if not pieces:
+                    opens, closes = row != open_row, row != open_row and open_row is not None
+                pieces.append((layout.first_row + row, within // lanes, n // lanes, gb))
+                open_row = row
                 at, left, gb = at + n, left - n, gb + n * 2
-            emit(q, "pim.rdmac_all", Addr("abuf", base + seg.out * 4))
-        if open_row is not None:
-            emit(q, "pim.pre_all")
+            items.append((tuple(pieces), seg.out, opens, closes))
+        self._pieces[id(p)] = (p, items)
+        return items
 
     def _finish(self, psum: int, rows: int, cols: int, stride_elems: int, chunk_elems: int,
                 chunks: int, bias: Matrix | None, out: Matrix) -> None:
@@ -241,7 +277,7 @@ class PimLowering(KvCacheWrites, TargetLowering):
             n0, nb, lay = block.n0, block.outputs, block.layout
             chunks = len(lay.passes)
             n_pad = lay.psum_elems // chunks
-            for t in range(x.rows):
+            for t in self.em.sweep(range(x.rows), uniform=True):       # prefill: token by token
                 psum = self._gemv(lay, lambda xin: self.em.load("dma0", xin, x.block(t, 1, 0, x.cols)))
                 self._finish(psum, 1, nb, n_pad, n_pad, chunks,
                              bias.block(0, 1, n0, nb) if bias else None, out.block(t, 1, n0, nb))

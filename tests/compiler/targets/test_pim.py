@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from arch import load_arch
+import isa
 from isa import DType
 from compiler.errors import CompileError
 from compiler.frontend import load_model
@@ -105,7 +106,7 @@ def test_gqa_cache_cells_are_the_kv_heads(name):
 def _attention_commands(graph):
     """Per kind of work, over the program: rows activated by the attention GEMVs (ACT_ALL),
     their MAC columns, and the KV-append's DRAM writes (pim.wr columns, masked DMA stores)."""
-    program = PIPELINE.run(graph, load_arch("pim-gpt"))["emit"].program
+    program = isa.unroll(PIPELINE.run(graph, load_arch("pim-gpt"))["emit"].program)   # executed
     starts = [i for i, _ in program.ops] + [len(program.instructions)]
     out = {"act": 0, "mac_cols": 0, "append_writes": 0}
     for (first, name), end in zip(program.ops, starts[1:]):
@@ -242,7 +243,7 @@ def test_a_softmax_row_past_the_asic_buffers_goes_by_column_blocks():
     vp_out slot (pim-gpt's wide-row layout), so the ASIC runs online softmax over column
     blocks: every red covers fewer than 8,193 columns, and the scores are loaded twice."""
     graph = load_model("llama-3.2-1b").graph(decode(8192))
-    program = PIPELINE.run(graph, load_arch("pim-gpt"))["emit"].program
+    program = isa.unroll(PIPELINE.run(graph, load_arch("pim-gpt"))["emit"].program)   # executed
     marks = [i for i, name in program.ops] + [len(program.instructions)]
     at = next(k for k, (_, name) in enumerate(program.ops) if name == "layers.0.self_attn.probs")
     body = program.instructions[marks[at]:marks[at + 1]]
