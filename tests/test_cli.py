@@ -98,6 +98,7 @@ def test_bad_checkpoints_exit_2_naming_file_and_field(capsys, tmp_path, tiny_hf,
     assert code == 2 and message in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_console_script_reports_errors_without_traceback(tmp_path):
     tessel = shutil.which("tessel") or str(__import__("pathlib").Path(sys.executable).parent / "tessel")
     proc = subprocess.run([tessel, "graph", "--model", "nope"], capture_output=True, text=True)

@@ -85,6 +85,7 @@ def test_no_import_cycles() -> None:
     assert not cycles, f"import cycles: {cycles}"
 
 
+@pytest.mark.slow
 def test_no_module_takes_another_modules_private_names() -> None:
     bad = []
     for module, found in IMPORTS.items():

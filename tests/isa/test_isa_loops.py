@@ -305,6 +305,7 @@ def _writes_overlap(program: Program) -> bool:
     return False
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, database=None)
 @given(text=loop_programs())
 def test_compact_verify_accepts_exactly_what_the_unrolled_program_passes(text):

@@ -357,12 +357,14 @@ def check_against_reference(program, durations, resources) -> bool:
     return True
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(programs(safe=True))
 def test_engine_equals_reference_on_programs_that_finish(case):
     assert check_against_reference(*case)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(programs(safe=False))
 def test_engine_equals_reference_with_shared_semaphores_and_deadlocks(case):

@@ -239,6 +239,7 @@ def gpt2_decode_matrices() -> list[tuple[str, int, int]]:
         ("lm_head", c.vocab_size, d)]
 
 
+@pytest.mark.slow
 def test_fast_path_equals_command_model_on_every_gpt2_decode_matrix():
     tiles, row = [], 0
     for name, n_out, n_in in gpt2_decode_matrices():

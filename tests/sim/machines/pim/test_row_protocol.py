@@ -4,6 +4,8 @@ the verifier, raises DramError (fast path and command-by-command ground truth al
 
 from __future__ import annotations
 
+import pytest
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -57,6 +59,7 @@ def _dram_error(program: isa.Program, exact: bool) -> bool:
 
 # Short streams: they end long before the first refresh (tREFI cycles), which could close a
 # row the program left open and so let the model accept an activate the protocol refuses.
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, database=None)
 @given(st.lists(_instruction(), max_size=12))
 def test_verify_refuses_exactly_what_the_dram_model_raises_for(instructions):
