@@ -265,7 +265,7 @@ class FusedAttention(Tracked):
         if it.block_first:
             self._kv, self._kj = self._load_keys(chain, inst, st.k0, st.n, it.block_positions)
         c = self._scores(self._q_slot, self._kv, st, d, it.last)
-        p = self._softmax(chain, c, it.first, st, self._kj, it.block_last)
+        p = self._softmax(chain, c, st, self._kj, it.block_last)
         if it.before is not None:           # the step before: its step from the item, the
             before, first, block_last = it.before       # slots it used from the state
             self._context(*self._pending, first, before, d, block_last)
@@ -297,7 +297,7 @@ class FusedAttention(Tracked):
             self.q_ring.release()
         return c
 
-    def _softmax(self, chain: AttentionChain, c: Addr, first: bool, st: _Step, kj: Addr | None,
+    def _softmax(self, chain: AttentionChain, c: Addr, st: _Step, kj: Addr | None,
                  block_last: bool) -> Addr:
         """Scale and mask S in place, update m and l, write P; returns P's slot."""
         vec, red, cfg = self.vector.vec, self.vector.red, self.vector.cfg

@@ -22,10 +22,12 @@ slot in turn and whether the first round is over, and the counts are moved on by
 periods. The last item is emitted on its own (a lowering may treat it apart, e.g. the last
 piece frees an accumulator slot) unless the caller declares the items `uniform`: what an
 item emits depends on the state and the item alone, never on where it stands among the
-items (a model's layers, whose items hold all their emission reads; attention heads). Tests compile every target's models both ways and
-compare the unrolled program with the flat one (`flat_emission`). A loop is made only where
-the verifier takes it: each iteration balances its semaphores (equal state ensures it) and no
-moving write overlaps its own previous iteration (checked here with the verifier's rule).
+items (a model's layers, whose items hold all their emission reads; attention heads). Tests
+compile every target's models both ways and compare the unrolled program with the flat one
+(`flat_emission`). A loop is made only where the verifier takes it: each iteration balances
+its semaphores (equal state ensures it) and no moving write overlaps its own previous
+iteration (checked here with the verifier's rule). What moves is an address, or a pim
+instruction's DRAM row, column or global-buffer offset (isa.opcodes.MOVING_INTS).
 
 Op marks and stores in a period (a sweep over a model's layers, compiler/targets/layers.py)
 must sit at the same offsets in the three periods with the same names, or names whose one

@@ -195,7 +195,7 @@ class PimLowering(KvCacheWrites, TargetLowering, Tracked):
                     emit(q, "pim.act_all", row)
                 emit(q, "pim.mac_all", col, ncols, gb)
             emit(q, "pim.rdmac_all", Addr("abuf", base + out * 4))
-        if items:
+        if any(pieces for pieces, *_ in items):        # a row is open: close it
             emit(q, "pim.pre_all")
 
     def _row_pieces(self, layout: pl.GemvLayout, p: pl.Pass) -> list[tuple]:
