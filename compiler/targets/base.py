@@ -98,9 +98,15 @@ class TargetLowering(abc.ABC):
                               lambda op: fused[op.name][1] if op.name in fused else None)
                     for layer in run]
             for layer in self.em.sweep(run, keys, uniform=True):    # layers alike: one loop body
-                self.em.align_rings()
+                self.align_layer()
                 for op in layer:
                     lower(op)
+
+    def align_layer(self) -> None:
+        """At each layer's start: every ring on to its slot 0 (`Emitter.align_rings`), so that
+        layer after layer emits alike (one layer a loop period). Targets with double buffers
+        of their own align them too."""
+        self.em.align_rings()
 
     def lower_attention(self, chain, blocks, reader: str, writer: str) -> None:
         """A scores -> softmax -> context chain as one kernel (compiler/targets/attention.py);

@@ -100,6 +100,14 @@ class PimLowering(KvCacheWrites, TargetLowering, Tracked):
         return (self._gemvs % 2, self._gemvs - self._released, self._stage_pending,
                 len(self._constants))
 
+    def align_layer(self) -> None:
+        """The rings, and the GEMV double buffers: after an odd number of GEMVs the ASIC
+        releases a buffer nothing used, so that the layer's first GEMV takes buffer 0."""
+        super().align_layer()
+        if self._gemvs % 2:
+            self.em.emit("asic0", "signal", sem=self.free)
+            self._gemvs += 1
+
     def sweep_counts(self) -> tuple[int, int]:
         return self._gemvs, self._released
 
