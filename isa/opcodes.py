@@ -253,12 +253,13 @@ _TABLE = (
         # the `body` words after this header's stride words, run `count` times (count >= 1);
         # the program means its unrolled equivalent (isa.unroll)
         for k in range(count):
-            run body, each strided operand's address + k*delta
+            run body, each strided operand (an address, or a pim row, column or gbuf offset) + k*delta
         """),
     _op("stride", 0x61, "structure", (Unit.seq,), (("at", U32), ("field", U8), ("delta", S64)),
         """
         # follows its loop's header (or another stride); at: the word's offset in the body,
-        # field: the operand's position in that instruction (an A32/A40 address), delta: bytes
+        # field: the operand's position in that instruction (an A32/A40 address, or a pim row,
+        # column or gbuf offset: isa.opcodes.MOVING_INTS), delta: bytes (rows, columns, bytes)
         body[at].fields[field] += k*delta        # in iteration k of the loop
         """),
 )
