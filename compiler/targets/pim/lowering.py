@@ -195,22 +195,25 @@ class PimLowering(KvCacheWrites, TargetLowering, Tracked):
         emit = self.em.emit_fast
         base = psum + c * layout.channel_stride * 4
         items = self._row_pieces(layout, p)
-        for pieces, out, opens, closes in self.em.sweep(items, uniform=True):
-            for k, (row, col, ncols, gb) in enumerate(pieces):
-                if k or opens:                  # a row not open yet: close the last, open it
-                    if k or closes:
+        for item in self.em.sweep(items, uniform=True):
+            out, opens, closes = item[:3]
+            for k in range(3, len(item), 4):
+                row, col, ncols, gb = item[k:k + 4]
+                if k > 3 or opens:              # a row not open yet: close the last, open it
+                    if k > 3 or closes:
                         emit(q, "pim.pre_all")
                     emit(q, "pim.act_all", row)
                 emit(q, "pim.mac_all", col, ncols, gb)
             emit(q, "pim.rdmac_all", Addr("abuf", base + out * 4))
-        if any(pieces for pieces, *_ in items):        # a row is open: close it
+        if any(len(item) > 3 for item in items):        # a row is open: close it
             emit(q, "pim.pre_all")
 
-    def _row_pieces(self, layout: pl.GemvLayout, p: pl.Pass) -> list[tuple]:
-        """Per segment of a pass: its pieces (DRAM row, first column, columns, gbuf offset),
-        one per row it reads; its output element; whether its first row must be opened, and
-        whether a row is open before it that must be closed first. The same for every
-        channel of the pass (worked out once per pass)."""
+    def _row_pieces(self, layout: pl.GemvLayout, p: pl.Pass) -> list[tuple[int, ...]]:
+        """Per segment of a pass, as one tuple of ints (what a sweep reads fastest): its
+        output element; whether its first row must be opened (1) and whether a row open
+        before it must be closed first (1); then (DRAM row, first column, columns, gbuf
+        offset) of each row it reads. The same for every channel of the pass (worked out
+        once per pass)."""
         found = self._pieces.get(id(p))
         if found is not None and found[0] is p:
             return found[1]
@@ -218,16 +221,17 @@ class PimLowering(KvCacheWrites, TargetLowering, Tracked):
         items, open_row = [], None
         for seg in p.segments:
             at, left, gb = seg.start, seg.length, seg.gb_bytes
-            pieces, opens, closes = [], False, False
+            pieces, opens, closes = [], 0, 0
             while left:
                 row, within = divmod(at, per_row)
                 n = min(left, per_row - within)
                 if not pieces:
-                    opens, closes = row != open_row, row != open_row and open_row is not None
-                pieces.append((layout.first_row + row, within // lanes, n // lanes, gb))
+                    opens = int(row != open_row)
+                    closes = int(row != open_row and open_row is not None)
+                pieces += (layout.first_row + row, within // lanes, n // lanes, gb)
                 open_row = row
                 at, left, gb = at + n, left - n, gb + n * 2
-            items.append((tuple(pieces), seg.out, opens, closes))
+            items.append((seg.out, opens, closes, *pieces))
         self._pieces[id(p)] = (p, items)
         return items
 
