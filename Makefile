@@ -4,6 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 MODEL  ?= gpt2
+# Tests keep compiled bytecode (pytest's rewritten test modules, the project's modules) between
+# runs even where the environment sets PYTHONDONTWRITEBYTECODE: every pytest worker otherwise
+# compiles all of them again on every run (5.6 s of collection against 3.0 s cached).
+PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest
 
 .PHONY: setup rtl-tools test test-fast rtl-test sim sim-target compile bench sweep clean
 
@@ -23,16 +27,16 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 test: setup rtl-tools
-	$(BIN)/python -m pytest -q
+	$(PYTEST) -q
 
 # The fast tier for the edit loop (under 30 s on 2 cores, two pytest workers): everything but
 # the end-to-end (`slow`) and RTL (`rtl`) tests, which `make test` runs too.
 test-fast: setup
-	$(BIN)/python -m pytest -q -n 2 -m "not slow and not rtl"
+	$(PYTEST) -q -n 2 -m "not slow and not rtl"
 
 # The RTL cross-checks alone; WAVES=1 also writes waveforms.
 rtl-test: setup rtl-tools
-	$(BIN)/python -m pytest -q -m rtl
+	$(PYTEST) -q -m rtl
 
 TARGET ?= systolic
 # ARCH: a preset or .toml file; left empty, tessel uses the target's default preset.

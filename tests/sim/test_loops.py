@@ -5,6 +5,7 @@ after verifying the compact program)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -101,6 +102,7 @@ def _layer_programs(draw) -> str:
     return "\n".join([f".loop count={draw(st.integers(1, 12))}", *body, ".endloop", *tail])
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, database=None)
 @given(text=_layer_programs())
 def test_ops_of_their_own_per_iteration_are_timed_per_pattern_exactly(text):

@@ -74,6 +74,7 @@ def test_closed_form_is_scalesim_plus_one(case):
     assert gemm_cycles(m, n, k, case["rows"], case["cols"], case["dataflow"]) - 1 == case["scalesim_cycles"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_simulated_matrix_unit_matches_scalesim(tmp_path, case):
     # one gemm instruction per group of folds; their cycles add up to the whole GEMM's

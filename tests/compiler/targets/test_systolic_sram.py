@@ -58,6 +58,7 @@ def gpt2_minimum(rows: int, cols: int, dataflow: str, isz: int) -> int:
     return 2 * sum(map(_up, rings)) + _up(2 * 4 + 12 + 4 * 64)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("phase", PHASES)
 @pytest.mark.parametrize("name", ARCHS)
 def test_the_minimum_plans_and_64_bytes_less_is_refused_with_it(name, phase):
@@ -139,6 +140,7 @@ def test_presets_keep_the_nominal_shares(preset):
     assert layout.scratch == (base, arch.sram_bytes - base)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["systolic-32", "systolic-128", "scalesim-128-os", "gemmini"])
 def test_slots_never_shrink_as_the_sram_grows(name):
     """From the minimum up: every slot non-decreasing, each at least max(floor, share of the

@@ -42,6 +42,7 @@ def test_gpt2_floors_are_one_layer_norm_column():
     assert floors[VP_IN].bytes == layernorm_column_needs(1, 2)[VP_IN].one_row
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("narrow, wide", [("gpt2", "gpt2-xl"), ("llama-3.2-1b", "llama-3.1-8b")])
 @pytest.mark.parametrize("preset", ["systolic-32", "systolic-128", "gemmini"])
 def test_the_minimum_does_not_grow_with_the_model_width(narrow, wide, preset):
@@ -70,6 +71,7 @@ def test_element_wise_ops_need_one_column():
     TARGETS["systolic"].compile(graph, load_arch("systolic-32", [f"sram_bytes={minimum}"]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("phase", [prefill(8), decode(8)], ids=["prefill-8", "decode-8"])
 @pytest.mark.parametrize("fixture", ["tiny-llama3-tied", "tiny-qwen3", "tiny-mistral-swa",
                                      "tiny-mixtral", "tiny-qwen2-bias"])
