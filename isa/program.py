@@ -16,7 +16,8 @@ from isa.fields import SPACE_BITS
 from isa.instr import Instr
 from isa.values import NAME_RE, DType
 
-__all__ = ["Symbol", "Program", "SYMBOL_NAME_RE", "OP_NAME_RE", "TARGET_RE", "VERSION_RE", "arch_table"]
+__all__ = ["Symbol", "Program", "SYMBOL_NAME_RE", "OP_NAME_RE", "TARGET_RE", "VERSION_RE",
+           "arch_table"]
 
 SYMBOL_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")  # dots for `h.0.attn.weight`
 # an op mark's name: a symbol name, or one holding a template {+N} that its loop fills in

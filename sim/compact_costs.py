@@ -30,7 +30,7 @@ from sim.loop_layout import LoopLayout, loop_layout
 from sim.periodic import HALT, PLAIN, SIGNAL, WAIT
 
 __all__ = ["PatternCosts", "pattern_costs", "timing_plan", "timed_per_pattern", "marked_loops",
-           "marks_outside_patterns", "op_segments"]
+           "marks_outside_patterns", "op_segments", "segment_counts"]
 
 _KIND = {"signal": SIGNAL, "wait": WAIT, "halt": HALT}
 _OPCODE = attrgetter("opcode")
@@ -217,6 +217,12 @@ def op_segments(program: isa.Program, structure: Structure) -> list[tuple[str, l
                 out.append((mark_name(label, iteration), segments))
         k = body[-1] + 1
     return out
+
+
+def segment_counts(counts: np.ndarray, loop: Loop | None) -> np.ndarray:
+    """Per compact instruction, the executions an `op_segments` segment of `loop` holds: all
+    of them (loop None), or one iteration's of `loop` (index it by the segment's range)."""
+    return counts if loop is None else counts // loop.count
 
 
 def _outside_patterns(program: isa.Program, structure: Structure) -> str:

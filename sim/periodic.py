@@ -30,9 +30,9 @@ last end plus m*lambda. Memory: O(instances simulated one at a time), not O(exec
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from bisect import bisect_right
 from heapq import heapify, heappop, heappush, heappushpop
 
 import numpy as np

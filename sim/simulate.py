@@ -10,7 +10,7 @@ import numpy as np
 
 import isa
 from isa.unroll import unrolled_marks
-from sim.compact_costs import PatternCosts, marked_loops, op_segments, timing_plan
+from sim.compact_costs import PatternCosts, marked_loops, op_segments, segment_counts, timing_plan
 from sim.engine import simulate_events
 from sim.functional import FunctionalExecutor, Memory
 from sim.machines.base import Costs, Machine
@@ -89,11 +89,11 @@ def _pattern_op_stats(program: isa.Program, plan: PatternCosts, first_start: np.
         busy = dict.fromkeys(machine.units, 0)
         totals: dict[str, float] = {}
         for lo, hi, loop in segments:
-            counts = count if loop is None else count // loop.count
-            busy_of = plan.durations[lo:hi] * counts[lo:hi]
+            times = segment_counts(count, loop)
+            busy_of = plan.durations[lo:hi] * times[lo:hi]
             for j, u in enumerate(machine.units):
                 busy[u] += int(busy_of[units[lo:hi] == j].sum())
-            for key, value in plan.events.weighted_totals(counts, slice(lo, hi)).items():
+            for key, value in plan.events.weighted_totals(times, slice(lo, hi)).items():
                 totals[key] = totals.get(key, 0) + value
         energy = sum(machine.energy_pj(totals).values()) * 1e-12
         stats.append(OpStats(name, span, busy, energy, int(totals.get("macs", 0))))

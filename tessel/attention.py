@@ -16,7 +16,7 @@ import numpy as np
 import isa
 from isa.loops import loop_structure
 from isa.unroll import executed_count, multiplicities
-from sim.compact_costs import marks_outside_patterns, op_segments
+from sim.compact_costs import marks_outside_patterns, op_segments, segment_counts
 
 __all__ = ["attention_report", "attention_rows"]
 
@@ -41,7 +41,7 @@ def _op_bytes(program: isa.Program) -> dict[str, int]:
             moved[k] = ins["rows"] * ins["row_bytes"]
     out: dict[str, int] = {}
     for name, segments in op_segments(program, structure):
-        total = sum(int((moved[lo:hi] * (times[lo:hi] if loop is None else times[lo:hi] // loop.count)).sum())
+        total = sum(int((moved[lo:hi] * segment_counts(times, loop)[lo:hi]).sum())
                     for lo, hi, loop in segments)
         out[name] = out.get(name, 0) + total
     return out

@@ -21,7 +21,7 @@ from compiler.ir import Graph, Op, OpKind
 from compiler.passes.storage import StoragePlan, View
 from compiler.targets.data import program_data
 from compiler.targets.emit import Emitter, Matrix, symbol_name, view_batches, view_matrix
-from compiler.targets.layers import layer_key, layer_runs
+from compiler.targets.layers import layer_key, sweep_layers
 from compiler.targets.vector import VectorLowering
 
 __all__ = ["Lowered", "TargetLowering", "GemmLowering", "lower_op", "HANDLERS"]
@@ -89,18 +89,13 @@ class TargetLowering(abc.ABC):
             else:
                 lower_op(self, op, reader, writer)
 
+        def key(layer: list[Op]) -> tuple:
+            return layer_key(self.graph, self.plan, self.em, layer,
+                             lambda op: fused[op.name][1] if op.name in fused else None)
+
         ops = [op for op in self.graph.ops if not (op.kind.is_source or op.kind.is_layout)]
-        for run in layer_runs(ops, lambda op: (op.name,)):
-            if not isinstance(run, list):
-                lower(run)
-                continue
-            keys = [layer_key(self.graph, self.plan, self.em, layer,
-                              lambda op: fused[op.name][1] if op.name in fused else None)
-                    for layer in run]
-            for layer in self.em.sweep(run, keys, uniform=True):    # layers alike: one loop body
-                self.align_layer()
-                for op in layer:
-                    lower(op)
+        sweep_layers(self.em, ops, lambda op: (op.name,), key, lower, uniform=True,
+                     begin=self.align_layer)                 # layers alike: one loop body
 
     def align_layer(self) -> None:
         """At each layer's start: every ring on to its slot 0 (`Emitter.align_rings`), so that

@@ -309,8 +309,12 @@ class Emitter:
             self._strides[queue] = (src, dst)
             self.emit(queue, "dmacfg", src_stride=src, dst_stride=dst)
 
+    def space_of(self, symbol: str) -> str:
+        """The memory space a placed symbol lives in (every one in DRAM here)."""
+        return "dram"
+
     def dram(self, m: Matrix) -> Addr:
-        return Addr("dram", self.addresses[m.symbol] + m.offset * self.itemsize[m.symbol])
+        return Addr(self.space_of(m.symbol), self.addresses[m.symbol] + m.offset * self.itemsize[m.symbol])
 
     def load(self, queue: str, dst: Addr, m: Matrix) -> None:
         """DMA a DRAM window into a dense on-chip tile."""

@@ -3,11 +3,12 @@ loops"): consecutive layers are the items of one `Emitter.sweep`, so that once t
 have been emitted alike the rest are one loop whose op marks carry the layer number as a
 name template (`layers.{+3}.mlp`).
 
-A layer (`layers.<n>.` or GPT-2's `h.<n>.`)'s item for the sweep is what its emission reads, besides the emitter's state: for each
-op its kind, attributes and result type, and for each value it reads or writes the placed
-address, memory space, offset, shape and strides of its storage view (and of a fused attention
-chain, its block plan). Layers whose items do not move by one constant step (a tier boundary
-between HBM and DDR, a routed mixture-of-experts layer with its own token counts) end a loop.
+A layer's (`layers.<n>.` or GPT-2's `h.<n>.`) item for the sweep is what its emission reads,
+besides the emitter's state: for each op its kind, attributes and result type, and for each
+value it reads or writes the placed address, memory space, offset, shape and strides of its
+storage view (and of a fused attention chain, its block plan). Layers whose items do not move
+by one constant step (a tier boundary between HBM and DDR, a routed mixture-of-experts layer
+with its own token counts) end a loop.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from compiler.ir import Graph, Op
 from compiler.passes.storage import StoragePlan
 from compiler.targets.emit import Emitter, symbol_name
 
-__all__ = ["layer_runs", "layer_key", "layer_of"]
+__all__ = ["layer_runs", "layer_key", "layer_of", "sweep_layers"]
 
 T = TypeVar("T")
 _LAYER = re.compile(r"^(?:layers|h)\.(\d+)\.")      # Llama-style, GPT-2
@@ -58,7 +59,6 @@ def layer_key(graph: Graph, plan: StoragePlan, em: Emitter, ops: Sequence[Op],
               extra: Callable[[Op], object] = lambda op: None) -> tuple:
     """What the emission of these ops reads, names left out (module docstring); `extra(op)`
     adds a target's own facts about an op (a fused attention's blocks, a section's config)."""
-    space = getattr(em, "space", {})
     out: list = []
     for op in ops:
         out += [op.kind.value, repr(op.attrs), repr(op.type), extra(op)]
@@ -69,6 +69,23 @@ def layer_key(graph: Graph, plan: StoragePlan, em: Emitter, ops: Sequence[Op],
                 out.append(None)
                 continue
             symbol = symbol_name(view.buffer)
-            out += [em.addresses.get(symbol, -1), space.get(symbol, ""), view.offset,
-                    tuple(view.shape), tuple(view.strides)]
+            placed = symbol in em.addresses
+            out += [em.addresses[symbol] if placed else -1, em.space_of(symbol) if placed else "",
+                    view.offset, tuple(view.shape), tuple(view.strides)]
     return tuple(out)
+
+
+def sweep_layers(em: Emitter, elements: Sequence[T], names: Callable[[T], Sequence[str]],
+                 key: Callable[[list[T]], object], lower: Callable[[T], None], *,
+                 uniform: bool = False, begin: Callable[[], None] = lambda: None) -> None:
+    """Each of `elements` through `lower`, in order, consecutive layers (`layer_runs`) as the
+    items of one sweep (`key(layer)`: what the layer's emission reads; `begin()` before each
+    layer's elements; `uniform`: as `Emitter.sweep` takes it)."""
+    for run in layer_runs(elements, names):
+        if not isinstance(run, list):
+            lower(run)
+            continue
+        for layer in em.sweep(run, [key(layer) for layer in run], uniform):
+            begin()
+            for element in layer:
+                lower(element)

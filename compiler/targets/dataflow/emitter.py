@@ -25,8 +25,8 @@ class TierEmitter(Emitter):
         super().place(symbol)
         self.space[symbol.name] = symbol.space
 
-    def dram(self, m: Matrix) -> Addr:
-        return Addr(self.space[m.symbol], self.addresses[m.symbol] + m.offset * self.itemsize[m.symbol])
+    def space_of(self, symbol: str) -> str:
+        return self.space[symbol]
 
     def _stream(self, queue: str, dst: Addr, src: Addr, rows: int, row_bytes: int,
                 dst_pitch: int, src_pitch: int) -> None:

@@ -28,7 +28,7 @@ from compiler.targets.dataflow.emitter import TierEmitter
 from compiler.targets.dataflow.place import ALIGN, Placement, pmu_area
 from compiler.targets.dataflow.sections import Call, Sections
 from compiler.targets.emit import Matrix, Ring, Tracked, symbol_name
-from compiler.targets.layers import layer_key, layer_runs
+from compiler.targets.layers import layer_key, sweep_layers
 from compiler.targets.movement import lower_embedding, lower_kv_append
 from compiler.targets.tiling import MAX_TILE, GemmSlots, GemmTile, gemm_tile
 from compiler.targets.vector import VectorLowering
@@ -95,13 +95,7 @@ class DataflowLowering(GemmLowering, Tracked):
 
     # -- calls -------------------------------------------------------------------------
     def lower(self) -> Lowered:
-        for run in layer_runs(self.calls, _call_ops):
-            if not isinstance(run, list):
-                self.call(run)
-                continue
-            for layer in self.em.sweep(run, [self._layer_key(layer) for layer in run]):
-                for call in layer:                   # layers alike: one loop body
-                    self.call(call)
+        sweep_layers(self.em, self.calls, _call_ops, self._layer_key, self.call)   # layers alike
         for chain, blocks in self.fused.values():    # the chains of layers a loop stands for
             if chain.scores not in self._blocks:
                 self._blocks[chain.scores] = self._kernel_plan(chain, blocks)[0]
@@ -131,14 +125,8 @@ class DataflowLowering(GemmLowering, Tracked):
         em.emit("ctl0", "df.run", id=config, tiles=self._tiles(first), loops=call.loops)
         for q in self.body_queues:
             em.emit(q, "wait", sem=self._go[q])
-        for run in layer_runs(call.sections, lambda section: section.ops):
-            if not isinstance(run, list):
-                self.section(run)
-                continue
-            keys = [tuple(self._section_key(section) for section in layer) for layer in run]
-            for layer in em.sweep(run, keys):        # a looped kernel's layers: one loop body
-                for section in layer:
-                    self.section(section)
+        sweep_layers(em, call.sections, lambda section: section.ops,     # a looped kernel's
+                     lambda layer: tuple(map(self._section_key, layer)), self.section)  # layers
         for q in self.body_queues:
             em.emit(q, "signal", sem=self._done)
         for _ in self.body_queues:
