@@ -17,7 +17,7 @@ from arch.limits import Limit
 from arch.pim import PimArch
 from arch.systolic import SystolicArch
 
-__all__ = ["ARCH_CLASSES", "load_arch", "preset_names", "limit_fields", "build_with_overrides"]
+__all__ = ["ARCH_CLASSES", "load_arch", "preset_names", "limit_fields", "build_with_overrides", "read_table"]
 
 # The description class of each `target` a config file may name (each class's own `target`
 # field says which it is).
@@ -29,12 +29,18 @@ def preset_names() -> list[str]:
 
 
 def _read(spec: str | Path) -> tuple[str, dict]:
+    return read_table(spec, "architecture", CONFIG_DIR, preset_names())
+
+
+def read_table(spec: str | Path, what: str, folder: Path, presets: list[str]) -> tuple[str, dict]:
+    """(path, TOML table) of a preset named in `presets` (a file of `folder`) or a .toml path;
+    one-line ArchErrors for an unknown name, an unreadable file or bad TOML."""
     path = Path(spec)
     if path.suffix != ".toml":
-        if str(spec) not in preset_names():
-            raise ArchError(f"unknown architecture '{spec}': not a preset "
-                            f"({', '.join(preset_names())}) or a .toml file")
-        path = CONFIG_DIR / f"{spec}.toml"
+        if str(spec) not in presets:
+            raise ArchError(f"unknown {what} '{spec}': not a preset "
+                            f"({', '.join(presets)}) or a .toml file")
+        path = folder / f"{spec}.toml"
     try:
         content = path.read_bytes()
     except OSError as e:

@@ -60,8 +60,8 @@ class QueueConfig:
 
 Limits = Mapping[str, int]
 # The roles an instruction writes (every other footprint is read): load/store/gather/vec/red/
-# pim.rd/pim.rdmac/df.* destinations and gemm's c.
-WRITTEN_ROLES = frozenset({"dst", "c"})
+# pim.rd/pim.rdmac/df.* destinations, gemm's c and a collective's buffer.
+WRITTEN_ROLES = frozenset({"dst", "c", "buf"})
 
 
 def footprints(instr: Instr, config: QueueConfig, limits: Limits | None = None) -> list[Footprint]:
@@ -206,6 +206,10 @@ def _df_xfer(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprin
             Footprint("src", instr["src"], size, False)]
 
 
+def _coll(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
+    return [Footprint("buf", instr["buf"], instr["bytes"], None)]
+
+
 _RULES: dict[str, Callable[[Instr, QueueConfig, Limits], list[Footprint]]] = {
     "halt": _none, "signal": _none, "wait": _none, "dmacfg": _none, "mcfg": _none,
     "vcfg": _none, "load": _load, "store": _store, "gather": _gather, "gatherw": _gather, "gemm": _gemm,
@@ -215,7 +219,7 @@ _RULES: dict[str, Callable[[Instr, QueueConfig, Limits], list[Footprint]]] = {
     "pim.rdmac": _pim_rdmac, "pim.rdmac_all": _pim_rdmac_all,
     "pim.wr": _pim_burst("src"), "pim.rd": _pim_burst("dst"),
     "df.section": _none, "df.run": _none, "df.stream": _df_stream, "df.xfer": _df_xfer,
-    "loop": _none, "stride": _none,
+    "coll": _coll, "loop": _none, "stride": _none,
 }
 assert set(_RULES) == set(OPCODES), "every opcode needs a footprint rule"
 # Opcodes that touch no memory and configure nothing: verify skips their footprints.

@@ -17,7 +17,7 @@ from isa.values import QUEUE_INDEX_BITS, Unit
 __all__ = [
     "OpSpec", "OPCODES", "OPCODES_BY_CODE", "ISA_VERSION", "WORD_BITS", "PAYLOAD_BITS",
     "VEC_FUNCS", "VEC_BINARY", "VEC_IMMEDIATE", "VEC_UNARY", "BCASTS", "RED_FUNCS",
-    "STRUCTURE", "STRUCTURE_QUEUE", "MOVING_INTS",
+    "STRUCTURE", "STRUCTURE_QUEUE", "MOVING_INTS", "COLL_KINDS",
 ]
 
 ISA_VERSION = 2  # 2: A40 is 2 + 38 bits (was 4 + 36); a version-1 .tbin would decode wrongly
@@ -32,6 +32,8 @@ VEC_UNARY = ("exp", "rsqrt", "recip", "gelu", "tanh", "copy")
 VEC_FUNCS = VEC_BINARY + VEC_IMMEDIATE + VEC_UNARY
 BCASTS = ("none", "row", "col", "scalar")
 RED_FUNCS = ("sum", "max")
+# What a `coll` does (sim/multi.py): NCCL's collectives, and one side of a point-to-point copy.
+COLL_KINDS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send", "recv")
 
 # The integer operands a loop may move besides addresses (docs/isa.md, "Loops"): a GEMV's next
 # DRAM row, the next columns of an open row, the next bytes of the global buffer. A bank, a
@@ -247,6 +249,20 @@ _TABLE = (
     _op("df.xfer", 0x43, "dataflow", (Unit.agcu,), (("dst", A40), ("src", A40), ("kib", U24)),
         """
         dst[0 : kib*1024] = src[0 : kib*1024]     # tier to tier, e.g. DDR -> HBM
+        """),
+    # ---- communication: one link queue per device (several devices, sim/multi.py) -----------
+    _op("coll", 0x50, "comm", (Unit.link,),
+        (("kind", E(3, COLL_KINDS)), ("dtype", DTYPE), ("buf", A40), ("bytes", U32),
+         ("ranks", U8), ("stride", U8)), """
+        # in place on buf[0 : bytes] of every device of this device's group: the `ranks`
+        # devices d0 + i*stride (i < ranks) where d0 = the lowest such device with this one
+        # among them; rank = this device's i; chunk c = buf[c*bytes/ranks : (c+1)*bytes/ranks]
+        # all_reduce:     buf = sum over the group's buf (ring order: sim/multi.py)
+        # all_gather:     chunk c = rank c's chunk c
+        # reduce_scatter: chunk rank = sum over the group's chunk rank
+        # all_to_all:     chunk c = rank c's chunk rank
+        # send: to device this + stride (ranks = 1); recv: buf = buf of device this - stride
+        # every device of the group issues it; all start together (cross-device tokens)
         """),
     # ---- program structure (docs/isa.md, "Loops"): words of no hardware queue ---------------
     _op("loop", 0x60, "structure", (Unit.seq,), (("count", U32), ("body", U32)), """

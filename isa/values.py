@@ -45,6 +45,7 @@ class Unit(enum.IntEnum):
     pmu = 7  # dataflow pattern memory unit
     agcu = 8  # dataflow address generator / off-chip port
     seq = 9  # program structure (loop headers and strides): words of no hardware queue
+    link = 10  # one device's port to the inter-device links (collectives, sends, receives)
 
 
 _UNITS_BY_NAME = {u.name: u for u in Unit}

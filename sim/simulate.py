@@ -17,7 +17,7 @@ from sim.machines.base import Costs, Machine
 from sim.periodic import schedule_periodic
 from sim.result import OpStats, SimResult
 
-__all__ = ["simulate", "Simulation"]
+__all__ = ["simulate", "Simulation", "Timed", "op_stats", "sim_result"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +56,7 @@ def _unit_of_queue(machine: Machine, queues) -> np.ndarray:
     return np.array([machine.units.index(u) if u in machine.units else -1 for u in names], np.int8)
 
 
-def _op_stats(program: isa.Program, timeline, costs: Costs, machine: Machine) -> tuple[OpStats, ...]:
+def op_stats(program: isa.Program, timeline, costs: Costs, machine: Machine) -> tuple[OpStats, ...]:
     unit_of_queue = _unit_of_queue(machine, timeline.queues)
     stats = []
     for lo, hi, name in _op_ranges(program):
@@ -74,7 +74,7 @@ def _op_stats(program: isa.Program, timeline, costs: Costs, machine: Machine) ->
 
 def _pattern_op_stats(program: isa.Program, plan: PatternCosts, first_start: np.ndarray,
                       last_end: np.ndarray, machine: Machine) -> tuple[OpStats, ...]:
-    """`_op_stats` of the unrolled program from the compact one, in the unrolled program's op
+    """`op_stats` of the unrolled program from the compact one, in the unrolled program's op
     order (the engine's op numbers): busy cycles and events are per pattern times count, the
     span from the periodic engine. An op mark outside loops is one op, its instances its
     compact instructions' instances; the marks of a loop's body are one op per iteration
@@ -101,7 +101,7 @@ def _pattern_op_stats(program: isa.Program, plan: PatternCosts, first_start: np.
 
 
 @dataclasses.dataclass(frozen=True)
-class _Timed:
+class Timed:
     """What a timing path measured, for the result: cycles, busy cycles per queue text,
     executed instructions, op stats, event totals, the machine's own report."""
 
@@ -114,7 +114,7 @@ class _Timed:
 
 
 def _periodic(program: isa.Program, plan: PatternCosts, machine: Machine,
-              progress: Callable[[str, int], None] | None) -> _Timed:
+              progress: Callable[[str, int], None] | None) -> Timed:
     """Time a compact program per pattern (sim/periodic.py): nothing is unrolled."""
     marked = marked_loops(program, plan.structure)
     if marked:                    # each iteration its own ops: looked up by executed index
@@ -140,7 +140,7 @@ def _periodic(program: isa.Program, plan: PatternCosts, machine: Machine,
                   for q, name in enumerate(plan.queue_names)}
     totals = plan.events.weighted_totals(count)
     ops = _pattern_op_stats(program, plan, timing.op_first_start, timing.op_last_end, machine)
-    return _Timed(timing.total_cycles, queue_busy, plan.layout.executed, ops, totals,
+    return Timed(timing.total_cycles, queue_busy, plan.layout.executed, ops, totals,
                   plan.target_report(program, totals, timing.total_cycles))
 
 
@@ -170,7 +170,7 @@ def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
             tell("events", 0)
             timed = _periodic(program, plan, machine, progress)
             tell("report", timed.instructions)
-            return Simulation(_result(program, machine, timed, assumptions), None)
+            return Simulation(sim_result(program, machine, timed, assumptions), None)
     program = isa.unroll(program)
     tell("costs", 0)
     run = machine.start(program)
@@ -198,13 +198,13 @@ def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
     for k, v in after_run.items():
         totals[k] = totals.get(k, 0.0) + v
     cycles = timeline.total_cycles
-    timed = _Timed(cycles, timeline.queue_busy_cycles(), len(program.instructions),
-                   _op_stats(program, timeline, costs, machine), totals,
+    timed = Timed(cycles, timeline.queue_busy_cycles(), len(program.instructions),
+                   op_stats(program, timeline, costs, machine), totals,
                    run.report(timeline, cycles))
-    return Simulation(_result(program, machine, timed, assumptions), memory)
+    return Simulation(sim_result(program, machine, timed, assumptions), memory)
 
 
-def _result(program: isa.Program, machine: Machine, timed: _Timed,
+def sim_result(program: isa.Program, machine: Machine, timed: Timed,
             assumptions: tuple[str, ...]) -> SimResult:
     """The result's figures from what either timing path measured."""
     arch, cycles, totals = machine.arch, timed.cycles, timed.totals

@@ -17,10 +17,13 @@ import isa
 from isa.opcodes import VEC_IMMEDIATE, VEC_UNARY
 from sim.machines.events import EventRows
 
-__all__ = ["CostSheet", "CostFn", "CostTable", "ONE_OPERAND_FUNCS", "decode"]
+__all__ = ["CostSheet", "CostFn", "CostTable", "ONE_OPERAND_FUNCS", "NODE_PRICED", "decode"]
 
 ONE_OPERAND_FUNCS = frozenset(VEC_IMMEDIATE + VEC_UNARY)   # vec functions that read only `a`
 _CONFIG = frozenset({"dmacfg", "mcfg", "vcfg"})
+# Opcodes no machine prices: a collective's time is the node's link model's (sim/multi.py),
+# and a single machine's view has no link queue, so its verifier refuses them.
+NODE_PRICED = frozenset({"coll"})
 _RESET = isa.QueueConfig()
 _MISSING = object()
 
@@ -60,6 +63,7 @@ def decode(table: CostTable[SheetT], sheet: SheetT, instructions: Sequence[isa.I
     """Fill `sheet` from `instructions` (those at `indices`, in order; default all)."""
     configs: dict[isa.Queue, isa.QueueConfig] = {}
     lookup = table.costs.get
+    skip = NODE_PRICED
     pairs = (enumerate(instructions) if indices is None
              else zip(indices, map(instructions.__getitem__, indices)))
     for i, ins in pairs:
@@ -67,7 +71,7 @@ def decode(table: CostTable[SheetT], sheet: SheetT, instructions: Sequence[isa.I
         fn = lookup(op, _MISSING)
         if op in _CONFIG:
             configs[ins.queue] = configs.get(ins.queue, _RESET).after(ins)
-        if fn is None:
+        if fn is None or op in skip:
             continue
         if fn is _MISSING:
             raise isa.IsaError(f"instruction {i} ({ins.queue} {op}): not executable on "

@@ -13,12 +13,13 @@ from isa.opcodes import PAYLOAD_BITS, STRUCTURE
 
 
 def test_table_is_consistent():
-    assert len(OPCODES) == len(OPCODES_BY_CODE) == 30
+    assert len(OPCODES) == len(OPCODES_BY_CODE) == 31
     for spec in OPCODES.values():
         assert spec.payload_bits <= PAYLOAD_BITS
         assert len(set(spec.names)) == len(spec.names)
         assert spec.doc and spec.units
-        family = "structure" if spec.mnemonic in STRUCTURE else "core"
+        family = ("structure" if spec.mnemonic in STRUCTURE
+                  else "comm" if spec.units == {Unit.link} else "core")
         assert spec.family == {"pim": "pim", "df": "dataflow"}.get(spec.mnemonic.split(".")[0], family)
         assert (spec.units == {Unit.seq}) == (spec.mnemonic in STRUCTURE)
         bits = [lsb for _, lsb in spec.layout]

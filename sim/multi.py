@@ -1,0 +1,434 @@
+"""Several devices in one simulation: each device's program on its own machine, joined where
+their link queues issue collectives (`coll`, docs/isa.md), timed by the node's link model.
+
+Why one engine rather than one simulation per device: a collective starts when the last device
+of its group reaches it, so a device that is late delays the others exactly where their programs
+wait for the collective's data, and compute that does not wait for it goes on (overlap). The
+engine (sim/engine.py) already orders queues by tokens; the node only has to give it every
+device's instructions at once and turn each collective into tokens:
+
+- device d's instructions keep their order; its queues become the engine's queues `d<d>.<q>`
+  and its semaphores are renumbered into a range of their own;
+- before the k-th `coll` of a group, each member's link queue signals every other member and
+  waits for a token from each: the members' `coll`s then start in the same cycle, when the last
+  one arrives, and each lasts the collective's time (`sim/collectives.py`, the device clock).
+  A `send` and its `recv` are a group of two.
+
+Numerics: each device runs on its own memory; when the last member of a collective starts, the
+collective is applied to the members' buffers at once (`apply_collective`), before any of them
+can read the result (its readers wait for the `coll` to end). Reductions add in the order a
+ring all-reduce does (chunk c is summed from rank c+1 around the ring to rank c), rounding to
+the element type after each addition, as NCCL does for reduced-precision types.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import namedtuple
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import numpy as np
+
+import isa
+from arch.links import LinkArch
+from isa.numerics import codec
+from sim.collectives import collective_cost
+from sim.engine import EngineError, Timeline, simulate_events
+from sim.functional import FunctionalExecutor, Memory
+from sim.machines.base import Machine
+from sim.result import SimResult
+from sim.simulate import Timed, op_stats, sim_result
+
+__all__ = ["NodeResult", "Collective", "simulate_node", "apply_collective", "LINK_QUEUE"]
+
+LINK_QUEUE = "link0"
+_SEMAPHORES = 1 << 16                      # `sem` is a U16 field
+_REDUCING = ("all_reduce", "reduce_scatter")
+_Word = namedtuple("_Word", "opcode queue fields")   # what the engine reads of an instruction
+
+
+@dataclass(frozen=True, slots=True)
+class Collective:
+    """One collective of the node: its kind, the members' devices (in rank order), the bytes
+    of each member's buffer and its element type, and each member's `coll` (local index)."""
+
+    kind: str
+    members: tuple[int, ...]
+    nbytes: int
+    dtype: isa.DType
+    at: tuple[int, ...]                    # per member: the index of its `coll` in its program
+    cycles: int
+    energy_j: float
+    bytes_per_rank: int
+    algorithm: str
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    """Per device its own report over the node's whole run (a device that waits still burns its
+    static power), the collectives, and each device's communication: link busy cycles, bytes
+    sent and the cycles its link was busy while none of its other queues was (exposed)."""
+
+    devices: tuple[SimResult, ...]
+    cycles: int
+    clock_hz: float
+    collectives: tuple[Collective, ...]
+    link_busy_cycles: tuple[int, ...]
+    link_bytes: tuple[int, ...]
+    exposed_cycles: tuple[int, ...]
+    memories: tuple[Memory, ...] | None = None
+
+    @property
+    def time_s(self) -> float:
+        return self.cycles / self.clock_hz
+
+    @property
+    def energy_j(self) -> float:
+        return sum(r.energy_j for r in self.devices)
+
+
+def _group(device: int, devices: int, ins: isa.Instr, index: int) -> tuple[str, tuple[int, ...]]:
+    """The collective kind (send and recv are one `send_recv`) and the members, in rank order."""
+    kind, ranks, stride = ins["kind"], ins["ranks"], ins["stride"]
+    where = f"device {device} instruction {index} (coll {kind})"
+    if stride < 1:
+        raise isa.IsaError(f"{where}: stride={stride} must be >= 1")
+    if kind in ("send", "recv"):
+        if ranks != 1:
+            raise isa.IsaError(f"{where}: ranks={ranks} must be 1 (one peer, `stride` away)")
+        peer = device + stride if kind == "send" else device - stride
+        if not 0 <= peer < devices:
+            raise isa.IsaError(f"{where}: peer device {peer} is not in the node "
+                               f"(devices 0..{devices - 1})")
+        return "send_recv", (device, peer) if kind == "send" else (peer, device)
+    if ranks < 1:
+        raise isa.IsaError(f"{where}: ranks={ranks} must be >= 1")
+    span = ranks * stride
+    first = device // span * span + device % stride
+    members = tuple(first + i * stride for i in range(ranks))
+    if members[-1] >= devices:
+        raise isa.IsaError(f"{where}: group {list(members)} runs past the node's {devices} devices")
+    if ins["bytes"] % (ranks * ins["dtype"].itemsize) and kind != "all_reduce":
+        raise isa.IsaError(f"{where}: bytes={ins['bytes']} is not {ranks} chunks of whole "
+                           f"{ins['dtype']} elements")
+    return kind, members
+
+
+def _collectives(programs: Sequence[isa.Program], link: LinkArch,
+                 clock_hz: float) -> list[Collective]:
+    """Every collective of the node, matched across its members in program order; each
+    member's k-th `coll` of a group must agree on kind, bytes and type with the others'."""
+    devices = len(programs)
+    found: dict[tuple, list[dict[int, tuple[int, isa.Instr]]]] = {}
+    seen: dict[tuple, dict[int, int]] = {}
+    for d, program in enumerate(programs):
+        for i, ins in enumerate(program.instructions):
+            if ins.opcode != "coll":
+                continue
+            if str(ins.queue) != LINK_QUEUE:
+                raise isa.IsaError(f"device {d} instruction {i}: coll on {ins.queue}, "
+                                   f"expected {LINK_QUEUE}")
+            kind, members = _group(d, devices, ins, i)
+            key = (kind, members)
+            k = seen.setdefault(key, {}).get(d, 0)
+            seen[key][d] = k + 1
+            instances = found.setdefault(key, [])
+            if k == len(instances):
+                instances.append({})
+            instances[k][d] = (i, ins)
+    out = []
+    for (kind, members), instances in found.items():
+        for k, arrived in enumerate(instances):
+            missing = [m for m in members if m not in arrived]
+            if missing:
+                d = next(iter(arrived))
+                raise isa.IsaError(f"device {d} instruction {arrived[d][0]}: coll {kind} "
+                                   f"number {k} of group {list(members)} has no partner on "
+                                   f"device {missing[0]}")
+            first = arrived[members[0]][1]
+            for m in members[1:]:
+                i, ins = arrived[m]
+                if (ins["bytes"], ins["dtype"]) != (first["bytes"], first["dtype"]):
+                    raise isa.IsaError(
+                        f"device {m} instruction {i}: coll {ins['kind']} of {ins['bytes']} bytes "
+                        f"{ins['dtype']} does not match device {members[0]}'s "
+                        f"{first['bytes']} bytes {first['dtype']} (group {list(members)})")
+            cost = collective_cost(link, kind, first["bytes"], len(members))
+            out.append(Collective(kind, members, first["bytes"], first["dtype"],
+                                  tuple(arrived[m][0] for m in members),
+                                  math.ceil(cost.seconds * clock_hz - 1e-9), cost.energy_j,
+                                  cost.bytes_per_rank, cost.algorithm))
+    return out
+
+
+def _merge(programs: Sequence[isa.Program], collectives: Sequence[Collective]):
+    """The engine's instruction list: every device's words with queues and semaphores of their
+    own, each `coll` preceded by its barrier. Returns the words, per word its device and local
+    index (-1 for a barrier word) and per device its first semaphore."""
+    before: dict[tuple[int, int], list[tuple[str, int]]] = {}   # (device, coll index) -> words
+    bases, top = [], 0
+    for program in programs:
+        bases.append(top)
+        sems = [ins.fields[0][1] for ins in program.instructions
+                if ins.opcode in ("signal", "wait")]
+        top += max(sems, default=-1) + 1
+    for c in collectives:
+        token = {m: top + r for r, m in enumerate(c.members)}
+        top += len(c.members)
+        for m, i in zip(c.members, c.at):
+            others = [o for o in c.members if o != m]
+            before[(m, i)] = ([("signal", token[o]) for o in others]
+                              + [("wait", token[m])] * len(others))
+    if top > _SEMAPHORES:
+        raise isa.IsaError(f"the node needs {top} semaphores, more than {_SEMAPHORES}")
+    words, device_of, local_of = [], [], []
+    for d, program in enumerate(programs):
+        queues: dict[isa.Queue, str] = {}
+        link = f"d{d}.{LINK_QUEUE}"
+        for i, ins in enumerate(program.instructions):
+            for op, sem in before.get((d, i), ()):
+                words.append(_Word(op, link, (("sem", sem),)))
+                device_of.append(d)
+                local_of.append(-1)
+            queue = queues.get(ins.queue) or queues.setdefault(ins.queue, f"d{d}.{ins.queue}")
+            fields = ins.fields
+            if ins.opcode in ("signal", "wait"):
+                fields = (("sem", fields[0][1] + bases[d]),)
+            words.append(_Word(ins.opcode, queue, fields))
+            device_of.append(d)
+            local_of.append(i)
+    return words, np.array(device_of, np.int32), np.array(local_of, np.int64)
+
+
+def apply_collective(kind: str, buffers: Sequence[np.ndarray],
+                     rounded: Callable[[np.ndarray], np.ndarray] = np.asarray) -> list[np.ndarray]:
+    """The members' buffers after a collective, given them before (rank order, decoded values
+    for a reduction, raw bytes otherwise; `send_recv`: [sender, receiver]); `rounded` rounds a
+    partial sum to the element type after each addition."""
+    n = len(buffers)
+    if kind == "send_recv":
+        return [buffers[0], buffers[0].copy()]
+    chunks = [np.array_split(b, n) for b in buffers]
+    out = [[c.copy() for c in cs] for cs in chunks]
+    for c in range(n):
+        if kind == "all_gather":
+            for r in range(n):
+                out[r][c] = chunks[c][c].copy()
+        elif kind == "all_to_all":
+            for r in range(n):
+                out[r][c] = chunks[c][r].copy()
+        else:                                          # all_reduce, reduce_scatter: ring order
+            total = chunks[(c + 1) % n][c]
+            for step in range(2, n + 1):
+                total = rounded(total + chunks[(c + step) % n][c])
+            for r in (range(n) if kind == "all_reduce" else (c,)):
+                out[r][c] = total.copy()
+    return [np.concatenate(cs) for cs in out]
+
+
+class _Numerics:
+    """Each device's executor on its own memory, and the collectives applied across them."""
+
+    def __init__(self, programs, runs, views, collectives, device_of, local_of):
+        self.memories, self.executors = [], []
+        for program, run, view in zip(programs, runs, views):
+            if program.data is None:
+                raise isa.IsaError("numeric simulation needs every device program's data "
+                                   "(weights and inputs); compile with data or simulate "
+                                   "with --no-functional")
+            sizes = {s.name: s.size_bytes for s in view.spaces.values()}
+            memory = Memory(sizes, run.held_bytes(view))
+            memory.load_program_data(program)
+            models = {**run.functional_models(memory), "coll": _later}
+            self.memories.append(memory)
+            self.executors.append(FunctionalExecutor(program, memory, models=models))
+        self.device_of, self.local_of = device_of, local_of
+        self.pending = {(m, i): c for c in collectives for m, i in zip(c.members, c.at)}
+        self.arrived: dict[int, int] = {}
+        self.programs = programs
+
+    def start(self, word: int) -> None:
+        d, i = int(self.device_of[word]), int(self.local_of[word])
+        if i < 0:
+            return
+        self.executors[d].execute(i)
+        c = self.pending.get((d, i))
+        if c is not None:
+            self.arrived[id(c)] = self.arrived.get(id(c), 0) + 1
+            if self.arrived[id(c)] == len(c.members):
+                self._apply(c)
+
+    def _apply(self, c: Collective) -> None:
+        ins = [self.programs[m].instructions[i] for m, i in zip(c.members, c.at)]
+        if c.kind in _REDUCING:
+            n = c.nbytes // c.dtype.itemsize
+            values = [self.memories[m].read(x["buf"], n, c.dtype).astype(np.float64)
+                      for m, x in zip(c.members, ins)]
+            found = codec(c.dtype)
+
+            def rounded(v: np.ndarray) -> np.ndarray:
+                with np.errstate(all="ignore"):
+                    return found.decode(found.encode(v))
+            for m, x, v in zip(c.members, ins, apply_collective(c.kind, values, rounded)):
+                self.memories[m].write(x["buf"], v, c.dtype)
+            return
+        raw = [self.memories[m].read_bytes(x["buf"], c.nbytes) for m, x in zip(c.members, ins)]
+        for m, x, v in zip(c.members, ins, apply_collective(c.kind, raw)):
+            self.memories[m].write_bytes(x["buf"], v)
+
+
+def _later(ins: isa.Instr) -> None:
+    """A `coll` on one device does nothing alone: the node applies it once all have started."""
+
+
+def simulate_node(programs: Sequence[isa.Program], machines: Sequence[Machine], link: LinkArch,
+                  *, functional: bool = False) -> NodeResult:
+    """Verify each device's program on its machine (plus the link queue), run them together
+    and report per device and for the node."""
+    if len(programs) != len(machines) or not programs:
+        raise ValueError("one machine per device program, at least one")
+    clock = machines[0].clock_hz
+    if any(m.clock_hz != clock for m in machines):
+        raise isa.IsaError("the node's devices must share one clock (a mixed node is not modelled)")
+    views = []
+    for d, (program, machine) in enumerate(zip(programs, machines)):
+        base = machine.arch.machine_view()
+        view = isa.MachineView(base.spaces, base.queues | {LINK_QUEUE}, base.limits, base.target)
+        try:
+            isa.verify(program, view)
+        except isa.IsaError as error:
+            raise type(error)(f"device {d}: {error}") from None
+        views.append(view)
+    programs = [isa.unroll(p) for p in programs]
+    collectives = _collectives(programs, link, clock)
+    words, device_of, local_of = _merge(programs, collectives)
+    runs = [m.start(p) for m, p in zip(machines, programs)]
+    n = len(words)
+    durations = np.zeros(n, np.int64)
+    resources = np.full(n, -1, np.int64)
+    delays = np.zeros(n, np.int64)
+    top = 0
+    cost_of = {(m, i): c for c in collectives for m, i in zip(c.members, c.at)}
+    for d, run in enumerate(runs):
+        mine = np.flatnonzero((device_of == d) & (local_of >= 0))
+        local = local_of[mine]
+        durations[mine] = run.costs.durations[local]
+        held = run.costs.resources[local].astype(np.int64)
+        resources[mine] = np.where(held >= 0, held + top, -1)
+        top += int(run.costs.resources.max(initial=-1)) + 1
+        if run.costs.delays is not None:
+            delays[mine] = run.costs.delays[local]
+    word_of = {(int(d), int(i)): w for w, (d, i) in enumerate(zip(device_of, local_of)) if i >= 0}
+    for (m, i), c in cost_of.items():
+        durations[word_of[(m, i)]] = c.cycles
+    numerics = (_Numerics(programs, runs, views, collectives, device_of, local_of)
+                if functional else None)
+    timed = _StateTimed(runs, device_of, local_of)
+    try:
+        timeline = simulate_events(SimpleNamespace(instructions=words), durations, resources,
+                                   None if numerics is None else numerics.start, timed.one,
+                                   delays, timed.run)
+    except EngineError as error:
+        if error.index is None:
+            raise
+        raise EngineError(_blocked(programs, words, device_of, local_of, error.index),
+                          error.index) from None
+    cycles = timeline.total_cycles
+    results, busy, sent, exposed = [], [], [], []
+    for d, (program, machine, run) in enumerate(zip(programs, machines, runs)):
+        mine = np.flatnonzero((device_of == d) & (local_of >= 0))
+        own = _device_timeline(timeline, mine, program)
+        timed = Timed(cycles, own.queue_busy_cycles(), len(program.instructions),
+                       op_stats(program, own, run.costs, machine), _totals(run),
+                       run.report(own, cycles))
+        link_energy = sum(c.energy_j / len(c.members) for c in collectives if d in c.members)
+        result = sim_result(program, machine, timed, ())
+        energy = {**result.energy_breakdown_j, "link": link_energy}
+        results.append(dataclasses.replace(result, energy_breakdown_j=energy))
+        on_link = own.queue_of == own.queues.index(LINK_QUEUE) if LINK_QUEUE in own.queues else \
+            np.zeros(len(own.queue_of), bool)
+        busy.append(int((own.end - own.start)[on_link & (own.start >= 0)].sum()))
+        sent.append(sum(c.bytes_per_rank for c in collectives if d in c.members))
+        exposed.append(_exposed(own, on_link))
+    return NodeResult(tuple(results), cycles, clock, tuple(collectives), tuple(busy), tuple(sent),
+                      tuple(exposed), None if numerics is None else tuple(numerics.memories))
+
+
+def _blocked(programs, words, device_of: np.ndarray, local_of: np.ndarray, w: int) -> str:
+    """The deadlock at engine word w, in the device's own terms (a barrier word: its `coll`)."""
+    d = int(device_of[w])
+    if local_of[w] >= 0:
+        i = int(local_of[w])
+        ins = programs[d].instructions[i]
+        return (f"device {d} instruction {i} ({ins.queue} {ins.opcode}): deadlock: waits on "
+                f"semaphore {ins['sem']} forever")
+    i = int(local_of[w + int(np.argmax(local_of[w:] >= 0))])    # the coll the barrier precedes
+    ins = programs[d].instructions[i]
+    return (f"device {d} instruction {i} ({ins.queue} coll {ins['kind']}): deadlock: a device of "
+            "its group never reaches it (the devices issue their collectives in different orders)")
+
+
+class _StateTimed:
+    """The engine's hooks for instructions a machine times at issue (PIM's DRAM commands),
+    handed to their device's run with its own instruction indices."""
+
+    def __init__(self, runs, device_of: np.ndarray, local_of: np.ndarray) -> None:
+        self.runs, self.device_of, self.local_of = runs, device_of, local_of
+
+    def one(self, word: int, t: int) -> int:
+        return self.runs[self.device_of[word]].costs.timed(int(self.local_of[word]), t)
+
+    def run(self, words: list[int], t: int) -> list[int]:
+        """A run of one device queue's consecutive state-timed instructions (the engine
+        forms runs only of those, and a machine with `timed` gives `timed_run`)."""
+        return self.runs[self.device_of[words[0]]].costs.timed_run(self.local_of[words].tolist(), t)
+
+
+def _totals(run) -> dict[str, float]:
+    totals = run.costs.events.totals()
+    for k, v in run.run_totals().items():
+        totals[k] = totals.get(k, 0.0) + v
+    return totals
+
+
+def _device_timeline(timeline: Timeline, words: np.ndarray, program: isa.Program) -> Timeline:
+    """One device's part of the node's timeline, with its own queue names and indices."""
+    names = {q: timeline.queues[q].split(".", 1)[1] for q in np.unique(timeline.queue_of[words])}
+    order = sorted(names, key=lambda q: names[q])
+    renumber = np.full(len(timeline.queues), -1, np.int32)
+    renumber[order] = np.arange(len(order), dtype=np.int32)
+    start, end = timeline.start[words], timeline.end[words]
+    return Timeline(start, end, int(end.max(initial=0)), tuple(names[q] for q in order),
+                    renumber[timeline.queue_of[words]])
+
+
+def _exposed(own: Timeline, on_link: np.ndarray) -> int:
+    """Cycles the link is busy while no other queue of the device is: |link| - |link and other|,
+    the measures of unions of busy intervals (disjoint and sorted, so one merge walk)."""
+    issued = own.start >= 0
+    link = _union(own.start[on_link & issued], own.end[on_link & issued])
+    other = _union(own.start[~on_link & issued], own.end[~on_link & issued])
+    both, j = 0, 0
+    for lo, hi in link:
+        while j < len(other) and other[j][1] <= lo:
+            j += 1
+        k = j
+        while k < len(other) and other[k][0] < hi:
+            both += min(hi, other[k][1]) - max(lo, other[k][0])
+            k += 1
+    return sum(hi - lo for lo, hi in link) - both
+
+
+def _union(starts: np.ndarray, ends: np.ndarray) -> list[tuple[int, int]]:
+    """The busy intervals [start, end) merged into disjoint ones, sorted."""
+    keep = ends > starts
+    order = np.argsort(starts[keep], kind="stable")
+    out: list[list[int]] = []
+    for lo, hi in zip(starts[keep][order].tolist(), ends[keep][order].tolist()):
+        if out and lo <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return [(lo, hi) for lo, hi in out]
