@@ -15,15 +15,21 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from arch.limits import Limit
 
-__all__ = ["ArchError", "build", "within", "choice", "CONFIG_DIR", "target_of"]
+__all__ = ["ArchError", "build", "within", "choice", "CONFIG_DIR", "LINK_DIR", "link_names", "target_of"]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+LINK_DIR = CONFIG_DIR / "links"          # device-to-device link presets (arch/links.py)
 T = TypeVar("T")
 Blame = Callable[[str], str]          # dotted field -> who wrote it (file or --set argument)
 
 
 class ArchError(ValueError):
     """A bad architecture file or override; the message names the file and the field."""
+
+
+def link_names() -> list[str]:
+    """The link presets (arch/links.py), which device presets name (a GPU's `link`)."""
+    return sorted(p.stem for p in LINK_DIR.glob("*.toml"))
 
 
 def target_of(cls: type) -> str:

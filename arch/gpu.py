@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from arch.config import ArchError, choice, within
+from arch.config import ArchError, choice, link_names, within
 from arch.limits import (BANDWIDTH_GBPS, CLOCK_MHZ, FRACTION, GPU_MEMORY_GB, HALF_POINT, HOST_TIME_US,
                          L2_MB, POWER_W, TFLOPS, UNITS)
 
@@ -53,6 +53,7 @@ class GpuArch:
     l2_mb: float = within(L2_MB)
     sms: int = within(UNITS)
     boost_mhz: float = within(CLOCK_MHZ)
+    link: str                                 # how several of it are joined (arch/links.py preset)
     # graph mode: fixed cost per kernel launch, by kind; eager mode: per operator, by kind
     graph_overhead_us: dict[str, float] = within(HOST_TIME_US)
     eager_overhead_us: dict[str, float] = within(HOST_TIME_US)
@@ -60,6 +61,9 @@ class GpuArch:
     memory: MemoryEfficiency
 
     def __post_init__(self) -> None:
+        if self.link not in link_names():
+            raise ArchError(f"field 'link' must be a link preset ({', '.join(link_names())}), "
+                            f"got {self.link!r}")
         if self.idle_w >= self.tdp_w:
             raise ArchError(f"field 'idle_w' must be below tdp_w ({self.tdp_w}), got {self.idle_w}")
         for table in ("graph_overhead_us", "eager_overhead_us"):

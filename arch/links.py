@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from arch.config import CONFIG_DIR, ArchError, choice, within
+from arch.config import LINK_DIR, ArchError, choice, link_names, within
 from arch.limits import BANDWIDTH_GBPS, ENERGY_PJ, FRACTION, HOST_TIME_US, LATENCY_NS, UNITS
 from arch.presets import build_with_overrides, read_table
 
 __all__ = ["LinkArch", "TOPOLOGIES", "LINK_DIR", "link_names", "load_link"]
 
-LINK_DIR = CONFIG_DIR / "links"
 TOPOLOGIES = ("switch", "ring", "torus")
 
 
@@ -81,10 +80,6 @@ class LinkArch:
     def device_bytes_per_s(self) -> float:
         """What one device achieves sending over all its links at once, in one direction."""
         return self.links_per_device * self.link_bw_gbps * 1e9 * self.efficiency
-
-
-def link_names() -> list[str]:
-    return sorted(p.stem for p in LINK_DIR.glob("*.toml"))
 
 
 def load_link(spec: str | Path, overrides: Sequence[str] = ()) -> LinkArch:

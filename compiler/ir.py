@@ -69,6 +69,8 @@ class OpKind(enum.Enum):
     GATHER = "gather"        # table[ids]: rows of a computed 2-D value (MoE permute/unpermute)
     CONCAT = "concat"        # inputs joined along one axis
     MOE = "moe"              # routed experts (top-k of softmax(router logits)); expanded before lowering
+    # communication: collectives between the devices of a parallel plan (compiler.parallel)
+    ALLREDUCE = "allreduce"  # sum of one tensor over `ranks` tensor-parallel devices (ring order)
     # layout: metadata only, no data moved
     RESHAPE = "reshape"
     TRANSPOSE = "transpose"

@@ -12,12 +12,18 @@ ignored. Cost conventions (documented in docs/graph-format.md, used by the FLOP 
 - moe: per routed (token, expert) pair the gated MLP's three GEMMs (6*D*F), SiLU (4*F) and the
   gate product (F), plus the router softmax (5 per logit) and the weighted combine (2*D per
   pair) -- exact whatever the routing, since every token uses top_k experts;
-- embedding, gather, concat, kv_append and layout ops: 0 FLOPs.
+- embedding, gather, concat, kv_append and layout ops: 0 FLOPs;
+- allreduce: the adds rank `rank` does in a ring all-reduce (NCCL's order, `ring_chunks`): the
+  tensor is cut into `ranks` chunks (np.array_split's sizes) and the rank adds into every chunk
+  but chunk rank-1, so (ranks-1)/ranks x elements exactly when ranks divides them.
 Bytes moved assume an unfused execution: each compute op reads its inputs and writes its
 result; an embedding or gather reads only the rows it gathers; a moe reads the weights of at
 most min(E, T * top_k) experts (which ones is decided by routing; the routed graph's costs
 are exact); a KV append writes the new entries in
-place (the cache is not copied); layout ops are views and move nothing.
+place (the cache is not copied); layout ops are views and move nothing. An allreduce counts
+the bytes its rank sends over its link, not memory traffic: every chunk but chunk rank in the
+reduce-scatter and every chunk but chunk rank+1 in the all-gather, 2(ranks-1)/ranks x the
+tensor when ranks divides it (nccl-tests' bus-bandwidth factor, reference/parallel.md).
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ import numpy as np
 from compiler.ir import DType, GraphError, Op, OpKind, TensorType
 
 __all__ = ["OpRule", "RULES", "infer_type", "op_flops", "op_bytes", "ARITY", "ATTRIBUTES",
-           "attribute_error"]
+           "attribute_error", "ring_chunks"]
 
 Types = tuple[TensorType, ...]
 
@@ -199,6 +205,14 @@ def _moe(op: Op, types: Types) -> TensorType:
     return x
 
 
+def _allreduce(op: Op, types: Types) -> TensorType:
+    (x,) = types
+    _float(op, x)
+    if op.attr("rank") >= op.attr("ranks"):
+        raise _fail(op, f"rank {op.attr('rank')} must be below ranks {op.attr('ranks')}")
+    return x
+
+
 def _kv_append(op: Op, types: Types) -> TensorType:
     cache, new = types
     if len(cache.shape) < 2 or cache.shape[:-2] != new.shape[:-2] \
@@ -257,6 +271,22 @@ def _moe_flops(op: Op, types: Types) -> int:
     return t * k * (6 * d * f + 5 * f + 2 * d) + 5 * t * e
 
 
+def ring_chunks(numel: int, ranks: int) -> list[int]:
+    """Element counts of the chunks a ring all-reduce of `numel` elements over `ranks` devices
+    passes around: np.array_split's, the first numel % ranks chunks one element larger."""
+    return [numel // ranks + (c < numel % ranks) for c in range(ranks)]
+
+
+def _allreduce_flops(op: Op, types: Types) -> int:
+    n, r, chunks = op.attr("ranks"), op.attr("rank"), ring_chunks(op.type.numel, op.attr("ranks"))
+    return op.type.numel - chunks[(r - 1) % n]
+
+
+def _allreduce_bytes(op: Op, types: Types) -> int:
+    n, r, chunks = op.attr("ranks"), op.attr("rank"), ring_chunks(op.type.numel, op.attr("ranks"))
+    return (2 * op.type.numel - chunks[r] - chunks[(r + 1) % n]) * op.type.dtype.itemsize
+
+
 def _moe_bytes(op: Op, types: Types) -> int:
     x, logits, *experts = types
     n_experts = len(experts) // 3
@@ -299,6 +329,7 @@ RULES: dict[OpKind, OpRule] = {
     OpKind.GATHER: OpRule((2, 2), _embedding, _zero, _embedding_bytes),
     OpKind.CONCAT: OpRule((1, 1 << 16), _concat, _zero, **_COMPUTE),
     OpKind.MOE: OpRule((5, 2 + 3 * MAX_EXPERTS), _moe, _moe_flops, _moe_bytes),
+    OpKind.ALLREDUCE: OpRule((1, 1), _allreduce, _allreduce_flops, _allreduce_bytes),
     OpKind.RESHAPE: OpRule((1, 1), _reshape, _zero, _zero),
     OpKind.TRANSPOSE: OpRule((1, 1), _transpose, _zero, _zero),
     OpKind.SLICE: OpRule((1, 1), _slice, _zero, _zero),
@@ -339,6 +370,10 @@ _WINDOW = Attribute(lambda v: _is_int(v) and v >= 1, "a positive integer (keys v
 _START = Attribute(lambda v: _is_int(v) and v >= 0, "a non-negative integer (the first row's position)",
                    required=True)
 _POSITIVE_INT = Attribute(lambda v: _is_int(v) and v >= 1, "a positive integer")
+_RANKS = Attribute(lambda v: _is_int(v) and v >= 2, "an integer of at least 2 (the devices)",
+                   required=True)
+_RANK = Attribute(lambda v: _is_int(v) and v >= 0, "a non-negative integer (this device's index)",
+                  required=True)
 _TOP_K = Attribute(lambda v: _is_int(v) and v >= 1, "a positive integer", required=True)
 _POSITIVE = Attribute(lambda v: _is_finite(v) and v > 0, "a positive finite number")
 _THETA = Attribute(lambda v: _is_finite(v) and v > 1, "a finite number above 1 (the RoPE base)",
@@ -356,6 +391,7 @@ ATTRIBUTES: dict[OpKind, dict[str, Attribute]] = {
                   "high_freq_factor": _POSITIVE, "original_max_position": _POSITIVE_INT},
     OpKind.CONCAT: {"axis": _INT},
     OpKind.MOE: {"top_k": _TOP_K, "norm_topk_prob": _BOOL},
+    OpKind.ALLREDUCE: {"ranks": _RANKS, "rank": _RANK},
     OpKind.RESHAPE: {"shape": _INTS},
     OpKind.TRANSPOSE: {"perm": _INTS},
     OpKind.SLICE: {"axis": _INT, "start": _INT, "stop": _INT},

@@ -7,18 +7,20 @@ RMSNorm, rotary embedding with rotate_half pairs (dim i with i + d/2) and the `l
 frequency scaling, SiLU, and routed experts (softmax over all experts, top-k, optional
 renormalisation, weighted sum of the chosen experts' gated MLPs).
 Computes in float64 by default so its own rounding is far below any tolerance we test.
+A collective (allreduce) needs the other devices' values, so `evaluate` pauses at each one and
+whoever runs all the devices' graphs (compiler.parallel.reference) supplies its result.
 """
 from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Generator, Mapping, Sequence
 
 import numpy as np
 
 from compiler.ir import Graph, GraphError, Op, OpKind
 
-__all__ = ["execute", "EVALUATORS", "gelu_tanh", "layernorm", "softmax", "rmsnorm", "silu",
+__all__ = ["execute", "evaluate", "EVALUATORS", "gelu_tanh", "layernorm", "softmax", "rmsnorm", "silu",
            "rope_tables", "rope", "top_k_experts", "moe"]
 
 Arrays = Sequence[np.ndarray]
@@ -170,7 +172,7 @@ EVALUATORS: dict[OpKind, Callable[[Op, Arrays], np.ndarray]] = {
     OpKind.TRANSPOSE: lambda op, a: a[0].transpose(op.attr("perm")),
     OpKind.SLICE: _slice,
 }
-assert set(EVALUATORS) | {OpKind.INPUT, OpKind.PARAM, OpKind.MOE} == set(OpKind)
+assert set(EVALUATORS) | {OpKind.INPUT, OpKind.PARAM, OpKind.MOE, OpKind.ALLREDUCE} == set(OpKind)
 
 
 def _feed(op: Op, feeds: Mapping[str, np.ndarray], dtype: type) -> np.ndarray:
@@ -187,7 +189,27 @@ def _feed(op: Op, feeds: Mapping[str, np.ndarray], dtype: type) -> np.ndarray:
 def execute(graph: Graph, weights: Mapping[str, np.ndarray], feeds: Mapping[str, np.ndarray],
             dtype: type = np.float64, routing: dict[str, np.ndarray] | None = None
             ) -> dict[str, np.ndarray]:
+    """Evaluate every op in topological order; return the graph's outputs by name. A graph
+    with a collective is one device's part of a parallel plan and is refused: its devices run
+    together (compiler.parallel.reference)."""
+    run = evaluate(graph, weights, feeds, dtype, routing)
+    try:
+        op, _ = next(run)
+    except StopIteration as done:
+        return done.value
+    raise GraphError(f"op '{op.name}' ({op.kind.value}) needs the values of {op.attr('ranks')} "
+                     "devices: run the plan's graphs together (compiler.parallel.reference)")
+
+
+Evaluation = Generator[tuple[Op, np.ndarray], np.ndarray, dict[str, np.ndarray]]
+
+
+def evaluate(graph: Graph, weights: Mapping[str, np.ndarray], feeds: Mapping[str, np.ndarray],
+             dtype: type = np.float64, routing: dict[str, np.ndarray] | None = None) -> Evaluation:
     """Evaluate every op in topological order; return the graph's outputs by name.
+
+    At each collective the generator yields (op, this device's input) and resumes with the
+    op's result, sent by the caller that holds every device's value.
 
     A moe op routes each token to the top_k experts of its router logits; when `routing` is
     given, each moe op's choice [tokens, top_k] is recorded in it under the op's name (the
@@ -209,6 +231,8 @@ def execute(graph: Graph, weights: Mapping[str, np.ndarray], feeds: Mapping[str,
             if routing is not None:
                 routing[op.name] = choice
             values[op.name] = moe(op, args, choice)
+        elif op.kind is OpKind.ALLREDUCE:
+            values[op.name] = yield op, values[op.inputs[0]]
         else:
             values[op.name] = EVALUATORS[op.kind](op, [values[s] for s in op.inputs])
         if not op.kind.is_source:

@@ -18,11 +18,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from compiler.builder import GraphBuilder
 from compiler.ir import DType, Graph, GraphError, OpKind
+from compiler.parallel.shard import PartBuilder, Shard, ShardGraph
 from compiler.phase import Phase
 
-__all__ = ["RopeScaling", "DecoderConfig", "PRESETS", "build_graph", "LINEAR_WEIGHT_SUFFIXES"]
+__all__ = ["RopeScaling", "DecoderConfig", "PRESETS", "build_graph", "build_part",
+           "LINEAR_WEIGHT_SUFFIXES"]
 
 # parameters stored [out, in] by nn.Linear (transposed on load); embeddings and the LM head
 # are [vocab, hidden] in both
@@ -201,16 +202,29 @@ def build_graph(config: DecoderConfig, phase: Phase) -> Graph:
     """The graph of one pass; inputs `tokens` [B,S] and, for decode, each layer's KV caches
     `layers.{i}.k_cache` / `v_cache` [B, Hkv, L, Dh]. MoE layers are one `moe` op each,
     routed (compiler.passes.routing) before lowering."""
+    return build_part(config, phase, Shard()).graph
+
+
+def build_part(config: DecoderConfig, phase: Phase, shard: Shard) -> ShardGraph:
+    """One device's graph of a pass (compiler.parallel, docs/parallel.md): its pipeline stage's
+    layers (stage 0 embeds `tokens`, later stages read `hidden` [B,S,D]; the last ends with the
+    LM head, earlier ones output the hidden state) and its tensor-parallel rank's KV heads (with
+    their query heads) and MLP or expert columns. Shard() gives the whole model, exactly as on
+    one device."""
     if phase.total_len > config.max_position_embeddings:
         raise GraphError(f"{config.name}: {phase.total_len} positions exceed the context "
                          f"of {config.max_position_embeddings}")
     B, S, L, D = phase.batch, phase.seq, phase.kv, config.hidden_size
-    H, Hkv, Dh, G = config.num_attention_heads, config.num_key_value_heads, config.head_dim_, config.group
-    T = L + S
-    g = GraphBuilder(f"{config.name}-{phase.kind}")
-    tokens = g.input("tokens", (B, S), DType.int32)
-    embed = g.param("embed_tokens.weight", (config.vocab_size, D))
-    x = g.op(OpKind.EMBEDDING, "embed", [embed, tokens])
+    H, Hkv = shard.split(config.num_attention_heads), shard.split(config.num_key_value_heads)
+    Dh, G, T = config.head_dim_, config.group, L + S
+    layers = shard.layers(config.num_hidden_layers)
+    g = PartBuilder(f"{config.name}-{phase.kind}", shard)
+    if layers.start == 0:
+        tokens = g.input("tokens", (B, S), DType.int32)
+        embed = g.param("embed_tokens.weight", (config.vocab_size, D))
+        x = g.op(OpKind.EMBEDDING, "embed", [embed, tokens])
+    else:
+        x = g.input("hidden", (B, S, D))
     rope_attrs = dict(theta=float(config.rope_theta), start=L)
     if config.rope_scaling is not None:
         r = config.rope_scaling
@@ -226,10 +240,6 @@ def build_graph(config: DecoderConfig, phase: Phase) -> Graph:
         return g.op(OpKind.RMSNORM, name, [src, g.param(f"{name}.weight", (width,))],
                     eps=float(config.rms_norm_eps))
 
-    def linear(name: str, src: str, n_in: int, n_out: int, bias: bool) -> str:
-        w = g.param(f"{name}.weight", (n_in, n_out))
-        return g.op(OpKind.LINEAR, name, [src, w, *([g.param(f"{name}.bias", (n_out,))] if bias else [])])
-
     def heads(p: str, which: str, src: str, n: int) -> str:
         """[B, S, n*Dh] -> [B, n, S, Dh], with Qwen3's per-head norm and the rotary embedding
         (for q and k)."""
@@ -243,32 +253,43 @@ def build_graph(config: DecoderConfig, phase: Phase) -> Graph:
 
     def mlp(p: str, src: str) -> str:
         F, bias = config.intermediate_size, config.mlp_bias
-        act = g.op(OpKind.SILU, f"{p}.mlp.act", [linear(f"{p}.mlp.gate_proj", src, D, F, bias)])
-        up = linear(f"{p}.mlp.up_proj", src, D, F, bias)
+        gate = g.linear(f"{p}.mlp.gate_proj", src, D, F, bias=bias, split="columns")
+        act = g.op(OpKind.SILU, f"{p}.mlp.act", [gate])
+        up = g.linear(f"{p}.mlp.up_proj", src, D, F, bias=bias, split="columns")
         gated = g.op(OpKind.MUL, f"{p}.mlp.gated", [act, up])
-        return linear(f"{p}.mlp.down_proj", gated, F, D, bias)
+        return g.linear(f"{p}.mlp.down_proj", gated, F, D, bias=bias, split="rows")
 
     def experts(p: str, src: str) -> str:
         block, w_gate, w_up, w_down = _MOE_NAMES[config.family]
         E, F = config.num_experts, config.moe_intermediate_size
         flat = g.op(OpKind.RESHAPE, f"{p}.{block}.tokens", [src], shape=(B * S, D))
-        logits = linear(f"{p}.{block}.gate", flat, D, E, False)
+        logits = g.linear(f"{p}.{block}.gate", flat, D, E, bias=False)
+        columns, rows = shard.columns(F), shard.rows(F)
         weights = []
         for e in range(E):
             q = f"{p}.{block}.experts.{e}"
-            weights += [g.param(f"{q}.{w_gate}.weight", (D, F)), g.param(f"{q}.{w_up}.weight", (D, F)),
-                        g.param(f"{q}.{w_down}.weight", (F, D))]
+            weights += [g.param(f"{q}.{w_gate}.weight", (D, F), part=columns),
+                        g.param(f"{q}.{w_up}.weight", (D, F), part=columns),
+                        g.param(f"{q}.{w_down}.weight", (F, D), part=rows)]
         out = g.op(OpKind.MOE, f"{p}.{block}", [flat, logits, *weights],
                    top_k=config.num_experts_per_tok, norm_topk_prob=config.norm_topk_prob)
-        return g.op(OpKind.RESHAPE, f"{p}.{block}.out", [out], shape=(B, S, D))
+        # the router is replicated, so every rank routes alike and sums its experts' columns
+        return g.op(OpKind.RESHAPE, f"{p}.{block}.out", [g.allreduce(out)], shape=(B, S, D))
 
-    for i in range(config.num_hidden_layers):
+    def projection(a: str, which: str, src: str, n_full: int) -> str:
+        """q, k or v of this rank's heads: its columns of the projection of all n_full heads
+        (the query heads of a rank's KV heads are the rank's query heads: both split alike)."""
+        y = g.linear(f"{a}.{which}_proj", src, D, n_full * Dh, bias=config.attention_bias,
+                     split="columns")
+        return heads(a, which, y, shard.split(n_full))
+
+    for i in layers:
         p = f"layers.{i}"
         a = f"{p}.self_attn"
         h = rmsnorm(f"{p}.input_layernorm", x, D)
-        q = heads(a, "q", linear(f"{a}.q_proj", h, D, H * Dh, config.attention_bias), H)
-        k = heads(a, "k", linear(f"{a}.k_proj", h, D, Hkv * Dh, config.attention_bias), Hkv)
-        v = heads(a, "v", linear(f"{a}.v_proj", h, D, Hkv * Dh, config.attention_bias), Hkv)
+        q, k, v = (projection(a, which, h, n) for which, n in (
+            ("q", config.num_attention_heads), ("k", config.num_key_value_heads),
+            ("v", config.num_key_value_heads)))
         if phase.kind == "decode":
             k = g.op(OpKind.KV_APPEND, f"{a}.k_all", [g.input(f"{p}.k_cache", (B, Hkv, L, Dh)), k])
             v = g.op(OpKind.KV_APPEND, f"{a}.v_all", [g.input(f"{p}.v_cache", (B, Hkv, L, Dh)), v])
@@ -284,12 +305,18 @@ def build_graph(config: DecoderConfig, phase: Phase) -> Graph:
             ctx = g.op(OpKind.RESHAPE, f"{a}.context.heads", [ctx], shape=(B, H, S, Dh))
         merged = g.op(OpKind.TRANSPOSE, f"{a}.merge", [ctx], perm=(0, 2, 1, 3))
         flat = g.op(OpKind.RESHAPE, f"{a}.flat", [merged], shape=(B, S, H * Dh))
-        attn = linear(f"{a}.o_proj", flat, H * Dh, D, config.o_proj_bias)
+        attn = g.linear(f"{a}.o_proj", flat, config.num_attention_heads * Dh, D,
+                        bias=config.o_proj_bias, split="rows")
         x = g.op(OpKind.ADD, f"{p}.attn.residual", [x, attn])
         h = rmsnorm(f"{p}.post_attention_layernorm", x, D)
         y = experts(p, h) if config.is_moe_layer(i) else mlp(p, h)
         x = g.op(OpKind.ADD, f"{p}.mlp.residual", [x, y])
+    if layers.stop < config.num_hidden_layers:
+        return g.build_part([x, *outputs])
     final = rmsnorm("norm", x, D)
-    head = embed if config.tie_word_embeddings else g.param("lm_head.weight", (config.vocab_size, D))
+    if not config.tie_word_embeddings:
+        head = g.param("lm_head.weight", (config.vocab_size, D))
+    else:   # a later stage than the embedding's holds its own copy of the tied table
+        head = embed if layers.start == 0 else g.param("embed_tokens.weight", (config.vocab_size, D))
     logits = g.op(OpKind.MATMUL, "lm_head", [final, head], transpose_b=True)
-    return g.build([logits, *outputs])
+    return g.build_part([logits, *outputs])

@@ -14,11 +14,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from compiler.builder import GraphBuilder
 from compiler.ir import DType, Graph, GraphError, OpKind
+from compiler.parallel.shard import PartBuilder, Shard, ShardGraph
 from compiler.phase import Phase
 
-__all__ = ["GPT2Config", "PRESETS", "build_graph"]
+__all__ = ["GPT2Config", "PRESETS", "build_graph", "build_part"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,37 +88,45 @@ PRESETS: dict[str, GPT2Config] = {c.name: c for c in (
 
 def build_graph(config: GPT2Config, phase: Phase) -> Graph:
     """The graph of one pass; inputs `tokens` [B,S] and, for decode, the KV caches."""
+    return build_part(config, phase, Shard()).graph
+
+
+def build_part(config: GPT2Config, phase: Phase, shard: Shard) -> ShardGraph:
+    """One device's graph of a pass (compiler.parallel, docs/parallel.md): its pipeline stage's
+    layers (stage 0 embeds `tokens`, later stages read `hidden` [B,S,D]; the last ends with the
+    LM head, earlier ones output the hidden state) and its tensor-parallel rank's heads and MLP
+    columns. Shard() gives the whole model, exactly as on one device."""
     if phase.total_len > config.n_positions:
         raise GraphError(f"{config.name}: {phase.total_len} positions exceed the context "
                          f"of {config.n_positions}")
     B, S, L, D = phase.batch, phase.seq, phase.kv, config.n_embd
-    H, Dh, M = config.n_head, config.head_dim, config.mlp_dim
-    g = GraphBuilder(f"{config.name}-{phase.kind}")
-    tokens = g.input("tokens", (B, S), DType.int32)
-    wte = g.param("wte.weight", (config.vocab_size, D))
-    wpe = g.param("wpe.weight", (config.n_positions, D))
-    tok = g.op(OpKind.EMBEDDING, "embed.tokens", [wte, tokens])
-    pos = g.op(OpKind.SLICE, "embed.positions", [wpe], axis=0, start=L, stop=L + S)
-    x = g.op(OpKind.ADD, "embed", [tok, pos])
+    H, Dh, M = shard.split(config.n_head), config.head_dim, config.mlp_dim
+    layers = shard.layers(config.n_layer)
+    g = PartBuilder(f"{config.name}-{phase.kind}", shard)
+    if layers.start == 0:
+        tokens = g.input("tokens", (B, S), DType.int32)
+        wte = g.param("wte.weight", (config.vocab_size, D))
+        wpe = g.param("wpe.weight", (config.n_positions, D))
+        tok = g.op(OpKind.EMBEDDING, "embed.tokens", [wte, tokens])
+        pos = g.op(OpKind.SLICE, "embed.positions", [wpe], axis=0, start=L, stop=L + S)
+        x = g.op(OpKind.ADD, "embed", [tok, pos])
+    else:
+        x = g.input("hidden", (B, S, D))
     outputs = []
 
     def layernorm(name: str, src: str) -> str:
         gain, bias = g.param(f"{name}.weight", (D,)), g.param(f"{name}.bias", (D,))
         return g.op(OpKind.LAYERNORM, name, [src, gain, bias], eps=config.layer_norm_epsilon)
 
-    def linear(name: str, src: str, n_in: int, n_out: int) -> str:
-        w, b = g.param(f"{name}.weight", (n_in, n_out)), g.param(f"{name}.bias", (n_out,))
-        return g.op(OpKind.LINEAR, name, [src, w, b])
-
     def heads(name: str, src: str, part: int) -> str:
-        piece = g.op(OpKind.SLICE, f"{name}", [src], axis=2, start=part * D, stop=(part + 1) * D)
+        piece = g.op(OpKind.SLICE, f"{name}", [src], axis=2, start=part * H * Dh, stop=(part + 1) * H * Dh)
         split = g.op(OpKind.RESHAPE, f"{name}.split", [piece], shape=(B, S, H, Dh))
         return g.op(OpKind.TRANSPOSE, f"{name}.heads", [split], perm=(0, 2, 1, 3))
 
-    for i in range(config.n_layer):
+    for i in layers:
         p = f"h.{i}"
         ln1 = layernorm(f"{p}.ln_1", x)
-        qkv = linear(f"{p}.attn.c_attn", ln1, D, 3 * D)
+        qkv = g.linear(f"{p}.attn.c_attn", ln1, D, 3 * D, bias=True, split="columns", blocks=3)
         q, k, v = (heads(f"{p}.attn.{n}", qkv, j) for j, n in enumerate("qkv"))
         if phase.kind == "decode":
             k_cache = g.input(f"{p}.k_cache", (B, H, L, Dh))
@@ -131,12 +139,20 @@ def build_graph(config: GPT2Config, phase: Phase) -> Graph:
                      scale=config.attention_scale(i), causal=True)
         ctx = g.op(OpKind.MATMUL, f"{p}.attn.context", [probs, v])
         merged = g.op(OpKind.TRANSPOSE, f"{p}.attn.merge", [ctx], perm=(0, 2, 1, 3))
-        flat = g.op(OpKind.RESHAPE, f"{p}.attn.flat", [merged], shape=(B, S, D))
-        x = g.op(OpKind.ADD, f"{p}.attn.residual", [x, linear(f"{p}.attn.c_proj", flat, D, D)])
+        flat = g.op(OpKind.RESHAPE, f"{p}.attn.flat", [merged], shape=(B, S, H * Dh))
+        attn = g.linear(f"{p}.attn.c_proj", flat, D, D, bias=True, split="rows")
+        x = g.op(OpKind.ADD, f"{p}.attn.residual", [x, attn])
         ln2 = layernorm(f"{p}.ln_2", x)
-        act = g.op(OpKind.GELU, f"{p}.mlp.act", [linear(f"{p}.mlp.c_fc", ln2, D, M)])
-        x = g.op(OpKind.ADD, f"{p}.mlp.residual", [x, linear(f"{p}.mlp.c_proj", act, M, D)])
+        fc = g.linear(f"{p}.mlp.c_fc", ln2, D, M, bias=True, split="columns")
+        act = g.op(OpKind.GELU, f"{p}.mlp.act", [fc])
+        x = g.op(OpKind.ADD, f"{p}.mlp.residual",
+                 [x, g.linear(f"{p}.mlp.c_proj", act, M, D, bias=True, split="rows")])
+    if layers.stop < config.n_layer:
+        return g.build_part([x, *outputs])
     final = layernorm("ln_f", x)
-    head = wte if config.tie_word_embeddings else g.param("lm_head.weight", (config.vocab_size, D))
+    if not config.tie_word_embeddings:
+        head = g.param("lm_head.weight", (config.vocab_size, D))
+    else:   # a later stage than the embedding's holds its own copy of the tied table
+        head = wte if layers.start == 0 else g.param("wte.weight", (config.vocab_size, D))
     logits = g.op(OpKind.MATMUL, "lm_head", [final, head], transpose_b=True)
-    return g.build([logits, *outputs])
+    return g.build_part([logits, *outputs])

@@ -6,7 +6,8 @@ append's result buffer, so an append writes only the new rows. When a reshape ca
 its input (merging axes a transpose made non-adjacent, as GPT-2's head merge does), the
 chain is re-rooted: the reshape's result gets the contiguous buffer and the producing op
 writes straight into the matching strided view of it — no copy. Likewise an op whose only use
-is a concat writes straight into its slice of the concat's buffer.
+is a concat writes straight into its slice of the concat's buffer. An all-reduce works in
+place: its result is its input's view.
 """
 from __future__ import annotations
 
@@ -173,7 +174,9 @@ def plan_storage(graph: Graph, dtype: DType, precise: frozenset[str] = frozenset
         if op.name in views or op.name in caches:     # a cache gets its view at its append
             continue
         role = "output" if op.name in outputs else {OpKind.PARAM: "param", OpKind.INPUT: "input"}.get(op.kind, "temp")
-        if op.kind.is_layout:
+        if op.kind is OpKind.ALLREDUCE:               # in place: the ranks' partial sums are
+            views[op.name] = views[op.inputs[0]]      # reduced where they lie
+        elif op.kind.is_layout:
             view = _apply(op, views[op.inputs[0]])
             if view is None:
                 raise GraphError(f"op '{op.name}' ({op.kind.value}): its layout is not a view of "

@@ -24,7 +24,9 @@ from compiler.targets.emit import Emitter, Matrix, symbol_name, view_batches, vi
 from compiler.targets.layers import layer_key, sweep_layers
 from compiler.targets.vector import VectorLowering
 
-__all__ = ["Lowered", "TargetLowering", "GemmLowering", "lower_op", "HANDLERS"]
+LINK_QUEUE = "link0"          # a device's port to the others (isa: unit link; sim/multi.py)
+
+__all__ = ["Lowered", "TargetLowering", "GemmLowering", "lower_op", "HANDLERS", "LINK_QUEUE"]
 
 # compute op kind -> the TargetLowering method that lowers it (one per kind, none forgotten)
 HANDLERS = {kind: f"op_{kind.value}" for kind in OpKind
@@ -158,6 +160,25 @@ class TargetLowering(abc.ABC):
     def op_concat(self, op: Op) -> None:
         self.vector.concat(op)
 
+    def op_allreduce(self, op: Op, reader: str, writer: str) -> None:
+        """The tensor-parallel ranks' partial sums, summed in place by the link queue (`coll`,
+        sim/multi.py): it starts once `reader` has seen the partial sum stored (lower_op made
+        it wait) and `writer` waits for it, so the store token that `lower_op` then counts on
+        `writer` stands for the reduced value. Every target: values live in memory spaces."""
+        em, view = self.em, self.plan.views[op.inputs[0]]
+        m = self.matrix(view)
+        if m.rows > 1 and m.stride != m.cols:
+            raise CompileError(f"op '{op.name}': all-reduces a strided view of "
+                               f"'{op.inputs[0]}'; it needs a dense buffer")
+        dtype = self.plan.buffers[view.buffer].dtype
+        go, done = em.semaphore(), em.semaphore()
+        em.emit(reader, "signal", sem=go)
+        em.emit(LINK_QUEUE, "wait", sem=go)
+        em.emit(LINK_QUEUE, "coll", kind="all_reduce", dtype=dtype, buf=em.dram(m),
+                bytes=m.rows * m.cols * dtype.itemsize, ranks=op.attr("ranks"), stride=1)
+        em.emit(LINK_QUEUE, "signal", sem=done)
+        em.emit(writer, "wait", sem=done)
+
 
 class GemmLowering(TargetLowering):
     """A target whose linears and matmuls are all tiled GEMMs on dense matrices in memory:
@@ -216,7 +237,10 @@ def lower_op(low: TargetLowering, op: Op, reader: str, writer: str) -> None:
                            "(compiler.passes.routing.route_graph)")
     if handler is None:
         raise CompileError(f"op '{op.name}': op kind '{op.kind.value}' has no lowering (not a compute op)")
-    getattr(low, handler)(op)
+    if op.kind is OpKind.ALLREDUCE:
+        low.op_allreduce(op, reader, writer)
+    else:
+        getattr(low, handler)(op)
     produced = symbol_name(plan.views[op.name].buffer)
     if produced in em.addresses:
         em.stored(writer, produced)

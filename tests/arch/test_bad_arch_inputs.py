@@ -113,6 +113,8 @@ def preset_copy(tmp_path, preset: str, old: str, new: str) -> str:
     ("sn40l", "dataflow", "hbm_bw_gbps = 1600.0", "hbm_bw_gbps = inf", r"field 'hbm_bw_gbps' must be .*, got inf"),
     ("gpu-h100-sxm", "systolic", "peak_tflops_fp16 = 989.4", "peak_tflops_fp16 = inf",
      r"field 'peak_tflops_fp16' must be a number above 0 and at most 100000 TFLOP/s, got inf"),
+    ("gpu-h100-sxm", "systolic", 'link = "nvlink4-h100"', 'link = "nvlink9"',
+     r"field 'link' must be a link preset \(cxl-cent, .*\), got 'nvlink9'"),
 ])
 def test_a_bad_file_field_names_the_file(tmp_path, capsys, preset, target, old, new, message):
     path = preset_copy(tmp_path, preset, old, new)

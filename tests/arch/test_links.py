@@ -13,8 +13,8 @@ from arch import ArchError, load_arch, preset_names
 from arch.limits import LIMITS
 from arch.links import LINK_DIR, LinkArch, link_names, load_link
 
-PRESETS = ("cxl-cent", "nvlink3-a100", "nvlink4-h100", "pcie4-x16", "pcie5-x16", "sn40l-rdn",
-           "tpu-v4-ici")
+PRESETS = ("cxl-cent", "nvlink2-v100", "nvlink3-a100", "nvlink4-h100", "pcie3-x16", "pcie4-x16",
+           "pcie5-x16", "sn40l-rdn", "tpu-v4-ici")
 
 
 def test_every_preset_loads_under_its_own_name():
