@@ -16,9 +16,11 @@ from arch.gpu import GpuArch
 from compiler.ir import Graph
 from sim.gpu import calibrate, gpu_baseline, load_calibration
 from sim.result import GpuComparison, SimResult
-from tessel.gpu_kernels import HALF_BYTES, graph_kernels
+from arch.links import load_link
+from sim.collectives import collective_cost
+from tessel.gpu_kernels import HALF_BYTES, graph_kernels, rank_work
 
-__all__ = ["GPU_PRESETS", "compare_gpus", "parse_gpus", "resident_bytes"]
+__all__ = ["GPU_PRESETS", "compare_gpus", "compare_gpus_on_plan", "parse_gpus", "resident_bytes"]
 
 GPU_PRESETS = ("gpu-t4", "gpu-v100", "gpu-a100-40gb", "gpu-a100-80gb", "gpu-rtx-a6000",
                "gpu-h100-sxm", "gpu-h200")
@@ -68,6 +70,32 @@ def compare_gpus(graph: Graph, result: SimResult, gpus: Sequence[str], mode: str
             mode=mode, time_s=base.time_s, energy_j=base.energy_j, avg_power_w=base.avg_power_w,
             speedup=base.time_s / result.time_s if result.time_s else None,
             energy_efficiency=base.energy_j / result.energy_j if result.energy_j else None,
+            memory_note=_memory_note(gpu, resident))
+    return table
+
+
+def compare_gpus_on_plan(parts: Sequence[Graph], devices: int, time_s: float, energy_j: float,
+                         gpus: Sequence[str], mode: str = "graph") -> dict[str, GpuComparison]:
+    """A tensor-parallel plan on a node of each GPU: each rank runs its own graph's kernels
+    (the ranks' work is alike: rank 0's are priced) and every all-reduce as NCCL does on the
+    GPU's link (`GpuArch.link`, sim/collectives.py), in the stream after the kernels before it
+    (no overlap, as in a plain Megatron forward). Energy: every GPU's kernels, its idle power
+    while the all-reduces run, and the bits on the links. `time_s`/`energy_j`: the node's."""
+    table = {}
+    kernels, collectives = rank_work(parts[0])
+    resident = max(resident_bytes(p) for p in parts)
+    for name in gpus:
+        gpu = load_arch(name)
+        link = load_link(gpu.link)
+        base = gpu_baseline(kernels, gpu, mode)
+        costs = [collective_cost(link, "all_reduce", nbytes, ranks) for nbytes, ranks in collectives]
+        comm_s = sum(c.seconds for c in costs)
+        total_s = base.time_s + comm_s
+        total_j = devices * (base.energy_j + gpu.idle_w * comm_s) + sum(c.energy_j for c in costs)
+        table[gpu.name] = GpuComparison(
+            mode=mode, time_s=total_s, energy_j=total_j, avg_power_w=total_j / total_s / devices,
+            speedup=total_s / time_s if time_s else None,
+            energy_efficiency=total_j / energy_j if energy_j else None,
             memory_note=_memory_note(gpu, resident))
     return table
 

@@ -144,6 +144,34 @@ def _target_args(p: argparse.ArgumentParser) -> None:
                    help="operand and storage type (default: the architecture's)")
 
 
+def _plan_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--devices", type=_positive, help="devices of a parallel plan (docs/parallel.md)")
+    p.add_argument("--tp", type=_positive, help="tensor-parallel ranks (default: --devices / --pp)")
+    p.add_argument("--pp", type=_positive, help="pipeline stages (default 1)")
+    p.add_argument("--ep", type=_positive, help="expert-parallel ranks (default 1)")
+    p.add_argument("--link", metavar="PRESET|FILE.toml",
+                   help="how the devices are joined (default: the target's, docs/links.md)")
+    p.add_argument("--set-link", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one field of the link")
+
+
+def _plan(args: argparse.Namespace, model: Model):
+    """The parallel plan the flags ask for, or None for one device."""
+    from compiler.parallel.plan import make_plan
+    if args.devices is None:
+        given = [f"--{n.replace('_', '-')}" for n in ("tp", "pp", "ep", "link")
+                 if getattr(args, n) is not None] + (["--set-link"] if args.set_link else [])
+        if given:
+            raise UsageError(f"{' '.join(given)}: only with --devices N")
+        return None
+    if model.config is None:
+        raise UsageError(f"--devices: '{model.name}' is a .graph file; a parallel plan needs a "
+                         "model config")
+    pp = args.pp or 1
+    tp = args.tp or max(1, args.devices // pp)
+    return make_plan(model.config, args.devices, tp=tp, pp=pp, ep=args.ep or 1)
+
+
 def _routing_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--routing", metavar="POLICY",
                    help="mixture-of-experts models, timing only: which experts each token uses. "
@@ -224,7 +252,7 @@ def _dtype(args: argparse.Namespace) -> isa.DType | None:
 
 # `tessel sim` options that only a model run reads (their defaults are None to tell).
 _MODEL_ONLY = ("target", "phase", "seq", "kv", "batch", "dtype", "tokens", "logits", "gpu",
-               "gpu_mode", "gpu_calibration", "routing")
+               "gpu_mode", "gpu_calibration", "routing", "devices", "tp", "pp", "ep", "link")
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -261,6 +289,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
                                gpu_calibration=Path(args.gpu_calibration) if args.gpu_calibration else None,
                                routing=args.routing)
         functional = request.numerics
+        plan = _plan(args, model)
+        if plan is not None:
+            return _sim_node(args, request, plan, progress)
         outcome = run(request, progress=progress)
         result = outcome.result
         if args.logits:
@@ -272,6 +303,25 @@ def cmd_sim(args: argparse.Namespace) -> int:
         result = replace(result, sim_peak_rss_bytes=peak_rss_bytes())
         atomic_write(Path(args.json), json.dumps(result.to_json(), indent=1).encode())
     print(render_result(result, title))
+    return 0
+
+
+def _sim_node(args: argparse.Namespace, request, plan, progress: Progress) -> int:
+    """`tessel sim --devices N`: the plan's devices on one node (tessel/node.py)."""
+    from arch.links import load_link
+    from tessel.node import render_node, run_node
+    if args.logits:
+        raise UsageError("--logits: not with --devices (the node report gives the logits' error)")
+    link = load_link(args.link or target(request.target).default_link, args.set_link)
+    outcome = run_node(request, plan, link, progress=progress)
+    phase = request.phase
+    title = (f"tessel sim: {request.model.name}, {phase}, on {plan.devices} x {request.arch.name}"
+             + ("" if request.numerics else " (timing only)"))
+    if args.json:
+        atomic_write(Path(args.json), json.dumps({**outcome.to_json(),
+                                                  "sim_peak_rss_bytes": peak_rss_bytes()},
+                                                 indent=1).encode())
+    print(render_node(outcome, title))
     return 0
 
 
@@ -412,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-calibration", metavar="FILE.json",
                    help="a measurement from baselines/measure_gpu.py: adds a calibrated row")
     _routing_arg(p)
+    _plan_args(p)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--no-functional", action="store_true", help="timing only, no numerics")
     mode.add_argument("--functional", action="store_true",

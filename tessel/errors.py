@@ -8,6 +8,7 @@ from compiler.ir import GraphError
 from compiler.targets import CompileError
 from sim.engine import EngineError
 from sim.functional import FunctionalError
+from sim.collectives import CollectiveError
 from sim.gpu import CalibrationError
 from tessel.budget import MemoryBudgetError
 from tessel.files import OutputError
@@ -23,4 +24,4 @@ class UsageError(ValueError):
 USER_ERRORS: tuple[type[Exception], ...] = (UsageError, GraphError, isa.IsaError, ArchError,
                                             CompileError, EngineError, FunctionalError,
                                             CalibrationError, SweepError, OutputError,
-                                            MemoryBudgetError)
+                                            MemoryBudgetError, CollectiveError)

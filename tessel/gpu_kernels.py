@@ -27,7 +27,7 @@ from compiler.ir import DType, Graph, GraphError, OpKind
 from compiler.phase import Phase, decode, prefill
 from sim.gpu import CalibrationPoint, Kernel, gpu_baseline, kernel_time
 
-__all__ = ["graph_kernels", "model_kernels", "pass_cost", "generation", "Generation",
+__all__ = ["graph_kernels", "rank_work", "model_kernels", "pass_cost", "generation", "Generation",
            "predict", "MODELS", "GEMV_MAX_M", "HALF_BYTES"]
 
 HALF_BYTES = 2          # fp16 / bf16 element
@@ -77,12 +77,28 @@ def _kernel(op: OpCost) -> Kernel | None:
     if op.kind in _VIEWS:
         return None
     raise GraphError(f"op '{op.name}' ({op.kind}): the GPU baseline has no kernel for it"
-                     + (" (route the graph first: compiler.passes.routing)" if op.kind == "moe" else ""))
+                     + (" (route the graph first: compiler.passes.routing)" if op.kind == "moe"
+                        else " (a device of a parallel plan: tessel.baselines.compare_gpus_on_plan)"
+                        if op.kind == "allreduce" else ""))
 
 
 def graph_kernels(graph: Graph) -> list[Kernel]:
     """The kernels a GPU launches for one pass of `graph`, in execution order."""
     return [k for k in map(_kernel, graph_cost(graph).ops) if k is not None]
+
+
+def rank_work(graph: Graph) -> tuple[list[Kernel], list[tuple[int, int]]]:
+    """One device's graph of a parallel plan: its kernels, and its all-reduces as (bytes in
+    fp16, ranks), which NCCL runs (priced on the GPU's link by sim/collectives.py)."""
+    kernels, collectives = [], []
+    for op in graph_cost(graph).ops:
+        if op.kind == OpKind.ALLREDUCE.value:
+            collectives.append((math.prod(op.output) * HALF_BYTES, graph[op.name].attr("ranks")))
+        else:
+            kernel = _kernel(op)
+            if kernel is not None:
+                kernels.append(kernel)
+    return kernels, collectives
 
 
 def _one_block(config: ModelConfig) -> tuple[ModelConfig, str]:

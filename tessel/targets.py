@@ -34,6 +34,7 @@ class Target:
     pipeline: Pipeline                            # its compiler steps (compiler/targets/<name>/)
     machine: type[Machine]                        # timing, energy, numerics (sim/machines/<name>/)
     report_rows: Callable[[SimResult], list[str]]  # its own lines in the text report
+    default_link: str                             # arch/configs/links/<preset>.toml: several devices
 
     def load_arch(self, spec: str | None = None, overrides: Sequence[str] = ()) -> TargetArch:
         """The given preset or .toml file (default: the target's preset), with overrides."""
@@ -68,9 +69,12 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
-    Target("systolic", SystolicArch, "systolic-128", systolic.PIPELINE, SystolicMachine, no_rows),
-    Target("pim", PimArch, "pim-gpt", pim.PIPELINE, PimMachine, pim_rows),
-    Target("dataflow", DataflowArch, "sn40l", dataflow.PIPELINE, DataflowMachine, dataflow_rows),
+    # a TPU-style pod slice, CENT's CXL fabric of PIM devices, SN40L's sockets (docs/links.md)
+    Target("systolic", SystolicArch, "systolic-128", systolic.PIPELINE, SystolicMachine, no_rows,
+           "tpu-v4-ici"),
+    Target("pim", PimArch, "pim-gpt", pim.PIPELINE, PimMachine, pim_rows, "cxl-cent"),
+    Target("dataflow", DataflowArch, "sn40l", dataflow.PIPELINE, DataflowMachine, dataflow_rows,
+           "sn40l-rdn"),
 )}
 
 

@@ -1,0 +1,165 @@
+"""A run request on several devices: the plan's device graphs compiled for the target, simulated
+together on the node's link (sim/multi.py), reported per device and for the node, beside a GPU
+node running the same plan.
+
+Tensor parallelism runs on every target. Pipeline stages are built and checked by the reference
+(compiler/parallel) but their hand-off (send/recv) is not lowered yet, so a plan with pp > 1 is
+refused here; so is expert parallelism (docs/parallel.md).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from arch.links import LinkArch
+from compiler.parallel.partition import device_graphs
+from compiler.parallel.plan import ParallelPlan, PlanError
+from compiler.parallel.reference import decode_feeds, prefill_feeds
+from compiler.reference import execute
+from compiler.targets.data import read_value
+from isa.bulk import no_gc
+from sim.multi import NodeResult, simulate_node
+from sim.result import GpuComparison
+from tessel.baselines import compare_gpus_on_plan
+from tessel.budget import out_of_memory_is_an_error
+from tessel.driver import compile_model_graph, model_feeds
+from tessel.progress import QUIET, Progress
+from tessel.request import RunRequest
+from tessel.table import render_table, si
+from tessel.targets import target
+
+__all__ = ["NodeRun", "run_node", "render_node"]
+
+
+@dataclass(frozen=True)
+class NodeRun:
+    """A node's simulation and what the report adds to it."""
+
+    plan: ParallelPlan
+    link: LinkArch
+    target: str
+    arch_name: str
+    node: NodeResult
+    tokens: int                            # tokens the pass processes (prefill: the prompt)
+    gpu: dict[str, GpuComparison]
+    logits_rel_error: float | None = None
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.node.time_s if self.node.cycles else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        n = self.node
+        devices = []
+        for d, r in enumerate(n.devices):
+            row = r.to_json()
+            row.update(link_busy_cycles=n.link_busy_cycles[d], link_bytes=n.link_bytes[d],
+                       exposed_comm_cycles=n.exposed_cycles[d])
+            devices.append(row)
+        return {"plan": dataclasses.asdict(self.plan), "link": dataclasses.asdict(self.link),
+                "target": self.target, "arch_name": self.arch_name, "cycles": n.cycles,
+                "clock_hz": n.clock_hz, "time_s": n.time_s, "energy_j": n.energy_j,
+                "tokens": self.tokens, "tokens_per_s": self.tokens_per_s,
+                "collectives": [dict(kind=c.kind, members=list(c.members), bytes=c.nbytes,
+                                     cycles=c.cycles, algorithm=c.algorithm)
+                                for c in n.collectives],
+                "logits_rel_error": self.logits_rel_error,
+                "gpu": {k: g.to_json() for k, g in self.gpu.items()}, "devices": devices}
+
+
+def run_node(request: RunRequest, plan: ParallelPlan, link: LinkArch, *,
+             progress: Progress = QUIET) -> NodeRun:
+    """Compile each device's graph (devices whose graphs are alike share one program when
+    timing only), simulate the node, and compare its logits (numerics) with one device's
+    reference."""
+    if plan.pp > 1:
+        raise PlanError(f"--pp {plan.pp}: pipeline stages are checked by the reference but not yet "
+                        "simulated on the accelerators (their send/recv is not lowered)")
+    model, phase = request.model, request.phase
+    if phase is None:
+        raise PlanError(f"'{model.name}' is a .graph file: a parallel plan needs a model config")
+    parts = device_graphs(model.config, plan, phase)
+    with no_gc(), out_of_memory_is_an_error():
+        feeds = reference = None
+        if request.numerics:
+            feeds, reference = _numeric_inputs(request, plan)
+        programs, lowered = [], []
+        with progress.phase(f"{request.target}: compile {plan.devices} devices", plan.devices,
+                            "device") as bar:
+            for d, part in enumerate(parts):
+                same = next((k for k in range(d) if feeds is None
+                             and parts[k].graph.ops == part.graph.ops), None)
+                low = lowered[same] if same is not None else compile_model_graph(
+                    model, part.graph, request.target, request.arch, request.dtype,
+                    None if feeds is None else feeds[d],
+                    None if feeds is None else part.weights(model.weights))
+                lowered.append(low)
+                programs.append(low.program)
+                if bar is not None:
+                    bar(f"device {d}", d + 1)
+        where = target(request.target)
+        machines = [where.machine(request.arch) for _ in parts]
+        node = simulate_node(programs, machines, link, functional=request.numerics)
+    error = None
+    if reference is not None:
+        last, low = parts[0], lowered[0]
+        logits = read_value(lambda s: node.memories[0].read_symbol(low.program, s), low.plan,
+                            last.graph.outputs[0])[0]
+        error = float(np.abs(logits - reference).max() / np.abs(reference).max())
+    gpus = compare_gpus_on_plan([p.graph for p in parts], plan.devices, node.time_s,
+                                node.energy_j, request.gpus, request.gpu_mode)
+    return NodeRun(plan, link, request.target, request.arch.name, node,
+                   phase.batch * phase.seq, gpus, error)
+
+
+def _numeric_inputs(request: RunRequest, plan: ParallelPlan):
+    """Each device's feeds, and one device's reference logits for the same tokens."""
+    model, phase = request.model, request.phase
+    tokens = list(request.tokens)
+    if phase.kind == "prefill":
+        feeds = prefill_feeds(plan, np.asarray(tokens))
+    else:
+        feeds = decode_feeds(model, plan, tokens)
+    graph = model.graph(phase)
+    reference = execute(graph, model.weights, model_feeds(model, phase, tokens))[graph.outputs[0]][0]
+    return feeds, reference
+
+
+def render_node(run: NodeRun, title: str) -> str:
+    """The node's figures, then one row per device, then the GPU node."""
+    n, plan = run.node, run.plan
+    comm = max(n.link_busy_cycles, default=0)
+    exposed = max(n.exposed_cycles, default=0)
+    summary = [
+        ("devices", f"{plan.devices}", f"tp {plan.tp} x pp {plan.pp}, link {run.link.name} "
+                                       f"({run.link.topology})"),
+        ("time", f"{n.time_s * 1e3:.4g} ms", f"{n.cycles:,} cycles at {n.clock_hz / 1e6:g} MHz"),
+        ("tokens/s", f"{run.tokens_per_s:,.1f}", f"{run.tokens} tokens in the pass"),
+        ("energy", si(n.energy_j, "J"), f"all devices; links {si(sum(r.energy_breakdown_j['link'] for r in n.devices), 'J')}"),
+        ("communication", f"{comm / n.cycles:.1%}" if n.cycles else "0", f"{comm:,} link-busy cycles "
+                                                                          f"on the busiest device"),
+        ("exposed", f"{exposed / n.cycles:.1%}" if n.cycles else "0",
+         f"{exposed:,} cycles with the link busy and nothing else"),
+        ("collectives", f"{len(n.collectives)}", ", ".join(sorted({f'{c.kind} ({c.algorithm})' for c in n.collectives}))),
+    ]
+    if run.logits_rel_error is not None:
+        summary.append(("logits vs reference", f"{run.logits_rel_error:.2e}",
+                        "max |sim - ref| / max |ref|, one device's reference"))
+    lines = [title, f"architecture: {run.arch_name} x {plan.devices} ({run.target})", "",
+             render_table(("metric", "value", "detail"), summary), ""]
+    rows = [(str(d), f"{r.cycles:,}", si(r.energy_j, "J"), f"{r.mac_utilization:.1%}",
+             f"{n.link_busy_cycles[d]:,}", f"{n.exposed_cycles[d]:,}", f"{n.link_bytes[d]:,}")
+            for d, r in enumerate(n.devices)]
+    lines.append(render_table(("device", "cycles", "energy", "MAC util.", "link busy", "exposed",
+                               "bytes sent"), rows))
+    if run.gpu:
+        lines += ["", f"GPU nodes ({plan.devices} GPUs, the same plan in fp16; ratios are GPU / "
+                      f"{run.arch_name} x {plan.devices})"]
+        lines.append(render_table(("gpu", "time", "energy", "power/GPU", "speedup", "energy eff."),
+                                  [(k, f"{g.time_s * 1e3:.4g} ms", si(g.energy_j, "J"),
+                                    f"{g.avg_power_w:.0f} W", f"{g.speedup:.3g}x",
+                                    f"{g.energy_efficiency:.3g}x") for k, g in run.gpu.items()]))
+    return "\n".join(lines)
