@@ -114,6 +114,9 @@ class DataflowLowering(GemmLowering, Tracked):
 
     def call(self, call: Call) -> None:
         em, first = self.em, call.sections[0]
+        if len(first.ops) == 1 and self.graph[first.ops[0]].kind is OpKind.ALLREDUCE:
+            self._allreduce(self.graph[first.ops[0]])
+            return
         config = self._configs.setdefault(first.config, len(self._configs))
         stages = len(first.ops)
         resident = max(self.placement.internal_peak_bytes.get(self.placement.section_of[s.ops[0]], 0)
@@ -131,6 +134,13 @@ class DataflowLowering(GemmLowering, Tracked):
             em.emit(q, "signal", sem=self._done)
         for _ in self.body_queues:
             em.emit("ctl0", "wait", sem=self._done)
+
+    def _allreduce(self, op: Op) -> None:
+        """Between calls: the call before has stored the partial sum (ctl0 waited for its body),
+        the link reduces it in place, and the next call starts after (ctl0 waits for it)."""
+        em = self.em
+        em.begin_op(op.name)
+        self.op_allreduce(op, "ctl0", "ctl0")
 
     def section(self, section) -> None:
         """A section's ops, a fused attention chain as one kernel."""

@@ -13,7 +13,9 @@ PMUs, and only the section's inputs and outputs cross HBM. Three kernel granular
 Capacity: a section holds at most `pcus` stages (and at most the 255 df.section encodes), and
 the values written inside it (an upper bound on what stays in PMUs) fit the SRAM left after the
 staging rings; a single value larger than that space is not counted, as placement puts it in
-HBM. A gather of a value the section computes starts a new one (`_gathers_written`).
+HBM. A gather of a value the section computes starts a new one (`_gathers_written`). An
+all-reduce of tensor-parallel partial sums is a call of its own (the link runs it between calls,
+compiler/targets/dataflow/lowering.py), since the ops after it need the reduced value.
 """
 from __future__ import annotations
 
@@ -138,6 +140,11 @@ def _split(plan: StoragePlan, group: str, members: list[Op], pcus: int, budget: 
     out, current, used, written = [], [], 0, set()
     stages = min(pcus, STAGES_MAX)
     for op in members:
+        if op.kind is OpKind.ALLREDUCE:          # a call of its own: the ops after it wait for
+            out += [current] if current else []  # the reduced value (docs/parallel.md)
+            out.append([op])
+            current, used, written = [], 0, set()
+            continue
         need = 0 if op.name in unwritten else _written_bytes(plan, op)
         need = need if need <= budget else 0       # larger than the PMUs: it will live in HBM
         if current and op.name not in inner and (len(current) >= stages or used + need > budget
@@ -147,7 +154,7 @@ def _split(plan: StoragePlan, group: str, members: list[Op], pcus: int, budget: 
         current.append(op)
         used += need
         written.add(plan.views[op.name].buffer)
-    out.append(current)
+    out += [current] if current else []
     parts = len(out)
     return [Section(tuple(o.name for o in part),
                     template_of(part[0].name) + (f" ({i + 1}/{parts})" if parts > 1 else ""),
