@@ -69,7 +69,8 @@ class Collective:
 class NodeResult:
     """Per device its own report over the node's whole run (a device that waits still burns its
     static power), the collectives, and each device's communication: link busy cycles, bytes
-    sent and the cycles its link was busy while none of its other queues was (exposed)."""
+    sent, the cycles its link was busy while none of its other queues was (exposed) and the
+    cycles none of its queues was (idle: a pipeline's bubble, waits for other devices)."""
 
     devices: tuple[SimResult, ...]
     cycles: int
@@ -78,6 +79,7 @@ class NodeResult:
     link_busy_cycles: tuple[int, ...]
     link_bytes: tuple[int, ...]
     exposed_cycles: tuple[int, ...]
+    idle_cycles: tuple[int, ...]           # no queue of the device busy: bubble and waits
     memories: tuple[Memory, ...] | None = None
 
     @property
@@ -336,7 +338,7 @@ def simulate_node(programs: Sequence[isa.Program], machines: Sequence[Machine], 
         raise EngineError(_blocked(programs, words, device_of, local_of, error.index),
                           error.index) from None
     cycles = timeline.total_cycles
-    results, busy, sent, exposed = [], [], [], []
+    results, busy, sent, exposed, idle = [], [], [], [], []
     for d, (program, machine, run) in enumerate(zip(programs, machines, runs)):
         mine = np.flatnonzero((device_of == d) & (local_of >= 0))
         own = _device_timeline(timeline, mine, program)
@@ -350,10 +352,14 @@ def simulate_node(programs: Sequence[isa.Program], machines: Sequence[Machine], 
         on_link = own.queue_of == own.queues.index(LINK_QUEUE) if LINK_QUEUE in own.queues else \
             np.zeros(len(own.queue_of), bool)
         busy.append(int((own.end - own.start)[on_link & (own.start >= 0)].sum()))
-        sent.append(sum(c.bytes_per_rank for c in collectives if d in c.members))
+        sent.append(sum((c.nbytes if d == c.members[0] else 0) if c.kind == "send_recv"
+                        else c.bytes_per_rank for c in collectives if d in c.members))
         exposed.append(_exposed(own, on_link))
+        issued = own.start >= 0
+        idle.append(cycles - _measure(_union(own.start[issued], own.end[issued])))
     return NodeResult(tuple(results), cycles, clock, tuple(collectives), tuple(busy), tuple(sent),
-                      tuple(exposed), None if numerics is None else tuple(numerics.memories))
+                      tuple(exposed), tuple(idle),
+                      None if numerics is None else tuple(numerics.memories))
 
 
 def _blocked(programs, words, device_of: np.ndarray, local_of: np.ndarray, w: int) -> str:
@@ -418,7 +424,11 @@ def _exposed(own: Timeline, on_link: np.ndarray) -> int:
         while k < len(other) and other[k][0] < hi:
             both += min(hi, other[k][1]) - max(lo, other[k][0])
             k += 1
-    return sum(hi - lo for lo, hi in link) - both
+    return _measure(link) - both
+
+
+def _measure(intervals: list[tuple[int, int]]) -> int:
+    return sum(hi - lo for lo, hi in intervals)
 
 
 def _union(starts: np.ndarray, ends: np.ndarray) -> list[tuple[int, int]]:

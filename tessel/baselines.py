@@ -17,6 +17,7 @@ from compiler.ir import Graph
 from sim.gpu import calibrate, gpu_baseline, load_calibration
 from sim.result import GpuComparison, SimResult
 from arch.links import load_link
+from compiler.parallel.schedule import pipeline_schedule
 from sim.collectives import collective_cost
 from tessel.gpu_kernels import HALF_BYTES, graph_kernels, rank_work
 
@@ -74,26 +75,41 @@ def compare_gpus(graph: Graph, result: SimResult, gpus: Sequence[str], mode: str
     return table
 
 
-def compare_gpus_on_plan(parts: Sequence[Graph], devices: int, time_s: float, energy_j: float,
-                         gpus: Sequence[str], mode: str = "graph") -> dict[str, GpuComparison]:
-    """A tensor-parallel plan on a node of each GPU: each rank runs its own graph's kernels
-    (the ranks' work is alike: rank 0's are priced) and every all-reduce as NCCL does on the
-    GPU's link (`GpuArch.link`, sim/collectives.py), in the stream after the kernels before it
-    (no overlap, as in a plain Megatron forward). Energy: every GPU's kernels, its idle power
-    while the all-reduces run, and the bits on the links. `time_s`/`energy_j`: the node's."""
+def compare_gpus_on_plan(parts: Sequence[Graph], plan, microbatches: int, time_s: float,
+                         energy_j: float, gpus: Sequence[str], mode: str = "graph"
+                         ) -> dict[str, GpuComparison]:
+    """A parallel plan on a node of each GPU. A stage's ranks run their own graph's kernels
+    (alike: its first rank's are priced) and every all-reduce as NCCL does on the GPU's link
+    (`GpuArch.link`, sim/collectives.py) in the stream after the kernels before it (no overlap,
+    as in a plain Megatron forward); a stage hands its hidden state to the next by a send on
+    the link; micro-batches follow GPipe's forward schedule (compiler/parallel/schedule.py).
+    Energy: every GPU's kernels, idle power whenever it is not computing (collectives, the
+    pipeline bubble), and the bits on the links. `time_s`/`energy_j`: the node's."""
     table = {}
-    kernels, collectives = rank_work(parts[0])
+    stages = [parts[plan.device(s, 0)] for s in range(plan.pp)]
+    work = [rank_work(g) for g in stages]
     resident = max(resident_bytes(p) for p in parts)
     for name in gpus:
         gpu = load_arch(name)
         link = load_link(gpu.link)
-        base = gpu_baseline(kernels, gpu, mode)
-        costs = [collective_cost(link, "all_reduce", nbytes, ranks) for nbytes, ranks in collectives]
-        comm_s = sum(c.seconds for c in costs)
-        total_s = base.time_s + comm_s
-        total_j = devices * (base.energy_j + gpu.idle_w * comm_s) + sum(c.energy_j for c in costs)
+        stage_s, busy_j, link_j = [], 0.0, 0.0
+        for s, (kernels, collectives) in enumerate(work):
+            base = gpu_baseline(kernels, gpu, mode)
+            costs = [collective_cost(link, "all_reduce", nbytes, ranks)
+                     for nbytes, ranks in collectives]
+            if s < plan.pp - 1:
+                hidden = stages[s].outputs[0]
+                costs.append(collective_cost(link, "send_recv",
+                                             stages[s][hidden].type.numel * HALF_BYTES, 2))
+            stage_s.append(base.time_s + sum(c.seconds for c in costs))
+            busy_j += plan.tp * microbatches * base.energy_j
+            link_j += plan.tp * microbatches * sum(c.energy_j for c in costs)
+        busy_s = plan.tp * microbatches * sum(gpu_baseline(k, gpu, mode).time_s for k, _ in work)
+        total_s = float(pipeline_schedule(stage_s, microbatches).makespan_s)
+        total_j = busy_j + link_j + gpu.idle_w * max(0.0, plan.devices * total_s - busy_s)
         table[gpu.name] = GpuComparison(
-            mode=mode, time_s=total_s, energy_j=total_j, avg_power_w=total_j / total_s / devices,
+            mode=mode, time_s=total_s, energy_j=total_j,
+            avg_power_w=total_j / total_s / plan.devices,
             speedup=total_s / time_s if time_s else None,
             energy_efficiency=total_j / energy_j if energy_j else None,
             memory_note=_memory_note(gpu, resident))

@@ -149,6 +149,8 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tp", type=_positive, help="tensor-parallel ranks (default: --devices / --pp)")
     p.add_argument("--pp", type=_positive, help="pipeline stages (default 1)")
     p.add_argument("--ep", type=_positive, help="expert-parallel ranks (default 1)")
+    p.add_argument("--microbatches", type=_positive,
+                   help="pipeline micro-batches the batch is split into (default 1)")
     p.add_argument("--link", metavar="PRESET|FILE.toml",
                    help="how the devices are joined (default: the target's, docs/links.md)")
     p.add_argument("--set-link", action="append", default=[], metavar="KEY=VALUE",
@@ -159,7 +161,7 @@ def _plan(args: argparse.Namespace, model: Model):
     """The parallel plan the flags ask for, or None for one device."""
     from compiler.parallel.plan import make_plan
     if args.devices is None:
-        given = [f"--{n.replace('_', '-')}" for n in ("tp", "pp", "ep", "link")
+        given = [f"--{n.replace('_', '-')}" for n in ("tp", "pp", "ep", "microbatches", "link")
                  if getattr(args, n) is not None] + (["--set-link"] if args.set_link else [])
         if given:
             raise UsageError(f"{' '.join(given)}: only with --devices N")
@@ -252,7 +254,8 @@ def _dtype(args: argparse.Namespace) -> isa.DType | None:
 
 # `tessel sim` options that only a model run reads (their defaults are None to tell).
 _MODEL_ONLY = ("target", "phase", "seq", "kv", "batch", "dtype", "tokens", "logits", "gpu",
-               "gpu_mode", "gpu_calibration", "routing", "devices", "tp", "pp", "ep", "link")
+               "gpu_mode", "gpu_calibration", "routing", "devices", "tp", "pp", "ep", "microbatches",
+               "link")
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -313,7 +316,7 @@ def _sim_node(args: argparse.Namespace, request, plan, progress: Progress) -> in
     if args.logits:
         raise UsageError("--logits: not with --devices (the node report gives the logits' error)")
     link = load_link(args.link or target(request.target).default_link, args.set_link)
-    outcome = run_node(request, plan, link, progress=progress)
+    outcome = run_node(request, plan, link, microbatches=args.microbatches or 1, progress=progress)
     phase = request.phase
     title = (f"tessel sim: {request.model.name}, {phase}, on {plan.devices} x {request.arch.name}"
              + ("" if request.numerics else " (timing only)"))

@@ -2,9 +2,8 @@
 together on the node's link (sim/multi.py), reported per device and for the node, beside a GPU
 node running the same plan.
 
-Tensor parallelism runs on every target. Pipeline stages are built and checked by the reference
-(compiler/parallel) but their hand-off (send/recv) is not lowered yet, so a plan with pp > 1 is
-refused here; so is expert parallelism (docs/parallel.md).
+Tensor parallelism and pipeline stages (with micro-batches) run on every target; expert
+parallelism is refused (docs/parallel.md).
 """
 from __future__ import annotations
 
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from arch.links import LinkArch
+from compiler.parallel.handoff import HIDDEN, stage_program
 from compiler.parallel.partition import device_graphs
 from compiler.parallel.plan import ParallelPlan, PlanError
 from compiler.parallel.reference import decode_feeds, prefill_feeds
@@ -46,6 +46,7 @@ class NodeRun:
     tokens: int                            # tokens the pass processes (prefill: the prompt)
     gpu: dict[str, GpuComparison]
     logits_rel_error: float | None = None
+    microbatches: int = 1
 
     @property
     def tokens_per_s(self) -> float:
@@ -57,9 +58,10 @@ class NodeRun:
         for d, r in enumerate(n.devices):
             row = r.to_json()
             row.update(link_busy_cycles=n.link_busy_cycles[d], link_bytes=n.link_bytes[d],
-                       exposed_comm_cycles=n.exposed_cycles[d])
+                       exposed_comm_cycles=n.exposed_cycles[d], idle_cycles=n.idle_cycles[d])
             devices.append(row)
-        return {"plan": dataclasses.asdict(self.plan), "link": dataclasses.asdict(self.link),
+        return {"plan": dataclasses.asdict(self.plan), "microbatches": self.microbatches,
+                "link": dataclasses.asdict(self.link),
                 "target": self.target, "arch_name": self.arch_name, "cycles": n.cycles,
                 "clock_hz": n.clock_hz, "time_s": n.time_s, "energy_j": n.energy_j,
                 "tokens": self.tokens, "tokens_per_s": self.tokens_per_s,
@@ -70,22 +72,28 @@ class NodeRun:
                 "gpu": {k: g.to_json() for k, g in self.gpu.items()}, "devices": devices}
 
 
-def run_node(request: RunRequest, plan: ParallelPlan, link: LinkArch, *,
+def run_node(request: RunRequest, plan: ParallelPlan, link: LinkArch, *, microbatches: int = 1,
              progress: Progress = QUIET) -> NodeRun:
     """Compile each device's graph (devices whose graphs are alike share one program when
-    timing only), simulate the node, and compare its logits (numerics) with one device's
-    reference."""
-    if plan.pp > 1:
-        raise PlanError(f"--pp {plan.pp}: pipeline stages are checked by the reference but not yet "
-                        "simulated on the accelerators (their send/recv is not lowered)")
+    timing only), wrap pipeline stages in their hand-off for `microbatches` runs
+    (compiler/parallel/handoff.py), simulate the node, and compare its logits (numerics) with
+    one device's reference."""
     model, phase = request.model, request.phase
     if phase is None:
         raise PlanError(f"'{model.name}' is a .graph file: a parallel plan needs a model config")
-    parts = device_graphs(model.config, plan, phase)
+    if phase.batch % microbatches:
+        raise PlanError(f"--microbatches {microbatches}: does not divide --batch {phase.batch}")
+    if microbatches > 1 and request.numerics:
+        raise PlanError(f"--microbatches {microbatches}: numeric runs take one micro-batch "
+                        "(its buffers are reused by the next); add --no-functional")
+    step = dataclasses.replace(phase, batch=phase.batch // microbatches)
+    parts = device_graphs(model.config, plan, step)
     with no_gc(), out_of_memory_is_an_error():
         feeds = reference = None
         if request.numerics:
             feeds, reference = _numeric_inputs(request, plan)
+            feeds = [{**f, **({HIDDEN: np.zeros(part.graph[HIDDEN].type.shape)}   # received
+                              if part.shard.stage else {})} for f, part in zip(feeds, parts)]
         programs, lowered = [], []
         with progress.phase(f"{request.target}: compile {plan.devices} devices", plan.devices,
                             "device") as bar:
@@ -97,7 +105,10 @@ def run_node(request: RunRequest, plan: ParallelPlan, link: LinkArch, *,
                     None if feeds is None else feeds[d],
                     None if feeds is None else part.weights(model.weights))
                 lowered.append(low)
-                programs.append(low.program)
+                stage = part.shard.stage
+                programs.append(programs[same] if same is not None else stage_program(
+                    low, part.graph, plan.tp, first=stage == 0, last=stage == plan.pp - 1,
+                    microbatches=microbatches))
                 if bar is not None:
                     bar(f"device {d}", d + 1)
         where = target(request.target)
@@ -105,14 +116,15 @@ def run_node(request: RunRequest, plan: ParallelPlan, link: LinkArch, *,
         node = simulate_node(programs, machines, link, functional=request.numerics)
     error = None
     if reference is not None:
-        last, low = parts[0], lowered[0]
-        logits = read_value(lambda s: node.memories[0].read_symbol(low.program, s), low.plan,
-                            last.graph.outputs[0])[0]
+        last = plan.device(plan.pp - 1, 0)
+        low = lowered[last]
+        logits = read_value(lambda s: node.memories[last].read_symbol(programs[last], s),
+                            low.plan, parts[last].graph.outputs[0])[0]
         error = float(np.abs(logits - reference).max() / np.abs(reference).max())
-    gpus = compare_gpus_on_plan([p.graph for p in parts], plan.devices, node.time_s,
+    gpus = compare_gpus_on_plan([p.graph for p in parts], plan, microbatches, node.time_s,
                                 node.energy_j, request.gpus, request.gpu_mode)
     return NodeRun(plan, link, request.target, request.arch.name, node,
-                   phase.batch * phase.seq, gpus, error)
+                   phase.batch * phase.seq, gpus, error, microbatches)
 
 
 def _numeric_inputs(request: RunRequest, plan: ParallelPlan):
@@ -134,8 +146,8 @@ def render_node(run: NodeRun, title: str) -> str:
     comm = max(n.link_busy_cycles, default=0)
     exposed = max(n.exposed_cycles, default=0)
     summary = [
-        ("devices", f"{plan.devices}", f"tp {plan.tp} x pp {plan.pp}, link {run.link.name} "
-                                       f"({run.link.topology})"),
+        ("devices", f"{plan.devices}", f"tp {plan.tp} x pp {plan.pp}, {run.microbatches} "
+                                       f"micro-batch(es), link {run.link.name} ({run.link.topology})"),
         ("time", f"{n.time_s * 1e3:.4g} ms", f"{n.cycles:,} cycles at {n.clock_hz / 1e6:g} MHz"),
         ("tokens/s", f"{run.tokens_per_s:,.1f}", f"{run.tokens} tokens in the pass"),
         ("energy", si(n.energy_j, "J"), f"all devices; links {si(sum(r.energy_breakdown_j['link'] for r in n.devices), 'J')}"),
@@ -143,6 +155,8 @@ def render_node(run: NodeRun, title: str) -> str:
                                                                           f"on the busiest device"),
         ("exposed", f"{exposed / n.cycles:.1%}" if n.cycles else "0",
          f"{exposed:,} cycles with the link busy and nothing else"),
+        ("idle", f"{sum(n.idle_cycles) / (n.cycles * len(n.devices)):.1%}" if n.cycles else "0",
+         "device-cycles with no queue busy: the pipeline bubble and waits for other devices"),
         ("collectives", f"{len(n.collectives)}", ", ".join(sorted({f'{c.kind} ({c.algorithm})' for c in n.collectives}))),
     ]
     if run.logits_rel_error is not None:
@@ -150,10 +164,10 @@ def render_node(run: NodeRun, title: str) -> str:
                         "max |sim - ref| / max |ref|, one device's reference"))
     lines = [title, f"architecture: {run.arch_name} x {plan.devices} ({run.target})", "",
              render_table(("metric", "value", "detail"), summary), ""]
-    rows = [(str(d), f"{r.cycles:,}", si(r.energy_j, "J"), f"{r.mac_utilization:.1%}",
+    rows = [(str(d), si(r.energy_j, "J"), f"{r.mac_utilization:.1%}", f"{n.idle_cycles[d]:,}",
              f"{n.link_busy_cycles[d]:,}", f"{n.exposed_cycles[d]:,}", f"{n.link_bytes[d]:,}")
             for d, r in enumerate(n.devices)]
-    lines.append(render_table(("device", "cycles", "energy", "MAC util.", "link busy", "exposed",
+    lines.append(render_table(("device", "energy", "MAC util.", "idle", "link busy", "exposed",
                                "bytes sent"), rows))
     if run.gpu:
         lines += ["", f"GPU nodes ({plan.devices} GPUs, the same plan in fp16; ratios are GPU / "

@@ -157,3 +157,26 @@ def test_pim_devices_keep_their_dram_state_in_a_node():
     comm = math.ceil(collective_cost(LINK, "all_reduce", 4096, 2).seconds * pim.dram_clock_hz - 1e-9)
     assert node.cycles == alone.cycles + comm
     assert node.devices[0].target_report.dram_commands == alone.target_report.dram_commands
+
+
+@pytest.mark.parametrize("stages, microbatches", [(2, 1), (4, 1), (4, 3), (3, 8)])
+def test_a_pipeline_of_equal_stages_has_gpipes_bubble(stages, microbatches):
+    """P stages of equal work T, m micro-batches, hand-offs of no cost: the node takes
+    (m + P - 1) T and its devices idle (P - 1)/(m + P - 1) of the time (reference/parallel.md)."""
+    free = load_link("nvlink4-h100", ["base_latency_us=0", "step_latency_ns=0"])
+    work = "dma0 load dst=sram[0x0] src=dram[0x100] rows=64 row_bytes=4096"
+    programs = []
+    for s in range(stages):
+        lines = []
+        for _ in range(microbatches):
+            if s > 0:
+                lines += [coll("recv", ranks=1, nbytes=0), f"{LINK_QUEUE} signal sem=1", "dma0 wait sem=1"]
+            lines.append(work)
+            if s < stages - 1:
+                lines += ["dma0 signal sem=2", f"{LINK_QUEUE} wait sem=2", coll("send", ranks=1, nbytes=0)]
+        programs.append(program(lines))
+    node = simulate_node(programs, machines(stages), free)
+    t = simulate(program([work]), SystolicMachine(ARCH), functional=False).result.cycles
+    assert node.cycles == (microbatches + stages - 1) * t
+    share = sum(node.idle_cycles) / (stages * node.cycles)
+    assert share == pytest.approx((stages - 1) / (microbatches + stages - 1), abs=1e-12)

@@ -22,20 +22,62 @@ def sim(capsys, tmp_path, *argv: str) -> dict:
     return json.loads(out.read_text())
 
 
+LAYERS = json.loads((FIXTURES / "tiny-qwen3" / "config.json").read_text())["num_hidden_layers"]
+
+
 @pytest.mark.parametrize("target", ["systolic", "pim", "dataflow"])
 @pytest.mark.parametrize("phase", [("--seq", "5"), ("--phase", "decode", "--kv", "4")],
                          ids=["prefill", "decode"])
-def test_tensor_parallel_logits_match_one_device(capsys, tmp_path, target, phase):
+@pytest.mark.parametrize("tp, pp", [(2, 1), (1, 2), (2, 2)], ids=["tp2", "pp2", "tp2xpp2"])
+def test_a_plan_computes_one_devices_logits(capsys, tmp_path, target, phase, tp, pp):
     report = sim(capsys, tmp_path, "--model", LLAMA, "--target", target, *phase,
-                 "--devices", "2", "--tp", "2")
+                 "--devices", str(tp * pp), "--tp", str(tp), "--pp", str(pp))
     assert report["logits_rel_error"] < BF16_TOLERANCE
-    layers = 2 * json.loads((FIXTURES / "tiny-qwen3" / "config.json").read_text())["num_hidden_layers"]
-    assert [c["kind"] for c in report["collectives"]] == ["all_reduce"] * layers
-    assert all(c["members"] == [0, 1] for c in report["collectives"])
-    first, second = report["devices"]
-    assert first["cycles"] == second["cycles"] == report["cycles"]
-    assert first["link_busy_cycles"] == sum(c["cycles"] for c in report["collectives"])
-    assert 0 < first["exposed_comm_cycles"] <= first["link_busy_cycles"]
+    kinds = [c["kind"] for c in report["collectives"]]
+    assert kinds.count("all_reduce") == (2 * LAYERS if tp > 1 else 0)   # 2 a layer, a stage each
+    assert kinds.count("send_recv") == tp * (pp - 1)
+    for c in report["collectives"]:
+        assert c["members"] in ([[s * tp, s * tp + 1] for s in range(pp)] if c["kind"] == "all_reduce"
+                                else [[r, r + tp] for r in range(tp)])
+    for d, device in enumerate(report["devices"]):
+        assert device["cycles"] == report["cycles"]
+        mine = [c["cycles"] for c in report["collectives"] if d in c["members"]]
+        assert device["link_busy_cycles"] == sum(mine)
+        assert 0 <= device["exposed_comm_cycles"] <= device["link_busy_cycles"]
+
+
+def test_pipeline_stages_run_one_after_another_with_the_hand_off_between():
+    """One micro-batch: stage 1 starts when stage 0 has sent its hidden state, so the node
+    takes each stage's own time plus one hand-off (exact on a machine whose timing does not
+    depend on the absolute cycle, unlike PIM's refresh)."""
+    import math
+
+    from arch import load_arch
+    from arch.links import load_link
+    from compiler.frontend import load_model
+    from compiler.parallel.handoff import stage_program
+    from compiler.parallel.partition import device_graphs
+    from compiler.parallel.plan import make_plan
+    from compiler.phase import prefill
+    from sim.collectives import collective_cost
+    from sim.machines.systolic.machine import SystolicMachine
+    from sim.multi import simulate_node
+    from sim.simulate import simulate
+    from tessel.driver import compile_model_graph
+
+    model, arch, link = load_model(LLAMA), load_arch("systolic-32"), load_link("tpu-v4-ici")
+    plan = make_plan(model.config, 2, pp=2)
+    parts = device_graphs(model.config, plan, prefill(6))
+    lowered = [compile_model_graph(model, p.graph, "systolic", arch) for p in parts]
+    alone = [simulate(low.program, SystolicMachine(arch), functional=False).result.cycles
+             for low in lowered]
+    programs = [stage_program(low, p.graph, 1, first=s == 0, last=s == 1)
+                for s, (low, p) in enumerate(zip(lowered, parts))]
+    node = simulate_node(programs, [SystolicMachine(arch)] * 2, link)
+    hidden = parts[0].graph[parts[0].graph.outputs[0]].type.numel * 2
+    hand_off = math.ceil(collective_cost(link, "send_recv", hidden, 2).seconds * arch.clock_hz - 1e-9)
+    assert node.cycles == alone[0] + hand_off + alone[1]
+    assert node.idle_cycles == (alone[1], alone[0])     # each waits out the other stage
 
 
 def test_timing_only_node_reports_tokens_per_second_and_gpu_nodes(capsys, tmp_path):
@@ -53,8 +95,9 @@ def test_timing_only_node_reports_tokens_per_second_and_gpu_nodes(capsys, tmp_pa
     (["--tp", "2"], r"^error: --tp: only with --devices N$"),
     (["--devices", "2", "--link", "nvlink9"], r"unknown link 'nvlink9'"),
     (["--devices", "5"], r"--tp 5: .*not divisible by 5"),
-    (["--devices", "2", "--pp", "2", "--tp", "1"],
-     r"--pp 2: pipeline stages are checked by the reference but not yet simulated"),
+    (["--devices", "2", "--pp", "2", "--tp", "1", "--microbatches", "3"],
+     r"--microbatches 3: does not divide --batch 1"),
+    (["--microbatches", "2"], r"^error: --microbatches: only with --devices N$"),
     (["--devices", "2", "--set-link", "link_bw_gbps=-1"], r"link_bw_gbps"),
 ])
 def test_bad_plans_are_one_line_and_status_2(capsys, argv, message):
