@@ -151,10 +151,31 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ep", type=_positive, help="expert-parallel ranks (default 1)")
     p.add_argument("--microbatches", type=_positive,
                    help="pipeline micro-batches the batch is split into (default 1)")
+    p.add_argument("--node", metavar="PRESET|FILE.toml",
+                   help="a node preset (dgx-h100, sn40l-8, pim-cxl-32, tpu-v4-8): device, count, link")
     p.add_argument("--link", metavar="PRESET|FILE.toml",
                    help="how the devices are joined (default: the target's, docs/links.md)")
     p.add_argument("--set-link", action="append", default=[], metavar="KEY=VALUE",
                    help="override one field of the link")
+
+
+def _apply_node(args: argparse.Namespace) -> None:
+    """`--node NAME`: the node preset's target, device preset (with its overrides before
+    `--set`), device count and link, in place of --target/--arch/--devices/--link."""
+    if args.node is None:
+        return
+    from arch import load_arch
+    from arch.nodes import load_node
+    clash = [f"--{n}" for n in ("target", "arch", "devices", "link") if getattr(args, n) is not None]
+    if clash:
+        raise UsageError(f"{' '.join(clash)}: not with --node (the node preset sets them)")
+    node = load_node(args.node)
+    kind = load_arch(node.device).target
+    if kind not in TARGETS:
+        raise UsageError(f"--node {args.node}: a node of {node.device} ({kind}) is a baseline, not "
+                         f"simulated: compare it with tessel compare --nodes, or --gpu")
+    args.target, args.arch, args.devices, args.link = kind, node.device, node.devices, node.link
+    args.set = node.overrides(args.set)
 
 
 def _plan(args: argparse.Namespace, model: Model):
@@ -255,7 +276,7 @@ def _dtype(args: argparse.Namespace) -> isa.DType | None:
 # `tessel sim` options that only a model run reads (their defaults are None to tell).
 _MODEL_ONLY = ("target", "phase", "seq", "kv", "batch", "dtype", "tokens", "logits", "gpu",
                "gpu_mode", "gpu_calibration", "routing", "devices", "tp", "pp", "ep", "microbatches",
-               "link")
+               "link", "node")
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -281,6 +302,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
                              "for the architecture given)")
         model = load_model(args.model)
         phase = _phase(args, model, args.tokens)
+        _apply_node(args)
         arch = target(args.target or DEFAULT_TARGET).load_arch(args.arch, args.set)
         numerics = (False if args.no_functional
                     else True if args.functional or args.tokens or args.logits else None)
@@ -334,7 +356,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from tessel.driver import run
     model = load_model(args.model)
     phase = _phase(args, model)
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if args.nodes is not None:
+        if args.targets is not None:
+            raise UsageError("--targets: not with --nodes (each node names its device)")
+        return _compare_nodes(args, model, phase)
+    given = [f"--{n}" for n in ("tp", "pp", "microbatches") if getattr(args, n) is not None]
+    if given:
+        raise UsageError(f"{' '.join(given)}: only with --nodes")
+    targets = [t.strip() for t in (args.targets or ",".join(TARGETS)).split(",") if t.strip()]
     unknown = [t for t in targets if t not in TARGETS]
     if unknown or not targets:
         raise UsageError(f"--targets: unknown target '{unknown[0] if unknown else ''}' "
@@ -354,6 +383,51 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(render_comparison(f"tessel compare: {model.name}, {phase or 'fixed graph'}"
                             + ("" if functional else " (timing only)"), targets, results, tokens,
                             notes))
+    return 0
+
+
+def _compare_nodes(args: argparse.Namespace, model: Model, phase: Phase) -> int:
+    """`tessel compare --nodes`: each node preset runs the same plan (tp x pp from the flags,
+    tp defaulting to the node's devices / pp), a column each; a GPU node is priced by the GPU
+    model (tessel.baselines.compare_gpus_on_plan)."""
+    from arch import load_arch
+    from arch.links import load_link
+    from arch.nodes import load_node
+    from compiler.parallel.partition import device_graphs
+    from compiler.parallel.plan import make_plan
+    from tessel.compare import render_node_comparison
+    from tessel.baselines import compare_gpus_on_plan
+    from tessel.node import run_node
+    if model.config is None:
+        raise UsageError(f"--nodes: '{model.name}' is a .graph file; a parallel plan needs a model config")
+    names = [n.strip() for n in args.nodes.split(",") if n.strip()]
+    if not names:
+        raise UsageError("--nodes: give at least one node preset")
+    microbatches = args.microbatches or 1
+    progress = Progress()
+    columns = []
+    for name in names:
+        node = load_node(name)
+        pp = args.pp or 1
+        plan = make_plan(model.config, node.devices, tp=args.tp or max(1, node.devices // pp), pp=pp)
+        device = load_arch(node.device, node.overrides())
+        if device.target not in TARGETS:                       # a GPU node: the baseline
+            step = replace(phase, batch=phase.batch // microbatches)
+            parts = [p.graph for p in device_graphs(model.config, plan, step)]
+            (gpu,) = compare_gpus_on_plan(parts, plan, microbatches, 0.0, 0.0, [node.device],
+                                          args.gpu_mode or "graph").values()
+            columns.append((node, plan, gpu))
+            continue
+        request = make_request(model, device.target, device, phase,
+                               numerics=False if args.no_functional else None, gpus=())
+        columns.append((node, plan, run_node(request, plan, load_link(node.link),
+                                             microbatches=microbatches, progress=progress)))
+    tokens = phase.seq * phase.batch if phase.kind == "prefill" else phase.batch
+    if args.json:
+        atomic_write(Path(args.json), json.dumps(
+            {node.name: run.to_json()
+             for node, _, run in columns}, indent=1).encode())
+    print(render_node_comparison(f"tessel compare: {model.name}, {phase}", columns, tokens))
     return 0
 
 
@@ -477,14 +551,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="one model and phase on several targets, a column each")
     p.add_argument("--model", required=True, help=model_help)
-    p.add_argument("--targets", default=",".join(TARGETS),
+    p.add_argument("--targets", default=None,
                    help=f"comma-separated targets, each on its default preset (default {','.join(TARGETS)})")
+    p.add_argument("--nodes", metavar="PRESETS",
+                   help="comma-separated node presets instead (dgx-h100, sn40l-8, pim-cxl-32, "
+                        "tpu-v4-8), each running the plan --tp/--pp/--microbatches give")
+    p.add_argument("--tp", type=_positive, help="with --nodes: tensor-parallel ranks (default: "
+                                                "each node's devices / --pp)")
+    p.add_argument("--pp", type=_positive, help="with --nodes: pipeline stages (default 1)")
+    p.add_argument("--microbatches", type=_positive, help="with --nodes: micro-batches (default 1)")
     _add_phase_args(p)
     p.add_argument("--gpu", metavar="NAMES", default="t4", help="GPUs for the ratio rows (default t4)")
     _output_arg(p, "--json", metavar="OUT.json", help="write every target's result as JSON")
     p.add_argument("--no-functional", action="store_true", help="timing only, no numerics")
     _routing_arg(p)
-    p.set_defaults(handler=cmd_compare)
+    p.set_defaults(handler=cmd_compare, gpu_mode=None)
 
     p = sub.add_parser("coe", help="composition of experts: model switch times, DDR -> HBM vs GPU PCIe")
     p.add_argument("--models", required=True,

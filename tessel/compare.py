@@ -7,7 +7,7 @@ from sim.machines.pim.report import PimReport
 from sim.result import SimResult
 from tessel.table import render_table, si
 
-__all__ = ["compare_rows", "render_comparison"]
+__all__ = ["compare_rows", "render_comparison", "render_node_comparison"]
 
 
 # SimResult.workload figures shown as rows: (key, label, unit)
@@ -63,5 +63,41 @@ def compare_rows(results: Sequence[SimResult], tokens: int) -> list[tuple[str, .
 def render_comparison(title: str, targets: Sequence[str], results: Sequence[SimResult],
                       tokens: int, notes: Sequence[str] = ()) -> str:
     lines = [title, render_table(("metric", *targets), compare_rows(results, tokens))]
+    lines += [f"note: {n}" for n in notes]
+    return "\n".join(lines)
+
+
+def render_node_comparison(title: str, columns: Sequence[tuple], tokens: int) -> str:
+    """Node presets side by side: (node, plan, NodeRun | GpuComparison) per column; a GPU node
+    has only the figures its model gives ('-' elsewhere)."""
+    def cell(run, simulated, gpu=lambda g: "-"):
+        return simulated(run) if hasattr(run, "node") else gpu(run)
+
+    def share(part):
+        return lambda r: (f"{part(r) / r.node.cycles:.1%}" if r.node.cycles else "-")
+
+    def row(name, simulated, gpu=lambda g: "-"):
+        return (name, *(cell(run, simulated, gpu) for _, _, run in columns))
+
+    rows = [
+        ("device", *(f"{node.devices} x {node.device}" for node, _, _ in columns)),
+        ("link", *(node.link for node, _, _ in columns)),
+        ("plan", *(f"tp {plan.tp} x pp {plan.pp}" for _, plan, _ in columns)),
+        row("time", lambda r: f"{r.node.time_s * 1e3:.4g} ms", lambda g: f"{g.time_s * 1e3:.4g} ms"),
+        row("tokens/s", lambda r: f"{tokens / r.node.time_s:,.1f}",
+            lambda g: f"{tokens / g.time_s:,.1f}"),
+        row("energy", lambda r: si(r.node.energy_j, "J"), lambda g: si(g.energy_j, "J")),
+        row("energy per token", lambda r: si(r.node.energy_j / tokens, "J"),
+            lambda g: si(g.energy_j / tokens, "J")),
+        row("link busy", share(lambda r: max(r.node.link_busy_cycles))),
+        row("exposed communication", share(lambda r: max(r.node.exposed_cycles))),
+        row("idle", lambda r: (f"{sum(r.node.idle_cycles) / (r.node.cycles * len(r.node.devices)):.1%}"
+                               if r.node.cycles else "-")),
+        row("logits vs reference",
+            lambda r: f"{r.logits_rel_error:.2e}" if r.logits_rel_error is not None else "-"),
+    ]
+    notes = dict.fromkeys(run.memory_note for _, _, run in columns
+                          if not hasattr(run, "node") and run.memory_note)
+    lines = [title, render_table(("metric", *(node.name for node, _, _ in columns)), rows)]
     lines += [f"note: {n}" for n in notes]
     return "\n".join(lines)

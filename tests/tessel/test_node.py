@@ -80,6 +80,7 @@ def test_pipeline_stages_run_one_after_another_with_the_hand_off_between():
     assert node.idle_cycles == (alone[1], alone[0])     # each waits out the other stage
 
 
+@pytest.mark.slow
 def test_timing_only_node_reports_tokens_per_second_and_gpu_nodes(capsys, tmp_path):
     out = tmp_path / "node.json"
     assert main(["sim", "--model", "gpt2", "--seq", "8", "--devices", "2", "--no-functional",
@@ -103,5 +104,37 @@ def test_timing_only_node_reports_tokens_per_second_and_gpu_nodes(capsys, tmp_pa
 def test_bad_plans_are_one_line_and_status_2(capsys, argv, message):
     import re
     code = main(["sim", "--model", "gpt2", "--seq", "4", "--no-functional", "--gpu", "none", *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and re.search(message, err[0]), err
+
+
+@pytest.mark.slow
+def test_a_node_preset_sets_device_count_and_link(capsys, tmp_path):
+    report = sim(capsys, tmp_path, "--model", "gpt2", "--seq", "4", "--node", "tpu-v4-8",
+                 "--tp", "4", "--pp", "2", "--no-functional")
+    assert report["link"]["name"] == "tpu-v4-ici" and len(report["devices"]) == 8
+    assert report["devices"][0]["arch"]["dram_bytes"] == 32 * 2**30   # the node's override
+
+
+def test_compare_puts_nodes_side_by_side_with_a_gpu_node(capsys, tmp_path):
+    out = tmp_path / "nodes.json"
+    assert main(["compare", "--model", "gpt2", "--seq", "4", "--nodes", "sn40l-8,dgx-h100",
+                 "--tp", "4", "--pp", "2", "--no-functional", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "sn40l-8" in text and "dgx-h100" in text and "8 x gpu-h100-sxm" in text
+    report = json.loads(out.read_text())
+    assert report["sn40l-8"]["plan"] == {"devices": 8, "tp": 4, "pp": 2, "ep": 1}
+    assert report["dgx-h100"]["time_s"] > 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sim", "--node", "dgx-h100"], r"--node dgx-h100: a node of gpu-h100-sxm \(gpu\) is a baseline"),
+    (["sim", "--node", "sn40l-8", "--arch", "sn40l"], r"--arch: not with --node"),
+    (["compare", "--nodes", "sn40l-8", "--targets", "pim"], r"--targets: not with --nodes"),
+    (["compare", "--tp", "2"], r"--tp: only with --nodes"),
+])
+def test_bad_node_arguments_are_one_line(capsys, argv, message):
+    import re
+    code = main([*argv, "--model", "gpt2", "--seq", "4", "--no-functional"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and re.search(message, err[0]), err
