@@ -17,7 +17,7 @@ from isa.values import QUEUE_INDEX_BITS, Unit
 __all__ = [
     "OpSpec", "OPCODES", "OPCODES_BY_CODE", "ISA_VERSION", "WORD_BITS", "PAYLOAD_BITS",
     "VEC_FUNCS", "VEC_BINARY", "VEC_IMMEDIATE", "VEC_UNARY", "BCASTS", "RED_FUNCS",
-    "STRUCTURE", "STRUCTURE_QUEUE", "MOVING_INTS", "COLL_KINDS",
+    "STRUCTURE", "STRUCTURE_QUEUE", "LINK_QUEUE", "MOVING_INTS", "COLL_KINDS",
 ]
 
 ISA_VERSION = 2  # 2: A40 is 2 + 38 bits (was 4 + 36); a version-1 .tbin would decode wrongly
@@ -46,6 +46,7 @@ MOVING_INTS = frozenset({("pim.act", "row"), ("pim.act_all", "row"), ("pim.wrgb"
 ANY_UNIT = frozenset(Unit) - {Unit.seq}   # seq words are program structure, not work
 STRUCTURE = frozenset({"loop", "stride"})  # the words of Unit.seq: no queue executes them
 STRUCTURE_QUEUE = "seq0"                   # the one queue text they carry
+LINK_QUEUE = "link0"                       # a device's port to the others (`coll`)
 
 
 @dataclass(frozen=True, slots=True)

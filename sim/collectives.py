@@ -16,8 +16,8 @@ from typing import Callable
 
 from arch.links import LinkArch
 
-__all__ = ["CollectiveCost", "CollectiveError", "collective_cost", "KINDS", "ALGORITHMS",
-           "ALGORITHMS_OF"]
+__all__ = ["CollectiveCost", "CollectiveError", "collective_cost", "coll_price", "KINDS",
+           "ALGORITHMS", "ALGORITHMS_OF"]
 
 KINDS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv", "broadcast")
 ALGORITHMS_OF = {"all_reduce": ("ring", "tree", "nvls"), "all_gather": ("ring",),
@@ -182,3 +182,13 @@ def collective_cost(link: LinkArch, kind: str, nbytes: int, ranks: int,
     return CollectiveCost(seconds, best, -(-link_bytes // ranks),
                           link_bytes * 8 * link.energy_pj_per_bit * 1e-12,
                           algbw, algbw * BUS_FACTOR[kind](ranks))
+
+
+def coll_price(instr, link: LinkArch, clock_hz: float) -> tuple[int, CollectiveCost]:
+    """A `coll` instruction (docs/isa.md) on `link`: its cycles at `clock_hz` and its cost (a
+    send or a receive is one side of a two-rank `send_recv`)."""
+    kind = instr["kind"]
+    pair = kind in ("send", "recv")
+    cost = collective_cost(link, "send_recv" if pair else kind, instr["bytes"],
+                           2 if pair else instr["ranks"])
+    return math.ceil(cost.seconds * clock_hz - 1e-9), cost

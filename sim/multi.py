@@ -14,6 +14,11 @@ device's instructions at once and turn each collective into tokens:
   one arrives, and each lasts the collective's time (`sim/collectives.py`, the device clock).
   A `send` and its `recv` are a group of two.
 
+A symmetric node (every device the same program on the same machine, every collective one group
+of all of them: tensor parallelism without stages) is timed on one device: each device reaches
+each collective in the same cycle as the others, so the merged run is n copies of one device's
+run with every collective lasting its time. That run may then be per pattern (sim/periodic.py).
+
 Numerics: each device runs on its own memory; when the last member of a collective starts, the
 collective is applied to the members' buffers at once (`apply_collective`), before any of them
 can read the result (its readers wait for the `coll` to end). Reductions add in the order a
@@ -23,7 +28,6 @@ the element type after each addition, as NCCL does for reduced-precision types.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import namedtuple
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,17 +37,19 @@ import numpy as np
 
 import isa
 from arch.links import LinkArch
+from isa.loops import loop_structure
 from isa.numerics import codec
-from sim.collectives import collective_cost
+from isa.opcodes import LINK_QUEUE
+from isa.unroll import multiplicities
+from sim.collectives import coll_price
 from sim.engine import EngineError, Timeline, simulate_events
 from sim.functional import FunctionalExecutor, Memory
 from sim.machines.base import Machine
 from sim.result import SimResult
-from sim.simulate import Timed, op_stats, sim_result
+from sim.simulate import Timed, op_stats, sim_result, simulate, with_link
 
-__all__ = ["NodeResult", "Collective", "simulate_node", "apply_collective", "LINK_QUEUE"]
+__all__ = ["NodeResult", "Collective", "simulate_node", "apply_collective"]
 
-LINK_QUEUE = "link0"
 _SEMAPHORES = 1 << 16                      # `sem` is a U16 field
 _REDUCING = ("all_reduce", "reduce_scatter")
 _Word = namedtuple("_Word", "opcode queue fields")   # what the engine reads of an instruction
@@ -63,6 +69,7 @@ class Collective:
     energy_j: float
     bytes_per_rank: int
     algorithm: str
+    count: int = 1                         # executions (a symmetric node's compact program)
 
 
 @dataclass(frozen=True)
@@ -78,8 +85,8 @@ class NodeResult:
     collectives: tuple[Collective, ...]
     link_busy_cycles: tuple[int, ...]
     link_bytes: tuple[int, ...]
-    exposed_cycles: tuple[int, ...]
-    idle_cycles: tuple[int, ...]           # no queue of the device busy: bubble and waits
+    exposed_cycles: tuple[int | None, ...]     # None: the device was timed per pattern
+    idle_cycles: tuple[int | None, ...]        # no queue of the device busy: bubble and waits
     memories: tuple[Memory, ...] | None = None
 
     @property
@@ -157,10 +164,9 @@ def _collectives(programs: Sequence[isa.Program], link: LinkArch,
                         f"device {m} instruction {i}: coll {ins['kind']} of {ins['bytes']} bytes "
                         f"{ins['dtype']} does not match device {members[0]}'s "
                         f"{first['bytes']} bytes {first['dtype']} (group {list(members)})")
-            cost = collective_cost(link, kind, first["bytes"], len(members))
+            cycles, cost = coll_price(first, link, clock_hz)
             out.append(Collective(kind, members, first["bytes"], first["dtype"],
-                                  tuple(arrived[m][0] for m in members),
-                                  math.ceil(cost.seconds * clock_hz - 1e-9), cost.energy_j,
+                                  tuple(arrived[m][0] for m in members), cycles, cost.energy_j,
                                   cost.bytes_per_rank, cost.algorithm))
     return out
 
@@ -294,16 +300,18 @@ def simulate_node(programs: Sequence[isa.Program], machines: Sequence[Machine], 
     clock = machines[0].clock_hz
     if any(m.clock_hz != clock for m in machines):
         raise isa.IsaError("the node's devices must share one clock (a mixed node is not modelled)")
+    if not functional and _symmetric(programs, machines):
+        return _symmetric_node(programs[0], machines[0], len(programs), link)
     views = []
     for d, (program, machine) in enumerate(zip(programs, machines)):
-        base = machine.arch.machine_view()
-        view = isa.MachineView(base.spaces, base.queues | {LINK_QUEUE}, base.limits, base.target)
+        view = with_link(machine.arch.machine_view())
         try:
             isa.verify(program, view)
         except isa.IsaError as error:
             raise type(error)(f"device {d}: {error}") from None
         views.append(view)
-    programs = [isa.unroll(p) for p in programs]
+    unrolled = {id(p): isa.unroll(p) for p in programs}      # devices may share one program
+    programs = [unrolled[id(p)] for p in programs]
     collectives = _collectives(programs, link, clock)
     words, device_of, local_of = _merge(programs, collectives)
     runs = [m.start(p) for m, p in zip(machines, programs)]
@@ -349,8 +357,7 @@ def simulate_node(programs: Sequence[isa.Program], machines: Sequence[Machine], 
         result = sim_result(program, machine, timed, ())
         energy = {**result.energy_breakdown_j, "link": link_energy}
         results.append(dataclasses.replace(result, energy_breakdown_j=energy))
-        on_link = own.queue_of == own.queues.index(LINK_QUEUE) if LINK_QUEUE in own.queues else \
-            np.zeros(len(own.queue_of), bool)
+        on_link = _on_queue(own, LINK_QUEUE)
         busy.append(int((own.end - own.start)[on_link & (own.start >= 0)].sum()))
         sent.append(sum((c.nbytes if d == c.members[0] else 0) if c.kind == "send_recv"
                         else c.bytes_per_rank for c in collectives if d in c.members))
@@ -360,6 +367,50 @@ def simulate_node(programs: Sequence[isa.Program], machines: Sequence[Machine], 
     return NodeResult(tuple(results), cycles, clock, tuple(collectives), tuple(busy), tuple(sent),
                       tuple(exposed), tuple(idle),
                       None if numerics is None else tuple(numerics.memories))
+
+
+def _symmetric(programs: Sequence[isa.Program], machines: Sequence[Machine]) -> bool:
+    """Every device runs the same program on the same machine, and every collective is one
+    group of all of them (a tensor-parallel node without pipeline stages): then every device
+    reaches each collective in the same cycle, and one device's run is every device's."""
+    first, n = programs[0], len(programs)
+    if any(p is not first for p in programs) or any(
+            type(m) is not type(machines[0]) or m.arch != machines[0].arch for m in machines):
+        return False
+    return all(ins["kind"] not in ("send", "recv") and ins["ranks"] == n and ins["stride"] == 1
+               for ins in first.instructions if ins.opcode == "coll")
+
+
+def _symmetric_node(program: isa.Program, machine: Machine, n: int, link: LinkArch) -> NodeResult:
+    """One device simulated for all (per pattern where it can be, sim/simulate.py), each
+    collective timed as the whole group arriving at once. Exposed and idle cycles need every
+    instruction's interval: None when the device was timed per pattern."""
+    run = simulate(program, machine, functional=False, node=link)
+    result, timeline = run.result, run.timeline
+    counts = multiplicities(loop_structure(program.instructions, ops=program.ops))
+    collectives = []
+    for i, ins in enumerate(program.instructions):
+        if ins.opcode == "coll":
+            cycles, cost = coll_price(ins, link, machine.clock_hz)
+            collectives.append(Collective(ins["kind"], tuple(range(n)), ins["bytes"], ins["dtype"],
+                                          (i,) * n, cycles, cost.energy_j, cost.bytes_per_rank,
+                                          cost.algorithm, int(counts[i])))
+    busy = sum(c.cycles * c.count for c in collectives)
+    sent = sum(c.bytes_per_rank * c.count for c in collectives)
+    exposed = idle = None
+    if timeline is not None:
+        on_link = _on_queue(timeline, LINK_QUEUE)
+        exposed = _exposed(timeline, on_link)
+        issued = timeline.start >= 0
+        idle = result.cycles - _measure(_union(timeline.start[issued], timeline.end[issued]))
+    return NodeResult((result,) * n, result.cycles, machine.clock_hz, tuple(collectives),
+                      (busy,) * n, (sent,) * n, (exposed,) * n, (idle,) * n)
+
+
+def _on_queue(timeline: Timeline, queue: str) -> np.ndarray:
+    if queue not in timeline.queues:
+        return np.zeros(len(timeline.queue_of), bool)
+    return timeline.queue_of == timeline.queues.index(queue)
 
 
 def _blocked(programs, words, device_of: np.ndarray, local_of: np.ndarray, w: int) -> str:

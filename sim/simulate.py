@@ -9,23 +9,28 @@ from typing import Callable
 import numpy as np
 
 import isa
+from arch.links import LinkArch
+from isa.opcodes import LINK_QUEUE
 from isa.unroll import unrolled_marks
 from sim.compact_costs import PatternCosts, marked_loops, op_segments, segment_counts, timing_plan
-from sim.engine import simulate_events
+from sim.collectives import coll_price
+from sim.engine import Timeline, simulate_events
 from sim.functional import FunctionalExecutor, Memory
 from sim.machines.base import Costs, Machine
 from sim.periodic import schedule_periodic
 from sim.result import OpStats, SimResult
 
-__all__ = ["simulate", "Simulation", "Timed", "op_stats", "sim_result"]
+__all__ = ["simulate", "Simulation", "Timed", "op_stats", "sim_result", "with_link"]
 
 
 @dataclasses.dataclass(frozen=True)
 class Simulation:
-    """A simulation's measurements and, for numeric runs, the final memory."""
+    """A simulation's measurements, for numeric runs the final memory, and when it ran
+    unrolled every instruction's start and end (a per-pattern run keeps op spans only)."""
 
     result: SimResult
     memory: Memory | None
+    timeline: Timeline | None = None
 
 
 def _quiet(stage: str, done: int) -> None:
@@ -147,7 +152,8 @@ def _periodic(program: isa.Program, plan: PatternCosts, machine: Machine,
 def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
              assumptions: tuple[str, ...] = (),
              progress: Callable[[str, int], None] | None = None,
-             patterns: PatternCosts | str | None = None) -> Simulation:
+             patterns: PatternCosts | str | None = None,
+             node: LinkArch | None = None) -> Simulation:
     """Verify `program` against the machine's arch, then run it on a fresh `machine.start`.
     progress(stage, instructions started), when given, follows the stages (verify, costs,
     data, events, report) and the engine's count in chunks (sim/engine.py).
@@ -158,23 +164,36 @@ def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
     state it keeps) it runs as its unrolled equivalent, the one place the simulator unrolls,
     so every model below sees only executed instructions. Both give the same figures.
     `patterns`: what `timing_plan` found for this program and machine, when the caller
-    has already worked it out (its memory check), so it is not worked out twice."""
+    has already worked it out (its memory check), so it is not worked out twice.
+
+    `node`: the program is every device of a node alike (a symmetric tensor-parallel group,
+    sim/multi.py): it may use the link queue, and each `coll` takes the time `node` gives the
+    collective, every member arriving with it; energy gains the links' share ("link")."""
     tell = progress or _quiet
     arch = machine.arch
     tell("verify", 0)
-    isa.verify(program, arch.machine_view())
+    isa.verify(program, arch.machine_view() if node is None else with_link(arch.machine_view()))
     if not functional:
         tell("costs", 0)
         plan = patterns if patterns is not None else timing_plan(machine, program)
         if isinstance(plan, PatternCosts):
+            link_j = 0.0
+            if node is not None:
+                plan, link_j = _priced_plan(plan, program, node, machine.clock_hz)
             tell("events", 0)
             timed = _periodic(program, plan, machine, progress)
             tell("report", timed.instructions)
-            return Simulation(sim_result(program, machine, timed, assumptions), None)
+            return Simulation(_with_link_energy(sim_result(program, machine, timed, assumptions),
+                                                node, link_j), None)
     program = isa.unroll(program)
     tell("costs", 0)
     run = machine.start(program)
     costs = run.costs
+    link_j = 0.0
+    if node is not None:
+        for i, (cycles, energy_j) in _coll_prices(program.instructions, node, machine.clock_hz):
+            costs.durations[i] = cycles
+            link_j += energy_j
     memory = None
     on_start = None
     if functional:
@@ -201,7 +220,40 @@ def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
     timed = Timed(cycles, timeline.queue_busy_cycles(), len(program.instructions),
                    op_stats(program, timeline, costs, machine), totals,
                    run.report(timeline, cycles))
-    return Simulation(sim_result(program, machine, timed, assumptions), memory)
+    return Simulation(_with_link_energy(sim_result(program, machine, timed, assumptions), node,
+                                        link_j), memory, timeline)
+
+
+def with_link(view: isa.MachineView) -> isa.MachineView:
+    """A device's view with its link queue (a node's device, sim/multi.py)."""
+    return isa.MachineView(view.spaces, view.queues | {LINK_QUEUE}, view.limits, view.target)
+
+
+def _coll_prices(instructions, node: LinkArch, clock_hz: float):
+    """(index, (cycles, link energy one member spends)) of every `coll`."""
+    for i, ins in enumerate(instructions):
+        if ins.opcode == "coll":
+            cycles, cost = coll_price(ins, node, clock_hz)
+            members = 2 if ins["kind"] in ("send", "recv") else ins["ranks"]
+            yield i, (cycles, cost.energy_j / members)
+
+
+def _priced_plan(plan: PatternCosts, program: isa.Program, node: LinkArch,
+                 clock_hz: float) -> tuple[PatternCosts, float]:
+    """The plan with each `coll` pattern's cycles, and the links' energy over every execution."""
+    durations = plan.durations.copy()
+    link_j = 0.0
+    for c, (cycles, energy_j) in _coll_prices(program.instructions, node, clock_hz):
+        durations[c] = cycles
+        link_j += energy_j * int(plan.layout.count[c])
+    return dataclasses.replace(plan, durations=durations), link_j
+
+
+def _with_link_energy(result: SimResult, node: LinkArch | None, link_j: float) -> SimResult:
+    if node is None:
+        return result
+    return dataclasses.replace(result, energy_breakdown_j={**result.energy_breakdown_j,
+                                                           "link": link_j})
 
 
 def sim_result(program: isa.Program, machine: Machine, timed: Timed,

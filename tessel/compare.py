@@ -90,9 +90,10 @@ def render_node_comparison(title: str, columns: Sequence[tuple], tokens: int) ->
         row("energy per token", lambda r: si(r.node.energy_j / tokens, "J"),
             lambda g: si(g.energy_j / tokens, "J")),
         row("link busy", share(lambda r: max(r.node.link_busy_cycles))),
-        row("exposed communication", share(lambda r: max(r.node.exposed_cycles))),
+        row("exposed communication", lambda r: "-" if None in r.node.exposed_cycles
+            else share(lambda q: max(q.node.exposed_cycles))(r)),
         row("idle", lambda r: (f"{sum(r.node.idle_cycles) / (r.node.cycles * len(r.node.devices)):.1%}"
-                               if r.node.cycles else "-")),
+                               if r.node.cycles and None not in r.node.idle_cycles else "-")),
         row("logits vs reference",
             lambda r: f"{r.logits_rel_error:.2e}" if r.logits_rel_error is not None else "-"),
     ]

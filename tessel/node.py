@@ -18,6 +18,7 @@ from compiler.parallel.handoff import HIDDEN, stage_program
 from compiler.parallel.partition import device_graphs
 from compiler.parallel.plan import ParallelPlan, PlanError
 from compiler.parallel.reference import decode_feeds, prefill_feeds
+from compiler.ir import OpKind
 from compiler.reference import execute
 from compiler.targets.data import read_value
 from isa.bulk import no_gc
@@ -66,7 +67,7 @@ class NodeRun:
                 "clock_hz": n.clock_hz, "time_s": n.time_s, "energy_j": n.energy_j,
                 "tokens": self.tokens, "tokens_per_s": self.tokens_per_s,
                 "collectives": [dict(kind=c.kind, members=list(c.members), bytes=c.nbytes,
-                                     cycles=c.cycles, algorithm=c.algorithm)
+                                     cycles=c.cycles, algorithm=c.algorithm, count=c.count)
                                 for c in n.collectives],
                 "logits_rel_error": self.logits_rel_error,
                 "gpu": {k: g.to_json() for k, g in self.gpu.items()}, "devices": devices}
@@ -95,11 +96,11 @@ def run_node(request: RunRequest, plan: ParallelPlan, link: LinkArch, *, microba
             feeds = [{**f, **({HIDDEN: np.zeros(part.graph[HIDDEN].type.shape)}   # received
                               if part.shard.stage else {})} for f, part in zip(feeds, parts)]
         programs, lowered = [], []
+        keys = [_program_key(part.graph) for part in parts]
         with progress.phase(f"{request.target}: compile {plan.devices} devices", plan.devices,
                             "device") as bar:
             for d, part in enumerate(parts):
-                same = next((k for k in range(d) if feeds is None
-                             and parts[k].graph.ops == part.graph.ops), None)
+                same = next((k for k in range(d) if feeds is None and keys[k] == keys[d]), None)
                 low = lowered[same] if same is not None else compile_model_graph(
                     model, part.graph, request.target, request.arch, request.dtype,
                     None if feeds is None else feeds[d],
@@ -127,6 +128,13 @@ def run_node(request: RunRequest, plan: ParallelPlan, link: LinkArch, *, microba
                    phase.batch * phase.seq, gpus, error, microbatches)
 
 
+def _program_key(graph) -> tuple:
+    """What a device's program depends on, timing only: its graph, but for which rank of an
+    all-reduce it is (the lowering emits the same `coll` for every rank)."""
+    return tuple(dataclasses.replace(op, attrs=tuple(a for a in op.attrs if a[0] != "rank"))
+                 if op.kind is OpKind.ALLREDUCE else op for op in graph.ops)
+
+
 def _numeric_inputs(request: RunRequest, plan: ParallelPlan):
     """Each device's feeds, and one device's reference logits for the same tokens."""
     model, phase = request.model, request.phase
@@ -144,7 +152,8 @@ def render_node(run: NodeRun, title: str) -> str:
     """The node's figures, then one row per device, then the GPU node."""
     n, plan = run.node, run.plan
     comm = max(n.link_busy_cycles, default=0)
-    exposed = max(n.exposed_cycles, default=0)
+    measured = None not in n.exposed_cycles
+    exposed = max(n.exposed_cycles, default=0) if measured else None
     summary = [
         ("devices", f"{plan.devices}", f"tp {plan.tp} x pp {plan.pp}, {run.microbatches} "
                                        f"micro-batch(es), link {run.link.name} ({run.link.topology})"),
@@ -153,19 +162,21 @@ def render_node(run: NodeRun, title: str) -> str:
         ("energy", si(n.energy_j, "J"), f"all devices; links {si(sum(r.energy_breakdown_j['link'] for r in n.devices), 'J')}"),
         ("communication", f"{comm / n.cycles:.1%}" if n.cycles else "0", f"{comm:,} link-busy cycles "
                                                                           f"on the busiest device"),
-        ("exposed", f"{exposed / n.cycles:.1%}" if n.cycles else "0",
-         f"{exposed:,} cycles with the link busy and nothing else"),
-        ("idle", f"{sum(n.idle_cycles) / (n.cycles * len(n.devices)):.1%}" if n.cycles else "0",
+        ("exposed", f"{exposed / n.cycles:.1%}" if measured and n.cycles else "-",
+         f"{exposed:,} cycles with the link busy and nothing else" if measured
+         else "not measured: the devices were timed per pattern (op spans only)"),
+        ("idle", f"{sum(n.idle_cycles) / (n.cycles * len(n.devices)):.1%}"
+         if measured and n.cycles else "-",
          "device-cycles with no queue busy: the pipeline bubble and waits for other devices"),
-        ("collectives", f"{len(n.collectives)}", ", ".join(sorted({f'{c.kind} ({c.algorithm})' for c in n.collectives}))),
+        ("collectives", f"{sum(c.count for c in n.collectives):,}", ", ".join(sorted({f'{c.kind} ({c.algorithm})' for c in n.collectives}))),
     ]
     if run.logits_rel_error is not None:
         summary.append(("logits vs reference", f"{run.logits_rel_error:.2e}",
                         "max |sim - ref| / max |ref|, one device's reference"))
     lines = [title, f"architecture: {run.arch_name} x {plan.devices} ({run.target})", "",
              render_table(("metric", "value", "detail"), summary), ""]
-    rows = [(str(d), si(r.energy_j, "J"), f"{r.mac_utilization:.1%}", f"{n.idle_cycles[d]:,}",
-             f"{n.link_busy_cycles[d]:,}", f"{n.exposed_cycles[d]:,}", f"{n.link_bytes[d]:,}")
+    rows = [(str(d), si(r.energy_j, "J"), f"{r.mac_utilization:.1%}", _count(n.idle_cycles[d]),
+             f"{n.link_busy_cycles[d]:,}", _count(n.exposed_cycles[d]), f"{n.link_bytes[d]:,}")
             for d, r in enumerate(n.devices)]
     lines.append(render_table(("device", "energy", "MAC util.", "idle", "link busy", "exposed",
                                "bytes sent"), rows))
@@ -177,3 +188,7 @@ def render_node(run: NodeRun, title: str) -> str:
                                     f"{g.avg_power_w:.0f} W", f"{g.speedup:.3g}x",
                                     f"{g.energy_efficiency:.3g}x") for k, g in run.gpu.items()]))
     return "\n".join(lines)
+
+
+def _count(cycles: int | None) -> str:
+    return "-" if cycles is None else f"{cycles:,}"

@@ -23,8 +23,8 @@ from compiler.errors import CompileError
 from compiler.ir import Graph
 from compiler.passes.storage import View
 from compiler.targets import Lowered
-from compiler.targets.base import LINK_QUEUE
 from compiler.targets.emit import symbol_name
+from isa.opcodes import LINK_QUEUE
 
 __all__ = ["stage_program", "HIDDEN"]
 

@@ -15,6 +15,7 @@ from typing import Mapping
 
 import isa
 from isa import DType
+from isa.opcodes import LINK_QUEUE
 
 from compiler.errors import CompileError
 from compiler.ir import Graph, Op, OpKind
@@ -24,9 +25,7 @@ from compiler.targets.emit import Emitter, Matrix, symbol_name, view_batches, vi
 from compiler.targets.layers import layer_key, sweep_layers
 from compiler.targets.vector import VectorLowering
 
-LINK_QUEUE = "link0"          # a device's port to the others (isa: unit link; sim/multi.py)
-
-__all__ = ["Lowered", "TargetLowering", "GemmLowering", "lower_op", "HANDLERS", "LINK_QUEUE"]
+__all__ = ["Lowered", "TargetLowering", "GemmLowering", "lower_op", "HANDLERS"]
 
 # compute op kind -> the TargetLowering method that lowers it (one per kind, none forgotten)
 HANDLERS = {kind: f"op_{kind.value}" for kind in OpKind

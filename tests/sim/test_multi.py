@@ -14,7 +14,8 @@ from arch.links import load_link
 from isa.numerics import from_storage, to_storage
 from sim.collectives import collective_cost
 from sim.machines.systolic.machine import SystolicMachine
-from sim.multi import LINK_QUEUE, apply_collective, simulate_node
+from isa.opcodes import LINK_QUEUE
+from sim.multi import apply_collective, simulate_node
 from sim.simulate import simulate
 
 HEADER = (".target systolic\n.isa 2\n.spaces dram sram acc\n"

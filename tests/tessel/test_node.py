@@ -138,3 +138,33 @@ def test_bad_node_arguments_are_one_line(capsys, argv, message):
     code = main([*argv, "--model", "gpt2", "--seq", "4", "--no-functional"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and re.search(message, err[0]), err
+
+
+@pytest.mark.parametrize("target", ["systolic", "pim", "dataflow"])
+def test_a_symmetric_node_timed_on_one_device_equals_the_merged_run(target):
+    """Tensor-parallel ranks share one program: one device's run stands for all. The merged
+    engine, given equal copies, must give every figure alike."""
+    import dataclasses
+
+    from arch.links import load_link
+    from compiler.frontend import load_model
+    from compiler.parallel.partition import device_graphs
+    from compiler.parallel.plan import make_plan
+    from compiler.phase import decode
+    from sim.multi import simulate_node
+    from tessel.driver import compile_model_graph
+    from tessel.targets import TARGETS
+
+    spec = TARGETS[target]
+    model, arch, link = load_model(LLAMA), spec.load_arch(), load_link(spec.default_link)
+    part = device_graphs(model.config, make_plan(model.config, 2, tp=2), decode(6))[0]
+    program = compile_model_graph(model, part.graph, target, arch).program
+    one = simulate_node([program, program], [spec.machine(arch)] * 2, link)
+    merged = simulate_node([program, dataclasses.replace(program)], [spec.machine(arch)] * 2, link)
+    assert one.cycles == merged.cycles
+    for field in ("link_busy_cycles", "link_bytes", "exposed_cycles", "idle_cycles"):
+        assert getattr(one, field) == getattr(merged, field), field
+    for a, b in zip(one.devices, merged.devices):
+        assert a.energy_breakdown_j == pytest.approx(b.energy_breakdown_j, rel=1e-12)
+        assert a.ops == b.ops and a.unit_busy_cycles == b.unit_busy_cycles
+    assert sum(c.count for c in one.collectives) == len(merged.collectives)
