@@ -125,14 +125,16 @@ def _group(device: int, devices: int, ins: isa.Instr, index: int) -> tuple[str, 
     return kind, members
 
 
-def _collectives(programs: Sequence[isa.Program], link: LinkArch,
-                 clock_hz: float) -> list[Collective]:
+def _collectives(programs: Sequence[isa.Program], ids: Sequence[int], devices: int,
+                 link: LinkArch, clock_hz: float) -> list[Collective]:
     """Every collective of the node, matched across its members in program order; each
-    member's k-th `coll` of a group must agree on kind, bytes and type with the others'."""
-    devices = len(programs)
+    member's k-th `coll` of a group must agree on kind, bytes and type with the others'.
+    `ids`: each program's device; a group of which only one device is simulated (it stands
+    for its tensor-parallel ranks, `_rank_groups`) is that device's alone."""
+    simulated = set(ids)
     found: dict[tuple, list[dict[int, tuple[int, isa.Instr]]]] = {}
     seen: dict[tuple, dict[int, int]] = {}
-    for d, program in enumerate(programs):
+    for d, program in zip(ids, programs):
         for i, ins in enumerate(program.instructions):
             if ins.opcode != "coll":
                 continue
@@ -140,6 +142,7 @@ def _collectives(programs: Sequence[isa.Program], link: LinkArch,
                 raise isa.IsaError(f"device {d} instruction {i}: coll on {ins.queue}, "
                                    f"expected {LINK_QUEUE}")
             kind, members = _group(d, devices, ins, i)
+            members = tuple(m for m in members if m in simulated)
             key = (kind, members)
             k = seen.setdefault(key, {}).get(d, 0)
             seen[key][d] = k + 1
@@ -302,8 +305,12 @@ def simulate_node(programs: Sequence[isa.Program], machines: Sequence[Machine], 
         raise isa.IsaError("the node's devices must share one clock (a mixed node is not modelled)")
     if not functional and _symmetric(programs, machines):
         return _symmetric_node(programs[0], machines[0], len(programs), link)
+    devices = len(programs)
+    groups = None if functional else _rank_groups(programs, machines)
+    ids = sorted({g[0] for g in groups}) if groups else list(range(devices))
+    programs, machines = [programs[d] for d in ids], [machines[d] for d in ids]
     views = []
-    for d, (program, machine) in enumerate(zip(programs, machines)):
+    for d, program, machine in zip(ids, programs, machines):
         view = with_link(machine.arch.machine_view())
         try:
             isa.verify(program, view)
@@ -312,15 +319,17 @@ def simulate_node(programs: Sequence[isa.Program], machines: Sequence[Machine], 
         views.append(view)
     unrolled = {id(p): isa.unroll(p) for p in programs}      # devices may share one program
     programs = [unrolled[id(p)] for p in programs]
-    collectives = _collectives(programs, link, clock)
-    words, device_of, local_of = _merge(programs, collectives)
+    collectives = _collectives(programs, ids, devices, link, clock)
+    position = {d: k for k, d in enumerate(ids)}          # the engine numbers programs 0..
+    words, device_of, local_of = _merge(programs, [dataclasses.replace(
+        c, members=tuple(position[m] for m in c.members)) for c in collectives])
     runs = [m.start(p) for m, p in zip(machines, programs)]
     n = len(words)
     durations = np.zeros(n, np.int64)
     resources = np.full(n, -1, np.int64)
     delays = np.zeros(n, np.int64)
     top = 0
-    cost_of = {(m, i): c for c in collectives for m, i in zip(c.members, c.at)}
+    cost_of = {(position[m], i): c for c in collectives for m, i in zip(c.members, c.at)}
     for d, run in enumerate(runs):
         mine = np.flatnonzero((device_of == d) & (local_of >= 0))
         local = local_of[mine]
@@ -343,12 +352,20 @@ def simulate_node(programs: Sequence[isa.Program], machines: Sequence[Machine], 
     except EngineError as error:
         if error.index is None:
             raise
-        raise EngineError(_blocked(programs, words, device_of, local_of, error.index),
+        raise EngineError(_blocked(programs, ids, device_of, local_of, error.index),
                           error.index) from None
     cycles = timeline.total_cycles
+    if groups:                        # each collective over its whole group again, and
+        group_of = {g[0]: g for g in groups}          # each rank's send and receive
+        collectives = [dataclasses.replace(c, members=group_of[c.members[0]],
+                                           at=c.at * len(group_of[c.members[0]]))
+                       if c.kind != "send_recv" else c for c in collectives] + [
+            dataclasses.replace(c, members=(group_of[c.members[0]][r], group_of[c.members[1]][r]))
+            for c in collectives if c.kind == "send_recv"
+            for r in range(1, len(group_of[c.members[0]]))]
     results, busy, sent, exposed, idle = [], [], [], [], []
-    for d, (program, machine, run) in enumerate(zip(programs, machines, runs)):
-        mine = np.flatnonzero((device_of == d) & (local_of >= 0))
+    for k, (d, program, machine, run) in enumerate(zip(ids, programs, machines, runs)):
+        mine = np.flatnonzero((device_of == k) & (local_of >= 0))
         own = _device_timeline(timeline, mine, program)
         timed = Timed(cycles, own.queue_busy_cycles(), len(program.instructions),
                        op_stats(program, own, run.costs, machine), _totals(run),
@@ -364,6 +381,11 @@ def simulate_node(programs: Sequence[isa.Program], machines: Sequence[Machine], 
         exposed.append(_exposed(own, on_link))
         issued = own.start >= 0
         idle.append(cycles - _measure(_union(own.start[issued], own.end[issued])))
+    if groups:                        # every rank as the rank that stood for it
+        stand = {m: ids.index(g[0]) for g in groups for m in g}
+        results, busy, sent, exposed, idle = (
+            [values[stand[d]] for d in range(devices)]
+            for values in (results, busy, sent, exposed, idle))
     return NodeResult(tuple(results), cycles, clock, tuple(collectives), tuple(busy), tuple(sent),
                       tuple(exposed), tuple(idle),
                       None if numerics is None else tuple(numerics.memories))
@@ -379,6 +401,40 @@ def _symmetric(programs: Sequence[isa.Program], machines: Sequence[Machine]) -> 
         return False
     return all(ins["kind"] not in ("send", "recv") and ins["ranks"] == n and ins["stride"] == 1
                for ins in first.instructions if ins.opcode == "coll")
+
+
+def _rank_groups(programs: Sequence[isa.Program],
+                 machines: Sequence[Machine]) -> list[tuple[int, ...]] | None:
+    """Tensor-parallel ranks that one of them can stand for: when every device's reducing
+    collectives use one group, whose members run that device's program on its machine, and
+    every send or receive goes to the same rank of the peer's group, the ranks of a group
+    reach each collective together. Then the groups (each once, in order), else None (also
+    when no group has two devices: nothing to save)."""
+    n = len(programs)
+    shapes: dict[int, set] = {}
+    for p in {id(p): p for p in programs}.values():
+        shapes[id(p)] = {(ins["kind"] in ("send", "recv"), ins["ranks"], ins["stride"])
+                         for ins in p.instructions if ins.opcode == "coll"}
+    group_of: dict[int, tuple[int, ...]] = {}
+    for d, p in enumerate(programs):
+        reducing = {(r, s) for p2p, r, s in shapes[id(p)] if not p2p}
+        if len(reducing) > 1:
+            return None
+        ranks, stride = reducing.pop() if reducing else (1, 1)
+        span = ranks * stride
+        first = d // span * span + d % stride
+        group_of[d] = tuple(range(first, first + span, stride))
+        if group_of[d][-1] >= n or any(programs[m] is not p or type(machines[m]) is not type(
+                machines[d]) or machines[m].arch != machines[d].arch for m in group_of[d]):
+            return None
+    for d, p in enumerate(programs):
+        for p2p, _, stride in shapes[id(p)]:
+            peers = [d + stride, d - stride] if p2p else []
+            for peer in (q for q in peers if 0 <= q < n):
+                if group_of[peer].index(peer) != group_of[d].index(d):
+                    return None
+    groups = list(dict.fromkeys(group_of[d] for d in range(n)))
+    return groups if any(len(g) > 1 for g in groups) else None
 
 
 def _symmetric_node(program: isa.Program, machine: Machine, n: int, link: LinkArch) -> NodeResult:
@@ -413,16 +469,17 @@ def _on_queue(timeline: Timeline, queue: str) -> np.ndarray:
     return timeline.queue_of == timeline.queues.index(queue)
 
 
-def _blocked(programs, words, device_of: np.ndarray, local_of: np.ndarray, w: int) -> str:
+def _blocked(programs, ids, device_of: np.ndarray, local_of: np.ndarray, w: int) -> str:
     """The deadlock at engine word w, in the device's own terms (a barrier word: its `coll`)."""
-    d = int(device_of[w])
+    k = int(device_of[w])
+    d = ids[k]
     if local_of[w] >= 0:
         i = int(local_of[w])
-        ins = programs[d].instructions[i]
+        ins = programs[k].instructions[i]
         return (f"device {d} instruction {i} ({ins.queue} {ins.opcode}): deadlock: waits on "
                 f"semaphore {ins['sem']} forever")
     i = int(local_of[w + int(np.argmax(local_of[w:] >= 0))])    # the coll the barrier precedes
-    ins = programs[d].instructions[i]
+    ins = programs[k].instructions[i]
     return (f"device {d} instruction {i} ({ins.queue} coll {ins['kind']}): deadlock: a device of "
             "its group never reaches it (the devices issue their collectives in different orders)")
 

@@ -147,7 +147,7 @@ def _target_args(p: argparse.ArgumentParser) -> None:
 def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", type=_positive, help="devices of a parallel plan (docs/parallel.md)")
     p.add_argument("--tp", type=_positive, help="tensor-parallel ranks (default: --devices / --pp)")
-    p.add_argument("--pp", type=_positive, help="pipeline stages (default 1)")
+    p.add_argument("--pp", type=_positive, help="pipeline stages (default: --devices / --tp)")
     p.add_argument("--ep", type=_positive, help="expert-parallel ranks (default 1)")
     p.add_argument("--microbatches", type=_positive,
                    help="pipeline micro-batches the batch is split into (default 1)")
@@ -190,9 +190,16 @@ def _plan(args: argparse.Namespace, model: Model):
     if model.config is None:
         raise UsageError(f"--devices: '{model.name}' is a .graph file; a parallel plan needs a "
                          "model config")
-    pp = args.pp or 1
-    tp = args.tp or max(1, args.devices // pp)
+    tp, pp = _split(args.devices, args.tp, args.pp)
     return make_plan(model.config, args.devices, tp=tp, pp=pp, ep=args.ep or 1)
+
+
+def _split(devices: int, tp: int | None, pp: int | None) -> tuple[int, int]:
+    """tp and pp for `devices` from the flags: a missing one is what the other leaves
+    (neither: every device one tensor-parallel rank); make_plan checks the product."""
+    if tp is None:
+        return max(1, devices // (pp or 1)), pp or 1
+    return tp, pp if pp is not None else max(1, devices // tp)
 
 
 def _routing_arg(p: argparse.ArgumentParser) -> None:
@@ -408,8 +415,8 @@ def _compare_nodes(args: argparse.Namespace, model: Model, phase: Phase) -> int:
     columns = []
     for name in names:
         node = load_node(name)
-        pp = args.pp or 1
-        plan = make_plan(model.config, node.devices, tp=args.tp or max(1, node.devices // pp), pp=pp)
+        tp, pp = _split(node.devices, args.tp, args.pp)
+        plan = make_plan(model.config, node.devices, tp=tp, pp=pp)
         device = load_arch(node.device, node.overrides())
         if device.target not in TARGETS:                       # a GPU node: the baseline
             step = replace(phase, batch=phase.batch // microbatches)
@@ -558,7 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "tpu-v4-8), each running the plan --tp/--pp/--microbatches give")
     p.add_argument("--tp", type=_positive, help="with --nodes: tensor-parallel ranks (default: "
                                                 "each node's devices / --pp)")
-    p.add_argument("--pp", type=_positive, help="with --nodes: pipeline stages (default 1)")
+    p.add_argument("--pp", type=_positive, help="with --nodes: pipeline stages (default: each "
+                                                "node's devices / --tp)")
     p.add_argument("--microbatches", type=_positive, help="with --nodes: micro-batches (default 1)")
     _add_phase_args(p)
     p.add_argument("--gpu", metavar="NAMES", default="t4", help="GPUs for the ratio rows (default t4)")

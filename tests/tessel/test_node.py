@@ -168,3 +168,39 @@ def test_a_symmetric_node_timed_on_one_device_equals_the_merged_run(target):
         assert a.energy_breakdown_j == pytest.approx(b.energy_breakdown_j, rel=1e-12)
         assert a.ops == b.ops and a.unit_busy_cycles == b.unit_busy_cycles
     assert sum(c.count for c in one.collectives) == len(merged.collectives)
+
+
+@pytest.mark.parametrize("target", ["systolic", "dataflow"])
+def test_one_rank_per_stage_stands_for_its_ranks(target):
+    """TP=2 x PP=2, timing only: one rank of each stage is simulated for both, exactly as the
+    whole node (four separate programs) runs."""
+    import dataclasses
+
+    from arch.links import load_link
+    from compiler.frontend import load_model
+    from compiler.parallel.handoff import stage_program
+    from compiler.parallel.partition import device_graphs
+    from compiler.parallel.plan import make_plan
+    from compiler.phase import prefill
+    from sim.multi import simulate_node
+    from tessel.driver import compile_model_graph
+    from tessel.targets import TARGETS
+
+    spec = TARGETS[target]
+    model, arch, link = load_model(LLAMA), spec.load_arch(), load_link(spec.default_link)
+    plan = make_plan(model.config, 4, tp=2, pp=2)
+    parts = device_graphs(model.config, plan, prefill(5))
+    stages = [stage_program(compile_model_graph(model, parts[s * 2].graph, target, arch),
+                            parts[s * 2].graph, 2, first=s == 0, last=s == 1, microbatches=2)
+              for s in range(2)]
+    shared = [stages[d // 2] for d in range(4)]
+    copies = [dataclasses.replace(stages[d // 2]) for d in range(4)]
+    machines = [spec.machine(arch)] * 4
+    one, whole = simulate_node(shared, machines, link), simulate_node(copies, machines, link)
+    assert one.cycles == whole.cycles
+    for field in ("link_busy_cycles", "link_bytes", "exposed_cycles", "idle_cycles"):
+        assert getattr(one, field) == getattr(whole, field), field
+    for a, b in zip(one.devices, whole.devices):
+        assert a.energy_breakdown_j == pytest.approx(b.energy_breakdown_j, rel=1e-12)
+    key = sorted((c.kind, c.members, c.cycles) for c in one.collectives)
+    assert key == sorted((c.kind, c.members, c.cycles) for c in whole.collectives)
