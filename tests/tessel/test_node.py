@@ -25,10 +25,16 @@ def sim(capsys, tmp_path, *argv: str) -> dict:
 LAYERS = json.loads((FIXTURES / "tiny-qwen3" / "config.json").read_text())["num_hidden_layers"]
 
 
-@pytest.mark.parametrize("target", ["systolic", "pim", "dataflow"])
-@pytest.mark.parametrize("phase", [("--seq", "5"), ("--phase", "decode", "--kv", "4")],
-                         ids=["prefill", "decode"])
-@pytest.mark.parametrize("tp, pp", [(2, 1), (1, 2), (2, 2)], ids=["tp2", "pp2", "tp2xpp2"])
+FAST = {("tp2xpp2", "prefill"), ("tp2", "decode")}      # the rest run in the full suite
+PLANS = [pytest.param(target, phase, tp, pp, id=f"{name}-{kind}-{target}",
+                      marks=[] if (name, kind) in FAST and (kind == "prefill" or target == "systolic")
+                      else [pytest.mark.slow])
+         for name, tp, pp in (("tp2", 2, 1), ("pp2", 1, 2), ("tp2xpp2", 2, 2))
+         for kind, phase in (("prefill", ("--seq", "5")), ("decode", ("--phase", "decode", "--kv", "4")))
+         for target in ("systolic", "pim", "dataflow")]
+
+
+@pytest.mark.parametrize("target, phase, tp, pp", PLANS)
 def test_a_plan_computes_one_devices_logits(capsys, tmp_path, target, phase, tp, pp):
     report = sim(capsys, tmp_path, "--model", LLAMA, "--target", target, *phase,
                  "--devices", str(tp * pp), "--tp", str(tp), "--pp", str(pp))
@@ -140,7 +146,8 @@ def test_bad_node_arguments_are_one_line(capsys, argv, message):
     assert code == 2 and len(err) == 1 and re.search(message, err[0]), err
 
 
-@pytest.mark.parametrize("target", ["systolic", "pim", "dataflow"])
+@pytest.mark.parametrize("target", ["systolic", pytest.param("pim", marks=pytest.mark.slow),
+                                    pytest.param("dataflow", marks=pytest.mark.slow)])
 def test_a_symmetric_node_timed_on_one_device_equals_the_merged_run(target):
     """Tensor-parallel ranks share one program: one device's run stands for all. The merged
     engine, given equal copies, must give every figure alike."""
@@ -170,7 +177,7 @@ def test_a_symmetric_node_timed_on_one_device_equals_the_merged_run(target):
     assert sum(c.count for c in one.collectives) == len(merged.collectives)
 
 
-@pytest.mark.parametrize("target", ["systolic", "dataflow"])
+@pytest.mark.parametrize("target", ["systolic", pytest.param("dataflow", marks=pytest.mark.slow)])
 def test_one_rank_per_stage_stands_for_its_ranks(target):
     """TP=2 x PP=2, timing only: one rank of each stage is simulated for both, exactly as the
     whole node (four separate programs) runs."""
