@@ -20,6 +20,10 @@ addressable since ISA version 2). The compiler emits tile sweeps and whole layer
 (compiler/targets/sweep.py, layers.py) and the periodic engine (sim/periodic.py) times them per
 pattern. Not a row: gpt2-xl prefill-128 on pim-gpt is about 66 M instructions (PIM's GEMV
 lowering emits no loops).
+
+Issue 18's target: llama-3.1-70b decode at KV 2048 on 8 devices, timing only, under 15 s as a
+whole process (sn40l-8 and tpu-v4-8 nodes, tensor parallelism 8: one device's run stands for
+the node, sim/multi.py).
 """
 from __future__ import annotations
 
@@ -53,13 +57,16 @@ class Workload:
     numerics: bool = False
     whole_process: bool = False     # time `tessel sim` in a fresh process, not run() in this one
     overrides: tuple[str, ...] = ()  # --set KEY=VALUE on the preset (whole-process workloads)
+    node: str | None = None         # a node preset (arch/configs/nodes) instead of target/preset
 
     def argv(self, json_path: Path) -> list[str]:
         """The `tessel sim` command line of a whole-process workload."""
         size = (["--seq", str(self.phase.seq)] if self.phase.kind == "prefill"
                 else ["--kv", str(self.phase.kv)])
+        where = (["--node", self.node] if self.node
+                 else ["--target", self.target, "--arch", self.preset])
         return [sys.executable, "-m", "tessel.cli", "sim", "--model", self.model,
-                "--target", self.target, "--arch", self.preset, "--phase", self.phase.kind, *size,
+                *where, "--phase", self.phase.kind, *size,
                 *(a for kv in self.overrides for a in ("--set", kv)),
                 "--no-functional", "--gpu", "none", "--json", str(json_path)]
 
@@ -96,6 +103,11 @@ WORKLOADS = (
     Workload("llama-3.1-8b prefill-512 on systolic-128 with 32 GiB DRAM, process", "llama-3.1-8b",
              prefill(512), "systolic", "systolic-128", 20.0, whole_process=True,
              overrides=("dram_bytes=34359738368",)),
+    # issue 18: 70B decode on 8 devices (tensor parallelism 8), whole process, under 15 s
+    *(Workload(f"llama-3.1-70b decode kv-2048 on {node} (tp 8), process", "llama-3.1-70b",
+               decode(2048), target, preset, 15.0, whole_process=True, node=node)
+      for node, target, preset in (("sn40l-8", "dataflow", "sn40l"),
+                                   ("tpu-v4-8", "systolic", "systolic-128"))),
 )
 
 
@@ -115,7 +127,9 @@ def _whole_process(w: Workload) -> tuple[float, int, int | None]:
         if done.returncode != 0:
             raise RuntimeError(f"{w.label}: exit {done.returncode}: {done.stderr.strip()[-500:]}")
         fields = json.loads(report.read_text())
-        return wall, fields["instructions"], fields["sim_peak_rss_bytes"]
+        instructions = fields.get("instructions") or sum(     # a node: every device's
+            device["instructions"] for device in fields["devices"])
+        return wall, instructions, fields["sim_peak_rss_bytes"]
 
 
 def main() -> int:

@@ -415,8 +415,7 @@ def _compare_nodes(args: argparse.Namespace, model: Model, phase: Phase) -> int:
     columns = []
     for name in names:
         node = load_node(name)
-        tp, pp = _split(node.devices, args.tp, args.pp)
-        plan = make_plan(model.config, node.devices, tp=tp, pp=pp)
+        plan = _node_plan(model, node.devices, args.tp, args.pp)
         device = load_arch(node.device, node.overrides())
         if device.target not in TARGETS:                       # a GPU node: the baseline
             step = replace(phase, batch=phase.batch // microbatches)
@@ -436,6 +435,23 @@ def _compare_nodes(args: argparse.Namespace, model: Model, phase: Phase) -> int:
              for node, _, run in columns}, indent=1).encode())
     print(render_node_comparison(f"tessel compare: {model.name}, {phase}", columns, tokens))
     return 0
+
+
+def _node_plan(model: Model, devices: int, tp: int | None, pp: int | None):
+    """The plan a node runs: as --tp/--pp say, or with neither the most tensor parallelism the
+    model allows on `devices` (the largest tp dividing them that the heads and widths take, the
+    rest as pipeline stages)."""
+    from compiler.parallel.plan import PlanError, make_plan
+    if tp is not None or pp is not None:
+        return make_plan(model.config, devices, tp=_split(devices, tp, pp)[0],
+                         pp=_split(devices, tp, pp)[1])
+    error = None
+    for t in sorted((t for t in range(1, devices + 1) if devices % t == 0), reverse=True):
+        try:
+            return make_plan(model.config, devices, tp=t, pp=devices // t)
+        except PlanError as e:
+            error = error or e
+    raise error
 
 
 def cmd_coe(args: argparse.Namespace) -> int:

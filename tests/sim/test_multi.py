@@ -181,3 +181,17 @@ def test_a_pipeline_of_equal_stages_has_gpipes_bubble(stages, microbatches):
     assert node.cycles == (microbatches + stages - 1) * t
     share = sum(node.idle_cycles) / (stages * node.cycles)
     assert share == pytest.approx((stages - 1) / (microbatches + stages - 1), abs=1e-12)
+
+
+def test_a_ring_all_reduce_takes_the_alpha_beta_time_in_the_simulator():
+    """On a ring of links (no switch: neither tree nor NVLS applies) an all-reduce of S bytes
+    over n devices lasts 2(n-1)/n S / B + 2(n-1) step latencies + the start-up, B one device's
+    bandwidth over the ring, at the device clock, rounded up to whole cycles."""
+    ring = load_link("nvlink2-v100")
+    n, nbytes = 4, 1 << 20
+    node = simulate_node([program([coll("all_reduce", ranks=n, nbytes=nbytes)])] * n, machines(n), ring)
+    bandwidth = ring.links_per_device * ring.link_bw_gbps * 1e9 * ring.efficiency
+    seconds = (2 * (n - 1) / n * nbytes / bandwidth + 2 * (n - 1) * ring.step_latency_ns * 1e-9
+               + ring.base_latency_us * 1e-6)
+    assert node.cycles == math.ceil(seconds * ARCH.clock_hz - 1e-9)
+    assert {c.algorithm for c in node.collectives} == {"ring"}
