@@ -22,6 +22,16 @@ def sim(capsys, tmp_path, *argv: str) -> dict:
     return json.loads(out.read_text())
 
 
+GPT2 = str(FIXTURES / "tiny-gpt2")      # a Hugging Face GPT-2: fused c_attn, 4 heads, 2 layers
+
+
+@pytest.mark.parametrize("target", ["systolic", "pim", "dataflow"])
+def test_gpt2_split_four_ways_computes_one_devices_logits(capsys, tmp_path, target):
+    report = sim(capsys, tmp_path, "--model", GPT2, "--target", target, "--seq", "5",
+                 "--devices", "4", "--tp", "2", "--pp", "2")
+    assert report["logits_rel_error"] < BF16_TOLERANCE
+
+
 LAYERS = json.loads((FIXTURES / "tiny-qwen3" / "config.json").read_text())["num_hidden_layers"]
 
 
