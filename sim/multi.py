@@ -14,91 +14,38 @@ device's instructions at once and turn each collective into tokens:
   one arrives, and each lasts the collective's time (`sim/collectives.py`, the device clock).
   A `send` and its `recv` are a group of two.
 
-A symmetric node (every device the same program on the same machine, every collective one group
-of all of them: tensor parallelism without stages) is timed on one device: each device reaches
-each collective in the same cycle as the others, so the merged run is n copies of one device's
-run with every collective lasting its time. That run may then be per pattern (sim/periodic.py).
-
-Numerics: each device runs on its own memory; when the last member of a collective starts, the
-collective is applied to the members' buffers at once (`apply_collective`), before any of them
-can read the result (its readers wait for the `coll` to end). Reductions add in the order a
-ring all-reduce does (chunk c is summed from rank c+1 around the ring to rank c), rounding to
-the element type after each addition, as NCCL does for reduced-precision types.
+Nodes whose devices stand for each other are timed with fewer of them (sim/node_symmetry.py);
+numerics run every device on its own memory and apply each collective across them
+(sim/node_numerics.py); what is measured: sim/node_result.py.
 """
 from __future__ import annotations
 
 import dataclasses
 from collections import namedtuple
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from types import SimpleNamespace
 
 import numpy as np
 
 import isa
 from arch.links import LinkArch
-from isa.loops import loop_structure
-from isa.numerics import codec
 from isa.opcodes import LINK_QUEUE
-from isa.unroll import multiplicities
 from sim.collectives import coll_price
 from sim.engine import EngineError, Timeline, simulate_events
-from sim.functional import FunctionalExecutor, Memory
 from sim.machines.base import Machine
-from sim.result import SimResult
-from sim.simulate import Timed, op_stats, sim_result, simulate, with_link
+from sim.node_numerics import NodeNumerics
+from sim.node_result import Collective, NodeResult, exposed_cycles, idle_cycles, on_queue
+from sim.node_symmetry import rank_groups, symmetric, symmetric_node
+from sim.simulate import Timed, op_stats, sim_result, with_link
 
-__all__ = ["NodeResult", "Collective", "simulate_node", "apply_collective"]
+__all__ = ["NodeResult", "Collective", "simulate_node", "group_of_coll"]
 
 _SEMAPHORES = 1 << 16                      # `sem` is a U16 field
-_REDUCING = ("all_reduce", "reduce_scatter")
 _Word = namedtuple("_Word", "opcode queue fields")   # what the engine reads of an instruction
 
 
-@dataclass(frozen=True, slots=True)
-class Collective:
-    """One collective of the node: its kind, the members' devices (in rank order), the bytes
-    of each member's buffer and its element type, and each member's `coll` (local index)."""
-
-    kind: str
-    members: tuple[int, ...]
-    nbytes: int
-    dtype: isa.DType
-    at: tuple[int, ...]                    # per member: the index of its `coll` in its program
-    cycles: int
-    energy_j: float
-    bytes_per_rank: int
-    algorithm: str
-    count: int = 1                         # executions (a symmetric node's compact program)
-
-
-@dataclass(frozen=True)
-class NodeResult:
-    """Per device its own report over the node's whole run (a device that waits still burns its
-    static power), the collectives, and each device's communication: link busy cycles, bytes
-    sent, the cycles its link was busy while none of its other queues was (exposed) and the
-    cycles none of its queues was (idle: a pipeline's bubble, waits for other devices)."""
-
-    devices: tuple[SimResult, ...]
-    cycles: int
-    clock_hz: float
-    collectives: tuple[Collective, ...]
-    link_busy_cycles: tuple[int, ...]
-    link_bytes: tuple[int, ...]
-    exposed_cycles: tuple[int | None, ...]     # None: the device was timed per pattern
-    idle_cycles: tuple[int | None, ...]        # no queue of the device busy: bubble and waits
-    memories: tuple[Memory, ...] | None = None
-
-    @property
-    def time_s(self) -> float:
-        return self.cycles / self.clock_hz
-
-    @property
-    def energy_j(self) -> float:
-        return sum(r.energy_j for r in self.devices)
-
-
-def _group(device: int, devices: int, ins: isa.Instr, index: int) -> tuple[str, tuple[int, ...]]:
+def group_of_coll(device: int, devices: int, ins: isa.Instr,
+                  index: int) -> tuple[str, tuple[int, ...]]:
     """The collective kind (send and recv are one `send_recv`) and the members, in rank order."""
     kind, ranks, stride = ins["kind"], ins["ranks"], ins["stride"]
     where = f"device {device} instruction {index} (coll {kind})"
@@ -130,7 +77,7 @@ def _collectives(programs: Sequence[isa.Program], ids: Sequence[int], devices: i
     """Every collective of the node, matched across its members in program order; each
     member's k-th `coll` of a group must agree on kind, bytes and type with the others'.
     `ids`: each program's device; a group of which only one device is simulated (it stands
-    for its tensor-parallel ranks, `_rank_groups`) is that device's alone."""
+    for its tensor-parallel ranks, sim/node_symmetry.py) is that device's alone."""
     simulated = set(ids)
     found: dict[tuple, list[dict[int, tuple[int, isa.Instr]]]] = {}
     seen: dict[tuple, dict[int, int]] = {}
@@ -141,7 +88,7 @@ def _collectives(programs: Sequence[isa.Program], ids: Sequence[int], devices: i
             if str(ins.queue) != LINK_QUEUE:
                 raise isa.IsaError(f"device {d} instruction {i}: coll on {ins.queue}, "
                                    f"expected {LINK_QUEUE}")
-            kind, members = _group(d, devices, ins, i)
+            kind, members = group_of_coll(d, devices, ins, i)
             members = tuple(m for m in members if m in simulated)
             key = (kind, members)
             k = seen.setdefault(key, {}).get(d, 0)
@@ -211,89 +158,6 @@ def _merge(programs: Sequence[isa.Program], collectives: Sequence[Collective]):
             device_of.append(d)
             local_of.append(i)
     return words, np.array(device_of, np.int32), np.array(local_of, np.int64)
-
-
-def apply_collective(kind: str, buffers: Sequence[np.ndarray],
-                     rounded: Callable[[np.ndarray], np.ndarray] = np.asarray) -> list[np.ndarray]:
-    """The members' buffers after a collective, given them before (rank order, decoded values
-    for a reduction, raw bytes otherwise; `send_recv`: [sender, receiver]); `rounded` rounds a
-    partial sum to the element type after each addition."""
-    n = len(buffers)
-    if kind == "send_recv":
-        return [buffers[0], buffers[0].copy()]
-    chunks = [np.array_split(b, n) for b in buffers]
-    out = [[c.copy() for c in cs] for cs in chunks]
-    for c in range(n):
-        if kind == "all_gather":
-            for r in range(n):
-                out[r][c] = chunks[c][c].copy()
-        elif kind == "all_to_all":
-            for r in range(n):
-                out[r][c] = chunks[c][r].copy()
-        else:                                          # all_reduce, reduce_scatter: ring order
-            total = chunks[(c + 1) % n][c]
-            for step in range(2, n + 1):
-                total = rounded(total + chunks[(c + step) % n][c])
-            for r in (range(n) if kind == "all_reduce" else (c,)):
-                out[r][c] = total.copy()
-    return [np.concatenate(cs) for cs in out]
-
-
-class _Numerics:
-    """Each device's executor on its own memory, and the collectives applied across them."""
-
-    def __init__(self, programs, runs, views, collectives, device_of, local_of):
-        self.memories, self.executors = [], []
-        for program, run, view in zip(programs, runs, views):
-            if program.data is None:
-                raise isa.IsaError("numeric simulation needs every device program's data "
-                                   "(weights and inputs); compile with data or simulate "
-                                   "with --no-functional")
-            sizes = {s.name: s.size_bytes for s in view.spaces.values()}
-            memory = Memory(sizes, run.held_bytes(view))
-            memory.load_program_data(program)
-            models = {**run.functional_models(memory), "coll": _later}
-            self.memories.append(memory)
-            self.executors.append(FunctionalExecutor(program, memory, models=models))
-        self.device_of, self.local_of = device_of, local_of
-        self.pending = {(m, i): c for c in collectives for m, i in zip(c.members, c.at)}
-        self.arrived: dict[int, int] = {}
-        self.programs = programs
-
-    def start(self, word: int) -> None:
-        d, i = int(self.device_of[word]), int(self.local_of[word])
-        if i < 0:
-            return
-        self.executors[d].execute(i)
-        c = self.pending.get((d, i))
-        if c is not None:
-            self.arrived[id(c)] = self.arrived.get(id(c), 0) + 1
-            if self.arrived[id(c)] == len(c.members):
-                self._apply(c)
-
-    def _apply(self, c: Collective) -> None:
-        ins = [self.programs[m].instructions[i] for m, i in zip(c.members, c.at)]
-        if c.kind in _REDUCING:
-            n = c.nbytes // c.dtype.itemsize
-            values = [self.memories[m].read(x["buf"], n, c.dtype).astype(np.float64)
-                      for m, x in zip(c.members, ins)]
-            found = codec(c.dtype)
-
-            def rounded(v: np.ndarray) -> np.ndarray:
-                with np.errstate(all="ignore"):
-                    return found.decode(found.encode(v))
-            for m, x, v in zip(c.members, ins, apply_collective(c.kind, values, rounded)):
-                self.memories[m].write(x["buf"], v, c.dtype)
-            return
-        raw = [self.memories[m].read_bytes(x["buf"], c.nbytes) for m, x in zip(c.members, ins)]
-        for m, x, v in zip(c.members, ins, apply_collective(c.kind, raw)):
-            self.memories[m].write_bytes(x["buf"], v)
-
-
-def _later(ins: isa.Instr) -> None:
-    """A `coll` on one device does nothing alone: the node applies it once all have started."""
-
-
 def simulate_node(programs: Sequence[isa.Program], machines: Sequence[Machine], link: LinkArch,
                   *, functional: bool = False) -> NodeResult:
     """Verify each device's program on its machine (plus the link queue), run them together
@@ -303,10 +167,10 @@ def simulate_node(programs: Sequence[isa.Program], machines: Sequence[Machine], 
     clock = machines[0].clock_hz
     if any(m.clock_hz != clock for m in machines):
         raise isa.IsaError("the node's devices must share one clock (a mixed node is not modelled)")
-    if not functional and _symmetric(programs, machines):
-        return _symmetric_node(programs[0], machines[0], len(programs), link)
+    if not functional and symmetric(programs, machines):
+        return symmetric_node(programs[0], machines[0], len(programs), link)
     devices = len(programs)
-    groups = None if functional else _rank_groups(programs, machines)
+    groups = None if functional else rank_groups(programs, machines)
     ids = sorted({g[0] for g in groups}) if groups else list(range(devices))
     programs, machines = [programs[d] for d in ids], [machines[d] for d in ids]
     views = []
@@ -342,7 +206,7 @@ def simulate_node(programs: Sequence[isa.Program], machines: Sequence[Machine], 
     word_of = {(int(d), int(i)): w for w, (d, i) in enumerate(zip(device_of, local_of)) if i >= 0}
     for (m, i), c in cost_of.items():
         durations[word_of[(m, i)]] = c.cycles
-    numerics = (_Numerics(programs, runs, views, collectives, device_of, local_of)
+    numerics = (NodeNumerics(programs, runs, views, collectives, device_of, local_of)
                 if functional else None)
     timed = _StateTimed(runs, device_of, local_of)
     try:
@@ -374,13 +238,12 @@ def simulate_node(programs: Sequence[isa.Program], machines: Sequence[Machine], 
         result = sim_result(program, machine, timed, ())
         energy = {**result.energy_breakdown_j, "link": link_energy}
         results.append(dataclasses.replace(result, energy_breakdown_j=energy))
-        on_link = _on_queue(own, LINK_QUEUE)
+        on_link = on_queue(own, LINK_QUEUE)
         busy.append(int((own.end - own.start)[on_link & (own.start >= 0)].sum()))
         sent.append(sum((c.nbytes if d == c.members[0] else 0) if c.kind == "send_recv"
                         else c.bytes_per_rank for c in collectives if d in c.members))
-        exposed.append(_exposed(own, on_link))
-        issued = own.start >= 0
-        idle.append(cycles - _measure(_union(own.start[issued], own.end[issued])))
+        exposed.append(exposed_cycles(own, on_link))
+        idle.append(idle_cycles(own, cycles))
     if groups:                        # every rank as the rank that stood for it
         stand = {m: ids.index(g[0]) for g in groups for m in g}
         results, busy, sent, exposed, idle = (
@@ -389,86 +252,6 @@ def simulate_node(programs: Sequence[isa.Program], machines: Sequence[Machine], 
     return NodeResult(tuple(results), cycles, clock, tuple(collectives), tuple(busy), tuple(sent),
                       tuple(exposed), tuple(idle),
                       None if numerics is None else tuple(numerics.memories))
-
-
-def _symmetric(programs: Sequence[isa.Program], machines: Sequence[Machine]) -> bool:
-    """Every device runs the same program on the same machine, and every collective is one
-    group of all of them (a tensor-parallel node without pipeline stages): then every device
-    reaches each collective in the same cycle, and one device's run is every device's."""
-    first, n = programs[0], len(programs)
-    if any(p is not first for p in programs) or any(
-            type(m) is not type(machines[0]) or m.arch != machines[0].arch for m in machines):
-        return False
-    return all(ins["kind"] not in ("send", "recv") and ins["ranks"] == n and ins["stride"] == 1
-               for ins in first.instructions if ins.opcode == "coll")
-
-
-def _rank_groups(programs: Sequence[isa.Program],
-                 machines: Sequence[Machine]) -> list[tuple[int, ...]] | None:
-    """Tensor-parallel ranks that one of them can stand for: when every device's reducing
-    collectives use one group, whose members run that device's program on its machine, and
-    every send or receive goes to the same rank of the peer's group, the ranks of a group
-    reach each collective together. Then the groups (each once, in order), else None (also
-    when no group has two devices: nothing to save)."""
-    n = len(programs)
-    shapes: dict[int, set] = {}
-    for p in {id(p): p for p in programs}.values():
-        shapes[id(p)] = {(ins["kind"] in ("send", "recv"), ins["ranks"], ins["stride"])
-                         for ins in p.instructions if ins.opcode == "coll"}
-    group_of: dict[int, tuple[int, ...]] = {}
-    for d, p in enumerate(programs):
-        reducing = {(r, s) for p2p, r, s in shapes[id(p)] if not p2p}
-        if len(reducing) > 1:
-            return None
-        ranks, stride = reducing.pop() if reducing else (1, 1)
-        span = ranks * stride
-        first = d // span * span + d % stride
-        group_of[d] = tuple(range(first, first + span, stride))
-        if group_of[d][-1] >= n or any(programs[m] is not p or type(machines[m]) is not type(
-                machines[d]) or machines[m].arch != machines[d].arch for m in group_of[d]):
-            return None
-    for d, p in enumerate(programs):
-        for p2p, _, stride in shapes[id(p)]:
-            peers = [d + stride, d - stride] if p2p else []
-            for peer in (q for q in peers if 0 <= q < n):
-                if group_of[peer].index(peer) != group_of[d].index(d):
-                    return None
-    groups = list(dict.fromkeys(group_of[d] for d in range(n)))
-    return groups if any(len(g) > 1 for g in groups) else None
-
-
-def _symmetric_node(program: isa.Program, machine: Machine, n: int, link: LinkArch) -> NodeResult:
-    """One device simulated for all (per pattern where it can be, sim/simulate.py), each
-    collective timed as the whole group arriving at once. Exposed and idle cycles need every
-    instruction's interval: None when the device was timed per pattern."""
-    run = simulate(program, machine, functional=False, node=link)
-    result, timeline = run.result, run.timeline
-    counts = multiplicities(loop_structure(program.instructions, ops=program.ops))
-    collectives = []
-    for i, ins in enumerate(program.instructions):
-        if ins.opcode == "coll":
-            cycles, cost = coll_price(ins, link, machine.clock_hz)
-            collectives.append(Collective(ins["kind"], tuple(range(n)), ins["bytes"], ins["dtype"],
-                                          (i,) * n, cycles, cost.energy_j, cost.bytes_per_rank,
-                                          cost.algorithm, int(counts[i])))
-    busy = sum(c.cycles * c.count for c in collectives)
-    sent = sum(c.bytes_per_rank * c.count for c in collectives)
-    exposed = idle = None
-    if timeline is not None:
-        on_link = _on_queue(timeline, LINK_QUEUE)
-        exposed = _exposed(timeline, on_link)
-        issued = timeline.start >= 0
-        idle = result.cycles - _measure(_union(timeline.start[issued], timeline.end[issued]))
-    return NodeResult((result,) * n, result.cycles, machine.clock_hz, tuple(collectives),
-                      (busy,) * n, (sent,) * n, (exposed,) * n, (idle,) * n)
-
-
-def _on_queue(timeline: Timeline, queue: str) -> np.ndarray:
-    if queue not in timeline.queues:
-        return np.zeros(len(timeline.queue_of), bool)
-    return timeline.queue_of == timeline.queues.index(queue)
-
-
 def _blocked(programs, ids, device_of: np.ndarray, local_of: np.ndarray, w: int) -> str:
     """The deadlock at engine word w, in the device's own terms (a barrier word: its `coll`)."""
     k = int(device_of[w])
@@ -516,37 +299,3 @@ def _device_timeline(timeline: Timeline, words: np.ndarray, program: isa.Program
     start, end = timeline.start[words], timeline.end[words]
     return Timeline(start, end, int(end.max(initial=0)), tuple(names[q] for q in order),
                     renumber[timeline.queue_of[words]])
-
-
-def _exposed(own: Timeline, on_link: np.ndarray) -> int:
-    """Cycles the link is busy while no other queue of the device is: |link| - |link and other|,
-    the measures of unions of busy intervals (disjoint and sorted, so one merge walk)."""
-    issued = own.start >= 0
-    link = _union(own.start[on_link & issued], own.end[on_link & issued])
-    other = _union(own.start[~on_link & issued], own.end[~on_link & issued])
-    both, j = 0, 0
-    for lo, hi in link:
-        while j < len(other) and other[j][1] <= lo:
-            j += 1
-        k = j
-        while k < len(other) and other[k][0] < hi:
-            both += min(hi, other[k][1]) - max(lo, other[k][0])
-            k += 1
-    return _measure(link) - both
-
-
-def _measure(intervals: list[tuple[int, int]]) -> int:
-    return sum(hi - lo for lo, hi in intervals)
-
-
-def _union(starts: np.ndarray, ends: np.ndarray) -> list[tuple[int, int]]:
-    """The busy intervals [start, end) merged into disjoint ones, sorted."""
-    keep = ends > starts
-    order = np.argsort(starts[keep], kind="stable")
-    out: list[list[int]] = []
-    for lo, hi in zip(starts[keep][order].tolist(), ends[keep][order].tolist()):
-        if out and lo <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], hi)
-        else:
-            out.append([lo, hi])
-    return [(lo, hi) for lo, hi in out]

@@ -15,7 +15,8 @@ from isa.numerics import from_storage, to_storage
 from sim.collectives import collective_cost
 from sim.machines.systolic.machine import SystolicMachine
 from isa.opcodes import LINK_QUEUE
-from sim.multi import apply_collective, simulate_node
+from sim.multi import simulate_node
+from sim.node_numerics import apply_collective
 from sim.simulate import simulate
 
 HEADER = (".target systolic\n.isa 2\n.spaces dram sram acc\n"

@@ -1,0 +1,103 @@
+"""What a node's simulation measures (sim/multi.py): its collectives, per device its report
+and communication, and the busy-interval arithmetic behind exposed and idle cycles."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+import isa
+from sim.engine import Timeline
+from sim.functional import Memory
+from sim.result import SimResult
+
+__all__ = ["Collective", "NodeResult", "on_queue", "exposed_cycles", "idle_cycles"]
+
+
+@dataclass(frozen=True, slots=True)
+class Collective:
+    """One collective of the node: its kind, the members' devices (in rank order), the bytes
+    of each member's buffer and its element type, and each member's `coll` (local index)."""
+
+    kind: str
+    members: tuple[int, ...]
+    nbytes: int
+    dtype: isa.DType
+    at: tuple[int, ...]                    # per member: the index of its `coll` in its program
+    cycles: int
+    energy_j: float
+    bytes_per_rank: int
+    algorithm: str
+    count: int = 1                         # executions (a symmetric node's compact program)
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    """Per device its own report over the node's whole run (a device that waits still burns its
+    static power), the collectives, and each device's communication: link busy cycles, bytes
+    sent, the cycles its link was busy while none of its other queues was (exposed) and the
+    cycles none of its queues was (idle: a pipeline's bubble, waits for other devices)."""
+
+    devices: tuple[SimResult, ...]
+    cycles: int
+    clock_hz: float
+    collectives: tuple[Collective, ...]
+    link_busy_cycles: tuple[int, ...]
+    link_bytes: tuple[int, ...]
+    exposed_cycles: tuple[int | None, ...]     # None: the device was timed per pattern
+    idle_cycles: tuple[int | None, ...]        # no queue of the device busy: bubble and waits
+    memories: tuple[Memory, ...] | None = None
+
+    @property
+    def time_s(self) -> float:
+        return self.cycles / self.clock_hz
+
+    @property
+    def energy_j(self) -> float:
+        return sum(r.energy_j for r in self.devices)
+
+
+def on_queue(timeline: Timeline, queue: str) -> np.ndarray:
+    if queue not in timeline.queues:
+        return np.zeros(len(timeline.queue_of), bool)
+    return timeline.queue_of == timeline.queues.index(queue)
+
+
+def idle_cycles(own: Timeline, cycles: int) -> int:
+    """Cycles of the run during which none of the device's queues is busy."""
+    issued = own.start >= 0
+    return cycles - _measure(_union(own.start[issued], own.end[issued]))
+
+
+def exposed_cycles(own: Timeline, on_link: np.ndarray) -> int:
+    """Cycles the link is busy while no other queue of the device is: |link| - |link and other|,
+    the measures of unions of busy intervals (disjoint and sorted, so one merge walk)."""
+    issued = own.start >= 0
+    link = _union(own.start[on_link & issued], own.end[on_link & issued])
+    other = _union(own.start[~on_link & issued], own.end[~on_link & issued])
+    both, j = 0, 0
+    for lo, hi in link:
+        while j < len(other) and other[j][1] <= lo:
+            j += 1
+        k = j
+        while k < len(other) and other[k][0] < hi:
+            both += min(hi, other[k][1]) - max(lo, other[k][0])
+            k += 1
+    return _measure(link) - both
+
+
+def _measure(intervals: list[tuple[int, int]]) -> int:
+    return sum(hi - lo for lo, hi in intervals)
+
+
+def _union(starts: np.ndarray, ends: np.ndarray) -> list[tuple[int, int]]:
+    """The busy intervals [start, end) merged into disjoint ones, sorted."""
+    keep = ends > starts
+    order = np.argsort(starts[keep], kind="stable")
+    out: list[list[int]] = []
+    for lo, hi in zip(starts[keep][order].tolist(), ends[keep][order].tolist()):
+        if out and lo <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return [(lo, hi) for lo, hi in out]
