@@ -255,5 +255,7 @@ def test_the_bench_command_lines_are_valid_tessel_sim_invocations(tmp_path):
         ("mixtral-8x7b", "dataflow"), ("llama-3.1-8b", "systolic")}
     for w in whole:
         args = build_parser().parse_args(w.argv(tmp_path / "r.json")[3:])
-        assert (args.model, args.target, args.no_functional) == (w.model, w.target, True)
+        target = args.target if w.node is None else None      # a node preset names its own
+        assert (args.model, target or w.target, args.no_functional, args.node) == (
+            w.model, w.target, True, w.node)
         assert list(args.set) == list(w.overrides)
