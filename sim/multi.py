@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections import namedtuple
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from types import SimpleNamespace
 
 import numpy as np
@@ -159,16 +160,18 @@ def _merge(programs: Sequence[isa.Program], collectives: Sequence[Collective]):
             local_of.append(i)
     return words, np.array(device_of, np.int32), np.array(local_of, np.int64)
 def simulate_node(programs: Sequence[isa.Program], machines: Sequence[Machine], link: LinkArch,
-                  *, functional: bool = False) -> NodeResult:
+                  *, functional: bool = False,
+                  progress: Callable[[str, int], None] | None = None) -> NodeResult:
     """Verify each device's program on its machine (plus the link queue), run them together
-    and report per device and for the node."""
+    and report per device and for the node. progress(stage, instructions started), when
+    given, follows the engine as sim/simulate.py's does."""
     if len(programs) != len(machines) or not programs:
         raise ValueError("one machine per device program, at least one")
     clock = machines[0].clock_hz
     if any(m.clock_hz != clock for m in machines):
         raise isa.IsaError("the node's devices must share one clock (a mixed node is not modelled)")
     if not functional and symmetric(programs, machines):
-        return symmetric_node(programs[0], machines[0], len(programs), link)
+        return symmetric_node(programs[0], machines[0], len(programs), link, progress)
     devices = len(programs)
     groups = None if functional else rank_groups(programs, machines)
     ids = sorted({g[0] for g in groups}) if groups else list(range(devices))
@@ -212,7 +215,8 @@ def simulate_node(programs: Sequence[isa.Program], machines: Sequence[Machine], 
     try:
         timeline = simulate_events(SimpleNamespace(instructions=words), durations, resources,
                                    None if numerics is None else numerics.start, timed.one,
-                                   delays, timed.run)
+                                   delays, timed.run,
+                                   progress=None if progress is None else partial(progress, "events"))
     except EngineError as error:
         if error.index is None:
             raise

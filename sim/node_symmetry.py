@@ -8,7 +8,7 @@ device's run with every collective lasting its time, and that run may be per pat
 group (`rank_groups`)."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import isa
 from arch.links import LinkArch
@@ -69,11 +69,12 @@ def rank_groups(programs: Sequence[isa.Program],
     return groups if any(len(g) > 1 for g in groups) else None
 
 
-def symmetric_node(program: isa.Program, machine: Machine, n: int, link: LinkArch) -> NodeResult:
+def symmetric_node(program: isa.Program, machine: Machine, n: int, link: LinkArch,
+                   progress: Callable[[str, int], None] | None = None) -> NodeResult:
     """One device simulated for all (per pattern where it can be, sim/simulate.py), each
     collective timed as the whole group arriving at once. Exposed and idle cycles need every
     instruction's interval: None when the device was timed per pattern."""
-    run = simulate(program, machine, functional=False, node=link)
+    run = simulate(program, machine, functional=False, node=link, progress=progress)
     result, timeline = run.result, run.timeline
     counts = multiplicities(loop_structure(program.instructions, ops=program.ops))
     collectives = []

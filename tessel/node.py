@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+import isa
 from arch.links import LinkArch
 from compiler.parallel.handoff import HIDDEN, stage_program
 from compiler.parallel.partition import device_graphs
@@ -114,7 +115,11 @@ def run_node(request: RunRequest, plan: ParallelPlan, link: LinkArch, *, microba
                     bar(f"device {d}", d + 1)
         where = target(request.target)
         machines = [where.machine(request.arch) for _ in parts]
-        node = simulate_node(programs, machines, link, functional=request.numerics)
+        executed = sum(map(isa.executed_count, {id(p): p for p in programs}.values()))
+        with progress.phase(f"{request.target}: simulate {plan.devices} devices", executed,
+                            "instr") as bar:
+            node = simulate_node(programs, machines, link, functional=request.numerics,
+                                 progress=bar)
     error = None
     if reference is not None:
         last = plan.device(plan.pp - 1, 0)
