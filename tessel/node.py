@@ -20,14 +20,14 @@ from compiler.parallel.partition import device_graphs
 from compiler.parallel.plan import ParallelPlan, PlanError
 from compiler.parallel.reference import decode_feeds, prefill_feeds
 from compiler.ir import OpKind
-from compiler.reference import execute
+from compiler.passes.routing import policy_routing, route_graph, routing_feeds
 from compiler.targets.data import read_value
 from isa.bulk import no_gc
 from sim.multi import NodeResult, simulate_node
 from sim.result import GpuComparison
 from tessel.baselines import compare_gpus_on_plan
 from tessel.budget import out_of_memory_is_an_error
-from tessel.driver import compile_model_graph, model_feeds
+from tessel.driver import compile_model_graph, model_feeds, router_routed
 from tessel.progress import QUIET, Progress
 from tessel.request import RunRequest
 from tessel.table import render_table, si
@@ -93,23 +93,31 @@ def run_node(request: RunRequest, plan: ParallelPlan, link: LinkArch, *, microba
     with no_gc(), out_of_memory_is_an_error():
         feeds = reference = None
         if request.numerics:
-            feeds, reference = _numeric_inputs(request, plan)
+            feeds, reference, routing = _numeric_inputs(request, plan)
             feeds = [{**f, **({HIDDEN: np.zeros(part.graph[HIDDEN].type.shape)}   # received
                               if part.shard.stage else {})} for f, part in zip(feeds, parts)]
+        else:
+            routing = (policy_routing(model.graph(step), request.routing)
+                       if request.routing else None)
+        graphs = [part.graph for part in parts]
+        if routing is not None:           # every device routes as the whole model's router
+            feeds = None if feeds is None else [{**f, **routing_feeds(g, routing)}
+                                                for f, g in zip(feeds, graphs)]
+            graphs = [route_graph(g, routing) for g in graphs]
         programs, lowered = [], []
-        keys = [_program_key(part.graph) for part in parts]
+        keys = [_program_key(g) for g in graphs]
         with progress.phase(f"{request.target}: compile {plan.devices} devices", plan.devices,
                             "device") as bar:
-            for d, part in enumerate(parts):
+            for d, (part, graph) in enumerate(zip(parts, graphs)):
                 same = next((k for k in range(d) if feeds is None and keys[k] == keys[d]), None)
                 low = lowered[same] if same is not None else compile_model_graph(
-                    model, part.graph, request.target, request.arch, request.dtype,
+                    model, graph, request.target, request.arch, request.dtype,
                     None if feeds is None else feeds[d],
                     None if feeds is None else part.weights(model.weights))
                 lowered.append(low)
                 stage = part.shard.stage
                 programs.append(programs[same] if same is not None else stage_program(
-                    low, part.graph, plan.tp, first=stage == 0, last=stage == plan.pp - 1,
+                    low, graph, plan.tp, first=stage == 0, last=stage == plan.pp - 1,
                     microbatches=microbatches))
                 if bar is not None:
                     bar(f"device {d}", d + 1)
@@ -125,9 +133,9 @@ def run_node(request: RunRequest, plan: ParallelPlan, link: LinkArch, *, microba
         last = plan.device(plan.pp - 1, 0)
         low = lowered[last]
         logits = read_value(lambda s: node.memories[last].read_symbol(programs[last], s),
-                            low.plan, parts[last].graph.outputs[0])[0]
+                            low.plan, graphs[last].outputs[0])[0]
         error = float(np.abs(logits - reference).max() / np.abs(reference).max())
-    gpus = compare_gpus_on_plan([p.graph for p in parts], plan, microbatches, node.time_s,
+    gpus = compare_gpus_on_plan(graphs, plan, microbatches, node.time_s,
                                 node.energy_j, request.gpus, request.gpu_mode)
     return NodeRun(plan, link, request.target, request.arch.name, node,
                    phase.batch * phase.seq, gpus, error, microbatches)
@@ -141,16 +149,17 @@ def _program_key(graph) -> tuple:
 
 
 def _numeric_inputs(request: RunRequest, plan: ParallelPlan):
-    """Each device's feeds, and one device's reference logits for the same tokens."""
+    """Each device's feeds, one device's reference logits for the same tokens, and the
+    router's choices in that reference run (mixture-of-experts models; else None)."""
     model, phase = request.model, request.phase
     tokens = list(request.tokens)
     if phase.kind == "prefill":
         feeds = prefill_feeds(plan, np.asarray(tokens))
     else:
         feeds = decode_feeds(model, plan, tokens)
-    graph = model.graph(phase)
-    reference = execute(graph, model.weights, model_feeds(model, phase, tokens))[graph.outputs[0]][0]
-    return feeds, reference
+    reference, _, _, routing = router_routed(model.graph(phase), model.weights,
+                                             model_feeds(model, phase, tokens))
+    return feeds, reference, routing
 
 
 def render_node(run: NodeRun, title: str) -> str:

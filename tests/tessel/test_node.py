@@ -32,6 +32,25 @@ def test_gpt2_split_four_ways_computes_one_devices_logits(capsys, tmp_path, targ
     assert report["logits_rel_error"] < BF16_TOLERANCE
 
 
+MOE = str(FIXTURES / "tiny-qwen3-moe")   # experts and a dense layer (HF checkpoint)
+
+
+@pytest.mark.parametrize("target, tp, pp", [
+    ("systolic", 2, 1), pytest.param("dataflow", 2, 1, marks=pytest.mark.slow),
+    pytest.param("pim", 1, 2, marks=pytest.mark.slow)])    # tp 2 leaves PIM 8-wide experts
+def test_a_mixture_of_experts_routes_every_device_as_the_whole_router(capsys, tmp_path, target,
+                                                                       tp, pp):
+    report = sim(capsys, tmp_path, "--model", MOE, "--target", target, "--seq", "4",
+                 "--devices", "2", "--tp", str(tp), "--pp", str(pp))
+    assert report["logits_rel_error"] < BF16_TOLERANCE
+
+
+def test_a_mixture_of_experts_times_by_the_routing_policy(capsys, tmp_path):
+    report = sim(capsys, tmp_path, "--model", MOE, "--seq", "4", "--devices", "2",
+                 "--no-functional", "--routing", "zipf:1.2")
+    assert report["cycles"] > 0 and len(report["devices"]) == 2
+
+
 LAYERS = json.loads((FIXTURES / "tiny-qwen3" / "config.json").read_text())["num_hidden_layers"]
 
 
