@@ -91,36 +91,8 @@ def run_node(request: RunRequest, plan: ParallelPlan, link: LinkArch, *, microba
     step = dataclasses.replace(phase, batch=phase.batch // microbatches)
     parts = device_graphs(model.config, plan, step)
     with no_gc(), out_of_memory_is_an_error():
-        feeds = reference = None
-        if request.numerics:
-            feeds, reference, routing = _numeric_inputs(request, plan)
-            feeds = [{**f, **({HIDDEN: np.zeros(part.graph[HIDDEN].type.shape)}   # received
-                              if part.shard.stage else {})} for f, part in zip(feeds, parts)]
-        else:
-            routing = (policy_routing(model.graph(step), request.routing)
-                       if request.routing else None)
-        graphs = [part.graph for part in parts]
-        if routing is not None:           # every device routes as the whole model's router
-            feeds = None if feeds is None else [{**f, **routing_feeds(g, routing)}
-                                                for f, g in zip(feeds, graphs)]
-            graphs = [route_graph(g, routing) for g in graphs]
-        programs, lowered = [], []
-        keys = [_program_key(g) for g in graphs]
-        with progress.phase(f"{request.target}: compile {plan.devices} devices", plan.devices,
-                            "device") as bar:
-            for d, (part, graph) in enumerate(zip(parts, graphs)):
-                same = next((k for k in range(d) if feeds is None and keys[k] == keys[d]), None)
-                low = lowered[same] if same is not None else compile_model_graph(
-                    model, graph, request.target, request.arch, request.dtype,
-                    None if feeds is None else feeds[d],
-                    None if feeds is None else part.weights(model.weights))
-                lowered.append(low)
-                stage = part.shard.stage
-                programs.append(programs[same] if same is not None else stage_program(
-                    low, graph, plan.tp, first=stage == 0, last=stage == plan.pp - 1,
-                    microbatches=microbatches))
-                if bar is not None:
-                    bar(f"device {d}", d + 1)
+        graphs, feeds, reference = _device_inputs(request, plan, parts, step)
+        lowered, programs = _compile(request, plan, parts, graphs, feeds, microbatches, progress)
         where = target(request.target)
         machines = [where.machine(request.arch) for _ in parts]
         executed = sum(map(isa.executed_count, {id(p): p for p in programs}.values()))
@@ -131,14 +103,61 @@ def run_node(request: RunRequest, plan: ParallelPlan, link: LinkArch, *, microba
     error = None
     if reference is not None:
         last = plan.device(plan.pp - 1, 0)
-        low = lowered[last]
         logits = read_value(lambda s: node.memories[last].read_symbol(programs[last], s),
-                            low.plan, graphs[last].outputs[0])[0]
+                            lowered[last].plan, graphs[last].outputs[0])[0]
         error = float(np.abs(logits - reference).max() / np.abs(reference).max())
     gpus = compare_gpus_on_plan(graphs, plan, microbatches, node.time_s,
                                 node.energy_j, request.gpus, request.gpu_mode)
     return NodeRun(plan, link, request.target, request.arch.name, node,
                    phase.batch * phase.seq, gpus, error, microbatches)
+
+
+def _device_inputs(request: RunRequest, plan: ParallelPlan, parts, step):
+    """Each device's graph as its target gets it (a mixture of experts routed as the whole
+    model's router chose in the reference run, or by the routing policy when timing only),
+    each device's feeds (numerics; a later stage's `hidden` is received, zeros until then)
+    and one device's reference logits."""
+    feeds = reference = None
+    if request.numerics:
+        feeds, reference, routing = _numeric_inputs(request, plan)
+        feeds = [{**f, **({HIDDEN: np.zeros(part.graph[HIDDEN].type.shape)}
+                          if part.shard.stage else {})} for f, part in zip(feeds, parts)]
+    else:
+        routing = (policy_routing(request.model.graph(step), request.routing)
+                   if request.routing else None)
+    graphs = [part.graph for part in parts]
+    if routing is not None:
+        feeds = None if feeds is None else [{**f, **routing_feeds(g, routing)}
+                                            for f, g in zip(feeds, graphs)]
+        graphs = [route_graph(g, routing) for g in graphs]
+    return graphs, feeds, reference
+
+
+def _compile(request: RunRequest, plan: ParallelPlan, parts, graphs, feeds, microbatches: int,
+             progress: Progress):
+    """Each device's Lowered and program (a stage's wrapped in its hand-off); timing only,
+    devices whose graphs are alike share both."""
+    model, lowered, programs = request.model, [], []
+    keys = [_program_key(g) for g in graphs]
+    with progress.phase(f"{request.target}: compile {plan.devices} devices", plan.devices,
+                        "device") as bar:
+        for d, (part, graph) in enumerate(zip(parts, graphs)):
+            same = next((k for k in range(d) if feeds is None and keys[k] == keys[d]), None)
+            if same is not None:
+                lowered.append(lowered[same])
+                programs.append(programs[same])
+            else:
+                low = compile_model_graph(model, graph, request.target, request.arch,
+                                          request.dtype, None if feeds is None else feeds[d],
+                                          None if feeds is None else part.weights(model.weights))
+                stage = part.shard.stage
+                lowered.append(low)
+                programs.append(stage_program(low, graph, plan.tp, first=stage == 0,
+                                              last=stage == plan.pp - 1,
+                                              microbatches=microbatches))
+            if bar is not None:
+                bar(f"device {d}", d + 1)
+    return lowered, programs
 
 
 def _program_key(graph) -> tuple:
