@@ -196,9 +196,10 @@ def simulate_node(programs: Sequence[isa.Program], machines: Sequence[Machine], 
     resources = np.full(n, -1, np.int64)
     delays = np.zeros(n, np.int64)
     top = 0
-    cost_of = {(position[m], i): c for c in collectives for m, i in zip(c.members, c.at)}
+    words_of = []                          # per device: its instruction i is engine word [i]
     for d, run in enumerate(runs):
         mine = np.flatnonzero((device_of == d) & (local_of >= 0))
+        words_of.append(mine)
         local = local_of[mine]
         durations[mine] = run.costs.durations[local]
         held = run.costs.resources[local].astype(np.int64)
@@ -206,9 +207,9 @@ def simulate_node(programs: Sequence[isa.Program], machines: Sequence[Machine], 
         top += int(run.costs.resources.max(initial=-1)) + 1
         if run.costs.delays is not None:
             delays[mine] = run.costs.delays[local]
-    word_of = {(int(d), int(i)): w for w, (d, i) in enumerate(zip(device_of, local_of)) if i >= 0}
-    for (m, i), c in cost_of.items():
-        durations[word_of[(m, i)]] = c.cycles
+    for c in collectives:
+        for m, i in zip(c.members, c.at):
+            durations[words_of[position[m]][i]] = c.cycles
     numerics = (NodeNumerics(programs, runs, views, collectives, device_of, local_of)
                 if functional else None)
     timed = _StateTimed(runs, device_of, local_of)
