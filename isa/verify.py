@@ -32,6 +32,7 @@ from isa.opcodes import ISA_VERSION, OPCODES, STRUCTURE
 from isa.program import Program
 from isa.rows import ROW_OPCODES, find_row_violation
 from isa.unroll import instances
+from isa.values import Unit
 from isa.sync import SYNC_OPCODES, completes_by_iterations, find_blocked_wait
 
 __all__ = ["verify"]
@@ -177,7 +178,10 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
         slot = slot_of.get(id(queue))
         if slot is None:
             if str(queue) not in machine.queues:
-                raise _at(index, instr, f"queue {queue} does not exist on this machine", context)
+                alone = (" (a device's link to the others: simulate it with the rest of its node)"
+                         if queue.unit is Unit.link else "")
+                raise _at(index, instr, f"queue {queue} does not exist on this machine{alone}",
+                          context)
             slot = slot_of[id(queue)] = slots.setdefault(queue, [QueueConfig()])
         spec = OPCODES[instr.opcode]
         if queue.unit not in spec.units:

@@ -140,7 +140,8 @@ def test_bad_nodes_are_refused_in_one_line(lines, message):
 
 
 def test_a_single_device_simulation_refuses_a_collective():
-    with pytest.raises(isa.IsaError, match="link0"):
+    with pytest.raises(isa.IsaError, match="queue link0 does not exist on this machine "
+                                           r"\(a device's link to the others: simulate it with the rest of its node\)"):
         simulate(program([coll("all_reduce")]), SystolicMachine(ARCH), functional=False)
 
 
