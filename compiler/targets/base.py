@@ -71,6 +71,7 @@ class TargetLowering(abc.ABC):
 
     def __init__(self, *, graph: Graph, plan: StoragePlan, em: Emitter, vector: VectorLowering) -> None:
         self.graph, self.plan, self.em, self.vector = graph, plan, em, vector
+        self._link_tokens: tuple[int, int] | None = None     # op_allreduce's go and done
 
     matrix = staticmethod(view_matrix)
     batches = staticmethod(view_batches)
@@ -170,7 +171,9 @@ class TargetLowering(abc.ABC):
             raise CompileError(f"op '{op.name}': all-reduces a strided view of "
                                f"'{op.inputs[0]}'; it needs a dense buffer")
         dtype = self.plan.buffers[view.buffer].dtype
-        go, done = em.semaphore(), em.semaphore()
+        if self._link_tokens is None:     # one pair for every all-reduce: layers emit alike
+            self._link_tokens = (em.semaphore(), em.semaphore())
+        go, done = self._link_tokens
         em.emit(reader, "signal", sem=go)
         em.emit(LINK_QUEUE, "wait", sem=go)
         em.emit(LINK_QUEUE, "coll", kind="all_reduce", dtype=dtype, buf=em.dram(m),
