@@ -25,7 +25,8 @@ def sim(capsys, tmp_path, *argv: str) -> dict:
 GPT2 = str(FIXTURES / "tiny-gpt2")      # a Hugging Face GPT-2: fused c_attn, 4 heads, 2 layers
 
 
-@pytest.mark.parametrize("target", ["systolic", "pim", "dataflow"])
+@pytest.mark.parametrize("target", ["systolic", pytest.param("pim", marks=pytest.mark.slow),
+                                    pytest.param("dataflow", marks=pytest.mark.slow)])
 def test_gpt2_split_four_ways_computes_one_devices_logits(capsys, tmp_path, target):
     report = sim(capsys, tmp_path, "--model", GPT2, "--target", target, "--seq", "5",
                  "--devices", "4", "--tp", "2", "--pp", "2")
@@ -45,6 +46,7 @@ def test_a_mixture_of_experts_routes_every_device_as_the_whole_router(capsys, tm
     assert report["logits_rel_error"] < BF16_TOLERANCE
 
 
+@pytest.mark.slow
 def test_a_mixture_of_experts_times_by_the_routing_policy(capsys, tmp_path):
     report = sim(capsys, tmp_path, "--model", MOE, "--seq", "4", "--devices", "2",
                  "--no-functional", "--routing", "zipf:1.2")
