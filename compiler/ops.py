@@ -11,7 +11,9 @@ ignored. Cost conventions (documented in docs/graph-format.md, used by the FLOP 
   div 1 per output element;
 - moe: per routed (token, expert) pair the gated MLP's three GEMMs (6*D*F), SiLU (4*F) and the
   gate product (F), plus the router softmax (5 per logit) and the weighted combine (2*D per
-  pair) -- exact whatever the routing, since every token uses top_k experts;
+  pair) -- exact whatever the routing, since every token uses top_k experts; an expert-parallel
+  shard (`first_expert`: it holds some of the router's experts) counts its share of the pairs,
+  T*top_k*given/E rounded down, the mean under uniform routing (its routed graph is exact);
 - embedding, gather, concat, kv_append and layout ops: 0 FLOPs;
 - allreduce: the adds rank `rank` does in a ring all-reduce (NCCL's order, `ring_chunks`): the
   tensor is cut into `ranks` chunks (np.array_split's sizes) and the rank adds into every chunk
@@ -191,17 +193,22 @@ def _moe(op: Op, types: Types) -> TensorType:
         raise _fail(op, f"takes x, router logits and (gate, up, down) per expert, got "
                         f"{len(types)} inputs")
     n_experts = len(experts) // 3
-    if len(x.shape) != 2 or logits.shape != (x.shape[0], n_experts):
+    first = op.attr("first_expert", None)
+    routed = n_experts if first is None else logits.shape[-1]
+    if len(x.shape) != 2 or logits.shape != (x.shape[0], routed):
         raise _fail(op, f"x {_shape(x)} must be [tokens, hidden] and router logits "
-                        f"{_shape(logits)} [tokens, {n_experts}]")
+                        f"{_shape(logits)} [tokens, {routed}]")
+    if first is not None and first + n_experts > routed:
+        raise _fail(op, f"experts {first}..{first + n_experts - 1} (first_expert and the "
+                        f"{n_experts} given) run past the router's {routed}")
     d, f = x.shape[1], experts[0].shape[-1]
     for e in range(n_experts):
         gate, up, down = experts[3 * e: 3 * e + 3]
         if gate.shape != (d, f) or up.shape != (d, f) or down.shape != (f, d):
             raise _fail(op, f"expert {e}: gate {_shape(gate)}, up {_shape(up)}, down "
                             f"{_shape(down)} must be [{d}, {f}], [{d}, {f}], [{f}, {d}]")
-    if not 1 <= op.attr("top_k") <= n_experts:
-        raise _fail(op, f"top_k {op.attr('top_k')} must be from 1 to the {n_experts} experts")
+    if not 1 <= op.attr("top_k") <= routed:
+        raise _fail(op, f"top_k {op.attr('top_k')} must be from 1 to the {routed} experts")
     return x
 
 
@@ -268,7 +275,8 @@ def _linear_flops(op: Op, types: Types) -> int:
 def _moe_flops(op: Op, types: Types) -> int:
     x, logits, gate = types[0], types[1], types[2]
     (t, d), (e, f), k = x.shape, (logits.shape[1], gate.shape[1]), op.attr("top_k")
-    return t * k * (6 * d * f + 5 * f + 2 * d) + 5 * t * e
+    pairs = t * k * ((len(types) - 2) // 3) // e      # all T k pairs, or a shard's 1/ep
+    return pairs * (6 * d * f + 5 * f + 2 * d) + 5 * t * e
 
 
 def ring_chunks(numel: int, ranks: int) -> list[int]:
@@ -375,6 +383,8 @@ _RANKS = Attribute(lambda v: _is_int(v) and v >= 2, "an integer of at least 2 (t
 _RANK = Attribute(lambda v: _is_int(v) and v >= 0, "a non-negative integer (this device's index)",
                   required=True)
 _TOP_K = Attribute(lambda v: _is_int(v) and v >= 1, "a positive integer", required=True)
+_FIRST_EXPERT = Attribute(lambda v: _is_int(v) and v >= 0,
+                          "a non-negative integer (the router's id of the first expert given)")
 _POSITIVE = Attribute(lambda v: _is_finite(v) and v > 0, "a positive finite number")
 _THETA = Attribute(lambda v: _is_finite(v) and v > 1, "a finite number above 1 (the RoPE base)",
                    required=True)
@@ -390,7 +400,7 @@ ATTRIBUTES: dict[OpKind, dict[str, Attribute]] = {
     OpKind.ROPE: {"theta": _THETA, "start": _START, "factor": _POSITIVE, "low_freq_factor": _POSITIVE,
                   "high_freq_factor": _POSITIVE, "original_max_position": _POSITIVE_INT},
     OpKind.CONCAT: {"axis": _INT},
-    OpKind.MOE: {"top_k": _TOP_K, "norm_topk_prob": _BOOL},
+    OpKind.MOE: {"top_k": _TOP_K, "norm_topk_prob": _BOOL, "first_expert": _FIRST_EXPERT},
     OpKind.ALLREDUCE: {"ranks": _RANKS, "rank": _RANK},
     OpKind.RESHAPE: {"shape": _INTS},
     OpKind.TRANSPOSE: {"perm": _INTS},

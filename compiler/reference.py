@@ -109,7 +109,8 @@ def top_k_experts(logits: np.ndarray, k: int) -> np.ndarray:
 
 def moe(op: Op, args: Arrays, choice: np.ndarray) -> np.ndarray:
     """Sum over each token's chosen experts of weight * down(silu(x gate) * (x up)); weights
-    are the softmax probabilities of the chosen experts, renormalised to 1 with norm_topk_prob."""
+    are the softmax probabilities of the chosen experts, renormalised to 1 with norm_topk_prob.
+    An expert-parallel shard (`first_expert`) sums only the experts it holds."""
     x, logits, *experts = args
     z = np.exp(logits - logits.max(axis=-1, keepdims=True))
     probs = z / z.sum(axis=-1, keepdims=True)
@@ -117,9 +118,12 @@ def moe(op: Op, args: Arrays, choice: np.ndarray) -> np.ndarray:
     if op.attr("norm_topk_prob", False):
         weights = weights / weights.sum(axis=-1, keepdims=True)
     out = np.zeros_like(x)
+    first = op.attr("first_expert", 0)         # an expert-parallel shard holds some experts
     for e in np.unique(choice):
+        if not first <= e < first + len(experts) // 3:
+            continue
         tokens, slot = np.nonzero(choice == e)
-        gate, up, down = experts[3 * e: 3 * e + 3]
+        gate, up, down = experts[3 * (e - first): 3 * (e - first) + 3]
         xe = x[tokens]
         out[tokens] += weights[tokens, slot][:, None] * ((silu(xe @ gate) * (xe @ up)) @ down)
     return out

@@ -2,8 +2,8 @@
 together on the node's link (sim/multi.py), reported per device and for the node, beside a GPU
 node running the same plan.
 
-Tensor parallelism and pipeline stages (with micro-batches) run on every target; expert
-parallelism is refused (docs/parallel.md).
+Tensor, expert and pipeline parallelism (with micro-batches) run on every target
+(docs/parallel.md).
 """
 from __future__ import annotations
 

@@ -264,16 +264,20 @@ def build_part(config: DecoderConfig, phase: Phase, shard: Shard) -> ShardGraph:
         E, F = config.num_experts, config.moe_intermediate_size
         flat = g.op(OpKind.RESHAPE, f"{p}.{block}.tokens", [src], shape=(B * S, D))
         logits = g.linear(f"{p}.{block}.gate", flat, D, E, bias=False)
-        columns, rows = shard.columns(F), shard.rows(F)
+        spread = shard.spread_experts           # expert parallelism: whole experts, no columns
+        columns, rows = (None, None) if spread else (shard.columns(F), shard.rows(F))
+        local = shard.experts(E)
         weights = []
-        for e in range(E):
+        for e in local:
             q = f"{p}.{block}.experts.{e}"
             weights += [g.param(f"{q}.{w_gate}.weight", (D, F), part=columns),
                         g.param(f"{q}.{w_up}.weight", (D, F), part=columns),
                         g.param(f"{q}.{w_down}.weight", (F, D), part=rows)]
         out = g.op(OpKind.MOE, f"{p}.{block}", [flat, logits, *weights],
-                   top_k=config.num_experts_per_tok, norm_topk_prob=config.norm_topk_prob)
-        # the router is replicated, so every rank routes alike and sums its experts' columns
+                   top_k=config.num_experts_per_tok, norm_topk_prob=config.norm_topk_prob,
+                   **({"first_expert": local.start} if spread else {}))
+        # the router is replicated, so every rank routes alike and sums its experts (or its
+        # columns of every expert): their partial outputs add up in the all-reduce
         return g.op(OpKind.RESHAPE, f"{p}.{block}.out", [g.allreduce(out)], shape=(B, S, D))
 
     def projection(a: str, which: str, src: str, n_full: int) -> str:

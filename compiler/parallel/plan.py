@@ -47,7 +47,8 @@ class ParallelPlan:
         """What device `device` builds: stage device // tp, rank device % tp."""
         if not (isinstance(device, int) and 0 <= device < self.devices):
             raise PlanError(f"device {device!r}: the plan has devices 0 to {self.devices - 1}")
-        return Shard(tp=self.tp, rank=device % self.tp, pp=self.pp, stage=device // self.tp)
+        return Shard(tp=self.tp, rank=device % self.tp, pp=self.pp, stage=device // self.tp,
+                     spread_experts=self.ep > 1)
 
     def device(self, stage: int, rank: int) -> int:
         return stage * self.tp + rank
@@ -86,6 +87,9 @@ def make_plan(config: GPT2Config | DecoderConfig, devices: int, *, tp: int = 1, 
         raise PlanError(f"--ep {ep}: {config.name} is a dense model (no experts to spread)")
     if experts % ep:
         raise PlanError(f"--ep {ep}: num_experts {experts} of {config.name} is not divisible by {ep}")
+    if ep > 1 and ep != tp:
+        raise PlanError(f"--ep {ep}: a stage's experts are spread over its tensor-parallel "
+                        f"ranks, so --ep must equal --tp ({tp})")
     return plan
 
 

@@ -47,6 +47,7 @@ class Shard:
     rank: int = 0
     pp: int = 1
     stage: int = 0
+    spread_experts: bool = False      # expert parallelism: whole experts per rank, not columns
 
     def __post_init__(self) -> None:
         for name, count, index in (("tp", self.tp, self.rank), ("pp", self.pp, self.stage)):
@@ -67,6 +68,14 @@ class Shard:
             raise GraphError(f"shard: {n_layer} layers cannot be split into {self.pp} equal stages")
         per_stage = n_layer // self.pp
         return range(self.stage * per_stage, (self.stage + 1) * per_stage)
+
+    def experts(self, count: int) -> range:
+        """The experts of a MoE layer this rank holds whole: its 1/tp of them, consecutive,
+        under expert parallelism; every one (each split by columns) otherwise."""
+        if not self.spread_experts:
+            return range(count)
+        per = self.split(count)
+        return range(self.rank * per, (self.rank + 1) * per)
 
     def split(self, count: int) -> int:
         """How many of `count` heads (or columns) this rank holds."""

@@ -71,14 +71,26 @@ def _check_choice(graph: Graph, op: Op, choice: np.ndarray, where: str) -> np.nd
     return choice.astype(np.int64)
 
 
-def _layout(choice: np.ndarray, n_experts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(perm [N], slot [T, k], counts [E]): pairs (token, j) sorted by expert then token."""
+def _layout(choice: np.ndarray, first: int, count: int
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(perm [N], slot [T, k], counts [count], held [T, k]): the pairs (token, j) whose expert
+    is one of experts first..first+count-1 (all of them, but on an expert-parallel shard),
+    sorted by expert then token; a pair of another expert (held False) gets slot 0."""
     tokens, k = choice.shape
     flat = choice.reshape(-1)
-    order = np.argsort(flat, kind="stable")           # pair index t*k + j, grouped by expert
-    slot = np.empty(tokens * k, dtype=np.int64)
-    slot[order] = np.arange(tokens * k)
-    return order // k, slot.reshape(tokens, k), np.bincount(flat, minlength=n_experts)
+    held = (flat >= first) & (flat < first + count)
+    pairs = np.flatnonzero(held)
+    order = pairs[np.argsort(flat[pairs], kind="stable")]   # pair index t*k + j, by expert
+    slot = np.zeros(tokens * k, dtype=np.int64)
+    slot[order] = np.arange(len(order))
+    return (order // k, slot.reshape(tokens, k),
+            np.bincount(flat[pairs] - first, minlength=count), held.reshape(tokens, k))
+
+
+def _held(graph: Graph, op: Op) -> tuple[int, int]:
+    """(first expert, how many) a moe op holds: all the router's, or an expert-parallel
+    shard's (`first_expert`)."""
+    return op.attr("first_expert", 0), (len(op.inputs) - 2) // 3
 
 
 def routing_feeds(graph: Graph, routing: Routing) -> dict[str, np.ndarray]:
@@ -87,11 +99,17 @@ def routing_feeds(graph: Graph, routing: Routing) -> dict[str, np.ndarray]:
     for op in moe_ops(graph):
         choice = routing.choices[op.name]
         n_experts = _experts(graph, op)
-        perm, slot, _ = _layout(choice, n_experts)
+        first, count = _held(graph, op)
+        perm, slot, counts, held = _layout(choice, first, count)
+        if not counts.any():                 # a shard none of whose experts was chosen
+            feeds[f"{op.name}.none"] = np.zeros((choice.shape[0], 1), np.float32)
+            continue
         feeds[f"{op.name}.perm"] = perm.astype(np.int32)
         for j in range(choice.shape[1]):
             feeds[f"{op.name}.pick{j}"] = (np.arange(choice.shape[0]) * n_experts + choice[:, j]).astype(np.int32)
             feeds[f"{op.name}.slot{j}"] = slot[:, j].astype(np.int32)
+            if count < n_experts:
+                feeds[f"{op.name}.held{j}"] = held[:, j:j + 1].astype(np.float32)
     return feeds
 
 
@@ -113,8 +131,11 @@ def route_graph(graph: Graph, routing: Routing) -> Graph:
 def _expand(g: GraphBuilder, graph: Graph, op: Op, choice: np.ndarray) -> None:
     m, (x, logits, *weights) = op.name, op.inputs
     tokens, k = choice.shape
-    n_experts = len(weights) // 3
-    _, _, counts = _layout(choice, n_experts)
+    n_experts, (first, count) = _experts(graph, op), _held(graph, op)
+    _, _, counts, _ = _layout(choice, first, count)
+    if not counts.any():          # an expert-parallel shard no token chose: its share is 0
+        g.op(OpKind.MUL, m, [x, g.input(f"{m}.none", (tokens, 1), DType.fp32)])
+        return
     probs = g.op(OpKind.SOFTMAX, f"{m}.probs", [logits])
     flat = g.op(OpKind.RESHAPE, f"{m}.probs.flat", [probs], shape=(tokens * n_experts, 1))
     renormalise = op.attr("norm_topk_prob", False)
@@ -125,12 +146,17 @@ def _expand(g: GraphBuilder, graph: Graph, op: Op, choice: np.ndarray) -> None:
         for j in range(1, k):
             total = g.op(OpKind.ADD, f"{m}.prob_sum{j}", [total, picked[j]])
         picked = [g.op(OpKind.DIV, f"{m}.weight{j}", [picked[j], total]) for j in range(k)]
-    xp = g.op(OpKind.GATHER, f"{m}.permute", [x, g.input(f"{m}.perm", (tokens * k,), DType.int32)])
+    xp = g.op(OpKind.GATHER, f"{m}.permute",
+              [x, g.input(f"{m}.perm", (int(counts.sum()),), DType.int32)])   # the held pairs
     outs, at = [], 0
+    if count < n_experts:         # a shard: the other shards' experts weigh 0 here
+        picked = [g.op(OpKind.MUL, f"{m}.held_weight{j}",
+                       [picked[j], g.input(f"{m}.held{j}", (tokens, 1), DType.fp32)])
+                  for j in range(k)]
     for e in np.nonzero(counts)[0]:
         e, n = int(e), int(counts[e])
         gate, up, down = weights[3 * e: 3 * e + 3]
-        q = f"{m}.expert{e}"
+        q = f"{m}.expert{first + e}"
         rows = g.op(OpKind.SLICE, f"{q}.tokens", [xp], axis=0, start=at, stop=at + n)
         act = g.op(OpKind.SILU, f"{q}.act", [g.op(OpKind.LINEAR, f"{q}.gate", [rows, gate])])
         gated = g.op(OpKind.MUL, f"{q}.gated", [act, g.op(OpKind.LINEAR, f"{q}.up", [rows, up])])

@@ -47,6 +47,18 @@ def test_a_mixture_of_experts_routes_every_device_as_the_whole_router(capsys, tm
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("target, phase", [
+    ("systolic", ("--seq", "4")),
+    pytest.param("pim", ("--seq", "4"), marks=pytest.mark.slow),
+    pytest.param("dataflow", ("--phase", "decode", "--kv", "4"), marks=pytest.mark.slow)])
+def test_expert_parallelism_computes_one_devices_logits(capsys, tmp_path, target, phase):
+    """Each rank holds half the experts whole; their partial outputs meet in the all-reduce."""
+    report = sim(capsys, tmp_path, "--model", MOE, "--target", target, *phase,
+                 "--devices", "2", "--tp", "2", "--ep", "2")
+    assert report["logits_rel_error"] < BF16_TOLERANCE
+    assert report["plan"]["ep"] == 2
+
+
 def test_a_mixture_of_experts_times_by_the_routing_policy(capsys, tmp_path):
     report = sim(capsys, tmp_path, "--model", MOE, "--seq", "4", "--devices", "2",
                  "--no-functional", "--routing", "zipf:1.2")

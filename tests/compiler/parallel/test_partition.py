@@ -125,9 +125,19 @@ def test_moe_experts_are_split_by_columns_and_reduced_after_the_moe():
     assert g["layers.0.block_sparse_moe.out"].inputs == ("layers.0.block_sparse_moe.allreduce",)
 
 
-def test_expert_parallel_graphs_are_not_built_yet():
+def test_expert_parallel_ranks_hold_whole_experts_of_their_own():
     config = TINY["tiny-mixtral"]
-    with pytest.raises(PlanError, match="--ep 2: expert parallelism is not built yet"):
-        device_graph(config, make_plan(config, 2, tp=2, ep=2), prefill(3), 0)
+    plan = make_plan(config, 2, tp=2, ep=2)
+    half = config.num_experts // 2
+    for rank in (0, 1):
+        part = device_graph(config, plan, prefill(3), rank)
+        moe = part.graph["layers.0.block_sparse_moe"]
+        assert moe.attr("first_expert") == rank * half and len(moe.inputs) == 2 + 3 * half
+        held = {int(name.split(".")[4]) for name in moe.inputs[2:]}
+        assert held == set(range(rank * half, (rank + 1) * half))
+        assert not any(".experts." in name for name in part.parts)    # whole, not sliced
+    with pytest.raises(PlanError, match=r"--ep 2: a stage's experts are spread over its "
+                                        r"tensor-parallel ranks, so --ep must equal --tp \(1\)"):
+        make_plan(config, 2, pp=2, ep=2)
     with pytest.raises(GraphError, match="shard: 2 cannot be split over 4 ranks"):
         device_graph(LLAMA, ParallelPlan(4, tp=4), prefill(3), 0)     # unchecked plan

@@ -15,7 +15,7 @@ from tests.families.tiny import TINY
     ("gpt2", 12, 12, 1, 1),
     ("llama-3.1-8b", 16, 8, 2, 1),
     ("mixtral-8x7b", 8, 8, 1, 8),
-    ("qwen3-30b-a3b", 8, 4, 2, 8),
+    ("qwen3-30b-a3b", 8, 4, 2, 4),
 ])
 def test_plans_the_models_allow(preset, devices, tp, pp, ep):
     plan = make_plan(PRESETS[preset], devices, tp=tp, pp=pp, ep=ep)
@@ -35,6 +35,7 @@ def test_plans_the_models_allow(preset, devices, tp, pp, ep):
     ("mixtral-8x7b", 3, dict(pp=1, tp=1, ep=3), r"--devices 3: --tp 1 x --pp 1 uses 1 devices"),
     ("mixtral-8x7b", 4, dict(tp=4, ep=3), r"--ep 3: does not divide --devices 4"),
     ("qwen3-30b-a3b", 12, dict(tp=4, pp=3, ep=3), "--ep 3: num_experts 128 of qwen3-30b-a3b is not divisible by 3"),
+    ("qwen3-30b-a3b", 8, dict(tp=4, pp=2, ep=8), r"--ep 8: a stage's experts are spread over its tensor-parallel ranks, so --ep must equal --tp \(4\)"),
     ("gpt2", 4, dict(tp=2, pp=3), r"--devices 4: --tp 2 x --pp 3 uses 6 devices"),
     ("gpt2", 0, dict(), r"--devices 0: must be a positive integer"),
     ("gpt2", 2, dict(tp=-2), r"--tp -2: must be a positive integer"),

@@ -51,6 +51,17 @@ def test_a_plan_computes_the_single_device_logits(name, tp, pp, dtype, phase):
     assert relative_error(actual, expected) <= (0.0 if tp == 1 else TOLERANCE[dtype])
 
 
+@pytest.mark.parametrize("phase", ["prefill", "decode"])
+def test_expert_parallelism_computes_the_single_device_logits(phase):
+    """Each rank its own experts, whole; their partial outputs add up in the all-reduce."""
+    model, ids = MODELS["tiny-qwen3-moe"], tokens(MODELS["tiny-qwen3-moe"])
+    plan = make_plan(model.config, 2, tp=2, ep=2)
+    ours, single = ((prefill_logits, driver.prefill_logits) if phase == "prefill"
+                    else (decode_logits, driver.decode_logits))
+    actual, expected = ours(model, plan, ids, np.float64), single(model, ids, np.float64)
+    assert relative_error(actual, expected) <= TOLERANCE[np.float64]
+
+
 def test_every_rank_ends_with_the_same_values():
     model = MODELS["tiny-llama3"]
     plan = make_plan(model.config, 4, tp=2, pp=2)

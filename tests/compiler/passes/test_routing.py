@@ -105,3 +105,40 @@ def test_file_policy_reads_choices_and_refuses_bad_ones(tmp_path):
 def test_bad_policies_are_refused(spec):
     with pytest.raises(GraphError, match="--routing"):
         check_policy(spec)
+
+
+def _shard_moe(first: int, held: int, experts: int = 4, tokens: int = 3, d: int = 8, f: int = 4):
+    """A graph of one expert-parallel moe op: experts first..first+held-1 of a router of
+    `experts`, and weights for them."""
+    from compiler.builder import GraphBuilder
+    g = GraphBuilder("shard")
+    x, logits = g.input("x", (tokens, d)), g.input("logits", (tokens, experts))
+    weights = [g.param(f"e{e}.{w}", shape) for e in range(first, first + held)
+               for w, shape in (("gate", (d, f)), ("up", (d, f)), ("down", (f, d)))]
+    out = g.op(OpKind.MOE, "moe", [x, logits, *weights], top_k=2, norm_topk_prob=True,
+               first_expert=first)
+    rng = np.random.default_rng(5)
+    params = {name: rng.standard_normal(shape) for name, shape in
+              ((w, s) for w, s in zip(weights, [(d, f), (d, f), (f, d)] * held))}
+    feeds = {"x": rng.standard_normal((tokens, d)), "logits": rng.standard_normal((tokens, experts))}
+    return g.build([out]), params, feeds
+
+
+@pytest.mark.parametrize("choice", [[[0, 3], [2, 1], [3, 2]], [[0, 1], [1, 0], [0, 1]]],
+                         ids=["some-held", "none-held"])
+def test_an_expert_parallel_shard_routes_only_the_experts_it_holds(choice):
+    """Experts 2 and 3 of 4: the routed graph equals the op (its experts' share of the sum,
+    renormalised over all chosen), and a shard no token chose gives zeros."""
+    graph, params, feeds = _shard_moe(first=2, held=2)
+    routing = Routing({"moe": np.array(choice)}, "test")
+    routed = route_graph(graph, routing)
+    expected = execute(graph, params, feeds, routing={})       # the op: the router's own choice
+    from compiler import reference
+    op = graph["moe"]
+    want = reference.moe(op, [feeds["x"], feeds["logits"], *(params[w] for w in op.inputs[2:])],
+                         np.array(choice))
+    got = execute(routed, params, {**feeds, **routing_feeds(graph, routing)})["moe"]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    if choice[0] == [0, 1]:
+        assert not got.any()
+    assert expected["moe"].shape == got.shape
