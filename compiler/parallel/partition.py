@@ -9,7 +9,7 @@ from __future__ import annotations
 from compiler.frontend import decoder, gpt2
 from compiler.frontend.decoder import DecoderConfig
 from compiler.frontend.gpt2 import GPT2Config
-from compiler.parallel.plan import ParallelPlan, PlanError
+from compiler.parallel.plan import ParallelPlan
 from compiler.parallel.shard import ShardGraph
 from compiler.phase import Phase
 
