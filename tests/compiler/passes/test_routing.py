@@ -142,3 +142,13 @@ def test_an_expert_parallel_shard_routes_only_the_experts_it_holds(choice):
     if choice[0] == [0, 1]:
         assert not got.any()
     assert expected["moe"].shape == got.shape
+
+
+def test_a_shard_past_the_routers_experts_is_refused():
+    with pytest.raises(GraphError, match=r"op 'moe' \(moe\): experts 3\.\.4 \(first_expert and "
+                                         r"the 2 given\) run past the router's 4"):
+        _shard_moe(first=3, held=2)
+    from compiler.ops import attribute_error
+    assert attribute_error(OpKind.MOE, "first_expert", -1) == (
+        "attribute 'first_expert' must be a non-negative integer (the router's id of the first "
+        "expert given), got -1")
