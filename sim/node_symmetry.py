@@ -20,7 +20,12 @@ from sim.machines.base import Machine
 from sim.node_result import Collective, NodeResult, exposed_cycles, idle_cycles, on_queue
 from sim.simulate import simulate
 
-__all__ = ["symmetric", "rank_groups", "symmetric_node"]
+__all__ = ["symmetric", "rank_groups", "symmetric_node", "EXPOSURE_LIMIT"]
+
+# A symmetric node's device runs unrolled up to this many executed instructions (under a
+# second of the flat engine), so its exposed and idle cycles are measured; a longer one is
+# timed per pattern where it can be, and they are not.
+EXPOSURE_LIMIT = 1_000_000
 
 
 def symmetric(programs: Sequence[isa.Program], machines: Sequence[Machine]) -> bool:
@@ -71,10 +76,13 @@ def rank_groups(programs: Sequence[isa.Program],
 
 def symmetric_node(program: isa.Program, machine: Machine, n: int, link: LinkArch,
                    progress: Callable[[str, int], None] | None = None) -> NodeResult:
-    """One device simulated for all (per pattern where it can be, sim/simulate.py), each
-    collective timed as the whole group arriving at once. Exposed and idle cycles need every
-    instruction's interval: None when the device was timed per pattern."""
-    run = simulate(program, machine, functional=False, node=link, progress=progress)
+    """One device simulated for all, each collective timed as the whole group arriving at once:
+    unrolled up to EXPOSURE_LIMIT executed instructions, per pattern beyond where it can be
+    (sim/simulate.py). Exposed and idle cycles need every instruction's interval: None when
+    the device was timed per pattern."""
+    flat = isa.executed_count(program) <= EXPOSURE_LIMIT    # every interval, for exposure
+    run = simulate(program, machine, functional=False, node=link, progress=progress,
+                   patterns="unrolled: the node's exposed and idle cycles" if flat else None)
     result, timeline = run.result, run.timeline
     counts = multiplicities(loop_structure(program.instructions, ops=program.ops))
     collectives = []
