@@ -35,7 +35,8 @@ from sim.collectives import coll_price
 from sim.engine import EngineError, Timeline, simulate_events
 from sim.machines.base import Machine
 from sim.node_numerics import NodeNumerics
-from sim.node_result import Collective, NodeResult, exposed_cycles, idle_cycles, on_queue
+from sim.node_result import (Collective, NodeResult, exposed_cycles, group_members, idle_cycles,
+                              on_queue)
 from sim.node_symmetry import rank_groups, symmetric, symmetric_node
 from sim.simulate import Timed, op_stats, sim_result, with_link
 
@@ -62,9 +63,7 @@ def group_of_coll(device: int, devices: int, ins: isa.Instr,
         return "send_recv", (device, peer) if kind == "send" else (peer, device)
     if ranks < 1:
         raise isa.IsaError(f"{where}: ranks={ranks} must be >= 1")
-    span = ranks * stride
-    first = device // span * span + device % stride
-    members = tuple(first + i * stride for i in range(ranks))
+    members = group_members(device, ranks, stride)
     if members[-1] >= devices:
         raise isa.IsaError(f"{where}: group {list(members)} runs past the node's {devices} devices")
     if ins["bytes"] % (ranks * ins["dtype"].itemsize) and kind != "all_reduce":

@@ -11,7 +11,16 @@ from sim.engine import Timeline
 from sim.functional import Memory
 from sim.result import SimResult
 
-__all__ = ["Collective", "NodeResult", "on_queue", "exposed_cycles", "idle_cycles"]
+__all__ = ["Collective", "NodeResult", "group_members", "on_queue", "exposed_cycles",
+           "idle_cycles"]
+
+
+def group_members(device: int, ranks: int, stride: int) -> tuple[int, ...]:
+    """The group of a `coll` that `device` issues with `ranks` and `stride` (docs/isa.md): the
+    devices d0 + i*stride, i < ranks, d0 the lowest such group holding `device`."""
+    span = ranks * stride
+    first = device // span * span + device % stride
+    return tuple(range(first, first + span, stride))
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +64,25 @@ class NodeResult:
     @property
     def energy_j(self) -> float:
         return sum(r.energy_j for r in self.devices)
+
+    @property
+    def link_share(self) -> float:
+        """The busiest link's busy share of the run."""
+        return max(self.link_busy_cycles) / self.cycles if self.cycles else 0.0
+
+    @property
+    def exposed_share(self) -> float | None:
+        """The largest exposed share of a device's link (None: not measured)."""
+        if None in self.exposed_cycles:
+            return None
+        return max(self.exposed_cycles) / self.cycles if self.cycles else 0.0
+
+    @property
+    def idle_share(self) -> float | None:
+        """Device-cycles with no queue busy, over all devices (None: not measured)."""
+        if None in self.idle_cycles:
+            return None
+        return sum(self.idle_cycles) / (self.cycles * len(self.devices)) if self.cycles else 0.0
 
 
 def on_queue(timeline: Timeline, queue: str) -> np.ndarray:

@@ -17,7 +17,8 @@ from isa.opcodes import LINK_QUEUE
 from isa.unroll import multiplicities
 from sim.collectives import coll_price
 from sim.machines.base import Machine
-from sim.node_result import Collective, NodeResult, exposed_cycles, idle_cycles, on_queue
+from sim.node_result import (Collective, NodeResult, exposed_cycles, group_members, idle_cycles,
+                              on_queue)
 from sim.simulate import simulate
 
 __all__ = ["symmetric", "rank_groups", "symmetric_node", "EXPOSURE_LIMIT"]
@@ -58,9 +59,7 @@ def rank_groups(programs: Sequence[isa.Program],
         if len(reducing) > 1:
             return None
         ranks, stride = reducing.pop() if reducing else (1, 1)
-        span = ranks * stride
-        first = d // span * span + d % stride
-        group_of[d] = tuple(range(first, first + span, stride))
+        group_of[d] = group_members(d, ranks, stride)
         if group_of[d][-1] >= n or any(programs[m] is not p or type(machines[m]) is not type(
                 machines[d]) or machines[m].arch != machines[d].arch for m in group_of[d]):
             return None

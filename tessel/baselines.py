@@ -92,9 +92,10 @@ def compare_gpus_on_plan(parts: Sequence[Graph], plan, microbatches: int, time_s
     for name in gpus:
         gpu = load_arch(name)
         link = load_link(gpu.link)
-        stage_s, busy_j, link_j = [], 0.0, 0.0
+        stage_s, busy_s, busy_j, link_j = [], 0.0, 0.0, 0.0
         for s, (kernels, collectives) in enumerate(work):
             base = gpu_baseline(kernels, gpu, mode)
+            busy_s += plan.tp * microbatches * base.time_s
             costs = [collective_cost(link, "all_reduce", nbytes, ranks)
                      for nbytes, ranks in collectives]
             if s < plan.pp - 1:
@@ -104,7 +105,6 @@ def compare_gpus_on_plan(parts: Sequence[Graph], plan, microbatches: int, time_s
             stage_s.append(base.time_s + sum(c.seconds for c in costs))
             busy_j += plan.tp * microbatches * base.energy_j
             link_j += plan.tp * microbatches * sum(c.energy_j for c in costs)
-        busy_s = plan.tp * microbatches * sum(gpu_baseline(k, gpu, mode).time_s for k, _ in work)
         total_s = float(pipeline_schedule(stage_s, microbatches).makespan_s)
         total_j = busy_j + link_j + gpu.idle_w * max(0.0, plan.devices * total_s - busy_s)
         table[gpu.name] = GpuComparison(

@@ -443,8 +443,8 @@ def _node_plan(model: Model, devices: int, tp: int | None, pp: int | None):
     rest as pipeline stages)."""
     from compiler.parallel.plan import PlanError, make_plan
     if tp is not None or pp is not None:
-        return make_plan(model.config, devices, tp=_split(devices, tp, pp)[0],
-                         pp=_split(devices, tp, pp)[1])
+        tp, pp = _split(devices, tp, pp)
+        return make_plan(model.config, devices, tp=tp, pp=pp)
     error = None
     for t in sorted((t for t in range(1, devices + 1) if devices % t == 0), reverse=True):
         try:

@@ -73,8 +73,8 @@ def render_node_comparison(title: str, columns: Sequence[tuple], tokens: int) ->
     def cell(run, simulated, gpu=lambda g: "-"):
         return simulated(run) if hasattr(run, "node") else gpu(run)
 
-    def share(part):
-        return lambda r: (f"{part(r) / r.node.cycles:.1%}" if r.node.cycles else "-")
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1%}"
 
     def row(name, simulated, gpu=lambda g: "-"):
         return (name, *(cell(run, simulated, gpu) for _, _, run in columns))
@@ -89,11 +89,9 @@ def render_node_comparison(title: str, columns: Sequence[tuple], tokens: int) ->
         row("energy", lambda r: si(r.node.energy_j, "J"), lambda g: si(g.energy_j, "J")),
         row("energy per token", lambda r: si(r.node.energy_j / tokens, "J"),
             lambda g: si(g.energy_j / tokens, "J")),
-        row("link busy", share(lambda r: max(r.node.link_busy_cycles))),
-        row("exposed communication", lambda r: "-" if None in r.node.exposed_cycles
-            else share(lambda q: max(q.node.exposed_cycles))(r)),
-        row("idle", lambda r: (f"{sum(r.node.idle_cycles) / (r.node.cycles * len(r.node.devices)):.1%}"
-                               if r.node.cycles and None not in r.node.idle_cycles else "-")),
+        row("link busy", lambda r: share(r.node.link_share)),
+        row("exposed communication", lambda r: share(r.node.exposed_share)),
+        row("idle", lambda r: share(r.node.idle_share)),
         row("logits vs reference",
             lambda r: f"{r.logits_rel_error:.2e}" if r.logits_rel_error is not None else "-"),
     ]

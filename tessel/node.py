@@ -184,22 +184,19 @@ def _numeric_inputs(request: RunRequest, plan: ParallelPlan):
 def render_node(run: NodeRun, title: str) -> str:
     """The node's figures, then one row per device, then the GPU node."""
     n, plan = run.node, run.plan
-    comm = max(n.link_busy_cycles, default=0)
-    measured = None not in n.exposed_cycles
-    exposed = max(n.exposed_cycles, default=0) if measured else None
+    measured = n.exposed_share is not None
     summary = [
         ("devices", f"{plan.devices}", f"tp {plan.tp} x pp {plan.pp}, {run.microbatches} "
                                        f"micro-batch(es), link {run.link.name} ({run.link.topology})"),
         ("time", f"{n.time_s * 1e3:.4g} ms", f"{n.cycles:,} cycles at {n.clock_hz / 1e6:g} MHz"),
         ("tokens/s", f"{run.tokens_per_s:,.1f}", f"{run.tokens} tokens in the pass"),
         ("energy", si(n.energy_j, "J"), f"all devices; links {si(sum(r.energy_breakdown_j['link'] for r in n.devices), 'J')}"),
-        ("communication", f"{comm / n.cycles:.1%}" if n.cycles else "0", f"{comm:,} link-busy cycles "
-                                                                          f"on the busiest device"),
-        ("exposed", f"{exposed / n.cycles:.1%}" if measured and n.cycles else "-",
-         f"{exposed:,} cycles with the link busy and nothing else" if measured
+        ("communication", f"{n.link_share:.1%}",
+         f"{max(n.link_busy_cycles):,} link-busy cycles on the busiest device"),
+        ("exposed", _share(n.exposed_share),
+         f"{max(n.exposed_cycles):,} cycles with the link busy and nothing else" if measured
          else "not measured: the devices were timed per pattern (op spans only)"),
-        ("idle", f"{sum(n.idle_cycles) / (n.cycles * len(n.devices)):.1%}"
-         if measured and n.cycles else "-",
+        ("idle", _share(n.idle_share),
          "device-cycles with no queue busy: the pipeline bubble and waits for other devices"),
         ("collectives", f"{sum(c.count for c in n.collectives):,}", ", ".join(sorted({f'{c.kind} ({c.algorithm})' for c in n.collectives}))),
     ]
@@ -221,6 +218,10 @@ def render_node(run: NodeRun, title: str) -> str:
                                     f"{g.avg_power_w:.0f} W", f"{g.speedup:.3g}x",
                                     f"{g.energy_efficiency:.3g}x") for k, g in run.gpu.items()]))
     return "\n".join(lines)
+
+
+def _share(share: float | None) -> str:
+    return "-" if share is None else f"{share:.1%}"
 
 
 def _count(cycles: int | None) -> str:
