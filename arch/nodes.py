@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arch.config import CONFIG_DIR, ArchError, link_names
-from arch.presets import preset_names, read_table
+from arch.presets import load_arch, preset_names, read_table
 
 __all__ = ["NodePreset", "load_node", "node_names", "NODE_DIR"]
 
@@ -57,8 +57,13 @@ def load_node(spec: str | Path) -> NodePreset:
     overrides = table.get("set", {})
     if not isinstance(overrides, dict):
         raise ArchError(f"{path}: field 'set' must be a table of device fields, got {overrides!r}")
+    assignments = tuple(_assignments(overrides))
+    try:                                  # each override must build the device (checked now)
+        load_arch(table["device"], assignments)
+    except ArchError as e:
+        raise ArchError(f"{path}: [set] {e}") from None
     return NodePreset(table["name"], table["device"], table["devices"], table["link"],
-                      tuple(_assignments(overrides)))
+                      assignments)
 
 
 def _assignments(table: dict, prefix: str = "") -> list[str]:

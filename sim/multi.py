@@ -66,7 +66,10 @@ def group_of_coll(device: int, devices: int, ins: isa.Instr,
     members = group_members(device, ranks, stride)
     if members[-1] >= devices:
         raise isa.IsaError(f"{where}: group {list(members)} runs past the node's {devices} devices")
-    if ins["bytes"] % (ranks * ins["dtype"].itemsize) and kind != "all_reduce":
+    if kind == "all_reduce":                           # it may split unevenly, not mid-element
+        if ins["bytes"] % ins["dtype"].itemsize:
+            raise isa.IsaError(f"{where}: bytes={ins['bytes']} is not whole {ins['dtype']} elements")
+    elif ins["bytes"] % (ranks * ins["dtype"].itemsize):
         raise isa.IsaError(f"{where}: bytes={ins['bytes']} is not {ranks} chunks of whole "
                            f"{ins['dtype']} elements")
     return kind, members

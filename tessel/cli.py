@@ -344,6 +344,9 @@ def _sim_node(args: argparse.Namespace, request, plan, progress: Progress) -> in
     from tessel.node import render_node, run_node
     if args.logits:
         raise UsageError("--logits: not with --devices (the node report gives the logits' error)")
+    if args.gpu_calibration:
+        raise UsageError("--gpu-calibration: not with --devices (a GPU node is priced by the "
+                         "GPU model on the preset's link)")
     link = load_link(args.link or target(request.target).default_link, args.set_link)
     outcome = run_node(request, plan, link, microbatches=args.microbatches or 1, progress=progress)
     phase = request.phase
@@ -366,6 +369,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.nodes is not None:
         if args.targets is not None:
             raise UsageError("--targets: not with --nodes (each node names its device)")
+        if args.gpu is not None:
+            raise UsageError("--gpu: not with --nodes (a GPU node, e.g. dgx-h100, is a column of "
+                             "its own)")
         return _compare_nodes(args, model, phase)
     given = [f"--{n}" for n in ("tp", "pp", "microbatches") if getattr(args, n) is not None]
     if given:
@@ -376,7 +382,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError(f"--targets: unknown target '{unknown[0] if unknown else ''}' "
                          f"(targets: {', '.join(TARGETS)})")
     requests = [make_request(model, t, TARGETS[t].load_arch(), phase,
-                             numerics=False if args.no_functional else None, gpus=parse_gpus(args.gpu),
+                             numerics=False if args.no_functional else None,
+                             gpus=parse_gpus(args.gpu or "t4"),
                              routing=args.routing)
                 for t in targets]
     functional = all(r.numerics for r in requests)
@@ -425,7 +432,8 @@ def _compare_nodes(args: argparse.Namespace, model: Model, phase: Phase) -> int:
             columns.append((node, plan, gpu))
             continue
         request = make_request(model, device.target, device, phase,
-                               numerics=False if args.no_functional else None, gpus=())
+                               numerics=False if args.no_functional else None, gpus=(),
+                               routing=args.routing)
         columns.append((node, plan, run_node(request, plan, load_link(node.link),
                                              microbatches=microbatches, progress=progress)))
     tokens = phase.seq * phase.batch if phase.kind == "prefill" else phase.batch
@@ -585,7 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "node's devices / --tp)")
     p.add_argument("--microbatches", type=_positive, help="with --nodes: micro-batches (default 1)")
     _add_phase_args(p)
-    p.add_argument("--gpu", metavar="NAMES", default="t4", help="GPUs for the ratio rows (default t4)")
+    p.add_argument("--gpu", metavar="NAMES", help="GPUs for the ratio rows (default t4; with "
+                                                  "--nodes, name GPU nodes there instead)")
     _output_arg(p, "--json", metavar="OUT.json", help="write every target's result as JSON")
     p.add_argument("--no-functional", action="store_true", help="timing only, no numerics")
     _routing_arg(p)

@@ -29,6 +29,8 @@ def test_a_node_overrides_its_device_before_the_users_set():
     ('name = "n"\ndevice = "sn41"\ndevices = 8\nlink = "sn40l-rdn"\n', r"field 'device' must be a device preset \(.*\), got 'sn41'"),
     ('name = "n"\ndevice = "sn40l"\ndevices = 8\nlink = "warp"\n', r"field 'link' must be a link preset \(.*\), got 'warp'"),
     ('name = "n"\ndevice = "sn40l"\ndevices = 8\nlink = "sn40l-rdn"\nset = 3\n', r"field 'set' must be a table"),
+    ('name = "n"\ndevice = "sn40l"\ndevices = 8\nlink = "sn40l-rdn"\n[set]\nhbm_bw_gbps = -1.0\n',
+     r"\[set\] --set hbm_bw_gbps=-1.0: field 'hbm_bw_gbps' must be"),
 ])
 def test_a_bad_node_file_is_refused_naming_file_and_field(tmp_path, text, message):
     path = tmp_path / "n.toml"

@@ -130,6 +130,7 @@ def test_send_and_receive_copy_a_buffer_between_stages():
     ([[coll("send", ranks=1, stride=1)], [coll("send", ranks=1)]], r"device 1 instruction 0 \(coll send\): peer device 2 is not in the node"),
     ([[coll("send", ranks=2)], [coll("recv", ranks=1)]], r"ranks=2 must be 1"),
     ([[coll("all_gather", nbytes=12)], [coll("all_gather", nbytes=12)]], r"bytes=12 is not 2 chunks of whole fp32 elements"),
+    ([[coll("all_reduce", nbytes=6)], [coll("all_reduce", nbytes=6)]], r"bytes=6 is not whole fp32 elements"),
     ([[coll("all_reduce"), coll("send", ranks=1)], [coll("recv", ranks=1), coll("all_reduce")]],
      r"device 0 instruction 0 \(link0 coll all_reduce\): deadlock: a device of its group never reaches it"),
     ([["dma0 wait sem=3"], []], r"device 0: instruction 0 \(dma0 wait\): wait on semaphore 3 has no matching signal"),

@@ -181,6 +181,8 @@ def test_compare_puts_nodes_side_by_side_with_a_gpu_node(capsys, tmp_path):
     (["sim", "--node", "sn40l-8", "--arch", "sn40l"], r"--arch: not with --node"),
     (["compare", "--nodes", "sn40l-8", "--targets", "pim"], r"--targets: not with --nodes"),
     (["compare", "--tp", "2"], r"--tp: only with --nodes"),
+    (["compare", "--nodes", "sn40l-8", "--gpu", "h100-sxm"], r"--gpu: not with --nodes"),
+    (["sim", "--devices", "2", "--gpu-calibration", "x.json"], r"--gpu-calibration: not with --devices"),
 ])
 def test_bad_node_arguments_are_one_line(capsys, argv, message):
     import re
@@ -254,3 +256,17 @@ def test_one_rank_per_stage_stands_for_its_ranks(target):
         assert a.energy_breakdown_j == pytest.approx(b.energy_breakdown_j, rel=1e-12)
     key = sorted((c.kind, c.members, c.cycles) for c in one.collectives)
     assert key == sorted((c.kind, c.members, c.cycles) for c in whole.collectives)
+
+
+
+def test_compare_nodes_routes_a_mixture_of_experts_by_the_policy_given(capsys, tmp_path):
+    node = tmp_path / "pair.toml"
+    node.write_text('name = "pair"\ndevice = "sn40l"\ndevices = 2\nlink = "sn40l-rdn"\n')
+    runs = {}
+    for policy in ("uniform", "zipf:3"):
+        out = tmp_path / f"{policy[:4]}.json"
+        assert main(["compare", "--model", MOE, "--seq", "4", "--nodes", str(node),
+                     "--no-functional", "--routing", policy, "--json", str(out)]) == 0
+        runs[policy] = json.loads(out.read_text())["pair"]["cycles"]
+    capsys.readouterr()
+    assert runs["uniform"] != runs["zipf:3"]
