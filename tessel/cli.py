@@ -310,6 +310,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
         model = load_model(args.model)
         phase = _phase(args, model, args.tokens)
         _apply_node(args)
+        split = _overlap(args)
         arch = target(args.target or DEFAULT_TARGET).load_arch(args.arch, args.set)
         numerics = (False if args.no_functional
                     else True if args.functional or args.tokens or args.logits else None)
@@ -323,7 +324,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
         functional = request.numerics
         plan = _plan(args, model)
         if plan is not None:
-            return _sim_node(args, request, plan, progress)
+            return _sim_node(args, request, plan, split, progress)
+        if split:
+            raise UsageError("--set overlap=split: only with --devices N (it overlaps the "
+                             "all-reduces of tensor-parallel ranks)")
         outcome = run(request, progress=progress)
         result = outcome.result
         if args.logits:
@@ -338,7 +342,23 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sim_node(args: argparse.Namespace, request, plan, progress: Progress) -> int:
+def _overlap(args: argparse.Namespace) -> bool:
+    """`--set overlap=split|none`, taken out of the architecture's overrides: a node's setting
+    (TokenWeave's two interleaved halves, compiler/parallel/overlap.py), not an arch field."""
+    keep, split = [], False
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key.strip() != "overlap":
+            keep.append(item)
+        elif value.strip() in ("split", "none"):
+            split = value.strip() == "split"
+        else:
+            raise UsageError(f"--set {item}: overlap must be split or none")
+    args.set = keep
+    return split
+
+
+def _sim_node(args: argparse.Namespace, request, plan, split: bool, progress: Progress) -> int:
     """`tessel sim --devices N`: the plan's devices on one node (tessel/node.py)."""
     from arch.links import load_link
     from tessel.node import render_node, run_node
@@ -348,7 +368,8 @@ def _sim_node(args: argparse.Namespace, request, plan, progress: Progress) -> in
         raise UsageError("--gpu-calibration: not with --devices (a GPU node is priced by the "
                          "GPU model on the preset's link)")
     link = load_link(args.link or target(request.target).default_link, args.set_link)
-    outcome = run_node(request, plan, link, microbatches=args.microbatches or 1, progress=progress)
+    outcome = run_node(request, plan, link, microbatches=args.microbatches or 1, split=split,
+                       progress=progress)
     phase = request.phase
     title = (f"tessel sim: {request.model.name}, {phase}, on {plan.devices} x {request.arch.name}"
              + ("" if request.numerics else " (timing only)"))

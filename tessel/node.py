@@ -16,6 +16,7 @@ import numpy as np
 import isa
 from arch.links import LinkArch
 from compiler.parallel.handoff import HIDDEN, stage_program
+from compiler.parallel.overlap import split_part
 from compiler.parallel.partition import device_graphs
 from compiler.parallel.plan import ParallelPlan, PlanError
 from compiler.parallel.reference import decode_feeds, prefill_feeds
@@ -49,6 +50,7 @@ class NodeRun:
     gpu: dict[str, GpuComparison]
     logits_rel_error: float | None = None
     microbatches: int = 1
+    split: bool = False                    # --set overlap=split: two interleaved halves
 
     @property
     def tokens_per_s(self) -> float:
@@ -63,6 +65,7 @@ class NodeRun:
                        exposed_comm_cycles=n.exposed_cycles[d], idle_cycles=n.idle_cycles[d])
             devices.append(row)
         return {"plan": dataclasses.asdict(self.plan), "microbatches": self.microbatches,
+                "overlap": "split" if self.split else "none",
                 "link": dataclasses.asdict(self.link),
                 "target": self.target, "arch_name": self.arch_name, "cycles": n.cycles,
                 "clock_hz": n.clock_hz, "time_s": n.time_s, "energy_j": n.energy_j,
@@ -75,11 +78,12 @@ class NodeRun:
 
 
 def run_node(request: RunRequest, plan: ParallelPlan, link: LinkArch, *, microbatches: int = 1,
-             progress: Progress = QUIET) -> NodeRun:
+             split: bool = False, progress: Progress = QUIET) -> NodeRun:
     """Compile each device's graph (devices whose graphs are alike share one program when
-    timing only), wrap pipeline stages in their hand-off for `microbatches` runs
-    (compiler/parallel/handoff.py), simulate the node, and compare its logits (numerics) with
-    one device's reference."""
+    timing only; `split`: each in two interleaved halves of its batch,
+    compiler/parallel/overlap.py), wrap pipeline stages in their hand-off for `microbatches`
+    runs (compiler/parallel/handoff.py), simulate the node, and compare its logits (numerics)
+    with one device's reference."""
     model, phase = request.model, request.phase
     if phase is None:
         raise PlanError(f"'{model.name}' is a .graph file: a parallel plan needs a model config")
@@ -90,6 +94,14 @@ def run_node(request: RunRequest, plan: ParallelPlan, link: LinkArch, *, microba
                         "(its buffers are reused by the next); add --no-functional")
     step = dataclasses.replace(phase, batch=phase.batch // microbatches)
     parts = device_graphs(model.config, plan, step)
+    if split:
+        if plan.tp == 1:
+            raise PlanError("--set overlap=split: needs --tp > 1 (it overlaps the all-reduces "
+                            "of tensor-parallel ranks)")
+        if target(request.target).one_sequence:
+            raise PlanError(f"--set overlap=split: the {request.target} target runs one "
+                            "sequence at a time, and the split halves a batch")
+        parts = tuple(map(split_part, parts))
     with no_gc(), out_of_memory_is_an_error():
         graphs, feeds, reference = _device_inputs(request, plan, parts, step)
         lowered, programs = _compile(request, plan, parts, graphs, feeds, microbatches, progress)
@@ -109,7 +121,7 @@ def run_node(request: RunRequest, plan: ParallelPlan, link: LinkArch, *, microba
     gpus = compare_gpus_on_plan(graphs, plan, microbatches, node.time_s,
                                 node.energy_j, request.gpus, request.gpu_mode)
     return NodeRun(plan, link, request.target, request.arch.name, node,
-                   phase.batch * phase.seq, gpus, error, microbatches)
+                   phase.batch * phase.seq, gpus, error, microbatches, split)
 
 
 def _device_inputs(request: RunRequest, plan: ParallelPlan, parts, step):
@@ -187,7 +199,8 @@ def render_node(run: NodeRun, title: str) -> str:
     measured = n.exposed_share is not None
     summary = [
         ("devices", f"{plan.devices}", f"tp {plan.tp} x pp {plan.pp}, {run.microbatches} "
-                                       f"micro-batch(es), link {run.link.name} ({run.link.topology})"),
+                                       f"micro-batch(es){', two overlapped halves' if run.split else ''}, "
+                                       f"link {run.link.name} ({run.link.topology})"),
         ("time", f"{n.time_s * 1e3:.4g} ms", f"{n.cycles:,} cycles at {n.clock_hz / 1e6:g} MHz"),
         ("tokens/s", f"{run.tokens_per_s:,.1f}", f"{run.tokens} tokens in the pass"),
         ("energy", si(n.energy_j, "J"), f"all devices; links {si(sum(r.energy_breakdown_j['link'] for r in n.devices), 'J')}"),

@@ -35,6 +35,7 @@ class Target:
     machine: type[Machine]                        # timing, energy, numerics (sim/machines/<name>/)
     report_rows: Callable[[SimResult], list[str]]  # its own lines in the text report
     default_link: str                             # arch/configs/links/<preset>.toml: several devices
+    one_sequence: bool = False                    # attention of batch 1 only (PIM's KV layout)
 
     def load_arch(self, spec: str | None = None, overrides: Sequence[str] = ()) -> TargetArch:
         """The given preset or .toml file (default: the target's preset), with overrides."""
@@ -72,7 +73,8 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     # a TPU-style pod slice, CENT's CXL fabric of PIM devices, SN40L's sockets (docs/links.md)
     Target("systolic", SystolicArch, "systolic-128", systolic.PIPELINE, SystolicMachine, no_rows,
            "tpu-v4-ici"),
-    Target("pim", PimArch, "pim-gpt", pim.PIPELINE, PimMachine, pim_rows, "cxl-cent"),
+    Target("pim", PimArch, "pim-gpt", pim.PIPELINE, PimMachine, pim_rows, "cxl-cent",
+           one_sequence=True),
     Target("dataflow", DataflowArch, "sn40l", dataflow.PIPELINE, DataflowMachine, dataflow_rows,
            "sn40l-rdn"),
 )}

@@ -71,7 +71,6 @@ class TargetLowering(abc.ABC):
 
     def __init__(self, *, graph: Graph, plan: StoragePlan, em: Emitter, vector: VectorLowering) -> None:
         self.graph, self.plan, self.em, self.vector = graph, plan, em, vector
-        self._link_tokens: tuple[int, int] | None = None     # op_allreduce's go and done
 
     matrix = staticmethod(view_matrix)
     batches = staticmethod(view_batches)
@@ -160,26 +159,20 @@ class TargetLowering(abc.ABC):
     def op_concat(self, op: Op) -> None:
         self.vector.concat(op)
 
-    def op_allreduce(self, op: Op, reader: str, writer: str) -> None:
+    def op_allreduce(self, op: Op, writer: str) -> None:
         """The tensor-parallel ranks' partial sums, summed in place by the link queue (`coll`,
-        sim/multi.py): it starts once `reader` has seen the partial sum stored (lower_op made
-        it wait) and `writer` waits for it, so the store token that `lower_op` then counts on
-        `writer` stands for the reduced value. Every target: values live in memory spaces."""
+        sim/multi.py) once `writer` has stored this rank's; whichever queue reads the sum
+        waits for the link there (`Emitter.link_reduce`). Every target: values live in
+        memory spaces."""
         em, view = self.em, self.plan.views[op.inputs[0]]
         m = self.matrix(view)
         if m.rows > 1 and m.stride != m.cols:
             raise CompileError(f"op '{op.name}': all-reduces a strided view of "
                                f"'{op.inputs[0]}'; it needs a dense buffer")
         dtype = self.plan.buffers[view.buffer].dtype
-        if self._link_tokens is None:     # one pair for every all-reduce: layers emit alike
-            self._link_tokens = (em.semaphore(), em.semaphore())
-        go, done = self._link_tokens
-        em.emit(reader, "signal", sem=go)
-        em.emit(LINK_QUEUE, "wait", sem=go)
-        em.emit(LINK_QUEUE, "coll", kind="all_reduce", dtype=dtype, buf=em.dram(m),
-                bytes=m.rows * m.cols * dtype.itemsize, ranks=op.attr("ranks"), stride=1)
-        em.emit(LINK_QUEUE, "signal", sem=done)
-        em.emit(writer, "wait", sem=done)
+        em.link_reduce(writer, symbol_name(view.buffer), kind="all_reduce", dtype=dtype,
+                       buf=em.dram(m), bytes=m.rows * m.cols * dtype.itemsize,
+                       ranks=op.attr("ranks"), stride=1)
 
 
 class GemmLowering(TargetLowering):
@@ -227,9 +220,13 @@ class GemmLowering(TargetLowering):
 def lower_op(low: TargetLowering, op: Op, reader: str, writer: str) -> None:
     """One graph op on any target: mark it, make `reader` wait for the stores of its computed
     inputs, lower it with the target's handler, and count its result's store on `writer` when
-    the result is a dense buffer (a target may hold some values elsewhere, e.g. PIM matrices)."""
+    the result is a dense buffer (a target may hold some values elsewhere, e.g. PIM matrices).
+    An all-reduce is the link's: `writer` starts it, and its readers wait for the link."""
     em, plan = low.em, low.plan
     em.begin_op(op.name)
+    if op.kind is OpKind.ALLREDUCE:
+        low.op_allreduce(op, writer)
+        return
     for name in op.inputs:
         if low.graph[name].kind is OpKind.INPUT or not low.graph[name].kind.is_source:
             em.before_read(reader, symbol_name(plan.views[name].buffer))
@@ -239,11 +236,7 @@ def lower_op(low: TargetLowering, op: Op, reader: str, writer: str) -> None:
                            "(compiler.passes.routing.route_graph)")
     if handler is None:
         raise CompileError(f"op '{op.name}': op kind '{op.kind.value}' has no lowering (not a compute op)")
-    if op.kind is OpKind.ALLREDUCE:
-        low.op_allreduce(op, reader, writer)
-    else:
-        getattr(low, handler)(op)
+    getattr(low, handler)(op)
     produced = symbol_name(plan.views[op.name].buffer)
     if produced in em.addresses:
         em.stored(writer, produced)
-

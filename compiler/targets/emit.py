@@ -18,7 +18,7 @@ from isa import Addr, Instr, Queue
 from isa.footprint import QueueConfig
 from isa.loop_checks import CONFIG_OPCODES
 from isa.loops import loop_words
-from isa.opcodes import OPCODES
+from isa.opcodes import LINK_QUEUE, OPCODES
 
 from compiler.errors import CompileError, InstructionLimitError
 from compiler.passes.storage import View
@@ -72,6 +72,45 @@ class Tracked:
 
     def sweep_room(self, per_period: Sequence[int]) -> int | None:
         return None
+
+
+class _LinkTokens(Tracked):
+    """The link queue's all-reduces, in program order: `go` (the partial sum is stored) and
+    `done` (it is reduced), one token each per all-reduce, and the symbol of each (`log`, as
+    the store tokens'; a sweep replays the symbols of the periods it does not emit). One
+    queue reads reduced values: a `done` token taken by another would be lost to it."""
+
+    def __init__(self, go: int, done: int) -> None:
+        self.go, self.done = go, done
+        self.signalled = self.waited = 0
+        self.log: list[str] = []
+        self.ready: dict[str, int] = {}      # symbol -> the done token of its last all-reduce
+        self.reader: str | None = None
+
+    def record(self, symbol: str) -> None:
+        self.log.append(symbol)
+        self.ready[symbol] = len(self.log)
+
+    def before_read(self, em: "Emitter", queue: str, symbol: str) -> None:
+        token = self.ready.get(symbol, 0)
+        if token <= self.waited:
+            return
+        if self.reader not in (None, queue):
+            raise CompileError(f"'{symbol}': all-reduced values read by queues {self.reader} "
+                               f"and {queue}; one queue must take the link's tokens")
+        self.reader = queue
+        while self.waited < token:
+            em.emit(queue, "wait", sem=self.done)
+            self.waited += 1
+
+    def sweep_key(self) -> object:
+        return self.go, self.done, self.signalled - self.waited
+
+    def sweep_counts(self) -> tuple[int, ...]:
+        return self.signalled, self.waited
+
+    def sweep_set(self, counts: Sequence[int]) -> None:
+        self.signalled, self.waited = counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +184,7 @@ class Emitter:
         self._pending: dict[str, int] = {}          # symbol -> token some waiting queue lacks
         self._config: dict[str, QueueConfig] = {}   # queue -> its configuration registers now
         self._tracked: list[Tracked] = []
+        self._link: _LinkTokens | None = None       # the all-reduces' tokens, once there is one
 
     # -- sweeps (compiler/targets/sweep.py) ----------------------------------------------
     def track(self, obj: Tracked) -> None:
@@ -229,6 +269,20 @@ class Emitter:
                 self._pending[name] = token
             else:
                 self._pending.pop(name, None)
+
+    @property
+    def link_tokens(self) -> int:
+        """All-reduces emitted so far (each one's symbol is in `links_since`)."""
+        return len(self._link.log) if self._link is not None else 0
+
+    def links_since(self, token: int) -> list[str]:
+        return self._link.log[token:] if self._link is not None else []
+
+    def replay_links(self, names: list[str]) -> None:
+        """Record the next all-reduces as those of `names` (a sweep's periods not emitted; the
+        counters have been moved on past them already), as `replay_stores` does stores."""
+        for name in names:
+            self._link.record(name)
 
     def queue_configs(self) -> dict[str, QueueConfig]:
         return dict(self._config)
@@ -337,8 +391,29 @@ class Emitter:
         self._store_log.append(symbol)
         self._pending[symbol] = self._stores_signalled
 
+    def link_reduce(self, writer: str, symbol: str, **coll) -> None:
+        """An all-reduce of `symbol` in place on the link queue (`coll` with the fields
+        `coll`): it starts once `writer`, which stored the partial sum last, signals it, and
+        the queue that reads the sum waits for it there (`before_read`), so neither waits for
+        the link meanwhile (one half's all-reduce runs under the other half's compute,
+        compiler/parallel/overlap.py). One pair of semaphores for every all-reduce, so that
+        layers emit alike."""
+        if self._link is None:
+            self._link = _LinkTokens(self.semaphore(), self.semaphore())
+            self.track(self._link)
+        link = self._link
+        self.emit(writer, "signal", sem=link.go)
+        self.emit(LINK_QUEUE, "wait", sem=link.go)
+        self.emit(LINK_QUEUE, "coll", **coll)
+        self.emit(LINK_QUEUE, "signal", sem=link.done)
+        link.signalled += 1
+        link.record(symbol)
+
     def before_read(self, queue: str, symbol: str) -> None:
-        """Before `queue` first loads `symbol`: wait until its producer's store has finished."""
+        """Before `queue` first loads `symbol`: wait until its producer's store has finished
+        (and, for an all-reduced value, the link's all-reduce)."""
+        if self._link is not None:
+            self._link.before_read(self, queue, symbol)
         token = self._ready_token.get(symbol)
         done = self._stores_waited.get(queue, 0)
         while token is not None and done < token:

@@ -35,7 +35,9 @@ def layer_of(names: Sequence[str]) -> int | None:
 def layer_runs(elements: Sequence[T], names: Callable[[T], Sequence[str]]
                ) -> list[list[list[T]] | T]:
     """`elements` (ops, or calls of sections) in order, as runs: a list of consecutive layers
-    (each the list of its elements) where layers follow each other, else one element alone."""
+    (each the list of its elements) where layers follow each other, else one element alone.
+    An element of the layer before inside a layer belongs to that layer's item: two halves of
+    a batch interleaved (compiler/parallel/overlap.py) finish one layer inside the next."""
     runs: list = []
     current: list[list[T]] | None = None
     last: int | None = None
@@ -44,8 +46,8 @@ def layer_runs(elements: Sequence[T], names: Callable[[T], Sequence[str]]
         if layer is None:
             runs.append(element)
             current, last = None, None
-        elif current is not None and layer == last:
-            current[-1].append(element)
+        elif current is not None and last is not None and layer in (last, last - 1):
+            current[-1].append(element)     # last - 1: an op of the layer before, interleaved
         elif current is not None and last is not None and layer == last + 1:
             current.append([element])
             last = layer

@@ -101,6 +101,7 @@ def sweep(em: Emitter, items: Sequence[T], key: Sequence | None = None,
         configs: list[dict] = []        # ... the queues' configuration registers
         marks: list[int] = []           # ... its first op mark, its first store token
         stores: list[int] = []
+        links: list[int] = []           # ... its first all-reduce token
         first = i
         while i < n:
             starts.append(len(em.instructions))
@@ -109,6 +110,7 @@ def sweep(em: Emitter, items: Sequence[T], key: Sequence | None = None,
             configs.append(em.queue_configs())
             marks.append(len(em.op_starts))
             stores.append(em.store_tokens)
+            links.append(em.link_tokens)
             yield items[i]
             i += 1
             if i - first > LOOK:
@@ -116,7 +118,7 @@ def sweep(em: Emitter, items: Sequence[T], key: Sequence | None = None,
             found = _period(em, n if uniform else n - 1, numbers, first, i, starts, keys, counts,
                             configs)
             if found is not None:
-                named = _names(em, found[0], i - first - 3 * found[0], starts, marks, stores)
+                named = _names(em, found[0], i - first - 3 * found[0], starts, marks, stores, links)
                 if named is not None:
                     i = _commit(em, first, i, starts, counts, marks, stores, *found, *named)
                     break
@@ -304,11 +306,12 @@ def _overlapping(body: list[Instr], strides, config: dict) -> bool:
 
 
 def _names(em: Emitter, p: int, k: int, starts: list[int], marks: list[int],
-           stores: list[int]):
-    """(op marks of the first period as (offset, name), names of its stores) with a name
-    template `{+N}` where a name moves on by one per iteration (a model's layer number), when
-    the three periods from iteration k mark their ops at the same offsets and store the same
-    buffers but for such a number; None otherwise (no loop)."""
+           stores: list[int], links: list[int]):
+    """(op marks of the first period as (offset, name), names of its stores, names of its
+    all-reduces) with a name template `{+N}` where a name moves on by one per iteration (a
+    model's layer number), when the three periods from iteration k mark their ops at the same
+    offsets and store (and all-reduce) the same buffers but for such a number; None otherwise
+    (no loop)."""
     ops = em.op_starts
     bounds = [(marks[k + j * p], marks[k + (j + 1) * p] if j < 2 else len(ops)) for j in range(3)]
     periods = [[(index - starts[k + j * p], name) for index, name in ops[a:b]]
@@ -321,15 +324,22 @@ def _names(em: Emitter, p: int, k: int, starts: list[int], marks: list[int],
         if not a == b == c or name is None:
             return None
         marked.append((a, name))
-    base = stores[k]
-    log = em.stores_since(base)
-    spans = [(stores[k + j * p] - base, (stores[k + (j + 1) * p] if j < 2 else em.store_tokens) - base)
+    stored = _logged(em.stores_since(stores[k]), stores, em.store_tokens, p, k)
+    reduced = _logged(em.links_since(links[k]), links, em.link_tokens, p, k)
+    return None if stored is None or reduced is None else (marked, stored, reduced)
+
+
+def _logged(log: list[str], tokens: list[int], top: int, p: int, k: int) -> list[str] | None:
+    """The names a token log (stores, all-reduces) records in each of the three periods from
+    iteration k, as one list of templates, or None when the periods differ."""
+    base = tokens[k]
+    spans = [(tokens[k + j * p] - base, (tokens[k + (j + 1) * p] if j < 2 else top) - base)
              for j in range(3)]
     names = [log[a:b] for a, b in spans]
     if not len(names[0]) == len(names[1]) == len(names[2]):
         return None
-    stored = [_template(three) for three in zip(*names)]
-    return (None if None in stored else (marked, stored))
+    templates = [_template(three) for three in zip(*names)]
+    return None if None in templates else templates
 
 
 _NUMBER = re.compile(r"(\d+)")
@@ -362,10 +372,10 @@ def _template(names: tuple[str, str, str]) -> str | None:
 
 def _commit(em: Emitter, first: int, i: int, starts: list[int], counts: list[tuple],
             marks: list[int], stores: list[int], p: int, strides, count: int,
-            marked: list[tuple[int, str]], stored: list[str]) -> int:
+            marked: list[tuple[int, str]], stored: list[str], reduced: list[str]) -> int:
     """Replace the three emitted periods before iteration i by a loop of `count` periods (its
     op marks templated), move the counters on by the periods not emitted, record the stores
-    they would have made, and return the next item's index."""
+    and all-reduces they would have made, and return the next item's index."""
     s = i - 3 * p
     k = s - first
     body = em.instructions[starts[k]:starts[k + p]]
@@ -378,4 +388,5 @@ def _commit(em: Emitter, first: int, i: int, starts: list[int], counts: list[tup
     now = em.sweep_counts()
     em.advance_counts(now, counts[k + 2 * p], count - 3)
     em.replay_stores([mark_name(name, j) for j in range(3, count) for name in stored])
+    em.replay_links([mark_name(name, j) for j in range(3, count) for name in reduced])
     return s + count * p

@@ -137,10 +137,10 @@ class DataflowLowering(GemmLowering, Tracked):
 
     def _allreduce(self, op: Op) -> None:
         """Between calls: the call before has stored the partial sum (ctl0 waited for its body),
-        the link reduces it in place, and the next call starts after (ctl0 waits for it)."""
-        em = self.em
-        em.begin_op(op.name)
-        self.op_allreduce(op, "ctl0", "ctl0")
+        so ctl0 starts the link's all-reduce; a later call's queue that reads the sum waits
+        for the link there, and calls that do not read it run meanwhile."""
+        self.em.begin_op(op.name)
+        self.op_allreduce(op, "ctl0")
 
     def section(self, section) -> None:
         """A section's ops, a fused attention chain as one kernel."""
