@@ -1,5 +1,6 @@
 """What a node's simulation measures (sim/multi.py): its collectives, per device its report
-and communication, and the busy-interval arithmetic behind exposed and idle cycles."""
+and communication, and the busy-interval arithmetic behind exposed and idle cycles: from a
+Timeline's intervals, or as the instructions start (`BusyMeter`, the periodic engine's)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from sim.functional import Memory
 from sim.result import SimResult
 
 __all__ = ["Collective", "NodeResult", "group_members", "on_queue", "exposed_cycles",
-           "idle_cycles"]
+           "idle_cycles", "BusyMeter"]
 
 
 def group_members(device: int, ranks: int, stride: int) -> tuple[int, ...]:
@@ -53,8 +54,8 @@ class NodeResult:
     collectives: tuple[Collective, ...]
     link_busy_cycles: tuple[int, ...]
     link_bytes: tuple[int, ...]
-    exposed_cycles: tuple[int | None, ...]     # None: the device was timed per pattern
-    idle_cycles: tuple[int | None, ...]        # no queue of the device busy: bubble and waits
+    exposed_cycles: tuple[int, ...]
+    idle_cycles: tuple[int, ...]               # no queue of the device busy: bubble and waits
     memories: tuple[Memory, ...] | None = None
 
     @property
@@ -71,17 +72,13 @@ class NodeResult:
         return max(self.link_busy_cycles) / self.cycles if self.cycles else 0.0
 
     @property
-    def exposed_share(self) -> float | None:
-        """The largest exposed share of a device's link (None: not measured)."""
-        if None in self.exposed_cycles:
-            return None
+    def exposed_share(self) -> float:
+        """The largest exposed share of a device's link."""
         return max(self.exposed_cycles) / self.cycles if self.cycles else 0.0
 
     @property
-    def idle_share(self) -> float | None:
-        """Device-cycles with no queue busy, over all devices (None: not measured)."""
-        if None in self.idle_cycles:
-            return None
+    def idle_share(self) -> float:
+        """Device-cycles with no queue busy, over all devices."""
         return sum(self.idle_cycles) / (self.cycles * len(self.devices)) if self.cycles else 0.0
 
 
@@ -129,3 +126,59 @@ def _union(starts: np.ndarray, ends: np.ndarray) -> list[tuple[int, int]]:
         else:
             out.append([lo, hi])
     return [(lo, hi) for lo, hi in out]
+
+
+class BusyMeter:
+    """Exposed cycles of one queue (busy while no other queue is) and covered cycles (some
+    queue busy), measured as instructions start, in time order, as the engines start them.
+    Every busy interval of a class (the queue's, the others') started by cycle t covers
+    [t, reach) from t on, reach the latest of their ends; so the measures of [last, t) follow
+    from the two reaches, and the two reaches relative to now (`gauge`) are all that the
+    measures of later cycles depend on besides the instructions still to start."""
+
+    __slots__ = ("queue", "last", "mine", "other", "exposed", "covered")
+
+    def __init__(self, queue: int) -> None:
+        self.queue = queue                   # -1: a queue the program does not use
+        self.last = 0                        # measured up to this cycle
+        self.mine = self.other = 0           # the reach of the queue's, of the others'
+        self.exposed = self.covered = 0
+
+    def start(self, q: int, t: int, end: int) -> None:
+        """Queue q starts an instruction busy over [t, end), t no earlier than any before.
+        The measures need bringing up to t only where a reach grows (one compare else)."""
+        if q == self.queue:
+            if end > self.mine:
+                self.advance(t)
+                self.mine = end
+        elif end > self.other:
+            self.advance(t)
+            self.other = end
+
+    def advance(self, t: int) -> None:
+        """Measure up to cycle t, the reaches unchanged since the last cycle measured."""
+        last = self.last
+        if t <= last:
+            return
+        mine = min(max(self.mine, last), t)          # the queue busy over [last, mine),
+        other = min(max(self.other, last), t)        # the others over [last, other)
+        self.exposed += max(mine - other, 0)
+        self.covered += max(mine, other) - last
+        self.last = t
+
+    def gauge(self, t: int) -> tuple[int, int, int, int]:
+        """At cycle t (measured up to it): exposed and covered cycles, and the cycles each
+        class stays busy from t on."""
+        self.advance(t)
+        return self.exposed, self.covered, max(self.mine - t, 0), max(self.other - t, 0)
+
+    def repeat(self, since: tuple[int, int, int, int], m: int, dt: int) -> None:
+        """m more periods like the one since gauge `since` (whose reaches the present gauge
+        repeats), dt cycles in all: each adds the same measures."""
+        self.exposed += m * (self.exposed - since[0])
+        self.covered += m * (self.covered - since[1])
+        if self.mine > self.last:
+            self.mine += dt
+        if self.other > self.last:
+            self.other += dt
+        self.last += dt

@@ -13,20 +13,14 @@ from collections.abc import Callable, Sequence
 import isa
 from arch.links import LinkArch
 from isa.loops import loop_structure
-from isa.opcodes import LINK_QUEUE
 from isa.unroll import multiplicities
 from sim.collectives import coll_price
 from sim.machines.base import Machine
-from sim.node_result import (Collective, NodeResult, exposed_cycles, group_members, idle_cycles,
-                              on_queue)
+from sim.node_result import Collective, NodeResult, group_members
 from sim.simulate import simulate
 
-__all__ = ["symmetric", "rank_groups", "symmetric_node", "EXPOSURE_LIMIT"]
+__all__ = ["symmetric", "rank_groups", "symmetric_node"]
 
-# A symmetric node's device runs unrolled up to this many executed instructions (under a
-# second of the flat engine), so its exposed and idle cycles are measured; a longer one is
-# timed per pattern where it can be, and they are not.
-EXPOSURE_LIMIT = 1_000_000
 
 
 def symmetric(programs: Sequence[isa.Program], machines: Sequence[Machine]) -> bool:
@@ -74,15 +68,15 @@ def rank_groups(programs: Sequence[isa.Program],
 
 
 def symmetric_node(program: isa.Program, machine: Machine, n: int, link: LinkArch,
-                   progress: Callable[[str, int], None] | None = None) -> NodeResult:
+                   progress: Callable[[str, int], None] | None = None,
+                   unrolled: bool = False) -> NodeResult:
     """One device simulated for all, each collective timed as the whole group arriving at once:
-    unrolled up to EXPOSURE_LIMIT executed instructions, per pattern beyond where it can be
-    (sim/simulate.py). Exposed and idle cycles need every instruction's interval: None when
-    the device was timed per pattern."""
-    flat = isa.executed_count(program) <= EXPOSURE_LIMIT    # every interval, for exposure
+    per pattern where the program allows it (sim/simulate.py), else (or when `unrolled`)
+    instruction by instruction. Exposed and idle cycles are measured exactly on both paths:
+    from every instruction's interval, or as instances start (sim/periodic.py)."""
     run = simulate(program, machine, functional=False, node=link, progress=progress,
-                   patterns="unrolled: the node's exposed and idle cycles" if flat else None)
-    result, timeline = run.result, run.timeline
+                   patterns="unrolled: asked for" if unrolled else None)
+    result = run.result
     counts = multiplicities(loop_structure(program.instructions, ops=program.ops))
     collectives = []
     for i, ins in enumerate(program.instructions):
@@ -93,9 +87,5 @@ def symmetric_node(program: isa.Program, machine: Machine, n: int, link: LinkArc
                                           cost.algorithm, int(counts[i])))
     busy = sum(c.cycles * c.count for c in collectives)
     sent = sum(c.bytes_per_rank * c.count for c in collectives)
-    exposed = idle = None
-    if timeline is not None:
-        exposed = exposed_cycles(timeline, on_queue(timeline, LINK_QUEUE))
-        idle = idle_cycles(timeline, result.cycles)
     return NodeResult((result,) * n, result.cycles, machine.clock_hz, tuple(collectives),
-                      (busy,) * n, (sent,) * n, (exposed,) * n, (idle,) * n)
+                      (busy,) * n, (sent,) * n, (run.exposed_cycles,) * n, (run.idle_cycles,) * n)

@@ -26,6 +26,15 @@ times count (sim/compact_costs.py); the timing gives the total cycles and each o
 and last end (its span): every first start is an instance the engine simulated itself (a
 jump only repeats later ones), and the last end of the instances a jump skips is the period's
 last end plus m*lambda. Memory: O(instances simulated one at a time), not O(executed).
+
+Exposure, when asked for a queue: its exposed cycles (busy while no other queue is) and the
+idle cycles (no queue busy), measured as instances start (sim/node_result.py's BusyMeter, which
+keeps only how far the queue's and the others' busy intervals reach past now). A snapshot keeps
+the meter's gauge; a jump needs those reaches to repeat too, and then adds m times the measures
+of the period found: every skipped period starts from the same state, so measures the same.
+The engine's state shows when each queue's running instance ends, but not a finished queue's
+last one: while that still runs the reaches differ, and the snapshot is renewed rather than
+jumped from (the periods it outlasts are timed one at a time). Memory: O(1) more.
 """
 from __future__ import annotations
 
@@ -39,6 +48,7 @@ import numpy as np
 
 from sim.engine import PROGRESS_CHUNKS, EngineError
 from sim.loop_layout import TOP, LoopLayout
+from sim.node_result import BusyMeter
 
 __all__ = ["PeriodicTiming", "schedule_periodic", "PLAIN", "SIGNAL", "WAIT", "HALT"]
 
@@ -50,7 +60,8 @@ MAX_SNAPSHOTS = 512   # per run of a loop: iterations compared before it is time
 class PeriodicTiming:
     """The schedule's figures. op_first_start[o] / op_last_end[o]: the first start and last
     end of op o's instances that take cycles (-1: none). simulated / skipped: instances started
-    one at a time / moved over by periods."""
+    one at a time / moved over by periods. exposed_cycles / idle_cycles: the measured queue's
+    exposed cycles and the cycles no queue is busy (None: no queue measured)."""
 
     total_cycles: int
     op_first_start: np.ndarray
@@ -58,6 +69,8 @@ class PeriodicTiming:
     simulated: int
     skipped: int
     jumps: int
+    exposed_cycles: int | None = None
+    idle_cycles: int | None = None
 
 
 def schedule_periodic(layout: LoopLayout, queue_names: Sequence[str], kind: bytes,
@@ -65,7 +78,8 @@ def schedule_periodic(layout: LoopLayout, queue_names: Sequence[str], kind: byte
                       delay: Sequence[int], op_of: Sequence[int], n_ops: int,
                       progress: Callable[[int], None] | None = None,
                       marks: Sequence[int] | None = None,
-                      marked: frozenset[int] = frozenset()) -> PeriodicTiming:
+                      marked: frozenset[int] = frozenset(),
+                      exposure: int | None = None) -> PeriodicTiming:
     """Schedule the compact program laid out by `layout` (its items name queues by index
     into `queue_names`); per compact instruction c its kind (PLAIN/SIGNAL/WAIT/HALT),
     semaphore, duration, resource (-1 none), signal delay and op index (< n_ops). Raises
@@ -75,14 +89,17 @@ def schedule_periodic(layout: LoopLayout, queue_names: Sequence[str], kind: byte
     of each op's first instruction (ascending; op o's instances are those from marks[o] to
     marks[o + 1]); op_of is then -1 and an instance's op is looked up by its executed index,
     op n_ops - 1 before the first mark. `marked`: the headers of the loops holding marks; a
-    jump over their iterations gives each skipped iteration's ops their own spans."""
+    jump over their iterations gives each skipped iteration's ops their own spans.
+
+    `exposure`: measure that queue's exposed cycles and the idle cycles (an index into
+    queue_names; -1 for a queue the program does not use)."""
     return _Engine(layout, queue_names, kind, sem, dur, res, delay, op_of, n_ops,
-                   progress, marks, marked).run()
+                   progress, marks, marked, exposure).run()
 
 
 class _Engine:
     def __init__(self, layout, queue_names, kind, sem, dur, res, delay, op_of, n_ops,
-                 progress, marks=None, marked=frozenset()):
+                 progress, marks=None, marked=frozenset(), exposure=None):
         self.layout = layout
         self.queue_names = queue_names
         self.kind, self.sem, self.dur, self.res, self.delay = kind, sem, dur, res, delay
@@ -114,6 +131,7 @@ class _Engine:
         self.log_u = array("q")                      # with marks in loops: each logged
         self.log_start = array("q")                  # instance's executed index and start
         self.detect: dict[int, list] = {}            # loop -> [run start, snapshots, last k]
+        self.meter = None if exposure is None else BusyMeter(exposure)
         self.started = self.skipped = self.jumps = 0
 
     # -- cursors ---------------------------------------------------------------------------
@@ -153,6 +171,7 @@ class _Engine:
         head, first_start, first_of = self.head, self.first_start, self.first_of
         log_op, log_end = self.log_op, self.log_end
         log_u, log_start, n_last = self.log_u, self.log_start, self.n_ops - 1
+        meter = None if self.meter is None else self.meter.start
         marks = [] if self.marks is None else self.marks.tolist()
         offset = self.layout.offset.tolist()
         stacks = self.stacks
@@ -223,6 +242,8 @@ class _Engine:
                         log_start.append(t)
                     if first_start[o] < 0:
                         first_start[o] = t
+                    if meter is not None:
+                        meter(q, t, t + d)
                     t += d
                     log_op.append(o)
                     log_end.append(t)
@@ -248,8 +269,13 @@ class _Engine:
         if len(log_op):
             np.maximum.at(last_end, np.frombuffer(log_op, np.int32), np.frombuffer(log_end, np.int64))
         total = max(int(last_end.max(initial=0)), last_start)   # an instruction of 0 cycles ends as it starts
+        exposed = idle = None
+        if self.meter is not None:
+            self.meter.advance(total)
+            exposed, idle = self.meter.exposed, total - self.meter.covered
         return PeriodicTiming(total, np.array(first_start, np.int64), last_end,
-                              self.started - self.skipped, self.skipped, self.jumps)
+                              self.started - self.skipped, self.skipped, self.jumps,
+                              exposed, idle)
 
     # -- periods ---------------------------------------------------------------------------
     def _period(self, loops: list[int], q: int, c: int, t: int, u: int, heap: list[int]):
@@ -272,13 +298,17 @@ class _Engine:
             hi = lo + loop.count * length
             sig = self._signature(t, u, q, heap, lo, hi)
             seen = det[1].get(sig)
+            gauge = None if self.meter is None else self.meter.gauge(t)
             if seen is None:
                 if len(det[1]) >= MAX_SNAPSHOTS:
                     det[1] = None                 # no period found: time this run one by one
                 else:
-                    det[1][sig] = (k, t, len(self.log_op), self.started)
+                    det[1][sig] = (k, t, len(self.log_op), self.started, gauge)
                 continue
-            k0, t0, pos0, started0 = seen
+            k0, t0, pos0, started0, gauge0 = seen
+            if gauge is not None and gauge[2:] != gauge0[2:]:     # a finished queue still busy
+                det[1][sig] = (k, t, len(self.log_op), self.started, gauge)
+                continue
             period, lam = k - k0, t - t0
             m = self._periods(u, q, heap, lo, hi, length, loop.count, period)
             if m < 1:
@@ -286,6 +316,8 @@ class _Engine:
             t, u, heap = self._jump(t, u, q, heap, lo, hi, h, m * period, m * period * length,
                                     m * lam)
             self._repeat_log(pos0, m, lam, period * length, lo, hi, loop.header in self.marked)
+            if gauge is not None:
+                self.meter.repeat(gauge0, m, m * lam)
             self.skipped += m * (self.started - started0)
             self.started += m * (self.started - started0)
             self.jumps += 1

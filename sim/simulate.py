@@ -17,6 +17,7 @@ from sim.collectives import coll_price
 from sim.engine import Timeline, simulate_events
 from sim.functional import FunctionalExecutor, Memory
 from sim.machines.base import Costs, Machine
+from sim.node_result import exposed_cycles, idle_cycles, on_queue
 from sim.periodic import schedule_periodic
 from sim.result import OpStats, SimResult
 
@@ -25,12 +26,16 @@ __all__ = ["simulate", "Simulation", "Timed", "op_stats", "sim_result", "with_li
 
 @dataclasses.dataclass(frozen=True)
 class Simulation:
-    """A simulation's measurements, for numeric runs the final memory, and when it ran
-    unrolled every instruction's start and end (a per-pattern run keeps op spans only)."""
+    """A simulation's measurements, for numeric runs the final memory, when it ran unrolled
+    every instruction's start and end (a per-pattern run keeps op spans only), and for a
+    node's device (`simulate(node=...)`) the cycles its link queue is busy while no other
+    queue is (exposed) and those no queue is busy (idle), on either path."""
 
     result: SimResult
     memory: Memory | None
     timeline: Timeline | None = None
+    exposed_cycles: int | None = None
+    idle_cycles: int | None = None
 
 
 def _quiet(stage: str, done: int) -> None:
@@ -108,7 +113,8 @@ def _pattern_op_stats(program: isa.Program, plan: PatternCosts, first_start: np.
 @dataclasses.dataclass(frozen=True)
 class Timed:
     """What a timing path measured, for the result: cycles, busy cycles per queue text,
-    executed instructions, op stats, event totals, the machine's own report."""
+    executed instructions, op stats, event totals, the machine's own report; for a node's
+    device, its link's exposed cycles and its idle cycles."""
 
     cycles: int
     queue_busy: dict[str, int]
@@ -116,11 +122,14 @@ class Timed:
     ops: tuple[OpStats, ...]
     totals: dict[str, float]
     target_report: object
+    exposed_cycles: int | None = None
+    idle_cycles: int | None = None
 
 
 def _periodic(program: isa.Program, plan: PatternCosts, machine: Machine,
-              progress: Callable[[str, int], None] | None) -> Timed:
-    """Time a compact program per pattern (sim/periodic.py): nothing is unrolled."""
+              progress: Callable[[str, int], None] | None, node: bool) -> Timed:
+    """Time a compact program per pattern (sim/periodic.py): nothing is unrolled. A node's
+    device (`node`) has its link's exposure measured."""
     marked = marked_loops(program, plan.structure)
     if marked:                    # each iteration its own ops: looked up by executed index
         unrolled = unrolled_marks(plan.structure, program.ops)
@@ -134,11 +143,14 @@ def _periodic(program: isa.Program, plan: PatternCosts, machine: Machine,
                                 side="right") - 1
         op_of[op_of < 0] = n_ops                   # before the first mark: no op (slot n_ops)
         marks = None
+    link = None
+    if node:                                       # -1: a device that never uses its link
+        link = plan.queue_names.index(LINK_QUEUE) if LINK_QUEUE in plan.queue_names else -1
     timing = schedule_periodic(plan.layout, plan.queue_names, plan.kind, plan.sem,
                                plan.durations.tolist(), plan.resources.tolist(),
                                plan.delays.tolist(), op_of.tolist(), n_ops + 1,
                                progress=None if progress is None else partial(progress, "events"),
-                               marks=marks, marked=frozenset(marked))
+                               marks=marks, marked=frozenset(marked), exposure=link)
     count = plan.layout.count
     busy_of = plan.durations * count
     queue_busy = {name: int(busy_of[plan.queue_of == q].sum())
@@ -146,7 +158,8 @@ def _periodic(program: isa.Program, plan: PatternCosts, machine: Machine,
     totals = plan.events.weighted_totals(count)
     ops = _pattern_op_stats(program, plan, timing.op_first_start, timing.op_last_end, machine)
     return Timed(timing.total_cycles, queue_busy, plan.layout.executed, ops, totals,
-                  plan.target_report(program, totals, timing.total_cycles))
+                  plan.target_report(program, totals, timing.total_cycles),
+                  timing.exposed_cycles, timing.idle_cycles)
 
 
 def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
@@ -168,7 +181,8 @@ def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
 
     `node`: the program is every device of a node alike (a symmetric tensor-parallel group,
     sim/multi.py): it may use the link queue, and each `coll` takes the time `node` gives the
-    collective, every member arriving with it; energy gains the links' share ("link")."""
+    collective, every member arriving with it; energy gains the links' share ("link"), and
+    the link's exposed cycles and the idle cycles are measured on either path."""
     tell = progress or _quiet
     arch = machine.arch
     tell("verify", 0)
@@ -181,10 +195,11 @@ def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
             if node is not None:
                 plan, link_j = _priced_plan(plan, program, node, machine.clock_hz)
             tell("events", 0)
-            timed = _periodic(program, plan, machine, progress)
+            timed = _periodic(program, plan, machine, progress, node is not None)
             tell("report", timed.instructions)
             return Simulation(_with_link_energy(sim_result(program, machine, timed, assumptions),
-                                                node, link_j), None)
+                                                node, link_j), None, None, timed.exposed_cycles,
+                              timed.idle_cycles)
     program = isa.unroll(program)
     tell("costs", 0)
     run = machine.start(program)
@@ -217,11 +232,15 @@ def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
     for k, v in after_run.items():
         totals[k] = totals.get(k, 0.0) + v
     cycles = timeline.total_cycles
+    exposed = idle = None
+    if node is not None:
+        exposed = exposed_cycles(timeline, on_queue(timeline, LINK_QUEUE))
+        idle = idle_cycles(timeline, cycles)
     timed = Timed(cycles, timeline.queue_busy_cycles(), len(program.instructions),
                    op_stats(program, timeline, costs, machine), totals,
-                   run.report(timeline, cycles))
+                   run.report(timeline, cycles), exposed, idle)
     return Simulation(_with_link_energy(sim_result(program, machine, timed, assumptions), node,
-                                        link_j), memory, timeline)
+                                        link_j), memory, timeline, exposed, idle)
 
 
 def with_link(view: isa.MachineView) -> isa.MachineView:

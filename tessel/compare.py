@@ -73,8 +73,8 @@ def render_node_comparison(title: str, columns: Sequence[tuple], tokens: int) ->
     def cell(run, simulated, gpu=lambda g: "-"):
         return simulated(run) if hasattr(run, "node") else gpu(run)
 
-    def share(value: float | None) -> str:
-        return "-" if value is None else f"{value:.1%}"
+    def share(value: float) -> str:
+        return f"{value:.1%}"
 
     def row(name, simulated, gpu=lambda g: "-"):
         return (name, *(cell(run, simulated, gpu) for _, _, run in columns))

@@ -196,7 +196,6 @@ def _numeric_inputs(request: RunRequest, plan: ParallelPlan):
 def render_node(run: NodeRun, title: str) -> str:
     """The node's figures, then one row per device, then the GPU node."""
     n, plan = run.node, run.plan
-    measured = n.exposed_share is not None
     summary = [
         ("devices", f"{plan.devices}", f"tp {plan.tp} x pp {plan.pp}, {run.microbatches} "
                                        f"micro-batch(es){', two overlapped halves' if run.split else ''}, "
@@ -206,10 +205,9 @@ def render_node(run: NodeRun, title: str) -> str:
         ("energy", si(n.energy_j, "J"), f"all devices; links {si(sum(r.energy_breakdown_j['link'] for r in n.devices), 'J')}"),
         ("communication", f"{n.link_share:.1%}",
          f"{max(n.link_busy_cycles):,} link-busy cycles on the busiest device"),
-        ("exposed", _share(n.exposed_share),
-         f"{max(n.exposed_cycles):,} cycles with the link busy and nothing else" if measured
-         else "not measured: the devices were timed per pattern (op spans only)"),
-        ("idle", _share(n.idle_share),
+        ("exposed", f"{n.exposed_share:.1%}",
+         f"{max(n.exposed_cycles):,} cycles with the link busy and nothing else"),
+        ("idle", f"{n.idle_share:.1%}",
          "device-cycles with no queue busy: the pipeline bubble and waits for other devices"),
         ("collectives", f"{sum(c.count for c in n.collectives):,}", ", ".join(sorted({f'{c.kind} ({c.algorithm})' for c in n.collectives}))),
     ]
@@ -218,8 +216,8 @@ def render_node(run: NodeRun, title: str) -> str:
                         "max |sim - ref| / max |ref|, one device's reference"))
     lines = [title, f"architecture: {run.arch_name} x {plan.devices} ({run.target})", "",
              render_table(("metric", "value", "detail"), summary), ""]
-    rows = [(str(d), si(r.energy_j, "J"), f"{r.mac_utilization:.1%}", _count(n.idle_cycles[d]),
-             f"{n.link_busy_cycles[d]:,}", _count(n.exposed_cycles[d]), f"{n.link_bytes[d]:,}")
+    rows = [(str(d), si(r.energy_j, "J"), f"{r.mac_utilization:.1%}", f"{n.idle_cycles[d]:,}",
+             f"{n.link_busy_cycles[d]:,}", f"{n.exposed_cycles[d]:,}", f"{n.link_bytes[d]:,}")
             for d, r in enumerate(n.devices)]
     lines.append(render_table(("device", "energy", "MAC util.", "idle", "link busy", "exposed",
                                "bytes sent"), rows))
@@ -231,11 +229,3 @@ def render_node(run: NodeRun, title: str) -> str:
                                     f"{g.avg_power_w:.0f} W", f"{g.speedup:.3g}x",
                                     f"{g.energy_efficiency:.3g}x") for k, g in run.gpu.items()]))
     return "\n".join(lines)
-
-
-def _share(share: float | None) -> str:
-    return "-" if share is None else f"{share:.1%}"
-
-
-def _count(cycles: int | None) -> str:
-    return "-" if cycles is None else f"{cycles:,}"

@@ -1,8 +1,8 @@
 """The periodic engine (sim/periodic.py) schedules a compact program exactly as the event
 engine schedules its unrolled equivalent: total cycles, every op's first start and last end,
-and the same deadlock, on random nested loops with several queues, a shared resource, token
-delays and counts long enough for periods to be found and jumped over (80 random programs in
-the slow tier)."""
+a queue's exposed and the idle cycles when asked, and the same deadlock, on random nested
+loops with several queues, a shared resource, token delays and counts long enough for periods
+to be found and jumped over (80 random programs in the slow tier)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from isa.loops import Loop, Structure
 from isa.unroll import unrolled_order
 from sim.engine import EngineError, simulate_events
 from sim.loop_layout import loop_layout
+from sim.node_result import exposed_cycles, idle_cycles, on_queue
 from sim.periodic import HALT, PLAIN, SIGNAL, WAIT, schedule_periodic
 
 QUEUES = ("dma0", "dma1", "mxu0", "vpu0")
@@ -106,7 +107,7 @@ def _programs(draw) -> _Compact:
     return words
 
 
-def _unrolled(words: _Compact, structure: Structure):
+def _unrolled(words: _Compact, structure: Structure, exposure: int | None = None):
     order = unrolled_order(structure).order
     instrs = tuple(_Instr(QUEUES[words.queue[c]], _OPCODE[words.kind[c]], (("sem", words.sem[c]),))
                    for c in order.tolist())
@@ -121,33 +122,38 @@ def _unrolled(words: _Compact, structure: Structure):
         mine = active & (ops == o)
         if mine.any():
             first[o], last[o] = timeline.start[mine].min(), timeline.end[mine].max()
-    return timeline.total_cycles, first, last
+    measured = None, None
+    if exposure is not None:
+        on = on_queue(timeline, QUEUES[exposure]) if exposure >= 0 else np.zeros_like(ops, bool)
+        measured = exposed_cycles(timeline, on), idle_cycles(timeline, timeline.total_cycles)
+    return timeline.total_cycles, first, last, measured
 
 
-def _periodic(words: _Compact, structure: Structure):
+def _periodic(words: _Compact, structure: Structure, exposure: int | None = None):
     layout = loop_layout(structure, np.array(words.queue))
     kind = bytes(words.kind)
     timing = schedule_periodic(layout, QUEUES, kind, words.sem, words.dur, words.res,
-                               words.delay, words.op, max(words.op) + 1)
+                               words.delay, words.op, max(words.op) + 1, exposure=exposure)
     return timing
 
 
 @pytest.mark.slow
 @settings(max_examples=80, deadline=None, database=None)
-@given(words=_programs())
-def test_periodic_schedule_equals_the_unrolled_schedule(words):
+@given(words=_programs(), exposure=st.none() | st.integers(-1, len(QUEUES) - 1))
+def test_periodic_schedule_equals_the_unrolled_schedule(words, exposure):
     structure = Structure(tuple(sorted(words.loops, key=lambda loop: loop.header)), len(words.queue))
     try:
-        expected = _unrolled(words, structure)
+        expected = _unrolled(words, structure, exposure)
     except EngineError as e:
         with pytest.raises(EngineError) as caught:
-            _periodic(words, structure)
+            _periodic(words, structure, exposure)
         assert (caught.value.index, str(caught.value)) == (e.index, str(e))
         return
-    timing = _periodic(words, structure)
+    timing = _periodic(words, structure, exposure)
     assert timing.total_cycles == expected[0]
     assert timing.op_first_start.tolist() == expected[1].tolist()
     assert timing.op_last_end.tolist() == expected[2].tolist()
+    assert (timing.exposed_cycles, timing.idle_cycles) == expected[3]
     assert timing.simulated + timing.skipped == len(unrolled_order(structure).order)
 
 
