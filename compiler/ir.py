@@ -71,6 +71,8 @@ class OpKind(enum.Enum):
     MOE = "moe"              # routed experts (top-k of softmax(router logits)); expanded before lowering
     # communication: collectives between the devices of a parallel plan (compiler.parallel)
     ALLREDUCE = "allreduce"  # sum of one tensor over `ranks` tensor-parallel devices (ring order)
+    ALL_GATHER = "all_gather"  # the ranks' tensors joined along axis 0, rank order
+    ALL_TO_ALL = "all_to_all"  # chunk c (axis 0) to rank c; chunk c of the result from rank c
     # layout: metadata only, no data moved
     RESHAPE = "reshape"
     TRANSPOSE = "transpose"
@@ -81,6 +83,16 @@ class OpKind(enum.Enum):
         return self in (OpKind.INPUT, OpKind.PARAM)
 
     @property
+    def is_collective(self) -> bool:
+        """Computed with the other ranks of a parallel plan (on the link, sim/multi.py)."""
+        return self.coll_kind is not None
+
+    @property
+    def coll_kind(self) -> str | None:
+        """The link's collective that computes this op (the ISA's `coll` kind), or None."""
+        return _COLL_KINDS.get(self.value)
+
+    @property
     def is_routed(self) -> bool:
         """Resolved into ordinary ops by compiler.passes.routing before any lowering."""
         return self is OpKind.MOE
@@ -88,6 +100,9 @@ class OpKind(enum.Enum):
     @property
     def is_layout(self) -> bool:
         return self in (OpKind.RESHAPE, OpKind.TRANSPOSE, OpKind.SLICE)
+
+
+_COLL_KINDS = {"allreduce": "all_reduce", "all_gather": "all_gather", "all_to_all": "all_to_all"}
 
 
 def freeze_attrs(attrs: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -104,6 +119,12 @@ class Op:
     inputs: tuple[str, ...]
     type: TensorType
     attrs: tuple[tuple[str, Any], ...] = field(default=())
+
+    @property
+    def exchanges(self) -> bool:
+        """Needs the other ranks' values: a collective, or a mixture of experts whose tokens
+        are split over the ranks (`ranks`: expert parallelism by all-to-all)."""
+        return self.kind.is_collective or (self.kind is OpKind.MOE and self.attr("ranks") is not None)
 
     def attr(self, key: str, default: Any = None) -> Any:
         for k, v in self.attrs:

@@ -14,10 +14,13 @@ ignored. Cost conventions (documented in docs/graph-format.md, used by the FLOP 
   pair) -- exact whatever the routing, since every token uses top_k experts; an expert-parallel
   shard (`first_expert`: it holds some of the router's experts) counts its share of the pairs,
   T*top_k*given/E rounded down, the mean under uniform routing (its routed graph is exact);
+  with its tokens split over `ranks` (all-to-all dispatch), T counts every rank's tokens;
 - embedding, gather, concat, kv_append and layout ops: 0 FLOPs;
 - allreduce: the adds rank `rank` does in a ring all-reduce (NCCL's order, `ring_chunks`): the
   tensor is cut into `ranks` chunks (np.array_split's sizes) and the rank adds into every chunk
   but chunk rank-1, so (ranks-1)/ranks x elements exactly when ranks divides them.
+- all_gather, all_to_all: 0 FLOPs; bytes are what the rank sends on its link: its tensor to
+  each of the other ranks-1 (all_gather), every chunk but its own (all_to_all).
 Bytes moved assume an unfused execution: each compute op reads its inputs and writes its
 result; an embedding or gather reads only the rows it gathers; a moe reads the weights of at
 most min(E, T * top_k) experts (which ones is decided by routing; the routed graph's costs
@@ -201,6 +204,12 @@ def _moe(op: Op, types: Types) -> TensorType:
     if first is not None and first + n_experts > routed:
         raise _fail(op, f"experts {first}..{first + n_experts - 1} (first_expert and the "
                         f"{n_experts} given) run past the router's {routed}")
+    ranks, rank = op.attr("ranks"), op.attr("rank")
+    if (ranks is None) != (rank is None) or ranks is not None and (
+            first is None or rank >= ranks or routed % ranks or n_experts != routed // ranks):
+        raise _fail(op, "tokens split over ranks (expert parallelism by all-to-all) take ranks, "
+                        "rank below it and first_expert, with the router's experts split evenly "
+                        "over the ranks")
     d, f = x.shape[1], experts[0].shape[-1]
     for e in range(n_experts):
         gate, up, down = experts[3 * e: 3 * e + 3]
@@ -218,6 +227,27 @@ def _allreduce(op: Op, types: Types) -> TensorType:
     if op.attr("rank") >= op.attr("ranks"):
         raise _fail(op, f"rank {op.attr('rank')} must be below ranks {op.attr('ranks')}")
     return x
+
+
+def _all_gather(op: Op, types: Types) -> TensorType:
+    (x,) = _collective(op, types)
+    return TensorType((op.attr("ranks") * x.shape[0], *x.shape[1:]), x.dtype)
+
+
+def _all_to_all(op: Op, types: Types) -> TensorType:
+    (x,) = _collective(op, types)
+    if x.shape[0] % op.attr("ranks"):
+        raise _fail(op, f"axis 0 of {_shape(x)} does not split into {op.attr('ranks')} chunks")
+    return x
+
+
+def _collective(op: Op, types: Types) -> Types:
+    (x,) = types
+    if not x.shape:
+        raise _fail(op, "needs a tensor with a leading axis")
+    if op.attr("rank") >= op.attr("ranks"):
+        raise _fail(op, f"rank {op.attr('rank')} must be below ranks {op.attr('ranks')}")
+    return types
 
 
 def _kv_append(op: Op, types: Types) -> TensorType:
@@ -275,7 +305,8 @@ def _linear_flops(op: Op, types: Types) -> int:
 def _moe_flops(op: Op, types: Types) -> int:
     x, logits, gate = types[0], types[1], types[2]
     (t, d), (e, f), k = x.shape, (logits.shape[1], gate.shape[1]), op.attr("top_k")
-    pairs = t * k * ((len(types) - 2) // 3) // e      # all T k pairs, or a shard's 1/ep
+    tokens = t * op.attr("ranks", 1)                  # split over ranks: every rank's tokens
+    pairs = tokens * k * ((len(types) - 2) // 3) // e  # all T k pairs, or a shard's 1/ep
     return pairs * (6 * d * f + 5 * f + 2 * d) + 5 * t * e
 
 
@@ -293,6 +324,14 @@ def _allreduce_flops(op: Op, types: Types) -> int:
 def _allreduce_bytes(op: Op, types: Types) -> int:
     n, r, chunks = op.attr("ranks"), op.attr("rank"), ring_chunks(op.type.numel, op.attr("ranks"))
     return (2 * op.type.numel - chunks[r] - chunks[(r + 1) % n]) * op.type.dtype.itemsize
+
+
+def _all_gather_bytes(op: Op, types: Types) -> int:
+    return (op.attr("ranks") - 1) * types[0].size_bytes
+
+
+def _all_to_all_bytes(op: Op, types: Types) -> int:
+    return (op.attr("ranks") - 1) * types[0].size_bytes // op.attr("ranks")
 
 
 def _moe_bytes(op: Op, types: Types) -> int:
@@ -338,6 +377,8 @@ RULES: dict[OpKind, OpRule] = {
     OpKind.CONCAT: OpRule((1, 1 << 16), _concat, _zero, **_COMPUTE),
     OpKind.MOE: OpRule((5, 2 + 3 * MAX_EXPERTS), _moe, _moe_flops, _moe_bytes),
     OpKind.ALLREDUCE: OpRule((1, 1), _allreduce, _allreduce_flops, _allreduce_bytes),
+    OpKind.ALL_GATHER: OpRule((1, 1), _all_gather, _zero, _all_gather_bytes),
+    OpKind.ALL_TO_ALL: OpRule((1, 1), _all_to_all, _zero, _all_to_all_bytes),
     OpKind.RESHAPE: OpRule((1, 1), _reshape, _zero, _zero),
     OpKind.TRANSPOSE: OpRule((1, 1), _transpose, _zero, _zero),
     OpKind.SLICE: OpRule((1, 1), _slice, _zero, _zero),
@@ -382,6 +423,9 @@ _RANKS = Attribute(lambda v: _is_int(v) and v >= 2, "an integer of at least 2 (t
                    required=True)
 _RANK = Attribute(lambda v: _is_int(v) and v >= 0, "a non-negative integer (this device's index)",
                   required=True)
+_SPLIT_RANKS = Attribute(lambda v: _is_int(v) and v >= 2,
+                         "an integer of at least 2 (the ranks its tokens are split over)")
+_SPLIT_RANK = Attribute(lambda v: _is_int(v) and v >= 0, "a non-negative integer (this rank)")
 _TOP_K = Attribute(lambda v: _is_int(v) and v >= 1, "a positive integer", required=True)
 _FIRST_EXPERT = Attribute(lambda v: _is_int(v) and v >= 0,
                           "a non-negative integer (the router's id of the first expert given)")
@@ -400,8 +444,11 @@ ATTRIBUTES: dict[OpKind, dict[str, Attribute]] = {
     OpKind.ROPE: {"theta": _THETA, "start": _START, "factor": _POSITIVE, "low_freq_factor": _POSITIVE,
                   "high_freq_factor": _POSITIVE, "original_max_position": _POSITIVE_INT},
     OpKind.CONCAT: {"axis": _INT},
-    OpKind.MOE: {"top_k": _TOP_K, "norm_topk_prob": _BOOL, "first_expert": _FIRST_EXPERT},
+    OpKind.MOE: {"top_k": _TOP_K, "norm_topk_prob": _BOOL, "first_expert": _FIRST_EXPERT,
+                 "ranks": _SPLIT_RANKS, "rank": _SPLIT_RANK},
     OpKind.ALLREDUCE: {"ranks": _RANKS, "rank": _RANK},
+    OpKind.ALL_GATHER: {"ranks": _RANKS, "rank": _RANK},
+    OpKind.ALL_TO_ALL: {"ranks": _RANKS, "rank": _RANK},
     OpKind.RESHAPE: {"shape": _INTS},
     OpKind.TRANSPOSE: {"perm": _INTS},
     OpKind.SLICE: {"axis": _INT, "start": _INT, "stop": _INT},

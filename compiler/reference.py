@@ -7,8 +7,9 @@ RMSNorm, rotary embedding with rotate_half pairs (dim i with i + d/2) and the `l
 frequency scaling, SiLU, and routed experts (softmax over all experts, top-k, optional
 renormalisation, weighted sum of the chosen experts' gated MLPs).
 Computes in float64 by default so its own rounding is far below any tolerance we test.
-A collective (allreduce) needs the other devices' values, so `evaluate` pauses at each one and
-whoever runs all the devices' graphs (compiler.parallel.reference) supplies its result.
+A collective (allreduce, all_gather, all_to_all) or a mixture of experts whose tokens are split
+over the ranks needs the other devices' values, so `evaluate` pauses at each one and whoever
+runs all the devices' graphs (compiler.parallel.reference) supplies its result.
 """
 from __future__ import annotations
 
@@ -176,7 +177,8 @@ EVALUATORS: dict[OpKind, Callable[[Op, Arrays], np.ndarray]] = {
     OpKind.TRANSPOSE: lambda op, a: a[0].transpose(op.attr("perm")),
     OpKind.SLICE: _slice,
 }
-assert set(EVALUATORS) | {OpKind.INPUT, OpKind.PARAM, OpKind.MOE, OpKind.ALLREDUCE} == set(OpKind)
+assert set(EVALUATORS) | {OpKind.INPUT, OpKind.PARAM, OpKind.MOE} | {
+    k for k in OpKind if k.is_collective} == set(OpKind)
 
 
 def _feed(op: Op, feeds: Mapping[str, np.ndarray], dtype: type) -> np.ndarray:
@@ -212,8 +214,9 @@ def evaluate(graph: Graph, weights: Mapping[str, np.ndarray], feeds: Mapping[str
              dtype: type = np.float64, routing: dict[str, np.ndarray] | None = None) -> Evaluation:
     """Evaluate every op in topological order; return the graph's outputs by name.
 
-    At each collective the generator yields (op, this device's input) and resumes with the
-    op's result, sent by the caller that holds every device's value.
+    At each op that needs the other ranks' values (`Op.exchanges`: a collective, a mixture of
+    experts whose tokens are split over the ranks) the generator yields (op, this device's
+    inputs) and resumes with the op's result, sent by the caller that holds every device's.
 
     A moe op routes each token to the top_k experts of its router logits; when `routing` is
     given, each moe op's choice [tokens, top_k] is recorded in it under the op's name (the
@@ -229,14 +232,14 @@ def evaluate(graph: Graph, weights: Mapping[str, np.ndarray], feeds: Mapping[str
             values[op.name] = _feed(op, feeds, dtype)
         elif op.kind is OpKind.PARAM:
             values[op.name] = np.asarray(weights[op.name]).astype(dtype, copy=False)
+        elif op.exchanges:
+            values[op.name] = yield op, [values[s] for s in op.inputs]
         elif op.kind is OpKind.MOE:
             args = [values[s] for s in op.inputs]
             choice = top_k_experts(args[1], op.attr("top_k"))
             if routing is not None:
                 routing[op.name] = choice
             values[op.name] = moe(op, args, choice)
-        elif op.kind is OpKind.ALLREDUCE:
-            values[op.name] = yield op, values[op.inputs[0]]
         else:
             values[op.name] = EVALUATORS[op.kind](op, [values[s] for s in op.inputs])
         if not op.kind.is_source:

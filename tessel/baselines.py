@@ -79,32 +79,38 @@ def compare_gpus_on_plan(parts: Sequence[Graph], plan, microbatches: int, time_s
                          energy_j: float, gpus: Sequence[str], mode: str = "graph"
                          ) -> dict[str, GpuComparison]:
     """A parallel plan on a node of each GPU. A stage's ranks run their own graph's kernels
-    (alike: its first rank's are priced) and every all-reduce as NCCL does on the GPU's link
-    (`GpuArch.link`, sim/collectives.py) in the stream after the kernels before it (no overlap,
-    as in a plain Megatron forward); a stage hands its hidden state to the next by a send on
-    the link; micro-batches follow GPipe's forward schedule (compiler/parallel/schedule.py).
-    Energy: every GPU's kernels, idle power whenever it is not computing (collectives, the
-    pipeline bubble), and the bits on the links. `time_s`/`energy_j`: the node's."""
+    (alike under tensor parallelism: its first rank's are priced; under expert parallelism each
+    rank's, as routed, and the slowest sets the stage's time) and every collective as NCCL does
+    on the GPU's link (`GpuArch.link`, sim/collectives.py) in the stream after the kernels
+    before it (no overlap, as in a plain Megatron forward); a stage hands its hidden state to
+    the next by a send on the link; micro-batches follow GPipe's forward schedule
+    (compiler/parallel/schedule.py). Energy: every GPU's kernels, idle power whenever it is not
+    computing (collectives, the pipeline bubble), and the bits on the links.
+    `time_s`/`energy_j`: the node's."""
     table = {}
-    stages = [parts[plan.device(s, 0)] for s in range(plan.pp)]
-    work = [rank_work(g) for g in stages]
+    priced = plan.tp if plan.ep > 1 else 1          # ranks whose kernels differ
+    stages = [[parts[plan.device(s, r)] for r in range(priced)] for s in range(plan.pp)]
+    work = [[rank_work(g) for g in ranks] for ranks in stages]
     resident = max(resident_bytes(p) for p in parts)
     for name in gpus:
         gpu = load_arch(name)
         link = load_link(gpu.link)
         stage_s, busy_s, busy_j, link_j = [], 0.0, 0.0, 0.0
-        for s, (kernels, collectives) in enumerate(work):
-            base = gpu_baseline(kernels, gpu, mode)
-            busy_s += plan.tp * microbatches * base.time_s
-            costs = [collective_cost(link, "all_reduce", nbytes, ranks)
-                     for nbytes, ranks in collectives]
-            if s < plan.pp - 1:
-                hidden = stages[s].outputs[0]
-                costs.append(collective_cost(link, "send_recv",
-                                             stages[s][hidden].type.numel * HALF_BYTES, 2))
-            stage_s.append(base.time_s + sum(c.seconds for c in costs))
-            busy_j += plan.tp * microbatches * base.energy_j
-            link_j += plan.tp * microbatches * sum(c.energy_j for c in costs)
+        for s, stage_work in enumerate(work):
+            rank_s = []
+            for kernels, collectives in stage_work:
+                base = gpu_baseline(kernels, gpu, mode)
+                busy_s += plan.tp // priced * microbatches * base.time_s
+                busy_j += plan.tp // priced * microbatches * base.energy_j
+                costs = [collective_cost(link, kind, nbytes, group)
+                         for kind, nbytes, group in collectives]
+                if s < plan.pp - 1:
+                    hidden = stages[s][0].outputs[0]
+                    costs.append(collective_cost(link, "send_recv",
+                                                 stages[s][0][hidden].type.numel * HALF_BYTES, 2))
+                rank_s.append(base.time_s + sum(c.seconds for c in costs))
+                link_j += plan.tp // priced * microbatches * sum(c.energy_j for c in costs)
+            stage_s.append(max(rank_s))
         total_s = float(pipeline_schedule(stage_s, microbatches).makespan_s)
         total_j = busy_j + link_j + gpu.idle_w * max(0.0, plan.devices * total_s - busy_s)
         table[gpu.name] = GpuComparison(

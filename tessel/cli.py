@@ -149,6 +149,9 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tp", type=_positive, help="tensor-parallel ranks (default: --devices / --pp)")
     p.add_argument("--pp", type=_positive, help="pipeline stages (default: --devices / --tp)")
     p.add_argument("--ep", type=_positive, help="expert-parallel ranks (default 1)")
+    p.add_argument("--ep-dispatch", choices=("all_to_all", "replicated"),
+                   help="how expert parallelism moves tokens (default: all_to_all when a pass's "
+                        "tokens split evenly over the ranks, else replicated)")
     p.add_argument("--microbatches", type=_positive,
                    help="pipeline micro-batches the batch is split into (default 1)")
     p.add_argument("--node", metavar="PRESET|FILE.toml",
@@ -178,11 +181,12 @@ def _apply_node(args: argparse.Namespace) -> None:
     args.set = node.overrides(args.set)
 
 
-def _plan(args: argparse.Namespace, model: Model):
+def _plan(args: argparse.Namespace, model: Model, phase):
     """The parallel plan the flags ask for, or None for one device."""
     from compiler.parallel.plan import make_plan
     if args.devices is None:
-        given = [f"--{n.replace('_', '-')}" for n in ("tp", "pp", "ep", "microbatches", "link")
+        given = [f"--{n.replace('_', '-')}" for n in ("tp", "pp", "ep", "ep_dispatch",
+                                                       "microbatches", "link")
                  if getattr(args, n) is not None] + (["--set-link"] if args.set_link else [])
         if given:
             raise UsageError(f"{' '.join(given)}: only with --devices N")
@@ -191,7 +195,14 @@ def _plan(args: argparse.Namespace, model: Model):
         raise UsageError(f"--devices: '{model.name}' is a .graph file; a parallel plan needs a "
                          "model config")
     tp, pp = _split(args.devices, args.tp, args.pp)
-    return make_plan(model.config, args.devices, tp=tp, pp=pp, ep=args.ep or 1)
+    ep = args.ep or 1
+    if args.ep_dispatch is not None and ep == 1:
+        raise UsageError("--ep-dispatch: only with --ep > 1")
+    dispatch = args.ep_dispatch
+    if dispatch is None and ep > 1:     # all-to-all needs every rank to hold as many tokens
+        tokens = phase.batch // (args.microbatches or 1) * phase.seq
+        dispatch = "all_to_all" if tokens % ep == 0 else "replicated"
+    return make_plan(model.config, args.devices, tp=tp, pp=pp, ep=ep, dispatch=dispatch)
 
 
 def _split(devices: int, tp: int | None, pp: int | None) -> tuple[int, int]:
@@ -282,7 +293,7 @@ def _dtype(args: argparse.Namespace) -> isa.DType | None:
 
 # `tessel sim` options that only a model run reads (their defaults are None to tell).
 _MODEL_ONLY = ("target", "phase", "seq", "kv", "batch", "dtype", "tokens", "logits", "gpu",
-               "gpu_mode", "gpu_calibration", "routing", "devices", "tp", "pp", "ep", "microbatches",
+               "gpu_mode", "gpu_calibration", "routing", "devices", "tp", "pp", "ep", "ep_dispatch", "microbatches",
                "link", "node")
 
 
@@ -322,7 +333,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
                                gpu_calibration=Path(args.gpu_calibration) if args.gpu_calibration else None,
                                routing=args.routing)
         functional = request.numerics
-        plan = _plan(args, model)
+        plan = _plan(args, model, phase)
         if plan is not None:
             return _sim_node(args, request, plan, split, progress)
         if split:

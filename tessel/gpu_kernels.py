@@ -41,6 +41,7 @@ _KERNEL_KINDS = {"add": "elementwise", "mul": "elementwise", "gelu": "elementwis
                  "embedding": "embedding", "gather": "embedding", "kv_append": "copy",
                  "concat": "copy"}
 _VIEWS = {k.value for k in OpKind if k.is_layout}     # reshape / transpose / slice: no kernel
+_COLLECTIVES = {k.value for k in OpKind if k.is_collective}   # NCCL's, on the link
 
 # The FasterTransformer GPTs as GPT-2-architecture graphs (context 2048, vocab 50257).
 # 1.3B and 6.7B: the published GPT-3 widths and depths (Brown et al. 2020, Table 2.1; 1.3B
@@ -79,7 +80,7 @@ def _kernel(op: OpCost) -> Kernel | None:
     raise GraphError(f"op '{op.name}' ({op.kind}): the GPU baseline has no kernel for it"
                      + (" (route the graph first: compiler.passes.routing)" if op.kind == "moe"
                         else " (a device of a parallel plan: tessel.baselines.compare_gpus_on_plan)"
-                        if op.kind == "allreduce" else ""))
+                        if op.kind in _COLLECTIVES else ""))
 
 
 def graph_kernels(graph: Graph) -> list[Kernel]:
@@ -87,13 +88,15 @@ def graph_kernels(graph: Graph) -> list[Kernel]:
     return [k for k in map(_kernel, graph_cost(graph).ops) if k is not None]
 
 
-def rank_work(graph: Graph) -> tuple[list[Kernel], list[tuple[int, int]]]:
-    """One device's graph of a parallel plan: its kernels, and its all-reduces as (bytes in
-    fp16, ranks), which NCCL runs (priced on the GPU's link by sim/collectives.py)."""
+def rank_work(graph: Graph) -> tuple[list[Kernel], list[tuple[str, int, int]]]:
+    """One device's graph of a parallel plan: its kernels, and its collectives as (kind, bytes
+    in fp16, ranks), which NCCL runs (priced on the GPU's link by sim/collectives.py; bytes as
+    nccl-tests count them: the result's)."""
     kernels, collectives = [], []
     for op in graph_cost(graph).ops:
-        if op.kind == OpKind.ALLREDUCE.value:
-            collectives.append((math.prod(op.output) * HALF_BYTES, graph[op.name].attr("ranks")))
+        if op.kind in _COLLECTIVES:
+            collectives.append((OpKind(op.kind).coll_kind, math.prod(op.output) * HALF_BYTES,
+                                graph[op.name].attr("ranks")))
         else:
             kernel = _kernel(op)
             if kernel is not None:

@@ -197,7 +197,9 @@ def render_node(run: NodeRun, title: str) -> str:
     """The node's figures, then one row per device, then the GPU node."""
     n, plan = run.node, run.plan
     summary = [
-        ("devices", f"{plan.devices}", f"tp {plan.tp} x pp {plan.pp}, {run.microbatches} "
+        ("devices", f"{plan.devices}", f"tp {plan.tp} x pp {plan.pp}"
+                                       f"{f', ep {plan.ep} ({plan.dispatch})' if plan.ep > 1 else ''}, "
+                                       f"{run.microbatches} "
                                        f"micro-batch(es){', two overlapped halves' if run.split else ''}, "
                                        f"link {run.link.name} ({run.link.topology})"),
         ("time", f"{n.time_s * 1e3:.4g} ms", f"{n.cycles:,} cycles at {n.clock_hz / 1e6:g} MHz"),

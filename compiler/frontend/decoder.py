@@ -263,6 +263,11 @@ def build_part(config: DecoderConfig, phase: Phase, shard: Shard) -> ShardGraph:
         block, w_gate, w_up, w_down = _MOE_NAMES[config.family]
         E, F = config.num_experts, config.moe_intermediate_size
         flat = g.op(OpKind.RESHAPE, f"{p}.{block}.tokens", [src], shape=(B * S, D))
+        split = shard.split_tokens              # all-to-all dispatch: this rank's tokens only
+        if split:
+            rows = shard.split(B * S, what="tokens of the pass")
+            flat = g.op(OpKind.SLICE, f"{p}.{block}.own_tokens", [flat], axis=0,
+                        start=shard.rank * rows, stop=(shard.rank + 1) * rows)
         logits = g.linear(f"{p}.{block}.gate", flat, D, E, bias=False)
         spread = shard.spread_experts           # expert parallelism: whole experts, no columns
         columns, rows = (None, None) if spread else (shard.columns(F), shard.rows(F))
@@ -275,10 +280,14 @@ def build_part(config: DecoderConfig, phase: Phase, shard: Shard) -> ShardGraph:
                         g.param(f"{q}.{w_down}.weight", (F, D), part=rows)]
         out = g.op(OpKind.MOE, f"{p}.{block}", [flat, logits, *weights],
                    top_k=config.num_experts_per_tok, norm_topk_prob=config.norm_topk_prob,
-                   **({"first_expert": local.start} if spread else {}))
-        # the router is replicated, so every rank routes alike and sums its experts (or its
-        # columns of every expert): their partial outputs add up in the all-reduce
-        return g.op(OpKind.RESHAPE, f"{p}.{block}.out", [g.allreduce(out)], shape=(B, S, D))
+                   **({"first_expert": local.start} if spread else {}),
+                   **({"ranks": shard.tp, "rank": shard.rank} if split else {}))
+        if split:   # each rank has its tokens' whole outputs: every rank gets all of them
+            whole = g.op(OpKind.ALL_GATHER, f"{p}.{block}.gathered", [out], ranks=shard.tp,
+                         rank=shard.rank)
+        else:       # the router is replicated, so every rank routes alike and sums its experts
+            whole = g.allreduce(out)    # (or its columns of every expert): partial outputs
+        return g.op(OpKind.RESHAPE, f"{p}.{block}.out", [whole], shape=(B, S, D))
 
     def projection(a: str, which: str, src: str, n_full: int) -> str:
         """q, k or v of this rank's heads: its columns of the projection of all n_full heads

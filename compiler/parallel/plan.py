@@ -15,7 +15,14 @@ from compiler.frontend.gpt2 import GPT2Config
 from compiler.ir import GraphError
 from compiler.parallel.shard import Shard
 
-__all__ = ["ParallelPlan", "PlanError", "make_plan", "stages"]
+__all__ = ["ParallelPlan", "PlanError", "make_plan", "stages", "DISPATCHES"]
+
+# How expert parallelism moves tokens to the experts (docs/parallel.md): `all_to_all` splits a
+# MoE layer's tokens over the ranks, sends each pair to its expert's rank and back, and
+# all-gathers the outputs (Megatron's all-to-all token dispatcher); `replicated` keeps every
+# token on every rank, each rank running its experts on the tokens that chose them, their
+# partial outputs summed by the all-reduce tensor parallelism has anyway.
+DISPATCHES = ("all_to_all", "replicated")
 
 
 class PlanError(GraphError):
@@ -31,6 +38,7 @@ class ParallelPlan:
     tp: int = 1
     pp: int = 1
     ep: int = 1
+    dispatch: str | None = None     # expert parallelism's: all_to_all or replicated (DISPATCHES)
 
     def __post_init__(self) -> None:
         for flag in ("devices", "tp", "pp", "ep"):
@@ -42,13 +50,18 @@ class ParallelPlan:
                             f"uses {self.tp * self.pp} devices")
         if self.devices % self.ep:
             raise PlanError(f"--ep {self.ep}: does not divide --devices {self.devices}")
+        if self.ep > 1 and self.dispatch not in DISPATCHES:
+            raise PlanError(f"--ep-dispatch {self.dispatch!r}: must be one of {', '.join(DISPATCHES)}")
+        if self.ep == 1 and self.dispatch is not None:
+            raise PlanError(f"--ep-dispatch {self.dispatch}: only with --ep > 1")
 
     def shard(self, device: int) -> Shard:
         """What device `device` builds: stage device // tp, rank device % tp."""
         if not (isinstance(device, int) and 0 <= device < self.devices):
             raise PlanError(f"device {device!r}: the plan has devices 0 to {self.devices - 1}")
         return Shard(tp=self.tp, rank=device % self.tp, pp=self.pp, stage=device // self.tp,
-                     spread_experts=self.ep > 1)
+                     spread_experts=self.ep > 1,
+                     split_tokens=self.ep > 1 and self.dispatch == "all_to_all")
 
     def device(self, stage: int, rank: int) -> int:
         return stage * self.tp + rank
@@ -68,13 +81,14 @@ def _fields(config: GPT2Config | DecoderConfig) -> tuple[tuple[str, int], ...]:
 
 
 def make_plan(config: GPT2Config | DecoderConfig, devices: int, *, tp: int = 1, pp: int = 1,
-              ep: int = 1) -> ParallelPlan:
+              ep: int = 1, dispatch: str | None = None) -> ParallelPlan:
     """The plan, checked against `config`: tp divides the heads, KV heads and MLP widths, pp the
-    layers, ep the experts (and a dense model takes no ep)."""
+    layers, ep the experts (and a dense model takes no ep). `dispatch`: how expert parallelism
+    moves tokens (DISPATCHES; default all_to_all when ep > 1)."""
     if not isinstance(config, (GPT2Config, DecoderConfig)):
         raise PlanError(f"model {getattr(config, 'name', config)!r} has no config to partition "
                         "(a .graph file): a parallel plan needs a preset or a checkpoint")
-    plan = ParallelPlan(devices, tp, pp, ep)
+    plan = ParallelPlan(devices, tp, pp, ep, dispatch or ("all_to_all" if ep > 1 else None))
     for field, value in _fields(config):
         if value % tp:
             raise PlanError(f"--tp {tp}: {field} {value} of {config.name} is not divisible by {tp}")

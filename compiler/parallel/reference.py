@@ -1,28 +1,30 @@
 """The numpy reference run of a whole parallel plan: the oracle for partitioned models.
 
 A stage's tensor-parallel ranks run together, op by op (compiler.reference.evaluate pauses each
-at its all-reduce); the all-reduce sums the ranks' partial tensors in the order of NCCL's ring
+at its collectives: all-reduce, and the all-to-all and all-gather of expert dispatch); the
+all-reduce sums the ranks' partial tensors in the order of NCCL's ring
 (`ring_allreduce`), in the executor's dtype, and every rank gets the same result. Stages run in
 order; rank r of stage s+1 reads `hidden` from rank r of stage s (the ranks' hidden states are
 identical after the all-reduce). Each device keeps its own KV cache: its KV heads of its layers.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from compiler.driver import check_tokens, kv_feeds, token_feeds
 from compiler.frontend import Model
-from compiler.ir import Graph, GraphError
+from compiler.ir import Graph, GraphError, Op, OpKind
 from compiler.ops import ring_chunks
 from compiler.parallel.partition import device_graphs
 from compiler.parallel.plan import ParallelPlan
 from compiler.parallel.shard import ShardGraph
 from compiler.phase import decode, prefill
-from compiler.reference import evaluate
+from compiler.reference import evaluate, moe, top_k_experts
 
-__all__ = ["ring_allreduce", "execute_plan", "prefill_logits", "decode_logits", "decode_feeds",
+__all__ = ["ring_allreduce", "exchange", "execute_plan", "prefill_logits", "decode_logits", "decode_feeds",
            "prefill_feeds"]
 
 Arrays = dict[str, np.ndarray]
@@ -45,9 +47,31 @@ def ring_allreduce(parts: Sequence[np.ndarray]) -> np.ndarray:
     return total.reshape(np.shape(parts[0]))
 
 
+def exchange(op: Op, args: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
+    """Each rank's result of `op` given each rank's inputs: the ring sum (allreduce); the
+    tensors joined along axis 0 (all_gather); chunk r (axis 0) of every rank, in rank order,
+    to rank r (all_to_all); a mixture of experts over every rank's tokens with every rank's
+    experts, each rank getting its own tokens' rows (expert parallelism by all-to-all)."""
+    n, parts = len(args), [a[0] for a in args]
+    if op.kind is OpKind.ALLREDUCE:
+        return [ring_allreduce(parts)] * n
+    if op.kind is OpKind.ALL_GATHER:
+        return [np.concatenate(parts, axis=0)] * n
+    if op.kind is OpKind.ALL_TO_ALL:
+        chunks = [np.split(np.asarray(p), n, axis=0) for p in parts]
+        return [np.concatenate([chunks[c][r] for c in range(n)], axis=0) for r in range(n)]
+    x = np.concatenate(parts, axis=0)
+    logits = np.concatenate([a[1] for a in args], axis=0)
+    experts = [w for a in args for w in a[2:]]          # rank r holds experts r*E/n onwards
+    whole = replace(op, attrs=tuple((k, v) for k, v in op.attrs
+                                    if k not in ("ranks", "rank", "first_expert")))
+    out = moe(whole, [x, logits, *experts], top_k_experts(logits, op.attr("top_k")))
+    return np.split(out, n, axis=0)
+
+
 def _run_together(graphs: Sequence[Graph], weights: Sequence[Mapping[str, np.ndarray]],
                   feeds: Sequence[Mapping[str, np.ndarray]], dtype: type) -> list[Arrays]:
-    """Run the tensor-parallel ranks' graphs in lockstep, meeting at every all-reduce."""
+    """Run the tensor-parallel ranks' graphs in lockstep, meeting at every collective."""
     runs = [evaluate(g, w, f, dtype) for g, w, f in zip(graphs, weights, feeds)]
     sent: list[np.ndarray | None] = [None] * len(runs)
     while True:
@@ -63,8 +87,8 @@ def _run_together(graphs: Sequence[Graph], weights: Sequence[Mapping[str, np.nda
         if done or len(names) != 1 or any(op.attr("ranks") != len(runs) or op.attr("rank") != r
                                           for r, (op, _) in enumerate(paused)):
             raise GraphError(f"the {len(runs)} ranks of {graphs[0].name} do not meet at one "
-                             f"all-reduce of their ranks (at {sorted(names)})")
-        sent = [ring_allreduce([x for _, x in paused])] * len(runs)
+                             f"collective of their ranks (at {sorted(names)})")
+        sent = exchange(paused[0][0], [x for _, x in paused])
 
 
 def execute_plan(plan: ParallelPlan, parts: Sequence[ShardGraph], weights: Mapping[str, np.ndarray],

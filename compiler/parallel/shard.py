@@ -48,6 +48,7 @@ class Shard:
     pp: int = 1
     stage: int = 0
     spread_experts: bool = False      # expert parallelism: whole experts per rank, not columns
+    split_tokens: bool = False        # ... and MoE layers on 1/tp of the tokens, by all-to-all
 
     def __post_init__(self) -> None:
         for name, count, index in (("tp", self.tp, self.rank), ("pp", self.pp, self.stage)):
@@ -77,9 +78,12 @@ class Shard:
         per = self.split(count)
         return range(self.rank * per, (self.rank + 1) * per)
 
-    def split(self, count: int) -> int:
-        """How many of `count` heads (or columns) this rank holds."""
+    def split(self, count: int, what: str = "") -> int:
+        """How many of `count` heads (or columns, or `what`) this rank holds."""
         if count % self.tp:
+            if what:
+                raise GraphError(f"--ep-dispatch all_to_all: the {count} {what} do not split "
+                                 f"over {self.tp} ranks (use --ep-dispatch replicated)")
             raise GraphError(f"shard: {count} cannot be split over {self.tp} ranks")
         return count // self.tp
 

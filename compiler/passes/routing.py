@@ -17,6 +17,10 @@ values `routing_feeds` gives; each expert's token count is a shape, so an expert
 chose has no ops and costs nothing. The decision comes from the router itself when numerics
 run (the reference executor records it) or from a policy in timing-only runs
 (`uniform`, `zipf:S`, `file:PATH`; seeded, so a run is reproducible).
+
+A moe op whose tokens are split over `ranks` (expert parallelism by all-to-all) routes its own
+tokens and reaches every rank's experts through two all-to-alls (`_Dispatch`); its choice is
+every rank's tokens', rank-major, as the whole model's router made it.
 """
 from __future__ import annotations
 
@@ -56,7 +60,10 @@ def _experts(graph: Graph, op: Op) -> int:
 
 
 def _check_choice(graph: Graph, op: Op, choice: np.ndarray, where: str) -> np.ndarray:
-    tokens, k, n_experts = graph[op.inputs[0]].type.shape[0], op.attr("top_k"), _experts(graph, op)
+    """The choice of every token the op routes: with its tokens split over ranks, every
+    rank's (rank-major), since its experts serve them all."""
+    tokens = graph[op.inputs[0]].type.shape[0] * op.attr("ranks", 1)
+    k, n_experts = op.attr("top_k"), _experts(graph, op)
     choice = np.asarray(choice)
     if choice.shape != (tokens, k):
         raise GraphError(f"{where}: '{op.name}' needs [{tokens} tokens, {k} experts], got "
@@ -98,6 +105,9 @@ def routing_feeds(graph: Graph, routing: Routing) -> dict[str, np.ndarray]:
     feeds = {}
     for op in moe_ops(graph):
         choice = routing.choices[op.name]
+        if op.attr("ranks") is not None:
+            feeds.update(_Dispatch(graph, op, choice).feeds())
+            continue
         n_experts = _experts(graph, op)
         first, count = _held(graph, op)
         perm, slot, counts, held = _layout(choice, first, count)
@@ -122,7 +132,11 @@ def route_graph(graph: Graph, routing: Routing) -> Graph:
         if op.kind.is_source:
             g.source(op.kind, op.name, op.type.shape, op.type.dtype)
         elif op.kind is OpKind.MOE:
-            _expand(g, graph, op, _check_choice(graph, op, routing.choices[op.name], "routing"))
+            choice = _check_choice(graph, op, routing.choices[op.name], "routing")
+            if op.attr("ranks") is not None:
+                _Dispatch(graph, op, choice).expand(g)
+            else:
+                _expand(g, graph, op, choice)
         else:
             g.op(op.kind, op.name, op.inputs, **dict(op.attrs))
     return g.build(graph.outputs)
@@ -136,16 +150,8 @@ def _expand(g: GraphBuilder, graph: Graph, op: Op, choice: np.ndarray) -> None:
     if not counts.any():          # an expert-parallel shard no token chose: its share is 0
         g.op(OpKind.MUL, m, [x, g.input(f"{m}.none", (tokens, 1), DType.fp32)])
         return
-    probs = g.op(OpKind.SOFTMAX, f"{m}.probs", [logits])
-    flat = g.op(OpKind.RESHAPE, f"{m}.probs.flat", [probs], shape=(tokens * n_experts, 1))
-    renormalise = op.attr("norm_topk_prob", False)
-    picked = [g.op(OpKind.GATHER, f"{m}.{'prob' if renormalise else 'weight'}{j}",
-                   [flat, g.input(f"{m}.pick{j}", (tokens,), DType.int32)]) for j in range(k)]
-    if renormalise:
-        total = picked[0]
-        for j in range(1, k):
-            total = g.op(OpKind.ADD, f"{m}.prob_sum{j}", [total, picked[j]])
-        picked = [g.op(OpKind.DIV, f"{m}.weight{j}", [picked[j], total]) for j in range(k)]
+    picked = _router_weights(g, op, logits, tokens, n_experts,
+                             [g.input(f"{m}.pick{j}", (tokens,), DType.int32) for j in range(k)])
     xp = g.op(OpKind.GATHER, f"{m}.permute",
               [x, g.input(f"{m}.perm", (int(counts.sum()),), DType.int32)])   # the held pairs
     outs, at = [], 0
@@ -155,20 +161,129 @@ def _expand(g: GraphBuilder, graph: Graph, op: Op, choice: np.ndarray) -> None:
                   for j in range(k)]
     for e in np.nonzero(counts)[0]:
         e, n = int(e), int(counts[e])
-        gate, up, down = weights[3 * e: 3 * e + 3]
         q = f"{m}.expert{first + e}"
         rows = g.op(OpKind.SLICE, f"{q}.tokens", [xp], axis=0, start=at, stop=at + n)
-        act = g.op(OpKind.SILU, f"{q}.act", [g.op(OpKind.LINEAR, f"{q}.gate", [rows, gate])])
-        gated = g.op(OpKind.MUL, f"{q}.gated", [act, g.op(OpKind.LINEAR, f"{q}.up", [rows, up])])
-        outs.append(g.op(OpKind.LINEAR, f"{q}.down", [gated, down]))
+        outs.append(_expert(g, q, rows, *weights[3 * e: 3 * e + 3]))
         at += n
     ys = outs[0] if len(outs) == 1 else g.op(OpKind.CONCAT, f"{m}.experts", outs, axis=0)
+    _combine(g, m, k, [g.op(OpKind.GATHER, f"{m}.unpermute{j}",
+                            [ys, g.input(f"{m}.slot{j}", (tokens,), DType.int32)])
+                       for j in range(k)], picked)
+
+
+def _router_weights(g: GraphBuilder, op: Op, logits: str, tokens: int, n_experts: int,
+                    picks: list[str]) -> list[str]:
+    """The weight [T, 1] of each token's j-th choice: its router probability (renormalised
+    over the chosen with norm_topk_prob), gathered by `picks[j]` (token * E + expert)."""
+    m = op.name
+    probs = g.op(OpKind.SOFTMAX, f"{m}.probs", [logits])
+    flat = g.op(OpKind.RESHAPE, f"{m}.probs.flat", [probs], shape=(tokens * n_experts, 1))
+    renormalise = op.attr("norm_topk_prob", False)
+    picked = [g.op(OpKind.GATHER, f"{m}.{'prob' if renormalise else 'weight'}{j}", [flat, pick])
+              for j, pick in enumerate(picks)]
+    if renormalise:
+        total = picked[0]
+        for j in range(1, len(picked)):
+            total = g.op(OpKind.ADD, f"{m}.prob_sum{j}", [total, picked[j]])
+        picked = [g.op(OpKind.DIV, f"{m}.weight{j}", [p, total]) for j, p in enumerate(picked)]
+    return picked
+
+
+def _expert(g: GraphBuilder, q: str, rows: str, gate: str, up: str, down: str) -> str:
+    """One expert's gated MLP on its rows: down(silu(rows gate) * (rows up))."""
+    act = g.op(OpKind.SILU, f"{q}.act", [g.op(OpKind.LINEAR, f"{q}.gate", [rows, gate])])
+    gated = g.op(OpKind.MUL, f"{q}.gated", [act, g.op(OpKind.LINEAR, f"{q}.up", [rows, up])])
+    return g.op(OpKind.LINEAR, f"{q}.down", [gated, down])
+
+
+def _combine(g: GraphBuilder, m: str, k: int, results: list[str], weights: list[str]) -> None:
+    """The moe op's value, named `m`: sum over j of each token's j-th result times its weight."""
     total = None
     for j in range(k):
-        back = g.op(OpKind.GATHER, f"{m}.unpermute{j}", [ys, g.input(f"{m}.slot{j}", (tokens,), DType.int32)])
         last = j == k - 1
-        part = g.op(OpKind.MUL, m if last and k == 1 else f"{m}.scaled{j}", [back, picked[j]])
+        part = g.op(OpKind.MUL, m if last and k == 1 else f"{m}.scaled{j}", [results[j], weights[j]])
         total = part if total is None else g.op(OpKind.ADD, m if last else f"{m}.sum{j}", [total, part])
+
+
+class _Dispatch:
+    """A mixture of experts whose tokens are split over `ranks` (expert parallelism by
+    all-to-all, Megatron's token dispatcher): this rank routes its own tokens, sends each
+    (token, choice) pair to the rank holding its expert, runs its experts on the pairs every
+    rank sent it, returns the results, and combines its tokens' weighted results.
+
+        send  = gather(x, send)           [n*C, D]  chunk q: the pairs for rank q's experts
+        recv  = all_to_all(send)          [n*C, D]  chunk s: rank s's pairs for my experts
+        y_e   = expert e (gather(recv, rows_e))     each of my experts that got pairs
+        ret   = gather(concat(y_e), ret)  [n*C, D]  each received pair's result, in place
+        back  = all_to_all(ret)           [n*C, D]  chunk q: my pairs' results from rank q
+        out   = sum_j gather(back, back_j) * w_j    [T/n, D]
+
+    C, the capacity, is the most pairs one rank sends another: the exchanges are dense (NCCL's
+    all-to-all moves equal chunks), short chunks padded with row 0, whose results nobody
+    reads. The layout is a function of every rank's choice, so every rank derives the same C.
+    Pairs go to a rank sorted by expert, then token."""
+
+    def __init__(self, graph: Graph, op: Op, choice: np.ndarray) -> None:
+        self.op, self.graph = op, graph
+        n, r = op.attr("ranks"), op.attr("rank")
+        t, k = graph[op.inputs[0]].type.shape[0], op.attr("top_k")
+        self.n_experts, per = _experts(graph, op), _experts(graph, op) // n
+        self.t, self.k, self.first = t, k, op.attr("first_expert")
+        pairs = [[np.flatnonzero(choice[s * t:(s + 1) * t].reshape(-1) // per == q)
+                  for q in range(n)] for s in range(n)]        # pair index tok*k + j, by rank
+        flat = [choice[s * t:(s + 1) * t].reshape(-1) for s in range(n)]
+        pairs = [[p[np.argsort(flat[s][p], kind="stable")] for q, p in enumerate(row)]
+                 for s, row in enumerate(pairs)]
+        self.capacity = c = max(len(p) for row in pairs for p in row)
+        self.send = np.zeros(n * c, np.int64)
+        self.back = np.zeros((k, t), np.int64)
+        for q, p in enumerate(pairs[r]):
+            self.send[q * c:q * c + len(p)] = p // k
+            self.back[p % k, p // k] = q * c + np.arange(len(p))
+        received = [(s, i, int(flat[s][pair])) for s in range(n) for i, pair in enumerate(pairs[s][r])]
+        self.rows = {e: np.array([s * c + i for s, i, x in received if x == e], np.int64)
+                     for e in range(self.first, self.first + per)}
+        self.rows = {e: ids for e, ids in self.rows.items() if len(ids)}
+        at, self.ret = 0, np.zeros(n * c, np.int64)
+        for e, ids in self.rows.items():
+            self.ret[ids] = at + np.arange(len(ids))
+            at += len(ids)
+        self.pick = np.arange(t)[None, :] * self.n_experts + choice[r * t:(r + 1) * t].T
+
+    def feeds(self) -> dict[str, np.ndarray]:
+        m = self.op.name
+        out = {f"{m}.send": self.send, f"{m}.return": self.ret}
+        out.update({f"{m}.rows{e}": ids for e, ids in self.rows.items()})
+        for j in range(self.k):
+            out[f"{m}.pick{j}"], out[f"{m}.back{j}"] = self.pick[j], self.back[j]
+        if not self.rows:
+            out[f"{m}.idle"] = np.zeros((len(self.send), 1), np.float32)
+        return {name: v.astype(np.float32 if name.endswith(".idle") else np.int32)
+                for name, v in out.items()}
+
+    def expand(self, g: GraphBuilder) -> None:
+        op, m, k, t = self.op, self.op.name, self.k, self.t
+        x, logits, *weights = op.inputs
+        n, r = op.attr("ranks"), op.attr("rank")
+        i32 = DType.int32
+        weight = _router_weights(g, op, logits, t, self.n_experts,
+                                 [g.input(f"{m}.pick{j}", (t,), i32) for j in range(k)])
+        send = g.op(OpKind.GATHER, f"{m}.dispatch", [x, g.input(f"{m}.send", (len(self.send),), i32)])
+        recv = g.op(OpKind.ALL_TO_ALL, f"{m}.received", [send], ranks=n, rank=r)
+        outs = []
+        for e, ids in self.rows.items():
+            gate, up, down = weights[3 * (e - self.first): 3 * (e - self.first) + 3]
+            q = f"{m}.expert{e}"
+            rows = g.op(OpKind.GATHER, f"{q}.tokens", [recv, g.input(f"{m}.rows{e}", (len(ids),), i32)])
+            outs.append(_expert(g, q, rows, gate, up, down))
+        if not outs:                  # no pair for my experts: return zeros
+            ret = g.op(OpKind.MUL, f"{m}.returned", [recv, g.input(f"{m}.idle", (len(self.send), 1), DType.fp32)])
+        else:
+            ys = outs[0] if len(outs) == 1 else g.op(OpKind.CONCAT, f"{m}.experts", outs, axis=0)
+            ret = g.op(OpKind.GATHER, f"{m}.returned", [ys, g.input(f"{m}.return", (len(self.ret),), i32)])
+        back = g.op(OpKind.ALL_TO_ALL, f"{m}.results", [ret], ranks=n, rank=r)
+        _combine(g, m, k, [g.op(OpKind.GATHER, f"{m}.unpermute{j}",
+                                [back, g.input(f"{m}.back{j}", (t,), i32)]) for j in range(k)], weight)
 
 
 # -- policies --------------------------------------------------------------------------

@@ -174,8 +174,8 @@ def plan_storage(graph: Graph, dtype: DType, precise: frozenset[str] = frozenset
         if op.name in views or op.name in caches:     # a cache gets its view at its append
             continue
         role = "output" if op.name in outputs else {OpKind.PARAM: "param", OpKind.INPUT: "input"}.get(op.kind, "temp")
-        if op.kind is OpKind.ALLREDUCE:               # in place: the ranks' partial sums are
-            views[op.name] = views[op.inputs[0]]      # reduced where they lie
+        if op.kind in (OpKind.ALLREDUCE, OpKind.ALL_TO_ALL):   # in place: the ranks' values
+            views[op.name] = views[op.inputs[0]]      # are reduced or exchanged where they lie
         elif op.kind.is_layout:
             view = _apply(op, views[op.inputs[0]])
             if view is None:
@@ -208,8 +208,16 @@ def plan_storage(graph: Graph, dtype: DType, precise: frozenset[str] = frozenset
 def _joined(graph: Graph, rerooted: dict[str, list[Op]]) -> dict[str, tuple[Op, int, int]]:
     """Compute ops whose only use is a concat (MoE expert outputs): each maps to (the concat,
     its axis, where its slice starts), so it writes its part in place and the concat moves
-    nothing. A concat that is itself re-rooted keeps its inputs separate."""
+    nothing. A concat that is itself re-rooted keeps its inputs separate. The input of an
+    all_gather is its rank's rows of the result, in place, always (the lowering needs it)."""
     out: dict[str, tuple[Op, int, int]] = {}
+    for op in graph.of_kind(OpKind.ALL_GATHER):
+        src = graph[op.inputs[0]]
+        if (src.kind.is_source or src.kind.is_layout or src.name in graph.outputs
+                or src.name in rerooted or [c.name for c in graph.consumers(src.name)] != [op.name]):
+            raise GraphError(f"op '{op.name}' (all_gather): its input '{src.name}' must be a "
+                             "computed value used by it alone, so it is stored in place")
+        out[src.name] = (op, 0, op.attr("rank") * src.type.shape[0])
     for cat in graph.of_kind(OpKind.CONCAT):
         if cat.name in rerooted:
             continue

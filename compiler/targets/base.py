@@ -29,7 +29,8 @@ __all__ = ["Lowered", "TargetLowering", "GemmLowering", "lower_op", "HANDLERS"]
 
 # compute op kind -> the TargetLowering method that lowers it (one per kind, none forgotten)
 HANDLERS = {kind: f"op_{kind.value}" for kind in OpKind
-            if not (kind.is_source or kind.is_layout or kind.is_routed)}
+            if not (kind.is_source or kind.is_layout or kind.is_routed or kind.is_collective)}
+# collectives: one handler for all, `op_collective` (the link's `coll` of `OpKind.coll_kind`)
 
 
 @dataclass(frozen=True)
@@ -159,18 +160,19 @@ class TargetLowering(abc.ABC):
     def op_concat(self, op: Op) -> None:
         self.vector.concat(op)
 
-    def op_allreduce(self, op: Op, writer: str) -> None:
-        """The tensor-parallel ranks' partial sums, summed in place by the link queue (`coll`,
-        sim/multi.py) once `writer` has stored this rank's; whichever queue reads the sum
-        waits for the link there (`Emitter.link_reduce`). Every target: values live in
-        memory spaces."""
-        em, view = self.em, self.plan.views[op.inputs[0]]
+    def op_collective(self, op: Op, writer: str) -> None:
+        """A collective of the plan's ranks, in place on its buffer by the link queue (`coll`,
+        sim/multi.py; the storage plan gives an all-reduce or all-to-all its input's view and
+        an all-gather's input its rank's rows of the result) once `writer` has stored this
+        rank's part; whichever queue reads the result waits for the link there
+        (`Emitter.link_reduce`). Every target: values live in memory spaces."""
+        em, view = self.em, self.plan.views[op.name]
         m = self.matrix(view)
         if m.rows > 1 and m.stride != m.cols:
-            raise CompileError(f"op '{op.name}': all-reduces a strided view of "
+            raise CompileError(f"op '{op.name}': a {op.kind.value} of a strided view of "
                                f"'{op.inputs[0]}'; it needs a dense buffer")
         dtype = self.plan.buffers[view.buffer].dtype
-        em.link_reduce(writer, symbol_name(view.buffer), kind="all_reduce", dtype=dtype,
+        em.link_reduce(writer, symbol_name(view.buffer), kind=op.kind.coll_kind, dtype=dtype,
                        buf=em.dram(m), bytes=m.rows * m.cols * dtype.itemsize,
                        ranks=op.attr("ranks"), stride=1)
 
@@ -221,11 +223,11 @@ def lower_op(low: TargetLowering, op: Op, reader: str, writer: str) -> None:
     """One graph op on any target: mark it, make `reader` wait for the stores of its computed
     inputs, lower it with the target's handler, and count its result's store on `writer` when
     the result is a dense buffer (a target may hold some values elsewhere, e.g. PIM matrices).
-    An all-reduce is the link's: `writer` starts it, and its readers wait for the link."""
+    A collective is the link's: `writer` starts it, and its readers wait for the link."""
     em, plan = low.em, low.plan
     em.begin_op(op.name)
-    if op.kind is OpKind.ALLREDUCE:
-        low.op_allreduce(op, writer)
+    if op.kind.is_collective:
+        low.op_collective(op, writer)
         return
     for name in op.inputs:
         if low.graph[name].kind is OpKind.INPUT or not low.graph[name].kind.is_source:

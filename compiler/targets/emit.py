@@ -185,6 +185,8 @@ class Emitter:
         self._config: dict[str, QueueConfig] = {}   # queue -> its configuration registers now
         self._tracked: list[Tracked] = []
         self._link: _LinkTokens | None = None       # the all-reduces' tokens, once there is one
+        self.link_reader: str | None = None         # the queue that waits for them (None: the
+                                                    # one that reads a result first)
 
     # -- sweeps (compiler/targets/sweep.py) ----------------------------------------------
     def track(self, obj: Tracked) -> None:
@@ -409,11 +411,16 @@ class Emitter:
         link.signalled += 1
         link.record(symbol)
 
+    def link_wait(self, queue: str, symbol: str) -> None:
+        """`queue` waits until the link's last collective of `symbol` (if any) is done."""
+        if self._link is not None:
+            self._link.before_read(self, queue, symbol)
+
     def before_read(self, queue: str, symbol: str) -> None:
         """Before `queue` first loads `symbol`: wait until its producer's store has finished
         (and, for an all-reduced value, the link's all-reduce)."""
-        if self._link is not None:
-            self._link.before_read(self, queue, symbol)
+        if self.link_reader in (None, queue):
+            self.link_wait(queue, symbol)
         token = self._ready_token.get(symbol)
         done = self._stores_waited.get(queue, 0)
         while token is not None and done < token:

@@ -46,17 +46,46 @@ def test_a_mixture_of_experts_routes_every_device_as_the_whole_router(capsys, tm
     assert report["logits_rel_error"] < BF16_TOLERANCE
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("target, phase", [
-    ("systolic", ("--seq", "4")),
-    pytest.param("pim", ("--seq", "4"), marks=pytest.mark.slow),
-    pytest.param("dataflow", ("--phase", "decode", "--kv", "4"), marks=pytest.mark.slow)])
-def test_expert_parallelism_computes_one_devices_logits(capsys, tmp_path, target, phase):
-    """Each rank holds half the experts whole; their partial outputs meet in the all-reduce."""
+PREFILL, DECODE = ("--seq", "4"), ("--phase", "decode", "--kv", "4")
+
+
+@pytest.mark.parametrize("target, phase, dispatch", [
+    ("systolic", PREFILL, "all_to_all"),
+    pytest.param("pim", PREFILL, "all_to_all", marks=pytest.mark.slow),
+    pytest.param("dataflow", PREFILL, "all_to_all", marks=pytest.mark.slow),
+    pytest.param("systolic", DECODE, "replicated", marks=pytest.mark.slow),
+    pytest.param("dataflow", DECODE, "replicated", marks=pytest.mark.slow)])
+def test_expert_parallelism_computes_one_devices_logits(capsys, tmp_path, target, phase, dispatch):
+    """Each rank holds half the experts whole. all_to_all: each rank routes its half of the
+    tokens, sends every pair to its expert's rank and back, and the outputs are all-gathered;
+    replicated (a decode step's one token cannot be split, so the default there): every rank
+    runs its experts on the tokens that chose them, and the partial outputs meet in the
+    all-reduce."""
     report = sim(capsys, tmp_path, "--model", MOE, "--target", target, *phase,
                  "--devices", "2", "--tp", "2", "--ep", "2")
     assert report["logits_rel_error"] < BF16_TOLERANCE
-    assert report["plan"]["ep"] == 2
+    assert report["plan"]["ep"] == 2 and report["plan"]["dispatch"] == dispatch
+    kinds = [c["kind"] for c in report["collectives"]]
+    exchanges = kinds.count("all_to_all")
+    assert exchanges == (2 * kinds.count("all_gather") if dispatch == "all_to_all" else 0)
+    assert dispatch == "replicated" or exchanges >= 2
+    assert set(report["gpu"]) and all(g["time_s"] > 0 for g in report["gpu"].values()) \
+        if report["gpu"] else True
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--ep-dispatch", "all_to_all", "--seq", "3"),
+     "--ep-dispatch all_to_all: the 3 tokens of the pass do not split over 2 ranks"),
+    (("--ep-dispatch", "replicated", "--ep", "1", "--seq", "4"), "--ep-dispatch: only with --ep > 1"),
+])
+def test_expert_dispatch_that_cannot_run_is_refused_in_one_line(capsys, argv, message):
+    args = ["sim", "--model", MOE, "--devices", "2", "--tp", "2", "--no-functional",
+            "--gpu", "none", *argv]
+    if "--ep" not in argv:
+        args += ["--ep", "2"]
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and message in err
 
 
 def test_a_mixture_of_experts_times_by_the_routing_policy(capsys, tmp_path):
@@ -172,7 +201,8 @@ def test_compare_puts_nodes_side_by_side_with_a_gpu_node(capsys, tmp_path):
     text = capsys.readouterr().out
     assert "sn40l-8" in text and "dgx-h100" in text and "8 x gpu-h100-sxm" in text
     report = json.loads(out.read_text())
-    assert report["sn40l-8"]["plan"] == {"devices": 8, "tp": 4, "pp": 2, "ep": 1}
+    assert report["sn40l-8"]["plan"] == {"devices": 8, "tp": 4, "pp": 2, "ep": 1,
+                                         "dispatch": None}
     assert report["dgx-h100"]["time_s"] > 0
 
 

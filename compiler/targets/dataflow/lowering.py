@@ -46,6 +46,7 @@ class DataflowLowering(GemmLowering, Tracked):
         # the body queues: every queue but the controller's, in the machine's order
         self.body_queues = tuple(q for q in arch.queues if q != "ctl0")
         em = TierEmitter()
+        em.link_reader = "ctl0"   # a call's queues (its gathers' dma0 too) read after ctl0 starts it
         self.symbols: list[isa.Symbol] = []
         for name, (space, addr) in placement.where.items():
             buf = plan.buffers[name]
@@ -114,9 +115,13 @@ class DataflowLowering(GemmLowering, Tracked):
 
     def call(self, call: Call) -> None:
         em, first = self.em, call.sections[0]
-        if len(first.ops) == 1 and self.graph[first.ops[0]].kind is OpKind.ALLREDUCE:
-            self._allreduce(self.graph[first.ops[0]])
+        if len(first.ops) == 1 and self.graph[first.ops[0]].kind.is_collective:
+            self._collective(self.graph[first.ops[0]])
             return
+        for name in _call_ops(call):      # a collective's result: ctl0 starts the call after it
+            for src in self.graph[name].inputs:
+                if src in self.plan.views:
+                    em.link_wait("ctl0", symbol_name(self.plan.views[src].buffer))
         config = self._configs.setdefault(first.config, len(self._configs))
         stages = len(first.ops)
         resident = max(self.placement.internal_peak_bytes.get(self.placement.section_of[s.ops[0]], 0)
@@ -135,12 +140,13 @@ class DataflowLowering(GemmLowering, Tracked):
         for _ in self.body_queues:
             em.emit("ctl0", "wait", sem=self._done)
 
-    def _allreduce(self, op: Op) -> None:
-        """Between calls: the call before has stored the partial sum (ctl0 waited for its body),
-        so ctl0 starts the link's all-reduce; a later call's queue that reads the sum waits
-        for the link there, and calls that do not read it run meanwhile."""
+    def _collective(self, op: Op) -> None:
+        """Between calls: the call before has stored this rank's part (ctl0 waited for its
+        body), so ctl0 starts the link's collective; ctl0 starts a later call that reads the
+        result once the link is done (every queue of a call may read it, a gather's dma0 too),
+        and calls that do not read it run meanwhile."""
         self.em.begin_op(op.name)
-        self.op_allreduce(op, "ctl0")
+        self.op_collective(op, "ctl0")
 
     def section(self, section) -> None:
         """A section's ops, a fused attention chain as one kernel."""

@@ -140,8 +140,8 @@ def _split(plan: StoragePlan, group: str, members: list[Op], pcus: int, budget: 
     out, current, used, written = [], [], 0, set()
     stages = min(pcus, STAGES_MAX)
     for op in members:
-        if op.kind is OpKind.ALLREDUCE:          # a call of its own: the ops after it wait for
-            out += [current] if current else []  # the reduced value (docs/parallel.md)
+        if op.kind.is_collective:                # a call of its own: the ops after it wait for
+            out += [current] if current else []  # its result (docs/parallel.md)
             out.append([op])
             current, used, written = [], 0, set()
             continue

@@ -125,17 +125,28 @@ def test_moe_experts_are_split_by_columns_and_reduced_after_the_moe():
     assert g["layers.0.block_sparse_moe.out"].inputs == ("layers.0.block_sparse_moe.allreduce",)
 
 
-def test_expert_parallel_ranks_hold_whole_experts_of_their_own():
+@pytest.mark.parametrize("dispatch", ["all_to_all", "replicated"])
+def test_expert_parallel_ranks_hold_whole_experts_of_their_own(dispatch):
     config = TINY["tiny-mixtral"]
-    plan = make_plan(config, 2, tp=2, ep=2)
+    plan = make_plan(config, 2, tp=2, ep=2, dispatch=dispatch)
     half = config.num_experts // 2
     for rank in (0, 1):
-        part = device_graph(config, plan, prefill(3), rank)
+        part = device_graph(config, plan, prefill(4), rank)
         moe = part.graph["layers.0.block_sparse_moe"]
         assert moe.attr("first_expert") == rank * half and len(moe.inputs) == 2 + 3 * half
         held = {int(name.split(".")[4]) for name in moe.inputs[2:]}
         assert held == set(range(rank * half, (rank + 1) * half))
         assert not any(".experts." in name for name in part.parts)    # whole, not sliced
+        after = part.graph.consumers(moe.name)[0]
+        if dispatch == "all_to_all":       # its own 2 of the 4 tokens, all-gathered after
+            assert (moe.attr("ranks"), moe.attr("rank")) == (2, rank)
+            assert part.graph[moe.inputs[0]].type.shape[0] == 2
+            assert after.kind is OpKind.ALL_GATHER and after.type.shape[0] == 4
+        else:                              # every token; the partial outputs all-reduced
+            assert moe.attr("ranks") is None and after.kind is OpKind.ALLREDUCE
+    with pytest.raises(GraphError, match="--ep-dispatch all_to_all: the 3 tokens of the pass "
+                                         "do not split over 2 ranks"):
+        device_graph(config, make_plan(config, 2, tp=2, ep=2), prefill(3), 0)
     with pytest.raises(PlanError, match=r"--ep 2: a stage's experts are spread over its "
                                         r"tensor-parallel ranks, so --ep must equal --tp \(1\)"):
         make_plan(config, 2, pp=2, ep=2)

@@ -19,7 +19,7 @@ from tests.families.tiny import TINY
 ])
 def test_plans_the_models_allow(preset, devices, tp, pp, ep):
     plan = make_plan(PRESETS[preset], devices, tp=tp, pp=pp, ep=ep)
-    assert plan == ParallelPlan(devices, tp, pp, ep)
+    assert plan == ParallelPlan(devices, tp, pp, ep, "all_to_all" if ep > 1 else None)
 
 
 @pytest.mark.parametrize("preset, devices, flags, message", [

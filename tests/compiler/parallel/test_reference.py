@@ -51,11 +51,15 @@ def test_a_plan_computes_the_single_device_logits(name, tp, pp, dtype, phase):
     assert relative_error(actual, expected) <= (0.0 if tp == 1 else TOLERANCE[dtype])
 
 
-@pytest.mark.parametrize("phase", ["prefill", "decode"])
-def test_expert_parallelism_computes_the_single_device_logits(phase):
-    """Each rank its own experts, whole; their partial outputs add up in the all-reduce."""
+@pytest.mark.parametrize("phase, dispatch", [("prefill", "all_to_all"), ("prefill", "replicated"),
+                                             ("decode", "replicated")])
+def test_expert_parallelism_computes_the_single_device_logits(phase, dispatch):
+    """Each rank its own experts, whole: its half of the tokens sent to the experts' ranks and
+    back by all-to-all, or every token on every rank, the partial outputs all-reduced (a
+    decode step's one token cannot be split)."""
     model, ids = MODELS["tiny-qwen3-moe"], tokens(MODELS["tiny-qwen3-moe"])
-    plan = make_plan(model.config, 2, tp=2, ep=2)
+    ids = ids[:len(ids) // 2 * 2]
+    plan = make_plan(model.config, 2, tp=2, ep=2, dispatch=dispatch)
     ours, single = ((prefill_logits, driver.prefill_logits) if phase == "prefill"
                     else (decode_logits, driver.decode_logits))
     actual, expected = ours(model, plan, ids, np.float64), single(model, ids, np.float64)

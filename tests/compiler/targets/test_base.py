@@ -2,6 +2,7 @@
 import pytest
 
 from compiler.ir import OpKind
+from isa.opcodes import COLL_KINDS
 from compiler.targets.base import HANDLERS, GemmLowering, TargetLowering
 from compiler.errors import CompileError
 from compiler.targets.movement import gather_block_rows
@@ -9,8 +10,10 @@ from compiler.targets.movement import gather_block_rows
 
 def test_every_compute_op_kind_has_a_handler_on_the_contract():
     compute = {k for k in OpKind if not (k.is_source or k.is_layout or k.is_routed)}
-    assert set(HANDLERS) == compute
+    assert set(HANDLERS) == {k for k in compute if not k.is_collective}
     assert all(callable(getattr(TargetLowering, name, None)) for name in HANDLERS.values())
+    assert callable(TargetLowering.op_collective)       # every collective, on the link
+    assert {k.coll_kind for k in compute if k.is_collective} <= set(COLL_KINDS)
 
 
 def test_the_target_specific_handlers_are_abstract():
