@@ -107,14 +107,19 @@ def _programs(draw) -> _Compact:
     return words
 
 
-def _unrolled(words: _Compact, structure: Structure, exposure: int | None = None):
+def _timeline(words: _Compact, structure: Structure, queues=QUEUES):
+    """The unrolled program's timeline, and each executed instruction's compact index."""
     order = unrolled_order(structure).order
-    instrs = tuple(_Instr(QUEUES[words.queue[c]], _OPCODE[words.kind[c]], (("sem", words.sem[c]),))
+    instrs = tuple(_Instr(queues[words.queue[c]], _OPCODE[words.kind[c]], (("sem", words.sem[c]),))
                    for c in order.tolist())
     pick = lambda column: np.array(column, np.int64)[order]
-    timeline = simulate_events(_Program(instrs), pick(words.dur), pick(words.res),
-                               delays=pick(words.delay))
-    ops = pick(words.op)
+    return simulate_events(_Program(instrs), pick(words.dur), pick(words.res),
+                           delays=pick(words.delay)), order
+
+
+def _unrolled(words: _Compact, structure: Structure, exposure: int | None = None):
+    timeline, order = _timeline(words, structure)
+    ops = np.array(words.op, np.int64)[order]
     n_ops = max(words.op) + 1
     first, last = np.full(n_ops, -1), np.full(n_ops, -1)
     active = (timeline.end > timeline.start) & (timeline.start >= 0)

@@ -11,12 +11,10 @@ import numpy as np
 import pytest
 
 from isa.loops import Loop, Structure
-from isa.unroll import unrolled_order
-from sim.engine import simulate_events
 from sim.loop_layout import loop_layout
 from sim.node_result import exposed_cycles, idle_cycles, on_queue
 from sim.periodic import PLAIN, SIGNAL, WAIT, schedule_periodic
-from tests.sim.test_periodic import _OPCODE, _Compact, _Instr, _Program
+from tests.sim.test_periodic import _Compact, _timeline
 
 QUEUES = ("dma0", "mxu0", "vpu0", "link0")
 DMA, MXU, VPU, LINK = range(4)
@@ -52,12 +50,7 @@ def _both(items: list, queue: int = LINK):
     """The unrolled schedule's (cycles, exposed, idle, queue's busy cycles) and the periodic
     engine's timing, measuring `queue`."""
     words, structure = _compact(items)
-    order = unrolled_order(structure).order
-    instrs = tuple(_Instr(QUEUES[words.queue[c]], _OPCODE[words.kind[c]], (("sem", words.sem[c]),))
-                   for c in order.tolist())
-    pick = lambda column: np.array(column, np.int64)[order]
-    timeline = simulate_events(_Program(instrs), pick(words.dur), pick(words.res),
-                               delays=pick(words.delay))
+    timeline, _ = _timeline(words, structure, QUEUES)
     mine = on_queue(timeline, QUEUES[queue])
     busy = int((timeline.end - timeline.start)[mine].sum())
     unrolled = (timeline.total_cycles, exposed_cycles(timeline, mine),
