@@ -5,6 +5,7 @@ The rules, refresh and the ISA -> command mapping are in sim/machines/pim/comman
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from typing import Iterable, Sequence
 
@@ -72,6 +73,11 @@ class ChannelState:
         self._lock_fresh = False
         t = self.t
         self._act_all_gap = max(t.tRC, t.tRRD, t.tFAW)
+        # lockstep runs already timed, shared by the channels of one program (`share_runs`)
+        self.runs: dict | None = None
+        self._horizon = 1 + max(self._act_all_gap, *self.tail.values(),
+                                *(v for v in (getattr(t, f.name) for f in dataclasses.fields(t))
+                                  if isinstance(v, int)))
 
     def execute(self, commands: Iterable[Sequence]) -> CommandResult:
         issued = [self.issue(i, validate_command(self.arch, i, Command(*raw))) for i, raw in enumerate(commands)]
@@ -264,8 +270,22 @@ class ChannelState:
         instruction's cycles. In lockstep, a command or column run of the all-bank kinds that
         ends before the next refresh falls due is timed in closed form; anything else (a
         refresh due, a row a refresh closed, an ACT_ALL of an open row, which the general rules
-        name as an error) goes through `issue` / `issue_run`."""
+        name as an error) goes through `issue` / `issue_run`.
+
+        A run that starts and ends in lockstep is remembered (`runs`: by its plans, the state
+        relative to t and the cycles to the next refresh) and replayed where the same plans
+        meet the same relative state as far from a refresh: the rules are max-plus in the
+        cycles and the refreshes come every tREFI, so the whole run shifts with t (the
+        channels of a GEMV run the same plans in step)."""
         self.idle_until(t)
+        start, key, tally = t, None, self.tally
+        if self.runs is not None and self.lock:
+            key = (tuple(map(id, plans)), self._relative(t), self.due - t)
+            seen = self.runs.get(key)
+            if seen is not None:
+                self._replay(seen, t)
+                return list(seen[0])
+            counts, hits, misses, refs = dict(tally.counts), tally.hits, tally.misses, len(tally.refs)
         out = []
         for i, plan in zip(indices, plans):
             last = t - 1
@@ -281,7 +301,44 @@ class ChannelState:
                 last = self.issue(i, cmd) if n == 1 else self.issue_run(i, cmd, n, step)
             out.append(last + 1 - t)
             t = last + 1
+        if key is not None and self.lock:
+            issued = tuple((k, n - counts.get(k, 0)) for k, n in tally.counts.items()
+                           if n != counts.get(k, 0))
+            self.runs[key] = (tuple(out), self._relative(start), self.due - start, issued,
+                              tally.hits - hits, tally.misses - misses,
+                              tuple(r - start for r in tally.refs[refs:]))
         return out
+
+    # -- lockstep runs remembered: the state relative to a run's start ---------------------
+
+    def _relative(self, t: int) -> tuple:
+        """Everything the lockstep rules read or a later command could, relative to cycle t
+        (cycles more than the longest timing parameter before t can no longer bind anything
+        issued from t on: they count as that far back)."""
+        floor = -self._horizon
+        return (tuple(max(x - t, floor) for x in (
+                    self.bus, self.ref, self.col_any, self.wg, self._lock_act, self._lock_pre,
+                    self._lock_rd, self._lock_wr, self.act_any, self.data_ready, self.tally.end,
+                    *self.col_grp, *self.faw)),
+                self._lock_row, self._lock_memo, self._lock_fresh, self.n_open)
+
+    def _replay(self, seen: tuple, t: int) -> None:
+        """The state after a remembered run from cycle t, its counts and its refreshes."""
+        _, (times, row, memo, fresh, n_open), due, issued, hits, misses, refs = seen
+        (self.bus, self.ref, self.col_any, self.wg, self._lock_act, self._lock_pre,
+         self._lock_rd, self._lock_wr, self.act_any, self.data_ready, self.tally.end,
+         *rest) = (x + t for x in times)
+        groups = self.arch.bank_groups
+        self.col_grp = rest[:groups]
+        self.faw = deque(rest[groups:], maxlen=4)
+        self._lock_row, self._lock_memo, self._lock_fresh, self.n_open = row, memo, fresh, n_open
+        self.due = t + due
+        tally = self.tally
+        for kind, n in issued:
+            tally.counts[kind] += n
+        tally.hits += hits
+        tally.misses += misses
+        tally.refs.extend(r + t for r in refs)
 
     # -- lockstep: the all-bank rules on one scalar per per-bank array --------------------
 

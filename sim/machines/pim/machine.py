@@ -83,6 +83,9 @@ class PimMachine(Machine[PimArch]):
         n = len(program.instructions)
         instrs = program.instructions
         channels = tuple(PimChannel(self.arch, exact=self.exact_dram) for _ in range(self.arch.channels))
+        runs: dict = {}                 # lockstep runs timed, shared (ChannelState.run_plans)
+        for channel in channels:
+            channel.state.runs = runs
         pim = _plan_pim(channels[0], instrs)
         on_pim = pim.plan_at >= 0
         sheet = decode(self._table, CostSheet.empty(n, EVENTS), instrs,

@@ -90,20 +90,33 @@ def _cycles(program, exact):
     return timeline.total_cycles, run.dram_stats(), timeline.start.tolist()
 
 
+def _replays(monkeypatch) -> list:
+    """Count the remembered lockstep runs the fast path replays (ChannelState.run_plans)."""
+    from sim.machines.pim.dram import ChannelState
+    replayed, replay = [], ChannelState._replay
+    monkeypatch.setattr(ChannelState, "_replay",
+                        lambda self, seen, t: replayed.append(t) or replay(self, seen, t))
+    return replayed
+
+
 @pytest.mark.parametrize("phase", [decode(16), prefill(3)])
-def test_fast_path_equals_command_level_on_compiled_programs(phase):
+def test_fast_path_equals_command_level_on_compiled_programs(phase, monkeypatch):
     model = load_model("tests/fixtures/tiny-gpt2")
     lowered = TARGETS["pim"].compile(model.graph(phase), ARCH)
     program = isa.unroll(lowered.program)             # machines run executed instructions
+    replayed = _replays(monkeypatch)
     fast, exact = _cycles(program, False), _cycles(program, True)
     assert fast == exact
+    assert replayed           # the channels run the same runs in step: most are replayed
 
 
 @pytest.mark.slow      # a whole gpt2 decode program
-def test_fast_path_equals_command_level_on_gpt2_decode():
+def test_fast_path_equals_command_level_on_gpt2_decode(monkeypatch):
     """Every layer of GPT-2 decode: each GEMV and K write (V is written by the DMA)."""
     program = isa.unroll(TARGETS["pim"].compile(load_model("gpt2").graph(decode(128)), ARCH).program)
+    replayed = _replays(monkeypatch)
     fast, exact = _cycles(program, False), _cycles(program, True)
     assert fast == exact
+    assert len(replayed) > 100
     assert sum(s.counts["MAC_ALL"] for s in fast[1]) > 50_000
     assert sum(s.counts["REF"] for s in fast[1]) > 100
