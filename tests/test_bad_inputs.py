@@ -423,7 +423,7 @@ EXPECT = {
     'fit-dataflow-small': 'gpt2-decode: weights (249,122,304 bytes) and activations (304,896 bytes) exceed dataflow-s',
     'graph-empty': 'unexpected end of file',
     'graph-syntax': "unexpected '}'",
-    'graph-unknown-op': "unknown op 'frob' (one of add, allreduce, concat, div, embedding, gather, gelu, kv_append, layernorm,",
+    'graph-unknown-op': "unknown op 'frob' (one of add, all_gather, all_to_all, allreduce, concat, div, embedding, gather, gelu, kv_append, layernorm,",
     'graph-undefined-value': "op 'y' (gelu): unknown input 'z'",
     'graph-redefined': "duplicate op name 'x'",
     'graph-no-output': "graph 'g' declares no output",
