@@ -22,6 +22,9 @@ class GraphBuilder:
         self.name = name
         self._ops: dict[str, Op] = {}
 
+    def __contains__(self, name: str) -> bool:
+        return name in self._ops
+
     def type_of(self, name: str) -> TensorType:
         return self._ops[name].type
 

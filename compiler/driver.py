@@ -12,10 +12,11 @@ import numpy as np
 
 from compiler.frontend import Model
 from compiler.ir import Graph, GraphError
-from compiler.phase import decode, prefill
+from compiler.phase import Segment, Step, decode, groups, prefill
 from compiler.reference import execute
 
-__all__ = ["check_tokens", "token_feeds", "kv_feeds", "prefill_logits", "decode_logits"]
+__all__ = ["check_tokens", "token_feeds", "kv_feeds", "prefill_logits", "decode_logits",
+           "step_feeds", "step_logits"]
 
 
 def check_tokens(model: Model, tokens: Sequence[int]) -> np.ndarray:
@@ -64,3 +65,40 @@ def decode_logits(model: Model, tokens: Sequence[int], dtype: type = np.float64)
     cache = kv_feeds(first, execute(first, model.weights, token_feeds(ids[:-1]), dtype), step)
     feeds = {**cache, **token_feeds(ids[-1:])}
     return execute(step, model.weights, feeds, dtype)[step.outputs[0]][0]
+
+
+def step_feeds(model: Model, requests: Sequence[tuple[Sequence[int], int]],
+               dtype: type = np.float64, batched: bool = True
+               ) -> tuple[Step, dict[str, np.ndarray]]:
+    """A serving step of `requests` (each its tokens so far and how many of them are already
+    cached: the rest are this step's segment; `batched`: as `Step`'s) and its inputs: the new
+    tokens in request order and each request's KV cache, filled by a prefill of its cached
+    tokens (the caches of requests that attend as one group stacked along the batch)."""
+    step = Step(tuple(Segment(len(tokens) - cached, cached) for tokens, cached in requests),
+                batched)
+    graph = model.graph(step)
+    ids = [check_tokens(model, tokens) for tokens, _ in requests]
+    feeds = token_feeds(np.concatenate([t[c:] for t, (_, c) in zip(ids, requests)]))
+    first = 0
+    for part in groups(step):
+        members = range(first, first + part.batch)
+        first += part.batch
+        if not part.kv:
+            continue
+        cache_graph = model.graph(prefill(part.kv))
+        outs = [execute(cache_graph, model.weights, token_feeds(ids[r][:part.kv]), dtype)
+                for r in members]
+        names = [op.name for op in graph.inputs
+                 if op.name.endswith((f"{part.tag}.k_cache", f"{part.tag}.v_cache"))]
+        for name, value in zip(names, cache_graph.outputs[1:]):
+            feeds[name] = np.concatenate([out[value] for out in outs], axis=0)
+    return step, feeds
+
+
+def step_logits(model: Model, requests: Sequence[tuple[Sequence[int], int]],
+                dtype: type = np.float64) -> np.ndarray:
+    """Logits [requests, vocab] of each request's last token after one serving step
+    (`step_feeds`)."""
+    step, feeds = step_feeds(model, requests, dtype)
+    graph = model.graph(step)
+    return execute(graph, model.weights, feeds, dtype)[graph.outputs[0]][0]

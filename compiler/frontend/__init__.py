@@ -15,7 +15,7 @@ from typing import Mapping
 import numpy as np
 
 from compiler.ir import Graph, GraphError
-from compiler.phase import Phase, prefill
+from compiler.phase import Phase, Step, prefill
 from compiler.frontend import decoder, gpt2
 from compiler.frontend.decoder import DecoderConfig
 from compiler.frontend.gpt2 import GPT2Config
@@ -31,8 +31,9 @@ ModelConfig = GPT2Config | DecoderConfig
 PRESETS: dict[str, ModelConfig] = {**gpt2.PRESETS, **decoder.PRESETS}
 
 
-def build_graph(config: ModelConfig, phase: Phase) -> Graph:
-    """The graph of one pass of a model of any family (each family has one builder)."""
+def build_graph(config: ModelConfig, phase: Phase | Step) -> Graph:
+    """The graph of one pass (or serving step) of a model of any family (each family has one
+    builder)."""
     builder = decoder.build_graph if isinstance(config, DecoderConfig) else gpt2.build_graph
     return builder(config, phase)
 
@@ -47,7 +48,7 @@ class Model:
     fixed_graph: Graph | None = None    # the graph of a .graph file
     seed: int = 0
 
-    def graph(self, phase: Phase | None = None) -> Graph:
+    def graph(self, phase: Phase | Step | None = None) -> Graph:
         if self.fixed_graph is not None:
             return self.fixed_graph
         return build_graph(self.config, phase or prefill(1))

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 
 from compiler.ir import DType, Graph, GraphError, OpKind
 from compiler.parallel.shard import PartBuilder, Shard, ShardGraph
-from compiler.phase import Phase
+from compiler.phase import Group, Phase, Step, group_rows, groups
 
 __all__ = ["RopeScaling", "DecoderConfig", "PRESETS", "build_graph", "build_part",
            "LINEAR_WEIGHT_SUFFIXES"]
@@ -205,19 +206,23 @@ def build_graph(config: DecoderConfig, phase: Phase) -> Graph:
     return build_part(config, phase, Shard()).graph
 
 
-def build_part(config: DecoderConfig, phase: Phase, shard: Shard) -> ShardGraph:
+def build_part(config: DecoderConfig, phase: Phase | Step, shard: Shard) -> ShardGraph:
     """One device's graph of a pass (compiler.parallel, docs/parallel.md): its pipeline stage's
     layers (stage 0 embeds `tokens`, later stages read `hidden` [B,S,D]; the last ends with the
     LM head, earlier ones output the hidden state) and its tensor-parallel rank's KV heads (with
     their query heads) and MLP or expert columns. Shard() gives the whole model, exactly as on
-    one device."""
+    one device. A serving `Step` runs every request's tokens through the token-wise ops at once
+    ([1, T, D]); each request attends to its own cache (`<layer>.seg<r>.k_cache`) with its own
+    positions, and the LM head reads each request's last token only."""
     if phase.total_len > config.max_position_embeddings:
         raise GraphError(f"{config.name}: {phase.total_len} positions exceed the context "
                          f"of {config.max_position_embeddings}")
-    B, S, L, D = phase.batch, phase.seq, phase.kv, config.hidden_size
+    B, S, D = phase.batch, phase.seq, config.hidden_size
+    token_rows = partial(group_rows, phase)
     H, Hkv = shard.split(config.num_attention_heads), shard.split(config.num_key_value_heads)
-    Dh, G, T = config.head_dim_, config.group, L + S
+    Dh, G = config.head_dim_, config.group
     layers = shard.layers(config.num_hidden_layers)
+    parts = groups(phase)
     g = PartBuilder(f"{config.name}-{phase.kind}", shard)
     if layers.start == 0:
         tokens = g.input("tokens", (B, S), DType.int32)
@@ -225,31 +230,65 @@ def build_part(config: DecoderConfig, phase: Phase, shard: Shard) -> ShardGraph:
         x = g.op(OpKind.EMBEDDING, "embed", [embed, tokens])
     else:
         x = g.input("hidden", (B, S, D))
-    rope_attrs = dict(theta=float(config.rope_theta), start=L)
+    rope_attrs = dict(theta=float(config.rope_theta))
     if config.rope_scaling is not None:
         r = config.rope_scaling
         rope_attrs.update(factor=float(r.factor), low_freq_factor=float(r.low_freq_factor),
                           high_freq_factor=float(r.high_freq_factor),
                           original_max_position=r.original_max_position_embeddings)
-    softmax_attrs = dict(scale=1.0 / math.sqrt(Dh), causal=True)
-    if config.sliding_window is not None and config.sliding_window < T:
-        softmax_attrs["window"] = config.sliding_window
     outputs = []
 
-    def rmsnorm(name: str, src: str, width: int) -> str:
-        return g.op(OpKind.RMSNORM, name, [src, g.param(f"{name}.weight", (width,))],
-                    eps=float(config.rms_norm_eps))
+    def rmsnorm(name: str, src: str, width: int, gain: str | None = None) -> str:
+        """RMSNorm with the gain `<name>.weight`, or the existing `gain`."""
+        gain = gain or g.param(f"{name}.weight", (width,))
+        return g.op(OpKind.RMSNORM, name, [src, gain], eps=float(config.rms_norm_eps))
 
-    def heads(p: str, which: str, src: str, n: int) -> str:
-        """[B, S, n*Dh] -> [B, n, S, Dh], with Qwen3's per-head norm and the rotary embedding
-        (for q and k)."""
-        split = g.op(OpKind.RESHAPE, f"{p}.{which}.split", [src], shape=(B, S, n, Dh))
+    def heads(p: str, which: str, src: str, n: int, part: Group) -> str:
+        """[b, s, n*Dh] -> [b, n, s, Dh], with Qwen3's per-head norm (one gain for every
+        group) and the rotary embedding (for q and k) at the group's positions."""
+        a, b, s, tag = f"{p}.self_attn", part.batch, part.seq, part.tag
+        split = g.op(OpKind.RESHAPE, f"{a}.{which}.split{tag}", [src], shape=(b, s, n, Dh))
         if config.qk_norm and which in ("q", "k"):
-            split = rmsnorm(f"{p}.{which}_norm", split, Dh)
-        t = g.op(OpKind.TRANSPOSE, f"{p}.{which}.heads", [split], perm=(0, 2, 1, 3))
+            gain = f"{a}.{which}_norm.weight"
+            if gain not in g:
+                g.param(gain, (Dh,))
+            split = rmsnorm(f"{a}.{which}_norm{tag}", split, Dh, gain)
+        t = g.op(OpKind.TRANSPOSE, f"{a}.{which}.heads{tag}", [split], perm=(0, 2, 1, 3))
         if which in ("q", "k"):
-            t = g.op(OpKind.ROPE, f"{p}.{which}.rope", [t], **rope_attrs)
+            t = g.op(OpKind.ROPE, f"{a}.{which}.rope{tag}", [t], start=part.kv, **rope_attrs)
         return t
+
+    def rows(src: str, name: str, part: Group) -> str:
+        """The group's rows of a [1, T, ...] value (the whole value for one group)."""
+        if len(parts) == 1:
+            return src
+        return g.op(OpKind.SLICE, f"{name}{part.tag}", [src], axis=1, start=part.start,
+                    stop=part.start + part.batch * part.seq)
+
+    def attend(p: str, qkv: dict[str, str], part: Group) -> str:
+        """One group's attention: its caches appended, causal softmax over its own keys;
+        the context as [b, s, H*Dh]."""
+        a, b, s, L, tag = f"{p}.self_attn", part.batch, part.seq, part.kv, part.tag
+        q, k, v = qkv["q"], qkv["k"], qkv["v"]
+        T = L + s
+        if L:
+            k = g.op(OpKind.KV_APPEND, f"{a}.k_all{tag}", [g.input(f"{p}{tag}.k_cache", (b, Hkv, L, Dh)), k])
+            v = g.op(OpKind.KV_APPEND, f"{a}.v_all{tag}", [g.input(f"{p}{tag}.v_cache", (b, Hkv, L, Dh)), v])
+        outputs.extend((k, v))
+        if G > 1:   # the query heads of a group share their KV head: one batch entry each
+            q = g.op(OpKind.RESHAPE, f"{a}.q.groups{tag}", [q], shape=(b, Hkv, G, s, Dh))
+            k = g.op(OpKind.RESHAPE, f"{a}.k.groups{tag}", [k], shape=(b, Hkv, 1, T, Dh))
+            v = g.op(OpKind.RESHAPE, f"{a}.v.groups{tag}", [v], shape=(b, Hkv, 1, T, Dh))
+        softmax_attrs = dict(scale=1.0 / math.sqrt(Dh), causal=True)
+        if config.sliding_window is not None and config.sliding_window < T:
+            softmax_attrs["window"] = config.sliding_window
+        scores = g.op(OpKind.MATMUL, f"{a}.scores{tag}", [q, k], transpose_b=True)
+        probs = g.op(OpKind.SOFTMAX, f"{a}.probs{tag}", [scores], **softmax_attrs)
+        ctx = g.op(OpKind.MATMUL, f"{a}.context{tag}", [probs, v])
+        if G > 1:
+            ctx = g.op(OpKind.RESHAPE, f"{a}.context.heads{tag}", [ctx], shape=(b, H, s, Dh))
+        merged = g.op(OpKind.TRANSPOSE, f"{a}.merge{tag}", [ctx], perm=(0, 2, 1, 3))
+        return g.op(OpKind.RESHAPE, f"{a}.flat{tag}", [merged], shape=token_rows(part, H * Dh))
 
     def mlp(p: str, src: str) -> str:
         F, bias = config.intermediate_size, config.mlp_bias
@@ -265,19 +304,19 @@ def build_part(config: DecoderConfig, phase: Phase, shard: Shard) -> ShardGraph:
         flat = g.op(OpKind.RESHAPE, f"{p}.{block}.tokens", [src], shape=(B * S, D))
         split = shard.split_tokens              # all-to-all dispatch: this rank's tokens only
         if split:
-            rows = shard.split(B * S, what="tokens of the pass")
+            own = shard.split(B * S, what="tokens of the pass")
             flat = g.op(OpKind.SLICE, f"{p}.{block}.own_tokens", [flat], axis=0,
-                        start=shard.rank * rows, stop=(shard.rank + 1) * rows)
+                        start=shard.rank * own, stop=(shard.rank + 1) * own)
         logits = g.linear(f"{p}.{block}.gate", flat, D, E, bias=False)
         spread = shard.spread_experts           # expert parallelism: whole experts, no columns
-        columns, rows = (None, None) if spread else (shard.columns(F), shard.rows(F))
+        columns, weight_rows = (None, None) if spread else (shard.columns(F), shard.rows(F))
         local = shard.experts(E)
         weights = []
         for e in local:
             q = f"{p}.{block}.experts.{e}"
             weights += [g.param(f"{q}.{w_gate}.weight", (D, F), part=columns),
                         g.param(f"{q}.{w_up}.weight", (D, F), part=columns),
-                        g.param(f"{q}.{w_down}.weight", (F, D), part=rows)]
+                        g.param(f"{q}.{w_down}.weight", (F, D), part=weight_rows)]
         out = g.op(OpKind.MOE, f"{p}.{block}", [flat, logits, *weights],
                    top_k=config.num_experts_per_tok, norm_topk_prob=config.norm_topk_prob,
                    **({"first_expert": local.start} if spread else {}),
@@ -289,35 +328,22 @@ def build_part(config: DecoderConfig, phase: Phase, shard: Shard) -> ShardGraph:
             whole = g.allreduce(out)    # (or its columns of every expert): partial outputs
         return g.op(OpKind.RESHAPE, f"{p}.{block}.out", [whole], shape=(B, S, D))
 
-    def projection(a: str, which: str, src: str, n_full: int) -> str:
-        """q, k or v of this rank's heads: its columns of the projection of all n_full heads
-        (the query heads of a rank's KV heads are the rank's query heads: both split alike)."""
-        y = g.linear(f"{a}.{which}_proj", src, D, n_full * Dh, bias=config.attention_bias,
-                     split="columns")
-        return heads(a, which, y, shard.split(n_full))
-
     for i in layers:
         p = f"layers.{i}"
         a = f"{p}.self_attn"
         h = rmsnorm(f"{p}.input_layernorm", x, D)
-        q, k, v = (projection(a, which, h, n) for which, n in (
-            ("q", config.num_attention_heads), ("k", config.num_key_value_heads),
-            ("v", config.num_key_value_heads)))
-        if phase.kind == "decode":
-            k = g.op(OpKind.KV_APPEND, f"{a}.k_all", [g.input(f"{p}.k_cache", (B, Hkv, L, Dh)), k])
-            v = g.op(OpKind.KV_APPEND, f"{a}.v_all", [g.input(f"{p}.v_cache", (B, Hkv, L, Dh)), v])
-        outputs += [k, v]
-        if G > 1:   # the query heads of a group share their KV head: one batch entry each
-            q = g.op(OpKind.RESHAPE, f"{a}.q.groups", [q], shape=(B, Hkv, G, S, Dh))
-            k = g.op(OpKind.RESHAPE, f"{a}.k.groups", [k], shape=(B, Hkv, 1, T, Dh))
-            v = g.op(OpKind.RESHAPE, f"{a}.v.groups", [v], shape=(B, Hkv, 1, T, Dh))
-        scores = g.op(OpKind.MATMUL, f"{a}.scores", [q, k], transpose_b=True)
-        probs = g.op(OpKind.SOFTMAX, f"{a}.probs", [scores], **softmax_attrs)
-        ctx = g.op(OpKind.MATMUL, f"{a}.context", [probs, v])
-        if G > 1:
-            ctx = g.op(OpKind.RESHAPE, f"{a}.context.heads", [ctx], shape=(B, H, S, Dh))
-        merged = g.op(OpKind.TRANSPOSE, f"{a}.merge", [ctx], perm=(0, 2, 1, 3))
-        flat = g.op(OpKind.RESHAPE, f"{a}.flat", [merged], shape=(B, S, H * Dh))
+        qkv: list[dict[str, str]] = [{} for _ in parts]
+        for which, n_full in (("q", config.num_attention_heads), ("k", config.num_key_value_heads),
+                              ("v", config.num_key_value_heads)):
+            # this rank's columns of the projection of all n_full heads (the query heads of a
+            # rank's KV heads are the rank's query heads: both split alike)
+            y = g.linear(f"{a}.{which}_proj", h, D, n_full * Dh, bias=config.attention_bias,
+                         split="columns")
+            for part, found in zip(parts, qkv):
+                found[which] = heads(p, which, rows(y, f"{a}.{which}.rows", part),
+                                     shard.split(n_full), part)
+        flats = [attend(p, found, part) for part, found in zip(parts, qkv)]
+        flat = flats[0] if len(flats) == 1 else g.op(OpKind.CONCAT, f"{a}.flat", flats, axis=1)
         attn = g.linear(f"{a}.o_proj", flat, config.num_attention_heads * Dh, D,
                         bias=config.o_proj_bias, split="rows")
         x = g.op(OpKind.ADD, f"{p}.attn.residual", [x, attn])
@@ -327,6 +353,8 @@ def build_part(config: DecoderConfig, phase: Phase, shard: Shard) -> ShardGraph:
     if layers.stop < config.num_hidden_layers:
         return g.build_part([x, *outputs])
     final = rmsnorm("norm", x, D)
+    if isinstance(phase, Step):     # each request's last token only
+        final = g.last_tokens("norm.last", final, parts, D)
     if not config.tie_word_embeddings:
         head = g.param("lm_head.weight", (config.vocab_size, D))
     else:   # a later stage than the embedding's holds its own copy of the tied table

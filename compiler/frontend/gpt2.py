@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from compiler.ir import DType, Graph, GraphError, OpKind
 from compiler.parallel.shard import PartBuilder, Shard, ShardGraph
-from compiler.phase import Phase
+from compiler.phase import Group, Phase, Step, group_rows, groups
 
 __all__ = ["GPT2Config", "PRESETS", "build_graph", "build_part"]
 
@@ -91,24 +91,35 @@ def build_graph(config: GPT2Config, phase: Phase) -> Graph:
     return build_part(config, phase, Shard()).graph
 
 
-def build_part(config: GPT2Config, phase: Phase, shard: Shard) -> ShardGraph:
+def build_part(config: GPT2Config, phase: Phase | Step, shard: Shard) -> ShardGraph:
     """One device's graph of a pass (compiler.parallel, docs/parallel.md): its pipeline stage's
     layers (stage 0 embeds `tokens`, later stages read `hidden` [B,S,D]; the last ends with the
     LM head, earlier ones output the hidden state) and its tensor-parallel rank's heads and MLP
-    columns. Shard() gives the whole model, exactly as on one device."""
+    columns. Shard() gives the whole model, exactly as on one device. A serving `Step`: every
+    request's tokens through the token-wise ops at once, each request attending to its own
+    cache at its own positions, the LM head on each request's last token (as decoder.py)."""
     if phase.total_len > config.n_positions:
         raise GraphError(f"{config.name}: {phase.total_len} positions exceed the context "
                          f"of {config.n_positions}")
-    B, S, L, D = phase.batch, phase.seq, phase.kv, config.n_embd
+    B, S, D = phase.batch, phase.seq, config.n_embd
     H, Dh, M = shard.split(config.n_head), config.head_dim, config.mlp_dim
     layers = shard.layers(config.n_layer)
+    parts = groups(phase)
     g = PartBuilder(f"{config.name}-{phase.kind}", shard)
     if layers.start == 0:
         tokens = g.input("tokens", (B, S), DType.int32)
         wte = g.param("wte.weight", (config.vocab_size, D))
         wpe = g.param("wpe.weight", (config.n_positions, D))
         tok = g.op(OpKind.EMBEDDING, "embed.tokens", [wte, tokens])
-        pos = g.op(OpKind.SLICE, "embed.positions", [wpe], axis=0, start=L, stop=L + S)
+        pos = [g.op(OpKind.SLICE, f"embed.positions{part.tag}", [wpe], axis=0, start=part.kv,
+                    stop=part.kv + part.seq) for part in parts]
+        if not isinstance(phase, Step) or len(parts) == 1 and parts[0].batch == 1:
+            (pos,) = pos                # one position range for every sequence
+        elif len(parts) == 1 and parts[0].seq == 1:     # decodes alike: one position, [D]
+            pos = g.op(OpKind.RESHAPE, "embed.position", pos, shape=(D,))
+        else:                           # every request's positions, in token order
+            pos = g.op(OpKind.CONCAT, "embed.positions",
+                       [p for part, p in zip(parts, pos) for _ in range(part.batch)], axis=0)
         x = g.op(OpKind.ADD, "embed", [tok, pos])
     else:
         x = g.input("hidden", (B, S, D))
@@ -118,28 +129,40 @@ def build_part(config: GPT2Config, phase: Phase, shard: Shard) -> ShardGraph:
         gain, bias = g.param(f"{name}.weight", (D,)), g.param(f"{name}.bias", (D,))
         return g.op(OpKind.LAYERNORM, name, [src, gain, bias], eps=config.layer_norm_epsilon)
 
-    def heads(name: str, src: str, part: int) -> str:
-        piece = g.op(OpKind.SLICE, f"{name}", [src], axis=2, start=part * H * Dh, stop=(part + 1) * H * Dh)
-        split = g.op(OpKind.RESHAPE, f"{name}.split", [piece], shape=(B, S, H, Dh))
-        return g.op(OpKind.TRANSPOSE, f"{name}.heads", [split], perm=(0, 2, 1, 3))
+    def heads(name: str, src: str, part: int, group: Group) -> str:
+        tag = group.tag
+        if len(parts) > 1:          # the group's rows of every token's projection
+            src = g.op(OpKind.SLICE, f"{name}.rows{tag}", [src], axis=1, start=group.start,
+                       stop=group.start + group.batch * group.seq)
+        piece = g.op(OpKind.SLICE, f"{name}{tag}", [src], axis=2, start=part * H * Dh,
+                     stop=(part + 1) * H * Dh)
+        split = g.op(OpKind.RESHAPE, f"{name}.split{tag}", [piece], shape=(group.batch, group.seq, H, Dh))
+        return g.op(OpKind.TRANSPOSE, f"{name}.heads{tag}", [split], perm=(0, 2, 1, 3))
+
+    def attend(p: str, i: int, qkv: str, group: Group) -> str:
+        """One group's attention, its caches appended; the context as [b, s, H*Dh]."""
+        b, L, tag = group.batch, group.kv, group.tag
+        q, k, v = (heads(f"{p}.attn.{n}", qkv, j, group) for j, n in enumerate("qkv"))
+        if L:
+            k_cache = g.input(f"{p}{tag}.k_cache", (b, H, L, Dh))
+            v_cache = g.input(f"{p}{tag}.v_cache", (b, H, L, Dh))
+            k = g.op(OpKind.KV_APPEND, f"{p}.attn.k_all{tag}", [k_cache, k])
+            v = g.op(OpKind.KV_APPEND, f"{p}.attn.v_all{tag}", [v_cache, v])
+        outputs.extend((k, v))
+        scores = g.op(OpKind.MATMUL, f"{p}.attn.scores{tag}", [q, k], transpose_b=True)
+        probs = g.op(OpKind.SOFTMAX, f"{p}.attn.probs{tag}", [scores],
+                     scale=config.attention_scale(i), causal=True)
+        ctx = g.op(OpKind.MATMUL, f"{p}.attn.context{tag}", [probs, v])
+        merged = g.op(OpKind.TRANSPOSE, f"{p}.attn.merge{tag}", [ctx], perm=(0, 2, 1, 3))
+        return g.op(OpKind.RESHAPE, f"{p}.attn.flat{tag}", [merged],
+                    shape=group_rows(phase, group, H * Dh))
 
     for i in layers:
         p = f"h.{i}"
         ln1 = layernorm(f"{p}.ln_1", x)
         qkv = g.linear(f"{p}.attn.c_attn", ln1, D, 3 * D, bias=True, split="columns", blocks=3)
-        q, k, v = (heads(f"{p}.attn.{n}", qkv, j) for j, n in enumerate("qkv"))
-        if phase.kind == "decode":
-            k_cache = g.input(f"{p}.k_cache", (B, H, L, Dh))
-            v_cache = g.input(f"{p}.v_cache", (B, H, L, Dh))
-            k = g.op(OpKind.KV_APPEND, f"{p}.attn.k_all", [k_cache, k])
-            v = g.op(OpKind.KV_APPEND, f"{p}.attn.v_all", [v_cache, v])
-        outputs += [k, v]
-        scores = g.op(OpKind.MATMUL, f"{p}.attn.scores", [q, k], transpose_b=True)
-        probs = g.op(OpKind.SOFTMAX, f"{p}.attn.probs", [scores],
-                     scale=config.attention_scale(i), causal=True)
-        ctx = g.op(OpKind.MATMUL, f"{p}.attn.context", [probs, v])
-        merged = g.op(OpKind.TRANSPOSE, f"{p}.attn.merge", [ctx], perm=(0, 2, 1, 3))
-        flat = g.op(OpKind.RESHAPE, f"{p}.attn.flat", [merged], shape=(B, S, H * Dh))
+        flats = [attend(p, i, qkv, group) for group in parts]
+        flat = flats[0] if len(flats) == 1 else g.op(OpKind.CONCAT, f"{p}.attn.flat", flats, axis=1)
         attn = g.linear(f"{p}.attn.c_proj", flat, D, D, bias=True, split="rows")
         x = g.op(OpKind.ADD, f"{p}.attn.residual", [x, attn])
         ln2 = layernorm(f"{p}.ln_2", x)
@@ -150,6 +173,8 @@ def build_part(config: GPT2Config, phase: Phase, shard: Shard) -> ShardGraph:
     if layers.stop < config.n_layer:
         return g.build_part([x, *outputs])
     final = layernorm("ln_f", x)
+    if isinstance(phase, Step):     # each request's last token only
+        final = g.last_tokens("ln_f.last", final, parts, D)
     if not config.tie_word_embeddings:
         head = g.param("lm_head.weight", (config.vocab_size, D))
     else:   # a later stage than the embedding's holds its own copy of the tied table

@@ -16,6 +16,7 @@ import numpy as np
 
 from compiler.builder import GraphBuilder
 from compiler.ir import DType, Graph, GraphError, OpKind
+from compiler.phase import Group
 
 __all__ = ["Part", "Shard", "PartBuilder", "ShardGraph"]
 
@@ -144,6 +145,26 @@ class PartBuilder(GraphBuilder):
             return src
         return self.op(OpKind.ALLREDUCE, f"{src}.allreduce", [src], ranks=self.shard.tp,
                        rank=self.shard.rank)
+
+    def last_tokens(self, name: str, src: str, parts: Sequence[Group], width: int) -> str:
+        """Each request's last token of a serving step's [1, T, width] value, as
+        [1, requests, width] (the LM head runs on those only, as serving engines sample them)."""
+        pieces = []
+        for part in parts:
+            end = part.start + part.batch * part.seq
+            if part.seq == 1:           # decodes: every row is a last token
+                pieces.append(self.op(OpKind.SLICE, f"{name}{part.tag}", [src], axis=1,
+                                      start=part.start, stop=end))
+                continue
+            rows = self.op(OpKind.SLICE, f"{name}{part.tag}.rows", [src], axis=1,
+                           start=part.start, stop=end)
+            each = self.op(OpKind.RESHAPE, f"{name}{part.tag}.each", [rows],
+                           shape=(part.batch, part.seq, width))
+            last = self.op(OpKind.SLICE, f"{name}{part.tag}.final", [each], axis=1,
+                           start=part.seq - 1, stop=part.seq)
+            pieces.append(self.op(OpKind.RESHAPE, f"{name}{part.tag}", [last],
+                                  shape=(1, part.batch, width)))
+        return pieces[0] if len(pieces) == 1 else self.op(OpKind.CONCAT, name, pieces, axis=1)
 
     def build_part(self, outputs: Sequence[str]) -> ShardGraph:
         return ShardGraph(self.build(outputs), self.shard, MappingProxyType(dict(self._parts)))

@@ -32,10 +32,11 @@ class KvCacheWrites:
         if kind == "kcache":
             for p in range(p0, p1):
                 self._write_k(lay, src, p - p0, p, hd)
-        elif p1 - p0 == 1:
-            self._patch_v(lay, src, p0, heads, positions, hd)
-        else:
+        elif p0 == 0 and p1 == positions:                 # every position: a prefill's
             self._write_v(lay, src, heads, positions, hd)
+        else:                                   # appended positions (a decode, a prefill chunk)
+            for p in range(p0, p1):
+                self._patch_v(lay, src, p, heads, positions, hd)
 
     def _wr(self, q: str, bank: int, lay: pl.GemvLayout, at: int, elems: int, src: Addr) -> None:
         """pim.wr of stream elements [at, at + elems) of one bank, row by row."""
