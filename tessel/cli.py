@@ -535,6 +535,11 @@ def cmd_disasm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from tessel.serve.command import cmd_serve
+    return cmd_serve(args)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from tessel.sweep import default_out_dir, load_spec, run_sweep
     spec = load_spec(args.spec)
@@ -652,6 +657,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="IN.tbin")
     _output_arg(p, "-o", "--output", metavar="OUT.tasm", help="default: standard output")
     p.set_defaults(handler=cmd_disasm)
+
+    p = sub.add_parser("serve", help="a request trace through a batching scheduler on a target "
+                       "(docs/serving.md)")
+    from tessel.serve.args import add_arguments
+    add_arguments(p)
+    p.set_defaults(handler=_cmd_serve)
 
     p = sub.add_parser("sweep", help="evaluate a design-space sweep spec (docs/sweeps.md)")
     p.add_argument("spec", metavar="SPEC.toml")

@@ -1,0 +1,47 @@
+"""`tessel serve`'s flags, apart from the command (tessel/serve/command.py), so that building
+the command line parser imports no compiler or simulator."""
+from __future__ import annotations
+
+import argparse
+
+from tessel.serve.kv import DEFAULT_BLOCK_SIZE
+from tessel.serve.scheduler import DEFAULT_CHUNK, DEFAULT_MAX_BATCH, DEFAULT_TOKEN_BUDGET, POLICIES
+
+__all__ = ["add_arguments", "TARGET_CHOICES"]
+
+TARGET_CHOICES = ("systolic", "pim", "dataflow", "gpu")     # tessel.targets.TARGETS and GPUs
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="preset name or Hugging Face directory")
+    p.add_argument("--target", default="systolic", choices=TARGET_CHOICES)
+    p.add_argument("--arch", help="preset or .toml (a GPU preset with --target gpu; default: the "
+                   "target's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one architecture field (simulated targets)")
+    load = p.add_mutually_exclusive_group(required=True)
+    load.add_argument("--trace", metavar="CSV", help="arrival_s,prompt_tokens,output_tokens, or "
+                      "the Azure LLM inference trace's TIMESTAMP,ContextTokens,GeneratedTokens")
+    load.add_argument("--rate", type=float, help="synthetic Poisson arrivals, requests per second")
+    p.add_argument("--requests", type=int, default=100, help="synthetic: how many (default 100)")
+    p.add_argument("--prompt", default="lognormal:512,1.0,4096",
+                   help="synthetic prompt lengths (fixed:N, uniform:LO,HI, lognormal:MEDIAN,SIGMA[,MAX])")
+    p.add_argument("--output", default="lognormal:128,1.0,1024", help="synthetic output lengths")
+    p.add_argument("--seed", type=int, default=0, help="synthetic: the seed")
+    p.add_argument("--scheduler", default="sarathi", choices=tuple(POLICIES))
+    p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH)
+    p.add_argument("--token-budget", type=int, default=DEFAULT_TOKEN_BUDGET)
+    p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="sarathi: prefill tokens a step")
+    p.add_argument("--preemption", default="recompute", choices=("recompute", "swap"))
+    p.add_argument("--swap-link", default="pcie4-x16", metavar="PRESET",
+                   help="the host link swapped KV blocks cross (default pcie4-x16)")
+    p.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE, help="tokens per KV block")
+    p.add_argument("--kv-blocks", type=int,
+                   help="KV-cache blocks (default: the device's memory after the weights)")
+    p.add_argument("--kv-bucket", type=int, help="round cache lengths up to a multiple for the "
+                   "step costs (default: exact)")
+    p.add_argument("--routing", default="uniform", help="a mixture of experts' routing policy")
+    p.add_argument("--slo-ttft", type=float, metavar="S", help="time-to-first-token SLO, seconds")
+    p.add_argument("--slo-tpot", type=float, metavar="S", help="time-per-output-token SLO, seconds")
+    p.add_argument("--out", metavar="DIR", help="requests.csv, summary.json, trace.json and PNGs")
+    p.add_argument("--json", metavar="OUT.json", help="the summary as JSON")

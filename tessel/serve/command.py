@@ -1,0 +1,126 @@
+"""`tessel serve`: a request trace through a scheduler on a simulated target or a GPU preset.
+
+Step costs come from the simulator (tessel/serve/simulated.py), once per distinct step shape;
+the KV cache is what the device's memory holds after the weights, in blocks. With
+`--kv-bucket`, the run also simulates a sample of its steps at their exact lengths and reports
+the bucketing's error on them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from arch import load_arch
+from isa import DType
+from arch.links import load_link
+from compiler.frontend import load_model
+from tessel.files import atomic_write
+from tessel.progress import Progress
+from tessel.serve.errors import ServeError
+from tessel.serve.engine import serve
+from tessel.serve.kv import KVConfig
+from tessel.serve.metrics import summarize
+from tessel.serve.output import write_outputs
+from tessel.serve.preemption import Recompute, Swap
+from tessel.serve.scheduler import Scheduler
+from tessel.serve.simulated import (GpuCosts, SimulatedCosts, device_memory_bytes,
+                                    kv_bytes_per_token, kv_capacity_tokens)
+from tessel.serve.step import Memo, StepShape
+from tessel.serve.traces import read_trace
+from tessel.serve.workload import synthetic
+from tessel.table import render_table, si
+from tessel.targets import TARGETS
+
+__all__ = ["cmd_serve", "render_summary"]
+
+SAMPLE_STEPS = 8            # steps simulated at their exact lengths to measure --kv-bucket's error
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    model = load_model(args.model)
+    if model.config is None:
+        raise ServeError(f"--model {args.model}: a .graph file has no requests to serve")
+    if args.target == "gpu":
+        if args.set:
+            raise ServeError("--set: not with --target gpu (GPU presets are priced as they are)")
+        arch = load_arch(args.arch or "gpu-a100-80gb")
+        if arch.target != "gpu":
+            raise ServeError(f"--arch {arch.name}: a {arch.target} architecture, not a GPU preset")
+        costs, itemsize = GpuCosts(model, arch, routing=args.routing), 2
+    else:
+        arch = TARGETS[args.target].load_arch(args.arch, args.set)
+        costs = SimulatedCosts(model, args.target, arch, routing=args.routing)
+        itemsize = DType(arch.dtype).itemsize
+    requests = (read_trace(args.trace) if args.trace is not None
+                else synthetic(args.requests, args.rate, args.prompt, args.output, args.seed))
+    blocks = args.kv_blocks
+    if blocks is None:
+        blocks = kv_capacity_tokens(model, device_memory_bytes(arch), itemsize) // args.block_size
+    kv = KVConfig(blocks, args.block_size)
+    preemption = (Recompute() if args.preemption == "recompute" else
+                  Swap(kv_bytes_per_token(model, itemsize), _host_bandwidth(args.swap_link)))
+    scheduler = Scheduler(args.scheduler, args.max_batch, args.token_budget, args.chunk)
+    memo, sample = Memo(costs), []
+    if args.kv_bucket is not None and args.kv_bucket < 1:
+        raise ServeError(f"--kv-bucket {args.kv_bucket}: must be an integer >= 1")
+
+    def keep(step, record) -> None:         # a sample of exact shapes for the bucketing error
+        if args.kv_bucket is not None and len(sample) < SAMPLE_STEPS * 4:
+            sample.append(StepShape.of(step))
+    result = serve(requests, memo, scheduler=scheduler, kv=kv, preemption=preemption,
+                   kv_bucket=args.kv_bucket, progress=Progress(), on_step=keep)
+    summary = summarize(result, slo_ttft_s=args.slo_ttft, slo_tpot_s=args.slo_tpot)
+    summary["target"] = {"target": args.target, "arch": arch.name, "model": model.name}
+    if args.kv_bucket is not None:
+        summary["kv_bucket_error"] = _bucket_error(costs, memo, sample[::4], args.kv_bucket)
+    if args.out is not None:
+        write_outputs(result, args.out, summary=summary)
+    if args.json is not None:
+        atomic_write(Path(args.json), json.dumps(summary, indent=1).encode())
+    print(render_summary(summary, f"tessel serve: {model.name} on {arch.name} ({args.target}), "
+                                  f"{scheduler.policy}"))
+    return 0
+
+
+def _host_bandwidth(preset: str) -> float:
+    link = load_link(preset)
+    return link.links_per_device * link.link_bw_gbps * 1e9 * link.efficiency
+
+
+def _bucket_error(costs, memo: Memo, exact: list[StepShape], bucket: int) -> dict:
+    """Each sampled step's cost at its exact lengths against the bucketed cost the run used:
+    relative error of the seconds, mean and worst."""
+    errors = []
+    for shape in exact:
+        bucketed = StepShape(tuple((k, t, -(-c // bucket) * bucket) for k, t, c in shape.entries))
+        truth = costs.cost(shape).seconds
+        errors.append(abs(memo.cost(bucketed).seconds - truth) / truth)
+    return {"kv_bucket": bucket, "steps_sampled": len(errors),
+            "mean_rel_error": sum(errors) / len(errors) if errors else None,
+            "max_rel_error": max(errors) if errors else None}
+
+
+def render_summary(s: dict, title: str) -> str:
+    def dist(d, scale=1e3, unit="ms") -> str:
+        if d is None:
+            return "-"
+        return " / ".join(f"{d[k] * scale:.4g}" for k in ("p50", "p90", "p99")) + f" {unit}"
+    rows = [("requests", f"{s['requests']['finished']} finished, {s['requests']['rejected']} rejected"),
+            ("TTFT p50 / p90 / p99", dist(s["ttft_s"])),
+            ("TPOT p50 / p90 / p99", dist(s["tpot_s"])),
+            ("E2E p50 / p90 / p99", dist(s["e2e_s"], 1, "s")),
+            ("throughput", f"{s['throughput']['output_tokens_per_s'] or 0:,.1f} output tokens/s"),
+            ("energy per output token", si(s["energy"]["per_output_token_j"] or 0, "J")),
+            ("steps", f"{s['steps']['count']:,} (mean batch {s['steps']['mean_batch'] or 0:.1f}, "
+                      f"{s['steps']['preemptions']} preemptions)"),
+            ("step shapes simulated", f"{s['cost_model']['distinct_shapes']:,} "
+                                      f"({s['cost_model']['memo_hits']:,} steps from memory)")]
+    if s.get("slo"):
+        rows.append(("SLO attainment", f"{s['slo'].get('attainment', 0):.1%}"))
+    if "kv_bucket_error" in s:
+        e = s["kv_bucket_error"]
+        rows.append(("KV bucketing", f"{e['kv_bucket']} tokens: step time error mean "
+                                     f"{(e['mean_rel_error'] or 0):.2%}, worst "
+                                     f"{(e['max_rel_error'] or 0):.2%} on {e['steps_sampled']} steps"))
+    return "\n".join([title, render_table(("metric", "value"), rows)])

@@ -1,0 +1,112 @@
+"""`tessel serve`: step costs from the simulator (or the GPU baseline), the KV cache from the
+device's memory, every request served once, the outputs written, bad settings refused."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from arch import load_arch
+from compiler.frontend import load_model
+from compiler.phase import Segment, Step
+from tessel.cli import main
+from tessel.serve import StepShape
+from tessel.serve.args import TARGET_CHOICES
+from tessel.serve.errors import ServeError
+from tessel.serve.simulated import (SimulatedCosts, device_memory_bytes, kv_bytes_per_token,
+                                    kv_capacity_tokens)
+from tessel.targets import TARGETS
+from tests.conftest import FIXTURES
+
+TINY = str(FIXTURES / "tiny-qwen3")
+
+
+def trace(tmp_path, rows) -> str:
+    path = tmp_path / "trace.csv"
+    path.write_text("arrival_s,prompt_tokens,output_tokens\n"
+                    + "".join(f"{a},{p},{o}\n" for a, p, o in rows))
+    return str(path)
+
+
+def serve(capsys, tmp_path, *argv) -> dict:
+    out = tmp_path / "summary.json"
+    code = main(["serve", "--model", TINY, *argv, "--json", str(out)])
+    capsys.readouterr()
+    assert code == 0
+    return json.loads(out.read_text())
+
+
+ROWS = [(0.0, 5, 4), (0.0, 3, 6), (0.001, 7, 3), (0.002, 4, 5), (0.01, 6, 2)]
+
+
+@pytest.mark.parametrize("target", [pytest.param("systolic", marks=pytest.mark.slow),
+                                    pytest.param("dataflow", marks=pytest.mark.slow), "gpu"])
+@pytest.mark.parametrize("scheduler", ["continuous", "sarathi"])
+def test_a_trace_is_served_on_a_target_with_its_own_step_costs(capsys, tmp_path, target, scheduler):
+    summary = serve(capsys, tmp_path, "--target", target, "--trace", trace(tmp_path, ROWS),
+                    "--scheduler", scheduler, "--chunk", "4", "--token-budget", "16",
+                    "--max-batch", "4", "--out", str(tmp_path / "out"))
+    assert summary["requests"] == {"total": 5, "finished": 5, "rejected": 0}
+    assert summary["cost_model"]["distinct_shapes"] >= 2
+    assert summary["ttft_s"]["p50"] > 0 and summary["energy"]["total_j"] > 0
+    assert summary["target"]["target"] == target
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["latency_cdf.png", "requests.csv", "summary.json", "timeline.png", "trace.json"]
+
+
+def test_a_request_the_cache_can_never_hold_is_reported(capsys, tmp_path):
+    summary = serve(capsys, tmp_path, "--trace", trace(tmp_path, [(0, 4, 2), (0, 40, 8)]),
+                    "--kv-blocks", "2", "--block-size", "8")
+    assert summary["requests"] == {"total": 2, "finished": 1, "rejected": 1}
+    assert "KV blocks" in summary["rejected"][0]["reason"]
+
+
+def test_kv_bucketing_reports_its_error_on_steps_simulated_exactly(capsys, tmp_path):
+    summary = serve(capsys, tmp_path, "--trace", trace(tmp_path, ROWS), "--kv-bucket", "8",
+                    "--scheduler", "sarathi", "--chunk", "4", "--token-budget", "16",
+                    "--max-batch", "4")
+    error = summary["kv_bucket_error"]
+    assert error["kv_bucket"] == 8 and error["steps_sampled"] >= 1
+    assert 0 <= error["mean_rel_error"] <= error["max_rel_error"] < 0.5
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--target", "gpu", "--set", "rows=64"), "--set: not with --target gpu"),
+    (("--target", "gpu", "--arch", "systolic-128"), "a systolic architecture, not a GPU preset"),
+    (("--kv-bucket", "0"), "--kv-bucket 0: must be an integer >= 1"),
+    (("--scheduler", "sarathi", "--chunk", "0"), "chunk must be an integer >= 1"),
+])
+def test_bad_serving_settings_are_one_line(capsys, tmp_path, argv, message):
+    code = main(["serve", "--model", TINY, "--trace", trace(tmp_path, ROWS), *argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and message in err
+
+
+def test_the_kv_cache_is_the_memory_after_the_weights():
+    model = load_model(TINY)
+    arch = TARGETS["systolic"].load_arch()
+    per_token = kv_bytes_per_token(model, 2)
+    config = model.config
+    assert per_token == config.kv_bytes(2)
+    tokens = kv_capacity_tokens(model, device_memory_bytes(arch), 2)
+    weights = sum(int(__import__("math").prod(op.type.shape)) for op in model.graph().params) * 2
+    assert tokens == (arch.dram_bytes - weights) // per_token
+    assert device_memory_bytes(load_arch("gpu-a100-80gb")) == 80 * 10**9
+    with pytest.raises(ServeError, match="leave no room for a KV cache"):
+        kv_capacity_tokens(load_model("llama-3.1-70b"), device_memory_bytes(arch), 2)
+
+
+def test_a_step_shape_costs_what_its_step_graph_simulates():
+    """The cost model is the simulator on the step's graph: a shape of equal decodes costs the
+    batched decode."""
+    model = load_model(TINY)
+    arch = TARGETS["systolic"].load_arch()
+    cost = SimulatedCosts(model, "systolic", arch).cost(StepShape((("decode", 1, 9),) * 3))
+    spec = TARGETS["systolic"]
+    program = spec.compile(model.graph(Step((Segment(1, 9),) * 3)), arch).program
+    result = spec.simulate(program, arch, functional=False).result
+    assert (cost.seconds, cost.energy_j) == (result.time_s, result.energy_j)
+
+
+def test_the_command_lists_every_target():
+    assert set(TARGET_CHOICES) == {*TARGETS, "gpu"}
