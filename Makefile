@@ -9,7 +9,7 @@ MODEL  ?= gpt2
 # compiles all of them again on every run (5.6 s of collection against 3.0 s cached).
 PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest
 
-.PHONY: setup rtl-tools test test-fast rtl-test sim sim-target compile bench sweep clean
+.PHONY: setup rtl-tools test test-fast rtl-test sim sim-target serve compile bench sweep clean
 
 setup: $(STAMP)
 
@@ -52,6 +52,13 @@ sim: setup
 # One target's full report: make sim-target TARGET=pim ARCH=aim-32ch
 sim-target: setup
 	$(BIN)/tessel sim --model $(MODEL) --target $(TARGET) $(ARCH_ARG) --phase decode --kv 128
+
+# The shipped trace through Sarathi-Serve's scheduler on one target (or TARGET=gpu ARCH=gpu-...):
+# make serve MODEL=llama-3.2-1b TARGET=dataflow [OUT=DIR]. Cache lengths are bucketed to 64
+# tokens (the run reports the bucketing's error on a sample of exact steps).
+serve: setup
+	$(BIN)/tessel serve --model $(MODEL) --target $(TARGET) $(ARCH_ARG) \
+		--trace examples/traces/synthetic-200.csv --kv-bucket 64 $(if $(OUT),--out $(OUT))
 
 compile: setup
 	@mkdir -p out

@@ -69,7 +69,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.kv_bucket is not None and len(sample) < SAMPLE_STEPS * 4:
             sample.append(StepShape.of(step))
     result = serve(requests, memo, scheduler=scheduler, kv=kv, preemption=preemption,
-                   kv_bucket=args.kv_bucket, progress=Progress(), on_step=keep)
+                   kv_bucket=args.kv_bucket, progress=Progress(), on_step=keep,
+                   context_tokens=model.config.n_positions)
     summary = summarize(result, slo_ttft_s=args.slo_ttft, slo_tpot_s=args.slo_tpot)
     summary["target"] = {"target": args.target, "arch": arch.name, "model": model.name}
     if args.kv_bucket is not None:

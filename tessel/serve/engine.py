@@ -105,13 +105,15 @@ class ServeResult:
 def serve(requests: Sequence[Request], cost_model: CostModel, *, scheduler: Scheduler, kv: KVConfig,
           preemption: Preemption | None = None, kv_bucket: int | None = None,
           progress: Progress | None = None,
-          on_step: Callable[[Step, StepRecord], None] | None = None) -> ServeResult:
+          on_step: Callable[[Step, StepRecord], None] | None = None,
+          context_tokens: int | None = None) -> ServeResult:
     """Serve `requests` (any order) on a target whose steps `cost_model` prices.
 
     `preemption` defaults to Recompute(); `kv_bucket` rounds step contexts up for the cost
     model (None: exact); `progress` defaults to a bar on a terminal once the run takes
     tessel.progress.DELAY_S seconds (QUIET: none); `on_step` sees every step with its
-    requests (the result keeps only each step's record)."""
+    requests (the result keeps only each step's record); `context_tokens`: the model's
+    context, which a request's prompt and output must fit together (else it is rejected)."""
     preemption = Recompute() if preemption is None else preemption
     _check(requests, kv_bucket)
     memo = cost_model if isinstance(cost_model, Memo) else Memo(cost_model)
@@ -125,7 +127,8 @@ def serve(requests: Sequence[Request], cost_model: CostModel, *, scheduler: Sche
         while True:
             while arrivals and arrivals[0].arrival_s <= now_s:
                 request = arrivals.popleft()
-                reason = kv.refusal(request) or scheduler.refusal(request, preemption)
+                reason = (_beyond(request, context_tokens) or kv.refusal(request)
+                          or scheduler.refusal(request, preemption))
                 if reason is None:
                     pool.arrive(request)
                 else:
@@ -185,3 +188,12 @@ def _check_conservation(requests: Sequence[Request], records: tuple[RequestRecor
         assert len(times) == record.output_tokens, f"request {record.id}: {len(times)} tokens"
         assert times[0] > record.arrival_s and all(a < b for a, b in zip(times, times[1:])), record.id
         assert all(math.isfinite(t) for t in times), record.id
+
+
+def _beyond(request: Request, context_tokens: int | None) -> str | None:
+    """Why the model cannot run `request` at all: the positions its last step reaches (its
+    prompt and all but its last output token) exceed the model's context."""
+    positions = request.kv_tokens_max
+    if context_tokens is None or positions <= context_tokens:
+        return None
+    return f"needs {positions} positions but the model's context is {context_tokens}"

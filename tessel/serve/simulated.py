@@ -28,8 +28,11 @@ __all__ = ["SimulatedCosts", "GpuCosts", "step_graph", "device_memory_bytes", "k
 
 def step_graph(model: Model, shape: StepShape, batched: bool = True, routing: str = "uniform"):
     """The graph of one serving step of `shape` (its entries' order: alike requests adjacent,
-    so they attend as one batch where `batched`), a mixture of experts routed by `routing`."""
-    step = Step(tuple(Segment(tokens, context) for _, tokens, context in shape.entries), batched)
+    so they attend as one batch where `batched`), a mixture of experts routed by `routing`. A
+    context that bucketing rounded past the model's context stops at it."""
+    limit = model.config.n_positions
+    step = Step(tuple(Segment(tokens, min(context, limit - tokens))
+                      for _, tokens, context in shape.entries), batched)
     graph = model.graph(step)
     if moe_ops(graph):
         graph = route_graph(graph, policy_routing(graph, routing))

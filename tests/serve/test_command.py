@@ -61,6 +61,15 @@ def test_a_request_the_cache_can_never_hold_is_reported(capsys, tmp_path):
     assert "KV blocks" in summary["rejected"][0]["reason"]
 
 
+def test_a_request_beyond_the_models_context_is_rejected(capsys, tmp_path):
+    limit = load_model(TINY).config.n_positions
+    summary = serve(capsys, tmp_path, "--trace", trace(tmp_path, [(0, 4, 2), (0, limit, 2)]),
+                    "--kv-bucket", "64")
+    assert summary["requests"] == {"total": 2, "finished": 1, "rejected": 1}
+    assert summary["rejected"][0]["reason"] == (f"needs {limit + 1} positions but the model's "
+                                                f"context is {limit}")
+
+
 def test_kv_bucketing_reports_its_error_on_steps_simulated_exactly(capsys, tmp_path):
     summary = serve(capsys, tmp_path, "--trace", trace(tmp_path, ROWS), "--kv-bucket", "8",
                     "--scheduler", "sarathi", "--chunk", "4", "--token-budget", "16",
