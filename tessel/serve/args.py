@@ -43,5 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--routing", default="uniform", help="a mixture of experts' routing policy")
     p.add_argument("--slo-ttft", type=float, metavar="S", help="time-to-first-token SLO, seconds")
     p.add_argument("--slo-tpot", type=float, metavar="S", help="time-per-output-token SLO, seconds")
+    p.add_argument("--compare", metavar="T1,T2,...", help="the same run on each target (its "
+                   "default preset) or GPU preset, a column each, e.g. systolic,dataflow,gpu-a100-80gb")
     p.add_argument("--out", metavar="DIR", help="requests.csv, summary.json, trace.json and PNGs")
     p.add_argument("--json", metavar="OUT.json", help="the summary as JSON")

@@ -32,7 +32,7 @@ from tessel.serve.workload import synthetic
 from tessel.table import render_table, si
 from tessel.targets import TARGETS
 
-__all__ = ["cmd_serve", "render_summary"]
+__all__ = ["cmd_serve", "render_summary", "render_comparison"]
 
 SAMPLE_STEPS = 8            # steps simulated at their exact lengths to measure --kv-bucket's error
 
@@ -41,29 +41,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     if model.config is None:
         raise ServeError(f"--model {args.model}: a .graph file has no requests to serve")
+    if args.kv_bucket is not None and args.kv_bucket < 1:
+        raise ServeError(f"--kv-bucket {args.kv_bucket}: must be an integer >= 1")
+    requests = (read_trace(args.trace) if args.trace is not None
+                else synthetic(args.requests, args.rate, args.prompt, args.output, args.seed))
+    scheduler = Scheduler(args.scheduler, args.max_batch, args.token_budget, args.chunk)
+    if args.compare is not None:
+        return _compare(args, model, requests, scheduler)
     if args.target == "gpu":
         if args.set:
             raise ServeError("--set: not with --target gpu (GPU presets are priced as they are)")
-        arch = load_arch(args.arch or "gpu-a100-80gb")
-        if arch.target != "gpu":
-            raise ServeError(f"--arch {arch.name}: a {arch.target} architecture, not a GPU preset")
-        costs, itemsize = GpuCosts(model, arch, routing=args.routing), 2
+        arch = _gpu(args.arch or "gpu-a100-80gb", "--arch")
     else:
         arch = TARGETS[args.target].load_arch(args.arch, args.set)
-        costs = SimulatedCosts(model, args.target, arch, routing=args.routing)
+    summary, result = _serve_on(args, model, requests, scheduler, args.target, arch)
+    if args.out is not None:
+        write_outputs(result, args.out, summary=summary)
+    if args.json is not None:
+        atomic_write(Path(args.json), json.dumps(summary, indent=1).encode())
+    print(render_summary(summary, f"tessel serve: {model.name} on {arch.name} ({args.target}), "
+                                  f"{scheduler.policy}"))
+    return 0
+
+
+def _gpu(name: str, flag: str):
+    arch = load_arch(name)
+    if arch.target != "gpu":
+        raise ServeError(f"{flag} {name}: a {arch.target} architecture, not a GPU preset")
+    return arch
+
+
+def _serve_on(args, model, requests, scheduler: Scheduler, target_name: str, arch):
+    """One target's run: its step costs, its KV cache, the summary (with the bucketing's
+    measured error) and the result."""
+    if target_name == "gpu":
+        costs, itemsize = GpuCosts(model, arch, routing=args.routing), 2
+    else:
+        costs = SimulatedCosts(model, target_name, arch, routing=args.routing)
         itemsize = DType(arch.dtype).itemsize
-    requests = (read_trace(args.trace) if args.trace is not None
-                else synthetic(args.requests, args.rate, args.prompt, args.output, args.seed))
     blocks = args.kv_blocks
     if blocks is None:
         blocks = kv_capacity_tokens(model, device_memory_bytes(arch), itemsize) // args.block_size
     kv = KVConfig(blocks, args.block_size)
     preemption = (Recompute() if args.preemption == "recompute" else
                   Swap(kv_bytes_per_token(model, itemsize), _host_bandwidth(args.swap_link)))
-    scheduler = Scheduler(args.scheduler, args.max_batch, args.token_budget, args.chunk)
     memo, sample = Memo(costs), []
-    if args.kv_bucket is not None and args.kv_bucket < 1:
-        raise ServeError(f"--kv-bucket {args.kv_bucket}: must be an integer >= 1")
 
     def keep(step, record) -> None:         # a sample of exact shapes for the bucketing error
         if args.kv_bucket is not None and len(sample) < SAMPLE_STEPS * 4:
@@ -72,15 +94,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
                    kv_bucket=args.kv_bucket, progress=Progress(), on_step=keep,
                    context_tokens=model.config.n_positions)
     summary = summarize(result, slo_ttft_s=args.slo_ttft, slo_tpot_s=args.slo_tpot)
-    summary["target"] = {"target": args.target, "arch": arch.name, "model": model.name}
+    summary["target"] = {"target": target_name, "arch": arch.name, "model": model.name}
     if args.kv_bucket is not None:
         summary["kv_bucket_error"] = _bucket_error(costs, memo, sample[::4], args.kv_bucket)
-    if args.out is not None:
-        write_outputs(result, args.out, summary=summary)
+    return summary, result
+
+
+def _compare(args, model, requests, scheduler: Scheduler) -> int:
+    """`--compare`: the same requests and scheduler on each listed target (its default preset)
+    or GPU preset, a column each."""
+    clash = [f"--{n.replace('_', '-')}" for n in ("arch", "out", "kv_blocks") if getattr(args, n)]
+    clash += ["--set"] * bool(args.set) + ["--target"] * (args.target != "systolic")
+    if clash:
+        raise ServeError(f"{' '.join(clash)}: not with --compare (each column runs its own "
+                         "target's default preset and memory)")
+    entries = [e.strip() for e in args.compare.split(",") if e.strip()]
+    if not entries:
+        raise ServeError(f"--compare {args.compare!r}: list targets or GPU presets, e.g. "
+                         "systolic,dataflow,gpu-a100-80gb")
+    runs = {}
+    for entry in entries:
+        if entry in TARGETS:
+            runs[entry] = _serve_on(args, model, requests, scheduler, entry,
+                                    TARGETS[entry].load_arch())[0]
+        else:
+            runs[entry] = _serve_on(args, model, requests, scheduler, "gpu",
+                                    _gpu(entry, "--compare"))[0]
     if args.json is not None:
-        atomic_write(Path(args.json), json.dumps(summary, indent=1).encode())
-    print(render_summary(summary, f"tessel serve: {model.name} on {arch.name} ({args.target}), "
-                                  f"{scheduler.policy}"))
+        atomic_write(Path(args.json), json.dumps(runs, indent=1).encode())
+    print(render_comparison(runs, f"tessel serve --compare: {model.name}, {scheduler.policy}"))
     return 0
 
 
@@ -94,7 +136,8 @@ def _bucket_error(costs, memo: Memo, exact: list[StepShape], bucket: int) -> dic
     relative error of the seconds, mean and worst."""
     errors = []
     for shape in exact:
-        bucketed = StepShape(tuple((k, t, -(-c // bucket) * bucket) for k, t, c in shape.entries))
+        bucketed = StepShape(tuple(sorted((k, t, -(-c // bucket) * bucket)
+                                          for k, t, c in shape.entries)))
         truth = costs.cost(shape).seconds
         errors.append(abs(memo.cost(bucketed).seconds - truth) / truth)
     return {"kv_bucket": bucket, "steps_sampled": len(errors),
@@ -103,6 +146,11 @@ def _bucket_error(costs, memo: Memo, exact: list[StepShape], bucket: int) -> dic
 
 
 def render_summary(s: dict, title: str) -> str:
+    return "\n".join([title, render_table(("metric", "value"), _rows(s))])
+
+
+def _rows(s: dict) -> list[tuple[str, str]]:
+    """A summary's figures as (metric, value) rows."""
     def dist(d, scale=1e3, unit="ms") -> str:
         if d is None:
             return "-"
@@ -124,4 +172,12 @@ def render_summary(s: dict, title: str) -> str:
         rows.append(("KV bucketing", f"{e['kv_bucket']} tokens: step time error mean "
                                      f"{(e['mean_rel_error'] or 0):.2%}, worst "
                                      f"{(e['max_rel_error'] or 0):.2%} on {e['steps_sampled']} steps"))
-    return "\n".join([title, render_table(("metric", "value"), rows)])
+    return rows
+
+
+def render_comparison(runs: dict[str, dict], title: str) -> str:
+    """One column per target: the figures `render_summary` shows."""
+    tables = {name: dict(_rows(s)) for name, s in runs.items()}
+    metrics = list(dict.fromkeys(m for rows in tables.values() for m in rows))
+    rows = [(m, *(tables[name].get(m, "-") for name in runs)) for m in metrics]
+    return "\n".join([title, render_table(("metric", *runs), rows)])

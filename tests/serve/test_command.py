@@ -79,7 +79,22 @@ def test_kv_bucketing_reports_its_error_on_steps_simulated_exactly(capsys, tmp_p
     assert 0 <= error["mean_rel_error"] <= error["max_rel_error"] < 0.5
 
 
+def test_compare_serves_the_same_requests_on_each_target_and_gpu(capsys, tmp_path):
+    out = tmp_path / "compare.json"
+    code = main(["serve", "--model", TINY, "--trace", trace(tmp_path, ROWS), "--compare",
+                 "systolic,gpu-a100-80gb", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0 and "systolic" in text and "gpu-a100-80gb" in text
+    runs = json.loads(out.read_text())
+    assert list(runs) == ["systolic", "gpu-a100-80gb"]
+    assert all(r["requests"]["finished"] == len(ROWS) for r in runs.values())
+    assert runs["systolic"]["target"]["arch"] == "systolic-128"
+    assert runs["systolic"]["ttft_s"] != runs["gpu-a100-80gb"]["ttft_s"]
+
+
 @pytest.mark.parametrize("argv, message", [
+    (("--compare", "systolic", "--arch", "systolic-32"), "--arch: not with --compare"),
+    (("--compare", "systolic,sn40l"), "--compare sn40l: a dataflow architecture, not a GPU preset"),
     (("--target", "gpu", "--set", "rows=64"), "--set: not with --target gpu"),
     (("--target", "gpu", "--arch", "systolic-128"), "a systolic architecture, not a GPU preset"),
     (("--kv-bucket", "0"), "--kv-bucket 0: must be an integer >= 1"),
