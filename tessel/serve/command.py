@@ -112,14 +112,9 @@ def _compare(args, model, requests, scheduler: Scheduler) -> int:
     if not entries:
         raise ServeError(f"--compare {args.compare!r}: list targets or GPU presets, e.g. "
                          "systolic,dataflow,gpu-a100-80gb")
-    runs = {}
-    for entry in entries:
-        if entry in TARGETS:
-            runs[entry] = _serve_on(args, model, requests, scheduler, entry,
-                                    TARGETS[entry].load_arch())[0]
-        else:
-            runs[entry] = _serve_on(args, model, requests, scheduler, "gpu",
-                                    _gpu(entry, "--compare"))[0]
+    archs = {e: (e, TARGETS[e].load_arch()) if e in TARGETS else ("gpu", _gpu(e, "--compare"))
+             for e in entries}              # every column checked before any runs
+    runs = {e: _serve_on(args, model, requests, scheduler, *archs[e])[0] for e in entries}
     if args.json is not None:
         atomic_write(Path(args.json), json.dumps(runs, indent=1).encode())
     print(render_comparison(runs, f"tessel serve --compare: {model.name}, {scheduler.policy}"))

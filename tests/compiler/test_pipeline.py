@@ -28,6 +28,7 @@ def test_each_target_has_its_named_steps():
     assert {t: p.names for t, p in PIPELINES.items()} == STEPS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", STEPS)
 def test_every_step_result_is_frozen_and_dumps_text(graph, target):
     state = PIPELINES[target].run(graph, load_arch(PRESETS[target]))

@@ -39,9 +39,10 @@ def serve(capsys, tmp_path, *argv) -> dict:
 ROWS = [(0.0, 5, 4), (0.0, 3, 6), (0.001, 7, 3), (0.002, 4, 5), (0.01, 6, 2)]
 
 
-@pytest.mark.parametrize("target", [pytest.param("systolic", marks=pytest.mark.slow),
-                                    pytest.param("dataflow", marks=pytest.mark.slow), "gpu"])
-@pytest.mark.parametrize("scheduler", ["continuous", "sarathi"])
+@pytest.mark.slow      # the fast tier serves through --compare (systolic, gpu) below
+@pytest.mark.parametrize("target, scheduler", [
+    ("gpu", "continuous"), ("gpu", "sarathi"), ("systolic", "continuous"), ("systolic", "sarathi"),
+    ("dataflow", "continuous"), ("dataflow", "sarathi")])
 def test_a_trace_is_served_on_a_target_with_its_own_step_costs(capsys, tmp_path, target, scheduler):
     summary = serve(capsys, tmp_path, "--target", target, "--trace", trace(tmp_path, ROWS),
                     "--scheduler", scheduler, "--chunk", "4", "--token-budget", "16",

@@ -64,6 +64,7 @@ def test_the_plots_are_pngs(result, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_importing_the_package_loads_neither_matplotlib_nor_tqdm():
     code = "import sys, tessel.serve; print(sorted({'matplotlib', 'tqdm'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

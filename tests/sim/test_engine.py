@@ -229,6 +229,7 @@ def pipeline(tiles: int, load: int = 40, gemm: int = 64, store: int = 20):
     return program, np.array(durations), np.array(resources)
 
 
+@pytest.mark.slow
 def test_long_pipeline_matches_its_closed_form_quickly():
     # loads stay ahead of the gemms (load + store <= gemm on the shared port), so the
     # makespan is the first load, every gemm back to back, and the last store

@@ -194,6 +194,7 @@ def test_a_node_preset_sets_device_count_and_link(capsys, tmp_path):
     assert report["devices"][0]["arch"]["dram_bytes"] == 32 * 2**30   # the node's override
 
 
+@pytest.mark.slow
 def test_compare_puts_nodes_side_by_side_with_a_gpu_node(capsys, tmp_path):
     out = tmp_path / "nodes.json"
     assert main(["compare", "--model", "gpt2", "--seq", "4", "--nodes", "sn40l-8,dgx-h100",

@@ -18,6 +18,7 @@ from tessel.targets import TARGETS, target
 ROOT = Path(__file__).parents[2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TARGETS)
 def test_every_target_is_complete(name):
     t = TARGETS[name]

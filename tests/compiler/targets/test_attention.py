@@ -96,6 +96,7 @@ def test_reports_show_attention_traffic_beside_the_bound(capsys, tmp_path):
     assert "attention traffic / bound" in text and "attention I/O bound" in text
 
 
+@pytest.mark.slow
 def test_pim_reports_no_attention_figures(tmp_path):
     out = tmp_path / "r.json"
     assert main(["sim", "--model", "gpt2", "--target", "pim", "--phase", "decode", "--kv", "4",

@@ -130,6 +130,7 @@ WIDE = {
 
 @pytest.mark.parametrize("case", [pytest.param(c, marks=() if c == "layernorm" else pytest.mark.slow)
                                   for c in WIDE])      # about 0.6 s each: one in the fast tier
+@pytest.mark.slow
 def test_each_op_kind_runs_at_its_minimum_with_its_floor_stated(case):
     """The planner's floors and the lowering's blocks come from the same needs: at the minimum
     every op runs by column blocks (more instructions than with whole rows; numerics against

@@ -16,6 +16,7 @@ def _programs(target, arch):
     return [TARGETS[target].compile(model.graph(phase), arch).program for phase in (decode(16), prefill(8))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", sorted(TARGETS))
 def test_one_machine_runs_programs_back_to_back_as_fresh_machines_do(target):
     arch = load_arch(PRESETS[target])

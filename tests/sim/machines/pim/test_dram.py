@@ -202,6 +202,7 @@ def timings(draw):
     return with_timing(**v)
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(timings(), st.lists(tile_st, min_size=1, max_size=2), st.integers(0, 10_000))
 def test_fast_path_equals_command_model_for_any_timing(arch, tiles, start):
@@ -279,6 +280,7 @@ def test_mac_all_streaming_reaches_the_peak_within_a_row(preset):
                                                               "aim-32ch": 8192}[preset]
 
 
+@pytest.mark.slow
 def test_sustained_streaming_rate_is_the_row_overhead_formula():
     rows, cols = 400, ARCH.columns
     p = T.tRCD_MAC + (cols - 1) * T.tCCD_L + T.tRTP        # ACT_ALL -> PRE_ALL (tRTP binds)
