@@ -11,11 +11,15 @@ the storage type (what the serving layer allocates in blocks, tessel/serve/kv.py
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 
 from compiler.frontend import Model
+from compiler.frontend.gpt2 import GPT2Config
 from compiler.passes.routing import moe_ops, policy_routing, route_graph
-from compiler.phase import Segment, Step, decode
+from compiler.phase import Segment, Step, decode, groups
+from compiler.targets.layers import layer_of
 from sim.gpu import gpu_baseline
 from tessel.gpu_kernels import graph_kernels
 from tessel.serve.errors import ServeError
@@ -30,10 +34,7 @@ def step_graph(model: Model, shape: StepShape, batched: bool = True, routing: st
     """The graph of one serving step of `shape` (its entries' order: alike requests adjacent,
     so they attend as one batch where `batched`), a mixture of experts routed by `routing`. A
     context that bucketing rounded past the model's context stops at it."""
-    limit = model.config.n_positions
-    step = Step(tuple(Segment(tokens, min(context, limit - tokens))
-                      for _, tokens, context in shape.entries), batched)
-    graph = model.graph(step)
+    graph = model.graph(_step(model, shape, batched))
     if moe_ops(graph):
         graph = route_graph(graph, policy_routing(graph, routing))
     return graph
@@ -55,15 +56,115 @@ class SimulatedCosts:
 
 
 class GpuCosts:
-    """A step's time and energy on a GPU preset by the per-kernel baseline (sim/gpu.py)."""
+    """A step's time and energy on a GPU preset by the per-kernel baseline (sim/gpu.py).
 
-    def __init__(self, model: Model, gpu, mode: str = "graph", routing: str = "uniform") -> None:
+    The baseline runs kernels one after another and sums their times, so a step's price is
+    the sum of its token-wise kernels, which depend only on the step's tokens; of its LM
+    head's, which depend only on its requests; and of each attention group's, which depend
+    only on the group (batch, tokens, context). Each part is priced once (a small graph each)
+    and, with `ragged` False, the sum equals pricing the whole step's graph (tests): a step
+    of many requests needs no graph of its own.
+
+    `ragged` (the default): serving engines run one attention kernel per role and layer for
+    all of a step's requests (vLLM's paged attention for decodes, variable-length
+    FlashAttention for prefill chunks), so each group's attention work is priced as above but
+    the kernels are launched once, as the most-launched group's, not once per group."""
+
+    def __init__(self, model: Model, gpu, mode: str = "graph", routing: str = "uniform",
+                 ragged: bool = True) -> None:
         self.model, self.gpu, self.mode, self.routing = model, gpu, mode, routing
+        self.ragged = ragged
+        # a dense model's layers price alike: its parts are priced on one layer, the layer's
+        # kernels counted once per layer (a mixture of experts routes each layer its own way)
+        config = model.config
+        self._layers = 1 if getattr(config, "num_experts", 0) else config.n_layer
+        if self._layers > 1:
+            field = "n_layer" if isinstance(config, GPT2Config) else "num_hidden_layers"
+            self._probe_model = dataclasses.replace(
+                model, config=dataclasses.replace(config, **{field: 1}))
+        else:
+            self._probe_model = model
+        self._tokenwise: dict[int, tuple] = {}       # parts as `_priced` gives them
+        self._heads: dict[int, tuple] = {}
+        self._groups: dict[tuple[int, int, int], tuple] = {}
 
     def cost(self, shape: StepShape) -> StepCost:
-        base = gpu_baseline(graph_kernels(step_graph(self.model, shape, True, self.routing)),
-                            self.gpu, self.mode)
-        return StepCost(base.time_s, base.energy_j)
+        parts = groups(_step(self.model, shape, True))
+        if len(parts) == 1:                 # one group: its own small graph, priced whole
+            return StepCost(*_total(self._priced(_step(self.model, shape, True),
+                                                 lambda name: True)))
+        attention = [self._group_part(p.batch, p.seq, p.kv) for p in parts]
+        seconds, energy = map(sum, zip(_total(self._tokenwise_part(shape.tokens)),
+                                       _total(self._head_part(shape.batch)),
+                                       *(part[:2] for part in attention)))
+        launches = (max(attention, key=lambda part: part[2]) if self.ragged else
+                    tuple(map(sum, zip(*attention))))
+        return StepCost(seconds + launches[2], energy + launches[3])
+
+    def _tokenwise_part(self, tokens: int) -> tuple:
+        """The kernels of a step of `tokens` tokens in two groups or more, outside attention
+        and the LM head: those of a probe step of a prefill and a decode (two groups, the
+        same joins of the groups' outputs)."""
+        if tokens not in self._tokenwise:
+            probe = Step((Segment(tokens - 1, 0), Segment(1, 1)))
+            self._tokenwise[tokens] = self._priced(
+                probe, lambda name: not (_GROUP.search(name) or _HEAD.search(name)))
+        return self._tokenwise[tokens]
+
+    def _head_part(self, requests: int) -> tuple:
+        """The last tokens' join and the LM head of `requests` requests in two groups or
+        more: those of a probe step of one token each."""
+        if requests not in self._heads:
+            probe = Step((Segment(1, 0), *(Segment(1, 1),) * (requests - 1)))
+            self._heads[requests] = self._priced(
+                probe, lambda name: bool(_HEAD.search(name) and not _GROUP.search(name)))
+        return self._heads[requests]
+
+    def _group_part(self, batch: int, seq: int, kv: int) -> tuple:
+        """One attention group's kernels: those of a step of that group alone."""
+        key = (batch, seq, kv)
+        if key not in self._groups:
+            alone = Step((Segment(seq, kv),) * batch)
+            self._groups[key] = self._priced(alone, lambda name: _GROUP.search(name) is not None)
+        return self._groups[key]
+
+    def _priced(self, step: Step, keep) -> tuple[float, float, float, float]:
+        """(work seconds, work joules, launch seconds, launch joules) of the kept kernels of
+        `step`'s graph, a kernel's launch being its fixed overhead and that time's share of
+        its energy; the graph built with one layer where the layers price alike, that layer's
+        kernels counted once per layer."""
+        graph = self._probe_model.graph(step)
+        if moe_ops(graph):
+            graph = route_graph(graph, policy_routing(graph, self.routing))
+        kernels = graph_kernels(graph)
+        work_s = work_j = launch_s = launch_j = 0.0
+        for kernel, timed in zip(kernels, gpu_baseline(kernels, self.gpu, self.mode).kernels):
+            if keep(kernel.name):
+                times = self._layers if layer_of((kernel.name,)) is not None else 1
+                launch = timed.overhead_s / timed.time_s if timed.time_s else 0.0
+                work_s += times * (timed.time_s - timed.overhead_s)
+                work_j += times * timed.energy_j * (1 - launch)
+                launch_s += times * timed.overhead_s
+                launch_j += times * timed.energy_j * launch
+        return work_s, work_j, launch_s, launch_j
+
+
+def _total(priced: tuple[float, float, float, float]) -> tuple[float, float]:
+    """Seconds and joules of a priced part, work and launches together."""
+    return priced[0] + priced[2], priced[1] + priced[3]
+
+
+# an attention group's ops carry its tag: `layers.3.self_attn.scores.seg2`, `h.0.attn.q.rows.seg1`;
+# the LM head and the join of the requests' last tokens before it (`norm.last`, `ln_f.last`)
+_GROUP = re.compile(r"\.seg\d+(\.|$)")
+_HEAD = re.compile(r"^lm_head$|\.last$")
+
+
+def _step(model: Model, shape: StepShape, batched: bool) -> Step:
+    """The serving step of `shape`, contexts past the model's context stopped at it."""
+    limit = model.config.n_positions
+    return Step(tuple(Segment(tokens, min(context, limit - tokens))
+                      for _, tokens, context in shape.entries), batched)
 
 
 def kv_bytes_per_token(model: Model, itemsize: int) -> int:

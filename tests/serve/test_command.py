@@ -135,3 +135,33 @@ def test_a_step_shape_costs_what_its_step_graph_simulates():
 
 def test_the_command_lists_every_target():
     assert set(TARGET_CHOICES) == {*TARGETS, "gpu"}
+
+
+@pytest.mark.parametrize("spec", [TINY, str(FIXTURES / "tiny-gpt2"), str(FIXTURES / "tiny-qwen3-moe")])
+def test_the_gpu_prices_a_step_by_its_parts_as_its_whole_graph(spec):
+    """Token-wise, LM-head and per-group parts, each priced once on one layer, add up to the
+    whole step graph's kernels (ragged False); ragged attention launches once per role and
+    layer, so a step of several groups costs less, and a step of one group the same."""
+    import random
+
+    from sim.gpu import gpu_baseline
+    from tessel.gpu_kernels import graph_kernels
+    from tessel.serve.simulated import GpuCosts, step_graph
+
+    model, gpu = load_model(spec), load_arch("gpu-a100-80gb")
+    exact, ragged = GpuCosts(model, gpu, ragged=False), GpuCosts(model, gpu)
+    rng = random.Random(3)
+    for _ in range(12):
+        entries = [("decode", 1, rng.choice([3, 5, 8])) if rng.random() < 0.5
+                   else ("prefill", rng.randint(1, 5), rng.choice([0, 4]))
+                   for _ in range(rng.randint(1, 5))]
+        shape = StepShape(tuple(sorted(entries)))
+        whole = gpu_baseline(graph_kernels(step_graph(model, shape)), gpu)
+        parts = exact.cost(shape)
+        assert parts.seconds == pytest.approx(whole.time_s, rel=1e-12)
+        assert parts.energy_j == pytest.approx(whole.energy_j, rel=1e-12)
+        fused = ragged.cost(shape)
+        if len(set(entries)) == 1:
+            assert fused.seconds == pytest.approx(parts.seconds, rel=1e-12)
+        else:
+            assert fused.seconds < parts.seconds
