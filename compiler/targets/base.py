@@ -15,7 +15,6 @@ from typing import Mapping
 
 import isa
 from isa import DType
-from isa.opcodes import LINK_QUEUE
 
 from compiler.errors import CompileError
 from compiler.ir import Graph, Op, OpKind
