@@ -24,6 +24,11 @@ lowering emits no loops).
 Issue 18's target: llama-3.1-70b decode at KV 2048 on 8 devices, timing only, under 15 s as a
 whole process (sn40l-8 and tpu-v4-8 nodes, tensor parallelism 8: one device's run stands for
 the node, sim/multi.py).
+
+Issue 19's: 1,000 requests of llama-3.1-8b through `tessel serve` at a rate that keeps batches
+around 32 (5 requests/s, Sarathi-Serve's scheduler, exact lengths), on the GPU baseline under
+30 s as a whole process (`SERVING`; its own table: steps and step shapes, not instructions).
+The sn40l row (3 minutes) is not here: each distinct step shape is simulated whole there.
 """
 from __future__ import annotations
 
@@ -111,6 +116,35 @@ WORKLOADS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """A `tessel serve` run timed as a whole process."""
+
+    label: str
+    argv: tuple[str, ...]           # after `tessel serve`
+    budget_s: float
+
+
+SERVING = (
+    Serving("1,000 requests of llama-3.1-8b on gpu-a100-80gb, sarathi, 5 req/s, process",
+            ("--model", "llama-3.1-8b", "--target", "gpu", "--arch", "gpu-a100-80gb",
+             "--rate", "5", "--requests", "1000", "--prompt", "lognormal:512,0.8,4096",
+             "--output", "lognormal:128,0.8,1024", "--scheduler", "sarathi"), 30.0),
+)
+
+
+def _serve(w: Serving) -> tuple[float, dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = Path(tmp) / "summary.json"
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "tessel.cli", "serve", *w.argv, "--json",
+                               str(summary)], capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"{w.label}: exit {done.returncode}: {done.stderr.strip()[-500:]}")
+        return wall, json.loads(summary.read_text())
+
+
 def _in_process(w: Workload) -> tuple[float, int, int | None]:
     model = load_model(w.model)
     start = time.perf_counter()
@@ -152,6 +186,23 @@ def main() -> int:
                         "whole_process": w.whole_process, "peak_rss_bytes": peak})
     print(render_table(("workload (systolic-128 unless named)", "wall s", "instructions", "instr/s",
                         "peak MiB", "budget s", ""), rows))
+    rows = []
+    for w in SERVING:
+        try:
+            wall, summary = _serve(w)
+        except RuntimeError as e:
+            rows.append((w.label, "-", "-", "-", f"{w.budget_s:g}", "FAILED"))
+            records.append({"workload": w.label, "error": str(e)})
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        rows.append((w.label, f"{wall:.2f}", f"{summary['steps']['count']:,}",
+                     f"{summary['cost_model']['distinct_shapes']:,}", f"{w.budget_s:g}",
+                     "ok" if wall <= w.budget_s else "OVER"))
+        records.append({"workload": w.label, "wall_s": wall, "budget_s": w.budget_s,
+                        "steps": summary["steps"]["count"],
+                        "step_shapes": summary["cost_model"]["distinct_shapes"]})
+    print(render_table(("serving workload", "wall s", "steps", "step shapes", "budget s", ""), rows))
     sweep = bench_sweep(workers=2)
     print(f"{sweep['workload']}: {sweep['points']} points in {sweep['wall_s']:.1f} s, "
           f"{sweep['points_per_s']:.2f} points/s")

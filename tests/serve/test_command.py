@@ -165,3 +165,11 @@ def test_the_gpu_prices_a_step_by_its_parts_as_its_whole_graph(spec):
             assert fused.seconds == pytest.approx(parts.seconds, rel=1e-12)
         else:
             assert fused.seconds < parts.seconds
+
+
+def test_the_serving_bench_rows_are_valid_tessel_serve_invocations():
+    from tessel.bench import SERVING
+    from tessel.cli import build_parser
+    for workload in SERVING:
+        args = build_parser().parse_args(["serve", *workload.argv])
+        assert args.handler.__name__ == "_cmd_serve" and args.requests == 1000
