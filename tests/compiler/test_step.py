@@ -82,6 +82,7 @@ ARCHS = {"systolic": "systolic-32", "pim": "pim-gpt", "dataflow": "sn40l"}
 
 @pytest.mark.parametrize("target", ["systolic", pytest.param("pim", marks=pytest.mark.slow),
                                     "dataflow"])
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", FAMILIES[:2])
 def test_every_target_computes_a_mixed_step(spec, target):
     """Fresh prefills, decodes and a prefill chunk against its cache in one program."""

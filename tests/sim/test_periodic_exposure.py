@@ -88,6 +88,7 @@ def test_a_link_partly_hidden_behind_compute_is_measured_across_jumps(compute, c
     assert 0 < timing.exposed_cycles < unrolled[3]            # partly hidden, partly exposed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("comm", [300, 1500])
 def test_nested_loops_jump_at_both_levels(comm):
     """Layers of tiles (load, multiply, finish, credits back; the load and the vector unit
@@ -139,6 +140,7 @@ def test_nothing_is_measured_unless_asked():
     assert timing.exposed_cycles is None and timing.idle_cycles is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["systolic", "dataflow"])
 def test_a_symmetric_node_per_pattern_measures_what_the_unrolled_run_does(target, monkeypatch):
     """gpt2 decode at tp 2: the device run per pattern (its loops jumped over) gives the node

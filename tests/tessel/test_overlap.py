@@ -107,6 +107,7 @@ def test_overlap_settings_are_refused_in_one_line(capsys, argv, message):
     assert code == 2 and "\n" not in err and message in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["systolic", "dataflow"])
 @pytest.mark.parametrize("spec, phase", [(LLAMA, decode(7, batch=2)), (GPT2, prefill(8, batch=2))])
 def test_split_programs_loop_exactly_as_their_flat_emission(target, spec, phase):
@@ -147,6 +148,7 @@ def simulate_split(spec: str, target: str, phase, arch: str):
                                           ("dataflow", "sn40l")])
 @pytest.mark.parametrize("spec, phase", [(LLAMA, decode(6, batch=2)), (GPT2, prefill(5, batch=2))],
                          ids=["llama-decode", "gpt2-prefill"])
+@pytest.mark.slow
 def test_a_split_node_computes_the_reference_logits(target, arch, spec, phase):
     logits, reference = simulate_split(spec, target, phase, arch)
     assert logits.shape == reference.shape and logits.shape[0] == 2
