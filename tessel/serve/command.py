@@ -131,10 +131,8 @@ def _bucket_error(costs, memo: Memo, exact: list[StepShape], bucket: int) -> dic
     relative error of the seconds, mean and worst."""
     errors = []
     for shape in exact:
-        bucketed = StepShape(tuple(sorted((k, t, -(-c // bucket) * bucket)
-                                          for k, t, c in shape.entries)))
         truth = costs.cost(shape).seconds
-        errors.append(abs(memo.cost(bucketed).seconds - truth) / truth)
+        errors.append(abs(memo.cost(shape.bucketed(bucket)).seconds - truth) / truth)
     return {"kv_bucket": bucket, "steps_sampled": len(errors),
             "mean_rel_error": sum(errors) / len(errors) if errors else None,
             "max_rel_error": max(errors) if errors else None}

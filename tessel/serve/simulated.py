@@ -34,10 +34,7 @@ def step_graph(model: Model, shape: StepShape, batched: bool = True, routing: st
     """The graph of one serving step of `shape` (its entries' order: alike requests adjacent,
     so they attend as one batch where `batched`), a mixture of experts routed by `routing`. A
     context that bucketing rounded past the model's context stops at it."""
-    graph = model.graph(_step(model, shape, batched))
-    if moe_ops(graph):
-        graph = route_graph(graph, policy_routing(graph, routing))
-    return graph
+    return _routed(model.graph(_step(model, shape, batched)), routing)
 
 
 class SimulatedCosts:
@@ -89,10 +86,10 @@ class GpuCosts:
         self._groups: dict[tuple[int, int, int], tuple] = {}
 
     def cost(self, shape: StepShape) -> StepCost:
-        parts = groups(_step(self.model, shape, True))
+        step = _step(self.model, shape, True)
+        parts = groups(step)
         if len(parts) == 1:                 # one group: its own small graph, priced whole
-            return StepCost(*_total(self._priced(_step(self.model, shape, True),
-                                                 lambda name: True)))
+            return StepCost(*_total(self._priced(step, lambda name: True)))
         attention = [self._group_part(p.batch, p.seq, p.kv) for p in parts]
         seconds, energy = map(sum, zip(_total(self._tokenwise_part(shape.tokens)),
                                        _total(self._head_part(shape.batch)),
@@ -133,10 +130,7 @@ class GpuCosts:
         `step`'s graph, a kernel's launch being its fixed overhead and that time's share of
         its energy; the graph built with one layer where the layers price alike, that layer's
         kernels counted once per layer."""
-        graph = self._probe_model.graph(step)
-        if moe_ops(graph):
-            graph = route_graph(graph, policy_routing(graph, self.routing))
-        kernels = graph_kernels(graph)
+        kernels = graph_kernels(_routed(self._probe_model.graph(step), self.routing))
         work_s = work_j = launch_s = launch_j = 0.0
         for kernel, timed in zip(kernels, gpu_baseline(kernels, self.gpu, self.mode).kernels):
             if keep(kernel.name):
@@ -158,6 +152,11 @@ def _total(priced: tuple[float, float, float, float]) -> tuple[float, float]:
 # the LM head and the join of the requests' last tokens before it (`norm.last`, `ln_f.last`)
 _GROUP = re.compile(r"\.seg\d+(\.|$)")
 _HEAD = re.compile(r"^lm_head$|\.last$")
+
+
+def _routed(graph, routing: str):
+    """`graph` with its mixture-of-experts ops routed by the policy `routing` (timing only)."""
+    return route_graph(graph, policy_routing(graph, routing)) if moe_ops(graph) else graph
 
 
 def _step(model: Model, shape: StepShape, batched: bool) -> Step:

@@ -67,9 +67,14 @@ class StepShape:
     @classmethod
     def of(cls, step: Step, kv_bucket: int | None = None) -> StepShape:
         """The shape of `step`; contexts rounded up to a multiple of `kv_bucket` (None: exact)."""
-        def rounded(context: int) -> int:
-            return context if kv_bucket is None else -(-context // kv_bucket) * kv_bucket
-        return cls(tuple(sorted((e.kind, e.tokens, rounded(e.context)) for e in step.entries)))
+        return cls(tuple(sorted((e.kind, e.tokens, e.context) for e in step.entries))).bucketed(kv_bucket)
+
+    def bucketed(self, kv_bucket: int | None) -> StepShape:
+        """This shape with its contexts rounded up to a multiple of `kv_bucket` (None: itself)."""
+        if kv_bucket is None:
+            return self
+        return StepShape(tuple(sorted((kind, tokens, -(-context // kv_bucket) * kv_bucket)
+                                      for kind, tokens, context in self.entries)))
 
     @property
     def batch(self) -> int:
