@@ -7,14 +7,19 @@ import argparse
 from tessel.serve.kv import DEFAULT_BLOCK_SIZE
 from tessel.serve.scheduler import DEFAULT_CHUNK, DEFAULT_MAX_BATCH, DEFAULT_TOKEN_BUDGET, POLICIES
 
-__all__ = ["add_arguments", "TARGET_CHOICES"]
+__all__ = ["add_arguments", "TARGET_CHOICES", "SYNTHETIC", "SWAP_LINK"]
 
 TARGET_CHOICES = ("systolic", "pim", "dataflow", "gpu")     # tessel.targets.TARGETS and GPUs
+# a synthetic workload's defaults; flags left out are None, so that one given where it does
+# not apply (a synthetic flag with --trace, --chunk with another scheduler) can be refused
+SYNTHETIC = {"requests": 100, "prompt": "lognormal:512,1.0,4096",
+             "output": "lognormal:128,1.0,1024", "seed": 0}
+SWAP_LINK = "pcie4-x16"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="preset name or Hugging Face directory")
-    p.add_argument("--target", default="systolic", choices=TARGET_CHOICES)
+    p.add_argument("--target", choices=TARGET_CHOICES, help="default systolic")
     p.add_argument("--arch", help="preset or .toml (a GPU preset with --target gpu; default: the "
                    "target's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -23,24 +28,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     load.add_argument("--trace", metavar="CSV", help="arrival_s,prompt_tokens,output_tokens, or "
                       "the Azure LLM inference trace's TIMESTAMP,ContextTokens,GeneratedTokens")
     load.add_argument("--rate", type=float, help="synthetic Poisson arrivals, requests per second")
-    p.add_argument("--requests", type=int, default=100, help="synthetic: how many (default 100)")
-    p.add_argument("--prompt", default="lognormal:512,1.0,4096",
-                   help="synthetic prompt lengths (fixed:N, uniform:LO,HI, lognormal:MEDIAN,SIGMA[,MAX])")
-    p.add_argument("--output", default="lognormal:128,1.0,1024", help="synthetic output lengths")
-    p.add_argument("--seed", type=int, default=0, help="synthetic: the seed")
+    p.add_argument("--requests", type=int, help=f"synthetic: how many (default {SYNTHETIC['requests']})")
+    p.add_argument("--prompt", help="synthetic prompt lengths (fixed:N, uniform:LO,HI, "
+                   f"lognormal:MEDIAN,SIGMA[,MAX]; default {SYNTHETIC['prompt']})")
+    p.add_argument("--output", help=f"synthetic output lengths (default {SYNTHETIC['output']})")
+    p.add_argument("--seed", type=int, help="synthetic: the seed (default 0)")
     p.add_argument("--scheduler", default="sarathi", choices=tuple(POLICIES))
     p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH)
     p.add_argument("--token-budget", type=int, default=DEFAULT_TOKEN_BUDGET)
-    p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="sarathi: prefill tokens a step")
+    p.add_argument("--chunk", type=int, help=f"sarathi: prefill tokens a step (default {DEFAULT_CHUNK})")
     p.add_argument("--preemption", default="recompute", choices=("recompute", "swap"))
-    p.add_argument("--swap-link", default="pcie4-x16", metavar="PRESET",
-                   help="the host link swapped KV blocks cross (default pcie4-x16)")
+    p.add_argument("--swap-link", metavar="PRESET",
+                   help=f"with --preemption swap: the host link KV blocks cross (default {SWAP_LINK})")
     p.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE, help="tokens per KV block")
     p.add_argument("--kv-blocks", type=int,
                    help="KV-cache blocks (default: the device's memory after the weights)")
     p.add_argument("--kv-bucket", type=int, help="round cache lengths up to a multiple for the "
                    "step costs (default: exact)")
-    p.add_argument("--routing", default="uniform", help="a mixture of experts' routing policy")
+    p.add_argument("--routing", help="a mixture of experts' routing policy (default uniform)")
     p.add_argument("--slo-ttft", type=float, metavar="S", help="time-to-first-token SLO, seconds")
     p.add_argument("--slo-tpot", type=float, metavar="S", help="time-per-output-token SLO, seconds")
     p.add_argument("--compare", metavar="T1,T2,...", help="the same run on each target (its "

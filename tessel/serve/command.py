@@ -17,13 +17,15 @@ from arch.links import load_link
 from compiler.frontend import load_model
 from tessel.files import atomic_write
 from tessel.progress import Progress
+from tessel.request import routing_policy
+from tessel.serve.args import SWAP_LINK, SYNTHETIC
 from tessel.serve.errors import ServeError
 from tessel.serve.engine import serve
 from tessel.serve.kv import KVConfig
 from tessel.serve.metrics import summarize
 from tessel.serve.output import write_outputs
 from tessel.serve.preemption import Recompute, Swap
-from tessel.serve.scheduler import Scheduler
+from tessel.serve.scheduler import DEFAULT_CHUNK, Scheduler
 from tessel.serve.simulated import (GpuCosts, SimulatedCosts, device_memory_bytes,
                                     kv_bytes_per_token, kv_capacity_tokens)
 from tessel.serve.step import Memo, StepShape
@@ -43,11 +45,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ServeError(f"--model {args.model}: a .graph file has no requests to serve")
     if args.kv_bucket is not None and args.kv_bucket < 1:
         raise ServeError(f"--kv-bucket {args.kv_bucket}: must be an integer >= 1")
-    requests = (read_trace(args.trace) if args.trace is not None
-                else synthetic(args.requests, args.rate, args.prompt, args.output, args.seed))
-    scheduler = Scheduler(args.scheduler, args.max_batch, args.token_budget, args.chunk)
+    _refuse_unused(args)
+    args.routing = routing_policy(model, False, args.routing) or "uniform"
+    requests = read_trace(args.trace) if args.trace is not None else _synthetic(args)
+    scheduler = Scheduler(args.scheduler, args.max_batch, args.token_budget,
+                          DEFAULT_CHUNK if args.chunk is None else args.chunk)
     if args.compare is not None:
         return _compare(args, model, requests, scheduler)
+    args.target = args.target or "systolic"
     if args.target == "gpu":
         if args.set:
             raise ServeError("--set: not with --target gpu (GPU presets are priced as they are)")
@@ -62,6 +67,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(render_summary(summary, f"tessel serve: {model.name} on {arch.name} ({args.target}), "
                                   f"{scheduler.policy}"))
     return 0
+
+
+def _synthetic(args):
+    """The synthetic workload the flags ask for, SYNTHETIC's defaults where left out."""
+    given = {k: SYNTHETIC[k] if getattr(args, k) is None else getattr(args, k) for k in SYNTHETIC}
+    return synthetic(given["requests"], args.rate, given["prompt"], given["output"], given["seed"])
+
+
+def _refuse_unused(args) -> None:
+    """A flag given where it does not apply is refused, not ignored."""
+    if args.trace is not None:
+        given = [f"--{k}" for k in SYNTHETIC if getattr(args, k) is not None]
+        if given:
+            raise ServeError(f"{' '.join(given)}: only with --rate (a synthetic workload), not "
+                             "with --trace")
+    if args.chunk is not None and args.scheduler != "sarathi":
+        raise ServeError(f"--chunk: only with --scheduler sarathi (the {args.scheduler} "
+                         "scheduler prefills whole)")
+    if args.swap_link is not None and args.preemption != "swap":
+        raise ServeError("--swap-link: only with --preemption swap")
 
 
 def _gpu(name: str, flag: str):
@@ -84,7 +109,8 @@ def _serve_on(args, model, requests, scheduler: Scheduler, target_name: str, arc
         blocks = kv_capacity_tokens(model, device_memory_bytes(arch), itemsize) // args.block_size
     kv = KVConfig(blocks, args.block_size)
     preemption = (Recompute() if args.preemption == "recompute" else
-                  Swap(kv_bytes_per_token(model, itemsize), _host_bandwidth(args.swap_link)))
+                  Swap(kv_bytes_per_token(model, itemsize),
+                       _host_bandwidth(args.swap_link or SWAP_LINK)))
     memo, sample = Memo(costs), []
 
     def keep(step, record) -> None:         # a sample of exact shapes for the bucketing error
@@ -104,7 +130,7 @@ def _compare(args, model, requests, scheduler: Scheduler) -> int:
     """`--compare`: the same requests and scheduler on each listed target (its default preset)
     or GPU preset, a column each."""
     clash = [f"--{n.replace('_', '-')}" for n in ("arch", "out", "kv_blocks") if getattr(args, n)]
-    clash += ["--set"] * bool(args.set) + ["--target"] * (args.target != "systolic")
+    clash += ["--set"] * bool(args.set) + ["--target"] * (args.target is not None)
     if clash:
         raise ServeError(f"{' '.join(clash)}: not with --compare (each column runs its own "
                          "target's default preset and memory)")

@@ -45,7 +45,8 @@ ROWS = [(0.0, 5, 4), (0.0, 3, 6), (0.001, 7, 3), (0.002, 4, 5), (0.01, 6, 2)]
     ("dataflow", "continuous"), ("dataflow", "sarathi")])
 def test_a_trace_is_served_on_a_target_with_its_own_step_costs(capsys, tmp_path, target, scheduler):
     summary = serve(capsys, tmp_path, "--target", target, "--trace", trace(tmp_path, ROWS),
-                    "--scheduler", scheduler, "--chunk", "4", "--token-budget", "16",
+                    "--scheduler", scheduler, *(("--chunk", "4") if scheduler == "sarathi" else ()),
+                    "--token-budget", "16",
                     "--max-batch", "4", "--out", str(tmp_path / "out"))
     assert summary["requests"] == {"total": 5, "finished": 5, "rejected": 0}
     assert summary["cost_model"]["distinct_shapes"] >= 2
@@ -99,6 +100,11 @@ def test_compare_serves_the_same_requests_on_each_target_and_gpu(capsys, tmp_pat
     (("--target", "gpu", "--set", "rows=64"), "--set: not with --target gpu"),
     (("--target", "gpu", "--arch", "systolic-128"), "a systolic architecture, not a GPU preset"),
     (("--kv-bucket", "0"), "--kv-bucket 0: must be an integer >= 1"),
+    (("--requests", "50", "--seed", "3"), "--requests --seed: only with --rate"),
+    (("--scheduler", "continuous", "--chunk", "64"), "--chunk: only with --scheduler sarathi"),
+    (("--swap-link", "pcie5-x16"), "--swap-link: only with --preemption swap"),
+    (("--routing", "zipf:1.2"), "has no experts to route"),
+    (("--compare", "systolic", "--target", "systolic"), "--target: not with --compare"),
     (("--scheduler", "sarathi", "--chunk", "0"), "chunk must be an integer >= 1"),
 ])
 def test_bad_serving_settings_are_one_line(capsys, tmp_path, argv, message):
