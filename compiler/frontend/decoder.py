@@ -304,7 +304,10 @@ def build_part(config: DecoderConfig, phase: Phase | Step, shard: Shard) -> Shar
         flat = g.op(OpKind.RESHAPE, f"{p}.{block}.tokens", [src], shape=(B * S, D))
         split = shard.split_tokens              # all-to-all dispatch: this rank's tokens only
         if split:
-            own = shard.split(B * S, what="tokens of the pass")
+            if B * S % shard.tp:
+                raise GraphError(f"--ep-dispatch all_to_all: the {B * S} tokens of the pass do "
+                                 f"not split over {shard.tp} ranks (use --ep-dispatch replicated)")
+            own = B * S // shard.tp
             flat = g.op(OpKind.SLICE, f"{p}.{block}.own_tokens", [flat], axis=0,
                         start=shard.rank * own, stop=(shard.rank + 1) * own)
         logits = g.linear(f"{p}.{block}.gate", flat, D, E, bias=False)

@@ -79,12 +79,9 @@ class Shard:
         per = self.split(count)
         return range(self.rank * per, (self.rank + 1) * per)
 
-    def split(self, count: int, what: str = "") -> int:
-        """How many of `count` heads (or columns, or `what`) this rank holds."""
+    def split(self, count: int) -> int:
+        """How many of `count` heads (or columns) this rank holds."""
         if count % self.tp:
-            if what:
-                raise GraphError(f"--ep-dispatch all_to_all: the {count} {what} do not split "
-                                 f"over {self.tp} ranks (use --ep-dispatch replicated)")
             raise GraphError(f"shard: {count} cannot be split over {self.tp} ranks")
         return count // self.tp
 

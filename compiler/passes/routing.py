@@ -86,12 +86,18 @@ def _layout(choice: np.ndarray, first: int, count: int
     tokens, k = choice.shape
     flat = choice.reshape(-1)
     held = (flat >= first) & (flat < first + count)
-    pairs = np.flatnonzero(held)
-    order = pairs[np.argsort(flat[pairs], kind="stable")]   # pair index t*k + j, by expert
+    order = _by_expert(flat, first, count)
     slot = np.zeros(tokens * k, dtype=np.int64)
     slot[order] = np.arange(len(order))
     return (order // k, slot.reshape(tokens, k),
-            np.bincount(flat[pairs] - first, minlength=count), held.reshape(tokens, k))
+            np.bincount(flat[order] - first, minlength=count), held.reshape(tokens, k))
+
+
+def _by_expert(flat: np.ndarray, first: int, count: int) -> np.ndarray:
+    """The pairs (index token * k + j of a flattened choice) whose expert is one of experts
+    first..first+count-1, sorted by expert, then token."""
+    pairs = np.flatnonzero((flat >= first) & (flat < first + count))
+    return pairs[np.argsort(flat[pairs], kind="stable")]
 
 
 def _held(graph: Graph, op: Op) -> tuple[int, int]:
@@ -229,11 +235,8 @@ class _Dispatch:
         t, k = graph[op.inputs[0]].type.shape[0], op.attr("top_k")
         self.n_experts, per = _experts(graph, op), _experts(graph, op) // n
         self.t, self.k, self.first = t, k, op.attr("first_expert")
-        pairs = [[np.flatnonzero(choice[s * t:(s + 1) * t].reshape(-1) // per == q)
-                  for q in range(n)] for s in range(n)]        # pair index tok*k + j, by rank
-        flat = [choice[s * t:(s + 1) * t].reshape(-1) for s in range(n)]
-        pairs = [[p[np.argsort(flat[s][p], kind="stable")] for q, p in enumerate(row)]
-                 for s, row in enumerate(pairs)]
+        flat = [choice[s * t:(s + 1) * t].reshape(-1) for s in range(n)]   # rank s's tokens
+        pairs = [[_by_expert(f, q * per, per) for q in range(n)] for f in flat]
         self.capacity = c = max(len(p) for row in pairs for p in row)
         self.send = np.zeros(n * c, np.int64)
         self.back = np.zeros((k, t), np.int64)
