@@ -164,14 +164,14 @@ class TargetLowering(abc.ABC):
         sim/multi.py; the storage plan gives an all-reduce or all-to-all its input's view and
         an all-gather's input its rank's rows of the result) once `writer` has stored this
         rank's part; whichever queue reads the result waits for the link there
-        (`Emitter.link_reduce`). Every target: values live in memory spaces."""
+        (`Emitter.link_collective`). Every target: values live in memory spaces."""
         em, view = self.em, self.plan.views[op.name]
         m = self.matrix(view)
         if m.rows > 1 and m.stride != m.cols:
             raise CompileError(f"op '{op.name}': a {op.kind.value} of a strided view of "
                                f"'{op.inputs[0]}'; it needs a dense buffer")
         dtype = self.plan.buffers[view.buffer].dtype
-        em.link_reduce(writer, symbol_name(view.buffer), kind=op.kind.coll_kind, dtype=dtype,
+        em.link_collective(writer, symbol_name(view.buffer), kind=op.kind.coll_kind, dtype=dtype,
                        buf=em.dram(m), bytes=m.rows * m.cols * dtype.itemsize,
                        ranks=op.attr("ranks"), stride=1)
 

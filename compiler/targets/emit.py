@@ -75,8 +75,8 @@ class Tracked:
 
 
 class _LinkTokens(Tracked):
-    """The link queue's all-reduces, in program order: `go` (the partial sum is stored) and
-    `done` (it is reduced), one token each per all-reduce, and the symbol of each (`log`, as
+    """The link queue's collectives, in program order: `go` (this rank's part is stored) and
+    `done` (the result is in place), one token each per collective, and the symbol of each (`log`, as
     the store tokens'; a sweep replays the symbols of the periods it does not emit). One
     queue reads reduced values: a `done` token taken by another would be lost to it."""
 
@@ -84,7 +84,7 @@ class _LinkTokens(Tracked):
         self.go, self.done = go, done
         self.signalled = self.waited = 0
         self.log: list[str] = []
-        self.ready: dict[str, int] = {}      # symbol -> the done token of its last all-reduce
+        self.ready: dict[str, int] = {}      # symbol -> the done token of its last collective
         self.reader: str | None = None
 
     def record(self, symbol: str) -> None:
@@ -96,7 +96,7 @@ class _LinkTokens(Tracked):
         if token <= self.waited:
             return
         if self.reader not in (None, queue):
-            raise CompileError(f"'{symbol}': all-reduced values read by queues {self.reader} "
+            raise CompileError(f"'{symbol}': collectives' results read by queues {self.reader} "
                                f"and {queue}; one queue must take the link's tokens")
         self.reader = queue
         while self.waited < token:
@@ -184,7 +184,7 @@ class Emitter:
         self._pending: dict[str, int] = {}          # symbol -> token some waiting queue lacks
         self._config: dict[str, QueueConfig] = {}   # queue -> its configuration registers now
         self._tracked: list[Tracked] = []
-        self._link: _LinkTokens | None = None       # the all-reduces' tokens, once there is one
+        self._link: _LinkTokens | None = None       # the collectives' tokens, once there is one
         self.link_reader: str | None = None         # the queue that waits for them (None: the
                                                     # one that reads a result first)
 
@@ -281,7 +281,7 @@ class Emitter:
         return self._link.log[token:] if self._link is not None else []
 
     def replay_links(self, names: list[str]) -> None:
-        """Record the next all-reduces as those of `names` (a sweep's periods not emitted; the
+        """Record the next collectives as those of `names` (a sweep's periods not emitted; the
         counters have been moved on past them already), as `replay_stores` does stores."""
         for name in names:
             self._link.record(name)
@@ -393,13 +393,13 @@ class Emitter:
         self._store_log.append(symbol)
         self._pending[symbol] = self._stores_signalled
 
-    def link_reduce(self, writer: str, symbol: str, **coll) -> None:
-        """An all-reduce of `symbol` in place on the link queue (`coll` with the fields
-        `coll`): it starts once `writer`, which stored the partial sum last, signals it, and
-        the queue that reads the sum waits for it there (`before_read`), so neither waits for
-        the link meanwhile (one half's all-reduce runs under the other half's compute,
-        compiler/parallel/overlap.py). One pair of semaphores for every all-reduce, so that
-        layers emit alike."""
+    def link_collective(self, writer: str, symbol: str, **coll) -> None:
+        """A collective on `symbol` in place on the link queue (`coll` with the fields `coll`:
+        an all-reduce, all-gather or all-to-all): it starts once `writer`, which stored this
+        rank's part last, signals it, and the queue that reads the result waits for it there
+        (`before_read`), so neither waits for the link meanwhile (one half's all-reduce runs
+        under the other half's compute, compiler/parallel/overlap.py). One pair of semaphores
+        for every collective, so that layers emit alike."""
         if self._link is None:
             self._link = _LinkTokens(self.semaphore(), self.semaphore())
             self.track(self._link)
@@ -418,7 +418,7 @@ class Emitter:
 
     def before_read(self, queue: str, symbol: str) -> None:
         """Before `queue` first loads `symbol`: wait until its producer's store has finished
-        (and, for an all-reduced value, the link's all-reduce)."""
+        (and, for a collective's result, the link's collective)."""
         if self.link_reader in (None, queue):
             self.link_wait(queue, symbol)
         token = self._ready_token.get(symbol)
