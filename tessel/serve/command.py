@@ -12,31 +12,20 @@ import json
 from pathlib import Path
 
 from arch import load_arch
-from isa import DType
-from arch.links import load_link
 from compiler.frontend import load_model
 from tessel.files import atomic_write
-from tessel.progress import Progress
 from tessel.request import routing_policy
-from tessel.serve.args import SWAP_LINK, SYNTHETIC
+from tessel.serve.args import SYNTHETIC
 from tessel.serve.errors import ServeError
-from tessel.serve.engine import serve
-from tessel.serve.kv import KVConfig
-from tessel.serve.metrics import summarize
 from tessel.serve.output import write_outputs
-from tessel.serve.preemption import Recompute, Swap
+from tessel.serve.run import ServeSettings, serve_on
 from tessel.serve.scheduler import DEFAULT_CHUNK, Scheduler
-from tessel.serve.simulated import (GpuCosts, SimulatedCosts, device_memory_bytes,
-                                    kv_bytes_per_token, kv_capacity_tokens)
-from tessel.serve.step import Memo, StepShape
 from tessel.serve.traces import read_trace
 from tessel.serve.workload import synthetic
 from tessel.table import render_table, si
 from tessel.targets import TARGETS
 
 __all__ = ["cmd_serve", "render_summary", "render_comparison"]
-
-SAMPLE_STEPS = 8            # steps simulated at their exact lengths to measure --kv-bucket's error
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -59,7 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         arch = _gpu(args.arch or "gpu-a100-80gb", "--arch")
     else:
         arch = TARGETS[args.target].load_arch(args.arch, args.set)
-    summary, result = _serve_on(args, model, requests, scheduler, args.target, arch)
+    summary, result = serve_on(model, requests, _settings(args, scheduler), args.target, arch)
     if args.out is not None:
         write_outputs(result, args.out, summary=summary)
     if args.json is not None:
@@ -96,34 +85,9 @@ def _gpu(name: str, flag: str):
     return arch
 
 
-def _serve_on(args, model, requests, scheduler: Scheduler, target_name: str, arch):
-    """One target's run: its step costs, its KV cache, the summary (with the bucketing's
-    measured error) and the result."""
-    if target_name == "gpu":
-        costs, itemsize = GpuCosts(model, arch, routing=args.routing), 2
-    else:
-        costs = SimulatedCosts(model, target_name, arch, routing=args.routing)
-        itemsize = DType(arch.dtype).itemsize
-    blocks = args.kv_blocks
-    if blocks is None:
-        blocks = kv_capacity_tokens(model, device_memory_bytes(arch), itemsize) // args.block_size
-    kv = KVConfig(blocks, args.block_size)
-    preemption = (Recompute() if args.preemption == "recompute" else
-                  Swap(kv_bytes_per_token(model, itemsize),
-                       _host_bandwidth(args.swap_link or SWAP_LINK)))
-    memo, sample = Memo(costs), []
-
-    def keep(step, record) -> None:         # a sample of exact shapes for the bucketing error
-        if args.kv_bucket is not None and len(sample) < SAMPLE_STEPS * 4:
-            sample.append(StepShape.of(step))
-    result = serve(requests, memo, scheduler=scheduler, kv=kv, preemption=preemption,
-                   kv_bucket=args.kv_bucket, progress=Progress(), on_step=keep,
-                   context_tokens=model.config.n_positions)
-    summary = summarize(result, slo_ttft_s=args.slo_ttft, slo_tpot_s=args.slo_tpot)
-    summary["target"] = {"target": target_name, "arch": arch.name, "model": model.name}
-    if args.kv_bucket is not None:
-        summary["kv_bucket_error"] = _bucket_error(costs, memo, sample[::4], args.kv_bucket)
-    return summary, result
+def _settings(args, scheduler: Scheduler) -> ServeSettings:
+    return ServeSettings(scheduler, args.routing, args.preemption, args.swap_link, args.block_size,
+                         args.kv_blocks, args.kv_bucket, args.slo_ttft, args.slo_tpot)
 
 
 def _compare(args, model, requests, scheduler: Scheduler) -> int:
@@ -140,28 +104,12 @@ def _compare(args, model, requests, scheduler: Scheduler) -> int:
                          "systolic,dataflow,gpu-a100-80gb")
     archs = {e: (e, TARGETS[e].load_arch()) if e in TARGETS else ("gpu", _gpu(e, "--compare"))
              for e in entries}              # every column checked before any runs
-    runs = {e: _serve_on(args, model, requests, scheduler, *archs[e])[0] for e in entries}
+    settings = _settings(args, scheduler)
+    runs = {e: serve_on(model, requests, settings, *archs[e])[0] for e in entries}
     if args.json is not None:
         atomic_write(Path(args.json), json.dumps(runs, indent=1).encode())
     print(render_comparison(runs, f"tessel serve --compare: {model.name}, {scheduler.policy}"))
     return 0
-
-
-def _host_bandwidth(preset: str) -> float:
-    link = load_link(preset)
-    return link.links_per_device * link.link_bw_gbps * 1e9 * link.efficiency
-
-
-def _bucket_error(costs, memo: Memo, exact: list[StepShape], bucket: int) -> dict:
-    """Each sampled step's cost at its exact lengths against the bucketed cost the run used:
-    relative error of the seconds, mean and worst."""
-    errors = []
-    for shape in exact:
-        truth = costs.cost(shape).seconds
-        errors.append(abs(memo.cost(shape.bucketed(bucket)).seconds - truth) / truth)
-    return {"kv_bucket": bucket, "steps_sampled": len(errors),
-            "mean_rel_error": sum(errors) / len(errors) if errors else None,
-            "max_rel_error": max(errors) if errors else None}
 
 
 def render_summary(s: dict, title: str) -> str:
