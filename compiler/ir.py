@@ -10,13 +10,13 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import networkx as nx
 
 from isa import DType
 
-__all__ = ["DType", "TensorType", "OpKind", "Op", "Graph", "GraphError", "freeze_attrs"]
+__all__ = ["DType", "TensorType", "OpKind", "Op", "Graph", "GraphError", "freeze_attrs", "subgraph"]
 
 
 class GraphError(ValueError):
@@ -197,3 +197,24 @@ class Graph:
 
     def input_types(self, op: Op) -> tuple[TensorType, ...]:
         return tuple(self._by_name[n].type for n in op.inputs)
+
+
+def subgraph(graph: Graph, keep: Callable[[Op], bool], name: str | None = None) -> Graph:
+    """The ops of `graph` that `keep`, as a graph of their own: a value they read from outside
+    becomes an input of its type (a weight stays a weight), and a kept value read outside or
+    an output of `graph` is an output. What a part of a graph costs on its own is this graph's
+    cost (the serving step costs by parts, tessel/serve/simulated.py)."""
+    kept = [op for op in graph.ops if keep(op)]
+    names = {op.name for op in kept}
+    ops: list[Op] = []
+    for op in kept:
+        for src in op.inputs:
+            if src not in names:
+                outer = graph[src]
+                ops.append(outer if outer.kind.is_source else Op(src, OpKind.INPUT, (), outer.type))
+                names.add(src)
+        ops.append(op)
+    outputs = [op.name for op in kept if not op.kind.is_source and (
+        op.name in graph.outputs or any(not keep(c) for c in graph.consumers(op.name)))]
+    return Graph(name or graph.name, ops, outputs)
+

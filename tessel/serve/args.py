@@ -7,7 +7,7 @@ import argparse
 from tessel.serve.kv import DEFAULT_BLOCK_SIZE
 from tessel.serve.scheduler import DEFAULT_CHUNK, DEFAULT_MAX_BATCH, DEFAULT_TOKEN_BUDGET, POLICIES
 
-__all__ = ["add_arguments", "TARGET_CHOICES", "SYNTHETIC", "SWAP_LINK"]
+__all__ = ["add_arguments", "TARGET_CHOICES", "SYNTHETIC", "SWAP_LINK", "STEP_COSTS", "CHECK_STEPS"]
 
 TARGET_CHOICES = ("systolic", "pim", "dataflow", "gpu")     # tessel.targets.TARGETS and GPUs
 # a synthetic workload's defaults; flags left out are None, so that one given where it does
@@ -15,6 +15,8 @@ TARGET_CHOICES = ("systolic", "pim", "dataflow", "gpu")     # tessel.targets.TAR
 SYNTHETIC = {"requests": 100, "prompt": "lognormal:512,1.0,4096",
              "output": "lognormal:128,1.0,1024", "seed": 0}
 SWAP_LINK = "pcie4-x16"
+STEP_COSTS = ("parts", "whole")     # how a simulated target prices a step (tessel/serve/run.py)
+CHECK_STEPS = 4     # steps simulated whole at exact lengths to measure the error of parts or buckets
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,6 +47,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="KV-cache blocks (default: the device's memory after the weights)")
     p.add_argument("--kv-bucket", type=int, help="round cache lengths up to a multiple for the "
                    "step costs (default: exact)")
+    p.add_argument("--step-cost", choices=STEP_COSTS, help="a simulated target's step price: "
+                   "the sum of its parts, each simulated alone (default), or the whole step "
+                   "simulated as one program (exact, slower)")
+    p.add_argument("--check-steps", type=int, help="steps simulated whole at their exact lengths "
+                   f"to measure the error of parts or --kv-bucket (default {CHECK_STEPS}; 0: none)")
     p.add_argument("--routing", help="a mixture of experts' routing policy (default uniform)")
     p.add_argument("--slo-ttft", type=float, metavar="S", help="time-to-first-token SLO, seconds")
     p.add_argument("--slo-tpot", type=float, metavar="S", help="time-per-output-token SLO, seconds")

@@ -15,7 +15,7 @@ from arch import load_arch
 from compiler.frontend import load_model
 from tessel.files import atomic_write
 from tessel.request import routing_policy
-from tessel.serve.args import SYNTHETIC
+from tessel.serve.args import CHECK_STEPS, SYNTHETIC
 from tessel.serve.errors import ServeError
 from tessel.serve.output import write_outputs
 from tessel.serve.run import ServeSettings, serve_on
@@ -34,6 +34,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ServeError(f"--model {args.model}: a .graph file has no requests to serve")
     if args.kv_bucket is not None and args.kv_bucket < 1:
         raise ServeError(f"--kv-bucket {args.kv_bucket}: must be an integer >= 1")
+    if args.check_steps is not None and args.check_steps < 0:
+        raise ServeError(f"--check-steps {args.check_steps}: must be an integer >= 0")
     _refuse_unused(args)
     args.routing = routing_policy(model, False, args.routing) or "uniform"
     requests = read_trace(args.trace) if args.trace is not None else _synthetic(args)
@@ -45,6 +47,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.target == "gpu":
         if args.set:
             raise ServeError("--set: not with --target gpu (GPU presets are priced as they are)")
+        if args.step_cost is not None:
+            raise ServeError("--step-cost: simulated targets only (a GPU preset's parts are its "
+                             "whole step's kernels)")
         arch = _gpu(args.arch or "gpu-a100-80gb", "--arch")
     else:
         arch = TARGETS[args.target].load_arch(args.arch, args.set)
@@ -74,6 +79,10 @@ def _refuse_unused(args) -> None:
     if args.chunk is not None and args.scheduler != "sarathi":
         raise ServeError(f"--chunk: only with --scheduler sarathi (the {args.scheduler} "
                          "scheduler prefills whole)")
+    exact = args.kv_bucket is None and (args.target == "gpu" or args.step_cost == "whole")
+    if args.check_steps is not None and exact and args.compare is None:
+        raise ServeError("--check-steps: nothing to check (the steps are priced whole at exact "
+                         "lengths; it applies to --step-cost parts or --kv-bucket)")
     if args.swap_link is not None and args.preemption != "swap":
         raise ServeError("--swap-link: only with --preemption swap")
 
@@ -87,7 +96,9 @@ def _gpu(name: str, flag: str):
 
 def _settings(args, scheduler: Scheduler) -> ServeSettings:
     return ServeSettings(scheduler, args.routing, args.preemption, args.swap_link, args.block_size,
-                         args.kv_blocks, args.kv_bucket, args.slo_ttft, args.slo_tpot)
+                         args.kv_blocks, args.kv_bucket, args.slo_ttft, args.slo_tpot,
+                         args.step_cost or "parts",
+                         CHECK_STEPS if args.check_steps is None else args.check_steps)
 
 
 def _compare(args, model, requests, scheduler: Scheduler) -> int:
@@ -130,15 +141,19 @@ def _rows(s: dict) -> list[tuple[str, str]]:
             ("energy per output token", si(s["energy"]["per_output_token_j"] or 0, "J")),
             ("steps", f"{s['steps']['count']:,} (mean batch {s['steps']['mean_batch'] or 0:.1f}, "
                       f"{s['steps']['preemptions']} preemptions)"),
-            ("step shapes simulated", f"{s['cost_model']['distinct_shapes']:,} "
-                                      f"({s['cost_model']['memo_hits']:,} steps from memory)")]
+            ("step shapes priced", f"{s['cost_model']['distinct_shapes']:,} "
+                                   f"({s['cost_model']['memo_hits']:,} steps from memory"
+                                   + (f"; {parts:,} parts simulated)" if (parts := s["step_cost"]
+                                      ["parts_simulated"]) is not None else ")"))]
     if s.get("slo"):
         rows.append(("SLO attainment", f"{s['slo'].get('attainment', 0):.1%}"))
-    if "kv_bucket_error" in s:
-        e = s["kv_bucket_error"]
-        rows.append(("KV bucketing", f"{e['kv_bucket']} tokens: step time error mean "
-                                     f"{(e['mean_rel_error'] or 0):.2%}, worst "
-                                     f"{(e['max_rel_error'] or 0):.2%} on {e['steps_sampled']} steps"))
+    if "steps_checked" in s["step_cost"]:
+        e = s["step_cost"]
+        how = " and ".join(filter(None, ["parts" * (e["method"] == "parts"),
+                                         e["kv_bucket"] and f"contexts bucketed to {e['kv_bucket']}"]))
+        rows.append(("step cost error", f"{how}: mean {(e['mean_rel_error'] or 0):.2%}, worst "
+                     f"{(e['max_rel_error'] or 0):.2%} of the time on {e['steps_checked']} steps "
+                     "simulated whole" if e["steps_checked"] else f"{how}: not checked"))
     return rows
 
 

@@ -5,8 +5,11 @@ serve` (command.py) runs per column and what a sweep point with a `[serve]` tabl
 the KV cache, preemption, bucketing and the SLOs. `serve_on` builds the target's step costs
 (the simulator's, or the GPU baseline's for a GPU preset), sizes the KV cache from the
 device's memory after the weights unless `kv_blocks` is given, serves the requests and
-summarises them; with `kv_bucket`, it also simulates a sample of the steps at their exact
-lengths and reports the bucketing's error on them.
+summarises them. A simulated target prices steps by their parts by default (`step_cost`
+"parts", tessel/serve/simulated.py) or whole ("whole": each distinct step simulated as one
+program, exact and a few thousand times slower); where the price is not the whole step's
+simulation at exact lengths (parts, or `kv_bucket`), the run simulates `check_steps` of its
+steps, evenly spaced, whole and exactly, and reports the relative error of what it used.
 """
 from __future__ import annotations
 
@@ -15,19 +18,18 @@ from dataclasses import dataclass
 from arch.links import load_link
 from isa import DType
 from tessel.progress import Progress
-from tessel.serve.args import SWAP_LINK
+from tessel.serve.args import CHECK_STEPS, SWAP_LINK
 from tessel.serve.engine import ServeResult, serve
 from tessel.serve.kv import DEFAULT_BLOCK_SIZE, KVConfig
 from tessel.serve.metrics import summarize
 from tessel.serve.preemption import Recompute, Swap
 from tessel.serve.scheduler import Scheduler
-from tessel.serve.simulated import (GpuCosts, SimulatedCosts, device_memory_bytes,
+from tessel.serve.simulated import (GpuCosts, SimulatedCosts, SimulatedParts, device_memory_bytes,
                                     kv_bytes_per_token, kv_capacity_tokens)
 from tessel.serve.step import Memo, StepShape
 
-__all__ = ["ServeSettings", "serve_on", "SAMPLE_STEPS"]
+__all__ = ["ServeSettings", "serve_on"]
 
-SAMPLE_STEPS = 8            # steps simulated at their exact lengths to measure --kv-bucket's error
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,8 @@ class ServeSettings:
     kv_bucket: int | None = None          # None: exact cache lengths
     slo_ttft_s: float | None = None
     slo_tpot_s: float | None = None
+    step_cost: str = "parts"              # simulated targets: parts | whole
+    check_steps: int = CHECK_STEPS        # steps checked against whole exact simulation
 
 
 def serve_on(model, requests, settings: ServeSettings, target_name: str, arch,
@@ -49,8 +53,11 @@ def serve_on(model, requests, settings: ServeSettings, target_name: str, arch,
     measured error) and the result."""
     if target_name == "gpu":
         costs, itemsize = GpuCosts(model, arch, routing=settings.routing), 2
+        exact = costs                       # its parts are the whole graph's kernels (tests)
     else:
-        costs = SimulatedCosts(model, target_name, arch, routing=settings.routing)
+        exact = SimulatedCosts(model, target_name, arch, routing=settings.routing)
+        costs = (SimulatedParts(model, target_name, arch, routing=settings.routing)
+                 if settings.step_cost == "parts" else exact)
         itemsize = DType(arch.dtype).itemsize
     blocks = settings.kv_blocks
     if blocks is None:
@@ -59,18 +66,18 @@ def serve_on(model, requests, settings: ServeSettings, target_name: str, arch,
     preemption = (Recompute() if settings.preemption == "recompute" else
                   Swap(kv_bytes_per_token(model, itemsize),
                        _host_bandwidth(settings.swap_link or SWAP_LINK)))
-    memo, sample = Memo(costs), []
-
-    def keep(step, record) -> None:         # a sample of exact shapes for the bucketing error
-        if settings.kv_bucket is not None and len(sample) < SAMPLE_STEPS * 4:
-            sample.append(StepShape.of(step))
+    memo, shapes = Memo(costs), []
     result = serve(requests, memo, scheduler=settings.scheduler, kv=kv, preemption=preemption,
-                   kv_bucket=settings.kv_bucket, progress=progress or Progress(), on_step=keep,
+                   kv_bucket=settings.kv_bucket, progress=progress or Progress(),
+                   on_step=lambda step, record: shapes.append(StepShape.of(step)),
                    context_tokens=model.config.n_positions)
     summary = summarize(result, slo_ttft_s=settings.slo_ttft_s, slo_tpot_s=settings.slo_tpot_s)
     summary["target"] = {"target": target_name, "arch": arch.name, "model": model.name}
-    if settings.kv_bucket is not None:
-        summary["kv_bucket_error"] = _bucket_error(costs, memo, sample[::4], settings.kv_bucket)
+    method = "whole" if costs is exact else "parts"
+    summary["step_cost"] = {"method": method, "kv_bucket": settings.kv_bucket,
+                            "parts_simulated": getattr(costs, "parts", None)}
+    if costs is not exact or settings.kv_bucket is not None:
+        summary["step_cost"] |= _checked(exact, memo, shapes, settings)
     return summary, result
 
 
@@ -79,13 +86,19 @@ def _host_bandwidth(preset: str) -> float:
     return link.links_per_device * link.link_bw_gbps * 1e9 * link.efficiency
 
 
-def _bucket_error(costs, memo: Memo, exact: list[StepShape], bucket: int) -> dict:
-    """Each sampled step's cost at its exact lengths against the bucketed cost the run used:
-    relative error of the seconds, mean and worst."""
-    errors = []
-    for shape in exact:
-        truth = costs.cost(shape).seconds
-        errors.append(abs(memo.cost(shape.bucketed(bucket)).seconds - truth) / truth)
-    return {"kv_bucket": bucket, "steps_sampled": len(errors),
-            "mean_rel_error": sum(errors) / len(errors) if errors else None,
-            "max_rel_error": max(errors) if errors else None}
+def _checked(exact, memo: Memo, shapes: list[StepShape], settings: ServeSettings) -> dict:
+    """The relative error of the step costs the run used (parts, bucketed lengths) against
+    each step simulated whole at its exact lengths, on `check_steps` steps evenly spaced over
+    the run: mean and worst, of the seconds and of the joules."""
+    count = min(settings.check_steps, len(shapes))
+    picked = [shapes[(2 * i + 1) * len(shapes) // (2 * count)] for i in range(count)]
+    seconds, joules = [], []
+    for shape in picked:
+        truth, used = exact.cost(shape), memo.cost(shape.bucketed(settings.kv_bucket))
+        seconds.append(abs(used.seconds - truth.seconds) / truth.seconds)
+        if truth.energy_j:
+            joules.append(abs(used.energy_j - truth.energy_j) / truth.energy_j)
+    return {"steps_checked": count,
+            "mean_rel_error": sum(seconds) / count if count else None,
+            "max_rel_error": max(seconds) if count else None,
+            "max_rel_error_energy": max(joules) if joules else None}

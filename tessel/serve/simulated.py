@@ -2,9 +2,12 @@
 
 `SimulatedCosts` prices a step shape by building the serving step's graph (compiler.phase.Step:
 every request's tokens through the token-wise ops at once, attention per request on its own
-cache), compiling it for the target and simulating it timing only; `GpuCosts` prices the same
-graph with the GPU baseline's per-kernel model. Both are `CostModel`s for `Memo`, which asks
-once per distinct shape. A mixture of experts is routed by a routing policy (timing only).
+cache), compiling it for the target and simulating it timing only; `SimulatedParts` prices it
+by its parts (token-wise ops, each attention group, the LM head), each simulated on its own,
+a few thousand times cheaper per step and within a measured error of the whole; `GpuCosts`
+prices the same graph with the GPU baseline's per-kernel model, by parts (exact there). All
+are `CostModel`s for `Memo`, which asks once per distinct shape. A mixture of experts is
+routed by a routing policy (timing only).
 
 `kv_capacity_tokens`: the device's off-chip memory less the weights, in tokens of KV cache at
 the storage type (what the serving layer allocates in blocks, tessel/serve/kv.py).
@@ -17,6 +20,7 @@ import re
 
 from compiler.frontend import Model
 from compiler.frontend.gpt2 import GPT2Config
+from compiler.ir import subgraph
 from compiler.passes.routing import moe_ops, policy_routing, route_graph
 from compiler.phase import Segment, Step, decode, groups
 from compiler.targets.layers import layer_of
@@ -26,7 +30,7 @@ from tessel.serve.errors import ServeError
 from tessel.serve.step import StepCost, StepShape
 from tessel.targets import target
 
-__all__ = ["SimulatedCosts", "GpuCosts", "step_graph", "device_memory_bytes", "kv_capacity_tokens",
+__all__ = ["SimulatedCosts", "SimulatedParts", "GpuCosts", "step_graph", "device_memory_bytes", "kv_capacity_tokens",
            "kv_bytes_per_token"]
 
 
@@ -52,6 +56,110 @@ class SimulatedCosts:
         return StepCost(result.time_s, result.energy_j)
 
 
+class SimulatedParts:
+    """A step's time and energy as the sum of its parts, each simulated on its own (timing
+    only): a few thousand simulations price a 1,000-request run whose steps nearly all differ.
+
+    A step runs its T tokens through the token-wise ops, each attention group on its own
+    requests' caches, and the LM head on its requests' last tokens, so its parts depend on T,
+    on each group (batch, tokens, context) and on the number of requests alone. Each part is
+    the step graph's ops of that part (compiler.ir.subgraph), simulated as a program:
+    - token-wise: a one-layer and a two-layer model's, the layers' cost extrapolated linearly
+      to the model's (a mixture of experts routes each layer its own way: all its layers);
+    - a group: what it adds to a reference group's attention (one decode at one cached token)
+      on one layer, times the layers. Alone, a part would also pay the start and drain that
+      the whole step pays once; as a marginal it does not;
+    - the LM head of n requests' last tokens: what it adds to their token-wise ops.
+    The sum differs from the whole step's simulation because parts overlap in the whole step
+    and not alone: `serve_on` measures that error on a sample of the run's steps and reports
+    it (docs/serving.md has figures: within 0.4 % on systolic and PIM, 0.5-2.2 % on dataflow)."""
+
+    def __init__(self, model: Model, target_name: str, arch, dtype=None,
+                 routing: str = "uniform") -> None:
+        self.spec, self.arch, self.dtype = target(target_name), arch, dtype
+        self.probes = _Probes(model, routing, batched=not target(target_name).one_sequence)
+        self.parts = 0                                  # parts simulated so far
+        self._tokenwise: dict[int, tuple[float, float]] = {}
+        self._heads: dict[int, tuple[float, float]] = {}
+        self._groups: dict[tuple[int, int, int], tuple[float, float]] = {}
+
+    def cost(self, shape: StepShape) -> StepCost:
+        step = _step(self.probes.model, shape, self.probes.batched)
+        figures = [self._tokenwise_part(shape.tokens), self._head_part(shape.batch),
+                   *(self._group_part(p.batch, p.seq, p.kv) for p in groups(step))]
+        return StepCost(*map(sum, zip(*figures)))
+
+    def _tokenwise_part(self, tokens: int) -> tuple[float, float]:
+        if tokens not in self._tokenwise:
+            probe = self.probes.tokenwise_step(tokens)
+            if self.probes.layers == 1:
+                self._tokenwise[tokens] = self._simulated(self.probes.model, probe, _tokenwise)
+            else:
+                one = self._simulated(self.probes.with_layers(1), probe, _tokenwise)
+                two = self._simulated(self.probes.with_layers(2), probe, _tokenwise)
+                self._tokenwise[tokens] = tuple(a + (self.probes.layers - 1) * (b - a)
+                                                for a, b in zip(one, two))
+        return self._tokenwise[tokens]
+
+    def _head_part(self, requests: int) -> tuple[float, float]:
+        if requests not in self._heads:
+            one, probe = self.probes.with_layers(1), self.probes.head_step(requests)
+            alone = self._simulated(one, probe, _tokenwise)
+            both = self._simulated(one, probe, lambda name: _tokenwise(name) or _head(name))
+            self._heads[requests] = tuple(b - a for a, b in zip(alone, both))
+        return self._heads[requests]
+
+    def _group_part(self, batch: int, seq: int, kv: int) -> tuple[float, float]:
+        key = (batch, seq, kv)
+        if key not in self._groups:
+            one = self.probes.with_layers(1)
+            reference = Segment(1, 2) if key == (1, 1, 1) else Segment(1, 1)
+            alone = self._simulated(one, Step((reference,), self.probes.batched), _group)
+            both = self._simulated(one, Step((reference, *(Segment(seq, kv),) * batch),
+                                             self.probes.batched), _group)
+            self._groups[key] = tuple(self.probes.all_layers * (b - a) for a, b in zip(alone, both))
+        return self._groups[key]
+
+    def _simulated(self, model: Model, step: Step, keep) -> tuple[float, float]:
+        """Seconds and joules of the ops of `step`'s graph that `keep` (by name), simulated
+        on their own."""
+        graph = subgraph(_routed(model.graph(step), self.probes.routing), lambda op: keep(op.name))
+        program = self.spec.compile(graph, self.arch, self.dtype).program
+        result = self.spec.simulate(program, self.arch, functional=False).result
+        self.parts += 1
+        return result.time_s, result.energy_j
+
+
+class _Probes:
+    """The small steps a step's parts are priced on, and the models they run on: a dense
+    model's layers cost alike, so its parts run on one or two layers; a mixture of experts
+    routes each layer its own way, so its token-wise part runs on all of them."""
+
+    def __init__(self, model: Model, routing: str, batched: bool) -> None:
+        self.model, self.routing, self.batched = model, routing, batched
+        config = model.config
+        self._field = "n_layer" if isinstance(config, GPT2Config) else "num_hidden_layers"
+        self.all_layers = getattr(config, self._field)
+        # how many layers the token-wise part's price counts per probe layer
+        self.layers = 1 if getattr(config, "num_experts", 0) else self.all_layers
+
+    def with_layers(self, layers: int) -> Model:
+        config = self.model.config
+        return dataclasses.replace(self.model,
+                                   config=dataclasses.replace(config, **{self._field: layers}))
+
+    def tokenwise_step(self, tokens: int) -> Step:
+        """A step of `tokens` tokens in two groups (a prefill and a decode), whose token-wise
+        ops are any such step's: the same joins of the groups' outputs (one token: a decode)."""
+        if tokens == 1:
+            return Step((Segment(1, 1),), self.batched)
+        return Step((Segment(tokens - 1, 0), Segment(1, 1)), self.batched)
+
+    def head_step(self, requests: int) -> Step:
+        """A step of `requests` requests of one token each, in two groups where there are two."""
+        return Step((Segment(1, 0), *(Segment(1, 1),) * (requests - 1)), self.batched)
+
+
 class GpuCosts:
     """A step's time and energy on a GPU preset by the per-kernel baseline (sim/gpu.py).
 
@@ -73,14 +181,9 @@ class GpuCosts:
         self.ragged = ragged
         # a dense model's layers price alike: its parts are priced on one layer, the layer's
         # kernels counted once per layer (a mixture of experts routes each layer its own way)
-        config = model.config
-        self._layers = 1 if getattr(config, "num_experts", 0) else config.n_layer
-        if self._layers > 1:
-            field = "n_layer" if isinstance(config, GPT2Config) else "num_hidden_layers"
-            self._probe_model = dataclasses.replace(
-                model, config=dataclasses.replace(config, **{field: 1}))
-        else:
-            self._probe_model = model
+        self.probes = _Probes(model, routing, batched=True)
+        self._layers = self.probes.layers
+        self._probe_model = model if self._layers == 1 else self.probes.with_layers(1)
         self._tokenwise: dict[int, tuple] = {}       # parts as `_priced` gives them
         self._heads: dict[int, tuple] = {}
         self._groups: dict[tuple[int, int, int], tuple] = {}
@@ -103,18 +206,14 @@ class GpuCosts:
         and the LM head: those of a probe step of a prefill and a decode (two groups, the
         same joins of the groups' outputs)."""
         if tokens not in self._tokenwise:
-            probe = Step((Segment(tokens - 1, 0), Segment(1, 1)))
-            self._tokenwise[tokens] = self._priced(
-                probe, lambda name: not (_GROUP.search(name) or _HEAD.search(name)))
+            self._tokenwise[tokens] = self._priced(self.probes.tokenwise_step(tokens), _tokenwise)
         return self._tokenwise[tokens]
 
     def _head_part(self, requests: int) -> tuple:
         """The last tokens' join and the LM head of `requests` requests in two groups or
         more: those of a probe step of one token each."""
         if requests not in self._heads:
-            probe = Step((Segment(1, 0), *(Segment(1, 1),) * (requests - 1)))
-            self._heads[requests] = self._priced(
-                probe, lambda name: bool(_HEAD.search(name) and not _GROUP.search(name)))
+            self._heads[requests] = self._priced(self.probes.head_step(requests), _head)
         return self._heads[requests]
 
     def _group_part(self, batch: int, seq: int, kv: int) -> tuple:
@@ -122,7 +221,7 @@ class GpuCosts:
         key = (batch, seq, kv)
         if key not in self._groups:
             alone = Step((Segment(seq, kv),) * batch)
-            self._groups[key] = self._priced(alone, lambda name: _GROUP.search(name) is not None)
+            self._groups[key] = self._priced(alone, _group)
         return self._groups[key]
 
     def _priced(self, step: Step, keep) -> tuple[float, float, float, float]:
@@ -152,6 +251,18 @@ def _total(priced: tuple[float, float, float, float]) -> tuple[float, float]:
 # the LM head and the join of the requests' last tokens before it (`norm.last`, `ln_f.last`)
 _GROUP = re.compile(r"\.seg\d+(\.|$)")
 _HEAD = re.compile(r"^lm_head$|\.last$")
+
+
+def _group(name: str) -> bool:
+    return _GROUP.search(name) is not None
+
+
+def _head(name: str) -> bool:
+    return _HEAD.search(name) is not None and not _group(name)
+
+
+def _tokenwise(name: str) -> bool:
+    return not (_group(name) or _HEAD.search(name))
 
 
 def _routed(graph, routing: str):

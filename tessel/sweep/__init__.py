@@ -1,6 +1,7 @@
-"""Design-space sweeps: a TOML spec of architecture parameters, models and phases, evaluated
-point by point (timing only) in a local process pool or on a Dask cluster, with results in a
-resumable SQLite store, a CSV and a Pareto plot. docs/sweeps.md describes the spec format.
+"""Design-space sweeps: a TOML spec of architecture parameters, models and phases (or a
+`[serve]` workload, serving figures as objectives), evaluated point by point (timing only) in
+a local process pool or on a Dask cluster, with results in a resumable SQLite store, a CSV and
+a Pareto plot. docs/sweeps.md describes the spec format.
 """
 from importlib import import_module
 

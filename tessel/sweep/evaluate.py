@@ -1,4 +1,6 @@
 """One point, timing only: the pure function that every executor (process pool, Dask) runs.
+A phase task simulates one pass; a serving task serves its spec's workload on the point's
+arch (tessel/sweep/serving.py).
 
 A point that cannot be built or run (an arch that fails a cross-field check, a model whose
 tiles do not fit) is an outcome too: `failed` with the one-line reason, never retried.
@@ -16,6 +18,7 @@ from tessel.request import make_request
 from tessel.targets import target
 from tessel.sweep.metrics import flatten
 from tessel.sweep.points import Task
+from tessel.sweep.serving import serve_figures
 
 __all__ = ["Outcome", "evaluate_point"]
 
@@ -38,14 +41,18 @@ def evaluate_point(task: Task) -> Outcome:
     start = time.perf_counter()
     try:
         arch = target(task.target).load_arch(task.base, task.overrides)
-        result = run(make_request(_model(task.model), task.target, arch, task.phase,
-                                  numerics=False, routing=task.routing)).result
+        if task.serve is not None:
+            figures = serve_figures(task.serve, _model(task.model), task.target, arch, task.routing)
+        else:
+            result = run(make_request(_model(task.model), task.target, arch, task.phase,
+                                      numerics=False, routing=task.routing)).result
+            figures = flatten(result, task.phase)
     except USER_ERRORS as e:
         return Outcome(task.key, False, {}, _one_line(str(e)), time.perf_counter() - start)
     except Exception as e:              # a bug in one point must not stop the sweep: record it
         reason = f"internal error: {type(e).__name__}: {e}"
         return Outcome(task.key, False, {}, _one_line(reason), time.perf_counter() - start)
-    return Outcome(task.key, True, flatten(result, task.phase), None, time.perf_counter() - start)
+    return Outcome(task.key, True, figures, None, time.perf_counter() - start)
 
 
 def _one_line(text: str) -> str:

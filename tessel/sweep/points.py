@@ -1,8 +1,11 @@
-"""A spec's points (grid or seeded random sample) and its tasks: point x model x phase.
+"""A spec's points (grid or seeded random sample) and its tasks: point x model x phase, or
+point x model with a `[serve]` table.
 
 Each task carries its store key: sha256 of the canonical JSON of the point (target, base
 file digest, field values), the model (preset name or file digest), the phase and the
-tool version, so results are reused exactly when all of these are the same.
+tool version, so results are reused exactly when all of these are the same. A serving task
+adds its serve settings and workload (a trace by its digest); the other tasks' identities
+have no such entry, so their keys are those of sweeps before `[serve]` existed.
 """
 from __future__ import annotations
 
@@ -17,12 +20,14 @@ from typing import Any
 
 import tessel
 from compiler.phase import Phase
+from tessel.sweep.serving import ServeSpec
 from tessel.sweep.spec import SweepSpec
 
 __all__ = ["Task", "points", "tasks", "tool_version"]
 
 # The code a result depends on: a change to any of these files is a new tool version.
-_SOURCES = ("arch", "compiler", "isa", "sim", "tessel/driver.py", "tessel/sweep/metrics.py")
+_SOURCES = ("arch", "compiler", "isa", "sim", "tessel/driver.py", "tessel/sweep/metrics.py",
+            "tessel/serve")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +40,7 @@ class Task:
     model_label: str
     phase: Phase | None
     routing: str | None = None              # mixture-of-experts models: the routing policy
+    serve: ServeSpec | None = None          # a serving task (phase None): what it serves, and how
 
     @property
     def overrides(self) -> tuple[str, ...]:
@@ -43,6 +49,8 @@ class Task:
 
     @property
     def phase_label(self) -> str:
+        if self.serve is not None:
+            return "serve"
         return str(self.phase) if self.phase else "fixed graph"
 
 
@@ -75,22 +83,24 @@ def tasks(spec: SweepSpec, version: str | None = None) -> list[Task]:
     out = []
     for point in points(spec):
         for model in spec.models:
-            for phase in (spec.phases if model.phased else (None,)):
+            for phase in (spec.phases if model.phased and spec.serve is None else (None,)):
                 identity = {"target": spec.target, "base": spec.base_sha256, "point": dict(point),
                             "model": model.digest, "phase": asdict(phase) if phase else None,
                             "tool": version}
                 if model.routing is not None:    # dense models' keys stay as they were
                     identity["routing"] = [model.routing, spec.routing_digest]
+                if spec.serve is not None:       # so do the keys of phase and .graph tasks
+                    identity["serve"] = spec.serve.identity()
                 key = hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode())
                 out.append(Task(key.hexdigest(), spec.target, spec.base, point, model.spec, model.label,
-                                phase, model.routing))
+                                phase, model.routing, spec.serve))
     return out
 
 
 @lru_cache(maxsize=1)
 def tool_version() -> str:
     """Package version + a digest of the sources that compute a result (compiler, simulator,
-    architectures, ISA, driver, metric names): results of other code are never reused."""
+    architectures, ISA, driver, metric names, serving): results of other code are never reused."""
     root = Path(tessel.__file__).resolve().parents[1]
     digest = hashlib.sha256()
     for source in sorted(f for name in _SOURCES for f in (root / name, *(root / name).rglob("*"))):

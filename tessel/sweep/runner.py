@@ -27,14 +27,14 @@ from tessel.sweep.pareto import plot_fronts
 from tessel.sweep.points import Task, tasks as expand_tasks
 from tessel.sweep.spec import SweepSpec
 from tessel.sweep.store import Store
-from tessel.sweep.table import PARETO_AXES, records, write_csv
+from tessel.sweep.table import records, write_csv
 
 __all__ = ["run_sweep", "Summary", "default_out_dir", "default_workers"]
 
 
 @dataclass(frozen=True, slots=True)
 class Summary:
-    points: int                          # tasks of the spec: point x model x phase
+    points: int                          # tasks: point x model x phase ([serve]: point x model)
     reused: int                          # found in the store, not evaluated again
     evaluated: int                       # evaluated by this run
     failed: tuple[tuple[str, int], ...]  # (reason, how many points), most frequent first
@@ -90,9 +90,9 @@ def run_sweep(spec: SweepSpec, out_dir: Path, *, workers: int | None = None, das
                 _evaluate(executor, pending, store, everything, bar)
         wall_s = time.perf_counter() - start
         rows = store.rows(t.key for t in everything)
-    table = records(everything, rows, spec.metrics)
+    table = records(everything, rows, spec.metrics, spec.pareto_axes)
     write_csv(out_dir / "results.csv", table)
-    plot_fronts(out_dir / "pareto.png", table, (PARETO_AXES, *spec.plot_axes),
+    plot_fronts(out_dir / "pareto.png", table, (spec.pareto_axes, *spec.plot_axes),
                 f"{spec.path.name}: {spec.target} from {Path(spec.base).stem}")
     failures = Counter(r.error for r in rows.values() if not r.ok)
     return Summary(len(everything), len(done), len(pending), tuple(failures.most_common()), wall_s, out_dir)

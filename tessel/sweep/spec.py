@@ -12,6 +12,8 @@
     sram_bytes = { start = 262144, stop = 2097152, factor = 2 }
     [sampling]                           # grid (default) or random: samples, seed
     [plot]                               # axes = [["time_s", "mac_utilization"]]
+    [serve]                              # instead of [[phases]]: serve a workload per point
+                                         # (tessel.sweep.serving), serve.* metrics
 
 Every error is one line naming the file and the key (docs/sweeps.md has every key).
 """
@@ -30,14 +32,17 @@ from compiler.ir import GraphError
 from compiler.phase import Phase
 from compiler.passes.routing import check_policy
 from tessel.request import routing_policy
-from tessel.sweep.metrics import DICT_METRICS, metric_error
+from tessel.sweep.metrics import PASS_AXES, SERVE_AXES, is_table, metric_error
 from tessel.sweep.params import Parameter, SweepError, parse_parameter
+from tessel.sweep.serving import ServeSpec, parse_serve
 
 __all__ = ["SweepSpec", "ModelRef", "Sampling", "load_spec", "SweepError"]
 
-_KEYS = ("base", "models", "phases", "routing", "parameters", "metrics", "sampling", "plot")
+_KEYS = ("base", "models", "phases", "routing", "parameters", "metrics", "sampling", "plot", "serve")
 _PHASE_DEFAULTS = {"seq": 128, "kv": 128, "batch": 1}     # as the command line's defaults
 DEFAULT_METRICS = ("cycles", "time_s", "energy_j")
+DEFAULT_SERVE_METRICS = ("serve.ttft_s.p99", "serve.tpot_s.p50", "serve.throughput.output_tokens_per_s",
+                         "serve.energy.per_output_token_j")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,12 @@ class SweepSpec:
     sampling: Sampling
     plot_axes: tuple[tuple[str, str], ...]
     routing_digest: str = ""  # of a file:PATH routing policy: a changed file is a new point
+    serve: ServeSpec | None = None   # [serve]: every task serves a workload instead of a phase
+
+    @property
+    def pareto_axes(self) -> tuple[str, str]:
+        """The first panel of the plot and the CSV's `pareto` column."""
+        return SERVE_AXES if self.serve is not None else PASS_AXES
 
 
 def load_spec(path: str | Path) -> SweepSpec:
@@ -86,12 +97,19 @@ def load_spec(path: str | Path) -> SweepSpec:
     parameters = _parameters(path, table, arch)
     routing, routing_digest = _routing(path, table)
     models = _models(path, table, routing)
-    phases = _phases(path, table, models)
-    metrics = tuple(_names(path, table, "metrics", DEFAULT_METRICS))
-    axes = _plot(path, table, parameters)
+    serve = None
+    if "serve" in table:
+        if "phases" in table:
+            raise SweepError(f"{path}: phases: not with [serve] (a serving point runs its own "
+                             "prefill and decode steps)")
+        serve = parse_serve(path, table["serve"], arch.target, models)
+    phases = _phases(path, table, models) if serve is None else ()
+    metrics = tuple(_names(path, table, "metrics", DEFAULT_SERVE_METRICS if serve else DEFAULT_METRICS,
+                           serve=serve is not None))
+    axes = _plot(path, table, parameters, serve=serve is not None)
     return SweepSpec(path, arch.target, base, hashlib.sha256(base_file.read_bytes()).hexdigest(),
                      parameters, models, phases, metrics, _sampling(path, table, parameters), axes,
-                     routing_digest)
+                     routing_digest, serve)
 
 
 def _base(path: Path, table: Mapping[str, Any]) -> tuple[str, Path, Any]:
@@ -174,7 +192,8 @@ def _models(path: Path, table: Mapping[str, Any], routing: str | None) -> tuple[
     return tuple(models)
 
 
-def _names(path: Path, table: Mapping[str, Any], key: str, default: tuple[str, ...] | None) -> list[str]:
+def _names(path: Path, table: Mapping[str, Any], key: str, default: tuple[str, ...] | None,
+           serve: bool = False) -> list[str]:
     names = table.get(key, default)
     if names is None:
         raise SweepError(f"{path}: {key}: missing (a list of names)")
@@ -183,7 +202,7 @@ def _names(path: Path, table: Mapping[str, Any], key: str, default: tuple[str, .
     for i, name in enumerate(names):
         if not isinstance(name, str):
             raise SweepError(f"{path}: {key}[{i}]: expected a name, got {name!r}")
-        if key == "metrics" and (why := metric_error(name)):
+        if key == "metrics" and (why := metric_error(name, serve)):
             raise SweepError(f"{path}: metrics[{i}]: {why}")
     return list(names)
 
@@ -263,7 +282,8 @@ def _sampling(path: Path, table: Mapping[str, Any], parameters: tuple[Parameter,
     return Sampling("random", samples, raw.get("seed", 0))
 
 
-def _plot(path: Path, table: Mapping[str, Any], parameters: tuple[Parameter, ...]) -> tuple[tuple[str, str], ...]:
+def _plot(path: Path, table: Mapping[str, Any], parameters: tuple[Parameter, ...],
+          serve: bool) -> tuple[tuple[str, str], ...]:
     numeric = {f for p in parameters for i, f in enumerate(p.fields)
                if all(isinstance(v[i], (int, float)) and not isinstance(v[i], bool) for v in p.values)}
     raw = table.get("plot", {})
@@ -277,8 +297,8 @@ def _plot(path: Path, table: Mapping[str, Any], parameters: tuple[Parameter, ...
         if not (isinstance(pair, list) and len(pair) == 2):
             raise SweepError(f"{where}: expected a pair [x, y] of metric or parameter names, got {pair!r}")
         for name in pair:
-            if name not in numeric and (why := metric_error(name)):
+            if name not in numeric and (why := metric_error(name, serve)):
                 raise SweepError(f"{where}: {why}, nor a numeric swept parameter")
-            if name in DICT_METRICS:
+            if is_table(name):
                 raise SweepError(f"{where}: '{name}' is a table: name one entry, such as {name}.<key>")
     return tuple(tuple(pair) for pair in axes)

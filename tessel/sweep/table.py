@@ -1,7 +1,8 @@
 """The results table of a sweep, one record per task in spec order, and its CSV file.
 
-Columns: the swept fields, model, phase, ok, time_s and energy_j (the Pareto axes), the
-spec's metrics, `pareto` (on the latency-energy front of its model and phase) and error.
+Columns: the swept fields, model, phase, ok, the two Pareto axes (time_s and energy_j; with
+`[serve]`, output tokens/s and p99 TTFT), the spec's metrics, `pareto` (on the front of its
+model and phase on those axes) and error.
 """
 from __future__ import annotations
 
@@ -12,19 +13,18 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from tessel.files import atomic_write
-from tessel.sweep.metrics import columns
+from tessel.sweep.metrics import PASS_AXES, columns, higher_is_better
 from tessel.sweep.pareto import pareto_front
 from tessel.sweep.points import Task
 from tessel.sweep.store import Row
 
-__all__ = ["records", "write_csv", "PARETO_AXES"]
-
-PARETO_AXES = ("time_s", "energy_j")
+__all__ = ["records", "write_csv"]
 
 
-def records(tasks: Sequence[Task], rows: Mapping[str, Row], metrics: tuple[str, ...]) -> list[dict[str, Any]]:
+def records(tasks: Sequence[Task], rows: Mapping[str, Row], metrics: tuple[str, ...],
+            axes: tuple[str, str] = PASS_AXES) -> list[dict[str, Any]]:
     """One dict per task that has a row (every task, after a finished sweep)."""
-    names = tuple(dict.fromkeys(PARETO_AXES + metrics))
+    names = tuple(dict.fromkeys(axes + metrics))
     out = []
     for task in tasks:
         row = rows.get(task.key)
@@ -33,18 +33,19 @@ def records(tasks: Sequence[Task], rows: Mapping[str, Row], metrics: tuple[str, 
         figures = columns(names, row.metrics) if row.ok else {}
         out.append({**dict(task.point), "model": task.model_label, "phase": task.phase_label,
                     "ok": row.ok, **figures, "error": row.error or ""})
-    _mark_front(out)
+    _mark_front(out, axes)
     return out
 
 
-def _mark_front(table: list[dict[str, Any]]) -> None:
+def _mark_front(table: list[dict[str, Any]], axes: tuple[str, str]) -> None:
+    """A point without a figure on an axis (no request finished: no TTFT) is on no front."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for record in table:
         record["pareto"] = False
-        if record["ok"]:
+        if record["ok"] and all(record.get(a) is not None for a in axes):
             groups[record["model"], record["phase"]].append(record)
     for group in groups.values():
-        front = pareto_front([[r[a] for a in PARETO_AXES] for r in group], (False, False))
+        front = pareto_front([[r[a] for a in axes] for r in group], tuple(map(higher_is_better, axes)))
         for record, on in zip(group, front):
             record["pareto"] = on
 
