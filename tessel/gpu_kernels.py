@@ -27,7 +27,7 @@ from compiler.ir import DType, Graph, GraphError, OpKind
 from compiler.phase import Phase, decode, prefill
 from sim.gpu import CalibrationPoint, Kernel, gpu_baseline, kernel_time
 
-__all__ = ["graph_kernels", "rank_work", "model_kernels", "pass_cost", "generation", "Generation",
+__all__ = ["graph_kernels", "graph_collectives", "rank_work", "model_kernels", "pass_cost", "generation", "Generation",
            "predict", "MODELS", "GEMV_MAX_M", "HALF_BYTES"]
 
 HALF_BYTES = 2          # fp16 / bf16 element
@@ -90,18 +90,16 @@ def graph_kernels(graph: Graph) -> list[Kernel]:
 
 def rank_work(graph: Graph) -> tuple[list[Kernel], list[tuple[str, int, int]]]:
     """One device's graph of a parallel plan: its kernels, and its collectives as (kind, bytes
-    in fp16, ranks), which NCCL runs (priced on the GPU's link by sim/collectives.py; bytes as
-    nccl-tests count them: the result's)."""
-    kernels, collectives = [], []
-    for op in graph_cost(graph).ops:
-        if op.kind in _COLLECTIVES:
-            collectives.append((OpKind(op.kind).coll_kind, math.prod(op.output) * HALF_BYTES,
-                                graph[op.name].attr("ranks")))
-        else:
-            kernel = _kernel(op)
-            if kernel is not None:
-                kernels.append(kernel)
-    return kernels, collectives
+    in fp16, ranks), which NCCL runs (priced on the GPU's link by sim/collectives.py)."""
+    kernels = (_kernel(op) for op in graph_cost(graph).ops if op.kind not in _COLLECTIVES)
+    return [k for k in kernels if k is not None], [c[1:] for c in graph_collectives(graph)]
+
+
+def graph_collectives(graph: Graph) -> list[tuple[str, str, int, int]]:
+    """The collectives of one device's graph as (op name, kind, bytes in fp16, ranks), bytes
+    as nccl-tests count them: the result's."""
+    return [(op.name, OpKind(op.kind).coll_kind, math.prod(op.output) * HALF_BYTES,
+             graph[op.name].attr("ranks")) for op in graph_cost(graph).ops if op.kind in _COLLECTIVES]
 
 
 def _one_block(config: ModelConfig) -> tuple[ModelConfig, str]:

@@ -26,6 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "target's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one architecture field (simulated targets)")
+    p.add_argument("--tp", type=int, help="tensor-parallel ranks each step runs on (default 1; "
+                   "the KV cache is per rank)")
+    p.add_argument("--link", metavar="PRESET", help="with --tp: how the ranks are joined "
+                   "(default: the target's, or the GPU's)")
+    p.add_argument("--node", metavar="PRESET", help="a node preset (sn40l-8, tpu-v4-8, dgx-h100, "
+                   "...): its device, its devices as tensor-parallel ranks, its link")
     load = p.add_mutually_exclusive_group(required=True)
     load.add_argument("--trace", metavar="CSV", help="arrival_s,prompt_tokens,output_tokens, or "
                       "the Azure LLM inference trace's TIMESTAMP,ContextTokens,GeneratedTokens")
@@ -50,6 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step-cost", choices=STEP_COSTS, help="a simulated target's step price: "
                    "the sum of its parts, each simulated alone (default), or the whole step "
                    "simulated as one program (exact, slower)")
+    p.add_argument("--token-grid", type=int, metavar="G", help="with parts: price token counts "
+                   "between multiples of G by linear interpolation (default: exact)")
     p.add_argument("--check-steps", type=int, help="steps simulated whole at their exact lengths "
                    f"to measure the error of parts or --kv-bucket (default {CHECK_STEPS}; 0: none)")
     p.add_argument("--routing", help="a mixture of experts' routing policy (default uniform)")

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from arch import load_arch
+from arch.nodes import load_node
 from compiler.frontend import load_model
 from tessel.files import atomic_write
 from tessel.request import routing_policy
@@ -34,8 +35,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ServeError(f"--model {args.model}: a .graph file has no requests to serve")
     if args.kv_bucket is not None and args.kv_bucket < 1:
         raise ServeError(f"--kv-bucket {args.kv_bucket}: must be an integer >= 1")
+    if args.token_grid is not None and args.token_grid < 2:
+        raise ServeError(f"--token-grid {args.token_grid}: must be an integer >= 2")
+    if args.token_grid is not None and (args.target == "gpu" or args.step_cost == "whole"):
+        raise ServeError("--token-grid: only with --step-cost parts on a simulated target")
     if args.check_steps is not None and args.check_steps < 0:
         raise ServeError(f"--check-steps {args.check_steps}: must be an integer >= 0")
+    _apply_node(args)
     _refuse_unused(args)
     args.routing = routing_policy(model, False, args.routing) or "uniform"
     requests = read_trace(args.trace) if args.trace is not None else _synthetic(args)
@@ -46,7 +52,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     args.target = args.target or "systolic"
     if args.target == "gpu":
         if args.set:
-            raise ServeError("--set: not with --target gpu (GPU presets are priced as they are)")
+            raise ServeError(f"--set: not with {'--node ' + args.node if args.node else '--target gpu'} "
+                             "(GPU presets are priced as they are)")
         if args.step_cost is not None:
             raise ServeError("--step-cost: simulated targets only (a GPU preset's parts are its "
                              "whole step's kernels)")
@@ -58,9 +65,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         write_outputs(result, args.out, summary=summary)
     if args.json is not None:
         atomic_write(Path(args.json), json.dumps(summary, indent=1).encode())
-    print(render_summary(summary, f"tessel serve: {model.name} on {arch.name} ({args.target}), "
-                                  f"{scheduler.policy}"))
+    ranks = f" x {args.tp} (tp over {summary['target']['link']})" if (args.tp or 1) > 1 else ""
+    print(render_summary(summary, f"tessel serve: {model.name} on {arch.name}{ranks} "
+                                  f"({args.target}), {scheduler.policy}"))
     return 0
+
+
+def _apply_node(args) -> None:
+    """`--node NAME`: its device preset (with its overrides before `--set`), its target, its
+    devices as tensor-parallel ranks and its link, in place of --target/--arch/--tp/--link."""
+    if args.node is None:
+        return
+    clash = [f"--{n}" for n in ("target", "arch", "tp", "link", "compare")
+             if getattr(args, n) is not None]
+    if clash:
+        raise ServeError(f"{' '.join(clash)}: not with --node (the node preset sets them)")
+    node = load_node(args.node)
+    args.target = load_arch(node.device).target
+    args.arch, args.tp, args.link = node.device, node.devices, node.link
+    args.set = node.overrides(args.set)
 
 
 def _synthetic(args):
@@ -83,6 +106,12 @@ def _refuse_unused(args) -> None:
     if args.check_steps is not None and exact and args.compare is None:
         raise ServeError("--check-steps: nothing to check (the steps are priced whole at exact "
                          "lengths; it applies to --step-cost parts or --kv-bucket)")
+    if args.tp is not None and args.tp < 1:
+        raise ServeError(f"--tp {args.tp}: must be an integer >= 1")
+    if args.link is not None and (args.tp or 1) == 1:
+        raise ServeError("--link: only with --tp > 1 (the link joins tensor-parallel ranks)")
+    if args.link is not None and args.compare is not None:
+        raise ServeError("--link: not with --compare (each column uses its own target's link)")
     if args.swap_link is not None and args.preemption != "swap":
         raise ServeError("--swap-link: only with --preemption swap")
 
@@ -95,10 +124,13 @@ def _gpu(name: str, flag: str):
 
 
 def _settings(args, scheduler: Scheduler) -> ServeSettings:
-    return ServeSettings(scheduler, args.routing, args.preemption, args.swap_link, args.block_size,
-                         args.kv_blocks, args.kv_bucket, args.slo_ttft, args.slo_tpot,
-                         args.step_cost or "parts",
-                         CHECK_STEPS if args.check_steps is None else args.check_steps)
+    return ServeSettings(scheduler, routing=args.routing, preemption=args.preemption,
+                         swap_link=args.swap_link, block_size=args.block_size,
+                         kv_blocks=args.kv_blocks, kv_bucket=args.kv_bucket,
+                         slo_ttft_s=args.slo_ttft, slo_tpot_s=args.slo_tpot,
+                         step_cost=args.step_cost or "parts", token_grid=args.token_grid,
+                         tp=args.tp or 1, link=args.link,
+                         check_steps=CHECK_STEPS if args.check_steps is None else args.check_steps)
 
 
 def _compare(args, model, requests, scheduler: Scheduler) -> int:
@@ -149,8 +181,9 @@ def _rows(s: dict) -> list[tuple[str, str]]:
         rows.append(("SLO attainment", f"{s['slo'].get('attainment', 0):.1%}"))
     if "steps_checked" in s["step_cost"]:
         e = s["step_cost"]
-        how = " and ".join(filter(None, ["parts" * (e["method"] == "parts"),
-                                         e["kv_bucket"] and f"contexts bucketed to {e['kv_bucket']}"]))
+        how = ", ".join(filter(None, ["parts" * (e["method"] == "parts"),
+                                      e["token_grid"] and f"tokens on a grid of {e['token_grid']}",
+                                      e["kv_bucket"] and f"contexts bucketed to {e['kv_bucket']}"]))
         rows.append(("step cost error", f"{how}: mean {(e['mean_rel_error'] or 0):.2%}, worst "
                      f"{(e['max_rel_error'] or 0):.2%} of the time on {e['steps_checked']} steps "
                      "simulated whole" if e["steps_checked"] else f"{how}: not checked"))

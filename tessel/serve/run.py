@@ -26,7 +26,9 @@ from tessel.serve.preemption import Recompute, Swap
 from tessel.serve.scheduler import Scheduler
 from tessel.serve.simulated import (GpuCosts, SimulatedCosts, SimulatedParts, device_memory_bytes,
                                     kv_bytes_per_token, kv_capacity_tokens)
+from tessel.serve.placement import Placement
 from tessel.serve.step import Memo, StepShape
+from tessel.targets import TARGETS
 
 __all__ = ["ServeSettings", "serve_on"]
 
@@ -44,6 +46,9 @@ class ServeSettings:
     slo_ttft_s: float | None = None
     slo_tpot_s: float | None = None
     step_cost: str = "parts"              # simulated targets: parts | whole
+    token_grid: int | None = None         # parts: token counts interpolated between multiples
+    tp: int = 1                           # tensor-parallel ranks a step runs on
+    link: str | None = None               # how they are joined (default: the target's or GPU's)
     check_steps: int = CHECK_STEPS        # steps checked against whole exact simulation
 
 
@@ -51,20 +56,25 @@ def serve_on(model, requests, settings: ServeSettings, target_name: str, arch,
              progress: Progress | None = None) -> tuple[dict, ServeResult]:
     """One target's run: its step costs, its KV cache, the summary (with the bucketing's
     measured error) and the result."""
+    placement = _placement(settings, target_name, arch)
     if target_name == "gpu":
-        costs, itemsize = GpuCosts(model, arch, routing=settings.routing), 2
-        exact = costs                       # its parts are the whole graph's kernels (tests)
+        costs = GpuCosts(model, arch, routing=settings.routing, tp=settings.tp,
+                         link=placement.link)
+        exact, itemsize = costs, 2          # its parts are the whole graph's kernels (tests)
     else:
-        exact = SimulatedCosts(model, target_name, arch, routing=settings.routing)
-        costs = (SimulatedParts(model, target_name, arch, routing=settings.routing)
+        exact = SimulatedCosts(model, target_name, arch, routing=settings.routing,
+                               placement=placement)
+        costs = (SimulatedParts(model, target_name, arch, routing=settings.routing,
+                                placement=placement, token_grid=settings.token_grid)
                  if settings.step_cost == "parts" else exact)
         itemsize = DType(arch.dtype).itemsize
     blocks = settings.kv_blocks
-    if blocks is None:
-        blocks = kv_capacity_tokens(model, device_memory_bytes(arch), itemsize) // settings.block_size
+    if blocks is None:              # every rank holds its KV heads' share of every token
+        blocks = kv_capacity_tokens(model, device_memory_bytes(arch), itemsize,
+                                    placement) // settings.block_size
     kv = KVConfig(blocks, settings.block_size)
-    preemption = (Recompute() if settings.preemption == "recompute" else
-                  Swap(kv_bytes_per_token(model, itemsize),
+    preemption = (Recompute() if settings.preemption == "recompute" else     # each rank its own
+                  Swap(kv_bytes_per_token(model, itemsize, placement),      # host link
                        _host_bandwidth(settings.swap_link or SWAP_LINK)))
     memo, shapes = Memo(costs), []
     result = serve(requests, memo, scheduler=settings.scheduler, kv=kv, preemption=preemption,
@@ -72,13 +82,24 @@ def serve_on(model, requests, settings: ServeSettings, target_name: str, arch,
                    on_step=lambda step, record: shapes.append(StepShape.of(step)),
                    context_tokens=model.config.n_positions)
     summary = summarize(result, slo_ttft_s=settings.slo_ttft_s, slo_tpot_s=settings.slo_tpot_s)
-    summary["target"] = {"target": target_name, "arch": arch.name, "model": model.name}
+    summary["target"] = {"target": target_name, "arch": arch.name, "model": model.name,
+                         "tp": settings.tp, "link": placement.link and placement.link.name}
     method = "whole" if costs is exact else "parts"
     summary["step_cost"] = {"method": method, "kv_bucket": settings.kv_bucket,
+                            "token_grid": settings.token_grid if method == "parts" else None,
                             "parts_simulated": getattr(costs, "parts", None)}
     if costs is not exact or settings.kv_bucket is not None:
         summary["step_cost"] |= _checked(exact, memo, shapes, settings)
     return summary, result
+
+
+def _placement(settings: ServeSettings, target_name: str, arch) -> Placement:
+    """One device, or `tp` ranks joined by the named link (default: the GPU's, or the
+    target's)."""
+    if settings.tp == 1:
+        return Placement()
+    default = arch.link if target_name == "gpu" else TARGETS[target_name].default_link
+    return Placement(settings.tp, load_link(settings.link or default))
 
 
 def _host_bandwidth(preset: str) -> float:

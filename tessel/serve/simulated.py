@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from functools import partial
 
 from compiler.frontend import Model
 from compiler.frontend.gpt2 import GPT2Config
@@ -25,7 +26,10 @@ from compiler.passes.routing import moe_ops, policy_routing, route_graph
 from compiler.phase import Segment, Step, decode, groups
 from compiler.targets.layers import layer_of
 from sim.gpu import gpu_baseline
-from tessel.gpu_kernels import graph_kernels
+from arch.links import load_link
+from sim.collectives import collective_cost
+from tessel.gpu_kernels import graph_collectives, rank_work
+from tessel.serve.placement import ONE_DEVICE, Placement
 from tessel.serve.errors import ServeError
 from tessel.serve.step import StepCost, StepShape
 from tessel.targets import target
@@ -34,26 +38,28 @@ __all__ = ["SimulatedCosts", "SimulatedParts", "GpuCosts", "step_graph", "device
            "kv_bytes_per_token"]
 
 
-def step_graph(model: Model, shape: StepShape, batched: bool = True, routing: str = "uniform"):
-    """The graph of one serving step of `shape` (its entries' order: alike requests adjacent,
-    so they attend as one batch where `batched`), a mixture of experts routed by `routing`. A
-    context that bucketing rounded past the model's context stops at it."""
-    return _routed(model.graph(_step(model, shape, batched)), routing)
+def step_graph(model: Model, shape: StepShape, batched: bool = True, routing: str = "uniform",
+               placement: Placement = ONE_DEVICE):
+    """The graph one device runs for a serving step of `shape` (its entries' order: alike
+    requests adjacent, so they attend as one batch where `batched`), a mixture of experts
+    routed by `routing`. A context that bucketing rounded past the model's context stops at
+    it."""
+    return _routed(placement.graph(model, _step(model, shape, batched)), routing)
 
 
 class SimulatedCosts:
     """A step's time and energy as the target's simulator gives them (timing only)."""
 
     def __init__(self, model: Model, target_name: str, arch, dtype=None,
-                 routing: str = "uniform") -> None:
+                 routing: str = "uniform", placement: Placement = ONE_DEVICE) -> None:
         self.model, self.spec, self.arch, self.dtype = model, target(target_name), arch, dtype
-        self.routing = routing
+        self.routing, self.placement = routing, placement
 
     def cost(self, shape: StepShape) -> StepCost:
-        graph = step_graph(self.model, shape, not self.spec.one_sequence, self.routing)
+        graph = step_graph(self.model, shape, not self.spec.one_sequence, self.routing,
+                           self.placement)
         program = self.spec.compile(graph, self.arch, self.dtype).program
-        result = self.spec.simulate(program, self.arch, functional=False).result
-        return StepCost(result.time_s, result.energy_j)
+        return StepCost(*self.placement.timed(self.spec, self.arch, program))
 
 
 class SimulatedParts:
@@ -75,19 +81,38 @@ class SimulatedParts:
     it (docs/serving.md has figures: within 0.4 % on systolic and PIM, 0.5-2.2 % on dataflow)."""
 
     def __init__(self, model: Model, target_name: str, arch, dtype=None,
-                 routing: str = "uniform") -> None:
+                 routing: str = "uniform", placement: Placement = ONE_DEVICE,
+                 token_grid: int | None = None) -> None:
         self.spec, self.arch, self.dtype = target(target_name), arch, dtype
         self.probes = _Probes(model, routing, batched=not target(target_name).one_sequence)
+        self.placement, self.token_grid = placement, token_grid
         self.parts = 0                                  # parts simulated so far
         self._tokenwise: dict[int, tuple[float, float]] = {}
         self._heads: dict[int, tuple[float, float]] = {}
         self._groups: dict[tuple[int, int, int], tuple[float, float]] = {}
+        self._references: dict[Segment, tuple[float, float]] = {}
 
     def cost(self, shape: StepShape) -> StepCost:
         step = _step(self.probes.model, shape, self.probes.batched)
-        figures = [self._tokenwise_part(shape.tokens), self._head_part(shape.batch),
-                   *(self._group_part(p.batch, p.seq, p.kv) for p in groups(step))]
+        limit = self.probes.model.config.n_positions
+        figures = [self._gridded(shape.tokens, self._tokenwise_part, limit),
+                   self._head_part(shape.batch),
+                   *(self._gridded(p.seq, partial(self._group_part, p.batch, kv=p.kv), limit - p.kv)
+                     if p.seq > 1 else self._group_part(p.batch, p.seq, p.kv)
+                     for p in groups(step))]
         return StepCost(*map(sum, zip(*figures)))
+
+    def _gridded(self, tokens: int, price, most: int) -> tuple[float, float]:
+        """`price(tokens)`, or with `token_grid` g, interpolated linearly between the prices
+        at the multiples of g around `tokens` (exact below g, on a multiple, or where the
+        next multiple passes `most`): a run's token counts then need only the multiples'
+        parts (Vidur interpolates profiled operators the same way)."""
+        g = self.token_grid
+        low = tokens // g * g if g else 0
+        if not g or low in (0, tokens) or low + g > most:
+            return price(tokens)
+        weight = (tokens - low) / g
+        return tuple(a + weight * (b - a) for a, b in zip(price(low), price(low + g)))
 
     def _tokenwise_part(self, tokens: int) -> tuple[float, float]:
         if tokens not in self._tokenwise:
@@ -114,7 +139,10 @@ class SimulatedParts:
         if key not in self._groups:
             one = self.probes.with_layers(1)
             reference = Segment(1, 2) if key == (1, 1, 1) else Segment(1, 1)
-            alone = self._simulated(one, Step((reference,), self.probes.batched), _group)
+            if reference not in self._references:
+                self._references[reference] = self._simulated(
+                    one, Step((reference,), self.probes.batched), _group)
+            alone = self._references[reference]
             both = self._simulated(one, Step((reference, *(Segment(seq, kv),) * batch),
                                              self.probes.batched), _group)
             self._groups[key] = tuple(self.probes.all_layers * (b - a) for a, b in zip(alone, both))
@@ -123,11 +151,11 @@ class SimulatedParts:
     def _simulated(self, model: Model, step: Step, keep) -> tuple[float, float]:
         """Seconds and joules of the ops of `step`'s graph that `keep` (by name), simulated
         on their own."""
-        graph = subgraph(_routed(model.graph(step), self.probes.routing), lambda op: keep(op.name))
+        graph = subgraph(_routed(self.placement.graph(model, step), self.probes.routing),
+                         lambda op: keep(op.name))
         program = self.spec.compile(graph, self.arch, self.dtype).program
-        result = self.spec.simulate(program, self.arch, functional=False).result
         self.parts += 1
-        return result.time_s, result.energy_j
+        return self.placement.timed(self.spec, self.arch, program)
 
 
 class _Probes:
@@ -176,9 +204,12 @@ class GpuCosts:
     the kernels are launched once, as the most-launched group's, not once per group."""
 
     def __init__(self, model: Model, gpu, mode: str = "graph", routing: str = "uniform",
-                 ragged: bool = True) -> None:
+                 ragged: bool = True, tp: int = 1, link=None) -> None:
         self.model, self.gpu, self.mode, self.routing = model, gpu, mode, routing
         self.ragged = ragged
+        # `tp` GPUs of a node (on `link`, default the GPU's): every rank's kernels alike, and
+        # each collective as NCCL runs it
+        self.placement = Placement(tp, (link or load_link(gpu.link)) if tp > 1 else None)
         # a dense model's layers price alike: its parts are priced on one layer, the layer's
         # kernels counted once per layer (a mixture of experts routes each layer its own way)
         self.probes = _Probes(model, routing, batched=True)
@@ -229,7 +260,8 @@ class GpuCosts:
         `step`'s graph, a kernel's launch being its fixed overhead and that time's share of
         its energy; the graph built with one layer where the layers price alike, that layer's
         kernels counted once per layer."""
-        kernels = graph_kernels(_routed(self._probe_model.graph(step), self.routing))
+        graph = _routed(self.placement.graph(self._probe_model, step), self.routing)
+        kernels = rank_work(graph)[0]
         work_s = work_j = launch_s = launch_j = 0.0
         for kernel, timed in zip(kernels, gpu_baseline(kernels, self.gpu, self.mode).kernels):
             if keep(kernel.name):
@@ -239,7 +271,14 @@ class GpuCosts:
                 work_j += times * timed.energy_j * (1 - launch)
                 launch_s += times * timed.overhead_s
                 launch_j += times * timed.energy_j * launch
-        return work_s, work_j, launch_s, launch_j
+        for name, kind, nbytes, ranks in graph_collectives(graph):
+            if keep(name):          # NCCL in the stream after the kernels before it, GPUs idle
+                times = self._layers if layer_of((name,)) is not None else 1
+                cost = collective_cost(self.placement.link, kind, nbytes, ranks)
+                work_s += times * cost.seconds
+                work_j += times * (cost.energy_j + self.gpu.idle_w * cost.seconds)
+        tp = self.placement.tp
+        return work_s, tp * work_j, launch_s, tp * launch_j     # every rank's
 
 
 def _total(priced: tuple[float, float, float, float]) -> tuple[float, float]:
@@ -277,10 +316,11 @@ def _step(model: Model, shape: StepShape, batched: bool) -> Step:
                       for _, tokens, context in shape.entries), batched)
 
 
-def kv_bytes_per_token(model: Model, itemsize: int) -> int:
-    """Bytes of K and V one token adds over all layers: the caches of a decode at one cached
-    token, at `itemsize` bytes per value."""
-    graph = model.graph(decode(1))
+def kv_bytes_per_token(model: Model, itemsize: int, placement: Placement = ONE_DEVICE) -> int:
+    """Bytes of K and V one token adds over all layers on one device (under tensor
+    parallelism, its KV heads'): the caches of a decode at one cached token, at `itemsize`
+    bytes per value."""
+    graph = placement.graph(model, decode(1))
     return sum(math.prod(op.type.shape) * itemsize for op in graph.inputs
                if op.name.endswith(("k_cache", "v_cache")))
 
@@ -292,12 +332,15 @@ def device_memory_bytes(arch) -> int:
     return sum(s.size_bytes for s in arch.machine_view().spaces.values() if not s.on_chip)
 
 
-def kv_capacity_tokens(model: Model, memory_bytes: int, itemsize: int) -> int:
-    """Tokens of KV cache a device of `memory_bytes` holds after the model's weights (every
-    parameter at `itemsize` bytes), over `kv_bytes_per_token`. Refused when the weights alone
-    do not fit."""
-    weights = sum(math.prod(op.type.shape) for op in model.graph(decode(1)).params) * itemsize
+def kv_capacity_tokens(model: Model, memory_bytes: int, itemsize: int,
+                       placement: Placement = ONE_DEVICE) -> int:
+    """Tokens of KV cache a device of `memory_bytes` holds after its weights (every parameter
+    of its graph at `itemsize` bytes; under tensor parallelism, its rank's share), over
+    `kv_bytes_per_token`. Refused when the weights alone do not fit."""
+    graph = placement.graph(model, decode(1))
+    weights = sum(math.prod(op.type.shape) for op in graph.params) * itemsize
     if weights >= memory_bytes:
-        raise ServeError(f"{model.name}: its weights ({weights:,} bytes) leave no room for a KV "
-                         f"cache in the device's {memory_bytes:,} bytes")
-    return (memory_bytes - weights) // kv_bytes_per_token(model, itemsize)
+        where = "the device's" if placement.tp == 1 else f"each of {placement.tp} devices'"
+        raise ServeError(f"{model.name}: its weights ({weights:,} bytes a device) leave no room "
+                         f"for a KV cache in {where} {memory_bytes:,} bytes")
+    return (memory_bytes - weights) // kv_bytes_per_token(model, itemsize, placement)

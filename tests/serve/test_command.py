@@ -89,7 +89,8 @@ def test_parts_and_buckets_report_their_error_on_steps_simulated_whole(capsys, t
 
 def test_exact_whole_steps_have_nothing_to_check(capsys, tmp_path):
     summary = serve(capsys, tmp_path, "--trace", trace(tmp_path, ROWS), "--step-cost", "whole")
-    assert summary["step_cost"] == {"method": "whole", "kv_bucket": None, "parts_simulated": None}
+    assert summary["step_cost"] == {"method": "whole", "kv_bucket": None, "token_grid": None,
+                                    "parts_simulated": None}
 
 
 def test_compare_serves_the_same_requests_on_each_target_and_gpu(capsys, tmp_path):
@@ -114,6 +115,9 @@ def test_compare_serves_the_same_requests_on_each_target_and_gpu(capsys, tmp_pat
     (("--check-steps", "-1"), "--check-steps -1: must be an integer >= 0"),
     (("--step-cost", "whole", "--check-steps", "2"), "--check-steps: nothing to check"),
     (("--target", "gpu", "--step-cost", "parts"), "--step-cost: simulated targets only"),
+    (("--token-grid", "1"), "--token-grid 1: must be an integer >= 2"),
+    (("--step-cost", "whole", "--token-grid", "8"), "--token-grid: only with --step-cost parts"),
+    (("--target", "gpu", "--token-grid", "8"), "--token-grid: only with --step-cost parts"),
     (("--requests", "50", "--seed", "3"), "--requests --seed: only with --rate"),
     (("--scheduler", "continuous", "--chunk", "64"), "--chunk: only with --scheduler sarathi"),
     (("--swap-link", "pcie5-x16"), "--swap-link: only with --preemption swap"),
@@ -173,6 +177,25 @@ def test_a_steps_parts_add_up_to_its_whole_simulation_within_a_few_percent(spec,
         assert priced.seconds == pytest.approx(exact.seconds, rel=0.08)
         assert priced.energy_j == pytest.approx(exact.energy_j, rel=0.08)
     assert parts.parts > 0
+
+
+def test_a_token_grid_interpolates_token_counts_between_its_multiples():
+    """Token-wise parts and prefill chunks off the grid are priced between the two multiples
+    around them; on a multiple, below the first, or where the next passes the context, as
+    they are. (Where a tile boundary falls between two multiples the price steps and the
+    interpolation does not: 9 tokens take two 8-row tiles here. The run's check measures it.)"""
+    from tessel.serve.simulated import SimulatedParts
+
+    model, arch = load_model(TINY), TARGETS["systolic"].load_arch()
+    exact, grid = SimulatedParts(model, "systolic", arch), SimulatedParts(model, "systolic", arch, token_grid=4)
+    def tokens(n):
+        return StepShape((("prefill", n, 0),))
+    assert grid.cost(tokens(8)) == exact.cost(tokens(8)) and grid.cost(tokens(3)) == exact.cost(tokens(3))
+    low, high, mid = exact.cost(tokens(8)), exact.cost(tokens(12)), grid.cost(tokens(9))
+    assert mid.seconds == pytest.approx(low.seconds + (high.seconds - low.seconds) / 4, rel=1e-12)
+    assert grid._tokenwise.keys() == {3, 8, 12}
+    asked = []
+    assert grid._gridded(6, lambda n: asked.append(n) or (n, 0.0), 7) == (6, 0.0) and asked == [6]
 
 
 def test_the_command_lists_every_target():
