@@ -112,7 +112,8 @@ def partition(graph: Graph, plan: StoragePlan, granularity: str, pcus: int,
         groups.setdefault(_group(op), []).append(op)
     sections = []
     for name, members in groups.items():
-        sections += _split(plan, name, members, pcus, pmu_budget_bytes, inner, unwritten)
+        sections += _split(plan, name, members, pcus, pmu_budget_bytes, inner, unwritten,
+                           {chain[0]: len(chain) for chain in fused})
     calls = tuple(Call((s,), 1) for s in sections)
     return _loop(calls) if granularity == "model" else calls
 
@@ -133,10 +134,14 @@ def _gathers_written(plan: StoragePlan, op: Op, written: set[str]) -> bool:
 
 
 def _split(plan: StoragePlan, group: str, members: list[Op], pcus: int, budget: int,
-           inner: set[str] = frozenset(), unwritten: set[str] = frozenset()) -> list[Section]:
+           inner: set[str] = frozenset(), unwritten: set[str] = frozenset(),
+           chains: dict[str, int] | None = None) -> list[Section]:
     """Greedy: add ops to the current section until stages or PMU bytes would overflow, or
     a gather reads what the section computes; never before an `inner` op (a fused chain
-    stays whole), and the ops in `unwritten` need no PMU bytes."""
+    stays whole: `chains` gives the stages of each chain by its first op, so a section
+    starts anew before a chain that would take it past its stages), and the ops in
+    `unwritten` need no PMU bytes."""
+    chains = chains or {}
     out, current, used, written = [], [], 0, set()
     stages = min(pcus, STAGES_MAX)
     for op in members:
@@ -147,7 +152,8 @@ def _split(plan: StoragePlan, group: str, members: list[Op], pcus: int, budget: 
             continue
         need = 0 if op.name in unwritten else _written_bytes(plan, op)
         need = need if need <= budget else 0       # larger than the PMUs: it will live in HBM
-        if current and op.name not in inner and (len(current) >= stages or used + need > budget
+        if current and op.name not in inner and (len(current) + chains.get(op.name, 1) > stages
+                                                 or used + need > budget
                                                  or _gathers_written(plan, op, written)):
             out.append(current)
             current, used, written = [], 0, set()

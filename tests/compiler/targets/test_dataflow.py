@@ -73,3 +73,20 @@ def test_dumps_name_the_sections_and_where_each_buffer_lives(graph):
     placement = dump_after(PIPELINE, graph, arch, None, "placement")
     assert "  mx_a: sram[0x0] 2 x " in placement and "agcu0 -> pcu0" in placement
     assert "  wte.weight: hbm[0x0]" in placement
+
+
+@pytest.mark.parametrize("requests", [32, 33, 37])
+def test_a_fused_attention_chain_starts_a_new_section_rather_than_pass_its_stages(requests):
+    """A serving step of many requests at their own contexts has one fused attention chain
+    (scores, softmax, context) per request in a layer's section: a chain that would take the
+    section past the 255 stages df.section encodes starts the next one (these counts reached
+    256 and 257 before)."""
+    from compiler.phase import Segment, Step
+    from compiler.targets.dataflow.sections import STAGES_MAX
+    from tests.conftest import FIXTURES
+
+    model = load_model(str(FIXTURES / "tiny-qwen3"))
+    step = Step(tuple(Segment(1, 3 + k) for k in range(requests)))
+    program = compile_graph(PIPELINE, model.graph(step), load_arch("sn40l")).program
+    stages = [ins["stages"] for ins in program.instructions if ins.opcode == "df.section"]
+    assert max(stages) <= STAGES_MAX and max(stages) >= STAGES_MAX - 2
