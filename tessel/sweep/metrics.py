@@ -40,7 +40,8 @@ SERVE_TABLES: dict[str, tuple[str, ...]] = {
     "steps": ("count", "mean_batch", "preemptions", "swap_s"),
     "kv_cache": ("capacity_blocks", "peak_blocks", "mean_blocks", "peak_fraction", "mean_fraction"),
     "cost_model": ("distinct_shapes", "memo_hits"),
-    "kv_bucket_error": ("kv_bucket", "steps_sampled", "mean_rel_error", "max_rel_error"),
+    "step_cost": ("kv_bucket", "token_grid", "parts_simulated", "steps_checked", "mean_rel_error", "max_rel_error",
+                  "max_rel_error_energy"),
 }
 _SERVE_SCALARS = ("duration_s",)
 # Serving figures where larger is better: work done, and the share of requests served well.

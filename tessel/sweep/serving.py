@@ -8,7 +8,8 @@
     output = "fixed:16"
     scheduler = "sarathi"             # static | continuous | sarathi (default)
     kv_bucket = 64                    # and max_batch, token_budget, chunk, preemption,
-                                      # block_size, kv_blocks, slo_ttft, slo_tpot (seconds)
+                                      # block_size, kv_blocks, step_cost, token_grid, check_steps,
+                                      # slo_ttft, slo_tpot (seconds)
 
 Every key is checked when the spec loads, with the checks `tessel serve` makes of its flags
 (the synthetic workload is drawn once, a trace file is read whole), and a bad one is refused
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from tessel.progress import QUIET
-from tessel.serve.args import SYNTHETIC
+from tessel.serve.args import CHECK_STEPS, STEP_COSTS, SYNTHETIC
 from tessel.serve.errors import ServeError
 from tessel.serve.kv import DEFAULT_BLOCK_SIZE
 from tessel.serve.run import ServeSettings, serve_on
@@ -40,7 +41,8 @@ from tessel.targets import TARGETS
 __all__ = ["ServeSpec", "Workload", "parse_serve", "requests_of", "serve_figures"]
 
 _KEYS = ("trace", "rate", *SYNTHETIC, "scheduler", "max_batch", "token_budget", "chunk",
-         "preemption", "block_size", "kv_blocks", "kv_bucket", "slo_ttft", "slo_tpot")
+         "preemption", "block_size", "kv_blocks", "kv_bucket", "step_cost", "token_grid",
+         "check_steps", "slo_ttft", "slo_tpot")
 _PREEMPTIONS = ("recompute", "swap")
 
 
@@ -71,6 +73,9 @@ class ServeSpec:
     block_size: int
     kv_blocks: int | None            # None: the device's memory after the weights
     kv_bucket: int | None            # None: exact cache lengths
+    step_cost: str                   # parts | whole (tessel/serve/run.py)
+    token_grid: int | None           # parts: token counts interpolated between multiples
+    check_steps: int                 # steps simulated whole and exactly to measure the error
     slo_ttft_s: float | None
     slo_tpot_s: float | None
 
@@ -79,12 +84,16 @@ class ServeSpec:
         return {"workload": self.workload.identity(), "scheduler": self.scheduler.describe(),
                 "preemption": self.preemption, "block_size": self.block_size,
                 "kv_blocks": self.kv_blocks, "kv_bucket": self.kv_bucket,
+                "step_cost": self.step_cost, "check_steps": self.check_steps,
+                **({"token_grid": self.token_grid} if self.token_grid else {}),
                 "slo_ttft_s": self.slo_ttft_s, "slo_tpot_s": self.slo_tpot_s}
 
     def settings(self, routing: str | None) -> ServeSettings:
-        return ServeSettings(self.scheduler, routing or "uniform", self.preemption, None,
-                             self.block_size, self.kv_blocks, self.kv_bucket, self.slo_ttft_s,
-                             self.slo_tpot_s)
+        return ServeSettings(self.scheduler, routing=routing or "uniform", preemption=self.preemption,
+                             block_size=self.block_size, kv_blocks=self.kv_blocks,
+                             kv_bucket=self.kv_bucket, slo_ttft_s=self.slo_ttft_s,
+                             slo_tpot_s=self.slo_tpot_s, step_cost=self.step_cost,
+                             token_grid=self.token_grid, check_steps=self.check_steps)
 
 
 def parse_serve(path: Path, raw: Any, target: str, models: Sequence[Any]) -> ServeSpec:
@@ -112,10 +121,19 @@ def parse_serve(path: Path, raw: Any, target: str, models: Sequence[Any]) -> Ser
                               _integer(where, raw, "chunk", DEFAULT_CHUNK))
     except ServeError as e:              # the one check across keys: token_budget >= max_batch
         raise SweepError(f"{where}.token_budget: {e}") from None
+    step_cost = _choice(where, raw, "step_cost", STEP_COSTS, "parts")
+    kv_bucket = _integer(where, raw, "kv_bucket", None)
+    token_grid = _integer(where, raw, "token_grid", None, least=2)
+    if token_grid is not None and step_cost == "whole":
+        raise SweepError(f"{where}.token_grid: only with step_cost = \"parts\"")
+    if "check_steps" in raw and step_cost == "whole" and kv_bucket is None:
+        raise SweepError(f"{where}.check_steps: nothing to check (the steps are priced whole at "
+                         "exact lengths; it applies to step_cost = \"parts\" or kv_bucket)")
     return ServeSpec(_workload(path, raw), scheduler,
                      _choice(where, raw, "preemption", _PREEMPTIONS, "recompute"),
                      _integer(where, raw, "block_size", DEFAULT_BLOCK_SIZE),
-                     _integer(where, raw, "kv_blocks", None), _integer(where, raw, "kv_bucket", None),
+                     _integer(where, raw, "kv_blocks", None), kv_bucket, step_cost, token_grid,
+                     _integer(where, raw, "check_steps", CHECK_STEPS, least=0),
                      _seconds(where, raw, "slo_ttft"), _seconds(where, raw, "slo_tpot"))
 
 

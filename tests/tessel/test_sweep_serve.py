@@ -45,6 +45,7 @@ def test_a_serve_table_gives_one_task_per_point_and_model_with_the_commands_defa
     assert spec.metrics[0] == "serve.ttft_s.p99" and all(m.startswith("serve.") for m in spec.metrics)
     assert serve.scheduler.describe() == {"policy": "sarathi", "max_batch": 128, "token_budget": 2048, "chunk": 512}
     assert (serve.preemption, serve.block_size, serve.kv_blocks, serve.kv_bucket) == ("recompute", 16, None, None)
+    assert (serve.step_cost, serve.check_steps) == ("parts", 4)
     assert serve.workload.identity() == {"rate": 4.0, "requests": 3, "seed": 0,
                                          "prompt": {"kind": "fixed", "values": (8.0,), "max_tokens": None},
                                          "output": {"kind": "fixed", "values": (2.0,), "max_tokens": None}}
@@ -56,7 +57,8 @@ def test_serve_settings_and_the_traces_contents_are_part_of_the_key(tmp_path):
     keys = lambda body: [t.key for t in tasks(load_spec(write(tmp_path, body)))]
     base = keys(SERVE + 'trace = "t.csv"\n')
     assert base == keys(SERVE + 'trace = "t.csv"\nscheduler = "sarathi"\n')         # a default, spelled out
-    for changed in ('kv_bucket = 8\n', 'chunk = 256\n', 'slo_ttft = 0.5\n', 'scheduler = "static"\n'):
+    for changed in ('kv_bucket = 8\n', 'chunk = 256\n', 'slo_ttft = 0.5\n', 'scheduler = "static"\n',
+                    'step_cost = "whole"\n', 'check_steps = 2\n', 'token_grid = 16\n'):
         assert not set(base) & set(keys(SERVE + 'trace = "t.csv"\n' + changed)), changed
     (tmp_path / "t.csv").write_text(TRACE + "0.002,6,2\n")
     assert not set(base) & set(keys(SERVE + 'trace = "t.csv"\n'))
@@ -87,7 +89,7 @@ def test_the_summary_is_flattened_by_dotted_path_finite_numbers_only():
     named = {f"serve.{t}.{e}" for t, entries in SERVE_TABLES.items() for e in entries} | {"serve.duration_s"}
     stored = {k for k in figures if not k.startswith("serve.settings.")}
     assert stored <= named and named - stored == {"serve.slo.tpot_s"} | {
-        f"serve.kv_bucket_error.{e}" for e in SERVE_TABLES["kv_bucket_error"]}   # no SLO on TPOT, no bucket
+        f"serve.step_cost.{e}" for e in SERVE_TABLES["step_cost"]}   # no SLO on TPOT; serve_on adds step_cost
 
 
 def test_serving_figures_that_are_better_larger():
@@ -119,6 +121,11 @@ GRAPH = ROOT / "examples" / "mlp.graph"
     (SYNTH.replace("requests = 3", "requests = 0"), r"s\.toml: serve\.requests: expected an integer >= 1, got 0"),
     (SYNTH.replace("fixed:8", "fixed:0"), r"s\.toml: serve\.prompt: prompt lengths 'fixed:0': N '0' is not an integer >= 1"),
     (SYNTH + "seed = -1\n", r"s\.toml: serve\.seed: expected an integer >= 0, got -1"),
+    (SYNTH + 'step_cost = "guess"\n', r"s\.toml: serve\.step_cost: expected one of parts, whole, got 'guess'"),
+    (SYNTH + 'step_cost = "whole"\ncheck_steps = 2\n', r"s\.toml: serve\.check_steps: nothing to check \(the steps are priced whole"),
+    (SYNTH + "check_steps = -1\n", r"s\.toml: serve\.check_steps: expected an integer >= 0, got -1"),
+    (SYNTH + "token_grid = 1\n", r"s\.toml: serve\.token_grid: expected an integer >= 2, got 1"),
+    (SYNTH + 'step_cost = "whole"\ntoken_grid = 8\n', r"s\.toml: serve\.token_grid: only with step_cost = \"parts\""),
     ("serve = 3\n" + SERVE.replace("[serve]\n", ""), r"s\.toml: serve: expected a table"),
     (SYNTH.replace("[parameters]", '[[phases]]\nkind = "decode"\n[parameters]'), r"s\.toml: phases: not with \[serve\]"),
     ('metrics = ["time_s"]\n' + SYNTH, r"s\.toml: metrics\[0\]: 'time_s' is a figure of one simulated pass; a spec with \[serve\] records serving figures only"),
@@ -147,8 +154,8 @@ def in_process(workers: int):
 
 @pytest.mark.parametrize("pool", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["in-process", "pool"])
 def test_a_tiny_serving_sweep_records_serving_figures_and_reuses_its_store(tmp_path, monkeypatch, pool):
-    """tiny-gpt2 on a systolic array, three short requests: every figure the summary has (SLOs
-    and bucketing included) is stored, the CSV has the named ones, a rerun evaluates none."""
+    """tiny-gpt2 on a systolic array, three short requests: every figure the summary has (SLOs,
+    bucketing and the token grid included) is stored, the CSV has the named ones, a rerun evaluates none."""
     if not pool:
         monkeypatch.setattr("tessel.sweep.runner.local_pool", in_process)
     (tmp_path / "t.csv").write_text(TRACE)
@@ -156,7 +163,7 @@ def test_a_tiny_serving_sweep_records_serving_figures_and_reuses_its_store(tmp_p
                                      'metrics = ["serve.tpot_s.p50", "serve.slo.attainment"]\n'
                                      "[parameters]\ndram_bw_gbps = [100]\n[serve]\n"
                                      'trace = "t.csv"\nkv_bucket = 8\ntoken_budget = 16\nmax_batch = 4\n'
-                                     "chunk = 8\nslo_ttft = 1.0\nslo_tpot = 1.0\n"))
+                                     "chunk = 8\ncheck_steps = 1\ntoken_grid = 4\nslo_ttft = 1.0\nslo_tpot = 1.0\n"))
     first = run_sweep(spec, tmp_path / "out", workers=1, progress=False)
     assert (first.points, first.evaluated, first.failed) == (1, 1, ())
     (line,) = csv.DictReader((tmp_path / "out" / "results.csv").open())
@@ -176,5 +183,5 @@ def test_a_serving_error_is_a_failed_point_with_one_line(tmp_path):
     spec = load_spec(write(tmp_path, SYNTH.replace("rows = [8, 16]", "dram_bytes = [67108864]")))
     outcome = evaluate_point(tasks(spec)[0])
     assert not outcome.ok and outcome.metrics == {}
-    assert re.fullmatch(r"gpt2: its weights \([0-9,]+ bytes\) leave no room for a KV cache in the "
+    assert re.fullmatch(r"gpt2: its weights \([^)]*\) leave no room for a KV cache in the "
                         r"device's 67,108,864 bytes", outcome.error)
