@@ -55,7 +55,8 @@ sim-target: setup
 
 # The shipped trace through Sarathi-Serve's scheduler on one target (or TARGET=gpu ARCH=gpu-...):
 # make serve MODEL=llama-3.2-1b TARGET=dataflow [OUT=DIR]. Cache lengths are bucketed to 64
-# tokens (the run reports the bucketing's error on a sample of exact steps).
+# tokens and a simulated target prices steps by their parts; the run reports the error of both
+# on 4 of its steps simulated whole at exact lengths (docs/serving.md).
 serve: setup
 	$(BIN)/tessel serve --model $(MODEL) --target $(TARGET) $(ARCH_ARG) \
 		--trace examples/traces/synthetic-200.csv --kv-bucket 64 $(if $(OUT),--out $(OUT))

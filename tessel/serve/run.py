@@ -113,13 +113,16 @@ def _checked(exact, memo: Memo, shapes: list[StepShape], settings: ServeSettings
     the run: mean and worst, of the seconds and of the joules."""
     count = min(settings.check_steps, len(shapes))
     picked = [shapes[(2 * i + 1) * len(shapes) // (2 * count)] for i in range(count)]
-    seconds, joules = [], []
+    seconds, joules, checked = [], [], []
     for shape in picked:
         truth, used = exact.cost(shape), memo.cost(shape.bucketed(settings.kv_bucket))
         seconds.append(abs(used.seconds - truth.seconds) / truth.seconds)
         if truth.energy_j:
             joules.append(abs(used.energy_j - truth.energy_j) / truth.energy_j)
-    return {"steps_checked": count,
+        checked.append({"requests": shape.batch, "tokens": shape.tokens,
+                        "prefill_tokens": shape.prefill_tokens, "seconds_used": used.seconds,
+                        "seconds_exact": truth.seconds})
+    return {"steps_checked": count, "checked": checked,
             "mean_rel_error": sum(seconds) / count if count else None,
             "max_rel_error": max(seconds) if count else None,
             "max_rel_error_energy": max(joules) if joules else None}

@@ -62,6 +62,11 @@ class SimulatedCosts:
         return StepCost(*self.placement.timed(self.spec, self.arch, program))
 
 
+# A token-grid segment is interpolated when the price at its middle is within this share of
+# the line through its ends (SimulatedParts._gridded).
+LINEAR = 0.005
+
+
 class SimulatedParts:
     """A step's time and energy as the sum of its parts, each simulated on its own (timing
     only): a few thousand simulations price a 1,000-request run whose steps nearly all differ.
@@ -106,13 +111,29 @@ class SimulatedParts:
         """`price(tokens)`, or with `token_grid` g, interpolated linearly between the prices
         at the multiples of g around `tokens` (exact below g, on a multiple, or where the
         next multiple passes `most`): a run's token counts then need only the multiples'
-        parts (Vidur interpolates profiled operators the same way)."""
+        parts (Vidur interpolates profiled operators the same way). Prices step where a
+        token count passes a tile or a buffer (llama-3.1-8b's token-wise layer on sn40l: +27 %
+        from 140 to 148 tokens), so a segment is interpolated only where the price at its
+        middle lies on the line through its ends within LINEAR; else the half holding
+        `tokens` is taken, down to exact prices."""
         g = self.token_grid
         low = tokens // g * g if g else 0
         if not g or low in (0, tokens) or low + g > most:
             return price(tokens)
-        weight = (tokens - low) / g
-        return tuple(a + weight * (b - a) for a, b in zip(price(low), price(low + g)))
+        high = low + g
+        while True:
+            a, b = price(low), price(high)
+            if high - low == 1:
+                return price(tokens)
+            middle = (low + high) // 2
+            m = price(middle)
+            line = a[0] + (b[0] - a[0]) * (middle - low) / (high - low)
+            if abs(m[0] - line) <= LINEAR * m[0]:
+                weight = (tokens - low) / (high - low)
+                return tuple(x + weight * (y - x) for x, y in zip(a, b))
+            if tokens == middle:
+                return m
+            low, high = (low, middle) if tokens < middle else (middle, high)
 
     def _tokenwise_part(self, tokens: int) -> tuple[float, float]:
         if tokens not in self._tokenwise:

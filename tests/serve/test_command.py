@@ -181,21 +181,29 @@ def test_a_steps_parts_add_up_to_its_whole_simulation_within_a_few_percent(spec,
 
 def test_a_token_grid_interpolates_token_counts_between_its_multiples():
     """Token-wise parts and prefill chunks off the grid are priced between the two multiples
-    around them; on a multiple, below the first, or where the next passes the context, as
-    they are. (Where a tile boundary falls between two multiples the price steps and the
-    interpolation does not: 9 tokens take two 8-row tiles here. The run's check measures it.)"""
+    around them where the price at the middle lies on their line; where it steps (a tile or
+    a buffer filled), the half that holds the count is taken, down to exact prices; on a
+    multiple, below the first, or where the next passes the context, exactly."""
     from tessel.serve.simulated import SimulatedParts
 
     model, arch = load_model(TINY), TARGETS["systolic"].load_arch()
-    exact, grid = SimulatedParts(model, "systolic", arch), SimulatedParts(model, "systolic", arch, token_grid=4)
+    grid = SimulatedParts(model, "systolic", arch, token_grid=8)
+
+    def priced(fn):
+        asked = []
+        return asked, lambda n: asked.append(n) or fn(n)
+    asked, line = priced(lambda n: (1.0 + n, 2.0 * n))
+    assert grid._gridded(19, line, 100) == pytest.approx((20.0, 38.0)) and set(asked) == {16, 20, 24}
+    asked, step = priced(lambda n: (1.0 + n + 50 * (n > 21), 0.0))
+    assert grid._gridded(19, step, 100) == (20.0, 0.0) and 19 not in asked   # (16, 20] is a line
+    assert grid._gridded(22, step, 100) == (73.0, 0.0) and 22 in asked       # the step: exact
+    for tokens, most in ((16, 100), (5, 100), (19, 23)):
+        asked, exact = priced(lambda n: (float(n), 0.0))
+        assert grid._gridded(tokens, exact, most) == (tokens, 0.0) and asked == [tokens]
     def tokens(n):
         return StepShape((("prefill", n, 0),))
-    assert grid.cost(tokens(8)) == exact.cost(tokens(8)) and grid.cost(tokens(3)) == exact.cost(tokens(3))
-    low, high, mid = exact.cost(tokens(8)), exact.cost(tokens(12)), grid.cost(tokens(9))
-    assert mid.seconds == pytest.approx(low.seconds + (high.seconds - low.seconds) / 4, rel=1e-12)
-    assert grid._tokenwise.keys() == {3, 8, 12}
-    asked = []
-    assert grid._gridded(6, lambda n: asked.append(n) or (n, 0.0), 7) == (6, 0.0) and asked == [6]
+    exact = SimulatedParts(model, "systolic", arch)
+    assert grid.cost(tokens(16)) == exact.cost(tokens(16))
 
 
 def test_the_command_lists_every_target():
