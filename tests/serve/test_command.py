@@ -73,8 +73,9 @@ def test_a_request_beyond_the_models_context_is_rejected(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("argv, method, bucket", [
-    (("--kv-bucket", "8"), "parts", 8), (("--step-cost", "whole", "--kv-bucket", "8"), "whole", 8),
-    ((), "parts", None)])
+    (("--kv-bucket", "8"), "parts", 8),
+    pytest.param(("--step-cost", "whole", "--kv-bucket", "8"), "whole", 8, marks=pytest.mark.slow),
+    pytest.param((), "parts", None, marks=pytest.mark.slow)])
 def test_parts_and_buckets_report_their_error_on_steps_simulated_whole(capsys, tmp_path, argv,
                                                                          method, bucket):
     summary = serve(capsys, tmp_path, "--trace", trace(tmp_path, ROWS), *argv, "--check-steps", "3",
@@ -87,6 +88,7 @@ def test_parts_and_buckets_report_their_error_on_steps_simulated_whole(capsys, t
     assert (error["parts_simulated"] is None) == (method == "whole")
 
 
+@pytest.mark.slow
 def test_exact_whole_steps_have_nothing_to_check(capsys, tmp_path):
     summary = serve(capsys, tmp_path, "--trace", trace(tmp_path, ROWS), "--step-cost", "whole")
     assert summary["step_cost"] == {"method": "whole", "kv_bucket": None, "token_grid": None,
@@ -157,7 +159,8 @@ def test_a_step_shape_costs_what_its_step_graph_simulates():
     assert (cost.seconds, cost.energy_j) == (result.time_s, result.energy_j)
 
 
-@pytest.mark.parametrize("target", ["systolic", "dataflow", pytest.param("pim", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("target", ["systolic", pytest.param("dataflow", marks=pytest.mark.slow),
+                                    pytest.param("pim", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("spec", [TINY, str(FIXTURES / "tiny-gpt2"),
                                   pytest.param(str(FIXTURES / "tiny-qwen3-moe"), marks=pytest.mark.slow)])
 def test_a_steps_parts_add_up_to_its_whole_simulation_within_a_few_percent(spec, target):

@@ -40,7 +40,7 @@ def test_each_rank_holds_its_kv_heads_share_of_every_token_after_its_share_of_th
     assert kv_capacity_tokens(model, memory, 2, TWO) > 2 * kv_capacity_tokens(model, memory, 2) - 2
 
 
-@pytest.mark.parametrize("target", ["systolic", "dataflow"])
+@pytest.mark.parametrize("target", ["systolic", pytest.param("dataflow", marks=pytest.mark.slow)])
 def test_identical_decodes_on_a_node_cost_the_batched_decode_of_the_node(target):
     """A step of three decodes at one context is the node's batched decode (`tessel sim
     --devices 2`): equal cycles and energy."""
@@ -82,7 +82,8 @@ def trace(tmp_path) -> str:
 
 
 @pytest.mark.parametrize("argv, tp, link, arch", [
-    (("--target", "systolic", "--tp", "2"), 2, "tpu-v4-ici", "systolic-128"),
+    pytest.param(("--target", "systolic", "--tp", "2"), 2, "tpu-v4-ici", "systolic-128",
+                 marks=pytest.mark.slow),
     (("--target", "gpu", "--tp", "2", "--link", "pcie4-x16"), 2, "pcie4-x16", "gpu-a100-80gb"),
     (("--node", "a100-4", "--kv-bucket", "4"), 4, "nvlink3-a100", "gpu-a100-80gb")])
 def test_serve_runs_on_tensor_parallel_ranks(capsys, tmp_path, argv, tp, link, arch):

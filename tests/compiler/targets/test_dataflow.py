@@ -75,7 +75,8 @@ def test_dumps_name_the_sections_and_where_each_buffer_lives(graph):
     assert "  wte.weight: hbm[0x0]" in placement
 
 
-@pytest.mark.parametrize("requests", [32, 33, 37])
+@pytest.mark.parametrize("requests", [32, pytest.param(33, marks=pytest.mark.slow),
+                                      pytest.param(37, marks=pytest.mark.slow)])
 def test_a_fused_attention_chain_starts_a_new_section_rather_than_pass_its_stages(requests):
     """A serving step of many requests at their own contexts has one fused attention chain
     (scores, softmax, context) per request in a layer's section: a chain that would take the
