@@ -151,7 +151,8 @@ def _compare(args, model, requests, scheduler: Scheduler) -> int:
     runs = {e: serve_on(model, requests, settings, *archs[e])[0] for e in entries}
     if args.json is not None:
         atomic_write(Path(args.json), json.dumps(runs, indent=1).encode())
-    print(render_comparison(runs, f"tessel serve --compare: {model.name}, {scheduler.policy}"))
+    ranks = f", tp {args.tp} (each target's link)" if (args.tp or 1) > 1 else ""
+    print(render_comparison(runs, f"tessel serve --compare: {model.name}, {scheduler.policy}{ranks}"))
     return 0
 
 
