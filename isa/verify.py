@@ -38,8 +38,11 @@ from isa.sync import SYNC_OPCODES, completes_by_iterations, find_blocked_wait
 __all__ = ["verify"]
 
 
-def verify(program: Program, machine: MachineView) -> None:
-    """Raise VerifyError on the first problem; return None when the program is valid."""
+def verify(program: Program, machine: MachineView, executed: Program | None = None) -> None:
+    """Raise VerifyError on the first problem; return None when the program is valid.
+    `executed`: the program unrolled (isa.unroll), where the caller has it anyway (a
+    simulator that runs it unrolled): the row check then reads each iteration's rows from it
+    instead of expanding the instructions that loops move again."""
     _check_program(program, machine)
     first = first_uses(program.instructions)
     opcodes = list(map(attrgetter("opcode"), program.instructions))
@@ -51,7 +54,7 @@ def verify(program: Program, machine: MachineView) -> None:
     if structure.loops:
         check_token_balance(program.instructions, opcodes, structure)
     _check_instructions(program, machine, first, opcodes, structure)
-    _check_rows(program, machine, opcodes, structure)
+    _check_rows(program, machine, opcodes, structure, executed)
     if not structure.loops:
         blocked = find_blocked_wait(program.instructions)
         if blocked is not None:
@@ -81,17 +84,22 @@ def _check_fields(program: Program, first: list[int]) -> None:
 
 
 def _check_rows(program: Program, machine: MachineView, opcodes: list[str],
-                structure: Structure) -> None:
+                structure: Structure, executed: Program | None = None) -> None:
     """The pim queues' row protocol, on a machine whose `bank` limit gives its banks."""
     banks = machine.limits.get("bank")
     if banks is None:
         return
     if structure.loops:
         run = Executed(program.instructions, structure, ROW_OPCODES, opcodes)
-        moving = [index for index, moved in structure.strided().items()
-                  if opcodes[index] in ROW_OPCODES and any(
-                      type(program.instructions[index].fields[position][1]) is int
-                      for position in moved)]
+        if executed is not None:            # every iteration's values, already unrolled
+            flat = executed.instructions
+            run.instructions = [flat[p] for p in run.positions.tolist()]
+            moving = []
+        else:
+            moving = [index for index, moved in structure.strided().items()
+                      if opcodes[index] in ROW_OPCODES and any(
+                          type(program.instructions[index].fields[position][1]) is int
+                          for position in moved)]
         if moving:                          # rows that move: each iteration's own values
             each = {index: iter(found) for index, found
                     in instances(program.instructions, structure, moving).items()}

@@ -186,7 +186,14 @@ def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
     tell = progress or _quiet
     arch = machine.arch
     tell("verify", 0)
-    isa.verify(program, arch.machine_view() if node is None else with_link(arch.machine_view()))
+    flat = None
+    if functional or machine.state_timed:     # it runs unrolled: unroll once, for both
+        try:
+            flat = isa.unroll(program)
+        except isa.LoopError:
+            pass                                  # the verifier says what is wrong
+    isa.verify(program, arch.machine_view() if node is None else with_link(arch.machine_view()),
+               flat)
     if not functional:
         tell("costs", 0)
         plan = patterns if patterns is not None else timing_plan(machine, program)
@@ -200,7 +207,7 @@ def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
             return Simulation(_with_link_energy(sim_result(program, machine, timed, assumptions),
                                                 node, link_j), None, None, timed.exposed_cycles,
                               timed.idle_cycles)
-    program = isa.unroll(program)
+    program = flat if flat is not None else isa.unroll(program)
     tell("costs", 0)
     run = machine.start(program)
     costs = run.costs

@@ -395,3 +395,25 @@ def test_a_moving_pim_operand_past_its_bound_names_loop_and_iteration(old, new, 
     with pytest.raises(VerifyError, match=r"^instruction \d+ \(pim0 pim\.\w+\) in loop at 4, "
                        rf"iteration {iteration}: " + message):
         verify(program, PIM_MACHINE)
+
+
+@pytest.mark.parametrize("text", [PIM_ROWS, HEADER + """pim0 pim.act bank=0 row=1
+.loop count=3
+  pim0 pim.mac bank=0 col=0 ncols=1 gb=0
+  pim0 pim.pre bank=0
+.endloop
+""", PIM_ROWS.replace("  pim0 pim.pre_all\n", "")], ids=["valid", "precharged", "moving-rows"])
+def test_the_row_check_reads_a_given_unrolled_program_as_it_expands_its_own(text):
+    """A simulator that runs a program unrolled hands its unrolled copy to the verifier: the
+    row protocol is checked on the same instances, with the same message or none."""
+    program = assemble(text)
+    machine = PIM_MACHINE if "gb=0+=64" in text else MACHINE
+
+    def outcome(*executed):
+        try:
+            verify(program, machine, *executed)
+        except VerifyError as error:
+            return str(error)
+        return None
+    assert outcome(unroll(program)) == outcome()
+    assert (outcome() is None) == (text == PIM_ROWS)
