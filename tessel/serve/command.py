@@ -62,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         arch = TARGETS[args.target].load_arch(args.arch, args.set)
     summary, result = serve_on(model, requests, _settings(args, scheduler), args.target, arch)
     if args.out is not None:
-        write_outputs(result, args.out, summary=summary)
+        write_outputs(result, args.out, summary=summary, devices=args.tp or 1)   # a track a rank
     if args.json is not None:
         atomic_write(Path(args.json), json.dumps(summary, indent=1).encode())
     ranks = f" x {args.tp} (tp over {summary['target']['link']})" if (args.tp or 1) > 1 else ""

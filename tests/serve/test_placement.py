@@ -90,11 +90,13 @@ def test_serve_runs_on_tensor_parallel_ranks(capsys, tmp_path, argv, tp, link, a
     out = tmp_path / "summary.json"
     model = str(FIXTURES / "tiny-gpt2") if tp == 4 else TINY        # 4 heads
     assert main(["serve", "--model", model, "--trace", trace(tmp_path), *argv,
-                 "--json", str(out)]) == 0
+                 "--json", str(out), "--out", str(tmp_path / "run")]) == 0
     summary = json.loads(out.read_text())
     assert f"x {tp} (tp over {link})" in capsys.readouterr().out
     assert summary["target"]["tp"] == tp and summary["target"]["link"] == link
     assert summary["target"]["arch"] == arch and summary["requests"]["finished"] == 3
+    events = json.loads((tmp_path / "run" / "trace.json").read_text())["traceEvents"]
+    assert {e["tid"] for e in events if e["ph"] == "X"} == set(range(tp))     # a track a rank
 
 
 @pytest.mark.parametrize("argv, message", [
