@@ -9,7 +9,7 @@
     scheduler = "sarathi"             # static | continuous | sarathi (default)
     kv_bucket = 64                    # and max_batch, token_budget, chunk, preemption,
                                       # block_size, kv_blocks, step_cost, token_grid, check_steps,
-                                      # slo_ttft, slo_tpot (seconds)
+                                      # slo_ttft, slo_tpot (seconds), tp, link
 
 Every key is checked when the spec loads, with the checks `tessel serve` makes of its flags
 (the synthetic workload is drawn once, a trace file is read whole), and a bad one is refused
@@ -25,6 +25,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from arch.config import link_names
+from compiler.frontend import load_model
+from compiler.ir import GraphError
+from compiler.parallel.plan import make_plan
 from tessel.progress import QUIET
 from tessel.serve.args import CHECK_STEPS, STEP_COSTS, SYNTHETIC
 from tessel.serve.errors import ServeError
@@ -42,7 +46,7 @@ __all__ = ["ServeSpec", "Workload", "parse_serve", "requests_of", "serve_figures
 
 _KEYS = ("trace", "rate", *SYNTHETIC, "scheduler", "max_batch", "token_budget", "chunk",
          "preemption", "block_size", "kv_blocks", "kv_bucket", "step_cost", "token_grid",
-         "check_steps", "slo_ttft", "slo_tpot")
+         "check_steps", "slo_ttft", "slo_tpot", "tp", "link")
 _PREEMPTIONS = ("recompute", "swap")
 
 
@@ -78,6 +82,8 @@ class ServeSpec:
     check_steps: int                 # steps simulated whole and exactly to measure the error
     slo_ttft_s: float | None
     slo_tpot_s: float | None
+    tp: int = 1                      # tensor-parallel ranks each step runs on
+    link: str | None = None          # how they are joined (default: the target's)
 
     def identity(self) -> dict[str, Any]:
         """What a point's result depends on beyond the arch and the model (its store key)."""
@@ -86,6 +92,7 @@ class ServeSpec:
                 "kv_blocks": self.kv_blocks, "kv_bucket": self.kv_bucket,
                 "step_cost": self.step_cost, "check_steps": self.check_steps,
                 **({"token_grid": self.token_grid} if self.token_grid else {}),
+                **({"tp": self.tp, "link": self.link} if self.tp > 1 else {}),
                 "slo_ttft_s": self.slo_ttft_s, "slo_tpot_s": self.slo_tpot_s}
 
     def settings(self, routing: str | None) -> ServeSettings:
@@ -93,7 +100,8 @@ class ServeSpec:
                              block_size=self.block_size, kv_blocks=self.kv_blocks,
                              kv_bucket=self.kv_bucket, slo_ttft_s=self.slo_ttft_s,
                              slo_tpot_s=self.slo_tpot_s, step_cost=self.step_cost,
-                             token_grid=self.token_grid, check_steps=self.check_steps)
+                             token_grid=self.token_grid, check_steps=self.check_steps,
+                             tp=self.tp, link=self.link)
 
 
 def parse_serve(path: Path, raw: Any, target: str, models: Sequence[Any]) -> ServeSpec:
@@ -129,12 +137,26 @@ def parse_serve(path: Path, raw: Any, target: str, models: Sequence[Any]) -> Ser
     if "check_steps" in raw and step_cost == "whole" and kv_bucket is None:
         raise SweepError(f"{where}.check_steps: nothing to check (the steps are priced whole at "
                          "exact lengths; it applies to step_cost = \"parts\" or kv_bucket)")
+    tp = _integer(where, raw, "tp", 1)
+    link = raw.get("link")
+    if link is not None:
+        if tp == 1:
+            raise SweepError(f"{where}.link: only with tp > 1 (the link joins tensor-parallel ranks)")
+        if not isinstance(link, str) or link not in link_names():
+            raise SweepError(f"{where}.link: expected a link preset ({', '.join(link_names())}), "
+                             f"got {link!r}")
+    for i, model in enumerate(models):
+        if tp > 1:
+            try:
+                make_plan(load_model(model.spec).config, tp, tp=tp)
+            except GraphError as e:
+                raise SweepError(f"{path}: models[{i}]: serve.tp: {e}") from None
     return ServeSpec(_workload(path, raw), scheduler,
                      _choice(where, raw, "preemption", _PREEMPTIONS, "recompute"),
                      _integer(where, raw, "block_size", DEFAULT_BLOCK_SIZE),
                      _integer(where, raw, "kv_blocks", None), kv_bucket, step_cost, token_grid,
                      _integer(where, raw, "check_steps", CHECK_STEPS, least=0),
-                     _seconds(where, raw, "slo_ttft"), _seconds(where, raw, "slo_tpot"))
+                     _seconds(where, raw, "slo_ttft"), _seconds(where, raw, "slo_tpot"), tp, link)
 
 
 def _workload(path: Path, raw: Mapping[str, Any]) -> Workload:

@@ -58,7 +58,7 @@ def test_serve_settings_and_the_traces_contents_are_part_of_the_key(tmp_path):
     base = keys(SERVE + 'trace = "t.csv"\n')
     assert base == keys(SERVE + 'trace = "t.csv"\nscheduler = "sarathi"\n')         # a default, spelled out
     for changed in ('kv_bucket = 8\n', 'chunk = 256\n', 'slo_ttft = 0.5\n', 'scheduler = "static"\n',
-                    'step_cost = "whole"\n', 'check_steps = 2\n', 'token_grid = 16\n'):
+                    'step_cost = "whole"\n', 'check_steps = 2\n', 'token_grid = 16\n', 'tp = 2\n'):
         assert not set(base) & set(keys(SERVE + 'trace = "t.csv"\n' + changed)), changed
     (tmp_path / "t.csv").write_text(TRACE + "0.002,6,2\n")
     assert not set(base) & set(keys(SERVE + 'trace = "t.csv"\n'))
@@ -90,6 +90,12 @@ def test_the_summary_is_flattened_by_dotted_path_finite_numbers_only():
     stored = {k for k in figures if not k.startswith("serve.settings.")}
     assert stored <= named and named - stored == {"serve.slo.tpot_s"} | {
         f"serve.step_cost.{e}" for e in SERVE_TABLES["step_cost"]}   # no SLO on TPOT; serve_on adds step_cost
+
+
+def test_a_serve_table_runs_on_tensor_parallel_ranks(tmp_path):
+    spec = load_spec(write(tmp_path, SYNTH + 'tp = 2\nlink = "pcie4-x16"\n'))
+    settings = spec.serve.settings(None)
+    assert (settings.tp, settings.link) == (2, "pcie4-x16")
 
 
 def test_serving_figures_that_are_better_larger():
@@ -124,6 +130,10 @@ GRAPH = ROOT / "examples" / "mlp.graph"
     (SYNTH + 'step_cost = "guess"\n', r"s\.toml: serve\.step_cost: expected one of parts, whole, got 'guess'"),
     (SYNTH + 'step_cost = "whole"\ncheck_steps = 2\n', r"s\.toml: serve\.check_steps: nothing to check \(the steps are priced whole"),
     (SYNTH + "check_steps = -1\n", r"s\.toml: serve\.check_steps: expected an integer >= 0, got -1"),
+    (SYNTH + "tp = 0\n", r"s\.toml: serve\.tp: expected an integer >= 1, got 0"),
+    (SYNTH + 'link = "pcie4-x16"\n', r"s\.toml: serve\.link: only with tp > 1"),
+    (SYNTH + 'tp = 2\nlink = "nowhere"\n', r"s\.toml: serve\.link: expected a link preset \(.*\), got 'nowhere'"),
+    (SYNTH + "tp = 5\n", r"s\.toml: models\[0\]: serve\.tp: --tp 5: .* not divisible by 5"),
     (SYNTH + "token_grid = 1\n", r"s\.toml: serve\.token_grid: expected an integer >= 2, got 1"),
     (SYNTH + 'step_cost = "whole"\ntoken_grid = 8\n', r"s\.toml: serve\.token_grid: only with step_cost = \"parts\""),
     ("serve = 3\n" + SERVE.replace("[serve]\n", ""), r"s\.toml: serve: expected a table"),
