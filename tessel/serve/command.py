@@ -14,6 +14,8 @@ from pathlib import Path
 from arch import load_arch
 from arch.nodes import load_node
 from compiler.frontend import load_model
+from compiler.ir import GraphError
+from compiler.parallel.plan import make_plan
 from tessel.files import atomic_write
 from tessel.request import routing_policy
 from tessel.serve.args import CHECK_STEPS, SYNTHETIC
@@ -43,6 +45,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ServeError(f"--check-steps {args.check_steps}: must be an integer >= 0")
     _apply_node(args)
     _refuse_unused(args)
+    _check_plan(args, model)
     args.routing = routing_policy(model, False, args.routing) or "uniform"
     requests = read_trace(args.trace) if args.trace is not None else _synthetic(args)
     scheduler = Scheduler(args.scheduler, args.max_batch, args.token_budget,
@@ -51,12 +54,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _compare(args, model, requests, scheduler)
     args.target = args.target or "systolic"
     if args.target == "gpu":
-        if args.set:
-            raise ServeError(f"--set: not with {'--node ' + args.node if args.node else '--target gpu'} "
-                             "(GPU presets are priced as they are)")
-        if args.step_cost is not None:
-            raise ServeError("--step-cost: simulated targets only (a GPU preset's parts are its "
-                             "whole step's kernels)")
         arch = _gpu(args.arch or "gpu-a100-80gb", "--arch")
     else:
         arch = TARGETS[args.target].load_arch(args.arch, args.set)
@@ -86,6 +83,17 @@ def _apply_node(args) -> None:
     args.set = node.overrides(args.set)
 
 
+def _check_plan(args, model) -> None:
+    """Tensor parallelism that the model cannot take is refused before anything runs, naming
+    the node whose devices asked for it."""
+    if (args.tp or 1) > 1:
+        try:
+            make_plan(model.config, args.tp, tp=args.tp)
+        except GraphError as e:
+            raise ServeError(f"--node {args.node} ({args.tp} devices as tensor-parallel ranks): "
+                             f"{e}" if args.node else str(e)) from None
+
+
 def _synthetic(args):
     """The synthetic workload the flags ask for, SYNTHETIC's defaults where left out."""
     given = {k: SYNTHETIC[k] if getattr(args, k) is None else getattr(args, k) for k in SYNTHETIC}
@@ -106,6 +114,12 @@ def _refuse_unused(args) -> None:
     if args.check_steps is not None and exact and args.compare is None:
         raise ServeError("--check-steps: nothing to check (the steps are priced whole at exact "
                          "lengths; it applies to --step-cost parts or --kv-bucket)")
+    if args.target == "gpu" and args.set:
+        raise ServeError(f"--set: not with {'--node ' + args.node if args.node else '--target gpu'} "
+                         "(GPU presets are priced as they are)")
+    if args.target == "gpu" and args.step_cost is not None:
+        raise ServeError("--step-cost: simulated targets only (a GPU preset's parts are its "
+                         "whole step's kernels)")
     if args.tp is not None and args.tp < 1:
         raise ServeError(f"--tp {args.tp}: must be an integer >= 1")
     if args.link is not None and (args.tp or 1) == 1:

@@ -107,6 +107,7 @@ def test_serve_runs_on_tensor_parallel_ranks(capsys, tmp_path, argv, tp, link, a
     (("--node", "sn40l-8", "--arch", "sn40l"), "--arch: not with --node"),
     (("--node", "dgx-h100", "--set", "rows=4"), "--set: not with --node dgx-h100"),
     (("--node", "nowhere"), "nowhere"),
+    (("--node", "tpu-v4-8"), "--node tpu-v4-8 (8 devices as tensor-parallel ranks): --tp 8: "),
     (("--compare", "systolic", "--tp", "2", "--link", "pcie4-x16"), "--link: not with --compare"),
 ])
 def test_bad_node_settings_are_one_line(capsys, tmp_path, argv, message):
