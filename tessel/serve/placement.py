@@ -33,17 +33,16 @@ class Placement:
         plan = make_plan(model.config, self.tp, tp=self.tp)
         return device_graph(model.config, plan, phase, 0).graph
 
-    def timed(self, spec, arch, program) -> tuple[float, float]:
-        """Seconds and joules of `program` timing only: on one device, or run by every rank
-        of the node (the node's energy: every device's and the link's)."""
+    def simulated(self, spec, arch, graph: Graph, dtype=None) -> tuple[float, float]:
+        """Seconds and joules of `graph` compiled for the target and simulated timing only:
+        on one device, or run by every rank of the node (the node's energy: every device's
+        and the link's)."""
+        program = spec.compile(graph, arch, dtype).program
         if self.tp == 1:
             result = spec.simulate(program, arch, functional=False).result
             return result.time_s, result.energy_j
         node = simulate_node([program] * self.tp, [spec.machine(arch)] * self.tp, self.link)
         return node.time_s, node.energy_j
-
-    def describe(self) -> str:
-        return "one device" if self.tp == 1 else f"tp {self.tp} over {self.link.name}"
 
 
 ONE_DEVICE = Placement()

@@ -58,8 +58,7 @@ class SimulatedCosts:
     def cost(self, shape: StepShape) -> StepCost:
         graph = step_graph(self.model, shape, not self.spec.one_sequence, self.routing,
                            self.placement)
-        program = self.spec.compile(graph, self.arch, self.dtype).program
-        return StepCost(*self.placement.timed(self.spec, self.arch, program))
+        return StepCost(*self.placement.simulated(self.spec, self.arch, graph, self.dtype))
 
 
 # A token-grid segment is interpolated when the price at its middle is within this share of
@@ -174,9 +173,8 @@ class SimulatedParts:
         on their own."""
         graph = subgraph(_routed(self.placement.graph(model, step), self.probes.routing),
                          lambda op: keep(op.name))
-        program = self.spec.compile(graph, self.arch, self.dtype).program
         self.parts += 1
-        return self.placement.timed(self.spec, self.arch, program)
+        return self.placement.simulated(self.spec, self.arch, graph, self.dtype)
 
 
 class _Probes:
