@@ -11,7 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
-from arch import load_arch
+from arch import ArchError, load_arch
+from arch.links import load_link
 from arch.nodes import load_node
 from compiler.frontend import load_model
 from compiler.ir import GraphError
@@ -84,8 +85,13 @@ def _apply_node(args) -> None:
 
 
 def _check_plan(args, model) -> None:
-    """Tensor parallelism that the model cannot take is refused before anything runs, naming
-    the node whose devices asked for it."""
+    """Tensor parallelism that the model cannot take, or a link that does not exist, is
+    refused before anything runs, naming the node whose devices asked for it."""
+    if args.link is not None:
+        try:
+            load_link(args.link)
+        except ArchError as e:
+            raise ServeError(f"--link {args.link}: {e}") from None
     if (args.tp or 1) > 1:
         try:
             make_plan(model.config, args.tp, tp=args.tp)

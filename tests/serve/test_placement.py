@@ -102,6 +102,7 @@ def test_serve_runs_on_tensor_parallel_ranks(capsys, tmp_path, argv, tp, link, a
 @pytest.mark.parametrize("argv, message", [
     (("--tp", "0"), "--tp 0: must be an integer >= 1"),
     (("--link", "nvlink4-h100"), "--link: only with --tp > 1"),
+    (("--tp", "2", "--link", "nowhere"), "--link nowhere: unknown link 'nowhere'"),
     (("--tp", "3"), "--tp 3: "),
     (("--node", "sn40l-8", "--tp", "2"), "--tp: not with --node"),
     (("--node", "sn40l-8", "--arch", "sn40l"), "--arch: not with --node"),
