@@ -24,14 +24,13 @@ from tessel.serve.kv import DEFAULT_BLOCK_SIZE, KVConfig
 from tessel.serve.metrics import summarize
 from tessel.serve.preemption import Recompute, Swap
 from tessel.serve.scheduler import Scheduler
+from tessel.serve.placement import Placement
 from tessel.serve.simulated import (GpuCosts, SimulatedCosts, SimulatedParts, device_memory_bytes,
                                     kv_bytes_per_token, kv_capacity_tokens)
-from tessel.serve.placement import Placement
 from tessel.serve.step import Memo, StepShape
 from tessel.targets import TARGETS
 
 __all__ = ["ServeSettings", "serve_on"]
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +53,8 @@ class ServeSettings:
 
 def serve_on(model, requests, settings: ServeSettings, target_name: str, arch,
              progress: Progress | None = None) -> tuple[dict, ServeResult]:
-    """One target's run: its step costs, its KV cache, the summary (with the bucketing's
-    measured error) and the result."""
+    """One target's run: its step costs, its KV cache, the summary (with the measured error
+    of its step prices where they are not exact) and the result."""
     placement = _placement(settings, target_name, arch)
     if target_name == "gpu":
         costs = GpuCosts(model, arch, routing=settings.routing, tp=settings.tp,
