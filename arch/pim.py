@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import isa
 from arch.config import ArchError, choice, within
 from arch.limits import (BANDWIDTH_GBPS, BURST_BYTES, CLOCK_MHZ, DEVICE_POWER_MW, DRAM_CYCLES, ENERGY_PJ,
-                         LANES, ON_CHIP_BYTES, PIM_BANKS, PIM_CHANNELS, PIM_ROWS, PIPELINE_CYCLES,
+                         LANES, MODE_SWITCH_CYCLES, ON_CHIP_BYTES, PIM_BANKS, PIM_CHANNELS, PIM_ROWS, PIPELINE_CYCLES,
                          POWER_W, REFRESH_CYCLES, ROW_BYTES, STANDBY_POWER_MW, TCK_NS)
 from isa.opcodes import RED_FUNCS, VEC_FUNCS
 
@@ -39,22 +39,33 @@ DTYPE_BYTES = {"bf16": 2}
 class PimTiming:
     """DRAM command timing, every value in DRAM clock cycles (tCK)."""
 
-    tRCD_RD: int = within(DRAM_CYCLES)  # ACT -> RD / WR, same bank
+    tRCD_RD: int = within(DRAM_CYCLES)  # ACT -> RD, same bank
+    tRCD_WR: int = within(DRAM_CYCLES)  # ACT -> WR, same bank
     tRCD_MAC: int = within(DRAM_CYCLES)  # ACT -> MAC, same bank
     tRP: int = within(DRAM_CYCLES)  # PRE -> ACT, same bank
     tRAS: int = within(DRAM_CYCLES)  # ACT -> PRE, same bank
     tRC: int = within(DRAM_CYCLES)  # ACT -> ACT, same bank; ACT_ALL waits tRC after any ACT
     tCCD_S: int = within(DRAM_CYCLES)  # column -> column, different bank groups
     tCCD_L: int = within(DRAM_CYCLES)  # column -> column, same bank group (all-bank commands: all groups)
-    tRRD: int = within(DRAM_CYCLES)  # ACT -> ACT, different banks
+    tRRD_S: int = within(DRAM_CYCLES)  # ACT -> ACT, banks of different bank groups
+    tRRD_L: int = within(DRAM_CYCLES)  # ACT -> ACT, another bank of the same group (ACT_ALL: every group)
     tFAW: int = within(DRAM_CYCLES)  # at most four ACTs in any tFAW window
     tRTP: int = within(DRAM_CYCLES)  # RD / MAC -> PRE, same bank
-    tWR: int = within(DRAM_CYCLES)  # WR -> PRE, same bank (from the WR command)
-    tCL: int = within(DRAM_CYCLES)  # RD -> data
+    tCWL: int = within(DRAM_CYCLES)  # WR -> its data on the pins (write latency)
+    tBL: int = within(DRAM_CYCLES)  # one burst on the pins
+    tWR: int = within(DRAM_CYCLES)  # write recovery: the write's last data -> PRE (WR -> PRE = tCWL + tBL + tWR)
+    tCL: int = within(DRAM_CYCLES)  # RD -> data (RD's data is back tCL + tBL after it)
     tRFC: int = within(DRAM_CYCLES)  # REF -> any command
     tREFI: int = within(REFRESH_CYCLES)  # one all-bank REF due every tREFI
+    tMODCH: int = within(MODE_SWITCH_CYCLES)  # MODE (bank <-> register mode) -> any command; 0: no modes
     WR_GB: int = within(DRAM_CYCLES)  # WRGB -> its data usable by MAC
-    RD_MAC: int = within(DRAM_CYCLES)  # RDMAC -> its data back at the host
+    RD_MAC: int = within(DRAM_CYCLES)  # RDMAC -> its data back at the host (the MAC-result latency)
+
+    @property
+    def wr_to_pre(self) -> int:
+        """WR -> PRE of the same bank: the write's data goes out tCWL later, takes tBL, and the
+        bank needs tWR after its last beat (JEDEC's write recovery, from the end of the burst)."""
+        return self.tCWL + self.tBL + self.tWR
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +125,11 @@ class PimArch:
         need(self.gbuf_bytes % self.burst_bytes == 0, "gbuf_bytes", self.gbuf_bytes,
              f"a multiple of burst_bytes ({self.burst_bytes})")
         need(t.tRAS <= t.tRC, "timing.tRAS", t.tRAS, f"at most timing.tRC ({t.tRC})")
+        need(t.tRRD_S <= t.tRRD_L, "timing.tRRD_L", t.tRRD_L,
+             f"at least timing.tRRD_S ({t.tRRD_S}): a bank of the same group is never nearer")
         # Longest refresh-and-reopen sequence: commands must fit between refreshes.
-        busy = (max(t.tRAS, t.tRTP, t.tWR) + max(t.tRP, t.tRC) + t.tRFC
-                + self.banks * max(t.tRRD, t.tFAW) + max(t.tRCD_RD, t.tRCD_MAC))
+        busy = (2 * t.tMODCH + max(t.tRAS, t.tRTP, t.wr_to_pre) + max(t.tRP, t.tRC) + t.tRFC
+                + self.banks * max(t.tRRD_L, t.tFAW) + max(t.tRCD_RD, t.tRCD_WR, t.tRCD_MAC))
         need(t.tREFI > busy, "timing.tREFI", t.tREFI,
              f"more than the longest refresh-and-reopen sequence ({busy} cycles)")
         missing = [f for f in ASIC_FUNCS if f not in self.asic.latency_cycles]

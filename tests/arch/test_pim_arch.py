@@ -22,9 +22,12 @@ def test_presets_load_with_aim_timing(name, channels):
     t = a.timing
     # reference/pim.md, GDDR6-AiM calibrated preset (cycles of tCK 0.5 ns)
     assert (a.tck_ns, t.tRCD_RD, t.tRCD_MAC, t.tRP, t.tRAS, t.tRC) == (0.5, 36, 56, 32, 54, 89)
-    assert (t.tCCD_S, t.tCCD_L, t.tRRD, t.tRTP, t.tWR, t.tCL) == (2, 2, 11, 12, 33, 50)
+    assert (t.tCCD_S, t.tCCD_L, t.tRRD_S, t.tRRD_L, t.tRTP, t.tCL) == (2, 2, 11, 11, 12, 50)
     assert (t.tRFC, t.tREFI) == (210, 3333)
-    assert (t.WR_GB * a.tck_ns, t.RD_MAC * a.tck_ns) == (32.0, 37.5)   # CENT latencies, ns
+    # the AiM simulator's GDDR6_AiM_timing: nRCDWR, nCWL, nBL, nWR, nMODCH; the register
+    # commands' latencies nCWLGB + nBL and nCLREG + nBL (docs/pim.md, timing table)
+    assert (t.tRCD_WR, t.tCWL, t.tBL, t.tWR, t.tMODCH) == (28, 6, 2, 33, 32)
+    assert (t.WR_GB, t.RD_MAC, t.wr_to_pre) == (3, 2, 41)
     assert (a.banks, a.bank_groups, a.rows, a.row_bytes, a.burst_bytes) == (16, 4, 16384, 2048, 32)
     assert a.columns == 64 and a.macs_per_bank_per_access == 16
 
@@ -119,7 +122,7 @@ def test_a_bad_override_is_named_with_its_field(override, message):
     ("timing.tRAS=90", r"field 'timing.tRAS' must be at most timing.tRC \(89\), got 90"),
     ("timing.tREFI=900",
      r"field 'timing.tREFI' must be more than the longest refresh-and-reopen sequence "
-     r"\(937 cycles\), got 900"),
+     r"\(1001 cycles\), got 900"),
     ("asic.latency_cycles.sqrt=3", "unknown field 'asic.latency_cycles.sqrt'"),
 ])
 def test_cross_field_errors_name_the_file_and_the_override(override, message):

@@ -1,8 +1,10 @@
 """rtl_models/pim_bank.v against sim/machines/pim/dram.py's CommandChannel (issue cycles) and numpy (values).
 
 Each geometry is one build and one simulation of seeded random single-bank command streams
-(ACT, MAC bursts, RD, WR, WRGB, RDMAC, PRE, ...). Every case has its own timing: a quarter the
-pim-gpt preset, the rest small random values that make the rules interact. The oracle is the
+(ACT, MAC bursts, RD, WR, WRGB, RDMAC, PRE, ...), with a MODE wherever the stream changes
+between register commands (WRGB, RDMAC) and the rest, as the channel's controller issues it.
+Every case has its own timing: a quarter the pim-gpt preset, the rest small random values that
+make the rules interact (a mode switch of 0, no modes, in some). The oracle is the
 simulator's channel model on the same stream, bank 0 of a one-bank-group channel with refresh
 out of reach, where the channel rules reduce to the bank's.
 """
@@ -25,7 +27,8 @@ pytestmark = [pytest.mark.rtl,
 
 SEED = 20240601
 CASES = 60                          # per geometry
-TIMING = ("tRCD_RD", "tRCD_MAC", "tRP", "tRAS", "tRC", "tCCD_S", "tCCD_L", "tRTP", "tWR", "WR_GB")
+TIMING = ("tRCD_RD", "tRCD_WR", "tRCD_MAC", "tRP", "tRAS", "tRC", "tCCD_S", "tCCD_L", "tRTP", "tCWL",
+          "tBL", "tWR", "WR_GB", "tMODCH")
 TIMING_MAX = 255                    # pim_bank.v's TW = 8-bit timing registers
 REFRESH_OUT_OF_REACH = 1 << 17      # tREFI (its largest allowed value): no refresh falls inside a case
 
@@ -61,10 +64,12 @@ GEOMETRIES = {g.name: g for g in (
 def random_timing(rng: np.random.Generator) -> dict[str, int]:
     """Small values that make the rules interact; tRRD and tFAW stay implied by tRC."""
     r = lambda lo, hi: int(rng.integers(lo, hi + 1))    # noqa: E731
-    t = {"tRCD_RD": r(1, 12), "tRCD_MAC": r(1, 16), "tRP": r(1, 10), "tRAS": r(1, 16),
-         "tCCD_S": r(1, 4), "tCCD_L": r(1, 6), "tRTP": r(1, 8), "tWR": r(1, 10), "WR_GB": r(1, 16)}
+    t = {"tRCD_RD": r(1, 12), "tRCD_WR": r(1, 12), "tRCD_MAC": r(1, 16), "tRP": r(1, 10),
+         "tRAS": r(1, 16), "tCCD_S": r(1, 4), "tCCD_L": r(1, 6), "tRTP": r(1, 8), "tCWL": r(1, 6),
+         "tBL": r(1, 4), "tWR": r(1, 10), "WR_GB": r(1, 16), "tMODCH": r(0, 12)}
     t["tRC"] = r(t["tRAS"], t["tRAS"] + 10)
-    t["tRRD"] = r(1, t["tRC"])
+    t["tRRD_S"] = r(1, t["tRC"])
+    t["tRRD_L"] = r(t["tRRD_S"], t["tRC"])
     t["tFAW"] = r(1, 4 * t["tRC"])
     return t
 
@@ -107,6 +112,19 @@ def random_commands(rng: np.random.Generator, p: dict[str, int], n: int) -> list
     return cmds + [{"kind": "RDMAC"}]
 
 
+def with_modes(cmds: list[dict], modes: bool) -> list[dict]:
+    """The stream with a MODE before each command of the other mode (the controller's)."""
+    if not modes:
+        return cmds
+    out, register = [], False
+    for c in cmds:
+        if (c["kind"] in commands.REGISTER) != register:
+            out.append({"kind": "MODE"})
+            register = not register
+        out.append(c)
+    return out
+
+
 def make_stimulus(geometry: Geometry, seed: int, cases: int) -> dict:
     rng = np.random.default_rng(seed)
     p = geometry.parameters()
@@ -115,8 +133,9 @@ def make_stimulus(geometry: Geometry, seed: int, cases: int) -> dict:
     for i in range(cases):
         timing = ({k: getattr(preset, k) for k in TIMING} if i % 4 == 0 else random_timing(rng))
         array = rng.integers(-(1 << 15), 1 << 15, size=(p["ROWS"], p["COLS"], p["LANES"]))
+        cmds = random_commands(rng, p, int(rng.integers(20, 61)))
         out.append({"timing": timing, "array": array.tolist(),
-                    "commands": random_commands(rng, p, int(rng.integers(20, 61)))})
+                    "commands": with_modes(cmds, timing["tMODCH"] > 0)})
     return {"cases": out}
 
 
@@ -154,7 +173,7 @@ def expected_values(case: dict) -> tuple[list[list[int]], list[int]]:
 def expected_issue_cycles(geometry: Geometry, case: dict) -> list[int]:
     """The simulator's channel model on the same stream (bank 0)."""
     a = geometry.arch(case["timing"])
-    assert a.timing.tRRD <= a.timing.tRC and a.timing.tFAW <= 4 * a.timing.tRC, \
+    assert a.timing.tRRD_L <= a.timing.tRC and a.timing.tFAW <= 4 * a.timing.tRC, \
         "tRRD/tFAW would constrain one bank beyond tRC; the bank does not model them"
     stream = [commands.Command(c["kind"], 0, c.get("row"), c.get("col", 0))
               for c in case["commands"]]
@@ -201,14 +220,29 @@ def test_stimulus_covers_every_command_and_timing_fits_the_rtl(bank_run):
     geometry, stimulus, _ = bank_run
     assert len(stimulus["cases"]) >= 50
     kinds = {c["kind"] for case in stimulus["cases"] for c in case["commands"]}
-    assert kinds == {"ACT", "PRE", "RD", "WR", "MAC", "RDMAC", "WRGB"}
-    assert all(1 <= case["timing"][k] <= TIMING_MAX for case in stimulus["cases"] for k in TIMING)
+    assert kinds == {"ACT", "PRE", "RD", "WR", "MAC", "RDMAC", "WRGB", "MODE"}
+    assert all((0 if k == "tMODCH" else 1) <= case["timing"][k] <= TIMING_MAX
+               for case in stimulus["cases"] for k in TIMING)
+    assert {case["timing"]["tMODCH"] > 0 for case in stimulus["cases"]} == {True, False}
 
 
 def test_issue_cycles_and_values_match_the_simulator(bank_run):
     geometry, stimulus, results = bank_run
     problems = mismatches(geometry, stimulus, results)
     assert not problems, f"{len(problems)} mismatches:\n" + "\n".join(problems[:10])
+
+
+def test_the_controller_inserts_the_modes_the_bench_was_given(bank_run):
+    """The channel model on the stream without its MODEs issues the same MODEs itself."""
+    geometry, stimulus, _ = bank_run
+    for case in stimulus["cases"]:
+        bare = [c for c in case["commands"] if c["kind"] != "MODE"]
+        got = dram.CommandChannel(geometry.arch(case["timing"])).run(
+            [commands.Command(c["kind"], 0, c.get("row"), c.get("col", 0)) for c in bare])
+        given = expected_issue_cycles(geometry, case)
+        assert list(got.issue_cycles) == [t for t, c in zip(given, case["commands"])
+                                          if c["kind"] != "MODE"]
+        assert got.stats.counts.get("MODE", 0) == len(case["commands"]) - len(bare)
 
 
 def test_a_one_cycle_change_to_the_channel_model_is_reported(bank_run, monkeypatch):

