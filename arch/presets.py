@@ -16,6 +16,7 @@ from arch.gpu import GpuArch
 from arch.limits import Limit
 from arch.pim import PimArch
 from arch.systolic import SystolicArch
+from arch.toml_file import read_toml
 
 __all__ = ["ARCH_CLASSES", "load_arch", "preset_names", "limit_fields", "build_with_overrides", "read_table"]
 
@@ -41,16 +42,7 @@ def read_table(spec: str | Path, what: str, folder: Path, presets: list[str]) ->
             raise ArchError(f"unknown {what} '{spec}': not a preset "
                             f"({', '.join(presets)}) or a .toml file")
         path = folder / f"{spec}.toml"
-    try:
-        content = path.read_bytes()
-    except OSError as e:
-        raise ArchError(f"{spec}: cannot read ({e.strerror})") from None
-    try:
-        return str(path), tomllib.loads(content.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise ArchError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ArchError(f"{path}: invalid TOML: {e}") from None
+    return str(path), read_toml(path, ArchError, shown=str(spec))
 
 
 def _override(source: str, table: dict, assignment: str) -> str:

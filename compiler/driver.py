@@ -2,21 +2,38 @@
 
 Prefill computes logits for every position; decode computes the last token's logits
 against a KV cache filled by a prefill of the earlier tokens. Token ids and lengths are
-checked here, at the boundary, with messages that name the offending token.
+checked here, at the boundary, with messages that name the offending token. A `Variant`
+(compiler.quant.QuantisedModel) runs the same passes on its own weights and numerics.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
 from compiler.frontend import Model
 from compiler.ir import Graph, GraphError
 from compiler.phase import Segment, Step, decode, groups, prefill
-from compiler.reference import execute
+from compiler.reference import Numerics, execute
 
-__all__ = ["check_tokens", "token_feeds", "kv_feeds", "prefill_logits", "decode_logits",
+__all__ = ["Variant", "check_tokens", "token_feeds", "kv_feeds", "prefill_logits", "decode_logits",
            "step_feeds", "step_logits"]
+
+
+class Variant(Protocol):
+    """Weights and per-graph numerics that replace a model's own in a run."""
+
+    @property
+    def weights(self) -> Mapping[str, np.ndarray]: ...
+
+    def numerics(self, graph: Graph) -> Numerics: ...
+
+
+def _run(model: Model, variant: Variant | None, graph: Graph, feeds: dict[str, np.ndarray],
+         dtype: type) -> dict[str, np.ndarray]:
+    if variant is None:
+        return execute(graph, model.weights, feeds, dtype)
+    return execute(graph, variant.weights, feeds, dtype, numerics=variant.numerics(graph))
 
 
 def check_tokens(model: Model, tokens: Sequence[int]) -> np.ndarray:
@@ -48,23 +65,26 @@ def kv_feeds(graph: Graph, outputs: dict[str, np.ndarray], step: Graph) -> dict[
     return {cache: outputs[value] for cache, value in zip(caches, kv)}
 
 
-def prefill_logits(model: Model, tokens: Sequence[int], dtype: type = np.float64) -> np.ndarray:
+def prefill_logits(model: Model, tokens: Sequence[int], dtype: type = np.float64,
+                   variant: Variant | None = None) -> np.ndarray:
     """Logits [len(tokens), vocab] of one prefill pass."""
     ids = check_tokens(model, tokens)
     graph = model.graph(prefill(len(ids)))
-    return execute(graph, model.weights, token_feeds(ids), dtype)[graph.outputs[0]][0]
+    return _run(model, variant, graph, token_feeds(ids), dtype)[graph.outputs[0]][0]
 
 
-def decode_logits(model: Model, tokens: Sequence[int], dtype: type = np.float64) -> np.ndarray:
-    """Logits [1, vocab] of the decode step of tokens[-1] against the cache of tokens[:-1]."""
+def decode_logits(model: Model, tokens: Sequence[int], dtype: type = np.float64,
+                  variant: Variant | None = None) -> np.ndarray:
+    """Logits [1, vocab] of the decode step of tokens[-1] against the cache of tokens[:-1]
+    (the cache as the prefill wrote it: in a variant's KV format, read back)."""
     ids = check_tokens(model, tokens)
     if len(ids) < 2:
         raise GraphError("decode needs at least 2 tokens: a cache and the new token")
     first = model.graph(prefill(len(ids) - 1))
     step = model.graph(decode(len(ids) - 1))
-    cache = kv_feeds(first, execute(first, model.weights, token_feeds(ids[:-1]), dtype), step)
+    cache = kv_feeds(first, _run(model, variant, first, token_feeds(ids[:-1]), dtype), step)
     feeds = {**cache, **token_feeds(ids[-1:])}
-    return execute(step, model.weights, feeds, dtype)[step.outputs[0]][0]
+    return _run(model, variant, step, feeds, dtype)[step.outputs[0]][0]
 
 
 def step_feeds(model: Model, requests: Sequence[tuple[Sequence[int], int]],

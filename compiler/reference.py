@@ -10,21 +10,32 @@ Computes in float64 by default so its own rounding is far below any tolerance we
 A collective (allreduce, all_gather, all_to_all) or a mixture of experts whose tokens are split
 over the ranks needs the other devices' values, so `evaluate` pauses at each one and whoever
 runs all the devices' graphs (compiler.parallel.reference) supplies its result.
+A `Numerics` hook changes the values ops read and make (compiler.quant: the quantised mode);
+without one, every value is computed as above.
 """
 from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Callable, Generator, Mapping, Sequence
+from typing import Callable, Generator, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from compiler.ir import Graph, GraphError, Op, OpKind
 
-__all__ = ["execute", "evaluate", "EVALUATORS", "gelu_tanh", "layernorm", "softmax", "rmsnorm", "silu",
-           "rope_tables", "rope", "top_k_experts", "moe"]
+__all__ = ["execute", "evaluate", "Numerics", "EVALUATORS", "gelu_tanh", "layernorm", "softmax",
+           "rmsnorm", "silu", "rope_tables", "rope", "top_k_experts", "moe"]
 
 Arrays = Sequence[np.ndarray]
+
+
+class Numerics(Protocol):
+    """A change to the executor's values: the operands a compute op reads (before it runs) and
+    the value it makes (after), e.g. a matmul's input quantised, a K cache write rounded."""
+
+    def operands(self, op: Op, args: list[np.ndarray]) -> list[np.ndarray]: ...
+
+    def result(self, op: Op, value: np.ndarray) -> np.ndarray: ...
 
 
 def gelu_tanh(x: np.ndarray) -> np.ndarray:
@@ -193,12 +204,12 @@ def _feed(op: Op, feeds: Mapping[str, np.ndarray], dtype: type) -> np.ndarray:
 
 
 def execute(graph: Graph, weights: Mapping[str, np.ndarray], feeds: Mapping[str, np.ndarray],
-            dtype: type = np.float64, routing: dict[str, np.ndarray] | None = None
-            ) -> dict[str, np.ndarray]:
+            dtype: type = np.float64, routing: dict[str, np.ndarray] | None = None,
+            numerics: Numerics | None = None) -> dict[str, np.ndarray]:
     """Evaluate every op in topological order; return the graph's outputs by name. A graph
     with a collective is one device's part of a parallel plan and is refused: its devices run
     together (compiler.parallel.reference)."""
-    run = evaluate(graph, weights, feeds, dtype, routing)
+    run = evaluate(graph, weights, feeds, dtype, routing, numerics)
     try:
         op, _ = next(run)
     except StopIteration as done:
@@ -211,7 +222,8 @@ Evaluation = Generator[tuple[Op, np.ndarray], np.ndarray, dict[str, np.ndarray]]
 
 
 def evaluate(graph: Graph, weights: Mapping[str, np.ndarray], feeds: Mapping[str, np.ndarray],
-             dtype: type = np.float64, routing: dict[str, np.ndarray] | None = None) -> Evaluation:
+             dtype: type = np.float64, routing: dict[str, np.ndarray] | None = None,
+             numerics: Numerics | None = None) -> Evaluation:
     """Evaluate every op in topological order; return the graph's outputs by name.
 
     At each op that needs the other ranks' values (`Op.exchanges`: a collective, a mixture of
@@ -221,6 +233,8 @@ def evaluate(graph: Graph, weights: Mapping[str, np.ndarray], feeds: Mapping[str
     A moe op routes each token to the top_k experts of its router logits; when `routing` is
     given, each moe op's choice [tokens, top_k] is recorded in it under the op's name (the
     router's real choice, which compiled programs are then routed by).
+    `numerics` sees every compute op's operands and result (not moe ops: the quantised mode
+    refuses their activations).
     Intermediate values are dropped as soon as their last consumer has run, so large
     models fit in memory.
     """
@@ -240,8 +254,11 @@ def evaluate(graph: Graph, weights: Mapping[str, np.ndarray], feeds: Mapping[str
             if routing is not None:
                 routing[op.name] = choice
             values[op.name] = moe(op, args, choice)
-        else:
+        elif numerics is None:
             values[op.name] = EVALUATORS[op.kind](op, [values[s] for s in op.inputs])
+        else:
+            args = numerics.operands(op, [values[s] for s in op.inputs])
+            values[op.name] = numerics.result(op, EVALUATORS[op.kind](op, args))
         if not op.kind.is_source:
             for src in op.inputs:
                 remaining[src] -= 1

@@ -119,10 +119,15 @@ def model_params(model: Model, graph) -> dict[str, int]:
 def cmd_run(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     run = decode_logits if args.phase == "decode" else prefill_logits
-    logits = run(model, args.tokens).astype(np.float32)
+    quant = None
+    if args.quant:
+        from compiler.quant import quantise         # ml_dtypes and the recipes: only when asked
+        quant = quantise(model, args.quant, calibration=args.tokens)
+    logits = run(model, args.tokens, variant=quant).astype(np.float32)
     atomic_write(Path(args.logits), _npy_bytes(logits))
+    recipe = f", recipe {quant.recipe.name}" if quant else ""
     print(f"wrote {args.logits}: float32 {list(logits.shape)} logits of {model.name} "
-          f"({args.phase or 'prefill'}, reference executor)")
+          f"({args.phase or 'prefill'}, reference executor{recipe})")
     return 0
 
 
@@ -569,6 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phase", choices=("prefill", "decode"),
                    help="prefill: logits of every token; decode: last token against the cache "
                         "of the others")
+    p.add_argument("--quant", metavar="RECIPE|FILE.toml",
+                   help="run quantised: w8a8, w4a16:g128, w4a8, w4a4kv4, fp8, mxfp4, kv:bfp8, "
+                        "joined by '+', or a recipe file (docs/formats.md); the reference "
+                        "executor only, no target runs quantised programs yet")
     _output_arg(p, "--logits", required=True, metavar="OUT.npy", help="where to write the logits")
     p.set_defaults(handler=cmd_run)
 

@@ -46,6 +46,12 @@ case("cli-tokens-not-ints", ["run", "--model", "gpt2", "--tokens", "1,a,3", "--l
 case("cli-tokens-out-of-vocab", ["run", "--model", "gpt2", "--tokens", "1,99999", "--logits", "{d}/l.npy"])
 case("cli-tokens-negative", ["run", "--model", "gpt2", "--tokens", "1,-2", "--logits", "{d}/l.npy"])
 case("cli-decode-one-token", ["run", "--model", "gpt2", "--tokens", "5", "--phase", "decode", "--logits", "{d}/l.npy"])
+TINY_RUN = ["run", "--model", str(ROOT / "tests/fixtures/tiny-gpt2"), "--tokens", "1,2,3", "--logits", "{d}/l.npy"]
+case("cli-quant-unknown", TINY_RUN + ["--quant", "w4a4kv9"])
+case("cli-quant-group", TINY_RUN + ["--quant", "w4a16:g128"])
+case("cli-quant-twice", TINY_RUN + ["--quant", "w4a4kv4+kv:bfp8"])
+case("cli-quant-file-field", TINY_RUN + ["--quant", "{d}/r.toml"], {"r.toml": '[kv]\nformat = "bfp8"\nblock = 16\n'})
+case("cli-quant-file-format", TINY_RUN + ["--quant", "{d}/r.toml"], {"r.toml": '[weights]\nformat = "int9"\n'})
 case("cli-tokens-vs-seq", ["sim", "--model", "gpt2", "--tokens", "1,2,3", "--seq", "4"])
 case("cli-tokens-batch", ["sim", "--model", "gpt2", "--tokens", "1,2,3", "--batch", "2"])
 case("cli-target-unknown", ["sim", "--model", "gpt2", "--target", "tpu"])
@@ -184,6 +190,7 @@ case("calib-no-kernels", ["sim", "--model", "gpt2", "--no-functional", "--phase"
 # sweep specs
 def s(id, text): case("sweep-" + id, ["sweep", "{d}/s.toml", "--out", "{d}/out"], {"s.toml": text})
 case("sweep-missing-file", ["sweep", "{d}/none.toml"])
+case("sweep-not-utf8", ["sweep", "{d}/s.toml"], {"s.toml": b"name = \"\xff\"\n"})
 s("bad-toml", "base = [")
 s("no-base", SWEEP.replace('base = "systolic-128"', ""))
 s("unknown-base", SWEEP.replace('"systolic-128"', '"tpu-v9"'))
@@ -340,6 +347,11 @@ EXPECT = {
     'cli-tokens-out-of-vocab': 'token id 99999 at position 1 is out of range for vocab size 50257',
     'cli-tokens-negative': 'token id -2 at position 1 is out of range for vocab size 50257',
     'cli-decode-one-token': 'decode needs at least 2 tokens: a cache and the new token',
+    'cli-quant-unknown': "recipe 'w4a4kv9': kv9: integer widths are 2..8 bits",
+    'cli-quant-group': "recipe 'w4a16:g128': weights: group 128 does not divide the 64 input channels of 'h.0.attn.c_attn.weight'",
+    'cli-quant-twice': "recipe 'w4a4kv4+kv:bfp8': kv set twice ('w4a4kv4' and 'kv:bfp8')",
+    'cli-quant-file-field': "/r.toml: unknown field 'kv.block' (fields of kv: format, scale, group, rearrange)",
+    'cli-quant-file-format': "/r.toml: weights.format: format 'int9': integer widths are 2..8 bits",
     'cli-tokens-vs-seq': '--tokens gives 3 tokens, which does not match --seq 4',
     'cli-tokens-batch': '--tokens runs one sequence: --batch must be 1',
     'cli-target-unknown': "tessel sim: argument --target: invalid choice: 'tpu' (choose from 'dataflow', 'pim', 'syst",
@@ -463,6 +475,7 @@ EXPECT = {
     'calib-bad-json': 'invalid JSON: Expecting property name enclosed in double quotes',
     'calib-no-kernels': "field 'kernels' must be a list, got None",
     'sweep-missing-file': 'cannot read (No such file or directory)',
+    'sweep-not-utf8': 'not UTF-8 text (byte 8)',
     'sweep-bad-toml': 'invalid TOML: Invalid value (at end of document)',
     'sweep-no-base': 'base: expected a preset name or a .toml file, got None',
     'sweep-unknown-base': "base: unknown architecture 'tpu-v9': not a preset (aim-32ch, dataflow-small, draco-6",

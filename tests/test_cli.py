@@ -51,6 +51,21 @@ def test_run_writes_float32_logits_for_every_position(capsys, tmp_path, tiny_hf)
     assert np.abs(logits - expected).max() / np.abs(expected).max() < 1e-4
 
 
+def test_run_quantised_writes_the_quantised_reference_logits(capsys, tmp_path, tiny_hf):
+    from compiler.driver import decode_logits
+    from compiler.frontend import load_model
+    from compiler.quant import quantise
+    out = tmp_path / "logits.npy"
+    tokens = json.loads((tiny_hf / "tokens.json").read_text())["tokens"]
+    code, text, _ = run(capsys, "run", "--model", str(tiny_hf), "--tokens", ",".join(map(str, tokens)),
+                        "--phase", "decode", "--quant", "w4a8:g32+kv:bfp8", "--logits", str(out))
+    model = load_model(str(tiny_hf))
+    expected = decode_logits(model, tokens, variant=quantise(model, "w4a8:g32+kv:bfp8")).astype(np.float32)
+    assert code == 0 and "recipe w4a8:g32+kv:bfp8" in text
+    assert np.array_equal(np.load(out), expected)
+    assert not np.array_equal(expected, decode_logits(model, tokens).astype(np.float32))
+
+
 @pytest.mark.parametrize("argv, message", [
     (["graph", "--model", "gpt5"], "error: unknown model 'gpt5': not a preset (gpt2, gpt2-medium"),
     (["graph", "--model", "no/such/dir"], "error: model directory 'no/such/dir' does not exist"),

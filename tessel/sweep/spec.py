@@ -20,13 +20,13 @@ Every error is one line naming the file and the key (docs/sweeps.md has every ke
 from __future__ import annotations
 
 import hashlib
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from arch import ArchError, load_arch
 from arch.config import CONFIG_DIR
+from arch.toml_file import read_toml
 from compiler.frontend import load_model
 from compiler.ir import GraphError
 from compiler.phase import Phase
@@ -84,12 +84,7 @@ class SweepSpec:
 
 def load_spec(path: str | Path) -> SweepSpec:
     path = Path(path)
-    try:
-        table = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise SweepError(f"{path}: cannot read ({e.strerror})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise SweepError(f"{path}: invalid TOML: {e}") from None
+    table = read_toml(path, SweepError)
     unknown = sorted(set(table) - set(_KEYS))
     if unknown:
         raise SweepError(f"{path}: {unknown[0]}: unknown key (keys: {', '.join(_KEYS)})")
