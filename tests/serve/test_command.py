@@ -217,6 +217,7 @@ def test_the_command_lists_every_target():
 
 
 @pytest.mark.parametrize("spec", [TINY, str(FIXTURES / "tiny-gpt2"), str(FIXTURES / "tiny-qwen3-moe")])
+@pytest.mark.slow      # over 0.6 s in the fast tier (make test runs it)
 def test_the_gpu_prices_a_step_by_its_parts_as_its_whole_graph(spec):
     """Token-wise, LM-head and per-group parts, each priced once on one layer, add up to the
     whole step graph's kernels (ragged False); ragged attention launches once per role and

@@ -107,6 +107,7 @@ PLANS = [pytest.param(target, phase, tp, pp, id=f"{name}-{kind}-{target}",
 
 
 @pytest.mark.parametrize("target, phase, tp, pp", PLANS)
+@pytest.mark.slow      # over 0.6 s in the fast tier (make test runs it)
 def test_a_plan_computes_one_devices_logits(capsys, tmp_path, target, phase, tp, pp):
     report = sim(capsys, tmp_path, "--model", LLAMA, "--target", target, *phase,
                  "--devices", str(tp * pp), "--tp", str(tp), "--pp", str(pp))

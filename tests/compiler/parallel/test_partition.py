@@ -37,6 +37,7 @@ SPLITTABLE = [GPT2.config, *(c for c in TINY.values() if c.num_key_value_heads >
 
 @pytest.mark.parametrize("config", SPLITTABLE, ids=lambda c: c.name)
 @pytest.mark.parametrize("tp, pp", [(2, 1), (1, 2), (2, 2)])
+@pytest.mark.slow      # over 0.6 s in the fast tier (make test runs it)
 def test_every_device_graph_verifies_and_prints(config, tp, pp):
     plan = make_plan(config, tp * pp, tp=tp, pp=pp)
     for phase in (prefill(5), decode(6, batch=2)):

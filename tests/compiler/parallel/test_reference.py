@@ -41,6 +41,7 @@ def tokens(model: Model) -> list[int]:
 @pytest.mark.parametrize("tp, pp", [(2, 1), (1, 2), (2, 2)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["fp64", "fp32"])
 @pytest.mark.parametrize("phase", ["prefill", "decode"])
+@pytest.mark.slow      # over 0.6 s in the fast tier (make test runs it)
 def test_a_plan_computes_the_single_device_logits(name, tp, pp, dtype, phase):
     model, ids = MODELS[name], tokens(MODELS[name])
     plan = make_plan(model.config, tp * pp, tp=tp, pp=pp)

@@ -42,6 +42,7 @@ def _tiny_blocks(monkeypatch) -> None:
 
 @pytest.mark.parametrize("tgt", ["systolic", "dataflow"])
 @pytest.mark.parametrize("phase", [prefill(40), decode(17)], ids=["prefill", "decode"])
+@pytest.mark.slow      # over 0.6 s in the fast tier (make test runs it)
 def test_gpt2_fused_equals_the_reference(tgt, phase):
     r = _run(GPT2, tgt, phase)
     assert r.attention["mode"] == "fused" and r.logits_rel_error < 3e-2
@@ -51,6 +52,7 @@ def test_gpt2_fused_equals_the_reference(tgt, phase):
 
 @pytest.mark.parametrize("tgt", ["systolic", "dataflow"])
 @pytest.mark.parametrize("name", ["tiny-mistral", "tiny-qwen3"])
+@pytest.mark.slow      # over 0.6 s in the fast tier (make test runs it)
 def test_small_blocks_mask_skip_and_rescale(monkeypatch, tgt, name):
     _tiny_blocks(monkeypatch)
     for phase in (prefill(40), decode(17)):

@@ -233,6 +233,7 @@ def test_pieces_do_the_whole_gemvs_mac_work_once_within_the_buffers(kv_heads, gr
     (8, 4, 1, 600),       # llama-3.2-1b's grouping: K in 512 + 89 positions, V in 256-position ranges
     (25, 1, 1, 1100),     # gpt2-xl's heads: V ranges of 320 positions cross the 1,024-position chunks
 ])
+@pytest.mark.slow      # over 0.6 s in the fast tier (make test runs it)
 def test_attention_in_pieces_numerics(kv_heads, group, seq, cached):
     assert attention_error(attention_graph(kv_heads, group, seq, cached, 16)) < 2e-2
 
