@@ -65,9 +65,10 @@ PIPELINE_CYCLES = Limit("pipeline depth", 0, 4096, "cycles",
 DRAM_CYCLES = Limit("DRAM timing", 1, 8192, "tCK",
                     "8192 tCK is 819 ns even at tCK 0.1 ns, longer than a JEDEC refresh cycle "
                     "tRFC (hundreds of ns); the longest in reference/pim.md is 260 tCK (HBM2 tRFC)")
-MODE_SWITCH_CYCLES = Limit("DRAM mode switch", 0, 8192, "tCK",
-                           "0 is no mode switch (register and bank commands mix freely); "
-                           "GDDR6-AiM's is 32 tCK (reference/pim.md); at most as DRAM timing")
+OPTIONAL_DRAM_CYCLES = Limit("DRAM timing that may be 0", 0, 8192, "tCK",
+                             "0 turns the rule off (no mode switch; a precharge need not wait "
+                             "for a MAC-result read); GDDR6-AiM's tMODCH is 32 tCK "
+                             "(reference/pim.md); at most as DRAM timing")
 REFRESH_CYCLES = Limit("refresh interval", 1, 1 << 17, "tCK",
                        "2^17 tCK holds JEDEC's 7.8 us tREFI at tCK 0.1 ns (78,000 tCK); "
                        "reference/pim.md's are 3333-6240 tCK")

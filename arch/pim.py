@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import isa
 from arch.config import ArchError, choice, within
 from arch.limits import (BANDWIDTH_GBPS, BURST_BYTES, CLOCK_MHZ, DEVICE_POWER_MW, DRAM_CYCLES, ENERGY_PJ,
-                         LANES, MODE_SWITCH_CYCLES, ON_CHIP_BYTES, PIM_BANKS, PIM_CHANNELS, PIM_ROWS, PIPELINE_CYCLES,
+                         LANES, ON_CHIP_BYTES, OPTIONAL_DRAM_CYCLES, PIM_BANKS, PIM_CHANNELS, PIM_ROWS, PIPELINE_CYCLES,
                          POWER_W, REFRESH_CYCLES, ROW_BYTES, STANDBY_POWER_MW, TCK_NS)
 from isa.opcodes import RED_FUNCS, VEC_FUNCS
 
@@ -57,7 +57,8 @@ class PimTiming:
     tCL: int = within(DRAM_CYCLES)  # RD -> data (RD's data is back tCL + tBL after it)
     tRFC: int = within(DRAM_CYCLES)  # REF -> any command
     tREFI: int = within(REFRESH_CYCLES)  # one all-bank REF due every tREFI
-    tMODCH: int = within(MODE_SWITCH_CYCLES)  # MODE (bank <-> register mode) -> any command; 0: no modes
+    tMODCH: int = within(OPTIONAL_DRAM_CYCLES)  # MODE (bank <-> register mode) -> any command; 0: no modes
+    tRDMAC_PRE: int = within(OPTIONAL_DRAM_CYCLES)  # RDMAC -> PRE, same bank (0: no wait, the result is in registers)
     WR_GB: int = within(DRAM_CYCLES)  # WRGB -> its data usable by MAC
     RD_MAC: int = within(DRAM_CYCLES)  # RDMAC -> its data back at the host (the MAC-result latency)
 
@@ -125,6 +126,9 @@ class PimArch:
         need(self.gbuf_bytes % self.burst_bytes == 0, "gbuf_bytes", self.gbuf_bytes,
              f"a multiple of burst_bytes ({self.burst_bytes})")
         need(t.tRAS <= t.tRC, "timing.tRAS", t.tRAS, f"at most timing.tRC ({t.tRC})")
+        need(t.tRDMAC_PRE <= t.tRAS, "timing.tRDMAC_PRE", t.tRDMAC_PRE,
+             f"at most timing.tRAS ({t.tRAS}): a read of an earlier row's results cannot hold "
+             "a later row open")
         need(t.tRRD_S <= t.tRRD_L, "timing.tRRD_L", t.tRRD_L,
              f"at least timing.tRRD_S ({t.tRRD_S}): a bank of the same group is never nearer")
         # Longest refresh-and-reopen sequence: commands must fit between refreshes.

@@ -8,7 +8,8 @@
 // Commands (cmd_kind), one per cycle at most, each issued at the earliest legal cycle:
 //   ACT   row      bank idle; >= PRE + tRP, ACT + tRC       row buffer <= array[row]
 //   PRE            open: >= ACT + tRAS, RD/MAC + tRTP, WR + tCWL + tBL + tWR (write recovery
-//                  from the write's last data); array[row] <= row buffer; idle: a no-op slot
+//                  from the write's last data), RDMAC + tRDMAC_PRE (0: none);
+//                  array[row] <= row buffer; idle: a no-op slot
 //   RD    col      open; >= ACT + tRCD_RD                    rd_data <= row buffer[col]
 //   WR    col      open; >= ACT + tRCD_WR                    row buffer[col] <= cmd_data
 //   MAC   col gb   open; >= ACT + tRCD_MAC, WRGB + WR_GB     acc += dot(row buffer[col], gbuf[gb])
@@ -63,6 +64,7 @@ module pim_bank #(
     input  wire [TW-1:0] t_wr,
     input  wire [TW-1:0] t_wr_gb,
     input  wire [TW-1:0] t_modch,         // 0: no modes
+    input  wire [TW-1:0] t_rdmac_pre,     // 0: no wait
     // command port
     input  wire          cmd_valid,
     input  wire [2:0]    cmd_kind,
@@ -98,7 +100,7 @@ module pim_bank #(
 
     // wait counters, named by the rule they enforce
     reg [CTW-1:0] w_rp, w_rc, w_ras, w_rcd_rd, w_rcd_wr, w_rcd_mac, w_rtp, w_wr, w_ccd_s, w_ccd_l;
-    reg [CTW-1:0] w_wr_gb, w_mod;
+    reg [CTW-1:0] w_wr_gb, w_mod, w_rdmac_pre;
     wire [CTW-1:0] wr_to_pre = t_cwl + t_bl + t_wr;
 
     wire is_act = cmd_kind == ACT, is_pre = cmd_kind == PRE, is_rd = cmd_kind == RD;
@@ -111,7 +113,7 @@ module pim_bank #(
     wire ccd_ok = w_ccd_s == 0 && (w_ccd_l == 0 || is_wrgb);
     wire legal = w_mod == 0 && !wrong_mode && (
         is_act   ? !open && w_rp == 0 && w_rc == 0 :
-        is_pre   ? !open || (w_ras == 0 && w_rtp == 0 && w_wr == 0) :
+        is_pre   ? !open || (w_ras == 0 && w_rtp == 0 && w_wr == 0 && w_rdmac_pre == 0) :
         is_rd    ? open && ccd_ok && w_rcd_rd == 0 :
         is_wr    ? open && ccd_ok && w_rcd_wr == 0 :
         is_mac   ? open && ccd_ok && w_rcd_mac == 0 && w_wr_gb == 0 :
@@ -154,7 +156,7 @@ module pim_bank #(
             mac_result <= 32'd0;
             reg_mode <= 1'b0;
             {w_rp, w_rc, w_ras, w_rcd_rd, w_rcd_wr, w_rcd_mac} <= {6*CTW{1'b0}};
-            {w_rtp, w_wr, w_ccd_s, w_ccd_l, w_wr_gb, w_mod} <= {6*CTW{1'b0}};
+            {w_rtp, w_wr, w_ccd_s, w_ccd_l, w_wr_gb, w_mod, w_rdmac_pre} <= {7*CTW{1'b0}};
         end else begin
             cycle <= cycle + 1;
             w_rp      <= next_wait(w_rp,      fire && is_pre && open, t_rp);
@@ -169,6 +171,7 @@ module pim_bank #(
             w_ccd_l   <= next_wait(w_ccd_l,   fire && bank_column, t_ccd_l);
             w_wr_gb   <= next_wait(w_wr_gb,   fire && is_wrgb, t_wr_gb);
             w_mod     <= next_wait(w_mod,     fire && is_mode && t_modch != 0, t_modch);
+            w_rdmac_pre <= next_wait(w_rdmac_pre, fire && is_rdmac && t_rdmac_pre != 0, t_rdmac_pre);
             if (fire) begin
                 issue_cycle <= cycle;
                 issue_toggle <= ~issue_toggle;

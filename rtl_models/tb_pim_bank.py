@@ -19,7 +19,7 @@ KIND_CODES = {"ACT": 0, "PRE": 1, "RD": 2, "WR": 3, "MAC": 4, "RDMAC": 5, "WRGB"
 TIMING_PORTS = {"tRCD_RD": "t_rcd_rd", "tRCD_WR": "t_rcd_wr", "tRCD_MAC": "t_rcd_mac", "tRP": "t_rp",
                 "tRAS": "t_ras", "tRC": "t_rc", "tCCD_S": "t_ccd_s", "tCCD_L": "t_ccd_l",
                 "tRTP": "t_rtp", "tCWL": "t_cwl", "tBL": "t_bl", "tWR": "t_wr", "WR_GB": "t_wr_gb",
-                "tMODCH": "t_modch"}
+                "tMODCH": "t_modch", "tRDMAC_PRE": "t_rdmac_pre"}
 CLOCK_NS = 2
 WAIT_LIMIT_CYCLES = 2048            # longer than any wait a legal command can have (8-bit timing)
 

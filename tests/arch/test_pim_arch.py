@@ -120,6 +120,10 @@ def test_a_bad_override_is_named_with_its_field(override, message):
      r"field 'burst_bytes' must be macs_per_bank_per_access x bf16 bytes \(16\), got 32"),
     ("bank_groups=3", r"field 'bank_groups' must be a divisor of banks \(16\), got 3"),
     ("timing.tRAS=90", r"field 'timing.tRAS' must be at most timing.tRC \(89\), got 90"),
+    ("timing.tRRD_S=12", r"field 'timing.tRRD_L' must be at least timing.tRRD_S \(12\): a bank "
+                         r"of the same group is never nearer, got 11"),
+    ("timing.tRDMAC_PRE=55", r"field 'timing.tRDMAC_PRE' must be at most timing.tRAS \(54\): a "
+                             r"read of an earlier row's results cannot hold a later row open, got 55"),
     ("timing.tREFI=900",
      r"field 'timing.tREFI' must be more than the longest refresh-and-reopen sequence "
      r"\(1001 cycles\), got 900"),

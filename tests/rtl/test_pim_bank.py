@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.rtl,
 SEED = 20240601
 CASES = 60                          # per geometry
 TIMING = ("tRCD_RD", "tRCD_WR", "tRCD_MAC", "tRP", "tRAS", "tRC", "tCCD_S", "tCCD_L", "tRTP", "tCWL",
-          "tBL", "tWR", "WR_GB", "tMODCH")
+          "tBL", "tWR", "WR_GB", "tMODCH", "tRDMAC_PRE")
 TIMING_MAX = 255                    # pim_bank.v's TW = 8-bit timing registers
 REFRESH_OUT_OF_REACH = 1 << 17      # tREFI (its largest allowed value): no refresh falls inside a case
 
@@ -68,6 +68,7 @@ def random_timing(rng: np.random.Generator) -> dict[str, int]:
          "tRAS": r(1, 16), "tCCD_S": r(1, 4), "tCCD_L": r(1, 6), "tRTP": r(1, 8), "tCWL": r(1, 6),
          "tBL": r(1, 4), "tWR": r(1, 10), "WR_GB": r(1, 16), "tMODCH": r(0, 12)}
     t["tRC"] = r(t["tRAS"], t["tRAS"] + 10)
+    t["tRDMAC_PRE"] = r(0, t["tRAS"])
     t["tRRD_S"] = r(1, t["tRC"])
     t["tRRD_L"] = r(t["tRRD_S"], t["tRC"])
     t["tFAW"] = r(1, 4 * t["tRC"])
@@ -221,7 +222,7 @@ def test_stimulus_covers_every_command_and_timing_fits_the_rtl(bank_run):
     assert len(stimulus["cases"]) >= 50
     kinds = {c["kind"] for case in stimulus["cases"] for c in case["commands"]}
     assert kinds == {"ACT", "PRE", "RD", "WR", "MAC", "RDMAC", "WRGB", "MODE"}
-    assert all((0 if k == "tMODCH" else 1) <= case["timing"][k] <= TIMING_MAX
+    assert all((0 if k in ("tMODCH", "tRDMAC_PRE") else 1) <= case["timing"][k] <= TIMING_MAX
                for case in stimulus["cases"] for k in TIMING)
     assert {case["timing"]["tMODCH"] > 0 for case in stimulus["cases"]} == {True, False}
 

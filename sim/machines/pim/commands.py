@@ -17,7 +17,8 @@ sim/machines/pim/dram.py):
     ACT_ALL        all banks idle; >= every PRE + tRP, last ACT + max(tRC, tRRD_L, tFAW)
                    (AiM's ACT16 waits tRC after any ACT; it counts as four ACTs for tFAW)
     PRE b          open: >= ACT b + tRAS, RD/MAC b + tRTP, WR b + tCWL + tBL + tWR (write
-                   recovery counts from the write's last data); idle: a no-op slot
+                   recovery counts from the write's last data), RDMAC b + tRDMAC_PRE (0 on the
+                   presets: the result is read from registers); idle: a no-op slot
     PRE_ALL        the PRE rule over every open bank
     RD/WR/MAC b    bank open; >= ACT b + tRCD (RD: tRCD_RD; WR: tRCD_WR; MAC: tRCD_MAC)
     MAC_ALL        every bank open; >= every ACT + tRCD_MAC

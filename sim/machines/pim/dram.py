@@ -59,7 +59,7 @@ class ChannelState:
         self.open: list[int | None] = [None] * n
         self.memo: list[int | None] = [None] * n       # row a refresh closed, to reopen
         self.n_open = 0
-        self.act, self.pre, self.rd, self.wr = ([NEVER] * n for _ in range(4))
+        self.act, self.pre, self.rd, self.wr, self.rdmac = ([NEVER] * n for _ in range(5))
         self.fresh = [False] * n
         self.faw = deque([NEVER] * 4, maxlen=4)
         self.act_any = self.col_any = self.wg = NEVER
@@ -73,7 +73,7 @@ class ChannelState:
         self.data_ready = 0                             # when every read so far has returned
         self.lockstep, self.lock = lockstep, False
         self._lock_row = self._lock_memo = None
-        self._lock_act = self._lock_pre = self._lock_rd = self._lock_wr = NEVER
+        self._lock_act = self._lock_pre = self._lock_rd = self._lock_wr = self._lock_rdmac = NEVER
         self._lock_fresh = False
         t = self.t
         self._act_all_gap = max(t.tRC, t.tRRD_L, t.tFAW)
@@ -184,7 +184,8 @@ class ChannelState:
 
     def _pre_ready(self, b: int) -> int:
         t = self.t
-        return max(self.act[b] + t.tRAS, self.rd[b] + t.tRTP, self.wr[b] + self._wr_pre)
+        return max(self.act[b] + t.tRAS, self.rd[b] + t.tRTP, self.wr[b] + self._wr_pre,
+                   self.rdmac[b] + t.tRDMAC_PRE)
 
     def _earliest(self, c: Command) -> int:
         t, k = self.t, c.kind
@@ -197,7 +198,7 @@ class ChannelState:
             return max(e, max(self.pre) + t.tRP, self.act_any + self._act_all_gap)
         if k == "PRE_ALL" and self.n_open == self.arch.banks:       # every bank: the maxima
             return max(e, max(self.act) + t.tRAS, max(self.rd) + t.tRTP,
-                       max(self.wr) + self._wr_pre)
+                       max(self.wr) + self._wr_pre, max(self.rdmac) + t.tRDMAC_PRE)
         if k in ("PRE", "PRE_ALL"):
             return max([e] + [self._pre_ready(b) for b in self._banks(c)
                               if self.open[b] is not None])
@@ -228,6 +229,7 @@ class ChannelState:
             return
         if k == "ACT_ALL" and not self.n_open and self.lockstep:   # every bank: lockstep
             self._lock_pre, self._lock_rd, self._lock_wr = max(self.pre), max(self.rd), max(self.wr)
+            self._lock_rdmac = max(self.rdmac)
             self.lock = True
             self._apply_lock(c, e)
             return
@@ -249,6 +251,8 @@ class ChannelState:
                 else:
                     self.tally.hits += 1
                 self.rd = [e] * n
+            else:
+                self.rdmac = [e] * n
             self.col_any = e
             self.col_grp = [e] * self.arch.bank_groups
         elif k in ("ACT", "ACT_ALL"):
@@ -273,6 +277,8 @@ class ChannelState:
                 self._access(i, c, banks, e)
             if k == "WRGB":
                 self.wg = e + self.t.WR_GB
+            elif k == "RDMAC":
+                self.rdmac[c.bank] = e
             self.col_any = e
             for g in ({self.group[b] for b in banks} if len(banks) < self.arch.banks
                       else range(self.arch.bank_groups)):
@@ -355,16 +361,16 @@ class ChannelState:
         floor = -self._horizon
         return (tuple(max(x - t, floor) for x in (
                     self.bus, self.ref, self.col_any, self.wg, self._lock_act, self._lock_pre,
-                    self._lock_rd, self._lock_wr, self.act_any, self.data_ready, self.tally.end,
-                    self.mode_at, *self.col_grp, *self.faw)),
+                    self._lock_rd, self._lock_wr, self._lock_rdmac, self.act_any, self.data_ready,
+                    self.tally.end, self.mode_at, *self.col_grp, *self.faw)),
                 self._lock_row, self._lock_memo, self._lock_fresh, self.n_open, self.register_mode)
 
     def _replay(self, seen: tuple, t: int) -> None:
         """The state after a remembered run from cycle t, its counts and its refreshes."""
         _, (times, row, memo, fresh, n_open, mode), due, issued, hits, misses, refs = seen
         (self.bus, self.ref, self.col_any, self.wg, self._lock_act, self._lock_pre,
-         self._lock_rd, self._lock_wr, self.act_any, self.data_ready, self.tally.end,
-         self.mode_at, *rest) = (x + t for x in times)
+         self._lock_rd, self._lock_wr, self._lock_rdmac, self.act_any, self.data_ready,
+         self.tally.end, self.mode_at, *rest) = (x + t for x in times)
         self.register_mode = mode
         groups = self.arch.bank_groups
         self.col_grp = rest[:groups]
@@ -386,6 +392,7 @@ class ChannelState:
         self.open, self.memo = [self._lock_row] * n, [self._lock_memo] * n
         self.act, self.pre = [self._lock_act] * n, [self._lock_pre] * n
         self.rd, self.wr = [self._lock_rd] * n, [self._lock_wr] * n
+        self.rdmac = [self._lock_rdmac] * n
         self.fresh = [self._lock_fresh] * n
         self.act_grp = [self.act_any] * self.arch.bank_groups     # lockstep's ACTs are ACT_ALLs
         self.lock = False
@@ -431,7 +438,8 @@ class ChannelState:
         if kind == "PRE_ALL":
             if self._lock_row is None:
                 return e
-            return max(e, self._lock_act + t.tRAS, self._lock_rd + t.tRTP, self._lock_wr + self._wr_pre)
+            return max(e, self._lock_act + t.tRAS, self._lock_rd + t.tRTP, self._lock_wr + self._wr_pre,
+                       self._lock_rdmac + t.tRDMAC_PRE)
         if kind == "ACT_ALL":
             return max(e, self._lock_pre + t.tRP, self.act_any + self._act_all_gap)
         if kind == "WRGB":
@@ -451,7 +459,7 @@ class ChannelState:
             self._lock_rd = self.col_any = e
             self.col_grp = [e] * self.arch.bank_groups
         elif k == "RDMAC_ALL":
-            self.col_any = e
+            self._lock_rdmac = self.col_any = e
             self.col_grp = [e] * self.arch.bank_groups
             self.data_ready = max(self.data_ready, e + self.t.RD_MAC)
         elif k == "PRE_ALL":
@@ -479,7 +487,8 @@ class ChannelState:
         self._to_bank_mode(not_before)
         if self._lock_row is not None:
             p = max(not_before, self._base(), self._lock_act + t.tRAS,
-                    self._lock_rd + t.tRTP, self._lock_wr + self._wr_pre)
+                    self._lock_rd + t.tRTP, self._lock_wr + self._wr_pre,
+                    self._lock_rdmac + t.tRDMAC_PRE)
             self._lock_memo, self._lock_row, self._lock_pre = self._lock_row, None, p
             self._closed_all(p)
         return self._ref(not_before, self._lock_pre)

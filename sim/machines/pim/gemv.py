@@ -7,8 +7,8 @@ tCCD_L) the MAC_ALL spacing, L = tRCD_MAC + (C-1)*s the ACT_ALL -> last MAC_ALL 
 M = tMODCH, a row clear of refresh, started in bank mode, takes (`gemv_row_timing`)
 
     R = max(L + s, L + 1 + M)                         ACT_ALL -> RDMAC_ALL (a MODE at L + 1)
-    P = max(tRAS, L + tRTP, R + 1 + M) if RDMAC_ALL   ACT_ALL -> PRE_ALL (a MODE at R + 1)
-        max(tRAS, L + tRTP) otherwise
+    P = max(tRAS, L + tRTP, R + 1 + M, R + tRDMAC_PRE) if RDMAC_ALL (a MODE at R + 1)
+        max(tRAS, L + tRTP) otherwise                 ACT_ALL -> PRE_ALL
     T = max(tRC, tRRD_L, tFAW, P + tRP)               ACT_ALL -> next ACT_ALL
 
 (with M = 0 there are no MODEs: R = L + s, P = max(tRAS, L + tRTP, R + 1)). On pim-gpt with
@@ -76,7 +76,7 @@ def gemv_row_timing(arch: PimArch, cols: int, read_each_row: bool) -> RowTiming:
     p = max(t.tRAS, last_mac + t.tRTP)
     if read_each_row:
         rdmac = max(last_mac + s, last_mac + 1 + m) if m else last_mac + s
-        p = max(p, rdmac + 1 + m)
+        p = max(p, rdmac + 1 + m, rdmac + t.tRDMAC_PRE)
     return RowTiming(p, max(t.tRC, t.tRRD_L, t.tFAW, p + t.tRP))
 
 

@@ -128,6 +128,19 @@ def test_register_commands_switch_the_channel_mode():
         0, T.tRCD_MAC, T.tRCD_MAC + T.tCCD_L, T.tRCD_MAC + T.tRTP]
 
 
+def test_a_precharge_waits_trdmac_pre_after_a_mac_result_read():
+    # the presets: no wait (the result is read from the MAC registers, not the row)
+    assert T.tRDMAC_PRE == 0
+    a = with_timing(tMODCH=0, tRDMAC_PRE=20)
+    rdmac = T.tRCD_MAC + T.tCCD_L
+    assert issue([("ACT_ALL", 0, 1), ("MAC_ALL",), ("RDMAC_ALL",), ("PRE_ALL",)], a) == [
+        0, T.tRCD_MAC, rdmac, rdmac + 20]
+    assert issue([("ACT", 3, 1), ("MAC", 3), ("RDMAC", 3), ("PRE", 3)], a) == [
+        0, T.tRCD_MAC, rdmac, rdmac + 20]
+    assert issue([("ACT", 3, 1), ("MAC", 3), ("RDMAC", 2), ("PRE", 3)], a)[-1] == max(
+        T.tRAS, T.tRCD_MAC + T.tRTP)                 # another bank's result: no wait
+
+
 def test_a_refresh_in_register_mode_switches_to_bank_mode_and_back():
     m, start = T.tMODCH, T.tREFI - 40
     res = CommandChannel(ARCH).run([Command("WRGB")] * 6, start)
@@ -237,6 +250,7 @@ def timings(draw):
     v["tRRD_L"] = draw(st.integers(v["tRRD_S"], 14))
     v["tMODCH"] = draw(st.integers(0, 40))
     v["tRC"] = draw(st.integers(v["tRAS"], 100))
+    v["tRDMAC_PRE"] = draw(st.integers(0, v["tRAS"]))
     t = dataclasses.replace(T, **v)
     busy = (2 * v["tMODCH"] + max(v["tRAS"], v["tRTP"], t.wr_to_pre) + max(v["tRP"], v["tRC"])
             + v["tRFC"] + ARCH.banks * max(v["tRRD_L"], v["tFAW"])
