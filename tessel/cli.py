@@ -122,10 +122,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     quant = None
     if args.quant:
         from compiler.quant import quantise         # ml_dtypes and the recipes: only when asked
-        quant = quantise(model, args.quant, calibration=args.tokens)
+        quant = quantise(model, args.quant, calibration=args.tokens, expert_bits=args.expert_bits)
+    elif args.expert_bits is not None:
+        raise UsageError("--expert-bits reads bit-nested expert weights: give a --quant recipe "
+                         "with nested weights (w8a16:nested, ...)")
     logits = run(model, args.tokens, variant=quant).astype(np.float32)
     atomic_write(Path(args.logits), _npy_bytes(logits))
     recipe = f", recipe {quant.recipe.name}" if quant else ""
+    if args.expert_bits is not None:
+        recipe += f", experts read at {args.expert_bits} bits"
     print(f"wrote {args.logits}: float32 {list(logits.shape)} logits of {model.name} "
           f"({args.phase or 'prefill'}, reference executor{recipe})")
     return 0
@@ -578,6 +583,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run quantised: w8a8, w4a16:g128, w4a8, w4a4kv4, fp8, mxfp4, kv:bfp8, "
                         "joined by '+', or a recipe file (docs/formats.md); the reference "
                         "executor only, no target runs quantised programs yet")
+    p.add_argument("--expert-bits", metavar="B|b0,b1,...|hot:K:HI:LO",
+                   help="widths bit-nested expert weights are read at: every expert, one per "
+                        "expert, or the K most-routed experts of each layer at HI bits and the "
+                        "rest at LO (with a --quant recipe with :nested weights)")
     _output_arg(p, "--logits", required=True, metavar="OUT.npy", help="where to write the logits")
     p.set_defaults(handler=cmd_run)
 

@@ -52,6 +52,14 @@ case("cli-quant-group", TINY_RUN + ["--quant", "w4a16:g128"])
 case("cli-quant-twice", TINY_RUN + ["--quant", "w4a4kv4+kv:bfp8"])
 case("cli-quant-file-field", TINY_RUN + ["--quant", "{d}/r.toml"], {"r.toml": '[kv]\nformat = "bfp8"\nblock = 16\n'})
 case("cli-quant-file-format", TINY_RUN + ["--quant", "{d}/r.toml"], {"r.toml": '[weights]\nformat = "int9"\n'})
+case("cli-quant-file-nested-kv", TINY_RUN + ["--quant", "{d}/r.toml"], {"r.toml": '[kv]\nformat = "int8"\nnested = true\n'})
+MOE_RUN = ["run", "--model", str(ROOT / "tests/fixtures/tiny-qwen3-moe"), "--tokens", "1,2,3", "--logits", "{d}/l.npy"]
+case("cli-expert-bits-alone", MOE_RUN + ["--expert-bits", "4"])
+case("cli-expert-bits-not-nested", MOE_RUN + ["--quant", "w8a16", "--expert-bits", "4"])
+case("cli-expert-bits-too-wide", MOE_RUN + ["--quant", "w4a16:nested", "--expert-bits", "6"])
+case("cli-expert-bits-count", MOE_RUN + ["--quant", "w8a16:nested", "--expert-bits", "8,4"])
+case("cli-expert-bits-form", MOE_RUN + ["--quant", "w8a16:nested", "--expert-bits", "hot:0:8:4"])
+case("cli-nested-fp8", MOE_RUN + ["--quant", "fp8:nested"])
 case("cli-tokens-vs-seq", ["sim", "--model", "gpt2", "--tokens", "1,2,3", "--seq", "4"])
 case("cli-tokens-batch", ["sim", "--model", "gpt2", "--tokens", "1,2,3", "--batch", "2"])
 case("cli-target-unknown", ["sim", "--model", "gpt2", "--target", "tpu"])
@@ -352,6 +360,13 @@ EXPECT = {
     'cli-quant-twice': "recipe 'w4a4kv4+kv:bfp8': kv set twice ('w4a4kv4' and 'kv:bfp8')",
     'cli-quant-file-field': "/r.toml: unknown field 'kv.block' (fields of kv: format, scale, group, rearrange)",
     'cli-quant-file-format': "/r.toml: weights.format: format 'int9': integer widths are 2..8 bits",
+    'cli-quant-file-nested-kv': "/r.toml: unknown field 'kv.nested' (fields of kv: format, scale, group, rearrange)",
+    'cli-expert-bits-alone': "--expert-bits reads bit-nested expert weights: give a --quant recipe with nested",
+    'cli-expert-bits-not-nested': "--expert-bits 4: the model does not store them bit-nested (w8a16); a recipe",
+    'cli-expert-bits-too-wide': "--expert-bits 6: 6 bits: a nested read takes 2 to 4 bits (the weights are stored at 4)",
+    'cli-expert-bits-count': "--expert-bits 8,4: 2 widths for 8 experts: give one per expert",
+    'cli-expert-bits-form': "--expert-bits hot:0:8:4: at least one hot expert",
+    'cli-nested-fp8': "recipe 'fp8:nested': unknown option 'nested' (this recipe takes no options)",
     'cli-tokens-vs-seq': '--tokens gives 3 tokens, which does not match --seq 4',
     'cli-tokens-batch': '--tokens runs one sequence: --batch must be 1',
     'cli-target-unknown': "tessel sim: argument --target: invalid choice: 'tpu' (choose from 'dataflow', 'pim', 'syst",

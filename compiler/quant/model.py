@@ -12,15 +12,18 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from compiler.driver import check_tokens, token_feeds
 from compiler.frontend import Model
-from compiler.ir import Graph, Op
+from compiler.ir import Graph, Op, OpKind
 from compiler.phase import prefill
+from compiler.quant.nested import ExpertBits, parse_expert_bits
 from compiler.quant.plan import QuantPlan, plan
 from compiler.quant.rearrange import KVOrder, kv_orders
 from compiler.quant.recipe import Recipe, RecipeError
 from compiler.quant.recipe_file import resolve_recipe
 from compiler.quant.tensors import read_input, write_kv
 from compiler.quant.weights import QuantizedWeights
+from compiler.reference import execute
 
 __all__ = ["QuantisedModel", "QuantNumerics", "quantise"]
 
@@ -67,10 +70,13 @@ class QuantisedModel:
 
 
 def quantise(model: Model, recipe: str | Recipe, weights: Mapping[str, np.ndarray] | None = None,
-             calibration: Sequence[int] | None = None) -> QuantisedModel:
+             calibration: Sequence[int] | None = None,
+             expert_bits: str | ExpertBits | None = None) -> QuantisedModel:
     """Quantise `model`'s weights (or `weights`, the same tensors) by `recipe` (a name, a .toml
     file or a Recipe); the plan is checked against the model's shapes here, before any run.
-    `calibration`: tokens that order the KV channels of a recipe that rearranges them."""
+    `calibration`: tokens that order the KV channels of a recipe that rearranges them, and that
+    rank the experts of a `hot` expert-bits policy. `expert_bits`: the widths bit-nested expert
+    weights are read at (nested.py)."""
     recipe = resolve_recipe(recipe)
     if model.config is None:
         raise RecipeError(f"recipe {recipe.name!r}: model '{model.name}' is a .graph file; "
@@ -79,4 +85,39 @@ def quantise(model: Model, recipe: str | Recipe, weights: Mapping[str, np.ndarra
     n_layers = model.config.n_layer
     whole = plan(model.graph(prefill(1)), recipe, n_layers)
     order = kv_orders(model, base, recipe, n_layers, calibration)
-    return QuantisedModel(model, recipe, QuantizedWeights(base, whole), order)
+    widths = _expert_widths(model, base, recipe, whole, expert_bits, calibration)
+    return QuantisedModel(model, recipe, QuantizedWeights(base, whole, widths), order)
+
+
+def _expert_widths(model: Model, base: Mapping[str, np.ndarray], recipe: Recipe, whole: QuantPlan,
+                   expert_bits: str | ExpertBits | None,
+                   calibration: Sequence[int] | None) -> dict[str, int]:
+    """The bits each bit-nested expert parameter is read at, by the policy (none: whole)."""
+    if expert_bits is None:
+        return {}
+    policy = parse_expert_bits(expert_bits) if isinstance(expert_bits, str) else expert_bits
+    graph = model.graph(prefill(len(calibration) if calibration else 1))
+    moes = {op.name: op.inputs[2:] for op in graph.of_kind(OpKind.MOE)}
+    nested = {name: whole.weights[name].quant for params in moes.values() for name in params
+              if whole.weights[name].quant is not None and whole.weights[name].quant.nested}
+    if not moes or not nested:
+        what = "has no experts" if not moes else f"does not store them bit-nested ({recipe.name})"
+        raise RecipeError(f"--expert-bits {policy.text}: the model {what}; a recipe with "
+                          "nested weights (w8a16:nested, ...) on a mixture of experts takes it")
+    routed = {}
+    if policy.hot is not None:
+        if not calibration:
+            raise RecipeError(f"--expert-bits {policy.text}: ranks experts by the tokens the "
+                              "calibration routes to them: give some")
+        choices: dict[str, np.ndarray] = {}
+        execute(graph, base, token_feeds(check_tokens(model, calibration)), np.float64, choices)
+        routed = {op: np.bincount(choices[op].ravel(), minlength=len(p) // 3)
+                  for op, p in moes.items()}
+    widths = {}
+    for op, params in moes.items():            # three parameters per expert, in order
+        stored = [nested[name] for name in params if name in nested]
+        if stored:
+            per_expert = policy.widths(stored[0].format.bits, len(params) // 3, routed.get(op))
+            widths.update({name: per_expert[i // 3] for i, name in enumerate(params)
+                           if name in nested})
+    return widths

@@ -7,10 +7,11 @@
 
 Named recipes (`named_recipe`), parts joined by `+` (each role set at most once):
 
-    w<W>a<A>[kv<K>][:g<N>]   int<W> weights (one scale per output channel, or per N input
-                            channels), int<A> activations (one scale per token; a16: none),
+    w<W>a<A>[kv<K>][:g<N>][:nested]   int<W> weights (one scale per output channel, or per N
+                            input channels), int<A> activations (one scale per token; a16: none),
                             int<K> KV (one scale per token and head). w8a8, w4a16:g128, w4a8,
-                            w4a4kv4 (COMET's W4A4KV4)
+                            w4a4kv4 (COMET's W4A4KV4). `:nested`: the weights stored bit-nested,
+                            so experts can be read at fewer bits (nested.py, --expert-bits)
     fp8                     fp8_e4m3 weights and activations, one scale per tensor
     mxfp4, mxfp8_e4m3, ...  any OCP MX format for weights and activations (blocks of 32)
     kv:<format>[:g<N>][:rearrange]   the KV cache only (kv:bfp8, kv:int4:g16, kv:mxfp8_e4m3)
@@ -45,7 +46,7 @@ SCALES = {"weights": ("channel", "group", "tensor"),
           "kv": ("head", "token", "group", "tensor"),
           "embeddings": ("row", "group", "tensor")}
 LAYER_NAMES = ("first", "last", "lm_head")
-NAMED_FORMS = ("w<W>a<A>[kv<K>][:g<N>]", "fp8", "an MX format (mxfp4, mxfp8_e4m3, ...)",
+NAMED_FORMS = ("w<W>a<A>[kv<K>][:g<N>][:nested]", "fp8", "an MX format (mxfp4, mxfp8_e4m3, ...)",
                "kv:<format>[:g<N>][:rearrange]")
 
 
@@ -62,6 +63,7 @@ class TensorQuant:
     scale: str                  # tensor | channel | row | token | head | group | block
     group: int | None = None    # scale == "group": channels per scale
     rearrange: bool = False     # kv: channels sorted by magnitude before blocking (rearrange.py)
+    nested: bool = False        # weights: stored bit-nested, readable at fewer bits (nested.py)
 
     def __str__(self) -> str:
         text = self.format.name
@@ -69,11 +71,11 @@ class TensorQuant:
             text += f":g{self.group}"
         elif self.scale not in ("block", "tensor") or self.format.kind == "int":
             text += f":{self.scale}"
-        return text + (":rearrange" if self.rearrange else "")
+        return text + (":rearrange" if self.rearrange else "") + (":nested" if self.nested else "")
 
 
 def tensor_quant(role: str, fmt: str, scale: str | None = None, group: int | None = None,
-                 rearrange: bool = False, where: str = "") -> TensorQuant:
+                 rearrange: bool = False, where: str = "", nested: bool = False) -> TensorQuant:
     """A role's format, checked: the scale the format and the role take, a group only with
     integer formats, rearrangement only for a grouped KV cache. `where` prefixes errors."""
     where = where or role
@@ -106,7 +108,10 @@ def tensor_quant(role: str, fmt: str, scale: str | None = None, group: int | Non
     if rearrange and (role != "kv" or scale == "tensor"):
         raise RecipeError(f"{where}.rearrange: only the KV cache's channels are rearranged, "
                           "and only where scales cover blocks of them (not one per tensor)")
-    return TensorQuant(f, scale, group, bool(rearrange))
+    if nested and (role != "weights" or f.kind != "int"):
+        raise RecipeError(f"{where}.nested: only integer weights are stored bit-nested, not "
+                          f"{role} in {f.name}")
+    return TensorQuant(f, scale, group, bool(rearrange), bool(nested))
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +186,9 @@ def _part(spec: str, part: str) -> dict[str, TensorQuant | None]:
             if bits is not None and not (2 <= bits <= 8 or wide and bits == 16):
                 raise RecipeError(f"{where}: {field}{bits}: integer widths are 2..8 bits"
                                   f"{' (or a16: activations unquantised)' if wide else ''}")
-        group = _options(where, options, allow_group=True)[0]
-        roles = {"weights": tensor_quant("weights", f"int{w}", group=group, where=f"{where}: weights"),
+        group, _, nested = _options(where, options, allow_group=True, allow_nested=True)
+        roles = {"weights": tensor_quant("weights", f"int{w}", group=group, where=f"{where}: weights",
+                                         nested=nested),
                  "activations": None if a == 16 else tensor_quant("activations", f"int{a}",
                                                                   where=f"{where}: activations")}
         if kv is not None:
@@ -210,21 +216,25 @@ def _kv_part(where: str, options: list[str]) -> TensorQuant:
     fmt, *rest = options
     if rest and re.fullmatch(r"b\d+", rest[0]) and fmt.startswith("bfp"):
         fmt, rest = f"{fmt}:{rest[0]}", rest[1:]      # bfp<N>:b<B>: the block is the format's
-    group, rearrange = _options(where, rest, allow_group=True, allow_rearrange=True)
+    group, rearrange, _ = _options(where, rest, allow_group=True, allow_rearrange=True)
     return tensor_quant("kv", fmt, group=group, rearrange=rearrange, where=f"{where}: kv")
 
 
-def _options(where: str, options: list[str], allow_group: bool,
-             allow_rearrange: bool = False) -> tuple[int | None, bool]:
-    """(group, rearrange) from `:g<N>` and `:rearrange`; anything else is refused."""
-    group, rearrange = None, False
+def _options(where: str, options: list[str], allow_group: bool, allow_rearrange: bool = False,
+             allow_nested: bool = False) -> tuple[int | None, bool, bool]:
+    """(group, rearrange, nested) from `:g<N>`, `:rearrange` and `:nested`; anything else is
+    refused."""
+    group, rearrange, nested = None, False, False
     for option in options:
         if allow_group and group is None and (m := re.fullmatch(r"g(\d+)", option)):
             group = int(m.group(1))
         elif allow_rearrange and option == "rearrange" and not rearrange:
             rearrange = True
+        elif allow_nested and option == "nested" and not nested:
+            nested = True
         else:
-            accepted = [o for o, ok in (("g<N>", allow_group), ("rearrange", allow_rearrange)) if ok]
+            accepted = [o for o, ok in (("g<N>", allow_group), ("rearrange", allow_rearrange),
+                                        ("nested", allow_nested)) if ok]
             takes = f"takes {', '.join(accepted)}, each once" if accepted else "takes no options"
             raise RecipeError(f"{where}: unknown option {option!r} (this recipe {takes})")
-    return group, rearrange
+    return group, rearrange, nested

@@ -74,15 +74,16 @@ def _role(path: Path, role: str, where: str, value: Any) -> TensorQuant | None:
             return None
         raise RecipeError(f"{path}: {role}: leave the role out to keep it at full precision "
                           "('none' is for exceptions)")
-    _known(path, where, value, _ROLE_FIELDS + (("rearrange",) if role == "kv" else ()))
+    _known(path, where, value, _ROLE_FIELDS + {"kv": ("rearrange",), "weights": ("nested",)}.get(role, ()))
     if "format" not in value:
         raise RecipeError(f"{path}: {where}: needs a format")
-    for field, kind in (("format", str), ("scale", str), ("rearrange", bool)):
+    for field, kind in (("format", str), ("scale", str), ("rearrange", bool), ("nested", bool)):
         if field in value and not isinstance(value[field], kind):
             raise RecipeError(f"{path}: {where}.{field}: expected a {kind.__name__}, "
                               f"got {value[field]!r}")
     return tensor_quant(role, value["format"], value.get("scale"), value.get("group"),
-                        value.get("rearrange", False), where=f"{path}: {where}")
+                        value.get("rearrange", False), where=f"{path}: {where}",
+                        nested=value.get("nested", False))
 
 
 def _rule(path: Path, index: int, table: Any) -> LayerRule:

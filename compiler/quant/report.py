@@ -7,19 +7,21 @@ in the same dtype (float32 by default): the largest absolute difference, that di
 the largest reference logit, and the share of positions whose top-1 token is the same.
 
 Bytes (isa.formats.bits_per_element: elements and their scales' share), against BF16:
-- weights: the parameters the recipe quantises, in their formats; `weights_bf16` the same
+- weights: the parameters the recipe quantises, in their formats; `weights_read` the bytes a
+  pass reads of them once each, bit-nested experts at the width they are read at (nested.py:
+  b of W bits reads b/W of the elements' bytes, the scales whole); `weights_bf16` the same
   tensors in BF16; `kept` every other parameter (kept weights, embeddings, gains, biases) in BF16;
 - kv_per_token: K and V of every layer for one token (a scale per tensor: one per token's write);
 - activations_per_token: every planned matmul's input for one token (kept inputs in BF16).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from isa.formats import bits_per_element
+from isa.formats import bits_per_element, parse_format
 
 from compiler.driver import decode_logits, prefill_logits
 from compiler.frontend import Model
@@ -38,6 +40,7 @@ _NONE = Recipe("none")  # no role quantised: the reference run, on the model's w
 @dataclass(frozen=True, slots=True)
 class RoleBytes:
     weights: float
+    weights_read: float
     weights_bf16: float
     kept: float
     kv_per_token: float
@@ -63,17 +66,23 @@ def _bits(quant: TensorQuant, length: int, elements: int, head_dim: int | None =
     return bits_per_element(quant.format, scale_group(quant, length, head_dim), elements)
 
 
-def role_bytes(graph: Graph, plan: QuantPlan) -> RoleBytes:
+def role_bytes(graph: Graph, plan: QuantPlan, widths: Mapping[str, int] | None = None) -> RoleBytes:
     """Bytes by role of `plan` on `graph`; per-token figures are the pass's over its tokens
-    (a one-token pass: a scale per tensor is one per token)."""
-    weights = weights_bf16 = kept = 0.0
+    (a one-token pass: a scale per tensor is one per token). `widths`: the bits bit-nested
+    weights are read at (QuantizedWeights.widths)."""
+    weights = weights_read = weights_bf16 = kept = 0.0
     for param in graph.params:
         use, n = plan.weights.get(param.name), param.type.numel
         if use is None or use.quant is None:
             kept += n * BF16_BITS / 8
             continue
         shape = param.type.shape
-        weights += n * _bits(use.quant, shape[-1] if use.contracted_last else shape[-2], n) / 8
+        length = shape[-1] if use.contracted_last else shape[-2]
+        stored = n * _bits(use.quant, length, n) / 8
+        bits = (widths or {}).get(param.name)
+        weights += stored
+        weights_read += stored if bits is None else n * _bits(
+            replace(use.quant, format=parse_format(f"int{bits}")), length, n) / 8
         weights_bf16 += n * BF16_BITS / 8
     kv = kv_bf16 = 0.0              # a token's channels; a scale per tensor is shared by the
     for name, write in plan.kv.items():     # pass's tokens (bits_per_element of its elements)
@@ -87,7 +96,7 @@ def role_bytes(graph: Graph, plan: QuantPlan) -> RoleBytes:
         channels = t.shape[-1]
         acts_bf16 += channels * BF16_BITS / 8
         acts += channels * (BF16_BITS if quant is None else _bits(quant, channels, t.numel)) / 8
-    return RoleBytes(weights, weights_bf16, kept, kv, kv_bf16, acts, acts_bf16)
+    return RoleBytes(weights, weights_read, weights_bf16, kept, kv, kv_bf16, acts, acts_bf16)
 
 
 def run_logits(model: Model, tokens: Sequence[int], dtype: type = np.float32,
@@ -99,20 +108,23 @@ def run_logits(model: Model, tokens: Sequence[int], dtype: type = np.float32,
 
 def recipe_reports(model: Model, recipes: Sequence[str | Recipe], tokens: Sequence[int],
                    dtype: type = np.float32, weights: Mapping[str, np.ndarray] | None = None,
-                   calibration: Sequence[int] | None = None) -> list[RecipeReport]:
+                   calibration: Sequence[int] | None = None,
+                   expert_bits: str | None = None) -> list[RecipeReport]:
     """One report per recipe on `tokens` (at least 2). `calibration` orders the channels of a
-    rearranged KV cache (default: `tokens` themselves)."""
+    rearranged KV cache and ranks a `hot` expert-bits policy's experts (default: `tokens`
+    themselves); `expert_bits`: the widths bit-nested experts are read at (nested.py)."""
     reference = run_logits(model, tokens, dtype, quantise(model, _NONE, weights))
     one_token = model.graph(prefill(1))
     reports = []
     for recipe in recipes:
-        q = quantise(model, recipe, weights, calibration if calibration is not None else tokens)
+        q = quantise(model, recipe, weights, calibration if calibration is not None else tokens,
+                     expert_bits)
         got = run_logits(model, tokens, dtype, q)
         err = float(np.abs(got.astype(np.float64) - reference).max())
         reports.append(RecipeReport(
             q.recipe.name, err, err / float(np.abs(reference).max()),
             float(np.mean(got.argmax(-1) == reference.argmax(-1))), len(reference),
-            role_bytes(one_token, q.plan(one_token))))
+            role_bytes(one_token, q.plan(one_token), q.weights.widths)))
     return reports
 
 

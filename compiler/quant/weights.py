@@ -1,13 +1,16 @@
 """A checkpoint's weights quantised at compile time: the plan's weights held as codes and
 scales (round to nearest even, isa.formats), read back to float64 on every use; every other
 parameter (norm gains, biases, embeddings unless the recipe quantises them, tensors the recipe
-keeps) passes through unchanged."""
+keeps) passes through unchanged. A bit-nested weight (nested.py) is read at the width `widths`
+gives it (an expert's), else whole."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterator, Mapping
 
 import numpy as np
 
+from compiler.quant.nested import nested_read
 from compiler.quant.plan import QuantPlan
 from compiler.quant.tensors import StoredWeight, store_weight
 
@@ -15,17 +18,26 @@ __all__ = ["QuantizedWeights"]
 
 
 class QuantizedWeights(Mapping[str, np.ndarray]):
-    """`base` with the weights `plan` quantises replaced by their stored form (`stored`)."""
+    """`base` with the weights `plan` quantises replaced by their stored form (`stored`);
+    `widths`: the bits each bit-nested weight is read at (the others: whole)."""
 
-    def __init__(self, base: Mapping[str, np.ndarray], plan: QuantPlan) -> None:
+    def __init__(self, base: Mapping[str, np.ndarray], plan: QuantPlan,
+                 widths: Mapping[str, int] | None = None) -> None:
         self._base = base
+        self.widths = dict(widths or {})
         self.stored: dict[str, StoredWeight] = {
             name: store_weight(base[name], use) for name, use in plan.weights.items()
             if use.quant is not None}
 
     def __getitem__(self, name: str) -> np.ndarray:
         stored = self.stored.get(name)
-        return self._base[name] if stored is None else stored.values()
+        if stored is None:
+            return self._base[name]
+        bits = self.widths.get(name)
+        if bits is not None:
+            fmt = stored.quantized.format
+            stored = replace(stored, quantized=nested_read(stored.quantized, fmt.bits, bits))
+        return stored.values()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._base)

@@ -58,7 +58,7 @@ def test_named_recipes_keep_the_lm_head_and_embeddings_at_full_precision():
     ("int4", r"recipe 'int4': unknown recipe 'int4' \(recipes: w<W>a<A>"),
     ("w9a8", r"w9: integer widths are 2..8 bits"),
     ("w4a12", r"a12: integer widths are 2..8 bits \(or a16"),
-    ("w4a16:x", r"unknown option 'x' \(this recipe takes g<N>, each once\)"),
+    ("w4a16:x", r"unknown option 'x' \(this recipe takes g<N>, nested, each once\)"),
     ("fp8:g32", r"unknown option 'g32' \(this recipe takes no options\)"),
     ("kv:int9", r"recipe 'kv:int9': kv.format: format 'int9': integer widths are 2..8 bits"),
     ("kv:float3", r"kv.format: format 'float3': unknown \(formats:"),
@@ -145,7 +145,7 @@ activations = "none"
 
 @pytest.mark.parametrize("text, message", [
     ('[weights]\nformat = "int4"\nformt = 3\n',
-     r"r.toml: unknown field 'weights.formt' \(fields of weights: format, scale, group\)"),
+     r"r.toml: unknown field 'weights.formt' \(fields of weights: format, scale, group, nested\)"),
     ('[weight]\nformat = "int4"\n', r"unknown field 'weight' \(fields: name, weights, activations"),
     ('[activations]\nformat = "int8"\nrearrange = true\n', r"unknown field 'activations.rearrange'"),
     ('[weights]\nscale = "channel"\n', r"r.toml: weights: needs a format"),
