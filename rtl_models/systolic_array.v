@@ -1,5 +1,12 @@
-// N x N systolic array, int8 x int8 -> int32, weight- or output-stationary (chosen per GEMM),
-// with skewed feeders, double-buffered weights, start/done and a cycle counter.
+// N x N systolic array, int8 x int8 -> int32 or, in int4 mode, two int4 x int4 products per PE
+// and cycle, weight- or output-stationary (chosen per GEMM), with skewed feeders, double-buffered
+// weights, start/done and a cycle counter.
+//
+// int4 mode (cfg_int4): every 8-bit lane packs two signed int4 values of consecutive K indices,
+// the even one in bits 3:0, the odd one in bits 7:4, and each PE adds both products of a lane
+// pair (a_lo b_lo + a_hi b_hi) into its int32 sum. The array then sees K/2 packed values: cfg_k
+// is the number of pairs (ceil(K / 2); an odd K pads its last pair with a zero), so a GEMM
+// takes gemm_cycles(m, n, k, N, N, dataflow, overlap, pack=2).
 //
 // One `start` runs a whole tile C[m,n] (+)= A[m,k] B[k,n]: the array walks its own folds, pinned
 // cols-mapped fold outer and rows-mapped fold inner (ws: rows map K, cols map N, M streams;
@@ -39,6 +46,7 @@ module systolic_pe #(parameter TAG_W = 5) (
     input  wire                    clk,
     input  wire                    rst,
     input  wire                    os,
+    input  wire                    int4,       // two int4 products per lane pair
     input  wire signed [7:0]       a_in,
     input  wire        [TAG_W-1:0] tag_in,     // [0] weight bank parity, [1] first
     input  wire signed [7:0]       b_in,
@@ -56,7 +64,10 @@ module systolic_pe #(parameter TAG_W = 5) (
     reg  signed [7:0]       w1, w0;
     wire signed [7:0]  w    = tag_in[0] ? w1 : w0;
     wire signed [7:0]  b    = os ? b_in : w;
-    wire signed [15:0] prod = a_in * b;
+    wire signed [15:0] prod8 = a_in * b;
+    wire signed [7:0]  lo   = $signed(a_in[3:0]) * $signed(b[3:0]);   // |-8 x -8| = 64 fits
+    wire signed [7:0]  hi   = $signed(a_in[7:4]) * $signed(b[7:4]);
+    wire signed [15:0] prod = int4 ? lo + hi : prod8;
     wire signed [31:0] base = os ? (tag_in[1] ? 32'sd0 : acc_q) : psum_in;
     assign sum = base + prod;
     wire [TAG_W-1:0] tag_d = rst ? {TAG_W{1'b0}} : tag_in;
@@ -119,6 +130,7 @@ module systolic_array #(
     input  wire [DW-1:0]       cfg_k,
     input  wire                cfg_os,         // 0: weight stationary, 1: output stationary
     input  wire                cfg_overlap,    // overlap each fold's preload with the stream
+    input  wire                cfg_int4,       // lanes pack two int4 values of consecutive K
     output reg                 busy,
     output reg                 done,           // high from the last result until the next start
     output reg  [31:0]         cycles          // busy cycles of the current / last GEMM
@@ -138,7 +150,7 @@ module systolic_array #(
 
     // ---- command and shape -------------------------------------------------------------
     reg [DW-1:0] m_r, n_r, k_r;
-    reg          os_r, ov_r;
+    reg          os_r, ov_r, int4_r;
     wire         go      = start && !busy;
     wire [DW-1:0] t_len  = os_r ? k_r : m_r;        // streamed dimension
     wire [DW-1:0] r_dim  = os_r ? m_r : k_r;        // dimension mapped on the rows
@@ -266,7 +278,7 @@ module systolic_array #(
         for (i = 0; i < N; i = i + 1) begin : row
             for (j = 0; j < N; j = j + 1) begin : col
                 systolic_pe #(.TAG_W(TAG_W)) pe (
-                    .clk(clk), .rst(rst), .os(os_r),
+                    .clk(clk), .rst(rst), .os(os_r), .int4(int4_r),
                     .a_in(a_h[i*(N+1)+j]), .tag_in(tag_h[i*(N+1)+j]),
                     .b_in(b_v[i*N+j]), .psum_in(p_v[i*N+j]),
                     .commit(col_commit[j]), .commit_bank(col_bank[j]),
@@ -317,10 +329,11 @@ module systolic_array #(
     always @(posedge clk) begin
         if (rst) begin
             busy <= 1'b0; done <= 1'b0; cycles <= 32'd0;
-            m_r <= 0; n_r <= 0; k_r <= 0; os_r <= 1'b0; ov_r <= 1'b0;
+            m_r <= 0; n_r <= 0; k_r <= 0; os_r <= 1'b0; ov_r <= 1'b0; int4_r <= 1'b0;
         end else if (go) begin
             busy <= 1'b1; done <= 1'b0; cycles <= 32'd0;
             m_r <= cfg_m; n_r <= cfg_n; k_r <= cfg_k; os_r <= cfg_os; ov_r <= cfg_overlap;
+            int4_r <= cfg_int4;
         end else if (busy) begin
             cycles <= cycles + 32'd1;
             if (fin) begin

@@ -1,7 +1,9 @@
 """Cocotb side of the systolic-array cross-check: run every case handed in, report what the RTL did.
 
 Inputs (`runner.load_inputs()`): {"n_pe": N, "folds_max": F, "cases": [{"dataflow": "ws"|"os",
-"overlap": bool, "via_ports": bool, "m", "n", "k", "a": [[int8]] (m x k), "b": [[int8]] (k x n)}]}.
+"overlap": bool, "via_ports": bool, "int4": bool, "m", "n", "k", "a": [[int8]] (m x k),
+"b": [[int8]] (k x n)}]}; an int4 case's a and b are already packed two int4 values a byte
+along K (k counts the pairs).
 Operands go into the array's memories and C comes back through the write and read ports
 (`via_ports`, one clock per word) or, for speed, straight into and out of the memory arrays
 (a backdoor, zero simulated time); the GEMM itself always runs from `start` to `done`.
@@ -96,6 +98,7 @@ async def _run_case(dut, case: dict, n_pe: int, folds_max: int) -> dict:
     await FallingEdge(dut.clk)
     dut.cfg_m.value, dut.cfg_n.value, dut.cfg_k.value = case["m"], case["n"], case["k"]
     dut.cfg_os.value, dut.cfg_overlap.value = int(is_os), int(case["overlap"])
+    dut.cfg_int4.value = int(case.get("int4", False))
     dut.start.value = 1
     await RisingEdge(dut.clk)
     t_start = get_sim_time("ns")
@@ -123,7 +126,7 @@ async def systolic_cases(dut) -> None:
     dut.start.value, dut.mem_we.value, dut.mem_sel.value = 0, 0, 0
     dut.mem_addr.value, dut.mem_wdata.value, dut.acc_addr.value = 0, 0, 0
     dut.cfg_m.value, dut.cfg_n.value, dut.cfg_k.value = 1, 1, 1
-    dut.cfg_os.value, dut.cfg_overlap.value = 0, 0
+    dut.cfg_os.value, dut.cfg_overlap.value, dut.cfg_int4.value = 0, 0, 0
     await _reset(dut)
     results = [await _run_case(dut, case, n_pe, folds_max) for case in inputs["cases"]]
     write_results({"cases": results})

@@ -25,7 +25,8 @@ def gemm_folds(m: int, n: int, k: int, rows: int, cols: int, dataflow: str) -> i
 
 
 def gemm_cycles(m: int, n: int, k: int, rows: int, cols: int, dataflow: str,
-                overlap_preload: bool = False, stream: bool = False, preloaded: bool = False) -> int:
+                overlap_preload: bool = False, stream: bool = False, preloaded: bool = False,
+                pack: int = 1) -> int:
     """Matrix-unit cycles of one GEMM tile C[m,n] (+)= A[m,k] B[k,n].
 
     Each fold: preload P (rows for ws and is, whose pinned operand must be shifted in; 0 for
@@ -39,7 +40,11 @@ def gemm_cycles(m: int, n: int, k: int, rows: int, cols: int, dataflow: str,
     tile's fold (same stationary operand, pipeline still full), so it costs T and a stream
     cut into pieces costs what it would cost whole; `preloaded` (overlapped preload only), it
     is the next fold, its operand shifted in behind the previous tile's stream: max(T, rows).
+
+    `pack`: K values a PE lane carries and multiplies a cycle (int4 packs two into each 8-bit
+    lane: rtl_models/systolic_array.v's int4 mode), so the array sees ceil(k / pack).
     """
+    k = -(-k // pack)
     dims = {"m": m, "n": n, "k": k}
     t = dims[STREAMED[dataflow]]
     folds = gemm_folds(m, n, k, rows, cols, dataflow)
