@@ -11,14 +11,18 @@ from dataclasses import dataclass
 
 from arch.config import ArchError, choice, link_names, within
 from arch.limits import (BANDWIDTH_GBPS, CLOCK_MHZ, FRACTION, GPU_MEMORY_GB, HALF_POINT, HOST_TIME_US,
-                         L2_MB, POWER_W, TFLOPS, UNITS)
+                         L2_MB, POWER_W, TFLOPS, TOPS, UNITS)
 
-__all__ = ["GpuArch", "GemmEfficiency", "MemoryEfficiency", "KERNEL_KINDS", "MATRIX_KINDS"]
+__all__ = ["GpuArch", "GemmEfficiency", "MemoryEfficiency", "KERNEL_KINDS", "MATRIX_KINDS",
+           "TENSOR_FORMATS"]
 
 # The kernel kinds the baseline model distinguishes; every preset prices each one in eager mode.
 KERNEL_KINDS = ("gemm", "gemv", "attention-matmul", "elementwise", "layernorm", "softmax",
                 "embedding", "copy")
 MATRIX_KINDS = ("gemm", "gemv", "attention-matmul")      # run on tensor cores
+# Low-precision tensor-core formats a preset may rate (`tensor_tops`): the format a GEMM whose
+# weights and activations are both quantised multiplies in (tessel/gpu_quant.py picks it).
+TENSOR_FORMATS = ("fp8", "int8", "int4")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,9 @@ class GpuArch:
     target: str = choice("gpu")
     peak_tflops_fp16: float = within(TFLOPS)  # dense tensor-core FP16/BF16 rate
     peak_tflops_fp32: float = within(TFLOPS)  # non-tensor FP32 rate (vector kernels)
+    # dense tensor-core TOPS per low-precision format (TENSOR_FORMATS); a format left out has no
+    # tensor cores on this GPU, and a recipe that needs them is refused
+    tensor_tops: dict[str, float] = within(TOPS)
     mem_bw_gbps: float = within(BANDWIDTH_GBPS)  # GB/s = 1e9 bytes/s
     mem_gb: float = within(GPU_MEMORY_GB)
     tdp_w: float = within(POWER_W)
@@ -66,6 +73,10 @@ class GpuArch:
                             f"got {self.link!r}")
         if self.idle_w >= self.tdp_w:
             raise ArchError(f"field 'idle_w' must be below tdp_w ({self.tdp_w}), got {self.idle_w}")
+        unknown = sorted(set(self.tensor_tops) - set(TENSOR_FORMATS))
+        if unknown:
+            raise ArchError(f"unknown field 'tensor_tops.{unknown[0]}' (tensor-core formats: "
+                            f"{', '.join(TENSOR_FORMATS)})")
         for table in ("graph_overhead_us", "eager_overhead_us"):
             kinds = getattr(self, table)
             missing = [k for k in KERNEL_KINDS if k not in kinds]

@@ -102,6 +102,8 @@ BANDWIDTH_GBPS = Limit("bandwidth", 0.1, 1_000_000, "GB/s",
                        "4.8 TB/s (reference/gpu.md)")
 TFLOPS = Limit("peak rate", 0, 100_000, "TFLOP/s",
                "100x the H100's 989 dense FP16 TFLOP/s (reference/gpu.md)", low_open=True)
+TOPS = Limit("peak op rate", 0, 200_000, "TOPS",
+             "100x the H100's 1979 dense FP8 and INT8 TOPS (reference/quant.md)", low_open=True)
 FRACTION = Limit("efficiency", 0, 1, "", "a fraction of a peak rate", low_open=True)
 HALF_POINT = Limit("half-efficiency point", 0, 1 << 20, "elements",
                    "a GEMM dimension; 2^20 is 20x GPT-2's vocabulary", low_open=True)

@@ -4,9 +4,11 @@
            + overhead(mode, kind)
 
 eager: a PyTorch-style framework pays a per-operator fixed cost (LLMCompass's A100 constants);
-graph: a compiled runtime or CUDA graph pays one launch per kernel. Energy: each kernel
-draws idle + (TDP - idle) x utilization, utilization being the fraction of its binding
-roofline it achieves. The model reads plain `Kernel` descriptors, never a compiler graph
+graph: a compiled runtime or CUDA graph pays one launch per kernel. A quantised kernel
+(tessel/gpu_quant.py) multiplies at its format's tensor-core rate (`GpuArch.tensor_tops`) on
+the same efficiency curve, its dequantisation instructions added to the compute term.
+Energy: each kernel draws idle + (TDP - idle) x utilization, utilization being the fraction
+of its binding roofline (at its format's peak) it achieves. The model reads plain `Kernel` descriptors, never a compiler graph
 (tessel.gpu_kernels builds them); constants live in the presets, arch/configs/gpu-*.toml.
 Cited measurements it is held to: `CALIBRATION` (tests/sim/test_gpu.py, docs/validation.md).
 """
@@ -20,20 +22,26 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
-from arch.gpu import KERNEL_KINDS, MATRIX_KINDS, GpuArch, MemoryEfficiency
+from arch.config import ArchError
+from arch.gpu import KERNEL_KINDS, MATRIX_KINDS, TENSOR_FORMATS, GpuArch, MemoryEfficiency
 
 __all__ = ["Kernel", "KernelTime", "GpuResult", "gpu_baseline", "kernel_time", "floor_s",
-           "compute_efficiency", "memory_time_s", "MODES", "CALIBRATION",
+           "compute_efficiency", "memory_time_s", "peak_ops_per_s", "dequant_s", "MODES",
+           "MMA_FORMATS", "CALIBRATION",
            "CALIBRATION_TOLERANCE", "CalibrationPoint", "Measured", "MeasuredKernel",
            "CalibrationError", "load_calibration", "calibrate"]
 
 Mode = Literal["eager", "graph"]
 MODES = ("eager", "graph")
+MMA_FORMATS = ("fp16", *TENSOR_FORMATS)     # what a matrix kernel's MACs run at
+FLOPS_PER_FMA = 2       # peak_tflops_fp32 = lanes x clock x 2: one fused multiply-add is 2 FLOPs
 
 
 @dataclass(frozen=True, slots=True)
 class Kernel:
-    """One GPU kernel: its work, and for matrix kinds the per-batch GEMM shape m x k . k x n."""
+    """One GPU kernel: its work, and for matrix kinds the per-batch GEMM shape m x k . k x n.
+    `mma`: the tensor-core format its MACs run at (fp16, or a low-precision TENSOR_FORMATS key);
+    `dequant_ops`: CUDA-core instructions it adds to unpack, convert or rescale narrow operands."""
 
     name: str
     kind: str
@@ -43,12 +51,18 @@ class Kernel:
     n: int = 1
     k: int = 1
     batch: int = 1
+    mma: str = "fp16"
+    dequant_ops: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in KERNEL_KINDS:
             raise ValueError(f"kernel '{self.name}': kind must be one of "
                              f"{', '.join(KERNEL_KINDS)}, got {self.kind!r}")
-        for field in ("flops", "bytes"):
+        if self.mma not in MMA_FORMATS or self.mma != "fp16" and self.kind not in MATRIX_KINDS:
+            raise ValueError(f"kernel '{self.name}': mma must be fp16, or one of "
+                             f"{', '.join(TENSOR_FORMATS)} for a matrix kind, got {self.mma!r} "
+                             f"({self.kind})")
+        for field in ("flops", "bytes", "dequant_ops"):
             if getattr(self, field) < 0:
                 raise ValueError(f"kernel '{self.name}': {field} must be non-negative, "
                                  f"got {getattr(self, field)}")
@@ -115,10 +129,33 @@ def memory_time_s(n_bytes: int, gpu: GpuArch) -> float:
     return n_bytes / (gpu.memory.max_frac * gpu.mem_bw_bytes_per_s) + gpu.memory.ramp_us * 1e-6
 
 
+def peak_ops_per_s(gpu: GpuArch, kind: str, mma: str = "fp16", who: str = "") -> float:
+    """The datasheet rate a kernel's work runs at: by kind (FP16 tensor or FP32 vector), or
+    the low-precision tensor-core rate of `mma`; one the preset lacks is refused naming `who`."""
+    if mma == "fp16":
+        return gpu.peak_flops_per_s(kind)
+    if mma not in gpu.tensor_tops:
+        rates = ", ".join(gpu.tensor_tops) or "none"
+        raise ArchError(f"{gpu.name}: {who or 'a kernel'} multiplies in {mma} on the tensor cores, "
+                        f"but the preset has no field 'tensor_tops.{mma}' (its low-precision "
+                        f"rates: {rates})")
+    return gpu.tensor_tops[mma] * 1e12
+
+
+def _peak(kernel: Kernel, gpu: GpuArch) -> float:
+    return peak_ops_per_s(gpu, kernel.kind, kernel.mma, f"kernel '{kernel.name}'")
+
+
+def dequant_s(kernel: Kernel, gpu: GpuArch) -> float:
+    """The kernel's dequantisation instructions at the CUDA cores' full issue rate (one per
+    FP32 lane per cycle), in series with its tensor-core work."""
+    return kernel.dequant_ops * FLOPS_PER_FMA / gpu.peak_flops_per_s("elementwise")
+
+
 def floor_s(kernel: Kernel, gpu: GpuArch) -> float:
-    """The datasheet floor: no kernel beats max(flops / peak, bytes / BW)."""
-    return max(kernel.flops / gpu.peak_flops_per_s(kernel.kind),
-               kernel.bytes / gpu.mem_bw_bytes_per_s)
+    """The datasheet floor: no kernel beats max(flops / peak, bytes / BW), peak being its
+    format's tensor-core rate."""
+    return max(kernel.flops / _peak(kernel, gpu), kernel.bytes / gpu.mem_bw_bytes_per_s)
 
 
 def overhead_s(kind: str, mode: Mode, gpu: GpuArch) -> float:
@@ -127,7 +164,9 @@ def overhead_s(kind: str, mode: Mode, gpu: GpuArch) -> float:
 
 
 def kernel_time(kernel: Kernel, gpu: GpuArch, mode: Mode) -> KernelTime:
-    compute = kernel.flops / (compute_efficiency(kernel, gpu) * gpu.peak_flops_per_s(kernel.kind))
+    compute = kernel.flops / (compute_efficiency(kernel, gpu) * _peak(kernel, gpu))
+    if kernel.dequant_ops:
+        compute += dequant_s(kernel, gpu)
     memory = memory_time_s(kernel.bytes, gpu)
     overhead = overhead_s(kernel.kind, mode, gpu)
     time = max(compute, memory) + overhead
@@ -141,16 +180,24 @@ def gpu_baseline(kernels: Iterable[Kernel], gpu: GpuArch, mode: Mode = "graph") 
     """Time and energy of running `kernels` one after another on `gpu`."""
     if mode not in MODES:
         raise ValueError(f"mode must be eager or graph, got {mode!r}")
+    kernels = tuple(kernels)
     times = tuple(kernel_time(k, gpu, mode) for k in kernels)
     return GpuResult(gpu.name, mode, sum(t.time_s for t in times),
-                     sum(t.energy_j for t in times), times, assumptions(gpu, mode))
+                     sum(t.energy_j for t in times), times,
+                     assumptions(gpu, mode, sorted({k.mma for k in kernels} - {"fp16"}),
+                                 any(k.dequant_ops for k in kernels)))
 
 
-def assumptions(gpu: GpuArch, mode: Mode) -> tuple[str, ...]:
+def assumptions(gpu: GpuArch, mode: Mode, formats: Iterable[str] = (),
+                dequantised: bool = False) -> tuple[str, ...]:
     fixed = (f"eager per-operator costs (us) {gpu.eager_overhead_us}" if mode == "eager"
              else f"launch per kernel (us) {gpu.graph_overhead_us}")
+    narrow = [f"{f} GEMMs at {gpu.tensor_tops[f]} TOPS dense, same efficiency curve" for f in formats]
+    narrow += ["dequantisation: CUDA-core instructions at the FP32 lanes' issue rate, in series "
+               "with the tensor cores"] if dequantised else []
     return (f"{gpu.name}: {gpu.peak_tflops_fp16} TFLOP/s fp16 dense, {gpu.mem_bw_gbps} GB/s",
-            "kernels run one at a time, unfused, in fp16/bf16",
+            "kernels run one at a time, unfused, in fp16/bf16"
+            + (" except where a recipe narrows them" if narrow else ""), *narrow,
             f"GEMM efficiency {gpu.gemm.max_frac} x m/(m+{gpu.gemm.m_half}) x "
             f"n/(n+{gpu.gemm.nk_half}) x k/(k+{gpu.gemm.nk_half})",
             f"bandwidth efficiency {gpu.memory.max_frac}, {gpu.memory.ramp_us} us ramp per kernel",

@@ -39,12 +39,15 @@ class GpuComparison:
     speedup: float | None              # GPU time / accelerator time
     energy_efficiency: float | None    # GPU energy / accelerator energy
     memory_note: str = ""              # set when the model does not fit the GPU's memory
+    recipe: str = ""                   # the quantisation recipe the GPU ran (tessel/gpu_quant.py)
 
     def to_json(self) -> dict[str, Any]:
-        """The fields, without an empty memory note (the JSON of a model that fits is as before)."""
+        """The fields, without an empty memory note or recipe (the JSON of an fp16 run of a
+        model that fits is as before)."""
         d = dataclasses.asdict(self)
-        if not self.memory_note:
-            del d["memory_note"]
+        for key in ("memory_note", "recipe"):
+            if not d[key]:
+                del d[key]
         return d
 
 

@@ -4,12 +4,13 @@ The same graph the accelerator ran goes through the GPU baseline model (sim/gpu.
 each chosen GPU preset; the report shows the GPU's time and energy and the accelerator's
 speedup (GPU time / accelerator time) and energy-efficiency ratio (GPU energy /
 accelerator energy). A calibration JSON measured on a real GPU (baselines/measure_gpu.py)
-adds a calibrated row for the preset it was measured on.
+adds a calibrated row for the preset it was measured on. Under a quantisation recipe the GPU
+runs the graph's kernels narrowed as tessel/gpu_quant.py says (the accelerator's run is its own).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from arch import ArchError, load_arch
 from arch.gpu import GpuArch
@@ -20,6 +21,9 @@ from arch.links import load_link
 from compiler.parallel.schedule import pipeline_schedule
 from sim.collectives import collective_cost
 from tessel.gpu_kernels import HALF_BYTES, graph_kernels, rank_work
+
+if TYPE_CHECKING:                      # the recipes load ml_dtypes: imported only when asked
+    from compiler.quant import Recipe
 
 __all__ = ["GPU_PRESETS", "compare_gpus", "compare_gpus_on_plan", "parse_gpus", "resident_bytes"]
 
@@ -55,15 +59,22 @@ def _calibrated(path: Path):
 
 
 def compare_gpus(graph: Graph, result: SimResult, gpus: Sequence[str], mode: str = "graph",
-                 calibration: Path | None = None) -> dict[str, GpuComparison]:
-    """Per GPU: time, energy, and the accelerator's speedup and energy efficiency against it."""
+                 calibration: Path | None = None, recipe: Recipe | None = None,
+                 n_layers: int | None = None) -> dict[str, GpuComparison]:
+    """Per GPU: time, energy, and the accelerator's speedup and energy efficiency against it;
+    the GPU under `recipe` when one is given (`n_layers`: the model's, for its exceptions)."""
     archs = [load_arch(name) for name in gpus]
     if calibration is not None:
         archs.append(_calibrated(calibration))
     if not archs:
         return {}
-    kernels = graph_kernels(graph)
-    resident = resident_bytes(graph)
+    if recipe is None:
+        kernels, resident, width = graph_kernels(graph), resident_bytes(graph), "in fp16"
+    else:
+        from tessel.gpu_quant import narrowing, resident_bytes as narrow_bytes
+        narrow = narrowing(graph, recipe, n_layers)
+        kernels, resident = graph_kernels(graph, narrow), narrow_bytes(narrow)
+        width = f"under recipe {recipe.name}"
     table = {}
     for gpu in archs:
         base = gpu_baseline(kernels, gpu, mode)
@@ -71,7 +82,7 @@ def compare_gpus(graph: Graph, result: SimResult, gpus: Sequence[str], mode: str
             mode=mode, time_s=base.time_s, energy_j=base.energy_j, avg_power_w=base.avg_power_w,
             speedup=base.time_s / result.time_s if result.time_s else None,
             energy_efficiency=base.energy_j / result.energy_j if result.energy_j else None,
-            memory_note=_memory_note(gpu, resident))
+            memory_note=_memory_note(gpu, resident, width), recipe=recipe.name if recipe else "")
     return table
 
 
@@ -129,11 +140,11 @@ def resident_bytes(graph: Graph) -> int:
                for op in graph.ops if op.kind.is_source)
 
 
-def _memory_note(gpu: GpuArch, resident: int) -> str:
+def _memory_note(gpu: GpuArch, resident: int, width: str = "in fp16") -> str:
     """One line when the model does not fit: the time shown is the roofline's, on a GPU that
     would have to hold it (a real one would need several, or offloading, which we do not model)."""
     if resident <= gpu.mem_gb * 2**30:          # a datasheet's "80 GB" of HBM is 80 GiB
         return ""
     return (f"{gpu.name} holds {gpu.mem_gb:g} GiB; the weights and inputs need "
-            f"{resident / 2**30:.3g} GiB in fp16: its figures assume they fit "
+            f"{resident / 2**30:.3g} GiB {width}: its figures assume they fit "
             "(no offloading or multi-GPU model)")

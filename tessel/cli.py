@@ -303,7 +303,7 @@ def _dtype(args: argparse.Namespace) -> isa.DType | None:
 
 # `tessel sim` options that only a model run reads (their defaults are None to tell).
 _MODEL_ONLY = ("target", "phase", "seq", "kv", "batch", "dtype", "tokens", "logits", "gpu",
-               "gpu_mode", "gpu_calibration", "routing", "devices", "tp", "pp", "ep", "ep_dispatch", "microbatches",
+               "gpu_mode", "gpu_calibration", "gpu_quant", "routing", "devices", "tp", "pp", "ep", "ep_dispatch", "microbatches",
                "link", "node")
 
 
@@ -312,6 +312,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
     from tessel.driver import run, simulate_file
     from tessel.report import render_result
     progress = Progress()
+    if args.quant is not None:
+        raise UsageError("--quant: the simulated targets cannot run quantised programs yet; "
+                         "--gpu-quant RECIPE runs only the GPU comparison under it")
     if (args.program is None) == (args.model is None):
         raise GraphError("give either --model M or a PROGRAM.tbin file")
     if args.program is not None:
@@ -341,7 +344,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
                                numerics=numerics, tokens=args.tokens, dtype=_dtype(args),
                                gpus=parse_gpus(args.gpu), gpu_mode=args.gpu_mode or "graph",
                                gpu_calibration=Path(args.gpu_calibration) if args.gpu_calibration else None,
-                               routing=args.routing)
+                               routing=args.routing, gpu_quant=args.gpu_quant)
         functional = request.numerics
         plan = _plan(args, model, phase)
         if plan is not None:
@@ -385,6 +388,8 @@ def _sim_node(args: argparse.Namespace, request, plan, split: bool, progress: Pr
     from tessel.node import render_node, run_node
     if args.logits:
         raise UsageError("--logits: not with --devices (the node report gives the logits' error)")
+    if args.gpu_quant:
+        raise UsageError("--gpu-quant: not with --devices (a GPU node's plan is priced in fp16)")
     if args.gpu_calibration:
         raise UsageError("--gpu-calibration: not with --devices (a GPU node is priced by the "
                          "GPU model on the preset's link)")
@@ -624,6 +629,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "overhead per operator); default graph")
     p.add_argument("--gpu-calibration", metavar="FILE.json",
                    help="a measurement from baselines/measure_gpu.py: adds a calibrated row")
+    p.add_argument("--gpu-quant", metavar="RECIPE|FILE.toml",
+                   help="run the GPU comparison quantised (w8a8, w4a16:g128, w4a4kv4, fp8, ...: "
+                        "docs/validation.md, Quantised GEMMs); the simulated target still runs "
+                        "unquantised")
+    p.add_argument("--quant", metavar="RECIPE",
+                   help="refused: the simulated targets cannot run quantised programs yet "
+                        "(--gpu-quant prices the GPU comparison under a recipe)")
     _routing_arg(p)
     _plan_args(p)
     mode = p.add_mutually_exclusive_group()

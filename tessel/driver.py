@@ -181,7 +181,8 @@ def _run(req: RunRequest, progress: Progress) -> Run:
     with progress.phase(f"{req.target}: simulate", isa.executed_count(lowered.program), "instr") as bar:
         sim = where.simulate(lowered.program, arch, functional=req.numerics,
                              assumptions=assumptions, progress=bar)
-    comparison = compare_gpus(graph, sim.result, req.gpus, req.gpu_mode, req.gpu_calibration)
+    comparison = compare_gpus(graph, sim.result, req.gpus, req.gpu_mode, req.gpu_calibration,
+                              req.gpu_recipe, c.n_layer if c is not None else None)
     if comparison:
         sim = replace(sim, result=replace(sim.result, gpu=comparison))
     traffic = attention_report(lowered.program, lowered.attention)

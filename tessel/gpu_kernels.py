@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 from arch import load_arch
 from arch.gpu import GpuArch
@@ -83,9 +84,11 @@ def _kernel(op: OpCost) -> Kernel | None:
                         if op.kind in _COLLECTIVES else ""))
 
 
-def graph_kernels(graph: Graph) -> list[Kernel]:
-    """The kernels a GPU launches for one pass of `graph`, in execution order."""
-    return [k for k in map(_kernel, graph_cost(graph).ops) if k is not None]
+def graph_kernels(graph: Graph, narrowing: Callable[[Kernel], Kernel] | None = None) -> list[Kernel]:
+    """The kernels a GPU launches for one pass of `graph`, in execution order; each narrowed
+    by a quantisation recipe planned on the graph when one is given (tessel.gpu_quant.narrowing)."""
+    kernels = [k for k in map(_kernel, graph_cost(graph).ops) if k is not None]
+    return kernels if narrowing is None else [narrowing(k) for k in kernels]
 
 
 def rank_work(graph: Graph) -> tuple[list[Kernel], list[tuple[str, int, int]]]:

@@ -43,8 +43,10 @@ def render_result(r: SimResult, title: str, top_ops: int = 10) -> str:
     lines.append(render_table(("traffic", "bytes"), [(k, f"{v:,}") for k, v in r.bytes.items()]))
     if r.gpu:
         lines.append("")
-        mode = next(iter(r.gpu.values())).mode
-        lines.append(f"GPU baselines (same graph in fp16, {mode} mode; ratios are GPU / {r.arch_name})")
+        first = next(iter(r.gpu.values()))
+        width = f"in fp16 under recipe {first.recipe}" if first.recipe else "in fp16"
+        lines.append(f"GPU baselines (same graph {width}, {first.mode} mode; ratios are GPU / "
+                     f"{r.arch_name})")
         rows = [(name, f"{g.time_s * 1e3:.4g} ms", si(g.energy_j, "J"), f"{g.avg_power_w:.0f} W",
                  f"{g.speedup:.3g}x", f"{g.energy_efficiency:.3g}x")
                 for name, g in r.gpu.items()]

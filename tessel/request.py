@@ -9,17 +9,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from isa import DType
-from arch import TargetArch
+from arch import TargetArch, load_arch
 from compiler.passes.routing import check_policy, moe_ops
 from compiler.frontend import Model
 from compiler.ir import GraphError
 from compiler.phase import Phase
 from compiler.targets import CompileError
+
+if TYPE_CHECKING:                      # the recipes load ml_dtypes: imported only when asked
+    from compiler.quant import Recipe
 
 __all__ = ["RunRequest", "make_request", "resolve_phase", "numerics_by_default", "default_tokens",
            "routing_policy",
@@ -47,6 +50,7 @@ class RunRequest:
     gpu_mode: str = "graph"
     gpu_calibration: Path | None = None
     routing: str | None = None          # MoE timing-only runs: uniform, zipf:S, file:PATH
+    gpu_recipe: Recipe | None = None    # the GPU comparison runs quantised (tessel/gpu_quant.py)
 
     @property
     def operand_dtype(self) -> DType:
@@ -104,9 +108,12 @@ def default_tokens(model: Model, phase: Phase) -> tuple[int, ...]:
 def make_request(model: Model, target: str, arch: TargetArch, phase: Phase | None = None, *,
                  numerics: bool | None = None, tokens: Sequence[int] | None = None,
                  dtype: DType | None = None, gpus: Sequence[str] = (), gpu_mode: str = "graph",
-                 gpu_calibration: Path | None = None, routing: str | None = None) -> RunRequest:
+                 gpu_calibration: Path | None = None, routing: str | None = None,
+                 gpu_quant: str | None = None) -> RunRequest:
     """A validated request. numerics: True asks for it (an error where it cannot run), False
-    turns it off, None applies `numerics_by_default`. tokens must match the phase."""
+    turns it off, None applies `numerics_by_default`. tokens must match the phase.
+    gpu_quant: a recipe (name or .toml) the GPU comparison runs under, checked against the
+    model and every GPU here."""
     if arch.target != target:
         raise CompileError(f"architecture '{arch.name}' is for target '{arch.target}', not '{target}'")
     if phase is not None and model.config is None:
@@ -132,8 +139,23 @@ def make_request(model: Model, target: str, arch: TargetArch, phase: Phase | Non
     else:
         tokens = None
     routing = routing_policy(model, numerics, routing)
+    recipe = None if gpu_quant is None else _gpu_recipe(model, phase, gpu_quant, gpus, gpu_calibration)
     return RunRequest(model, phase, target, arch, dtype, numerics, tokens, tuple(gpus), gpu_mode,
-                      gpu_calibration, routing)
+                      gpu_calibration, routing, recipe)
+
+
+def _gpu_recipe(model: Model, phase: Phase | None, spec: str, gpus: Sequence[str],
+                calibration: Path | None) -> Recipe:
+    """The recipe of --gpu-quant, planned on the model and held against every GPU's rates."""
+    from tessel.gpu_quant import check_gpus, narrowing
+    if not gpus and calibration is None:
+        raise GraphError("--gpu-quant: no GPU to run it on (--gpu none)")
+    if model.config is None:
+        raise GraphError(f"--gpu-quant: model '{model.name}' is a .graph file; quantisation needs "
+                         "a model with a config (its layers and caches)")
+    narrow = narrowing(model.graph(phase), spec, model.config.n_layer)
+    check_gpus(narrow, [load_arch(name) for name in gpus])
+    return narrow.recipe
 
 
 def routing_policy(model: Model, numerics: bool, routing: str | None) -> str | None:

@@ -115,6 +115,10 @@ def preset_copy(tmp_path, preset: str, old: str, new: str) -> str:
      r"field 'peak_tflops_fp16' must be a number above 0 and at most 100000 TFLOP/s, got inf"),
     ("gpu-h100-sxm", "systolic", 'link = "nvlink4-h100"', 'link = "nvlink9"',
      r"field 'link' must be a link preset \(cxl-cent, .*\), got 'nvlink9'"),
+    ("gpu-h100-sxm", "systolic", "fp8 = 1979.0", "fp4 = 3958.0",
+     r"unknown field 'tensor_tops.fp4' \(tensor-core formats: fp8, int8, int4\)$"),
+    ("gpu-t4", "systolic", "int4 = 260.0", "int4 = nan",
+     r"field 'tensor_tops.int4' must be a number above 0 and at most 200000 TOPS, got nan$"),
 ])
 def test_a_bad_file_field_names_the_file(tmp_path, capsys, preset, target, old, new, message):
     path = preset_copy(tmp_path, preset, old, new)

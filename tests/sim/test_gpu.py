@@ -43,6 +43,11 @@ def test_every_datasheet_gpu_has_a_preset():
      r"be at least graph_overhead_us.gemm \(5.0\), got 1.0$"),
     ("graph_overhead_us={}", r"--set graph_overhead_us={}: missing field 'graph_overhead_us.gemm'"),
     ("sms=0", "--set sms=0: field 'sms' must be an integer from 1 to 65536 units, got 0"),
+    ("tensor_tops.fp4=100", r"gpu-a100-80gb.toml with --set tensor_tops.fp4=100: unknown field "
+                            r"'tensor_tops.fp4' \(tensor-core formats: fp8, int8, int4\)$"),
+    ("tensor_tops.int8=0", r"--set tensor_tops.int8=0: field 'tensor_tops.int8' must be a number "
+                           r"above 0 and at most 200000 TOPS, got 0$"),
+    ("tensor_tops=5", r"--set tensor_tops=5: field 'tensor_tops' must be a table, got 5$"),
 ])
 def test_bad_fields_are_rejected_by_name(override, message):
     with pytest.raises(ArchError, match=message):
@@ -93,6 +98,75 @@ def test_no_kernel_beats_the_datasheet_floor(preset, gpt2_kernels):
                 assert t.compute_s >= k.flops / gpu.peak_flops_per_s(k.kind)
                 assert t.memory_s >= k.bytes / gpu.mem_bw_bytes_per_s
                 assert 0 < t.utilization <= 1
+
+
+# Dense tensor-core peaks per format, TFLOP/s or TOPS: reference/gpu.md's datasheet table and
+# reference/quant.md's tensor-core table. None: the GPU has no tensor cores for the format.
+DATASHEET_PEAKS = {
+    "gpu-t4": {"fp16": 65, "fp8": None, "int8": 130, "int4": 260},
+    "gpu-v100": {"fp16": 125, "fp8": None, "int8": None, "int4": None},     # INT8 by DP4A only
+    "gpu-a100-40gb": {"fp16": 312, "fp8": None, "int8": 624, "int4": 1248},
+    "gpu-a100-80gb": {"fp16": 312, "fp8": None, "int8": 624, "int4": 1248},
+    "gpu-rtx-a6000": {"fp16": 154.8, "fp8": None, "int8": 309.7, "int4": None},  # no INT4 figure
+    "gpu-h100-sxm": {"fp16": 989.4, "fp8": 1979, "int8": 1979, "int4": None},
+    "gpu-h200": {"fp16": 989, "fp8": 1979, "int8": 1979, "int4": None},
+}
+RECIPES = ("w8a8", "w4a4kv4", "fp8", "w4a16:g128", "w4a8", "kv:bfp8", "w4a4:g128+kv:int8")
+
+
+def test_presets_rate_the_datasheet_formats():
+    for preset in GPUS:
+        gpu, peaks = load_arch(preset), DATASHEET_PEAKS[preset]
+        assert gpu.peak_tflops_fp16 == peaks["fp16"]
+        assert gpu.tensor_tops == {f: peaks[f] for f in ("fp8", "int8", "int4") if peaks[f]}, preset
+
+
+@pytest.fixture(scope="module")
+def quant_kernels() -> dict[tuple[str, str], list[Kernel]]:
+    from tessel.gpu_quant import narrowing
+    graphs = {name: build_graph(PRESETS["gpt2"], phase) for name, phase in PHASES.items()}
+    return {(r, name): graph_kernels(g, narrowing(g, r)) for r in RECIPES for name, g in graphs.items()}
+
+
+@pytest.mark.parametrize("preset", GPUS)
+def test_no_quantised_kernel_beats_its_datasheet_floor(preset, quant_kernels):
+    gpu, peaks = load_arch(preset), DATASHEET_PEAKS[preset]
+    for (recipe, _), kernels in quant_kernels.items():
+        needed = {k.mma for k in kernels}
+        if any(peaks[f] is None for f in needed):
+            with pytest.raises(ArchError, match=rf"{preset}: kernel '.*' multiplies in .*, but the "
+                                                r"preset has no field 'tensor_tops\.(fp8|int4|int8)'"):
+                gpu_baseline(kernels, gpu)
+            continue
+        for mode in ("eager", "graph"):
+            for k, t in zip(kernels, gpu_baseline(kernels, gpu, mode).kernels):
+                peak = (peaks[k.mma] if k.kind in ("gemm", "gemv", "attention-matmul")
+                        else gpu.peak_tflops_fp32) * 1e12
+                floor = max(k.flops / peak, k.bytes / (gpu.mem_bw_gbps * 1e9))
+                assert t.time_s >= floor_s(k, gpu) == pytest.approx(floor) and floor > 0, (recipe, k)
+                assert t.compute_s >= k.flops / peak and t.memory_s >= k.bytes / (gpu.mem_bw_gbps * 1e9)
+                assert 0 < t.utilization <= 1
+
+
+def test_quantised_kernels_are_checked():
+    gpu = load_arch("gpu-a100-80gb")
+    with pytest.raises(ArchError, match=r"^gpu-a100-80gb: kernel 'x' multiplies in fp8 on the tensor "
+                                        r"cores, but the preset has no field 'tensor_tops.fp8' \(its "
+                                        r"low-precision rates: int8, int4\)$"):
+        kernel_time(Kernel("x", "gemm", 2, 6, mma="fp8"), gpu, "graph")
+    with pytest.raises(ValueError, match=r"kernel 'x': mma must be fp16, or one of fp8, int8, int4 "
+                                         r"for a matrix kind, got 'int8' \(copy\)"):
+        Kernel("x", "copy", 0, 8, mma="int8")
+    with pytest.raises(ValueError, match="kernel 'x': dequant_ops must be non-negative, got -1"):
+        Kernel("x", "gemm", 2, 6, dequant_ops=-1)
+    # the same work at int8 takes half the tensor-core time; dequantisation adds to it
+    fp16 = kernel_time(Kernel("x", "gemm", 2 * 8192**3, 6 * 8192**2, 8192, 8192, 8192), gpu, "graph")
+    int8 = kernel_time(Kernel("x", "gemm", 2 * 8192**3, 3 * 8192**2, 8192, 8192, 8192, mma="int8"),
+                       gpu, "graph")
+    assert int8.compute_s == pytest.approx(fp16.compute_s / 2)
+    slower = kernel_time(Kernel("x", "gemm", 2 * 8192**3, 3 * 8192**2, 8192, 8192, 8192, mma="int8",
+                                dequant_ops=10**9), gpu, "graph")
+    assert slower.compute_s == pytest.approx(int8.compute_s + 10**9 / (108 * 64 * 1410e6), rel=1e-3)
 
 
 def test_eager_never_beats_graph_mode(gpt2_kernels):
