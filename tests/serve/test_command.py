@@ -95,6 +95,7 @@ def test_exact_whole_steps_have_nothing_to_check(capsys, tmp_path):
                                     "parts_simulated": None}
 
 
+@pytest.mark.slow      # over 0.6 s in the fast tier (make test runs it)
 def test_compare_serves_the_same_requests_on_each_target_and_gpu(capsys, tmp_path):
     out = tmp_path / "compare.json"
     code = main(["serve", "--model", TINY, "--trace", trace(tmp_path, ROWS), "--compare",

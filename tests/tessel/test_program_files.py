@@ -33,6 +33,7 @@ def _report(capsys, tmp_path: Path, name: str, *argv) -> dict:
     ("pim", "aim-32ch", "pim-gpt"),
     ("dataflow", "dataflow-small", "sn40l"),
 ])
+@pytest.mark.slow      # over 0.6 s in the fast tier (make test runs it)
 def test_a_program_runs_on_the_architecture_it_was_compiled_for(capsys, tmp_path, tiny_hf,
                                                                   target, preset, default):
     program = tmp_path / "p.tbin"
