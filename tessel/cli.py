@@ -413,6 +413,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from tessel.driver import run
     model = load_model(args.model)
     phase = _phase(args, model)
+    if args.quant is not None:
+        return _compare_recipes(args, model, phase)
     if args.nodes is not None:
         if args.targets is not None:
             raise UsageError("--targets: not with --nodes (each node names its device)")
@@ -444,6 +446,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(render_comparison(f"tessel compare: {model.name}, {phase or 'fixed graph'}"
                             + ("" if functional else " (timing only)"), targets, results, tokens,
                             notes))
+    return 0
+
+
+def _compare_recipes(args: argparse.Namespace, model: Model, phase: Phase) -> int:
+    """`tessel compare --quant a,b,c`: recipes side by side (tessel/compare_quant.py)."""
+    from tessel.baselines import parse_gpus
+    from tessel.compare_quant import compare_recipes, parse_recipes, render_recipes
+    from tessel.request import default_tokens, numerics_by_default
+    given = [f"--{n}" for n in ("targets", "nodes", "tp", "pp", "microbatches")
+             if getattr(args, n) is not None]
+    if given:
+        raise UsageError(f"{given[0]}: not with --quant (no simulated target runs quantised "
+                         "programs yet; --quant compares recipes on the reference and the GPUs)")
+    recipes = parse_recipes(args.quant)
+    if model.config is None or phase is None:
+        raise UsageError(f"--quant: '{model.name}' is a .graph file; recipes need a model config")
+    logits = not args.no_functional and numerics_by_default(model, phase, TARGETS["systolic"].load_arch(), None)
+    rows = compare_recipes(model, phase, recipes, parse_gpus(args.gpu or "a100-80gb"), "graph",
+                           default_tokens(model, phase) if logits else None)
+    if args.json:
+        atomic_write(Path(args.json), json.dumps([r.as_dict() for r in rows], indent=1).encode())
+    print(render_recipes(f"tessel compare --quant: {model.name}, {phase}", rows))
     return 0
 
 
@@ -664,6 +688,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "--nodes, name GPU nodes there instead)")
     _output_arg(p, "--json", metavar="OUT.json", help="write every target's result as JSON")
     p.add_argument("--no-functional", action="store_true", help="timing only, no numerics")
+    p.add_argument("--quant", metavar="RECIPES",
+                   help="comma-separated recipes side by side (none, w8a8, w4a16:g128, ...): "
+                        "logits error on the reference executor, bytes by role, GPU time and "
+                        "energy (default GPU a100-80gb); not with --targets or --nodes")
     _routing_arg(p)
     p.set_defaults(handler=cmd_compare, gpu_mode=None)
 

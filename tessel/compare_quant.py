@@ -1,0 +1,117 @@
+"""`tessel compare --quant a,b,c`: quantisation recipes side by side on one model and phase.
+
+Per recipe (`none`: every tensor at full precision, the row the others are measured against):
+- logits: the reference executor run quantised against the same run unquantised on the tokens
+  (a prefill of all but the last, then a decode step of the last: compiler.quant.report), as
+  the largest error over the largest logit and the share of positions whose top-1 token agrees;
+  only for a model the reference runs by default (tessel.request.numerics_by_default, at most
+  400 M parameters), '-' otherwise;
+- bytes: the weights against BF16, KV and matmul inputs per token (compiler.quant.report);
+- per GPU: time and energy of the phase's graph under the recipe (tessel/gpu_quant.py, refused
+  in one line where a GPU has no tensor-core rate for it) and the speedup over `none`.
+No simulated target runs quantised programs yet, so none has a column here.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from arch import load_arch
+from compiler.frontend import Model
+from compiler.phase import Phase, prefill
+from compiler.quant import Recipe, RecipeError, plan, recipe_reports, resolve_recipe, role_bytes
+from sim.gpu import gpu_baseline
+from tessel.gpu_kernels import graph_kernels
+from tessel.gpu_quant import check_gpus, narrowing
+from tessel.table import render_table
+
+__all__ = ["RecipeRow", "compare_recipes", "render_recipes", "parse_recipes"]
+
+NONE = "none"
+
+
+@dataclass(frozen=True)
+class RecipeRow:
+    recipe: str
+    relative_error: float | None        # max |quantised - full| / max |full| over the logits
+    top1_agreement: float | None
+    weights_ratio: float                # quantised weights' bytes / the same tensors in BF16
+    kv_bytes_per_token: float
+    activation_bytes_per_token: float
+    gpu: dict[str, dict[str, float]] = field(default_factory=dict)   # name -> time_s, energy_j
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_recipes(text: str) -> list[str]:
+    """Comma-separated recipes (`none` allowed), each once; `+` joins parts within one."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise RecipeError("--quant: give one or more recipes (none, w8a8, w4a16:g128, ...)")
+    seen = {n for n in names if names.count(n) > 1}
+    if seen:
+        raise RecipeError(f"--quant: recipe {sorted(seen)[0]!r} given twice")
+    return names
+
+
+def compare_recipes(model: Model, phase: Phase, recipes: Sequence[str], gpus: Sequence[str],
+                    mode: str, tokens: Sequence[int] | None) -> list[RecipeRow]:
+    """One row per recipe (module docstring); `tokens`: for the logits, None to skip them."""
+    if model.config is None:
+        raise RecipeError(f"--quant: '{model.name}' is a .graph file; recipes need a model config")
+    n_layers = model.config.n_layer
+    resolved = {name: Recipe(NONE) if name == NONE else resolve_recipe(name) for name in recipes}
+    graph, one = model.graph(phase), model.graph(prefill(1))
+    archs = [load_arch(g) for g in gpus]
+    narrows = {}
+    for name, recipe in resolved.items():          # every recipe checked before anything runs
+        planned = plan(one, recipe, n_layers)
+        if name != NONE:
+            narrows[name] = narrowing(graph, recipe, n_layers)
+            check_gpus(narrows[name], archs)
+        resolved[name] = (recipe, planned)
+    errors = {}
+    quantised = [r for name, (r, _) in resolved.items() if name != NONE]
+    if tokens is not None and quantised:
+        for report in recipe_reports(model, quantised, tokens, np.float32):
+            errors[report.recipe] = (report.relative_error, report.top1_agreement)
+    rows = []
+    for name, (recipe, planned) in resolved.items():
+        b = role_bytes(one, planned)
+        kernels = graph_kernels(graph, narrows.get(name))
+        gpu = {}
+        for arch in archs:
+            base = gpu_baseline(kernels, arch, mode)
+            gpu[arch.name] = {"time_s": base.time_s, "energy_j": base.energy_j}
+        err, top1 = (0.0, 1.0) if name == NONE and tokens is not None else errors.get(
+            recipe.name, (None, None))
+        rows.append(RecipeRow(name, err, top1, b.weights / b.weights_bf16 if b.weights_bf16 else 1.0,
+                              b.kv_per_token, b.activations_per_token, gpu))
+    return rows
+
+
+def render_recipes(title: str, rows: Sequence[RecipeRow]) -> str:
+    """A table: logits, bytes, and per GPU time, energy and speedup over `none` (if given)."""
+    gpus = list(rows[0].gpu) if rows else []
+    base = next((r for r in rows if r.recipe == NONE), None)
+    header = ["recipe", "logits err", "top-1", "weights/bf16", "KV B/token", "act B/token"]
+    for g in gpus:
+        header += [f"{g} time", f"{g} energy"] + ([f"{g} speedup"] if base else [])
+    body = []
+    for r in rows:
+        line = [r.recipe, "-" if r.relative_error is None else f"{r.relative_error:.3g}",
+                "-" if r.top1_agreement is None else f"{r.top1_agreement:.1%}",
+                f"{r.weights_ratio:.4f}", f"{r.kv_bytes_per_token:,.0f}",
+                f"{r.activation_bytes_per_token:,.0f}"]
+        for g in gpus:
+            t, e = r.gpu[g]["time_s"], r.gpu[g]["energy_j"]
+            line += [f"{t * 1e3:.3f} ms", f"{e * 1e3:.2f} mJ"]
+            if base:
+                line.append(f"{base.gpu[g]['time_s'] / t:.2f}x")
+        body.append(line)
+    notes = ["logits: the reference executor quantised against itself at full precision "
+             "(docs/formats.md); no simulated target runs quantised programs yet"]
+    return "\n".join([title, render_table(header, body), *[f"note: {n}" for n in notes]])

@@ -1,0 +1,70 @@
+"""`tessel compare --quant` (tessel/compare_quant.py): each recipe's row is the reference
+executor's quantised error, its bytes by role and its GPU price, each as the module that owns
+it computes it alone; `none` is the unquantised baseline."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from arch import load_arch
+from compiler.frontend import load_model
+from compiler.phase import decode, prefill
+from compiler.quant import plan, recipe_reports, resolve_recipe, role_bytes
+from sim.gpu import gpu_baseline
+from tessel.cli import main
+from tessel.compare_quant import compare_recipes
+from tessel.gpu_kernels import graph_kernels
+from tessel.gpu_quant import narrowing
+from tessel.request import default_tokens
+
+TINY = str(Path(__file__).parents[1] / "fixtures" / "tiny-gpt2")
+
+
+def test_each_row_is_what_its_owners_compute_alone():
+    model, phase = load_model(TINY), decode(6)
+    tokens = default_tokens(model, phase)
+    rows = {r.recipe: r for r in compare_recipes(model, phase, ["none", "w8a8", "w4a16:g32"],
+                                                   ["gpu-a100-80gb"], "graph", tokens)}
+    assert (rows["none"].relative_error, rows["none"].top1_agreement) == (0.0, 1.0)
+    a100 = load_arch("gpu-a100-80gb")
+    graph, one = model.graph(phase), model.graph(prefill(1))
+    none = gpu_baseline(graph_kernels(graph), a100, "graph")
+    assert rows["none"].gpu["gpu-a100-80gb"] == {"time_s": none.time_s, "energy_j": none.energy_j}
+    for name in ("w8a8", "w4a16:g32"):
+        recipe = resolve_recipe(name)
+        report, = recipe_reports(model, [recipe], tokens, np.float32)
+        assert (rows[name].relative_error, rows[name].top1_agreement) == (
+            report.relative_error, report.top1_agreement)
+        b = role_bytes(one, plan(one, recipe, model.config.n_layer))
+        assert rows[name].weights_ratio == b.weights / b.weights_bf16
+        priced = gpu_baseline(graph_kernels(graph, narrowing(graph, recipe)), a100, "graph")
+        assert rows[name].gpu["gpu-a100-80gb"]["time_s"] == priced.time_s
+    # narrower weights never cost a memory-bound decode more time
+    assert rows["w4a16:g32"].gpu["gpu-a100-80gb"]["time_s"] <= none.time_s
+
+
+def test_the_command_prints_a_row_per_recipe_and_writes_json(capsys, tmp_path):
+    out = tmp_path / "q.json"
+    assert main(["compare", "--model", TINY, "--phase", "decode", "--kv", "4", "--quant",
+                 "none,w8a8,kv:bfp8", "--gpu", "t4", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "tessel compare --quant" in text and "gpu-t4 speedup" in text
+    assert [line.split()[0] for line in text.splitlines()[3:6]] == ["none", "w8a8", "kv:bfp8"]
+    rows = json.loads(out.read_text())
+    assert [r["recipe"] for r in rows] == ["none", "w8a8", "kv:bfp8"]
+    assert rows[2]["kv_bytes_per_token"] < rows[0]["kv_bytes_per_token"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--quant", "w8a8", "--targets", "pim"], "--targets: not with --quant"),
+    (["--quant", "w8a8,w8a8"], "--quant: recipe 'w8a8' given twice"),
+    (["--quant", ","], "--quant: give one or more recipes"),
+    (["--quant", "fp8", "--gpu", "a100-80gb"], "has no field 'tensor_tops.fp8'"),
+])
+def test_bad_recipe_comparisons_are_one_line(capsys, argv, message):
+    assert main(["compare", "--model", TINY, "--phase", "decode", "--kv", "4", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
