@@ -13,13 +13,16 @@ from arch.config import ArchError, choice, link_names, within
 from arch.limits import (BANDWIDTH_GBPS, CLOCK_MHZ, FRACTION, GPU_MEMORY_GB, HALF_POINT, HOST_TIME_US,
                          L2_MB, POWER_W, TFLOPS, TOPS, UNITS)
 
-__all__ = ["GpuArch", "GemmEfficiency", "MemoryEfficiency", "KERNEL_KINDS", "MATRIX_KINDS",
-           "TENSOR_FORMATS"]
+__all__ = ["GpuArch", "GemmEfficiency", "MemoryEfficiency", "FusedAttention", "KERNEL_KINDS",
+           "MATRIX_KINDS", "VECTOR_KINDS", "TENSOR_FORMATS"]
 
 # The kernel kinds the baseline model distinguishes; every preset prices each one in eager mode.
+# "attention" is one FlashAttention-style kernel (tessel sim --gpu-attention fused); rmsnorm, rope
+# and silu-gate are the Llama-family vector kernels, priced apart from GPT-2's (vector_frac).
 KERNEL_KINDS = ("gemm", "gemv", "attention-matmul", "elementwise", "layernorm", "softmax",
-                "embedding", "copy")
-MATRIX_KINDS = ("gemm", "gemv", "attention-matmul")      # run on tensor cores
+                "embedding", "copy", "attention", "rmsnorm", "rope", "silu-gate")
+MATRIX_KINDS = ("gemm", "gemv", "attention-matmul", "attention")      # run on tensor cores
+VECTOR_KINDS = tuple(k for k in KERNEL_KINDS if k not in MATRIX_KINDS)  # bandwidth-bound
 # Low-precision tensor-core formats a preset may rate (`tensor_tops`): the format a GEMM whose
 # weights and activations are both quantised multiplies in (tessel/gpu_quant.py picks it).
 TENSOR_FORMATS = ("fp8", "int8", "int4")
@@ -45,6 +48,15 @@ class MemoryEfficiency:
 
 
 @dataclass(frozen=True, slots=True)
+class FusedAttention:
+    """A FlashAttention-style kernel's two matmuls (sim/gpu.py, kind "attention"): they reach
+    max_frac x m/(m + gemm.m_half) of the dense tensor peak, m being the query rows that share
+    one KV head (a decode step's few rows fill a tile as little as a GEMV's)."""
+
+    max_frac: float = within(FRACTION)  # at full row tiles (long prefill)
+
+
+@dataclass(frozen=True, slots=True)
 class GpuArch:
     name: str
     target: str = choice("gpu")
@@ -66,6 +78,11 @@ class GpuArch:
     eager_overhead_us: dict[str, float] = within(HOST_TIME_US)
     gemm: GemmEfficiency
     memory: MemoryEfficiency
+    # a vector kind (VECTOR_KINDS) listed here streams at its own measured rate:
+    # time = bytes / (vector_frac[kind] x BW) + vector_ramp_us[kind]; one left out uses `memory`
+    vector_frac: dict[str, float] = within(FRACTION)
+    vector_ramp_us: dict[str, float] = within(HOST_TIME_US)
+    fused_attention: FusedAttention
 
     def __post_init__(self) -> None:
         if self.link not in link_names():
@@ -85,6 +102,18 @@ class GpuArch:
             unknown = sorted(set(kinds) - set(KERNEL_KINDS))
             if unknown:
                 raise ArchError(f"unknown field '{table}.{unknown[0]}'")
+        for table in ("vector_frac", "vector_ramp_us"):
+            unknown = sorted(set(getattr(self, table)) - set(VECTOR_KINDS))
+            if unknown:
+                raise ArchError(f"unknown field '{table}.{unknown[0]}' (vector kinds: "
+                                f"{', '.join(VECTOR_KINDS)})")
+        unpaired = sorted(set(self.vector_frac) ^ set(self.vector_ramp_us))
+        if unpaired:
+            k = unpaired[0]
+            have, lack = (("vector_frac", "vector_ramp_us") if k in self.vector_frac
+                          else ("vector_ramp_us", "vector_frac"))
+            raise ArchError(f"missing field '{lack}.{k}' ({have} names {k}: a kind streams at "
+                            "its own rate only with both)")
         cheap = [k for k in KERNEL_KINDS if self.eager_overhead_us[k] < self.graph_overhead_us[k]]
         if cheap:                          # an eager operator launches its kernel too
             k = cheap[0]

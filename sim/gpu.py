@@ -3,6 +3,9 @@
     time = max(flops / (eff_compute(m, n, k) x peak), bytes / (eff_bw(bytes) x BW))
            + overhead(mode, kind)
 
+A vector kind the preset lists in `vector_frac` streams at its own measured rate and ramp (the
+Llama-family RMSNorm, RoPE and SiLU-gate: tools/gpu_vector_fit.py); a fused attention kernel
+computes at the preset's FlashAttention rate (`fused_attention`, tessel sim --gpu-attention).
 eager: a PyTorch-style framework pays a per-operator fixed cost (LLMCompass's A100 constants);
 graph: a compiled runtime or CUDA graph pays one launch per kernel. A quantised kernel
 (tessel/gpu_quant.py) multiplies at its format's tensor-core rate (`GpuArch.tensor_tops`) on
@@ -115,18 +118,26 @@ class GpuResult:
 
 
 def compute_efficiency(kernel: Kernel, gpu: GpuArch) -> float:
-    """Fraction of peak FLOP/s: saturating in each GEMM dimension; vector kernels get the
-    asymptote (they are bandwidth-bound long before it matters)."""
+    """Fraction of peak FLOP/s: saturating in each GEMM dimension; a fused attention at its
+    preset's FlashAttention rate, saturating in the query rows sharing a KV head (m); vector
+    kernels get the asymptote (they are bandwidth-bound long before it matters)."""
     g = gpu.gemm
+    if kernel.kind == "attention":
+        return gpu.fused_attention.max_frac * kernel.m / (kernel.m + g.m_half)
     if kernel.kind not in MATRIX_KINDS:
         return g.max_frac
     return (g.max_frac * kernel.m / (kernel.m + g.m_half) * kernel.n / (kernel.n + g.nk_half)
             * kernel.k / (kernel.k + g.nk_half))
 
 
-def memory_time_s(n_bytes: int, gpu: GpuArch) -> float:
-    """Bytes at the streaming efficiency plus the fixed ramp of a kernel (eff_bw(bytes))."""
-    return n_bytes / (gpu.memory.max_frac * gpu.mem_bw_bytes_per_s) + gpu.memory.ramp_us * 1e-6
+def memory_time_s(n_bytes: int, gpu: GpuArch, kind: str = "") -> float:
+    """Bytes at the streaming efficiency plus the fixed ramp of a kernel (eff_bw(bytes)): the
+    kind's own (`GpuArch.vector_frac`, `vector_ramp_us`) where the preset measured it."""
+    if kind in gpu.vector_frac:
+        frac, ramp_us = gpu.vector_frac[kind], gpu.vector_ramp_us[kind]
+    else:
+        frac, ramp_us = gpu.memory.max_frac, gpu.memory.ramp_us
+    return n_bytes / (frac * gpu.mem_bw_bytes_per_s) + ramp_us * 1e-6
 
 
 def peak_ops_per_s(gpu: GpuArch, kind: str, mma: str = "fp16", who: str = "") -> float:
@@ -167,7 +178,7 @@ def kernel_time(kernel: Kernel, gpu: GpuArch, mode: Mode) -> KernelTime:
     compute = kernel.flops / (compute_efficiency(kernel, gpu) * _peak(kernel, gpu))
     if kernel.dequant_ops:
         compute += dequant_s(kernel, gpu)
-    memory = memory_time_s(kernel.bytes, gpu)
+    memory = memory_time_s(kernel.bytes, gpu, kernel.kind)
     overhead = overhead_s(kernel.kind, mode, gpu)
     time = max(compute, memory) + overhead
     utilization = floor_s(kernel, gpu) / time
@@ -185,22 +196,28 @@ def gpu_baseline(kernels: Iterable[Kernel], gpu: GpuArch, mode: Mode = "graph") 
     return GpuResult(gpu.name, mode, sum(t.time_s for t in times),
                      sum(t.energy_j for t in times), times,
                      assumptions(gpu, mode, sorted({k.mma for k in kernels} - {"fp16"}),
-                                 any(k.dequant_ops for k in kernels)))
+                                 any(k.dequant_ops for k in kernels),
+                                 any(k.kind == "attention" for k in kernels)))
 
 
 def assumptions(gpu: GpuArch, mode: Mode, formats: Iterable[str] = (),
-                dequantised: bool = False) -> tuple[str, ...]:
+                dequantised: bool = False, fused: bool = False) -> tuple[str, ...]:
     fixed = (f"eager per-operator costs (us) {gpu.eager_overhead_us}" if mode == "eager"
              else f"launch per kernel (us) {gpu.graph_overhead_us}")
     narrow = [f"{f} GEMMs at {gpu.tensor_tops[f]} TOPS dense, same efficiency curve" for f in formats]
     narrow += ["dequantisation: CUDA-core instructions at the FP32 lanes' issue rate, in series "
                "with the tensor cores"] if dequantised else []
+    own = [f"{k} at {gpu.vector_frac[k]} of BW + {gpu.vector_ramp_us[k]} us" for k in gpu.vector_frac]
     return (f"{gpu.name}: {gpu.peak_tflops_fp16} TFLOP/s fp16 dense, {gpu.mem_bw_gbps} GB/s",
-            "kernels run one at a time, unfused, in fp16/bf16"
+            "kernels run one at a time, in fp16/bf16, unfused but for SiLU-gate"
+            + (" and attention (FlashAttention-style, at "
+               f"{gpu.fused_attention.max_frac} of the tensor peak x m/(m+{gpu.gemm.m_half}))"
+               if fused else "")
             + (" except where a recipe narrows them" if narrow else ""), *narrow,
             f"GEMM efficiency {gpu.gemm.max_frac} x m/(m+{gpu.gemm.m_half}) x "
             f"n/(n+{gpu.gemm.nk_half}) x k/(k+{gpu.gemm.nk_half})",
-            f"bandwidth efficiency {gpu.memory.max_frac}, {gpu.memory.ramp_us} us ramp per kernel",
+            f"bandwidth efficiency {gpu.memory.max_frac}, {gpu.memory.ramp_us} us ramp per kernel"
+            + (f"; by kind: {', '.join(own)}" if own else ""),
             fixed,
             f"power idle {gpu.idle_w} W + (TDP {gpu.tdp_w} W - idle) x utilization")
 
@@ -372,17 +389,19 @@ def calibrate(gpu: GpuArch, measured: Measured) -> GpuArch:
     3. gemm.max_frac: median over compute-bound GEMMs with every dimension >= 1024 (the
        shape curve m_half, nk_half is kept);
     4. graph overhead per kind: CUDA-graph time minus modelled device time, median;
-    5. eager overhead per kind: eager minus device time over host-bound calls, median."""
+    5. eager overhead per kind: eager minus device time over host-bound calls, median.
+    Steps 1 and 2 read the kinds that stream on `memory`; a kind with its own `vector_frac`
+    keeps it."""
     rows, l2_bytes, bw = measured.kernels, gpu.l2_mb * 2**20, gpu.mem_bw_bytes_per_s
     small = [r for r in rows if r.kernel.bytes < 4 * l2_bytes]
     tiny = [r.graph_us - r.kernel.bytes / (gpu.memory.max_frac * bw) * 1e6 for r in small
-            if r.kernel.kind not in MATRIX_KINDS and r.kernel.bytes <= l2_bytes / 64]
+            if r.kernel.kind not in (*MATRIX_KINDS, *gpu.vector_frac) and r.kernel.bytes <= l2_bytes / 64]
     fixed_us = statistics.median(tiny) if tiny else None
     ramp_us = gpu.memory.ramp_us if fixed_us is None else min(gpu.memory.ramp_us, fixed_us)
     fixed_us = fixed_us or gpu.memory.ramp_us + statistics.median(gpu.graph_overhead_us.values())
     streams = [r.kernel.bytes / ((r.graph_us - fixed_us) * 1e-6 * bw) for r in rows
                if r.kernel.bytes >= 4 * l2_bytes and r.graph_us > fixed_us
-               and kernel_time(r.kernel, gpu, "graph").bound == "memory"]
+               and r.kernel.kind not in gpu.vector_frac and kernel_time(r.kernel, gpu, "graph").bound == "memory"]
     memory = MemoryEfficiency(min(1.0, statistics.median(streams)) if streams
                               else gpu.memory.max_frac, ramp_us)
     tuned = dataclasses.replace(gpu, memory=memory)

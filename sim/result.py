@@ -40,14 +40,17 @@ class GpuComparison:
     energy_efficiency: float | None    # GPU energy / accelerator energy
     memory_note: str = ""              # set when the model does not fit the GPU's memory
     recipe: str = ""                   # the quantisation recipe the GPU ran (tessel/gpu_quant.py)
+    attention: str = "unfused"         # how it ran attention (tessel/gpu_kernels.py ATTENTION)
 
     def to_json(self) -> dict[str, Any]:
-        """The fields, without an empty memory note or recipe (the JSON of an fp16 run of a
-        model that fits is as before)."""
+        """The fields, without an empty memory note or recipe or the default attention (the
+        JSON of an fp16 run of a model that fits is as before)."""
         d = dataclasses.asdict(self)
         for key in ("memory_note", "recipe"):
             if not d[key]:
                 del d[key]
+        if d["attention"] == "unfused":
+            del d["attention"]
         return d
 
 

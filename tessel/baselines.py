@@ -60,20 +60,21 @@ def _calibrated(path: Path):
 
 def compare_gpus(graph: Graph, result: SimResult, gpus: Sequence[str], mode: str = "graph",
                  calibration: Path | None = None, recipe: Recipe | None = None,
-                 n_layers: int | None = None) -> dict[str, GpuComparison]:
+                 n_layers: int | None = None, attention: str = "unfused") -> dict[str, GpuComparison]:
     """Per GPU: time, energy, and the accelerator's speedup and energy efficiency against it;
-    the GPU under `recipe` when one is given (`n_layers`: the model's, for its exceptions)."""
+    the GPU under `recipe` when one is given (`n_layers`: the model's, for its exceptions);
+    attention unfused or fused (tessel.gpu_kernels.ATTENTION; fused runs in fp16 only)."""
     archs = [load_arch(name) for name in gpus]
     if calibration is not None:
         archs.append(_calibrated(calibration))
     if not archs:
         return {}
     if recipe is None:
-        kernels, resident, width = graph_kernels(graph), resident_bytes(graph), "in fp16"
+        kernels, resident, width = graph_kernels(graph, attention=attention), resident_bytes(graph), "in fp16"
     else:
         from tessel.gpu_quant import narrowing, resident_bytes as narrow_bytes
         narrow = narrowing(graph, recipe, n_layers)
-        kernels, resident = graph_kernels(graph, narrow), narrow_bytes(narrow)
+        kernels, resident = graph_kernels(graph, narrow, attention), narrow_bytes(narrow)
         width = f"under recipe {recipe.name}"
     table = {}
     for gpu in archs:
@@ -82,13 +83,14 @@ def compare_gpus(graph: Graph, result: SimResult, gpus: Sequence[str], mode: str
             mode=mode, time_s=base.time_s, energy_j=base.energy_j, avg_power_w=base.avg_power_w,
             speedup=base.time_s / result.time_s if result.time_s else None,
             energy_efficiency=base.energy_j / result.energy_j if result.energy_j else None,
-            memory_note=_memory_note(gpu, resident, width), recipe=recipe.name if recipe else "")
+            memory_note=_memory_note(gpu, resident, width), recipe=recipe.name if recipe else "",
+            attention=attention)
     return table
 
 
 def compare_gpus_on_plan(parts: Sequence[Graph], plan, microbatches: int, time_s: float,
-                         energy_j: float, gpus: Sequence[str], mode: str = "graph"
-                         ) -> dict[str, GpuComparison]:
+                         energy_j: float, gpus: Sequence[str], mode: str = "graph",
+                         attention: str = "unfused") -> dict[str, GpuComparison]:
     """A parallel plan on a node of each GPU. A stage's ranks run their own graph's kernels
     (alike under tensor parallelism: its first rank's are priced; under expert parallelism each
     rank's, as routed, and the slowest sets the stage's time) and every collective as NCCL does
@@ -101,7 +103,7 @@ def compare_gpus_on_plan(parts: Sequence[Graph], plan, microbatches: int, time_s
     table = {}
     priced = plan.tp if plan.ep > 1 else 1          # ranks whose kernels differ
     stages = [[parts[plan.device(s, r)] for r in range(priced)] for s in range(plan.pp)]
-    work = [[rank_work(g) for g in ranks] for ranks in stages]
+    work = [[rank_work(g, attention) for g in ranks] for ranks in stages]
     resident = max(resident_bytes(p) for p in parts)
     for name in gpus:
         gpu = load_arch(name)
@@ -129,7 +131,7 @@ def compare_gpus_on_plan(parts: Sequence[Graph], plan, microbatches: int, time_s
             avg_power_w=total_j / total_s / plan.devices,
             speedup=total_s / time_s if time_s else None,
             energy_efficiency=total_j / energy_j if energy_j else None,
-            memory_note=_memory_note(gpu, resident))
+            memory_note=_memory_note(gpu, resident), attention=attention)
     return table
 
 

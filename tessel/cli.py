@@ -223,6 +223,13 @@ def _split(devices: int, tp: int | None, pp: int | None) -> tuple[int, int]:
     return tp, pp if pp is not None else max(1, devices // tp)
 
 
+def _gpu_attention_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gpu-attention", choices=("unfused", "fused"),
+                   help="how the GPU baseline runs attention: unfused (default: scores GEMM, "
+                        "softmax, context GEMM) or fused (one FlashAttention-style kernel; "
+                        "docs/validation.md)")
+
+
 def _routing_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--routing", metavar="POLICY",
                    help="mixture-of-experts models, timing only: which experts each token uses. "
@@ -303,7 +310,7 @@ def _dtype(args: argparse.Namespace) -> isa.DType | None:
 
 # `tessel sim` options that only a model run reads (their defaults are None to tell).
 _MODEL_ONLY = ("target", "phase", "seq", "kv", "batch", "dtype", "tokens", "logits", "gpu",
-               "gpu_mode", "gpu_calibration", "gpu_quant", "routing", "devices", "tp", "pp", "ep", "ep_dispatch", "microbatches",
+               "gpu_mode", "gpu_calibration", "gpu_quant", "gpu_attention", "routing", "devices", "tp", "pp", "ep", "ep_dispatch", "microbatches",
                "link", "node")
 
 
@@ -344,7 +351,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
                                numerics=numerics, tokens=args.tokens, dtype=_dtype(args),
                                gpus=parse_gpus(args.gpu), gpu_mode=args.gpu_mode or "graph",
                                gpu_calibration=Path(args.gpu_calibration) if args.gpu_calibration else None,
-                               routing=args.routing, gpu_quant=args.gpu_quant)
+                               routing=args.routing, gpu_quant=args.gpu_quant,
+                               gpu_attention=args.gpu_attention)
         functional = request.numerics
         plan = _plan(args, model, phase)
         if plan is not None:
@@ -414,6 +422,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     phase = _phase(args, model)
     if args.quant is not None:
+        if args.gpu_attention is not None:
+            raise UsageError("--gpu-attention: not with --quant (the recipes' GPU columns run "
+                             "the unfused kernels)")
         return _compare_recipes(args, model, phase)
     if args.nodes is not None:
         if args.targets is not None:
@@ -433,7 +444,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     requests = [make_request(model, t, TARGETS[t].load_arch(), phase,
                              numerics=False if args.no_functional else None,
                              gpus=parse_gpus(args.gpu or "t4"),
-                             routing=args.routing)
+                             routing=args.routing, gpu_attention=args.gpu_attention)
                 for t in targets]
     functional = all(r.numerics for r in requests)
     progress = Progress()
@@ -443,7 +454,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                                  indent=1).encode())
     tokens = (phase.seq if phase.kind == "prefill" else 1) * phase.batch if phase else 1
     notes = dict.fromkeys(g.memory_note for r in results for g in r.gpu.values() if g.memory_note)
-    print(render_comparison(f"tessel compare: {model.name}, {phase or 'fixed graph'}"
+    fused = ", GPU attention fused" if args.gpu_attention == "fused" else ""
+    print(render_comparison(f"tessel compare: {model.name}, {phase or 'fixed graph'}{fused}"
                             + ("" if functional else " (timing only)"), targets, results, tokens,
                             notes))
     return 0
@@ -489,6 +501,9 @@ def _compare_nodes(args: argparse.Namespace, model: Model, phase: Phase) -> int:
     if not names:
         raise UsageError("--nodes: give at least one node preset")
     microbatches = args.microbatches or 1
+    if args.gpu_attention is not None and all(
+            load_arch(load_node(n).device).target in TARGETS for n in names):
+        raise UsageError(f"--gpu-attention: no GPU node among {', '.join(names)} to run it on")
     progress = Progress()
     columns = []
     for name in names:
@@ -499,7 +514,8 @@ def _compare_nodes(args: argparse.Namespace, model: Model, phase: Phase) -> int:
             step = replace(phase, batch=phase.batch // microbatches)
             parts = [p.graph for p in device_graphs(model.config, plan, step)]
             (gpu,) = compare_gpus_on_plan(parts, plan, microbatches, 0.0, 0.0, [node.device],
-                                          args.gpu_mode or "graph").values()
+                                          args.gpu_mode or "graph",
+                                          args.gpu_attention or "unfused").values()
             columns.append((node, plan, gpu))
             continue
         request = make_request(model, device.target, device, phase,
@@ -512,7 +528,8 @@ def _compare_nodes(args: argparse.Namespace, model: Model, phase: Phase) -> int:
         atomic_write(Path(args.json), json.dumps(
             {node.name: run.to_json()
              for node, _, run in columns}, indent=1).encode())
-    print(render_node_comparison(f"tessel compare: {model.name}, {phase}", columns, tokens))
+    fused = ", GPU attention fused" if args.gpu_attention == "fused" else ""
+    print(render_node_comparison(f"tessel compare: {model.name}, {phase}{fused}", columns, tokens))
     return 0
 
 
@@ -657,6 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the GPU comparison quantised (w8a8, w4a16:g128, w4a4kv4, fp8, ...: "
                         "docs/validation.md, Quantised GEMMs); the simulated target still runs "
                         "unquantised")
+    _gpu_attention_arg(p)
     p.add_argument("--quant", metavar="RECIPE",
                    help="refused: the simulated targets cannot run quantised programs yet "
                         "(--gpu-quant prices the GPU comparison under a recipe)")
@@ -686,6 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_phase_args(p)
     p.add_argument("--gpu", metavar="NAMES", help="GPUs for the ratio rows (default t4; with "
                                                   "--nodes, name GPU nodes there instead)")
+    _gpu_attention_arg(p)
     _output_arg(p, "--json", metavar="OUT.json", help="write every target's result as JSON")
     p.add_argument("--no-functional", action="store_true", help="timing only, no numerics")
     p.add_argument("--quant", metavar="RECIPES",

@@ -5,11 +5,20 @@ runs them. The GPU runs the model in half precision: every float tensor is 2 byt
 compiler's fp32 byte counts are scaled by 2/4 (the int32 token ids of an embedding are
 halved too, a few bytes per token). Layout ops, inputs and params launch nothing.
 
-Each op kind maps to the kernel kind priced like it (`_KERNEL_KINDS`): RMSNorm is a row
-reduction as layernorm is; rope, SiLU and div are elementwise; a gather (the MoE permute and
-unpermute) is an embedding-style row gather; concat is a copy. A mixture-of-experts graph
-must be routed first (compiler.passes.routing): its experts run as the ordinary GEMMs of the
-routed graph, so only experts that received tokens cost time, as on the accelerators.
+Each op kind maps to the kernel kind priced like it (`_KERNEL_KINDS`): RMSNorm and RoPE have
+kinds of their own (the presets price them as Vidur measured them, tools/gpu_vector_fit.py);
+SiLU and div are elementwise; a gather (the MoE permute and unpermute) is an embedding-style
+row gather; concat is a copy. A RoPE kernel also reads its positions' cos/sin table rows.
+Two fusions, as serving runtimes (vLLM, Sarathi-Serve) run them:
+- always: silu(gate) * up is one "silu-gate" kernel (reads gate and up, writes the product);
+- with attention="fused": each scores -> softmax -> context chain
+  (compiler.passes.attention) is one FlashAttention-style "attention" kernel that reads Q, K
+  and V once and writes O once (no S x T scores round trip); its FLOPs are the two matmuls'
+  over the (query, key) pairs the causal or sliding-window mask leaves (FlashAttention skips
+  fully masked key blocks).
+A mixture-of-experts graph must be routed first (compiler.passes.routing): its experts run as
+the ordinary GEMMs of the routed graph, so only experts that received tokens cost time, as on
+the accelerators.
 """
 from __future__ import annotations
 
@@ -25,20 +34,23 @@ from compiler.cost import OpCost, graph_cost
 from compiler.frontend import DecoderConfig, ModelConfig, build_graph
 from compiler.frontend.gpt2 import PRESETS, GPT2Config
 from compiler.ir import DType, Graph, GraphError, OpKind
+from compiler.passes.attention import AttentionChain, find_attention
 from compiler.phase import Phase, decode, prefill
 from sim.gpu import CalibrationPoint, Kernel, gpu_baseline, kernel_time
 
 __all__ = ["graph_kernels", "graph_collectives", "rank_work", "model_kernels", "pass_cost", "generation", "Generation",
-           "predict", "MODELS", "GEMV_MAX_M", "HALF_BYTES"]
+           "predict", "visible_pairs", "MODELS", "GEMV_MAX_M", "HALF_BYTES", "ATTENTION"]
 
 HALF_BYTES = 2          # fp16 / bf16 element
 # mma.sync m16n8k16 (Ampere/Hopper tensor cores) covers 16 rows: up to 16 rows a matmul
 # fills one row tile and streams its weights like a matrix-vector product.
 GEMV_MAX_M = 16
+# how the GPU runs attention (tessel sim --gpu-attention): three kernels, or one fused kernel
+ATTENTION = ("unfused", "fused")
 # op kind -> kernel kind (arch.gpu.KERNEL_KINDS) for every op that is not a GEMM or a view
 _KERNEL_KINDS = {"add": "elementwise", "mul": "elementwise", "gelu": "elementwise",
-                 "silu": "elementwise", "div": "elementwise", "rope": "elementwise",
-                 "layernorm": "layernorm", "rmsnorm": "layernorm", "softmax": "softmax",
+                 "silu": "elementwise", "div": "elementwise", "rope": "rope",
+                 "layernorm": "layernorm", "rmsnorm": "rmsnorm", "softmax": "softmax",
                  "embedding": "embedding", "gather": "embedding", "kv_append": "copy",
                  "concat": "copy"}
 _VIEWS = {k.value for k in OpKind if k.is_layout}     # reshape / transpose / slice: no kernel
@@ -74,6 +86,8 @@ def _kernel(op: OpCost) -> Kernel | None:
         m = math.prod(a[:-1])
         return Kernel(op.name, "gemv" if m <= GEMV_MAX_M else "gemm", op.flops, n_bytes,
                       m=m, n=n, k=k)
+    if op.kind == "rope":         # x [..., heads, S, D]: one table row of D cos/sin values per token
+        n_bytes += math.prod(op.output[:-3]) * op.output[-2] * op.output[-1] * HALF_BYTES
     if op.kind in _KERNEL_KINDS:
         return Kernel(op.name, _KERNEL_KINDS[op.kind], op.flops, n_bytes)
     if op.kind in _VIEWS:
@@ -84,18 +98,64 @@ def _kernel(op: OpCost) -> Kernel | None:
                         if op.kind in _COLLECTIVES else ""))
 
 
-def graph_kernels(graph: Graph, narrowing: Callable[[Kernel], Kernel] | None = None) -> list[Kernel]:
+def visible_pairs(s: int, t: int, causal: bool, window: int | None) -> int:
+    """(query, key) pairs a mask leaves: query i, at position t - s + i, sees the keys up to
+    its own position, and only the last `window` of them (compiler.reference.attention_mask)."""
+    if not causal:
+        return s * t
+    lo, hi, cap = t - s + 1, t, window or t           # keys visible to the first, last query
+    top = min(hi, cap)
+    under = (lo + top) * (top - lo + 1) // 2 if top >= lo else 0
+    return under + cap * max(0, hi - max(lo, cap + 1) + 1)
+
+
+def _fused_attention(graph: Graph, chain: AttentionChain, scores: Kernel, context: Kernel) -> Kernel:
+    """One FlashAttention-style kernel for a chain: Q, K, V read and O written once, in fp16;
+    m, batch as the scores GEMM groups them (the query rows sharing a KV head, and the KV heads)."""
+    n_bytes = HALF_BYTES * sum(graph[name].type.numel for name in (chain.q, chain.k, chain.v, chain.context))
+    visible = visible_pairs(chain.s, chain.t, chain.causal, chain.window) / (chain.s * chain.t)
+    return Kernel(chain.name, "attention", round((scores.flops + context.flops) * visible), n_bytes,
+                  m=scores.m, n=chain.d, k=chain.t, batch=scores.batch)
+
+
+def _kernels(graph: Graph, ops, attention: str) -> list[Kernel]:
+    """The kernels of `ops` (compute ops of `graph`, in order) with the SiLU-gate fusion, and
+    the attention fusion when `attention` is "fused"."""
+    if attention not in ATTENTION:
+        raise ValueError(f"attention must be one of {', '.join(ATTENTION)}, got {attention!r}")
+    kernels = {op.name: k for op, k in ((op, _kernel(op)) for op in ops) if k is not None}
+    for silu in graph.of_kind(OpKind.SILU):
+        users = graph.consumers(silu.name)
+        if (silu.name in kernels and silu.name not in graph.outputs and len(users) == 1
+                and users[0].kind is OpKind.MUL and users[0].name in kernels
+                and users[0].inputs.count(silu.name) == 1):
+            act, mul = kernels.pop(silu.name), kernels[users[0].name]
+            kernels[mul.name] = Kernel(mul.name, "silu-gate", act.flops + mul.flops, mul.bytes)
+    if attention == "fused":
+        for chain in find_attention(graph):
+            if chain.scores in kernels and chain.context in kernels:
+                scores, _ = kernels.pop(chain.scores), kernels.pop(chain.probs)
+                context = kernels[chain.context]
+                kernels[chain.context] = _fused_attention(graph, chain, scores, context)
+    return list(kernels.values())
+
+
+def graph_kernels(graph: Graph, narrowing: Callable[[Kernel], Kernel] | None = None,
+                  attention: str = "unfused") -> list[Kernel]:
     """The kernels a GPU launches for one pass of `graph`, in execution order; each narrowed
-    by a quantisation recipe planned on the graph when one is given (tessel.gpu_quant.narrowing)."""
-    kernels = [k for k in map(_kernel, graph_cost(graph).ops) if k is not None]
+    by a quantisation recipe planned on the graph when one is given (tessel.gpu_quant.narrowing);
+    attention as ATTENTION says (a recipe narrows the unfused kernels only)."""
+    if narrowing is not None and attention == "fused":
+        raise GraphError("fused attention is priced in fp16: not with a quantisation recipe")
+    kernels = _kernels(graph, graph_cost(graph).ops, attention)
     return kernels if narrowing is None else [narrowing(k) for k in kernels]
 
 
-def rank_work(graph: Graph) -> tuple[list[Kernel], list[tuple[str, int, int]]]:
+def rank_work(graph: Graph, attention: str = "unfused") -> tuple[list[Kernel], list[tuple[str, int, int]]]:
     """One device's graph of a parallel plan: its kernels, and its collectives as (kind, bytes
     in fp16, ranks), which NCCL runs (priced on the GPU's link by sim/collectives.py)."""
-    kernels = (_kernel(op) for op in graph_cost(graph).ops if op.kind not in _COLLECTIVES)
-    return [k for k in kernels if k is not None], [c[1:] for c in graph_collectives(graph)]
+    ops = [op for op in graph_cost(graph).ops if op.kind not in _COLLECTIVES]
+    return _kernels(graph, ops, attention), [c[1:] for c in graph_collectives(graph)]
 
 
 def graph_collectives(graph: Graph) -> list[tuple[str, str, int, int]]:
@@ -118,30 +178,32 @@ def _one_block(config: ModelConfig) -> tuple[ModelConfig, str]:
 
 
 @functools.lru_cache(maxsize=1024)
-def _split(config: ModelConfig, phase: Phase) -> tuple[tuple[Kernel, ...], tuple[Kernel, ...], int, str]:
+def _split(config: ModelConfig, phase: Phase, attention: str = "unfused"
+           ) -> tuple[tuple[Kernel, ...], tuple[Kernel, ...], int, str]:
     """Kernels of a one-layer graph: (outside the blocks, block 0, where the blocks go, the
     blocks' name prefix)."""
     one_layer, prefix = _one_block(config)
-    one = graph_kernels(build_graph(one_layer, phase))
+    one = graph_kernels(build_graph(one_layer, phase), attention=attention)
     first = next(i for i, k in enumerate(one) if k.name.startswith(f"{prefix}0."))
     return (tuple(k for k in one if not k.name.startswith(prefix)),
             tuple(k for k in one if k.name.startswith(f"{prefix}0.")), first, prefix)
 
 
-def model_kernels(config: ModelConfig, phase: Phase) -> list[Kernel]:
-    """`graph_kernels(build_graph(config, phase))` without building the whole graph: every
-    decoder block has the same kernels, so block 0's repeat n_layer times."""
-    rest, block, first, prefix = _split(config, phase)
+def model_kernels(config: ModelConfig, phase: Phase, attention: str = "unfused") -> list[Kernel]:
+    """`graph_kernels(build_graph(config, phase), attention=attention)` without building the
+    whole graph: every decoder block has the same kernels, so block 0's repeat n_layer times."""
+    rest, block, first, prefix = _split(config, phase, attention)
     cut = len(prefix) + 2                                  # "<prefix>0."
     layers = [Kernel(f"{prefix}{i}.{k.name[cut:]}", k.kind, k.flops, k.bytes, k.m, k.n, k.k, k.batch)
               for i in range(config.n_layer) for k in block]
     return [*rest[:first], *layers, *rest[first:]]
 
 
-def pass_cost(config: ModelConfig, phase: Phase, gpu: GpuArch, mode: str) -> tuple[float, float]:
+def pass_cost(config: ModelConfig, phase: Phase, gpu: GpuArch, mode: str,
+              attention: str = "unfused") -> tuple[float, float]:
     """(time_s, energy_j) of one pass: equal to gpu_baseline(model_kernels(...)), but each
     block kernel is evaluated once and counted n_layer times."""
-    rest, block, _, _ = _split(config, phase)
+    rest, block, _, _ = _split(config, phase, attention)
     rest_r, block_r = gpu_baseline(rest, gpu, mode), gpu_baseline(block, gpu, mode)
     return (rest_r.time_s + config.n_layer * block_r.time_s,
             rest_r.energy_j + config.n_layer * block_r.energy_j)
@@ -163,10 +225,10 @@ class Generation:
 
 
 def generation(config: ModelConfig, prompt: int, new_tokens: int, gpu: GpuArch,
-               mode: str = "graph", batch: int = 1) -> Generation:
+               mode: str = "graph", batch: int = 1, attention: str = "unfused") -> Generation:
     """One prefill of `prompt`, then decode steps at KV prompt .. prompt + new_tokens - 1."""
-    first = pass_cost(config, prefill(prompt, batch), gpu, mode)
-    steps = [pass_cost(config, decode(kv, batch), gpu, mode)
+    first = pass_cost(config, prefill(prompt, batch), gpu, mode, attention)
+    steps = [pass_cost(config, decode(kv, batch), gpu, mode, attention)
              for kv in range(prompt, prompt + new_tokens)]
     return Generation(prompt, new_tokens, first[0], tuple(t for t, _ in steps),
                       first[1] + sum(e for _, e in steps))

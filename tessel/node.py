@@ -119,7 +119,7 @@ def run_node(request: RunRequest, plan: ParallelPlan, link: LinkArch, *, microba
                             lowered[last].plan, graphs[last].outputs[0])[0]
         error = float(np.abs(logits - reference).max() / np.abs(reference).max())
     gpus = compare_gpus_on_plan(graphs, plan, microbatches, node.time_s,
-                                node.energy_j, request.gpus, request.gpu_mode)
+                                node.energy_j, request.gpus, request.gpu_mode, request.gpu_attention)
     return NodeRun(plan, link, request.target, request.arch.name, node,
                    phase.batch * phase.seq, gpus, error, microbatches, split)
 

@@ -20,12 +20,13 @@ from compiler.frontend import Model
 from compiler.ir import GraphError
 from compiler.phase import Phase
 from compiler.targets import CompileError
+from tessel.gpu_kernels import ATTENTION
 
 if TYPE_CHECKING:                      # the recipes load ml_dtypes: imported only when asked
     from compiler.quant import Recipe
 
 __all__ = ["RunRequest", "make_request", "resolve_phase", "numerics_by_default", "default_tokens",
-           "routing_policy",
+           "routing_policy", "check_gpu_attention",
            "NUMERICS_DEFAULT_MAX_PARAMS", "DEFAULT_SEQ", "DEFAULT_KV"]
 
 # Numeric simulation is on by default up to this many parameters (gpt2-medium and below):
@@ -51,6 +52,7 @@ class RunRequest:
     gpu_calibration: Path | None = None
     routing: str | None = None          # MoE timing-only runs: uniform, zipf:S, file:PATH
     gpu_recipe: Recipe | None = None    # the GPU comparison runs quantised (tessel/gpu_quant.py)
+    gpu_attention: str = "unfused"      # the GPU runs attention fused or not (tessel/gpu_kernels.py)
 
     @property
     def operand_dtype(self) -> DType:
@@ -109,11 +111,11 @@ def make_request(model: Model, target: str, arch: TargetArch, phase: Phase | Non
                  numerics: bool | None = None, tokens: Sequence[int] | None = None,
                  dtype: DType | None = None, gpus: Sequence[str] = (), gpu_mode: str = "graph",
                  gpu_calibration: Path | None = None, routing: str | None = None,
-                 gpu_quant: str | None = None) -> RunRequest:
+                 gpu_quant: str | None = None, gpu_attention: str | None = None) -> RunRequest:
     """A validated request. numerics: True asks for it (an error where it cannot run), False
     turns it off, None applies `numerics_by_default`. tokens must match the phase.
     gpu_quant: a recipe (name or .toml) the GPU comparison runs under, checked against the
-    model and every GPU here."""
+    model and every GPU here. gpu_attention: how the GPU runs attention (None: unfused)."""
     if arch.target != target:
         raise CompileError(f"architecture '{arch.name}' is for target '{arch.target}', not '{target}'")
     if phase is not None and model.config is None:
@@ -139,9 +141,23 @@ def make_request(model: Model, target: str, arch: TargetArch, phase: Phase | Non
     else:
         tokens = None
     routing = routing_policy(model, numerics, routing)
+    check_gpu_attention(gpu_attention, bool(gpus) or gpu_calibration is not None, gpu_quant)
     recipe = None if gpu_quant is None else _gpu_recipe(model, phase, gpu_quant, gpus, gpu_calibration)
     return RunRequest(model, phase, target, arch, dtype, numerics, tokens, tuple(gpus), gpu_mode,
-                      gpu_calibration, routing, recipe)
+                      gpu_calibration, routing, recipe, gpu_attention or "unfused")
+
+
+def check_gpu_attention(attention: str | None, any_gpu: bool, gpu_quant: str | None = None) -> None:
+    """Refuse --gpu-attention where it does not apply, in one line."""
+    if attention is None:
+        return
+    if attention not in ATTENTION:
+        raise GraphError(f"--gpu-attention: expected one of {', '.join(ATTENTION)}, got {attention!r}")
+    if not any_gpu:
+        raise GraphError(f"--gpu-attention {attention}: no GPU to run it on (--gpu none)")
+    if attention == "fused" and gpu_quant is not None:
+        raise GraphError("--gpu-attention fused: not with --gpu-quant (the fused kernel is priced "
+                         "in fp16; a recipe narrows the unfused kernels)")
 
 
 def _gpu_recipe(model: Model, phase: Phase | None, spec: str, gpus: Sequence[str],

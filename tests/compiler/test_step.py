@@ -100,6 +100,7 @@ def test_every_target_computes_a_mixed_step(spec, target):
 
 @pytest.mark.parametrize("target", list(ARCHS))
 @pytest.mark.parametrize("spec", FAMILIES[:2])
+@pytest.mark.slow      # over 0.5 s in the fast tier (make test runs it)
 def test_a_step_of_equal_decodes_is_the_batched_decode_to_the_cycle(spec, target):
     """B requests decoding at one cache length are the existing decode of batch B: the same
     cycles and energy (PIM runs one sequence at a time: B = 1)."""

@@ -30,6 +30,7 @@ def cases(draw, most_requests: int = 10):
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
+@pytest.mark.slow      # over 0.5 s in the fast tier (make test runs it)
 def test_every_request_is_served_exactly_once_or_rejected_with_a_reason(case):
     check(*case)
 

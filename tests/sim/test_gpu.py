@@ -48,6 +48,19 @@ def test_every_datasheet_gpu_has_a_preset():
     ("tensor_tops.int8=0", r"--set tensor_tops.int8=0: field 'tensor_tops.int8' must be a number "
                            r"above 0 and at most 200000 TOPS, got 0$"),
     ("tensor_tops=5", r"--set tensor_tops=5: field 'tensor_tops' must be a table, got 5$"),
+    ("vector_frac.gemm=0.5", r"with --set vector_frac.gemm=0.5: unknown field 'vector_frac.gemm' "
+                             r"\(vector kinds: elementwise, layernorm, softmax, embedding, copy, "
+                             r"rmsnorm, rope, silu-gate\)$"),
+    ("vector_frac.softmax=0.5", r"with --set vector_frac.softmax=0.5: missing field "
+                                r"'vector_ramp_us.softmax' \(vector_frac names softmax: a kind streams "
+                                r"at its own rate only with both\)$"),
+    ("vector_frac.rope=1.5", r"--set vector_frac.rope=1.5: field 'vector_frac.rope' must be a number "
+                             r"above 0 and at most 1, got 1.5$"),
+    ("vector_ramp_us.rope=-1", r"--set vector_ramp_us.rope=-1: field 'vector_ramp_us.rope' must be "
+                               r"a number from 0 to 1000000 us"),
+    ("fused_attention.max_frac=0", r"--set fused_attention.max_frac=0: field "
+                                   r"'fused_attention.max_frac' must be a number above 0 and at most 1"),
+    ("fused_attention={}", r"--set fused_attention={}: missing field 'fused_attention.max_frac'$"),
 ])
 def test_bad_fields_are_rejected_by_name(override, message):
     with pytest.raises(ArchError, match=message):
@@ -227,6 +240,29 @@ def test_bad_kernels_and_modes_are_rejected():
         gpu_baseline([], load_arch("gpu-t4"), "jit")
 
 
+# --- per-kind vector streaming (tools/gpu_vector_fit.py) ------------------------------------
+
+def test_a_kind_with_its_own_rate_streams_at_it_and_the_rest_on_memory():
+    gpu, n_bytes = load_arch("gpu-a100-80gb"), 64 * 2**20
+    for kind in ("rmsnorm", "rope", "silu-gate", "layernorm", "elementwise"):
+        own = kind in gpu.vector_frac
+        frac = gpu.vector_frac[kind] if own else gpu.memory.max_frac
+        ramp_us = gpu.vector_ramp_us[kind] if own else gpu.memory.ramp_us
+        timed = kernel_time(Kernel("x", kind, 0, n_bytes), gpu, "graph")
+        assert timed.memory_s == pytest.approx(n_bytes / (frac * gpu.mem_bw_bytes_per_s) + ramp_us * 1e-6)
+        assert timed.time_s - timed.overhead_s >= floor_s(Kernel("x", kind, 0, n_bytes), gpu)
+    assert set(gpu.vector_frac) == {"rmsnorm", "rope", "silu-gate"}
+
+
+def test_same_chip_presets_carry_the_fit_and_the_unmeasured_have_none():
+    a100, h100 = load_arch("gpu-a100-80gb"), load_arch("gpu-h100-sxm")
+    for name, fitted in (("gpu-a100-40gb", a100), ("gpu-h200", h100)):
+        g = load_arch(name)
+        assert (g.vector_frac, g.vector_ramp_us) == (fitted.vector_frac, fitted.vector_ramp_us)
+    for name in ("gpu-t4", "gpu-v100", "gpu-rtx-a6000"):
+        assert load_arch(name).vector_frac == load_arch(name).vector_ramp_us == {}
+
+
 # --- the cited measurements ----------------------------------------------------------------
 
 @pytest.mark.parametrize("point", CALIBRATION, ids=[p.key for p in CALIBRATION])
@@ -284,8 +320,14 @@ def test_calibration_recovers_the_measured_gpu(tmp_path, gpt2_kernels):
     assert tuned.memory.max_frac == pytest.approx(0.7, rel=1e-3)
     assert tuned.memory.ramp_us == base.memory.ramp_us
     assert tuned.gemm.max_frac == pytest.approx(0.8, rel=1e-3)
-    assert tuned.graph_overhead_us == pytest.approx(graph, abs=0.02)
-    assert tuned.eager_overhead_us == pytest.approx(eager, abs=0.02)
+    measured = {k.kind for k in kernels}           # GPT-2's kinds; the others take the launch
+    assert {k: tuned.graph_overhead_us[k] for k in measured} == pytest.approx(
+        {k: graph[k] for k in measured}, abs=0.02)
+    assert {k: tuned.eager_overhead_us[k] for k in measured} == pytest.approx(
+        {k: eager[k] for k in measured}, abs=0.02)
+    assert set(graph) - measured == {"attention", "rmsnorm", "rope", "silu-gate"}
+    assert {k: tuned.graph_overhead_us[k] for k in set(graph) - measured} == pytest.approx(
+        {k: 3.0 for k in set(graph) - measured}, abs=0.1)
     for k in kernels:
         assert kernel_time(k, tuned, "eager").time_s == pytest.approx(
             kernel_time(k, truth, "eager").time_s, rel=0.01)

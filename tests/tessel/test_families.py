@@ -106,12 +106,14 @@ def test_every_new_op_maps_to_a_gpu_kernel():
     for op in graph.ops:
         kinds.setdefault(op.kind.value, op.name)
     kernels = {k.name: k.kind for k in graph_kernels(graph)}
-    expected = {"rmsnorm": "layernorm", "rope": "elementwise", "silu": "elementwise",
-                "gather": "embedding", "concat": "copy"}
+    expected = {"rmsnorm": "rmsnorm", "rope": "rope", "gather": "embedding", "concat": "copy"}
     for op_kind, kernel_kind in expected.items():
         assert kernels[kinds[op_kind]] == kernel_kind, op_kind
+    silu = graph[kinds["silu"]]                   # silu(gate) * up: one kernel, the mul's
+    assert silu.name not in kernels and kernels[graph.consumers(silu.name)[0].name] == "silu-gate"
     dense = graph_kernels(build_graph(TINY["tiny-llama3"], prefill(20)))
-    assert {k.kind for k in dense} >= {"layernorm", "elementwise", "gemm", "attention-matmul"}
+    assert {k.kind for k in dense} >= {"rmsnorm", "rope", "silu-gate", "elementwise", "gemm",
+                                       "attention-matmul"}
     normed = build_graph(TINY["tiny-mixtral"], prefill(3))        # norm_topk_prob: a div op
     routed, _ = policy_routed(normed, "uniform")
     div = next(op.name for op in routed.ops if op.kind.value == "div")

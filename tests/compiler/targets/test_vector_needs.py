@@ -54,6 +54,7 @@ def test_the_minimum_does_not_grow_with_the_model_width(narrow, wide, preset):
     assert minimum[narrow] == minimum[wide]
 
 
+@pytest.mark.slow      # over 0.5 s in the fast tier (make test runs it)
 def test_element_wise_ops_need_one_column():
     """A 3,000-wide silu and add: one column each (the lowering cuts wide rows into column
     blocks), so they raise no floor a fold does not; they compile at the minimum."""
