@@ -465,7 +465,7 @@ def _compare_recipes(args: argparse.Namespace, model: Model, phase: Phase) -> in
     """`tessel compare --quant a,b,c`: recipes side by side (tessel/compare_quant.py)."""
     from tessel.baselines import parse_gpus
     from tessel.compare_quant import compare_recipes, parse_recipes, render_recipes
-    from tessel.request import default_tokens, numerics_by_default
+    from tessel.request import default_tokens, reference_by_default
     given = [f"--{n}" for n in ("targets", "nodes", "tp", "pp", "microbatches")
              if getattr(args, n) is not None]
     if given:
@@ -474,7 +474,7 @@ def _compare_recipes(args: argparse.Namespace, model: Model, phase: Phase) -> in
     recipes = parse_recipes(args.quant)
     if model.config is None or phase is None:
         raise UsageError(f"--quant: '{model.name}' is a .graph file; recipes need a model config")
-    logits = not args.no_functional and numerics_by_default(model, phase, TARGETS["systolic"].load_arch(), None)
+    logits = not args.no_functional and reference_by_default(model, phase)
     rows = compare_recipes(model, phase, recipes, parse_gpus(args.gpu or "a100-80gb"), "graph",
                            default_tokens(model, phase) if logits else None)
     if args.json:

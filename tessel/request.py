@@ -25,7 +25,8 @@ from tessel.gpu_kernels import ATTENTION
 if TYPE_CHECKING:                      # the recipes load ml_dtypes: imported only when asked
     from compiler.quant import Recipe
 
-__all__ = ["RunRequest", "make_request", "resolve_phase", "numerics_by_default", "default_tokens",
+__all__ = ["RunRequest", "make_request", "resolve_phase", "numerics_by_default",
+           "reference_by_default", "default_tokens",
            "routing_policy", "check_gpu_attention",
            "NUMERICS_DEFAULT_MAX_PARAMS", "DEFAULT_SEQ", "DEFAULT_KV"]
 
@@ -96,9 +97,14 @@ def numerics_by_default(model: Model, phase: Phase | None, arch: TargetArch, dty
     """The default: numerics for models of at most 400 M parameters (every family), one sequence, and
     an operand type other than int8 (which needs a quantisation pass Tessel does not have);
     timing only otherwise, and always for .graph files (they carry no input values)."""
+    return reference_by_default(model, phase) and (dtype or DType(arch.dtype)) is not DType.int8
+
+
+def reference_by_default(model: Model, phase: Phase | None) -> bool:
+    """Whether a run computes values by default, whatever the target's operand type: a model
+    of at most 400 M parameters with a config, one sequence."""
     return (model.config is not None and model.config.n_params <= NUMERICS_DEFAULT_MAX_PARAMS
-            and (phase is None or phase.batch == 1)
-            and (dtype or DType(arch.dtype)) is not DType.int8)
+            and (phase is None or phase.batch == 1))
 
 
 def default_tokens(model: Model, phase: Phase) -> tuple[int, ...]:
