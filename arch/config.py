@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
 import typing
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
 from arch.limits import Limit
 
-__all__ = ["ArchError", "build", "within", "choice", "CONFIG_DIR", "LINK_DIR", "link_names", "target_of"]
+__all__ = ["ArchError", "build", "within", "choice", "table_class", "CONFIG_DIR", "LINK_DIR", "link_names", "target_of"]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 LINK_DIR = CONFIG_DIR / "links"          # device-to-device link presets (arch/links.py)
@@ -91,6 +92,18 @@ def _build(cls: type[T], table: Any, blame: Blame, prefix: str, context: str) ->
         raise ArchError(f"{context}: {e}") from None
 
 
+def table_class(hint: Any) -> type | None:
+    """The dataclass a field of type `hint` holds as a TOML table: `X`, or `X | None` for an
+    optional table (absent: None); None for any other field."""
+    if dataclasses.is_dataclass(hint):
+        return hint
+    optional = [a for a in typing.get_args(hint) if a is not type(None)]
+    if (typing.get_origin(hint) in (typing.Union, types.UnionType) and len(optional) == 1
+            and dataclasses.is_dataclass(optional[0])):
+        return optional[0]
+    return None
+
+
 def _known(name: str, fields: Mapping[str, Any], prefix: str) -> str:
     """'did you mean X?' for a near miss, else the list of fields."""
     close = difflib.get_close_matches(name, list(fields), n=1)
@@ -101,8 +114,8 @@ def _known(name: str, fields: Mapping[str, Any], prefix: str) -> str:
 
 def _check(hint: Any, f: dataclasses.Field, value: Any, blame: Blame, where: str,
            context: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, blame, where + ".", context)
+    if table_class(hint) is not None:
+        return _build(table_class(hint), value, blame, where + ".", context)
     if typing.get_origin(hint) is dict:
         if not isinstance(value, Mapping):
             raise ArchError(f"{blame(where)}: field '{where}' must be a table, got {value!r}")

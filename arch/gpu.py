@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 from arch.config import ArchError, choice, link_names, within
 from arch.limits import (BANDWIDTH_GBPS, CLOCK_MHZ, FRACTION, GPU_MEMORY_GB, HALF_POINT, HOST_TIME_US,
-                         L2_MB, POWER_W, TFLOPS, TOPS, UNITS)
+                         L2_MB, ON_CHIP_TBPS, POWER_W, TFLOPS, TILE_K_ELEMENTS, TOPS, UNITS)
 
-__all__ = ["GpuArch", "GemmEfficiency", "MemoryEfficiency", "FusedAttention", "KERNEL_KINDS",
-           "MATRIX_KINDS", "VECTOR_KINDS", "TENSOR_FORMATS"]
+__all__ = ["GpuArch", "GemmEfficiency", "TiledGemm", "MemoryEfficiency", "FusedAttention", "KERNEL_KINDS",
+           "MATRIX_KINDS", "VECTOR_KINDS", "TENSOR_FORMATS", "GEMV_MAX_M"]
 
 # The kernel kinds the baseline model distinguishes; every preset prices each one in eager mode.
 # "attention" is one FlashAttention-style kernel (tessel sim --gpu-attention fused); rmsnorm, rope
@@ -22,6 +22,9 @@ __all__ = ["GpuArch", "GemmEfficiency", "MemoryEfficiency", "FusedAttention", "K
 KERNEL_KINDS = ("gemm", "gemv", "attention-matmul", "elementwise", "layernorm", "softmax",
                 "embedding", "copy", "attention", "rmsnorm", "rope", "silu-gate")
 MATRIX_KINDS = ("gemm", "gemv", "attention-matmul", "attention")      # run on tensor cores
+# mma.sync m16n8k16 (Ampere/Hopper tensor cores) covers 16 rows: up to 16 rows a matmul
+# fills one row tile and streams its weights like a matrix-vector product (kind "gemv").
+GEMV_MAX_M = 16
 VECTOR_KINDS = tuple(k for k in KERNEL_KINDS if k not in MATRIX_KINDS)  # bandwidth-bound
 # Low-precision tensor-core formats a preset may rate (`tensor_tops`): the format a GEMM whose
 # weights and activations are both quantised multiplies in (tessel/gpu_quant.py picks it).
@@ -36,6 +39,22 @@ class GemmEfficiency:
     max_frac: float = within(FRACTION)  # asymptote for very large GEMMs
     m_half: float = within(HALF_POINT)  # rows at which tile fill reaches half (GEMV-like below)
     nk_half: float = within(HALF_POINT)  # columns / depth at which tiles and the K pipeline reach half
+
+
+@dataclass(frozen=True, slots=True)
+class TiledGemm:
+    """The fitted half of the tiled GEMM model (sim/gpu_gemm.py) for one GPU: a preset that has
+    it prices its GEMMs by tile and wave quantisation instead of the `gemm` curve. Fitted to
+    public per-operator measurements by tools/gpu_gemm_fit.py (docs/validation.md)."""
+
+    clock_frac: float = within(FRACTION)     # sustained tensor rate under load / datasheet FP16 dense
+    k_half: float = within(TILE_K_ELEMENTS)  # a tile's fixed cost (prologue, epilogue), elements of K
+    operand_tbps: float = within(ON_CHIP_TBPS)  # L2 + shared-memory bandwidth feeding the tensor cores
+    mem_frac: float = within(FRACTION)       # achieved / datasheet DRAM bandwidth
+    ramp_us: float = within(HOST_TIME_US)    # fixed device time of one kernel
+    floor_us: float = within(HOST_TIME_US)   # no kernel is shorter
+    splitk_us: float = within(HOST_TIME_US)  # fixed cost of a split-K reduction
+    streamk_us: float = within(HOST_TIME_US)  # fixed cost of stream-K's fix-up (large: never chosen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +102,8 @@ class GpuArch:
     vector_frac: dict[str, float] = within(FRACTION)
     vector_ramp_us: dict[str, float] = within(HOST_TIME_US)
     fused_attention: FusedAttention
+    # GEMMs by tile and wave quantisation (sim/gpu_gemm.py) where fitted; absent: the `gemm` curve
+    tiled_gemm: TiledGemm | None = None
 
     def __post_init__(self) -> None:
         if self.link not in link_names():

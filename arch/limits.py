@@ -105,8 +105,13 @@ TFLOPS = Limit("peak rate", 0, 100_000, "TFLOP/s",
 TOPS = Limit("peak op rate", 0, 200_000, "TOPS",
              "100x the H100's 1979 dense FP8 and INT8 TOPS (reference/quant.md)", low_open=True)
 FRACTION = Limit("efficiency", 0, 1, "", "a fraction of a peak rate", low_open=True)
+ON_CHIP_TBPS = Limit("on-chip bandwidth", 0, 10_000, "TB/s",
+                     "100x the A100's 108 SMs x 128 B per clock of shared memory at 1410 MHz, "
+                     "19.5 TB/s (GA100 whitepaper)", low_open=True)
 HALF_POINT = Limit("half-efficiency point", 0, 1 << 20, "elements",
                    "a GEMM dimension; 2^20 is 20x GPT-2's vocabulary", low_open=True)
+TILE_K_ELEMENTS = Limit("tile fixed cost", 0, 1 << 20, "elements of K",
+                        "as a GEMM dimension (HALF_POINT); 0 is no fixed cost")
 # ---- capacities of GPUs ------------------------------------------------------------------
 GPU_MEMORY_GB = Limit("GPU memory", 0, 100_000, "GB", "700x the H200's 141 GB (reference/gpu.md)",
                       low_open=True)

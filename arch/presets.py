@@ -10,7 +10,7 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from arch.config import CONFIG_DIR, ArchError, build, target_of
+from arch.config import CONFIG_DIR, ArchError, build, table_class, target_of
 from arch.dataflow import DataflowArch
 from arch.gpu import GpuArch
 from arch.limits import Limit
@@ -90,8 +90,8 @@ def limit_fields() -> dict[Limit, list[str]]:
     def walk(cls: type, prefix: str) -> None:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(hints[f.name]):
-                walk(hints[f.name], f"{prefix}{f.name}.")
+            if table_class(hints[f.name]) is not None:
+                walk(table_class(hints[f.name]), f"{prefix}{f.name}.")
             elif "limit" in f.metadata:
                 out.setdefault(f.metadata["limit"], []).append(prefix + f.name)
 

@@ -3,11 +3,16 @@
     time = max(flops / (eff_compute(m, n, k) x peak), bytes / (eff_bw(bytes) x BW))
            + overhead(mode, kind)
 
+A preset with a `tiled_gemm` table (the A100s, H100, H200) prices its GEMM, GEMV and
+attention-matmul kernels by tile and wave quantisation instead (sim/gpu_gemm.py, fitted to
+Vidur's per-operator measurements); the curve eff_compute serves the other presets.
+
 A vector kind the preset lists in `vector_frac` streams at its own measured rate and ramp (the
 Llama-family RMSNorm, RoPE and SiLU-gate: tools/gpu_vector_fit.py); a fused attention kernel
 computes at the preset's FlashAttention rate (`fused_attention`, tessel sim --gpu-attention).
 eager: a PyTorch-style framework pays a per-operator fixed cost (LLMCompass's A100 constants);
-graph: a compiled runtime or CUDA graph pays one launch per kernel. A quantised kernel
+graph: a compiled runtime or CUDA graph pays one launch per kernel; hf: the operators a Hugging
+Face eager generate step runs (tessel/gpu_hf.py), each at its eager cost. A quantised kernel
 (tessel/gpu_quant.py) multiplies at its format's tensor-core rate (`GpuArch.tensor_tops`) on
 the same efficiency curve, its dequantisation instructions added to the compute term.
 Energy: each kernel draws idle + (TDP - idle) x utilization, utilization being the fraction
@@ -23,10 +28,11 @@ import math
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, Sequence
 
 from arch.config import ArchError
 from arch.gpu import KERNEL_KINDS, MATRIX_KINDS, TENSOR_FORMATS, GpuArch, MemoryEfficiency
+from sim.gpu_gemm import OPERAND_BYTES, kernel_terms
 
 __all__ = ["Kernel", "KernelTime", "GpuResult", "gpu_baseline", "kernel_time", "floor_s",
            "compute_efficiency", "memory_time_s", "peak_ops_per_s", "dequant_s", "MODES",
@@ -34,10 +40,12 @@ __all__ = ["Kernel", "KernelTime", "GpuResult", "gpu_baseline", "kernel_time", "
            "CALIBRATION_TOLERANCE", "CalibrationPoint", "Measured", "MeasuredKernel",
            "CalibrationError", "load_calibration", "calibrate"]
 
-Mode = Literal["eager", "graph"]
-MODES = ("eager", "graph")
+Mode = Literal["eager", "graph", "hf"]
+# hf: Hugging Face eager generate (tessel/gpu_hf.py's operator lists) at the eager costs
+MODES = ("eager", "graph", "hf")
 MMA_FORMATS = ("fp16", *TENSOR_FORMATS)     # what a matrix kernel's MACs run at
 FLOPS_PER_FMA = 2       # peak_tflops_fp32 = lanes x clock x 2: one fused multiply-add is 2 FLOPs
+TILED_KINDS = ("gemm", "gemv", "attention-matmul")   # priced by sim/gpu_gemm.py where fitted
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,15 +178,25 @@ def floor_s(kernel: Kernel, gpu: GpuArch) -> float:
 
 
 def overhead_s(kind: str, mode: Mode, gpu: GpuArch) -> float:
-    table = gpu.eager_overhead_us if mode == "eager" else gpu.graph_overhead_us
+    table = gpu.eager_overhead_us if mode in ("eager", "hf") else gpu.graph_overhead_us
     return table[kind] * 1e-6
 
 
+def device_terms(kernel: Kernel, gpu: GpuArch) -> tuple[float, float]:
+    """(compute, memory) seconds of the kernel on the device: a GEMM, GEMV or attention matmul
+    by tile and wave quantisation where the preset has `tiled_gemm` (sim/gpu_gemm.py), else by
+    the efficiency curve and the streaming bandwidth."""
+    if gpu.tiled_gemm is not None and kernel.kind in TILED_KINDS:
+        compute, memory = kernel_terms(kernel.m, kernel.n, kernel.k, kernel.batch, kernel.bytes,
+                                       _peak(kernel, gpu), OPERAND_BYTES[kernel.mma], gpu, gpu.tiled_gemm)
+    else:
+        compute = kernel.flops / (compute_efficiency(kernel, gpu) * _peak(kernel, gpu))
+        memory = memory_time_s(kernel.bytes, gpu, kernel.kind)
+    return compute + (dequant_s(kernel, gpu) if kernel.dequant_ops else 0.0), memory
+
+
 def kernel_time(kernel: Kernel, gpu: GpuArch, mode: Mode) -> KernelTime:
-    compute = kernel.flops / (compute_efficiency(kernel, gpu) * _peak(kernel, gpu))
-    if kernel.dequant_ops:
-        compute += dequant_s(kernel, gpu)
-    memory = memory_time_s(kernel.bytes, gpu, kernel.kind)
+    compute, memory = device_terms(kernel, gpu)
     overhead = overhead_s(kernel.kind, mode, gpu)
     time = max(compute, memory) + overhead
     utilization = floor_s(kernel, gpu) / time
@@ -190,7 +208,7 @@ def kernel_time(kernel: Kernel, gpu: GpuArch, mode: Mode) -> KernelTime:
 def gpu_baseline(kernels: Iterable[Kernel], gpu: GpuArch, mode: Mode = "graph") -> GpuResult:
     """Time and energy of running `kernels` one after another on `gpu`."""
     if mode not in MODES:
-        raise ValueError(f"mode must be eager or graph, got {mode!r}")
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     kernels = tuple(kernels)
     times = tuple(kernel_time(k, gpu, mode) for k in kernels)
     return GpuResult(gpu.name, mode, sum(t.time_s for t in times),
@@ -202,32 +220,43 @@ def gpu_baseline(kernels: Iterable[Kernel], gpu: GpuArch, mode: Mode = "graph") 
 
 def assumptions(gpu: GpuArch, mode: Mode, formats: Iterable[str] = (),
                 dequantised: bool = False, fused: bool = False) -> tuple[str, ...]:
-    fixed = (f"eager per-operator costs (us) {gpu.eager_overhead_us}" if mode == "eager"
+    fixed = (f"eager per-operator costs (us) {gpu.eager_overhead_us}" if mode in ("eager", "hf")
              else f"launch per kernel (us) {gpu.graph_overhead_us}")
-    narrow = [f"{f} GEMMs at {gpu.tensor_tops[f]} TOPS dense, same efficiency curve" for f in formats]
+    narrow = [f"{f} GEMMs at {gpu.tensor_tops[f]} TOPS dense, same GEMM model" for f in formats]
     narrow += ["dequantisation: CUDA-core instructions at the FP32 lanes' issue rate, in series "
                "with the tensor cores"] if dequantised else []
     own = [f"{k} at {gpu.vector_frac[k]} of BW + {gpu.vector_ramp_us[k]} us" for k in gpu.vector_frac]
     return (f"{gpu.name}: {gpu.peak_tflops_fp16} TFLOP/s fp16 dense, {gpu.mem_bw_gbps} GB/s",
-            "kernels run one at a time, in fp16/bf16, unfused but for SiLU-gate"
+            ("Hugging Face eager generate: transformers' operators one at a time (tessel/gpu_hf.py), "
+             "in fp16 (fp32 where it upcasts)" if mode == "hf" else
+             "kernels run one at a time, in fp16/bf16, unfused but for SiLU-gate")
             + (" and attention (FlashAttention-style, at "
                f"{gpu.fused_attention.max_frac} of the tensor peak x m/(m+{gpu.gemm.m_half}))"
                if fused else "")
             + (" except where a recipe narrows them" if narrow else ""), *narrow,
-            f"GEMM efficiency {gpu.gemm.max_frac} x m/(m+{gpu.gemm.m_half}) x "
-            f"n/(n+{gpu.gemm.nk_half}) x k/(k+{gpu.gemm.nk_half})",
+            _gemm_assumption(gpu),
             f"bandwidth efficiency {gpu.memory.max_frac}, {gpu.memory.ramp_us} us ramp per kernel"
             + (f"; by kind: {', '.join(own)}" if own else ""),
             fixed,
             f"power idle {gpu.idle_w} W + (TDP {gpu.tdp_w} W - idle) x utilization")
 
 
+def _gemm_assumption(gpu: GpuArch) -> str:
+    t = gpu.tiled_gemm
+    if t is None:
+        return (f"GEMM efficiency {gpu.gemm.max_frac} x m/(m+{gpu.gemm.m_half}) x "
+                f"n/(n+{gpu.gemm.nk_half}) x k/(k+{gpu.gemm.nk_half})")
+    return (f"GEMMs by tile and wave quantisation (sim/gpu_gemm.py, fitted to Vidur's measurements): "
+            f"sustained {t.clock_frac} of peak, operands at {t.operand_tbps} TB/s, {t.mem_frac} of BW, "
+            f"{t.ramp_us} us ramp, {t.floor_us} us floor per kernel")
+
+
 # --- cited measurements the model is held to (reference/gpu.md) ------------------------------
 
 @dataclass(frozen=True, slots=True)
 class CalibrationPoint:
-    """One cited measurement: a workload on a preset, timed as `mode` ("eager", "graph", or
-    "device" = kernel time without host overhead), measured as a time or a [lo, hi] range.
+    """One cited measurement: a workload on a preset, timed as `mode` ("eager", "graph", "hf",
+    or "device" = kernel time without host overhead), measured as a time or a [lo, hi] range.
     Workloads: ("gemm", m, n, k), ("copy", bytes), ("decode", model, kv),
     ("generation", model, prompt, new_tokens); () when the source names no workload."""
 
@@ -291,11 +320,9 @@ CALIBRATION: tuple[CalibrationPoint, ...] = (
     CalibrationPoint("ft-gpt-20b-token", "FT GPT-20B decode per token (~28 ms), KV 180", _A100, "graph",
                      ("decode", "gpt-20b", 180), _at(28e-3), _FT),
     CalibrationPoint("hf-gpt2-v100", "HF GPT-2 124M greedy decode per token, V100, KV 128", "gpu-v100",
-                     "eager", ("decode", "gpt2", 128), _at(78.04 / 6400),
-                     "Hugging Face transformers, batch 1 (reference/gpu.md)",
-                     known_miss="HF eager runs about 26 operators per block (gelu_new alone is 8 "
-                                "elementwise ops; scale, mask, cat, contiguous) and a generate loop; "
-                                "the graph has 14 kernels per block"),
+                     "hf", ("decode", "gpt2", 128), _at(78.04 / 6400),
+                     "Hugging Face transformers, batch 1 (reference/gpu.md); priced as HF's own "
+                     "operators, 26 per block and a generate step (tessel/gpu_hf.py)"),
     *(CalibrationPoint(f"gpt2-floor-{gpu[4:]}", f"GPT-2 124M eager decode, 10-100x the "
                        f"{floor * 1e3:.2f} ms floor, {gpu[4:].upper()}", gpu, "eager",
                        ("decode", "gpt2", 128), (10 * floor, 100 * floor), "reference/gpu.md")
@@ -391,7 +418,8 @@ def calibrate(gpu: GpuArch, measured: Measured) -> GpuArch:
     4. graph overhead per kind: CUDA-graph time minus modelled device time, median;
     5. eager overhead per kind: eager minus device time over host-bound calls, median.
     Steps 1 and 2 read the kinds that stream on `memory`; a kind with its own `vector_frac`
-    keeps it."""
+    keeps it. On a preset with `tiled_gemm` its matrix kernels tune that table's mem_frac and
+    clock_frac instead (_calibrate_tiled), and steps 2 and 3 read the other kinds."""
     rows, l2_bytes, bw = measured.kernels, gpu.l2_mb * 2**20, gpu.mem_bw_bytes_per_s
     small = [r for r in rows if r.kernel.bytes < 4 * l2_bytes]
     tiny = [r.graph_us - r.kernel.bytes / (gpu.memory.max_frac * bw) * 1e6 for r in small
@@ -400,16 +428,18 @@ def calibrate(gpu: GpuArch, measured: Measured) -> GpuArch:
     ramp_us = gpu.memory.ramp_us if fixed_us is None else min(gpu.memory.ramp_us, fixed_us)
     fixed_us = fixed_us or gpu.memory.ramp_us + statistics.median(gpu.graph_overhead_us.values())
     streams = [r.kernel.bytes / ((r.graph_us - fixed_us) * 1e-6 * bw) for r in rows
-               if r.kernel.bytes >= 4 * l2_bytes and r.graph_us > fixed_us
+               if r.kernel.bytes >= 4 * l2_bytes and r.graph_us > fixed_us and not _tiled(r.kernel, gpu)
                and r.kernel.kind not in gpu.vector_frac and kernel_time(r.kernel, gpu, "graph").bound == "memory"]
     memory = MemoryEfficiency(min(1.0, statistics.median(streams)) if streams
                               else gpu.memory.max_frac, ramp_us)
     tuned = dataclasses.replace(gpu, memory=memory)
     launch_us = fixed_us - ramp_us
+    if gpu.tiled_gemm is not None:
+        tuned = _calibrate_tiled(tuned, rows, launch_us)
     ratios = [r.kernel.flops / ((r.graph_us - launch_us) * 1e-6 * gpu.peak_flops_per_s("gemm"))
               / (compute_efficiency(r.kernel, tuned) / tuned.gemm.max_frac) for r in rows
               if r.kernel.kind == "gemm" and min(r.kernel.m, r.kernel.n, r.kernel.k) >= 1024
-              and kernel_time(r.kernel, tuned, "graph").bound == "compute"]
+              and kernel_time(r.kernel, tuned, "graph").bound == "compute" and not _tiled(r.kernel, gpu)]
     if ratios:
         tuned = dataclasses.replace(tuned, gemm=dataclasses.replace(
             tuned.gemm, max_frac=min(1.0, statistics.median(ratios))))
@@ -425,6 +455,35 @@ def calibrate(gpu: GpuArch, measured: Measured) -> GpuArch:
                           else gpu.eager_overhead_us[kind])
     return dataclasses.replace(tuned, name=f"{gpu.name}@{measured.date}",
                                graph_overhead_us=graph, eager_overhead_us=eager)
+
+
+def _tiled(kernel: Kernel, gpu: GpuArch) -> bool:
+    return gpu.tiled_gemm is not None and kernel.kind in TILED_KINDS
+
+
+def _calibrate_tiled(gpu: GpuArch, rows: Sequence[MeasuredKernel], launch_us: float) -> GpuArch:
+    """A tiled preset's GEMM rates from the measured GEMMs, as calibrate's steps 2 and 3 do for the
+    curve: mem_frac from memory-bound ones moving at least 4x the L2, clock_frac from
+    compute-bound ones with every dimension >= 1024, each scaled by the median ratio of modelled to
+    measured device time (less the ramp, which the model's terms both carry)."""
+    p, ramp_us = gpu.tiled_gemm, gpu.tiled_gemm.ramp_us
+
+    def ratio(bound: str, r: MeasuredKernel) -> float | None:
+        compute, memory = device_terms(r.kernel, gpu)
+        measured_us = r.graph_us - launch_us - ramp_us
+        modelled_us = (compute if bound == "compute" else memory) * 1e6 - ramp_us
+        if measured_us <= 0 or modelled_us <= 0 or (compute >= memory) != (bound == "compute"):
+            return None
+        return modelled_us / measured_us
+
+    memory = [x for r in rows if _tiled(r.kernel, gpu) and r.kernel.bytes >= 4 * gpu.l2_mb * 2**20
+              and (x := ratio("memory", r)) is not None]
+    compute = [x for r in rows if _tiled(r.kernel, gpu) and min(r.kernel.m, r.kernel.n, r.kernel.k) >= 1024
+               and (x := ratio("compute", r)) is not None]
+    tuned = dataclasses.replace(
+        p, mem_frac=min(1.0, p.mem_frac * statistics.median(memory)) if memory else p.mem_frac,
+        clock_frac=min(1.0, p.clock_frac * statistics.median(compute)) if compute else p.clock_frac)
+    return dataclasses.replace(gpu, tiled_gemm=tuned)
 
 
 def _device_s(kernel: Kernel, gpu: GpuArch) -> float:

@@ -6,6 +6,8 @@ speedup (GPU time / accelerator time) and energy-efficiency ratio (GPU energy /
 accelerator energy). A calibration JSON measured on a real GPU (baselines/measure_gpu.py)
 adds a calibrated row for the preset it was measured on. Under a quantisation recipe the GPU
 runs the graph's kernels narrowed as tessel/gpu_quant.py says (the accelerator's run is its own).
+In mode "hf" the GPU runs what a Hugging Face generate iteration of the same model and phase
+launches instead (tessel/gpu_hf.py), not the graph's kernels.
 """
 from __future__ import annotations
 
@@ -14,15 +16,18 @@ from typing import TYPE_CHECKING, Sequence
 
 from arch import ArchError, load_arch
 from arch.gpu import GpuArch
-from compiler.ir import Graph
+from compiler.ir import Graph, GraphError
 from sim.gpu import calibrate, gpu_baseline, load_calibration
 from sim.result import GpuComparison, SimResult
 from arch.links import load_link
 from compiler.parallel.schedule import pipeline_schedule
 from sim.collectives import collective_cost
+from tessel.gpu_hf import hf_kernels
 from tessel.gpu_kernels import HALF_BYTES, graph_kernels, rank_work
 
 if TYPE_CHECKING:                      # the recipes load ml_dtypes: imported only when asked
+    from compiler.frontend import ModelConfig
+    from compiler.phase import Phase
     from compiler.quant import Recipe
 
 __all__ = ["GPU_PRESETS", "compare_gpus", "compare_gpus_on_plan", "parse_gpus", "resident_bytes"]
@@ -60,16 +65,22 @@ def _calibrated(path: Path):
 
 def compare_gpus(graph: Graph, result: SimResult, gpus: Sequence[str], mode: str = "graph",
                  calibration: Path | None = None, recipe: Recipe | None = None,
-                 n_layers: int | None = None, attention: str = "unfused") -> dict[str, GpuComparison]:
+                 n_layers: int | None = None, attention: str = "unfused",
+                 hf: tuple[ModelConfig, Phase] | None = None) -> dict[str, GpuComparison]:
     """Per GPU: time, energy, and the accelerator's speedup and energy efficiency against it;
     the GPU under `recipe` when one is given (`n_layers`: the model's, for its exceptions);
-    attention unfused or fused (tessel.gpu_kernels.ATTENTION; fused runs in fp16 only)."""
+    attention unfused or fused (tessel.gpu_kernels.ATTENTION; fused runs in fp16 only);
+    mode "hf": the Hugging Face operators of `hf`'s model config and phase."""
     archs = [load_arch(name) for name in gpus]
     if calibration is not None:
         archs.append(_calibrated(calibration))
     if not archs:
         return {}
-    if recipe is None:
+    if mode == "hf":
+        if hf is None:
+            raise GraphError("--gpu-mode hf: the Hugging Face operator list needs a model config and phase")
+        kernels, resident, width = hf_kernels(*hf), resident_bytes(graph), "in fp16"
+    elif recipe is None:
         kernels, resident, width = graph_kernels(graph, attention=attention), resident_bytes(graph), "in fp16"
     else:
         from tessel.gpu_quant import narrowing, resident_bytes as narrow_bytes
@@ -100,6 +111,9 @@ def compare_gpus_on_plan(parts: Sequence[Graph], plan, microbatches: int, time_s
     (compiler/parallel/schedule.py). Energy: every GPU's kernels, idle power whenever it is not
     computing (collectives, the pipeline bubble), and the bits on the links.
     `time_s`/`energy_j`: the node's."""
+    if mode == "hf":
+        raise GraphError("--gpu-mode hf: not with a parallel plan (the Hugging Face generate loop "
+                         "is modelled on one GPU)")
     table = {}
     priced = plan.tp if plan.ep > 1 else 1          # ranks whose kernels differ
     stages = [[parts[plan.device(s, r)] for r in range(priced)] for s in range(plan.pp)]

@@ -28,6 +28,7 @@ from compiler.frontend import Model, load_model, to_text
 from compiler.ir import GraphError
 from compiler.phase import Phase
 from compiler.roll import roll
+from sim.gpu import MODES
 from tessel.coe import PCIE_GBPS
 from tessel.budget import compile_guard, peak_rss_bytes
 from tessel.errors import USER_ERRORS, UsageError
@@ -230,6 +231,13 @@ def _gpu_attention_arg(p: argparse.ArgumentParser) -> None:
                         "docs/validation.md)")
 
 
+def _gpu_mode_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gpu-mode", choices=MODES,
+                   help="GPU execution: graph (launch cost per kernel; default), eager (framework "
+                        "overhead per operator) or hf (the operators of a Hugging Face eager "
+                        "generate step, transformers 4.38: docs/validation.md)")
+
+
 def _routing_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--routing", metavar="POLICY",
                    help="mixture-of-experts models, timing only: which experts each token uses. "
@@ -341,6 +349,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
         model = load_model(args.model)
         phase = _phase(args, model, args.tokens)
         _apply_node(args)
+        if args.gpu_mode == "hf" and args.devices is not None:
+            raise UsageError("--gpu-mode hf: not with --devices (the Hugging Face generate loop is "
+                             "modelled on one GPU)")
         split = _overlap(args)
         arch = target(args.target or DEFAULT_TARGET).load_arch(args.arch, args.set)
         numerics = (False if args.no_functional
@@ -425,8 +436,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if args.gpu_attention is not None:
             raise UsageError("--gpu-attention: not with --quant (the recipes' GPU columns run "
                              "the unfused kernels)")
+        if args.gpu_mode is not None:
+            raise UsageError("--gpu-mode: not with --quant (the recipes' GPU columns run in graph mode)")
         return _compare_recipes(args, model, phase)
     if args.nodes is not None:
+        if args.gpu_mode == "hf":
+            raise UsageError("--gpu-mode hf: not with --nodes (the Hugging Face generate loop is "
+                             "modelled on one GPU)")
         if args.targets is not None:
             raise UsageError("--targets: not with --nodes (each node names its device)")
         if args.gpu is not None:
@@ -443,7 +459,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                          f"(targets: {', '.join(TARGETS)})")
     requests = [make_request(model, t, TARGETS[t].load_arch(), phase,
                              numerics=False if args.no_functional else None,
-                             gpus=parse_gpus(args.gpu or "t4"),
+                             gpus=parse_gpus(args.gpu or "t4"), gpu_mode=args.gpu_mode or "graph",
                              routing=args.routing, gpu_attention=args.gpu_attention)
                 for t in targets]
     functional = all(r.numerics for r in requests)
@@ -455,6 +471,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     tokens = (phase.seq if phase.kind == "prefill" else 1) * phase.batch if phase else 1
     notes = dict.fromkeys(g.memory_note for r in results for g in r.gpu.values() if g.memory_note)
     fused = ", GPU attention fused" if args.gpu_attention == "fused" else ""
+    fused += f", GPU {args.gpu_mode} mode" if args.gpu_mode else ""
     print(render_comparison(f"tessel compare: {model.name}, {phase or 'fixed graph'}{fused}"
                             + ("" if functional else " (timing only)"), targets, results, tokens,
                             notes))
@@ -665,9 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", metavar="NAMES",
                    help="GPUs to compare with, comma-separated (t4, v100, a100-40gb, a100-80gb, "
                         "rtx-a6000, h100-sxm, h200; default all; 'none' for no comparison)")
-    p.add_argument("--gpu-mode", choices=("graph", "eager"),
-                   help="GPU execution: graph (launch cost per kernel) or eager (framework "
-                        "overhead per operator); default graph")
+    _gpu_mode_arg(p)
     p.add_argument("--gpu-calibration", metavar="FILE.json",
                    help="a measurement from baselines/measure_gpu.py: adds a calibrated row")
     p.add_argument("--gpu-quant", metavar="RECIPE|FILE.toml",
@@ -704,6 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_phase_args(p)
     p.add_argument("--gpu", metavar="NAMES", help="GPUs for the ratio rows (default t4; with "
                                                   "--nodes, name GPU nodes there instead)")
+    _gpu_mode_arg(p)
     _gpu_attention_arg(p)
     _output_arg(p, "--json", metavar="OUT.json", help="write every target's result as JSON")
     p.add_argument("--no-functional", action="store_true", help="timing only, no numerics")

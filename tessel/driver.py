@@ -182,7 +182,8 @@ def _run(req: RunRequest, progress: Progress) -> Run:
         sim = where.simulate(lowered.program, arch, functional=req.numerics,
                              assumptions=assumptions, progress=bar)
     comparison = compare_gpus(graph, sim.result, req.gpus, req.gpu_mode, req.gpu_calibration,
-                              req.gpu_recipe, c.n_layer if c is not None else None, req.gpu_attention)
+                              req.gpu_recipe, c.n_layer if c is not None else None, req.gpu_attention,
+                              (c, phase) if req.gpu_mode == "hf" else None)
     if comparison:
         sim = replace(sim, result=replace(sim.result, gpu=comparison))
     traffic = attention_report(lowered.program, lowered.attention)

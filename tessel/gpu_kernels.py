@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from arch import load_arch
-from arch.gpu import GpuArch
+from arch.gpu import GEMV_MAX_M, GpuArch
 from compiler.cost import OpCost, graph_cost
 from compiler.frontend import DecoderConfig, ModelConfig, build_graph
 from compiler.frontend.gpt2 import PRESETS, GPT2Config
@@ -37,14 +37,12 @@ from compiler.ir import DType, Graph, GraphError, OpKind
 from compiler.passes.attention import AttentionChain, find_attention
 from compiler.phase import Phase, decode, prefill
 from sim.gpu import CalibrationPoint, Kernel, gpu_baseline, kernel_time
+from tessel.gpu_hf import hf_pass_cost
 
 __all__ = ["graph_kernels", "graph_collectives", "rank_work", "model_kernels", "pass_cost", "generation", "Generation",
            "predict", "visible_pairs", "MODELS", "GEMV_MAX_M", "HALF_BYTES", "ATTENTION"]
 
 HALF_BYTES = 2          # fp16 / bf16 element
-# mma.sync m16n8k16 (Ampere/Hopper tensor cores) covers 16 rows: up to 16 rows a matmul
-# fills one row tile and streams its weights like a matrix-vector product.
-GEMV_MAX_M = 16
 # how the GPU runs attention (tessel sim --gpu-attention): three kernels, or one fused kernel
 ATTENTION = ("unfused", "fused")
 # op kind -> kernel kind (arch.gpu.KERNEL_KINDS) for every op that is not a GEMM or a view
@@ -202,7 +200,12 @@ def model_kernels(config: ModelConfig, phase: Phase, attention: str = "unfused")
 def pass_cost(config: ModelConfig, phase: Phase, gpu: GpuArch, mode: str,
               attention: str = "unfused") -> tuple[float, float]:
     """(time_s, energy_j) of one pass: equal to gpu_baseline(model_kernels(...)), but each
-    block kernel is evaluated once and counted n_layer times."""
+    block kernel is evaluated once and counted n_layer times. Mode "hf": one Hugging Face
+    generate iteration instead (tessel/gpu_hf.py; its attention is unfused)."""
+    if mode == "hf":
+        if attention != "unfused":
+            raise GraphError("--gpu-mode hf: Hugging Face's eager attention is unfused")
+        return hf_pass_cost(config, phase, gpu)
     rest, block, _, _ = _split(config, phase, attention)
     rest_r, block_r = gpu_baseline(rest, gpu, mode), gpu_baseline(block, gpu, mode)
     return (rest_r.time_s + config.n_layer * block_r.time_s,

@@ -46,7 +46,9 @@ def render_result(r: SimResult, title: str, top_ops: int = 10) -> str:
         first = next(iter(r.gpu.values()))
         width = f"in fp16 under recipe {first.recipe}" if first.recipe else "in fp16"
         width += ", attention fused" if first.attention == "fused" else ""
-        lines.append(f"GPU baselines (same graph {width}, {first.mode} mode; ratios are GPU / "
+        what = ("Hugging Face eager generate, transformers' own operators"
+                if first.mode == "hf" else "same graph")
+        lines.append(f"GPU baselines ({what} {width}, {first.mode} mode; ratios are GPU / "
                      f"{r.arch_name})")
         rows = [(name, f"{g.time_s * 1e3:.4g} ms", si(g.energy_j, "J"), f"{g.avg_power_w:.0f} W",
                  f"{g.speedup:.3g}x", f"{g.energy_efficiency:.3g}x")

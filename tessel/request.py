@@ -20,6 +20,8 @@ from compiler.frontend import Model
 from compiler.ir import GraphError
 from compiler.phase import Phase
 from compiler.targets import CompileError
+from sim.gpu import MODES
+from tessel.gpu_hf import check_hf
 from tessel.gpu_kernels import ATTENTION
 
 if TYPE_CHECKING:                      # the recipes load ml_dtypes: imported only when asked
@@ -27,7 +29,7 @@ if TYPE_CHECKING:                      # the recipes load ml_dtypes: imported on
 
 __all__ = ["RunRequest", "make_request", "resolve_phase", "numerics_by_default",
            "reference_by_default", "default_tokens",
-           "routing_policy", "check_gpu_attention",
+           "routing_policy", "check_gpu_attention", "check_gpu_mode",
            "NUMERICS_DEFAULT_MAX_PARAMS", "DEFAULT_SEQ", "DEFAULT_KV"]
 
 # Numeric simulation is on by default up to this many parameters (gpt2-medium and below):
@@ -49,7 +51,7 @@ class RunRequest:
     numerics: bool                      # run every instruction numerically, compare logits
     tokens: tuple[int, ...] | None      # numeric runs: prompt (prefill), cache + new (decode)
     gpus: tuple[str, ...] = ()
-    gpu_mode: str = "graph"
+    gpu_mode: str = "graph"             # graph, eager or hf (sim.gpu.MODES)
     gpu_calibration: Path | None = None
     routing: str | None = None          # MoE timing-only runs: uniform, zipf:S, file:PATH
     gpu_recipe: Recipe | None = None    # the GPU comparison runs quantised (tessel/gpu_quant.py)
@@ -121,7 +123,8 @@ def make_request(model: Model, target: str, arch: TargetArch, phase: Phase | Non
     """A validated request. numerics: True asks for it (an error where it cannot run), False
     turns it off, None applies `numerics_by_default`. tokens must match the phase.
     gpu_quant: a recipe (name or .toml) the GPU comparison runs under, checked against the
-    model and every GPU here. gpu_attention: how the GPU runs attention (None: unfused)."""
+    model and every GPU here. gpu_attention: how the GPU runs attention (None: unfused).
+    gpu_mode: sim.gpu.MODES; "hf" needs a model Hugging Face's modelled code runs."""
     if arch.target != target:
         raise CompileError(f"architecture '{arch.name}' is for target '{arch.target}', not '{target}'")
     if phase is not None and model.config is None:
@@ -148,6 +151,9 @@ def make_request(model: Model, target: str, arch: TargetArch, phase: Phase | Non
         tokens = None
     routing = routing_policy(model, numerics, routing)
     check_gpu_attention(gpu_attention, bool(gpus) or gpu_calibration is not None, gpu_quant)
+    check_gpu_mode(gpu_mode, gpu_attention, gpu_quant)
+    if gpu_mode == "hf" and (gpus or gpu_calibration is not None):
+        check_hf(model.config, model.name)
     recipe = None if gpu_quant is None else _gpu_recipe(model, phase, gpu_quant, gpus, gpu_calibration)
     return RunRequest(model, phase, target, arch, dtype, numerics, tokens, tuple(gpus), gpu_mode,
                       gpu_calibration, routing, recipe, gpu_attention or "unfused")
@@ -164,6 +170,19 @@ def check_gpu_attention(attention: str | None, any_gpu: bool, gpu_quant: str | N
     if attention == "fused" and gpu_quant is not None:
         raise GraphError("--gpu-attention fused: not with --gpu-quant (the fused kernel is priced "
                          "in fp16; a recipe narrows the unfused kernels)")
+
+
+def check_gpu_mode(mode: str, attention: str | None = None, gpu_quant: str | None = None) -> None:
+    """Refuse, in one line, a GPU mode that is unknown or does not go with the other GPU options:
+    Hugging Face's eager attention is unfused, and its operators are priced in fp16."""
+    if mode not in MODES:
+        raise GraphError(f"--gpu-mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "hf" and attention == "fused":
+        raise GraphError("--gpu-mode hf: not with --gpu-attention fused (Hugging Face's eager "
+                         "attention is unfused: matmul, mask, softmax, matmul)")
+    if mode == "hf" and gpu_quant is not None:
+        raise GraphError("--gpu-mode hf: not with --gpu-quant (the Hugging Face operators are "
+                         "priced in fp16)")
 
 
 def _gpu_recipe(model: Model, phase: Phase | None, spec: str, gpus: Sequence[str],

@@ -68,6 +68,19 @@ case("cli-targets-empty", ["compare", "--model", "gpt2", "--targets", ","])
 case("cli-dtype-bad", ["sim", "--model", "gpt2", "--dtype", "fp8"])
 case("cli-gpu-unknown", ["sim", "--model", "gpt2", "--gpu", "rtx5090"])
 case("cli-gpu-mode-bad", ["sim", "--model", "gpt2", "--gpu-mode", "fast"])
+HF = ["--gpu-mode", "hf", "--no-functional"]
+case("cli-hf-fused", ["sim", "--model", "gpt2", *HF, "--gpu-attention", "fused"])
+case("cli-hf-gpu-quant", ["sim", "--model", "gpt2", *HF, "--gpu-quant", "w8a8"])
+case("cli-hf-devices", ["sim", "--model", "gpt2", *HF, "--devices", "2"])
+case("cli-hf-node", ["sim", "--model", "gpt2", *HF, "--node", "pim-cxl-32"])
+case("cli-hf-moe", ["sim", "--model", "mixtral-8x7b", *HF])
+case("cli-hf-llama3", ["sim", "--model", "llama-3.2-1b", *HF])
+case("cli-hf-family", ["sim", "--model", "qwen2.5-0.5b", *HF])
+case("cli-hf-graph-file", ["sim", "--model", str(ROOT / "examples/mlp.graph"), *HF])
+case("cli-compare-hf-fused", ["compare", "--model", "gpt2", *HF, "--gpu-attention", "fused"])
+case("cli-compare-hf-nodes", ["compare", "--model", "gpt2", "--nodes", "dgx-h100", *HF])
+case("cli-compare-hf-moe", ["compare", "--model", "mixtral-8x7b", "--targets", "pim", *HF])
+case("cli-compare-mode-quant", ["compare", "--model", "gpt2", "--quant", "none,w8a8", "--gpu-mode", "eager"])
 case("cli-sim-both", ["sim", "{d}/p.tbin", "--model", "gpt2"])
 case("cli-sim-neither", ["sim"])
 case("cli-logits-timing-only", ["sim", "--model", "gpt2", "--logits", "{d}/l.npy", "--no-functional"])
@@ -374,7 +387,19 @@ EXPECT = {
     'cli-targets-empty': "--targets: unknown target '' (targets: systolic, pim, dataflow)",
     'cli-dtype-bad': "tessel sim: argument --dtype: invalid choice: 'fp8' (choose from 'bf16', 'fp32')",
     'cli-gpu-unknown': "--gpu: unknown GPU 'rtx5090' (one of t4, v100, a100-40gb, a100-80gb, rtx-a6000, h100-sxm,",
-    'cli-gpu-mode-bad': "tessel sim: argument --gpu-mode: invalid choice: 'fast' (choose from 'graph', 'eager')",
+    'cli-gpu-mode-bad': "tessel sim: argument --gpu-mode: invalid choice: 'fast' (choose from 'eager', 'graph', 'hf')",
+    'cli-hf-fused': "--gpu-mode hf: not with --gpu-attention fused (Hugging Face's eager attention is unfused",
+    'cli-hf-gpu-quant': '--gpu-mode hf: not with --gpu-quant (the Hugging Face operators are priced in fp16)',
+    'cli-hf-devices': '--gpu-mode hf: not with --devices (the Hugging Face generate loop is modelled on one GPU)',
+    'cli-hf-node': '--gpu-mode hf: not with --devices (the Hugging Face generate loop is modelled on one GPU)',
+    'cli-hf-moe': "--gpu-mode hf: model 'mixtral-8x7b' is not modelled: a mixture-of-experts model",
+    'cli-hf-llama3': "--gpu-mode hf: model 'llama-3.2-1b' is not modelled: llama3 rope scaling: transformers 4.38's Llama cannot load it",
+    'cli-hf-family': "--gpu-mode hf: model 'qwen2.5-0.5b' is not modelled: family qwen2: its Hugging Face module (modeling_qwen2) is not modelled",
+    'cli-hf-graph-file': "--gpu-mode hf: model 'mlp-block' is a .graph file; the Hugging Face operator list needs a model config",
+    'cli-compare-hf-fused': "--gpu-mode hf: not with --gpu-attention fused",
+    'cli-compare-hf-nodes': '--gpu-mode hf: not with --nodes (the Hugging Face generate loop is modelled on one GPU)',
+    'cli-compare-hf-moe': "--gpu-mode hf: model 'mixtral-8x7b' is not modelled: a mixture-of-experts model",
+    'cli-compare-mode-quant': "--gpu-mode: not with --quant (the recipes' GPU columns run in graph mode)",
     'cli-sim-both': 'give either --model M or a PROGRAM.tbin file',
     'cli-sim-neither': 'give either --model M or a PROGRAM.tbin file',
     'cli-logits-timing-only': '--logits needs a numeric simulation (drop --no-functional)',

@@ -91,7 +91,9 @@ def zoom(loss: Callable[[tuple[float, ...]], float], bounds: Sequence[tuple[floa
 
 
 def fit() -> str:
-    a100 = load_arch("gpu-a100-80gb")
+    """The curve's constants (`gemm`, `memory.ramp_us`), fitted with the A100 and H200 on the
+    curve: the presets without a `tiled_gemm` table (T4, V100, RTX A6000) carry them."""
+    a100 = dataclasses.replace(load_arch("gpu-a100-80gb"), tiled_gemm=None)
     gemms = [p for p in CALIBRATION if p.key.startswith("a100-gemm")]
     ft = [p for p in CALIBRATION if p.key.startswith("ft-")]
 
@@ -108,7 +110,7 @@ def fit() -> str:
         gpu = with_ramp(gpu, zoom(lambda x: log_loss(ft, with_ramp(gpu, x)), [(0.0, 10.0)],
                                   rounds=10))
     h200_point = next(p for p in CALIBRATION if p.key == "h200-gemm-8192")
-    h200 = dataclasses.replace(load_arch("gpu-h200"), gemm=gpu.gemm)
+    h200 = dataclasses.replace(load_arch("gpu-h200"), gemm=gpu.gemm, tiled_gemm=None)
     target = math.sqrt(h200_point.measured_s[0] * h200_point.measured_s[1])
     h_frac = gpu.gemm.max_frac * predict(h200_point, h200) / target
     g = gpu.gemm

@@ -1,4 +1,4 @@
-"""Fit sim/gpu_gemm.py's GEMM model to Vidur's measurements and print its errors beside today's.
+"""Fit sim/gpu_gemm.py's GEMM model to Vidur's measurements and print its errors beside the curve's.
 
     .venv/bin/python tools/gpu_gemm_fit.py            # tables of docs/validation.md, stored fit
     .venv/bin/python tools/gpu_gemm_fit.py --fit      # refit on the FIT split and print (~4 s)
@@ -9,8 +9,10 @@ preset and no datasheet row in reference/gpu.md, so it is left out). The fit see
 split_gemms(...).fit; the held-out part is reported, never fitted. Both models are compared with
 each point's `min_ms`: Vidur's medians of some shapes alternate between two kernels, and the
 minimum is the steadier figure and the one an oracle tile choice should meet (README of the
-data); the table gives the medians too. Today's model is sim/gpu.py's kernel time in graph
-mode minus its launch overhead (device time, as Vidur measures).
+data); the table gives the medians too. The curve is sim/gpu.py's kernel time in graph mode
+minus its launch overhead (device time, as Vidur measures) on the preset without its
+`tiled_gemm` table: the model every preset used before issue 21, and the T4's, V100's and
+RTX A6000's today.
 
 Fit: a deterministic coordinate search that zooms in on each parameter in turn inside BOUNDS,
 minimising the mean squared log error of time on the fitting points of one GPU.
@@ -18,6 +20,7 @@ minimising the mean squared log error of time on the fitting points of one GPU.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from dataclasses import asdict, fields
@@ -32,7 +35,9 @@ sys.path.insert(0, str(ROOT))     # run from a checkout
 from arch import load_arch  # noqa: E402
 from baselines.gpu_measurements import GemmPoint, all_gemm_points, split_gemms  # noqa: E402
 from sim.gpu import CALIBRATION, Kernel, kernel_time  # noqa: E402
-from sim.gpu_gemm import GemmParams, ParamsError, gemm_time_s, load_params  # noqa: E402
+from arch.config import ArchError  # noqa: E402
+from arch.gpu import TiledGemm as GemmParams  # noqa: E402
+from sim.gpu_gemm import gemm_time_s, load_params  # noqa: E402
 
 FIT_PATH = ROOT / "baselines" / "data" / "gpu_gemm_fit.json"
 GPUS = {"a100": "gpu-a100-80gb", "h100": "gpu-h100-sxm"}     # Vidur SKU -> preset
@@ -84,9 +89,10 @@ def larger_m_s(points: Sequence[GemmPoint]) -> np.ndarray:
     return np.array([fastest[(p.gpu, p.k, p.n, p.m)] for p in points]) * 1e-3
 
 
-def today_s(points: Sequence[GemmPoint], preset: str) -> np.ndarray:
-    """sim/gpu.py's device time: graph-mode kernel time minus its launch overhead."""
-    gpu = load_arch(preset)
+def curve_s(points: Sequence[GemmPoint], preset: str) -> np.ndarray:
+    """The efficiency curve's device time (sim/gpu.py on the preset without its `tiled_gemm`, as
+    before issue 21): graph-mode kernel time minus its launch overhead."""
+    gpu = dataclasses.replace(load_arch(preset), tiled_gemm=None)
     times = [kernel_time(Kernel(f"vidur.{p.op}", "gemm", p.flops, p.bytes_fp16, p.m, p.n, p.k),
                          gpu, "graph") for p in points]
     return np.array([t.time_s - t.overhead_s for t in times])
@@ -126,20 +132,20 @@ def errors(predicted: np.ndarray, measured: np.ndarray, larger_m: np.ndarray) ->
 
 
 def error_table(params: dict[str, GemmParams]) -> dict:
-    """{gpu: {part: {stat: {"today": errors, "new": errors}}}}."""
+    """{gpu: {part: {stat: {"curve": errors, "tiled": errors}}}}."""
     out = {}
     for gpu, parts in split().items():
         preset = GPUS[gpu]
         out[gpu] = {}
         for part, points in parts.items():
-            today, new, envelope = today_s(points, preset), new_s(points, preset, params[preset]), larger_m_s(points)
-            out[gpu][part] = {stat: {"today": errors(today, measured_s(points, stat), envelope),
-                                     "new": errors(new, measured_s(points, stat), envelope)} for stat in STATS}
+            curve, tiled, envelope = curve_s(points, preset), new_s(points, preset, params[preset]), larger_m_s(points)
+            out[gpu][part] = {stat: {"curve": errors(curve, measured_s(points, stat), envelope),
+                                     "tiled": errors(tiled, measured_s(points, stat), envelope)} for stat in STATS}
     return out
 
 
 def verdict(gpu: str, held: dict) -> str:
-    e = held["new"]
+    e = held["tiled"]
     misses = [what for what, bad in (
         (f"{e['count']} points, not {BAR_POINTS}", e["count"] < BAR_POINTS),
         (f"mean {e['mean_abs']:.1%}", e["mean_abs"] >= BAR_MEAN),
@@ -150,12 +156,12 @@ def verdict(gpu: str, held: dict) -> str:
 
 def table(by_gpu: dict) -> str:
     """The error table (from error_table) and the verdict on the issue's bar, in markdown."""
-    lines = ["| GPU | part | against | points | sim/gpu.py mean | sim/gpu.py worst | new mean | new worst "
-             "| new beyond 30% (kernel-choice misses) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| GPU | part | against | points | curve mean | curve worst | tiled mean | tiled worst "
+             "| tiled beyond 30% (kernel-choice misses) |", "|---|---|---|---|---|---|---|---|---|"]
     for gpu, parts in by_gpu.items():
         for part, stats in parts.items():
             for stat, by in stats.items():
-                t, n = by["today"], by["new"]
+                t, n = by["curve"], by["tiled"]
                 lines.append(f"| {GPUS[gpu]} | {part} | {stat[:-3]} | {n['count']} | {t['mean_abs']:.1%} | "
                              f"{t['worst']:+.1%} | {n['mean_abs']:.1%} | {n['worst']:+.1%} | "
                              f"{n['beyond_30pct']} ({n['beyond_30pct_choice_miss']}) |")
@@ -219,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         params = ({GPUS[g]: fit(parts["fit"], GPUS[g]) for g, parts in split().items()} if args.fit
                   else load_params(FIT_PATH))
-    except ParamsError as e:
+    except ArchError as e:
         sys.exit(f"gpu_gemm_fit.py: {e}")
     if args.fit and args.write:
         write(params)

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from arch import load_arch, preset_names
-from arch.config import CONFIG_DIR
+from arch.config import CONFIG_DIR, table_class
 from arch.limits import LIMITS, markdown_rows
 from arch.presets import limit_fields
 from tests.bad_input import refuses
@@ -119,6 +119,11 @@ def preset_copy(tmp_path, preset: str, old: str, new: str) -> str:
      r"unknown field 'tensor_tops.fp4' \(tensor-core formats: fp8, int8, int4\)$"),
     ("gpu-t4", "systolic", "int4 = 260.0", "int4 = nan",
      r"field 'tensor_tops.int4' must be a number above 0 and at most 200000 TOPS, got nan$"),
+    ("gpu-h100-sxm", "systolic", "operand_tbps = 8.2363", "operand_tbps = 0.0",
+     r"field 'tiled_gemm.operand_tbps' must be a number above 0 and at most 10000 TB/s, got 0.0$"),
+    ("gpu-a100-80gb", "systolic", "streamk_us = 102.6951", "streamk_uss = 102.6951",
+     r"unknown field 'tiled_gemm.streamk_uss' \(did you mean 'tiled_gemm.streamk_us'\?\)$"),
+    ("gpu-h200", "systolic", "k_half = 0.0", "", r"missing field 'tiled_gemm.k_half'$"),
 ])
 def test_a_bad_file_field_names_the_file(tmp_path, capsys, preset, target, old, new, message):
     path = preset_copy(tmp_path, preset, old, new)
@@ -146,8 +151,8 @@ def test_every_numeric_field_declares_a_limit_and_the_docs_show_each():
         cls = pending.pop()
         for f in dataclasses.fields(cls):
             hint = typing.get_type_hints(cls)[f.name]
-            if dataclasses.is_dataclass(hint):
-                pending.append(hint)
+            if table_class(hint) is not None:
+                pending.append(table_class(hint))
             elif hint in (int, float) or typing.get_origin(hint) is dict:
                 assert f.metadata.get("limit") in LIMITS, (cls.__name__, f.name)
     assert set(limit_fields()) == set(LIMITS)              # no limit without a field

@@ -3,6 +3,7 @@ executor's quantised error, its bytes by role and its GPU price, each as the mod
 it computes it alone; `none` is the unquantised baseline."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -42,8 +43,13 @@ def test_each_row_is_what_its_owners_compute_alone():
         assert rows[name].weights_ratio == b.weights / b.weights_bf16
         priced = gpu_baseline(graph_kernels(graph, narrowing(graph, recipe)), a100, "graph")
         assert rows[name].gpu["gpu-a100-80gb"]["time_s"] == priced.time_s
-    # narrower weights never cost a memory-bound decode more time
-    assert rows["w4a16:g32"].gpu["gpu-a100-80gb"]["time_s"] <= none.time_s
+    # narrower weights never cost a memory-bound decode more time: on the efficiency curve (by
+    # tiles the tiny model's GEMVs are as long on the tensor cores, a 64-row tile for one row, as
+    # on DRAM, and the dequantisation shows)
+    curve = dataclasses.replace(a100, tiled_gemm=None)
+    narrow = narrowing(graph, resolve_recipe("w4a16:g32"))
+    assert (gpu_baseline(graph_kernels(graph, narrow), curve, "graph").time_s
+            <= gpu_baseline(graph_kernels(graph), curve, "graph").time_s)
 
 
 def test_the_command_prints_a_row_per_recipe_and_writes_json(capsys, tmp_path):
