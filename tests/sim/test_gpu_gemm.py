@@ -243,3 +243,21 @@ def test_the_baseline_prices_a_gemm_as_the_model_does(preset):
     heads = kernel_time(Kernel("x", "attention-matmul", work, n_bytes, 256, 256, 64, batch=12), gpu, "graph")
     rows = kernel_time(Kernel("x", "attention-matmul", work, n_bytes, 12 * 256, 256, 64), gpu, "graph")
     assert (heads.compute_s, heads.memory_s) == pytest.approx((rows.compute_s, rows.memory_s))
+
+
+@pytest.mark.slow
+@settings(max_examples=150, deadline=None)
+@given(m=st.integers(1, 1 << 14), n=st.integers(1, 1 << 14), k=st.integers(1, 1 << 14),
+       batch=st.integers(1, 64), mma=st.sampled_from(("fp16", "int8")), gpu=st.sampled_from((A100, H100)))
+def test_no_batched_or_narrow_kernel_beats_its_floor(m, n, k, batch, mma, gpu):
+    """Through sim/gpu.py: the tiles of a batched or low-precision kernel never finish faster
+    than its work at its format's datasheet peak, or its bytes at the datasheet bandwidth."""
+    from sim.gpu import Kernel, floor_s, kernel_time
+    arch = GPUS[gpu]
+    if mma != "fp16" and mma not in arch.tensor_tops:
+        mma = "fp8"
+    width = 2 if mma == "fp16" else 1
+    kernel = Kernel("x", "attention-matmul", 2 * batch * m * n * k, batch * width * (m * k + k * n + m * n),
+                    m, n, k, batch=batch, mma=mma)
+    timed = kernel_time(kernel, arch, "graph")
+    assert timed.time_s - timed.overhead_s >= floor_s(kernel, arch) * (1 - 1e-12)
