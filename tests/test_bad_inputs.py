@@ -74,8 +74,7 @@ case("cli-hf-gpu-quant", ["sim", "--model", "gpt2", *HF, "--gpu-quant", "w8a8"])
 case("cli-hf-devices", ["sim", "--model", "gpt2", *HF, "--devices", "2"])
 case("cli-hf-node", ["sim", "--model", "gpt2", *HF, "--node", "pim-cxl-32"])
 case("cli-hf-moe", ["sim", "--model", "mixtral-8x7b", *HF])
-case("cli-hf-llama3", ["sim", "--model", "llama-3.2-1b", *HF])
-case("cli-hf-family", ["sim", "--model", "qwen2.5-0.5b", *HF])
+case("cli-hf-moe-qwen", ["sim", "--model", "qwen3-30b-a3b", *HF])
 case("cli-hf-graph-file", ["sim", "--model", str(ROOT / "examples/mlp.graph"), *HF])
 case("cli-compare-hf-fused", ["compare", "--model", "gpt2", *HF, "--gpu-attention", "fused"])
 case("cli-compare-hf-nodes", ["compare", "--model", "gpt2", "--nodes", "dgx-h100", *HF])
@@ -393,8 +392,7 @@ EXPECT = {
     'cli-hf-devices': '--gpu-mode hf: not with --devices (the Hugging Face generate loop is modelled on one GPU)',
     'cli-hf-node': '--gpu-mode hf: not with --devices (the Hugging Face generate loop is modelled on one GPU)',
     'cli-hf-moe': "--gpu-mode hf: model 'mixtral-8x7b' is not modelled: a mixture-of-experts model",
-    'cli-hf-llama3': "--gpu-mode hf: model 'llama-3.2-1b' is not modelled: llama3 rope scaling: transformers 4.38's Llama cannot load it",
-    'cli-hf-family': "--gpu-mode hf: model 'qwen2.5-0.5b' is not modelled: family qwen2: its Hugging Face module (modeling_qwen2) is not modelled",
+    'cli-hf-moe-qwen': "--gpu-mode hf: model 'qwen3-30b-a3b' is not modelled: a mixture-of-experts model",
     'cli-hf-graph-file': "--gpu-mode hf: model 'mlp-block' is a .graph file; the Hugging Face operator list needs a model config",
     'cli-compare-hf-fused': "--gpu-mode hf: not with --gpu-attention fused",
     'cli-compare-hf-nodes': '--gpu-mode hf: not with --nodes (the Hugging Face generate loop is modelled on one GPU)',
