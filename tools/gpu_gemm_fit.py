@@ -4,6 +4,9 @@
     .venv/bin/python tools/gpu_gemm_fit.py --fit      # refit on the FIT split and print (~4 s)
     .venv/bin/python tools/gpu_gemm_fit.py --fit --write   # ... and store it in FIT_PATH
 
+The presets carry the stored fit in their [tiled_gemm] tables (A100 40/80 GB: the A100's; H100,
+H200: the H100's); after a refit copy it there: tests/sim/test_gpu_gemm.py checks they agree.
+
 Data: baselines/gpu_measurements.py (Vidur's A100 80 GB and H100 SXM profiles; the A40 has no
 preset and no datasheet row in reference/gpu.md, so it is left out). The fit sees only
 split_gemms(...).fit; the held-out part is reported, never fitted. Both models are compared with
@@ -36,7 +39,7 @@ from arch import load_arch  # noqa: E402
 from baselines.gpu_measurements import GemmPoint, all_gemm_points, split_gemms  # noqa: E402
 from sim.gpu import CALIBRATION, Kernel, kernel_time  # noqa: E402
 from arch.config import ArchError  # noqa: E402
-from arch.gpu import TiledGemm as GemmParams  # noqa: E402
+from arch.gpu import TiledGemm  # noqa: E402
 from sim.gpu_gemm import gemm_time_s, load_params  # noqa: E402
 
 FIT_PATH = ROOT / "baselines" / "data" / "gpu_gemm_fit.json"
@@ -98,7 +101,7 @@ def curve_s(points: Sequence[GemmPoint], preset: str) -> np.ndarray:
     return np.array([t.time_s - t.overhead_s for t in times])
 
 
-def new_s(points: Sequence[GemmPoint], preset: str, params: GemmParams) -> np.ndarray:
+def new_s(points: Sequence[GemmPoint], preset: str, params: TiledGemm) -> np.ndarray:
     return gemm_time_s(*shapes(points), load_arch(preset), params)
 
 
@@ -106,10 +109,10 @@ def loss(points: Sequence[GemmPoint], preset: str):
     """The fit's objective on `points`: mean squared log error of time against min_ms, as a
     function of a parameter dict."""
     gpu, (m, n, k), log_t = load_arch(preset), shapes(points), np.log(measured_s(points, STATS[0]))
-    return lambda x: float(np.mean((np.log(gemm_time_s(m, n, k, gpu, GemmParams(**x))) - log_t) ** 2))
+    return lambda x: float(np.mean((np.log(gemm_time_s(m, n, k, gpu, TiledGemm(**x))) - log_t) ** 2))
 
 
-def fit(points: Sequence[GemmPoint], preset: str) -> GemmParams:
+def fit(points: Sequence[GemmPoint], preset: str) -> TiledGemm:
     """Coordinate search: each round tries STEPS values of each parameter across its current
     width (clipped to BOUNDS), keeps the best, then narrows the width by SHRINK."""
     objective = loss(points, preset)
@@ -120,7 +123,7 @@ def fit(points: Sequence[GemmPoint], preset: str) -> GemmParams:
             grid = grid[grid > 0] if name in ("clock_frac", "mem_frac", "operand_tbps") else grid
             x[name] = float(min(grid, key=lambda v: objective({**x, name: float(v)})))
             width[name] *= SHRINK
-    return GemmParams(**{name: round(v, 4) for name, v in x.items()})
+    return TiledGemm(**{name: round(v, 4) for name, v in x.items()})
 
 
 def errors(predicted: np.ndarray, measured: np.ndarray, larger_m: np.ndarray) -> dict[str, float]:
@@ -131,7 +134,7 @@ def errors(predicted: np.ndarray, measured: np.ndarray, larger_m: np.ndarray) ->
             "beyond_30pct_choice_miss": int(np.sum(beyond & (measured > CHOICE_MISS * larger_m)))}
 
 
-def error_table(params: dict[str, GemmParams]) -> dict:
+def error_table(params: dict[str, TiledGemm]) -> dict:
     """{gpu: {part: {stat: {"curve": errors, "tiled": errors}}}}."""
     out = {}
     for gpu, parts in split().items():
@@ -177,7 +180,7 @@ def seconds(t: float) -> str:
     return f"{t / scale:.3g} {unit}"
 
 
-def reference_table(params: dict[str, GemmParams]) -> str:
+def reference_table(params: dict[str, TiledGemm]) -> str:
     """The new model on sim.gpu.CALIBRATION's GEMMs (reference/gpu.md; not Vidur's), read as
     sim/gpu.py reads them: eager rows add the preset's per-operator cost. H-class rows use the
     H100 parameters (the H200 is the same GH100 chip with more bandwidth)."""
@@ -197,16 +200,16 @@ def reference_table(params: dict[str, GemmParams]) -> str:
     return "\n".join(lines)
 
 
-def params_table(params: dict[str, GemmParams]) -> str:
+def params_table(params: dict[str, TiledGemm]) -> str:
     presets = list(params)
     lines = [f"| parameter | meaning | {' | '.join(presets)} |", "|---|---|" + "---|" * len(presets)]
-    for f in fields(GemmParams):
+    for f in fields(TiledGemm):
         lines.append(f"| `{f.name}` | {MEANING[f.name]} | "
                      + " | ".join(f"{getattr(params[p], f.name):g}" for p in presets) + " |")
     return "\n".join(lines)
 
 
-def write(params: dict[str, GemmParams], path: Path = FIT_PATH) -> None:
+def write(params: dict[str, TiledGemm], path: Path = FIT_PATH) -> None:
     doc = {"what": "sim/gpu_gemm.py parameters fitted by tools/gpu_gemm_fit.py",
            "data": "baselines/gpu_measurements.py: split_gemms(all_gemm_points()).fit, min_ms",
            "loss": "mean squared log error of kernel time",
