@@ -186,7 +186,7 @@ def device_terms(kernel: Kernel, gpu: GpuArch) -> tuple[float, float]:
     """(compute, memory) seconds of the kernel on the device: a GEMM, GEMV or attention matmul
     by tile and wave quantisation where the preset has `tiled_gemm` (sim/gpu_gemm.py), else by
     the efficiency curve and the streaming bandwidth."""
-    if gpu.tiled_gemm is not None and kernel.kind in TILED_KINDS:
+    if _tiled(kernel, gpu):
         compute, memory = kernel_terms(kernel.m, kernel.n, kernel.k, kernel.batch, kernel.bytes,
                                        _peak(kernel, gpu), OPERAND_BYTES[kernel.mma], gpu, gpu.tiled_gemm)
     else:

@@ -186,21 +186,26 @@ def kernel_terms(m: int, n: int, k: int, batch: int, n_bytes: float, peak: float
 @functools.lru_cache(maxsize=1 << 16)
 def _kernel_terms(m: int, n: int, k: int, batch: int, n_bytes: float, peak: float, operand_bytes: float,
                   sms: int, dram_bps: float, p: TiledGemm) -> tuple[float, float]:
-    compute, memory, reduce = _times(float(m), float(n), float(k), batch, n_bytes, peak, operand_bytes,
-                                     sms, dram_bps, p)
+    return _picked(*_times(float(m), float(n), float(k), batch, n_bytes, peak, operand_bytes,
+                           sms, dram_bps, p), p)[1:]
+
+
+def _picked(compute, memory, reduce, p: TiledGemm) -> tuple[int, float, float]:
+    """The oracle's configuration for one kernel (an index into CONFIGS) and its (compute,
+    memory) seconds, each with the split-K reduction and the ramp, the larger raised to the
+    floor."""
     i = int(np.argmin(np.maximum(compute, memory) + reduce))
     fixed, floor = reduce[i] + p.ramp_us * 1e-6, p.floor_us * 1e-6
-    c, m_s = float(compute[i] + fixed), float(memory + fixed)
-    return (max(c, floor), m_s) if c >= m_s else (c, max(m_s, floor))
+    c, m = float(compute[i] + fixed), float(memory + fixed)
+    return (i, max(c, floor), m) if c >= m else (i, c, max(m, floor))
 
 
 def gemm_kernel(m: int, n: int, k: int, gpu: GpuArch, p: TiledGemm, dtype_bytes: float = 2) -> GemmTime:
     """One GEMM's time with the configuration that gives it and what bounds it."""
     compute, memory, reduce = _fp16_times(m, n, k, gpu, p, dtype_bytes)
-    times = np.maximum(compute, memory) + reduce
-    i = int(np.argmin(times))
+    i, compute_s, memory_s = _picked(compute, memory, reduce, p)
     c = CONFIGS[i]
-    time_s = float(max(times[i] + p.ramp_us * 1e-6, p.floor_us * 1e-6))
+    time_s = max(compute_s, memory_s)
     bound = ("floor" if time_s == p.floor_us * 1e-6 else "compute" if compute[i] > memory else "memory")
     tiles = math.ceil(m / c.tile_m) * math.ceil(n / c.tile_n)
     return GemmTime(time_s, c, int(_waves(c, tiles, gpu.sms)), bound)
