@@ -235,7 +235,14 @@ def _gpu_mode_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu-mode", choices=MODES,
                    help="GPU execution: graph (launch cost per kernel; default), eager (framework "
                         "overhead per operator) or hf (the operators of a Hugging Face eager "
-                        "generate step, transformers 4.38: docs/validation.md)")
+                        "generate step: GPT-2, Llama, Mistral, Qwen2/3; docs/validation.md)")
+
+
+def _gpu_mode(args: argparse.Namespace, gpus: tuple[str, ...]) -> str:
+    """The GPU mode asked for (default graph); one given with no GPU to run in it is refused."""
+    if args.gpu_mode is not None and not gpus and not getattr(args, "gpu_calibration", None):
+        raise UsageError(f"--gpu-mode {args.gpu_mode}: no GPU to run it on (--gpu none)")
+    return args.gpu_mode or "graph"
 
 
 def _routing_arg(p: argparse.ArgumentParser) -> None:
@@ -360,7 +367,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
             raise GraphError("--logits needs a numeric simulation (drop --no-functional)")
         request = make_request(model, args.target or DEFAULT_TARGET, arch, phase,
                                numerics=numerics, tokens=args.tokens, dtype=_dtype(args),
-                               gpus=parse_gpus(args.gpu), gpu_mode=args.gpu_mode or "graph",
+                               gpus=parse_gpus(args.gpu), gpu_mode=_gpu_mode(args, parse_gpus(args.gpu)),
                                gpu_calibration=Path(args.gpu_calibration) if args.gpu_calibration else None,
                                routing=args.routing, gpu_quant=args.gpu_quant,
                                gpu_attention=args.gpu_attention)
@@ -459,7 +466,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                          f"(targets: {', '.join(TARGETS)})")
     requests = [make_request(model, t, TARGETS[t].load_arch(), phase,
                              numerics=False if args.no_functional else None,
-                             gpus=parse_gpus(args.gpu or "t4"), gpu_mode=args.gpu_mode or "graph",
+                             gpus=parse_gpus(args.gpu or "t4"),
+                             gpu_mode=_gpu_mode(args, parse_gpus(args.gpu or "t4")),
                              routing=args.routing, gpu_attention=args.gpu_attention)
                 for t in targets]
     functional = all(r.numerics for r in requests)
@@ -518,9 +526,10 @@ def _compare_nodes(args: argparse.Namespace, model: Model, phase: Phase) -> int:
     if not names:
         raise UsageError("--nodes: give at least one node preset")
     microbatches = args.microbatches or 1
-    if args.gpu_attention is not None and all(
-            load_arch(load_node(n).device).target in TARGETS for n in names):
-        raise UsageError(f"--gpu-attention: no GPU node among {', '.join(names)} to run it on")
+    if all(load_arch(load_node(n).device).target in TARGETS for n in names):
+        for flag, value in (("--gpu-attention", args.gpu_attention), ("--gpu-mode", args.gpu_mode)):
+            if value is not None:
+                raise UsageError(f"{flag}: no GPU node among {', '.join(names)} to run it on")
     progress = Progress()
     columns = []
     for name in names:

@@ -78,6 +78,11 @@ case("cli-hf-moe-qwen", ["sim", "--model", "qwen3-30b-a3b", *HF])
 case("cli-hf-graph-file", ["sim", "--model", str(ROOT / "examples/mlp.graph"), *HF])
 case("cli-compare-hf-fused", ["compare", "--model", "gpt2", *HF, "--gpu-attention", "fused"])
 case("cli-compare-hf-nodes", ["compare", "--model", "gpt2", "--nodes", "dgx-h100", *HF])
+case("cli-gpu-mode-no-gpu", ["sim", "--model", "gpt2", "--gpu", "none", *HF])
+case("cli-compare-gpu-mode-no-gpu", ["compare", "--model", "gpt2", "--gpu", "none", "--gpu-mode", "eager",
+                                     "--no-functional"])
+case("cli-compare-gpu-mode-no-gpu-node", ["compare", "--model", "gpt2", "--nodes", "pim-cxl-32",
+                                          "--gpu-mode", "eager", "--no-functional"])
 case("cli-compare-hf-moe", ["compare", "--model", "mixtral-8x7b", "--targets", "pim", *HF])
 case("cli-compare-mode-quant", ["compare", "--model", "gpt2", "--quant", "none,w8a8", "--gpu-mode", "eager"])
 case("cli-sim-both", ["sim", "{d}/p.tbin", "--model", "gpt2"])
@@ -393,6 +398,9 @@ EXPECT = {
     'cli-hf-node': '--gpu-mode hf: not with --devices (the Hugging Face generate loop is modelled on one GPU)',
     'cli-hf-moe': "--gpu-mode hf: model 'mixtral-8x7b' is not modelled: a mixture-of-experts model",
     'cli-hf-moe-qwen': "--gpu-mode hf: model 'qwen3-30b-a3b' is not modelled: a mixture-of-experts model",
+    'cli-gpu-mode-no-gpu': "--gpu-mode hf: no GPU to run it on (--gpu none)",
+    'cli-compare-gpu-mode-no-gpu': "--gpu-mode eager: no GPU to run it on (--gpu none)",
+    'cli-compare-gpu-mode-no-gpu-node': "--gpu-mode: no GPU node among pim-cxl-32 to run it on",
     'cli-hf-graph-file': "--gpu-mode hf: model 'mlp-block' is a .graph file; the Hugging Face operator list needs a model config",
     'cli-compare-hf-fused': "--gpu-mode hf: not with --gpu-attention fused",
     'cli-compare-hf-nodes': '--gpu-mode hf: not with --nodes (the Hugging Face generate loop is modelled on one GPU)',
