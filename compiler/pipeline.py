@@ -38,12 +38,15 @@ class Dumpable(Protocol):
 
 @dataclass(frozen=True)
 class Compilation:
-    """What a step sees: the graph, the architecture, the operand type and earlier results."""
+    """What a step sees: the graph, the architecture, the operand type, earlier results, and
+    the plan of the quantisation recipe the program follows (compiler/quant/plan.py; None:
+    full precision)."""
 
     graph: Graph
     arch: TargetArch
     dtype: DType
     results: Mapping[str, Dumpable]
+    quant: Any = None
 
     def __getitem__(self, step: str) -> Any:
         return self.results[step]
@@ -76,14 +79,14 @@ class Pipeline:
         return tuple(s.name for s in self.steps)
 
     def run(self, graph: Graph, arch, dtype: DType | None = None, until: str | None = None,
-            progress: Progress | None = None) -> Compilation:
+            progress: Progress | None = None, quant=None) -> Compilation:
         """Run the steps in order (up to and including `until`); dtype defaults to the arch's.
         progress(name, k) is told before step k (0-based) runs."""
         if until is not None and until not in self.names:
             raise CompileError(f"unknown step '{until}' for target '{self.target}' "
                                f"(steps: {', '.join(self.names)})")
         results: dict[str, Dumpable] = {}
-        state = Compilation(graph, arch, dtype or DType(arch.dtype), MappingProxyType(results))
+        state = Compilation(graph, arch, dtype or DType(arch.dtype), MappingProxyType(results), quant)
         for k, step in enumerate(self.steps):
             if progress is not None:
                 progress(step.name, k)
@@ -94,14 +97,14 @@ class Pipeline:
 
 
 def compile_graph(pipeline: Pipeline, graph: Graph, arch, dtype: DType | None = None, *,
-                  progress: Progress | None = None) -> Any:
+                  progress: Progress | None = None, quant=None) -> Any:
     """Every step of `pipeline`: the compiled program (a `compiler.targets.Lowered`), which
     records the architecture it was compiled for (its whole field table) and the tool version,
     so that a program file is simulated on the machine it was made for. The program is the
     one the target lowered, its tile sweeps already loops wherever they repeat
     (compiler/targets/sweep.py; flat under `flat_emission`); `tessel compile` passes it through
     the roll pass (compiler/roll.py), which rolls a program that has no loops yet."""
-    lowered = pipeline.run(graph, arch, dtype, progress=progress)[pipeline.names[-1]]
+    lowered = pipeline.run(graph, arch, dtype, progress=progress, quant=quant)[pipeline.names[-1]]
     program = dataclasses.replace(lowered.program, arch=dataclasses.asdict(arch),
                                   tool_version=tool_version())
     return dataclasses.replace(lowered, program=program)
@@ -117,6 +120,7 @@ def tool_version() -> str | None:
         return None
 
 
-def dump_after(pipeline: Pipeline, graph: Graph, arch, dtype: DType | None, step: str) -> str:
+def dump_after(pipeline: Pipeline, graph: Graph, arch, dtype: DType | None, step: str,
+               quant=None) -> str:
     """Run `pipeline` through `step` and return that step's result as text."""
-    return pipeline.run(graph, arch, dtype, until=step)[step].dump()
+    return pipeline.run(graph, arch, dtype, until=step, quant=quant)[step].dump()

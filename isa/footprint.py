@@ -1,8 +1,8 @@
 """Memory footprints of instructions: which bytes of which space each operand touches.
 
 A footprint depends on the operands and on the queue's configuration registers (strides from
-`dmacfg`, shapes from `mcfg`/`vcfg`), tracked by `QueueConfig`. `verify` uses footprints for
-bounds and direction checks; a simulator can use them to size transfers.
+`dmacfg`, shapes from `mcfg`/`vcfg`/`qcfg`), tracked by `QueueConfig`. `verify` uses footprints
+for bounds and direction checks; a simulator can use them to size transfers.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ from typing import NamedTuple
 from isa.errors import IsaError
 from isa.instr import Instr
 from isa.opcodes import OPCODES, VEC_BINARY
+from isa.packing import packed_row_bytes
 from isa.values import Addr, DType
 
-__all__ = ["Footprint", "QueueConfig", "footprints", "gather_row_bytes", "ConfigError", "WRITTEN_ROLES",
-           "stripes"]
+__all__ = ["Footprint", "QueueConfig", "footprints", "gather_row_bytes", "loadq_row_bytes",
+           "scale_bytes", "ConfigError", "WRITTEN_ROLES", "stripes"]
 
 INDEX_BYTES = 4  # gather indices are int32
+SCALE_BYTES = 2  # qcfg scales are fp16
 PIM_ACC_BYTES = 4  # one fp32 MAC accumulator per bank
 
 
@@ -39,22 +41,26 @@ class Footprint(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class QueueConfig:
-    """Configuration registers of one queue; reset state: dense strides, no mcfg, no vcfg."""
+    """Configuration registers of one queue; reset state: dense strides, no mcfg, vcfg or qcfg."""
 
     src_stride: int = 0
     dst_stride: int = 0
     mcfg: Instr | None = None
     vcfg: Instr | None = None
+    qcfg: Instr | None = None
 
     def after(self, instr: Instr) -> QueueConfig:
         """The configuration once `instr` has issued (unchanged unless it is a *cfg)."""
         op = instr.opcode          # the constructor, not dataclasses.replace: simulators call
         if op == "dmacfg":         # this for every *cfg of a program
-            return QueueConfig(instr["src_stride"], instr["dst_stride"], self.mcfg, self.vcfg)
+            return QueueConfig(instr["src_stride"], instr["dst_stride"], self.mcfg, self.vcfg,
+                               self.qcfg)
         if op == "mcfg":
-            return QueueConfig(self.src_stride, self.dst_stride, instr, self.vcfg)
+            return QueueConfig(self.src_stride, self.dst_stride, instr, self.vcfg, self.qcfg)
         if op == "vcfg":
-            return QueueConfig(self.src_stride, self.dst_stride, self.mcfg, instr)
+            return QueueConfig(self.src_stride, self.dst_stride, self.mcfg, instr, self.qcfg)
+        if op == "qcfg":
+            return QueueConfig(self.src_stride, self.dst_stride, self.mcfg, self.vcfg, instr)
         return self
 
 
@@ -83,12 +89,17 @@ def _extent_bytes(rows: int, row_bytes: int, pitch: int) -> int:
 
 def stripes(instr: Instr, config: QueueConfig, footprint: Footprint) -> tuple[int, int, int]:
     """`footprint` of `instr` as (rows, row_bytes, pitch): the bytes it really touches, which
-    a pitched load/store side leaves gaps between (a loop may interleave its iterations'
+    a pitched load/store/loadq side leaves gaps between (a loop may interleave its iterations'
     rows there); every other footprint is one dense row."""
-    if instr.opcode in ("load", "store") and footprint.role in ("dst", "src"):
-        pitch = config.dst_stride if footprint.role == "dst" else config.src_stride
-        return instr["rows"], instr["row_bytes"], pitch or instr["row_bytes"]
-    return 1, footprint.size_bytes, footprint.size_bytes
+    if footprint.role not in ("dst", "src") or instr.opcode not in ("load", "store", "loadq"):
+        return 1, footprint.size_bytes, footprint.size_bytes
+    pitch = config.dst_stride if footprint.role == "dst" else config.src_stride
+    if instr.opcode == "loadq":
+        packed, written = loadq_row_bytes(instr, config)
+        row_bytes = written if footprint.role == "dst" else packed
+    else:
+        row_bytes = instr["row_bytes"]
+    return instr["rows"], row_bytes, pitch or row_bytes
 
 
 def _none(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
@@ -109,6 +120,31 @@ def _store(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]
     src_bytes = _extent_bytes(rows, row_bytes, config.src_stride)
     return [Footprint("dst", instr["dst"], dst_bytes, False),
             Footprint("src", instr["src"], src_bytes, True)]
+
+
+def scale_bytes(qcfg: Instr) -> int:
+    """The bytes of fp16 scales a qcfg reads: scales[c*step : c*step + 2] for c < cols."""
+    cols = qcfg["cols"]
+    return (cols - 1) * qcfg["step"] + SCALE_BYTES if cols else 0
+
+
+def loadq_row_bytes(instr: Instr, config: QueueConfig) -> tuple[int, int]:
+    """A loadq's bytes per row under its queue's qcfg: (packed codes read off-chip, dequantised
+    values written on-chip). ConfigError without a qcfg."""
+    qcfg = _need(config, "qcfg", instr)
+    cols, bits = qcfg["cols"], int(qcfg["fmt"].removeprefix("int"))
+    return packed_row_bytes(cols, bits), cols * DType(qcfg["dtype"]).itemsize
+
+
+def _qcfg(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
+    return [Footprint("scales", instr["scales"], scale_bytes(instr), False)]
+
+
+def _loadq(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
+    packed, written = loadq_row_bytes(instr, config)
+    rows = instr["rows"]
+    return [Footprint("dst", instr["dst"], _extent_bytes(rows, written, config.dst_stride), True),
+            Footprint("src", instr["src"], _extent_bytes(rows, packed, config.src_stride), False)]
 
 
 def gather_row_bytes(config: QueueConfig) -> int:
@@ -212,8 +248,8 @@ def _coll(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
 
 _RULES: dict[str, Callable[[Instr, QueueConfig, Limits], list[Footprint]]] = {
     "halt": _none, "signal": _none, "wait": _none, "dmacfg": _none, "mcfg": _none,
-    "vcfg": _none, "load": _load, "store": _store, "gather": _gather, "gatherw": _gather, "gemm": _gemm,
-    "vec": _vec, "red": _red,
+    "vcfg": _none, "load": _load, "store": _store, "gather": _gather, "gatherw": _gather,
+    "qcfg": _qcfg, "loadq": _loadq, "gemm": _gemm, "vec": _vec, "red": _red,
     "pim.act": _none, "pim.act_all": _none, "pim.pre": _none, "pim.pre_all": _none,
     "pim.wrgb": _pim_wrgb, "pim.mac": _none, "pim.mac_all": _none,
     "pim.rdmac": _pim_rdmac, "pim.rdmac_all": _pim_rdmac_all,
@@ -224,4 +260,4 @@ _RULES: dict[str, Callable[[Instr, QueueConfig, Limits], list[Footprint]]] = {
 assert set(_RULES) == set(OPCODES), "every opcode needs a footprint rule"
 # Opcodes that touch no memory and configure nothing: verify skips their footprints.
 NO_FOOTPRINT = frozenset(op for op, rule in _RULES.items()
-                         if rule is _none and op not in ("dmacfg", "mcfg", "vcfg"))
+                         if rule is _none and op not in ("dmacfg", "mcfg", "vcfg", "qcfg"))

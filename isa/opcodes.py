@@ -17,7 +17,7 @@ from isa.values import QUEUE_INDEX_BITS, Unit
 __all__ = [
     "OpSpec", "OPCODES", "OPCODES_BY_CODE", "ISA_VERSION", "WORD_BITS", "PAYLOAD_BITS",
     "VEC_FUNCS", "VEC_BINARY", "VEC_IMMEDIATE", "VEC_UNARY", "BCASTS", "RED_FUNCS",
-    "STRUCTURE", "STRUCTURE_QUEUE", "LINK_QUEUE", "MOVING_INTS", "COLL_KINDS",
+    "STRUCTURE", "STRUCTURE_QUEUE", "LINK_QUEUE", "MOVING_INTS", "COLL_KINDS", "QFORMATS",
 ]
 
 ISA_VERSION = 2  # 2: A40 is 2 + 38 bits (was 4 + 36); a version-1 .tbin would decode wrongly
@@ -33,6 +33,8 @@ VEC_FUNCS = VEC_BINARY + VEC_IMMEDIATE + VEC_UNARY
 BCASTS = ("none", "row", "col", "scalar")
 RED_FUNCS = ("sum", "max")
 # What a `coll` does (sim/multi.py): NCCL's collectives, and one side of a point-to-point copy.
+# The code formats `loadq` reads (isa/packing.py): N-bit two's-complement integers, packed.
+QFORMATS = tuple(f"int{bits}" for bits in range(2, 9))
 COLL_KINDS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send", "recv")
 
 # The integer operands a loop may move besides addresses (docs/isa.md, "Loops"): a GEMV's next
@@ -152,6 +154,26 @@ _TABLE = (
         w = cfg.dst_pitch or pitch     # bytes taken of each row (a column slice)
         for i in range(n):
             dst[i*w : (i+1)*w] = table[idx[i]*pitch : idx[i]*pitch + w]
+        """),
+    # Weights stored as narrow codes with fp16 scales are dequantised on their way in: the DMA
+    # engine's load path multiplies each code by its column's scale (docs/isa.md, "Quantised
+    # loads"). qcfg says how; each loadq then moves one tile of codes.
+    _op("qcfg", 0x0D, "core", _DMA,
+        (("fmt", E(4, QFORMATS)), ("dtype", DTYPE), ("cols", U16), ("step", U8),
+         ("scales", A40)), """
+        cfg.q = (fmt, dtype, cols, step, scales)   # for later loadq on this queue
+        # fmt: int<N>, N-bit two's-complement codes packed LSB first (isa/packing.py)
+        # scales: off-chip fp16 scales of those cols columns, one per column (step = 2)
+        # or one for them all (step = 0)
+        """),
+    _op("loadq", 0x0E, "core", _DMA, (("dst", A32), ("src", A40), ("rows", U16)), """
+        # dst on-chip, src off-chip; (fmt, dtype, cols, step, scales) = cfg.q
+        row_bytes = ceil(cols * N / 8)                # N = fmt's bits
+        for r in range(rows):
+            code = unpack(src[r*src_pitch : r*src_pitch + row_bytes], N)[0:cols]
+            for c in range(cols):
+                s = scales[c*step : c*step + 2] as fp16
+                dst[r*dst_pitch + c*size(dtype)] = dtype(code[c] * s)   # exact in fp32
         """),
     _op("mcfg", 0x07, "core", _MXU,
         (("m", U16), ("n", U16), ("k", U16), ("dtype", DTYPE), ("acc", DTYPE)), """

@@ -2,9 +2,10 @@
 
 Checks, in order: ISA version and target; spaces, symbols and data against the machine;
 every field value (by encoding the program); per instruction: queue exists, unit allowed,
-configuration present, field limits, every operand footprint inside its space and on the
-right side of the chip; the DRAM row protocol of the pim queues when the machine gives its
-banks (`isa/rows.py`: no MAC or read without an open row, no activate of an open bank);
+configuration present, field limits (a qcfg's cols and scale step too), every operand
+footprint inside its space and on the right side of the chip; the DRAM row protocol of the
+pim queues when the machine gives its banks (`isa/rows.py`: no MAC or read without an open
+row, no activate of an open bank);
 finally that all queues run to completion through their semaphores. A program with loops is
 checked compact where a check is per footprint (isa/loop_checks.py: every iteration's bounds in
 closed form, token balance per iteration, moving writes that overlap the next iteration); the
@@ -22,7 +23,8 @@ from types import MappingProxyType
 
 from isa.encoding import encode
 from isa.errors import FieldError, IsaError, LoopError, VerifyError
-from isa.footprint import NO_FOOTPRINT, WRITTEN_ROLES, Footprint, QueueConfig, footprints, stripes
+from isa.footprint import (NO_FOOTPRINT, SCALE_BYTES, WRITTEN_ROLES, Footprint, QueueConfig,
+                           footprints, stripes)
 from isa.instr import Instr, first_uses
 from isa.loop_checks import (CONFIG_OPCODES, Context, Executed, check_token_balance, first_beyond,
                              overlaps, visits)
@@ -205,6 +207,8 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
                           context)
         if instr.opcode in pim_fields:
             _check_pim(index, instr, pim_fields[instr.opcode], limits, context, ints)
+        if instr.opcode == "qcfg":
+            _check_qcfg(index, instr, context)
         if ints:
             _check_moving_ints(index, instr, ints, pim_fields.get(instr.opcode, {}), limits,
                                context)
@@ -341,6 +345,18 @@ def _check_pim(index: int, instr: Instr, at: dict[str, int], limits,
     if gb + length > gbuf:
         raise _at(index, instr, f"global buffer range [{gb}, {gb + length}) exceeds "
                   f"gbuf_bytes {gbuf}", context)
+
+
+def _check_qcfg(index: int, instr: Instr, context: Context) -> None:
+    """A qcfg configures at least one column, and reads one fp16 scale per column (step 2) or
+    one for them all (step 0): the layouts the compiler writes and a DMA engine's scale
+    fetch supports."""
+    if instr["cols"] == 0:
+        raise _at(index, instr, "cols=0: a qcfg configures at least one column", context)
+    if instr["step"] not in (0, SCALE_BYTES):
+        raise _at(index, instr, f"step={instr['step']} must be {SCALE_BYTES} (one fp16 scale per "
+                  f"column) or 0 (one scale for all columns)", context)
+
 
 def _gbuf_length(fields, at: dict[str, int], limits) -> int | None:
     """Bytes of the global buffer a pim instruction reads or writes from its `gb` operand,

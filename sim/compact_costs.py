@@ -2,10 +2,10 @@
 for every iteration, when the machine's costs are the same in every iteration.
 
 The machine prices a small unrolled program: each loop cut to at most two iterations. An
-instruction's cost may depend on state its queue carries (the `mcfg`, `vcfg` and `dmacfg`
-registers set before it), and iteration 0 sees the state from before the loop while later
-iterations see the state the body leaves; state repeats from iteration 1 on (each register
-holds its last write). So when every instance of each instruction in the cut program has the
+instruction's cost may depend on state its queue carries (the `mcfg`, `vcfg`, `qcfg` and
+`dmacfg` registers set before it), and iteration 0 sees the state from before the loop while
+later iterations see the state the body leaves; state repeats from iteration 1 on (each
+register holds its last write). So when every instance of each instruction in the cut program has the
 same duration, resource, signal delay and event counts, every iteration of the full program
 has them too, and the engine may treat iterations as one pattern (sim/periodic.py). A cost that
 sums the work of other instructions (a dataflow call's pipeline over its body) weighs each cut

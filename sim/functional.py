@@ -23,10 +23,12 @@ import numpy as np
 from isa import Addr, ConfigError, DType, Instr, Program, Queue, QueueConfig, gather_row_bytes
 from isa.opcodes import OPCODES, VEC_BINARY, VEC_IMMEDIATE, VEC_UNARY
 from isa.numerics import Codec, codec
+from isa.packing import packed_row_bytes, unpack_rows
 
 __all__ = ["FunctionalError", "Memory", "FunctionalExecutor"]
 
 _INDEX_STORAGE = np.dtype("<i4")  # gather indices are int32 (docs/isa.md, gather)
+_SCALE_STORAGE = np.dtype("<f2")  # loadq scales are fp16 (docs/isa.md, qcfg)
 _GELU_SCALE = math.sqrt(2.0 / math.pi)  # tanh form of GELU: Hendrycks & Gimpel 2016, eq. 2
 _GELU_CUBIC = 0.044715  # same source; GPT-2's gelu_new uses these constants
 
@@ -154,17 +156,20 @@ def _span(buffers: Mapping[str, np.ndarray], sizes: Mapping[str, int], addr: Add
 
 
 class _QueueState:
-    """Configuration registers of one queue, with the mcfg/vcfg fields decoded once."""
+    """Configuration registers of one queue, with the mcfg/vcfg/qcfg fields decoded once."""
 
-    __slots__ = ("src_pitch", "dst_pitch", "mcfg", "vcfg", "gemm", "vec")
+    __slots__ = ("src_pitch", "dst_pitch", "mcfg", "vcfg", "qcfg", "gemm", "vec", "quant")
 
     def __init__(self) -> None:
         self.src_pitch = 0
         self.dst_pitch = 0
         self.mcfg: Instr | None = None
         self.vcfg: Instr | None = None
+        self.qcfg: Instr | None = None
         self.gemm: tuple[int, int, int, Codec, Codec] | None = None  # m, n, k, dtype, acc
         self.vec: tuple[int, int, Codec, Codec, float] | None = None  # rows, cols, dtype, out, imm
+        # loadq's code bits, dtype, cols, scale step and scales address
+        self.quant: tuple[int, Codec, int, int, Addr] | None = None
 
 
 _Handler = Callable[[Instr, _QueueState], None]
@@ -193,8 +198,9 @@ class FunctionalExecutor:
         self._queues: dict[Queue, _QueueState] = {}
         handlers: dict[str, _Handler] = {
             "halt": _nothing, "signal": _nothing, "wait": _nothing,
-            "dmacfg": _dmacfg, "mcfg": _mcfg, "vcfg": _vcfg,
-            "load": self._copy_rows, "store": self._copy_rows, "gather": self._gather, "gatherw": self._gather,
+            "dmacfg": _dmacfg, "mcfg": _mcfg, "vcfg": _vcfg, "qcfg": _qcfg,
+            "load": self._copy_rows, "store": self._copy_rows, "gather": self._gather,
+            "gatherw": self._gather, "loadq": self._loadq,
             "gemm": self._gemm, "vec": self._vec, "red": self._red,
         }
         for opcode, model in (models or {}).items():
@@ -208,7 +214,7 @@ class FunctionalExecutor:
     def config(self, queue: Queue | str) -> QueueConfig:
         """The configuration registers of `queue` as they stand now."""
         state = self._queues.get(Queue.of(queue)) or _QueueState()
-        return QueueConfig(state.src_pitch, state.dst_pitch, state.mcfg, state.vcfg)
+        return QueueConfig(state.src_pitch, state.dst_pitch, state.mcfg, state.vcfg, state.qcfg)
 
     def execute(self, index: int) -> None:
         """Apply instruction `index` to memory (and to its queue's configuration)."""
@@ -268,6 +274,30 @@ class FunctionalExecutor:
             source = source.copy()
             for r in range(rows):
                 target[r] = source[r]
+
+    def _loadq(self, instr: Instr, state: _QueueState) -> None:
+        """dst row r = dtype(unpack(src row r) * scales), the product in float32 (exact: an
+        8-bit code times an fp16), rounded once to dtype; pitches from dmacfg as for load."""
+        if state.quant is None:
+            raise FunctionalError("loadq before any qcfg on this queue")
+        bits, out, cols, step, scales = state.quant
+        (_, dst), (_, src), (_, rows) = instr.fields
+        if rows == 0:
+            return
+        packed, row_bytes = packed_row_bytes(cols, bits), cols * out.itemsize
+        codes = unpack_rows(self._rows(src, rows, packed, state.src_pitch or packed, "src"),
+                            bits, cols)
+        raw = self._rows(scales, cols, _SCALE_STORAGE.itemsize, step, "scales")
+        scale = np.ascontiguousarray(raw).view(_SCALE_STORAGE)[:, 0].astype(np.float32)
+        with np.errstate(all="ignore"):
+            values = np.ascontiguousarray(out.encode(codes.astype(np.float32) * scale))
+        target = self._rows(dst, rows, row_bytes, state.dst_pitch or row_bytes, "dst")
+        encoded = values.view(np.uint8).reshape(rows, row_bytes)
+        if (state.dst_pitch or row_bytes) >= row_bytes:
+            target[...] = encoded
+        else:  # destination rows overlap: later rows win, as in the pseudo-code
+            for r in range(rows):
+                target[r] = encoded[r]
 
     def _gather(self, instr: Instr, state: _QueueState) -> None:
         """dst[i*w : (i+1)*w] = table[idx[i]*pitch : idx[i]*pitch + w]: pitch = dmacfg
@@ -383,6 +413,12 @@ def _vcfg(instr: Instr, state: _QueueState) -> None:
     (_, rows), (_, cols), (_, dtype), (_, out), (_, imm) = instr.fields
     state.vcfg = instr
     state.vec = (rows, cols, codec(dtype), codec(out), float(imm))
+
+
+def _qcfg(instr: Instr, state: _QueueState) -> None:
+    (_, fmt), (_, dtype), (_, cols), (_, step), (_, scales) = instr.fields
+    state.qcfg = instr
+    state.quant = (int(fmt.removeprefix("int")), codec(dtype), cols, step, scales)
 
 
 # ---- numeric kernels -------------------------------------------------------------------------

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import isa
 from isa.footprint import NO_FOOTPRINT
+from isa.loop_checks import CONFIG_OPCODES
 
 __all__ = ["reached_bytes"]
-
-_CONFIG = frozenset({"dmacfg", "mcfg", "vcfg"})
 
 
 def reached_bytes(program: isa.Program, view: isa.MachineView) -> dict[str, int]:
@@ -36,10 +35,9 @@ def reached_bytes(program: isa.Program, view: isa.MachineView) -> dict[str, int]
         if op in NO_FOOTPRINT:
             continue
         config = configs.get(instr.queue, reset)
-        if op in _CONFIG:
+        if op in CONFIG_OPCODES:        # qcfg also reads its scales: measured below
             configs[instr.queue] = config.after(instr)
             alive.append(configs[instr.queue])
-            continue
         key = (id(instr), id(config))
         if key in seen:
             continue

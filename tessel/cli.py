@@ -271,12 +271,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     phase = _phase(args, model, args.tokens)
     arch = target(args.target).load_arch(args.arch, args.set)
-    graph, feeds = _compiled_graph(args, model, phase)
+    recipe, weights = _compile_recipe(args, model, phase, arch)
+    graph, feeds = _compiled_graph(args, model, phase, weights)
     steps = len(target(args.target).pipeline.steps)
     with progress.phase(f"{args.target}: compile", steps + 2, "step") as bar:
         with compile_guard(simulate=False):
             lowered = compile_model_graph(model, graph, args.target, arch, _dtype(args), feeds,
-                                          progress=bar)
+                                          weights, progress=bar,
+                                          quant=_recipe_plan(recipe, model, graph))
         if bar is not None:
             bar("verify", steps)
         emitted = lowered.program          # its tile sweeps already loops (compiler/targets/sweep.py)
@@ -292,17 +294,37 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compiled_graph(args: argparse.Namespace, model: Model, phase: Phase | None):
+def _compile_recipe(args: argparse.Namespace, model: Model, phase: Phase | None, arch):
+    """`tessel compile --quant`: the recipe, checked as `tessel sim` checks it, and with
+    --with-data the weights it quantises (codes and scales, made here: compile time)."""
+    if args.quant is None:
+        return None, None
+    from compiler.quant import quantise
+    from tessel.request import target_recipe
+    recipe = target_recipe(model, phase, args.target, arch, _dtype(args), args.quant)
+    return recipe, quantise(model, recipe).weights if args.with_data else None
+
+
+def _recipe_plan(recipe, model: Model, graph):
+    """The recipe's plan for the graph compiled (None: full precision)."""
+    if recipe is None:
+        return None
+    from compiler.quant import plan
+    return plan(graph, recipe, model.config.n_layer)
+
+
+def _compiled_graph(args: argparse.Namespace, model: Model, phase: Phase | None, weights=None):
     """The graph a target lowers and its inputs (--with-data): a mixture-of-experts graph is
-    routed by the router's own choice when the program carries data, else by --routing."""
+    routed by the router's own choice when the program carries data, else by --routing.
+    `weights`: what the data's KV cache and routing are computed with (default: the model's)."""
     from tessel.driver import model_feeds, policy_routed, router_routed
     graph = model.graph(phase)
     policy = routing_policy(model, numerics=args.with_data, routing=args.routing)
     if not args.with_data:
         return policy_routed(graph, policy)[0], None
-    feeds = model_feeds(model, phase, args.tokens)
+    feeds = model_feeds(model, phase, args.tokens, weights)
     if policy == "router":
-        _, graph, feeds, _ = router_routed(graph, model.weights, feeds)
+        _, graph, feeds, _ = router_routed(graph, model.weights if weights is None else weights, feeds)
     return graph, feeds
 
 
@@ -315,7 +337,13 @@ def _dump_after(args: argparse.Namespace) -> int:
     arch = chosen.load_arch(args.arch, args.set)
     graph = model.graph(_phase(args, model, args.tokens))
     graph = policy_routed(graph, routing_policy(model, numerics=False, routing=args.routing))[0]
-    print(dump_after(chosen.pipeline, graph, arch, _dtype(args), args.dump_after))
+    recipe = None
+    if args.quant is not None:
+        from tessel.request import target_recipe
+        recipe = target_recipe(model, _phase(args, model, args.tokens), args.target, arch,
+                               _dtype(args), args.quant)
+    print(dump_after(chosen.pipeline, graph, arch, _dtype(args), args.dump_after,
+                     _recipe_plan(recipe, model, graph)))
     return 0
 
 
@@ -326,7 +354,7 @@ def _dtype(args: argparse.Namespace) -> isa.DType | None:
 # `tessel sim` options that only a model run reads (their defaults are None to tell).
 _MODEL_ONLY = ("target", "phase", "seq", "kv", "batch", "dtype", "tokens", "logits", "gpu",
                "gpu_mode", "gpu_calibration", "gpu_quant", "gpu_attention", "routing", "devices", "tp", "pp", "ep", "ep_dispatch", "microbatches",
-               "link", "node")
+               "link", "node", "quant")
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -334,9 +362,6 @@ def cmd_sim(args: argparse.Namespace) -> int:
     from tessel.driver import run, simulate_file
     from tessel.report import render_result
     progress = Progress()
-    if args.quant is not None:
-        raise UsageError("--quant: the simulated targets cannot run quantised programs yet; "
-                         "--gpu-quant RECIPE runs only the GPU comparison under it")
     if (args.program is None) == (args.model is None):
         raise GraphError("give either --model M or a PROGRAM.tbin file")
     if args.program is not None:
@@ -370,7 +395,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
                                gpus=parse_gpus(args.gpu), gpu_mode=_gpu_mode(args, parse_gpus(args.gpu)),
                                gpu_calibration=Path(args.gpu_calibration) if args.gpu_calibration else None,
                                routing=args.routing, gpu_quant=args.gpu_quant,
-                               gpu_attention=args.gpu_attention)
+                               gpu_attention=args.gpu_attention, quant=args.quant)
         functional = request.numerics
         plan = _plan(args, model, phase)
         if plan is not None:
@@ -416,6 +441,9 @@ def _sim_node(args: argparse.Namespace, request, plan, split: bool, progress: Pr
         raise UsageError("--logits: not with --devices (the node report gives the logits' error)")
     if args.gpu_quant:
         raise UsageError("--gpu-quant: not with --devices (a GPU node's plan is priced in fp16)")
+    if args.quant:
+        raise UsageError("--quant: not with --devices (a node's plan compiles full-precision "
+                         "programs; one device runs quantised)")
     if args.gpu_calibration:
         raise UsageError("--gpu-calibration: not with --devices (a GPU node is priced by the "
                          "GPU model on the preset's link)")
@@ -675,6 +703,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the fully unrolled program (no loop words; the same instructions "
                         "executed), for comparison and for the RTL cross-check")
     _routing_arg(p)
+    p.add_argument("--quant", metavar="RECIPE|FILE.toml",
+                   help="store the weights quantised by a weight-only integer recipe (w8a16, "
+                        "w4a16:g128, ...: codes and fp16 scales, made now), dequantised as "
+                        "loaded (docs/formats.md); systolic target only so far")
     p.add_argument("--dump-after", metavar="STEP",
                    help="print what compilation step STEP decided (e.g. storage, emit) and stop; "
                         "writes nothing")
@@ -699,9 +731,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "docs/validation.md, Quantised GEMMs); the simulated target still runs "
                         "unquantised")
     _gpu_attention_arg(p)
-    p.add_argument("--quant", metavar="RECIPE",
-                   help="refused: the simulated targets cannot run quantised programs yet "
-                        "(--gpu-quant prices the GPU comparison under a recipe)")
+    p.add_argument("--quant", metavar="RECIPE|FILE.toml",
+                   help="compile the target's program with its weights quantised: weight-only "
+                        "integer recipes (w8a16, w4a16:g128, w<N>a16[:g<N>], or a recipe file), "
+                        "stored as codes and fp16 scales and dequantised as loaded "
+                        "(docs/formats.md); systolic target only so far. The GPU comparison "
+                        "stays fp16 unless --gpu-quant is given")
     _routing_arg(p)
     _plan_args(p)
     mode = p.add_mutually_exclusive_group()

@@ -6,6 +6,8 @@ simulated logits are from the reference. What to run is settled by `tessel.reque
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Sequence
 
@@ -56,13 +58,16 @@ def _caches_only(first: Graph) -> Graph:
     return Graph(first.name, [op for op in first.ops if op.name in needed], caches)
 
 
-def model_feeds(model: Model, phase: Phase, tokens: Sequence[int] | None) -> dict[str, np.ndarray]:
-    """Inputs of one pass: the given tokens or seeded ones, with a reference-filled KV cache."""
+def model_feeds(model: Model, phase: Phase, tokens: Sequence[int] | None,
+                weights: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Inputs of one pass: the given tokens or seeded ones, with a KV cache the reference
+    fills with `weights` (default: the model's; a quantised model's for its programs)."""
     if model.config is None:
         raise GraphError(f"'{model.name}' is a .graph file: it has no token inputs")
     if phase.batch != 1:
         raise GraphError("numeric runs take one sequence (--batch 1)")
-    return _feeds(model, model.weights, phase, tokens or default_tokens(model, phase))
+    return _feeds(model, model.weights if weights is None else weights, phase,
+                  tokens or default_tokens(model, phase))
 
 
 def simulate_file(path, arch_spec: str | None, overrides: Sequence[str],
@@ -86,10 +91,13 @@ def simulate_file(path, arch_spec: str | None, overrides: Sequence[str],
 def compile_model_graph(model: Model, graph: Graph, name: str, arch: TargetArch,
                         dtype: isa.DType | None = None, feeds: dict | None = None,
                         weights: Mapping[str, np.ndarray] | None = None, *,
-                        progress: Callable[[str, int], None] | None = None) -> Lowered:
+                        progress: Callable[[str, int], None] | None = None,
+                        quant=None) -> Lowered:
     """Lower one of the model's graphs for target `name`; with feeds, the program carries
-    weights (default: the model's) and inputs. progress(step, steps done) before each step."""
-    lowered = target(name).compile(graph, arch, dtype, progress=progress)
+    weights (default: the model's) and inputs. progress(step, steps done) before each step.
+    quant: a recipe's plan for `graph` (compiler/quant/plan.py): its weights stored
+    quantised, whose codes `weights` must then hold (compiler.quant.weights)."""
+    lowered = target(name).compile(graph, arch, dtype, progress=progress, quant=quant)
     if feeds is not None:
         data = lowered.initial_data(graph, model.weights if weights is None else weights, feeds)
         lowered = replace(lowered, program=replace(lowered.program, data=data))
@@ -141,10 +149,32 @@ def _with_data(req: RunRequest, graph: Graph, bar: Callable[[str, int], None] | 
     if bar is not None:
         bar("reference", 0)
     weights = req.model.load_weights()
+    if req.quant is not None:           # codes and scales, read back as the reference's weights
+        from compiler.quant import quantise
+        weights = quantise(req.model, req.quant, weights).weights
     feeds = _feeds(req.model, weights, req.phase, req.tokens)
     reference, graph, feeds, routing = router_routed(graph, weights, feeds)
     return (compile_model_graph(req.model, graph, req.target, req.arch, req.dtype, feeds, weights,
-                                progress=bar), reference, graph, routing)
+                                progress=bar, quant=quant_plan(req, graph)),
+            reference, graph, routing)
+
+
+def quantised_facts(lowered: Lowered, recipe: str) -> dict:
+    """The weights a program stores quantised: how many, their bytes as stored (codes and
+    scales) and at the program's operand type."""
+    from compiler.passes.quantised import stored_bytes
+    formats = lowered.quantised.values()
+    return {"recipe": recipe, "count": len(formats),
+            "stored_bytes": sum(stored_bytes(f) for f in formats),
+            "full_bytes": sum(math.prod(f.shape) for f in formats) * lowered.dtype.itemsize}
+
+
+def quant_plan(req: RunRequest, graph: Graph):
+    """The plan of the request's recipe for the graph it compiles (None: full precision)."""
+    if req.quant is None:
+        return None
+    from compiler.quant import plan
+    return plan(graph, req.quant, req.model.config.n_layer)
 
 
 def workload_facts(model: Model, graph: Graph, routing: Routing | None, itemsize: int) -> dict:
@@ -173,7 +203,8 @@ def _run(req: RunRequest, progress: Progress) -> Run:
             lowered, reference, graph, routing = _with_data(req, graph, bar)
         else:
             graph, routing = policy_routed(graph, req.routing)
-            lowered = compile_model_graph(model, graph, req.target, arch, req.dtype, progress=bar)
+            lowered = compile_model_graph(model, graph, req.target, arch, req.dtype, progress=bar,
+                                          quant=quant_plan(req, graph))
     assumptions = (f"operand type {lowered.dtype.value}, fp32 accumulation"
                    + (f" (energy per MAC as the preset's {arch.dtype})" if lowered.dtype.value != arch.dtype else ""),
                    *lowered.assumptions,
@@ -190,6 +221,8 @@ def _run(req: RunRequest, progress: Progress) -> Run:
     if traffic:
         sim = replace(sim, result=replace(sim.result, attention=traffic))
     facts = workload_facts(model, unrouted, routing, req.operand_dtype.itemsize)
+    if lowered.quantised:
+        facts["quantised_weights"] = quantised_facts(lowered, req.quant.name)
     if facts:
         sim = replace(sim, result=replace(sim.result, workload=facts))
     if not req.numerics:

@@ -69,7 +69,8 @@ def render_result(r: SimResult, title: str, top_ops: int = 10) -> str:
 
 def workload_rows(w: Mapping[str, Any]) -> list[str]:
     """The model's own figures (SimResult.workload, filled by tessel.driver for Llama-family
-    and mixture-of-experts models): none for GPT-2, whose reports stay as they were."""
+    and mixture-of-experts models, and for programs that store weights quantised): none for
+    GPT-2 at full precision, whose reports stay as they were."""
     if not w:
         return []
     rows = []
@@ -89,4 +90,10 @@ def workload_rows(w: Mapping[str, Any]) -> list[str]:
         rows.append(("expert weights read", f"{w['expert_weight_bytes']:,} B",
                      f"{si(w['expert_weight_bytes'], 'B')}: gate, up and down of each touched "
                      f"expert, once per layer"))
+    if "quantised_weights" in w:
+        q = w["quantised_weights"]
+        rows.append(("quantised weights", f"{q['stored_bytes']:,} B",
+                     f"{q['count']} weights in {q['recipe']}: codes and fp16 scales, "
+                     f"{q['stored_bytes'] / q['full_bytes']:.4f} of their {q['full_bytes']:,} B "
+                     f"at the operand type"))
     return ["", render_table(("workload", "value", "detail"), rows)]

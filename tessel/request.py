@@ -29,7 +29,7 @@ if TYPE_CHECKING:                      # the recipes load ml_dtypes: imported on
 
 __all__ = ["RunRequest", "make_request", "resolve_phase", "numerics_by_default",
            "reference_by_default", "default_tokens",
-           "routing_policy", "check_gpu_attention", "check_gpu_mode",
+           "routing_policy", "check_gpu_attention", "check_gpu_mode", "target_recipe",
            "NUMERICS_DEFAULT_MAX_PARAMS", "DEFAULT_SEQ", "DEFAULT_KV"]
 
 # Numeric simulation is on by default up to this many parameters (gpt2-medium and below):
@@ -56,6 +56,7 @@ class RunRequest:
     routing: str | None = None          # MoE timing-only runs: uniform, zipf:S, file:PATH
     gpu_recipe: Recipe | None = None    # the GPU comparison runs quantised (tessel/gpu_quant.py)
     gpu_attention: str = "unfused"      # the GPU runs attention fused or not (tessel/gpu_kernels.py)
+    quant: Recipe | None = None         # the target's program stores weights quantised
 
     @property
     def operand_dtype(self) -> DType:
@@ -119,12 +120,15 @@ def make_request(model: Model, target: str, arch: TargetArch, phase: Phase | Non
                  numerics: bool | None = None, tokens: Sequence[int] | None = None,
                  dtype: DType | None = None, gpus: Sequence[str] = (), gpu_mode: str = "graph",
                  gpu_calibration: Path | None = None, routing: str | None = None,
-                 gpu_quant: str | None = None, gpu_attention: str | None = None) -> RunRequest:
+                 gpu_quant: str | None = None, gpu_attention: str | None = None,
+                 quant: str | None = None) -> RunRequest:
     """A validated request. numerics: True asks for it (an error where it cannot run), False
     turns it off, None applies `numerics_by_default`. tokens must match the phase.
     gpu_quant: a recipe (name or .toml) the GPU comparison runs under, checked against the
     model and every GPU here. gpu_attention: how the GPU runs attention (None: unfused).
-    gpu_mode: sim.gpu.MODES; "hf" needs a model Hugging Face's modelled code runs."""
+    gpu_mode: sim.gpu.MODES; "hf" needs a model Hugging Face's modelled code runs.
+    quant: a recipe (name or .toml) the target's program follows, planned on the model here
+    (what the target cannot run is one line)."""
     if arch.target != target:
         raise CompileError(f"architecture '{arch.name}' is for target '{arch.target}', not '{target}'")
     if phase is not None and model.config is None:
@@ -155,8 +159,33 @@ def make_request(model: Model, target: str, arch: TargetArch, phase: Phase | Non
     if gpu_mode == "hf" and (gpus or gpu_calibration is not None):
         check_hf(model.config, model.name)
     recipe = None if gpu_quant is None else _gpu_recipe(model, phase, gpu_quant, gpus, gpu_calibration)
+    program_recipe = None if quant is None else target_recipe(model, phase, target, arch, dtype, quant)
     return RunRequest(model, phase, target, arch, dtype, numerics, tokens, tuple(gpus), gpu_mode,
-                      gpu_calibration, routing, recipe, gpu_attention or "unfused")
+                      gpu_calibration, routing, recipe, gpu_attention or "unfused", program_recipe)
+
+
+
+def target_recipe(model: Model, phase: Phase | None, target: str, arch: TargetArch,
+                  dtype: DType | None, spec: str) -> Recipe:
+    """The recipe of --quant, checked before anything is compiled: a target that can run it,
+    an operand type the codes dequantise to, a model with a config, and a plan the targets
+    can store (weight-only integer formats)."""
+    from compiler.passes.quantised import stored_formats
+    from compiler.quant import plan, resolve_recipe
+    from tessel.targets import TARGETS
+    if not TARGETS[target].quantised_weights:
+        built = ", ".join(t.name for t in TARGETS.values() if t.quantised_weights)
+        raise CompileError(f"--quant: target '{target}' cannot run quantised programs yet "
+                           f"(built: {built})")
+    if (dtype or DType(arch.dtype)) is DType.int8:
+        raise CompileError("--quant: weights dequantise to the operand type, and int8 operands "
+                           "need quantised activations, which are not built: use --dtype bf16 or fp32")
+    if model.config is None:
+        raise GraphError(f"--quant: model '{model.name}' is a .graph file; quantisation needs a "
+                         "model with a config")
+    recipe = resolve_recipe(spec)
+    stored_formats(model.graph(phase), plan(model.graph(phase), recipe, model.config.n_layer))
+    return recipe
 
 
 def check_gpu_attention(attention: str | None, any_gpu: bool, gpu_quant: str | None = None) -> None:

@@ -36,6 +36,7 @@ class Target:
     report_rows: Callable[[SimResult], list[str]]  # its own lines in the text report
     default_link: str                             # arch/configs/links/<preset>.toml: several devices
     one_sequence: bool = False                    # attention of batch 1 only (PIM's KV layout)
+    quantised_weights: bool = False               # its lowering loads weights as codes + scales
 
     def load_arch(self, spec: str | None = None, overrides: Sequence[str] = ()) -> TargetArch:
         """The given preset or .toml file (default: the target's preset), with overrides."""
@@ -52,9 +53,14 @@ class Target:
         return build_with_overrides(self.arch_class, table, source, overrides)
 
     def compile(self, graph: Graph, arch: TargetArch, dtype: isa.DType | None = None, *,
-                progress: Callable[[str, int], None] | None = None) -> Lowered:
-        """Every step of the pipeline; progress(step, steps done) before each."""
-        return compile_graph(self.pipeline, graph, arch, dtype, progress=progress)
+                progress: Callable[[str, int], None] | None = None, quant=None) -> Lowered:
+        """Every step of the pipeline; progress(step, steps done) before each. quant: a
+        recipe's plan (compiler/quant/plan.py), refused by a target that stores no
+        quantised weights (its lowering would read them at full precision)."""
+        if quant is not None and not self.quantised_weights:
+            raise CompileError(f"target '{self.name}' cannot run quantised programs yet "
+                               f"(recipe {quant.recipe.name!r})")
+        return compile_graph(self.pipeline, graph, arch, dtype, progress=progress, quant=quant)
 
     def simulate(self, program: isa.Program, arch: TargetArch, *, functional: bool,
                  assumptions: tuple[str, ...] = (),
@@ -72,7 +78,7 @@ class Target:
 TARGETS: dict[str, Target] = {t.name: t for t in (
     # a TPU-style pod slice, CENT's CXL fabric of PIM devices, SN40L's sockets (docs/links.md)
     Target("systolic", SystolicArch, "systolic-128", systolic.PIPELINE, SystolicMachine, no_rows,
-           "tpu-v4-ici"),
+           "tpu-v4-ici", quantised_weights=True),
     Target("pim", PimArch, "pim-gpt", pim.PIPELINE, PimMachine, pim_rows, "cxl-cent",
            one_sequence=True),
     Target("dataflow", DataflowArch, "sn40l", dataflow.PIPELINE, DataflowMachine, dataflow_rows,

@@ -1,36 +1,52 @@
 """Precision: the storage type of every parameter, decided before storage is planned.
 
 Values are stored in the target's operand type, except layer-norm gains and biases and linear
-biases, which stay in fp32: they are few, and their rounding would show in the logits.
+biases, which stay in fp32: they are few, and their rounding would show in the logits; and the
+weights a quantisation recipe stores as integer codes with scales (compiler/passes/quantised.py),
+which the program dequantises to the operand type as it loads them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Mapping
 
 from isa import DType
 
 from compiler.frontend.weights import param_roles
 from compiler.ir import Graph
+from compiler.passes.quantised import StoredFormat, stored_formats
+
+if TYPE_CHECKING:
+    from compiler.quant.plan import QuantPlan
 
 __all__ = ["Precision", "precision"]
 
 
 @dataclass(frozen=True, slots=True)
 class Precision:
-    """`dtype` for values, fp32 for the parameters in `fp32` (int32 token ids stay int32)."""
+    """`dtype` for values, fp32 for the parameters in `fp32` (int32 token ids stay int32), and
+    the weights in `quantised` as codes and scales."""
 
     dtype: DType
     fp32: frozenset[str]
+    quantised: Mapping[str, StoredFormat] = field(default_factory=lambda: MappingProxyType({}))
 
     def dump(self) -> str:
         kept = sorted(self.fp32)
-        return "\n".join([f"operand and storage type: {self.dtype.value}",
-                          f"kept in fp32 ({len(kept)} parameters: gains and biases):",
-                          *(f"  {name}" for name in kept)])
+        lines = [f"operand and storage type: {self.dtype.value}",
+                 f"kept in fp32 ({len(kept)} parameters: gains and biases):",
+                 *(f"  {name}" for name in kept)]
+        if self.quantised:
+            lines.append(f"stored quantised ({len(self.quantised)} weights, dequantised as loaded):")
+            lines += [f"  {name}: {fmt.describe()}" for name, fmt in self.quantised.items()]
+        return "\n".join(lines)
 
 
-def precision(graph: Graph, dtype: DType) -> Precision:
-    """Which parameters keep fp32 (gains and biases, by how the graph uses them)."""
+def precision(graph: Graph, dtype: DType, quant: "QuantPlan | None" = None) -> Precision:
+    """Which parameters keep fp32 (gains and biases, by how the graph uses them), and which
+    weights `quant` (a recipe's plan for this graph) stores quantised."""
     roles = param_roles(graph)
     params = {p.name for p in graph.params}    # a computed gain is stored like any value
-    return Precision(dtype, frozenset(n for n, r in roles.items() if r in ("gain", "bias") and n in params))
+    return Precision(dtype, frozenset(n for n, r in roles.items() if r in ("gain", "bias") and n in params),
+                     stored_formats(graph, quant))

@@ -42,10 +42,11 @@ class Lowered:
     constants: dict          # constant symbol -> fp32 array (causal masks)
     assumptions: tuple[str, ...]
     attention: tuple = field(default=(), kw_only=True)  # AttentionSite per attention chain (compiler/targets/attention_plan.py)
+    quantised: Mapping = field(default_factory=dict, kw_only=True)  # weight -> StoredFormat
 
     def initial_data(self, graph: Graph, weights, feeds) -> dict:
         """Symbol -> initial contents (parameters, inputs, constants, the KV cache so far)."""
-        return program_data(graph, self.plan, self.constants, weights, feeds)
+        return program_data(graph, self.plan, self.constants, weights, feeds, self.quantised)
 
     def dump(self) -> str:
         """The program's shape: instructions per queue, its symbols and its assumptions."""

@@ -2,6 +2,7 @@
 graph values back out of a simulated memory through their storage views."""
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Callable, Mapping
 
 import numpy as np
@@ -9,7 +10,9 @@ import numpy as np
 from isa import DType
 from isa.numerics import to_storage
 
+from compiler.errors import CompileError
 from compiler.ir import Graph, OpKind
+from compiler.passes.quantised import SCALES_SUFFIX, StoredFormat, stored_data
 from compiler.passes.storage import StoragePlan, View
 from compiler.targets.emit import symbol_name
 
@@ -22,14 +25,26 @@ def _flat_index(view: View) -> np.ndarray:
 
 
 def program_data(graph: Graph, plan: StoragePlan, constants: Mapping[str, np.ndarray],
-                 weights: Mapping[str, np.ndarray], feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+                 weights: Mapping[str, np.ndarray], feeds: Mapping[str, np.ndarray],
+                 quantised: Mapping[str, StoredFormat] = MappingProxyType({})) -> dict[str, np.ndarray]:
     """Symbol -> initial contents (in storage form) for parameters, inputs and constants.
 
     A KV-cache input lives inside its append's buffer, so that buffer starts out holding the
-    cache; every other computed buffer starts as zeros (not stored)."""
+    cache; every other computed buffer starts as zeros (not stored). A weight in `quantised`
+    is its codes and scales as quantised at compile time: `weights` must then be the
+    recipe's (compiler.quant.weights.QuantizedWeights, which keeps them)."""
     data: dict[str, np.ndarray] = {}
+    stored = getattr(weights, "stored", {})
     for buf in plan.buffers.values():
         op = graph[buf.name] if buf.name in graph else None
+        if buf.name in quantised:
+            if buf.name not in stored:
+                raise CompileError(f"'{buf.name}' is planned quantised, and the weights given "
+                                   "hold no codes for it: pass the recipe's quantised weights")
+            codes, scales = stored_data(stored[buf.name], quantised[buf.name])
+            data[symbol_name(buf.name)] = codes
+            data[symbol_name(buf.name) + SCALES_SUFFIX] = scales
+            continue
         if op is not None and op.kind is OpKind.PARAM:
             values = np.asarray(weights[buf.name])
         elif op is not None and op.kind is OpKind.INPUT:

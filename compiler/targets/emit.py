@@ -7,6 +7,7 @@ tokens allow, which is what overlaps loads, compute and stores.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
@@ -21,6 +22,7 @@ from isa.loops import loop_words
 from isa.opcodes import LINK_QUEUE, OPCODES
 
 from compiler.errors import CompileError, InstructionLimitError
+from compiler.passes.quantised import StoredFormat
 from compiler.passes.storage import View
 from compiler.targets import sweep as _sweep
 
@@ -176,6 +178,8 @@ class Emitter:
         self._ready_token: dict[str, int] = {}     # buffer -> token number of its last store
         self.addresses: dict[str, int] = {}        # DRAM symbol -> byte address
         self.itemsize: dict[str, int] = {}
+        self.quantised: dict[str, tuple[StoredFormat, int, isa.DType]] = {}  # codes symbol ->
+                                                   # (format, scales' address, loaded type)
         self._interned: dict[tuple, Instr] = {}
         self._made: dict[tuple, Instr] = {}
         self._limit = _LIMIT.get()
@@ -219,12 +223,16 @@ class Emitter:
         """Everything that decides what is emitted next, but counters (the tracked objects',
         the store tokens') and the instructions and op marks so far. The store ordering
         enters relative to the tokens signalled: how far each waiting queue is behind, and
-        how far behind each pending store is (which symbol it is, the sweep checks by name)."""
+        how far behind each pending store is (which symbol it is, the sweep checks by name).
+        The qcfg register is left out: every loadq is emitted after its own qcfg, so nothing
+        emitted reads it, and its scales address moves with the tiles like any operand."""
         top = self._stores_signalled
         return (self._sems, len(self.addresses), frozenset(self._strides.items()),
                 tuple(sorted((q, top - n) for q, n in self._stores_waited.items())),
                 tuple(sorted(top - t for t in self._pending.values())),
-                self._barrier is None, frozenset(self._config.items()),
+                self._barrier is None,
+                frozenset((q, c if c.qcfg is None else dataclasses.replace(c, qcfg=None))
+                          for q, c in self._config.items()),
                 tuple(obj.sweep_key() for obj in self._tracked))
 
     def sweep_counts(self) -> tuple[tuple[int, ...], ...]:
@@ -370,13 +378,56 @@ class Emitter:
         return "dram"
 
     def dram(self, m: Matrix) -> Addr:
+        if m.symbol in self.quantised:
+            raise CompileError(f"'{m.symbol}' is stored quantised: only a load reads it "
+                               "(dequantised, loadq)")
         return Addr(self.space_of(m.symbol), self.addresses[m.symbol] + m.offset * self.itemsize[m.symbol])
+
+    def place_quantised(self, codes: isa.Symbol, scales: isa.Symbol, fmt: StoredFormat,
+                        dtype: isa.DType) -> None:
+        """A weight stored as packed codes and fp16 scales (compiler/passes/quantised.py): a
+        `load` of a window of it dequantises to `dtype` (qcfg + loadq)."""
+        self.place(codes)
+        self.place(scales)
+        self.quantised[codes.name] = (fmt, scales.addr, dtype)
 
     def load(self, queue: str, dst: Addr, m: Matrix) -> None:
         """DMA a DRAM window into a dense on-chip tile."""
+        if m.symbol in self.quantised:
+            self._load_quantised(queue, dst, m)
+            return
         size = self.itemsize[m.symbol]
         self.pitch(queue, m.stride * size if m.rows > 1 else 0, 0)
         self.emit(queue, "load", dst=dst, src=self.dram(m), rows=m.rows, row_bytes=m.cols * size)
+
+    def _load_quantised(self, queue: str, dst: Addr, m: Matrix) -> None:
+        """A window of a quantised weight, dequantised on the way in: one qcfg (its columns'
+        scale row) and one loadq per stretch of rows inside one scale group. The qcfg is
+        emitted before every loadq, never elided when unchanged, so that what is emitted does
+        not depend on the register (a sweep's state leaves it out, `sweep_key`)."""
+        fmt, scales, dtype = self.quantised[m.symbol]
+        if m.rows > 1 and m.stride != fmt.cols:
+            raise CompileError(f"'{m.symbol}': a window with rows {m.stride} elements apart; its "
+                               f"quantised rows hold {fmt.cols}")
+        first, c0 = divmod(m.offset, fmt.cols)
+        if c0 * fmt.bits % 8 or c0 + m.cols > fmt.cols:
+            raise CompileError(f"'{m.symbol}': a tile at column {c0} of {m.cols} columns does not "
+                               f"start on a byte of its {fmt.format} codes, or runs past its "
+                               f"{fmt.cols} columns")
+        base, size = self.addresses[m.symbol], dtype.itemsize
+        groups = fmt.rows // fmt.group                 # scale rows per matrix of the weight
+        r = 0
+        while r < m.rows:
+            row = first + r                            # over the weight's leading axes too
+            n = min(m.rows - r, fmt.group - row % fmt.rows % fmt.group)
+            at = scales if fmt.per_tensor else scales + 2 * (
+                ((row // fmt.rows) * groups + row % fmt.rows // fmt.group) * fmt.cols + c0)
+            self.pitch(queue, fmt.row_bytes if n > 1 else 0, 0)
+            self.emit(queue, "qcfg", fmt=fmt.format, dtype=dtype, cols=m.cols,
+                      step=0 if fmt.per_tensor else 2, scales=Addr("dram", at))
+            self.emit(queue, "loadq", dst=Addr(dst.space, dst.addr + r * m.cols * size),
+                      src=Addr("dram", base + row * fmt.row_bytes + c0 * fmt.bits // 8), rows=n)
+            r += n
 
     def store(self, queue: str, m: Matrix, src: Addr) -> None:
         """DMA a dense on-chip tile into a DRAM window."""

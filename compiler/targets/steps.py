@@ -9,7 +9,7 @@ __all__ = ["PRECISION", "STORAGE"]
 
 
 def _precision(c: Compilation) -> Precision:
-    return precision(c.graph, c.dtype)
+    return precision(c.graph, c.dtype, c.quant)
 
 
 def _storage(c: Compilation) -> StoragePlan:

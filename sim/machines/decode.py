@@ -1,8 +1,8 @@
 """The one walk over a program that every machine's costs share.
 
 It keeps each queue's configuration registers (`isa.QueueConfig`: dmacfg strides, the last
-mcfg and vcfg) and hands every instruction, with its queue's configuration at that point, to
-the machine's cost function for its opcode (a `CostTable`). A machine lists every opcode it
+mcfg, vcfg and qcfg) and hands every instruction, with its queue's configuration at that point,
+to the machine's cost function for its opcode (a `CostTable`). A machine lists every opcode it
 executes; any other is rejected with the instruction's index, queue and opcode.
 """
 from __future__ import annotations
@@ -14,13 +14,13 @@ from typing import Generic, TypeVar
 import numpy as np
 
 import isa
+from isa.loop_checks import CONFIG_OPCODES
 from isa.opcodes import VEC_IMMEDIATE, VEC_UNARY
 from sim.machines.events import EventRows
 
 __all__ = ["CostSheet", "CostFn", "CostTable", "ONE_OPERAND_FUNCS", "NODE_PRICED", "decode"]
 
 ONE_OPERAND_FUNCS = frozenset(VEC_IMMEDIATE + VEC_UNARY)   # vec functions that read only `a`
-_CONFIG = frozenset({"dmacfg", "mcfg", "vcfg"})
 # Opcodes no machine prices: a collective's time is the node's link model's (sim/multi.py),
 # and a single machine's view has no link queue, so its verifier refuses them.
 NODE_PRICED = frozenset({"coll"})
@@ -69,7 +69,7 @@ def decode(table: CostTable[SheetT], sheet: SheetT, instructions: Sequence[isa.I
     for i, ins in pairs:
         op = ins.opcode
         fn = lookup(op, _MISSING)
-        if op in _CONFIG:
+        if op in CONFIG_OPCODES:
             configs[ins.queue] = configs.get(ins.queue, _RESET).after(ins)
         if fn is None or op in skip:
             continue

@@ -14,7 +14,8 @@ __all__ = ["PIPELINE"]
 
 
 def _dram(c: Compilation) -> DramLayout:
-    return plan_dram(c.graph, c["storage"], c.arch, c["attention"].elided(c["storage"].views))
+    return plan_dram(c.graph, c["storage"], c.arch, c["attention"].elided(c["storage"].views),
+                     c["precision"].quantised)
 
 
 def _floors(c: Compilation) -> SramFloors:
@@ -40,7 +41,7 @@ def _attention(c: Compilation) -> AttentionPlan:
 
 def _emit(c: Compilation) -> Lowered:
     return SystolicLowering(c.graph, c.arch, c.dtype, c["storage"], c["dram"], c["sram"],
-                            c["attention"]).lower()
+                            c["attention"], c["precision"].quantised).lower()
 
 
 PIPELINE = Pipeline("systolic", (PRECISION, STORAGE, Step("attention", _attention),

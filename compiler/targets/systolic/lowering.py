@@ -9,10 +9,14 @@ produced it.
 """
 from __future__ import annotations
 
+from types import MappingProxyType
+from typing import Mapping
+
 from isa import DType
 
 from arch.systolic import SystolicArch
 from compiler.ir import Graph, Op
+from compiler.passes.quantised import SCALES_SUFFIX, StoredFormat
 from compiler.passes.storage import StoragePlan
 from compiler.targets.attention import FusedAttention, KernelQueues
 from compiler.targets.attention_plan import AttentionPlan
@@ -37,11 +41,16 @@ class SystolicLowering(GemmLowering):
     """Emits the program for planned DRAM and SRAM layouts."""
 
     def __init__(self, graph: Graph, arch: SystolicArch, dtype: DType, plan: StoragePlan,
-                 dram: DramLayout, sram: SramLayout, attention: AttentionPlan) -> None:
-        self.arch, self.dtype = arch, dtype
+                 dram: DramLayout, sram: SramLayout, attention: AttentionPlan,
+                 quantised: Mapping[str, StoredFormat] = MappingProxyType({})) -> None:
+        self.arch, self.dtype, self.quantised = arch, dtype, quantised
         em = Emitter("systolic")
+        named = {s.name: s for s in dram.symbols}
         for symbol in dram.symbols:
             em.place(symbol)
+        for param, fmt in quantised.items():       # loads of them dequantise (loadq)
+            codes = named[symbol_name(param)]
+            em.place_quantised(codes, named[codes.name + SCALES_SUFFIX], fmt, dtype)
         self.symbols, self._dram_end = list(dram.symbols), dram.end
         self.rings = {spec.name: Ring(em, spec) for spec in sram.rings}
         self.acc = Ring(em, sram.acc)
@@ -73,7 +82,16 @@ class SystolicLowering(GemmLowering):
         program = self.em.program(("dram", "sram", "acc"), tuple(self.symbols), self.arch.queues)
         note = self.attention.assumption()
         return Lowered(program, self.plan, self.dtype, dict(self.vector.constants),
-                       ASSUMPTIONS + ((note,) if note else ()), attention=self.attention.sites)
+                       ASSUMPTIONS + ((note,) if note else ()) + self._quant_assumptions(),
+                       attention=self.attention.sites, quantised=self.quantised)
+
+    def _quant_assumptions(self) -> tuple[str, ...]:
+        if not self.quantised:
+            return ()
+        widths = sorted({fmt.format for fmt in self.quantised.values()})
+        return (f"{len(self.quantised)} weights stored as {'/'.join(widths)} codes with fp16 "
+                f"scales, dequantised to {self.dtype.value} in the DMA load path at the DRAM "
+                "port's rate (loadq)",)
 
     def lower_attention(self, chain, blocks, reader: str, writer: str) -> None:
         """The fused kernel, fenced: every queue meets before and after it, since it lays out

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping
 
 import isa
 from isa import A40, DType
@@ -23,6 +25,7 @@ from isa import A40, DType
 from arch.systolic import SystolicArch
 from compiler.errors import CompileError
 from compiler.ir import Graph, OpKind
+from compiler.passes.quantised import SCALES_SUFFIX, StoredFormat
 from compiler.passes.storage import StoragePlan
 from compiler.targets.emit import RingSpec, symbol_name
 from compiler.targets.movement import GATHER_SLICE_BYTES, check_gather_reach, gather_tables
@@ -83,10 +86,13 @@ def dram_symbol(name: str, addr: int, shape: tuple[int, ...], dtype: DType, arch
 
 
 def plan_dram(graph: Graph, plan: StoragePlan, arch: SystolicArch,
-              elided: frozenset[str] = frozenset()) -> DramLayout:
+              elided: frozenset[str] = frozenset(),
+              quantised: Mapping[str, StoredFormat] = MappingProxyType({})) -> DramLayout:
     """Every buffer of the storage plan at its DRAM address: the tables gathers read first
     (smallest first, within a gather's reach), then the rest in plan order; none for the
-    buffers in `elided` (a fused attention's scores and probabilities, never written)."""
+    buffers in `elided` (a fused attention's scores and probabilities, never written). A
+    weight in `quantised` is two symbols: its packed codes (bytes) and, after them, its fp16
+    scales (compiler/passes/quantised.py)."""
     symbols, end = [], 0
     tables = gather_tables(graph, plan)
     rest = [b for b in plan.buffers if b not in set(tables) and b not in elided]
@@ -94,8 +100,14 @@ def plan_dram(graph: Graph, plan: StoragePlan, arch: SystolicArch,
         b = plan.buffers[name]
         if name in tables:
             check_gather_reach(name, "dram", end)
-        symbol, end = dram_symbol(symbol_name(b.name), end, b.shape, b.dtype, arch)
-        symbols.append(symbol)
+        fmt = quantised.get(name)
+        if fmt is None:
+            symbol, end = dram_symbol(symbol_name(b.name), end, b.shape, b.dtype, arch)
+            symbols.append(symbol)
+            continue
+        codes, end = dram_symbol(symbol_name(b.name), end, fmt.code_shape, DType.int8, arch)
+        scales, end = dram_symbol(codes.name + SCALES_SUFFIX, end, fmt.scale_shape, DType.fp16, arch)
+        symbols += [codes, scales]
     return DramLayout(tuple(symbols), end)
 
 

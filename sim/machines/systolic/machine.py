@@ -3,6 +3,11 @@
 dma0 and dma1 share the DRAM port (resource 0). Cycle formulas are in sim/timing.py;
 energy events follow docs/systolic.md: a GEMM reads its A tile from SRAM once per column
 fold and its B tile once, and read-modify-writes its fp32/int32 output once per row fold.
+A quantised load (`loadq`) moves its fp16 scale row and its packed rows as one transfer on the
+DRAM port (one access latency, like a `load`; its `qcfg` only sets registers and takes no
+time); we assume the dequantiser in the load path keeps pace with the port (one multiply an
+element, counted as `dequant_ops` and priced at the vector unit's `vector_op_pj` in the
+"vector" energy entry).
 """
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from typing import Mapping
 
 import isa
 from arch.systolic import SystolicArch
+from isa.footprint import loadq_row_bytes, scale_bytes
 from sim.machines.base import Costs, Machine, MachineRun
 from sim.machines.decode import ONE_OPERAND_FUNCS, CostSheet, CostTable, decode
 from sim.timing import dma_cycles, gemm_cycles, reduce_cycles, vector_cycles
@@ -17,7 +23,7 @@ from sim.timing import dma_cycles, gemm_cycles, reduce_cycles, vector_cycles
 __all__ = ["SystolicMachine", "EVENTS"]
 
 EVENTS = ("macs", "dram_read_bytes", "dram_write_bytes", "sram_read_bytes", "sram_write_bytes",
-          "acc_bytes", "vector_ops")
+          "acc_bytes", "vector_ops", "dequant_ops")
 DRAM_PORT = 0
 _BCAST_ELEMS = {"none": lambda rows, cols: rows * cols, "row": lambda rows, cols: rows,
                 "col": lambda rows, cols: cols, "scalar": lambda rows, cols: 1}
@@ -34,7 +40,8 @@ class SystolicMachine(Machine[SystolicArch]):
         self._latency = arch.dram_latency_cycles
         self._table = CostTable("a systolic-array machine", {
             "halt": None, "signal": None, "wait": None, "dmacfg": None, "mcfg": None, "vcfg": None,
-            "load": self._transfer, "store": self._transfer, "gather": self._gather, "gatherw": self._gather,
+            "load": self._transfer, "store": self._transfer, "gather": self._gather,
+            "gatherw": self._gather, "qcfg": None, "loadq": self._loadq,
             "gemm": self._gemm, "vec": self._vec, "red": self._red})
 
     def mac_units(self) -> int:
@@ -68,6 +75,16 @@ class SystolicMachine(Machine[SystolicArch]):
         s.durations[i] = self._latency + n * (self.dma(row) - self._latency)
         s.resources[i] = DRAM_PORT
         s.events.set(i, dram_read_bytes=n * row, sram_write_bytes=n * row, sram_read_bytes=n * 4)
+
+    def _loadq(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        """Its scale row and its packed rows in one transfer (one access latency)."""
+        packed, written = loadq_row_bytes(ins, cfg)
+        rows = ins["rows"]
+        nbytes = rows * packed + scale_bytes(cfg.qcfg)
+        s.durations[i] = self.dma(nbytes)
+        s.resources[i] = DRAM_PORT
+        s.events.set(i, dram_read_bytes=nbytes, sram_write_bytes=rows * written,
+                     dequant_ops=rows * cfg.qcfg["cols"])
 
     def _gemm(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
         arch, mcfg = self.arch, cfg.mcfg
@@ -113,7 +130,7 @@ class SystolicMachine(Machine[SystolicArch]):
                     + totals["sram_write_bytes"] * e.sram_write_pj_per_byte
                     + totals["acc_bytes"] * e.acc_pj_per_byte,
             "dram": (totals["dram_read_bytes"] + totals["dram_write_bytes"]) * e.dram_pj_per_byte,
-            "vector": totals["vector_ops"] * e.vector_op_pj,
+            "vector": (totals["vector_ops"] + totals["dequant_ops"]) * e.vector_op_pj,
         }
 
 

@@ -1,0 +1,144 @@
+"""Which parameters a program stores quantised, in which layout: the weights a recipe's plan
+(compiler/quant/plan.py) gives an integer format, as a target's DRAM holds them and `loadq`
+reads them (docs/isa.md, "Quantised loads").
+
+A linear's weight [in, out] = [K, N] is stored as K rows of N packed codes (isa/packing.py) and
+its fp16 scales as [K / group, N]: one row of N scales per `group` input channels (the recipe's
+group; all K for one scale per output channel), or a single scale for the whole tensor. The
+scale groups run along K, the axis a GEMM contracts, so a tile of rows inside one group
+shares one row of scales, which is what one `loadq` dequantises with; the emitter splits a
+tile at group boundaries.
+
+Built here: integer weights only (int2..int8, per channel, group or tensor), read whole. What a
+target cannot run yet is refused in one line naming the tensor and the field: quantised
+activations or KV cache (they need quantise operations inside the program), fp8 / MX / bfp
+weights (other element decoders), bit-nested weights, a weight a matmul reads transposed, and
+quantised embedding tables (a gather copies rows, it does not dequantise).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Mapping
+
+import numpy as np
+
+from isa.packing import pack_rows, packed_row_bytes
+
+from compiler.errors import CompileError
+from compiler.ir import Graph
+
+if TYPE_CHECKING:            # compiler.quant imports ml_dtypes (0.6 s): only runs with a recipe
+    from compiler.quant.plan import QuantPlan
+    from compiler.quant.tensors import StoredWeight
+
+__all__ = ["StoredFormat", "stored_formats", "stored_data", "stored_bytes", "SCALES_SUFFIX",
+           "NOT_ON_TARGETS"]
+
+SCALES_SUFFIX = ".qscales"          # the scales' symbol: the codes' symbol + this
+NOT_ON_TARGETS = "the simulated targets run weight-only integer recipes (w8a16, w4a16:g128, ...)"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFormat:
+    """One weight as stored: `lead` x [rows, cols] codes of `bits` bits, each row packed on
+    its own bytes; fp16 scales [lead..., scale_rows, cols], one row per `group` rows, or one
+    scale for the whole tensor (`per_tensor`)."""
+
+    bits: int
+    shape: tuple[int, ...]      # the weight's logical shape, [..., K, N]
+    group: int                  # rows one scale row covers (K: one per output channel)
+    per_tensor: bool
+
+    @property
+    def rows(self) -> int:
+        return self.shape[-2]
+
+    @property
+    def cols(self) -> int:
+        return self.shape[-1]
+
+    @property
+    def format(self) -> str:
+        return f"int{self.bits}"
+
+    @property
+    def row_bytes(self) -> int:
+        return packed_row_bytes(self.cols, self.bits)
+
+    @property
+    def code_shape(self) -> tuple[int, ...]:
+        """The codes' buffer, in bytes: each row of codes packed."""
+        return (*self.shape[:-1], self.row_bytes)
+
+    @property
+    def scale_shape(self) -> tuple[int, ...]:
+        if self.per_tensor:
+            return (1,)
+        return (*self.shape[:-2], self.rows // self.group, self.cols)
+
+    def describe(self) -> str:
+        scale = "one scale" if self.per_tensor else (
+            "a scale per output channel" if self.group == self.rows else f"a scale per {self.group} input channels")
+        return f"{self.format}, {scale}"
+
+
+def stored_formats(graph: Graph, plan: "QuantPlan | None") -> Mapping[str, StoredFormat]:
+    """Parameter -> its stored format, for every weight `plan` quantises (none without a plan);
+    CompileError (RecipeError's parent) for what the targets cannot run yet."""
+    if plan is None:
+        return MappingProxyType({})
+    name = plan.recipe.name
+    for op, quant in plan.activations.items():
+        if quant is not None:
+            raise CompileError(f"recipe {name!r}: activations of '{op}' in {quant}: quantised "
+                               f"activations are not built on the targets yet; {NOT_ON_TARGETS}")
+    for value, write in plan.kv.items():
+        if write.quant is not None:
+            raise CompileError(f"recipe {name!r}: kv '{value}' in {write.quant}: a quantised KV "
+                               f"cache is not built on the targets yet; {NOT_ON_TARGETS}")
+    out: dict[str, StoredFormat] = {}
+    for param, use in plan.weights.items():
+        quant = use.quant
+        if quant is None:
+            continue
+        where = f"recipe {name!r}: {use.role} '{param}'"
+        if use.role != "weights":
+            raise CompileError(f"{where} in {quant}: quantised embedding tables are not built "
+                               f"on the targets yet; {NOT_ON_TARGETS}")
+        if quant.format.kind != "int":
+            raise CompileError(f"{where}: format {quant.format.name} is not built on the "
+                               f"targets yet; {NOT_ON_TARGETS}")
+        if quant.nested:
+            raise CompileError(f"{where}: bit-nested weights are not built on the targets yet; "
+                               f"{NOT_ON_TARGETS}")
+        if use.contracted_last:
+            raise CompileError(f"{where}: a matmul reads it transposed, which the targets' "
+                               f"quantised loads do not do yet; {NOT_ON_TARGETS}")
+        shape = tuple(graph[param].type.shape)
+        group = {"tensor": shape[-2], "channel": shape[-2], "group": quant.group}[quant.scale]
+        out[param] = StoredFormat(quant.format.bits, shape, group, quant.scale == "tensor")
+    return MappingProxyType(out)
+
+
+def stored_data(stored: "StoredWeight", fmt: StoredFormat) -> tuple[np.ndarray, np.ndarray]:
+    """The codes (int8 bytes of the packed rows, `fmt.code_shape`) and the fp16 scales
+    (`fmt.scale_shape`) of a weight quantised at compile time (compiler/quant/tensors.py
+    holds it with the contracted axis last, [..., N, K])."""
+    q = stored.quantized
+    if q.format.kind != "int" or q.format.bits != fmt.bits or not stored.swapped:
+        raise CompileError(f"stored weight in {q.format.name} does not match its planned {fmt.format}")
+    codes = np.swapaxes(q.codes, -1, -2)                        # [..., K, N]
+    packed = pack_rows(codes, fmt.bits).view(np.int8)
+    scales = np.asarray(q.scales, dtype=np.float64)
+    if fmt.per_tensor:
+        scales = scales.reshape(1)
+    else:                                                       # [..., N, K/g] -> [..., K/g, N]
+        scales = np.swapaxes(scales.reshape(*fmt.shape[:-2], fmt.cols, fmt.rows // fmt.group), -1, -2)
+    return packed.reshape(fmt.code_shape), scales.astype(np.float16)
+
+
+def stored_bytes(fmt: StoredFormat) -> int:
+    """Bytes the weight takes in DRAM: packed codes and fp16 scales."""
+    return math.prod(fmt.code_shape) + 2 * math.prod(fmt.scale_shape)

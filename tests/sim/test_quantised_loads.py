@@ -1,0 +1,154 @@
+"""qcfg and loadq in the simulator: values against isa.formats and a float64 reference, the
+systolic machine's costs, the machines that refuse them, and compact timing of a loop."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import isa
+from arch import load_arch
+from isa import ISA_VERSION, Instr, Program, QueueConfig
+from isa.formats import dequantize, quantize
+from isa.numerics import from_storage, to_storage
+from isa.packing import pack_rows
+from sim.compact_costs import PatternCosts, pattern_costs
+from sim.functional import FunctionalError, FunctionalExecutor, Memory
+from sim.machines import DataflowMachine, PimMachine, SystolicMachine
+from sim.simulate import simulate
+
+pytestmark = pytest.mark.filterwarnings("error")  # no numpy warning may leak
+
+SPACES = {"dram": 1 << 16, "sram": 1 << 16}
+SCALES = 0x8000                        # where the fp16 scales sit in DRAM
+rng = np.random.default_rng(11)
+
+
+def run(instrs: list[Instr], memory: Memory) -> FunctionalExecutor:
+    program = Program("test", ISA_VERSION, tuple(SPACES), (), tuple(instrs))
+    executor = FunctionalExecutor(program, memory)
+    for index in range(len(instrs)):
+        executor.execute(index)
+    return executor
+
+
+def load_codes(codes: np.ndarray, scales: np.ndarray, fmt: str, dtype: str, *,
+               src_pitch: int = 0, dst_pitch: int = 0) -> np.ndarray:
+    """codes [rows, cols] packed into DRAM (rows src_pitch apart), loaded with loadq; the
+    on-chip tile read back as values of `dtype`."""
+    bits, (rows, cols) = int(fmt[3:]), codes.shape
+    packed = pack_rows(codes, bits)
+    pitch = src_pitch or packed.shape[1]
+    memory = Memory(SPACES)
+    for r in range(rows):
+        memory.write_bytes(f"dram[{r * pitch:#x}]", packed[r])
+    memory.write_bytes(f"dram[{SCALES:#x}]", scales.astype("<f2"))
+    step = 2 if scales.size > 1 else 0
+    executor = run([Instr.make("dmacfg", "dma0", src_stride=src_pitch, dst_stride=dst_pitch),
+                    Instr.make("qcfg", "dma0", fmt=fmt, dtype=dtype, cols=cols, step=step,
+                               scales=f"dram[{SCALES:#x}]"),
+                    Instr.make("loadq", "dma0", dst="sram[0x10]", src="dram[0x0]", rows=rows)],
+                   memory)
+    assert executor.config("dma0").qcfg["cols"] == cols
+    row_bytes = cols * isa.DType(dtype).itemsize
+    return np.stack([memory.read(f"sram[{0x10 + r * (dst_pitch or row_bytes):#x}]", cols, dtype)
+                     for r in range(rows)])
+
+
+@pytest.mark.parametrize("fmt", [f"int{bits}" for bits in range(2, 9)])
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("per_column", [True, False])
+def test_loadq_gives_dequantize_rounded_to_its_dtype(fmt, dtype, per_column):
+    """A [K, N] weight with one scale per column: per-channel scales of W.T (isa.formats
+    groups along the last axis), or one scale for the tensor."""
+    k, n = 12, 37
+    weight = rng.normal(size=(k, n))
+    q = quantize(weight.T, fmt, group=k if per_column else None)
+    got = load_codes(q.codes.T, q.scales.reshape(-1), fmt, dtype)
+    want = from_storage(to_storage(dequantize(q).T, dtype), dtype)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("fmt, dtype", [("int3", "fp16"), ("int8", "bf16"), ("int5", "int32")])
+def test_full_code_range_pitched_rows_and_any_fp16_scale(fmt, dtype):
+    """Every code of the format (-2^(N-1) too), fp16 scales of both signs and subnormals,
+    pitched rows on both sides: the product exact, rounded once to dtype."""
+    bits, rows, cols = int(fmt[3:]), 5, 19
+    codes = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), size=(rows, cols))
+    scales = np.concatenate([rng.normal(size=cols - 2) * 8, [-6e-8, 3e-5]]).astype(np.float16)
+    got = load_codes(codes, scales, fmt, dtype, src_pitch=40, dst_pitch=100)
+    want = from_storage(to_storage(codes * scales.astype(np.float64), dtype), dtype)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_loadq_without_qcfg_is_refused():
+    with pytest.raises(FunctionalError, match=r"^instruction 0 \(dma0 loadq\): loadq before any "
+                                              r"qcfg on this queue$"):
+        run([Instr.make("loadq", "dma0", dst="sram[0x0]", src="dram[0x0]", rows=1)],
+            Memory(SPACES))
+
+
+# ---- machines ------------------------------------------------------------------------------
+
+ARCH = load_arch("systolic-128")
+HEADER = ".target {target}\n.isa 2\n.spaces dram sram acc\n"
+BODY = """\
+dma0 qcfg fmt=int4 dtype=bf16 cols=96 step={step} scales=dram[0x8000]
+dma0 loadq dst=sram[0x0] src=dram[0x0] rows=64
+"""
+
+
+@pytest.mark.parametrize("step, scale_bytes", [(2, 192), (0, 2)])
+def test_systolic_costs(step, scale_bytes):
+    machine = SystolicMachine(ARCH)
+    program = isa.assemble(HEADER.format(target="systolic") + BODY.format(step=step))
+    costs = machine.start(program).costs
+    packed = 64 * 48                                    # 96 int4 codes: 48 bytes a row
+    # qcfg sets registers; loadq moves the scale row and the codes in one transfer
+    assert costs.durations.tolist() == [0, machine.dma(scale_bytes + packed)]
+    assert costs.resources.tolist()[1] == 0             # the DRAM port
+    events = {name: costs.events[name].tolist() for name in ("dram_read_bytes",
+              "sram_write_bytes", "dequant_ops", "vector_ops", "sram_read_bytes")}
+    assert events == {"dram_read_bytes": [0, scale_bytes + packed],
+                      "sram_write_bytes": [0, 64 * 96 * 2], "dequant_ops": [0, 64 * 96],
+                      "vector_ops": [0, 0], "sram_read_bytes": [0, 0]}
+    energy = machine.energy_pj(costs.events.totals())
+    assert set(energy) == {"compute", "sram", "dram", "vector"}
+    assert energy["vector"] == 64 * 96 * ARCH.energy.vector_op_pj
+
+
+@pytest.mark.parametrize("machine, queue, name", [
+    (lambda: PimMachine(load_arch("pim-gpt")), "dma0", "a PIM machine"),
+    (lambda: DataflowMachine(load_arch("sn40l")), "agcu0", "a dataflow machine"),
+])
+def test_pim_and_dataflow_machines_refuse_them(machine, queue, name):
+    text = HEADER.format(target="x") + BODY.format(step=2).replace("dma0", queue)
+    with pytest.raises(isa.IsaError, match=rf"^instruction 0 \({queue} qcfg\): not executable "
+                                           rf"on {name}$"):
+        machine().start(isa.assemble(text))
+
+
+def test_a_loop_of_quantised_loads_is_timed_per_pattern_as_unrolled():
+    """Timing only, the periodic engine times the compact program exactly as the unrolled
+    one: qcfg and loadq cost the same in every iteration whatever addresses move."""
+    machine = SystolicMachine(ARCH)
+    text = (HEADER.format(target="systolic") + "dma0 dmacfg src_stride=0 dst_stride=0\n"
+            ".loop count=6\n"
+            "  dma0 qcfg fmt=int4 dtype=bf16 cols=96 step=2 scales=dram[0x8000]+=0xc0\n"
+            "  .loop count=3\n"
+            "    dma0 loadq dst=sram[0x0]+=0x3000 src=dram[0x0]+=0x600 rows=32\n"
+            "    dma0 signal sem=1\n"
+            "    vpu0 wait sem=1\n"
+            "  .endloop\n"
+            ".endloop\n")
+    program = isa.assemble(text)
+    assert isinstance(pattern_costs(machine, program), PatternCosts)
+    compact = simulate(program, machine, functional=False)
+    flat = simulate(isa.unroll(program), machine, functional=False)
+    assert compact.result.to_json() == flat.result.to_json()
+    assert compact.result.bytes["dram_read"] == 6 * 3 * (192 + 32 * 48)   # each loadq: scales + codes
+    numeric = simulate(dataclasses.replace(program, data={}), machine)
+    # memory held up to the last scale qcfg reads (sim/reach.py)
+    assert numeric.memory.held["dram"] == 0x8000 + 5 * 0xc0 + 192

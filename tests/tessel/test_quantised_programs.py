@@ -1,0 +1,157 @@
+"""Programs that store weights quantised (compiler/passes/quantised.py): their logits against
+the quantised reference, their bytes against the formats', their loops against the flat
+program, and the one-line refusals of what the targets cannot run yet."""
+import json
+
+import numpy as np
+import pytest
+
+from arch import load_arch
+from compiler.frontend import load_model
+from compiler.passes.quantised import stored_data, stored_formats
+from compiler.phase import decode, prefill
+from compiler.quant import plan, quantise, resolve_recipe
+from compiler.targets.emit import Emitter
+from compiler.targets.sweep import flat_emission
+from isa import DType
+from isa.packing import unpack_rows
+from tessel.cli import main
+from tessel.driver import compile_model_graph, run
+from tessel.request import make_request
+from tessel.targets import target
+
+FP32_TOLERANCE = 1e-4           # fp32 programs against the float64 quantised reference
+BF16_TOLERANCE = 3e-2           # as tests/tessel/test_systolic_end_to_end.py
+
+
+def _plan(model, graph, recipe):
+    return plan(graph, resolve_recipe(recipe), model.config.n_layer)
+
+
+def test_stored_codes_and_scales_read_back_as_the_reference_weights(tiny_hf):
+    model = load_model(str(tiny_hf))
+    q = quantise(model, "w4a16:g16")
+    formats = stored_formats(model.graph(prefill(4)), q.plan(model.graph(prefill(4))))
+    name = "h.0.mlp.c_fc.weight"
+    fmt = formats[name]
+    assert (fmt.bits, fmt.group, fmt.per_tensor, fmt.shape) == (4, 16, False, (64, 256))
+    codes, scales = stored_data(q.weights.stored[name], fmt)
+    assert codes.shape == (64, 128) and scales.shape == (4, 256) and scales.dtype == np.float16
+    values = unpack_rows(codes.view(np.uint8), 4, 256) * np.repeat(scales.astype(np.float64), 16, axis=0)
+    np.testing.assert_array_equal(values, q.weights[name])
+
+
+def test_a_tile_is_split_where_its_scale_group_ends():
+    from compiler.passes.quantised import StoredFormat
+    from compiler.targets.emit import Matrix
+    from isa import Addr, Symbol
+    em = Emitter("systolic")
+    fmt = StoredFormat(4, (96, 64), 32, False)
+    codes, scales = Symbol("w", "dram", 0, fmt.code_shape, DType.int8), Symbol("w.qscales", "dram", 4096, fmt.scale_shape, DType.fp16)
+    em.place_quantised(codes, scales, fmt, DType.bf16)
+    em.load("dma0", Addr("sram", 0), Matrix("w", 0, 96, 64, 64).block(16, 40, 32, 32))  # rows 16..55
+    loads = [i for i in em.instructions if i.opcode in ("qcfg", "loadq")]
+    assert [(i.opcode, i["rows"] if i.opcode == "loadq" else i["scales"].addr) for i in loads] == [
+        ("qcfg", 4096 + 2 * 32), ("loadq", 16),           # rows 16..31: scale row 0
+        ("qcfg", 4096 + 2 * (64 + 32)), ("loadq", 24)]    # rows 32..55: scale row 1
+    assert loads[1]["src"].addr == 16 * 32 + 32 * 4 // 8 and loads[3]["dst"].addr == 16 * 32 * 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["w8a16", "w4a16:g32", "w3a16:g16", "w2a16"])
+@pytest.mark.parametrize("phase", [prefill(10), decode(9)], ids=str)
+def test_compiled_logits_equal_the_quantised_reference(tiny_hf, recipe, phase):
+    arch = load_arch("systolic-32", ["dtype=fp32"])        # small buffers: many tiles per GEMM
+    outcome = run(make_request(load_model(str(tiny_hf)), "systolic", arch, phase, numerics=True,
+                               quant=recipe))
+    assert outcome.result.logits_rel_error < FP32_TOLERANCE
+    model = load_model(str(tiny_hf))
+    full = run(make_request(model, "systolic", arch, phase, numerics=True))
+    assert not np.allclose(outcome.reference, full.reference)     # the reference is quantised
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fixture", ["tiny-llama3-tied", "tiny-qwen3"])
+def test_llama_family_logits_in_bf16(fixture):
+    from pathlib import Path
+    model = load_model(str(Path(__file__).parents[1] / "fixtures" / fixture))
+    outcome = run(make_request(model, "systolic", load_arch("systolic-32"), prefill(8),
+                               numerics=True, quant="w4a16:g32"))
+    assert outcome.result.logits_rel_error < BF16_TOLERANCE
+
+
+@pytest.mark.slow
+def test_w4a16_g128_weights_take_their_share_of_bf16_bytes_exactly():
+    model = load_model("gpt2")
+    arch = load_arch("systolic-128")
+    result = run(make_request(model, "systolic", arch, decode(64), numerics=False,
+                              quant="w4a16:g128")).result
+    facts = result.workload["quantised_weights"]
+    assert facts["count"] == 48                             # 4 linears x 12 layers; not the LM head
+    assert facts["stored_bytes"] * 16 == facts["full_bytes"] * (4 + 16 / 128)
+    full = run(make_request(model, "systolic", arch, decode(64), numerics=False)).result
+    assert result.cycles < full.cycles and result.bytes["dram_read"] < full.bytes["dram_read"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["w4a16:g32", "w3a16:g16"])
+def test_compact_quantised_program_times_as_the_flat_one(tiny_hf, recipe):
+    model = load_model(str(tiny_hf))
+    graph = model.graph(prefill(16))
+    arch = load_arch("systolic-32")
+    compact = compile_model_graph(model, graph, "systolic", arch, quant=_plan(model, graph, recipe))
+    with flat_emission():
+        flat = compile_model_graph(model, graph, "systolic", arch, quant=_plan(model, graph, recipe))
+    assert len(compact.program.instructions) < len(flat.program.instructions)
+    a, b = (target("systolic").simulate(lo.program, arch, functional=False).result
+            for lo in (compact, flat))
+    assert (a.cycles, a.ops, a.energy_j, a.unit_busy_cycles) == (b.cycles, b.ops, b.energy_j, b.unit_busy_cycles)
+
+
+@pytest.mark.slow
+def test_program_file_carries_codes_and_scales(tmp_path, tiny_hf):
+    prog = tmp_path / "q.tbin"
+    assert main(["compile", "--model", str(tiny_hf), "--seq", "8", "--with-data", "--quant",
+                 "w4a16:g32", "-o", str(prog)]) == 0
+    assert main(["sim", str(prog), "--json", str(tmp_path / "a.json")]) == 0
+    assert main(["sim", "--model", str(tiny_hf), "--seq", "8", "--quant", "w4a16:g32",
+                 "--json", str(tmp_path / "b.json")]) == 0
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
+    assert a["cycles"] == b["cycles"] and b["logits_rel_error"] < BF16_TOLERANCE
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--target", "pim"], "--quant: target 'pim' cannot run quantised programs yet (built: systolic)"),
+    (["--target", "dataflow"], "--quant: target 'dataflow' cannot run quantised programs yet"),
+    (["--set", "dtype=int8"], "--quant: weights dequantise to the operand type, and int8 operands"),
+    (["--quant", "w8a8"], "activations of 'h.0.attn.c_attn' in int8:token: quantised activations are not built"),
+    (["--quant", "kv:int8"], "a quantised KV cache is not built on the targets yet"),
+    (["--quant", "fp8"], "activations of 'h.0.attn.c_attn' in fp8_e4m3: quantised activations"),
+    (["--quant", "FILE:fp8_e4m3"], "weights 'h.0.attn.c_attn.weight': format fp8_e4m3 is not built on the targets yet"),
+    (["--quant", "FILE:int4"], None),
+    (["--quant", "FILE:int4:head"], "'wte.weight' is one stored tensor read as embeddings"),
+    (["--quant", "w4a16:nested"], "bit-nested weights are not built on the targets yet"),
+    (["--quant", "w4a16:g48"], "group 48 does not divide the 64 input channels"),
+    (["--quant", "w9a16"], "w9: integer widths are 2..8 bits"),
+    (["--devices", "2"], "--quant: not with --devices"),
+])
+def test_what_the_targets_cannot_run_is_one_line(capsys, tmp_path, tiny_hf, argv, message):
+    args = ["sim", "--model", str(tiny_hf), "--seq", "8", "--no-functional", "--gpu", "none"]
+    if "--quant" not in argv:
+        args += ["--quant", "w8a16"]
+    elif argv[1].startswith("FILE:"):       # a recipe file: weights only, the LM head kept or not
+        _, fmt, *head = argv[1].split(":")
+        keep = "" if head else '[[exceptions]]\nlayers = ["lm_head"]\nweights = "none"\n'
+        (tmp_path / "r.toml").write_text(f'[weights]\nformat = "{fmt}"\n{keep}')
+        argv = ["--quant", str(tmp_path / "r.toml")]
+    if message is None:
+        assert main(args + argv) == 0
+        return
+    assert main(args + argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_quant_with_a_program_file_is_refused(capsys, tmp_path):
+    assert main(["sim", str(tmp_path / "p.tbin"), "--quant", "w8a16"]) == 2
+    assert "--quant: only with --model" in capsys.readouterr().err
