@@ -82,7 +82,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("pim", PimArch, "pim-gpt", pim.PIPELINE, PimMachine, pim_rows, "cxl-cent",
            one_sequence=True),
     Target("dataflow", DataflowArch, "sn40l", dataflow.PIPELINE, DataflowMachine, dataflow_rows,
-           "sn40l-rdn"),
+           "sn40l-rdn", quantised_weights=True),
 )}
 
 

@@ -33,8 +33,8 @@ if TYPE_CHECKING:            # compiler.quant imports ml_dtypes (0.6 s): only ru
     from compiler.quant.plan import QuantPlan
     from compiler.quant.tensors import StoredWeight
 
-__all__ = ["StoredFormat", "stored_formats", "stored_data", "stored_bytes", "SCALES_SUFFIX",
-           "NOT_ON_TARGETS"]
+__all__ = ["StoredFormat", "stored_formats", "stored_data", "stored_bytes", "quant_assumption",
+           "SCALES_SUFFIX", "NOT_ON_TARGETS"]
 
 SCALES_SUFFIX = ".qscales"          # the scales' symbol: the codes' symbol + this
 NOT_ON_TARGETS = "the simulated targets run weight-only integer recipes (w8a16, w4a16:g128, ...)"
@@ -142,3 +142,12 @@ def stored_data(stored: "StoredWeight", fmt: StoredFormat) -> tuple[np.ndarray, 
 def stored_bytes(fmt: StoredFormat) -> int:
     """Bytes the weight takes in DRAM: packed codes and fp16 scales."""
     return math.prod(fmt.code_shape) + 2 * math.prod(fmt.scale_shape)
+
+
+def quant_assumption(quantised: Mapping[str, StoredFormat], dtype, where: str) -> tuple[str, ...]:
+    """The report's line for a program that stores weights quantised (none otherwise)."""
+    if not quantised:
+        return ()
+    widths = "/".join(sorted({fmt.format for fmt in quantised.values()}))
+    return (f"{len(quantised)} weights stored as {widths} codes with fp16 scales, dequantised "
+            f"to {dtype.value} {where} (loadq)",)

@@ -385,8 +385,8 @@ class Emitter:
 
     def place_quantised(self, codes: isa.Symbol, scales: isa.Symbol, fmt: StoredFormat,
                         dtype: isa.DType) -> None:
-        """A weight stored as packed codes and fp16 scales (compiler/passes/quantised.py): a
-        `load` of a window of it dequantises to `dtype` (qcfg + loadq)."""
+        """A weight stored as packed codes and fp16 scales (compiler/passes/quantised.py), both
+        in one space: a `load` of a window of it dequantises to `dtype` (qcfg + loadq)."""
         self.place(codes)
         self.place(scales)
         self.quantised[codes.name] = (fmt, scales.addr, dtype)
@@ -414,7 +414,7 @@ class Emitter:
             raise CompileError(f"'{m.symbol}': a tile at column {c0} of {m.cols} columns does not "
                                f"start on a byte of its {fmt.format} codes, or runs past its "
                                f"{fmt.cols} columns")
-        base, size = self.addresses[m.symbol], dtype.itemsize
+        base, size, space = self.addresses[m.symbol], dtype.itemsize, self.space_of(m.symbol)
         groups = fmt.rows // fmt.group                 # scale rows per matrix of the weight
         r = 0
         while r < m.rows:
@@ -424,9 +424,9 @@ class Emitter:
                 ((row // fmt.rows) * groups + row % fmt.rows // fmt.group) * fmt.cols + c0)
             self.pitch(queue, fmt.row_bytes if n > 1 else 0, 0)
             self.emit(queue, "qcfg", fmt=fmt.format, dtype=dtype, cols=m.cols,
-                      step=0 if fmt.per_tensor else 2, scales=Addr("dram", at))
+                      step=0 if fmt.per_tensor else 2, scales=Addr(space, at))
             self.emit(queue, "loadq", dst=Addr(dst.space, dst.addr + r * m.cols * size),
-                      src=Addr("dram", base + row * fmt.row_bytes + c0 * fmt.bits // 8), rows=n)
+                      src=Addr(space, base + row * fmt.row_bytes + c0 * fmt.bits // 8), rows=n)
             r += n
 
     def store(self, queue: str, m: Matrix, src: Addr) -> None:

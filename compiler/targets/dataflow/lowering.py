@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from types import MappingProxyType
+from typing import Mapping
 
 import isa
 from isa import DType
 
 from arch.dataflow import DataflowArch
 from compiler.ir import Graph, Op, OpKind
+from compiler.passes.quantised import SCALES_SUFFIX, StoredFormat, quant_assumption
 from compiler.passes.storage import StoragePlan
 from compiler.targets.attention import FusedAttention, KernelQueues, Region
 from compiler.targets.attention_blocks import instances, needs_mask, plan_blocks
@@ -40,8 +43,9 @@ class DataflowLowering(GemmLowering, Tracked):
     """Emits the program for planned sections and placement."""
 
     def __init__(self, graph: Graph, arch: DataflowArch, dtype: DType, plan: StoragePlan,
-                 sections: Sections, placement: Placement, attention: AttentionPlan) -> None:
-        self.arch, self.dtype = arch, dtype
+                 sections: Sections, placement: Placement, attention: AttentionPlan,
+                 quantised: Mapping[str, StoredFormat] = MappingProxyType({})) -> None:
+        self.arch, self.dtype, self.quantised = arch, dtype, quantised
         self.calls, self.placement = sections.calls, placement
         # the body queues: every queue but the controller's, in the machine's order
         self.body_queues = tuple(q for q in arch.queues if q != "ctl0")
@@ -49,8 +53,16 @@ class DataflowLowering(GemmLowering, Tracked):
         em.link_reader = "ctl0"   # a call's queues (its gathers' dma0 too) read after ctl0 starts it
         self.symbols: list[isa.Symbol] = []
         for name, (space, addr) in placement.where.items():
-            buf = plan.buffers[name]
-            self._symbol(em, isa.Symbol(symbol_name(name), space, addr, buf.shape, buf.dtype))
+            buf, fmt = plan.buffers[name], quantised.get(name)
+            if fmt is None:
+                self._symbol(em, isa.Symbol(symbol_name(name), space, addr, buf.shape, buf.dtype))
+                continue
+            codes = isa.Symbol(symbol_name(name), space, addr, fmt.code_shape, DType.int8)
+            scales = isa.Symbol(codes.name + SCALES_SUFFIX, space,
+                                addr + -(-codes.size_bytes // ALIGN) * ALIGN, fmt.scale_shape, DType.fp16)
+            self._symbol(em, codes)
+            self._symbol(em, scales)
+            em.place_quantised(codes, scales, fmt, dtype)     # its loads dequantise (loadq)
         self._hbm_end = placement.hbm_end
         self.rings = {spec.name: Ring(em, spec) for spec in placement.rings}
         vector = VectorLowering(em, self.rings["vp_in"], self.rings["vp_out"], placement.scratch, dtype,
@@ -111,7 +123,10 @@ class DataflowLowering(GemmLowering, Tracked):
         return Lowered(program, self.plan, self.dtype, dict(self.vector.constants),
                        (f"kernel granularity '{granularity}': a value used only inside one section "
                         "stays in the PMUs, the rest goes through HBM; weights in HBM, then DDR",
-                        *([tiers] if tiers else []), *([note] if note else [])), attention=sites)
+                        *([tiers] if tiers else []), *([note] if note else []),
+                        *quant_assumption(self.quantised, self.dtype, "by the AGCUs as they load "
+                                          "them, at the tier's rate")),
+                       attention=sites, quantised=self.quantised)
 
     def call(self, call: Call) -> None:
         em, first = self.em, call.sections[0]

@@ -17,20 +17,24 @@
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping
 
 from isa.fields import A32, A40
 
 from arch.dataflow import DataflowArch
 from compiler.errors import CompileError
 from compiler.ir import Graph, OpKind
+from compiler.passes.quantised import StoredFormat
 from compiler.passes.storage import StoragePlan, View
 from compiler.targets.dataflow.sections import Call
 from compiler.targets.constants import constant_shapes
 from compiler.targets.emit import RingSpec, ring_specs
 from compiler.targets.movement import check_gather_reach, gather_tables
 
-__all__ = ["Placement", "place", "pmu_area", "constant_bytes", "ALIGN"]
+__all__ = ["Placement", "place", "pmu_area", "constant_bytes", "quantised_size", "ALIGN"]
 
 ALIGN = 64
 RING_SHARE = 0.25        # of the SRAM for staging rings; the rest holds section-resident values
@@ -118,10 +122,12 @@ def _readers_writers(graph: Graph, plan: StoragePlan) -> tuple[dict[str, set[str
 
 
 def place(graph: Graph, plan: StoragePlan, calls: tuple[Call, ...], arch, ring_bytes: int,
-          sram_bytes: int, constant_bytes: int, elided: frozenset[str] = frozenset()) -> Placement:
+          sram_bytes: int, constant_bytes: int, elided: frozenset[str] = frozenset(),
+          quantised: Mapping[str, StoredFormat] = MappingProxyType({})) -> Placement:
     """Tiers and addresses: PMU values in [ring_bytes, sram_bytes); `constant_bytes` of HBM
     stay free for the program's constants; the buffers in `elided` (a fused attention's
-    scores and probabilities, never written) get no place."""
+    scores and probabilities, never written) get no place. A weight in `quantised` takes its
+    codes' bytes and then its scales' (`quantised_size`), both in its tier."""
     sections = [s for call in calls for s in call.sections]
     section_of = {name: i for i, s in enumerate(sections) for name in s.ops}
     readers, writers, strided = _readers_writers(graph, plan)
@@ -135,7 +141,8 @@ def place(graph: Graph, plan: StoragePlan, calls: tuple[Call, ...], arch, ring_b
     for name, buf in plan.buffers.items():
         if name in elided:
             continue
-        size = _up(buf.numel * buf.dtype.itemsize)
+        size = (quantised_size(quantised[name]) if name in quantised
+                else _up(buf.numel * buf.dtype.itemsize))
         if buf.role == "param":
             weights.append((name, size))
             continue
@@ -192,6 +199,11 @@ def place(graph: Graph, plan: StoragePlan, calls: tuple[Call, ...], arch, ring_b
     rings, end = ring_specs("sram", ring_bytes, _SHARES, _RINGS, ALIGN)
     return Placement(where, section_of, hbm, peaks, ring_bytes, rings, (end, ring_bytes - end),
                      {t: (held, read) for t, (held, read) in tiers.items()})
+
+
+def quantised_size(fmt: StoredFormat) -> int:
+    """A quantised weight's place: its packed codes, then (aligned) its fp16 scales."""
+    return _up(math.prod(fmt.code_shape)) + _up(2 * math.prod(fmt.scale_shape))
 
 
 def _rows(op) -> int:

@@ -16,7 +16,7 @@ from isa import DType
 
 from arch.systolic import SystolicArch
 from compiler.ir import Graph, Op
-from compiler.passes.quantised import SCALES_SUFFIX, StoredFormat
+from compiler.passes.quantised import SCALES_SUFFIX, StoredFormat, quant_assumption
 from compiler.passes.storage import StoragePlan
 from compiler.targets.attention import FusedAttention, KernelQueues
 from compiler.targets.attention_plan import AttentionPlan
@@ -82,16 +82,10 @@ class SystolicLowering(GemmLowering):
         program = self.em.program(("dram", "sram", "acc"), tuple(self.symbols), self.arch.queues)
         note = self.attention.assumption()
         return Lowered(program, self.plan, self.dtype, dict(self.vector.constants),
-                       ASSUMPTIONS + ((note,) if note else ()) + self._quant_assumptions(),
+                       ASSUMPTIONS + ((note,) if note else ())
+                       + quant_assumption(self.quantised, self.dtype, "in the DMA load path at the "
+                                          "DRAM port's rate"),
                        attention=self.attention.sites, quantised=self.quantised)
-
-    def _quant_assumptions(self) -> tuple[str, ...]:
-        if not self.quantised:
-            return ()
-        widths = sorted({fmt.format for fmt in self.quantised.values()})
-        return (f"{len(self.quantised)} weights stored as {'/'.join(widths)} codes with fp16 "
-                f"scales, dequantised to {self.dtype.value} in the DMA load path at the DRAM "
-                "port's rate (loadq)",)
 
     def lower_attention(self, chain, blocks, reader: str, writer: str) -> None:
         """The fused kernel, fenced: every queue meets before and after it, since it lays out

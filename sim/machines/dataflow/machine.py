@@ -17,6 +17,7 @@ from typing import Mapping
 import numpy as np
 
 import isa
+from isa.footprint import loadq_row_bytes, scale_bytes
 from arch.dataflow import DataflowArch
 from sim.machines.base import Costs, Machine
 from sim.machines.dataflow.pipeline import PipelineTiming, section_timing
@@ -78,6 +79,7 @@ class DataflowMachine(Machine[DataflowArch]):
             "halt": None, "signal": None, "wait": None, "mcfg": None, "vcfg": None, "dmacfg": None,
             "df.section": self._section, "df.run": self._run, "df.stream": self._stream,
             "df.xfer": self._xfer, "load": transfer, "store": transfer, "gather": transfer, "gatherw": transfer,
+            "qcfg": None, "loadq": self._loadq,
             "gemm": self._gemm, "vec": self._vector, "red": self._vector})
 
     def mac_units(self) -> int:
@@ -125,6 +127,18 @@ class DataflowMachine(Machine[DataflowArch]):
                      sram_bytes=nbytes)
         if s.call is not None:
             s.call.tier_bytes[far.space] += nbytes * s.weight(i)
+
+    def _loadq(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        """A quantised load: its packed codes and its scale row from the tier, the dequantised
+        tile into the PMUs; the AGCU dequantises at the tier's rate (one multiply an element,
+        counted with the vector ops)."""
+        packed, written = loadq_row_bytes(ins, cfg)
+        rows, tier = ins["rows"], ins["src"].space
+        nbytes = rows * packed + scale_bytes(cfg.qcfg)
+        s.events.set(i, **{f"{tier}_read_bytes": nbytes}, sram_bytes=rows * written,
+                     vector_ops=rows * cfg.qcfg["cols"])
+        if s.call is not None:
+            s.call.tier_bytes[tier] += nbytes * s.weight(i)
 
     def _stream(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
         s.events.set(i, sram_bytes=2 * ins["tiles"] * ins["tile_bytes"])
