@@ -682,7 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quant", metavar="RECIPE|FILE.toml",
                    help="run quantised: w8a8, w4a16:g128, w4a8, w4a4kv4, fp8, mxfp4, kv:bfp8, "
                         "joined by '+', or a recipe file (docs/formats.md); the reference "
-                        "executor only, no target runs quantised programs yet")
+                        "executor only (tessel sim --quant compiles a target's program quantised)")
     p.add_argument("--expert-bits", metavar="B|b0,b1,...|hot:K:HI:LO",
                    help="widths bit-nested expert weights are read at: every expert, one per "
                         "expert, or the K most-routed experts of each layer at HI bits and the "
