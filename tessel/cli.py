@@ -519,17 +519,22 @@ def _compare_recipes(args: argparse.Namespace, model: Model, phase: Phase) -> in
     from tessel.baselines import parse_gpus
     from tessel.compare_quant import compare_recipes, parse_recipes, render_recipes
     from tessel.request import default_tokens, reference_by_default
-    given = [f"--{n}" for n in ("targets", "nodes", "tp", "pp", "microbatches")
+    given = [f"--{n}" for n in ("nodes", "tp", "pp", "microbatches")
              if getattr(args, n) is not None]
     if given:
-        raise UsageError(f"{given[0]}: not with --quant (no simulated target runs quantised "
-                         "programs yet; --quant compares recipes on the reference and the GPUs)")
+        raise UsageError(f"{given[0]}: not with --quant (--quant compares recipes on the "
+                         "reference, the GPUs and the --targets, each on one device)")
+    targets = [t.strip() for t in (args.targets or "").split(",") if t.strip()]
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown or (args.targets is not None and not targets):
+        raise UsageError(f"--targets: unknown target '{unknown[0] if unknown else ''}' "
+                         f"(targets: {', '.join(TARGETS)})")
     recipes = parse_recipes(args.quant)
     if model.config is None or phase is None:
         raise UsageError(f"--quant: '{model.name}' is a .graph file; recipes need a model config")
     logits = not args.no_functional and reference_by_default(model, phase)
     rows = compare_recipes(model, phase, recipes, parse_gpus(args.gpu or "a100-80gb"), "graph",
-                           default_tokens(model, phase) if logits else None)
+                           default_tokens(model, phase) if logits else None, targets)
     if args.json:
         atomic_write(Path(args.json), json.dumps([r.as_dict() for r in rows], indent=1).encode())
     print(render_recipes(f"tessel compare --quant: {model.name}, {phase}", rows))
@@ -770,7 +775,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quant", metavar="RECIPES",
                    help="comma-separated recipes side by side (none, w8a8, w4a16:g128, ...): "
                         "logits error on the reference executor, bytes by role, GPU time and "
-                        "energy (default GPU a100-80gb); not with --targets or --nodes")
+                        "energy (default GPU a100-80gb), and with --targets each target's time "
+                        "and energy under the recipe (weight-only recipes); not with --nodes")
     _routing_arg(p)
     p.set_defaults(handler=cmd_compare, gpu_mode=None)
 

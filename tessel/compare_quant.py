@@ -9,7 +9,10 @@ Per recipe (`none`: every tensor at full precision, the row the others are measu
 - bytes: the weights against BF16, KV and matmul inputs per token (compiler.quant.report);
 - per GPU: time and energy of the phase's graph under the recipe (tessel/gpu_quant.py, refused
   in one line where a GPU has no tensor-core rate for it) and the speedup over `none`.
-No simulated target runs quantised programs yet, so none has a column here.
+- per simulated target given (`--targets`, each on its default preset): the phase's time and
+  energy with the target's program compiled under the recipe (timing only: tessel sim
+  --quant), and the speedup over `none`; a recipe a target cannot run is refused in one line
+  before anything runs, as a GPU's is.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from compiler.phase import Phase, prefill
 from compiler.quant import Recipe, RecipeError, plan, recipe_reports, resolve_recipe, role_bytes
 from sim.gpu import gpu_baseline
 from tessel.gpu_kernels import graph_kernels
+from tessel.driver import run
 from tessel.gpu_quant import check_gpus, narrowing
 from tessel.table import render_table
 
@@ -41,6 +45,7 @@ class RecipeRow:
     kv_bytes_per_token: float
     activation_bytes_per_token: float
     gpu: dict[str, dict[str, float]] = field(default_factory=dict)   # name -> time_s, energy_j
+    targets: dict[str, dict[str, float]] = field(default_factory=dict)   # target -> time_s, energy_j
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -58,8 +63,10 @@ def parse_recipes(text: str) -> list[str]:
 
 
 def compare_recipes(model: Model, phase: Phase, recipes: Sequence[str], gpus: Sequence[str],
-                    mode: str, tokens: Sequence[int] | None) -> list[RecipeRow]:
-    """One row per recipe (module docstring); `tokens`: for the logits, None to skip them."""
+                    mode: str, tokens: Sequence[int] | None,
+                    targets: Sequence[str] = ()) -> list[RecipeRow]:
+    """One row per recipe (module docstring); `tokens`: for the logits, None to skip them;
+    `targets`: simulated targets that run each recipe's program (timing only)."""
     if model.config is None:
         raise RecipeError(f"--quant: '{model.name}' is a .graph file; recipes need a model config")
     n_layers = model.config.n_layer
@@ -73,6 +80,8 @@ def compare_recipes(model: Model, phase: Phase, recipes: Sequence[str], gpus: Se
             narrows[name] = narrowing(graph, recipe, n_layers)
             check_gpus(narrows[name], archs)
         resolved[name] = (recipe, planned)
+    requests = {(name, t): _target_request(model, phase, t, None if name == NONE else name)
+                for name in resolved for t in targets}   # each checked before anything runs
     errors = {}
     quantised = [r for name, (r, _) in resolved.items() if name != NONE]
     if tokens is not None and quantised:
@@ -88,9 +97,21 @@ def compare_recipes(model: Model, phase: Phase, recipes: Sequence[str], gpus: Se
             gpu[arch.name] = {"time_s": base.time_s, "energy_j": base.energy_j}
         err, top1 = (0.0, 1.0) if name == NONE and tokens is not None else errors.get(
             recipe.name, (None, None))
+        simulated = {}
+        for t in targets:
+            result = run(requests[name, t]).result
+            simulated[t] = {"time_s": result.time_s, "energy_j": result.energy_j}
         rows.append(RecipeRow(name, err, top1, b.weights / b.weights_bf16 if b.weights_bf16 else 1.0,
-                              b.kv_per_token, b.activations_per_token, gpu))
+                              b.kv_per_token, b.activations_per_token, gpu, simulated))
     return rows
+
+
+def _target_request(model: Model, phase: Phase, target: str, recipe: str | None):
+    """A timing-only run of `target` on its default preset, compiled under `recipe`."""
+    from tessel.request import make_request
+    from tessel.targets import TARGETS
+    return make_request(model, target, TARGETS[target].load_arch(), phase, numerics=False,
+                        quant=recipe)
 
 
 def render_recipes(title: str, rows: Sequence[RecipeRow]) -> str:
@@ -98,7 +119,8 @@ def render_recipes(title: str, rows: Sequence[RecipeRow]) -> str:
     gpus = list(rows[0].gpu) if rows else []
     base = next((r for r in rows if r.recipe == NONE), None)
     header = ["recipe", "logits err", "top-1", "weights/bf16", "KV B/token", "act B/token"]
-    for g in gpus:
+    columns = [(g, "gpu") for g in gpus] + [(t, "targets") for t in (rows[0].targets if rows else {})]
+    for g, _ in columns:
         header += [f"{g} time", f"{g} energy"] + ([f"{g} speedup"] if base else [])
     body = []
     for r in rows:
@@ -106,12 +128,15 @@ def render_recipes(title: str, rows: Sequence[RecipeRow]) -> str:
                 "-" if r.top1_agreement is None else f"{r.top1_agreement:.1%}",
                 f"{r.weights_ratio:.4f}", f"{r.kv_bytes_per_token:,.0f}",
                 f"{r.activation_bytes_per_token:,.0f}"]
-        for g in gpus:
-            t, e = r.gpu[g]["time_s"], r.gpu[g]["energy_j"]
+        for g, kind in columns:
+            t, e = getattr(r, kind)[g]["time_s"], getattr(r, kind)[g]["energy_j"]
             line += [f"{t * 1e3:.3f} ms", f"{e * 1e3:.2f} mJ"]
             if base:
-                line.append(f"{base.gpu[g]['time_s'] / t:.2f}x")
+                line.append(f"{getattr(base, kind)[g]['time_s'] / t:.2f}x")
         body.append(line)
     notes = ["logits: the reference executor quantised against itself at full precision "
-             "(docs/formats.md); no simulated target runs quantised programs yet"]
+             "(docs/formats.md)"]
+    if rows and rows[0].targets:
+        notes.append("targets: timing only, each on its default preset, the program compiled "
+                     "under the recipe (tessel sim --quant; docs/formats.md)")
     return "\n".join([title, render_table(header, body), *[f"note: {n}" for n in notes]])

@@ -19,7 +19,9 @@ from tessel.cli import main
 from tessel.compare_quant import compare_recipes
 from tessel.gpu_kernels import graph_kernels
 from tessel.gpu_quant import narrowing
-from tessel.request import default_tokens
+from tessel.driver import run
+from tessel.request import default_tokens, make_request
+from tessel.targets import TARGETS
 
 TINY = str(Path(__file__).parents[1] / "fixtures" / "tiny-gpt2")
 
@@ -64,8 +66,25 @@ def test_the_command_prints_a_row_per_recipe_and_writes_json(capsys, tmp_path):
     assert rows[2]["kv_bytes_per_token"] < rows[0]["kv_bytes_per_token"]
 
 
+def test_targets_get_a_column_each_from_their_quantised_programs(capsys):
+    model, phase = load_model(TINY), decode(6)
+    rows = {r.recipe: r for r in compare_recipes(model, phase, ["none", "w4a16:g32"], [], "graph",
+                                                   None, ["systolic", "dataflow"])}
+    for target in ("systolic", "dataflow"):
+        for name, quant in (("none", None), ("w4a16:g32", "w4a16:g32")):
+            alone = run(make_request(model, target, TARGETS[target].load_arch(), phase,
+                                     numerics=False, quant=quant)).result
+            assert rows[name].targets[target] == {"time_s": alone.time_s, "energy_j": alone.energy_j}
+    assert main(["compare", "--model", TINY, "--phase", "decode", "--kv", "6", "--quant",
+                 "none,w4a16:g32", "--targets", "systolic", "--no-functional"]) == 0
+    assert "systolic speedup" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv, message", [
-    (["--quant", "w8a8", "--targets", "pim"], "--targets: not with --quant"),
+    (["--quant", "none,w8a16", "--targets", "pim"], "--quant: target 'pim' cannot run quantised programs yet"),
+    (["--quant", "none,w8a8", "--targets", "systolic"], "quantised activations are not built on the targets yet"),
+    (["--quant", "none,w8a16", "--targets", "tpu"], "--targets: unknown target 'tpu'"),
+    (["--quant", "w8a16", "--nodes", "dgx-h100"], "--nodes: not with --quant"),
     (["--quant", "w8a8,w8a8"], "--quant: recipe 'w8a8' given twice"),
     (["--quant", ","], "--quant: give one or more recipes"),
     (["--quant", "fp8", "--gpu", "a100-80gb"], "has no field 'tensor_tops.fp8'"),
