@@ -45,7 +45,8 @@ def evaluate_point(task: Task) -> Outcome:
             figures = serve_figures(task.serve, _model(task.model), task.target, arch, task.routing)
         else:
             result = run(make_request(_model(task.model), task.target, arch, task.phase,
-                                      numerics=False, routing=task.routing)).result
+                                      numerics=False, routing=task.routing,
+                                      quant=task.quant)).result
             figures = flatten(result, task.phase)
     except USER_ERRORS as e:
         return Outcome(task.key, False, {}, _one_line(str(e)), time.perf_counter() - start)

@@ -40,7 +40,8 @@ def plot_fronts(path: Path, table: list[dict[str, Any]], axes: Sequence[tuple[st
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in table:
         if record["ok"]:
-            groups[f"{record['model']}, {record['phase']}"].append(record)
+            recipe = f", {record['quant']}" if "quant" in record else ""   # a front per recipe
+            groups[f"{record['model']}, {record['phase']}{recipe}"].append(record)
     fig = Figure(figsize=(6.0 * len(axes), 4.8), layout="constrained")
     FigureCanvasAgg(fig)
     for ax, (x, y) in zip(fig.subplots(1, len(axes), squeeze=False)[0], axes):

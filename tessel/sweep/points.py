@@ -1,11 +1,12 @@
-"""A spec's points (grid or seeded random sample) and its tasks: point x model x phase, or
-point x model with a `[serve]` table.
+"""A spec's points (grid or seeded random sample) and its tasks: point x model x phase (x
+recipe, with a `quant` list), or point x model with a `[serve]` table.
 
 Each task carries its store key: sha256 of the canonical JSON of the point (target, base
 file digest, field values), the model (preset name or file digest), the phase and the
 tool version, so results are reused exactly when all of these are the same. A serving task
 adds its serve settings and workload (a trace by its digest); the other tasks' identities
-have no such entry, so their keys are those of sweeps before `[serve]` existed.
+have no such entry, so their keys are those of sweeps before `[serve]` existed; likewise a
+recipe other than `none` adds its name (and a recipe file's digest).
 """
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ class Task:
     phase: Phase | None
     routing: str | None = None              # mixture-of-experts models: the routing policy
     serve: ServeSpec | None = None          # a serving task (phase None): what it serves, and how
+    quant: str | None = None                # the recipe its program is compiled under (None: none)
+    quant_label: str | None = None          # as the spec writes it; None: the spec has no quant axis
 
     @property
     def overrides(self) -> tuple[str, ...]:
@@ -84,16 +87,21 @@ def tasks(spec: SweepSpec, version: str | None = None) -> list[Task]:
     for point in points(spec):
         for model in spec.models:
             for phase in (spec.phases if model.phased and spec.serve is None else (None,)):
-                identity = {"target": spec.target, "base": spec.base_sha256, "point": dict(point),
-                            "model": model.digest, "phase": asdict(phase) if phase else None,
-                            "tool": version}
-                if model.routing is not None:    # dense models' keys stay as they were
-                    identity["routing"] = [model.routing, spec.routing_digest]
-                if spec.serve is not None:       # so do the keys of phase and .graph tasks
-                    identity["serve"] = spec.serve.identity()
-                key = hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode())
-                out.append(Task(key.hexdigest(), spec.target, spec.base, point, model.spec, model.label,
-                                phase, model.routing, spec.serve))
+                for quant in spec.quant or (None,):
+                    identity = {"target": spec.target, "base": spec.base_sha256, "point": dict(point),
+                                "model": model.digest, "phase": asdict(phase) if phase else None,
+                                "tool": version}
+                    if model.routing is not None:    # dense models' keys stay as they were
+                        identity["routing"] = [model.routing, spec.routing_digest]
+                    if spec.serve is not None:       # so do the keys of phase and .graph tasks
+                        identity["serve"] = spec.serve.identity()
+                    if quant is not None and quant.recipe is not None:   # and of `none`
+                        identity["quant"] = [quant.label, quant.digest]
+                    key = hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode())
+                    out.append(Task(key.hexdigest(), spec.target, spec.base, point, model.spec,
+                                    model.label, phase, model.routing, spec.serve,
+                                    None if quant is None else quant.recipe,
+                                    None if quant is None else quant.label))
     return out
 
 

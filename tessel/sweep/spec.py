@@ -3,6 +3,7 @@
     base = "systolic-32"                 # preset name or .toml (relative to the spec)
     models = ["gpt2", "llama-3.2-1b"]    # presets, HF directories, .graph files (relative to the spec)
     routing = "zipf:1.2"                 # mixture-of-experts models: uniform (default), zipf:S, file:PATH
+    quant = ["none", "w4a16:g128"]       # weight-only recipes the programs are compiled under
     metrics = ["time_s", "energy_j"]     # recorded in the CSV (tessel.sweep.metrics)
     [[phases]]                           # preset and checkpoint models: kind, seq | kv, batch
     kind = "decode"
@@ -36,9 +37,10 @@ from tessel.sweep.metrics import PASS_AXES, SERVE_AXES, is_table, metric_error
 from tessel.sweep.params import Parameter, SweepError, parse_parameter
 from tessel.sweep.serving import ServeSpec, parse_serve
 
-__all__ = ["SweepSpec", "ModelRef", "Sampling", "load_spec", "SweepError"]
+__all__ = ["SweepSpec", "ModelRef", "QuantRef", "Sampling", "load_spec", "SweepError"]
 
-_KEYS = ("base", "models", "phases", "routing", "parameters", "metrics", "sampling", "plot", "serve")
+_KEYS = ("base", "models", "phases", "routing", "quant", "parameters", "metrics", "sampling", "plot",
+         "serve")
 _PHASE_DEFAULTS = {"seq": 128, "kv": 128, "batch": 1}     # as the command line's defaults
 DEFAULT_METRICS = ("cycles", "time_s", "energy_j")
 DEFAULT_SERVE_METRICS = ("serve.ttft_s.p99", "serve.tpot_s.p50", "serve.throughput.output_tokens_per_s",
@@ -52,6 +54,13 @@ class ModelRef:
     digest: str              # preset name, or sha256 of the file's contents
     phased: bool             # phases apply (a .graph file has fixed shapes)
     routing: str | None      # mixture-of-experts models: the timing-only routing policy
+
+
+@dataclass(frozen=True, slots=True)
+class QuantRef:
+    label: str               # as the spec writes it ("none", "w4a16:g128", "r.toml")
+    recipe: str | None       # what --quant takes (a file resolved against the spec); None: none
+    digest: str              # sha256 of a recipe file ("" for a named recipe)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +84,7 @@ class SweepSpec:
     plot_axes: tuple[tuple[str, str], ...]
     routing_digest: str = ""  # of a file:PATH routing policy: a changed file is a new point
     serve: ServeSpec | None = None   # [serve]: every task serves a workload instead of a phase
+    quant: tuple["QuantRef", ...] = ()   # recipes (or "none") every point runs under; (): no such axis
 
     @property
     def pareto_axes(self) -> tuple[str, str]:
@@ -102,9 +112,49 @@ def load_spec(path: str | Path) -> SweepSpec:
     metrics = tuple(_names(path, table, "metrics", DEFAULT_SERVE_METRICS if serve else DEFAULT_METRICS,
                            serve=serve is not None))
     axes = _plot(path, table, parameters, serve=serve is not None)
+    quant = _quant(path, table, arch, models, phases, serve is not None)
     return SweepSpec(path, arch.target, base, hashlib.sha256(base_file.read_bytes()).hexdigest(),
                      parameters, models, phases, metrics, _sampling(path, table, parameters), axes,
-                     routing_digest, serve)
+                     routing_digest, serve, quant)
+
+
+def _quant(path: Path, table: Mapping[str, Any], arch: Any, models: tuple[ModelRef, ...],
+           phases: tuple[Phase, ...], serving: bool) -> tuple[QuantRef, ...]:
+    """The recipes every point is compiled under (`none`: full precision; a .toml recipe file
+    relative to the spec), each checked against the target and every model and phase now
+    (tessel.request.target_recipe)."""
+    if "quant" not in table:
+        return ()
+    from tessel.errors import USER_ERRORS
+    from tessel.request import target_recipe
+    names = _names(path, table, "quant", None)
+    if serving:
+        raise SweepError(f"{path}: quant: not with [serve] (a serving point runs full precision)")
+    if len(set(names)) != len(names):
+        raise SweepError(f"{path}: quant: a recipe is listed twice")
+    out = []
+    for i, name in enumerate(names):
+        if name == "none":
+            out.append(QuantRef(name, None, ""))
+            continue
+        spec, digest = name, ""
+        if name.endswith(".toml"):
+            spec = str(path.parent / name)
+            try:
+                digest = hashlib.sha256(Path(spec).read_bytes()).hexdigest()
+            except OSError as e:
+                raise SweepError(f"{path}: quant[{i}]: {spec}: cannot read ({e.strerror})") from None
+        for model in models:
+            if not model.phased:
+                raise SweepError(f"{path}: quant[{i}]: model '{model.label}' is a .graph file; "
+                                 "a recipe needs a model config")
+            for phase in phases:
+                try:
+                    target_recipe(load_model(model.spec), phase, arch.target, arch, None, spec)
+                except USER_ERRORS as e:
+                    raise SweepError(f"{path}: quant[{i}]: {e}") from None
+        out.append(QuantRef(name, spec, digest))
+    return tuple(out)
 
 
 def _base(path: Path, table: Mapping[str, Any]) -> tuple[str, Path, Any]:

@@ -14,6 +14,11 @@ import pytest
 
 from tessel.targets import TARGETS
 from tessel.cli import main
+from arch import load_arch
+from compiler.frontend import load_model
+from compiler.phase import decode
+from tessel.driver import run
+from tessel.request import make_request
 from tessel.sweep import load_spec, run_sweep
 from tessel.sweep.evaluate import evaluate_point
 from tessel.sweep.points import tasks
@@ -78,6 +83,21 @@ def test_local_pool_records_every_point_and_a_rerun_evaluates_none(tmp_path):
     assert (tmp_path / "out" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     again = run_sweep(spec, tmp_path / "out", workers=2, progress=False)
     assert (again.reused, again.evaluated) == (12, 0)
+
+
+def test_a_recipe_axis_records_each_recipe_as_tessel_sim_quant_does(tmp_path):
+    spec = tmp_path / "q.toml"
+    spec.write_text('base = "systolic-32"\nmodels = ["gpt2"]\nquant = ["none", "w4a16:g128"]\n'
+                    '[[phases]]\nkind = "decode"\nkv = 16\n[parameters]\nrows = [16, 32]\n')
+    summary = run_sweep(load_spec(spec), tmp_path / "out", workers=2, progress=False)
+    assert (summary.points, summary.evaluated) == (4, 4)
+    lines = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
+    assert [(line["rows"], line["quant"]) for line in lines] == [
+        ("16", "none"), ("16", "w4a16:g128"), ("32", "none"), ("32", "w4a16:g128")]
+    alone = run(make_request(load_model("gpt2"), "systolic", load_arch("systolic-32", ["rows=32"]),
+                             decode(16), numerics=False, quant="w4a16:g128")).result
+    assert float(lines[3]["time_s"]) == alone.time_s < float(lines[2]["time_s"])
+    assert lines[2]["pareto"] == lines[3]["pareto"] == "True"          # a front per recipe
 
 
 def test_dask_local_cluster_gives_the_same_results_as_the_local_pool(tmp_path):

@@ -121,11 +121,31 @@ GOOD = 'base = "systolic-32"\nmodels = ["gpt2"]\n[[phases]]\nkind = "decode"\nkv
     (GOOD + "[parameters]\nrows = [8]\n[plot]\naxes = [[\"time_s\", \"speed\"]]\n", r"s\.toml: plot\.axes\[0\]: unknown metric 'speed'"),
     (GOOD + "[parameters]\ndataflow = [\"ws\"]\n[plot]\naxes = [[\"time_s\", \"dataflow\"]]\n", r"plot\.axes\[0\]: unknown metric 'dataflow'.*nor a numeric swept parameter"),
     ("base = [", r"s\.toml: invalid TOML"),
+    ('quant = ["none", "w8a8"]\n' + GOOD + "[parameters]\nrows = [8]\n",
+     r"s\.toml: quant\[1\]: recipe 'w8a8': activations of .* quantised activations are not built"),
+    ('quant = ["w4a16:g100"]\n' + GOOD + "[parameters]\nrows = [8]\n",
+     r"s\.toml: quant\[0\]: recipe 'w4a16:g100': weights: group 100 does not divide the 768"),
+    ('quant = ["w8a16", "w8a16"]\n' + GOOD + "[parameters]\nrows = [8]\n", r"s\.toml: quant: a recipe is listed twice"),
+    ('quant = ["r.toml"]\n' + GOOD + "[parameters]\nrows = [8]\n", r"s\.toml: quant\[0\]: .*r\.toml: cannot read"),
+    ('quant = "w8a16"\n' + GOOD + "[parameters]\nrows = [8]\n", r"s\.toml: quant: expected a non-empty list"),
+    ('quant = ["w8a16"]\n' + GOOD.replace("systolic-32", "pim-gpt") + "[parameters]\nchannels = [8]\n",
+     r"s\.toml: quant\[0\]: --quant: target 'pim' cannot run quantised programs yet"),
 ])
 def test_bad_specs_are_rejected_naming_file_and_key(tmp_path, body, message):
     with pytest.raises(SweepError, match=message) as info:
         load_spec(write(tmp_path, body))
     assert "\n" not in str(info.value)
+
+
+def test_a_quant_list_makes_a_task_per_recipe_and_none_keeps_its_keys(tmp_path):
+    plain = tasks(spec_of(tmp_path, "rows = [8, 16]\n"))
+    quant = tasks(load_spec(write(tmp_path, 'quant = ["none", "w4a16:g128"]\n' + SYSTOLIC
+                                  + "[parameters]\nrows = [8, 16]\n", "q.toml")))
+    assert [(t.point, t.quant_label, t.quant) for t in quant] == [
+        ((("rows", 8),), "none", None), ((("rows", 8),), "w4a16:g128", "w4a16:g128"),
+        ((("rows", 16),), "none", None), ((("rows", 16),), "w4a16:g128", "w4a16:g128")]
+    assert [t.key for t in quant[::2]] == [t.key for t in plain]          # none: the same results
+    assert len({t.key for t in quant}) == 4 and all(t.quant_label is None for t in plain)
 
 
 def test_pim_mac_lanes_swept_alone_fails_per_point_not_per_value(tmp_path):
