@@ -41,7 +41,9 @@ class Footprint(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class QueueConfig:
-    """Configuration registers of one queue; reset state: dense strides, no mcfg, vcfg or qcfg."""
+    """Configuration registers of one queue; reset state: dense strides, no mcfg, vcfg or qcfg.
+    `qcfg` holds the queue's quantisation setting: a DMA queue's last qcfg, or a pim queue's
+    last pim.qmode (none: BF16 MACs)."""
 
     src_stride: int = 0
     dst_stride: int = 0
@@ -59,7 +61,7 @@ class QueueConfig:
             return QueueConfig(self.src_stride, self.dst_stride, instr, self.vcfg, self.qcfg)
         if op == "vcfg":
             return QueueConfig(self.src_stride, self.dst_stride, self.mcfg, instr, self.qcfg)
-        if op == "qcfg":
+        if op == "qcfg" or op == "pim.qmode":
             return QueueConfig(self.src_stride, self.dst_stride, self.mcfg, self.vcfg, instr)
         return self
 
@@ -120,6 +122,15 @@ def _store(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]
     src_bytes = _extent_bytes(rows, row_bytes, config.src_stride)
     return [Footprint("dst", instr["dst"], dst_bytes, False),
             Footprint("src", instr["src"], src_bytes, True)]
+
+
+def pim_lanes_per_bf16(config: QueueConfig) -> int:
+    """Inputs a pim queue's MAC reads per BF16 weight lane under its mode (pim.qmode): 1 for
+    BF16, 16 / N for N-bit codes (a burst holds 16 / N times as many)."""
+    mode = config.qcfg
+    if mode is None or mode.opcode != "pim.qmode" or mode["fmt"] == "bf16":
+        return 1
+    return 16 // int(mode["fmt"].removeprefix("int"))
 
 
 def scale_bytes(qcfg: Instr) -> int:
@@ -251,6 +262,7 @@ _RULES: dict[str, Callable[[Instr, QueueConfig, Limits], list[Footprint]]] = {
     "vcfg": _none, "load": _load, "store": _store, "gather": _gather, "gatherw": _gather,
     "qcfg": _qcfg, "loadq": _loadq, "gemm": _gemm, "vec": _vec, "red": _red,
     "pim.act": _none, "pim.act_all": _none, "pim.pre": _none, "pim.pre_all": _none,
+    "pim.qmode": _none,
     "pim.wrgb": _pim_wrgb, "pim.mac": _none, "pim.mac_all": _none,
     "pim.rdmac": _pim_rdmac, "pim.rdmac_all": _pim_rdmac_all,
     "pim.wr": _pim_burst("src"), "pim.rd": _pim_burst("dst"),
@@ -260,4 +272,5 @@ _RULES: dict[str, Callable[[Instr, QueueConfig, Limits], list[Footprint]]] = {
 assert set(_RULES) == set(OPCODES), "every opcode needs a footprint rule"
 # Opcodes that touch no memory and configure nothing: verify skips their footprints.
 NO_FOOTPRINT = frozenset(op for op, rule in _RULES.items()
-                         if rule is _none and op not in ("dmacfg", "mcfg", "vcfg", "qcfg"))
+                         if rule is _none and op not in ("dmacfg", "mcfg", "vcfg", "qcfg",
+                                                         "pim.qmode"))

@@ -18,6 +18,7 @@ __all__ = [
     "OpSpec", "OPCODES", "OPCODES_BY_CODE", "ISA_VERSION", "WORD_BITS", "PAYLOAD_BITS",
     "VEC_FUNCS", "VEC_BINARY", "VEC_IMMEDIATE", "VEC_UNARY", "BCASTS", "RED_FUNCS",
     "STRUCTURE", "STRUCTURE_QUEUE", "LINK_QUEUE", "MOVING_INTS", "COLL_KINDS", "QFORMATS",
+    "PIM_MODES",
 ]
 
 ISA_VERSION = 2  # 2: A40 is 2 + 38 bits (was 4 + 36); a version-1 .tbin would decode wrongly
@@ -35,6 +36,8 @@ RED_FUNCS = ("sum", "max")
 # What a `coll` does (sim/multi.py): NCCL's collectives, and one side of a point-to-point copy.
 # The code formats `loadq` reads (isa/packing.py): N-bit two's-complement integers, packed.
 QFORMATS = tuple(f"int{bits}" for bits in range(2, 9))
+# How a PIM MAC reads a column burst (`pim.qmode`): BF16 weights, or packed integer codes.
+PIM_MODES = ("bf16",) + QFORMATS
 COLL_KINDS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send", "recv")
 
 # The integer operands a loop may move besides addresses (docs/isa.md, "Loops"): a GEMV's next
@@ -252,6 +255,15 @@ _TABLE = (
     _op("pim.rd", 0x2A, "pim", _PIM,
         (("bank", U8), ("row", U24), ("col", U16), ("ncols", U16), ("dst", A40)), """
         dst[0 : ncols*burst_bytes] = dram[bank][row][col*burst_bytes : (col + ncols)*burst_bytes]
+        """),
+    # Narrow MAC lanes (weight-only quantised GEMVs, docs/isa.md "Quantised loads"): the
+    # channel's MACs read each column burst as packed integer codes instead of BF16 weights.
+    _op("pim.qmode", 0x2B, "pim", _PIM, (("fmt", E(4, PIM_MODES)),), """
+        mode = fmt         # how later pim.mac/pim.mac_all on this channel read a column burst
+        # bf16 (the reset mode): burst_bytes/2 BF16 weights, as many BF16 gbuf inputs
+        # int<N> (N = 2, 4, 8): L = burst_bytes*8/N N-bit codes (isa/packing.py),
+        #   against L BF16 gbuf inputs (gb moves L*2 bytes a column); each code*input is
+        #   exact in fp32 and summed as in bf16 mode; the codes' scales are the host's
         """),
     # ---- dataflow extension (SN40L-style) ----------------------------------------------
     _op("df.section", 0x40, "dataflow", (Unit.ctl,),

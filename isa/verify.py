@@ -24,6 +24,7 @@ from types import MappingProxyType
 from isa.encoding import encode
 from isa.errors import FieldError, IsaError, LoopError, VerifyError
 from isa.footprint import (NO_FOOTPRINT, SCALE_BYTES, WRITTEN_ROLES, Footprint, QueueConfig,
+                           pim_lanes_per_bf16,
                            footprints, stripes)
 from isa.instr import Instr, first_uses
 from isa.loop_checks import (CONFIG_OPCODES, Context, Executed, check_token_balance, first_beyond,
@@ -205,13 +206,16 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
             if value >= bound and position not in ints:
                 raise _at(index, instr, f"{name}={value} exceeds the machine limit (< {bound})",
                           context)
+        wide = pim_lanes_per_bf16(slot[0])        # a MAC's gbuf inputs per BF16 lane
         if instr.opcode in pim_fields:
-            _check_pim(index, instr, pim_fields[instr.opcode], limits, context, ints)
+            _check_pim(index, instr, pim_fields[instr.opcode], limits, context, ints, wide)
         if instr.opcode == "qcfg":
             _check_qcfg(index, instr, context)
+        if instr.opcode == "pim.qmode":
+            _check_qmode(index, instr, limits, context)
         if ints:
             _check_moving_ints(index, instr, ints, pim_fields.get(instr.opcode, {}), limits,
-                               context)
+                               context, wide)
         if instr.opcode in NO_FOOTPRINT:
             continue                        # touches no memory and configures nothing
         config = slot[0]
@@ -325,7 +329,8 @@ def _pinned(context: Context, iterations: dict[int, int]) -> Context:
 
 
 def _check_pim(index: int, instr: Instr, at: dict[str, int], limits,
-               context: Context = (), moving: Mapping[int, list] = MappingProxyType({})) -> None:
+               context: Context = (), moving: Mapping[int, list] = MappingProxyType({}),
+               wide: int = 1) -> None:
     """Column and global-buffer ranges, when the machine gives their sizes (`at`: the
     positions of the col, ncols, gb and bytes fields the opcode has); an operand a loop moves
     (`moving`) is `_check_moving_ints`'s."""
@@ -337,7 +342,7 @@ def _check_pim(index: int, instr: Instr, at: dict[str, int], limits,
         if stop > columns:
             raise _at(index, instr,
                       f"columns [{start}, {stop}) exceed the {columns} columns of a row", context)
-    length = _gbuf_length(fields, at, limits)
+    length = _gbuf_length(fields, at, limits, wide)
     if length is None or at["gb"] in moving:
         return
     gbuf = limits["gbuf_bytes"]
@@ -358,15 +363,25 @@ def _check_qcfg(index: int, instr: Instr, context: Context) -> None:
                   f"column) or 0 (one scale for all columns)", context)
 
 
-def _gbuf_length(fields, at: dict[str, int], limits) -> int | None:
+def _gbuf_length(fields, at: dict[str, int], limits, wide: int = 1) -> int | None:
     """Bytes of the global buffer a pim instruction reads or writes from its `gb` operand,
-    when the machine gives the buffer's size (None: nothing to check)."""
+    when the machine gives the buffer's size (None: nothing to check); a MAC in an N-bit
+    mode reads `wide` = 16 / N times a burst of BF16 inputs per column."""
     if limits.get("gbuf_bytes") is None or "gb" not in at:
         return None
     if "bytes" in at:
         return fields[at["bytes"]][1]
     burst = limits.get("pim_burst_bytes")
-    return None if burst is None else fields[at["ncols"]][1] * burst
+    return None if burst is None else fields[at["ncols"]][1] * burst * wide
+
+
+def _check_qmode(index: int, instr: Instr, limits, context: Context) -> None:
+    """An N-bit mode needs whole codes in a burst, and as many BF16 inputs as codes in a
+    power-of-two adder tree: N of 2, 4 or 8 (with a machine's burst size given)."""
+    fmt = instr["fmt"]
+    if fmt != "bf16" and 16 % int(fmt.removeprefix("int")):
+        raise _at(index, instr, f"fmt={fmt}: the MAC lanes take 2-, 4- or 8-bit codes (a 16-bit "
+                  "lane splits into whole codes)", context)
 
 
 def _int_moves(index: int, instr: Instr, context: Context) -> dict[int, list]:
@@ -383,7 +398,7 @@ def _int_moves(index: int, instr: Instr, context: Context) -> dict[int, list]:
 
 
 def _check_moving_ints(index: int, instr: Instr, moving: Mapping[int, list], at: dict[str, int],
-                       limits, context: Context) -> None:
+                       limits, context: Context, wide: int = 1) -> None:
     """The bounds of each integer operand a loop moves, in every iteration of `context`: its
     field's range, the machine's limit on it (banks, rows), and for a column or global-buffer
     offset the range it starts (`_check_pim`'s rules). It is affine in the iterations, so each
@@ -403,7 +418,7 @@ def _check_moving_ints(index: int, instr: Instr, moving: Mapping[int, list], at:
             ncols, columns = fields[at["ncols"]][1], limits["col"]
             bounds.append((columns - ncols, lambda v: f"columns [{v}, {v + ncols}) exceed the "
                                                       f"{columns} columns of a row"))
-        length = _gbuf_length(fields, at, limits) if name == "gb" else None
+        length = _gbuf_length(fields, at, limits, wide) if name == "gb" else None
         if length is not None:
             gbuf = limits["gbuf_bytes"]
             bounds.append((gbuf - length, lambda v: f"global buffer range [{v}, {v + length}) "

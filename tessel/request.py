@@ -173,8 +173,9 @@ def target_recipe(model: Model, phase: Phase | None, target: str, arch: TargetAr
     from compiler.passes.quantised import stored_formats
     from compiler.quant import plan, resolve_recipe
     from tessel.targets import TARGETS
-    if not TARGETS[target].quantised_weights:
-        built = ", ".join(t.name for t in TARGETS.values() if t.quantised_weights)
+    check = TARGETS[target].check_quantised
+    if check is None:
+        built = ", ".join(t.name for t in TARGETS.values() if t.check_quantised is not None)
         raise CompileError(f"--quant: target '{target}' cannot run quantised programs yet "
                            f"(built: {built})")
     if (dtype or DType(arch.dtype)) is DType.int8:
@@ -184,7 +185,8 @@ def target_recipe(model: Model, phase: Phase | None, target: str, arch: TargetAr
         raise GraphError(f"--quant: model '{model.name}' is a .graph file; quantisation needs a "
                          "model with a config")
     recipe = resolve_recipe(spec)
-    stored_formats(model.graph(phase), plan(model.graph(phase), recipe, model.config.n_layer))
+    graph = model.graph(phase)
+    check(arch, stored_formats(graph, plan(graph, recipe, model.config.n_layer)))
     return recipe
 
 

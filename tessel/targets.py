@@ -36,7 +36,9 @@ class Target:
     report_rows: Callable[[SimResult], list[str]]  # its own lines in the text report
     default_link: str                             # arch/configs/links/<preset>.toml: several devices
     one_sequence: bool = False                    # attention of batch 1 only (PIM's KV layout)
-    quantised_weights: bool = False               # its lowering loads weights as codes + scales
+    # what of a recipe's stored weights it runs: None, no quantised programs; else a check,
+    # fn(arch, {weight: StoredFormat}), that refuses in one line what it does not run
+    check_quantised: Callable[[TargetArch, Mapping[str, object]], None] | None = None
 
     def load_arch(self, spec: str | None = None, overrides: Sequence[str] = ()) -> TargetArch:
         """The given preset or .toml file (default: the target's preset), with overrides."""
@@ -57,7 +59,7 @@ class Target:
         """Every step of the pipeline; progress(step, steps done) before each. quant: a
         recipe's plan (compiler/quant/plan.py), refused by a target that stores no
         quantised weights (its lowering would read them at full precision)."""
-        if quant is not None and not self.quantised_weights:
+        if quant is not None and self.check_quantised is None:
             raise CompileError(f"target '{self.name}' cannot run quantised programs yet "
                                f"(recipe {quant.recipe.name!r})")
         return compile_graph(self.pipeline, graph, arch, dtype, progress=progress, quant=quant)
@@ -75,14 +77,24 @@ class Target:
                             progress=progress, patterns=patterns)
 
 
+def _any_quantised(arch: TargetArch, formats: Mapping[str, object]) -> None:
+    """A target whose loads dequantise (loadq) runs every stored format."""
+
+
+def pim_quantised(arch: TargetArch, formats: Mapping[str, object]) -> None:
+    from compiler.targets.pim.placement import check_quantised
+    for name, fmt in formats.items():
+        check_quantised(arch, name, fmt)
+
+
 TARGETS: dict[str, Target] = {t.name: t for t in (
     # a TPU-style pod slice, CENT's CXL fabric of PIM devices, SN40L's sockets (docs/links.md)
     Target("systolic", SystolicArch, "systolic-128", systolic.PIPELINE, SystolicMachine, no_rows,
-           "tpu-v4-ici", quantised_weights=True),
+           "tpu-v4-ici", check_quantised=_any_quantised),
     Target("pim", PimArch, "pim-gpt", pim.PIPELINE, PimMachine, pim_rows, "cxl-cent",
-           one_sequence=True),
+           one_sequence=True, check_quantised=pim_quantised),
     Target("dataflow", DataflowArch, "sn40l", dataflow.PIPELINE, DataflowMachine, dataflow_rows,
-           "sn40l-rdn", quantised_weights=True),
+           "sn40l-rdn", check_quantised=_any_quantised),
 )}
 
 

@@ -144,10 +144,10 @@ def stored_bytes(fmt: StoredFormat) -> int:
     return math.prod(fmt.code_shape) + 2 * math.prod(fmt.scale_shape)
 
 
-def quant_assumption(quantised: Mapping[str, StoredFormat], dtype, where: str) -> tuple[str, ...]:
-    """The report's line for a program that stores weights quantised (none otherwise)."""
+def quant_assumption(quantised: Mapping[str, StoredFormat], how: str) -> tuple[str, ...]:
+    """The report's line for a program that stores weights quantised (none otherwise); `how`
+    says where the target dequantises them."""
     if not quantised:
         return ()
     widths = "/".join(sorted({fmt.format for fmt in quantised.values()}))
-    return (f"{len(quantised)} weights stored as {widths} codes with fp16 scales, dequantised "
-            f"to {dtype.value} {where} (loadq)",)
+    return (f"{len(quantised)} weights stored as {widths} codes with fp16 scales; {how}",)

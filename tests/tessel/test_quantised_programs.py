@@ -76,6 +76,21 @@ def test_compiled_logits_equal_the_quantised_reference(tiny_hf, name, recipe, ph
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["w8a16", "w4a16"])
+@pytest.mark.parametrize("phase", [prefill(10), decode(9)], ids=str)
+def test_pim_logits_equal_the_quantised_reference_to_bf16(tiny_hf, recipe, phase):
+    """The PIM target computes in bf16: its codes x inputs are exact in fp32, the ASIC scales
+    each output's sum, so the logits stay as close to the quantised reference as the
+    full-precision program's stay to the full-precision one."""
+    model = load_model(str(tiny_hf))
+    outcome = run(make_request(model, "pim", load_arch("pim-gpt"), phase, numerics=True, quant=recipe))
+    full = run(make_request(model, "pim", load_arch("pim-gpt"), phase, numerics=True))
+    assert outcome.result.logits_rel_error < max(BF16_TOLERANCE / 3, 2 * full.result.logits_rel_error)
+    assert (outcome.result.target_report.dram_commands["MAC_ALL"]
+            < full.result.target_report.dram_commands["MAC_ALL"])
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TARGETS)
 @pytest.mark.parametrize("fixture", ["tiny-llama3-tied", "tiny-qwen3"])
 def test_llama_family_logits_in_bf16(fixture, name):
@@ -117,6 +132,23 @@ def test_compact_quantised_program_times_as_the_flat_one(tiny_hf, recipe, name):
 
 
 @pytest.mark.slow
+def test_compact_quantised_pim_program_times_as_the_flat_one(tiny_hf):
+    """The token sweep of a prefill rolls into loops with the channels' MAC mode (pim.qmode)
+    part of its state; the machine times the compact program as the flat one."""
+    model = load_model(str(tiny_hf))
+    graph = model.graph(prefill(16))
+    arch = load_arch("pim-gpt")
+    compact = compile_model_graph(model, graph, "pim", arch, quant=_plan(model, graph, "w4a16"))
+    with flat_emission():
+        flat = compile_model_graph(model, graph, "pim", arch, quant=_plan(model, graph, "w4a16"))
+    assert len(compact.program.instructions) < len(flat.program.instructions)
+    assert sum(i.opcode == "pim.qmode" for i in flat.program.instructions) > 0
+    a, b = (target("pim").simulate(lo.program, arch, functional=False).result
+            for lo in (compact, flat))
+    assert (a.cycles, a.ops, a.energy_j, a.unit_busy_cycles) == (b.cycles, b.ops, b.energy_j, b.unit_busy_cycles)
+
+
+@pytest.mark.slow
 def test_program_file_carries_codes_and_scales(tmp_path, tiny_hf):
     prog = tmp_path / "q.tbin"
     assert main(["compile", "--model", str(tiny_hf), "--seq", "8", "--with-data", "--quant",
@@ -129,7 +161,9 @@ def test_program_file_carries_codes_and_scales(tmp_path, tiny_hf):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--target", "pim"], "--quant: target 'pim' cannot run quantised programs yet (built: systolic, dataflow)"),
+    (["--target", "pim", "--quant", "w4a16:g32"], "weight 'h.0.attn.c_attn.weight' in int4, a scale per 32 input channels: the PIM target applies one scale per output channel or tensor"),
+    (["--target", "pim", "--quant", "w3a16"], "weight 'h.0.attn.c_attn.weight' in int3: the PIM MAC lanes take 2-, 4- or 8-bit codes"),
+    (["--target", "pim", "--quant", "w2a16"], "reduction length 64 is not a multiple of the 128 int2 codes a MAC column reads"),
     (["--set", "dtype=int8"], "--quant: weights dequantise to the operand type, and int8 operands"),
     (["--quant", "w8a8"], "activations of 'h.0.attn.c_attn' in int8:token: quantised activations are not built"),
     (["--quant", "kv:int8"], "a quantised KV cache is not built on the targets yet"),

@@ -124,8 +124,8 @@ class DataflowLowering(GemmLowering, Tracked):
                        (f"kernel granularity '{granularity}': a value used only inside one section "
                         "stays in the PMUs, the rest goes through HBM; weights in HBM, then DDR",
                         *([tiers] if tiers else []), *([note] if note else []),
-                        *quant_assumption(self.quantised, self.dtype, "by the AGCUs as they load "
-                                          "them, at the tier's rate")),
+                        *quant_assumption(self.quantised, f"dequantised to {self.dtype.value} by the "
+                                          "AGCUs as they load them, at the tier's rate (loadq)")),
                        attention=sites, quantised=self.quantised)
 
     def call(self, call: Call) -> None:

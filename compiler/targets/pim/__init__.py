@@ -14,7 +14,6 @@ from compiler.targets.steps import PRECISION, STORAGE
 __all__ = ["PIPELINE", "PimLowered"]
 
 
-
 def _precision(c: Compilation) -> Precision:
     """The shared decision, for bf16 only: the banks' MAC units compute in bf16."""
     if c.dtype is not DType.bf16:
@@ -23,11 +22,12 @@ def _precision(c: Compilation) -> Precision:
 
 
 def _placement(c: Compilation) -> PimPlacement:
-    return place(c.graph, c["storage"], c.arch)
+    return place(c.graph, c["storage"], c.arch, c["precision"].quantised)
 
 
 def _emit(c: Compilation) -> PimLowered:
-    return PimLowering(c.graph, c.arch, c.dtype, c["storage"], c["placement"]).lower()
+    return PimLowering(c.graph, c.arch, c.dtype, c["storage"], c["placement"],
+                       c["precision"].quantised).lower()
 
 
 PIPELINE = Pipeline("pim", (Step("precision", _precision), STORAGE, Step("placement", _placement),

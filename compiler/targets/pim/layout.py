@@ -51,6 +51,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 __all__ = ["Segment", "Pass", "GemvLayout", "Piece", "kcache_pieces", "vcache_pieces", "linear_layout", "kcache_layout", "vcache_layout", "vcache_chunk",
+           "mac_lanes", "row_elems",
            "scatter_linear", "scatter_kcache", "scatter_vcache", "kcache_cells", "vcache_cells"]
 
 
@@ -83,11 +84,12 @@ class GemvLayout:
     channel_stride: int     # partial-sum elements between channel c and c + 1
     psum_elems: int         # fp32 partial sums the passes write
     queries: int = 1        # query rows per stored head (grouped-query attention's G)
+    bits: int = 16          # bits of a stream element: 16 (BF16), or N-bit weight codes
 
     def cell(self, arch, stream_elem: int) -> tuple[int, int]:
         """(DRAM row, column burst) of a stream element."""
-        per_row = arch.row_bytes // 2
-        return self.first_row + stream_elem // per_row, (stream_elem % per_row) // _lanes(arch)
+        per_row, lanes = row_elems(arch, self.bits), mac_lanes(arch, self.bits)
+        return self.first_row + stream_elem // per_row, (stream_elem % per_row) // lanes
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,21 +163,33 @@ def _lanes(arch) -> int:
     return arch.macs_per_bank_per_access
 
 
-def _rows_for(arch, elems: int) -> int:
-    return -(-elems // (arch.row_bytes // 2))
+def mac_lanes(arch, bits: int = 16) -> int:
+    """Stream elements one MAC column reads: the BF16 lanes, or a burst of N-bit codes."""
+    return _lanes(arch) if bits == 16 else arch.burst_bytes * 8 // bits
 
 
-def _row_start(arch, elems: int) -> int:
+def row_elems(arch, bits: int = 16) -> int:
+    """Stream elements of `bits` bits one DRAM row holds."""
+    return arch.row_bytes * 8 // bits
+
+
+def _rows_for(arch, elems: int, bits: int = 16) -> int:
+    return -(-elems // row_elems(arch, bits))
+
+
+def _row_start(arch, elems: int, bits: int = 16) -> int:
     """First element of the row after `elems` (regions start on a fresh row)."""
-    return _rows_for(arch, elems) * (arch.row_bytes // 2)
+    return _rows_for(arch, elems, bits) * row_elems(arch, bits)
 
 
 def gbuf_elems(arch) -> int:
     return arch.gbuf_bytes // 2
 
 
-def linear_layout(name: str, arch, first_row: int, k: int, n: int) -> GemvLayout:
-    """W[k, n] of y = x @ W: outputs over all bank lanes, k in gbuf-sized chunks."""
+def linear_layout(name: str, arch, first_row: int, k: int, n: int, bits: int = 16) -> GemvLayout:
+    """W[k, n] of y = x @ W: outputs over all bank lanes, k in gbuf-sized chunks; `bits` < 16:
+    the stream holds the weight's N-bit codes (a row holds 16 / N times as many, and a MAC
+    column reads a burst of them), the inputs stay BF16."""
     lanes_total, g = arch.channels * arch.banks, gbuf_elems(arch)
     per = -(-n // lanes_total)
     n_pad = per * lanes_total
@@ -185,9 +199,9 @@ def linear_layout(name: str, arch, first_row: int, k: int, n: int) -> GemvLayout
         segs = tuple(Segment(at + i * length, length, 0, (k0 // g) * n_pad + i * lanes_total)
                      for i in range(per))
         passes.append(Pass(((k0, length),) * arch.channels, segs))
-        at = _row_start(arch, at + per * length)
-    return GemvLayout(name, first_row, _rows_for(arch, at), tuple(passes), arch.banks,
-                      len(passes) * n_pad)
+        at = _row_start(arch, at + per * length, bits)
+    return GemvLayout(name, first_row, _rows_for(arch, at, bits), tuple(passes), arch.banks,
+                      len(passes) * n_pad, bits=bits)
 
 
 def _head_groups(arch, heads: int, hd: int, queries: int) -> list[range]:
@@ -254,15 +268,17 @@ def vcache_layout(name: str, arch, first_row: int, heads: int, positions: int, h
 # ---- initial DRAM contents of a layout: array [rows, channels, banks, row elements] ---------
 
 def _stream(arch, layout: GemvLayout) -> np.ndarray:
-    return np.zeros((arch.channels, arch.banks, layout.rows * (arch.row_bytes // 2)), np.float64)
+    return np.zeros((arch.channels, arch.banks, layout.rows * row_elems(arch, layout.bits)), np.float64)
 
 
 def _as_rows(arch, layout: GemvLayout, stream: np.ndarray) -> np.ndarray:
-    per_row = arch.row_bytes // 2
+    per_row = row_elems(arch, layout.bits)
     return stream.reshape(arch.channels, arch.banks, layout.rows, per_row).transpose(2, 0, 1, 3)
 
 
 def scatter_linear(arch, layout: GemvLayout, w: np.ndarray) -> np.ndarray:
+    """W[k, n] in the layout's rows [rows, channels, banks, elements a row]: BF16 values, or
+    for an N-bit layout the weight's integer codes (packed by the caller)."""
     k, n = w.shape
     lanes_total = arch.channels * arch.banks
     per = -(-n // lanes_total)

@@ -8,8 +8,10 @@ import numpy as np
 
 from isa import DType
 from isa.numerics import to_storage
+from isa.packing import pack_rows
 
 from arch.pim import PimArch
+from compiler.errors import CompileError
 from compiler.ir import Graph, OpKind
 from compiler.targets.base import Lowered
 from compiler.targets.pim import layout as pl
@@ -36,6 +38,12 @@ class PimLowered(Lowered):
         arch = self.arch
         for name, m in self.matrices.items():
             lay = m.layout
+            if m.kind == "linear" and m.scales is not None:     # N-bit codes, packed row by row
+                codes, scales = _codes_and_scales(weights, m.value, self.quantised[m.value])
+                data[m.scales] = scales
+                rows = pl.scatter_linear(arch, lay, codes[:, m.n0:m.n0 + m.outputs])
+                data[name] = pack_rows(rows.astype(np.int8), lay.bits).view("<u2")
+                continue
             if m.kind == "linear":
                 w = np.asarray(weights[m.value], np.float64)
                 w = w.T if m.transposed else w
@@ -49,3 +57,17 @@ class PimLowered(Lowered):
                 continue                                  # written by the program itself
             data[name] = to_storage(rows, DType.bf16)
         return data
+
+
+def _codes_and_scales(weights, value: str, fmt) -> tuple[np.ndarray, np.ndarray]:
+    """A quantised weight's codes [K, N] and its output scales as the ASIC reads them, fp32
+    [1, N] (one per output channel, or the tensor's repeated): from the recipe's quantised
+    weights (compiler.quant.weights), which keep them."""
+    stored = getattr(weights, "stored", {}).get(value)
+    if stored is None:
+        raise CompileError(f"'{value}' is planned quantised, and the weights given hold no codes "
+                           "for it: pass the recipe's quantised weights")
+    q = stored.quantized
+    codes = np.swapaxes(q.codes, -1, -2)                          # [N, K] -> [K, N]
+    scales = np.broadcast_to(np.asarray(q.scales, np.float64).reshape(-1), (fmt.cols,))
+    return codes, scales.astype(np.float32).reshape(1, fmt.cols)

@@ -29,6 +29,8 @@ layout, written with masked DMA stores.
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
+from typing import Mapping
 
 import numpy as np
 
@@ -38,6 +40,7 @@ from isa import Addr, DType
 from arch.pim import PimArch
 from compiler.errors import CompileError
 from compiler.ir import Graph, Op, OpKind
+from compiler.passes.quantised import StoredFormat, quant_assumption
 from compiler.passes.storage import StoragePlan, View
 from compiler.targets.base import TargetLowering
 from compiler.targets.emit import Emitter, Matrix, Ring, RingSpec, Tracked, symbol_name
@@ -58,8 +61,11 @@ class PimLowering(KvCacheWrites, TargetLowering, Tracked):
     the GEMV double buffers' turn and the releases dma0 still owes shape what comes next."""
 
     def __init__(self, graph: Graph, arch: PimArch, dtype: DType, plan: StoragePlan,
-                 placement: PimPlacement) -> None:
+                 placement: PimPlacement,
+                 quantised: Mapping[str, StoredFormat] = MappingProxyType({})) -> None:
         self.arch, self.dtype, self.placement = arch, dtype, placement
+        self.quantised = quantised
+        self._modes = [16] * arch.channels         # each channel's MAC mode (pim.qmode) now
         self.abuf, self.matrices = placement.abuf, placement.matrices
         self.pim_queues = arch.pim_queues
         em = Emitter("pim")
@@ -98,7 +104,7 @@ class PimLowering(KvCacheWrites, TargetLowering, Tracked):
         never among them before it starts, and no other layer reads them, so it is not
         state a sweep over layers or tokens compares.)"""
         return (self._gemvs % 2, self._gemvs - self._released, self._stage_pending,
-                len(self._constants))
+                len(self._constants), tuple(self._modes))
 
     def align_layer(self) -> None:
         """The rings, and the GEMV double buffers: after an odd number of GEMVs the ASIC
@@ -139,8 +145,10 @@ class PimLowering(KvCacheWrites, TargetLowering, Tracked):
         self.lower_ops("dma0", "dma1")
         program = self.em.program(("dram", "gbuf", "abuf"), tuple(self.symbols), self.arch.queues)
         matrices = {m.symbol: m for blocks in self.matrices.values() for m in blocks}
+        note = quant_assumption(self.quantised, "the banks' MACs multiply the codes by the "
+                                "inputs (pim.qmode) and the ASIC scales each output's sum")
         return PimLowered(program, self.plan, self.dtype, {**self.vector.constants, **self._constants},
-                          ASSUMPTIONS, self.arch, matrices)
+                          ASSUMPTIONS + note, self.arch, matrices, quantised=self.quantised)
 
     # -- GEMV --------------------------------------------------------------------------
     def _gemv(self, layout: pl.GemvLayout, load_input, wide: bool = False,
@@ -172,6 +180,9 @@ class PimLowering(KvCacheWrites, TargetLowering, Tracked):
         for c in active:
             q = self.pim_queues[c]
             em.emit(q, "wait", sem=self.go[c])
+            if self._modes[c] != layout.bits:       # the MACs read this layout's elements
+                self._modes[c] = layout.bits
+                em.emit(q, "pim.qmode", fmt="bf16" if layout.bits == 16 else f"int{layout.bits}")
             for p in passes:
                 fill = p.fills[c]
                 if fill is None:
@@ -217,7 +228,7 @@ class PimLowering(KvCacheWrites, TargetLowering, Tracked):
         found = self._pieces.get(id(p))
         if found is not None and found[0] is p:
             return found[1]
-        per_row, lanes = self.arch.row_bytes // 2, self.arch.macs_per_bank_per_access
+        per_row, lanes = pl.row_elems(self.arch, layout.bits), pl.mac_lanes(self.arch, layout.bits)
         items, open_row = [], None
         for seg in p.segments:
             at, left, gb = seg.start, seg.length, seg.gb_bytes
@@ -236,14 +247,34 @@ class PimLowering(KvCacheWrites, TargetLowering, Tracked):
         return items
 
     def _finish(self, psum: int, rows: int, cols: int, stride_elems: int, chunk_elems: int,
-                chunks: int, bias: Matrix | None, out: Matrix) -> None:
-        """psum [chunks x rows x stride] -> sum chunks (+ bias) -> bf16 -> out (rows x cols);
-        the GEMV's buffers are released once the sums are read."""
+                chunks: int, bias: Matrix | None, out: Matrix, scales: Matrix | None = None) -> None:
+        """psum [chunks x rows x stride] -> sum chunks (x scales) (+ bias) -> bf16 -> out
+        (rows x cols); the GEMV's buffers are released once the sums are read. `scales`: a
+        quantised weight's output scales [1, cols], each output's sum of code x input
+        multiplied by its own."""
         v = self.vector
         v.cfg(rows, stride_elems, F32, F32)
         for k in range(1, chunks):
             v.vec("add", Addr("abuf", psum), Addr("abuf", psum), Addr("abuf", psum + k * chunk_elems * 4))
+        if scales is not None:
+            self._scale(psum, rows, cols, stride_elems, scales)
         self._round_store(psum, rows, cols, stride_elems, bias, out, release=True)
+
+    def _scale(self, psum: int, rows: int, cols: int, stride_elems: int, scales: Matrix) -> None:
+        """psum[r, c] *= scales[c] for c < cols, in column slices a vp_in slot holds."""
+        v, em = self.vector, self.em
+        width = max(1, self.vp_in.spec.slot_bytes // 4)
+        for c0 in range(0, cols, width):
+            w = min(width, cols - c0)
+            slot = self.vp_in.acquire()
+            em.load("dma0", slot, scales.block(0, 1, c0, w))
+            self.vp_in.filled()
+            self.vp_in.take()
+            v.cfg(1, w, F32, F32)
+            for r in range(rows):
+                at = Addr("abuf", psum + (r * stride_elems + c0) * 4)
+                v.vec("mul", at, at, slot)
+            self.vp_in.release()
 
     def _round_store(self, src: int, rows: int, cols: int, stride_elems: int, bias: Matrix | None,
                      out: Matrix, release: bool) -> None:
@@ -289,10 +320,15 @@ class PimLowering(KvCacheWrites, TargetLowering, Tracked):
             n0, nb, lay = block.n0, block.outputs, block.layout
             chunks = len(lay.passes)
             n_pad = lay.psum_elems // chunks
+            scales = None
+            if block.scales is not None:
+                n = self.quantised[weight].cols
+                scales = Matrix(block.scales, n0, 1, nb, n)
             for t in self.em.sweep(range(x.rows), uniform=True):       # prefill: token by token
                 psum = self._gemv(lay, lambda xin: self.em.load("dma0", xin, x.block(t, 1, 0, x.cols)))
                 self._finish(psum, 1, nb, n_pad, n_pad, chunks,
-                             bias.block(0, 1, n0, nb) if bias else None, out.block(t, 1, n0, nb))
+                             bias.block(0, 1, n0, nb) if bias else None, out.block(t, 1, n0, nb),
+                             scales)
 
     def op_matmul(self, op: Op) -> None:
         a_view, b_name = self.plan.views[op.inputs[0]], matrix_value(self.graph, op.inputs[1])

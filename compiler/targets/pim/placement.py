@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping
 
 import isa
 from isa import DType
@@ -25,6 +27,7 @@ from isa import DType
 from arch.pim import PimArch
 from compiler.errors import CompileError
 from compiler.ir import Graph, Op, OpKind
+from compiler.passes.quantised import SCALES_SUFFIX, StoredFormat
 from compiler.passes.storage import StoragePlan
 from compiler.targets.constants import constant_shapes
 from compiler.targets.emit import symbol_name
@@ -56,6 +59,7 @@ class PimMatrix:
     layout: pl.GemvLayout
     transposed: bool         # a linear weight read as W^T (the tied LM head)
     pieces: tuple[pl.Piece, ...] = ()   # a long-context K or V cache: its GEMV in pieces (layout.py)
+    scales: str | None = None   # a quantised weight: the dense fp32 symbol of its output scales
 
     @property
     def symbol(self) -> str:
@@ -160,9 +164,12 @@ def pim_operands(graph: Graph) -> dict[str, tuple[str, Op | None]]:
     return out
 
 
-def place(graph: Graph, plan: StoragePlan, arch: PimArch) -> PimPlacement:
+def place(graph: Graph, plan: StoragePlan, arch: PimArch,
+          quantised: Mapping[str, StoredFormat] = MappingProxyType({})) -> PimPlacement:
     """Dense buffers first (the tables gathers read first, smallest first, within a gather's
-    reach), then each PIM matrix on fresh rows."""
+    reach), then each PIM matrix on fresh rows. A weight in `quantised` is stored as its
+    N-bit codes in the banks (layout.py) and its output channels' scales as a dense fp32
+    row `<weight>.qscales`, which the ASIC multiplies into the GEMV's sums (check_quantised)."""
     abuf = abuf_regions(arch, any(op.kind in _WIDE_ROW_OPS for op in graph.ops))
     operands = pim_operands(graph)
     tables = gather_tables(graph, plan)          # also read densely, by gathers
@@ -180,12 +187,16 @@ def place(graph: Graph, plan: StoragePlan, arch: PimArch) -> PimPlacement:
         size = -(-math.prod(b.shape) * b.dtype.itemsize // ALIGN) * ALIGN
         at += size
         param_bytes += size if b.role == "param" else 0
+    for name, fmt in quantised.items():           # each weight's scales, one per output
+        check_quantised(arch, name, fmt)
+        dense.append(isa.Symbol(symbol_name(name) + SCALES_SUFFIX, "dram", at, (1, fmt.cols), DType.fp32))
+        at += -(-fmt.cols * 4 // ALIGN) * ALIGN
     constants = sum(-(-math.prod(shape) * 4 // ALIGN) * ALIGN for shape in constant_shapes(graph).values())
     next_row = -(-at // arch.row_block_bytes) + max(_CONSTANT_ROWS, -(-constants // arch.row_block_bytes) + 1)
     act_limit = next_row * arch.row_block_bytes
     matrices, regions, rows = {}, [], {"linear": 0, "kcache": 0, "vcache": 0}
     for value, (kind, op) in operands.items():
-        blocks = _blocks(graph, arch, abuf, value, kind, op, next_row)
+        blocks = _blocks(graph, arch, abuf, value, kind, op, next_row, quantised.get(value))
         for m in blocks:
             shape = (m.layout.rows, arch.channels, arch.banks, arch.row_bytes // 2)
             regions.append(isa.Symbol(m.symbol, "dram", arch.dram_address(0, 0, m.layout.first_row),
@@ -198,7 +209,7 @@ def place(graph: Graph, plan: StoragePlan, arch: PimArch) -> PimPlacement:
         weights = rows["linear"] * block + param_bytes
         kv = (rows["kcache"] + rows["vcache"]) * block
         raise CompileError(f"{graph.name} needs {next_row * block:,} bytes of PIM DRAM ({next_row:,} rows "
-                           f"per bank): weights {weights:,} (bf16 as placed), KV cache {kv:,}, "
+                           f"per bank): weights {weights:,} (as placed), KV cache {kv:,}, "
                            f"activations and constants {act_limit - param_bytes:,}; {arch.name} has "
                            f"{arch.dram_bytes:,} ({arch.rows:,} rows per bank)")
     return PimPlacement(abuf, tuple(dense), tuple(regions), at, act_limit, matrices)
@@ -215,10 +226,28 @@ def _queries(graph: Graph, op: Op, heads: int) -> int:
     return rows // heads
 
 
+def check_quantised(arch: PimArch, name: str, fmt: StoredFormat) -> None:
+    """What the PIM target runs of a quantised weight: codes a MAC lane splits into (2, 4 or 8
+    bits, pim.qmode) and one scale per output channel or tensor, which the ASIC applies to
+    each output's sum; a scale per group of input channels would need a partial sum per
+    group (not built)."""
+    if fmt.bits not in (2, 4, 8):
+        raise CompileError(f"weight '{name}' in {fmt.format}: the PIM MAC lanes take 2-, 4- or "
+                           "8-bit codes")
+    if fmt.group != fmt.rows:
+        raise CompileError(f"weight '{name}' in {fmt.describe()}: the PIM target applies one "
+                           "scale per output channel or tensor after the MACs; group-wise scales "
+                           "are not built on it")
+    lanes = pl.mac_lanes(arch, fmt.bits)
+    if fmt.rows % lanes:
+        raise CompileError(f"weight '{name}': reduction length {fmt.rows} is not a multiple of "
+                           f"the {lanes} {fmt.format} codes a MAC column reads")
+
+
 def _blocks(graph: Graph, arch: PimArch, abuf: dict[str, tuple[int, int]], value: str, kind: str,
-            op: Op | None, first_row: int) -> tuple[PimMatrix, ...]:
+            op: Op | None, first_row: int, fmt: StoredFormat | None = None) -> tuple[PimMatrix, ...]:
     """A value's PIM matrices from `first_row` on: a linear weight in blocks of output columns
-    whose partial sums fit the ASIC buffer, a K or V cache whole."""
+    whose partial sums fit the ASIC buffer (`fmt`: stored as its codes), a K or V cache whole."""
     shape = graph[value].type.shape
     psum_bytes = abuf["psum0"][1]
     who = f"op '{op.name}'" if op is not None else f"weight '{value}'"
@@ -236,10 +265,12 @@ def _blocks(graph: Graph, arch: PimArch, abuf: dict[str, tuple[int, int]], value
             raise CompileError(f"{who}: {chunks} chunks of partial sums do not fit "
                                "the ASIC buffer")
         out, row = [], first_row
+        bits = 16 if fmt is None else fmt.bits
+        scales = None if fmt is None else symbol_name(value) + SCALES_SUFFIX
         for n0 in range(0, n, block):
             nb = min(block, n - n0)
-            lay = pl.linear_layout(f"{value}.{n0}", arch, row, k, nb)
-            out.append(PimMatrix(kind, value, n0, nb, lay, bool(transpose)))
+            lay = pl.linear_layout(f"{value}.{n0}", arch, row, k, nb, bits)
+            out.append(PimMatrix(kind, value, n0, nb, lay, bool(transpose), scales=scales))
             row += lay.rows
         return tuple(out)
     heads, positions, hd = shape[-3], shape[-2], shape[-1]

@@ -83,8 +83,8 @@ class SystolicLowering(GemmLowering):
         note = self.attention.assumption()
         return Lowered(program, self.plan, self.dtype, dict(self.vector.constants),
                        ASSUMPTIONS + ((note,) if note else ())
-                       + quant_assumption(self.quantised, self.dtype, "in the DMA load path at the "
-                                          "DRAM port's rate"),
+                       + quant_assumption(self.quantised, f"dequantised to {self.dtype.value} in the "
+                                          "DMA load path at the DRAM port's rate (loadq)"),
                        attention=self.attention.sites, quantised=self.quantised)
 
     def lower_attention(self, chain, blocks, reader: str, writer: str) -> None:

@@ -40,7 +40,8 @@ EVENTS = ("macs", "act_banks", "mac_all_cmds", "mac_cmds", "rd_bursts", "wr_burs
           "acc_reads", "io_bytes", "asic_ops", "dma_bytes")
 IO_PORT = 0
 _QUEUE, _OPCODE = attrgetter("queue"), attrgetter("opcode")
-_UNTIMED = frozenset({"wait", "halt"})    # pim-queue opcodes the channel does not time
+_UNTIMED = frozenset({"wait", "halt", "pim.qmode"})   # pim-queue opcodes the channel does not
+                                                     # time (a mode is the controller's register)
 CHANNELS_PER_DEVICE = 2          # GDDR6-AiM: 2 channels per chip (reference/pim.md)
 
 
@@ -57,14 +58,18 @@ class PimMachine(Machine[PimArch]):
         self._dma_latency = t.tRCD_RD + t.tCL
         self._io_bytes_per_s = int(round(arch.io_bw_total_gbps * 1e9))
         # the DMA's and the ASIC's opcodes; pim queues' instructions are planned per object
+        self._wide = 1                     # the narrowest MAC mode's inputs per BF16 lane (start)
         self._table = CostTable("a PIM machine", {
-            "halt": None, "wait": None, "dmacfg": None, "vcfg": None, "signal": self._signal,
+            "halt": None, "wait": None, "dmacfg": None, "vcfg": None, "pim.qmode": None,
+            "signal": self._signal,
             "load": self._transfer, "store": self._transfer, "gather": self._gather, "gatherw": self._gather,
             "vec": self._vec, "red": self._red})
 
     def mac_units(self) -> int:
+        """Peak MACs a cycle, at the lanes of the narrowest mode the program set (pim.qmode:
+        16 / N times the BF16 lanes for N-bit codes)."""
         a = self.arch
-        return a.channels * a.banks * a.macs_per_bank_per_access // a.timing.tCCD_L
+        return a.channels * a.banks * a.macs_per_bank_per_access * self._wide // a.timing.tCCD_L
 
     def static_w(self) -> float:
         e = self.arch.energy
@@ -91,7 +96,9 @@ class PimMachine(Machine[PimArch]):
         sheet = decode(self._table, CostSheet.empty(n, EVENTS), instrs,
                        np.flatnonzero(~on_pim).tolist())
         sheet.durations[on_pim] = -1
-        self._fill_plan_events(sheet.events, pim)
+        wide = _mode_widths(instrs)
+        self._wide = 1 if wide is None else int(wide.max())
+        self._fill_plan_events(sheet.events, pim, wide)
         plans = pim.plans
         plan_at = array("i", pim.plan_at.tobytes())     # indexed per call: a C array, not numpy
 
@@ -149,9 +156,11 @@ class PimMachine(Machine[PimArch]):
         s.durations[i] = self.asic(reduce_cycles(rows, cols, asic.vector_lanes, asic.latency_cycles[ins["func"]]))
         s.events.set(i, asic_ops=rows * cols)
 
-    def _fill_plan_events(self, events: EventRows, pim: PimPlans) -> None:
+    def _fill_plan_events(self, events: EventRows, pim: PimPlans, wide: np.ndarray | None) -> None:
         """Each pim instruction's energy events: its plan's (computed once per plan, and once
-        per command kinds and counts)."""
+        per command kinds and counts); a MAC under an N-bit mode (`wide` = 16 / N) makes
+        `wide` times the multiply-accumulates of a BF16 column, for the same commands (the
+        preset's energy per MAC command is taken for its narrow lanes too: an assumption)."""
         of_shape: dict[tuple, tuple[tuple[str, float], ...]] = {}
         rows = np.zeros(len(pim.plans), np.int32)
         for p, plan in enumerate(pim.plans):
@@ -163,6 +172,15 @@ class PimMachine(Machine[PimArch]):
             rows[p] = events.row(found)
         index = pim.index
         events.rows[index] = rows[pim.plan_at[index]]
+        if wide is None:
+            return
+        narrow = index[wide[index] > 1]
+        for p, w in set(zip(pim.plan_at[narrow].tolist(), wide[narrow].tolist())):
+            counts = dict(self._plan_events(pim.plans[p]))
+            if "macs" in counts:
+                counts["macs"] *= w
+            events.rows[narrow[(pim.plan_at[narrow] == p) & (wide[narrow] == w)]] = \
+                events.row(tuple(counts.items()))
 
     def _plan_events(self, plan: Plan | None) -> tuple[tuple[str, float], ...]:
         """Energy events of one decoded pim instruction."""
@@ -197,6 +215,22 @@ class PimMachine(Machine[PimArch]):
             "io": totals["io_bytes"] * 8 * e.io_pj_per_bit,
             "asic": totals["asic_ops"] * e.asic_op_pj,
         }
+
+
+def _mode_widths(instrs: Sequence[isa.Instr]) -> np.ndarray | None:
+    """Per instruction, the inputs its channel's MACs read per BF16 lane (16 / N under an
+    N-bit pim.qmode, else 1); None for a program that sets no mode (every BF16 program)."""
+    if not any(ins.opcode == "pim.qmode" for ins in instrs):
+        return None
+    wide = np.ones(len(instrs), np.int32)
+    now: dict[object, int] = {}
+    for i, ins in enumerate(instrs):
+        if ins.opcode == "pim.qmode":
+            fmt = ins["fmt"]
+            now[ins.queue] = 1 if fmt == "bf16" else 16 // int(fmt.removeprefix("int"))
+        elif now:
+            wide[i] = now.get(ins.queue, 1)
+    return wide
 
 
 def _plan_pim(channel: PimChannel, instrs: Sequence[isa.Instr]) -> PimPlans:

@@ -5,6 +5,9 @@ bank. Arithmetic as documented for the GDDR6-AiM-style MAC unit (docs/pim.md): e
 command multiplies 16 BF16 weight lanes by 16 BF16 global-buffer lanes (products exact in
 fp32), sums them with a 4-level fp32 adder tree, and adds the sum into the bank's fp32
 accumulator, one column after another; `pim.rdmac*` returns the fp32 accumulator and clears it.
+In an N-bit mode (`pim.qmode`) a column is 256/N packed integer codes (isa/packing.py) against
+as many BF16 inputs: each code x input is exact in fp32 (at most 8 + 8 significant bits), and
+the column's products are summed by the same adder tree, 256/N wide.
 DRAM addresses follow arch.pim's row-interleaved map (`PimArch.dram_address`).
 """
 from __future__ import annotations
@@ -13,6 +16,7 @@ import numpy as np
 
 from arch.pim import PimArch
 from isa import Addr, Instr
+from isa.packing import unpack_rows
 from sim.functional import FunctionalError, Memory
 
 __all__ = ["PimNumerics"]
@@ -37,12 +41,18 @@ class PimNumerics:
         self.open = np.full((arch.channels, arch.banks), -1, np.int64)
         self.acc = np.zeros((arch.channels, arch.banks), np.float32)
         self.lanes = arch.burst_bytes // 2
+        self.bits = [16] * arch.channels          # each channel's MAC mode: 16 (BF16) or N
 
     def models(self) -> dict:
         return {"pim.act": self.act, "pim.act_all": self.act_all, "pim.pre": self.pre,
                 "pim.pre_all": self.pre_all, "pim.wrgb": self.wrgb, "pim.mac": self.mac,
                 "pim.mac_all": self.mac_all, "pim.rdmac": self.rdmac,
-                "pim.rdmac_all": self.rdmac_all, "pim.wr": self.wr, "pim.rd": self.rd}
+                "pim.rdmac_all": self.rdmac_all, "pim.wr": self.wr, "pim.rd": self.rd,
+                "pim.qmode": self.qmode}
+
+    def qmode(self, ins: Instr) -> None:
+        fmt = ins["fmt"]
+        self.bits[ins.queue.index] = 16 if fmt == "bf16" else int(fmt.removeprefix("int"))
 
     # -- rows ----------------------------------------------------------------------------
     def act(self, ins: Instr) -> None:
@@ -81,16 +91,17 @@ class PimNumerics:
 
     # -- MAC -----------------------------------------------------------------------------
     def _mac(self, ch: int, banks: np.ndarray, ins: Instr) -> None:
-        a, lanes = self.arch, self.lanes
+        a, bits = self.arch, self.bits[ch]
+        lanes = a.burst_bytes * 8 // bits
         rows = self.open[ch, banks]
         if (rows < 0).any():
             raise FunctionalError(f"bank {int(banks[np.argmax(rows < 0)])} has no open row")
         col, ncols, gb = ins["col"], ins["ncols"], ins["gb"]
-        if gb + ncols * a.burst_bytes > a.gbuf_bytes:
-            raise FunctionalError(f"gbuf bytes {gb}..{gb + ncols * a.burst_bytes} exceed the "
+        if gb + ncols * lanes * 2 > a.gbuf_bytes:
+            raise FunctionalError(f"gbuf bytes {gb}..{gb + ncols * lanes * 2} exceed the "
                                   f"{a.gbuf_bytes}-byte global buffer")
         x = _bf16(self.memory.read_bytes(Addr("gbuf", ch * a.gbuf_bytes + gb),
-                                         ncols * a.burst_bytes)).reshape(ncols, lanes)
+                                         ncols * lanes * 2)).reshape(ncols, lanes)
         lo, hi = col * a.burst_bytes, (col + ncols) * a.burst_bytes
         if len(banks) == a.banks and (rows == rows[0]).all():      # one contiguous row block
             block = self.memory.read_bytes(Addr("dram", a.dram_address(ch, 0, int(rows[0]))),
@@ -100,7 +111,11 @@ class PimNumerics:
             raw = np.stack([self.memory.read_bytes(
                 Addr("dram", a.dram_address(ch, int(b), int(r), lo)), hi - lo)
                 for b, r in zip(banks, rows)])
-        w = _bf16(raw.reshape(-1)).reshape(len(banks), ncols, lanes)
+        if bits == 16:
+            w = _bf16(raw.reshape(-1)).reshape(len(banks), ncols, lanes)
+        else:                                   # the codes, exact as fp32
+            w = unpack_rows(raw.reshape(len(banks), ncols, a.burst_bytes), bits,
+                            lanes).astype(np.float32)
         column_sums = _tree_sum(w * x)                               # [banks, ncols] fp32
         start = self.acc[ch, banks][:, None]
         self.acc[ch, banks] = np.cumsum(np.concatenate([start, column_sums], axis=1),

@@ -154,7 +154,7 @@ def test_a_model_too_large_names_weights_kv_and_capacity():
         _place(load_model("llama-3.1-8b").graph(decode(128)))
     n = r"([\d,]+)"
     found = re.fullmatch(rf"llama-3.1-8b-decode needs {n} bytes of PIM DRAM \({n} rows per bank\): "
-                         rf"weights {n} \(bf16 as placed\), KV cache {n}, activations and constants "
+                         rf"weights {n} \(as placed\), KV cache {n}, activations and constants "
                          rf"{n}; pim-gpt has 4,294,967,296 \(16,384 rows per bank\)", str(e.value))
     need, rows, weights, kv, rest = (int(g.replace(",", "")) for g in found.groups())
     assert need == weights + kv + rest == rows * load_arch("pim-gpt").row_block_bytes
