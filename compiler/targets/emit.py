@@ -7,7 +7,6 @@ tokens allow, which is what overlaps loads, compute and stores.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
@@ -187,6 +186,7 @@ class Emitter:
         self._store_log: list[str] = []             # the symbol of every store token, in order
         self._pending: dict[str, int] = {}          # symbol -> token some waiting queue lacks
         self._config: dict[str, QueueConfig] = {}   # queue -> its configuration registers now
+        self._config_key: dict[str, QueueConfig] = {}   # the same but qcfg (`sweep_key`)
         self._tracked: list[Tracked] = []
         self._link: _LinkTokens | None = None       # the collectives' tokens, once there is one
         self.link_reader: str | None = None         # the queue that waits for them (None: the
@@ -230,9 +230,7 @@ class Emitter:
         return (self._sems, len(self.addresses), frozenset(self._strides.items()),
                 tuple(sorted((q, top - n) for q, n in self._stores_waited.items())),
                 tuple(sorted(top - t for t in self._pending.values())),
-                self._barrier is None,
-                frozenset((q, c if c.qcfg is None else dataclasses.replace(c, qcfg=None))
-                          for q, c in self._config.items()),
+                self._barrier is None, frozenset(self._config_key.items()),
                 tuple(obj.sweep_key() for obj in self._tracked))
 
     def sweep_counts(self) -> tuple[tuple[int, ...], ...]:
@@ -312,7 +310,10 @@ class Emitter:
             instr = self._made[key] = Instr.make(opcode, queue, **fields)
         self.instructions.append(instr)
         if opcode in CONFIG_OPCODES:
-            self._config[queue] = self._config.get(queue, QueueConfig()).after(instr)
+            config = self._config[queue] = self._config.get(queue, QueueConfig()).after(instr)
+            self._config_key[queue] = (config if config.qcfg is None else
+                                       QueueConfig(config.src_stride, config.dst_stride,
+                                                   config.mcfg, config.vcfg))
 
     def emit_repeated(self, count: int, moves: dict[str, int], queue: str, opcode: str,
                       **fields) -> None:

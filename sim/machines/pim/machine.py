@@ -175,12 +175,16 @@ class PimMachine(Machine[PimArch]):
         if wide is None:
             return
         narrow = index[wide[index] > 1]
-        for p, w in set(zip(pim.plan_at[narrow].tolist(), wide[narrow].tolist())):
+        pairs, which = np.unique(pim.plan_at[narrow].astype(np.int64) * 32 + wide[narrow],
+                                 return_inverse=True)        # (plan, width), widths below 32
+        rows_of = np.empty(len(pairs), np.int32)
+        for u, pair in enumerate(pairs.tolist()):
+            p, w = divmod(pair, 32)
             counts = dict(self._plan_events(pim.plans[p]))
             if "macs" in counts:
                 counts["macs"] *= w
-            events.rows[narrow[(pim.plan_at[narrow] == p) & (wide[narrow] == w)]] = \
-                events.row(tuple(counts.items()))
+            rows_of[u] = events.row(tuple(counts.items()))
+        events.rows[narrow] = rows_of[which]
 
     def _plan_events(self, plan: Plan | None) -> tuple[tuple[str, float], ...]:
         """Energy events of one decoded pim instruction."""
@@ -219,17 +223,22 @@ class PimMachine(Machine[PimArch]):
 
 def _mode_widths(instrs: Sequence[isa.Instr]) -> np.ndarray | None:
     """Per instruction, the inputs its channel's MACs read per BF16 lane (16 / N under an
-    N-bit pim.qmode, else 1); None for a program that sets no mode (every BF16 program)."""
-    if not any(ins.opcode == "pim.qmode" for ins in instrs):
+    N-bit pim.qmode, else 1); None for a program that sets no mode (every BF16 program).
+    Whole-array passes per queue that sets a mode."""
+    n = len(instrs)
+    is_mode = np.fromiter(map(_OPCODE, instrs), object, n) == "pim.qmode"
+    if not is_mode.any():
         return None
-    wide = np.ones(len(instrs), np.int32)
-    now: dict[object, int] = {}
-    for i, ins in enumerate(instrs):
-        if ins.opcode == "pim.qmode":
-            fmt = ins["fmt"]
-            now[ins.queue] = 1 if fmt == "bf16" else 16 // int(fmt.removeprefix("int"))
-        elif now:
-            wide[i] = now.get(ins.queue, 1)
+    queue = np.fromiter(map(id, map(_QUEUE, instrs)), np.int64, n)
+    wide = np.ones(n, np.int32)
+    for q in np.unique(queue[is_mode]):
+        at = np.flatnonzero(queue == q)
+        marks = is_mode[at]
+        value = np.ones(len(at), np.int32)
+        value[marks] = [1 if instrs[i]["fmt"] == "bf16" else 16 // int(instrs[i]["fmt"][3:])
+                        for i in at[marks]]
+        last = np.maximum.accumulate(np.where(marks, np.arange(len(at)), -1))
+        wide[at] = np.where(last >= 0, value[np.maximum(last, 0)], 1)
     return wide
 
 
