@@ -160,12 +160,10 @@ def _with_data(req: RunRequest, graph: Graph, bar: Callable[[str, int], None] | 
 
 
 def quantised_facts(lowered: Lowered, recipe: str) -> dict:
-    """The weights a program stores quantised: how many, their bytes as stored (codes and
-    scales) and at the program's operand type."""
-    from compiler.passes.quantised import stored_bytes
+    """The weights a program stores quantised: how many, their bytes as the program holds them
+    (codes and scales, `Lowered.quantised_bytes`) and at the program's operand type."""
     formats = lowered.quantised.values()
-    return {"recipe": recipe, "count": len(formats),
-            "stored_bytes": sum(stored_bytes(f) for f in formats),
+    return {"recipe": recipe, "count": len(formats), "stored_bytes": lowered.quantised_bytes(),
             "full_bytes": sum(math.prod(f.shape) for f in formats) * lowered.dtype.itemsize}
 
 

@@ -93,7 +93,7 @@ def workload_rows(w: Mapping[str, Any]) -> list[str]:
     if "quantised_weights" in w:
         q = w["quantised_weights"]
         rows.append(("quantised weights", f"{q['stored_bytes']:,} B",
-                     f"{q['count']} weights in {q['recipe']}: codes and fp16 scales, "
+                     f"{q['count']} weights in {q['recipe']}: codes and scales, "
                      f"{q['stored_bytes'] / q['full_bytes']:.4f} of their {q['full_bytes']:,} B "
                      f"at the operand type"))
     return ["", render_table(("workload", "value", "detail"), rows)]

@@ -18,6 +18,7 @@ from isa import DType
 
 from compiler.errors import CompileError
 from compiler.ir import Graph, Op, OpKind
+from compiler.passes.quantised import stored_bytes
 from compiler.passes.storage import StoragePlan, View
 from compiler.targets.data import program_data
 from compiler.targets.emit import Emitter, Matrix, symbol_name, view_batches, view_matrix
@@ -47,6 +48,10 @@ class Lowered:
     def initial_data(self, graph: Graph, weights, feeds) -> dict:
         """Symbol -> initial contents (parameters, inputs, constants, the KV cache so far)."""
         return program_data(graph, self.plan, self.constants, weights, feeds, self.quantised)
+
+    def quantised_bytes(self) -> int:
+        """Bytes the quantised weights take in the program's memory: codes and fp16 scales."""
+        return sum(stored_bytes(fmt) for fmt in self.quantised.values())
 
     def dump(self) -> str:
         """The program's shape: instructions per queue, its symbols and its assumptions."""

@@ -2,6 +2,7 @@
 into the banks' layouts (weights, and a decode pass's KV cache so far)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,10 @@ class PimLowered(Lowered):
 
     arch: PimArch
     matrices: dict[str, PimMatrix]
+
+    def quantised_bytes(self) -> int:
+        """The codes as the banks hold them, and the scales as the ASIC reads them (fp32)."""
+        return sum(math.prod(fmt.code_shape) + 4 * fmt.cols for fmt in self.quantised.values())
 
     def initial_data(self, graph: Graph, weights, feeds) -> dict[str, np.ndarray]:
         """Symbol -> initial contents: dense values as targets.data does, PIM matrices
