@@ -76,12 +76,13 @@ def test_compiled_logits_equal_the_quantised_reference(tiny_hf, name, recipe, ph
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", ["w8a16", "w4a16"])
+@pytest.mark.parametrize("recipe", ["w8a16", "w4a16", "w8a16:g64"])
 @pytest.mark.parametrize("phase", [prefill(10), decode(9)], ids=str)
 def test_pim_logits_equal_the_quantised_reference_to_bf16(tiny_hf, recipe, phase):
     """The PIM target computes in bf16: its codes x inputs are exact in fp32, the ASIC scales
-    each output's sum, so the logits stay as close to the quantised reference as the
-    full-precision program's stay to the full-precision one."""
+    each output's sum (or each group's, g64: the MLP's 256-long reduction in 4 groups), so the
+    logits stay as close to the quantised reference as the full-precision program's stay to
+    the full-precision one."""
     model = load_model(str(tiny_hf))
     outcome = run(make_request(model, "pim", load_arch("pim-gpt"), phase, numerics=True, quant=recipe))
     full = run(make_request(model, "pim", load_arch("pim-gpt"), phase, numerics=True))
@@ -161,7 +162,7 @@ def test_program_file_carries_codes_and_scales(tmp_path, tiny_hf):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--target", "pim", "--quant", "w4a16:g32"], "weight 'h.0.attn.c_attn.weight' in int4, a scale per 32 input channels: the PIM target applies one scale per output channel or tensor"),
+    (["--target", "pim", "--quant", "w4a16:g32"], "weight 'h.0.attn.c_attn.weight' in int4, a scale per 32 input channels: on the PIM target a scale group holds whole MAC columns (64 codes)"),
     (["--target", "pim", "--quant", "w3a16"], "weight 'h.0.attn.c_attn.weight' in int3: the PIM MAC lanes take 2-, 4- or 8-bit codes"),
     (["--target", "pim", "--quant", "w2a16"], "reduction length 64 is not a multiple of the 128 int2 codes a MAC column reads"),
     (["--set", "dtype=int8"], "--quant: weights dequantise to the operand type, and int8 operands"),

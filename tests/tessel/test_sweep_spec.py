@@ -128,9 +128,9 @@ GOOD = 'base = "systolic-32"\nmodels = ["gpt2"]\n[[phases]]\nkind = "decode"\nkv
     ('quant = ["w8a16", "w8a16"]\n' + GOOD + "[parameters]\nrows = [8]\n", r"s\.toml: quant: a recipe is listed twice"),
     ('quant = ["r.toml"]\n' + GOOD + "[parameters]\nrows = [8]\n", r"s\.toml: quant\[0\]: .*r\.toml: cannot read"),
     ('quant = "w8a16"\n' + GOOD + "[parameters]\nrows = [8]\n", r"s\.toml: quant: expected a non-empty list"),
-    ('quant = ["w4a16:g128"]\n' + GOOD.replace("systolic-32", "pim-gpt") + "[parameters]\nchannels = [8]\n",
-     r"s\.toml: quant\[0\]: weight 'h\.0\.attn\.c_attn\.weight' in int4, a scale per 128 input "
-     r"channels: the PIM target applies one scale per output channel or tensor"),
+    ('quant = ["w4a16:g32"]\n' + GOOD.replace("systolic-32", "pim-gpt") + "[parameters]\nchannels = [8]\n",
+     r"s\.toml: quant\[0\]: weight 'h\.0\.attn\.c_attn\.weight' in int4, a scale per 32 input "
+     r"channels: on the PIM target a scale group holds whole MAC columns"),
 ])
 def test_bad_specs_are_rejected_naming_file_and_key(tmp_path, body, message):
     with pytest.raises(SweepError, match=message) as info:

@@ -186,22 +186,27 @@ def gbuf_elems(arch) -> int:
     return arch.gbuf_bytes // 2
 
 
-def linear_layout(name: str, arch, first_row: int, k: int, n: int, bits: int = 16) -> GemvLayout:
+def linear_layout(name: str, arch, first_row: int, k: int, n: int, bits: int = 16,
+                  group: int | None = None) -> GemvLayout:
     """W[k, n] of y = x @ W: outputs over all bank lanes, k in gbuf-sized chunks; `bits` < 16:
     the stream holds the weight's N-bit codes (a row holds 16 / N times as many, and a MAC
-    column reads a burst of them), the inputs stay BF16."""
+    column reads a burst of them), the inputs stay BF16. `group`: the codes' scale group
+    along k, shorter than a chunk: each output's share of a chunk is then one segment per
+    group (one partial sum each, which the ASIC scales before it adds them; `linear_pieces`)."""
     lanes_total, g = arch.channels * arch.banks, gbuf_elems(arch)
     per = -(-n // lanes_total)
     n_pad = per * lanes_total
+    step = min(group or g, g)                     # elements per partial sum of an output
     passes, at = [], 0
     for k0 in range(0, k, g):
         length = min(g, k - k0)
-        segs = tuple(Segment(at + i * length, length, 0, (k0 // g) * n_pad + i * lanes_total)
-                     for i in range(per))
+        segs = tuple(Segment(at + i * length + j, min(step, length - j), j * 2,
+                             ((k0 + j) // step) * n_pad + i * lanes_total)
+                     for i in range(per) for j in range(0, length, step))
         passes.append(Pass(((k0, length),) * arch.channels, segs))
         at = _row_start(arch, at + per * length, bits)
     return GemvLayout(name, first_row, _rows_for(arch, at, bits), tuple(passes), arch.banks,
-                      len(passes) * n_pad, bits=bits)
+                      -(-k // step) * n_pad, bits=bits)
 
 
 def _head_groups(arch, heads: int, hd: int, queries: int) -> list[range]:
@@ -282,13 +287,15 @@ def scatter_linear(arch, layout: GemvLayout, w: np.ndarray) -> np.ndarray:
     k, n = w.shape
     lanes_total = arch.channels * arch.banks
     per = -(-n // lanes_total)
-    wt = np.zeros((per * lanes_total, k))
+    n_pad = per * lanes_total
+    wt = np.zeros((n_pad, k))
     wt[:n] = np.asarray(w, np.float64).T
     stream = _stream(arch, layout)
     for p in layout.passes:
-        k0, length = p.fills[0]
-        for i, seg in enumerate(p.segments):
-            block = wt[i * lanes_total:(i + 1) * lanes_total, k0:k0 + length]
+        k0, _ = p.fills[0]
+        for seg in p.segments:                   # lane group i, from k0 + its gbuf offset
+            i, kk, length = seg.out % n_pad // lanes_total, k0 + seg.gb_bytes // 2, seg.length
+            block = wt[i * lanes_total:(i + 1) * lanes_total, kk:kk + length]
             stream[:, :, seg.start:seg.start + length] = block.reshape(arch.channels, arch.banks, length)
     return _as_rows(arch, layout, stream)
 

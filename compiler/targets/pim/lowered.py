@@ -33,7 +33,8 @@ class PimLowered(Lowered):
 
     def quantised_bytes(self) -> int:
         """The codes as the banks hold them, and the scales as the ASIC reads them (fp32)."""
-        return sum(math.prod(fmt.code_shape) + 4 * fmt.cols for fmt in self.quantised.values())
+        return sum(math.prod(fmt.code_shape) + 4 * fmt.cols * (fmt.rows // fmt.group)
+                   for fmt in self.quantised.values())
 
     def initial_data(self, graph: Graph, weights, feeds) -> dict[str, np.ndarray]:
         """Symbol -> initial contents: dense values as targets.data does, PIM matrices
@@ -65,14 +66,18 @@ class PimLowered(Lowered):
 
 
 def _codes_and_scales(weights, value: str, fmt) -> tuple[np.ndarray, np.ndarray]:
-    """A quantised weight's codes [K, N] and its output scales as the ASIC reads them, fp32
-    [1, N] (one per output channel, or the tensor's repeated): from the recipe's quantised
-    weights (compiler.quant.weights), which keep them."""
+    """A quantised weight's codes [K, N] and its scales as the ASIC reads them, fp32 [K/g, N]
+    (a row per scale group; one row per output channel, or the tensor's repeated): from the
+    recipe's quantised weights (compiler.quant.weights), which keep them."""
     stored = getattr(weights, "stored", {}).get(value)
     if stored is None:
         raise CompileError(f"'{value}' is planned quantised, and the weights given hold no codes "
                            "for it: pass the recipe's quantised weights")
     q = stored.quantized
     codes = np.swapaxes(q.codes, -1, -2)                          # [N, K] -> [K, N]
-    scales = np.broadcast_to(np.asarray(q.scales, np.float64).reshape(-1), (fmt.cols,))
-    return codes, scales.astype(np.float32).reshape(1, fmt.cols)
+    groups = fmt.rows // fmt.group
+    if fmt.per_tensor:
+        scales = np.full((1, fmt.cols), float(np.asarray(q.scales).reshape(-1)[0]))
+    else:                                                          # [N, K/g] -> [K/g, N]
+        scales = np.asarray(q.scales, np.float64).reshape(fmt.cols, groups).T
+    return codes, scales.astype(np.float32)

@@ -247,21 +247,26 @@ class PimLowering(KvCacheWrites, TargetLowering, Tracked):
         return items
 
     def _finish(self, psum: int, rows: int, cols: int, stride_elems: int, chunk_elems: int,
-                chunks: int, bias: Matrix | None, out: Matrix, scales: Matrix | None = None) -> None:
-        """psum [chunks x rows x stride] -> sum chunks (x scales) (+ bias) -> bf16 -> out
-        (rows x cols); the GEMV's buffers are released once the sums are read. `scales`: a
-        quantised weight's output scales [1, cols], each output's sum of code x input
-        multiplied by its own."""
+                chunks: int, bias: Matrix | None, out: Matrix, scales: Matrix | None = None,
+                scale_rows: tuple[int, ...] | None = None) -> None:
+        """psum [chunks x rows x stride] -> sum chunks (+ bias) -> bf16 -> out (rows x cols);
+        the GEMV's buffers are released once the sums are read. A quantised weight's
+        `scales` [groups, cols]: one row (per output channel) multiplies each output's sum of
+        code x input; with `scale_rows` (group-wise), each chunk's partial sums are
+        multiplied by their group's row before they are added."""
         v = self.vector
+        if scale_rows is not None:
+            for k, row in enumerate(scale_rows):
+                self._scale(psum + k * chunk_elems * 4, rows, cols, stride_elems, scales.block(row, 1, 0, cols))
         v.cfg(rows, stride_elems, F32, F32)
         for k in range(1, chunks):
             v.vec("add", Addr("abuf", psum), Addr("abuf", psum), Addr("abuf", psum + k * chunk_elems * 4))
-        if scales is not None:
+        if scales is not None and scale_rows is None:
             self._scale(psum, rows, cols, stride_elems, scales)
         self._round_store(psum, rows, cols, stride_elems, bias, out, release=True)
 
     def _scale(self, psum: int, rows: int, cols: int, stride_elems: int, scales: Matrix) -> None:
-        """psum[r, c] *= scales[c] for c < cols, in column slices a vp_in slot holds."""
+        """psum[r, c] *= scales[0, c] for c < cols, in column slices a vp_in slot holds."""
         v, em = self.vector, self.em
         width = max(1, self.vp_in.spec.slot_bytes // 4)
         for c0 in range(0, cols, width):
@@ -318,17 +323,21 @@ class PimLowering(KvCacheWrites, TargetLowering, Tracked):
     def _linear(self, weight: str, x: Matrix, out: Matrix, bias: Matrix | None) -> None:
         for block in self.matrices[weight]:
             n0, nb, lay = block.n0, block.outputs, block.layout
-            chunks = len(lay.passes)
-            n_pad = lay.psum_elems // chunks
-            scales = None
+            lanes = self.arch.channels * self.arch.banks
+            n_pad = -(-nb // lanes) * lanes
+            pieces = lay.psum_elems // n_pad             # partial sums per output: chunks or groups
+            scales, rows_of = None, None
             if block.scales is not None:
-                n = self.quantised[weight].cols
-                scales = Matrix(block.scales, n0, 1, nb, n)
+                fmt = self.quantised[weight]
+                scales = Matrix(block.scales, n0, fmt.rows // fmt.group, nb, fmt.cols)
+                if fmt.group != fmt.rows:                # each piece's scale row
+                    step = fmt.rows // pieces
+                    rows_of = tuple(p * step // fmt.group for p in range(pieces))
             for t in self.em.sweep(range(x.rows), uniform=True):       # prefill: token by token
                 psum = self._gemv(lay, lambda xin: self.em.load("dma0", xin, x.block(t, 1, 0, x.cols)))
-                self._finish(psum, 1, nb, n_pad, n_pad, chunks,
+                self._finish(psum, 1, nb, n_pad, n_pad, pieces,
                              bias.block(0, 1, n0, nb) if bias else None, out.block(t, 1, n0, nb),
-                             scales)
+                             scales, rows_of)
 
     def op_matmul(self, op: Op) -> None:
         a_view, b_name = self.plan.views[op.inputs[0]], matrix_value(self.graph, op.inputs[1])

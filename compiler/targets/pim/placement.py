@@ -187,10 +187,12 @@ def place(graph: Graph, plan: StoragePlan, arch: PimArch,
         size = -(-math.prod(b.shape) * b.dtype.itemsize // ALIGN) * ALIGN
         at += size
         param_bytes += size if b.role == "param" else 0
-    for name, fmt in quantised.items():           # each weight's scales, one per output
+    for name, fmt in quantised.items():           # each weight's scales, a row per group
         check_quantised(arch, name, fmt)
-        dense.append(isa.Symbol(symbol_name(name) + SCALES_SUFFIX, "dram", at, (1, fmt.cols), DType.fp32))
-        at += -(-fmt.cols * 4 // ALIGN) * ALIGN
+        groups = fmt.rows // fmt.group
+        dense.append(isa.Symbol(symbol_name(name) + SCALES_SUFFIX, "dram", at, (groups, fmt.cols),
+                                DType.fp32))
+        at += -(-groups * fmt.cols * 4 // ALIGN) * ALIGN
     constants = sum(-(-math.prod(shape) * 4 // ALIGN) * ALIGN for shape in constant_shapes(graph).values())
     next_row = -(-at // arch.row_block_bytes) + max(_CONSTANT_ROWS, -(-constants // arch.row_block_bytes) + 1)
     act_limit = next_row * arch.row_block_bytes
@@ -228,20 +230,20 @@ def _queries(graph: Graph, op: Op, heads: int) -> int:
 
 def check_quantised(arch: PimArch, name: str, fmt: StoredFormat) -> None:
     """What the PIM target runs of a quantised weight: codes a MAC lane splits into (2, 4 or 8
-    bits, pim.qmode) and one scale per output channel or tensor, which the ASIC applies to
-    each output's sum; a scale per group of input channels would need a partial sum per
-    group (not built)."""
+    bits, pim.qmode), and scale groups the MAC columns and the global-buffer fills tile:
+    the ASIC applies a scale per output channel to each output's sum, and group-wise scales
+    to each group's partial sum (one per group and output) before it adds them."""
     if fmt.bits not in (2, 4, 8):
         raise CompileError(f"weight '{name}' in {fmt.format}: the PIM MAC lanes take 2-, 4- or "
                            "8-bit codes")
-    if fmt.group != fmt.rows:
-        raise CompileError(f"weight '{name}' in {fmt.describe()}: the PIM target applies one "
-                           "scale per output channel or tensor after the MACs; group-wise scales "
-                           "are not built on it")
-    lanes = pl.mac_lanes(arch, fmt.bits)
+    lanes, chunk = pl.mac_lanes(arch, fmt.bits), pl.gbuf_elems(arch)
     if fmt.rows % lanes:
         raise CompileError(f"weight '{name}': reduction length {fmt.rows} is not a multiple of "
                            f"the {lanes} {fmt.format} codes a MAC column reads")
+    if fmt.group != fmt.rows and (fmt.group % lanes or (chunk % fmt.group and fmt.group % chunk)):
+        raise CompileError(f"weight '{name}' in {fmt.describe()}: on the PIM target a scale group "
+                           f"holds whole MAC columns ({lanes} codes) and divides, or is a multiple "
+                           f"of, the {chunk} inputs of a global-buffer fill")
 
 
 def _blocks(graph: Graph, arch: PimArch, abuf: dict[str, tuple[int, int]], value: str, kind: str,
@@ -258,7 +260,9 @@ def _blocks(graph: Graph, arch: PimArch, abuf: dict[str, tuple[int, int]], value
             raise CompileError(f"{who}: reduction length {k} is not a multiple of "
                                f"the {arch.macs_per_bank_per_access} MAC lanes")
         lanes = arch.channels * arch.banks
-        chunks = -(-k // pl.gbuf_elems(arch))
+        chunks = -(-k // pl.gbuf_elems(arch))       # partial sums per output: chunks or groups
+        if fmt is not None and fmt.group < min(k, pl.gbuf_elems(arch)):
+            chunks = k // fmt.group
         block = min(psum_bytes // (4 * chunks), abuf["vp_out"][1] // 2 // 2,
                     abuf["vp_in"][1] // 2 // 4) // lanes * lanes
         if block < lanes:
@@ -269,7 +273,8 @@ def _blocks(graph: Graph, arch: PimArch, abuf: dict[str, tuple[int, int]], value
         scales = None if fmt is None else symbol_name(value) + SCALES_SUFFIX
         for n0 in range(0, n, block):
             nb = min(block, n - n0)
-            lay = pl.linear_layout(f"{value}.{n0}", arch, row, k, nb, bits)
+            lay = pl.linear_layout(f"{value}.{n0}", arch, row, k, nb, bits,
+                                   None if fmt is None or fmt.group == k else fmt.group)
             out.append(PimMatrix(kind, value, n0, nb, lay, bool(transpose), scales=scales))
             row += lay.rows
         return tuple(out)
