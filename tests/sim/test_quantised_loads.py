@@ -10,28 +10,22 @@ import pytest
 
 import isa
 from arch import load_arch
-from isa import ISA_VERSION, Instr, Program, QueueConfig
+from isa import Instr
 from isa.formats import dequantize, quantize
 from isa.numerics import from_storage, to_storage
 from isa.packing import pack_rows
 from sim.compact_costs import PatternCosts, pattern_costs
-from sim.functional import FunctionalError, FunctionalExecutor, Memory
+from sim.functional import FunctionalError, Memory
 from sim.machines import DataflowMachine, PimMachine, SystolicMachine
 from sim.simulate import simulate
+from tests.sim.test_functional import run
 
 pytestmark = pytest.mark.filterwarnings("error")  # no numpy warning may leak
 
-SPACES = {"dram": 1 << 16, "sram": 1 << 16}
+SPACES = {"dram": 1 << 16, "sram": 1 << 16, "acc": 1 << 14}   # the spaces tests.sim.test_functional.run declares
 SCALES = 0x8000                        # where the fp16 scales sit in DRAM
 rng = np.random.default_rng(11)
 
-
-def run(instrs: list[Instr], memory: Memory) -> FunctionalExecutor:
-    program = Program("test", ISA_VERSION, tuple(SPACES), (), tuple(instrs))
-    executor = FunctionalExecutor(program, memory)
-    for index in range(len(instrs)):
-        executor.execute(index)
-    return executor
 
 
 def load_codes(codes: np.ndarray, scales: np.ndarray, fmt: str, dtype: str, *,
