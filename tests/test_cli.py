@@ -122,9 +122,11 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
 
 
 # Start-up is part of every command's time: a model's simulation reads no .graph or .tasm
-# text (lark), draws no bar when piped (tqdm), plots nothing, runs no sweep (dask) and loads no
-# checkpoint (safetensors). docs/validation.md, "Speed against SCALE-Sim".
-UNUSED_BY_SIM = ("lark", "tqdm", "matplotlib", "dask", "distributed", "hypothesis", "safetensors")
+# text (lark), draws no bar when piped (tqdm), plots nothing, runs no sweep (dask), loads no
+# checkpoint (safetensors) and quantises nothing (ml_dtypes: 0.6 s). docs/validation.md,
+# "Speed against SCALE-Sim".
+UNUSED_BY_SIM = ("lark", "tqdm", "matplotlib", "dask", "distributed", "hypothesis", "safetensors",
+                 "ml_dtypes")
 
 
 @pytest.mark.slow      # a process of its own: start-up is the slow tier's concern
