@@ -14,6 +14,7 @@ from typing import NamedTuple
 from isa.errors import IsaError
 from isa.instr import Instr
 from isa.opcodes import OPCODES, VEC_BINARY
+from isa.qformats import code_format
 from isa.packing import packed_row_bytes
 from isa.values import Addr, DType
 
@@ -21,7 +22,6 @@ __all__ = ["Footprint", "QueueConfig", "footprints", "gather_row_bytes", "loadq_
            "scale_bytes", "ConfigError", "WRITTEN_ROLES", "stripes"]
 
 INDEX_BYTES = 4  # gather indices are int32
-SCALE_BYTES = 2  # qcfg scales are fp16
 PIM_ACC_BYTES = 4  # one fp32 MAC accumulator per bank
 
 
@@ -130,20 +130,21 @@ def pim_lanes_per_bf16(config: QueueConfig) -> int:
     mode = config.qcfg
     if mode is None or mode.opcode != "pim.qmode" or mode["fmt"] == "bf16":
         return 1
-    return 16 // int(mode["fmt"].removeprefix("int"))
+    return 16 // code_format(mode["fmt"]).bits
 
 
 def scale_bytes(qcfg: Instr) -> int:
-    """The bytes of fp16 scales a qcfg reads: scales[c*step : c*step + 2] for c < cols."""
+    """The bytes of scales a qcfg reads: scales[c*step : c*step + size] for c < cols (size:
+    the bytes of its format's scale type, isa/qformats.py)."""
     cols = qcfg["cols"]
-    return (cols - 1) * qcfg["step"] + SCALE_BYTES if cols else 0
+    return (cols - 1) * qcfg["step"] + code_format(qcfg["fmt"]).scale_bytes if cols else 0
 
 
 def loadq_row_bytes(instr: Instr, config: QueueConfig) -> tuple[int, int]:
     """A loadq's bytes per row under its queue's qcfg: (packed codes read off-chip, dequantised
     values written on-chip). ConfigError without a qcfg."""
     qcfg = _need(config, "qcfg", instr)
-    cols, bits = qcfg["cols"], int(qcfg["fmt"].removeprefix("int"))
+    cols, bits = qcfg["cols"], code_format(qcfg["fmt"]).bits
     return packed_row_bytes(cols, bits), cols * DType(qcfg["dtype"]).itemsize
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from isa.fields import A32, A32_64B, A40, DTYPE, E, F32, Field, FieldKind, Flag, S, U
+from isa.qformats import QFORMATS
 from isa.values import QUEUE_INDEX_BITS, Unit
 
 __all__ = [
@@ -34,9 +35,8 @@ VEC_FUNCS = VEC_BINARY + VEC_IMMEDIATE + VEC_UNARY
 BCASTS = ("none", "row", "col", "scalar")
 RED_FUNCS = ("sum", "max")
 # What a `coll` does (sim/multi.py): NCCL's collectives, and one side of a point-to-point copy.
-# The code formats `loadq` reads (isa/packing.py): N-bit two's-complement integers, packed.
-QFORMATS = tuple(f"int{bits}" for bits in range(2, 9))
-# How a PIM MAC reads a column burst (`pim.qmode`): BF16 weights, or packed integer codes.
+# How a PIM MAC reads a column burst (`pim.qmode`): BF16 weights, or packed integer codes
+# (verify refuses the float code formats there: a MAC lane multiplies integers).
 PIM_MODES = ("bf16",) + QFORMATS
 COLL_KINDS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send", "recv")
 
@@ -165,9 +165,10 @@ _TABLE = (
         (("fmt", E(4, QFORMATS)), ("dtype", DTYPE), ("cols", U16), ("step", U8),
          ("scales", A40)), """
         cfg.q = (fmt, dtype, cols, step, scales)   # for later loadq on this queue
-        # fmt: int<N>, N-bit two's-complement codes packed LSB first (isa/packing.py)
-        # scales: off-chip fp16 scales of those cols columns, one per column (step = 2)
-        # or one for them all (step = 0)
+        # fmt: the codes (isa/qformats.py), N bits each, packed LSB first (isa/packing.py):
+        #   int<N> (fp16 scales), fp8_e4m3/e5m2 (fp32 scales), mx* (e8m0 scales)
+        # scales: off-chip scales of those cols columns, one per column (step = the scale's
+        # bytes: 2, 4 or 1) or one for them all (step = 0)
         """),
     _op("loadq", 0x0E, "core", _DMA, (("dst", A32), ("src", A40), ("rows", U16)), """
         # dst on-chip, src off-chip; (fmt, dtype, cols, step, scales) = cfg.q
@@ -175,8 +176,9 @@ _TABLE = (
         for r in range(rows):
             code = unpack(src[r*src_pitch : r*src_pitch + row_bytes], N)[0:cols]
             for c in range(cols):
-                s = scales[c*step : c*step + 2] as fp16
-                dst[r*dst_pitch + c*size(dtype)] = dtype(code[c] * s)   # exact in fp32
+                s = scales[c*step : c*step + size(scale)] as fmt's scale type
+                dst[r*dst_pitch + c*size(dtype)] = dtype(value(code[c]) * s)  # exact product,
+                                                                              # rounded once
         """),
     _op("mcfg", 0x07, "core", _MXU,
         (("m", U16), ("n", U16), ("k", U16), ("dtype", DTYPE), ("acc", DTYPE)), """
@@ -261,7 +263,7 @@ _TABLE = (
     _op("pim.qmode", 0x2B, "pim", _PIM, (("fmt", E(4, PIM_MODES)),), """
         mode = fmt         # how later pim.mac/pim.mac_all on this channel read a column burst
         # bf16 (the reset mode): burst_bytes/2 BF16 weights, as many BF16 gbuf inputs
-        # int<N> (N = 2, 4, 8): L = burst_bytes*8/N N-bit codes (isa/packing.py),
+        # int<N> (N = 2, 4, 8; no other format): L = burst_bytes*8/N N-bit codes (isa/packing.py),
         #   against L BF16 gbuf inputs (gb moves L*2 bytes a column); each code*input is
         #   exact in fp32 and summed as in bf16 mode; the codes' scales are the host's
         """),

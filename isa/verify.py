@@ -23,10 +23,11 @@ from types import MappingProxyType
 
 from isa.encoding import encode
 from isa.errors import FieldError, IsaError, LoopError, VerifyError
-from isa.footprint import (NO_FOOTPRINT, SCALE_BYTES, WRITTEN_ROLES, Footprint, QueueConfig,
+from isa.footprint import (NO_FOOTPRINT, WRITTEN_ROLES, Footprint, QueueConfig,
                            pim_lanes_per_bf16,
                            footprints, stripes)
 from isa.instr import Instr, first_uses
+from isa.qformats import code_format
 from isa.loop_checks import (CONFIG_OPCODES, Context, Executed, check_token_balance, first_beyond,
                              overlaps, visits)
 from isa.loops import Structure, loop_structure, where
@@ -353,14 +354,15 @@ def _check_pim(index: int, instr: Instr, at: dict[str, int], limits,
 
 
 def _check_qcfg(index: int, instr: Instr, context: Context) -> None:
-    """A qcfg configures at least one column, and reads one fp16 scale per column (step 2) or
-    one for them all (step 0): the layouts the compiler writes and a DMA engine's scale
-    fetch supports."""
+    """A qcfg configures at least one column, and reads one scale per column (step: the bytes
+    of its format's scale, isa/qformats.py) or one for them all (step 0): the layouts the
+    compiler writes and a DMA engine's scale fetch supports."""
     if instr["cols"] == 0:
         raise _at(index, instr, "cols=0: a qcfg configures at least one column", context)
-    if instr["step"] not in (0, SCALE_BYTES):
-        raise _at(index, instr, f"step={instr['step']} must be {SCALE_BYTES} (one fp16 scale per "
-                  f"column) or 0 (one scale for all columns)", context)
+    fmt = code_format(instr["fmt"])
+    if instr["step"] not in (0, fmt.scale_bytes):
+        raise _at(index, instr, f"step={instr['step']} must be {fmt.scale_bytes} (one {fmt.scale} "
+                  f"scale per column) or 0 (one scale for all columns)", context)
 
 
 def _gbuf_length(fields, at: dict[str, int], limits, wide: int = 1) -> int | None:
@@ -379,9 +381,9 @@ def _check_qmode(index: int, instr: Instr, limits, context: Context) -> None:
     """An N-bit mode needs whole codes in a burst, and as many BF16 inputs as codes in a
     power-of-two adder tree: N of 2, 4 or 8 (with a machine's burst size given)."""
     fmt = instr["fmt"]
-    if fmt != "bf16" and 16 % int(fmt.removeprefix("int")):
-        raise _at(index, instr, f"fmt={fmt}: the MAC lanes take 2-, 4- or 8-bit codes (a 16-bit "
-                  "lane splits into whole codes)", context)
+    if fmt != "bf16" and (not code_format(fmt).integer or 16 % code_format(fmt).bits):
+        raise _at(index, instr, f"fmt={fmt}: the MAC lanes take 2-, 4- or 8-bit integer codes (a "
+                  "16-bit lane splits into whole codes)", context)
 
 
 def _int_moves(index: int, instr: Instr, context: Context) -> dict[int, list]:

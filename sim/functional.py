@@ -23,12 +23,12 @@ import numpy as np
 from isa import Addr, ConfigError, DType, Instr, Program, Queue, QueueConfig, gather_row_bytes
 from isa.opcodes import OPCODES, VEC_BINARY, VEC_IMMEDIATE, VEC_UNARY
 from isa.numerics import Codec, codec
-from isa.packing import packed_row_bytes, unpack_rows
+from isa.packing import packed_row_bytes, unpack_patterns
+from isa.qformats import CodeFormat, code_format, code_values, scale_values
 
 __all__ = ["FunctionalError", "Memory", "FunctionalExecutor"]
 
 _INDEX_STORAGE = np.dtype("<i4")  # gather indices are int32 (docs/isa.md, gather)
-_SCALE_STORAGE = np.dtype("<f2")  # loadq scales are fp16 (docs/isa.md, qcfg)
 _GELU_SCALE = math.sqrt(2.0 / math.pi)  # tanh form of GELU: Hendrycks & Gimpel 2016, eq. 2
 _GELU_CUBIC = 0.044715  # same source; GPT-2's gelu_new uses these constants
 
@@ -168,8 +168,8 @@ class _QueueState:
         self.qcfg: Instr | None = None
         self.gemm: tuple[int, int, int, Codec, Codec] | None = None  # m, n, k, dtype, acc
         self.vec: tuple[int, int, Codec, Codec, float] | None = None  # rows, cols, dtype, out, imm
-        # loadq's code bits, dtype, cols, scale step and scales address
-        self.quant: tuple[int, Codec, int, int, Addr] | None = None
+        # loadq's code format, dtype, cols, scale step and scales address
+        self.quant: tuple[CodeFormat, Codec, int, int, Addr] | None = None
 
 
 _Handler = Callable[[Instr, _QueueState], None]
@@ -276,21 +276,21 @@ class FunctionalExecutor:
                 target[r] = source[r]
 
     def _loadq(self, instr: Instr, state: _QueueState) -> None:
-        """dst row r = dtype(unpack(src row r) * scales), the product in float32 (exact: an
-        8-bit code times an fp16), rounded once to dtype; pitches from dmacfg as for load."""
+        """dst row r = dtype(value(unpack(src row r)) * scales), the product exact in float64
+        (a code of at most 8 significant bits times an fp16, fp32 or power-of-two scale),
+        rounded once to dtype; pitches from dmacfg as for load."""
         if state.quant is None:
             raise FunctionalError("loadq before any qcfg on this queue")
-        bits, out, cols, step, scales = state.quant
+        fmt, out, cols, step, scales = state.quant
         (_, dst), (_, src), (_, rows) = instr.fields
         if rows == 0:
             return
-        packed, row_bytes = packed_row_bytes(cols, bits), cols * out.itemsize
-        codes = unpack_rows(self._rows(src, rows, packed, state.src_pitch or packed, "src"),
-                            bits, cols)
-        raw = self._rows(scales, cols, _SCALE_STORAGE.itemsize, step, "scales")
-        scale = np.ascontiguousarray(raw).view(_SCALE_STORAGE)[:, 0].astype(np.float32)
+        packed, row_bytes = packed_row_bytes(cols, fmt.bits), cols * out.itemsize
+        codes = code_values(unpack_patterns(self._rows(src, rows, packed, state.src_pitch or packed,
+                                                       "src"), fmt.bits, cols), fmt)
+        scale = scale_values(self._rows(scales, cols, fmt.scale_bytes, step, "scales"), fmt)
         with np.errstate(all="ignore"):
-            values = np.ascontiguousarray(out.encode(codes.astype(np.float32) * scale))
+            values = np.ascontiguousarray(out.encode(codes * scale))
         target = self._rows(dst, rows, row_bytes, state.dst_pitch or row_bytes, "dst")
         encoded = values.view(np.uint8).reshape(rows, row_bytes)
         if (state.dst_pitch or row_bytes) >= row_bytes:
@@ -418,7 +418,7 @@ def _vcfg(instr: Instr, state: _QueueState) -> None:
 def _qcfg(instr: Instr, state: _QueueState) -> None:
     (_, fmt), (_, dtype), (_, cols), (_, step), (_, scales) = instr.fields
     state.qcfg = instr
-    state.quant = (int(fmt.removeprefix("int")), codec(dtype), cols, step, scales)
+    state.quant = (code_format(fmt), codec(dtype), cols, step, scales)
 
 
 # ---- numeric kernels -------------------------------------------------------------------------

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
-from isa.packing import pack_rows, packed_row_bytes
+from isa import DType
+from isa.packing import pack_patterns, packed_row_bytes
+from isa.qformats import CodeFormat, code_format, code_patterns, scale_patterns
 
 from compiler.errors import CompileError
 from compiler.ir import Graph
@@ -37,19 +39,28 @@ __all__ = ["StoredFormat", "stored_formats", "stored_data", "stored_bytes", "qua
            "SCALES_SUFFIX", "NOT_ON_TARGETS"]
 
 SCALES_SUFFIX = ".qscales"          # the scales' symbol: the codes' symbol + this
-NOT_ON_TARGETS = "the simulated targets run weight-only integer recipes (w8a16, w4a16:g128, ...)"
+NOT_ON_TARGETS = ("the simulated targets run weight-only recipes (w8a16, w4a16:g128, ..., or a "
+                  "recipe file with integer, fp8 or MX weights)")
 
 
 @dataclass(frozen=True, slots=True)
 class StoredFormat:
-    """One weight as stored: `lead` x [rows, cols] codes of `bits` bits, each row packed on
-    its own bytes; fp16 scales [lead..., scale_rows, cols], one row per `group` rows, or one
-    scale for the whole tensor (`per_tensor`)."""
+    """One weight as stored: `lead` x [rows, cols] codes of `format` (isa/qformats.py), each
+    row packed on its own bytes; scales of the format's type [lead..., scale_rows, cols], one
+    row per `group` rows (an MX block: 32), or one scale for the whole tensor (`per_tensor`)."""
 
-    bits: int
+    format: str                 # a code format of isa/qformats.py: int4, fp8_e4m3, mxfp4, ...
     shape: tuple[int, ...]      # the weight's logical shape, [..., K, N]
     group: int                  # rows one scale row covers (K: one per output channel)
     per_tensor: bool
+
+    @property
+    def code(self) -> CodeFormat:
+        return code_format(self.format)
+
+    @property
+    def bits(self) -> int:
+        return self.code.bits
 
     @property
     def rows(self) -> int:
@@ -60,8 +71,9 @@ class StoredFormat:
         return self.shape[-1]
 
     @property
-    def format(self) -> str:
-        return f"int{self.bits}"
+    def scale_dtype(self) -> DType:
+        """The scales' symbol type: fp16, fp32, or bytes (e8m0 exponents)."""
+        return {"fp16": DType.fp16, "fp32": DType.fp32, "e8m0": DType.int8}[self.code.scale]
 
     @property
     def row_bytes(self) -> int:
@@ -107,9 +119,9 @@ def stored_formats(graph: Graph, plan: "QuantPlan | None") -> Mapping[str, Store
         if use.role != "weights":
             raise CompileError(f"{where} in {quant}: quantised embedding tables are not built "
                                f"on the targets yet; {NOT_ON_TARGETS}")
-        if quant.format.kind != "int":
-            raise CompileError(f"{where}: format {quant.format.name} is not built on the "
-                               f"targets yet; {NOT_ON_TARGETS}")
+        if quant.format.kind == "bfp":
+            raise CompileError(f"{where}: format {quant.format.name} (block floating point) is "
+                               f"not built on the targets yet; {NOT_ON_TARGETS}")
         if quant.nested:
             raise CompileError(f"{where}: bit-nested weights are not built on the targets yet; "
                                f"{NOT_ON_TARGETS}")
@@ -117,31 +129,35 @@ def stored_formats(graph: Graph, plan: "QuantPlan | None") -> Mapping[str, Store
             raise CompileError(f"{where}: a matmul reads it transposed, which the targets' "
                                f"quantised loads do not do yet; {NOT_ON_TARGETS}")
         shape = tuple(graph[param].type.shape)
-        group = {"tensor": shape[-2], "channel": shape[-2], "group": quant.group}[quant.scale]
-        out[param] = StoredFormat(quant.format.bits, shape, group, quant.scale == "tensor")
+        group = {"tensor": shape[-2], "channel": shape[-2], "group": quant.group,
+                 "block": quant.format.block}[quant.scale]
+        out[param] = StoredFormat(quant.format.name, shape, group, quant.scale == "tensor")
     return MappingProxyType(out)
 
 
 def stored_data(stored: "StoredWeight", fmt: StoredFormat) -> tuple[np.ndarray, np.ndarray]:
-    """The codes (int8 bytes of the packed rows, `fmt.code_shape`) and the fp16 scales
-    (`fmt.scale_shape`) of a weight quantised at compile time (compiler/quant/tensors.py
-    holds it with the contracted axis last, [..., N, K])."""
+    """The codes (int8 bytes of the packed rows, `fmt.code_shape`) and the scales in their
+    storage type (`fmt.scale_shape` of `fmt.scale_dtype`) of a weight quantised at compile
+    time (compiler/quant/tensors.py holds it with the contracted axis last, [..., N, K])."""
     q = stored.quantized
-    if q.format.kind != "int" or q.format.bits != fmt.bits or not stored.swapped:
+    if q.format.name != fmt.format or not stored.swapped:
         raise CompileError(f"stored weight in {q.format.name} does not match its planned {fmt.format}")
-    codes = np.swapaxes(q.codes, -1, -2)                        # [..., K, N]
-    packed = pack_rows(codes, fmt.bits).view(np.int8)
+    codes = code_patterns(np.swapaxes(q.codes, -1, -2), fmt.code)     # [..., K, N]
+    packed = pack_patterns(codes, fmt.bits).view(np.int8)
     scales = np.asarray(q.scales, dtype=np.float64)
     if fmt.per_tensor:
         scales = scales.reshape(1)
     else:                                                       # [..., N, K/g] -> [..., K/g, N]
         scales = np.swapaxes(scales.reshape(*fmt.shape[:-2], fmt.cols, fmt.rows // fmt.group), -1, -2)
-    return packed.reshape(fmt.code_shape), scales.astype(np.float16)
+    stored_scales = scale_patterns(scales, fmt.code)
+    if fmt.code.scale == "e8m0":
+        stored_scales = stored_scales.view(np.int8)
+    return packed.reshape(fmt.code_shape), stored_scales
 
 
 def stored_bytes(fmt: StoredFormat) -> int:
-    """Bytes the weight takes in DRAM: packed codes and fp16 scales."""
-    return math.prod(fmt.code_shape) + 2 * math.prod(fmt.scale_shape)
+    """Bytes the weight takes in memory: packed codes and scales."""
+    return math.prod(fmt.code_shape) + fmt.code.scale_bytes * math.prod(fmt.scale_shape)
 
 
 def quant_assumption(quantised: Mapping[str, StoredFormat], how: str) -> tuple[str, ...]:

@@ -421,11 +421,12 @@ class Emitter:
         while r < m.rows:
             row = first + r                            # over the weight's leading axes too
             n = min(m.rows - r, fmt.group - row % fmt.rows % fmt.group)
-            at = scales if fmt.per_tensor else scales + 2 * (
+            size_of = fmt.code.scale_bytes
+            at = scales if fmt.per_tensor else scales + size_of * (
                 ((row // fmt.rows) * groups + row % fmt.rows // fmt.group) * fmt.cols + c0)
             self.pitch(queue, fmt.row_bytes if n > 1 else 0, 0)
             self.emit(queue, "qcfg", fmt=fmt.format, dtype=dtype, cols=m.cols,
-                      step=0 if fmt.per_tensor else 2, scales=Addr(space, at))
+                      step=0 if fmt.per_tensor else size_of, scales=Addr(space, at))
             self.emit(queue, "loadq", dst=Addr(dst.space, dst.addr + r * m.cols * size),
                       src=Addr(space, base + row * fmt.row_bytes + c0 * fmt.bits // 8), rows=n)
             r += n

@@ -46,7 +46,7 @@ def test_a_tile_is_split_where_its_scale_group_ends():
     from compiler.targets.emit import Matrix
     from isa import Addr, Symbol
     em = Emitter("systolic")
-    fmt = StoredFormat(4, (96, 64), 32, False)
+    fmt = StoredFormat("int4", (96, 64), 32, False)
     codes, scales = Symbol("w", "dram", 0, fmt.code_shape, DType.int8), Symbol("w.qscales", "dram", 4096, fmt.scale_shape, DType.fp16)
     em.place_quantised(codes, scales, fmt, DType.bf16)
     em.load("dma0", Addr("sram", 0), Matrix("w", 0, 96, 64, 64).block(16, 40, 32, 32))  # rows 16..55
@@ -73,6 +73,36 @@ def test_compiled_logits_equal_the_quantised_reference(tiny_hf, name, recipe, ph
     model = load_model(str(tiny_hf))
     full = run(make_request(model, name, arch, phase, numerics=True))
     assert not np.allclose(outcome.reference, full.reference)     # the reference is quantised
+
+
+def _weights_only(tmp_path, fmt: str) -> str:
+    """A recipe file: `fmt` weights, the LM head kept (the named fp8 and MX recipes quantise
+    the activations too, which the targets do not run yet)."""
+    path = tmp_path / f"{fmt}.toml"
+    path.write_text(f'[weights]\nformat = "{fmt}"\n[[exceptions]]\nlayers = ["lm_head"]\nweights = "none"\n')
+    return str(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TARGETS)
+@pytest.mark.parametrize("fmt", ["fp8_e4m3", "fp8_e5m2", "mxfp8_e4m3", "mxfp6_e3m2", "mxfp6_e2m3",
+                                 "mxfp4", "mxint8"])
+def test_float_and_mx_weights_equal_the_quantised_reference(tmp_path, tiny_hf, name, fmt):
+    arch = load_arch(TARGETS[name], ["dtype=fp32"])
+    outcome = run(make_request(load_model(str(tiny_hf)), name, arch, decode(9), numerics=True,
+                               quant=_weights_only(tmp_path, fmt)))
+    assert outcome.result.logits_rel_error < FP32_TOLERANCE
+    from isa.formats import bits_per_element
+    facts = outcome.result.workload["quantised_weights"]     # codes and their scales, exactly
+    elements = facts["full_bytes"] // 4
+    per = bits_per_element(fmt, elements=elements if fmt.startswith("fp8") else None)
+    assert facts["stored_bytes"] * 8 == pytest.approx(elements * per, abs=8 * 4 * 8)
+
+
+def test_pim_refuses_float_codes(capsys, tmp_path, tiny_hf):
+    assert main(["sim", "--model", str(tiny_hf), "--target", "pim", "--seq", "4", "--no-functional",
+                 "--gpu", "none", "--quant", _weights_only(tmp_path, "mxfp4")]) == 2
+    assert "in mxfp4: the PIM MAC lanes take 2-, 4- or 8-bit integer codes" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -163,13 +193,13 @@ def test_program_file_carries_codes_and_scales(tmp_path, tiny_hf):
 
 @pytest.mark.parametrize("argv, message", [
     (["--target", "pim", "--quant", "w4a16:g32"], "weight 'h.0.attn.c_attn.weight' in int4, a scale per 32 input channels: on the PIM target a scale group holds whole MAC columns (64 codes)"),
-    (["--target", "pim", "--quant", "w3a16"], "weight 'h.0.attn.c_attn.weight' in int3: the PIM MAC lanes take 2-, 4- or 8-bit codes"),
+    (["--target", "pim", "--quant", "w3a16"], "weight 'h.0.attn.c_attn.weight' in int3: the PIM MAC lanes take 2-, 4- or 8-bit integer codes"),
     (["--target", "pim", "--quant", "w2a16"], "reduction length 64 is not a multiple of the 128 int2 codes a MAC column reads"),
     (["--set", "dtype=int8"], "--quant: weights dequantise to the operand type, and int8 operands"),
     (["--quant", "w8a8"], "activations of 'h.0.attn.c_attn' in int8:token: quantised activations are not built"),
     (["--quant", "kv:int8"], "a quantised KV cache is not built on the targets yet"),
     (["--quant", "fp8"], "activations of 'h.0.attn.c_attn' in fp8_e4m3: quantised activations"),
-    (["--quant", "FILE:fp8_e4m3"], "weights 'h.0.attn.c_attn.weight': format fp8_e4m3 is not built on the targets yet"),
+    (["--quant", "FILE:bfp8"], "weights 'h.0.attn.c_attn.weight': format bfp8 (block floating point) is not built on the targets yet"),
     (["--quant", "FILE:int4"], None),
     (["--quant", "FILE:int4:head"], "'wte.weight' is one stored tensor read as embeddings"),
     (["--quant", "w4a16:nested"], "bit-nested weights are not built on the targets yet"),

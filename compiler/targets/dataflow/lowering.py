@@ -59,7 +59,8 @@ class DataflowLowering(GemmLowering, Tracked):
                 continue
             codes = isa.Symbol(symbol_name(name), space, addr, fmt.code_shape, DType.int8)
             scales = isa.Symbol(codes.name + SCALES_SUFFIX, space,
-                                addr + -(-codes.size_bytes // ALIGN) * ALIGN, fmt.scale_shape, DType.fp16)
+                                addr + -(-codes.size_bytes // ALIGN) * ALIGN, fmt.scale_shape,
+                                fmt.scale_dtype)
             self._symbol(em, codes)
             self._symbol(em, scales)
             em.place_quantised(codes, scales, fmt, dtype)     # its loads dequantise (loadq)

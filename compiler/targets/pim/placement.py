@@ -233,9 +233,9 @@ def check_quantised(arch: PimArch, name: str, fmt: StoredFormat) -> None:
     bits, pim.qmode), and scale groups the MAC columns and the global-buffer fills tile:
     the ASIC applies a scale per output channel to each output's sum, and group-wise scales
     to each group's partial sum (one per group and output) before it adds them."""
-    if fmt.bits not in (2, 4, 8):
+    if not fmt.code.integer or fmt.bits not in (2, 4, 8):
         raise CompileError(f"weight '{name}' in {fmt.format}: the PIM MAC lanes take 2-, 4- or "
-                           "8-bit codes")
+                           "8-bit integer codes")
     lanes, chunk = pl.mac_lanes(arch, fmt.bits), pl.gbuf_elems(arch)
     if fmt.rows % lanes:
         raise CompileError(f"weight '{name}': reduction length {fmt.rows} is not a multiple of "

@@ -106,7 +106,8 @@ def plan_dram(graph: Graph, plan: StoragePlan, arch: SystolicArch,
             symbols.append(symbol)
             continue
         codes, end = dram_symbol(symbol_name(b.name), end, fmt.code_shape, DType.int8, arch)
-        scales, end = dram_symbol(codes.name + SCALES_SUFFIX, end, fmt.scale_shape, DType.fp16, arch)
+        scales, end = dram_symbol(codes.name + SCALES_SUFFIX, end, fmt.scale_shape, fmt.scale_dtype,
+                                  arch)
         symbols += [codes, scales]
     return DramLayout(tuple(symbols), end)
 

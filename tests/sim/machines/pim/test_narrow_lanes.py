@@ -16,7 +16,8 @@ HEAD = ".target pim\n.isa 2\n.spaces dram gbuf abuf\n"
 
 
 @pytest.mark.parametrize("body, message", [
-    ("pim0 pim.qmode fmt=int3\n", r"fmt=int3: the MAC lanes take 2-, 4- or 8-bit codes"),
+    ("pim0 pim.qmode fmt=int3\n", r"fmt=int3: the MAC lanes take 2-, 4- or 8-bit integer codes"),
+    ("pim0 pim.qmode fmt=mxfp4\n", r"fmt=mxfp4: the MAC lanes take 2-, 4- or 8-bit integer codes"),
     ("pim0 pim.qmode fmt=int4\npim0 pim.act_all row=0\npim0 pim.mac_all col=0 ncols=17 gb=0\n",
      r"global buffer range \[0, 2176\) exceeds gbuf_bytes 2048"),      # 17 columns x 64 inputs
 ])

@@ -1,0 +1,106 @@
+"""The code formats `loadq` reads (and, for integers, `pim.qmode`): how many bits a code takes,
+what number its bit pattern stands for, and the type of its scales (docs/isa.md, "Quantised
+loads"). The values are those of isa/formats.py (ml_dtypes' element types, OCP MX's e8m0):
+
+    int2..int8     two's-complement integers; scales fp16 (per column, or one)
+    fp8_e4m3/e5m2  float8_e4m3fn / float8_e5m2 elements; one fp32 scale
+    mxfp8_e4m3, mxfp8_e5m2, mxfp6_e3m2, mxfp6_e2m3, mxfp4
+                   OCP MX float elements (8, 6, 4 bits); e8m0 scales 2^(byte - 127), one per
+                   32 rows (the block along the contracted axis) and column
+    mxint8         int8 elements with an implicit 2^-6; e8m0 scales
+
+Decoding floats needs ml_dtypes (0.6 s to import): it is imported on the first float code only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from isa.errors import IsaError
+
+__all__ = ["CodeFormat", "QFORMATS", "code_format", "code_values", "code_patterns",
+           "scale_values", "scale_patterns"]
+
+_SCALE_BYTES = {"fp16": 2, "fp32": 4, "e8m0": 1}
+_E8M0_BIAS = 127
+_MXINT8_FRACTION = 6
+
+
+@dataclass(frozen=True, slots=True)
+class CodeFormat:
+    name: str
+    bits: int
+    element: str                # int | mxint8 | a float element: e4m3 e5m2 e3m2 e2m3 e2m1
+    scale: str                  # fp16 | fp32 | e8m0
+
+    @property
+    def scale_bytes(self) -> int:
+        return _SCALE_BYTES[self.scale]
+
+    @property
+    def integer(self) -> bool:
+        return self.element == "int"
+
+
+_TABLE = {f.name: f for f in (
+    *(CodeFormat(f"int{b}", b, "int", "fp16") for b in range(2, 9)),
+    CodeFormat("fp8_e4m3", 8, "e4m3", "fp32"), CodeFormat("fp8_e5m2", 8, "e5m2", "fp32"),
+    CodeFormat("mxfp8_e4m3", 8, "e4m3", "e8m0"), CodeFormat("mxfp8_e5m2", 8, "e5m2", "e8m0"),
+    CodeFormat("mxfp6_e3m2", 6, "e3m2", "e8m0"), CodeFormat("mxfp6_e2m3", 6, "e2m3", "e8m0"),
+    CodeFormat("mxfp4", 4, "e2m1", "e8m0"), CodeFormat("mxint8", 8, "mxint8", "e8m0"))}
+QFORMATS = tuple(_TABLE)
+
+
+def code_format(name: str) -> CodeFormat:
+    found = _TABLE.get(name)
+    if found is None:
+        raise IsaError(f"code format {name!r} is not one of {', '.join(QFORMATS)}")
+    return found
+
+
+@cache
+def _element_type(element: str) -> np.dtype:
+    import ml_dtypes
+    return np.dtype({"e4m3": ml_dtypes.float8_e4m3fn, "e5m2": ml_dtypes.float8_e5m2,
+                     "e3m2": ml_dtypes.float6_e3m2fn, "e2m3": ml_dtypes.float6_e2m3fn,
+                     "e2m1": ml_dtypes.float4_e2m1fn}[element])
+
+
+def code_values(patterns: np.ndarray, fmt: CodeFormat) -> np.ndarray:
+    """The float64 numbers of `bits`-bit patterns (uint8, low bits) before their scales."""
+    p = np.asarray(patterns, np.uint8)
+    if fmt.element in ("int", "mxint8"):
+        signed = p.astype(np.int16)
+        signed = np.where(signed >= 1 << (fmt.bits - 1), signed - (1 << fmt.bits), signed)
+        return signed.astype(np.float64) / (2 ** _MXINT8_FRACTION if fmt.element == "mxint8" else 1)
+    return p.view(_element_type(fmt.element)).astype(np.float64)
+
+
+def code_patterns(codes: np.ndarray, fmt: CodeFormat) -> np.ndarray:
+    """isa.formats' codes (integers, or ml_dtypes floats) as their bit patterns, uint8."""
+    c = np.asarray(codes)
+    if fmt.element in ("int", "mxint8"):
+        return (c.astype(np.int16) & ((1 << fmt.bits) - 1)).astype(np.uint8)
+    return np.ascontiguousarray(c.astype(_element_type(fmt.element))).view(np.uint8)
+
+
+def scale_values(raw: np.ndarray, fmt: CodeFormat) -> np.ndarray:
+    """Scales from their bytes [..., scale_bytes] (little-endian), as float64."""
+    raw = np.ascontiguousarray(np.asarray(raw, np.uint8))
+    if fmt.scale == "e8m0":
+        return np.exp2(raw[..., 0].astype(np.float64) - _E8M0_BIAS)
+    return raw.view("<f2" if fmt.scale == "fp16" else "<f4")[..., 0].astype(np.float64)
+
+
+def scale_patterns(scales: np.ndarray, fmt: CodeFormat) -> np.ndarray:
+    """Scales (float64, each one the format's scale type holds exactly) as stored: fp16 or
+    fp32 arrays, or e8m0 exponent bytes (uint8)."""
+    s = np.asarray(scales, np.float64)
+    if fmt.scale == "e8m0":
+        exponent = np.log2(s)
+        if not np.array_equal(exponent, np.round(exponent)):
+            raise IsaError(f"{fmt.name}: an e8m0 scale must be a power of two")
+        return (exponent + _E8M0_BIAS).astype(np.uint8)
+    return s.astype(np.float16 if fmt.scale == "fp16" else np.float32)
