@@ -84,7 +84,8 @@ def trace(tmp_path) -> str:
 @pytest.mark.parametrize("argv, tp, link, arch", [
     pytest.param(("--target", "systolic", "--tp", "2"), 2, "tpu-v4-ici", "systolic-128",
                  marks=pytest.mark.slow),
-    (("--target", "gpu", "--tp", "2", "--link", "pcie4-x16"), 2, "pcie4-x16", "gpu-a100-80gb"),
+    pytest.param(("--target", "gpu", "--tp", "2", "--link", "pcie4-x16"), 2, "pcie4-x16",
+                 "gpu-a100-80gb", marks=pytest.mark.slow),     # 1.6 s: the fast tier's budget
     (("--node", "a100-4", "--kv-bucket", "4"), 4, "nvlink3-a100", "gpu-a100-80gb")])
 def test_serve_runs_on_tensor_parallel_ranks(capsys, tmp_path, argv, tp, link, arch):
     out = tmp_path / "summary.json"

@@ -368,6 +368,7 @@ def test_bad_calibration_files_are_rejected_by_field(tmp_path, gpt2_kernels, edi
         load_calibration(path)
 
 
+@pytest.mark.slow      # about 1 s: the fast tier stays under 30 s
 def test_the_measure_script_is_never_imported():
     sources = [p for d in ("arch", "sim", "tessel") for p in (ROOT / d).rglob("*.py")]
     assert not [p for p in sources for m in imported_modules(p)

@@ -45,6 +45,7 @@ def test_a_program_too_large_to_simulate_is_stopped_while_compiling(monkeypatch,
     assert 10_000 < stopped < 52_187        # early: at the first op boundary past the limit
 
 
+@pytest.mark.slow      # about 1 s: the fast tier stays under 30 s
 def test_a_compiled_program_is_refused_before_it_is_simulated(monkeypatch, capsys, tmp_path):
     program = tmp_path / "decode.tbin"
     assert main(["compile", "--model", "gpt2", "--target", "pim", "--phase", "decode", "--kv", "16",

@@ -51,6 +51,7 @@ def test_pareto_front(points, maximize, front):
     assert pareto_front(points, maximize) == front
 
 
+@pytest.mark.slow      # about 1 s: the fast tier stays under 30 s
 def test_csv_marks_the_front_per_model_and_phase_and_keeps_failures(tmp_path):
     tasks = [task("a", 8), task("b", 16), task("c", 32), task("d", 64)]
     rows = {}
