@@ -278,7 +278,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         with compile_guard(simulate=False):
             lowered = compile_model_graph(model, graph, args.target, arch, _dtype(args), feeds,
                                           weights, progress=bar,
-                                          quant=_recipe_plan(recipe, model, graph))
+                                          quant=_recipe_plan(recipe, model, phase))
         if bar is not None:
             bar("verify", steps)
         emitted = lowered.program          # its tile sweeps already loops (compiler/targets/sweep.py)
@@ -305,12 +305,13 @@ def _compile_recipe(args: argparse.Namespace, model: Model, phase: Phase | None,
     return recipe, quantise(model, recipe).weights if args.with_data else None
 
 
-def _recipe_plan(recipe, model: Model, graph):
-    """The recipe's plan for the graph compiled (None: full precision)."""
+def _recipe_plan(recipe, model: Model, phase):
+    """The recipe's plan (None: full precision), on the phase's graph before routing (the
+    router of a mixture of experts stays at full precision; tessel.driver.quant_plan)."""
     if recipe is None:
         return None
     from compiler.quant import plan
-    return plan(graph, recipe, model.config.n_layer)
+    return plan(model.graph(phase), recipe, model.config.n_layer)
 
 
 def _compiled_graph(args: argparse.Namespace, model: Model, phase: Phase | None, weights=None):
@@ -343,7 +344,7 @@ def _dump_after(args: argparse.Namespace) -> int:
         recipe = target_recipe(model, _phase(args, model, args.tokens), args.target, arch,
                                _dtype(args), args.quant)
     print(dump_after(chosen.pipeline, graph, arch, _dtype(args), args.dump_after,
-                     _recipe_plan(recipe, model, graph)))
+                     _recipe_plan(recipe, model, _phase(args, model, args.tokens))))
     return 0
 
 

@@ -155,7 +155,7 @@ def _with_data(req: RunRequest, graph: Graph, bar: Callable[[str, int], None] | 
     feeds = _feeds(req.model, weights, req.phase, req.tokens)
     reference, graph, feeds, routing = router_routed(graph, weights, feeds)
     return (compile_model_graph(req.model, graph, req.target, req.arch, req.dtype, feeds, weights,
-                                progress=bar, quant=quant_plan(req, graph)),
+                                progress=bar, quant=quant_plan(req)),
             reference, graph, routing)
 
 
@@ -167,12 +167,15 @@ def quantised_facts(lowered: Lowered, recipe: str) -> dict:
             "full_bytes": sum(math.prod(f.shape) for f in formats) * lowered.dtype.itemsize}
 
 
-def quant_plan(req: RunRequest, graph: Graph):
-    """The plan of the request's recipe for the graph it compiles (None: full precision)."""
+def quant_plan(req: RunRequest):
+    """The plan of the request's recipe (None: full precision), made on the model's graph of
+    the phase before any routing: there a mixture of experts is one op whose router the plan
+    keeps at full precision, as the reference's quantised mode does; the routed graph a target
+    compiles holds the same parameters."""
     if req.quant is None:
         return None
     from compiler.quant import plan
-    return plan(graph, req.quant, req.model.config.n_layer)
+    return plan(req.model.graph(req.phase), req.quant, req.model.config.n_layer)
 
 
 def workload_facts(model: Model, graph: Graph, routing: Routing | None, itemsize: int) -> dict:
@@ -202,7 +205,7 @@ def _run(req: RunRequest, progress: Progress) -> Run:
         else:
             graph, routing = policy_routed(graph, req.routing)
             lowered = compile_model_graph(model, graph, req.target, arch, req.dtype, progress=bar,
-                                          quant=quant_plan(req, graph))
+                                          quant=quant_plan(req))
     assumptions = (f"operand type {lowered.dtype.value}, fp32 accumulation"
                    + (f" (energy per MAC as the preset's {arch.dtype})" if lowered.dtype.value != arch.dtype else ""),
                    *lowered.assumptions,

@@ -75,6 +75,25 @@ def test_compiled_logits_equal_the_quantised_reference(tiny_hf, name, recipe, ph
     assert not np.allclose(outcome.reference, full.reference)     # the reference is quantised
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TARGETS)
+@pytest.mark.parametrize("fixture", ["tiny-mixtral", "tiny-qwen3-moe"])
+def test_mixture_of_experts_keeps_its_router_and_equals_the_reference(fixture, name):
+    """The experts' weights are quantised, the router is not (plan.py): the plan is made on
+    the unrouted graph, whose moe op names its router, and compiled on the routed one."""
+    from pathlib import Path
+    model = load_model(str(Path(__file__).parents[1] / "fixtures" / fixture))
+    outcome = run(make_request(model, name, load_arch(TARGETS[name], ["dtype=fp32"]), prefill(6),
+                               numerics=True, quant="w4a16"))
+    assert outcome.result.logits_rel_error < FP32_TOLERANCE
+    graph = model.graph(prefill(6))
+    moes = [op for op in graph.ops if op.kind.name == "MOE"]
+    stored = stored_formats(graph, _plan(model, graph, "w4a16"))
+    assert moes and not {op.inputs[1] for op in moes} & set(stored)      # routers stay full
+    assert {name for op in moes for name in op.inputs[2:]} <= set(stored)  # every expert's weights
+    assert outcome.result.workload["quantised_weights"]["count"] == len(stored)
+
+
 def _weights_only(tmp_path, fmt: str) -> str:
     """A recipe file: `fmt` weights, the LM head kept (the named fp8 and MX recipes quantise
     the activations too, which the targets do not run yet)."""
