@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 from isa.errors import IsaError
@@ -133,19 +134,27 @@ def pim_lanes_per_bf16(config: QueueConfig) -> int:
     return 16 // code_format(mode["fmt"]).bits
 
 
+@lru_cache(maxsize=1024)
+def _qcfg_geometry(fmt: str, dtype, cols: int, step: int) -> tuple[int, int, int]:
+    """(packed code bytes a row, dequantised bytes a row, scale bytes) of a qcfg's operands
+    but its address: machines ask it once per loadq, and loads repeat few shapes."""
+    code = code_format(fmt)
+    scales = (cols - 1) * step + code.scale_bytes if cols else 0
+    return packed_row_bytes(cols, code.bits), cols * DType(dtype).itemsize, scales
+
+
 def scale_bytes(qcfg: Instr) -> int:
     """The bytes of scales a qcfg reads: scales[c*step : c*step + size] for c < cols (size:
     the bytes of its format's scale type, isa/qformats.py)."""
-    cols = qcfg["cols"]
-    return (cols - 1) * qcfg["step"] + code_format(qcfg["fmt"]).scale_bytes if cols else 0
+    (_, fmt), (_, dtype), (_, cols), (_, step), _ = qcfg.fields
+    return _qcfg_geometry(fmt, dtype, cols, step)[2]
 
 
 def loadq_row_bytes(instr: Instr, config: QueueConfig) -> tuple[int, int]:
     """A loadq's bytes per row under its queue's qcfg: (packed codes read off-chip, dequantised
     values written on-chip). ConfigError without a qcfg."""
-    qcfg = _need(config, "qcfg", instr)
-    cols, bits = qcfg["cols"], code_format(qcfg["fmt"]).bits
-    return packed_row_bytes(cols, bits), cols * DType(qcfg["dtype"]).itemsize
+    (_, fmt), (_, dtype), (_, cols), (_, step), _ = _need(config, "qcfg", instr).fields
+    return _qcfg_geometry(fmt, dtype, cols, step)[:2]
 
 
 def _qcfg(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:

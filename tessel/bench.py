@@ -64,6 +64,7 @@ class Workload:
     whole_process: bool = False     # time `tessel sim` in a fresh process, not run() in this one
     overrides: tuple[str, ...] = ()  # --set KEY=VALUE on the preset (whole-process workloads)
     node: str | None = None         # a node preset (arch/configs/nodes) instead of target/preset
+    quant: str | None = None        # --quant RECIPE: the program stores its weights quantised
 
     def argv(self, json_path: Path) -> list[str]:
         """The `tessel sim` command line of a whole-process workload."""
@@ -74,6 +75,7 @@ class Workload:
         return [sys.executable, "-m", "tessel.cli", "sim", "--model", self.model,
                 *where, "--phase", self.phase.kind, *size,
                 *(a for kv in self.overrides for a in ("--set", kv)),
+                *(("--quant", self.quant) if self.quant else ()),
                 "--no-functional", "--gpu", "none", "--json", str(json_path)]
 
 
@@ -114,6 +116,14 @@ WORKLOADS = (
                decode(2048), target, preset, 15.0, whole_process=True, node=node)
       for node, target, preset in (("sn40l-8", "dataflow", "sn40l"),
                                    ("tpu-v4-8", "systolic", "systolic-128"))),
+    # issue 20: weight-only quantised programs (reported; the group-wise recipe issues a
+    # loadq per scale group of every weight tile, docs/validation.md)
+    *(Workload(f"llama-3.1-8b decode kv-1024 {quant} on {preset}, process", "llama-3.1-8b",
+               decode(1024), target, preset, None, whole_process=True, quant=quant,
+               overrides=overrides)
+      for target, preset, overrides in (("dataflow", "sn40l", ()),
+                                        ("systolic", "systolic-128", ("dram_bytes=34359738368",)))
+      for quant in ("w4a16", "w4a16:g128")),
 )
 
 

@@ -260,4 +260,4 @@ def test_the_bench_command_lines_are_valid_tessel_sim_invocations(tmp_path):
         target = args.target if w.node is None else None      # a node preset names its own
         assert (args.model, target or w.target, args.no_functional, args.node) == (
             w.model, w.target, True, w.node)
-        assert list(args.set) == list(w.overrides)
+        assert list(args.set) == list(w.overrides) and args.quant == w.quant

@@ -28,6 +28,7 @@ from sim.timing import gemm_cycles, reduce_cycles, vector_cycles
 
 __all__ = ["DataflowMachine", "EVENTS"]
 
+_READ_EVENT = {"hbm": "hbm_read_bytes", "ddr": "ddr_read_bytes"}   # a loadq's source tier
 EVENTS = ("macs", "vector_ops", "sram_bytes", "hbm_read_bytes", "hbm_write_bytes", "ddr_read_bytes",
           "ddr_write_bytes", "pcu_work_cycles", "pmu_cycles", "sections", "switch_cycles")
 
@@ -133,10 +134,11 @@ class DataflowMachine(Machine[DataflowArch]):
         tile into the PMUs; the AGCU dequantises at the tier's rate (one multiply an element,
         counted with the vector ops)."""
         packed, written = loadq_row_bytes(ins, cfg)
-        rows, tier = ins["rows"], ins["src"].space
+        _, (_, src), (_, rows) = ins.fields
+        tier, cols = src.space, cfg.qcfg.fields[2][1]
         nbytes = rows * packed + scale_bytes(cfg.qcfg)
-        s.events.set(i, **{f"{tier}_read_bytes": nbytes}, sram_bytes=rows * written,
-                     vector_ops=rows * cfg.qcfg["cols"])
+        s.events.set(i, **{_READ_EVENT[tier]: nbytes}, sram_bytes=rows * written,
+                     vector_ops=rows * cols)
         if s.call is not None:
             s.call.tier_bytes[tier] += nbytes * s.weight(i)
 
