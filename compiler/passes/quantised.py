@@ -1,19 +1,20 @@
 """Which parameters a program stores quantised, in which layout: the weights a recipe's plan
-(compiler/quant/plan.py) gives an integer format, as a target's DRAM holds them and `loadq`
-reads them (docs/isa.md, "Quantised loads").
+(compiler/quant/plan.py) gives a code format, as a target's memory holds them and `loadq` (or,
+on the PIM target, its narrow MAC lanes) reads them (docs/isa.md, "Quantised loads").
 
 A linear's weight [in, out] = [K, N] is stored as K rows of N packed codes (isa/packing.py) and
-its fp16 scales as [K / group, N]: one row of N scales per `group` input channels (the recipe's
-group; all K for one scale per output channel), or a single scale for the whole tensor. The
-scale groups run along K, the axis a GEMM contracts, so a tile of rows inside one group
-shares one row of scales, which is what one `loadq` dequantises with; the emitter splits a
-tile at group boundaries.
+its scales (fp16 for integers, fp32 for fp8, e8m0 for MX: isa/qformats.py) as [K / group, N]:
+one row of N scales per `group` input channels (the recipe's group, an MX block's 32, or all K
+for one scale per output channel), or a single scale for the whole tensor. The scale groups
+run along K, the axis a GEMM contracts, so a tile of rows inside one group shares one row of
+scales, which is what one `loadq` dequantises with; the emitter splits a tile at group
+boundaries.
 
-Built here: integer weights only (int2..int8, per channel, group or tensor), read whole. What a
-target cannot run yet is refused in one line naming the tensor and the field: quantised
-activations or KV cache (they need quantise operations inside the program), fp8 / MX / bfp
-weights (other element decoders), bit-nested weights, a weight a matmul reads transposed, and
-quantised embedding tables (a gather copies rows, it does not dequantise).
+Built here: integer (int2..int8, per channel, group or tensor), fp8 and MX weights, read whole.
+What a target cannot run yet is refused in one line naming the tensor and the field: quantised
+activations or KV cache (they need quantise operations inside the program), bfp weights,
+bit-nested weights, a weight a matmul reads transposed, and quantised embedding tables (a
+gather copies rows, it does not dequantise).
 """
 from __future__ import annotations
 
@@ -165,5 +166,5 @@ def quant_assumption(quantised: Mapping[str, StoredFormat], how: str) -> tuple[s
     says where the target dequantises them."""
     if not quantised:
         return ()
-    widths = "/".join(sorted({fmt.format for fmt in quantised.values()}))
-    return (f"{len(quantised)} weights stored as {widths} codes with fp16 scales; {how}",)
+    kinds = sorted({f"{fmt.format} codes with {fmt.code.scale} scales" for fmt in quantised.values()})
+    return (f"{len(quantised)} weights stored as {' / '.join(kinds)}; {how}",)

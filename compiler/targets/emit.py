@@ -225,7 +225,8 @@ class Emitter:
         enters relative to the tokens signalled: how far each waiting queue is behind, and
         how far behind each pending store is (which symbol it is, the sweep checks by name).
         The qcfg register is left out: every loadq is emitted after its own qcfg, so nothing
-        emitted reads it, and its scales address moves with the tiles like any operand."""
+        emitted reads it, and its scales address moves with the tiles like any operand (a pim
+        queue's mode, the same register, is the PIM lowering's own tracked state)."""
         top = self._stores_signalled
         return (self._sems, len(self.addresses), frozenset(self._strides.items()),
                 tuple(sorted((q, top - n) for q, n in self._stores_waited.items())),
@@ -386,7 +387,7 @@ class Emitter:
 
     def place_quantised(self, codes: isa.Symbol, scales: isa.Symbol, fmt: StoredFormat,
                         dtype: isa.DType) -> None:
-        """A weight stored as packed codes and fp16 scales (compiler/passes/quantised.py), both
+        """A weight stored as packed codes and their scales (compiler/passes/quantised.py), both
         in one space: a `load` of a window of it dequantises to `dtype` (qcfg + loadq)."""
         self.place(codes)
         self.place(scales)
