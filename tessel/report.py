@@ -55,6 +55,11 @@ def render_result(r: SimResult, title: str, top_ops: int = 10) -> str:
                 for name, g in r.gpu.items()]
         lines.append(render_table(("gpu", "time", "energy", "power", "speedup", "energy eff."), rows))
         lines.extend(f"note: {g.memory_note}" for g in r.gpu.values() if g.memory_note)
+        target_recipe = r.workload.get("quantised_weights", {}).get("recipe")
+        if target_recipe is not None and first.recipe != target_recipe:
+            lines.append(f"note: {r.arch_name} runs recipe {target_recipe}, the GPUs "
+                         f"{'recipe ' + first.recipe if first.recipe else 'fp16'} "
+                         f"(--gpu-quant {target_recipe} prices them under the same one)")
     if r.ops:
         lines.append("")
         rows = [(o.name, f"{o.cycles:,}", *(f"{o.busy_cycles.get(u, 0):,}" for u in r.unit_busy_cycles),

@@ -243,6 +243,14 @@ def test_what_the_targets_cannot_run_is_one_line(capsys, tmp_path, tiny_hf, argv
     assert message in err and "\n" not in err
 
 
+@pytest.mark.parametrize("gpu_quant, noted", [((), True), (("--gpu-quant", "w8a16"), False)])
+def test_the_report_says_when_the_gpus_run_another_recipe(capsys, tiny_hf, gpu_quant, noted):
+    assert main(["sim", "--model", str(tiny_hf), "--seq", "4", "--no-functional", "--gpu", "a100-80gb",
+                 "--quant", "w8a16", *gpu_quant]) == 0
+    note = "note: systolic-128 runs recipe w8a16, the GPUs fp16 (--gpu-quant w8a16 prices them"
+    assert (note in capsys.readouterr().out) == noted
+
+
 def test_quant_with_a_program_file_is_refused(capsys, tmp_path):
     assert main(["sim", str(tmp_path / "p.tbin"), "--quant", "w8a16"]) == 2
     assert "--quant: only with --model" in capsys.readouterr().err
