@@ -166,6 +166,7 @@ def test_one_layer_of_llama_70b_prefill_2048_on_sn40l_is_exact_and_compact():
     assert isa.unroll(compiled) == flat
 
 
+@pytest.mark.slow      # about 0.5-0.8 s: the fast tier stays under 30 s
 def test_attention_traffic_of_a_compact_program_counts_every_execution():
     # the report's per-op load/store bytes: each compact word times its executions
     arch = TARGETS["systolic"].load_arch()

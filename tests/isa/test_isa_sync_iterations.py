@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from operator import attrgetter
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -45,6 +46,7 @@ def _verdicts(text: str) -> tuple[bool, bool]:
 @given(lines=_lines(), halts=st.lists(st.tuples(st.integers(0, 40), st.sampled_from(QUEUES)),
                                       max_size=2),
        closing=st.booleans())
+@pytest.mark.slow      # about 0.5-0.8 s: the fast tier stays under 30 s
 def test_what_iterations_prove_the_executed_walk_confirms(lines, halts, closing):
     # halts anywhere at the top level, and every queue's closing halt (as compiled programs end)
     depth, top = 0, []

@@ -86,7 +86,8 @@ def trace(tmp_path) -> str:
                  marks=pytest.mark.slow),
     pytest.param(("--target", "gpu", "--tp", "2", "--link", "pcie4-x16"), 2, "pcie4-x16",
                  "gpu-a100-80gb", marks=pytest.mark.slow),     # 1.6 s: the fast tier's budget
-    (("--node", "a100-4", "--kv-bucket", "4"), 4, "nvlink3-a100", "gpu-a100-80gb")])
+    pytest.param(("--node", "a100-4", "--kv-bucket", "4"), 4, "nvlink3-a100", "gpu-a100-80gb",
+                 marks=pytest.mark.slow)])                     # 1 s: the fast tier's budget
 def test_serve_runs_on_tensor_parallel_ranks(capsys, tmp_path, argv, tp, link, arch):
     out = tmp_path / "summary.json"
     model = str(FIXTURES / "tiny-gpt2") if tp == 4 else TINY        # 4 heads

@@ -53,6 +53,7 @@ def _memory(memory) -> dict[str, bytes]:
 
 @settings(max_examples=40, deadline=None, database=None)
 @given(program=_programs())
+@pytest.mark.slow      # about 0.5-0.8 s: the fast tier stays under 30 s
 def test_a_loop_program_simulates_as_its_unrolled_equivalent(program):
     try:
         verify(program, ARCH.machine_view())

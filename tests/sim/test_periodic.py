@@ -162,6 +162,7 @@ def test_periodic_schedule_equals_the_unrolled_schedule(words, exposure):
     assert timing.simulated + timing.skipped == len(unrolled_order(structure).order)
 
 
+@pytest.mark.slow      # about 0.5-0.8 s: the fast tier stays under 30 s
 def test_a_long_loop_is_timed_by_its_period_not_instance_by_instance():
     """Double-buffered load -> compute -> store with back-pressure (two credits), 10,000
     iterations: a few iterations are simulated, the rest jumped over in one go, and the

@@ -88,6 +88,7 @@ def test_available_memory_honours_an_address_space_limit(monkeypatch):
     assert budget.available_bytes() < unlimited / 2        # only what the process holds
 
 
+@pytest.mark.slow      # about 0.5-0.8 s: the fast tier stays under 30 s
 def test_running_out_of_memory_anyway_is_one_line(monkeypatch, capsys):
     def exhausted(*args, **kwargs):
         raise MemoryError

@@ -117,6 +117,7 @@ def test_a_decode_step_reads_the_cache_as_stored_and_writes_its_own_token_alike(
 @given(w=hnp.arrays(np.float64, (8, 12), elements=st.floats(-4, 4).map(lambda v: v if abs(v) > 1e-3 else 0.0)),
        bits=st.integers(2, 8), group=st.sampled_from([None, 1, 2, 4, 8]),
        last=st.booleans())
+@pytest.mark.slow      # about 0.5-0.8 s: the fast tier stays under 30 s
 def test_stored_weights_read_back_and_store_again_to_the_same_codes(w, bits, group, last):
     """What a weight reads back as is a fixed point of storing (codes and fp16 scales; values
     near 0 are 0 here, so that no group's scale underflows fp16)."""

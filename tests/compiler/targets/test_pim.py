@@ -147,6 +147,7 @@ def test_a_group_wider_than_the_global_buffer_is_refused():
 
 
 # ---- fit -------------------------------------------------------------------------------
+@pytest.mark.slow      # about 0.5-0.8 s: the fast tier stays under 30 s
 def test_a_model_too_large_names_weights_kv_and_capacity():
     """llama-3.1-8b (16 GB of bf16 weights) on pim-gpt (4 GiB): one line with what it needs,
     split into weights, KV cache and the activation region, and what the preset has."""
