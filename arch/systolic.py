@@ -31,6 +31,7 @@ class SystolicEnergy:
     acc_pj_per_byte: float = within(ENERGY_PJ)  # accumulator read-modify-write, per byte
     dram_pj_per_byte: float = within(ENERGY_PJ)
     vector_op_pj: float = within(ENERGY_PJ)     # one element operation in the vector unit
+    dequant_pj: float = within(ENERGY_PJ)       # one weight code times its scale (loadq)
     static_w: float = within(POWER_W)           # leakage and clock tree, whole chip
 
 

@@ -110,7 +110,7 @@ def test_systolic_costs(step, scale_bytes):
                       "vector_ops": [0, 0], "sram_read_bytes": [0, 0]}
     energy = machine.energy_pj(costs.events.totals())
     assert set(energy) == {"compute", "sram", "dram", "vector"}
-    assert energy["vector"] == 64 * 96 * ARCH.energy.vector_op_pj
+    assert energy["vector"] == 64 * 96 * ARCH.energy.dequant_pj         # the dequantiser's multiplies
 
 
 def test_dataflow_costs():
@@ -121,7 +121,7 @@ def test_dataflow_costs():
         + BODY.format(step=2).replace("dma0", "agcu0").replace("dram[", "hbm["))).costs
     assert costs.events["hbm_read_bytes"].tolist() == [0, 192 + 64 * 48]
     assert costs.events["sram_bytes"].tolist() == [0, 64 * 96 * 2]
-    assert costs.events["vector_ops"].tolist() == [0, 64 * 96]
+    assert costs.events["dequant_ops"].tolist() == [0, 64 * 96]
 
 
 @pytest.mark.parametrize("machine, queue, name", [

@@ -29,7 +29,7 @@ from sim.timing import gemm_cycles, reduce_cycles, vector_cycles
 __all__ = ["DataflowMachine", "EVENTS"]
 
 _READ_EVENT = {"hbm": "hbm_read_bytes", "ddr": "ddr_read_bytes"}   # a loadq's source tier
-EVENTS = ("macs", "vector_ops", "sram_bytes", "hbm_read_bytes", "hbm_write_bytes", "ddr_read_bytes",
+EVENTS = ("macs", "vector_ops", "dequant_ops", "sram_bytes", "hbm_read_bytes", "hbm_write_bytes", "ddr_read_bytes",
           "ddr_write_bytes", "pcu_work_cycles", "pmu_cycles", "sections", "switch_cycles")
 
 
@@ -132,13 +132,13 @@ class DataflowMachine(Machine[DataflowArch]):
     def _loadq(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
         """A quantised load: its packed codes and its scale row from the tier, the dequantised
         tile into the PMUs; the AGCU dequantises at the tier's rate (one multiply an element,
-        counted with the vector ops)."""
+        `dequant_ops`, priced at the preset's `dequant_pj` in the "vector" energy entry)."""
         packed, written = loadq_row_bytes(ins, cfg)
         _, (_, src), (_, rows) = ins.fields
         tier, cols = src.space, cfg.qcfg.fields[2][1]
         nbytes = rows * packed + scale_bytes(cfg.qcfg)
         s.events.set(i, **{_READ_EVENT[tier]: nbytes}, sram_bytes=rows * written,
-                     vector_ops=rows * cols)
+                     dequant_ops=rows * cols)
         if s.call is not None:
             s.call.tier_bytes[tier] += nbytes * s.weight(i)
 
@@ -203,5 +203,5 @@ class DataflowMachine(Machine[DataflowArch]):
             "sram": totals["sram_bytes"] * e.sram_pj_per_byte,
             "hbm": (totals["hbm_read_bytes"] + totals["hbm_write_bytes"]) * e.hbm_pj_per_byte,
             "ddr": (totals["ddr_read_bytes"] + totals["ddr_write_bytes"]) * e.ddr_pj_per_byte,
-            "vector": totals["vector_ops"] * e.vector_op_pj,
+            "vector": totals["vector_ops"] * e.vector_op_pj + totals["dequant_ops"] * e.dequant_pj,
         }

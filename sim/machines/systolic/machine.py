@@ -6,8 +6,8 @@ fold and its B tile once, and read-modify-writes its fp32/int32 output once per 
 A quantised load (`loadq`) moves its fp16 scale row and its packed rows as one transfer on the
 DRAM port (one access latency, like a `load`; its `qcfg` only sets registers and takes no
 time); we assume the dequantiser in the load path keeps pace with the port (one multiply an
-element, counted as `dequant_ops` and priced at the vector unit's `vector_op_pj` in the
-"vector" energy entry).
+element, counted as `dequant_ops` and priced at the preset's `dequant_pj` in the "vector"
+energy entry).
 """
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ class SystolicMachine(Machine[SystolicArch]):
                     + totals["sram_write_bytes"] * e.sram_write_pj_per_byte
                     + totals["acc_bytes"] * e.acc_pj_per_byte,
             "dram": (totals["dram_read_bytes"] + totals["dram_write_bytes"]) * e.dram_pj_per_byte,
-            "vector": (totals["vector_ops"] + totals["dequant_ops"]) * e.vector_op_pj,
+            "vector": totals["vector_ops"] * e.vector_op_pj + totals["dequant_ops"] * e.dequant_pj,
         }
 
 
