@@ -15,7 +15,7 @@ from typing import NamedTuple
 from isa.errors import IsaError
 from isa.instr import Instr
 from isa.opcodes import OPCODES, VEC_BINARY
-from isa.qformats import code_format
+from isa.qformats import code_format, mode_bits
 from isa.packing import packed_row_bytes
 from isa.values import Addr, DType
 
@@ -129,9 +129,9 @@ def pim_lanes_per_bf16(config: QueueConfig) -> int:
     """Inputs a pim queue's MAC reads per BF16 weight lane under its mode (pim.qmode): 1 for
     BF16, 16 / N for N-bit codes (a burst holds 16 / N times as many)."""
     mode = config.qcfg
-    if mode is None or mode.opcode != "pim.qmode" or mode["fmt"] == "bf16":
+    if mode is None or mode.opcode != "pim.qmode":
         return 1
-    return 16 // code_format(mode["fmt"]).bits
+    return 16 // mode_bits(mode["fmt"])
 
 
 @lru_cache(maxsize=1024)

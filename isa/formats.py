@@ -36,7 +36,7 @@ __all__ = ["Format", "FormatError", "Quantized", "parse_format", "quantize", "de
 MX_BLOCK = 32                   # OCP MX v1.0: elements sharing one e8m0 scale
 SCALE_BITS = {"int": 16, "fp8": 32, "mx": 8, "bfp": 8}    # bits of one scale, by kind
 _E8M0_RANGE = (-127, 127)
-_MXINT8_FRACTION = 6            # MXINT8: an element is int8 x 2^-6
+MXINT8_FRACTION = 6            # MXINT8: an element is int8 x 2^-6
 
 _FLOAT_ELEMENTS = {             # name -> ml_dtypes element type
     "e4m3": ml_dtypes.float8_e4m3fn, "e5m2": ml_dtypes.float8_e5m2,
@@ -69,7 +69,7 @@ class Format:
         if self.element:
             return float(ml_dtypes.finfo(self.element_type).max)
         if self.name == "mxint8":
-            return 127 / 2 ** _MXINT8_FRACTION
+            return 127 / 2 ** MXINT8_FRACTION
         return float(2 ** (self.bits - 1) - 1)
 
 
@@ -144,7 +144,7 @@ def dequantize(q: Quantized) -> np.ndarray:
     """The float64 values `q` stands for: each element times its scale."""
     values = q.codes.astype(np.float64)
     if q.format.name == "mxint8":
-        values = values / 2 ** _MXINT8_FRACTION
+        values = values / 2 ** MXINT8_FRACTION
     blocks = _blocks(values, q.group, q.format)
     return (blocks * q.scales[..., None]).reshape(q.codes.shape)
 
@@ -176,7 +176,7 @@ def _elements(scaled: np.ndarray, fmt: Format) -> np.ndarray:
         largest = fmt.largest
         return np.clip(scaled, -largest, largest).astype(fmt.element_type)
     if fmt.name == "mxint8":
-        scaled = scaled * 2 ** _MXINT8_FRACTION
+        scaled = scaled * 2 ** MXINT8_FRACTION
         largest = 127
     else:
         largest = 2 ** (fmt.bits - 1) - 1

@@ -21,11 +21,10 @@ import numpy as np
 from isa.errors import IsaError
 
 __all__ = ["CodeFormat", "QFORMATS", "code_format", "code_values", "code_patterns",
-           "scale_values", "scale_patterns"]
+           "scale_values", "scale_patterns", "mode_bits", "mode_name"]
 
 _SCALE_BYTES = {"fp16": 2, "fp32": 4, "e8m0": 1}
-_E8M0_BIAS = 127
-_MXINT8_FRACTION = 6
+_E8M0_BIAS = 127                # an e8m0 byte b stands for 2^(b - 127) (OCP MX v1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +59,28 @@ def code_format(name: str) -> CodeFormat:
     return found
 
 
+def mode_bits(fmt: str) -> int:
+    """Bits of the weight element a `pim.qmode` fmt makes the MACs read: 16 for bf16, N for
+    int<N> (the verifier admits no other)."""
+    return 16 if fmt == "bf16" else code_format(fmt).bits
+
+
+def mode_name(bits: int) -> str:
+    """The `pim.qmode` fmt of a MAC reading `bits`-bit elements."""
+    return "bf16" if bits == 16 else f"int{bits}"
+
+
 @cache
-def _element_type(element: str) -> np.dtype:
-    import ml_dtypes
-    return np.dtype({"e4m3": ml_dtypes.float8_e4m3fn, "e5m2": ml_dtypes.float8_e5m2,
-                     "e3m2": ml_dtypes.float6_e3m2fn, "e2m3": ml_dtypes.float6_e2m3fn,
-                     "e2m1": ml_dtypes.float4_e2m1fn}[element])
+def _element_type(name: str) -> np.dtype:
+    """A float code format's ml_dtypes element type, as isa.formats names it (imported here
+    only: it loads ml_dtypes)."""
+    from isa.formats import parse_format
+    return parse_format(name).element_type
+
+
+def _mxint8_fraction() -> int:
+    from isa.formats import MXINT8_FRACTION
+    return MXINT8_FRACTION
 
 
 def code_values(patterns: np.ndarray, fmt: CodeFormat) -> np.ndarray:
@@ -74,8 +89,8 @@ def code_values(patterns: np.ndarray, fmt: CodeFormat) -> np.ndarray:
     if fmt.element in ("int", "mxint8"):
         signed = p.astype(np.int16)
         signed = np.where(signed >= 1 << (fmt.bits - 1), signed - (1 << fmt.bits), signed)
-        return signed.astype(np.float64) / (2 ** _MXINT8_FRACTION if fmt.element == "mxint8" else 1)
-    return p.view(_element_type(fmt.element)).astype(np.float64)
+        return signed.astype(np.float64) / (2 ** _mxint8_fraction() if fmt.element == "mxint8" else 1)
+    return p.view(_element_type(fmt.name)).astype(np.float64)
 
 
 def code_patterns(codes: np.ndarray, fmt: CodeFormat) -> np.ndarray:
@@ -83,7 +98,7 @@ def code_patterns(codes: np.ndarray, fmt: CodeFormat) -> np.ndarray:
     c = np.asarray(codes)
     if fmt.element in ("int", "mxint8"):
         return (c.astype(np.int16) & ((1 << fmt.bits) - 1)).astype(np.uint8)
-    return np.ascontiguousarray(c.astype(_element_type(fmt.element))).view(np.uint8)
+    return np.ascontiguousarray(c.astype(_element_type(fmt.name))).view(np.uint8)
 
 
 def scale_values(raw: np.ndarray, fmt: CodeFormat) -> np.ndarray:

@@ -255,7 +255,7 @@ def _routing_arg(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from tessel.driver import compile_model_graph
+    from tessel.driver import compile_model_graph, recipe_plan
     if args.dump_after:
         if args.unroll:
             raise UsageError("tessel compile: --unroll chooses how a program is written (-o); "
@@ -278,7 +278,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         with compile_guard(simulate=False):
             lowered = compile_model_graph(model, graph, args.target, arch, _dtype(args), feeds,
                                           weights, progress=bar,
-                                          quant=_recipe_plan(recipe, model, phase))
+                                          quant=recipe_plan(model, phase, recipe))
         if bar is not None:
             bar("verify", steps)
         emitted = lowered.program          # its tile sweeps already loops (compiler/targets/sweep.py)
@@ -305,15 +305,6 @@ def _compile_recipe(args: argparse.Namespace, model: Model, phase: Phase | None,
     return recipe, quantise(model, recipe).weights if args.with_data else None
 
 
-def _recipe_plan(recipe, model: Model, phase):
-    """The recipe's plan (None: full precision), on the phase's graph before routing (the
-    router of a mixture of experts stays at full precision; tessel.driver.quant_plan)."""
-    if recipe is None:
-        return None
-    from compiler.quant import plan
-    return plan(model.graph(phase), recipe, model.config.n_layer)
-
-
 def _compiled_graph(args: argparse.Namespace, model: Model, phase: Phase | None, weights=None):
     """The graph a target lowers and its inputs (--with-data): a mixture-of-experts graph is
     routed by the router's own choice when the program carries data, else by --routing.
@@ -332,19 +323,18 @@ def _compiled_graph(args: argparse.Namespace, model: Model, phase: Phase | None,
 def _dump_after(args: argparse.Namespace) -> int:
     """Print what one compilation step decided (compiler/pipeline.py); nothing is written."""
     from compiler.pipeline import dump_after
-    from tessel.driver import policy_routed
+    from tessel.driver import policy_routed, recipe_plan
+    from tessel.request import target_recipe
     model = load_model(args.model)
     chosen = target(args.target)
     arch = chosen.load_arch(args.arch, args.set)
-    graph = model.graph(_phase(args, model, args.tokens))
+    phase = _phase(args, model, args.tokens)
+    graph = model.graph(phase)
     graph = policy_routed(graph, routing_policy(model, numerics=False, routing=args.routing))[0]
-    recipe = None
-    if args.quant is not None:
-        from tessel.request import target_recipe
-        recipe = target_recipe(model, _phase(args, model, args.tokens), args.target, arch,
-                               _dtype(args), args.quant)
+    recipe = (None if args.quant is None
+              else target_recipe(model, phase, args.target, arch, _dtype(args), args.quant))
     print(dump_after(chosen.pipeline, graph, arch, _dtype(args), args.dump_after,
-                     _recipe_plan(recipe, model, _phase(args, model, args.tokens))))
+                     recipe_plan(model, phase, recipe)))
     return 0
 
 

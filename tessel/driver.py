@@ -168,14 +168,19 @@ def quantised_facts(lowered: Lowered, recipe: str) -> dict:
 
 
 def quant_plan(req: RunRequest):
-    """The plan of the request's recipe (None: full precision), made on the model's graph of
-    the phase before any routing: there a mixture of experts is one op whose router the plan
-    keeps at full precision, as the reference's quantised mode does; the routed graph a target
+    """The plan of the request's recipe (None: full precision): `recipe_plan`."""
+    return recipe_plan(req.model, req.phase, req.quant)
+
+
+def recipe_plan(model: Model, phase: Phase | None, recipe):
+    """A recipe's plan (None: none, full precision), made on the model's graph of the phase
+    before any routing: there a mixture of experts is one op whose router the plan keeps at
+    full precision, as the reference's quantised mode does; the routed graph a target
     compiles holds the same parameters."""
-    if req.quant is None:
+    if recipe is None:
         return None
     from compiler.quant import plan
-    return plan(req.model.graph(req.phase), req.quant, req.model.config.n_layer)
+    return plan(model.graph(phase), recipe, model.config.n_layer)
 
 
 def workload_facts(model: Model, graph: Graph, routing: Routing | None, itemsize: int) -> dict:

@@ -148,9 +148,10 @@ def _quant(path: Path, table: Mapping[str, Any], arch: Any, models: tuple[ModelR
             if not model.phased:
                 raise SweepError(f"{path}: quant[{i}]: model '{model.label}' is a .graph file; "
                                  "a recipe needs a model config")
+            loaded = load_model(model.spec)
             for phase in phases:
                 try:
-                    target_recipe(load_model(model.spec), phase, arch.target, arch, None, spec)
+                    target_recipe(loaded, phase, arch.target, arch, None, spec)
                 except USER_ERRORS as e:
                     raise SweepError(f"{path}: quant[{i}]: {e}") from None
         out.append(QuantRef(name, spec, digest))

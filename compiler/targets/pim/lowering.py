@@ -36,6 +36,7 @@ import numpy as np
 
 import isa
 from isa import Addr, DType
+from isa.qformats import mode_name
 
 from arch.pim import PimArch
 from compiler.errors import CompileError
@@ -183,7 +184,7 @@ class PimLowering(KvCacheWrites, TargetLowering, Tracked):
             em.emit(q, "wait", sem=self.go[c])
             if self._modes[c] != layout.bits:       # the MACs read this layout's elements
                 self._modes[c] = layout.bits
-                em.emit(q, "pim.qmode", fmt="bf16" if layout.bits == 16 else f"int{layout.bits}")
+                em.emit(q, "pim.qmode", fmt=mode_name(layout.bits))
             for p in passes:
                 fill = p.fills[c]
                 if fill is None:

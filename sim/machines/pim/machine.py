@@ -26,6 +26,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 import isa
+from isa.qformats import mode_bits
 from arch.pim import PimArch
 from sim.machines.base import Costs, Machine
 from sim.machines.decode import CostSheet, CostTable, decode
@@ -235,8 +236,7 @@ def _mode_widths(instrs: Sequence[isa.Instr]) -> np.ndarray | None:
         at = np.flatnonzero(queue == q)
         marks = is_mode[at]
         value = np.ones(len(at), np.int32)
-        value[marks] = [1 if instrs[i]["fmt"] == "bf16" else 16 // int(instrs[i]["fmt"][3:])
-                        for i in at[marks]]
+        value[marks] = [16 // mode_bits(instrs[i]["fmt"]) for i in at[marks]]
         last = np.maximum.accumulate(np.where(marks, np.arange(len(at)), -1))
         wide[at] = np.where(last >= 0, value[np.maximum(last, 0)], 1)
     return wide

@@ -17,6 +17,7 @@ import numpy as np
 from arch.pim import PimArch
 from isa import Addr, Instr
 from isa.packing import unpack_rows
+from isa.qformats import mode_bits
 from sim.functional import FunctionalError, Memory
 
 __all__ = ["PimNumerics"]
@@ -51,8 +52,7 @@ class PimNumerics:
                 "pim.qmode": self.qmode}
 
     def qmode(self, ins: Instr) -> None:
-        fmt = ins["fmt"]
-        self.bits[ins.queue.index] = 16 if fmt == "bf16" else int(fmt.removeprefix("int"))
+        self.bits[ins.queue.index] = mode_bits(ins["fmt"])
 
     # -- rows ----------------------------------------------------------------------------
     def act(self, ins: Instr) -> None:
