@@ -164,12 +164,11 @@ def make_request(model: Model, target: str, arch: TargetArch, phase: Phase | Non
                       gpu_calibration, routing, recipe, gpu_attention or "unfused", program_recipe)
 
 
-
 def target_recipe(model: Model, phase: Phase | None, target: str, arch: TargetArch,
                   dtype: DType | None, spec: str) -> Recipe:
     """The recipe of --quant, checked before anything is compiled: a target that can run it,
-    an operand type the codes dequantise to, a model with a config, and a plan the targets
-    can store (weight-only integer formats)."""
+    an operand type the codes dequantise to, a model with a config, and a plan the target
+    can store (weight-only recipes; the target's own check_quantised refuses the rest)."""
     from compiler.passes.quantised import stored_formats
     from compiler.quant import plan, resolve_recipe
     from tessel.targets import TARGETS

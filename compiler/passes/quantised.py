@@ -36,7 +36,8 @@ if TYPE_CHECKING:            # compiler.quant imports ml_dtypes (0.6 s): only ru
     from compiler.quant.plan import QuantPlan
     from compiler.quant.tensors import StoredWeight
 
-__all__ = ["StoredFormat", "stored_formats", "stored_data", "stored_bytes", "quant_assumption",
+__all__ = ["StoredFormat", "stored_formats", "stored_weight", "stored_codes", "stored_scales",
+           "stored_data", "stored_bytes", "quant_assumption",
            "SCALES_SUFFIX", "NOT_ON_TARGETS"]
 
 SCALES_SUFFIX = ".qscales"          # the scales' symbol: the codes' symbol + this
@@ -136,24 +137,42 @@ def stored_formats(graph: Graph, plan: "QuantPlan | None") -> Mapping[str, Store
     return MappingProxyType(out)
 
 
-def stored_data(stored: "StoredWeight", fmt: StoredFormat) -> tuple[np.ndarray, np.ndarray]:
-    """The codes (int8 bytes of the packed rows, `fmt.code_shape`) and the scales in their
-    storage type (`fmt.scale_shape` of `fmt.scale_dtype`) of a weight quantised at compile
-    time (compiler/quant/tensors.py holds it with the contracted axis last, [..., N, K])."""
+def stored_weight(weights, name: str, fmt: StoredFormat) -> "StoredWeight":
+    """The codes and scales `weights` keeps for `name` (a recipe's compiler.quant.weights
+    QuantizedWeights), checked against the planned format; CompileError without them."""
+    stored = getattr(weights, "stored", {}).get(name)
+    if stored is None:
+        raise CompileError(f"'{name}' is planned quantised, and the weights given hold no codes "
+                           "for it: pass the recipe's quantised weights")
     q = stored.quantized
     if q.format.name != fmt.format or not stored.swapped:
         raise CompileError(f"stored weight in {q.format.name} does not match its planned {fmt.format}")
-    codes = code_patterns(np.swapaxes(q.codes, -1, -2), fmt.code)     # [..., K, N]
-    packed = pack_patterns(codes, fmt.bits).view(np.int8)
-    scales = np.asarray(q.scales, dtype=np.float64)
+    return stored
+
+
+def stored_codes(stored: "StoredWeight") -> np.ndarray:
+    """The weight's codes in its own [..., K, N] layout (compiler/quant/tensors.py holds them
+    with the contracted axis last, [..., N, K])."""
+    return np.swapaxes(stored.quantized.codes, -1, -2)
+
+
+def stored_scales(stored: "StoredWeight", fmt: StoredFormat) -> np.ndarray:
+    """The weight's scales as float64, `fmt.scale_shape`: [..., K/g, N], or (1,) per tensor."""
+    scales = np.asarray(stored.quantized.scales, dtype=np.float64)
     if fmt.per_tensor:
-        scales = scales.reshape(1)
-    else:                                                       # [..., N, K/g] -> [..., K/g, N]
-        scales = np.swapaxes(scales.reshape(*fmt.shape[:-2], fmt.cols, fmt.rows // fmt.group), -1, -2)
-    stored_scales = scale_patterns(scales, fmt.code)
+        return scales.reshape(1)
+    return np.swapaxes(scales.reshape(*fmt.shape[:-2], fmt.cols, fmt.rows // fmt.group), -1, -2)
+
+
+def stored_data(stored: "StoredWeight", fmt: StoredFormat) -> tuple[np.ndarray, np.ndarray]:
+    """The codes (int8 bytes of the packed rows, `fmt.code_shape`) and the scales in their
+    storage type (`fmt.scale_shape` of `fmt.scale_dtype`) of a weight quantised at compile
+    time."""
+    packed = pack_patterns(code_patterns(stored_codes(stored), fmt.code), fmt.bits).view(np.int8)
+    stored_scales_ = scale_patterns(stored_scales(stored, fmt), fmt.code)
     if fmt.code.scale == "e8m0":
-        stored_scales = stored_scales.view(np.int8)
-    return packed.reshape(fmt.code_shape), stored_scales
+        stored_scales_ = stored_scales_.view(np.int8)
+    return packed.reshape(fmt.code_shape), stored_scales_
 
 
 def stored_bytes(fmt: StoredFormat) -> int:

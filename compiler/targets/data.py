@@ -10,9 +10,8 @@ import numpy as np
 from isa import DType
 from isa.numerics import to_storage
 
-from compiler.errors import CompileError
 from compiler.ir import Graph, OpKind
-from compiler.passes.quantised import SCALES_SUFFIX, StoredFormat, stored_data
+from compiler.passes.quantised import SCALES_SUFFIX, StoredFormat, stored_data, stored_weight
 from compiler.passes.storage import StoragePlan, View
 from compiler.targets.emit import symbol_name
 
@@ -34,14 +33,11 @@ def program_data(graph: Graph, plan: StoragePlan, constants: Mapping[str, np.nda
     is its codes and scales as quantised at compile time: `weights` must then be the
     recipe's (compiler.quant.weights.QuantizedWeights, which keeps them)."""
     data: dict[str, np.ndarray] = {}
-    stored = getattr(weights, "stored", {})
     for buf in plan.buffers.values():
         op = graph[buf.name] if buf.name in graph else None
         if buf.name in quantised:
-            if buf.name not in stored:
-                raise CompileError(f"'{buf.name}' is planned quantised, and the weights given "
-                                   "hold no codes for it: pass the recipe's quantised weights")
-            codes, scales = stored_data(stored[buf.name], quantised[buf.name])
+            fmt = quantised[buf.name]
+            codes, scales = stored_data(stored_weight(weights, buf.name, fmt), fmt)
             data[symbol_name(buf.name)] = codes
             data[symbol_name(buf.name) + SCALES_SUFFIX] = scales
             continue

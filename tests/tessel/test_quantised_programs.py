@@ -41,6 +41,20 @@ def test_stored_codes_and_scales_read_back_as_the_reference_weights(tiny_hf):
     np.testing.assert_array_equal(values, q.weights[name])
 
 
+@pytest.mark.parametrize("name", ["systolic", "pim"])
+def test_a_program_with_data_needs_the_recipes_codes(tiny_hf, name):
+    """Compiling with data from full-precision weights under a recipe is refused: the codes
+    and scales come only from the quantised weights (compile time), never made up here."""
+    from compiler.errors import CompileError
+    from compiler.driver import token_feeds
+    model = load_model(str(tiny_hf))
+    graph = model.graph(prefill(4))
+    with pytest.raises(CompileError, match=r"is planned quantised, and the weights given hold "
+                                           r"no codes for it: pass the recipe's quantised weights"):
+        compile_model_graph(model, graph, name, load_arch(TARGETS.get(name, "pim-gpt")),
+                            feeds=token_feeds([1, 2, 3, 4]), quant=_plan(model, graph, "w8a16"))
+
+
 def test_a_tile_is_split_where_its_scale_group_ends():
     from compiler.passes.quantised import StoredFormat
     from compiler.targets.emit import Matrix

@@ -202,7 +202,7 @@ def place(graph: Graph, plan: StoragePlan, calls: tuple[Call, ...], arch, ring_b
 
 
 def quantised_size(fmt: StoredFormat) -> int:
-    """A quantised weight's place: its packed codes, then (aligned) its fp16 scales."""
+    """A quantised weight's place: its packed codes, then (aligned) its scales."""
     return _up(math.prod(fmt.code_shape)) + _up(fmt.code.scale_bytes * math.prod(fmt.scale_shape))
 
 

@@ -12,8 +12,8 @@ from isa.numerics import to_storage
 from isa.packing import pack_rows
 
 from arch.pim import PimArch
-from compiler.errors import CompileError
 from compiler.ir import Graph, OpKind
+from compiler.passes.quantised import stored_codes, stored_scales, stored_weight
 from compiler.targets.base import Lowered
 from compiler.targets.pim import layout as pl
 from compiler.targets.pim.placement import PimMatrix
@@ -67,17 +67,7 @@ class PimLowered(Lowered):
 
 def _codes_and_scales(weights, value: str, fmt) -> tuple[np.ndarray, np.ndarray]:
     """A quantised weight's codes [K, N] and its scales as the ASIC reads them, fp32 [K/g, N]
-    (a row per scale group; one row per output channel, or the tensor's repeated): from the
-    recipe's quantised weights (compiler.quant.weights), which keep them."""
-    stored = getattr(weights, "stored", {}).get(value)
-    if stored is None:
-        raise CompileError(f"'{value}' is planned quantised, and the weights given hold no codes "
-                           "for it: pass the recipe's quantised weights")
-    q = stored.quantized
-    codes = np.swapaxes(q.codes, -1, -2)                          # [N, K] -> [K, N]
-    groups = fmt.rows // fmt.group
-    if fmt.per_tensor:
-        scales = np.full((1, fmt.cols), float(np.asarray(q.scales).reshape(-1)[0]))
-    else:                                                          # [N, K/g] -> [K/g, N]
-        scales = np.asarray(q.scales, np.float64).reshape(fmt.cols, groups).T
-    return codes, scales.astype(np.float32)
+    (a row per scale group; one row per output channel, or the tensor's repeated)."""
+    stored = stored_weight(weights, value, fmt)
+    scales = np.broadcast_to(stored_scales(stored, fmt), (fmt.rows // fmt.group, fmt.cols))
+    return stored_codes(stored), scales.astype(np.float32)

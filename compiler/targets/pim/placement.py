@@ -168,8 +168,8 @@ def place(graph: Graph, plan: StoragePlan, arch: PimArch,
           quantised: Mapping[str, StoredFormat] = MappingProxyType({})) -> PimPlacement:
     """Dense buffers first (the tables gathers read first, smallest first, within a gather's
     reach), then each PIM matrix on fresh rows. A weight in `quantised` is stored as its
-    N-bit codes in the banks (layout.py) and its output channels' scales as a dense fp32
-    row `<weight>.qscales`, which the ASIC multiplies into the GEMV's sums (check_quantised)."""
+    N-bit codes in the banks (layout.py) and its scales as dense fp32 rows `<weight>.qscales`
+    (one per scale group), which the ASIC multiplies into the GEMV's sums (check_quantised)."""
     abuf = abuf_regions(arch, any(op.kind in _WIDE_ROW_OPS for op in graph.ops))
     operands = pim_operands(graph)
     tables = gather_tables(graph, plan)          # also read densely, by gathers
