@@ -265,6 +265,16 @@ def test_the_report_says_when_the_gpus_run_another_recipe(capsys, tiny_hf, gpu_q
     assert (note in capsys.readouterr().out) == noted
 
 
+@pytest.mark.parametrize("extra", [["-o", "P"], ["--dump-after", "precision"]])
+def test_compile_refuses_what_sim_refuses(capsys, tmp_path, tiny_hf, extra):
+    argv = ["compile", "--model", str(tiny_hf), "--seq", "4", "--quant", "w8a8",
+            *[str(tmp_path / "p.tbin") if a == "P" else a for a in extra]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "quantised activations are not built on the targets yet" in err and "\n" not in err
+    assert not (tmp_path / "p.tbin").exists()
+
+
 def test_quant_with_a_program_file_is_refused(capsys, tmp_path):
     assert main(["sim", str(tmp_path / "p.tbin"), "--quant", "w8a16"]) == 2
     assert "--quant: only with --model" in capsys.readouterr().err

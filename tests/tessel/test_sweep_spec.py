@@ -128,6 +128,12 @@ GOOD = 'base = "systolic-32"\nmodels = ["gpt2"]\n[[phases]]\nkind = "decode"\nkv
     ('quant = ["w8a16", "w8a16"]\n' + GOOD + "[parameters]\nrows = [8]\n", r"s\.toml: quant: a recipe is listed twice"),
     ('quant = ["r.toml"]\n' + GOOD + "[parameters]\nrows = [8]\n", r"s\.toml: quant\[0\]: .*r\.toml: cannot read"),
     ('quant = "w8a16"\n' + GOOD + "[parameters]\nrows = [8]\n", r"s\.toml: quant: expected a non-empty list"),
+    ('quant = ["w8a16"]\nbase = "systolic-32"\nmodels = ["gpt2"]\n[parameters]\nrows = [8]\n[serve]\n'
+     'rate = 4.0\nrequests = 3\nprompt = "fixed:8"\noutput = "fixed:2"\n',
+     r"s\.toml: quant: not with \[serve\] \(a serving point runs full precision\)"),
+    (f'quant = ["w8a16"]\nbase = "systolic-32"\nmodels = ["{ROOT}/examples/mlp.graph"]\n'
+     "[parameters]\nrows = [8]\n",
+     r"s\.toml: quant\[0\]: model '.*mlp\.graph' is a \.graph file; a recipe needs a model config"),
     ('quant = ["w4a16:g32"]\n' + GOOD.replace("systolic-32", "pim-gpt") + "[parameters]\nchannels = [8]\n",
      r"s\.toml: quant\[0\]: weight 'h\.0\.attn\.c_attn\.weight' in int4, a scale per 32 input "
      r"channels: on the PIM target a scale group holds whole MAC columns"),
