@@ -23,9 +23,8 @@ from types import MappingProxyType
 
 from isa.encoding import encode
 from isa.errors import FieldError, IsaError, LoopError, VerifyError
-from isa.footprint import (NO_FOOTPRINT, WRITTEN_ROLES, Footprint, QueueConfig,
-                           pim_lanes_per_bf16,
-                           footprints, stripes)
+from isa.footprint import (NO_FOOTPRINT, WRITTEN_ROLES, Footprint, QueueConfig, footprints,
+                           pim_lanes_per_bf16, stripes)
 from isa.instr import Instr, first_uses
 from isa.qformats import code_format
 from isa.loop_checks import (CONFIG_OPCODES, Context, Executed, check_token_balance, first_beyond,
@@ -213,7 +212,7 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
         if instr.opcode == "qcfg":
             _check_qcfg(index, instr, context)
         if instr.opcode == "pim.qmode":
-            _check_qmode(index, instr, limits, context)
+            _check_qmode(index, instr, context)
         if ints:
             _check_moving_ints(index, instr, ints, pim_fields.get(instr.opcode, {}), limits,
                                context, wide)
@@ -377,9 +376,9 @@ def _gbuf_length(fields, at: dict[str, int], limits, wide: int = 1) -> int | Non
     return None if burst is None else fields[at["ncols"]][1] * burst * wide
 
 
-def _check_qmode(index: int, instr: Instr, limits, context: Context) -> None:
-    """An N-bit mode needs whole codes in a burst, and as many BF16 inputs as codes in a
-    power-of-two adder tree: N of 2, 4 or 8 (with a machine's burst size given)."""
+def _check_qmode(index: int, instr: Instr, context: Context) -> None:
+    """An N-bit mode needs whole codes in a 16-bit lane, and as many BF16 inputs as codes in a
+    power-of-two adder tree: integer codes of 2, 4 or 8 bits."""
     fmt = instr["fmt"]
     if fmt != "bf16" and (not code_format(fmt).integer or 16 % code_format(fmt).bits):
         raise _at(index, instr, f"fmt={fmt}: the MAC lanes take 2-, 4- or 8-bit integer codes (a "

@@ -418,11 +418,11 @@ class Emitter:
                                f"{fmt.cols} columns")
         base, size, space = self.addresses[m.symbol], dtype.itemsize, self.space_of(m.symbol)
         groups = fmt.rows // fmt.group                 # scale rows per matrix of the weight
+        size_of = fmt.code.scale_bytes
         r = 0
         while r < m.rows:
             row = first + r                            # over the weight's leading axes too
             n = min(m.rows - r, fmt.group - row % fmt.rows % fmt.group)
-            size_of = fmt.code.scale_bytes
             at = scales if fmt.per_tensor else scales + size_of * (
                 ((row // fmt.rows) * groups + row % fmt.rows // fmt.group) * fmt.cols + c0)
             self.pitch(queue, fmt.row_bytes if n > 1 else 0, 0)
