@@ -63,6 +63,8 @@ BAD_SETS = [
     ("dataflow", "stage_latency_cycles=-3", r"field 'stage_latency_cycles' must be .*, got -3"),
     ("dataflow", "attention=flash", r"field 'attention' must be one of fused, unfused, got 'flash'"),
     ("systolic", "attention=true", r"field 'attention' must be one of fused, unfused, got True"),
+    ("systolic", "energy.dequant_pj=0", r"field 'energy.dequant_pj' must be a number above 0 and at most 100000 pJ, got 0"),
+    ("dataflow", "energy.dequant_pj=cheap", r"field 'energy.dequant_pj' must be a number above 0 .*, got 'cheap'"),
 ]
 
 
