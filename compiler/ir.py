@@ -69,6 +69,7 @@ class OpKind(enum.Enum):
     GATHER = "gather"        # table[ids]: rows of a computed 2-D value (MoE permute/unpermute)
     CONCAT = "concat"        # inputs joined along one axis
     MOE = "moe"              # routed experts (top-k of softmax(router logits)); expanded before lowering
+    QUANTIZE = "quantize"    # x read back from a narrow format, scales from its own values (isa.formats)
     # communication: collectives between the devices of a parallel plan (compiler.parallel)
     ALLREDUCE = "allreduce"  # sum of one tensor over `ranks` tensor-parallel devices (ring order)
     ALL_GATHER = "all_gather"  # the ranks' tensors joined along axis 0, rank order

@@ -15,6 +15,8 @@ ignored. Cost conventions (documented in docs/graph-format.md, used by the FLOP 
   shard (`first_expert`: it holds some of the router's experts) counts its share of the pairs,
   T*top_k*given/E rounded down, the mean under uniform routing (its routed graph is exact);
   with its tokens split over `ranks` (all-to-all dispatch), T counts every rank's tokens;
+- quantize 4 per element (the group's largest magnitude, divide by the scale, round, multiply
+  back): a recipe's dynamic rounding of a matmul input or a KV write (docs/formats.md);
 - embedding, gather, concat, kv_append and layout ops: 0 FLOPs;
 - allreduce: the adds rank `rank` does in a ring all-reduce (NCCL's order, `ring_chunks`): the
   tensor is cut into `ranks` chunks (np.array_split's sizes) and the rank adds into every chunk
@@ -38,6 +40,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+
+from isa.qformats import QFORMATS
 
 from compiler.ir import DType, GraphError, Op, OpKind, TensorType
 
@@ -173,6 +177,23 @@ def _rope(op: Op, types: Types) -> TensorType:
 
 def _div(op: Op, types: Types) -> TensorType:
     return _elementwise(op, types)
+
+
+def _quantize(op: Op, types: Types) -> TensorType:
+    """Same type as x. `format` is a code format a vquant rounds to (isa/qformats.py); `group`
+    the elements of the last axis one scale covers (0: one scale for the whole tensor); an MX
+    format's group is its block of 32, fp8 takes one scale."""
+    (x,) = types
+    _float(op, x)
+    fmt, group = op.attr("format"), op.attr("group")
+    length = x.shape[-1] if x.shape else 1
+    if group and length % group:
+        raise _fail(op, f"group {group} does not divide the last axis ({length} elements)")
+    if fmt.startswith("mx") and group != 32:
+        raise _fail(op, f"format {fmt} scales blocks of 32, got group {group}")
+    if fmt.startswith("fp8") and group != 0:
+        raise _fail(op, f"format {fmt} takes one scale for the tensor (group 0), got group {group}")
+    return x
 
 
 def _concat(op: Op, types: Types) -> TensorType:
@@ -376,6 +397,7 @@ RULES: dict[OpKind, OpRule] = {
     OpKind.GATHER: OpRule((2, 2), _embedding, _zero, _embedding_bytes),
     OpKind.CONCAT: OpRule((1, 1 << 16), _concat, _zero, **_COMPUTE),
     OpKind.MOE: OpRule((5, 2 + 3 * MAX_EXPERTS), _moe, _moe_flops, _moe_bytes),
+    OpKind.QUANTIZE: OpRule((1, 1), _quantize, _per_element(4), **_COMPUTE),
     OpKind.ALLREDUCE: OpRule((1, 1), _allreduce, _allreduce_flops, _allreduce_bytes),
     OpKind.ALL_GATHER: OpRule((1, 1), _all_gather, _zero, _all_gather_bytes),
     OpKind.ALL_TO_ALL: OpRule((1, 1), _all_to_all, _zero, _all_to_all_bytes),
@@ -430,6 +452,10 @@ _TOP_K = Attribute(lambda v: _is_int(v) and v >= 1, "a positive integer", requir
 _FIRST_EXPERT = Attribute(lambda v: _is_int(v) and v >= 0,
                           "a non-negative integer (the router's id of the first expert given)")
 _POSITIVE = Attribute(lambda v: _is_finite(v) and v > 0, "a positive finite number")
+_FORMAT = Attribute(lambda v: v in QFORMATS, f"a code format ({', '.join(QFORMATS)})",
+                    required=True)
+_GROUP = Attribute(lambda v: _is_int(v) and v >= 0,
+                   "a non-negative integer (elements per scale; 0: one scale)", required=True)
 _THETA = Attribute(lambda v: _is_finite(v) and v > 1, "a finite number above 1 (the RoPE base)",
                    required=True)
 
@@ -444,6 +470,7 @@ ATTRIBUTES: dict[OpKind, dict[str, Attribute]] = {
     OpKind.ROPE: {"theta": _THETA, "start": _START, "factor": _POSITIVE, "low_freq_factor": _POSITIVE,
                   "high_freq_factor": _POSITIVE, "original_max_position": _POSITIVE_INT},
     OpKind.CONCAT: {"axis": _INT},
+    OpKind.QUANTIZE: {"format": _FORMAT, "group": _GROUP},
     OpKind.MOE: {"top_k": _TOP_K, "norm_topk_prob": _BOOL, "first_expert": _FIRST_EXPERT,
                  "ranks": _SPLIT_RANKS, "rank": _SPLIT_RANK},
     OpKind.ALLREDUCE: {"ranks": _RANKS, "rank": _RANK},

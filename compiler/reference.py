@@ -161,6 +161,15 @@ def _linear(op: Op, args: Arrays) -> np.ndarray:
     return y + args[2] if len(args) == 3 else y
 
 
+def _quantize(op: Op, args: Arrays) -> np.ndarray:
+    """x quantised with scales of its own values and read back (isa.formats, float64), rounded
+    once to x's dtype: the order of rounding of docs/formats.md, steps 2 and 3."""
+    from isa.formats import dequantize, quantize      # ml_dtypes: only graphs that quantise
+    x, fmt, group = args[0], op.attr("format"), op.attr("group")
+    whole = group == 0 or fmt.startswith("mx")        # one scale, or the format's own block
+    return dequantize(quantize(x, fmt, None if whole else group)).astype(x.dtype)
+
+
 def _slice(op: Op, args: Arrays) -> np.ndarray:
     index = [slice(None)] * args[0].ndim
     index[op.attr("axis")] = slice(op.attr("start"), op.attr("stop"))
@@ -187,6 +196,7 @@ EVALUATORS: dict[OpKind, Callable[[Op, Arrays], np.ndarray]] = {
     OpKind.RESHAPE: lambda op, a: a[0].reshape(op.attr("shape")),
     OpKind.TRANSPOSE: lambda op, a: a[0].transpose(op.attr("perm")),
     OpKind.SLICE: _slice,
+    OpKind.QUANTIZE: _quantize,
 }
 assert set(EVALUATORS) | {OpKind.INPUT, OpKind.PARAM, OpKind.MOE} | {
     k for k in OpKind if k.is_collective} == set(OpKind)

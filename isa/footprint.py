@@ -69,7 +69,7 @@ class QueueConfig:
 
 Limits = Mapping[str, int]
 # The roles an instruction writes (every other footprint is read): load/store/gather/vec/red/
-# pim.rd/pim.rdmac/df.* destinations, gemm's c and a collective's buffer.
+# vquant/pim.rd/pim.rdmac/df.* destinations, gemm's c and a collective's buffer.
 WRITTEN_ROLES = frozenset({"dst", "c", "buf"})
 
 
@@ -232,6 +232,13 @@ def _red(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
             Footprint("src", instr["src"], rows * cols * DType(cfg["dtype"]).itemsize, True)]
 
 
+def _vquant(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
+    cfg = _need(config, "vcfg", instr)
+    elements = cfg["rows"] * cfg["cols"]
+    return [Footprint("dst", instr["dst"], elements * DType(cfg["out"]).itemsize, True),
+            Footprint("src", instr["src"], elements * DType(cfg["dtype"]).itemsize, True)]
+
+
 def _pim_wrgb(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
     return [Footprint("src", instr["src"], instr["bytes"], None)]
 
@@ -271,6 +278,7 @@ _RULES: dict[str, Callable[[Instr, QueueConfig, Limits], list[Footprint]]] = {
     "halt": _none, "signal": _none, "wait": _none, "dmacfg": _none, "mcfg": _none,
     "vcfg": _none, "load": _load, "store": _store, "gather": _gather, "gatherw": _gather,
     "qcfg": _qcfg, "loadq": _loadq, "gemm": _gemm, "vec": _vec, "red": _red,
+    "vquant": _vquant,
     "pim.act": _none, "pim.act_all": _none, "pim.pre": _none, "pim.pre_all": _none,
     "pim.qmode": _none,
     "pim.wrgb": _pim_wrgb, "pim.mac": _none, "pim.mac_all": _none,

@@ -201,7 +201,7 @@ _TABLE = (
         """),
     _op("vcfg", 0x09, "core", _VEC,
         (("rows", U16), ("cols", U16), ("dtype", DTYPE), ("out", DTYPE), ("imm", F32)), """
-        cfg.vec = (rows, cols, dtype, out, imm)   # tile of later vec/red on this queue
+        cfg.vec = (rows, cols, dtype, out, imm)   # tile of later vec/red/vquant on this queue
         """),
     _op("vec", 0x0A, "core", _VEC,
         (("func", E(6, VEC_FUNCS)), ("bcast", E(2, BCASTS)),
@@ -219,6 +219,21 @@ _TABLE = (
         # (rows, cols, dtype, out, imm) = cfg.vec; func is sum or max
         for r in range(rows):
             dst[r] (of out) = cast(func(src[r, 0:cols] (of dtype)))
+        """),
+    # Dynamic quantisation of activations and KV-cache writes (docs/formats.md, "The reference
+    # executor's quantised mode", steps 2 and 3): scales from the tile's own values, the tile
+    # read back as code x scale ("fake quantisation"), equal to isa/formats.py's quantize +
+    # dequantize bit for bit.
+    _op("vquant", 0x0F, "core", _VEC,
+        (("fmt", E(4, QFORMATS)), ("group", U16), ("dst", A32), ("src", A32)), """
+        # (rows, cols, dtype, out, imm) = cfg.vec; tiles on-chip, dense; dtype, out: floats
+        A = src as [rows, cols] of dtype
+        # group = 0: one scale for the whole tile; group > 0: one per `group` columns of each row
+        # int<N>: group 0 or one dividing cols; fp8_*: group 0; mx*: group 32 (their block)
+        # scale from the group's largest magnitude m (isa/formats.py): int<N> fp16(m / (2^(N-1)-1)),
+        # fp8 fp32(m / the element's max), MX 2^(floor(log2 m) - emax); all-zero: 1 (MX 2^-127)
+        code = saturate(round_to_nearest_even(A / scale))
+        dst as [rows, cols] of out = out(code * scale)      # exact product, rounded once
         """),
     # ---- PIM extension: one pim queue per DRAM channel ------------------------------------
     _op("pim.act", 0x20, "pim", _PIM, (("bank", U8), ("row", U24)), """

@@ -20,11 +20,13 @@ import numpy as np
 
 from isa.errors import IsaError
 
-__all__ = ["CodeFormat", "QFORMATS", "code_format", "code_values", "code_patterns",
+__all__ = ["CodeFormat", "QFORMATS", "MX_BLOCK", "code_format", "code_values", "code_patterns",
            "scale_values", "scale_patterns", "mode_bits", "mode_name"]
 
 _SCALE_BYTES = {"fp16": 2, "fp32": 4, "e8m0": 1}
 _E8M0_BIAS = 127                # an e8m0 byte b stands for 2^(b - 127) (OCP MX v1.0)
+MX_BLOCK = 32                   # OCP MX v1.0: elements sharing one e8m0 scale (isa/formats.py's,
+                                # which imports ml_dtypes)
 
 
 @dataclass(frozen=True, slots=True)

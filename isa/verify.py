@@ -2,10 +2,10 @@
 
 Checks, in order: ISA version and target; spaces, symbols and data against the machine;
 every field value (by encoding the program); per instruction: queue exists, unit allowed,
-configuration present, field limits (a qcfg's cols and scale step too), every operand
-footprint inside its space and on the right side of the chip; the DRAM row protocol of the
-pim queues when the machine gives its banks (`isa/rows.py`: no MAC or read without an open
-row, no activate of an open bank);
+configuration present, field limits (a qcfg's cols and scale step, a vquant's scale group and
+tile types too), every operand footprint inside its space and on the right side of the chip;
+the DRAM row protocol of the pim queues when the machine gives its banks (`isa/rows.py`: no MAC
+or read without an open row, no activate of an open bank);
 finally that all queues run to completion through their semaphores. A program with loops is
 checked compact where a check is per footprint (isa/loop_checks.py: every iteration's bounds in
 closed form, token balance per iteration, moving writes that overlap the next iteration); the
@@ -26,7 +26,7 @@ from isa.errors import FieldError, IsaError, LoopError, VerifyError
 from isa.footprint import (NO_FOOTPRINT, WRITTEN_ROLES, Footprint, QueueConfig, footprints,
                            pim_lanes_per_bf16, stripes)
 from isa.instr import Instr, first_uses
-from isa.qformats import code_format
+from isa.qformats import MX_BLOCK, code_format
 from isa.loop_checks import (CONFIG_OPCODES, Context, Executed, check_token_balance, first_beyond,
                              overlaps, visits)
 from isa.loops import Structure, loop_structure, where
@@ -35,7 +35,7 @@ from isa.opcodes import ISA_VERSION, OPCODES, STRUCTURE
 from isa.program import Program
 from isa.rows import ROW_OPCODES, find_row_violation
 from isa.unroll import instances
-from isa.values import Unit
+from isa.values import DType, Unit
 from isa.sync import SYNC_OPCODES, completes_by_iterations, find_blocked_wait
 
 __all__ = ["verify"]
@@ -235,6 +235,8 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
             _check_footprint(index, instr, footprint, spaces, context, moves)
             if moves and footprint.role in WRITTEN_ROLES:
                 _check_moving_write(index, instr, footprint, config, context, moves)
+        if instr.opcode == "vquant":
+            _check_vquant(index, instr, config.vcfg, context)
         if instr.opcode in CONFIG_OPCODES:
             after = config.after(instr)
             slot[0] = configs.setdefault(after, after)
@@ -362,6 +364,28 @@ def _check_qcfg(index: int, instr: Instr, context: Context) -> None:
     if instr["step"] not in (0, fmt.scale_bytes):
         raise _at(index, instr, f"step={instr['step']} must be {fmt.scale_bytes} (one {fmt.scale} "
                   f"scale per column) or 0 (one scale for all columns)", context)
+
+
+_FLOAT_TILES = frozenset({DType.fp32, DType.bf16, DType.fp16})
+
+
+def _check_vquant(index: int, instr: Instr, vcfg: Instr, context: Context) -> None:
+    """A vquant rounds float tiles, in scale groups its format takes (isa/formats.py refuses
+    the others): int<N> one scale (group 0) or groups that divide a row, fp8 one scale, MX its
+    block of 32."""
+    for name in ("dtype", "out"):
+        if vcfg[name] not in _FLOAT_TILES:
+            raise _at(index, instr, f"{name}={vcfg[name]} (vcfg): vquant reads and writes float "
+                      "tiles (fp32, bf16, fp16)", context)
+    fmt, group, cols = code_format(instr["fmt"]), instr["group"], vcfg["cols"]
+    if fmt.scale == "e8m0" and group != MX_BLOCK:
+        raise _at(index, instr, f"group={group}: {fmt.name} scales blocks of {MX_BLOCK} "
+                  f"(group must be {MX_BLOCK})", context)
+    if fmt.scale == "fp32" and group:
+        raise _at(index, instr, f"group={group}: {fmt.name} takes one scale for the tile (group "
+                  "must be 0)", context)
+    if group and cols % group:
+        raise _at(index, instr, f"group={group} does not divide the vcfg's cols={cols}", context)
 
 
 def _gbuf_length(fields, at: dict[str, int], limits, wide: int = 1) -> int | None:

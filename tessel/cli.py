@@ -255,7 +255,7 @@ def _routing_arg(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from tessel.driver import compile_model_graph, recipe_plan
+    from tessel.driver import compile_model_graph
     if args.dump_after:
         if args.unroll:
             raise UsageError("tessel compile: --unroll chooses how a program is written (-o); "
@@ -272,13 +272,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
     phase = _phase(args, model, args.tokens)
     arch = target(args.target).load_arch(args.arch, args.set)
     recipe, weights = _compile_recipe(args, model, phase, arch)
-    graph, feeds = _compiled_graph(args, model, phase, weights)
+    graph, feeds, plan = _compiled_graph(args, model, phase, weights, recipe)
     steps = len(target(args.target).pipeline.steps)
     with progress.phase(f"{args.target}: compile", steps + 2, "step") as bar:
         with compile_guard(simulate=False):
             lowered = compile_model_graph(model, graph, args.target, arch, _dtype(args), feeds,
-                                          weights, progress=bar,
-                                          quant=recipe_plan(model, phase, recipe))
+                                          weights, progress=bar, quant=plan)
         if bar is not None:
             bar("verify", steps)
         emitted = lowered.program          # its tile sweeps already loops (compiler/targets/sweep.py)
@@ -305,36 +304,37 @@ def _compile_recipe(args: argparse.Namespace, model: Model, phase: Phase | None,
     return recipe, quantise(model, recipe).weights if args.with_data else None
 
 
-def _compiled_graph(args: argparse.Namespace, model: Model, phase: Phase | None, weights=None):
-    """The graph a target lowers and its inputs (--with-data): a mixture-of-experts graph is
-    routed by the router's own choice when the program carries data, else by --routing.
-    `weights`: what the data's KV cache and routing are computed with (default: the model's)."""
-    from tessel.driver import model_feeds, policy_routed, router_routed
-    graph = model.graph(phase)
+def _compiled_graph(args: argparse.Namespace, model: Model, phase: Phase | None, weights=None,
+                    recipe=None):
+    """The graph a target lowers (under `recipe`: with its quantize ops), its inputs
+    (--with-data) and the recipe's plan: a mixture-of-experts graph is routed by the router's
+    own choice when the program carries data, else by --routing. `weights`: what the data's
+    KV cache and routing are computed with (default: the model's)."""
+    from tessel.driver import model_feeds, policy_routed, recipe_graph, router_routed
+    graph, plan = recipe_graph(model, phase, recipe)
     policy = routing_policy(model, numerics=args.with_data, routing=args.routing)
     if not args.with_data:
-        return policy_routed(graph, policy)[0], None
-    feeds = model_feeds(model, phase, args.tokens, weights)
+        return policy_routed(graph, policy)[0], None, plan
+    feeds = model_feeds(model, phase, args.tokens, weights, recipe)
     if policy == "router":
         _, graph, feeds, _ = router_routed(graph, model.weights if weights is None else weights, feeds)
-    return graph, feeds
+    return graph, feeds, plan
 
 
 def _dump_after(args: argparse.Namespace) -> int:
     """Print what one compilation step decided (compiler/pipeline.py); nothing is written."""
     from compiler.pipeline import dump_after
-    from tessel.driver import policy_routed, recipe_plan
+    from tessel.driver import policy_routed, recipe_graph
     from tessel.request import target_recipe
     model = load_model(args.model)
     chosen = target(args.target)
     arch = chosen.load_arch(args.arch, args.set)
     phase = _phase(args, model, args.tokens)
-    graph = model.graph(phase)
-    graph = policy_routed(graph, routing_policy(model, numerics=False, routing=args.routing))[0]
     recipe = (None if args.quant is None
               else target_recipe(model, phase, args.target, arch, _dtype(args), args.quant))
-    print(dump_after(chosen.pipeline, graph, arch, _dtype(args), args.dump_after,
-                     recipe_plan(model, phase, recipe)))
+    graph, plan = recipe_graph(model, phase, recipe)
+    graph = policy_routed(graph, routing_policy(model, numerics=False, routing=args.routing))[0]
+    print(dump_after(chosen.pipeline, graph, arch, _dtype(args), args.dump_after, plan))
     return 0
 
 

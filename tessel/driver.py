@@ -39,12 +39,13 @@ __all__ = ["compile_model_graph", "run", "Run", "model_feeds", "simulate_file", 
 
 
 def _feeds(model: Model, weights: Mapping[str, np.ndarray], phase: Phase,
-           tokens: Sequence[int]) -> dict[str, np.ndarray]:
-    """The graph inputs of one pass over `tokens` (decode: a reference-filled KV cache)."""
+           tokens: Sequence[int], recipe=None) -> dict[str, np.ndarray]:
+    """The graph inputs of one pass over `tokens` (decode: a reference-filled KV cache, as a
+    recipe that quantises the cache stored it)."""
     ids = check_tokens(model, tokens)
     if phase.kind == "prefill":
         return token_feeds(ids)
-    first = model.graph(prefill(len(ids) - 1))
+    first = recipe_graph(model, prefill(len(ids) - 1), recipe)[0]
     cache = kv_feeds(first, execute(_caches_only(first), weights, token_feeds(ids[:-1])),
                      model.graph(phase))
     return {**cache, **token_feeds(ids[-1:])}
@@ -59,15 +60,16 @@ def _caches_only(first: Graph) -> Graph:
 
 
 def model_feeds(model: Model, phase: Phase, tokens: Sequence[int] | None,
-                weights: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                weights: Mapping[str, np.ndarray] | None = None, recipe=None) -> dict[str, np.ndarray]:
     """Inputs of one pass: the given tokens or seeded ones, with a KV cache the reference
-    fills with `weights` (default: the model's; a quantised model's for its programs)."""
+    fills with `weights` (default: the model's; a quantised model's for its programs) under
+    `recipe` (its KV format)."""
     if model.config is None:
         raise GraphError(f"'{model.name}' is a .graph file: it has no token inputs")
     if phase.batch != 1:
         raise GraphError("numeric runs take one sequence (--batch 1)")
     return _feeds(model, model.weights if weights is None else weights, phase,
-                  tokens or default_tokens(model, phase))
+                  tokens or default_tokens(model, phase), recipe)
 
 
 def simulate_file(path, arch_spec: str | None, overrides: Sequence[str],
@@ -142,20 +144,21 @@ def policy_routed(graph: Graph, policy: str | None) -> tuple[Graph, Routing | No
     return route_graph(graph, routing), routing
 
 
-def _with_data(req: RunRequest, graph: Graph, bar: Callable[[str, int], None] | None
+def _with_data(req: RunRequest, graph: Graph, plan, bar: Callable[[str, int], None] | None
                ) -> tuple[Lowered, np.ndarray, Graph, Routing | None]:
     """A numeric run's program (with its data) and the reference logits, made from a copy of
-    the weights that is dropped on return: the simulated memory never sits beside it."""
+    the weights that is dropped on return: the simulated memory never sits beside it. Under a
+    recipe, `graph` rounds what the recipe rounds (`recipe_graph`), and so does its reference."""
     if bar is not None:
         bar("reference", 0)
     weights = req.model.load_weights()
     if req.quant is not None:           # codes and scales, read back as the reference's weights
         from compiler.quant import quantise
         weights = quantise(req.model, req.quant, weights).weights
-    feeds = _feeds(req.model, weights, req.phase, req.tokens)
+    feeds = _feeds(req.model, weights, req.phase, req.tokens, req.quant)
     reference, graph, feeds, routing = router_routed(graph, weights, feeds)
     return (compile_model_graph(req.model, graph, req.target, req.arch, req.dtype, feeds, weights,
-                                progress=bar, quant=quant_plan(req)),
+                                progress=bar, quant=plan),
             reference, graph, routing)
 
 
@@ -167,20 +170,20 @@ def quantised_facts(lowered: Lowered, recipe: str) -> dict:
             "full_bytes": sum(math.prod(f.shape) for f in formats) * lowered.dtype.itemsize}
 
 
-def quant_plan(req: RunRequest):
-    """The plan of the request's recipe (None: full precision): `recipe_plan`."""
-    return recipe_plan(req.model, req.phase, req.quant)
-
-
-def recipe_plan(model: Model, phase: Phase | None, recipe):
-    """A recipe's plan (None: none, full precision), made on the model's graph of the phase
-    before any routing: there a mixture of experts is one op whose router the plan keeps at
-    full precision, as the reference's quantised mode does; the routed graph a target
-    compiles holds the same parameters."""
+def recipe_graph(model: Model, phase: Phase | None, recipe) -> tuple[Graph, object]:
+    """The model's graph of the phase under a recipe, and the recipe's plan (None: none, the
+    graph as it is). The plan is made before any routing: there a mixture of experts is one op
+    whose router the plan keeps at full precision, as the reference's quantised mode does; the
+    routed graph a target compiles holds the same parameters. The graph has a quantize op in
+    front of each value the recipe rounds (compiler/passes/quantised_values.py), so programs
+    and the reference compute the recipe's numerics from it."""
+    graph = model.graph(phase)
     if recipe is None:
-        return None
+        return graph, None
+    from compiler.passes.quantised_values import quantised_graph
     from compiler.quant import plan
-    return plan(model.graph(phase), recipe, model.config.n_layer)
+    quant = plan(graph, recipe, model.config.n_layer)
+    return quantised_graph(graph, quant), quant
 
 
 def workload_facts(model: Model, graph: Graph, routing: Routing | None, itemsize: int) -> dict:
@@ -197,7 +200,7 @@ def workload_facts(model: Model, graph: Graph, routing: Routing | None, itemsize
 
 def _run(req: RunRequest, progress: Progress) -> Run:
     model, phase, arch = req.model, req.phase, req.arch
-    graph = model.graph(phase)
+    graph, plan = recipe_graph(model, phase, req.quant)
     c = model.config
     reserve = (numeric_reserve_bytes(c.n_params, c.vocab_size * c.n_embd, req.operand_dtype.itemsize)
                if req.numerics else 0)
@@ -206,11 +209,11 @@ def _run(req: RunRequest, progress: Progress) -> Run:
     with (compile_guard(simulate=True, reserve_bytes=reserve, reserved_for="weights, reference and data"),
           progress.phase(f"{req.target}: compile", len(where.pipeline.steps), "step") as bar):
         if req.numerics:
-            lowered, reference, graph, routing = _with_data(req, graph, bar)
+            lowered, reference, graph, routing = _with_data(req, graph, plan, bar)
         else:
             graph, routing = policy_routed(graph, req.routing)
             lowered = compile_model_graph(model, graph, req.target, arch, req.dtype, progress=bar,
-                                          quant=quant_plan(req))
+                                          quant=plan)
     assumptions = (f"operand type {lowered.dtype.value}, fp32 accumulation"
                    + (f" (energy per MAC as the preset's {arch.dtype})" if lowered.dtype.value != arch.dtype else ""),
                    *lowered.assumptions,

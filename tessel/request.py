@@ -167,9 +167,11 @@ def make_request(model: Model, target: str, arch: TargetArch, phase: Phase | Non
 def target_recipe(model: Model, phase: Phase | None, target: str, arch: TargetArch,
                   dtype: DType | None, spec: str) -> Recipe:
     """The recipe of --quant, checked before anything is compiled: a target that can run it,
-    an operand type the codes dequantise to, a model with a config, and a plan the target
-    can store (weight-only recipes; the target's own check_quantised refuses the rest)."""
+    an operand type the codes dequantise to, a model with a config, values the targets round
+    (compiler/passes/quantised_values.py) and weights the target can store (its own
+    check_quantised refuses the rest)."""
     from compiler.passes.quantised import stored_formats
+    from compiler.passes.quantised_values import quantised_graph
     from compiler.quant import plan, resolve_recipe
     from tessel.targets import TARGETS
     check = TARGETS[target].check_quantised
@@ -185,7 +187,8 @@ def target_recipe(model: Model, phase: Phase | None, target: str, arch: TargetAr
                          "model with a config")
     recipe = resolve_recipe(spec)
     graph = model.graph(phase)
-    check(arch, stored_formats(graph, plan(graph, recipe, model.config.n_layer)))
+    quant = plan(graph, recipe, model.config.n_layer)
+    check(arch, stored_formats(quantised_graph(graph, quant), quant))
     return recipe
 
 

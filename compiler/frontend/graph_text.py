@@ -9,6 +9,8 @@ preset model, never loads it.
 """
 from __future__ import annotations
 
+import json
+
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,6 +62,8 @@ def _value(source: str, node: Tree) -> Any:
         return float(text) if any(c in text for c in ".eE") else int(text)
     if node.data in ("true", "false"):
         return node.data == "true"
+    if node.data == "string":                  # "int8": a quantize op's format
+        return json.loads(str(node.children[0]))
     values = [_value(source, child) for child in node.children]
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         raise GraphError(f"{_where(source, node)}: lists may hold integers only")
@@ -157,6 +161,8 @@ def _format(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, tuple):
         return "[" + ", ".join(map(str, value)) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)
     return repr(value)
 
 

@@ -11,10 +11,10 @@ scales, which is what one `loadq` dequantises with; the emitter splits a tile at
 boundaries.
 
 Built here: integer (int2..int8, per channel, group or tensor), fp8 and MX weights, read whole.
-What a target cannot run yet is refused in one line naming the tensor and the field: quantised
-activations or KV cache (they need quantise operations inside the program), bfp weights,
-bit-nested weights, a weight a matmul reads transposed, and quantised embedding tables (a
-gather copies rows, it does not dequantise).
+(Quantised matmul inputs and KV writes are quantize ops in the graph: quantised_values.py.)
+What a target cannot run yet is refused in one line naming the tensor and the field: bfp
+weights, bit-nested weights, a weight a matmul reads transposed, and quantised embedding tables
+(a gather copies rows, it does not dequantise).
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from isa.qformats import CodeFormat, code_format, code_patterns, scale_patterns
 
 from compiler.errors import CompileError
 from compiler.ir import Graph
+from compiler.passes.quantised_values import check_quantised_graph, rounding_assumption
 
 if TYPE_CHECKING:            # compiler.quant imports ml_dtypes (0.6 s): only runs with a recipe
     from compiler.quant.plan import QuantPlan
@@ -41,8 +42,8 @@ __all__ = ["StoredFormat", "stored_formats", "stored_weight", "stored_codes", "s
            "SCALES_SUFFIX", "NOT_ON_TARGETS"]
 
 SCALES_SUFFIX = ".qscales"          # the scales' symbol: the codes' symbol + this
-NOT_ON_TARGETS = ("the simulated targets run weight-only recipes (w8a16, w4a16:g128, ..., or a "
-                  "recipe file with integer, fp8 or MX weights)")
+NOT_ON_TARGETS = ("the simulated targets store integer, fp8 and MX weights (w8a16, w4a16:g128, "
+                  "w8a8, mxfp4, ...)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,15 +104,8 @@ def stored_formats(graph: Graph, plan: "QuantPlan | None") -> Mapping[str, Store
     CompileError (RecipeError's parent) for what the targets cannot run yet."""
     if plan is None:
         return MappingProxyType({})
+    check_quantised_graph(graph, plan)       # its matmul inputs and KV writes: quantize ops
     name = plan.recipe.name
-    for op, quant in plan.activations.items():
-        if quant is not None:
-            raise CompileError(f"recipe {name!r}: activations of '{op}' in {quant}: quantised "
-                               f"activations are not built on the targets yet; {NOT_ON_TARGETS}")
-    for value, write in plan.kv.items():
-        if write.quant is not None:
-            raise CompileError(f"recipe {name!r}: kv '{value}' in {write.quant}: a quantised KV "
-                               f"cache is not built on the targets yet; {NOT_ON_TARGETS}")
     out: dict[str, StoredFormat] = {}
     for param, use in plan.weights.items():
         quant = use.quant
@@ -180,10 +174,9 @@ def stored_bytes(fmt: StoredFormat) -> int:
     return math.prod(fmt.code_shape) + fmt.code.scale_bytes * math.prod(fmt.scale_shape)
 
 
-def quant_assumption(quantised: Mapping[str, StoredFormat], how: str) -> tuple[str, ...]:
-    """The report's line for a program that stores weights quantised (none otherwise); `how`
-    says where the target dequantises them."""
-    if not quantised:
-        return ()
+def quant_assumption(quantised: Mapping[str, StoredFormat], how: str, graph: Graph) -> tuple[str, ...]:
+    """The report's lines for a program that stores weights quantised (`how` says where the
+    target dequantises them) and that rounds values as it runs (quantize ops); none otherwise."""
     kinds = sorted({f"{fmt.format} codes with {fmt.code.scale} scales" for fmt in quantised.values()})
-    return (f"{len(quantised)} weights stored as {' / '.join(kinds)}; {how}",)
+    stored = (f"{len(quantised)} weights stored as {' / '.join(kinds)}; {how}",) if quantised else ()
+    return stored + rounding_assumption(graph)

@@ -165,6 +165,9 @@ class TargetLowering(abc.ABC):
     def op_concat(self, op: Op) -> None:
         self.vector.concat(op)
 
+    def op_quantize(self, op: Op) -> None:
+        self.vector.quantize(op)
+
     def op_collective(self, op: Op, writer: str) -> None:
         """A collective of the plan's ranks, in place on its buffer by the link queue (`coll`,
         sim/multi.py; the storage plan gives an all-reduce or all-to-all its input's view and

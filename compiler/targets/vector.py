@@ -1,5 +1,5 @@
 """Vector-unit lowering: GEMM epilogues, element-wise ops (add, mul, div, gelu, silu),
-concat, layer and RMS norm, rotary embedding and softmax.
+concat, layer and RMS norm, rotary embedding, softmax, and a recipe's quantize (vquant).
 
 Each op runs over blocks of rows: the vp_in ring's producer queue (dma0 on the systolic
 target) loads the block into a vp_in slot, its consumer (vpu0; asic0 on PIM) computes (fp32
@@ -242,6 +242,57 @@ class VectorLowering(Tracked):
             self.vec("copy", o, slot)
             self.vp_in.release()
             self._store(dst.block(r0, rows, 0, dst.cols), o)
+
+    # -- quantisation -----------------------------------------------------------------
+    def quantize(self, op: Op) -> None:
+        """A recipe's dynamic rounding of a value (docs/formats.md, steps 2 and 3): `vquant`
+        over blocks of whole rows, a row too wide for the buffers cut at scale-group
+        boundaries. One scale for the whole value (group 0) needs the value in one block."""
+        fmt, group = op.attr("format"), op.attr("group")
+        pairs = matrix_pairs(self.views[op.inputs[0]], self.views[op.name])
+        for src, dst in pairs:
+            if group == 0:
+                self._quantize_whole(op, src, dst, fmt, len(pairs))
+            else:
+                self._quantize_rows(op, src, dst, fmt, group)
+
+    def _quantize_rows(self, op: Op, src: Matrix, dst: Matrix, fmt: str, group: int) -> None:
+        isz = self.dtype.itemsize
+        width = self.column_width(src.cols, lambda w: copy_needs(w * isz))
+        if width < src.cols:
+            width -= width % group
+            if width == 0:
+                raise CompileError(f"op '{op.name}': a {fmt} scale group of {group} columns does "
+                                   "not fit this target's vector buffers")
+            for c0 in range(0, src.cols, width):
+                w = min(width, src.cols - c0)
+                self._quantize_rows(op, src.block(0, src.rows, c0, w), dst.block(0, dst.rows, c0, w),
+                                    fmt, group)
+            return
+        for r0, rows in self.row_blocks(op, src.rows, copy_needs(src.cols * isz)):
+            self._vquant(src.block(r0, rows, 0, src.cols), dst.block(r0, rows, 0, dst.cols), fmt, group)
+
+    def _quantize_whole(self, op: Op, src: Matrix, dst: Matrix, fmt: str, matrices: int) -> None:
+        isz = self.dtype.itemsize
+        blocks = self._row_blocks(op, src.rows, copy_needs(src.cols * isz)) \
+            if self.fits(copy_needs(src.cols * isz)) else []
+        if matrices != 1 or len(blocks) != 1:
+            raise CompileError(f"op '{op.name}': one {fmt} scale for the whole value "
+                               f"({src.rows * matrices} rows of {src.cols}) needs it in one block "
+                               "of this target's vector buffers; a scale per token or per group "
+                               "runs (one scale over several blocks is not built)")
+        self._vquant(src, dst, fmt, 0)
+
+    def _vquant(self, src: Matrix, dst: Matrix, fmt: str, group: int) -> None:
+        slot = self.vp_in.acquire()
+        self.em.load(self.loader, slot, src)
+        self.vp_in.filled()
+        self.vp_in.take()
+        o = self.vp_out.acquire()
+        self.cfg(src.rows, src.cols, self.dtype, self.dtype)
+        self.em.emit(self.unit, "vquant", fmt=fmt, group=group, dst=o, src=slot)
+        self.vp_in.release()
+        self._store(dst, o)
 
     # -- layer norm --------------------------------------------------------------------
     def layernorm(self, op: Op) -> None:

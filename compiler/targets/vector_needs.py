@@ -231,10 +231,15 @@ def _softmax_rows(op: Op, views: Mapping[str, View], dtype: DType, _: ItemsizeOf
     return [(softmax_column_needs(1, dtype.itemsize, mask_name(op, s, t) is not None), "one column")]
 
 
+def _quantize_rows(op: Op, views: Mapping[str, View], dtype: DType, _: ItemsizeOf) -> _Rows:
+    group = op.attr("group") or views[op.inputs[0]].shape[-1]
+    return [(copy_needs(group * dtype.itemsize), f"one scale group ({group} columns)")]
+
+
 _ROWS: dict[OpKind, Callable[..., _Rows]] = {
     **{kind: _elementwise_rows for kind in ELEMENTWISE},
     OpKind.CONCAT: _concat_rows, OpKind.LAYERNORM: _layernorm_rows, OpKind.RMSNORM: _rmsnorm_rows,
-    OpKind.ROPE: _rope_rows, OpKind.SOFTMAX: _softmax_rows}
+    OpKind.ROPE: _rope_rows, OpKind.SOFTMAX: _softmax_rows, OpKind.QUANTIZE: _quantize_rows}
 
 
 def vector_floors(graph: Graph, views: Mapping[str, View], dtype: DType, itemsize_of: ItemsizeOf,

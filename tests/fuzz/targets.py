@@ -31,10 +31,10 @@ GRAPH_VOCAB = ("graph", "input", "param", "output", "=", "(", ")", "[", "]", ","
                "scale", "shape", "perm", "axis", "start", "stop", "eps", "transpose_b", "true",
                "false", "0", "-1", "1e309", "nan", "65536", "4294967296", "x", "\n", " ", "#", "\"")
 TASM_VOCAB = (".target", ".isa", ".spaces", ".symbol", ".data", "dma0", "dma1", "mxu0", "vpu0",
-              "pim0", "asic0", "load", "store", "gemm", "vec", "red", "signal", "wait", "halt",
-              "mcfg", "vcfg", "dmacfg", "pim.act_all", "pim.mac_all", "sem=", "rows=", "dst=",
-              "src=", "dram[", "sram[", "acc[", "]", "0x", "-1", "65536", "1e40", "nan", "bf16",
-              "fp32", "int8", "\n", " ", "=", "x", "#")
+              "pim0", "asic0", "load", "store", "gemm", "vec", "red", "vquant", "signal", "wait",
+              "halt", "mcfg", "vcfg", "dmacfg", "pim.act_all", "pim.mac_all", "sem=", "rows=",
+              "dst=", "src=", "dram[", "sram[", "acc[", "]", "0x", "-1", "65536", "1e40", "nan",
+              "bf16", "fp32", "int8", "\n", " ", "=", "x", "#")
 
 
 CONFIG_VOCAB = ("\"architectures\"", "\"LlamaForCausalLM\"", "\"MixtralForCausalLM\"", "\"model_type\"",

@@ -82,7 +82,7 @@ def test_targets_get_a_column_each_from_their_quantised_programs(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--quant", "none,w4a16:g32", "--targets", "pim"], "on the PIM target a scale group holds whole MAC columns"),
-    (["--quant", "none,w8a8", "--targets", "systolic"], "quantised activations are not built on the targets yet"),
+    (["--quant", "none,kv:bfp8", "--targets", "systolic"], "reaches across its 4 heads of 16, which is not built on the targets yet"),
     (["--quant", "none,w8a16", "--targets", "tpu"], "--targets: unknown target 'tpu'"),
     (["--quant", "w8a16", "--nodes", "dgx-h100"], "--nodes: not with --quant"),
     (["--quant", "w8a8,w8a8"], "--quant: recipe 'w8a8' given twice"),

@@ -126,7 +126,7 @@ class DataflowLowering(GemmLowering, Tracked):
                         "stays in the PMUs, the rest goes through HBM; weights in HBM, then DDR",
                         *([tiers] if tiers else []), *([note] if note else []),
                         *quant_assumption(self.quantised, f"dequantised to {self.dtype.value} by the "
-                                          "AGCUs as they load them, at the tier's rate (loadq)")),
+                                          "AGCUs as they load them, at the tier's rate (loadq)", self.graph)),
                        attention=sites, quantised=self.quantised)
 
     def call(self, call: Call) -> None:

@@ -148,7 +148,7 @@ class PimLowering(KvCacheWrites, TargetLowering, Tracked):
         matrices = {m.symbol: m for blocks in self.matrices.values() for m in blocks}
         note = quant_assumption(self.quantised, "the banks' MACs multiply the codes by the "
                                 "inputs (pim.qmode) and the ASIC scales each output's (or "
-                                "group's) sum, the scales held as exact fp32 copies")
+                                "group's) sum, the scales held as exact fp32 copies", self.graph)
         return PimLowered(program, self.plan, self.dtype, {**self.vector.constants, **self._constants},
                           ASSUMPTIONS + note, self.arch, matrices, quantised=self.quantised)
 

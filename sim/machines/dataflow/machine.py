@@ -3,11 +3,11 @@
 Durations: `df.section` costs the reconfiguration time when it loads a configuration other
 than the one in place; `df.run` costs the closed-form pipeline of its section call
 (sim/machines/dataflow/pipeline.py) from the work of the body that follows it (every
-instruction up to the next `df.section`): GEMM tiles in PCU systolic mode, vec/red in SIMD
-mode, one stage per source op (op marks, taken modulo the section's stage count under kernel
-looping), and the body's HBM and DDR bytes. Body instructions carry the numerics and take no
-time of their own: their time is the section's. `df.xfer` moves bytes between tiers at the
-slower tier's bandwidth plus its latency. docs/dataflow.md.
+instruction up to the next `df.section`): GEMM tiles in PCU systolic mode, vec/red/vquant in
+SIMD mode (a vquant: two passes), one stage per source op (op marks, taken modulo the section's
+stage count under kernel looping), and the body's HBM and DDR bytes. Body instructions carry
+the numerics and take no time of their own: their time is the section's. `df.xfer` moves bytes
+between tiers at the slower tier's bandwidth plus its latency. docs/dataflow.md.
 """
 from __future__ import annotations
 
@@ -81,7 +81,8 @@ class DataflowMachine(Machine[DataflowArch]):
             "df.section": self._section, "df.run": self._run, "df.stream": self._stream,
             "df.xfer": self._xfer, "load": transfer, "store": transfer, "gather": transfer, "gatherw": transfer,
             "qcfg": None, "loadq": self._loadq,
-            "gemm": self._gemm, "vec": self._vector, "red": self._vector})
+            "gemm": self._gemm, "vec": self._vector, "red": self._vector,
+            "vquant": self._quantise})
 
     def mac_units(self) -> int:
         return self.arch.pcus * self.arch.macs_per_pcu
@@ -168,6 +169,15 @@ class DataflowMachine(Machine[DataflowArch]):
                      sram_bytes=rows * cols * (vcfg["dtype"].itemsize + vcfg["out"].itemsize))
         self._work(s, i, vector_cycles(rows * cols, lanes, 0) if ins.opcode == "vec"
                    else reduce_cycles(rows, cols, lanes, 0))
+
+    def _quantise(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        """A vquant: two SIMD passes, the group maxima (a row reduction) then the elements;
+        the tile read in each, the result written once."""
+        vcfg, lanes = cfg.vcfg, self.arch.pcu_cols
+        rows, cols = vcfg["rows"], vcfg["cols"]
+        s.events.set(i, vector_ops=2 * rows * cols,
+                     sram_bytes=rows * cols * (2 * vcfg["dtype"].itemsize + vcfg["out"].itemsize))
+        self._work(s, i, reduce_cycles(rows, cols, lanes, 0) + vector_cycles(rows * cols, lanes, 0))
 
     @staticmethod
     def _work(s: _SectionSheet, i: int, work: int) -> None:

@@ -2,12 +2,13 @@
 
 Time base: DRAM clock cycles (tCK). pim queues are timed command by command by their
 channel's DRAM state (sim/machines/pim/channel.py; durations depend on start time, so the engine
-asks at issue). ASIC vec/red take `vector_cycles` / `reduce_cycles` ASIC cycles, converted
-to DRAM cycles (rounded up). dma0/dma1 move activations between the DRAM and the ASIC
-buffer over the channels' I/O (shared: one resource, held for bytes at channels x
-io_bw_gbps); the engine is pipelined, so the access latency tRCD_RD + tCL is paid by the
-data, not the port: a `signal` on a DMA queue delivers its token that much later. Likewise a
-`signal` on a pim queue delivers once the channel's reads (RDMAC, RD) have returned.
+asks at issue). ASIC vec/red take `vector_cycles` / `reduce_cycles` ASIC cycles (a vquant
+their sum: its group maxima, then its elements), converted to DRAM cycles (rounded up).
+dma0/dma1 move activations between the DRAM and the ASIC buffer over the channels' I/O
+(shared: one resource, held for bytes at channels x io_bw_gbps); the engine is pipelined, so
+the access latency tRCD_RD + tCL is paid by the data, not the port: a `signal` on a DMA queue
+delivers its token that much later. Likewise a `signal` on a pim queue delivers once the
+channel's reads (RDMAC, RD) have returned.
 
 Energy (pJ, sources in the preset): ACT/PRE = banks activated x P_ACT x tRC (a refresh
 counts as every bank activated: substitute, CENT gives no REF figure); MAC = MAC_ALL x 3 x
@@ -64,7 +65,7 @@ class PimMachine(Machine[PimArch]):
             "halt": None, "wait": None, "dmacfg": None, "vcfg": None, "pim.qmode": None,
             "signal": self._signal,
             "load": self._transfer, "store": self._transfer, "gather": self._gather, "gatherw": self._gather,
-            "vec": self._vec, "red": self._red})
+            "vec": self._vec, "red": self._red, "vquant": self._vquant})
 
     def mac_units(self) -> int:
         """Peak MACs a cycle, at the lanes of the narrowest mode the program set (pim.qmode:
@@ -156,6 +157,14 @@ class PimMachine(Machine[PimArch]):
         asic, rows, cols = self.arch.asic, cfg.vcfg["rows"], cfg.vcfg["cols"]
         s.durations[i] = self.asic(reduce_cycles(rows, cols, asic.vector_lanes, asic.latency_cycles[ins["func"]]))
         s.events.set(i, asic_ops=rows * cols)
+
+    def _vquant(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        """Two ASIC passes: the group maxima (a row reduction), then the elements."""
+        asic, rows, cols = self.arch.asic, cfg.vcfg["rows"], cfg.vcfg["cols"]
+        latency = asic.latency_cycles
+        s.durations[i] = self.asic(reduce_cycles(rows, cols, asic.vector_lanes, latency["max"])
+                                   + vector_cycles(rows * cols, asic.vector_lanes, latency["mul"]))
+        s.events.set(i, asic_ops=2 * rows * cols)
 
     def _fill_plan_events(self, events: EventRows, pim: PimPlans, wide: np.ndarray | None) -> None:
         """Each pim instruction's energy events: its plan's (computed once per plan, and once

@@ -7,7 +7,8 @@ A quantised load (`loadq`) moves its fp16 scale row and its packed rows as one t
 DRAM port (one access latency, like a `load`; its `qcfg` only sets registers and takes no
 time); we assume the dequantiser in the load path keeps pace with the port (one multiply an
 element, counted as `dequant_ops` and priced at the preset's `dequant_pj` in the "vector"
-energy entry).
+energy entry). A `vquant` is two vector passes over its tile: the group maxima (a row
+reduction), then the elements (divide, round, multiply).
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ class SystolicMachine(Machine[SystolicArch]):
             "halt": None, "signal": None, "wait": None, "dmacfg": None, "mcfg": None, "vcfg": None,
             "load": self._transfer, "store": self._transfer, "gather": self._gather,
             "gatherw": self._gather, "qcfg": None, "loadq": self._loadq,
-            "gemm": self._gemm, "vec": self._vec, "red": self._red})
+            "gemm": self._gemm, "vec": self._vec, "red": self._red, "vquant": self._vquant})
 
     def mac_units(self) -> int:
         return self.arch.pes
@@ -121,6 +122,19 @@ class SystolicMachine(Machine[SystolicArch]):
                                        self.arch.vector_latency_cycles[ins["func"]])
         s.events.set(i, vector_ops=rows * cols, sram_read_bytes=rows * cols * vcfg["dtype"].itemsize,
                      sram_write_bytes=rows * vcfg["out"].itemsize)
+
+    def _vquant(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        """Two passes over the tile at the vector unit's rates: the group maxima (a row
+        reduction) then the elements (divide, round, multiply); the tile is read in each."""
+        vcfg, arch = cfg.vcfg, self.arch
+        rows, cols = vcfg["rows"], vcfg["cols"]
+        latency = arch.vector_latency_cycles
+        s.durations[i] = (reduce_cycles(rows, cols, arch.vector_lanes, latency["max"])
+                          + vector_cycles(rows * cols, arch.vector_lanes, latency["mul"]))
+        read = 2 * rows * cols * vcfg["dtype"].itemsize   # the epilogue reads the accumulator
+        s.events.set(i, vector_ops=2 * rows * cols,
+                     **{"acc_bytes" if ins["src"].space == "acc" else "sram_read_bytes": read},
+                     sram_write_bytes=rows * cols * vcfg["out"].itemsize)
 
     def energy_pj(self, totals: Mapping[str, float]) -> dict[str, float]:
         e = self.arch.energy

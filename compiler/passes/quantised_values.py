@@ -1,0 +1,139 @@
+"""The values a recipe rounds while a program runs: each planned matmul input and KV-cache write
+(compiler/quant/plan.py) gets a `quantize` op in front of its readers, so the program computes
+what the reference executor's quantised mode computes (docs/formats.md, order of rounding,
+steps 2 and 3) and every target lowers it with its vector unit (`vquant`).
+
+The rewritten graph is what a quantised run compiles and what its reference executes: a
+`quantize` op evaluates as the hook does (compiler/quant/tensors.py read_input and write_kv),
+so the hook and the rewritten graph give the same logits (tests/compiler/quant).
+
+A KV write is rounded in the layout the program holds it, [b, heads, tokens, head_dim], so its
+scale groups must fall inside one head: per head, groups that divide head_dim, an MX block that
+divides it, or one scale for the whole write. A scale over a token's channels of several heads,
+and a rearranged channel order, are refused in one line (not built on the targets).
+Block floating point with 8-bit mantissas in blocks of 32 is MXINT8's arithmetic exactly (both
+scale a block by 2^(floor(log2 max) - 6) and round to +-127), so it runs as mxint8; other bfp
+formats are refused.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from compiler.errors import CompileError
+from compiler.ir import Graph, Op, OpKind, freeze_attrs
+
+if TYPE_CHECKING:
+    from compiler.quant.plan import QuantPlan
+    from compiler.quant.recipe import TensorQuant
+
+__all__ = ["quantised_graph", "check_quantised_graph", "rounding_assumption"]
+
+_NOT_BUILT = "not built on the targets yet"
+
+
+def quantised_graph(graph: Graph, plan: "QuantPlan | None") -> Graph:
+    """`graph` with a quantize op in front of every value `plan` rounds (the graph itself
+    without a plan, or when the plan rounds no value)."""
+    if plan is None:
+        return graph
+    wanted: dict[str, tuple[str, int]] = {}       # value -> (format, group), KV writes
+    reads: dict[str, tuple[str, tuple[str, int]]] = {}    # matmul -> (its input, code)
+    name = plan.recipe.name
+    for written, write in plan.kv.items():
+        if write.quant is not None:
+            wanted[written] = _kv_code(name, written, write)
+    for op_name, quant in plan.activations.items():
+        if quant is not None:
+            x = graph[op_name].inputs[0]
+            reads[op_name] = (x, _input_code(name, op_name, quant, graph[x].type.shape[-1]))
+    if not wanted and not reads:
+        return graph
+    made: dict[tuple[str, tuple[str, int]], str] = {}     # (value, code) -> its quantize op
+    ops: list[Op] = []
+    renamed: dict[str, str] = {}                  # a KV write -> the op every reader reads
+
+    def quantize(value: str, code: tuple[str, int]) -> str:
+        if (value, code) not in made:
+            fmt, group = code
+            q = f"{value}.{fmt}" + (f".g{group}" if group else "")
+            ops.append(Op(q, OpKind.QUANTIZE, (value,), graph[value].type,
+                          freeze_attrs({"format": fmt, "group": group})))
+            made[value, code] = q
+        return made[value, code]
+
+    for op in graph.ops:
+        inputs = tuple(renamed.get(src, src) for src in op.inputs)
+        if op.name in reads:
+            x, code = reads[op.name]
+            inputs = (quantize(renamed.get(x, x), code), *inputs[1:])
+        ops.append(replace(op, inputs=inputs) if inputs != op.inputs else op)
+        if op.name in wanted:
+            renamed[op.name] = quantize(op.name, wanted[op.name])
+    outputs = [renamed.get(out, out) for out in graph.outputs]
+    return Graph(graph.name, ops, outputs)
+
+
+def check_quantised_graph(graph: Graph, plan: "QuantPlan | None") -> None:
+    """A program compiled under `plan` rounds its values itself: refuse, in one line, a graph
+    that was not passed through `quantised_graph` (it would run them at full precision)."""
+    if plan is None:
+        return
+    unrounded = [f"the input of '{op}'" for op, quant in plan.activations.items()
+                 if quant is not None and op in graph
+                 and graph[graph[op].inputs[0]].kind is not OpKind.QUANTIZE]
+    unrounded += [f"kv '{value}'" for value, write in plan.kv.items()
+                  if write.quant is not None and value in graph
+                  and not any(c.kind is OpKind.QUANTIZE for c in graph.consumers(value))]
+    if unrounded:
+        raise CompileError(f"recipe {plan.recipe.name!r}: {unrounded[0]} is planned quantised "
+                           "and the graph does not round it: compile quantised_graph(graph, plan)")
+
+
+def rounding_assumption(graph: Graph) -> tuple[str, ...]:
+    """The report's line for a graph whose values a recipe rounds (none otherwise): the values
+    are rounded on the vector unit and then held and moved at the operand type's width."""
+    rounded = graph.of_kind(OpKind.QUANTIZE)
+    if not rounded:
+        return ()
+    kinds = sorted({op.attr("format") for op in rounded})
+    values = "value" if len(rounded) == 1 else "values"
+    return (f"{len(rounded)} {values} (matmul inputs, KV writes) rounded to {' / '.join(kinds)} "
+            "by the vector unit (vquant), then held and moved at the operand type's width: "
+            "their bytes do not shrink",)
+
+
+def _code(recipe: str, what: str, quant: "TensorQuant") -> str:
+    """The code format a vquant rounds to for `quant`'s format."""
+    fmt = quant.format
+    if fmt.kind == "bfp":
+        if fmt.bits == 8 and fmt.block == 32:
+            return "mxint8"
+        raise CompileError(f"recipe {recipe!r}: {what}: format {fmt.name} is {_NOT_BUILT} "
+                           "(bfp8 in blocks of 32 runs, as MXINT8's arithmetic)")
+    return fmt.name
+
+
+def _input_code(recipe: str, op_name: str, quant: "TensorQuant", length: int) -> tuple[str, int]:
+    """(format, group) of a matmul input: a token's channels, g of them, an MX block, or one
+    scale for the operand."""
+    fmt = _code(recipe, f"activations of '{op_name}'", quant)
+    group = {"token": length, "group": quant.group, "block": 32, "tensor": 0}[quant.scale]
+    return fmt, group
+
+
+def _kv_code(recipe: str, written: str, write) -> tuple[str, int]:
+    """(format, group) of a KV write [b, heads, tokens, head_dim] whose groups stay in a head."""
+    quant, heads, head_dim = write.quant, write.heads, write.head_dim
+    where = f"recipe {recipe!r}: kv '{written}' in {quant}"
+    if quant.rearrange:
+        raise CompileError(f"{where}: a rearranged KV channel order is {_NOT_BUILT}")
+    fmt = _code(recipe, f"kv '{written}'", quant)
+    length = heads * head_dim
+    group = {"head": head_dim, "token": length, "group": quant.group, "block": 32,
+             "tensor": 0}[quant.scale]
+    if group and head_dim % group:
+        raise CompileError(f"{where}: a scale over {group} channels reaches across its {heads} "
+                           f"heads of {head_dim}, which is {_NOT_BUILT}: scales per head, or "
+                           "groups that divide head_dim, run")
+    return fmt, group

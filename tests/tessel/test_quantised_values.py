@@ -1,0 +1,155 @@
+"""Values a recipe rounds while the program runs (compiler/passes/quantised_values.py): matmul
+inputs and KV-cache writes become quantize ops, which the reference executes as its quantised
+mode's hook does and every target lowers to vquant."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from arch import load_arch
+from compiler.driver import decode_logits, kv_feeds, prefill_logits, token_feeds
+from compiler.errors import CompileError
+from compiler.frontend import load_model
+from compiler.frontend.graph_text import from_text, to_text
+from compiler.ir import GraphError, OpKind
+from compiler.passes.quantised import stored_formats
+from compiler.phase import decode, prefill
+from compiler.quant import quantise
+from compiler.reference import execute
+from tessel.cli import main
+from tessel.driver import recipe_graph, run
+from tessel.request import make_request
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+FP32_TOLERANCE = 1e-4           # fp32 programs against the float64 quantised reference
+TOKENS = list(range(1, 11))
+TARGETS = {"systolic": "systolic-32", "dataflow": "dataflow-small"}
+
+
+@pytest.mark.parametrize("fixture", ["tiny-gpt2", "tiny-llama3-tied"])
+@pytest.mark.parametrize("recipe", ["w8a8", "w4a4kv4", "fp8", "mxfp4", "w4a8:g32+kv:int4:g8"])
+def test_the_rewritten_graph_computes_what_the_hook_computes(fixture, recipe):
+    """Bit for bit, prefill and decode: a decode step's cache is the prefill's rounded writes."""
+    model = load_model(str(FIXTURES / fixture))
+    q = quantise(model, recipe)
+    graph, _ = recipe_graph(model, prefill(len(TOKENS)), q.recipe)
+    assert graph.of_kind(OpKind.QUANTIZE)
+    out = execute(graph, q.weights, token_feeds(np.array(TOKENS)), np.float32)[graph.outputs[0]][0]
+    np.testing.assert_array_equal(out, prefill_logits(model, TOKENS, np.float32, q))
+    step, _ = recipe_graph(model, decode(len(TOKENS) - 1), q.recipe)
+    first, _ = recipe_graph(model, prefill(len(TOKENS) - 1), q.recipe)     # its cache, in fp32
+    cache = kv_feeds(first, execute(first, q.weights, token_feeds(np.array(TOKENS[:-1])), np.float32), step)
+    out = execute(step, q.weights, {**cache, **token_feeds(np.array(TOKENS[-1:]))}, np.float32)
+    out = out[step.outputs[0]][0]
+    np.testing.assert_array_equal(out, decode_logits(model, TOKENS, np.float32, q))
+
+
+def test_one_quantize_op_per_value_and_code():
+    """GPT-2's c_attn reads ln_1 once; Llama's q, k and v projections share one rounded input."""
+    model = load_model(str(FIXTURES / "tiny-llama3-tied"))
+    graph, plan = recipe_graph(model, prefill(4), quantise(model, "w8a8").recipe)
+    rounded = graph.of_kind(OpKind.QUANTIZE)
+    readers = {op.inputs[0] for op in graph.ops if op.name in plan.activations
+               and plan.activations[op.name] is not None}
+    assert len(rounded) == len(readers) and {op.name for op in rounded} == readers
+    assert {op.attr("format") for op in rounded} == {"int8"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TARGETS)
+@pytest.mark.parametrize("recipe", ["w8a8", "w4a4kv4", "fp8", "mxfp4", "w4a8:g32+kv:int4:g8"])
+@pytest.mark.parametrize("phase", [prefill(10), decode(9)], ids=str)
+def test_compiled_logits_equal_the_quantised_reference(tiny_hf, name, recipe, phase):
+    arch = load_arch(TARGETS[name], ["dtype=fp32"])
+    model = load_model(str(tiny_hf))
+    outcome = run(make_request(model, name, arch, phase, numerics=True, quant=recipe))
+    assert outcome.result.logits_rel_error < FP32_TOLERANCE
+    weights_only = run(make_request(model, name, arch, phase, numerics=True,
+                                    quant=recipe.split("+")[0].replace("a4", "a16").replace("a8", "a16")
+                                    if recipe.startswith("w") else "w8a16"))
+    assert not np.allclose(outcome.reference, weights_only.reference)   # the values are rounded
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TARGETS)
+@pytest.mark.parametrize("fixture, recipe", [("tiny-llama3-tied", "w4a4kv4"), ("tiny-qwen3", "w8a8"),
+                                             ("tiny-mistral-swa", "w4a8:g16"),
+                                             ("tiny-qwen3-moe", "w8a16+kv:int4")])
+def test_llama_and_moe_families_equal_the_quantised_reference(name, fixture, recipe):
+    model = load_model(str(FIXTURES / fixture))
+    arch = load_arch(TARGETS[name], ["dtype=fp32"])
+    for phase in (prefill(8), decode(7)):
+        outcome = run(make_request(model, name, arch, phase, numerics=True, quant=recipe))
+        assert outcome.result.logits_rel_error < FP32_TOLERANCE
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["w8a8", "kv:int8"])
+def test_pim_rounds_in_bf16_as_close_as_its_full_precision_program(tiny_hf, recipe):
+    """PIM computes in bf16: its rounded values start from bf16 inputs, so it stays as close to
+    the float64 quantised reference as the full-precision program stays to its reference."""
+    model = load_model(str(tiny_hf))
+    for phase in (prefill(10), decode(9)):
+        outcome = run(make_request(model, "pim", load_arch("pim-gpt"), phase, numerics=True, quant=recipe))
+        full = run(make_request(model, "pim", load_arch("pim-gpt"), phase, numerics=True))
+        assert outcome.result.logits_rel_error < 2 * max(full.result.logits_rel_error, 5e-3)
+
+
+def test_the_program_rounds_on_the_vector_unit_and_says_so(tiny_hf):
+    model = load_model(str(tiny_hf))
+    result = run(make_request(model, "systolic", load_arch("systolic-32"), decode(9), numerics=False,
+                              quant="w8a8+kv:int8")).result
+    note = [a for a in result.assumptions if "rounded to int8 by the vector unit (vquant)" in a]
+    assert note and "their bytes do not shrink" in note[0]
+    base = run(make_request(model, "systolic", load_arch("systolic-32"), decode(9), numerics=False,
+                            quant="w8a16")).result
+    assert result.unit_busy_cycles["vpu"] > base.unit_busy_cycles["vpu"]
+
+
+def test_a_graph_that_skips_the_rewrite_is_refused():
+    """A plan that rounds values, compiled on a graph without its quantize ops, would run them
+    at full precision: refused in one line."""
+    model = load_model("gpt2")
+    graph = model.graph(decode(4))
+    from compiler.quant import plan as make_plan, resolve_recipe
+    plan = make_plan(graph, resolve_recipe("w8a8"), model.config.n_layer)
+    with pytest.raises(CompileError, match=r"^recipe 'w8a8': the input of 'h\.0\.attn\.c_attn' is "
+                                           r"planned quantised and the graph does not round it"):
+        stored_formats(graph, plan)
+
+
+GRAPH = """graph g {{
+  input x: fp32[1, {rows}, 256]
+  param w: fp32[256, 64]
+  xq = quantize(x, {attrs})
+  y = linear(xq, w)
+  output y
+}}"""
+
+
+@pytest.mark.parametrize("attrs, message", [
+    ('format="int8", group=100', r"op 'xq' \(quantize\): group 100 does not divide the last axis \(256 elements\)"),
+    ('format="int9", group=0', r"attribute 'format' must be a code format \(int2, .*\), got 'int9'"),
+    ('format="mxfp4", group=16', r"format mxfp4 scales blocks of 32, got group 16"),
+    ('format="fp8_e4m3", group=64', r"format fp8_e4m3 takes one scale for the tensor \(group 0\), got group 64"),
+    ('format="int8"', r"missing attribute 'group'"),
+    ('format=8, group=0', r"attribute 'format' must be a code format"),
+])
+def test_bad_quantize_attributes_are_one_line(attrs, message):
+    with pytest.raises(GraphError, match=message):
+        from_text(GRAPH.format(rows=4, attrs=attrs), "g.graph")
+
+
+def test_a_quantize_op_round_trips_through_the_text_format():
+    graph = from_text(GRAPH.format(rows=4, attrs='format="mxint8", group=32'), "g.graph")
+    assert to_text(from_text(to_text(graph), "again")) == to_text(graph)
+    assert 'quantize(x, format="mxint8", group=32)' in to_text(graph)
+
+
+def test_one_scale_over_several_vector_blocks_is_refused(capsys, tmp_path):
+    path = tmp_path / "g.graph"
+    path.write_text(GRAPH.format(rows=8192, attrs='format="int8", group=0'))
+    assert main(["sim", "--model", str(path), "--target", "pim", "--gpu", "none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "op 'xq': one int8 scale for the whole value (8192 rows of 256) needs it in one block" in err
+    assert "\n" not in err
