@@ -82,7 +82,7 @@ def _build(cls: type[T], table: Any, blame: Blame, prefix: str, context: str) ->
     for name, f in fields.items():
         where = f"{prefix}{name}"
         if name not in table:
-            if f.default is not dataclasses.MISSING:
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
                 continue
             raise ArchError(f"{blame(where)}: missing field '{where}'")
         values[name] = _check(hints[name], f, table[name], blame, where, context)

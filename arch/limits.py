@@ -77,6 +77,9 @@ ARRAY_SIDE = Limit("array side", 1, 1 << 16, "PEs",
                    "2^16, 256x the largest systolic array built (TPU v1's 256 x 256, Jouppi "
                    "et al., ISCA 2017; preset tpu-v1)")
 LANES = Limit("lanes", 1, 1 << 16, "lanes", "2^16 SIMD or MAC lanes, as the array side")
+MACS_PER_PE = Limit("MACs per PE a cycle", 1, 16, "MACs",
+                    "16 narrow products in one PE's lane a cycle; an int4 lane packs 2 "
+                    "(rtl_models/systolic_array.v's int4 mode)")
 UNITS = Limit("units", 1, 1 << 16, "units",
               "2^16 compute or memory units, 60x SN40L's 1040 PCUs (reference/dataflow.md)")
 ON_CHIP_BYTES = Limit("on-chip memory", 1, 1 << 32, "bytes",

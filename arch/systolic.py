@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import isa
 from arch.config import ArchError, choice, within
 from arch.limits import (ARRAY_SIDE, BANDWIDTH_GBPS, CLOCK_MHZ, ENERGY_PJ, LANES, LATENCY_NS,
-                         OFF_CHIP_BYTES, ON_CHIP_BYTES, PIPELINE_CYCLES, POWER_W)
+                         MACS_PER_PE, OFF_CHIP_BYTES, ON_CHIP_BYTES, PIPELINE_CYCLES, POWER_W)
 
 __all__ = ["SystolicArch", "SystolicEnergy", "VECTOR_FUNCS"]
 
@@ -33,6 +33,8 @@ class SystolicEnergy:
     vector_op_pj: float = within(ENERGY_PJ)     # one element operation in the vector unit
     dequant_pj: float = within(ENERGY_PJ)       # one weight code times its scale (loadq)
     static_w: float = within(POWER_W)           # leakage and clock tree, whole chip
+    # one multiply-accumulate of two narrow codes, per format of the array's mac_formats
+    mac_format_pj: dict[str, float] = within(ENERGY_PJ, default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,10 @@ class SystolicArch:
     weight_preload_overlap: bool                     # False: SCALE-Sim's fold arithmetic
     energy: SystolicEnergy
     attention: str = choice("fused", "unfused", default="fused")  # fused: where it fits on chip
+    # narrow MACs: format -> products a PE makes a cycle when both operands are codes of it
+    # (isa mfmt); none listed: every matmul at the operand type (a recipe that quantises both
+    # operands of a matmul is refused, naming the field)
+    mac_formats: dict[str, int] = within(MACS_PER_PE, default_factory=dict)
 
     def __post_init__(self) -> None:
         missing = [f for f in VECTOR_FUNCS if f not in self.vector_latency_cycles]
@@ -62,6 +68,17 @@ class SystolicArch:
         unknown = sorted(set(self.vector_latency_cycles) - set(VECTOR_FUNCS))
         if unknown:
             raise ArchError(f"unknown field 'vector_latency_cycles.{unknown[0]}'")
+        narrow = isa.MAC_FORMATS[1:]
+        unknown = sorted(set(self.mac_formats) - set(narrow))
+        if unknown:
+            raise ArchError(f"unknown field 'mac_formats.{unknown[0]}' (formats: {', '.join(narrow)})")
+        priced = self.energy.mac_format_pj
+        for fmt in sorted(set(self.mac_formats) ^ set(priced)):
+            which = ("missing field 'energy.mac_format_pj." if fmt in self.mac_formats
+                     else "field 'energy.mac_format_pj.")
+            raise ArchError(f"{which}{fmt}'" + ("" if fmt in self.mac_formats
+                                                  else " prices a format mac_formats does not list"))
+
 
     @property
     def clock_hz(self) -> float:

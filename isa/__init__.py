@@ -17,7 +17,7 @@ from isa.files import load, save
 from isa.footprint import ConfigError, Footprint, QueueConfig, footprints, gather_row_bytes
 from isa.instr import Instr, first_uses
 from isa.machine import MachineView, MemorySpace
-from isa.opcodes import ISA_VERSION, OPCODES, OPCODES_BY_CODE, OpSpec
+from isa.opcodes import ISA_VERSION, MAC_FORMATS, OPCODES, OPCODES_BY_CODE, OpSpec
 from isa.program import Program, Symbol
 from isa.unroll import executed_count, unroll
 from isa.values import Addr, DType, Queue, Unit
@@ -27,7 +27,7 @@ __all__ = [
     # values and instructions
     "Unit", "Queue", "DType", "Addr", "Instr", "first_uses",
     # opcode table and field kinds
-    "ISA_VERSION", "OpSpec", "OPCODES", "OPCODES_BY_CODE",
+    "ISA_VERSION", "MAC_FORMATS", "OpSpec", "OPCODES", "OPCODES_BY_CODE",
     "FieldKind", "Field", "U", "S", "E", "Flag", "A32", "A40", "F32",
     # programs, encoding, text, files, loops
     "Program", "Symbol", "encode", "decode", "encode_word", "decode_word",

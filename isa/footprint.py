@@ -43,8 +43,8 @@ class Footprint(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class QueueConfig:
     """Configuration registers of one queue; reset state: dense strides, no mcfg, vcfg or qcfg.
-    `qcfg` holds the queue's quantisation setting: a DMA queue's last qcfg, or a pim queue's
-    last pim.qmode (none: BF16 MACs)."""
+    `qcfg` holds the queue's quantisation setting: a DMA queue's last qcfg, a pim queue's
+    last pim.qmode (none: BF16 MACs), or a matrix queue's last mfmt (none: the operand type)."""
 
     src_stride: int = 0
     dst_stride: int = 0
@@ -62,7 +62,7 @@ class QueueConfig:
             return QueueConfig(self.src_stride, self.dst_stride, instr, self.vcfg, self.qcfg)
         if op == "vcfg":
             return QueueConfig(self.src_stride, self.dst_stride, self.mcfg, instr, self.qcfg)
-        if op == "qcfg" or op == "pim.qmode":
+        if op == "qcfg" or op == "pim.qmode" or op == "mfmt":
             return QueueConfig(self.src_stride, self.dst_stride, self.mcfg, self.vcfg, instr)
         return self
 
@@ -280,7 +280,7 @@ _RULES: dict[str, Callable[[Instr, QueueConfig, Limits], list[Footprint]]] = {
     "qcfg": _qcfg, "loadq": _loadq, "gemm": _gemm, "vec": _vec, "red": _red,
     "vquant": _vquant,
     "pim.act": _none, "pim.act_all": _none, "pim.pre": _none, "pim.pre_all": _none,
-    "pim.qmode": _none,
+    "pim.qmode": _none, "mfmt": _none,
     "pim.wrgb": _pim_wrgb, "pim.mac": _none, "pim.mac_all": _none,
     "pim.rdmac": _pim_rdmac, "pim.rdmac_all": _pim_rdmac_all,
     "pim.wr": _pim_burst("src"), "pim.rd": _pim_burst("dst"),
@@ -291,4 +291,4 @@ assert set(_RULES) == set(OPCODES), "every opcode needs a footprint rule"
 # Opcodes that touch no memory and configure nothing: verify skips their footprints.
 NO_FOOTPRINT = frozenset(op for op, rule in _RULES.items()
                          if rule is _none and op not in ("dmacfg", "mcfg", "vcfg", "qcfg",
-                                                         "pim.qmode"))
+                                                         "pim.qmode", "mfmt"))

@@ -31,7 +31,7 @@ __all__ = ["Context", "visits", "first_beyond", "check_token_balance", "overlaps
            "CONFIG_OPCODES"]
 
 Context = tuple[tuple[Loop, int, int], ...]     # enclosing loops, outermost first: (loop, k_lo, k_hi)
-CONFIG_OPCODES = frozenset({"dmacfg", "mcfg", "vcfg", "qcfg", "pim.qmode"})
+CONFIG_OPCODES = frozenset({"dmacfg", "mcfg", "vcfg", "qcfg", "pim.qmode", "mfmt"})
 
 
 def visits(structure: Structure, wanted: Sequence[int],

@@ -19,7 +19,7 @@ __all__ = [
     "OpSpec", "OPCODES", "OPCODES_BY_CODE", "ISA_VERSION", "WORD_BITS", "PAYLOAD_BITS",
     "VEC_FUNCS", "VEC_BINARY", "VEC_IMMEDIATE", "VEC_UNARY", "BCASTS", "RED_FUNCS",
     "STRUCTURE", "STRUCTURE_QUEUE", "LINK_QUEUE", "MOVING_INTS", "COLL_KINDS", "QFORMATS",
-    "PIM_MODES",
+    "PIM_MODES", "MAC_FORMATS",
 ]
 
 ISA_VERSION = 2  # 2: A40 is 2 + 38 bits (was 4 + 36); a version-1 .tbin would decode wrongly
@@ -38,6 +38,9 @@ RED_FUNCS = ("sum", "max")
 # How a PIM MAC reads a column burst (`pim.qmode`): BF16 weights, or packed integer codes
 # (verify refuses the float code formats there: a MAC lane multiplies integers).
 PIM_MODES = ("bf16",) + QFORMATS
+# What a matrix unit's MACs multiply (`mfmt`): the operand type, or both operands' codes in one
+# narrow format (an array's arch field mac_formats gives its rate and energy in each).
+MAC_FORMATS = ("none", "int8", "int4", "fp8", "mxfp8", "mxfp6", "mxfp4", "mxint8")
 COLL_KINDS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send", "recv")
 
 # The integer operands a loop may move besides addresses (docs/isa.md, "Loops"): a GEMV's next
@@ -183,6 +186,14 @@ _TABLE = (
     _op("mcfg", 0x07, "core", _MXU,
         (("m", U16), ("n", U16), ("k", U16), ("dtype", DTYPE), ("acc", DTYPE)), """
         cfg.gemm = (m, n, k, dtype, acc)   # shape and types of later gemm on this queue
+        """),
+    # A recipe that quantises both operands of a matmul runs it on narrow MACs where the array
+    # has them; the values stay those of the operand type (timing and energy only).
+    _op("mfmt", 0x10, "core", (Unit.mxu,), (("fmt", E(3, MAC_FORMATS)),), """
+        cfg.mac = fmt      # later gemm on this queue: both operands' codes are fmt
+        # none (reset): MACs at the operand type; int8, int4, fp8, mx*: narrow MACs, timed
+        # and priced by the machine's mac_formats (refused where it has none of fmt);
+        # values are computed as without it (the codes' values, held at the operand type)
         """),
     _op("gemm", 0x08, "core", _MXU,
         (("c", A32), ("a", A32), ("b", A32), ("accumulate", Flag()), ("transpose_b", Flag()),

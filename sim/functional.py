@@ -198,7 +198,7 @@ class FunctionalExecutor:
         self._queues: dict[Queue, _QueueState] = {}
         handlers: dict[str, _Handler] = {
             "halt": _nothing, "signal": _nothing, "wait": _nothing,
-            "dmacfg": _dmacfg, "mcfg": _mcfg, "vcfg": _vcfg, "qcfg": _qcfg,
+            "dmacfg": _dmacfg, "mcfg": _mcfg, "vcfg": _vcfg, "qcfg": _qcfg, "mfmt": _nothing,
             "load": self._copy_rows, "store": self._copy_rows, "gather": self._gather,
             "gatherw": self._gather, "loadq": self._loadq,
             "gemm": self._gemm, "vec": self._vec, "red": self._red, "vquant": self._vquant,
@@ -407,7 +407,7 @@ class FunctionalExecutor:
 # ---- configuration and no-op handlers --------------------------------------------------------
 
 def _nothing(instr: Instr, state: _QueueState) -> None:
-    """halt, signal, wait: ordering only (the timing model), no data."""
+    """halt, signal, wait: ordering only (the timing model), no data; mfmt: timing only."""
 
 
 def _no_model(instr: Instr, state: _QueueState) -> None:

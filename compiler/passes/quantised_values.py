@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from compiler.quant.plan import QuantPlan
     from compiler.quant.recipe import TensorQuant
 
-__all__ = ["quantised_graph", "check_quantised_graph", "rounding_assumption"]
+__all__ = ["quantised_graph", "check_quantised_graph", "rounding_assumption", "mac_formats_for"]
 
 _NOT_BUILT = "not built on the targets yet"
 
@@ -101,6 +101,29 @@ def rounding_assumption(graph: Graph) -> tuple[str, ...]:
     return (f"{len(rounded)} {values} (matmul inputs, KV writes) rounded to {' / '.join(kinds)} "
             "by the vector unit (vquant), then held and moved at the operand type's width: "
             "their bytes do not shrink",)
+
+
+def mac_formats_for(graph: Graph, op: Op, weight_format: str | None) -> tuple[str, ...]:
+    """The narrow MAC formats (isa MAC_FORMATS) that multiply a matmul whose input is rounded
+    and whose weight is stored quantised (in `weight_format`), narrowest first: integer codes
+    of at most 4 bits go in int4 or int8 lanes, wider ones in int8; fp8 in fp8; MX codes in
+    the MX format of their widest element. () when an operand is not quantised (the operand
+    type's MACs multiply it); a CompileError for two families no MAC format takes together."""
+    x = graph[op.inputs[0]]
+    if x.kind is not OpKind.QUANTIZE or weight_format is None:
+        return ()
+    pair = (x.attr("format"), weight_format)
+    if all(f.startswith("int") for f in pair):
+        return ("int4", "int8") if max(int(f[3:]) for f in pair) <= 4 else ("int8",)
+    if all(f.startswith("fp8") for f in pair):
+        return ("fp8",)
+    if set(pair) == {"mxint8"}:
+        return ("mxint8",)
+    if all(f.startswith("mxfp") for f in pair):
+        bits = max(8 if f.startswith("mxfp8") else 6 if f.startswith("mxfp6") else 4 for f in pair)
+        return (f"mxfp{bits}",)
+    raise CompileError(f"'{op.name}' multiplies {pair[0]} inputs by {pair[1]} weights: no MAC "
+                       "format takes both (give both operands one family: int, fp8 or MX)")
 
 
 def _code(recipe: str, what: str, quant: "TensorQuant") -> str:

@@ -28,7 +28,8 @@ BAD_SETS = [
     ("systolic", "vector_latency_cycles.exp=-1", r"field 'vector_latency_cycles.exp' must be .*, got -1"),
     ("systolic", "vector_latency_cycles.exp=99999", r"field 'vector_latency_cycles.exp' must be .*, got 99999"),
     ("systolic", "rowz=4", r"unknown field 'rowz' \(did you mean 'rows'\?\)"),
-    ("systolic", "energy.foo=1", r"unknown field 'energy.foo' \(fields: energy.mac_pj, .*energy.static_w\)"),
+    ("systolic", "energy.foo=1", r"unknown field 'energy.foo' \(fields: energy.mac_pj, .*energy.static_w, energy.mac_format_pj\)"),
+    ("systolic", "mac_formats.int8=0", r"field 'mac_formats.int8' must be an integer from 1 to 16 MACs, got 0"),
     ("systolic", "energy.mac_pj=0", r"field 'energy.mac_pj' must be a number above 0 and at most 100000 pJ, got 0"),
     ("systolic", "energy.static_w=1e9", r"field 'energy.static_w' must be a number from 0 to 10000 W, got 1000000000.0"),
     ("systolic", "dram_bytes=1e20", r"field 'dram_bytes' must be an integer from 1 to 17592186044416 bytes"),
@@ -78,6 +79,17 @@ def sim_argv(target: str, *sets: str, arch: str | None = None) -> list[str]:
 @pytest.mark.parametrize("target, assignment, message", BAD_SETS, ids=[a for _, a, _ in BAD_SETS])
 def test_a_bad_set_names_the_argument_field_and_value(capsys, target, assignment, message):
     refuses(capsys, sim_argv(target, assignment), rf"^error: --set {re.escape(assignment)}: {message}")
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("mac_formats.int3=1", r"unknown field 'mac_formats.int3' \(formats: int8, int4, fp8, mxfp8, mxfp6, mxfp4, mxint8\)"),
+    ("mac_formats.fp8=1", r"missing field 'energy.mac_format_pj.fp8'"),
+    ("energy.mac_format_pj.fp8=1", r"field 'energy.mac_format_pj.fp8' prices a format mac_formats does not list"),
+])
+def test_narrow_macs_and_their_energy_come_together(capsys, assignment, message):
+    """A cross-field check: it names the preset and the --set argument, then the field."""
+    refuses(capsys, sim_argv("systolic", assignment),
+            rf"^error: .*systolic-128\.toml with --set {re.escape(assignment)}: {message}$")
 
 
 @pytest.mark.parametrize("assignment, message", [

@@ -24,6 +24,9 @@ FIXTURES = Path(__file__).parents[1] / "fixtures"
 FP32_TOLERANCE = 1e-4           # fp32 programs against the float64 quantised reference
 TOKENS = list(range(1, 11))
 TARGETS = {"systolic": "systolic-32", "dataflow": "dataflow-small"}
+# systolic-32 multiplies int8 and int4 codes; fp8 and MX MACs added for these runs
+NARROW = ["mac_formats.fp8=1", "energy.mac_format_pj.fp8=0.6", "mac_formats.mxfp4=2",
+          "energy.mac_format_pj.mxfp4=0.3"]
 
 
 @pytest.mark.parametrize("fixture", ["tiny-gpt2", "tiny-llama3-tied"])
@@ -60,7 +63,7 @@ def test_one_quantize_op_per_value_and_code():
 @pytest.mark.parametrize("recipe", ["w8a8", "w4a4kv4", "fp8", "mxfp4", "w4a8:g32+kv:int4:g8"])
 @pytest.mark.parametrize("phase", [prefill(10), decode(9)], ids=str)
 def test_compiled_logits_equal_the_quantised_reference(tiny_hf, name, recipe, phase):
-    arch = load_arch(TARGETS[name], ["dtype=fp32"])
+    arch = load_arch(TARGETS[name], ["dtype=fp32", *(NARROW if name == "systolic" else [])])
     model = load_model(str(tiny_hf))
     outcome = run(make_request(model, name, arch, phase, numerics=True, quant=recipe))
     assert outcome.result.logits_rel_error < FP32_TOLERANCE
@@ -153,3 +156,48 @@ def test_one_scale_over_several_vector_blocks_is_refused(capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert "op 'xq': one int8 scale for the whole value (8192 rows of 256) needs it in one block" in err
     assert "\n" not in err
+
+
+@pytest.mark.parametrize("arch, recipe, message", [
+    ("systolic-32", "fp8", "'h.0.attn.c_attn' multiplies fp8_e4m3 inputs by fp8_e4m3 weights "
+     "('h.0.attn.c_attn.weight'), and systolic-32 has no fp8 MACs (arch field mac_formats: int8, int4)"),
+    ("systolic-128", "w8a8", "and systolic-128 has no int8 MACs (arch field mac_formats: none)"),
+    ("systolic-32", "mxfp4", "has no mxfp4 MACs (arch field mac_formats: int8, int4)"),
+])
+def test_a_recipe_the_array_has_no_macs_for_is_one_line(capsys, tiny_hf, arch, recipe, message):
+    assert main(["sim", "--model", str(tiny_hf), "--target", "systolic", "--arch", arch, "--seq", "4",
+                 "--no-functional", "--gpu", "none", "--quant", recipe]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_mixed_code_families_have_no_mac_format(capsys, tmp_path, tiny_hf):
+    recipe = tmp_path / "mixed.toml"
+    recipe.write_text('[weights]\nformat = "int8"\n[activations]\nformat = "fp8_e4m3"\n'
+                      '[[exceptions]]\nlayers = ["lm_head"]\nweights = "none"\nactivations = "none"\n')
+    assert main(["sim", "--model", str(tiny_hf), "--target", "systolic", "--arch", "systolic-32",
+                 "--seq", "4", "--no-functional", "--gpu", "none", "--quant", str(recipe)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'h.0.attn.c_attn' multiplies fp8_e4m3 inputs by int8 weights: no MAC format takes both" in err
+
+
+@pytest.mark.slow
+def test_narrow_macs_pack_k_and_cost_their_own_energy():
+    """w4a4 on int4 lanes (two codes a lane): a ws fold reduces 2 x rows of K, so the matrix
+    unit is busy less than with one code a lane; every linear's products are priced at the
+    int4 MAC's energy, the attention's at the operand type's."""
+    model = load_model("gpt2")
+    runs = {}
+    for pack in (1, 2):
+        arch = load_arch("systolic-32", [f"mac_formats.int4={pack}"])
+        runs[pack] = run(make_request(model, "systolic", arch, prefill(64), numerics=False,
+                                      quant="w4a4")).result
+    assert runs[2].unit_busy_cycles["mxu"] < 0.8 * runs[1].unit_busy_cycles["mxu"]
+    assert runs[2].macs == runs[1].macs
+    full = run(make_request(model, "systolic", load_arch("systolic-32"), prefill(64),
+                            numerics=False, quant="w4a16")).result
+    e = load_arch("systolic-32").energy
+    linear_macs = 64 * 12 * 768 * (3 * 768 + 768 + 2 * 4 * 768)
+    saved = linear_macs * (e.mac_pj - e.mac_format_pj["int4"]) * 1e-12
+    assert runs[2].energy_breakdown_j["compute"] == pytest.approx(
+        full.energy_breakdown_j["compute"] - saved, rel=1e-9)

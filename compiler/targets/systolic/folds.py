@@ -211,14 +211,32 @@ class FoldGemm(Tracked):
         self.partials = partials
         self.acc_type = DType.int32 if dtype is DType.int8 else DType.fp32
         self._mcfg: tuple | None = None
+        self._mac = "none"          # the matrix unit's mfmt: reset state
+        self._k_rows = rows         # K a ws/is fold reduces: rows, x the narrow MACs' packing
         em.track(self)
 
     def sweep_key(self) -> object:
-        return self._mcfg
+        return self._mcfg, self._mac, self._k_rows
 
     def forget_config(self) -> None:
         """Another emitter (the fused attention kernel) configured the matrix unit since."""
         self._mcfg = None
+
+    def mac(self, fmt: str, pack: int = 1) -> None:
+        """Later GEMMs multiply codes of `fmt` (isa mfmt; "none": the operand type), `pack` of
+        them a PE a cycle: a ws or is fold then reduces `pack` x rows of K (the K values share
+        a PE's lane, as rtl_models/systolic_array.v's int4 mode packs two), when the slots
+        hold such a fold's tiles (else rows of K, as without packing)."""
+        if fmt != self._mac:
+            self._mac = fmt
+            self.em.emit("mxu0", "mfmt", fmt=fmt)
+        while pack > 1 and not self._holds(self.rows * pack):
+            pack //= 2
+        self._k_rows = self.rows * pack
+
+    def _holds(self, k_rows: int) -> bool:
+        need = min_slots(k_rows, self.cols, self.dataflow, self.dtype.itemsize)
+        return all(getattr(self.limits, f) >= getattr(need, f) for f in ("a", "b", "acc", "bias", "out"))
 
     def _gemm(self, m: int, n: int, k: int, c: Addr, a: Addr, b: Addr, accumulate: bool,
               transpose_b: bool, continues: bool, first_fold: bool, t_total: int) -> None:
@@ -286,7 +304,7 @@ class FoldGemm(Tracked):
         m, k = a.rows, a.cols
         n = b.rows if tb else b.cols
         total_t, across = (m, n) if ws else (n, m)
-        r_unit, c_unit = self.rows, min(self.cols, across)
+        r_unit, c_unit = self._k_rows, min(self.cols, across)
         # pieces: what one streamed block, output tile and bias row may hold; all of them
         # together must hold one column of folds' partial sums in one accumulator slot
         x_row = _aligned(r_unit * isz) if ws else r_unit * isz
@@ -331,7 +349,7 @@ class FoldGemm(Tracked):
         bias goes in with the first fold) and the last fold's sum becomes the output."""
         ws, isz, lim = self.dataflow == "ws", self.dtype.itemsize, self.limits
         k = a.cols
-        r_unit, c_unit = self.rows, min(self.cols, across)
+        r_unit, c_unit = self._k_rows, min(self.cols, across)
         x_row = _aligned(r_unit * isz) if ws else r_unit * isz
         tile_row = c_unit * 4                  # one stream position's fp32 partial sums
         piece = max(1, min(total_t, PIECE_MAX, lim.a // x_row, lim.out // tile_row,

@@ -15,8 +15,10 @@ from typing import Mapping
 from isa import DType
 
 from arch.systolic import SystolicArch
+from compiler.errors import CompileError
 from compiler.ir import Graph, Op
 from compiler.passes.quantised import SCALES_SUFFIX, StoredFormat, quant_assumption
+from compiler.passes.quantised_values import mac_formats_for
 from compiler.passes.storage import StoragePlan
 from compiler.targets.attention import FusedAttention, KernelQueues
 from compiler.targets.attention_plan import AttentionPlan
@@ -94,6 +96,7 @@ class SystolicLowering(GemmLowering):
         em.begin_op(chain.name)
         for name in (chain.q, chain.k, chain.v):
             em.before_read(reader, symbol_name(self.plan.views[name].buffer))
+        self._folds.mac("none")                 # attention multiplies at the operand type
         em.barrier(self.arch.queues)
         self.kernel.lower(chain, self.plan.views, blocks, ("sram", 0, self.arch.sram_bytes),
                           ("acc", 0, self.arch.acc_bytes))
@@ -103,8 +106,26 @@ class SystolicLowering(GemmLowering):
 
     def gemm(self, op: Op, a: Matrix, b: Matrix, out: Matrix, transpose_b: bool,
              bias: Matrix | None) -> None:
-        """C = A @ B (+ bias) fold by fold (folds.py): dma0 -> mxu0 -> vpu0 epilogue -> dma1."""
+        """C = A @ B (+ bias) fold by fold (folds.py): dma0 -> mxu0 -> vpu0 epilogue -> dma1;
+        on the array's narrow MACs (mfmt) when the recipe rounds its input and stores its
+        weight quantised in a format the array lists (arch field mac_formats)."""
+        fmt = self._mac_format(op)
+        self._folds.mac(fmt, self.arch.mac_formats.get(fmt, 1))
         self._folds.lower(op.name, a, b, out, transpose_b, bias)
+
+    def _mac_format(self, op: Op) -> str:
+        weight = self.quantised.get(op.inputs[1]) if len(op.inputs) > 1 else None
+        wanted = mac_formats_for(self.graph, op, weight.format if weight else None)
+        if not wanted:
+            return "none"
+        found = [fmt for fmt in wanted if fmt in self.arch.mac_formats]
+        if not found:
+            listed = ", ".join(self.arch.mac_formats) or "none"
+            raise CompileError(f"'{op.name}' multiplies {self.graph[op.inputs[0]].attr('format')} "
+                               f"inputs by {weight.format} weights ('{op.inputs[1]}'), and "
+                               f"{self.arch.name} has no "
+                               f"{wanted[-1]} MACs (arch field mac_formats: {listed})")
+        return found[0]
 
     def op_embedding(self, op: Op) -> None:
         lower_embedding(self.em, op, self.plan.views, self.rings["copy"], self.dtype.itemsize, ALIGN)

@@ -8,7 +8,10 @@ DRAM port (one access latency, like a `load`; its `qcfg` only sets registers and
 time); we assume the dequantiser in the load path keeps pace with the port (one multiply an
 element, counted as `dequant_ops` and priced at the preset's `dequant_pj` in the "vector"
 energy entry). A `vquant` is two vector passes over its tile: the group maxima (a row
-reduction), then the elements (divide, round, multiply).
+reduction), then the elements (divide, round, multiply). After an `mfmt` naming a narrow
+format, a gemm's PEs each make the preset's `mac_formats` products a cycle (K packed:
+`gemm_cycles(pack=...)`) at its `energy.mac_format_pj` each; its products count in `macs` and
+in `macs_<format>`, and the array's peak is its PEs times its most products a cycle.
 """
 from __future__ import annotations
 
@@ -23,8 +26,9 @@ from sim.timing import dma_cycles, gemm_cycles, reduce_cycles, vector_cycles
 
 __all__ = ["SystolicMachine", "EVENTS"]
 
+NARROW = tuple(isa.MAC_FORMATS[1:])     # mfmt's narrow formats: `macs_<format>` counts each
 EVENTS = ("macs", "dram_read_bytes", "dram_write_bytes", "sram_read_bytes", "sram_write_bytes",
-          "acc_bytes", "vector_ops", "dequant_ops")
+          "acc_bytes", "vector_ops", "dequant_ops", *(f"macs_{fmt}" for fmt in NARROW))
 DRAM_PORT = 0
 _BCAST_ELEMS = {"none": lambda rows, cols: rows * cols, "row": lambda rows, cols: rows,
                 "col": lambda rows, cols: cols, "scalar": lambda rows, cols: 1}
@@ -39,14 +43,18 @@ class SystolicMachine(Machine[SystolicArch]):
         self._clock = int(round(arch.clock_hz))
         self._bw = int(round(arch.dram_bw_gbps * 1e9))
         self._latency = arch.dram_latency_cycles
+        self._peak = 1                      # products a PE a cycle in the program's formats
         self._table = CostTable("a systolic-array machine", {
             "halt": None, "signal": None, "wait": None, "dmacfg": None, "mcfg": None, "vcfg": None,
+            "mfmt": None,
             "load": self._transfer, "store": self._transfer, "gather": self._gather,
             "gatherw": self._gather, "qcfg": None, "loadq": self._loadq,
             "gemm": self._gemm, "vec": self._vec, "red": self._red, "vquant": self._vquant})
 
     def mac_units(self) -> int:
-        return self.arch.pes
+        """Peak MACs a cycle: the PEs times the most products a PE makes in the formats the
+        program's mfmt set (one, at the operand type, for a program that sets none)."""
+        return self.arch.pes * self._peak
 
     def static_w(self) -> float:
         return self.arch.energy.static_w
@@ -57,6 +65,8 @@ class SystolicMachine(Machine[SystolicArch]):
     def start(self, program: isa.Program, repeats=None) -> MachineRun:
         sheet = decode(self._table, CostSheet.empty(len(program.instructions), EVENTS),
                        program.instructions)
+        self._peak = max([1, *(self.arch.mac_formats.get(ins["fmt"], 1)
+                              for ins in program.instructions if ins.opcode == "mfmt")])
         return MachineRun(self, program, Costs(sheet.durations, sheet.resources,
                                                sheet.events.freeze()))
 
@@ -93,11 +103,19 @@ class SystolicMachine(Machine[SystolicArch]):
         if ins["preloaded"] and not arch.weight_preload_overlap:
             raise isa.IsaError(f"instruction {i} ({ins.queue} gemm): preloaded=1 needs double-buffered "
                                f"weights, and {arch.name} has weight_preload_overlap = false")
+        fmt = cfg.qcfg["fmt"] if cfg.qcfg is not None else "none"
+        pack = 1 if fmt == "none" else arch.mac_formats.get(fmt)
+        if pack is None:
+            listed = ", ".join(arch.mac_formats) or "none"
+            raise isa.IsaError(f"instruction {i} ({ins.queue} gemm): mfmt {fmt}, and {arch.name} "
+                               f"has no {fmt} MACs (arch field mac_formats: {listed})")
         s.durations[i] = gemm_cycles(m, n, k, arch.rows, arch.cols, arch.dataflow,
                                      arch.weight_preload_overlap, bool(ins["stream"]),
-                                     bool(ins["preloaded"]))
-        a_reads, b_reads, c_writes = _operand_passes(m, n, k, arch.rows, arch.cols, arch.dataflow)
-        s.events.set(i, macs=m * n * k,
+                                     bool(ins["preloaded"]), pack)
+        a_reads, b_reads, c_writes = _operand_passes(m, n, -(-k // pack), arch.rows, arch.cols,
+                                                     arch.dataflow)
+        narrow = {} if fmt == "none" else {f"macs_{fmt}": m * n * k}
+        s.events.set(i, macs=m * n * k, **narrow,
                      sram_read_bytes=(m * k * a_reads + k * n * b_reads) * mcfg["dtype"].itemsize,
                      acc_bytes=m * n * mcfg["acc"].itemsize * c_writes)
 
@@ -139,7 +157,8 @@ class SystolicMachine(Machine[SystolicArch]):
     def energy_pj(self, totals: Mapping[str, float]) -> dict[str, float]:
         e = self.arch.energy
         return {
-            "compute": totals["macs"] * e.mac_pj,
+            "compute": (totals["macs"] - sum(totals.get(f"macs_{f}", 0) for f in NARROW)) * e.mac_pj
+                       + sum(totals.get(f"macs_{f}", 0) * pj for f, pj in e.mac_format_pj.items()),
             "sram": totals["sram_read_bytes"] * e.sram_read_pj_per_byte
                     + totals["sram_write_bytes"] * e.sram_write_pj_per_byte
                     + totals["acc_bytes"] * e.acc_pj_per_byte,
