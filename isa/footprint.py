@@ -146,14 +146,27 @@ def _qcfg_geometry(fmt: str, dtype, cols: int, step: int) -> tuple[int, int, int
 def scale_bytes(qcfg: Instr) -> int:
     """The bytes of scales a qcfg reads: scales[c*step : c*step + size] for c < cols (size:
     the bytes of its format's scale type, isa/qformats.py)."""
-    (_, fmt), (_, dtype), (_, cols), (_, step), _ = qcfg.fields
+    (_, fmt), (_, dtype), (_, cols), (_, step), *_ = qcfg.fields
     return _qcfg_geometry(fmt, dtype, cols, step)[2]
+
+
+def scale_rows(qcfg: Instr, rows: int) -> int:
+    """The scale rows a loadq of `rows` rows reads under `qcfg`: one, or one per `group` rows."""
+    group = qcfg["group"]
+    return (rows - 1) // group + 1 if group and rows else 1
+
+
+def loadq_scale_extent(qcfg: Instr, rows: int) -> int:
+    """The bytes from a qcfg's scales address to the end of the last scale a loadq of `rows`
+    rows reads (scale rows `pitch` scales apart)."""
+    size = code_format(qcfg["fmt"]).scale_bytes
+    return (scale_rows(qcfg, rows) - 1) * qcfg["pitch"] * size + scale_bytes(qcfg)
 
 
 def loadq_row_bytes(instr: Instr, config: QueueConfig) -> tuple[int, int]:
     """A loadq's bytes per row under its queue's qcfg: (packed codes read off-chip, dequantised
     values written on-chip). ConfigError without a qcfg."""
-    (_, fmt), (_, dtype), (_, cols), (_, step), _ = _need(config, "qcfg", instr).fields
+    (_, fmt), (_, dtype), (_, cols), (_, step), *_ = _need(config, "qcfg", instr).fields
     return _qcfg_geometry(fmt, dtype, cols, step)[:2]
 
 
@@ -163,9 +176,12 @@ def _qcfg(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
 
 def _loadq(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
     packed, written = loadq_row_bytes(instr, config)
-    rows = instr["rows"]
-    return [Footprint("dst", instr["dst"], _extent_bytes(rows, written, config.dst_stride), True),
-            Footprint("src", instr["src"], _extent_bytes(rows, packed, config.src_stride), False)]
+    rows, qcfg = instr["rows"], config.qcfg
+    found = [Footprint("dst", instr["dst"], _extent_bytes(rows, written, config.dst_stride), True),
+             Footprint("src", instr["src"], _extent_bytes(rows, packed, config.src_stride), False)]
+    if scale_rows(qcfg, rows) > 1:       # the scale rows past the qcfg's first
+        found.append(Footprint("scales", qcfg["scales"], loadq_scale_extent(qcfg, rows), False))
+    return found
 
 
 def gather_row_bytes(config: QueueConfig) -> int:

@@ -166,20 +166,23 @@ _TABLE = (
     # loads"). qcfg says how; each loadq then moves one tile of codes.
     _op("qcfg", 0x0D, "core", _DMA,
         (("fmt", E(4, QFORMATS)), ("dtype", DTYPE), ("cols", U16), ("step", U8),
-         ("scales", A40)), """
-        cfg.q = (fmt, dtype, cols, step, scales)   # for later loadq on this queue
+         ("scales", A40), ("group", U16), ("pitch", U16)), """
+        cfg.q = (fmt, dtype, cols, step, scales, group, pitch)   # for later loadq on this queue
         # fmt: the codes (isa/qformats.py), N bits each, packed LSB first (isa/packing.py):
         #   int<N> (fp16 scales), fp8_e4m3/e5m2 (fp32 scales), mx* (e8m0 scales)
         # scales: off-chip scales of those cols columns, one per column (step = the scale's
-        # bytes: 2, 4 or 1) or one for them all (step = 0)
+        # bytes: 2, 4 or 1) or one for them all (step = 0): a scale row
+        # group = 0: every row of a loadq reads that one scale row; group > 0: each `group`
+        # rows read the next scale row, `pitch` scales (pitch x the scale's bytes) further on
         """),
     _op("loadq", 0x0E, "core", _DMA, (("dst", A32), ("src", A40), ("rows", U16)), """
-        # dst on-chip, src off-chip; (fmt, dtype, cols, step, scales) = cfg.q
+        # dst on-chip, src off-chip; (fmt, dtype, cols, step, scales, group, pitch) = cfg.q
         row_bytes = ceil(cols * N / 8)                # N = fmt's bits
         for r in range(rows):
             code = unpack(src[r*src_pitch : r*src_pitch + row_bytes], N)[0:cols]
+            at = scales + (r // group) * pitch * size(scale) if group else scales
             for c in range(cols):
-                s = scales[c*step : c*step + size(scale)] as fmt's scale type
+                s = at[c*step : c*step + size(scale)] as fmt's scale type
                 dst[r*dst_pitch + c*size(dtype)] = dtype(value(code[c]) * s)  # exact product,
                                                                               # rounded once
         """),

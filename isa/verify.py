@@ -180,6 +180,8 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
     slot_of: dict[int, list] = {}       # id(queue object) -> its slot (equal queues share one)
     configs: dict[QueueConfig, QueueConfig] = {}   # one object per distinct configuration
     passed: set[tuple[int, int]] = set()           # (instruction object, configuration) checked
+    qcfg_at: dict[int, int] = {}        # id(queue slot) -> index of its last qcfg (a loadq's
+                                        # scale rows start at that qcfg's moving address)
     wanted = _to_check(opcodes, first, structure)
     strided = structure.strided()
     checks = (visits(structure, wanted, opcodes) if structure.loops else zip(wanted, repeat(())))
@@ -199,7 +201,7 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
             units = " ".join(sorted(u.name for u in spec.units))
             raise _at(index, instr, f"{instr.opcode} is not allowed on unit {queue.unit.name} "
                       f"(units: {units})", context)
-        moving = index in strided
+        moving = index in strided or (instr.opcode == "loadq" and qcfg_at.get(id(slot)) in strided)
         ints = _int_moves(index, instr, context) if moving else {}
         for position, name, bound in limited[instr.opcode]:
             value = instr.fields[position][1]
@@ -211,6 +213,7 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
             _check_pim(index, instr, pim_fields[instr.opcode], limits, context, ints, wide)
         if instr.opcode == "qcfg":
             _check_qcfg(index, instr, context)
+            qcfg_at[id(slot)] = index
         if instr.opcode == "pim.qmode":
             _check_qmode(index, instr, context)
         if ints:
@@ -231,7 +234,11 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
         except IsaError as error:
             raise _at(index, instr, str(error), context) from None
         for footprint in found:
-            moves = _moves(index, instr, footprint, context) if moving else []
+            if footprint.role == "scales" and instr.opcode == "loadq":   # the qcfg's address
+                at = qcfg_at[id(slot)]
+                moves = _moves(at, program.instructions[at], footprint, context) if moving else []
+            else:
+                moves = _moves(index, instr, footprint, context) if moving else []
             _check_footprint(index, instr, footprint, spaces, context, moves)
             if moves and footprint.role in WRITTEN_ROLES:
                 _check_moving_write(index, instr, footprint, config, context, moves)
@@ -286,7 +293,8 @@ def _check_footprint(index: int, instr: Instr, footprint: Footprint, spaces, con
                       f"{addr.addr + size:#x}) exceeds space {space.name} of "
                       f"{space.size_bytes} bytes", context)
         return
-    kind = OPCODES[instr.opcode].field(role).kind
+    spec = OPCODES["qcfg" if role == "scales" else instr.opcode]   # a loadq's scales: its qcfg's
+    kind = spec.field(role).kind
     below = first_beyond([(loop, lo, hi, -d) for loop, lo, hi, d in moves], -addr.addr, 0)
     if below is not None:
         start = _moved(addr.addr, moves, below)
@@ -364,6 +372,9 @@ def _check_qcfg(index: int, instr: Instr, context: Context) -> None:
     if instr["step"] not in (0, fmt.scale_bytes):
         raise _at(index, instr, f"step={instr['step']} must be {fmt.scale_bytes} (one {fmt.scale} "
                   f"scale per column) or 0 (one scale for all columns)", context)
+    if bool(instr["group"]) != bool(instr["pitch"]):
+        raise _at(index, instr, f"group={instr['group']} pitch={instr['pitch']}: scale rows "
+                  "advance by both (group > 0 and pitch > 0) or by neither", context)
 
 
 _FLOAT_TILES = frozenset({DType.fp32, DType.bf16, DType.fp16})

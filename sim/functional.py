@@ -168,8 +168,8 @@ class _QueueState:
         self.qcfg: Instr | None = None
         self.gemm: tuple[int, int, int, Codec, Codec] | None = None  # m, n, k, dtype, acc
         self.vec: tuple[int, int, Codec, Codec, float] | None = None  # rows, cols, dtype, out, imm
-        # loadq's code format, dtype, cols, scale step and scales address
-        self.quant: tuple[CodeFormat, Codec, int, int, Addr] | None = None
+        # loadq's code format, dtype, cols, scale step, scales address, group and pitch
+        self.quant: tuple[CodeFormat, Codec, int, int, Addr, int, int] | None = None
 
 
 _Handler = Callable[[Instr, _QueueState], None]
@@ -281,14 +281,22 @@ class FunctionalExecutor:
         rounded once to dtype; pitches from dmacfg as for load."""
         if state.quant is None:
             raise FunctionalError("loadq before any qcfg on this queue")
-        fmt, out, cols, step, scales = state.quant
+        fmt, out, cols, step, scales, group, pitch = state.quant
         (_, dst), (_, src), (_, rows) = instr.fields
         if rows == 0:
             return
         packed, row_bytes = packed_row_bytes(cols, fmt.bits), cols * out.itemsize
         codes = code_values(unpack_patterns(self._rows(src, rows, packed, state.src_pitch or packed,
                                                        "src"), fmt.bits, cols), fmt)
-        scale = scale_values(self._rows(scales, cols, fmt.scale_bytes, step, "scales"), fmt)
+        size = fmt.scale_bytes
+        if group:           # scale row j for rows j*group ..: pitch scales apart
+            starts = [Addr(scales.space, scales.addr + j * pitch * size)
+                      for j in range((rows - 1) // group + 1)]
+            per_row = np.stack([scale_values(self._rows(at, cols, size, step, "scales"), fmt)
+                                for at in starts])
+            scale = np.repeat(per_row, group, axis=0)[:rows]
+        else:
+            scale = scale_values(self._rows(scales, cols, size, step, "scales"), fmt)
         with np.errstate(all="ignore"):
             values = np.ascontiguousarray(out.encode(codes * scale))
         target = self._rows(dst, rows, row_bytes, state.dst_pitch or row_bytes, "dst")
@@ -437,9 +445,9 @@ def _vcfg(instr: Instr, state: _QueueState) -> None:
 
 
 def _qcfg(instr: Instr, state: _QueueState) -> None:
-    (_, fmt), (_, dtype), (_, cols), (_, step), (_, scales) = instr.fields
+    (_, fmt), (_, dtype), (_, cols), (_, step), (_, scales), (_, group), (_, pitch) = instr.fields
     state.qcfg = instr
-    state.quant = (code_format(fmt), codec(dtype), cols, step, scales)
+    state.quant = (code_format(fmt), codec(dtype), cols, step, scales, group, pitch)
 
 
 # ---- numeric kernels -------------------------------------------------------------------------

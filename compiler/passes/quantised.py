@@ -7,8 +7,8 @@ its scales (fp16 for integers, fp32 for fp8, e8m0 for MX: isa/qformats.py) as [K
 one row of N scales per `group` input channels (the recipe's group, an MX block's 32, or all K
 for one scale per output channel), or a single scale for the whole tensor. The scale groups
 run along K, the axis a GEMM contracts, so a tile of rows inside one group shares one row of
-scales, which is what one `loadq` dequantises with; the emitter splits a tile at group
-boundaries.
+scales, and a `loadq` over several groups steps to the next scale row every `group` rows (its
+qcfg's group and pitch); the emitter splits a tile only at its first group boundary.
 
 Built here: integer (int2..int8, per channel, group or tensor), fp8 and MX weights, read whole.
 (Quantised matmul inputs and KV writes are quantize ops in the graph: quantised_values.py.)

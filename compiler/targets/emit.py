@@ -162,6 +162,9 @@ def matrix_pairs(a: View, b: View) -> list[tuple[Matrix, Matrix]]:
     return [(view_matrix(x), view_matrix(y)) for x, y in zip(view_batches(a, 2), view_batches(b, 2))]
 
 
+_MAX_PITCH = (1 << 16) - 1     # qcfg's pitch: scales between a weight's scale rows (U16)
+
+
 class Emitter:
     """Accumulates instructions, op boundaries and semaphore ids for one program."""
 
@@ -403,10 +406,12 @@ class Emitter:
         self.emit(queue, "load", dst=dst, src=self.dram(m), rows=m.rows, row_bytes=m.cols * size)
 
     def _load_quantised(self, queue: str, dst: Addr, m: Matrix) -> None:
-        """A window of a quantised weight, dequantised on the way in: one qcfg (its columns'
-        scale row) and one loadq per stretch of rows inside one scale group. The qcfg is
-        emitted before every loadq, never elided when unchanged, so that what is emitted does
-        not depend on the register (a sweep's state leaves it out, `sweep_key`)."""
+        """A window of a quantised weight, dequantised on the way in: a qcfg (the scale row of
+        its first rows' group, and how later groups' rows follow: `group` rows a scale row,
+        `pitch` scales apart) and a loadq, for the rows up to the first group boundary and
+        again for the rest. The qcfg is emitted before every loadq, never elided when
+        unchanged, so that what is emitted does not depend on the register (a sweep's state
+        leaves it out, `sweep_key`)."""
         fmt, scales, dtype = self.quantised[m.symbol]
         if m.rows > 1 and m.stride != fmt.cols:
             raise CompileError(f"'{m.symbol}': a window with rows {m.stride} elements apart; its "
@@ -417,17 +422,19 @@ class Emitter:
                                f"start on a byte of its {fmt.format} codes, or runs past its "
                                f"{fmt.cols} columns")
         base, size, space = self.addresses[m.symbol], dtype.itemsize, self.space_of(m.symbol)
-        groups = fmt.rows // fmt.group                 # scale rows per matrix of the weight
         size_of = fmt.code.scale_bytes
+        strided = not fmt.per_tensor and fmt.cols <= _MAX_PITCH   # scale rows a qcfg can step
         r = 0
         while r < m.rows:
-            row = first + r                            # over the weight's leading axes too
-            n = min(m.rows - r, fmt.group - row % fmt.rows % fmt.group)
-            at = scales if fmt.per_tensor else scales + size_of * (
-                ((row // fmt.rows) * groups + row % fmt.rows // fmt.group) * fmt.cols + c0)
+            row = first + r                 # over the weight's leading axes too: the scale
+            lead = fmt.group - row % fmt.group      # rows run on, one per group, across them
+            n = m.rows - r if strided and lead == fmt.group else min(m.rows - r, lead)
+            at = scales if fmt.per_tensor else scales + size_of * ((row // fmt.group) * fmt.cols + c0)
+            group = fmt.group if n > fmt.group else 0
             self.pitch(queue, fmt.row_bytes if n > 1 else 0, 0)
             self.emit(queue, "qcfg", fmt=fmt.format, dtype=dtype, cols=m.cols,
-                      step=0 if fmt.per_tensor else size_of, scales=Addr(space, at))
+                      step=0 if fmt.per_tensor else size_of, scales=Addr(space, at),
+                      group=group, pitch=fmt.cols if group else 0)
             self.emit(queue, "loadq", dst=Addr(dst.space, dst.addr + r * m.cols * size),
                       src=Addr(space, base + row * fmt.row_bytes + c0 * fmt.bits // 8), rows=n)
             r += n

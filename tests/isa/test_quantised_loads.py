@@ -18,7 +18,7 @@ MACHINE = MachineView(
     target="systolic",
 )
 HEADER = ".target systolic\n.isa 2\n.spaces dram sram\n"
-QCFG = "dma0 qcfg fmt=int4 dtype=bf16 cols=64 step=2 scales=dram[0x8000]\n"
+QCFG = "dma0 qcfg fmt=int4 dtype=bf16 cols=64 step=2 scales=dram[0x8000] group=0 pitch=0\n"
 
 
 def check(body: str, message: str) -> None:
@@ -28,8 +28,8 @@ def check(body: str, message: str) -> None:
 
 def test_both_opcodes_round_trip_text_and_binary():
     text = (HEADER + "dma0 dmacfg src_stride=48 dst_stride=256\n"
-            "dma0 qcfg fmt=int3 dtype=fp32 cols=100 step=0 scales=dram[0x1230]\n"
-            "dma1 qcfg fmt=int8 dtype=bf16 cols=65535 step=2 scales=sram[0x40]\n"
+            "dma0 qcfg fmt=int3 dtype=fp32 cols=100 step=0 scales=dram[0x1230] group=0 pitch=0\n"
+            "dma1 qcfg fmt=int8 dtype=bf16 cols=65535 step=2 scales=sram[0x40] group=0 pitch=0\n"
             "dma0 loadq dst=sram[0x100] src=dram[0x4000] rows=7\n")
     program = assemble(text)
     assert disassemble(program) == text
@@ -42,7 +42,7 @@ def test_both_opcodes_round_trip_text_and_binary():
 
 def test_a_format_outside_the_code_formats_is_refused_by_the_field():
     with pytest.raises(FieldError, match=r"^fmt='int9' is not one of int2, int3, .*, int8, fp8_e4m3, .*, mxint8$"):
-        Instr.make("qcfg", "dma0", fmt="int9", dtype="bf16", cols=1, step=2, scales="dram[0x0]")
+        Instr.make("qcfg", "dma0", fmt="int9", dtype="bf16", cols=1, step=2, scales="dram[0x0]", group=0, pitch=0)
 
 
 @pytest.mark.parametrize("fmt, dtype, cols, step, src_stride, dst_stride, dst_bytes, src_bytes", [
@@ -52,7 +52,7 @@ def test_a_format_outside_the_code_formats_is_refused_by_the_field():
 ])
 def test_footprints(fmt, dtype, cols, step, src_stride, dst_stride, dst_bytes, src_bytes):
     qcfg = Instr.make("qcfg", "dma0", fmt=fmt, dtype=dtype, cols=cols, step=step,
-                      scales="dram[0x100]")
+                      scales="dram[0x100]", group=0, pitch=0)
     loadq = Instr.make("loadq", "dma0", dst="sram[0x0]", src="dram[0x1000]", rows=8)
     config = QueueConfig(src_stride, dst_stride).after(qcfg)
     assert footprints(qcfg, QueueConfig()) == [
@@ -70,7 +70,7 @@ def test_footprints(fmt, dtype, cols, step, src_stride, dst_stride, dst_bytes, s
 def test_a_valid_program_passes_and_qcfg_holds_until_the_next():
     verify(assemble(HEADER + QCFG + "dma0 loadq dst=sram[0x0] src=dram[0x0] rows=16\n"
                     "dma0 loadq dst=sram[0x800] src=dram[0x200] rows=16\n"
-                    "dma0 qcfg fmt=int8 dtype=fp32 cols=8 step=0 scales=dram[0xfffe]\n"
+                    "dma0 qcfg fmt=int8 dtype=fp32 cols=8 step=0 scales=dram[0xfffe] group=0 pitch=0\n"
                     "dma0 loadq dst=sram[0x1000] src=dram[0x400] rows=16\n"), MACHINE)
 
 
@@ -79,15 +79,18 @@ def test_a_valid_program_passes_and_qcfg_holds_until_the_next():
      "instruction 0 (dma0 loadq): loadq before any qcfg on this queue"),
     (QCFG.replace("dma0", "dma1") + "dma0 loadq dst=sram[0x0] src=dram[0x0] rows=1\n",
      "instruction 1 (dma0 loadq): loadq before any qcfg on this queue"),
-    ("dma0 qcfg fmt=int4 dtype=bf16 cols=64 step=4 scales=dram[0x0]\n",
+    ("dma0 qcfg fmt=int4 dtype=bf16 cols=64 step=4 scales=dram[0x0] group=0 pitch=0\n",
      "instruction 0 (dma0 qcfg): step=4 must be 2 (one fp16 scale per column) or 0 (one scale "
      "for all columns)"),
-    ("dma0 qcfg fmt=int4 dtype=bf16 cols=0 step=2 scales=dram[0x0]\n",
+    ("dma0 qcfg fmt=int4 dtype=bf16 cols=0 step=2 scales=dram[0x0] group=0 pitch=0\n",
      "instruction 0 (dma0 qcfg): cols=0: a qcfg configures at least one column"),
-    ("dma0 qcfg fmt=int4 dtype=bf16 cols=64 step=2 scales=dram[0xffc0]\n",
+    ("dma0 qcfg fmt=int4 dtype=bf16 cols=64 step=2 scales=dram[0xffc0] group=0 pitch=0\n",
      "instruction 0 (dma0 qcfg): scales: address range dram[0xffc0, 0x10040) exceeds space dram "
      "of 65536 bytes"),
-    ("dma0 qcfg fmt=int4 dtype=bf16 cols=64 step=2 scales=sram[0x0]\n",
+    ("dma0 qcfg fmt=int4 dtype=bf16 cols=64 step=2 scales=dram[0x0] group=32 pitch=0\n",
+     "instruction 0 (dma0 qcfg): group=32 pitch=0: scale rows advance by both (group > 0 and "
+     "pitch > 0) or by neither"),
+    ("dma0 qcfg fmt=int4 dtype=bf16 cols=64 step=2 scales=sram[0x0] group=0 pitch=0\n",
      "instruction 0 (dma0 qcfg): scales=sram[0x0] must be off-chip but sram is on-chip"),
     (QCFG + "dma0 loadq dst=sram[0x0] src=dram[0xff00] rows=16\n",
      "instruction 1 (dma0 loadq): src: address range dram[0xff00, 0x10100) exceeds space dram "
@@ -104,7 +107,7 @@ def test_verify_errors(body, message):
 
 LOOPED = HEADER + """\
 .loop count={count}
-  dma0 qcfg fmt=int4 dtype=bf16 cols=64 step=2 scales=dram[0x8000]+=0x80
+  dma0 qcfg fmt=int4 dtype=bf16 cols=64 step=2 scales=dram[0x8000]+=0x80 group=0 pitch=0
   dma0 loadq dst=sram[0x0]+={dst} src=dram[0x0]+=0x200 rows=16
 .endloop
 """
@@ -142,6 +145,12 @@ def _error(text: str) -> str | None:
      "dram[0x10000, 0x10080) exceeds space dram of 65536 bytes"),
     (".loop count=2\ndma0 loadq dst=sram[0x0] src=dram[0x0] rows=16\n" + QCFG + ".endloop\n",
      "instruction 1 (dma0 loadq) in loop at 0, iteration 0: loadq before any qcfg on this queue"),
+    # a loadq's later scale rows follow its qcfg's moving address: 0xfc00 + 3 x 256 x 2 + 128
+    (".loop count=4\n" + QCFG.replace("[0x8000]", "[0xf000]+=0x400").replace(
+        "group=0 pitch=0", "group=4 pitch=256") +
+     "dma0 loadq dst=sram[0x0] src=dram[0x0] rows=16\n.endloop\n",
+     "instruction 3 (dma0 loadq) in loop at 0, iteration 3: scales: address range "
+     "dram[0xfc00, 0x10280) exceeds space dram of 65536 bytes"),
 ])
 def test_loop_errors_name_the_first_failing_iteration(text, message):
     assert _error(text) == message

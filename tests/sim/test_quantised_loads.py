@@ -42,7 +42,7 @@ def load_codes(codes: np.ndarray, scales: np.ndarray, fmt: str, dtype: str, *,
     step = 2 if scales.size > 1 else 0
     executor = run([Instr.make("dmacfg", "dma0", src_stride=src_pitch, dst_stride=dst_pitch),
                     Instr.make("qcfg", "dma0", fmt=fmt, dtype=dtype, cols=cols, step=step,
-                               scales=f"dram[{SCALES:#x}]"),
+                               scales=f"dram[{SCALES:#x}]", group=0, pitch=0),
                     Instr.make("loadq", "dma0", dst="sram[0x10]", src="dram[0x0]", rows=rows)],
                    memory)
     assert executor.config("dma0").qcfg["cols"] == cols
@@ -89,7 +89,7 @@ def test_loadq_without_qcfg_is_refused():
 ARCH = load_arch("systolic-128")
 HEADER = ".target {target}\n.isa 2\n.spaces dram sram acc\n"
 BODY = """\
-dma0 qcfg fmt=int4 dtype=bf16 cols=96 step={step} scales=dram[0x8000]
+dma0 qcfg fmt=int4 dtype=bf16 cols=96 step={step} scales=dram[0x8000] group=0 pitch=0
 dma0 loadq dst=sram[0x0] src=dram[0x0] rows=64
 """
 
@@ -140,7 +140,7 @@ def test_a_loop_of_quantised_loads_is_timed_per_pattern_as_unrolled():
     machine = SystolicMachine(ARCH)
     text = (HEADER.format(target="systolic") + "dma0 dmacfg src_stride=0 dst_stride=0\n"
             ".loop count=6\n"
-            "  dma0 qcfg fmt=int4 dtype=bf16 cols=96 step=2 scales=dram[0x8000]+=0xc0\n"
+            "  dma0 qcfg fmt=int4 dtype=bf16 cols=96 step=2 scales=dram[0x8000]+=0xc0 group=0 pitch=0\n"
             "  .loop count=3\n"
             "    dma0 loadq dst=sram[0x0]+=0x3000 src=dram[0x0]+=0x600 rows=32\n"
             "    dma0 signal sem=1\n"
@@ -156,3 +156,23 @@ def test_a_loop_of_quantised_loads_is_timed_per_pattern_as_unrolled():
     numeric = simulate(dataclasses.replace(program, data={}), machine)
     # memory held up to the last scale qcfg reads (sim/reach.py)
     assert numeric.memory.held["dram"] == 0x8000 + 5 * 0xc0 + 192
+
+
+@pytest.mark.parametrize("group, rows", [(4, 12), (4, 10), (1, 5), (3, 3)])
+def test_a_loadq_over_several_scale_rows_steps_by_pitch(group, rows):
+    """Scale row j serves rows j*group ..; rows lie pitch scales apart (a [K/g, N] matrix whose
+    N exceeds the tile's cols): the values equal each row's codes times its scales."""
+    generator = np.random.default_rng(group * rows)
+    cols, pitch = 8, 20
+    codes = generator.integers(-7, 8, (rows, cols))
+    scale_matrix = generator.uniform(0.01, 1, ((rows - 1) // group + 1, pitch)).astype(np.float16)
+    memory = Memory(SPACES)
+    memory.write_bytes("dram[0x0]", pack_rows(codes, 4).reshape(-1))
+    memory.write_bytes(f"dram[{SCALES:#x}]", scale_matrix.astype("<f2").reshape(-1))
+    run([Instr.make("qcfg", "dma0", fmt="int4", dtype="fp32", cols=cols, step=2,
+                    scales=f"dram[{SCALES:#x}]", group=group, pitch=pitch),
+         Instr.make("loadq", "dma0", dst="sram[0x10]", src="dram[0x0]", rows=rows)], memory)
+    expected = codes * np.repeat(scale_matrix[:, :cols].astype(np.float64), group, axis=0)[:rows]
+    got = np.stack([memory.read(f"sram[{0x10 + r * cols * 4:#x}]", cols, "fp32") for r in range(rows)])
+    np.testing.assert_array_equal(got, expected.astype(np.float32))
+    assert group >= rows or not np.array_equal(got, codes * scale_matrix[0, :cols].astype(np.float64))

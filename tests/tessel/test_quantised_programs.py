@@ -71,6 +71,25 @@ def test_a_tile_is_split_where_its_scale_group_ends():
     assert loads[1]["src"].addr == 16 * 32 + 32 * 4 // 8 and loads[3]["dst"].addr == 16 * 32 * 2
 
 
+@pytest.mark.parametrize("r0, expected", [
+    (0, [(32, 32, 64, 96)]),                  # three groups, one pair: scale rows step by 64
+    (16, [(32, 0, 0, 16), (64 + 32, 32, 64, 64)]),  # to the first boundary, then the rest
+    # (scales at column 32 of each [.., 64] scale row: the tile's columns)
+])
+def test_a_tile_over_several_groups_steps_its_scale_rows(r0, expected):
+    from compiler.passes.quantised import StoredFormat
+    from compiler.targets.emit import Matrix
+    from isa import Addr, Symbol
+    em = Emitter("systolic")
+    fmt = StoredFormat("int4", (128, 64), 32, False)
+    codes, scales = Symbol("w", "dram", 0, fmt.code_shape, DType.int8), Symbol("w.qscales", "dram", 4096, fmt.scale_shape, DType.fp16)
+    em.place_quantised(codes, scales, fmt, DType.bf16)
+    em.load("dma0", Addr("sram", 0), Matrix("w", 0, 128, 64, 64).block(r0, 96 - r0 if r0 else 96, 32, 32))
+    qcfgs = [i for i in em.instructions if i.opcode == "qcfg"]
+    rows = [i["rows"] for i in em.instructions if i.opcode == "loadq"]
+    assert [((q["scales"].addr - 4096) // 2, q["group"], q["pitch"], n) for q, n in zip(qcfgs, rows)] == expected
+
+
 # small buffers: many tiles per GEMM
 TARGETS = {"systolic": "systolic-32", "dataflow": "dataflow-small"}
 

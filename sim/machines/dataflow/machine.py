@@ -17,7 +17,7 @@ from typing import Mapping
 import numpy as np
 
 import isa
-from isa.footprint import loadq_row_bytes, scale_bytes
+from isa.footprint import loadq_row_bytes, scale_bytes, scale_rows
 from arch.dataflow import DataflowArch
 from sim.machines.base import Costs, Machine
 from sim.machines.dataflow.pipeline import PipelineTiming, section_timing
@@ -131,13 +131,13 @@ class DataflowMachine(Machine[DataflowArch]):
             s.call.tier_bytes[far.space] += nbytes * s.weight(i)
 
     def _loadq(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
-        """A quantised load: its packed codes and its scale row from the tier, the dequantised
+        """A quantised load: its packed codes and its scale rows from the tier, the dequantised
         tile into the PMUs; the AGCU dequantises at the tier's rate (one multiply an element,
         `dequant_ops`, priced at the preset's `dequant_pj` in the "vector" energy entry)."""
         packed, written = loadq_row_bytes(ins, cfg)
         _, (_, src), (_, rows) = ins.fields
         tier, cols = src.space, cfg.qcfg.fields[2][1]
-        nbytes = rows * packed + scale_bytes(cfg.qcfg)
+        nbytes = rows * packed + scale_rows(cfg.qcfg, rows) * scale_bytes(cfg.qcfg)
         s.events.set(i, **{_READ_EVENT[tier]: nbytes}, sram_bytes=rows * written,
                      dequant_ops=rows * cols)
         if s.call is not None:

@@ -19,7 +19,7 @@ from typing import Mapping
 
 import isa
 from arch.systolic import SystolicArch
-from isa.footprint import loadq_row_bytes, scale_bytes
+from isa.footprint import loadq_row_bytes, scale_bytes, scale_rows
 from sim.machines.base import Costs, Machine, MachineRun
 from sim.machines.decode import ONE_OPERAND_FUNCS, CostSheet, CostTable, decode
 from sim.timing import dma_cycles, gemm_cycles, reduce_cycles, vector_cycles
@@ -88,10 +88,10 @@ class SystolicMachine(Machine[SystolicArch]):
         s.events.set(i, dram_read_bytes=n * row, sram_write_bytes=n * row, sram_read_bytes=n * 4)
 
     def _loadq(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
-        """Its scale row and its packed rows in one transfer (one access latency)."""
+        """Its scale rows and its packed rows in one transfer (one access latency)."""
         packed, written = loadq_row_bytes(ins, cfg)
         rows = ins["rows"]
-        nbytes = rows * packed + scale_bytes(cfg.qcfg)
+        nbytes = rows * packed + scale_rows(cfg.qcfg, rows) * scale_bytes(cfg.qcfg)
         s.durations[i] = self.dma(nbytes)
         s.resources[i] = DRAM_PORT
         s.events.set(i, dram_read_bytes=nbytes, sram_write_bytes=rows * written,
