@@ -31,7 +31,7 @@ class DataflowEnergy:
 
     mac_pj: float = within(ENERGY_PJ)           # one multiply-accumulate at the PCU's dtype
     vector_op_pj: float = within(ENERGY_PJ)     # one element operation in SIMD mode
-    dequant_pj: float = within(ENERGY_PJ)       # one weight code times its scale (loadq)
+    dequant_pj: float = within(ENERGY_PJ)       # code x scale (loadq), value / scale (storeq)
     sram_pj_per_byte: float = within(ENERGY_PJ)  # PMU read or write
     hbm_pj_per_byte: float = within(ENERGY_PJ)
     ddr_pj_per_byte: float = within(ENERGY_PJ)

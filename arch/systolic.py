@@ -31,7 +31,7 @@ class SystolicEnergy:
     acc_pj_per_byte: float = within(ENERGY_PJ)  # accumulator read-modify-write, per byte
     dram_pj_per_byte: float = within(ENERGY_PJ)
     vector_op_pj: float = within(ENERGY_PJ)     # one element operation in the vector unit
-    dequant_pj: float = within(ENERGY_PJ)       # one weight code times its scale (loadq)
+    dequant_pj: float = within(ENERGY_PJ)       # code x scale (loadq), value / scale (storeq)
     static_w: float = within(POWER_W)           # leakage and clock tree, whole chip
     # one multiply-accumulate of two narrow codes, per format of the array's mac_formats
     mac_format_pj: dict[str, float] = within(ENERGY_PJ, default_factory=dict)

@@ -15,12 +15,13 @@ from typing import NamedTuple
 from isa.errors import IsaError
 from isa.instr import Instr
 from isa.opcodes import OPCODES, VEC_BINARY
-from isa.qformats import code_format, mode_bits
+from isa.qformats import MX_BLOCK, code_format, mode_bits
 from isa.packing import packed_row_bytes
 from isa.values import Addr, DType
 
 __all__ = ["Footprint", "QueueConfig", "footprints", "gather_row_bytes", "loadq_row_bytes",
-           "scale_bytes", "ConfigError", "WRITTEN_ROLES", "stripes"]
+           "scale_bytes", "ConfigError", "WRITTEN_ROLES", "is_written", "stripes", "storeq_qcfg",
+           "storeq_scale_bytes"]
 
 INDEX_BYTES = 4  # gather indices are int32
 PIM_ACC_BYTES = 4  # one fp32 MAC accumulator per bank
@@ -69,8 +70,16 @@ class QueueConfig:
 
 Limits = Mapping[str, int]
 # The roles an instruction writes (every other footprint is read): load/store/gather/vec/red/
-# vquant/pim.rd/pim.rdmac/df.* destinations, gemm's c and a collective's buffer.
+# vquant/loadq/storeq/pim.rd/pim.rdmac/df.* destinations, gemm's c and a collective's buffer.
+# A storeq's "scales" are written too (`is_written`), but not here: "scales" names the qcfg's
+# field, which a qcfg and a loadq read, and a role here is a field of the instruction itself.
 WRITTEN_ROLES = frozenset({"dst", "c", "buf"})
+
+
+def is_written(opcode: str, role: str) -> bool:
+    """Whether footprint `role` of an `opcode` instruction is a write: WRITTEN_ROLES, and the
+    scale rows a storeq writes at its qcfg's address."""
+    return role in WRITTEN_ROLES or (role == "scales" and opcode == "storeq")
 
 
 def footprints(instr: Instr, config: QueueConfig, limits: Limits | None = None) -> list[Footprint]:
@@ -92,17 +101,26 @@ def _extent_bytes(rows: int, row_bytes: int, pitch: int) -> int:
 
 def stripes(instr: Instr, config: QueueConfig, footprint: Footprint) -> tuple[int, int, int]:
     """`footprint` of `instr` as (rows, row_bytes, pitch): the bytes it really touches, which
-    a pitched load/store/loadq side leaves gaps between (a loop may interleave its iterations'
-    rows there); every other footprint is one dense row."""
-    if footprint.role not in ("dst", "src") or instr.opcode not in ("load", "store", "loadq"):
+    a pitched load/store/loadq/storeq side leaves gaps between (a loop may interleave its
+    iterations' rows there), as do a storeq's scale rows `pitch` scales apart (a KV cache's
+    scales of one token and head among the other heads'); every other footprint is one dense
+    row."""
+    if instr.opcode == "storeq" and footprint.role == "scales":
+        qcfg = config.qcfg
+        size = code_format(qcfg["fmt"]).scale_bytes
+        return scale_rows(qcfg, instr["rows"]), scale_bytes(qcfg), qcfg["pitch"] * size or size
+    if footprint.role not in ("dst", "src") or instr.opcode not in _PITCHED:
         return 1, footprint.size_bytes, footprint.size_bytes
     pitch = config.dst_stride if footprint.role == "dst" else config.src_stride
-    if instr.opcode == "loadq":
-        packed, written = loadq_row_bytes(instr, config)
-        row_bytes = written if footprint.role == "dst" else packed
+    if instr.opcode in ("loadq", "storeq"):
+        packed, values = loadq_row_bytes(instr, config)
+        row_bytes = packed if (footprint.role == "dst") == (instr.opcode == "storeq") else values
     else:
         row_bytes = instr["row_bytes"]
     return instr["rows"], row_bytes, pitch or row_bytes
+
+
+_PITCHED = frozenset({"load", "store", "loadq", "storeq"})   # rows at the dmacfg's pitches
 
 
 def _none(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
@@ -164,8 +182,8 @@ def loadq_scale_extent(qcfg: Instr, rows: int) -> int:
 
 
 def loadq_row_bytes(instr: Instr, config: QueueConfig) -> tuple[int, int]:
-    """A loadq's bytes per row under its queue's qcfg: (packed codes read off-chip, dequantised
-    values written on-chip). ConfigError without a qcfg."""
+    """A loadq's (or storeq's) bytes per row under its queue's qcfg: (packed codes off-chip,
+    values on-chip). ConfigError without a qcfg."""
     (_, fmt), (_, dtype), (_, cols), (_, step), *_ = _need(config, "qcfg", instr).fields
     return _qcfg_geometry(fmt, dtype, cols, step)[:2]
 
@@ -182,6 +200,42 @@ def _loadq(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]
     if scale_rows(qcfg, rows) > 1:       # the scale rows past the qcfg's first
         found.append(Footprint("scales", qcfg["scales"], loadq_scale_extent(qcfg, rows), False))
     return found
+
+
+_FLOAT_VALUES = frozenset({DType.fp32, DType.bf16, DType.fp16})
+
+
+def storeq_qcfg(instr: Instr, config: QueueConfig) -> Instr:
+    """The qcfg a storeq quantises by; ConfigError without one, or for one it cannot write:
+    a storeq writes one scale for all columns of a row group (step 0), MX one per row of its
+    block of 32 values, and it rounds float values (what isa/formats.py quantises)."""
+    qcfg = _need(config, "qcfg", instr)
+    (_, fmt), (_, dtype), (_, cols), (_, step), _, (_, group), _ = qcfg.fields
+    if step:
+        raise ConfigError(f"storeq writes one scale per row group (qcfg step=0), got step={step}")
+    if code_format(fmt).scale == "e8m0" and (cols != MX_BLOCK or group != 1):
+        raise ConfigError(f"storeq of {fmt} writes one scale per row of {MX_BLOCK} values (qcfg "
+                          f"cols={MX_BLOCK} group=1), got cols={cols} group={group}")
+    if DType(dtype) not in _FLOAT_VALUES:
+        raise ConfigError(f"storeq quantises float values (qcfg dtype fp32, bf16 or fp16), "
+                          f"got dtype={DType(dtype)}")
+    return qcfg
+
+
+def storeq_scale_bytes(qcfg: Instr, rows: int) -> int:
+    """The bytes of scales a storeq of `rows` rows writes: one scale a row group (none for no
+    rows)."""
+    return scale_rows(qcfg, rows) * code_format(qcfg["fmt"]).scale_bytes if rows else 0
+
+
+def _storeq(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
+    qcfg = storeq_qcfg(instr, config)
+    packed, values = loadq_row_bytes(instr, config)
+    rows = instr["rows"]
+    scales = loadq_scale_extent(qcfg, rows) if rows else 0      # step 0: the scale rows' span
+    return [Footprint("dst", instr["dst"], _extent_bytes(rows, packed, config.dst_stride), False),
+            Footprint("src", instr["src"], _extent_bytes(rows, values, config.src_stride), True),
+            Footprint("scales", qcfg["scales"], scales, False)]
 
 
 def gather_row_bytes(config: QueueConfig) -> int:
@@ -293,7 +347,7 @@ def _coll(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
 _RULES: dict[str, Callable[[Instr, QueueConfig, Limits], list[Footprint]]] = {
     "halt": _none, "signal": _none, "wait": _none, "dmacfg": _none, "mcfg": _none,
     "vcfg": _none, "load": _load, "store": _store, "gather": _gather, "gatherw": _gather,
-    "qcfg": _qcfg, "loadq": _loadq, "gemm": _gemm, "vec": _vec, "red": _red,
+    "qcfg": _qcfg, "loadq": _loadq, "storeq": _storeq, "gemm": _gemm, "vec": _vec, "red": _red,
     "vquant": _vquant,
     "pim.act": _none, "pim.act_all": _none, "pim.pre": _none, "pim.pre_all": _none,
     "pim.qmode": _none, "mfmt": _none,

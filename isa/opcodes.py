@@ -167,7 +167,7 @@ _TABLE = (
     _op("qcfg", 0x0D, "core", _DMA,
         (("fmt", E(4, QFORMATS)), ("dtype", DTYPE), ("cols", U16), ("step", U8),
          ("scales", A40), ("group", U16), ("pitch", U16)), """
-        cfg.q = (fmt, dtype, cols, step, scales, group, pitch)   # for later loadq on this queue
+        cfg.q = (fmt, dtype, cols, step, scales, group, pitch)  # later loadq, storeq on this queue
         # fmt: the codes (isa/qformats.py), N bits each, packed LSB first (isa/packing.py):
         #   int<N> (fp16 scales), fp8_e4m3/e5m2 (fp32 scales), mx* (e8m0 scales)
         # scales: off-chip scales of those cols columns, one per column (step = the scale's
@@ -185,6 +185,23 @@ _TABLE = (
                 s = at[c*step : c*step + size(scale)] as fmt's scale type
                 dst[r*dst_pitch + c*size(dtype)] = dtype(value(code[c]) * s)  # exact product,
                                                                               # rounded once
+        """),
+    # A KV cache kept as narrow codes is written a row group at a time: the DMA engine's store
+    # path quantises on the way out (docs/isa.md, "Quantised loads"), the inverse of loadq: a
+    # loadq of the same rows under the same qcfg reads back dtype(code x scale).
+    _op("storeq", 0x11, "core", _DMA, (("dst", A40), ("src", A32), ("rows", U16)), """
+        # dst off-chip (packed codes), src on-chip (values of dtype); (fmt, dtype, cols, step,
+        # scales, group, pitch) = cfg.q; step must be 0: one scale covers all cols of its rows
+        row_bytes = ceil(cols * N / 8)                # N = fmt's bits
+        for each row group j (rows j*group .. j*group + group-1; group 0: all rows, one group):
+            X = its rows r: src[r*src_pitch : r*src_pitch + cols*size(dtype)] as dtype
+            s = scale of X from its largest magnitude m (isa/formats.py):
+                int<N> fp16(m/(2^(N-1)-1)), fp8 fp32(m/max), MX 2^(floor(log2 m)-emax)
+                (MX: cols 32, group 1); all-zero X: 1 (MX 2^-127)
+            scales[j*pitch*size(scale) : +size(scale)] = s        # group 0: at scales
+            for each row r of the group:
+                code = saturate(round_to_nearest_even(X[r] / s))  # isa.formats.quantize's codes
+                dst[r*dst_pitch : r*dst_pitch + row_bytes] = pack(code[0:cols], N)
         """),
     _op("mcfg", 0x07, "core", _MXU,
         (("m", U16), ("n", U16), ("k", U16), ("dtype", DTYPE), ("acc", DTYPE)), """

@@ -2,8 +2,10 @@
 
 Checks, in order: ISA version and target; spaces, symbols and data against the machine;
 every field value (by encoding the program); per instruction: queue exists, unit allowed,
-configuration present, field limits (a qcfg's cols and scale step, a vquant's scale group and
-tile types too), every operand footprint inside its space and on the right side of the chip;
+configuration present (and one a storeq can quantise by: isa.footprint.storeq_qcfg), field
+limits (a qcfg's cols and scale step, a vquant's scale group and tile types too), every operand
+footprint inside its space and on the right side of the chip (a storeq's scale rows too, moving
+with its qcfg's address and checked as a write);
 the DRAM row protocol of the pim queues when the machine gives its banks (`isa/rows.py`: no MAC
 or read without an open row, no activate of an open bank);
 finally that all queues run to completion through their semaphores. A program with loops is
@@ -23,7 +25,7 @@ from types import MappingProxyType
 
 from isa.encoding import encode
 from isa.errors import FieldError, IsaError, LoopError, VerifyError
-from isa.footprint import (NO_FOOTPRINT, WRITTEN_ROLES, Footprint, QueueConfig, footprints,
+from isa.footprint import (NO_FOOTPRINT, Footprint, QueueConfig, footprints, is_written,
                            pim_lanes_per_bf16, stripes)
 from isa.instr import Instr, first_uses
 from isa.qformats import MX_BLOCK, code_format
@@ -181,7 +183,8 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
     configs: dict[QueueConfig, QueueConfig] = {}   # one object per distinct configuration
     passed: set[tuple[int, int]] = set()           # (instruction object, configuration) checked
     qcfg_at: dict[int, int] = {}        # id(queue slot) -> index of its last qcfg (a loadq's
-                                        # scale rows start at that qcfg's moving address)
+                                        # or storeq's scale rows start at that qcfg's moving
+                                        # address)
     wanted = _to_check(opcodes, first, structure)
     strided = structure.strided()
     checks = (visits(structure, wanted, opcodes) if structure.loops else zip(wanted, repeat(())))
@@ -201,7 +204,7 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
             units = " ".join(sorted(u.name for u in spec.units))
             raise _at(index, instr, f"{instr.opcode} is not allowed on unit {queue.unit.name} "
                       f"(units: {units})", context)
-        moving = index in strided or (instr.opcode == "loadq" and qcfg_at.get(id(slot)) in strided)
+        moving = index in strided or (instr.opcode in _SCALED and qcfg_at.get(id(slot)) in strided)
         ints = _int_moves(index, instr, context) if moving else {}
         for position, name, bound in limited[instr.opcode]:
             value = instr.fields[position][1]
@@ -234,13 +237,13 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
         except IsaError as error:
             raise _at(index, instr, str(error), context) from None
         for footprint in found:
-            if footprint.role == "scales" and instr.opcode == "loadq":   # the qcfg's address
+            if footprint.role == "scales" and instr.opcode in _SCALED:   # the qcfg's address
                 at = qcfg_at[id(slot)]
                 moves = _moves(at, program.instructions[at], footprint, context) if moving else []
             else:
                 moves = _moves(index, instr, footprint, context) if moving else []
             _check_footprint(index, instr, footprint, spaces, context, moves)
-            if moves and footprint.role in WRITTEN_ROLES:
+            if moves and is_written(instr.opcode, footprint.role):
                 _check_moving_write(index, instr, footprint, config, context, moves)
         if instr.opcode == "vquant":
             _check_vquant(index, instr, config.vcfg, context)
@@ -249,6 +252,7 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
             slot[0] = configs.setdefault(after, after)
 
 
+_SCALED = frozenset({"loadq", "storeq"})   # their scale rows: at their qcfg's `scales`
 _POSITION = {op: {name: k for k, name in enumerate(spec.names)} for op, spec in OPCODES.items()}
 
 
@@ -293,7 +297,8 @@ def _check_footprint(index: int, instr: Instr, footprint: Footprint, spaces, con
                       f"{addr.addr + size:#x}) exceeds space {space.name} of "
                       f"{space.size_bytes} bytes", context)
         return
-    spec = OPCODES["qcfg" if role == "scales" else instr.opcode]   # a loadq's scales: its qcfg's
+    spec = OPCODES["qcfg" if role == "scales" else instr.opcode]   # a loadq's or storeq's
+                                                                    # scales: its qcfg's
     kind = spec.field(role).kind
     below = first_beyond([(loop, lo, hi, -d) for loop, lo, hi, d in moves], -addr.addr, 0)
     if below is not None:

@@ -21,10 +21,12 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from isa import Addr, ConfigError, DType, Instr, Program, Queue, QueueConfig, gather_row_bytes
+from isa.footprint import storeq_qcfg
 from isa.opcodes import OPCODES, VEC_BINARY, VEC_IMMEDIATE, VEC_UNARY
 from isa.numerics import Codec, codec
-from isa.packing import packed_row_bytes, unpack_patterns
-from isa.qformats import MX_BLOCK, CodeFormat, code_format, code_values, scale_values
+from isa.packing import pack_patterns, packed_row_bytes, unpack_patterns
+from isa.qformats import (MX_BLOCK, CodeFormat, code_format, code_patterns, code_values,
+                          scale_patterns, scale_values)
 
 __all__ = ["FunctionalError", "Memory", "FunctionalExecutor"]
 
@@ -168,7 +170,7 @@ class _QueueState:
         self.qcfg: Instr | None = None
         self.gemm: tuple[int, int, int, Codec, Codec] | None = None  # m, n, k, dtype, acc
         self.vec: tuple[int, int, Codec, Codec, float] | None = None  # rows, cols, dtype, out, imm
-        # loadq's code format, dtype, cols, scale step, scales address, group and pitch
+        # loadq's and storeq's code format, dtype, cols, step, scales address, group and pitch
         self.quant: tuple[CodeFormat, Codec, int, int, Addr, int, int] | None = None
 
 
@@ -200,7 +202,7 @@ class FunctionalExecutor:
             "halt": _nothing, "signal": _nothing, "wait": _nothing,
             "dmacfg": _dmacfg, "mcfg": _mcfg, "vcfg": _vcfg, "qcfg": _qcfg, "mfmt": _nothing,
             "load": self._copy_rows, "store": self._copy_rows, "gather": self._gather,
-            "gatherw": self._gather, "loadq": self._loadq,
+            "gatherw": self._gather, "loadq": self._loadq, "storeq": self._storeq,
             "gemm": self._gemm, "vec": self._vec, "red": self._red, "vquant": self._vquant,
         }
         for opcode, model in (models or {}).items():
@@ -306,6 +308,37 @@ class FunctionalExecutor:
         else:  # destination rows overlap: later rows win, as in the pseudo-code
             for r in range(rows):
                 target[r] = encoded[r]
+
+    def _storeq(self, instr: Instr, state: _QueueState) -> None:
+        """The src rows (of dtype) as isa.formats.quantize makes each row group, a tensor of
+        its own (`_quantise_blocks`): dst row r = its codes packed (isa/packing.py), scale row
+        j = the group's scale at the qcfg's scales + j*pitch*size(scale); pitches from dmacfg
+        as for store. A loadq of the same rows under the same qcfg reads back dequantize."""
+        try:
+            storeq_qcfg(instr, QueueConfig(qcfg=state.qcfg))
+        except ConfigError as error:
+            raise FunctionalError(str(error)) from None
+        fmt, item, cols, _, scales, group, pitch = state.quant
+        (_, dst), (_, src), (_, rows) = instr.fields
+        if rows == 0:
+            return
+        packed, row_bytes = packed_row_bytes(cols, fmt.bits), cols * item.itemsize
+        raw = self._rows(src, rows, row_bytes, state.src_pitch or row_bytes, "src")
+        tile = item.decode(np.ascontiguousarray(raw).view(item.storage))
+        codes, scale = _quantise_groups(tile, fmt, group or rows)
+        encoded = pack_patterns(code_patterns(codes, fmt), fmt.bits)
+        target = self._rows(dst, rows, packed, state.dst_pitch or packed, "dst")
+        if (state.dst_pitch or packed) >= packed:
+            target[...] = encoded
+        else:  # destination rows overlap: later rows win, as in the pseudo-code
+            for r in range(rows):
+                target[r] = encoded[r]
+        size = fmt.scale_bytes
+        stored = scale_patterns(scale, fmt)
+        stored = stored.astype(stored.dtype.newbyteorder("<")).view(np.uint8).reshape(-1, size)
+        if pitch == 0:      # every scale row at `scales` (group 0: there is one): the last wins
+            stored = stored[-1:]
+        self._rows(scales, len(stored), size, pitch * size or size, "scales")[...] = stored
 
     def _gather(self, instr: Instr, state: _QueueState) -> None:
         """dst[i*w : (i+1)*w] = table[idx[i]*pitch : idx[i]*pitch + w]: pitch = dmacfg
@@ -451,6 +484,36 @@ def _qcfg(instr: Instr, state: _QueueState) -> None:
 
 
 # ---- numeric kernels -------------------------------------------------------------------------
+
+def _quantise_groups(tile: np.ndarray, fmt: CodeFormat, group: int) -> tuple[np.ndarray, ...]:
+    """isa.formats.quantize of each `group` rows of `tile` [rows, cols] (the last group may be
+    short) as a tensor of its own: the codes [rows, cols] and one scale a group. Full groups go
+    at once, each a row of a [groups, group*cols] block (`_quantise_blocks`)."""
+    rows, cols = tile.shape
+    full = rows // group * group
+    parts = [tile[:full].reshape(-1, group * cols)] if full else []
+    if full < rows:
+        parts.append(tile[full:].reshape(1, -1))
+    from isa.formats import FormatError                         # ml_dtypes: 0.6 s, only here
+    try:
+        found = [_quantise_blocks(part, fmt) for part in parts]
+    except FormatError as error:
+        raise FunctionalError(str(error)) from None
+    return (np.concatenate([codes.reshape(-1, cols) for codes, _ in found]),
+            np.concatenate([scales for _, scales in found]))
+
+
+def _quantise_blocks(blocks: np.ndarray, fmt: CodeFormat) -> tuple[np.ndarray, np.ndarray]:
+    """isa.formats.quantize of each row of `blocks` as one tensor: int<N> as one scale group
+    per row (the same arithmetic), MX its own blocks (a row is one block of 32: storeq_qcfg),
+    fp8 (one scale per tensor only) a row at a time. The codes, and the scales as a vector."""
+    from isa.formats import quantize                            # ml_dtypes: 0.6 s, only here
+    if fmt.scale == "fp32":
+        found = [quantize(block, fmt.name) for block in blocks]
+        return np.stack([q.codes for q in found]), np.concatenate([q.scales for q in found])
+    q = quantize(blocks, fmt.name, blocks.shape[1] if fmt.integer else None)
+    return q.codes, q.scales.reshape(-1)
+
 
 def _matmul(left: np.ndarray, right: np.ndarray, item: Codec) -> np.ndarray:
     """left @ right in float64, or exactly for integer tiles (int64, wrapping like int32 adders)."""

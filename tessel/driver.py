@@ -162,11 +162,12 @@ def _with_data(req: RunRequest, graph: Graph, plan, bar: Callable[[str, int], No
             reference, graph, routing)
 
 
-def quantised_facts(lowered: Lowered, recipe: str) -> dict:
-    """The weights a program stores quantised: how many, their bytes as the program holds them
-    (codes and scales, `Lowered.quantised_bytes`) and at the program's operand type."""
-    formats = lowered.quantised.values()
-    return {"recipe": recipe, "count": len(formats), "stored_bytes": lowered.quantised_bytes(),
+def quantised_facts(lowered: Lowered, recipe: str, layout: str = "weight") -> dict:
+    """The weights (`layout` "weight") or KV caches ("rows") a program stores quantised: how
+    many, their bytes as the program holds them (codes and scales) and at the program's
+    operand type."""
+    formats = [f for f in lowered.quantised.values() if f.layout == layout]
+    return {"recipe": recipe, "count": len(formats), "stored_bytes": lowered.quantised_bytes(layout),
             "full_bytes": sum(math.prod(f.shape) for f in formats) * lowered.dtype.itemsize}
 
 
@@ -230,8 +231,9 @@ def _run(req: RunRequest, progress: Progress) -> Run:
     if traffic:
         sim = replace(sim, result=replace(sim.result, attention=traffic))
     facts = workload_facts(model, unrouted, routing, req.operand_dtype.itemsize)
-    if lowered.quantised:
-        facts["quantised_weights"] = quantised_facts(lowered, req.quant.name)
+    for key, layout in (("quantised_weights", "weight"), ("quantised_kv", "rows")):
+        if any(f.layout == layout for f in lowered.quantised.values()):
+            facts[key] = quantised_facts(lowered, req.quant.name, layout)
     if facts:
         sim = replace(sim, result=replace(sim.result, workload=facts))
     if not req.numerics:

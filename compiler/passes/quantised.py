@@ -30,7 +30,7 @@ from isa.packing import pack_patterns, packed_row_bytes
 from isa.qformats import CodeFormat, code_format, code_patterns, scale_patterns
 
 from compiler.errors import CompileError
-from compiler.ir import Graph
+from compiler.ir import Graph, OpKind
 from compiler.passes.quantised_values import check_quantised_graph, rounding_assumption
 
 if TYPE_CHECKING:            # compiler.quant imports ml_dtypes (0.6 s): only runs with a recipe
@@ -38,7 +38,7 @@ if TYPE_CHECKING:            # compiler.quant imports ml_dtypes (0.6 s): only ru
     from compiler.quant.tensors import StoredWeight
 
 __all__ = ["StoredFormat", "stored_formats", "stored_weight", "stored_codes", "stored_scales",
-           "stored_data", "stored_bytes", "quant_assumption",
+           "stored_data", "rows_data", "stored_bytes", "quant_assumption", "narrow_caches",
            "SCALES_SUFFIX", "NOT_ON_TARGETS"]
 
 SCALES_SUFFIX = ".qscales"          # the scales' symbol: the codes' symbol + this
@@ -48,14 +48,19 @@ NOT_ON_TARGETS = ("the simulated targets store integer, fp8 and MX weights (w8a1
 
 @dataclass(frozen=True, slots=True)
 class StoredFormat:
-    """One weight as stored: `lead` x [rows, cols] codes of `format` (isa/qformats.py), each
-    row packed on its own bytes; scales of the format's type [lead..., scale_rows, cols], one
-    row per `group` rows (an MX block: 32), or one scale for the whole tensor (`per_tensor`)."""
+    """One tensor as stored: `lead` x [rows, cols] codes of `format` (isa/qformats.py), each
+    row packed on its own bytes, and scales of the format's type. A weight (`layout`
+    "weight"): scales [lead..., rows / group, cols], one row of scales per `group` rows (an MX
+    block: 32), or one scale for the whole tensor (`per_tensor`). A KV cache (`layout` "rows":
+    compiler/passes/quantised_values.py): scales [lead..., rows, cols / group], one per
+    `group` columns of each row (a token's channels of one head, or a block of them)."""
 
     format: str                 # a code format of isa/qformats.py: int4, fp8_e4m3, mxfp4, ...
-    shape: tuple[int, ...]      # the weight's logical shape, [..., K, N]
-    group: int                  # rows one scale row covers (K: one per output channel)
+    shape: tuple[int, ...]      # the tensor's logical shape, [..., K, N]
+    group: int                  # rows one scale row covers (K: one per output channel); "rows":
+                                # columns one scale covers
     per_tensor: bool
+    layout: str = "weight"      # weight | rows
 
     @property
     def code(self) -> CodeFormat:
@@ -89,11 +94,15 @@ class StoredFormat:
 
     @property
     def scale_shape(self) -> tuple[int, ...]:
+        if self.layout == "rows":
+            return (*self.shape[:-1], self.cols // self.group)
         if self.per_tensor:
             return (1,)
         return (*self.shape[:-2], self.rows // self.group, self.cols)
 
     def describe(self) -> str:
+        if self.layout == "rows":
+            return f"{self.format}, a scale per {self.group} channels of each token"
         scale = "one scale" if self.per_tensor else (
             "a scale per output channel" if self.group == self.rows else f"a scale per {self.group} input channels")
         return f"{self.format}, {scale}"
@@ -129,6 +138,21 @@ def stored_formats(graph: Graph, plan: "QuantPlan | None") -> Mapping[str, Store
                  "block": quant.format.block}[quant.scale]
         out[param] = StoredFormat(quant.format.name, shape, group, quant.scale == "tensor")
     return MappingProxyType(out)
+
+
+def narrow_caches(graph: Graph) -> dict[str, "StoredFormat"]:
+    """The KV caches a program can hold in their narrow format: each append whose new rows are
+    rounded with scales per group of a row's channels (per head, groups of a head, an MX block)
+    stores its whole cache as codes with a scale per group of each token's channels, and writes
+    the new rows with storeq (the append's buffer is the cache: compiler/passes/storage.py).
+    One scale for a whole write (group 0: fp8, or scale "tensor") keeps the operand type."""
+    out = {}
+    for op in graph.of_kind(OpKind.KV_APPEND):
+        new = graph[op.inputs[1]]
+        if new.kind is OpKind.QUANTIZE and new.attr("group"):
+            out[op.name] = StoredFormat(new.attr("format"), op.type.shape, new.attr("group"),
+                                        False, "rows")
+    return out
 
 
 def stored_weight(weights, name: str, fmt: StoredFormat) -> "StoredWeight":
@@ -169,6 +193,21 @@ def stored_data(stored: "StoredWeight", fmt: StoredFormat) -> tuple[np.ndarray, 
     return packed.reshape(fmt.code_shape), stored_scales_
 
 
+def rows_data(values: np.ndarray, fmt: StoredFormat) -> tuple[np.ndarray, np.ndarray]:
+    """A "rows" tensor (a KV cache) as stored: `values` quantised along each row in groups of
+    `fmt.group` columns (isa.formats, as storeq writes them), codes packed per row and scales
+    in their storage type."""
+    from isa.formats import quantize           # ml_dtypes: only programs with a narrow cache
+    whole = fmt.format.startswith("mx")
+    q = quantize(np.asarray(values, np.float64).reshape(fmt.shape), fmt.format,
+                 None if whole else fmt.group)
+    packed = pack_patterns(code_patterns(q.codes, fmt.code), fmt.bits).view(np.int8)
+    scales = scale_patterns(np.asarray(q.scales, np.float64).reshape(fmt.scale_shape), fmt.code)
+    if fmt.code.scale == "e8m0":
+        scales = scales.view(np.int8)
+    return packed.reshape(fmt.code_shape), scales
+
+
 def stored_bytes(fmt: StoredFormat) -> int:
     """Bytes the weight takes in memory: packed codes and scales."""
     return math.prod(fmt.code_shape) + fmt.code.scale_bytes * math.prod(fmt.scale_shape)
@@ -176,7 +215,16 @@ def stored_bytes(fmt: StoredFormat) -> int:
 
 def quant_assumption(quantised: Mapping[str, StoredFormat], how: str, graph: Graph) -> tuple[str, ...]:
     """The report's lines for a program that stores weights quantised (`how` says where the
-    target dequantises them) and that rounds values as it runs (quantize ops); none otherwise."""
-    kinds = sorted({f"{fmt.format} codes with {fmt.code.scale} scales" for fmt in quantised.values()})
-    stored = (f"{len(quantised)} weights stored as {' / '.join(kinds)}; {how}",) if quantised else ()
-    return stored + rounding_assumption(graph)
+    target dequantises them), that stores KV caches narrow, and that rounds values as it runs
+    (quantize ops); none otherwise."""
+    weights = [fmt for fmt in quantised.values() if fmt.layout == "weight"]
+    caches = [fmt for fmt in quantised.values() if fmt.layout == "rows"]
+    lines = []
+    if weights:
+        kinds = sorted({f"{fmt.format} codes with {fmt.code.scale} scales" for fmt in weights})
+        lines.append(f"{len(weights)} weights stored as {' / '.join(kinds)}; {how}")
+    if caches:
+        kinds = sorted({fmt.describe() for fmt in caches})
+        lines.append(f"{len(caches)} KV caches stored as codes ({' / '.join(kinds)}): the new "
+                     "rows written by storeq, the cache read back by loadq")
+    return tuple(lines) + rounding_assumption(graph)

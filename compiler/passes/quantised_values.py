@@ -99,8 +99,8 @@ def rounding_assumption(graph: Graph) -> tuple[str, ...]:
     kinds = sorted({op.attr("format") for op in rounded})
     values = "value" if len(rounded) == 1 else "values"
     return (f"{len(rounded)} {values} (matmul inputs, KV writes) rounded to {' / '.join(kinds)} "
-            "by the vector unit (vquant), then held and moved at the operand type's width: "
-            "their bytes do not shrink",)
+            "by the vector unit (vquant), then held and moved at the operand type's width (a KV "
+            "cache stored as codes excepted)",)
 
 
 def mac_formats_for(graph: Graph, op: Op, weight_format: str | None) -> tuple[str, ...]:

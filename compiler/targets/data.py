@@ -11,7 +11,7 @@ from isa import DType
 from isa.numerics import to_storage
 
 from compiler.ir import Graph, OpKind
-from compiler.passes.quantised import SCALES_SUFFIX, StoredFormat, stored_data, stored_weight
+from compiler.passes.quantised import SCALES_SUFFIX, StoredFormat, rows_data, stored_data, stored_weight
 from compiler.passes.storage import StoragePlan, View
 from compiler.targets.emit import symbol_name
 
@@ -37,7 +37,10 @@ def program_data(graph: Graph, plan: StoragePlan, constants: Mapping[str, np.nda
         op = graph[buf.name] if buf.name in graph else None
         if buf.name in quantised:
             fmt = quantised[buf.name]
-            codes, scales = stored_data(stored_weight(weights, buf.name, fmt), fmt)
+            if fmt.layout == "rows":            # a KV cache of codes, its first rows the feed
+                codes, scales = rows_data(_cache_values(graph, plan, buf, feeds), fmt)
+            else:
+                codes, scales = stored_data(stored_weight(weights, buf.name, fmt), fmt)
             data[symbol_name(buf.name)] = codes
             data[symbol_name(buf.name) + SCALES_SUFFIX] = scales
             continue
@@ -46,15 +49,21 @@ def program_data(graph: Graph, plan: StoragePlan, constants: Mapping[str, np.nda
         elif op is not None and op.kind is OpKind.INPUT:
             values = np.asarray(feeds[buf.name])
         elif op is not None and op.kind is OpKind.KV_APPEND:
-            values = np.zeros(buf.shape)
-            cache = op.inputs[0]
-            values.reshape(-1)[_flat_index(plan.views[cache])] = np.asarray(feeds[cache])
+            values = _cache_values(graph, plan, buf, feeds)
         else:
             continue
         data[symbol_name(buf.name)] = to_storage(values.reshape(buf.shape), buf.dtype)
     for name, values in constants.items():
         data[name] = to_storage(values, DType.fp32)
     return data
+
+
+def _cache_values(graph: Graph, plan: StoragePlan, buf, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+    """An append's buffer as the program starts: the fed cache in its first rows, zeros after."""
+    values = np.zeros(buf.shape)
+    cache = graph[buf.name].inputs[0]
+    values.reshape(-1)[_flat_index(plan.views[cache])] = np.asarray(feeds[cache])
+    return values
 
 
 def read_value(read_symbol: Callable[[str], np.ndarray], plan: StoragePlan, value: str) -> np.ndarray:

@@ -399,7 +399,10 @@ class Emitter:
     def load(self, queue: str, dst: Addr, m: Matrix) -> None:
         """DMA a DRAM window into a dense on-chip tile."""
         if m.symbol in self.quantised:
-            self._load_quantised(queue, dst, m)
+            if self.quantised[m.symbol][0].layout == "rows":
+                self._rows_quantised(queue, "loadq", m, dst)
+            else:
+                self._load_quantised(queue, dst, m)
             return
         size = self.itemsize[m.symbol]
         self.pitch(queue, m.stride * size if m.rows > 1 else 0, 0)
@@ -439,8 +442,41 @@ class Emitter:
                       src=Addr(space, base + row * fmt.row_bytes + c0 * fmt.bits // 8), rows=n)
             r += n
 
+    def _rows_quantised(self, queue: str, op: str, m: Matrix, tile: Addr) -> None:
+        """A window of a KV cache stored as codes with a scale per `group` columns of each row
+        (compiler/passes/quantised.py, layout "rows"), read (loadq) or written (storeq) a
+        column group at a time: a qcfg of `group` columns with one scale a row (step 0), the
+        next row's `pitch` = cols / group scales on; the dense on-chip tile's rows lie
+        m.cols values apart."""
+        fmt, scales, dtype = self.quantised[m.symbol]
+        g, size = fmt.group, dtype.itemsize
+        first, c0 = divmod(m.offset, fmt.cols)
+        if (m.rows > 1 and m.stride != fmt.cols) or c0 % g or m.cols % g:
+            raise CompileError(f"'{m.symbol}': a window of {m.rows} x {m.cols} at column {c0} does "
+                               f"not take whole {g}-column scale groups of its {fmt.format} rows")
+        base, space = self.addresses[m.symbol], self.space_of(m.symbol)
+        per_row = fmt.cols // g                         # scales a row
+        tile_pitch, code_pitch = (m.cols * size, fmt.row_bytes) if m.rows > 1 else (0, 0)
+        if op == "loadq":
+            self.pitch(queue, code_pitch, tile_pitch)
+        else:
+            self.pitch(queue, tile_pitch, code_pitch)
+        for c in range(c0, c0 + m.cols, g):
+            self.emit(queue, "qcfg", fmt=fmt.format, dtype=dtype, cols=g, step=0,
+                      scales=Addr(space, scales + fmt.code.scale_bytes * (first * per_row + c // g)),
+                      group=1, pitch=per_row)
+            codes = Addr(space, base + first * fmt.row_bytes + c * fmt.bits // 8)
+            on_chip = Addr(tile.space, tile.addr + (c - c0) * size)
+            if op == "loadq":
+                self.emit(queue, "loadq", dst=on_chip, src=codes, rows=m.rows)
+            else:
+                self.emit(queue, "storeq", dst=codes, src=on_chip, rows=m.rows)
+
     def store(self, queue: str, m: Matrix, src: Addr) -> None:
-        """DMA a dense on-chip tile into a DRAM window."""
+        """DMA a dense on-chip tile into a DRAM window (a narrow KV cache's: storeq)."""
+        if m.symbol in self.quantised:
+            self._rows_quantised(queue, "storeq", m, src)
+            return
         size = self.itemsize[m.symbol]
         self.pitch(queue, 0, m.stride * size if m.rows > 1 else 0)
         self.emit(queue, "store", dst=self.dram(m), src=src, rows=m.rows, row_bytes=m.cols * size)

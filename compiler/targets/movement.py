@@ -107,6 +107,9 @@ def lower_kv_append(em: Emitter, op, views, ring: Ring, itemsize: int) -> None:
     for src, dst in zip(view_batches(new, 2), view_batches(target, 2)):
         sm, dm = view_matrix(src), view_matrix(dst)
         width = max(1, min(sm.cols, ring.slot_bytes // itemsize))
+        narrow = em.quantised.get(dm.symbol)        # a cache of codes: whole scale groups
+        if narrow is not None and width < sm.cols:
+            width = max(narrow[0].group, width - width % narrow[0].group)
         for c0 in range(0, sm.cols, width):
             w = min(width, sm.cols - c0)
             per = row_block(op.name, "kv_append", sm.rows, w * itemsize, ring.slot_bytes, "copy slot")

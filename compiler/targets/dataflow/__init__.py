@@ -44,12 +44,12 @@ def _placement(c: Compilation) -> Placement:
     elided = c["attention"].elided(views)
     positions = sum(-(-t * 4 // ALIGN) * ALIGN for t in {ch.t for ch, _ in fused if needs_mask(ch)})
     return place(c.graph, c["storage"], c["sections"].calls, c.arch, ring_bytes, sram,
-                 constant_bytes(c.graph) + positions, elided, c["precision"].quantised)
+                 constant_bytes(c.graph) + positions, elided, c["precision"].stored)
 
 
 def _emit(c: Compilation) -> Lowered:
     return DataflowLowering(c.graph, c.arch, c.dtype, c["storage"], c["sections"], c["placement"],
-                            c["attention"], c["precision"].quantised).lower()
+                            c["attention"], c["precision"].stored).lower()
 
 
 PIPELINE = Pipeline("dataflow", (PRECISION, STORAGE, Step("attention", _attention),

@@ -4,12 +4,12 @@ from __future__ import annotations
 from isa import DType
 
 from compiler.errors import CompileError
-from compiler.passes.precision import Precision
+from compiler.passes.precision import Precision, precision
 from compiler.pipeline import Compilation, Pipeline, Step
 from compiler.targets.pim.lowered import PimLowered
 from compiler.targets.pim.lowering import PimLowering
 from compiler.targets.pim.placement import PimPlacement, place
-from compiler.targets.steps import PRECISION, STORAGE
+from compiler.targets.steps import STORAGE
 
 __all__ = ["PIPELINE", "PimLowered"]
 
@@ -18,7 +18,7 @@ def _precision(c: Compilation) -> Precision:
     """The shared decision, for bf16 only: the banks' MAC units compute in bf16."""
     if c.dtype is not DType.bf16:
         raise CompileError(f"the PIM target computes in bf16 (the MAC units' type), not {c.dtype.value}")
-    return PRECISION.run(c)
+    return precision(c.graph, c.dtype, c.quant, narrow_kv=False)   # its KV cache: bf16 rows
 
 
 def _placement(c: Compilation) -> PimPlacement:

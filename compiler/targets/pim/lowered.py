@@ -31,10 +31,11 @@ class PimLowered(Lowered):
     arch: PimArch
     matrices: dict[str, PimMatrix]
 
-    def quantised_bytes(self) -> int:
-        """The codes as the banks hold them, and the scales as the ASIC reads them (fp32)."""
+    def quantised_bytes(self, layout: str = "weight") -> int:
+        """The codes as the banks hold them, and the scales as the ASIC reads them (fp32); the
+        PIM target stores no KV cache narrow."""
         return sum(math.prod(fmt.code_shape) + 4 * fmt.cols * (fmt.rows // fmt.group)
-                   for fmt in self.quantised.values())
+                   for fmt in self.quantised.values() if fmt.layout == layout)
 
     def initial_data(self, graph: Graph, weights, feeds) -> dict[str, np.ndarray]:
         """Symbol -> initial contents: dense values as targets.data does, PIM matrices

@@ -15,7 +15,7 @@ __all__ = ["PIPELINE"]
 
 def _dram(c: Compilation) -> DramLayout:
     return plan_dram(c.graph, c["storage"], c.arch, c["attention"].elided(c["storage"].views),
-                     c["precision"].quantised)
+                     c["precision"].stored)
 
 
 def _floors(c: Compilation) -> SramFloors:
@@ -41,7 +41,7 @@ def _attention(c: Compilation) -> AttentionPlan:
 
 def _emit(c: Compilation) -> Lowered:
     return SystolicLowering(c.graph, c.arch, c.dtype, c["storage"], c["dram"], c["sram"],
-                            c["attention"], c["precision"].quantised).lower()
+                            c["attention"], c["precision"].stored).lower()
 
 
 PIPELINE = Pipeline("systolic", (PRECISION, STORAGE, Step("attention", _attention),

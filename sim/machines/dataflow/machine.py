@@ -17,7 +17,7 @@ from typing import Mapping
 import numpy as np
 
 import isa
-from isa.footprint import loadq_row_bytes, scale_bytes, scale_rows
+from isa.footprint import loadq_row_bytes, scale_bytes, scale_rows, storeq_scale_bytes
 from arch.dataflow import DataflowArch
 from sim.machines.base import Costs, Machine
 from sim.machines.dataflow.pipeline import PipelineTiming, section_timing
@@ -80,7 +80,7 @@ class DataflowMachine(Machine[DataflowArch]):
             "halt": None, "signal": None, "wait": None, "mcfg": None, "vcfg": None, "dmacfg": None,
             "df.section": self._section, "df.run": self._run, "df.stream": self._stream,
             "df.xfer": self._xfer, "load": transfer, "store": transfer, "gather": transfer, "gatherw": transfer,
-            "qcfg": None, "loadq": self._loadq,
+            "qcfg": None, "loadq": self._loadq, "storeq": self._storeq,
             "gemm": self._gemm, "vec": self._vector, "red": self._vector,
             "vquant": self._quantise})
 
@@ -142,6 +142,23 @@ class DataflowMachine(Machine[DataflowArch]):
                      dequant_ops=rows * cols)
         if s.call is not None:
             s.call.tier_bytes[tier] += nbytes * s.weight(i)
+
+    def _storeq(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        """A quantised store: the tile out of the PMUs, its packed codes written to the tier of
+        `dst` and its scales to the tier of the qcfg's `scales` (as a store's bytes); the AGCU
+        quantises at the tier's rate (one multiply an element, `dequant_ops`, priced as
+        loadq's)."""
+        packed, read = loadq_row_bytes(ins, cfg)
+        (_, dst), _, (_, rows) = ins.fields
+        qcfg = cfg.qcfg
+        writes = {dst.space: rows * packed}
+        tier = qcfg["scales"].space
+        writes[tier] = writes.get(tier, 0) + storeq_scale_bytes(qcfg, rows)
+        s.events.set(i, **{f"{space}_write_bytes": n for space, n in writes.items()},
+                     sram_bytes=rows * read, dequant_ops=rows * qcfg["cols"])
+        if s.call is not None:
+            for space, n in writes.items():
+                s.call.tier_bytes[space] += n * s.weight(i)
 
     def _stream(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
         s.events.set(i, sram_bytes=2 * ins["tiles"] * ins["tile_bytes"])

@@ -7,11 +7,15 @@ A quantised load (`loadq`) moves its fp16 scale row and its packed rows as one t
 DRAM port (one access latency, like a `load`; its `qcfg` only sets registers and takes no
 time); we assume the dequantiser in the load path keeps pace with the port (one multiply an
 element, counted as `dequant_ops` and priced at the preset's `dequant_pj` in the "vector"
-energy entry). A `vquant` is two vector passes over its tile: the group maxima (a row
-reduction), then the elements (divide, round, multiply). After an `mfmt` naming a narrow
-format, a gemm's PEs each make the preset's `mac_formats` products a cycle (K packed:
-`gemm_cycles(pack=...)`) at its `energy.mac_format_pj` each; its products count in `macs` and
-in `macs_<format>`, and the array's peak is its PEs times its most products a cycle.
+energy entry). A quantised store (`storeq`) is the same transfer out: its packed rows and
+its scale rows (one scale a row group) in one DMA on the port, the quantiser in the store path
+keeping pace with it (one multiply an element by the scale's reciprocal, counted as
+`dequant_ops` at `dequant_pj` like the dequantiser's: the same multiplier). A `vquant` is two
+vector passes over its tile: the group maxima (a row reduction), then the elements (divide,
+round, multiply). After an `mfmt` naming a narrow format, a gemm's PEs each make the preset's
+`mac_formats` products a cycle (K packed: `gemm_cycles(pack=...)`) at its
+`energy.mac_format_pj` each; its products count in `macs` and in `macs_<format>`, and the
+array's peak is its PEs times its most products a cycle.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from typing import Mapping
 
 import isa
 from arch.systolic import SystolicArch
-from isa.footprint import loadq_row_bytes, scale_bytes, scale_rows
+from isa.footprint import loadq_row_bytes, scale_bytes, scale_rows, storeq_scale_bytes
 from sim.machines.base import Costs, Machine, MachineRun
 from sim.machines.decode import ONE_OPERAND_FUNCS, CostSheet, CostTable, decode
 from sim.timing import dma_cycles, gemm_cycles, reduce_cycles, vector_cycles
@@ -48,7 +52,7 @@ class SystolicMachine(Machine[SystolicArch]):
             "halt": None, "signal": None, "wait": None, "dmacfg": None, "mcfg": None, "vcfg": None,
             "mfmt": None,
             "load": self._transfer, "store": self._transfer, "gather": self._gather,
-            "gatherw": self._gather, "qcfg": None, "loadq": self._loadq,
+            "gatherw": self._gather, "qcfg": None, "loadq": self._loadq, "storeq": self._storeq,
             "gemm": self._gemm, "vec": self._vec, "red": self._red, "vquant": self._vquant})
 
     def mac_units(self) -> int:
@@ -95,6 +99,17 @@ class SystolicMachine(Machine[SystolicArch]):
         s.durations[i] = self.dma(nbytes)
         s.resources[i] = DRAM_PORT
         s.events.set(i, dram_read_bytes=nbytes, sram_write_bytes=rows * written,
+                     dequant_ops=rows * cfg.qcfg["cols"])
+
+    def _storeq(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        """Its packed rows and its scale rows in one transfer out (one access latency); the
+        quantiser's multiplies (one an element) count as `dequant_ops`, priced as loadq's."""
+        packed, read = loadq_row_bytes(ins, cfg)
+        rows = ins["rows"]
+        nbytes = rows * packed + storeq_scale_bytes(cfg.qcfg, rows)
+        s.durations[i] = self.dma(nbytes)
+        s.resources[i] = DRAM_PORT
+        s.events.set(i, dram_write_bytes=nbytes, sram_read_bytes=rows * read,
                      dequant_ops=rows * cfg.qcfg["cols"])
 
     def _gemm(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
