@@ -516,10 +516,14 @@ def _compare_recipes(args: argparse.Namespace, model: Model, phase: Phase) -> in
         raise UsageError(f"{given[0]}: not with --quant (--quant compares recipes on the "
                          "reference, the GPUs and the --targets, each on one device)")
     targets = [t.strip() for t in (args.targets or "").split(",") if t.strip()]
-    unknown = [t for t in targets if t not in TARGETS]
+    unknown = [t for t in targets if t.partition(":")[0] not in TARGETS]
     if unknown or (args.targets is not None and not targets):
-        raise UsageError(f"--targets: unknown target '{unknown[0] if unknown else ''}' "
-                         f"(targets: {', '.join(TARGETS)})")
+        raise UsageError(f"--targets: unknown target '{unknown[0].partition(':')[0] if unknown else ''}' "
+                         f"(targets: {', '.join(TARGETS)}; a preset as target:preset)")
+    for t in targets:                  # a named preset: of its target, refused in one line
+        name, _, preset = t.partition(":")
+        if preset:
+            TARGETS[name].load_arch(preset)
     recipes = parse_recipes(args.quant)
     if model.config is None or phase is None:
         raise UsageError(f"--quant: '{model.name}' is a .graph file; recipes need a model config")
@@ -747,7 +751,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="one model and phase on several targets, a column each")
     p.add_argument("--model", required=True, help=model_help)
     p.add_argument("--targets", default=None,
-                   help=f"comma-separated targets, each on its default preset (default {','.join(TARGETS)})")
+                   help=f"comma-separated targets, each on its default preset (default "
+                        f"{','.join(TARGETS)}); with --quant, target:preset names the preset")
     p.add_argument("--nodes", metavar="PRESETS",
                    help="comma-separated node presets instead (dgx-h100, sn40l-8, pim-cxl-32, "
                         "tpu-v4-8), each running the plan --tp/--pp/--microbatches give")

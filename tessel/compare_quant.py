@@ -9,7 +9,8 @@ Per recipe (`none`: every tensor at full precision, the row the others are measu
 - bytes: the weights against BF16, KV and matmul inputs per token (compiler.quant.report);
 - per GPU: time and energy of the phase's graph under the recipe (tessel/gpu_quant.py, refused
   in one line where a GPU has no tensor-core rate for it) and the speedup over `none`.
-- per simulated target given (`--targets`, each on its default preset): the phase's time and
+- per simulated target given (`--targets`, each on its default preset or, as `target:preset`,
+  on that one: systolic:systolic-32, whose array has int8 and int4 MACs): the phase's time and
   energy with the target's program compiled under the recipe (timing only: tessel sim
   --quant), and the speedup over `none`; a recipe a target cannot run is refused in one line
   before anything runs, as a GPU's is.
@@ -45,7 +46,7 @@ class RecipeRow:
     kv_bytes_per_token: float
     activation_bytes_per_token: float
     gpu: dict[str, dict[str, float]] = field(default_factory=dict)   # name -> time_s, energy_j
-    targets: dict[str, dict[str, float]] = field(default_factory=dict)   # target -> time_s, energy_j
+    targets: dict[str, dict[str, float]] = field(default_factory=dict)   # target[:preset] -> time_s, energy_j
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -66,7 +67,8 @@ def compare_recipes(model: Model, phase: Phase, recipes: Sequence[str], gpus: Se
                     mode: str, tokens: Sequence[int] | None,
                     targets: Sequence[str] = ()) -> list[RecipeRow]:
     """One row per recipe (module docstring); `tokens`: for the logits, None to skip them;
-    `targets`: simulated targets that run each recipe's program (timing only)."""
+    `targets`: simulated targets (`target` or `target:preset`) that run each recipe's
+    program (timing only)."""
     if model.config is None:
         raise RecipeError(f"--quant: '{model.name}' is a .graph file; recipes need a model config")
     n_layers = model.config.n_layer
@@ -107,11 +109,13 @@ def compare_recipes(model: Model, phase: Phase, recipes: Sequence[str], gpus: Se
 
 
 def _target_request(model: Model, phase: Phase, target: str, recipe: str | None):
-    """A timing-only run of `target` on its default preset, compiled under `recipe`."""
+    """A timing-only run of `target` (`name` on its default preset, or `name:preset`), compiled
+    under `recipe`."""
     from tessel.request import make_request
     from tessel.targets import TARGETS
-    return make_request(model, target, TARGETS[target].load_arch(), phase, numerics=False,
-                        quant=recipe)
+    name, _, preset = target.partition(":")
+    return make_request(model, name, TARGETS[name].load_arch(preset or None), phase,
+                        numerics=False, quant=recipe)
 
 
 def render_recipes(title: str, rows: Sequence[RecipeRow]) -> str:
@@ -137,6 +141,6 @@ def render_recipes(title: str, rows: Sequence[RecipeRow]) -> str:
     notes = ["logits: the reference executor quantised against itself at full precision "
              "(docs/formats.md)"]
     if rows and rows[0].targets:
-        notes.append("targets: timing only, each on its default preset, the program compiled "
-                     "under the recipe (tessel sim --quant; docs/formats.md)")
+        notes.append("targets: timing only, each on its default preset (or the one named), the "
+                     "program compiled under the recipe (tessel sim --quant; docs/formats.md)")
     return "\n".join([title, render_table(header, body), *[f"note: {n}" for n in notes]])

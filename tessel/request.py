@@ -188,7 +188,8 @@ def target_recipe(model: Model, phase: Phase | None, target: str, arch: TargetAr
     recipe = resolve_recipe(spec)
     graph = model.graph(phase)
     quant = plan(graph, recipe, model.config.n_layer)
-    check(arch, stored_formats(quantised_graph(graph, quant), quant))
+    rounded = quantised_graph(graph, quant)
+    check(arch, stored_formats(rounded, quant), rounded)
     return recipe
 
 

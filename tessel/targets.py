@@ -38,7 +38,7 @@ class Target:
     one_sequence: bool = False                    # attention of batch 1 only (PIM's KV layout)
     # what of a recipe's stored weights it runs: None, no quantised programs; else a check,
     # fn(arch, {weight: StoredFormat}), that refuses in one line what it does not run
-    check_quantised: Callable[[TargetArch, Mapping[str, object]], None] | None = None
+    check_quantised: Callable[[TargetArch, Mapping[str, object], Graph], None] | None = None
 
     def load_arch(self, spec: str | None = None, overrides: Sequence[str] = ()) -> TargetArch:
         """The given preset or .toml file (default: the target's preset), with overrides."""
@@ -77,11 +77,18 @@ class Target:
                             progress=progress, patterns=patterns)
 
 
-def _any_quantised(arch: TargetArch, formats: Mapping[str, object]) -> None:
+def _any_quantised(arch: TargetArch, formats: Mapping[str, object], graph: Graph) -> None:
     """A target whose loads dequantise (loadq) runs every stored format."""
 
 
-def pim_quantised(arch: TargetArch, formats: Mapping[str, object]) -> None:
+def systolic_quantised(arch: TargetArch, formats: Mapping[str, object], graph: Graph) -> None:
+    """Every stored format (loadq), and a matmul of two quantised operands on the array's
+    narrow MACs only (its `mac_formats`)."""
+    from compiler.targets.systolic.lowering import check_mac_formats
+    check_mac_formats(graph, formats, arch)
+
+
+def pim_quantised(arch: TargetArch, formats: Mapping[str, object], graph: Graph) -> None:
     from compiler.targets.pim.placement import check_quantised
     for name, fmt in formats.items():
         check_quantised(arch, name, fmt)
@@ -90,7 +97,7 @@ def pim_quantised(arch: TargetArch, formats: Mapping[str, object]) -> None:
 TARGETS: dict[str, Target] = {t.name: t for t in (
     # a TPU-style pod slice, CENT's CXL fabric of PIM devices, SN40L's sockets (docs/links.md)
     Target("systolic", SystolicArch, "systolic-128", systolic.PIPELINE, SystolicMachine, no_rows,
-           "tpu-v4-ici", check_quantised=_any_quantised),
+           "tpu-v4-ici", check_quantised=systolic_quantised),
     Target("pim", PimArch, "pim-gpt", pim.PIPELINE, PimMachine, pim_rows, "cxl-cent",
            one_sequence=True, check_quantised=pim_quantised),
     Target("dataflow", DataflowArch, "sn40l", dataflow.PIPELINE, DataflowMachine, dataflow_rows,

@@ -84,6 +84,8 @@ def test_targets_get_a_column_each_from_their_quantised_programs(capsys):
     (["--quant", "none,w4a16:g32", "--targets", "pim"], "on the PIM target a scale group holds whole MAC columns"),
     (["--quant", "none,kv:bfp8", "--targets", "systolic"], "reaches across its 4 heads of 16, which is not built on the targets yet"),
     (["--quant", "none,w8a16", "--targets", "tpu"], "--targets: unknown target 'tpu'"),
+    (["--quant", "none,w8a8", "--targets", "systolic"], "and systolic-128 has no int8 MACs (arch field mac_formats: none)"),
+    (["--quant", "none,w8a8", "--targets", "systolic:pim-gpt"], "architecture 'pim-gpt' is for target 'pim', not 'systolic'"),
     (["--quant", "w8a16", "--nodes", "dgx-h100"], "--nodes: not with --quant"),
     (["--quant", "w8a8,w8a8"], "--quant: recipe 'w8a8' given twice"),
     (["--quant", ","], "--quant: give one or more recipes"),
@@ -93,3 +95,11 @@ def test_bad_recipe_comparisons_are_one_line(capsys, argv, message):
     assert main(["compare", "--model", TINY, "--phase", "decode", "--kv", "4", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_target_may_name_its_preset(capsys):
+    """systolic-32 has int8 and int4 MACs: w8a8 and w4a4 run there, beside the default presets."""
+    assert main(["compare", "--model", TINY, "--phase", "decode", "--kv", "4", "--no-functional",
+                 "--quant", "none,w8a8,w4a4", "--targets", "systolic:systolic-32,dataflow"]) == 0
+    out = capsys.readouterr().out
+    assert "systolic:systolic-32 speedup" in out and "dataflow speedup" in out
