@@ -10,9 +10,10 @@ run along K, the axis a GEMM contracts, so a tile of rows inside one group share
 scales, and a `loadq` over several groups steps to the next scale row every `group` rows (its
 qcfg's group and pitch); the emitter splits a tile only at its first group boundary.
 
-Built here: integer (int2..int8, per channel, group or tensor), fp8 and MX weights, read whole.
+Built here: integer (int2..int8, per channel, group or tensor), fp8 and MX weights, and bfp8 in
+blocks of 32 held as mxint8 (the same codes; its scale 2^(e-6) is mxint8's 2^e), read whole.
 (Quantised matmul inputs and KV writes are quantize ops in the graph: quantised_values.py.)
-What a target cannot run yet is refused in one line naming the tensor and the field: bfp
+What a target cannot run yet is refused in one line naming the tensor and the field: other bfp
 weights, bit-nested weights, a weight a matmul reads transposed, and quantised embedding tables
 (a gather copies rows, it does not dequantise).
 """
@@ -31,7 +32,8 @@ from isa.qformats import CodeFormat, code_format, code_patterns, scale_patterns
 
 from compiler.errors import CompileError
 from compiler.ir import Graph, OpKind
-from compiler.passes.quantised_values import check_quantised_graph, rounding_assumption
+from compiler.passes.quantised_values import (BFP_SCALE, check_quantised_graph, code_name,
+                                              rounding_assumption)
 
 if TYPE_CHECKING:            # compiler.quant imports ml_dtypes (0.6 s): only runs with a recipe
     from compiler.quant.plan import QuantPlan
@@ -124,9 +126,7 @@ def stored_formats(graph: Graph, plan: "QuantPlan | None") -> Mapping[str, Store
         if use.role != "weights":
             raise CompileError(f"{where} in {quant}: quantised embedding tables are not built "
                                f"on the targets yet; {NOT_ON_TARGETS}")
-        if quant.format.kind == "bfp":
-            raise CompileError(f"{where}: format {quant.format.name} (block floating point) is "
-                               f"not built on the targets yet; {NOT_ON_TARGETS}")
+        code = code_name(name, f"{use.role} '{param}'", quant)    # bfp8 (blocks of 32): mxint8
         if quant.nested:
             raise CompileError(f"{where}: bit-nested weights are not built on the targets yet; "
                                f"{NOT_ON_TARGETS}")
@@ -136,7 +136,7 @@ def stored_formats(graph: Graph, plan: "QuantPlan | None") -> Mapping[str, Store
         shape = tuple(graph[param].type.shape)
         group = {"tensor": shape[-2], "channel": shape[-2], "group": quant.group,
                  "block": quant.format.block}[quant.scale]
-        out[param] = StoredFormat(quant.format.name, shape, group, quant.scale == "tensor")
+        out[param] = StoredFormat(code, shape, group, quant.scale == "tensor")
     return MappingProxyType(out)
 
 
@@ -163,7 +163,8 @@ def stored_weight(weights, name: str, fmt: StoredFormat) -> "StoredWeight":
         raise CompileError(f"'{name}' is planned quantised, and the weights given hold no codes "
                            "for it: pass the recipe's quantised weights")
     q = stored.quantized
-    if q.format.name != fmt.format or not stored.swapped:
+    held = "mxint8" if q.format.kind == "bfp" else q.format.name     # bfp8: mxint8's arithmetic
+    if held != fmt.format or not stored.swapped:
         raise CompileError(f"stored weight in {q.format.name} does not match its planned {fmt.format}")
     return stored
 
@@ -177,6 +178,8 @@ def stored_codes(stored: "StoredWeight") -> np.ndarray:
 def stored_scales(stored: "StoredWeight", fmt: StoredFormat) -> np.ndarray:
     """The weight's scales as float64, `fmt.scale_shape`: [..., K/g, N], or (1,) per tensor."""
     scales = np.asarray(stored.quantized.scales, dtype=np.float64)
+    if stored.quantized.format.kind == "bfp":    # 2^(e - 6) as mxint8's 2^e (codes x 2^-6)
+        scales = scales * BFP_SCALE
     if fmt.per_tensor:
         return scales.reshape(1)
     return np.swapaxes(scales.reshape(*fmt.shape[:-2], fmt.cols, fmt.rows // fmt.group), -1, -2)

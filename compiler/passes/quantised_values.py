@@ -27,9 +27,11 @@ if TYPE_CHECKING:
     from compiler.quant.plan import QuantPlan
     from compiler.quant.recipe import TensorQuant
 
-__all__ = ["quantised_graph", "check_quantised_graph", "rounding_assumption", "mac_formats_for"]
+__all__ = ["quantised_graph", "check_quantised_graph", "rounding_assumption", "mac_formats_for",
+           "code_name", "BFP_SCALE"]
 
 _NOT_BUILT = "not built on the targets yet"
+BFP_SCALE = 64          # bfp8's scale 2^(e - 6) x 64 = mxint8's e8m0 scale 2^e (its codes x 2^-6)
 
 
 def quantised_graph(graph: Graph, plan: "QuantPlan | None") -> Graph:
@@ -126,8 +128,9 @@ def mac_formats_for(graph: Graph, op: Op, weight_format: str | None) -> tuple[st
                        "format takes both (give both operands one family: int, fp8 or MX)")
 
 
-def _code(recipe: str, what: str, quant: "TensorQuant") -> str:
-    """The code format a vquant rounds to for `quant`'s format."""
+def code_name(recipe: str, what: str, quant: "TensorQuant") -> str:
+    """The code format (isa/qformats.py) a program holds `quant`'s format in: its own, or
+    mxint8 for bfp8 in blocks of 32 (the same arithmetic); CompileError for another bfp."""
     fmt = quant.format
     if fmt.kind == "bfp":
         if fmt.bits == 8 and fmt.block == 32:
@@ -140,7 +143,7 @@ def _code(recipe: str, what: str, quant: "TensorQuant") -> str:
 def _input_code(recipe: str, op_name: str, quant: "TensorQuant", length: int) -> tuple[str, int]:
     """(format, group) of a matmul input: a token's channels, g of them, an MX block, or one
     scale for the operand."""
-    fmt = _code(recipe, f"activations of '{op_name}'", quant)
+    fmt = code_name(recipe, f"activations of '{op_name}'", quant)
     group = {"token": length, "group": quant.group, "block": 32, "tensor": 0}[quant.scale]
     return fmt, group
 
@@ -151,7 +154,7 @@ def _kv_code(recipe: str, written: str, write) -> tuple[str, int]:
     where = f"recipe {recipe!r}: kv '{written}' in {quant}"
     if quant.rearrange:
         raise CompileError(f"{where}: a rearranged KV channel order is {_NOT_BUILT}")
-    fmt = _code(recipe, f"kv '{written}'", quant)
+    fmt = code_name(recipe, f"kv '{written}'", quant)
     length = heads * head_dim
     group = {"head": head_dim, "token": length, "group": quant.group, "block": 32,
              "tensor": 0}[quant.scale]
