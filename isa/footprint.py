@@ -16,12 +16,12 @@ from isa.errors import IsaError
 from isa.instr import Instr
 from isa.opcodes import OPCODES, VEC_BINARY
 from isa.qformats import MX_BLOCK, code_format, mode_bits
-from isa.packing import packed_row_bytes
+from isa.packing import packed_row_bytes, plane_row_bytes
 from isa.values import Addr, DType
 
 __all__ = ["Footprint", "QueueConfig", "footprints", "gather_row_bytes", "loadq_row_bytes",
            "scale_bytes", "ConfigError", "WRITTEN_ROLES", "is_written", "stripes", "storeq_qcfg",
-           "storeq_scale_bytes"]
+           "storeq_scale_bytes", "PlaneRows", "loadp_rows"]
 
 INDEX_BYTES = 4  # gather indices are int32
 PIM_ACC_BYTES = 4  # one fp32 MAC accumulator per bank
@@ -70,7 +70,8 @@ class QueueConfig:
 
 Limits = Mapping[str, int]
 # The roles an instruction writes (every other footprint is read): load/store/gather/vec/red/
-# vquant/loadq/storeq/pim.rd/pim.rdmac/df.* destinations, gemm's c and a collective's buffer.
+# vquant/loadq/loadp/storeq/pim.rd/pim.rdmac/df.* destinations, gemm's c and a collective's
+# buffer.
 # A storeq's "scales" are written too (`is_written`), but not here: "scales" names the qcfg's
 # field, which a qcfg and a loadq read, and a role here is a field of the instruction itself.
 WRITTEN_ROLES = frozenset({"dst", "c", "buf"})
@@ -101,9 +102,10 @@ def _extent_bytes(rows: int, row_bytes: int, pitch: int) -> int:
 
 def stripes(instr: Instr, config: QueueConfig, footprint: Footprint) -> tuple[int, int, int]:
     """`footprint` of `instr` as (rows, row_bytes, pitch): the bytes it really touches, which
-    a pitched load/store/loadq/storeq side leaves gaps between (a loop may interleave its
+    a pitched load/store/loadq/loadp/storeq side leaves gaps between (a loop may interleave its
     iterations' rows there), as do a storeq's scale rows `pitch` scales apart (a KV cache's
-    scales of one token and head among the other heads'); every other footprint is one dense
+    scales of one token and head among the other heads'); a loadp's source row is the span of
+    the planes it reads (gaps between them included); every other footprint is one dense
     row."""
     if instr.opcode == "storeq" and footprint.role == "scales":
         qcfg = config.qcfg
@@ -112,6 +114,11 @@ def stripes(instr: Instr, config: QueueConfig, footprint: Footprint) -> tuple[in
     if footprint.role not in ("dst", "src") or instr.opcode not in _PITCHED:
         return 1, footprint.size_bytes, footprint.size_bytes
     pitch = config.dst_stride if footprint.role == "dst" else config.src_stride
+    if instr.opcode == "loadp":
+        found = loadp_rows(instr, config)
+        if footprint.role == "src":
+            return instr["rows"], found.span, found.stride
+        return instr["rows"], found.written, pitch or found.written
     if instr.opcode in ("loadq", "storeq"):
         packed, values = loadq_row_bytes(instr, config)
         row_bytes = packed if (footprint.role == "dst") == (instr.opcode == "storeq") else values
@@ -120,7 +127,7 @@ def stripes(instr: Instr, config: QueueConfig, footprint: Footprint) -> tuple[in
     return instr["rows"], row_bytes, pitch or row_bytes
 
 
-_PITCHED = frozenset({"load", "store", "loadq", "storeq"})   # rows at the dmacfg's pitches
+_PITCHED = frozenset({"load", "store", "loadq", "loadp", "storeq"})   # rows at dmacfg's pitches
 
 
 def _none(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
@@ -194,12 +201,66 @@ def _qcfg(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
 
 def _loadq(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
     packed, written = loadq_row_bytes(instr, config)
-    rows, qcfg = instr["rows"], config.qcfg
-    found = [Footprint("dst", instr["dst"], _extent_bytes(rows, written, config.dst_stride), True),
-             Footprint("src", instr["src"], _extent_bytes(rows, packed, config.src_stride), False)]
-    if scale_rows(qcfg, rows) > 1:       # the scale rows past the qcfg's first
-        found.append(Footprint("scales", qcfg["scales"], loadq_scale_extent(qcfg, rows), False))
-    return found
+    rows = instr["rows"]
+    return [Footprint("dst", instr["dst"], _extent_bytes(rows, written, config.dst_stride), True),
+            Footprint("src", instr["src"], _extent_bytes(rows, packed, config.src_stride), False),
+            *_later_scale_rows(config.qcfg, rows)]
+
+
+def _later_scale_rows(qcfg: Instr, rows: int) -> list[Footprint]:
+    """A loadq's or loadp's scales past its qcfg's first scale row (the qcfg's own footprint
+    covers that one): from the qcfg's address to the last scale read."""
+    if scale_rows(qcfg, rows) < 2:
+        return []
+    return [Footprint("scales", qcfg["scales"], loadq_scale_extent(qcfg, rows), False)]
+
+
+class PlaneRows(NamedTuple):
+    """A loadp's bytes a row under its queue's qcfg (`loadp_rows`)."""
+
+    bits: int       # W: the bit planes a row of the stored weight has
+    read: int       # code bytes it reads a row: planes x ceil(cols/8)
+    span: int       # from a row's first plane to the end of its last it reads
+    written: int    # values it writes a row: cols x size(dtype)
+    stride: int     # source row pitch: dmacfg's src_stride, or (0) W x plane_bytes
+
+
+@lru_cache(maxsize=1024)
+def _plane_geometry(fmt: str, dtype, cols: int, planes: int,
+                    plane_bytes: int) -> tuple[int, int, int, int]:
+    """(bits, read, span, written) of `PlaneRows`, once the planes fit the qcfg: machines ask
+    it once per loadp, and loads repeat few shapes."""
+    code = code_format(fmt)
+    if not code.integer:
+        raise ConfigError(f"loadp reads integer codes (int2..int8), got fmt={fmt}")
+    if planes == 0:
+        raise ConfigError("planes=0: a loadp reads at least one bit plane")
+    if planes > code.bits:
+        raise ConfigError(f"planes={planes}: {fmt} codes have {code.bits} bit planes")
+    width = plane_row_bytes(cols)
+    if plane_bytes < width:
+        raise ConfigError(f"plane_bytes={plane_bytes} holds {plane_bytes * 8} of the qcfg's "
+                          f"cols={cols} columns")
+    span = (planes - 1) * plane_bytes + width
+    return code.bits, planes * width, span, cols * DType(dtype).itemsize
+
+
+def loadp_rows(instr: Instr, config: QueueConfig) -> PlaneRows:
+    """A loadp's bytes a row under its queue's qcfg; ConfigError without a qcfg, or for one it
+    cannot read: integer codes only, 1 to W of their W planes, planes wide enough for the
+    qcfg's columns (plane_bytes >= ceil(cols/8))."""
+    (_, fmt), (_, dtype), (_, cols), *_ = _need(config, "qcfg", instr).fields
+    plane_bytes = instr["plane_bytes"]
+    bits, read, span, written = _plane_geometry(fmt, dtype, cols, instr["planes"], plane_bytes)
+    return PlaneRows(bits, read, span, written, config.src_stride or bits * plane_bytes)
+
+
+def _loadp(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
+    found, rows = loadp_rows(instr, config), instr["rows"]
+    return [Footprint("dst", instr["dst"], _extent_bytes(rows, found.written, config.dst_stride),
+                      True),
+            Footprint("src", instr["src"], _extent_bytes(rows, found.span, found.stride), False),
+            *_later_scale_rows(config.qcfg, rows)]
 
 
 _FLOAT_VALUES = frozenset({DType.fp32, DType.bf16, DType.fp16})
@@ -347,8 +408,8 @@ def _coll(instr: Instr, config: QueueConfig, limits: Limits) -> list[Footprint]:
 _RULES: dict[str, Callable[[Instr, QueueConfig, Limits], list[Footprint]]] = {
     "halt": _none, "signal": _none, "wait": _none, "dmacfg": _none, "mcfg": _none,
     "vcfg": _none, "load": _load, "store": _store, "gather": _gather, "gatherw": _gather,
-    "qcfg": _qcfg, "loadq": _loadq, "storeq": _storeq, "gemm": _gemm, "vec": _vec, "red": _red,
-    "vquant": _vquant,
+    "qcfg": _qcfg, "loadq": _loadq, "loadp": _loadp, "storeq": _storeq, "gemm": _gemm,
+    "vec": _vec, "red": _red, "vquant": _vquant,
     "pim.act": _none, "pim.act_all": _none, "pim.pre": _none, "pim.pre_all": _none,
     "pim.qmode": _none, "mfmt": _none,
     "pim.wrgb": _pim_wrgb, "pim.mac": _none, "pim.mac_all": _none,

@@ -109,7 +109,7 @@ _DMA = (Unit.dma, Unit.agcu)
 _MXU = (Unit.mxu, Unit.pcu)
 _VEC = (Unit.vpu, Unit.asic, Unit.pcu)
 _PIM = (Unit.pim,)
-U8, U16, U24, U32 = U(8), U(16), U(24), U(32)
+U4, U8, U12, U16, U24, U32 = U(4), U(8), U(12), U(16), U(24), U(32)
 S64 = S(64)
 
 _TABLE = (
@@ -167,7 +167,7 @@ _TABLE = (
     _op("qcfg", 0x0D, "core", _DMA,
         (("fmt", E(4, QFORMATS)), ("dtype", DTYPE), ("cols", U16), ("step", U8),
          ("scales", A40), ("group", U16), ("pitch", U16)), """
-        cfg.q = (fmt, dtype, cols, step, scales, group, pitch)  # later loadq, storeq on this queue
+        cfg.q = (fmt, dtype, cols, step, scales, group, pitch)  # later loadq, loadp, storeq
         # fmt: the codes (isa/qformats.py), N bits each, packed LSB first (isa/packing.py):
         #   int<N> (fp16 scales), fp8_e4m3/e5m2 (fp32 scales), mx* (e8m0 scales)
         # scales: off-chip scales of those cols columns, one per column (step = the scale's
@@ -185,6 +185,28 @@ _TABLE = (
                 s = at[c*step : c*step + size(scale)] as fmt's scale type
                 dst[r*dst_pitch + c*size(dtype)] = dtype(value(code[c]) * s)  # exact product,
                                                                               # rounded once
+        """),
+    # Bit-nested (Matryoshka) weights, D2MoE (docs/isa.md, "Bit-nested loads"): int<W> codes
+    # stored offset-binary as W bit planes, so a read of the top `planes` planes moves
+    # planes/W of the code bytes and gives the weight at that many bits.
+    _op("loadp", 0x12, "core", _DMA,
+        (("dst", A32), ("src", A40), ("rows", U16), ("planes", U4), ("plane_bytes", U12)), """
+        # dst on-chip, src off-chip; (fmt, dtype, cols, step, scales, group, pitch) = cfg.q
+        # fmt int<W>: a row is W bit planes of u = code + 2^(W-1), most significant first,
+        # plane_bytes apart; plane p holds bit W-1-p of every u (column c: byte c//8, bit c%8)
+        stride = src_pitch or W * plane_bytes         # 0: whole rows of W planes back to back
+        k = W - planes                                # 1 <= planes <= W
+        for r in range(rows):
+            top = 0
+            for p in range(planes):                   # the top `planes` of the row's W planes
+                o = r*stride + p*plane_bytes
+                top = top*2 + bits(src[o : o + ceil(cols/8)])[0:cols]
+            code = top * 2^k + (2^(k-1) if k else 0) - 2^(W-1)  # the middle of its 2^k codes
+            at = scales + (r // group) * pitch * size(scale) if group else scales
+            for c in range(cols):
+                s = at[c*step : c*step + size(scale)] as fp16
+                dst[r*dst_pitch + c*size(dtype)] = dtype(code[c] * s)  # exact product,
+                                                                      # rounded once
         """),
     # A KV cache kept as narrow codes is written a row group at a time: the DMA engine's store
     # path quantises on the way out (docs/isa.md, "Quantised loads"), the inverse of loadq: a

@@ -2,10 +2,11 @@
 
 Checks, in order: ISA version and target; spaces, symbols and data against the machine;
 every field value (by encoding the program); per instruction: queue exists, unit allowed,
-configuration present (and one a storeq can quantise by: isa.footprint.storeq_qcfg), field
-limits (a qcfg's cols and scale step, a vquant's scale group and tile types too), every operand
-footprint inside its space and on the right side of the chip (a storeq's scale rows too, moving
-with its qcfg's address and checked as a write);
+configuration present (and one a storeq can quantise by: isa.footprint.storeq_qcfg; one whose
+integer codes have the bit planes a loadp reads: isa.footprint.loadp_rows), field limits (a
+qcfg's cols and scale step, a vquant's scale group and tile types too), every operand
+footprint inside its space and on the right side of the chip (a loadq's, loadp's or storeq's
+scale rows too, moving with its qcfg's address; a storeq's checked as a write);
 the DRAM row protocol of the pim queues when the machine gives its banks (`isa/rows.py`: no MAC
 or read without an open row, no activate of an open bank);
 finally that all queues run to completion through their semaphores. A program with loops is
@@ -182,9 +183,9 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
     slot_of: dict[int, list] = {}       # id(queue object) -> its slot (equal queues share one)
     configs: dict[QueueConfig, QueueConfig] = {}   # one object per distinct configuration
     passed: set[tuple[int, int]] = set()           # (instruction object, configuration) checked
-    qcfg_at: dict[int, int] = {}        # id(queue slot) -> index of its last qcfg (a loadq's
-                                        # or storeq's scale rows start at that qcfg's moving
-                                        # address)
+    qcfg_at: dict[int, int] = {}        # id(queue slot) -> index of its last qcfg (a loadq's,
+                                        # loadp's or storeq's scale rows start at that qcfg's
+                                        # moving address)
     wanted = _to_check(opcodes, first, structure)
     strided = structure.strided()
     checks = (visits(structure, wanted, opcodes) if structure.loops else zip(wanted, repeat(())))
@@ -252,7 +253,7 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
             slot[0] = configs.setdefault(after, after)
 
 
-_SCALED = frozenset({"loadq", "storeq"})   # their scale rows: at their qcfg's `scales`
+_SCALED = frozenset({"loadq", "loadp", "storeq"})   # their scale rows: at their qcfg's `scales`
 _POSITION = {op: {name: k for k, name in enumerate(spec.names)} for op, spec in OPCODES.items()}
 
 
@@ -297,8 +298,8 @@ def _check_footprint(index: int, instr: Instr, footprint: Footprint, spaces, con
                       f"{addr.addr + size:#x}) exceeds space {space.name} of "
                       f"{space.size_bytes} bytes", context)
         return
-    spec = OPCODES["qcfg" if role == "scales" else instr.opcode]   # a loadq's or storeq's
-                                                                    # scales: its qcfg's
+    spec = OPCODES["qcfg" if role == "scales" else instr.opcode]   # a loadq's, loadp's or
+                                                                    # storeq's scales: its qcfg's
     kind = spec.field(role).kind
     below = first_beyond([(loop, lo, hi, -d) for loop, lo, hi, d in moves], -addr.addr, 0)
     if below is not None:

@@ -21,10 +21,10 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from isa import Addr, ConfigError, DType, Instr, Program, Queue, QueueConfig, gather_row_bytes
-from isa.footprint import storeq_qcfg
+from isa.footprint import loadp_rows, storeq_qcfg
 from isa.opcodes import OPCODES, VEC_BINARY, VEC_IMMEDIATE, VEC_UNARY
 from isa.numerics import Codec, codec
-from isa.packing import pack_patterns, packed_row_bytes, unpack_patterns
+from isa.packing import pack_patterns, packed_row_bytes, unpack_patterns, unpack_planes
 from isa.qformats import (MX_BLOCK, CodeFormat, code_format, code_patterns, code_values,
                           scale_patterns, scale_values)
 
@@ -170,7 +170,8 @@ class _QueueState:
         self.qcfg: Instr | None = None
         self.gemm: tuple[int, int, int, Codec, Codec] | None = None  # m, n, k, dtype, acc
         self.vec: tuple[int, int, Codec, Codec, float] | None = None  # rows, cols, dtype, out, imm
-        # loadq's and storeq's code format, dtype, cols, step, scales address, group and pitch
+        # loadq's, loadp's and storeq's code format, dtype, cols, step, scales address, group
+        # and pitch
         self.quant: tuple[CodeFormat, Codec, int, int, Addr, int, int] | None = None
 
 
@@ -202,7 +203,8 @@ class FunctionalExecutor:
             "halt": _nothing, "signal": _nothing, "wait": _nothing,
             "dmacfg": _dmacfg, "mcfg": _mcfg, "vcfg": _vcfg, "qcfg": _qcfg, "mfmt": _nothing,
             "load": self._copy_rows, "store": self._copy_rows, "gather": self._gather,
-            "gatherw": self._gather, "loadq": self._loadq, "storeq": self._storeq,
+            "gatherw": self._gather, "loadq": self._loadq, "loadp": self._loadp,
+            "storeq": self._storeq,
             "gemm": self._gemm, "vec": self._vec, "red": self._red, "vquant": self._vquant,
         }
         for opcode, model in (models or {}).items():
@@ -283,14 +285,38 @@ class FunctionalExecutor:
         rounded once to dtype; pitches from dmacfg as for load."""
         if state.quant is None:
             raise FunctionalError("loadq before any qcfg on this queue")
-        fmt, out, cols, step, scales, group, pitch = state.quant
+        fmt, _, cols, *_ = state.quant
         (_, dst), (_, src), (_, rows) = instr.fields
         if rows == 0:
             return
-        packed, row_bytes = packed_row_bytes(cols, fmt.bits), cols * out.itemsize
+        packed = packed_row_bytes(cols, fmt.bits)
         codes = code_values(unpack_patterns(self._rows(src, rows, packed, state.src_pitch or packed,
                                                        "src"), fmt.bits, cols), fmt)
-        size = fmt.scale_bytes
+        self._put_scaled(dst, codes, state)
+
+    def _loadp(self, instr: Instr, state: _QueueState) -> None:
+        """dst row r = dtype(code * scales), code the middle of the W-bit codes the top
+        `planes` bit planes of src row r stand for (compiler/quant/nested.py's nested_read),
+        the product exact in float64 and rounded once as loadq's; src rows src_pitch apart
+        (0: W * plane_bytes, a stored weight's whole rows), dst rows as for loadq."""
+        try:
+            found = loadp_rows(instr, QueueConfig(state.src_pitch, qcfg=state.qcfg))
+        except ConfigError as error:
+            raise FunctionalError(str(error)) from None
+        (_, dst), (_, src), (_, rows), (_, planes), (_, plane_bytes) = instr.fields
+        if rows == 0:
+            return
+        cols, k = state.quant[2], found.bits - planes
+        top = unpack_planes(self._rows(src, rows, found.span, found.stride, "src"), planes, cols,
+                            plane_bytes)
+        middle = (1 << k) // 2 - (1 << (found.bits - 1))   # 2^(k-1) (k >= 1) - 2^(W-1)
+        self._put_scaled(dst, top.astype(np.float64) * (1 << k) + middle, state)
+
+    def _put_scaled(self, dst: Addr, codes: np.ndarray, state: _QueueState) -> None:
+        """dst row r = dtype(codes[r] * its scales): the qcfg's scale rows as loadq reads them,
+        the product exact in float64, rounded once; rows dst_pitch apart (0: dense)."""
+        fmt, out, cols, step, scales, group, pitch = state.quant
+        rows, row_bytes, size = codes.shape[0], cols * out.itemsize, fmt.scale_bytes
         if group:           # scale row j for rows j*group ..: pitch scales apart
             starts = [Addr(scales.space, scales.addr + j * pitch * size)
                       for j in range((rows - 1) // group + 1)]

@@ -297,11 +297,17 @@ def _compile_recipe(args: argparse.Namespace, model: Model, phase: Phase | None,
     """`tessel compile --quant`: the recipe, checked as `tessel sim` checks it, and with
     --with-data the weights it quantises (codes and scales, made here: compile time)."""
     if args.quant is None:
+        if args.expert_bits is not None:
+            raise UsageError("--expert-bits reads bit-nested expert weights: give a --quant "
+                             "recipe with :nested weights (w8a16:nested, ...)")
         return None, None
     from compiler.quant import quantise
-    from tessel.request import target_recipe
+    from tessel.request import check_expert_bits, target_recipe
     recipe = target_recipe(model, phase, args.target, arch, _dtype(args), args.quant)
-    return recipe, quantise(model, recipe).weights if args.with_data else None
+    if args.expert_bits is not None:
+        check_expert_bits(model, recipe, args.expert_bits, bool(args.with_data))
+    return recipe, (quantise(model, recipe, calibration=args.tokens, expert_bits=args.expert_bits).weights
+                    if args.with_data else None)
 
 
 def _compiled_graph(args: argparse.Namespace, model: Model, phase: Phase | None, weights=None,
@@ -311,7 +317,9 @@ def _compiled_graph(args: argparse.Namespace, model: Model, phase: Phase | None,
     own choice when the program carries data, else by --routing. `weights`: what the data's
     KV cache and routing are computed with (default: the model's)."""
     from tessel.driver import model_feeds, policy_routed, recipe_graph, router_routed
-    graph, plan = recipe_graph(model, phase, recipe)
+    hot = args.expert_bits is not None and args.with_data    # a `hot` policy routes with them
+    graph, plan = recipe_graph(model, phase, recipe, args.expert_bits,
+                               model.weights if hot else None, args.tokens)
     policy = routing_policy(model, numerics=args.with_data, routing=args.routing)
     if not args.with_data:
         return policy_routed(graph, policy)[0], None, plan
@@ -325,14 +333,16 @@ def _dump_after(args: argparse.Namespace) -> int:
     """Print what one compilation step decided (compiler/pipeline.py); nothing is written."""
     from compiler.pipeline import dump_after
     from tessel.driver import policy_routed, recipe_graph
-    from tessel.request import target_recipe
+    from tessel.request import check_expert_bits, target_recipe
     model = load_model(args.model)
     chosen = target(args.target)
     arch = chosen.load_arch(args.arch, args.set)
     phase = _phase(args, model, args.tokens)
     recipe = (None if args.quant is None
               else target_recipe(model, phase, args.target, arch, _dtype(args), args.quant))
-    graph, plan = recipe_graph(model, phase, recipe)
+    if args.expert_bits is not None:
+        check_expert_bits(model, recipe, args.expert_bits, False)
+    graph, plan = recipe_graph(model, phase, recipe, args.expert_bits)
     graph = policy_routed(graph, routing_policy(model, numerics=False, routing=args.routing))[0]
     print(dump_after(chosen.pipeline, graph, arch, _dtype(args), args.dump_after, plan))
     return 0
@@ -345,7 +355,7 @@ def _dtype(args: argparse.Namespace) -> isa.DType | None:
 # `tessel sim` options that only a model run reads (their defaults are None to tell).
 _MODEL_ONLY = ("target", "phase", "seq", "kv", "batch", "dtype", "tokens", "logits", "gpu",
                "gpu_mode", "gpu_calibration", "gpu_quant", "gpu_attention", "routing", "devices", "tp", "pp", "ep", "ep_dispatch", "microbatches",
-               "link", "node", "quant")
+               "link", "node", "quant", "expert_bits")
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -386,7 +396,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
                                gpus=parse_gpus(args.gpu), gpu_mode=_gpu_mode(args, parse_gpus(args.gpu)),
                                gpu_calibration=Path(args.gpu_calibration) if args.gpu_calibration else None,
                                routing=args.routing, gpu_quant=args.gpu_quant,
-                               gpu_attention=args.gpu_attention, quant=args.quant)
+                               gpu_attention=args.gpu_attention, quant=args.quant,
+                               expert_bits=args.expert_bits)
         functional = request.numerics
         plan = _plan(args, model, phase)
         if plan is not None:
@@ -704,9 +715,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "executed), for comparison and for the RTL cross-check")
     _routing_arg(p)
     p.add_argument("--quant", metavar="RECIPE|FILE.toml",
-                   help="store the weights quantised by a weight-only integer recipe (w8a16, "
-                        "w4a16:g128, ...: codes and fp16 scales, made now), dequantised as "
-                        "loaded (docs/formats.md); systolic target only so far")
+                   help="compile under a quantisation recipe (w8a16, w4a16:g128, w8a8, w4a4kv4, "
+                        "fp8, mxfp4, kv:bfp8, ...: docs/formats.md): weights stored as codes and "
+                        "scales (made now), matmul inputs and KV writes rounded, KV caches stored "
+                        "narrow where the target does")
+    p.add_argument("--expert-bits", metavar="B|b0,b1,...|hot:K:HI:LO",
+                   help="with a --quant recipe with :nested weights: the widths the bit-nested "
+                        "expert weights are read at (every expert, one per expert, or, numeric "
+                        "runs, the K most-routed experts of each layer at HI bits, the rest LO)")
     p.add_argument("--dump-after", metavar="STEP",
                    help="print what compilation step STEP decided (e.g. storage, emit) and stop; "
                         "writes nothing")
@@ -732,11 +748,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "unquantised")
     _gpu_attention_arg(p)
     p.add_argument("--quant", metavar="RECIPE|FILE.toml",
-                   help="compile the target's program with its weights quantised: weight-only "
-                        "integer recipes (w8a16, w4a16:g128, w<N>a16[:g<N>], or a recipe file), "
-                        "stored as codes and fp16 scales and dequantised as loaded "
-                        "(docs/formats.md); systolic target only so far. The GPU comparison "
-                        "stays fp16 unless --gpu-quant is given")
+                   help="compile the target's program under a quantisation recipe (w8a16, "
+                        "w4a16:g128, w8a8, w4a4kv4, fp8, mxfp4, kv:bfp8, ..., or a recipe file: "
+                        "docs/formats.md): weights stored as codes and scales, matmul inputs and "
+                        "KV writes rounded, KV caches stored narrow on the systolic and dataflow "
+                        "targets. The GPU comparison stays fp16 unless --gpu-quant is given")
+    p.add_argument("--expert-bits", metavar="B|b0,b1,...|hot:K:HI:LO",
+                   help="with a --quant recipe with :nested weights: the widths the bit-nested "
+                        "expert weights are read at (every expert, one per expert, or, numeric "
+                        "runs, the K most-routed experts of each layer at HI bits, the rest LO)")
     _routing_arg(p)
     _plan_args(p)
     mode = p.add_mutually_exclusive_group()

@@ -154,7 +154,8 @@ def _with_data(req: RunRequest, graph: Graph, plan, bar: Callable[[str, int], No
     weights = req.model.load_weights()
     if req.quant is not None:           # codes and scales, read back as the reference's weights
         from compiler.quant import quantise
-        weights = quantise(req.model, req.quant, weights).weights
+        weights = quantise(req.model, req.quant, weights, calibration=req.tokens,
+                           expert_bits=req.expert_bits).weights
     feeds = _feeds(req.model, weights, req.phase, req.tokens, req.quant)
     reference, graph, feeds, routing = router_routed(graph, weights, feeds)
     return (compile_model_graph(req.model, graph, req.target, req.arch, req.dtype, feeds, weights,
@@ -162,28 +163,45 @@ def _with_data(req: RunRequest, graph: Graph, plan, bar: Callable[[str, int], No
             reference, graph, routing)
 
 
-def quantised_facts(lowered: Lowered, recipe: str, layout: str = "weight") -> dict:
-    """The weights (`layout` "weight") or KV caches ("rows") a program stores quantised: how
-    many, their bytes as the program holds them (codes and scales) and at the program's
-    operand type."""
-    formats = [f for f in lowered.quantised.values() if f.layout == layout]
-    return {"recipe": recipe, "count": len(formats), "stored_bytes": lowered.quantised_bytes(layout),
-            "full_bytes": sum(math.prod(f.shape) for f in formats) * lowered.dtype.itemsize}
+def quantised_facts(lowered: Lowered, recipe: str, layouts: tuple[str, ...] = ("weight", "planes")) -> dict:
+    """The weights (layouts "weight" and "planes") or KV caches ("rows") a program stores
+    quantised: how many, their bytes as the program holds them (codes and scales) and at the
+    program's operand type; for bit-nested weights also the bytes a step reads of them (the
+    planes its experts are read at, and the scales)."""
+    formats = [f for f in lowered.quantised.values() if f.layout in layouts]
+    facts = {"recipe": recipe, "count": len(formats), "stored_bytes": lowered.quantised_bytes(layouts),
+             "full_bytes": sum(math.prod(f.shape) for f in formats) * lowered.dtype.itemsize}
+    nested = [f for f in formats if f.layout == "planes"]
+    if nested:
+        facts["nested_read_bytes"] = sum(
+            math.prod(f.code_shape) * (f.read_bits or f.bits) // f.bits
+            + f.code.scale_bytes * math.prod(f.scale_shape) for f in nested)
+        facts["nested_stored_bytes"] = lowered.quantised_bytes(("planes",))
+    return facts
 
 
-def recipe_graph(model: Model, phase: Phase | None, recipe) -> tuple[Graph, object]:
+def recipe_graph(model: Model, phase: Phase | None, recipe, expert_bits: str | None = None,
+                 weights: Mapping[str, np.ndarray] | None = None,
+                 calibration: Sequence[int] | None = None) -> tuple[Graph, object]:
     """The model's graph of the phase under a recipe, and the recipe's plan (None: none, the
     graph as it is). The plan is made before any routing: there a mixture of experts is one op
     whose router the plan keeps at full precision, as the reference's quantised mode does; the
     routed graph a target compiles holds the same parameters. The graph has a quantize op in
     front of each value the recipe rounds (compiler/passes/quantised_values.py), so programs
-    and the reference compute the recipe's numerics from it."""
+    and the reference compute the recipe's numerics from it. `expert_bits`: the widths its
+    bit-nested expert weights are read at (compiler/quant/nested.py; a `hot` policy routes the
+    `calibration` tokens with `weights`)."""
     graph = model.graph(phase)
     if recipe is None:
         return graph, None
     from compiler.passes.quantised_values import quantised_graph
     from compiler.quant import plan
     quant = plan(graph, recipe, model.config.n_layer)
+    if expert_bits is not None:
+        from compiler.quant.model import expert_widths
+        whole = plan(model.graph(prefill(1)), recipe, model.config.n_layer)
+        quant = replace(quant, widths=expert_widths(model, weights, recipe, whole, expert_bits,
+                                                    calibration))
     return quantised_graph(graph, quant), quant
 
 
@@ -201,7 +219,9 @@ def workload_facts(model: Model, graph: Graph, routing: Routing | None, itemsize
 
 def _run(req: RunRequest, progress: Progress) -> Run:
     model, phase, arch = req.model, req.phase, req.arch
-    graph, plan = recipe_graph(model, phase, req.quant)
+    hot = req.expert_bits is not None and req.numerics     # a `hot` policy routes with them
+    graph, plan = recipe_graph(model, phase, req.quant, req.expert_bits,
+                               model.weights if hot else None, req.tokens)
     c = model.config
     reserve = (numeric_reserve_bytes(c.n_params, c.vocab_size * c.n_embd, req.operand_dtype.itemsize)
                if req.numerics else 0)
@@ -231,9 +251,9 @@ def _run(req: RunRequest, progress: Progress) -> Run:
     if traffic:
         sim = replace(sim, result=replace(sim.result, attention=traffic))
     facts = workload_facts(model, unrouted, routing, req.operand_dtype.itemsize)
-    for key, layout in (("quantised_weights", "weight"), ("quantised_kv", "rows")):
-        if any(f.layout == layout for f in lowered.quantised.values()):
-            facts[key] = quantised_facts(lowered, req.quant.name, layout)
+    for key, layouts in (("quantised_weights", ("weight", "planes")), ("quantised_kv", ("rows",))):
+        if any(f.layout in layouts for f in lowered.quantised.values()):
+            facts[key] = quantised_facts(lowered, req.quant.name, layouts)
     if facts:
         sim = replace(sim, result=replace(sim.result, workload=facts))
     if not req.numerics:

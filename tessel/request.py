@@ -18,7 +18,7 @@ from arch import TargetArch, load_arch
 from compiler.passes.routing import check_policy, moe_ops
 from compiler.frontend import Model
 from compiler.ir import GraphError
-from compiler.phase import Phase
+from compiler.phase import Phase, prefill
 from compiler.targets import CompileError
 from sim.gpu import MODES
 from tessel.gpu_hf import check_hf
@@ -57,6 +57,7 @@ class RunRequest:
     gpu_recipe: Recipe | None = None    # the GPU comparison runs quantised (tessel/gpu_quant.py)
     gpu_attention: str = "unfused"      # the GPU runs attention fused or not (tessel/gpu_kernels.py)
     quant: Recipe | None = None         # the target's program stores weights quantised
+    expert_bits: str | None = None      # widths its bit-nested expert weights are read at
 
     @property
     def operand_dtype(self) -> DType:
@@ -121,14 +122,15 @@ def make_request(model: Model, target: str, arch: TargetArch, phase: Phase | Non
                  dtype: DType | None = None, gpus: Sequence[str] = (), gpu_mode: str = "graph",
                  gpu_calibration: Path | None = None, routing: str | None = None,
                  gpu_quant: str | None = None, gpu_attention: str | None = None,
-                 quant: str | None = None) -> RunRequest:
+                 quant: str | None = None, expert_bits: str | None = None) -> RunRequest:
     """A validated request. numerics: True asks for it (an error where it cannot run), False
     turns it off, None applies `numerics_by_default`. tokens must match the phase.
     gpu_quant: a recipe (name or .toml) the GPU comparison runs under, checked against the
     model and every GPU here. gpu_attention: how the GPU runs attention (None: unfused).
     gpu_mode: sim.gpu.MODES; "hf" needs a model Hugging Face's modelled code runs.
     quant: a recipe (name or .toml) the target's program follows, planned on the model here
-    (what the target cannot run is one line)."""
+    (what the target cannot run is one line). expert_bits: the widths its bit-nested expert
+    weights are read at (compiler/quant/nested.py: B, b0,b1,... or, numeric runs, hot:K:HI:LO)."""
     if arch.target != target:
         raise CompileError(f"architecture '{arch.name}' is for target '{arch.target}', not '{target}'")
     if phase is not None and model.config is None:
@@ -160,8 +162,29 @@ def make_request(model: Model, target: str, arch: TargetArch, phase: Phase | Non
         check_hf(model.config, model.name)
     recipe = None if gpu_quant is None else _gpu_recipe(model, phase, gpu_quant, gpus, gpu_calibration)
     program_recipe = None if quant is None else target_recipe(model, phase, target, arch, dtype, quant)
+    if expert_bits is not None:
+        check_expert_bits(model, program_recipe, expert_bits, numerics)
     return RunRequest(model, phase, target, arch, dtype, numerics, tokens, tuple(gpus), gpu_mode,
-                      gpu_calibration, routing, recipe, gpu_attention or "unfused", program_recipe)
+                      gpu_calibration, routing, recipe, gpu_attention or "unfused", program_recipe,
+                      expert_bits)
+
+
+def check_expert_bits(model: Model, recipe: Recipe | None, expert_bits: str, numerics: bool) -> None:
+    """--expert-bits reads a recipe's bit-nested expert weights: refused in one line without
+    such a recipe, and for a `hot` policy (it routes calibration tokens) in a timing-only run."""
+    from compiler.quant import RecipeError, plan
+    from compiler.quant.model import expert_widths
+    from compiler.quant.nested import parse_expert_bits
+    if recipe is None:
+        raise RecipeError("--expert-bits reads bit-nested expert weights: give a --quant recipe "
+                          "with :nested weights (w8a16:nested, ...)")
+    policy = parse_expert_bits(expert_bits)
+    if policy.hot is not None and not numerics:
+        raise RecipeError(f"--expert-bits {expert_bits}: ranks experts by the tokens a numeric run "
+                          "routes; a timing-only run takes B or b0,b1,...")
+    if policy.hot is None:             # widths against the model's experts, checked here
+        expert_widths(model, None, recipe, plan(model.graph(prefill(1)), recipe,
+                                                model.config.n_layer), policy, None)
 
 
 def target_recipe(model: Model, phase: Phase | None, target: str, arch: TargetArch,

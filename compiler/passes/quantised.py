@@ -11,10 +11,11 @@ scales, and a `loadq` over several groups steps to the next scale row every `gro
 qcfg's group and pitch); the emitter splits a tile only at its first group boundary.
 
 Built here: integer (int2..int8, per channel, group or tensor), fp8 and MX weights, and bfp8 in
-blocks of 32 held as mxint8 (the same codes; its scale 2^(e-6) is mxint8's 2^e), read whole.
+blocks of 32 held as mxint8 (the same codes; its scale 2^(e-6) is mxint8's 2^e), read whole;
+bit-nested integer weights (D2MoE) as bit planes, read at their expert's width (`loadp`).
 (Quantised matmul inputs and KV writes are quantize ops in the graph: quantised_values.py.)
 What a target cannot run yet is refused in one line naming the tensor and the field: other bfp
-weights, bit-nested weights, a weight a matmul reads transposed, and quantised embedding tables
+weights, a weight a matmul reads transposed, and quantised embedding tables
 (a gather copies rows, it does not dequantise).
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Mapping
 import numpy as np
 
 from isa import DType
-from isa.packing import pack_patterns, packed_row_bytes
+from isa.packing import pack_patterns, pack_planes, packed_row_bytes
 from isa.qformats import CodeFormat, code_format, code_patterns, scale_patterns
 
 from compiler.errors import CompileError
@@ -62,7 +63,8 @@ class StoredFormat:
     group: int                  # rows one scale row covers (K: one per output channel); "rows":
                                 # columns one scale covers
     per_tensor: bool
-    layout: str = "weight"      # weight | rows
+    layout: str = "weight"      # weight | rows | planes (a bit-nested weight: bit planes)
+    read_bits: int = 0          # planes: the top bits a program reads of each code (0: all)
 
     @property
     def code(self) -> CodeFormat:
@@ -87,6 +89,9 @@ class StoredFormat:
 
     @property
     def row_bytes(self) -> int:
+        """Bytes of a row of codes: packed, or (bit-nested) its `bits` planes of a bit a code."""
+        if self.layout == "planes":
+            return self.bits * -(-self.cols // 8)
         return packed_row_bytes(self.cols, self.bits)
 
     @property
@@ -103,6 +108,9 @@ class StoredFormat:
         return (*self.shape[:-2], self.rows // self.group, self.cols)
 
     def describe(self) -> str:
+        if self.layout == "planes":
+            return (f"{self.format} in bit planes, read at {self.read_bits or self.bits} bits, "
+                    f"a scale per {'output channel' if self.group == self.rows else f'{self.group} input channels'}")
         if self.layout == "rows":
             return f"{self.format}, a scale per {self.group} channels of each token"
         scale = "one scale" if self.per_tensor else (
@@ -127,16 +135,17 @@ def stored_formats(graph: Graph, plan: "QuantPlan | None") -> Mapping[str, Store
             raise CompileError(f"{where} in {quant}: quantised embedding tables are not built "
                                f"on the targets yet; {NOT_ON_TARGETS}")
         code = code_name(name, f"{use.role} '{param}'", quant)    # bfp8 (blocks of 32): mxint8
-        if quant.nested:
-            raise CompileError(f"{where}: bit-nested weights are not built on the targets yet; "
-                               f"{NOT_ON_TARGETS}")
         if use.contracted_last:
             raise CompileError(f"{where}: a matmul reads it transposed, which the targets' "
                                f"quantised loads do not do yet; {NOT_ON_TARGETS}")
         shape = tuple(graph[param].type.shape)
         group = {"tensor": shape[-2], "channel": shape[-2], "group": quant.group,
                  "block": quant.format.block}[quant.scale]
-        out[param] = StoredFormat(code, shape, group, quant.scale == "tensor")
+        if quant.nested:                # read at the width its expert is given (plan.widths)
+            out[param] = StoredFormat(code, shape, group, quant.scale == "tensor", "planes",
+                                      plan.widths.get(param, quant.format.bits))
+        else:
+            out[param] = StoredFormat(code, shape, group, quant.scale == "tensor")
     return MappingProxyType(out)
 
 
@@ -186,10 +195,15 @@ def stored_scales(stored: "StoredWeight", fmt: StoredFormat) -> np.ndarray:
 
 
 def stored_data(stored: "StoredWeight", fmt: StoredFormat) -> tuple[np.ndarray, np.ndarray]:
-    """The codes (int8 bytes of the packed rows, `fmt.code_shape`) and the scales in their
-    storage type (`fmt.scale_shape` of `fmt.scale_dtype`) of a weight quantised at compile
-    time."""
-    packed = pack_patterns(code_patterns(stored_codes(stored), fmt.code), fmt.bits).view(np.int8)
+    """The codes (int8 bytes of the packed rows, `fmt.code_shape`; a bit-nested weight's rows
+    as bit planes of its offset-binary codes, isa/packing.py) and the scales in their storage
+    type (`fmt.scale_shape` of `fmt.scale_dtype`) of a weight quantised at compile time."""
+    codes = stored_codes(stored)
+    if fmt.layout == "planes":
+        offset = np.asarray(codes, np.int64) + (1 << (fmt.bits - 1))
+        packed = pack_planes(offset.astype(np.uint8), fmt.bits).view(np.int8)
+    else:
+        packed = pack_patterns(code_patterns(codes, fmt.code), fmt.bits).view(np.int8)
     stored_scales_ = scale_patterns(stored_scales(stored, fmt), fmt.code)
     if fmt.code.scale == "e8m0":
         stored_scales_ = stored_scales_.view(np.int8)

@@ -25,7 +25,7 @@ from compiler.quant.tensors import read_input, write_kv
 from compiler.quant.weights import QuantizedWeights
 from compiler.reference import execute
 
-__all__ = ["QuantisedModel", "QuantNumerics", "quantise"]
+__all__ = ["QuantisedModel", "QuantNumerics", "quantise", "expert_widths"]
 
 
 class QuantNumerics:
@@ -85,14 +85,15 @@ def quantise(model: Model, recipe: str | Recipe, weights: Mapping[str, np.ndarra
     n_layers = model.config.n_layer
     whole = plan(model.graph(prefill(1)), recipe, n_layers)
     order = kv_orders(model, base, recipe, n_layers, calibration)
-    widths = _expert_widths(model, base, recipe, whole, expert_bits, calibration)
+    widths = expert_widths(model, base, recipe, whole, expert_bits, calibration)
     return QuantisedModel(model, recipe, QuantizedWeights(base, whole, widths), order)
 
 
-def _expert_widths(model: Model, base: Mapping[str, np.ndarray], recipe: Recipe, whole: QuantPlan,
-                   expert_bits: str | ExpertBits | None,
-                   calibration: Sequence[int] | None) -> dict[str, int]:
-    """The bits each bit-nested expert parameter is read at, by the policy (none: whole)."""
+def expert_widths(model: Model, base: Mapping[str, np.ndarray] | None, recipe: Recipe,
+                  whole: QuantPlan, expert_bits: str | ExpertBits | None,
+                  calibration: Sequence[int] | None) -> dict[str, int]:
+    """The bits each bit-nested expert parameter is read at, by the policy (none: whole).
+    `base`: the weights a `hot` policy routes the calibration tokens with (none: refused)."""
     if expert_bits is None:
         return {}
     policy = parse_expert_bits(expert_bits) if isinstance(expert_bits, str) else expert_bits
@@ -106,9 +107,9 @@ def _expert_widths(model: Model, base: Mapping[str, np.ndarray], recipe: Recipe,
                           "nested weights (w8a16:nested, ...) on a mixture of experts takes it")
     routed = {}
     if policy.hot is not None:
-        if not calibration:
+        if not calibration or base is None:
             raise RecipeError(f"--expert-bits {policy.text}: ranks experts by the tokens the "
-                              "calibration routes to them: give some")
+                              "calibration routes to them: give some (a numeric run's --tokens)")
         choices: dict[str, np.ndarray] = {}
         execute(graph, base, token_feeds(check_tokens(model, calibration)), np.float64, choices)
         routed = {op: np.bincount(choices[op].ravel(), minlength=len(p) // 3)

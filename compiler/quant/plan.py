@@ -17,7 +17,7 @@ naming the tensor.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 from compiler.ir import Graph, Op, OpKind
@@ -57,6 +57,7 @@ class QuantPlan:
     weights: Mapping[str, WeightUse]            # parameter -> its use
     activations: Mapping[str, TensorQuant | None]   # matmul op -> its input's format
     kv: Mapping[str, KVWrite]                   # op whose value is written -> the write
+    widths: Mapping[str, int] = field(default_factory=dict)   # bit-nested parameter -> bits read
 
 
 def layer_of(name: str) -> int | None:

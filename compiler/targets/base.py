@@ -49,10 +49,10 @@ class Lowered:
         """Symbol -> initial contents (parameters, inputs, constants, the KV cache so far)."""
         return program_data(graph, self.plan, self.constants, weights, feeds, self.quantised)
 
-    def quantised_bytes(self, layout: str = "weight") -> int:
+    def quantised_bytes(self, layouts: tuple[str, ...] = ("weight", "planes")) -> int:
         """Bytes the quantised weights (or, layout "rows", the narrow KV caches) take in the
         program's memory: codes and scales."""
-        return sum(stored_bytes(fmt) for fmt in self.quantised.values() if fmt.layout == layout)
+        return sum(stored_bytes(fmt) for fmt in self.quantised.values() if fmt.layout in layouts)
 
     def dump(self) -> str:
         """The program's shape: instructions per queue, its symbols and its assumptions."""

@@ -420,7 +420,7 @@ class Emitter:
             raise CompileError(f"'{m.symbol}': a window with rows {m.stride} elements apart; its "
                                f"quantised rows hold {fmt.cols}")
         first, c0 = divmod(m.offset, fmt.cols)
-        if c0 * fmt.bits % 8 or c0 + m.cols > fmt.cols:
+        if (c0 % 8 if fmt.layout == "planes" else c0 * fmt.bits % 8) or c0 + m.cols > fmt.cols:
             raise CompileError(f"'{m.symbol}': a tile at column {c0} of {m.cols} columns does not "
                                f"start on a byte of its {fmt.format} codes, or runs past its "
                                f"{fmt.cols} columns")
@@ -438,8 +438,13 @@ class Emitter:
             self.emit(queue, "qcfg", fmt=fmt.format, dtype=dtype, cols=m.cols,
                       step=0 if fmt.per_tensor else size_of, scales=Addr(space, at),
                       group=group, pitch=fmt.cols if group else 0)
-            self.emit(queue, "loadq", dst=Addr(dst.space, dst.addr + r * m.cols * size),
-                      src=Addr(space, base + row * fmt.row_bytes + c0 * fmt.bits // 8), rows=n)
+            at_dst = Addr(dst.space, dst.addr + r * m.cols * size)
+            if fmt.layout == "planes":          # the top read_bits planes of each code's row
+                self.emit(queue, "loadp", dst=at_dst, src=Addr(space, base + row * fmt.row_bytes + c0 // 8),
+                          rows=n, planes=fmt.read_bits or fmt.bits, plane_bytes=-(-fmt.cols // 8))
+            else:
+                self.emit(queue, "loadq", dst=at_dst,
+                          src=Addr(space, base + row * fmt.row_bytes + c0 * fmt.bits // 8), rows=n)
             r += n
 
     def _rows_quantised(self, queue: str, op: str, m: Matrix, tile: Addr) -> None:

@@ -13,7 +13,7 @@ from isa.opcodes import PAYLOAD_BITS, STRUCTURE
 
 
 def test_table_is_consistent():
-    assert len(OPCODES) == len(OPCODES_BY_CODE) == 37
+    assert len(OPCODES) == len(OPCODES_BY_CODE) == 38
     for spec in OPCODES.values():
         assert spec.payload_bits <= PAYLOAD_BITS
         assert len(set(spec.names)) == len(spec.names)

@@ -31,11 +31,11 @@ class PimLowered(Lowered):
     arch: PimArch
     matrices: dict[str, PimMatrix]
 
-    def quantised_bytes(self, layout: str = "weight") -> int:
+    def quantised_bytes(self, layouts: tuple[str, ...] = ("weight", "planes")) -> int:
         """The codes as the banks hold them, and the scales as the ASIC reads them (fp32); the
         PIM target stores no KV cache narrow."""
         return sum(math.prod(fmt.code_shape) + 4 * fmt.cols * (fmt.rows // fmt.group)
-                   for fmt in self.quantised.values() if fmt.layout == layout)
+                   for fmt in self.quantised.values() if fmt.layout in layouts)
 
     def initial_data(self, graph: Graph, weights, feeds) -> dict[str, np.ndarray]:
         """Symbol -> initial contents: dense values as targets.data does, PIM matrices

@@ -236,6 +236,9 @@ def check_quantised(arch: PimArch, name: str, fmt: StoredFormat) -> None:
     if not fmt.code.integer or fmt.bits not in (2, 4, 8):
         raise CompileError(f"weight '{name}' in {fmt.format}: the PIM MAC lanes take 2-, 4- or "
                            "8-bit integer codes")
+    if fmt.layout == "planes":
+        raise CompileError(f"weight '{name}' in {fmt.describe()}: bit-nested weights are not "
+                           "built on the PIM target (its MAC lanes read whole codes)")
     lanes, chunk = pl.mac_lanes(arch, fmt.bits), pl.gbuf_elems(arch)
     if fmt.rows % lanes:
         raise CompileError(f"weight '{name}': reduction length {fmt.rows} is not a multiple of "

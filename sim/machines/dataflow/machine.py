@@ -17,7 +17,8 @@ from typing import Mapping
 import numpy as np
 
 import isa
-from isa.footprint import loadq_row_bytes, scale_bytes, scale_rows, storeq_scale_bytes
+from isa.footprint import (loadp_rows, loadq_row_bytes, scale_bytes, scale_rows,
+                           storeq_scale_bytes)
 from arch.dataflow import DataflowArch
 from sim.machines.base import Costs, Machine
 from sim.machines.dataflow.pipeline import PipelineTiming, section_timing
@@ -80,7 +81,7 @@ class DataflowMachine(Machine[DataflowArch]):
             "halt": None, "signal": None, "wait": None, "mcfg": None, "vcfg": None, "dmacfg": None,
             "df.section": self._section, "df.run": self._run, "df.stream": self._stream,
             "df.xfer": self._xfer, "load": transfer, "store": transfer, "gather": transfer, "gatherw": transfer,
-            "qcfg": None, "loadq": self._loadq, "storeq": self._storeq,
+            "qcfg": None, "loadq": self._loadq, "loadp": self._loadp, "storeq": self._storeq,
             "gemm": self._gemm, "vec": self._vector, "red": self._vector,
             "vquant": self._quantise})
 
@@ -135,11 +136,21 @@ class DataflowMachine(Machine[DataflowArch]):
         tile into the PMUs; the AGCU dequantises at the tier's rate (one multiply an element,
         `dequant_ops`, priced at the preset's `dequant_pj` in the "vector" energy entry)."""
         packed, written = loadq_row_bytes(ins, cfg)
-        _, (_, src), (_, rows) = ins.fields
-        tier, cols = src.space, cfg.qcfg.fields[2][1]
-        nbytes = rows * packed + scale_rows(cfg.qcfg, rows) * scale_bytes(cfg.qcfg)
+        self._dequantised(s, i, ins["src"].space, ins["rows"], packed, written, cfg.qcfg)
+
+    def _loadp(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        """A bit-nested load: as a loadq whose rows are the code bytes of the planes it reads."""
+        found = loadp_rows(ins, cfg)
+        self._dequantised(s, i, ins["src"].space, ins["rows"], found.read, found.written, cfg.qcfg)
+
+    @staticmethod
+    def _dequantised(s: _SectionSheet, i: int, tier: str, rows: int, code_bytes: int,
+                     written: int, qcfg: isa.Instr) -> None:
+        """A load that dequantises: `code_bytes` a row and the qcfg's scale rows from `tier`,
+        `written` bytes a row into the PMUs, one multiply an element."""
+        nbytes = rows * code_bytes + scale_rows(qcfg, rows) * scale_bytes(qcfg)
         s.events.set(i, **{_READ_EVENT[tier]: nbytes}, sram_bytes=rows * written,
-                     dequant_ops=rows * cols)
+                     dequant_ops=rows * qcfg.fields[2][1])
         if s.call is not None:
             s.call.tier_bytes[tier] += nbytes * s.weight(i)
 

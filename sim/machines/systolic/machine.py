@@ -7,9 +7,11 @@ A quantised load (`loadq`) moves its fp16 scale row and its packed rows as one t
 DRAM port (one access latency, like a `load`; its `qcfg` only sets registers and takes no
 time); we assume the dequantiser in the load path keeps pace with the port (one multiply an
 element, counted as `dequant_ops` and priced at the preset's `dequant_pj` in the "vector"
-energy entry). A quantised store (`storeq`) is the same transfer out: its packed rows and
-its scale rows (one scale a row group) in one DMA on the port, the quantiser in the store path
-keeping pace with it (one multiply an element by the scale's reciprocal, counted as
+energy entry). A bit-nested load (`loadp`) is timed as a `loadq` of the code bytes it
+reads, rows x planes x ceil(cols / 8) (planes/W of a `loadq`'s when cols is a multiple of 8),
+plus the same scale rows. A quantised store (`storeq`) is a `loadq`'s transfer out: its packed
+rows and its scale rows (one scale a row group) in one DMA on the port, the quantiser in the
+store path keeping pace with it (one multiply an element by the scale's reciprocal, counted as
 `dequant_ops` at `dequant_pj` like the dequantiser's: the same multiplier). A `vquant` is two
 vector passes over its tile: the group maxima (a row reduction), then the elements (divide,
 round, multiply). After an `mfmt` naming a narrow format, a gemm's PEs each make the preset's
@@ -23,7 +25,8 @@ from typing import Mapping
 
 import isa
 from arch.systolic import SystolicArch
-from isa.footprint import loadq_row_bytes, scale_bytes, scale_rows, storeq_scale_bytes
+from isa.footprint import (loadp_rows, loadq_row_bytes, scale_bytes, scale_rows,
+                           storeq_scale_bytes)
 from sim.machines.base import Costs, Machine, MachineRun
 from sim.machines.decode import ONE_OPERAND_FUNCS, CostSheet, CostTable, decode
 from sim.timing import dma_cycles, gemm_cycles, reduce_cycles, vector_cycles
@@ -52,7 +55,8 @@ class SystolicMachine(Machine[SystolicArch]):
             "halt": None, "signal": None, "wait": None, "dmacfg": None, "mcfg": None, "vcfg": None,
             "mfmt": None,
             "load": self._transfer, "store": self._transfer, "gather": self._gather,
-            "gatherw": self._gather, "qcfg": None, "loadq": self._loadq, "storeq": self._storeq,
+            "gatherw": self._gather, "qcfg": None, "loadq": self._loadq, "loadp": self._loadp,
+            "storeq": self._storeq,
             "gemm": self._gemm, "vec": self._vec, "red": self._red, "vquant": self._vquant})
 
     def mac_units(self) -> int:
@@ -99,6 +103,16 @@ class SystolicMachine(Machine[SystolicArch]):
         s.durations[i] = self.dma(nbytes)
         s.resources[i] = DRAM_PORT
         s.events.set(i, dram_read_bytes=nbytes, sram_write_bytes=rows * written,
+                     dequant_ops=rows * cfg.qcfg["cols"])
+
+    def _loadp(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        """As a loadq whose rows are the planes it reads: its scale rows and those code bytes
+        in one transfer (one access latency), the dequantiser keeping pace."""
+        found, rows = loadp_rows(ins, cfg), ins["rows"]
+        nbytes = rows * found.read + scale_rows(cfg.qcfg, rows) * scale_bytes(cfg.qcfg)
+        s.durations[i] = self.dma(nbytes)
+        s.resources[i] = DRAM_PORT
+        s.events.set(i, dram_read_bytes=nbytes, sram_write_bytes=rows * found.written,
                      dequant_ops=rows * cfg.qcfg["cols"])
 
     def _storeq(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:

@@ -1,0 +1,77 @@
+"""Bit-nested (matryoshka) expert weights on the targets (compiler/quant/nested.py, D2MoE): the
+program stores each expert's W-bit codes as bit planes and reads the top b planes (loadp) at the
+width the --expert-bits policy gives the expert; the logits are the reference's nested read,
+and the bytes read are b/W of the codes plus the scales."""
+import math
+from pathlib import Path
+
+import pytest
+
+from arch import load_arch
+from compiler.frontend import load_model
+from compiler.phase import decode, prefill
+from tessel.cli import main
+from tessel.driver import run
+from tessel.request import make_request
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+FP32_TOLERANCE = 1e-4
+TARGETS = {"systolic": "systolic-32", "dataflow": "dataflow-small"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TARGETS)
+@pytest.mark.parametrize("fixture, recipe, bits", [
+    ("tiny-qwen3-moe", "w8a16:nested", "4"), ("tiny-qwen3-moe", "w8a16:nested", "2,3,4,5,6,7,8,8"),
+    ("tiny-mixtral", "w4a16:nested", "2"), ("tiny-mixtral", "w8a16:nested", "hot:2:8:3")])
+def test_nested_reads_equal_the_reference(name, fixture, recipe, bits):
+    model = load_model(str(FIXTURES / fixture))
+    arch = load_arch(TARGETS[name], ["dtype=fp32"])
+    for phase in (prefill(6), decode(5)):
+        outcome = run(make_request(model, name, arch, phase, numerics=True, quant=recipe,
+                                   expert_bits=bits))
+        assert outcome.result.logits_rel_error < FP32_TOLERANCE
+    whole = run(make_request(model, name, arch, decode(5), numerics=True, quant=recipe))
+    assert (outcome.reference != whole.reference).any()       # the reads are narrower
+
+
+def test_fewer_bits_read_fewer_bytes_exactly():
+    """tiny-mixtral's experts stored int8 in bit planes: read at 8, 4 and 2 bits, the program's
+    DRAM reads fall by the planes not read, which the report's nested_read_bytes counts."""
+    model = load_model(str(FIXTURES / "tiny-mixtral"))
+    arch = load_arch("systolic-32")
+    results = {b: run(make_request(model, "systolic", arch, prefill(8), numerics=False,
+                                   quant="w8a16:nested", expert_bits=b, routing="uniform")).result
+               for b in ("8", "4", "2")}
+    facts = {b: r.workload["quantised_weights"] for b, r in results.items()}
+    assert facts["8"]["nested_read_bytes"] == facts["8"]["nested_stored_bytes"]
+    for b in ("4", "2"):
+        saved = facts["8"]["nested_read_bytes"] - facts[b]["nested_read_bytes"]
+        assert saved * 8 == _expert_planes(model) * (8 - int(b))
+        assert results["8"].bytes["dram_read"] > results[b].bytes["dram_read"]
+
+
+def _expert_planes(model) -> int:
+    """Bytes of the experts' 8 bit planes (a row of N codes: 8 planes of ceil(N/8) bytes); the
+    scales, and the attention's nested weights (read whole), do not narrow."""
+    from compiler.ir import OpKind
+    graph = model.graph(prefill(1))
+    experts = [graph[n].type.shape for op in graph.of_kind(OpKind.MOE) for n in op.inputs[2:]]
+    return sum(k * 8 * math.ceil(n / 8) for k, n in experts)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--expert-bits", "4"], "--expert-bits reads bit-nested expert weights: give a --quant recipe"),
+    (["--quant", "w8a16", "--expert-bits", "4"], "does not store them bit-nested (w8a16)"),
+    (["--quant", "w8a16:nested", "--expert-bits", "hot:1:8:4", "--no-functional"],
+     "--expert-bits hot:1:8:4: ranks experts by the tokens a numeric run routes"),
+    (["--quant", "w8a16:nested", "--expert-bits", "9"], "9 bits: a nested read takes 2 to 8 bits"),
+    (["--quant", "w8a16:nested", "--expert-bits", "4,4"], "2 widths for 4 experts: give one per expert"),
+    (["--quant", "w8a16:nested", "--expert-bits", "4", "--target", "pim"],
+     "bit-nested weights are not built on the PIM target"),
+])
+def test_bad_expert_bits_are_one_line(capsys, argv, message):
+    args = ["sim", "--model", str(FIXTURES / "tiny-mixtral"), "--seq", "4", "--gpu", "none", *argv]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
