@@ -8,26 +8,16 @@ import re
 import numpy as np
 import pytest
 
-from isa import (Addr, ConfigError, IsaError, MachineView, MemorySpace, QueueConfig, VerifyError,
+from isa import (Addr, ConfigError, IsaError, QueueConfig, VerifyError,
                  assemble, decode, disassemble, encode, footprints, load, save, unroll, verify)
+from tests.isa.test_quantised_loads import HEADER, MACHINE, check
 from isa.footprint import Footprint, loadp_rows, stripes
 from isa.instr import Instr
 from isa.packing import pack_planes, plane_row_bytes, unpack_planes
 
-MACHINE = MachineView(
-    spaces={"dram": MemorySpace("dram", 1 << 16, on_chip=False),
-            "sram": MemorySpace("sram", 8192, on_chip=True)},
-    queues=frozenset({"dma0", "dma1"}),
-    target="systolic",
-)
-HEADER = ".target systolic\n.isa 2\n.spaces dram sram\n"
 QCFG = "dma0 qcfg fmt=int4 dtype=bf16 cols=64 step=2 scales=dram[0x8000] group=0 pitch=0\n"
 LOADP = "dma0 loadp dst=sram[0x0] src=dram[0x0] rows=16 planes={planes} plane_bytes={pb}\n"
 
-
-def check(body: str, message: str) -> None:
-    with pytest.raises(VerifyError, match="^" + re.escape(message) + "$"):
-        verify(assemble(HEADER + body), MACHINE)
 
 
 # ---- packing -------------------------------------------------------------------------------

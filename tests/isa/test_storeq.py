@@ -7,17 +7,11 @@ import re
 
 import pytest
 
-from isa import (Addr, ConfigError, Instr, MachineView, MemorySpace, QueueConfig, VerifyError,
+from isa import (Addr, ConfigError, Instr, QueueConfig, VerifyError,
                  assemble, decode, disassemble, encode, footprints, load, save, unroll, verify)
+from tests.isa.test_quantised_loads import HEADER, MACHINE, check
 from isa.footprint import Footprint, is_written, loadq_row_bytes, storeq_scale_bytes, stripes
 
-MACHINE = MachineView(
-    spaces={"dram": MemorySpace("dram", 1 << 16, on_chip=False),
-            "sram": MemorySpace("sram", 8192, on_chip=True)},
-    queues=frozenset({"dma0", "dma1"}),
-    target="systolic",
-)
-HEADER = ".target systolic\n.isa 2\n.spaces dram sram\n"
 # int8 codes of 64 bf16 values a row, one fp16 scale a row (a token's head), 8 heads apart
 QCFG = "dma0 qcfg fmt=int8 dtype=bf16 cols=64 step=0 scales=dram[0x8000] group=1 pitch=8\n"
 STOREQ = "dma0 storeq dst=dram[0x0] src=sram[0x0] rows=16\n"
@@ -32,10 +26,6 @@ def qcfg(**fields) -> Instr:
 def storeq(rows: int = 16) -> Instr:
     return Instr.make("storeq", "dma0", dst="dram[0x1000]", src="sram[0x0]", rows=rows)
 
-
-def check(body: str, message: str) -> None:
-    with pytest.raises(VerifyError, match="^" + re.escape(message) + "$"):
-        verify(assemble(HEADER + body), MACHINE)
 
 
 def test_round_trips_text_and_binary_and_tbin(tmp_path):

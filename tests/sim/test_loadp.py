@@ -16,11 +16,11 @@ from isa import Instr
 from isa.formats import dequantize, quantize
 from isa.numerics import from_storage, to_storage
 from isa.packing import pack_planes
-from sim.compact_costs import PatternCosts, pattern_costs
 from sim.functional import FunctionalError, Memory
 from sim.machines import DataflowMachine, PimMachine, SystolicMachine
 from sim.simulate import simulate
 from tests.sim.test_functional import run
+from tests.sim.test_quantised_loads import timed_per_pattern_as_unrolled
 
 pytestmark = pytest.mark.filterwarnings("error")  # no numpy warning may leak
 
@@ -185,12 +185,8 @@ def test_a_loop_of_bit_nested_loads_is_timed_per_pattern_as_unrolled():
             "    vpu0 wait sem=1\n"
             "  .endloop\n"
             ".endloop\n")
-    program = isa.assemble(text)
-    assert isinstance(pattern_costs(machine, program), PatternCosts)
-    compact = simulate(program, machine, functional=False)
-    flat = simulate(isa.unroll(program), machine, functional=False)
-    assert compact.result.to_json() == flat.result.to_json()
-    assert compact.result.bytes["dram_read"] == 6 * 3 * (192 + 32 * 2 * 12)   # scales + 2 planes
+    program, compact = timed_per_pattern_as_unrolled(machine, text)
+    assert compact.bytes["dram_read"] == 6 * 3 * (192 + 32 * 2 * 12)   # scales + 2 planes
     numeric = simulate(dataclasses.replace(program, data={}), machine)
     # memory held up to the last scale qcfg reads (sim/reach.py)
     assert numeric.memory.held["dram"] == 0x8000 + 5 * 0xc0 + 192

@@ -28,6 +28,17 @@ rng = np.random.default_rng(11)
 
 
 
+def timed_per_pattern_as_unrolled(machine, text: str):
+    """The program of `text`, and its timing: per pattern (its loops' costs repeat) and equal,
+    figure for figure, to its unrolled program's."""
+    program = isa.assemble(text)
+    assert isinstance(pattern_costs(machine, program), PatternCosts)
+    compact = simulate(program, machine, functional=False)
+    flat = simulate(isa.unroll(program), machine, functional=False)
+    assert compact.result.to_json() == flat.result.to_json()
+    return program, compact.result
+
+
 def load_codes(codes: np.ndarray, scales: np.ndarray, fmt: str, dtype: str, *,
                src_pitch: int = 0, dst_pitch: int = 0) -> np.ndarray:
     """codes [rows, cols] packed into DRAM (rows src_pitch apart), loaded with loadq; the
@@ -147,12 +158,8 @@ def test_a_loop_of_quantised_loads_is_timed_per_pattern_as_unrolled():
             "    vpu0 wait sem=1\n"
             "  .endloop\n"
             ".endloop\n")
-    program = isa.assemble(text)
-    assert isinstance(pattern_costs(machine, program), PatternCosts)
-    compact = simulate(program, machine, functional=False)
-    flat = simulate(isa.unroll(program), machine, functional=False)
-    assert compact.result.to_json() == flat.result.to_json()
-    assert compact.result.bytes["dram_read"] == 6 * 3 * (192 + 32 * 48)   # each loadq: scales + codes
+    program, compact = timed_per_pattern_as_unrolled(machine, text)
+    assert compact.bytes["dram_read"] == 6 * 3 * (192 + 32 * 48)   # each loadq: scales + codes
     numeric = simulate(dataclasses.replace(program, data={}), machine)
     # memory held up to the last scale qcfg reads (sim/reach.py)
     assert numeric.memory.held["dram"] == 0x8000 + 5 * 0xc0 + 192

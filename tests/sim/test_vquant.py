@@ -16,11 +16,10 @@ from arch import load_arch
 from isa import Instr
 from isa.formats import dequantize, quantize
 from isa.numerics import from_storage, to_storage
-from sim.compact_costs import PatternCosts, pattern_costs
 from sim.functional import FunctionalError, Memory
 from sim.machines import DataflowMachine, PimMachine, SystolicMachine
-from sim.simulate import simulate
 from tests.sim.test_functional import SPACES, run
+from tests.sim.test_quantised_loads import timed_per_pattern_as_unrolled
 
 pytestmark = pytest.mark.filterwarnings("error")  # no numpy warning may leak
 
@@ -209,8 +208,4 @@ def test_a_loop_of_vquants_is_timed_per_pattern_as_unrolled():
             "  vpu0 signal sem=1\n"
             "  dma1 wait sem=1\n"
             ".endloop\n")
-    program = isa.assemble(text)
-    assert isinstance(pattern_costs(machine, program), PatternCosts)
-    compact = simulate(program, machine, functional=False)
-    flat = simulate(isa.unroll(program), machine, functional=False)
-    assert compact.result.to_json() == flat.result.to_json()
+    timed_per_pattern_as_unrolled(machine, text)
