@@ -56,6 +56,9 @@ class SystolicArch:
     weight_preload_overlap: bool                     # False: SCALE-Sim's fold arithmetic
     energy: SystolicEnergy
     attention: str = choice("fused", "unfused", default="fused")  # fused: where it fits on chip
+    # the DMA engine keeps requests in flight: a transfer holds the DRAM port for its bytes only
+    # and its data lands dram_latency_ns later (false: each holds the port for the latency too)
+    dma_overlap: bool = False
     # narrow MACs: format -> products a PE makes a cycle when both operands are codes of it
     # (isa mfmt); none listed: every matmul at the operand type (a recipe that quantises both
     # operands of a matmul is refused, naming the field)

@@ -50,10 +50,13 @@ class SystolicMachine(Machine[SystolicArch]):
         self._clock = int(round(arch.clock_hz))
         self._bw = int(round(arch.dram_bw_gbps * 1e9))
         self._latency = arch.dram_latency_cycles
+        # the latency a transfer holds the DRAM port for: all of it, or (dma_overlap: requests
+        # in flight) none, its data then landing that long after it (a signal's delay)
+        self._held = 0 if arch.dma_overlap else self._latency
         self._peak = 1                      # products a PE a cycle in the program's formats
         self._table = CostTable("a systolic-array machine", {
-            "halt": None, "signal": None, "wait": None, "dmacfg": None, "mcfg": None, "vcfg": None,
-            "mfmt": None,
+            "halt": None, "signal": self._signal if arch.dma_overlap else None, "wait": None,
+            "dmacfg": None, "mcfg": None, "vcfg": None, "mfmt": None,
             "load": self._transfer, "store": self._transfer, "gather": self._gather,
             "gatherw": self._gather, "qcfg": None, "loadq": self._loadq, "loadp": self._loadp,
             "storeq": self._storeq,
@@ -68,7 +71,15 @@ class SystolicMachine(Machine[SystolicArch]):
         return self.arch.energy.static_w
 
     def dma(self, nbytes: int) -> int:
-        return dma_cycles(nbytes, self._latency, self._clock, self._bw)
+        """Cycles a transfer of `nbytes` holds the DRAM port: its beats, after the access
+        latency unless the engine overlaps requests (dma_overlap)."""
+        return dma_cycles(nbytes, self._held, self._clock, self._bw)
+
+    def _signal(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
+        """dma_overlap: a DMA queue's signal tells its readers the data has landed, the access
+        latency after the transfers before it left the port."""
+        if ins.queue.unit.name == "dma":
+            s.delays[i] = self._latency
 
     def start(self, program: isa.Program, repeats=None) -> MachineRun:
         sheet = decode(self._table, CostSheet.empty(len(program.instructions), EVENTS),
@@ -76,7 +87,8 @@ class SystolicMachine(Machine[SystolicArch]):
         self._peak = max([1, *(self.arch.mac_formats.get(ins["fmt"], 1)
                               for ins in program.instructions if ins.opcode == "mfmt")])
         return MachineRun(self, program, Costs(sheet.durations, sheet.resources,
-                                               sheet.events.freeze()))
+                                               sheet.events.freeze(),
+                                               delays=sheet.delays if self.arch.dma_overlap else None))
 
     # -- cost functions: fn(sheet, index, instruction, its queue's configuration) ----------
     def _transfer(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
@@ -91,7 +103,7 @@ class SystolicMachine(Machine[SystolicArch]):
 
     def _gather(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
         row, n = isa.gather_row_bytes(cfg), ins["n"]
-        s.durations[i] = self._latency + n * (self.dma(row) - self._latency)
+        s.durations[i] = self._held + n * (self.dma(row) - self._held)
         s.resources[i] = DRAM_PORT
         s.events.set(i, dram_read_bytes=n * row, sram_write_bytes=n * row, sram_read_bytes=n * 4)
 

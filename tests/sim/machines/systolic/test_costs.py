@@ -124,6 +124,27 @@ def test_lone_load_takes_latency_plus_transfer(name):
     assert result.bytes["dram_read"] == 3000
 
 
+def test_an_overlapping_dma_holds_the_port_for_its_bytes_and_lands_its_data_later():
+    """dma_overlap: back-to-back loads hold the port for their beats only; the signal after
+    them gives the reader the data the access latency later (94 cycles on systolic-128)."""
+    text = (".target systolic\n.isa 2\n.spaces dram sram acc\n"
+            ".symbol x dram 0x0 4x4096 bf16\n"
+            + "".join(f"dma0 load dst=sram[{i * 8192:#x}] src=dram[{i * 8192:#x}] rows=1 "
+                      "row_bytes=8192\n" for i in range(4)) +
+            "dma0 signal sem=0\nmxu0 wait sem=0\nmxu0 halt\ndma0 halt\n")
+    program = isa.assemble(text)
+    runs = {o: simulate(program, TARGETS["systolic"].machine(
+        load_arch("systolic-128", [f"dma_overlap={o}"])), functional=False).result
+        for o in ("false", "true")}
+    arch = load_arch("systolic-128")
+    latency, beats = arch.dram_latency_cycles, math.ceil(8192 * 940e6 / 256e9)
+    assert latency == 94
+    assert runs["false"].unit_busy_cycles["dma"] == 4 * (latency + beats)
+    assert runs["true"].unit_busy_cycles["dma"] == 4 * beats
+    assert runs["true"].cycles == 4 * beats + latency            # the reader waits for the data
+    assert runs["false"].cycles == 4 * (latency + beats)
+
+
 # -- the gemm's stream and preloaded flags (sim/timing.gemm_cycles) ---------------------------
 TIMED = (".target systolic\n.isa 2\n.spaces dram sram acc\n"
          "mxu0 mcfg m={m} n=32 k=32 dtype=bf16 acc=fp32\n"
