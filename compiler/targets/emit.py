@@ -480,6 +480,8 @@ class Emitter:
     def store(self, queue: str, m: Matrix, src: Addr) -> None:
         """DMA a dense on-chip tile into a DRAM window (a narrow KV cache's: storeq)."""
         if m.symbol in self.quantised:
+            if self.quantised[m.symbol][0].layout != "rows":
+                raise CompileError(f"'{m.symbol}': a store into a weight stored as codes")
             self._rows_quantised(queue, "storeq", m, src)
             return
         size = self.itemsize[m.symbol]

@@ -79,3 +79,23 @@ def test_pim_keeps_its_cache_in_bf16(tiny_hf):
     result = run(make_request(model, "pim", load_arch("pim-gpt"), decode(9), numerics=False,
                               quant="kv:int8")).result
     assert "quantised_kv" not in result.workload
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fixture, extra", [
+    ("tiny-gpt2", ["--phase", "decode", "--kv", "9", "--quant", "w4a4kv4"]),
+    ("tiny-mixtral", ["--seq", "6", "--quant", "w8a16:nested", "--expert-bits", "4"])])
+def test_a_program_file_carries_the_narrow_cache_and_planes(tmp_path, fixture, extra):
+    """A decode program with a narrow cache, or one reading nested experts, written with its
+    data and simulated from the file: the same cycles as the model run, which checks logits."""
+    import json
+    from tessel.cli import main
+    model = str(FIXTURES / fixture)
+    where = ["--target", "systolic", "--arch", "systolic-32"]
+    prog = tmp_path / "q.tbin"
+    assert main(["compile", "--model", model, *where, *extra, "--with-data", "-o", str(prog)]) == 0
+    assert main(["sim", str(prog), "--json", str(tmp_path / "a.json")]) == 0
+    assert main(["sim", "--model", model, *where, *extra, "--gpu", "none",
+                 "--json", str(tmp_path / "b.json")]) == 0
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
+    assert a["cycles"] == b["cycles"] and b["logits_rel_error"] < 3e-2
