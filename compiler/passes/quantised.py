@@ -34,7 +34,7 @@ from isa.qformats import CodeFormat, code_format, code_patterns, scale_patterns
 from compiler.errors import CompileError
 from compiler.ir import Graph, OpKind
 from compiler.passes.quantised_values import (BFP_SCALE, check_quantised_graph, code_name,
-                                              rounding_assumption)
+                                              mac_formats_for, rounding_assumption)
 
 if TYPE_CHECKING:            # compiler.quant imports ml_dtypes (0.6 s): only runs with a recipe
     from compiler.quant.plan import QuantPlan
@@ -230,18 +230,27 @@ def stored_bytes(fmt: StoredFormat) -> int:
     return math.prod(fmt.code_shape) + fmt.code.scale_bytes * math.prod(fmt.scale_shape)
 
 
-def quant_assumption(quantised: Mapping[str, StoredFormat], how: str, graph: Graph) -> tuple[str, ...]:
+def quant_assumption(quantised: Mapping[str, StoredFormat], how: str, graph: Graph,
+                     narrow_macs: bool = False) -> tuple[str, ...]:
     """The report's lines for a program that stores weights quantised (`how` says where the
-    target dequantises them), that stores KV caches narrow, and that rounds values as it runs
-    (quantize ops); none otherwise."""
-    weights = [fmt for fmt in quantised.values() if fmt.layout == "weight"]
+    target dequantises them), that stores KV caches narrow, that rounds values as it runs
+    (quantize ops), and (a target without narrow MACs: not `narrow_macs`) that multiplies
+    two quantised operands at the operand type; none otherwise."""
+    weights = [fmt for fmt in quantised.values() if fmt.layout in ("weight", "planes")]
     caches = [fmt for fmt in quantised.values() if fmt.layout == "rows"]
     lines = []
     if weights:
-        kinds = sorted({f"{fmt.format} codes with {fmt.code.scale} scales" for fmt in weights})
+        kinds = sorted({f"{fmt.format} codes with {fmt.code.scale} scales"
+                        + (" in bit planes" if fmt.layout == "planes" else "") for fmt in weights})
         lines.append(f"{len(weights)} weights stored as {' / '.join(kinds)}; {how}")
     if caches:
         kinds = sorted({fmt.describe() for fmt in caches})
         lines.append(f"{len(caches)} KV caches stored as codes ({' / '.join(kinds)}): the new "
                      "rows written by storeq, the cache read back by loadq")
+    if not narrow_macs:
+        both = [op for op in graph.of_kind(OpKind.LINEAR, OpKind.MATMUL) if len(op.inputs) > 1
+                and mac_formats_for(graph, op, getattr(quantised.get(op.inputs[1]), "format", None))]
+        if both:
+            lines.append(f"{len(both)} matmuls of two quantised operands multiply their values at "
+                         "the operand type (this target has no narrow MACs)")
     return tuple(lines) + rounding_assumption(graph)

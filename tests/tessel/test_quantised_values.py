@@ -201,3 +201,14 @@ def test_narrow_macs_pack_k_and_cost_their_own_energy():
     saved = linear_macs * (e.mac_pj - e.mac_format_pj["int4"]) * 1e-12
     assert runs[2].energy_breakdown_j["compute"] == pytest.approx(
         full.energy_breakdown_j["compute"] - saved, rel=1e-9)
+
+
+@pytest.mark.parametrize("name, preset, noted", [("dataflow", "dataflow-small", True),
+                                                 ("pim", "pim-gpt", True),
+                                                 ("systolic", "systolic-32", False)])
+def test_the_report_says_where_two_quantised_operands_multiply_at_the_operand_type(
+        tiny_hf, name, preset, noted):
+    result = run(make_request(load_model(str(tiny_hf)), name, load_arch(preset), decode(9),
+                              numerics=False, quant="w8a8")).result
+    line = "8 matmuls of two quantised operands multiply their values at the operand type"
+    assert any(line in a for a in result.assumptions) == noted

@@ -110,7 +110,8 @@ class SystolicLowering(GemmLowering):
         return Lowered(program, self.plan, self.dtype, dict(self.vector.constants),
                        ASSUMPTIONS + ((note,) if note else ())
                        + quant_assumption(self.quantised, f"dequantised to {self.dtype.value} in the "
-                                          "DMA load path at the DRAM port's rate (loadq)", self.graph),
+                                          "DMA load path at the DRAM port's rate (loadq)", self.graph,
+                                          narrow_macs=True),
                        attention=self.attention.sites, quantised=self.quantised)
 
     def lower_attention(self, chain, blocks, reader: str, writer: str) -> None:
