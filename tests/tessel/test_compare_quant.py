@@ -97,6 +97,7 @@ def test_bad_recipe_comparisons_are_one_line(capsys, argv, message):
     assert message in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_target_may_name_its_preset(capsys):
     """systolic-32 has int8 and int4 MACs: w8a8 and w4a4 run there, beside the default presets."""
     assert main(["compare", "--model", TINY, "--phase", "decode", "--kv", "4", "--no-functional",

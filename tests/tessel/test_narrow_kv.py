@@ -43,6 +43,7 @@ def test_the_program_writes_codes_and_reads_them_back(tiny_hf):
     assert len(cache) == 4 and {f.group for f in cache} == {16}     # a scale per token and head
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe, per_token", [("kv:int8", 8 + 16 / 64), ("kv:bfp8", 8 + 8 / 32),
                                                ("kv:mxfp8_e4m3", 8 + 8 / 32), ("kv:int4", 4 + 16 / 64)])
 def test_the_report_gives_the_caches_bytes_in_their_format(recipe, per_token):
