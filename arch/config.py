@@ -12,7 +12,7 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from arch.limits import Limit
 
@@ -142,3 +142,18 @@ def _number(hint: Any, f: dataclasses.Field, value: Any, origin: str, where: str
     if not isinstance(value, numeric) or isinstance(value, bool) or not limit.holds(value):
         raise ArchError(f"{origin}: field '{where}' must be {limit.describe(kind)}, got {value!r}")
     return float(value) if hint is float else value
+
+
+def check_mac_formats(mac_formats: Mapping[str, int], priced: Mapping[str, float],
+                      narrow: Sequence[str]) -> None:
+    """An array's narrow MACs (`mac_formats`: format -> products a PE a cycle) are formats of
+    `narrow` (isa MAC_FORMATS), each with its energy per MAC (`energy.mac_format_pj`) and no
+    energy for a format not listed: ArchError of one line naming the field."""
+    unknown = sorted(set(mac_formats) - set(narrow))
+    if unknown:
+        raise ArchError(f"unknown field 'mac_formats.{unknown[0]}' (formats: {', '.join(narrow)})")
+    for fmt in sorted(set(mac_formats) ^ set(priced)):
+        if fmt in mac_formats:
+            raise ArchError(f"missing field 'energy.mac_format_pj.{fmt}'")
+        raise ArchError(f"field 'energy.mac_format_pj.{fmt}' prices a format mac_formats does not list")
+

@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import isa
-from arch.config import ArchError, choice, within
+from arch.config import ArchError, check_mac_formats, choice, within
 from arch.limits import (ARRAY_SIDE, BANDWIDTH_GBPS, CLOCK_MHZ, ENERGY_PJ, HOST_TIME_US, LATENCY_NS,
-                         OFF_CHIP_BYTES, ON_CHIP_BYTES, PIPELINE_CYCLES, POWER_W, UNITS)
+                         MACS_PER_PE, OFF_CHIP_BYTES, ON_CHIP_BYTES, PIPELINE_CYCLES, POWER_W, UNITS)
 
 __all__ = ["DataflowArch", "DataflowEnergy", "GRANULARITIES", "QUEUES"]
 
@@ -36,6 +36,8 @@ class DataflowEnergy:
     hbm_pj_per_byte: float = within(ENERGY_PJ)
     ddr_pj_per_byte: float = within(ENERGY_PJ)
     static_w: float = within(POWER_W)           # leakage and clock tree, whole socket
+    # one multiply-accumulate of two narrow codes, per format of the PCUs' mac_formats
+    mac_format_pj: dict[str, float] = within(ENERGY_PJ, default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +63,15 @@ class DataflowArch:
     kernel_granularity: str = choice(*GRANULARITIES)
     energy: DataflowEnergy
     attention: str = choice("fused", "unfused", default="fused")  # fused: where it fits on chip
+    # narrow MACs: format -> products a PCU's PE makes a cycle when both operands are codes of
+    # it (isa mfmt); none listed: every matmul at the operand type (a recipe that quantises
+    # both operands of a matmul is refused, naming the field)
+    mac_formats: dict[str, int] = within(MACS_PER_PE, default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.pmu_bytes % 64:
             raise ArchError(f"field 'pmu_bytes' must be a multiple of 64, got {self.pmu_bytes}")
+        check_mac_formats(self.mac_formats, self.energy.mac_format_pj, isa.MAC_FORMATS[1:])
 
     @property
     def clock_hz(self) -> float:

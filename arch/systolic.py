@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import isa
-from arch.config import ArchError, choice, within
+from arch.config import ArchError, check_mac_formats, choice, within
 from arch.limits import (ARRAY_SIDE, BANDWIDTH_GBPS, CLOCK_MHZ, ENERGY_PJ, LANES, LATENCY_NS,
                          MACS_PER_PE, OFF_CHIP_BYTES, ON_CHIP_BYTES, PIPELINE_CYCLES, POWER_W)
 
@@ -71,17 +71,7 @@ class SystolicArch:
         unknown = sorted(set(self.vector_latency_cycles) - set(VECTOR_FUNCS))
         if unknown:
             raise ArchError(f"unknown field 'vector_latency_cycles.{unknown[0]}'")
-        narrow = isa.MAC_FORMATS[1:]
-        unknown = sorted(set(self.mac_formats) - set(narrow))
-        if unknown:
-            raise ArchError(f"unknown field 'mac_formats.{unknown[0]}' (formats: {', '.join(narrow)})")
-        priced = self.energy.mac_format_pj
-        for fmt in sorted(set(self.mac_formats) ^ set(priced)):
-            which = ("missing field 'energy.mac_format_pj." if fmt in self.mac_formats
-                     else "field 'energy.mac_format_pj.")
-            raise ArchError(f"{which}{fmt}'" + ("" if fmt in self.mac_formats
-                                                  else " prices a format mac_formats does not list"))
-
+        check_mac_formats(self.mac_formats, self.energy.mac_format_pj, isa.MAC_FORMATS[1:])
 
     @property
     def clock_hz(self) -> float:

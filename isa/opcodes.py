@@ -231,7 +231,7 @@ _TABLE = (
         """),
     # A recipe that quantises both operands of a matmul runs it on narrow MACs where the array
     # has them; the values stay those of the operand type (timing and energy only).
-    _op("mfmt", 0x10, "core", (Unit.mxu,), (("fmt", E(3, MAC_FORMATS)),), """
+    _op("mfmt", 0x10, "core", _MXU, (("fmt", E(3, MAC_FORMATS)),), """
         cfg.mac = fmt      # later gemm on this queue: both operands' codes are fmt
         # none (reset): MACs at the operand type; int8, int4, fp8, mx*: narrow MACs, timed
         # and priced by the machine's mac_formats (refused where it has none of fmt);

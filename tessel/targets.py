@@ -81,10 +81,10 @@ def _any_quantised(arch: TargetArch, formats: Mapping[str, object], graph: Graph
     """A target whose loads dequantise (loadq) runs every stored format."""
 
 
-def systolic_quantised(arch: TargetArch, formats: Mapping[str, object], graph: Graph) -> None:
+def narrow_mac_quantised(arch: TargetArch, formats: Mapping[str, object], graph: Graph) -> None:
     """Every stored format (loadq), and a matmul of two quantised operands on the array's
-    narrow MACs only (its `mac_formats`)."""
-    from compiler.targets.systolic.lowering import check_mac_formats
+    narrow MACs only (its `mac_formats`): the systolic array, the dataflow PCUs."""
+    from compiler.passes.quantised_values import check_mac_formats
     check_mac_formats(graph, formats, arch)
 
 
@@ -97,11 +97,11 @@ def pim_quantised(arch: TargetArch, formats: Mapping[str, object], graph: Graph)
 TARGETS: dict[str, Target] = {t.name: t for t in (
     # a TPU-style pod slice, CENT's CXL fabric of PIM devices, SN40L's sockets (docs/links.md)
     Target("systolic", SystolicArch, "systolic-128", systolic.PIPELINE, SystolicMachine, no_rows,
-           "tpu-v4-ici", check_quantised=systolic_quantised),
+           "tpu-v4-ici", check_quantised=narrow_mac_quantised),
     Target("pim", PimArch, "pim-gpt", pim.PIPELINE, PimMachine, pim_rows, "cxl-cent",
            one_sequence=True, check_quantised=pim_quantised),
     Target("dataflow", DataflowArch, "sn40l", dataflow.PIPELINE, DataflowMachine, dataflow_rows,
-           "sn40l-rdn", check_quantised=_any_quantised),
+           "sn40l-rdn", check_quantised=narrow_mac_quantised),
 )}
 
 

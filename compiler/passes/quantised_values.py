@@ -18,7 +18,7 @@ formats are refused.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 from compiler.errors import CompileError
 from compiler.ir import Graph, Op, OpKind, freeze_attrs
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from compiler.quant.recipe import TensorQuant
 
 __all__ = ["quantised_graph", "check_quantised_graph", "rounding_assumption", "mac_formats_for",
-           "code_name", "BFP_SCALE"]
+           "mac_format", "check_mac_formats", "code_name", "BFP_SCALE"]
 
 _NOT_BUILT = "not built on the targets yet"
 BFP_SCALE = 64          # bfp8's scale 2^(e - 6) x 64 = mxint8's e8m0 scale 2^e (its codes x 2^-6)
@@ -126,6 +126,30 @@ def mac_formats_for(graph: Graph, op: Op, weight_format: str | None) -> tuple[st
         return (f"mxfp{bits}",)
     raise CompileError(f"'{op.name}' multiplies {pair[0]} inputs by {pair[1]} weights: no MAC "
                        "format takes both (give both operands one family: int, fp8 or MX)")
+
+
+def mac_format(graph: Graph, op: Op, quantised: Mapping[str, object], arch) -> str:
+    """The MAC format a matmul runs in on `arch` (isa mfmt; an arch with `mac_formats`): "none"
+    at the operand type, or the narrowest of its array's `mac_formats` that takes both its
+    rounded input and its stored weight; CompileError, naming the matmul, both formats, the
+    weight and the field, where the array has none."""
+    weight = quantised.get(op.inputs[1]) if len(op.inputs) > 1 else None
+    wanted = mac_formats_for(graph, op, weight.format if weight else None)
+    if not wanted:
+        return "none"
+    found = [fmt for fmt in wanted if fmt in arch.mac_formats]
+    if not found:
+        listed = ", ".join(arch.mac_formats) or "none"
+        raise CompileError(f"'{op.name}' multiplies {graph[op.inputs[0]].attr('format')} "
+                           f"inputs by {weight.format} weights ('{op.inputs[1]}'), and "
+                           f"{arch.name} has no {wanted[-1]} MACs (arch field mac_formats: {listed})")
+    return found[0]
+
+
+def check_mac_formats(graph: Graph, quantised: Mapping[str, object], arch) -> None:
+    """Every matmul of `graph` has its MAC format on `arch` (before anything is compiled)."""
+    for op in graph.of_kind(OpKind.LINEAR, OpKind.MATMUL):
+        mac_format(graph, op, quantised, arch)
 
 
 def code_name(recipe: str, what: str, quant: "TensorQuant") -> str:

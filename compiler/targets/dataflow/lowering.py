@@ -22,6 +22,7 @@ from isa import DType
 from arch.dataflow import DataflowArch
 from compiler.ir import Graph, Op, OpKind
 from compiler.passes.quantised import SCALES_SUFFIX, StoredFormat, quant_assumption
+from compiler.passes.quantised_values import mac_format
 from compiler.passes.storage import StoragePlan
 from compiler.targets.attention import FusedAttention, KernelQueues, Region
 from compiler.targets.attention_blocks import instances, needs_mask, plan_blocks
@@ -70,6 +71,7 @@ class DataflowLowering(GemmLowering, Tracked):
                                 plan.views, self.add_constant)
         super().__init__(graph=graph, plan=plan, em=em, vector=vector)
         self._mcfg: tuple | None = None
+        self._mac = "none"              # pcu0's mfmt: reset state
         self._go = {q: em.semaphore() for q in self.body_queues}
         self._done = em.semaphore()
         self._configs: dict[str, int] = {}
@@ -80,7 +82,7 @@ class DataflowLowering(GemmLowering, Tracked):
         em.track(self)
 
     def sweep_key(self) -> object:
-        return self._mcfg, len(self._configs)
+        return self._mcfg, self._mac, len(self._configs)
 
     def _layer_key(self, calls) -> tuple:
         """What a layer's calls read (compiler/targets/layers.py), with their sections'
@@ -126,7 +128,8 @@ class DataflowLowering(GemmLowering, Tracked):
                         "stays in the PMUs, the rest goes through HBM; weights in HBM, then DDR",
                         *([tiers] if tiers else []), *([note] if note else []),
                         *quant_assumption(self.quantised, f"dequantised to {self.dtype.value} by the "
-                                          "AGCUs as they load them, at the tier's rate (loadq)", self.graph)),
+                                          "AGCUs as they load them, at the tier's rate (loadq)", self.graph,
+                                          narrow_macs=True)),
                        attention=sites, quantised=self.quantised)
 
     def call(self, call: Call) -> None:
@@ -192,6 +195,10 @@ class DataflowLowering(GemmLowering, Tracked):
         slots = self._slots(transpose_b)
         t = self._resident_tile(m, n, k, slots, self.em.space[a.symbol] == "sram",
                                 self.em.space[out.symbol] == "sram")
+        fmt = mac_format(self.graph, op, self.quantised, self.arch)   # narrow MACs (mfmt)
+        if fmt != self._mac:
+            self._mac = fmt
+            self.em.emit("pcu0", "mfmt", fmt=fmt)
         if t is None or not slots.fits(t):
             t = gemm_tile(op.name, m, n, k, self.arch.pcu_rows, self.arch.pcu_cols, "ws", slots.fits)
         em = self.em
@@ -261,6 +268,9 @@ class DataflowLowering(GemmLowering, Tracked):
         em.begin_op(chain.name)
         for name in (chain.q, chain.k, chain.v):
             em.before_read(reader, symbol_name(self.plan.views[name].buffer))
+        if self._mac != "none":             # attention multiplies at the operand type
+            self._mac = "none"
+            em.emit("pcu0", "mfmt", fmt="none")
         em.barrier(self.body_queues)
         self.kernel.lower(chain, self.plan.views, blocks, sram, acc)
         em.barrier(self.body_queues)

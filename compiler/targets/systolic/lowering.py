@@ -18,7 +18,7 @@ from arch.systolic import SystolicArch
 from compiler.errors import CompileError
 from compiler.ir import Graph, Op, OpKind
 from compiler.passes.quantised import SCALES_SUFFIX, StoredFormat, quant_assumption
-from compiler.passes.quantised_values import mac_formats_for
+from compiler.passes.quantised_values import mac_format
 from compiler.passes.storage import StoragePlan
 from compiler.targets.attention import FusedAttention, KernelQueues
 from compiler.targets.attention_plan import AttentionPlan
@@ -29,7 +29,7 @@ from compiler.targets.systolic.memory import ALIGN, DramLayout, SramLayout, dram
 from compiler.targets.systolic.folds import FoldGemm, Limits, Packer, PartialSums
 from compiler.targets.vector import VectorLowering
 
-__all__ = ["SystolicLowering", "ASSUMPTIONS", "mac_format", "check_mac_formats"]
+__all__ = ["SystolicLowering", "ASSUMPTIONS"]
 
 # At most this many bytes of each buffer per vector block: fixed, so that a larger SRAM never
 # makes a vector op load more before it starts. 64 KiB: the fastest of 32, 64 and 128 KiB among
@@ -37,30 +37,6 @@ __all__ = ["SystolicLowering", "ASSUMPTIONS", "mac_format", "check_mac_formats"]
 VECTOR_BLOCK_BYTES = 65536
 
 ASSUMPTIONS = ("every tensor round-trips DRAM between ops (no cross-op fusion but attention's)",)
-
-
-def mac_format(graph: Graph, op: Op, quantised: Mapping[str, StoredFormat], arch: SystolicArch) -> str:
-    """The MAC format a matmul runs in on `arch` (isa mfmt): "none" at the operand type, or the
-    narrowest of its array's `mac_formats` that takes both its rounded input and its stored
-    weight; CompileError, naming the matmul, both formats, the weight and the field, where the
-    array has none."""
-    weight = quantised.get(op.inputs[1]) if len(op.inputs) > 1 else None
-    wanted = mac_formats_for(graph, op, weight.format if weight else None)
-    if not wanted:
-        return "none"
-    found = [fmt for fmt in wanted if fmt in arch.mac_formats]
-    if not found:
-        listed = ", ".join(arch.mac_formats) or "none"
-        raise CompileError(f"'{op.name}' multiplies {graph[op.inputs[0]].attr('format')} "
-                           f"inputs by {weight.format} weights ('{op.inputs[1]}'), and "
-                           f"{arch.name} has no {wanted[-1]} MACs (arch field mac_formats: {listed})")
-    return found[0]
-
-
-def check_mac_formats(graph: Graph, quantised: Mapping[str, StoredFormat], arch: SystolicArch) -> None:
-    """Every matmul of `graph` has its MAC format on `arch` (before anything is compiled)."""
-    for op in graph.of_kind(OpKind.LINEAR, OpKind.MATMUL):
-        mac_format(graph, op, quantised, arch)
 
 
 class SystolicLowering(GemmLowering):

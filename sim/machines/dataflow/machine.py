@@ -25,13 +25,14 @@ from sim.machines.dataflow.pipeline import PipelineTiming, section_timing
 from sim.machines.dataflow.report import CallTiming
 from sim.machines.dataflow.run import OFF_CHIP, DataflowRun
 from sim.machines.decode import CostSheet, CostTable, decode
+from sim.machines.macs import MAC_EVENTS, gemm_pack, mac_energy_pj, program_peak
 from sim.timing import gemm_cycles, reduce_cycles, vector_cycles
 
 __all__ = ["DataflowMachine", "EVENTS"]
 
 _READ_EVENT = {"hbm": "hbm_read_bytes", "ddr": "ddr_read_bytes"}   # a loadq's source tier
 EVENTS = ("macs", "vector_ops", "dequant_ops", "sram_bytes", "hbm_read_bytes", "hbm_write_bytes", "ddr_read_bytes",
-          "ddr_write_bytes", "pcu_work_cycles", "pmu_cycles", "sections", "switch_cycles")
+          "ddr_write_bytes", "pcu_work_cycles", "pmu_cycles", "sections", "switch_cycles", *MAC_EVENTS)
 
 
 @dataclass(eq=False, slots=True)
@@ -76,9 +77,11 @@ class DataflowMachine(Machine[DataflowArch]):
         self.clock_hz = arch.clock_hz
         self._bpc = {"hbm": arch.hbm_bw_gbps * 1e9 / arch.clock_hz, "ddr": arch.ddr_bw_gbps * 1e9 / arch.clock_hz}
         self._latency = {"hbm": arch.cycles(arch.hbm_latency_ns * 1e-9), "ddr": arch.cycles(arch.ddr_latency_ns * 1e-9)}
+        self._peak = 1                      # products a PE a cycle in the program's formats
         transfer = self._transfer
         self._table = CostTable("a dataflow machine", {
             "halt": None, "signal": None, "wait": None, "mcfg": None, "vcfg": None, "dmacfg": None,
+            "mfmt": None,
             "df.section": self._section, "df.run": self._run, "df.stream": self._stream,
             "df.xfer": self._xfer, "load": transfer, "store": transfer, "gather": transfer, "gatherw": transfer,
             "qcfg": None, "loadq": self._loadq, "loadp": self._loadp, "storeq": self._storeq,
@@ -86,7 +89,9 @@ class DataflowMachine(Machine[DataflowArch]):
             "vquant": self._quantise})
 
     def mac_units(self) -> int:
-        return self.arch.pcus * self.arch.macs_per_pcu
+        """Peak MACs a cycle: every PCU's PEs times the most products a PE makes in the formats
+        the program's mfmt set (one, at the operand type, for a program that sets none)."""
+        return self.arch.pcus * self.arch.macs_per_pcu * self._peak
 
     def static_w(self) -> float:
         return self.arch.energy.static_w
@@ -100,6 +105,7 @@ class DataflowMachine(Machine[DataflowArch]):
                               marks=np.array([i for i, _ in program.ops] or [0], dtype=np.int64),
                               repeats=repeats)
         decode(self._table, sheet, program.instructions)
+        self._peak = program_peak(program, self.arch.mac_formats)
         self._finish(sheet)
         first_op = [name for _, name in program.ops]
         calls = []
@@ -185,10 +191,12 @@ class DataflowMachine(Machine[DataflowArch]):
     def _gemm(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
         arch, mcfg = self.arch, cfg.mcfg
         m, n, k = mcfg["m"], mcfg["n"], mcfg["k"]
-        s.events.set(i, macs=m * n * k,
+        fmt, pack = gemm_pack(i, ins, cfg, arch.mac_formats, arch.name)
+        narrow = {} if fmt == "none" else {f"macs_{fmt}": m * n * k}
+        s.events.set(i, macs=m * n * k, **narrow,
                      sram_bytes=(m * k + k * n) * mcfg["dtype"].itemsize + m * n * mcfg["acc"].itemsize)
         self._work(s, i, gemm_cycles(m, n, k, arch.pcu_rows, arch.pcu_cols, "ws", True,
-                                         bool(ins["stream"]), bool(ins["preloaded"])))
+                                     bool(ins["stream"]), bool(ins["preloaded"]), pack))
 
     def _vector(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
         vcfg, lanes = cfg.vcfg, self.arch.pcu_cols
@@ -237,7 +245,7 @@ class DataflowMachine(Machine[DataflowArch]):
     def energy_pj(self, totals: Mapping[str, float]) -> dict[str, float]:
         e = self.arch.energy
         return {
-            "compute": totals["macs"] * e.mac_pj,
+            "compute": mac_energy_pj(totals, e.mac_pj, e.mac_format_pj),
             "sram": totals["sram_bytes"] * e.sram_pj_per_byte,
             "hbm": (totals["hbm_read_bytes"] + totals["hbm_write_bytes"]) * e.hbm_pj_per_byte,
             "ddr": (totals["ddr_read_bytes"] + totals["ddr_write_bytes"]) * e.ddr_pj_per_byte,

@@ -29,13 +29,13 @@ from isa.footprint import (loadp_rows, loadq_row_bytes, scale_bytes, scale_rows,
                            storeq_scale_bytes)
 from sim.machines.base import Costs, Machine, MachineRun
 from sim.machines.decode import ONE_OPERAND_FUNCS, CostSheet, CostTable, decode
+from sim.machines.macs import MAC_EVENTS, gemm_pack, mac_energy_pj, program_peak
 from sim.timing import dma_cycles, gemm_cycles, reduce_cycles, vector_cycles
 
 __all__ = ["SystolicMachine", "EVENTS"]
 
-NARROW = tuple(isa.MAC_FORMATS[1:])     # mfmt's narrow formats: `macs_<format>` counts each
 EVENTS = ("macs", "dram_read_bytes", "dram_write_bytes", "sram_read_bytes", "sram_write_bytes",
-          "acc_bytes", "vector_ops", "dequant_ops", *(f"macs_{fmt}" for fmt in NARROW))
+          "acc_bytes", "vector_ops", "dequant_ops", *MAC_EVENTS)
 DRAM_PORT = 0
 _BCAST_ELEMS = {"none": lambda rows, cols: rows * cols, "row": lambda rows, cols: rows,
                 "col": lambda rows, cols: cols, "scalar": lambda rows, cols: 1}
@@ -84,8 +84,7 @@ class SystolicMachine(Machine[SystolicArch]):
     def start(self, program: isa.Program, repeats=None) -> MachineRun:
         sheet = decode(self._table, CostSheet.empty(len(program.instructions), EVENTS),
                        program.instructions)
-        self._peak = max([1, *(self.arch.mac_formats.get(ins["fmt"], 1)
-                              for ins in program.instructions if ins.opcode == "mfmt")])
+        self._peak = program_peak(program, self.arch.mac_formats)
         return MachineRun(self, program, Costs(sheet.durations, sheet.resources,
                                                sheet.events.freeze(),
                                                delays=sheet.delays if self.arch.dma_overlap else None))
@@ -144,12 +143,7 @@ class SystolicMachine(Machine[SystolicArch]):
         if ins["preloaded"] and not arch.weight_preload_overlap:
             raise isa.IsaError(f"instruction {i} ({ins.queue} gemm): preloaded=1 needs double-buffered "
                                f"weights, and {arch.name} has weight_preload_overlap = false")
-        fmt = cfg.qcfg["fmt"] if cfg.qcfg is not None else "none"
-        pack = 1 if fmt == "none" else arch.mac_formats.get(fmt)
-        if pack is None:
-            listed = ", ".join(arch.mac_formats) or "none"
-            raise isa.IsaError(f"instruction {i} ({ins.queue} gemm): mfmt {fmt}, and {arch.name} "
-                               f"has no {fmt} MACs (arch field mac_formats: {listed})")
+        fmt, pack = gemm_pack(i, ins, cfg, arch.mac_formats, arch.name)
         s.durations[i] = gemm_cycles(m, n, k, arch.rows, arch.cols, arch.dataflow,
                                      arch.weight_preload_overlap, bool(ins["stream"]),
                                      bool(ins["preloaded"]), pack)
@@ -198,8 +192,7 @@ class SystolicMachine(Machine[SystolicArch]):
     def energy_pj(self, totals: Mapping[str, float]) -> dict[str, float]:
         e = self.arch.energy
         return {
-            "compute": (totals["macs"] - sum(totals.get(f"macs_{f}", 0) for f in NARROW)) * e.mac_pj
-                       + sum(totals.get(f"macs_{f}", 0) * pj for f, pj in e.mac_format_pj.items()),
+            "compute": mac_energy_pj(totals, e.mac_pj, e.mac_format_pj),
             "sram": totals["sram_read_bytes"] * e.sram_read_pj_per_byte
                     + totals["sram_write_bytes"] * e.sram_write_pj_per_byte
                     + totals["acc_bytes"] * e.acc_pj_per_byte,
