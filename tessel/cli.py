@@ -792,7 +792,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated recipes side by side (none, w8a8, w4a16:g128, ...): "
                         "logits error on the reference executor, bytes by role, GPU time and "
                         "energy (default GPU a100-80gb), and with --targets each target's time "
-                        "and energy under the recipe (weight-only recipes); not with --nodes")
+                        "and energy under the recipe (target or target:preset); not with --nodes")
     _routing_arg(p)
     p.set_defaults(handler=cmd_compare, gpu_mode=None)
 

@@ -3,7 +3,7 @@
     base = "systolic-32"                 # preset name or .toml (relative to the spec)
     models = ["gpt2", "llama-3.2-1b"]    # presets, HF directories, .graph files (relative to the spec)
     routing = "zipf:1.2"                 # mixture-of-experts models: uniform (default), zipf:S, file:PATH
-    quant = ["none", "w4a16:g128"]       # weight-only recipes the programs are compiled under
+    quant = ["none", "w4a16:g128"]       # quantisation recipes the programs are compiled under
     metrics = ["time_s", "energy_j"]     # recorded in the CSV (tessel.sweep.metrics)
     [[phases]]                           # preset and checkpoint models: kind, seq | kv, batch
     kind = "decode"
