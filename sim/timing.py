@@ -5,7 +5,10 @@ the SCALE-Sim validation compare against. Derivations and a worked example: docs
 """
 from __future__ import annotations
 
-__all__ = ["gemm_folds", "gemm_cycles", "dma_cycles", "vector_cycles", "reduce_cycles", "STREAMED"]
+from typing import Mapping
+
+__all__ = ["gemm_folds", "gemm_cycles", "dma_cycles", "vector_cycles", "reduce_cycles",
+           "quantise_cycles", "STREAMED"]
 
 # dataflow -> which GEMM dimension streams through the array (the others are pinned:
 # ws pins K on rows and N on columns, os pins M and N, is pins K and M)
@@ -74,3 +77,11 @@ def reduce_cycles(rows: int, cols: int, lanes: int, latency_cycles: int) -> int:
     if rows * cols == 0:
         return 0
     return rows * _ceil(cols, lanes) + latency_cycles
+
+
+def quantise_cycles(rows: int, cols: int, lanes: int, latency: Mapping[str, int]) -> int:
+    """A vquant: two passes over the tile, the group maxima (a row reduction at the "max"
+    function's depth) then the elements (divide, round, multiply: at the "mul" depth)."""
+    return (reduce_cycles(rows, cols, lanes, latency["max"])
+            + vector_cycles(rows * cols, lanes, latency["mul"]))
+

@@ -26,10 +26,11 @@ from sim.machines.dataflow.report import CallTiming
 from sim.machines.dataflow.run import OFF_CHIP, DataflowRun
 from sim.machines.decode import CostSheet, CostTable, decode
 from sim.machines.macs import MAC_EVENTS, gemm_pack, mac_energy_pj, program_peak
-from sim.timing import gemm_cycles, reduce_cycles, vector_cycles
+from sim.timing import gemm_cycles, quantise_cycles, reduce_cycles, vector_cycles
 
 __all__ = ["DataflowMachine", "EVENTS"]
 
+_NO_DEPTH = {"max": 0, "mul": 0}     # PCU SIMD passes: the stage latency is the pipeline's
 _READ_EVENT = {"hbm": "hbm_read_bytes", "ddr": "ddr_read_bytes"}   # a loadq's source tier
 EVENTS = ("macs", "vector_ops", "dequant_ops", "sram_bytes", "hbm_read_bytes", "hbm_write_bytes", "ddr_read_bytes",
           "ddr_write_bytes", "pcu_work_cycles", "pmu_cycles", "sections", "switch_cycles", *MAC_EVENTS)
@@ -213,7 +214,7 @@ class DataflowMachine(Machine[DataflowArch]):
         rows, cols = vcfg["rows"], vcfg["cols"]
         s.events.set(i, vector_ops=2 * rows * cols,
                      sram_bytes=rows * cols * (2 * vcfg["dtype"].itemsize + vcfg["out"].itemsize))
-        self._work(s, i, reduce_cycles(rows, cols, lanes, 0) + vector_cycles(rows * cols, lanes, 0))
+        self._work(s, i, quantise_cycles(rows, cols, lanes, _NO_DEPTH))
 
     @staticmethod
     def _work(s: _SectionSheet, i: int, work: int) -> None:

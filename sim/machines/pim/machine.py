@@ -34,7 +34,7 @@ from sim.machines.decode import CostSheet, CostTable, decode
 from sim.machines.events import EventRows
 from sim.machines.pim.channel import PimChannel, Plan
 from sim.machines.pim.run import PimPlans, PimRun
-from sim.timing import dma_cycles, reduce_cycles, vector_cycles
+from sim.timing import dma_cycles, quantise_cycles, reduce_cycles, vector_cycles
 
 __all__ = ["PimMachine", "EVENTS"]
 
@@ -161,9 +161,7 @@ class PimMachine(Machine[PimArch]):
     def _vquant(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
         """Two ASIC passes: the group maxima (a row reduction), then the elements."""
         asic, rows, cols = self.arch.asic, cfg.vcfg["rows"], cfg.vcfg["cols"]
-        latency = asic.latency_cycles
-        s.durations[i] = self.asic(reduce_cycles(rows, cols, asic.vector_lanes, latency["max"])
-                                   + vector_cycles(rows * cols, asic.vector_lanes, latency["mul"]))
+        s.durations[i] = self.asic(quantise_cycles(rows, cols, asic.vector_lanes, asic.latency_cycles))
         s.events.set(i, asic_ops=2 * rows * cols)
 
     def _fill_plan_events(self, events: EventRows, pim: PimPlans, wide: np.ndarray | None) -> None:

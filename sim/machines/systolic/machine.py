@@ -30,7 +30,7 @@ from isa.footprint import (loadp_rows, loadq_row_bytes, scale_bytes, scale_rows,
 from sim.machines.base import Costs, Machine, MachineRun
 from sim.machines.decode import ONE_OPERAND_FUNCS, CostSheet, CostTable, decode
 from sim.machines.macs import MAC_EVENTS, gemm_pack, mac_energy_pj, program_peak
-from sim.timing import dma_cycles, gemm_cycles, reduce_cycles, vector_cycles
+from sim.timing import dma_cycles, gemm_cycles, quantise_cycles, reduce_cycles, vector_cycles
 
 __all__ = ["SystolicMachine", "EVENTS"]
 
@@ -181,9 +181,7 @@ class SystolicMachine(Machine[SystolicArch]):
         reduction) then the elements (divide, round, multiply); the tile is read in each."""
         vcfg, arch = cfg.vcfg, self.arch
         rows, cols = vcfg["rows"], vcfg["cols"]
-        latency = arch.vector_latency_cycles
-        s.durations[i] = (reduce_cycles(rows, cols, arch.vector_lanes, latency["max"])
-                          + vector_cycles(rows * cols, arch.vector_lanes, latency["mul"]))
+        s.durations[i] = quantise_cycles(rows, cols, arch.vector_lanes, arch.vector_latency_cycles)
         read = 2 * rows * cols * vcfg["dtype"].itemsize   # the epilogue reads the accumulator
         s.events.set(i, vector_ops=2 * rows * cols,
                      **{"acc_bytes" if ins["src"].space == "acc" else "sram_read_bytes": read},
