@@ -195,34 +195,34 @@ def stored_scales(stored: "StoredWeight", fmt: StoredFormat) -> np.ndarray:
 
 
 def stored_data(stored: "StoredWeight", fmt: StoredFormat) -> tuple[np.ndarray, np.ndarray]:
-    """The codes (int8 bytes of the packed rows, `fmt.code_shape`; a bit-nested weight's rows
-    as bit planes of its offset-binary codes, isa/packing.py) and the scales in their storage
-    type (`fmt.scale_shape` of `fmt.scale_dtype`) of a weight quantised at compile time."""
-    codes = stored_codes(stored)
-    if fmt.layout == "planes":
-        offset = np.asarray(codes, np.int64) + (1 << (fmt.bits - 1))
-        packed = pack_planes(offset.astype(np.uint8), fmt.bits).view(np.int8)
-    else:
-        packed = pack_patterns(code_patterns(codes, fmt.code), fmt.bits).view(np.int8)
-    stored_scales_ = scale_patterns(stored_scales(stored, fmt), fmt.code)
-    if fmt.code.scale == "e8m0":
-        stored_scales_ = stored_scales_.view(np.int8)
-    return packed.reshape(fmt.code_shape), stored_scales_
+    """The codes and scales of a weight quantised at compile time, as the program stores them
+    (`_storage`)."""
+    return _storage(stored_codes(stored), stored_scales(stored, fmt), fmt)
 
 
 def rows_data(values: np.ndarray, fmt: StoredFormat) -> tuple[np.ndarray, np.ndarray]:
     """A "rows" tensor (a KV cache) as stored: `values` quantised along each row in groups of
-    `fmt.group` columns (isa.formats, as storeq writes them), codes packed per row and scales
-    in their storage type."""
+    `fmt.group` columns (isa.formats, as storeq writes them), then `_storage`."""
     from isa.formats import quantize           # ml_dtypes: only programs with a narrow cache
     whole = fmt.format.startswith("mx")
     q = quantize(np.asarray(values, np.float64).reshape(fmt.shape), fmt.format,
                  None if whole else fmt.group)
-    packed = pack_patterns(code_patterns(q.codes, fmt.code), fmt.bits).view(np.int8)
-    scales = scale_patterns(np.asarray(q.scales, np.float64).reshape(fmt.scale_shape), fmt.code)
+    return _storage(q.codes, np.asarray(q.scales, np.float64).reshape(fmt.scale_shape), fmt)
+
+
+def _storage(codes: np.ndarray, scales: np.ndarray, fmt: StoredFormat) -> tuple[np.ndarray, np.ndarray]:
+    """Codes as int8 bytes of their rows, `fmt.code_shape` (packed, isa/packing.py; a bit-nested
+    weight's rows as bit planes of its offset-binary codes), and scales in their storage type
+    (`fmt.scale_dtype`: e8m0 exponents as bytes)."""
+    if fmt.layout == "planes":
+        offset = np.asarray(codes, np.int64) + (1 << (fmt.bits - 1))
+        packed = pack_planes(offset.astype(np.uint8), fmt.bits)
+    else:
+        packed = pack_patterns(code_patterns(codes, fmt.code), fmt.bits)
+    stored = scale_patterns(scales, fmt.code)
     if fmt.code.scale == "e8m0":
-        scales = scales.view(np.int8)
-    return packed.reshape(fmt.code_shape), scales
+        stored = stored.view(np.int8)
+    return packed.view(np.int8).reshape(fmt.code_shape), stored
 
 
 def stored_bytes(fmt: StoredFormat) -> int:
