@@ -296,13 +296,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def _compile_recipe(args: argparse.Namespace, model: Model, phase: Phase | None, arch):
     """`tessel compile --quant`: the recipe, checked as `tessel sim` checks it, and with
     --with-data the weights it quantises (codes and scales, made here: compile time)."""
+    from tessel.request import check_expert_bits, target_recipe
     if args.quant is None:
-        if args.expert_bits is not None:
-            raise UsageError("--expert-bits reads bit-nested expert weights: give a --quant "
-                             "recipe with :nested weights (w8a16:nested, ...)")
+        if args.expert_bits is not None:            # refused: it needs a nested recipe
+            check_expert_bits(model, None, args.expert_bits, False)
         return None, None
     from compiler.quant import quantise
-    from tessel.request import check_expert_bits, target_recipe
     recipe = target_recipe(model, phase, args.target, arch, _dtype(args), args.quant)
     if args.expert_bits is not None:
         check_expert_bits(model, recipe, args.expert_bits, bool(args.with_data))

@@ -75,3 +75,19 @@ def test_bad_expert_bits_are_one_line(capsys, argv, message):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compile", "--model", str(FIXTURES / "tiny-mixtral"), "--seq", "4", "--expert-bits", "4",
+      "-o", "P"], "--expert-bits reads bit-nested expert weights: give a --quant recipe"),
+    (["sim", "P", "--expert-bits", "4"], "--expert-bits"),
+])
+def test_expert_bits_without_a_model_recipe_is_one_line(capsys, tmp_path, argv, message):
+    argv = [str(tmp_path / "p.tbin") if a == "P" else a for a in argv]
+    if argv[0] == "sim":                # a program file: made first, then --expert-bits refused
+        assert main(["compile", "--model", str(FIXTURES / "tiny-mixtral"), "--seq", "4",
+                     "-o", argv[1]]) == 0
+        capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
