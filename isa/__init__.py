@@ -19,7 +19,7 @@ from isa.instr import Instr, first_uses
 from isa.machine import MachineView, MemorySpace
 from isa.opcodes import ISA_VERSION, MAC_FORMATS, OPCODES, OPCODES_BY_CODE, OpSpec
 from isa.program import Program, Symbol
-from isa.unroll import executed_count, unroll
+from isa.unroll import executed_count, executed_shell, unroll
 from isa.values import Addr, DType, Queue, Unit
 from isa.verify import verify
 
@@ -31,7 +31,7 @@ __all__ = [
     "FieldKind", "Field", "U", "S", "E", "Flag", "A32", "A40", "F32",
     # programs, encoding, text, files, loops
     "Program", "Symbol", "encode", "decode", "encode_word", "decode_word",
-    "assemble", "disassemble", "save", "load", "unroll", "executed_count",
+    "assemble", "disassemble", "save", "load", "unroll", "executed_shell", "executed_count",
     # verification
     "MemorySpace", "MachineView", "verify", "Footprint", "QueueConfig", "footprints", "gather_row_bytes",
     # errors

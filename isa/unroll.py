@@ -24,7 +24,7 @@ from isa.loops import Loop, Structure, loop_structure, mark_name, where
 from isa.opcodes import OPCODES
 from isa.program import Program
 
-__all__ = ["unroll", "instances", "Unrolled", "unrolled_order", "unrolled_marks", "executed_count", "multiplicities"]
+__all__ = ["unroll", "instances", "executed_shell", "moving_values", "Unrolled", "unrolled_order", "unrolled_marks", "executed_count", "multiplicities"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -174,44 +174,85 @@ def instances(instructions: Sequence[Instr], structure: Structure,
             for index in indices}
 
 
-def _moved(index: int, instr: Instr, fields: dict[int, tuple[tuple[Loop, int], ...]],
-           structure: Structure) -> list[Instr]:
-    """Instruction `index` in every iteration of its loops, in executed order."""
+def executed_shell(program: Program) -> Program:
+    """The unrolled program's instructions with no stride applied: each executed instruction
+    is its compact instruction's own object, so the operands its loops move keep their first
+    iteration's values. Op marks are the unrolled program's. Costs a reference an executed
+    instruction (no new objects): for a consumer that reads no moving operand (the event
+    engine reads queues, opcodes and semaphores; op statistics read marks), beside
+    `moving_values` for the operands it does read."""
+    structure = loop_structure(program.instructions, ops=program.ops)
+    if not structure.loops:
+        return program
+    unrolled = unrolled_order(structure, program.ops)
+    compact = np.empty(len(program.instructions), dtype=object)
+    compact[:] = program.instructions
+    return replace(program, instructions=tuple(compact[unrolled.order].tolist()),
+                   ops=unrolled.marks)
+
+
+def moving_values(structure: Structure, index: int, instr: Instr, position: int,
+                  pairs: tuple[tuple[Loop, int], ...]) -> np.ndarray:
+    """Field `position` of instruction `index` (`instr`), which the loops `pairs` move
+    (`structure.strided()[index][position]`), in every iteration of its loops, in executed
+    order, as int64: an integer's values, an address field's byte addresses. LoopError when
+    one leaves its field."""
     chain = structure.chain(index)
+    return _field_values(index, instr, position, pairs, chain, _digits(chain))
+
+
+def _digits(chain: tuple[Loop, ...]) -> dict[int, np.ndarray]:
+    """Per loop of `chain` (outermost first), its iteration at each occurrence of an
+    instruction inside them all, occurrences in executed order."""
     counts = [loop.count for loop in chain]
     occurrences = np.arange(int(np.prod(counts, dtype=np.int64)), dtype=np.int64)
     digits, step = {}, 1
     for loop in reversed(chain):
         digits[loop.header] = occurrences // step % loop.count
         step *= loop.count
-    spec = OPCODES[instr.opcode]
-    columns: list = [repeat(pair) for pair in instr.fields]    # (name, value) per field
-    for position, pairs in sorted(fields.items()):
-        name, base = instr.fields[position]
-        offsets = sum(digits[loop.header] * delta for loop, delta in pairs)
-        kind = spec.fields[position].kind
-        if type(base) is int:              # a moving integer (isa.opcodes.MOVING_INTS)
-            values = base + offsets
-            low, high = kind.bounds
-            outside = (values < low) | (values > high)
-            if outside.any():
-                j = int(np.argmax(outside))
-                iterations = [(loop, int(digits[loop.header][j])) for loop in chain]
-                raise LoopError(f"{where(index, instr, iterations)}: {name}={int(values[j])} is "
-                                f"outside {kind.label} ({low}..{high})", chain[0].header)
-            columns[position] = zip(repeat(name), values.tolist())
-            continue
-        addresses = base.addr + offsets
-        outside = (addresses < 0) | (addresses > kind.reach - kind.granule)
+    return digits
+
+
+def _field_values(index: int, instr: Instr, position: int, pairs: tuple[tuple[Loop, int], ...],
+                  chain: tuple[Loop, ...], digits: dict[int, np.ndarray]) -> np.ndarray:
+    name, base = instr.fields[position]
+    offsets = sum(digits[loop.header] * delta for loop, delta in pairs)
+    kind = OPCODES[instr.opcode].fields[position].kind
+    if type(base) is int:              # a moving integer (isa.opcodes.MOVING_INTS)
+        values = base + offsets
+        low, high = kind.bounds
+        outside = (values < low) | (values > high)
         if outside.any():
             j = int(np.argmax(outside))
             iterations = [(loop, int(digits[loop.header][j])) for loop in chain]
-            raise LoopError(f"{where(index, instr, iterations)}: {name}={base.space}"
-                            f"[{int(addresses[j]):#x}] is outside {kind.label} (address "
-                            f"0x0..{kind.reach - kind.granule:#x})", chain[0].header)
-        moved = map(trusted_addr, repeat(base.space), addresses.tolist())
-        columns[position] = zip(repeat(name), moved)
-    rows = zip(*columns) if columns else repeat((), len(occurrences))
+            raise LoopError(f"{where(index, instr, iterations)}: {name}={int(values[j])} is "
+                            f"outside {kind.label} ({low}..{high})", chain[0].header)
+        return values
+    addresses = base.addr + offsets
+    outside = (addresses < 0) | (addresses > kind.reach - kind.granule)
+    if outside.any():
+        j = int(np.argmax(outside))
+        iterations = [(loop, int(digits[loop.header][j])) for loop in chain]
+        raise LoopError(f"{where(index, instr, iterations)}: {name}={base.space}"
+                        f"[{int(addresses[j]):#x}] is outside {kind.label} (address "
+                        f"0x0..{kind.reach - kind.granule:#x})", chain[0].header)
+    return addresses
+
+
+def _moved(index: int, instr: Instr, fields: dict[int, tuple[tuple[Loop, int], ...]],
+           structure: Structure) -> list[Instr]:
+    """Instruction `index` in every iteration of its loops, in executed order."""
+    chain = structure.chain(index)
+    digits = _digits(chain)
+    n = len(next(iter(digits.values())))
+    columns: list = [repeat(pair) for pair in instr.fields]    # (name, value) per field
+    for position, pairs in sorted(fields.items()):
+        name, base = instr.fields[position]
+        values = _field_values(index, instr, position, pairs, chain, digits).tolist()
+        columns[position] = zip(repeat(name), values if type(base) is int else
+                                map(trusted_addr, repeat(base.space), values))
+    rows = zip(*columns) if columns else repeat((), n)
+    occurrences = range(n)
     made: dict[tuple, Instr] = {}      # equal instances share one object, as a compiler's do
     out = []
     for row in islice(rows, len(occurrences)):

@@ -187,7 +187,7 @@ def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
     arch = machine.arch
     tell("verify", 0)
     flat = None
-    if functional or machine.state_timed:     # it runs unrolled: unroll once, for both
+    if functional:                            # it runs unrolled: unroll once, for both
         try:
             flat = isa.unroll(program)
         except isa.LoopError:
@@ -207,9 +207,13 @@ def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
             return Simulation(_with_link_energy(sim_result(program, machine, timed, assumptions),
                                                 node, link_j), None, None, timed.exposed_cycles,
                               timed.idle_cycles)
-    program = flat if flat is not None else isa.unroll(program)
     tell("costs", 0)
-    run = machine.start(program)
+    if functional:
+        program = flat if flat is not None else isa.unroll(program)
+        run = machine.start(program)
+    else:
+        run = machine.start_shell(program)
+        program = run.program
     costs = run.costs
     link_j = 0.0
     if node is not None:

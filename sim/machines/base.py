@@ -64,6 +64,14 @@ class Machine(abc.ABC, Generic[ArchT]):
         whose cost for one instruction sums the work of others (a dataflow section call) weighs
         each by it; one whose costs are per instruction ignores it."""
 
+    def start_shell(self, program: isa.Program) -> MachineRun:
+        """A timing-only run of `program` as its unrolled equivalent; the run's `program` is
+        what the engine and the report then take for it. Here the unrolled program itself; a
+        machine that can price a program from its executed shell (`isa.executed_shell`: no
+        stride applied, no new instruction objects) without reading the operands its loops
+        move, or by reading them as arrays, overrides this (the PIM machine)."""
+        return self.start(isa.unroll(program))
+
     @abc.abstractmethod
     def energy_pj(self, totals: Mapping[str, float]) -> dict[str, float]:
         """Dynamic energy per category (compute, sram, dram, vector...) from event totals."""

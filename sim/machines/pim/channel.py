@@ -24,15 +24,16 @@ from isa.opcodes import OPCODES
 from sim.machines.pim.commands import Command, DramError, validate_command
 from sim.machines.pim.dram import ChannelState
 
-__all__ = ["PimChannel", "Plan", "commands_of", "timing_key"]
+__all__ = ["PimChannel", "Plan", "TIMING_FIELDS", "commands_of", "timing_key"]
 
 # A decoded instruction: (validated command, repeat, step between repeats) triples; tuples
 # because the channel walks millions of them.
 Plan = tuple[tuple[Command, int, int], ...]
 
 
-# The operands each pim opcode's DRAM commands depend on (not its data addresses).
-_TIMING_FIELDS = {op: tuple(OPCODES[op].names.index(name) for name in names) for op, names in {
+# The operands each pim opcode's DRAM commands depend on (not its data addresses): positions
+# in its fields, in the order `timing_key` lists their values.
+TIMING_FIELDS = {op: tuple(OPCODES[op].names.index(name) for name in names) for op, names in {
     "pim.act": ("bank", "row"), "pim.act_all": ("row",), "pim.pre": ("bank",), "pim.pre_all": (),
     "pim.wrgb": ("bytes",), "pim.mac": ("bank", "col", "ncols"), "pim.mac_all": ("col", "ncols"),
     "pim.rdmac": ("bank",), "pim.rdmac_all": (), "pim.wr": ("bank", "row", "col", "ncols"),
@@ -50,7 +51,7 @@ def _keyer(op: str, at: tuple[int, ...]):
     return lambda fields: (op, *[fields[k][1] for k in at])
 
 
-_KEYERS = {op: _keyer(op, at) for op, at in _TIMING_FIELDS.items()}
+_KEYERS = {op: _keyer(op, at) for op, at in TIMING_FIELDS.items()}
 
 
 def timing_key(instr) -> tuple:
@@ -104,10 +105,14 @@ class PimChannel:
         for a `signal` (which waits for read data). Equal timing keys share one plan."""
         if instr.opcode == "signal":
             return None
-        key = timing_key(instr)
+        return self.plan_of_key(index, timing_key(instr))
+
+    def plan_of_key(self, index: int, key: tuple) -> Plan:
+        """The plan of a pim instruction (program index `index`, named in errors) given by its
+        `timing_key`; equal keys share one plan."""
         found = self._plans.get(key)
         if found is None:
-            found = self._plans[key] = self._decode(index, instr.opcode, key)
+            found = self._plans[key] = self._decode(index, key[0], key)
         return found
 
     def _decode(self, index: int, opcode: str, key: tuple) -> Plan:

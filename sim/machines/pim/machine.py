@@ -21,18 +21,22 @@ from __future__ import annotations
 
 import math
 from array import array
+from dataclasses import replace
+from itertools import repeat
 from operator import attrgetter
 from typing import Mapping, Sequence
 
 import numpy as np
 
 import isa
+from isa.loops import Structure, loop_structure
 from isa.qformats import mode_bits
+from isa.unroll import moving_values, unrolled_order
 from arch.pim import PimArch
 from sim.machines.base import Costs, Machine
 from sim.machines.decode import CostSheet, CostTable, decode
 from sim.machines.events import EventRows
-from sim.machines.pim.channel import PimChannel, Plan
+from sim.machines.pim.channel import TIMING_FIELDS, PimChannel, Plan
 from sim.machines.pim.run import PimPlans, PimRun
 from sim.timing import dma_cycles, quantise_cycles, reduce_cycles, vector_cycles
 
@@ -85,20 +89,51 @@ class PimMachine(Machine[PimArch]):
         return math.ceil(cycles * self._asic_ratio - 1e-9)
 
     def start(self, program: isa.Program, repeats=None) -> PimRun:
-        """Fresh channels for the program; the ASIC's and DMA's costs by the cost table, the
-        pim queues' from their plans, timed by the channels at issue."""
-        n = len(program.instructions)
-        instrs = program.instructions
+        """Fresh channels for the (loop-free) program; the ASIC's and DMA's costs by the cost
+        table, the pim queues' from their plans, timed by the channels at issue."""
+        channels = self._channels()
+        return self._run(program, channels, _plan_pim(channels[0], program.instructions),
+                         _mode_widths(program.instructions))
+
+    def start_shell(self, program: isa.Program) -> PimRun:
+        """A timing-only run of a program with loops, without unrolling it: the run's program
+        is `isa.executed_shell(program)` (each executed instruction its compact object, the
+        moving operands at their first iteration's values), and only the operands that time a
+        pim instruction (the rows and columns its loops move) are read per iteration, as
+        arrays (`isa.unroll.moving_values`). The DMA's and ASIC's costs read no operand a loop
+        moves (addresses), so the shell prices them as the unrolled program would; the
+        simulator then runs the shell as it would the unrolled program, with the same figures
+        (tests/sim/machines/pim/test_shell.py)."""
+        structure = loop_structure(program.instructions, ops=program.ops)
+        if not structure.loops:
+            return self.start(program)
+        unrolled = unrolled_order(structure, program.ops)
+        order = unrolled.order
+        compact = np.empty(len(program.instructions), dtype=object)
+        compact[:] = program.instructions
+        shell = replace(program, instructions=tuple(compact[order].tolist()), ops=unrolled.marks)
+        channels = self._channels()
+        pim = _moved_plans(channels[0], _plan_pim(channels[0], program.instructions, order),
+                           program, structure, order)
+        return self._run(shell, channels, pim, _mode_widths(program.instructions, order))
+
+    def _channels(self) -> tuple[PimChannel, ...]:
         channels = tuple(PimChannel(self.arch, exact=self.exact_dram) for _ in range(self.arch.channels))
         runs: dict = {}                 # lockstep runs timed, shared (ChannelState.run_plans)
         for channel in channels:
             channel.state.runs = runs
-        pim = _plan_pim(channels[0], instrs)
+        return channels
+
+    def _run(self, program: isa.Program, channels: tuple[PimChannel, ...], pim: PimPlans,
+             wide: np.ndarray | None) -> PimRun:
+        """The run of `program` (executed instructions) on `channels`, its pim instructions
+        planned by `pim`, their MAC modes' widths `wide` (_mode_widths)."""
+        n = len(program.instructions)
+        instrs = program.instructions
         on_pim = pim.plan_at >= 0
         sheet = decode(self._table, CostSheet.empty(n, EVENTS), instrs,
                        np.flatnonzero(~on_pim).tolist())
         sheet.durations[on_pim] = -1
-        wide = _mode_widths(instrs)
         self._wide = 1 if wide is None else int(wide.max())
         self._fill_plan_events(sheet.events, pim, wide)
         plans = pim.plans
@@ -229,31 +264,35 @@ class PimMachine(Machine[PimArch]):
         }
 
 
-def _mode_widths(instrs: Sequence[isa.Instr]) -> np.ndarray | None:
-    """Per instruction, the inputs its channel's MACs read per BF16 lane (16 / N under an
-    N-bit pim.qmode, else 1); None for a program that sets no mode (every BF16 program).
+def _mode_widths(instrs: Sequence[isa.Instr], order: np.ndarray | None = None) -> np.ndarray | None:
+    """Per executed instruction, the inputs its channel's MACs read per BF16 lane (16 / N under
+    an N-bit pim.qmode, else 1); None for a program that sets no mode (every BF16 program).
+    `order`: the compact index of each executed instruction (None: `instrs` run as listed).
     Whole-array passes per queue that sets a mode."""
-    n = len(instrs)
-    is_mode = np.fromiter(map(_OPCODE, instrs), object, n) == "pim.qmode"
+    is_mode = np.fromiter(map(_OPCODE, instrs), object, len(instrs)) == "pim.qmode"
     if not is_mode.any():
         return None
-    queue = np.fromiter(map(id, map(_QUEUE, instrs)), np.int64, n)
-    wide = np.ones(n, np.int32)
+    codes = np.array([16 // mode_bits(ins["fmt"]) if mode else 1
+                      for ins, mode in zip(instrs, is_mode.tolist())], np.int32)
+    queue = np.fromiter(map(id, map(_QUEUE, instrs)), np.int64, len(instrs))
+    if order is not None:
+        is_mode, codes, queue = is_mode[order], codes[order], queue[order]
+    wide = np.ones(len(queue), np.int32)
     for q in np.unique(queue[is_mode]):
         at = np.flatnonzero(queue == q)
         marks = is_mode[at]
-        value = np.ones(len(at), np.int32)
-        value[marks] = [16 // mode_bits(instrs[i]["fmt"]) for i in at[marks]]
         last = np.maximum.accumulate(np.where(marks, np.arange(len(at)), -1))
-        wide[at] = np.where(last >= 0, value[np.maximum(last, 0)], 1)
+        wide[at] = np.where(last >= 0, codes[at][np.maximum(last, 0)], 1)
     return wide
 
 
-def _plan_pim(channel: PimChannel, instrs: Sequence[isa.Instr]) -> PimPlans:
-    """The plan of every pim-queue instruction but wait and halt (timed at issue). Each
-    instruction object is decoded once, in order of first use (a bad one is named by its
-    first index); instructions with equal timing operands share a plan object, numbered once.
-    Whole-array passes: this runs over ~10^7 instructions."""
+def _plan_pim(channel: PimChannel, instrs: Sequence[isa.Instr],
+              order: np.ndarray | None = None) -> PimPlans:
+    """The plan of every executed pim-queue instruction but wait and halt (timed at issue).
+    `order`: the compact index in `instrs` of each executed instruction (None: `instrs` run as
+    listed). Each instruction object is decoded once, in order of first use (a bad one is
+    named by its first executed index); instructions with equal timing operands share a plan
+    object, numbered once. Whole-array passes: this runs over ~10^7 instructions."""
     n = len(instrs)
     queues = dict(zip(map(id, map(_QUEUE, instrs)), map(_QUEUE, instrs)))   # queues are few
     pim_queues = np.array([key for key, q in queues.items() if q.unit.name == "pim"], np.int64)
@@ -261,6 +300,13 @@ def _plan_pim(channel: PimChannel, instrs: Sequence[isa.Instr]) -> PimPlans:
     untimed = np.fromiter(map(_UNTIMED.__contains__, map(_OPCODE, instrs)), bool, n)
     index = np.flatnonzero(on_pim & ~untimed)
     del on_pim, untimed
+    if order is None:
+        used_at = index
+    else:          # each compact instruction's first executed index (ascending with it)
+        first_run = np.full(n, -1, np.int64)
+        first_run[order[::-1]] = np.arange(len(order) - 1, -1, -1)
+        index = index[first_run[index] >= 0]          # (a loop that runs 0 times)
+        used_at = first_run[index]
     objects = np.fromiter(instrs, object, n)[index]
     # id -> first position: filled from the end, so the last write (the lowest) stays
     first = dict(zip(map(id, objects[::-1]), range(len(objects) - 1, -1, -1)))
@@ -269,7 +315,7 @@ def _plan_pim(channel: PimChannel, instrs: Sequence[isa.Instr]) -> PimPlans:
     number: dict[int, int] = {}                # id(plan) -> its index in plans
     plan_of_object: dict[int, int] = {}        # id(instruction) -> its plan's index
     for k in sorted(first.values()):
-        plan = decode_plan(int(index[k]), objects[k])
+        plan = decode_plan(int(used_at[k]), objects[k])
         p = number.get(id(plan))
         if p is None:
             p = number[id(plan)] = len(plans)
@@ -278,5 +324,64 @@ def _plan_pim(channel: PimChannel, instrs: Sequence[isa.Instr]) -> PimPlans:
     plan_at = np.full(n, -1, np.int32)
     plan_at[index] = np.fromiter(map(plan_of_object.__getitem__, map(id, objects)), np.int32,
                                  len(objects))
+    if order is not None:
+        plan_at = plan_at[order]
+    plan_at.setflags(write=False)
+    return PimPlans(plan_at, plans)
+
+
+def _moved_plans(channel: PimChannel, pim: PimPlans, program: isa.Program, structure: Structure,
+                 order: np.ndarray) -> PimPlans:
+    """`pim`, planned on a program's executed shell, with the pim instructions whose loops move
+    a timing operand (a row or column) planned per iteration: their timing keys as arrays of
+    values, one plan per distinct key (decoded once, in order of first use, numbered after the
+    shell's)."""
+    instrs = program.instructions
+    strided = structure.strided()
+    timing = {c: [p for p in moved if p in TIMING_FIELDS.get(instrs[c].opcode, ())]
+              for c, moved in strided.items() if instrs[c].queue.unit.name == "pim"}
+    timing = {c: moved for c, moved in timing.items() if moved}
+    if not timing:
+        return pim
+    targets = np.array(sorted(timing), dtype=order.dtype)
+    at = np.flatnonzero(np.isin(order, targets))
+    by_target = at[np.argsort(order[at], kind="stable")]      # each target's positions, ascending
+    bounds = np.searchsorted(order[by_target], targets, side="right").tolist()
+    of_opcode: dict[str, tuple[list, list]] = {}              # opcode -> (positions, key values)
+    first = 0
+    for c, last in zip(targets.tolist(), bounds):
+        instr, positions = instrs[c], by_target[first:last]
+        first = last
+        values = np.column_stack([
+            moving_values(structure, c, instr, p, strided[c][p]) if p in timing[c]
+            else np.full(len(positions), instr.fields[p][1], np.int64)
+            for p in TIMING_FIELDS[instr.opcode]])
+        found = of_opcode.setdefault(instr.opcode, ([], []))
+        found[0].append(positions)
+        found[1].append(values)
+    groups = []                   # per opcode: its positions, each one's key, each key's plan
+    keys = []                     # (first executed index, group, key number, key values)
+    for opcode, (positions, values) in of_opcode.items():
+        positions, values = np.concatenate(positions), np.concatenate(values)
+        distinct, inverse = np.unique(values, axis=0, return_inverse=True)
+        inverse = inverse.ravel()
+        first_use = np.full(len(distinct), np.iinfo(np.int64).max, np.int64)
+        np.minimum.at(first_use, inverse, positions)
+        g = len(groups)
+        groups.append((positions, inverse, np.empty(len(distinct), np.int32)))
+        keys += [(u, g, j, (opcode, *row))
+                 for j, (u, row) in enumerate(zip(first_use.tolist(), distinct.tolist()))]
+    plan_at = pim.plan_at.copy()
+    plans = list(pim.plans)
+    number = {id(plan): k for k, plan in enumerate(plans)}
+    for u, g, j, key in sorted(keys):
+        plan = channel.plan_of_key(u, key)              # a bad key: named by its first use
+        k = number.get(id(plan))
+        if k is None:
+            k = number[id(plan)] = len(plans)
+            plans.append(plan)
+        groups[g][2][j] = k
+    for positions, inverse, plan_of_key in groups:
+        plan_at[positions] = plan_of_key[inverse]
     plan_at.setflags(write=False)
     return PimPlans(plan_at, plans)

@@ -1,0 +1,119 @@
+"""A PIM program with loops is timed from its executed shell (PimMachine.start_shell: compact
+instruction objects in executed order, the moving rows and columns read as arrays) with every
+report field equal to its unrolled equivalent's, refreshes and MAC modes included."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import isa
+from arch import load_arch
+from isa import assemble, unroll, verify
+from sim.simulate import simulate
+from tessel.targets import TARGETS
+
+# refreshes every 1100 cycles (the least the preset allows), so a short random program meets several at every phase
+ARCH = load_arch("pim-gpt", ["timing.tREFI=1100", "channels=2"])
+MACHINE = TARGETS["pim"].machine(ARCH)
+HEADER = ".target pim\n.isa 2\n.spaces dram gbuf abuf\n.op start\n"
+
+
+def _moves(draw, depth: int, choices: list[int]) -> str:
+    return "".join(f"+={draw(st.sampled_from(choices))}" for _ in range(depth))
+
+
+def _gemv_row(draw, depth: int, channel: int) -> list[str]:
+    """One DRAM row of a GEMV: every bank closed, the row opened, some columns multiplied, the
+    partial sums read out; the row and the first column may move with the loops."""
+    q = f"pim{channel}"
+    col = draw(st.integers(0, 16))
+    return [f"{q} pim.pre_all",
+            f"{q} pim.act_all row={draw(st.integers(0, 40))}{_moves(draw, depth, [0, 1, 3])}",
+            f"{q} pim.mac_all col={col}{_moves(draw, depth, [0, 1, 4])} "
+            f"ncols={draw(st.integers(0, 8))} gb=0",
+            f"{q} pim.rdmac_all dst=abuf[{draw(st.integers(0, 31)) * 64:#x}]"]
+
+
+def _bank_write(draw, depth: int, channel: int) -> list[str]:
+    """One bank closed, opened at a (moving) row and written: a KV append."""
+    q, bank = f"pim{channel}", draw(st.integers(0, 15))
+    row, moves = draw(st.integers(0, 40)), _moves(draw, depth, [0, 1, 2])
+    return [f"{q} pim.pre bank={bank}", f"{q} pim.act bank={bank} row={row}{moves}",
+            f"{q} pim.wr bank={bank} row={row}{moves} col={draw(st.integers(0, 60))} ncols=2 "
+            f"src=abuf[0x0]"]
+
+
+def _fill(draw, depth: int, channel: int) -> list[str]:
+    return [f"pim{channel} pim.wrgb gb=0 src=abuf[{draw(st.integers(0, 31)) * 64:#x}] "
+            f"bytes={draw(st.sampled_from([32, 64, 256]))}"]
+
+
+def _mode(draw, depth: int, channel: int) -> list[str]:
+    return [f"pim{channel} pim.qmode fmt={draw(st.sampled_from(['bf16', 'int8', 'int4']))}"]
+
+
+def _handoff(draw, depth: int, channel: int) -> list[str]:
+    """A channel's reads handed to the DMA (a pim signal waits for them) and back."""
+    sem = draw(st.integers(0, 3))
+    return [f"pim{channel} signal sem={sem}", f"dma0 wait sem={sem}",
+            f"dma0 store dst=dram[0x100000] src=abuf[0x0] rows=1 row_bytes=64",
+            f"dma0 signal sem={sem + 4}", f"pim{channel} wait sem={sem + 4}"]
+
+
+ITEMS = {"row": _gemv_row, "write": _bank_write, "fill": _fill, "mode": _mode, "handoff": _handoff}
+
+
+@st.composite
+def _body(draw, depth: int = 0) -> list[str]:
+    lines = []
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(sorted(ITEMS) + (["loop"] if depth < 2 else [])))
+        if kind == "loop":
+            lines += [f".loop count={draw(st.integers(1, 5))}",
+                      *("  " + line for line in draw(_body(depth + 1))), ".endloop"]
+        else:
+            lines += ITEMS[kind](draw, depth, draw(st.integers(0, 1)))
+    return lines
+
+
+def _results(program: isa.Program) -> tuple[dict, dict]:
+    """The timing-only reports of the unrolled program and of the compact one, the compact one
+    timed without unrolling (isa.unroll may not be called)."""
+    flat = simulate(unroll(program), MACHINE, functional=False).result.to_json()
+
+    def refused(_):
+        raise AssertionError("the compact PIM program was unrolled")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(isa, "unroll", refused)
+        compact = simulate(program, MACHINE, functional=False).result.to_json()
+    return compact, flat
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(lines=_body())
+@pytest.mark.slow        # about 1 s
+def test_a_pim_loop_program_times_from_its_shell_as_unrolled(lines):
+    program = assemble(HEADER + "\n".join(lines) + "\n")
+    try:
+        verify(program, ARCH.machine_view())
+    except ValueError:
+        return                              # the verifier's own equivalence: tests/isa
+    compact, flat = _results(program)
+    assert compact == flat
+
+
+def test_moving_rows_and_modes_time_from_the_shell_as_unrolled():
+    """A GEMV whose rows move, under a 4-bit MAC mode, with refreshes in the middle of it."""
+    program = assemble(HEADER + "\n".join([
+        "pim0 pim.qmode fmt=int4", "pim0 pim.wrgb gb=0 src=abuf[0x0] bytes=256",
+        ".loop count=6", *("  " + line for line in [
+            "pim0 pim.pre_all", "pim0 pim.act_all row=3+=2", "pim0 pim.mac_all col=0 ncols=8 gb=0",
+            "pim0 pim.rdmac_all dst=abuf[0x100]+=0x40",
+            ".loop count=3", "  pim1 pim.pre_all", "  pim1 pim.act_all row=9+=1+=1",
+            "  pim1 pim.mac_all col=4+=8+=8 ncols=4 gb=0", "  pim1 pim.rdmac_all dst=abuf[0x800]",
+            ".endloop"]), ".endloop", "pim0 halt"]) + "\n")
+    compact, flat = _results(program)
+    assert compact == flat
+    assert compact["dram_commands"]["REF"] > 0 and compact["instructions"] == 99
