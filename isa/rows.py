@@ -15,19 +15,29 @@ These are the rules the PIM machine's DRAM model (sim/machines/pim/commands.py, 
 raises DramError for. The refreshes its controller inserts close rows and reopen them before
 their next access, so they never change what is open in program order; a program that passes
 here never meets a DramError.
+
+`first_row_violation` is the same check over arrays (numpy), a fast filter for the verifier's
+~10^5-10^6 executed row instructions: only when it finds a violation does `find_row_violation`
+run, for the reason.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from isa.instr import Instr
 from isa.opcodes import OPCODES
 
-__all__ = ["ROW_OPCODES", "find_row_violation"]
+__all__ = ["ROW_CODES", "ROW_OPCODES", "find_row_violation", "first_row_violation"]
 
-ROW_OPCODES = frozenset({"pim.act", "pim.act_all", "pim.pre", "pim.pre_all", "pim.mac",
-                         "pim.mac_all", "pim.rd", "pim.wr"})
+ROW_CODES = {op: code for code, op in enumerate(("pim.act", "pim.act_all", "pim.pre",
+                                                  "pim.pre_all", "pim.mac", "pim.mac_all",
+                                                  "pim.rd", "pim.wr"))}
+ROW_OPCODES = frozenset(ROW_CODES)
+_ACT, _ACT_ALL, _PRE, _PRE_ALL, _MAC, _MAC_ALL, _RD, _WR = ROW_CODES.values()
+_NAMES_A_BANK = np.array([code in (_ACT, _PRE, _MAC, _RD, _WR) for code in ROW_CODES.values()])
 _AT = {op: {name: k for k, name in enumerate(OPCODES[op].names)} for op in ROW_OPCODES}
 _NEVER = -1                  # `since` of a bank no command has touched
 
@@ -118,3 +128,79 @@ def _closed_bank(channel: _Channel, bank: int, name: Callable[[int], str]) -> st
 def _open_bank(channel: _Channel, bank: int, what: str, name: Callable[[int], str]) -> str:
     return (f"bank {bank} is open (row {channel.rows[bank]}, activated at "
             f"{name(channel.since[bank])}); precharge {what} first")
+
+
+def first_row_violation(channel: np.ndarray, code: np.ndarray, bank: np.ndarray, row: np.ndarray,
+                        ncols: np.ndarray, banks: int) -> int | None:
+    """Position of the first row instruction that breaks the protocol (the one
+    find_row_violation names), else None.
+
+    Arrays, one entry per row instruction in executed (program) order: channel id (any ints;
+    equal ints = same pim queue), ROW_CODES code, bank (ignored for the all-bank codes), row
+    (used for act/act_all/rd/wr), ncols (used for mac/mac_all/rd/wr; 0 = no command issues, so
+    no check). The fast filter: it finds a violation exactly when find_row_violation does, at
+    the same position, but gives no reason; the caller reruns that pass for the message."""
+    channel, code, bank, row, ncols = (np.asarray(a) for a in (channel, code, bank, row, ncols))
+    if channel.ndim != 1 or any(a.shape != channel.shape for a in (code, bank, row, ncols)):
+        raise ValueError(f"first_row_violation takes 1-d arrays of one length, not shapes "
+                         f"{[a.shape for a in (channel, code, bank, row, ncols)]}")
+    unknown = (code < 0) | (code >= len(ROW_CODES))
+    if unknown.any():
+        raise ValueError(f"code {code[unknown][0]} is not a ROW_CODES code "
+                         f"(0-{len(ROW_CODES) - 1})")
+    outside = _NAMES_A_BANK[code] & ((bank < 0) | (bank >= banks))
+    if outside.any():
+        raise ValueError(f"bank {bank[outside][0]} is outside the channel's {banks} banks")
+    order = np.argsort(channel, kind="stable")          # each channel's instructions, in order
+    fields = np.stack((code, bank, row, ncols))[:, order]
+    bounds = np.flatnonzero(np.diff(channel[order])) + 1
+    firsts = [order[start + found]
+              for start, stop in zip([0, *bounds], [*bounds, len(order)])
+              if (found := _first_in_channel(*fields[:, start:stop], banks)) is not None]
+    return int(min(firsts)) if firsts else None
+
+
+def _first_in_channel(code: np.ndarray, bank: np.ndarray, row: np.ndarray, ncols: np.ndarray,
+                      banks: int) -> int | None:
+    """first_row_violation within one channel, in O(n log n) whatever its banks.
+
+    A bank's state before an instruction is that left by the last instruction that opened or
+    closed it: the later of the last all-bank act/pre and the last act/pre of that bank, both
+    running maxima (of 1-based positions; 0 is the reset, every bank closed). The all-bank
+    checks read the number of open banks: set by act_all/pre_all, then +1 per act, -1 per pre
+    of an open bank. Every act is taken to open its bank, though the reference stops at an
+    illegal one: the state before the first violation is the same, and only that is reported."""
+    steps = len(code)
+    at = np.arange(1, steps + 1)
+    act, act_all, pre, pre_all = (code == c for c in (_ACT, _ACT_ALL, _PRE, _PRE_ALL))
+    opened = np.concatenate(([False], act | act_all))     # by setter: it opened its bank(s)
+    opened_row = np.concatenate(([0], row))
+    last_all = _before(np.where(act_all | pre_all, at, 0))
+    # Each bank's own act/pre: one running max over the instructions that name a bank, sorted
+    # by bank, the banks kept apart by an offset of bank * (steps + 1).
+    named = np.flatnonzero(_NAMES_A_BANK[code])
+    named = named[np.argsort(bank[named], kind="stable")]
+    offset = bank[named].astype(np.int64) * (steps + 1)
+    last_own = np.zeros(steps, np.int64)
+    last_own[named] = np.maximum(_before(np.where((act | pre)[named], offset + at[named], offset)),
+                                 offset) - offset
+    own = np.maximum(last_own, last_all)                   # read where an instruction names a bank
+    own_open, own_row = opened[own], opened_row[own]
+    change = act.astype(np.int64) - (pre & own_open)
+    changes = np.concatenate(([0], np.cumsum(change)))    # [k]: the sum over positions 1..k
+    open_banks = np.where(opened[last_all], banks, 0) + changes[:-1] - changes[last_all]
+    issues = ncols != 0
+    bad = ((act & own_open)
+           | (act_all & (open_banks > 0))
+           | ((code == _MAC) & issues & ~own_open)
+           | ((code == _MAC_ALL) & issues & (open_banks < banks))
+           | (((code == _RD) | (code == _WR)) & issues & ~(own_open & (own_row == row))))
+    found = np.flatnonzero(bad)
+    return int(found[0]) if found.size else None
+
+
+def _before(setters: np.ndarray) -> np.ndarray:
+    """At each position, the largest of `setters` strictly before it (0 at the first)."""
+    before = np.zeros_like(setters)
+    np.maximum.accumulate(setters[:-1], out=before[1:])
+    return before

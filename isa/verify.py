@@ -24,6 +24,8 @@ from itertools import repeat
 from operator import attrgetter
 from types import MappingProxyType
 
+import numpy as np
+
 from isa.encoding import encode
 from isa.errors import FieldError, IsaError, LoopError, VerifyError
 from isa.footprint import (NO_FOOTPRINT, Footprint, QueueConfig, footprints, is_written,
@@ -36,8 +38,8 @@ from isa.loops import Structure, loop_structure, where
 from isa.machine import MachineView
 from isa.opcodes import ISA_VERSION, OPCODES, STRUCTURE
 from isa.program import Program
-from isa.rows import ROW_OPCODES, find_row_violation
-from isa.unroll import instances
+from isa.rows import ROW_CODES, ROW_OPCODES, find_row_violation, first_row_violation
+from isa.unroll import instances, moving_values, unrolled_order
 from isa.values import DType, Unit
 from isa.sync import SYNC_OPCODES, completes_by_iterations, find_blocked_wait
 
@@ -95,6 +97,8 @@ def _check_rows(program: Program, machine: MachineView, opcodes: list[str],
     banks = machine.limits.get("bank")
     if banks is None:
         return
+    if _rows_pass(program, opcodes, structure, banks):
+        return                              # else the pass below names the first violation
     if structure.loops:
         run = Executed(program.instructions, structure, ROW_OPCODES, opcodes)
         if executed is not None:            # every iteration's values, already unrolled
@@ -119,6 +123,49 @@ def _check_rows(program: Program, machine: MachineView, opcodes: list[str],
     if found is not None:
         index, reason = found
         raise _at(index, program.instructions[index], reason)
+
+
+def _rows_pass(program: Program, opcodes: list[str], structure: Structure, banks: int) -> bool:
+    """Whether the row protocol holds, by `first_row_violation` on arrays of the executed row
+    instructions (each compact instruction's fields once, the rows and columns its loops move
+    as arrays of every iteration's values): no Python per executed instruction."""
+    instrs = program.instructions
+    rows = np.array([op in ROW_CODES for op in opcodes], bool)
+    if not rows.any():
+        return True
+    if structure.loops:
+        order = unrolled_order(structure).order
+        executed = order[rows[order]]                  # compact index of each executed row word
+    else:
+        executed = np.flatnonzero(rows)
+    compact = np.flatnonzero(rows)
+    queue_ids: dict[object, int] = {}
+    table = np.zeros((5, len(instrs)), np.int64)       # channel, code, bank, row, ncols
+    for c in compact.tolist():
+        ins = instrs[c]
+        at = _ROW_FIELDS[ins.opcode]
+        table[:, c] = (queue_ids.setdefault(ins.queue, len(queue_ids)), ROW_CODES[ins.opcode],
+                       *(ins.fields[k][1] if k is not None else 0 for k in at))
+    values = table[:, executed]
+    moving = {c: fields for c, fields in structure.strided().items() if rows[c]}
+    if moving:
+        targets = np.array(sorted(moving), dtype=executed.dtype)
+        at = np.flatnonzero(np.isin(executed, targets))
+        by_target = at[np.argsort(executed[at], kind="stable")]   # each one's places, in order
+        bounds = np.searchsorted(executed[by_target], targets, side="right").tolist()
+        first = 0
+        for c, last in zip(targets.tolist(), bounds):
+            places, first = by_target[first:last], last
+            for k, position in enumerate(_ROW_FIELDS[opcodes[c]], start=2):
+                if position in moving[c]:
+                    values[k, places] = moving_values(structure, c, instrs[c], position,
+                                                      moving[c][position])
+    return first_row_violation(*values, banks) is None
+
+
+# Per row opcode, the positions of its bank, row and ncols fields (None: it has none).
+_ROW_FIELDS = {op: tuple(OPCODES[op].names.index(name) if name in OPCODES[op].names else None
+                         for name in ("bank", "row", "ncols")) for op in ROW_CODES}
 
 
 def _at(index: int, instr: Instr, reason: str, context: Context = ()) -> VerifyError:

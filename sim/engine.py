@@ -85,7 +85,8 @@ def simulate_events(program: isa.Program, durations: np.ndarray,
                     timed: Callable[[int, int], int] | None = None,
                     delays: np.ndarray | None = None,
                     timed_run: Callable[[list[int], int], list[int]] | None = None,
-                    progress: Callable[[int], None] | None = None) -> Timeline:
+                    progress: Callable[[int], None] | None = None,
+                    order: np.ndarray | None = None) -> Timeline:
     """Schedule `program`: durations[i] >= 0 cycles for instruction i, resources[i] the id of
     the shared resource it holds for its duration (-1: none).
 
@@ -112,10 +113,14 @@ def simulate_events(program: isa.Program, durations: np.ndarray,
     progress(started), when given, is told how many instructions have started, at most
     PROGRESS_CHUNKS times a run (a counter in the loop and a call per chunk: a progress bar
     costs the engine well under 1 %, docs/performance.md).
+    `order`, when given: `program` is a compact program and the engine schedules its executed
+    instructions, the u-th being program.instructions[order[u]] (the engine reads only queues,
+    opcodes and semaphores, which no loop moves; the arrays above are per executed instruction).
+
     Raises EngineError for malformed arrays and for a `wait` that can never be satisfied.
     """
     instrs = program.instructions
-    n = len(instrs)
+    n = len(instrs) if order is None else len(order)
     dur = _check_array("durations", durations, n, lowest=-1 if timed else 0)
     res = (np.full(n, -1, np.int8) if resources is None
            else _check_array("resources", resources, n, lowest=-1))
@@ -123,7 +128,7 @@ def simulate_events(program: isa.Program, durations: np.ndarray,
     if bad.size:
         raise EngineError(f"instruction {int(bad[0])}: a state-dependent duration cannot hold "
                           "a resource", int(bad[0]))
-    queues, queue_of, order, kind, sem, nxt, heads = _decode(instrs)
+    queues, queue_of, order, kind, sem, nxt, heads = _decode(instrs, order)
     delay: dict[int, int] = {}            # the signals with a delay (few): index -> cycles
     if delays is not None:
         given = _check_array("delays", delays, n, lowest=0)
@@ -173,22 +178,32 @@ def _compact(code: str, values: np.ndarray) -> array:
     return out
 
 
-def _decode(instrs: Sequence[isa.Instr]) -> tuple[tuple[str, ...], np.ndarray, np.ndarray,
-                                                  bytes, array, array, list[int]]:
-    """Per instruction: queue id, kind, semaphore (0 if none), next instruction on the same
-    queue (-1 at the end); the queue texts, the instructions in queue order (stable) and the
-    first instruction of each queue.
+def _decode(instrs: Sequence[isa.Instr], executed: np.ndarray | None = None
+            ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, bytes, array, array, list[int]]:
+    """Per executed instruction: queue id, kind, semaphore (0 if none), next instruction on
+    the same queue (-1 at the end); the queue texts, the instructions in queue order (stable)
+    and the first instruction of each queue. `executed`: the index in `instrs` of each
+    executed instruction (None: `instrs` as listed).
     Whole-list passes in C (map, fromiter): programs have up to ~10^7 instructions."""
     n = len(instrs)
     by_id = dict(zip(map(id, map(_QUEUE, instrs)), map(_QUEUE, instrs)))  # queues are few
     ids: dict[isa.Queue, int] = {}      # equal queues share an id, numbered by first appearance
+    if executed is not None:            # ... of the executed instructions
+        first = np.full(n, -1, np.int64)
+        first[executed[::-1]] = np.arange(len(executed) - 1, -1, -1)
+        for i in np.argsort(first, kind="stable")[np.sort(first) >= 0].tolist():
+            ids.setdefault(instrs[i].queue, len(ids))
     id_of_object = {key: ids.setdefault(queue, len(ids)) for key, queue in by_id.items()}
     queue_of = np.fromiter(map(id_of_object.__getitem__, map(id, map(_QUEUE, instrs))), np.int32, n)
-    kind = bytes(map(_KIND_OF_OPCODE.get, map(_OPCODE, instrs), repeat(_PLAIN, n)))
-    sem = array("H", [0]) * n
-    kinds = np.frombuffer(kind, np.uint8)
+    kinds = np.frombuffer(bytes(map(_KIND_OF_OPCODE.get, map(_OPCODE, instrs), repeat(_PLAIN, n))),
+                          np.uint8)
+    sems = np.zeros(n, np.uint16)
     for i in np.flatnonzero((kinds == _SIGNAL) | (kinds == _WAIT)).tolist():
-        sem[i] = instrs[i].fields[0][1]
+        sems[i] = instrs[i].fields[0][1]
+    if executed is not None:
+        queue_of, kinds, sems, n = queue_of[executed], kinds[executed], sems[executed], len(executed)
+    kind = kinds.tobytes()
+    sem = array("H", sems.tobytes())
     index = "i" if n < 1 << 31 else "q"
     order = np.argsort(queue_of, kind="stable").astype(np.dtype(index))
     in_order = queue_of[order]

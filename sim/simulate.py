@@ -213,7 +213,7 @@ def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
         run = machine.start(program)
     else:
         run = machine.start_shell(program)
-        program = run.program
+        compact, program = program, run.program
     costs = run.costs
     link_j = 0.0
     if node is not None:
@@ -234,9 +234,10 @@ def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
         models = run.functional_models(memory)
         on_start = FunctionalExecutor(program, memory, models=models).execute
     tell("events", 0)
-    timeline = simulate_events(program, costs.durations, costs.resources, on_start, costs.timed,
-                               costs.delays, costs.timed_run,
-                               progress=None if progress is None else partial(progress, "events"))
+    timeline = simulate_events(program if run.shell_order is None else compact, costs.durations,
+                               costs.resources, on_start, costs.timed, costs.delays, costs.timed_run,
+                               progress=None if progress is None else partial(progress, "events"),
+                               order=run.shell_order)
     tell("report", len(program.instructions))
     after_run = run.run_totals()            # totals known only after the run (e.g. refreshes)
     totals = costs.events.totals()

@@ -92,6 +92,9 @@ class MachineRun:
     machine: Machine
     program: isa.Program
     costs: Costs
+    # when `program` is the executed shell of a compact program (Machine.start_shell): the
+    # compact index of each executed instruction, for the engine to read the compact words
+    shell_order: np.ndarray | None = None
 
     def functional_models(self, memory) -> dict[str, Callable[[isa.Instr], None]]:
         """Numeric handlers for this target's ISA extension (FunctionalExecutor models=)."""

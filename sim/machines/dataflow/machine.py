@@ -115,7 +115,7 @@ class DataflowMachine(Machine[DataflowArch]):
             calls.append(CallTiming(first_op[mark] if mark < len(first_op) else "", call.loops,
                                     call.tiles, call.stages, call.timing))
         costs = Costs(sheet.durations, sheet.resources, sheet.events.freeze())
-        return DataflowRun(self, program, costs, tuple(calls), tuple(c.at for c in sheet.calls))
+        return DataflowRun(self, program, costs, calls=tuple(calls), call_at=tuple(c.at for c in sheet.calls))
 
     # -- cost functions: fn(sheet, index, instruction, its queue's configuration) ----------
     def _section(self, s: _SectionSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:

@@ -115,7 +115,9 @@ class PimMachine(Machine[PimArch]):
         channels = self._channels()
         pim = _moved_plans(channels[0], _plan_pim(channels[0], program.instructions, order),
                            program, structure, order)
-        return self._run(shell, channels, pim, _mode_widths(program.instructions, order))
+        run = self._run(shell, channels, pim, _mode_widths(program.instructions, order))
+        run.shell_order = order
+        return run
 
     def _channels(self) -> tuple[PimChannel, ...]:
         channels = tuple(PimChannel(self.arch, exact=self.exact_dram) for _ in range(self.arch.channels))
@@ -150,7 +152,7 @@ class PimMachine(Machine[PimArch]):
                 indices, list(map(plans.__getitem__, map(plan_at.__getitem__, indices))), t)
         costs = Costs(sheet.durations, sheet.resources, sheet.events.freeze(), timed=run,
                       delays=sheet.delays, timed_run=run_many)
-        return PimRun(self, program, costs, channels, pim)
+        return PimRun(self, program, costs, channels=channels, pim=pim)
 
     # -- cost functions of the DMA and ASIC opcodes: fn(sheet, index, instruction, config) --
     def _signal(self, s: CostSheet, i: int, ins: isa.Instr, cfg: isa.QueueConfig) -> None:
