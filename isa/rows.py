@@ -152,11 +152,15 @@ def first_row_violation(channel: np.ndarray, code: np.ndarray, bank: np.ndarray,
     if outside.any():
         raise ValueError(f"bank {bank[outside][0]} is outside the channel's {banks} banks")
     order = np.argsort(channel, kind="stable")          # each channel's instructions, in order
-    fields = np.stack((code, bank, row, ncols))[:, order]
-    bounds = np.flatnonzero(np.diff(channel[order])) + 1
-    firsts = [order[start + found]
-              for start, stop in zip([0, *bounds], [*bounds, len(order)])
-              if (found := _first_in_channel(*fields[:, start:stop], banks)) is not None]
+    ordered = channel[order]
+    bounds = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+    del ordered
+    firsts = []
+    for start, stop in zip([0, *bounds], [*bounds, len(order)]):
+        mine = order[start:stop]
+        found = _first_in_channel(code[mine], bank[mine], row[mine], ncols[mine], banks)
+        if found is not None:
+            firsts.append(mine[found])
     return int(min(firsts)) if firsts else None
 
 

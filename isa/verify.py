@@ -139,14 +139,17 @@ def _rows_pass(program: Program, opcodes: list[str], structure: Structure, banks
     else:
         executed = np.flatnonzero(rows)
     compact = np.flatnonzero(rows)
+    slot = np.zeros(len(instrs), np.int32)             # a row word's column in `table`
+    slot[compact] = np.arange(len(compact), dtype=np.int32)
     queue_ids: dict[object, int] = {}
-    table = np.zeros((5, len(instrs)), np.int64)       # channel, code, bank, row, ncols
-    for c in compact.tolist():
+    table = np.zeros((5, len(compact)), np.int32)      # channel, code, bank, row (U24), ncols
+    for j, c in enumerate(compact.tolist()):
         ins = instrs[c]
         at = _ROW_FIELDS[ins.opcode]
-        table[:, c] = (queue_ids.setdefault(ins.queue, len(queue_ids)), ROW_CODES[ins.opcode],
+        table[:, j] = (queue_ids.setdefault(ins.queue, len(queue_ids)), ROW_CODES[ins.opcode],
                        *(ins.fields[k][1] if k is not None else 0 for k in at))
-    values = table[:, executed]
+    values = table[:, slot[executed]]
+    del slot, table
     moving = {c: fields for c, fields in structure.strided().items() if rows[c]}
     if moving:
         targets = np.array(sorted(moving), dtype=executed.dtype)
