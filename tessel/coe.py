@@ -12,8 +12,6 @@ from typing import Sequence
 from arch.dataflow import DataflowArch
 from compiler.frontend import load_model
 from compiler.ir import GraphError
-from compiler.targets.dataflow.coe import switch_program
-from sim.machines import DataflowMachine
 from sim.simulate import simulate
 
 __all__ = ["PCIE_GBPS", "Expert", "Switch", "expert", "switch_times"]
@@ -56,6 +54,9 @@ def switch_times(experts: Sequence[Expert], arch: DataflowArch, pcie: str) -> li
     """Each switch in order, timed by simulating the switch program on `arch`."""
     if not experts:
         raise GraphError("--models: give at least one expert")
+    # the dataflow target's modules, imported here: the CLI imports PCIE_GBPS for every command
+    from compiler.targets.dataflow.coe import switch_program
+    from sim.machines import DataflowMachine
     program = switch_program([(e.name, e.weight_bytes) for e in experts], arch)
     result = simulate(program, DataflowMachine(arch), functional=False).result
     span = {o.name: o.cycles / result.clock_hz for o in result.ops}   # op "switch.i": the i-th switch

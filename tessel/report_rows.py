@@ -3,8 +3,6 @@ the target record (tessel/targets.py) names which function a target uses, so rep
 no `if target`. Each returns the lines to insert after the summary table (a blank line first)."""
 from __future__ import annotations
 
-from sim.machines.dataflow.report import DataflowReport
-from sim.machines.pim.report import PimReport
 from sim.result import SimResult
 from tessel.table import render_table
 
@@ -24,6 +22,7 @@ def no_rows(result: SimResult) -> list[str]:
 
 
 def dataflow_rows(result: SimResult) -> list[str]:
+    from sim.machines.dataflow.report import DataflowReport     # a dataflow run's: imported then
     d = result.target_report
     if not isinstance(d, DataflowReport):
         return []
@@ -47,6 +46,7 @@ def dataflow_rows(result: SimResult) -> list[str]:
 
 
 def pim_rows(result: SimResult) -> list[str]:
+    from sim.machines.pim.report import PimReport               # a PIM run's: imported then
     p = result.target_report
     if not isinstance(p, PimReport):
         return []

@@ -8,6 +8,8 @@ architecture (`arch.queues`), which the compiler and the verifier both read.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
+from importlib import import_module
 from typing import Callable, Mapping, Sequence
 
 import isa
@@ -15,9 +17,9 @@ from arch import DataflowArch, PimArch, SystolicArch, TargetArch, build_with_ove
 from compiler.errors import CompileError
 from compiler.ir import Graph
 from compiler.pipeline import Pipeline, compile_graph
-from compiler.targets import Lowered, dataflow, pim, systolic
+from compiler.targets import Lowered
 from sim.compact_costs import PatternCosts, timing_plan
-from sim.machines import DataflowMachine, Machine, PimMachine, SystolicMachine
+from sim.machines import Machine
 from sim.result import SimResult
 from sim.simulate import Simulation, simulate
 from tessel.budget import check_simulation, out_of_memory_is_an_error
@@ -31,14 +33,25 @@ class Target:
     name: str
     arch_class: type                              # what its TOML files describe (arch/)
     default_preset: str                           # arch/configs/<preset>.toml
-    pipeline: Pipeline                            # its compiler steps (compiler/targets/<name>/)
-    machine: type[Machine]                        # timing, energy, numerics (sim/machines/<name>/)
+    lowering: str                                 # its package, whose PIPELINE are its compiler steps
+    machine_class: str                            # "module:Class" of its timing, energy, numerics
     report_rows: Callable[[SimResult], list[str]]  # its own lines in the text report
     default_link: str                             # arch/configs/links/<preset>.toml: several devices
     one_sequence: bool = False                    # attention of batch 1 only (PIM's KV layout)
     # what of a recipe's stored weights it runs: None, no quantised programs; else a check,
     # fn(arch, {weight: StoredFormat}), that refuses in one line what it does not run
     check_quantised: Callable[[TargetArch, Mapping[str, object], Graph], None] | None = None
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """Its compiler steps (compiler/targets/<name>/), imported when first asked for: a run
+        on one target does not import the others' lowerings."""
+        return _resolve(self.lowering, "PIPELINE")
+
+    @property
+    def machine(self) -> type[Machine]:
+        """Its machine model (sim/machines/<name>/), imported when first asked for."""
+        return _resolve(*self.machine_class.split(":"))
 
     def load_arch(self, spec: str | None = None, overrides: Sequence[str] = ()) -> TargetArch:
         """The given preset or .toml file (default: the target's preset), with overrides."""
@@ -94,14 +107,21 @@ def pim_quantised(arch: TargetArch, formats: Mapping[str, object], graph: Graph)
         check_quantised(arch, name, fmt)
 
 
+@cache
+def _resolve(module: str, name: str):
+    return getattr(import_module(module), name)
+
+
 TARGETS: dict[str, Target] = {t.name: t for t in (
     # a TPU-style pod slice, CENT's CXL fabric of PIM devices, SN40L's sockets (docs/links.md)
-    Target("systolic", SystolicArch, "systolic-128", systolic.PIPELINE, SystolicMachine, no_rows,
-           "tpu-v4-ici", check_quantised=narrow_mac_quantised),
-    Target("pim", PimArch, "pim-gpt", pim.PIPELINE, PimMachine, pim_rows, "cxl-cent",
-           one_sequence=True, check_quantised=pim_quantised),
-    Target("dataflow", DataflowArch, "sn40l", dataflow.PIPELINE, DataflowMachine, dataflow_rows,
-           "sn40l-rdn", check_quantised=narrow_mac_quantised),
+    Target("systolic", SystolicArch, "systolic-128", "compiler.targets.systolic",
+           "sim.machines.systolic:SystolicMachine", no_rows, "tpu-v4-ici",
+           check_quantised=narrow_mac_quantised),
+    Target("pim", PimArch, "pim-gpt", "compiler.targets.pim", "sim.machines.pim:PimMachine",
+           pim_rows, "cxl-cent", one_sequence=True, check_quantised=pim_quantised),
+    Target("dataflow", DataflowArch, "sn40l", "compiler.targets.dataflow",
+           "sim.machines.dataflow:DataflowMachine", dataflow_rows, "sn40l-rdn",
+           check_quantised=narrow_mac_quantised),
 )}
 
 

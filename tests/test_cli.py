@@ -139,6 +139,24 @@ def test_sim_of_a_model_imports_only_what_it_uses():
     assert proc.stdout.splitlines()[-1] == "0 []", proc.stderr[-2000:]
 
 
+OTHER_TARGETS = {"pim": ("compiler.targets.systolic", "compiler.targets.dataflow",
+                         "sim.machines.systolic", "sim.machines.dataflow"),
+                 "systolic": ("compiler.targets.pim", "compiler.targets.dataflow",
+                              "sim.machines.pim", "sim.machines.dataflow")}
+
+
+@pytest.mark.slow      # a process of its own
+@pytest.mark.parametrize("target", sorted(OTHER_TARGETS))
+def test_sim_on_one_target_imports_no_other_targets_lowering_or_machine(target):
+    """tessel/targets.py imports a target's lowering and machine when a run first asks."""
+    code = ("import sys; from tessel.cli import main; "
+            f"status = main(['sim', '--model', 'gpt2', '--target', '{target}', '--phase', "
+            "'decode', '--kv', '4', '--no-functional', '--gpu', 'none', '--json', '/dev/null']); "
+            f"print(status, sorted(m for m in {OTHER_TARGETS[target]!r} if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.splitlines()[-1] == "0 []", proc.stderr[-2000:]
+
+
 EXAMPLE_TASM = __import__("pathlib").Path(__file__).parents[1] / "examples" / "gemm_tile.tasm"
 
 
