@@ -18,8 +18,10 @@ llama-3.1-70b prefill-2048 and decode at KV 2048 on sn40l and on systolic-128 wi
 DRAM, each under 10 s and 2 GiB (rows below; the 70B model's 141 GB of weights are
 addressable since ISA version 2). The compiler emits tile sweeps and whole layers as loops
 (compiler/targets/sweep.py, layers.py) and the periodic engine (sim/periodic.py) times them per
-pattern. Not a row: gpt2-xl prefill-128 on pim-gpt is about 66 M instructions (PIM's GEMV
-lowering emits no loops).
+pattern. A PIM program is compact too, but its DRAM state times every command: the PIM
+machine prices it from its executed shell (compact words in executed order, the moving rows
+and columns as arrays; PimMachine.start_shell) and the event engine runs every executed
+instruction. Not a row: gpt2-xl prefill-128 on pim-gpt executes about 66 M instructions.
 
 Issue 18's target: llama-3.1-70b decode at KV 2048 on 8 devices, timing only, under 15 s as a
 whole process (sn40l-8 and tpu-v4-8 nodes, tensor parallelism 8: one device's run stands for

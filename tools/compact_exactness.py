@@ -3,8 +3,9 @@
 For each model, phase and target: compile the program as `tessel compile` does (tile sweeps
 emitted as loops, compiler/targets/sweep.py, then the roll pass) and the flat program
 (`flat_emission`), check that the compact one unrolls to the flat one, simulate both, timing
-only (the compact one per pattern when the machine allows, sim/periodic.py), and compare every
-field of the two results' JSON.
+only (the compact one per pattern when the machine allows, sim/periodic.py; else, on a machine
+whose state times each instruction, from its executed shell: Machine.start_shell), and compare
+every field of the two results' JSON.
 Prints a table (words, executed instructions, how the compact one was timed, seconds each) and
 exits 1 on any difference.
 
@@ -23,6 +24,7 @@ from compiler.phase import decode, prefill
 from compiler.roll import roll
 from compiler.targets.sweep import flat_emission
 from sim.compact_costs import PatternCosts, timing_plan
+from sim.machines import Machine
 from sim.simulate import simulate
 from tessel.table import render_table
 from tessel.targets import TARGETS
@@ -39,7 +41,9 @@ def check(model: str, phase, target: str) -> tuple:
         return (model, target, "", "", "", "", "", "DIFFER: unrolled program")
     machine = spec.machine(arch)
     plan = timing_plan(machine, compact)
-    how = "per pattern" if isinstance(plan, PatternCosts) else f"unrolled ({plan})"
+    how = ("per pattern" if isinstance(plan, PatternCosts) else
+           "from its executed shell" if type(machine).start_shell is not Machine.start_shell
+           else f"unrolled ({plan})")
     start = time.perf_counter()
     a = simulate(compact, machine, functional=False).result.to_json()
     middle = time.perf_counter()
