@@ -90,13 +90,19 @@ class Structure:
         """The loops directly inside the loop with header `parent` (None: the top level)."""
         return tuple(loop for loop in self.loops if loop.parent == parent)
 
-    def strided(self) -> dict[int, dict[int, tuple[tuple[Loop, int], ...]]]:
-        """instruction index -> field position -> ((loop, delta), ...) outermost first."""
+    def strided(self) -> Mapping[int, Mapping[int, tuple[tuple[Loop, int], ...]]]:
+        """instruction index -> field position -> ((loop, delta), ...) outermost first
+        (read-only; worked out once: the verifier, the unroller and the machines ask)."""
+        return self._strided
+
+    @cached_property
+    def _strided(self) -> Mapping[int, Mapping[int, tuple[tuple[Loop, int], ...]]]:
         out: dict[int, dict[int, list[tuple[Loop, int]]]] = {}
         for loop in self.loops:
             for (index, position), delta in loop.strides.items():
                 out.setdefault(index, {}).setdefault(position, []).append((loop, delta))
-        return {i: {p: tuple(pairs) for p, pairs in fields.items()} for i, fields in out.items()}
+        return MappingProxyType({i: MappingProxyType({p: tuple(pairs) for p, pairs in fields.items()})
+                                 for i, fields in out.items()})
 
 
 def where(index: int, instr: Instr | None, iterations: Sequence[tuple[Loop, int]]) -> str:
