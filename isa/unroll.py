@@ -9,7 +9,7 @@ repeat with it; symbols, data and the rest of the program are unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import islice, repeat
 from operator import attrgetter
@@ -24,7 +24,7 @@ from isa.loops import Loop, Structure, loop_structure, mark_name, where
 from isa.opcodes import OPCODES
 from isa.program import Program
 
-__all__ = ["unroll", "instances", "executed_shell", "moving_values", "Unrolled", "unrolled_order", "unrolled_marks", "executed_count", "multiplicities"]
+__all__ = ["unroll", "instances", "executed_shell", "moving_values", "placed", "Unrolled", "unrolled_order", "unrolled_marks", "executed_count", "multiplicities"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -152,17 +152,25 @@ def _unroll(program: Program) -> Program:
     out = compact[order].tolist()
     del compact
     strided = structure.strided()
-    targets = np.array(sorted(strided), dtype=order.dtype)
+    for index, places in placed(order, strided):
+        moved = _moved(index, instructions[index], strided[index], structure)
+        for u, instr in zip(places.tolist(), moved):
+            out[u] = instr
+    return replace(program, instructions=tuple(out), ops=unrolled.marks)
+
+
+def placed(order: np.ndarray, indices) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, its places) for each of `indices` (ascending): where in `order` (compact
+    indices in executed order) it stands, ascending, so its k-th place holds its k-th
+    iteration (`moving_values`' k-th value). One sort for them all."""
+    targets = np.array(sorted(indices), dtype=order.dtype)
     at = np.flatnonzero(np.isin(order, targets))
     by_target = at[np.argsort(order[at], kind="stable")]
     bounds = np.searchsorted(order[by_target], targets, side="right").tolist()
     first = 0
     for index, last in zip(targets.tolist(), bounds):
-        moved = _moved(index, instructions[index], strided[index], structure)
-        for u, instr in zip(by_target[first:last].tolist(), moved):
-            out[u] = instr
+        yield index, by_target[first:last]
         first = last
-    return replace(program, instructions=tuple(out), ops=unrolled.marks)
 
 
 def instances(instructions: Sequence[Instr], structure: Structure,

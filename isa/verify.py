@@ -39,7 +39,7 @@ from isa.machine import MachineView
 from isa.opcodes import ISA_VERSION, OPCODES, STRUCTURE
 from isa.program import Program
 from isa.rows import ROW_CODES, ROW_OPCODES, find_row_violation, first_row_violation
-from isa.unroll import instances, moving_values, unrolled_order
+from isa.unroll import instances, moving_values, placed, unrolled_order
 from isa.values import DType, Unit
 from isa.sync import SYNC_OPCODES, completes_by_iterations, find_blocked_wait
 
@@ -151,18 +151,11 @@ def _rows_pass(program: Program, opcodes: list[str], structure: Structure, banks
     values = table[:, slot[executed]]
     del slot, table
     moving = {c: fields for c, fields in structure.strided().items() if rows[c]}
-    if moving:
-        targets = np.array(sorted(moving), dtype=executed.dtype)
-        at = np.flatnonzero(np.isin(executed, targets))
-        by_target = at[np.argsort(executed[at], kind="stable")]   # each one's places, in order
-        bounds = np.searchsorted(executed[by_target], targets, side="right").tolist()
-        first = 0
-        for c, last in zip(targets.tolist(), bounds):
-            places, first = by_target[first:last], last
-            for k, position in enumerate(_ROW_FIELDS[opcodes[c]], start=2):
-                if position in moving[c]:
-                    values[k, places] = moving_values(structure, c, instrs[c], position,
-                                                      moving[c][position])
+    for c, places in placed(executed, moving) if moving else ():
+        for k, position in enumerate(_ROW_FIELDS[opcodes[c]], start=2):
+            if position in moving[c]:
+                values[k, places] = moving_values(structure, c, instrs[c], position,
+                                                  moving[c][position])
     return first_row_violation(*values, banks) is None
 
 

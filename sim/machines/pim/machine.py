@@ -31,7 +31,7 @@ import numpy as np
 import isa
 from isa.loops import Structure, loop_structure
 from isa.qformats import mode_bits
-from isa.unroll import moving_values, unrolled_order
+from isa.unroll import moving_values, placed, unrolled_order
 from arch.pim import PimArch
 from sim.machines.base import Costs, Machine
 from sim.machines.decode import CostSheet, CostTable, decode
@@ -345,15 +345,9 @@ def _moved_plans(channel: PimChannel, pim: PimPlans, program: isa.Program, struc
     timing = {c: moved for c, moved in timing.items() if moved}
     if not timing:
         return pim
-    targets = np.array(sorted(timing), dtype=order.dtype)
-    at = np.flatnonzero(np.isin(order, targets))
-    by_target = at[np.argsort(order[at], kind="stable")]      # each target's positions, ascending
-    bounds = np.searchsorted(order[by_target], targets, side="right").tolist()
     of_opcode: dict[str, tuple[list, list]] = {}              # opcode -> (positions, key values)
-    first = 0
-    for c, last in zip(targets.tolist(), bounds):
-        instr, positions = instrs[c], by_target[first:last]
-        first = last
+    for c, positions in placed(order, timing):
+        instr = instrs[c]
         values = np.column_stack([
             moving_values(structure, c, instr, p, strided[c][p]) if p in timing[c]
             else np.full(len(positions), instr.fields[p][1], np.int64)
