@@ -56,6 +56,11 @@ class CostTable(Generic[SheetT]):
 
     machine: str                                   # "a PIM machine": named in the error
     costs: Mapping[str, CostFn | None]
+    # every cost function writes only the CostSheet's own columns, from the instruction and its
+    # queue's configuration alone: an executed instance of an instruction object already priced
+    # under an equal configuration takes the same costs (a loop's iterations, a program's
+    # executed shell), copied rather than worked out again
+    pure: bool = False
 
 
 def decode(table: CostTable[SheetT], sheet: SheetT, instructions: Sequence[isa.Instr],
@@ -64,17 +69,28 @@ def decode(table: CostTable[SheetT], sheet: SheetT, instructions: Sequence[isa.I
     configs: dict[isa.Queue, isa.QueueConfig] = {}
     lookup = table.costs.get
     skip = NODE_PRICED
+    priced: dict[tuple[int, int], int] | None = {} if table.pure else None
+    interned: dict[isa.QueueConfig, isa.QueueConfig] = {}    # one object per configuration
+    rows = sheet.events.rows
     pairs = (enumerate(instructions) if indices is None
              else zip(indices, map(instructions.__getitem__, indices)))
     for i, ins in pairs:
         op = ins.opcode
         fn = lookup(op, _MISSING)
         if op in CONFIG_OPCODES:
-            configs[ins.queue] = configs.get(ins.queue, _RESET).after(ins)
+            config = configs.get(ins.queue, _RESET).after(ins)
+            configs[ins.queue] = interned.setdefault(config, config) if table.pure else config
         if fn is None or op in skip:
             continue
         if fn is _MISSING:
             raise isa.IsaError(f"instruction {i} ({ins.queue} {op}): not executable on "
                                f"{table.machine}")
-        fn(sheet, i, ins, configs.get(ins.queue, _RESET))
+        config = configs.get(ins.queue, _RESET)
+        if priced is not None:
+            j = priced.setdefault((id(ins), id(config)), i)
+            if j != i:
+                sheet.durations[i], sheet.resources[i] = sheet.durations[j], sheet.resources[j]
+                sheet.delays[i], rows[i] = sheet.delays[j], rows[j]
+                continue
+        fn(sheet, i, ins, config)
     return sheet

@@ -69,7 +69,7 @@ class PimMachine(Machine[PimArch]):
             "halt": None, "wait": None, "dmacfg": None, "vcfg": None, "pim.qmode": None,
             "signal": self._signal,
             "load": self._transfer, "store": self._transfer, "gather": self._gather, "gatherw": self._gather,
-            "vec": self._vec, "red": self._red, "vquant": self._vquant})
+            "vec": self._vec, "red": self._red, "vquant": self._vquant}, pure=True)
 
     def mac_units(self) -> int:
         """Peak MACs a cycle, at the lanes of the narrowest mode the program set (pim.qmode:

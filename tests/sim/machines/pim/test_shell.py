@@ -17,7 +17,8 @@ from tessel.targets import TARGETS
 # refreshes every 1100 cycles (the least the preset allows), so a short random program meets several at every phase
 ARCH = load_arch("pim-gpt", ["timing.tREFI=1100", "channels=2"])
 MACHINE = TARGETS["pim"].machine(ARCH)
-HEADER = ".target pim\n.isa 2\n.spaces dram gbuf abuf\n.op start\n"
+HEADER = (".target pim\n.isa 2\n.spaces dram gbuf abuf\n.op start\n"
+          "asic0 vcfg rows=1 cols=32 dtype=bf16 out=bf16 imm=0.0\n")
 
 
 def _moves(draw, depth: int, choices: list[int]) -> str:
@@ -62,7 +63,19 @@ def _handoff(draw, depth: int, channel: int) -> list[str]:
             f"dma0 signal sem={sem + 4}", f"pim{channel} wait sem={sem + 4}"]
 
 
-ITEMS = {"row": _gemv_row, "write": _bank_write, "fill": _fill, "mode": _mode, "handoff": _handoff}
+def _vector(draw, depth: int, channel: int) -> list[str]:
+    """An ASIC add under a vector configuration that may change between its iterations (a
+    vcfg before or after it in the loop body), its operands moving: the same instruction
+    object priced under several configurations."""
+    vcfg = f"asic0 vcfg rows={draw(st.integers(1, 4))} cols={draw(st.sampled_from([16, 64, 200]))} " \
+           "dtype=bf16 out=bf16 imm=0.0"
+    add = (f"asic0 vec func=add bcast=none dst=abuf[0x2000]{_moves(draw, depth, [0, 0x800])} "
+           "a=abuf[0x0] b=abuf[0x1000]")
+    return [vcfg, add] if draw(st.booleans()) else [add, vcfg]
+
+
+ITEMS = {"row": _gemv_row, "write": _bank_write, "fill": _fill, "mode": _mode, "handoff": _handoff,
+         "vector": _vector}
 
 
 @st.composite
@@ -116,4 +129,4 @@ def test_moving_rows_and_modes_time_from_the_shell_as_unrolled():
             ".endloop"]), ".endloop", "pim0 halt"]) + "\n")
     compact, flat = _results(program)
     assert compact == flat
-    assert compact["dram_commands"]["REF"] > 0 and compact["instructions"] == 99
+    assert compact["dram_commands"]["REF"] > 0 and compact["instructions"] == 100
