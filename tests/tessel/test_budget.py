@@ -93,6 +93,7 @@ def test_running_out_of_memory_anyway_is_one_line(monkeypatch, capsys):
     def exhausted(*args, **kwargs):
         raise MemoryError
     monkeypatch.setattr(PimMachine, "start", exhausted)
+    monkeypatch.setattr(PimMachine, "start_shell", exhausted)   # a compact program's timing
     assert main(GPT2_PIM_DECODE) == 2
     assert re.search(r"error: this run ran out of memory \([\d.]+ [GM]iB available to it now\): "
                      r"simulate timing only", _one_error_line(capsys))
