@@ -36,6 +36,7 @@ def _never(*args, **kwargs):
 def test_a_program_too_large_to_simulate_is_stopped_while_compiling(monkeypatch, capsys):
     _fake_memory(monkeypatch, budget.BASE_BYTES + 10_000 * budget.SIM_BYTES_PER_INSTRUCTION)
     monkeypatch.setattr(PimMachine, "start", _never)
+    monkeypatch.setattr(PimMachine, "start_shell", _never)
     assert main(GPT2_PIM_DECODE) == 2
     err = _one_error_line(capsys)
     assert re.search(r"compilation stopped after [\d,]+ instructions \(x 128 bytes each to "
@@ -53,6 +54,7 @@ def test_a_compiled_program_is_refused_before_it_is_simulated(monkeypatch, capsy
     capsys.readouterr()
     _fake_memory(monkeypatch, budget.BASE_BYTES + 50_000 * budget.SIM_BYTES_PER_INSTRUCTION)
     monkeypatch.setattr(PimMachine, "start", _never)
+    monkeypatch.setattr(PimMachine, "start_shell", _never)
     assert main(["sim", str(program)]) == 2
     assert re.search(r"error: this run needs about [\d.]+ MiB \(52,187 instructions x 128 bytes\), "
                      r"more than the [\d.]+ MiB available to it: simulate timing only",
