@@ -173,9 +173,11 @@ def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
 
     A program with loops is verified compact. Timing only, when its costs are the same in
     every iteration (sim/compact_costs.py), it is timed compact, per pattern, by the periodic
-    engine (sim/periodic.py); otherwise (numerics, or a machine whose timing depends on the
-    state it keeps) it runs as its unrolled equivalent, the one place the simulator unrolls,
-    so every model below sees only executed instructions. Both give the same figures.
+    engine (sim/periodic.py); otherwise it runs as its unrolled equivalent, so every model below
+    sees only executed instructions: with numerics the unrolled program itself (the one place
+    the simulator unrolls), timing only what the machine's `start_shell` gives (the PIM
+    machine, whose DRAM state times every command: the executed shell, no unrolled copy). All
+    give the same figures.
     `patterns`: what `timing_plan` found for this program and machine, when the caller
     has already worked it out (its memory check), so it is not worked out twice.
 
