@@ -11,7 +11,7 @@ has them too, and the engine may treat iterations as one pattern (sim/periodic.p
 sums the work of other instructions (a dataflow call's pipeline over its body) weighs each cut
 instance by how many full instances it stands for (`Machine.start`'s repeats). Otherwise,
 or when the machine times instructions by state it keeps (PIM's DRAM rows and refresh), the
-caller unrolls the program and simulates every instance (`why_not` says which).
+caller simulates every executed instance (the machine's `start_shell`; `why_not` says which).
 """
 from __future__ import annotations
 

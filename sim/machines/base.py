@@ -47,7 +47,8 @@ class Machine(abc.ABC, Generic[ArchT]):
     clock_hz: float
     units: ClassVar[tuple[str, ...]]       # unit kinds reported (dma, mxu, vpu, ...)
     # cycles that depend on state the machine keeps (open DRAM rows, the refresh schedule):
-    # its programs are timed unrolled, never per pattern (sim/compact_costs.py)
+    # its programs are timed instance by instance (`start_shell`), never per pattern
+    # (sim/compact_costs.py)
     state_timed: ClassVar[bool] = False
     # opcodes that close a group whose cost folds the op marks it holds in executed order (a
     # dataflow call's op marks onto its pipeline stages, each call ended by the next df.section
