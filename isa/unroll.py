@@ -182,17 +182,19 @@ def instances(instructions: Sequence[Instr], structure: Structure,
             for index in indices}
 
 
-def executed_shell(program: Program) -> Program:
+def executed_shell(program: Program, unrolled: Unrolled | None = None) -> Program:
     """The unrolled program's instructions with no stride applied: each executed instruction
     is its compact instruction's own object, so the operands its loops move keep their first
     iteration's values. Op marks are the unrolled program's. Costs a reference an executed
     instruction (no new objects): for a consumer that reads no moving operand (the event
     engine reads queues, opcodes and semaphores; op statistics read marks), beside
-    `moving_values` for the operands it does read."""
-    structure = loop_structure(program.instructions, ops=program.ops)
-    if not structure.loops:
-        return program
-    unrolled = unrolled_order(structure, program.ops)
+    `moving_values` for the operands it does read. `unrolled`: the program's executed order,
+    when the caller has it."""
+    if unrolled is None:
+        structure = loop_structure(program.instructions, ops=program.ops)
+        if not structure.loops:
+            return program
+        unrolled = unrolled_order(structure, program.ops)
     compact = np.empty(len(program.instructions), dtype=object)
     compact[:] = program.instructions
     return replace(program, instructions=tuple(compact[unrolled.order].tolist()),

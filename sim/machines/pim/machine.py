@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import math
 from array import array
-from dataclasses import replace
-from itertools import repeat
 from operator import attrgetter
 from typing import Mapping, Sequence
 
@@ -109,9 +107,7 @@ class PimMachine(Machine[PimArch]):
             return self.start(program)
         unrolled = unrolled_order(structure, program.ops)
         order = unrolled.order
-        compact = np.empty(len(program.instructions), dtype=object)
-        compact[:] = program.instructions
-        shell = replace(program, instructions=tuple(compact[order].tolist()), ops=unrolled.marks)
+        shell = isa.executed_shell(program, unrolled)
         channels = self._channels()
         pim = _moved_plans(channels[0], _plan_pim(channels[0], program.instructions, order),
                            program, structure, order)
