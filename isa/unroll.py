@@ -24,7 +24,8 @@ from isa.loops import Loop, Structure, loop_structure, mark_name, where
 from isa.opcodes import OPCODES
 from isa.program import Program
 
-__all__ = ["unroll", "instances", "executed_shell", "moving_values", "placed", "Unrolled", "unrolled_order", "unrolled_marks", "executed_count", "multiplicities"]
+__all__ = ["unroll", "instances", "executed_shell", "moving_values", "placed", "Unrolled",
+           "unrolled_order", "unrolled_marks", "executed_count", "multiplicities"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
