@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from isa import (Addr, ConfigError, IsaError, QueueConfig, VerifyError,
-                 assemble, decode, disassemble, encode, footprints, load, save, unroll, verify)
+                 assemble, footprints, load, save, unroll, verify)
+from tests.isa.round_trip import round_trip
 from tests.isa.test_quantised_loads import HEADER, MACHINE, check
 from isa.footprint import Footprint, loadp_rows, stripes
 from isa.instr import Instr
@@ -69,10 +70,7 @@ def test_loadp_round_trips_text_binary_and_tbin(tmp_path):
     text = (HEADER + "dma0 dmacfg src_stride=0 dst_stride=256\n" + QCFG +
             "dma0 loadp dst=sram[0x100] src=dram[0x4002] rows=7 planes=3 plane_bytes=4095\n"
             "dma1 loadp dst=sram[0x0] src=dram[0x0] rows=65535 planes=15 plane_bytes=0\n")
-    program = assemble(text)
-    assert disassemble(program) == text
-    words = encode(program.instructions, program.spaces)
-    assert decode(words, program.spaces) == program.instructions
+    program = round_trip(text)
     loadp = program.instructions[2]
     assert (loadp.spec.code, loadp["planes"], loadp["plane_bytes"]) == (0x12, 3, 4095)
     save(program, tmp_path / "p.tbin")

@@ -8,7 +8,8 @@ import re
 import pytest
 
 from isa import (Addr, ConfigError, FieldError, Instr, MachineView, MemorySpace, QueueConfig,
-                 VerifyError, assemble, decode, disassemble, encode, footprints, unroll, verify)
+                 VerifyError, assemble, footprints, unroll, verify)
+from tests.isa.round_trip import round_trip
 from isa.footprint import Footprint, loadq_row_bytes, stripes
 
 MACHINE = MachineView(
@@ -31,10 +32,7 @@ def test_both_opcodes_round_trip_text_and_binary():
             "dma0 qcfg fmt=int3 dtype=fp32 cols=100 step=0 scales=dram[0x1230] group=0 pitch=0\n"
             "dma1 qcfg fmt=int8 dtype=bf16 cols=65535 step=2 scales=sram[0x40] group=0 pitch=0\n"
             "dma0 loadq dst=sram[0x100] src=dram[0x4000] rows=7\n")
-    program = assemble(text)
-    assert disassemble(program) == text
-    words = encode(program.instructions, program.spaces)
-    assert decode(words, program.spaces) == program.instructions
+    program = round_trip(text)
     qcfg = program.instructions[1]
     assert (qcfg.spec.code, qcfg["fmt"], qcfg["dtype"], qcfg["cols"]) == (0x0D, "int3", "fp32", 100)
     assert program.instructions[3].spec.code == 0x0E
