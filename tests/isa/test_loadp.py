@@ -11,7 +11,7 @@ import pytest
 from isa import (Addr, ConfigError, IsaError, QueueConfig, VerifyError,
                  assemble, footprints, load, save, unroll, verify)
 from tests.isa.round_trip import round_trip
-from tests.isa.test_quantised_loads import HEADER, MACHINE, check
+from tests.isa.test_quantised_loads import HEADER, MACHINE, check, verify_error
 from isa.footprint import Footprint, loadp_rows, stripes
 from isa.instr import Instr
 from isa.packing import pack_planes, plane_row_bytes, unpack_planes
@@ -176,14 +176,6 @@ LOOPED = HEADER + """\
 """
 
 
-def _error(text: str) -> str | None:
-    try:
-        verify(assemble(text), MACHINE)
-    except VerifyError as error:
-        return str(error)
-    return None
-
-
 def test_a_loop_moves_scales_src_and_dst():
     program = assemble(LOOPED.format(count=4, dst="0x800"))
     verify(program, MACHINE)
@@ -207,4 +199,4 @@ def test_a_loop_moves_scales_src_and_dst():
      "dram[0xfc00, 0x10280) exceeds space dram of 65536 bytes"),
 ])
 def test_loop_errors_name_the_first_failing_iteration(text, message):
-    assert _error(text) == message
+    assert verify_error(text) == message

@@ -10,7 +10,7 @@ import pytest
 from isa import (Addr, ConfigError, Instr, QueueConfig, VerifyError,
                  assemble, footprints, load, save, unroll, verify)
 from tests.isa.round_trip import round_trip
-from tests.isa.test_quantised_loads import HEADER, MACHINE, check
+from tests.isa.test_quantised_loads import HEADER, MACHINE, check, verify_error
 from isa.footprint import Footprint, is_written, loadq_row_bytes, storeq_scale_bytes, stripes
 
 # int8 codes of 64 bf16 values a row, one fp16 scale a row (a token's head), 8 heads apart
@@ -156,14 +156,6 @@ def test_a_loop_moves_scales_src_and_dst():
         ("dram[0x800]", "sram[0x1000]"), ("dram[0xc00]", "sram[0x1800]")]
 
 
-def _error(text: str) -> str | None:
-    try:
-        verify(assemble(text), MACHINE)
-    except VerifyError as error:
-        return str(error)
-    return None
-
-
 @pytest.mark.parametrize("text, message", [
     # moved by one scale row (16 bytes), iteration 1's rows land on iteration 0's
     (LOOPED.format(count=4, scales="0x10"),
@@ -183,4 +175,4 @@ def _error(text: str) -> str | None:
 def test_loop_errors_name_the_first_failing_iteration(text, message):
     if not text.startswith(".target"):
         text = HEADER + text
-    assert _error(text) == message
+    assert verify_error(text) == message
