@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from isa import (Addr, ConfigError, IsaError, QueueConfig, VerifyError,
+from isa import (Addr, ConfigError, IsaError, QueueConfig,
                  assemble, footprints, load, save, unroll, verify)
 from tests.isa.round_trip import round_trip
 from tests.isa.test_quantised_loads import HEADER, MACHINE, check, verify_error

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from isa import (Addr, ConfigError, Instr, QueueConfig, VerifyError,
+from isa import (Addr, ConfigError, Instr, QueueConfig,
                  assemble, footprints, load, save, unroll, verify)
 from tests.isa.round_trip import round_trip
 from tests.isa.test_quantised_loads import HEADER, MACHINE, check, verify_error
