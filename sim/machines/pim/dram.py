@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
+from itertools import chain
 from typing import Iterable, Sequence
 
 from arch.pim import PimArch
@@ -14,7 +15,7 @@ from sim.machines.pim.commands import (
     ALL_BANK, NEVER, REGISTER, ROW_ACCESS, Command, CommandResult, DramError, Tally, command_tails,
     refresh_schedule, validate_command)
 
-__all__ = ["CommandChannel", "ChannelState"]
+__all__ = ["CommandChannel", "ChannelState", "PlanForms"]
 
 _COLUMN = ROW_ACCESS | {"RDMAC", "RDMAC_ALL", "WRGB"}
 _READS = frozenset({"RD", "RDMAC", "RDMAC_ALL"})                 # data returns to the host
@@ -78,8 +79,10 @@ class ChannelState:
         t = self.t
         self._act_all_gap = max(t.tRC, t.tRRD_L, t.tFAW)
         self._wr_pre = t.wr_to_pre
-        # lockstep runs already timed, shared by the channels of one program (`share_runs`)
+        # lockstep runs already timed, shared by the channels of one program (PimMachine's
+        # `_channels`): run_plans' memo; `forms` numbers each plan's row-free form for its key
         self.runs: dict | None = None
+        self.forms: PlanForms | None = None
         self._horizon = 1 + max(self._act_all_gap, self._wr_pre, *self.tail.values(),
                                 *(v for v in (getattr(t, f.name) for f in dataclasses.fields(t))
                                   if isinstance(v, int)))
@@ -310,18 +313,38 @@ class ChannelState:
         refresh due, a row a refresh closed, an ACT_ALL of an open row, which the general rules
         name as an error) goes through `issue` / `issue_run`.
 
-        A run that starts and ends in lockstep is remembered (`runs`: by its plans, the state
-        relative to t and the cycles to the next refresh) and replayed where the same plans
-        meet the same relative state as far from a refresh: the rules are max-plus in the
-        cycles and the refreshes come every tREFI, so the whole run shifts with t (the
-        channels of a GEMV run the same plans in step)."""
+        A run that starts and ends in lockstep is remembered (`runs`) and replayed where the
+        same plans, up to their row numbers, meet the same relative state as far from a
+        refresh. Its key is the plans' row-free forms (`PlanForms`), the pattern of equal rows
+        among the open and memo rows and the plans' rows (each row numbered by first
+        appearance), the state relative to t and the cycles to the next refresh. That is
+        exact: the rules are max-plus in the cycles and the refreshes come every tREFI, so the
+        whole run shifts with t; and no rule reads a row number but to compare it with another
+        (an open row, a refresh's memo), so a run with other rows in the same pattern issues
+        every command at the same cycles, and ends with the rows the pattern names (the
+        channels of a GEMV run the same plans in step; a layer runs the last one's rows moved)."""
         self.idle_until(t)
         start, key, tally = t, None, self.tally
         if self.runs is not None and self.lock:
-            key = (tuple(map(id, plans)), self._relative(t), self.due - t)
+            # first by the plans themselves and the rows open (the commonest hit, and cheap),
+            # then by their forms and pattern of rows: the two kinds of key differ in length
+            ids, relative = tuple(map(id, plans)), self._relative(t)
+            at = (ids, self._lock_row, self._lock_memo, relative, self.due - t)
+            seen = self.runs.get(at)
+            if seen is not None:
+                self._replay(*seen, t)
+                return list(seen[0][0])
+            forms, rows = self.forms.of(plans, ids)
+            rows = (self._lock_row, self._lock_memo, *rows)
+            distinct = dict.fromkeys(rows)
+            distinct.pop(None, None)
+            number = dict(zip(distinct, range(len(distinct))))
+            number[None] = -1
+            key = (forms, tuple(map(number.__getitem__, rows)), relative, self.due - t)
             seen = self.runs.get(key)
             if seen is not None:
-                self._replay(seen, t)
+                self.runs[at] = seen, list(distinct)
+                self._replay(seen, list(distinct), t)
                 return list(seen[0])
             counts, hits, misses, refs = dict(tally.counts), tally.hits, tally.misses, len(tally.refs)
         out = []
@@ -344,30 +367,34 @@ class ChannelState:
                 last = self.issue(i, cmd) if n == 1 else self.issue_run(i, cmd, n, step)
             out.append(last + 1 - t)
             t = last + 1
-        if key is not None and self.lock:
+        if key is not None and self.lock and self._lock_row in number \
+                and self._lock_memo in number:     # (always: every row came from the key's)
             issued = tuple((k, n - counts.get(k, 0)) for k, n in tally.counts.items()
                            if n != counts.get(k, 0))
-            self.runs[key] = (tuple(out), self._relative(start), self.due - start, issued,
-                              tally.hits - hits, tally.misses - misses,
-                              tuple(r - start for r in tally.refs[refs:]))
+            seen = self.runs[key] = (tuple(out), self._relative(start), self.due - start, issued,
+                                     tally.hits - hits, tally.misses - misses,
+                                     tuple(r - start for r in tally.refs[refs:]),
+                                     number[self._lock_row], number[self._lock_memo])
+            self.runs[at] = seen, list(distinct)
         return out
 
     # -- lockstep runs remembered: the state relative to a run's start ---------------------
 
     def _relative(self, t: int) -> tuple:
-        """Everything the lockstep rules read or a later command could, relative to cycle t
-        (cycles more than the longest timing parameter before t can no longer bind anything
-        issued from t on: they count as that far back)."""
+        """Everything but rows that the lockstep rules read or a later command could, relative
+        to cycle t (cycles more than the longest timing parameter before t can no longer bind
+        anything issued from t on: they count as that far back)."""
         floor = -self._horizon
         return (tuple(max(x - t, floor) for x in (
                     self.bus, self.ref, self.col_any, self.wg, self._lock_act, self._lock_pre,
                     self._lock_rd, self._lock_wr, self._lock_rdmac, self.act_any, self.data_ready,
                     self.tally.end, self.mode_at, *self.col_grp, *self.faw)),
-                self._lock_row, self._lock_memo, self._lock_fresh, self.n_open, self.register_mode)
+                self._lock_fresh, self.n_open, self.register_mode)
 
-    def _replay(self, seen: tuple, t: int) -> None:
-        """The state after a remembered run from cycle t, its counts and its refreshes."""
-        _, (times, row, memo, fresh, n_open, mode), due, issued, hits, misses, refs = seen
+    def _replay(self, seen: tuple, rows: list[int], t: int) -> None:
+        """The state after a remembered run from cycle t, its counts and its refreshes; `rows`:
+        this run's rows in order of first appearance (the numbers its key gave them)."""
+        _, (times, fresh, n_open, mode), due, issued, hits, misses, refs, row, memo = seen
         (self.bus, self.ref, self.col_any, self.wg, self._lock_act, self._lock_pre,
          self._lock_rd, self._lock_wr, self._lock_rdmac, self.act_any, self.data_ready,
          self.tally.end, self.mode_at, *rest) = (x + t for x in times)
@@ -375,7 +402,9 @@ class ChannelState:
         groups = self.arch.bank_groups
         self.col_grp = rest[:groups]
         self.faw = deque(rest[groups:], maxlen=4)
-        self._lock_row, self._lock_memo, self._lock_fresh, self.n_open = row, memo, fresh, n_open
+        self._lock_row = None if row < 0 else rows[row]
+        self._lock_memo = None if memo < 0 else rows[memo]
+        self._lock_fresh, self.n_open = fresh, n_open
         self.due = t + due
         tally = self.tally
         for kind, n in issued:
@@ -525,3 +554,35 @@ class ChannelState:
         tally.refs.append(r)
         tally.end = max(tally.end, r + 1)
         return r
+
+
+class PlanForms:
+    """Each plan's row-free form, numbered, and its rows (ChannelState.run_plans' memo key):
+    its commands' kinds, banks, repeats and steps, without their rows and columns (no rule
+    reads a column; rows enter the key as a pattern). Shared by the channels of one program;
+    plans are held for the program's run, so their ids stay theirs. `plans`: those known
+    beforehand (the others are added when first met)."""
+
+    def __init__(self, plans: Iterable[tuple | None] = ()) -> None:
+        self._form: dict[int, int] = {}             # id(plan) -> its form's number
+        self._rows: dict[int, tuple] = {}           # id(plan) -> its commands' rows
+        self._numbers: dict[tuple, int] = {}
+        for plan in plans:
+            if plan is not None:
+                self._add(plan)
+
+    def of(self, plans: Sequence[tuple], ids: tuple[int, ...]) -> tuple[tuple[int, ...], tuple]:
+        """(the plans' form numbers, their rows in order); `ids`: the plans' ids."""
+        try:
+            forms = tuple(map(self._form.__getitem__, ids))
+        except KeyError:
+            for plan in plans:
+                if id(plan) not in self._form:
+                    self._add(plan)
+            forms = tuple(map(self._form.__getitem__, ids))
+        return forms, tuple(chain.from_iterable(map(self._rows.__getitem__, ids)))
+
+    def _add(self, plan: tuple) -> None:
+        form = tuple((cmd.kind, cmd.bank, n, step) for cmd, n, step in plan)
+        self._form[id(plan)] = self._numbers.setdefault(form, len(self._numbers))
+        self._rows[id(plan)] = tuple(cmd.row for cmd, _, _ in plan if cmd.row is not None)

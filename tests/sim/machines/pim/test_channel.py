@@ -12,6 +12,7 @@ from tessel.targets import TARGETS
 from sim.engine import simulate_events
 from sim.machines.pim import PimMachine
 from sim.machines.pim.channel import PimChannel
+from sim.machines.pim.dram import PlanForms
 
 ARCH = load_arch("pim-gpt")
 
@@ -87,6 +88,102 @@ def test_fast_path_equals_command_level_on_random_streams(seed):
     assert fast.stats.counts.get("MODE", 0) > 0
 
 
+def _relabelled(stream, rows):
+    """`stream` with every row r replaced by rows[r] (the same commands, other rows)."""
+    return [isa.Instr.make(ins.opcode, ins.queue, **{
+        name: rows[value] if name == "row" else value for name, value in ins.fields})
+        for ins in stream]
+
+
+def _gemv_rows(rng, arch):
+    """Lockstep runs (between signals) that open a row, switch rows and close, then anything
+    (single-bank work too): runs that start and end in lockstep, some with a row left open,
+    one that reads no row (after an idle gap with a refresh: a row closed to reopen)."""
+    def gemv():
+        return [isa.Instr.make("pim.mac_all", "pim0", col=0, ncols=arch.columns, gb=0),
+                isa.Instr.make("pim.rdmac_all", "pim0", dst=isa.Addr("abuf", 0))]
+    signal = isa.Instr.make("signal", "pim0", sem=0)
+    out = []
+    for _ in range(8):
+        out += [isa.Instr.make("pim.act_all", "pim0", row=int(rng.integers(arch.rows))),
+                *gemv(), signal, *gemv(), signal,      # (the same plans, another row open)
+                isa.Instr.make("pim.rdmac_all", "pim0", dst=isa.Addr("abuf", 0)), signal]
+        for _ in range(2):
+            out += [*gemv(), isa.Instr.make("pim.pre_all", "pim0"),
+                    isa.Instr.make("pim.act_all", "pim0", row=int(rng.integers(arch.rows))),
+                    *gemv(), signal]
+        out += [*gemv(), isa.Instr.make("pim.pre_all", "pim0"), signal]
+        out += _random_stream(rng, arch, 3)
+    return out
+
+
+def _timed(runs: dict) -> int:
+    """Runs the memo holds as timed (keyed by plan forms and row pattern: four parts), not
+    the keys by plan and row (five parts) that point at them."""
+    return sum(len(key) == 4 for key in runs)
+
+
+def _open_rows(state) -> tuple[set, set]:
+    """(the open rows, the rows a refresh closed) over the banks."""
+    if state.lock:
+        return {state._lock_row}, {state._lock_memo}
+    return set(state.open), set(state.memo)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_remembered_runs_replay_exactly_under_other_rows(seed, monkeypatch):
+    """Channels sharing the lockstep memo run one random stream in step: as generated, with
+    its rows relabelled one to one, and with its rows folded onto two (rows that differed now
+    equal). The relabelled channel replays what the first remembered (the memo keys rows by
+    their pattern of equality), the folded one only runs of the same pattern, and each equals
+    the command-level ground truth cycle for cycle, refreshes included, with the same rows
+    open and remembered for reopening after every run."""
+    rng = np.random.default_rng(100 + seed)
+    first = _gemv_rows(rng, ARCH)
+    streams = (first, _relabelled(first, rng.permutation(ARCH.rows).tolist()),
+               _relabelled(first, [r % 2 for r in range(ARCH.rows)]))
+    fast = [PimChannel(ARCH) for _ in streams]
+    shared_runs, shared_forms = {}, PlanForms()
+    for channel in fast:
+        channel.state.runs, channel.state.forms = shared_runs, shared_forms
+    exact = [PimChannel(ARCH, exact=True) for _ in streams]
+    decode = fast[0].plan                   # one plan object per key, as in PimMachine
+    replayed = _replays(monkeypatch)
+    remembered = {id(channel.state): 0 for channel in fast + exact}
+    runs, current = [], []                     # runs of instructions between signals
+    for i, ins in enumerate(first):
+        if ins.opcode == "signal":
+            runs += [current, [i]] if current else [[i]]
+            current = []
+        else:
+            current.append(i)
+    runs.append(current)
+    t = 0
+    for indices in filter(None, runs):
+        t += int(rng.integers(0, 4000)) if rng.random() < 0.3 else 0
+        ends = []
+        for channels in (fast, exact):
+            for channel, stream in zip(channels, streams):
+                ins = [stream[i] for i in indices]
+                if ins[0].opcode == "signal":
+                    ends.append(channel.wait_reads(t))
+                else:
+                    before = _timed(shared_runs)
+                    ends.append(sum(channel.run(indices, [decode(i, x) for i, x in
+                                                          zip(indices, ins)], t)))
+                    remembered[id(channel.state)] += _timed(shared_runs) - before
+        assert len(set(ends)) == 1, indices
+        t += ends[0]
+        for channel, truth in zip(fast, exact):
+            assert _open_rows(channel.state) == _open_rows(truth.state), indices
+    assert [c.stats for c in fast] == [c.stats for c in exact]
+    first_state, relabelled = (id(channel.state) for channel in fast[:2])
+    by = [state for _, state in replayed]
+    assert remembered[first_state] > 0 and remembered[relabelled] == 0
+    # the relabelled channel replays every run the first remembered or replayed
+    assert by.count(relabelled) == remembered[first_state] + by.count(first_state)
+
+
 def _cycles(program, exact):
     """Fast: lockstep, closed-form runs and whole runs of a queue timed at once (timed_run);
     exact: every command by the rules, each instruction asked for on its own."""
@@ -101,8 +198,8 @@ def _replays(monkeypatch) -> list:
     """Count the remembered lockstep runs the fast path replays (ChannelState.run_plans)."""
     from sim.machines.pim.dram import ChannelState
     replayed, replay = [], ChannelState._replay
-    monkeypatch.setattr(ChannelState, "_replay",
-                        lambda self, seen, t: replayed.append(t) or replay(self, seen, t))
+    monkeypatch.setattr(ChannelState, "_replay", lambda self, seen, rows, t:
+                        replayed.append((t, id(self))) or replay(self, seen, rows, t))
     return replayed
 
 

@@ -130,3 +130,17 @@ def test_moving_rows_and_modes_time_from_the_shell_as_unrolled():
     compact, flat = _results(program)
     assert compact == flat
     assert compact["dram_commands"]["REF"] > 0 and compact["instructions"] == 100
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 300), st.integers(1, 4), st.sampled_from([1, 3, 2 ** 20, 2 ** 40]),
+       st.integers(0, 2 ** 32))
+def test_unique_rows_equals_numpy_by_rows(n, k, span, seed):
+    """The moved plans' distinct keys (`_unique_rows`, one code per row) are numpy's unique by
+    rows, inverse included, for spans small and large (past int64's room: numpy's own)."""
+    import numpy as np
+    from sim.machines.pim.machine import _unique_rows
+    values = np.random.default_rng(seed).integers(-span, span, size=(n, k))
+    distinct, inverse = _unique_rows(values)
+    want, want_inverse = np.unique(values, axis=0, return_inverse=True)
+    assert np.array_equal(distinct, want) and np.array_equal(inverse, want_inverse.ravel())
