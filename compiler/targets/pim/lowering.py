@@ -50,6 +50,7 @@ from compiler.targets.pim import layout as pl
 from compiler.targets.pim.kv import KvCacheWrites
 from compiler.targets.pim.lowered import ASSUMPTIONS, PimLowered
 from compiler.targets.pim.placement import ALIGN, PimPlacement, matrix_value
+from compiler.targets.sweep import flat
 from compiler.targets.vector import VectorLowering
 
 __all__ = ["PimLowering"]
@@ -179,6 +180,7 @@ class PimLowering(KvCacheWrites, TargetLowering, Tracked):
         for c in active:
             em.emit("dma0", "signal", sem=self.go[c])
         psum = self.abuf[f"psum{j}"][0]
+        emitted: dict = {}                  # per pass: its first channel's rows (`_segments`)
         for c in active:
             q = self.pim_queues[c]
             em.emit(q, "wait", sem=self.go[c])
@@ -194,21 +196,49 @@ class PimLowering(KvCacheWrites, TargetLowering, Tracked):
                 for r in em.sweep(range(p.runs), uniform=True):
                     em.emit_fast(q, "pim.wrgb", r * p.gbuf_stride * 2,
                                  self.addr(xin, (first + r * p.run_stride) * 2), nbytes)
-                self._segments(q, layout, p, c, psum)
+                self._segments(q, layout, p, c, psum, emitted)
             em.emit(q, "signal", sem=self.done[j])
         for _ in active:
             em.emit("asic0", "wait", sem=self.done[j])
         return psum
 
-    def _segments(self, q: str, layout: pl.GemvLayout, p: pl.Pass, c: int, psum: int) -> None:
+    def _segments(self, q: str, layout: pl.GemvLayout, p: pl.Pass, c: int, psum: int,
+                  emitted: dict) -> None:
         """One channel's rows of a pass: ACT_ALL, MAC_ALL runs, RDMAC_ALL as each output
         completes, PRE_ALL; swept segment by segment, each item the DRAM rows, columns and
         global-buffer offsets it emits (`_row_pieces`), so a loop moves them (isa.opcodes.
-        MOVING_INTS) exactly as the flat program has them."""
-        emit = self.em.emit_fast
-        base = psum + c * layout.channel_stride * 4
+        MOVING_INTS) exactly as the flat program has them.
+
+        Every channel of a pass reads the same rows (`_row_pieces`): its words are the first
+        channel's on its own queue, each partial sum `channel_stride` further per channel,
+        and the sweep makes the same loops of them (it compares words and moves of words, and
+        the emission state, which these words leave as they found it: nothing here signals,
+        stores, marks an op or takes a ring slot, so the state is each time what it was). So
+        the first channel's words are emitted (`emitted[pass]`) and the others' copied from
+        them, queue and partial-sum addresses changed; where the state moved after all, or
+        the queue's configuration differs, the channel is emitted as the first was. Flat
+        emission (`tessel compile --unroll`, the tests' reference) emits every channel."""
+        em = self.em
+        emit = em.emit_fast
+        shift = layout.channel_stride * 4
+        config = em.queue_configs().get(q)
+        first = None if flat() else emitted.get(id(p))
+        if first is not None and first[0] is p and first[3] == config:
+            _, c0, words, _ = first
+            move = (c - c0) * shift
+            for word in words:
+                if word.opcode == "pim.rdmac_all":
+                    (_, dst), = word.fields
+                    emit(q, "pim.rdmac_all", Addr("abuf", dst.addr + move))
+                elif word.queue.unit.name == "pim":
+                    emit(q, word.opcode, *(v for _, v in word.fields))
+                else:
+                    em.instructions.append(word)        # a loop's header or stride
+            return
+        start, state = len(em.instructions), (em.sweep_key(), em.sweep_counts())
+        base = psum + c * shift
         items = self._row_pieces(layout, p)
-        for item in self.em.sweep(items, uniform=True):
+        for item in em.sweep(items, uniform=True):
             out, opens, closes = item[:3]
             for k in range(3, len(item), 4):
                 row, col, ncols, gb = item[k:k + 4]
@@ -220,6 +250,8 @@ class PimLowering(KvCacheWrites, TargetLowering, Tracked):
             emit(q, "pim.rdmac_all", Addr("abuf", base + out * 4))
         if any(len(item) > 3 for item in items):        # a row is open: close it
             emit(q, "pim.pre_all")
+        if first is None and state == (em.sweep_key(), em.sweep_counts()):
+            emitted[id(p)] = (p, c, em.instructions[start:], config)
 
     def _row_pieces(self, layout: pl.GemvLayout, p: pl.Pass) -> list[tuple[int, ...]]:
         """Per segment of a pass, as one tuple of ints (what a sweep reads fastest): its

@@ -253,3 +253,23 @@ def test_a_softmax_row_past_the_asic_buffers_goes_by_column_blocks():
     loads = sum(ins["rows"] * ins["row_bytes"] for ins in body if ins.opcode == "load")
     assert max(widths) < 8193 and any(ins.opcode == "red" for ins in body)
     assert loads >= 2 * 32 * 8193 * 2            # 32 query heads' score rows, read twice
+
+
+def test_channels_of_a_pass_copy_the_first_channels_rows(monkeypatch):
+    """Every channel of a GEMV pass reads the same rows: the lowering sweeps them once, for
+    the pass's first channel, and copies those words to the other channels (their queues and
+    partial-sum addresses); what that emits is the flat emission, rolled (test_sweep.py)."""
+    from compiler.targets.pim.lowering import PimLowering
+    from tessel.targets import TARGETS
+    calls = {"segments": 0, "swept": 0}
+    segments, pieces = PimLowering._segments, PimLowering._row_pieces
+    monkeypatch.setattr(PimLowering, "_segments", lambda self, *a: calls.__setitem__(
+        "segments", calls["segments"] + 1) or segments(self, *a))
+    monkeypatch.setattr(PimLowering, "_row_pieces", lambda self, *a: calls.__setitem__(
+        "swept", calls["swept"] + 1) or pieces(self, *a))
+    arch = load_arch("pim-gpt")
+    lowered = TARGETS["pim"].compile(load_model("tests/fixtures/tiny-gpt2").graph(decode(8)), arch)
+    assert 0 < calls["swept"] < calls["segments"] / 4      # once a pass, not once a channel
+    program = lowered.program
+    rdmacs = {ins.queue.index for ins in program.instructions if ins.opcode == "pim.rdmac_all"}
+    assert rdmacs == set(range(arch.channels))
