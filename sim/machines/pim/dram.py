@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from itertools import chain
+from itertools import chain, repeat
 from typing import Iterable, Sequence
 
 from arch.pim import PimArch
@@ -384,11 +384,11 @@ class ChannelState:
         """Everything but rows that the lockstep rules read or a later command could, relative
         to cycle t (cycles more than the longest timing parameter before t can no longer bind
         anything issued from t on: they count as that far back)."""
-        floor = -self._horizon
-        return (tuple(max(x - t, floor) for x in (
-                    self.bus, self.ref, self.col_any, self.wg, self._lock_act, self._lock_pre,
-                    self._lock_rd, self._lock_wr, self._lock_rdmac, self.act_any, self.data_ready,
-                    self.tally.end, self.mode_at, *self.col_grp, *self.faw)),
+        cycles = (self.bus, self.ref, self.col_any, self.wg, self._lock_act, self._lock_pre,
+                  self._lock_rd, self._lock_wr, self._lock_rdmac, self.act_any, self.data_ready,
+                  self.tally.end, self.mode_at, *self.col_grp, *self.faw)
+        # max(x - t, -horizon) for each, in C-level maps (run once for every run timed)
+        return (tuple(map(max, map((-t).__add__, cycles), repeat(-self._horizon))),
                 self._lock_fresh, self.n_open, self.register_mode)
 
     def _replay(self, seen: tuple, rows: list[int], t: int) -> None:
@@ -397,7 +397,7 @@ class ChannelState:
         _, (times, fresh, n_open, mode), due, issued, hits, misses, refs, row, memo = seen
         (self.bus, self.ref, self.col_any, self.wg, self._lock_act, self._lock_pre,
          self._lock_rd, self._lock_wr, self._lock_rdmac, self.act_any, self.data_ready,
-         self.tally.end, self.mode_at, *rest) = (x + t for x in times)
+         self.tally.end, self.mode_at, *rest) = map(t.__add__, times)
         self.register_mode = mode
         groups = self.arch.bank_groups
         self.col_grp = rest[:groups]
@@ -411,7 +411,7 @@ class ChannelState:
             tally.counts[kind] += n
         tally.hits += hits
         tally.misses += misses
-        tally.refs.extend(r + t for r in refs)
+        tally.refs.extend(map(t.__add__, refs))
 
     # -- lockstep: the all-bank rules on one scalar per per-bank array --------------------
 
