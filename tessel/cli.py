@@ -315,11 +315,12 @@ def _compiled_graph(args: argparse.Namespace, model: Model, phase: Phase | None,
     (--with-data) and the recipe's plan: a mixture-of-experts graph is routed by the router's
     own choice when the program carries data, else by --routing. `weights`: what the data's
     KV cache and routing are computed with (default: the model's)."""
-    from tessel.driver import model_feeds, policy_routed, recipe_graph, router_routed
+    from tessel.driver import model_feeds, policy_routed, ranking_routing, recipe_graph, router_routed
     hot = args.expert_bits is not None and args.with_data    # a `hot` policy routes with them
-    graph, plan = recipe_graph(model, phase, recipe, args.expert_bits,
-                               model.weights if hot else None, args.tokens)
     policy = routing_policy(model, numerics=args.with_data, routing=args.routing)
+    graph, plan = recipe_graph(model, phase, recipe, args.expert_bits,
+                               model.weights if hot else None, args.tokens,
+                               ranking_routing(model, phase, args.expert_bits, policy))
     if not args.with_data:
         return policy_routed(graph, policy)[0], None, plan
     feeds = model_feeds(model, phase, args.tokens, weights, recipe)
@@ -331,7 +332,7 @@ def _compiled_graph(args: argparse.Namespace, model: Model, phase: Phase | None,
 def _dump_after(args: argparse.Namespace) -> int:
     """Print what one compilation step decided (compiler/pipeline.py); nothing is written."""
     from compiler.pipeline import dump_after
-    from tessel.driver import policy_routed, recipe_graph
+    from tessel.driver import policy_routed, ranking_routing, recipe_graph
     from tessel.request import check_expert_bits, target_recipe
     model = load_model(args.model)
     chosen = target(args.target)
@@ -341,8 +342,10 @@ def _dump_after(args: argparse.Namespace) -> int:
               else target_recipe(model, phase, args.target, arch, _dtype(args), args.quant))
     if args.expert_bits is not None:
         check_expert_bits(model, recipe, args.expert_bits, False)
-    graph, plan = recipe_graph(model, phase, recipe, args.expert_bits)
-    graph = policy_routed(graph, routing_policy(model, numerics=False, routing=args.routing))[0]
+    policy = routing_policy(model, numerics=False, routing=args.routing)
+    graph, plan = recipe_graph(model, phase, recipe, args.expert_bits, routing=ranking_routing(
+        model, phase, args.expert_bits, policy))
+    graph = policy_routed(graph, policy)[0]
     print(dump_after(chosen.pipeline, graph, arch, _dtype(args), args.dump_after, plan))
     return 0
 
@@ -720,8 +723,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "narrow where the target does")
     p.add_argument("--expert-bits", metavar="B|b0,b1,...|hot:K:HI:LO",
                    help="with a --quant recipe with :nested weights: the widths the bit-nested "
-                        "expert weights are read at (every expert, one per expert, or, numeric "
-                        "runs, the K most-routed experts of each layer at HI bits, the rest LO)")
+                        "expert weights are read at (every expert, one per expert, or the K "
+                        "most-routed experts of each layer at HI bits, the rest LO: routed by "
+                        "the calibration tokens in numeric runs, by --routing in timing-only ones)")
     p.add_argument("--dump-after", metavar="STEP",
                    help="print what compilation step STEP decided (e.g. storage, emit) and stop; "
                         "writes nothing")
@@ -754,8 +758,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "targets. The GPU comparison stays fp16 unless --gpu-quant is given")
     p.add_argument("--expert-bits", metavar="B|b0,b1,...|hot:K:HI:LO",
                    help="with a --quant recipe with :nested weights: the widths the bit-nested "
-                        "expert weights are read at (every expert, one per expert, or, numeric "
-                        "runs, the K most-routed experts of each layer at HI bits, the rest LO)")
+                        "expert weights are read at (every expert, one per expert, or the K "
+                        "most-routed experts of each layer at HI bits, the rest LO: routed by "
+                        "the calibration tokens in numeric runs, by --routing in timing-only ones)")
     _routing_arg(p)
     _plan_args(p)
     mode = p.add_mutually_exclusive_group()

@@ -135,6 +135,17 @@ def router_routed(graph: Graph, weights: Mapping[str, np.ndarray], feeds: dict[s
     return reference, route_graph(graph, routing), {**feeds, **routing_feeds(graph, routing)}, routing
 
 
+def ranking_routing(model: Model, phase: Phase | None, expert_bits: str | None,
+                    policy: str | None) -> Routing | None:
+    """What a timing-only run's `hot` expert-bits policy ranks the experts by: the run's own
+    routing decision, the one `policy_routed` makes of the recipe's graph (it reads the moe
+    ops alone, which the recipe leaves as they are). None where no policy routes (a numeric
+    run's router ranks by its calibration tokens instead) or no widths are asked for."""
+    if expert_bits is None or policy is None or policy == "router":
+        return None
+    return policy_routing(model.graph(phase), policy)
+
+
 def policy_routed(graph: Graph, policy: str | None) -> tuple[Graph, Routing | None]:
     """A timing-only graph with its moe ops expanded by `policy` (tessel.request settles it:
     None for dense models)."""
@@ -182,15 +193,17 @@ def quantised_facts(lowered: Lowered, recipe: str, layouts: tuple[str, ...] = ("
 
 def recipe_graph(model: Model, phase: Phase | None, recipe, expert_bits: str | None = None,
                  weights: Mapping[str, np.ndarray] | None = None,
-                 calibration: Sequence[int] | None = None) -> tuple[Graph, object]:
+                 calibration: Sequence[int] | None = None,
+                 routing: Routing | None = None) -> tuple[Graph, object]:
     """The model's graph of the phase under a recipe, and the recipe's plan (None: none, the
     graph as it is). The plan is made before any routing: there a mixture of experts is one op
     whose router the plan keeps at full precision, as the reference's quantised mode does; the
     routed graph a target compiles holds the same parameters. The graph has a quantize op in
     front of each value the recipe rounds (compiler/passes/quantised_values.py), so programs
     and the reference compute the recipe's numerics from it. `expert_bits`: the widths its
-    bit-nested expert weights are read at (compiler/quant/nested.py; a `hot` policy routes the
-    `calibration` tokens with `weights`)."""
+    bit-nested expert weights are read at (compiler/quant/nested.py; a `hot` policy ranks the
+    experts by a timing-only run's `routing`, or else routes the `calibration` tokens with
+    `weights`)."""
     graph = model.graph(phase)
     if recipe is None:
         return graph, None
@@ -198,10 +211,11 @@ def recipe_graph(model: Model, phase: Phase | None, recipe, expert_bits: str | N
     from compiler.quant import plan
     quant = plan(graph, recipe, model.config.n_layer)
     if expert_bits is not None:
-        from compiler.quant.model import expert_widths
+        from compiler.quant.model import expert_widths, routed_counts
         whole = plan(model.graph(prefill(1)), recipe, model.config.n_layer)
-        quant = replace(quant, widths=expert_widths(model, weights, recipe, whole, expert_bits,
-                                                    calibration))
+        quant = replace(quant, widths=expert_widths(
+            model, weights, recipe, whole, expert_bits, calibration,
+            None if routing is None else routed_counts(routing)))
     return quantised_graph(graph, quant), quant
 
 
@@ -221,7 +235,8 @@ def _run(req: RunRequest, progress: Progress) -> Run:
     model, phase, arch = req.model, req.phase, req.arch
     hot = req.expert_bits is not None and req.numerics     # a `hot` policy routes with them
     graph, plan = recipe_graph(model, phase, req.quant, req.expert_bits,
-                               model.weights if hot else None, req.tokens)
+                               model.weights if hot else None, req.tokens,
+                               ranking_routing(model, phase, req.expert_bits, req.routing))
     c = model.config
     reserve = (numeric_reserve_bytes(c.n_params, c.vocab_size * c.n_embd, req.operand_dtype.itemsize)
                if req.numerics else 0)

@@ -171,7 +171,8 @@ def make_request(model: Model, target: str, arch: TargetArch, phase: Phase | Non
 
 def check_expert_bits(model: Model, recipe: Recipe | None, expert_bits: str, numerics: bool) -> None:
     """--expert-bits reads a recipe's bit-nested expert weights: refused in one line without
-    such a recipe, and for a `hot` policy (it routes calibration tokens) in a timing-only run."""
+    such a recipe, or where its widths do not fit the model's experts (a `hot` policy's
+    ranking comes later: a numeric run's calibration tokens, a timing-only run's routing)."""
     from compiler.quant import RecipeError, plan
     from compiler.quant.model import expert_widths
     from compiler.quant.nested import parse_expert_bits
@@ -179,12 +180,8 @@ def check_expert_bits(model: Model, recipe: Recipe | None, expert_bits: str, num
         raise RecipeError("--expert-bits reads bit-nested expert weights: give a --quant recipe "
                           "with :nested weights (w8a16:nested, ...)")
     policy = parse_expert_bits(expert_bits)
-    if policy.hot is not None and not numerics:
-        raise RecipeError(f"--expert-bits {expert_bits}: ranks experts by the tokens a numeric run "
-                          "routes; a timing-only run takes B or b0,b1,...")
-    if policy.hot is None:             # widths against the model's experts, checked here
-        expert_widths(model, None, recipe, plan(model.graph(prefill(1)), recipe,
-                                                model.config.n_layer), policy, None)
+    expert_widths(model, None, recipe, plan(model.graph(prefill(1)), recipe, model.config.n_layer),
+                  policy, None, {} if policy.hot is not None else None)   # (no ranking yet)
 
 
 def target_recipe(model: Model, phase: Phase | None, target: str, arch: TargetArch,

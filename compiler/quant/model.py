@@ -25,7 +25,7 @@ from compiler.quant.tensors import read_input, write_kv
 from compiler.quant.weights import QuantizedWeights
 from compiler.reference import execute
 
-__all__ = ["QuantisedModel", "QuantNumerics", "quantise", "expert_widths"]
+__all__ = ["QuantisedModel", "QuantNumerics", "quantise", "expert_widths", "routed_counts"]
 
 
 class QuantNumerics:
@@ -91,9 +91,12 @@ def quantise(model: Model, recipe: str | Recipe, weights: Mapping[str, np.ndarra
 
 def expert_widths(model: Model, base: Mapping[str, np.ndarray] | None, recipe: Recipe,
                   whole: QuantPlan, expert_bits: str | ExpertBits | None,
-                  calibration: Sequence[int] | None) -> dict[str, int]:
+                  calibration: Sequence[int] | None,
+                  routed: Mapping[str, np.ndarray] | None = None) -> dict[str, int]:
     """The bits each bit-nested expert parameter is read at, by the policy (none: whole).
-    `base`: the weights a `hot` policy routes the calibration tokens with (none: refused)."""
+    A `hot` policy ranks each moe op's experts by `routed` (per moe op name, the tokens each
+    expert was chosen for: a timing-only run's own routing, `routed_counts`) or else by the
+    calibration tokens, routed with the weights `base` (neither: refused)."""
     if expert_bits is None:
         return {}
     policy = parse_expert_bits(expert_bits) if isinstance(expert_bits, str) else expert_bits
@@ -105,8 +108,9 @@ def expert_widths(model: Model, base: Mapping[str, np.ndarray] | None, recipe: R
         what = "has no experts" if not moes else f"does not store them bit-nested ({recipe.name})"
         raise RecipeError(f"--expert-bits {policy.text}: the model {what}; a recipe with "
                           "nested weights (w8a16:nested, ...) on a mixture of experts takes it")
-    routed = {}
-    if policy.hot is not None:
+    if policy.hot is not None and routed is not None:
+        pass
+    elif policy.hot is not None:
         if not calibration or base is None:
             raise RecipeError(f"--expert-bits {policy.text}: ranks experts by the tokens the "
                               "calibration routes to them: give some (a numeric run's --tokens)")
@@ -115,10 +119,20 @@ def expert_widths(model: Model, base: Mapping[str, np.ndarray] | None, recipe: R
         routed = {op: np.bincount(choices[op].ravel(), minlength=len(p) // 3)
                   for op, p in moes.items()}
     widths = {}
+    routed = routed or {}
     for op, params in moes.items():            # three parameters per expert, in order
         stored = [nested[name] for name in params if name in nested]
         if stored:
-            per_expert = policy.widths(stored[0].format.bits, len(params) // 3, routed.get(op))
+            experts, counts = len(params) // 3, routed.get(op, np.zeros(0, np.int64))
+            if len(counts) < experts:               # the last never chosen (or none routed)
+                counts = np.pad(counts, (0, experts - len(counts)))
+            per_expert = policy.widths(stored[0].format.bits, experts, counts)
             widths.update({name: per_expert[i // 3] for i, name in enumerate(params)
                            if name in nested})
     return widths
+
+
+def routed_counts(routing) -> dict[str, np.ndarray]:
+    """Per moe op of a routing decision (compiler.passes.routing.Routing), how many tokens
+    chose each expert (what a `hot` expert-bits policy ranks by)."""
+    return {op: np.bincount(choice.ravel()) for op, choice in routing.choices.items()}

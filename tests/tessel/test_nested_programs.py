@@ -51,6 +51,41 @@ def test_fewer_bits_read_fewer_bytes_exactly():
         assert results["8"].bytes["dram_read"] > results[b].bytes["dram_read"]
 
 
+def test_a_timing_only_hot_policy_ranks_the_experts_by_the_runs_own_routing():
+    """With no calibration tokens, `hot:K:HI:LO` reads, in each layer, the K experts this run's
+    routing policy sends the most tokens to at HI bits and the rest at LO; the bytes read lie
+    between the uniform LO and HI runs'."""
+    import numpy as np
+    from compiler.passes.routing import policy_routing
+    from tessel.driver import recipe_graph
+    from compiler.quant import resolve_recipe
+    model = load_model(str(FIXTURES / "tiny-mixtral"))
+    phase, policy = prefill(8), "zipf:2"
+    routing = policy_routing(model.graph(phase), policy)
+    _, plan = recipe_graph(model, phase, resolve_recipe("w8a16:nested"), "hot:1:8:2",
+                           routing=routing)
+    graph = model.graph(phase)
+    for op, choice in routing.choices.items():
+        counts = np.bincount(choice.ravel(), minlength=len(graph[op].inputs[2:]) // 3)
+        params = graph[op].inputs[2:]
+        widths = [plan.widths[params[3 * e]] for e in range(len(counts))]
+        assert widths == [8 if e == int(np.argmax(counts)) else 2 for e in range(len(counts))]
+    arch = load_arch("systolic-32")
+    read = {b: run(make_request(model, "systolic", arch, phase, numerics=False, routing=policy,
+                                quant="w8a16:nested", expert_bits=b)).result
+            .workload["quantised_weights"]["nested_read_bytes"] for b in ("2", "hot:1:8:2", "8")}
+    assert read["2"] < read["hot:1:8:2"] < read["8"]
+
+
+def test_compile_takes_a_hot_policy_without_data(tmp_path, capsys):
+    """`tessel compile` (no --with-data) ranks a `hot` policy's experts by --routing too."""
+    out = tmp_path / "hot.tbin"
+    assert main(["compile", "--model", str(FIXTURES / "tiny-mixtral"), "--seq", "8", "--target",
+                 "systolic", "--arch", "systolic-32", "--quant", "w8a16:nested", "--expert-bits",
+                 "hot:1:8:2", "--routing", "zipf:2", "-o", str(out)]) == 0
+    assert out.stat().st_size > 0
+
+
 def _expert_planes(model) -> int:
     """Bytes of the experts' 8 bit planes (a row of N codes: 8 planes of ceil(N/8) bytes); the
     scales, and the attention's nested weights (read whole), do not narrow."""
@@ -63,8 +98,10 @@ def _expert_planes(model) -> int:
 @pytest.mark.parametrize("argv, message", [
     (["--expert-bits", "4"], "--expert-bits reads bit-nested expert weights: give a --quant recipe"),
     (["--quant", "w8a16", "--expert-bits", "4"], "does not store them bit-nested (w8a16)"),
-    (["--quant", "w8a16:nested", "--expert-bits", "hot:1:8:4", "--no-functional"],
-     "--expert-bits hot:1:8:4: ranks experts by the tokens a numeric run routes"),
+    (["--quant", "w8a16:nested", "--expert-bits", "hot:5:8:4", "--no-functional"],
+     "--expert-bits hot:5:8:4: 5 hot experts of 4"),
+    (["--quant", "w8a16:nested", "--expert-bits", "hot:1:9:4", "--no-functional"],
+     "9 bits: a nested read takes 2 to 8 bits"),
     (["--quant", "w8a16:nested", "--expert-bits", "9"], "9 bits: a nested read takes 2 to 8 bits"),
     (["--quant", "w8a16:nested", "--expert-bits", "4,4"], "2 widths for 4 experts: give one per expert"),
     (["--quant", "w8a16:nested", "--expert-bits", "4", "--target", "pim"],
