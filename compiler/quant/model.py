@@ -108,9 +108,7 @@ def expert_widths(model: Model, base: Mapping[str, np.ndarray] | None, recipe: R
         what = "has no experts" if not moes else f"does not store them bit-nested ({recipe.name})"
         raise RecipeError(f"--expert-bits {policy.text}: the model {what}; a recipe with "
                           "nested weights (w8a16:nested, ...) on a mixture of experts takes it")
-    if policy.hot is not None and routed is not None:
-        pass
-    elif policy.hot is not None:
+    if policy.hot is not None and routed is None:          # ranked by the calibration
         if not calibration or base is None:
             raise RecipeError(f"--expert-bits {policy.text}: ranks experts by the tokens the "
                               "calibration routes to them: give some (a numeric run's --tokens)")
