@@ -137,13 +137,22 @@ def router_routed(graph: Graph, weights: Mapping[str, np.ndarray], feeds: dict[s
 
 def ranking_routing(model: Model, phase: Phase | None, expert_bits: str | None,
                     policy: str | None) -> Routing | None:
-    """What a timing-only run's `hot` expert-bits policy ranks the experts by: the run's own
-    routing decision, the one `policy_routed` makes of the recipe's graph (it reads the moe
-    ops alone, which the recipe leaves as they are). None where no policy routes (a numeric
-    run's router ranks by its calibration tokens instead) or no widths are asked for."""
+    """What a timing-only run's `hot` expert-bits policy ranks the experts by: the routing
+    policy's decision for the whole sequence, a prefill of its kv + seq tokens (a prefill's:
+    the step's own decision, which `policy_routed` makes of the same moe ops). So a decode
+    step reads wide the experts its context went to most, as a numeric run ranks by its
+    tokens, not whichever its one token chose (those would always be the wide ones). A
+    routing file gives one step's decision only: a decode step's cannot rank. None where no
+    policy routes (a numeric run's router ranks by its calibration tokens) or no widths are
+    asked for."""
     if expert_bits is None or policy is None or policy == "router":
         return None
-    return policy_routing(model.graph(phase), policy)
+    if phase.kind != "prefill" and policy.startswith("file:"):
+        from compiler.quant import RecipeError
+        raise RecipeError(f"--expert-bits {expert_bits}: a timing-only {phase.kind} ranks the "
+                          f"experts by the routing of its whole sequence, which --routing "
+                          f"{policy} (one step's decision) does not give: give B or b0,b1,...")
+    return policy_routing(model.graph(prefill(phase.total_len)), policy)
 
 
 def policy_routed(graph: Graph, policy: str | None) -> tuple[Graph, Routing | None]:

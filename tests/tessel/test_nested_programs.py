@@ -51,17 +51,23 @@ def test_fewer_bits_read_fewer_bytes_exactly():
         assert results["8"].bytes["dram_read"] > results[b].bytes["dram_read"]
 
 
-def test_a_timing_only_hot_policy_ranks_the_experts_by_the_runs_own_routing():
-    """With no calibration tokens, `hot:K:HI:LO` reads, in each layer, the K experts this run's
-    routing policy sends the most tokens to at HI bits and the rest at LO; the bytes read lie
-    between the uniform LO and HI runs'."""
+@pytest.mark.parametrize("phase", [prefill(8), decode(11)])
+def test_a_timing_only_hot_policy_ranks_the_experts_by_the_sequences_routing(phase):
+    """With no calibration tokens, `hot:K:HI:LO` reads, in each layer, the K experts that the
+    routing policy sends the sequence's tokens to most at HI bits and the rest at LO: a
+    prefill's own decision; for a decode step, the policy's decision for a prefill of its
+    whole sequence (kv + 1 tokens), not its one token's. The bytes read lie between the
+    uniform LO and HI runs'."""
     import numpy as np
     from compiler.passes.routing import policy_routing
-    from tessel.driver import recipe_graph
+    from tessel.driver import ranking_routing, recipe_graph
     from compiler.quant import resolve_recipe
     model = load_model(str(FIXTURES / "tiny-mixtral"))
-    phase, policy = prefill(8), "zipf:2"
-    routing = policy_routing(model.graph(phase), policy)
+    policy = "zipf:2"
+    routing = ranking_routing(model, phase, "hot:1:8:2", policy)
+    sequence = policy_routing(model.graph(prefill(phase.kv + phase.seq)), policy)
+    assert routing.choices.keys() == sequence.choices.keys()
+    assert all((routing.choices[op] == sequence.choices[op]).all() for op in sequence.choices)
     _, plan = recipe_graph(model, phase, resolve_recipe("w8a16:nested"), "hot:1:8:2",
                            routing=routing)
     graph = model.graph(phase)
@@ -102,13 +108,20 @@ def _expert_planes(model) -> int:
      "--expert-bits hot:5:8:4: 5 hot experts of 4"),
     (["--quant", "w8a16:nested", "--expert-bits", "hot:1:9:4", "--no-functional"],
      "9 bits: a nested read takes 2 to 8 bits"),
+    (["--quant", "w8a16:nested", "--expert-bits", "hot:1:8:4", "--no-functional", "--phase",
+      "decode", "--kv", "3", "--routing", "file:ROUTING"],
+     "which --routing file:"),
     (["--quant", "w8a16:nested", "--expert-bits", "9"], "9 bits: a nested read takes 2 to 8 bits"),
     (["--quant", "w8a16:nested", "--expert-bits", "4,4"], "2 widths for 4 experts: give one per expert"),
     (["--quant", "w8a16:nested", "--expert-bits", "4", "--target", "pim"],
      "bit-nested weights are not built on the PIM target"),
 ])
-def test_bad_expert_bits_are_one_line(capsys, argv, message):
-    args = ["sim", "--model", str(FIXTURES / "tiny-mixtral"), "--seq", "4", "--gpu", "none", *argv]
+def test_bad_expert_bits_are_one_line(capsys, tmp_path, argv, message):
+    routing = tmp_path / "routing.json"          # one decode step's choices, 2 moe layers
+    routing.write_text('{"experts": [[[0, 1]], [[2, 3]]]}')
+    argv = [f"file:{routing}" if a == "file:ROUTING" else a for a in argv]
+    seq = [] if "--phase" in argv else ["--seq", "4"]
+    args = ["sim", "--model", str(FIXTURES / "tiny-mixtral"), *seq, "--gpu", "none", *argv]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
