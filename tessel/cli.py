@@ -29,6 +29,7 @@ from compiler.ir import GraphError
 from compiler.phase import Phase
 from compiler.roll import roll
 from sim.gpu import MODES
+from tessel.allocator import keep_freed_memory
 from tessel.coe import PCIE_GBPS
 from tessel.budget import compile_guard, peak_rss_bytes
 from tessel.errors import USER_ERRORS, UsageError
@@ -840,6 +841,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line. Run as a program (no `argv`: the `tessel` script, `python -m
+    tessel.cli`), it first sets the process's allocator policy (tessel/allocator.py)."""
+    if argv is None:
+        keep_freed_memory()
     with signals_raise():
         try:
             args = build_parser().parse_args(argv)

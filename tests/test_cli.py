@@ -204,3 +204,38 @@ def test_compile_dump_after_prints_the_step_and_writes_nothing(capsys, tmp_path,
 def test_compile_without_output_or_with_an_unknown_step_exits_2(capsys, argv, message):
     code, _, err = run(capsys, "compile", "--model", "gpt2", "--seq", "4", "--target", "dataflow", *argv)
     assert code == 2 and err == message
+
+
+def test_only_the_program_entry_sets_the_allocator_policy(monkeypatch, capsys):
+    """`main()` run as a program (no argv) keeps freed memory for reuse (tessel/allocator.py);
+    `main(argv)`, as tests and library callers run it in their own process, leaves the
+    allocator alone."""
+    import tessel.cli as cli
+    calls = []
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append(1) or True)
+    assert cli.main(["sim", "--model", "no-such-model"]) == 2
+    assert calls == []
+    monkeypatch.setattr(sys, "argv", ["tessel", "sim", "--model", "no-such-model"])
+    assert cli.main() == 2
+    assert calls == [1]
+    capsys.readouterr()
+
+
+@pytest.mark.slow          # two interpreters with numpy
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc, /proc")
+def test_freed_arrays_stay_in_the_process_under_the_policy():
+    """Under keep_freed_memory a freed 64 MiB array stays resident for the next one to reuse
+    (no fresh page faults); without it glibc gives it back to the kernel at once."""
+    code = ("import sys, numpy as np\n"
+            "from tessel.allocator import keep_freed_memory\n"
+            "took = keep_freed_memory() if sys.argv[1] == '1' else None\n"
+            "rss = lambda: int(open('/proc/self/statm').read().split()[1]) * 4096\n"
+            "a = np.ones(64 << 20, np.uint8); before = rss(); del a\n"
+            "print(took, before - rss())\n")
+    freed = {}
+    for policy in ("0", "1"):
+        out = subprocess.run([sys.executable, "-c", code, policy], capture_output=True,
+                             text=True, check=True).stdout.split()
+        freed[policy] = (out[0], int(out[1]))
+    assert freed["1"][0] == "True"
+    assert freed["0"][1] > 60 << 20 and freed["1"][1] < 1 << 20
