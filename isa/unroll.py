@@ -24,8 +24,8 @@ from isa.loops import Loop, Structure, loop_structure, mark_name, where
 from isa.opcodes import OPCODES
 from isa.program import Program
 
-__all__ = ["unroll", "instances", "executed_shell", "moving_values", "placed", "Unrolled",
-           "unrolled_order", "unrolled_marks", "executed_count", "multiplicities"]
+__all__ = ["unroll", "instances", "executed_shell", "moving_values", "placed", "first_executed",
+           "Unrolled", "unrolled_order", "unrolled_marks", "executed_count", "multiplicities"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -172,6 +172,14 @@ def placed(order: np.ndarray, indices) -> Iterator[tuple[int, np.ndarray]]:
     for index, last in zip(targets.tolist(), bounds):
         yield index, by_target[first:last]
         first = last
+
+
+def first_executed(order: np.ndarray, n: int) -> np.ndarray:
+    """Per compact instruction (of `n`), the place in `order` (compact indices in executed
+    order) where it first runs, or -1 where it never does (a loop that runs 0 times)."""
+    first = np.full(n, -1, np.int64)
+    first[order[::-1]] = np.arange(len(order) - 1, -1, -1)     # the last write is the lowest
+    return first
 
 
 def instances(instructions: Sequence[Instr], structure: Structure,

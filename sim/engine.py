@@ -38,6 +38,7 @@ from operator import attrgetter
 import numpy as np
 
 import isa
+from isa.unroll import first_executed
 
 __all__ = ["EngineError", "Timeline", "simulate_events"]
 
@@ -189,8 +190,7 @@ def _decode(instrs: Sequence[isa.Instr], executed: np.ndarray | None = None
     by_id = dict(zip(map(id, map(_QUEUE, instrs)), map(_QUEUE, instrs)))  # queues are few
     ids: dict[isa.Queue, int] = {}      # equal queues share an id, numbered by first appearance
     if executed is not None:            # ... of the executed instructions
-        first = np.full(n, -1, np.int64)
-        first[executed[::-1]] = np.arange(len(executed) - 1, -1, -1)
+        first = first_executed(executed, n)
         for i in np.argsort(first, kind="stable")[np.sort(first) >= 0].tolist():
             ids.setdefault(instrs[i].queue, len(ids))
     id_of_object = {key: ids.setdefault(queue, len(ids)) for key, queue in by_id.items()}

@@ -29,7 +29,7 @@ import numpy as np
 import isa
 from isa.loops import Structure, loop_structure
 from isa.qformats import mode_bits
-from isa.unroll import moving_values, placed, unrolled_order
+from isa.unroll import first_executed, moving_values, placed, unrolled_order
 from arch.pim import PimArch
 from sim.machines.base import Costs, Machine
 from sim.machines.decode import CostSheet, CostTable, decode
@@ -305,8 +305,7 @@ def _plan_pim(channel: PimChannel, instrs: Sequence[isa.Instr],
     if order is None:
         used_at = index
     else:          # each compact instruction's first executed index (ascending with it)
-        first_run = np.full(n, -1, np.int64)
-        first_run[order[::-1]] = np.arange(len(order) - 1, -1, -1)
+        first_run = first_executed(order, n)
         index = index[first_run[index] >= 0]          # (a loop that runs 0 times)
         used_at = first_run[index]
     objects = np.fromiter(instrs, object, n)[index]
