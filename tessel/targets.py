@@ -8,7 +8,6 @@ architecture (`arch.queues`), which the compiler and the verifier both read.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 from importlib import import_module
 from typing import Callable, Mapping, Sequence
 
@@ -19,6 +18,7 @@ from compiler.ir import Graph
 from compiler.pipeline import Pipeline, compile_graph
 from compiler.targets import Lowered
 from sim.compact_costs import PatternCosts, timing_plan
+from sim import machines
 from sim.machines import Machine
 from sim.result import SimResult
 from sim.simulate import Simulation, simulate
@@ -34,7 +34,7 @@ class Target:
     arch_class: type                              # what its TOML files describe (arch/)
     default_preset: str                           # arch/configs/<preset>.toml
     lowering: str                                 # its package, whose PIPELINE are its compiler steps
-    machine_class: str                            # "module:Class" of its timing, energy, numerics
+    machine_class: str                            # its timing, energy, numerics: a sim.machines name
     report_rows: Callable[[SimResult], list[str]]  # its own lines in the text report
     default_link: str                             # arch/configs/links/<preset>.toml: several devices
     one_sequence: bool = False                    # attention of batch 1 only (PIM's KV layout)
@@ -46,12 +46,13 @@ class Target:
     def pipeline(self) -> Pipeline:
         """Its compiler steps (compiler/targets/<name>/), imported when first asked for: a run
         on one target does not import the others' lowerings."""
-        return _resolve(self.lowering, "PIPELINE")
+        return import_module(self.lowering).PIPELINE
 
     @property
     def machine(self) -> type[Machine]:
-        """Its machine model (sim/machines/<name>/), imported when first asked for."""
-        return _resolve(*self.machine_class.split(":"))
+        """Its machine model (sim/machines/<name>/), imported when first asked for (by
+        sim.machines, which knows where each lives)."""
+        return getattr(machines, self.machine_class)
 
     def load_arch(self, spec: str | None = None, overrides: Sequence[str] = ()) -> TargetArch:
         """The given preset or .toml file (default: the target's preset), with overrides."""
@@ -107,20 +108,15 @@ def pim_quantised(arch: TargetArch, formats: Mapping[str, object], graph: Graph)
         check_quantised(arch, name, fmt)
 
 
-@cache
-def _resolve(module: str, name: str):
-    return getattr(import_module(module), name)
-
-
 TARGETS: dict[str, Target] = {t.name: t for t in (
     # a TPU-style pod slice, CENT's CXL fabric of PIM devices, SN40L's sockets (docs/links.md)
     Target("systolic", SystolicArch, "systolic-128", "compiler.targets.systolic",
-           "sim.machines.systolic:SystolicMachine", no_rows, "tpu-v4-ici",
+           "SystolicMachine", no_rows, "tpu-v4-ici",
            check_quantised=narrow_mac_quantised),
-    Target("pim", PimArch, "pim-gpt", "compiler.targets.pim", "sim.machines.pim:PimMachine",
+    Target("pim", PimArch, "pim-gpt", "compiler.targets.pim", "PimMachine",
            pim_rows, "cxl-cent", one_sequence=True, check_quantised=pim_quantised),
     Target("dataflow", DataflowArch, "sn40l", "compiler.targets.dataflow",
-           "sim.machines.dataflow:DataflowMachine", dataflow_rows, "sn40l-rdn",
+           "DataflowMachine", dataflow_rows, "sn40l-rdn",
            check_quantised=narrow_mac_quantised),
 )}
 
