@@ -300,12 +300,12 @@ def _compile_recipe(args: argparse.Namespace, model: Model, phase: Phase | None,
     from tessel.request import check_expert_bits, target_recipe
     if args.quant is None:
         if args.expert_bits is not None:            # refused: it needs a nested recipe
-            check_expert_bits(model, None, args.expert_bits, False)
+            check_expert_bits(model, None, args.expert_bits)
         return None, None
     from compiler.quant import quantise
     recipe = target_recipe(model, phase, args.target, arch, _dtype(args), args.quant)
     if args.expert_bits is not None:
-        check_expert_bits(model, recipe, args.expert_bits, bool(args.with_data))
+        check_expert_bits(model, recipe, args.expert_bits)
     return recipe, (quantise(model, recipe, calibration=args.tokens, expert_bits=args.expert_bits).weights
                     if args.with_data else None)
 
@@ -342,7 +342,7 @@ def _dump_after(args: argparse.Namespace) -> int:
     recipe = (None if args.quant is None
               else target_recipe(model, phase, args.target, arch, _dtype(args), args.quant))
     if args.expert_bits is not None:
-        check_expert_bits(model, recipe, args.expert_bits, False)
+        check_expert_bits(model, recipe, args.expert_bits)
     policy = routing_policy(model, numerics=False, routing=args.routing)
     graph, plan = recipe_graph(model, phase, recipe, args.expert_bits, routing=ranking_routing(
         model, phase, args.expert_bits, policy))

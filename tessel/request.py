@@ -163,13 +163,13 @@ def make_request(model: Model, target: str, arch: TargetArch, phase: Phase | Non
     recipe = None if gpu_quant is None else _gpu_recipe(model, phase, gpu_quant, gpus, gpu_calibration)
     program_recipe = None if quant is None else target_recipe(model, phase, target, arch, dtype, quant)
     if expert_bits is not None:
-        check_expert_bits(model, program_recipe, expert_bits, numerics)
+        check_expert_bits(model, program_recipe, expert_bits)
     return RunRequest(model, phase, target, arch, dtype, numerics, tokens, tuple(gpus), gpu_mode,
                       gpu_calibration, routing, recipe, gpu_attention or "unfused", program_recipe,
                       expert_bits)
 
 
-def check_expert_bits(model: Model, recipe: Recipe | None, expert_bits: str, numerics: bool) -> None:
+def check_expert_bits(model: Model, recipe: Recipe | None, expert_bits: str) -> None:
     """--expert-bits reads a recipe's bit-nested expert weights: refused in one line without
     such a recipe, or where its widths do not fit the model's experts (a `hot` policy's
     ranking comes later: a numeric run's calibration tokens, a timing-only run's routing)."""

@@ -80,7 +80,7 @@ class ChannelState:
         self._act_all_gap = max(t.tRC, t.tRRD_L, t.tFAW)
         self._wr_pre = t.wr_to_pre
         # lockstep runs already timed, shared by the channels of one program (PimMachine's
-        # `_channels`): run_plans' memo; `forms` numbers each plan's row-free form for its key
+        # `_run`): run_plans' memo; `forms` numbers each plan's row-free form for its key
         self.runs: dict | None = None
         self.forms: PlanForms | None = None
         self._horizon = 1 + max(self._act_all_gap, self._wr_pre, *self.tail.values(),

@@ -117,11 +117,7 @@ class PimMachine(Machine[PimArch]):
         return run
 
     def _channels(self) -> tuple[PimChannel, ...]:
-        channels = tuple(PimChannel(self.arch, exact=self.exact_dram) for _ in range(self.arch.channels))
-        runs: dict = {}                 # lockstep runs timed, shared (ChannelState.run_plans)
-        for channel in channels:
-            channel.state.runs = runs
-        return channels
+        return tuple(PimChannel(self.arch, exact=self.exact_dram) for _ in range(self.arch.channels))
 
     def _run(self, program: isa.Program, channels: tuple[PimChannel, ...], pim: PimPlans,
              wide: np.ndarray | None) -> PimRun:
@@ -129,9 +125,11 @@ class PimMachine(Machine[PimArch]):
         planned by `pim`, their MAC modes' widths `wide` (_mode_widths)."""
         n = len(program.instructions)
         instrs = program.instructions
-        forms = PlanForms(pim.plans)            # the memo's keys (ChannelState.run_plans)
+        # the channels share one memo of lockstep runs timed, and the plans' forms it keys
+        # them by (ChannelState.run_plans)
+        runs, forms = {}, PlanForms(pim.plans)
         for channel in channels:
-            channel.state.forms = forms
+            channel.state.runs, channel.state.forms = runs, forms
         on_pim = pim.plan_at >= 0
         sheet = decode(self._table, CostSheet.empty(n, EVENTS), instrs,
                        np.flatnonzero(~on_pim).tolist())
