@@ -99,8 +99,8 @@ WORKLOADS = (
     # issue 17's target for compact programs and periodic timing
     Workload("gpt2-xl decode kv-128 on pim-gpt, process", "gpt2-xl", decode(128), "pim", "pim-gpt", 2.0,
              whole_process=True),
-    # 66.3 M executed instructions, each timed by its channel's DRAM state: about 2.5 minutes
-    # and 5.3 GB (docs/performance.md, "PIM: timed from the executed shell")
+    # 66.3 M executed instructions, each timed by its channel's DRAM state: about 1.5 minutes
+    # and 5.6 GB (docs/performance.md, "PIM: timed from the executed shell")
     Workload("gpt2-xl prefill-128 on pim-gpt, process", "gpt2-xl", prefill(128), "pim", "pim-gpt",
              20.0, whole_process=True),
     Workload("llama-3.1-70b decode kv-2048 on sn40l, process", "llama-3.1-70b", decode(2048),
