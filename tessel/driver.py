@@ -138,8 +138,8 @@ def router_routed(graph: Graph, weights: Mapping[str, np.ndarray], feeds: dict[s
 def ranking_routing(model: Model, phase: Phase | None, expert_bits: str | None,
                     policy: str | None) -> Routing | None:
     """What a timing-only run's `hot` expert-bits policy ranks the experts by: the routing
-    policy's decision for the whole sequence, a prefill of its kv + seq tokens (a prefill's:
-    the step's own decision, which `policy_routed` makes of the same moe ops). So a decode
+    policy's decision for the whole sequences, a prefill of their kv + seq tokens each (a
+    prefill's: the step's own decision, which `policy_routed` makes of the same moe ops). So a decode
     step reads wide the experts its context went to most, as a numeric run ranks by its
     tokens, not whichever its one token chose (those would always be the wide ones). A
     routing file gives one step's decision only: a decode step's cannot rank. None where no
@@ -152,7 +152,7 @@ def ranking_routing(model: Model, phase: Phase | None, expert_bits: str | None,
         raise RecipeError(f"--expert-bits {expert_bits}: a timing-only {phase.kind} ranks the "
                           f"experts by the routing of its whole sequence, which --routing "
                           f"{policy} (one step's decision) does not give: give B or b0,b1,...")
-    return policy_routing(model.graph(prefill(phase.total_len)), policy)
+    return policy_routing(model.graph(prefill(phase.total_len, phase.batch)), policy)
 
 
 def policy_routed(graph: Graph, policy: str | None) -> tuple[Graph, Routing | None]:

@@ -51,7 +51,7 @@ def test_fewer_bits_read_fewer_bytes_exactly():
         assert results["8"].bytes["dram_read"] > results[b].bytes["dram_read"]
 
 
-@pytest.mark.parametrize("phase", [prefill(8), decode(11)])
+@pytest.mark.parametrize("phase", [prefill(8), prefill(4, batch=2), decode(11)])
 def test_a_timing_only_hot_policy_ranks_the_experts_by_the_sequences_routing(phase):
     """With no calibration tokens, `hot:K:HI:LO` reads, in each layer, the K experts that the
     routing policy sends the sequence's tokens to most at HI bits and the rest at LO: a
@@ -65,7 +65,10 @@ def test_a_timing_only_hot_policy_ranks_the_experts_by_the_sequences_routing(pha
     model = load_model(str(FIXTURES / "tiny-mixtral"))
     policy = "zipf:2"
     routing = ranking_routing(model, phase, "hot:1:8:2", policy)
-    sequence = policy_routing(model.graph(prefill(phase.kv + phase.seq)), policy)
+    sequence = policy_routing(model.graph(prefill(phase.kv + phase.seq, phase.batch)), policy)
+    if phase.kind == "prefill":                          # the step's own decision
+        step = policy_routing(model.graph(phase), policy)
+        assert all((step.choices[op] == sequence.choices[op]).all() for op in step.choices)
     assert routing.choices.keys() == sequence.choices.keys()
     assert all((routing.choices[op] == sequence.choices[op]).all() for op in sequence.choices)
     _, plan = recipe_graph(model, phase, resolve_recipe("w8a16:nested"), "hot:1:8:2",
