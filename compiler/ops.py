@@ -41,7 +41,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from isa.qformats import QFORMATS
+from isa.qformats import QFORMATS, group_error
 
 from compiler.ir import DType, GraphError, Op, OpKind, TensorType
 
@@ -182,17 +182,15 @@ def _div(op: Op, types: Types) -> TensorType:
 def _quantize(op: Op, types: Types) -> TensorType:
     """Same type as x. `format` is a code format a vquant rounds to (isa/qformats.py); `group`
     the elements of the last axis one scale covers (0: one scale for the whole tensor); an MX
-    format's group is its block of 32, fp8 takes one scale."""
+    format's group is its block of 32, a bfp format's its block (any), fp8 takes one scale."""
     (x,) = types
     _float(op, x)
     fmt, group = op.attr("format"), op.attr("group")
     length = x.shape[-1] if x.shape else 1
     if group and length % group:
         raise _fail(op, f"group {group} does not divide the last axis ({length} elements)")
-    if fmt.startswith("mx") and group != 32:
-        raise _fail(op, f"format {fmt} scales blocks of 32, got group {group}")
-    if fmt.startswith("fp8") and group != 0:
-        raise _fail(op, f"format {fmt} takes one scale for the tensor (group 0), got group {group}")
+    if (why := group_error(fmt, group)) is not None:
+        raise _fail(op, f"group {group}: {why}")
     return x
 
 

@@ -22,6 +22,7 @@ from typing import Callable, Generator, Mapping, Protocol, Sequence
 import numpy as np
 
 from compiler.ir import Graph, GraphError, Op, OpKind
+from isa.qformats import formats_args
 
 __all__ = ["execute", "evaluate", "Numerics", "EVALUATORS", "gelu_tanh", "layernorm", "softmax",
            "rmsnorm", "silu", "rope_tables", "rope", "top_k_experts", "moe"]
@@ -165,9 +166,8 @@ def _quantize(op: Op, args: Arrays) -> np.ndarray:
     """x quantised with scales of its own values and read back (isa.formats, float64), rounded
     once to x's dtype: the order of rounding of docs/formats.md, steps 2 and 3."""
     from isa.formats import dequantize, quantize      # ml_dtypes: only graphs that quantise
-    x, fmt, group = args[0], op.attr("format"), op.attr("group")
-    whole = group == 0 or fmt.startswith("mx")        # one scale, or the format's own block
-    return dequantize(quantize(x, fmt, None if whole else group)).astype(x.dtype)
+    x = args[0]
+    return dequantize(quantize(x, *formats_args(op.attr("format"), op.attr("group")))).astype(x.dtype)
 
 
 def _slice(op: Op, args: Arrays) -> np.ndarray:

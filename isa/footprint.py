@@ -269,12 +269,17 @@ _FLOAT_VALUES = frozenset({DType.fp32, DType.bf16, DType.fp16})
 def storeq_qcfg(instr: Instr, config: QueueConfig) -> Instr:
     """The qcfg a storeq quantises by; ConfigError without one, or for one it cannot write:
     a storeq writes one scale for all columns of a row group (step 0), MX one per row of its
-    block of 32 values, and it rounds float values (what isa/formats.py quantises)."""
+    block of 32 values, bfp one per row (a row of cols values is its block), and it rounds
+    float values (what isa/formats.py quantises)."""
     qcfg = _need(config, "qcfg", instr)
     (_, fmt), (_, dtype), (_, cols), (_, step), _, (_, group), _ = qcfg.fields
     if step:
         raise ConfigError(f"storeq writes one scale per row group (qcfg step=0), got step={step}")
-    if code_format(fmt).scale == "e8m0" and (cols != MX_BLOCK or group != 1):
+    code = code_format(fmt)
+    if code.element == "bfp" and group != 1:
+        raise ConfigError(f"storeq of {fmt} writes one scale per row, its block of cols values "
+                          f"(qcfg group=1), got cols={cols} group={group}")
+    if code.scale == "e8m0" and code.element != "bfp" and (cols != MX_BLOCK or group != 1):
         raise ConfigError(f"storeq of {fmt} writes one scale per row of {MX_BLOCK} values (qcfg "
                           f"cols={MX_BLOCK} group=1), got cols={cols} group={group}")
     if DType(dtype) not in _FLOAT_VALUES:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from isa.fields import A32, A32_64B, A40, DTYPE, E, F32, Field, FieldKind, Flag, S, U
-from isa.qformats import QFORMATS
+from isa.qformats import INT_FORMATS, QFORMATS
 from isa.values import QUEUE_INDEX_BITS, Unit
 
 __all__ = [
@@ -22,7 +22,8 @@ __all__ = [
     "PIM_MODES", "MAC_FORMATS",
 ]
 
-ISA_VERSION = 2  # 2: A40 is 2 + 38 bits (was 4 + 36); a version-1 .tbin would decode wrongly
+ISA_VERSION = 3  # 3: qcfg/vquant fmt E5, qcfg step U4 (bfp formats); 2: A40 is 2 + 38 bits
+                 # (was 4 + 36); an older .tbin would decode wrongly
 WORD_BITS = 128
 OPCODE_BITS = 8
 QUEUE_BITS = 4 + QUEUE_INDEX_BITS
@@ -35,9 +36,9 @@ VEC_FUNCS = VEC_BINARY + VEC_IMMEDIATE + VEC_UNARY
 BCASTS = ("none", "row", "col", "scalar")
 RED_FUNCS = ("sum", "max")
 # What a `coll` does (sim/multi.py): NCCL's collectives, and one side of a point-to-point copy.
-# How a PIM MAC reads a column burst (`pim.qmode`): BF16 weights, or packed integer codes
-# (verify refuses the float code formats there: a MAC lane multiplies integers).
-PIM_MODES = ("bf16",) + QFORMATS
+# How a PIM MAC reads a column burst (`pim.qmode`): BF16 weights, or packed integer codes (a
+# MAC lane multiplies integers; verify refuses the widths that do not split a 16-bit lane).
+PIM_MODES = ("bf16",) + INT_FORMATS    # int3, int5..7: verify refuses them (no whole lanes)
 # What a matrix unit's MACs multiply (`mfmt`): the operand type, or both operands' codes in one
 # narrow format (an array's arch field mac_formats gives its rate and energy in each).
 MAC_FORMATS = ("none", "int8", "int4", "fp8", "mxfp8", "mxfp6", "mxfp4", "mxint8")
@@ -165,11 +166,11 @@ _TABLE = (
     # engine's load path multiplies each code by its column's scale (docs/isa.md, "Quantised
     # loads"). qcfg says how; each loadq then moves one tile of codes.
     _op("qcfg", 0x0D, "core", _DMA,
-        (("fmt", E(4, QFORMATS)), ("dtype", DTYPE), ("cols", U16), ("step", U8),
+        (("fmt", E(5, QFORMATS)), ("dtype", DTYPE), ("cols", U16), ("step", U4),
          ("scales", A40), ("group", U16), ("pitch", U16)), """
         cfg.q = (fmt, dtype, cols, step, scales, group, pitch)  # later loadq, loadp, storeq
         # fmt: the codes (isa/qformats.py), N bits each, packed LSB first (isa/packing.py):
-        #   int<N> (fp16 scales), fp8_e4m3/e5m2 (fp32 scales), mx* (e8m0 scales)
+        #   int<N> (fp16 scales), fp8_e4m3/e5m2 (fp32 scales), mx*, bfp<N> (e8m0 scales)
         # scales: off-chip scales of those cols columns, one per column (step = the scale's
         # bytes: 2, 4 or 1) or one for them all (step = 0): a scale row
         # group = 0: every row of a loadq reads that one scale row; group > 0: each `group`
@@ -219,7 +220,8 @@ _TABLE = (
             X = its rows r: src[r*src_pitch : r*src_pitch + cols*size(dtype)] as dtype
             s = scale of X from its largest magnitude m (isa/formats.py):
                 int<N> fp16(m/(2^(N-1)-1)), fp8 fp32(m/max), MX 2^(floor(log2 m)-emax)
-                (MX: cols 32, group 1); all-zero X: 1 (MX 2^-127)
+                (MX: cols 32, group 1), bfp<N> 2^(floor(log2 m)-(N-2)) (group 1: a row of cols
+                values is its block); all-zero X: 1 (MX, bfp 2^-127)
             scales[j*pitch*size(scale) : +size(scale)] = s        # group 0: at scales
             for each row r of the group:
                 code = saturate(round_to_nearest_even(X[r] / s))  # isa.formats.quantize's codes
@@ -278,13 +280,15 @@ _TABLE = (
     # read back as code x scale ("fake quantisation"), equal to isa/formats.py's quantize +
     # dequantize bit for bit.
     _op("vquant", 0x0F, "core", _VEC,
-        (("fmt", E(4, QFORMATS)), ("group", U16), ("dst", A32), ("src", A32)), """
+        (("fmt", E(5, QFORMATS)), ("group", U16), ("dst", A32), ("src", A32)), """
         # (rows, cols, dtype, out, imm) = cfg.vec; tiles on-chip, dense; dtype, out: floats
         A = src as [rows, cols] of dtype
         # group = 0: one scale for the whole tile; group > 0: one per `group` columns of each row
-        # int<N>: group 0 or one dividing cols; fp8_*: group 0; mx*: group 32 (their block)
+        # int<N>: group 0 or one dividing cols; fp8_*: group 0; mx*: group 32 (their block);
+        # bfp<N>: group > 0 dividing cols (its block)
         # scale from the group's largest magnitude m (isa/formats.py): int<N> fp16(m / (2^(N-1)-1)),
-        # fp8 fp32(m / the element's max), MX 2^(floor(log2 m) - emax); all-zero: 1 (MX 2^-127)
+        # fp8 fp32(m / the element's max), MX 2^(floor(log2 m) - emax), bfp<N>
+        # 2^(floor(log2 m) - (N-2)) (e8m0's range); all-zero: 1 (MX, bfp 2^-127)
         code = saturate(round_to_nearest_even(A / scale))
         dst as [rows, cols] of out = out(code * scale)      # exact product, rounded once
         """),

@@ -8,6 +8,10 @@ loads"). The values are those of isa/formats.py (ml_dtypes' element types, OCP M
                    OCP MX float elements (8, 6, 4 bits); e8m0 scales 2^(byte - 127), one per
                    32 rows (the block along the contracted axis) and column
     mxint8         int8 elements with an implicit 2^-6; e8m0 scales
+    bfp2..bfp8     block floating point: N-bit integers sharing an e8m0 scale 2^(byte - 127)
+                   per block; the block is the instruction's scale group (a qcfg's `group`
+                   rows, a storeq's row of `cols` values, a vquant's `group` columns), so one
+                   code format serves isa/formats.py's bfp<N>:b<B> for every B
 
 Decoding floats needs ml_dtypes (0.6 s to import): it is imported on the first float code only.
 """
@@ -21,7 +25,8 @@ import numpy as np
 from isa.errors import IsaError
 
 __all__ = ["CodeFormat", "QFORMATS", "MX_BLOCK", "code_format", "code_values", "code_patterns",
-           "scale_values", "scale_patterns", "mode_bits", "mode_name"]
+           "scale_values", "scale_patterns", "mode_bits", "mode_name", "INT_FORMATS", "group_error",
+           "formats_args"]
 
 _SCALE_BYTES = {"fp16": 2, "fp32": 4, "e8m0": 1}
 _E8M0_BIAS = 127                # an e8m0 byte b stands for 2^(b - 127) (OCP MX v1.0)
@@ -33,7 +38,7 @@ MX_BLOCK = 32                   # OCP MX v1.0: elements sharing one e8m0 scale (
 class CodeFormat:
     name: str
     bits: int
-    element: str                # int | mxint8 | a float element: e4m3 e5m2 e3m2 e2m3 e2m1
+    element: str                # int | bfp | mxint8 | a float element: e4m3 e5m2 e3m2 e2m3 e2m1
     scale: str                  # fp16 | fp32 | e8m0
 
     @property
@@ -44,14 +49,21 @@ class CodeFormat:
     def integer(self) -> bool:
         return self.element == "int"
 
+    @property
+    def signed_codes(self) -> bool:
+        """Codes are plain two's-complement integers (int<N>, bfp<N>, mxint8's int8)."""
+        return self.element in ("int", "bfp", "mxint8")
+
 
 _TABLE = {f.name: f for f in (
     *(CodeFormat(f"int{b}", b, "int", "fp16") for b in range(2, 9)),
     CodeFormat("fp8_e4m3", 8, "e4m3", "fp32"), CodeFormat("fp8_e5m2", 8, "e5m2", "fp32"),
     CodeFormat("mxfp8_e4m3", 8, "e4m3", "e8m0"), CodeFormat("mxfp8_e5m2", 8, "e5m2", "e8m0"),
     CodeFormat("mxfp6_e3m2", 6, "e3m2", "e8m0"), CodeFormat("mxfp6_e2m3", 6, "e2m3", "e8m0"),
-    CodeFormat("mxfp4", 4, "e2m1", "e8m0"), CodeFormat("mxint8", 8, "mxint8", "e8m0"))}
+    CodeFormat("mxfp4", 4, "e2m1", "e8m0"), CodeFormat("mxint8", 8, "mxint8", "e8m0"),
+    *(CodeFormat(f"bfp{b}", b, "bfp", "e8m0") for b in range(2, 9)))}
 QFORMATS = tuple(_TABLE)
+INT_FORMATS = tuple(f"int{b}" for b in range(2, 9))     # what pim.qmode's MAC lanes may read
 
 
 def code_format(name: str) -> CodeFormat:
@@ -72,6 +84,33 @@ def mode_name(bits: int) -> str:
     return "bf16" if bits == 16 else f"int{bits}"
 
 
+def group_error(name: str, group: int) -> str | None:
+    """Why a row of values cannot be rounded to code format `name` in scale groups of `group`
+    values (0: one scale for them all), or None: int<N> takes either, fp8 one scale, an MX
+    format its block of 32, bfp<N> any block (its group is its block)."""
+    fmt = code_format(name)
+    if fmt.scale == "fp32" and group:
+        return f"{name} takes one scale for the tile (group must be 0)"
+    if fmt.element == "bfp" and not group:
+        return f"{name} scales blocks of `group` values (group must be its block, > 0)"
+    if fmt.scale == "e8m0" and fmt.element != "bfp" and group != MX_BLOCK:
+        return f"{name} scales blocks of {MX_BLOCK} (group must be {MX_BLOCK})"
+    return None
+
+
+def formats_args(name: str, group: int) -> tuple[str, int | None]:
+    """isa/formats.py's (format, group) for values rounded to code format `name` in scale
+    groups of `group` (group_error has admitted it): an MX format or fp8 takes its own groups
+    (None), bfp<N> names its block (bfp4:b16), int<N> takes the group (None for 0: one
+    scale)."""
+    fmt = code_format(name)
+    if fmt.element == "bfp":
+        return f"{name}:b{group}", None
+    if fmt.scale != "fp16" or not group:
+        return name, None
+    return name, group
+
+
 @cache
 def _element_type(name: str) -> np.dtype:
     """A float code format's ml_dtypes element type, as isa.formats names it (imported here
@@ -88,7 +127,7 @@ def _mxint8_fraction() -> int:
 def code_values(patterns: np.ndarray, fmt: CodeFormat) -> np.ndarray:
     """The float64 numbers of `bits`-bit patterns (uint8, low bits) before their scales."""
     p = np.asarray(patterns, np.uint8)
-    if fmt.element in ("int", "mxint8"):
+    if fmt.signed_codes:
         signed = p.astype(np.int16)
         signed = np.where(signed >= 1 << (fmt.bits - 1), signed - (1 << fmt.bits), signed)
         return signed.astype(np.float64) / (2 ** _mxint8_fraction() if fmt.element == "mxint8" else 1)
@@ -98,7 +137,7 @@ def code_values(patterns: np.ndarray, fmt: CodeFormat) -> np.ndarray:
 def code_patterns(codes: np.ndarray, fmt: CodeFormat) -> np.ndarray:
     """isa.formats' codes (integers, or ml_dtypes floats) as their bit patterns, uint8."""
     c = np.asarray(codes)
-    if fmt.element in ("int", "mxint8"):
+    if fmt.signed_codes:
         return (c.astype(np.int16) & ((1 << fmt.bits) - 1)).astype(np.uint8)
     return np.ascontiguousarray(c.astype(_element_type(fmt.name))).view(np.uint8)
 

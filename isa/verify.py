@@ -31,7 +31,7 @@ from isa.errors import FieldError, IsaError, LoopError, VerifyError
 from isa.footprint import (NO_FOOTPRINT, Footprint, QueueConfig, footprints, is_written,
                            pim_lanes_per_bf16, stripes)
 from isa.instr import Instr, first_uses
-from isa.qformats import MX_BLOCK, code_format
+from isa.qformats import code_format, group_error
 from isa.loop_checks import (CONFIG_OPCODES, Context, Executed, check_token_balance, first_beyond,
                              overlaps, visits)
 from isa.loops import Structure, loop_structure, where
@@ -432,18 +432,14 @@ _FLOAT_TILES = frozenset({DType.fp32, DType.bf16, DType.fp16})
 def _check_vquant(index: int, instr: Instr, vcfg: Instr, context: Context) -> None:
     """A vquant rounds float tiles, in scale groups its format takes (isa/formats.py refuses
     the others): int<N> one scale (group 0) or groups that divide a row, fp8 one scale, MX its
-    block of 32."""
+    block of 32, bfp<N> a block (group > 0) that divides a row."""
     for name in ("dtype", "out"):
         if vcfg[name] not in _FLOAT_TILES:
             raise _at(index, instr, f"{name}={vcfg[name]} (vcfg): vquant reads and writes float "
                       "tiles (fp32, bf16, fp16)", context)
-    fmt, group, cols = code_format(instr["fmt"]), instr["group"], vcfg["cols"]
-    if fmt.scale == "e8m0" and group != MX_BLOCK:
-        raise _at(index, instr, f"group={group}: {fmt.name} scales blocks of {MX_BLOCK} "
-                  f"(group must be {MX_BLOCK})", context)
-    if fmt.scale == "fp32" and group:
-        raise _at(index, instr, f"group={group}: {fmt.name} takes one scale for the tile (group "
-                  "must be 0)", context)
+    fmt, group, cols = instr["fmt"], instr["group"], vcfg["cols"]
+    if (why := group_error(fmt, group)) is not None:
+        raise _at(index, instr, f"group={group}: {why}", context)
     if group and cols % group:
         raise _at(index, instr, f"group={group} does not divide the vcfg's cols={cols}", context)
 

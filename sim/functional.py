@@ -25,8 +25,8 @@ from isa.footprint import loadp_rows, storeq_qcfg
 from isa.opcodes import OPCODES, VEC_BINARY, VEC_IMMEDIATE, VEC_UNARY
 from isa.numerics import Codec, codec
 from isa.packing import pack_patterns, packed_row_bytes, unpack_patterns, unpack_planes
-from isa.qformats import (MX_BLOCK, CodeFormat, code_format, code_patterns, code_values,
-                          scale_patterns, scale_values)
+from isa.qformats import (CodeFormat, code_format, code_patterns, code_values, formats_args,
+                          group_error, scale_patterns, scale_values)
 
 __all__ = ["FunctionalError", "Memory", "FunctionalExecutor"]
 
@@ -460,11 +460,12 @@ class FunctionalExecutor:
             return
         from isa.formats import FormatError, dequantize, quantize   # ml_dtypes: 0.6 s, only here
         tile = self._tile(src, rows * cols, item, "src").reshape(rows, cols)
-        # the group isa.formats takes as its own (None): MX's block, or one scale for the tile;
-        # any other reaches it, which refuses what the verifier does
-        own = MX_BLOCK if code_format(fmt).scale == "e8m0" else 0
+        # MX's block and bfp's are the format's own, one scale for the tile is no group; a
+        # group the format does not take reaches isa.formats, which refuses it as verify does
         try:
-            values = dequantize(quantize(tile, fmt, None if group == own else group))
+            if (why := group_error(fmt, group)) is not None:
+                raise FormatError(f"group={group}: {why}")
+            values = dequantize(quantize(tile, *formats_args(fmt, group)))
         except FormatError as error:
             raise FunctionalError(str(error)) from None
         with np.errstate(all="ignore"):
@@ -532,12 +533,13 @@ def _quantise_groups(tile: np.ndarray, fmt: CodeFormat, group: int) -> tuple[np.
 def _quantise_blocks(blocks: np.ndarray, fmt: CodeFormat) -> tuple[np.ndarray, np.ndarray]:
     """isa.formats.quantize of each row of `blocks` as one tensor: int<N> as one scale group
     per row (the same arithmetic), MX its own blocks (a row is one block of 32: storeq_qcfg),
-    fp8 (one scale per tensor only) a row at a time. The codes, and the scales as a vector."""
+    bfp a block of the row's length, fp8 (one scale per tensor only) a row at a time. The
+    codes, and the scales as a vector."""
     from isa.formats import quantize                            # ml_dtypes: 0.6 s, only here
     if fmt.scale == "fp32":
         found = [quantize(block, fmt.name) for block in blocks]
         return np.stack([q.codes for q in found]), np.concatenate([q.scales for q in found])
-    q = quantize(blocks, fmt.name, blocks.shape[1] if fmt.integer else None)
+    q = quantize(blocks, *formats_args(fmt.name, blocks.shape[1]))
     return q.codes, q.scales.reshape(-1)
 
 

@@ -184,9 +184,9 @@ g("unterminated", "graph g {\n  input x: fp32[4]\n")
 g("output-undefined", "graph g {\n  input x: fp32[4]\n  output q\n}\n")
 # tasm
 def t(id, text): case("tasm-" + id, ["asm", "{d}/p.tasm", "-o", "{d}/p.tbin"], {"p.tasm": text})
-HEAD = ".target systolic\n.isa 2\n.spaces dram sram acc\n"
+HEAD = ".target systolic\n.isa 3\n.spaces dram sram acc\n"
 t("empty", "")
-t("no-target", ".isa 2\n.spaces dram sram acc\ndma0 halt\n")
+t("no-target", ".isa 3\n.spaces dram sram acc\ndma0 halt\n")
 t("bad-isa", ".target systolic\n.isa 99\n.spaces dram sram acc\ndma0 halt\n")
 t("unknown-opcode", HEAD + "dma0 frob\n")
 t("unknown-field", HEAD + "dma0 wait sem=1 extra=2\n")
@@ -262,7 +262,7 @@ def _tbin_flipped(where: str) -> bytes:
     return bytes(data)
 
 
-PIM_HEAD = ".target pim\n.isa 2\n.spaces dram gbuf abuf\n"
+PIM_HEAD = ".target pim\n.isa 3\n.spaces dram gbuf abuf\n"
 case("set-clock-nan", ["sim", "--model", "gpt2", "--set", "clock_mhz=nan"])
 case("set-bw-inf", ["sim", "--model", "gpt2", "--set", "dram_bw_gbps=inf"])
 case("set-clock-1e300", ["sim", "--model", "gpt2", "--set", "clock_mhz=1e300"])
@@ -497,7 +497,7 @@ EXPECT = {
     'graph-output-undefined': "output 'q' is not defined",
     'tasm-empty': 'missing .target directive',
     'tasm-no-target': 'missing .target directive',
-    'tasm-bad-isa': 'unsupported ISA version 99 (this assembler reads 2)',
+    'tasm-bad-isa': 'unsupported ISA version 99 (this assembler reads 3)',
     'tasm-unknown-opcode': "unknown mnemonic 'frob'",
     'tasm-unknown-field': "wait has no field 'extra' (fields: sem)",
     'tasm-missing-field': "load is missing field 'row_bytes'",

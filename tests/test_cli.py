@@ -180,7 +180,7 @@ def test_truncated_tbin_exits_2(capsys, tmp_path):
 
 def test_malformed_tasm_names_line_and_column(capsys, tmp_path):
     bad = tmp_path / "bad.tasm"
-    bad.write_text(".target systolic\n.isa 2\n.spaces dram sram\ndma0 load dst=sram[0x0] src=dram[0x0] rows=64 rowbytes=128\n")
+    bad.write_text(".target systolic\n.isa 3\n.spaces dram sram\ndma0 load dst=sram[0x0] src=dram[0x0] rows=64 rowbytes=128\n")
     code, _, err = run(capsys, "asm", str(bad), "-o", str(tmp_path / "o.tbin"))
     assert code == 2 and err.startswith(f"error: {bad}:4:") and "has no field 'rowbytes'" in err
     assert not (tmp_path / "o.tbin").exists()

@@ -10,12 +10,12 @@ run along K, the axis a GEMM contracts, so a tile of rows inside one group share
 scales, and a `loadq` over several groups steps to the next scale row every `group` rows (its
 qcfg's group and pitch); the emitter splits a tile only at its first group boundary.
 
-Built here: integer (int2..int8, per channel, group or tensor), fp8 and MX weights, and bfp8 in
-blocks of 32 held as mxint8 (the same codes; its scale 2^(e-6) is mxint8's 2^e), read whole;
+Built here: integer (int2..int8, per channel, group or tensor), fp8, MX and bfp (2..8-bit
+mantissas, any block) weights, read whole;
 bit-nested integer weights (D2MoE) as bit planes, read at their expert's width (`loadp`).
 (Quantised matmul inputs and KV writes are quantize ops in the graph: quantised_values.py.)
-What a target cannot run yet is refused in one line naming the tensor and the field: other bfp
-weights, a weight a matmul reads transposed, and quantised embedding tables
+What a target cannot run yet is refused in one line naming the tensor and the field: bfp
+weights with wider mantissas, a weight a matmul reads transposed, and quantised embedding tables
 (a gather copies rows, it does not dequantise).
 """
 from __future__ import annotations
@@ -29,12 +29,12 @@ import numpy as np
 
 from isa import DType
 from isa.packing import pack_patterns, pack_planes, packed_row_bytes
-from isa.qformats import CodeFormat, code_format, code_patterns, scale_patterns
+from isa.qformats import CodeFormat, code_format, code_patterns, formats_args, scale_patterns
 
 from compiler.errors import CompileError
 from compiler.ir import Graph, OpKind
-from compiler.passes.quantised_values import (BFP_SCALE, check_quantised_graph, code_name,
-                                              mac_formats_for, rounding_assumption)
+from compiler.passes.quantised_values import (check_quantised_graph, code_name, mac_formats_for,
+                                              rounding_assumption)
 
 if TYPE_CHECKING:            # compiler.quant imports ml_dtypes (0.6 s): only runs with a recipe
     from compiler.quant.plan import QuantPlan
@@ -45,7 +45,7 @@ __all__ = ["StoredFormat", "stored_formats", "stored_weight", "stored_codes", "s
            "SCALES_SUFFIX", "NOT_ON_TARGETS"]
 
 SCALES_SUFFIX = ".qscales"          # the scales' symbol: the codes' symbol + this
-NOT_ON_TARGETS = ("the simulated targets store integer, fp8 and MX weights (w8a16, w4a16:g128, "
+NOT_ON_TARGETS = ("the simulated targets store integer, fp8, MX and bfp weights (w8a16, w4a16:g128, "
                   "w8a8, mxfp4, ...)")
 
 
@@ -134,7 +134,7 @@ def stored_formats(graph: Graph, plan: "QuantPlan | None") -> Mapping[str, Store
         if use.role != "weights":
             raise CompileError(f"{where} in {quant}: quantised embedding tables are not built "
                                f"on the targets yet; {NOT_ON_TARGETS}")
-        code = code_name(name, f"{use.role} '{param}'", quant)    # bfp8 (blocks of 32): mxint8
+        code = code_name(name, f"{use.role} '{param}'", quant)    # bfp<N>:b<B>: bfp<N>
         if use.contracted_last:
             raise CompileError(f"{where}: a matmul reads it transposed, which the targets' "
                                f"quantised loads do not do yet; {NOT_ON_TARGETS}")
@@ -172,7 +172,7 @@ def stored_weight(weights, name: str, fmt: StoredFormat) -> "StoredWeight":
         raise CompileError(f"'{name}' is planned quantised, and the weights given hold no codes "
                            "for it: pass the recipe's quantised weights")
     q = stored.quantized
-    held = "mxint8" if q.format.kind == "bfp" else q.format.name     # bfp8: mxint8's arithmetic
+    held = f"bfp{q.format.bits}" if q.format.kind == "bfp" else q.format.name   # its block: group
     if held != fmt.format or not stored.swapped:
         raise CompileError(f"stored weight in {q.format.name} does not match its planned {fmt.format}")
     return stored
@@ -187,8 +187,6 @@ def stored_codes(stored: "StoredWeight") -> np.ndarray:
 def stored_scales(stored: "StoredWeight", fmt: StoredFormat) -> np.ndarray:
     """The weight's scales as float64, `fmt.scale_shape`: [..., K/g, N], or (1,) per tensor."""
     scales = np.asarray(stored.quantized.scales, dtype=np.float64)
-    if stored.quantized.format.kind == "bfp":    # 2^(e - 6) as mxint8's 2^e (codes x 2^-6)
-        scales = scales * BFP_SCALE
     if fmt.per_tensor:
         return scales.reshape(1)
     return np.swapaxes(scales.reshape(*fmt.shape[:-2], fmt.cols, fmt.rows // fmt.group), -1, -2)
@@ -204,9 +202,8 @@ def rows_data(values: np.ndarray, fmt: StoredFormat) -> tuple[np.ndarray, np.nda
     """A "rows" tensor (a KV cache) as stored: `values` quantised along each row in groups of
     `fmt.group` columns (isa.formats, as storeq writes them), then `_storage`."""
     from isa.formats import quantize           # ml_dtypes: only programs with a narrow cache
-    whole = fmt.format.startswith("mx")
-    q = quantize(np.asarray(values, np.float64).reshape(fmt.shape), fmt.format,
-                 None if whole else fmt.group)
+    q = quantize(np.asarray(values, np.float64).reshape(fmt.shape),
+                 *formats_args(fmt.format, fmt.group))
     return _storage(q.codes, np.asarray(q.scales, np.float64).reshape(fmt.scale_shape), fmt)
 
 

@@ -28,10 +28,9 @@ if TYPE_CHECKING:
     from compiler.quant.recipe import TensorQuant
 
 __all__ = ["quantised_graph", "check_quantised_graph", "rounding_assumption", "mac_formats_for",
-           "mac_format", "check_mac_formats", "code_name", "BFP_SCALE"]
+           "mac_format", "check_mac_formats", "code_name"]
 
 _NOT_BUILT = "not built on the targets yet"
-BFP_SCALE = 64          # bfp8's scale 2^(e - 6) x 64 = mxint8's e8m0 scale 2^e (its codes x 2^-6)
 
 
 def quantised_graph(graph: Graph, plan: "QuantPlan | None") -> Graph:
@@ -109,8 +108,10 @@ def mac_formats_for(graph: Graph, op: Op, weight_format: str | None) -> tuple[st
     """The narrow MAC formats (isa MAC_FORMATS) that multiply a matmul whose input is rounded
     and whose weight is stored quantised (in `weight_format`), narrowest first: integer codes
     of at most 4 bits go in int4 or int8 lanes, wider ones in int8; fp8 in fp8; MX codes in
-    the MX format of their widest element. () when an operand is not quantised (the operand
-    type's MACs multiply it); a CompileError for two families no MAC format takes together."""
+    the MX format of their widest element; bfp (and mxint8) codes in MXINT8's lanes, which
+    multiply integers of up to 8 bits and add their blocks' exponents. () when an operand is
+    not quantised (the operand type's MACs multiply it); a CompileError for two families no
+    MAC format takes together."""
     x = graph[op.inputs[0]]
     if x.kind is not OpKind.QUANTIZE or weight_format is None:
         return ()
@@ -119,8 +120,8 @@ def mac_formats_for(graph: Graph, op: Op, weight_format: str | None) -> tuple[st
         return ("int4", "int8") if max(int(f[3:]) for f in pair) <= 4 else ("int8",)
     if all(f.startswith("fp8") for f in pair):
         return ("fp8",)
-    if set(pair) == {"mxint8"}:
-        return ("mxint8",)
+    if all(f == "mxint8" or f.startswith("bfp") for f in pair):
+        return ("mxint8",)      # block-scaled integers of at most 8 bits: MXINT8's lanes
     if all(f.startswith("mxfp") for f in pair):
         bits = max(8 if f.startswith("mxfp8") else 6 if f.startswith("mxfp6") else 4 for f in pair)
         return (f"mxfp{bits}",)
@@ -153,22 +154,24 @@ def check_mac_formats(graph: Graph, quantised: Mapping[str, object], arch) -> No
 
 
 def code_name(recipe: str, what: str, quant: "TensorQuant") -> str:
-    """The code format (isa/qformats.py) a program holds `quant`'s format in: its own, or
-    mxint8 for bfp8 in blocks of 32 (the same arithmetic); CompileError for another bfp."""
+    """The code format (isa/qformats.py) a program holds `quant`'s format in: its own name,
+    bfp<N> for bfp<N>:b<B> (the block is the instructions' scale group); CompileError for
+    bfp mantissas wider than the 8 bits a code holds."""
     fmt = quant.format
     if fmt.kind == "bfp":
-        if fmt.bits == 8 and fmt.block == 32:
-            return "mxint8"
-        raise CompileError(f"recipe {recipe!r}: {what}: format {fmt.name} is {_NOT_BUILT} "
-                           "(bfp8 in blocks of 32 runs, as MXINT8's arithmetic)")
+        if fmt.bits > 8:
+            raise CompileError(f"recipe {recipe!r}: {what}: format {fmt.name} has {fmt.bits}-bit "
+                               f"mantissas; the targets' codes hold 2 to 8 bits (bfp2..bfp8)")
+        return f"bfp{fmt.bits}"
     return fmt.name
 
 
 def _input_code(recipe: str, op_name: str, quant: "TensorQuant", length: int) -> tuple[str, int]:
-    """(format, group) of a matmul input: a token's channels, g of them, an MX block, or one
-    scale for the operand."""
+    """(format, group) of a matmul input: a token's channels, g of them, an MX or bfp block, or
+    one scale for the operand."""
     fmt = code_name(recipe, f"activations of '{op_name}'", quant)
-    group = {"token": length, "group": quant.group, "block": 32, "tensor": 0}[quant.scale]
+    group = {"token": length, "group": quant.group, "block": quant.format.block,
+             "tensor": 0}[quant.scale]
     return fmt, group
 
 
@@ -180,7 +183,7 @@ def _kv_code(recipe: str, written: str, write) -> tuple[str, int]:
         raise CompileError(f"{where}: a rearranged KV channel order is {_NOT_BUILT}")
     fmt = code_name(recipe, f"kv '{written}'", quant)
     length = heads * head_dim
-    group = {"head": head_dim, "token": length, "group": quant.group, "block": 32,
+    group = {"head": head_dim, "token": length, "group": quant.group, "block": quant.format.block,
              "tensor": 0}[quant.scale]
     if group and head_dim % group:
         raise CompileError(f"{where}: a scale over {group} channels reaches across its {heads} "

@@ -57,7 +57,7 @@ def test_machine_view_spaces_queues_and_limits():
 
 def test_verifier_uses_the_pim_limits():
     view = load_arch("pim-gpt").machine_view()
-    head = ".target pim\n.isa 2\n.spaces dram gbuf abuf\n"
+    head = ".target pim\n.isa 3\n.spaces dram gbuf abuf\n"
     ok = head + ("pim7 pim.act_all row=16383\n"
                  "pim7 pim.mac_all col=0 ncols=64 gb=0\n"
                  "pim7 pim.rdmac_all dst=abuf[0x0]\n")

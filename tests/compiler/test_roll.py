@@ -28,7 +28,7 @@ from tests.isa.isa_strategies import loop_body
 from tests.sim.test_scalesim_validation import gemm_graph
 
 PREAMBLE = """.target systolic
-.isa 2
+.isa 3
 .spaces dram sram acc
 dma0 dmacfg src_stride=0 dst_stride=0
 """

@@ -55,7 +55,7 @@ def test_an_a40_operand_in_the_fifth_space_is_refused_when_encoded():
 
 
 def test_an_a40_operand_in_the_fifth_space_is_refused_when_assembled():
-    text = ".target t\n.isa 2\n.spaces a b c d e\ndma0 load dst=a[0x0] src=e[0x0] rows=1 row_bytes=2\n"
+    text = ".target t\n.isa 3\n.spaces a b c d e\ndma0 load dst=a[0x0] src=e[0x0] rows=1 row_bytes=2\n"
     with pytest.raises(AsmError, match="^p.tasm:4:26: load " + re.escape(REFUSED) + "$"):
         assemble(text, filename="p.tasm")
 

@@ -8,7 +8,7 @@ import pytest
 
 from isa import AsmError, DType, Instr, assemble, disassemble
 
-HEADER = ".target systolic\n.isa 2\n.spaces dram sram acc\n"
+HEADER = ".target systolic\n.isa 3\n.spaces dram sram acc\n"
 
 CANONICAL = HEADER + """\
 .symbol wte dram 0x0 50257x768 bf16
@@ -94,7 +94,7 @@ MALFORMED = [
     (".spaces dram\n", "p.tasm:4:1: second .spaces directive"),
     (".symbol wte dram 0x0 4 bf16\n.symbol wte dram 0x8 4 bf16\n",
      "p.tasm:5:9: symbol wte defined twice"),
-    (".isa 2\n", "p.tasm:4:1: second .isa directive"),
+    (".isa 3\n", "p.tasm:4:1: second .isa directive"),
     (".symbol w hbm 0x0 4 bf16\n", "p.tasm:4:11: unknown space 'hbm' (spaces: dram sram acc)"),
     (".symbol w dram 0x0 4x0 bf16\n", "p.tasm:4:9: symbol w: shape (4, 0) must be one or more"),
     (".symbol w dram 0x0 4 bf15\n", "p.tasm:4:22: unknown dtype 'bf15'"),
@@ -110,9 +110,9 @@ def test_malformed_lines_report_file_line_column(line, message):
 
 def test_header_directives_are_required_and_versioned():
     with pytest.raises(AsmError, match=r"^p.tasm:1:1: missing .target directive$"):
-        assemble(".isa 2\n.spaces dram\n", filename="p.tasm")
-    with pytest.raises(AsmError, match=r"^p.tasm:2:6: unsupported ISA version 3 \(this assembler reads 2\)$"):
-        assemble(".target t\n.isa 3\n.spaces dram\n", filename="p.tasm")
+        assemble(".isa 3\n.spaces dram\n", filename="p.tasm")
+    with pytest.raises(AsmError, match=r"^p.tasm:2:6: unsupported ISA version 2 \(this assembler reads 3\)$"):
+        assemble(".target t\n.isa 2\n.spaces dram\n", filename="p.tasm")
 
 
 def test_errors_are_one_line_value_errors():
@@ -122,7 +122,7 @@ def test_errors_are_one_line_value_errors():
 
 
 def test_gatherw_table_must_be_64_byte_aligned():
-    text = (".target systolic\n.isa 2\n.spaces dram sram\n"
+    text = (".target systolic\n.isa 3\n.spaces dram sram\n"
             "dma0 gatherw dst=sram[0x0] table=dram[0x10000020] idx=sram[0x100] n=2\n")
     with pytest.raises(AsmError, match=r"<input>:4:34: table=dram\[0x10000020\] is not a multiple of 64 bytes"):
         assemble(text)

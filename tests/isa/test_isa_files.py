@@ -16,7 +16,7 @@ from isa.files import MAGIC
 
 SOURCE = """\
 .target systolic
-.isa 2
+.isa 3
 .spaces dram sram acc
 .symbol wte dram 0x0 16x8 bf16
 .symbol bias dram 0x100 8 fp32
@@ -56,7 +56,7 @@ def test_tbin_layout(program, tmp_path):
     assert raw[:8] == MAGIC
     (header_bytes,) = struct.unpack_from("<I", raw, 8)
     header = json.loads(raw[12:12 + header_bytes])
-    assert header["spaces"] == ["dram", "sram", "acc"] and header["isa"] == 2
+    assert header["spaces"] == ["dram", "sram", "acc"] and header["isa"] == 3
     assert header["symbols"][0] == {"name": "wte", "space": "dram", "addr": 0, "shape": [16, 8],
                                     "dtype": "bf16"}
     at = 12 + header_bytes

@@ -12,7 +12,7 @@ from isa import (ISA_VERSION, AsmError, Instr, LoopError, MachineView, MemorySpa
                  VerifyError, assemble, decode, disassemble, encode, executed_count, load, save,
                  unroll, verify)
 
-HEADER = ".target systolic\n.isa 2\n.spaces dram sram acc\n"
+HEADER = ".target systolic\n.isa 3\n.spaces dram sram acc\n"
 MACHINE = MachineView(
     spaces={"dram": MemorySpace("dram", 1 << 16, on_chip=False),
             "sram": MemorySpace("sram", 4096, on_chip=True),
@@ -331,7 +331,7 @@ def test_op_names_per_iteration_fill_in_their_template():
     import dataclasses
     from isa import assemble, unroll
     from isa.errors import AsmError, IsaError, LoopError
-    head = ".target systolic\n.isa 2\n.spaces dram sram acc\n"
+    head = ".target systolic\n.isa 3\n.spaces dram sram acc\n"
     body = "dma0 load dst=sram[0x0] src=dram[0x0]+=0x40 rows=1 row_bytes=64\n"
     program = assemble(head + ".loop count=3\n.op layers.{+2}.mlp\n" + body + ".endloop\n")
     assert unroll(program).ops == ((0, "layers.2.mlp"), (1, "layers.3.mlp"), (2, "layers.4.mlp"))
@@ -346,7 +346,7 @@ def test_op_names_per_iteration_fill_in_their_template():
 
 PIM_ROWS = """\
 .target pim
-.isa 2
+.isa 3
 .spaces dram gbuf abuf
 .loop count=3
   pim0 pim.wrgb gb=0+=64 src=abuf[0x0]+=0x40 bytes=64

@@ -49,7 +49,7 @@ def test_any_word_decodes_exactly_or_is_rejected(code, unit, index, payload):
 
 
 def test_word_layout_is_msb_first_little_endian():
-    program = assemble(".target t\n.isa 2\n.spaces dram sram\n"
+    program = assemble(".target t\n.isa 3\n.spaces dram sram\n"
                        "dma3 load dst=sram[0x10] src=dram[0x1000] rows=64 row_bytes=128\n")
     word = encode_word(program.instructions[0], program.spaces)
     assert word >> 120 == 0x04  # opcode
@@ -59,13 +59,13 @@ def test_word_layout_is_msb_first_little_endian():
 
 
 def test_identical_words_share_one_instruction():
-    program = assemble(".target t\n.isa 2\n.spaces dram\n" + "dma0 signal sem=7\n" * 3)
+    program = assemble(".target t\n.isa 3\n.spaces dram\n" + "dma0 signal sem=7\n" * 3)
     decoded = decode(encode(program.instructions, program.spaces), program.spaces)
     assert decoded[0] is decoded[1] is decoded[2]
 
 
 def test_many_mixed_instructions_round_trip():
-    text = [".target t", ".isa 2", ".spaces dram sram acc"]
+    text = [".target t", ".isa 3", ".spaces dram sram acc"]
     for i in range(2000):
         text += [f"dma{i % 3} load dst=sram[{i:#x}] src=dram[{i * 64:#x}] rows={i % 7} row_bytes=64",
                  f"mxu0 gemm c=acc[{i:#x}] a=sram[0x0] b=sram[{i:#x}] accumulate={i % 2} transpose_b=0 stream=0 preloaded=0",

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from isa import Instr, MachineView, MemorySpace, VerifyError, assemble, verify
 from isa.rows import ROW_CODES, find_row_violation, first_row_violation
 
-HEADER = ".target pim\n.isa 2\n.spaces dram gbuf abuf\n"
+HEADER = ".target pim\n.isa 3\n.spaces dram gbuf abuf\n"
 SPACES = {"dram": MemorySpace("dram", 1 << 20, on_chip=False),
           "gbuf": MemorySpace("gbuf", 2 * 2048, on_chip=False),
           "abuf": MemorySpace("abuf", 4096, on_chip=True)}

@@ -16,7 +16,7 @@ from isa.loops import loop_structure
 from isa.sync import SYNC_OPCODES, completes_by_iterations, find_blocked_wait
 
 QUEUES = ("dma0", "dma1", "mxu0", "vpu0")
-HEADER = ".target systolic\n.isa 2\n.spaces dram sram acc\n"
+HEADER = ".target systolic\n.isa 3\n.spaces dram sram acc\n"
 
 
 @st.composite

@@ -19,7 +19,7 @@ ARCH = {"name": "tiny", "target": "systolic", "rows": 4, "clock_mhz": 1000.0,
         "weight_preload_overlap": False, "energy": {"mac_pj": 1.5}}
 SOURCE = """\
 .target systolic
-.isa 2
+.isa 3
 .tool_version 0.1.0
 .arch {"name":"tiny","target":"systolic","rows":4,"clock_mhz":1000.0,\
 "weight_preload_overlap":false,"energy":{"mac_pj":1.5}}
@@ -109,14 +109,16 @@ def test_an_older_format_is_refused(program, tmp_path):
         load(tmp_path / "old.tbin")
 
 
-def test_an_older_isa_version_is_refused_not_misread(program, tmp_path):
-    """ISA version 1 packed A40 as 4 + 36 bits: its words would decode to wrong addresses."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_isa_version_is_refused_not_misread(program, tmp_path, version):
+    """ISA version 1 packed A40 as 4 + 36 bits, version 2 qcfg's fmt in 4 bits and its step in
+    8: their words would decode to wrong addresses and formats."""
     save(program, tmp_path / "p.tbin")
     header, rest = _parts((tmp_path / "p.tbin").read_bytes())
-    old = json.dumps({**json.loads(header), "isa": 1}).encode()
+    old = json.dumps({**json.loads(header), "isa": version}).encode()
     (tmp_path / "old.tbin").write_bytes(_sealed(old, rest))
     with pytest.raises(ProgramFileError, match=r"old\.tbin: corrupt header: unsupported ISA "
-                                               r"version 1 \(this build reads 2\)$"):
+                                               rf"version {version} \(this build reads 3\)$"):
         load(tmp_path / "old.tbin")
 
 
@@ -137,7 +139,7 @@ def test_damage_is_a_checksum_mismatch(program, tmp_path):
     (lambda h: {**h, "ops": [[0, 1]]}, "field 'ops' must be a list of [index, name] pairs"),
     (lambda h: {**h, "colour": 1}, "unknown field 'colour' (fields: target, isa, spaces"),
     (lambda h: {k: v for k, v in h.items() if k != "spaces"}, "missing field 'spaces'"),
-    (lambda h: {**h, "isa": True}, "unsupported ISA version True (this build reads 2)"),
+    (lambda h: {**h, "isa": True}, "unsupported ISA version True (this build reads 3)"),
     (lambda h: {**h, "target": 7}, "field 'target' must be a string, got 7"),
     (lambda h: {**h, "spaces": ["dram", 1]}, "field 'spaces' must be a list of strings"),
     (lambda h: {**h, "spaces": ["s"] * 17}, "17 memory spaces do not fit a 4-bit space index"),

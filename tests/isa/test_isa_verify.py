@@ -20,7 +20,7 @@ MACHINE = MachineView(
     limits={"bank": 16, "row": 16384, "col": 64, "gbuf_bytes": 2048, "pim_burst_bytes": 32},
     target="systolic",
 )
-HEADER = ".target systolic\n.isa 2\n.spaces dram sram acc\n"
+HEADER = ".target systolic\n.isa 3\n.spaces dram sram acc\n"
 
 GOOD = HEADER + """\
 .symbol x dram 0x0 64x32 bf16
@@ -164,7 +164,7 @@ def test_field_values_are_checked_however_built():
 def test_program_level_problems():
     base = assemble(GOOD)
     cases = [
-        (dataclasses.replace(base, isa_version=3), "program: ISA version 3 is not supported (supported: 2)"),
+        (dataclasses.replace(base, isa_version=2), "program: ISA version 2 is not supported (supported: 3)"),
         (dataclasses.replace(base, target="pim"),
          "program: compiled for target 'pim', the machine is 'systolic'"),
         (dataclasses.replace(base, spaces=("dram", "sram", "acc", "hbm")),

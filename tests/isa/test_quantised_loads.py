@@ -18,7 +18,7 @@ MACHINE = MachineView(
     queues=frozenset({"dma0", "dma1"}),
     target="systolic",
 )
-HEADER = ".target systolic\n.isa 2\n.spaces dram sram\n"
+HEADER = ".target systolic\n.isa 3\n.spaces dram sram\n"
 QCFG = "dma0 qcfg fmt=int4 dtype=bf16 cols=64 step=2 scales=dram[0x8000] group=0 pitch=0\n"
 
 
@@ -39,7 +39,7 @@ def test_both_opcodes_round_trip_text_and_binary():
 
 
 def test_a_format_outside_the_code_formats_is_refused_by_the_field():
-    with pytest.raises(FieldError, match=r"^fmt='int9' is not one of int2, int3, .*, int8, fp8_e4m3, .*, mxint8$"):
+    with pytest.raises(FieldError, match=r"^fmt='int9' is not one of int2, int3, .*, int8, fp8_e4m3, .*, mxint8, bfp2, .*, bfp8$"):
         Instr.make("qcfg", "dma0", fmt="int9", dtype="bf16", cols=1, step=2, scales="dram[0x0]", group=0, pitch=0)
 
 

@@ -20,7 +20,7 @@ MACHINE = MachineView(
     queues=frozenset({"vpu0", "vpu1"}),
     target="systolic",
 )
-HEADER = ".target systolic\n.isa 2\n.spaces dram sram acc\n"
+HEADER = ".target systolic\n.isa 3\n.spaces dram sram acc\n"
 VCFG = "vpu0 vcfg rows=4 cols=64 dtype={dtype} out={out} imm=0.0\n"
 FP32 = VCFG.format(dtype="fp32", out="bf16")
 
@@ -61,7 +61,8 @@ def test_footprints_are_the_tile_read_and_the_tile_written():
 
 @pytest.mark.parametrize("fmt, group", [("int2", 0), ("int8", 64), ("int4", 16), ("int5", 1),
                                         ("fp8_e4m3", 0), ("fp8_e5m2", 0), ("mxfp4", 32),
-                                        ("mxfp6_e2m3", 32), ("mxint8", 32)])
+                                        ("mxfp6_e2m3", 32), ("mxint8", 32), ("bfp4", 16),
+                                        ("bfp8", 64), ("bfp2", 1)])
 @pytest.mark.parametrize("dtype, out", [("fp32", "bf16"), ("bf16", "bf16"), ("fp16", "fp32")])
 def test_every_format_with_a_group_it_takes_passes(fmt, group, dtype, out):
     verify(assemble(HEADER + VCFG.format(dtype=dtype, out=out) +
@@ -84,6 +85,11 @@ def test_every_format_with_a_group_it_takes_passes(fmt, group, dtype, out):
      "instruction 1 (vpu0 vquant): group=16: mxfp4 scales blocks of 32 (group must be 32)"),
     (FP32 + "vpu0 vquant fmt=mxint8 group=0 dst=sram[0x0] src=acc[0x0]\n",
      "instruction 1 (vpu0 vquant): group=0: mxint8 scales blocks of 32 (group must be 32)"),
+    (FP32 + "vpu0 vquant fmt=bfp4 group=0 dst=sram[0x0] src=acc[0x0]\n",
+     "instruction 1 (vpu0 vquant): group=0: bfp4 scales blocks of `group` values (group must be "
+     "its block, > 0)"),
+    (FP32 + "vpu0 vquant fmt=bfp4 group=48 dst=sram[0x0] src=acc[0x0]\n",
+     "instruction 1 (vpu0 vquant): group=48 does not divide the vcfg's cols=64"),
     (FP32.replace("cols=64", "cols=48") + "vpu0 vquant fmt=mxfp8_e4m3 group=32 dst=sram[0x0] "
      "src=acc[0x0]\n",
      "instruction 1 (vpu0 vquant): group=32 does not divide the vcfg's cols=48"),

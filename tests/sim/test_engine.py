@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import isa
 from sim.engine import PROGRESS_CHUNKS, EngineError, Timeline, simulate_events
 
-HEADER = ".target test\n.isa 2\n.spaces dram sram acc\n"
+HEADER = ".target test\n.isa 3\n.spaces dram sram acc\n"
 TEMPLATES = {  # any valid operands: the engine reads only the opcode, queue and `sem`
     "load": "load dst=sram[0x0] src=dram[0x0] rows=1 row_bytes=64",
     "store": "store dst=dram[0x0] src=sram[0x0] rows=1 row_bytes=64",

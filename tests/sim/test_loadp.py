@@ -114,7 +114,7 @@ def test_the_functional_model_refuses_what_verify_does(qcfg, planes, message):
 # ---- machines ------------------------------------------------------------------------------
 
 ARCH = load_arch("systolic-128")
-HEADER = ".target {target}\n.isa 2\n.spaces dram sram acc\n"
+HEADER = ".target {target}\n.isa 3\n.spaces dram sram acc\n"
 BODY = """\
 dma0 qcfg fmt=int4 dtype=bf16 cols=96 step=2 scales=dram[0x8000] group={group} pitch={pitch}
 dma0 {load}

@@ -21,7 +21,7 @@ from tests.isa.isa_strategies import LOOP_ITEMS, loop_body
 ARCH = load_arch("systolic-128")
 MACHINE = TARGETS["systolic"].machine(ARCH)
 PREAMBLE = """.target systolic
-.isa 2
+.isa 3
 .spaces dram sram acc
 dma0 dmacfg src_stride=0 dst_stride=0
 vpu0 vcfg rows=1 cols=32 dtype=bf16 out=bf16 imm=2.0

@@ -11,7 +11,7 @@ from arch import load_arch
 from sim.machines.systolic.machine import SystolicMachine
 from sim.timing import gemm_cycles
 
-HEADER = ".target systolic\n.isa 2\n.spaces dram sram acc\n"
+HEADER = ".target systolic\n.isa 3\n.spaces dram sram acc\n"
 GEMM = ("mxu0 mcfg m=16 n=32 k=256 dtype=bf16 acc=fp32\n"
         "{mfmt}mxu0 gemm c=acc[0x0] a=sram[0x0] b=sram[0x4000] accumulate=0 transpose_b=0 "
         "stream=0 preloaded=0\n")

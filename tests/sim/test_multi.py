@@ -19,7 +19,7 @@ from sim.multi import simulate_node
 from sim.node_numerics import apply_collective
 from sim.simulate import simulate
 
-HEADER = (".target systolic\n.isa 2\n.spaces dram sram acc\n"
+HEADER = (".target systolic\n.isa 3\n.spaces dram sram acc\n"
           ".symbol x dram 0x0 64 fp32\n")
 ARCH = load_arch("systolic-128")
 LINK = load_link("nvlink4-h100")
@@ -151,7 +151,7 @@ def test_pim_devices_keep_their_dram_state_in_a_node():
     device's own part is timed as alone, the collective after it."""
     from sim.machines.pim.machine import PimMachine
     pim = load_arch("pim-gpt")
-    head = ".target pim\n.isa 2\n.spaces dram gbuf abuf\n"
+    head = ".target pim\n.isa 3\n.spaces dram gbuf abuf\n"
     rows = "".join(f"pim0 pim.act_all row={r}\npim0 pim.mac_all col=0 ncols=64 gb=0\n"
                    f"pim0 pim.pre_all\n" for r in range(40))
     alone = simulate(isa.assemble(head + rows), PimMachine(pim), functional=False).result

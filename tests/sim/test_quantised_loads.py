@@ -14,6 +14,7 @@ from isa import Instr
 from isa.formats import dequantize, quantize
 from isa.numerics import from_storage, to_storage
 from isa.packing import pack_rows
+from isa.qformats import code_format, scale_patterns
 from sim.compact_costs import PatternCosts, pattern_costs
 from sim.functional import FunctionalError, Memory
 from sim.machines import DataflowMachine, PimMachine, SystolicMachine
@@ -98,7 +99,7 @@ def test_loadq_without_qcfg_is_refused():
 # ---- machines ------------------------------------------------------------------------------
 
 ARCH = load_arch("systolic-128")
-HEADER = ".target {target}\n.isa 2\n.spaces dram sram acc\n"
+HEADER = ".target {target}\n.isa 3\n.spaces dram sram acc\n"
 BODY = """\
 dma0 qcfg fmt=int4 dtype=bf16 cols=96 step={step} scales=dram[0x8000] group=0 pitch=0
 dma0 loadq dst=sram[0x0] src=dram[0x0] rows=64
@@ -183,3 +184,22 @@ def test_a_loadq_over_several_scale_rows_steps_by_pitch(group, rows):
     got = np.stack([memory.read(f"sram[{0x10 + r * cols * 4:#x}]", cols, "fp32") for r in range(rows)])
     np.testing.assert_array_equal(got, expected.astype(np.float32))
     assert group >= rows or not np.array_equal(got, codes * scale_matrix[0, :cols].astype(np.float64))
+
+
+@pytest.mark.parametrize("fmt, block", [("bfp4", 16), ("bfp8", 32), ("bfp3", 8)])
+def test_bfp_weights_read_an_exponent_per_block_of_rows(fmt, block):
+    """A [K, N] bfp weight quantised along K (W.T in blocks of `block`): codes [K, N], e8m0
+    exponents [K/block, N]; a qcfg of group=block, pitch=N, step=1 reads dequantize exactly."""
+    k, n = 96, 10
+    weight = rng.normal(size=(k, n)) * np.exp2(rng.integers(-4, 5, size=(1, n)))
+    q = quantize(weight.T, f"{fmt}:b{block}")
+    code = code_format(fmt)
+    memory = Memory(SPACES)
+    memory.write_bytes("dram[0x0]", pack_rows(q.codes.T, code.bits).reshape(-1))
+    exponents = scale_patterns(q.scales.T, code)                  # [K/block, N] bytes
+    memory.write_bytes(f"dram[{SCALES:#x}]", np.ascontiguousarray(exponents).reshape(-1))
+    run([Instr.make("qcfg", "dma0", fmt=fmt, dtype="fp32", cols=n, step=1,
+                    scales=f"dram[{SCALES:#x}]", group=block, pitch=n),
+         Instr.make("loadq", "dma0", dst="sram[0x10]", src="dram[0x0]", rows=k)], memory)
+    got = np.stack([memory.read(f"sram[{0x10 + r * n * 4:#x}]", n, "fp32") for r in range(k)])
+    np.testing.assert_array_equal(got, dequantize(q).T.astype(np.float32))

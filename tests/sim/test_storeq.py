@@ -60,6 +60,8 @@ def groups(x: np.ndarray, fmt: str, group: int) -> list:
     """isa.formats.quantize of each row group as a tensor of its own (MX: a row, its block)."""
     span = group or len(x)
     blocks = [x[j:j + span] for j in range(0, len(x), span)]
+    if code_format(fmt).element == "bfp":       # a row is one block: its cols values
+        return [quantize(block, f"{fmt}:b{x.shape[1]}") for block in blocks]
     if code_format(fmt).scale == "e8m0":
         return [quantize(block, fmt) for block in blocks]
     return [quantize(block, fmt, None) for block in blocks]
@@ -133,6 +135,21 @@ def test_mx_rows_of_one_block(fmt, dtype):
     assert memory.read_bytes(f"dram[{SCALES + 2 * 5:#x}]", 1)[0] == 0    # zero row: 2^-127
 
 
+@pytest.mark.parametrize("fmt, cols", [("bfp4", 16), ("bfp8", 32), ("bfp3", 24), ("bfp2", 8)])
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_bfp_rows_of_one_block(fmt, cols, dtype):
+    """Block floating point: a row of `cols` values is one block (d-Matrix's BFP12 = bfp4 in
+    blocks of 16..64), one e8m0 exponent byte a row, 3 bytes apart; a loadq reads back
+    dequantize, and that is a vquant in blocks of cols bit for bit."""
+    x = values(6, cols, dtype)
+    memory = store(x, fmt, dtype, group=1, pitch=3)
+    check_bytes(memory, x, fmt, 1, 3)
+    back = loaded_back(memory, x, dtype)
+    np.testing.assert_array_equal(back, dequantized(x, fmt, 1, dtype))
+    np.testing.assert_array_equal(back, vquant(x, fmt, cols, dtype))
+    assert memory.read_bytes(f"dram[{SCALES + 3 * 3:#x}]", 1)[0] == 0    # zero row: 2^-127
+
+
 @pytest.mark.parametrize("fmt", ["int4", "fp8_e4m3", "fp8_e5m2"])
 def test_group_0_one_scale_for_the_tile(fmt):
     x = values(7, 24, "fp32")
@@ -168,10 +185,12 @@ def test_a_scale_too_wide_for_fp16_is_refused():
      "row of 32 values (qcfg cols=32 group=1), got cols=64 group=1"),
     (dict(fmt="int8", dtype="int8", cols=4, step=0), "storeq quantises float values (qcfg "
      "dtype fp32, bf16 or fp16), got dtype=int8"),
+    (dict(fmt="bfp4", dtype="fp32", cols=16, step=0, group=2), "storeq of bfp4 writes one scale "
+     "per row, its block of cols values (qcfg group=1), got cols=16 group=2"),
 ])
 def test_the_functional_model_refuses_what_verify_does(qcfg, message):
-    instrs = [] if qcfg is None else [Instr.make("qcfg", "dma0", **qcfg, scales="dram[0x8000]",
-                                                 group=1, pitch=1)]
+    instrs = [] if qcfg is None else [Instr.make("qcfg", "dma0", **{"group": 1, **qcfg},
+                                                 scales="dram[0x8000]", pitch=1)]
     instrs.append(Instr.make("storeq", "dma0", dst="dram[0x0]", src="sram[0x0]", rows=2))
     with pytest.raises(FunctionalError, match="^" + re.escape(
             f"instruction {len(instrs) - 1} (dma0 storeq): {message}") + "$"):
@@ -181,7 +200,7 @@ def test_the_functional_model_refuses_what_verify_does(qcfg, message):
 # ---- a loop, and the machines --------------------------------------------------------------
 
 ARCH = load_arch("systolic-128")
-HEADER = ".target {target}\n.isa 2\n.spaces dram sram acc\n"
+HEADER = ".target {target}\n.isa 3\n.spaces dram sram acc\n"
 HEADS, TOKENS, DIM = 4, 8, 64
 LOOPED = """\
 .symbol k sram 0x0 {heads}x{tokens}x{dim} bf16

@@ -64,8 +64,17 @@ def test_values_are_dequantize_of_quantize_rounded_once_to_out(fmt, group, group
     assert got.tobytes() == np.ascontiguousarray(want).tobytes()
 
 
+@pytest.mark.parametrize("fmt, group", [("bfp4", 16), ("bfp8", 32), ("bfp2", 8), ("bfp6", COLS)])
+@pytest.mark.parametrize("dtype, out", [("fp32", "fp32"), ("bf16", "bf16")])
+def test_bfp_blocks_are_the_group(fmt, group, dtype, out):
+    """bfp<N> scales each block of `group` values of a row: isa.formats' bfp<N>:b<group>."""
+    values = tile(dtype)
+    want = to_storage(dequantize(quantize(values, f"{fmt}:b{group}")), out)
+    assert quantise(values, fmt, group, dtype, out).tobytes() == np.ascontiguousarray(want).tobytes()
+
+
 @pytest.mark.parametrize("fmt, group, levels", [("int4", 16, 15), ("int8", 0, 255),
-                                                ("mxfp4", 32, 15)])
+                                                ("mxfp4", 32, 15), ("bfp3", 16, 7)])
 def test_the_tile_is_rounded(fmt, group, levels):
     """The result is not the input, and a scale group holds at most the format's values."""
     values = tile("fp32")
@@ -99,8 +108,12 @@ def test_an_outlier_takes_its_groups_scale_only():
      r"fp16$"),
     ([Instr.make("vcfg", "vpu0", rows=1, cols=2, dtype="fp32", out="fp32", imm=0.0),
       Instr.make("vquant", "vpu0", fmt="mxfp4", group=16, dst="sram[0x100]", src="sram[0x0]")],
-     r"^instruction 1 \(vpu0 vquant\): format mxfp4: its block \(32\) is its scale group; "
-     r"group 16 does not apply$"),
+     r"^instruction 1 \(vpu0 vquant\): group=16: mxfp4 scales blocks of 32 \(group must be "
+     r"32\)$"),
+    ([Instr.make("vcfg", "vpu0", rows=1, cols=2, dtype="fp32", out="fp32", imm=0.0),
+      Instr.make("vquant", "vpu0", fmt="bfp4", group=0, dst="sram[0x100]", src="sram[0x0]")],
+     r"^instruction 1 \(vpu0 vquant\): group=0: bfp4 scales blocks of `group` values \(group "
+     r"must be its block, > 0\)$"),
 ])
 def test_errors_are_one_line(instrs, message):
     memory = Memory(SPACES)
@@ -135,7 +148,7 @@ def test_isa_formats_is_imported_by_vquant_only():
 
 # ---- machines ------------------------------------------------------------------------------
 
-HEADER = ".target {target}\n.isa 2\n.spaces {spaces}\n"
+HEADER = ".target {target}\n.isa 3\n.spaces {spaces}\n"
 BODY = ("{q} vcfg rows=8 cols=96 dtype={dtype} out=bf16 imm=0.0\n"
         "{q} vquant fmt=int4 group=32 dst={space}[0x4000] src={src}[0x0]\n")
 

@@ -22,7 +22,8 @@ TARGETS = {"systolic": "systolic-32", "dataflow": "dataflow-small"}
 @pytest.mark.parametrize("name", TARGETS)
 @pytest.mark.parametrize("fixture, recipe", [("tiny-gpt2", "kv:int8"), ("tiny-gpt2", "kv:int4:g8"),
                                              ("tiny-gpt2", "w4a4kv4"), ("tiny-llama3-tied", "kv:int8"),
-                                             ("tiny-qwen3", "w8a8+kv:int4")])
+                                             ("tiny-qwen3", "w8a8+kv:int4"), ("tiny-gpt2", "kv:bfp4:b16"),
+                                             ("tiny-llama3-tied", "kv:bfp6:b8")])
 def test_a_narrow_cache_gives_the_quantised_reference(name, fixture, recipe):
     model = load_model(str(FIXTURES / fixture))
     arch = load_arch(TARGETS[name], ["dtype=fp32"])
@@ -45,10 +46,13 @@ def test_the_program_writes_codes_and_reads_them_back(tiny_hf):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe, per_token", [("kv:int8", 8 + 16 / 64), ("kv:bfp8", 8 + 8 / 32),
-                                               ("kv:mxfp8_e4m3", 8 + 8 / 32), ("kv:int4", 4 + 16 / 64)])
+                                               ("kv:mxfp8_e4m3", 8 + 8 / 32), ("kv:int4", 4 + 16 / 64),
+                                               ("kv:bfp4", 4 + 8 / 32), ("kv:bfp4:b64", 4 + 8 / 64),
+                                               ("kv:bfp6:b16", 6 + 8 / 16)])
 def test_the_report_gives_the_caches_bytes_in_their_format(recipe, per_token):
     """gpt2's heads of 64: int8 per token and head takes (8 + 16/64)/16 of bf16's bytes, bfp8
-    and MXFP8 (8 + 8/32)/16: the cache halves, scales included, exactly."""
+    and MXFP8 (8 + 8/32)/16: the cache halves, scales included, exactly; d-Matrix's BFP12
+    (4-bit mantissas, an 8-bit exponent per 32 or 64 channels) a quarter and a bit."""
     model = load_model("gpt2")
     result = run(make_request(model, "systolic", load_arch("systolic-128"), decode(64),
                               numerics=False, quant=recipe)).result

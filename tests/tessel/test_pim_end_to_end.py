@@ -58,7 +58,7 @@ def test_strided_narrow_dma_rows_cost_a_burst_and_a_row_each():
     """The decode V append's store (a 2-byte lane per bank, banks a DRAM row apart) costs a
     masked burst and a row activation per bank; the same bytes contiguous cost one of each."""
     arch = load_arch("pim-gpt")
-    program = isa.assemble(".target pim\n.isa 2\n.spaces dram abuf\n"
+    program = isa.assemble(".target pim\n.isa 3\n.spaces dram abuf\n"
                            f"dma0 dmacfg src_stride=2 dst_stride={arch.row_bytes}\n"
                            "dma0 store dst=dram[0x0] src=abuf[0x0] rows=16 row_bytes=2\n"
                            "dma0 dmacfg src_stride=0 dst_stride=0\n"

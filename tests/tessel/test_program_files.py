@@ -99,7 +99,7 @@ def test_override_arch_is_for_program_files_only(capsys, tiny_hf):
 
 def test_a_program_without_a_record_runs_on_the_default_preset_and_says_so(capsys, tmp_path):
     tasm = tmp_path / "hand.tasm"
-    tasm.write_text(".target systolic\n.isa 2\n.spaces dram sram acc\ndma0 halt\n")
+    tasm.write_text(".target systolic\n.isa 3\n.spaces dram sram acc\ndma0 halt\n")
     report = _report(capsys, tmp_path, "hand", tasm)
     assert report["arch_name"] == "systolic-128"
     assert (f"{tasm} records no architecture: simulated on systolic-128, the target's default "
@@ -112,7 +112,7 @@ def test_every_damaged_byte_is_one_line_exit_2(capsys, tmp_path):
     """A bit (seeded choice) of every byte of a small .tbin with data, through sim and disasm;
     tests/isa/test_isa_tbin_format.py flips every bit through isa.load."""
     tasm = tmp_path / "p.tasm"
-    tasm.write_text(".target systolic\n.isa 2\n.spaces dram sram acc\n.symbol x dram 0x0 4 fp32\n"
+    tasm.write_text(".target systolic\n.isa 3\n.spaces dram sram acc\n.symbol x dram 0x0 4 fp32\n"
                     "dma0 load dst=sram[0x0] src=dram[0x0] rows=1 row_bytes=16\ndma0 halt\n")
     assert _cli(capsys, "asm", tasm, "-o", tmp_path / "p.tbin")[0] == 0
     assert _cli(capsys, "sim", tmp_path / "p.tbin", "--no-functional")[0] == 0
@@ -132,7 +132,7 @@ def test_every_damaged_byte_is_one_line_exit_2(capsys, tmp_path):
 def test_a_pim_program_that_breaks_the_row_protocol_is_refused_before_it_runs(capsys, tmp_path):
     """The MAC moved before the row activation it needs: a verify error, not a DramError."""
     tasm = tmp_path / "p.tasm"
-    tasm.write_text(".target pim\n.isa 2\n.spaces dram gbuf abuf\n"
+    tasm.write_text(".target pim\n.isa 3\n.spaces dram gbuf abuf\n"
                     "pim3 pim.wrgb gb=0 src=abuf[0x0] bytes=64\n"
                     "pim3 pim.mac_all col=0 ncols=2 gb=0\n"
                     "pim3 pim.act_all row=5\n"

@@ -138,7 +138,7 @@ def _weights_only(tmp_path, fmt: str) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", TARGETS)
 @pytest.mark.parametrize("fmt", ["fp8_e4m3", "fp8_e5m2", "mxfp8_e4m3", "mxfp6_e3m2", "mxfp6_e2m3",
-                                 "mxfp4", "mxint8", "bfp8"])
+                                 "mxfp4", "mxint8", "bfp8", "bfp4", "bfp6:b16", "bfp2:b8"])
 def test_float_and_mx_weights_equal_the_quantised_reference(tmp_path, tiny_hf, name, fmt):
     arch = load_arch(TARGETS[name], ["dtype=fp32"])
     outcome = run(make_request(load_model(str(tiny_hf)), name, arch, decode(9), numerics=True,
@@ -253,9 +253,13 @@ def test_program_file_carries_codes_and_scales(tmp_path, tiny_hf):
     (["--quant", "kv:int8"], None),
     (["--quant", "kv:bfp8"], "kv 'h.0.attn.k.heads' in bfp8: a scale over 32 channels reaches across its 4 heads of 16, which is not built on the targets yet"),
     (["--quant", "kv:int4:g8:rearrange"], "kv 'h.0.attn.k.heads' in int4:g8:rearrange: a rearranged KV channel order is not built on the targets yet"),
-    (["--quant", "kv:bfp4"], "kv 'h.0.attn.k.heads': format bfp4 is not built on the targets yet (bfp8 in blocks of 32 runs, as MXINT8's arithmetic)"),
+    (["--quant", "kv:bfp4"], "kv 'h.0.attn.k.heads' in bfp4: a scale over 32 channels reaches across its 4 heads of 16"),
+    (["--quant", "kv:bfp4:b16"], None),
+    (["--quant", "kv:bfp12:b8"], "kv 'h.0.attn.k.heads': format bfp12:b8 has 12-bit mantissas; the targets' codes hold 2 to 8 bits (bfp2..bfp8)"),
     (["--quant", "FILE:bfp8"], None),
-    (["--quant", "FILE:bfp4"], "weights 'h.0.attn.c_attn.weight': format bfp4 is not built on the targets yet (bfp8 in blocks of 32 runs, as MXINT8's arithmetic)"),
+    (["--quant", "FILE:bfp4"], None),
+    (["--quant", "FILE:bfp9"], "weights 'h.0.attn.c_attn.weight': format bfp9 has 9-bit mantissas; the targets' codes hold 2 to 8 bits (bfp2..bfp8)"),
+    (["--quant", "FILE:bfp4", "--target", "pim"], "in bfp4: the PIM MAC lanes take 2-, 4- or 8-bit integer codes"),
     (["--quant", "FILE:int4"], None),
     (["--quant", "FILE:int4:head"], "'wte.weight' is one stored tensor read as embeddings"),
     (["--quant", "w4a16:nested"], None),
@@ -272,7 +276,7 @@ def test_what_the_targets_cannot_run_is_one_line(capsys, tmp_path, tiny_hf, argv
         _, fmt, *head = argv[1].split(":")
         keep = "" if head else '[[exceptions]]\nlayers = ["lm_head"]\nweights = "none"\n'
         (tmp_path / "r.toml").write_text(f'[weights]\nformat = "{fmt}"\n{keep}')
-        argv = ["--quant", str(tmp_path / "r.toml")]
+        argv = ["--quant", str(tmp_path / "r.toml"), *argv[2:]]
     if message is None:
         assert main(args + argv) == 0
         return

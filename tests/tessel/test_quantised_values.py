@@ -19,6 +19,7 @@ from compiler.reference import execute
 from tessel.cli import main
 from tessel.driver import recipe_graph, run
 from tessel.request import make_request
+from tessel.targets import target
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 FP32_TOLERANCE = 1e-4           # fp32 programs against the float64 quantised reference
@@ -71,6 +72,33 @@ def test_compiled_logits_equal_the_quantised_reference(tiny_hf, name, recipe, ph
                                     quant=recipe.split("+")[0].replace("a4", "a16").replace("a8", "a16")
                                     if recipe.startswith("w") else "w8a16"))
     assert not np.allclose(outcome.reference, weights_only.reference)   # the values are rounded
+
+
+BFP = ('[weights]\nformat = "bfp4:b16"\n[activations]\nformat = "bfp6:b16"\n'
+       '[kv]\nformat = "bfp4:b8"\n[[exceptions]]\nlayers = ["lm_head"]\nweights = "none"\n')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TARGETS)
+@pytest.mark.parametrize("fixture", ["tiny-gpt2", "tiny-llama3-tied"])
+def test_block_floating_point_everywhere_equals_the_quantised_reference(tmp_path, name, fixture):
+    """bfp4 weights in blocks of 16, bfp6 matmul inputs, a bfp4 cache in blocks of 8 (each its
+    own code format, an e8m0 exponent a block), on MXINT8's lanes: the reference's logits, and
+    the cache stored at (4 + 8/8) / 32 of fp32's bytes."""
+    recipe = tmp_path / "bfp.toml"
+    recipe.write_text(BFP)
+    arch = load_arch(TARGETS[name], ["dtype=fp32", "mac_formats.mxint8=1",
+                                     "energy.mac_format_pj.mxint8=0.3"])
+    model = load_model(str(FIXTURES / fixture))
+    for phase in (prefill(8), decode(7)):
+        outcome = run(make_request(model, name, arch, phase, numerics=True, quant=str(recipe)))
+        assert outcome.result.logits_rel_error < FP32_TOLERANCE
+    kv = outcome.result.workload["quantised_kv"]             # the decode step's cache
+    assert kv["stored_bytes"] * 32 == kv["full_bytes"] * (4 + 8 / 8)
+    graph, plan = recipe_graph(model, decode(7), quantise(model, str(recipe)).recipe)
+    program = target(name).compile(graph, arch, quant=plan).program
+    formats = {i["fmt"] for i in program.instructions if i.opcode in ("mfmt", "vquant", "qcfg")}
+    assert {"mxint8", "bfp4", "bfp6"} <= formats
 
 
 @pytest.mark.slow
@@ -133,8 +161,10 @@ GRAPH = """graph g {{
 @pytest.mark.parametrize("attrs, message", [
     ('format="int8", group=100', r"op 'xq' \(quantize\): group 100 does not divide the last axis \(256 elements\)"),
     ('format="int9", group=0', r"attribute 'format' must be a code format \(int2, .*\), got 'int9'"),
-    ('format="mxfp4", group=16', r"format mxfp4 scales blocks of 32, got group 16"),
-    ('format="fp8_e4m3", group=64', r"format fp8_e4m3 takes one scale for the tensor \(group 0\), got group 64"),
+    ('format="mxfp4", group=16', r"group 16: mxfp4 scales blocks of 32 \(group must be 32\)"),
+    ('format="fp8_e4m3", group=64', r"group 64: fp8_e4m3 takes one scale for the tile \(group must be 0\)"),
+    ('format="bfp4", group=0', r"group 0: bfp4 scales blocks of `group` values \(group must be its block, > 0\)"),
+    ('format="bfp4", group=48', r"group 48 does not divide the last axis \(256 elements\)"),
     ('format="int8"', r"missing attribute 'group'"),
     ('format=8, group=0', r"attribute 'format' must be a code format"),
 ])

@@ -16,7 +16,7 @@ PRESETS = {"systolic": "systolic-128", "pim": "pim-gpt", "dataflow": "sn40l"}
     ("dataflow", "pim0 pim.pre_all", "a dataflow machine"),
 ])
 def test_an_opcode_the_machine_lacks_is_named(target, line, machine):
-    program = isa.assemble(f".target {target}\n.isa 2\n.spaces dram\ndma0 halt\n{line}\n")
+    program = isa.assemble(f".target {target}\n.isa 3\n.spaces dram\ndma0 halt\n{line}\n")
     ins = program.instructions[1]
     with pytest.raises(isa.IsaError, match=rf"^instruction 1 \({ins.queue} {ins.opcode}\): "
                                             rf"not executable on {machine}$"):
@@ -24,7 +24,7 @@ def test_an_opcode_the_machine_lacks_is_named(target, line, machine):
 
 
 def test_each_queue_keeps_its_own_configuration():
-    program = isa.assemble(".target systolic\n.isa 2\n.spaces dram sram\n"
+    program = isa.assemble(".target systolic\n.isa 3\n.spaces dram sram\n"
                            "dma0 dmacfg src_stride=64 dst_stride=0\n"
                            "dma1 dmacfg src_stride=8 dst_stride=0\n"
                            "dma0 halt\ndma1 halt\n")

@@ -12,18 +12,25 @@ from sim.machines import PimMachine
 from sim.machines.pim.numerics import PimNumerics
 
 ARCH = load_arch("pim-gpt")
-HEAD = ".target pim\n.isa 2\n.spaces dram gbuf abuf\n"
+HEAD = ".target pim\n.isa 3\n.spaces dram gbuf abuf\n"
 
 
 @pytest.mark.parametrize("body, message", [
     ("pim0 pim.qmode fmt=int3\n", r"fmt=int3: the MAC lanes take 2-, 4- or 8-bit integer codes"),
-    ("pim0 pim.qmode fmt=mxfp4\n", r"fmt=mxfp4: the MAC lanes take 2-, 4- or 8-bit integer codes"),
     ("pim0 pim.qmode fmt=int4\npim0 pim.act_all row=0\npim0 pim.mac_all col=0 ncols=17 gb=0\n",
      r"global buffer range \[0, 2176\) exceeds gbuf_bytes 2048"),      # 17 columns x 64 inputs
 ])
 def test_the_verifier_reads_the_mode(body, message):
     with pytest.raises(isa.VerifyError, match=message):
         isa.verify(isa.assemble(HEAD + body), ARCH.machine_view())
+
+
+def test_a_mode_names_bf16_or_an_integer_code():
+    """pim.qmode's field holds bf16 and int2..int8 only (ISA version 3): a float or block
+    format is refused where the program is read."""
+    with pytest.raises(isa.AsmError, match=r"fmt='mxfp4' is not one of bf16, int2, int3, int4, "
+                                           r"int5, int6, int7, int8$"):
+        isa.assemble(HEAD + "pim0 pim.qmode fmt=mxfp4\n")
 
 
 def test_a_mode_sets_only_its_channel_and_bf16_resets_it():

@@ -17,7 +17,7 @@ from tessel.targets import TARGETS
 # refreshes every 1100 cycles (the least the preset allows), so a short random program meets several at every phase
 ARCH = load_arch("pim-gpt", ["timing.tREFI=1100", "channels=2"])
 MACHINE = TARGETS["pim"].machine(ARCH)
-HEADER = (".target pim\n.isa 2\n.spaces dram gbuf abuf\n.op start\n"
+HEADER = (".target pim\n.isa 3\n.spaces dram gbuf abuf\n.op start\n"
           "asic0 vcfg rows=1 cols=32 dtype=bf16 out=bf16 imm=0.0\n")
 
 

@@ -110,7 +110,7 @@ def test_tiny_gpt2_prefill_costs(tiny_hf):
 @pytest.mark.parametrize("name", ["systolic-128", "systolic-32", "tpu-v1"])
 def test_lone_load_takes_latency_plus_transfer(name):
     toml = preset(name)
-    program = isa.assemble(".target systolic\n.isa 2\n.spaces dram sram acc\n"
+    program = isa.assemble(".target systolic\n.isa 3\n.spaces dram sram acc\n"
                            ".symbol x dram 0x0 3x500 bf16\n"
                            "dma0 load dst=sram[0x0] src=dram[0x0] rows=3 row_bytes=1000\n"
                            "dma0 halt\n")
@@ -127,7 +127,7 @@ def test_lone_load_takes_latency_plus_transfer(name):
 def test_an_overlapping_dma_holds_the_port_for_its_bytes_and_lands_its_data_later():
     """dma_overlap: back-to-back loads hold the port for their beats only; the signal after
     them gives the reader the data the access latency later (94 cycles on systolic-128)."""
-    text = (".target systolic\n.isa 2\n.spaces dram sram acc\n"
+    text = (".target systolic\n.isa 3\n.spaces dram sram acc\n"
             ".symbol x dram 0x0 4x4096 bf16\n"
             + "".join(f"dma0 load dst=sram[{i * 8192:#x}] src=dram[{i * 8192:#x}] rows=1 "
                       "row_bytes=8192\n" for i in range(4)) +
@@ -146,7 +146,7 @@ def test_an_overlapping_dma_holds_the_port_for_its_bytes_and_lands_its_data_late
 
 
 # -- the gemm's stream and preloaded flags (sim/timing.gemm_cycles) ---------------------------
-TIMED = (".target systolic\n.isa 2\n.spaces dram sram acc\n"
+TIMED = (".target systolic\n.isa 3\n.spaces dram sram acc\n"
          "mxu0 mcfg m={m} n=32 k=32 dtype=bf16 acc=fp32\n"
          "mxu0 gemm c=acc[0x0] a=sram[0x0] b=sram[0x4000] accumulate=0 transpose_b=0 "
          "stream={stream} preloaded={preloaded}\n")
