@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -237,7 +237,26 @@ def _moe(op: Op, types: Types) -> TensorType:
                             f"{_shape(down)} must be [{d}, {f}], [{d}, {f}], [{f}, {d}]")
     if not 1 <= op.attr("top_k") <= routed:
         raise _fail(op, f"top_k {op.attr('top_k')} must be from 1 to the {routed} experts")
+    _expert_rounding(op, d, f)
     return x
+
+
+def _expert_rounding(op: Op, d: int, f: int) -> None:
+    """A moe op whose experts' matmul inputs a recipe rounds (act_format, act_group for each
+    expert's rows of x, hidden_group for its gated hidden): all three or none, each group one
+    the format takes that divides its axis (d, f)."""
+    given = [op.attr(name) is not None for name in _ROUNDING]
+    if not any(given):
+        return
+    if not all(given):
+        raise _fail(op, "rounded experts take act_format, act_group and hidden_group together")
+    fmt = op.attr("act_format")
+    for name, length in (("act_group", d), ("hidden_group", f)):
+        group = op.attr(name)
+        if (why := group_error(fmt, group)) is not None:
+            raise _fail(op, f"{name} {group}: {why}")
+        if group and length % group:
+            raise _fail(op, f"{name} {group} does not divide the {length} elements it scales")
 
 
 def _allreduce(op: Op, types: Types) -> TensorType:
@@ -454,6 +473,7 @@ _FORMAT = Attribute(lambda v: v in QFORMATS, f"a code format ({', '.join(QFORMAT
                     required=True)
 _GROUP = Attribute(lambda v: _is_int(v) and v >= 0,
                    "a non-negative integer (elements per scale; 0: one scale)", required=True)
+_ROUNDING = ("act_format", "act_group", "hidden_group")     # a moe op's rounded expert inputs
 _THETA = Attribute(lambda v: _is_finite(v) and v > 1, "a finite number above 1 (the RoPE base)",
                    required=True)
 
@@ -470,7 +490,10 @@ ATTRIBUTES: dict[OpKind, dict[str, Attribute]] = {
     OpKind.CONCAT: {"axis": _INT},
     OpKind.QUANTIZE: {"format": _FORMAT, "group": _GROUP},
     OpKind.MOE: {"top_k": _TOP_K, "norm_topk_prob": _BOOL, "first_expert": _FIRST_EXPERT,
-                 "ranks": _SPLIT_RANKS, "rank": _SPLIT_RANK},
+                 "ranks": _SPLIT_RANKS, "rank": _SPLIT_RANK,
+                 "act_format": replace(_FORMAT, required=False),
+                 "act_group": replace(_GROUP, required=False),
+                 "hidden_group": replace(_GROUP, required=False)},
     OpKind.ALLREDUCE: {"ranks": _RANKS, "rank": _RANK},
     OpKind.ALL_GATHER: {"ranks": _RANKS, "rank": _RANK},
     OpKind.ALL_TO_ALL: {"ranks": _RANKS, "rank": _RANK},

@@ -38,6 +38,9 @@ class Numerics(Protocol):
 
     def result(self, op: Op, value: np.ndarray) -> np.ndarray: ...
 
+    def expert_op(self, op: Op, args: list[np.ndarray]) -> Op:
+        """A moe op as it runs here: its experts' matmul inputs rounded (act_format) or not."""
+
 
 def gelu_tanh(x: np.ndarray) -> np.ndarray:
     """GPT-2's gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
@@ -123,8 +126,16 @@ def top_k_experts(logits: np.ndarray, k: int) -> np.ndarray:
 def moe(op: Op, args: Arrays, choice: np.ndarray) -> np.ndarray:
     """Sum over each token's chosen experts of weight * down(silu(x gate) * (x up)); weights
     are the softmax probabilities of the chosen experts, renormalised to 1 with norm_topk_prob.
-    An expert-parallel shard (`first_expert`) sums only the experts it holds."""
+    An expert-parallel shard (`first_expert`) sums only the experts it holds. With act_format
+    (a recipe's activations), each expert's rows of x and its gated hidden are rounded as a
+    quantize op rounds them, each expert's as a tensor of its own (what the routed graph's
+    quantize ops on its rows do: compiler/passes/routing.py)."""
     x, logits, *experts = args
+    fmt = op.attr("act_format")             # a recipe rounds each expert's matmul inputs
+
+    def inputs(value: np.ndarray, group: str) -> np.ndarray:
+        return value if fmt is None else rounded(value, fmt, op.attr(group))
+
     z = np.exp(logits - logits.max(axis=-1, keepdims=True))
     probs = z / z.sum(axis=-1, keepdims=True)
     weights = np.take_along_axis(probs, choice, axis=-1)
@@ -137,8 +148,9 @@ def moe(op: Op, args: Arrays, choice: np.ndarray) -> np.ndarray:
             continue
         tokens, slot = np.nonzero(choice == e)
         gate, up, down = experts[3 * (e - first): 3 * (e - first) + 3]
-        xe = x[tokens]
-        out[tokens] += weights[tokens, slot][:, None] * ((silu(xe @ gate) * (xe @ up)) @ down)
+        xe = inputs(x[tokens], "act_group")
+        hidden = inputs(silu(xe @ gate) * (xe @ up), "hidden_group")
+        out[tokens] += weights[tokens, slot][:, None] * (hidden @ down)
     return out
 
 
@@ -162,12 +174,16 @@ def _linear(op: Op, args: Arrays) -> np.ndarray:
     return y + args[2] if len(args) == 3 else y
 
 
-def _quantize(op: Op, args: Arrays) -> np.ndarray:
-    """x quantised with scales of its own values and read back (isa.formats, float64), rounded
-    once to x's dtype: the order of rounding of docs/formats.md, steps 2 and 3."""
+def rounded(x: np.ndarray, fmt: str, group: int) -> np.ndarray:
+    """x quantised to code format `fmt` in scale groups of `group` (0: one scale) with scales
+    of its own values and read back (isa.formats, float64), rounded once to x's dtype: the
+    order of rounding of docs/formats.md, steps 2 and 3."""
     from isa.formats import dequantize, quantize      # ml_dtypes: only graphs that quantise
-    x = args[0]
-    return dequantize(quantize(x, *formats_args(op.attr("format"), op.attr("group")))).astype(x.dtype)
+    return dequantize(quantize(x, *formats_args(fmt, group))).astype(x.dtype)
+
+
+def _quantize(op: Op, args: Arrays) -> np.ndarray:
+    return rounded(args[0], op.attr("format"), op.attr("group"))
 
 
 def _slice(op: Op, args: Arrays) -> np.ndarray:
@@ -243,8 +259,8 @@ def evaluate(graph: Graph, weights: Mapping[str, np.ndarray], feeds: Mapping[str
     A moe op routes each token to the top_k experts of its router logits; when `routing` is
     given, each moe op's choice [tokens, top_k] is recorded in it under the op's name (the
     router's real choice, which compiled programs are then routed by).
-    `numerics` sees every compute op's operands and result (not moe ops: the quantised mode
-    refuses their activations).
+    `numerics` sees every compute op's operands and result, and gives each moe op the
+    rounding of its experts' inputs (`expert_op`).
     Intermediate values are dropped as soon as their last consumer has run, so large
     models fit in memory.
     """
@@ -263,7 +279,7 @@ def evaluate(graph: Graph, weights: Mapping[str, np.ndarray], feeds: Mapping[str
             choice = top_k_experts(args[1], op.attr("top_k"))
             if routing is not None:
                 routing[op.name] = choice
-            values[op.name] = moe(op, args, choice)
+            values[op.name] = moe(op if numerics is None else numerics.expert_op(op, args), args, choice)
         elif numerics is None:
             values[op.name] = EVALUATORS[op.kind](op, [values[s] for s in op.inputs])
         else:

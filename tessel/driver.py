@@ -240,6 +240,17 @@ def workload_facts(model: Model, graph: Graph, routing: Routing | None, itemsize
     return facts
 
 
+def _gpu_graph(model: Model, phase: Phase | None, graph: Graph, recipe, routing: Routing | None
+               ) -> Graph:
+    """The graph the GPU baseline prices: the model's own, routed as the target's run was, not
+    one a recipe rewrote (its quantize ops are the accelerator's rounding; a GPU runs a recipe
+    only under --gpu-quant, priced by tessel/gpu_quant.py on the plain graph)."""
+    if recipe is None:
+        return graph
+    plain = model.graph(phase)
+    return plain if routing is None else route_graph(plain, routing)
+
+
 def _run(req: RunRequest, progress: Progress) -> Run:
     model, phase, arch = req.model, req.phase, req.arch
     hot = req.expert_bits is not None and req.numerics     # a `hot` policy routes with them
@@ -266,7 +277,8 @@ def _run(req: RunRequest, progress: Progress) -> Run:
     with progress.phase(f"{req.target}: simulate", isa.executed_count(lowered.program), "instr") as bar:
         sim = where.simulate(lowered.program, arch, functional=req.numerics,
                              assumptions=assumptions, progress=bar)
-    comparison = compare_gpus(graph, sim.result, req.gpus, req.gpu_mode, req.gpu_calibration,
+    comparison = compare_gpus(_gpu_graph(model, phase, graph, req.quant, routing), sim.result,
+                              req.gpus, req.gpu_mode, req.gpu_calibration,
                               req.gpu_recipe, c.n_layer if c is not None else None, req.gpu_attention,
                               (c, phase) if req.gpu_mode == "hf" else None)
     if comparison:

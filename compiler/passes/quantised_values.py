@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from compiler.quant.recipe import TensorQuant
 
 __all__ = ["quantised_graph", "check_quantised_graph", "rounding_assumption", "mac_formats_for",
-           "mac_format", "check_mac_formats", "code_name"]
+           "mac_format", "check_mac_formats", "code_name", "rounded_experts"]
 
 _NOT_BUILT = "not built on the targets yet"
 
@@ -40,15 +40,21 @@ def quantised_graph(graph: Graph, plan: "QuantPlan | None") -> Graph:
         return graph
     wanted: dict[str, tuple[str, int]] = {}       # value -> (format, group), KV writes
     reads: dict[str, tuple[str, tuple[str, int]]] = {}    # matmul -> (its input, code)
+    experts: dict[str, Op] = {}                   # moe op -> itself, its experts' inputs rounded
     name = plan.recipe.name
     for written, write in plan.kv.items():
         if write.quant is not None:
             wanted[written] = _kv_code(name, written, write)
+    for op_name, quant in plan.experts.items():
+        if quant is not None and op_name in graph:
+            op = graph[op_name]
+            experts[op_name] = rounded_experts(name, op, quant, graph[op.inputs[0]].type.shape[-1],
+                                               graph[op.inputs[2]].type.shape[-1])
     for op_name, quant in plan.activations.items():
         if quant is not None:
             x = graph[op_name].inputs[0]
             reads[op_name] = (x, _input_code(name, op_name, quant, graph[x].type.shape[-1]))
-    if not wanted and not reads:
+    if not wanted and not reads and not experts:
         return graph
     made: dict[tuple[str, tuple[str, int]], str] = {}     # (value, code) -> its quantize op
     ops: list[Op] = []
@@ -64,6 +70,7 @@ def quantised_graph(graph: Graph, plan: "QuantPlan | None") -> Graph:
         return made[value, code]
 
     for op in graph.ops:
+        op = experts.get(op.name, op)
         inputs = tuple(renamed.get(src, src) for src in op.inputs)
         if op.name in reads:
             x, code = reads[op.name]
@@ -83,6 +90,9 @@ def check_quantised_graph(graph: Graph, plan: "QuantPlan | None") -> None:
     unrounded = [f"the input of '{op}'" for op, quant in plan.activations.items()
                  if quant is not None and op in graph
                  and graph[graph[op].inputs[0]].kind is not OpKind.QUANTIZE]
+    unrounded += [f"the experts' inputs of '{op}'" for op, quant in plan.experts.items()
+                  if quant is not None and op in graph and graph[op].kind is OpKind.MOE
+                  and graph[op].attr("act_format") is None]     # routed: its expert linears
     unrounded += [f"kv '{value}'" for value, write in plan.kv.items()
                   if write.quant is not None and value in graph
                   and not any(c.kind is OpKind.QUANTIZE for c in graph.consumers(value))]
@@ -173,6 +183,17 @@ def _input_code(recipe: str, op_name: str, quant: "TensorQuant", length: int) ->
     group = {"token": length, "group": quant.group, "block": quant.format.block,
              "tensor": 0}[quant.scale]
     return fmt, group
+
+
+def rounded_experts(recipe: str, op: Op, quant: "TensorQuant", d: int, f: int) -> Op:
+    """The moe op `op` with its experts' matmul inputs rounded by `quant` (a recipe's
+    activations): each expert's rows of x (`d` channels) and its gated hidden (`f`), scaled as
+    a dense matmul's input is (`_input_code`). The reference rounds them inside the op, the
+    routed graph with quantize ops (compiler/passes/routing.py)."""
+    fmt, act = _input_code(recipe, op.name, quant, d)
+    _, hidden = _input_code(recipe, op.name, quant, f)
+    return replace(op, attrs=freeze_attrs({**dict(op.attrs), "act_format": fmt, "act_group": act,
+                                           "hidden_group": hidden}))
 
 
 def _kv_code(recipe: str, written: str, write) -> tuple[str, int]:

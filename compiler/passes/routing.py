@@ -12,6 +12,10 @@ ordinary ops:
     Y       = concat(y_e ...)                         [N, D]
     out     = sum_j gather(Y, slot_j) * w_j           [T, D]
 
+Where a recipe rounds the experts' inputs (the moe op's act_format, act_group, hidden_group:
+compiler/passes/quantised_values.py), each expert's rows and gated hidden get a quantize op, as
+the reference's moe rounds them.
+
 perm, pick_j and slot_j are int32 graph inputs `<moe op>.perm`, `.pick<j>`, `.slot<j>` whose
 values `routing_feeds` gives; each expert's token count is a shape, so an expert no token
 chose has no ops and costs nothing. The decision comes from the router itself when numerics
@@ -169,7 +173,7 @@ def _expand(g: GraphBuilder, graph: Graph, op: Op, choice: np.ndarray) -> None:
         e, n = int(e), int(counts[e])
         q = f"{m}.expert{first + e}"
         rows = g.op(OpKind.SLICE, f"{q}.tokens", [xp], axis=0, start=at, stop=at + n)
-        outs.append(_expert(g, q, rows, *weights[3 * e: 3 * e + 3]))
+        outs.append(_expert(g, op, q, rows, *weights[3 * e: 3 * e + 3]))
         at += n
     ys = outs[0] if len(outs) == 1 else g.op(OpKind.CONCAT, f"{m}.experts", outs, axis=0)
     _combine(g, m, k, [g.op(OpKind.GATHER, f"{m}.unpermute{j}",
@@ -195,11 +199,23 @@ def _router_weights(g: GraphBuilder, op: Op, logits: str, tokens: int, n_experts
     return picked
 
 
-def _expert(g: GraphBuilder, q: str, rows: str, gate: str, up: str, down: str) -> str:
-    """One expert's gated MLP on its rows: down(silu(rows gate) * (rows up))."""
+def _expert(g: GraphBuilder, op: Op, q: str, rows: str, gate: str, up: str, down: str) -> str:
+    """One expert's gated MLP on its rows: down(silu(rows gate) * (rows up)); where the moe op
+    rounds its experts' inputs (act_format), a quantize op on the rows and one on the gated
+    hidden, each expert's a tensor of its own as the reference's moe rounds them."""
+    rows = _rounded(g, op, rows, "act_group")
     act = g.op(OpKind.SILU, f"{q}.act", [g.op(OpKind.LINEAR, f"{q}.gate", [rows, gate])])
     gated = g.op(OpKind.MUL, f"{q}.gated", [act, g.op(OpKind.LINEAR, f"{q}.up", [rows, up])])
-    return g.op(OpKind.LINEAR, f"{q}.down", [gated, down])
+    return g.op(OpKind.LINEAR, f"{q}.down", [_rounded(g, op, gated, "hidden_group"), down])
+
+
+def _rounded(g: GraphBuilder, op: Op, value: str, group: str) -> str:
+    fmt = op.attr("act_format")
+    if fmt is None:
+        return value
+    size = op.attr(group)
+    return g.op(OpKind.QUANTIZE, f"{value}.{fmt}" + (f".g{size}" if size else ""), [value],
+                format=fmt, group=size)
 
 
 def _combine(g: GraphBuilder, m: str, k: int, results: list[str], weights: list[str]) -> None:
@@ -278,7 +294,7 @@ class _Dispatch:
             gate, up, down = weights[3 * (e - self.first): 3 * (e - self.first) + 3]
             q = f"{m}.expert{e}"
             rows = g.op(OpKind.GATHER, f"{q}.tokens", [recv, g.input(f"{m}.rows{e}", (len(ids),), i32)])
-            outs.append(_expert(g, q, rows, gate, up, down))
+            outs.append(_expert(g, op, q, rows, gate, up, down))
         if not outs:                  # no pair for my experts: return zeros
             ret = g.op(OpKind.MUL, f"{m}.returned", [recv, g.input(f"{m}.idle", (len(self.send), 1), DType.fp32)])
         else:

@@ -15,6 +15,7 @@ import numpy as np
 from compiler.driver import check_tokens, token_feeds
 from compiler.frontend import Model
 from compiler.ir import Graph, Op, OpKind
+from compiler.passes.quantised_values import rounded_experts
 from compiler.phase import prefill
 from compiler.quant.nested import ExpertBits, parse_expert_bits
 from compiler.quant.plan import QuantPlan, plan
@@ -39,6 +40,13 @@ class QuantNumerics:
     def operands(self, op: Op, args: list[np.ndarray]) -> list[np.ndarray]:
         quant = self.plan.activations.get(op.name)
         return args if quant is None else [read_input(args[0], quant), *args[1:]]
+
+    def expert_op(self, op: Op, args: list[np.ndarray]) -> Op:
+        quant = self.plan.experts.get(op.name)
+        if quant is None:
+            return op
+        return rounded_experts(self.plan.recipe.name, op, quant, args[0].shape[-1],
+                               args[2].shape[-1])
 
     def result(self, op: Op, value: np.ndarray) -> np.ndarray:
         write = self.plan.kv.get(op.name)

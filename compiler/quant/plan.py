@@ -58,6 +58,8 @@ class QuantPlan:
     activations: Mapping[str, TensorQuant | None]   # matmul op -> its input's format
     kv: Mapping[str, KVWrite]                   # op whose value is written -> the write
     widths: Mapping[str, int] = field(default_factory=dict)   # bit-nested parameter -> bits read
+    experts: Mapping[str, TensorQuant | None] = field(default_factory=dict)  # moe op -> its
+                                    # experts' matmul inputs' format (rows of x, gated hidden)
 
 
 def layer_of(name: str) -> int | None:
@@ -77,6 +79,7 @@ def plan(graph: Graph, recipe: Recipe, n_layers: int) -> QuantPlan:
     """The plan of `recipe` on `graph` (a model of `n_layers` layers)."""
     weights: dict[str, WeightUse] = {}
     activations: dict[str, TensorQuant | None] = {}
+    experts: dict[str, TensorQuant | None] = {}
     routers = {op.inputs[1] for op in graph.of_kind(OpKind.MOE)}
     for op in graph.ops:
         layer = layer_of(op.name)
@@ -89,13 +92,12 @@ def plan(graph: Graph, recipe: Recipe, n_layers: int) -> QuantPlan:
         elif op.kind is OpKind.MOE:
             for name in op.inputs[2:]:
                 _use(graph, recipe, weights, name, recipe.role("weights", key, n_layers), False)
-            if recipe.role("activations", key, n_layers) is not None:
-                raise RecipeError(f"recipe {recipe.name!r}: activations of the experts of "
-                                  f"'{op.name}' cannot be quantised yet (the reference runs "
-                                  "them inside one moe op)")
+            experts[op.name] = _experts_input(graph, recipe, op,
+                                              recipe.role("activations", key, n_layers))
         elif op.kind is OpKind.EMBEDDING and graph[op.inputs[0]].kind is OpKind.PARAM:
             _use(graph, recipe, weights, op.inputs[0], recipe.embeddings, True, "embeddings")
-    return QuantPlan(recipe, weights, activations, _kv_writes(graph, recipe, n_layers))
+    return QuantPlan(recipe, weights, activations, _kv_writes(graph, recipe, n_layers),
+                     experts=experts)
 
 
 def _use(graph: Graph, recipe: Recipe, uses: dict[str, WeightUse], name: str,
@@ -125,6 +127,18 @@ def _input(graph: Graph, recipe: Recipe, op: Op, quant: TensorQuant | None) -> T
         length = graph[op.inputs[0]].type.shape[-1]
         _check(recipe, "activations", quant, length,
                f"the {length} channels of the input of '{op.name}'")
+    return quant
+
+
+def _experts_input(graph: Graph, recipe: Recipe, op: Op, quant: TensorQuant | None
+                   ) -> TensorQuant | None:
+    """The rounding of a moe op's experts' matmul inputs (its router stays full): each
+    expert's rows of x and its gated hidden, so a group must divide both widths."""
+    if quant is not None:
+        _input(graph, recipe, op, quant)
+        hidden = graph[op.inputs[2]].type.shape[-1]
+        _check(recipe, "activations", quant, hidden,
+               f"the {hidden} channels of the hidden of the experts of '{op.name}'")
     return quant
 
 

@@ -48,6 +48,59 @@ def test_the_rewritten_graph_computes_what_the_hook_computes(fixture, recipe):
     np.testing.assert_array_equal(out, decode_logits(model, TOKENS, np.float32, q))
 
 
+@pytest.mark.parametrize("fixture, recipe", [("tiny-mixtral", "w8a8"), ("tiny-qwen3-moe", "w4a8:g16"),
+                                             ("tiny-mixtral", "w4a4")])
+def test_a_mixture_of_experts_rounds_each_experts_inputs_as_the_hook_does(fixture, recipe):
+    """The moe op's experts' matmul inputs (each expert's rows and its gated hidden) are
+    rounded: the rewritten graph (act_format on the moe op) and the hook agree bit for bit,
+    and the logits move off the weights-only recipe's."""
+    model = load_model(str(FIXTURES / fixture))
+    q = quantise(model, recipe)
+    graph, plan = recipe_graph(model, prefill(len(TOKENS)), q.recipe)
+    moes = graph.of_kind(OpKind.MOE)
+    assert moes and all(op.attr("act_format") for op in moes) and set(plan.experts) == {op.name for op in moes}
+    out = execute(graph, q.weights, token_feeds(np.array(TOKENS)), np.float32)[graph.outputs[0]][0]
+    hooked = prefill_logits(model, TOKENS, np.float32, q)
+    np.testing.assert_array_equal(out, hooked)
+    weights_only = recipe.split("a")[0] + "a16" + recipe[4:]            # w8a8 -> w8a16
+    assert not np.allclose(hooked, prefill_logits(model, TOKENS, np.float32,
+                                                  quantise(model, weights_only)), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", TARGETS)
+def test_routed_experts_round_on_the_vector_unit_and_multiply_on_narrow_macs(name):
+    """The routed graph puts a quantize op on each expert's rows and hidden, and the expert
+    GEMMs run on the int8 MACs: each costs its MACs x (mac_pj - the int8 MAC's) less than
+    under w8a16 (same routing, same int8 weights)."""
+    model = load_model(str(FIXTURES / "tiny-mixtral"))
+    arch = load_arch(TARGETS[name])
+    runs = {recipe: run(make_request(model, name, arch, prefill(6), numerics=False, quant=recipe))
+            for recipe in ("w8a8", "w8a16")}
+    ops = {recipe: {op.name: op for op in r.result.ops} for recipe, r in runs.items()}
+    experts = [n for n in ops["w8a16"] if ".expert" in n and n.rsplit(".", 1)[1] in ("gate", "up", "down")]
+    assert len(experts) >= 6
+    for n in experts:
+        a, b = ops["w8a8"][n], ops["w8a16"][n]
+        saved = b.macs * (arch.energy.mac_pj - arch.energy.mac_format_pj["int8"]) * 1e-12
+        assert saved > 0 and b.energy_j - a.energy_j == pytest.approx(saved, rel=1e-9)
+    rounded = [n for n in ops["w8a8"] if ".expert" in n and (".tokens." in n or ".gated." in n)]
+    assert len(rounded) == 2 * len(experts) // 3
+
+
+@pytest.mark.parametrize("fixture", ["tiny-gpt2", "tiny-mixtral"])
+def test_the_gpu_baseline_prices_the_plain_graph_beside_a_rounding_recipe(fixture):
+    """The accelerator's quantize ops are not GPU kernels: under w8a8 the fp16 GPU baseline is
+    the plain model's (routed alike), and --gpu-quant prices the recipe on it (this failed
+    with "the GPU baseline has no kernel for it")."""
+    model = load_model(str(FIXTURES / fixture))
+    arch = load_arch("systolic-32")
+    plain, rounded, both = (run(make_request(model, "systolic", arch, prefill(6), numerics=False,
+                                             gpus=("gpu-a100-80gb",), **kw)).result.gpu["gpu-a100-80gb"]
+                            for kw in ({}, {"quant": "w8a8"}, {"quant": "w8a8", "gpu_quant": "w8a8"}))
+    assert rounded.time_s == plain.time_s and rounded.recipe == ""
+    assert both.time_s != plain.time_s and both.recipe == "w8a8"
+
+
 def test_one_quantize_op_per_value_and_code():
     """GPT-2's c_attn reads ln_1 once; Llama's q, k and v projections share one rounded input."""
     model = load_model(str(FIXTURES / "tiny-llama3-tied"))
@@ -105,7 +158,8 @@ def test_block_floating_point_everywhere_equals_the_quantised_reference(tmp_path
 @pytest.mark.parametrize("name", TARGETS)
 @pytest.mark.parametrize("fixture, recipe", [("tiny-llama3-tied", "w4a4kv4"), ("tiny-qwen3", "w8a8"),
                                              ("tiny-mistral-swa", "w4a8:g16"),
-                                             ("tiny-qwen3-moe", "w8a16+kv:int4")])
+                                             ("tiny-qwen3-moe", "w8a16+kv:int4"),
+                                             ("tiny-mixtral", "w8a8"), ("tiny-qwen3-moe", "w4a8:g16")])
 def test_llama_and_moe_families_equal_the_quantised_reference(name, fixture, recipe):
     model = load_model(str(FIXTURES / fixture))
     arch = load_arch(TARGETS[name], ["dtype=fp32"])
@@ -156,6 +210,38 @@ GRAPH = """graph g {{
   y = linear(xq, w)
   output y
 }}"""
+
+
+MOE_GRAPH = """graph g {{
+  input x: fp32[4, 16]
+  param router: fp32[16, 2]
+  param g0: fp32[16, 32]
+  param u0: fp32[16, 32]
+  param d0: fp32[32, 16]
+  param g1: fp32[16, 32]
+  param u1: fp32[16, 32]
+  param d1: fp32[32, 16]
+  logits = linear(x, router)
+  y = moe(x, logits, g0, u0, d0, g1, u1, d1, top_k=1{attrs})
+  output y
+}}"""
+
+
+@pytest.mark.parametrize("attrs, message", [
+    (', act_format="int8"', r"rounded experts take act_format, act_group and hidden_group together"),
+    (', act_format="int8", act_group=16, hidden_group=12', r"hidden_group 12 does not divide the 32 elements it scales"),
+    (', act_format="mxfp4", act_group=16, hidden_group=32', r"act_group 16: mxfp4 scales blocks of 32"),
+    (', act_format="int9", act_group=0, hidden_group=0', r"attribute 'act_format' must be a code format"),
+])
+def test_bad_rounded_expert_attributes_are_one_line(attrs, message):
+    with pytest.raises(GraphError, match=message):
+        from_text(MOE_GRAPH.format(attrs=attrs), "g.graph")
+
+
+def test_rounded_experts_round_trip_through_the_text_format():
+    graph = from_text(MOE_GRAPH.format(attrs=', act_format="int8", act_group=16, hidden_group=32'), "g.graph")
+    assert to_text(from_text(to_text(graph), "again")) == to_text(graph)
+    assert 'act_format="int8", act_group=16, hidden_group=32' in to_text(graph)
 
 
 @pytest.mark.parametrize("attrs, message", [
