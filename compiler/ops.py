@@ -172,6 +172,10 @@ def _rope(op: Op, types: Types) -> TensorType:
         raise _fail(op, f"llama3 frequency scaling needs '{missing}' too")
     if scaling and not op.attr("high_freq_factor") > op.attr("low_freq_factor"):
         raise _fail(op, "high_freq_factor must exceed low_freq_factor")
+    pairs = op.attr("pairs")
+    if pairs is not None and sorted(pairs) != list(range(x.shape[-1] // 2)):
+        raise _fail(op, f"attribute 'pairs' must order the {x.shape[-1] // 2} rotated pairs of "
+                        f"head_dim {x.shape[-1]} (each of 0..{x.shape[-1] // 2 - 1} once), got {_show(pairs)}")
     return x
 
 
@@ -476,6 +480,9 @@ _GROUP = Attribute(lambda v: _is_int(v) and v >= 0,
 _ROUNDING = ("act_format", "act_group", "hidden_group")     # a moe op's rounded expert inputs
 _THETA = Attribute(lambda v: _is_finite(v) and v > 1, "a finite number above 1 (the RoPE base)",
                    required=True)
+# a rope's rotated pairs in a channel order folded into its projections (compiler/passes/kv_fold.py)
+_PAIRS = Attribute(lambda v: isinstance(v, tuple) and all(map(_is_int, v)),
+                   "a list of integers (the frequency index of each rotated pair)")
 
 # Every attribute each op kind reads (docs/graph-format.md lists them); any other is refused,
 # so a misspelt `casual=true` cannot silently mean a non-causal softmax.
@@ -486,7 +493,8 @@ ATTRIBUTES: dict[OpKind, dict[str, Attribute]] = {
     OpKind.SOFTMAX: {"scale": _FINITE, "causal": _BOOL, "window": _WINDOW},
     OpKind.RMSNORM: {"eps": _POSITIVE},
     OpKind.ROPE: {"theta": _THETA, "start": _START, "factor": _POSITIVE, "low_freq_factor": _POSITIVE,
-                  "high_freq_factor": _POSITIVE, "original_max_position": _POSITIVE_INT},
+                  "high_freq_factor": _POSITIVE, "original_max_position": _POSITIVE_INT,
+                  "pairs": _PAIRS},
     OpKind.CONCAT: {"axis": _INT},
     OpKind.QUANTIZE: {"format": _FORMAT, "group": _GROUP},
     OpKind.MOE: {"top_k": _TOP_K, "norm_topk_prob": _BOOL, "first_expert": _FIRST_EXPERT,

@@ -102,9 +102,13 @@ def rope_frequencies(head_dim: int, theta: float, factor: float | None = None,
 
 
 def rope_tables(op: Op, seq: int, head_dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """cos and sin [seq, head_dim/2] of positions start .. start+seq-1 for a rope op."""
+    """cos and sin [seq, head_dim/2] of positions start .. start+seq-1 for a rope op; pair i
+    at frequency `pairs`[i] when the op has them (a channel order folded into its input:
+    compiler/passes/kv_fold.py)."""
     inv = rope_frequencies(head_dim, op.attr("theta"), op.attr("factor"), op.attr("low_freq_factor"),
                            op.attr("high_freq_factor"), op.attr("original_max_position"))
+    if op.attr("pairs") is not None:
+        inv = inv[list(op.attr("pairs"))]
     angles = (op.attr("start") + np.arange(seq, dtype=np.float64))[:, None] * inv[None, :]
     return np.cos(angles), np.sin(angles)
 

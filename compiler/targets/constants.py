@@ -8,7 +8,8 @@ placement) and the lowering places each one once, however many ops share it.
   sliding window when the op has one; compiler.reference.attention_mask). A softmax that
   hides nothing (decode without a window, or with a window covering every key) needs none.
 - rope table [S, head_dim]: cos of the angles in the first half of each row, sin in the
-  second (compiler.reference.rope_tables), one per (positions, head_dim, rope attributes).
+  second (compiler.reference.rope_tables, its pairs' frequencies in the op's `pairs` order),
+  one per (positions, head_dim, rope attributes).
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from compiler.reference import attention_mask, rope_tables
 
 __all__ = ["mask_name", "mask_values", "rope_name", "rope_values", "constant_shapes"]
 
-_ROPE_ATTRS = ("theta", "start", "factor", "low_freq_factor", "high_freq_factor", "original_max_position")
+_ROPE_ATTRS = ("theta", "start", "factor", "low_freq_factor", "high_freq_factor", "original_max_position",
+               "pairs")
 
 
 def _hidden(op: Op, s: int, t: int) -> np.ndarray | None:

@@ -102,6 +102,21 @@ def test_rope_rotates_pairs_by_position_and_keeps_norms():
     assert y[0, 2, 1] == pytest.approx(x1 * c - x2 * s) and y[0, 2, 5] == pytest.approx(x2 * c + x1 * s)
 
 
+def test_rope_with_pairs_rotates_permuted_channels_as_their_own_pairs():
+    """`pairs` = sigma rotates pair i by frequency sigma[i]: the rope of x[..., perm] with
+    perm = [sigma, sigma + d/2] is the rope of x, permuted (compiler/passes/kv_fold.py)."""
+    sigma = [2, 0, 3, 1]
+    perm = sigma + [i + 4 for i in sigma]
+    g = GraphBuilder("r")
+    x = g.input("x", (3, 5, 8))
+    g.op(OpKind.ROPE, "y", [x], theta=10000.0, start=4)
+    g.op(OpKind.ROPE, "z", [x], theta=10000.0, start=4, pairs=sigma)
+    values = np.random.default_rng(2).standard_normal((3, 5, 8))
+    y = execute(g.build(["y"]), {}, {"x": values})["y"]
+    z = execute(g.build(["z"]), {}, {"x": values[..., perm]})["z"]
+    np.testing.assert_allclose(z, y[..., perm], rtol=1e-12, atol=1e-15)
+
+
 def test_sliding_window_hides_keys_a_window_back():
     hidden = attention_mask(3, 6, window=2)         # queries at 3, 4, 5
     assert hidden.tolist() == [[True, True, False, False, True, True],
@@ -145,6 +160,10 @@ def test_context_limit_is_enforced():
                        original_max_position=64), "high_freq_factor must exceed low_freq_factor"),
     (OpKind.ROPE, dict(theta=1.0, start=0), "attribute 'theta' must be a finite number above 1"),
     (OpKind.ROPE, dict(theta=1e4), "missing attribute 'start'"),
+    (OpKind.ROPE, dict(theta=1e4, start=0, pairs=[0, 1, 1, 3]),
+     r"attribute 'pairs' must order the 4 rotated pairs of head_dim 8 \(each of 0..3 once\), got \[0, 1, 1, 3\]"),
+    (OpKind.ROPE, dict(theta=1e4, start=0, pairs=[0, 1]), "attribute 'pairs' must order the 4 rotated pairs"),
+    (OpKind.ROPE, dict(theta=1e4, start=0, pairs=1.5), "attribute 'pairs' must be a list of integers"),
     (OpKind.SOFTMAX, dict(window=4), "a sliding window needs causal=true"),
     (OpKind.SOFTMAX, dict(causal=True, window=0), "attribute 'window' must be a positive integer"),
 ])

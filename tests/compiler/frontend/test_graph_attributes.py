@@ -35,6 +35,10 @@ BAD = [
     ("y = reshape(x, shape=6)", r"attribute 'shape' must be a list of integers, got 6"),
     ("y = transpose(x, perm=true)", r"attribute 'perm' must be a list of integers, got true"),
     ("y = embedding(w, x, padding=0)", r"op 'y' \(embedding\): unknown attribute 'padding' = 0"),
+    ("input r: fp32[3, 4]\n  y = rope(r, theta=10000.0, start=0, pairs=[1, 1])",
+     r"g.graph:5:3: op 'y' \(rope\): attribute 'pairs' must order the 2 rotated pairs of head_dim 4 "
+     r"\(each of 0..1 once\), got \[1, 1\]"),
+    ("y = rope(x, theta=10000.0, start=0, pairs=true)", r"attribute 'pairs' must be a list of integers"),
 ]
 
 
