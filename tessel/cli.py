@@ -272,8 +272,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     phase = _phase(args, model, args.tokens)
     arch = target(args.target).load_arch(args.arch, args.set)
-    recipe, weights = _compile_recipe(args, model, phase, arch)
-    graph, feeds, plan = _compiled_graph(args, model, phase, weights, recipe)
+    recipe, quantised = _compile_recipe(args, model, phase, arch)
+    graph, feeds, plan, weights = _compiled_graph(args, model, phase, quantised, recipe)
     steps = len(target(args.target).pipeline.steps)
     with progress.phase(f"{args.target}: compile", steps + 2, "step") as bar:
         with compile_guard(simulate=False):
@@ -296,7 +296,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 def _compile_recipe(args: argparse.Namespace, model: Model, phase: Phase | None, arch):
     """`tessel compile --quant`: the recipe, checked as `tessel sim` checks it, and with
-    --with-data the weights it quantises (codes and scales, made here: compile time)."""
+    --with-data the model it quantises (codes and scales, made here: compile time)."""
     from tessel.request import check_expert_bits, target_recipe
     if args.quant is None:
         if args.expert_bits is not None:            # refused: it needs a nested recipe
@@ -306,28 +306,35 @@ def _compile_recipe(args: argparse.Namespace, model: Model, phase: Phase | None,
     recipe = target_recipe(model, phase, args.target, arch, _dtype(args), args.quant)
     if args.expert_bits is not None:
         check_expert_bits(model, recipe, args.expert_bits)
-    return recipe, (quantise(model, recipe, calibration=args.tokens, expert_bits=args.expert_bits).weights
+    return recipe, (quantise(model, recipe, calibration=args.tokens, expert_bits=args.expert_bits)
                     if args.with_data else None)
 
 
-def _compiled_graph(args: argparse.Namespace, model: Model, phase: Phase | None, weights=None,
+def _compiled_graph(args: argparse.Namespace, model: Model, phase: Phase | None, quantised=None,
                     recipe=None):
     """The graph a target lowers (under `recipe`: with its quantize ops), its inputs
-    (--with-data) and the recipe's plan: a mixture-of-experts graph is routed by the router's
-    own choice when the program carries data, else by --routing. `weights`: what the data's
-    KV cache and routing are computed with (default: the model's)."""
-    from tessel.driver import model_feeds, policy_routed, ranking_routing, recipe_graph, router_routed
+    (--with-data), the recipe's plan and the weights the data holds (None: the model's): a
+    mixture-of-experts graph is routed by the router's own choice when the program carries
+    data, else by --routing. `quantised`: the recipe's quantised model, whose weights (with
+    the KV channel order it calibrated folded in) the data's KV cache and routing are
+    computed with."""
+    from tessel.driver import (folded, model_feeds, policy_routed, ranking_routing, recipe_graph,
+                               router_routed)
     hot = args.expert_bits is not None and args.with_data    # a `hot` policy routes with them
     policy = routing_policy(model, numerics=args.with_data, routing=args.routing)
     graph, plan = recipe_graph(model, phase, recipe, args.expert_bits,
                                model.weights if hot else None, args.tokens,
                                ranking_routing(model, phase, args.expert_bits, policy))
     if not args.with_data:
-        return policy_routed(graph, policy)[0], None, plan
-    feeds = model_feeds(model, phase, args.tokens, weights, recipe)
+        return policy_routed(graph, policy)[0], None, plan, None
+    weights = order = None
+    if quantised is not None:
+        graph, weights = folded(quantised, graph, plan)
+        order = quantised.kv_order
+    feeds = model_feeds(model, phase, args.tokens, weights, recipe, order)
     if policy == "router":
         _, graph, feeds, _ = router_routed(graph, model.weights if weights is None else weights, feeds)
-    return graph, feeds, plan
+    return graph, feeds, plan, weights
 
 
 def _dump_after(args: argparse.Namespace) -> int:

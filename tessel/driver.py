@@ -35,17 +35,18 @@ from tessel.request import RunRequest, default_tokens
 from tessel.targets import target
 
 __all__ = ["compile_model_graph", "run", "Run", "model_feeds", "simulate_file", "router_routed",
-           "policy_routed", "workload_facts"]
+           "policy_routed", "workload_facts", "folded"]
 
 
 def _feeds(model: Model, weights: Mapping[str, np.ndarray], phase: Phase,
-           tokens: Sequence[int], recipe=None) -> dict[str, np.ndarray]:
+           tokens: Sequence[int], recipe=None, kv_order=None) -> dict[str, np.ndarray]:
     """The graph inputs of one pass over `tokens` (decode: a reference-filled KV cache, as a
-    recipe that quantises the cache stored it)."""
+    recipe that quantises the cache stored it, in the channel order `kv_order` folded into
+    `weights`)."""
     ids = check_tokens(model, tokens)
     if phase.kind == "prefill":
         return token_feeds(ids)
-    first = recipe_graph(model, prefill(len(ids) - 1), recipe)[0]
+    first = recipe_graph(model, prefill(len(ids) - 1), recipe, kv_order=kv_order)[0]
     cache = kv_feeds(first, execute(_caches_only(first), weights, token_feeds(ids[:-1])),
                      model.graph(phase))
     return {**cache, **token_feeds(ids[-1:])}
@@ -60,16 +61,17 @@ def _caches_only(first: Graph) -> Graph:
 
 
 def model_feeds(model: Model, phase: Phase, tokens: Sequence[int] | None,
-                weights: Mapping[str, np.ndarray] | None = None, recipe=None) -> dict[str, np.ndarray]:
+                weights: Mapping[str, np.ndarray] | None = None, recipe=None,
+                kv_order=None) -> dict[str, np.ndarray]:
     """Inputs of one pass: the given tokens or seeded ones, with a KV cache the reference
     fills with `weights` (default: the model's; a quantised model's for its programs) under
-    `recipe` (its KV format)."""
+    `recipe` (its KV format, in the channel order `kv_order` folded into the weights)."""
     if model.config is None:
         raise GraphError(f"'{model.name}' is a .graph file: it has no token inputs")
     if phase.batch != 1:
         raise GraphError("numeric runs take one sequence (--batch 1)")
     return _feeds(model, model.weights if weights is None else weights, phase,
-                  tokens or default_tokens(model, phase), recipe)
+                  tokens or default_tokens(model, phase), recipe, kv_order)
 
 
 def simulate_file(path, arch_spec: str | None, overrides: Sequence[str],
@@ -168,15 +170,18 @@ def _with_data(req: RunRequest, graph: Graph, plan, bar: Callable[[str, int], No
                ) -> tuple[Lowered, np.ndarray, Graph, Routing | None]:
     """A numeric run's program (with its data) and the reference logits, made from a copy of
     the weights that is dropped on return: the simulated memory never sits beside it. Under a
-    recipe, `graph` rounds what the recipe rounds (`recipe_graph`), and so does its reference."""
+    recipe, `graph` rounds what the recipe rounds (`recipe_graph`), and so does its reference;
+    a KV channel order the recipe calibrates is folded into both (`folded`)."""
     if bar is not None:
         bar("reference", 0)
-    weights = req.model.load_weights()
+    weights, order = req.model.load_weights(), None
     if req.quant is not None:           # codes and scales, read back as the reference's weights
         from compiler.quant import quantise
-        weights = quantise(req.model, req.quant, weights, calibration=req.tokens,
-                           expert_bits=req.expert_bits).weights
-    feeds = _feeds(req.model, weights, req.phase, req.tokens, req.quant)
+        q = quantise(req.model, req.quant, weights, calibration=req.tokens,
+                     expert_bits=req.expert_bits)
+        graph, weights = folded(q, graph, plan)
+        order = q.kv_order
+    feeds = _feeds(req.model, weights, req.phase, req.tokens, req.quant, order)
     reference, graph, feeds, routing = router_routed(graph, weights, feeds)
     return (compile_model_graph(req.model, graph, req.target, req.arch, req.dtype, feeds, weights,
                                 progress=bar, quant=plan),
@@ -200,10 +205,19 @@ def quantised_facts(lowered: Lowered, recipe: str, layouts: tuple[str, ...] = ("
     return facts
 
 
+def folded(q, graph: Graph, plan) -> tuple[Graph, Mapping[str, np.ndarray]]:
+    """A quantised model `q`'s graph (under `plan`) and weights with the KV channel order it
+    calibrated folded into both (compiler/passes/kv_fold.py): what programs and their
+    reference run. Without an order, `graph` and `q.weights` as they are."""
+    from compiler.passes.kv_fold import kv_fold
+    fold = kv_fold(graph, plan, q.kv_order)
+    return fold.graph, q.folded(fold)
+
+
 def recipe_graph(model: Model, phase: Phase | None, recipe, expert_bits: str | None = None,
                  weights: Mapping[str, np.ndarray] | None = None,
                  calibration: Sequence[int] | None = None,
-                 routing: Routing | None = None) -> tuple[Graph, object]:
+                 routing: Routing | None = None, kv_order=None) -> tuple[Graph, object]:
     """The model's graph of the phase under a recipe, and the recipe's plan (None: none, the
     graph as it is). The plan is made before any routing: there a mixture of experts is one op
     whose router the plan keeps at full precision, as the reference's quantised mode does; the
@@ -212,10 +226,15 @@ def recipe_graph(model: Model, phase: Phase | None, recipe, expert_bits: str | N
     and the reference compute the recipe's numerics from it. `expert_bits`: the widths its
     bit-nested expert weights are read at (compiler/quant/nested.py; a `hot` policy ranks the
     experts by a timing-only run's `routing`, or else routes the `calibration` tokens with
-    `weights`)."""
+    `weights`). `kv_order`: a rearranged KV cache's channel order (compiler.quant's
+    `kv_order`), folded into the graph (compiler/passes/kv_fold.py; its weights: `folded`).
+    Without one (timing only: no calibration), the graph is checked and left in place: the
+    folded program differs only in its weights' and rope tables' values, which a program
+    without data does not hold."""
     graph = model.graph(phase)
     if recipe is None:
         return graph, None
+    from compiler.passes.kv_fold import kv_fold
     from compiler.passes.quantised_values import quantised_graph
     from compiler.quant import plan
     quant = plan(graph, recipe, model.config.n_layer)
@@ -225,7 +244,7 @@ def recipe_graph(model: Model, phase: Phase | None, recipe, expert_bits: str | N
         quant = replace(quant, widths=expert_widths(
             model, weights, recipe, whole, expert_bits, calibration,
             None if routing is None else routed_counts(routing)))
-    return quantised_graph(graph, quant), quant
+    return kv_fold(quantised_graph(graph, quant), quant, kv_order or {}).graph, quant
 
 
 def workload_facts(model: Model, graph: Graph, routing: Routing | None, itemsize: int) -> dict:

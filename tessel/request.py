@@ -188,8 +188,10 @@ def target_recipe(model: Model, phase: Phase | None, target: str, arch: TargetAr
                   dtype: DType | None, spec: str) -> Recipe:
     """The recipe of --quant, checked before anything is compiled: a target that can run it,
     an operand type the codes dequantise to, a model with a config, values the targets round
-    (compiler/passes/quantised_values.py) and weights the target can store (its own
-    check_quantised refuses the rest)."""
+    (compiler/passes/quantised_values.py), a KV channel order that folds into the projections
+    (compiler/passes/kv_fold.py) and weights the target can store (its own check_quantised
+    refuses the rest)."""
+    from compiler.passes.kv_fold import kv_fold
     from compiler.passes.quantised import stored_formats
     from compiler.passes.quantised_values import quantised_graph
     from compiler.quant import plan, resolve_recipe
@@ -209,6 +211,7 @@ def target_recipe(model: Model, phase: Phase | None, target: str, arch: TargetAr
     graph = model.graph(phase)
     quant = plan(graph, recipe, model.config.n_layer)
     rounded = quantised_graph(graph, quant)
+    kv_fold(rounded, quant, {})
     check(arch, stored_formats(rounded, quant), rounded)
     return recipe
 

@@ -9,8 +9,10 @@ so the hook and the rewritten graph give the same logits (tests/compiler/quant).
 
 A KV write is rounded in the layout the program holds it, [b, heads, tokens, head_dim], so its
 scale groups must fall inside one head: per head, groups that divide head_dim, an MX block that
-divides it, or one scale for the whole write. A scale over a token's channels of several heads,
-and a rearranged channel order, are refused in one line (not built on the targets).
+divides it, or one scale for the whole write. A scale over a token's channels of several heads
+is refused in one line (not built on the targets). A rearranged channel order is rounded as
+written: compiler/passes/kv_fold.py folds the order into the projections, so the write is
+already in it.
 Block floating point with 8-bit mantissas in blocks of 32 is MXINT8's arithmetic exactly (both
 scale a block by 2^(floor(log2 max) - 6) and round to +-127), so it runs as mxint8; other bfp
 formats are refused.
@@ -200,8 +202,6 @@ def _kv_code(recipe: str, written: str, write) -> tuple[str, int]:
     """(format, group) of a KV write [b, heads, tokens, head_dim] whose groups stay in a head."""
     quant, heads, head_dim = write.quant, write.heads, write.head_dim
     where = f"recipe {recipe!r}: kv '{written}' in {quant}"
-    if quant.rearrange:
-        raise CompileError(f"{where}: a rearranged KV channel order is {_NOT_BUILT}")
     fmt = code_name(recipe, f"kv '{written}'", quant)
     length = heads * head_dim
     group = {"head": head_dim, "token": length, "group": quant.group, "block": quant.format.block,

@@ -15,6 +15,7 @@ import numpy as np
 from compiler.driver import check_tokens, token_feeds
 from compiler.frontend import Model
 from compiler.ir import Graph, Op, OpKind
+from compiler.passes.kv_fold import KVFold
 from compiler.passes.quantised_values import rounded_experts
 from compiler.phase import prefill
 from compiler.quant.nested import ExpertBits, parse_expert_bits
@@ -59,7 +60,8 @@ class QuantNumerics:
 @dataclass(frozen=True)
 class QuantisedModel:
     """`model` under `recipe`: `weights` stored quantised, `kv_order` the compile-time channel
-    order of each rearranged KV write."""
+    order of each rearranged KV write (per layer, a permutation of head_dim for K and for V:
+    rearrange.py)."""
 
     model: Model
     recipe: Recipe
@@ -75,6 +77,14 @@ class QuantisedModel:
 
     def numerics(self, graph: Graph) -> QuantNumerics:
         return QuantNumerics(self.plan(graph), self.kv_order)
+
+    def folded(self, fold: KVFold) -> QuantizedWeights:
+        """The weights a graph with the KV order folded in reads (compiler/passes/kv_fold.py):
+        the checkpoint's, the fold's parameters permuted before they are quantised, as the
+        paper folds them; kv_fold refuses the groups where that would change their values."""
+        if not fold.params:
+            return self.weights
+        return self.weights.rebased(fold.weights(self.weights.base), fold.params)
 
 
 def quantise(model: Model, recipe: str | Recipe, weights: Mapping[str, np.ndarray] | None = None,

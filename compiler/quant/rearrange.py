@@ -3,11 +3,19 @@
 magnitude share a block, so an outlier channel no longer sets the shared exponent of the small
 ones beside it).
 
-Each layer's K (and V) channels are ordered by their largest magnitude over calibration tokens,
-smallest first; the cache stores a token's channels in that order, so consecutive blocks hold
-channels of similar size, and reads them back in the original order. The paper folds the
-order into the K and Q projections instead (q.k is unchanged when both are permuted alike); the
-values, and so the logits, are the same either way.
+Each layer gets one order for K and one for V: a permutation of head_dim that every KV head
+shares, its channels ranked by their largest magnitude over all heads and calibration tokens,
+smallest first. One order within a head is what folds into the projections, as the paper does
+(compiler/passes/kv_fold.py): permuting the columns of W_k and W_q head by head leaves q.k
+unchanged, and V's order moves to W_o's rows; an order across heads would mix them. Where the
+model rotates K (RoPE, Hugging Face's rotate_half pairs channel i with i + head_dim/2), the
+order moves each pair together, ranked by the larger of its two channels: only such an order
+commutes with the rotation (a permuted pair rotates by its own frequency), and the rotation
+spreads a pair's magnitude over both channels anyway.
+
+The reference executor stores each head's channels in the order (compiler/quant/tensors.py
+write_kv) and reads them back in place; a program computes them in it (the folded graph), so
+both round the same blocks.
 """
 from __future__ import annotations
 
@@ -17,22 +25,26 @@ import numpy as np
 
 from compiler.driver import check_tokens, token_feeds
 from compiler.frontend import Model
+from compiler.ir import Graph
+from compiler.passes.kv_fold import KVOrder, projection
 from compiler.phase import prefill
-from compiler.quant.plan import plan
+from compiler.quant.plan import KVWrite, plan
 from compiler.quant.recipe import Recipe, RecipeError
-from compiler.quant.tensors import token_rows
 from compiler.reference import execute
 
 __all__ = ["KVOrder", "channel_order", "kv_orders"]
 
-KVOrder = Mapping[tuple[int | None, str], np.ndarray]   # (layer, "k" | "v") -> channel order
 
-
-def channel_order(rows: np.ndarray) -> np.ndarray:
-    """The channels of token rows [..., channels] ordered by their largest magnitude, smallest
-    first (ties: the lower channel first)."""
-    magnitude = np.abs(rows).reshape(-1, rows.shape[-1]).max(axis=0)
-    return np.argsort(magnitude, kind="stable")
+def channel_order(values: np.ndarray, paired: bool = False) -> np.ndarray:
+    """The head_dim channels of `values` [..., head_dim] (every head and token) ordered by
+    their largest magnitude, smallest first (ties: the lower channel first). `paired`: the
+    pairs (i, i + head_dim/2) ranked by the larger of the two, the order [sigma, sigma + half]."""
+    magnitude = np.abs(values).reshape(-1, values.shape[-1]).max(axis=0)
+    if not paired:
+        return np.argsort(magnitude, kind="stable")
+    half = len(magnitude) // 2
+    sigma = np.argsort(np.maximum(magnitude[:half], magnitude[half:]), kind="stable")
+    return np.concatenate([sigma, sigma + half])
 
 
 def kv_orders(model: Model, weights: Mapping[str, np.ndarray], recipe: Recipe, n_layers: int,
@@ -49,4 +61,11 @@ def kv_orders(model: Model, weights: Mapping[str, np.ndarray], recipe: Recipe, n
                           "from calibration tokens: give some")
     values = execute(graph, weights, token_feeds(check_tokens(model, calibration)), np.float64)
     # a prefill appends to no cache: the ops that write the KV are its outputs
-    return {(w.layer, w.which): channel_order(token_rows(values[name])) for name, w in writes}
+    return {(w.layer, w.which): channel_order(values[name], _rotated(graph, name, w, recipe))
+            for name, w in writes}
+
+
+def _rotated(graph: Graph, name: str, write: KVWrite, recipe: Recipe) -> bool:
+    """Whether the write passes a rotary embedding on its way from its projection."""
+    where = f"recipe {recipe.name!r}: kv '{name}' in {write.quant}"
+    return bool(projection(graph, name, write.head_dim, where).ropes)

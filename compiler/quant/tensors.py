@@ -5,9 +5,9 @@ rounding that compiled programs will have to match):
                   channels (the contracted axis); read back on every use
     read_input    when a matmul reads its input: quantised with scales of its own values
                   (dynamic), read back in the executor's dtype
-    write_kv      when a pass writes K or V: each token's channels of all the layer's heads, in
-                  the compile-time channel order when the recipe rearranges them, quantised and
-                  read back in the executor's dtype
+    write_kv      when a pass writes K or V: each token's channels of all the layer's heads
+                  (each head's in the compile-time channel order when the recipe rearranges
+                  them), quantised and read back in place in the executor's dtype
 
 Quantisation is isa.formats' (float64 in, round to nearest even, saturating); a value read back
 is element x scale in float64, then rounded once to the executor's dtype.
@@ -62,14 +62,15 @@ def token_rows(value: np.ndarray) -> np.ndarray:
 
 
 def write_kv(value: np.ndarray, write: KVWrite, order: np.ndarray | None = None) -> np.ndarray:
-    """K or V [b, heads, s, head_dim] as the cache holds it. `order`: the channel order the
-    cache stores a token's channels in (rearrange.py); read back in the original order."""
-    rows = token_rows(value)
+    """K or V [b, heads, s, head_dim] as the cache holds it. `order`: the permutation of
+    head_dim every head stores its channels in (rearrange.py); read back in place."""
     if order is not None:
-        rows = rows[..., order]
+        value = value[..., order]
+    rows = token_rows(value)
     quant = write.quant
     back = dequantize(quantize(rows, quant.format, scale_group(quant, rows.shape[-1], write.head_dim)))
-    if order is not None:
-        back[..., order] = back.copy()
     b, h, s, d = value.shape
-    return back.reshape(b, s, h, d).transpose(0, 2, 1, 3).astype(value.dtype)
+    back = back.reshape(b, s, h, d).transpose(0, 2, 1, 3)
+    if order is not None:
+        back = back[..., np.argsort(order)]
+    return back.astype(value.dtype)

@@ -6,7 +6,7 @@ gives it (an expert's), else whole."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Iterator, Mapping
+from typing import Collection, Iterator, Mapping
 
 import numpy as np
 
@@ -19,15 +19,29 @@ __all__ = ["QuantizedWeights"]
 
 class QuantizedWeights(Mapping[str, np.ndarray]):
     """`base` with the weights `plan` quantises replaced by their stored form (`stored`);
-    `widths`: the bits each bit-nested weight is read at (the others: whole)."""
+    `widths`: the bits each bit-nested weight is read at (the others: whole); `keep`: stored
+    forms already made from these tensors of `base` (`rebased`)."""
 
     def __init__(self, base: Mapping[str, np.ndarray], plan: QuantPlan,
-                 widths: Mapping[str, int] | None = None) -> None:
-        self._base = base
+                 widths: Mapping[str, int] | None = None,
+                 keep: Mapping[str, StoredWeight] | None = None) -> None:
+        self._base, self._plan = base, plan
         self.widths = dict(widths or {})
+        keep = keep or {}
         self.stored: dict[str, StoredWeight] = {
-            name: store_weight(base[name], use) for name, use in plan.weights.items()
-            if use.quant is not None}
+            name: keep[name] if name in keep else store_weight(base[name], use)
+            for name, use in plan.weights.items() if use.quant is not None}
+
+    @property
+    def base(self) -> Mapping[str, np.ndarray]:
+        """The tensors these weights were quantised from (the checkpoint's)."""
+        return self._base
+
+    def rebased(self, base: Mapping[str, np.ndarray], changed: Collection[str]) -> "QuantizedWeights":
+        """The same recipe over `base`, which differs from these weights' own only in
+        `changed`: those quantised again, every other weight's codes kept."""
+        keep = {name: s for name, s in self.stored.items() if name not in changed}
+        return QuantizedWeights(base, self._plan, self.widths, keep)
 
     def __getitem__(self, name: str) -> np.ndarray:
         stored = self.stored.get(name)

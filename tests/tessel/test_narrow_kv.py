@@ -89,10 +89,13 @@ def test_pim_keeps_its_cache_in_bf16(tiny_hf):
 @pytest.mark.slow
 @pytest.mark.parametrize("fixture, extra", [
     ("tiny-gpt2", ["--phase", "decode", "--kv", "9", "--quant", "w4a4kv4"]),
+    ("tiny-qwen3", ["--phase", "decode", "--kv", "9", "--quant", "kv:int4:g16:rearrange",
+                    "--tokens", "5,9,2,7,11,3,8,1,6,4"]),     # the order calibrated on them
     ("tiny-mixtral", ["--seq", "6", "--quant", "w8a16:nested", "--expert-bits", "4"])])
 def test_a_program_file_carries_the_narrow_cache_and_planes(tmp_path, fixture, extra):
-    """A decode program with a narrow cache, or one reading nested experts, written with its
-    data and simulated from the file: the same cycles as the model run, which checks logits."""
+    """A decode program with a narrow cache (one in a rearranged channel order folded into its
+    weights), or one reading nested experts, written with its data and simulated from the file:
+    the same cycles as the model run, which checks logits."""
     import json
     from tessel.cli import main
     model = str(FIXTURES / fixture)
