@@ -13,9 +13,8 @@ divides it, or one scale for the whole write. A scale over a token's channels of
 is refused in one line (not built on the targets). A rearranged channel order is rounded as
 written: compiler/passes/kv_fold.py folds the order into the projections, so the write is
 already in it.
-Block floating point with 8-bit mantissas in blocks of 32 is MXINT8's arithmetic exactly (both
-scale a block by 2^(floor(log2 max) - 6) and round to +-127), so it runs as mxint8; other bfp
-formats are refused.
+Block floating point runs as its own code format, bfp<N> for mantissas of 2..8 bits (an e8m0
+scale per block, any block that stays in a head); wider mantissas are refused.
 """
 from __future__ import annotations
 
