@@ -18,22 +18,7 @@ def _precision(c: Compilation) -> Precision:
     """The shared decision, for bf16 only: the banks' MAC units compute in bf16."""
     if c.dtype is not DType.bf16:
         raise CompileError(f"the PIM target computes in bf16 (the MAC units' type), not {c.dtype.value}")
-    _refuse_rearranged(c.quant)
     return precision(c.graph, c.dtype, c.quant, narrow_kv=False)   # its KV cache: bf16 rows
-
-
-def _refuse_rearranged(plan) -> None:
-    """A rearranged KV order exists to share scale blocks of a cache stored as codes; this
-    target keeps its cache in bf16 rows, so it is not built here (the systolic and dataflow
-    targets fold it into the projections: compiler/passes/kv_fold.py)."""
-    rearranged = [(v, w) for v, w in (plan.kv.items() if plan is not None else ())
-                  if w.quant is not None and w.quant.rearrange]
-    if rearranged:
-        value, write = rearranged[0]
-        raise CompileError(f"recipe {plan.recipe.name!r}: kv '{value}' in {write.quant}: a "
-                           "rearranged KV channel order is not built on the PIM target, which "
-                           "keeps its KV cache in bf16 rows (the systolic and dataflow targets "
-                           "fold it into the projections)")
 
 
 def _placement(c: Compilation) -> PimPlacement:
