@@ -550,7 +550,8 @@ def _compare_recipes(args: argparse.Namespace, model: Model, phase: Phase) -> in
         raise UsageError(f"--quant: '{model.name}' is a .graph file; recipes need a model config")
     logits = not args.no_functional and reference_by_default(model, phase)
     rows = compare_recipes(model, phase, recipes, parse_gpus(args.gpu or "a100-80gb"), "graph",
-                           default_tokens(model, phase) if logits else None, targets)
+                           default_tokens(model, phase) if logits else None, targets,
+                           routing_policy(model, numerics=False, routing=args.routing))
     if args.json:
         atomic_write(Path(args.json), json.dumps([r.as_dict() for r in rows], indent=1).encode())
     print(render_recipes(f"tessel compare --quant: {model.name}, {phase}", rows))

@@ -28,7 +28,7 @@ from compiler.phase import Phase, prefill
 from compiler.quant import Recipe, RecipeError, plan, recipe_reports, resolve_recipe, role_bytes
 from sim.gpu import gpu_baseline
 from tessel.gpu_kernels import graph_kernels
-from tessel.driver import run
+from tessel.driver import policy_routed, run
 from tessel.gpu_quant import check_gpus, narrowing
 from tessel.table import render_table
 
@@ -65,15 +65,16 @@ def parse_recipes(text: str) -> list[str]:
 
 def compare_recipes(model: Model, phase: Phase, recipes: Sequence[str], gpus: Sequence[str],
                     mode: str, tokens: Sequence[int] | None,
-                    targets: Sequence[str] = ()) -> list[RecipeRow]:
+                    targets: Sequence[str] = (), routing: str | None = None) -> list[RecipeRow]:
     """One row per recipe (module docstring); `tokens`: for the logits, None to skip them;
     `targets`: simulated targets (`target` or `target:preset`) that run each recipe's
-    program (timing only)."""
+    program (timing only); `routing`: the policy a mixture of experts' GPU kernels and target
+    runs are routed by (tessel.request.routing_policy; None for dense models)."""
     if model.config is None:
         raise RecipeError(f"--quant: '{model.name}' is a .graph file; recipes need a model config")
     n_layers = model.config.n_layer
     resolved = {name: Recipe(NONE) if name == NONE else resolve_recipe(name) for name in recipes}
-    graph, one = model.graph(phase), model.graph(prefill(1))
+    graph, one = policy_routed(model.graph(phase), routing)[0], model.graph(prefill(1))
     archs = [load_arch(g) for g in gpus]
     narrows = {}
     for name, recipe in resolved.items():          # every recipe checked before anything runs
@@ -82,7 +83,7 @@ def compare_recipes(model: Model, phase: Phase, recipes: Sequence[str], gpus: Se
             narrows[name] = narrowing(graph, recipe, n_layers)
             check_gpus(narrows[name], archs)
         resolved[name] = (recipe, planned)
-    requests = {(name, t): _target_request(model, phase, t, None if name == NONE else name)
+    requests = {(name, t): _target_request(model, phase, t, None if name == NONE else name, routing)
                 for name in resolved for t in targets}   # each checked before anything runs
     errors = {}
     quantised = [r for name, (r, _) in resolved.items() if name != NONE]
@@ -108,14 +109,15 @@ def compare_recipes(model: Model, phase: Phase, recipes: Sequence[str], gpus: Se
     return rows
 
 
-def _target_request(model: Model, phase: Phase, target: str, recipe: str | None):
+def _target_request(model: Model, phase: Phase, target: str, recipe: str | None,
+                    routing: str | None):
     """A timing-only run of `target` (`name` on its default preset, or `name:preset`), compiled
-    under `recipe`."""
+    under `recipe`, its experts routed by `routing`."""
     from tessel.request import make_request
     from tessel.targets import TARGETS
     name, _, preset = target.partition(":")
     return make_request(model, name, TARGETS[name].load_arch(preset or None), phase,
-                        numerics=False, quant=recipe)
+                        numerics=False, quant=recipe, routing=routing)
 
 
 def render_recipes(title: str, rows: Sequence[RecipeRow]) -> str:

@@ -12,7 +12,8 @@ Bytes (isa.formats.bits_per_element: elements and their scales' share), against 
   b of W bits reads b/W of the elements' bytes, the scales whole); `weights_bf16` the same
   tensors in BF16; `kept` every other parameter (kept weights, embeddings, gains, biases) in BF16;
 - kv_per_token: K and V of every layer for one token (a scale per tensor: one per token's write);
-- activations_per_token: every planned matmul's input for one token (kept inputs in BF16).
+- activations_per_token: every planned matmul's input for one token, a mixture's top_k
+  experts' included (kept inputs in BF16).
 """
 from __future__ import annotations
 
@@ -96,6 +97,13 @@ def role_bytes(graph: Graph, plan: QuantPlan, widths: Mapping[str, int] | None =
         channels = t.shape[-1]
         acts_bf16 += channels * BF16_BITS / 8
         acts += channels * (BF16_BITS if quant is None else _bits(quant, channels, t.numel)) / 8
+    for name, quant in plan.experts.items():    # each of a token's top_k experts reads its row
+        op = graph[name]                        # of x (gate, up) and its gated hidden (down)
+        x, k = graph[op.inputs[0]].type, op.attr("top_k")
+        for channels in (x.shape[-1], graph[op.inputs[2]].type.shape[-1]):
+            acts_bf16 += k * channels * BF16_BITS / 8
+            acts += k * channels * (BF16_BITS if quant is None else
+                                    _bits(quant, channels, channels * x.shape[0])) / 8
     return RoleBytes(weights, weights_read, weights_bf16, kept, kv, kv_bf16, acts, acts_bf16)
 
 

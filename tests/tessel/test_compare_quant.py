@@ -66,6 +66,35 @@ def test_the_command_prints_a_row_per_recipe_and_writes_json(capsys, tmp_path):
     assert rows[2]["kv_bytes_per_token"] < rows[0]["kv_bytes_per_token"]
 
 
+def test_a_mixture_of_experts_is_routed_for_the_gpus_and_the_targets(capsys):
+    """A MoE model's recipes side by side (this failed: the GPU kernels of an unrouted moe op),
+    the GPUs and targets routed by --routing."""
+    mixtral = str(Path(TINY).parent / "tiny-mixtral")
+    assert main(["compare", "--model", mixtral, "--phase", "decode", "--kv", "8", "--quant",
+                 "none,w8a8,w4a16", "--gpu", "a100-80gb", "--targets", "systolic:systolic-32",
+                 "--routing", "zipf:1.2", "--no-functional"]) == 0
+    lines = capsys.readouterr().out.splitlines()[3:6]
+    assert [line.split()[0] for line in lines] == ["none", "w8a8", "w4a16"]
+
+
+@pytest.mark.parametrize("recipe, per_channel", [(None, 2), ("w8a8", 1)])
+def test_the_activation_bytes_count_each_tokens_experts(recipe, per_channel):
+    """A token's top_k experts each read its row of x (gate, up) and their gated hidden
+    (down): k (D + F) channels a layer, in BF16 or, under w8a8, one byte each and an fp16
+    scale per row."""
+    model = load_model(str(Path(TINY).parent / "tiny-mixtral"))
+    one = model.graph(prefill(1))
+    planned = plan(one, resolve_recipe(recipe or "w8a16"), model.config.n_layer)
+    if recipe is None:
+        planned = dataclasses.replace(planned, experts=dict.fromkeys(planned.experts))
+    dense = dataclasses.replace(planned, experts={})
+    moes = [op for op in one.ops if op.kind.value == "moe"]
+    d, f, k = one[moes[0].inputs[0]].type.shape[-1], one[moes[0].inputs[2]].type.shape[-1], moes[0].attr("top_k")
+    scale = 0 if recipe is None else 2                  # an fp16 scale per row
+    want = len(moes) * k * ((d + f) * per_channel + 2 * scale)
+    assert role_bytes(one, planned).activations_per_token - role_bytes(one, dense).activations_per_token == want
+
+
 def test_targets_get_a_column_each_from_their_quantised_programs(capsys):
     model, phase = load_model(TINY), decode(6)
     rows = {r.recipe: r for r in compare_recipes(model, phase, ["none", "w4a16:g32"], [], "graph",
