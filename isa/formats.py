@@ -24,8 +24,8 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import cache
 
-import ml_dtypes
 import numpy as np
 
 from isa.errors import IsaError
@@ -39,10 +39,17 @@ _E8M0_RANGE = (-127, 127)
 MXINT8_FRACTION = 6            # MXINT8: an element is int8 x 2^-6
 
 _FLOAT_ELEMENTS = {             # name -> ml_dtypes element type
-    "e4m3": ml_dtypes.float8_e4m3fn, "e5m2": ml_dtypes.float8_e5m2,
-    "e3m2": ml_dtypes.float6_e3m2fn, "e2m3": ml_dtypes.float6_e2m3fn,
-    "e2m1": ml_dtypes.float4_e2m1fn,
+    "e4m3": "float8_e4m3fn", "e5m2": "float8_e5m2", "e3m2": "float6_e3m2fn",
+    "e2m3": "float6_e2m3fn", "e2m1": "float4_e2m1fn",
 }
+
+
+@cache
+def _ml_dtypes():
+    """ml_dtypes, imported where a float element is first needed: loading its types takes about
+    0.6 s, which integer and block formats (and timing-only runs) do without."""
+    import ml_dtypes
+    return ml_dtypes
 _MX = {"mxfp8_e4m3": "e4m3", "mxfp8_e5m2": "e5m2", "mxfp6_e3m2": "e3m2", "mxfp6_e2m3": "e2m3",
        "mxfp4": "e2m1", "mxint8": None}
 
@@ -61,13 +68,13 @@ class Format:
 
     @property
     def element_type(self) -> np.dtype | None:
-        return np.dtype(_FLOAT_ELEMENTS[self.element]) if self.element else None
+        return np.dtype(getattr(_ml_dtypes(), _FLOAT_ELEMENTS[self.element])) if self.element else None
 
     @property
     def largest(self) -> float:
         """The largest element magnitude (before its scale)."""
         if self.element:
-            return float(ml_dtypes.finfo(self.element_type).max)
+            return float(_ml_dtypes().finfo(self.element_type).max)
         if self.name == "mxint8":
             return 127 / 2 ** MXINT8_FRACTION
         return float(2 ** (self.bits - 1) - 1)

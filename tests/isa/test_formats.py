@@ -134,3 +134,19 @@ def test_bad_formats_and_groups_are_one_line(call, message):
     with pytest.raises(FormatError) as error:
         call()
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.slow      # processes of their own
+@pytest.mark.parametrize("fmt, group, loaded", [("int4", 32, False), ("bfp4:b16", None, False),
+                                                ("mxint8", None, False), ("mxfp4", None, True),
+                                                ("fp8_e4m3", None, True)])
+def test_ml_dtypes_loads_for_float_elements_only(fmt, group, loaded):
+    """Loading ml_dtypes' types takes about 0.6 s: integer and block formats quantise without
+    it, a float element loads it."""
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np; from isa.formats import dequantize, quantize, "
+            f"bits_per_element; dequantize(quantize(np.linspace(-3, 3, 64), {fmt!r}, {group})); "
+            "print('ml_dtypes' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == str(loaded), proc.stderr[-2000:]
