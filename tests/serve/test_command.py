@@ -63,6 +63,7 @@ def test_a_request_the_cache_can_never_hold_is_reported(capsys, tmp_path):
     assert "KV blocks" in summary["rejected"][0]["reason"]
 
 
+@pytest.mark.slow
 def test_a_request_beyond_the_models_context_is_rejected(capsys, tmp_path):
     limit = load_model(TINY).config.n_positions
     summary = serve(capsys, tmp_path, "--trace", trace(tmp_path, [(0, 4, 2), (0, limit, 2)]),
@@ -73,7 +74,7 @@ def test_a_request_beyond_the_models_context_is_rejected(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("argv, method, bucket", [
-    (("--kv-bucket", "8"), "parts", 8),
+    pytest.param(("--kv-bucket", "8"), "parts", 8, marks=pytest.mark.slow),
     pytest.param(("--step-cost", "whole", "--kv-bucket", "8"), "whole", 8, marks=pytest.mark.slow),
     pytest.param((), "parts", None, marks=pytest.mark.slow)])
 def test_parts_and_buckets_report_their_error_on_steps_simulated_whole(capsys, tmp_path, argv,
