@@ -460,8 +460,8 @@ class FunctionalExecutor:
             return
         from isa.formats import FormatError, dequantize, quantize   # ml_dtypes: 0.6 s, only here
         tile = self._tile(src, rows * cols, item, "src").reshape(rows, cols)
-        # MX's block and bfp's are the format's own, one scale for the tile is no group; a
-        # group the format does not take reaches isa.formats, which refuses it as verify does
+        # a group the format does not take is refused as verify refuses it; MX's and bfp's
+        # blocks are the format's own, one scale for the tile is no group (formats_args)
         try:
             if (why := group_error(fmt, group)) is not None:
                 raise FormatError(f"group={group}: {why}")
