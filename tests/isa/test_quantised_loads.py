@@ -38,6 +38,18 @@ def test_both_opcodes_round_trip_text_and_binary():
     assert program.instructions[3].spec.code == 0x0E
 
 
+def test_every_code_format_and_step_round_trips_text_and_binary():
+    """ISA version 3: fmt takes 5 bits (22 formats, the last bfp8) and step 4 (0, 1, 2, 4)."""
+    from isa.qformats import QFORMATS
+    lines = "".join(f"dma{j % 2} qcfg fmt={fmt} dtype=bf16 cols={j + 1} step={step} "
+                    f"scales=dram[{0x100 * j:#x}] group={j} pitch={j}\n"
+                    for j, (fmt, step) in enumerate((f, s) for f in QFORMATS for s in (0, 1, 2, 4)))
+    program = round_trip(HEADER + lines)
+    got = [(i["fmt"], i["step"], i["group"]) for i in program.instructions]
+    assert got == [(f, s, j) for j, (f, s) in enumerate((f, s) for f in QFORMATS for s in (0, 1, 2, 4))]
+    assert len(QFORMATS) == 22 and QFORMATS[-1] == "bfp8"
+
+
 def test_a_format_outside_the_code_formats_is_refused_by_the_field():
     with pytest.raises(FieldError, match=r"^fmt='int9' is not one of int2, int3, .*, int8, fp8_e4m3, .*, mxint8, bfp2, .*, bfp8$"):
         Instr.make("qcfg", "dma0", fmt="int9", dtype="bf16", cols=1, step=2, scales="dram[0x0]", group=0, pitch=0)
