@@ -85,6 +85,8 @@ def test_no_rows_touch_nothing_and_only_its_scales_are_written_scales():
      "32 values (qcfg cols=32 group=1), got cols=32 group=2"),
     ({"dtype": "int8"}, "storeq quantises float values (qcfg dtype fp32, bf16 or fp16), got "
      "dtype=int8"),
+    ({"fmt": "bfp4", "cols": 16, "group": 2}, "storeq of bfp4 writes one scale per row, its "
+     "block of cols values (qcfg group=1), got cols=16 group=2"),
 ])
 def test_a_qcfg_it_cannot_write_is_a_config_error(fields, message):
     with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):

@@ -101,6 +101,17 @@ def test_the_gpu_baseline_prices_the_plain_graph_beside_a_rounding_recipe(fixtur
     assert both.time_s != plain.time_s and both.recipe == "w8a8"
 
 
+def test_an_expert_group_that_does_not_divide_the_hidden_is_one_line(capsys, tmp_path):
+    """A group must divide both expert inputs: tiny-mixtral's rows (64) and its hidden (32)."""
+    recipe = tmp_path / "g64.toml"
+    recipe.write_text('[activations]\nformat = "int8"\nscale = "group"\ngroup = 64\n')
+    assert main(["sim", "--model", str(FIXTURES / "tiny-mixtral"), "--seq", "4", "--no-functional",
+                 "--gpu", "none", "--quant", str(recipe)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert ("activations: group 64 does not divide the 32 channels of the hidden of the experts "
+            "of 'layers.0.block_sparse_moe'") in err and "\n" not in err
+
+
 def test_one_quantize_op_per_value_and_code():
     """GPT-2's c_attn reads ln_1 once; Llama's q, k and v projections share one rounded input."""
     model = load_model(str(FIXTURES / "tiny-llama3-tied"))
