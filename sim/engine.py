@@ -47,6 +47,7 @@ _KIND_OF_OPCODE = {"signal": _SIGNAL, "wait": _WAIT, "halt": _HALT}
 _SEMAPHORES = 1 << 16  # `sem` is a U16 field (docs/isa.md, signal/wait)
 _QUEUE, _OPCODE = attrgetter("queue"), attrgetter("opcode")
 PROGRESS_CHUNKS = 200  # progress(started) calls in a run, at most: a bar moves in 0.5 % steps
+_SHORT_RUN = 16  # a run this short is written member by member; longer ones as arrays
 
 
 class EngineError(ValueError):
@@ -105,9 +106,10 @@ def simulate_events(program: isa.Program, durations: np.ndarray,
     executor called from it sees every write of the instructions that started earlier.
 
     timed_run(indices, t), when given and there is no on_start, times a whole run at once:
-    `indices` are consecutive instructions of one queue, each state-dependent, holding no
-    resource and neither `signal`, `wait` nor `halt`, the first starting at cycle t; it
-    returns their durations (each starts when the one before ends). Nothing on another queue
+    `indices` are consecutive instructions of one queue (a list, or for a long run an int
+    array), each state-dependent, holding no resource and neither `signal`, `wait` nor `halt`,
+    the first starting at cycle t; it returns their durations as a sequence of ints or an int
+    array (each starts when the one before ends). Nothing on another queue
     can affect such a run, so this equals calling timed(i, t) for each in turn (per queue the
     order is the same; a machine keeps its state per queue) at a fraction of the engine's work.
 
@@ -223,10 +225,6 @@ class _Runs:
     order: np.ndarray
     first: dict[int, tuple[int, int]]
 
-    def members(self, i: int) -> list[int]:
-        lo, hi = self.first[i]
-        return self.order[lo:hi].tolist()
-
 
 def _timed_runs(order: np.ndarray, queue_of: np.ndarray, kind: bytes, dur: np.ndarray) -> _Runs:
     """Every maximal run of at least two consecutive instructions of one queue (`order`: the
@@ -263,7 +261,9 @@ def _schedule(kind: bytes, sem: array, nxt: array, dur: array, res: array, held:
     mask = (1 << shift) - 1
     start = array("q", [-1]) * n
     free = [0] * held  # cycle at which each resource frees up
-    first_of_run = runs.first
+    first_of_run, run_order = runs.first, runs.order
+    start_of = np.frombuffer(start, np.int64)          # array views of `start` and `dur`
+    dur_of = np.frombuffer(dur, np.int64)
     tokens = [0] * _SEMAPHORES
     asleep: dict[int, list[int]] = {}  # semaphore -> waits without a token
     heap = list(heads)  # time 0: keys equal indices; sorted, so already a heap
@@ -289,13 +289,23 @@ def _schedule(kind: bytes, sem: array, nxt: array, dur: array, res: array, held:
         while True:  # start i at t, then its queue's next while it is due before any other
             d = dur[i]
             if d < 0 and i in first_of_run:  # a run of state-dependent instructions: timed at once
-                members = runs.members(i)
-                for j, d in zip(members, timed_run(members, t)):
-                    start[j] = t
-                    dur[j] = d
-                    t += d
-                started += len(members)
-                i = nxt[members[-1]]
+                lo, hi = first_of_run[i]
+                members = run_order[lo:hi]
+                if hi - lo < _SHORT_RUN:
+                    members = members.tolist()
+                    took = timed_run(members, t)
+                    for j, d in zip(members, took.tolist() if type(took) is np.ndarray else took):
+                        start[j] = t
+                        dur[j] = d
+                        t += d
+                else:                       # long: written as arrays, no Python per member
+                    took = np.asarray(timed_run(members, t), np.int64)
+                    ends = np.cumsum(took)
+                    start_of[members] = ends - took + t
+                    dur_of[members] = took
+                    t += int(ends[-1])
+                started += hi - lo
+                i = nxt[int(members[-1])]
                 if i < 0:
                     key = heappop(heap) if heap else -1
                     break

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Generic, Mapping, TypeVar
+from typing import Any, Callable, ClassVar, Generic, Mapping, Sequence, TypeVar
 
 import numpy as np
 
@@ -37,7 +37,7 @@ class Costs:
     # delays[i]: a `signal`'s token lands this many cycles after it issues (data in flight)
     delays: np.ndarray | None = None
     # timed_run(indices, t): `timed` for a run of one queue's consecutive instructions at once
-    timed_run: Callable[[list[int], int], list[int]] | None = None
+    timed_run: Callable[[Sequence[int], int], Sequence[int]] | None = None
 
 
 class Machine(abc.ABC, Generic[ArchT]):

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import isa
-from sim.engine import PROGRESS_CHUNKS, EngineError, Timeline, simulate_events
+from sim.engine import _SHORT_RUN, PROGRESS_CHUNKS, EngineError, Timeline, simulate_events
 
 HEADER = ".target test\n.isa 3\n.spaces dram sram acc\n"
 TEMPLATES = {  # any valid operands: the engine reads only the opcode, queue and `sem`
@@ -429,6 +429,36 @@ def test_timed_run_equals_timed_one_by_one():
     assert many.start.tolist() == one.start.tolist()
     assert many.end.tolist() == one.end.tolist()
     assert runs == [[1, 2, 4], [6, 7]]
+
+
+@pytest.mark.parametrize("as_array", [False, True])
+def test_long_timed_runs_written_as_arrays_equal_one_by_one(as_array):
+    """Runs past the engine's short-run length are written as arrays (the durations given as
+    a list or an int array): every start equals timing them one by one, on runs just below,
+    at and above that length, with another queue's signal cutting one of them."""
+    lengths = (_SHORT_RUN - 1, _SHORT_RUN, 3 * _SHORT_RUN + 1)
+    lines = ["dma0 load 5"]
+    for n in lengths:
+        lines += ["vpu0 vec"] * n + ["vpu0 wait sem=1" if n == lengths[1] else "vpu0 signal sem=2"]
+    lines += ["dma0 signal sem=1"]
+    program, _, resources = build("\n".join(lines))
+    durations = np.array([5 if ins.opcode == "load" else -1 if ins.opcode == "vec" else 0
+                          for ins in program.instructions])
+    grow = lambda i, t: 1 + (i * 7 + t) % 5                 # noqa: E731 (depends on the start)
+    sizes = []
+
+    def timed_run(indices, t):
+        sizes.append(len(indices))
+        out = []
+        for i in indices:
+            out.append(grow(int(i), t))
+            t += out[-1]
+        return np.array(out, np.int64) if as_array else out
+    one = simulate_events(program, durations, resources, timed=grow)
+    many = simulate_events(program, durations, resources, timed=grow, timed_run=timed_run)
+    assert many.start.tolist() == one.start.tolist()
+    assert many.end.tolist() == one.end.tolist()
+    assert sizes == list(lengths)
 
 
 def test_progress_counts_started_instructions_in_chunks():

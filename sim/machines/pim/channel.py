@@ -19,6 +19,10 @@ as one closed-form run and keeps the channel in lockstep while only all-bank com
 """
 from __future__ import annotations
 
+from typing import Sequence
+
+import numpy as np
+
 from arch.pim import PimArch
 from isa.opcodes import OPCODES
 from sim.machines.pim.commands import Command, DramError, validate_command
@@ -141,17 +145,29 @@ class PimChannel:
     def duration(self, index: int, instr, t: int) -> int:
         """Cycles `instr` (program index `index`) holds the queue when it starts at cycle t."""
         plan = self.plan(index, instr)
-        return self.wait_reads(t) if plan is None else self.run((index,), (plan,), t)[0]
+        return self.wait_reads(t) if plan is None else int(self.run((index,), (plan,), t)[0])
 
     def wait_reads(self, t: int) -> int:
         """A `signal` at cycle t: cycles until every read issued so far has returned."""
         return max(0, self.state.data_ready - t)
 
-    def run(self, indices, plans, t: int) -> list[int]:
+    def run(self, indices, plans, t: int) -> Sequence[int]:
         """Durations of instructions (program indices, plans) issued back to back from t."""
         state = self.state
         if not self.exact:
             return state.run_plans(indices, plans, t)
+        return self._exact(indices, plans, t)
+
+    def run_numbered(self, indices, numbers: np.ndarray, table: Sequence[Plan], t: int
+                     ) -> Sequence[int]:
+        """`run` of the plans table[numbers], `numbers` an int array (ChannelState.run_numbered)."""
+        if not self.exact:
+            return self.state.run_numbered(indices, numbers, table, t)
+        return self._exact(indices, [table[k] for k in numbers.tolist()], t)
+
+    def _exact(self, indices, plans, t: int) -> list[int]:
+        """`run` command by command through the per-bank rules (the ground truth)."""
+        state = self.state
         state.idle_until(t)
         out = []
         for i, plan in zip(indices, plans):

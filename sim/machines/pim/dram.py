@@ -8,7 +8,9 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from itertools import chain, repeat
-from typing import Iterable, Sequence
+from typing import Callable, Hashable, Iterable, Sequence
+
+import numpy as np
 
 from arch.pim import PimArch
 from sim.machines.pim.commands import (
@@ -305,10 +307,10 @@ class ChannelState:
         for b in banks:
             self.fresh[b], last[b] = False, e
 
-    def run_plans(self, indices: Sequence[int], plans: Sequence[tuple], t: int) -> list[int]:
+    def run_plans(self, indices: Sequence[int], plans: Sequence[tuple], t: int) -> np.ndarray:
         """The fast path for a run of instructions issued back to back from cycle t: each
         plan's (command, repeat, step) triples as runs (`issue_run`); returns each
-        instruction's cycles. In lockstep, a command or column run of the all-bank kinds that
+        instruction's cycles (a read-only int64 array). In lockstep, a command or column run of the all-bank kinds that
         ends before the next refresh falls due is timed in closed form; anything else (a
         refresh due, a row a refresh closed, an ACT_ALL of an open row, which the general rules
         name as an error) goes through `issue` / `issue_run`.
@@ -323,18 +325,32 @@ class ChannelState:
         (an open row, a refresh's memo), so a run with other rows in the same pattern issues
         every command at the same cycles, and ends with the rows the pattern names (the
         channels of a GEMV run the same plans in step; a layer runs the last one's rows moved)."""
+        return self._timed(indices, tuple(map(id, plans)), lambda: plans, t)
+
+    def run_numbered(self, indices: Sequence[int], numbers: np.ndarray, table: Sequence[tuple],
+                     t: int) -> np.ndarray:
+        """`run_plans` of the plans table[numbers] (one int array of plan numbers): a run met
+        before is looked up by the numbers' bytes, no Python per instruction."""
+        return self._timed(indices, numbers.tobytes(),
+                           lambda: list(map(table.__getitem__, numbers.tolist())), t)
+
+    def _timed(self, indices: Sequence[int], ids: Hashable, plans_of: Callable[[], Sequence[tuple]],
+               t: int) -> np.ndarray:
+        """run_plans of the plans `plans_of()` gives, `ids` their identity (equal ids: the
+        same plan objects in the same order); the plans are only listed for a run not met."""
         self.idle_until(t)
         start, key, tally = t, None, self.tally
         if self.runs is not None and self.lock:
             # first by the plans themselves and the rows open (the commonest hit, and cheap),
             # then by their forms and pattern of rows: the two kinds of key differ in length
-            ids, relative = tuple(map(id, plans)), self._relative(t)
+            relative = self._relative(t)
             at = (ids, self._lock_row, self._lock_memo, relative, self.due - t)
             seen = self.runs.get(at)
             if seen is not None:
                 self._replay(*seen, t)
-                return list(seen[0][0])
-            forms, rows = self.forms.of(plans, ids)
+                return seen[0][0]
+            plans = plans_of()
+            forms, rows = self.forms.of(plans, tuple(map(id, plans)))
             rows = (self._lock_row, self._lock_memo, *rows)
             distinct = dict.fromkeys(rows)
             distinct.pop(None, None)
@@ -345,8 +361,10 @@ class ChannelState:
             if seen is not None:
                 self.runs[at] = seen, list(distinct)
                 self._replay(seen, list(distinct), t)
-                return list(seen[0])
+                return seen[0]
             counts, hits, misses, refs = dict(tally.counts), tally.hits, tally.misses, len(tally.refs)
+        else:
+            plans = plans_of()
         out = []
         for i, plan in zip(indices, plans):
             last = t - 1
@@ -371,12 +389,15 @@ class ChannelState:
                 and self._lock_memo in number:     # (always: every row came from the key's)
             issued = tuple((k, n - counts.get(k, 0)) for k, n in tally.counts.items()
                            if n != counts.get(k, 0))
-            seen = self.runs[key] = (tuple(out), self._relative(start), self.due - start, issued,
+            took = np.array(out, np.int64)
+            took.setflags(write=False)
+            seen = self.runs[key] = (took, self._relative(start), self.due - start, issued,
                                      tally.hits - hits, tally.misses - misses,
                                      tuple(r - start for r in tally.refs[refs:]),
                                      number[self._lock_row], number[self._lock_memo])
             self.runs[at] = seen, list(distinct)
-        return out
+            return took
+        return np.array(out, np.int64)
 
     # -- lockstep runs remembered: the state relative to a run's start ---------------------
 

@@ -136,18 +136,19 @@ class PimMachine(Machine[PimArch]):
         sheet.durations[on_pim] = -1
         self._wide = 1 if wide is None else int(wide.max())
         self._fill_plan_events(sheet.events, pim, wide)
-        plans = pim.plans
-        plan_at = array("i", pim.plan_at.tobytes())     # indexed per call: a C array, not numpy
+        plans, numbers = pim.plans, pim.plan_at
+        plan_at = array("i", numbers.tobytes())     # indexed per call: a C array, not numpy
 
         def run(i: int, t: int) -> int:
             """One pim instruction (a `signal` waits for its channel's reads) at cycle t."""
             channel, plan = channels[instrs[i].queue.index], plans[plan_at[i]]
-            return channel.wait_reads(t) if plan is None else channel.run((i,), (plan,), t)[0]
+            return channel.wait_reads(t) if plan is None else int(channel.run((i,), (plan,), t)[0])
 
-        def run_many(indices: list[int], t: int) -> list[int]:
-            """Consecutive instructions of one pim queue, back to back from cycle t."""
-            return channels[instrs[indices[0]].queue.index].run(
-                indices, list(map(plans.__getitem__, map(plan_at.__getitem__, indices))), t)
+        def run_many(indices, t: int):
+            """Consecutive instructions of one pim queue (a list or an int array), back to
+            back from cycle t: their durations."""
+            return channels[instrs[indices[0]].queue.index].run_numbered(
+                indices, numbers[indices], plans, t)
         costs = Costs(sheet.durations, sheet.resources, sheet.events.freeze(), timed=run,
                       delays=sheet.delays, timed_run=run_many)
         return PimRun(self, program, costs, channels=channels, pim=pim)
