@@ -207,7 +207,11 @@ def _decode(instrs: Sequence[isa.Instr], executed: np.ndarray | None = None
     kind = kinds.tobytes()
     sem = array("H", sems.tobytes())
     index = "i" if n < 1 << 31 else "q"
-    order = np.argsort(queue_of, kind="stable").astype(np.dtype(index))
+    # a stable sort of few distinct small ints: numpy radix-sorts 8- and 16-bit keys
+    keys = queue_of.astype(np.uint8 if len(ids) <= 256 else np.uint16) if len(ids) < 1 << 16 \
+        else queue_of
+    order = np.argsort(keys, kind="stable").astype(np.dtype(index))
+    del keys
     in_order = queue_of[order]
     same = in_order[:-1] == in_order[1:]
     heads = sorted(order[np.flatnonzero(np.r_[True, ~same])].tolist()) if n else []

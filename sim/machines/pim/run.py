@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -28,9 +29,10 @@ class PimPlans:
     plan_at: np.ndarray                  # int32 per instruction: index in `plans`; -1: none
     plans: list[Plan | None]             # the distinct plans (None: a `signal`)
 
-    @property
+    @cached_property
     def index(self) -> np.ndarray:
-        """Program indices of the planned instructions, ascending."""
+        """Program indices of the planned instructions, ascending (worked out once: plan_at
+        is read-only)."""
         return np.flatnonzero(self.plan_at >= 0)
 
 

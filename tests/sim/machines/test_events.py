@@ -33,6 +33,27 @@ def test_rows_read_back_as_the_dense_sheet_and_sum_bit_for_bit():
     assert list(events) == list(NAMES)
 
 
+@pytest.mark.parametrize("whole", [True, False])
+def test_totals_equal_each_dense_sum(whole):
+    """`totals` (one pass over the rows for whole counts, per column otherwise) equals every
+    column's dense sum bit for bit, over slices, masks and index arrays."""
+    rng = np.random.default_rng(11)
+    n = 20000
+    values = rng.integers(0, 10**6, 7).astype(float) if whole else rng.uniform(0, 1e3, 7)
+    rows = EventRows(n, NAMES)
+    dense = {name: np.zeros(n) for name in NAMES}
+    for i in np.flatnonzero(rng.random(n) < 0.8).tolist():
+        counts = {name: float(values[rng.integers(len(values))]) for name in NAMES
+                  if rng.random() < 0.7}
+        for name, value in counts.items():
+            dense[name][i] = value
+        rows.set(i, **counts)
+    events = rows.freeze()
+    for at in (slice(None), slice(77, 15000), rng.random(n) < 0.3,
+               np.sort(rng.choice(n, 500, replace=False))):
+        assert events.totals(at) == {k: float(v[at].sum()) for k, v in dense.items()}
+
+
 def test_set_keeps_the_other_counts_and_equal_vectors_share_a_row():
     rows = EventRows(3, NAMES)
     rows.set(0, macs=4)
