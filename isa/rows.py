@@ -30,12 +30,15 @@ import numpy as np
 from isa.instr import Instr
 from isa.opcodes import OPCODES
 
-__all__ = ["ROW_CODES", "ROW_OPCODES", "find_row_violation", "first_row_violation"]
+__all__ = ["ROW_CODES", "ROW_FIELDS", "ROW_OPCODES", "find_row_violation", "first_row_violation"]
 
 ROW_CODES = {op: code for code, op in enumerate(("pim.act", "pim.act_all", "pim.pre",
                                                   "pim.pre_all", "pim.mac", "pim.mac_all",
                                                   "pim.rd", "pim.wr"))}
 ROW_OPCODES = frozenset(ROW_CODES)
+# Per row opcode, the positions of its bank, row and ncols fields (None: it has none).
+ROW_FIELDS = {op: tuple(OPCODES[op].names.index(name) if name in OPCODES[op].names else None
+                        for name in ("bank", "row", "ncols")) for op in ROW_CODES}
 _ACT, _ACT_ALL, _PRE, _PRE_ALL, _MAC, _MAC_ALL, _RD, _WR = ROW_CODES.values()
 _NAMES_A_BANK = np.array([code in (_ACT, _PRE, _MAC, _RD, _WR) for code in ROW_CODES.values()])
 _AT = {op: {name: k for k, name in enumerate(OPCODES[op].names)} for op in ROW_OPCODES}

@@ -11,8 +11,9 @@ the DRAM row protocol of the pim queues when the machine gives its banks (`isa/r
 or read without an open row, no activate of an open bank);
 finally that all queues run to completion through their semaphores. A program with loops is
 checked compact where a check is per footprint (isa/loop_checks.py: every iteration's bounds in
-closed form, token balance per iteration, moving writes that overlap the next iteration); the
-row protocol and the synchronisation run follow its executed order.
+closed form, token balance per iteration, moving writes that overlap the next iteration), and
+so is the row protocol (isa/row_loops.py); the synchronisation run, and the naming of a row
+violation, follow its executed order.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from isa.loops import Structure, loop_structure, where
 from isa.machine import MachineView
 from isa.opcodes import ISA_VERSION, OPCODES, STRUCTURE
 from isa.program import Program
-from isa.rows import ROW_CODES, ROW_OPCODES, find_row_violation, first_row_violation
+from isa.row_loops import rows_hold
+from isa.rows import ROW_CODES, ROW_FIELDS, ROW_OPCODES, find_row_violation, first_row_violation
 from isa.unroll import instances, moving_values, placed, unrolled_order
 from isa.values import DType, Unit
 from isa.sync import SYNC_OPCODES, completes_by_iterations, find_blocked_wait
@@ -93,9 +95,13 @@ def _check_fields(program: Program, first: list[int]) -> None:
 
 def _check_rows(program: Program, machine: MachineView, opcodes: list[str],
                 structure: Structure, executed: Program | None = None) -> None:
-    """The pim queues' row protocol, on a machine whose `bank` limit gives its banks."""
+    """The pim queues' row protocol, on a machine whose `bank` limit gives its banks. Loops are
+    checked compact (isa/row_loops.py); only a program it refuses runs the executed order, to
+    name its first violation."""
     banks = machine.limits.get("bank")
     if banks is None:
+        return
+    if structure.loops and rows_hold(program.instructions, opcodes, structure, banks):
         return
     if _rows_pass(program, opcodes, structure, banks):
         return                              # else the pass below names the first violation
@@ -145,23 +151,18 @@ def _rows_pass(program: Program, opcodes: list[str], structure: Structure, banks
     table = np.zeros((5, len(compact)), np.int32)      # channel, code, bank, row (U24), ncols
     for j, c in enumerate(compact.tolist()):
         ins = instrs[c]
-        at = _ROW_FIELDS[ins.opcode]
+        at = ROW_FIELDS[ins.opcode]
         table[:, j] = (queue_ids.setdefault(ins.queue, len(queue_ids)), ROW_CODES[ins.opcode],
                        *(ins.fields[k][1] if k is not None else 0 for k in at))
     values = table[:, slot[executed]]
     del slot, table
     moving = {c: fields for c, fields in structure.strided().items() if rows[c]}
     for c, places in placed(executed, moving) if moving else ():
-        for k, position in enumerate(_ROW_FIELDS[opcodes[c]], start=2):
+        for k, position in enumerate(ROW_FIELDS[opcodes[c]], start=2):
             if position in moving[c]:
                 values[k, places] = moving_values(structure, c, instrs[c], position,
                                                   moving[c][position])
     return first_row_violation(*values, banks) is None
-
-
-# Per row opcode, the positions of its bank, row and ncols fields (None: it has none).
-_ROW_FIELDS = {op: tuple(OPCODES[op].names.index(name) if name in OPCODES[op].names else None
-                         for name in ("bank", "row", "ncols")) for op in ROW_CODES}
 
 
 def _at(index: int, instr: Instr, reason: str, context: Context = ()) -> VerifyError:

@@ -82,3 +82,63 @@ def loop_body(draw, depth: int = 0, items=LOOP_ITEMS, marks: bool = False) -> li
         else:
             lines += items[kind](draw, depth)
     return lines
+
+
+# ---- pim row words in loops (the row protocol: isa/rows.py, isa/row_loops.py) ------------------
+# Rows from a few bases and unit strides, so that an act and a later rd/wr often name the same
+# row, and sometimes the same row in all but some iterations; banks 0-3 of queues pim0 and pim1.
+
+def _row(draw, depth: int) -> str:
+    """A row operand: a base of 20 or 21, a stride of -1, 0 or 1 per enclosing loop (3 deep,
+    4 iterations each: it stays in 11..30)."""
+    moves = "".join(draw(st.sampled_from(["+=0", "+=1", "-=1", "+=0"])) for _ in range(depth))
+    return f"{draw(st.sampled_from([20, 21]))}{moves}"
+
+
+def _pim(draw) -> tuple[str, int]:
+    return f"pim{draw(st.integers(0, 1))}", draw(st.integers(0, 3))
+
+
+def _gemv(draw, depth: int) -> list[str]:
+    queue, _ = _pim(draw)
+    return [f"{queue} pim.act_all row={_row(draw, depth)}",
+            f"{queue} pim.mac_all col=0 ncols=1 gb=0", f"{queue} pim.pre_all"]
+
+
+def _bank(draw, depth: int) -> list[str]:
+    (queue, bank), row = _pim(draw), _row(draw, depth)
+    access = draw(st.sampled_from(["rd", "wr"]))
+    operand = "dst=abuf[0x0]" if access == "rd" else "src=abuf[0x0]"
+    return [f"{queue} pim.act bank={bank} row={row}",
+            f"{queue} pim.{access} bank={bank} row={draw(st.sampled_from([row, _row(draw, depth)]))} "
+            f"col=0 ncols=1 {operand}", f"{queue} pim.pre bank={bank}"]
+
+
+def _reopen(draw, depth: int) -> list[str]:
+    """Leaves a bank open for what follows (the next iteration)."""
+    queue, bank = _pim(draw)
+    return [f"{queue} pim.pre bank={bank}", f"{queue} pim.act bank={bank} row={_row(draw, depth)}"]
+
+
+def _access(draw, depth: int) -> list[str]:
+    (queue, bank), ncols = _pim(draw), draw(st.sampled_from([1, 1, 0]))
+    return [draw(st.sampled_from([
+        f"{queue} pim.rd bank={bank} row={_row(draw, depth)} col=0 ncols={ncols} dst=abuf[0x0]",
+        f"{queue} pim.wr bank={bank} row={_row(draw, depth)} col=0 ncols={ncols} src=abuf[0x0]",
+        f"{queue} pim.mac bank={bank} col=0 ncols={ncols} gb=0",
+        f"{queue} pim.mac_all col=0 ncols={ncols} gb=0"]))]
+
+
+def _close(draw, depth: int) -> list[str]:
+    queue, bank = _pim(draw)
+    return [draw(st.sampled_from([f"{queue} pim.pre bank={bank}", f"{queue} pim.pre_all"]))]
+
+
+def _open(draw, depth: int) -> list[str]:
+    queue, bank = _pim(draw)
+    return [draw(st.sampled_from([f"{queue} pim.act bank={bank} row={_row(draw, depth)}",
+                                  f"{queue} pim.act_all row={_row(draw, depth)}"]))]
+
+
+PIM_ROW_ITEMS = {"gemv": _gemv, "bank": _bank, "reopen": _reopen, "access": _access,
+                 "close": _close, "open": _open}
