@@ -236,11 +236,13 @@ def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
         models = run.functional_models(memory)
         on_start = FunctionalExecutor(program, memory, models=models).execute
     tell("events", 0)
+    executed = len(program.instructions) if run.executed is None else run.executed
     timeline = simulate_events(program if run.shell_order is None else compact, costs.durations,
                                costs.resources, on_start, costs.timed, costs.delays, costs.timed_run,
-                               progress=None if progress is None else partial(progress, "events"),
+                               progress=None if progress is None else partial(
+                                   _scaled, progress, executed, len(program.instructions)),
                                order=run.shell_order)
-    tell("report", len(program.instructions))
+    tell("report", executed)
     after_run = run.run_totals()            # totals known only after the run (e.g. refreshes)
     totals = costs.events.totals()
     for k, v in after_run.items():
@@ -250,11 +252,18 @@ def simulate(program: isa.Program, machine: Machine, *, functional: bool = True,
     if node is not None:
         exposed = exposed_cycles(timeline, on_queue(timeline, LINK_QUEUE))
         idle = idle_cycles(timeline, cycles)
-    timed = Timed(cycles, timeline.queue_busy_cycles(), len(program.instructions),
+    timed = Timed(cycles, timeline.queue_busy_cycles(), executed,
                    op_stats(program, timeline, costs, machine), totals,
                    run.report(timeline, cycles), exposed, idle)
     return Simulation(_with_link_energy(sim_result(program, machine, timed, assumptions), node,
                                         link_j), memory, timeline, exposed, idle)
+
+
+def _scaled(progress: Callable[[str, int], None], executed: int, entries: int,
+            started: int) -> None:
+    """The engine's count of started entries as executed instructions (a run whose entries
+    stand for several instructions each reports its share of them)."""
+    progress("events", started if executed == entries else started * executed // max(entries, 1))
 
 
 def with_link(view: isa.MachineView) -> isa.MachineView:

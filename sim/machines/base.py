@@ -96,6 +96,9 @@ class MachineRun:
     # when `program` is the executed shell of a compact program (Machine.start_shell): the
     # compact index of each executed instruction, for the engine to read the compact words
     shell_order: np.ndarray | None = None
+    # when each entry of `program` may stand for several executed instructions (a shell whose
+    # machine times runs of them as one): how many it executes in all
+    executed: int | None = None
 
     def functional_models(self, memory) -> dict[str, Callable[[isa.Instr], None]]:
         """Numeric handlers for this target's ISA extension (FunctionalExecutor models=)."""

@@ -21,22 +21,21 @@ from __future__ import annotations
 
 import math
 from array import array
-from operator import attrgetter
 from typing import Mapping, Sequence
 
 import numpy as np
 
 import isa
-from isa.loops import Structure, loop_structure
-from isa.qformats import mode_bits
-from isa.unroll import first_executed, moving_values, placed, unrolled_order
+from isa.loops import loop_structure
 from arch.pim import PimArch
 from sim.machines.base import Costs, Machine
 from sim.machines.decode import CostSheet, CostTable, decode
 from sim.machines.events import EventRows
-from sim.machines.pim.channel import TIMING_FIELDS, PimChannel, Plan
+from sim.machines.pim.channel import PimChannel, Plan
 from sim.machines.pim.dram import PlanForms
+from sim.machines.pim.planning import mode_widths, plan_pim
 from sim.machines.pim.run import PimPlans, PimRun
+from sim.machines.pim.shell import shell_run
 from sim.timing import dma_cycles, quantise_cycles, reduce_cycles, vector_cycles
 
 __all__ = ["PimMachine", "EVENTS"]
@@ -44,14 +43,12 @@ __all__ = ["PimMachine", "EVENTS"]
 EVENTS = ("macs", "act_banks", "mac_all_cmds", "mac_cmds", "rd_bursts", "wr_bursts",
           "acc_reads", "io_bytes", "asic_ops", "dma_bytes")
 IO_PORT = 0
-_QUEUE, _OPCODE = attrgetter("queue"), attrgetter("opcode")
-_UNTIMED = frozenset({"wait", "halt", "pim.qmode"})   # pim-queue opcodes the channel does not
-                                                     # time (a mode is the controller's register)
 CHANNELS_PER_DEVICE = 2          # GDDR6-AiM: 2 channels per chip (reference/pim.md)
 
 
 class PimMachine(Machine[PimArch]):
     units = ("pim", "asic", "dma")
+    events = EVENTS
     state_timed = True                     # the channels' rows and refresh time each command
 
     def __init__(self, arch: PimArch, *, exact_dram: bool = False) -> None:
@@ -64,7 +61,7 @@ class PimMachine(Machine[PimArch]):
         self._io_bytes_per_s = int(round(arch.io_bw_total_gbps * 1e9))
         # the DMA's and the ASIC's opcodes; pim queues' instructions are planned per object
         self._wide = 1                     # the narrowest MAC mode's inputs per BF16 lane (start)
-        self._table = CostTable("a PIM machine", {
+        self.cost_table = CostTable("a PIM machine", {
             "halt": None, "wait": None, "dmacfg": None, "vcfg": None, "pim.qmode": None,
             "signal": self._signal,
             "load": self._transfer, "store": self._transfer, "gather": self._gather, "gatherw": self._gather,
@@ -90,51 +87,47 @@ class PimMachine(Machine[PimArch]):
     def start(self, program: isa.Program, repeats=None) -> PimRun:
         """Fresh channels for the (loop-free) program; the ASIC's and DMA's costs by the cost
         table, the pim queues' from their plans, timed by the channels at issue."""
-        channels = self._channels()
-        return self._run(program, channels, _plan_pim(channels[0], program.instructions),
-                         _mode_widths(program.instructions))
+        channels = self.new_channels()
+        return self._run(program, channels, plan_pim(channels[0], program.instructions),
+                         mode_widths(program.instructions))
 
     def start_shell(self, program: isa.Program) -> PimRun:
-        """A timing-only run of a program with loops, without unrolling it: the run's program
-        is `isa.executed_shell(program)` (each executed instruction its compact object, the
-        moving operands at their first iteration's values), and only the operands that time a
-        pim instruction (the rows and columns its loops move) are read per iteration, as
-        arrays (`isa.unroll.moving_values`). The DMA's and ASIC's costs read no operand a loop
-        moves (addresses), so the shell prices them as the unrolled program would; the
-        simulator then runs the shell as it would the unrolled program, with the same figures
-        (tests/sim/machines/pim/test_shell.py)."""
+        """A timing-only run of a program with loops, without unrolling it: its executed
+        shell, each burst of a channel's DRAM-timed instructions one entry
+        (sim/machines/pim/shell.py), with the unrolled program's figures."""
         structure = loop_structure(program.instructions, ops=program.ops)
         if not structure.loops:
             return self.start(program)
-        unrolled = unrolled_order(structure, program.ops)
-        order = unrolled.order
-        shell = isa.executed_shell(program, unrolled)
-        channels = self._channels()
-        pim = _moved_plans(channels[0], _plan_pim(channels[0], program.instructions, order),
-                           program, structure, order)
-        run = self._run(shell, channels, pim, _mode_widths(program.instructions, order))
-        run.shell_order = order
-        return run
+        return shell_run(self, program, structure)
 
-    def _channels(self) -> tuple[PimChannel, ...]:
+    def new_channels(self) -> tuple[PimChannel, ...]:
+        """Fresh DRAM channels for one run."""
         return tuple(PimChannel(self.arch, exact=self.exact_dram) for _ in range(self.arch.channels))
+
+    @staticmethod
+    def share_memo(channels: Sequence[PimChannel], plans: Sequence[Plan | None]) -> None:
+        """The channels of one run share one memo of lockstep runs timed, and the plans'
+        forms it keys them by (ChannelState.run_plans)."""
+        runs, forms = {}, PlanForms(plans)
+        for channel in channels:
+            channel.state.runs, channel.state.forms = runs, forms
+
+    def set_widest(self, wide: int) -> None:
+        """The narrowest MAC mode of the program to run: its inputs per BF16 lane (mac_units)."""
+        self._wide = wide
 
     def _run(self, program: isa.Program, channels: tuple[PimChannel, ...], pim: PimPlans,
              wide: np.ndarray | None) -> PimRun:
         """The run of `program` (executed instructions) on `channels`, its pim instructions
-        planned by `pim`, their MAC modes' widths `wide` (_mode_widths)."""
+        planned by `pim`, their MAC modes' widths `wide` (planning.mode_widths)."""
         n = len(program.instructions)
         instrs = program.instructions
-        # the channels share one memo of lockstep runs timed, and the plans' forms it keys
-        # them by (ChannelState.run_plans)
-        runs, forms = {}, PlanForms(pim.plans)
-        for channel in channels:
-            channel.state.runs, channel.state.forms = runs, forms
+        self.share_memo(channels, pim.plans)
         on_pim = pim.plan_at >= 0
-        sheet = decode(self._table, CostSheet.empty(n, EVENTS), instrs,
+        sheet = decode(self.cost_table, CostSheet.empty(n, EVENTS), instrs,
                        np.flatnonzero(~on_pim).tolist())
         sheet.durations[on_pim] = -1
-        self._wide = 1 if wide is None else int(wide.max())
+        self.set_widest(1 if wide is None else int(wide.max()))
         self._fill_plan_events(sheet.events, pim, wide)
         plans, numbers = pim.plans, pim.plan_at
         plan_at = array("i", numbers.tobytes())     # indexed per call: a C array, not numpy
@@ -212,7 +205,7 @@ class PimMachine(Machine[PimArch]):
                      else tuple((cmd.kind, n) for cmd, n, _ in plan or ()))
             found = of_shape.get(shape)
             if found is None:
-                found = of_shape[shape] = self._plan_events(plan)
+                found = of_shape[shape] = self.plan_events(plan)
             rows[p] = events.row(found)
         index = pim.index
         events.rows[index] = rows[pim.plan_at[index]]
@@ -224,13 +217,13 @@ class PimMachine(Machine[PimArch]):
         rows_of = np.empty(len(pairs), np.int32)
         for u, pair in enumerate(pairs.tolist()):
             p, w = divmod(pair, 32)
-            counts = dict(self._plan_events(pim.plans[p]))
+            counts = dict(self.plan_events(pim.plans[p]))
             if "macs" in counts:
                 counts["macs"] *= w
             rows_of[u] = events.row(tuple(counts.items()))
         events.rows[narrow] = rows_of[which]
 
-    def _plan_events(self, plan: Plan | None) -> tuple[tuple[str, float], ...]:
+    def plan_events(self, plan: Plan | None) -> tuple[tuple[str, float], ...]:
         """Energy events of one decoded pim instruction."""
         a, out = self.arch, {}
         def add(name, value):
@@ -263,134 +256,3 @@ class PimMachine(Machine[PimArch]):
             "io": totals["io_bytes"] * 8 * e.io_pj_per_bit,
             "asic": totals["asic_ops"] * e.asic_op_pj,
         }
-
-
-def _mode_widths(instrs: Sequence[isa.Instr], order: np.ndarray | None = None) -> np.ndarray | None:
-    """Per executed instruction, the inputs its channel's MACs read per BF16 lane (16 / N under
-    an N-bit pim.qmode, else 1); None for a program that sets no mode (every BF16 program).
-    `order`: the compact index of each executed instruction (None: `instrs` run as listed).
-    Whole-array passes per queue that sets a mode."""
-    is_mode = np.fromiter(map(_OPCODE, instrs), object, len(instrs)) == "pim.qmode"
-    if not is_mode.any():
-        return None
-    codes = np.array([16 // mode_bits(ins["fmt"]) if mode else 1
-                      for ins, mode in zip(instrs, is_mode.tolist())], np.int32)
-    queue = np.fromiter(map(id, map(_QUEUE, instrs)), np.int64, len(instrs))
-    if order is not None:
-        is_mode, codes, queue = is_mode[order], codes[order], queue[order]
-    wide = np.ones(len(queue), np.int32)
-    for q in np.unique(queue[is_mode]):
-        at = np.flatnonzero(queue == q)
-        marks = is_mode[at]
-        last = np.maximum.accumulate(np.where(marks, np.arange(len(at)), -1))
-        wide[at] = np.where(last >= 0, codes[at][np.maximum(last, 0)], 1)
-    return wide
-
-
-def _plan_pim(channel: PimChannel, instrs: Sequence[isa.Instr],
-              order: np.ndarray | None = None) -> PimPlans:
-    """The plan of every executed pim-queue instruction but wait and halt (timed at issue).
-    `order`: the compact index in `instrs` of each executed instruction (None: `instrs` run as
-    listed). Each instruction object is decoded once, in order of first use (a bad one is
-    named by its first executed index); instructions with equal timing operands share a plan
-    object, numbered once. Whole-array passes: this runs over ~10^7 instructions."""
-    n = len(instrs)
-    queues = dict(zip(map(id, map(_QUEUE, instrs)), map(_QUEUE, instrs)))   # queues are few
-    pim_queues = np.array([key for key, q in queues.items() if q.unit.name == "pim"], np.int64)
-    on_pim = np.isin(np.fromiter(map(id, map(_QUEUE, instrs)), np.int64, n), pim_queues)
-    untimed = np.fromiter(map(_UNTIMED.__contains__, map(_OPCODE, instrs)), bool, n)
-    index = np.flatnonzero(on_pim & ~untimed)
-    del on_pim, untimed
-    if order is None:
-        used_at = index
-    else:          # each compact instruction's first executed index (ascending with it)
-        first_run = first_executed(order, n)
-        index = index[first_run[index] >= 0]          # (a loop that runs 0 times)
-        used_at = first_run[index]
-    objects = np.fromiter(instrs, object, n)[index]
-    # id -> first position: filled from the end, so the last write (the lowest) stays
-    first = dict(zip(map(id, objects[::-1]), range(len(objects) - 1, -1, -1)))
-    decode_plan = channel.plan                 # plans depend on the arch, not the channel
-    plans: list[Plan | None] = []
-    number: dict[int, int] = {}                # id(plan) -> its index in plans
-    plan_of_object: dict[int, int] = {}        # id(instruction) -> its plan's index
-    for k in sorted(first.values()):
-        plan = decode_plan(int(used_at[k]), objects[k])
-        p = number.get(id(plan))
-        if p is None:
-            p = number[id(plan)] = len(plans)
-            plans.append(plan)
-        plan_of_object[id(objects[k])] = p
-    plan_at = np.full(n, -1, np.int32)
-    plan_at[index] = np.fromiter(map(plan_of_object.__getitem__, map(id, objects)), np.int32,
-                                 len(objects))
-    if order is not None:
-        plan_at = plan_at[order]
-    plan_at.setflags(write=False)
-    return PimPlans(plan_at, plans)
-
-
-def _moved_plans(channel: PimChannel, pim: PimPlans, program: isa.Program, structure: Structure,
-                 order: np.ndarray) -> PimPlans:
-    """`pim`, planned on a program's executed shell, with the pim instructions whose loops move
-    a timing operand (a row or column) planned per iteration: their timing keys as arrays of
-    values, one plan per distinct key (decoded once, in order of first use, numbered after the
-    shell's)."""
-    instrs = program.instructions
-    strided = structure.strided()
-    timing = {c: [p for p in moved if p in TIMING_FIELDS.get(instrs[c].opcode, ())]
-              for c, moved in strided.items() if instrs[c].queue.unit.name == "pim"}
-    timing = {c: moved for c, moved in timing.items() if moved}
-    if not timing:
-        return pim
-    of_opcode: dict[str, tuple[list, list]] = {}              # opcode -> (positions, key values)
-    for c, positions in placed(order, timing):
-        instr = instrs[c]
-        values = np.column_stack([
-            moving_values(structure, c, instr, p, strided[c][p]) if p in timing[c]
-            else np.full(len(positions), instr.fields[p][1], np.int64)
-            for p in TIMING_FIELDS[instr.opcode]])
-        found = of_opcode.setdefault(instr.opcode, ([], []))
-        found[0].append(positions)
-        found[1].append(values)
-    groups = []                   # per opcode: its positions, each one's key, each key's plan
-    keys = []                     # (first executed index, group, key number, key values)
-    for opcode, (positions, values) in of_opcode.items():
-        positions, values = np.concatenate(positions), np.concatenate(values)
-        distinct, inverse = _unique_rows(values)
-        first_use = np.full(len(distinct), np.iinfo(np.int64).max, np.int64)
-        np.minimum.at(first_use, inverse, positions)
-        g = len(groups)
-        groups.append((positions, inverse, np.empty(len(distinct), np.int32)))
-        keys += [(u, g, j, (opcode, *row))
-                 for j, (u, row) in enumerate(zip(first_use.tolist(), distinct.tolist()))]
-    plan_at = pim.plan_at.copy()
-    plans = list(pim.plans)
-    number = {id(plan): k for k, plan in enumerate(plans)}
-    for u, g, j, key in sorted(keys):
-        plan = channel.plan_of_key(u, key)              # a bad key: named by its first use
-        k = number.get(id(plan))
-        if k is None:
-            k = number[id(plan)] = len(plans)
-            plans.append(plan)
-        groups[g][2][j] = k
-    for positions, inverse, plan_of_key in groups:
-        plan_at[positions] = plan_of_key[inverse]
-    plan_at.setflags(write=False)
-    return PimPlans(plan_at, plans)
-
-
-def _unique_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`np.unique(values, axis=0, return_inverse=True)` for a 2-D integer array, through one
-    int64 code per row (mixed radix over each column's span) where the spans' product fits:
-    a one-dimensional unique, ten times faster than numpy's by-rows one on 10^5 rows."""
-    low = values.min(axis=0)
-    spans = values.max(axis=0) - low + 1
-    if math.prod(spans.tolist()) >= 2 ** 62:
-        distinct, inverse = np.unique(values, axis=0, return_inverse=True)
-        return distinct, inverse.ravel()
-    code = np.zeros(len(values), np.int64)
-    for column, span in enumerate(spans.tolist()):
-        code = code * span + (values[:, column] - low[column])
-    _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
-    return values[first], inverse.ravel()

@@ -12,6 +12,7 @@ import numpy as np
 import isa
 from sim.engine import Timeline
 from sim.machines.base import MachineRun
+from sim.machines.pim.bursts import Bursts
 from sim.machines.pim.channel import PimChannel, Plan
 from sim.machines.pim.commands import DramStats
 from sim.machines.pim.numerics import PimNumerics
@@ -40,6 +41,7 @@ class PimPlans:
 class PimRun(MachineRun):
     channels: tuple[PimChannel, ...] = ()
     pim: PimPlans | None = None
+    bursts: Bursts | None = None        # a shell's bursts, each one entry (PimMachine.start_shell)
 
     def held_bytes(self, view: isa.MachineView) -> dict[str, int]:
         """What the symbols and footprints reach, in the DRAM every row block a pim
@@ -79,13 +81,16 @@ class PimRun(MachineRun):
         every, bank, own = (np.array(v, np.int64) for v in zip(
             *(self.channels[0].mac_cycles(p) for p in pim.plans))) if pim.plans else \
             (np.zeros(0, np.int64),) * 3
-        issued = (pim.plan_at >= 0) & (timeline.start >= 0)
-        counts = np.zeros((a.channels, len(pim.plans)), np.int64)   # channel, plan -> issues
-        for q, name in enumerate(timeline.queues):
-            queue = isa.Queue.parse(name)
-            if queue.unit.name == "pim":
-                counts[queue.index] += np.bincount(pim.plan_at[issued & (timeline.queue_of == q)],
-                                                   minlength=len(pim.plans))
+        if self.bursts is not None:                   # channel, plan -> issues
+            counts = self.bursts.plan_counts(a.channels, timeline.start[self.bursts.entry] >= 0)
+        else:
+            issued = (pim.plan_at >= 0) & (timeline.start >= 0)
+            counts = np.zeros((a.channels, len(pim.plans)), np.int64)
+            for q, name in enumerate(timeline.queues):
+                queue = isa.Queue.parse(name)
+                if queue.unit.name == "pim":
+                    counts[queue.index] += np.bincount(
+                        pim.plan_at[issued & (timeline.queue_of == q)], minlength=len(pim.plans))
         all_bank = (counts @ every).astype(np.float64)
         single = np.zeros((a.channels, a.banks))
         mine = bank >= 0

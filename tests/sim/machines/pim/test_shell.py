@@ -74,8 +74,16 @@ def _vector(draw, depth: int, channel: int) -> list[str]:
     return [vcfg, add] if draw(st.booleans()) else [add, vcfg]
 
 
+def _mark(draw, depth: int, channel: int) -> list[str]:
+    """An op mark, named per iteration inside loops, before a GEMV row: a burst of a
+    channel's rows never runs across one (each op keeps its own span, busy cycles and
+    events)."""
+    return [f".op op{draw(st.integers(0, 9))}" + (".{+0}" if depth else ""),
+            *_gemv_row(draw, depth, channel)]
+
+
 ITEMS = {"row": _gemv_row, "write": _bank_write, "fill": _fill, "mode": _mode, "handoff": _handoff,
-         "vector": _vector}
+         "vector": _vector, "mark": _mark}
 
 
 @st.composite
@@ -132,15 +140,39 @@ def test_moving_rows_and_modes_time_from_the_shell_as_unrolled():
     assert compact["dram_commands"]["REF"] > 0 and compact["instructions"] == 100
 
 
+def test_an_op_mark_between_one_channels_commands_splits_their_burst():
+    """A channel's commands on either side of an op mark are two bursts: each op keeps its
+    own span, busy cycles, MACs and energy, as unrolled."""
+    program = assemble(HEADER + "\n".join([
+        ".loop count=3", *("  " + line for line in [
+            "pim0 pim.pre_all", "pim0 pim.act_all row=3+=1", ".op rows.{+0}",
+            "pim0 pim.mac_all col=0 ncols=8 gb=0", "pim0 pim.rdmac_all dst=abuf[0x100]"]),
+        ".endloop", "pim0 halt"]) + "\n")
+    compact, flat = _results(program)
+    assert compact == flat
+    assert [op["macs"] for op in compact["ops"] if op["name"].startswith("rows.")] == [2048] * 3
+
+
+def test_bursts_after_a_halt_never_issue():
+    """A channel's rows after its queue's `halt` never issue: their bursts add no DRAM
+    commands and no MAC cycles (the target report's utilisation), as unrolled."""
+    rows = [".loop count=2", "  pim0 pim.pre_all", "  pim0 pim.act_all row=3+=1",
+            "  pim0 pim.mac_all col=0 ncols=8 gb=0", "  pim0 pim.rdmac_all dst=abuf[0x100]",
+            ".endloop"]
+    program = assemble(HEADER + "\n".join([*rows, "pim0 halt", *rows]) + "\n")
+    compact, flat = _results(program)
+    assert compact == flat and compact["dram_commands"]["MAC_ALL"] == 2 * 8
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 300), st.integers(1, 4), st.sampled_from([1, 3, 2 ** 20, 2 ** 40]),
        st.integers(0, 2 ** 32))
 def test_unique_rows_equals_numpy_by_rows(n, k, span, seed):
-    """The moved plans' distinct keys (`_unique_rows`, one code per row) are numpy's unique by
+    """The moved plans' distinct keys (`unique_rows`, one code per row) are numpy's unique by
     rows, inverse included, for spans small and large (past int64's room: numpy's own)."""
     import numpy as np
-    from sim.machines.pim.machine import _unique_rows
+    from sim.machines.pim.planning import unique_rows
     values = np.random.default_rng(seed).integers(-span, span, size=(n, k))
-    distinct, inverse = _unique_rows(values)
+    distinct, inverse = unique_rows(values)
     want, want_inverse = np.unique(values, axis=0, return_inverse=True)
     assert np.array_equal(distinct, want) and np.array_equal(inverse, want_inverse.ravel())

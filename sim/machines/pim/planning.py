@@ -1,0 +1,154 @@
+"""Which decoded plan times each executed pim instruction: the plans of a program's pim
+queues (decoded once per instruction object, or per distinct timing key where loops move a
+row or column) and the MAC mode each executed instruction runs under."""
+from __future__ import annotations
+
+import math
+from operator import attrgetter
+from typing import Sequence
+
+import numpy as np
+
+import isa
+from isa.loops import Structure
+from isa.qformats import mode_bits
+from isa.unroll import first_executed, moving_values, placed
+from sim.machines.pim.channel import TIMING_FIELDS, PimChannel, Plan
+from sim.machines.pim.run import PimPlans
+
+__all__ = ["UNTIMED", "mode_widths", "plan_pim", "moved_plans", "unique_rows"]
+
+_QUEUE, _OPCODE = attrgetter("queue"), attrgetter("opcode")
+UNTIMED = frozenset({"wait", "halt", "pim.qmode"})    # pim-queue opcodes the channel does not
+                                                     # time (a mode is the controller's register)
+
+
+def mode_widths(instrs: Sequence[isa.Instr], order: np.ndarray | None = None) -> np.ndarray | None:
+    """Per executed instruction, the inputs its channel's MACs read per BF16 lane (16 / N under
+    an N-bit pim.qmode, else 1); None for a program that sets no mode (every BF16 program).
+    `order`: the compact index of each executed instruction (None: `instrs` run as listed).
+    Whole-array passes per queue that sets a mode."""
+    is_mode = np.fromiter(map(_OPCODE, instrs), object, len(instrs)) == "pim.qmode"
+    if not is_mode.any():
+        return None
+    codes = np.array([16 // mode_bits(ins["fmt"]) if mode else 1
+                      for ins, mode in zip(instrs, is_mode.tolist())], np.int32)
+    queue = np.fromiter(map(id, map(_QUEUE, instrs)), np.int64, len(instrs))
+    if order is not None:
+        is_mode, codes, queue = is_mode[order], codes[order], queue[order]
+    wide = np.ones(len(queue), np.int32)
+    for q in np.unique(queue[is_mode]):
+        at = np.flatnonzero(queue == q)
+        marks = is_mode[at]
+        last = np.maximum.accumulate(np.where(marks, np.arange(len(at)), -1))
+        wide[at] = np.where(last >= 0, codes[at][np.maximum(last, 0)], 1)
+    return wide
+
+
+def plan_pim(channel: PimChannel, instrs: Sequence[isa.Instr],
+              order: np.ndarray | None = None) -> PimPlans:
+    """The plan of every executed pim-queue instruction but wait and halt (timed at issue).
+    `order`: the compact index in `instrs` of each executed instruction (None: `instrs` run as
+    listed). Each instruction object is decoded once, in order of first use (a bad one is
+    named by its first executed index); instructions with equal timing operands share a plan
+    object, numbered once. Whole-array passes: this runs over ~10^7 instructions."""
+    n = len(instrs)
+    queues = dict(zip(map(id, map(_QUEUE, instrs)), map(_QUEUE, instrs)))   # queues are few
+    pim_queues = np.array([key for key, q in queues.items() if q.unit.name == "pim"], np.int64)
+    on_pim = np.isin(np.fromiter(map(id, map(_QUEUE, instrs)), np.int64, n), pim_queues)
+    untimed = np.fromiter(map(UNTIMED.__contains__, map(_OPCODE, instrs)), bool, n)
+    index = np.flatnonzero(on_pim & ~untimed)
+    del on_pim, untimed
+    if order is None:
+        used_at = index
+    else:          # each compact instruction's first executed index (ascending with it)
+        first_run = first_executed(order, n)
+        index = index[first_run[index] >= 0]          # (a loop that runs 0 times)
+        used_at = first_run[index]
+    objects = np.fromiter(instrs, object, n)[index]
+    # id -> first position: filled from the end, so the last write (the lowest) stays
+    first = dict(zip(map(id, objects[::-1]), range(len(objects) - 1, -1, -1)))
+    decode_plan = channel.plan                 # plans depend on the arch, not the channel
+    plans: list[Plan | None] = []
+    number: dict[int, int] = {}                # id(plan) -> its index in plans
+    plan_of_object: dict[int, int] = {}        # id(instruction) -> its plan's index
+    for k in sorted(first.values()):
+        plan = decode_plan(int(used_at[k]), objects[k])
+        p = number.get(id(plan))
+        if p is None:
+            p = number[id(plan)] = len(plans)
+            plans.append(plan)
+        plan_of_object[id(objects[k])] = p
+    plan_at = np.full(n, -1, np.int32)
+    plan_at[index] = np.fromiter(map(plan_of_object.__getitem__, map(id, objects)), np.int32,
+                                 len(objects))
+    if order is not None:
+        plan_at = plan_at[order]
+    plan_at.setflags(write=False)
+    return PimPlans(plan_at, plans)
+
+
+def moved_plans(channel: PimChannel, pim: PimPlans, program: isa.Program, structure: Structure,
+                 order: np.ndarray) -> PimPlans:
+    """`pim`, planned on a program's executed shell, with the pim instructions whose loops move
+    a timing operand (a row or column) planned per iteration: their timing keys as arrays of
+    values, one plan per distinct key (decoded once, in order of first use, numbered after the
+    shell's)."""
+    instrs = program.instructions
+    strided = structure.strided()
+    timing = {c: [p for p in moved if p in TIMING_FIELDS.get(instrs[c].opcode, ())]
+              for c, moved in strided.items() if instrs[c].queue.unit.name == "pim"}
+    timing = {c: moved for c, moved in timing.items() if moved}
+    if not timing:
+        return pim
+    of_opcode: dict[str, tuple[list, list]] = {}              # opcode -> (positions, key values)
+    for c, positions in placed(order, timing):
+        instr = instrs[c]
+        values = np.column_stack([
+            moving_values(structure, c, instr, p, strided[c][p]) if p in timing[c]
+            else np.full(len(positions), instr.fields[p][1], np.int64)
+            for p in TIMING_FIELDS[instr.opcode]])
+        found = of_opcode.setdefault(instr.opcode, ([], []))
+        found[0].append(positions)
+        found[1].append(values)
+    groups = []                   # per opcode: its positions, each one's key, each key's plan
+    keys = []                     # (first executed index, group, key number, key values)
+    for opcode, (positions, values) in of_opcode.items():
+        positions, values = np.concatenate(positions), np.concatenate(values)
+        distinct, inverse = unique_rows(values)
+        first_use = np.full(len(distinct), np.iinfo(np.int64).max, np.int64)
+        np.minimum.at(first_use, inverse, positions)
+        g = len(groups)
+        groups.append((positions, inverse, np.empty(len(distinct), np.int32)))
+        keys += [(u, g, j, (opcode, *row))
+                 for j, (u, row) in enumerate(zip(first_use.tolist(), distinct.tolist()))]
+    plan_at = pim.plan_at.copy()
+    plans = list(pim.plans)
+    number = {id(plan): k for k, plan in enumerate(plans)}
+    for u, g, j, key in sorted(keys):
+        plan = channel.plan_of_key(u, key)              # a bad key: named by its first use
+        k = number.get(id(plan))
+        if k is None:
+            k = number[id(plan)] = len(plans)
+            plans.append(plan)
+        groups[g][2][j] = k
+    for positions, inverse, plan_of_key in groups:
+        plan_at[positions] = plan_of_key[inverse]
+    plan_at.setflags(write=False)
+    return PimPlans(plan_at, plans)
+
+
+def unique_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`np.unique(values, axis=0, return_inverse=True)` for a 2-D integer array, through one
+    int64 code per row (mixed radix over each column's span) where the spans' product fits:
+    a one-dimensional unique, ten times faster than numpy's by-rows one on 10^5 rows."""
+    low = values.min(axis=0)
+    spans = values.max(axis=0) - low + 1
+    if math.prod(spans.tolist()) >= 2 ** 62:
+        distinct, inverse = np.unique(values, axis=0, return_inverse=True)
+        return distinct, inverse.ravel()
+    code = np.zeros(len(values), np.int64)
+    for column, span in enumerate(spans.tolist()):
+        code = code * span + (values[:, column] - low[column])
+    _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+    return values[first], inverse.ravel()
