@@ -31,11 +31,13 @@ __all__ = ["unroll", "instances", "executed_shell", "moving_values", "placed", "
 @dataclass(frozen=True, slots=True, eq=False)
 class Unrolled:
     """The executed order of a compact program: `order[u]` is the compact index of the u-th
-    executed instruction; `marks` the op marks of the unrolled program."""
+    executed instruction; `marks` the op marks of the unrolled program; `first` (when
+    known) `first_executed(order, ...)`."""
 
     structure: Structure
     order: np.ndarray
     marks: tuple[tuple[int, str], ...]
+    first: np.ndarray | None = None      # per compact word, where it first runs (-1: never)
 
     def locate(self, u: int) -> tuple[int, tuple[tuple[Loop, int], ...]]:
         """Executed instruction `u` as (compact index, ((loop, iteration), ...) outermost
@@ -50,22 +52,47 @@ class Unrolled:
 
 
 def unrolled_order(structure: Structure, ops: tuple[tuple[int, str], ...] = ()) -> Unrolled:
-    """The executed order of a program with loops `structure` and op marks `ops`."""
+    """The executed order of a program with loops `structure` and op marks `ops`. Written in
+    place: each straight stretch of words once, each loop's first iteration once and the rest
+    of its iterations copied from it in doubling blocks, so a loop nest costs a few numpy
+    calls per loop and one pass over its output, not a copy per nesting level."""
     children = _children(structure)
     dtype = np.int32 if structure.size < 1 << 31 else np.int64
+    body: dict[int, int] = {}                # loop header -> executed words of one iteration
 
-    def block(lo: int, hi: int, parent: int | None) -> np.ndarray:
-        pieces, cursor = [], lo
+    def length(lo: int, hi: int, parent: int | None) -> int:
+        total, cursor = 0, lo
+        for kid in children.get(parent, []):
+            one = body[kid.header] = length(kid.body_start, kid.body_end, kid.header)
+            total += kid.header - cursor + kid.count * one
+            cursor = kid.body_end
+        return total + hi - cursor
+
+    out = np.empty(length(0, structure.size, None), dtype)
+    first = np.full(structure.size, -1, np.int64)
+
+    def fill(lo: int, hi: int, parent: int | None, at: int) -> int:
+        cursor = lo
         for kid in children.get(parent, []) + [None]:
             stop = hi if kid is None else kid.header
-            pieces.append(np.arange(cursor, stop, dtype=dtype))
+            out[at:at + stop - cursor] = np.arange(cursor, stop, dtype=dtype)
+            first[cursor:stop] = np.arange(at, at + stop - cursor)    # a first iteration
+            at += stop - cursor
             if kid is None:
-                break
-            pieces.append(np.tile(block(kid.body_start, kid.body_end, kid.header), kid.count))
+                return at
+            one = body[kid.header]
+            if kid.count and one:
+                fill(kid.body_start, kid.body_end, kid.header, at)
+                done = 1
+                while done < kid.count:               # iterations [done, done + m) copied
+                    m = min(done, kid.count - done)
+                    out[at + done * one:at + (done + m) * one] = out[at:at + m * one]
+                    done += m
+            at += one * kid.count
             cursor = kid.body_end
-        return np.concatenate(pieces)
 
-    return Unrolled(structure, block(0, structure.size, None), unrolled_marks(structure, ops))
+    fill(0, structure.size, None, 0)
+    return Unrolled(structure, out, unrolled_marks(structure, ops), first)
 
 
 def unrolled_marks(structure: Structure, ops: tuple[tuple[int, str], ...]) -> tuple[tuple[int, str], ...]:
@@ -165,9 +192,18 @@ def placed(order: np.ndarray, indices) -> Iterator[tuple[int, np.ndarray]]:
     indices in executed order) it stands, ascending, so its k-th place holds its k-th
     iteration (`moving_values`' k-th value). One sort for them all."""
     targets = np.array(sorted(indices), dtype=order.dtype)
-    at = np.flatnonzero(np.isin(order, targets))
-    by_target = at[np.argsort(order[at], kind="stable")]
-    bounds = np.searchsorted(order[by_target], targets, side="right").tolist()
+    if not len(targets):
+        return
+    dense = np.full(max(int(order.max(initial=0)), int(targets[-1])) + 1, -1, np.int32)
+    dense[targets] = np.arange(len(targets), dtype=np.int32)   # target -> its number; else -1
+    number = dense[order]
+    at = np.flatnonzero(number >= 0)
+    keys = number[at]
+    del number
+    if len(targets) <= 1 << 16:          # numpy radix-sorts 16-bit keys (stable)
+        keys = keys.astype(np.uint16)
+    by_target = at[np.argsort(keys, kind="stable")]
+    bounds = np.cumsum(np.bincount(keys, minlength=len(targets))).tolist()
     first = 0
     for index, last in zip(targets.tolist(), bounds):
         yield index, by_target[first:last]

@@ -18,7 +18,7 @@ from isa.loop_checks import CONFIG_OPCODES
 from isa.opcodes import VEC_IMMEDIATE, VEC_UNARY
 from sim.machines.events import EventRows
 
-__all__ = ["CostSheet", "CostFn", "CostTable", "ONE_OPERAND_FUNCS", "NODE_PRICED", "decode"]
+__all__ = ["CostSheet", "CostFn", "CostTable", "ONE_OPERAND_FUNCS", "NODE_PRICED", "decode", "decode_shell"]
 
 ONE_OPERAND_FUNCS = frozenset(VEC_IMMEDIATE + VEC_UNARY)   # vec functions that read only `a`
 # Opcodes no machine prices: a collective's time is the node's link model's (sim/multi.py),
@@ -94,3 +94,76 @@ def decode(table: CostTable[SheetT], sheet: SheetT, instructions: Sequence[isa.I
                 continue
         fn(sheet, i, ins, config)
     return sheet
+
+
+def decode_shell(table: CostTable[SheetT], sheet: SheetT, instructions: Sequence[isa.Instr],
+                 entries: np.ndarray, indices: np.ndarray) -> SheetT:
+    """`decode` of a compact program's shell (its i-th instruction `instructions[entries[i]]`)
+    at `indices` (ascending), with the same costs and the same first error, for a pure table:
+    each (instruction, configuration) pair is priced once, the configurations walked only over
+    the configuring instructions, the rest in whole-array passes (a shell has millions of
+    instructions and few distinct pairs)."""
+    if not table.pure:
+        raise ValueError(f"decode_shell needs a pure cost table ({table.machine}'s is not)")
+    ops = [ins.opcode for ins in instructions]
+    fns = [table.costs.get(op, _MISSING) for op in ops]
+    queue_numbers: dict[isa.Queue, int] = {}
+    queue_of = np.array([queue_numbers.setdefault(ins.queue, len(queue_numbers))
+                         for ins in instructions], np.int32)
+    compact = entries[indices]
+    is_config = np.array([op in CONFIG_OPCODES for op in ops], bool)[compact]
+    configuring = indices[is_config]
+    configs, config_at = _configs(instructions, queue_of, entries[configuring])
+    # per entry, the configuration of its queue's last configuring entry at or before it
+    config_of = np.zeros(len(indices), np.int64)
+    queue_at = queue_of[compact]
+    for q in np.unique(queue_of[entries[configuring]]).tolist():
+        mine = np.flatnonzero(queue_at == q)
+        last = np.where(is_config[mine], np.arange(len(mine)), -1)
+        np.maximum.accumulate(last, out=last)
+        known = last >= 0
+        rank = np.searchsorted(configuring, indices[mine[last[known]]])
+        config_of[mine[known]] = config_at[rank]
+    missing = np.array([fn is _MISSING for fn in fns], bool)[compact]
+    first_missing = int(indices[np.argmax(missing)]) if missing.any() else None
+    priced = np.array([fn is not None and fn is not _MISSING and op not in NODE_PRICED
+                       for fn, op in zip(fns, ops)], bool)[compact]
+    at, compact, config_of = indices[priced], compact[priced], config_of[priced]
+    codes = compact.astype(np.int64) * len(configs) + config_of
+    _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    for j in np.sort(first).tolist():
+        i = int(at[j])
+        if first_missing is not None and first_missing < i:
+            break
+        fns[compact[j]](sheet, i, instructions[compact[j]], configs[config_of[j]])
+    if first_missing is not None:
+        ins = instructions[entries[first_missing]]
+        raise isa.IsaError(f"instruction {first_missing} ({ins.queue} {ins.opcode}): not "
+                           f"executable on {table.machine}")
+    source = at[first][inverse.ravel()]
+    for column in (sheet.durations, sheet.resources, sheet.delays, sheet.events.rows):
+        column[at] = column[source]
+    return sheet
+
+
+def _configs(instructions: Sequence[isa.Instr], queue_of: np.ndarray, walk: np.ndarray
+             ) -> tuple[list[isa.QueueConfig], np.ndarray]:
+    """The distinct configurations (the first: none set) and, per configuring instruction of
+    `walk` (compact indices in executed order), the configuration its queue has after it."""
+    configs: list[isa.QueueConfig] = [_RESET]
+    number = {_RESET: 0}
+    after: dict[tuple[int, int], int] = {}         # (configuration, instruction) -> next
+    current: dict[int, int] = {}
+    out = np.empty(len(walk), np.int64)
+    for k, c in enumerate(walk.tolist()):
+        q = int(queue_of[c])
+        key = (current.get(q, 0), c)
+        found = after.get(key)
+        if found is None:
+            config = configs[key[0]].after(instructions[c])
+            found = number.setdefault(config, len(configs))
+            if found == len(configs):
+                configs.append(config)
+            after[key] = found
+        current[q] = out[k] = found
+    return configs, out

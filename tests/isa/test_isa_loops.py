@@ -417,3 +417,28 @@ def test_the_row_check_reads_a_given_unrolled_program_as_it_expands_its_own(text
         return None
     assert outcome(unroll(program)) == outcome()
     assert (outcome() is None) == (text == PIM_ROWS)
+
+
+def _naive_order(structure, lo: int, hi: int, parent) -> list[int]:
+    """The executed order by plain recursion: each loop's body expanded `count` times."""
+    out, cursor = [], lo
+    for loop in [loop for loop in structure.loops if loop.parent == parent]:
+        out += range(cursor, loop.header)
+        out += _naive_order(structure, loop.body_start, loop.body_end, loop.header) * loop.count
+        cursor = loop.body_end
+    return out + list(range(cursor, hi))
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(text=loop_programs())
+def test_unrolled_order_and_first_runs_equal_a_plain_expansion(text):
+    """unrolled_order (written in place, iterations copied in doubling blocks) equals the
+    body-by-body expansion, and its `first` equals first_executed of that order."""
+    from isa.loops import loop_structure
+    from isa.unroll import first_executed, unrolled_order
+    program = assemble(text)
+    structure = loop_structure(program.instructions)
+    unrolled = unrolled_order(structure)
+    want = _naive_order(structure, 0, structure.size, None)
+    assert unrolled.order.tolist() == want
+    assert unrolled.first.tolist() == first_executed(unrolled.order, structure.size).tolist()

@@ -12,6 +12,7 @@ import numpy as np
 import isa
 from isa.loops import Structure
 from isa.qformats import mode_bits
+from isa.opcodes import OPCODES
 from isa.unroll import first_executed, moving_values, placed
 from sim.machines.pim.channel import TIMING_FIELDS, PimChannel, Plan
 from sim.machines.pim.run import PimPlans
@@ -46,10 +47,11 @@ def mode_widths(instrs: Sequence[isa.Instr], order: np.ndarray | None = None) ->
 
 
 def plan_pim(channel: PimChannel, instrs: Sequence[isa.Instr],
-              order: np.ndarray | None = None) -> PimPlans:
+             order: np.ndarray | None = None, first: np.ndarray | None = None) -> PimPlans:
     """The plan of every executed pim-queue instruction but wait and halt (timed at issue).
     `order`: the compact index in `instrs` of each executed instruction (None: `instrs` run as
-    listed). Each instruction object is decoded once, in order of first use (a bad one is
+    listed), `first` where each compact instruction first runs when the caller has it
+    (isa.unroll.Unrolled.first). Each instruction object is decoded once, in order of first use (a bad one is
     named by its first executed index); instructions with equal timing operands share a plan
     object, numbered once. Whole-array passes: this runs over ~10^7 instructions."""
     n = len(instrs)
@@ -62,7 +64,7 @@ def plan_pim(channel: PimChannel, instrs: Sequence[isa.Instr],
     if order is None:
         used_at = index
     else:          # each compact instruction's first executed index (ascending with it)
-        first_run = first_executed(order, n)
+        first_run = first_executed(order, n) if first is None else first
         index = index[first_run[index] >= 0]          # (a loop that runs 0 times)
         used_at = first_run[index]
     objects = np.fromiter(instrs, object, n)[index]
@@ -89,11 +91,15 @@ def plan_pim(channel: PimChannel, instrs: Sequence[isa.Instr],
 
 
 def moved_plans(channel: PimChannel, pim: PimPlans, program: isa.Program, structure: Structure,
-                 order: np.ndarray) -> PimPlans:
+                order: np.ndarray) -> PimPlans:
     """`pim`, planned on a program's executed shell, with the pim instructions whose loops move
-    a timing operand (a row or column) planned per iteration: their timing keys as arrays of
-    values, one plan per distinct key (decoded once, in order of first use, numbered after the
-    shell's)."""
+    a timing operand (a row or column) planned per iteration: one plan per distinct timing key
+    (decoded once, in order of first use, numbered after the shell's).
+
+    A moving operand is affine in the iterations of the loops that move it (`_Moves`), so an
+    instruction's distinct keys are those of the grid of those loops' iterations alone, and
+    each execution's key is its place on that grid: the keys are found on the grids, never
+    per execution."""
     instrs = program.instructions
     strided = structure.strided()
     timing = {c: [p for p in moved if p in TIMING_FIELDS.get(instrs[c].opcode, ())]
@@ -101,41 +107,104 @@ def moved_plans(channel: PimChannel, pim: PimPlans, program: isa.Program, struct
     timing = {c: moved for c, moved in timing.items() if moved}
     if not timing:
         return pim
-    of_opcode: dict[str, tuple[list, list]] = {}              # opcode -> (positions, key values)
+    of_opcode: dict[str, list[_Moves]] = {}
     for c, positions in placed(order, timing):
-        instr = instrs[c]
-        values = np.column_stack([
-            moving_values(structure, c, instr, p, strided[c][p]) if p in timing[c]
-            else np.full(len(positions), instr.fields[p][1], np.int64)
-            for p in TIMING_FIELDS[instr.opcode]])
-        found = of_opcode.setdefault(instr.opcode, ([], []))
-        found[0].append(positions)
-        found[1].append(values)
-    groups = []                   # per opcode: its positions, each one's key, each key's plan
-    keys = []                     # (first executed index, group, key number, key values)
-    for opcode, (positions, values) in of_opcode.items():
-        positions, values = np.concatenate(positions), np.concatenate(values)
-        distinct, inverse = unique_rows(values)
+        moves = _Moves(structure, c, instrs[c], timing[c], positions)
+        of_opcode.setdefault(instrs[c].opcode, []).append(moves)
+    keys = []                     # (first executed index, opcode, key number, key values)
+    numbered = {}                 # opcode -> (its instructions' grids, each grid point's key)
+    for opcode, found in of_opcode.items():
+        distinct, inverse = unique_rows(np.concatenate([m.values for m in found]))
         first_use = np.full(len(distinct), np.iinfo(np.int64).max, np.int64)
-        np.minimum.at(first_use, inverse, positions)
-        g = len(groups)
-        groups.append((positions, inverse, np.empty(len(distinct), np.int32)))
-        keys += [(u, g, j, (opcode, *row))
+        np.minimum.at(first_use, inverse, np.concatenate([m.first_use for m in found]))
+        numbered[opcode] = (found, inverse)
+        keys += [(u, opcode, j, (opcode, *row))
                  for j, (u, row) in enumerate(zip(first_use.tolist(), distinct.tolist()))]
     plan_at = pim.plan_at.copy()
     plans = list(pim.plans)
     number = {id(plan): k for k, plan in enumerate(plans)}
-    for u, g, j, key in sorted(keys):
+    plan_of_key = {opcode: np.empty(len(inverse), np.int32)
+                   for opcode, (_, inverse) in numbered.items()}
+    for u, opcode, j, key in sorted(keys):
         plan = channel.plan_of_key(u, key)              # a bad key: named by its first use
         k = number.get(id(plan))
         if k is None:
             k = number[id(plan)] = len(plans)
             plans.append(plan)
-        groups[g][2][j] = k
-    for positions, inverse, plan_of_key in groups:
-        plan_at[positions] = plan_of_key[inverse]
+        plan_of_key[opcode][j] = k
+    for opcode, (found, inverse) in numbered.items():
+        of_point = plan_of_key[opcode][inverse]
+        at = 0
+        for m in found:
+            plan_at[m.positions] = of_point[at:at + len(m.values)][m.point()]
+            at += len(m.values)
     plan_at.setflags(write=False)
     return PimPlans(plan_at, plans)
+
+
+class _Moves:
+    """One pim instruction's timing key over the loops that move it: `values` per point of
+    the grid of those loops' iterations (outermost first, the last fastest), `first_use` the
+    executed index where each point first runs, `point()` each execution's point."""
+
+    def __init__(self, structure: Structure, index: int, instr: isa.Instr,
+                 moved: Sequence[int], positions: np.ndarray) -> None:
+        strided = structure.strided()[index]
+        self.chain = structure.chain(index)
+        by_loop = {loop.header for p in moved for loop, delta in strided[p] if delta}
+        self.moving = [k for k, loop in enumerate(self.chain) if loop.header in by_loop]
+        counts = [self.chain[k].count for k in self.moving]
+        grid = np.indices(counts, np.int64).reshape(len(counts), -1) if counts \
+            else np.zeros((0, 1), np.int64)
+        iteration = dict(zip((self.chain[k].header for k in self.moving), grid))
+        columns = []
+        for p in TIMING_FIELDS[instr.opcode]:
+            value = np.full(grid.shape[1], instr.fields[p][1], np.int64)
+            if p in moved:
+                for loop, delta in strided[p]:
+                    if delta:
+                        value += delta * iteration[loop.header]
+            columns.append(value)
+        self.values = np.column_stack(columns)
+        self._check(structure, index, instr, moved)
+        steps = self._steps()                 # executions between two of a loop's iterations
+        self.first_use = positions[(grid * np.array([[steps[k]] for k in self.moving],
+                                                    np.int64)).sum(axis=0)] \
+            if self.moving else positions[:1]
+        self.positions = positions
+
+    def _steps(self) -> list[int]:
+        steps, step = [0] * len(self.chain), 1
+        for k in range(len(self.chain) - 1, -1, -1):
+            steps[k] = step
+            step *= self.chain[k].count
+        return steps
+
+    def point(self) -> np.ndarray:
+        """Each execution's grid point, in executed order: the iterations of the moving loops
+        in mixed radix, the others contributing nothing."""
+        point = np.zeros(1, np.int64)
+        stride = {k: 1 for k in self.moving}
+        size = 1
+        for k in reversed(self.moving):
+            stride[k] = size
+            size *= self.chain[k].count
+        for k, loop in enumerate(self.chain):
+            axis = (np.arange(loop.count, dtype=np.int64) * stride[k] if k in stride
+                    else np.zeros(loop.count, np.int64))
+            point = np.add.outer(point, axis).ravel()
+        return point
+
+    def _check(self, structure: Structure, index: int, instr: isa.Instr,
+               moved: Sequence[int]) -> None:
+        """A key outside its field's range is the unrolled program's error (moving_values
+        names the first execution that leaves it; the verifier refuses such programs first)."""
+        for column, p in enumerate(TIMING_FIELDS[instr.opcode]):
+            if p in moved:
+                low, high = OPCODES[instr.opcode].fields[p].kind.bounds
+                values = self.values[:, column]
+                if values.min(initial=low) < low or values.max(initial=high) > high:
+                    moving_values(structure, index, instr, p, structure.strided()[index][p])
 
 
 def unique_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

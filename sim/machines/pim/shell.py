@@ -18,7 +18,7 @@ import isa
 from isa.loops import Structure
 from isa.unroll import unrolled_order
 from sim.machines.base import Costs, Machine
-from sim.machines.decode import CostSheet, decode
+from sim.machines.decode import CostSheet, decode_shell
 from sim.machines.events import EventRows
 from sim.machines.pim.bursts import Bursts, find_bursts
 from sim.machines.pim.planning import mode_widths, moved_plans, plan_pim, unique_rows
@@ -34,7 +34,8 @@ def shell_run(machine: Machine, program: isa.Program, structure: Structure) -> P
     unrolled = unrolled_order(structure, program.ops)
     order = unrolled.order
     channels = machine.new_channels()
-    pim = moved_plans(channels[0], plan_pim(channels[0], instrs, order), program, structure, order)
+    pim = moved_plans(channels[0], plan_pim(channels[0], instrs, order, unrolled.first), program,
+                      structure, order)
     wide = mode_widths(instrs, order)
     numbers: dict[isa.Queue, int] = {}
     queue_of = np.fromiter((numbers.setdefault(ins.queue, len(numbers)) for ins in instrs),
@@ -54,8 +55,8 @@ def shell_run(machine: Machine, program: isa.Program, structure: Structure) -> P
     entry_plan.setflags(write=False)
     on_pim = entry_plan >= 0                         # a burst, or a pim `signal`
     n = len(kept)
-    sheet = decode(machine.cost_table, CostSheet.empty(n, machine.events), shell.instructions,
-                   np.flatnonzero(~on_pim).tolist())
+    sheet = decode_shell(machine.cost_table, CostSheet.empty(n, machine.events), instrs,
+                         order[kept], np.flatnonzero(~on_pim))
     sheet.durations[on_pim] = -1
     machine.set_widest(1 if wide is None else int(wide.max()))
     _burst_events(machine, sheet.events, bursts, pim.plans, wide)
