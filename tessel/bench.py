@@ -20,8 +20,9 @@ addressable since ISA version 2). The compiler emits tile sweeps and whole layer
 (compiler/targets/sweep.py, layers.py) and the periodic engine (sim/periodic.py) times them per
 pattern. A PIM program is compact too, but its DRAM state times every command: the PIM
 machine prices it from its executed shell (compact words in executed order, the moving rows
-and columns as arrays; PimMachine.start_shell) and the event engine runs every executed
-instruction: gpt2-xl prefill-128 on pim-gpt executes 66.3 M of them (a row, over its budget).
+and columns as arrays; PimMachine.start_shell), each burst of a channel's commands one entry
+of the event engine: gpt2-xl prefill-128 on pim-gpt executes 66.3 M instructions as 3.06 M
+entries (a row, over its budget).
 
 Issue 18's target: llama-3.1-70b decode at KV 2048 on 8 devices, timing only, under 15 s as a
 whole process (sn40l-8 and tpu-v4-8 nodes, tensor parallelism 8: one device's run stands for
@@ -99,8 +100,8 @@ WORKLOADS = (
     # issue 17's target for compact programs and periodic timing
     Workload("gpt2-xl decode kv-128 on pim-gpt, process", "gpt2-xl", decode(128), "pim", "pim-gpt", 2.0,
              whole_process=True),
-    # 66.3 M executed instructions, each timed by its channel's DRAM state: about 1.5 minutes
-    # and 5.6 GB (docs/performance.md, "PIM: timed from the executed shell")
+    # 66.3 M executed instructions, timed by the channels' DRAM state in 370 k bursts: about
+    # 30 s and 1.3 GB (docs/performance.md, "PIM: timed from the executed shell")
     Workload("gpt2-xl prefill-128 on pim-gpt, process", "gpt2-xl", prefill(128), "pim", "pim-gpt",
              20.0, whole_process=True),
     Workload("llama-3.1-70b decode kv-2048 on sn40l, process", "llama-3.1-70b", decode(2048),
