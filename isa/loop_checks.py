@@ -10,8 +10,9 @@
 - Token balance: per iteration of a loop, every semaphore is signalled as often as waited on.
 - Moving writes: a write whose stride is smaller than what it writes overlaps itself in the
   next iteration.
-The synchronisation run and the PIM row protocol run on the executed order of the sync and
-row instructions (`Executed`), from the order `isa.unroll` builds.
+The synchronisation run runs on the executed order of the sync instructions (`Executed`),
+from the order `isa.unroll` builds; so does the naming of a PIM row violation, once
+isa/row_loops.py has found that the compact program has one.
 """
 
 from __future__ import annotations
