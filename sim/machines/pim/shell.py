@@ -40,6 +40,8 @@ def shell_run(machine: Machine, program: isa.Program, structure: Structure) -> P
     numbers: dict[isa.Queue, int] = {}
     queue_of = np.fromiter((numbers.setdefault(ins.queue, len(numbers)) for ins in instrs),
                            np.int32, len(instrs))
+    if len(numbers) <= 127:              # gathered per executed instruction: one byte each
+        queue_of = queue_of.astype(np.int8)
     queue_index = np.array([q.index if q.unit.name == "pim" else -1 for q in numbers], np.int64)
     bursts = find_bursts(pim.plan_at, np.array([p is not None for p in pim.plans], bool),
                          queue_of[order], queue_index, [u for u, _ in unrolled.marks])
@@ -98,13 +100,20 @@ def _hooks(instrs, channels, plans, bursts: Bursts, n: int):
     burst_of = array("i", burst_of.tobytes())              # indexed per call: C arrays
     first, end = array("q", bursts.first.tobytes()), array("q", bursts.end.tobytes())
     numbers = bursts.plan_at
+    totals: dict[int, int] = {}          # id of a remembered run's durations -> their sum
 
     def timed(i: int, t: int) -> int:
         channel, b = channels[instrs[i].queue.index], burst_of[i]
         if b < 0:
             return channel.wait_reads(t)
         lo, hi = first[b], end[b]
-        return int(channel.run_numbered(range(lo, hi), numbers[lo:hi], plans, t).sum())
+        took = channel.run_numbered(range(lo, hi), numbers[lo:hi], plans, t)
+        if took.flags.writeable:         # not remembered (ChannelState keeps its own read-only)
+            return int(took.sum())
+        total = totals.get(id(took))     # the memo holds the array for the whole run
+        if total is None:
+            total = totals[id(took)] = int(took.sum())
+        return total
 
     def timed_run(indices, t: int) -> list[int]:
         out = []
