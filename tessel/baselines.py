@@ -66,9 +66,11 @@ def _calibrated(path: Path):
 def compare_gpus(graph: Graph, result: SimResult, gpus: Sequence[str], mode: str = "graph",
                  calibration: Path | None = None, recipe: Recipe | None = None,
                  n_layers: int | None = None, attention: str = "unfused",
-                 hf: tuple[ModelConfig, Phase] | None = None) -> dict[str, GpuComparison]:
+                 hf: tuple[ModelConfig, Phase] | None = None,
+                 routers: frozenset[str] = frozenset()) -> dict[str, GpuComparison]:
     """Per GPU: time, energy, and the accelerator's speedup and energy efficiency against it;
-    the GPU under `recipe` when one is given (`n_layers`: the model's, for its exceptions);
+    the GPU under `recipe` when one is given (`n_layers`: the model's, for its exceptions;
+    `routers`: a routed graph's router linears, which the recipe leaves at full precision);
     attention unfused or fused (tessel.gpu_kernels.ATTENTION; fused runs in fp16 only);
     mode "hf": the Hugging Face operators of `hf`'s model config and phase."""
     archs = [load_arch(name) for name in gpus]
@@ -84,7 +86,7 @@ def compare_gpus(graph: Graph, result: SimResult, gpus: Sequence[str], mode: str
         kernels, resident, width = graph_kernels(graph, attention=attention), resident_bytes(graph), "in fp16"
     else:
         from tessel.gpu_quant import narrowing, resident_bytes as narrow_bytes
-        narrow = narrowing(graph, recipe, n_layers)
+        narrow = narrowing(graph, recipe, n_layers, routers)
         kernels, resident = graph_kernels(graph, narrow, attention), narrow_bytes(narrow)
         width = f"under recipe {recipe.name}"
     table = {}

@@ -24,6 +24,7 @@ import numpy as np
 
 from arch import load_arch
 from compiler.frontend import Model
+from compiler.passes.routing import moe_routers
 from compiler.phase import Phase, prefill
 from compiler.quant import Recipe, RecipeError, plan, recipe_reports, resolve_recipe, role_bytes
 from sim.gpu import gpu_baseline
@@ -80,7 +81,7 @@ def compare_recipes(model: Model, phase: Phase, recipes: Sequence[str], gpus: Se
     for name, recipe in resolved.items():          # every recipe checked before anything runs
         planned = plan(one, recipe, n_layers)
         if name != NONE:
-            narrows[name] = narrowing(graph, recipe, n_layers)
+            narrows[name] = narrowing(graph, recipe, n_layers, moe_routers(model.graph(phase)))
             check_gpus(narrows[name], archs)
         resolved[name] = (recipe, planned)
     requests = {(name, t): _target_request(model, phase, t, None if name == NONE else name, routing)

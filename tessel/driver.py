@@ -21,7 +21,8 @@ from compiler.driver import check_tokens, kv_feeds, token_feeds
 from compiler.frontend import DecoderConfig, Model
 from compiler.ir import Graph, GraphError
 from compiler.phase import Phase, prefill
-from compiler.passes.routing import Routing, policy_routing, route_graph, routing_feeds, routing_summary
+from compiler.passes.routing import (Routing, moe_routers, policy_routing, route_graph, routing_feeds,
+                                     routing_summary)
 from compiler.reference import execute
 from compiler.targets import Lowered
 from compiler.targets.data import read_value
@@ -299,7 +300,7 @@ def _run(req: RunRequest, progress: Progress) -> Run:
     comparison = compare_gpus(_gpu_graph(model, phase, graph, req.quant, routing), sim.result,
                               req.gpus, req.gpu_mode, req.gpu_calibration,
                               req.gpu_recipe, c.n_layer if c is not None else None, req.gpu_attention,
-                              (c, phase) if req.gpu_mode == "hf" else None)
+                              (c, phase) if req.gpu_mode == "hf" else None, moe_routers(unrouted))
     if comparison:
         sim = replace(sim, result=replace(sim.result, gpu=comparison))
     traffic = attention_report(lowered.program, lowered.attention)

@@ -98,9 +98,10 @@ def narrow_kernel(kernel: Kernel, a: Operand | None, b: Operand | None, recipe: 
 class Narrowing:
     """A recipe's plan on one graph, as the operands each op's kernel reads narrow."""
 
-    def __init__(self, graph: Graph, recipe: Recipe, n_layers: int) -> None:
+    def __init__(self, graph: Graph, recipe: Recipe, n_layers: int,
+                 routers: frozenset[str] = frozenset()) -> None:
         self.graph, self.recipe = graph, recipe
-        self.plan: QuantPlan = plan(graph, recipe, n_layers)
+        self.plan: QuantPlan = plan(graph, recipe, n_layers, routers)
         self.kv: dict[str, KVWrite] = {}       # KV value (a graph output) -> its write
         for name in graph.outputs[1:]:
             op = graph[name]
@@ -140,13 +141,15 @@ class Narrowing:
         return Operand(elements, write.quant, write.heads * write.head_dim, write.head_dim)
 
 
-def narrowing(graph: Graph, recipe: str | Recipe, n_layers: int | None = None) -> Narrowing:
+def narrowing(graph: Graph, recipe: str | Recipe, n_layers: int | None = None,
+              routers: frozenset[str] = frozenset()) -> Narrowing:
     """`recipe` (a name, a .toml file or a Recipe) planned on `graph`, a model of `n_layers`
-    layers (default: one more than the highest layer index in the graph's op names)."""
+    layers (default: one more than the highest layer index in the graph's op names);
+    `routers`: a routed graph's router linears, kept at full precision (plan's)."""
     if n_layers is None:
         n_layers = 1 + max((layer_of(op.name) for op in graph.ops if layer_of(op.name) is not None),
                            default=-1)
-    return Narrowing(graph, resolve_recipe(recipe), n_layers)
+    return Narrowing(graph, resolve_recipe(recipe), n_layers, routers)
 
 
 def check_gpus(narrow: Narrowing, gpus: Sequence[GpuArch]) -> None:

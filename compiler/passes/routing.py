@@ -40,10 +40,17 @@ import numpy as np
 from compiler.builder import GraphBuilder
 from compiler.ir import DType, Graph, GraphError, Op, OpKind
 
-__all__ = ["Routing", "moe_ops", "route_graph", "routing_feeds", "policy_routing",
+__all__ = ["Routing", "moe_ops", "moe_routers", "route_graph", "routing_feeds", "policy_routing",
            "check_policy", "routing_summary", "POLICIES"]
 
 POLICIES = ("router", "uniform", "zipf:S", "file:PATH")
+
+
+def moe_routers(graph: Graph) -> frozenset[str]:
+    """The router linears of `graph`'s mixtures of experts (each moe op's logits). Routing
+    replaces a moe op by its experts' linears and keeps the router's linear, so a routed
+    graph's routers are its unrouted graph's."""
+    return frozenset(op.inputs[1] for op in graph.of_kind(OpKind.MOE))
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from compiler.ir import Graph, Op, OpKind
+from compiler.passes.routing import moe_routers
 from compiler.quant.recipe import Recipe, RecipeError, TensorQuant
 
 __all__ = ["WeightUse", "KVWrite", "QuantPlan", "plan", "layer_of", "scale_group"]
@@ -75,12 +76,16 @@ def scale_group(quant: TensorQuant, length: int, head_dim: int | None = None) ->
         quant.scale, length)
 
 
-def plan(graph: Graph, recipe: Recipe, n_layers: int) -> QuantPlan:
-    """The plan of `recipe` on `graph` (a model of `n_layers` layers)."""
+def plan(graph: Graph, recipe: Recipe, n_layers: int,
+         routers: frozenset[str] = frozenset()) -> QuantPlan:
+    """The plan of `recipe` on `graph` (a model of `n_layers` layers). `routers`: router
+    linears kept at full precision besides those of `graph`'s moe ops: a routed graph (its
+    experts' linears in place of each moe op) keeps the router's linear but not the moe op
+    that names it, so its caller passes the unrouted graph's (`moe_routers`)."""
     weights: dict[str, WeightUse] = {}
     activations: dict[str, TensorQuant | None] = {}
     experts: dict[str, TensorQuant | None] = {}
-    routers = {op.inputs[1] for op in graph.of_kind(OpKind.MOE)}
+    routers = moe_routers(graph) | routers
     for op in graph.ops:
         layer = layer_of(op.name)
         key = "lm_head" if layer is None else layer

@@ -133,3 +133,56 @@ def test_a_target_may_name_its_preset(capsys):
                  "--quant", "none,w8a8,w4a4", "--targets", "systolic:systolic-32,dataflow"]) == 0
     out = capsys.readouterr().out
     assert "systolic:systolic-32 speedup" in out and "dataflow speedup" in out
+
+
+@pytest.mark.parametrize("recipe", ["w8a8", "w4a16"])
+def test_the_gpus_keep_a_routed_graphs_router_at_full_precision(recipe):
+    """A routed graph holds each router's linear but not the moe op that names it: the GPU
+    plan keeps it full as the unrouted one does (it was quantised), and every expert linear
+    is narrowed."""
+    from compiler.passes.routing import moe_routers
+    from tessel.driver import policy_routed
+    model, phase = load_model(str(Path(TINY).parent / "tiny-mixtral")), decode(8)
+    plain = model.graph(phase)
+    routed, _ = policy_routed(plain, "uniform")
+    routers = moe_routers(plain)
+    assert routers and all(name in routed for name in routers)
+    kept = narrowing(routed, recipe, model.config.n_layer, routers).plan
+    assert not routers & set(kept.activations)
+    assert not {routed[name].inputs[1] for name in routers} & set(kept.weights)
+    lost = narrowing(routed, recipe, model.config.n_layer).plan     # without them: quantised
+    assert routers <= set(lost.activations)
+    experts = [op.name for op in routed.ops if op.kind.value == "linear" and op.name not in routers
+               and ".expert" in op.name]
+    assert experts and set(experts) <= set(kept.activations)
+
+
+def test_tessel_sim_and_compare_hand_the_gpus_the_routers(monkeypatch, capsys):
+    """`tessel sim --gpu-quant` and `tessel compare --quant` on a mixture of experts plan the
+    GPU kernels of the routed graph with the model's routers kept full, as the request's
+    check on the unrouted graph does."""
+    import tessel.compare_quant
+    import tessel.gpu_quant
+    seen = []
+
+    def spy(graph, recipe, n_layers=None, routers=frozenset()):
+        from compiler.passes.routing import moe_routers
+        seen.append((bool(moe_routers(graph)), routers | moe_routers(graph)))
+        return narrowing(graph, recipe, n_layers, routers)
+    monkeypatch.setattr(tessel.gpu_quant, "narrowing", spy)
+    monkeypatch.setattr(tessel.compare_quant, "narrowing", spy)
+    mixtral = str(Path(TINY).parent / "tiny-mixtral")
+    want = moe_routers_of(mixtral)
+    assert main(["sim", "--model", mixtral, "--target", "systolic", "--arch", "systolic-32",
+                 "--phase", "decode", "--kv", "8", "--no-functional", "--routing", "uniform",
+                 "--gpu", "a100-80gb", "--gpu-quant", "w8a8"]) == 0
+    assert main(["compare", "--model", mixtral, "--phase", "decode", "--kv", "8", "--quant",
+                 "none,w8a8", "--gpu", "a100-80gb", "--routing", "uniform"]) == 0
+    capsys.readouterr()
+    assert [unrouted for unrouted, _ in seen].count(False) == 2     # the two routed graphs
+    assert all(routers == want for _, routers in seen)
+
+
+def moe_routers_of(path: str) -> frozenset[str]:
+    from compiler.passes.routing import moe_routers
+    return moe_routers(load_model(path).graph(decode(8)))
