@@ -9,10 +9,11 @@ repeat with it; symbols, data and the rest of the program are unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from itertools import islice, repeat
 from operator import attrgetter
+from types import MappingProxyType
 
 import numpy as np
 
@@ -31,13 +32,16 @@ __all__ = ["unroll", "instances", "executed_shell", "moving_values", "placed", "
 @dataclass(frozen=True, slots=True, eq=False)
 class Unrolled:
     """The executed order of a compact program: `order[u]` is the compact index of the u-th
-    executed instruction; `marks` the op marks of the unrolled program; `first` (when
-    known) `first_executed(order, ...)`."""
+    executed instruction; `marks` the op marks of the unrolled program; `first` is
+    `first_executed(order, ...)`; `iteration` how many executed words one iteration of each
+    loop holds, so a word's execution in a loop nest is at its `first` plus each loop's
+    iteration number times that loop's `iteration`."""
 
     structure: Structure
     order: np.ndarray
     marks: tuple[tuple[int, str], ...]
-    first: np.ndarray | None = None      # per compact word, where it first runs (-1: never)
+    first: np.ndarray                    # per compact word, where it first runs (-1: never)
+    iteration: Mapping[int, int]         # loop header -> executed words of one iteration
 
     def locate(self, u: int) -> tuple[int, tuple[tuple[Loop, int], ...]]:
         """Executed instruction `u` as (compact index, ((loop, iteration), ...) outermost
@@ -92,7 +96,7 @@ def unrolled_order(structure: Structure, ops: tuple[tuple[int, str], ...] = ()) 
             cursor = kid.body_end
 
     fill(0, structure.size, None, 0)
-    return Unrolled(structure, out, unrolled_marks(structure, ops), first)
+    return Unrolled(structure, out, unrolled_marks(structure, ops), first, MappingProxyType(body))
 
 
 def unrolled_marks(structure: Structure, ops: tuple[tuple[int, str], ...]) -> tuple[tuple[int, str], ...]:

@@ -3,6 +3,7 @@ and the compact verifier against the unrolled one on random loop programs."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -433,7 +434,8 @@ def _naive_order(structure, lo: int, hi: int, parent) -> list[int]:
 @given(text=loop_programs())
 def test_unrolled_order_and_first_runs_equal_a_plain_expansion(text):
     """unrolled_order (written in place, iterations copied in doubling blocks) equals the
-    body-by-body expansion, and its `first` equals first_executed of that order."""
+    body-by-body expansion, its `first` equals first_executed of that order, and each word
+    runs at its first plus each loop's iteration times that loop's `iteration`."""
     from isa.loops import loop_structure
     from isa.unroll import first_executed, unrolled_order
     program = assemble(text)
@@ -442,3 +444,10 @@ def test_unrolled_order_and_first_runs_equal_a_plain_expansion(text):
     want = _naive_order(structure, 0, structure.size, None)
     assert unrolled.order.tolist() == want
     assert unrolled.first.tolist() == first_executed(unrolled.order, structure.size).tolist()
+    order = np.array(want)
+    for c in np.flatnonzero(unrolled.first >= 0).tolist():   # each run: first + iterations
+        places = np.array([unrolled.first[c]])
+        for loop in structure.chain(c):
+            steps = np.arange(loop.count) * unrolled.iteration[loop.header]
+            places = np.add.outer(places, steps).ravel()
+        assert places.tolist() == np.flatnonzero(order == c).tolist()

@@ -22,7 +22,7 @@ import numpy as np
 
 __all__ = ["Bursts", "find_bursts"]
 
-_CHUNK = 1 << 22          # executed instructions gathered at a time (bounded temporaries)
+_CHUNK = 1 << 20          # executed instructions gathered at a time (bounded temporaries)
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,7 +54,7 @@ class Bursts:
         values = np.append(np.asarray(per_plan, np.int64), 0)        # plan -1: nothing
         out = np.empty(len(self.first), np.int64)
         for b, c, lo, hi in self._chunks():
-            v = values[self.plan_at[lo:hi]]
+            v = np.take(values, self.plan_at[lo:hi])
             if scale is not None:
                 v *= scale[lo:hi]
             out[b:c] = np.add.reduceat(v, self.first[b:c] - lo)

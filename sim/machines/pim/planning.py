@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from operator import attrgetter
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -13,7 +13,7 @@ import isa
 from isa.loops import Structure
 from isa.qformats import mode_bits
 from isa.opcodes import OPCODES
-from isa.unroll import first_executed, moving_values, placed
+from isa.unroll import Unrolled, first_executed, moving_values
 from sim.machines.pim.channel import TIMING_FIELDS, PimChannel, Plan
 from sim.machines.pim.run import PimPlans
 
@@ -47,13 +47,16 @@ def mode_widths(instrs: Sequence[isa.Instr], order: np.ndarray | None = None) ->
 
 
 def plan_pim(channel: PimChannel, instrs: Sequence[isa.Instr],
-             order: np.ndarray | None = None, first: np.ndarray | None = None) -> PimPlans:
+             order: np.ndarray | None = None, first: np.ndarray | None = None,
+             final: bool = True) -> PimPlans:
     """The plan of every executed pim-queue instruction but wait and halt (timed at issue).
     `order`: the compact index in `instrs` of each executed instruction (None: `instrs` run as
     listed), `first` where each compact instruction first runs when the caller has it
-    (isa.unroll.Unrolled.first). Each instruction object is decoded once, in order of first use (a bad one is
-    named by its first executed index); instructions with equal timing operands share a plan
-    object, numbered once. Whole-array passes: this runs over ~10^7 instructions."""
+    (isa.unroll.Unrolled.first); `final` False leaves plan_at writable for the caller to
+    refine (moved_plans). Each instruction object is decoded once, in order of first use (a
+    bad one is named by its first executed index); instructions with equal timing operands
+    share a plan object, numbered once. Whole-array passes: this runs over ~10^7
+    instructions."""
     n = len(instrs)
     queues = dict(zip(map(id, map(_QUEUE, instrs)), map(_QUEUE, instrs)))   # queues are few
     pim_queues = np.array([key for key, q in queues.items() if q.unit.name == "pim"], np.int64)
@@ -69,12 +72,12 @@ def plan_pim(channel: PimChannel, instrs: Sequence[isa.Instr],
         used_at = first_run[index]
     objects = np.fromiter(instrs, object, n)[index]
     # id -> first position: filled from the end, so the last write (the lowest) stays
-    first = dict(zip(map(id, objects[::-1]), range(len(objects) - 1, -1, -1)))
+    first_at = dict(zip(map(id, objects[::-1]), range(len(objects) - 1, -1, -1)))
     decode_plan = channel.plan                 # plans depend on the arch, not the channel
     plans: list[Plan | None] = []
     number: dict[int, int] = {}                # id(plan) -> its index in plans
     plan_of_object: dict[int, int] = {}        # id(instruction) -> its plan's index
-    for k in sorted(first.values()):
+    for k in sorted(first_at.values()):
         plan = decode_plan(int(used_at[k]), objects[k])
         p = number.get(id(plan))
         if p is None:
@@ -86,31 +89,38 @@ def plan_pim(channel: PimChannel, instrs: Sequence[isa.Instr],
                                  len(objects))
     if order is not None:
         plan_at = plan_at[order]
-    plan_at.setflags(write=False)
+    if final:
+        plan_at.setflags(write=False)
     return PimPlans(plan_at, plans)
 
 
-def moved_plans(channel: PimChannel, pim: PimPlans, program: isa.Program, structure: Structure,
-                order: np.ndarray) -> PimPlans:
-    """`pim`, planned on a program's executed shell, with the pim instructions whose loops move
-    a timing operand (a row or column) planned per iteration: one plan per distinct timing key
-    (decoded once, in order of first use, numbered after the shell's).
+def moved_plans(channel: PimChannel, pim: PimPlans, program: isa.Program,
+                unrolled: Unrolled) -> PimPlans:
+    """`pim`, planned on a program's executed shell (`unrolled`: its executed order with where
+    each word first runs and each loop iteration's length; its plan_at refined in place where
+    plan_pim left it writable), with the pim instructions whose
+    loops move a timing operand (a row or column) planned per iteration: one plan per distinct
+    timing key (decoded once, in order of first use, numbered after the shell's).
 
-    A moving operand is affine in the iterations of the loops that move it (`_Moves`), so an
-    instruction's distinct keys are those of the grid of those loops' iterations alone, and
-    each execution's key is its place on that grid: the keys are found on the grids, never
-    per execution."""
-    instrs = program.instructions
+    A moving operand is affine in the iterations of the loops that move it, and an
+    instruction's executions stand at its first plus each loop's iteration times that loop's
+    length (`_Moves`): so its distinct keys are those of the grid of the moving loops'
+    iterations alone, and each execution's key is its place on that grid, with no pass over
+    the executed order."""
+    instrs, structure = program.instructions, unrolled.structure
     strided = structure.strided()
     timing = {c: [p for p in moved if p in TIMING_FIELDS.get(instrs[c].opcode, ())]
               for c, moved in strided.items() if instrs[c].queue.unit.name == "pim"}
     timing = {c: moved for c, moved in timing.items() if moved}
     if not timing:
+        pim.plan_at.setflags(write=False)
         return pim
+    first, iteration = unrolled.first, unrolled.iteration
     of_opcode: dict[str, list[_Moves]] = {}
-    for c, positions in placed(order, timing):
-        moves = _Moves(structure, c, instrs[c], timing[c], positions)
-        of_opcode.setdefault(instrs[c].opcode, []).append(moves)
+    for c in sorted(timing):
+        if first[c] >= 0:                                # (a loop around it runs 0 times)
+            moves = _Moves(structure, c, instrs[c], timing[c], int(first[c]), iteration)
+            of_opcode.setdefault(instrs[c].opcode, []).append(moves)
     keys = []                     # (first executed index, opcode, key number, key values)
     numbered = {}                 # opcode -> (its instructions' grids, each grid point's key)
     for opcode, found in of_opcode.items():
@@ -120,7 +130,7 @@ def moved_plans(channel: PimChannel, pim: PimPlans, program: isa.Program, struct
         numbered[opcode] = (found, inverse)
         keys += [(u, opcode, j, (opcode, *row))
                  for j, (u, row) in enumerate(zip(first_use.tolist(), distinct.tolist()))]
-    plan_at = pim.plan_at.copy()
+    plan_at = pim.plan_at if pim.plan_at.flags.writeable else pim.plan_at.copy()
     plans = list(pim.plans)
     number = {id(plan): k for k, plan in enumerate(plans)}
     plan_of_key = {opcode: np.empty(len(inverse), np.int32)
@@ -136,7 +146,8 @@ def moved_plans(channel: PimChannel, pim: PimPlans, program: isa.Program, struct
         of_point = plan_of_key[opcode][inverse]
         at = 0
         for m in found:
-            plan_at[m.positions] = of_point[at:at + len(m.values)][m.point()]
+            positions, points = m.executions()
+            plan_at[positions] = of_point[at:at + len(m.values)][points]
             at += len(m.values)
     plan_at.setflags(write=False)
     return PimPlans(plan_at, plans)
@@ -145,10 +156,12 @@ def moved_plans(channel: PimChannel, pim: PimPlans, program: isa.Program, struct
 class _Moves:
     """One pim instruction's timing key over the loops that move it: `values` per point of
     the grid of those loops' iterations (outermost first, the last fastest), `first_use` the
-    executed index where each point first runs, `point()` each execution's point."""
+    executed index where each point first runs, `executions()` where each execution stands
+    and its point. `first`: where the instruction first runs; `iteration`: each loop's
+    executed words an iteration (isa.unroll.Unrolled)."""
 
     def __init__(self, structure: Structure, index: int, instr: isa.Instr,
-                 moved: Sequence[int], positions: np.ndarray) -> None:
+                 moved: Sequence[int], first: int, iteration: Mapping[int, int]) -> None:
         strided = structure.strided()[index]
         self.chain = structure.chain(index)
         by_loop = {loop.header for p in moved for loop, delta in strided[p] if delta}
@@ -156,44 +169,37 @@ class _Moves:
         counts = [self.chain[k].count for k in self.moving]
         grid = np.indices(counts, np.int64).reshape(len(counts), -1) if counts \
             else np.zeros((0, 1), np.int64)
-        iteration = dict(zip((self.chain[k].header for k in self.moving), grid))
+        of_loop = dict(zip((self.chain[k].header for k in self.moving), grid))
         columns = []
         for p in TIMING_FIELDS[instr.opcode]:
             value = np.full(grid.shape[1], instr.fields[p][1], np.int64)
             if p in moved:
                 for loop, delta in strided[p]:
                     if delta:
-                        value += delta * iteration[loop.header]
+                        value += delta * of_loop[loop.header]
             columns.append(value)
         self.values = np.column_stack(columns)
         self._check(structure, index, instr, moved)
-        steps = self._steps()                 # executions between two of a loop's iterations
-        self.first_use = positions[(grid * np.array([[steps[k]] for k in self.moving],
-                                                    np.int64)).sum(axis=0)] \
-            if self.moving else positions[:1]
-        self.positions = positions
+        self.first = first
+        self.lengths = [iteration[loop.header] for loop in self.chain]
+        lengths = np.array([[self.lengths[k]] for k in self.moving], np.int64).reshape(-1, 1)
+        self.first_use = first + (grid * lengths).sum(axis=0)
 
-    def _steps(self) -> list[int]:
-        steps, step = [0] * len(self.chain), 1
-        for k in range(len(self.chain) - 1, -1, -1):
-            steps[k] = step
-            step *= self.chain[k].count
-        return steps
-
-    def point(self) -> np.ndarray:
-        """Each execution's grid point, in executed order: the iterations of the moving loops
-        in mixed radix, the others contributing nothing."""
-        point = np.zeros(1, np.int64)
-        stride = {k: 1 for k in self.moving}
-        size = 1
+    def executions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Where each execution stands in the executed order and its grid point, in executed
+        order: both sums over the loops around it, each loop's iteration times its executed
+        length for the place, times its mixed-radix weight among the moving loops (zero for
+        a loop that moves nothing) for the point."""
+        weight, size = {}, 1
         for k in reversed(self.moving):
-            stride[k] = size
+            weight[k] = size
             size *= self.chain[k].count
+        place, point = np.full(1, self.first, np.int64), np.zeros(1, np.int64)
         for k, loop in enumerate(self.chain):
-            axis = (np.arange(loop.count, dtype=np.int64) * stride[k] if k in stride
-                    else np.zeros(loop.count, np.int64))
-            point = np.add.outer(point, axis).ravel()
-        return point
+            steps = np.arange(loop.count, dtype=np.int64)
+            place = np.add.outer(place, steps * self.lengths[k]).ravel()
+            point = np.add.outer(point, steps * weight.get(k, 0)).ravel()
+        return place, point
 
     def _check(self, structure: Structure, index: int, instr: isa.Instr,
                moved: Sequence[int]) -> None:

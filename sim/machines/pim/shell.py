@@ -34,8 +34,8 @@ def shell_run(machine: Machine, program: isa.Program, structure: Structure) -> P
     unrolled = unrolled_order(structure, program.ops)
     order = unrolled.order
     channels = machine.new_channels()
-    pim = moved_plans(channels[0], plan_pim(channels[0], instrs, order, unrolled.first), program,
-                      structure, order)
+    pim = moved_plans(channels[0], plan_pim(channels[0], instrs, order, unrolled.first, final=False), program,
+                      unrolled)
     wide = mode_widths(instrs, order)
     numbers: dict[isa.Queue, int] = {}
     queue_of = np.fromiter((numbers.setdefault(ins.queue, len(numbers)) for ins in instrs),
