@@ -25,6 +25,7 @@ _LOCKSTEP = frozenset({"ACT_ALL", "PRE_ALL", "MAC_ALL", "RDMAC_ALL", "WRGB", "RE
 _INLINE = _LOCKSTEP - {"REF", "MODE"}         # run_plans' closed forms
 _MODE = Command("MODE")
 _ANY_ROW = frozenset({"PRE_ALL", "RDMAC_ALL", "WRGB"})   # need no row open nor closed
+_AFTER = "after"                 # the memo keys of runs looked up by the run before them
 
 
 class CommandChannel:
@@ -84,6 +85,7 @@ class ChannelState:
         # lockstep runs already timed, shared by the channels of one program (PimMachine's
         # `_run`): run_plans' memo; `forms` numbers each plan's row-free form for its key
         self.runs: dict | None = None
+        self._after: tuple[int, int] | None = None      # (id of the last run remembered, its start)
         self.forms: PlanForms | None = None
         self._horizon = 1 + max(self._act_all_gap, self._wr_pre, *self.tail.values(),
                                 *(v for v in (getattr(t, f.name) for f in dataclasses.fields(t))
@@ -337,7 +339,23 @@ class ChannelState:
     def _timed(self, indices: Sequence[int], ids: Hashable, plans_of: Callable[[], Sequence[tuple]],
                t: int) -> np.ndarray:
         """run_plans of the plans `plans_of()` gives, `ids` their identity (equal ids: the
-        same plan objects in the same order); the plans are only listed for a run not met."""
+        same plan objects in the same order); the plans are only listed for a run not met.
+
+        Where the last run left the state (a remembered run replayed or recorded, `_after`),
+        the state at t is that run's end moved by t minus its start, refreshes between
+        included: so the same plans after the same run at the same distance are looked up
+        without working out the relative state (`_AFTER` keys)."""
+        after = None
+        if self.runs is not None and self.lock and self._after is not None:
+            last, began = self._after
+            after = (_AFTER, ids, self._lock_row, self._lock_memo, last, t - began)
+            found = self.runs.get(after)
+            if found is not None:
+                self.idle_until(t)
+                self._replay(*found, t)
+                self._after = (id(found[0]), t)
+                return found[0][0]
+        self._after = None
         self.idle_until(t)
         start, key, tally = t, None, self.tally
         if self.runs is not None and self.lock:
@@ -348,6 +366,7 @@ class ChannelState:
             seen = self.runs.get(at)
             if seen is not None:
                 self._replay(*seen, t)
+                self._follow(after, seen, start)
                 return seen[0][0]
             plans = plans_of()
             forms, rows = self.forms.of(plans, tuple(map(id, plans)))
@@ -361,6 +380,7 @@ class ChannelState:
             if seen is not None:
                 self.runs[at] = seen, list(distinct)
                 self._replay(seen, list(distinct), t)
+                self._follow(after, self.runs[at], start)
                 return seen[0]
             counts, hits, misses, refs = dict(tally.counts), tally.hits, tally.misses, len(tally.refs)
         else:
@@ -396,8 +416,16 @@ class ChannelState:
                                      tuple(r - start for r in tally.refs[refs:]),
                                      number[self._lock_row], number[self._lock_memo])
             self.runs[at] = seen, list(distinct)
+            self._follow(after, self.runs[at], start)
             return took
         return np.array(out, np.int64)
+
+    def _follow(self, after: tuple | None, found: tuple, start: int) -> None:
+        """The run `found` (a remembered run and its rows) began at `start`: remembered under
+        `after` (the run before it and the distance) and made the run the next one follows."""
+        if after is not None:
+            self.runs[after] = found
+        self._after = (id(found[0]), start)
 
     # -- lockstep runs remembered: the state relative to a run's start ---------------------
 

@@ -224,3 +224,36 @@ def test_fast_path_equals_command_level_on_gpt2_decode(monkeypatch):
     assert len(replayed) > 100
     assert sum(s.counts["MAC_ALL"] for s in fast[1]) > 50_000
     assert sum(s.counts["REF"] for s in fast[1]) > 100
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_run_after_the_same_run_replays_at_every_distance(seed):
+    """Channels sharing the memo run the same runs in step, as a GEMV's channels do, but now
+    and then one starts a run later than the others: the others find each run under the run
+    before it and the distance (ChannelState's `_AFTER` keys), the late one must not, and
+    every channel equals its command-level ground truth to the cycle, rows and counts too."""
+    rng = np.random.default_rng(200 + seed)
+    row = lambda: int(rng.integers(ARCH.rows))                      # noqa: E731
+    gemv = [isa.Instr.make("pim.mac_all", "pim0", col=0, ncols=ARCH.columns, gb=0),
+            isa.Instr.make("pim.rdmac_all", "pim0", dst=isa.Addr("abuf", 0))]
+    pieces = [[isa.Instr.make("pim.act_all", "pim0", row=row()), *gemv * k,
+               isa.Instr.make("pim.pre_all", "pim0")] for k in (1, 2, 5)]
+    fast = [PimChannel(ARCH) for _ in range(3)]
+    runs, forms = {}, PlanForms()
+    for channel in fast:
+        channel.state.runs, channel.state.forms = runs, forms
+    exact = [PimChannel(ARCH, exact=True) for _ in fast]
+    decode = fast[0].plan
+    starts = [0] * len(fast)
+    for n, k in enumerate(rng.choice(len(pieces), 80).tolist()):
+        plans = [decode(i, x) for i, x in enumerate(pieces[k])]
+        gap = int(rng.choice([0, 1, 37, 1500, 3333]))
+        late = int(rng.integers(len(fast))) if rng.random() < 0.3 else -1
+        for c, (channel, truth) in enumerate(zip(fast, exact)):
+            t = starts[c] + gap + (int(rng.choice([1, 2, 40])) if c == late else 0)
+            ends = [sum(x.run(range(len(plans)), plans, t)) for x in (channel, truth)]
+            assert ends[0] == ends[1], (n, c)
+            assert _open_rows(channel.state) == _open_rows(truth.state), (n, c)
+            starts[c] = t + ends[0]
+    assert [c.stats for c in fast] == [c.stats for c in exact]
+    assert sum(key[0] == "after" for key in runs) > 10
