@@ -102,7 +102,7 @@ class PimChannel:
 
     @property
     def stats(self):
-        return self.state.tally.stats()
+        return self.state.stats()
 
     def plan(self, index: int, instr) -> Plan | None:
         """An instruction decoded once: (validated command, repeat, step) triples, or None
@@ -149,7 +149,7 @@ class PimChannel:
 
     def wait_reads(self, t: int) -> int:
         """A `signal` at cycle t: cycles until every read issued so far has returned."""
-        return max(0, self.state.data_ready - t)
+        return max(0, self.state.ready_at() - t)
 
     def run(self, indices, plans, t: int) -> Sequence[int]:
         """Durations of instructions (program indices, plans) issued back to back from t."""

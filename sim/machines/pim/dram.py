@@ -14,8 +14,8 @@ import numpy as np
 
 from arch.pim import PimArch
 from sim.machines.pim.commands import (
-    ALL_BANK, NEVER, REGISTER, ROW_ACCESS, Command, CommandResult, DramError, Tally, command_tails,
-    refresh_schedule, validate_command)
+    ALL_BANK, NEVER, REGISTER, ROW_ACCESS, Command, CommandResult, DramError, DramStats, Tally,
+    command_tails, refresh_schedule, validate_command)
 
 __all__ = ["CommandChannel", "ChannelState", "PlanForms"]
 
@@ -26,6 +26,7 @@ _INLINE = _LOCKSTEP - {"REF", "MODE"}         # run_plans' closed forms
 _MODE = Command("MODE")
 _ANY_ROW = frozenset({"PRE_ALL", "RDMAC_ALL", "WRGB"})   # need no row open nor closed
 _AFTER = "after"                 # the memo keys of runs looked up by the run before them
+_DATA_READY = 10                 # data_ready's place among `_relative`'s cycles
 
 
 class CommandChannel:
@@ -86,6 +87,7 @@ class ChannelState:
         # `_run`): run_plans' memo; `forms` numbers each plan's row-free form for its key
         self.runs: dict | None = None
         self._after: tuple[int, int] | None = None      # (id of the last run remembered, its start)
+        self._pending: tuple | None = None   # (a remembered run, its start): cycles unwritten
         self.forms: PlanForms | None = None
         self._horizon = 1 + max(self._act_all_gap, self._wr_pre, *self.tail.values(),
                                 *(v for v in (getattr(t, f.name) for f in dataclasses.fields(t))
@@ -93,10 +95,11 @@ class ChannelState:
 
     def execute(self, commands: Iterable[Sequence]) -> CommandResult:
         issued = [self.issue(i, validate_command(self.arch, i, Command(*raw))) for i, raw in enumerate(commands)]
-        return CommandResult(tuple(issued), self.tally.stats())
+        return CommandResult(tuple(issued), self.stats())
 
     def idle_until(self, cycle: int) -> None:
         """Nothing arrives before `cycle`: refreshes due earlier happen on time meanwhile."""
+        self.settle()
         while self.due < cycle:
             if self.lock:
                 self._refresh_lock(self.due)
@@ -351,8 +354,12 @@ class ChannelState:
             after = (_AFTER, ids, self._lock_row, self._lock_memo, last, t - began)
             found = self.runs.get(after)
             if found is not None:
-                self.idle_until(t)
-                self._replay(*found, t)
+                if self.due >= t:           # no refresh before t: the state is the replay's
+                    self._replay_rest(*found, t)
+                    self._pending = found[0], t     # its cycles written when first read
+                else:
+                    self.idle_until(t)
+                    self._replay(*found, t)
                 self._after = (id(found[0]), t)
                 return found[0][0]
         self._after = None
@@ -443,14 +450,42 @@ class ChannelState:
     def _replay(self, seen: tuple, rows: list[int], t: int) -> None:
         """The state after a remembered run from cycle t, its counts and its refreshes; `rows`:
         this run's rows in order of first appearance (the numbers its key gave them)."""
-        _, (times, fresh, n_open, mode), due, issued, hits, misses, refs, row, memo = seen
+        self._replay_rest(seen, rows, t)
+        self._replay_times(seen, t)
+
+    def _replay_times(self, seen: tuple, t: int) -> None:
+        """The cycles of the state after a remembered run from cycle t."""
         (self.bus, self.ref, self.col_any, self.wg, self._lock_act, self._lock_pre,
          self._lock_rd, self._lock_wr, self._lock_rdmac, self.act_any, self.data_ready,
-         self.tally.end, self.mode_at, *rest) = map(t.__add__, times)
-        self.register_mode = mode
+         self.tally.end, self.mode_at, *rest) = map(t.__add__, seen[1][0])
         groups = self.arch.bank_groups
         self.col_grp = rest[:groups]
         self.faw = deque(rest[groups:], maxlen=4)
+
+    def settle(self) -> None:
+        """Write the cycles of a replay left pending (`_pending`) into the state: before
+        anything but the next lookup reads it."""
+        if self._pending is not None:
+            self._replay_times(*self._pending)
+            self._pending = None
+
+    def stats(self) -> DramStats:
+        """The counts and cycles of everything issued so far."""
+        self.settle()
+        return self.tally.stats()
+
+    def ready_at(self) -> int:
+        """When every read issued so far has returned (a pending replay's, unwritten)."""
+        if self._pending is not None:
+            seen, t = self._pending
+            return t + seen[1][0][_DATA_READY]
+        return self.data_ready
+
+    def _replay_rest(self, seen: tuple, rows: list[int], t: int) -> None:
+        """Everything but the cycles of the state after a remembered run from cycle t: its
+        rows, banks open, mode, refresh schedule and counts."""
+        _, (_, fresh, n_open, mode), due, issued, hits, misses, refs, row, memo = seen
+        self.register_mode = mode
         self._lock_row = None if row < 0 else rows[row]
         self._lock_memo = None if memo < 0 else rows[memo]
         self._lock_fresh, self.n_open = fresh, n_open

@@ -95,6 +95,6 @@ def gemv_stream_cycles(arch: PimArch, tiles: Sequence[GemvTile], start_cycle: in
                          + (((Command("RDMAC_ALL"), 1, 1),) if tile.read_each_row else ())
                          + ((Command("PRE_ALL"), 1, 1),))
         at += sum(state.run_plans(range(len(plans)), plans, at))
-    return state.tally.stats()
+    return state.stats()
 
 

@@ -230,8 +230,9 @@ def test_fast_path_equals_command_level_on_gpt2_decode(monkeypatch):
 def test_a_run_after_the_same_run_replays_at_every_distance(seed):
     """Channels sharing the memo run the same runs in step, as a GEMV's channels do, but now
     and then one starts a run later than the others: the others find each run under the run
-    before it and the distance (ChannelState's `_AFTER` keys), the late one must not, and
-    every channel equals its command-level ground truth to the cycle, rows and counts too."""
+    before it and the distance (ChannelState's `_AFTER` keys; the replay's cycles written
+    when first read), the late one must not, and every channel equals its command-level
+    ground truth to the cycle, its reads' return, rows and counts too."""
     rng = np.random.default_rng(200 + seed)
     row = lambda: int(rng.integers(ARCH.rows))                      # noqa: E731
     gemv = [isa.Instr.make("pim.mac_all", "pim0", col=0, ncols=ARCH.columns, gb=0),
@@ -253,6 +254,8 @@ def test_a_run_after_the_same_run_replays_at_every_distance(seed):
             t = starts[c] + gap + (int(rng.choice([1, 2, 40])) if c == late else 0)
             ends = [sum(x.run(range(len(plans)), plans, t)) for x in (channel, truth)]
             assert ends[0] == ends[1], (n, c)
+            probes = [t, t + ends[0] // 2, t + ends[0]]       # its reads' return, pending or not
+            assert [channel.wait_reads(p) for p in probes] == [truth.wait_reads(p) for p in probes]
             assert _open_rows(channel.state) == _open_rows(truth.state), (n, c)
             starts[c] = t + ends[0]
     assert [c.stats for c in fast] == [c.stats for c in exact]
