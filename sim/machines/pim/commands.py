@@ -38,7 +38,8 @@ for RDMAC/RDMAC_ALL, WR_GB for WRGB, 1 otherwise. A RD/WR/MAC/MAC_ALL is a row m
 is the first column command since its row opened (the one that paid for the ACT), else a hit.
 
 Fast paths, exact against this model: `ChannelState.run_plans` (sim/machines/pim/dram.py:
-column runs in closed form, lockstep for all-bank commands; what the simulator uses) and
+column runs in closed form, lockstep for all-bank commands; runs met before replayed,
+sim/machines/pim/run_memo.py; what the simulator uses) and
 sim/machines/pim/gemv.py (whole GEMV tile streams in closed form, for the bandwidth self-test).
 
 ISA -> commands (one pim queue = one channel): pim.act/act_all/pre/pre_all -> ACT, ACT_ALL,

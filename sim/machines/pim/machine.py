@@ -32,7 +32,7 @@ from sim.machines.base import Costs, Machine
 from sim.machines.decode import CostSheet, CostTable, decode
 from sim.machines.events import EventRows
 from sim.machines.pim.channel import PimChannel, Plan
-from sim.machines.pim.dram import PlanForms
+from sim.machines.pim.run_memo import PlanForms
 from sim.machines.pim.planning import mode_widths, plan_pim
 from sim.machines.pim.run import PimPlans, PimRun
 from sim.machines.pim.shell import shell_run

@@ -12,7 +12,7 @@ from tessel.targets import TARGETS
 from sim.engine import simulate_events
 from sim.machines.pim import PimMachine
 from sim.machines.pim.channel import PimChannel
-from sim.machines.pim.dram import PlanForms
+from sim.machines.pim.run_memo import PlanForms
 
 ARCH = load_arch("pim-gpt")
 
