@@ -33,8 +33,9 @@ class RunMemo:
     def run_plans(self, indices: Sequence[int], plans: Sequence[tuple], t: int) -> np.ndarray:
         """The fast path for a run of instructions issued back to back from cycle t: each
         plan's (command, repeat, step) triples as runs (`issue_run`); returns each
-        instruction's cycles (a read-only int64 array). In lockstep, a command or column run of the all-bank kinds that
-        ends before the next refresh falls due is timed in closed form; anything else (a
+        instruction's cycles (a read-only int64 array). In lockstep, a command or column run
+        of the all-bank kinds that ends before the next refresh falls due is timed in closed
+        form; anything else (a
         refresh due, a row a refresh closed, an ACT_ALL of an open row, which the general rules
         name as an error) goes through `issue` / `issue_run`.
 
