@@ -231,23 +231,30 @@ def instances(instructions: Sequence[Instr], structure: Structure,
             for index in indices}
 
 
-def executed_shell(program: Program, unrolled: Unrolled | None = None) -> Program:
+def executed_shell(program: Program, unrolled: Unrolled | None = None,
+                   entries: np.ndarray | None = None) -> Program:
     """The unrolled program's instructions with no stride applied: each executed instruction
     is its compact instruction's own object, so the operands its loops move keep their first
     iteration's values. Op marks are the unrolled program's. Costs a reference an executed
     instruction (no new objects): for a consumer that reads no moving operand (the event
     engine reads queues, opcodes and semaphores; op statistics read marks), beside
     `moving_values` for the operands it does read. `unrolled`: the program's executed order,
-    when the caller has it."""
+    when the caller has it. `entries`: only these executed instructions (ascending, each op
+    mark's among them; a machine that times the ones between as one, sim/machines/pim/shell.py),
+    the marks placed among them."""
     if unrolled is None:
         structure = loop_structure(program.instructions, ops=program.ops)
         if not structure.loops:
             return program
         unrolled = unrolled_order(structure, program.ops)
+    order, marks = unrolled.order, unrolled.marks
+    if entries is not None:
+        order = order[entries]
+        places = np.searchsorted(entries, np.array([u for u, _ in marks], np.int64)).tolist()
+        marks = tuple(zip(places, (name for _, name in marks)))
     compact = np.empty(len(program.instructions), dtype=object)
     compact[:] = program.instructions
-    return replace(program, instructions=tuple(compact[unrolled.order].tolist()),
-                   ops=unrolled.marks)
+    return replace(program, instructions=tuple(compact[order].tolist()), ops=marks)
 
 
 def moving_values(structure: Structure, index: int, instr: Instr, position: int,

@@ -13,7 +13,7 @@ import isa
 from isa.loops import Structure
 from isa.qformats import mode_bits
 from isa.opcodes import OPCODES
-from isa.unroll import Unrolled, first_executed, moving_values
+from isa.unroll import Unrolled, moving_values
 from sim.machines.pim.channel import TIMING_FIELDS, PimChannel, Plan
 from sim.machines.pim.run import PimPlans
 
@@ -46,14 +46,11 @@ def mode_widths(instrs: Sequence[isa.Instr], order: np.ndarray | None = None) ->
     return wide
 
 
-def plan_pim(channel: PimChannel, instrs: Sequence[isa.Instr],
-             order: np.ndarray | None = None, first: np.ndarray | None = None,
+def plan_pim(channel: PimChannel, instrs: Sequence[isa.Instr], unrolled: Unrolled | None = None,
              final: bool = True) -> PimPlans:
     """The plan of every executed pim-queue instruction but wait and halt (timed at issue).
-    `order`: the compact index in `instrs` of each executed instruction (None: `instrs` run as
-    listed), `first` where each compact instruction first runs when the caller has it
-    (isa.unroll.Unrolled.first); `final` False leaves plan_at writable for the caller to
-    refine (moved_plans). Each instruction object is decoded once, in order of first use (a
+    `unrolled`: the executed order of `instrs` (a compact program's; None: `instrs` run as
+    listed); `final` False leaves plan_at writable for the caller to refine (moved_plans). Each instruction object is decoded once, in order of first use (a
     bad one is named by its first executed index); instructions with equal timing operands
     share a plan object, numbered once. Whole-array passes: this runs over ~10^7
     instructions."""
@@ -64,12 +61,11 @@ def plan_pim(channel: PimChannel, instrs: Sequence[isa.Instr],
     untimed = np.fromiter(map(UNTIMED.__contains__, map(_OPCODE, instrs)), bool, n)
     index = np.flatnonzero(on_pim & ~untimed)
     del on_pim, untimed
-    if order is None:
+    if unrolled is None:
         used_at = index
     else:          # each compact instruction's first executed index (ascending with it)
-        first_run = first_executed(order, n) if first is None else first
-        index = index[first_run[index] >= 0]          # (a loop that runs 0 times)
-        used_at = first_run[index]
+        index = index[unrolled.first[index] >= 0]     # (a loop that runs 0 times)
+        used_at = unrolled.first[index]
     objects = np.fromiter(instrs, object, n)[index]
     # id -> first position: filled from the end, so the last write (the lowest) stays
     first_at = dict(zip(map(id, objects[::-1]), range(len(objects) - 1, -1, -1)))
@@ -87,8 +83,8 @@ def plan_pim(channel: PimChannel, instrs: Sequence[isa.Instr],
     plan_at = np.full(n, -1, np.int32)
     plan_at[index] = np.fromiter(map(plan_of_object.__getitem__, map(id, objects)), np.int32,
                                  len(objects))
-    if order is not None:
-        plan_at = plan_at[order]
+    if unrolled is not None:
+        plan_at = plan_at[unrolled.order]
     if final:
         plan_at.setflags(write=False)
     return PimPlans(plan_at, plans)

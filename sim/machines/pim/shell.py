@@ -10,8 +10,8 @@ as the unrolled program would. Every figure equals the unrolled program's
 """
 from __future__ import annotations
 
-import dataclasses
 from array import array
+
 import numpy as np
 
 import isa
@@ -34,7 +34,7 @@ def shell_run(machine: Machine, program: isa.Program, structure: Structure) -> P
     unrolled = unrolled_order(structure, program.ops)
     order = unrolled.order
     channels = machine.new_channels()
-    pim = moved_plans(channels[0], plan_pim(channels[0], instrs, order, unrolled.first, final=False), program,
+    pim = moved_plans(channels[0], plan_pim(channels[0], instrs, unrolled, final=False), program,
                       unrolled)
     wide = mode_widths(instrs, order)
     numbers: dict[isa.Queue, int] = {}
@@ -47,12 +47,7 @@ def shell_run(machine: Machine, program: isa.Program, structure: Structure) -> P
                          queue_of[order], queue_index, [u for u, _ in unrolled.marks])
     del queue_of
     kept = bursts.kept
-    objects = np.empty(len(instrs), dtype=object)
-    objects[:] = instrs
-    marks = np.searchsorted(kept, np.array([u for u, _ in unrolled.marks], np.int64)).tolist()
-    shell = dataclasses.replace(program, instructions=tuple(objects[order[kept]].tolist()),
-                                ops=tuple(zip(marks, (name for _, name in unrolled.marks))))
-    del objects
+    shell = isa.executed_shell(program, unrolled, kept)
     entry_plan = pim.plan_at[kept]
     entry_plan.setflags(write=False)
     on_pim = entry_plan >= 0                         # a burst, or a pim `signal`
