@@ -110,8 +110,21 @@ class Tally:
     misses: int = 0
     counts: Counter = field(default_factory=Counter)
     refs: list[int] = field(default_factory=list)
+    # remembered runs replayed, counted but not yet added (the memo's fast path):
+    # id(delta) -> [delta, times], delta = (counts by kind as pairs, hits, misses)
+    replayed: dict[int, list] = field(default_factory=dict)
+
+    def add_replays(self) -> None:
+        """Add the replayed runs' counts: each run's delta times its replays."""
+        for (issued, hits, misses), times in self.replayed.values():
+            for kind, n in issued:
+                self.counts[kind] += n * times
+            self.hits += hits * times
+            self.misses += misses * times
+        self.replayed.clear()
 
     def stats(self) -> DramStats:
+        self.add_replays()
         counts = {k: self.counts[k] for k in KINDS if self.counts[k]}
         return DramStats(self.start, self.end, self.hits, self.misses, counts, tuple(self.refs))
 

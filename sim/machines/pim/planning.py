@@ -212,14 +212,21 @@ class _Moves:
 def unique_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`np.unique(values, axis=0, return_inverse=True)` for a 2-D integer array, through one
     int64 code per row (mixed radix over each column's span) where the spans' product fits:
-    a one-dimensional unique, ten times faster than numpy's by-rows one on 10^5 rows."""
+    a one-dimensional unique, ten times faster than numpy's by-rows one on 10^5 rows. Where
+    it does not fit (sums of energy events), each column is first replaced by its rank among
+    its distinct values (order kept, so the rows sort as before) and the ranks are coded."""
     low = values.min(axis=0)
     spans = values.max(axis=0) - low + 1
+    columns = [values[:, c] - low[c] for c in range(values.shape[1])]
     if math.prod(spans.tolist()) >= 2 ** 62:
-        distinct, inverse = np.unique(values, axis=0, return_inverse=True)
-        return distinct, inverse.ravel()
+        ranked = [np.unique(column, return_inverse=True) for column in columns]
+        columns = [inverse.ravel() for _, inverse in ranked]
+        spans = np.array([len(distinct) for distinct, _ in ranked], np.int64)
+        if math.prod(spans.tolist()) >= 2 ** 62:
+            distinct, inverse = np.unique(values, axis=0, return_inverse=True)
+            return distinct, inverse.ravel()
     code = np.zeros(len(values), np.int64)
-    for column, span in enumerate(spans.tolist()):
-        code = code * span + (values[:, column] - low[column])
+    for column, span in zip(columns, spans.tolist()):
+        code = code * span + column
     _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
     return values[first], inverse.ravel()

@@ -137,8 +137,8 @@ class RunMemo:
                            if n != counts.get(k, 0))
             took = np.array(out, np.int64)
             took.setflags(write=False)
-            seen = self.runs[key] = (took, self._relative(start), self.due - start, issued,
-                                     tally.hits - hits, tally.misses - misses,
+            seen = self.runs[key] = (took, self._relative(start), self.due - start,
+                                     (issued, tally.hits - hits, tally.misses - misses),
                                      tuple(r - start for r in tally.refs[refs:]),
                                      number[self._lock_row], number[self._lock_memo])
             self.runs[at] = seen, list(distinct)
@@ -203,18 +203,20 @@ class RunMemo:
     def _replay_rest(self, seen: tuple, rows: list[int], t: int) -> None:
         """Everything but the cycles of the state after a remembered run from cycle t: its
         rows, banks open, mode, refresh schedule and counts."""
-        _, (_, fresh, n_open, mode), due, issued, hits, misses, refs, row, memo = seen
+        _, (_, fresh, n_open, mode), due, delta, refs, row, memo = seen
         self.register_mode = mode
         self._lock_row = None if row < 0 else rows[row]
         self._lock_memo = None if memo < 0 else rows[memo]
         self._lock_fresh, self.n_open = fresh, n_open
         self.due = t + due
         tally = self.tally
-        for kind, n in issued:
-            tally.counts[kind] += n
-        tally.hits += hits
-        tally.misses += misses
-        tally.refs.extend(map(t.__add__, refs))
+        times = tally.replayed.get(id(delta))      # counts added when read (Tally.stats)
+        if times is None:
+            tally.replayed[id(delta)] = [delta, 1]
+        else:
+            times[1] += 1
+        if refs:
+            tally.refs.extend(map(t.__add__, refs))
 
 
 class PlanForms:

@@ -79,8 +79,11 @@ def _burst_events(machine: Machine, events: EventRows, bursts: Bursts, plans,
     names = [name for name, column in per_plan.items() if column.any()]
     if not names or not len(bursts.first):
         return
-    matrix = np.column_stack([bursts.sums(per_plan[name], wide if name == "macs" else None)
-                              for name in names])
+    scaled = [name for name in names if name == "macs" and wide is not None]
+    plain = [name for name in names if name not in scaled]
+    summed = dict(zip(plain, bursts.sums_of([per_plan[name] for name in plain])))
+    summed.update((name, bursts.sums(per_plan[name], wide)) for name in scaled)
+    matrix = np.column_stack([summed[name] for name in names])
     distinct, inverse = unique_rows(matrix)
     rows = np.array([events.row(tuple((name, float(v)) for name, v in zip(names, row) if v))
                      for row in distinct.tolist()], np.int32)
