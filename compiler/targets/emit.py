@@ -299,6 +299,10 @@ class Emitter:
     def queue_configs(self) -> dict[str, QueueConfig]:
         return dict(self._config)
 
+    def queue_config(self, queue: str) -> QueueConfig | None:
+        """The queue's configuration registers now (None: never configured)."""
+        return self._config.get(queue)
+
     def semaphore(self) -> int:
         self._sems += 1
         if self._sems > 0xFFFF:

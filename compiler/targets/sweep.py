@@ -287,10 +287,9 @@ def _overlapping(body: list[Instr], strides, config: dict) -> bool:
     for at, position, delta in strides:
         moving.setdefault(at, {})[OPCODES[body[at].opcode].fields[position].name] = abs(delta)
     config = dict(config)               # queue text -> its registers, as the emitter keeps them
-    for at, instr in enumerate(body):
-        queue = str(instr.queue)
-        registers = config.get(queue, QueueConfig())
+    for at, instr in enumerate(body):   # only a moving word or a *cfg needs its queue's
         if at in moving:
+            registers = config.get(str(instr.queue), _RESET)
             try:
                 found = footprints(instr, registers)
             except IsaError:            # a register it needs is unset: the verifier's to say
@@ -301,8 +300,12 @@ def _overlapping(body: list[Instr], strides, config: dict) -> bool:
                         and overlaps(*stripes(instr, registers, footprint), shift):
                     return True
         if instr.opcode in CONFIG_OPCODES:
-            config[queue] = registers.after(instr)
+            queue = str(instr.queue)
+            config[queue] = config.get(queue, _RESET).after(instr)
     return False
+
+
+_RESET = QueueConfig()
 
 
 def _names(em: Emitter, p: int, k: int, starts: list[int], marks: list[int],

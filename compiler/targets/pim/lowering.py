@@ -98,6 +98,7 @@ class PimLowering(KvCacheWrites, TargetLowering, Tracked):
         self._stage_pending = False
         self._written: set[str] = set()
         self._pieces: dict[int, tuple[pl.Pass, list]] = {}    # id(pass) -> (it, _row_pieces)
+        self._channels: dict[tuple, tuple] = {}   # `_channel`'s words: key -> (passes, words)
         self._constants: dict[str, np.ndarray] = {}    # the lowering's own (vector's beside)
         em.track(self)
 
@@ -187,20 +188,39 @@ class PimLowering(KvCacheWrites, TargetLowering, Tracked):
             if self._modes[c] != layout.bits:       # the MACs read this layout's elements
                 self._modes[c] = layout.bits
                 em.emit(q, "pim.qmode", fmt=mode_name(layout.bits))
-            for p in passes:
-                fill = p.fills[c]
-                if fill is None:
-                    continue
-                first, count = fill
-                nbytes = -(-count * 2 // self.arch.burst_bytes) * self.arch.burst_bytes
-                for r in em.sweep(range(p.runs), uniform=True):
-                    em.emit_fast(q, "pim.wrgb", r * p.gbuf_stride * 2,
-                                 self.addr(xin, (first + r * p.run_stride) * 2), nbytes)
-                self._segments(q, layout, p, c, psum, emitted)
+            self._channel(q, c, layout, passes, xin, psum, emitted)
             em.emit(q, "signal", sem=self.done[j])
         for _ in active:
             em.emit("asic0", "wait", sem=self.done[j])
         return psum
+
+    def _channel(self, q: str, c: int, layout: pl.GemvLayout, passes: tuple[pl.Pass, ...],
+                 xin: str, psum: int, emitted: dict) -> None:
+        """Channel c's share of a GEMV's passes: each one's gbuf fill, then its rows
+        (`_segments`). Its words are a function of these arguments and the queue's
+        configuration alone (nothing in them signals, stores, marks an op or takes a ring
+        slot, so the sweeps in it find the same loops each time): they are emitted once per
+        distinct (passes, channel, buffers, configuration) and copied after that, as a
+        prefill's attention GEMVs repeat the same rows token after token in two buffers."""
+        em = self.em
+        key = (id(layout), id(passes), c, xin, psum, em.queue_config(q))
+        found = None if flat() else self._channels.get(key)
+        if found is not None and found[0] is passes:
+            em.instructions.extend(found[1])
+            return
+        start, state = len(em.instructions), (em.sweep_key(), em.sweep_counts())
+        for p in passes:
+            fill = p.fills[c]
+            if fill is None:
+                continue
+            first, count = fill
+            nbytes = -(-count * 2 // self.arch.burst_bytes) * self.arch.burst_bytes
+            for r in em.sweep(range(p.runs), uniform=True):
+                em.emit_fast(q, "pim.wrgb", r * p.gbuf_stride * 2,
+                             self.addr(xin, (first + r * p.run_stride) * 2), nbytes)
+            self._segments(q, layout, p, c, psum, emitted)
+        if not flat() and state == (em.sweep_key(), em.sweep_counts()):
+            self._channels[key] = (passes, em.instructions[start:])
 
     def _segments(self, q: str, layout: pl.GemvLayout, p: pl.Pass, c: int, psum: int,
                   emitted: dict) -> None:
