@@ -216,8 +216,11 @@ STATELESS = frozenset(op for op in OPCODES if op.startswith("pim.")) | {"halt", 
 
 def _check_instructions(program: Program, machine: MachineView, first: list[int],
                         opcodes: list[str], structure: Structure) -> None:
+    """Each instruction `_to_check` picks, under its queue's configuration, in every iteration
+    its context stands for. What passed once passes again: the same object under the same
+    configuration (moved by the same loops, through the same iterations, when loops move it;
+    a compiled program repeats a few patterns thousands of times) is checked once."""
     limits = machine.limits
-    spaces = machine.spaces
     limited = {op: [(position, f.name, limits[f.name]) for position, f in enumerate(spec.fields)
                     if f.name in limits] for op, spec in OPCODES.items()}
     pim_fields = {op: {name: spec.names.index(name) for name in ("col", "ncols", "gb", "bytes")
@@ -226,12 +229,14 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
     slots: dict[object, list] = {}      # queue -> [its QueueConfig so far]
     slot_of: dict[int, list] = {}       # id(queue object) -> its slot (equal queues share one)
     configs: dict[QueueConfig, QueueConfig] = {}   # one object per distinct configuration
-    passed: set[tuple[int, int]] = set()           # (instruction object, configuration) checked
+    passed: set[tuple] = set()          # (instruction object, configuration, moves) checked
     qcfg_at: dict[int, int] = {}        # id(queue slot) -> index of its last qcfg (a loadq's,
                                         # loadp's or storeq's scale rows start at that qcfg's
                                         # moving address)
     wanted = _to_check(opcodes, first, structure)
     strided = structure.strided()
+    depth = _depths(structure)
+    within: tuple = ((), ())            # the last context and its loops' iterations and counts
     checks = (visits(structure, wanted, opcodes) if structure.loops else zip(wanted, repeat(())))
     for index, context in checks:
         instr = program.instructions[index]
@@ -249,52 +254,73 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
             units = " ".join(sorted(u.name for u in spec.units))
             raise _at(index, instr, f"{instr.opcode} is not allowed on unit {queue.unit.name} "
                       f"(units: {units})", context)
-        moving = index in strided or (instr.opcode in _SCALED and qcfg_at.get(id(slot)) in strided)
-        ints = _int_moves(index, instr, context) if moving else {}
-        for position, name, bound in limited[instr.opcode]:
-            value = instr.fields[position][1]
-            if value >= bound and position not in ints:
-                raise _at(index, instr, f"{name}={value} exceeds the machine limit (< {bound})",
-                          context)
-        wide = pim_lanes_per_bf16(slot[0])        # a MAC's gbuf inputs per BF16 lane
-        if instr.opcode in pim_fields:
-            _check_pim(index, instr, pim_fields[instr.opcode], limits, context, ints, wide)
-        if instr.opcode == "qcfg":
-            _check_qcfg(index, instr, context)
-            qcfg_at[id(slot)] = index
-        if instr.opcode == "pim.qmode":
-            _check_qmode(index, instr, context)
-        if ints:
-            _check_moving_ints(index, instr, ints, pim_fields.get(instr.opcode, {}), limits,
-                               context, wide)
-        if instr.opcode in NO_FOOTPRINT:
-            continue                        # touches no memory and configures nothing
         config = slot[0]
-        if not moving:                      # the same object under the same registers passes
-            key = (id(instr), id(config))   # the same footprint checks again
-            if key in passed:
-                if instr.opcode in CONFIG_OPCODES:
-                    slot[0] = configs.setdefault(config.after(instr), config.after(instr))
-                continue
+        scaled = instr.opcode in _SCALED and qcfg_at.get(id(slot)) in strided
+        key = (id(instr), id(config))
+        if index in strided and not scaled:
+            if within[0] is not context:
+                within = (context, tuple((lo, hi, loop.count) for loop, lo, hi in context))
+            key += (within[1], tuple((position, tuple((depth[loop.header], delta)
+                                                      for loop, delta in pairs))
+                                     for position, pairs in strided[index].items()))
+        elif scaled:                    # its scales move with the qcfg's: checked every time
+            key = None
+        if key is None or key not in passed:
+            _check_one(program, index, context, config, qcfg_at.get(id(slot)),
+                       index in strided or scaled, machine, limited, pim_fields)
             passed.add(key)
-        try:
-            found = footprints(instr, config, limits)
-        except IsaError as error:
-            raise _at(index, instr, str(error), context) from None
-        for footprint in found:
-            if footprint.role == "scales" and instr.opcode in _SCALED:   # the qcfg's address
-                at = qcfg_at[id(slot)]
-                moves = _moves(at, program.instructions[at], footprint, context) if moving else []
-            else:
-                moves = _moves(index, instr, footprint, context) if moving else []
-            _check_footprint(index, instr, footprint, spaces, context, moves)
-            if moves and is_written(instr.opcode, footprint.role):
-                _check_moving_write(index, instr, footprint, config, context, moves)
-        if instr.opcode == "vquant":
-            _check_vquant(index, instr, config.vcfg, context)
+        if instr.opcode == "qcfg":
+            qcfg_at[id(slot)] = index
         if instr.opcode in CONFIG_OPCODES:
             after = config.after(instr)
             slot[0] = configs.setdefault(after, after)
+
+
+def _depths(structure: Structure) -> dict[int, int]:
+    """Loop header -> how many loops enclose it (its place in the contexts of `visits`)."""
+    depth: dict[int, int] = {}
+    for loop in structure.loops:            # outer before inner
+        depth[loop.header] = 0 if loop.parent is None else depth[loop.parent] + 1
+    return depth
+
+
+def _check_one(program: Program, index: int, context: Context, config: QueueConfig,
+               qcfg: int | None, moving: bool, machine: MachineView, limited, pim_fields) -> None:
+    """Instruction `index` under `config` in the iterations `context` stands for (`qcfg`: its
+    queue's last qcfg, whose address a loadq's, loadp's or storeq's scale rows start at)."""
+    instr, limits = program.instructions[index], machine.limits
+    ints = _int_moves(index, instr, context) if moving else {}
+    for position, name, bound in limited[instr.opcode]:
+        value = instr.fields[position][1]
+        if value >= bound and position not in ints:
+            raise _at(index, instr, f"{name}={value} exceeds the machine limit (< {bound})",
+                      context)
+    wide = pim_lanes_per_bf16(config)         # a MAC's gbuf inputs per BF16 lane
+    if instr.opcode in pim_fields:
+        _check_pim(index, instr, pim_fields[instr.opcode], limits, context, ints, wide)
+    if instr.opcode == "qcfg":
+        _check_qcfg(index, instr, context)
+    if instr.opcode == "pim.qmode":
+        _check_qmode(index, instr, context)
+    if ints:
+        _check_moving_ints(index, instr, ints, pim_fields.get(instr.opcode, {}), limits,
+                           context, wide)
+    if instr.opcode in NO_FOOTPRINT:
+        return                              # touches no memory and configures nothing
+    try:
+        found = footprints(instr, config, limits)
+    except IsaError as error:
+        raise _at(index, instr, str(error), context) from None
+    for footprint in found:
+        if footprint.role == "scales" and instr.opcode in _SCALED:   # the qcfg's address
+            moves = _moves(qcfg, program.instructions[qcfg], footprint, context) if moving else []
+        else:
+            moves = _moves(index, instr, footprint, context) if moving else []
+        _check_footprint(index, instr, footprint, machine.spaces, context, moves)
+        if moves and is_written(instr.opcode, footprint.role):
+            _check_moving_write(index, instr, footprint, config, context, moves)
+    if instr.opcode == "vquant":
+        _check_vquant(index, instr, config.vcfg, context)
 
 
 _SCALED = frozenset({"loadq", "loadp", "storeq"})   # their scale rows: at their qcfg's `scales`
