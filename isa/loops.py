@@ -217,6 +217,9 @@ def _delta(instructions: Sequence[Instr], opcodes: Sequence[str], header: int, b
         raise LoopError(f"loop at {header}: stride at={at} points at instruction {index}, a "
                         f"{opcodes[index]} word of a nested loop (only instructions move)",
                         header)
+    granule = _GRANULES.get((target.opcode, position))
+    if granule is not None and delta and not delta % granule:
+        return delta                    # the usual case, decided without building messages
     spec = OPCODES[target.opcode]
     name = f"instruction {index} ({target.queue} {target.opcode})"
     if position >= len(spec.fields):
@@ -250,3 +253,8 @@ def stride_granule(field: Field) -> int:
     """What a stride on a movable field must be a multiple of: the address kind's granule, or
     1 for an integer."""
     return field.kind.granule if isinstance(field.kind, AddressKind) else 1
+
+
+# (opcode, field position) -> `stride_granule` of each field a loop may move
+_GRANULES = {(op, position): stride_granule(field) for op, spec in OPCODES.items()
+             for position, field in enumerate(spec.fields) if movable(op, field)}
