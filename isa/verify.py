@@ -235,8 +235,8 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
                                         # moving address)
     wanted = _to_check(opcodes, first, structure)
     strided = structure.strided()
-    depth = _depths(structure)
-    within: tuple = ((), ())            # the last context and its loops' iterations and counts
+    within: tuple = ((), {})            # the last context, and per loop header of it the
+                                        # iterations it stands for and the loop's count
     checks = (visits(structure, wanted, opcodes) if structure.loops else zip(wanted, repeat(())))
     for index, context in checks:
         instr = program.instructions[index]
@@ -259,10 +259,10 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
         key = (id(instr), id(config))
         if index in strided and not scaled:
             if within[0] is not context:
-                within = (context, tuple((lo, hi, loop.count) for loop, lo, hi in context))
-            key += (within[1], tuple((position, tuple((depth[loop.header], delta)
-                                                      for loop, delta in pairs))
-                                     for position, pairs in strided[index].items()))
+                within = (context, {loop.header: (lo, hi, loop.count) for loop, lo, hi in context})
+            ranges = within[1]
+            key += tuple((position, tuple((ranges[loop.header], delta) for loop, delta in pairs))
+                         for position, pairs in strided[index].items())
         elif scaled:                    # its scales move with the qcfg's: checked every time
             key = None
         if key is None or key not in passed:
@@ -274,14 +274,6 @@ def _check_instructions(program: Program, machine: MachineView, first: list[int]
         if instr.opcode in CONFIG_OPCODES:
             after = config.after(instr)
             slot[0] = configs.setdefault(after, after)
-
-
-def _depths(structure: Structure) -> dict[int, int]:
-    """Loop header -> how many loops enclose it (its place in the contexts of `visits`)."""
-    depth: dict[int, int] = {}
-    for loop in structure.loops:            # outer before inner
-        depth[loop.header] = 0 if loop.parent is None else depth[loop.parent] + 1
-    return depth
 
 
 def _check_one(program: Program, index: int, context: Context, config: QueueConfig,
