@@ -13,6 +13,7 @@ from arch.pim import PimArch
 from sim.machines.pim.commands import (
     ALL_BANK, NEVER, REGISTER, ROW_ACCESS, Command, CommandResult, DramError, Tally, command_tails,
     refresh_schedule, validate_command)
+from sim.machines.pim.bank_runs import BankRuns
 from sim.machines.pim.run_memo import PlanForms, RunMemo
 
 __all__ = ["CommandChannel", "ChannelState"]
@@ -33,7 +34,7 @@ class CommandChannel:
         return ChannelState(self.arch, start_cycle).execute(commands)
 
 
-class ChannelState(RunMemo):
+class ChannelState(RunMemo, BankRuns):
     """State of one channel: per-bank last-command cycles, open rows, refresh schedule.
 
     `CommandChannel.run` feeds it a whole stream; the PIM machine keeps one per channel for
@@ -83,9 +84,11 @@ class ChannelState(RunMemo):
         self._after: tuple[int, int] | None = None      # (id of the last run remembered, its start)
         self._pending: tuple | None = None   # (a remembered run, its start): cycles unwritten
         self.forms: PlanForms | None = None
+        # how far back a cycle can still bind a command: the longest distance a rule adds
+        # to one (tREFI is none: refreshes fall due by `due`, which the memos key apart)
         self._horizon = 1 + max(self._act_all_gap, self._wr_pre, *self.tail.values(),
-                                *(v for v in (getattr(t, f.name) for f in dataclasses.fields(t))
-                                  if isinstance(v, int)))
+                                *(v for f in dataclasses.fields(t) if f.name != "tREFI"
+                                  and isinstance(v := getattr(t, f.name), int)))
 
     def execute(self, commands: Iterable[Sequence]) -> CommandResult:
         issued = [self.issue(i, validate_command(self.arch, i, Command(*raw))) for i, raw in enumerate(commands)]

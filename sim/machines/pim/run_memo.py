@@ -83,6 +83,15 @@ class RunMemo:
                 return found[0][0]
         self._after = None
         self.idle_until(t)
+        if self.runs is not None and ids not in self.forms.not_single_bank:
+            plans = plans_of()          # a run of single-bank commands (sim/.../bank_runs.py)
+            banks = self.forms.banks_of(plans, tuple(map(id, plans)))
+            if banks is not None:
+                if self.lock:           # as its first command would (`issue`)
+                    self._unlock()
+                return self._timed_banks(plans, banks, lambda: self._issue_plans(
+                    indices, plans, t), t)
+            self.forms.not_single_bank.add(ids)
         start, key, tally = t, None, self.tally
         if self.runs is not None and self.lock:
             # first by the plans themselves and the rows open (the commonest hit, and cheap),
@@ -111,6 +120,25 @@ class RunMemo:
             counts, hits, misses, refs = dict(tally.counts), tally.hits, tally.misses, len(tally.refs)
         else:
             plans = plans_of()
+        out = self._issue_plans(indices, plans, t)
+        if key is not None and self.lock and self._lock_row in number \
+                and self._lock_memo in number:     # (always: every row came from the key's)
+            issued = tuple((k, n - counts.get(k, 0)) for k, n in tally.counts.items()
+                           if n != counts.get(k, 0))
+            took = np.array(out, np.int64)
+            took.setflags(write=False)
+            seen = self.runs[key] = (took, self._relative(start), self.due - start,
+                                     (issued, tally.hits - hits, tally.misses - misses),
+                                     tuple(r - start for r in tally.refs[refs:]),
+                                     number[self._lock_row], number[self._lock_memo])
+            self.runs[at] = seen, list(distinct)
+            self._follow(after, self.runs[at], start)
+            return took
+        return np.array(out, np.int64)
+
+    def _issue_plans(self, indices: Sequence[int], plans: Sequence[tuple], t: int) -> list[int]:
+        """Each plan's cycles issued back to back from t: the lockstep closed forms where
+        they hold, else the rules (`issue`, `issue_run`)."""
         out = []
         for i, plan in zip(indices, plans):
             last = t - 1
@@ -131,20 +159,7 @@ class RunMemo:
                 last = self.issue(i, cmd) if n == 1 else self.issue_run(i, cmd, n, step)
             out.append(last + 1 - t)
             t = last + 1
-        if key is not None and self.lock and self._lock_row in number \
-                and self._lock_memo in number:     # (always: every row came from the key's)
-            issued = tuple((k, n - counts.get(k, 0)) for k, n in tally.counts.items()
-                           if n != counts.get(k, 0))
-            took = np.array(out, np.int64)
-            took.setflags(write=False)
-            seen = self.runs[key] = (took, self._relative(start), self.due - start,
-                                     (issued, tally.hits - hits, tally.misses - misses),
-                                     tuple(r - start for r in tally.refs[refs:]),
-                                     number[self._lock_row], number[self._lock_memo])
-            self.runs[at] = seen, list(distinct)
-            self._follow(after, self.runs[at], start)
-            return took
-        return np.array(out, np.int64)
+        return out
 
     def _follow(self, after: tuple | None, found: tuple, start: int) -> None:
         """The run `found` (a remembered run and its rows) began at `start`: remembered under
@@ -230,6 +245,8 @@ class PlanForms:
         self._form: dict[int, int] = {}             # id(plan) -> its form's number
         self._rows: dict[int, tuple] = {}           # id(plan) -> its commands' rows
         self._numbers: dict[tuple, int] = {}
+        self._banks: dict[int, dict[int, None] | None] = {}     # id(plan) -> its banks or None
+        self.not_single_bank: set = set()           # the ids of runs banks_of found None for
         for plan in plans:
             if plan is not None:
                 self._add(plan)
@@ -245,7 +262,31 @@ class PlanForms:
             forms = tuple(map(self._form.__getitem__, ids))
         return forms, tuple(chain.from_iterable(map(self._rows.__getitem__, ids)))
 
+    def banks_of(self, plans: Sequence[tuple], ids: tuple[int, ...]) -> tuple[int, ...] | None:
+        """The banks the plans' commands name, in order of first use, when every command is
+        a single-bank one (sim/machines/pim/bank_runs.py); else None."""
+        banks: dict[int, None] = {}
+        for plan, key in zip(plans, ids):
+            own = self._banks.get(key, ())
+            if own == ():
+                own = self._banks[key] = _single_banks(plan)
+            if own is None:
+                return None
+            banks.update(own)
+        return tuple(banks)
+
     def _add(self, plan: tuple) -> None:
         form = tuple((cmd.kind, cmd.bank, n, step) for cmd, n, step in plan)
         self._form[id(plan)] = self._numbers.setdefault(form, len(self._numbers))
         self._rows[id(plan)] = tuple(cmd.row for cmd, _, _ in plan if cmd.row is not None)
+
+
+_SINGLE_BANK = frozenset({"ACT", "PRE", "RD", "WR"})
+
+
+def _single_banks(plan: tuple) -> dict[int, None] | None:
+    """The banks of a plan of single-bank commands, in order (a dict as an ordered set); None
+    when a command is of another kind."""
+    if any(cmd.kind not in _SINGLE_BANK or cmd.bank is None for cmd, _, _ in plan):
+        return None
+    return dict.fromkeys(cmd.bank for cmd, _, _ in plan)

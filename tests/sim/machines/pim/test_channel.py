@@ -260,3 +260,62 @@ def test_a_run_after_the_same_run_replays_at_every_distance(seed):
             starts[c] = t + ends[0]
     assert [c.stats for c in fast] == [c.stats for c in exact]
     assert sum(key[0] == "after" for key in runs) > 10
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_single_bank_runs_replay_exactly(seed, monkeypatch):
+    """Runs of single-bank commands (a KV cache's writes: one bank's ACT, WR or RD, PRE, a few
+    rows in turn), each time on fresh rows, between lockstep GEMVs and idle gaps, on channels
+    sharing the memo: remembered by their forms, banks, row pattern and relative state and
+    replayed (sim/machines/pim/bank_runs.py) only where no refresh falls inside, each channel
+    equal to its command-level ground truth to the cycle, reads' return, rows and counts
+    included."""
+    from sim.machines.pim.bank_runs import BankRuns
+    replayed, replay = [], BankRuns._bank_replay
+    monkeypatch.setattr(BankRuns, "_bank_replay", lambda self, *a: replayed.append(1)
+                        or replay(self, *a))
+    rng = np.random.default_rng(300 + seed)
+    row = lambda: int(rng.integers(ARCH.rows))                      # noqa: E731
+    addr = isa.Addr("abuf", 0)
+
+    def writes(banks, k, read):
+        out = []
+        for _ in range(k):
+            r = row()
+            for b in banks:
+                out.append(isa.Instr.make("pim.act", "pim0", bank=b, row=r))
+                out.append(isa.Instr.make("pim.wr", "pim0", bank=b, row=r, col=16, ncols=32,
+                                          src=addr))
+                if read:
+                    out.append(isa.Instr.make("pim.rd", "pim0", bank=b, row=r, col=0, ncols=2,
+                                              dst=addr))
+                out.append(isa.Instr.make("pim.pre", "pim0", bank=b))
+        return out
+
+    gemv = lambda: [isa.Instr.make("pim.act_all", "pim0", row=row()),           # noqa: E731
+                    isa.Instr.make("pim.mac_all", "pim0", col=0, ncols=ARCH.columns, gb=0),
+                    isa.Instr.make("pim.rdmac_all", "pim0", dst=addr),
+                    isa.Instr.make("pim.pre_all", "pim0")]
+    makers = [lambda: writes((0,), 2, False), lambda: writes((0, 5), 3, False),
+              lambda: writes((3,), 14, True), gemv]
+    fast = [PimChannel(ARCH) for _ in range(3)]
+    runs, forms = {}, PlanForms()
+    for channel in fast:
+        channel.state.runs, channel.state.forms = runs, forms
+    exact = [PimChannel(ARCH, exact=True) for _ in fast]
+    decode = fast[0].plan
+    starts = [0] * len(fast)
+    for n, k in enumerate(rng.choice(len(makers), 120).tolist()):
+        piece = makers[k]()
+        plans = [decode(i, x) for i, x in enumerate(piece)]
+        gap = int(rng.choice([0, 1, 37, 1500, 3333]))
+        for c, (channel, truth) in enumerate(zip(fast, exact)):
+            t = starts[c] + gap + (int(rng.choice([1, 2, 40])) if rng.random() < 0.2 else 0)
+            ends = [sum(x.run(range(len(plans)), plans, t)) for x in (channel, truth)]
+            assert ends[0] == ends[1], (n, c)
+            probes = [t, t + ends[0] // 2, t + ends[0]]
+            assert [channel.wait_reads(p) for p in probes] == [truth.wait_reads(p) for p in probes]
+            assert _open_rows(channel.state) == _open_rows(truth.state), (n, c)
+            starts[c] = t + ends[0]
+    assert [c.stats for c in fast] == [c.stats for c in exact]
+    assert len(replayed) > 20 and sum(s.counts["REF"] for s in (c.stats for c in fast)) > 10
