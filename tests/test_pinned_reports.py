@@ -63,4 +63,20 @@ def test_reports_and_programs_are_unchanged(target: str, phase: str, tmp_path: P
         if os.environ.get("TESSEL_REPIN"):
             PINNED.mkdir(exist_ok=True)
             pinned.write_bytes(data)
-        assert data == pinned.read_bytes(), f"{pinned.name} changed"
+        if suffix == "json":
+            data, want = (_numerics_apart(d) for d in (data, pinned.read_bytes()))
+            assert data[1] == pytest.approx(want[1], rel=1e-9, abs=0), f"{pinned.name} changed"
+            data, want = data[0], want[0]
+        else:
+            want = pinned.read_bytes()
+        assert data == want, f"{pinned.name} changed"
+
+
+def _numerics_apart(report: bytes) -> tuple[bytes, dict]:
+    """(the report less its logits' error, that error): the error of float32 logits against
+    the float64 reference moves in its last digits with numpy's and the BLAS's summation
+    order (numpy 2.4.6's differs from earlier releases' by 5e-16 relative); every timing,
+    energy and count field stays byte for byte."""
+    fields = json.loads(report)
+    numeric = {k: fields.pop(k) for k in ("logits_rel_error",) if k in fields}
+    return json.dumps(fields, indent=1).encode(), numeric
