@@ -58,6 +58,23 @@ class RunMemo:
         return self._timed(indices, numbers.tobytes(),
                            lambda: list(map(table.__getitem__, numbers.tolist())), t)
 
+    def replay_after(self, ids: Hashable, t: int) -> np.ndarray | None:
+        """The cycles of the run `ids` (as `_timed` takes them) from t where it follows the
+        last run at a distance met before and no refresh falls due before t (a GEMV's
+        channels in step: most runs), its cycles left pending (`settle`); else None, the
+        state untouched. The shell's bursts call it first, before anything is built."""
+        after = self._after
+        if after is None or not self.lock or self.runs is None or self.due < t:
+            return None
+        found = self.runs.get((_AFTER, ids, self._lock_row, self._lock_memo, after[0],
+                               t - after[1]))
+        if found is None:
+            return None
+        self._replay_rest(*found, t)
+        self._pending = found[0], t             # its cycles written when first read
+        self._after = (id(found[0]), t)
+        return found[0][0]
+
     def _timed(self, indices: Sequence[int], ids: Hashable, plans_of: Callable[[], Sequence[tuple]],
                t: int) -> np.ndarray:
         """run_plans of the plans `plans_of()` gives, `ids` their identity (equal ids: the
@@ -67,18 +84,17 @@ class RunMemo:
         the state at t is that run's end moved by t minus its start, refreshes between
         included: so the same plans after the same run at the same distance are looked up
         without working out the relative state (`_AFTER` keys)."""
+        took = self.replay_after(ids, t)
+        if took is not None:
+            return took
         after = None
         if self.runs is not None and self.lock and self._after is not None:
             last, began = self._after
             after = (_AFTER, ids, self._lock_row, self._lock_memo, last, t - began)
             found = self.runs.get(after)
-            if found is not None:
-                if self.due >= t:           # no refresh before t: the state is the replay's
-                    self._replay_rest(*found, t)
-                    self._pending = found[0], t     # its cycles written when first read
-                else:
-                    self.idle_until(t)
-                    self._replay(*found, t)
+            if found is not None:           # (a refresh falls due before t)
+                self.idle_until(t)
+                self._replay(*found, t)
                 self._after = (id(found[0]), t)
                 return found[0][0]
         self._after = None

@@ -105,7 +105,10 @@ def _hooks(instrs, channels, plans, bursts: Bursts, n: int):
         if b < 0:
             return channel.wait_reads(t)
         lo, hi = first[b], end[b]
-        took = channel.run_numbered(range(lo, hi), numbers[lo:hi], plans, t)
+        run = numbers[lo:hi]
+        took = channel.state.replay_after(run.tobytes(), t)      # the commonest case first
+        if took is None:
+            took = channel.run_numbered(range(lo, hi), run, plans, t)
         if took.flags.writeable:         # not remembered (ChannelState keeps its own read-only)
             return int(took.sum())
         total = totals.get(id(took))     # the memo holds the array for the whole run
