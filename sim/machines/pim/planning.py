@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from operator import attrgetter
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from sim.machines.pim.run import PimPlans
 __all__ = ["UNTIMED", "mode_widths", "plan_pim", "moved_plans", "unique_rows"]
 
 _QUEUE, _OPCODE = attrgetter("queue"), attrgetter("opcode")
+_CHUNK = 1 << 21          # executions placed at a time (bounded temporaries)
 UNTIMED = frozenset({"wait", "halt", "pim.qmode"})    # pim-queue opcodes the channel does not
                                                      # time (a mode is the controller's register)
 
@@ -112,11 +113,8 @@ def moved_plans(channel: PimChannel, pim: PimPlans, program: isa.Program,
         pim.plan_at.setflags(write=False)
         return pim
     first, iteration = unrolled.first, unrolled.iteration
-    of_opcode: dict[str, list[_Moves]] = {}
-    for c in sorted(timing):
-        if first[c] >= 0:                                # (a loop around it runs 0 times)
-            moves = _Moves(structure, c, instrs[c], timing[c], int(first[c]), iteration)
-            of_opcode.setdefault(instrs[c].opcode, []).append(moves)
+    of_opcode = _all_moves(structure, instrs, {c: m for c, m in timing.items() if first[c] >= 0},
+                           first, iteration)          # (a loop around one may run 0 times)
     keys = []                     # (first executed index, opcode, key number, key values)
     numbered = {}                 # opcode -> (its instructions' grids, each grid point's key)
     for opcode, found in of_opcode.items():
@@ -142,11 +140,110 @@ def moved_plans(channel: PimChannel, pim: PimPlans, program: isa.Program,
         of_point = plan_of_key[opcode][inverse]
         at = 0
         for m in found:
-            positions, points = m.executions()
-            plan_at[positions] = of_point[at:at + len(m.values)][points]
+            own = of_point[at:at + len(m.values)]
+            for positions, points in m.executions():
+                plan_at[positions] = own[points]
             at += len(m.values)
     plan_at.setflags(write=False)
     return PimPlans(plan_at, plans)
+
+
+def _all_moves(structure: Structure, instrs: Sequence[isa.Instr], timing: Mapping[int, list[int]],
+               first: np.ndarray, iteration: Mapping[int, int]) -> dict[str, list]:
+    """Per opcode, the timing keys over their moving loops of the instructions `timing` names
+    (index -> its moved timing fields): those one loop moves (nearly all) built together per
+    opcode (`_MovedOnce`), the others one by one (`_Moves`). A key outside its field's range is
+    named by the lowest such instruction, as built one by one in index order."""
+    once: dict[str, list] = {}
+    of_opcode: dict[str, list] = {}
+    for c in sorted(timing):
+        chain, moving, strided = _moving_loops(structure, c, timing[c])
+        if len(moving) == 1:
+            once.setdefault(instrs[c].opcode, []).append((c, chain, moving[0], strided))
+        else:
+            of_opcode.setdefault(instrs[c].opcode, []).append(
+                _Moves(structure, c, instrs[c], timing[c], int(first[c]), iteration))
+    built = {opcode: _MovedOnce(instrs, items, timing, first, iteration)
+             for opcode, items in once.items()}
+    if any(batch.out_of_range for batch in built.values()):
+        for c in sorted(timing):             # raises at the first, as one by one would
+            _Moves(structure, c, instrs[c], timing[c], int(first[c]), iteration)
+    for opcode, batch in built.items():
+        of_opcode.setdefault(opcode, []).append(batch)
+    return of_opcode
+
+
+def _moving_loops(structure: Structure, index: int, moved: Sequence[int]
+                  ) -> tuple[tuple, list[int], Mapping]:
+    """(the loops around instruction `index` outermost first, the positions among them of
+    those that move one of its `moved` fields, its strides per field)."""
+    strided = structure.strided()[index]
+    chain = structure.chain(index)
+    by_loop = {loop.header for p in moved for loop, delta in strided[p] if delta}
+    return chain, [k for k, loop in enumerate(chain) if loop.header in by_loop], strided
+
+
+class _MovedOnce:
+    """`_Moves` of many instructions of one opcode, each moved by one loop: its grid is that
+    loop's iterations, so every instruction's keys and first uses are one arange scaled and
+    all are built in a few array operations; `executions()` concatenates theirs (points
+    numbered across the batch). `out_of_range`: some key leaves its field's range."""
+
+    def __init__(self, instrs: Sequence[isa.Instr], items: Sequence[tuple],
+                 timing: Mapping[int, list[int]], first: np.ndarray,
+                 iteration: Mapping[int, int]) -> None:
+        opcode = instrs[items[0][0]].opcode
+        fields = TIMING_FIELDS[opcode]
+        counts = np.array([chain[m].count for _, chain, m, _ in items], np.int64)
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        k = np.arange(starts[-1], dtype=np.int64) - np.repeat(starts[:-1], counts)
+        columns = []
+        self.out_of_range = False
+        for p in fields:
+            base = np.array([instrs[c].fields[p][1] for c, _, _, _ in items], np.int64)
+            delta = np.array([sum(d for loop, d in strided.get(p, ()) if loop.header ==
+                                  chain[m].header) if p in timing[c] else 0
+                              for c, chain, m, strided in items], np.int64)
+            value = np.repeat(base, counts) + np.repeat(delta, counts) * k
+            if delta.any() and len(value):
+                low, high = OPCODES[opcode].fields[p].kind.bounds
+                self.out_of_range |= bool(value.min() < low or value.max() > high)
+            columns.append(value)
+        self.values = np.column_stack(columns) if columns else np.zeros((len(k), 0), np.int64)
+        firsts = first[[c for c, _, _, _ in items]].astype(np.int64)
+        lengths = np.array([iteration[chain[m].header] for _, chain, m, _ in items], np.int64)
+        self.first_use = np.repeat(firsts, counts) + np.repeat(lengths, counts) * k
+        by_shape: dict[tuple[int, int], list] = {}       # (loops around, moving one's place)
+        for f, (_, chain, m, _), o in zip(firsts.tolist(), items, starts[:-1].tolist()):
+            by_shape.setdefault((len(chain), m), []).append(
+                (f, o, *(loop.count for loop in chain), *(iteration[loop.header] for loop in chain)))
+        self._shapes = {shape: np.array(rows, np.int64) for shape, rows in by_shape.items()}
+
+    def executions(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Where executions stand in the executed order and their points in `values`, in
+        chunks of about _CHUNK: each instruction's executions are its first plus each loop's
+        iteration times that loop's executed length, its point the moving loop's iteration
+        (mixed-radix digits of the execution's number)."""
+        for (depth, m), rows in self._shapes.items():
+            first, offset = rows[:, 0], rows[:, 1]
+            counts, lengths = rows[:, 2:2 + depth], rows[:, 2 + depth:]
+            sizes = counts.prod(axis=1)
+            ends = np.cumsum(sizes)
+            a = 0
+            while a < len(rows):
+                b = max(a + 1, int(np.searchsorted(ends, ends[a] - sizes[a] + _CHUNK, "right")))
+                n = sizes[a:b]
+                e = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
+                place, point = np.repeat(first[a:b], n), np.repeat(offset[a:b], n)
+                for j in reversed(range(depth)):
+                    count = np.repeat(counts[a:b, j], n)
+                    digit = e % count
+                    e //= count
+                    place += digit * np.repeat(lengths[a:b, j], n)
+                    if j == m:
+                        point += digit
+                yield place, point
+                a = b
 
 
 class _Moves:
@@ -158,10 +255,7 @@ class _Moves:
 
     def __init__(self, structure: Structure, index: int, instr: isa.Instr,
                  moved: Sequence[int], first: int, iteration: Mapping[int, int]) -> None:
-        strided = structure.strided()[index]
-        self.chain = structure.chain(index)
-        by_loop = {loop.header for p in moved for loop, delta in strided[p] if delta}
-        self.moving = [k for k, loop in enumerate(self.chain) if loop.header in by_loop]
+        self.chain, self.moving, strided = _moving_loops(structure, index, moved)
         counts = [self.chain[k].count for k in self.moving]
         grid = np.indices(counts, np.int64).reshape(len(counts), -1) if counts \
             else np.zeros((0, 1), np.int64)
@@ -181,9 +275,9 @@ class _Moves:
         lengths = np.array([[self.lengths[k]] for k in self.moving], np.int64).reshape(-1, 1)
         self.first_use = first + (grid * lengths).sum(axis=0)
 
-    def executions(self) -> tuple[np.ndarray, np.ndarray]:
+    def executions(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Where each execution stands in the executed order and its grid point, in executed
-        order: both sums over the loops around it, each loop's iteration times its executed
+        order (one chunk): both sums over the loops around it, each loop's iteration times its executed
         length for the place, times its mixed-radix weight among the moving loops (zero for
         a loop that moves nothing) for the point."""
         weight, size = {}, 1
@@ -195,7 +289,7 @@ class _Moves:
             steps = np.arange(loop.count, dtype=np.int64)
             place = np.add.outer(place, steps * self.lengths[k]).ravel()
             point = np.add.outer(point, steps * weight.get(k, 0)).ravel()
-        return place, point
+        yield place, point
 
     def _check(self, structure: Structure, index: int, instr: isa.Instr,
                moved: Sequence[int]) -> None:

@@ -177,3 +177,19 @@ def test_unique_rows_equals_numpy_by_rows(n, k, span, seed):
     distinct, inverse = unique_rows(values)
     want, want_inverse = np.unique(values, axis=0, return_inverse=True)
     assert np.array_equal(distinct, want) and np.array_equal(inverse, want_inverse.ravel())
+
+
+@pytest.mark.parametrize("inner", [0, 1])
+def test_a_row_a_loop_moves_out_of_range_is_the_unrolled_programs_error(inner):
+    """A row moved past its field's range (a program the verifier refuses first) stops the
+    shell with the error the unroller gives, whether one loop moves it (built with the others
+    of its opcode) or two do (built on its own)."""
+    program = assemble(HEADER + "\n".join([
+        ".loop count=4", "  .loop count=2", "    pim1 pim.pre_all",
+        f"    pim1 pim.act_all row=5+={inner}-=2", "  .endloop", ".endloop",
+        "pim0 halt"]) + "\n")
+    with pytest.raises(isa.IsaError) as unrolled:
+        unroll(program)
+    with pytest.raises(isa.IsaError) as shell:
+        MACHINE.start_shell(program)
+    assert str(shell.value) == str(unrolled.value) and "row" in str(shell.value)
