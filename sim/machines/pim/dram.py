@@ -103,8 +103,32 @@ class ChannelState(RunMemo, BankRuns):
             else:
                 self._refresh(self.due)
             self.due += self.t.tREFI
+            if self.due < cycle and self.lockstep:
+                self._idle_refreshes(cycle)
         if self.bus < cycle - 1:
             self.bus = cycle - 1
+
+    def _idle_refreshes(self, cycle: int) -> None:
+        """The refreshes due before `cycle` after one just issued, in closed form where each
+        issues at its due cycle: every bank closed and in bank mode (no PRE or MODE first),
+        and the next due binding alone. Then so does every later one, as nothing else issues
+        (the REF before binds tRFC < tREFI later, every other cycle is older). A channel left
+        idle through a vector phase meets thousands (the fast path's; ground truth: one by
+        one)."""
+        t = self.t
+        if self.register_mode or t.tRFC >= t.tREFI or (
+                self._lock_row is not None if self.lock else self.n_open):
+            return
+        last_pre = self._lock_pre if self.lock else max(self.pre)
+        due = self.due
+        if max(due, self._base(), last_pre + t.tRP, self.act_any + t.tRC) != due:
+            return
+        last = due + (cycle - 1 - due) // t.tREFI * t.tREFI
+        self.tally.refs.extend(range(due, last + 1, t.tREFI))
+        self.tally.counts["REF"] += (last - due) // t.tREFI + 1
+        self.ref = self.bus = last
+        self.tally.end = max(self.tally.end, last + 1)
+        self.due = last + t.tREFI
 
     def issue(self, i: int, cmd: Command) -> int:
         """Issue one validated command (after any refresh it meets); returns its cycle."""

@@ -319,3 +319,31 @@ def test_single_bank_runs_replay_exactly(seed, monkeypatch):
             starts[c] = t + ends[0]
     assert [c.stats for c in fast] == [c.stats for c in exact]
     assert len(replayed) > 20 and sum(s.counts["REF"] for s in (c.stats for c in fast)) > 10
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_long_idle_stretches_refresh_as_one_by_one(seed, monkeypatch):
+    """A channel idle for many refresh intervals (a vector phase) issues their REFs in closed
+    form (ChannelState._idle_refreshes): every REF's cycle, the counts and every later
+    command equal the ground truth's, which issues them one by one, after rows left open,
+    in register mode or not."""
+    from sim.machines.pim.dram import ChannelState
+    closed, idle = [], ChannelState._idle_refreshes
+
+    def counted(self, cycle):                  # the REFs each closed form issued
+        before = self.tally.counts["REF"]
+        idle(self, cycle)
+        closed.append(self.tally.counts["REF"] - before)
+    monkeypatch.setattr(ChannelState, "_idle_refreshes", counted)
+    rng = np.random.default_rng(400 + seed)
+    stream = _random_stream(rng, ARCH, 40)
+    fast, exact = PimChannel(ARCH), PimChannel(ARCH, exact=True)
+    t = 0
+    for i, ins in enumerate(stream):
+        gap = int(rng.integers(3 * ARCH.timing.tREFI, 12 * ARCH.timing.tREFI)) \
+            if rng.random() < 0.3 else 0
+        d_fast, d_exact = fast.duration(i, ins, t + gap), exact.duration(i, ins, t + gap)
+        assert d_fast == d_exact, (i, ins.opcode)
+        t += gap + d_fast
+    assert fast.stats == exact.stats
+    assert sum(closed) > fast.stats.counts["REF"] // 2      # most of them in closed form
