@@ -118,10 +118,27 @@ def where(index: int, instr: Instr | None, iterations: Sequence[tuple[Loop, int]
     return text
 
 
+_LAST: list = [None]     # (instructions, ops, their Structure) of the last tuple asked for
+
+
 def loop_structure(instructions: Sequence[Instr], opcodes: Sequence[str] | None = None,
                    ops: Sequence[tuple[int, str]] = ()) -> Structure:
     """The loops of `instructions` (`opcodes[i]` their opcodes when the caller has them), with
-    the op marks `ops` checked against them; LoopError when the words do not form loops."""
+    the op marks `ops` checked against them; LoopError when the words do not form loops.
+    A program's (immutable) tuple of instructions asked for again gets the same Structure:
+    the verifier, the machine, the unroller and the report each ask for one program's, and
+    its strides per instruction (`strided`) are then worked out once."""
+    last = _LAST[0]
+    if last is not None and last[0] is instructions and last[1] is ops:
+        return last[2]
+    structure = _loop_structure(instructions, opcodes, ops)
+    if type(instructions) is tuple and type(ops) is tuple:
+        _LAST[0] = (instructions, ops, structure)
+    return structure
+
+
+def _loop_structure(instructions: Sequence[Instr], opcodes: Sequence[str] | None,
+                    ops: Sequence[tuple[int, str]]) -> Structure:
     if opcodes is None:
         opcodes = list(map(attrgetter("opcode"), instructions))
     size = len(instructions)

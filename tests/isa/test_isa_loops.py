@@ -451,3 +451,18 @@ def test_unrolled_order_and_first_runs_equal_a_plain_expansion(text):
             steps = np.arange(loop.count) * unrolled.iteration[loop.header]
             places = np.add.outer(places, steps).ravel()
         assert places.tolist() == np.flatnonzero(order == c).tolist()
+
+
+def test_a_programs_structure_is_worked_out_once_per_tuple():
+    """The verifier, the machine and the report ask for one program's loops: the same tuple
+    of instructions (and op marks) gets the same Structure, strides cached with it; an equal
+    tuple that is another object, or a list, is worked out anew."""
+    from isa.loops import loop_structure
+    program = assemble(NESTED)
+    first = loop_structure(program.instructions, ops=program.ops)
+    assert loop_structure(program.instructions, ops=program.ops) is first
+    copy = tuple(list(program.instructions))
+    again = loop_structure(copy, ops=program.ops)
+    assert again is not first and again.loops == first.loops
+    listed = list(program.instructions)
+    assert loop_structure(listed, ops=program.ops) is not loop_structure(listed, ops=program.ops)
