@@ -101,7 +101,7 @@ WORKLOADS = (
     Workload("gpt2-xl decode kv-128 on pim-gpt, process", "gpt2-xl", decode(128), "pim", "pim-gpt", 2.0,
              whole_process=True),
     # 66.3 M executed instructions, timed by the channels' DRAM state in 370 k bursts: about
-    # 23 s and 1.1 GB (docs/performance.md, "PIM: timed from the executed shell")
+    # 18-20 s and 1.1 GB (docs/performance.md, "PIM: timed from the executed shell")
     Workload("gpt2-xl prefill-128 on pim-gpt, process", "gpt2-xl", prefill(128), "pim", "pim-gpt",
              20.0, whole_process=True),
     Workload("llama-3.1-70b decode kv-2048 on sn40l, process", "llama-3.1-70b", decode(2048),
