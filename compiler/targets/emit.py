@@ -162,6 +162,7 @@ def matrix_pairs(a: View, b: View) -> list[tuple[Matrix, Matrix]]:
     return [(view_matrix(x), view_matrix(y)) for x, y in zip(view_batches(a, 2), view_batches(b, 2))]
 
 
+_RESET = QueueConfig()         # a queue's registers before its first *cfg
 _MAX_PITCH = (1 << 16) - 1     # qcfg's pitch: scales between a weight's scale rows (U16)
 
 
@@ -189,7 +190,10 @@ class Emitter:
         self._store_log: list[str] = []             # the symbol of every store token, in order
         self._pending: dict[str, int] = {}          # symbol -> token some waiting queue lacks
         self._config: dict[str, QueueConfig] = {}   # queue -> its configuration registers now
-        self._config_key: dict[str, QueueConfig] = {}   # the same but qcfg (`sweep_key`)
+        self._config_key: dict[str, int] = {}       # the number of the same but qcfg (`sweep_key`)
+        self._configs: dict[QueueConfig, QueueConfig] = {}   # one object per configuration
+        self._numbers: dict[QueueConfig, int] = {}  # a configuration but qcfg -> its number
+        self._steps: dict[tuple[int, int], tuple] = {}      # `_configure`'s, by identity
         self._tracked: list[Tracked] = []
         self._link: _LinkTokens | None = None       # the collectives' tokens, once there is one
         self.link_reader: str | None = None         # the queue that waits for them (None: the
@@ -312,16 +316,28 @@ class Emitter:
     def emit(self, queue: str, opcode: str, **fields) -> None:
         """Append one instruction; equal ones (same queue, opcode and operands, compared with
         their types) share one checked object, as in `emit_fast`."""
-        key = (queue, opcode, *((k, type(v), v) for k, v in fields.items()))
+        key = (queue, opcode, *fields.items(), *map(type, fields.values()))
         instr = self._made.get(key)
         if instr is None:
             instr = self._made[key] = Instr.make(opcode, queue, **fields)
         self.instructions.append(instr)
         if opcode in CONFIG_OPCODES:
-            config = self._config[queue] = self._config.get(queue, QueueConfig()).after(instr)
-            self._config_key[queue] = (config if config.qcfg is None else
-                                       QueueConfig(config.src_stride, config.dst_stride,
-                                                   config.mcfg, config.vcfg))
+            self._configure(queue, instr)
+
+    def _configure(self, queue: str, instr: Instr) -> None:
+        """The queue's registers after the *cfg `instr`. Configurations and instructions are
+        shared objects, so each (configuration, instruction) step is worked out once, by
+        identity; `sweep_key` then compares numbers, not configurations field by field."""
+        before = self._config.get(queue, _RESET)
+        step = self._steps.get((id(before), id(instr)))
+        if step is None:                # both kept in the step: their ids are not reused
+            config = before.after(instr)
+            config = self._configs.setdefault(config, config)
+            bare = config if config.qcfg is None else QueueConfig(
+                config.src_stride, config.dst_stride, config.mcfg, config.vcfg)
+            step = self._steps[id(before), id(instr)] = (
+                before, instr, config, self._numbers.setdefault(bare, len(self._numbers)))
+        self._config[queue], self._config_key[queue] = step[2], step[3]
 
     def emit_repeated(self, count: int, moves: dict[str, int], queue: str, opcode: str,
                       **fields) -> None:

@@ -42,6 +42,7 @@ import contextlib
 import re
 import dataclasses
 import enum
+import functools
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -103,20 +104,24 @@ def sweep(em: Emitter, items: Sequence[T], key: Sequence | None = None,
         stores: list[int] = []
         links: list[int] = []           # ... its first all-reduce token
         first = i
-        while i < n:
+        now = None                      # the state after the last iteration, if worked out:
+        while i < n:                    # nothing is emitted before the next one starts
             starts.append(len(em.instructions))
-            keys.append(em.sweep_key())
-            counts.append(em.sweep_counts())
+            key_now, counts_now = now if now is not None else (em.sweep_key(), em.sweep_counts())
+            keys.append(key_now)
+            counts.append(counts_now)
             configs.append(em.queue_configs())
             marks.append(len(em.op_starts))
             stores.append(em.store_tokens)
             links.append(em.link_tokens)
             yield items[i]
             i += 1
-            if i - first > LOOK:
+            now = None
+            if not 3 <= i - first <= LOOK:      # three periods of one at least
                 continue
+            now = em.sweep_key(), em.sweep_counts()
             found = _period(em, n if uniform else n - 1, numbers, first, i, starts, keys, counts,
-                            configs)
+                            configs, *now)
             if found is not None:
                 named = _names(em, found[0], i - first - 3 * found[0], starts, marks, stores, links)
                 if named is not None:
@@ -127,16 +132,14 @@ def sweep(em: Emitter, items: Sequence[T], key: Sequence | None = None,
 
 
 def _period(em: Emitter, last: int, numbers, first: int, i: int, starts: list[int],
-            keys: list[tuple], counts: list[tuple], configs: list[dict]):
+            keys: list[tuple], counts: list[tuple], configs: list[dict], now: tuple,
+            counts_now: tuple):
     """(period, strides, loop count) for the last three periods before iteration i, the loop
-    ending before item `last`, or None."""
-    now = None
+    ending before item `last`, or None (`now`, `counts_now`: the state after iteration i - 1)."""
     for p in range(1, MAX_PERIOD + 1):
         s = i - 3 * p
         if s < first:
             return None
-        if now is None:
-            now, counts_now = em.sweep_key(), em.sweep_counts()
         k = s - first
         if not (keys[k] == keys[k + p] == keys[k + 2 * p] == now):
             continue
@@ -167,7 +170,7 @@ class _Numbers:
         self.items = items
         self.found: dict[int, tuple | None] = {}
         self.runs: dict[int, int] = {}
-        self.steady = _steady(items)
+        self._steady: np.ndarray | None | bool = False      # False: not worked out yet
 
     def __getitem__(self, k: int):
         if k not in self.found:
@@ -176,8 +179,10 @@ class _Numbers:
 
     def run_end(self, s: int, last: int) -> int:
         """The last item j < last such that items s..j move by the step from s to s + 1."""
-        if self.steady is not None:
-            return min(s + 1 + int(self.steady[s]), last - 1)
+        if self._steady is False:       # only once a period is found: most sweeps end first
+            self._steady = _steady(self.items)
+        if self._steady is not None:
+            return min(s + 1 + int(self._steady[s]), last - 1)
         if s not in self.runs:
             ints, rest = self[s]
             step = [b - a for a, b in zip(ints, self[s + 1][0])]
@@ -233,13 +238,18 @@ def _numbers(item) -> tuple[tuple[int, ...], tuple] | None:
             ints.append(part)
         elif isinstance(part, tuple):
             return all(read(x) for x in part)
-        elif dataclasses.is_dataclass(part) and not isinstance(part, type):
-            return all(read(getattr(part, f.name)) for f in dataclasses.fields(part))
         else:
-            return False
+            names = _field_names(type(part))
+            return names is not None and all(read(getattr(part, name)) for name in names)
         return True
 
     return (tuple(ints), tuple(rest)) if read(item) else None
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...] | None:
+    """A dataclass's field names in order (None: not a dataclass), looked up once a class."""
+    return tuple(f.name for f in dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else None
 
 
 def _moving(numbers: _Numbers, s: int, p: int, last: int) -> int:
