@@ -239,27 +239,39 @@ def test_a_run_after_the_same_run_replays_at_every_distance(seed):
             isa.Instr.make("pim.rdmac_all", "pim0", dst=isa.Addr("abuf", 0))]
     pieces = [[isa.Instr.make("pim.act_all", "pim0", row=row()), *gemv * k,
                isa.Instr.make("pim.pre_all", "pim0")] for k in (1, 2, 5)]
-    fast = [PimChannel(ARCH) for _ in range(3)]
-    runs, forms = {}, PlanForms()
-    for channel in fast:
-        channel.state.runs, channel.state.forms = runs, forms
-    exact = [PimChannel(ARCH, exact=True) for _ in fast]
+    fast, exact, runs = _channels_sharing_a_memo(3)
     decode = fast[0].plan
     starts = [0] * len(fast)
-    for n, k in enumerate(rng.choice(len(pieces), 80).tolist()):
+    for k in rng.choice(len(pieces), 80).tolist():
         plans = [decode(i, x) for i, x in enumerate(pieces[k])]
         gap = int(rng.choice([0, 1, 37, 1500, 3333]))
         late = int(rng.integers(len(fast))) if rng.random() < 0.3 else -1
-        for c, (channel, truth) in enumerate(zip(fast, exact)):
-            t = starts[c] + gap + (int(rng.choice([1, 2, 40])) if c == late else 0)
-            ends = [sum(x.run(range(len(plans)), plans, t)) for x in (channel, truth)]
-            assert ends[0] == ends[1], (n, c)
-            probes = [t, t + ends[0] // 2, t + ends[0]]       # its reads' return, pending or not
-            assert [channel.wait_reads(p) for p in probes] == [truth.wait_reads(p) for p in probes]
-            assert _open_rows(channel.state) == _open_rows(truth.state), (n, c)
-            starts[c] = t + ends[0]
+        delays = [int(rng.choice([1, 2, 40])) if c == late else 0 for c in range(len(fast))]
+        _run_in_step(fast, exact, plans, starts, gap, delays)
     assert [c.stats for c in fast] == [c.stats for c in exact]
     assert sum(key[0] == "after" for key in runs) > 10
+
+
+def _channels_sharing_a_memo(n: int) -> tuple[list, list, dict]:
+    """n fast channels sharing one memo (as a program's do), n ground-truth ones, the memo."""
+    fast = [PimChannel(ARCH) for _ in range(n)]
+    runs, forms = {}, PlanForms()
+    for channel in fast:
+        channel.state.runs, channel.state.forms = runs, forms
+    return fast, [PimChannel(ARCH, exact=True) for _ in fast], runs
+
+
+def _run_in_step(fast, exact, plans, starts: list[int], gap: int, delays: list[int]) -> None:
+    """Each channel pair runs `plans` from its last end plus `gap` plus its own delay: the same
+    cycles, the same reads' return (pending or not) and the same rows as the ground truth."""
+    for c, (channel, truth) in enumerate(zip(fast, exact)):
+        t = starts[c] + gap + delays[c]
+        ends = [sum(x.run(range(len(plans)), plans, t)) for x in (channel, truth)]
+        assert ends[0] == ends[1], c
+        probes = [t, t + ends[0] // 2, t + ends[0]]
+        assert [channel.wait_reads(p) for p in probes] == [truth.wait_reads(p) for p in probes]
+        assert _open_rows(channel.state) == _open_rows(truth.state), c
+        starts[c] = t + ends[0]
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -298,25 +310,14 @@ def test_single_bank_runs_replay_exactly(seed, monkeypatch):
                     isa.Instr.make("pim.pre_all", "pim0")]
     makers = [lambda: writes((0,), 2, False), lambda: writes((0, 5), 3, False),
               lambda: writes((3,), 14, True), gemv]
-    fast = [PimChannel(ARCH) for _ in range(3)]
-    runs, forms = {}, PlanForms()
-    for channel in fast:
-        channel.state.runs, channel.state.forms = runs, forms
-    exact = [PimChannel(ARCH, exact=True) for _ in fast]
+    fast, exact, _ = _channels_sharing_a_memo(3)
     decode = fast[0].plan
     starts = [0] * len(fast)
-    for n, k in enumerate(rng.choice(len(makers), 120).tolist()):
-        piece = makers[k]()
-        plans = [decode(i, x) for i, x in enumerate(piece)]
+    for k in rng.choice(len(makers), 120).tolist():
+        plans = [decode(i, x) for i, x in enumerate(makers[k]())]
         gap = int(rng.choice([0, 1, 37, 1500, 3333]))
-        for c, (channel, truth) in enumerate(zip(fast, exact)):
-            t = starts[c] + gap + (int(rng.choice([1, 2, 40])) if rng.random() < 0.2 else 0)
-            ends = [sum(x.run(range(len(plans)), plans, t)) for x in (channel, truth)]
-            assert ends[0] == ends[1], (n, c)
-            probes = [t, t + ends[0] // 2, t + ends[0]]
-            assert [channel.wait_reads(p) for p in probes] == [truth.wait_reads(p) for p in probes]
-            assert _open_rows(channel.state) == _open_rows(truth.state), (n, c)
-            starts[c] = t + ends[0]
+        delays = [int(rng.choice([1, 2, 40])) if rng.random() < 0.2 else 0 for _ in fast]
+        _run_in_step(fast, exact, plans, starts, gap, delays)
     assert [c.stats for c in fast] == [c.stats for c in exact]
     assert len(replayed) > 20 and sum(s.counts["REF"] for s in (c.stats for c in fast)) > 10
 
