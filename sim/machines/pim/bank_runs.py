@@ -15,7 +15,7 @@ where it ends before the next refresh is due (a run that met one is not remember
 from __future__ import annotations
 
 from itertools import repeat
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -30,10 +30,12 @@ class BankRuns:
     """ChannelState's memo of single-bank runs (its `runs` and `forms`, shared by a
     program's channels)."""
 
-    def _timed_banks(self, plans: Sequence[tuple], banks: tuple[int, ...],
-                     issue_plans: Callable[[], list[int]], t: int) -> np.ndarray:
+    def _timed_banks(self, indices: Sequence[int], plans: Sequence[tuple],
+                     banks: tuple[int, ...], t: int) -> np.ndarray:
         """The cycles of a run of single-bank plans on `banks` from t (the channel idle until
-        t, not in lockstep), replayed or timed by `issue_plans()` and remembered."""
+        t, not in lockstep), replayed or timed by the rules and remembered. A run met before
+        that a refresh now falls inside replays the instructions that end before it is due
+        (a run of their own, remembered) and times the rest by the rules."""
         forms, plan_rows = self.forms.of(plans, tuple(map(id, plans)))
         rows = (*map(self.open.__getitem__, banks), *map(self.memo.__getitem__, banks), *plan_rows)
         distinct = dict.fromkeys(rows)
@@ -45,14 +47,22 @@ class BankRuns:
                self._bank_relative(banks, groups, t),
                tuple(map(self.fresh.__getitem__, banks)), self.register_mode)
         seen = self.runs.get(key)
-        if seen is not None and t + seen[1] <= self.due:    # its last command before the REF
-            self._bank_replay(seen, banks, groups, list(distinct), t)
-            return seen[0]
+        if seen is not None:
+            if t + seen[1] <= self.due:                 # its last command before the REF
+                self._bank_replay(seen, banks, groups, list(distinct), t)
+                return seen[0]
+            ends = np.cumsum(seen[0])
+            k = int(np.searchsorted(ends, self.due - t, "right"))   # those ending before it
+            if 0 < k < len(plans):
+                head = self._timed_banks(indices[:k], plans[:k], self.forms.banks_of(
+                    plans[:k], tuple(map(id, plans[:k]))), t)
+                rest = self._issue_plans(indices[k:], plans[k:], t + int(ends[k - 1]))
+                return np.concatenate([head, rest])
         due, refs, tally = self.due, len(self.tally.refs), self.tally
         counts, hits, misses, n_open = dict(tally.counts), tally.hits, tally.misses, self.n_open
         ready, end = self.data_ready, tally.end          # maxima: the run's own kept apart
         self.data_ready = tally.end = NEVER
-        took = np.array(issue_plans(), np.int64)
+        took = np.array(self._issue_plans(indices, plans, t), np.int64)
         own_ready, own_end = self.data_ready, tally.end
         self.data_ready, tally.end = max(ready, own_ready), max(end, own_end)
         if self.due != due or len(tally.refs) != refs or self.lock:

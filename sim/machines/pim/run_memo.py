@@ -105,8 +105,7 @@ class RunMemo:
             if banks is not None:
                 if self.lock:           # as its first command would (`issue`)
                     self._unlock()
-                return self._timed_banks(plans, banks, lambda: self._issue_plans(
-                    indices, plans, t), t)
+                return self._timed_banks(indices, plans, banks, t)
             self.forms.not_single_bank.add(ids)
         start, key, tally = t, None, self.tally
         if self.runs is not None and self.lock:
