@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from sim.machines.pim.commands import NEVER
+from sim.machines.pim.run_memo import row_pattern
 
 __all__ = ["BankRuns"]
 
@@ -38,10 +39,7 @@ class BankRuns:
         (a run of their own, remembered) and times the rest by the rules."""
         forms, plan_rows = self.forms.of(plans, tuple(map(id, plans)))
         rows = (*map(self.open.__getitem__, banks), *map(self.memo.__getitem__, banks), *plan_rows)
-        distinct = dict.fromkeys(rows)
-        distinct.pop(None, None)
-        number = dict(zip(distinct, range(len(distinct))))
-        number[None] = -1
+        distinct, number = row_pattern(rows)
         groups = tuple(dict.fromkeys(map(self.group.__getitem__, banks)))
         key = (_BANKS, forms, banks, tuple(map(number.__getitem__, rows)),
                self._bank_relative(banks, groups, t),
@@ -49,7 +47,7 @@ class BankRuns:
         seen = self.runs.get(key)
         if seen is not None:
             if t + seen[1] <= self.due:                 # its last command before the REF
-                self._bank_replay(seen, banks, groups, list(distinct), t)
+                self._bank_replay(seen, banks, groups, distinct, t)
                 return seen[0]
             ends = np.cumsum(seen[0])
             k = int(np.searchsorted(ends, self.due - t, "right"))   # those ending before it
@@ -59,7 +57,7 @@ class BankRuns:
                 rest = self._issue_plans(indices[k:], plans[k:], t + int(ends[k - 1]))
                 return np.concatenate([head, rest])
         due, refs, tally = self.due, len(self.tally.refs), self.tally
-        counts, hits, misses, n_open = dict(tally.counts), tally.hits, tally.misses, self.n_open
+        before, n_open = tally.snapshot(), self.n_open
         ready, end = self.data_ready, tally.end          # maxima: the run's own kept apart
         self.data_ready = tally.end = NEVER
         took = np.array(self._issue_plans(indices, plans, t), np.int64)
@@ -68,15 +66,13 @@ class BankRuns:
         if self.due != due or len(tally.refs) != refs or self.lock:
             return took                                  # a refresh fell inside: not kept
         took.setflags(write=False)
-        issued = tuple((k, n - counts.get(k, 0)) for k, n in tally.counts.items()
-                       if n != counts.get(k, 0))
         after_rows = (*map(self.open.__getitem__, banks), *map(self.memo.__getitem__, banks))
         self.runs[key] = (took, int(took.sum()), self._bank_relative(banks, groups, t),
                           tuple(map(self.fresh.__getitem__, banks)),
                           tuple(-1 if r is None else number[r] for r in after_rows),
                           self.register_mode, self.n_open - n_open,
                           None if own_ready == NEVER else own_ready - t, own_end - t,
-                          (issued, tally.hits - hits, tally.misses - misses))
+                          tally.delta_since(before))
         return took
 
     def _bank_cycles(self, banks: tuple[int, ...], groups: tuple[int, ...]) -> tuple[int, ...]:
@@ -118,8 +114,4 @@ class BankRuns:
         if ready is not None:
             self.data_ready = max(self.data_ready, t + ready)
         self.tally.end = max(self.tally.end, t + end)
-        times = self.tally.replayed.get(id(delta))
-        if times is None:
-            self.tally.replayed[id(delta)] = [delta, 1]
-        else:
-            times[1] += 1
+        self.tally.replay(delta)

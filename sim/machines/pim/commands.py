@@ -114,6 +114,26 @@ class Tally:
     # id(delta) -> [delta, times], delta = (counts by kind as pairs, hits, misses)
     replayed: dict[int, list] = field(default_factory=dict)
 
+    def snapshot(self) -> tuple[dict, int, int]:
+        """(counts by kind, hits, misses) now: `delta_since` gives a run's own."""
+        return dict(self.counts), self.hits, self.misses
+
+    def delta_since(self, snapshot: tuple[dict, int, int]) -> tuple:
+        """What was issued since `snapshot`: (counts by kind as pairs, hits, misses), a
+        remembered run's delta (`replay`)."""
+        counts, hits, misses = snapshot
+        issued = tuple((k, n - counts.get(k, 0)) for k, n in self.counts.items()
+                       if n != counts.get(k, 0))
+        return issued, self.hits - hits, self.misses - misses
+
+    def replay(self, delta: tuple) -> None:
+        """A remembered run's delta issued once more, counted now and added when read."""
+        times = self.replayed.get(id(delta))
+        if times is None:
+            self.replayed[id(delta)] = [delta, 1]
+        else:
+            times[1] += 1
+
     def add_replays(self) -> None:
         """Add the replayed runs' counts: each run's delta times its replays."""
         for (issued, hits, misses), times in self.replayed.values():

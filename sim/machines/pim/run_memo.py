@@ -18,7 +18,7 @@ import numpy as np
 
 from sim.machines.pim.commands import DramStats
 
-__all__ = ["PlanForms", "RunMemo"]
+__all__ = ["PlanForms", "RunMemo", "row_pattern"]
 
 _INLINE = frozenset({"ACT_ALL", "PRE_ALL", "MAC_ALL", "RDMAC_ALL", "WRGB"})   # closed forms:
                                                      # the lockstep kinds but REF and MODE
@@ -121,32 +121,26 @@ class RunMemo:
             plans = plans_of()
             forms, rows = self.forms.of(plans, tuple(map(id, plans)))
             rows = (self._lock_row, self._lock_memo, *rows)
-            distinct = dict.fromkeys(rows)
-            distinct.pop(None, None)
-            number = dict(zip(distinct, range(len(distinct))))
-            number[None] = -1
+            distinct, number = row_pattern(rows)
             key = (forms, tuple(map(number.__getitem__, rows)), relative, self.due - t)
             seen = self.runs.get(key)
             if seen is not None:
-                self.runs[at] = seen, list(distinct)
-                self._replay(seen, list(distinct), t)
+                self.runs[at] = seen, distinct
+                self._replay(seen, distinct, t)
                 self._follow(after, self.runs[at], start)
                 return seen[0]
-            counts, hits, misses, refs = dict(tally.counts), tally.hits, tally.misses, len(tally.refs)
+            before, refs = tally.snapshot(), len(tally.refs)
         else:
             plans = plans_of()
         out = self._issue_plans(indices, plans, t)
         if key is not None and self.lock and self._lock_row in number \
                 and self._lock_memo in number:     # (always: every row came from the key's)
-            issued = tuple((k, n - counts.get(k, 0)) for k, n in tally.counts.items()
-                           if n != counts.get(k, 0))
             took = np.array(out, np.int64)
             took.setflags(write=False)
             seen = self.runs[key] = (took, self._relative(start), self.due - start,
-                                     (issued, tally.hits - hits, tally.misses - misses),
-                                     tuple(r - start for r in tally.refs[refs:]),
+                                     tally.delta_since(before), tuple(r - start for r in tally.refs[refs:]),
                                      number[self._lock_row], number[self._lock_memo])
-            self.runs[at] = seen, list(distinct)
+            self.runs[at] = seen, distinct
             self._follow(after, self.runs[at], start)
             return took
         return np.array(out, np.int64)
@@ -239,14 +233,9 @@ class RunMemo:
         self._lock_memo = None if memo < 0 else rows[memo]
         self._lock_fresh, self.n_open = fresh, n_open
         self.due = t + due
-        tally = self.tally
-        times = tally.replayed.get(id(delta))      # counts added when read (Tally.stats)
-        if times is None:
-            tally.replayed[id(delta)] = [delta, 1]
-        else:
-            times[1] += 1
+        self.tally.replay(delta)                    # counts added when read (Tally.stats)
         if refs:
-            tally.refs.extend(map(t.__add__, refs))
+            self.tally.refs.extend(map(t.__add__, refs))
 
 
 class PlanForms:
@@ -294,6 +283,16 @@ class PlanForms:
         form = tuple((cmd.kind, cmd.bank, n, step) for cmd, n, step in plan)
         self._form[id(plan)] = self._numbers.setdefault(form, len(self._numbers))
         self._rows[id(plan)] = tuple(cmd.row for cmd, _, _ in plan if cmd.row is not None)
+
+
+def row_pattern(rows: Sequence[int | None]) -> tuple[list[int], dict[int | None, int]]:
+    """(the distinct rows in order of first appearance, each row's number among them, None's
+    -1): the memos key rows by this pattern of equality, not by their numbers."""
+    distinct = dict.fromkeys(rows)
+    distinct.pop(None, None)
+    number = dict(zip(distinct, range(len(distinct))))
+    number[None] = -1
+    return list(distinct), number
 
 
 _SINGLE_BANK = frozenset({"ACT", "PRE", "RD", "WR"})
